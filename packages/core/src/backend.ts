@@ -1,0 +1,75 @@
+import type { JsonObject } from './json.js'
+
+/**
+ * A Backend turns entity values into CRDT documents and back. One document per entity.
+ * Implementations: @convergent/yjs, @convergent/automerge. Every Backend runs the shared
+ * compliance suite in @convergent/core/testing (backendComplianceSuite).
+ *
+ * Documents are opaque to core. A backend may mutate a document in place (Yjs) or return a
+ * new one (Automerge): callers always continue with the `doc` a method returns.
+ *
+ * Semantics every backend implements:
+ *  - put(doc, value) makes the document's value deep-equal to `value` with the fewest CRDT
+ *    operations it can: unchanged fields are not touched, nested objects are reconciled field
+ *    by field, so concurrent writes of different fields (at any depth) both survive.
+ *  - Two replicas that each create the same entity concurrently merge field by field.
+ *  - delete(doc) marks the entity deleted (read → undefined). A delete wins over updates that
+ *    are concurrent with it; a put made after the delete (causally) brings the entity back.
+ *  - applyDelta is idempotent and commutative; deltas may arrive in any order and any number
+ *    of times. A delta whose dependencies have not arrived is held until they do.
+ *  - Corrupt bytes throw ConvergentError('ERR_INVALID_DELTA') and leave the doc unchanged.
+ */
+export interface Backend<Doc = unknown> {
+  /** Stable name stored with every entity and sent on the wire: 'yjs', 'automerge'. */
+  readonly name: string
+
+  /**
+   * A new, empty document (read → undefined). `actor` is 16 random bytes drawn by the replica
+   * for this load of the document; the backend derives its actor / client id from it.
+   */
+  create(actor: Uint8Array): Doc
+
+  /**
+   * Rebuilds a document from a snapshot (undefined = none) followed by deltas in order.
+   * Throws ERR_INVALID_DELTA if any of the bytes are corrupt.
+   */
+  load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): Doc
+
+  /** The full state as one compact snapshot (used by compaction). */
+  save(doc: Doc): Uint8Array
+
+  /** The current value, as a fresh plain object; undefined if never written or deleted. */
+  read(doc: Doc): JsonObject | undefined
+
+  /** See the interface comment. `delta` is null when nothing changed. */
+  put(doc: Doc, value: JsonObject): Change<Doc>
+
+  /** Marks the entity deleted. `delta` is null if it already was. */
+  delete(doc: Doc): Change<Doc>
+
+  /** Applies a delta from another replica (or from the store). */
+  applyDelta(doc: Doc, delta: Uint8Array): Doc
+
+  /** The document's version: Yjs state vector + delete set, Automerge heads. */
+  version(doc: Doc): Uint8Array
+
+  /**
+   * 32 bytes that are equal on two replicas exactly when their documents hold the same
+   * operations — independent of the order they arrived in. Used by anti-entropy digests.
+   */
+  versionHash(doc: Doc): Uint8Array
+
+  /**
+   * A delta holding what a replica at `version` lacks (it may hold more, never less);
+   * null when it lacks nothing. Throws ERR_INVALID_VERSION on undecodable version bytes.
+   */
+  deltaSince(doc: Doc, version: Uint8Array): Uint8Array | null
+
+  /** Folds several deltas into one (for coalescing pushes). Must equal applying them in order. */
+  mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array
+}
+
+export interface Change<Doc> {
+  doc: Doc
+  delta: Uint8Array | null
+}

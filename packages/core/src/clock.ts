@@ -1,0 +1,57 @@
+/**
+ * The Clock/Scheduler seam. Core never calls Date.now, setTimeout or Math.random itself:
+ * everything time- or chance-dependent goes through a Clock, so the simulator can run the
+ * real core in virtual time, deterministically from a seed.
+ */
+export interface TimerHandle {
+  readonly id: number
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch (virtual in the simulator). */
+  now(): number
+  /** Runs fn once after ms milliseconds. */
+  setTimeout(fn: () => void, ms: number): TimerHandle
+  clearTimeout(handle: TimerHandle): void
+  /** A uniformly distributed number in [0, 1). */
+  random(): number
+}
+
+/** The real clock: wall time, Node timers, Math.random. Timers are unref'd so they never keep a process alive. */
+export function systemClock(): Clock {
+  const timers = new Map<number, NodeJS.Timeout>()
+  let next = 1
+  return {
+    now: () => Date.now(),
+    setTimeout(fn, ms) {
+      const id = next++
+      const t = setTimeout(() => {
+        timers.delete(id)
+        fn()
+      }, ms)
+      t.unref?.()
+      timers.set(id, t)
+      return { id }
+    },
+    clearTimeout(handle) {
+      const t = timers.get(handle.id)
+      if (t !== undefined) {
+        clearTimeout(t)
+        timers.delete(handle.id)
+      }
+    },
+    random: () => Math.random(),
+  }
+}
+
+/** n random bytes drawn from the clock's random source (used for actor ids). */
+export function randomBytes(clock: Clock, n: number): Uint8Array {
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) out[i] = Math.floor(clock.random() * 256)
+  return out
+}
+
+/** A delay within [ms·(1-jitter), ms·(1+jitter)], so periodic rounds of many nodes do not align. */
+export function jittered(clock: Clock, ms: number, jitter = 0.2): number {
+  return Math.max(0, Math.round(ms * (1 - jitter + 2 * jitter * clock.random())))
+}

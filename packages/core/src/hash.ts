@@ -1,0 +1,27 @@
+import { createHash } from 'node:crypto'
+
+/** SHA-256 of the given chunks. Used for version hashes, digest buckets and entity keys. */
+export function sha256(...chunks: (Uint8Array | string)[]): Uint8Array {
+  const h = createHash('sha256')
+  for (const c of chunks) h.update(c)
+  return new Uint8Array(h.digest())
+}
+
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+export function fromHex(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex, 'hex'))
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** a ^= b in place (equal lengths). */
+export function xorInto(a: Uint8Array, b: Uint8Array): void {
+  for (let i = 0; i < a.length; i++) a[i]! ^= b[i]!
+}

@@ -1,0 +1,186 @@
+import { ConvergentError } from './errors.js'
+
+/** The values an entity can hold: JSON data. */
+export type JsonPrimitive = string | number | boolean | null
+export type JsonValue = JsonPrimitive | JsonValue[] | JsonObject
+export interface JsonObject {
+  [key: string]: JsonValue
+}
+
+export interface ValueLimits {
+  /** Largest JSON-encoded size of one entity value, in bytes. */
+  maxValueBytes: number
+  /** Deepest nesting of objects and arrays. */
+  maxDepth: number
+}
+
+export const DEFAULT_VALUE_LIMITS: ValueLimits = { maxValueBytes: 1024 * 1024, maxDepth: 64 }
+
+function isPlainObject(v: object): boolean {
+  const proto = Object.getPrototypeOf(v)
+  return proto === Object.prototype || proto === null
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'bigint') return 'a BigInt'
+  if (typeof v === 'symbol') return 'a symbol'
+  if (typeof v === 'function') return 'a function'
+  if (v === undefined) return 'undefined'
+  if (typeof v === 'number') return String(v)
+  if (typeof v === 'object' && v !== null) return `an instance of ${v.constructor?.name ?? 'a class'}`
+  return typeof v
+}
+
+/**
+ * Checks that `value` is an entity value — a plain object of JSON data — and returns a
+ * normalised deep copy (object properties that are `undefined` are dropped, as JSON does).
+ * Throws ERR_INVALID_VALUE (naming the path of the offending part) or ERR_TOO_LARGE.
+ * The copy shares nothing with the caller's object, so later mutations cannot leak in.
+ */
+export function toEntityValue(value: unknown, limits: ValueLimits = DEFAULT_VALUE_LIMITS): JsonObject {
+  if (value === undefined) {
+    throw new ConvergentError('ERR_INVALID_VALUE', 'The value is undefined; to remove an entity use delete(id).')
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !isPlainObject(value)) {
+    throw new ConvergentError(
+      'ERR_INVALID_VALUE',
+      `An entity value must be a plain object of JSON data, got ${Array.isArray(value) ? 'an array' : describe(value)}. Wrap it, e.g. { value: … }.`,
+    )
+  }
+  const budget = { bytes: 0 }
+  const ancestors = new Set<object>()
+  const out = copy(value, '$', 0, ancestors, limits, budget) as JsonObject
+  return out
+}
+
+function copy(
+  v: unknown,
+  path: string,
+  depth: number,
+  ancestors: Set<object>,
+  limits: ValueLimits,
+  budget: { bytes: number },
+): JsonValue {
+  const charge = (n: number) => {
+    budget.bytes += n
+    if (budget.bytes > limits.maxValueBytes) {
+      throw new ConvergentError(
+        'ERR_TOO_LARGE',
+        `The value is larger than maxValueBytes (${limits.maxValueBytes} bytes as JSON). Split it into several entities or raise the limit.`,
+      )
+    }
+  }
+  switch (typeof v) {
+    case 'string':
+      if (!v.isWellFormed()) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is a string with a lone surrogate; it cannot be stored as UTF-8.`)
+      }
+      charge(Buffer.byteLength(v) + 2)
+      return v
+    case 'number':
+      if (!Number.isFinite(v)) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${v}; only finite numbers are JSON data.`)
+      }
+      charge(8)
+      return v
+    case 'boolean':
+      charge(5)
+      return v
+    case 'object': {
+      if (v === null) {
+        charge(4)
+        return null
+      }
+      if (depth >= limits.maxDepth) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is nested deeper than maxDepth (${limits.maxDepth}).`)
+      }
+      if (ancestors.has(v)) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${path} refers back to one of its ancestors (a cycle); JSON data is a tree.`)
+      }
+      ancestors.add(v)
+      try {
+        if (Array.isArray(v)) {
+          charge(2)
+          const arr: JsonValue[] = []
+          for (let i = 0; i < v.length; i++) {
+            const item = v[i]
+            if (item === undefined) {
+              throw new ConvergentError('ERR_INVALID_VALUE', `${path}[${i}] is undefined (or a hole); use null in arrays.`)
+            }
+            arr.push(copy(item, `${path}[${i}]`, depth + 1, ancestors, limits, budget))
+            charge(1)
+          }
+          return arr
+        }
+        if (!isPlainObject(v)) {
+          throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${describe(v)}; only plain objects, arrays, strings, finite numbers, booleans and null are JSON data.`)
+        }
+        charge(2)
+        const obj: JsonObject = {}
+        for (const key of Object.keys(v)) {
+          const item = (v as Record<string, unknown>)[key]
+          if (item === undefined) continue // absent, as in JSON
+          if (!key.isWellFormed()) {
+            throw new ConvergentError('ERR_INVALID_VALUE', `${path} has a key with a lone surrogate.`)
+          }
+          charge(Buffer.byteLength(key) + 4)
+          obj[key] = copy(item, `${path}.${key}`, depth + 1, ancestors, limits, budget)
+        }
+        if (Object.getOwnPropertySymbols(v).length > 0) {
+          throw new ConvergentError('ERR_INVALID_VALUE', `${path} has symbol keys; JSON data has string keys only.`)
+        }
+        return obj
+      } finally {
+        ancestors.delete(v)
+      }
+    }
+    default:
+      throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${describe(v)}; only JSON data can be stored.`)
+  }
+}
+
+/** Deep copy of JSON data (values read from a backend are already JSON). */
+export function cloneJson<T extends JsonValue>(v: T): T {
+  return structuredClone(v)
+}
+
+/** Deep equality of JSON data; object key order does not matter. */
+export function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  if (a === b) return true
+  if (a === null || b === null || a === undefined || b === undefined) return false
+  if (typeof a !== 'object' || typeof b !== 'object') return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) {
+    if (!Object.prototype.hasOwnProperty.call(b, k) || !jsonEqual(a[k], (b as JsonObject)[k])) return false
+  }
+  return true
+}
+
+export interface NameLimits {
+  /** Largest UTF-8 size of an entity id or collection name, in bytes. */
+  maxIdBytes: number
+}
+
+export const DEFAULT_NAME_LIMITS: NameLimits = { maxIdBytes: 256 }
+
+/** Checks an entity id or collection name: a non-empty well-formed string of at most maxIdBytes. */
+export function checkId(id: unknown, what: 'id' | 'collection name', limits: NameLimits = DEFAULT_NAME_LIMITS): string {
+  if (typeof id !== 'string') {
+    throw new ConvergentError('ERR_INVALID_ID', `The ${what} must be a string, got ${describe(id)}.`)
+  }
+  if (id.length === 0) throw new ConvergentError('ERR_INVALID_ID', `The ${what} is empty.`)
+  if (!id.isWellFormed()) throw new ConvergentError('ERR_INVALID_ID', `The ${what} has a lone surrogate.`)
+  const bytes = Buffer.byteLength(id)
+  if (bytes > limits.maxIdBytes) {
+    throw new ConvergentError('ERR_INVALID_ID', `The ${what} is ${bytes} bytes of UTF-8; the limit is ${limits.maxIdBytes}.`)
+  }
+  if (id.includes('\u0000')) throw new ConvergentError('ERR_INVALID_ID', `The ${what} contains a NUL character.`)
+  return id
+}

@@ -1,0 +1,92 @@
+/**
+ * A Store keeps entities durable: per-entity head records, snapshots, deltas since the
+ * snapshot, a per-collection change feed, digest leaves, and meta. Implementations:
+ * @convergent/level (classic-level on disk, memory-level in memory). Every Store runs the shared
+ * compliance suite in @convergent/core/testing (storeComplianceSuite).
+ *
+ * The store knows nothing of CRDTs: core decides what to write; the store writes it atomically.
+ */
+
+/** What core needs to know about an entity without loading its document. */
+export interface EntityHead {
+  /** Backend name ('yjs' | 'automerge'). */
+  backend: string
+  /** The backend's versionHash of the stored state (32 bytes). */
+  versionHash: Uint8Array
+  /** How many deltas are stored after the snapshot, keyed 0 … deltaCount-1. */
+  deltaCount: number
+  /** True if the entity's value is deleted (its document still exists). */
+  deleted: boolean
+}
+
+/** One entry of a collection's change feed: an applied change, local or remote. */
+export interface FeedEntry {
+  /** Per-collection sequence number, 1, 2, 3 … with no gaps, in commit order. */
+  seq: number
+  id: string
+  /** 'local' for writes made on this replica; otherwise the peer id that sent it. */
+  origin: string
+  /** Clock time (ms) when it was applied. */
+  time: number
+  /** What happened to the value. */
+  kind: 'put' | 'delete' | 'remote'
+}
+
+export interface CollectionMeta {
+  backend: string
+}
+
+/** One write. All ops given to one write() call are applied atomically, in order. */
+export type StoreOp =
+  | { type: 'head'; collection: string; id: string; head: EntityHead }
+  /** Sets the snapshot; deltas are not touched (delete them with delDelta in the same write). */
+  | { type: 'snapshot'; collection: string; id: string; bytes: Uint8Array }
+  | { type: 'delta'; collection: string; id: string; index: number; bytes: Uint8Array }
+  | { type: 'delDelta'; collection: string; id: string; index: number }
+  | { type: 'feed'; collection: string; entry: FeedEntry }
+  /** A digest leaf (see digest.ts); an all-zero leaf may be deleted instead of stored. */
+  | { type: 'leaf'; collection: string; leaf: number; bytes: Uint8Array }
+  | { type: 'collection'; collection: string; meta: CollectionMeta }
+  | { type: 'meta'; key: string; bytes: Uint8Array }
+
+export interface StoredEntity {
+  head: EntityHead
+  snapshot: Uint8Array | undefined
+  /** Deltas 0 … head.deltaCount-1, in order. */
+  deltas: Uint8Array[]
+}
+
+export interface Store {
+  /** 'classic-level', 'memory-level', … (for logs and reports). */
+  readonly kind: string
+
+  open(): Promise<void>
+  /** Flushes pending writes, then closes. Further calls reject with ERR_CLOSED. */
+  close(): Promise<void>
+
+  /**
+   * Queues ops for the current group commit. All write() calls made in the same tick share
+   * one atomic batch; the promise resolves only after that batch is durably written.
+   * Batches are written one after another, in call order. A failed batch rejects every
+   * write() in it with ERR_STORE and nothing of it is applied.
+   */
+  write(ops: StoreOp[]): Promise<void>
+
+  /** The entity's head, snapshot and deltas; undefined if it was never stored. */
+  readEntity(collection: string, id: string): Promise<StoredEntity | undefined>
+  getHead(collection: string, id: string): Promise<EntityHead | undefined>
+
+  /** Heads of a collection whose ids fall in digest leaves [fromLeaf, toLeaf] (inclusive). */
+  heads(collection: string, range?: { fromLeaf: number; toLeaf: number }): AsyncIterable<[string, EntityHead]>
+
+  /** All non-zero digest leaves of a collection. */
+  leaves(collection: string): AsyncIterable<[number, Uint8Array]>
+
+  /** Feed entries with seq > since, ascending. */
+  feed(collection: string, since: number): AsyncIterable<FeedEntry>
+  /** The highest feed seq of a collection (0 if none). */
+  lastSeq(collection: string): Promise<number>
+
+  collections(): Promise<Map<string, CollectionMeta>>
+  getMeta(key: string): Promise<Uint8Array | undefined>
+}
