@@ -1,0 +1,5 @@
+// Shared compliance suites: every Backend, Store and Network runs the same one.
+// Import from '@convergent/core/testing' in a package's tests (needs mocha globals, chai, fast-check).
+export * from './backend-compliance.js'
+export * from './store-compliance.js'
+export * from './network-compliance.js'
