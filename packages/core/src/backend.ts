@@ -67,6 +67,13 @@ export interface Backend<Doc = unknown> {
 
   /** Folds several deltas into one (for coalescing pushes). Must equal applying them in order. */
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array
+
+  /**
+   * True if the document holds received operations whose dependencies have not arrived yet
+   * (Yjs pending structs, Automerge queued changes). Core persists a delta that left pending
+   * state even though the version did not move, so a reload rebuilds the same document.
+   */
+  hasPending(doc: Doc): boolean
 }
 
 export interface Change<Doc> {

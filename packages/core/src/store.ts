@@ -21,7 +21,7 @@ export interface EntityHead {
 
 /** One entry of a collection's change feed: an applied change, local or remote. */
 export interface FeedEntry {
-  /** Per-collection sequence number, 1, 2, 3 … with no gaps, in commit order. */
+  /** Per-collection sequence number, 1, 2, 3 … in commit order (a failed write leaves a gap). */
   seq: number
   id: string
   /** 'local' for writes made on this replica; otherwise the peer id that sent it. */
@@ -36,7 +36,10 @@ export interface CollectionMeta {
   backend: string
 }
 
-/** One write. All ops given to one write() call are applied atomically, in order. */
+/**
+ * One write. All ops given to one write() call are applied atomically, in order. The store
+ * keeps its own copy of the bytes it is given, and returns bytes the caller may keep.
+ */
 export type StoreOp =
   | { type: 'head'; collection: string; id: string; head: EntityHead }
   /** Sets the snapshot; deltas are not touched (delete them with delDelta in the same write). */
@@ -60,6 +63,9 @@ export interface Store {
   /** 'classic-level', 'memory-level', … (for logs and reports). */
   readonly kind: string
 
+  /** Optional counters: committed group-commit batches and the StoreOps they carried. */
+  readonly stats?: { readonly batches: number; readonly ops: number }
+
   open(): Promise<void>
   /** Flushes pending writes, then closes. Further calls reject with ERR_CLOSED. */
   close(): Promise<void>
@@ -72,7 +78,10 @@ export interface Store {
    */
   write(ops: StoreOp[]): Promise<void>
 
-  /** The entity's head, snapshot and deltas; undefined if it was never stored. */
+  /**
+   * The entity's head, snapshot and deltas; undefined if it was never stored. Rejects with
+   * ERR_STORE if a delta below head.deltaCount is missing (the store is corrupt).
+   */
   readEntity(collection: string, id: string): Promise<StoredEntity | undefined>
   getHead(collection: string, id: string): Promise<EntityHead | undefined>
 

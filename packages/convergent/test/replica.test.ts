@@ -1,0 +1,285 @@
+import { expect } from 'chai'
+import { ConvergentError, Replica } from '@convergent/core'
+import { yjsBackend } from '@convergent/yjs'
+import { automergeBackend } from '@convergent/automerge'
+import { classicLevelStore } from '@convergent/level'
+import { BACKENDS, memoryReplica, tempDir } from './helpers.js'
+
+type Product = { name: string; price: number; tags?: string[]; dims?: { w: number; h: number } }
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<ConvergentError> {
+  try {
+    await p
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConvergentError)
+    expect((err as ConvergentError).code).to.equal(code)
+    return err as ConvergentError
+  }
+  throw new Error(`expected a rejection with ${code}`)
+}
+
+for (const backend of BACKENDS) {
+  describe(`Replica (${backend}, memory-level, no network)`, () => {
+    let replica: Replica
+    beforeEach(async () => {
+      replica = await memoryReplica()
+    })
+    afterEach(async () => {
+      await replica.close()
+    })
+
+    it('put / get / update / delete round trip', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      expect(products.backend).to.equal(backend)
+      await products.put('sku-1', { name: 'Mug', price: 12, tags: ['kitchen'] })
+      expect(await products.get('sku-1')).to.deep.equal({ name: 'Mug', price: 12, tags: ['kitchen'] })
+      const updated = await products.update('sku-1', (p) => {
+        p.price = 13
+        p.tags!.push('sale')
+      })
+      expect(updated).to.deep.equal({ name: 'Mug', price: 13, tags: ['kitchen', 'sale'] })
+      expect(await products.get('sku-1')).to.deep.equal(updated)
+      await products.delete('sku-1')
+      expect(await products.get('sku-1')).to.equal(undefined)
+      expect(await products.has('sku-1')).to.equal(false)
+      await products.put('sku-1', { name: 'Mug II', price: 20 })
+      expect(await products.get('sku-1')).to.deep.equal({ name: 'Mug II', price: 20 })
+    })
+
+    it('get returns a copy: mutating it changes nothing stored', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      await products.put('a', { name: 'A', price: 1 })
+      const v = (await products.get('a'))!
+      v.price = 999
+      expect((await products.get('a'))!.price).to.equal(1)
+    })
+
+    it('update may return a replacement value', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      await products.put('a', { name: 'A', price: 1, tags: ['x'] })
+      await products.update('a', (p) => ({ name: p.name, price: 2 }))
+      expect(await products.get('a')).to.deep.equal({ name: 'A', price: 2 })
+    })
+
+    it('update of a missing or deleted entity rejects with ERR_NOT_FOUND', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      await rejectsWith(products.update('nope', (p) => void (p.price = 1)), 'ERR_NOT_FOUND')
+      await products.put('a', { name: 'A', price: 1 })
+      await products.delete('a')
+      await rejectsWith(products.update('a', (p) => void (p.price = 1)), 'ERR_NOT_FOUND')
+    })
+
+    it('entries() and keys() list live entities only', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      for (let i = 0; i < 20; i++) await products.put(`p${i}`, { name: `P${i}`, price: i })
+      await products.delete('p3')
+      const seen = new Map<string, Product>()
+      for await (const [id, v] of products.entries()) seen.set(id, v)
+      expect(seen.size).to.equal(19)
+      expect(seen.has('p3')).to.equal(false)
+      expect(seen.get('p7')).to.deep.equal({ name: 'P7', price: 7 })
+      const keys: string[] = []
+      for await (const k of products.keys()) keys.push(k)
+      expect(keys.sort()).to.deep.equal([...seen.keys()].sort())
+    })
+
+    it('subscribe() sees local changes after they are durable, with values and seq', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      const events: { id: string; value: unknown; origin: string; seq: number }[] = []
+      const stop = products.subscribe((e) => events.push({ id: e.id, value: e.value, origin: e.origin, seq: e.seq }))
+      await products.put('a', { name: 'A', price: 1 })
+      await products.update('a', (p) => void (p.price = 2))
+      await products.delete('a')
+      stop()
+      await products.put('b', { name: 'B', price: 1 })
+      expect(events).to.deep.equal([
+        { id: 'a', value: { name: 'A', price: 1 }, origin: 'local', seq: 1 },
+        { id: 'a', value: { name: 'A', price: 2 }, origin: 'local', seq: 2 },
+        { id: 'a', value: undefined, origin: 'local', seq: 3 },
+      ])
+    })
+
+    it('a listener that throws does not break the write', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      products.subscribe(() => {
+        throw new Error('boom')
+      })
+      await products.put('a', { name: 'A', price: 1 })
+      expect(await products.get('a')).to.deep.equal({ name: 'A', price: 1 })
+    })
+
+    it('changes({ since }) is a resumable feed of every change', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      for (let i = 0; i < 10; i++) await products.put(`p${i % 3}`, { name: 'x', price: i })
+      const all = []
+      for await (const e of products.changes()) all.push(e)
+      expect(all.map((e) => e.seq)).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+      expect(all.every((e) => e.origin === 'local' && e.kind === 'put')).to.equal(true)
+      expect(all[4]!.id).to.equal('p1')
+      const tail = []
+      for await (const e of products.changes({ since: 7 })) tail.push(e.seq)
+      expect(tail).to.deep.equal([8, 9, 10])
+    })
+
+    it('writing the same value again writes nothing', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      await products.put('a', { name: 'A', price: 1 })
+      await products.put('a', { name: 'A', price: 1 })
+      const seqs = []
+      for await (const e of products.changes()) seqs.push(e.seq)
+      expect(seqs).to.deep.equal([1])
+    })
+
+    it('concurrent writes in one tick all land, in order, for one hot entity', async () => {
+      const products = replica.collection<Product>('products', { backend })
+      await products.put('hot', { name: 'hot', price: 0 })
+      await Promise.all(Array.from({ length: 200 }, (_, i) => products.update('hot', (p) => void (p.price = i + 1))))
+      expect((await products.get('hot'))!.price).to.equal(200)
+    })
+
+    describe('bad input → ConvergentError and nothing written', () => {
+      const bad: [string, unknown, string][] = [
+        ['a function', { name: 'x', price: 1, f: () => 1 }, 'ERR_INVALID_VALUE'],
+        ['a symbol', { name: 'x', price: Symbol('s') }, 'ERR_INVALID_VALUE'],
+        ['a BigInt', { name: 'x', price: 10n }, 'ERR_INVALID_VALUE'],
+        ['NaN', { name: 'x', price: Number.NaN }, 'ERR_INVALID_VALUE'],
+        ['a Date', { name: 'x', price: 1, at: new Date() }, 'ERR_INVALID_VALUE'],
+        ['undefined', undefined, 'ERR_INVALID_VALUE'],
+        ['null', null, 'ERR_INVALID_VALUE'],
+        ['an array at the root', [1, 2], 'ERR_INVALID_VALUE'],
+        ['a string at the root', 'mug', 'ERR_INVALID_VALUE'],
+        ['undefined in an array', { name: 'x', price: 1, tags: [undefined] }, 'ERR_INVALID_VALUE'],
+        ['an oversized value', { name: 'x'.repeat(2 * 1024 * 1024), price: 1 }, 'ERR_TOO_LARGE'],
+      ]
+      for (const [what, value, code] of bad) {
+        it(`put of ${what} → ${code}`, async () => {
+          const products = replica.collection<Product>('products', { backend })
+          await rejectsWith(products.put('a', value as Product), code)
+          expect(await products.get('a')).to.equal(undefined)
+          const feed = []
+          for await (const e of products.changes()) feed.push(e)
+          expect(feed).to.have.length(0)
+        })
+      }
+
+      it('a cyclic value → ERR_INVALID_VALUE', async () => {
+        const products = replica.collection<Product>('products', { backend })
+        const v: Record<string, unknown> = { name: 'x', price: 1 }
+        v.self = v
+        await rejectsWith(products.put('a', v as unknown as Product), 'ERR_INVALID_VALUE')
+      })
+
+      it('bad ids → ERR_INVALID_ID', async () => {
+        const products = replica.collection<Product>('products', { backend })
+        await rejectsWith(products.put('', { name: 'x', price: 1 }), 'ERR_INVALID_ID')
+        await rejectsWith(products.put('x'.repeat(257), { name: 'x', price: 1 }), 'ERR_INVALID_ID')
+        await rejectsWith(products.put(42 as unknown as string, { name: 'x', price: 1 }), 'ERR_INVALID_ID')
+        await rejectsWith(products.get('\ud800'), 'ERR_INVALID_ID')
+      })
+
+      it('an update whose draft becomes invalid writes nothing', async () => {
+        const products = replica.collection<Product>('products', { backend })
+        await products.put('a', { name: 'A', price: 1 })
+        await rejectsWith(
+          products.update('a', (p) => {
+            ;(p as unknown as Record<string, unknown>).bad = () => 1
+          }),
+          'ERR_INVALID_VALUE',
+        )
+        expect(await products.get('a')).to.deep.equal({ name: 'A', price: 1 })
+      })
+
+      it('an update whose fn throws writes nothing and rethrows', async () => {
+        const products = replica.collection<Product>('products', { backend })
+        await products.put('a', { name: 'A', price: 1 })
+        try {
+          await products.update('a', (p) => {
+            p.price = 5
+            throw new Error('nope')
+          })
+          expect.fail('should throw')
+        } catch (err) {
+          expect((err as Error).message).to.equal('nope')
+        }
+        expect(await products.get('a')).to.deep.equal({ name: 'A', price: 1 })
+      })
+    })
+  })
+}
+
+describe('Replica: collections and backends', () => {
+  it('opening a collection with another backend → ERR_BACKEND_MISMATCH', async () => {
+    const replica = await memoryReplica()
+    try {
+      const c = replica.collection('orders', { backend: 'automerge' })
+      await c.put('o1', { total: 3 })
+      expect(() => replica.collection('orders', { backend: 'yjs' })).to.throw(ConvergentError).with.property('code', 'ERR_BACKEND_MISMATCH')
+      expect(replica.collection('orders').backend).to.equal('automerge')
+      expect(() => replica.collection('x', { backend: 'nope' })).to.throw(ConvergentError).with.property('code', 'ERR_UNKNOWN_BACKEND')
+      expect(() => replica.collection('')).to.throw(ConvergentError).with.property('code', 'ERR_INVALID_ID')
+    } finally {
+      await replica.close()
+    }
+  })
+
+  it('after close every call rejects with ERR_CLOSED', async () => {
+    const replica = await memoryReplica()
+    const c = replica.collection('x')
+    await c.put('a', { v: 1 })
+    await replica.close()
+    await replica.close() // idempotent
+    await rejectsWith(c.put('a', { v: 2 }), 'ERR_CLOSED')
+    await rejectsWith(c.get('a'), 'ERR_CLOSED')
+    expect(() => replica.collection('x')).to.throw(ConvergentError).with.property('code', 'ERR_CLOSED')
+  })
+
+  it('memory stays bounded: the LRU keeps at most cacheSize idle documents', async () => {
+    const replica = await memoryReplica({ cacheSize: 16 })
+    try {
+      const c = replica.collection('many')
+      await Promise.all(Array.from({ length: 300 }, (_, i) => c.put(`e${i}`, { i })))
+      expect(replica.stats().cachedEntities).to.be.at.most(16)
+      expect(await c.get('e5')).to.deep.equal({ i: 5 }) // evicted ones load back from the store
+      expect(await c.get('e299')).to.deep.equal({ i: 299 })
+    } finally {
+      await replica.close()
+    }
+  })
+})
+
+describe('Replica on classic-level: reopen keeps everything', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: values, deletes, feed and backend survive a reopen; compaction folds deltas`, async () => {
+      const { dir, cleanup } = await tempDir()
+      try {
+        const open = () => Replica.open({ store: classicLevelStore(dir), backends: [yjsBackend(), automergeBackend()], compactAfter: 8, syncIntervalMs: 0 })
+        let replica = await open()
+        let c = replica.collection<{ n: number; list: number[] }>('things', { backend })
+        await c.put('hot', { n: 0, list: [] })
+        for (let i = 1; i <= 50; i++) await c.update('hot', (v) => void ((v.n = i), v.list.push(i)))
+        await c.put('gone', { n: -1, list: [] })
+        await c.delete('gone')
+        await replica.close()
+
+        replica = await open()
+        expect(() => replica.collection('things', { backend: backend === 'yjs' ? 'automerge' : 'yjs' }))
+          .to.throw(ConvergentError)
+          .with.property('code', 'ERR_BACKEND_MISMATCH')
+        c = replica.collection('things')
+        expect(c.backend).to.equal(backend)
+        const hot = (await c.get('hot'))!
+        expect(hot.n).to.equal(50)
+        expect(hot.list).to.have.length(50)
+        expect(await c.get('gone')).to.equal(undefined)
+        let last = 0
+        for await (const e of c.changes()) last = e.seq
+        expect(last).to.equal(53)
+        await c.update('hot', (v) => void (v.n = 51)) // keeps writing after reopen
+        expect((await c.get('hot'))!.n).to.equal(51)
+        await replica.close()
+      } finally {
+        await cleanup()
+      }
+    })
+  }
+})

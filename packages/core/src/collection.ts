@@ -1,0 +1,204 @@
+import type { CollectionState, Entities } from './entities.js'
+import { ConvergentError } from './errors.js'
+import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
+import type { FeedEntry } from './store.js'
+
+/** What subscribe() listeners receive for every applied change, local or remote. */
+export interface ChangeEvent<T> {
+  collection: string
+  id: string
+  /** The entity's value after the change (a plain copy); undefined when deleted. */
+  value: T | undefined
+  origin: 'local' | 'remote'
+  /** For remote changes: the peer that sent it. */
+  peer?: string
+  /** The change's sequence number in this collection's change feed. */
+  seq: number
+}
+
+export type ChangeListener<T> = (event: ChangeEvent<T>) => void
+
+/** What a Collection needs from its replica (kept narrow so the Collection stays testable). */
+export interface CollectionContext {
+  entities: Entities
+  limits: ValueLimits & NameLimits
+  assertOpen(): void
+  /** Hands a durable local delta to replication. */
+  published(collection: string, id: string, delta: Uint8Array): void
+  /** Reports a listener that threw (never breaks the writer). */
+  listenerFailed(err: unknown): void
+  store: { feed(collection: string, since: number): AsyncIterable<FeedEntry> }
+}
+
+/**
+ * A named set of entities of one type, each a CRDT document of the collection's backend.
+ * Writes apply locally and resolve once durable on disk; replication follows.
+ */
+export class Collection<T extends object = JsonObject> {
+  private readonly listeners = new Set<ChangeListener<T>>()
+
+  /** @internal — use replica.collection(name). */
+  constructor(
+    private readonly ctx: CollectionContext,
+    private readonly state: CollectionState,
+  ) {}
+
+  get name(): string {
+    return this.state.name
+  }
+
+  /** The backend this collection's entities use: 'yjs' or 'automerge'. */
+  get backend(): string {
+    return this.state.backend.name
+  }
+
+  /**
+   * Writes the entity's whole value. Only fields that differ from the current value become
+   * CRDT operations, so concurrent writes of different fields merge. Resolves once durable.
+   */
+  async put(id: string, value: T): Promise<void> {
+    this.ctx.assertOpen()
+    checkId(id, 'id', this.ctx.limits)
+    const plain = toEntityValue(value, this.ctx.limits)
+    await this.write(id, (doc) => this.state.backend.put(doc, plain), 'put')
+  }
+
+  /**
+   * Read-modify-write: `fn` gets a plain mutable copy of the current value (a draft); its
+   * mutations — or the value it returns — become the new value, as minimal CRDT operations.
+   * Rejects with ERR_NOT_FOUND if the entity does not exist. Resolves with the new value
+   * once durable. `fn` must be synchronous: the read and the write are atomic.
+   */
+  async update(id: string, fn: (draft: T) => T | void): Promise<T> {
+    this.ctx.assertOpen()
+    checkId(id, 'id', this.ctx.limits)
+    if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
+    let result: JsonObject | undefined
+    await this.write(
+      id,
+      (doc) => {
+        const current = this.state.backend.read(doc)
+        if (current === undefined) {
+          throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
+        }
+        const returned = fn(current as unknown as T)
+        if (returned !== undefined && typeof (returned as { then?: unknown }).then === 'function') {
+          throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
+        }
+        result = toEntityValue(returned === undefined ? current : returned, this.ctx.limits)
+        return this.state.backend.put(doc, result)
+      },
+      'put',
+    )
+    return result as unknown as T
+  }
+
+  /** Deletes the entity (a delete wins over concurrent updates). Resolves once durable. */
+  async delete(id: string): Promise<void> {
+    this.ctx.assertOpen()
+    checkId(id, 'id', this.ctx.limits)
+    await this.write(id, (doc) => this.state.backend.delete(doc), 'delete')
+  }
+
+  /** The current value (a plain copy), or undefined if absent or deleted. */
+  async get(id: string): Promise<T | undefined> {
+    this.ctx.assertOpen()
+    checkId(id, 'id', this.ctx.limits)
+    const { entities } = this.ctx
+    const entity = await entities.acquire(this.state, id)
+    try {
+      return this.state.backend.read(entity.doc) as T | undefined
+    } finally {
+      entities.release(entity)
+    }
+  }
+
+  async has(id: string): Promise<boolean> {
+    return (await this.get(id)) !== undefined
+  }
+
+  /** Ids of live (not deleted) entities, in storage order. */
+  async *keys(): AsyncGenerator<string> {
+    this.ctx.assertOpen()
+    for await (const [id, head] of this.ctx.entities.heads(this.state)) {
+      if (!head.deleted) yield id
+    }
+  }
+
+  /** [id, value] of every live entity. Loads documents one at a time: memory stays bounded. */
+  async *entries(): AsyncGenerator<[string, T]> {
+    for await (const id of this.keys()) {
+      const value = await this.get(id)
+      if (value !== undefined) yield [id, value]
+    }
+  }
+
+  /**
+   * Calls `listener` after every applied change (local ones once durable, remote ones once
+   * persisted). Returns a function that unsubscribes.
+   */
+  subscribe(listener: ChangeListener<T>): () => void {
+    this.listeners.add(listener)
+    return () => {
+      this.listeners.delete(listener)
+    }
+  }
+
+  /**
+   * The change feed: every change applied to this collection, local and remote, in commit
+   * order, with seq > since. Resumable: keep the last seq you processed and pass it back.
+   */
+  changes(options: { since?: number } = {}): AsyncIterable<FeedEntry> {
+    this.ctx.assertOpen()
+    return this.ctx.store.feed(this.name, options.since ?? 0)
+  }
+
+  /** @internal — the replica calls this after a change was applied and persisted. */
+  emit(entry: FeedEntry, doc: unknown, peer?: string): void {
+    if (this.listeners.size === 0) return
+    const event: ChangeEvent<T> = {
+      collection: this.name,
+      id: entry.id,
+      value: this.state.backend.read(doc) as T | undefined,
+      origin: peer === undefined ? 'local' : 'remote',
+      seq: entry.seq,
+      ...(peer === undefined ? {} : { peer }),
+    }
+    for (const l of this.listeners) {
+      try {
+        l(event)
+      } catch (err) {
+        this.ctx.listenerFailed(err)
+      }
+    }
+  }
+
+  private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
+    const { entities } = this.ctx
+    const entity = await entities.acquire(this.state, id)
+    let committed: Promise<FeedEntry>
+    let delta: Uint8Array
+    try {
+      this.ctx.assertOpen()
+      const result = change(entity.doc)
+      if (result.delta === null) {
+        // Nothing changed — but an earlier write of the same value may still be in flight:
+        // acknowledge only once that one is durable.
+        const pending = entity.lastWrite
+        entities.release(entity)
+        await pending
+        return
+      }
+      delta = result.delta
+      const deleted = kind === 'delete'
+      committed = entities.commit(this.state, entity, result.doc, delta, kind, 'local', deleted)
+    } catch (err) {
+      entities.release(entity)
+      throw err
+    }
+    entities.release(entity)
+    const entry = await committed
+    this.ctx.published(this.name, id, delta)
+    this.emit(entry, entity.doc)
+  }
+}

@@ -1,0 +1,236 @@
+import type { Backend } from './backend.js'
+import { systemClock, type Clock } from './clock.js'
+import { Collection, type CollectionContext } from './collection.js'
+import { Entities, type CollectionState } from './entities.js'
+import { ConvergentError } from './errors.js'
+import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
+import { consoleLogger, type Logger } from './logger.js'
+import type { Network } from './network.js'
+import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
+import { PeerStatsTable, type PeerStats } from './replication/peer-stats.js'
+import { Replicator } from './replication/replicator.js'
+import type { RoundResult } from './replication/sync-client.js'
+import type { Store } from './store.js'
+
+export interface ReplicaOptions {
+  /** Where entities are kept durable. */
+  store: Store
+  /** The CRDT backends collections may use; the first is the default. */
+  backends: Backend[]
+  /** How this replica reaches others; omitted → a replica on its own. */
+  network?: Network
+  /** Time and randomness (the simulator passes a virtual clock). Default: the system clock. */
+  clock?: Clock
+  /** Where dropped input and failures are reported. Default: stderr. */
+  logger?: Logger
+  /** Keeps clusters apart: gossip topics and the sync protocol are per namespace. Default 'default'. */
+  namespace?: string
+  /** Entity documents kept in memory (LRU). Default 10,000. */
+  cacheSize?: number
+  /** Deltas stored after a snapshot before they are folded into a new snapshot. Default 64. */
+  compactAfter?: number
+  /** Mean interval of periodic anti-entropy rounds (ms, jittered ±20 %); 0 = off. Default 30,000. */
+  syncIntervalMs?: number
+  /** Run an anti-entropy round with each peer when it connects. Default true. */
+  syncOnConnect?: boolean
+  /** Size limits of values and of what replication sends and accepts. */
+  limits?: Partial<ValueLimits & ReplicationLimits>
+}
+
+export interface ReplicaStats {
+  peerId: string
+  collections: number
+  /** Entity documents in memory now. */
+  cachedEntities: number
+  peers: Record<string, PeerStats>
+  /** Everything dropped from every peer. */
+  droppedTotal: number
+  pushed: { messages: number; bytes: number }
+}
+
+type State = 'open' | 'closing' | 'closed'
+
+/**
+ * A replica: the local CRDT copies of shared entities, durable in a Store, kept in sync with
+ * other replicas through a Network. Writes apply locally at once and resolve once durable;
+ * replication follows (push, then anti-entropy repairs whatever push missed).
+ */
+export class Replica {
+  private state: State = 'open'
+  private readonly entities: Entities
+  private readonly backends: Map<string, Backend>
+  private readonly defaultBackend: Backend
+  private readonly collectionsByName = new Map<string, Collection<any>>()
+  private readonly stats_ = new PeerStatsTable()
+  private readonly replicator: Replicator | undefined
+  private readonly limits: ValueLimits & ReplicationLimits
+  private readonly logger: Logger
+  private readonly ctx: CollectionContext
+  readonly namespace: string
+
+  private constructor(
+    private readonly options: ReplicaOptions,
+    entities: Entities,
+    backends: Map<string, Backend>,
+  ) {
+    this.entities = entities
+    this.backends = backends
+    this.defaultBackend = options.backends[0]!
+    this.limits = { ...DEFAULT_VALUE_LIMITS, ...DEFAULT_REPLICATION_LIMITS, ...options.limits }
+    this.logger = options.logger ?? consoleLogger
+    this.namespace = options.namespace ?? 'default'
+    this.ctx = {
+      entities,
+      limits: this.limits,
+      assertOpen: () => this.assertOpen(),
+      published: (collection, id, delta) => {
+        const col = this.entities.collections.get(collection)
+        if (col !== undefined) this.replicator?.published(collection, col.backend, id, delta)
+      },
+      listenerFailed: (err) => this.logger.error('a subscribe() listener threw', { err }),
+      store: options.store,
+    }
+    if (options.network !== undefined) {
+      const replication: ReplicationContext = {
+        namespace: this.namespace,
+        network: options.network,
+        clock: options.clock ?? systemClock(),
+        logger: this.logger,
+        limits: this.limits,
+        entities,
+        backends,
+        stats: this.stats_,
+        collectionFor: (name, backend) => this.stateFor(name, backend),
+        emitRemote: (collection, entry, doc, peer) => this.collectionsByName.get(collection)?.emit(entry, doc, peer),
+        isOpen: () => this.state === 'open',
+      }
+      this.replicator = new Replicator(replication, {
+        syncIntervalMs: options.syncIntervalMs ?? 30_000,
+        syncOnConnect: options.syncOnConnect ?? true,
+      })
+    }
+  }
+
+  /** Opens the store, reads what it holds, and starts the network (if any). */
+  static async open(options: ReplicaOptions): Promise<Replica> {
+    if (!options?.store) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'Replica.open needs a store.')
+    if (!Array.isArray(options.backends) || options.backends.length === 0) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', 'Replica.open needs at least one backend.')
+    }
+    const backends = new Map(options.backends.map((b) => [b.name, b]))
+    const clock = options.clock ?? systemClock()
+    const entities = new Entities({
+      store: options.store,
+      clock,
+      cacheSize: options.cacheSize ?? 10_000,
+      compactAfter: options.compactAfter ?? 64,
+    })
+    await options.store.open()
+    try {
+      await entities.init(backends)
+      const replica = new Replica({ ...options, clock }, entities, backends)
+      await replica.replicator?.start()
+      return replica
+    } catch (err) {
+      await options.network?.stop().catch(() => undefined)
+      await options.store.close().catch(() => undefined)
+      throw err
+    }
+  }
+
+  /** This replica's peer id on the network ('local' without one). */
+  get peerId(): string {
+    return this.options.network?.peerId ?? 'local'
+  }
+
+  /** Addresses other replicas can use as `peers` to reach this one. */
+  get multiaddrs(): string[] {
+    return this.options.network?.multiaddrs ?? []
+  }
+
+  /** Peers connected now. */
+  peers(): string[] {
+    return this.options.network?.peers() ?? []
+  }
+
+  /**
+   * A collection of entities. Its backend is fixed when it is first written; asking for it
+   * later with another backend throws ERR_BACKEND_MISMATCH. Omitting the backend uses the
+   * stored one, or the default (the first backend given) for a new collection.
+   */
+  collection<T extends object = Record<string, unknown>>(name: string, options: { backend?: string } = {}): Collection<T> {
+    this.assertOpen()
+    checkId(name, 'collection name', this.limits)
+    const existing = this.entities.collections.get(name)
+    if (options.backend !== undefined && !this.backends.has(options.backend)) {
+      throw new ConvergentError(
+        'ERR_UNKNOWN_BACKEND',
+        `No backend '${options.backend}' on this replica; it has ${[...this.backends.keys()].map((b) => `'${b}'`).join(', ')}.`,
+      )
+    }
+    if (existing !== undefined && !existing.tentative && options.backend !== undefined && existing.backend.name !== options.backend) {
+      throw new ConvergentError(
+        'ERR_BACKEND_MISMATCH',
+        `Collection '${name}' was created with backend '${existing.backend.name}'; it cannot be opened with '${options.backend}'. Use another collection name, or omit the backend.`,
+      )
+    }
+    const backend = options.backend !== undefined ? this.backends.get(options.backend)! : (existing?.backend ?? this.defaultBackend)
+    const state = this.stateFor(name, backend, options.backend === undefined)
+    let col = this.collectionsByName.get(name)
+    if (col === undefined) {
+      col = new Collection<T>(this.ctx, state)
+      this.collectionsByName.set(name, col)
+    }
+    return col as Collection<T>
+  }
+
+  /** Names of every collection this replica holds (including ones only received from peers). */
+  collections(): string[] {
+    return [...this.entities.collections.keys()]
+  }
+
+  private stateFor(name: string, backend: Backend, tentative = false): CollectionState {
+    const state = this.entities.ensure(name, backend, tentative)
+    this.replicator?.subscribe(name)
+    return state
+  }
+
+  /** One anti-entropy round with every connected peer. Resolves when all rounds are done. */
+  async sync(options: { signal?: AbortSignal } = {}): Promise<RoundResult[]> {
+    this.assertOpen()
+    if (this.replicator === undefined) return []
+    return this.replicator.syncAll(options.signal)
+  }
+
+  /** Counters: per-peer traffic, applied and dropped input (with reasons), cache size. */
+  stats(): ReplicaStats {
+    return {
+      peerId: this.peerId,
+      collections: this.entities.collections.size,
+      cachedEntities: this.entities.cachedCount,
+      peers: this.stats_.snapshot(),
+      droppedTotal: this.stats_.totalDropped(),
+      pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
+    }
+  }
+
+  get closed(): boolean {
+    return this.state !== 'open'
+  }
+
+  /** Stops replication, waits for pending writes, closes the store. Idempotent. */
+  async close(): Promise<void> {
+    if (this.state !== 'open') return
+    // Push what is already durable before the network goes away.
+    this.replicator?.pusher.flush()
+    this.state = 'closing'
+    await this.replicator?.stop()
+    await this.options.store.close()
+    this.entities.clear()
+    this.state = 'closed'
+  }
+
+  private assertOpen(): void {
+    if (this.state !== 'open') throw new ConvergentError('ERR_CLOSED', 'This replica is closed; open a new one.')
+  }
+}

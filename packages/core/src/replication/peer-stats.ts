@@ -1,0 +1,75 @@
+/** Why an inbound message or delta was dropped. */
+export type DropReason =
+  | 'malformed' // garbage, truncated, wrong shape
+  | 'unsupportedVersion' // wire format version we do not speak
+  | 'tooLarge' // over maxMessageBytes / maxDeltaBytes
+  | 'unknownBackend' // names a backend this replica does not have
+  | 'backendMismatch' // a delta for a collection that uses another backend
+  | 'invalidDelta' // well-formed envelope, delta the backend cannot apply
+  | 'invalidId' // bad entity id or collection name
+  | 'rateLimited' // over the per-peer inbound rate
+  | 'storeFailed' // applying succeeded but persisting failed
+
+/** Counters per remote peer, readable through replica.stats(). */
+export interface PeerStats {
+  messagesIn: number
+  bytesIn: number
+  messagesOut: number
+  bytesOut: number
+  deltasApplied: number
+  /** Deltas that changed nothing (already had them). */
+  deltasDuplicate: number
+  syncRounds: number
+  syncFailures: number
+  dropped: Record<DropReason, number>
+  /** The last drop, for logs and debugging. */
+  lastDrop?: { reason: DropReason; message: string }
+}
+
+export function emptyPeerStats(): PeerStats {
+  return {
+    messagesIn: 0,
+    bytesIn: 0,
+    messagesOut: 0,
+    bytesOut: 0,
+    deltasApplied: 0,
+    deltasDuplicate: 0,
+    syncRounds: 0,
+    syncFailures: 0,
+    dropped: {
+      malformed: 0,
+      unsupportedVersion: 0,
+      tooLarge: 0,
+      unknownBackend: 0,
+      backendMismatch: 0,
+      invalidDelta: 0,
+      invalidId: 0,
+      rateLimited: 0,
+      storeFailed: 0,
+    },
+  }
+}
+
+export class PeerStatsTable {
+  private readonly peers = new Map<string, PeerStats>()
+
+  of(peer: string): PeerStats {
+    let s = this.peers.get(peer)
+    if (s === undefined) {
+      s = emptyPeerStats()
+      this.peers.set(peer, s)
+    }
+    return s
+  }
+
+  /** A deep copy, safe to hand to users. */
+  snapshot(): Record<string, PeerStats> {
+    return structuredClone(Object.fromEntries(this.peers))
+  }
+
+  totalDropped(): number {
+    let n = 0
+    for (const s of this.peers.values()) for (const v of Object.values(s.dropped)) n += v
+    return n
+  }
+}

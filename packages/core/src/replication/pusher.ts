@@ -1,0 +1,105 @@
+import type { Backend } from '../backend.js'
+import { encodeMessage, MessageType } from './wire.js'
+import { topicOf, type ReplicationContext } from './context.js'
+
+/** The body of a Push message: deltas of one collection. */
+export interface PushBody {
+  /** collection */
+  c: string
+  /** backend name */
+  b: string
+  /** origin replica (peer id) and its push sequence number */
+  o: string
+  s: number
+  /** [id, delta] entries; one per entity (coalesced) */
+  e: [string, Uint8Array][]
+}
+
+/**
+ * Push: durable local deltas are gathered for one tick, coalesced per entity (the backend
+ * merges them into one delta), packed into as few messages as fit under maxMessageBytes and
+ * published on the collection's topic. Publishing is best effort: anti-entropy repairs loss.
+ */
+export class Pusher {
+  private pending = new Map<string, { backend: Backend; byId: Map<string, Uint8Array[]> }>()
+  private scheduled = false
+  private seq = 0
+  private inFlight = new Set<Promise<void>>()
+
+  constructor(private readonly ctx: ReplicationContext) {}
+
+  enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array): void {
+    let col = this.pending.get(collection)
+    if (col === undefined) {
+      col = { backend, byId: new Map() }
+      this.pending.set(collection, col)
+    }
+    const list = col.byId.get(id)
+    if (list === undefined) col.byId.set(id, [delta])
+    else list.push(delta)
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.ctx.clock.setTimeout(() => this.flush(), 0)
+    }
+  }
+
+  /** Publishes everything gathered so far. */
+  flush(): void {
+    this.scheduled = false
+    const pending = this.pending
+    this.pending = new Map()
+    if (!this.ctx.isOpen()) return
+    for (const [collection, { backend, byId }] of pending) {
+      const entries: [string, Uint8Array][] = []
+      for (const [id, deltas] of byId) {
+        entries.push([id, deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas)])
+      }
+      for (const batch of this.pack(entries)) this.publish(collection, backend, batch)
+    }
+  }
+
+  /** Splits entries into batches whose encoded size stays under maxMessageBytes. */
+  private *pack(entries: [string, Uint8Array][]): Generator<[string, Uint8Array][]> {
+    const budget = this.ctx.limits.maxMessageBytes - 1024 // header, collection, origin
+    let batch: [string, Uint8Array][] = []
+    let size = 0
+    for (const entry of entries) {
+      const bytes = entry[1].byteLength + Buffer.byteLength(entry[0]) + 16
+      if (batch.length > 0 && size + bytes > budget) {
+        yield batch
+        batch = []
+        size = 0
+      }
+      batch.push(entry)
+      size += bytes
+    }
+    if (batch.length > 0) yield batch
+  }
+
+  private publish(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
+    const body: PushBody = { c: collection, b: backend.name, o: this.ctx.network.peerId, s: ++this.seq, e: entries }
+    const message = encodeMessage(MessageType.Push, body)
+    if (message.byteLength > this.ctx.limits.maxMessageBytes) {
+      // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
+      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxMessageBytes`)
+      return
+    }
+    this.bytesOut += message.byteLength
+    this.messagesOut++
+    const p = this.ctx.network
+      .publish(topicOf(this.ctx.namespace, collection), message)
+      .catch((err: unknown) => {
+        this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`)
+      })
+      .finally(() => this.inFlight.delete(p))
+    this.inFlight.add(p)
+  }
+
+  bytesOut = 0
+  messagesOut = 0
+
+  /** Waits for publishes in flight (at close). */
+  async drain(): Promise<void> {
+    await Promise.all([...this.inFlight])
+  }
+}

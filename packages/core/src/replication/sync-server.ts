@@ -1,0 +1,144 @@
+import { ConvergentError } from '../errors.js'
+import { DigestTree } from '../digest.js'
+import type { CollectionState } from '../entities.js'
+import { applyRemoteDelta } from './apply.js'
+import type { ReplicationContext } from './context.js'
+import { emptyVersionOf } from './empty-version.js'
+import type { PeerRateLimiter } from './rate-limit.js'
+import { admit, dropMessage } from './receiver.js'
+import {
+  decodeDeltasRequest,
+  decodeExchangeRequest,
+  decodeLeavesRequest,
+  decodeNodesRequest,
+  decodeRoots,
+  type ExchangeResponse,
+  type RootEntry,
+} from './sync-messages.js'
+import { encodeMessage, MessageType } from './wire.js'
+
+const EMPTY_TREE = new DigestTree()
+
+/**
+ * The responder side of anti-entropy: answers digest, leaf, exchange and delta requests.
+ * Malformed requests are counted and logged against the peer and answered with an Error
+ * message; nothing malformed reaches the store.
+ */
+export class SyncServer {
+  constructor(
+    private readonly ctx: ReplicationContext,
+    private readonly limiter: PeerRateLimiter,
+  ) {}
+
+  async handle(from: string, data: Uint8Array): Promise<Uint8Array> {
+    const msg = admit(this.ctx, this.limiter, from, data)
+    if (msg === undefined) return this.error('request dropped (malformed, too large or over the rate bound)')
+    try {
+      const response = await this.dispatch(from, msg.type, msg.body)
+      const stats = this.ctx.stats.of(from)
+      stats.messagesOut++
+      stats.bytesOut += response.byteLength
+      return response
+    } catch (err) {
+      const message = (err as Error).message
+      if (err instanceof ConvergentError && err.code === 'ERR_INVALID_MESSAGE') {
+        dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', message)
+      } else {
+        this.ctx.logger.warn(`sync request from ${from} failed: ${message}`)
+      }
+      return this.error(message)
+    }
+  }
+
+  private error(message: string): Uint8Array {
+    return encodeMessage(MessageType.Error, { m: message })
+  }
+
+  private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
+    switch (type) {
+      case MessageType.RootsRequest:
+        return this.roots(decodeRoots(body))
+      case MessageType.NodesRequest: {
+        const req = decodeNodesRequest(body)
+        const tree = await this.treeOf(req.c)
+        return encodeMessage(MessageType.NodesResponse, { d: req.n.map((n) => tree.children(req.l, n)) })
+      }
+      case MessageType.LeavesRequest: {
+        const req = decodeLeavesRequest(body)
+        const col = this.ctx.entities.collections.get(req.c)
+        const e: [string, Uint8Array][] = []
+        if (col !== undefined) {
+          for (const leaf of req.n) {
+            for await (const [id, head] of this.ctx.entities.heads(col, { fromLeaf: leaf, toLeaf: leaf })) e.push([id, head.versionHash])
+          }
+        }
+        return encodeMessage(MessageType.LeavesResponse, { e })
+      }
+      case MessageType.ExchangeRequest:
+        return this.exchange(from, decodeExchangeRequest(body))
+      case MessageType.DeltasRequest: {
+        const req = decodeDeltasRequest(body)
+        const results = await Promise.all(req.e.map(([id, delta]) => applyRemoteDelta(this.ctx, from, req.c, req.b, id, delta)))
+        return encodeMessage(MessageType.Ack, { n: results.filter((r) => r === 'applied').length })
+      }
+      default:
+        throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: unexpected type ${type} on the sync protocol`)
+    }
+  }
+
+  /** Our roots for every collection we have plus those the requester named. */
+  private async roots(theirs: RootEntry[]): Promise<Uint8Array> {
+    const r: RootEntry[] = []
+    for (const col of this.ctx.entities.collections.values()) {
+      r.push([col.name, col.backend.name, (await this.ctx.entities.tree(col)).root()])
+    }
+    void theirs // the requester compares; we list all of ours so it learns of collections it lacks
+    return encodeMessage(MessageType.RootsResponse, { r })
+  }
+
+  private async treeOf(name: string): Promise<DigestTree> {
+    const col = this.ctx.entities.collections.get(name)
+    return col === undefined ? EMPTY_TREE : this.ctx.entities.tree(col)
+  }
+
+  /** For each id: the delta the requester lacks, and our version so it can send what we lack. */
+  private async exchange(from: string, req: { c: string; b: string; e: [string, Uint8Array | null][] }): Promise<Uint8Array> {
+    const col: CollectionState | undefined = this.ctx.entities.collections.get(req.c)
+    const response: ExchangeResponse = { e: [], m: [] }
+    if (col === undefined) {
+      for (const [id] of req.e) response.e.push([id, null, null])
+      return encodeMessage(MessageType.ExchangeResponse, response)
+    }
+    if (col.backend.name !== req.b) {
+      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.c}' uses '${col.backend.name}', not '${req.b}'`)
+    }
+    const backend = col.backend
+    let bytes = 0
+    for (const [id, version] of req.e) {
+      if (bytes >= this.ctx.limits.maxChunkBytes) {
+        response.m.push(id)
+        continue
+      }
+      const entity = await this.ctx.entities.acquire(col, id)
+      try {
+        if (entity.head === undefined) {
+          response.e.push([id, null, null])
+          continue
+        }
+        let delta: Uint8Array | null
+        try {
+          delta = backend.deltaSince(entity.doc, version ?? emptyVersionOf(backend).version)
+        } catch (err) {
+          dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
+          delta = null
+        }
+        const ours = backend.version(entity.doc)
+        bytes += (delta?.byteLength ?? 0) + ours.byteLength
+        response.e.push([id, delta, ours])
+      } finally {
+        this.ctx.entities.release(entity)
+      }
+    }
+    return encodeMessage(MessageType.ExchangeResponse, response)
+  }
+}
