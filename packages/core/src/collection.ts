@@ -66,10 +66,11 @@ export class Collection<T extends object = JsonObject> {
   /**
    * Read-modify-write: `fn` gets a plain mutable copy of the current value (a draft); its
    * mutations — or the value it returns — become the new value, as minimal CRDT operations.
-   * Rejects with ERR_NOT_FOUND if the entity does not exist. Resolves with the new value
-   * once durable. `fn` must be synchronous: the read and the write are atomic.
+   * Rejects with ERR_NOT_FOUND if the entity does not exist — unless `upsert` is set, then
+   * the draft of a missing entity is {}. Resolves with the new value once durable.
+   * `fn` must be synchronous: the read and the write are atomic.
    */
-  async update(id: string, fn: (draft: T) => T | void): Promise<T> {
+  async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } = {}): Promise<T> {
     this.ctx.assertOpen()
     checkId(id, 'id', this.ctx.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
@@ -77,7 +78,7 @@ export class Collection<T extends object = JsonObject> {
     await this.write(
       id,
       (doc) => {
-        const current = this.state.backend.read(doc)
+        const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
         if (current === undefined) {
           throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
         }

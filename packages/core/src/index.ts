@@ -15,3 +15,4 @@ export { type ReplicationLimits, DEFAULT_REPLICATION_LIMITS, topicOf } from './r
 export { type PeerStats, type DropReason } from './replication/peer-stats.js'
 export { type RoundResult } from './replication/sync-client.js'
 export { encodeMessage, decodeMessage, MessageType, WIRE_MAGIC, WIRE_VERSION } from './replication/wire.js'
+export * from './counter.js'

@@ -11,6 +11,8 @@ import { PeerStatsTable, type PeerStats } from './replication/peer-stats.js'
 import { Replicator } from './replication/replicator.js'
 import type { RoundResult } from './replication/sync-client.js'
 import type { Store } from './store.js'
+import { Counter, type CounterOptions, type CounterState } from './counter.js'
+import { requestRights } from './replication/rights.js'
 
 export interface ReplicaOptions {
   /** Where entities are kept durable. */
@@ -61,6 +63,8 @@ export class Replica {
   private readonly backends: Map<string, Backend>
   private readonly defaultBackend: Backend
   private readonly collectionsByName = new Map<string, Collection<any>>()
+  private readonly counters = new Map<string, Counter>()
+  private replication: ReplicationContext | undefined
   private readonly stats_ = new PeerStatsTable()
   private readonly replicator: Replicator | undefined
   private readonly limits: ValueLimits & ReplicationLimits
@@ -103,7 +107,12 @@ export class Replica {
         collectionFor: (name, backend) => this.stateFor(name, backend),
         emitRemote: (collection, entry, doc, peer) => this.collectionsByName.get(collection)?.emit(entry, doc, peer),
         isOpen: () => this.state === 'open',
+        grantRights: async (collection, id, to, want) => {
+          const counter = this.counters.get(collection)
+          return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
+        },
       }
+      this.replication = replication
       this.replicator = new Replicator(replication, {
         syncIntervalMs: options.syncIntervalMs ?? 30_000,
         syncOnConnect: options.syncOnConnect ?? true,
@@ -182,6 +191,44 @@ export class Replica {
       this.collectionsByName.set(name, col)
     }
     return col as Collection<T>
+  }
+
+  /**
+   * A bounded counter per entity id (e.g. stock per SKU): decrements succeed locally, without
+   * coordination, only within this replica's rights, so the value never drops below `min` on
+   * any replica. Stored in an Automerge collection (causal delivery; see counter.ts).
+   */
+  counter(name: string, options: CounterOptions = {}): Counter {
+    this.assertOpen()
+    let counter = this.counters.get(name)
+    if (counter !== undefined) {
+      if ((options.min ?? 0) !== counter.min) {
+        throw new ConvergentError('ERR_INVALID_ARGUMENT', `Counter '${name}' is open with min ${counter.min}, not ${options.min ?? 0}.`)
+      }
+      return counter
+    }
+    if (!this.backends.has('automerge')) {
+      throw new ConvergentError('ERR_UNKNOWN_BACKEND', 'Bounded counters need the automerge backend; pass it in the backends option.')
+    }
+    const collection = this.collection<CounterState>(name, { backend: 'automerge' })
+    const clock = this.options.clock ?? systemClock()
+    counter = new Counter(
+      collection,
+      {
+        me: this.peerId,
+        askForRights: async (col, id, want, holders) => {
+          if (this.replication === undefined) return
+          const connected = new Set(this.peers())
+          const order = [...holders.filter((h) => connected.has(h)), ...[...connected].filter((p) => !holders.includes(p))]
+          await requestRights(this.replication, col, id, want, order)
+        },
+        sleep: (ms) => new Promise((resolve) => clock.setTimeout(resolve, ms)),
+        now: () => clock.now(),
+      },
+      options,
+    )
+    this.counters.set(name, counter)
+    return counter
   }
 
   /** Names of every collection this replica holds (including ones only received from peers). */

@@ -46,6 +46,8 @@ export interface ReplicationContext {
   /** Tells subscribers of the collection about an applied remote change. */
   emitRemote(collection: string, entry: FeedEntry, doc: unknown, peer: string): void
   isOpen(): boolean
+  /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
+  grantRights(collection: string, id: string, to: string, want: number): Promise<number>
 }
 
 /** The gossip topic of a collection within a namespace. */

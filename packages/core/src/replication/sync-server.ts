@@ -2,6 +2,7 @@ import { ConvergentError } from '../errors.js'
 import { DigestTree } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { applyRemoteDelta } from './apply.js'
+import { serveRightsRequest } from './rights.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
 import type { PeerRateLimiter } from './rate-limit.js'
@@ -81,6 +82,8 @@ export class SyncServer {
         const results = await Promise.all(req.e.map(([id, delta]) => applyRemoteDelta(this.ctx, from, req.c, req.b, id, delta)))
         return encodeMessage(MessageType.Ack, { n: results.filter((r) => r === 'applied').length })
       }
+      case MessageType.RightsRequest:
+        return serveRightsRequest(this.ctx, from, body)
       default:
         throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: unexpected type ${type} on the sync protocol`)
     }

@@ -28,6 +28,10 @@ export const MessageType = {
   DeltasRequest: 18,
   Ack: 19,
   Error: 20,
+  /** bounded counters: ask a peer for rights (requester's version of the counter attached). */
+  RightsRequest: 21,
+  /** how many rights were granted, and the delta that carries the transfer. */
+  RightsResponse: 22,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 
