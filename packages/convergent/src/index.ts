@@ -15,8 +15,15 @@ export {
   type RoundResult,
   type Logger,
   type Clock,
+  type Network,
+  type Backend,
+  type Store,
+  Counter,
+  type CounterOptions,
+  type DecrementOptions,
   silentLogger,
   consoleLogger,
 } from '@convergent/core'
 export { yjsBackend } from '@convergent/yjs'
 export { automergeBackend } from '@convergent/automerge'
+export { createLibp2pNetwork, Libp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'

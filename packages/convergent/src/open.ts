@@ -4,7 +4,7 @@ import { Replica, type Network, type ReplicaOptions, ConvergentError } from '@co
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
-import { createLibp2pNetwork } from '@convergent/libp2p'
+import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
 
 export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network'> {
   /** LevelDB folder (created if missing); omitted → everything in memory. */
@@ -17,6 +17,12 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
   network?: false | Network
   /** Backend of collections opened without one: 'yjs' (default) or 'automerge'. */
   defaultBackend?: 'yjs' | 'automerge'
+  /**
+   * More settings for the libp2p node open() builds: connectionGater, connectionManager,
+   * redialMinMs / redialMaxMs, maxMessageBytes, requestTimeoutMs. listen, peers, namespace and
+   * the identity file come from the options above.
+   */
+  libp2p?: Omit<Libp2pNetworkOptions, 'listen' | 'peers' | 'namespace' | 'identityFile' | 'privateKey'>
 }
 
 /**
@@ -25,7 +31,7 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * identity is kept in `dir`, so the peer id survives restarts.
  */
 export async function open(options: OpenOptions = {}): Promise<Replica> {
-  const { dir, listen, peers, network, defaultBackend, ...rest } = options
+  const { dir, listen, peers, network, defaultBackend, libp2p, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -42,11 +48,18 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
   else if (network !== undefined) net = network
   else {
     net = await createLibp2pNetwork({
+      ...libp2p,
       listen: listen ?? ['/ip4/127.0.0.1/tcp/0'],
       peers: peers ?? [],
       namespace: options.namespace ?? 'default',
       ...(dir !== undefined ? { identityFile: join(dir, 'peer-id.key') } : {}),
     })
   }
-  return Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
+  try {
+    return await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
+  } catch (err) {
+    // Replica.open closes what it was given when it fails; a network we built is ours to stop.
+    if (network === undefined) await net?.stop().catch(() => undefined)
+    throw err
+  }
 }

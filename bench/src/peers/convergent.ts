@@ -1,0 +1,115 @@
+import { join } from 'node:path'
+import { open, type Collection, type Replica } from 'convergent'
+import { createLibp2pNetwork, type Libp2pNetwork } from '@convergent/libp2p'
+import type { Product } from '../lib/values.js'
+import { CATALOG } from './catalog.js'
+import type { BenchNode, OpenOptions, System } from './types.js'
+
+export interface ConvergentTuning {
+  /** Periodic anti-entropy (ms); 0 = off. Default: the product default. */
+  syncIntervalMs?: number
+  /** Entity documents kept in memory. Default: the product default. */
+  cacheSize?: number
+  /** false → no libp2p node (W1: local writes only). */
+  network?: boolean
+}
+
+export const COLLECTION = 'products'
+
+/**
+ * Convergent as a user runs it: open() with a LevelDB dir and a libp2p node on 127.0.0.1.
+ * The network is created here (with the same options open() would use) only so that a
+ * workload can dial a peer after opening — W4 heals a partition that way.
+ */
+export class ConvergentNode implements BenchNode {
+  private readonly remoteIds = new Set<string>()
+
+  private constructor(
+    readonly replica: Replica,
+    readonly network: Libp2pNetwork | undefined,
+    readonly collection: Collection<Product>,
+  ) {
+    this.onRemote((id) => this.remoteIds.add(id))
+  }
+
+  static async open(backend: 'yjs' | 'automerge', options: OpenOptions, tuning: ConvergentTuning = {}): Promise<ConvergentNode> {
+    let network: Libp2pNetwork | undefined
+    if (tuning.network !== false) {
+      network = await createLibp2pNetwork({
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        peers: options.join ? [`/ip4/127.0.0.1/tcp/${options.join.port}/p2p/${options.join.token}`] : [],
+        identityFile: join(options.dir, 'peer-id.key'),
+      })
+    }
+    const replica = await open({
+      dir: options.dir,
+      network: network ?? false,
+      ...(tuning.syncIntervalMs === undefined ? {} : { syncIntervalMs: tuning.syncIntervalMs }),
+      ...(tuning.cacheSize === undefined ? {} : { cacheSize: tuning.cacheSize }),
+    })
+    return new ConvergentNode(replica, network, replica.collection<Product>(COLLECTION, { backend }))
+  }
+
+  get port(): number | undefined {
+    const address = this.replica.multiaddrs[0]
+    const match = address === undefined ? null : /\/tcp\/(\d+)/.exec(address)
+    return match === null ? undefined : Number(match[1])
+  }
+
+  get token(): string {
+    return this.replica.peerId
+  }
+
+  put(id: string, value: Product): Promise<void> {
+    return this.collection.put(id, value)
+  }
+
+  async setStock(id: string, stock: number): Promise<void> {
+    await this.collection.update(id, (p) => {
+      p.stock = stock
+    })
+  }
+
+  async flush(): Promise<void> {
+    // put() and update() resolve only once durable: nothing to wait for.
+  }
+
+  received(): number {
+    return this.remoteIds.size
+  }
+
+  /** Every change that arrives from another replica, with the entity's value after it. */
+  onRemote(listener: (id: string, value: Product | undefined) => void): void {
+    this.collection.subscribe((e) => {
+      if (e.origin === 'remote') listener(e.id, e.value)
+    })
+  }
+
+  async connect(port: number, token: string): Promise<void> {
+    if (this.network === undefined) throw new Error('this node has no network')
+    // Built from our own address object: the bench does not depend on @multiformats/multiaddr.
+    const own = this.network.libp2p.getMultiaddrs()[0]
+    if (own === undefined) throw new Error('the libp2p node has no listen address')
+    await this.network.libp2p.dial(own.decapsulate('/tcp').encapsulate(`/tcp/${port}/p2p/${token}`))
+  }
+
+  /** Closes every connection to the given peer (W4's partition). */
+  async hangUp(peerId: string): Promise<void> {
+    if (this.network === undefined) return
+    for (const c of this.network.libp2p.getConnections()) {
+      if (c.remotePeer.toString() === peerId) await c.close()
+    }
+  }
+
+  close(): Promise<void> {
+    return this.replica.close()
+  }
+}
+
+export function convergentSystem(backend: 'yjs' | 'automerge', tuning: ConvergentTuning = {}): System {
+  return {
+    ...CATALOG[`convergent-${backend}`],
+    networked: tuning.network !== false,
+    open: (options) => ConvergentNode.open(backend, options, tuning),
+  }
+}

@@ -1,0 +1,60 @@
+import { deltaBytes } from '../lib/delta-bytes.js'
+import { openPair } from '../lib/node-pair.js'
+import { perSecond, round } from '../lib/stats.js'
+import { inWindow, now, sleep, waitFor } from '../lib/time.js'
+import { entityId, product } from '../lib/values.js'
+import { spec, type Workload } from './types.js'
+
+const OURS = ['convergent-yjs', 'convergent-automerge']
+const PEERS = ['orbitdb', 'automerge-repo']
+
+/**
+ * W2 — live replication between two real nodes on 127.0.0.1: B is connected (and has
+ * received a warm-up entity, so subscriptions and meshes are up) when A starts writing N new
+ * entities; measured until B has all of them. Bytes are counted on the TCP connection.
+ */
+export const w2: Workload = {
+  id: 'W2',
+  title: 'W2 live replication, two nodes',
+  plan({ mode, window }) {
+    const small = mode === 'quick' ? 200 : 1_000
+    const specs = [...OURS, ...PEERS].map((s) => spec('W2', 'live', s, small, { window }, 120_000 + small * 60))
+    if (mode === 'full') specs.push(...OURS.map((s) => spec('W2', 'live', s, 10_000, { window }, 300_000)))
+    return specs
+  },
+  async run(s, log) {
+    const pair = await openPair(s.system)
+    const b = await pair.openB()
+    const window = s.params.window ?? 64
+    try {
+      await pair.a.node.put('warm-up', product(-1))
+      await waitFor('the warm-up entity to reach B', () => b.node.received() >= 1, 60_000)
+      // One gossip heartbeat, so B is in A's mesh rather than reached by anti-entropy alone.
+      await sleep(1_000)
+      pair.meter.reset()
+
+      const t0 = now()
+      await inWindow(s.n, window, (i) => pair.a.node.put(entityId(i), product(i)))
+      const writeMs = now() - t0
+      await waitFor(() => `B to have all ${s.n} entities (has ${b.node.received() - 1})`, () => b.node.received() >= s.n + 1, s.timeoutMs - 30_000, 2)
+      const ms = now() - t0
+      await pair.a.node.flush()
+      log(`${s.n} entities at B after ${Math.round(ms)} ms (A wrote them in ${Math.round(writeMs)} ms)`)
+
+      const metrics: Record<string, number> = {
+        writeMs: Math.round(writeMs),
+        entitiesPerS: Math.round(perSecond(s.n, ms)),
+        wireBytes: pair.meter.total,
+        wireBytesPerEntity: round(pair.meter.total / s.n, 1),
+      }
+      if (s.system.startsWith('convergent-')) {
+        const deltas = deltaBytes(s.system === 'convergent-yjs' ? 'yjs' : 'automerge', Array.from({ length: s.n }, (_, i) => ({ after: product(i) })))
+        metrics.deltaBytes = deltas
+        metrics.wirePerDelta = round(pair.meter.total / deltas, 2)
+      }
+      return { primary: { name: 'time until B has all', value: ms, unit: 'ms', better: 'lower' }, metrics }
+    } finally {
+      await pair.close(b)
+    }
+  },
+}

@@ -1,0 +1,159 @@
+import { fork, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync, readFileSync } from 'node:fs'
+import { createServer, type AddressInfo, type Server } from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { SERVICE_NAMES, type ReadyMessage, type ServiceConfig, type ServiceName } from '../shared/protocol.js'
+
+const SERVICE_MAIN = fileURLToPath(new URL('../services/main.js', import.meta.url))
+const READY_TIMEOUT_MS = 20_000
+const STOP_TIMEOUT_MS = 6_000
+
+export interface ServiceHandle {
+  name: ServiceName
+  pid: number
+  url: string
+  peerId: string
+  multiaddrs: string[]
+  /** The service's stdout and stderr (its own log, kept out of the demo's output). */
+  logFile: string
+  child: ChildProcess
+}
+
+export type ServiceSettings = Omit<ServiceConfig, 'name' | 'dataDir' | 'peers' | 'listen' | 'httpPort'>
+
+/**
+ * The three service processes: orders connects to inventory, payments to both. Every process started here is tracked, and stop() ends them all — politely first
+ * (SIGTERM), then with SIGKILL if one does not exit in time.
+ */
+export class Cluster {
+  readonly services = {} as Record<ServiceName, ServiceHandle>
+  private readonly children = new Set<ChildProcess>()
+  /** Every pid ever started, to check afterwards that none is left. */
+  readonly pids: number[] = []
+
+  constructor(
+    readonly dataRoot: string,
+    private readonly settings: ServiceSettings,
+  ) {}
+
+  /**
+   * Starts the three at once: their libp2p ports are chosen here, so each knows where the
+   * others will listen before they run (the bootstrap redialer retries until they do).
+   */
+  async start(onStarted?: (s: ServiceHandle) => void): Promise<void> {
+    const [inv, ord, pay] = await freePorts(3)
+    const at = (port: number): string => `/ip4/127.0.0.1/tcp/${port}`
+    const started = await Promise.allSettled([
+      this.startService('inventory', at(inv!), []),
+      this.startService('orders', at(ord!), [at(inv!)]),
+      this.startService('payments', at(pay!), [at(inv!), at(ord!)]),
+    ])
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+    if (failed) throw failed.reason
+    for (const s of this.list()) onStarted?.(s)
+  }
+
+  /** The running services, always in the order inventory, orders, payments. */
+  list(): ServiceHandle[] {
+    return SERVICE_NAMES.map((n) => this.services[n]).filter((s): s is ServiceHandle => s !== undefined)
+  }
+
+  /** Stops every process started; resolves when all have exited. Safe to call twice. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.children].map((child) => stopChild(child)))
+  }
+
+  /** Kills every process at once (a second Ctrl-C). */
+  kill(): void {
+    for (const child of this.children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+
+  private async startService(name: ServiceName, listen: string, peers: string[]): Promise<ServiceHandle> {
+    const dataDir = join(this.dataRoot, name)
+    const logFile = join(this.dataRoot, `${name}.log`)
+    const config: ServiceConfig = { ...this.settings, name, dataDir, peers, listen: [listen], httpPort: 0 }
+    const fd = openSync(logFile, 'a')
+    let child: ChildProcess
+    try {
+      child = fork(SERVICE_MAIN, [JSON.stringify(config)], { stdio: ['ignore', fd, fd, 'ipc'], execArgv: ['--enable-source-maps'] })
+    } finally {
+      closeSync(fd) // the child has its own copy
+    }
+    this.children.add(child)
+    if (child.pid !== undefined) this.pids.push(child.pid)
+    child.once('exit', () => this.children.delete(child))
+    const ready = await waitReady(child, name, logFile)
+    const handle: ServiceHandle = { name, pid: ready.pid, url: ready.url, peerId: ready.peerId, multiaddrs: ready.multiaddrs, logFile, child }
+    this.services[name] = handle
+    return handle
+  }
+}
+
+/** Ports free on 127.0.0.1 right now (the OS picks them; held together so they differ). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer()
+          server.once('error', reject)
+          server.listen(0, '127.0.0.1', () => resolve(server))
+        }),
+    ),
+  )
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  return ports
+}
+
+function waitReady(child: ChildProcess, name: ServiceName, logFile: string): Promise<ReadyMessage> {
+  return new Promise((resolve, reject) => {
+    const fail = (why: string): void => {
+      cleanup()
+      reject(new Error(`${name} did not start: ${why}\n--- ${logFile} ---\n${tail(logFile)}`))
+    }
+    const onMessage = (m: unknown): void => {
+      if ((m as ReadyMessage | null)?.type !== 'ready') return
+      cleanup()
+      resolve(m as ReadyMessage)
+    }
+    const onExit = (code: number | null, signal: string | null): void => fail(`exited (${signal ?? code})`)
+    const timer = setTimeout(() => fail(`no ready message within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS)
+    const cleanup = (): void => {
+      clearTimeout(timer)
+      child.off('message', onMessage)
+      child.off('exit', onExit)
+    }
+    child.on('message', onMessage)
+    child.once('exit', onExit)
+  })
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
+  await exited
+  clearTimeout(timer)
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n')
+  } catch {
+    return '(no log)'
+  }
+}
+
+/** True if a process with this pid still exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}

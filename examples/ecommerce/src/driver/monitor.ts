@@ -1,0 +1,80 @@
+import type { ServiceName, StockView } from '../shared/protocol.js'
+import type { HttpClient } from './http-client.js'
+import type { ServiceHandle } from './cluster.js'
+
+export interface StockSample {
+  /** ms since the scenario began */
+  t: number
+  service: ServiceName
+  /** Stock per SKU as that service saw it. */
+  skus: Record<string, number>
+  /** Rights that service held, summed over SKUs. */
+  rights: number
+}
+
+/**
+ * Polls every service's view of the stock while the scenario runs: the lowest value any
+ * replica showed, and a timeline for the report. Each service also tracks the lowest value it
+ * ever held (every applied change, between polls too); lowestWatched collects those.
+ */
+export class StockMonitor {
+  readonly samples: StockSample[] = []
+  lowestPolled: number | null = null
+  readonly lowestWatched: Partial<Record<ServiceName, number | null>> = {}
+  private timer: NodeJS.Timeout | undefined
+  private polling: Promise<void> | undefined
+
+  constructor(
+    private readonly client: HttpClient,
+    private readonly services: () => ServiceHandle[],
+    private readonly now: () => number,
+    private readonly intervalMs = 100,
+  ) {}
+
+  start(): void {
+    const tick = (): void => {
+      this.polling = this.pollOnce().finally(() => {
+        if (this.timer !== undefined) this.timer = setTimeout(tick, this.intervalMs)
+      })
+    }
+    this.timer = setTimeout(tick, 0)
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    await this.polling
+  }
+
+  /** One poll of every service (also called once more at the end, after convergence). */
+  async pollOnce(): Promise<void> {
+    await Promise.all(
+      this.services().map(async (s) => {
+        try {
+          const view = await this.client.getOk<StockView>(`${s.url}/stock`)
+          this.record(s.name, view)
+        } catch {
+          // A service that is stopping or busy: the next poll will tell.
+        }
+      }),
+    )
+  }
+
+  /** The lowest stock any replica showed, by either measure. */
+  get lowest(): number | null {
+    const all = [this.lowestPolled, ...Object.values(this.lowestWatched)].filter((v): v is number => typeof v === 'number')
+    return all.length === 0 ? null : Math.min(...all)
+  }
+
+  private record(service: ServiceName, view: StockView): void {
+    const skus: Record<string, number> = {}
+    let rights = 0
+    for (const [sku, s] of Object.entries(view.skus)) {
+      skus[sku] = s.value
+      rights += s.rights
+      if (this.lowestPolled === null || s.value < this.lowestPolled) this.lowestPolled = s.value
+    }
+    this.lowestWatched[service] = view.lowestSeen
+    this.samples.push({ t: this.now(), service, skus, rights })
+  }
+}

@@ -1,0 +1,121 @@
+import type { ServiceName } from '../shared/protocol.js'
+import type { StockSample } from './monitor.js'
+import { formatSkus } from './format.js'
+import type { ScenarioResult } from './scenario.js'
+import { headlines, phaseRows } from './summary.js'
+
+const COLORS: Record<ServiceName, string> = { inventory: '#2563eb', orders: '#d97706', payments: '#059669' }
+const W = 860
+const H = 220
+const PAD = { left: 48, right: 16, top: 22, bottom: 28 }
+
+/** A self-contained HTML page: the summary, the invariants, and timelines of what each replica saw. */
+export function renderReport(r: ScenarioResult): string {
+  const endMs = Math.max(r.durationMs, ...r.samples.map((s) => s.t), 1)
+  const startMs = Math.min(...r.samples.map((s) => s.t), r.phases[0]?.startMs ?? 0)
+  const stockChart = lineChart(r, (s) => Object.values(s.skus).reduce((x, y) => x + y, 0), 'Stock (all SKUs) as each replica sees it', startMs, endMs)
+  const rightsChart = lineChart(r, (s) => s.rights, 'Rights held by each replica (all SKUs)', startMs, endMs)
+  const ordersChart = orderStrip(r, startMs, endMs)
+  const passed = r.invariants.every((i) => i.ok)
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Convergent e-commerce demo — report</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:920px;color:#111;padding:0 1rem}
+h1{font-size:1.4rem;margin-bottom:.2rem} h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}
+td.n{text-align:right} .ok{color:#059669} .bad{color:#dc2626;font-weight:600}
+.verdict{display:inline-block;padding:.2rem .6rem;border-radius:4px;color:#fff;background:${passed ? '#059669' : '#dc2626'}}
+pre{background:#f6f6f6;padding:.6rem;overflow:auto;font-size:12px} .muted{color:#666} svg{display:block;margin:.4rem 0 1rem}
+.legend span{margin-right:1rem}
+</style></head><body>
+<h1>Convergent e-commerce demo</h1>
+<p class="muted">${esc(r.startedAt)} · ${r.settings.orders} orders · seed ${r.settings.seed} · stock ${r.settings.stockPerSku} per SKU · ${(r.durationMs / 1000).toFixed(1)} s${r.settings.quick ? ' · quick mode' : ''}</p>
+<p><span class="verdict">${passed ? 'all invariants hold' : 'INVARIANT FAILED'}</span></p>
+<h2>Summary</h2>
+<table>${headlines(r)
+    .map((h) => `<tr><th>${esc(h.label)}</th><td>${esc(h.value)}</td></tr>`)
+    .join('')}</table>
+<table>${phaseRows(r)
+    .map((row, i) => `<tr>${row.map((c, j) => (i === 0 ? `<th>${esc(c)}</th>` : `<td${j > 0 ? ' class="n"' : ''}>${esc(c)}</td>`)).join('')}</tr>`)
+    .join('')}</table>
+<h2>Invariants</h2>
+<table>${r.invariants.map((i) => `<tr><td class="${i.ok ? 'ok' : 'bad'}">${i.ok ? '✓' : '✗'}</td><th>${esc(i.name)}</th><td>${esc(i.detail)}</td></tr>`).join('')}</table>
+<h2>What happened</h2>
+<p>Inventory created the stock, so it held every right to decrement it. The orders service got rights from inventory on
+demand (and kept a reserve of ≥ ${r.settings.lowWater} per SKU). When the partition cut inventory off from orders and payments, each side
+could sell only within the rights it held: ${r.rightsAtCut ? `orders ${esc(formatSkus(r.rightsAtCut.orders))}; inventory ${esc(formatSkus(r.rightsAtCut.inventory))}` : 'n/a'}.
+Web orders went to the orders service, shop-counter orders to inventory; a side out of rights answered 409. After the heal the replicas
+exchanged what they missed, payments paid the orders taken on the other side, and every service ended with the same state.</p>
+<div class="legend">${(Object.keys(COLORS) as ServiceName[]).map((s) => `<span style="color:${COLORS[s]}">■ ${s}</span>`).join('')}<span style="color:#dc2626">▒ partition</span><span style="color:#d97706">▒ converging</span></div>
+${stockChart}
+${rightsChart}
+${ordersChart}
+<h2>An order taken across the partition, as another service serves it</h2>
+<pre>${esc(JSON.stringify(r.exampleView, null, 2))}</pre>
+<h2>Services</h2>
+<table><tr><th>service</th><th>pid</th><th>HTTP</th><th>peer id</th></tr>${r.services
+    .map((s) => `<tr><td>${s.name}</td><td>${s.pid}</td><td>${esc(s.url)}</td><td><code>${esc(s.peerId)}</code></td></tr>`)
+    .join('')}</table>
+${r.error ? `<h2>Error</h2><pre>${esc(r.error)}</pre>` : ''}
+</body></html>
+`
+}
+
+function scaleX(t: number, startMs: number, endMs: number): number {
+  return PAD.left + ((t - startMs) / Math.max(1, endMs - startMs)) * (W - PAD.left - PAD.right)
+}
+
+function phaseBands(r: ScenarioResult, startMs: number, endMs: number, height: number): string {
+  return r.phases
+    .filter((p) => p.name === 'partition' || p.name === 'converging')
+    .map((p) => {
+      const x1 = scaleX(p.startMs, startMs, endMs)
+      const x2 = scaleX(p.endMs, startMs, endMs)
+      return `<rect x="${x1.toFixed(1)}" y="${PAD.top}" width="${Math.max(1, x2 - x1).toFixed(1)}" height="${height - PAD.top - PAD.bottom}" fill="${p.name === 'partition' ? '#fee2e2' : '#fef3c7'}"/>`
+    })
+    .join('')
+}
+
+function axes(startMs: number, endMs: number, height: number, maxY: number, title: string): string {
+  const ticks = 5
+  const xTicks = Array.from({ length: ticks + 1 }, (_, i) => startMs + ((endMs - startMs) * i) / ticks)
+    .map((t) => `<text x="${scaleX(t, startMs, endMs).toFixed(1)}" y="${height - 8}" font-size="10" text-anchor="middle">${((t - startMs) / 1000).toFixed(1)} s</text>`)
+    .join('')
+  return `<text x="${PAD.left}" y="${PAD.top - 8}" font-size="12" font-weight="600">${esc(title)}</text>
+<line x1="${PAD.left}" y1="${height - PAD.bottom}" x2="${W - PAD.right}" y2="${height - PAD.bottom}" stroke="#999"/>
+<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${height - PAD.bottom}" stroke="#999"/>
+<text x="${PAD.left - 6}" y="${PAD.top + 10}" font-size="10" text-anchor="end">${maxY}</text>
+<text x="${PAD.left - 6}" y="${height - PAD.bottom}" font-size="10" text-anchor="end">0</text>${xTicks}`
+}
+
+function lineChart(r: ScenarioResult, value: (s: StockSample) => number, title: string, startMs: number, endMs: number): string {
+  const maxY = Math.max(1, ...r.samples.map(value))
+  const y = (v: number): number => H - PAD.bottom - (v / maxY) * (H - PAD.top - PAD.bottom)
+  const lines = (Object.keys(COLORS) as ServiceName[])
+    .map((service) => {
+      const pts = r.samples.filter((s) => s.service === service).map((s) => `${scaleX(s.t, startMs, endMs).toFixed(1)},${y(value(s)).toFixed(1)}`)
+      return pts.length ? `<polyline fill="none" stroke="${COLORS[service]}" stroke-width="1.6" points="${pts.join(' ')}"/>` : ''
+    })
+    .join('')
+  return `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">${phaseBands(r, startMs, endMs, H)}${axes(startMs, endMs, H, maxY, title)}${lines}</svg>`
+}
+
+/** One tick per order: top row web, bottom row shop counter; green accepted, red rejected. */
+function orderStrip(r: ScenarioResult, startMs: number, endMs: number): string {
+  const h = 90
+  const rowY = { web: 30, store: 55 }
+  const ticks = r.attempts
+    .map((a) => {
+      const x = scaleX(a.at, startMs, endMs).toFixed(1)
+      const color = a.outcome === 'accepted' ? '#059669' : a.outcome === 'rejected' ? '#dc2626' : '#111'
+      return `<line x1="${x}" x2="${x}" y1="${rowY[a.channel] - 8}" y2="${rowY[a.channel] + 8}" stroke="${color}" stroke-width="1.2"><title>${esc(`${a.id ?? a.reason ?? a.error ?? ''} ${a.sku}×${a.qty}`)}</title></line>`
+    })
+    .join('')
+  return `<svg width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" role="img" aria-label="orders">${phaseBands(r, startMs, endMs, h)}
+<text x="${PAD.left}" y="10" font-size="12" font-weight="600">Orders (green accepted, red rejected)</text>
+<text x="${PAD.left - 6}" y="${rowY.web + 4}" font-size="10" text-anchor="end">web</text><text x="${PAD.left - 6}" y="${rowY.store + 4}" font-size="10" text-anchor="end">counter</text>${ticks}</svg>`
+}
+
+function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
+}

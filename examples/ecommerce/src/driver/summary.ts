@@ -1,0 +1,57 @@
+import { formatMs } from './format.js'
+import type { ScenarioResult } from './scenario.js'
+import { renderTable } from './table.js'
+import type { OrderAttempt, PhaseName } from './workload.js'
+
+export interface Headline {
+  label: string
+  value: string
+}
+
+const PHASE_LABELS: Record<PhaseName, string> = { normal: '① normal traffic', partition: '② during the partition', healed: '④ after the heal' }
+
+/** The numbers the demo is about, as label/value pairs (the text summary and the HTML report share them). */
+export function headlines(r: ScenarioResult): Headline[] {
+  const accepted = r.attempts.filter((a) => a.outcome === 'accepted')
+  const rejected = r.attempts.filter((a) => a.outcome === 'rejected')
+  const byChannel = (list: OrderAttempt[], channel: 'web' | 'store'): number => list.filter((a) => a.channel === channel).length
+  const unreachable = rejected.filter((a) => a.reason === 'rights-unreachable').length
+  const soldOut = rejected.filter((a) => a.reason === 'sold-out').length
+  const sold = accepted.reduce((n, a) => n + a.qty, 0)
+  const initial = Object.values(r.initialStock).reduce((x, y) => x + y, 0)
+  const failed = r.invariants.filter((i) => !i.ok)
+  const errors = r.attempts.length - accepted.length - rejected.length
+  return [
+    { label: 'orders accepted (HTTP 201)', value: `${accepted.length} of ${r.attempts.length} (web ${byChannel(accepted, 'web')}, shop counter ${byChannel(accepted, 'store')})` },
+    {
+      label: 'orders rejected (HTTP 409)',
+      value: `${rejected.length}${rejected.length ? ` (${unreachable} rights out of reach, ${soldOut} sold out)` : ''}${errors ? `; ${errors} errors` : ''}`,
+    },
+    { label: 'units sold / initial stock', value: `${sold} / ${initial}` },
+    { label: 'time to converge after heal', value: r.convergence.afterHealMs === null ? 'did not converge' : formatMs(r.convergence.afterHealMs) },
+    {
+      label: 'lowest stock seen on any replica',
+      value: r.lowestStock.overall === null ? 'n/a' : `${r.lowestStock.overall}${r.lowestStock.overall >= 0 ? ' (never below 0)' : ' — BELOW ZERO'}`,
+    },
+    { label: 'acknowledged writes lost', value: `${r.lost.missing.length} (${accepted.length} orders × ${r.services.length} services checked)` },
+    { label: 'processes left behind', value: `${r.processesLeft.length} of ${r.pids.length}` },
+    { label: 'invariants', value: failed.length === 0 ? `all ${r.invariants.length} hold` : `${failed.length} FAILED: ${failed.map((f) => f.name).join('; ')}` },
+  ]
+}
+
+export function phaseRows(r: ScenarioResult): string[][] {
+  const rows = [['phase', 'sent', 'accepted', 'rejected', 'units sold']]
+  for (const phase of ['normal', 'partition', 'healed'] as const) {
+    const list = r.attempts.filter((a) => a.phase === phase)
+    if (list.length === 0) continue
+    const acc = list.filter((a) => a.outcome === 'accepted')
+    rows.push([PHASE_LABELS[phase], String(list.length), String(acc.length), String(list.length - acc.length), String(acc.reduce((n, a) => n + a.qty, 0))])
+  }
+  return rows
+}
+
+export function renderSummary(r: ScenarioResult): string {
+  const lines = ['', 'Summary', renderTable(headlines(r).map((h) => [h.label, h.value])), '', renderTable(phaseRows(r), { header: true, align: ['left', 'right', 'right', 'right', 'right'] }), '', 'Invariants']
+  for (const inv of r.invariants) lines.push(`  ${inv.ok ? '✓' : '✗'} ${inv.name} — ${inv.detail}`)
+  return lines.join('\n')
+}

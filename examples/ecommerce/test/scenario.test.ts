@@ -1,0 +1,81 @@
+import { existsSync } from 'node:fs'
+import { expect } from 'chai'
+import { isAlive, runScenario, type ScenarioResult } from '../src/index.js'
+
+/** The demo's scenario in its short mode, with the invariants it exists to show. */
+describe('e-commerce scenario (quick mode)', function () {
+  this.timeout(60_000)
+  let r: ScenarioResult
+
+  before(async () => {
+    r = await runScenario({ quick: true, orders: 40, seed: 7 })
+  })
+
+  it('runs to the end without errors', () => {
+    expect(r.error).to.equal(null)
+    expect(r.interrupted).to.equal(false)
+    expect(r.attempts).to.have.length(40)
+    expect(r.attempts.filter((a) => a.outcome === 'error')).to.deep.equal([])
+  })
+
+  it('never oversells: stock ≥ 0 on every replica at every poll and every applied change', () => {
+    expect(r.lowestStock.polled).to.be.a('number').and.at.least(0)
+    for (const service of ['inventory', 'orders', 'payments'] as const) {
+      expect(r.lowestStock.watched[service], service).to.be.a('number').and.at.least(0)
+    }
+  })
+
+  it('never oversells: accepted quantity ≤ initial stock, per SKU, and the final stock adds up', () => {
+    const sold: Record<string, number> = {}
+    for (const a of r.attempts) if (a.outcome === 'accepted') sold[a.sku] = (sold[a.sku] ?? 0) + a.qty
+    for (const [sku, n] of Object.entries(sold)) expect(n, sku).to.be.at.most(r.initialStock[sku]!)
+    expect(r.finalStates).to.have.length(3)
+    for (const state of r.finalStates) {
+      for (const [sku, initial] of Object.entries(r.initialStock)) expect(state.stock[sku], `${state.service} ${sku}`).to.equal(initial - (sold[sku] ?? 0))
+    }
+  })
+
+  it('takes orders on both sides of the partition, each within its own rights', () => {
+    const during = r.attempts.filter((a) => a.phase === 'partition' && a.outcome === 'accepted')
+    expect(during.some((a) => a.channel === 'web'), 'web orders accepted by the orders service').to.equal(true)
+    expect(during.some((a) => a.channel === 'store'), 'shop-counter orders accepted by inventory').to.equal(true)
+    expect(r.rightsAtCut).to.not.equal(null)
+    // A side never sells more during the partition than the rights it held at the cut.
+    for (const [channel, side] of [['web', 'orders'], ['store', 'inventory']] as const) {
+      for (const [sku, rights] of Object.entries(r.rightsAtCut![side])) {
+        const n = during.filter((a) => a.channel === channel && a.sku === sku).reduce((x, a) => x + a.qty, 0)
+        expect(n, `${side} ${sku}`).to.be.at.most(rights)
+      }
+    }
+  })
+
+  it('loses no acknowledged order: every 201 is on every service after the heal', () => {
+    const acked = r.attempts.filter((a) => a.outcome === 'accepted').length
+    expect(acked).to.be.greaterThan(0)
+    expect(r.lost.checked).to.equal(acked * 3)
+    expect(r.lost.missing).to.deep.equal([])
+  })
+
+  it('converges after the heal and at the end (same orders, payments, stock; all paid)', () => {
+    expect(r.convergence.afterHealOk).to.equal(true)
+    expect(r.convergence.finalOk).to.equal(true)
+    const [first, ...rest] = r.finalStates
+    for (const s of rest) {
+      expect(s.orders).to.deep.equal(first!.orders)
+      expect(s.payments).to.deep.equal(first!.payments)
+      expect(s.stock).to.deep.equal(first!.stock)
+      expect(s.unpaid).to.equal(0)
+    }
+    expect(r.exampleView?.status).to.equal('paid')
+  })
+
+  it('leaves no process behind and removes its data folder', () => {
+    expect(r.pids).to.have.length(3)
+    for (const pid of r.pids) expect(isAlive(pid), `pid ${pid}`).to.equal(false)
+    expect(existsSync(r.dataRoot)).to.equal(false)
+  })
+
+  it('reports every invariant as holding', () => {
+    expect(r.invariants.filter((i) => !i.ok)).to.deep.equal([])
+  })
+})

@@ -1,0 +1,2 @@
+export { AutomergeBackend, automergeBackend } from './backend.js'
+export type { AutomergeDoc } from './backend.js'

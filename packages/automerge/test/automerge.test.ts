@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict'
+import * as A from '@automerge/automerge'
+import { backendComplianceSuite } from '@convergent/core/testing'
+import { automergeBackend, type AutomergeDoc } from '../src/index.js'
+
+backendComplianceSuite('automerge', automergeBackend)
+
+describe('automerge backend specifics', function () {
+  const backend = automergeBackend()
+  const actor = (n: number): Uint8Array => Uint8Array.from({ length: 16 }, (_, i) => n * 16 + i)
+
+  it('stores strings as ImmutableString scalars and big integers as f64', function () {
+    const doc = backend.put(backend.create(actor(1)), { s: 'plain', big: 1e300, huge: 2 ** 60, list: ['x'] }).doc
+    assert.ok(A.isImmutableString(doc.s))
+    assert.equal(doc.big, 1e300)
+    assert.equal(doc.huge, 2 ** 60)
+    assert.ok(A.isImmutableString((doc.list as unknown[])[0]))
+  })
+
+  it('hides the delete flag and refuses it as a field name', function () {
+    const doc = backend.put(backend.create(actor(2)), { a: 1 }).doc
+    assert.deepEqual(Object.keys(backend.read(doc)!), ['a'])
+    assert.throws(() => backend.put(doc, { '\u0000deleted': 1 }), { code: 'ERR_INVALID_VALUE' })
+  })
+
+  it('refuses a "__proto__" field with ERR_INVALID_VALUE and leaves the doc usable', function () {
+    const doc = backend.put(backend.create(actor(3)), { a: 1 }).doc
+    assert.throws(() => backend.put(doc, JSON.parse('{"__proto__": 1}')), { code: 'ERR_INVALID_VALUE' })
+    assert.deepEqual(backend.read(backend.put(doc, { a: 2 }).doc), { a: 2 })
+  })
+
+  it('a delta with a valid chunk followed by a corrupt one is rejected whole', function () {
+    // Automerge itself would load the first chunk and silently skip the rest.
+    let src: AutomergeDoc = backend.create(actor(4))
+    const c1 = backend.put(src, { a: 1 })
+    src = c1.doc
+    const c2 = backend.put(src, { a: 2 })
+    const bad = c2.delta!.slice()
+    bad[bad.length - 1] ^= 0xff
+    const both = new Uint8Array(c1.delta!.byteLength + bad.byteLength)
+    both.set(c1.delta!)
+    both.set(bad, c1.delta!.byteLength)
+    const target = backend.create(actor(5))
+    assert.throws(() => backend.applyDelta(target, both), { code: 'ERR_INVALID_DELTA' })
+    assert.equal(backend.read(target), undefined)
+    assert.deepEqual(A.getHeads(target), [])
+  })
+
+  it('accepts compressed change chunks (verifying their checksum after inflating)', async function () {
+    const { deflateRawSync } = await import('node:zlib')
+    const change = backend.put(backend.create(actor(6)), { a: 'x'.repeat(500) }).delta!
+    // Rebuild the change as a type-2 (compressed) chunk: same checksum, deflated body.
+    let offset = 9
+    let length = 0
+    let scale = 1
+    for (;;) {
+      const b = change[offset++]!
+      length += (b & 0x7f) * scale
+      scale *= 128
+      if (b < 0x80) break
+    }
+    const body = deflateRawSync(change.subarray(offset, offset + length))
+    const len: number[] = []
+    for (let n = body.byteLength; ; ) {
+      const b = n & 0x7f
+      n = Math.floor(n / 128)
+      len.push(n > 0 ? b | 0x80 : b)
+      if (n === 0) break
+    }
+    const compressed = Uint8Array.from([...change.subarray(0, 8), 2, ...len, ...body])
+    assert.deepEqual(backend.read(backend.applyDelta(backend.create(actor(7)), compressed)), { a: 'x'.repeat(500) })
+    const corrupt = compressed.slice()
+    corrupt[5] ^= 0x01
+    assert.throws(() => backend.applyDelta(backend.create(actor(8)), corrupt), { code: 'ERR_INVALID_DELTA' })
+  })
+
+  it('deltaSince sends only what follows the heads the remote has', function () {
+    const a = backend.put(backend.create(actor(9)), Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`f${i}`, i]))).doc
+    const v = backend.version(a)
+    const next = backend.put(a, { ...backend.read(a)!, f1: -1 }).doc
+    const delta = backend.deltaSince(next, v)!
+    assert.ok(delta.byteLength < 200, `delta of ${delta.byteLength} bytes`)
+  })
+})

@@ -1,0 +1,83 @@
+/**
+ * Compact binary records for heads and feed entries. A head is read for every entity in a
+ * digest range scan, so it is kept small (~40 bytes) and cheap to decode; JSON would be
+ * ~3× larger (hex version hash) and slower. Byte 0 is a format version so the layout can
+ * change later without a migration of every record.
+ *
+ *   head:  [1][flags: bit0 deleted][deltaCount u32 BE][hash length u8][hash …][backend utf8 …]
+ *   feed:  [1][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][id utf8 …]
+ *          (the seq is the key)
+ */
+import { ConvergentError, type EntityHead, type FeedEntry } from '@convergent/core'
+
+const FORMAT = 1
+const HEAD_FIXED = 7
+const FEED_FIXED = 12
+const KINDS: readonly FeedEntry['kind'][] = ['put', 'delete', 'remote']
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder('utf-8', { fatal: true })
+
+export function encodeHead(head: EntityHead): Uint8Array {
+  const backend = encoder.encode(head.backend)
+  const hash = head.versionHash
+  const out = new Uint8Array(HEAD_FIXED + hash.byteLength + backend.byteLength)
+  const view = new DataView(out.buffer)
+  out[0] = FORMAT
+  out[1] = head.deleted ? 1 : 0
+  view.setUint32(2, head.deltaCount)
+  out[6] = hash.byteLength
+  out.set(hash, HEAD_FIXED)
+  out.set(backend, HEAD_FIXED + hash.byteLength)
+  return out
+}
+
+export function decodeHead(bytes: Uint8Array): EntityHead {
+  if (bytes.byteLength < HEAD_FIXED || bytes[0] !== FORMAT) throw corrupt('head')
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const hashEnd = HEAD_FIXED + bytes[6]!
+  if (hashEnd > bytes.byteLength) throw corrupt('head')
+  return {
+    backend: decoder.decode(bytes.subarray(hashEnd)),
+    versionHash: new Uint8Array(bytes.subarray(HEAD_FIXED, hashEnd)), // a copy the caller may keep
+    deltaCount: view.getUint32(2),
+    deleted: (bytes[1]! & 1) === 1,
+  }
+}
+
+export function encodeFeedEntry(entry: FeedEntry): Uint8Array {
+  const origin = encoder.encode(entry.origin)
+  const id = encoder.encode(entry.id)
+  const out = new Uint8Array(FEED_FIXED + origin.byteLength + id.byteLength)
+  const view = new DataView(out.buffer)
+  out[0] = FORMAT
+  out[1] = KINDS.indexOf(entry.kind)
+  view.setFloat64(2, entry.time)
+  view.setUint16(10, origin.byteLength)
+  out.set(origin, FEED_FIXED)
+  out.set(id, FEED_FIXED + origin.byteLength)
+  return out
+}
+
+export function decodeFeedEntry(seq: number, bytes: Uint8Array): FeedEntry {
+  if (bytes.byteLength < FEED_FIXED || bytes[0] !== FORMAT) throw corrupt('feed entry')
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const kind = KINDS[bytes[1]!]
+  const originEnd = FEED_FIXED + view.getUint16(10)
+  if (kind === undefined || originEnd > bytes.byteLength) throw corrupt('feed entry')
+  return {
+    seq,
+    id: decoder.decode(bytes.subarray(originEnd)),
+    origin: decoder.decode(bytes.subarray(FEED_FIXED, originEnd)),
+    time: view.getFloat64(2),
+    kind,
+  }
+}
+
+/** Limits the layouts above impose; write() checks them before anything is queued. */
+export const HEAD_LIMITS = { maxHashBytes: 255, maxDeltaCount: 2 ** 32 - 1 }
+export const FEED_LIMITS = { maxOriginBytes: 65_535 }
+
+function corrupt(what: string): ConvergentError {
+  return new ConvergentError('ERR_STORE', `Stored ${what} is corrupt or of an unknown format; the data dir may be damaged.`)
+}

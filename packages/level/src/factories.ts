@@ -1,0 +1,23 @@
+import { ClassicLevel, type DatabaseOptions } from 'classic-level'
+import { MemoryLevel } from 'memory-level'
+import { LevelStore, type LevelStoreOptions } from './level-store.js'
+
+type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
+
+export interface ClassicLevelStoreOptions extends StoreOptions {
+  /** Passed to ClassicLevel: cacheSize, writeBufferSize, compression, … */
+  level?: Omit<DatabaseOptions<string, Uint8Array>, 'keyEncoding' | 'valueEncoding'>
+}
+
+/** A store in a LevelDB directory (created if missing). One process may hold a dir at a time. */
+export function classicLevelStore(dir: string, options: ClassicLevelStoreOptions = {}): LevelStore {
+  const { level, ...storeOptions } = options
+  const db = new ClassicLevel<string, Uint8Array>(dir, { ...level, keyEncoding: 'utf8', valueEncoding: 'view' })
+  return new LevelStore(db, { ...storeOptions, kind: 'classic-level', location: dir })
+}
+
+/** A store in memory: gone when the process ends. For tests and the in-memory replica. */
+export function memoryLevelStore(options: StoreOptions = {}): LevelStore {
+  const db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
+  return new LevelStore(db, { ...options, kind: 'memory-level' })
+}

@@ -1,0 +1,98 @@
+/**
+ * Group commit: every add() made in one tick joins one batch, written by ONE call to
+ * `commit`. The first add of a tick schedules the flush with setImmediate (after the rest
+ * of the tick has queued its ops); while a batch is being written, new adds accumulate
+ * into the next batch, which is written as soon as the current one completes. Batches
+ * never overlap, so they are applied in call order.
+ */
+export interface GroupCommitStats {
+  /** Batches committed successfully. */
+  batches: number
+  /** Units (StoreOps) carried by those batches. */
+  ops: number
+}
+
+interface Batch<Op> {
+  ops: Op[]
+  units: number
+  done: Promise<void>
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+export class GroupCommit<Op> {
+  readonly stats: GroupCommitStats = { batches: 0, ops: 0 }
+  private next: Batch<Op> | undefined
+  private inFlight: Promise<void> | undefined
+  private scheduled = false
+
+  /**
+   * @param commit writes one batch atomically
+   * @param toError turns a failed commit into the error every add() of the batch rejects with
+   */
+  constructor(
+    private readonly commit: (ops: Op[]) => Promise<void>,
+    private readonly toError: (err: unknown) => Error,
+  ) {}
+
+  /** Queues ops; resolves once the batch holding them is written, rejects if it failed. */
+  add(ops: readonly Op[], units: number): Promise<void> {
+    let batch = this.next
+    if (batch === undefined) {
+      batch = this.next = newBatch<Op>()
+      if (this.inFlight === undefined) this.schedule()
+    }
+    for (const op of ops) batch.ops.push(op)
+    batch.units += units
+    return batch.done
+  }
+
+  /** Writes what is queued now (without waiting for the tick to end) until nothing is left. */
+  async drain(): Promise<void> {
+    while (this.inFlight !== undefined || this.next !== undefined) {
+      this.flush()
+      await this.inFlight // never rejects: failures go to the batch's writers
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      this.flush()
+    })
+  }
+
+  private flush(): void {
+    const batch = this.next
+    if (this.inFlight !== undefined || batch === undefined) return
+    this.next = undefined
+    this.inFlight = this.run(batch).finally(() => {
+      this.inFlight = undefined
+      this.flush() // whatever accumulated meanwhile goes out at once
+    })
+  }
+
+  private async run(batch: Batch<Op>): Promise<void> {
+    try {
+      await this.commit(batch.ops)
+    } catch (err) {
+      batch.reject(this.toError(err))
+      return
+    }
+    this.stats.batches++
+    this.stats.ops += batch.units
+    batch.resolve()
+  }
+}
+
+function newBatch<Op>(): Batch<Op> {
+  let resolve!: () => void
+  let reject!: (err: unknown) => void
+  const done = new Promise<void>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { ops: [], units: 0, done, resolve, reject }
+}

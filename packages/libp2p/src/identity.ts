@@ -1,0 +1,50 @@
+import { randomBytes } from 'node:crypto'
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { ConvergentError } from '@convergent/core'
+
+/**
+ * Loads the node's private key from `file`, or creates an Ed25519 key there, so the peer id
+ * survives restarts. The file holds the key's protobuf encoding, mode 0600. It appears
+ * atomically and is never overwritten: the key is written to a temporary file that is then
+ * hard-linked into place, which fails if another process created the file first (we then
+ * use theirs).
+ */
+export async function loadOrCreateIdentity(file: string): Promise<PrivateKey> {
+  const existing = await readKey(file)
+  if (existing !== undefined) return existing
+
+  await mkdir(dirname(file), { recursive: true })
+  const key = await generateKeyPair('Ed25519')
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  await writeFile(temp, privateKeyToProtobuf(key), { mode: 0o600, flag: 'wx', flush: true })
+  try {
+    await link(temp, file)
+    return key
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    const winner = await readKey(file)
+    if (winner === undefined) throw err
+    return winner
+  } finally {
+    await unlink(temp).catch(() => {})
+  }
+}
+
+async function readKey(file: string): Promise<PrivateKey | undefined> {
+  let bytes: Uint8Array
+  try {
+    bytes = await readFile(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+  try {
+    return privateKeyFromProtobuf(bytes)
+  } catch (err) {
+    // Never replace a damaged identity silently: the peer id would change under the user.
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `identity file ${file} does not hold a libp2p private key; restore it or delete it to get a new peer id`, { cause: err })
+  }
+}

@@ -1,0 +1,56 @@
+import './polyfill.js'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify, type Identify } from '@libp2p/identify'
+import type { ConnectionGater, Libp2p, PrivateKey } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type ConnectionManagerInit } from 'libp2p'
+
+// A type alias, not an interface: libp2p's ServiceMap constraint needs an index signature.
+export type Libp2pServices = {
+  identify: Identify
+  pubsub: GossipSub
+}
+
+export type ConvergentLibp2p = Libp2p<Libp2pServices>
+
+/**
+ * gossipsub frames a whole RPC (our payload plus envelope, signature and piggybacked
+ * control messages) in at most 4 MiB: the sender's length-prefix encoder refuses more, and
+ * a receiver that gets a longer frame drops the peer's gossip stream. So payloads must stay
+ * a margin below it.
+ */
+export const GOSSIP_FRAME_BYTES = 4 * 1024 * 1024
+export const MAX_GOSSIP_PAYLOAD_BYTES = GOSSIP_FRAME_BYTES - 256 * 1024
+
+export interface NodeConfig {
+  privateKey: PrivateKey
+  listen: string[]
+  connectionGater?: ConnectionGater
+  connectionManager?: ConnectionManagerInit
+}
+
+/** A libp2p node, not started: TCP, Noise, Yamux, identify (gossipsub needs it), gossipsub. */
+export function createNode(config: NodeConfig): Promise<ConvergentLibp2p> {
+  return createLibp2p({
+    start: false,
+    privateKey: config.privateKey,
+    addresses: { listen: config.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    ...(config.connectionGater === undefined ? {} : { connectionGater: config.connectionGater }),
+    ...(config.connectionManager === undefined ? {} : { connectionManager: config.connectionManager }),
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({
+        // Publishing before anyone subscribed is normal for us: anti-entropy repairs it.
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        emitSelf: false,
+        maxInboundDataLength: GOSSIP_FRAME_BYTES,
+      }),
+    },
+  })
+}

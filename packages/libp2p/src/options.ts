@@ -1,0 +1,87 @@
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { ConnectionManagerInit } from 'libp2p'
+import { ConvergentError, systemClock, type Clock } from '@convergent/core'
+import { syncProtocol } from './sync-protocol.js'
+
+export interface Libp2pNetworkOptions {
+  /** Addresses to listen on (default ['/ip4/127.0.0.1/tcp/0']). */
+  listen?: string[]
+  /** Bootstrap peers: dialed on start and redialed whenever the connection goes away. */
+  peers?: string[]
+  /** The node's key. Without it (and without identityFile) every run gets a new peer id. */
+  privateKey?: PrivateKey
+  /** Where to keep the node's key: loaded if present, else created (Ed25519, mode 0600). */
+  identityFile?: string
+  /** Keeps clusters apart: the sync protocol becomes /convergent/<namespace>/sync/1.0.0. */
+  namespace?: string
+  /**
+   * Largest request accepted or sent, and the default response limit (default 4 MiB). Gossip
+   * payloads are capped lower, at MAX_GOSSIP_PAYLOAD_BYTES, whatever this says.
+   */
+  maxMessageBytes?: number
+  /** A request must be answered within this (default 30 s). */
+  requestTimeoutMs?: number
+  /** Bootstrap redial backoff: first delay and cap (default 250 ms → 10 s). */
+  redialMinMs?: number
+  redialMaxMs?: number
+  /** Passed to libp2p (tests use it to refuse dials). */
+  connectionGater?: ConnectionGater
+  /**
+   * Passed to libp2p. Note libp2p refuses more than 5 inbound connections per second from one
+   * host (inboundConnectionThreshold): many nodes on one machine need a higher value.
+   */
+  connectionManager?: ConnectionManagerInit
+  /** Timers for timeouts and redials, and the jitter source (default systemClock()). */
+  clock?: Clock
+}
+
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+const NAMESPACE_PATTERN = /^[A-Za-z0-9._-]{1,64}$/
+
+/** The options, checked and with defaults filled in. */
+export interface Settings {
+  listen: string[]
+  protocol: string
+  maxMessageBytes: number
+  requestTimeoutMs: number
+  peers: string[]
+  redialMinMs: number
+  redialMaxMs: number
+  clock: Clock
+}
+
+export function validate(options: Libp2pNetworkOptions): Settings {
+  const invalid = (message: string): ConvergentError => new ConvergentError('ERR_INVALID_ARGUMENT', message)
+  if (options.namespace !== undefined && !NAMESPACE_PATTERN.test(options.namespace)) {
+    throw invalid(`namespace must be 1–64 letters, digits, '.', '_' or '-', got ${JSON.stringify(options.namespace)}`)
+  }
+  const positive = (name: string, value: number | undefined, fallback: number): number => {
+    const v = value ?? fallback
+    if (!Number.isSafeInteger(v) || v < 1) throw invalid(`${name} must be a positive integer, got ${value}`)
+    return v
+  }
+  const peers = options.peers ?? []
+  for (const address of peers) {
+    try {
+      multiaddr(address)
+    } catch (err) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `bootstrap peer ${JSON.stringify(address)} is not a multiaddr`, { cause: err })
+    }
+  }
+  if (options.privateKey !== undefined && options.identityFile !== undefined) {
+    throw invalid('pass privateKey or identityFile, not both')
+  }
+  const redialMinMs = positive('redialMinMs', options.redialMinMs, 250)
+  return {
+    listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+    protocol: syncProtocol(options.namespace),
+    maxMessageBytes: positive('maxMessageBytes', options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES),
+    requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS),
+    peers,
+    redialMinMs,
+    redialMaxMs: Math.max(redialMinMs, positive('redialMaxMs', options.redialMaxMs, 10_000)),
+    clock: options.clock ?? systemClock(),
+  }
+}

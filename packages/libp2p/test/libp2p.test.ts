@@ -1,0 +1,233 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isConvergentError, type NetworkEvents } from '@convergent/core'
+import { networkComplianceSuite } from '@convergent/core/testing'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2pNetwork, type Libp2pNetwork, type Libp2pNetworkOptions } from '../src/index.js'
+
+networkComplianceSuite('libp2p', async (n) => {
+  const networks = await Promise.all(Array.from({ length: n }, () => createLibp2pNetwork()))
+  return {
+    networks,
+    connectAll: () => connectAll(networks),
+    cleanup: () => stopAll(networks),
+  }
+})
+
+describe('libp2p network', function () {
+  this.timeout(20_000)
+  const running: Libp2pNetwork[] = []
+
+  async function node(options: Libp2pNetworkOptions = {}, events: NetworkEvents = new Events()): Promise<Libp2pNetwork> {
+    const net = await createLibp2pNetwork(options)
+    running.push(net)
+    await net.start(events)
+    return net
+  }
+
+  afterEach(async function () {
+    await stopAll(running.splice(0))
+  })
+
+  it('listens on 127.0.0.1 and lists its addresses with /p2p/<peerId>', async function () {
+    const a = await node()
+    assert.ok(a.multiaddrs.length > 0)
+    for (const address of a.multiaddrs) {
+      assert.match(address, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+      assert.ok(address.endsWith(`/p2p/${a.peerId}`))
+    }
+  })
+
+  it('rejects start() with ERR_NETWORK when the port is taken', async function () {
+    const a = await node()
+    const b = await createLibp2pNetwork({ listen: [`/ip4/127.0.0.1/tcp/${portOf(a.multiaddrs[0]!)}`] })
+    running.push(b)
+    await assert.rejects(b.start(new Events()), (err) => isConvergentError(err, 'ERR_NETWORK'))
+  })
+
+  describe('identity', function () {
+    let dir: string
+
+    beforeEach(async function () {
+      dir = await mkdtemp(join(tmpdir(), 'convergent-libp2p-'))
+    })
+
+    afterEach(async function () {
+      await rm(dir, { recursive: true, force: true })
+    })
+
+    it('keeps the same peer id across restarts from the same identityFile', async function () {
+      const identityFile = join(dir, 'nested', 'identity.key')
+      const first = await node({ identityFile })
+      const port = portOf(first.multiaddrs[0]!)
+      await first.stop()
+      assert.equal((await stat(identityFile)).mode & 0o777, 0o600)
+      const second = await node({ identityFile, listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+      assert.equal(second.peerId, first.peerId)
+      const other = await node({ identityFile: join(dir, 'other.key') })
+      assert.notEqual(other.peerId, first.peerId)
+    })
+
+    it('refuses a damaged identity file instead of replacing it', async function () {
+      const identityFile = join(dir, 'identity.key')
+      await writeFile(identityFile, 'not a key')
+      await assert.rejects(createLibp2pNetwork({ identityFile }), (err) => isConvergentError(err, 'ERR_INVALID_ARGUMENT'))
+      assert.equal(await readFile(identityFile, 'utf8'), 'not a key')
+    })
+  })
+
+  it('redials a bootstrap peer that went away and came back on the same port', async function () {
+    const privateKey = await generateKeyPair('Ed25519')
+    const b = await node({ privateKey })
+    const bAddress = b.multiaddrs[0]!
+    const a = await node({ peers: [bAddress], redialMinMs: 50, redialMaxMs: 400 })
+    await waitFor(() => a.peers().includes(b.peerId), 'a dials its bootstrap peer')
+    await b.stop()
+    await waitFor(() => !a.peers().includes(b.peerId), 'a notices b left')
+    const b2 = await node({ privateKey, listen: [`/ip4/127.0.0.1/tcp/${portOf(bAddress)}`] })
+    assert.equal(b2.peerId, b.peerId)
+    await waitFor(() => a.peers().includes(b.peerId), 'a redials b')
+  })
+
+  describe('gossip limits', function () {
+    it('drops messages over the receiver limit and keeps the topic working', async function () {
+      const bEvents = new Events()
+      const a = await node()
+      const b = await node({ maxMessageBytes: 1024 }, bEvents)
+      b.subscribe('t')
+      await connectAll([a, b])
+      await publishUntil(a, 't', () => bEvents.messages.length > 0)
+      const before = bEvents.messages.length
+      await a.publish('t', new Uint8Array(2048).fill(1))
+      const marker = Uint8Array.of(42, 42)
+      await a.publish('t', marker)
+      await waitFor(() => bEvents.messages.some((m) => equal(m, marker)), 'the small message after the big one arrives')
+      assert.ok(bEvents.messages.slice(before).every((m) => m.byteLength <= 1024), 'the big message is dropped')
+    })
+
+    it('refuses to publish over its own limit (ERR_TOO_LARGE)', async function () {
+      const a = await node({ maxMessageBytes: 1024 })
+      await assert.rejects(a.publish('t', new Uint8Array(1025)), (err) => isConvergentError(err, 'ERR_TOO_LARGE'))
+    })
+  })
+
+  describe('sync protocol', function () {
+    it('survives garbage on the stream and keeps serving', async function () {
+      const a = await node()
+      const b = await node()
+      await connectAll([a, b])
+      const attacks = [
+        new Uint8Array(64).fill(0xff), // a length prefix that never ends
+        Uint8Array.of(0x80, 0x80, 0x80, 0x80, 0x04, 1, 2, 3), // announces 1 GiB
+        Uint8Array.of(100, 1, 2, 3), // truncated: announces 100 bytes, sends 3
+      ]
+      for (const garbage of attacks) {
+        const stream = await a.libp2p.dialProtocol(b.libp2p.peerId, b.protocol)
+        stream.send(garbage)
+        await stream.close().catch(() => {})
+        await waitFor(() => stream.status !== 'open', 'b ends the stream')
+      }
+      const response = await a.request(b.peerId, Uint8Array.of(1, 2, 3))
+      assert.ok(equal(response, Uint8Array.of(1, 2, 3)))
+    })
+
+    it('refuses a request over the responder limit (ERR_TOO_LARGE)', async function () {
+      const a = await node()
+      const b = await node({ maxMessageBytes: 1024 })
+      await connectAll([a, b])
+      await assert.rejects(a.request(b.peerId, new Uint8Array(64 * 1024)), (err) => isConvergentError(err, 'ERR_TOO_LARGE'))
+      assert.equal((await a.request(b.peerId, new Uint8Array(1000))).byteLength, 1000)
+    })
+
+    it('times out a request that gets no answer (ERR_TIMEOUT)', async function () {
+      const hanging = new Events()
+      hanging.onRequest = () => new Promise(() => {})
+      const a = await node({ requestTimeoutMs: 300 })
+      const b = await node({}, hanging)
+      await connectAll([a, b])
+      await assert.rejects(a.request(b.peerId, Uint8Array.of(1)), (err) => isConvergentError(err, 'ERR_TIMEOUT'))
+    })
+
+    it('keeps namespaces apart', async function () {
+      const a = await node({ namespace: 'shop' })
+      const b = await node({ namespace: 'bank' })
+      assert.equal(a.protocol, '/convergent/shop/sync/1.0.0')
+      await connectAll([a, b])
+      await assert.rejects(a.request(b.peerId, Uint8Array.of(1)), (err) => isConvergentError(err, 'ERR_NETWORK'))
+    })
+  })
+
+  it('passes connectionManager to libp2p (more than 5 inbound connections a second from one host)', async function () {
+    const hub = await node({ connectionManager: { inboundConnectionThreshold: 100 } })
+    const spokes = await Promise.all(Array.from({ length: 7 }, () => node()))
+    await Promise.all(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]!))))
+    await waitFor(() => hub.peers().length === 7, 'the hub accepts all seven')
+  })
+
+  it('passes the connection gater to libp2p', async function () {
+    const b = await node()
+    const a = await node({ connectionGater: { denyDialMultiaddr: () => true } })
+    await assert.rejects(a.libp2p.dial(multiaddr(b.multiaddrs[0]!)))
+    assert.deepEqual(a.peers(), [])
+  })
+})
+
+class Events implements NetworkEvents {
+  messages: Uint8Array[] = []
+  onMessage(_topic: string, data: Uint8Array): void {
+    this.messages.push(data)
+  }
+  onRequest(_from: string, data: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(data)
+  }
+  onPeerConnected(): void {}
+  onPeerDisconnected(): void {}
+}
+
+/** Dials every pair once and waits until each network lists all the others. */
+async function connectAll(networks: Libp2pNetwork[]): Promise<void> {
+  const dials: Promise<unknown>[] = []
+  for (const [i, a] of networks.entries()) {
+    for (const b of networks.slice(i + 1)) dials.push(a.libp2p.dial(multiaddr(b.multiaddrs[0]!)))
+  }
+  await Promise.all(dials)
+  await waitFor(() => networks.every((net) => networks.every((other) => other === net || net.peers().includes(other.peerId))), 'all connected')
+}
+
+async function stopAll(networks: Libp2pNetwork[]): Promise<void> {
+  await Promise.all(networks.map((net) => net.stop()))
+}
+
+/** Gossip needs the subscription to reach the sender first: publish until cond holds. */
+async function publishUntil(net: Libp2pNetwork, topic: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; !cond(); i++) {
+    if (i > 200) throw new Error('gossip never arrived')
+    await net.publish(topic, Uint8Array.of(i & 0xff))
+    await sleep(50)
+  }
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
+    await sleep(20)
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+function portOf(address: string): number {
+  const match = /\/tcp\/(\d+)/.exec(address)
+  if (match === null) throw new Error(`no tcp port in ${address}`)
+  return Number(match[1])
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((v, i) => v === b[i])
+}

@@ -1,0 +1,130 @@
+import * as Y from 'yjs'
+import { ConvergentError, sha256, wrapError } from '@convergent/core'
+import type { Backend, Change, JsonObject } from '@convergent/core'
+import { clientIdFromActor } from './actor.js'
+import { readMap } from './read.js'
+import { reconcileMap } from './reconcile.js'
+import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
+import { validateUpdate } from './validate.js'
+import { coversSnapshot, decodeVersion, encodeVersion } from './version.js'
+
+/** Transaction origins, so the update listener only captures our own local change. */
+const LOCAL = Symbol('convergent-local')
+const REMOTE = Symbol('convergent-remote')
+
+/**
+ * Backend over Yjs: one Y.Doc per entity, mutated in place. The value lives in the root
+ * Y.Map 'value' (nested objects are Y.Maps, arrays Y.Arrays, scalars plain values — strings
+ * are last-writer-wins, not Y.Text); the delete flag in the root Y.Map 'meta'.
+ */
+export class YjsBackend implements Backend<Y.Doc> {
+  readonly name = 'yjs'
+
+  create(actor: Uint8Array): Y.Doc {
+    // A fixed guid: it only matters for sub-documents, and a random uuid costs time per entity.
+    const doc = new Y.Doc({ guid: 'convergent' })
+    doc.clientID = clientIdFromActor(actor)
+    return doc
+  }
+
+  load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): Y.Doc {
+    const doc = this.create(actor)
+    if (snapshot !== undefined) applyValidated(doc, validateUpdate(snapshot, true))
+    for (const delta of deltas) applyValidated(doc, validateUpdate(delta))
+    return doc
+  }
+
+  save(doc: Y.Doc): Uint8Array {
+    // Includes structs still waiting for their dependencies, so compaction loses nothing.
+    return Y.encodeStateAsUpdate(doc)
+  }
+
+  read(doc: Y.Doc): JsonObject | undefined {
+    if (doc.getMap(META_ROOT).get(DELETED_KEY) !== false) return undefined
+    return readMap(doc.getMap(VALUE_ROOT))
+  }
+
+  put(doc: Y.Doc, value: JsonObject): Change<Y.Doc> {
+    const delta = transactCapturingUpdate(doc, () => {
+      const meta = doc.getMap(META_ROOT)
+      // Only a put on a deleted (or never written) entity touches the flag, so a delete
+      // concurrent with this put still wins.
+      if (meta.get(DELETED_KEY) !== false) meta.set(DELETED_KEY, false)
+      reconcileMap(doc.getMap(VALUE_ROOT), value)
+    })
+    return { doc, delta }
+  }
+
+  delete(doc: Y.Doc): Change<Y.Doc> {
+    const meta = doc.getMap(META_ROOT)
+    if (meta.get(DELETED_KEY) !== false) return { doc, delta: null }
+    const delta = transactCapturingUpdate(doc, () => {
+      meta.set(DELETED_KEY, true)
+      const value = doc.getMap(VALUE_ROOT)
+      for (const key of Array.from(value.keys())) value.delete(key)
+    })
+    return { doc, delta }
+  }
+
+  applyDelta(doc: Y.Doc, delta: Uint8Array): Y.Doc {
+    applyValidated(doc, validateUpdate(delta))
+    return doc
+  }
+
+  version(doc: Y.Doc): Uint8Array {
+    return encodeVersion(doc)
+  }
+
+  versionHash(doc: Y.Doc): Uint8Array {
+    return sha256(encodeVersion(doc))
+  }
+
+  deltaSince(doc: Y.Doc, version: Uint8Array): Uint8Array | null {
+    const remote = decodeVersion(version)
+    if (coversSnapshot(remote, Y.snapshot(doc))) return null
+    // Structs the remote lacks plus our whole delete set (Yjs sends deletes that way).
+    return Y.encodeStateAsUpdate(doc, Y.encodeStateVector(remote.sv))
+  }
+
+  mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
+    if (deltas.length === 0) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'mergeDeltas needs at least one delta.')
+    if (deltas.length === 1) return deltas[0]!
+    try {
+      return Y.mergeUpdates(deltas.map((d) => validateUpdate(d)))
+    } catch (err) {
+      throw wrapError('ERR_INVALID_DELTA', 'Yjs could not merge these deltas', err)
+    }
+  }
+
+
+  hasPending(doc: Y.Doc): boolean {
+    return doc.store.pendingStructs !== null || doc.store.pendingDs !== null
+  }
+}
+
+export function yjsBackend(): Backend<Y.Doc> {
+  return new YjsBackend()
+}
+
+function applyValidated(doc: Y.Doc, update: Uint8Array): void {
+  try {
+    Y.applyUpdate(doc, update, REMOTE)
+  } catch (err) {
+    throw wrapError('ERR_INVALID_DELTA', 'Yjs rejected a delta that decoded cleanly', err)
+  }
+}
+
+/** Runs `fn` in one transaction and returns exactly the update it produced (null if none). */
+function transactCapturingUpdate(doc: Y.Doc, fn: () => void): Uint8Array | null {
+  let update: Uint8Array | null = null
+  const onUpdate = (u: Uint8Array, origin: unknown): void => {
+    if (origin === LOCAL) update = u
+  }
+  doc.on('update', onUpdate)
+  try {
+    doc.transact(fn, LOCAL)
+  } finally {
+    doc.off('update', onUpdate)
+  }
+  return update
+}

@@ -1,0 +1,1 @@
+export { YjsBackend, yjsBackend } from './backend.js'
