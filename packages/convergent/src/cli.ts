@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+// `convergent`: look inside a service's data folder — its collections, entities and change
+// feed — without writing code. It opens the store read-only in spirit (no network, no writes);
+// LevelDB allows one process per folder, so stop the service first (a clear error says so).
+import { existsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { Command, InvalidArgumentError } from 'commander'
+import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
+import { open } from './open.js'
+
+function count(value: string): number {
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer')
+  return n
+}
+
+/** Opens the replica in `dir` with no network, runs fn, always closes it. */
+async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>): Promise<R> {
+  const path = resolve(dir)
+  if (!existsSync(join(path, 'db'))) {
+    throw new CliError(`${path} holds no Convergent data (no db/ folder). Pass the dir given to open({ dir }).`)
+  }
+  const replica = await open({ dir: path, network: false, logger: silentLogger })
+  try {
+    return await fn(replica)
+  } finally {
+    await replica.close()
+  }
+}
+
+/** The collection as stored: its name must exist (opening an unknown one would create it). */
+function existing(replica: Replica, name: string): ReturnType<Replica['collection']> {
+  if (!replica.collections().includes(name)) {
+    throw new CliError(`no collection '${name}'; this replica has: ${replica.collections().join(', ') || '(none)'}`)
+  }
+  return replica.collection(name)
+}
+
+class CliError extends Error {}
+
+const out = (line: string): boolean => process.stdout.write(line + '\n')
+
+const program = new Command()
+program
+  .name('convergent')
+  .description("Inspect a Convergent replica's data folder (stop the service using it first).")
+  .showHelpAfterError()
+
+program
+  .command('collections')
+  .description('each collection with its backend and number of live entities')
+  .argument('<dir>', 'the data folder given to open({ dir })')
+  .option('--json', 'one JSON object per line')
+  .action(async (dir: string, opts: { json?: boolean }) => {
+    await withReplica(dir, async (replica) => {
+      for (const name of replica.collections().sort()) {
+        const col = replica.collection(name)
+        let entities = 0
+        for await (const _ of col.keys()) entities++
+        if (opts.json === true) out(JSON.stringify({ name, backend: col.backend, entities }))
+        else out(`${name}\t${col.backend}\t${entities} ${entities === 1 ? 'entity' : 'entities'}`)
+      }
+    })
+  })
+
+program
+  .command('ls')
+  .description('ids of the live entities of a collection (with --values, id and value as JSON lines)')
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .option('--values', 'print [id, value] JSON lines')
+  .option('--limit <n>', 'at most n entities', count)
+  .action(async (dir: string, name: string, opts: { values?: boolean; limit?: number }) => {
+    await withReplica(dir, async (replica) => {
+      const col = existing(replica, name)
+      let n = 0
+      for await (const [id, value] of opts.values === true ? col.entries() : mapKeys(col.keys())) {
+        if (opts.limit !== undefined && n++ >= opts.limit) break
+        out(opts.values === true ? JSON.stringify([id, value]) : id)
+      }
+    })
+  })
+
+program
+  .command('get')
+  .description("an entity's value as JSON (exit code 1 if there is none)")
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .argument('<id>', 'entity id')
+  .action(async (dir: string, name: string, id: string) => {
+    await withReplica(dir, async (replica) => {
+      const value = await existing(replica, name).get(id)
+      if (value === undefined) throw new CliError(`no entity '${id}' in '${name}' (never written, or deleted)`)
+      out(JSON.stringify(value, null, 2))
+    })
+  })
+
+program
+  .command('feed')
+  .description('the change feed of a collection: every applied change with its origin, as JSON lines')
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .option('--since <seq>', 'only changes after this sequence number', count, 0)
+  .option('--limit <n>', 'at most n changes', count)
+  .action(async (dir: string, name: string, opts: { since: number; limit?: number }) => {
+    await withReplica(dir, async (replica) => {
+      let n = 0
+      for await (const entry of existing(replica, name).changes({ since: opts.since })) {
+        if (opts.limit !== undefined && n++ >= opts.limit) break
+        out(JSON.stringify({ ...entry, time: new Date(entry.time).toISOString() }))
+      }
+    })
+  })
+
+async function* mapKeys(keys: AsyncIterable<string>): AsyncGenerator<[string, undefined]> {
+  for await (const id of keys) yield [id, undefined]
+}
+
+program.parseAsync().catch((err: unknown) => {
+  // Expected failures (bad folder, locked store, unknown names) get one line, not a stack.
+  const message = err instanceof CliError || isConvergentError(err) ? (err as Error).message : String((err as Error)?.stack ?? err)
+  process.stderr.write(`convergent: ${message}\n`)
+  process.exitCode = 1
+})
