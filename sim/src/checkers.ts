@@ -1,4 +1,5 @@
 import type { HostNode, SimContext } from './context.js'
+import type { CounterLedger } from './counter-ledger.js'
 import type { WriteRecord } from './ledger.js'
 import { registerKey } from './ledger.js'
 import { readNodeState } from './state.js'
@@ -213,4 +214,119 @@ export function ownAckedMaxima(ctx: SimContext, node: number, before: number): M
     if (cur === undefined || w.n > cur.n) out.set(key, w)
   }
   return out
+}
+
+// --- bounded counter (workload.counter) ---
+
+/** What the final read of every live replica's counters found. */
+export interface CounterFinalPass {
+  at: number
+  /** Per live replica: id → value, and id → holder → rights, as it shows them. */
+  replicas: { node: string; values: Record<string, number>; rights: Record<string, Record<string, number>> }[]
+  /** Every live replica shows the same value for every id. */
+  agree: boolean
+  /** …and each of those values lies in its expected range. */
+  asExpected: boolean
+  expected: ReturnType<CounterLedger['expected']>
+}
+
+/** Reads every id on every live replica through counter.inspect() (values also go to the never-below-min check). */
+export async function counterFinalPass(ctx: SimContext, live: HostNode[], ids: string[]): Promise<CounterFinalPass> {
+  const { counterLedger, scheduler } = ctx
+  const replicas: CounterFinalPass['replicas'] = []
+  for (const node of live) {
+    const stock = node.stock()
+    if (stock === undefined) throw new Error(`${node.id} is not up: cannot read its counters`)
+    const values: Record<string, number> = {}
+    const rights: Record<string, Record<string, number>> = {}
+    for (const id of ids) {
+      const seen = await stock.inspect(id)
+      counterLedger.observe(node.index, id, seen.value, scheduler.now, 'final')
+      counterLedger.observeRights(node.index, id, seen.rights, scheduler.now, 'final')
+      values[id] = seen.value
+      rights[id] = seen.rights
+    }
+    replicas.push({ node: node.id, values, rights })
+  }
+  const expected = counterLedger.expected(ids)
+  const agree = ids.every((id) => new Set(replicas.map((r) => r.values[id])).size <= 1)
+  const asExpected = replicas.every((r) => ids.every((id) => r.values[id]! >= expected.get(id)!.low && r.values[id]! <= expected.get(id)!.high))
+  return { at: scheduler.now, replicas, agree, asExpected, expected }
+}
+
+/** counter-never-below-min: every value any replica showed — on every subscribe() event, local or remote, every sampling read and the final read — is ≥ min. */
+export function counterNeverBelowMinCheck(ctx: SimContext): CheckResult {
+  const l = ctx.counterLedger
+  const o = l.observed
+  const lowest = l.lowestByNode().filter((v): v is number => v !== null)
+  const seen = `${o.local + o.remote + o.sample + o.final} values seen (${o.local} local and ${o.remote} remote change events, ${o.sample} sampling reads, ${o.final} final reads); lowest ${lowest.length === 0 ? '—' : Math.min(...lowest)}, min ${l.min}`
+  if (l.violationCount === 0) return { name: 'counter-never-below-min', ok: true, summary: seen }
+  return {
+    name: 'counter-never-below-min',
+    ok: false,
+    summary: `${l.violationCount} time(s) a replica showed a counter below min ${l.min}; ${seen}`,
+    details: l.violations.slice(0, 10).map((v) => `${ctx.nodes[v.node]!.id} showed ${v.id} = ${v.value} at ${v.at} ms (${v.source})`),
+  }
+}
+
+/**
+ * counter-converges: after heal and quiescence every live replica shows the same value per id,
+ * equal to min + acknowledged increments − acknowledged decrements (operations whose outcome
+ * is unknown — never settled because their node crashed, or failed with another error — may
+ * or may not count: they widen the range).
+ */
+export function counterConvergesCheck(ctx: SimContext, pass: CounterFinalPass): CheckResult {
+  const ids = [...pass.expected.keys()]
+  const wrong: string[] = []
+  for (const id of ids) {
+    const e = pass.expected.get(id)!
+    const shown = new Map<number, string[]>()
+    for (const r of pass.replicas) {
+      const v = r.values[id]!
+      const list = shown.get(v)
+      if (list === undefined) shown.set(v, [r.node])
+      else list.push(r.node)
+    }
+    const range = e.low >= e.high ? `${e.exact}${e.exact < ctx.counterLedger.min ? ' (below min: oversold)' : ''}` : `${e.low}…${e.high} (${e.exact} ± unsettled operations)`
+    for (const [v, nodes] of shown) {
+      if (shown.size > 1 || v < e.low || v > e.high) wrong.push(`${id}: ${nodes.join(', ')} show ${v}; expected ${range} = ${ctx.counterLedger.min} + ${e.ackedIncrements} acknowledged increments − ${e.ackedDecrements} acknowledged decrements`)
+    }
+  }
+  const uncertain = ids.reduce((a, id) => a + pass.expected.get(id)!.uncertainDecrements + pass.expected.get(id)!.uncertainIncrements, 0)
+  if (wrong.length === 0) {
+    const values = ids.map((id) => `${id}=${pass.replicas[0]?.values[id] ?? '—'}`).join(', ')
+    return {
+      name: 'counter-converges',
+      ok: true,
+      summary: `all ${pass.replicas.length} live replicas show ${values}, = min + acknowledged increments − acknowledged decrements${uncertain > 0 ? ` (within ${uncertain} of unsettled operations)` : ' exactly'}`,
+    }
+  }
+  return { name: 'counter-converges', ok: false, summary: `${pass.agree ? 'replicas agree but a value is not what the acknowledged operations give' : 'live replicas show different counter values'} after the settle period`, details: wrong.slice(0, 12) }
+}
+
+/**
+ * counter-no-oversell: per id, the acknowledged decrements never exceed the increments
+ * (acknowledged, or unsettled and so possibly applied); and no replica ever showed a holder
+ * with negative rights (one that spent rights it did not hold), at a sampling or the final read.
+ */
+export function counterNoOversellCheck(ctx: SimContext, ids: string[]): CheckResult {
+  const l = ctx.counterLedger
+  const expected = l.expected(ids)
+  const over: string[] = []
+  let sold = 0
+  let stocked = 0
+  for (const id of ids) {
+    const e = expected.get(id)!
+    sold += e.ackedDecrements
+    stocked += e.ackedIncrements
+    if (e.ackedDecrements > e.ackedIncrements + e.uncertainIncrements) {
+      over.push(`${id}: ${e.ackedDecrements} sold (acknowledged decrements) > ${e.ackedIncrements} acknowledged + ${e.uncertainIncrements} unsettled increments`)
+    }
+  }
+  for (const v of l.rightsViolations.slice(0, 10)) over.push(`${ctx.nodes[v.node]!.id} showed ${v.holder} holding ${v.rights} rights on ${v.id} at ${v.at} ms (${v.source})`)
+  const count = over.length - Math.min(10, l.rightsViolations.length) + l.rightsViolationCount
+  if (count === 0) {
+    return { name: 'counter-no-oversell', ok: true, summary: `${sold} sold of ${stocked} stocked (acknowledged, over ${ids.length} id(s)); no replica ever showed negative rights` }
+  }
+  return { name: 'counter-no-oversell', ok: false, summary: `${count} oversell finding(s): ${sold} sold of ${stocked} stocked`, details: over.slice(0, 12) }
 }

@@ -93,6 +93,11 @@ function printSummary(r: Report, out: string): void {
   w(`  propagation       all writes: ${lat(r.propagationLatencyMs.allWrites)}`)
   w(`                    healthy writes: ${lat(r.propagationLatencyMs.healthyWrites)}`)
   w(`  convergence       ${r.convergence.timeToConvergeAfterHealMs === null ? '' : `${r.convergence.timeToConvergeAfterHealMs} ms after the last heal; `}equal states ${r.convergence.timeToEqualStatesAfterQuiescenceMs ?? 'never'} ms after quiescence`)
+  if (r.counter !== null) {
+    const c = r.counter
+    w(`  counter '${c.name}'  ${c.decrements.accepted} sales accepted (${c.decrements.amountAccepted} units), ${c.decrements.rejected} rejected for lack of rights, ${c.decrements.neverSettled} never settled; ${c.increments.acknowledged} restocks (${c.increments.amountAcknowledged} units incl. initial), ${c.transfers.acknowledged} transfers`)
+    w(`                    rights requests ${c.rightsRequests.sent} (${c.rightsRequests.rightsGranted} rights granted, ${c.rightsRequests.emptyAnswers} empty answers, ${c.rightsRequests.failed} failed); lowest value seen ${c.lowestValueSeen.overall ?? '—'} (min ${c.min}); final ${Object.entries(c.final).map(([id, f]) => `${id}=${f.value ?? 'differs'}`).join(' ')}`)
+  }
   w(`  memory            peak RSS ${Math.round(r.memory.peakRssBytes / 1048576)} MiB, heap ${Math.round(r.memory.peakHeapUsedBytes / 1048576)} MiB`)
   for (const c of r.checks) w(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.summary}`)
   for (const t of r.targets) w(`  ${t.met ? 'met ' : 'MISS'} target ${t.name}: ${t.value ?? '—'} (limit < ${t.limit})`)

@@ -1,4 +1,5 @@
-import type { Backend, Collection, ReplicaStats } from '@convergent/core'
+import type { Backend, Collection, Counter, ReplicaStats } from '@convergent/core'
+import type { CounterLedger } from './counter-ledger.js'
 import type { Activity } from './activity.js'
 import type { Ledger } from './ledger.js'
 import type { Metrics } from './metrics.js'
@@ -59,6 +60,10 @@ export interface HostNode {
   onUp: ((node: HostNode) => void) | undefined
   /** The open collection, while the node is up. */
   collection(name: string): Collection<Record<string, unknown>> | undefined
+  /** The counter workload's bounded counter, while the node is up (undefined without a counter workload). */
+  stock(): Counter | undefined
+  /** The node's peer id (what counter rights are keyed by); undefined until it first started. */
+  readonly peerId: string | undefined
   start(): void
   /** Abrupt: timers, connections and un-flushed writes vanish; the store keeps what was durable. */
   crash(): void
@@ -91,6 +96,8 @@ export interface SimContext {
   readonly control: NetworkControl
   readonly metrics: Metrics
   readonly ledger: Ledger
+  /** The counter workload's operations and observations (empty without one). */
+  readonly counterLedger: CounterLedger
   readonly trace: Trace
   readonly rng: Prng
   readonly backends: Backend[]

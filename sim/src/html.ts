@@ -68,6 +68,7 @@ ${row('equal states after quiescence', report.convergence.timeToEqualStatesAfter
 ${row('peak RSS / heap', `${mb(report.memory.peakRssBytes)} / ${mb(report.memory.peakHeapUsedBytes)}`)}
 </table>
 </div>
+${counterSection(report)}
 
 <h2>Trace (last events)</h2>
 <table><tr><th>virtual time</th><th>event</th></tr>
@@ -76,6 +77,39 @@ ${report.trace.slice(-60).map((e) => `<tr><td class="num">${fmtMs(e.at)}</td><td
 </body>
 </html>
 `
+}
+
+/** The bounded-counter workload: operations, rights requests, lowest values, final values. */
+function counterSection(r: Report): string {
+  const c = r.counter
+  if (c === null) return ''
+  const d = c.decrements
+  const lat = c.decrementLatencyMs
+  const replicas = Object.keys(c.lowestValueSeen.byReplica)
+  return `<h2>Bounded counter '${esc(c.name)}' (min ${c.min}, ${c.ids} id(s), ${c.initialPerId} initial each)</h2>
+<div class="grid">
+<table>
+<tr><th colspan="2">operations</th></tr>
+${row('decrements accepted / rejected (no rights) / issued', `${d.accepted} / ${d.rejected} / ${d.issued}`)}
+${row('amount sold (accepted decrements)', d.amountAccepted)}
+${row('decrements failed otherwise / never settled (crash)', `${d.failed} / ${d.neverSettled}`)}
+${row('increments acknowledged (amount)', `${c.increments.acknowledged} of ${c.increments.issued} (${c.increments.amountAcknowledged})`)}
+${row('transfers acknowledged (amount)', `${c.transfers.acknowledged} of ${c.transfers.issued} (${c.transfers.amountAcknowledged})`)}
+${row('accepted decrement latency', lat.accepted.count === 0 ? '—' : `median ${lat.accepted.median} · p99 ${lat.accepted.p99} · max ${lat.accepted.max} ms`)}
+${row('rights requests sent (answered, failed)', `${c.rightsRequests.sent} (${c.rightsRequests.answered}, ${c.rightsRequests.failed})`)}
+${row('rights granted (empty answers)', `${c.rightsRequests.rightsGranted} (${c.rightsRequests.emptyAnswers})`)}
+</table>
+<table>
+<tr><th>replica</th><th>lowest value seen</th><th>sales accepted</th><th>rejected</th></tr>
+${replicas
+  .map((n) => `<tr><td>${esc(n)}</td><td class="num">${c.lowestValueSeen.byReplica[n] ?? '—'}</td><td class="num">${d.byReplica[n]?.accepted ?? 0}</td><td class="num">${d.byReplica[n]?.rejected ?? 0}</td></tr>`)
+  .join('\n')}
+<tr><th>id</th><th>final value</th><th colspan="2">expected (acked increments − acked decrements)</th></tr>
+${Object.entries(c.final)
+  .map(([id, f]) => `<tr><td>${esc(id)}</td><td class="num">${f.value ?? 'replicas differ'}</td><td colspan="2" class="num">${f.expectedLow === f.expectedHigh ? f.expected : `${f.expected} (${f.expectedLow}…${f.expectedHigh})`} = ${c.min} + ${f.ackedIncrements} − ${f.ackedDecrements}</td></tr>`)
+  .join('\n')}
+</table>
+</div>`
 }
 
 const W = 1040
@@ -163,6 +197,18 @@ function timelineSvg(r: Report): string {
     series(m.gossipData, 100, top, maxRate, '#74c0fc', true, 'gossip data', 1),
   )
 
+  // Counter workload: total stock (sum over ids), lowest and highest live replica at each sample.
+  if (t.stock !== undefined) {
+    const low = t.stock.low
+    const high = t.stock.high
+    const maxStock = niceMax(Math.max(1, ...high.map((v) => v ?? 0)))
+    const line = (values: (number | null)[], top: number, color: string, label: string): string => {
+      const pts = values.flatMap((v, i) => (v === null ? [] : [`${x((i + 0.5) * bucket).toFixed(1)},${(top + 100 - (Math.max(0, v) / maxStock) * 100).toFixed(1)}`]))
+      return pts.length === 0 ? '' : `<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="1.5"><title>${esc(label)}</title></polyline>`
+    }
+    lane('stock', 'sum over ids', maxStock, (top) => line(high, top, '#2b8a3e', 'highest total stock on a live replica') + line(low, top, '#e67700', 'lowest total stock on a live replica'))
+  }
+
   // Propagation latency of (a sample of) the writes, at their issue time.
   const maxLat = niceMax(Math.max(1, ...t.latencySamples.map((p) => p[1])))
   lane('propagation', 'latency, ms', maxLat, (top) =>
@@ -180,7 +226,7 @@ function timelineSvg(r: Report): string {
     .filter((f) => f.toMs > f.fromMs || Number.isNaN(f.toMs))
     .map((f) => `<rect x="${x(f.fromMs).toFixed(1)}" y="0" width="${Math.max(1, x(Number.isNaN(f.toMs) ? end : f.toMs) - x(f.fromMs)).toFixed(1)}" height="${bandHeight}" fill="${COLORS[f.kind] ?? '#868e96'}" opacity="0.07"/>`)
     .join('')
-  const legend = `<text x="${LEFT}" y="${y + 8}"><tspan fill="#c92a2a">■</tspan> updates missing on live replicas  <tspan fill="#1971c2">━</tspan> replicas behind  <tspan fill="#74c0fc">■</tspan> gossip data  <tspan fill="#ffc078">■</tspan> gossip control  <tspan fill="#69db7c">■</tspan> sync  <tspan fill="#5f3dc4">●</tspan> write → last replica</text>`
+  const legend = `<text x="${LEFT}" y="${y + 8}"><tspan fill="#c92a2a">■</tspan> updates missing on live replicas  <tspan fill="#1971c2">━</tspan> replicas behind  <tspan fill="#74c0fc">■</tspan> gossip data  <tspan fill="#ffc078">■</tspan> gossip control  <tspan fill="#69db7c">■</tspan> sync  <tspan fill="#5f3dc4">●</tspan> write → last replica${t.stock === undefined ? '' : '  <tspan fill="#2b8a3e">━</tspan>/<tspan fill="#e67700">━</tspan> stock, highest/lowest replica'}</text>`
   return `<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y + 20}" viewBox="0 0 ${W} ${y + 20}" role="img" aria-label="timeline of faults, divergence, message rates and latency">
 ${bands}
 ${lanes.join('\n')}

@@ -1,5 +1,6 @@
-import { Replica, type Collection, type Logger, type Store } from '@convergent/core'
+import { Replica, type Collection, type Counter, type Logger, type Store } from '@convergent/core'
 import { memoryLevelStore } from '@convergent/level'
+import { watchRightsRequests } from './counter-ledger.js'
 import { addReplicaStats, type HostNode, type NodeStatus, type SimContext } from './context.js'
 import type { Fabric } from './net/fabric.js'
 import { SimNetwork } from './net/sim-network.js'
@@ -16,6 +17,7 @@ interface Incarnation {
   readonly net: SimNetwork
   replica: Replica | undefined
   readonly collections: Map<string, Collection<Record<string, unknown>>>
+  stock: Counter | undefined
 }
 
 /**
@@ -64,6 +66,14 @@ export class SimNode implements HostNode {
     return this.status === 'up' ? this.inc?.collections.get(name) : undefined
   }
 
+  stock(): Counter | undefined {
+    return this.status === 'up' ? this.inc?.stock : undefined
+  }
+
+  get peerId(): string {
+    return this.fabric.idOf(this.index)
+  }
+
   /** Opens a new incarnation over the node's store (real async work, tracked by Activity). */
   start(): void {
     if (this.status !== 'new' && this.status !== 'down') return
@@ -78,7 +88,10 @@ export class SimNode implements HostNode {
       net: new SimNetwork(fabric, this.index, clock, this.rng.fork(`net-${number}`)),
       replica: undefined,
       collections: new Map(),
+      stock: undefined,
     }
+    const counterSpec = scenario.workload.counter
+    if (counterSpec.ids > 0) watchRightsRequests(inc.net, this.ctx.counterLedger.rightsRequests)
     this.inc = inc
     this.status = 'starting'
     const r = scenario.replica
@@ -101,6 +114,11 @@ export class SimNode implements HostNode {
           const col = replica.collection<Record<string, unknown>>(plan.name, { backend: plan.backend })
           col.subscribe((ev) => this.ctx.ledger.observe(this.index, plan.name, ev.id, ev.value, scheduler.now))
           inc.collections.set(plan.name, col)
+        }
+        if (counterSpec.ids > 0) {
+          const stock = replica.counter(counterSpec.name, { min: counterSpec.min, lowWater: counterSpec.lowWater })
+          stock.subscribe((ev) => this.ctx.counterLedger.observe(this.index, ev.id, ev.value, scheduler.now, ev.origin))
+          inc.stock = stock
         }
         this.status = 'up'
         this.ctx.trace.log(number === 1 ? `${this.id} up` : `${this.id} restarted (incarnation ${number})`)

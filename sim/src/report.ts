@@ -1,4 +1,5 @@
 import type { CheckResult } from './checkers.js'
+import type { CounterReport } from './counter-workload.js'
 import type { Scenario } from './scenario.js'
 import type { Summary } from './stats.js'
 import type { FaultInterval, TraceEvent } from './trace.js'
@@ -58,6 +59,8 @@ export interface Report {
     stateDigest: string | null
   }
   replicas: { syncRounds: number; syncFailures: number; deltasApplied: number; deltasDuplicate: number; pushedMessages: number; dropped: Record<string, number>; warnings: number; errors: number }
+  /** The bounded-counter workload (workload.counter); null without one. */
+  counter: CounterReport | null
   checks: CheckResult[]
   targets: TargetResult[]
   faults: FaultInterval[]
@@ -72,6 +75,8 @@ export interface Report {
     liveReplicas: number[]
     /** [issue time, latency] of a sample of writes (at most 2,000). */
     latencySamples: [number, number][]
+    /** With a counter workload: the lowest and highest total stock (sum over ids) a live replica showed at each sample; null = none read. */
+    stock?: { low: (number | null)[]; high: (number | null)[] }
   }
   sim: { instants: number; tasks: number; eventLoopTurns: number; connectionsOpened: number; connectionsClosed: number }
   trace: TraceEvent[]

@@ -5,6 +5,10 @@ import {
   ackedWritesCheck,
   convergeWithinCheck,
   convergenceCheck,
+  counterConvergesCheck,
+  counterFinalPass,
+  counterNeverBelowMinCheck,
+  counterNoOversellCheck,
   errorsCheck,
   finalPass,
   groupsConvergeCheck,
@@ -12,10 +16,13 @@ import {
   ownAckedMaxima,
   restartCheck,
   type CheckResult,
+  type CounterFinalPass,
   type FinalPass,
   type RestartFinding,
 } from './checkers.js'
 import type { CollectionPlan, HostNode, ReplicaTotals, SimContext } from './context.js'
+import { CounterLedger } from './counter-ledger.js'
+import { counterIds, counterReport, CounterWorkload } from './counter-workload.js'
 import { FaultInjector } from './faults.js'
 import { Ledger, readRegisters } from './ledger.js'
 import { Metrics } from './metrics.js'
@@ -88,6 +95,9 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       () => nodes.filter((n) => n.isUp).map((n) => n.index),
     )
     const ledger = new Ledger()
+    const counterOn = scenario.workload.counter.ids > 0
+    const counterLedger = new CounterLedger(scenario.workload.counter.min)
+    const ids = counterOn ? counterIds(scenario.workload.counter) : []
     const nodes: HostNode[] = []
     const totals: ReplicaTotals = { syncRounds: 0, syncFailures: 0, deltasApplied: 0, deltasDuplicate: 0, pushedMessages: 0, dropped: {}, warnings: 0, errors: 0, errorSamples: [] }
     const collections: CollectionPlan[] = []
@@ -103,6 +113,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       control: env.control,
       metrics,
       ledger,
+      counterLedger,
       trace,
       rng,
       backends: [yjsBackend(), automergeBackend()],
@@ -119,6 +130,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     }
     const createNode = (): HostNode => {
       ledger.addNode()
+      counterLedger.addNode()
       const node = environment.createNode(ctx, nodes.length)
       node.onUp = onNodeUp
       nodes.push(node)
@@ -155,14 +167,47 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     workload.start()
     const faults = new FaultInjector(ctx)
     faults.schedule(scenario.faults)
+    // Created after the others: its random stream is forked last, so runs without a counter
+    // workload draw exactly the numbers they drew before it existed.
+    const counterWorkload = counterOn ? new CounterWorkload(ctx) : undefined
+    counterWorkload?.scheduleSeed()
+    counterWorkload?.start()
 
     // Timeline: divergence among live replicas every sampleMs.
     const missingUpdates: number[] = []
     const replicasBehind: number[] = []
     const liveReplicas: number[] = []
+    // The counters: every live replica's values (and rights) read at every sampling step.
+    const stockLow: (number | null)[] = []
+    const stockHigh: (number | null)[] = []
+    const sampleCounters = (bucket: number): void => {
+      stockLow.push(null)
+      stockHigh.push(null)
+      for (const node of nodes) {
+        const stock = node.stock()
+        if (stock === undefined) continue
+        Promise.all(ids.map((id) => stock.inspect(id))).then(
+          (seen) => {
+            let total = 0
+            for (const [k, s] of seen.entries()) {
+              counterLedger.observe(node.index, ids[k]!, s.value, scheduler.now, 'sample')
+              counterLedger.observeRights(node.index, ids[k]!, s.rights, scheduler.now, 'sample')
+              total += s.value
+            }
+            stockLow[bucket] = Math.min(total, stockLow[bucket] ?? Infinity)
+            stockHigh[bucket] = Math.max(total, stockHigh[bucket] ?? -Infinity)
+          },
+          (err: unknown) => {
+            // A read cut short by a crash or close is expected; anything else is a failure.
+            if (node.stock() === stock) ctx.errors.push(`reading ${node.id}'s counters failed: ${String(err)}`)
+          },
+        )
+      }
+    }
     const sample = (): void => {
       const live = nodes.filter((n) => n.isUp).map((n) => n.index)
       const d = ledger.divergence(live)
+      if (counterOn) sampleCounters(missingUpdates.length)
       missingUpdates.push(d.missing)
       replicasBehind.push(d.behind)
       liveReplicas.push(live.length)
@@ -185,6 +230,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
 
     await env.advance(scenario.durationMs, { onInstant })
     workload.stop()
+    counterWorkload?.stop()
     if (scenario.healAtEnd) faults.healAll()
     const lastFaultEnd = trace.heals.length > 0 ? trace.heals[trace.heals.length - 1]!.at : 0
     const quiescentAt = Math.max(scenario.durationMs, lastFaultEnd)
@@ -193,6 +239,8 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     const deadline = scenario.durationMs + scenario.settleMs
     let pass: FinalPass | undefined
     let convergedAt: number | undefined
+    let counterPass: CounterFinalPass | undefined
+    let counterAgreedAt: number | undefined
     let lastMissing = -1
     let lastChange = scheduler.now
     let nextCompare = 0
@@ -208,10 +256,15 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       if (settled && scheduler.now >= nextCompare && (missing === 0 || stalled)) {
         progress('checking')
         pass = await finalPass(ctx, live)
-        if (pass.distinctStates <= 1 && (missing === 0 || pass.missing.length === 0)) {
-          convergedAt = scheduler.now
-          break
+        const registersDone = pass.distinctStates <= 1 && (missing === 0 || pass.missing.length === 0)
+        if (registersDone) convergedAt ??= scheduler.now
+        let countersDone = true
+        if (counterOn) {
+          counterPass = await counterFinalPass(ctx, live, ids)
+          countersDone = counterPass.agree && counterPass.asExpected
+          if (countersDone) counterAgreedAt ??= scheduler.now
         }
+        if (registersDone && countersDone) break
         // States differ although the ledger looks complete: compare again later, less often.
         nextCompare = scheduler.now + Math.max(CHECK_EVERY_MS, (scheduler.now - quiescentAt) / 4)
       }
@@ -221,6 +274,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     const endAt = scheduler.now
     const live = nodes.filter((n) => n.isUp)
     if (pass === undefined || pass.at !== endAt) pass = await finalPass(ctx, live)
+    if (counterOn && (counterPass === undefined || counterPass.at !== endAt)) counterPass = await counterFinalPass(ctx, live, ids)
     sampleMemory()
     progress('done')
 
@@ -236,6 +290,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       else if (inv.kind === 'restart-recovers-acked-writes') checks.push(restartCheck(restartFindings))
       else if (inv.kind === 'converge-within') checks.push(convergeWithinCheck(afterEachHeal, convergedAfter, inv.ms))
     }
+    if (counterOn) checks.push(counterNeverBelowMinCheck(ctx), counterConvergesCheck(ctx, counterPass!), counterNoOversellCheck(ctx, ids))
     if (convergedAt === undefined && checks[0]!.ok) {
       checks[0] = { ...checks[0]!, ok: false, summary: `${checks[0]!.summary}, but only after the settle deadline with writes still missing` }
     }
@@ -313,6 +368,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
         warnings: totals.warnings,
         errors: totals.errors,
       },
+      counter: counterOn ? counterReport(ctx, counterPass!, counterAgreedAt === undefined ? null : Math.max(0, counterAgreedAt - quiescentAt)) : null,
       checks,
       targets,
       faults: trace.faults,
@@ -328,6 +384,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
         replicasBehind,
         liveReplicas,
         latencySamples,
+        ...(counterOn ? { stock: { low: stockLow, high: stockHigh } } : {}),
       },
       sim: {
         instants: scheduler.instants,

@@ -90,6 +90,42 @@ export interface WorkloadSpec {
   value: { payloadBytes: number; nested: boolean }
   /** How many nodes write ('all', or the first k). */
   writers: number | 'all'
+  /** A bounded-counter (escrow) workload next to the register writes; off while ids is 0. */
+  counter: CounterWorkloadSpec
+}
+
+/**
+ * Stock kept in bounded counters (`replica.counter(name, { min })`), one per id (`sku0`, …).
+ * At seedAtMs the restockers add `initial` to every id (split evenly among them, so the rights
+ * start with them); from startMs to stopMs (the register workload's) restockers increment,
+ * every live node sells (decrements, waiting up to waitMs for rights from peers when short),
+ * and nodes hand some of their rights to a random other live node. Each stream is Poisson
+ * with its own rate over the whole cluster; amounts are uniform in [1, max…].
+ */
+export interface CounterWorkloadSpec {
+  /** How many counters; 0 = no counter workload. */
+  ids: number
+  /** The counter's (automerge) collection name. */
+  name: string
+  /** The bound: no replica may ever show a value below it. */
+  min: number
+  /** Stock added per id at seedAtMs, on top of min. */
+  initial: number
+  /** The first k nodes restock (and hold the initial rights). */
+  restockers: number
+  /** Increments per second over the cluster (by live restockers). */
+  incrementRate: number
+  maxIncrement: number
+  /** Decrement attempts per second over the cluster (by any live node). */
+  decrementRate: number
+  maxDecrement: number
+  /** decrement(id, n, { waitMs }): how long a node short of rights asks peers and waits; 0 = reject at once. */
+  waitMs: number
+  /** Transfers per second over the cluster: a live node gives up to maxTransfer of its rights to another live node. */
+  transferRate: number
+  maxTransfer: number
+  /** The counter's lowWater option (refill in the background below it); 0 = off. */
+  lowWater: number
 }
 
 export interface ReplicaSpec {
@@ -213,6 +249,21 @@ export const DEFAULT_SCENARIO: Omit<Scenario, 'name' | 'description'> = {
     backends: { yjs: 1, automerge: 1 },
     value: { payloadBytes: 16, nested: false },
     writers: 'all',
+    counter: {
+      ids: 0,
+      name: 'stock',
+      min: 0,
+      initial: 100,
+      restockers: 1,
+      incrementRate: 1,
+      maxIncrement: 10,
+      decrementRate: 10,
+      maxDecrement: 3,
+      waitMs: 500,
+      transferRate: 0.5,
+      maxTransfer: 5,
+      lowWater: 0,
+    },
   },
   network: {
     latency: { kind: 'uniform', minMs: 5, maxMs: 25 },
@@ -326,6 +377,23 @@ function validate(s: Scenario): void {
   int(w.entities, 'workload.entities', 1)
   if (w.backends.yjs + w.backends.automerge <= 0) fail('workload.backends needs a positive weight')
   if (w.writers !== 'all') int(w.writers, 'workload.writers', 1)
+  const c = w.counter
+  int(c.ids, 'workload.counter.ids')
+  if (c.ids > 0) {
+    if (typeof c.name !== 'string' || c.name === '' || c.name.includes('/')) fail(`workload.counter.name must be a non-empty name without '/', got ${JSON.stringify(c.name)}`)
+    if (s.workload.backends.yjs > 0 && c.name === 'yjs-items') fail(`workload.counter.name '${c.name}' is taken by the register workload`)
+    if (s.workload.backends.automerge > 0 && c.name === 'automerge-items') fail(`workload.counter.name '${c.name}' is taken by the register workload`)
+    if (typeof c.min !== 'number' || !Number.isSafeInteger(c.min)) fail(`workload.counter.min must be a safe integer, got ${JSON.stringify(c.min)}`)
+    int(c.initial, 'workload.counter.initial')
+    int(c.restockers, 'workload.counter.restockers', 1)
+    if (c.restockers > s.nodes) fail(`workload.counter.restockers is ${c.restockers} but the run has ${s.nodes} nodes`)
+    for (const k of ['incrementRate', 'decrementRate', 'transferRate'] as const) if (!(typeof c[k] === 'number' && c[k] >= 0)) fail(`workload.counter.${k} must be ≥ 0`)
+    int(c.maxIncrement, 'workload.counter.maxIncrement', 1)
+    int(c.maxDecrement, 'workload.counter.maxDecrement', 1)
+    int(c.maxTransfer, 'workload.counter.maxTransfer', 1)
+    int(c.waitMs, 'workload.counter.waitMs')
+    int(c.lowWater, 'workload.counter.lowWater')
+  }
   const n = s.network
   prob(n.loss, 'network.loss')
   prob(n.duplicate, 'network.duplicate')

@@ -112,6 +112,102 @@ describe('sim: checkers catch broken runs', function () {
     expect(check(r, 'converge-within').ok).to.equal(false)
   })
 
+  // --- bounded counter ---
+  const stockScenario = (name: string, overrides: Record<string, unknown> = {}) =>
+    smallScenario(name, {
+      workload: {
+        ratePerSec: 2,
+        entities: 4,
+        startMs: 1_000,
+        counter: { ids: 2, initial: 30, restockers: 2, incrementRate: 2, decrementRate: 8, maxDecrement: 2, waitMs: 300, transferRate: 1 },
+      },
+      ...overrides,
+    })
+
+  it('counter-never-below-min (and counter-converges) fail when a replica reports a negative value', async function () {
+    const r = await runScenario(stockScenario('negative-stock'), {
+      seed: 7,
+      tamper: (ctx) => {
+        // n2's counter lies from 5 s on: it reports every value 1,000 lower than it is.
+        const node = ctx.nodes[2] as SimNode
+        const real = node.stock.bind(node)
+        node.stock = () => {
+          const c = real()
+          if (c === undefined) return c
+          return new Proxy(c, {
+            get(target, prop) {
+              if (prop === 'inspect') {
+                return async (id: string) => {
+                  const seen = await target.inspect(id)
+                  return ctx.scheduler.now < 5000 ? seen : { ...seen, value: seen.value - 1000 }
+                }
+              }
+              const v = Reflect.get(target, prop) as unknown
+              return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+            },
+          })
+        }
+      },
+    })
+    expect(r.passed).to.equal(false)
+    expect(check(r, 'counter-never-below-min').ok).to.equal(false)
+    expect(JSON.stringify(check(r, 'counter-never-below-min').details)).to.match(/n2 showed sku\d = -\d+ at \d+ ms \(sample\)/)
+    expect(check(r, 'counter-converges').ok).to.equal(false)
+    expect(r.counter!.lowestValueSeen.byReplica.n2).to.be.below(0)
+    expect(r.counter!.lowestValueSeen.byReplica.n1).to.be.at.least(0)
+  })
+
+  it('counter-converges fails when a disk acknowledges decrements and forgets them', async function () {
+    const scenario = stockScenario('forgetful-seller', {
+      faults: [
+        { at: 1500, type: 'isolate', node: 1 },
+        { at: 5000, type: 'crash', node: 1 },
+        { at: 6000, type: 'restart', node: 1 },
+        { at: 7000, type: 'heal' },
+      ],
+    })
+    const r = await runScenario(scenario, {
+      seed: 8,
+      tamper: (ctx) => {
+        // n1 (a restocker, so it holds rights) sells while cut off; its disk "succeeds" and keeps nothing after 2 s.
+        const store = (ctx.nodes[1] as SimNode).store
+        const write = store.write.bind(store)
+        store.write = (ops) => (ctx.scheduler.now > 2000 ? Promise.resolve() : write(ops))
+      },
+    })
+    expect(r.passed).to.equal(false)
+    const converges = check(r, 'counter-converges')
+    expect(converges.ok).to.equal(false)
+    expect(JSON.stringify(converges.details)).to.match(/acknowledged decrements/)
+  })
+
+  it('counter-no-oversell fails when a replica sells without holding rights', async function () {
+    const r = await runScenario(stockScenario('rogue-seller'), {
+      seed: 9,
+      tamper: (ctx) => {
+        // At 4 s n3 bypasses the escrow: it writes a sale of 500 straight into the counter's state.
+        ctx.scheduler.at(4000, () => {
+          const node = ctx.nodes[3] as SimNode
+          const rec = ctx.counterLedger.issue('decrement', 3, 'sku0', 500, ctx.scheduler.now)
+          node
+            .replica!.collection<Record<string, number>>('stock', { backend: 'automerge' })
+            .update('sku0', (s) => {
+              s['n|n3'] = (s['n|n3'] ?? 0) + 500
+            })
+            .then(() => ctx.counterLedger.ack(rec, ctx.scheduler.now))
+            .catch((err: unknown) => ctx.errors.push(String(err)))
+        })
+      },
+    })
+    expect(r.passed).to.equal(false)
+    const oversell = check(r, 'counter-no-oversell')
+    expect(oversell.ok).to.equal(false)
+    expect(JSON.stringify(oversell.details)).to.match(/sku0: \d+ sold \(acknowledged decrements\) > \d+ acknowledged/)
+    expect(JSON.stringify(oversell.details)).to.match(/n3 holding -\d+ rights/)
+    expect(check(r, 'counter-never-below-min').ok).to.equal(false)
+    expect(r.counter!.violations.negativeRights).to.be.greaterThan(0)
+  })
+
   it('the CLI prints the seed, a replay command and a short trace when a run fails', function () {
     const dir = mkdtempSync(join(tmpdir(), 'sim-cli-'))
     const file = join(dir, 'broken.json')

@@ -20,6 +20,7 @@ describe('sim: report.html', function () {
           { at: 8000, type: 'restart', node: 1 },
         ],
         targets: { msgsPerUpdate: 1000, medianPropagationMs: 1000 },
+        workload: { ratePerSec: 10, entities: 12, startMs: 1_000, counter: { ids: 2, initial: 20, decrementRate: 4 } },
       }),
       { seed: 2 },
     )
@@ -35,7 +36,8 @@ describe('sim: report.html', function () {
   it('is one self-contained page: SVG timeline, checks, targets, metrics, trace; no scripts or external resources', function () {
     expect(html).to.match(/^<!doctype html>/)
     expect(html).to.match(/<svg id="timeline"[^>]*viewBox=/)
-    for (const lane of ['faults', 'divergence', 'messages / s', 'propagation']) expect(html).to.include(`>${lane}</text>`)
+    for (const lane of ['faults', 'divergence', 'messages / s', 'stock', 'propagation']) expect(html).to.include(`>${lane}</text>`)
+    expect(html).to.include("<h2>Bounded counter 'stock' (min 0, 2 id(s), 20 initial each)</h2>")
     expect(html).to.match(/<rect [^>]*fill="#d9480f"/, 'the partition is drawn')
     expect(html).to.include('<h2>Checks</h2>')
     expect(html).to.include('<h2>Targets</h2>')

@@ -1,5 +1,5 @@
 import * as A from '@automerge/automerge'
-import { ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
+import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, Change, JsonObject } from '@convergent/core'
 import { checkChunks } from './chunks.js'
 import { decodeHeads, encodeHeads } from './heads.js'
@@ -9,6 +9,18 @@ import { DELETED_KEY } from './schema.js'
 
 export type AutomergeDoc = A.Doc<Record<string, unknown>>
 
+export interface AutomergeBackendOptions {
+  /**
+   * Documents a replica keeps in memory at most (within its cacheSize); evicted ones are freed.
+   * Default 1,000: Automerge's WASM allocator slows every new document down as live ones pile
+   * up (W1, 10k new entities: ~4,500/s with this budget, under 200/s with all of them live).
+   */
+  maxResident?: number
+}
+
+/** Change options: a fixed time, so a change's bytes and hash never depend on the wall clock. */
+const CHANGE_OPTIONS = { time: 0 }
+
 /**
  * Backend over Automerge: one document per entity. Automerge documents are immutable
  * values — every change returns a new one and outdates the old — so callers always continue
@@ -17,16 +29,42 @@ export type AutomergeDoc = A.Doc<Record<string, unknown>>
  */
 export class AutomergeBackend implements Backend<AutomergeDoc> {
   readonly name = 'automerge'
+  readonly maxResident: number
+
+  /**
+   * Documents whose JS object may not match their WASM state: Automerge 3.5 can patch the doc
+   * object wrongly when one loadIncremental carries concurrent changes (a put and a delete of
+   * the same key). Their value is read from the WASM state (A.toJS) and compared through the
+   * change proxy. Every other document — created, loaded with A.load (materialised afresh),
+   * then changed locally — is read straight from its object, which costs no WASM call.
+   * Untrusted-ness passes on to the documents A.change derives from it.
+   */
+  private readonly untrusted = new WeakSet<AutomergeDoc>()
+
+  constructor(options: AutomergeBackendOptions = {}) {
+    this.maxResident = options.maxResident ?? 1_000
+  }
 
   create(actor: Uint8Array): AutomergeDoc {
     return A.init({ actor: toHex(actor) })
   }
 
   load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): AutomergeDoc {
-    let doc = this.create(actor)
-    if (snapshot !== undefined) doc = this.applyDelta(doc, snapshot)
-    for (const delta of deltas) doc = this.applyDelta(doc, delta)
-    return doc
+    const parts = snapshot === undefined ? deltas : [snapshot, ...deltas]
+    if (parts.length === 0) return this.create(actor)
+    for (const part of parts) checkChunks(part)
+    // One A.load of all chunks back to back rather than a loadIncremental per stored delta
+    // (each of which patches the doc object). allowMissingChanges keeps changes whose
+    // dependencies have not arrived queued, as loadIncremental does (hasPending).
+    try {
+      return A.load(concatBytes(parts), { actor: toHex(actor) as A.ActorId, allowMissingChanges: true })
+    } catch (err) {
+      throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected stored bytes whose chunks were well-formed', err)
+    }
+  }
+
+  dispose(doc: AutomergeDoc): void {
+    A.free(doc)
   }
 
   save(doc: AutomergeDoc): Uint8Array {
@@ -34,10 +72,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   read(doc: AutomergeDoc): JsonObject | undefined {
-    // Materialised from the wasm state, not the doc object: Automerge 3.5 can patch the doc
-    // object wrongly when one loadIncremental carries concurrent changes (a put and a delete
-    // of the same key), while the wasm state stays right.
-    const root = A.toJS(doc)
+    // An untrusted doc object (see `untrusted`) is materialised afresh from the WASM state.
+    const root = this.untrusted.has(doc) ? A.toJS(doc) : doc
     if (root[DELETED_KEY] !== false) return undefined
     return readRoot(root)
   }
@@ -46,32 +82,40 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     if (Object.prototype.hasOwnProperty.call(value, DELETED_KEY)) {
       throw new ConvergentError('ERR_INVALID_VALUE', `The field name ${JSON.stringify(DELETED_KEY)} is reserved by the Automerge backend; rename the field.`)
     }
-    const next = change(doc, (root) => {
+    // Compared against the doc object when it can be trusted, else through the proxy.
+    const base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    const next = this.change(doc, (root) => {
       // Only a put on a deleted (or never written) entity touches the flag, so a delete
       // concurrent with this put still wins.
-      if (root[DELETED_KEY] !== false) root[DELETED_KEY] = false
-      reconcileMap(root, value, DELETED_KEY)
+      if ((base ?? root)[DELETED_KEY] !== false) root[DELETED_KEY] = false
+      reconcileMap(root, value, DELETED_KEY, base)
     })
     return { doc: next, delta: next === doc ? null : lastLocalChange(next) }
   }
 
   delete(doc: AutomergeDoc): Change<AutomergeDoc> {
-    // The flag is read through the change proxy (the wasm state), like everything in put.
-    const next = change(doc, (root) => {
-      if (root[DELETED_KEY] !== false) return // already deleted, or never written
+    const base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    const next = this.change(doc, (root) => {
+      const src = base ?? root
+      if (src[DELETED_KEY] !== false) return // already deleted, or never written
       root[DELETED_KEY] = true
-      for (const key of Object.keys(root)) if (key !== DELETED_KEY) delete root[key]
+      for (const key of Object.keys(src)) if (key !== DELETED_KEY) delete root[key]
     })
     return { doc: next, delta: next === doc ? null : lastLocalChange(next) }
   }
 
   applyDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
     checkChunks(delta)
+    const heads = A.getHeads(doc)
+    let next: AutomergeDoc
     try {
-      return A.loadIncremental(doc, delta)
+      next = A.loadIncremental(doc, delta)
     } catch (err) {
       throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
     }
+    // Unmoved heads: nothing was applied (at most queued), so nothing was patched.
+    if (this.untrusted.has(doc) || !sameHeads(heads, A.getHeads(next))) this.untrusted.add(next)
+    return next
   }
 
   version(doc: AutomergeDoc): Uint8Array {
@@ -95,35 +139,40 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
     if (deltas.length === 0) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'mergeDeltas needs at least one delta.')
-    if (deltas.length === 1) return deltas[0]!
     // A sequence of chunks is itself valid input to loadIncremental, in any order.
-    const out = new Uint8Array(deltas.reduce((n, d) => n + d.byteLength, 0))
-    let offset = 0
-    for (const d of deltas) {
-      out.set(d, offset)
-      offset += d.byteLength
-    }
-    return out
+    return concatBytes(deltas)
   }
 
   hasPending(doc: AutomergeDoc): boolean {
     // Queued changes are exactly those with a dependency we do not have.
     return A.getMissingDeps(doc, []).length > 0
   }
-}
 
-export function automergeBackend(): Backend<AutomergeDoc> {
-  return new AutomergeBackend()
-}
-
-/** A.change, with Automerge's own refusals (e.g. a "__proto__" key) as ERR_INVALID_VALUE. */
-function change(doc: AutomergeDoc, fn: (root: Record<string, unknown>) => void): AutomergeDoc {
-  try {
-    return A.change(doc, fn)
-  } catch (err) {
-    throw wrapError('ERR_INVALID_VALUE', 'Automerge cannot store this value', err)
+  /**
+   * A.change with a fixed time (core never reads the wall clock, and a change's hash covers
+   * its time), Automerge's own refusals (e.g. a "__proto__" key) as ERR_INVALID_VALUE, and
+   * an untrusted doc's successor untrusted too (its object is patched from the old one).
+   */
+  private change(doc: AutomergeDoc, fn: (root: Record<string, unknown>) => void): AutomergeDoc {
+    let next: AutomergeDoc
+    try {
+      next = A.change(doc, CHANGE_OPTIONS, fn)
+    } catch (err) {
+      throw wrapError('ERR_INVALID_VALUE', 'Automerge cannot store this value', err)
+    }
+    if (next !== doc && this.untrusted.has(doc)) this.untrusted.add(next)
+    return next
   }
 }
+
+export function automergeBackend(options: AutomergeBackendOptions = {}): Backend<AutomergeDoc> {
+  return new AutomergeBackend(options)
+}
+
+function sameHeads(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((h, i) => h === b[i])
+}
+
 
 function lastLocalChange(doc: AutomergeDoc): Uint8Array | null {
   return A.getLastLocalChange(doc) ?? null

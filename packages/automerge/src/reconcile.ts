@@ -6,54 +6,79 @@ import { isStoredMap, needsExplicitF64, scalarEquals, toScalar } from './scalars
  * value with as few operations as it can (unchanged fields get none, nested objects are
  * reconciled field by field, lists keep their common prefix and suffix). Runs inside
  * A.change. `keep` names keys of the map that are not part of the value (the delete flag).
+ *
+ * `base`, when given, is the current value of `map` as plain, already materialised data (a
+ * part of the document object from before the change): everything is compared against it
+ * and the proxy is only touched where something differs. Every read through a proxy is a
+ * WASM call, so this makes an update of one field of a large value cheap. Without `base`,
+ * the proxy is read (for documents whose object cannot be trusted; see backend.ts).
  */
-export function reconcileMap(map: Record<string, unknown>, obj: JsonObject, keep?: string): void {
-  for (const key of Object.keys(map)) {
+export function reconcileMap(map: Record<string, unknown>, obj: JsonObject, keep?: string, base?: Record<string, unknown>): void {
+  const src = base ?? map
+  for (const key of Object.keys(src)) {
     if (key !== keep && !Object.prototype.hasOwnProperty.call(obj, key)) delete map[key]
   }
-  for (const key of Object.keys(obj)) reconcileField(map, key, obj[key]!)
+  const plain = base !== undefined
+  for (const key of Object.keys(obj)) reconcileField(map, key, obj[key]!, src[key], plain)
 }
 
-function reconcileField(map: Record<string, unknown>, key: string, value: JsonValue): void {
-  const current = map[key]
+/** `current` is the field's value in the base (plain) or in the proxy. */
+function reconcileField(map: Record<string, unknown>, key: string, value: JsonValue, current: unknown, plain: boolean): void {
   if (isJsonObject(value)) {
     // Reconcile into the existing map rather than replacing it, so concurrent writes of its
     // other fields survive.
-    if (!isStoredMap(current)) map[key] = {}
-    reconcileMap(map[key] as Record<string, unknown>, value)
+    if (!isStoredMap(current)) {
+      map[key] = {}
+      reconcileMap(map[key] as Record<string, unknown>, value, undefined, {})
+    } else if (!plain) {
+      reconcileMap(current, value) // current is the proxy
+    } else if (!storedEquals(current, value)) {
+      reconcileMap(map[key] as Record<string, unknown>, value, undefined, current)
+    }
   } else if (Array.isArray(value)) {
-    if (Array.isArray(current)) reconcileList(current, value)
-    else {
+    if (!Array.isArray(current)) {
       map[key] = []
       insertValues(map[key] as unknown[], 0, value)
+    } else if (!plain) {
+      reconcileList(current, value)
+    } else if (!storedEquals(current, value)) {
+      reconcileList(map[key] as unknown[], value, current)
     }
   } else if (!scalarEquals(current, value)) {
     map[key] = toScalar(value)
   }
 }
 
-/** Keeps the common prefix and suffix; same length → element by element; else splices the middle. */
-export function reconcileList(list: unknown[], values: readonly JsonValue[]): void {
-  const shorter = Math.min(list.length, values.length)
+/**
+ * Keeps the common prefix and suffix; same length → element by element; else splices the
+ * middle. `base`: as in reconcileMap.
+ */
+export function reconcileList(list: unknown[], values: readonly JsonValue[], base?: readonly unknown[]): void {
+  const src = base ?? list
+  const shorter = Math.min(src.length, values.length)
   let start = 0
-  while (start < shorter && storedEquals(list[start], values[start]!)) start++
+  while (start < shorter && storedEquals(src[start], values[start]!)) start++
   let end = 0
-  while (end < shorter - start && storedEquals(list[list.length - 1 - end], values[values.length - 1 - end]!)) end++
+  while (end < shorter - start && storedEquals(src[src.length - 1 - end], values[values.length - 1 - end]!)) end++
 
-  if (list.length === values.length) {
-    for (let i = start; i < list.length - end; i++) reconcileElement(list, i, values[i]!)
+  if (src.length === values.length) {
+    // Each differing element is replaced in place, so indexes of `src` stay those of `list`.
+    for (let i = start; i < src.length - end; i++) reconcileElement(list, i, values[i]!, src[i], base !== undefined)
     return
   }
-  const removed = list.length - start - end
+  const removed = src.length - start - end
   if (removed > 0) listOps(list).deleteAt(start, removed)
   insertValues(list, start, values.slice(start, values.length - end))
 }
 
-function reconcileElement(list: unknown[], index: number, value: JsonValue): void {
-  const current = list[index]
-  if (isStoredMap(current) && isJsonObject(value)) reconcileMap(current, value)
-  else if (Array.isArray(current) && Array.isArray(value)) reconcileList(current, value)
-  else if (!storedEquals(current, value)) {
+function reconcileElement(list: unknown[], index: number, value: JsonValue, current: unknown, plain: boolean): void {
+  if (isStoredMap(current) && isJsonObject(value)) {
+    if (plain) reconcileMap(list[index] as Record<string, unknown>, value, undefined, current)
+    else reconcileMap(current, value)
+  } else if (Array.isArray(current) && Array.isArray(value)) {
+    if (plain) reconcileList(list[index] as unknown[], value, current)
+    else reconcileList(current, value)
+  } else if (!storedEquals(current, value)) {
     listOps(list).deleteAt(index, 1)
     insertValues(list, index, [value])
   }
@@ -66,7 +91,7 @@ function insertValues(list: unknown[], index: number, values: readonly JsonValue
     const value = values[i]!
     if (isJsonObject(value)) {
       listOps(list).insertAt(index, {})
-      reconcileMap(list[index] as Record<string, unknown>, value)
+      reconcileMap(list[index] as Record<string, unknown>, value, undefined, {}) // empty: nothing to read
       index++
       i++
     } else if (Array.isArray(value)) {

@@ -74,6 +74,19 @@ export interface Backend<Doc = unknown> {
    * state even though the version did not move, so a reload rebuilds the same document.
    */
   hasPending(doc: Doc): boolean
+
+  /**
+   * Optional: how many documents of this backend a replica keeps in memory at most (within
+   * its cacheSize). For backends whose documents cost more than their JS objects: Automerge
+   * keeps them in a WASM heap that slows down as it fills.
+   */
+  readonly maxResident?: number
+
+  /**
+   * Optional: frees what a document holds outside the JS heap (Automerge: its WASM memory),
+   * once core has evicted it and nothing uses it any more. The document is never used after.
+   */
+  dispose?(doc: Doc): void
 }
 
 export interface Change<Doc> {

@@ -101,6 +101,8 @@ function checkAmount(n: unknown): number {
 export class Counter {
   readonly min: number
   private readonly lowWater: number
+  /** Rights requests in flight, per id. */
+  private readonly refills = new Map<string, Promise<void>>()
 
   /** @internal — use replica.counter(name, options). */
   constructor(
@@ -214,11 +216,19 @@ export class Counter {
     }
   }
 
-  private async refill(id: string, state: CounterState | undefined, want: number): Promise<void> {
+  /**
+   * Asks peers for rights on one id. One request per id at a time: a refill asked for while
+   * one is in flight shares it (many decrements running low at once send one request).
+   */
+  private refill(id: string, state: CounterState | undefined, want: number): Promise<void> {
+    const running = this.refills.get(id)
+    if (running !== undefined) return running
     const holders = holdersOf(state)
       .filter(([name, r]) => name !== this.ctx.me && r > 0)
       .map(([name]) => name)
-    await this.ctx.askForRights(this.name, id, Math.max(1, want), holders)
+    const p = this.ctx.askForRights(this.name, id, Math.max(1, want), holders).finally(() => this.refills.delete(id))
+    this.refills.set(id, p)
+    return p
   }
 
   /** Read-modify-write of the counter state (created if absent), atomic on this replica. */

@@ -30,12 +30,39 @@ export interface EntitiesOptions {
   clock: Clock
   /** How many entity documents stay in memory. */
   cacheSize: number
-  /** Deltas kept after a snapshot before they are folded into a new one. */
+  /**
+   * Deltas kept after a snapshot before they are folded into a new one — at least this many,
+   * and (up to 16× as many) until they hold as many bytes as the snapshot: see commit().
+   */
   compactAfter: number
 }
 
 /** The result of committing one change: its feed entry, resolved once durable. */
 export type CommitKind = FeedEntry['kind']
+
+/** An entity committed in the current tick. */
+interface Dirty {
+  col: CollectionState
+  /** Where this tick put its deltas in `ops` (delta indexes first, first + 1, …). */
+  first: number
+  at: number[]
+}
+
+/** The commits of one tick, written together as ONE store write (see commit()). */
+interface Tick {
+  /** In commit order; undefined where a delta's put was dropped (see commit()). */
+  ops: (StoreOp | undefined)[]
+  /** Entities committed in this tick: their head and digest leaf are written once, at the end. */
+  dirty: Map<LoadedEntity, Dirty>
+  /** Whether some ops were dropped. */
+  holes: boolean
+  /** Settles with the store write. */
+  done: Promise<void>
+  /** The same, never rejecting (LoadedEntity.lastWrite). */
+  settled: Promise<void>
+  resolve: () => void
+  reject: (err: unknown) => void
+}
 
 /**
  * Loads and commits entities: the write path (change → one batch of store ops → durable),
@@ -47,9 +74,38 @@ export class Entities {
   readonly collections = new Map<string, CollectionState>()
   private readonly cache: EntityCache
   private readonly loading = new Map<string, { waiters: number; promise: Promise<LoadedEntity> }>()
+  /** Evicted entities whose documents are disposed of on the next timer turn (see evicted()). */
+  private graveyard: LoadedEntity[] = []
+  /** Commits waiting for the end of the current run of microtasks (see commit()). */
+  private tick: Tick | undefined
 
   constructor(private readonly opts: EntitiesOptions) {
-    this.cache = new EntityCache(opts.cacheSize)
+    this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
+  }
+
+  /**
+   * An entity left the cache unpinned. Its document is disposed of (Backend.dispose: Automerge
+   * frees its WASM memory) — but not at once: a writer releases its pin when the write is
+   * durable and then still reads `entity.doc` to emit the change (Collection.write,
+   * applyRemoteDelta), in the same run of microtasks. A timer fires only after those have
+   * all run, and nothing reaches an evicted entity anew (acquire() loads a new document).
+   */
+  private evicted(entity: LoadedEntity): void {
+    if (entity.backend.dispose === undefined) return
+    if (this.graveyard.length === 0) this.opts.clock.setTimeout(() => this.bury(), 0)
+    this.graveyard.push(entity)
+  }
+
+  private bury(): void {
+    const dead = this.graveyard
+    this.graveyard = []
+    for (const entity of dead) {
+      try {
+        entity.backend.dispose!(entity.doc)
+      } catch {
+        // Nothing to recover: the document is gone either way.
+      }
+    }
   }
 
   get cachedCount(): number {
@@ -109,7 +165,9 @@ export class Entities {
    * Concurrent acquires of one entity share one load and one document.
    */
   async acquire(col: CollectionState, id: string): Promise<LoadedEntity> {
-    await this.tree(col) // commits update the tree synchronously, so it must be loaded first
+    // Commits update the tree, so it must be loaded first (not awaited when it is: one
+    // microtask less on every write).
+    if (col.tree === undefined) await this.tree(col)
     const key = EntityCache.key(col.name, id)
     const cached = this.cache.get(key)
     if (cached !== undefined) {
@@ -159,8 +217,12 @@ export class Entities {
       collection: col.name,
       id,
       leaf: leafOf(id),
+      backend: col.backend,
       doc,
       head: stored?.head,
+      treeHash: stored?.head.versionHash,
+      snapshotBytes: stored?.snapshot?.byteLength ?? 0,
+      deltaBytes: stored?.deltas.reduce((n, d) => n + d.byteLength, 0) ?? 0,
       pins: record.waiters,
       lastWrite: Promise.resolve(),
     }
@@ -175,10 +237,17 @@ export class Entities {
   }
 
   /**
-   * Commits a changed document: builds ONE store write (delta or compacted snapshot, head,
-   * digest leaf, feed entry, and the collection record if new), updates memory at once so
-   * the next change of this entity builds on it, and resolves with the feed entry once the
-   * write is durable. Synchronous until store.write, so concurrent commits keep their order.
+   * Commits a changed document: queues its store ops (delta or compacted snapshot, feed entry,
+   * and the collection record if new), updates memory at once so the next change of this
+   * entity builds on it, and resolves with the feed entry once the write is durable.
+   *
+   * The commits of one run of microtasks are written by ONE store.write (flushTick, queued as
+   * a microtask, so still before the store's group commit goes out) which also carries, once
+   * per entity, its head and digest leaf. Why: an entity written 64 times in a tick needs its
+   * head and leaf stored once, not 64 times, and the digest updated once — that work was a
+   * third of a hot entity's write. Everything of a commit still lands in one atomic batch, in
+   * commit order, and nothing is acknowledged before it is durable. Between a commit and the
+   * flush the digest tree lags by that tick's changes (anti-entropy copes with a stale digest).
    */
   commit(
     col: CollectionState,
@@ -190,42 +259,64 @@ export class Entities {
     deleted: boolean,
   ): Promise<FeedEntry> {
     const backend = col.backend
-    const tree = col.tree
-    if (tree === undefined) throw new Error('invariant: digest tree not loaded before commit')
+    // The digest tree is only needed at the flush (which fails the tick if a failed write
+    // dropped it meanwhile: see forgetAfterFailedWrite).
     const oldHead = entity.head
+    // Computed now, not at the flush: apply.ts compares a remote delta's result with it.
     const versionHash = backend.versionHash(newDoc)
-    const ops: StoreOp[] = []
+    const tick = this.tick ?? this.openTick()
+    const ops = tick.ops
     col.tentative = false
     if (!col.persisted) {
       ops.push({ type: 'collection', collection: col.name, meta: { backend: backend.name } })
       col.persisted = true
     }
     let deltaCount = oldHead?.deltaCount ?? 0
-    if (deltaCount >= this.opts.compactAfter) {
-      // Fold everything into a fresh snapshot and drop the deltas it covers.
-      ops.push({ type: 'snapshot', collection: col.name, id: entity.id, bytes: backend.save(newDoc) })
-      for (let i = 0; i < deltaCount; i++) ops.push({ type: 'delDelta', collection: col.name, id: entity.id, index: i })
+    let dirty = tick.dirty.get(entity)
+    if (dirty === undefined) {
+      dirty = { col, first: deltaCount, at: [] }
+      tick.dirty.set(entity, dirty)
+    }
+    // Compact once the deltas hold as many bytes as the snapshot (never before compactAfter of
+    // them, always at 16×): an Automerge snapshot holds the whole history, so saving one
+    // every compactAfter writes made a hot entity's writes O(history); this way the saving
+    // is amortised, and a load still reads at most about twice the snapshot's bytes.
+    const compact =
+      deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
+    if (compact) {
+      // Fold everything into a fresh snapshot and drop the deltas it covers. Those put in
+      // this same tick never reach the disk: their puts are dropped rather than deleted (a
+      // hot entity compacts every compactAfter writes, all of them in one tick under load).
+      const snapshot = backend.save(newDoc)
+      ops.push({ type: 'snapshot', collection: col.name, id: entity.id, bytes: snapshot })
+      entity.snapshotBytes = snapshot.byteLength
+      entity.deltaBytes = 0
+      for (let i = 0; i < deltaCount; i++) {
+        const at = i >= dirty.first ? dirty.at[i - dirty.first] : undefined
+        if (at !== undefined) {
+          ops[at] = undefined
+          tick.holes = true
+        } else {
+          ops.push({ type: 'delDelta', collection: col.name, id: entity.id, index: i })
+        }
+      }
       deltaCount = 0
+      dirty.first = 0
+      dirty.at = []
     } else {
+      dirty.at.push(ops.length)
       ops.push({ type: 'delta', collection: col.name, id: entity.id, index: deltaCount, bytes: delta })
+      entity.deltaBytes += delta.byteLength
       deltaCount++
     }
-    const head: EntityHead = { backend: backend.name, versionHash, deltaCount, deleted }
-    ops.push({ type: 'head', collection: col.name, id: entity.id, head })
-    const leafDigest = tree.update(entity.id, entity.leaf, oldHead?.versionHash, versionHash)
-    ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
     const entry: FeedEntry = { seq: ++col.seq, id: entity.id, origin, time: this.opts.clock.now(), kind }
     ops.push({ type: 'feed', collection: col.name, entry })
 
     entity.doc = newDoc
-    entity.head = head
+    entity.head = { backend: backend.name, versionHash, deltaCount, deleted }
     entity.pins++
-    const written = this.opts.store.write(ops)
-    entity.lastWrite = written.then(
-      () => undefined,
-      () => undefined,
-    )
-    return written.then(
+    entity.lastWrite = tick.settled
+    return tick.done.then(
       () => {
         this.release(entity)
         return entry
@@ -238,12 +329,57 @@ export class Entities {
     )
   }
 
+  private openTick(): Tick {
+    let resolve!: () => void
+    let reject!: (err: unknown) => void
+    const done = new Promise<void>((res, rej) => {
+      resolve = res
+      reject = rej
+    })
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    )
+    const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, resolve, reject }
+    this.tick = tick
+    queueMicrotask(() => this.flushTick(tick))
+    return tick
+  }
+
+  /** Adds each committed entity's head and digest leaf to the tick's ops and writes them. */
+  private flushTick(tick: Tick): void {
+    this.tick = undefined
+    for (const { col } of tick.dirty.values()) {
+      if (col.tree === undefined) {
+        // Dropped by a write that failed meanwhile: the leaves cannot be computed.
+        tick.reject(new ConvergentError('ERR_STORE', `An earlier write of '${col.name}' failed; this one was not attempted. Try again.`))
+        return
+      }
+    }
+    const ops = (tick.holes ? tick.ops.filter((op) => op !== undefined) : tick.ops) as StoreOp[]
+    for (const [entity, { col }] of tick.dirty) {
+      const head = entity.head!
+      const leafDigest = col.tree!.update(entity.id, entity.leaf, entity.treeHash, head.versionHash)
+      entity.treeHash = head.versionHash
+      ops.push({ type: 'head', collection: col.name, id: entity.id, head })
+      ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
+    }
+    let written: Promise<void>
+    try {
+      written = this.opts.store.write(ops)
+    } catch (err) {
+      written = Promise.reject(err)
+    }
+    written.then(tick.resolve, tick.reject)
+  }
+
   /**
    * After a failed write memory is ahead of disk: drop the entity and the collection's digest
    * so both reload from what the store really holds.
    */
   private forgetAfterFailedWrite(col: CollectionState, entity: LoadedEntity): void {
-    this.cache.delete(EntityCache.key(col.name, entity.id))
+    // Still pinned by other writes in flight: those use it, so it is only forgotten.
+    if (this.cache.delete(EntityCache.key(col.name, entity.id)) === entity && entity.pins === 0) this.evicted(entity)
     col.tree = undefined
     col.treeLoading = undefined
     void this.opts.store.lastSeq(col.name).then(
@@ -259,7 +395,7 @@ export class Entities {
     return this.opts.store.heads(col.name, range)
   }
 
-  /** Every cached entity is dropped (at close). */
+  /** Every cached entity is dropped and its document disposed of (at close). */
   clear(): void {
     this.cache.clear()
   }

@@ -1,3 +1,4 @@
+import type { Backend } from './backend.js'
 import type { EntityHead } from './store.js'
 
 /** One entity whose document is in memory. */
@@ -5,14 +6,34 @@ export interface LoadedEntity {
   readonly collection: string
   readonly id: string
   readonly leaf: number
+  /** The backend `doc` belongs to (its resident budget and dispose() apply). */
+  readonly backend: Backend
   /** The backend document; replaced after every change (Automerge documents are immutable). */
   doc: unknown
   /** What the store holds (or will hold once pending writes land); undefined = never stored. */
   head: EntityHead | undefined
+  /** The version hash the digest tree holds for it (head's, once the tick's commits are flushed). */
+  treeHash: Uint8Array | undefined
+  /** Size of its stored snapshot, and of the deltas stored since (for the compaction policy). */
+  snapshotBytes: number
+  deltaBytes: number
   /** Writes of this entity not yet durable. A pinned entity is never evicted. */
   pins: number
   /** Resolves when the latest write of this entity is durable (for no-op writes to wait on). */
   lastWrite: Promise<void>
+}
+
+/** The entities of one backend, least recently used first (Map keeps insertion order). */
+interface Group {
+  readonly map: Map<string, Slot>
+  /** At most this many of them stay (within the cache's capacity). */
+  readonly limit: number
+}
+
+interface Slot {
+  entity: LoadedEntity
+  /** When it was last used (a counter), to pick the globally oldest across groups. */
+  used: number
 }
 
 /**
@@ -20,55 +41,130 @@ export interface LoadedEntity {
  * many entities are stored. Hand-written rather than lru-cache because an entity must never
  * be evicted while it has writes in flight: a reload would miss them. Pinned entries are
  * skipped by eviction and the table may exceed its capacity until they are released.
+ *
+ * Besides the overall capacity, each backend may cap how many of its documents stay
+ * (Backend.maxResident): Automerge documents live in a WASM heap whose allocator slows every
+ * new document down as live ones pile up, so they get a much smaller budget than Yjs ones.
+ * Every entity that leaves the table goes to `onEvict` (which disposes of its document).
  */
 export class EntityCache {
-  private readonly map = new Map<string, LoadedEntity>()
+  private readonly groups = new Map<Backend, Group>()
+  private count = 0
+  private clock = 0
 
-  constructor(private readonly capacity: number) {}
+  constructor(
+    private readonly capacity: number,
+    private readonly onEvict: (entity: LoadedEntity) => void = () => undefined,
+  ) {}
 
   static key(collection: string, id: string): string {
     return `${collection}\u0000${id}`
   }
 
   get size(): number {
-    return this.map.size
+    return this.count
   }
 
   get(key: string): LoadedEntity | undefined {
-    const e = this.map.get(key)
-    if (e !== undefined) {
-      // Move to the most-recently-used end (Map keeps insertion order).
-      this.map.delete(key)
-      this.map.set(key, e)
+    for (const group of this.groups.values()) {
+      const slot = group.map.get(key)
+      if (slot !== undefined) {
+        // Move to the most-recently-used end (unless it is there already: a hot entity).
+        if (slot.used !== this.clock) {
+          group.map.delete(key)
+          group.map.set(key, slot)
+          slot.used = ++this.clock
+        }
+        return slot.entity
+      }
     }
-    return e
+    return undefined
   }
 
   set(key: string, entity: LoadedEntity): void {
-    this.map.delete(key)
-    this.map.set(key, entity)
+    this.remove(key)
+    this.groupOf(entity.backend).map.set(key, { entity, used: ++this.clock })
+    this.count++
     this.evict()
   }
 
-  delete(key: string): void {
-    this.map.delete(key)
+  /** Removes the entity under `key` without evicting it (the caller decides about its document). */
+  delete(key: string): LoadedEntity | undefined {
+    return this.remove(key)
   }
 
-  /** Evicts least-recently-used unpinned entities while over capacity. */
+  /** Evicts least-recently-used unpinned entities while a group or the whole is over budget. */
   evict(): void {
-    if (this.map.size <= this.capacity) return
-    for (const [key, e] of this.map) {
-      if (this.map.size <= this.capacity) break
-      if (e.pins === 0) this.map.delete(key)
+    for (const group of this.groups.values()) {
+      while (group.map.size > group.limit) {
+        const oldest = oldestUnpinned(group)
+        if (oldest === undefined) break
+        this.evictSlot(group, oldest[0], oldest[1])
+      }
+    }
+    while (this.count > this.capacity) {
+      // The globally least recently used unpinned entity, whichever group holds it.
+      let victim: [Group, string, Slot] | undefined
+      for (const group of this.groups.values()) {
+        const oldest = oldestUnpinned(group)
+        if (oldest !== undefined && (victim === undefined || oldest[1].used < victim[2].used)) victim = [group, ...oldest]
+      }
+      if (victim === undefined) break
+      this.evictSlot(...victim)
     }
   }
 
   /** Drops every entity of a collection (when its tentative backend is replaced). */
   deleteCollection(collection: string): void {
-    for (const [key, e] of this.map) if (e.collection === collection) this.map.delete(key)
+    for (const group of this.groups.values()) {
+      for (const [key, slot] of group.map) {
+        if (slot.entity.collection !== collection) continue
+        group.map.delete(key)
+        this.count--
+        // Pinned ones are still in use by their writers: they are only forgotten here.
+        if (slot.entity.pins === 0) this.onEvict(slot.entity)
+      }
+    }
   }
 
+  /** Evicts everything (at close). */
   clear(): void {
-    this.map.clear()
+    for (const group of this.groups.values()) {
+      for (const slot of group.map.values()) this.onEvict(slot.entity)
+      group.map.clear()
+    }
+    this.count = 0
   }
+
+  private groupOf(backend: Backend): Group {
+    let group = this.groups.get(backend)
+    if (group === undefined) {
+      group = { map: new Map(), limit: Math.min(this.capacity, backend.maxResident ?? Infinity) }
+      this.groups.set(backend, group)
+    }
+    return group
+  }
+
+  private remove(key: string): LoadedEntity | undefined {
+    for (const group of this.groups.values()) {
+      const slot = group.map.get(key)
+      if (slot !== undefined) {
+        group.map.delete(key)
+        this.count--
+        return slot.entity
+      }
+    }
+    return undefined
+  }
+
+  private evictSlot(group: Group, key: string, slot: Slot): void {
+    group.map.delete(key)
+    this.count--
+    this.onEvict(slot.entity)
+  }
+}
+
+function oldestUnpinned(group: Group): [string, Slot] | undefined {
+  for (const entry of group.map) if (entry[1].entity.pins === 0) return entry
+  return undefined
 }

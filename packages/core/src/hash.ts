@@ -21,6 +21,18 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true
 }
 
+/** The chunks one after another, in one new array (the only chunk itself when there is one). */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let offset = 0
+  for (const p of parts) {
+    out.set(p, offset)
+    offset += p.byteLength
+  }
+  return out
+}
+
 /** a ^= b in place (equal lengths). */
 export function xorInto(a: Uint8Array, b: Uint8Array): void {
   for (let i = 0; i < a.length; i++) a[i]! ^= b[i]!

@@ -29,12 +29,23 @@ export interface ReplicaOptions {
   namespace?: string
   /** Entity documents kept in memory (LRU). Default 10,000. */
   cacheSize?: number
-  /** Deltas stored after a snapshot before they are folded into a new snapshot. Default 64. */
+  /**
+   * Deltas stored after a snapshot before they are folded into a new snapshot: at least this
+   * many, more (up to 16×) while they hold fewer bytes than the snapshot. Default 64.
+   */
   compactAfter?: number
   /** Mean interval of periodic anti-entropy rounds (ms, jittered ±20 %); 0 = off. Default 30,000. */
   syncIntervalMs?: number
-  /** Run an anti-entropy round with each peer when it connects. Default true. */
+  /**
+   * Run an anti-entropy round with each peer when it connects (one side starts it: a round is
+   * two-way). Default true.
+   */
   syncOnConnect?: boolean
+  /**
+   * Push batching window (ms): local changes made within it go out in one gossip message per
+   * collection (coalesced per entity). 0 = changes of one tick only. Default 0.
+   */
+  pushDelayMs?: number
   /** Size limits of values and of what replication sends and accepts. */
   limits?: Partial<ValueLimits & ReplicationLimits>
 }
@@ -116,6 +127,7 @@ export class Replica {
       this.replicator = new Replicator(replication, {
         syncIntervalMs: options.syncIntervalMs ?? 30_000,
         syncOnConnect: options.syncOnConnect ?? true,
+        pushDelayMs: options.pushDelayMs ?? 0,
       })
     }
   }

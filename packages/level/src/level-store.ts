@@ -1,4 +1,3 @@
-import type { AbstractBatchOptions } from 'abstract-level'
 import {
   ConvergentError,
   leafOf,
@@ -25,7 +24,7 @@ import {
   snapshotKey,
   type KeyRange,
 } from './keys.js'
-import { toLevelOps, type LevelOp } from './ops.js'
+import { prefixesOf, toLevelOps, type LevelOp, type Prefixes } from './ops.js'
 import { openSublevels, type AnyLevel, type LevelDatabase, type Sublevel, type Sublevels } from './sublevels.js'
 
 export interface LevelStoreOptions {
@@ -57,6 +56,7 @@ export class LevelStore implements Store {
   /** The underlying database, for tests and tooling. Never write to it directly. */
   readonly db: AnyLevel
   private readonly sub: Sublevels
+  private readonly prefixes: Prefixes
   private readonly commits: GroupCommit<LevelOp>
   private readonly location: string | undefined
   private state: State = 'new'
@@ -68,9 +68,10 @@ export class LevelStore implements Store {
     this.kind = options.kind ?? 'abstract-level'
     this.location = options.location
     this.sub = openSublevels(this.db)
+    this.prefixes = prefixesOf(this.sub)
     // `sync` is a classic-level batch option; other databases ignore it.
-    const batchOptions: AbstractBatchOptions<string, Uint8Array> & { sync: boolean } = { sync: options.sync ?? false }
-    this.commits = new GroupCommit<LevelOp>((ops) => this.db.batch(ops, batchOptions), writeError)
+    const batchOptions = { sync: options.sync ?? false }
+    this.commits = new GroupCommit<LevelOp>((ops) => writeBatch(this.db, ops, batchOptions), writeError)
   }
 
   /** Live counters: batches committed and StoreOps they carried. */
@@ -125,7 +126,7 @@ export class LevelStore implements Store {
     if (this.state !== 'open') return Promise.reject(this.stateError())
     let levelOps: LevelOp[]
     try {
-      levelOps = toLevelOps(ops, this.sub)
+      levelOps = toLevelOps(ops, this.prefixes)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -254,6 +255,37 @@ export class LevelStore implements Store {
   private stateError(): ConvergentError {
     return this.state === 'new' || this.state === 'opening' ? notOpenError() : closedError()
   }
+}
+
+/** Ops are pre-prefixed root keys and pre-encoded values (see ops.ts): no transcoding. */
+const RAW = { keyEncoding: 'utf8', valueEncoding: 'view' } as const
+
+/**
+ * Writes one group commit atomically as a CHAINED batch on the root database. Why chained:
+ * classic-level hands each op of a chained batch to LevelDB at once, while an array batch
+ * makes C++ read every op object back property by property — 4-5× slower for the small ops
+ * of a write (measured: 256 ops, 0.5 ms vs 2.8 ms with sublevel ops).
+ */
+async function writeBatch(db: AnyLevel, ops: readonly LevelOp[], options: { sync: boolean }): Promise<void> {
+  const batch = db.batch()
+  try {
+    // Only the last op of each key counts in an atomic batch, so earlier ones are skipped
+    // (e.g. a head rewritten by several ticks that share this batch). Walking backwards
+    // keeps the last; the order of distinct keys does not matter.
+    const seen = new Set<string>()
+    for (let i = ops.length - 1; i >= 0; i--) {
+      const op = ops[i]!
+      if (seen.has(op.key)) continue
+      seen.add(op.key)
+      if (op.type === 'put') batch.put(op.key, op.value, RAW)
+      else batch.del(op.key, RAW)
+    }
+  } catch (err) {
+    await batch.close() // e.g. a prewrite hook refused an op: write nothing
+    throw err
+  }
+  // `sync` is a classic-level option; other databases ignore it.
+  await batch.write(options as object)
 }
 
 function copyOrUndefined(bytes: Uint8Array | undefined): Uint8Array | undefined {

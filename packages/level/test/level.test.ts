@@ -180,10 +180,17 @@ describe('LevelStore', function () {
     it('passes the sync option to every batch', async function () {
       const db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
       const seen: unknown[] = []
-      const batch = db.batch.bind(db) as (ops: unknown, options: unknown) => Promise<void>
-      ;(db as unknown as { batch: typeof batch }).batch = (ops, options) => {
-        seen.push(options)
-        return batch(ops, options)
+      // The store writes chained batches: record the options of every batch.write().
+      type Chained = { write(options: unknown): Promise<void> }
+      const batch = db.batch.bind(db) as unknown as () => Chained
+      ;(db as unknown as { batch: typeof batch }).batch = () => {
+        const chained = batch()
+        const write = chained.write.bind(chained)
+        chained.write = (options) => {
+          seen.push(options)
+          return write(options)
+        }
+        return chained
       }
       const store = new LevelStore(db, { sync: true })
       await store.open()

@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { ConvergentError, wrapError, type Network, type NetworkEvents } from '@convergent/core'
 import { loadOrCreateIdentity } from './identity.js'
 import { createNode, MAX_GOSSIP_PAYLOAD_BYTES, type ConvergentLibp2p } from './node.js'
-import { validate, type Libp2pNetworkOptions, type Settings } from './options.js'
+import { DEFAULT_CONNECTION_MANAGER, validate, type Libp2pNetworkOptions, type Settings } from './options.js'
 import { Redialer } from './redial.js'
 import { sendSyncRequest } from './sync-client.js'
 import { serveSyncStream } from './sync-server.js'
@@ -20,7 +20,7 @@ export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): P
     privateKey,
     listen: settings.listen,
     ...(options.connectionGater === undefined ? {} : { connectionGater: options.connectionGater }),
-    ...(options.connectionManager === undefined ? {} : { connectionManager: options.connectionManager }),
+    connectionManager: { ...DEFAULT_CONNECTION_MANAGER, ...options.connectionManager },
   })
   return new Libp2pNetwork(libp2p, settings)
 }

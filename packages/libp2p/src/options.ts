@@ -28,8 +28,10 @@ export interface Libp2pNetworkOptions {
   /** Passed to libp2p (tests use it to refuse dials). */
   connectionGater?: ConnectionGater
   /**
-   * Passed to libp2p. Note libp2p refuses more than 5 inbound connections per second from one
-   * host (inboundConnectionThreshold): many nodes on one machine need a higher value.
+   * Passed to libp2p, over Convergent's defaults (DEFAULT_CONNECTION_MANAGER). libp2p's own
+   * default refuses more than 5 inbound connections per second from one host
+   * (inboundConnectionThreshold), which many nodes on one machine exceed at start; ours allows
+   * 100 a second. Any field given here wins.
    */
   connectionManager?: ConnectionManagerInit
   /** Timers for timeouts and redials, and the jitter source (default systemClock()). */
@@ -37,6 +39,14 @@ export interface Libp2pNetworkOptions {
 }
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+/** What Convergent passes to libp2p's connection manager unless told otherwise. */
+export const DEFAULT_CONNECTION_MANAGER: Readonly<ConnectionManagerInit> = {
+  // Many nodes on one host (tests, the simulator's live mode, a cluster starting on one machine)
+  // connect to a bootstrap node within the same second.
+  inboundConnectionThreshold: 100,
+  maxIncomingPendingConnections: 50,
+}
 const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 const NAMESPACE_PATTERN = /^[A-Za-z0-9._-]{1,64}$/
 

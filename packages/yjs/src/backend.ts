@@ -1,12 +1,12 @@
 import * as Y from 'yjs'
-import { ConvergentError, sha256, wrapError } from '@convergent/core'
+import { ConvergentError, wrapError } from '@convergent/core'
 import type { Backend, Change, JsonObject } from '@convergent/core'
 import { clientIdFromActor } from './actor.js'
-import { readMap } from './read.js'
+import { liveKeys, readMap } from './read.js'
 import { reconcileMap } from './reconcile.js'
 import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
 import { validateUpdate } from './validate.js'
-import { coversSnapshot, decodeVersion, encodeVersion } from './version.js'
+import { coversSnapshot, decodeVersion, encodeVersion, versionHashOf } from './version.js'
 
 /** Transaction origins, so the update listener only captures our own local change. */
 const LOCAL = Symbol('convergent-local')
@@ -61,7 +61,7 @@ export class YjsBackend implements Backend<Y.Doc> {
     const delta = transactCapturingUpdate(doc, () => {
       meta.set(DELETED_KEY, true)
       const value = doc.getMap(VALUE_ROOT)
-      for (const key of Array.from(value.keys())) value.delete(key)
+      for (const key of liveKeys(value)) value.delete(key)
     })
     return { doc, delta }
   }
@@ -76,7 +76,7 @@ export class YjsBackend implements Backend<Y.Doc> {
   }
 
   versionHash(doc: Y.Doc): Uint8Array {
-    return sha256(encodeVersion(doc))
+    return versionHashOf(doc)
   }
 
   deltaSince(doc: Y.Doc, version: Uint8Array): Uint8Array | null {

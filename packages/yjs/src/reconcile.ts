@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { JsonObject, JsonValue } from '@convergent/core'
-import { isJsonObject, storedEquals } from './read.js'
+import { isJsonObject, liveKeys, storedEquals } from './read.js'
 
 /**
  * Makes `map` deep-equal to `obj` with as few Yjs operations as it can: fields that did not
@@ -8,7 +8,7 @@ import { isJsonObject, storedEquals } from './read.js'
  * Must run inside a transaction on an integrated map.
  */
 export function reconcileMap(map: Y.Map<unknown>, obj: JsonObject): void {
-  for (const key of Array.from(map.keys())) {
+  for (const key of liveKeys(map)) {
     if (!Object.prototype.hasOwnProperty.call(obj, key)) map.delete(key)
   }
   for (const key of Object.keys(obj)) reconcileField(map, key, obj[key]!)

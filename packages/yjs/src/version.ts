@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import { hash } from 'node:crypto'
 import { ConvergentError, bytesEqual } from '@convergent/core'
 
 /**
@@ -6,9 +7,168 @@ import { ConvergentError, bytesEqual } from '@convergent/core'
  * is not enough — it does not move on deletions — so two replicas that differ only by a
  * delete would look equal. Yjs writes both parts in a canonical order (clients sorted,
  * delete ranges merged from the struct store), so equal states encode to equal bytes.
+ *
+ * The bytes are exactly Y.encodeSnapshot(Y.snapshot(doc)), but built from a delete set kept
+ * up to date transaction by transaction (see Tracked) instead of a scan of every struct:
+ * a hot entity's struct store grows with every overwrite of a field (tombstones of different
+ * keys do not merge), which made each write's version O(history).
  */
 export function encodeVersion(doc: Y.Doc): Uint8Array {
-  return Y.encodeSnapshot(Y.snapshot(doc))
+  const t = track(doc)
+  t.bytes ??= encode(doc, t)
+  return t.bytes.slice()
+}
+
+/** sha256 of encodeVersion(doc), computed once per state of the document. */
+export function versionHashOf(doc: Y.Doc): Uint8Array {
+  const t = track(doc)
+  // crypto.hash: one call instead of createHash's hash object (this runs on every write).
+  // Not copied: nothing mutates version hashes, and a write makes a new one anyway.
+  if (t.hash === undefined) {
+    const digest = hash('sha256', (t.bytes ??= encode(doc, t)), 'buffer')
+    t.hash = new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength) // a plain Uint8Array
+  }
+  return t.hash
+}
+
+/** What we keep per document; dropped with it (WeakMap). */
+interface Tracked {
+  /** Deleted clock ranges per client, flat [start, end, start, end, …], sorted and merged. */
+  readonly ds: Map<number, number[]>
+  /** encodeVersion's bytes and their hash, until the next transaction. */
+  bytes: Uint8Array | undefined
+  hash: Uint8Array | undefined
+}
+
+const tracked = new WeakMap<Y.Doc, Tracked>()
+
+function track(doc: Y.Doc): Tracked {
+  let t = tracked.get(doc)
+  if (t === undefined) {
+    const fresh: Tracked = { ds: deleteRangesOf(doc.store), bytes: undefined, hash: undefined }
+    doc.on('afterTransaction', (tr: Y.Transaction) => onTransaction(fresh, tr))
+    tracked.set(doc, fresh)
+    t = fresh
+  }
+  return t
+}
+
+/**
+ * Adds what one transaction deleted. A struct becomes deleted either in the transaction that
+ * deletes it (it is then in tr.deleteSet) or by arriving deleted (a GC struct or deleted
+ * content in a received update): those are among the structs the transaction added, which
+ * are exactly the clocks between its before and after state. Adding a range twice is
+ * harmless, and splits or merges of structs never change what is deleted.
+ */
+function onTransaction(t: Tracked, tr: Y.Transaction): void {
+  t.bytes = undefined
+  t.hash = undefined
+  tr.deleteSet.clients.forEach((items, client) => {
+    for (const item of items) addRange(t.ds, client, item.clock, item.clock + item.len)
+  })
+  tr.afterState.forEach((after, client) => {
+    const before = tr.beforeState.get(client) ?? 0
+    if (after <= before) return
+    const structs = tr.doc.store.clients.get(client)!
+    for (let i = Y.findIndexSS(structs, before); i < structs.length; i++) {
+      const struct = structs[i]!
+      if (struct.deleted) addRange(t.ds, client, struct.id.clock, struct.id.clock + struct.length)
+    }
+  })
+}
+
+/** The delete set from a scan of the struct store (as Yjs' createDeleteSetFromStructStore). */
+function deleteRangesOf(store: Y.Doc['store']): Map<number, number[]> {
+  const ds = new Map<number, number[]>()
+  store.clients.forEach((structs, client) => {
+    for (const struct of structs) if (struct.deleted) addRange(ds, client, struct.id.clock, struct.id.clock + struct.length)
+  })
+  return ds
+}
+
+/** Adds [start, end) to a client's ranges, merging with every range it overlaps or touches. */
+export function addRange(ds: Map<number, number[]>, client: number, start: number, end: number): void {
+  const r = ds.get(client)
+  if (r === undefined) {
+    ds.set(client, [start, end])
+    return
+  }
+  const n = r.length
+  // Fast paths: deletes of recent structs land after or on the last range.
+  if (start > r[n - 1]!) {
+    r.push(start, end)
+    return
+  }
+  if (start >= r[n - 2]!) {
+    r[n - 1] = Math.max(r[n - 1]!, end)
+    return
+  }
+  // The first range that ends at or after start, then every range that starts by end.
+  let lo = 0
+  let hi = n / 2
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (r[2 * mid + 1]! < start) lo = mid + 1
+    else hi = mid
+  }
+  let j = lo
+  let s = start
+  let e = end
+  while (j < n / 2 && r[2 * j]! <= e) {
+    s = Math.min(s, r[2 * j]!)
+    e = Math.max(e, r[2 * j + 1]!)
+    j++
+  }
+  r.splice(2 * lo, 2 * (j - lo), s, e)
+}
+
+/** Y.encodeSnapshot's V1 layout: delete set, then state vector, clients in descending order. */
+function encode(doc: Y.Doc, t: Tracked): Uint8Array {
+  const w = new VarUintWriter()
+  const dsClients = Array.from(t.ds.keys()).sort((a, b) => b - a)
+  w.write(dsClients.length)
+  for (const client of dsClients) {
+    const r = t.ds.get(client)!
+    w.write(client)
+    w.write(r.length / 2)
+    for (let i = 0; i < r.length; i += 2) {
+      w.write(r[i]!)
+      w.write(r[i + 1]! - r[i]!)
+    }
+  }
+  const svClients = Array.from(doc.store.clients.keys()).sort((a, b) => b - a)
+  w.write(svClients.length)
+  for (const client of svClients) {
+    const structs = doc.store.clients.get(client)!
+    const last = structs[structs.length - 1]!
+    w.write(client)
+    w.write(last.id.clock + last.length)
+  }
+  return w.bytes()
+}
+
+/** lib0's writeVarUint into one growing buffer (shared: encode() never runs re-entrantly). */
+class VarUintWriter {
+  private static shared = new Uint8Array(256)
+  private buf = VarUintWriter.shared
+  private pos = 0
+
+  write(n: number): void {
+    if (this.pos + 8 > this.buf.length) {
+      const bigger = new Uint8Array(this.buf.length * 2)
+      bigger.set(this.buf)
+      this.buf = VarUintWriter.shared = bigger
+    }
+    while (n > 0x7f) {
+      this.buf[this.pos++] = 0x80 | (n & 0x7f)
+      n = Math.floor(n / 128)
+    }
+    this.buf[this.pos++] = n & 0x7f
+  }
+
+  bytes(): Uint8Array {
+    return this.buf.slice(0, this.pos)
+  }
 }
 
 /**

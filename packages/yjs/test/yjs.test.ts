@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 import { backendComplianceSuite } from '@convergent/core/testing'
-import { toHex } from '@convergent/core'
+import { sha256, toHex } from '@convergent/core'
 import { yjsBackend } from '../src/index.js'
+import { addRange, encodeVersion } from '../src/version.js'
 
 backendComplianceSuite('yjs', yjsBackend)
 
@@ -52,5 +53,94 @@ describe('yjs backend specifics', function () {
     const read = backend.read(doc)!
     assert.deepEqual(Object.keys(read), ['__proto__'])
     assert.equal(Object.getPrototypeOf(read), Object.prototype)
+  })
+
+  describe('the version kept up to date per transaction', function () {
+    /** A small deterministic PRNG (mulberry32), so a failure replays. */
+    function prng(seed: number): () => number {
+      return () => {
+        seed = (seed + 0x6d2b79f5) | 0
+        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+      }
+    }
+    const expected = (doc: Y.Doc): string => toHex(Y.encodeSnapshot(Y.snapshot(doc)))
+
+    it('addRange keeps sorted, merged ranges equal to the union of what was added', function () {
+      const rand = prng(7)
+      for (let round = 0; round < 200; round++) {
+        const ds = new Map<number, number[]>()
+        const covered = new Set<number>()
+        for (let k = 0; k < 30; k++) {
+          const start = Math.floor(rand() * 100)
+          const end = start + 1 + Math.floor(rand() * 6)
+          addRange(ds, 1, start, end)
+          for (let c = start; c < end; c++) covered.add(c)
+        }
+        const want: number[] = []
+        for (let c = 0; c < 120; c++) {
+          if (!covered.has(c)) continue
+          if (want.length > 0 && want[want.length - 1] === c) want[want.length - 1] = c + 1
+          else want.push(c, c + 1)
+        }
+        assert.deepEqual(ds.get(1), want)
+      }
+    })
+
+    it('equals Yjs\' own snapshot encoding through random writes, deletes and deltas in any order', function () {
+      for (let seed = 1; seed <= 8; seed++) {
+        const rand = prng(seed)
+        const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!
+        const docs = [1, 2, 3].map((n) => backend.create(actor(n)))
+        const inbox: Uint8Array[][] = [[], [], []]
+        const keys = ['a', 'b', 'c', 'd']
+        const randomValue = () => {
+          const value: Record<string, unknown> = {}
+          for (const k of keys) if (rand() < 0.6) value[k] = rand() < 0.3 ? { x: Math.floor(rand() * 3), y: [1, 2] } : rand() < 0.3 ? [Math.floor(rand() * 4), 'z'] : Math.floor(rand() * 5)
+          return value as never
+        }
+        for (let step = 0; step < 150; step++) {
+          const i = Math.floor(rand() * docs.length)
+          const doc = docs[i]!
+          const r = rand()
+          let delta: Uint8Array | null = null
+          if (r < 0.45) delta = backend.put(doc, randomValue()).delta
+          else if (r < 0.55) delta = backend.delete(doc).delta
+          else if (r < 0.65) {
+            // An anti-entropy repair: carries deleted content and GC structs, not just changes.
+            const repair = backend.deltaSince(pick(docs), backend.version(doc))
+            if (repair !== null) backend.applyDelta(doc, repair)
+          } else if (inbox[i]!.length > 0) {
+            // Deliver a random pending delta (out of order: some stay pending for a while).
+            const j = Math.floor(rand() * inbox[i]!.length)
+            backend.applyDelta(doc, inbox[i]!.splice(j, 1)[0]!)
+          }
+          if (delta !== null) {
+            for (let o = 0; o < docs.length; o++) {
+              if (o === i) continue
+              inbox[o]!.push(delta)
+              if (rand() < 0.1) inbox[o]!.push(delta) // duplicated
+            }
+          }
+          // Start tracking some documents late (after history exists), others from the start.
+          const d = pick(docs)
+          if (step > 20 || d !== docs[2]) {
+            assert.equal(toHex(encodeVersion(d)), expected(d), `seed ${seed}, step ${step}`)
+            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Y.encodeSnapshot(Y.snapshot(d)))))
+          }
+        }
+        for (const [i, doc] of docs.entries()) {
+          for (const delta of inbox[i]!) backend.applyDelta(doc, delta)
+          assert.equal(toHex(encodeVersion(doc)), expected(doc))
+          // A reload rebuilds the same version from the saved state.
+          const reloaded = backend.load(backend.save(doc), [], actor(9))
+          assert.equal(toHex(encodeVersion(reloaded)), toHex(encodeVersion(doc)))
+        }
+        // Everyone has everything: equal states, equal hashes.
+        const hashes = new Set(docs.map((d) => toHex(backend.versionHash(d))))
+        assert.equal(hashes.size, 1, `seed ${seed}`)
+      }
+    })
   })
 })

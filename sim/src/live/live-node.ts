@@ -1,7 +1,8 @@
 import { join } from 'node:path'
-import { Replica, type Collection, type Logger, type Store } from '@convergent/core'
+import { Replica, type Collection, type Counter, type Logger, type Store } from '@convergent/core'
 import { memoryLevelStore } from '@convergent/level'
 import { createLibp2pNetwork } from '@convergent/libp2p'
+import { watchRightsRequests } from '../counter-ledger.js'
 import { addReplicaStats, type HostNode, type NodeStatus, type SimContext } from '../context.js'
 import { FaultyNetwork } from './faulty-network.js'
 import { GateStore } from './gate-store.js'
@@ -15,6 +16,7 @@ interface Incarnation {
   net: FaultyNetwork | undefined
   replica: Replica | undefined
   readonly collections: Map<string, Collection<Record<string, unknown>>>
+  stock: Counter | undefined
 }
 
 /**
@@ -26,6 +28,7 @@ export class LiveNode implements HostNode {
   counter = 0
   skewMs = 0
   lastDownAt: number | undefined
+  peerId: string | undefined
   onUp: ((node: HostNode) => void) | undefined
   private readonly store: Store = memoryLevelStore()
   private inc: Incarnation | undefined
@@ -46,12 +49,16 @@ export class LiveNode implements HostNode {
     return this.status === 'up' ? this.inc?.collections.get(name) : undefined
   }
 
+  stock(): Counter | undefined {
+    return this.status === 'up' ? this.inc?.stock : undefined
+  }
+
   start(): void {
     if (this.status !== 'new' && this.status !== 'down') return
     this.status = 'starting'
     const number = ++this.incarnations
     const rng = this.ctx.rng.fork(`live-${this.index}-${number}`)
-    const inc: Incarnation = { clock: new RealClock(() => this.skewMs, () => rng.next()), store: new GateStore(this.store), net: undefined, replica: undefined, collections: new Map() }
+    const inc: Incarnation = { clock: new RealClock(() => this.skewMs, () => rng.next()), store: new GateStore(this.store), net: undefined, replica: undefined, collections: new Map(), stock: undefined }
     this.inc = inc
     void this.open(inc, number).catch((err: unknown) => {
       this.ctx.errors.push(`${this.id} failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
@@ -70,6 +77,8 @@ export class LiveNode implements HostNode {
     })
     countRpcs(libp2p, metrics)
     inc.net = new FaultyNetwork(libp2p, this.env.link, inc.clock, metrics, scenario.network.retransmitMs)
+    const counterSpec = scenario.workload.counter
+    if (counterSpec.ids > 0) watchRightsRequests(inc.net, this.ctx.counterLedger.rightsRequests)
     if (this.inc !== inc) return void (await libp2p.stop().catch(() => undefined))
     const r = scenario.replica
     const replica = await Replica.open({
@@ -90,6 +99,12 @@ export class LiveNode implements HostNode {
       col.subscribe((ev) => ledger.observe(this.index, plan.name, ev.id, ev.value, scheduler.now))
       inc.collections.set(plan.name, col)
     }
+    if (counterSpec.ids > 0) {
+      const stock = replica.counter(counterSpec.name, { min: counterSpec.min, lowWater: counterSpec.lowWater })
+      stock.subscribe((ev) => this.ctx.counterLedger.observe(this.index, ev.id, ev.value, scheduler.now, ev.origin))
+      inc.stock = stock
+    }
+    this.peerId = inc.net.peerId
     this.env.started(this.index, libp2p)
     this.status = 'up'
     trace.log(number === 1 ? `${this.id} up (${libp2p.peerId})` : `${this.id} restarted (incarnation ${number})`)

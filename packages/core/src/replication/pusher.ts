@@ -1,4 +1,5 @@
 import type { Backend } from '../backend.js'
+import type { TimerHandle } from '../clock.js'
 import { encodeMessage, MessageType } from './wire.js'
 import { topicOf, type ReplicationContext } from './context.js'
 
@@ -16,17 +17,26 @@ export interface PushBody {
 }
 
 /**
- * Push: durable local deltas are gathered for one tick, coalesced per entity (the backend
- * merges them into one delta), packed into as few messages as fit under maxMessageBytes and
- * published on the collection's topic. Publishing is best effort: anti-entropy repairs loss.
+ * Push: durable local deltas are gathered for one tick — or for `delayMs` when a batching
+ * window is set — coalesced per entity (the backend merges them into one delta), packed into
+ * as few messages as fit under maxMessageBytes and published on the collection's topic.
+ * A window that gathers a full message's worth is flushed early. Publishing is best effort:
+ * anti-entropy repairs loss.
  */
 export class Pusher {
   private pending = new Map<string, { backend: Backend; byId: Map<string, Uint8Array[]> }>()
-  private scheduled = false
+  private scheduled: TimerHandle | undefined
+  /** Bytes of deltas gathered since the last flush (to flush early when a message is full). */
+  private pendingBytes = 0
+  private early = false
   private seq = 0
   private inFlight = new Set<Promise<void>>()
 
-  constructor(private readonly ctx: ReplicationContext) {}
+  constructor(
+    private readonly ctx: ReplicationContext,
+    /** Batching window (ms); 0 = flush on the next tick. */
+    private readonly delayMs = 0,
+  ) {}
 
   enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array): void {
     let col = this.pending.get(collection)
@@ -37,15 +47,30 @@ export class Pusher {
     const list = col.byId.get(id)
     if (list === undefined) col.byId.set(id, [delta])
     else list.push(delta)
-    if (!this.scheduled) {
-      this.scheduled = true
-      this.ctx.clock.setTimeout(() => this.flush(), 0)
+    this.pendingBytes += delta.byteLength + Buffer.byteLength(id) + 16
+    if (this.scheduled === undefined) {
+      this.schedule(this.delayMs)
+    } else if (this.delayMs > 0 && !this.early && this.pendingBytes >= this.ctx.limits.maxMessageBytes / 2) {
+      // The window already holds a message's worth: no point in waiting longer.
+      this.ctx.clock.clearTimeout(this.scheduled)
+      this.schedule(0)
+      this.early = true
     }
+  }
+
+  private schedule(ms: number): void {
+    this.scheduled = this.ctx.clock.setTimeout(() => {
+      this.scheduled = undefined
+      this.flush()
+    }, ms)
   }
 
   /** Publishes everything gathered so far. */
   flush(): void {
-    this.scheduled = false
+    if (this.scheduled !== undefined) this.ctx.clock.clearTimeout(this.scheduled)
+    this.scheduled = undefined
+    this.early = false
+    this.pendingBytes = 0
     const pending = this.pending
     this.pending = new Map()
     if (!this.ctx.isOpen()) return

@@ -11,8 +11,16 @@ import { SyncServer } from './sync-server.js'
 export interface ReplicatorOptions {
   /** Mean interval between anti-entropy rounds with every peer (ms); 0 turns periodic rounds off. */
   syncIntervalMs: number
-  /** Run a round with a peer as soon as it connects. */
+  /**
+   * Sync with a peer as soon as it connects. One side starts the round (the one whose peer id
+   * sorts first; a round is two-way), the other starts its own only if none has begun after
+   * connectFallbackMs — so a late joiner receives everything once, not once per direction.
+   */
   syncOnConnect: boolean
+  /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). Default 2,000. */
+  connectFallbackMs?: number
+  /** Push batching window (ms): local deltas gathered this long go out together. 0 = within one tick. */
+  pushDelayMs?: number
 }
 
 /**
@@ -28,6 +36,10 @@ export class Replicator {
   /** The round in flight (or queued) per peer; rounds with one peer never overlap. */
   private readonly rounds = new Map<string, Promise<RoundResult | undefined>>()
   private timer: TimerHandle | undefined
+  /** When the last round with each peer began, whichever side started it (clock ms). */
+  private readonly lastRoundAt = new Map<string, number>()
+  /** Fallback timers of peers expected to start the on-connect round. */
+  private readonly fallbacks = new Map<string, TimerHandle>()
   private stopped = false
   private readonly inflight = new Set<Promise<unknown>>()
 
@@ -35,23 +47,58 @@ export class Replicator {
     private readonly ctx: ReplicationContext,
     private readonly options: ReplicatorOptions,
   ) {
+    const delay = options.pushDelayMs ?? 0
+    if (!Number.isFinite(delay) || delay < 0) throw new ConvergentError('ERR_INVALID_ARGUMENT', `pushDelayMs must be a number ≥ 0, got ${delay}`)
     this.limiter = new PeerRateLimiter(ctx.clock, ctx.limits.inboundRatePerSecond, ctx.limits.inboundBurst)
-    this.pusher = new Pusher(ctx)
+    this.pusher = new Pusher(ctx, options.pushDelayMs ?? 0)
     this.client = new SyncClient(ctx)
-    this.server = new SyncServer(ctx, this.limiter)
+    this.server = new SyncServer(ctx, this.limiter, (peer) => this.lastRoundAt.set(peer, ctx.clock.now()))
   }
 
   async start(): Promise<void> {
     await this.ctx.network.start({
       onMessage: (topic, data, from) => this.track(receivePush(this.ctx, this.limiter, topic, data, from)),
       onRequest: (from, data) => this.server.handle(from, data),
-      onPeerConnected: (peer) => {
-        if (this.options.syncOnConnect) this.track(this.roundWith(peer).catch(() => undefined))
+      onPeerConnected: (peer) => this.peerConnected(peer),
+      onPeerDisconnected: (peer) => {
+        this.limiter.forget(peer)
+        this.cancelFallback(peer)
+        this.lastRoundAt.delete(peer)
       },
-      onPeerDisconnected: (peer) => this.limiter.forget(peer),
     })
     for (const name of this.ctx.entities.collections.keys()) this.subscribe(name)
     this.schedule()
+  }
+
+  /** Whether we start the on-connect round with this peer (the lower peer id does). */
+  initiatesWith(peer: string): boolean {
+    return this.ctx.network.peerId < peer
+  }
+
+  private peerConnected(peer: string): void {
+    if (!this.options.syncOnConnect || this.stopped) return
+    if (this.initiatesWith(peer)) {
+      this.track(this.roundWith(peer).catch(() => undefined))
+      return
+    }
+    // The peer starts the round; if it has not within the fallback delay, we do. (A round of
+    // either side since the connection shows in lastRoundAt, which a disconnect clears; its
+    // roots request may even arrive before our own connect event.)
+    this.cancelFallback(peer)
+    const timer = this.ctx.clock.setTimeout(() => {
+      this.fallbacks.delete(peer)
+      if (this.stopped || !this.ctx.network.peers().includes(peer)) return
+      if (this.lastRoundAt.has(peer) || this.rounds.has(peer)) return
+      this.track(this.roundWith(peer).catch(() => undefined))
+    }, jittered(this.ctx.clock, this.options.connectFallbackMs ?? 2_000))
+    this.fallbacks.set(peer, timer)
+  }
+
+  private cancelFallback(peer: string): void {
+    const timer = this.fallbacks.get(peer)
+    if (timer === undefined) return
+    this.ctx.clock.clearTimeout(timer)
+    this.fallbacks.delete(peer)
   }
 
   /** Subscribes to a collection's gossip topic (idempotent). */
@@ -67,9 +114,17 @@ export class Replicator {
     this.pusher.enqueue(collection, backend, id, delta)
   }
 
-  /** One round with every connected peer; resolves when all are done. */
-  async syncAll(signal?: AbortSignal): Promise<RoundResult[]> {
-    const peers = this.ctx.network.peers()
+  /**
+   * One round with every connected peer; resolves when all are done. A periodic round
+   * (`periodic`) skips a peer that has a round in flight with us, or had one (started by
+   * either side) within the last half interval: a round is two-way, one is enough.
+   */
+  async syncAll(signal?: AbortSignal, periodic = false): Promise<RoundResult[]> {
+    let peers = this.ctx.network.peers()
+    if (periodic) {
+      const recent = this.ctx.clock.now() - this.options.syncIntervalMs / 2
+      peers = peers.filter((p) => !this.rounds.has(p) && (this.lastRoundAt.get(p) ?? -Infinity) < recent)
+    }
     const results = await Promise.allSettled(peers.map((p) => this.roundWith(p, signal)))
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failures.length > 0 && failures.length === peers.length) {
@@ -85,9 +140,11 @@ export class Replicator {
       .catch(() => undefined)
       .then(async () => {
         if (this.stopped) return undefined
+        this.lastRoundAt.set(peer, this.ctx.clock.now())
         try {
           return await this.client.round(peer, signal)
         } catch (err) {
+          this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
           this.ctx.stats.of(peer).syncFailures++
           if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`)
           throw err
@@ -104,7 +161,7 @@ export class Replicator {
   private schedule(): void {
     if (this.options.syncIntervalMs <= 0 || this.stopped) return
     this.timer = this.ctx.clock.setTimeout(() => {
-      this.track(this.syncAll().catch(() => undefined))
+      this.track(this.syncAll(undefined, true).catch(() => undefined))
       this.schedule()
     }, jittered(this.ctx.clock, this.options.syncIntervalMs))
   }
@@ -117,6 +174,7 @@ export class Replicator {
   async stop(): Promise<void> {
     this.stopped = true
     if (this.timer !== undefined) this.ctx.clock.clearTimeout(this.timer)
+    for (const peer of [...this.fallbacks.keys()]) this.cancelFallback(peer)
     this.pusher.flush()
     await this.pusher.drain()
     await this.ctx.network.stop()

@@ -1,5 +1,6 @@
 import { ConvergentError } from '../errors.js'
 import { applyRemoteDelta } from './apply.js'
+import { acquireDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
 import { asBytesOrNull, asInt, asRecord, asString, decodeMessage, encodeMessage, MessageType } from './wire.js'
@@ -19,11 +20,13 @@ export async function serveRightsRequest(ctx: ReplicationContext, from: string, 
   let delta: Uint8Array | null = null
   const col = ctx.entities.collections.get(collection)
   if (granted > 0 && col !== undefined) {
-    const entity = await ctx.entities.acquire(col, id)
-    try {
-      delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
-    } finally {
-      ctx.entities.release(entity)
+    const entity = await acquireDurable(ctx.entities, col, id)
+    if (entity !== undefined) {
+      try {
+        delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
+      } finally {
+        ctx.entities.release(entity)
+      }
     }
   }
   return encodeMessage(MessageType.RightsResponse, { g: granted, d: delta, b: col?.backend.name ?? '' })

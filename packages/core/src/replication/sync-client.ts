@@ -1,21 +1,25 @@
 import { ConvergentError } from '../errors.js'
-import { DEPTH, DIGEST_BYTES, DigestTree, FANOUT } from '../digest.js'
+import { DEPTH, DIGEST_BYTES, DigestTree, FANOUT, LEAF_COUNT } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { bytesEqual, toHex } from '../hash.js'
 import { applyRemoteDelta } from './apply.js'
+import { acquireDurable, wholeStateOf } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
 import {
   decodeExchangeResponse,
   decodeLeavesResponse,
   decodeNodesResponse,
+  decodeRangeResponse,
   decodeRoots,
   MAX_IDS_PER_EXCHANGE,
   MAX_LEAVES_PER_REQUEST,
   MAX_NODES_PER_REQUEST,
+  MAX_RANGES_PER_REQUEST,
+  type LeafRange,
   type RootEntry,
 } from './sync-messages.js'
-import { decodeMessage, encodeMessage, MessageType, type MessageTypeValue } from './wire.js'
+import { decodeMessage, encodeMessage, invalid, MessageType, type MessageTypeValue } from './wire.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -33,6 +37,78 @@ export interface RoundResult {
 
 const ZERO_ROOT = new Uint8Array(DIGEST_BYTES)
 
+/** What a descent found: leaves both sides hold and that differ, and ranges only one side holds. */
+interface DescentPlan {
+  leaves: number[]
+  /** ranges only the peer has entities in */
+  pull: LeafRange[]
+  /** ranges only we have entities in */
+  push: LeafRange[]
+}
+
+/** Appends a range, merging it with the last one when they touch (ranges come in ascending order). */
+function addRange(ranges: LeafRange[], from: number, to: number): void {
+  const last = ranges[ranges.length - 1]
+  if (last !== undefined && last[1] + 1 === from) last[1] = to
+  else ranges.push([from, to])
+}
+
+/** A continuation must start later than what was asked for, or skip more of the same leaf. */
+function progressed(asked: { r: LeafRange[]; s: number }, next: { r: LeafRange[]; s: number }): boolean {
+  const a = asked.r[0]
+  const b = next.r[0]
+  if (a === undefined || b === undefined) return b === undefined
+  return b[0] > a[0] || (b[0] === a[0] && next.s > asked.s)
+}
+
+/** The peer does not know range requests (an older version): its Error reply names the type. */
+function isUnsupportedRange(err: unknown): boolean {
+  return err instanceof ConvergentError && err.message.includes(`unexpected type ${MessageType.RangeRequest}`)
+}
+
+/**
+ * Batches outgoing deltas into DeltasRequests of about maxChunkBytes, keeping one request in
+ * flight while the next batch is gathered.
+ */
+class DeltaSender {
+  private batch: [string, Uint8Array][] = []
+  private size = 0
+  private inFlight: Promise<void> = Promise.resolve()
+
+  constructor(
+    private readonly client: SyncClient,
+    private readonly peer: string,
+    private readonly col: CollectionState,
+    private readonly result: RoundResult,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  async add(id: string, delta: Uint8Array): Promise<void> {
+    const bytes = delta.byteLength + Buffer.byteLength(id) + 16
+    if (this.batch.length > 0 && this.size + bytes > this.client.maxChunkBytes) await this.flush()
+    this.batch.push([id, delta])
+    this.size += bytes
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.batch
+    this.batch = []
+    this.size = 0
+    await this.inFlight
+    this.inFlight = this.client.sendDeltas(this.peer, this.col, batch, this.result, this.signal)
+    this.inFlight.catch(() => undefined) // awaited later; not an unhandled rejection meanwhile
+  }
+
+  /** Sends what is left and waits for every request; rethrows the first failure. */
+  async finish(): Promise<void> {
+    try {
+      if (this.batch.length > 0) await this.flush()
+    } finally {
+      await this.inFlight
+    }
+  }
+}
+
 /**
  * The initiator side of anti-entropy. One round with a peer: compare per-collection roots
  * (one small message when in sync); for each collection that differs, descend the 16-ary
@@ -43,6 +119,10 @@ const ZERO_ROOT = new Uint8Array(DIGEST_BYTES)
  */
 export class SyncClient {
   constructor(private readonly ctx: ReplicationContext) {}
+
+  get maxChunkBytes(): number {
+    return this.ctx.limits.maxChunkBytes
+  }
 
   async round(peer: string, signal?: AbortSignal): Promise<RoundResult> {
     const result: RoundResult = {
@@ -57,7 +137,11 @@ export class SyncClient {
     }
     const { entities } = this.ctx
     const ours: RootEntry[] = []
-    for (const col of entities.collections.values()) ours.push([col.name, col.backend.name, (await entities.tree(col)).root()])
+    for (const col of entities.collections.values()) {
+      const root = (await entities.tree(col)).root()
+      // An empty collection whose backend is only a default says nothing a peer could use.
+      if (!(col.tentative && bytesEqual(root, ZERO_ROOT))) ours.push([col.name, col.backend.name, root])
+    }
     const theirs = decodeRoots(await this.request(peer, MessageType.RootsRequest, { r: ours }, MessageType.RootsResponse, result, signal))
 
     const theirRoots = new Map(theirs.map(([c, b, root]) => [c, { backend: b, root }]))
@@ -67,8 +151,10 @@ export class SyncClient {
       const their = theirRoots.get(name)
       let col = entities.collections.get(name)
       const ourRoot = col === undefined ? ZERO_ROOT : (await entities.tree(col)).root()
-      if (bytesEqual(ourRoot, their?.root ?? ZERO_ROOT)) continue
-      if (col === undefined) {
+      const theirRoot = their?.root ?? ZERO_ROOT
+      if (bytesEqual(ourRoot, theirRoot)) continue
+      // No collection here, or an empty one whose backend is only a default: take the peer's.
+      if (col === undefined || (col.tentative && their !== undefined && their.backend !== col.backend.name && bytesEqual(ourRoot, ZERO_ROOT))) {
         const backend = this.ctx.backends.get(their!.backend)
         if (backend === undefined) {
           this.ctx.logger.warn(`peer ${peer} has collection '${name}' with backend '${their!.backend}', which this replica does not have; skipped`)
@@ -81,22 +167,70 @@ export class SyncClient {
         continue
       }
       result.collectionsDiffering++
-      const leaves = await this.differingLeaves(peer, col, result, signal)
-      const ids = await this.differingIds(peer, col, leaves, result, signal)
-      result.entitiesDiffering += ids.length
-      await this.exchange(peer, col, ids, result, signal)
+      if (!this.legacyPeers.has(peer)) {
+        try {
+          await this.syncCollection(peer, col, ourRoot, theirRoot, true, result, signal)
+          continue
+        } catch (err) {
+          if (!isUnsupportedRange(err)) throw err
+          // A peer that does not serve range requests yet: the per-entity exchange works everywhere.
+          this.legacyPeers.add(peer)
+        }
+      }
+      await this.syncCollection(peer, col, ourRoot, theirRoot, false, result, signal)
     }
     const stats = this.ctx.stats.of(peer)
     stats.syncRounds++
     return result
   }
 
-  /** Walks down the tree level by level, following only children whose digests differ. */
-  private async differingLeaves(peer: string, col: CollectionState, result: RoundResult, signal?: AbortSignal): Promise<number[]> {
+  /** Peers that answered a range request with "unexpected type": they get the per-entity exchange only. */
+  private readonly legacyPeers = new Set<string>()
+
+  /**
+   * One collection whose roots differ. Subtrees only one side has anything in are moved whole:
+   * pulled with range requests (no versions or ids sent first) or pushed as full deltas.
+   * Subtrees both sides hold are descended, and the entities of differing leaves exchanged.
+   */
+  private async syncCollection(
+    peer: string,
+    col: CollectionState,
+    ourRoot: Uint8Array,
+    theirRoot: Uint8Array,
+    useRanges: boolean,
+    result: RoundResult,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const all: LeafRange = [0, LEAF_COUNT - 1]
+    let plan: DescentPlan
+    if (useRanges && bytesEqual(ourRoot, ZERO_ROOT)) plan = { leaves: [], pull: [all], push: [] }
+    else if (useRanges && bytesEqual(theirRoot, ZERO_ROOT)) plan = { leaves: [], pull: [], push: [all] }
+    else plan = await this.descend(peer, col, useRanges, result, signal)
+    // Pulling and pushing go to different directions of the link: run them side by side.
+    const outcomes = await Promise.allSettled([
+      plan.pull.length > 0 ? this.pullRanges(peer, col, plan.pull, result, signal) : undefined,
+      plan.push.length > 0 ? this.pushRanges(peer, col, plan.push, result, signal) : undefined,
+      (async () => {
+        if (plan.leaves.length === 0) return
+        const ids = await this.differingIds(peer, col, plan.leaves, result, signal)
+        result.entitiesDiffering += ids.length
+        await this.exchange(peer, col, ids, result, signal)
+      })(),
+    ])
+    for (const o of outcomes) if (o.status === 'rejected') throw o.reason
+  }
+
+  /**
+   * Walks down the tree level by level, following only children whose digests differ. With
+   * useRanges, a child empty on one side is not descended: its leaf range is pulled or pushed.
+   */
+  private async descend(peer: string, col: CollectionState, useRanges: boolean, result: RoundResult, signal?: AbortSignal): Promise<DescentPlan> {
     const tree: DigestTree = await this.ctx.entities.tree(col)
+    const plan: DescentPlan = { leaves: [], pull: [], push: [] }
     let frontier = [0]
-    for (let level = 0; level < DEPTH; level++) {
+    for (let level = 0; level < DEPTH && frontier.length > 0; level++) {
       const next: number[] = []
+      const span = FANOUT ** (DEPTH - level - 1) // leaves under one child
       for (let i = 0; i < frontier.length; i += MAX_NODES_PER_REQUEST) {
         const nodes = frontier.slice(i, i + MAX_NODES_PER_REQUEST)
         const body = await this.request(peer, MessageType.NodesRequest, { c: col.name, l: level, n: nodes }, MessageType.NodesResponse, result, signal)
@@ -107,14 +241,67 @@ export class SyncClient {
           for (let k = 0; k < FANOUT; k++) {
             const a = mine.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES)
             const b = theirs.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES)
-            if (!bytesEqual(a, b)) next.push(node * FANOUT + k)
+            if (bytesEqual(a, b)) continue
+            const child = node * FANOUT + k
+            if (useRanges && bytesEqual(a, ZERO_ROOT)) addRange(plan.pull, child * span, child * span + span - 1)
+            else if (useRanges && bytesEqual(b, ZERO_ROOT)) addRange(plan.push, child * span, child * span + span - 1)
+            else if (level === DEPTH - 1) plan.leaves.push(child)
+            else next.push(child)
           }
         })
       }
       frontier = next
-      if (frontier.length === 0) break
     }
-    return frontier
+    return plan
+  }
+
+  /**
+   * Fetches every entity of leaf ranges we hold nothing of, in bounded chunks; the next chunk
+   * is requested while the previous one is being applied.
+   */
+  private async pullRanges(peer: string, col: CollectionState, ranges: LeafRange[], result: RoundResult, signal?: AbortSignal): Promise<void> {
+    const backend = col.backend
+    let applying: Promise<void> = Promise.resolve()
+    try {
+      for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_REQUEST) {
+        let next: { r: LeafRange[]; s: number } | undefined = { r: ranges.slice(i, i + MAX_RANGES_PER_REQUEST), s: 0 }
+        while (next !== undefined) {
+          signal?.throwIfAborted()
+          const asked: { r: LeafRange[]; s: number } = next
+          const body = await this.request(peer, MessageType.RangeRequest, { c: col.name, b: backend.name, r: asked.r, s: asked.s }, MessageType.RangeResponse, result, signal)
+          const response = decodeRangeResponse(body)
+          next = response.n
+          result.entitiesDiffering += response.e.length
+          if (next !== undefined && !progressed(asked, next)) throw invalid(`peer ${peer} answered a range request without progress`)
+          await applying
+          // Applied concurrently, so that the whole chunk lands in one group commit.
+          applying = Promise.all(response.e.map(([id, delta]) => applyRemoteDelta(this.ctx, peer, col.name, backend.name, id, delta))).then((applied) => {
+            result.deltasReceived += applied.length
+          })
+          applying.catch(() => undefined) // awaited before the next chunk and at the end
+        }
+      }
+    } finally {
+      await applying
+    }
+  }
+
+  /** Sends every entity of leaf ranges the peer holds nothing of, as full deltas. */
+  private async pushRanges(peer: string, col: CollectionState, ranges: LeafRange[], result: RoundResult, signal?: AbortSignal): Promise<void> {
+    const sender = new DeltaSender(this, peer, col, result, signal)
+    try {
+      for (const [fromLeaf, toLeaf] of ranges) {
+        for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
+          signal?.throwIfAborted()
+          const delta = await wholeStateOf(this.ctx.entities, col, id)
+          if (delta === null) continue
+          result.entitiesDiffering++
+          await sender.add(id, delta)
+        }
+      }
+    } finally {
+      await sender.finish()
+    }
   }
 
   /** Ids in the given leaves whose version hash differs, or that only one side has. */
@@ -140,71 +327,62 @@ export class SyncClient {
   private async exchange(peer: string, col: CollectionState, ids: string[], result: RoundResult, signal?: AbortSignal): Promise<void> {
     const backend = col.backend
     const queue = [...ids]
-    while (queue.length > 0) {
-      signal?.throwIfAborted()
-      const chunk = queue.splice(0, MAX_IDS_PER_EXCHANGE)
-      const entries: [string, Uint8Array | null][] = []
-      for (const id of chunk) {
-        const entity = await this.ctx.entities.acquire(col, id)
-        try {
-          entries.push([id, entity.head === undefined ? null : backend.version(entity.doc)])
-        } finally {
-          this.ctx.entities.release(entity)
-        }
-      }
-      const body = await this.request(peer, MessageType.ExchangeRequest, { c: col.name, b: backend.name, e: entries }, MessageType.ExchangeResponse, result, signal)
-      const response = decodeExchangeResponse(body)
-      const requested = new Set(chunk)
-      for (const id of response.m) if (requested.has(id)) queue.push(id)
-
-      // Apply what we lacked — concurrently, so the whole chunk shares one group commit.
-      const applied = await Promise.all(
-        response.e
-          .filter(([id, delta]) => delta !== null && requested.has(id))
-          .map(([id, delta]) => applyRemoteDelta(this.ctx, peer, col.name, backend.name, id, delta!)),
-      )
-      result.deltasReceived += applied.length
-
-      // Send what they lack, given their versions.
-      const outgoing: [string, Uint8Array][] = []
-      for (const [id, , theirVersion] of response.e) {
-        if (!requested.has(id)) continue
-        const entity = await this.ctx.entities.acquire(col, id)
-        try {
-          if (entity.head === undefined) continue
-          let delta: Uint8Array | null
+    const sender = new DeltaSender(this, peer, col, result, signal)
+    try {
+      while (queue.length > 0) {
+        signal?.throwIfAborted()
+        const chunk = queue.splice(0, MAX_IDS_PER_EXCHANGE)
+        const entries: [string, Uint8Array | null][] = []
+        for (const id of chunk) {
+          const entity = await this.ctx.entities.acquire(col, id)
           try {
-            delta = backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(backend).version)
-          } catch (err) {
-            this.ctx.logger.warn(`peer ${peer} sent an unusable version for '${id}': ${(err as Error).message}`)
-            continue
+            entries.push([id, entity.head === undefined ? null : backend.version(entity.doc)])
+          } finally {
+            this.ctx.entities.release(entity)
           }
-          if (delta !== null) outgoing.push([id, delta])
-        } finally {
-          this.ctx.entities.release(entity)
+        }
+        const body = await this.request(peer, MessageType.ExchangeRequest, { c: col.name, b: backend.name, e: entries }, MessageType.ExchangeResponse, result, signal)
+        const response = decodeExchangeResponse(body)
+        const requested = new Set(chunk)
+        for (const id of response.m) if (requested.has(id)) queue.push(id)
+
+        // Apply what we lacked — concurrently, so the whole chunk shares one group commit.
+        const applied = await Promise.all(
+          response.e
+            .filter(([id, delta]) => delta !== null && requested.has(id))
+            .map(([id, delta]) => applyRemoteDelta(this.ctx, peer, col.name, backend.name, id, delta!)),
+        )
+        result.deltasReceived += applied.length
+
+        // Send what they lack, given their versions.
+        for (const [id, , theirVersion] of response.e) {
+          if (!requested.has(id)) continue
+          const entity = await acquireDurable(this.ctx.entities, col, id)
+          if (entity === undefined) continue
+          let delta: Uint8Array | null = null
+          try {
+            if (entity.head === undefined) continue
+            try {
+              delta = backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(backend).version)
+            } catch (err) {
+              this.ctx.logger.warn(`peer ${peer} sent an unusable version for '${id}': ${(err as Error).message}`)
+              continue
+            }
+          } finally {
+            this.ctx.entities.release(entity)
+          }
+          if (delta !== null) await sender.add(id, delta)
         }
       }
-      await this.sendDeltas(peer, col, outgoing, result, signal)
+    } finally {
+      await sender.finish()
     }
   }
 
-  private async sendDeltas(peer: string, col: CollectionState, deltas: [string, Uint8Array][], result: RoundResult, signal?: AbortSignal): Promise<void> {
-    let batch: [string, Uint8Array][] = []
-    let size = 0
-    const flush = async () => {
-      if (batch.length === 0) return
-      await this.request(peer, MessageType.DeltasRequest, { c: col.name, b: col.backend.name, e: batch }, MessageType.Ack, result, signal)
-      result.deltasSent += batch.length
-      batch = []
-      size = 0
-    }
-    for (const entry of deltas) {
-      const bytes = entry[1].byteLength + Buffer.byteLength(entry[0]) + 16
-      if (batch.length > 0 && size + bytes > this.ctx.limits.maxChunkBytes) await flush()
-      batch.push(entry)
-      size += bytes
-    }
-    await flush()
+  /** @internal A DeltasRequest to the peer (used by DeltaSender). */
+  async sendDeltas(peer: string, col: CollectionState, batch: [string, Uint8Array][], result: RoundResult, signal?: AbortSignal): Promise<void> {
+    await this.request(peer, MessageType.DeltasRequest, { c: col.name, b: col.backend.name, e: batch }, MessageType.Ack, result, signal)
+    result.deltasSent += batch.length
   }
 
   /** One request/response, with size bounds, stats and a typed error for Error replies. */

@@ -1,4 +1,4 @@
-import { DEPTH, DIGEST_BYTES, FANOUT } from '../digest.js'
+import { DEPTH, DIGEST_BYTES, FANOUT, LEAF_COUNT } from '../digest.js'
 import { asArray, asBytes, asBytesOrNull, asInt, asRecord, asString, invalid } from './wire.js'
 
 /**
@@ -8,6 +8,7 @@ import { asArray, asBytes, asBytesOrNull, asInt, asRecord, asString, invalid } f
 export const MAX_NODES_PER_REQUEST = 4096
 export const MAX_LEAVES_PER_REQUEST = 256
 export const MAX_IDS_PER_EXCHANGE = 512
+export const MAX_RANGES_PER_REQUEST = 4096
 
 /** [collection, backend, root digest] */
 export type RootEntry = [string, string, Uint8Array]
@@ -113,4 +114,53 @@ export function decodeDeltasRequest(body: unknown): DeltasRequest {
       return [asString(t[0], `entry ${i} id`), asBytes(t[1], `entry ${i} delta`)]
     }),
   }
+}
+
+/** [fromLeaf, toLeaf], inclusive */
+export type LeafRange = [number, number]
+
+export interface RangeRequest {
+  c: string
+  b: string
+  /** leaf ranges, ascending */
+  r: LeafRange[]
+  /** entities of the first range's first leaf to skip (already served) */
+  s: number
+}
+
+function decodeRanges(v: unknown, what: string): LeafRange[] {
+  return asArray(v, what, MAX_RANGES_PER_REQUEST).map((e, i) => {
+    const t = asArray(e, `${what} ${i}`, 2)
+    const from = asInt(t[0], `${what} ${i} from`, 0, LEAF_COUNT - 1)
+    const to = asInt(t[1], `${what} ${i} to`, from, LEAF_COUNT - 1)
+    return [from, to]
+  })
+}
+
+export function decodeRangeRequest(body: unknown): RangeRequest {
+  const r = asRecord(body, 'range request')
+  return {
+    c: asString(r.c, 'collection'),
+    b: asString(r.b, 'backend'),
+    r: decodeRanges(r.r, 'range'),
+    s: r.s === undefined ? 0 : asInt(r.s, 'skip'),
+  }
+}
+
+export interface RangeResponse {
+  /** [id, every change of the entity (a delta from the empty version)] */
+  e: [string, Uint8Array][]
+  /** what is left to serve (the same shape as a request's r and s); absent when done */
+  n?: { r: LeafRange[]; s: number }
+}
+
+export function decodeRangeResponse(body: unknown): RangeResponse {
+  const r = asRecord(body, 'range response')
+  const e = asArray(r.e, 'entries').map((x, i) => {
+    const t = asArray(x, `entry ${i}`, 2)
+    return [asString(t[0], `entry ${i} id`), asBytes(t[1], `entry ${i} delta`)] as [string, Uint8Array]
+  })
+  if (r.n === undefined || r.n === null) return { e }
+  const n = asRecord(r.n, 'next')
+  return { e, n: { r: decodeRanges(n.r, 'next range'), s: asInt(n.s, 'next skip') } }
 }

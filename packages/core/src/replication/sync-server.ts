@@ -1,7 +1,8 @@
 import { ConvergentError } from '../errors.js'
-import { DigestTree } from '../digest.js'
+import { DigestTree, leafOf } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { applyRemoteDelta } from './apply.js'
+import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
@@ -12,8 +13,12 @@ import {
   decodeExchangeRequest,
   decodeLeavesRequest,
   decodeNodesRequest,
+  decodeRangeRequest,
   decodeRoots,
   type ExchangeResponse,
+  type LeafRange,
+  type RangeRequest,
+  type RangeResponse,
   type RootEntry,
 } from './sync-messages.js'
 import { encodeMessage, MessageType } from './wire.js'
@@ -29,6 +34,8 @@ export class SyncServer {
   constructor(
     private readonly ctx: ReplicationContext,
     private readonly limiter: PeerRateLimiter,
+    /** Called when a peer starts a round with us (its roots request arrives). */
+    private readonly onRoundStarted: (peer: string) => void = () => undefined,
   ) {}
 
   async handle(from: string, data: Uint8Array): Promise<Uint8Array> {
@@ -57,8 +64,11 @@ export class SyncServer {
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
     switch (type) {
-      case MessageType.RootsRequest:
-        return this.roots(decodeRoots(body))
+      case MessageType.RootsRequest: {
+        const theirs = decodeRoots(body)
+        this.onRoundStarted(from)
+        return this.roots(theirs)
+      }
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
         const tree = await this.treeOf(req.c)
@@ -82,6 +92,8 @@ export class SyncServer {
         const results = await Promise.all(req.e.map(([id, delta]) => applyRemoteDelta(this.ctx, from, req.c, req.b, id, delta)))
         return encodeMessage(MessageType.Ack, { n: results.filter((r) => r === 'applied').length })
       }
+      case MessageType.RangeRequest:
+        return this.range(from, decodeRangeRequest(body))
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
       default:
@@ -93,7 +105,10 @@ export class SyncServer {
   private async roots(theirs: RootEntry[]): Promise<Uint8Array> {
     const r: RootEntry[] = []
     for (const col of this.ctx.entities.collections.values()) {
-      r.push([col.name, col.backend.name, (await this.ctx.entities.tree(col)).root()])
+      const root = (await this.ctx.entities.tree(col)).root()
+      // An empty collection whose backend is only a default: the requester's choice stands.
+      if (col.tentative && root.every((b) => b === 0)) continue
+      r.push([col.name, col.backend.name, root])
     }
     void theirs // the requester compares; we list all of ours so it learns of collections it lacks
     return encodeMessage(MessageType.RootsResponse, { r })
@@ -102,6 +117,64 @@ export class SyncServer {
   private async treeOf(name: string): Promise<DigestTree> {
     const col = this.ctx.entities.collections.get(name)
     return col === undefined ? EMPTY_TREE : this.ctx.entities.tree(col)
+  }
+
+  /**
+   * Every entity in the requested leaf ranges, each as one delta from the empty version, in
+   * store order, until about maxChunkBytes; the rest is named in `n` for the next request.
+   * The requester holds nothing there, so no versions are exchanged first.
+   */
+  private async range(from: string, req: RangeRequest): Promise<Uint8Array> {
+    const col = this.ctx.entities.collections.get(req.c)
+    const response: RangeResponse = { e: [] }
+    if (col === undefined) return encodeMessage(MessageType.RangeResponse, response)
+    if (col.backend.name !== req.b) {
+      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.c}' uses '${col.backend.name}', not '${req.b}'`)
+    }
+    const budget = this.ctx.limits.maxChunkBytes
+    // Room left under the message limit for one more entry (ids are bounded by maxIdBytes).
+    const hardLimit = this.ctx.limits.maxMessageBytes - 1024 - this.ctx.limits.maxIdBytes
+    let bytes = 0
+    for (let i = 0; i < req.r.length; i++) {
+      const [fromLeaf, toLeaf] = req.r[i]!
+      let skip = i === 0 ? req.s : 0
+      let leaf = fromLeaf
+      let seenInLeaf = 0
+      for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
+        const at = leafOf(id)
+        if (at !== leaf) {
+          leaf = at
+          seenInLeaf = 0
+          skip = 0
+        }
+        if (seenInLeaf < skip) {
+          seenInLeaf++
+          continue
+        }
+        if (bytes >= budget) {
+          // Full: the rest starts here.
+          const rest: LeafRange[] = [[leaf, toLeaf], ...req.r.slice(i + 1)]
+          response.n = { r: rest, s: seenInLeaf }
+          return encodeMessage(MessageType.RangeResponse, response)
+        }
+        seenInLeaf++
+        const delta = await wholeStateOf(this.ctx.entities, col, id)
+        if (delta === null) continue
+        const size = delta.byteLength + Buffer.byteLength(id) + 8
+        if (bytes + size > hardLimit) {
+          if (bytes === 0) {
+            this.ctx.logger.warn(`not sending '${req.c}/${id}' to ${from}: its ${delta.byteLength} bytes exceed maxMessageBytes`)
+            continue
+          }
+          seenInLeaf--
+          response.n = { r: [[leaf, toLeaf], ...req.r.slice(i + 1)], s: seenInLeaf }
+          return encodeMessage(MessageType.RangeResponse, response)
+        }
+        response.e.push([id, delta])
+        bytes += size
+      }
+    }
+    return encodeMessage(MessageType.RangeResponse, response)
   }
 
   /** For each id: the delta the requester lacks, and our version so it can send what we lack. */
@@ -122,7 +195,8 @@ export class SyncServer {
         response.m.push(id)
         continue
       }
-      const entity = await this.ctx.entities.acquire(col, id)
+      const entity = await acquireDurable(this.ctx.entities, col, id)
+      if (entity === undefined) continue // busy with local writes: the next round gets it
       try {
         if (entity.head === undefined) {
           response.e.push([id, null, null])

@@ -32,6 +32,12 @@ export const MessageType = {
   RightsRequest: 21,
   /** how many rights were granted, and the delta that carries the transfer. */
   RightsResponse: 22,
+  /**
+   * sync: every entity in some leaf ranges, as full deltas — for subtrees the requester holds
+   * nothing of (a late joiner), so no per-entity versions or ids travel first.
+   */
+  RangeRequest: 23,
+  RangeResponse: 24,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 

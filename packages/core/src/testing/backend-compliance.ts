@@ -18,7 +18,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import type { Backend } from '../backend.js'
 import { isConvergentError, type ErrorCode } from '../errors.js'
-import { toHex } from '../hash.js'
+import { concatBytes, toHex } from '../hash.js'
 import { cloneJson, jsonEqual, type JsonObject, type JsonValue } from '../json.js'
 
 const RUNS = 50
@@ -406,7 +406,7 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
               // A real version cut short (by less than one 32-byte hash).
               fc.tuple(fc.constantFrom(...real), fc.integer({ min: 1, max: 31 })).map(([v, cut]) => v.slice(0, Math.max(1, v.byteLength - cut))),
               // A real version with bytes appended.
-              fc.tuple(fc.constantFrom(...real), fc.uint8Array({ minLength: 1, maxLength: 31 })).map(([v, extra]) => concat([v, extra])),
+              fc.tuple(fc.constantFrom(...real), fc.uint8Array({ minLength: 1, maxLength: 31 })).map(([v, extra]) => concatBytes([v, extra])),
               // Bytes that never end a varint, of a length that is not a whole number of hashes.
               fc.uint8Array({ min: 0x80, max: 0xff, minLength: 1, maxLength: 100 }).filter((u) => u.byteLength % 32 !== 0),
             ),
@@ -442,6 +442,34 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
             const d = loaded.put({ ...first, afterLoad: true })
             if (d !== null) a.apply(d)
             assertSameState(loaded, a)
+          }),
+          { numRuns: RUNS },
+        )
+      })
+
+      it('dispose (if the backend has it) frees only that document; its state loads back from its deltas', function () {
+        if (backend.dispose === undefined) this.skip()
+        fc.assert(
+          fc.property(fc.array(entityArb, { minLength: 1, maxLength: 3 }), (values) => {
+            const a = replica()
+            const other = replica()
+            other.put({ other: true })
+            const stored: Uint8Array[] = []
+            for (const v of values as JsonObject[]) {
+              const d = a.put(v)
+              if (d !== null) stored.push(d)
+            }
+            const value = a.read()
+            const hash = a.hash()
+            backend.dispose!(a.doc)
+            const reloaded = replica(backend.load(undefined, stored, nextActor()))
+            assert.deepEqual(reloaded.read(), value)
+            assert.equal(reloaded.hash(), hash)
+            // Neither the reloaded document nor one that lived alongside the disposed one is hurt.
+            reloaded.put({ ...value, afterReload: 1 })
+            assert.deepEqual(other.read(), { other: true })
+            other.put({ other: false })
+            assert.deepEqual(other.read(), { other: false })
           }),
           { numRuns: RUNS },
         )
@@ -525,7 +553,7 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
             assertRejectedUnchanged(target, new Uint8Array(0))
             for (const real of [second, backend.save(source.doc), backend.deltaSince(source.doc, backend.version(target.doc))!]) {
               assertRejectedUnchanged(target, real.slice(0, 1 + (cut % (real.byteLength - 1))))
-              assertRejectedUnchanged(target, concat([real, extra]))
+              assertRejectedUnchanged(target, concatBytes([real, extra]))
             }
             // The document is still usable: the real delta applies.
             target.apply(second)
@@ -793,15 +821,6 @@ function prefixKeys(prefix: string, obj: JsonObject): JsonObject {
   return Object.fromEntries(Object.entries(obj).map(([k, v]) => [prefix + k, v]))
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let offset = 0
-  for (const p of parts) {
-    out.set(p, offset)
-    offset += p.byteLength
-  }
-  return out
-}
 
 /** A small deterministic PRNG (mulberry32), so a failing seed replays. */
 function prng(seed: number): () => number {

@@ -1,0 +1,43 @@
+import type { CollectionState, Entities } from '../entities.js'
+import type { LoadedEntity } from '../entity-cache.js'
+import { emptyVersionOf } from './empty-version.js'
+
+/** How many back-to-back local writes we wait out before giving up on an entity for this round. */
+const MAX_WAITS = 16
+
+/**
+ * Acquires an entity for sending it to a peer, once no local write of it is still in flight.
+ *
+ * Memory runs ahead of the disk: a commit updates the document at once and is durable a batch
+ * later. A change sent to a peer in between and then lost in a crash is worse than lost: the
+ * restarted replica reissues different operations under the same ids, and for a bounded
+ * counter that spends the same rights twice (found by the simulator's stock-churn scenario).
+ * Push already waits for durability; anti-entropy and rights answers go through here.
+ *
+ * Returns undefined when the entity kept being written (a later round sends it). The caller
+ * releases the entity it gets.
+ */
+export async function acquireDurable(entities: Entities, col: CollectionState, id: string): Promise<LoadedEntity | undefined> {
+  const entity = await entities.acquire(col, id)
+  for (let i = 0; i < MAX_WAITS; i++) {
+    const pending = entity.lastWrite
+    await pending // never rejects: it is the write's settled promise
+    if (entity.lastWrite === pending) return entity
+  }
+  entities.release(entity)
+  return undefined
+}
+
+/**
+ * The entity's whole durable state as one delta (for a peer that holds nothing of it), or null
+ * when there is nothing to send: never stored, or busy with local writes (a later round).
+ */
+export async function wholeStateOf(entities: Entities, col: CollectionState, id: string): Promise<Uint8Array | null> {
+  const entity = await acquireDurable(entities, col, id)
+  if (entity === undefined) return null
+  try {
+    return entity.head === undefined ? null : col.backend.deltaSince(entity.doc, emptyVersionOf(col.backend).version)
+  } finally {
+    entities.release(entity)
+  }
+}
