@@ -11,6 +11,12 @@ import { listScenarios, loadScenario, ScenarioError } from './scenario.js'
 
 const COMMAND = 'node sim/dist/src/cli.js'
 
+// `… | head` closes stdout early: stop quietly instead of crashing with EPIPE.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err
+  process.exit(0)
+})
+
 function positiveInt(value: string): number {
   const n = Number(value)
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer')

@@ -38,6 +38,12 @@ function existing(replica: Replica, name: string): ReturnType<Replica['collectio
 
 class CliError extends Error {}
 
+// `… | head` closes stdout early: stop quietly instead of crashing with EPIPE.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err
+  process.exit(0)
+})
+
 const out = (line: string): boolean => process.stdout.write(line + '\n')
 
 const program = new Command()
