@@ -330,6 +330,49 @@ describe('Eviction: documents are disposed of once unused, never reused, and rel
   })
 })
 
+describe('Loading entities the store never held', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: an id in a leaf the digest holds nothing in is not read from the store; stored ones still are`, async () => {
+      const store = memoryLevelStore()
+      const read: string[] = []
+      const readEntity = store.readEntity.bind(store)
+      store.readEntity = (collection, id) => {
+        read.push(id)
+        return readEntity(collection, id)
+      }
+      let failing = false
+      const write = store.write.bind(store)
+      store.write = (ops) => (failing ? Promise.reject(new Error('disk full')) : write(ops))
+      const ids = Array.from({ length: 40 }, (_, i) => `e${i}`)
+      const replica = await memoryReplica({ store, cacheSize: 4 })
+      try {
+        const c = replica.collection<{ n: number }>('x', { backend })
+        for (const id of ids) await c.put(id, { n: 1 })
+        expect(read).to.deep.equal([]) // each a new entity of an empty leaf
+        // Evicted (the cache holds 4): each is read back, as its leaf is not empty any more.
+        for (const id of ids) expect(await c.get(id)).to.deep.equal({ n: 1 })
+        expect(read).to.deep.equal(ids)
+        read.length = 0
+        expect(await c.get('never-written')).to.equal(undefined)
+        await c.update('e0', (v) => void (v.n = 2))
+        expect(await c.get('e0')).to.deep.equal({ n: 2 })
+
+        // After a failed write the digest is reloaded and may miss a write in flight: from
+        // then on every load reads the store.
+        failing = true
+        await c.put('f', { n: 1 }).catch(() => undefined)
+        failing = false
+        read.length = 0
+        await c.put('g', { n: 1 })
+        expect(read).to.deep.equal(['g'])
+        for (const id of ids) expect(await c.get(id)).to.deep.equal({ n: id === 'e0' ? 2 : 1 })
+      } finally {
+        await replica.close()
+      }
+    })
+  }
+})
+
 describe('Failed store writes', () => {
   for (const backend of BACKENDS) {
     it(`${backend}: reject every write of the batch with ERR_STORE; memory reloads what the store holds`, async () => {

@@ -154,13 +154,17 @@ export class Collection<T extends object = JsonObject> {
     return this.ctx.store.feed(this.name, options.since ?? 0)
   }
 
-  /** @internal — the replica calls this after a change was applied and persisted. */
-  emit(entry: FeedEntry, doc: unknown, peer?: string): void {
+  /**
+   * @internal — the replica calls this after a change was applied and persisted, with the
+   * entity's document, or (a remote change) the value it left, read already.
+   */
+  emit(entry: FeedEntry, source: unknown, peer?: string): void {
     if (this.listeners.size === 0) return
+    const value = peer === undefined ? this.state.backend.read(source) : (source as { value: JsonObject | undefined }).value
     const event: ChangeEvent<T> = {
       collection: this.name,
       id: entry.id,
-      value: this.state.backend.read(doc) as T | undefined,
+      value: value as T | undefined,
       origin: peer === undefined ? 'local' : 'remote',
       seq: entry.seq,
       ...(peer === undefined ? {} : { peer }),

@@ -68,6 +68,11 @@ export class DigestTree {
     }
   }
 
+  /** Whether a leaf holds any entity (an empty one is all-zero, and kept as no entry). */
+  hasLeaf(leaf: number): boolean {
+    return this.levels[DEPTH]!.has(leaf)
+  }
+
   /** A node's digest (all-zero if empty). */
   node(level: number, index: number): Uint8Array {
     return this.levels[level]!.get(index) ?? ZERO

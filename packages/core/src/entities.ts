@@ -4,7 +4,7 @@ import { randomBytes } from './clock.js'
 import { DigestTree, leafOf } from './digest.js'
 import { EntityCache, type LoadedEntity } from './entity-cache.js'
 import { ConvergentError, wrapError } from './errors.js'
-import type { EntityHead, FeedEntry, Store, StoreOp } from './store.js'
+import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
 
 /** What core keeps in memory about one collection. */
 export interface CollectionState {
@@ -21,6 +21,15 @@ export interface CollectionState {
   /** The anti-entropy digest; loaded from the store on first use. */
   tree: DigestTree | undefined
   treeLoading: Promise<DigestTree> | undefined
+  /**
+   * True while the digest tree is known to cover every entity the store holds, so an entity
+   * whose leaf is empty in it was never stored and need not be read (see load()). It does
+   * from the first load on: only commits write heads, commits need the tree loaded, and the
+   * tree is updated (at the flush) before the store write that adds an entity. A failed
+   * write drops the tree, and its reload could miss a write still in flight: from then on
+   * every load reads the store.
+   */
+  treeCoversStore: boolean
   /** Last feed sequence number assigned. */
   seq: number
 }
@@ -124,7 +133,7 @@ export class Entities {
         )
       }
       const seq = await this.opts.store.lastSeq(name)
-      this.collections.set(name, { name, backend, tentative: false, persisted: true, tree: undefined, treeLoading: undefined, seq })
+      this.collections.set(name, { name, backend, tentative: false, persisted: true, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq })
     }
   }
 
@@ -132,7 +141,7 @@ export class Entities {
   ensure(name: string, backend: Backend, tentative = false): CollectionState {
     let col = this.collections.get(name)
     if (col === undefined) {
-      col = { name, backend, tentative, persisted: false, tree: undefined, treeLoading: undefined, seq: 0 }
+      col = { name, backend, tentative, persisted: false, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq: 0 }
       this.collections.set(name, col)
     } else if (col.tentative && !tentative) {
       // A definite backend (an explicit one, or the one of a peer's delta) replaces a default.
@@ -176,8 +185,14 @@ export class Entities {
     }
     let loading = this.loading.get(key)
     if (loading === undefined) {
+      const leaf = leafOf(id)
+      // An entity in a leaf the digest tree holds nothing in was never stored (see
+      // treeCoversStore): no read. That is most entities a late joiner or a live receiver
+      // gets, and a read that finds nothing cost more than applying their delta. Created
+      // here, synchronously, so it is in the cache before anyone else can ask for it.
+      if (col.tree !== undefined && col.treeCoversStore && !col.tree.hasLeaf(leaf)) return this.publish(col, id, key, leaf, undefined, 1)
       const record = { waiters: 0, promise: undefined as unknown as Promise<LoadedEntity> }
-      record.promise = this.load(col, id, key, record)
+      record.promise = this.load(col, id, key, leaf, record)
       loading = record
       this.loading.set(key, record)
     }
@@ -185,7 +200,7 @@ export class Entities {
     return loading.promise
   }
 
-  private async load(col: CollectionState, id: string, key: string, record: { waiters: number }): Promise<LoadedEntity> {
+  private async load(col: CollectionState, id: string, key: string, leaf: number, record: { waiters: number }): Promise<LoadedEntity> {
     let stored
     try {
       stored = await this.opts.store.readEntity(col.name, id)
@@ -193,40 +208,45 @@ export class Entities {
       this.loading.delete(key)
       throw wrapError('ERR_STORE', `Could not read entity '${id}' of '${col.name}'`, err)
     }
+    try {
+      return this.publish(col, id, key, leaf, stored, record.waiters)
+    } finally {
+      this.loading.delete(key)
+    }
+  }
+
+  /**
+   * Makes the document (empty, or from what the store holds), pins it `pins` times and puts
+   * it in the cache, in one synchronous step: from here on acquires find it in the cache, so
+   * there is never a second copy of the document.
+   */
+  private publish(col: CollectionState, id: string, key: string, leaf: number, stored: StoredEntity | undefined, pins: number): LoadedEntity {
     const actor = randomBytes(this.opts.clock, 16)
     let doc: unknown
-    try {
-      if (stored === undefined) {
-        doc = col.backend.create(actor)
-      } else {
-        if (stored.head.backend !== col.backend.name) {
-          throw new ConvergentError(
-            'ERR_BACKEND_MISMATCH',
-            `Entity '${id}' of '${col.name}' is stored with backend '${stored.head.backend}' but the collection uses '${col.backend.name}'.`,
-          )
-        }
-        doc = col.backend.load(stored.snapshot, stored.deltas, actor)
+    if (stored === undefined) {
+      doc = col.backend.create(actor)
+    } else {
+      if (stored.head.backend !== col.backend.name) {
+        throw new ConvergentError(
+          'ERR_BACKEND_MISMATCH',
+          `Entity '${id}' of '${col.name}' is stored with backend '${stored.head.backend}' but the collection uses '${col.backend.name}'.`,
+        )
       }
-    } catch (err) {
-      this.loading.delete(key)
-      throw err
+      doc = col.backend.load(stored.snapshot, stored.deltas, actor)
     }
-    // Pin for every waiter and publish in the cache in one synchronous step: from here on,
-    // acquires find it in the cache, so there is never a second copy of the document.
     const entity: LoadedEntity = {
       collection: col.name,
       id,
-      leaf: leafOf(id),
+      leaf,
       backend: col.backend,
       doc,
       head: stored?.head,
       treeHash: stored?.head.versionHash,
       snapshotBytes: stored?.snapshot?.byteLength ?? 0,
       deltaBytes: stored?.deltas.reduce((n, d) => n + d.byteLength, 0) ?? 0,
-      pins: record.waiters,
+      pins,
       lastWrite: Promise.resolve(),
     }
-    this.loading.delete(key)
     this.cache.set(key, entity)
     return entity
   }
@@ -257,13 +277,15 @@ export class Entities {
     kind: CommitKind,
     origin: string,
     deleted: boolean,
+    /** backend.versionHash(newDoc), if the caller has it already (apply.ts does). */
+    newVersionHash?: Uint8Array,
   ): Promise<FeedEntry> {
     const backend = col.backend
     // The digest tree is only needed at the flush (which fails the tick if a failed write
     // dropped it meanwhile: see forgetAfterFailedWrite).
     const oldHead = entity.head
     // Computed now, not at the flush: apply.ts compares a remote delta's result with it.
-    const versionHash = backend.versionHash(newDoc)
+    const versionHash = newVersionHash ?? backend.versionHash(newDoc)
     const tick = this.tick ?? this.openTick()
     const ops = tick.ops
     col.tentative = false
@@ -382,6 +404,7 @@ export class Entities {
     if (this.cache.delete(EntityCache.key(col.name, entity.id)) === entity && entity.pins === 0) this.evicted(entity)
     col.tree = undefined
     col.treeLoading = undefined
+    col.treeCoversStore = false
     void this.opts.store.lastSeq(col.name).then(
       (seq) => {
         col.seq = Math.max(col.seq, seq)

@@ -81,6 +81,9 @@ export class YjsBackend implements Backend<Y.Doc> {
 
   deltaSince(doc: Y.Doc, version: Uint8Array): Uint8Array | null {
     const remote = decodeVersion(version)
+    // From nothing: everything, unless there is nothing (no structs means no deletes either),
+    // without computing the document's snapshot (a scan of its struct store) to compare.
+    if (remote === Y.emptySnapshot) return doc.store.clients.size === 0 ? null : Y.encodeStateAsUpdate(doc)
     if (coversSnapshot(remote, Y.snapshot(doc))) return null
     // Structs the remote lacks plus our whole delete set (Yjs sends deletes that way).
     return Y.encodeStateAsUpdate(doc, Y.encodeStateVector(remote.sv))

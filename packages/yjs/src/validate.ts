@@ -21,11 +21,11 @@ export function validateUpdate(bytes: Uint8Array, allowEmpty = false): Uint8Arra
   const own = bytes.slice()
   let decoded: DecodedUpdate
   try {
-    decoded = Y.decodeUpdate(own)
+    decoded = decodeExactly(own)
   } catch (err) {
+    if (err instanceof ConvergentError) throw err
     throw invalid(`Yjs cannot decode it (${err instanceof Error ? err.message : String(err)})`)
   }
-  if (!endsExactly(own)) throw invalid('it has bytes after the end of the update')
   if (!allowEmpty && decoded.structs.length === 0 && decoded.ds.clients.size === 0) throw invalid('it carries no operation')
   for (const struct of decoded.structs) checkStruct(struct)
   checkDeleteSet(decoded.ds)
@@ -33,17 +33,27 @@ export function validateUpdate(bytes: Uint8Array, allowEmpty = false): Uint8Arra
 }
 
 /**
- * Yjs' decoder stops where the update ends and ignores what follows. A V1 update ends with
- * a varint of its delete set, and reading a varint at the end of the input always throws,
- * so the update fills the bytes exactly when decoding them without their last byte fails.
+ * Yjs' decoder stops where the update ends and ignores what follows, so it is decoded with a
+ * decoder class that keeps hold of its byte reader: the update fills the bytes exactly when
+ * the reader stopped at their end. (decodeUpdateV2 takes the decoder class to use; one
+ * decode instead of a second one of all but the last byte, which had to fail with a throw.)
  */
-function endsExactly(own: Uint8Array): boolean {
-  try {
-    Y.decodeUpdate(own.slice(0, own.byteLength - 1))
-    return false
-  } catch {
-    return true
+const last: { reader: { pos: number } | undefined } = { reader: undefined }
+
+class TrackedDecoderV1 extends Y.UpdateDecoderV1 {
+  constructor(decoder: ConstructorParameters<typeof Y.UpdateDecoderV1>[0]) {
+    super(decoder)
+    last.reader = decoder
   }
+}
+
+function decodeExactly(own: Uint8Array): DecodedUpdate {
+  last.reader = undefined
+  const decoded = Y.decodeUpdateV2(own, TrackedDecoderV1)
+  const at = (last.reader as { pos: number } | undefined)?.pos
+  last.reader = undefined
+  if (at !== own.byteLength) throw invalid('it has bytes after the end of the update')
+  return decoded
 }
 
 /** Only what this backend writes: JSON scalars, maps, arrays, tombstones, under our two roots. */

@@ -171,13 +171,17 @@ class VarUintWriter {
   }
 }
 
+const EMPTY_VERSION = Y.encodeSnapshot(Y.emptySnapshot)
+
 /**
  * Decodes version bytes. The empty byte string is the version of "no document at all".
  * Anything that does not re-encode to the very same bytes is rejected: a canonical encoding
  * is the only thing encodeVersion produces, and Yjs' decoder ignores trailing garbage.
  */
 export function decodeVersion(bytes: Uint8Array): Y.Snapshot {
-  if (bytes.byteLength === 0) return Y.emptySnapshot
+  // The empty document's version (what a peer that holds nothing sends, and what a whole
+  // state is computed against): no decoding.
+  if (bytes.byteLength === 0 || bytesEqual(bytes, EMPTY_VERSION)) return Y.emptySnapshot
   try {
     const snapshot = Y.decodeSnapshot(bytes.slice())
     if (bytesEqual(Y.encodeSnapshot(snapshot), bytes)) return snapshot

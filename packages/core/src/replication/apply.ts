@@ -1,5 +1,5 @@
 import { bytesEqual } from '../hash.js'
-import { checkId } from '../json.js'
+import { checkId, type JsonObject } from '../json.js'
 import { ConvergentError } from '../errors.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
@@ -51,6 +51,8 @@ export async function applyRemoteDelta(
     return drop('storeFailed', (err as Error).message)
   }
   let committed
+  let read: { value: JsonObject | undefined }
+  let headAfter
   try {
     let next: unknown
     try {
@@ -66,15 +68,20 @@ export async function applyRemoteDelta(
       stats.deltasDuplicate++
       return 'duplicate'
     }
-    const deleted = backend.read(next) === undefined
-    committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, deleted)
+    // Read once: for the delete flag, and as the value subscribers are told about (unless a
+    // later change of the entity committed meanwhile: see below).
+    read = { value: backend.read(next) }
+    committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined, versionHash)
+    headAfter = entity.head
   } finally {
     ctx.entities.release(entity)
   }
   try {
     const entry = await committed
     stats.deltasApplied++
-    ctx.emitRemote(collection, entry, entity.doc, peer)
+    // Subscribers see the latest value, as for a local write (never one going back): if the
+    // entity changed again since this commit, it is read anew.
+    ctx.emitRemote(collection, entry, entity.head === headAfter ? read : { value: backend.read(entity.doc) }, peer)
     return 'applied'
   } catch (err) {
     return drop('storeFailed', (err as Error).message)

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
 import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
+import type { JsonObject } from '../json.js'
 import type { FeedEntry } from '../store.js'
 import type { PeerStatsTable } from './peer-stats.js'
 
@@ -43,8 +44,11 @@ export interface ReplicationContext {
   readonly stats: PeerStatsTable
   /** The collection's state, creating it (with this backend) if this replica has not seen it. */
   collectionFor(name: string, backend: Backend): CollectionState
-  /** Tells subscribers of the collection about an applied remote change. */
-  emitRemote(collection: string, entry: FeedEntry, doc: unknown, peer: string): void
+  /**
+   * Tells subscribers of the collection about an applied remote change: `read` is the value
+   * the change left (backend.read of the committed document), so it is not read again.
+   */
+  emitRemote(collection: string, entry: FeedEntry, read: { value: JsonObject | undefined }, peer: string): void
   isOpen(): boolean
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
