@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { open } from '../src/index.js'
 
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url))
+// Through the bin shim npm links, so the command users run is the one tested.
+const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
 
 function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
