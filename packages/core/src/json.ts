@@ -47,95 +47,110 @@ export function toEntityValue(value: unknown, limits: ValueLimits = DEFAULT_VALU
       `An entity value must be a plain object of JSON data, got ${Array.isArray(value) ? 'an array' : describe(value)}. Wrap it, e.g. { value: … }.`,
     )
   }
-  const budget = { bytes: 0 }
-  const ancestors = new Set<object>()
-  const out = copy(value, '$', 0, ancestors, limits, budget) as JsonObject
+  const walk: Walk = { bytes: 0, limits, ancestors: [], path: [] }
+  return copy(value, walk) as JsonObject
+}
+
+/**
+ * The state of one toEntityValue: bytes charged so far, and the objects and keys from the
+ * root down to the value being copied. The path is a stack of keys (array indexes as
+ * numbers) turned into text such as `$.tags[1]` only when an error names it — building it
+ * for every nested value was a measurable part of a small write. The ancestors stack finds
+ * cycles; it is at most maxDepth deep, and a linear scan of a few entries beats a Set.
+ */
+interface Walk {
+  bytes: number
+  readonly limits: ValueLimits
+  readonly ancestors: object[]
+  readonly path: (string | number)[]
+}
+
+function pathOf(walk: Walk): string {
+  let out = '$'
+  for (const key of walk.path) out += typeof key === 'number' ? `[${key}]` : `.${key}`
   return out
 }
 
-function copy(
-  v: unknown,
-  path: string,
-  depth: number,
-  ancestors: Set<object>,
-  limits: ValueLimits,
-  budget: { bytes: number },
-): JsonValue {
-  const charge = (n: number) => {
-    budget.bytes += n
-    if (budget.bytes > limits.maxValueBytes) {
-      throw new ConvergentError(
-        'ERR_TOO_LARGE',
-        `The value is larger than maxValueBytes (${limits.maxValueBytes} bytes as JSON). Split it into several entities or raise the limit.`,
-      )
-    }
+function charge(walk: Walk, n: number): void {
+  walk.bytes += n
+  if (walk.bytes > walk.limits.maxValueBytes) {
+    throw new ConvergentError(
+      'ERR_TOO_LARGE',
+      `The value is larger than maxValueBytes (${walk.limits.maxValueBytes} bytes as JSON). Split it into several entities or raise the limit.`,
+    )
   }
+}
+
+function copy(v: unknown, walk: Walk): JsonValue {
   switch (typeof v) {
     case 'string':
       if (!v.isWellFormed()) {
-        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is a string with a lone surrogate; it cannot be stored as UTF-8.`)
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is a string with a lone surrogate; it cannot be stored as UTF-8.`)
       }
-      charge(Buffer.byteLength(v) + 2)
+      charge(walk, Buffer.byteLength(v) + 2)
       return v
     case 'number':
       if (!Number.isFinite(v)) {
-        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${v}; only finite numbers are JSON data.`)
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${v}; only finite numbers are JSON data.`)
       }
-      charge(8)
+      charge(walk, 8)
       return v
     case 'boolean':
-      charge(5)
+      charge(walk, 5)
       return v
     case 'object': {
       if (v === null) {
-        charge(4)
+        charge(walk, 4)
         return null
       }
-      if (depth >= limits.maxDepth) {
-        throw new ConvergentError('ERR_INVALID_VALUE', `${path} is nested deeper than maxDepth (${limits.maxDepth}).`)
+      const { ancestors, path } = walk
+      if (ancestors.length >= walk.limits.maxDepth) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is nested deeper than maxDepth (${walk.limits.maxDepth}).`)
       }
-      if (ancestors.has(v)) {
-        throw new ConvergentError('ERR_INVALID_VALUE', `${path} refers back to one of its ancestors (a cycle); JSON data is a tree.`)
+      if (ancestors.includes(v)) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} refers back to one of its ancestors (a cycle); JSON data is a tree.`)
       }
-      ancestors.add(v)
-      try {
-        if (Array.isArray(v)) {
-          charge(2)
-          const arr: JsonValue[] = []
-          for (let i = 0; i < v.length; i++) {
-            const item = v[i]
-            if (item === undefined) {
-              throw new ConvergentError('ERR_INVALID_VALUE', `${path}[${i}] is undefined (or a hole); use null in arrays.`)
-            }
-            arr.push(copy(item, `${path}[${i}]`, depth + 1, ancestors, limits, budget))
-            charge(1)
+      ancestors.push(v)
+      if (Array.isArray(v)) {
+        charge(walk, 2)
+        const arr: JsonValue[] = []
+        for (let i = 0; i < v.length; i++) {
+          const item = v[i]
+          if (item === undefined) {
+            throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)}[${i}] is undefined (or a hole); use null in arrays.`)
           }
-          return arr
+          path.push(i)
+          arr.push(copy(item, walk))
+          path.pop()
+          charge(walk, 1)
         }
-        if (!isPlainObject(v)) {
-          throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${describe(v)}; only plain objects, arrays, strings, finite numbers, booleans and null are JSON data.`)
-        }
-        charge(2)
-        const obj: JsonObject = {}
-        for (const key of Object.keys(v)) {
-          const item = (v as Record<string, unknown>)[key]
-          if (item === undefined) continue // absent, as in JSON
-          if (!key.isWellFormed()) {
-            throw new ConvergentError('ERR_INVALID_VALUE', `${path} has a key with a lone surrogate.`)
-          }
-          charge(Buffer.byteLength(key) + 4)
-          obj[key] = copy(item, `${path}.${key}`, depth + 1, ancestors, limits, budget)
-        }
-        if (Object.getOwnPropertySymbols(v).length > 0) {
-          throw new ConvergentError('ERR_INVALID_VALUE', `${path} has symbol keys; JSON data has string keys only.`)
-        }
-        return obj
-      } finally {
-        ancestors.delete(v)
+        ancestors.pop()
+        return arr
       }
+      if (!isPlainObject(v)) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${describe(v)}; only plain objects, arrays, strings, finite numbers, booleans and null are JSON data.`)
+      }
+      charge(walk, 2)
+      const obj: JsonObject = {}
+      for (const key of Object.keys(v)) {
+        const item = (v as Record<string, unknown>)[key]
+        if (item === undefined) continue // absent, as in JSON
+        if (!key.isWellFormed()) {
+          throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} has a key with a lone surrogate.`)
+        }
+        charge(walk, Buffer.byteLength(key) + 4)
+        path.push(key)
+        obj[key] = copy(item, walk)
+        path.pop()
+      }
+      if (Object.getOwnPropertySymbols(v).length > 0) {
+        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} has symbol keys; JSON data has string keys only.`)
+      }
+      ancestors.pop()
+      return obj
     }
     default:
-      throw new ConvergentError('ERR_INVALID_VALUE', `${path} is ${describe(v)}; only JSON data can be stored.`)
+      throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${describe(v)}; only JSON data can be stored.`)
   }
 }
 

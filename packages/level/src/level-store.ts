@@ -71,7 +71,8 @@ export class LevelStore implements Store {
     this.prefixes = prefixesOf(this.sub)
     // `sync` is a classic-level batch option; other databases ignore it.
     const batchOptions = { sync: options.sync ?? false }
-    this.commits = new GroupCommit<LevelOp>((ops) => writeBatch(this.db, ops, batchOptions), writeError)
+    const opOptions = hasRawEncodings(this.db) ? undefined : RAW
+    this.commits = new GroupCommit<LevelOp>((ops) => writeBatch(this.db, ops, batchOptions, opOptions), writeError)
   }
 
   /** Live counters: batches committed and StoreOps they carried. */
@@ -261,12 +262,31 @@ export class LevelStore implements Store {
 const RAW = { keyEncoding: 'utf8', valueEncoding: 'view' } as const
 
 /**
+ * Whether the database's own default encodings are RAW's (both factories open it so), in
+ * which case batch ops go without options. Why: abstract-level's chained batch put() clones
+ * any non-empty options object into the op on a slow path — ~3 µs of its ~5 µs per op here
+ * (classic-level 3.0, abstract-level 3.1), against ~1.5 µs with no options.
+ */
+function hasRawEncodings(db: AnyLevel): boolean {
+  try {
+    return db.keyEncoding() === db.keyEncoding(RAW.keyEncoding) && db.valueEncoding() === db.valueEncoding(RAW.valueEncoding)
+  } catch {
+    return false
+  }
+}
+
+/**
  * Writes one group commit atomically as a CHAINED batch on the root database. Why chained:
  * classic-level hands each op of a chained batch to LevelDB at once, while an array batch
  * makes C++ read every op object back property by property — 4-5× slower for the small ops
  * of a write (measured: 256 ops, 0.5 ms vs 2.8 ms with sublevel ops).
  */
-async function writeBatch(db: AnyLevel, ops: readonly LevelOp[], options: { sync: boolean }): Promise<void> {
+async function writeBatch(
+  db: AnyLevel,
+  ops: readonly LevelOp[],
+  options: { sync: boolean },
+  opOptions: typeof RAW | undefined,
+): Promise<void> {
   const batch = db.batch()
   try {
     // Only the last op of each key counts in an atomic batch, so earlier ones are skipped
@@ -277,8 +297,11 @@ async function writeBatch(db: AnyLevel, ops: readonly LevelOp[], options: { sync
       const op = ops[i]!
       if (seen.has(op.key)) continue
       seen.add(op.key)
-      if (op.type === 'put') batch.put(op.key, op.value, RAW)
-      else batch.del(op.key, RAW)
+      if (opOptions === undefined) {
+        if (op.type === 'put') batch.put(op.key, op.value)
+        else batch.del(op.key)
+      } else if (op.type === 'put') batch.put(op.key, op.value, opOptions)
+      else batch.del(op.key, opOptions)
     }
   } catch (err) {
     await batch.close() // e.g. a prewrite hook refused an op: write nothing

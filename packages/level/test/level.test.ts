@@ -32,6 +32,17 @@ storeComplianceSuite('memory-level', async () => {
   return { store, reopen: async () => new LevelStore(store.db, { kind: 'memory-level' }), cleanup: async () => undefined }
 })
 
+// A database whose own default encodings are not utf8/view: its batch ops carry encoding
+// options (the factories' databases take the faster path without them). Same bytes on disk.
+storeComplianceSuite('memory-level with default encodings', async () => {
+  const db = new MemoryLevel()
+  return {
+    store: new LevelStore(db, { kind: 'memory-level' }),
+    reopen: async () => new LevelStore(db, { kind: 'memory-level' }),
+    cleanup: async () => undefined,
+  }
+})
+
 async function rejection(promise: Promise<unknown>): Promise<Error & { code?: ErrorCode }> {
   try {
     await promise
