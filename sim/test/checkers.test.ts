@@ -223,10 +223,14 @@ describe('sim: checkers catch broken runs', function () {
       }),
     )
     const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url))
-    const run = spawnSync(process.execPath, [cli, 'run', file, '--seed', '77', '--out', dir, '--quiet'], { encoding: 'utf8' })
+    let run
+    try {
+      run = spawnSync(process.execPath, [cli, 'run', file, '--seed', '77', '--out', dir, '--quiet'], { encoding: 'utf8' })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
     expect(run.stdout).to.include('FAILED with seed 77')
     expect(run.stdout).to.include(`run ${file} --seed 77 --nodes 4`)
-    rmSync(dir, { recursive: true, force: true })
     expect(run.status).to.equal(1)
     expect(run.stdout).to.match(/isolate begins: n3/)
   })

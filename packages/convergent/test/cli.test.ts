@@ -1,25 +1,15 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { open } from '../src/index.js'
+import { runNode } from './helpers.js'
 
 // Through the bin shim npm links, so the command users run is the one tested.
 const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
 
-function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args])
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    child.on('error', reject)
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const cli = (...args: string[]) => runNode(CLI, args)
 
 describe('convergent CLI', function () {
   this.timeout(60_000)
@@ -58,8 +48,8 @@ describe('convergent CLI', function () {
       [3, 'mug', 'put', 'local'],
       [4, 'cup', 'delete', 'local'],
     ])
-    const since = (await cli('feed', dir, 'products', '--since', '3')).stdout.trim().split('\n')
-    expect(since).to.have.length(1)
+    const since = (await cli('feed', dir, 'products', '--since', '3')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string })
+    expect(since.map((e) => [e.seq, e.id, e.kind])).to.deep.equal([[4, 'cup', 'delete']])
   })
 
   it('fails with one clear line: no data, unknown collection, missing entity, store in use', async function () {

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -91,3 +92,20 @@ export function disposalChecking<D>(inner: Backend<D>, options: { maxResident?: 
 
 /** Lets timers run (evicted documents are disposed of on a timer). */
 export const nextTimerTurn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5))
+
+/** Runs a Node script in a child process (killed after timeoutMs) and collects its output. */
+export function runNode(file: string, args: string[] = [], options: { cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [file, ...args], options.cwd === undefined ? {} : { cwd: options.cwd })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000)
+    child.on('error', reject)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}

@@ -1,10 +1,10 @@
 // The README's API example must run exactly as written: this test takes the first ```js block
 // that imports 'convergent' from the root README and runs it in a fresh folder.
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
+import { runNode } from './helpers.js'
 
 // dist/test/readme.test.js → the repo root, four folders up.
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url))
@@ -17,22 +17,6 @@ function readmeExample(): string {
   return example
 }
 
-function run(file: string, cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file], { cwd })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('error', reject)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
-
 describe('README', function () {
   this.timeout(90_000)
 
@@ -43,7 +27,7 @@ describe('README', function () {
     try {
       const file = join(dir, 'example.mjs')
       writeFileSync(file, readmeExample())
-      const { code, stdout, stderr } = await run(file, dir)
+      const { code, stdout, stderr } = await runNode(file, [], { cwd: dir })
       expect(code, stderr).to.equal(0)
       expect(stdout).to.include("orders sees { name: 'Mug', price: 12, tags: [ 'kitchen' ] }")
       const merged = "{ name: 'Mug', price: 10, tags: [ 'kitchen', 'sale' ] }"

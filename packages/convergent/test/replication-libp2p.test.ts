@@ -4,9 +4,10 @@
 // hung up; healing lifts the block and the bootstrap redialer reconnects on its own.
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { encodeMessage, MessageType, silentLogger, topicOf } from '@convergent/core'
+import { MessageType, silentLogger, topicOf } from '@convergent/core'
 import { createLibp2pNetwork, open, type Libp2pNetwork, type Libp2pNetworkOptions, type Replica } from '../src/index.js'
 import { dump, recordingLogger, tempDir, waitFor } from './helpers.js'
+import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from './wire-garbage.js'
 
 type Gater = NonNullable<Libp2pNetworkOptions['connectionGater']>
 
@@ -229,7 +230,7 @@ describe('Replication over libp2p (real nodes, TCP on 127.0.0.1, LevelDB on disk
     cleanups.push(t.cleanup)
     const logger = recordingLogger()
     const network = await createLibp2pNetwork({ listen: ['/ip4/127.0.0.1/tcp/0'] })
-    const good = await open({ dir: t.dir, network, logger, syncIntervalMs: 0, limits: { maxMessageBytes: 64 * 1024 } })
+    const good = await open({ dir: t.dir, network, logger, syncIntervalMs: 0, limits: { maxMessageBytes: GARBAGE_LIMIT } })
     nodes.push({ dir: t.dir, gate: new Gate(), replica: good })
     const col = good.collection('p', { backend: 'yjs' })
     await col.put('k', { v: 1 })
@@ -241,34 +242,19 @@ describe('Replication over libp2p (real nodes, TCP on 127.0.0.1, LevelDB on disk
       evil.subscribe(topic)
       await waitFor(() => good.peers().includes(evil.peerId), 'evil connected')
       await new Promise((r) => setTimeout(r, 1_500)) // gossipsub learns the subscription
-      const unknownVersion = encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [] })
-      unknownVersion[1] = 99
-      const junk: [Uint8Array, string][] = [
-        [new Uint8Array([1, 2, 3, 4, 5, 6, 7]), 'malformed'],
-        [encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array(40)]] }).subarray(0, 20), 'malformed'],
-        [unknownVersion, 'unsupportedVersion'],
-        [new Uint8Array(64 * 1024 + 1), 'tooLarge'],
-        [encodeMessage(MessageType.Push, { c: 'p', b: 'json-crdt', o: 'x', s: 1, e: [['k', new Uint8Array([1])]] }), 'unknownBackend'],
-        [encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array([0, 9, 9, 9, 200, 1, 7])]] }), 'invalidDelta'],
-      ]
-      for (const [bytes] of junk) await evil.publish(topic, bytes)
+      for (const [, bytes] of GARBAGE_CASES) await evil.publish(topic, bytes())
       const garbageReply = await evil.request(good.peerId, new Uint8Array([9, 9, 9, 9]))
       expect(garbageReply[2]).to.equal(MessageType.Error)
 
-      await waitFor(() => good.stats().droppedTotal >= junk.length + 1, `every drop counted (${good.stats().droppedTotal})`)
+      await waitFor(() => good.stats().droppedTotal >= GARBAGE_CASES.length + 1, `every drop counted (${good.stats().droppedTotal})`)
       const dropped = good.stats().peers[evil.peerId]!.dropped as Record<string, number>
       const expected: Record<string, number> = {}
-      for (const [, reason] of junk) expected[reason] = (expected[reason] ?? 0) + 1
+      for (const [, , reason] of GARBAGE_CASES) expected[reason] = (expected[reason] ?? 0) + 1
       expected.malformed! += 1 // the sync-protocol garbage
       for (const [reason, n] of Object.entries(expected)) expect(dropped[reason], reason).to.equal(n)
       expect(logger.lines.some((l) => JSON.stringify(l).includes(evil.peerId))).to.equal(true)
 
-      expect(await col.get('k')).to.deep.equal({ v: 1 })
-      let feed = 0
-      for await (const _ of col.changes()) feed++
-      expect(feed).to.equal(1)
-      await col.put('k2', { v: 2 }) // still serving
-      expect(await col.get('k2')).to.deep.equal({ v: 2 })
+      await expectUntouchedAndServing(col)
     } finally {
       await evil.stop()
     }

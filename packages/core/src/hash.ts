@@ -3,7 +3,10 @@ import { createHash, hash } from 'node:crypto'
 /** SHA-256 of the given chunks. Used for version hashes, digest buckets and entity keys. */
 export function sha256(...chunks: (Uint8Array | string)[]): Uint8Array {
   // One chunk (most calls, once per write): the one-shot API is ~40 % cheaper than a Hash object.
-  if (chunks.length === 1) return new Uint8Array(hash('sha256', chunks[0]!, 'buffer'))
+  if (chunks.length === 1) {
+    const d = hash('sha256', chunks[0]!, 'buffer')
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength) // a plain Uint8Array view, not a copy
+  }
   const h = createHash('sha256')
   for (const c of chunks) h.update(c)
   return new Uint8Array(h.digest())

@@ -83,11 +83,14 @@ describe('LevelStore', function () {
       const first = classicLevelStore(dir)
       await first.open()
       const second = classicLevelStore(dir)
-      const err = await rejection(second.open())
-      assert.equal(isConvergentError(err, 'ERR_STORE'), true)
-      assert.match(err.message, /data dir .* is locked by another process/)
-      assert.ok(err.message.includes(dir))
-      await first.close()
+      try {
+        const err = await rejection(second.open())
+        assert.equal(isConvergentError(err, 'ERR_STORE'), true)
+        assert.match(err.message, /data dir .* is locked by another process/)
+        assert.ok(err.message.includes(dir))
+      } finally {
+        await first.close()
+      }
       await second.open() // free now: open() can be retried
       await second.close()
     })

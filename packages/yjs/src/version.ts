@@ -1,6 +1,5 @@
 import * as Y from 'yjs'
-import { hash } from 'node:crypto'
-import { ConvergentError, bytesEqual } from '@convergent/core'
+import { ConvergentError, bytesEqual, sha256 } from '@convergent/core'
 
 /**
  * A Yjs version is a snapshot: the delete set and the state vector. The state vector alone
@@ -22,11 +21,8 @@ export function encodeVersion(doc: Y.Doc): Uint8Array {
 /** sha256 of encodeVersion(doc), computed once per state of the document. */
 export function versionHashOf(doc: Y.Doc): Uint8Array {
   const t = track(doc)
-  // crypto.hash: one call instead of createHash's hash object (this runs on every write).
-  // Not copied: nothing mutates version hashes, and a write makes a new one anyway.
   if (t.hash === undefined) {
-    const digest = hash('sha256', (t.bytes ??= encode(doc, t)), 'buffer')
-    t.hash = new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength) // a plain Uint8Array
+    t.hash = sha256((t.bytes ??= encode(doc, t)))
   }
   return t.hash
 }

@@ -8,17 +8,18 @@ import { receivePush } from './receiver.js'
 import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
 
+/** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). */
+const CONNECT_FALLBACK_MS = 2_000
+
 export interface ReplicatorOptions {
   /** Mean interval between anti-entropy rounds with every peer (ms); 0 turns periodic rounds off. */
   syncIntervalMs: number
   /**
    * Sync with a peer as soon as it connects. One side starts the round (the one whose peer id
    * sorts first; a round is two-way), the other starts its own only if none has begun after
-   * connectFallbackMs — so a late joiner receives everything once, not once per direction.
+   * CONNECT_FALLBACK_MS — so a late joiner receives everything once, not once per direction.
    */
   syncOnConnect: boolean
-  /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). Default 2,000. */
-  connectFallbackMs?: number
   /** Push batching window (ms): local deltas gathered this long go out together. 0 = within one tick. */
   pushDelayMs?: number
 }
@@ -71,7 +72,7 @@ export class Replicator {
   }
 
   /** Whether we start the on-connect round with this peer (the lower peer id does). */
-  initiatesWith(peer: string): boolean {
+  private initiatesWith(peer: string): boolean {
     return this.ctx.network.peerId < peer
   }
 
@@ -90,7 +91,7 @@ export class Replicator {
       if (this.stopped || !this.ctx.network.peers().includes(peer)) return
       if (this.lastRoundAt.has(peer) || this.rounds.has(peer)) return
       this.track(this.roundWith(peer).catch(() => undefined))
-    }, jittered(this.ctx.clock, this.options.connectFallbackMs ?? 2_000))
+    }, jittered(this.ctx.clock, CONNECT_FALLBACK_MS))
     this.fallbacks.set(peer, timer)
   }
 
