@@ -13,6 +13,7 @@ import {
 } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
+import { memoryLevelStore } from '@convergent/level'
 import { BACKENDS, dump, memoryReplica, waitFor } from './helpers.js'
 
 /** A clock whose timers run only when the test advances it; random() is 0.5 (no jitter). */
@@ -159,6 +160,32 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
       })
     }
   }
+
+  it('serving a late joiner reads cold entities from the store without sweeping them through the cache', async () => {
+    for (const [holderId, joinerId] of [['a-holder', 'b-joiner'], ['z-holder', 'b-joiner']] as const) {
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const store = memoryLevelStore()
+      const a = await memoryReplica({ network: hub.createNetwork(holderId), store, cacheSize: 20 })
+      replicas.push(a)
+      const items = a.collection('items', { backend: 'automerge' })
+      for (let i = 0; i < 200; i++) await items.put(`i${i}`, { i })
+      const hot = Array.from({ length: 20 }, (_, k) => `i${180 + k}`) // the last written: still cached
+      await pushesGone()
+      const b = await memoryReplica({ network: hub.createNetwork(joinerId) })
+      replicas.push(b)
+      hub.connect(holderId, joinerId)
+      await waitFor(async () => Object.keys(await dump(b, 'items')).length === 200, 'b has all 200')
+
+      const read: string[] = []
+      const readEntity = store.readEntity.bind(store)
+      store.readEntity = (collection, id) => {
+        read.push(id)
+        return readEntity(collection, id)
+      }
+      for (const id of hot) expect(await items.get(id)).to.deep.equal({ i: Number(id.slice(1)) })
+      expect(read, `${holderId}: hot entities evicted by serving the joiner`).to.deep.equal([])
+    }
+  })
 
   it('range transfers resume inside a leaf: tiny chunks, both directions, nothing lost or sent twice', async () => {
     const ids = [...collidingIds(4), ...Array.from({ length: 12 }, (_, i) => `other-${i}`)]

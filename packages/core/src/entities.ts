@@ -251,6 +251,16 @@ export class Entities {
     return entity
   }
 
+  /** True if the entity's document is in memory (a write in flight keeps it there). */
+  isLoaded(col: CollectionState, id: string): boolean {
+    return this.cache.get(EntityCache.key(col.name, id)) !== undefined
+  }
+
+  /** What the store holds of an entity, read straight from disk (no document, no caching). */
+  readStored(col: CollectionState, id: string): Promise<StoredEntity | undefined> {
+    return this.opts.store.readEntity(col.name, id)
+  }
+
   release(entity: LoadedEntity): void {
     entity.pins--
     if (entity.pins === 0) this.cache.evict()

@@ -33,6 +33,16 @@ export async function acquireDurable(entities: Entities, col: CollectionState, i
  * when there is nothing to send: never stored, or busy with local writes (a later round).
  */
 export async function wholeStateOf(entities: Entities, col: CollectionState, id: string): Promise<Uint8Array | null> {
+  if (!entities.isLoaded(col, id)) {
+    // Not in memory means no write of it in flight (a write keeps its entity loaded until
+    // durable), so the store holds all of it: serve the stored bytes without loading a
+    // document — a late joiner would otherwise sweep the whole collection through the LRU,
+    // evicting the hot entities (and, for Automerge, load and free every document).
+    const stored = await entities.readStored(col, id)
+    if (stored === undefined) return null
+    const parts = stored.snapshot === undefined ? stored.deltas : [stored.snapshot, ...stored.deltas]
+    return parts.length === 0 ? null : col.backend.mergeDeltas(parts)
+  }
   const entity = await acquireDurable(entities, col, id)
   if (entity === undefined) return null
   try {

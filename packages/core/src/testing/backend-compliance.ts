@@ -490,6 +490,24 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
         assertThrowsCode(() => backend.load(undefined, [new Uint8Array(0)], nextActor()), 'ERR_INVALID_DELTA')
       })
 
+      it('a snapshot merged with the deltas after it is the whole state as one delta (how stored entities are served)', function () {
+        fc.assert(
+          fc.property(historyArb, fc.nat(), (ops, cut) => {
+            const h = runHistory(backend, ops)
+            if (h.deltas.length === 0) return
+            const k = 1 + (cut % h.deltas.length) // stored snapshots come from compaction: never empty
+            const base = replica()
+            for (const d of h.deltas.slice(0, k)) base.apply(d)
+            const full = replica()
+            for (const d of h.deltas) full.apply(d)
+            const served = replica()
+            served.apply(backend.mergeDeltas([backend.save(base.doc), ...h.deltas.slice(k)]))
+            assertSameState(served, full)
+          }),
+          { numRuns: HEAVY_RUNS },
+        )
+      })
+
       it('mergeDeltas equals applying the deltas in order', function () {
         fc.assert(
           fc.property(historyArb, fc.noShrink(fc.integer()), (ops, seed) => {
