@@ -4,7 +4,11 @@ import { randomBytes } from './clock.js'
 import { DigestTree, leafOf } from './digest.js'
 import { EntityCache, type LoadedEntity } from './entity-cache.js'
 import { ConvergentError, wrapError } from './errors.js'
+import { emptyVersionOf } from './replication/empty-version.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
+
+/** Stands in for a version hash until the flush computes it (see LoadedEntity.versionStale). */
+const NO_VERSION = new Uint8Array(32)
 
 /** What core keeps in memory about one collection. */
 export interface CollectionState {
@@ -52,8 +56,7 @@ export type CommitKind = FeedEntry['kind']
 /** An entity committed in the current tick. */
 interface Dirty {
   col: CollectionState
-  /** Where this tick put its deltas in `ops` (delta indexes first, first + 1, …). */
-  first: number
+  /** Where in `ops` this tick put the entity's deltas since its last fold. */
   at: number[]
 }
 
@@ -241,6 +244,7 @@ export class Entities {
       backend: col.backend,
       doc,
       head: stored?.head,
+      versionStale: false,
       treeHash: stored?.head.versionHash,
       snapshotBytes: stored?.snapshot?.byteLength ?? 0,
       deltaBytes: stored?.deltas.reduce((n, d) => n + d.byteLength, 0) ?? 0,
@@ -249,6 +253,15 @@ export class Entities {
     }
     this.cache.set(key, entity)
     return entity
+  }
+
+  /** The version hash of the entity's document as it is now (see LoadedEntity.versionStale). */
+  versionHashOf(entity: LoadedEntity): Uint8Array {
+    if (entity.versionStale) {
+      entity.head!.versionHash = entity.backend.versionHash(entity.doc)
+      entity.versionStale = false
+    }
+    return entity.head?.versionHash ?? emptyVersionOf(entity.backend).versionHash
   }
 
   /** True if the entity's document is in memory (a write in flight keeps it there). */
@@ -294,8 +307,6 @@ export class Entities {
     // The digest tree is only needed at the flush (which fails the tick if a failed write
     // dropped it meanwhile: see forgetAfterFailedWrite).
     const oldHead = entity.head
-    // Computed now, not at the flush: apply.ts compares a remote delta's result with it.
-    const versionHash = newVersionHash ?? backend.versionHash(newDoc)
     const tick = this.tick ?? this.openTick()
     const ops = tick.ops
     col.tentative = false
@@ -306,7 +317,7 @@ export class Entities {
     let deltaCount = oldHead?.deltaCount ?? 0
     let dirty = tick.dirty.get(entity)
     if (dirty === undefined) {
-      dirty = { col, first: deltaCount, at: [] }
+      dirty = { col, at: [] }
       tick.dirty.set(entity, dirty)
     }
     // Compact once the deltas hold as many bytes as the snapshot (never before compactAfter of
@@ -316,24 +327,20 @@ export class Entities {
     const compact =
       deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
     if (compact) {
-      // Fold everything into a fresh snapshot and drop the deltas it covers. Those put in
-      // this same tick never reach the disk: their puts are dropped rather than deleted (a
-      // hot entity compacts every compactAfter writes, all of them in one tick under load).
+      // Fold everything into a fresh snapshot. The deltas it covers are not deleted: the head
+      // says how many deltas are live (deltaCount, now 0), readers never look past it, and the
+      // next writes put their deltas in the same slots (index 0, 1, …), overwriting them. That
+      // saves a delete per folded delta — on a hot entity about one store op per write. What
+      // stays on disk is at most the deltas of the last fold (about a snapshot's bytes), and
+      // only for entities that were hot once. Deltas put in this same tick are dropped
+      // instead: they would never be read.
       const snapshot = backend.save(newDoc)
       ops.push({ type: 'snapshot', collection: col.name, id: entity.id, bytes: snapshot })
       entity.snapshotBytes = snapshot.byteLength
       entity.deltaBytes = 0
-      for (let i = 0; i < deltaCount; i++) {
-        const at = i >= dirty.first ? dirty.at[i - dirty.first] : undefined
-        if (at !== undefined) {
-          ops[at] = undefined
-          tick.holes = true
-        } else {
-          ops.push({ type: 'delDelta', collection: col.name, id: entity.id, index: i })
-        }
-      }
+      for (const at of dirty.at) ops[at] = undefined
+      if (dirty.at.length > 0) tick.holes = true
       deltaCount = 0
-      dirty.first = 0
       dirty.at = []
     } else {
       dirty.at.push(ops.length)
@@ -345,7 +352,9 @@ export class Entities {
     ops.push({ type: 'feed', collection: col.name, entry })
 
     entity.doc = newDoc
-    entity.head = { backend: backend.name, versionHash, deltaCount, deleted }
+    // A remote commit has the version hash already; a local one leaves it to the flush.
+    entity.head = { backend: backend.name, versionHash: newVersionHash ?? oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted }
+    entity.versionStale = newVersionHash === undefined
     entity.pins++
     entity.lastWrite = tick.settled
     return tick.done.then(
@@ -391,6 +400,7 @@ export class Entities {
     const ops = (tick.holes ? tick.ops.filter((op) => op !== undefined) : tick.ops) as StoreOp[]
     for (const [entity, { col }] of tick.dirty) {
       const head = entity.head!
+      head.versionHash = this.versionHashOf(entity)
       const leafDigest = col.tree!.update(entity.id, entity.leaf, entity.treeHash, head.versionHash)
       entity.treeHash = head.versionHash
       ops.push({ type: 'head', collection: col.name, id: entity.id, head })

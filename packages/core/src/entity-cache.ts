@@ -12,6 +12,11 @@ export interface LoadedEntity {
   doc: unknown
   /** What the store holds (or will hold once pending writes land); undefined = never stored. */
   head: EntityHead | undefined
+  /**
+   * True while head.versionHash lags `doc`: a local commit leaves it to the tick's flush, so
+   * a hot entity's version is hashed once per tick, not once per write (Entities.versionHashOf).
+   */
+  versionStale: boolean
   /** The version hash the digest tree holds for it (head's, once the tick's commits are flushed). */
   treeHash: Uint8Array | undefined
   /** Size of its stored snapshot, and of the deltas stored since (for the compaction policy). */

@@ -13,7 +13,11 @@ export interface EntityHead {
   backend: string
   /** The backend's versionHash of the stored state (32 bytes). */
   versionHash: Uint8Array
-  /** How many deltas are stored after the snapshot, keyed 0 … deltaCount-1. */
+  /**
+   * How many deltas after the snapshot belong to the entity: those keyed 0 … deltaCount-1.
+   * Deltas stored at higher indexes are left over from before a fold (core does not delete
+   * them; later writes overwrite them) and must never be read.
+   */
   deltaCount: number
   /** True if the entity's value is deleted (its document still exists). */
   deleted: boolean
@@ -42,7 +46,10 @@ export interface CollectionMeta {
  */
 export type StoreOp =
   | { type: 'head'; collection: string; id: string; head: EntityHead }
-  /** Sets the snapshot; deltas are not touched (delete them with delDelta in the same write). */
+  /**
+   * Sets the snapshot; deltas are not touched. Core folds by writing a snapshot and a head
+   * with deltaCount 0 (see EntityHead.deltaCount); delDelta is for tools that reclaim space.
+   */
   | { type: 'snapshot'; collection: string; id: string; bytes: Uint8Array }
   | { type: 'delta'; collection: string; id: string; index: number; bytes: Uint8Array }
   | { type: 'delDelta'; collection: string; id: string; index: number }

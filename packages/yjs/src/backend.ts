@@ -24,6 +24,7 @@ export class YjsBackend implements Backend<Y.Doc> {
     // A fixed guid: it only matters for sub-documents, and a random uuid costs time per entity.
     const doc = new Y.Doc({ guid: 'convergent' })
     doc.clientID = clientIdFromActor(actor)
+    doc.on('update', captureLocalUpdate)
     return doc
   }
 
@@ -117,17 +118,24 @@ function applyValidated(doc: Y.Doc, update: Uint8Array): void {
   }
 }
 
+/**
+ * The update of the local transaction running now (see transactCapturingUpdate). One module
+ * slot and one listener per document, registered at create: transactions are synchronous,
+ * and adding and removing a listener around each one cost a Set and a closure per write.
+ */
+let captured: Uint8Array | null = null
+
+function captureLocalUpdate(update: Uint8Array, origin: unknown): void {
+  if (origin === LOCAL) captured = update
+}
+
 /** Runs `fn` in one transaction and returns exactly the update it produced (null if none). */
 function transactCapturingUpdate(doc: Y.Doc, fn: () => void): Uint8Array | null {
-  let update: Uint8Array | null = null
-  const onUpdate = (u: Uint8Array, origin: unknown): void => {
-    if (origin === LOCAL) update = u
-  }
-  doc.on('update', onUpdate)
+  captured = null
   try {
     doc.transact(fn, LOCAL)
+    return captured
   } finally {
-    doc.off('update', onUpdate)
+    captured = null
   }
-  return update
 }

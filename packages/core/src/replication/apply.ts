@@ -3,7 +3,6 @@ import { checkId, type JsonObject } from '../json.js'
 import { ConvergentError } from '../errors.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
-import { emptyVersionOf } from './empty-version.js'
 
 export type ApplyResult = 'applied' | 'duplicate' | DropReason
 
@@ -54,6 +53,8 @@ export async function applyRemoteDelta(
   let read: { value: JsonObject | undefined }
   let headAfter
   try {
+    // Before applying: a Yjs document changes in place.
+    const before = ctx.entities.versionHashOf(entity)
     let next: unknown
     try {
       next = backend.applyDelta(entity.doc, delta)
@@ -61,7 +62,6 @@ export async function applyRemoteDelta(
       return drop('invalidDelta', err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`)
     }
     const versionHash = backend.versionHash(next)
-    const before = entity.head?.versionHash ?? emptyVersionOf(backend).versionHash
     const moved = !bytesEqual(versionHash, before)
     if (!moved && !backend.hasPending(next)) {
       entity.doc = next

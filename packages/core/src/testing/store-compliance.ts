@@ -449,6 +449,25 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         )
       })
 
+      it('a head that counts fewer deltas than are stored hides the rest; a put overwrites a slot', async function () {
+        // Core folds an entity by writing a snapshot and a head with deltaCount 0, and leaves
+        // the old deltas for later writes to overwrite.
+        await store.write([
+          ...[0, 1, 2].map((index): StoreOp => ({ type: 'delta', collection: 'c', id: 'e', index, bytes: text(`old${index}`) })),
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('e', 3) },
+        ])
+        await store.write([
+          { type: 'snapshot', collection: 'c', id: 'e', bytes: text('folded') },
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('e', 0) },
+        ])
+        assert.deepEqual(plainEntity(await store.readEntity('c', 'e')), { head: plainHead(makeHead('e', 0)), snapshot: hex(text('folded')), deltas: [] })
+        await store.write([
+          { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: text('new0') },
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('e', 1) },
+        ])
+        assert.deepEqual((await store.readEntity('c', 'e'))!.deltas.map(hex), [hex(text('new0'))])
+      })
+
       it('deleting one delta leaves the others', async function () {
         await store.write([
           ...[0, 1, 2].map((index): StoreOp => ({ type: 'delta', collection: 'c', id: 'e', index, bytes: text(`d${index}`) })),
