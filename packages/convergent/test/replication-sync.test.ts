@@ -235,29 +235,50 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
     expect((await cb.get('both3')) as object).to.deep.equal({ i: 3, from: 'a', side: 'b' })
   })
 
-  it('falls back to the per-entity exchange with a peer that does not know range requests', async () => {
-    const hub = new LoopbackHub({ connectOnStart: false })
-    let refused = 0
-    // The holder answers range requests as a replica of an older version would.
-    const old = spy(hub.createNetwork('z-old'), {
-      serve: (type) => {
-        if (type !== MessageType.RangeRequest) return undefined
-        refused++
-        return encodeMessage(MessageType.Error, { m: `invalid message: unexpected type ${type} on the sync protocol` })
-      },
+  // How a server that does not serve range requests says so: servers from before the coded
+  // field only in the text; newer ones with the type in `u` (the text may say anything).
+  const refusals = {
+    'text only (older servers)': (type: number) => ({ m: `invalid message: unexpected type ${type} on the sync protocol` }),
+    'coded (u: the type)': (type: number) => ({ m: 'not served here', u: type }),
+  }
+  for (const [how, refusal] of Object.entries(refusals)) {
+    it(`falls back to the per-entity exchange with a peer that does not know range requests: ${how}`, async () => {
+      const hub = new LoopbackHub({ connectOnStart: false })
+      let refused = 0
+      // The holder answers range requests as a replica of an older version would.
+      const old = spy(hub.createNetwork('z-old'), {
+        serve: (type) => {
+          if (type !== MessageType.RangeRequest) return undefined
+          refused++
+          return encodeMessage(MessageType.Error, refusal(type))
+        },
+      })
+      const a = await memoryReplica({ network: old })
+      replicas.push(a)
+      for (let i = 0; i < 50; i++) await a.collection('p', { backend: 'yjs' }).put(`k${i}`, { i })
+      const b = await memoryReplica({ network: hub.createNetwork('b-new') })
+      replicas.push(b)
+      hub.connect('z-old', 'b-new')
+      await waitFor(async () => Object.keys(await dump(b, 'p')).length === 50, 'b has all 50')
+      expect(refused).to.equal(1)
+      await a.collection('p').put('later', { i: -1 })
+      await b.sync() // the next round goes straight to the exchange
+      expect(refused).to.equal(1)
+      expect(await dump(b, 'p')).to.deep.equal(await dump(a, 'p'))
     })
-    const a = await memoryReplica({ network: old })
-    replicas.push(a)
-    for (let i = 0; i < 50; i++) await a.collection('p', { backend: 'yjs' }).put(`k${i}`, { i })
-    const b = await memoryReplica({ network: hub.createNetwork('b-new') })
-    replicas.push(b)
-    hub.connect('z-old', 'b-new')
-    await waitFor(async () => Object.keys(await dump(b, 'p')).length === 50, 'b has all 50')
-    expect(refused).to.equal(1)
-    await a.collection('p').put('later', { i: -1 })
-    await b.sync() // the next round goes straight to the exchange
-    expect(refused).to.equal(1)
-    expect(await dump(b, 'p')).to.deep.equal(await dump(a, 'p'))
+  }
+
+  it('answers a request of a type it does not serve with an Error reply naming the type', async () => {
+    const hub = new LoopbackHub()
+    const probe = hub.createNetwork('probe')
+    const good = await memoryReplica({ network: hub.createNetwork('good') })
+    replicas.push(good)
+    await probe.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
+    await waitFor(() => good.peers().includes('probe'), 'connected')
+    const reply = decodeMessage(await probe.request('good', encodeMessage(99 as Parameters<typeof encodeMessage>[0], {})), 1 << 20)
+    expect(reply.type).to.equal(MessageType.Error)
+    expect((reply.body as { u?: number }).u).to.equal(99)
+    await probe.stop()
   })
 
   it('answers a malformed range request with an Error reply and counts it', async () => {

@@ -6,7 +6,7 @@ import { liveKeys, readMap } from './read.js'
 import { reconcileMap } from './reconcile.js'
 import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
 import { validateUpdate } from './validate.js'
-import { coversSnapshot, decodeVersion, encodeVersion, versionHashOf } from './version.js'
+import { coversDoc, decodeVersion, encodeVersion, versionHashOf } from './version.js'
 
 /** Transaction origins, so the update listener only captures our own local change. */
 const LOCAL = Symbol('convergent-local')
@@ -24,7 +24,6 @@ export class YjsBackend implements Backend<Y.Doc> {
     // A fixed guid: it only matters for sub-documents, and a random uuid costs time per entity.
     const doc = new Y.Doc({ guid: 'convergent' })
     doc.clientID = clientIdFromActor(actor)
-    doc.on('update', captureLocalUpdate)
     return doc
   }
 
@@ -85,7 +84,7 @@ export class YjsBackend implements Backend<Y.Doc> {
     // From nothing: everything, unless there is nothing (no structs means no deletes either),
     // without computing the document's snapshot (a scan of its struct store) to compare.
     if (remote === Y.emptySnapshot) return doc.store.clients.size === 0 ? null : Y.encodeStateAsUpdate(doc)
-    if (coversSnapshot(remote, Y.snapshot(doc))) return null
+    if (coversDoc(remote, doc)) return null
     // Structs the remote lacks plus our whole delete set (Yjs sends deletes that way).
     return Y.encodeStateAsUpdate(doc, Y.encodeStateVector(remote.sv))
   }
@@ -119,23 +118,20 @@ function applyValidated(doc: Y.Doc, update: Uint8Array): void {
 }
 
 /**
- * The update of the local transaction running now (see transactCapturingUpdate). One module
- * slot and one listener per document, registered at create: transactions are synchronous,
- * and adding and removing a listener around each one cost a Set and a closure per write.
+ * Runs `fn` in one transaction and returns exactly the update it produced (null if none).
+ * The listener is there only for this transaction: with an 'update' listener on the
+ * document, Yjs also encodes an update for every remote delta applied to it.
  */
-let captured: Uint8Array | null = null
-
-function captureLocalUpdate(update: Uint8Array, origin: unknown): void {
-  if (origin === LOCAL) captured = update
-}
-
-/** Runs `fn` in one transaction and returns exactly the update it produced (null if none). */
 function transactCapturingUpdate(doc: Y.Doc, fn: () => void): Uint8Array | null {
-  captured = null
+  let update: Uint8Array | null = null
+  const onUpdate = (u: Uint8Array, origin: unknown): void => {
+    if (origin === LOCAL) update = u
+  }
+  doc.on('update', onUpdate)
   try {
     doc.transact(fn, LOCAL)
-    return captured
   } finally {
-    captured = null
+    doc.off('update', onUpdate)
   }
+  return update
 }

@@ -187,14 +187,19 @@ export function decodeVersion(bytes: Uint8Array): Y.Snapshot {
   throw new ConvergentError('ERR_INVALID_VERSION', `These ${bytes.byteLength} bytes are not a Yjs version (delete set + state vector); pass the bytes version() returned.`)
 }
 
-/** True when a replica at `remote` already holds every insert and delete `local` holds. */
-export function coversSnapshot(remote: Y.Snapshot, local: Y.Snapshot): boolean {
-  for (const [client, clock] of local.sv) {
-    if ((remote.sv.get(client) ?? 0) < clock) return false
+/**
+ * True when a replica at `remote` already holds every insert and delete `doc` holds. From the
+ * tracked delete set and the struct store's last clocks, not Y.snapshot(doc), which scans
+ * every struct: an anti-entropy exchange asks this of every entity that differs.
+ */
+export function coversDoc(remote: Y.Snapshot, doc: Y.Doc): boolean {
+  for (const [client, structs] of doc.store.clients) {
+    const last = structs[structs.length - 1]!
+    if ((remote.sv.get(client) ?? 0) < last.id.clock + last.length) return false
   }
-  for (const [client, ranges] of local.ds.clients) {
+  for (const [client, ranges] of track(doc).ds) {
     const covered = mergedRanges(remote.ds.clients.get(client) ?? [])
-    for (const r of ranges) if (!rangeCovered(covered, r.clock, r.clock + r.len)) return false
+    for (let i = 0; i < ranges.length; i += 2) if (!rangeCovered(covered, ranges[i]!, ranges[i + 1]!)) return false
   }
   return true
 }

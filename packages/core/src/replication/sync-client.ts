@@ -19,7 +19,7 @@ import {
   type LeafRange,
   type RootEntry,
 } from './sync-messages.js'
-import { decodeMessage, encodeMessage, invalid, MessageType, type MessageTypeValue } from './wire.js'
+import { decodeMessage, encodeMessage, invalid, MessageType, SyncRefusedError, type ErrorBody, type MessageTypeValue } from './wire.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -61,9 +61,9 @@ function progressed(asked: { r: LeafRange[]; s: number }, next: { r: LeafRange[]
   return b[0] > a[0] || (b[0] === a[0] && next.s > asked.s)
 }
 
-/** The peer does not know range requests (an older version): its Error reply names the type. */
+/** The peer does not serve range requests (an older version). */
 function isUnsupportedRange(err: unknown): boolean {
-  return err instanceof ConvergentError && err.message.includes(`unexpected type ${MessageType.RangeRequest}`)
+  return err instanceof SyncRefusedError && err.unsupported(MessageType.RangeRequest)
 }
 
 /**
@@ -406,8 +406,8 @@ export class SyncClient {
     result.bytesReceived += response.byteLength
     const msg = decodeMessage(response, this.ctx.limits.maxMessageBytes)
     if (msg.type === MessageType.Error) {
-      const m = (msg.body as { m?: unknown })?.m
-      throw new ConvergentError('ERR_NETWORK', `peer ${peer} refused a sync request: ${typeof m === 'string' ? m : 'unknown error'}`)
+      const body = msg.body
+      throw new SyncRefusedError(peer, typeof body === 'object' && body !== null ? (body as Partial<ErrorBody>) : {})
     }
     if (msg.type !== expect) throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: expected type ${expect}, got ${msg.type}`)
     return msg.body

@@ -21,7 +21,7 @@ import {
   type RangeResponse,
   type RootEntry,
 } from './sync-messages.js'
-import { encodeMessage, MessageType } from './wire.js'
+import { encodeMessage, MessageType, UnsupportedTypeError, type ErrorBody } from './wire.js'
 
 const EMPTY_TREE = new DigestTree()
 
@@ -54,12 +54,13 @@ export class SyncServer {
       } else {
         this.ctx.logger.warn(`sync request from ${from} failed: ${message}`)
       }
-      return this.error(message)
+      return this.error(message, err instanceof UnsupportedTypeError ? err.type : undefined)
     }
   }
 
-  private error(message: string): Uint8Array {
-    return encodeMessage(MessageType.Error, { m: message })
+  private error(message: string, unsupportedType?: number): Uint8Array {
+    const body: ErrorBody = unsupportedType === undefined ? { m: message } : { m: message, u: unsupportedType }
+    return encodeMessage(MessageType.Error, body)
   }
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
@@ -97,7 +98,7 @@ export class SyncServer {
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
       default:
-        throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: unexpected type ${type} on the sync protocol`)
+        throw new UnsupportedTypeError(type)
     }
   }
 

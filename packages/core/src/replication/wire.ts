@@ -73,6 +73,38 @@ export function decodeMessage(bytes: Uint8Array, maxBytes: number): DecodedMessa
   return { type: bytes[2]!, body }
 }
 
+/**
+ * The body of an Error reply: a message for logs, and `u` — the request's message type — when
+ * the server does not serve that type, so a client can fall back without parsing the text.
+ */
+export interface ErrorBody {
+  m: string
+  u?: number
+}
+
+/** A request of a type the server does not serve (a newer client talking to an older server). */
+export class UnsupportedTypeError extends ConvergentError {
+  constructor(readonly type: number) {
+    super('ERR_INVALID_MESSAGE', `invalid message: unexpected type ${type} on the sync protocol`)
+  }
+}
+
+/** A peer's Error reply to a sync request. */
+export class SyncRefusedError extends ConvergentError {
+  constructor(
+    peer: string,
+    readonly body: Partial<ErrorBody>,
+  ) {
+    super('ERR_NETWORK', `peer ${peer} refused a sync request: ${typeof body.m === 'string' ? body.m : 'unknown error'}`)
+  }
+
+  /** Whether the peer does not serve requests of this message type. */
+  unsupported(type: number): boolean {
+    // Servers from before the `u` field said so only in the text.
+    return this.body.u === type || (typeof this.body.m === 'string' && this.body.m.includes(`unexpected type ${type} `))
+  }
+}
+
 export function invalid(why: string): ConvergentError {
   return new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: ${why}`)
 }
