@@ -37,6 +37,16 @@ export function recordingLogger(): Logger & { lines: { message: string; fields?:
   }
 }
 
+/**
+ * Starts a bare network endpoint that ignores whatever it is sent (a test's hand-made peer),
+ * subscribes it to `topics`, and waits until `seenBy` sees it connected.
+ */
+export async function startRawPeer(net: Network, seenBy: Replica, topics: string[] = []): Promise<void> {
+  await net.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
+  for (const topic of topics) net.subscribe(topic)
+  await waitFor(() => seenBy.peers().includes(net.peerId), 'connected')
+}
+
 /** Polls until cond() is true or the timeout passes (then throws with the label). */
 export async function waitFor(cond: () => boolean | Promise<boolean>, label: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs

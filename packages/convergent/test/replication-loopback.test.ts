@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import { encodeMessage, LoopbackHub, MessageType, Replica, topicOf } from '@convergent/core'
-import { BACKENDS, dump, memoryReplica, recordingLogger, waitFor } from './helpers.js'
+import { BACKENDS, dump, memoryReplica, recordingLogger, startRawPeer, waitFor } from './helpers.js'
 import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from './wire-garbage.js'
 
 /** Replication through the in-process loopback network: push, anti-entropy, partitions, bad input. */
@@ -148,9 +148,7 @@ describe('Replication over the loopback network', () => {
         const good = replicas[0]!
         const col = good.collection('p', { backend: 'yjs' })
         await col.put('k', { v: 1 })
-        await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
-        evil.subscribe(topicOf('default', 'p'))
-        await waitFor(() => good.peers().includes('evil'), 'connected')
+        await startRawPeer(evil, good, [topicOf('default', 'p')])
         await evil.publish(topicOf('default', 'p'), make())
         await waitFor(() => good.stats().droppedTotal > 0, 'drop counted')
         const stats = good.stats().peers.evil!
@@ -166,8 +164,7 @@ describe('Replication over the loopback network', () => {
       const evil = hub.createNetwork('evil')
       replicas = [await memoryReplica({ network: hub.createNetwork('good') })]
       const good = replicas[0]!
-      await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
-      await waitFor(() => good.peers().includes('evil'), 'connected')
+      await startRawPeer(evil, good)
       for (const junk of [new Uint8Array([9, 9, 9, 9]), encodeMessage(MessageType.NodesRequest, { c: 'p', l: 7, n: [1] }), encodeMessage(MessageType.ExchangeRequest, { c: 'p' })]) {
         const reply = await evil.request('good', junk)
         expect(reply[2]).to.equal(MessageType.Error)
@@ -183,9 +180,7 @@ describe('Replication over the loopback network', () => {
     replicas = [await memoryReplica({ network: hub.createNetwork('good'), limits: { inboundRatePerSecond: 10, inboundBurst: 10 } })]
     const good = replicas[0]!
     good.collection('p', { backend: 'yjs' })
-    await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
-    evil.subscribe(topicOf('default', 'p'))
-    await waitFor(() => good.peers().includes('evil'), 'connected')
+    await startRawPeer(evil, good, [topicOf('default', 'p')])
     for (let i = 0; i < 50; i++) await evil.publish(topicOf('default', 'p'), encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'evil', s: i, e: [] }))
     await waitFor(() => (good.stats().peers.evil?.messagesIn ?? 0) >= 50, 'all seen')
     expect(good.stats().peers.evil!.dropped.rateLimited).to.be.within(35, 40)

@@ -14,7 +14,7 @@ import {
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { memoryLevelStore } from '@convergent/level'
-import { BACKENDS, dump, memoryReplica, waitFor } from './helpers.js'
+import { BACKENDS, dump, memoryReplica, startRawPeer, waitFor } from './helpers.js'
 
 /** A clock whose timers run only when the test advances it; random() is 0.5 (no jitter). */
 class ManualClock implements Clock {
@@ -89,6 +89,20 @@ function spy(
       return net.request(peer, data, options)
     },
   }
+}
+
+/**
+ * A replica ('good') holding one Yjs entity in collection 'p', and a bare endpoint connected
+ * to it that the test drives by hand (requests it sends, nothing it answers).
+ */
+async function replicaWithRawPeer(opened: Replica[], peerName: string, entityId: string): Promise<{ good: Replica; peer: Network }> {
+  const hub = new LoopbackHub()
+  const peer = hub.createNetwork(peerName)
+  const good = await memoryReplica({ network: hub.createNetwork('good') })
+  opened.push(good) // closed by the suite's afterEach
+  await good.collection('p', { backend: 'yjs' }).put(entityId, { v: 1 })
+  await startRawPeer(peer, good)
+  return { good, peer }
 }
 
 /** The bytes of the deltas themselves: one put of each value into a new document. */
@@ -268,13 +282,42 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
     })
   }
 
+  it('sends digest children sparse to requesters that read it, dense to older ones', async () => {
+    const { peer: probe } = await replicaWithRawPeer(replicas, 'probe', 'only')
+    const ask = async (z: boolean) => {
+      const bytes = await probe.request('good', encodeMessage(MessageType.NodesRequest, { c: 'p', l: 3, n: [leafOf('only') >> 4], ...(z ? { z } : {}) }))
+      return { size: bytes.byteLength, body: decodeMessage(bytes, 1 << 20).body as { d?: Uint8Array[]; s?: [number, Uint8Array][] } }
+    }
+    const dense = await ask(false)
+    expect(dense.body.d![0]!.byteLength).to.equal(16 * 32)
+    const sparse = await ask(true)
+    expect(sparse.body.s![0]![0]).to.equal(1 << (leafOf('only') & 15)) // one child holds anything
+    expect(sparse.body.s![0]![1].byteLength).to.equal(32)
+    expect(sparse.size).to.be.below(dense.size - 400)
+    await probe.stop()
+  })
+
+  it('fails the round on a sparse nodes response whose digests do not match its mask, and counts it', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const liar = spy(hub.createNetwork('liar'), {
+      serve: (type) => (type === MessageType.NodesRequest ? encodeMessage(MessageType.NodesResponse, { s: [[0b11, new Uint8Array(32)]] }) : undefined),
+    })
+    const a = await memoryReplica({ network: liar, syncIntervalMs: 0 })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), syncIntervalMs: 0 })
+    replicas.push(a, b)
+    await a.collection('p', { backend: 'yjs' }).put('x', { v: 1 })
+    await b.collection('p', { backend: 'yjs' }).put('y', { v: 2 })
+    hub.connect('liar', 'b')
+    await waitFor(() => b.peers().includes('liar'), 'connected')
+    const round = await b.sync().then(() => undefined, (err: Error) => err)
+    expect(round).to.be.instanceOf(Error)
+    expect(String((round as Error).message)).to.match(/digest bytes for mask/)
+    expect(b.stats().peers.liar!.syncFailures).to.be.at.least(1)
+    expect((await dump(b, 'p')).y).to.deep.equal({ v: 2 })
+  })
+
   it('answers a request of a type it does not serve with an Error reply naming the type', async () => {
-    const hub = new LoopbackHub()
-    const probe = hub.createNetwork('probe')
-    const good = await memoryReplica({ network: hub.createNetwork('good') })
-    replicas.push(good)
-    await probe.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
-    await waitFor(() => good.peers().includes('probe'), 'connected')
+    const { peer: probe } = await replicaWithRawPeer(replicas, 'probe', 'k')
     const reply = decodeMessage(await probe.request('good', encodeMessage(99 as Parameters<typeof encodeMessage>[0], {})), 1 << 20)
     expect(reply.type).to.equal(MessageType.Error)
     expect((reply.body as { u?: number }).u).to.equal(99)
@@ -282,13 +325,7 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
   })
 
   it('answers a malformed range request with an Error reply and counts it', async () => {
-    const hub = new LoopbackHub()
-    const evil = hub.createNetwork('evil')
-    const good = await memoryReplica({ network: hub.createNetwork('good') })
-    replicas.push(good)
-    await good.collection('p', { backend: 'yjs' }).put('k', { v: 1 })
-    await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
-    await waitFor(() => good.peers().includes('evil'), 'connected')
+    const { good, peer: evil } = await replicaWithRawPeer(replicas, 'evil', 'k')
     for (const body of [{ c: 'p', b: 'yjs', r: [[5, 2]] }, { c: 'p', b: 'yjs', r: [[0, 70_000]] }, { c: 'p', b: 'yjs', r: 'all' }, { c: 'p', b: 'yjs', r: [[0, 1]], s: -1 }]) {
       const reply = decodeMessage(await evil.request('good', encodeMessage(MessageType.RangeRequest, body)), 1 << 20)
       expect(reply.type).to.equal(MessageType.Error)

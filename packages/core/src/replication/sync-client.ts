@@ -7,6 +7,7 @@ import { acquireDurable, wholeStateOf } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
 import {
+  advertisedRoots,
   decodeExchangeResponse,
   decodeLeavesResponse,
   decodeNodesResponse,
@@ -17,7 +18,6 @@ import {
   MAX_NODES_PER_REQUEST,
   MAX_RANGES_PER_REQUEST,
   type LeafRange,
-  type RootEntry,
 } from './sync-messages.js'
 import { decodeMessage, encodeMessage, invalid, MessageType, SyncRefusedError, type ErrorBody, type MessageTypeValue } from './wire.js'
 
@@ -136,12 +136,7 @@ export class SyncClient {
       bytesReceived: 0,
     }
     const { entities } = this.ctx
-    const ours: RootEntry[] = []
-    for (const col of entities.collections.values()) {
-      const root = (await entities.tree(col)).root()
-      // An empty collection whose backend is only a default says nothing a peer could use.
-      if (!(col.tentative && bytesEqual(root, ZERO_ROOT))) ours.push([col.name, col.backend.name, root])
-    }
+    const ours = await advertisedRoots(entities)
     const theirs = decodeRoots(await this.request(peer, MessageType.RootsRequest, { r: ours }, MessageType.RootsResponse, result, signal))
 
     const theirRoots = new Map(theirs.map(([c, b, root]) => [c, { backend: b, root }]))
@@ -233,7 +228,7 @@ export class SyncClient {
       const span = FANOUT ** (DEPTH - level - 1) // leaves under one child
       for (let i = 0; i < frontier.length; i += MAX_NODES_PER_REQUEST) {
         const nodes = frontier.slice(i, i + MAX_NODES_PER_REQUEST)
-        const body = await this.request(peer, MessageType.NodesRequest, { c: col.name, l: level, n: nodes }, MessageType.NodesResponse, result, signal)
+        const body = await this.request(peer, MessageType.NodesRequest, { c: col.name, l: level, n: nodes, z: true }, MessageType.NodesResponse, result, signal)
         const children = decodeNodesResponse(body, nodes.length)
         nodes.forEach((node, j) => {
           const mine = tree.children(level, node)

@@ -1,4 +1,5 @@
 import { DEPTH, DIGEST_BYTES, FANOUT, LEAF_COUNT } from '../digest.js'
+import type { Entities } from '../entities.js'
 import { asArray, asBytes, asBytesOrNull, asInt, asRecord, asString, invalid } from './wire.js'
 
 /**
@@ -12,6 +13,20 @@ export const MAX_RANGES_PER_REQUEST = 4096
 
 /** [collection, backend, root digest] */
 export type RootEntry = [string, string, Uint8Array]
+
+/**
+ * The roots a replica advertises in a roots exchange (as client and as server): every
+ * collection, except an empty one whose backend is only a default — it says nothing a peer
+ * could use, and the peer's backend choice must stand.
+ */
+export async function advertisedRoots(entities: Entities): Promise<RootEntry[]> {
+  const out: RootEntry[] = []
+  for (const col of entities.collections.values()) {
+    const root = (await entities.tree(col)).root()
+    if (!(col.tentative && root.every((b) => b === 0))) out.push([col.name, col.backend.name, root])
+  }
+  return out
+}
 
 export function decodeRoots(body: unknown): RootEntry[] {
   const r = asRecord(body, 'roots')
@@ -27,19 +42,75 @@ export interface NodesRequest {
   c: string
   l: number
   n: number[]
+  /** The requester reads sparse children (`s` in the response). Older requesters omit it. */
+  z?: boolean
 }
 
 export function decodeNodesRequest(body: unknown): NodesRequest {
   const r = asRecord(body, 'nodes request')
   const l = asInt(r.l, 'level', 0, DEPTH - 1)
   const max = FANOUT ** l - 1
-  return { c: asString(r.c, 'collection'), l, n: asArray(r.n, 'nodes', MAX_NODES_PER_REQUEST).map((x) => asInt(x, 'node', 0, max)) }
+  const n = asArray(r.n, 'nodes', MAX_NODES_PER_REQUEST).map((x) => asInt(x, 'node', 0, max))
+  return { c: asString(r.c, 'collection'), l, n, ...(r.z === true ? { z: true } : {}) }
 }
 
+/**
+ * A node's FANOUT child digests, sparse: [mask, digests] where bit k of mask says child k is
+ * not empty and digests holds those children's digests in order. Deep in the tree most
+ * children are empty (1,000 entities leave ~15 of a level-3 node's 16 leaves empty), and a
+ * dense list sent them as zeros: 16 × 32 bytes per node, most of a heal's traffic.
+ */
+export type SparseChildren = [number, Uint8Array]
+
+export function sparseChildren(dense: Uint8Array): SparseChildren {
+  let mask = 0
+  const kept: Uint8Array[] = []
+  for (let k = 0; k < FANOUT; k++) {
+    const digest = dense.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES)
+    if (digest.some((b) => b !== 0)) {
+      mask |= 1 << k
+      kept.push(digest)
+    }
+  }
+  const digests = new Uint8Array(kept.length * DIGEST_BYTES)
+  kept.forEach((d, i) => digests.set(d, i * DIGEST_BYTES))
+  return [mask, digests]
+}
+
+function denseChildren([mask, digests]: SparseChildren): Uint8Array {
+  const dense = new Uint8Array(FANOUT * DIGEST_BYTES)
+  let at = 0
+  for (let k = 0; k < FANOUT; k++) {
+    if ((mask & (1 << k)) === 0) continue
+    dense.set(digests.subarray(at, at + DIGEST_BYTES), k * DIGEST_BYTES)
+    at += DIGEST_BYTES
+  }
+  return dense
+}
+
+/** Each requested node's children, dense (FANOUT × DIGEST_BYTES), from either response form. */
 export function decodeNodesResponse(body: unknown, expected: number): Uint8Array[] {
-  const d = asArray(asRecord(body, 'nodes response').d, 'digests', MAX_NODES_PER_REQUEST).map((x) => asBytes(x, 'children'))
+  const r = asRecord(body, 'nodes response')
+  let d: Uint8Array[]
+  if (r.s !== undefined) {
+    d = asArray(r.s, 'sparse digests', MAX_NODES_PER_REQUEST).map((x, i) => {
+      const t = asArray(x, `node ${i}`, 2)
+      const mask = asInt(t[0], `node ${i} mask`, 0, 2 ** FANOUT - 1)
+      const digests = asBytes(t[1], `node ${i} digests`)
+      if (digests.byteLength !== popcount(mask) * DIGEST_BYTES) throw invalid(`node ${i}: ${digests.byteLength} digest bytes for mask ${mask}`)
+      return denseChildren([mask, digests])
+    })
+  } else {
+    d = asArray(r.d, 'digests', MAX_NODES_PER_REQUEST).map((x) => asBytes(x, 'children'))
+  }
   if (d.length !== expected || d.some((x) => x.byteLength !== FANOUT * DIGEST_BYTES)) throw invalid('nodes response does not match the request')
   return d
+}
+
+function popcount(n: number): number {
+  let c = 0
+  for (; n !== 0; n &= n - 1) c++
+  return c
 }
 
 export interface LeavesRequest {

@@ -9,12 +9,14 @@ import { emptyVersionOf } from './empty-version.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { admit, dropMessage } from './receiver.js'
 import {
+  advertisedRoots,
   decodeDeltasRequest,
   decodeExchangeRequest,
   decodeLeavesRequest,
   decodeNodesRequest,
   decodeRangeRequest,
   decodeRoots,
+  sparseChildren,
   type ExchangeResponse,
   type LeafRange,
   type RangeRequest,
@@ -73,7 +75,9 @@ export class SyncServer {
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
         const tree = await this.treeOf(req.c)
-        return encodeMessage(MessageType.NodesResponse, { d: req.n.map((n) => tree.children(req.l, n)) })
+        const children = req.n.map((n) => tree.children(req.l, n))
+        // Sparse for requesters that read it; dense (the original form) for older ones.
+        return encodeMessage(MessageType.NodesResponse, req.z === true ? { s: children.map(sparseChildren) } : { d: children })
       }
       case MessageType.LeavesRequest: {
         const req = decodeLeavesRequest(body)
@@ -104,13 +108,7 @@ export class SyncServer {
 
   /** Our roots for every collection we have plus those the requester named. */
   private async roots(theirs: RootEntry[]): Promise<Uint8Array> {
-    const r: RootEntry[] = []
-    for (const col of this.ctx.entities.collections.values()) {
-      const root = (await this.ctx.entities.tree(col)).root()
-      // An empty collection whose backend is only a default: the requester's choice stands.
-      if (col.tentative && root.every((b) => b === 0)) continue
-      r.push([col.name, col.backend.name, root])
-    }
+    const r = await advertisedRoots(this.ctx.entities)
     void theirs // the requester compares; we list all of ours so it learns of collections it lacks
     return encodeMessage(MessageType.RootsResponse, { r })
   }
