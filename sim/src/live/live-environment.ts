@@ -2,14 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Libp2pNetwork, Libp2pNetworkOptions } from '@convergent/libp2p'
-import type { HostNode, NetworkControl, SimContext } from '../context.js'
+import type { HostNode, SimContext } from '../context.js'
 import type { Environment, EnvironmentParts } from '../environment.js'
-import { Cuts } from '../net/cuts.js'
+import { LinkControl } from '../net/link-control.js'
 import { LinkModel } from '../net/link-model.js'
 import type { Prng } from '../random.js'
-import type { LinkParams } from '../scenario.js'
 import type { RunOptions } from '../scheduler.js'
-import { wireInitial, wireJoiner, type Wiring } from '../topology.js'
+import { wireInitial, wireJoiner } from '../topology.js'
 import { LiveNode } from './live-node.js'
 
 type ConnectionGater = NonNullable<Libp2pNetworkOptions['connectionGater']>
@@ -24,23 +23,20 @@ const RECONCILE_MS = 500
  * that are cut off from each other, and open connections between them are closed; a heal
  * redials. Latency, loss, duplication and reordering come from FaultyNetwork.
  */
-export class LiveEnvironment implements Environment, NetworkControl, Wiring {
+export class LiveEnvironment extends LinkControl implements Environment {
   readonly mode = 'live' as const
   readonly virtualDateNow = false
   readonly control = this
   readonly link: LinkModel
   readonly dir = mkdtempSync(join(tmpdir(), 'convergent-live-'))
-  private readonly wanted: Set<number>[] = []
   private readonly running = new Map<number, Libp2pNetwork>()
   private readonly indexOfPeer = new Map<string, number>()
-  private readonly cuts = new Cuts()
   private readonly topologyRng: Prng
   private readonly t0 = performance.now()
   private disposed = false
-  connectionsOpened = 0
-  connectionsClosed = 0
 
   constructor(private readonly parts: EnvironmentParts) {
+    super()
     if (parts.scenario.nodes > MAX_LIVE_NODES) {
       throw new Error(`live mode runs at most ${MAX_LIVE_NODES} nodes in one process; pass --nodes ${MAX_LIVE_NODES} or fewer (the scenario has ${parts.scenario.nodes})`)
     }
@@ -86,18 +82,6 @@ export class LiveEnvironment implements Environment, NetworkControl, Wiring {
     rmSync(this.dir, { recursive: true, force: true })
   }
 
-  // --- Wiring ---
-
-  want(a: number, b: number): void {
-    if (a === b) return
-    this.wanted[a]!.add(b)
-    this.wanted[b]!.add(a)
-  }
-
-  wantedOf(a: number): ReadonlySet<number> {
-    return this.wanted[a]!
-  }
-
   // --- nodes ---
 
   /** A node's libp2p network is up: dial the peers it should reach. */
@@ -126,35 +110,10 @@ export class LiveEnvironment implements Environment, NetworkControl, Wiring {
     }
   }
 
-  // --- NetworkControl ---
-
-  partition(groups: number[][]): void {
-    this.cuts.partition(groups)
-    this.reconcile()
-  }
-
-  isolate(node: number): void {
-    this.cuts.isolate(node)
-    this.reconcile()
-  }
-
-  /** Lifts every partition, isolation and flapping cut. */
-  heal(): void {
-    this.cuts.heal()
-    this.reconcile()
-  }
-
-  setFlap(groups: number[][] | undefined, down: boolean): void {
-    this.cuts.setFlap(groups, down)
-    this.reconcile()
-  }
-
-  setLinkParams(set: Partial<LinkParams>): void {
-    this.link.params = { ...this.link.params, ...set }
-  }
+  // --- NetworkControl (partition, heal, … come from LinkControl) ---
 
   /** Closes connections that are cut, dials wanted ones that are allowed and missing. */
-  private reconcile(): void {
+  protected override reconcile(): void {
     for (const [a, net] of this.running) {
       for (const b of this.wanted[a] ?? []) {
         const other = this.running.get(b)

@@ -1,11 +1,10 @@
 import type { Metrics } from '../metrics.js'
 import type { Prng } from '../random.js'
-import { Cuts } from './cuts.js'
-import type { NetworkControl } from '../context.js'
-import type { LinkParams, NetworkSpec } from '../scenario.js'
+import type { NetworkSpec } from '../scenario.js'
 import type { Scheduler } from '../scheduler.js'
 import type { Task } from '../timer-queue.js'
 import { itemBytes, type GossipItem } from './gossip-router.js'
+import { LinkControl } from './link-control.js'
 import { LinkModel } from './link-model.js'
 import { FRAME_OVERHEAD, REQUEST_STREAM_OVERHEAD } from './sizes.js'
 import type { SimNetwork } from './sim-network.js'
@@ -42,23 +41,17 @@ interface Outbox {
  * Nodes are indices; their incarnations (SimNetwork) attach when started and detach when
  * stopped or crashed.
  */
-export class Fabric implements NetworkControl {
+export class Fabric extends LinkControl {
   readonly link: LinkModel
   private readonly ids: string[] = []
   private readonly indexOf = new Map<string, number>()
   private readonly slots: (SimNetwork | undefined)[] = []
-  /** Links the topology wants (bootstrap lists / dials), symmetric. */
-  private readonly wanted: Set<number>[] = []
   private readonly conns = new Map<number, Connection>()
   private readonly adjacency: Set<number>[] = []
   private readonly dials = new Map<number, Task>()
   private readonly outboxes = new Map<number, Outbox>()
-  /** Partition groups (node → group); nodes without a group reach everyone. */
-  private readonly cuts = new Cuts()
   private nextMessage = 1
   private nextRequest = 1
-  connectionsOpened = 0
-  connectionsClosed = 0
 
   constructor(
     readonly scheduler: Scheduler,
@@ -66,6 +59,7 @@ export class Fabric implements NetworkControl {
     readonly metrics: Metrics,
     private readonly rng: Prng,
   ) {
+    super()
     this.link = new LinkModel({ ...spec }, rng.fork('links'))
   }
 
@@ -91,16 +85,6 @@ export class Fabric implements NetworkControl {
 
   get nodeCount(): number {
     return this.ids.length
-  }
-
-  want(a: number, b: number): void {
-    if (a === b) return
-    this.wanted[a]!.add(b)
-    this.wanted[b]!.add(a)
-  }
-
-  wantedOf(a: number): ReadonlySet<number> {
-    return this.wanted[a]!
   }
 
   /** Indices of the nodes `a` is connected to now. */
@@ -129,44 +113,10 @@ export class Fabric implements NetworkControl {
     return this.slots[index]
   }
 
-  // --- faults ---
-
-  partition(groups: number[][]): void {
-    this.cuts.partition(groups)
-    this.refresh()
-  }
-
-  isolate(node: number): void {
-    this.cuts.isolate(node)
-    this.refresh()
-  }
-
-  /** Lifts every partition, isolation and flapping cut. */
-  heal(): void {
-    this.cuts.heal()
-    this.refresh()
-  }
-
-  setFlap(groups: number[][] | undefined, down: boolean): void {
-    this.cuts.setFlap(groups, down)
-    this.refresh()
-  }
-
-  setLinkParams(set: Partial<LinkParams>): void {
-    this.link.params = { ...this.link.params, ...set }
-  }
-
-  /** True when no partition, isolation or flapping cut is in force. */
-  get whole(): boolean {
-    return this.cuts.whole
-  }
-
-  allowed(a: number, b: number): boolean {
-    return this.cuts.allowed(a, b)
-  }
+  // --- faults (partition, heal, … come from LinkControl) ---
 
   /** After a cut changes: close links no longer allowed, redial those allowed again. */
-  private refresh(): void {
+  protected override reconcile(): void {
     for (const [a, set] of this.wanted.entries()) {
       for (const b of set) {
         if (b < a) continue
