@@ -56,15 +56,19 @@ export class DigestTree {
     return this.node(DEPTH, leaf)
   }
 
+  /** XORs `delta` into the leaf and every ancestor, in place (the tree owns its arrays). */
   private apply(leaf: number, delta: Uint8Array): void {
+    if (bytesEqual(delta, ZERO)) return
     for (let l = 0; l <= DEPTH; l++) {
       const idx = ancestorAt(leaf, l)
       const map = this.levels[l]!
       const cur = map.get(idx)
-      const next = cur ? cur.slice() : new Uint8Array(DIGEST_BYTES)
-      xorInto(next, delta)
-      if (bytesEqual(next, ZERO)) map.delete(idx)
-      else map.set(idx, next)
+      if (cur === undefined) {
+        map.set(idx, delta.slice())
+        continue
+      }
+      xorInto(cur, delta)
+      if (bytesEqual(cur, ZERO)) map.delete(idx)
     }
   }
 
@@ -75,7 +79,8 @@ export class DigestTree {
 
   /** A node's digest (all-zero if empty). */
   node(level: number, index: number): Uint8Array {
-    return this.levels[level]!.get(index) ?? ZERO
+    // A copy: the tree changes its own arrays in place on every update.
+    return (this.levels[level]!.get(index) ?? ZERO).slice()
   }
 
   root(): Uint8Array {
@@ -85,7 +90,11 @@ export class DigestTree {
   /** The 16 children of a node, as one 512-byte array (child i at offset 32·i). */
   children(level: number, index: number): Uint8Array {
     const out = new Uint8Array(FANOUT * DIGEST_BYTES)
-    for (let i = 0; i < FANOUT; i++) out.set(this.node(level + 1, index * FANOUT + i), i * DIGEST_BYTES)
+    const below = this.levels[level + 1]!
+    for (let i = 0; i < FANOUT; i++) {
+      const digest = below.get(index * FANOUT + i)
+      if (digest !== undefined) out.set(digest, i * DIGEST_BYTES)
+    }
     return out
   }
 }

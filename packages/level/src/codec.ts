@@ -18,14 +18,24 @@ const KINDS: readonly FeedEntry['kind'][] = ['put', 'delete', 'remote']
 const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: true })
 
+/** Backend names are a handful of short strings: encoded once each. */
+const backendBytes = new Map<string, Uint8Array>()
+
 export function encodeHead(head: EntityHead): Uint8Array {
-  const backend = encoder.encode(head.backend)
+  let backend = backendBytes.get(head.backend)
+  if (backend === undefined) {
+    backend = encoder.encode(head.backend)
+    if (backendBytes.size < 64) backendBytes.set(head.backend, backend)
+  }
   const hash = head.versionHash
   const out = new Uint8Array(HEAD_FIXED + hash.byteLength + backend.byteLength)
-  const view = new DataView(out.buffer)
+  const n = head.deltaCount
   out[0] = FORMAT
   out[1] = head.deleted ? 1 : 0
-  view.setUint32(2, head.deltaCount)
+  out[2] = n >>> 24
+  out[3] = (n >>> 16) & 0xff
+  out[4] = (n >>> 8) & 0xff
+  out[5] = n & 0xff
   out[6] = hash.byteLength
   out.set(hash, HEAD_FIXED)
   out.set(backend, HEAD_FIXED + hash.byteLength)
