@@ -407,6 +407,81 @@ describe('Failed store writes', () => {
   }
 })
 
+describe('Change events', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: come in commit order, each with the value right after its own change`, async () => {
+      const replica = await memoryReplica()
+      try {
+        const c = replica.collection<{ a?: number; b?: number }>('x', { backend })
+        const seen: unknown[] = []
+        c.subscribe((e) => seen.push([e.seq, e.value]))
+        await c.put('e', { a: 0 })
+        // Three changes of one entity in one tick: one batch, three events.
+        await Promise.all([c.update('e', (v) => void (v.a = 1)), c.update('e', (v) => void (v.b = 2)), c.delete('e')])
+        await c.put('e', { a: 3 })
+        expect(seen).to.deep.equal([
+          [1, { a: 0 }],
+          [2, { a: 1 }],
+          [3, { a: 1, b: 2 }], // not the delete that follows in the same batch
+          [4, undefined],
+          [5, { a: 3 }],
+        ])
+      } finally {
+        await replica.close()
+      }
+    })
+  }
+})
+
+describe('A write that builds on one still in flight', () => {
+  for (const backend of BACKENDS) {
+    for (const fold of [false, true]) {
+      it(`${backend}: is not written, and rejects, when the one before it fails${fold ? ' (the failed one folds)' : ''}`, async () => {
+        const { dir, cleanup } = await tempDir()
+        // Holds the next write back until the test lets it fail.
+        let held: { fail: () => void } | undefined
+        let holdNext = false
+        const open = () => {
+          const store = classicLevelStore(dir)
+          const write = store.write.bind(store)
+          store.write = (ops) => {
+            if (!holdNext) return write(ops)
+            holdNext = false
+            return new Promise<void>((_, reject) => (held = { fail: () => reject(new Error('EIO')) }))
+          }
+          return Replica.open({ store, backends: [yjsBackend(), automergeBackend()], compactAfter: 4, syncIntervalMs: 0 })
+        }
+        let replica = await open()
+        try {
+          const c = replica.collection<{ a: number; b: number }>('x', { backend })
+          await c.put('e', { a: 0, b: 0 })
+          // Enough deltas that the held write is a fold when asked for.
+          for (let i = 1; i <= (fold ? 4 : 1); i++) await c.update('e', (v) => void (v.a = i))
+          const acknowledged = await c.get('e')
+
+          holdNext = true
+          const first = c.update('e', (v) => void (v.a = 100))
+          await new Promise((resolve) => setImmediate(resolve)) // the first is in the store's hands now
+          const second = c.update('e', (v) => void (v.b = 200)) // builds on the first, in a later tick
+          await new Promise((resolve) => setImmediate(resolve))
+          held!.fail()
+          await rejectsWith(first, 'ERR_STORE')
+          await rejectsWith(second, 'ERR_STORE') // acknowledging it would claim what the store lacks
+
+          await replica.close()
+          replica = await open()
+          expect(await replica.collection('x').get('e')).to.deep.equal(acknowledged)
+          await replica.collection<{ a: number; b: number }>('x').update('e', (v) => void (v.b = 300))
+          expect(await replica.collection('x').get('e')).to.deep.equal({ ...acknowledged, b: 300 })
+        } finally {
+          await replica.close()
+          await cleanup()
+        }
+      })
+    }
+  }
+})
+
 describe('Compaction policy', () => {
   for (const backend of BACKENDS) {
     it(`${backend}: a hot entity keeps between compactAfter and 16× as many deltas`, async () => {

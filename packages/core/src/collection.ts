@@ -155,12 +155,13 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /**
-   * @internal — the replica calls this after a change was applied and persisted, with the
-   * entity's document, or (a remote change) the value it left, read already.
+   * @internal — called once a change is durable (local) or persisted (remote), in commit
+   * order, with the value the entity had right after that change. Not the latest value: a
+   * later change may still be in the write queue, and a crash would lose it — an event must
+   * never show what a restart could take back.
    */
-  emit(entry: FeedEntry, source: unknown, peer?: string): void {
+  emit(entry: FeedEntry, value: JsonObject | undefined, peer?: string): void {
     if (this.listeners.size === 0) return
-    const value = peer === undefined ? this.state.backend.read(source) : (source as { value: JsonObject | undefined }).value
     const event: ChangeEvent<T> = {
       collection: this.name,
       id: entry.id,
@@ -183,6 +184,7 @@ export class Collection<T extends object = JsonObject> {
     const entity = await entities.acquire(this.state, id)
     let committed: Promise<FeedEntry>
     let delta: Uint8Array
+    let value: { value: JsonObject | undefined } | undefined
     try {
       this.ctx.assertOpen()
       const result = change(entity.doc)
@@ -196,6 +198,8 @@ export class Collection<T extends object = JsonObject> {
       }
       delta = result.delta
       const deleted = kind === 'delete'
+      // Read now, for subscribers (see emit()); a Yjs document changes in place.
+      if (this.listeners.size > 0) value = { value: deleted ? undefined : this.state.backend.read(result.doc) }
       committed = entities.commit(this.state, entity, result.doc, delta, kind, 'local', deleted)
     } catch (err) {
       entities.release(entity)
@@ -204,6 +208,7 @@ export class Collection<T extends object = JsonObject> {
     entities.release(entity)
     const entry = await committed
     this.ctx.published(this.name, id, delta)
-    this.emit(entry, entity.doc)
+    // A listener that subscribed after the commit gets the value as it is now.
+    this.emit(entry, (value ?? { value: this.state.backend.read(entity.doc) }).value)
   }
 }

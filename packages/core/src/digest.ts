@@ -1,3 +1,4 @@
+import { ConvergentError } from './errors.js'
 import { sha256, xorInto, bytesEqual } from './hash.js'
 
 /**
@@ -41,6 +42,9 @@ export class DigestTree {
 
   /** Loads a stored leaf (at open). */
   loadLeaf(leaf: number, digest: Uint8Array): void {
+    if (digest.byteLength !== DIGEST_BYTES) {
+      throw new ConvergentError('ERR_STORE', `Digest leaf ${leaf} is ${digest.byteLength} bytes, not ${DIGEST_BYTES}; the store is corrupt.`)
+    }
     this.apply(leaf, digest)
   }
 

@@ -72,6 +72,8 @@ interface Tick {
   done: Promise<void>
   /** The same, never rejecting (LoadedEntity.lastWrite). */
   settled: Promise<void>
+  /** Set before `done` rejects. */
+  failed: boolean
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -90,6 +92,10 @@ export class Entities {
   private graveyard: LoadedEntity[] = []
   /** Commits waiting for the end of the current run of microtasks (see commit()). */
   private tick: Tick | undefined
+  /** Ticks handed to the store whose write has not settled yet (see flushTick()). */
+  private readonly writing = new Set<Tick>()
+  /** Flushed ticks waiting, in order, for those to settle (see flushTick()). */
+  private waiting: { tick: Tick; ops: StoreOp[] }[] = []
 
   constructor(private readonly opts: EntitiesOptions) {
     this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
@@ -381,21 +387,61 @@ export class Entities {
       () => undefined,
       () => undefined,
     )
-    const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, resolve, reject }
+    const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, failed: false, resolve, reject }
     this.tick = tick
     queueMicrotask(() => this.flushTick(tick))
     return tick
   }
 
-  /** Adds each committed entity's head and digest leaf to the tick's ops and writes them. */
+  /**
+   * Adds each committed entity's head and digest leaf to the tick's ops and writes them —
+   * after every tick handed to the store before it has settled, and only if none of them
+   * failed. Why: a tick builds on the memory state of the ticks before it (the next delta
+   * slot, a fold over their deltas, digest leaves that include their changes). Written after
+   * one of them failed, it would land on a store that lacks what it builds on: a delta that
+   * never applies, or a fold whose head hides acknowledged deltas; and the store would write
+   * it (its batches are independent). Ticks that wait are handed over together, in order, so
+   * they still share one batch — and a tick never overtakes one that waits.
+   */
   private flushTick(tick: Tick): void {
     this.tick = undefined
-    for (const { col } of tick.dirty.values()) {
-      if (col.tree === undefined) {
-        // Dropped by a write that failed meanwhile: the leaves cannot be computed.
-        tick.reject(new ConvergentError('ERR_STORE', `An earlier write of '${col.name}' failed; this one was not attempted. Try again.`))
-        return
+    let ops: StoreOp[]
+    try {
+      ops = this.finishOps(tick)
+    } catch (err) {
+      tick.failed = true
+      tick.reject(err)
+      return
+    }
+    if (this.writing.size === 0 && this.waiting.length === 0) {
+      this.hand(tick, ops)
+      return
+    }
+    this.waiting.push({ tick, ops })
+    if (this.waiting.length === 1) void this.handWaitingAfter([...this.writing])
+  }
+
+  /** Once `before` have settled: hands every waiting tick to the store, or fails them all. */
+  private async handWaitingAfter(before: Tick[]): Promise<void> {
+    await Promise.all(before.map((t) => t.settled))
+    const waiting = this.waiting
+    this.waiting = []
+    const failed = before.some((t) => t.failed)
+    for (const { tick, ops } of waiting) {
+      if (failed) {
+        tick.failed = true
+        tick.reject(new ConvergentError('ERR_STORE', 'An earlier write failed, and this one built on it, so it was not attempted. Try again.'))
+      } else {
+        this.hand(tick, ops)
       }
+    }
+  }
+
+  /** The tick's ops plus, once per committed entity, its head and digest leaf. */
+  private finishOps(tick: Tick): StoreOp[] {
+    for (const { col } of tick.dirty.values()) {
+      // Dropped by a write that failed meanwhile: the leaves cannot be computed.
+      if (col.tree === undefined) throw new ConvergentError('ERR_STORE', `An earlier write of '${col.name}' failed; this one was not attempted. Try again.`)
     }
     const ops = (tick.holes ? tick.ops.filter((op) => op !== undefined) : tick.ops) as StoreOp[]
     for (const [entity, { col }] of tick.dirty) {
@@ -406,13 +452,29 @@ export class Entities {
       ops.push({ type: 'head', collection: col.name, id: entity.id, head })
       ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
     }
+    return ops
+  }
+
+  /** Hands a tick's ops to the store; `writing` holds it until the write settles. */
+  private hand(tick: Tick, ops: StoreOp[]): void {
+    this.writing.add(tick)
     let written: Promise<void>
     try {
       written = this.opts.store.write(ops)
     } catch (err) {
       written = Promise.reject(err)
     }
-    written.then(tick.resolve, tick.reject)
+    written.then(
+      () => {
+        this.writing.delete(tick)
+        tick.resolve()
+      },
+      (err: unknown) => {
+        tick.failed = true
+        this.writing.delete(tick)
+        tick.reject(err)
+      },
+    )
   }
 
   /**
@@ -425,6 +487,8 @@ export class Entities {
     col.tree = undefined
     col.treeLoading = undefined
     col.treeCoversStore = false
+    // The collection's record may have been in the failed batch: the next write puts it again.
+    col.persisted = false
     void this.opts.store.lastSeq(col.name).then(
       (seq) => {
         col.seq = Math.max(col.seq, seq)

@@ -116,7 +116,7 @@ export class Replica {
         backends,
         stats: this.stats_,
         collectionFor: (name, backend) => this.stateFor(name, backend),
-        emitRemote: (collection, entry, read, peer) => this.collectionsByName.get(collection)?.emit(entry, read, peer),
+        emitRemote: (collection, entry, value, peer) => this.collectionsByName.get(collection)?.emit(entry, value, peer),
         isOpen: () => this.state === 'open',
         grantRights: async (collection, id, to, want) => {
           const counter = this.counters.get(collection)

@@ -51,7 +51,6 @@ export async function applyRemoteDelta(
   }
   let committed
   let read: { value: JsonObject | undefined }
-  let headAfter
   try {
     // Before applying: a Yjs document changes in place.
     const before = ctx.entities.versionHashOf(entity)
@@ -68,20 +67,17 @@ export async function applyRemoteDelta(
       stats.deltasDuplicate++
       return 'duplicate'
     }
-    // Read once: for the delete flag, and as the value subscribers are told about (unless a
-    // later change of the entity committed meanwhile: see below).
+    // Read once: for the delete flag, and as the value subscribers are told about.
     read = { value: backend.read(next) }
     committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined, versionHash)
-    headAfter = entity.head
   } finally {
     ctx.entities.release(entity)
   }
   try {
     const entry = await committed
     stats.deltasApplied++
-    // Subscribers see the latest value, as for a local write (never one going back): if the
-    // entity changed again since this commit, it is read anew.
-    ctx.emitRemote(collection, entry, entity.head === headAfter ? read : { value: backend.read(entity.doc) }, peer)
+    // The value right after this change (see Collection.emit): events go out in commit order.
+    ctx.emitRemote(collection, entry, read.value, peer)
     return 'applied'
   } catch (err) {
     return drop('storeFailed', (err as Error).message)

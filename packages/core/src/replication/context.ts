@@ -45,10 +45,10 @@ export interface ReplicationContext {
   /** The collection's state, creating it (with this backend) if this replica has not seen it. */
   collectionFor(name: string, backend: Backend): CollectionState
   /**
-   * Tells subscribers of the collection about an applied remote change: `read` is the value
+   * Tells subscribers of the collection about an applied remote change: `value` is the value
    * the change left (backend.read of the committed document), so it is not read again.
    */
-  emitRemote(collection: string, entry: FeedEntry, read: { value: JsonObject | undefined }, peer: string): void
+  emitRemote(collection: string, entry: FeedEntry, value: JsonObject | undefined, peer: string): void
   isOpen(): boolean
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>

@@ -93,7 +93,10 @@ export function decodeNodesResponse(body: unknown, expected: number): Uint8Array
   const r = asRecord(body, 'nodes response')
   let d: Uint8Array[]
   if (r.s !== undefined) {
-    d = asArray(r.s, 'sparse digests', MAX_NODES_PER_REQUEST).map((x, i) => {
+    const sparse = asArray(r.s, 'sparse digests', MAX_NODES_PER_REQUEST)
+    // Counted before anything is expanded: each entry grows to FANOUT × DIGEST_BYTES.
+    if (sparse.length !== expected) throw invalid('nodes response does not match the request')
+    d = sparse.map((x, i) => {
       const t = asArray(x, `node ${i}`, 2)
       const mask = asInt(t[0], `node ${i} mask`, 0, 2 ** FANOUT - 1)
       const digests = asBytes(t[1], `node ${i} digests`)
