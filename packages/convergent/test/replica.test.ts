@@ -482,6 +482,46 @@ describe('A write that builds on one still in flight', () => {
   }
 })
 
+describe('close()', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: writes every commit made before it, also those waiting for an earlier write`, async () => {
+      const { dir, cleanup } = await tempDir()
+      try {
+        const store = classicLevelStore(dir)
+        const write = store.write.bind(store)
+        let release: (() => void) | undefined
+        let holdNext = false
+        store.write = (ops) => {
+          if (!holdNext) return write(ops)
+          holdNext = false
+          return new Promise<void>((resolve, reject) => (release = () => void write(ops).then(resolve, reject)))
+        }
+        const replica = await Replica.open({ store, backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0 })
+        const c = replica.collection<{ a?: number; b?: number }>('x', { backend })
+        await c.put('e', { a: 0 })
+        holdNext = true
+        const first = c.update('e', (v) => void (v.a = 1))
+        await new Promise((resolve) => setImmediate(resolve))
+        const second = c.update('e', (v) => void (v.b = 2)) // waits for the first
+        await new Promise((resolve) => setImmediate(resolve))
+        const closed = replica.close()
+        await new Promise((resolve) => setImmediate(resolve))
+        release!()
+        await Promise.all([first, second, closed])
+
+        const again = await Replica.open({ store: classicLevelStore(dir), backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0 })
+        try {
+          expect(await again.collection('x').get('e')).to.deep.equal({ a: 1, b: 2 })
+        } finally {
+          await again.close()
+        }
+      } finally {
+        await cleanup()
+      }
+    })
+  }
+})
+
 describe('Compaction policy', () => {
   for (const backend of BACKENDS) {
     it(`${backend}: a hot entity keeps between compactAfter and 16× as many deltas`, async () => {

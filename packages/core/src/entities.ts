@@ -502,6 +502,18 @@ export class Entities {
     return this.opts.store.heads(col.name, range)
   }
 
+  /**
+   * Resolves once every commit made so far has settled: the open tick flushed, waiting ticks
+   * handed to the store, and their writes done (at close, before the store closes).
+   */
+  async drain(): Promise<void> {
+    for (;;) {
+      const pending = [...this.writing, ...this.waiting.map((w) => w.tick), ...(this.tick === undefined ? [] : [this.tick])]
+      if (pending.length === 0) return
+      await Promise.all(pending.map((t) => t.settled))
+    }
+  }
+
   /** Every cached entity is dropped and its document disposed of (at close). */
   clear(): void {
     this.cache.clear()

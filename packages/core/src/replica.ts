@@ -284,6 +284,8 @@ export class Replica {
     this.replicator?.pusher.flush()
     this.state = 'closing'
     await this.replicator?.stop()
+    // Commits waiting for earlier writes are handed to the store before it closes.
+    await this.entities.drain()
     await this.options.store.close()
     this.entities.clear()
     this.state = 'closed'
