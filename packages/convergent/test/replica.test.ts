@@ -407,6 +407,35 @@ describe('Failed store writes', () => {
   }
 })
 
+describe('A write of an unchanged value', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: fails when the write it waits for (the same value, still in flight) fails`, async () => {
+      const store = memoryLevelStore()
+      let failing = false
+      const batch = store.db.batch.bind(store.db)
+      store.db.batch = (() => {
+        const b = batch()
+        if (failing) b.write = () => b.close().then(() => Promise.reject(new Error('EIO')))
+        return b
+      }) as typeof store.db.batch
+      const replica = await memoryReplica({ store })
+      try {
+        const c = replica.collection<{ v: number }>('x', { backend })
+        await c.put('e', { v: 0 })
+        failing = true
+        const [first, same] = await Promise.allSettled([c.put('e', { v: 1 }), c.put('e', { v: 1 })])
+        expect(first.status).to.equal('rejected')
+        expect(same.status, 'acknowledged a value that is not on disk').to.equal('rejected')
+        expect((same as PromiseRejectedResult).reason).to.have.property('code', 'ERR_STORE')
+        failing = false
+        expect(await c.get('e')).to.deep.equal({ v: 0 })
+      } finally {
+        await replica.close()
+      }
+    })
+  }
+})
+
 describe('Change events', () => {
   for (const backend of BACKENDS) {
     it(`${backend}: come in commit order, each with the value right after its own change`, async () => {
@@ -443,12 +472,15 @@ describe('A write that builds on one still in flight', () => {
         let holdNext = false
         const open = () => {
           const store = classicLevelStore(dir)
-          const write = store.write.bind(store)
-          store.write = (ops) => {
-            if (!holdNext) return write(ops)
+          // Under the store's group commit, where a real disk error would come from.
+          const batch = store.db.batch.bind(store.db)
+          store.db.batch = (() => {
+            const b = batch()
+            if (!holdNext) return b
             holdNext = false
-            return new Promise<void>((_, reject) => (held = { fail: () => reject(new Error('EIO')) }))
-          }
+            b.write = () => new Promise<void>((_, reject) => (held = { fail: () => void b.close().then(() => reject(new Error('EIO'))) }))
+            return b
+          }) as typeof store.db.batch
           return Replica.open({ store, backends: [yjsBackend(), automergeBackend()], compactAfter: 4, syncIntervalMs: 0 })
         }
         let replica = await open()
@@ -484,25 +516,29 @@ describe('A write that builds on one still in flight', () => {
 
 describe('close()', () => {
   for (const backend of BACKENDS) {
-    it(`${backend}: writes every commit made before it, also those waiting for an earlier write`, async () => {
+    it(`${backend}: writes every commit made before it, also those queued behind a slow write`, async () => {
       const { dir, cleanup } = await tempDir()
       try {
         const store = classicLevelStore(dir)
-        const write = store.write.bind(store)
+        // The next batch waits (a slow disk) until the test releases it.
         let release: (() => void) | undefined
         let holdNext = false
-        store.write = (ops) => {
-          if (!holdNext) return write(ops)
+        const batch = store.db.batch.bind(store.db)
+        store.db.batch = (() => {
+          const b = batch()
+          if (!holdNext) return b
           holdNext = false
-          return new Promise<void>((resolve, reject) => (release = () => void write(ops).then(resolve, reject)))
-        }
+          const write = b.write.bind(b)
+          b.write = () => new Promise<void>((resolve, reject) => (release = () => void write().then(resolve, reject)))
+          return b
+        }) as typeof store.db.batch
         const replica = await Replica.open({ store, backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0 })
         const c = replica.collection<{ a?: number; b?: number }>('x', { backend })
         await c.put('e', { a: 0 })
         holdNext = true
         const first = c.update('e', (v) => void (v.a = 1))
         await new Promise((resolve) => setImmediate(resolve))
-        const second = c.update('e', (v) => void (v.b = 2)) // waits for the first
+        const second = c.update('e', (v) => void (v.b = 2)) // queued behind the first
         await new Promise((resolve) => setImmediate(resolve))
         const closed = replica.close()
         await new Promise((resolve) => setImmediate(resolve))

@@ -190,10 +190,12 @@ export class Collection<T extends object = JsonObject> {
       const result = change(entity.doc)
       if (result.delta === null) {
         // Nothing changed — but an earlier write of the same value may still be in flight:
-        // acknowledge only once that one is durable.
+        // acknowledge only once that one is durable, and fail if it failed.
         const pending = entity.lastWrite
         entities.release(entity)
-        await pending
+        if (!(await pending)) {
+          throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
+        }
         return
       }
       delta = result.delta
@@ -208,7 +210,8 @@ export class Collection<T extends object = JsonObject> {
     entities.release(entity)
     const entry = await committed
     this.ctx.published(this.name, id, delta)
-    // A listener that subscribed after the commit gets the value as it is now.
-    this.emit(entry, (value ?? { value: this.state.backend.read(entity.doc) }).value)
+    // Told to those subscribed when the change was made (a later subscriber would need a value
+    // read now, which may hold changes that are not durable yet).
+    if (value !== undefined) this.emit(entry, value.value)
   }
 }

@@ -70,8 +70,8 @@ interface Tick {
   holes: boolean
   /** Settles with the store write. */
   done: Promise<void>
-  /** The same, never rejecting (LoadedEntity.lastWrite). */
-  settled: Promise<void>
+  /** The same, never rejecting: true once written, false if not (LoadedEntity.lastWrite). */
+  settled: Promise<boolean>
   /** Set before `done` rejects. */
   failed: boolean
   resolve: () => void
@@ -92,10 +92,8 @@ export class Entities {
   private graveyard: LoadedEntity[] = []
   /** Commits waiting for the end of the current run of microtasks (see commit()). */
   private tick: Tick | undefined
-  /** Ticks handed to the store whose write has not settled yet (see flushTick()). */
+  /** Ticks handed to the store whose write has not settled yet (for drain()). */
   private readonly writing = new Set<Tick>()
-  /** Flushed ticks waiting, in order, for those to settle (see flushTick()). */
-  private waiting: { tick: Tick; ops: StoreOp[] }[] = []
 
   constructor(private readonly opts: EntitiesOptions) {
     this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
@@ -255,7 +253,8 @@ export class Entities {
       snapshotBytes: stored?.snapshot?.byteLength ?? 0,
       deltaBytes: stored?.deltas.reduce((n, d) => n + d.byteLength, 0) ?? 0,
       pins,
-      lastWrite: Promise.resolve(),
+      lastWrite: Promise.resolve(true),
+      stale: false,
     }
     this.cache.set(key, entity)
     return entity
@@ -282,7 +281,9 @@ export class Entities {
 
   release(entity: LoadedEntity): void {
     entity.pins--
-    if (entity.pins === 0) this.cache.evict()
+    if (entity.pins > 0) return
+    if (entity.stale) this.evicted(entity) // out of the cache already (see forgetAfterFailedWrite)
+    else this.cache.evict()
   }
 
   /**
@@ -309,6 +310,9 @@ export class Entities {
     /** backend.versionHash(newDoc), if the caller has it already (apply.ts does). */
     newVersionHash?: Uint8Array,
   ): Promise<FeedEntry> {
+    if (entity.stale) {
+      throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
+    }
     const backend = col.backend
     // The digest tree is only needed at the flush (which fails the tick if a failed write
     // dropped it meanwhile: see forgetAfterFailedWrite).
@@ -370,7 +374,6 @@ export class Entities {
       },
       (err: unknown) => {
         this.release(entity)
-        this.forgetAfterFailedWrite(col, entity)
         throw wrapError('ERR_STORE', `Could not write entity '${entity.id}' of '${col.name}'`, err)
       },
     )
@@ -384,8 +387,8 @@ export class Entities {
       reject = rej
     })
     const settled = done.then(
-      () => undefined,
-      () => undefined,
+      () => true,
+      () => false,
     )
     const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, failed: false, resolve, reject }
     this.tick = tick
@@ -394,14 +397,14 @@ export class Entities {
   }
 
   /**
-   * Adds each committed entity's head and digest leaf to the tick's ops and writes them —
-   * after every tick handed to the store before it has settled, and only if none of them
-   * failed. Why: a tick builds on the memory state of the ticks before it (the next delta
-   * slot, a fold over their deltas, digest leaves that include their changes). Written after
-   * one of them failed, it would land on a store that lacks what it builds on: a delta that
-   * never applies, or a fold whose head hides acknowledged deltas; and the store would write
-   * it (its batches are independent). Ticks that wait are handed over together, in order, so
-   * they still share one batch — and a tick never overtakes one that waits.
+   * Adds each committed entity's head and digest leaf to the tick's ops and hands them to the
+   * store at once (the store's group commit gathers ticks into batches).
+   *
+   * A tick builds on the memory state of the ticks before it (the next delta slot, a fold over
+   * their deltas, digest leaves that include their changes), so once one fails, none built on
+   * it may land: the store fails the writes queued behind a failed one (Store.write), and
+   * failed() drops the failed tick's entities and digest trees synchronously, before anything
+   * else runs — a tick flushed later that holds one of them is refused (finishOps).
    */
   private flushTick(tick: Tick): void {
     this.tick = undefined
@@ -409,54 +412,9 @@ export class Entities {
     try {
       ops = this.finishOps(tick)
     } catch (err) {
-      tick.failed = true
-      tick.reject(err)
+      this.failed(tick, err)
       return
     }
-    if (this.writing.size === 0 && this.waiting.length === 0) {
-      this.hand(tick, ops)
-      return
-    }
-    this.waiting.push({ tick, ops })
-    if (this.waiting.length === 1) void this.handWaitingAfter([...this.writing])
-  }
-
-  /** Once `before` have settled: hands every waiting tick to the store, or fails them all. */
-  private async handWaitingAfter(before: Tick[]): Promise<void> {
-    await Promise.all(before.map((t) => t.settled))
-    const waiting = this.waiting
-    this.waiting = []
-    const failed = before.some((t) => t.failed)
-    for (const { tick, ops } of waiting) {
-      if (failed) {
-        tick.failed = true
-        tick.reject(new ConvergentError('ERR_STORE', 'An earlier write failed, and this one built on it, so it was not attempted. Try again.'))
-      } else {
-        this.hand(tick, ops)
-      }
-    }
-  }
-
-  /** The tick's ops plus, once per committed entity, its head and digest leaf. */
-  private finishOps(tick: Tick): StoreOp[] {
-    for (const { col } of tick.dirty.values()) {
-      // Dropped by a write that failed meanwhile: the leaves cannot be computed.
-      if (col.tree === undefined) throw new ConvergentError('ERR_STORE', `An earlier write of '${col.name}' failed; this one was not attempted. Try again.`)
-    }
-    const ops = (tick.holes ? tick.ops.filter((op) => op !== undefined) : tick.ops) as StoreOp[]
-    for (const [entity, { col }] of tick.dirty) {
-      const head = entity.head!
-      head.versionHash = this.versionHashOf(entity)
-      const leafDigest = col.tree!.update(entity.id, entity.leaf, entity.treeHash, head.versionHash)
-      entity.treeHash = head.versionHash
-      ops.push({ type: 'head', collection: col.name, id: entity.id, head })
-      ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
-    }
-    return ops
-  }
-
-  /** Hands a tick's ops to the store; `writing` holds it until the write settles. */
-  private hand(tick: Tick, ops: StoreOp[]): void {
     this.writing.add(tick)
     let written: Promise<void>
     try {
@@ -470,11 +428,42 @@ export class Entities {
         tick.resolve()
       },
       (err: unknown) => {
-        tick.failed = true
         this.writing.delete(tick)
-        tick.reject(err)
+        this.failed(tick, err)
       },
     )
+  }
+
+  /**
+   * A tick was not written: memory is ahead of disk. Its entities and their collections'
+   * digest trees are dropped now, so nothing builds on them any more (their writers see the
+   * error next), and reload from what the store holds.
+   */
+  private failed(tick: Tick, err: unknown): void {
+    tick.failed = true
+    for (const [entity, { col }] of tick.dirty) this.forgetAfterFailedWrite(col, entity)
+    tick.reject(err)
+  }
+
+  /** The tick's ops plus, once per committed entity, its head and digest leaf. */
+  private finishOps(tick: Tick): StoreOp[] {
+    for (const [entity, { col }] of tick.dirty) {
+      // Dropped by a write that failed meanwhile: built on what the store lacks, and the
+      // leaves cannot be computed.
+      if (entity.stale || col.tree === undefined) {
+        throw new ConvergentError('ERR_STORE', `An earlier write of '${col.name}' failed; this one was not attempted. Try again.`)
+      }
+    }
+    const ops = (tick.holes ? tick.ops.filter((op) => op !== undefined) : tick.ops) as StoreOp[]
+    for (const [entity, { col }] of tick.dirty) {
+      const head = entity.head!
+      head.versionHash = this.versionHashOf(entity)
+      const leafDigest = col.tree!.update(entity.id, entity.leaf, entity.treeHash, head.versionHash)
+      entity.treeHash = head.versionHash
+      ops.push({ type: 'head', collection: col.name, id: entity.id, head })
+      ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
+    }
+    return ops
   }
 
   /**
@@ -482,7 +471,9 @@ export class Entities {
    * so both reload from what the store really holds.
    */
   private forgetAfterFailedWrite(col: CollectionState, entity: LoadedEntity): void {
-    // Still pinned by other writes in flight: those use it, so it is only forgotten.
+    if (entity.stale) return
+    entity.stale = true
+    // Still pinned by writes that will fail too: disposed of when the last releases it.
     if (this.cache.delete(EntityCache.key(col.name, entity.id)) === entity && entity.pins === 0) this.evicted(entity)
     col.tree = undefined
     col.treeLoading = undefined
@@ -503,12 +494,12 @@ export class Entities {
   }
 
   /**
-   * Resolves once every commit made so far has settled: the open tick flushed, waiting ticks
-   * handed to the store, and their writes done (at close, before the store closes).
+   * Resolves once every commit made so far has settled: the open tick flushed and every
+   * tick's write done (at close, before the store closes).
    */
   async drain(): Promise<void> {
     for (;;) {
-      const pending = [...this.writing, ...this.waiting.map((w) => w.tick), ...(this.tick === undefined ? [] : [this.tick])]
+      const pending = [...this.writing, ...(this.tick === undefined ? [] : [this.tick])]
       if (pending.length === 0) return
       await Promise.all(pending.map((t) => t.settled))
     }

@@ -24,8 +24,16 @@ export interface LoadedEntity {
   deltaBytes: number
   /** Writes of this entity not yet durable. A pinned entity is never evicted. */
   pins: number
-  /** Resolves when the latest write of this entity is durable (for no-op writes to wait on). */
-  lastWrite: Promise<void>
+  /**
+   * Settles when the latest write of this entity has: true once durable, false if it failed
+   * (never rejects; no-op writes wait on it, and so does anything that sends the entity).
+   */
+  lastWrite: Promise<boolean>
+  /**
+   * Dropped from the cache after a write of it failed: memory was ahead of disk. Commits on
+   * it are refused; it is disposed of once unpinned. The next acquire loads it anew.
+   */
+  stale: boolean
 }
 
 /** The entities of one backend, least recently used first (Map keeps insertion order). */

@@ -81,7 +81,9 @@ export interface Store {
    * Queues ops for the current group commit. All write() calls made in the same tick share
    * one atomic batch; the promise resolves only after that batch is durably written.
    * Batches are written one after another, in call order. A failed batch rejects every
-   * write() in it with ERR_STORE and nothing of it is applied.
+   * write() in it with ERR_STORE and nothing of it is applied — and so does every write()
+   * called while it was being written: core builds each write on the ones before it (the
+   * next delta slot, a fold), so none may land after one it builds on failed.
    */
   write(ops: StoreOp[]): Promise<void>
 

@@ -3,7 +3,8 @@
  * `commit`. The first add of a tick schedules the flush with setImmediate (after the rest
  * of the tick has queued its ops); while a batch is being written, new adds accumulate
  * into the next batch, which is written as soon as the current one completes. Batches
- * never overlap, so they are applied in call order.
+ * never overlap, so they are applied in call order; if one fails, the batch queued behind it
+ * fails too without being written (see Store.write in core).
  */
 export interface GroupCommitStats {
   /** Batches committed successfully. */
@@ -79,6 +80,10 @@ export class GroupCommit<Op> {
       await this.commit(batch.ops)
     } catch (err) {
       batch.reject(this.toError(err))
+      // What was queued behind it was built on it (Store.write): it fails too, unwritten.
+      const behind = this.next
+      this.next = undefined
+      behind?.reject(this.toError(new Error(`an earlier batch failed (${err instanceof Error ? err.message : String(err)}), and this one was queued behind it`)))
       return
     }
     this.stats.batches++

@@ -69,7 +69,11 @@ export async function applyRemoteDelta(
     }
     // Read once: for the delete flag, and as the value subscribers are told about.
     read = { value: backend.read(next) }
-    committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined, versionHash)
+    try {
+      committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined, versionHash)
+    } catch (err) {
+      return drop('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
+    }
   } finally {
     ctx.entities.release(entity)
   }

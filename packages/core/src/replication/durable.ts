@@ -14,7 +14,8 @@ const MAX_WAITS = 16
  * counter that spends the same rights twice (found by the simulator's stock-churn scenario).
  * Push already waits for durability; anti-entropy and rights answers go through here.
  *
- * Returns undefined when the entity kept being written (a later round sends it). The caller
+ * Returns undefined when the entity kept being written, or a write of it failed (a later round
+ * sends it). The caller
  * releases the entity it gets.
  */
 export async function acquireDurable(entities: Entities, col: CollectionState, id: string): Promise<LoadedEntity | undefined> {
@@ -22,6 +23,8 @@ export async function acquireDurable(entities: Entities, col: CollectionState, i
   for (let i = 0; i < MAX_WAITS; i++) {
     const pending = entity.lastWrite
     await pending // never rejects: it is the write's settled promise
+    // A failed write left this document ahead of the disk: nothing of it may be sent.
+    if (entity.stale) break
     if (entity.lastWrite === pending) return entity
   }
   entities.release(entity)

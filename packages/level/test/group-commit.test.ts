@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict'
+import { GroupCommit } from '../src/group-commit.js'
+
+const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+describe('GroupCommit', function () {
+  it('a batch queued behind a failed one fails too, unwritten; later writes go out again', async function () {
+    const written: string[][] = []
+    let failNext = true
+    let release!: () => void
+    const commits = new GroupCommit<string>(
+      async (ops) => {
+        if (failNext) {
+          failNext = false
+          await new Promise<void>((resolve) => (release = resolve))
+          throw new Error('EIO')
+        }
+        written.push(ops)
+      },
+      (err) => new Error(`store: ${(err as Error).message}`),
+    )
+    const first = commits.add(['a1', 'a2'], 2)
+    await nextTick() // the first batch is being written now
+    const behind = commits.add(['b1'], 1) // queued behind it
+    const outcome = Promise.allSettled([first, behind])
+    release()
+    const [a, b] = await outcome
+    assert.equal(a.status, 'rejected')
+    assert.match(String((a as PromiseRejectedResult).reason), /store: EIO/)
+    assert.equal(b.status, 'rejected')
+    assert.match(String((b as PromiseRejectedResult).reason), /queued behind it/)
+    assert.deepEqual(written, [])
+
+    await commits.add(['c1'], 1)
+    assert.deepEqual(written, [['c1']])
+    assert.deepEqual(commits.stats, { batches: 1, ops: 1 })
+  })
+
+  it('gathers the adds of one tick into one batch, and those made while it is written into the next', async function () {
+    const written: number[][] = []
+    const commits = new GroupCommit<number>(async (ops) => void written.push(ops), (err) => err as Error)
+    const tick1 = [commits.add([1], 1), commits.add([2], 1)]
+    await nextTick()
+    const tick2 = [commits.add([3], 1), commits.add([4], 1)]
+    await Promise.all([...tick1, ...tick2])
+    assert.deepEqual(written, [[1, 2], [3, 4]])
+  })
+})
