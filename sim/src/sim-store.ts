@@ -80,7 +80,21 @@ export class SimStore implements Store {
     const batch = this.queue
     this.queue = []
     // In call order, in one tick: they share one group commit, as they would have.
-    for (const w of batch) this.activity.track(this.inner.write(w.ops)).then(w.resolve, w.reject)
+    for (const w of batch) {
+      this.activity.track(this.inner.write(w.ops)).then(w.resolve, (err: unknown) => {
+        w.reject(err)
+        this.failQueued(err)
+      })
+    }
+  }
+
+  /** Writes queued behind a failed one fail too, unwritten (the Store.write contract). */
+  private failQueued(err: unknown): void {
+    const behind = this.queue
+    this.queue = []
+    if (this.flushTask !== undefined) this.scheduler.cancel(this.flushTask)
+    this.flushTask = undefined
+    for (const w of behind) w.reject(err)
   }
 
   readEntity(collection: string, id: string): Promise<StoredEntity | undefined> {

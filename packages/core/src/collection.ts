@@ -182,36 +182,32 @@ export class Collection<T extends object = JsonObject> {
   private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
     const { entities } = this.ctx
     const entity = await entities.acquire(this.state, id)
-    let committed: Promise<FeedEntry>
-    let delta: Uint8Array
-    let value: { value: JsonObject | undefined } | undefined
+    let outcome: { committed: Promise<FeedEntry>; delta: Uint8Array; value: { value: JsonObject | undefined } | undefined } | { unchangedAfter: Promise<boolean> }
     try {
       this.ctx.assertOpen()
       const result = change(entity.doc)
       if (result.delta === null) {
         // Nothing changed — but an earlier write of the same value may still be in flight:
         // acknowledge only once that one is durable, and fail if it failed.
-        const pending = entity.lastWrite
-        entities.release(entity)
-        if (!(await pending)) {
-          throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
-        }
-        return
+        outcome = { unchangedAfter: entity.lastWrite }
+      } else {
+        const deleted = kind === 'delete'
+        // Read now, for subscribers (see emit()); a Yjs document changes in place.
+        const value = this.listeners.size > 0 ? { value: deleted ? undefined : this.state.backend.read(result.doc) } : undefined
+        const committed = entities.commit(this.state, entity, result.doc, result.delta, kind, 'local', deleted)
+        outcome = { committed, delta: result.delta, value }
       }
-      delta = result.delta
-      const deleted = kind === 'delete'
-      // Read now, for subscribers (see emit()); a Yjs document changes in place.
-      if (this.listeners.size > 0) value = { value: deleted ? undefined : this.state.backend.read(result.doc) }
-      committed = entities.commit(this.state, entity, result.doc, delta, kind, 'local', deleted)
-    } catch (err) {
+    } finally {
       entities.release(entity)
-      throw err
     }
-    entities.release(entity)
-    const entry = await committed
-    this.ctx.published(this.name, id, delta)
+    if ('unchangedAfter' in outcome) {
+      if (await outcome.unchangedAfter) return
+      throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
+    }
+    const entry = await outcome.committed
+    this.ctx.published(this.name, id, outcome.delta)
     // Told to those subscribed when the change was made (a later subscriber would need a value
     // read now, which may hold changes that are not durable yet).
-    if (value !== undefined) this.emit(entry, value.value)
+    if (outcome.value !== undefined) this.emit(entry, outcome.value.value)
   }
 }

@@ -72,8 +72,6 @@ interface Tick {
   done: Promise<void>
   /** The same, never rejecting: true once written, false if not (LoadedEntity.lastWrite). */
   settled: Promise<boolean>
-  /** Set before `done` rejects. */
-  failed: boolean
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -92,8 +90,10 @@ export class Entities {
   private graveyard: LoadedEntity[] = []
   /** Commits waiting for the end of the current run of microtasks (see commit()). */
   private tick: Tick | undefined
-  /** Ticks handed to the store whose write has not settled yet (for drain()). */
+  /** Ticks handed to the store whose write has not settled yet. */
   private readonly writing = new Set<Tick>()
+  /** Keys of entities dropped after a failed write, until they are loaded again (see load()). */
+  private readonly dropped = new Set<string>()
 
   constructor(private readonly opts: EntitiesOptions) {
     this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
@@ -165,13 +165,20 @@ export class Entities {
   tree(col: CollectionState): Promise<DigestTree> {
     if (col.tree !== undefined) return Promise.resolve(col.tree)
     if (col.treeLoading === undefined) {
-      col.treeLoading = (async () => {
+      let loading: Promise<DigestTree> | undefined = undefined
+      loading = (async () => {
+        // After a failed write, writes still in flight must land before the leaves are read.
+        await this.writesSettled()
         const tree = new DigestTree()
         for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
-        col.tree = tree
-        col.treeLoading = undefined
+        // A load that a failed write dropped meanwhile must not install an outdated tree.
+        if (col.treeLoading === loading) {
+          col.tree = tree
+          col.treeLoading = undefined
+        }
         return tree
       })()
+      col.treeLoading = loading
     }
     return col.treeLoading
   }
@@ -210,6 +217,9 @@ export class Entities {
   private async load(col: CollectionState, id: string, key: string, leaf: number, record: { waiters: number }): Promise<LoadedEntity> {
     let stored
     try {
+      // Dropped after a failed write: its earlier writes still in flight land first, or the
+      // reload would miss them and the next commit reuse their delta slots.
+      if (this.dropped.delete(key)) await this.writesSettled()
       stored = await this.opts.store.readEntity(col.name, id)
     } catch (err) {
       this.loading.delete(key)
@@ -260,6 +270,11 @@ export class Entities {
     return entity
   }
 
+  /** Resolves once every write handed to the store so far has settled. */
+  private async writesSettled(): Promise<void> {
+    if (this.writing.size > 0) await Promise.all([...this.writing].map((t) => t.settled))
+  }
+
   /** The version hash of the entity's document as it is now (see LoadedEntity.versionStale). */
   versionHashOf(entity: LoadedEntity): Uint8Array {
     if (entity.versionStale) {
@@ -282,7 +297,7 @@ export class Entities {
   release(entity: LoadedEntity): void {
     entity.pins--
     if (entity.pins > 0) return
-    if (entity.stale) this.evicted(entity) // out of the cache already (see forgetAfterFailedWrite)
+    if (entity.stale) this.evicted(entity) // out of the cache already (see forgetEntity)
     else this.cache.evict()
   }
 
@@ -315,7 +330,7 @@ export class Entities {
     }
     const backend = col.backend
     // The digest tree is only needed at the flush (which fails the tick if a failed write
-    // dropped it meanwhile: see forgetAfterFailedWrite).
+    // dropped it meanwhile: see forgetTree).
     const oldHead = entity.head
     const tick = this.tick ?? this.openTick()
     const ops = tick.ops
@@ -390,7 +405,7 @@ export class Entities {
       () => true,
       () => false,
     )
-    const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, failed: false, resolve, reject }
+    const tick: Tick = { ops: [], dirty: new Map(), holes: false, done, settled, resolve, reject }
     this.tick = tick
     queueMicrotask(() => this.flushTick(tick))
     return tick
@@ -440,8 +455,12 @@ export class Entities {
    * error next), and reload from what the store holds.
    */
   private failed(tick: Tick, err: unknown): void {
-    tick.failed = true
-    for (const [entity, { col }] of tick.dirty) this.forgetAfterFailedWrite(col, entity)
+    const cols = new Set<CollectionState>()
+    for (const [entity, { col }] of tick.dirty) {
+      this.forgetEntity(col, entity)
+      cols.add(col)
+    }
+    for (const col of cols) this.forgetTree(col)
     tick.reject(err)
   }
 
@@ -466,15 +485,18 @@ export class Entities {
     return ops
   }
 
-  /**
-   * After a failed write memory is ahead of disk: drop the entity and the collection's digest
-   * so both reload from what the store really holds.
-   */
-  private forgetAfterFailedWrite(col: CollectionState, entity: LoadedEntity): void {
+  /** After a failed write its document is ahead of disk: it is dropped (see LoadedEntity.stale). */
+  private forgetEntity(col: CollectionState, entity: LoadedEntity): void {
     if (entity.stale) return
     entity.stale = true
+    const key = EntityCache.key(col.name, entity.id)
+    this.dropped.add(key)
     // Still pinned by writes that will fail too: disposed of when the last releases it.
-    if (this.cache.delete(EntityCache.key(col.name, entity.id)) === entity && entity.pins === 0) this.evicted(entity)
+    if (this.cache.delete(key) === entity && entity.pins === 0) this.evicted(entity)
+  }
+
+  /** After a failed write the collection's digest is ahead of disk: reloaded on next use. */
+  private forgetTree(col: CollectionState): void {
     col.tree = undefined
     col.treeLoading = undefined
     col.treeCoversStore = false

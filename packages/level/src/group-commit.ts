@@ -26,6 +26,8 @@ export class GroupCommit<Op> {
   private next: Batch<Op> | undefined
   private inFlight: Promise<void> | undefined
   private scheduled = false
+  /** Set from a failed batch until the next macrotask: adds are refused meanwhile (see run()). */
+  private failure: Error | undefined
 
   /**
    * @param commit writes one batch atomically
@@ -38,6 +40,7 @@ export class GroupCommit<Op> {
 
   /** Queues ops; resolves once the batch holding them is written, rejects if it failed. */
   add(ops: readonly Op[], units: number): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure)
     let batch = this.next
     if (batch === undefined) {
       batch = this.next = newBatch<Op>()
@@ -80,10 +83,14 @@ export class GroupCommit<Op> {
       await this.commit(batch.ops)
     } catch (err) {
       batch.reject(this.toError(err))
-      // What was queued behind it was built on it (Store.write): it fails too, unwritten.
+      // What was queued behind it was built on it (Store.write): it fails too, unwritten — and
+      // so does what is added before the writers have heard (until the next macrotask: the
+      // failure reaches them through promise reactions queued behind ones already waiting).
+      this.failure = this.toError(new Error(`an earlier batch failed (${err instanceof Error ? err.message : String(err)}), and this write came behind it`))
+      setImmediate(() => (this.failure = undefined))
       const behind = this.next
       this.next = undefined
-      behind?.reject(this.toError(new Error(`an earlier batch failed (${err instanceof Error ? err.message : String(err)}), and this one was queued behind it`)))
+      behind?.reject(this.failure)
       return
     }
     this.stats.batches++

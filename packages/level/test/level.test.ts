@@ -115,7 +115,7 @@ describe('LevelStore', function () {
       return new LevelStore(db, { kind: 'memory-level' })
     }
 
-    it('reject every write() of the batch with ERR_STORE, apply nothing, and leave the store usable', async function () {
+    it('reject every write() of the batch and those queued behind it with ERR_STORE, apply nothing, and leave the store usable', async function () {
       const store = poisonableStore()
       await store.open()
       const before = store.stats.batches
@@ -126,18 +126,21 @@ describe('LevelStore', function () {
       ]
       const failures = Promise.all(tickA.map(rejection))
       await new Promise((resolve) => setImmediate(resolve)) // batch A is in flight
-      const tickB = store.write(entityWrite('c', 3)) // queued behind it, in its own batch
+      const tickB = rejection(store.write(entityWrite('c', 3))) // queued behind it: built on it, so it fails too
       const errors = await failures
       for (const err of errors) {
         assert.equal(isConvergentError(err, 'ERR_STORE'), true, String(err))
         assert.ok(err.message.includes('injected failure'))
       }
-      await tickB
+      const errB = await tickB
+      assert.equal(isConvergentError(errB, 'ERR_STORE'), true, String(errB))
+      assert.ok(errB.message.includes('came behind it'))
       assert.equal(await store.getHead('c', 'entity-1'), undefined)
       assert.equal(await store.getHead('c', 'entity-2'), undefined)
       assert.equal(await store.getMeta('poison'), undefined)
-      assert.notEqual(await store.getHead('c', 'entity-3'), undefined)
-      assert.equal(store.stats.batches - before, 1) // only B committed
+      assert.equal(await store.getHead('c', 'entity-3'), undefined)
+      assert.equal(store.stats.batches - before, 0)
+      await new Promise((resolve) => setImmediate(resolve)) // the next macrotask: writes go out again
       await store.write(entityWrite('c', 4))
       assert.equal(await store.lastSeq('c'), 4)
       await store.close()
