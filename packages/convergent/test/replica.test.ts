@@ -462,6 +462,30 @@ describe('Change events', () => {
   }
 })
 
+describe('subscribe()', () => {
+  for (const backend of BACKENDS) {
+    it(`${backend}: tells a listener the changes committed after it subscribed, not one still being written before`, async () => {
+      const replica = await memoryReplica()
+      try {
+        const c = replica.collection<{ n: number }>('x', { backend })
+        const early: number[] = []
+        c.subscribe((e) => early.push(e.seq))
+        await c.put('first', { n: 0 }) // the digest tree is loaded: the next commit comes within microtasks
+        const inFlight = c.put('a', { n: 1 })
+        for (let i = 0; i < 5; i++) await Promise.resolve() // past its commit; its batch goes out on a later turn
+        const late: number[] = []
+        c.subscribe((e) => late.push(e.seq))
+        await inFlight
+        await c.put('b', { n: 2 })
+        expect(early).to.deep.equal([1, 2, 3])
+        expect(late).to.deep.equal([3])
+      } finally {
+        await replica.close()
+      }
+    })
+  }
+})
+
 describe('A write that builds on one still in flight', () => {
   for (const backend of BACKENDS) {
     for (const fold of [false, true]) {

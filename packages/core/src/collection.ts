@@ -35,7 +35,8 @@ export interface CollectionContext {
  * Writes apply locally and resolve once durable on disk; replication follows.
  */
 export class Collection<T extends object = JsonObject> {
-  private readonly listeners = new Set<ChangeListener<T>>()
+  /** Each listener with the last feed seq committed before it subscribed (see subscribe()). */
+  private readonly listeners = new Map<ChangeListener<T>, number>()
 
   /** @internal — use replica.collection(name). */
   constructor(
@@ -135,11 +136,13 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /**
-   * Calls `listener` after every applied change (local ones once durable, remote ones once
-   * persisted). Returns a function that unsubscribes.
+   * Calls `listener` after every change committed from now on (local ones once durable,
+   * remote ones once persisted), in commit order. Returns a function that unsubscribes.
    */
   subscribe(listener: ChangeListener<T>): () => void {
-    this.listeners.add(listener)
+    // Changes committed before this call are not told to it, even if they become durable
+    // later: their value was read (or not) when they were made.
+    this.listeners.set(listener, this.state.seq)
     return () => {
       this.listeners.delete(listener)
     }
@@ -170,7 +173,8 @@ export class Collection<T extends object = JsonObject> {
       seq: entry.seq,
       ...(peer === undefined ? {} : { peer }),
     }
-    for (const l of this.listeners) {
+    for (const [l, since] of this.listeners) {
+      if (entry.seq <= since) continue
       try {
         l(event)
       } catch (err) {
