@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { encodeMessage, MessageType } from '@convergent/core'
-import { runScenario, SimNode, type Report } from '../src/index.js'
+import { runScenario, SimNode, type Report, type RunOptions } from '../src/index.js'
 import { Ledger } from '../src/ledger.js'
 import { smallScenario } from './helpers.js'
 
@@ -13,6 +13,15 @@ const check = (r: Report, name: string) => {
   const c = r.checks.find((x) => x.name === name)
   if (c === undefined) throw new Error(`no check ${name} in ${r.checks.map((x) => x.name).join(', ')}`)
   return c
+}
+
+/** A tamper hook: node `index`'s disk acknowledges every write after `ms` and keeps none of them. */
+function lyingDiskAfter(index: number, ms: number): RunOptions['tamper'] {
+  return (ctx) => {
+    const store = (ctx.nodes[index] as SimNode).store
+    const write = store.write.bind(store)
+    store.write = (ops) => (ctx.scheduler.now > ms ? Promise.resolve() : write(ops))
+  }
 }
 
 describe('sim: checkers catch broken runs', function () {
@@ -44,12 +53,8 @@ describe('sim: checkers catch broken runs', function () {
     })
     const r = await runScenario(scenario, {
       seed: 2,
-      tamper: (ctx) => {
-        // Node 1's disk lies after 2 s: writes "succeed" and are gone. Isolated, it cannot pass them on.
-        const store = (ctx.nodes[1] as SimNode).store
-        const write = store.write.bind(store)
-        store.write = (ops) => (ctx.scheduler.now > 2000 ? Promise.resolve() : write(ops))
-      },
+      // Node 1's disk lies after 2 s: writes "succeed" and are gone. Isolated, it cannot pass them on.
+      tamper: lyingDiskAfter(1, 2000),
     })
     expect(r.passed).to.equal(false)
     expect(check(r, 'acknowledged-writes-survive').ok).to.equal(false)
@@ -168,12 +173,8 @@ describe('sim: checkers catch broken runs', function () {
     })
     const r = await runScenario(scenario, {
       seed: 8,
-      tamper: (ctx) => {
-        // n1 (a restocker, so it holds rights) sells while cut off; its disk "succeeds" and keeps nothing after 2 s.
-        const store = (ctx.nodes[1] as SimNode).store
-        const write = store.write.bind(store)
-        store.write = (ops) => (ctx.scheduler.now > 2000 ? Promise.resolve() : write(ops))
-      },
+      // n1 (a restocker, so it holds rights) sells while cut off; its disk "succeeds" and keeps nothing after 2 s.
+      tamper: lyingDiskAfter(1, 2000),
     })
     expect(r.passed).to.equal(false)
     const converges = check(r, 'counter-converges')

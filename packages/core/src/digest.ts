@@ -91,6 +91,26 @@ export class DigestTree {
     return this.node(0, 0)
   }
 
+  /**
+   * A node's children, sparse: [mask, digests], bit k of mask set when child k is not empty,
+   * digests holding those children's digests in order (what anti-entropy sends: deep in the
+   * tree most children are empty).
+   */
+  sparseChildren(level: number, index: number): [number, Uint8Array] {
+    const below = this.levels[level + 1]!
+    const kept: Uint8Array[] = []
+    let mask = 0
+    for (let k = 0; k < FANOUT; k++) {
+      const digest = below.get(index * FANOUT + k)
+      if (digest === undefined) continue
+      mask |= 1 << k
+      kept.push(digest)
+    }
+    const digests = new Uint8Array(kept.length * DIGEST_BYTES)
+    kept.forEach((d, j) => digests.set(d, j * DIGEST_BYTES))
+    return [mask, digests]
+  }
+
   /** The 16 children of a node, as one 512-byte array (child i at offset 32·i). */
   children(level: number, index: number): Uint8Array {
     const out = new Uint8Array(FANOUT * DIGEST_BYTES)

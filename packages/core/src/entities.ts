@@ -515,18 +515,6 @@ export class Entities {
     return this.opts.store.heads(col.name, range)
   }
 
-  /**
-   * Resolves once every commit made so far has settled: the open tick flushed and every
-   * tick's write done (at close, before the store closes).
-   */
-  async drain(): Promise<void> {
-    for (;;) {
-      const pending = [...this.writing, ...(this.tick === undefined ? [] : [this.tick])]
-      if (pending.length === 0) return
-      await Promise.all(pending.map((t) => t.settled))
-    }
-  }
-
   /** Every cached entity is dropped and its document disposed of (at close). */
   clear(): void {
     this.cache.clear()

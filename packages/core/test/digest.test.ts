@@ -65,6 +65,25 @@ describe('DigestTree', function () {
     assert.equal(children.filter((b) => b !== 0).length > 0, true)
   })
 
+  it('sparseChildren() holds exactly the non-empty children of children(), in order', function () {
+    fc.assert(
+      fc.property(entitySet, fc.integer({ min: 0, max: DEPTH - 1 }), (entries, level) => {
+        const tree = treeOf(entries)
+        const index = entries.length === 0 ? 0 : leafOf(entries[0]![0]) >>> (4 * (DEPTH - level))
+        const dense = tree.children(level, index)
+        const [mask, digests] = tree.sparseChildren(level, index)
+        let at = 0
+        for (let k = 0; k < 16; k++) {
+          const child = toHex(dense.subarray(k * 32, (k + 1) * 32))
+          const empty = dense.subarray(k * 32, (k + 1) * 32).every((b) => b === 0)
+          assert.equal((mask & (1 << k)) !== 0, !empty)
+          if (!empty) assert.equal(toHex(digests.subarray(at * 32, ++at * 32)), child)
+        }
+        assert.equal(digests.byteLength, at * 32)
+      }),
+    )
+  })
+
   it('refuses a stored leaf that is not 32 bytes (ERR_STORE)', function () {
     const tree = new DigestTree()
     assert.throws(() => tree.loadLeaf(5, new Uint8Array(64).fill(1)), (err: unknown) => err instanceof ConvergentError && err.code === 'ERR_STORE')

@@ -55,27 +55,11 @@ export function decodeNodesRequest(body: unknown): NodesRequest {
 }
 
 /**
- * A node's FANOUT child digests, sparse: [mask, digests] where bit k of mask says child k is
- * not empty and digests holds those children's digests in order. Deep in the tree most
- * children are empty (1,000 entities leave ~15 of a level-3 node's 16 leaves empty), and a
- * dense list sent them as zeros: 16 × 32 bytes per node, most of a heal's traffic.
+ * A node's FANOUT child digests, sparse (DigestTree.sparseChildren): [mask, digests]. Deep in
+ * the tree most children are empty (1,000 entities leave ~15 of a level-3 node's 16 leaves
+ * empty), and the dense form sends them as zeros: 16 × 32 bytes per node.
  */
 export type SparseChildren = [number, Uint8Array]
-
-export function sparseChildren(dense: Uint8Array): SparseChildren {
-  let mask = 0
-  const kept: Uint8Array[] = []
-  for (let k = 0; k < FANOUT; k++) {
-    const digest = dense.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES)
-    if (digest.some((b) => b !== 0)) {
-      mask |= 1 << k
-      kept.push(digest)
-    }
-  }
-  const digests = new Uint8Array(kept.length * DIGEST_BYTES)
-  kept.forEach((d, i) => digests.set(d, i * DIGEST_BYTES))
-  return [mask, digests]
-}
 
 function denseChildren([mask, digests]: SparseChildren): Uint8Array {
   const dense = new Uint8Array(FANOUT * DIGEST_BYTES)

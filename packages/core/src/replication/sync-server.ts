@@ -16,7 +16,6 @@ import {
   decodeNodesRequest,
   decodeRangeRequest,
   decodeRoots,
-  sparseChildren,
   type ExchangeResponse,
   type LeafRange,
   type RangeRequest,
@@ -75,9 +74,9 @@ export class SyncServer {
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
         const tree = await this.treeOf(req.c)
-        const children = req.n.map((n) => tree.children(req.l, n))
         // Sparse for requesters that read it; dense (the original form) for older ones.
-        return encodeMessage(MessageType.NodesResponse, req.z === true ? { s: children.map(sparseChildren) } : { d: children })
+        const children = req.z === true ? { s: req.n.map((n) => tree.sparseChildren(req.l, n)) } : { d: req.n.map((n) => tree.children(req.l, n)) }
+        return encodeMessage(MessageType.NodesResponse, children)
       }
       case MessageType.LeavesRequest: {
         const req = decodeLeavesRequest(body)
