@@ -9,14 +9,36 @@ import { CATALOG } from './catalog.js'
 import type { BenchNode, OpenOptions, System } from './types.js'
 
 /**
- * automerge-repo 2: one Automerge document per entity, NodeFS storage, the websocket network:
- * the first node serves on 127.0.0.1, a joining node is a client only (a repo that both serves
- * and dials leaves documents it receives stuck in 'loading'). The default share policy
- * announces every new document to every connected peer.
- *
- * automerge-repo acknowledges no write: change() is synchronous and storage saves on a
- * debounce, so durable throughput is measured up to repo.flush().
+ * automerge-repo saves peers' sync state on a throttle that shutdown() does not cancel, so a
+ * save can fire after the node closed and its directory was removed (an ENOENT that crashes
+ * the run). Once closed, this adapter drops writes: nothing is measured after close.
  */
+class ClosableNodeFSStorage extends NodeFSStorageAdapter {
+  closed = false
+
+  override save(key: string[], binary: Uint8Array): Promise<void> {
+    return this.unlessClosed(() => super.save(key, binary))
+  }
+
+  override remove(key: string[]): Promise<void> {
+    return this.unlessClosed(() => super.remove(key))
+  }
+
+  override removeRange(prefix: string[]): Promise<void> {
+    return this.unlessClosed(() => super.removeRange(prefix))
+  }
+
+  /** Skips the write once closed; a write that was under way when the directory went is let go. */
+  private async unlessClosed(write: () => Promise<void>): Promise<void> {
+    if (this.closed) return
+    try {
+      await write()
+    } catch (error) {
+      if (!this.closed) throw error
+    }
+  }
+}
+
 class AutomergeRepoNode implements BenchNode {
   readonly token = ''
   private readonly handles = new Map<string, DocHandle<Product>>()
@@ -25,6 +47,7 @@ class AutomergeRepoNode implements BenchNode {
 
   constructor(
     private readonly repo: Repo,
+    private readonly storage: ClosableNodeFSStorage,
     private readonly server: WebSocketServer | undefined,
   ) {}
 
@@ -73,6 +96,7 @@ class AutomergeRepoNode implements BenchNode {
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
     await this.repo.shutdown()
+    this.storage.closed = true
     const server = this.server
     if (server === undefined) return
     for (const client of server.clients) client.terminate()
@@ -84,15 +108,15 @@ export const automergeRepoSystem: System = {
   ...CATALOG['automerge-repo'],
   networked: true,
   async open(options: OpenOptions) {
-    const storage = new NodeFSStorageAdapter(join(options.dir, 'automerge-repo'))
+    const storage = new ClosableNodeFSStorage(join(options.dir, 'automerge-repo'))
     if (options.join !== undefined) {
       const client = new WebSocketClientAdapter(`ws://127.0.0.1:${options.join.port}`)
-      return new AutomergeRepoNode(new Repo({ storage, network: [client] }), undefined)
+      return new AutomergeRepoNode(new Repo({ storage, network: [client] }), storage, undefined)
     }
     const server = new WebSocketServer({ host: '127.0.0.1', port: 0 })
     await once(server, 'listening')
     // The adapter's types see @types/ws through CommonJS, ours through ESM: same class at runtime.
     const adapter = new WebSocketServerAdapter(server as unknown as ConstructorParameters<typeof WebSocketServerAdapter>[0])
-    return new AutomergeRepoNode(new Repo({ storage, network: [adapter] }), server)
+    return new AutomergeRepoNode(new Repo({ storage, network: [adapter] }), storage, server)
   },
 }
