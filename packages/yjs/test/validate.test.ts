@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import * as Y from 'yjs'
+import { validateUpdate } from '../src/validate.js'
+import { ROOT_NAMES } from '../src/schema.js'
+import { yjsBackend } from '../src/index.js'
+
+/**
+ * The reference: what validateUpdate accepted when it decoded with Yjs' own reader (the lazy
+ * struct reader behind Y.decodeUpdate) and checked the structs it built. The field-by-field
+ * scan must accept and reject exactly the same bytes.
+ */
+function acceptedByYjsDecoder(bytes: Uint8Array, allowEmpty: boolean): boolean {
+  if (bytes.byteLength === 0) return false
+  let reader: { pos: number } | undefined
+  class Tracked extends Y.UpdateDecoderV1 {
+    constructor(decoder: ConstructorParameters<typeof Y.UpdateDecoderV1>[0]) {
+      super(decoder)
+      reader = decoder
+    }
+  }
+  let decoded: ReturnType<typeof Y.decodeUpdate>
+  try {
+    decoded = Y.decodeUpdateV2(bytes.slice(), Tracked)
+  } catch {
+    return false
+  }
+  if (reader?.pos !== bytes.byteLength) return false
+  if (!allowEmpty && decoded.structs.length === 0 && decoded.ds.clients.size === 0) return false
+  for (const struct of decoded.structs) {
+    if (struct.id.client > 0xffffffff) return false
+    if (!(struct instanceof Y.Item)) continue
+    const content: unknown = struct.content
+    const known =
+      content instanceof Y.ContentAny ||
+      content instanceof Y.ContentDeleted ||
+      (content instanceof Y.ContentType && (content.type instanceof Y.Map || content.type instanceof Y.Array))
+    if (!known) return false
+    if (typeof struct.parent === 'string' && !ROOT_NAMES.has(struct.parent)) return false
+  }
+  for (const [client, items] of decoded.ds.clients) {
+    if (client > 0xffffffff) return false
+    let end = -1
+    for (const item of items) {
+      if (item.len <= 0 || item.clock < end) return false
+      end = item.clock + item.len
+    }
+  }
+  return true
+}
+
+function accepted(bytes: Uint8Array, allowEmpty: boolean): boolean {
+  try {
+    validateUpdate(bytes, allowEmpty)
+    return true
+  } catch (err) {
+    assert.equal((err as { code?: string }).code, 'ERR_INVALID_DELTA')
+    return false
+  }
+}
+
+const backend = yjsBackend()
+const json: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+  value: fc.oneof({ depthSize: 'small' }, fc.integer(), fc.string(), fc.boolean(), fc.constant(null), fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 3 }), tie('value'), { maxKeys: 3 })),
+})).value
+
+/** Updates this backend writes: puts, overwrites and deletes by one or two writers, merged or not. */
+const ownUpdate = fc
+  .tuple(fc.array(fc.dictionary(fc.string({ maxLength: 4 }), json, { maxKeys: 4 }), { minLength: 1, maxLength: 3 }), fc.boolean(), fc.boolean())
+  .map(([values, remove, whole]) => {
+    const doc = backend.create(Uint8Array.of(0, 0, 0, 7, ...new Array(12).fill(0)))
+    const deltas: Uint8Array[] = []
+    const keep = (delta: Uint8Array | null): void => {
+      if (delta !== null) deltas.push(delta)
+    }
+    for (const value of values) keep(backend.put(doc, value as never).delta)
+    if (remove) keep(backend.delete(doc).delta)
+    return whole || deltas.length === 0 ? backend.save(doc) : deltas[deltas.length - 1]!
+  })
+
+/** Updates of other shapes: text, XML, other roots, binary and embedded documents. */
+const foreignUpdate = fc.constantFrom(
+  ...[
+    (d: Y.Doc) => d.getText('value').insert(0, 'hi'),
+    (d: Y.Doc) => d.getMap('elsewhere').set('a', 1),
+    (d: Y.Doc) => d.getMap('value').set('b', new Uint8Array([1, 2])),
+    (d: Y.Doc) => d.getMap('value').set('x', new Y.XmlElement('p')),
+    (d: Y.Doc) => d.getMap('value').set('t', new Y.Text('t')),
+    (d: Y.Doc) => d.getMap('value').set('doc', new Y.Doc()),
+    (d: Y.Doc) => d.getArray('value').insert(0, [new Y.XmlText('x')]),
+  ].map((write) => {
+    const doc = new Y.Doc()
+    write(doc)
+    return Y.encodeStateAsUpdate(doc)
+  }),
+)
+
+/** Damage: a byte changed, the end cut off, bytes added or inserted, or nothing. */
+const damaged = (update: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> =>
+  fc.tuple(update, fc.nat(), fc.integer({ min: 0, max: 255 }), fc.constantFrom('keep', 'set', 'truncate', 'append', 'insert')).map(([bytes, at, byte, how]) => {
+    const i = bytes.byteLength === 0 ? 0 : at % bytes.byteLength
+    switch (how) {
+      case 'keep':
+        return bytes
+      case 'set': {
+        const copy = bytes.slice()
+        if (copy.byteLength > 0) copy[i] = byte
+        return copy
+      }
+      case 'truncate':
+        return bytes.subarray(0, i)
+      case 'append':
+        return Uint8Array.of(...bytes, byte)
+      default:
+        return Uint8Array.of(...bytes.subarray(0, i), byte, ...bytes.subarray(i))
+    }
+  })
+
+describe('yjs validateUpdate', function () {
+  it('accepts every update this backend writes', function () {
+    fc.assert(fc.property(ownUpdate, (bytes) => accepted(bytes, true)), { numRuns: 300 })
+  })
+
+  it('accepts and rejects exactly what a check over Yjs\' own decoder does, on damaged and foreign updates', function () {
+    fc.assert(
+      fc.property(damaged(fc.oneof(ownUpdate, foreignUpdate)), fc.boolean(), (bytes, allowEmpty) => {
+        assert.equal(accepted(bytes, allowEmpty), acceptedByYjsDecoder(bytes, allowEmpty))
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('rejects random bytes as Yjs\' decoder does', function () {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        assert.equal(accepted(bytes, false), acceptedByYjsDecoder(bytes, false))
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('rejects foreign content, an empty delta and trailing bytes with a reason', function () {
+    const text = new Y.Doc()
+    text.getText('value').insert(0, 'hi')
+    assert.throws(() => validateUpdate(Y.encodeStateAsUpdate(text)), /content of kind 4/)
+    assert.throws(() => validateUpdate(Y.encodeStateAsUpdate(new Y.Doc())), /carries no operation/)
+    assert.doesNotThrow(() => validateUpdate(Y.encodeStateAsUpdate(new Y.Doc()), true))
+    const own = backend.put(backend.create(new Uint8Array(16).fill(1)), { a: 1 }).delta!
+    assert.throws(() => validateUpdate(Uint8Array.of(...own, 0)), /bytes after the end/)
+  })
+})
