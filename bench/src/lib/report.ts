@@ -142,7 +142,8 @@ export function toMarkdown(report: Report): string {
     for (const r of results) groups.set(groupKey(r), [...(groups.get(groupKey(r)) ?? []), r])
     for (const group of groups.values()) {
       for (const r of group) {
-        const result = r.error !== undefined ? `**failed**: ${r.error.split('\n')[0]}` : `${fmt(r.primary.value, r.primary.unit)} (${r.primary.name})`
+        const retried = r.retriedAfter !== undefined ? ` (second attempt; the first failed: ${r.retriedAfter.split('\n')[0]})` : ''
+        const result = (r.error !== undefined ? `**failed**: ${r.error.split('\n')[0]}` : `${fmt(r.primary.value, r.primary.unit)} (${r.primary.name})`) + retried
         const n = (r.n ?? 0).toLocaleString('en-US')
         lines.push(`| ${r.case} | ${n} | ${r.label} | ${result} | ${ratiosFor(r, group)} | ${details(r)} |`)
       }

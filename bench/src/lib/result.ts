@@ -42,4 +42,6 @@ export interface Result extends Measurement {
   startedAt: string
   loadAverage: number
   error?: string
+  /** Why the first attempt failed, when a baseline's run crashed and was run again (see cli.ts). */
+  retriedAfter?: string
 }
