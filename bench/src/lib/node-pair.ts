@@ -6,11 +6,11 @@ import { tempDir } from './tmp.js'
 /** Opens a node of a system in a fresh temp dir; close() also removes the dir. */
 export async function openNode(
   systemId: string,
-  options: { join?: { port: number; token: string }; tuning?: ConvergentTuning } = {},
+  options: { join?: { port: number; token: string }; network?: boolean; tuning?: ConvergentTuning } = {},
 ): Promise<{ node: BenchNode; dir: string; close: () => Promise<void> }> {
   const system = await loadSystem(systemId, options.tuning)
   const { dir, cleanup } = await tempDir(systemId)
-  const node = await system.open({ dir, ...(options.join ? { join: options.join } : {}) })
+  const node = await system.open({ dir, ...(options.join ? { join: options.join } : {}), ...(options.network ? { network: true } : {}) })
   return {
     node,
     dir,
@@ -27,7 +27,7 @@ export async function openNode(
  * meter, so every byte between them is counted. B opens when the workload says (W3: late).
  */
 export async function openPair(systemId: string, tuning?: ConvergentTuning) {
-  const a = await openNode(systemId, tuning ? { tuning } : {})
+  const a = await openNode(systemId, { network: true, ...(tuning ? { tuning } : {}) })
   if (a.node.port === undefined) throw new Error(`${systemId} has no network`)
   const meter = await TcpMeter.start(a.node.port)
   const via = { port: meter.port, token: a.node.token }

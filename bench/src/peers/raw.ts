@@ -4,12 +4,15 @@ import * as Y from 'yjs'
 import * as A from '@automerge/automerge'
 import type { Product } from '../lib/values.js'
 import { CATALOG } from './catalog.js'
+import { RawLink, type Entries } from './raw-link.js'
 import type { BenchNode, OpenOptions, System } from './types.js'
 
 /** The CRDT half of the ceiling: one document per entity, a delta per change. */
 interface Docs {
   put(id: string, value: Product): Uint8Array
   setStock(id: string, stock: number): Uint8Array
+  /** A peer's delta of an entity new here: a document from it, and its value read (as for a change event). */
+  apply(id: string, delta: Uint8Array): unknown
 }
 
 /**
@@ -65,6 +68,13 @@ class YjsDocs implements Docs {
     this.docs.set(id, doc)
     return captureUpdate(doc, () => doc.getMap('value').set('stock', stock))
   }
+
+  apply(id: string, delta: Uint8Array): unknown {
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, delta)
+    this.docs.set(id, doc)
+    return doc.getMap('value').toJSON()
+  }
 }
 
 /** Runs fn in one Yjs transaction and returns the update it produced. */
@@ -95,17 +105,25 @@ class AutomergeDocs implements Docs {
     this.docs.set(id, doc)
     return A.getLastLocalChange(doc)!
   }
+
+  apply(id: string, delta: Uint8Array): unknown {
+    const [doc] = A.applyChanges(A.init<Product>(), [delta])
+    this.docs.set(id, doc)
+    return A.toJS(doc)
+  }
 }
 
 /**
  * The raw ceiling: the same Yjs / Automerge operations as Convergent, each delta written
  * to classic-level with writes of one tick sharing one batch (group commit, sync: false like
  * Convergent's store) — and no Convergent code: no validation, heads, feed, digest or cache.
+ * With a RawLink (W2, W3), durable deltas go to connected peers, which apply and store them.
  */
 class RawNode implements BenchNode {
-  readonly port = undefined
-  readonly token = ''
-  private pending: { key: string; value: Uint8Array; done: () => void; fail: (e: unknown) => void }[] = []
+  private link: RawLink | undefined
+  private arrived = 0
+  private readonly pushes = new Set<Promise<void>>()
+  private pending: { key: string; value: Uint8Array; push: boolean; done: () => void; fail: (e: unknown) => void }[] = []
   private writing: Promise<void> = Promise.resolve()
   private scheduled = false
   private seq = 0
@@ -115,6 +133,35 @@ class RawNode implements BenchNode {
     private readonly docs: Docs,
   ) {}
 
+  /** Starts the network (and joins a peer, pulling what it stores). */
+  async listen(join: OpenOptions['join']): Promise<void> {
+    this.link = await RawLink.start(
+      () => this.stored(),
+      (entries) => this.receive(entries),
+    )
+    if (join !== undefined) await this.link.join(join.port, join.token)
+  }
+
+  get port(): number | undefined {
+    return this.link?.port
+  }
+
+  get token(): string {
+    return this.link?.token ?? ''
+  }
+
+  private async stored(): Promise<Entries> {
+    await this.writing
+    const entries: Entries = []
+    for await (const [key, value] of this.db.iterator()) entries.push([key.slice(0, key.lastIndexOf('/')), value])
+    return entries
+  }
+
+  private async receive(entries: Entries): Promise<void> {
+    await Promise.all(entries.map(([id, delta]) => (this.docs.apply(id, delta), this.write(`${id}/${this.seq++}`, delta, false))))
+    this.arrived += entries.length
+  }
+
   put(id: string, value: Product): Promise<void> {
     return this.write(`${id}/${this.seq++}`, this.docs.put(id, value))
   }
@@ -123,9 +170,9 @@ class RawNode implements BenchNode {
     return this.write(`${id}/${this.seq++}`, this.docs.setStock(id, stock))
   }
 
-  private write(key: string, value: Uint8Array): Promise<void> {
+  private write(key: string, value: Uint8Array, push = true): Promise<void> {
     return new Promise((done, fail) => {
-      this.pending.push({ key, value, done, fail })
+      this.pending.push({ key, value, push, done, fail })
       if (!this.scheduled) {
         this.scheduled = true
         setImmediate(() => this.commit())
@@ -141,6 +188,14 @@ class RawNode implements BenchNode {
       try {
         await this.db.batch(batch.map((w) => ({ type: 'put' as const, key: w.key, value: w.value })))
         for (const w of batch) w.done()
+        const local: Entries = batch.filter((w) => w.push).map((w) => [w.key.slice(0, w.key.lastIndexOf('/')), w.value])
+        if (this.link !== undefined && local.length > 0) {
+          const p = this.link.push(local).catch((err: Error) => {
+            process.stderr.write(`[bench] raw push failed: ${err.message}\n`)
+          })
+          this.pushes.add(p)
+          void p.finally(() => this.pushes.delete(p))
+        }
       } catch (err) {
         for (const w of batch) w.fail(err)
       }
@@ -152,15 +207,17 @@ class RawNode implements BenchNode {
   }
 
   received(): number {
-    return 0
+    return this.arrived
   }
 
   async connect(): Promise<void> {
-    throw new Error('the raw ceiling has no network')
+    throw new Error('raw ceiling nodes join while opening (OpenOptions.join)')
   }
 
   async close(): Promise<void> {
     await this.writing
+    await Promise.all([...this.pushes])
+    await this.link?.stop()
     await this.db.close()
   }
 }
@@ -168,11 +225,14 @@ class RawNode implements BenchNode {
 export function rawSystem(backend: 'yjs' | 'automerge'): System {
   return {
     ...CATALOG[`raw-${backend}`],
-    networked: false,
+    networked: true,
     async open(options: OpenOptions) {
       const db = new ClassicLevel<string, Uint8Array>(join(options.dir, 'raw'), { valueEncoding: 'view' })
       await db.open()
-      return new RawNode(db, backend === 'yjs' ? new YjsDocs() : new AutomergeDocs())
+      const node = new RawNode(db, backend === 'yjs' ? new YjsDocs() : new AutomergeDocs())
+      // W1 measures local writes only: no network running beside them.
+      if (options.network === true || options.join !== undefined) await node.listen(options.join)
+      return node
     },
   }
 }

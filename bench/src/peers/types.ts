@@ -34,6 +34,8 @@ export interface OpenOptions {
   dir: string
   /** Another node to replicate with, dialed while opening (its port may be a TcpMeter's). */
   join?: { port: number; token: string }
+  /** The node will replicate (openPair): systems that can run without a network start it. */
+  network?: boolean
 }
 
 export interface System extends SystemInfo {

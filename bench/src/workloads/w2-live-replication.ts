@@ -7,6 +7,8 @@ import { spec, type Workload } from './types.js'
 
 const OURS = ['convergent-yjs', 'convergent-automerge']
 const PEERS = ['orbitdb', 'automerge-repo']
+/** The raw replication ceiling (peers/raw-link.ts): the stack's least work, no Convergent code. */
+const RAW = ['raw-yjs', 'raw-automerge']
 
 /**
  * W2 — live replication between two real nodes on 127.0.0.1: B is connected (and has
@@ -18,8 +20,8 @@ export const w2: Workload = {
   title: 'W2 live replication, two nodes',
   plan({ mode, window }) {
     const small = mode === 'quick' ? 200 : 1_000
-    const specs = [...OURS, ...PEERS].map((s) => spec('W2', 'live', s, small, { window }, 120_000 + small * 60))
-    if (mode === 'full') specs.push(...OURS.map((s) => spec('W2', 'live', s, 10_000, { window }, 300_000)))
+    const specs = [...OURS, ...RAW, ...PEERS].map((s) => spec('W2', 'live', s, small, { window }, 120_000 + small * 60))
+    if (mode === 'full') specs.push(...[...OURS, ...RAW].map((s) => spec('W2', 'live', s, 10_000, { window }, 300_000)))
     return specs
   },
   async run(s, log) {

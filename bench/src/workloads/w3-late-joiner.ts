@@ -8,6 +8,8 @@ import { spec, type Workload } from './types.js'
 
 const OURS = ['convergent-yjs', 'convergent-automerge']
 const PEERS = ['orbitdb', 'automerge-repo']
+/** The raw replication ceiling (peers/raw-link.ts): the stack's least work, no Convergent code. */
+const RAW = ['raw-yjs', 'raw-automerge']
 
 /**
  * W3 — late joiner: A holds N entities; B opens (empty) and dials A; measured from B's open
@@ -17,10 +19,10 @@ export const w3: Workload = {
   id: 'W3',
   title: 'W3 late joiner catch-up',
   plan({ mode, window }) {
-    if (mode === 'quick') return [...OURS, ...PEERS].map((s) => spec('W3', 'catch-up', s, 200, { window }, 120_000))
+    if (mode === 'quick') return [...OURS, ...RAW, ...PEERS].map((s) => spec('W3', 'catch-up', s, 200, { window }, 120_000))
     return [
-      ...[...OURS, ...PEERS].map((s) => spec('W3', 'catch-up', s, 1_000, { window }, 180_000)),
-      ...OURS.map((s) => spec('W3', 'catch-up', s, 10_000, { window }, 300_000)),
+      ...[...OURS, ...RAW, ...PEERS].map((s) => spec('W3', 'catch-up', s, 1_000, { window }, 180_000)),
+      ...[...OURS, ...RAW].map((s) => spec('W3', 'catch-up', s, 10_000, { window }, 300_000)),
     ]
   },
   async run(s, log) {
