@@ -95,8 +95,11 @@ class AutomergeRepoNode implements BenchNode {
 
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
-    await this.repo.shutdown()
-    this.storage.closed = true
+    try {
+      await this.repo.shutdown()
+    } finally {
+      this.storage.closed = true
+    }
     const server = this.server
     if (server === undefined) return
     for (const client of server.clients) client.terminate()

@@ -1,3 +1,4 @@
+import '@convergent/libp2p/polyfill'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
@@ -13,10 +14,10 @@ const PUSH = '/convergent-bench/raw-push/1.0.0'
 
 /**
  * The network half of the raw replication ceiling: libp2p 3 over TCP with Noise, Yamux and
- * identify (Convergent's stack, without gossipsub) and the least protocol that moves deltas:
- * a joining node pulls everything its peer stores in one stream, and each durable tick is
- * pushed to every connected peer in one stream. No digests, versions, validation, limits,
- * chunking or repair of lost pushes: what any replication over this stack must at least do.
+ * identify (Convergent's stack, without gossipsub) and a minimal protocol that moves deltas:
+ * a joining node pulls everything its peer stores in one stream, and each durable batch goes
+ * to every connected peer as one frame on a stream kept open per peer. No digests, versions,
+ * validation, limits, chunking or repair of lost pushes.
  */
 export class RawLink {
   private constructor(
@@ -36,11 +37,18 @@ export class RawLink {
     await libp2p.handle(CATCH_UP, async (stream: Stream) => {
       await send(stream, encodeEntries(await stored()))
     })
-    await libp2p.handle(PUSH, async (stream: Stream) => {
-      const bytes = await receive(stream)
-      // Closed before applying: an open stream counts against libp2p's inbound stream limit.
-      await stream.close()
-      await link.onEntries(decodeEntries(bytes))
+    await libp2p.handle(PUSH, (stream: Stream) => {
+      // Frames of [u32 length][entries], applied one after another as they complete.
+      let buffered = Buffer.alloc(0)
+      let applying = Promise.resolve()
+      stream.addEventListener('message', (event) => {
+        buffered = Buffer.concat([buffered, event.data.subarray()])
+        while (buffered.byteLength >= 4 && buffered.byteLength >= 4 + buffered.readUInt32BE(0)) {
+          const entries = decodeEntries(buffered.subarray(4, 4 + buffered.readUInt32BE(0)))
+          buffered = buffered.subarray(4 + buffered.readUInt32BE(0))
+          applying = applying.then(() => link.onEntries(entries))
+        }
+      })
     })
     return link
   }
@@ -65,35 +73,27 @@ export class RawLink {
     await this.onEntries(decodeEntries(await reply))
   }
 
-  private queued: Entries = []
-  private sending: Promise<void> | undefined
+  /** The open push stream to each peer, by connection. */
+  private readonly outgoing = new Map<string, Promise<Stream>>()
 
-  /**
-   * Sends durable deltas to every connected peer: one stream per push, one push in flight at
-   * a time, the deltas made meanwhile gathered into the next (a stream per tick would run into
-   * libp2p's limit of inbound streams per protocol and connection).
-   */
-  push(entries: Entries): Promise<void> {
-    this.queued.push(...entries)
-    this.sending ??= this.drain()
-    return this.sending
-  }
-
-  private async drain(): Promise<void> {
-    try {
-      while (this.queued.length > 0) {
-        const bytes = encodeEntries(this.queued)
-        this.queued = []
-        await Promise.all(
-          this.libp2p.getConnections().map(async (connection: Connection) => {
-            const stream = await connection.newStream(PUSH)
-            await send(stream, bytes)
-          }),
-        )
-      }
-    } finally {
-      this.sending = undefined
-    }
+  /** Sends durable deltas to every connected peer: one frame on each peer's push stream. */
+  async push(entries: Entries): Promise<void> {
+    const body = encodeEntries(entries)
+    const frame = Buffer.allocUnsafe(4 + body.byteLength)
+    frame.writeUInt32BE(body.byteLength, 0)
+    frame.set(body, 4)
+    await Promise.all(
+      this.libp2p.getConnections().map(async (connection: Connection) => {
+        let stream = this.outgoing.get(connection.id)
+        if (stream === undefined) {
+          stream = connection.newStream(PUSH)
+          this.outgoing.set(connection.id, stream)
+          stream.catch(() => this.outgoing.delete(connection.id))
+        }
+        const open = await stream
+        if (!open.send(frame)) await open.onDrain()
+      }),
+    )
   }
 
   async stop(): Promise<void> {

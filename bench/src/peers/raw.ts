@@ -35,6 +35,10 @@ class DocCache<D> {
     return doc
   }
 
+  find(id: string): D | undefined {
+    return this.docs.get(id)
+  }
+
   set(id: string, doc: D): void {
     this.docs.delete(id)
     this.docs.set(id, doc)
@@ -70,7 +74,7 @@ class YjsDocs implements Docs {
   }
 
   apply(id: string, delta: Uint8Array): unknown {
-    const doc = new Y.Doc()
+    const doc = this.docs.find(id) ?? new Y.Doc()
     Y.applyUpdate(doc, delta)
     this.docs.set(id, doc)
     return doc.getMap('value').toJSON()
@@ -107,7 +111,7 @@ class AutomergeDocs implements Docs {
   }
 
   apply(id: string, delta: Uint8Array): unknown {
-    const [doc] = A.applyChanges(A.init<Product>(), [delta])
+    const [doc] = A.applyChanges(this.docs.find(id) ?? A.init<Product>(), [delta])
     this.docs.set(id, doc)
     return A.toJS(doc)
   }
@@ -121,7 +125,8 @@ class AutomergeDocs implements Docs {
  */
 class RawNode implements BenchNode {
   private link: RawLink | undefined
-  private arrived = 0
+  /** Entities received from peers (what W2/W3 count), applied and durable. */
+  private readonly arrived = new Set<string>()
   private readonly pushes = new Set<Promise<void>>()
   private pending: { key: string; value: Uint8Array; push: boolean; done: () => void; fail: (e: unknown) => void }[] = []
   private writing: Promise<void> = Promise.resolve()
@@ -150,16 +155,21 @@ class RawNode implements BenchNode {
     return this.link?.token ?? ''
   }
 
+  /** Every stored delta, each entity's in the order written (keys sort as text: 'e/10' < 'e/9'). */
   private async stored(): Promise<Entries> {
     await this.writing
-    const entries: Entries = []
-    for await (const [key, value] of this.db.iterator()) entries.push([key.slice(0, key.lastIndexOf('/')), value])
-    return entries
+    const rows: [string, number, Uint8Array][] = []
+    for await (const [key, value] of this.db.iterator()) {
+      const at = key.lastIndexOf('/')
+      rows.push([key.slice(0, at), Number(key.slice(at + 1)), value])
+    }
+    rows.sort((a, b) => a[1] - b[1])
+    return rows.map(([id, , value]) => [id, value])
   }
 
   private async receive(entries: Entries): Promise<void> {
     await Promise.all(entries.map(([id, delta]) => (this.docs.apply(id, delta), this.write(`${id}/${this.seq++}`, delta, false))))
-    this.arrived += entries.length
+    for (const [id] of entries) this.arrived.add(id)
   }
 
   put(id: string, value: Product): Promise<void> {
@@ -207,7 +217,7 @@ class RawNode implements BenchNode {
   }
 
   received(): number {
-    return this.arrived
+    return this.arrived.size
   }
 
   async connect(): Promise<void> {

@@ -38,6 +38,14 @@ const CONTENT_TYPE = 7
 const CONTENT_ANY = 8
 const TYPE_ARRAY = 0
 const TYPE_MAP = 1
+// lib0's tags for the JSON scalars this backend stores as values (writeAny).
+const ANY_NULL = 126
+const ANY_INT = 125
+const ANY_FLOAT32 = 124
+const ANY_FLOAT64 = 123
+const ANY_FALSE = 121
+const ANY_TRUE = 120
+const ANY_STRING = 119
 
 /**
  * Reads a v1 update field by field, the way Yjs' own decoder does, without building its
@@ -51,23 +59,25 @@ function scanUpdate(d: decoding.Decoder): number {
   const clients = decoding.readVarUint(d)
   for (let c = 0; c < clients; c++) {
     const structs = decoding.readVarUint(d)
-    checkClient(decoding.readVarUint(d))
-    decoding.readVarUint(d) // first clock
+    const client = decoding.readVarUint(d)
+    if (structs > 0) checkClient(client)
+    let clock = decoding.readVarUint(d)
     carried += structs
-    for (let i = 0; i < structs; i++) scanStruct(d)
+    for (let i = 0; i < structs; i++) {
+      clock += scanStruct(d)
+      if (clock > Number.MAX_SAFE_INTEGER) throw invalid('its clocks run past 2^53')
+    }
   }
   carried += scanDeleteSet(d)
   if (d.pos !== d.arr.byteLength) throw invalid('it has bytes after the end of the update')
   return carried
 }
 
-function scanStruct(d: decoding.Decoder): void {
+/** Reads one struct; returns its length (clocks it takes). */
+function scanStruct(d: decoding.Decoder): number {
   const info = decoding.readUint8(d)
   if (info === undefined) throw invalid('it ends inside a struct')
-  if (info === SKIP || (info & CONTENT_REF) === 0) {
-    decoding.readVarUint(d) // length of a skip or GC struct
-    return
-  }
+  if (info === SKIP || (info & CONTENT_REF) === 0) return length(decoding.readVarUint(d)) // a skip or GC struct
   if ((info & HAS_ORIGIN) !== 0) readId(d)
   if ((info & HAS_RIGHT_ORIGIN) !== 0) readId(d)
   if ((info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN)) === 0) {
@@ -82,18 +92,57 @@ function scanStruct(d: decoding.Decoder): void {
   }
   switch (info & CONTENT_REF) {
     case CONTENT_DELETED:
-      decoding.readVarUint(d)
-      return
-    case CONTENT_ANY:
-      for (let n = decoding.readVarUint(d); n > 0; n--) decoding.readAny(d)
-      return
+      return length(decoding.readVarUint(d))
+    case CONTENT_ANY: {
+      const count = length(decoding.readVarUint(d))
+      for (let n = 0; n < count; n++) scanScalar(d)
+      return count
+    }
     case CONTENT_TYPE: {
       const type = decoding.readVarUint(d)
       if (type !== TYPE_ARRAY && type !== TYPE_MAP) throw invalid(`it holds a shared type (ref ${type}) this backend never writes`)
-      return
+      return 1
     }
     default:
       throw invalid(`it holds content of kind ${info & CONTENT_REF}, which this backend never writes`)
+  }
+}
+
+/**
+ * A struct of length 0 would share its clock with the next one: Yjs stores both, and two
+ * replicas could then hold different values under equal version hashes. Yjs never writes one.
+ */
+function length(n: number): number {
+  if (n === 0) throw invalid('it holds a struct of length 0')
+  return n
+}
+
+/**
+ * A value slot holds one JSON scalar here (objects and arrays are Y.Maps and Y.Arrays). Other
+ * tags are refused without reading them: lib0 reads nested values recursively, so their
+ * depth would decide by stack size, differently from replica to replica.
+ */
+function scanScalar(d: decoding.Decoder): void {
+  const tag = decoding.readUint8(d)
+  switch (tag) {
+    case ANY_NULL:
+    case ANY_FALSE:
+    case ANY_TRUE:
+      return
+    case ANY_INT:
+      decoding.readVarInt(d)
+      return
+    case ANY_FLOAT32:
+      decoding.readFloat32(d)
+      return
+    case ANY_FLOAT64:
+      decoding.readFloat64(d)
+      return
+    case ANY_STRING:
+      decoding.readVarString(d)
+      return
+    default:
+      throw invalid(tag === undefined ? 'it ends inside a value' : `it holds a value of lib0 type ${tag}, where this backend writes only JSON scalars`)
   }
 }
 
@@ -118,6 +167,7 @@ function scanDeleteSet(d: decoding.Decoder): number {
       const len = decoding.readVarUint(d)
       if (len <= 0 || clock < end) throw invalid('its delete set is malformed')
       end = clock + len
+      if (end > Number.MAX_SAFE_INTEGER) throw invalid('its delete set runs past 2^53')
     }
     ends.set(client, end)
     ranges += count

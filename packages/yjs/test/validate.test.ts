@@ -7,8 +7,9 @@ import { yjsBackend } from '../src/index.js'
 
 /**
  * The reference: what validateUpdate accepted when it decoded with Yjs' own reader (the lazy
- * struct reader behind Y.decodeUpdate) and checked the structs it built. The field-by-field
- * scan must accept and reject exactly the same bytes.
+ * struct reader behind Y.decodeUpdate) and checked the structs it built — plus three rules
+ * the scan added: no struct of length 0, value slots hold JSON scalars only, clocks stay
+ * under 2^53. The field-by-field scan must accept and reject exactly the same bytes.
  */
 function acceptedByYjsDecoder(bytes: Uint8Array, allowEmpty: boolean): boolean {
   if (bytes.byteLength === 0) return false
@@ -29,8 +30,10 @@ function acceptedByYjsDecoder(bytes: Uint8Array, allowEmpty: boolean): boolean {
   if (!allowEmpty && decoded.structs.length === 0 && decoded.ds.clients.size === 0) return false
   for (const struct of decoded.structs) {
     if (struct.id.client > 0xffffffff) return false
+    if (struct.length === 0 || struct.id.clock + struct.length > Number.MAX_SAFE_INTEGER) return false
     if (!(struct instanceof Y.Item)) continue
     const content: unknown = struct.content
+    if (content instanceof Y.ContentAny && !content.arr.every((v) => v === null || ['boolean', 'number', 'string'].includes(typeof v))) return false
     const known =
       content instanceof Y.ContentAny ||
       content instanceof Y.ContentDeleted ||
@@ -44,6 +47,7 @@ function acceptedByYjsDecoder(bytes: Uint8Array, allowEmpty: boolean): boolean {
     for (const item of items) {
       if (item.len <= 0 || item.clock < end) return false
       end = item.clock + item.len
+      if (end > Number.MAX_SAFE_INTEGER) return false
     }
   }
   return true
@@ -88,6 +92,8 @@ const foreignUpdate = fc.constantFrom(
     (d: Y.Doc) => d.getMap('value').set('t', new Y.Text('t')),
     (d: Y.Doc) => d.getMap('value').set('doc', new Y.Doc()),
     (d: Y.Doc) => d.getArray('value').insert(0, [new Y.XmlText('x')]),
+    (d: Y.Doc) => d.getMap('value').set('nested', { a: [1, { b: 2 }] }),
+    (d: Y.Doc) => d.getArray('value').insert(0, [[1, 2], { a: 1 }]),
   ].map((write) => {
     const doc = new Y.Doc()
     write(doc)
@@ -137,6 +143,30 @@ describe('yjs validateUpdate', function () {
       }),
       { numRuns: 3000 },
     )
+  })
+
+  it('rejects a struct of length 0, which would share its clock with the next (replicas could differ under equal versions)', function () {
+    // An empty value item, then another item of the same client at the same clock.
+    const bytes = Buffer.from('0103050028010576616c75650161002801046d6574610764656c65746564017928010576616c75650162017d0100', 'hex')
+    assert.throws(() => validateUpdate(bytes), /length 0/)
+  })
+
+  it('rejects nested values in a value slot without reading them, however deep', function () {
+    const deep = (depth: number): Uint8Array => {
+      const doc = new Y.Doc()
+      let value: unknown = 1
+      for (let i = 0; i < depth; i++) value = [value]
+      doc.getMap('value').set('v', value)
+      return Y.encodeStateAsUpdate(doc)
+    }
+    assert.throws(() => validateUpdate(deep(1)), /only JSON scalars/)
+    // Past the depth at which lib0's recursive reader runs out of stack.
+    const bytes = Buffer.concat([deep(1).subarray(0, -3), Buffer.alloc(20_000, 117 /* array */)])
+    assert.throws(() => validateUpdate(bytes), /only JSON scalars/)
+  })
+
+  it('accepts a client group without structs whatever its id, as Yjs\' reader does', function () {
+    assert.doesNotThrow(() => validateUpdate(Buffer.from('02008080808010808080801000028001010200', 'hex'), true))
   })
 
   it('rejects foreign content, an empty delta and trailing bytes with a reason', function () {
