@@ -111,9 +111,12 @@ class AutomergeDocs implements Docs {
   }
 
   apply(id: string, delta: Uint8Array): unknown {
-    const [doc] = A.applyChanges(this.docs.find(id) ?? A.init<Product>(), [delta])
+    const live = this.docs.find(id)
+    // A new entity is loaded from its delta (cheaper than applying it to an empty document),
+    // and a freshly materialised document reads straight from its object.
+    const doc = live === undefined ? A.load<Product>(delta) : A.applyChanges(live, [delta])[0]
     this.docs.set(id, doc)
-    return A.toJS(doc)
+    return live === undefined ? { ...doc } : A.toJS(doc)
   }
 }
 

@@ -107,6 +107,20 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   applyDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
     checkChunks(delta)
     const heads = A.getHeads(doc)
+    // A document that holds nothing yet (an entity new here, from a peer) is loaded from the
+    // delta instead: A.load materialises a fresh, trusted object, so reading it needs no
+    // A.toJS — ~100 µs against ~170–190 µs per entity with loadIncremental. The empty
+    // document it replaces is freed (like an outdated one, it is not used again).
+    if (heads.length === 0 && !this.hasPending(doc)) {
+      let loaded: AutomergeDoc
+      try {
+        loaded = A.load(delta, { actor: A.getActorId(doc) as A.ActorId, allowMissingChanges: true })
+      } catch (err) {
+        throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
+      }
+      A.free(doc)
+      return loaded
+    }
     let next: AutomergeDoc
     try {
       next = A.loadIncremental(doc, delta)

@@ -194,7 +194,7 @@ export class Entities {
     const key = EntityCache.key(col.name, id)
     const cached = this.cache.get(key)
     if (cached !== undefined) {
-      cached.pins++
+      this.cache.pin(cached)
       return cached
     }
     let loading = this.loading.get(key)
@@ -295,7 +295,7 @@ export class Entities {
   }
 
   release(entity: LoadedEntity): void {
-    entity.pins--
+    this.cache.unpin(entity)
     if (entity.pins > 0) return
     if (entity.stale) this.evicted(entity) // out of the cache already (see forgetEntity)
     else this.cache.evict()
@@ -380,7 +380,7 @@ export class Entities {
     // A remote commit has the version hash already; a local one leaves it to the flush.
     entity.head = { backend: backend.name, versionHash: newVersionHash ?? oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted }
     entity.versionStale = newVersionHash === undefined
-    entity.pins++
+    this.cache.pin(entity)
     entity.lastWrite = tick.settled
     return tick.done.then(
       () => {

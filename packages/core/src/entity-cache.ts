@@ -41,6 +41,8 @@ interface Group {
   readonly map: Map<string, Slot>
   /** At most this many of them stay (within the cache's capacity). */
   readonly limit: number
+  /** How many of them are pinned: eviction stops at once when nothing else is left. */
+  pinned: number
 }
 
 interface Slot {
@@ -59,6 +61,10 @@ interface Slot {
  * (Backend.maxResident): Automerge documents live in a WASM heap whose allocator slows every
  * new document down as live ones pile up, so they get a much smaller budget than Yjs ones.
  * Every entity that leaves the table goes to `onEvict` (which disposes of its document).
+ *
+ * Pins go through pin()/unpin(), so the table knows how many of its entries are pinned: a
+ * late joiner applies a whole chunk of new entities at once, all pinned until durable, and a
+ * scan past them on every insert made eviction quadratic in the chunk size.
  */
 export class EntityCache {
   private readonly groups = new Map<Backend, Group>()
@@ -96,9 +102,27 @@ export class EntityCache {
 
   set(key: string, entity: LoadedEntity): void {
     this.remove(key)
-    this.groupOf(entity.backend).map.set(key, { entity, used: ++this.clock })
+    const group = this.groupOf(entity.backend)
+    group.map.set(key, { entity, used: ++this.clock })
+    if (entity.pins > 0) group.pinned++
     this.count++
     this.evict()
+  }
+
+  /** One more user or write in flight of `entity`: it is not evicted until unpinned. */
+  pin(entity: LoadedEntity): void {
+    if (entity.pins++ === 0) {
+      const group = this.holdingGroup(entity)
+      if (group !== undefined) group.pinned++
+    }
+  }
+
+  /** One user or write fewer; the caller evicts (or disposes of a dropped entity) at zero. */
+  unpin(entity: LoadedEntity): void {
+    if (--entity.pins === 0) {
+      const group = this.holdingGroup(entity)
+      if (group !== undefined) group.pinned--
+    }
   }
 
   /** Removes the entity under `key` without evicting it (the caller decides about its document). */
@@ -109,8 +133,8 @@ export class EntityCache {
   /** Evicts least-recently-used unpinned entities while a group or the whole is over budget. */
   evict(): void {
     for (const group of this.groups.values()) {
-      while (group.map.size > group.limit) {
-        const oldest = oldestUnpinned(group)
+      while (group.map.size > group.limit && group.map.size > group.pinned) {
+        const oldest = this.oldestUnpinned(group)
         if (oldest === undefined) break
         this.evictSlot(group, oldest[0], oldest[1])
       }
@@ -119,12 +143,30 @@ export class EntityCache {
       // The globally least recently used unpinned entity, whichever group holds it.
       let victim: [Group, string, Slot] | undefined
       for (const group of this.groups.values()) {
-        const oldest = oldestUnpinned(group)
+        const oldest = group.map.size > group.pinned ? this.oldestUnpinned(group) : undefined
         if (oldest !== undefined && (victim === undefined || oldest[1].used < victim[2].used)) victim = [group, ...oldest]
       }
       if (victim === undefined) break
       this.evictSlot(...victim)
     }
+  }
+
+  /**
+   * The least recently used unpinned entry of a group. Pinned entries met on the way are in
+   * use, so they move to the recently-used end: no later scan walks past them again. Looks at
+   * each entry once at most; finding none, it takes the pinned count as all of them.
+   */
+  private oldestUnpinned(group: Group): [string, Slot] | undefined {
+    let left = group.map.size
+    for (const [key, slot] of group.map) {
+      if (slot.entity.pins === 0) return [key, slot]
+      group.map.delete(key)
+      group.map.set(key, slot)
+      slot.used = ++this.clock
+      if (--left === 0) break
+    }
+    group.pinned = group.map.size
+    return undefined
   }
 
   /** Drops every entity of a collection (when its tentative backend is replaced). */
@@ -136,6 +178,7 @@ export class EntityCache {
         this.count--
         // Pinned ones are still in use by their writers: they are only forgotten here.
         if (slot.entity.pins === 0) this.onEvict(slot.entity)
+        else group.pinned--
       }
     }
   }
@@ -145,6 +188,7 @@ export class EntityCache {
     for (const group of this.groups.values()) {
       for (const slot of group.map.values()) this.onEvict(slot.entity)
       group.map.clear()
+      group.pinned = 0
     }
     this.count = 0
   }
@@ -152,7 +196,7 @@ export class EntityCache {
   private groupOf(backend: Backend): Group {
     let group = this.groups.get(backend)
     if (group === undefined) {
-      group = { map: new Map(), limit: Math.min(this.capacity, backend.maxResident ?? Infinity) }
+      group = { map: new Map(), limit: Math.min(this.capacity, backend.maxResident ?? Infinity), pinned: 0 }
       this.groups.set(backend, group)
     }
     return group
@@ -163,11 +207,18 @@ export class EntityCache {
       const slot = group.map.get(key)
       if (slot !== undefined) {
         group.map.delete(key)
+        if (slot.entity.pins > 0) group.pinned--
         this.count--
         return slot.entity
       }
     }
     return undefined
+  }
+
+  /** The group whose table holds this very entity (not a dropped copy under the same key). */
+  private holdingGroup(entity: LoadedEntity): Group | undefined {
+    const group = this.groups.get(entity.backend)
+    return group?.map.get(EntityCache.key(entity.collection, entity.id))?.entity === entity ? group : undefined
   }
 
   private evictSlot(group: Group, key: string, slot: Slot): void {
@@ -177,7 +228,3 @@ export class EntityCache {
   }
 }
 
-function oldestUnpinned(group: Group): [string, Slot] | undefined {
-  for (const entry of group.map) if (entry[1].entity.pins === 0) return entry
-  return undefined
-}
