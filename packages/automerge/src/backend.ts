@@ -52,15 +52,24 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): AutomergeDoc {
     const parts = snapshot === undefined ? deltas : [snapshot, ...deltas]
     if (parts.length === 0) return this.create(actor)
-    for (const part of parts) checkChunks(part)
+    let hasChange = false
+    for (const part of parts) hasChange = checkChunks(part).hasChange || hasChange
     // One A.load of all chunks back to back rather than a loadIncremental per stored delta
     // (each of which patches the doc object). allowMissingChanges keeps changes whose
     // dependencies have not arrived queued, as loadIncremental does (hasPending).
+    let doc: AutomergeDoc
     try {
-      return A.load(concatBytes(parts), { actor: toHex(actor) as A.ActorId, allowMissingChanges: true })
+      doc = A.load(concatBytes(parts), { actor: toHex(actor) as A.ActorId, allowMissingChanges: true })
     } catch (err) {
       throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected stored bytes whose chunks were well-formed', err)
     }
+    // With allowMissingChanges, one unparseable chunk makes A.load return an empty document
+    // instead of throwing: never let that pass for the entity's state.
+    if (hasChange && A.getHeads(doc).length === 0 && !this.hasPending(doc)) {
+      A.free(doc)
+      throw new ConvergentError('ERR_INVALID_DELTA', 'Stored Automerge changes loaded as an empty document: a chunk in them does not parse.')
+    }
+    return doc
   }
 
   dispose(doc: AutomergeDoc): void {
@@ -105,7 +114,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   applyDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
-    checkChunks(delta)
+    checkChunks(delta, true)
     const heads = A.getHeads(doc)
     // A document that holds nothing yet (an entity new here, from a peer) is loaded from the
     // delta instead: A.load materialises a fresh, trusted object, so reading it needs no

@@ -1,4 +1,5 @@
 import { inflateRawSync } from 'node:zlib'
+import * as A from '@automerge/automerge'
 import { ConvergentError, bytesEqual, sha256 } from '@convergent/core'
 
 /**
@@ -16,10 +17,38 @@ const COMPRESSED_CHANGE = 2
 const HEADER_BYTES = 9 // magic + checksum + type, before the length
 const MAX_INFLATED_BYTES = 64 * 1024 * 1024
 
-export function checkChunks(bytes: Uint8Array): void {
+export interface CheckedChunks {
+  /** Whether any chunk is a change (plain or compressed), as opposed to a whole document. */
+  readonly hasChange: boolean
+}
+
+/**
+ * Verifies framing and checksums. With `parseAfterFirst`, the chunks after the first are also
+ * parsed: a body that is garbage under a valid checksum would otherwise be skipped by
+ * loadIncremental after a good first chunk and stored with it — and a later A.load of the
+ * stored bytes drops everything on it. (The first chunk needs no parse: Automerge throws on it.)
+ */
+export function checkChunks(bytes: Uint8Array, parseAfterFirst = false): CheckedChunks {
   if (bytes.byteLength === 0) throw invalid('it is empty')
   let offset = 0
-  while (offset < bytes.byteLength) offset = checkChunk(bytes, offset)
+  let hasChange = false
+  while (offset < bytes.byteLength) {
+    const start = offset
+    const type = bytes[offset + 8]
+    offset = checkChunk(bytes, offset)
+    if (type !== DOCUMENT) hasChange = true
+    if (parseAfterFirst && start > 0) parseChunk(bytes.subarray(start, offset), type === DOCUMENT)
+  }
+  return { hasChange }
+}
+
+function parseChunk(chunk: Uint8Array, document: boolean): void {
+  try {
+    if (document) A.free(A.load(chunk))
+    else A.decodeChange(chunk)
+  } catch {
+    throw invalid(`a ${document ? 'document' : 'change'} chunk after the first does not parse`)
+  }
 }
 
 /** Verifies one chunk starting at `offset`; returns where the next one starts. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import { backendComplianceSuite } from '@convergent/core/testing'
 import type { JsonObject } from '@convergent/core'
@@ -45,6 +46,24 @@ describe('automerge backend specifics', function () {
     assert.throws(() => backend.applyDelta(target, both), { code: 'ERR_INVALID_DELTA' })
     assert.equal(backend.read(target), undefined)
     assert.deepEqual(A.getHeads(target), [])
+  })
+
+  it('a chunk whose body is garbage under a valid checksum is rejected after a good one, and never wipes a stored entity', function () {
+    // Framing and checksum right, body unparseable: Automerge's loadIncremental would apply the
+    // good chunk, skip this one, and the stored delta would later load as nothing at all.
+    const body = Uint8Array.from({ length: 24 }, (_, i) => (i * 37 + 11) & 0xff)
+    const checksum = createHash('sha256').update(Uint8Array.of(1, body.byteLength)).update(body).digest().subarray(0, 4)
+    const garbage = Uint8Array.of(0x85, 0x6f, 0x4a, 0x83, ...checksum, 1, body.byteLength, ...body)
+    let src: AutomergeDoc = backend.create(actor(6))
+    const first = backend.put(src, { x: 1 })
+    src = first.doc
+    const second = backend.put(src, { x: 1, y: 2 })
+    const target = backend.applyDelta(backend.create(actor(7)), first.delta!) // not empty: the loadIncremental path
+    const poisoned = Uint8Array.of(...second.delta!, ...garbage)
+    assert.throws(() => backend.applyDelta(target, poisoned), /after the first does not parse/)
+    assert.deepEqual(backend.read(target), { x: 1 })
+    // Stored bytes that hold such a chunk fail to load instead of loading as an empty entity.
+    assert.throws(() => backend.load(undefined, [first.delta!, poisoned], actor(8)), { code: 'ERR_INVALID_DELTA' })
   })
 
   it('accepts compressed change chunks (verifying their checksum after inflating)', async function () {

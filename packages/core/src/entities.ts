@@ -491,8 +491,11 @@ export class Entities {
     entity.stale = true
     const key = EntityCache.key(col.name, entity.id)
     this.dropped.add(key)
+    // Only this very entity: another one may have been loaded under its key since.
+    if (this.cache.get(key) !== entity) return
+    this.cache.delete(key)
     // Still pinned by writes that will fail too: disposed of when the last releases it.
-    if (this.cache.delete(key) === entity && entity.pins === 0) this.evicted(entity)
+    if (entity.pins === 0) this.evicted(entity)
   }
 
   /** After a failed write the collection's digest is ahead of disk: reloaded on next use. */
