@@ -44,8 +44,9 @@ export class RawLink {
       stream.addEventListener('message', (event) => {
         buffered = Buffer.concat([buffered, event.data.subarray()])
         while (buffered.byteLength >= 4 && buffered.byteLength >= 4 + buffered.readUInt32BE(0)) {
-          const entries = decodeEntries(buffered.subarray(4, 4 + buffered.readUInt32BE(0)))
-          buffered = buffered.subarray(4 + buffered.readUInt32BE(0))
+          const end = 4 + buffered.readUInt32BE(0)
+          const entries = decodeEntries(buffered.subarray(4, end))
+          buffered = buffered.subarray(end)
           applying = applying.then(() => link.onEntries(entries))
         }
       })

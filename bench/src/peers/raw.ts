@@ -11,7 +11,7 @@ import type { BenchNode, OpenOptions, System } from './types.js'
 interface Docs {
   put(id: string, value: Product): Uint8Array
   setStock(id: string, stock: number): Uint8Array
-  /** A peer's delta of an entity new here: a document from it, and its value read (as for a change event). */
+  /** A peer's delta: applied to the entity's document (made from it if new here), and the value read (as for a change event). */
   apply(id: string, delta: Uint8Array): unknown
 }
 
@@ -113,7 +113,7 @@ class AutomergeDocs implements Docs {
   apply(id: string, delta: Uint8Array): unknown {
     const live = this.docs.find(id)
     // A new entity is loaded from its delta (cheaper than applying it to an empty document),
-    // and a freshly materialised document reads straight from its object.
+    // and a freshly materialised document reads straight from its object (its fields copied).
     const doc = live === undefined ? A.load<Product>(delta) : A.applyChanges(live, [delta])[0]
     this.docs.set(id, doc)
     return live === undefined ? { ...doc } : A.toJS(doc)
@@ -131,7 +131,8 @@ class RawNode implements BenchNode {
   /** Entities received from peers (what W2/W3 count), applied and durable. */
   private readonly arrived = new Set<string>()
   private readonly pushes = new Set<Promise<void>>()
-  private pending: { key: string; value: Uint8Array; push: boolean; done: () => void; fail: (e: unknown) => void }[] = []
+  /** Writes of the coming batch; `push` marks local ones, sent to peers once durable. */
+  private pending: { id: string; key: string; value: Uint8Array; push: boolean; done: () => void; fail: (e: unknown) => void }[] = []
   private writing: Promise<void> = Promise.resolve()
   private scheduled = false
   private seq = 0
@@ -171,21 +172,22 @@ class RawNode implements BenchNode {
   }
 
   private async receive(entries: Entries): Promise<void> {
-    await Promise.all(entries.map(([id, delta]) => (this.docs.apply(id, delta), this.write(`${id}/${this.seq++}`, delta, false))))
+    await Promise.all(entries.map(([id, delta]) => (this.docs.apply(id, delta), this.write(id, delta, false))))
     for (const [id] of entries) this.arrived.add(id)
   }
 
   put(id: string, value: Product): Promise<void> {
-    return this.write(`${id}/${this.seq++}`, this.docs.put(id, value))
+    return this.write(id, this.docs.put(id, value))
   }
 
   setStock(id: string, stock: number): Promise<void> {
-    return this.write(`${id}/${this.seq++}`, this.docs.setStock(id, stock))
+    return this.write(id, this.docs.setStock(id, stock))
   }
 
-  private write(key: string, value: Uint8Array, push = true): Promise<void> {
+  /** Queues a delta of `id` under its own key (`id/seq`) for the tick's batch. */
+  private write(id: string, value: Uint8Array, push = true): Promise<void> {
     return new Promise((done, fail) => {
-      this.pending.push({ key, value, push, done, fail })
+      this.pending.push({ id, key: `${id}/${this.seq++}`, value, push, done, fail })
       if (!this.scheduled) {
         this.scheduled = true
         setImmediate(() => this.commit())
@@ -201,7 +203,7 @@ class RawNode implements BenchNode {
       try {
         await this.db.batch(batch.map((w) => ({ type: 'put' as const, key: w.key, value: w.value })))
         for (const w of batch) w.done()
-        const local: Entries = batch.filter((w) => w.push).map((w) => [w.key.slice(0, w.key.lastIndexOf('/')), w.value])
+        const local: Entries = batch.filter((w) => w.push).map((w) => [w.id, w.value])
         if (this.link !== undefined && local.length > 0) {
           const p = this.link.push(local).catch((err: Error) => {
             process.stderr.write(`[bench] raw push failed: ${err.message}\n`)

@@ -22,7 +22,7 @@ export interface LoadedEntity {
   /** Size of its stored snapshot, and of the deltas stored since (for the compaction policy). */
   snapshotBytes: number
   deltaBytes: number
-  /** Writes of this entity not yet durable. A pinned entity is never evicted. */
+  /** Users of this entity plus its writes not yet durable (EntityCache.pin). A pinned entity is never evicted. */
   pins: number
   /**
    * Settles when the latest write of this entity has: true once durable, false if it failed
@@ -36,13 +36,14 @@ export interface LoadedEntity {
   stale: boolean
 }
 
-/** The entities of one backend, least recently used first (Map keeps insertion order). */
+/** The entities of one backend: the unpinned ones least recently used first, the pinned apart. */
 interface Group {
-  readonly map: Map<string, Slot>
+  /** Unpinned entries, least recently used first (Map keeps insertion order): all evictable. */
+  readonly lru: Map<string, Slot>
+  /** Pinned entries (in use, or with writes in flight): never evicted, so kept out of the order. */
+  readonly held: Map<string, Slot>
   /** At most this many of them stay (within the cache's capacity). */
   readonly limit: number
-  /** How many of them are pinned: eviction stops at once when nothing else is left. */
-  pinned: number
 }
 
 interface Slot {
@@ -55,18 +56,15 @@ interface Slot {
  * A least-recently-used table of loaded entity documents, so memory stays bounded however
  * many entities are stored. Hand-written rather than lru-cache because an entity must never
  * be evicted while it has writes in flight: a reload would miss them. Pinned entries are
- * skipped by eviction and the table may exceed its capacity until they are released.
+ * kept apart from the eviction order, and the table may exceed its capacity until they are
+ * released. (A late joiner applies a whole chunk of new entities at once, all pinned until
+ * durable: with pinned entries in the order, every insert scanned past them — quadratic.)
  *
  * Besides the overall capacity, each backend may cap how many of its documents stay
  * (Backend.maxResident): Automerge documents live in a WASM heap whose allocator slows every
  * new document down as live ones pile up, so they get a much smaller budget than Yjs ones.
  * Every entity that leaves the table goes to `onEvict` (which disposes of its document).
- *
- * Pins go through pin()/unpin(), so the table knows how many of its entries are pinned: a
- * late joiner applies a whole chunk of new entities at once, all pinned until durable, and a
- * scan past them on every insert made eviction quadratic in the chunk size. (A scan still
- * walks past pinned entries when unpinned ones sit behind them; keeping pinned entries out of
- * the LRU order altogether would make every eviction O(1).)
+ * Pins go through pin()/unpin(), which move an entry between the two parts.
  */
 export class EntityCache {
   private readonly groups = new Map<Backend, Group>()
@@ -88,12 +86,17 @@ export class EntityCache {
 
   get(key: string): LoadedEntity | undefined {
     for (const group of this.groups.values()) {
-      const slot = group.map.get(key)
+      const held = group.held.get(key)
+      if (held !== undefined) {
+        held.used = ++this.clock
+        return held.entity
+      }
+      const slot = group.lru.get(key)
       if (slot !== undefined) {
         // Move to the most-recently-used end (unless it is there already: a hot entity).
         if (slot.used !== this.clock) {
-          group.map.delete(key)
-          group.map.set(key, slot)
+          group.lru.delete(key)
+          group.lru.set(key, slot)
           slot.used = ++this.clock
         }
         return slot.entity
@@ -105,26 +108,21 @@ export class EntityCache {
   set(key: string, entity: LoadedEntity): void {
     this.remove(key)
     const group = this.groupOf(entity.backend)
-    group.map.set(key, { entity, used: ++this.clock })
-    if (entity.pins > 0) group.pinned++
+    ;(entity.pins > 0 ? group.held : group.lru).set(key, { entity, used: ++this.clock })
     this.count++
     this.evict()
   }
 
   /** One more user or write in flight of `entity`: it is not evicted until unpinned. */
   pin(entity: LoadedEntity): void {
-    if (entity.pins++ === 0) {
-      const group = this.holdingGroup(entity)
-      if (group !== undefined) group.pinned++
-    }
+    if (entity.pins++ > 0) return
+    this.move(entity, 'lru', 'held')
   }
 
   /** One user or write fewer; the caller evicts (or disposes of a dropped entity) at zero. */
   unpin(entity: LoadedEntity): void {
-    if (--entity.pins === 0) {
-      const group = this.holdingGroup(entity)
-      if (group !== undefined) group.pinned--
-    }
+    if (--entity.pins > 0) return
+    this.move(entity, 'held', 'lru')
   }
 
   /** Removes the entity under `key` without evicting it (the caller decides about its document). */
@@ -135,17 +133,17 @@ export class EntityCache {
   /** Evicts least-recently-used unpinned entities while a group or the whole is over budget. */
   evict(): void {
     for (const group of this.groups.values()) {
-      while (group.map.size > group.limit && group.map.size > group.pinned) {
-        const oldest = this.oldestUnpinned(group)
+      while (group.lru.size + group.held.size > group.limit) {
+        const oldest = first(group.lru)
         if (oldest === undefined) break
-        this.evictSlot(group, oldest[0], oldest[1])
+        this.evictSlot(group, ...oldest)
       }
     }
     while (this.count > this.capacity) {
       // The globally least recently used unpinned entity, whichever group holds it.
       let victim: [Group, string, Slot] | undefined
       for (const group of this.groups.values()) {
-        const oldest = group.map.size > group.pinned ? this.oldestUnpinned(group) : undefined
+        const oldest = first(group.lru)
         if (oldest !== undefined && (victim === undefined || oldest[1].used < victim[2].used)) victim = [group, ...oldest]
       }
       if (victim === undefined) break
@@ -153,28 +151,20 @@ export class EntityCache {
     }
   }
 
-  /**
-   * The least recently used unpinned entry of a group. Looks at each entry once at most;
-   * finding none, it takes the pinned count as all of them. (Pinned entries stay where they
-   * are: moving each one met to the recent end cost more than it saved when unpinned entries
-   * keep arriving behind a large pinned set — measured by review.)
-   */
-  private oldestUnpinned(group: Group): [string, Slot] | undefined {
-    for (const entry of group.map) if (entry[1].entity.pins === 0) return entry
-    group.pinned = group.map.size
-    return undefined
-  }
-
   /** Drops every entity of a collection (when its tentative backend is replaced). */
   deleteCollection(collection: string): void {
     for (const group of this.groups.values()) {
-      for (const [key, slot] of group.map) {
+      for (const [key, slot] of group.lru) {
         if (slot.entity.collection !== collection) continue
-        group.map.delete(key)
+        group.lru.delete(key)
         this.count--
-        // Pinned ones are still in use by their writers: they are only forgotten here.
-        if (slot.entity.pins === 0) this.onEvict(slot.entity)
-        else group.pinned--
+        this.onEvict(slot.entity)
+      }
+      // Pinned ones are still in use by their writers: they are only forgotten here.
+      for (const [key, slot] of group.held) {
+        if (slot.entity.collection !== collection) continue
+        group.held.delete(key)
+        this.count--
       }
     }
   }
@@ -182,9 +172,10 @@ export class EntityCache {
   /** Evicts everything (at close). */
   clear(): void {
     for (const group of this.groups.values()) {
-      for (const slot of group.map.values()) this.onEvict(slot.entity)
-      group.map.clear()
-      group.pinned = 0
+      for (const part of [group.lru, group.held]) {
+        for (const slot of part.values()) this.onEvict(slot.entity)
+        part.clear()
+      }
     }
     this.count = 0
   }
@@ -192,7 +183,7 @@ export class EntityCache {
   private groupOf(backend: Backend): Group {
     let group = this.groups.get(backend)
     if (group === undefined) {
-      group = { map: new Map(), limit: Math.min(this.capacity, backend.maxResident ?? Infinity), pinned: 0 }
+      group = { lru: new Map(), held: new Map(), limit: Math.min(this.capacity, backend.maxResident ?? Infinity) }
       this.groups.set(backend, group)
     }
     return group
@@ -200,10 +191,10 @@ export class EntityCache {
 
   private remove(key: string): LoadedEntity | undefined {
     for (const group of this.groups.values()) {
-      const slot = group.map.get(key)
-      if (slot !== undefined) {
-        group.map.delete(key)
-        if (slot.entity.pins > 0) group.pinned--
+      for (const part of [group.lru, group.held]) {
+        const slot = part.get(key)
+        if (slot === undefined) continue
+        part.delete(key)
         this.count--
         return slot.entity
       }
@@ -211,16 +202,29 @@ export class EntityCache {
     return undefined
   }
 
-  /** The group whose table holds this very entity (not a dropped copy under the same key). */
-  private holdingGroup(entity: LoadedEntity): Group | undefined {
+  /**
+   * Moves this very entity (not a dropped copy under the same key) between the parts of its
+   * group; an unpinned one goes to the most-recently-used end.
+   */
+  private move(entity: LoadedEntity, from: 'lru' | 'held', to: 'lru' | 'held'): void {
     const group = this.groups.get(entity.backend)
-    return group?.map.get(EntityCache.key(entity.collection, entity.id))?.entity === entity ? group : undefined
+    const key = EntityCache.key(entity.collection, entity.id)
+    const slot = group?.[from].get(key)
+    if (group === undefined || slot?.entity !== entity) return
+    group[from].delete(key)
+    slot.used = ++this.clock
+    group[to].set(key, slot)
   }
 
   private evictSlot(group: Group, key: string, slot: Slot): void {
-    group.map.delete(key)
+    group.lru.delete(key)
     this.count--
     this.onEvict(slot.entity)
   }
 }
 
+/** The first entry of a map (its least recently used, for an LRU order), if any. */
+function first(map: Map<string, Slot>): [string, Slot] | undefined {
+  for (const entry of map) return entry
+  return undefined
+}

@@ -25,24 +25,32 @@ function entity(id: string, backend: Backend = roomy, pins = 0): LoadedEntity {
   }
 }
 
+/** A cache of `capacity` that records the ids it evicts; put() sets an entity under its own key. */
+function tracked(capacity: number) {
+  const evicted: string[] = []
+  const cache = new EntityCache(capacity, (e) => evicted.push(e.id))
+  const put = (e: LoadedEntity): LoadedEntity => {
+    cache.set(EntityCache.key('c', e.id), e)
+    return e
+  }
+  return { cache, evicted, put }
+}
+
 describe('EntityCache', function () {
   it('evicts the least recently used entity, and a get() counts as a use', function () {
-    const evicted: string[] = []
-    const cache = new EntityCache(2, (e) => evicted.push(e.id))
-    cache.set(EntityCache.key('c', 'a'), entity('a'))
-    cache.set(EntityCache.key('c', 'b'), entity('b'))
+    const { cache, evicted, put } = tracked(2)
+    put(entity('a'))
+    put(entity('b'))
     cache.get(EntityCache.key('c', 'a'))
-    cache.set(EntityCache.key('c', 'x'), entity('x'))
+    put(entity('x'))
     assert.deepEqual(evicted, ['b'])
   })
 
   it('never evicts a pinned entity; it goes once unpinned and over budget again', function () {
-    const evicted: string[] = []
-    const cache = new EntityCache(2, (e) => evicted.push(e.id))
-    const a = entity('a', roomy, 1)
-    cache.set(EntityCache.key('c', 'a'), a)
-    cache.set(EntityCache.key('c', 'b'), entity('b', roomy, 1))
-    cache.set(EntityCache.key('c', 'x'), entity('x', roomy, 1))
+    const { cache, evicted, put } = tracked(2)
+    const a = put(entity('a', roomy, 1))
+    put(entity('b', roomy, 1))
+    put(entity('x', roomy, 1))
     assert.deepEqual(evicted, [])
     assert.equal(cache.size, 3)
     cache.unpin(a)
@@ -52,22 +60,19 @@ describe('EntityCache', function () {
   })
 
   it('keeps a backend within its resident budget', function () {
-    const evicted: string[] = []
-    const cache = new EntityCache(100, (e) => evicted.push(e.id))
-    for (const id of ['t1', 't2', 't3', 't4']) cache.set(EntityCache.key('c', id), entity(id, tight))
-    cache.set(EntityCache.key('c', 'r'), entity('r', roomy))
+    const { evicted, put } = tracked(100)
+    for (const id of ['t1', 't2', 't3', 't4']) put(entity(id, tight))
+    put(entity('r', roomy))
     assert.deepEqual(evicted, ['t1'])
   })
 
-  it('a dropped entity unpinned later does not count against the one now under its key', function () {
-    const evicted: string[] = []
-    const cache = new EntityCache(1, (e) => evicted.push(e.id))
-    const old = entity('a', roomy, 1)
-    cache.set(EntityCache.key('c', 'a'), old)
+  it('a dropped entity unpinned later does not unpin the one now under its key', function () {
+    const { cache, evicted, put } = tracked(1)
+    const old = put(entity('a', roomy, 1))
     cache.delete(EntityCache.key('c', 'a'))
-    cache.set(EntityCache.key('c', 'a'), entity('a', roomy, 1))
+    put(entity('a', roomy, 1))
     cache.unpin(old) // the dropped copy: the new one stays pinned
-    cache.set(EntityCache.key('c', 'b'), entity('b'))
+    put(entity('b'))
     assert.deepEqual(evicted, ['b'])
   })
 
