@@ -1,4 +1,4 @@
-import { ConvergentError, leafOf, type CollectionMeta, type EntityHead, type FeedEntry, type Store, type StoredEntity, type StoreOp } from '@convergent/core'
+import { ConvergentError, leafOf, type CollectionMeta, type CorruptRecord, type EntityHead, type FeedEntry, type Store, type StoredEntity, type StoreOp } from '@convergent/core'
 
 /** What a MapStore holds; a new MapStore over the same data is a "reopen". */
 export interface MapStoreData {
@@ -84,6 +84,18 @@ export class MapStore implements Store {
       case 'delDelta':
         this.col(op.collection).deltas.get(op.id)?.delete(op.index)
         return
+      case 'delEntity': {
+        const c = this.col(op.collection)
+        const leaf = leafOf(op.id)
+        const ids = c.heads.get(leaf)
+        ids?.delete(op.id)
+        if (ids !== undefined && ids.size === 0) {
+          c.heads.delete(leaf)
+          c.headLeaves.splice(lowerBoundNumber(c.headLeaves, leaf), 1)
+        }
+        c.snapshots.delete(op.id)
+        return
+      }
       case 'leaf': {
         const c = this.col(op.collection)
         if (op.bytes.every((b) => b === 0)) c.leaves.delete(op.leaf)
@@ -167,6 +179,17 @@ export class MapStore implements Store {
   async getMeta(key: string): Promise<Uint8Array | undefined> {
     this.assertOpen()
     return this.data.meta.get(key)?.slice()
+  }
+
+  async dropCollection(collection: string): Promise<void> {
+    this.assertOpen()
+    this.data.collections.delete(collection)
+    this.data.byCollection.delete(collection)
+  }
+
+  /** Maps hold what was written: nothing here fails a check, so there is nothing to move aside. */
+  async quarantine(_record: CorruptRecord): Promise<void> {
+    this.assertOpen()
   }
 
   private col(name: string): CollectionData {

@@ -1,4 +1,4 @@
-import type { CollectionMeta, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '@convergent/core'
+import type { CorruptRecord, CollectionMeta, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '@convergent/core'
 import type { Activity } from './activity.js'
 import type { Scheduler } from './scheduler.js'
 import type { Task } from './timer-queue.js'
@@ -127,6 +127,14 @@ export class SimStore implements Store {
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.dead ? never() : this.activity.track(this.inner.getMeta(key))
+  }
+
+  dropCollection(collection: string): Promise<void> {
+    return this.dead ? never() : this.activity.track(this.inner.dropCollection(collection))
+  }
+
+  quarantine(record: CorruptRecord): Promise<void> {
+    return this.dead ? never() : this.activity.track(this.inner.quarantine(record))
   }
 
   /** Every next()/return() of the iterator is tracked like any other call. */

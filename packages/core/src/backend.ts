@@ -47,8 +47,15 @@ export interface Backend<Doc = unknown> {
   /** Marks the entity deleted. `delta` is null if it already was. */
   delete(doc: Doc): Change<Doc>
 
-  /** Applies a delta from another replica (or from the store). */
-  applyDelta(doc: Doc, delta: Uint8Array): Doc
+  /**
+   * Applies a delta from another replica. `limits.maxDecodedBytes` bounds what the delta may
+   * decode to (a compressed delta inflates): over it, ERR_TOO_LARGE, checked BEFORE the bytes
+   * are inflated into memory or reach the document.
+   *
+   * All or nothing: on any throw the caller discards `doc` (a backend that mutates in place
+   * may have applied part of the delta) and reloads the entity from the store.
+   */
+  applyDelta(doc: Doc, delta: Uint8Array, limits?: DeltaLimits): Doc
 
   /** The document's version: Yjs state vector + delete set, Automerge heads. */
   version(doc: Doc): Uint8Array
@@ -87,6 +94,11 @@ export interface Backend<Doc = unknown> {
    * once core has evicted it and nothing uses it any more. The document is never used after.
    */
   dispose?(doc: Doc): void
+}
+
+export interface DeltaLimits {
+  /** Largest size the delta's content may have once decoded (decompressed), in bytes. */
+  maxDecodedBytes: number
 }
 
 export interface Change<Doc> {

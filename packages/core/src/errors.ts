@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'ERR_INVALID_VERSION' // version bytes that a backend cannot decode
   | 'ERR_INVALID_MESSAGE' // malformed, truncated or wrong-version wire message
   | 'ERR_STORE' // the store failed to read or write
+  | 'ERR_STORE_CORRUPT' // a stored record failed its checksum (StoreCorruptError names it)
   | 'ERR_NETWORK' // the network failed
   | 'ERR_INSUFFICIENT_RIGHTS' // bounded counter: not enough local rights to decrement
   | 'ERR_INVALID_ARGUMENT' // a bad option or argument
@@ -39,4 +40,29 @@ export function wrapError(code: ErrorCode, message: string, cause: unknown): Con
   if (cause instanceof ConvergentError) return cause
   const detail = cause instanceof Error ? cause.message : String(cause)
   return new ConvergentError(code, `${message}: ${detail}`, { cause })
+}
+
+/** Where a stored record lives, as a Store reports it when the record fails its checksum. */
+export interface CorruptRecord {
+  /** The keyspace: 'heads', 'snapshots', 'deltas', 'feed', 'leaves', 'collections', 'meta'. */
+  readonly keyspace: string
+  /** The record's raw key in its keyspace, exactly as stored (what Store.quarantine removes). */
+  readonly key: string
+  /** The collection and entity id the key names, when they could be read from it. */
+  readonly collection?: string
+  readonly id?: string
+}
+
+/**
+ * A record read from the store failed its checksum (a damaged disk, a flipped byte): it is
+ * never served as data. Core quarantines the record and fetches the entity again from peers.
+ */
+export class StoreCorruptError extends ConvergentError {
+  constructor(
+    readonly record: CorruptRecord,
+    detail = 'it failed its checksum',
+  ) {
+    const what = record.id !== undefined ? `entity '${record.id}' of '${record.collection}'` : record.collection !== undefined ? `collection '${record.collection}'` : 'the store'
+    super('ERR_STORE_CORRUPT', `A stored ${record.keyspace} record of ${what} is corrupt (${detail}); it is not served. The disk may be damaged: check it; the entity is fetched again from peers.`)
+  }
 }

@@ -1,3 +1,5 @@
+import type { CorruptRecord } from './errors.js'
+
 /**
  * A Store keeps entities durable: per-entity head records, snapshots, deltas since the
  * snapshot, a per-collection change feed, digest leaves, and meta. Implementations:
@@ -57,6 +59,12 @@ export type StoreOp =
   /** A digest leaf (see digest.ts); an all-zero leaf may be deleted instead of stored. */
   | { type: 'leaf'; collection: string; leaf: number; bytes: Uint8Array }
   | { type: 'collection'; collection: string; meta: CollectionMeta }
+  /**
+   * Forgets an entity: its head and snapshot go (its deltas become unreachable, as after a
+   * fold: later writes overwrite their slots). Core uses it to drop a corrupt entity before
+   * fetching it again from peers; core rewrites the entity's digest leaf itself.
+   */
+  | { type: 'delEntity'; collection: string; id: string }
   | { type: 'meta'; key: string; bytes: Uint8Array }
 
 export interface StoredEntity {
@@ -66,9 +74,21 @@ export interface StoredEntity {
   deltas: Uint8Array[]
 }
 
+/**
+ * Integrity: every record a Store returns is what was written under that key. A record that
+ * fails its check (a checksum over key and value, where the medium can be damaged) is never
+ * returned as data: every read path — point reads and scans alike — rejects with
+ * StoreCorruptError (ERR_STORE_CORRUPT) naming the record; quarantine() then moves it aside.
+ */
 export interface Store {
   /** 'classic-level', 'memory-level', … (for logs and reports). */
   readonly kind: string
+
+  /**
+   * What open() found damaged and could not keep, in words (e.g. LevelDB dropping part of its
+   * write-ahead log while recovering: acknowledged writes may be lost). Empty when all was well.
+   */
+  readonly damage?: readonly string[]
 
   /** Optional counters: committed group-commit batches and the StoreOps they carried. */
   readonly stats?: { readonly batches: number; readonly ops: number }
@@ -107,4 +127,16 @@ export interface Store {
 
   collections(): Promise<Map<string, CollectionMeta>>
   getMeta(key: string): Promise<Uint8Array | undefined>
+
+  /**
+   * Removes every record of a collection (entities, feed, leaves, its meta). Crash-safe: a
+   * drop interrupted by a crash is finished by the next open(), never half-visible after it.
+   */
+  dropCollection(collection: string): Promise<void>
+
+  /**
+   * Moves a record that failed its check out of the way (kept aside for forensics, never read
+   * again as data), so reads and scans no longer meet it.
+   */
+  quarantine(record: CorruptRecord): Promise<void>
 }

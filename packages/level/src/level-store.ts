@@ -2,6 +2,7 @@ import {
   ConvergentError,
   leafOf,
   type CollectionMeta,
+  type CorruptRecord,
   type EntityHead,
   type FeedEntry,
   type Store,
@@ -216,6 +217,24 @@ export class LevelStore implements Store {
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.readNow(() => copyOrUndefined(this.sub.meta.getSync(key)))
+  }
+
+  dropCollection(collection: string): Promise<void> {
+    return this.read(async () => {
+      checkName('collection', collection)
+      await this.commits.drain()
+      await this.sub.collections.del(collection)
+      const range = collectionRange(collection)
+      for (const name of ['heads', 'snapshots', 'deltas', 'feed', 'leaves'] as const) await this.sub[name].clear(range)
+    })
+  }
+
+  quarantine(record: CorruptRecord): Promise<void> {
+    return this.read(async () => {
+      const sublevel = (this.sub as unknown as Record<string, Sublevel<unknown> | undefined>)[record.keyspace]
+      if (sublevel === undefined) throw new ConvergentError('ERR_INVALID_ARGUMENT', `No keyspace '${record.keyspace}' in this store.`)
+      await sublevel.del(record.key)
+    })
   }
 
   /**

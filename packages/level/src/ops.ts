@@ -29,11 +29,23 @@ const utf8 = new TextEncoder()
 
 export function toLevelOps(ops: readonly StoreOp[], s: Prefixes): LevelOp[] {
   const out: LevelOp[] = new Array(ops.length)
-  for (let i = 0; i < ops.length; i++) out[i] = toLevelOp(ops[i]!, s)
-  return out
+  let extra: LevelOp[] | undefined
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!
+    if (op.type === 'delEntity') {
+      checkName('collection', op.collection)
+      checkName('id', op.id)
+      // Its head and snapshot go; its deltas become unreachable (the head counted them).
+      out[i] = { type: 'del', key: s.heads + headKey(op.collection, leafOf(op.id), op.id) }
+      ;(extra ??= []).push({ type: 'del', key: s.snapshots + snapshotKey(op.collection, op.id) })
+    } else {
+      out[i] = toLevelOp(op, s)
+    }
+  }
+  return extra === undefined ? out : out.concat(extra)
 }
 
-function toLevelOp(op: StoreOp, s: Prefixes): LevelOp {
+function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): LevelOp {
   switch (op.type) {
     case 'head': {
       checkName('collection', op.collection)

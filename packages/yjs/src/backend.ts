@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import { ConvergentError, wrapError } from '@convergent/core'
-import type { Backend, Change, JsonObject } from '@convergent/core'
+import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
 import { clientIdFromActor } from './actor.js'
 import { liveKeys, readMap } from './read.js'
 import { reconcileMap } from './reconcile.js'
@@ -66,7 +66,11 @@ export class YjsBackend implements Backend<Y.Doc> {
     return { doc, delta }
   }
 
-  applyDelta(doc: Y.Doc, delta: Uint8Array): Y.Doc {
+  applyDelta(doc: Y.Doc, delta: Uint8Array, limits?: DeltaLimits): Y.Doc {
+    // A Yjs update is not compressed: it decodes to about its own size.
+    if (limits !== undefined && delta.byteLength > limits.maxDecodedBytes) {
+      throw new ConvergentError('ERR_TOO_LARGE', `A Yjs delta of ${delta.byteLength} bytes exceeds the decoded limit of ${limits.maxDecodedBytes}.`)
+    }
     applyValidated(doc, validateUpdate(delta))
     return doc
   }

@@ -1,4 +1,4 @@
-import type { CollectionMeta, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '@convergent/core'
+import type { CollectionMeta, CorruptRecord, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '@convergent/core'
 
 const never = <T>(): Promise<T> => new Promise<T>(() => {})
 
@@ -64,5 +64,13 @@ export class GateStore implements Store {
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.dead ? never() : this.inner.getMeta(key)
+  }
+
+  dropCollection(collection: string): Promise<void> {
+    return this.dead ? never() : this.inner.dropCollection(collection)
+  }
+
+  quarantine(record: CorruptRecord): Promise<void> {
+    return this.dead ? never() : this.inner.quarantine(record)
   }
 }
