@@ -15,6 +15,11 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void
   /** A uniformly distributed number in [0, 1). */
   random(): number
+  /**
+   * Optional: resolves on the next turn of the event loop, after pending I/O and timers get
+   * their chance (long loops yield through it). Without it, a 0 ms timer does the same.
+   */
+  nextTurn?(): Promise<void>
 }
 
 /** The real clock: wall time, Node timers, Math.random. Timers are unref'd so they never keep a process alive. */
@@ -41,7 +46,13 @@ export function systemClock(): Clock {
       }
     },
     random: () => Math.random(),
+    nextTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
   }
+}
+
+/** Lets other work run: the clock's next turn (a 0 ms timer on clocks without nextTurn). */
+export function nextTurn(clock: Clock): Promise<void> {
+  return clock.nextTurn?.() ?? new Promise<void>((resolve) => clock.setTimeout(resolve, 0))
 }
 
 /** n random bytes drawn from the clock's random source (used for actor ids). */

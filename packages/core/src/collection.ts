@@ -84,7 +84,7 @@ export class Collection<T extends object = JsonObject> {
           throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
         }
         const returned = fn(current as unknown as T)
-        if (returned !== undefined && typeof (returned as { then?: unknown }).then === 'function') {
+        if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
           throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
         }
         result = toEntityValue(returned === undefined ? current : returned, this.ctx.limits)

@@ -2,8 +2,9 @@ import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
 import { DigestTree, leafOf } from './digest.js'
-import { EntityCache, type LoadedEntity } from './entity-cache.js'
+import { EntityCache, isDead, type LoadedEntity } from './entity-cache.js'
 import { ConvergentError, wrapError } from './errors.js'
+import { sha256, xorInto } from './hash.js'
 import { emptyVersionOf } from './replication/empty-version.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
 
@@ -94,6 +95,15 @@ export class Entities {
   private readonly writing = new Set<Tick>()
   /** Keys of entities dropped after a failed write, until they are loaded again (see load()). */
   private readonly dropped = new Set<string>()
+  /**
+   * The roots summary (see rootsSummary()): XOR of each collection's contribution, those
+   * contributions, and the collections whose root may have changed since they were counted.
+   */
+  private readonly summary = new Uint8Array(32)
+  private readonly contributions = new Map<string, Uint8Array | null>()
+  private readonly rootsChanged = new Set<CollectionState>()
+  /** Collection names in order, for paging roots; rebuilt after collections come or go. */
+  private sortedNames: string[] | undefined
 
   constructor(private readonly opts: EntitiesOptions) {
     this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
@@ -150,6 +160,7 @@ export class Entities {
     if (col === undefined) {
       col = { name, backend, tentative, persisted: false, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq: 0 }
       this.collections.set(name, col)
+      this.sortedNames = undefined
     } else if (col.tentative && !tentative) {
       // A definite backend (an explicit one, or the one of a peer's delta) replaces a default.
       if (!col.persisted && col.backend !== backend) {
@@ -167,16 +178,22 @@ export class Entities {
     if (col.treeLoading === undefined) {
       let loading: Promise<DigestTree> | undefined = undefined
       loading = (async () => {
-        // After a failed write, writes still in flight must land before the leaves are read.
-        await this.writesSettled()
-        const tree = new DigestTree()
-        for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
-        // A load that a failed write dropped meanwhile must not install an outdated tree.
-        if (col.treeLoading === loading) {
-          col.tree = tree
-          col.treeLoading = undefined
+        try {
+          // After a failed write, writes still in flight must land before the leaves are read.
+          await this.writesSettled()
+          const tree = new DigestTree()
+          for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
+          // A load that a failed write dropped meanwhile must not install an outdated tree.
+          if (col.treeLoading === loading) {
+            col.tree = tree
+            col.treeLoading = undefined
+          }
+          return tree
+        } catch (err) {
+          // Not cached: the next use tries again (a failure once must not fail every round).
+          if (col.treeLoading === loading) col.treeLoading = undefined
+          throw err
         }
-        return tree
       })()
       col.treeLoading = loading
     }
@@ -265,6 +282,7 @@ export class Entities {
       pins,
       lastWrite: Promise.resolve(true),
       stale: false,
+      discarded: false,
     }
     this.cache.set(key, entity)
     return entity
@@ -273,6 +291,14 @@ export class Entities {
   /** Resolves once every write handed to the store so far has settled. */
   private async writesSettled(): Promise<void> {
     if (this.writing.size > 0) await Promise.all([...this.writing].map((t) => t.settled))
+  }
+
+  /**
+   * Takes the version hash a commit left for its flush now (see LoadedEntity.versionStale),
+   * before anything else touches the document: the flush must hash the document as committed.
+   */
+  settleVersion(entity: LoadedEntity): void {
+    if (entity.versionStale) this.versionHashOf(entity)
   }
 
   /** The version hash of the entity's document as it is now (see LoadedEntity.versionStale). */
@@ -297,8 +323,25 @@ export class Entities {
   release(entity: LoadedEntity): void {
     this.cache.unpin(entity)
     if (entity.pins > 0) return
-    if (entity.stale) this.evicted(entity) // out of the cache already (see forgetEntity)
+    if (isDead(entity)) this.evicted(entity) // out of the cache already (see forgetEntity, discard)
     else this.cache.evict()
+  }
+
+  /**
+   * The entity's document can no longer be trusted (a delta threw half-way through applying):
+   * it leaves the cache now, and the next acquire reloads the entity from the store once the
+   * writes already queued for it have landed. Those writes are valid and still land: their
+   * version hash must have been taken before (see versionHashOf). All or nothing: a rejected
+   * delta leaves no trace in the document, the cache, the version hash or the store.
+   */
+  discard(col: CollectionState, entity: LoadedEntity): void {
+    if (isDead(entity)) return
+    entity.discarded = true
+    const key = EntityCache.key(col.name, entity.id)
+    this.dropped.add(key)
+    if (this.cache.get(key) !== entity) return
+    this.cache.delete(key)
+    if (entity.pins === 0) this.evicted(entity)
   }
 
   /**
@@ -325,7 +368,7 @@ export class Entities {
     /** backend.versionHash(newDoc), if the caller has it already (apply.ts does). */
     newVersionHash?: Uint8Array,
   ): Promise<FeedEntry> {
-    if (entity.stale) {
+    if (isDead(entity)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
     }
     const backend = col.backend
@@ -478,6 +521,7 @@ export class Entities {
       const head = entity.head!
       head.versionHash = this.versionHashOf(entity)
       const leafDigest = col.tree!.update(entity.id, entity.leaf, entity.treeHash, head.versionHash)
+      this.rootsChanged.add(col)
       entity.treeHash = head.versionHash
       ops.push({ type: 'head', collection: col.name, id: entity.id, head })
       ops.push({ type: 'leaf', collection: col.name, leaf: entity.leaf, bytes: leafDigest })
@@ -500,6 +544,7 @@ export class Entities {
 
   /** After a failed write the collection's digest is ahead of disk: reloaded on next use. */
   private forgetTree(col: CollectionState): void {
+    this.rootsChanged.add(col)
     col.tree = undefined
     col.treeLoading = undefined
     col.treeCoversStore = false
@@ -518,8 +563,64 @@ export class Entities {
     return this.opts.store.heads(col.name, range)
   }
 
+  /**
+   * A digest of every collection's (name, backend, root), independent of order: two replicas
+   * whose summaries are equal hold the same collections with the same digests, so a round
+   * between them is one small message however many collections there are. Collections whose
+   * root is zero (nothing stored) are left out: they say nothing a peer could sync. Kept up
+   * to date collection by collection as roots change.
+   */
+  async rootsSummary(): Promise<Uint8Array> {
+    for (const col of this.collections.values()) {
+      if (this.contributions.has(col.name) && !this.rootsChanged.has(col)) continue
+      this.rootsChanged.delete(col)
+      const root = (await this.tree(col)).root()
+      const next = isZero(root) ? null : sha256(col.name, '\u0000', col.backend.name, '\u0000', root)
+      const previous = this.contributions.get(col.name)
+      if (previous) xorInto(this.summary, previous)
+      if (next) xorInto(this.summary, next)
+      this.contributions.set(col.name, next)
+    }
+    return this.summary.slice()
+  }
+
+  /**
+   * One page of [name, backend, root] in name order, after `cursor` (exclusive), leaving out
+   * zero roots; `next` is the cursor of the following page, undefined on the last.
+   */
+  async rootsPage(cursor: string | undefined, max: number): Promise<{ roots: [string, string, Uint8Array][]; next: string | undefined }> {
+    this.sortedNames ??= [...this.collections.keys()].sort()
+    const names = this.sortedNames
+    let i = cursor === undefined ? 0 : upperBound(names, cursor)
+    const roots: [string, string, Uint8Array][] = []
+    for (; i < names.length && roots.length < max; i++) {
+      const col = this.collections.get(names[i]!)
+      if (col === undefined) continue
+      const root = (await this.tree(col)).root()
+      if (!isZero(root)) roots.push([col.name, col.backend.name, root])
+    }
+    return { roots, next: i < names.length ? names[i - 1] : undefined }
+  }
+
   /** Every cached entity is dropped and its document disposed of (at close). */
   clear(): void {
     this.cache.clear()
   }
+}
+
+function isZero(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false
+  return true
+}
+
+/** The first index whose name sorts after `name`. */
+function upperBound(names: readonly string[], name: string): number {
+  let lo = 0
+  let hi = names.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (names[mid]! <= name) lo = mid + 1
+    else hi = mid
+  }
+  return lo
 }

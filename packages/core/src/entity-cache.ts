@@ -34,6 +34,19 @@ export interface LoadedEntity {
    * it are refused; it is disposed of once unpinned. The next acquire loads it anew.
    */
   stale: boolean
+  /**
+   * Dropped from the cache because its document can no longer be trusted: a remote delta
+   * threw half-way through applying (a backend that mutates in place may keep part of it).
+   * Unlike `stale`, the writes it already queued are valid and still land (their version
+   * hash was taken before the delta). Nothing reads or sends its document any more; the next
+   * acquire loads it anew from the store.
+   */
+  discarded: boolean
+}
+
+/** Whether nothing may read, send or build on the entity's document any more. */
+export function isDead(entity: LoadedEntity): boolean {
+  return entity.stale || entity.discarded
 }
 
 /** The entities of one backend: the unpinned ones least recently used first, the pinned apart. */

@@ -93,7 +93,7 @@ function copy(v: unknown, walk: Walk): JsonValue {
       if (!Number.isFinite(v)) {
         throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${v}; only finite numbers are JSON data.`)
       }
-      charge(walk, 8)
+      charge(walk, numberBytes(v))
       return v
     case 'boolean':
       charge(walk, 5)
@@ -140,7 +140,10 @@ function copy(v: unknown, walk: Walk): JsonValue {
         }
         charge(walk, Buffer.byteLength(key) + 4)
         path.push(key)
-        obj[key] = copy(item, walk)
+        const copied = copy(item, walk)
+        // A "__proto__" field is data like any other: plain assignment would set the prototype.
+        if (key === '__proto__') Object.defineProperty(obj, key, { value: copied, enumerable: true, writable: true, configurable: true })
+        else obj[key] = copied
         path.pop()
       }
       if (Object.getOwnPropertySymbols(v).length > 0) {
@@ -152,6 +155,19 @@ function copy(v: unknown, walk: Walk): JsonValue {
     default:
       throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${describe(v)}; only JSON data can be stored.`)
   }
+}
+
+/**
+ * The length of a finite number written as JSON. A 120,000-number array is about 240 KB of
+ * JSON: charging a flat 8 bytes per number refused it as over 1 MiB.
+ */
+export function numberBytes(v: number): number {
+  if (Number.isInteger(v) && v > -1e15 && v < 1e15) {
+    let n = v < 0 ? 2 : 1
+    for (let a = Math.abs(v); a >= 10; a = Math.floor(a / 10)) n++
+    return n
+  }
+  return String(v).length
 }
 
 /** Deep copy of JSON data (values read from a backend are already JSON). */
@@ -198,4 +214,42 @@ export function checkId(id: unknown, what: 'id' | 'collection name', limits: Nam
   }
   if (id.includes('\u0000')) throw new ConvergentError('ERR_INVALID_ID', `The ${what} contains a NUL character.`)
   return id
+}
+
+/**
+ * Whether a JSON value's encoded size is at most maxBytes, counted as toEntityValue charges it
+ * (so a value a replica accepted locally always passes here), stopping as soon as it is over.
+ * For values read from a remote document: no honest replica writes one over the limit.
+ */
+export function jsonSizeWithin(value: JsonValue, maxBytes: number): boolean {
+  let budget = maxBytes
+  const stack: JsonValue[] = [value]
+  while (stack.length > 0) {
+    const v = stack.pop()!
+    switch (typeof v) {
+      case 'string':
+        budget -= Buffer.byteLength(v) + 2
+        break
+      case 'number':
+        budget -= numberBytes(v)
+        break
+      case 'boolean':
+        budget -= 5
+        break
+      default:
+        if (v === null) budget -= 4
+        else if (Array.isArray(v)) {
+          budget -= 2 + v.length
+          for (const item of v) stack.push(item)
+        } else {
+          budget -= 2
+          for (const key of Object.keys(v)) {
+            budget -= Buffer.byteLength(key) + 4
+            stack.push(v[key]!)
+          }
+        }
+    }
+    if (budget < 0) return false
+  }
+  return true
 }

@@ -115,7 +115,7 @@ export class Replica {
         entities,
         backends,
         stats: this.stats_,
-        collectionFor: (name, backend) => this.stateFor(name, backend),
+        createCollection: (name, backend) => this.stateFor(name, backend),
         emitRemote: (collection, entry, value, peer) => this.collectionsByName.get(collection)?.emit(entry, value, peer),
         isOpen: () => this.state === 'open',
         grantRights: async (collection, id, to, want) => {

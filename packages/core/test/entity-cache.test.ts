@@ -22,6 +22,7 @@ function entity(id: string, backend: Backend = roomy, pins = 0): LoadedEntity {
     pins,
     lastWrite: Promise.resolve(true),
     stale: false,
+    discarded: false,
   }
 }
 

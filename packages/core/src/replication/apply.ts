@@ -1,15 +1,21 @@
+import type { Backend } from '../backend.js'
+import { randomBytes } from '../clock.js'
+import type { CollectionState } from '../entities.js'
+import { ConvergentError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
-import { checkId, type JsonObject } from '../json.js'
-import { ConvergentError } from '../errors.js'
+import { checkId, jsonSizeWithin, type JsonObject } from '../json.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
 
 export type ApplyResult = 'applied' | 'duplicate' | DropReason
 
 /**
- * The receive path for one delta from a peer: validate → apply (idempotent, commutative) →
- * persist → emit. Bad input is dropped, counted against the peer and logged; it never throws
- * and never reaches the store.
+ * The receive path for one delta from a peer: check names and sizes → find the collection
+ * (creating it only once a delta for it has applied cleanly) → apply, all or nothing →
+ * persist → emit. Bad input is dropped, counted against the peer and logged; it never throws,
+ * never reaches the store, and never changes any state: a delta that fails to apply leaves no
+ * trace in the document (it is discarded and reloaded from the store), the cache, the version
+ * hash, the collection list or a collection's backend.
  */
 export async function applyRemoteDelta(
   ctx: ReplicationContext,
@@ -37,11 +43,11 @@ export async function applyRemoteDelta(
   if (delta.byteLength > ctx.limits.maxDeltaBytes) {
     return drop('tooLarge', `delta of ${delta.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
   }
-  const col = ctx.collectionFor(collection, backend)
-  if (col.backend.name !== backendName) {
-    return drop('backendMismatch', `collection '${collection}' uses '${col.backend.name}', the delta is for '${backendName}'`)
-  }
   if (!ctx.isOpen()) return 'duplicate'
+  const found = collectionFor(ctx, collection, backend, delta)
+  if (typeof found === 'string') return drop(found, dropMessageOf(found, collection, backendName, ctx))
+  if ('error' in found) return drop('invalidDelta', found.error)
+  const col = found.col
   let entity
   try {
     entity = await ctx.entities.acquire(col, id)
@@ -52,25 +58,33 @@ export async function applyRemoteDelta(
   let committed
   let read: { value: JsonObject | undefined }
   try {
-    // Before applying: a Yjs document changes in place.
-    const before = ctx.entities.versionHashOf(entity)
+    // Before applying: a Yjs document changes in place. The version hash of a commit still
+    // waiting for its flush is taken now, from the document it was made on (see discard()).
+    ctx.entities.settleVersion(entity)
+    const before = backend.version(entity.doc)
     let next: unknown
     try {
-      next = backend.applyDelta(entity.doc, delta)
+      next = backend.applyDelta(entity.doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
     } catch (err) {
+      ctx.entities.discard(col, entity)
+      if (isConvergentError(err, 'ERR_TOO_LARGE')) return drop('tooLarge', err.message)
       return drop('invalidDelta', err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`)
     }
-    const versionHash = backend.versionHash(next)
-    const moved = !bytesEqual(versionHash, before)
+    const moved = !bytesEqual(backend.version(next), before)
     if (!moved && !backend.hasPending(next)) {
       entity.doc = next
       stats.deltasDuplicate++
       return 'duplicate'
     }
-    // Read once: for the delete flag, and as the value subscribers are told about.
+    // Read once: for the delete flag, as the value subscribers are told about, and to bound it:
+    // no honest replica writes a value over maxValueBytes, so a delta that builds one is refused.
     read = { value: backend.read(next) }
+    if (read.value !== undefined && !jsonSizeWithin(read.value, ctx.limits.maxValueBytes)) {
+      ctx.entities.discard(col, entity)
+      return drop('tooLarge', `the delta makes '${id}' larger than maxValueBytes (${ctx.limits.maxValueBytes})`)
+    }
     try {
-      committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined, versionHash)
+      committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined)
     } catch (err) {
       return drop('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
     }
@@ -86,4 +100,51 @@ export async function applyRemoteDelta(
   } catch (err) {
     return drop('storeFailed', (err as Error).message)
   }
+}
+
+/**
+ * The collection a delta is for. One this replica does not have yet — or one whose backend
+ * is still only a default and differs from the delta's — is created (or switched) only after
+ * the delta applied cleanly to a fresh document of its backend, and only while the replica
+ * holds fewer than maxCollections: a peer cannot create collections, or change a backend,
+ * with deltas that are then dropped.
+ */
+function collectionFor(
+  ctx: ReplicationContext,
+  name: string,
+  backend: Backend,
+  delta: Uint8Array,
+): { col: CollectionState } | { error: string } | 'backendMismatch' | 'collectionLimit' {
+  const existing = ctx.entities.collections.get(name)
+  if (existing !== undefined && existing.backend === backend) return { col: existing }
+  const switching = existing !== undefined && existing.tentative && !existing.persisted
+  if (existing !== undefined && !switching) return 'backendMismatch'
+  if (existing === undefined && ctx.entities.collections.size >= ctx.limits.maxCollections) return 'collectionLimit'
+  const error = trialApply(ctx, backend, delta)
+  if (error !== undefined) return { error }
+  return { col: ctx.createCollection(name, backend) }
+}
+
+/** Applies the delta to a fresh, throwaway document: undefined if it applies cleanly, else why not. */
+function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array): string | undefined {
+  let doc = backend.create(randomBytes(ctx.clock, 16))
+  try {
+    doc = backend.applyDelta(doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+    const value = backend.read(doc)
+    if (value !== undefined && !jsonSizeWithin(value, ctx.limits.maxValueBytes)) return `the delta builds a value larger than maxValueBytes (${ctx.limits.maxValueBytes})`
+    return undefined
+  } catch (err) {
+    return err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`
+  } finally {
+    try {
+      backend.dispose?.(doc)
+    } catch {
+      // Gone either way.
+    }
+  }
+}
+
+function dropMessageOf(reason: 'backendMismatch' | 'collectionLimit', collection: string, backendName: string, ctx: ReplicationContext): string {
+  if (reason === 'collectionLimit') return `collection '${collection}' is new and this replica already holds maxCollections (${ctx.limits.maxCollections})`
+  return `collection '${collection}' uses '${ctx.entities.collections.get(collection)?.backend.name}', the delta is for '${backendName}'`
 }

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
 import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
-import type { JsonObject } from '../json.js'
+import type { JsonObject, ValueLimits } from '../json.js'
 import type { FeedEntry } from '../store.js'
 import type { PeerStatsTable } from './peer-stats.js'
 
@@ -13,23 +13,52 @@ export interface ReplicationLimits {
   maxMessageBytes: number
   /** Soft cap on the delta bytes in one sync chunk. */
   maxChunkBytes: number
-  /** Largest single delta accepted from a peer. */
+  /**
+   * Largest delta (or whole entity state) sent or accepted, in bytes, once reassembled: one
+   * over the inline size travels in parts (see Outbox), one over this is not sent at all.
+   */
   maxDeltaBytes: number
+  /** Largest size a remote delta may decode to (Automerge chunks are compressed), checked before inflating. */
+  maxDecodedBytes: number
   /** Per-peer inbound messages per second (token bucket) … */
   inboundRatePerSecond: number
   /** … and the burst allowed above it. */
   inboundBurst: number
+  /** Per-peer inbound entries (deltas, ids) per second, and the burst above it. */
+  inboundEntriesPerSecond: number
+  inboundEntriesBurst: number
+  /** Per-peer inbound bytes per second, and the burst above it. */
+  inboundBytesPerSecond: number
+  inboundBytesBurst: number
   /** Largest entity id / collection name accepted, bytes. */
   maxIdBytes: number
+  /**
+   * Most collections this replica holds before it refuses new ones from peers (collections the
+   * application opens itself are not refused).
+   */
+  maxCollections: number
+  /** Budget of one anti-entropy round with one peer: requests, bytes received, time (ms). */
+  maxRoundRequests: number
+  maxRoundBytes: number
+  roundTimeoutMs: number
 }
 
 export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxMessageBytes: 4 * 1024 * 1024,
   maxChunkBytes: 512 * 1024,
-  maxDeltaBytes: 2 * 1024 * 1024,
+  maxDeltaBytes: 32 * 1024 * 1024,
+  maxDecodedBytes: 32 * 1024 * 1024,
   inboundRatePerSecond: 5000,
   inboundBurst: 20000,
+  inboundEntriesPerSecond: 50_000,
+  inboundEntriesBurst: 200_000,
+  inboundBytesPerSecond: 64 * 1024 * 1024,
+  inboundBytesBurst: 256 * 1024 * 1024,
   maxIdBytes: 256,
+  maxCollections: 10_000,
+  maxRoundRequests: 20_000,
+  maxRoundBytes: 2 * 1024 * 1024 * 1024,
+  roundTimeoutMs: 10 * 60_000,
 }
 
 /** What the replication parts share: the replica's internals they may touch. */
@@ -38,12 +67,15 @@ export interface ReplicationContext {
   readonly network: Network
   readonly clock: Clock
   readonly logger: Logger
-  readonly limits: ReplicationLimits
+  readonly limits: ReplicationLimits & ValueLimits
   readonly entities: Entities
   readonly backends: Map<string, Backend>
   readonly stats: PeerStatsTable
-  /** The collection's state, creating it (with this backend) if this replica has not seen it. */
-  collectionFor(name: string, backend: Backend): CollectionState
+  /**
+   * Creates (or fixes the backend of) a collection for a delta that applied cleanly, and
+   * subscribes to it. Only the receive path calls it (see apply.ts).
+   */
+  createCollection(name: string, backend: Backend): CollectionState
   /**
    * Tells subscribers of the collection about an applied remote change: `value` is the value
    * the change left (backend.read of the committed document), so it is not read again.

@@ -1,5 +1,5 @@
 import type { CollectionState, Entities } from '../entities.js'
-import type { LoadedEntity } from '../entity-cache.js'
+import { isDead, type LoadedEntity } from '../entity-cache.js'
 import { emptyVersionOf } from './empty-version.js'
 
 /** How many back-to-back local writes we wait out before giving up on an entity for this round. */
@@ -24,7 +24,7 @@ export async function acquireDurable(entities: Entities, col: CollectionState, i
     const pending = entity.lastWrite
     await pending // never rejects: it is the write's settled promise
     // A failed write left this document ahead of the disk: nothing of it may be sent.
-    if (entity.stale) break
+    if (isDead(entity)) break
     if (entity.lastWrite === pending) return entity
   }
   entities.release(entity)

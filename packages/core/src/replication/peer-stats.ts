@@ -9,6 +9,8 @@ export type DropReason =
   | 'invalidId' // bad entity id or collection name
   | 'rateLimited' // over the per-peer inbound rate
   | 'storeFailed' // applying succeeded but persisting failed
+  | 'collectionLimit' // a new collection while the replica holds maxCollections
+  | 'overBudget' // a sync round over its budget of requests, bytes or time
 
 /** Counters per remote peer, readable through replica.stats(). */
 export interface PeerStats {
@@ -46,6 +48,8 @@ export function emptyPeerStats(): PeerStats {
       invalidId: 0,
       rateLimited: 0,
       storeFailed: 0,
+      collectionLimit: 0,
+      overBudget: 0,
     },
   }
 }

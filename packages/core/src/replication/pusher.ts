@@ -2,6 +2,8 @@ import type { Backend } from '../backend.js'
 import type { TimerHandle } from '../clock.js'
 import { encodeMessage, MessageType } from './wire.js'
 import { topicOf, type ReplicationContext } from './context.js'
+import { inlineLimit } from './parts.js'
+import { MAX_PUSH_ENTRIES } from './receiver.js'
 
 /** The body of a Push message: deltas of one collection. */
 export interface PushBody {
@@ -90,7 +92,9 @@ export class Pusher {
     let size = 0
     for (const entry of entries) {
       const bytes = entry[1].byteLength + Buffer.byteLength(entry[0]) + 16
-      if (batch.length > 0 && size + bytes > budget) {
+      // A delta too large to go inline is left to anti-entropy, which sends it in parts.
+      if (entry[1].byteLength > inlineLimit(this.ctx.limits)) continue
+      if (batch.length > 0 && (size + bytes > budget || batch.length >= MAX_PUSH_ENTRIES)) {
         yield batch
         batch = []
         size = 0

@@ -1,35 +1,79 @@
 import type { Clock } from '../clock.js'
 
+/** One token bucket: `rate` per second sustained, bursts up to `burst`. */
+class Bucket {
+  private tokens: number
+  private at: number
+
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now: number,
+  ) {
+    this.tokens = burst
+    this.at = now
+  }
+
+  take(n: number, now: number): boolean {
+    if (!Number.isFinite(this.rate)) return true
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.rate)
+    this.at = now
+    if (this.tokens < n) return false
+    this.tokens -= n
+    return true
+  }
+}
+
+export interface RateLimits {
+  inboundRatePerSecond: number
+  inboundBurst: number
+  inboundEntriesPerSecond: number
+  inboundEntriesBurst: number
+  inboundBytesPerSecond: number
+  inboundBytesBurst: number
+}
+
 /**
- * A token bucket per peer: `ratePerSecond` inbound messages sustained, bursts up to `burst`.
- * Messages over the bound are dropped (and counted), so one noisy peer cannot flood a node.
+ * Token buckets per peer for what it sends us: messages, bytes, and entries (deltas, ids) —
+ * a message of 380,000 entries costs as much as 380,000 messages of one. Input over the bound
+ * is dropped (and counted), so one noisy peer cannot flood a node.
  */
 export class PeerRateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>()
+  private readonly peers = new Map<string, { messages: Bucket; bytes: Bucket; entries: Bucket }>()
 
   constructor(
     private readonly clock: Clock,
-    private readonly ratePerSecond: number,
-    private readonly burst: number,
+    private readonly limits: RateLimits,
   ) {}
 
-  /** Takes one token for the peer; false if it has none left. */
-  take(peer: string): boolean {
-    if (!Number.isFinite(this.ratePerSecond)) return true
+  /** Takes one message of `bytes` for the peer; false if it is over its bounds. */
+  take(peer: string, bytes = 0): boolean {
+    const b = this.of(peer)
     const now = this.clock.now()
-    let b = this.buckets.get(peer)
-    if (b === undefined) {
-      b = { tokens: this.burst, at: now }
-      this.buckets.set(peer, b)
-    }
-    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.ratePerSecond)
-    b.at = now
-    if (b.tokens < 1) return false
-    b.tokens -= 1
-    return true
+    return b.messages.take(1, now) && b.bytes.take(bytes, now)
+  }
+
+  /** Takes `n` entries for the peer; false if it is over its bound. */
+  takeEntries(peer: string, n: number): boolean {
+    return this.of(peer).entries.take(n, this.clock.now())
   }
 
   forget(peer: string): void {
-    this.buckets.delete(peer)
+    this.peers.delete(peer)
+  }
+
+  private of(peer: string): { messages: Bucket; bytes: Bucket; entries: Bucket } {
+    let b = this.peers.get(peer)
+    if (b === undefined) {
+      const now = this.clock.now()
+      const l = this.limits
+      b = {
+        messages: new Bucket(l.inboundRatePerSecond, l.inboundBurst, now),
+        bytes: new Bucket(l.inboundBytesPerSecond, l.inboundBytesBurst, now),
+        entries: new Bucket(l.inboundEntriesPerSecond, l.inboundEntriesBurst, now),
+      }
+      this.peers.set(peer, b)
+    }
+    return b
   }
 }

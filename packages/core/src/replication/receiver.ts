@@ -1,9 +1,12 @@
 import { ConvergentError } from '../errors.js'
-import { applyRemoteDelta } from './apply.js'
+import { applyAll } from './apply-all.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import type { DropReason, PeerStats } from './peer-stats.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { asArray, asBytes, asInt, asRecord, asString, decodeMessage, MessageType, type DecodedMessage } from './wire.js'
+
+/** Deltas one push message may carry (a pusher packs more into several messages). */
+export const MAX_PUSH_ENTRIES = 1024
 
 /** Counts, remembers and logs one dropped message from a peer. */
 export function dropMessage(ctx: ReplicationContext, stats: PeerStats, peer: string, reason: DropReason, message: string): void {
@@ -29,7 +32,7 @@ export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: s
   const stats = ctx.stats.of(peer)
   stats.messagesIn++
   stats.bytesIn += data.byteLength
-  if (!limiter.take(peer)) {
+  if (!limiter.take(peer, data.byteLength)) {
     stats.dropped.rateLimited++
     stats.lastDrop = { reason: 'rateLimited', message: 'over the inbound rate bound' }
     return undefined
@@ -56,7 +59,7 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     asString(body.o, 'origin')
     asInt(body.s, 'sequence')
     if (topic !== topicOf(ctx.namespace, collection)) throw new Error(`collection '${collection}' does not belong on topic ${topic}`)
-    entries = asArray(body.e, 'entries').map((e, i) => {
+    entries = asArray(body.e, 'entries', MAX_PUSH_ENTRIES).map((e, i) => {
       const pair = asArray(e, `entry ${i}`, 2)
       return [asString(pair[0], `entry ${i} id`), asBytes(pair[1], `entry ${i} delta`)] as [string, Uint8Array]
     })
@@ -64,6 +67,10 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     dropMessage(ctx, stats, from, 'malformed', (err as Error).message)
     return
   }
-  // Applied concurrently so that every delta of the message lands in one group commit.
-  await Promise.all(entries.map(([id, delta]) => applyRemoteDelta(ctx, from, collection, backend, id, delta)))
+  if (!limiter.takeEntries(from, entries.length)) {
+    stats.dropped.rateLimited++
+    stats.lastDrop = { reason: 'rateLimited', message: `a push of ${entries.length} entries is over the inbound entry rate` }
+    return
+  }
+  await applyAll(ctx, from, collection, backend, entries)
 }

@@ -7,6 +7,7 @@ import { PeerRateLimiter } from './rate-limit.js'
 import { receivePush } from './receiver.js'
 import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
+import { abortable } from './budget.js'
 
 /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). */
 const CONNECT_FALLBACK_MS = 2_000
@@ -35,7 +36,7 @@ export class Replicator {
   private readonly limiter: PeerRateLimiter
   private readonly subscribed = new Set<string>()
   /** The round in flight (or queued) per peer; rounds with one peer never overlap. */
-  private readonly rounds = new Map<string, Promise<RoundResult | undefined>>()
+  private readonly rounds = new Map<string, Promise<unknown>>()
   private timer: TimerHandle | undefined
   /** When the last round with each peer began, whichever side started it (clock ms). */
   private readonly lastRoundAt = new Map<string, number>()
@@ -50,7 +51,7 @@ export class Replicator {
   ) {
     const delay = options.pushDelayMs ?? 0
     if (!Number.isFinite(delay) || delay < 0) throw new ConvergentError('ERR_INVALID_ARGUMENT', `pushDelayMs must be a number ≥ 0, got ${delay}`)
-    this.limiter = new PeerRateLimiter(ctx.clock, ctx.limits.inboundRatePerSecond, ctx.limits.inboundBurst)
+    this.limiter = new PeerRateLimiter(ctx.clock, ctx.limits)
     this.pusher = new Pusher(ctx, options.pushDelayMs ?? 0)
     this.client = new SyncClient(ctx)
     this.server = new SyncServer(ctx, this.limiter, (peer) => this.lastRoundAt.set(peer, ctx.clock.now()))
@@ -63,6 +64,7 @@ export class Replicator {
       onPeerConnected: (peer) => this.peerConnected(peer),
       onPeerDisconnected: (peer) => {
         this.limiter.forget(peer)
+        this.server.forget(peer)
         this.cancelFallback(peer)
         this.lastRoundAt.delete(peer)
       },
@@ -137,8 +139,7 @@ export class Replicator {
   /** A round with one peer, after any round already running with it. */
   roundWith(peer: string, signal?: AbortSignal): Promise<RoundResult | undefined> {
     const previous = this.rounds.get(peer) ?? Promise.resolve(undefined)
-    const next = previous
-      .catch(() => undefined)
+    const next = abortable(previous.catch(() => undefined), signal)
       .then(async () => {
         if (this.stopped) return undefined
         this.lastRoundAt.set(peer, this.ctx.clock.now())
@@ -151,11 +152,12 @@ export class Replicator {
           throw err
         }
       })
-    const settled = next.finally(() => {
-      if (this.rounds.get(peer) === settled) this.rounds.delete(peer)
+    // The entry waits for this round AND the one before it: a round whose caller gave up
+    // waiting (its signal) must not let the next one start while the previous still runs.
+    const entry: Promise<unknown> = Promise.allSettled([previous, next]).finally(() => {
+      if (this.rounds.get(peer) === entry) this.rounds.delete(peer)
     })
-    settled.catch(() => undefined)
-    this.rounds.set(peer, settled)
+    this.rounds.set(peer, entry)
     return next
   }
 

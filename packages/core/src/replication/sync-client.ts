@@ -1,25 +1,30 @@
-import { ConvergentError } from '../errors.js'
+import type { Backend } from '../backend.js'
+import { ConvergentError, isConvergentError } from '../errors.js'
 import { DEPTH, DIGEST_BYTES, DigestTree, FANOUT, LEAF_COUNT } from '../digest.js'
 import type { CollectionState } from '../entities.js'
-import { bytesEqual, toHex } from '../hash.js'
-import { applyRemoteDelta } from './apply.js'
+import { bytesEqual, sha256, toHex } from '../hash.js'
+import { applyAll } from './apply-all.js'
+import { applyRemoteDelta, type ApplyResult } from './apply.js'
+import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
+import { FEATURE_PARTS, inlineLimit, isTicket, partBytes, type DeltaSlot, type Ticket } from './parts.js'
 import {
-  advertisedRoots,
   decodeExchangeResponse,
   decodeLeavesResponse,
   decodeNodesResponse,
   decodeRangeResponse,
-  decodeRoots,
+  decodeRootsResponse,
+  MAX_DELTAS_PER_REQUEST,
   MAX_IDS_PER_EXCHANGE,
   MAX_LEAVES_PER_REQUEST,
   MAX_NODES_PER_REQUEST,
   MAX_RANGES_PER_REQUEST,
   type LeafRange,
+  type RootsRequest,
 } from './sync-messages.js'
-import { decodeMessage, encodeMessage, invalid, MessageType, SyncRefusedError, type ErrorBody, type MessageTypeValue } from './wire.js'
+import { asBytes, asRecord, decodeMessage, encodeMessage, invalid, MessageType, SyncRefusedError, type ErrorBody, type MessageTypeValue } from './wire.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -33,9 +38,15 @@ export interface RoundResult {
   messages: number
   bytesSent: number
   bytesReceived: number
+  /**
+   * Collections whose sync failed this round (a bad answer, a store error), with why; the
+   * round went on with the others.
+   */
+  failed: { collection: string; error: string }[]
 }
 
 const ZERO_ROOT = new Uint8Array(DIGEST_BYTES)
+const EMPTY_TREE = new DigestTree()
 
 /** What a descent found: leaves both sides hold and that differ, and ranges only one side holds. */
 interface DescentPlan {
@@ -44,6 +55,25 @@ interface DescentPlan {
   pull: LeafRange[]
   /** ranges only we have entities in */
   push: LeafRange[]
+}
+
+/**
+ * One collection in a round: its name and backend, and our state of it — undefined when we
+ * do not hold it yet (it is created by the first of its deltas that applies cleanly).
+ */
+interface Target {
+  name: string
+  backend: Backend
+  col: CollectionState | undefined
+}
+
+/** One round with one peer: its budget (and signal), what the peer speaks, and the tally. */
+interface Round {
+  peer: string
+  budget: RoundBudget
+  /** The peer fetches and uploads deltas in parts. */
+  parts: boolean
+  result: RoundResult
 }
 
 /** Appends a range, merging it with the last one when they touch (ranges come in ascending order). */
@@ -67,8 +97,18 @@ function isUnsupportedRange(err: unknown): boolean {
 }
 
 /**
- * Batches outgoing deltas into DeltasRequests of about maxChunkBytes, keeping one request in
- * flight while the next batch is gathered.
+ * Failures that end the whole round rather than one collection's part of it: the link, the
+ * budget, the caller. A peer's refusal of one request (an Error reply) ends only its collection.
+ */
+function endsRound(err: unknown): boolean {
+  if (err instanceof SyncRefusedError) return false
+  return isConvergentError(err, 'ERR_NETWORK') || isConvergentError(err, 'ERR_ABORTED') || isConvergentError(err, 'ERR_CLOSED') || isConvergentError(err, 'ERR_TIMEOUT')
+}
+
+/**
+ * Batches outgoing deltas into DeltasRequests of about maxChunkBytes (and at most
+ * MAX_DELTAS_PER_REQUEST), keeping one request in flight while the next batch is gathered.
+ * A delta over the inline limit is uploaded in parts, by itself.
  */
 class DeltaSender {
   private batch: [string, Uint8Array][] = []
@@ -77,15 +117,17 @@ class DeltaSender {
 
   constructor(
     private readonly client: SyncClient,
-    private readonly peer: string,
-    private readonly col: CollectionState,
-    private readonly result: RoundResult,
-    private readonly signal: AbortSignal | undefined,
+    private readonly round: Round,
+    private readonly target: Target,
   ) {}
 
   async add(id: string, delta: Uint8Array): Promise<void> {
+    if (delta.byteLength > inlineLimit(this.client.limits)) {
+      await this.client.upload(this.round, this.target, id, delta)
+      return
+    }
     const bytes = delta.byteLength + Buffer.byteLength(id) + 16
-    if (this.batch.length > 0 && this.size + bytes > this.client.maxChunkBytes) await this.flush()
+    if (this.batch.length > 0 && (this.size + bytes > this.client.limits.maxChunkBytes || this.batch.length >= MAX_DELTAS_PER_REQUEST)) await this.flush()
     this.batch.push([id, delta])
     this.size += bytes
   }
@@ -95,7 +137,7 @@ class DeltaSender {
     this.batch = []
     this.size = 0
     await this.inFlight
-    this.inFlight = this.client.sendDeltas(this.peer, this.col, batch, this.result, this.signal)
+    this.inFlight = this.client.sendDeltas(this.round, this.target, batch)
     this.inFlight.catch(() => undefined) // awaited later; not an unhandled rejection meanwhile
   }
 
@@ -110,18 +152,23 @@ class DeltaSender {
 }
 
 /**
- * The initiator side of anti-entropy. One round with a peer: compare per-collection roots
- * (one small message when in sync); for each collection that differs, descend the 16-ary
- * digest tree only into children that differ, list the (id, version hash) of differing
- * leaves, then exchange versions of just the differing entities: the peer answers with the
- * deltas we lack and its versions, and we send the deltas it lacks — in bounded chunks.
- * d divergent entities out of n cost O(d log n) digest traffic plus the missing deltas.
+ * The initiator side of anti-entropy. One round with a peer: compare a summary of all roots
+ * (one small message when in sync), else the per-collection roots page by page; for each
+ * collection that differs, descend the 16-ary digest tree only into children that differ,
+ * list the (id, version hash) of differing leaves, then exchange versions of just the
+ * differing entities: the peer answers with the deltas we lack and its versions, and we send
+ * the deltas it lacks — in bounded chunks, large deltas in parts. d divergent entities out
+ * of n cost O(d log n) digest traffic plus the missing deltas.
+ *
+ * Every round has a budget (requests, bytes received, time) and every wait in it ends when
+ * the budget is spent or the caller's signal fires. One collection that fails (a bad answer,
+ * a store error) is reported in the result and the round goes on with the others.
  */
 export class SyncClient {
   constructor(private readonly ctx: ReplicationContext) {}
 
-  get maxChunkBytes(): number {
-    return this.ctx.limits.maxChunkBytes
+  get limits(): ReplicationContext['limits'] {
+    return this.ctx.limits
   }
 
   async round(peer: string, signal?: AbortSignal): Promise<RoundResult> {
@@ -134,49 +181,104 @@ export class SyncClient {
       messages: 0,
       bytesSent: 0,
       bytesReceived: 0,
+      failed: [],
     }
-    const { entities } = this.ctx
-    const ours = await advertisedRoots(entities)
-    const theirs = decodeRoots(await this.request(peer, MessageType.RootsRequest, { r: ours }, MessageType.RootsResponse, result, signal))
+    const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
+    const round: Round = { peer, budget, parts: false, result }
+    try {
+      const theirs = await this.theirRoots(round)
+      if (theirs !== undefined) await this.syncCollections(round, theirs)
+      this.ctx.stats.of(peer).syncRounds++
+      return result
+    } catch (err) {
+      if (budget.overBudget) this.ctx.stats.of(peer).dropped.overBudget++
+      throw err
+    } finally {
+      budget.done()
+    }
+  }
 
-    const theirRoots = new Map(theirs.map(([c, b, root]) => [c, { backend: b, root }]))
-    const names = new Set([...entities.collections.keys(), ...theirRoots.keys()])
-    for (const name of names) {
-      signal?.throwIfAborted()
-      const their = theirRoots.get(name)
-      let col = entities.collections.get(name)
-      const ourRoot = col === undefined ? ZERO_ROOT : (await entities.tree(col)).root()
-      const theirRoot = their?.root ?? ZERO_ROOT
-      if (bytesEqual(ourRoot, theirRoot)) continue
-      // No collection here, or an empty one whose backend is only a default: take the peer's.
-      if (col === undefined || (col.tentative && their !== undefined && their.backend !== col.backend.name && bytesEqual(ourRoot, ZERO_ROOT))) {
-        const backend = this.ctx.backends.get(their!.backend)
-        if (backend === undefined) {
-          this.ctx.logger.warn(`peer ${peer} has collection '${name}' with backend '${their!.backend}', which this replica does not have; skipped`)
-          continue
-        }
-        col = this.ctx.collectionFor(name, backend)
+  /**
+   * The peer's roots: undefined when our summaries are equal (in sync), else every root it
+   * has, fetched page by page.
+   */
+  private async theirRoots(round: Round): Promise<Map<string, { backend: string; root: Uint8Array }> | undefined> {
+    const summary = await this.ctx.entities.rootsSummary()
+    const theirs = new Map<string, { backend: string; root: Uint8Array }>()
+    let cursor: string | undefined = undefined
+    for (;;) {
+      const request: RootsRequest = cursor === undefined ? { r: [], k: 1, h: summary } : { r: [], k: 1, p: cursor }
+      const response = decodeRootsResponse(await this.request(round, MessageType.RootsRequest, request, MessageType.RootsResponse), false)
+      round.parts = ((response.f ?? 0) & FEATURE_PARTS) !== 0
+      if (response.s === 1) return undefined
+      for (const [name, backend, root] of response.r) {
+        if (cursor !== undefined && name <= cursor) throw invalid(`peer ${round.peer} listed roots out of order`)
+        theirs.set(name, { backend, root })
       }
-      if (their !== undefined && their.backend !== col.backend.name) {
-        this.ctx.logger.warn(`collection '${name}' uses '${col.backend.name}' here but '${their.backend}' on ${peer}; not synced`)
-        continue
-      }
-      result.collectionsDiffering++
-      if (!this.legacyPeers.has(peer)) {
-        try {
-          await this.syncCollection(peer, col, ourRoot, theirRoot, true, result, signal)
-          continue
-        } catch (err) {
-          if (!isUnsupportedRange(err)) throw err
-          // A peer that does not serve range requests yet: the per-entity exchange works everywhere.
-          this.legacyPeers.add(peer)
-        }
-      }
-      await this.syncCollection(peer, col, ourRoot, theirRoot, false, result, signal)
+      if (response.n === undefined) return theirs
+      if (cursor !== undefined && response.n <= cursor) throw invalid(`peer ${round.peer} answered a roots page without progress`)
+      cursor = response.n
     }
-    const stats = this.ctx.stats.of(peer)
-    stats.syncRounds++
-    return result
+  }
+
+  private async syncCollections(round: Round, theirs: Map<string, { backend: string; root: Uint8Array }>): Promise<void> {
+    const { entities } = this.ctx
+    const names = [...new Set([...entities.collections.keys(), ...theirs.keys()])].sort()
+    for (const name of names) {
+      round.budget.check()
+      try {
+        await this.syncOne(round, name, theirs.get(name))
+      } catch (err) {
+        if (endsRound(err) || round.budget.signal.aborted) throw err
+        const error = (err as Error).message
+        round.result.failed.push({ collection: name, error })
+        if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) {
+          const stats = this.ctx.stats.of(round.peer)
+          stats.dropped.malformed++
+          stats.lastDrop = { reason: 'malformed', message: error }
+        }
+        this.ctx.logger.warn(`anti-entropy of '${name}' with ${round.peer} failed (the round goes on): ${error}`, { peer: round.peer, collection: name })
+      }
+    }
+  }
+
+  /** One collection: compare roots, then sync what differs. */
+  private async syncOne(round: Round, name: string, their: { backend: string; root: Uint8Array } | undefined): Promise<void> {
+    const { entities } = this.ctx
+    const col = entities.collections.get(name)
+    const ourRoot = col === undefined ? ZERO_ROOT : (await entities.tree(col)).root()
+    const theirRoot = their?.root ?? ZERO_ROOT
+    if (bytesEqual(ourRoot, theirRoot)) return
+    let target: Target
+    const ourEmpty = bytesEqual(ourRoot, ZERO_ROOT)
+    if (their !== undefined && (col === undefined || (ourEmpty && col.tentative && col.backend.name !== their.backend))) {
+      // We hold nothing of it (or an empty collection whose backend is only a default): take
+      // the peer's backend. The collection is created by its first delta that applies cleanly.
+      const backend = this.ctx.backends.get(their.backend)
+      if (backend === undefined) {
+        this.ctx.logger.warn(`peer ${round.peer} has collection '${name}' with backend '${their.backend}', which this replica does not have; skipped`)
+        return
+      }
+      target = { name, backend, col: col !== undefined && col.backend === backend ? col : undefined }
+    } else {
+      target = { name, backend: col!.backend, col }
+    }
+    if (their !== undefined && their.backend !== target.backend.name) {
+      this.ctx.logger.warn(`collection '${name}' uses '${target.backend.name}' here but '${their.backend}' on ${round.peer}; not synced`)
+      return
+    }
+    round.result.collectionsDiffering++
+    if (!this.legacyPeers.has(round.peer)) {
+      try {
+        await this.syncCollection(round, target, ourRoot, theirRoot, true)
+        return
+      } catch (err) {
+        if (!isUnsupportedRange(err)) throw err
+        // A peer that does not serve range requests yet: the per-entity exchange works everywhere.
+        this.legacyPeers.add(round.peer)
+      }
+    }
+    await this.syncCollection(round, target, ourRoot, theirRoot, false)
   }
 
   /** Peers that answered a range request with "unexpected type": they get the per-entity exchange only. */
@@ -187,29 +289,21 @@ export class SyncClient {
    * pulled with range requests (no versions or ids sent first) or pushed as full deltas.
    * Subtrees both sides hold are descended, and the entities of differing leaves exchanged.
    */
-  private async syncCollection(
-    peer: string,
-    col: CollectionState,
-    ourRoot: Uint8Array,
-    theirRoot: Uint8Array,
-    useRanges: boolean,
-    result: RoundResult,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  private async syncCollection(round: Round, target: Target, ourRoot: Uint8Array, theirRoot: Uint8Array, useRanges: boolean): Promise<void> {
     const all: LeafRange = [0, LEAF_COUNT - 1]
     let plan: DescentPlan
     if (useRanges && bytesEqual(ourRoot, ZERO_ROOT)) plan = { leaves: [], pull: [all], push: [] }
     else if (useRanges && bytesEqual(theirRoot, ZERO_ROOT)) plan = { leaves: [], pull: [], push: [all] }
-    else plan = await this.descend(peer, col, useRanges, result, signal)
+    else plan = await this.descend(round, target, useRanges)
     // Pulling and pushing go to different directions of the link: run them side by side.
     const outcomes = await Promise.allSettled([
-      plan.pull.length > 0 ? this.pullRanges(peer, col, plan.pull, result, signal) : undefined,
-      plan.push.length > 0 ? this.pushRanges(peer, col, plan.push, result, signal) : undefined,
+      plan.pull.length > 0 ? this.pullRanges(round, target, plan.pull) : undefined,
+      plan.push.length > 0 ? this.pushRanges(round, target, plan.push) : undefined,
       (async () => {
         if (plan.leaves.length === 0) return
-        const ids = await this.differingIds(peer, col, plan.leaves, result, signal)
-        result.entitiesDiffering += ids.length
-        await this.exchange(peer, col, ids, result, signal)
+        const ids = await this.differingIds(round, target, plan.leaves)
+        round.result.entitiesDiffering += ids.length
+        await this.exchange(round, target, ids)
       })(),
     ])
     for (const o of outcomes) if (o.status === 'rejected') throw o.reason
@@ -219,8 +313,8 @@ export class SyncClient {
    * Walks down the tree level by level, following only children whose digests differ. With
    * useRanges, a child empty on one side is not descended: its leaf range is pulled or pushed.
    */
-  private async descend(peer: string, col: CollectionState, useRanges: boolean, result: RoundResult, signal?: AbortSignal): Promise<DescentPlan> {
-    const tree: DigestTree = await this.ctx.entities.tree(col)
+  private async descend(round: Round, target: Target, useRanges: boolean): Promise<DescentPlan> {
+    const tree: DigestTree = target.col === undefined ? EMPTY_TREE : await this.ctx.entities.tree(target.col)
     const plan: DescentPlan = { leaves: [], pull: [], push: [] }
     let frontier = [0]
     for (let level = 0; level < DEPTH && frontier.length > 0; level++) {
@@ -228,7 +322,7 @@ export class SyncClient {
       const span = FANOUT ** (DEPTH - level - 1) // leaves under one child
       for (let i = 0; i < frontier.length; i += MAX_NODES_PER_REQUEST) {
         const nodes = frontier.slice(i, i + MAX_NODES_PER_REQUEST)
-        const body = await this.request(peer, MessageType.NodesRequest, { c: col.name, l: level, n: nodes, z: true }, MessageType.NodesResponse, result, signal)
+        const body = await this.request(round, MessageType.NodesRequest, { c: target.name, l: level, n: nodes, z: true }, MessageType.NodesResponse)
         const children = decodeNodesResponse(body, nodes.length)
         nodes.forEach((node, j) => {
           const mine = tree.children(level, node)
@@ -254,43 +348,99 @@ export class SyncClient {
    * Fetches every entity of leaf ranges we hold nothing of, in bounded chunks; the next chunk
    * is requested while the previous one is being applied.
    */
-  private async pullRanges(peer: string, col: CollectionState, ranges: LeafRange[], result: RoundResult, signal?: AbortSignal): Promise<void> {
-    const backend = col.backend
+  private async pullRanges(round: Round, target: Target, ranges: LeafRange[]): Promise<void> {
+    const { signal } = round.budget
     let applying: Promise<void> = Promise.resolve()
     try {
       for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_REQUEST) {
         let next: { r: LeafRange[]; s: number } | undefined = { r: ranges.slice(i, i + MAX_RANGES_PER_REQUEST), s: 0 }
         while (next !== undefined) {
-          signal?.throwIfAborted()
           const asked: { r: LeafRange[]; s: number } = next
-          const body = await this.request(peer, MessageType.RangeRequest, { c: col.name, b: backend.name, r: asked.r, s: asked.s }, MessageType.RangeResponse, result, signal)
-          const response = decodeRangeResponse(body)
+          const body = await this.request(round, MessageType.RangeRequest, { c: target.name, b: target.backend.name, r: asked.r, s: asked.s, x: 1 }, MessageType.RangeResponse)
+          const response = decodeRangeResponse(body, this.ctx.limits.maxDeltaBytes)
           next = response.n
-          result.entitiesDiffering += response.e.length
-          if (next !== undefined && !progressed(asked, next)) throw invalid(`peer ${peer} answered a range request without progress`)
-          await applying
-          // Applied concurrently, so that the whole chunk lands in one group commit.
-          applying = Promise.all(response.e.map(([id, delta]) => applyRemoteDelta(this.ctx, peer, col.name, backend.name, id, delta))).then((applied) => {
-            result.deltasReceived += applied.length
+          // An honest responder only continues after a full chunk: never with an empty one.
+          if (next !== undefined && (response.e.length === 0 || !progressed(asked, next))) throw invalid(`peer ${round.peer} answered a range request without progress`)
+          round.result.entitiesDiffering += response.e.length
+          await abortable(applying, signal)
+          applying = this.applySlots(round, target, response.e).then((applied) => {
+            round.result.deltasReceived += applied.length
           })
           applying.catch(() => undefined) // awaited before the next chunk and at the end
         }
       }
     } finally {
-      await applying
+      await abortable(applying, signal)
     }
   }
 
+  /** Applies the deltas of a response: inline ones at once, ticketed ones fetched in parts first. */
+  private async applySlots(round: Round, target: Target, slots: readonly [string, DeltaSlot | null][]): Promise<ApplyResult[]> {
+    const inline: [string, Uint8Array][] = []
+    const large: [string, Ticket][] = []
+    for (const [id, slot] of slots) {
+      if (slot === null) continue
+      if (isTicket(slot)) large.push([id, slot])
+      else inline.push([id, slot])
+    }
+    const results = await applyAll(this.ctx, round.peer, target.name, target.backend.name, inline)
+    for (const [id, ticket] of large) {
+      let bytes: Uint8Array
+      try {
+        bytes = await this.fetch(round, ticket)
+      } catch (err) {
+        // An expired ticket (the responder's outbox was full): a later round sends it again.
+        if (!(err instanceof SyncRefusedError)) throw err
+        this.ctx.logger.warn(`could not fetch '${target.name}/${id}' from ${round.peer} this round: ${err.message}`)
+        continue
+      }
+      results.push(await applyRemoteDelta(this.ctx, round.peer, target.name, target.backend.name, id, bytes))
+    }
+    return results
+  }
+
+  /** Fetches a delta the peer handed out as a ticket, part by part; checks its size and hash. */
+  private async fetch(round: Round, ticket: Ticket): Promise<Uint8Array> {
+    const out = new Uint8Array(ticket.n)
+    let filled = 0
+    while (filled < ticket.n) {
+      const body = asRecord(await this.request(round, MessageType.FetchRequest, { t: ticket.t, o: filled }, MessageType.FetchResponse), 'fetch response')
+      const part = asBytes(body.b, 'part')
+      if (part.byteLength === 0 || filled + part.byteLength > ticket.n) throw invalid(`peer ${round.peer} sent a part that does not fit its ticket`)
+      out.set(part, filled)
+      filled += part.byteLength
+    }
+    if (!bytesEqual(sha256(out), ticket.h)) throw invalid(`peer ${round.peer} sent parts that do not match their hash`)
+    return out
+  }
+
+  /** Sends a delta too large to go inline, in parts (to a peer that takes uploads). */
+  async upload(round: Round, target: Target, id: string, delta: Uint8Array): Promise<void> {
+    if (!round.parts || delta.byteLength > this.ctx.limits.maxDeltaBytes) {
+      this.ctx.logger.warn(`not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes do not fit a message, and the peer takes no uploads`)
+      return
+    }
+    const h = sha256(delta)
+    const step = partBytes(this.ctx.limits)
+    for (let o = 0; o < delta.byteLength; o += step) {
+      const d = delta.subarray(o, Math.min(delta.byteLength, o + step))
+      await this.request(round, MessageType.UploadRequest, { c: target.name, b: target.backend.name, i: id, n: delta.byteLength, h, o, d }, MessageType.Ack)
+    }
+    round.result.deltasSent++
+  }
+
   /** Sends every entity of leaf ranges the peer holds nothing of, as full deltas. */
-  private async pushRanges(peer: string, col: CollectionState, ranges: LeafRange[], result: RoundResult, signal?: AbortSignal): Promise<void> {
-    const sender = new DeltaSender(this, peer, col, result, signal)
+  private async pushRanges(round: Round, target: Target, ranges: LeafRange[]): Promise<void> {
+    const col = target.col
+    if (col === undefined) return
+    const sender = new DeltaSender(this, round, target)
     try {
       for (const [fromLeaf, toLeaf] of ranges) {
         for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
-          signal?.throwIfAborted()
-          const delta = await wholeStateOf(this.ctx.entities, col, id)
+          round.budget.check()
+          const delta = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
           if (delta === null) continue
-          result.entitiesDiffering++
+          round.result.entitiesDiffering++
           await sender.add(id, delta)
         }
       }
@@ -300,17 +450,26 @@ export class SyncClient {
   }
 
   /** Ids in the given leaves whose version hash differs, or that only one side has. */
-  private async differingIds(peer: string, col: CollectionState, leaves: number[], result: RoundResult, signal?: AbortSignal): Promise<string[]> {
+  private async differingIds(round: Round, target: Target, leaves: number[]): Promise<string[]> {
     const ids: string[] = []
-    for (let i = 0; i < leaves.length; i += MAX_LEAVES_PER_REQUEST) {
-      const chunk = leaves.slice(i, i + MAX_LEAVES_PER_REQUEST)
-      const body = await this.request(peer, MessageType.LeavesRequest, { c: col.name, n: chunk }, MessageType.LeavesResponse, result, signal)
-      const theirs = new Map(decodeLeavesResponse(body).map(([id, vh]) => [id, toHex(vh)]))
-      for (const leaf of chunk) {
-        for await (const [id, head] of this.ctx.entities.heads(col, { fromLeaf: leaf, toLeaf: leaf })) {
-          const their = theirs.get(id)
-          if (their !== toHex(head.versionHash)) ids.push(id)
-          theirs.delete(id)
+    const queue = [...leaves]
+    while (queue.length > 0) {
+      const chunk = queue.splice(0, MAX_LEAVES_PER_REQUEST)
+      const response = decodeLeavesResponse(await this.request(round, MessageType.LeavesRequest, { c: target.name, n: chunk }, MessageType.LeavesResponse))
+      const asked = new Set(chunk)
+      const more = (response.m ?? []).filter((leaf) => asked.has(leaf))
+      // A leaf named as "more" must not have been answered: it is compared once its turn comes.
+      if (more.length >= chunk.length) throw invalid(`peer ${round.peer} answered a leaves request without progress`)
+      queue.unshift(...more)
+      const served = chunk.filter((leaf) => !more.includes(leaf))
+      const theirs = new Map(response.e.map(([id, vh]) => [id, toHex(vh)]))
+      if (target.col !== undefined) {
+        for (const leaf of served) {
+          for await (const [id, head] of this.ctx.entities.heads(target.col, { fromLeaf: leaf, toLeaf: leaf })) {
+            const their = theirs.get(id)
+            if (their !== toHex(head.versionHash)) ids.push(id)
+            theirs.delete(id)
+          }
         }
       }
       for (const id of theirs.keys()) ids.push(id) // only they have it
@@ -319,53 +478,32 @@ export class SyncClient {
   }
 
   /** Two-way exchange of the missing deltas of the given entities, in bounded chunks. */
-  private async exchange(peer: string, col: CollectionState, ids: string[], result: RoundResult, signal?: AbortSignal): Promise<void> {
-    const backend = col.backend
+  private async exchange(round: Round, target: Target, ids: string[]): Promise<void> {
+    const { backend, col } = target
     const queue = [...ids]
-    const sender = new DeltaSender(this, peer, col, result, signal)
+    const sender = new DeltaSender(this, round, target)
     try {
       while (queue.length > 0) {
-        signal?.throwIfAborted()
+        round.budget.check()
         const chunk = queue.splice(0, MAX_IDS_PER_EXCHANGE)
         const entries: [string, Uint8Array | null][] = []
-        for (const id of chunk) {
-          const entity = await this.ctx.entities.acquire(col, id)
-          try {
-            entries.push([id, entity.head === undefined ? null : backend.version(entity.doc)])
-          } finally {
-            this.ctx.entities.release(entity)
-          }
-        }
-        const body = await this.request(peer, MessageType.ExchangeRequest, { c: col.name, b: backend.name, e: entries }, MessageType.ExchangeResponse, result, signal)
-        const response = decodeExchangeResponse(body)
+        for (const id of chunk) entries.push([id, col === undefined ? null : await this.versionOf(col, id)])
+        const body = await this.request(round, MessageType.ExchangeRequest, { c: target.name, b: backend.name, e: entries, x: 1 }, MessageType.ExchangeResponse)
+        const response = decodeExchangeResponse(body, this.ctx.limits.maxDeltaBytes)
         const requested = new Set(chunk)
         for (const id of response.m) if (requested.has(id)) queue.push(id)
 
-        // Apply what we lacked — concurrently, so the whole chunk shares one group commit.
-        const applied = await Promise.all(
-          response.e
-            .filter(([id, delta]) => delta !== null && requested.has(id))
-            .map(([id, delta]) => applyRemoteDelta(this.ctx, peer, col.name, backend.name, id, delta!)),
-        )
-        result.deltasReceived += applied.length
+        // Apply what we lacked.
+        const received = response.e.filter(([id, delta]) => delta !== null && requested.has(id)).map(([id, delta]) => [id, delta] as [string, DeltaSlot])
+        const applied = await this.applySlots(round, target, received)
+        round.result.deltasReceived += applied.length
 
         // Send what they lack, given their versions.
+        const here = col ?? this.ctx.entities.collections.get(target.name)
+        if (here === undefined) continue
         for (const [id, , theirVersion] of response.e) {
           if (!requested.has(id)) continue
-          const entity = await acquireDurable(this.ctx.entities, col, id)
-          if (entity === undefined) continue
-          let delta: Uint8Array | null = null
-          try {
-            if (entity.head === undefined) continue
-            try {
-              delta = backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(backend).version)
-            } catch (err) {
-              this.ctx.logger.warn(`peer ${peer} sent an unusable version for '${id}': ${(err as Error).message}`)
-              continue
-            }
-          } finally {
-            this.ctx.entities.release(entity)
-          }
+          const delta = await this.deltaFor(round, here, id, theirVersion)
           if (delta !== null) await sender.add(id, delta)
         }
       }
@@ -374,35 +512,58 @@ export class SyncClient {
     }
   }
 
-  /** @internal A DeltasRequest to the peer (used by DeltaSender). */
-  async sendDeltas(peer: string, col: CollectionState, batch: [string, Uint8Array][], result: RoundResult, signal?: AbortSignal): Promise<void> {
-    await this.request(peer, MessageType.DeltasRequest, { c: col.name, b: col.backend.name, e: batch }, MessageType.Ack, result, signal)
-    result.deltasSent += batch.length
+  /** Our version of an entity, or null if we do not hold it. */
+  private async versionOf(col: CollectionState, id: string): Promise<Uint8Array | null> {
+    const entity = await this.ctx.entities.acquire(col, id)
+    try {
+      return entity.head === undefined ? null : col.backend.version(entity.doc)
+    } finally {
+      this.ctx.entities.release(entity)
+    }
   }
 
-  /** One request/response, with size bounds, stats and a typed error for Error replies. */
-  private async request(
-    peer: string,
-    type: MessageTypeValue,
-    body: unknown,
-    expect: MessageTypeValue,
-    result: RoundResult,
-    signal?: AbortSignal,
-  ): Promise<unknown> {
+  /** What a peer at `theirVersion` lacks of one of our entities (durable state only). */
+  private async deltaFor(round: Round, col: CollectionState, id: string, theirVersion: Uint8Array | null): Promise<Uint8Array | null> {
+    const entity = await abortable(acquireDurable(this.ctx.entities, col, id), round.budget.signal)
+    if (entity === undefined) return null
+    try {
+      if (entity.head === undefined) return null
+      return col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version)
+    } catch (err) {
+      this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`)
+      return null
+    } finally {
+      this.ctx.entities.release(entity)
+    }
+  }
+
+  /** @internal A DeltasRequest to the peer (used by DeltaSender). */
+  async sendDeltas(round: Round, target: Target, batch: [string, Uint8Array][]): Promise<void> {
+    await this.request(round, MessageType.DeltasRequest, { c: target.name, b: target.backend.name, e: batch }, MessageType.Ack)
+    round.result.deltasSent += batch.length
+  }
+
+  /** One request/response within the round's budget, with size bounds, stats and a typed error for Error replies. */
+  private async request(round: Round, type: MessageTypeValue, body: unknown, expect: MessageTypeValue): Promise<unknown> {
+    round.budget.request()
     const data = encodeMessage(type, body)
-    const stats = this.ctx.stats.of(peer)
+    const stats = this.ctx.stats.of(round.peer)
     stats.messagesOut++
     stats.bytesOut += data.byteLength
-    result.messages++
-    result.bytesSent += data.byteLength
-    const response = await this.ctx.network.request(peer, data, { maxBytes: this.ctx.limits.maxMessageBytes, ...(signal ? { signal } : {}) })
+    round.result.messages++
+    round.result.bytesSent += data.byteLength
+    const response = await abortable(
+      this.ctx.network.request(round.peer, data, { maxBytes: this.ctx.limits.maxMessageBytes, signal: round.budget.signal }),
+      round.budget.signal,
+    )
     stats.messagesIn++
     stats.bytesIn += response.byteLength
-    result.bytesReceived += response.byteLength
+    round.result.bytesReceived += response.byteLength
+    round.budget.received(response.byteLength)
     const msg = decodeMessage(response, this.ctx.limits.maxMessageBytes)
     if (msg.type === MessageType.Error) {
       const body = msg.body
-      throw new SyncRefusedError(peer, typeof body === 'object' && body !== null ? (body as Partial<ErrorBody>) : {})
+      throw new SyncRefusedError(round.peer, typeof body === 'object' && body !== null ? (body as Partial<ErrorBody>) : {})
     }
     if (msg.type !== expect) throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: expected type ${expect}, got ${msg.type}`)
     return msg.body

@@ -1,5 +1,5 @@
 import { DEPTH, DIGEST_BYTES, FANOUT, LEAF_COUNT } from '../digest.js'
-import type { Entities } from '../entities.js'
+import { decodeDeltaSlot, type DeltaSlot } from './parts.js'
 import { asArray, asBytes, asBytesOrNull, asInt, asRecord, asString, invalid } from './wire.js'
 
 /**
@@ -10,27 +10,64 @@ export const MAX_NODES_PER_REQUEST = 4096
 export const MAX_LEAVES_PER_REQUEST = 256
 export const MAX_IDS_PER_EXCHANGE = 512
 export const MAX_RANGES_PER_REQUEST = 4096
+/** Entries one message may carry: a peer cannot make one message cost unbounded work. */
+export const MAX_DELTAS_PER_REQUEST = 1024
+export const MAX_RANGE_ENTRIES = 4096
+export const MAX_LEAVES_ENTRIES = 65_536
+export const MAX_ROOTS_PER_PAGE = 1000
 
 /** [collection, backend, root digest] */
 export type RootEntry = [string, string, Uint8Array]
 
 /**
- * The roots a replica advertises in a roots exchange (as client and as server): every
- * collection, except an empty one whose backend is only a default — it says nothing a peer
- * could use, and the peer's backend choice must stand.
+ * Roots request: `r` is empty (older responders read it; they list all their roots at once),
+ * `k` says the requester reads pages, `p` is the cursor (the last name of the previous page),
+ * `h` the requester's summary of all its roots (see Entities.summary) — equal summaries end the
+ * round in one message.
  */
-export async function advertisedRoots(entities: Entities): Promise<RootEntry[]> {
-  const out: RootEntry[] = []
-  for (const col of entities.collections.values()) {
-    const root = (await entities.tree(col)).root()
-    if (!(col.tentative && root.every((b) => b === 0))) out.push([col.name, col.backend.name, root])
+export interface RootsRequest {
+  r: RootEntry[]
+  k?: 1
+  p?: string
+  h?: Uint8Array
+}
+
+export function decodeRootsRequest(body: unknown): RootsRequest {
+  const r = asRecord(body, 'roots request')
+  const out: RootsRequest = { r: decodeRootList(r.r ?? [], 100_000) }
+  if (r.k === 1) out.k = 1
+  if (r.p !== undefined) out.p = asString(r.p, 'cursor')
+  if (r.h !== undefined) {
+    const h = asBytes(r.h, 'summary')
+    if (h.byteLength !== DIGEST_BYTES) throw invalid('summary is not 32 bytes')
+    out.h = h
   }
   return out
 }
 
-export function decodeRoots(body: unknown): RootEntry[] {
-  const r = asRecord(body, 'roots')
-  return asArray(r.r, 'roots', 100_000).map((e, i) => {
+/**
+ * Roots response: a page of roots in name order; `n` the cursor of the next page (absent on
+ * the last), `s` set when the summaries were equal (no roots follow), `f` the responder's
+ * features (FEATURE_PARTS).
+ */
+export interface RootsResponse {
+  r: RootEntry[]
+  n?: string
+  s?: 1
+  f?: number
+}
+
+export function decodeRootsResponse(body: unknown, paged: boolean): RootsResponse {
+  const r = asRecord(body, 'roots response')
+  const out: RootsResponse = { r: decodeRootList(r.r, paged ? MAX_ROOTS_PER_PAGE : 100_000) }
+  if (r.n !== undefined && r.n !== null) out.n = asString(r.n, 'next cursor')
+  if (r.s === 1) out.s = 1
+  if (r.f !== undefined) out.f = asInt(r.f, 'features', 0, 2 ** 31 - 1)
+  return out
+}
+
+function decodeRootList(v: unknown, max: number): RootEntry[] {
+  return asArray(v, 'roots', max).map((e, i) => {
     const t = asArray(e, `root ${i}`, 3)
     const root = asBytes(t[2], `root ${i} digest`)
     if (root.byteLength !== DIGEST_BYTES) throw invalid(`root ${i} digest is ${root.byteLength} bytes`)
@@ -111,12 +148,23 @@ export function decodeLeavesRequest(body: unknown): LeavesRequest {
   return { c: asString(r.c, 'collection'), n: asArray(r.n, 'leaves', MAX_LEAVES_PER_REQUEST).map((x) => asInt(x, 'leaf', 0, max)) }
 }
 
-/** [id, versionHash] */
-export function decodeLeavesResponse(body: unknown): [string, Uint8Array][] {
-  return asArray(asRecord(body, 'leaves response').e, 'entries').map((e, i) => {
+/**
+ * Leaves response: `e` [id, versionHash] of every entity in the served leaves; `m` the
+ * requested leaves not served (the entry cap was reached): ask for them again.
+ */
+export interface LeavesResponse {
+  e: [string, Uint8Array][]
+  m?: number[]
+}
+
+export function decodeLeavesResponse(body: unknown): LeavesResponse {
+  const r = asRecord(body, 'leaves response')
+  const e = asArray(r.e, 'entries', MAX_LEAVES_ENTRIES).map((e, i): [string, Uint8Array] => {
     const t = asArray(e, `entry ${i}`, 2)
     return [asString(t[0], `entry ${i} id`), asBytes(t[1], `entry ${i} version hash`)]
   })
+  if (r.m === undefined || r.m === null) return { e }
+  return { e, m: asArray(r.m, 'more leaves', MAX_LEAVES_PER_REQUEST).map((x) => asInt(x, 'leaf', 0, FANOUT ** DEPTH - 1)) }
 }
 
 export interface ExchangeRequest {
@@ -124,6 +172,8 @@ export interface ExchangeRequest {
   b: string
   /** [id, requester's version or null when it does not have the entity] */
   e: [string, Uint8Array | null][]
+  /** The requester fetches deltas in parts (tickets in the response). */
+  x?: 1
 }
 
 export function decodeExchangeRequest(body: unknown): ExchangeRequest {
@@ -135,22 +185,24 @@ export function decodeExchangeRequest(body: unknown): ExchangeRequest {
       const t = asArray(e, `entry ${i}`, 2)
       return [asString(t[0], `entry ${i} id`), asBytesOrNull(t[1], `entry ${i} version`)]
     }),
+    ...(r.x === 1 ? { x: 1 as const } : {}),
   }
 }
 
 export interface ExchangeResponse {
-  /** [id, delta the requester lacks or null, responder's version or null if it does not have it] */
-  e: [string, Uint8Array | null, Uint8Array | null][]
+  /** [id, delta the requester lacks (or a ticket) or null, responder's version or null if it does not have it] */
+  e: [string, DeltaSlot | null, Uint8Array | null][]
   /** ids not served in this response (size cap): ask again */
   m: string[]
 }
 
-export function decodeExchangeResponse(body: unknown): ExchangeResponse {
+export function decodeExchangeResponse(body: unknown, maxDeltaBytes: number): ExchangeResponse {
   const r = asRecord(body, 'exchange response')
   return {
     e: asArray(r.e, 'entries', MAX_IDS_PER_EXCHANGE).map((e, i) => {
       const t = asArray(e, `entry ${i}`, 3)
-      return [asString(t[0], `entry ${i} id`), asBytesOrNull(t[1], `entry ${i} delta`), asBytesOrNull(t[2], `entry ${i} version`)]
+      const delta = t[1] === null || t[1] === undefined ? null : decodeDeltaSlot(t[1], `entry ${i} delta`, maxDeltaBytes)
+      return [asString(t[0], `entry ${i} id`), delta, asBytesOrNull(t[2], `entry ${i} version`)]
     }),
     m: asArray(r.m ?? [], 'more', MAX_IDS_PER_EXCHANGE).map((x, i) => asString(x, `more ${i}`)),
   }
@@ -167,7 +219,7 @@ export function decodeDeltasRequest(body: unknown): DeltasRequest {
   return {
     c: asString(r.c, 'collection'),
     b: asString(r.b, 'backend'),
-    e: asArray(r.e, 'entries').map((e, i) => {
+    e: asArray(r.e, 'entries', MAX_DELTAS_PER_REQUEST).map((e, i) => {
       const t = asArray(e, `entry ${i}`, 2)
       return [asString(t[0], `entry ${i} id`), asBytes(t[1], `entry ${i} delta`)]
     }),
@@ -184,6 +236,8 @@ export interface RangeRequest {
   r: LeafRange[]
   /** entities of the first range's first leaf to skip (already served) */
   s: number
+  /** The requester fetches deltas in parts (tickets in the response). */
+  x?: 1
 }
 
 function decodeRanges(v: unknown, what: string): LeafRange[] {
@@ -202,21 +256,22 @@ export function decodeRangeRequest(body: unknown): RangeRequest {
     b: asString(r.b, 'backend'),
     r: decodeRanges(r.r, 'range'),
     s: r.s === undefined ? 0 : asInt(r.s, 'skip'),
+    ...(r.x === 1 ? { x: 1 as const } : {}),
   }
 }
 
 export interface RangeResponse {
-  /** [id, every change of the entity (a delta from the empty version)] */
-  e: [string, Uint8Array][]
+  /** [id, every change of the entity (a delta from the empty version) or a ticket for it] */
+  e: [string, DeltaSlot][]
   /** what is left to serve (the same shape as a request's r and s); absent when done */
   n?: { r: LeafRange[]; s: number }
 }
 
-export function decodeRangeResponse(body: unknown): RangeResponse {
+export function decodeRangeResponse(body: unknown, maxDeltaBytes: number): RangeResponse {
   const r = asRecord(body, 'range response')
-  const e = asArray(r.e, 'entries').map((x, i) => {
+  const e = asArray(r.e, 'entries', MAX_RANGE_ENTRIES).map((x, i) => {
     const t = asArray(x, `entry ${i}`, 2)
-    return [asString(t[0], `entry ${i} id`), asBytes(t[1], `entry ${i} delta`)] as [string, Uint8Array]
+    return [asString(t[0], `entry ${i} id`), decodeDeltaSlot(t[1], `entry ${i} delta`, maxDeltaBytes)] as [string, DeltaSlot]
   })
   if (r.n === undefined || r.n === null) return { e }
   const n = asRecord(r.n, 'next')

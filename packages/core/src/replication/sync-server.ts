@@ -1,30 +1,40 @@
 import { ConvergentError } from '../errors.js'
+import { bytesEqual } from '../hash.js'
 import { DigestTree, leafOf } from '../digest.js'
 import type { CollectionState } from '../entities.js'
+import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
+import { decodeUploadRequest, FEATURE_PARTS, inlineLimit, Outbox, partBytes, Uploads, type DeltaSlot } from './parts.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { admit, dropMessage } from './receiver.js'
 import {
-  advertisedRoots,
   decodeDeltasRequest,
   decodeExchangeRequest,
   decodeLeavesRequest,
   decodeNodesRequest,
   decodeRangeRequest,
-  decodeRoots,
+  decodeRootsRequest,
+  MAX_LEAVES_ENTRIES,
+  MAX_RANGE_ENTRIES,
+  MAX_ROOTS_PER_PAGE,
+  type ExchangeRequest,
   type ExchangeResponse,
   type LeafRange,
   type RangeRequest,
   type RangeResponse,
-  type RootEntry,
+  type RootsRequest,
+  type RootsResponse,
 } from './sync-messages.js'
-import { encodeMessage, MessageType, UnsupportedTypeError, type ErrorBody } from './wire.js'
+import { asInt, asRecord, encodeMessage, MessageType, UnsupportedTypeError, type ErrorBody } from './wire.js'
 
 const EMPTY_TREE = new DigestTree()
+
+/** Bytes the responder keeps for tickets and uploads at most, over all peers. */
+const PARTS_BUDGET_BYTES = 64 * 1024 * 1024
 
 /**
  * The responder side of anti-entropy: answers digest, leaf, exchange and delta requests.
@@ -32,12 +42,25 @@ const EMPTY_TREE = new DigestTree()
  * message; nothing malformed reaches the store.
  */
 export class SyncServer {
+  private readonly outbox: Outbox
+  private readonly uploads: Uploads
+
   constructor(
     private readonly ctx: ReplicationContext,
     private readonly limiter: PeerRateLimiter,
-    /** Called when a peer starts a round with us (its roots request arrives). */
+    /** Called when a peer starts a round with us (its first roots request arrives). */
     private readonly onRoundStarted: (peer: string) => void = () => undefined,
-  ) {}
+  ) {
+    const budget = Math.max(PARTS_BUDGET_BYTES, ctx.limits.maxDeltaBytes)
+    this.outbox = new Outbox(ctx.clock, budget)
+    this.uploads = new Uploads(ctx.clock, budget)
+  }
+
+  /** Drops what is kept for a peer that went away. */
+  forget(peer: string): void {
+    this.outbox.forget(peer)
+    this.uploads.end(peer)
+  }
 
   async handle(from: string, data: Uint8Array): Promise<Uint8Array> {
     const msg = admit(this.ctx, this.limiter, from, data)
@@ -67,9 +90,9 @@ export class SyncServer {
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
     switch (type) {
       case MessageType.RootsRequest: {
-        const theirs = decodeRoots(body)
-        this.onRoundStarted(from)
-        return this.roots(theirs)
+        const req = decodeRootsRequest(body)
+        if (req.p === undefined) this.onRoundStarted(from)
+        return this.roots(req)
       }
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
@@ -78,23 +101,28 @@ export class SyncServer {
         const children = req.z === true ? { s: req.n.map((n) => tree.sparseChildren(req.l, n)) } : { d: req.n.map((n) => tree.children(req.l, n)) }
         return encodeMessage(MessageType.NodesResponse, children)
       }
-      case MessageType.LeavesRequest: {
-        const req = decodeLeavesRequest(body)
-        const col = this.ctx.entities.collections.get(req.c)
-        const e: [string, Uint8Array][] = []
-        if (col !== undefined) {
-          for (const leaf of req.n) {
-            for await (const [id, head] of this.ctx.entities.heads(col, { fromLeaf: leaf, toLeaf: leaf })) e.push([id, head.versionHash])
-          }
-        }
-        return encodeMessage(MessageType.LeavesResponse, { e })
-      }
+      case MessageType.LeavesRequest:
+        return this.leaves(decodeLeavesRequest(body))
       case MessageType.ExchangeRequest:
         return this.exchange(from, decodeExchangeRequest(body))
       case MessageType.DeltasRequest: {
         const req = decodeDeltasRequest(body)
-        const results = await Promise.all(req.e.map(([id, delta]) => applyRemoteDelta(this.ctx, from, req.c, req.b, id, delta)))
+        if (!this.limiter.takeEntries(from, req.e.length)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        const results = await applyAll(this.ctx, from, req.c, req.b, req.e)
         return encodeMessage(MessageType.Ack, { n: results.filter((r) => r === 'applied').length })
+      }
+      case MessageType.UploadRequest: {
+        const req = decodeUploadRequest(body, this.ctx.limits.maxDeltaBytes)
+        const whole = this.uploads.add(from, req)
+        if (whole === 'more') return encodeMessage(MessageType.Ack, { n: 0 })
+        const result = await applyRemoteDelta(this.ctx, from, req.c, req.b, req.i, whole)
+        return encodeMessage(MessageType.Ack, { n: result === 'applied' ? 1 : 0 })
+      }
+      case MessageType.FetchRequest: {
+        const r = asRecord(body, 'fetch request')
+        const part = this.outbox.read(from, asInt(r.t, 'ticket'), asInt(r.o, 'offset'), partBytes(this.ctx.limits))
+        if (part === undefined) throw new ConvergentError('ERR_NETWORK', 'unknown or expired ticket; the entity is sent again in a later round')
+        return encodeMessage(MessageType.FetchResponse, { b: part })
       }
       case MessageType.RangeRequest:
         return this.range(from, decodeRangeRequest(body))
@@ -105,11 +133,19 @@ export class SyncServer {
     }
   }
 
-  /** Our roots for every collection we have plus those the requester named. */
-  private async roots(theirs: RootEntry[]): Promise<Uint8Array> {
-    const r = await advertisedRoots(this.ctx.entities)
-    void theirs // the requester compares; we list all of ours so it learns of collections it lacks
-    return encodeMessage(MessageType.RootsResponse, { r })
+  /**
+   * A page of our roots. A requester that reads pages (`k`) and whose summary equals ours
+   * learns that in one message; one that does not gets every root at once (older ones).
+   */
+  private async roots(req: RootsRequest): Promise<Uint8Array> {
+    const paged = req.k === 1
+    if (paged && req.p === undefined && req.h !== undefined && bytesEqual(req.h, await this.ctx.entities.rootsSummary())) {
+      return encodeMessage(MessageType.RootsResponse, { r: [], s: 1, f: FEATURE_PARTS } satisfies RootsResponse)
+    }
+    const page = await this.ctx.entities.rootsPage(req.p, paged ? MAX_ROOTS_PER_PAGE : Infinity)
+    const response: RootsResponse = { r: page.roots, f: FEATURE_PARTS }
+    if (paged && page.next !== undefined) response.n = page.next
+    return encodeMessage(MessageType.RootsResponse, response)
   }
 
   private async treeOf(name: string): Promise<DigestTree> {
@@ -117,10 +153,52 @@ export class SyncServer {
     return col === undefined ? EMPTY_TREE : this.ctx.entities.tree(col)
   }
 
+  /** [id, versionHash] of every entity in the requested leaves, up to MAX_LEAVES_ENTRIES; the rest named in `m`. */
+  private async leaves(req: { c: string; n: number[] }): Promise<Uint8Array> {
+    const col = this.ctx.entities.collections.get(req.c)
+    const e: [string, Uint8Array][] = []
+    if (col === undefined) return encodeMessage(MessageType.LeavesResponse, { e })
+    for (let i = 0; i < req.n.length; i++) {
+      const leaf = req.n[i]!
+      const start = e.length
+      for await (const [id, head] of this.ctx.entities.heads(col, { fromLeaf: leaf, toLeaf: leaf })) {
+        e.push([id, head.versionHash])
+        if (e.length > MAX_LEAVES_ENTRIES) break
+      }
+      if (e.length > MAX_LEAVES_ENTRIES) {
+        // This leaf did not fit: it and the rest are asked for again (a leaf alone always fits
+        // unless it holds more than the cap, then only its first entries are compared).
+        if (start > 0) {
+          e.length = start
+          return encodeMessage(MessageType.LeavesResponse, { e, m: req.n.slice(i) })
+        }
+        e.length = MAX_LEAVES_ENTRIES
+        return encodeMessage(MessageType.LeavesResponse, { e, ...(i + 1 < req.n.length ? { m: req.n.slice(i + 1) } : {}) })
+      }
+    }
+    return encodeMessage(MessageType.LeavesResponse, { e })
+  }
+
+  /**
+   * A delta as it goes into a response: inline up to the inline limit; larger ones as a
+   * ticket for a requester that fetches parts; null when it cannot be sent (too large for
+   * this requester, or no room in the outbox now: a later round sends it).
+   */
+  private slot(from: string, id: string, collection: string, delta: Uint8Array, parts: boolean): DeltaSlot | null {
+    if (delta.byteLength <= inlineLimit(this.ctx.limits)) return delta
+    if (parts && delta.byteLength <= this.ctx.limits.maxDeltaBytes) {
+      const ticket = this.outbox.put(from, delta)
+      if (ticket !== undefined) return ticket
+    }
+    if (!parts && delta.byteLength <= this.ctx.limits.maxMessageBytes - 64 * 1024) return delta // an older requester
+    this.ctx.logger.warn(`not sending '${collection}/${id}' to ${from} now: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes})`)
+    return null
+  }
+
   /**
    * Every entity in the requested leaf ranges, each as one delta from the empty version, in
-   * store order, until about maxChunkBytes; the rest is named in `n` for the next request.
-   * The requester holds nothing there, so no versions are exchanged first.
+   * store order, until about maxChunkBytes or MAX_RANGE_ENTRIES; the rest is named in `n`
+   * for the next request. The requester holds nothing there, so no versions are exchanged first.
    */
   private async range(from: string, req: RangeRequest): Promise<Uint8Array> {
     const col = this.ctx.entities.collections.get(req.c)
@@ -130,8 +208,6 @@ export class SyncServer {
       throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.c}' uses '${col.backend.name}', not '${req.b}'`)
     }
     const budget = this.ctx.limits.maxChunkBytes
-    // Room left under the message limit for one more entry (ids are bounded by maxIdBytes).
-    const hardLimit = this.ctx.limits.maxMessageBytes - 1024 - this.ctx.limits.maxIdBytes
     let bytes = 0
     for (let i = 0; i < req.r.length; i++) {
       const [fromLeaf, toLeaf] = req.r[i]!
@@ -149,7 +225,7 @@ export class SyncServer {
           seenInLeaf++
           continue
         }
-        if (bytes >= budget) {
+        if (bytes >= budget || response.e.length >= MAX_RANGE_ENTRIES) {
           // Full: the rest starts here.
           const rest: LeafRange[] = [[leaf, toLeaf], ...req.r.slice(i + 1)]
           response.n = { r: rest, s: seenInLeaf }
@@ -158,25 +234,17 @@ export class SyncServer {
         seenInLeaf++
         const delta = await wholeStateOf(this.ctx.entities, col, id)
         if (delta === null) continue
-        const size = delta.byteLength + Buffer.byteLength(id) + 8
-        if (bytes + size > hardLimit) {
-          if (bytes === 0) {
-            this.ctx.logger.warn(`not sending '${req.c}/${id}' to ${from}: its ${delta.byteLength} bytes exceed maxMessageBytes`)
-            continue
-          }
-          seenInLeaf--
-          response.n = { r: [[leaf, toLeaf], ...req.r.slice(i + 1)], s: seenInLeaf }
-          return encodeMessage(MessageType.RangeResponse, response)
-        }
-        response.e.push([id, delta])
-        bytes += size
+        const slot = this.slot(from, id, req.c, delta, req.x === 1)
+        if (slot === null) continue
+        response.e.push([id, slot])
+        bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + Buffer.byteLength(id) + 8
       }
     }
     return encodeMessage(MessageType.RangeResponse, response)
   }
 
   /** For each id: the delta the requester lacks, and our version so it can send what we lack. */
-  private async exchange(from: string, req: { c: string; b: string; e: [string, Uint8Array | null][] }): Promise<Uint8Array> {
+  private async exchange(from: string, req: ExchangeRequest): Promise<Uint8Array> {
     const col: CollectionState | undefined = this.ctx.entities.collections.get(req.c)
     const response: ExchangeResponse = { e: [], m: [] }
     if (col === undefined) {
@@ -207,9 +275,10 @@ export class SyncServer {
           dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
           delta = null
         }
+        const slot = delta === null ? null : this.slot(from, id, req.c, delta, req.x === 1)
         const ours = backend.version(entity.doc)
-        bytes += (delta?.byteLength ?? 0) + ours.byteLength
-        response.e.push([id, delta, ours])
+        bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + ours.byteLength
+        response.e.push([id, slot, ours])
       } finally {
         this.ctx.entities.release(entity)
       }

@@ -38,6 +38,13 @@ export const MessageType = {
    */
   RangeRequest: 23,
   RangeResponse: 24,
+  /** sync: a part of a delta the responder handed out as a ticket (see parts.ts). */
+  FetchRequest: 25,
+  FetchResponse: 26,
+  /** sync: a part of a delta the requester sends in parts; answered with Ack. */
+  UploadRequest: 27,
+  /** gossip, on the namespace's announce topic: a collection this replica has (see announce.ts). */
+  Announce: 28,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 
