@@ -23,8 +23,13 @@ export interface CollectionContext {
   entities: Entities
   limits: ValueLimits & NameLimits
   assertOpen(): void
-  /** Hands a durable local delta to replication. */
-  published(collection: string, id: string, delta: Uint8Array): void
+  /** Registers an operation called while open: close() waits for it before closing the store. */
+  track<T>(operation: Promise<T>): Promise<T>
+  /**
+   * Hands a durable local delta to replication; `created` when this write created the
+   * collection here (peers are told of it: they subscribe and sync).
+   */
+  published(collection: string, id: string, delta: Uint8Array, created: boolean): void
   /** Reports a listener that threw (never breaks the writer). */
   listenerFailed(err: unknown): void
   store: { feed(collection: string, since: number): AsyncIterable<FeedEntry> }
@@ -58,10 +63,10 @@ export class Collection<T extends object = JsonObject> {
    * CRDT operations, so concurrent writes of different fields merge. Resolves once durable.
    */
   async put(id: string, value: T): Promise<void> {
-    this.ctx.assertOpen()
+    this.assertUsable()
     checkId(id, 'id', this.ctx.limits)
     const plain = toEntityValue(value, this.ctx.limits)
-    await this.write(id, (doc) => this.state.backend.put(doc, plain), 'put')
+    await this.ctx.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put'))
   }
 
   /**
@@ -72,11 +77,11 @@ export class Collection<T extends object = JsonObject> {
    * `fn` must be synchronous: the read and the write are atomic.
    */
   async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } = {}): Promise<T> {
-    this.ctx.assertOpen()
+    this.assertUsable()
     checkId(id, 'id', this.ctx.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     let result: JsonObject | undefined
-    await this.write(
+    await this.ctx.track(this.write(
       id,
       (doc) => {
         const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
@@ -91,21 +96,25 @@ export class Collection<T extends object = JsonObject> {
         return this.state.backend.put(doc, result)
       },
       'put',
-    )
+    ))
     return result as unknown as T
   }
 
   /** Deletes the entity (a delete wins over concurrent updates). Resolves once durable. */
   async delete(id: string): Promise<void> {
-    this.ctx.assertOpen()
+    this.assertUsable()
     checkId(id, 'id', this.ctx.limits)
-    await this.write(id, (doc) => this.state.backend.delete(doc), 'delete')
+    await this.ctx.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete'))
   }
 
   /** The current value (a plain copy), or undefined if absent or deleted. */
   async get(id: string): Promise<T | undefined> {
-    this.ctx.assertOpen()
+    this.assertUsable()
     checkId(id, 'id', this.ctx.limits)
+    return this.ctx.track(this.read(id))
+  }
+
+  private async read(id: string): Promise<T | undefined> {
     const { entities } = this.ctx
     const entity = await entities.acquire(this.state, id)
     try {
@@ -119,12 +128,13 @@ export class Collection<T extends object = JsonObject> {
     return (await this.get(id)) !== undefined
   }
 
-  /** Ids of live (not deleted) entities, in storage order. */
+  /**
+   * Ids of live (not deleted) entities, in storage order — as get() sees them: an entity whose
+   * latest change is still being written shows as get() shows it.
+   */
   async *keys(): AsyncGenerator<string> {
-    this.ctx.assertOpen()
-    for await (const [id, head] of this.ctx.entities.heads(this.state)) {
-      if (!head.deleted) yield id
-    }
+    this.assertUsable()
+    yield* this.ctx.entities.liveIds(this.state)
   }
 
   /** [id, value] of every live entity. Loads documents one at a time: memory stays bounded. */
@@ -153,8 +163,8 @@ export class Collection<T extends object = JsonObject> {
    * order, with seq > since. Resumable: keep the last seq you processed and pass it back.
    */
   changes(options: { since?: number } = {}): AsyncIterable<FeedEntry> {
-    this.ctx.assertOpen()
-    return this.ctx.store.feed(this.name, options.since ?? 0)
+    this.assertUsable()
+    return this.ctx.entities.feed(this.state, options.since ?? 0)
   }
 
   /**
@@ -183,12 +193,22 @@ export class Collection<T extends object = JsonObject> {
     }
   }
 
+  /** Throws ERR_CLOSED once the replica is closing or this collection was dropped. */
+  private assertUsable(): void {
+    this.ctx.assertOpen()
+    if (this.state.dropped === true) {
+      throw new ConvergentError('ERR_CLOSED', `Collection '${this.name}' was dropped; open it again with replica.collection('${this.name}').`)
+    }
+  }
+
   private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
     const { entities } = this.ctx
     const entity = await entities.acquire(this.state, id)
-    let outcome: { committed: Promise<FeedEntry>; delta: Uint8Array; value: { value: JsonObject | undefined } | undefined } | { unchangedAfter: Promise<boolean> }
+    let outcome:
+      | { committed: Promise<FeedEntry>; delta: Uint8Array; value: { value: JsonObject | undefined } | undefined; created: boolean }
+      | { unchangedAfter: Promise<boolean> }
     try {
-      this.ctx.assertOpen()
+      // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
       const result = change(entity.doc)
       if (result.delta === null) {
         // Nothing changed — but an earlier write of the same value may still be in flight:
@@ -198,8 +218,9 @@ export class Collection<T extends object = JsonObject> {
         const deleted = kind === 'delete'
         // Read now, for subscribers (see emit()); a Yjs document changes in place.
         const value = this.listeners.size > 0 ? { value: deleted ? undefined : this.state.backend.read(result.doc) } : undefined
+        const created = !this.state.persisted
         const committed = entities.commit(this.state, entity, result.doc, result.delta, kind, 'local', deleted)
-        outcome = { committed, delta: result.delta, value }
+        outcome = { committed, delta: result.delta, value, created }
       }
     } finally {
       entities.release(entity)
@@ -209,7 +230,7 @@ export class Collection<T extends object = JsonObject> {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
     }
     const entry = await outcome.committed
-    this.ctx.published(this.name, id, outcome.delta)
+    this.ctx.published(this.name, id, outcome.delta, outcome.created)
     // Told to those subscribed when the change was made (a later subscriber would need a value
     // read now, which may hold changes that are not durable yet).
     if (outcome.value !== undefined) this.emit(entry, outcome.value.value)

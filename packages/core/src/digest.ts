@@ -76,6 +76,20 @@ export class DigestTree {
     }
   }
 
+  /** Sets a leaf's digest (and its ancestors'), e.g. after it was recomputed from the heads. */
+  setLeaf(leaf: number, digest: Uint8Array): void {
+    const delta = this.node(DEPTH, leaf)
+    xorInto(delta, digest)
+    this.apply(leaf, delta)
+  }
+
+  /** Every non-empty leaf with its digest (copies). */
+  leafDigests(): Map<number, Uint8Array> {
+    const out = new Map<number, Uint8Array>()
+    for (const [leaf, digest] of this.levels[DEPTH]!) out.set(leaf, digest.slice())
+    return out
+  }
+
   /** Whether a leaf holds any entity (an empty one is all-zero, and kept as no entry). */
   hasLeaf(leaf: number): boolean {
     return this.levels[DEPTH]!.has(leaf)

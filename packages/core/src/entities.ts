@@ -1,10 +1,12 @@
 import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
-import { DigestTree, leafOf } from './digest.js'
+import { DEPTH, DigestTree, leafOf } from './digest.js'
 import { EntityCache, isDead, type LoadedEntity } from './entity-cache.js'
-import { ConvergentError, wrapError } from './errors.js'
-import { sha256, xorInto } from './hash.js'
+import { nextTurn } from './clock.js'
+import { ConvergentError, StoreCorruptError, wrapError } from './errors.js'
+import type { Logger } from './logger.js'
+import { bytesEqual, sha256, xorInto } from './hash.js'
 import { emptyVersionOf } from './replication/empty-version.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
 
@@ -23,6 +25,8 @@ export interface CollectionState {
   tentative: boolean
   /** False until the collection's meta record has been written. */
   persisted: boolean
+  /** Set once dropCollection() removed it: a handle still held to it refuses every call. */
+  dropped?: boolean
   /** The anti-entropy digest; loaded from the store on first use. */
   tree: DigestTree | undefined
   treeLoading: Promise<DigestTree> | undefined
@@ -49,6 +53,13 @@ export interface EntitiesOptions {
    * and (up to 16× as many) until they hold as many bytes as the snapshot: see commit().
    */
   compactAfter: number
+  /** Where corrupt records are reported. */
+  logger: Logger
+  /**
+   * Told when a corrupt record made an entity (or a collection's digest) unreadable here and it
+   * was dropped: replication asks peers for it again.
+   */
+  onCorrupt?: (collection: string, id: string | undefined) => void
 }
 
 /** The result of committing one change: its feed entry, resolved once durable. */
@@ -102,6 +113,12 @@ export class Entities {
   private readonly summary = new Uint8Array(32)
   private readonly contributions = new Map<string, Uint8Array | null>()
   private readonly rootsChanged = new Set<CollectionState>()
+  /**
+   * Entities per collection with a commit not yet durable: their head in memory is ahead of
+   * the store's, so a scan of heads must look here too (see liveIds) — else keys() would not
+   * show an entity get() already shows.
+   */
+  private readonly unsettled = new Map<string, Map<string, LoadedEntity>>()
   /** Collection names in order, for paging roots; rebuilt after collections come or go. */
   private sortedNames: string[] | undefined
 
@@ -181,8 +198,7 @@ export class Entities {
         try {
           // After a failed write, writes still in flight must land before the leaves are read.
           await this.writesSettled()
-          const tree = new DigestTree()
-          for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
+          const tree = await this.loadLeaves(col)
           // A load that a failed write dropped meanwhile must not install an outdated tree.
           if (col.treeLoading === loading) {
             col.tree = tree
@@ -198,6 +214,29 @@ export class Entities {
       col.treeLoading = loading
     }
     return col.treeLoading
+  }
+
+  /**
+   * The collection's stored digest leaves. A corrupt one is moved aside, and the digest is
+   * rebuilt from the heads once it is installed (not awaited here: the rebuild needs the tree).
+   */
+  private async loadLeaves(col: CollectionState): Promise<DigestTree> {
+    for (let attempt = 0; ; attempt++) {
+      const tree = new DigestTree()
+      try {
+        for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
+        return tree
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
+        this.corruptRecords++
+        this.opts.logger.error(`${err.message} (a digest leaf: rebuilt from the heads)`, { code: err.code, collection: col.name })
+        await this.opts.store.quarantine(err.record)
+        void Promise.resolve().then(async () => {
+          await this.tree(col)
+          await this.rebuildTree(col)
+        }).catch((e: unknown) => this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`))
+      }
+    }
   }
 
   /**
@@ -237,7 +276,14 @@ export class Entities {
       // Dropped after a failed write: its earlier writes still in flight land first, or the
       // reload would miss them and the next commit reuse their delta slots.
       if (this.dropped.delete(key)) await this.writesSettled()
-      stored = await this.opts.store.readEntity(col.name, id)
+      try {
+        stored = await this.opts.store.readEntity(col.name, id)
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError)) throw err
+        // Never served: dropped here, and fetched again from peers (it reads as absent).
+        await this.dropCorrupt(col, err, id)
+        stored = undefined
+      }
     } catch (err) {
       this.loading.delete(key)
       throw wrapError('ERR_STORE', `Could not read entity '${id}' of '${col.name}'`, err)
@@ -395,21 +441,8 @@ export class Entities {
     const compact =
       deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
     if (compact) {
-      // Fold everything into a fresh snapshot. The deltas it covers are not deleted: the head
-      // says how many deltas are live (deltaCount, now 0), readers never look past it, and the
-      // next writes put their deltas in the same slots (index 0, 1, …), overwriting them. That
-      // saves a delete per folded delta — on a hot entity about one store op per write. What
-      // stays on disk is at most the deltas of the last fold (about a snapshot's bytes), and
-      // only for entities that were hot once. Deltas put in this same tick are dropped
-      // instead: they would never be read.
-      const snapshot = backend.save(newDoc)
-      ops.push({ type: 'snapshot', collection: col.name, id: entity.id, bytes: snapshot })
-      entity.snapshotBytes = snapshot.byteLength
-      entity.deltaBytes = 0
-      for (const at of dirty.at) ops[at] = undefined
-      if (dirty.at.length > 0) tick.holes = true
+      this.fold(tick, dirty, entity, newDoc)
       deltaCount = 0
-      dirty.at = []
     } else {
       dirty.at.push(ops.length)
       ops.push({ type: 'delta', collection: col.name, id: entity.id, index: deltaCount, bytes: delta })
@@ -425,6 +458,7 @@ export class Entities {
     entity.versionStale = newVersionHash === undefined
     this.cache.pin(entity)
     entity.lastWrite = tick.settled
+    this.markUnsettled(col, entity, tick)
     return tick.done.then(
       () => {
         this.release(entity)
@@ -435,6 +469,75 @@ export class Entities {
         throw wrapError('ERR_STORE', `Could not write entity '${entity.id}' of '${col.name}'`, err)
       },
     )
+  }
+
+  /** The entity's head is ahead of the store until this tick (its latest) settles. */
+  private markUnsettled(col: CollectionState, entity: LoadedEntity, tick: Tick): void {
+    let ids = this.unsettled.get(col.name)
+    if (ids === undefined) this.unsettled.set(col.name, (ids = new Map()))
+    ids.set(entity.id, entity)
+    void tick.settled.then(() => {
+      if (entity.lastWrite !== tick.settled || ids.get(entity.id) !== entity) return
+      ids.delete(entity.id)
+      if (ids.size === 0 && this.unsettled.get(col.name) === ids) this.unsettled.delete(col.name)
+    })
+  }
+
+  /**
+   * Ids of the live (not deleted) entities of a collection as this replica shows them: the
+   * stored heads, overlaid with the heads of entities whose latest commit is not durable yet
+   * (the state get() shows), so keys(), entries() and get() agree. Storage order; entities
+   * new since the last durable write come last.
+   */
+  async *liveIds(col: CollectionState): AsyncGenerator<string> {
+    const pending = new Map(this.unsettled.get(col.name))
+    for await (const [id, head] of this.heads(col)) {
+      const inMemory = pending.get(id)
+      if (inMemory !== undefined) pending.delete(id)
+      const deleted = inMemory !== undefined && !isDead(inMemory) ? inMemory.head!.deleted : head.deleted
+      if (!deleted) yield id
+    }
+    for (const [id, entity] of pending) if (!isDead(entity) && entity.head !== undefined && !entity.head.deleted) yield id
+  }
+
+  /**
+   * Folds the entity into a fresh snapshot of `doc`, in this tick. The deltas it covers are
+   * not deleted: the head says how many deltas are live (deltaCount, now 0), readers never
+   * look past it, and the next writes put their deltas in the same slots (index 0, 1, …),
+   * overwriting them. That saves a delete per folded delta — on a hot entity about one store op
+   * per write. What stays on disk is at most the deltas of the last fold (about a snapshot's
+   * bytes), and only for entities that were hot once. Deltas put in this same tick are
+   * dropped instead: they would never be read.
+   */
+  private fold(tick: Tick, dirty: Dirty, entity: LoadedEntity, doc: unknown): void {
+    const snapshot = dirty.col.backend.save(doc)
+    tick.ops.push({ type: 'snapshot', collection: dirty.col.name, id: entity.id, bytes: snapshot })
+    entity.snapshotBytes = snapshot.byteLength
+    entity.deltaBytes = 0
+    for (const at of dirty.at) tick.ops[at] = undefined
+    if (dirty.at.length > 0) tick.holes = true
+    dirty.at = []
+  }
+
+  /**
+   * Writes a loaded entity's document as a fresh snapshot (a head with no deltas), in the
+   * current tick, with no feed entry (its value does not change): repairs an entity whose
+   * stored records were damaged while a sound copy of it is in memory. Resolves true once
+   * durable, false if the write failed.
+   */
+  private rewrite(col: CollectionState, entity: LoadedEntity): Promise<boolean> {
+    const tick = this.tick ?? this.openTick()
+    let dirty = tick.dirty.get(entity)
+    if (dirty === undefined) {
+      dirty = { col, at: [] }
+      tick.dirty.set(entity, dirty)
+    }
+    this.settleVersion(entity)
+    this.fold(tick, dirty, entity, entity.doc)
+    entity.head = { ...entity.head!, deltaCount: 0 }
+    this.cache.pin(entity)
+    entity.lastWrite = tick.settled
+    return tick.settled.finally(() => this.release(entity))
   }
 
   private openTick(): Tick {
@@ -560,7 +663,144 @@ export class Entities {
 
   /** Stored heads of a collection, optionally only those in a range of digest leaves. */
   heads(col: CollectionState, range?: { fromLeaf: number; toLeaf: number }): AsyncIterable<[string, EntityHead]> {
-    return this.opts.store.heads(col.name, range)
+    return this.survivingCorruption(col, (skip) => skipFirst(this.opts.store.heads(col.name, range), skip))
+  }
+
+  /** The collection's change feed after `since`; a corrupt entry is reported, moved aside and skipped. */
+  feed(col: CollectionState, since: number): AsyncIterable<FeedEntry> {
+    let last = since
+    return this.survivingCorruption(col, () => {
+      const from = last
+      return (async function* (feed: AsyncIterable<FeedEntry>) {
+        for await (const entry of feed) {
+          last = entry.seq
+          yield entry
+        }
+      })(this.opts.store.feed(col.name, from))
+    })
+  }
+
+  /**
+   * Runs a scan; when it meets a corrupt record, the record is dropped (dropCorrupt) and the
+   * scan starts again where it stood (`open(yielded)` skips what was yielded already).
+   */
+  private async *survivingCorruption<T>(col: CollectionState, open: (yielded: number) => AsyncIterable<T>): AsyncGenerator<T> {
+    let yielded = 0
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for await (const item of open(yielded)) {
+          yielded++
+          yield item
+        }
+        return
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
+        await this.dropCorrupt(col, err, err.record.id)
+      }
+    }
+  }
+
+  /** Corrupt records met (and moved aside) since open. */
+  corruptRecords = 0
+
+  /**
+   * A record that failed its checksum. It is moved aside (Store.quarantine); if it belongs to
+   * an entity, the entity's head and snapshot go too, so the entity reads as absent here; the
+   * collection's digest is rebuilt from the heads that remain (the entity's contribution is
+   * not known for sure: its head may be the damaged record); and replication is told, so
+   * peers send the entity again. What only this replica held of it is lost, and said so.
+   */
+  private async dropCorrupt(col: CollectionState, err: StoreCorruptError, id: string | undefined): Promise<void> {
+    this.corruptRecords++
+    this.opts.logger.error(`${err.message} (record '${err.record.keyspace}' ${JSON.stringify(err.record.key)})`, {
+      code: err.code,
+      collection: col.name,
+      ...(id === undefined ? {} : { id }),
+    })
+    await this.opts.store.quarantine(err.record)
+    if (err.record.keyspace === 'feed') return // a change feed entry: the entity itself is fine
+    if (id !== undefined) {
+      // A sound copy in memory (loaded before the damage, or built since) is written back.
+      const cached = this.cache.get(EntityCache.key(col.name, id))
+      if (cached !== undefined && !isDead(cached) && cached.head !== undefined && (await this.rewrite(col, cached))) {
+        this.opts.logger.error(`repaired '${id}' of '${col.name}' from its copy in memory`, { collection: col.name, id })
+        return
+      }
+      await this.opts.store.write([{ type: 'delEntity', collection: col.name, id }])
+    }
+    await this.rebuildTree(col)
+    this.opts.onCorrupt?.(col.name, id)
+  }
+
+  /**
+   * Recomputes a collection's digest leaves from its stored heads (after a corrupt record),
+   * without stopping writes: the scan reads one snapshot of the store, taken at a moment no
+   * write is in flight (so the tree then matched it); the changes commits make to the tree
+   * while the scan runs are carried over onto the rebuilt leaves.
+   */
+  private async rebuildTree(col: CollectionState): Promise<void> {
+    for (let attempt = 0; attempt < 1000; attempt++) {
+      await this.writesSettled()
+      const tree = await this.tree(col)
+      if (this.tick !== undefined || this.writing.size > 0 || col.tree !== tree) {
+        await nextTurn(this.opts.clock)
+        continue
+      }
+      const before = tree.leafDigests()
+      const scan = this.opts.store.heads(col.name)[Symbol.asyncIterator]()
+      let next = scan.next() // the scan's snapshot is taken here, with nothing in flight
+      const fresh = new DigestTree()
+      try {
+        for (let r = await next; !r.done; r = await next) {
+          fresh.update(r.value[0], leafOf(r.value[0]), undefined, r.value[1].versionHash)
+          next = scan.next()
+        }
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError)) throw err
+        await this.opts.store.quarantine(err.record)
+        continue // again, without that record
+      }
+      if (col.tree !== tree) continue // dropped by a failed write meanwhile
+      const now = tree.leafDigests()
+      const ops: StoreOp[] = []
+      for (const leaf of new Set([...before.keys(), ...now.keys(), ...fresh.leafDigests().keys()])) {
+        const digest = fresh.node(DEPTH, leaf)
+        const b = before.get(leaf)
+        const n = now.get(leaf)
+        if (b !== undefined) xorInto(digest, b)
+        if (n !== undefined) xorInto(digest, n)
+        if (n !== undefined ? bytesEqual(digest, n) : isZero(digest)) continue
+        tree.setLeaf(leaf, digest)
+        ops.push({ type: 'leaf', collection: col.name, leaf, bytes: digest })
+      }
+      this.rootsChanged.add(col)
+      try {
+        if (ops.length > 0) await this.opts.store.write(ops)
+      } catch (err) {
+        this.forgetTree(col)
+        throw err
+      }
+      return
+    }
+    this.opts.logger.error(`could not rebuild the digest of '${col.name}': writes never paused; anti-entropy may do extra work until the next restart`)
+  }
+
+  /**
+   * Removes a collection and everything stored of it, once the writes already handed to the
+   * store have landed. Its state leaves memory at once (handles to it refuse further calls).
+   */
+  async drop(col: CollectionState): Promise<void> {
+    col.dropped = true
+    if (this.collections.get(col.name) === col) this.collections.delete(col.name)
+    this.sortedNames = undefined
+    this.cache.deleteCollection(col.name)
+    this.unsettled.delete(col.name)
+    const contribution = this.contributions.get(col.name)
+    if (contribution) xorInto(this.summary, contribution)
+    this.contributions.delete(col.name)
+    this.rootsChanged.delete(col)
+    await this.writesSettled()
+    await this.opts.store.dropCollection(col.name)
   }
 
   /**
@@ -623,4 +863,10 @@ function upperBound(names: readonly string[], name: string): number {
     else hi = mid
   }
   return lo
+}
+
+/** The items of a scan after the first `n`. */
+async function* skipFirst<T>(items: AsyncIterable<T>, n: number): AsyncGenerator<T> {
+  let i = 0
+  for await (const item of items) if (i++ >= n) yield item
 }

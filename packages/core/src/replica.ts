@@ -55,6 +55,11 @@ export interface ReplicaStats {
   collections: number
   /** Entity documents in memory now. */
   cachedEntities: number
+  /**
+   * Damage the store showed: records that failed their checksum since open (moved aside; the
+   * entity repaired from memory or fetched again from peers), and what open() found damaged.
+   */
+  store: { corruptRecords: number; damage: string[] }
   peers: Record<string, PeerStats>
   /** Everything dropped from every peer. */
   droppedTotal: number
@@ -62,6 +67,20 @@ export interface ReplicaStats {
 }
 
 type State = 'open' | 'closing' | 'closed'
+
+/** Meta record: the collections dropped here (JSON list of names). */
+const REFUSED_KEY = 'refused-collections'
+
+async function readRefused(store: Store): Promise<Set<string>> {
+  const bytes = await store.getMeta(REFUSED_KEY)
+  if (bytes === undefined) return new Set()
+  try {
+    const names: unknown = JSON.parse(new TextDecoder().decode(bytes))
+    return new Set(Array.isArray(names) ? names.filter((n): n is string => typeof n === 'string') : [])
+  } catch {
+    return new Set()
+  }
+}
 
 /**
  * A replica: the local CRDT copies of shared entities, durable in a Store, kept in sync with
@@ -82,11 +101,14 @@ export class Replica {
   private readonly logger: Logger
   private readonly ctx: CollectionContext
   readonly namespace: string
+  /** Collections dropped here and not taken from peers until the application opens them again. */
+  private readonly refused: Set<string>
 
   private constructor(
     private readonly options: ReplicaOptions,
     entities: Entities,
     backends: Map<string, Backend>,
+    refused: Set<string>,
   ) {
     this.entities = entities
     this.backends = backends
@@ -94,13 +116,15 @@ export class Replica {
     this.limits = { ...DEFAULT_VALUE_LIMITS, ...DEFAULT_REPLICATION_LIMITS, ...options.limits }
     this.logger = options.logger ?? consoleLogger
     this.namespace = options.namespace ?? 'default'
+    this.refused = refused
     this.ctx = {
       entities,
       limits: this.limits,
       assertOpen: () => this.assertOpen(),
-      published: (collection, id, delta) => {
+      track: (operation) => this.track(operation),
+      published: (collection, id, delta, created) => {
         const col = this.entities.collections.get(collection)
-        if (col !== undefined) this.replicator?.published(collection, col.backend, id, delta)
+        if (col !== undefined) this.replicator?.published(collection, col.backend, id, delta, created)
       },
       listenerFailed: (err) => this.logger.error('a subscribe() listener threw', { err }),
       store: options.store,
@@ -117,7 +141,9 @@ export class Replica {
         stats: this.stats_,
         createCollection: (name, backend) => this.stateFor(name, backend),
         emitRemote: (collection, entry, value, peer) => this.collectionsByName.get(collection)?.emit(entry, value, peer),
-        isOpen: () => this.state === 'open',
+        // Until the store closes: writes called before close() still push and apply.
+        isOpen: () => this.state !== 'closed',
+        isRefused: (collection) => this.refused.has(collection),
         grantRights: async (collection, id, to, want) => {
           const counter = this.counters.get(collection)
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
@@ -140,16 +166,22 @@ export class Replica {
     }
     const backends = new Map(options.backends.map((b) => [b.name, b]))
     const clock = options.clock ?? systemClock()
+    const logger = options.logger ?? consoleLogger
+    let replica: Replica | undefined
     const entities = new Entities({
       store: options.store,
       clock,
       cacheSize: options.cacheSize ?? 10_000,
       compactAfter: options.compactAfter ?? 64,
+      logger,
+      // A damaged entity was dropped here: peers send it again.
+      onCorrupt: () => replica?.replicator?.repairSoon(),
     })
     await options.store.open()
     try {
       await entities.init(backends)
-      const replica = new Replica({ ...options, clock }, entities, backends)
+      replica = new Replica({ ...options, clock }, entities, backends, await readRefused(options.store))
+      for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()
       return replica
     } catch (err) {
@@ -196,6 +228,7 @@ export class Replica {
       )
     }
     const backend = options.backend !== undefined ? this.backends.get(options.backend)! : (existing?.backend ?? this.defaultBackend)
+    if (this.refused.delete(name)) void this.saveRefused().catch((err: unknown) => this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`))
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name)
     if (col === undefined) {
@@ -243,6 +276,35 @@ export class Replica {
     return counter
   }
 
+  /**
+   * Removes a collection and everything this replica holds of it (entities, change feed,
+   * digest) — e.g. one a peer created that this service does not want — and stops taking it
+   * from peers: those that still have it cannot bring it back here until the application opens
+   * it again with collection(name). Handles to it refuse further calls. Other replicas keep
+   * their copies (drop it there too to remove it everywhere).
+   */
+  async dropCollection(name: string): Promise<void> {
+    this.assertOpen()
+    checkId(name, 'collection name', this.limits)
+    return this.track(
+      (async () => {
+        this.refused.add(name)
+        await this.saveRefused()
+        this.collectionsByName.delete(name)
+        this.counters.delete(name)
+        this.replicator?.unsubscribe(name)
+        const col = this.entities.collections.get(name)
+        await (col === undefined ? this.options.store.dropCollection(name) : this.entities.drop(col))
+      })(),
+    )
+  }
+
+  /** Writes the refused collections (a meta record; see dropCollection). */
+  private saveRefused(): Promise<void> {
+    const bytes = new TextEncoder().encode(JSON.stringify([...this.refused].sort()))
+    return this.options.store.write([{ type: 'meta', key: REFUSED_KEY, bytes }])
+  }
+
   /** Names of every collection this replica holds (including ones only received from peers). */
   collections(): string[] {
     return [...this.entities.collections.keys()]
@@ -267,6 +329,7 @@ export class Replica {
       peerId: this.peerId,
       collections: this.entities.collections.size,
       cachedEntities: this.entities.cachedCount,
+      store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
       peers: this.stats_.snapshot(),
       droppedTotal: this.stats_.totalDropped(),
       pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
@@ -279,15 +342,31 @@ export class Replica {
 
   /** Stops replication, waits for pending writes, closes the store. Idempotent. */
   async close(): Promise<void> {
-    if (this.state !== 'open') return
-    // Push what is already durable before the network goes away.
-    this.replicator?.pusher.flush()
+    if (this.state !== 'open') return this.closing
     this.state = 'closing'
-    await this.replicator?.stop()
-    // Every commit's tick has been handed to the store by now; its close writes what is queued.
-    await this.options.store.close()
-    this.entities.clear()
-    this.state = 'closed'
+    this.closing = (async () => {
+      // Operations called before close() finish first (new ones are refused from here on).
+      await Promise.allSettled([...this.operations])
+      // Push what is durable before the network goes away.
+      this.replicator?.pusher.flush()
+      await this.replicator?.stop()
+      // Every commit's tick has been handed to the store by now; its close writes what is queued.
+      await this.options.store.close()
+      this.entities.clear()
+      this.state = 'closed'
+    })()
+    return this.closing
+  }
+
+  private closing: Promise<void> | undefined
+  /** Operations called while open and not finished (see close()). */
+  private readonly operations = new Set<Promise<unknown>>()
+
+  private track<T>(operation: Promise<T>): Promise<T> {
+    this.operations.add(operation)
+    const done = (): void => void this.operations.delete(operation)
+    operation.then(done, done)
+    return operation
   }
 
   private assertOpen(): void {

@@ -114,8 +114,9 @@ function collectionFor(
   name: string,
   backend: Backend,
   delta: Uint8Array,
-): { col: CollectionState } | { error: string } | 'backendMismatch' | 'collectionLimit' {
+): { col: CollectionState } | { error: string } | 'backendMismatch' | 'collectionLimit' | 'collectionDropped' {
   const existing = ctx.entities.collections.get(name)
+  if (existing === undefined && ctx.isRefused(name)) return 'collectionDropped'
   if (existing !== undefined && existing.backend === backend) return { col: existing }
   const switching = existing !== undefined && existing.tentative && !existing.persisted
   if (existing !== undefined && !switching) return 'backendMismatch'
@@ -144,7 +145,8 @@ function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array
   }
 }
 
-function dropMessageOf(reason: 'backendMismatch' | 'collectionLimit', collection: string, backendName: string, ctx: ReplicationContext): string {
+function dropMessageOf(reason: 'backendMismatch' | 'collectionLimit' | 'collectionDropped', collection: string, backendName: string, ctx: ReplicationContext): string {
+  if (reason === 'collectionDropped') return `collection '${collection}' was dropped here and is not taken from peers`
   if (reason === 'collectionLimit') return `collection '${collection}' is new and this replica already holds maxCollections (${ctx.limits.maxCollections})`
   return `collection '${collection}' uses '${ctx.entities.collections.get(collection)?.backend.name}', the delta is for '${backendName}'`
 }

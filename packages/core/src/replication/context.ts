@@ -82,6 +82,8 @@ export interface ReplicationContext {
    */
   emitRemote(collection: string, entry: FeedEntry, value: JsonObject | undefined, peer: string): void
   isOpen(): boolean
+  /** Collections this replica dropped and does not take from peers (see Replica.dropCollection). */
+  isRefused(collection: string): boolean
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
 }

@@ -10,6 +10,7 @@ export type DropReason =
   | 'rateLimited' // over the per-peer inbound rate
   | 'storeFailed' // applying succeeded but persisting failed
   | 'collectionLimit' // a new collection while the replica holds maxCollections
+  | 'collectionDropped' // a collection this replica dropped (dropCollection) and does not take back
   | 'overBudget' // a sync round over its budget of requests, bytes or time
 
 /** Counters per remote peer, readable through replica.stats(). */
@@ -23,6 +24,11 @@ export interface PeerStats {
   deltasDuplicate: number
   syncRounds: number
   syncFailures: number
+  /**
+   * Entities that differed from this peer at the last round although neither side lacked a
+   * change of the other (see RoundResult.entitiesUnrepairable).
+   */
+  divergentEntities: number
   dropped: Record<DropReason, number>
   /** The last drop, for logs and debugging. */
   lastDrop?: { reason: DropReason; message: string }
@@ -38,6 +44,7 @@ export function emptyPeerStats(): PeerStats {
     deltasDuplicate: 0,
     syncRounds: 0,
     syncFailures: 0,
+    divergentEntities: 0,
     dropped: {
       malformed: 0,
       unsupportedVersion: 0,
@@ -49,6 +56,7 @@ export function emptyPeerStats(): PeerStats {
       rateLimited: 0,
       storeFailed: 0,
       collectionLimit: 0,
+      collectionDropped: 0,
       overBudget: 0,
     },
   }

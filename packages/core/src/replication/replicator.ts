@@ -8,9 +8,14 @@ import { receivePush } from './receiver.js'
 import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
 import { abortable } from './budget.js'
+import { Announcer } from './announce.js'
 
 /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). */
 const CONNECT_FALLBACK_MS = 2_000
+/** How soon a round follows the discovery of a damaged record (coalescing several). */
+const REPAIR_DELAY_MS = 100
+/** Least time between rounds with one peer that its announcements start. */
+const ANNOUNCE_ROUND_GAP_MS = 1_000
 
 export interface ReplicatorOptions {
   /** Mean interval between anti-entropy rounds with every peer (ms); 0 turns periodic rounds off. */
@@ -55,11 +60,28 @@ export class Replicator {
     this.pusher = new Pusher(ctx, options.pushDelayMs ?? 0)
     this.client = new SyncClient(ctx)
     this.server = new SyncServer(ctx, this.limiter, (peer) => this.lastRoundAt.set(peer, ctx.clock.now()))
+    this.announcer = new Announcer(ctx, this.limiter, (peer) => this.syncAfterAnnounce(peer))
+  }
+
+  private readonly announcer: Announcer
+
+  /**
+   * A peer told us of a collection we do not have: a round with it (the round pulls the
+   * collection, which subscribes us to it), unless one is running or just ran.
+   */
+  private syncAfterAnnounce(peer: string): void {
+    if (this.stopped || this.rounds.has(peer) || !this.ctx.network.peers().includes(peer)) return
+    const last = this.lastRoundAt.get(peer)
+    if (last !== undefined && this.ctx.clock.now() - last < ANNOUNCE_ROUND_GAP_MS) return
+    this.track(this.roundWith(peer).catch(() => undefined))
   }
 
   async start(): Promise<void> {
     await this.ctx.network.start({
-      onMessage: (topic, data, from) => this.track(receivePush(this.ctx, this.limiter, topic, data, from)),
+      onMessage: (topic, data, from) => {
+        if (this.announcer.owns(topic)) this.announcer.receive(data, from)
+        else this.track(receivePush(this.ctx, this.limiter, topic, data, from))
+      },
       onRequest: (from, data) => this.server.handle(from, data),
       onPeerConnected: (peer) => this.peerConnected(peer),
       onPeerDisconnected: (peer) => {
@@ -69,6 +91,7 @@ export class Replicator {
         this.lastRoundAt.delete(peer)
       },
     })
+    this.announcer.start()
     for (const name of this.ctx.entities.collections.keys()) this.subscribe(name)
     this.schedule()
   }
@@ -111,10 +134,17 @@ export class Replicator {
     this.ctx.network.subscribe(topicOf(this.ctx.namespace, collection))
   }
 
-  /** A durable local delta: push it. */
-  published(collection: string, backend: Backend, id: string, delta: Uint8Array): void {
+  /** Leaves a collection's gossip topic (it was dropped). */
+  unsubscribe(collection: string): void {
+    if (!this.subscribed.delete(collection)) return
+    this.ctx.network.unsubscribe(topicOf(this.ctx.namespace, collection))
+  }
+
+  /** A durable local delta: push it (and tell peers of the collection if this write created it). */
+  published(collection: string, backend: Backend, id: string, delta: Uint8Array, created = false): void {
     this.subscribe(collection)
     this.pusher.enqueue(collection, backend, id, delta)
+    if (created) this.announcer.announce(collection, backend)
   }
 
   /**
@@ -161,6 +191,20 @@ export class Replicator {
     return next
   }
 
+  /**
+   * Something local was damaged and dropped (a corrupt record): a round with every peer soon,
+   * so it comes back. Coalesced: one pending repair at a time.
+   */
+  repairSoon(): void {
+    if (this.stopped || this.repairTimer !== undefined) return
+    this.repairTimer = this.ctx.clock.setTimeout(() => {
+      this.repairTimer = undefined
+      this.track(this.syncAll().catch(() => undefined))
+    }, REPAIR_DELAY_MS)
+  }
+
+  private repairTimer: TimerHandle | undefined
+
   private schedule(): void {
     if (this.options.syncIntervalMs <= 0 || this.stopped) return
     this.timer = this.ctx.clock.setTimeout(() => {
@@ -177,6 +221,7 @@ export class Replicator {
   async stop(): Promise<void> {
     this.stopped = true
     if (this.timer !== undefined) this.ctx.clock.clearTimeout(this.timer)
+    if (this.repairTimer !== undefined) this.ctx.clock.clearTimeout(this.repairTimer)
     for (const peer of [...this.fallbacks.keys()]) this.cancelFallback(peer)
     this.pusher.flush()
     await this.pusher.drain()

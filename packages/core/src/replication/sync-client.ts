@@ -7,6 +7,8 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
+import { checkId } from '../json.js'
+import { dropMessage } from './receiver.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from './empty-version.js'
 import { FEATURE_PARTS, inlineLimit, isTicket, partBytes, type DeltaSlot, type Ticket } from './parts.js'
@@ -38,6 +40,12 @@ export interface RoundResult {
   messages: number
   bytesSent: number
   bytesReceived: number
+  /**
+   * Entities whose versions differ although neither side has a change the other lacks: the
+   * same operation ids with different content (a forged or damaged write). Sync cannot repair
+   * them; they are reported (here, in the peer's stats and in the log).
+   */
+  entitiesUnrepairable: number
   /**
    * Collections whose sync failed this round (a bad answer, a store error), with why; the
    * round went on with the others.
@@ -181,6 +189,7 @@ export class SyncClient {
       messages: 0,
       bytesSent: 0,
       bytesReceived: 0,
+      entitiesUnrepairable: 0,
       failed: [],
     }
     const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
@@ -188,7 +197,9 @@ export class SyncClient {
     try {
       const theirs = await this.theirRoots(round)
       if (theirs !== undefined) await this.syncCollections(round, theirs)
-      this.ctx.stats.of(peer).syncRounds++
+      const stats = this.ctx.stats.of(peer)
+      stats.syncRounds++
+      stats.divergentEntities = result.entitiesUnrepairable
       return result
     } catch (err) {
       if (budget.overBudget) this.ctx.stats.of(peer).dropped.overBudget++
@@ -223,6 +234,16 @@ export class SyncClient {
 
   private async syncCollections(round: Round, theirs: Map<string, { backend: string; root: Uint8Array }>): Promise<void> {
     const { entities } = this.ctx
+    for (const name of theirs.keys()) {
+      try {
+        checkId(name, 'collection name', this.ctx.limits)
+      } catch (err) {
+        // Never used as a name here (it would be a key in the store): counted and skipped.
+        theirs.delete(name)
+        dropMessage(this.ctx, this.ctx.stats.of(round.peer), round.peer, 'invalidId', `roots name a collection we cannot hold: ${(err as Error).message}`)
+      }
+    }
+    for (const name of theirs.keys()) if (!entities.collections.has(name) && this.ctx.isRefused(name)) theirs.delete(name)
     const names = [...new Set([...entities.collections.keys(), ...theirs.keys()])].sort()
     for (const name of names) {
       round.budget.check()
@@ -501,10 +522,19 @@ export class SyncClient {
         // Send what they lack, given their versions.
         const here = col ?? this.ctx.entities.collections.get(target.name)
         if (here === undefined) continue
-        for (const [id, , theirVersion] of response.e) {
+        let unrepairable = 0
+        for (const [id, theirDelta, theirVersion] of response.e) {
           if (!requested.has(id)) continue
-          const delta = await this.deltaFor(round, here, id, theirVersion)
-          if (delta !== null) await sender.add(id, delta)
+          const ours = await this.deltaFor(round, here, id, theirVersion)
+          if (ours instanceof Uint8Array) await sender.add(id, ours)
+          else if (ours === 'nothing' && theirDelta === null && theirVersion !== null) unrepairable++
+        }
+        if (unrepairable > 0) {
+          round.result.entitiesUnrepairable += unrepairable
+          this.ctx.logger.warn(
+            `${unrepairable} entities of '${target.name}' differ from ${round.peer} though neither side lacks a change of the other: the same operations with different content (a forged or damaged write). Sync cannot repair them.`,
+            { peer: round.peer, collection: target.name },
+          )
         }
       }
     } finally {
@@ -522,16 +552,20 @@ export class SyncClient {
     }
   }
 
-  /** What a peer at `theirVersion` lacks of one of our entities (durable state only). */
-  private async deltaFor(round: Round, col: CollectionState, id: string, theirVersion: Uint8Array | null): Promise<Uint8Array | null> {
+  /**
+   * What a peer at `theirVersion` lacks of one of our entities (durable state only): the
+   * delta, 'nothing' when it lacks nothing, 'skipped' when we cannot tell now (busy with local
+   * writes, not held, an unusable version).
+   */
+  private async deltaFor(round: Round, col: CollectionState, id: string, theirVersion: Uint8Array | null): Promise<Uint8Array | 'nothing' | 'skipped'> {
     const entity = await abortable(acquireDurable(this.ctx.entities, col, id), round.budget.signal)
-    if (entity === undefined) return null
+    if (entity === undefined) return 'skipped'
     try {
-      if (entity.head === undefined) return null
-      return col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version)
+      if (entity.head === undefined) return 'skipped'
+      return col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version) ?? 'nothing'
     } catch (err) {
       this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`)
-      return null
+      return 'skipped'
     } finally {
       this.ctx.entities.release(entity)
     }
