@@ -3,3 +3,5 @@
 export * from './backend-compliance.js'
 export * from './store-compliance.js'
 export * from './network-compliance.js'
+export * from './helpers.js'
+export * from './wire-garbage.js'

@@ -1,8 +1,8 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { encodeMessage, LoopbackHub, MessageType, Replica, topicOf } from '@convergent/core'
+import { encodeMessage, LoopbackHub, MessageType, Replica, topicOf } from '../src/index.js'
 import { BACKENDS, dump, memoryReplica, recordingLogger, startRawPeer, waitFor } from './helpers.js'
-import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from './wire-garbage.js'
+import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from '../src/testing/index.js'
 
 /** Replication through the in-process loopback network: push, anti-entropy, partitions, bad input. */
 describe('Replication over the loopback network', () => {

@@ -1,5 +1,5 @@
 import { expect } from 'chai'
-import { ConvergentError, LoopbackHub, Replica } from '@convergent/core'
+import { ConvergentError, LoopbackHub, Replica } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'

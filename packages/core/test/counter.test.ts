@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { ConvergentError, LoopbackHub, type Replica } from '@convergent/core'
+import { ConvergentError, LoopbackHub, type Replica } from '../src/index.js'
 import { memoryReplica, waitFor } from './helpers.js'
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {

@@ -10,7 +10,7 @@ import {
   type NetworkEvents,
   type Replica,
   type TimerHandle,
-} from '@convergent/core'
+} from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { memoryLevelStore } from '@convergent/level'

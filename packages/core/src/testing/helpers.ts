@@ -1,0 +1,37 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Logger } from '../logger.js'
+import type { Replica } from '../replica.js'
+
+/** A fresh temp folder; remove it with the returned cleanup. */
+export async function tempDir(prefix = 'convergent-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) }
+}
+
+/** Polls until cond() is true or the timeout passes (then throws with the label). */
+export async function waitFor(cond: () => boolean | Promise<boolean>, label: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${label}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** Every live entity of a collection as a plain object, for equality checks. */
+export async function dump(replica: Replica, collection: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {}
+  for await (const [id, value] of replica.collection(collection).entries()) out[id] = value
+  return out
+}
+
+/** A logger that records what it was told (to assert drops are logged with the peer id). */
+export function recordingLogger(): Logger & { lines: { message: string; fields?: Record<string, unknown> }[] } {
+  const lines: { message: string; fields?: Record<string, unknown> }[] = []
+  return {
+    lines,
+    warn: (message, fields) => lines.push({ message, ...(fields ? { fields } : {}) }),
+    error: (message, fields) => lines.push({ message, ...(fields ? { fields } : {}) }),
+  }
+}
