@@ -810,18 +810,29 @@ export class Entities {
    * root is zero (nothing stored) are left out: they say nothing a peer could sync. Kept up
    * to date collection by collection as roots change.
    */
-  async rootsSummary(): Promise<Uint8Array> {
+  async rootsSummary(): Promise<Uint8Array | undefined> {
+    let complete = true
     for (const col of this.collections.values()) {
       if (this.contributions.has(col.name) && !this.rootsChanged.has(col)) continue
+      let tree: DigestTree
+      try {
+        tree = await this.tree(col)
+      } catch (err) {
+        // Its digest cannot be read now: no summary (a round then compares root by root, and
+        // that one collection's part fails on its own).
+        this.opts.logger.warn(`the digest of '${col.name}' could not be read: ${(err as Error).message}`)
+        complete = false
+        continue
+      }
       this.rootsChanged.delete(col)
-      const root = (await this.tree(col)).root()
+      const root = tree.root()
       const next = isZero(root) ? null : sha256(col.name, '\u0000', col.backend.name, '\u0000', root)
       const previous = this.contributions.get(col.name)
       if (previous) xorInto(this.summary, previous)
       if (next) xorInto(this.summary, next)
       this.contributions.set(col.name, next)
     }
-    return this.summary.slice()
+    return complete ? this.summary.slice() : undefined
   }
 
   /**
@@ -836,7 +847,13 @@ export class Entities {
     for (; i < names.length && roots.length < max; i++) {
       const col = this.collections.get(names[i]!)
       if (col === undefined) continue
-      const root = (await this.tree(col)).root()
+      let root: Uint8Array
+      try {
+        root = (await this.tree(col)).root()
+      } catch (err) {
+        this.opts.logger.warn(`the digest of '${col.name}' could not be read (left out of the roots): ${(err as Error).message}`)
+        continue
+      }
       if (!isZero(root)) roots.push([col.name, col.backend.name, root])
     }
     return { roots, next: i < names.length ? names[i - 1] : undefined }

@@ -1,4 +1,4 @@
-import { Replica, silentLogger, type Backend, type DeltaLimits, type JsonObject, type Network, type ReplicaOptions } from '../src/index.js'
+import { LoopbackHub, Replica, silentLogger, type Backend, type Clock, type DeltaLimits, type JsonObject, type Network, type NetworkEvents, type ReplicaOptions, type Store, type TimerHandle } from '../src/index.js'
 import { waitFor } from '../src/testing/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
@@ -68,4 +68,100 @@ export function disposalChecking<D>(inner: Backend<D>, options: { maxResident?: 
 /** Lets timers run (evicted documents are disposed of on a timer). */
 export const nextTimerTurn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5))
 
+
+/** A clock whose timers run only when the test advances it; random() is 0.5 (no jitter). */
+export class ManualClock implements Clock {
+  private time = 1_000_000
+  private nextId = 1
+  private readonly timers = new Map<number, { at: number; fn: () => void }>()
+
+  now(): number {
+    return this.time
+  }
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const id = this.nextId++
+    this.timers.set(id, { at: this.time + ms, fn })
+    return { id }
+  }
+  clearTimeout(handle: TimerHandle): void {
+    this.timers.delete(handle.id)
+  }
+  random(): number {
+    return 0.5
+  }
+  /** Moves time forward, running every timer due on the way (in time order). */
+  async advance(ms: number): Promise<void> {
+    const end = this.time + ms
+    for (;;) {
+      const due = [...this.timers.entries()].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at || a[0] - b[0])[0]
+      if (due === undefined) break
+      this.timers.delete(due[0])
+      this.time = due[1].at
+      due[1].fn()
+      await settle()
+    }
+    this.time = end
+    await settle()
+  }
+}
+
+/** Lets in-flight async work (memory-level, loopback deliveries) run. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 1))
+}
+
+/** Wraps a network to see (and optionally answer) the requests a replica sends and serves. */
+export function spy(
+  net: Network,
+  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined } = {},
+): Network {
+  return {
+    get peerId() {
+      return net.peerId
+    },
+    get multiaddrs() {
+      return net.multiaddrs
+    },
+    start: (events: NetworkEvents) =>
+      net.start({
+        ...events,
+        onRequest: async (from, data) => hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data),
+      }),
+    stop: () => net.stop(),
+    subscribe: (t) => net.subscribe(t),
+    unsubscribe: (t) => net.unsubscribe(t),
+    publish: (t, d) => net.publish(t, d),
+    peers: () => net.peers(),
+    request: (peer, data, options) => {
+      hooks.sent?.(data[2]!)
+      return net.request(peer, data, options)
+    },
+  }
+}
+
+/**
+ * A replica ('good') holding one Yjs entity in collection 'p', and a bare endpoint connected
+ * to it that the test drives by hand (requests it sends, nothing it answers).
+ */
+export async function replicaWithRawPeer(opened: Replica[], peerName: string, entityId: string): Promise<{ good: Replica; peer: Network }> {
+  const hub = new LoopbackHub()
+  const peer = hub.createNetwork(peerName)
+  const good = await memoryReplica({ network: hub.createNetwork('good') })
+  opened.push(good) // closed by the suite's afterEach
+  await good.collection('p', { backend: 'yjs' }).put(entityId, { v: 1 })
+  await startRawPeer(peer, good)
+  return { good, peer }
+}
+
 export { dump, recordingLogger, tempDir, waitFor } from '../src/testing/index.js'
+
+/** A store that behaves like `inner` except for the methods given (each bound to `inner` otherwise). */
+export function storeWith(inner: Store, overrides: Partial<Record<keyof Store, unknown>>): Store {
+  return new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (Object.prototype.hasOwnProperty.call(overrides, prop)) return (overrides as Record<PropertyKey, unknown>)[prop]
+      const value: unknown = Reflect.get(target, prop, receiver === undefined ? target : target)
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    },
+  })
+}

@@ -5,104 +5,16 @@ import {
   leafOf,
   LoopbackHub,
   MessageType,
-  type Clock,
-  type Network,
-  type NetworkEvents,
   type Replica,
-  type TimerHandle,
 } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { memoryLevelStore } from '@convergent/level'
-import { BACKENDS, dump, memoryReplica, startRawPeer, waitFor } from './helpers.js'
-
-/** A clock whose timers run only when the test advances it; random() is 0.5 (no jitter). */
-class ManualClock implements Clock {
-  private time = 1_000_000
-  private nextId = 1
-  private readonly timers = new Map<number, { at: number; fn: () => void }>()
-
-  now(): number {
-    return this.time
-  }
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const id = this.nextId++
-    this.timers.set(id, { at: this.time + ms, fn })
-    return { id }
-  }
-  clearTimeout(handle: TimerHandle): void {
-    this.timers.delete(handle.id)
-  }
-  random(): number {
-    return 0.5
-  }
-  /** Moves time forward, running every timer due on the way (in time order). */
-  async advance(ms: number): Promise<void> {
-    const end = this.time + ms
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at || a[0] - b[0])[0]
-      if (due === undefined) break
-      this.timers.delete(due[0])
-      this.time = due[1].at
-      due[1].fn()
-      await settle()
-    }
-    this.time = end
-    await settle()
-  }
-}
-
-/** Lets in-flight async work (memory-level, loopback deliveries) run. */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 1))
-}
+import { BACKENDS, dump, ManualClock, memoryReplica, replicaWithRawPeer, settle, spy, waitFor } from './helpers.js'
 
 /** Lets the pushes of writes made so far go out (to nobody), so they cannot cross a later sync. */
 function pushesGone(): Promise<void> {
   return new Promise((r) => setTimeout(r, 30))
-}
-
-/** Wraps a network to see (and optionally answer) the requests a replica sends and serves. */
-function spy(
-  net: Network,
-  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined } = {},
-): Network {
-  return {
-    get peerId() {
-      return net.peerId
-    },
-    get multiaddrs() {
-      return net.multiaddrs
-    },
-    start: (events: NetworkEvents) =>
-      net.start({
-        ...events,
-        onRequest: async (from, data) => hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data),
-      }),
-    stop: () => net.stop(),
-    subscribe: (t) => net.subscribe(t),
-    unsubscribe: (t) => net.unsubscribe(t),
-    publish: (t, d) => net.publish(t, d),
-    peers: () => net.peers(),
-    request: (peer, data, options) => {
-      hooks.sent?.(data[2]!)
-      return net.request(peer, data, options)
-    },
-  }
-}
-
-/**
- * A replica ('good') holding one Yjs entity in collection 'p', and a bare endpoint connected
- * to it that the test drives by hand (requests it sends, nothing it answers).
- */
-async function replicaWithRawPeer(opened: Replica[], peerName: string, entityId: string): Promise<{ good: Replica; peer: Network }> {
-  const hub = new LoopbackHub()
-  const peer = hub.createNetwork(peerName)
-  const good = await memoryReplica({ network: hub.createNetwork('good') })
-  opened.push(good) // closed by the suite's afterEach
-  await good.collection('p', { backend: 'yjs' }).put(entityId, { v: 1 })
-  await startRawPeer(peer, good)
-  return { good, peer }
 }
 
 /** The bytes of the deltas themselves: one put of each value into a new document. */

@@ -107,6 +107,9 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
   })
 }
 
+/** Why the signal fired, as ERR_ABORTED (a caller's AbortSignal.timeout() gives a DOMException). */
 function reasonOf(signal: AbortSignal): unknown {
-  return signal.reason ?? new ConvergentError('ERR_ABORTED', 'aborted')
+  const reason: unknown = signal.reason
+  if (reason instanceof ConvergentError) return reason
+  return new ConvergentError('ERR_ABORTED', `aborted through its signal${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason })
 }

@@ -37,6 +37,8 @@ export interface ReplicationLimits {
    * application opens itself are not refused).
    */
   maxCollections: number
+  /** Collections per roots page this replica serves. */
+  rootsPerPage: number
   /** Budget of one anti-entropy round with one peer: requests, bytes received, time (ms). */
   maxRoundRequests: number
   maxRoundBytes: number
@@ -56,6 +58,7 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   inboundBytesBurst: 256 * 1024 * 1024,
   maxIdBytes: 256,
   maxCollections: 10_000,
+  rootsPerPage: 1000,
   maxRoundRequests: 20_000,
   maxRoundBytes: 2 * 1024 * 1024 * 1024,
   roundTimeoutMs: 10 * 60_000,

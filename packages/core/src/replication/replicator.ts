@@ -70,11 +70,17 @@ export class Replicator {
    * collection, which subscribes us to it), unless one is running or just ran.
    */
   private syncAfterAnnounce(peer: string): void {
-    if (this.stopped || this.rounds.has(peer) || !this.ctx.network.peers().includes(peer)) return
-    const last = this.lastRoundAt.get(peer)
-    if (last !== undefined && this.ctx.clock.now() - last < ANNOUNCE_ROUND_GAP_MS) return
+    if (this.stopped || !this.ctx.network.peers().includes(peer)) return
+    const now = this.ctx.clock.now()
+    const last = this.lastAnnounceRound.get(peer)
+    if (last !== undefined && now - last < ANNOUNCE_ROUND_GAP_MS) return
+    this.lastAnnounceRound.set(peer, now)
+    // After any round already running with it (which may have begun before the collection existed).
     this.track(this.roundWith(peer).catch(() => undefined))
   }
+
+  /** When each peer's announcements last started a round (at most one a second per peer). */
+  private readonly lastAnnounceRound = new Map<string, number>()
 
   async start(): Promise<void> {
     await this.ctx.network.start({
@@ -85,6 +91,7 @@ export class Replicator {
       onRequest: (from, data) => this.server.handle(from, data),
       onPeerConnected: (peer) => this.peerConnected(peer),
       onPeerDisconnected: (peer) => {
+        this.lastAnnounceRound.delete(peer)
         this.limiter.forget(peer)
         this.server.forget(peer)
         this.cancelFallback(peer)
@@ -160,6 +167,8 @@ export class Replicator {
     }
     const results = await Promise.allSettled(peers.map((p) => this.roundWith(p, signal)))
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    // Aborted through the caller's signal: that, not a network failure.
+    if (signal?.aborted === true && failures.length > 0) throw failures[0]!.reason
     if (failures.length > 0 && failures.length === peers.length) {
       throw new ConvergentError('ERR_NETWORK', `sync failed with every peer: ${(failures[0]!.reason as Error).message}`, { cause: failures[0]!.reason })
     }

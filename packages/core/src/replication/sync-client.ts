@@ -218,7 +218,7 @@ export class SyncClient {
     const theirs = new Map<string, { backend: string; root: Uint8Array }>()
     let cursor: string | undefined = undefined
     for (;;) {
-      const request: RootsRequest = cursor === undefined ? { r: [], k: 1, h: summary } : { r: [], k: 1, p: cursor }
+      const request: RootsRequest = cursor !== undefined ? { r: [], k: 1, p: cursor } : summary !== undefined ? { r: [], k: 1, h: summary } : { r: [], k: 1 }
       const response = decodeRootsResponse(await this.request(round, MessageType.RootsRequest, request, MessageType.RootsResponse), false)
       round.parts = ((response.f ?? 0) & FEATURE_PARTS) !== 0
       if (response.s === 1) return undefined

@@ -139,10 +139,11 @@ export class SyncServer {
    */
   private async roots(req: RootsRequest): Promise<Uint8Array> {
     const paged = req.k === 1
-    if (paged && req.p === undefined && req.h !== undefined && bytesEqual(req.h, await this.ctx.entities.rootsSummary())) {
+    const summary = paged && req.p === undefined && req.h !== undefined ? await this.ctx.entities.rootsSummary() : undefined
+    if (summary !== undefined && bytesEqual(req.h!, summary)) {
       return encodeMessage(MessageType.RootsResponse, { r: [], s: 1, f: FEATURE_PARTS } satisfies RootsResponse)
     }
-    const page = await this.ctx.entities.rootsPage(req.p, paged ? MAX_ROOTS_PER_PAGE : Infinity)
+    const page = await this.ctx.entities.rootsPage(req.p, paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
     const response: RootsResponse = { r: page.roots, f: FEATURE_PARTS }
     if (paged && page.next !== undefined) response.n = page.next
     return encodeMessage(MessageType.RootsResponse, response)

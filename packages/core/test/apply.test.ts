@@ -1,0 +1,203 @@
+// The receive path (replication/apply.ts): what a delta from a peer may and may not change.
+import { expect } from 'chai'
+import { ConvergentError, encodeMessage, LoopbackHub, MessageType, Replica, silentLogger, toHex, topicOf, type Backend, type JsonObject, type Network } from '../src/index.js'
+import { yjsBackend } from '@convergent/yjs'
+import { automergeBackend } from '@convergent/automerge'
+import { classicLevelStore } from '@convergent/level'
+import { BACKENDS, dump, memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
+
+/** A delta of `value` for a new entity, made by a throwaway document of the backend. */
+function deltaOf(backend: Backend, value: JsonObject): Uint8Array {
+  return (backend.put(backend.create(new Uint8Array(16).fill(9)), value).delta as Uint8Array)
+}
+
+/**
+ * A backend that applies a delta in full and THEN throws for the deltas it was told to
+ * poison: a delta that fails half-way through (Yjs applies in place, so what came before
+ * the failure would stay in the document).
+ */
+function poisoning<D>(inner: Backend<D>): Backend<D> & { poison: Set<string> } {
+  const poison = new Set<string>()
+  return Object.assign(Object.create(inner) as Backend<D>, {
+    poison,
+    applyDelta(doc: D, delta: Uint8Array, limits?: { maxDecodedBytes: number }): D {
+      const next = inner.applyDelta(doc, delta, limits)
+      if (poison.has(toHex(delta))) throw new ConvergentError('ERR_INVALID_DELTA', 'poisoned: failed after applying part of the delta')
+      return next
+    },
+  })
+}
+
+function push(collection: string, backend: string, entries: [string, Uint8Array][]): Uint8Array {
+  return encodeMessage(MessageType.Push, { c: collection, b: backend, o: 'evil', s: 1, e: entries })
+}
+
+async function feedLength(r: Replica, collection: string): Promise<number> {
+  let n = 0
+  for await (const _ of r.collection(collection).changes()) n++
+  return n
+}
+
+describe('apply: a delta from a peer', function () {
+  this.timeout(30_000)
+  let replicas: Replica[] = []
+  let raws: Network[] = []
+  afterEach(async () => {
+    await Promise.all([...replicas.map((r) => r.close()), ...raws.map((n) => n.stop())])
+    replicas = []
+    raws = []
+  })
+
+  async function victimWithEvil(options: Parameters<typeof memoryReplica>[0] = {}): Promise<{ hub: LoopbackHub; victim: Replica; evil: Network }> {
+    const hub = new LoopbackHub()
+    const victim = await memoryReplica({ network: hub.createNetwork('victim'), ...options })
+    const evil = hub.createNetwork('evil')
+    replicas.push(victim)
+    raws.push(evil)
+    await startRawPeer(evil, victim)
+    return { hub, victim, evil }
+  }
+
+  for (const name of BACKENDS) {
+    it(`${name}: one that fails half-way leaves no trace in the document, the digest, the store or what peers get`, async () => {
+      const inner = (name === 'yjs' ? yjsBackend() : automergeBackend()) as Backend
+      const backend = poisoning(inner)
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const victim = await memoryReplica({ network: hub.createNetwork('victim'), backends: [backend] })
+      const honest = await memoryReplica({ network: hub.createNetwork('honest') })
+      const evil = hub.createNetwork('evil')
+      replicas.push(victim, honest)
+      raws.push(evil)
+      const col = victim.collection('p', { backend: name })
+      await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
+      hub.connect('evil', 'victim')
+      await waitFor(() => victim.peers().includes('evil'), 'connected')
+      // A valid change first, then one built on it that fails after applying.
+      const theirs = inner.create(new Uint8Array(16).fill(3))
+      const first = inner.put(theirs, { v: 1 })
+      const evilDelta = inner.put(first.doc, { v: 1, evil: 'marker' }).delta!
+      backend.poison.add(toHex(evilDelta))
+      await evil.publish(topicOf('default', 'p'), push('p', name, [['k', first.delta!]]))
+      await waitFor(async () => (await col.get('k'))?.v === 1, 'the valid change applied')
+      await evil.publish(topicOf('default', 'p'), push('p', name, [['k', evilDelta]]))
+      await waitFor(() => victim.stats().peers.evil?.dropped.invalidDelta === 1, 'dropped')
+      expect(await col.get('k')).to.deep.equal({ v: 1 })
+      expect(await feedLength(victim, 'p')).to.equal(1)
+      // The victim's next write builds on its own state, not on the poisoned one …
+      await col.update('k', (d) => void (d.w = 2))
+      expect(await col.get('k')).to.deep.equal({ v: 1, w: 2 })
+      // … and an honest peer that syncs with it gets no trace of it.
+      hub.connect('honest', 'victim')
+      await waitFor(() => honest.peers().includes('victim'), 'honest connected')
+      await honest.sync()
+      expect(await dump(honest, 'p')).to.deep.equal({ k: { v: 1, w: 2 } })
+      const [round] = await honest.sync()
+      expect(round!.collectionsDiffering).to.equal(0)
+    })
+  }
+
+  it('is refused when it builds a value over maxValueBytes, and changes nothing', async () => {
+    const { victim, evil } = await victimWithEvil({ limits: { maxValueBytes: 1024 } })
+    const col = victim.collection('p', { backend: 'yjs' })
+    await col.put('k', { v: 1 })
+    await evil.publish(topicOf('default', 'p'), push('p', 'yjs', [['big', deltaOf(yjsBackend(), { s: 'x'.repeat(4096) })]]))
+    await waitFor(() => victim.stats().peers.evil?.dropped.tooLarge === 1, 'dropped as too large')
+    expect(await col.get('big')).to.equal(undefined)
+    expect(await feedLength(victim, 'p')).to.equal(1)
+  })
+
+  it('creates a collection only once one of its deltas applied cleanly', async () => {
+    const { victim, evil } = await victimWithEvil()
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'new', b: 'yjs', e: [['k', new Uint8Array([0, 9, 9, 9, 200, 1, 7])]] }))
+    expect(victim.collections()).to.not.include('new')
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'new', b: 'yjs', e: [['k', deltaOf(yjsBackend(), { v: 1 })]] }))
+    expect(victim.collections()).to.include('new')
+    expect(await victim.collection('new').get('k')).to.deep.equal({ v: 1 })
+  })
+
+  it('never creates more than maxCollections collections for peers', async () => {
+    const { victim, evil } = await victimWithEvil({ limits: { maxCollections: 3 } })
+    await victim.collection('mine', { backend: 'yjs' }).put('k', { v: 1 })
+    for (let i = 0; i < 5; i++) {
+      await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: `spam-${i}`, b: 'yjs', e: [['k', deltaOf(yjsBackend(), { i })]] }))
+    }
+    expect(victim.collections().sort()).to.deep.equal(['mine', 'spam-0', 'spam-1'])
+    expect(victim.stats().peers.evil!.dropped.collectionLimit).to.equal(3)
+    // The application's own collections are not limited.
+    await victim.collection('mine-too').put('k', { v: 1 })
+    expect(victim.collections()).to.include('mine-too')
+  })
+
+  it("does not let a dropped delta switch a collection's default backend", async () => {
+    const hub = new LoopbackHub()
+    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
+    const honest = await memoryReplica({ network: hub.createNetwork('honest') })
+    const evil = hub.createNetwork('evil')
+    replicas.push(victim, honest)
+    raws.push(evil)
+    await startRawPeer(evil, victim)
+    const col = victim.collection('c') // no backend: the default (yjs), tentative
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'c', b: 'automerge', e: [['k', new Uint8Array([0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 1, 5, 1, 2, 3, 4, 5])]] }))
+    expect(victim.stats().peers.evil!.dropped.invalidDelta).to.equal(1)
+    expect(col.backend).to.equal('yjs')
+    await col.put('k', { v: 1 })
+    await waitFor(async () => (await honest.collection('c', { backend: 'yjs' }).get('k'))?.v === 1, 'the yjs peer gets the write')
+  })
+
+  it('is refused for a collection this replica dropped, until the application opens it again', async () => {
+    const { victim, evil } = await victimWithEvil()
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'junk', b: 'yjs', e: [['k', deltaOf(yjsBackend(), { v: 1 })]] }))
+    expect(victim.collections()).to.include('junk')
+    await victim.dropCollection('junk')
+    expect(victim.collections()).to.not.include('junk')
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'junk', b: 'yjs', e: [['k', deltaOf(yjsBackend(), { v: 2 })]] }))
+    expect(victim.collections()).to.not.include('junk')
+    expect(victim.stats().peers.evil!.dropped.collectionDropped).to.equal(1)
+    const junk = victim.collection('junk') // the application wants it again
+    expect(await junk.get('k')).to.equal(undefined) // its old content is gone
+    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'junk', b: 'yjs', e: [['k', deltaOf(yjsBackend(), { v: 3 })]] }))
+    expect(await junk.get('k')).to.deep.equal({ v: 3 })
+  })
+
+  it('keeps a dropped collection refused across a restart', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      let r = await Replica.open({ store: classicLevelStore(dir), backends: [yjsBackend()], logger: silentLogger })
+      await r.collection('junk').put('k', { v: 1 })
+      await r.dropCollection('junk')
+      await r.close()
+      const hub = new LoopbackHub()
+      r = await Replica.open({ store: classicLevelStore(dir), backends: [yjsBackend()], logger: silentLogger, network: hub.createNetwork('victim') })
+      replicas.push(r)
+      expect(r.collections()).to.not.include('junk')
+      const evil = hub.createNetwork('evil')
+      raws.push(evil)
+      await startRawPeer(evil, r)
+      await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'junk', b: 'yjs', e: [['k', deltaOf(yjsBackend(), { v: 2 })]] }))
+      expect(r.collections()).to.not.include('junk')
+      await r.close()
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it('drops a push of more than 1,024 entries whole, before applying any', async () => {
+    const { victim, evil } = await victimWithEvil()
+    victim.collection('p', { backend: 'yjs' })
+    await victim.collection('p').put('k', { v: 1 })
+    const entries: [string, Uint8Array][] = Array.from({ length: 1025 }, (_, i) => [`e${i}`, deltaOf(yjsBackend(), { i })])
+    await evil.publish(topicOf('default', 'p'), push('p', 'yjs', entries))
+    await waitFor(() => victim.stats().peers.evil?.dropped.malformed === 1, 'dropped')
+    expect(await feedLength(victim, 'p')).to.equal(1)
+  })
+
+  it('counts entries, not only messages, against the inbound rate', async () => {
+    const { victim, evil } = await victimWithEvil({ limits: { inboundEntriesPerSecond: 1, inboundEntriesBurst: 10 } })
+    await victim.collection('p', { backend: 'yjs' }).put('k', { v: 1 })
+    const entries: [string, Uint8Array][] = Array.from({ length: 20 }, (_, i) => [`e${i}`, deltaOf(yjsBackend(), { i })])
+    await evil.publish(topicOf('default', 'p'), push('p', 'yjs', entries))
+    await waitFor(() => victim.stats().peers.evil?.dropped.rateLimited === 1, 'rate limited')
+    expect(await feedLength(victim, 'p')).to.equal(1)
+  })
+})
+
