@@ -1,0 +1,155 @@
+// Deltas larger than a message holds travel in parts (replication/parts.ts): fetched by
+// ticket from the responder, uploaded by the requester, checked against size and hash.
+import { expect } from 'chai'
+import { decodeMessage, encodeMessage, LoopbackHub, MessageType, sha256, type Network, type Replica } from '../src/index.js'
+import { Outbox, Uploads } from '../src/replication/parts.js'
+import { ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor } from './helpers.js'
+
+const SMALL = { maxChunkBytes: 2048 } // anything over 2 KiB goes in parts
+const big = (tag: string): { tag: string; blob: string } => ({ tag, blob: `${tag}:`.padEnd(20_000, tag.slice(-1)) })
+
+describe('parts: deltas too large for one message', function () {
+  this.timeout(30_000)
+  let replicas: Replica[] = []
+  let nets: Network[] = []
+  afterEach(async () => {
+    await Promise.all([...replicas.map((r) => r.close()), ...nets.map((n) => n.stop())])
+    replicas = []
+    nets = []
+  })
+
+  for (const backend of ['yjs', 'automerge'] as const) {
+    it(`${backend}: go both ways in parts — fetched by ticket and uploaded — and arrive whole`, async () => {
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const sent: number[] = []
+      const a = await memoryReplica({ network: spy(hub.createNetwork('a'), { sent: (t) => void sent.push(t) }), syncOnConnect: false, limits: SMALL })
+      const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: SMALL })
+      replicas.push(a, b)
+      await a.collection('p', { backend }).put('from-a', big('a'))
+      await b.collection('p', { backend }).put('from-b', big('b'))
+      hub.connect('a', 'b')
+      await waitFor(() => a.peers().includes('b'), 'connected')
+      await a.sync()
+      for (const r of [a, b]) {
+        expect(await r.collection('p').get('from-a')).to.deep.equal(big('a'))
+        expect(await r.collection('p').get('from-b')).to.deep.equal(big('b'))
+      }
+      expect(sent.filter((t) => t === MessageType.FetchRequest).length).to.be.at.least(1)
+      expect(sent.filter((t) => t === MessageType.UploadRequest).length).to.be.at.least(1)
+      const [again] = await a.sync()
+      expect(again!.messages).to.equal(1)
+    })
+
+    it(`${backend}: a large change to an entity both hold goes in parts through the exchange`, async () => {
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits: SMALL })
+      const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: SMALL })
+      replicas.push(a, b)
+      hub.connect('a', 'b')
+      await waitFor(() => a.peers().includes('b'), 'connected')
+      await a.collection('p', { backend }).put('k', { v: 0 })
+      await a.sync()
+      hub.disconnect('a', 'b')
+      await a.collection('p').update('k', (d) => void (d.a = big('a').blob))
+      await b.collection('p').update('k', (d) => void (d.b = big('b').blob))
+      hub.connect('a', 'b')
+      await waitFor(() => a.peers().includes('b'), 'reconnected')
+      await a.sync()
+      const want = { v: 0, a: big('a').blob, b: big('b').blob }
+      expect(await a.collection('p').get('k')).to.deep.equal(want)
+      expect(await b.collection('p').get('k')).to.deep.equal(want)
+    })
+  }
+
+  it('refuses parts that do not match their hash, and stores nothing of them', async () => {
+    const hub = new LoopbackHub()
+    const payload = new Uint8Array(5000).fill(7)
+    const evil = hub.createNetwork('evil')
+    await evil.start({
+      onMessage: () => {},
+      onRequest: async (_from, data) => {
+        const { type } = decodeMessage(data, 1 << 24)
+        if (type === MessageType.RootsRequest) return encodeMessage(MessageType.RootsResponse, { r: [['p', 'yjs', sha256('root')]], f: 1 })
+        if (type === MessageType.RangeRequest) return encodeMessage(MessageType.RangeResponse, { e: [['k', { t: 1, n: payload.byteLength, h: sha256('something else') }]] })
+        if (type === MessageType.FetchRequest) return encodeMessage(MessageType.FetchResponse, { b: payload })
+        return encodeMessage(MessageType.Error, { m: 'no' })
+      },
+      onPeerConnected: () => {},
+      onPeerDisconnected: () => {},
+    })
+    nets.push(evil)
+    const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
+    replicas.push(r)
+    await waitFor(() => r.peers().includes('evil'), 'connected')
+    const [round] = await r.sync()
+    expect(round!.failed[0]!.error).to.match(/do not match their hash/)
+    expect(r.collections()).to.deep.equal([])
+  })
+
+  it('refuses a ticket announcing more than maxDeltaBytes before fetching anything', async () => {
+    const hub = new LoopbackHub()
+    let fetches = 0
+    const evil = hub.createNetwork('evil')
+    await evil.start({
+      onMessage: () => {},
+      onRequest: async (_from, data) => {
+        const { type } = decodeMessage(data, 1 << 24)
+        if (type === MessageType.RootsRequest) return encodeMessage(MessageType.RootsResponse, { r: [['p', 'yjs', sha256('root')]], f: 1 })
+        if (type === MessageType.RangeRequest) return encodeMessage(MessageType.RangeResponse, { e: [['k', { t: 1, n: 2 ** 40, h: sha256('x') }]] })
+        if (type === MessageType.FetchRequest) fetches++
+        return encodeMessage(MessageType.Error, { m: 'no' })
+      },
+      onPeerConnected: () => {},
+      onPeerDisconnected: () => {},
+    })
+    nets.push(evil)
+    const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
+    replicas.push(r)
+    await waitFor(() => r.peers().includes('evil'), 'connected')
+    const [round] = await r.sync()
+    expect(round!.failed[0]!.error).to.match(/over maxDeltaBytes/)
+    expect(fetches).to.equal(0)
+  })
+
+  it('answers uploads out of order, over the size bound or with a wrong hash with an Error, and applies none', async () => {
+    const { good, peer } = await replicaWithRawPeer(replicas, 'evil', 'k')
+    nets.push(peer)
+    const bytes = new Uint8Array(3000).fill(1)
+    const upload = (o: number, d: Uint8Array, h = sha256(bytes), n = bytes.byteLength): Promise<number> =>
+      peer.request('good', encodeMessage(MessageType.UploadRequest, { c: 'p', b: 'yjs', i: 'x', n, h, o, d })).then((reply) => decodeMessage(reply, 1 << 20).type)
+    expect(await upload(1000, bytes.subarray(1000, 2000))).to.equal(MessageType.Error) // no upload started
+    expect(await upload(0, bytes.subarray(0, 1000))).to.equal(MessageType.Ack)
+    expect(await upload(2000, bytes.subarray(2000))).to.equal(MessageType.Error) // skips a part
+    expect(await upload(0, bytes.subarray(0, 10), sha256(bytes), 2 ** 40)).to.equal(MessageType.Error)
+    expect(await upload(0, bytes.subarray(0, 1500), sha256('other'))).to.equal(MessageType.Ack)
+    expect(await upload(1500, bytes.subarray(1500), sha256('other'))).to.equal(MessageType.Error) // complete, hash differs
+    expect(await good.collection('p').get('x')).to.equal(undefined)
+    expect(good.stats().peers.evil!.dropped.malformed).to.be.at.least(4)
+  })
+})
+
+describe('parts: Outbox and Uploads', function () {
+  it('the outbox serves a ticket only to its peer, drops the oldest when over budget and expires idle ones', async () => {
+    const clock = new ManualClock()
+    const outbox = new Outbox(clock, 10_000, 1000)
+    const t1 = outbox.put('p1', new Uint8Array(6000).fill(1))!
+    expect(outbox.read('p2', t1.t, 0, 100)).to.equal(undefined)
+    expect(outbox.read('p1', t1.t, 0, 100)!.byteLength).to.equal(100)
+    const t2 = outbox.put('p1', new Uint8Array(6000).fill(2))! // over budget: t1 goes
+    expect(outbox.read('p1', t1.t, 100, 100)).to.equal(undefined)
+    await clock.advance(1001)
+    outbox.put('p1', new Uint8Array(10).fill(3))
+    expect(outbox.read('p1', t2.t, 0, 100)).to.equal(undefined) // expired
+    expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined) // could never fit
+  })
+
+  it('uploads keep one per peer within a budget over all peers', () => {
+    const uploads = new Uploads(new ManualClock(), 5000)
+    const whole = new Uint8Array(3000).fill(9)
+    const h = sha256(whole)
+    expect(uploads.add('p1', { c: 'p', b: 'yjs', i: 'x', n: 3000, h, o: 0, d: whole.subarray(0, 1000) })).to.equal('more')
+    expect(() => uploads.add('p2', { c: 'p', b: 'yjs', i: 'y', n: 3000, h, o: 0, d: whole.subarray(0, 1000) })).to.throw(/no room/)
+    expect(uploads.add('p1', { c: 'p', b: 'yjs', i: 'x', n: 3000, h, o: 1000, d: whole.subarray(1000) })).to.deep.equal(whole)
+    expect(uploads.add('p2', { c: 'p', b: 'yjs', i: 'y', n: 3000, h, o: 0, d: whole })).to.deep.equal(whole) // room again
+  })
+})
