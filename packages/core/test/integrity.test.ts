@@ -62,7 +62,10 @@ describe('integrity: a damaged record', function () {
     await honest.collection('p').put('other', { v: 2 })
     await waitFor(async () => (await victim.collection('p').get('k'))?.v === 1 && (await victim.collection('p').get('other'))?.v === 2, 'replicated')
     d.damaged.add('k') // the disk under 'k' goes bad ('other' pushes it out of the 1-entity cache)
-    await victim.collection('p').get('other')
+    await waitFor(async () => {
+      await victim.collection('p').get('other')
+      return victim.stats().cachedEntities === 1 // (once their writes are durable, nothing pins them)
+    }, "only 'other' in memory")
     const seen = await victim.collection('p').get('k')
     expect(seen === undefined || seen.v === 1).to.equal(true) // never damaged bytes
     expect(d.quarantined.map((r) => r.id)).to.deep.equal(['k'])
