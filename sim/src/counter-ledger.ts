@@ -1,4 +1,5 @@
-import { decodeMessage, MessageType, type Network } from '@convergent/core'
+import { type Network } from '@convergent/core'
+import { decodeMessage, MessageType } from '@convergent/core/internal'
 
 /**
  * The bounded-counter ledger: every operation the counter workload issued and how it ended,

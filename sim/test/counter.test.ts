@@ -1,5 +1,5 @@
 import { expect } from 'chai'
-import { decodeMessage, MessageType } from '@convergent/core'
+import { decodeMessage, MessageType } from '@convergent/core/internal'
 import { loadScenario, resolveScenario, runScenario, type Scenario, type SimNode } from '../src/index.js'
 
 

@@ -4,7 +4,8 @@
 // hung up; healing lifts the block and the bootstrap redialer reconnects on its own.
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { MessageType, silentLogger, topicOf } from '@convergent/core'
+import { silentLogger } from '@convergent/core'
+import { MessageType, topicOf } from '@convergent/core/internal'
 import { createLibp2pNetwork, open, type Libp2pNetwork, type Libp2pNetworkOptions, type Replica } from '../src/index.js'
 import { dump, recordingLogger, tempDir, waitFor } from './helpers.js'
 import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from './wire-garbage.js'

@@ -7,7 +7,7 @@ import { nextTurn } from './clock.js'
 import { ConvergentError, StoreCorruptError, wrapError } from './errors.js'
 import type { Logger } from './logger.js'
 import { bytesEqual, sha256, xorInto } from './hash.js'
-import { emptyVersionOf } from './replication/empty-version.js'
+import { emptyVersionOf } from './empty-version.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
 
 /** Stands in for a version hash until the flush computes it (see LoadedEntity.versionStale). */

@@ -1,18 +1,33 @@
-export * from './errors.js'
-export * from './clock.js'
-export * from './hash.js'
-export * from './json.js'
-export * from './backend.js'
-export * from './store.js'
-export * from './network.js'
-export * from './digest.js'
-export * from './loopback.js'
-export * from './logger.js'
-export * from './entity-cache.js'
-export * from './collection.js'
-export * from './replica.js'
-export { type ReplicationLimits, DEFAULT_REPLICATION_LIMITS, topicOf } from './replication/context.js'
-export { type PeerStats, type DropReason } from './replication/peer-stats.js'
-export { type RoundResult } from './replication/sync-client.js'
-export { encodeMessage, decodeMessage, MessageType, WIRE_MAGIC, WIRE_VERSION } from './replication/wire.js'
-export * from './counter.js'
+/**
+ * @packageDocumentation
+ * Convergent's core: {@link Replica}, {@link Collection} and {@link Counter} over the three
+ * narrow interfaces every implementation plugs into — {@link Backend} (a CRDT: @convergent/yjs,
+ * @convergent/automerge), {@link Store} (durability: @convergent/level) and {@link Network}
+ * (transport: @convergent/libp2p, {@link LoopbackHub}) — plus replication (push and
+ * anti-entropy). No I/O of its own. Applications usually start from the `convergent` package's
+ * `open()`; implementers of a Backend, Store or Network run the compliance suites in
+ * `@convergent/core/testing`. Internals used by the simulator and benchmarks are in
+ * `@convergent/core/internal` and may change without notice.
+ */
+
+// The replica and what applications hold.
+export { Replica, type ReplicaOptions, type ReplicaStats } from './replica.js'
+export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'
+export { Counter, type CounterOptions, type CounterState, type DecrementOptions } from './counter.js'
+export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replication/context.js'
+export type { PeerStats, DropReason } from './replication/peer-stats.js'
+export type { RoundResult } from './replication/sync-client.js'
+
+// Errors, values, time, logs.
+export { ConvergentError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'
+export { DEFAULT_VALUE_LIMITS, type JsonObject, type JsonPrimitive, type JsonValue, type ValueLimits } from './json.js'
+export { systemClock, jittered, type Clock, type TimerHandle } from './clock.js'
+export { consoleLogger, silentLogger, type Logger } from './logger.js'
+
+// The interfaces implementations plug into, and what implementing them needs.
+export type { Backend, Change, DeltaLimits } from './backend.js'
+export type { Store, StoreOp, StoredEntity, EntityHead, FeedEntry, CollectionMeta } from './store.js'
+export type { Network, NetworkEvents } from './network.js'
+export { LoopbackHub, type LoopbackHubOptions } from './loopback.js'
+export { leafOf, LEAF_COUNT } from './digest.js'
+export { sha256, toHex, fromHex, bytesEqual, concatBytes } from './hash.js'

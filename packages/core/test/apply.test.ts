@@ -1,6 +1,7 @@
 // The receive path (replication/apply.ts): what a delta from a peer may and may not change.
 import { expect } from 'chai'
-import { ConvergentError, encodeMessage, LoopbackHub, MessageType, Replica, silentLogger, toHex, topicOf, type Backend, type JsonObject, type Network } from '../src/index.js'
+import { ConvergentError, LoopbackHub, Replica, silentLogger, toHex, type Backend, type JsonObject, type Network } from '../src/index.js'
+import { encodeMessage, MessageType, topicOf } from '../src/internal.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'

@@ -1,7 +1,8 @@
 // Deltas larger than a message holds travel in parts (replication/parts.ts): fetched by
 // ticket from the responder, uploaded by the requester, checked against size and hash.
 import { expect } from 'chai'
-import { decodeMessage, encodeMessage, LoopbackHub, MessageType, sha256, type Network, type Replica } from '../src/index.js'
+import { LoopbackHub, sha256, type Network, type Replica } from '../src/index.js'
+import { decodeMessage, encodeMessage, MessageType } from '../src/internal.js'
 import { Outbox, Uploads } from '../src/replication/parts.js'
 import { ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor } from './helpers.js'
 
@@ -133,13 +134,13 @@ describe('parts: Outbox and Uploads', function () {
     const clock = new ManualClock()
     const outbox = new Outbox(clock, 10_000, 1000)
     const t1 = outbox.put('p1', new Uint8Array(6000).fill(1))!
-    expect(outbox.read('p2', t1.t, 0, 100)).to.equal(undefined)
-    expect(outbox.read('p1', t1.t, 0, 100)!.byteLength).to.equal(100)
+    expect(outbox.read('p2', t1.ticket, 0, 100)).to.equal(undefined)
+    expect(outbox.read('p1', t1.ticket, 0, 100)!.byteLength).to.equal(100)
     const t2 = outbox.put('p1', new Uint8Array(6000).fill(2))! // over budget: t1 goes
-    expect(outbox.read('p1', t1.t, 100, 100)).to.equal(undefined)
+    expect(outbox.read('p1', t1.ticket, 100, 100)).to.equal(undefined)
     await clock.advance(1001)
     outbox.put('p1', new Uint8Array(10).fill(3))
-    expect(outbox.read('p1', t2.t, 0, 100)).to.equal(undefined) // expired
+    expect(outbox.read('p1', t2.ticket, 0, 100)).to.equal(undefined) // expired
     expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined) // could never fit
   })
 
@@ -147,9 +148,9 @@ describe('parts: Outbox and Uploads', function () {
     const uploads = new Uploads(new ManualClock(), 5000)
     const whole = new Uint8Array(3000).fill(9)
     const h = sha256(whole)
-    expect(uploads.add('p1', { c: 'p', b: 'yjs', i: 'x', n: 3000, h, o: 0, d: whole.subarray(0, 1000) })).to.equal('more')
-    expect(() => uploads.add('p2', { c: 'p', b: 'yjs', i: 'y', n: 3000, h, o: 0, d: whole.subarray(0, 1000) })).to.throw(/no room/)
-    expect(uploads.add('p1', { c: 'p', b: 'yjs', i: 'x', n: 3000, h, o: 1000, d: whole.subarray(1000) })).to.deep.equal(whole)
-    expect(uploads.add('p2', { c: 'p', b: 'yjs', i: 'y', n: 3000, h, o: 0, d: whole })).to.deep.equal(whole) // room again
+    expect(uploads.add('p1', { collection: 'p', backend: 'yjs', id: 'x', size: 3000, hash: h, offset: 0, part: whole.subarray(0, 1000) })).to.equal('more')
+    expect(() => uploads.add('p2', { collection: 'p', backend: 'yjs', id: 'y', size: 3000, hash: h, offset: 0, part: whole.subarray(0, 1000) })).to.throw(/no room/)
+    expect(uploads.add('p1', { collection: 'p', backend: 'yjs', id: 'x', size: 3000, hash: h, offset: 1000, part: whole.subarray(1000) })).to.deep.equal(whole)
+    expect(uploads.add('p2', { collection: 'p', backend: 'yjs', id: 'y', size: 3000, hash: h, offset: 0, part: whole })).to.deep.equal(whole) // room again
   })
 })

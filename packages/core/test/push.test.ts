@@ -1,6 +1,7 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { encodeMessage, LoopbackHub, MessageType, Replica, topicOf } from '../src/index.js'
+import { LoopbackHub, Replica } from '../src/index.js'
+import { encodeMessage, MessageType, topicOf } from '../src/internal.js'
 import { BACKENDS, dump, memoryReplica, recordingLogger, startRawPeer, waitFor } from './helpers.js'
 import { expectUntouchedAndServing, GARBAGE_CASES, GARBAGE_LIMIT } from '../src/testing/index.js'
 

@@ -2,7 +2,8 @@
 // caller's signal, roots in pages and their summary, names it must not use, failures that
 // stay in one collection, and collections announced on creation.
 import { expect } from 'chai'
-import { decodeMessage, encodeMessage, LoopbackHub, MessageType, sha256, type Network, type NetworkEvents, type Replica, type Store } from '../src/index.js'
+import { LoopbackHub, sha256, type Network, type NetworkEvents, type Replica, type Store } from '../src/index.js'
+import { decodeMessage, encodeMessage, MessageType } from '../src/internal.js'
 import { classicLevelStore } from '@convergent/level'
 import { dump, memoryReplica, spy, storeWith, tempDir, waitFor } from './helpers.js'
 

@@ -3,7 +3,7 @@ import { checkId } from '../json.js'
 import type { ReplicationContext } from './context.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { admit, dropMessage } from './receiver.js'
-import { asRecord, asString, encodeMessage, MessageType } from './wire.js'
+import { decodeAnnounce, encodeAnnounce } from './messages/index.js'
 
 /** The namespace's topic on which replicas tell each other of collections they create. */
 export function announceTopic(namespace: string): string {
@@ -37,7 +37,7 @@ export class Announcer {
   }
 
   announce(collection: string, backend: Backend): void {
-    const message = encodeMessage(MessageType.Announce, { c: collection, b: backend.name })
+    const message = encodeAnnounce({ collection, backend: backend.name })
     this.ctx.network.publish(this.topic, message).catch((err: unknown) => {
       this.ctx.logger.warn(`could not announce collection '${collection}' (peers learn of it at their next round): ${(err as Error).message}`)
     })
@@ -48,10 +48,7 @@ export class Announcer {
     if (msg === undefined) return
     let collection: string
     try {
-      if (msg.type !== MessageType.Announce) throw new Error(`unexpected message type ${msg.type} on the announce topic`)
-      const body = asRecord(msg.body, 'announce')
-      collection = checkId(asString(body.c, 'collection'), 'collection name', this.ctx.limits)
-      asString(body.b, 'backend')
+      collection = checkId(decodeAnnounce(msg.type, msg.body).collection, 'collection name', this.ctx.limits)
     } catch (err) {
       dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', (err as Error).message)
       return

@@ -1,6 +1,6 @@
 import type { CollectionState, Entities } from '../entities.js'
 import { isDead, type LoadedEntity } from '../entity-cache.js'
-import { emptyVersionOf } from './empty-version.js'
+import { emptyVersionOf } from '../empty-version.js'
 
 /** How many back-to-back local writes we wait out before giving up on an entity for this round. */
 const MAX_WAITS = 16

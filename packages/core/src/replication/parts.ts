@@ -1,23 +1,22 @@
 import type { Clock } from '../clock.js'
 import { bytesEqual, sha256 } from '../hash.js'
-import { asBytes, asInt, asRecord, asString, invalid } from './wire.js'
+import { invalid, type Ticket, type UploadRequest } from './messages/index.js'
 
 /**
  * Large deltas — an entity's whole state after a long history, a catch-up over many changes —
- * do not fit in one message. Up to INLINE bytes a delta travels inside its sync message; a
- * larger one travels in parts of at most PART bytes, reassembled under a size bound
- * (maxDeltaBytes) and checked against its SHA-256 before it is applied:
+ * do not fit in one message. Up to inlineLimit() bytes a delta travels inside its sync
+ * message; a larger one travels in parts of at most partBytes(), reassembled under a size
+ * bound (maxDeltaBytes) and checked against its SHA-256 before it is applied:
  *
- *  - responder → requester: the response carries a ticket {t, n, h} in the delta's place; the
- *    responder keeps the bytes in its Outbox, and the requester fetches them part by part
- *    (FetchRequest {t, o} → FetchResponse {b}).
- *  - requester → responder: UploadRequest {c, b, i, n, h, o, d}, one part at a time, in order;
- *    the responder keeps at most one upload per peer (Uploads) and applies it when complete.
+ *  - responder → requester: the response carries a Ticket in the delta's place; the responder
+ *    keeps the bytes in its Outbox, and the requester fetches them part by part (FetchRequest).
+ *  - requester → responder: UploadRequest, one part at a time, in order; the responder keeps
+ *    at most one upload per peer (Uploads) and applies it when complete.
  *
- * Both sides learn that the other speaks parts from a feature bit (FEATURE_PARTS) exchanged in
- * the roots messages; a peer that does not gets only what fits in a message.
+ * Both sides learn that the other speaks parts from a feature bit (FEATURE_PARTS) in the roots
+ * response and a flag in the requests; a peer that does not gets only what fits in a message.
+ * The message bodies are in messages/parts.ts.
  */
-export const FEATURE_PARTS = 1
 
 /** A delta larger than this goes in parts (it also bounds what one sync message carries). */
 export function inlineLimit(limits: { maxChunkBytes: number }): number {
@@ -27,37 +26,6 @@ export function inlineLimit(limits: { maxChunkBytes: number }): number {
 /** Bytes in one part. */
 export function partBytes(limits: { maxMessageBytes: number }): number {
   return Math.max(1024, Math.min(1024 * 1024, limits.maxMessageBytes - 64 * 1024))
-}
-
-/** What stands in a message for a delta sent in parts. */
-export interface Ticket {
-  /** ticket id (per responder) */
-  t: number
-  /** total bytes */
-  n: number
-  /** SHA-256 of the whole */
-  h: Uint8Array
-}
-
-/** A delta slot of a sync message: the bytes, or a ticket to fetch them by. */
-export type DeltaSlot = Uint8Array | Ticket
-
-export function isTicket(slot: DeltaSlot): slot is Ticket {
-  return !(slot instanceof Uint8Array)
-}
-
-export function decodeTicket(v: unknown, what: string, maxBytes: number): Ticket {
-  const r = asRecord(v, what)
-  const h = asBytes(r.h, `${what} hash`)
-  if (h.byteLength !== 32) throw invalid(`${what} hash is ${h.byteLength} bytes`)
-  const n = asInt(r.n, `${what} size`, 1)
-  if (n > maxBytes) throw invalid(`${what} announces ${n} bytes, over maxDeltaBytes ${maxBytes}`)
-  return { t: asInt(r.t, `${what} id`), n, h }
-}
-
-/** A delta slot: bytes, or a ticket. */
-export function decodeDeltaSlot(v: unknown, what: string, maxBytes: number): DeltaSlot {
-  return v instanceof Uint8Array ? v : decodeTicket(v, what, maxBytes)
 }
 
 interface Held {
@@ -91,7 +59,7 @@ export class Outbox {
     const t = this.next++
     this.held.set(t, { peer, bytes, expires: this.clock.now() + this.ttlMs })
     this.bytes += bytes.byteLength
-    return { t, n: bytes.byteLength, h: sha256(bytes) }
+    return { ticket: t, size: bytes.byteLength, hash: sha256(bytes) }
   }
 
   /** Part of a ticket's bytes from `offset`, for the peer it was given to; undefined if unknown. */
@@ -130,30 +98,10 @@ export class Outbox {
   }
 }
 
-export interface UploadRequest {
-  c: string
-  b: string
-  i: string
-  n: number
-  h: Uint8Array
-  o: number
-  d: Uint8Array
-}
-
-export function decodeUploadRequest(body: unknown, maxBytes: number): UploadRequest {
-  const r = asRecord(body, 'upload request')
-  const h = asBytes(r.h, 'upload hash')
-  if (h.byteLength !== 32) throw invalid('upload hash is not 32 bytes')
-  const n = asInt(r.n, 'upload size', 1)
-  if (n > maxBytes) throw invalid(`upload announces ${n} bytes, over maxDeltaBytes ${maxBytes}`)
-  const o = asInt(r.o, 'upload offset', 0, n - 1)
-  const d = asBytes(r.d, 'upload part')
-  if (d.byteLength === 0 || o + d.byteLength > n) throw invalid('upload part does not fit the announced size')
-  return { c: asString(r.c, 'collection'), b: asString(r.b, 'backend'), i: asString(r.i, 'id'), n, h, o, d }
-}
+type UploadHeader = Omit<UploadRequest, 'offset' | 'part'>
 
 interface Upload {
-  req: Omit<UploadRequest, 'o' | 'd'>
+  req: UploadHeader
   buffer: Uint8Array
   filled: number
   expires: number
@@ -181,24 +129,25 @@ export class Uploads {
     const now = this.clock.now()
     for (const [p, u] of this.active) if (u.expires <= now) this.end(p)
     let upload = this.active.get(peer)
-    if (req.o === 0) {
+    if (req.offset === 0) {
       // A new upload replaces the peer's previous one (abandoned).
       this.end(peer)
-      if (this.bytes + req.n > this.maxBytes) throw invalid(`no room for an upload of ${req.n} bytes now; try again later`)
-      upload = { req: { c: req.c, b: req.b, i: req.i, n: req.n, h: req.h }, buffer: new Uint8Array(req.n), filled: 0, expires: now + this.ttlMs }
+      if (this.bytes + req.size > this.maxBytes) throw invalid(`no room for an upload of ${req.size} bytes now; try again later`)
+      const { part: _part, offset: _offset, ...header } = req
+      upload = { req: header, buffer: new Uint8Array(req.size), filled: 0, expires: now + this.ttlMs }
       this.active.set(peer, upload)
-      this.bytes += req.n
+      this.bytes += req.size
     }
-    if (upload === undefined || !sameUpload(upload.req, req) || req.o !== upload.filled) {
+    if (upload === undefined || !sameUpload(upload.req, req) || req.offset !== upload.filled) {
       this.end(peer)
       throw invalid('upload part out of order')
     }
-    upload.buffer.set(req.d, req.o)
-    upload.filled += req.d.byteLength
+    upload.buffer.set(req.part, req.offset)
+    upload.filled += req.part.byteLength
     upload.expires = now + this.ttlMs
-    if (upload.filled < req.n) return 'more'
+    if (upload.filled < req.size) return 'more'
     this.end(peer)
-    if (!bytesEqual(sha256(upload.buffer), req.h)) throw invalid('upload does not match its hash')
+    if (!bytesEqual(sha256(upload.buffer), req.hash)) throw invalid('upload does not match its hash')
     return upload.buffer
   }
 
@@ -207,10 +156,10 @@ export class Uploads {
     const upload = this.active.get(peer)
     if (upload === undefined) return
     this.active.delete(peer)
-    this.bytes -= upload.req.n
+    this.bytes -= upload.req.size
   }
 }
 
-function sameUpload(a: Omit<UploadRequest, 'o' | 'd'>, b: UploadRequest): boolean {
-  return a.c === b.c && a.b === b.b && a.i === b.i && a.n === b.n && bytesEqual(a.h, b.h)
+function sameUpload(a: UploadHeader, b: UploadRequest): boolean {
+  return a.collection === b.collection && a.backend === b.backend && a.id === b.id && a.size === b.size && bytesEqual(a.hash, b.hash)
 }

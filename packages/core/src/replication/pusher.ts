@@ -1,22 +1,8 @@
 import type { Backend } from '../backend.js'
 import type { TimerHandle } from '../clock.js'
-import { encodeMessage, MessageType } from './wire.js'
 import { topicOf, type ReplicationContext } from './context.js'
+import { encodePush, MAX_PUSH_ENTRIES } from './messages/index.js'
 import { inlineLimit } from './parts.js'
-import { MAX_PUSH_ENTRIES } from './receiver.js'
-
-/** The body of a Push message: deltas of one collection. */
-export interface PushBody {
-  /** collection */
-  c: string
-  /** backend name */
-  b: string
-  /** origin replica (peer id) and its push sequence number */
-  o: string
-  s: number
-  /** [id, delta] entries; one per entity (coalesced) */
-  e: [string, Uint8Array][]
-}
 
 /**
  * Push: durable local deltas are gathered for one tick — or for `delayMs` when a batching
@@ -106,8 +92,7 @@ export class Pusher {
   }
 
   private publish(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
-    const body: PushBody = { c: collection, b: backend.name, o: this.ctx.network.peerId, s: ++this.seq, e: entries }
-    const message = encodeMessage(MessageType.Push, body)
+    const message = encodePush({ collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries })
     if (message.byteLength > this.ctx.limits.maxMessageBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
       this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxMessageBytes`)

@@ -2,8 +2,9 @@ import { ConvergentError } from '../errors.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
-import { emptyVersionOf } from './empty-version.js'
-import { asBytesOrNull, asInt, asRecord, asString, decodeMessage, encodeMessage, MessageType } from './wire.js'
+import { emptyVersionOf } from '../empty-version.js'
+import { inlineLimit } from './parts.js'
+import { decodeMessage, decodeRightsRequest, decodeRightsResponse, encodeRightsRequest, encodeRightsResponse, MessageType } from './messages/index.js'
 
 /**
  * Bounded-counter rights over the request channel. The requester sends its version of the
@@ -11,11 +12,7 @@ import { asBytesOrNull, asInt, asRecord, asString, decodeMessage, encodeMessage,
  * and the delta the requester lacks — so the rights arrive with the answer, not later by gossip.
  */
 export async function serveRightsRequest(ctx: ReplicationContext, from: string, body: unknown): Promise<Uint8Array> {
-  const r = asRecord(body, 'rights request')
-  const collection = asString(r.c, 'collection')
-  const id = asString(r.i, 'id')
-  const want = asInt(r.w, 'amount', 1)
-  const version = asBytesOrNull(r.v, 'version')
+  const { collection, id, want, version } = decodeRightsRequest(body)
   const granted = await ctx.grantRights(collection, id, from, want)
   let delta: Uint8Array | null = null
   const col = ctx.entities.collections.get(collection)
@@ -24,12 +21,14 @@ export async function serveRightsRequest(ctx: ReplicationContext, from: string, 
     if (entity !== undefined) {
       try {
         delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
+        // Too large for one message: the rights arrive with the next sync round instead.
+        if (delta !== null && delta.byteLength > inlineLimit(ctx.limits)) delta = null
       } finally {
         ctx.entities.release(entity)
       }
     }
   }
-  return encodeMessage(MessageType.RightsResponse, { g: granted, d: delta, b: col?.backend.name ?? '' })
+  return encodeRightsResponse({ granted, delta, backend: col?.backend.name ?? '' })
 }
 
 /** Asks the peers in order until `want` rights were granted; applies the deltas that carry them. */
@@ -47,14 +46,12 @@ export async function requestRights(ctx: ReplicationContext, collection: string,
       ctx.entities.release(entity)
     }
     try {
-      const data = encodeMessage(MessageType.RightsRequest, { c: collection, i: id, w: want - total, v: version })
+      const data = encodeRightsRequest({ collection, id, want: want - total, version })
       const reply = decodeMessage(await ctx.network.request(peer, data, { maxBytes: ctx.limits.maxMessageBytes }), ctx.limits.maxMessageBytes)
       if (reply.type !== MessageType.RightsResponse) throw new ConvergentError('ERR_INVALID_MESSAGE', `unexpected reply type ${reply.type}`)
-      const body = asRecord(reply.body, 'rights response')
-      const granted = asInt(body.g, 'granted')
-      const delta = asBytesOrNull(body.d, 'delta')
-      if (delta !== null) await applyRemoteDelta(ctx, peer, collection, asString(body.b, 'backend'), id, delta)
-      total += granted
+      const response = decodeRightsResponse(reply.body)
+      if (response.delta !== null) await applyRemoteDelta(ctx, peer, collection, response.backend, id, response.delta)
+      total += response.granted
     } catch (err) {
       ctx.logger.warn(`asking ${peer} for rights on '${collection}/${id}' failed: ${(err as Error).message}`)
     }

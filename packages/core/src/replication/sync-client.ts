@@ -1,5 +1,5 @@
 import type { Backend } from '../backend.js'
-import { ConvergentError, isConvergentError } from '../errors.js'
+import { isConvergentError } from '../errors.js'
 import { DEPTH, DIGEST_BYTES, DigestTree, FANOUT, LEAF_COUNT } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { bytesEqual, sha256, toHex } from '../hash.js'
@@ -10,23 +10,42 @@ import { acquireDurable, wholeStateOf } from './durable.js'
 import { checkId } from '../json.js'
 import { dropMessage } from './receiver.js'
 import type { ReplicationContext } from './context.js'
-import { emptyVersionOf } from './empty-version.js'
-import { FEATURE_PARTS, inlineLimit, isTicket, partBytes, type DeltaSlot, type Ticket } from './parts.js'
+import { emptyVersionOf } from '../empty-version.js'
 import {
+  decodeErrorReply,
   decodeExchangeResponse,
+  decodeFetchResponse,
   decodeLeavesResponse,
+  decodeMessage,
   decodeNodesResponse,
   decodeRangeResponse,
   decodeRootsResponse,
+  encodeDeltasRequest,
+  encodeExchangeRequest,
+  encodeFetchRequest,
+  encodeLeavesRequest,
+  encodeNodesRequest,
+  encodeRangeRequest,
+  encodeRootsRequest,
+  encodeUploadRequest,
+  FEATURE_PARTS,
+  InvalidMessageError,
+  invalid,
+  isTicket,
   MAX_DELTAS_PER_REQUEST,
   MAX_IDS_PER_EXCHANGE,
   MAX_LEAVES_PER_REQUEST,
   MAX_NODES_PER_REQUEST,
   MAX_RANGES_PER_REQUEST,
+  MessageType,
+  SyncRefusedError,
+  type DeltaSlot,
   type LeafRange,
-  type RootsRequest,
-} from './sync-messages.js'
-import { asBytes, asRecord, decodeMessage, encodeMessage, invalid, MessageType, SyncRefusedError, type ErrorBody, type MessageTypeValue } from './wire.js'
+  type MessageTypeValue,
+  type RangeCursor,
+  type Ticket,
+} from './messages/index.js'
+import { inlineLimit, partBytes } from './parts.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -92,11 +111,11 @@ function addRange(ranges: LeafRange[], from: number, to: number): void {
 }
 
 /** A continuation must start later than what was asked for, or skip more of the same leaf. */
-function progressed(asked: { r: LeafRange[]; s: number }, next: { r: LeafRange[]; s: number }): boolean {
-  const a = asked.r[0]
-  const b = next.r[0]
+function progressed(asked: RangeCursor, next: RangeCursor): boolean {
+  const a = asked.ranges[0]
+  const b = next.ranges[0]
   if (a === undefined || b === undefined) return b === undefined
-  return b[0] > a[0] || (b[0] === a[0] && next.s > asked.s)
+  return b[0] > a[0] || (b[0] === a[0] && next.skip > asked.skip)
 }
 
 /** The peer does not serve range requests (an older version). */
@@ -218,17 +237,17 @@ export class SyncClient {
     const theirs = new Map<string, { backend: string; root: Uint8Array }>()
     let cursor: string | undefined = undefined
     for (;;) {
-      const request: RootsRequest = cursor !== undefined ? { r: [], k: 1, p: cursor } : summary !== undefined ? { r: [], k: 1, h: summary } : { r: [], k: 1 }
-      const response = decodeRootsResponse(await this.request(round, MessageType.RootsRequest, request, MessageType.RootsResponse), false)
-      round.parts = ((response.f ?? 0) & FEATURE_PARTS) !== 0
-      if (response.s === 1) return undefined
-      for (const [name, backend, root] of response.r) {
+      const request = encodeRootsRequest(cursor !== undefined ? { cursor } : summary !== undefined ? { summary } : {})
+      const response = decodeRootsResponse(await this.request(round, request, MessageType.RootsResponse))
+      round.parts = (response.features & FEATURE_PARTS) !== 0
+      if (response.same === true) return undefined
+      for (const [name, backend, root] of response.roots) {
         if (cursor !== undefined && name <= cursor) throw invalid(`peer ${round.peer} listed roots out of order`)
         theirs.set(name, { backend, root })
       }
-      if (response.n === undefined) return theirs
-      if (cursor !== undefined && response.n <= cursor) throw invalid(`peer ${round.peer} answered a roots page without progress`)
-      cursor = response.n
+      if (response.next === undefined) return theirs
+      if (cursor !== undefined && response.next <= cursor) throw invalid(`peer ${round.peer} answered a roots page without progress`)
+      cursor = response.next
     }
   }
 
@@ -343,7 +362,7 @@ export class SyncClient {
       const span = FANOUT ** (DEPTH - level - 1) // leaves under one child
       for (let i = 0; i < frontier.length; i += MAX_NODES_PER_REQUEST) {
         const nodes = frontier.slice(i, i + MAX_NODES_PER_REQUEST)
-        const body = await this.request(round, MessageType.NodesRequest, { c: target.name, l: level, n: nodes, z: true }, MessageType.NodesResponse)
+        const body = await this.request(round, encodeNodesRequest({ collection: target.name, level, nodes, sparse: true }), MessageType.NodesResponse)
         const children = decodeNodesResponse(body, nodes.length)
         nodes.forEach((node, j) => {
           const mine = tree.children(level, node)
@@ -374,17 +393,17 @@ export class SyncClient {
     let applying: Promise<void> = Promise.resolve()
     try {
       for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_REQUEST) {
-        let next: { r: LeafRange[]; s: number } | undefined = { r: ranges.slice(i, i + MAX_RANGES_PER_REQUEST), s: 0 }
+        let next: RangeCursor | undefined = { ranges: ranges.slice(i, i + MAX_RANGES_PER_REQUEST), skip: 0 }
         while (next !== undefined) {
-          const asked: { r: LeafRange[]; s: number } = next
-          const body = await this.request(round, MessageType.RangeRequest, { c: target.name, b: target.backend.name, r: asked.r, s: asked.s, x: 1 }, MessageType.RangeResponse)
-          const response = decodeRangeResponse(body, this.ctx.limits.maxDeltaBytes)
-          next = response.n
+          const asked: RangeCursor = next
+          const request = encodeRangeRequest({ collection: target.name, backend: target.backend.name, ranges: asked.ranges, skip: asked.skip, parts: true })
+          const response = decodeRangeResponse(await this.request(round, request, MessageType.RangeResponse), this.ctx.limits.maxDeltaBytes)
+          next = response.next
           // An honest responder only continues after a full chunk: never with an empty one.
-          if (next !== undefined && (response.e.length === 0 || !progressed(asked, next))) throw invalid(`peer ${round.peer} answered a range request without progress`)
-          round.result.entitiesDiffering += response.e.length
+          if (next !== undefined && (response.entries.length === 0 || !progressed(asked, next))) throw invalid(`peer ${round.peer} answered a range request without progress`)
+          round.result.entitiesDiffering += response.entries.length
           await abortable(applying, signal)
-          applying = this.applySlots(round, target, response.e).then((applied) => {
+          applying = this.applySlots(round, target, response.entries).then((applied) => {
             round.result.deltasReceived += applied.length
           })
           applying.catch(() => undefined) // awaited before the next chunk and at the end
@@ -422,16 +441,15 @@ export class SyncClient {
 
   /** Fetches a delta the peer handed out as a ticket, part by part; checks its size and hash. */
   private async fetch(round: Round, ticket: Ticket): Promise<Uint8Array> {
-    const out = new Uint8Array(ticket.n)
+    const out = new Uint8Array(ticket.size)
     let filled = 0
-    while (filled < ticket.n) {
-      const body = asRecord(await this.request(round, MessageType.FetchRequest, { t: ticket.t, o: filled }, MessageType.FetchResponse), 'fetch response')
-      const part = asBytes(body.b, 'part')
-      if (part.byteLength === 0 || filled + part.byteLength > ticket.n) throw invalid(`peer ${round.peer} sent a part that does not fit its ticket`)
+    while (filled < ticket.size) {
+      const part = decodeFetchResponse(await this.request(round, encodeFetchRequest({ ticket: ticket.ticket, offset: filled }), MessageType.FetchResponse))
+      if (part.byteLength === 0 || filled + part.byteLength > ticket.size) throw invalid(`peer ${round.peer} sent a part that does not fit its ticket`)
       out.set(part, filled)
       filled += part.byteLength
     }
-    if (!bytesEqual(sha256(out), ticket.h)) throw invalid(`peer ${round.peer} sent parts that do not match their hash`)
+    if (!bytesEqual(sha256(out), ticket.hash)) throw invalid(`peer ${round.peer} sent parts that do not match their hash`)
     return out
   }
 
@@ -441,11 +459,12 @@ export class SyncClient {
       this.ctx.logger.warn(`not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes do not fit a message, and the peer takes no uploads`)
       return
     }
-    const h = sha256(delta)
+    const hash = sha256(delta)
     const step = partBytes(this.ctx.limits)
-    for (let o = 0; o < delta.byteLength; o += step) {
-      const d = delta.subarray(o, Math.min(delta.byteLength, o + step))
-      await this.request(round, MessageType.UploadRequest, { c: target.name, b: target.backend.name, i: id, n: delta.byteLength, h, o, d }, MessageType.Ack)
+    for (let offset = 0; offset < delta.byteLength; offset += step) {
+      const part = delta.subarray(offset, Math.min(delta.byteLength, offset + step))
+      const request = encodeUploadRequest({ collection: target.name, backend: target.backend.name, id, size: delta.byteLength, hash, offset, part })
+      await this.request(round, request, MessageType.Ack)
     }
     round.result.deltasSent++
   }
@@ -476,14 +495,14 @@ export class SyncClient {
     const queue = [...leaves]
     while (queue.length > 0) {
       const chunk = queue.splice(0, MAX_LEAVES_PER_REQUEST)
-      const response = decodeLeavesResponse(await this.request(round, MessageType.LeavesRequest, { c: target.name, n: chunk }, MessageType.LeavesResponse))
+      const response = decodeLeavesResponse(await this.request(round, encodeLeavesRequest({ collection: target.name, leaves: chunk }), MessageType.LeavesResponse))
       const asked = new Set(chunk)
-      const more = (response.m ?? []).filter((leaf) => asked.has(leaf))
+      const more = (response.more ?? []).filter((leaf) => asked.has(leaf))
       // A leaf named as "more" must not have been answered: it is compared once its turn comes.
       if (more.length >= chunk.length) throw invalid(`peer ${round.peer} answered a leaves request without progress`)
       queue.unshift(...more)
       const served = chunk.filter((leaf) => !more.includes(leaf))
-      const theirs = new Map(response.e.map(([id, vh]) => [id, toHex(vh)]))
+      const theirs = new Map(response.entries.map(([id, vh]) => [id, toHex(vh)]))
       if (target.col !== undefined) {
         for (const leaf of served) {
           for await (const [id, head] of this.ctx.entities.heads(target.col, { fromLeaf: leaf, toLeaf: leaf })) {
@@ -509,13 +528,13 @@ export class SyncClient {
         const chunk = queue.splice(0, MAX_IDS_PER_EXCHANGE)
         const entries: [string, Uint8Array | null][] = []
         for (const id of chunk) entries.push([id, col === undefined ? null : await this.versionOf(col, id)])
-        const body = await this.request(round, MessageType.ExchangeRequest, { c: target.name, b: backend.name, e: entries, x: 1 }, MessageType.ExchangeResponse)
-        const response = decodeExchangeResponse(body, this.ctx.limits.maxDeltaBytes)
+        const request = encodeExchangeRequest({ collection: target.name, backend: backend.name, entries, parts: true })
+        const response = decodeExchangeResponse(await this.request(round, request, MessageType.ExchangeResponse), this.ctx.limits.maxDeltaBytes)
         const requested = new Set(chunk)
-        for (const id of response.m) if (requested.has(id)) queue.push(id)
+        for (const id of response.more) if (requested.has(id)) queue.push(id)
 
         // Apply what we lacked.
-        const received = response.e.filter(([id, delta]) => delta !== null && requested.has(id)).map(([id, delta]) => [id, delta] as [string, DeltaSlot])
+        const received = response.entries.filter(([id, delta]) => delta !== null && requested.has(id)).map(([id, delta]) => [id, delta] as [string, DeltaSlot])
         const applied = await this.applySlots(round, target, received)
         round.result.deltasReceived += applied.length
 
@@ -523,7 +542,7 @@ export class SyncClient {
         const here = col ?? this.ctx.entities.collections.get(target.name)
         if (here === undefined) continue
         let unrepairable = 0
-        for (const [id, theirDelta, theirVersion] of response.e) {
+        for (const [id, theirDelta, theirVersion] of response.entries) {
           if (!requested.has(id)) continue
           const ours = await this.deltaFor(round, here, id, theirVersion)
           if (ours instanceof Uint8Array) await sender.add(id, ours)
@@ -573,14 +592,13 @@ export class SyncClient {
 
   /** @internal A DeltasRequest to the peer (used by DeltaSender). */
   async sendDeltas(round: Round, target: Target, batch: [string, Uint8Array][]): Promise<void> {
-    await this.request(round, MessageType.DeltasRequest, { c: target.name, b: target.backend.name, e: batch }, MessageType.Ack)
+    await this.request(round, encodeDeltasRequest({ collection: target.name, backend: target.backend.name, entries: batch }), MessageType.Ack)
     round.result.deltasSent += batch.length
   }
 
   /** One request/response within the round's budget, with size bounds, stats and a typed error for Error replies. */
-  private async request(round: Round, type: MessageTypeValue, body: unknown, expect: MessageTypeValue): Promise<unknown> {
+  private async request(round: Round, data: Uint8Array, expect: MessageTypeValue): Promise<unknown> {
     round.budget.request()
-    const data = encodeMessage(type, body)
     const stats = this.ctx.stats.of(round.peer)
     stats.messagesOut++
     stats.bytesOut += data.byteLength
@@ -595,11 +613,8 @@ export class SyncClient {
     round.result.bytesReceived += response.byteLength
     round.budget.received(response.byteLength)
     const msg = decodeMessage(response, this.ctx.limits.maxMessageBytes)
-    if (msg.type === MessageType.Error) {
-      const body = msg.body
-      throw new SyncRefusedError(round.peer, typeof body === 'object' && body !== null ? (body as Partial<ErrorBody>) : {})
-    }
-    if (msg.type !== expect) throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: expected type ${expect}, got ${msg.type}`)
+    if (msg.type === MessageType.Error) throw new SyncRefusedError(round.peer, decodeErrorReply(msg.body))
+    if (msg.type !== expect) throw new InvalidMessageError(`expected type ${expect}, got ${msg.type}`)
     return msg.body
   }
 }

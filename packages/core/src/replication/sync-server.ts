@@ -7,29 +7,42 @@ import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
 import type { ReplicationContext } from './context.js'
-import { emptyVersionOf } from './empty-version.js'
-import { decodeUploadRequest, FEATURE_PARTS, inlineLimit, Outbox, partBytes, Uploads, type DeltaSlot } from './parts.js'
-import type { PeerRateLimiter } from './rate-limit.js'
-import { admit, dropMessage } from './receiver.js'
+import { emptyVersionOf } from '../empty-version.js'
 import {
   decodeDeltasRequest,
   decodeExchangeRequest,
+  decodeFetchRequest,
   decodeLeavesRequest,
   decodeNodesRequest,
   decodeRangeRequest,
   decodeRootsRequest,
+  decodeUploadRequest,
+  encodeAck,
+  encodeErrorReply,
+  encodeExchangeResponse,
+  encodeFetchResponse,
+  encodeLeavesResponse,
+  encodeNodesResponse,
+  encodeRangeResponse,
+  encodeRootsResponse,
+  FEATURE_PARTS,
   MAX_LEAVES_ENTRIES,
   MAX_RANGE_ENTRIES,
   MAX_ROOTS_PER_PAGE,
+  MessageType,
+  UnsupportedTypeError,
+  type DeltaSlot,
   type ExchangeRequest,
   type ExchangeResponse,
   type LeafRange,
+  type LeavesRequest,
   type RangeRequest,
   type RangeResponse,
   type RootsRequest,
-  type RootsResponse,
-} from './sync-messages.js'
-import { asInt, asRecord, encodeMessage, MessageType, UnsupportedTypeError, type ErrorBody } from './wire.js'
+} from './messages/index.js'
+import { inlineLimit, Outbox, partBytes, Uploads } from './parts.js'
+import type { PeerRateLimiter } from './rate-limit.js'
+import { admit, dropMessage } from './receiver.js'
 
 const EMPTY_TREE = new DigestTree()
 
@@ -83,23 +96,23 @@ export class SyncServer {
   }
 
   private error(message: string, unsupportedType?: number): Uint8Array {
-    const body: ErrorBody = unsupportedType === undefined ? { m: message } : { m: message, u: unsupportedType }
-    return encodeMessage(MessageType.Error, body)
+    return encodeErrorReply(unsupportedType === undefined ? { message } : { message, unsupportedType })
   }
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
     switch (type) {
       case MessageType.RootsRequest: {
         const req = decodeRootsRequest(body)
-        if (req.p === undefined) this.onRoundStarted(from)
+        if (req.cursor === undefined) this.onRoundStarted(from)
         return this.roots(req)
       }
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
-        const tree = await this.treeOf(req.c)
+        const tree = await this.treeOf(req.collection)
         // Sparse for requesters that read it; dense (the original form) for older ones.
-        const children = req.z === true ? { s: req.n.map((n) => tree.sparseChildren(req.l, n)) } : { d: req.n.map((n) => tree.children(req.l, n)) }
-        return encodeMessage(MessageType.NodesResponse, children)
+        return encodeNodesResponse(
+          req.sparse ? { sparse: req.nodes.map((n) => tree.sparseChildren(req.level, n)) } : { dense: req.nodes.map((n) => tree.children(req.level, n)) },
+        )
       }
       case MessageType.LeavesRequest:
         return this.leaves(decodeLeavesRequest(body))
@@ -107,22 +120,22 @@ export class SyncServer {
         return this.exchange(from, decodeExchangeRequest(body))
       case MessageType.DeltasRequest: {
         const req = decodeDeltasRequest(body)
-        if (!this.limiter.takeEntries(from, req.e.length)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
-        const results = await applyAll(this.ctx, from, req.c, req.b, req.e)
-        return encodeMessage(MessageType.Ack, { n: results.filter((r) => r === 'applied').length })
+        if (!this.limiter.takeEntries(from, req.entries.length)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        const results = await applyAll(this.ctx, from, req.collection, req.backend, req.entries)
+        return encodeAck(results.filter((r) => r === 'applied').length)
       }
       case MessageType.UploadRequest: {
         const req = decodeUploadRequest(body, this.ctx.limits.maxDeltaBytes)
         const whole = this.uploads.add(from, req)
-        if (whole === 'more') return encodeMessage(MessageType.Ack, { n: 0 })
-        const result = await applyRemoteDelta(this.ctx, from, req.c, req.b, req.i, whole)
-        return encodeMessage(MessageType.Ack, { n: result === 'applied' ? 1 : 0 })
+        if (whole === 'more') return encodeAck(0)
+        const result = await applyRemoteDelta(this.ctx, from, req.collection, req.backend, req.id, whole)
+        return encodeAck(result === 'applied' ? 1 : 0)
       }
       case MessageType.FetchRequest: {
-        const r = asRecord(body, 'fetch request')
-        const part = this.outbox.read(from, asInt(r.t, 'ticket'), asInt(r.o, 'offset'), partBytes(this.ctx.limits))
+        const req = decodeFetchRequest(body)
+        const part = this.outbox.read(from, req.ticket, req.offset, partBytes(this.ctx.limits))
         if (part === undefined) throw new ConvergentError('ERR_NETWORK', 'unknown or expired ticket; the entity is sent again in a later round')
-        return encodeMessage(MessageType.FetchResponse, { b: part })
+        return encodeFetchResponse(part)
       }
       case MessageType.RangeRequest:
         return this.range(from, decodeRangeRequest(body))
@@ -137,16 +150,11 @@ export class SyncServer {
    * A page of our roots. A requester that reads pages (`k`) and whose summary equals ours
    * learns that in one message; one that does not gets every root at once (older ones).
    */
-  private async roots(req: RootsRequest): Promise<Uint8Array> {
-    const paged = req.k === 1
-    const summary = paged && req.p === undefined && req.h !== undefined ? await this.ctx.entities.rootsSummary() : undefined
-    if (summary !== undefined && bytesEqual(req.h!, summary)) {
-      return encodeMessage(MessageType.RootsResponse, { r: [], s: 1, f: FEATURE_PARTS } satisfies RootsResponse)
-    }
-    const page = await this.ctx.entities.rootsPage(req.p, paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
-    const response: RootsResponse = { r: page.roots, f: FEATURE_PARTS }
-    if (paged && page.next !== undefined) response.n = page.next
-    return encodeMessage(MessageType.RootsResponse, response)
+  private async roots(req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
+    const summary = req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
+    if (summary !== undefined && bytesEqual(req.summary!, summary)) return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
+    const page = await this.ctx.entities.rootsPage(req.cursor, req.paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
+    return encodeRootsResponse({ roots: page.roots, features: FEATURE_PARTS, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
   }
 
   private async treeOf(name: string): Promise<DigestTree> {
@@ -155,12 +163,12 @@ export class SyncServer {
   }
 
   /** [id, versionHash] of every entity in the requested leaves, up to MAX_LEAVES_ENTRIES; the rest named in `m`. */
-  private async leaves(req: { c: string; n: number[] }): Promise<Uint8Array> {
-    const col = this.ctx.entities.collections.get(req.c)
+  private async leaves(req: LeavesRequest): Promise<Uint8Array> {
+    const col = this.ctx.entities.collections.get(req.collection)
     const e: [string, Uint8Array][] = []
-    if (col === undefined) return encodeMessage(MessageType.LeavesResponse, { e })
-    for (let i = 0; i < req.n.length; i++) {
-      const leaf = req.n[i]!
+    if (col === undefined) return encodeLeavesResponse({ entries: e })
+    for (let i = 0; i < req.leaves.length; i++) {
+      const leaf = req.leaves[i]!
       const start = e.length
       for await (const [id, head] of this.ctx.entities.heads(col, { fromLeaf: leaf, toLeaf: leaf })) {
         e.push([id, head.versionHash])
@@ -171,13 +179,13 @@ export class SyncServer {
         // unless it holds more than the cap, then only its first entries are compared).
         if (start > 0) {
           e.length = start
-          return encodeMessage(MessageType.LeavesResponse, { e, m: req.n.slice(i) })
+          return encodeLeavesResponse({ entries: e, more: req.leaves.slice(i) })
         }
         e.length = MAX_LEAVES_ENTRIES
-        return encodeMessage(MessageType.LeavesResponse, { e, ...(i + 1 < req.n.length ? { m: req.n.slice(i + 1) } : {}) })
+        return encodeLeavesResponse({ entries: e, ...(i + 1 < req.leaves.length ? { more: req.leaves.slice(i + 1) } : {}) })
       }
     }
-    return encodeMessage(MessageType.LeavesResponse, { e })
+    return encodeLeavesResponse({ entries: e })
   }
 
   /**
@@ -202,17 +210,17 @@ export class SyncServer {
    * for the next request. The requester holds nothing there, so no versions are exchanged first.
    */
   private async range(from: string, req: RangeRequest): Promise<Uint8Array> {
-    const col = this.ctx.entities.collections.get(req.c)
-    const response: RangeResponse = { e: [] }
-    if (col === undefined) return encodeMessage(MessageType.RangeResponse, response)
-    if (col.backend.name !== req.b) {
-      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.c}' uses '${col.backend.name}', not '${req.b}'`)
+    const col = this.ctx.entities.collections.get(req.collection)
+    const response: RangeResponse = { entries: [] }
+    if (col === undefined) return encodeRangeResponse(response)
+    if (col.backend.name !== req.backend) {
+      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.collection}' uses '${col.backend.name}', not '${req.backend}'`)
     }
     const budget = this.ctx.limits.maxChunkBytes
     let bytes = 0
-    for (let i = 0; i < req.r.length; i++) {
-      const [fromLeaf, toLeaf] = req.r[i]!
-      let skip = i === 0 ? req.s : 0
+    for (let i = 0; i < req.ranges.length; i++) {
+      const [fromLeaf, toLeaf] = req.ranges[i]!
+      let skip = i === 0 ? req.skip : 0
       let leaf = fromLeaf
       let seenInLeaf = 0
       for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
@@ -226,47 +234,47 @@ export class SyncServer {
           seenInLeaf++
           continue
         }
-        if (bytes >= budget || response.e.length >= MAX_RANGE_ENTRIES) {
+        if (bytes >= budget || response.entries.length >= MAX_RANGE_ENTRIES) {
           // Full: the rest starts here.
-          const rest: LeafRange[] = [[leaf, toLeaf], ...req.r.slice(i + 1)]
-          response.n = { r: rest, s: seenInLeaf }
-          return encodeMessage(MessageType.RangeResponse, response)
+          const rest: LeafRange[] = [[leaf, toLeaf], ...req.ranges.slice(i + 1)]
+          response.next = { ranges: rest, skip: seenInLeaf }
+          return encodeRangeResponse(response)
         }
         seenInLeaf++
         const delta = await wholeStateOf(this.ctx.entities, col, id)
         if (delta === null) continue
-        const slot = this.slot(from, id, req.c, delta, req.x === 1)
+        const slot = this.slot(from, id, req.collection, delta, req.parts)
         if (slot === null) continue
-        response.e.push([id, slot])
+        response.entries.push([id, slot])
         bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + Buffer.byteLength(id) + 8
       }
     }
-    return encodeMessage(MessageType.RangeResponse, response)
+    return encodeRangeResponse(response)
   }
 
   /** For each id: the delta the requester lacks, and our version so it can send what we lack. */
   private async exchange(from: string, req: ExchangeRequest): Promise<Uint8Array> {
-    const col: CollectionState | undefined = this.ctx.entities.collections.get(req.c)
-    const response: ExchangeResponse = { e: [], m: [] }
+    const col: CollectionState | undefined = this.ctx.entities.collections.get(req.collection)
+    const response: ExchangeResponse = { entries: [], more: [] }
     if (col === undefined) {
-      for (const [id] of req.e) response.e.push([id, null, null])
-      return encodeMessage(MessageType.ExchangeResponse, response)
+      for (const [id] of req.entries) response.entries.push([id, null, null])
+      return encodeExchangeResponse(response)
     }
-    if (col.backend.name !== req.b) {
-      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.c}' uses '${col.backend.name}', not '${req.b}'`)
+    if (col.backend.name !== req.backend) {
+      throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.collection}' uses '${col.backend.name}', not '${req.backend}'`)
     }
     const backend = col.backend
     let bytes = 0
-    for (const [id, version] of req.e) {
+    for (const [id, version] of req.entries) {
       if (bytes >= this.ctx.limits.maxChunkBytes) {
-        response.m.push(id)
+        response.more.push(id)
         continue
       }
       const entity = await acquireDurable(this.ctx.entities, col, id)
       if (entity === undefined) continue // busy with local writes: the next round gets it
       try {
         if (entity.head === undefined) {
-          response.e.push([id, null, null])
+          response.entries.push([id, null, null])
           continue
         }
         let delta: Uint8Array | null
@@ -276,14 +284,14 @@ export class SyncServer {
           dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
           delta = null
         }
-        const slot = delta === null ? null : this.slot(from, id, req.c, delta, req.x === 1)
+        const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
         const ours = backend.version(entity.doc)
         bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + ours.byteLength
-        response.e.push([id, slot, ours])
+        response.entries.push([id, slot, ours])
       } finally {
         this.ctx.entities.release(entity)
       }
     }
-    return encodeMessage(MessageType.ExchangeResponse, response)
+    return encodeExchangeResponse(response)
   }
 }

@@ -3,7 +3,7 @@
 // nothing. The collection is 'p' (Yjs); the receiver's maxMessageBytes is GARBAGE_LIMIT.
 import assert from 'node:assert/strict'
 import type { Collection } from '../collection.js'
-import { encodeMessage, MessageType } from '../replication/wire.js'
+import { encodeMessage, MessageType } from '../replication/messages/index.js'
 
 export const GARBAGE_LIMIT = 64 * 1024
 

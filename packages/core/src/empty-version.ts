@@ -1,4 +1,4 @@
-import type { Backend } from '../backend.js'
+import type { Backend } from './backend.js'
 
 const cache = new WeakMap<Backend, { version: Uint8Array; versionHash: Uint8Array }>()
 

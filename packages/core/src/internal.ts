@@ -1,0 +1,16 @@
+/**
+ * @packageDocumentation
+ * Internals of @convergent/core for the simulator, the benchmarks and tests: the wire
+ * protocol, digest trees, the entity cache, counters' state helpers. Not a public API: it
+ * changes with core.
+ */
+export * from './replication/messages/index.js'
+export { topicOf } from './replication/context.js'
+export { announceTopic } from './replication/announce.js'
+export { DigestTree, DEPTH, FANOUT, DIGEST_BYTES, LEAF_BITS, entityHash, ancestorAt } from './digest.js'
+export { EntityCache, type LoadedEntity } from './entity-cache.js'
+export { rightsOf, valueOf, holdersOf } from './counter.js'
+export { checkId, toEntityValue, jsonEqual, cloneJson, jsonSizeWithin, numberBytes } from './json.js'
+export { randomBytes, nextTurn } from './clock.js'
+export { xorInto } from './hash.js'
+export { emptyVersionOf } from './empty-version.js'

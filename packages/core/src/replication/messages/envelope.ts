@@ -1,0 +1,96 @@
+import { encode, decode } from 'cborg'
+import { ConvergentError } from '../../errors.js'
+
+/**
+ * The envelope of every message Convergent sends: a magic byte and a format version, then a
+ * type byte, then a CBOR body. A receiver rejects any other magic or version instead of
+ * guessing, so a future format can coexist. One file per protocol next to this one holds the
+ * bodies: push.ts (gossip), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
+ * rights.ts (bounded counters), reply.ts (errors). Bodies travel with one-letter keys; the
+ * typed messages the code uses have readable names, and every decoder checks shape, types
+ * and bounds before anything is used.
+ */
+export const WIRE_MAGIC = 0xc7
+export const WIRE_VERSION = 1
+
+export const MessageType = {
+  /** gossip: deltas of one collection, coalesced per entity (push.ts). */
+  Push: 1,
+  /** sync: per-collection digest roots, in pages (sync.ts). */
+  RootsRequest: 10,
+  RootsResponse: 11,
+  /** sync: children digests of differing tree nodes. */
+  NodesRequest: 12,
+  NodesResponse: 13,
+  /** sync: (id, versionHash) of every entity in some leaves. */
+  LeavesRequest: 14,
+  LeavesResponse: 15,
+  /** sync: requester's versions of entities → responder's missing deltas and versions. */
+  ExchangeRequest: 16,
+  ExchangeResponse: 17,
+  /** sync: deltas the responder lacks. */
+  DeltasRequest: 18,
+  Ack: 19,
+  Error: 20,
+  /** bounded counters: ask a peer for rights (rights.ts). */
+  RightsRequest: 21,
+  RightsResponse: 22,
+  /** sync: every entity in some leaf ranges, as full deltas (a late joiner). */
+  RangeRequest: 23,
+  RangeResponse: 24,
+  /** sync: a part of a delta the responder handed out as a ticket (parts.ts). */
+  FetchRequest: 25,
+  FetchResponse: 26,
+  /** sync: a part of a delta the requester sends in parts; answered with Ack. */
+  UploadRequest: 27,
+  /** gossip, on the namespace's announce topic: a collection a replica created (announce.ts). */
+  Announce: 28,
+} as const
+export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
+
+/** Bytes that are not a message this node can read (garbage, truncated, wrong shape). */
+export class InvalidMessageError extends ConvergentError {
+  constructor(why: string) {
+    super('ERR_INVALID_MESSAGE', `invalid message: ${why}`)
+  }
+}
+
+/** A message in a wire format version this node does not speak. */
+export class UnsupportedVersionError extends InvalidMessageError {
+  constructor(readonly version: number) {
+    super(`unsupported wire version ${version} (this node speaks ${WIRE_VERSION})`)
+  }
+}
+
+export function encodeMessage(type: MessageTypeValue, body: unknown): Uint8Array {
+  const payload = encode(body)
+  const out = new Uint8Array(3 + payload.byteLength)
+  out[0] = WIRE_MAGIC
+  out[1] = WIRE_VERSION
+  out[2] = type
+  out.set(payload, 3)
+  return out
+}
+
+export interface DecodedMessage {
+  type: number
+  body: unknown
+}
+
+/** The type and CBOR body; ERR_TOO_LARGE over maxBytes, InvalidMessageError otherwise. */
+export function decodeMessage(bytes: Uint8Array, maxBytes: number): DecodedMessage {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidMessageError('not bytes')
+  if (bytes.byteLength > maxBytes) {
+    throw new ConvergentError('ERR_TOO_LARGE', `message of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`)
+  }
+  if (bytes.byteLength < 4) throw new InvalidMessageError(`truncated: only ${bytes.byteLength} bytes`)
+  if (bytes[0] !== WIRE_MAGIC) throw new InvalidMessageError(`bad magic byte 0x${bytes[0]!.toString(16)}`)
+  if (bytes[1] !== WIRE_VERSION) throw new UnsupportedVersionError(bytes[1]!)
+  let body: unknown
+  try {
+    body = decode(bytes.subarray(3))
+  } catch (err) {
+    throw new InvalidMessageError(`undecodable body: ${(err as Error).message}`)
+  }
+  return { type: bytes[2]!, body }
+}
