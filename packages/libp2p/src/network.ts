@@ -27,7 +27,7 @@ export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): P
 
 type State = 'new' | 'started' | 'stopped'
 
-/** Identify runs on every new connection; a failed run is tried again this often in all. */
+/** Identify runs on every new connection: at most this many attempts (a failed one is retried). */
 const IDENTIFY_ATTEMPTS = 3
 /** Delay before the second attempt (doubled for the third), jittered. */
 const IDENTIFY_RETRY_MS = 500
