@@ -12,12 +12,19 @@ export interface ConvergentTuning {
   cacheSize?: number
   /** false → no libp2p node (W1: local writes only). */
   network?: boolean
+  /**
+   * open()'s durability. Default here 'process', not the product's 'fsync': the raw ceiling
+   * and every peer acknowledge a write once the OS has it (none fsyncs), so comparisons stay
+   * like for like; W1 runs Convergent and the raw ceiling with fsync as well (its -fsync cases).
+   */
+  durability?: 'fsync' | 'process'
 }
 
 export const COLLECTION = 'products'
 
 /**
- * Convergent as a user runs it: open() with a LevelDB dir and a libp2p node on 127.0.0.1.
+ * Convergent as a user runs it: open() with a LevelDB dir and a libp2p node on 127.0.0.1 (at
+ * durability 'process' unless the tuning says otherwise: see ConvergentTuning.durability).
  * The network is created here (with the same options open() would use) only so that a
  * workload can dial a peer after opening — W4 heals a partition that way.
  */
@@ -43,6 +50,7 @@ export class ConvergentNode implements BenchNode {
     }
     const replica = await open({
       dir: options.dir,
+      durability: tuning.durability ?? 'process',
       network: network ?? false,
       ...(tuning.syncIntervalMs === undefined ? {} : { syncIntervalMs: tuning.syncIntervalMs }),
       ...(tuning.cacheSize === undefined ? {} : { cacheSize: tuning.cacheSize }),

@@ -7,7 +7,8 @@ import { SYSTEM_IDS } from './catalog.js'
 
 /**
  * Loads a system lazily: a run of Convergent never imports helia or OrbitDB, so a broken or
- * slow peer cannot affect our numbers (each run is also its own process).
+ * slow peer cannot affect our numbers (each run is also its own process). The tuning applies
+ * to Convergent; of it the raw ceiling takes only the durability (fsync → `sync: true` batches).
  */
 export async function loadSystem(id: string, tuning: ConvergentTuning = {}): Promise<System> {
   switch (id) {
@@ -16,7 +17,7 @@ export async function loadSystem(id: string, tuning: ConvergentTuning = {}): Pro
       return (await import('./convergent.js')).convergentSystem(id === 'convergent-yjs' ? 'yjs' : 'automerge', tuning)
     case 'raw-yjs':
     case 'raw-automerge':
-      return (await import('./raw.js')).rawSystem(id === 'raw-yjs' ? 'yjs' : 'automerge')
+      return (await import('./raw.js')).rawSystem(id === 'raw-yjs' ? 'yjs' : 'automerge', { sync: tuning.durability === 'fsync' })
     case 'orbitdb':
       return (await import('./orbitdb.js')).orbitdbSystem
     case 'automerge-repo':

@@ -122,8 +122,8 @@ class AutomergeDocs implements Docs {
 
 /**
  * The raw ceiling: the same Yjs / Automerge operations as Convergent, each delta written
- * to classic-level with writes of one tick sharing one batch (group commit, sync: false like
- * Convergent's store) — and no Convergent code: no validation, heads, feed, digest or cache.
+ * to classic-level with writes of one tick sharing one batch (group commit; sync: false like
+ * Convergent at durability 'process', sync: true against 'fsync') — and no Convergent code: no validation, heads, feed, digest or cache.
  * With a RawLink (W2, W3), durable deltas go to connected peers, which apply and store them.
  */
 class RawNode implements BenchNode {
@@ -140,6 +140,8 @@ class RawNode implements BenchNode {
   constructor(
     private readonly db: ClassicLevel<string, Uint8Array>,
     private readonly docs: Docs,
+    /** fsync each batch (W1's -fsync cases, against Convergent's durability 'fsync'). */
+    private readonly sync = false,
   ) {}
 
   /** Starts the network (and joins a peer, pulling what it stores). */
@@ -201,7 +203,10 @@ class RawNode implements BenchNode {
     this.pending = []
     this.writing = this.writing.then(async () => {
       try {
-        await this.db.batch(batch.map((w) => ({ type: 'put' as const, key: w.key, value: w.value })))
+        await this.db.batch(
+          batch.map((w) => ({ type: 'put' as const, key: w.key, value: w.value })),
+          { sync: this.sync },
+        )
         for (const w of batch) w.done()
         const local: Entries = batch.filter((w) => w.push).map((w) => [w.id, w.value])
         if (this.link !== undefined && local.length > 0) {
@@ -237,14 +242,14 @@ class RawNode implements BenchNode {
   }
 }
 
-export function rawSystem(backend: 'yjs' | 'automerge'): System {
+export function rawSystem(backend: 'yjs' | 'automerge', durability: { sync?: boolean } = {}): System {
   return {
     ...CATALOG[`raw-${backend}`],
     networked: true,
     async open(options: OpenOptions) {
       const db = new ClassicLevel<string, Uint8Array>(join(options.dir, 'raw'), { valueEncoding: 'view' })
       await db.open()
-      const node = new RawNode(db, backend === 'yjs' ? new YjsDocs() : new AutomergeDocs())
+      const node = new RawNode(db, backend === 'yjs' ? new YjsDocs() : new AutomergeDocs(), durability.sync ?? false)
       // W1 measures local writes only: no network running beside them.
       if (options.network === true || options.join !== undefined) await node.listen(options.join)
       return node

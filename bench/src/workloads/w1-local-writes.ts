@@ -5,12 +5,21 @@ import { entityId, product } from '../lib/values.js'
 import { spec, type Workload } from './types.js'
 
 const SYSTEMS = ['convergent-yjs', 'convergent-automerge', 'raw-yjs', 'raw-automerge', 'orbitdb', 'automerge-repo', 'y-leveldb']
+/** Those that can fsync each batch: Convergent (durability 'fsync', open()'s default) and the raw ceiling. */
+const FSYNC_SYSTEMS = ['convergent-yjs', 'convergent-automerge', 'raw-yjs', 'raw-automerge']
 const HOT = 'hot-entity'
 
 /**
  * W1 — local durable writes: N distinct new entities; N updates of one hot entity. Every
  * system gets the same writes with the same number in flight; a write counts once the system
  * says it is durable (automerge-repo: once repo.flush() resolves at the end).
+ *
+ * Cases 'distinct' and 'hot' run every system at durability 'process' (a resolved write has
+ * reached the OS: it survives a crash of the process, not a power loss) — what the raw ceiling
+ * and the peers give, so the ratios compare like with like. 'distinct-fsync' and 'hot-fsync'
+ * run the same writes with every batch fsynced (survives a power loss too): Convergent at
+ * open()'s default durability 'fsync' against the raw ceiling with `sync: true`. Same run, so
+ * the two rows of a system show what fsync costs.
  */
 export const w1: Workload = {
   id: 'W1',
@@ -20,11 +29,16 @@ export const w1: Workload = {
     // Generous timeouts: automerge-repo needs ~4 min for 10k new documents here.
     // Untimed writes first: Automerge's WASM alone needs ~2 s to warm up on a 2-core machine.
     const warmUp = mode === 'quick' ? 50 : 200
-    return ['distinct', 'hot'].flatMap((c) => SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp }, 120_000 + n * 100)))
+    const timeout = 120_000 + n * 100
+    return [
+      ...['distinct', 'hot'].flatMap((c) => SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp }, timeout))),
+      ...['distinct-fsync', 'hot-fsync'].flatMap((c) => FSYNC_SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp, fsync: 1 }, timeout))),
+    ]
   },
   async run(s, log) {
     // Convergent without a network: W1 is about the local write path only.
-    const { node, close } = await openNode(s.system, { tuning: { network: false } })
+    const durability = s.params.fsync === 1 ? 'fsync' : 'process'
+    const { node, close } = await openNode(s.system, { tuning: { network: false, durability } })
     const window = s.params.window ?? 64
     const warmUp = s.params.warmUp ?? 200
     try {
@@ -32,7 +46,7 @@ export const w1: Workload = {
       await inWindow(warmUp, window, (i) => node.setStock('warm-up-0', i))
       await node.flush()
       let ms: number
-      if (s.case === 'distinct') {
+      if (s.case.startsWith('distinct')) {
         const t0 = now()
         await inWindow(s.n, window, (i) => node.put(entityId(i), product(i)))
         await node.flush()
@@ -48,7 +62,7 @@ export const w1: Workload = {
       log(`${s.n} writes in ${Math.round(ms)} ms`)
       return {
         primary: { name: 'durable writes/s', value: perSecond(s.n, ms), unit: 'ops/s', better: 'higher' },
-        metrics: { ms: Math.round(ms), window, warmUpWrites: 2 * warmUp },
+        metrics: { ms: Math.round(ms), window, warmUpWrites: 2 * warmUp, fsync: durability === 'fsync' ? 1 : 0 },
       }
     } finally {
       await close()

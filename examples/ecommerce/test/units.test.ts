@@ -72,6 +72,7 @@ describe('e-commerce building blocks', () => {
       lost: { checked: 3, missing: [] },
       exampleView: null,
       processesLeft: [],
+      httpRetries: 0,
       pids: [1, 2, 3],
       interrupted: false,
       error: null,

@@ -1,14 +1,27 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Replica, type Network, type ReplicaOptions, ConvergentError } from '@convergent/core'
+import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
 
+/**
+ * What a resolved write survives. 'fsync': a power loss or kernel crash too — every LevelDB
+ * batch is fsynced before its writes resolve (group commit shares one fsync among the writes
+ * of a tick). 'process': a crash of the process, even SIGKILL — the batch has reached the
+ * operating system, not the disk, so a power loss or kernel crash can take back the last
+ * writes.
+ */
+export type Durability = 'fsync' | 'process'
+
+const DURABILITIES: readonly Durability[] = ['fsync', 'process']
+
 export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network'> {
   /** LevelDB folder (created if missing); omitted → everything in memory. */
   dir?: string
+  /** What a resolved write survives: 'fsync' (default; power loss too) or 'process'. See Durability. */
+  durability?: Durability
   /** Addresses to listen on. Default ['/ip4/127.0.0.1/tcp/0'] (loopback, a free port). */
   listen?: string[]
   /** Bootstrap peers (multiaddrs with /p2p/<id>); redialled with backoff when they go away. */
@@ -31,18 +44,21 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * identity is kept in `dir`, so the peer id survives restarts.
  */
 export async function open(options: OpenOptions = {}): Promise<Replica> {
-  const { dir, listen, peers, network, defaultBackend, libp2p, ...rest } = options
+  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
-  const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
-  let store
-  if (dir !== undefined) {
-    await mkdir(dir, { recursive: true })
-    store = classicLevelStore(join(dir, 'db'))
-  } else {
-    store = memoryLevelStore()
+  if (!DURABILITIES.includes(durability)) {
+    throw new ConvergentError(
+      'ERR_INVALID_ARGUMENT',
+      `open({ durability }) is 'fsync' (the default: a resolved write survives a power loss) or 'process' (it survives a crash of the process, not of the machine), got ${JSON.stringify(durability)}.`,
+    )
   }
+  const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
+  if (dir !== undefined) await makeDataDir(dir)
+  // The network first: building it can fail (a damaged identity file, a bad namespace or peer
+  // address), and classic-level locks its folder as soon as the store is constructed — a
+  // failure after that would leave the folder locked for the rest of the process.
   let net: Network | undefined
   if (network === false) net = undefined
   else if (network !== undefined) net = network
@@ -55,11 +71,33 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
       ...(dir !== undefined ? { identityFile: join(dir, 'peer-id.key') } : {}),
     })
   }
+  let store: Store | undefined
   try {
+    store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync' }) : memoryLevelStore()
     return await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
   } catch (err) {
-    // Replica.open closes what it was given when it fails; a network we built is ours to stop.
+    // Replica.open closes what it was given when it fails, but not if it throws before taking
+    // it over; both are safe to do twice. A network we were handed is the caller's to stop.
+    await store?.close().catch(() => undefined)
     if (network === undefined) await net?.stop().catch(() => undefined)
+    throw err
+  }
+}
+
+/** Creates the data folder; a path that cannot be a folder gets an error that says so. */
+async function makeDataDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true })
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST' || code === 'ENOTDIR') {
+      const what = code === 'EEXIST' ? `${dir} is a file, not a folder` : `${dir} cannot be a folder: part of its path is a file`
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `open({ dir }): ${what}. Pass the path of a folder for this replica's data (it is created if missing), or omit dir to keep everything in memory.`,
+        { cause: err },
+      )
+    }
     throw err
   }
 }

@@ -8,20 +8,25 @@ import { BACKENDS, tempDir } from './helpers.js'
 
 const CHILD = fileURLToPath(new URL('./hot-writer-child.js', import.meta.url))
 
-/** Runs the hot writer in `dir` until a random moment, SIGKILLs it; returns the highest acknowledged n per id. */
+/**
+ * Runs the hot writer in `dir` until a random moment after its first acknowledged update,
+ * SIGKILLs it; returns the highest acknowledged n per id. (Counting from the first ack, not
+ * from start-up: on a busy machine, with every batch fsynced, the first acks may take longer
+ * than the whole random window.)
+ */
 async function writeAndKill(dir: string, backend: string): Promise<Map<string, number>> {
   const child = fork(CHILD, [dir, backend], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const acked = new Map<string, number>()
-  let ready!: () => void
-  const isReady = new Promise<void>((resolve) => (ready = resolve))
+  let writing!: () => void
+  const isWriting = new Promise<void>((resolve) => (writing = resolve))
   child.on('message', (m: { type: string; values?: [string, number][] }) => {
-    if (m.type === 'ready') ready()
     for (const [id, n] of m.values ?? []) acked.set(id, Math.max(acked.get(id) ?? 0, n))
+    if (acked.size > 0) writing()
   })
   const gone = Promise.all([once(child, 'exit'), once(child, 'disconnect')])
   try {
-    await Promise.race([isReady, gone.then(() => Promise.reject(new Error(`the writer exited early (code ${child.exitCode})`)))])
-    await sleep(250 + Math.floor(Math.random() * 350))
+    await Promise.race([isWriting, gone.then(() => Promise.reject(new Error(`the writer exited early (code ${child.exitCode})`)))])
+    await sleep(150 + Math.floor(Math.random() * 350))
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await gone // every message it sent has been read

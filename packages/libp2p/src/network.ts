@@ -1,12 +1,12 @@
 import './polyfill.js'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { TopicValidatorResult, type GossipsubMessage } from '@libp2p/gossipsub'
-import type { Connection, Logger, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, IdentifyResult, Logger, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ConvergentError, wrapError, type Network, type NetworkEvents } from '@convergent/core'
+import { ConvergentError, jittered, wrapError, type Network, type NetworkEvents } from '@convergent/core'
 import { loadOrCreateIdentity } from './identity.js'
-import { createNode, MAX_GOSSIP_PAYLOAD_BYTES, type ConvergentLibp2p } from './node.js'
+import { createNode, IDENTIFY_TIMEOUT_MS, MAX_GOSSIP_PAYLOAD_BYTES, type ConvergentLibp2p } from './node.js'
 import { DEFAULT_CONNECTION_MANAGER, validate, type Libp2pNetworkOptions, type Settings } from './options.js'
 import { Redialer } from './redial.js'
 import { sendSyncRequest } from './sync-client.js'
@@ -27,6 +27,11 @@ export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): P
 
 type State = 'new' | 'started' | 'stopped'
 
+/** Identify runs on every new connection: at most this many attempts (a failed one is retried). */
+const IDENTIFY_ATTEMPTS = 3
+/** Delay before the second attempt (doubled for the third), jittered. */
+const IDENTIFY_RETRY_MS = 500
+
 export class Libp2pNetwork implements Network {
   readonly peerId: string
   /** The sync protocol id this node serves and dials. */
@@ -36,6 +41,13 @@ export class Libp2pNetwork implements Network {
   private state: State = 'new'
   private events: NetworkEvents | undefined
   private readonly topics = new Set<string>()
+  /**
+   * Connected peers that speak our sync protocol (so our namespace), as identify told us.
+   * Only they are peers of ours: listed by peers(), told to onPeerConnected and
+   * onPeerDisconnected. A connected peer of another namespace (or not a Convergent node at all)
+   * is not: a replica would sync with it, ask it for counter rights, and fail.
+   */
+  private readonly members = new Set<string>()
   private readonly stopController = new AbortController()
   private readonly redialer: Redialer
   private readonly log: Logger
@@ -72,7 +84,8 @@ export class Libp2pNetwork implements Network {
     }
     this.state = 'started'
     this.events = events
-    this.libp2p.addEventListener('peer:connect', this.onPeerConnect)
+    this.libp2p.addEventListener('connection:open', this.onConnectionOpen)
+    this.libp2p.addEventListener('peer:identify', this.onPeerIdentify)
     this.libp2p.addEventListener('peer:disconnect', this.onPeerDisconnect)
     this.libp2p.services.pubsub.addEventListener('gossipsub:message', this.onGossip)
     try {
@@ -93,9 +106,11 @@ export class Libp2pNetwork implements Network {
     this.events = undefined
     this.stopController.abort()
     this.redialer.stop()
-    this.libp2p.removeEventListener('peer:connect', this.onPeerConnect)
+    this.libp2p.removeEventListener('connection:open', this.onConnectionOpen)
+    this.libp2p.removeEventListener('peer:identify', this.onPeerIdentify)
     this.libp2p.removeEventListener('peer:disconnect', this.onPeerDisconnect)
     this.libp2p.services.pubsub.removeEventListener('gossipsub:message', this.onGossip)
+    this.members.clear()
     await this.libp2p.stop()
   }
 
@@ -127,9 +142,10 @@ export class Libp2pNetwork implements Network {
     }
   }
 
+  /** Connected peers of our namespace: those whose identify lists our sync protocol. */
   peers(): string[] {
     if (this.state !== 'started') return []
-    return this.libp2p.getPeers().map((p) => p.toString())
+    return [...this.members].filter((peer) => this.connected(peer))
   }
 
   async request(peer: string, data: Uint8Array, options: { signal?: AbortSignal; maxBytes?: number } = {}): Promise<Uint8Array> {
@@ -164,13 +180,57 @@ export class Libp2pNetwork implements Network {
     pubsub.subscribe(topic)
   }
 
-  private readonly onPeerConnect = (event: CustomEvent<PeerId>): void => {
-    this.events?.onPeerConnected(event.detail.toString())
+  private connected(peer: string): boolean {
+    return this.libp2p.getConnections(peerIdFromString(peer)).some((c) => c.status === 'open')
+  }
+
+  /**
+   * Identify on every new connection, run here rather than by libp2p itself
+   * (runOnConnectionOpen is off in node.ts) so that a failed run is tried again: membership,
+   * and gossipsub's view of the peer, hang on it. Its result arrives as 'peer:identify'.
+   */
+  private readonly onConnectionOpen = (event: CustomEvent<Connection>): void => {
+    void this.identify(event.detail)
+  }
+
+  private async identify(connection: Connection): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const timeout = AbortSignal.timeout(IDENTIFY_TIMEOUT_MS)
+      try {
+        await this.libp2p.services.identify.identify(connection, { signal: AbortSignal.any([this.stopController.signal, timeout]) })
+        return
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err)
+        if (this.state !== 'started' || connection.status !== 'open' || attempt >= IDENTIFY_ATTEMPTS) {
+          if (this.state === 'started' && connection.status === 'open') this.log('identify of %s failed %d times, not a peer of ours: %s', connection.remotePeer.toString(), attempt, message)
+          return
+        }
+        this.log('identify of %s failed, retrying: %s', connection.remotePeer.toString(), message)
+        const clock = this.settings.clock
+        await new Promise<void>((resolve) => clock.setTimeout(resolve, jittered(clock, IDENTIFY_RETRY_MS * 2 ** (attempt - 1))))
+      }
+    }
+  }
+
+  private readonly onPeerIdentify = (event: CustomEvent<IdentifyResult>): void => {
+    const peer = event.detail.peerId.toString()
+    // Identify may finish after the peer's last connection closed: peer:disconnect came first.
+    if (this.state !== 'started' || !this.connected(peer)) return
+    if (event.detail.protocols.includes(this.protocol)) {
+      if (this.members.has(peer)) return
+      this.members.add(peer)
+      this.events?.onPeerConnected(peer)
+    } else if (this.members.delete(peer)) {
+      // It no longer speaks our protocol (another identify, on a new connection, says so).
+      this.events?.onPeerDisconnected(peer)
+    } else {
+      this.log('%s is connected but does not speak %s (another namespace?): not a peer of ours', peer, this.protocol)
+    }
   }
 
   private readonly onPeerDisconnect = (event: CustomEvent<PeerId>): void => {
     const peer = event.detail.toString()
-    this.events?.onPeerDisconnected(peer)
+    if (this.members.delete(peer)) this.events?.onPeerDisconnected(peer)
     this.redialer.peerDisconnected(peer)
   }
 

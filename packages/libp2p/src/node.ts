@@ -24,6 +24,9 @@ export type ConvergentLibp2p = Libp2p<Libp2pServices>
 export const GOSSIP_FRAME_BYTES = 4 * 1024 * 1024
 export const MAX_GOSSIP_PAYLOAD_BYTES = GOSSIP_FRAME_BYTES - 256 * 1024
 
+/** How long one identify exchange may take (libp2p's default). */
+export const IDENTIFY_TIMEOUT_MS = 5_000
+
 export interface NodeConfig {
   privateKey: PrivateKey
   listen: string[]
@@ -43,7 +46,9 @@ export function createNode(config: NodeConfig): Promise<ConvergentLibp2p> {
     ...(config.connectionGater === undefined ? {} : { connectionGater: config.connectionGater }),
     ...(config.connectionManager === undefined ? {} : { connectionManager: config.connectionManager }),
     services: {
-      identify: identify(),
+      // The network runs identify itself on each new connection, retrying a failed run
+      // (network.ts): which peers count as ours depends on it.
+      identify: identify({ runOnConnectionOpen: false, timeout: IDENTIFY_TIMEOUT_MS }),
       pubsub: gossipsub({
         // Publishing before anyone subscribed is normal for us: anti-entropy repairs it.
         allowPublishToZeroTopicPeers: true,

@@ -8,14 +8,24 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2pNetwork, type Libp2pNetwork, type Libp2pNetworkOptions } from '../src/index.js'
 
-networkComplianceSuite('libp2p', async (n) => {
-  const networks = await Promise.all(Array.from({ length: n }, () => createLibp2pNetwork()))
-  return {
-    networks,
-    connectAll: () => connectAll(networks),
-    cleanup: () => stopAll(networks),
-  }
-})
+networkComplianceSuite(
+  'libp2p',
+  async (n) => {
+    const networks = await Promise.all(Array.from({ length: n }, () => createLibp2pNetwork()))
+    return {
+      networks,
+      connectAll: () => connectAll(networks),
+      cleanup: () => stopAll(networks),
+    }
+  },
+  {
+    // Another cluster: the same stack in another namespace (another sync protocol).
+    foreign: async () => {
+      const network = await createLibp2pNetwork({ namespace: 'another-cluster' })
+      return { network, connect: (to) => connectIdentified(network, to as Libp2pNetwork) }
+    },
+  },
+)
 
 describe('libp2p network', function () {
   this.timeout(20_000)
@@ -155,8 +165,56 @@ describe('libp2p network', function () {
       const a = await node({ namespace: 'shop' })
       const b = await node({ namespace: 'bank' })
       assert.equal(a.protocol, '/convergent/shop/sync/1.0.0')
-      await connectAll([a, b])
+      await connectIdentified(a, b)
       await assert.rejects(a.request(b.peerId, Uint8Array.of(1)), (err) => isConvergentError(err, 'ERR_NETWORK'))
+    })
+  })
+
+  describe('namespaces', function () {
+    it('counts a connected peer as ours only once identify shows it speaks our sync protocol', async function () {
+      const aEvents = new Events()
+      const bEvents = new Events()
+      const a = await node({ namespace: 'a' }, aEvents)
+      const b = await node({ namespace: 'b' }, bEvents)
+      const a2Events = new Events()
+      const a2 = await node({ namespace: 'a' }, a2Events)
+      await connectIdentified(a, b)
+      await connectIdentified(a2, b)
+      await connectIdentified(a, a2)
+      await waitFor(() => a.peers().includes(a2.peerId) && a2.peers().includes(a.peerId), 'a and a2 count each other')
+      await sleep(300) // a late event for b would show now
+      assert.deepEqual(a.peers(), [a2.peerId], 'a lists a2 (namespace a), not b (namespace b)')
+      assert.deepEqual(a2.peers(), [a.peerId])
+      assert.deepEqual(b.peers(), [], 'b has no peer of namespace b')
+      assert.deepEqual(aEvents.connected, [a2.peerId], 'onPeerConnected only for a2')
+      assert.deepEqual(bEvents.connected, [])
+      assert.equal(a.libp2p.getConnections(b.libp2p.peerId).length > 0, true, 'b is still connected to a, just not a peer of ours')
+
+      await b.stop()
+      await waitFor(() => a.libp2p.getConnections(b.libp2p.peerId).length === 0, 'a sees b go')
+      await a2.stop()
+      await waitFor(() => aEvents.disconnected.length > 0, 'a hears that a2 left')
+      await sleep(300)
+      assert.deepEqual(aEvents.disconnected, [a2.peerId], 'onPeerDisconnected only for a2, never for b')
+      assert.deepEqual(a.peers(), [])
+    })
+
+    it('a peer that comes back under the same peer id in another namespace is not counted again', async function () {
+      const privateKey = await generateKeyPair('Ed25519')
+      const aEvents = new Events()
+      const b = await node({ namespace: 'a', privateKey })
+      const bAddress = b.multiaddrs[0]!
+      const a = await node({ namespace: 'a', peers: [bAddress], redialMinMs: 50, redialMaxMs: 400 }, aEvents)
+      await waitFor(() => a.peers().includes(b.peerId), 'a counts its bootstrap peer')
+      await b.stop()
+      await waitFor(() => aEvents.disconnected.includes(b.peerId), 'a hears that b left')
+      // The same peer id back on the same port, but in namespace 'z': connected, not ours.
+      const z = await node({ namespace: 'z', privateKey, listen: [`/ip4/127.0.0.1/tcp/${portOf(bAddress)}`] })
+      await waitFor(() => a.libp2p.getConnections(z.libp2p.peerId).length > 0, 'a redials the address')
+      await identified(a, z)
+      await sleep(300)
+      assert.deepEqual(a.peers(), [])
+      assert.deepEqual(aEvents.connected, [b.peerId], 'connected once, for the namespace-a life only')
     })
   })
 
@@ -185,14 +243,41 @@ describe('libp2p network', function () {
 
 class Events implements NetworkEvents {
   messages: Uint8Array[] = []
+  connected: string[] = []
+  disconnected: string[] = []
   onMessage(_topic: string, data: Uint8Array): void {
     this.messages.push(data)
   }
   onRequest(_from: string, data: Uint8Array): Promise<Uint8Array> {
     return Promise.resolve(data)
   }
-  onPeerConnected(): void {}
-  onPeerDisconnected(): void {}
+  onPeerConnected(peer: string): void {
+    this.connected.push(peer)
+  }
+  onPeerDisconnected(peer: string): void {
+    this.disconnected.push(peer)
+  }
+}
+
+/**
+ * Dials b from a and waits until identify has run both ways (each side's peer store holds the
+ * other's protocols): from then on, whether either counts the other as a peer is decided.
+ */
+async function connectIdentified(a: Libp2pNetwork, b: Libp2pNetwork): Promise<void> {
+  await a.libp2p.dial(multiaddr(b.multiaddrs[0]!))
+  await identified(a, b)
+  await identified(b, a)
+}
+
+/** Waits until `net` has identified `other` (its protocols are in net's peer store). */
+async function identified(net: Libp2pNetwork, other: Libp2pNetwork): Promise<void> {
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const peer = await net.libp2p.peerStore.get(other.libp2p.peerId).catch(() => undefined)
+    if (peer !== undefined && peer.protocols.includes(other.protocol)) return
+    if (Date.now() > deadline) throw new Error('timed out waiting for identify')
+    await sleep(20)
+  }
 }
 
 /** Dials every pair once and waits until each network lists all the others. */

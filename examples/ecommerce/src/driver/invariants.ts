@@ -62,7 +62,9 @@ export function checkInvariants(r: ScenarioResult): Invariant[] {
     {
       name: 'every order request answered (201 or 409)',
       ok: errors.length === 0,
-      detail: errors.length ? `${errors.length} errors, first: ${errors[0]!.error}` : `${r.attempts.length} answered`,
+      detail:
+        (errors.length ? `${errors.length} errors, first: ${errors[0]!.error}` : `${r.attempts.length} answered`) +
+        (r.httpRetries > 0 ? ` (${r.httpRetries} request(s) sent again after finding their kept-alive connection closed)` : ''),
     },
     {
       name: 'no process left behind',

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -76,6 +77,8 @@ export interface ScenarioResult {
   /** Pids of processes started by the scenario still alive after it stopped them. */
   processesLeft: number[]
   pids: number[]
+  /** Requests sent again because the kept-alive connection they went out on was found closed. */
+  httpRetries: number
   interrupted: boolean
   error: string | null
   invariants: Invariant[]
@@ -117,6 +120,8 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
   const now = (): number => Math.round(performance.now() - began)
   const dataRoot = options.dataRoot ?? (await mkdtemp(join(tmpdir(), 'convergent-ecommerce-')))
   const client = new HttpClient()
+  // Distinct per run: order ids never meet those of another run kept in the same folders.
+  const idPrefix = randomBytes(3).toString('hex')
   const cluster = new Cluster(dataRoot, {
     namespace: `shop-${process.pid}`,
     stockPerSku: settings.stockPerSku,
@@ -144,6 +149,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     exampleView: null,
     processesLeft: [],
     pids: [],
+    httpRetries: 0,
     interrupted: false,
     error: null,
     invariants: [],
@@ -173,6 +179,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
         concurrency: settings.concurrency,
         ratePerSec: settings.ratePerSec,
         firstSeq: result.attempts.length,
+        idPrefix,
         signal,
         now,
         onAttempt: () => {
@@ -197,9 +204,9 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     log('')
     log('② Partition: inventory is cut off from orders and payments (libp2p connections closed and refused both ways).')
     await Promise.all([
-      client.postOk(`${inventory.url}/admin/partition`, { peers: [orders.peerId, payments.peerId] }, signal),
-      client.postOk(`${orders.url}/admin/partition`, { peers: [inventory.peerId] }, signal),
-      client.postOk(`${payments.url}/admin/partition`, { peers: [inventory.peerId] }, signal),
+      client.postOk(`${inventory.url}/admin/partition`, { peers: [orders.peerId, payments.peerId] }, { signal, idempotent: true }),
+      client.postOk(`${orders.url}/admin/partition`, { peers: [inventory.peerId] }, { signal, idempotent: true }),
+      client.postOk(`${payments.url}/admin/partition`, { peers: [inventory.peerId] }, { signal, idempotent: true }),
     ])
     await waitUntil(() => partitioned(client, cluster.services), 10_000, 'the partition to take effect', signal)
     result.rightsAtCut = {
@@ -216,7 +223,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     log('')
     log('③ Heal: connections allowed again; replicas exchange what they missed (push + anti-entropy).')
     const healStart = now()
-    await Promise.all(cluster.list().map((s) => client.postOk(`${s.url}/admin/heal`, {}, signal)))
+    await Promise.all(cluster.list().map((s) => client.postOk(`${s.url}/admin/heal`, {}, { signal, idempotent: true })))
     progress('converging after heal')
     const afterHeal = await waitForConvergence(client, cluster.list(), { minOrders: countAccepted(result.attempts), timeoutMs: CONVERGE_TIMEOUT_MS, signal })
     signal.throwIfAborted()
@@ -256,6 +263,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
   } finally {
     await monitor.stop()
     await cluster.stop()
+    result.httpRetries = client.retries
     client.destroy()
     result.pids = [...cluster.pids]
     result.processesLeft = cluster.pids.filter(isAlive)

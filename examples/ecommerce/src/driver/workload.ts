@@ -39,6 +39,12 @@ export interface RunOptions {
   /** Orders started per second at most (0 = as fast as they complete). */
   ratePerSec: number
   firstSeq: number
+  /**
+   * Order ids are `<channel>-<idPrefix>-<seq>`, chosen here rather than by the service: an
+   * order request is then safe to send again (the service places an id at most once), so the
+   * client can retry one whose connection was found closed.
+   */
+  idPrefix: string
   signal: AbortSignal
   /** Milliseconds since the scenario began (timestamps in the report). */
   now(): number
@@ -59,7 +65,7 @@ export async function runOrders(options: RunOptions): Promise<OrderAttempt[]> {
       const wait = due - options.now()
       if (wait > 0) await sleep(wait, signal)
       if (signal.aborted) return
-      const attempt = await placeOne(client, orders[index]!, options.phase, options.firstSeq + index, options.now, signal)
+      const attempt = await placeOne(client, orders[index]!, options.phase, options.firstSeq + index, options.idPrefix, options.now, signal)
       attempts.push(attempt)
       options.onAttempt(attempt)
     }
@@ -68,11 +74,12 @@ export async function runOrders(options: RunOptions): Promise<OrderAttempt[]> {
   return attempts.sort((a, b) => a.seq - b.seq)
 }
 
-async function placeOne(client: HttpClient, o: PlannedOrder, phase: PhaseName, seq: number, now: () => number, signal: AbortSignal): Promise<OrderAttempt> {
+async function placeOne(client: HttpClient, o: PlannedOrder, phase: PhaseName, seq: number, idPrefix: string, now: () => number, signal: AbortSignal): Promise<OrderAttempt> {
   const at = now()
   const base = { seq, phase, channel: o.channel, target: o.target, sku: o.sku, qty: o.qty, at }
+  const id = `${o.channel}-${idPrefix}-${String(seq).padStart(5, '0')}`
   try {
-    const res = await client.post<OrderAccepted | OrderRejected | { error: string }>(`${o.url}/orders`, { sku: o.sku, qty: o.qty }, signal)
+    const res = await client.post<OrderAccepted | OrderRejected | { error: string }>(`${o.url}/orders`, { id, sku: o.sku, qty: o.qty }, { signal, idempotent: true })
     const ms = now() - at
     if (res.status === 201) {
       const body = res.body as OrderAccepted

@@ -75,10 +75,21 @@ export interface RunningServer {
   close(): Promise<void>
 }
 
+/**
+ * How long a service keeps an idle keep-alive connection open: far longer than the driver
+ * keeps one (CLIENT_IDLE_MS in driver/http-client.ts, 1 s), so it is the client that closes
+ * idle connections. Were it the other way round, a request sent on a connection at the moment
+ * the service closes it meets a reset (ECONNRESET) and is never answered — what happened with
+ * 2 s here and a client agent that never closes idle connections itself.
+ */
+export const SERVICE_KEEP_ALIVE_MS = 30_000
+
 /** Serves the router on 127.0.0.1:port (0 = a free port). */
-export async function serve(router: Router, port: number, onError: (err: unknown) => void): Promise<RunningServer> {
+export async function serve(router: Router, port: number, onError: (err: unknown) => void, options: { keepAliveMs?: number } = {}): Promise<RunningServer> {
   const server: Server = createServer((req, res) => void handle(router, req, res, onError))
-  server.keepAliveTimeout = 2_000
+  server.keepAliveTimeout = options.keepAliveMs ?? SERVICE_KEEP_ALIVE_MS
+  // Headers of a request must be allowed at least as long as a connection may idle before it.
+  server.headersTimeout = Math.max(server.headersTimeout, server.keepAliveTimeout + 1_000)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, '127.0.0.1', () => {

@@ -17,6 +17,8 @@ const MAX_QTY = 100
 export class OrderDesk {
   private seq = 0
   private readonly prefix = randomBytes(3).toString('hex')
+  /** Orders being placed under an id the client chose: a second request for it waits for the first. */
+  private readonly placing = new Map<string, Promise<PlaceResult>>()
 
   constructor(
     private readonly shop: ShopReplica,
@@ -25,8 +27,36 @@ export class OrderDesk {
     private readonly waitMs: number,
   ) {}
 
+  /**
+   * Places an order. With an `id` in the body the request is idempotent: an id is placed at
+   * most once, and a request for one already placed (or being placed) gets the same 201 back
+   * without taking stock again — so a client may safely send an order again when it cannot
+   * tell whether the first request arrived. A rejected order (409) is not stored: asking again
+   * tries again. Without an id the service makes one up, and every request is a new order.
+   */
   async place(input: unknown): Promise<PlaceResult> {
-    const { sku, qty } = parseOrderInput(input)
+    const { id, sku, qty } = parseOrderInput(input)
+    if (id === undefined) return this.placeNew(this.nextId(), sku, qty)
+    let placing = this.placing.get(id)
+    if (placing === undefined) {
+      placing = this.placeOnce(id, sku, qty).finally(() => this.placing.delete(id))
+      this.placing.set(id, placing)
+    }
+    return placing.then((result) => {
+      if (result.status === 201 && (result.body.order.sku !== sku || result.body.order.qty !== qty)) {
+        throw new HttpError(422, `order id '${id}' was already used for another order (${result.body.order.qty} × ${result.body.order.sku})`)
+      }
+      return result
+    })
+  }
+
+  private async placeOnce(id: string, sku: string, qty: number): Promise<PlaceResult> {
+    const existing = await this.shop.orders.get(id)
+    if (existing === undefined) return this.placeNew(id, sku, qty)
+    return { status: 201, body: { id, order: existing, stock: await this.shop.stock.value(existing.sku) } }
+  }
+
+  private async placeNew(id: string, sku: string, qty: number): Promise<PlaceResult> {
     if ((await this.shop.products.get(sku)) === undefined) throw new HttpError(404, `unknown sku '${sku}'`)
     let stock: number
     try {
@@ -39,7 +69,6 @@ export class OrderDesk {
         body: { error: err.message, reason: value >= qty ? 'rights-unreachable' : 'sold-out', stock: value, rights },
       }
     }
-    const id = this.nextId()
     const order: Order = { sku, qty, channel: this.channel, placedBy: this.service, at: Date.now() }
     try {
       await this.shop.orders.put(id, order)
@@ -59,12 +88,18 @@ export class OrderDesk {
   }
 }
 
-function parseOrderInput(input: unknown): { sku: string; qty: number } {
-  const body = (input ?? {}) as { sku?: unknown; qty?: unknown }
-  if (typeof body.sku !== 'string' || body.sku.length === 0) throw new HttpError(400, 'body needs { sku: string, qty: integer }')
+/** A client-chosen order id: short, and safe in a URL and as an entity id. */
+const ORDER_ID = /^[A-Za-z0-9_-]{1,64}$/
+
+function parseOrderInput(input: unknown): { id: string | undefined; sku: string; qty: number } {
+  const body = (input ?? {}) as { id?: unknown; sku?: unknown; qty?: unknown }
+  if (typeof body.sku !== 'string' || body.sku.length === 0) throw new HttpError(400, 'body needs { sku: string, qty: integer, id?: string }')
+  if (body.id !== undefined && (typeof body.id !== 'string' || !ORDER_ID.test(body.id))) {
+    throw new HttpError(400, 'id, if given, must be 1–64 letters, digits, _ or - (the same id places the order once)')
+  }
   const qty = body.qty ?? 1
   if (typeof qty !== 'number' || !Number.isSafeInteger(qty) || qty < 1 || qty > MAX_QTY) {
     throw new HttpError(400, `qty must be an integer from 1 to ${MAX_QTY}`)
   }
-  return { sku: body.sku, qty }
+  return { id: body.id, sku: body.sku, qty }
 }

@@ -20,12 +20,25 @@ export interface NetworkCluster {
   cleanup: () => Promise<void>
 }
 
-export function networkComplianceSuite(name: string, makeCluster: (n: number) => Promise<NetworkCluster>): void {
+export interface NetworkComplianceOptions {
+  /**
+   * For networks that keep clusters apart (libp2p: a namespace per cluster): a network of
+   * another cluster, not started, and connect(to), which links it with `to` at the transport
+   * level and resolves once each side has learned what the other is (libp2p: identify ran both
+   * ways). The suite then checks that neither counts the other as a peer. Networks without a
+   * notion of clusters leave it out, and the case is not run.
+   */
+  foreign?: () => Promise<{ network: Network; connect: (to: Network) => Promise<void> }>
+}
+
+export function networkComplianceSuite(name: string, makeCluster: (n: number) => Promise<NetworkCluster>, options: NetworkComplianceOptions = {}): void {
   describe(`Network compliance: ${name}`, function () {
     this.timeout(20_000)
 
     let cluster: NetworkCluster | undefined
     let recorders: Recorder[] = []
+    /** Networks a case started besides the cluster's; stopped after it. */
+    let extra: Network[] = []
 
     /** n started, fully connected networks, each with its recorder. */
     async function setup(n: number): Promise<{ nets: Network[]; recs: Recorder[] }> {
@@ -37,6 +50,8 @@ export function networkComplianceSuite(name: string, makeCluster: (n: number) =>
     }
 
     afterEach(async function () {
+      await Promise.all(extra.map((net) => net.stop()))
+      extra = []
       await cluster?.cleanup()
       cluster = undefined
     })
@@ -196,6 +211,33 @@ export function networkComplianceSuite(name: string, makeCluster: (n: number) =>
         await waitFor(() => recs[0]!.disconnected.includes(b.peerId), 'a hears that b left')
         await waitFor(() => !a.peers().includes(b.peerId), 'b leaves a.peers()')
       })
+
+      if (options.foreign !== undefined) {
+        const foreign = options.foreign
+        it('counts only peers of its own cluster: one of another, though connected, is never listed nor told', async function () {
+          const { nets, recs } = await setup(2)
+          const [a, b] = nets as [Network, Network]
+          const other = await foreign()
+          extra.push(other.network)
+          const otherRec = new Recorder()
+          await other.network.start(otherRec)
+          await other.connect(a)
+          await other.connect(b)
+          await settle()
+          for (const [i, net] of nets.entries()) {
+            assert.ok(!net.peers().includes(other.network.peerId), `network ${i} does not list the other cluster's network`)
+            assert.ok(!recs[i]!.connected.includes(other.network.peerId), `network ${i} is not told it connected`)
+          }
+          assert.deepEqual(other.network.peers(), [], 'the other cluster lists none of ours')
+          assert.deepEqual(otherRec.connected, [])
+          assert.ok(a.peers().includes(b.peerId) && b.peers().includes(a.peerId), 'peers of one cluster still count')
+          await expectCode(a.request(other.network.peerId, bytes([1])), 'ERR_NETWORK')
+          await other.network.stop()
+          await settle()
+          for (const [i, rec] of recs.entries()) assert.ok(!rec.disconnected.includes(other.network.peerId), `network ${i} is not told it left`)
+          assert.ok(a.peers().includes(b.peerId))
+        })
+      }
 
       it('delivers nothing after stop(), and stop() twice is fine', async function () {
         const { nets, recs } = await setup(2)
