@@ -27,7 +27,7 @@ describe('long history: an entity updated 100,000 times replicates', function ()
       const dirs = await Promise.all([tempDir(), tempDir(), tempDir()])
       const opened: Replica[] = []
       const openAt = async (i: number, peers: string[] = []): Promise<Replica> => {
-        const r = await open({ dir: dirs[i]!.dir, peers, logger: silentLogger, durability: 'process' } as Parameters<typeof open>[0])
+        const r = await open({ dir: dirs[i]!.dir, peers, logger: silentLogger, durability: 'process' })
         opened.push(r)
         return r
       }

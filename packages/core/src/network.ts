@@ -12,7 +12,9 @@ export interface NetworkEvents {
    * exchange with an error on the requester's side.
    */
   onRequest(from: string, data: Uint8Array): Promise<Uint8Array>
+  /** A peer of this cluster (it can answer our requests: same namespace) is connected. */
   onPeerConnected(peer: string): void
+  /** A peer onPeerConnected announced went away (never called for others). */
   onPeerDisconnected(peer: string): void
 }
 
@@ -34,7 +36,10 @@ export interface Network {
    */
   publish(topic: string, data: Uint8Array): Promise<void>
 
-  /** Peers we are connected to now. */
+  /**
+   * Connected peers of this cluster: those that can answer our requests (on libp2p, peers
+   * whose identify shows our namespace's sync protocol), not every open connection.
+   */
   peers(): string[]
 
   /**
