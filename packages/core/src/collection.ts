@@ -1,7 +1,9 @@
+import type { ChangeEvents, DurableChange } from './changes.js'
 import type { CollectionState, Entities } from './entities.js'
 import { ConvergentError } from './errors.js'
 import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
 import type { FeedEntry } from './store.js'
+import { writeEntity } from './write.js'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -18,21 +20,15 @@ export interface ChangeEvent<T> {
 
 export type ChangeListener<T> = (event: ChangeEvent<T>) => void
 
-/** What a Collection needs from its replica (kept narrow so the Collection stays testable). */
-export interface CollectionContext {
+/** What a Collection uses of its replica (kept narrow so the Collection stays testable). */
+export interface ReplicaServices {
   entities: Entities
+  /** Durable changes of this collection (local and remote) reach subscribers through it. */
+  events: ChangeEvents
   limits: ValueLimits & NameLimits
   assertOpen(): void
   /** Registers an operation called while open: close() waits for it before closing the store. */
   track<T>(operation: Promise<T>): Promise<T>
-  /**
-   * Hands a durable local delta to replication; `created` when this write created the
-   * collection here (peers are told of it: they subscribe and sync).
-   */
-  published(collection: string, id: string, delta: Uint8Array, created: boolean): void
-  /** Reports a listener that threw (never breaks the writer). */
-  listenerFailed(err: unknown): void
-  store: { feed(collection: string, since: number): AsyncIterable<FeedEntry> }
 }
 
 /**
@@ -45,7 +41,7 @@ export class Collection<T extends object = JsonObject> {
 
   /** @internal — use replica.collection(name). */
   constructor(
-    private readonly ctx: CollectionContext,
+    private readonly replica: ReplicaServices,
     private readonly state: CollectionState,
   ) {}
 
@@ -64,9 +60,9 @@ export class Collection<T extends object = JsonObject> {
    */
   async put(id: string, value: T): Promise<void> {
     this.assertUsable()
-    checkId(id, 'id', this.ctx.limits)
-    const plain = toEntityValue(value, this.ctx.limits)
-    await this.ctx.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put'))
+    checkId(id, 'id', this.replica.limits)
+    const plain = toEntityValue(value, this.replica.limits)
+    await this.replica.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put'))
   }
 
   /**
@@ -78,10 +74,10 @@ export class Collection<T extends object = JsonObject> {
    */
   async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } = {}): Promise<T> {
     this.assertUsable()
-    checkId(id, 'id', this.ctx.limits)
+    checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     let result: JsonObject | undefined
-    await this.ctx.track(this.write(
+    await this.replica.track(this.write(
       id,
       (doc) => {
         const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
@@ -92,7 +88,7 @@ export class Collection<T extends object = JsonObject> {
         if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
           throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
         }
-        result = toEntityValue(returned === undefined ? current : returned, this.ctx.limits)
+        result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
         return this.state.backend.put(doc, result)
       },
       'put',
@@ -103,19 +99,19 @@ export class Collection<T extends object = JsonObject> {
   /** Deletes the entity (a delete wins over concurrent updates). Resolves once durable. */
   async delete(id: string): Promise<void> {
     this.assertUsable()
-    checkId(id, 'id', this.ctx.limits)
-    await this.ctx.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete'))
+    checkId(id, 'id', this.replica.limits)
+    await this.replica.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete'))
   }
 
   /** The current value (a plain copy), or undefined if absent or deleted. */
   async get(id: string): Promise<T | undefined> {
     this.assertUsable()
-    checkId(id, 'id', this.ctx.limits)
-    return this.ctx.track(this.read(id))
+    checkId(id, 'id', this.replica.limits)
+    return this.replica.track(this.read(id))
   }
 
   private async read(id: string): Promise<T | undefined> {
-    const { entities } = this.ctx
+    const { entities } = this.replica
     const entity = await entities.acquire(this.state, id)
     try {
       return this.state.backend.read(entity.doc) as T | undefined
@@ -134,7 +130,7 @@ export class Collection<T extends object = JsonObject> {
    */
   async *keys(): AsyncGenerator<string> {
     this.assertUsable()
-    yield* this.ctx.entities.liveIds(this.state)
+    yield* this.replica.entities.liveIds(this.state)
   }
 
   /** [id, value] of every live entity. Loads documents one at a time: memory stays bounded. */
@@ -153,10 +149,18 @@ export class Collection<T extends object = JsonObject> {
     // Changes committed before this call are not told to it, even if they become durable
     // later: their value was read (or not) when they were made.
     this.listeners.set(listener, this.state.seq)
+    this.unlisten ??= this.replica.events.onCollection(this.name, (change) => this.tell(change))
     return () => {
       this.listeners.delete(listener)
+      if (this.listeners.size === 0) {
+        this.unlisten?.()
+        this.unlisten = undefined
+      }
     }
   }
+
+  /** Stops listening to the replica's changes while no one subscribes (no values are read then). */
+  private unlisten: (() => void) | undefined
 
   /**
    * The change feed: every change applied to this collection, local and remote, in commit
@@ -164,75 +168,53 @@ export class Collection<T extends object = JsonObject> {
    */
   changes(options: { since?: number } = {}): AsyncIterable<FeedEntry> {
     this.assertUsable()
-    return this.ctx.entities.feed(this.state, options.since ?? 0)
+    return this.replica.entities.feed(this.state, options.since ?? 0)
   }
 
   /**
-   * @internal — called once a change is durable (local) or persisted (remote), in commit
-   * order, with the value the entity had right after that change. Not the latest value: a
-   * later change may still be in the write queue, and a crash would lose it — an event must
-   * never show what a restart could take back.
+   * Tells subscribers of a durable change, in commit order, with the value the entity had
+   * right after that change. Not the latest value: a later change may still be in the write
+   * queue, and a crash would lose it — an event must never show what a restart could take back.
    */
-  emit(entry: FeedEntry, value: JsonObject | undefined, peer?: string): void {
-    if (this.listeners.size === 0) return
+  private tell(change: DurableChange): void {
+    if (change.value === undefined) return // made before anyone subscribed
     const event: ChangeEvent<T> = {
       collection: this.name,
-      id: entry.id,
-      value: value as T | undefined,
-      origin: peer === undefined ? 'local' : 'remote',
-      seq: entry.seq,
-      ...(peer === undefined ? {} : { peer }),
+      id: change.id,
+      value: change.value.value as T | undefined,
+      origin: change.peer === undefined ? 'local' : 'remote',
+      seq: change.entry.seq,
+      ...(change.peer === undefined ? {} : { peer: change.peer }),
     }
-    for (const [l, since] of this.listeners) {
-      if (entry.seq <= since) continue
+    for (const [listener, since] of this.listeners) {
+      if (change.entry.seq <= since) continue
       try {
-        l(event)
+        listener(event)
       } catch (err) {
-        this.ctx.listenerFailed(err)
+        this.replica.events.listenerFailed(err) // reported; the writer and the other listeners go on
       }
     }
   }
 
   /** Throws ERR_CLOSED once the replica is closing or this collection was dropped. */
   private assertUsable(): void {
-    this.ctx.assertOpen()
+    this.replica.assertOpen()
     if (this.state.dropped === true) {
       throw new ConvergentError('ERR_CLOSED', `Collection '${this.name}' was dropped; open it again with replica.collection('${this.name}').`)
     }
   }
 
   private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
-    const { entities } = this.ctx
-    const entity = await entities.acquire(this.state, id)
-    let outcome:
-      | { committed: Promise<FeedEntry>; delta: Uint8Array; value: { value: JsonObject | undefined } | undefined; created: boolean }
-      | { unchangedAfter: Promise<boolean> }
-    try {
-      // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
+    // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
+    const outcome = await writeEntity(this.replica.entities, this.replica.events, this.state, id, undefined, (entity) => {
       const result = change(entity.doc)
-      if (result.delta === null) {
-        // Nothing changed — but an earlier write of the same value may still be in flight:
-        // acknowledge only once that one is durable, and fail if it failed.
-        outcome = { unchangedAfter: entity.lastWrite }
-      } else {
-        const deleted = kind === 'delete'
-        // Read now, for subscribers (see emit()); a Yjs document changes in place.
-        const value = this.listeners.size > 0 ? { value: deleted ? undefined : this.state.backend.read(result.doc) } : undefined
-        const created = !this.state.persisted
-        const committed = entities.commit(this.state, entity, result.doc, result.delta, kind, 'local', deleted)
-        outcome = { committed, delta: result.delta, value, created }
-      }
-    } finally {
-      entities.release(entity)
-    }
-    if ('unchangedAfter' in outcome) {
-      if (await outcome.unchangedAfter) return
+      if (result.delta === null) return 'unchanged'
+      return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
+    })
+    // Nothing changed — but an earlier write of the same value may still be in flight:
+    // acknowledge only once that one is durable, and fail if it failed.
+    if ('unchanged' in outcome && !(await outcome.unchanged)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
     }
-    const entry = await outcome.committed
-    this.ctx.published(this.name, id, outcome.delta, outcome.created)
-    // Told to those subscribed when the change was made (a later subscriber would need a value
-    // read now, which may hold changes that are not durable yet).
-    if (outcome.value !== undefined) this.emit(entry, outcome.value.value)
   }
 }

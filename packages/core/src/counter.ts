@@ -42,7 +42,7 @@ export interface DecrementOptions {
 }
 
 /** What the counter needs from its replica: who it is, and a way to ask peers for rights. */
-export interface CounterContext {
+export interface CounterEnvironment {
   readonly me: string
   /** Asks peers (spare-rights holders first) for `want` rights; resolves when answers are applied. */
   askForRights(collection: string, id: string, want: number, holders: string[]): Promise<void>
@@ -107,7 +107,7 @@ export class Counter {
   /** @internal — use replica.counter(name, options). */
   constructor(
     private readonly collection: Collection<CounterState>,
-    private readonly ctx: CounterContext,
+    private readonly env: CounterEnvironment,
     options: CounterOptions,
   ) {
     this.min = options.min ?? 0
@@ -122,7 +122,7 @@ export class Counter {
   /** Adds n; the rights to take it away again are this replica's. Resolves with the new value once durable. */
   async increment(id: string, n = 1): Promise<number> {
     checkAmount(n)
-    const key = `${P}${this.ctx.me}|${this.ctx.me}`
+    const key = `${P}${this.env.me}|${this.env.me}`
     const state = await this.mutate(id, (s) => void (s[key] = (s[key] ?? 0) + n))
     return valueOf(state, this.min)
   }
@@ -134,26 +134,26 @@ export class Counter {
    */
   async decrement(id: string, n = 1, options: DecrementOptions = {}): Promise<number> {
     checkAmount(n)
-    const deadline = options.waitMs ? this.ctx.now() + options.waitMs : 0
+    const deadline = options.waitMs ? this.env.now() + options.waitMs : 0
     for (;;) {
       try {
         const state = await this.mutate(id, (s) => {
-          const have = rightsOf(s, this.ctx.me)
+          const have = rightsOf(s, this.env.me)
           if (have < n) {
             throw new ConvergentError(
               'ERR_INSUFFICIENT_RIGHTS',
-              `Replica ${this.ctx.me} holds ${have} right(s) on '${this.name}/${id}', needs ${n}. Wait for rights to arrive (decrement with { waitMs }) or transfer some here.`,
+              `Replica ${this.env.me} holds ${have} right(s) on '${this.name}/${id}', needs ${n}. Wait for rights to arrive (decrement with { waitMs }) or transfer some here.`,
             )
           }
-          s[N + this.ctx.me] = (s[N + this.ctx.me] ?? 0) + n
+          s[N + this.env.me] = (s[N + this.env.me] ?? 0) + n
         })
-        if (this.lowWater > 0 && rightsOf(state, this.ctx.me) < this.lowWater) void this.refill(id, state, this.lowWater).catch(() => undefined)
+        if (this.lowWater > 0 && rightsOf(state, this.env.me) < this.lowWater) void this.refill(id, state, this.lowWater).catch(() => undefined)
         return valueOf(state, this.min)
       } catch (err) {
-        if (!(err instanceof ConvergentError && err.code === 'ERR_INSUFFICIENT_RIGHTS') || this.ctx.now() >= deadline) throw err
+        if (!(err instanceof ConvergentError && err.code === 'ERR_INSUFFICIENT_RIGHTS') || this.env.now() >= deadline) throw err
         const state = await this.collection.get(id)
-        await Promise.race([this.refill(id, state, n - rightsOf(state, this.ctx.me)), this.ctx.sleep(Math.max(1, deadline - this.ctx.now()))])
-        if (rightsOf(await this.collection.get(id), this.ctx.me) < n) await this.ctx.sleep(Math.min(50, Math.max(1, deadline - this.ctx.now())))
+        await Promise.race([this.refill(id, state, n - rightsOf(state, this.env.me)), this.env.sleep(Math.max(1, deadline - this.env.now()))])
+        if (rightsOf(await this.collection.get(id), this.env.me) < n) await this.env.sleep(Math.min(50, Math.max(1, deadline - this.env.now())))
       }
     }
   }
@@ -162,12 +162,12 @@ export class Counter {
   async transfer(id: string, to: string, n: number): Promise<void> {
     checkAmount(n)
     checkId(to, 'id')
-    if (to === this.ctx.me || to.includes('|')) throw new ConvergentError('ERR_INVALID_ARGUMENT', `cannot transfer rights to '${to}'`)
-    const key = `${P}${this.ctx.me}|${to}`
+    if (to === this.env.me || to.includes('|')) throw new ConvergentError('ERR_INVALID_ARGUMENT', `cannot transfer rights to '${to}'`)
+    const key = `${P}${this.env.me}|${to}`
     await this.mutate(id, (s) => {
-      const have = rightsOf(s, this.ctx.me)
+      const have = rightsOf(s, this.env.me)
       if (have < n) {
-        throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${this.ctx.me} holds ${have} right(s) on '${this.name}/${id}'; cannot transfer ${n}.`)
+        throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${this.env.me} holds ${have} right(s) on '${this.name}/${id}'; cannot transfer ${n}.`)
       }
       s[key] = (s[key] ?? 0) + n
     })
@@ -179,7 +179,7 @@ export class Counter {
   }
 
   /** Rights held by a replica (default: this one), as this replica sees it. */
-  async rights(id: string, replica: string = this.ctx.me): Promise<number> {
+  async rights(id: string, replica: string = this.env.me): Promise<number> {
     return rightsOf(await this.collection.get(id), replica)
   }
 
@@ -204,7 +204,7 @@ export class Counter {
    */
   async grant(id: string, to: string, want: number): Promise<number> {
     const state = await this.collection.get(id)
-    const spare = rightsOf(state, this.ctx.me) - this.lowWater
+    const spare = rightsOf(state, this.env.me) - this.lowWater
     const give = Math.min(want, Math.ceil(spare / 2))
     if (give <= 0) return 0
     try {
@@ -224,9 +224,9 @@ export class Counter {
     const running = this.refills.get(id)
     if (running !== undefined) return running
     const holders = holdersOf(state)
-      .filter(([name, r]) => name !== this.ctx.me && r > 0)
+      .filter(([name, r]) => name !== this.env.me && r > 0)
       .map(([name]) => name)
-    const p = this.ctx.askForRights(this.name, id, Math.max(1, want), holders).finally(() => this.refills.delete(id))
+    const p = this.env.askForRights(this.name, id, Math.max(1, want), holders).finally(() => this.refills.delete(id))
     this.refills.set(id, p)
     return p
   }

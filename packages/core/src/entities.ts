@@ -62,8 +62,22 @@ export interface EntitiesOptions {
   onCorrupt?: (collection: string, id: string | undefined) => void
 }
 
-/** The result of committing one change: its feed entry, resolved once durable. */
+/** What happened to the value, as the change feed records it. */
 export type CommitKind = FeedEntry['kind']
+
+/** One change to commit: the entity, its new document and the delta between them. */
+export interface Commit {
+  col: CollectionState
+  entity: LoadedEntity
+  /** The document after the change (Automerge returns a new one; Yjs changes in place). */
+  doc: unknown
+  delta: Uint8Array
+  kind: CommitKind
+  /** 'local', or the peer it came from. */
+  origin: string
+  /** Whether the entity is deleted after it. */
+  deleted: boolean
+}
 
 /** An entity committed in the current tick. */
 interface Dirty {
@@ -260,7 +274,7 @@ export class Entities {
       // treeCoversStore): no read. That is most entities a late joiner or a live receiver
       // gets, and a read that finds nothing cost more than applying their delta. Created
       // here, synchronously, so it is in the cache before anyone else can ask for it.
-      if (col.tree !== undefined && col.treeCoversStore && !col.tree.hasLeaf(leaf)) return this.publish(col, id, key, leaf, undefined, 1)
+      if (col.tree !== undefined && col.treeCoversStore && !col.tree.hasLeaf(leaf)) return this.install(col, id, key, leaf, undefined, 1)
       const record = { waiters: 0, promise: undefined as unknown as Promise<LoadedEntity> }
       record.promise = this.load(col, id, key, leaf, record)
       loading = record
@@ -289,7 +303,7 @@ export class Entities {
       throw wrapError('ERR_STORE', `Could not read entity '${id}' of '${col.name}'`, err)
     }
     try {
-      return this.publish(col, id, key, leaf, stored, record.waiters)
+      return this.install(col, id, key, leaf, stored, record.waiters)
     } finally {
       this.loading.delete(key)
     }
@@ -300,7 +314,7 @@ export class Entities {
    * it in the cache, in one synchronous step: from here on acquires find it in the cache, so
    * there is never a second copy of the document.
    */
-  private publish(col: CollectionState, id: string, key: string, leaf: number, stored: StoredEntity | undefined, pins: number): LoadedEntity {
+  private install(col: CollectionState, id: string, key: string, leaf: number, stored: StoredEntity | undefined, pins: number): LoadedEntity {
     const actor = randomBytes(this.opts.clock, 16)
     let doc: unknown
     if (stored === undefined) {
@@ -403,17 +417,8 @@ export class Entities {
    * commit order, and nothing is acknowledged before it is durable. Between a commit and the
    * flush the digest tree lags by that tick's changes (anti-entropy copes with a stale digest).
    */
-  commit(
-    col: CollectionState,
-    entity: LoadedEntity,
-    newDoc: unknown,
-    delta: Uint8Array,
-    kind: CommitKind,
-    origin: string,
-    deleted: boolean,
-    /** backend.versionHash(newDoc), if the caller has it already (apply.ts does). */
-    newVersionHash?: Uint8Array,
-  ): Promise<FeedEntry> {
+  commit(change: Commit): Promise<FeedEntry> {
+    const { col, entity, doc: newDoc, delta, kind, origin, deleted } = change
     if (isDead(entity)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
     }
@@ -453,9 +458,9 @@ export class Entities {
     ops.push({ type: 'feed', collection: col.name, entry })
 
     entity.doc = newDoc
-    // A remote commit has the version hash already; a local one leaves it to the flush.
-    entity.head = { backend: backend.name, versionHash: newVersionHash ?? oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted }
-    entity.versionStale = newVersionHash === undefined
+    // Hashed at the flush: once per entity per tick, however often it was written in it.
+    entity.head = { backend: backend.name, versionHash: oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted }
+    entity.versionStale = true
     this.cache.pin(entity)
     entity.lastWrite = tick.settled
     this.markUnsettled(col, entity, tick)

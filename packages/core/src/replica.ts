@@ -1,6 +1,7 @@
 import type { Backend } from './backend.js'
 import { systemClock, type Clock } from './clock.js'
-import { Collection, type CollectionContext } from './collection.js'
+import { ChangeEvents } from './changes.js'
+import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState } from './entities.js'
 import { ConvergentError } from './errors.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
@@ -99,7 +100,10 @@ export class Replica {
   private readonly replicator: Replicator | undefined
   private readonly limits: ValueLimits & ReplicationLimits
   private readonly logger: Logger
-  private readonly ctx: CollectionContext
+  /** What its collections use of it. */
+  private readonly services: ReplicaServices
+  /** Every durable change, local and remote: collections' subscribers and push listen to it. */
+  private readonly events: ChangeEvents
   readonly namespace: string
   /** Collections dropped here and not taken from peers until the application opens them again. */
   private readonly refused: Set<string>
@@ -117,17 +121,13 @@ export class Replica {
     this.logger = options.logger ?? consoleLogger
     this.namespace = options.namespace ?? 'default'
     this.refused = refused
-    this.ctx = {
+    this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
+    this.services = {
       entities,
+      events: this.events,
       limits: this.limits,
       assertOpen: () => this.assertOpen(),
       track: (operation) => this.track(operation),
-      published: (collection, id, delta, created) => {
-        const col = this.entities.collections.get(collection)
-        if (col !== undefined) this.replicator?.published(collection, col.backend, id, delta, created)
-      },
-      listenerFailed: (err) => this.logger.error('a subscribe() listener threw', { err }),
-      store: options.store,
     }
     if (options.network !== undefined) {
       const replication: ReplicationContext = {
@@ -139,8 +139,8 @@ export class Replica {
         entities,
         backends,
         stats: this.stats_,
+        events: this.events,
         createCollection: (name, backend) => this.stateFor(name, backend),
-        emitRemote: (collection, entry, value, peer) => this.collectionsByName.get(collection)?.emit(entry, value, peer),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',
         isRefused: (collection) => this.refused.has(collection),
@@ -232,7 +232,7 @@ export class Replica {
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name)
     if (col === undefined) {
-      col = new Collection<T>(this.ctx, state)
+      col = new Collection<T>(this.services, state)
       this.collectionsByName.set(name, col)
     }
     return col as Collection<T>

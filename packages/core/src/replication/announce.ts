@@ -2,7 +2,7 @@ import type { Backend } from '../backend.js'
 import { checkId } from '../json.js'
 import type { ReplicationContext } from './context.js'
 import type { PeerRateLimiter } from './rate-limit.js'
-import { admit, dropMessage } from './receiver.js'
+import { admit, drop } from './receiver.js'
 import { decodeAnnounce, encodeAnnounce } from './messages/index.js'
 
 /** The namespace's topic on which replicas tell each other of collections they create. */
@@ -50,7 +50,7 @@ export class Announcer {
     try {
       collection = checkId(decodeAnnounce(msg.type, msg.body).collection, 'collection name', this.ctx.limits)
     } catch (err) {
-      dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', (err as Error).message)
+      drop(this.ctx, from, 'malformed', (err as Error).message)
       return
     }
     const col = this.ctx.entities.collections.get(collection)

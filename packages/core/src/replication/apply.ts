@@ -3,16 +3,18 @@ import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
-import { checkId, jsonSizeWithin, type JsonObject } from '../json.js'
+import { checkId, jsonSizeWithin } from '../json.js'
+import { writeEntity, type WriteOutcome } from '../write.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
+import { drop } from './receiver.js'
 
 export type ApplyResult = 'applied' | 'duplicate' | DropReason
 
 /**
  * The receive path for one delta from a peer: check names and sizes → find the collection
  * (creating it only once a delta for it has applied cleanly) → apply, all or nothing →
- * persist → emit. Bad input is dropped, counted against the peer and logged; it never throws,
+ * persist → emit (writeEntity: the same sequence a local write takes). Bad input is dropped, counted against the peer and logged; it never throws,
  * never reaches the store, and never changes any state: a delta that fails to apply leaves no
  * trace in the document (it is discarded and reloaded from the store), the cache, the version
  * hash, the collection list or a collection's backend.
@@ -26,80 +28,69 @@ export async function applyRemoteDelta(
   delta: Uint8Array,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
-  const drop = (reason: DropReason, message: string): ApplyResult => {
-    stats.dropped[reason]++
-    stats.lastDrop = { reason, message }
-    ctx.logger.warn(`dropped a delta from ${peer}: ${message}`, { peer, reason, collection, id })
+  const dropped = (reason: DropReason, message: string): ApplyResult => {
+    drop(ctx, peer, reason, message, { collection, id })
     return reason
   }
   try {
     checkId(collection, 'collection name', ctx.limits)
     checkId(id, 'id', ctx.limits)
   } catch (err) {
-    return drop('invalidId', (err as Error).message)
+    return dropped('invalidId', (err as Error).message)
   }
   const backend = ctx.backends.get(backendName)
-  if (backend === undefined) return drop('unknownBackend', `unknown backend '${backendName}'`)
+  if (backend === undefined) return dropped('unknownBackend', `unknown backend '${backendName}'`)
   if (delta.byteLength > ctx.limits.maxDeltaBytes) {
-    return drop('tooLarge', `delta of ${delta.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
+    return dropped('tooLarge', `delta of ${delta.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
   }
   if (!ctx.isOpen()) return 'duplicate'
   const found = collectionFor(ctx, collection, backend, delta)
-  if (typeof found === 'string') return drop(found, dropMessageOf(found, collection, backendName, ctx))
-  if ('error' in found) return drop('invalidDelta', found.error)
+  if (typeof found === 'string') return dropped(found, dropMessageOf(found, collection, backendName, ctx))
+  if ('error' in found) return dropped('invalidDelta', found.error)
   const col = found.col
-  let entity
+  let refused: { reason: DropReason; message: string } | undefined
+  let outcome: WriteOutcome
   try {
-    entity = await ctx.entities.acquire(col, id)
+    outcome = await writeEntity(ctx.entities, ctx.events, col, id, peer, (entity) => {
+      // Before applying: a Yjs document changes in place. The version hash of a commit still
+      // waiting for its flush is taken now, from the document it was made on (see discard()).
+      ctx.entities.settleVersion(entity)
+      const before = backend.version(entity.doc)
+      let next: unknown
+      try {
+        next = backend.applyDelta(entity.doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+      } catch (err) {
+        ctx.entities.discard(col, entity)
+        refused = isConvergentError(err, 'ERR_TOO_LARGE')
+          ? { reason: 'tooLarge', message: err.message }
+          : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
+        return 'unchanged'
+      }
+      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) {
+        entity.doc = next
+        return 'unchanged'
+      }
+      // Read once: for the delete flag, as the value subscribers are told about, and to bound
+      // it: no honest replica writes a value over maxValueBytes, so a delta that builds one is refused.
+      const value = backend.read(next)
+      if (value !== undefined && !jsonSizeWithin(value, ctx.limits.maxValueBytes)) {
+        ctx.entities.discard(col, entity)
+        refused = { reason: 'tooLarge', message: `the delta makes '${id}' larger than maxValueBytes (${ctx.limits.maxValueBytes})` }
+        return 'unchanged'
+      }
+      return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
+    })
   } catch (err) {
-    ctx.logger.error(`could not load '${id}' of '${collection}' to apply a delta from ${peer}`, { err })
-    return drop('storeFailed', (err as Error).message)
+    // The store: could not load the entity, an earlier write of it failed, or the batch failed.
+    return dropped('storeFailed', (err as Error).message)
   }
-  let committed
-  let read: { value: JsonObject | undefined }
-  try {
-    // Before applying: a Yjs document changes in place. The version hash of a commit still
-    // waiting for its flush is taken now, from the document it was made on (see discard()).
-    ctx.entities.settleVersion(entity)
-    const before = backend.version(entity.doc)
-    let next: unknown
-    try {
-      next = backend.applyDelta(entity.doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
-    } catch (err) {
-      ctx.entities.discard(col, entity)
-      if (isConvergentError(err, 'ERR_TOO_LARGE')) return drop('tooLarge', err.message)
-      return drop('invalidDelta', err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`)
-    }
-    const moved = !bytesEqual(backend.version(next), before)
-    if (!moved && !backend.hasPending(next)) {
-      entity.doc = next
-      stats.deltasDuplicate++
-      return 'duplicate'
-    }
-    // Read once: for the delete flag, as the value subscribers are told about, and to bound it:
-    // no honest replica writes a value over maxValueBytes, so a delta that builds one is refused.
-    read = { value: backend.read(next) }
-    if (read.value !== undefined && !jsonSizeWithin(read.value, ctx.limits.maxValueBytes)) {
-      ctx.entities.discard(col, entity)
-      return drop('tooLarge', `the delta makes '${id}' larger than maxValueBytes (${ctx.limits.maxValueBytes})`)
-    }
-    try {
-      committed = ctx.entities.commit(col, entity, next, delta, 'remote', peer, read.value === undefined)
-    } catch (err) {
-      return drop('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
-    }
-  } finally {
-    ctx.entities.release(entity)
+  if (refused !== undefined) return dropped(refused.reason, refused.message)
+  if ('unchanged' in outcome) {
+    stats.deltasDuplicate++
+    return 'duplicate'
   }
-  try {
-    const entry = await committed
-    stats.deltasApplied++
-    // The value right after this change (see Collection.emit): events go out in commit order.
-    ctx.emitRemote(collection, entry, read.value, peer)
-    return 'applied'
-  } catch (err) {
-    return drop('storeFailed', (err as Error).message)
-  }
+  stats.deltasApplied++
+  return 'applied'
 }
 
 /**

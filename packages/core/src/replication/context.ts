@@ -3,8 +3,8 @@ import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
 import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
-import type { JsonObject, ValueLimits } from '../json.js'
-import type { FeedEntry } from '../store.js'
+import type { ValueLimits } from '../json.js'
+import type { ChangeEvents } from '../changes.js'
 import type { PeerStatsTable } from './peer-stats.js'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
@@ -74,16 +74,13 @@ export interface ReplicationContext {
   readonly entities: Entities
   readonly backends: Map<string, Backend>
   readonly stats: PeerStatsTable
+  /** Durable changes: remote applies are emitted here; push listens for local ones. */
+  readonly events: ChangeEvents
   /**
    * Creates (or fixes the backend of) a collection for a delta that applied cleanly, and
    * subscribes to it. Only the receive path calls it (see apply.ts).
    */
   createCollection(name: string, backend: Backend): CollectionState
-  /**
-   * Tells subscribers of the collection about an applied remote change: `value` is the value
-   * the change left (backend.read of the committed document), so it is not read again.
-   */
-  emitRemote(collection: string, entry: FeedEntry, value: JsonObject | undefined, peer: string): void
   isOpen(): boolean
   /** Collections this replica dropped and does not take from peers (see Replica.dropCollection). */
   isRefused(collection: string): boolean

@@ -79,6 +79,13 @@ export class PeerStatsTable {
     return structuredClone(Object.fromEntries(this.peers))
   }
 
+  /** Counts and remembers one dropped message or delta from a peer. */
+  drop(peer: string, reason: DropReason, message: string): void {
+    const stats = this.of(peer)
+    stats.dropped[reason]++
+    stats.lastDrop = { reason, message }
+  }
+
   totalDropped(): number {
     let n = 0
     for (const s of this.peers.values()) for (const v of Object.values(s.dropped)) n += v

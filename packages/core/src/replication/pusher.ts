@@ -67,7 +67,7 @@ export class Pusher {
       for (const [id, deltas] of byId) {
         entries.push([id, deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas)])
       }
-      for (const batch of this.pack(entries)) this.publish(collection, backend, batch)
+      for (const batch of this.pack(entries)) this.send(collection, backend, batch)
     }
   }
 
@@ -91,7 +91,7 @@ export class Pusher {
     if (batch.length > 0) yield batch
   }
 
-  private publish(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
+  private send(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
     const message = encodePush({ collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries })
     if (message.byteLength > this.ctx.limits.maxMessageBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.

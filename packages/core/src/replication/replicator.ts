@@ -1,4 +1,4 @@
-import type { Backend } from '../backend.js'
+import type { DurableChange } from '../changes.js'
 import { jittered, type TimerHandle } from '../clock.js'
 import { ConvergentError } from '../errors.js'
 import { topicOf, type ReplicationContext } from './context.js'
@@ -99,6 +99,7 @@ export class Replicator {
       },
     })
     this.announcer.start()
+    this.unlisten = this.ctx.events.onEvery((change) => this.pushLocal(change))
     for (const name of this.ctx.entities.collections.keys()) this.subscribe(name)
     this.schedule()
   }
@@ -147,11 +148,12 @@ export class Replicator {
     this.ctx.network.unsubscribe(topicOf(this.ctx.namespace, collection))
   }
 
-  /** A durable local delta: push it (and tell peers of the collection if this write created it). */
-  published(collection: string, backend: Backend, id: string, delta: Uint8Array, created = false): void {
-    this.subscribe(collection)
-    this.pusher.enqueue(collection, backend, id, delta)
-    if (created) this.announcer.announce(collection, backend)
+  /** A durable local change: push it (and tell peers of the collection if this write created it). */
+  private pushLocal(change: DurableChange): void {
+    if (change.peer !== undefined || this.stopped) return
+    this.subscribe(change.collection)
+    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta)
+    if (change.created) this.announcer.announce(change.collection, change.backend)
   }
 
   /**
@@ -227,8 +229,11 @@ export class Replicator {
     void p.finally(() => this.inflight.delete(p))
   }
 
+  private unlisten: (() => void) | undefined
+
   async stop(): Promise<void> {
     this.stopped = true
+    this.unlisten?.()
     if (this.timer !== undefined) this.ctx.clock.clearTimeout(this.timer)
     if (this.repairTimer !== undefined) this.ctx.clock.clearTimeout(this.repairTimer)
     for (const peer of [...this.fallbacks.keys()]) this.cancelFallback(peer)

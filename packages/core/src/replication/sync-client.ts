@@ -8,7 +8,7 @@ import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import { checkId } from '../json.js'
-import { dropMessage } from './receiver.js'
+import { drop } from './receiver.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
 import {
@@ -259,7 +259,7 @@ export class SyncClient {
       } catch (err) {
         // Never used as a name here (it would be a key in the store): counted and skipped.
         theirs.delete(name)
-        dropMessage(this.ctx, this.ctx.stats.of(round.peer), round.peer, 'invalidId', `roots name a collection we cannot hold: ${(err as Error).message}`)
+        drop(this.ctx, round.peer, 'invalidId', `roots name a collection we cannot hold: ${(err as Error).message}`)
       }
     }
     for (const name of theirs.keys()) if (!entities.collections.has(name) && this.ctx.isRefused(name)) theirs.delete(name)
@@ -272,11 +272,7 @@ export class SyncClient {
         if (endsRound(err) || round.budget.signal.aborted) throw err
         const error = (err as Error).message
         round.result.failed.push({ collection: name, error })
-        if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) {
-          const stats = this.ctx.stats.of(round.peer)
-          stats.dropped.malformed++
-          stats.lastDrop = { reason: 'malformed', message: error }
-        }
+        if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) this.ctx.stats.drop(round.peer, 'malformed', error)
         this.ctx.logger.warn(`anti-entropy of '${name}' with ${round.peer} failed (the round goes on): ${error}`, { peer: round.peer, collection: name })
       }
     }

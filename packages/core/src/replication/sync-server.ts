@@ -42,7 +42,7 @@ import {
 } from './messages/index.js'
 import { inlineLimit, Outbox, partBytes, Uploads } from './parts.js'
 import type { PeerRateLimiter } from './rate-limit.js'
-import { admit, dropMessage } from './receiver.js'
+import { admit, drop } from './receiver.js'
 
 const EMPTY_TREE = new DigestTree()
 
@@ -87,7 +87,7 @@ export class SyncServer {
     } catch (err) {
       const message = (err as Error).message
       if (err instanceof ConvergentError && err.code === 'ERR_INVALID_MESSAGE') {
-        dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', message)
+        drop(this.ctx, from, 'malformed', message)
       } else {
         this.ctx.logger.warn(`sync request from ${from} failed: ${message}`)
       }
@@ -281,7 +281,7 @@ export class SyncServer {
         try {
           delta = backend.deltaSince(entity.doc, version ?? emptyVersionOf(backend).version)
         } catch (err) {
-          dropMessage(this.ctx, this.ctx.stats.of(from), from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
+          drop(this.ctx, from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
           delta = null
         }
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
