@@ -1,5 +1,7 @@
 import { LoopbackHub, Replica, silentLogger, type Backend, type Clock, type DeltaLimits, type JsonObject, type Network, type NetworkEvents, type ReplicaOptions, type Store, type TimerHandle } from '../src/index.js'
 import { waitFor } from '../src/testing/index.js'
+import { expect } from 'chai'
+import { ConvergentError } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { memoryLevelStore } from '@convergent/level'
@@ -164,4 +166,16 @@ export function storeWith(inner: Store, overrides: Partial<Record<keyof Store, u
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
     },
   })
+}
+
+/** Awaits p and checks it rejected with a ConvergentError of that code. */
+export async function rejectsWith(p: Promise<unknown>, code: string): Promise<ConvergentError> {
+  try {
+    await p
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConvergentError)
+    expect((err as ConvergentError).code).to.equal(code)
+    return err as ConvergentError
+  }
+  throw new Error(`expected a rejection with ${code}`)
 }
