@@ -1,18 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { isConvergentError, type ErrorCode, type StoreCorruptError, type StoreOp } from '@convergent/core'
+import { isConvergentError, type StoreCorruptError, type StoreOp } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
 import { MemoryLevel } from 'memory-level'
 import { classicLevelStore, LevelStore, memoryLevelStore } from '../src/index.js'
 import { entityWrite } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
+import { rejection, removeDir, tempDir } from './helpers.js'
 import { tamperLevel } from './tamper.js'
 
-const tempDir = (): Promise<string> => mkdtemp(join(tmpdir(), 'convergent-level-'))
-const removeDir = (dir: string): Promise<void> => rm(dir, { recursive: true, force: true })
 
 storeComplianceSuite('classic-level', async () => {
   const dir = await tempDir()
@@ -47,14 +43,6 @@ storeComplianceSuite('memory-level with default encodings', async () => {
   }
 })
 
-async function rejection(promise: Promise<unknown>): Promise<Error & { code?: ErrorCode }> {
-  try {
-    await promise
-  } catch (err) {
-    return err as Error & { code?: ErrorCode }
-  }
-  throw new Error('expected a rejection')
-}
 
 describe('LevelStore', function () {
   describe('kind', function () {

@@ -1,0 +1,248 @@
+/**
+ * Damage on a real disk (classic-level): bytes flipped inside LevelDB's own files, as a bad
+ * disk or a bad copy would flip them. LevelDB as classic-level runs it verifies no block
+ * checksum on reads, so before records carried checksums these reads served the damaged bytes.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import assert from 'node:assert/strict'
+import { isConvergentError, leafOf, sha256, StoreCorruptError, toHex, type StoreOp } from '@convergent/core'
+import { classicLevelStore } from '../src/index.js'
+import { entityDelta, entityHead, entityId } from './entity-ops.js'
+import { forkStoreChild, type StoreChild } from './fork-child.js'
+import { rejection } from './helpers.js'
+
+/** Writes, then closes and opens once more: LevelDB's recovery turns the log into a level-0 .ldb table. */
+async function writeIntoTable(dir: string, ops: StoreOp[]): Promise<void> {
+  let store = classicLevelStore(dir)
+  await store.open()
+  await store.write(ops)
+  await store.close()
+  store = classicLevelStore(dir)
+  await store.open()
+  await store.close()
+}
+
+/**
+ * Flips one bit of the byte `at` past `marker` in the one .ldb table that holds it. The values
+ * around markers are random, so their blocks do not compress and the bytes are there as written.
+ */
+async function flipInTable(dir: string, marker: Uint8Array, at: number): Promise<void> {
+  const found: string[] = []
+  for (const name of (await readdir(dir)).filter((n) => n.endsWith('.ldb'))) {
+    const bytes = await readFile(join(dir, name))
+    const i = bytes.indexOf(marker)
+    if (i < 0) continue
+    assert.equal(bytes.indexOf(marker, i + 1), -1, 'the marker is in the table twice')
+    bytes[i + at]! ^= 1
+    await writeFile(join(dir, name), bytes)
+    found.push(name)
+  }
+  assert.equal(found.length, 1, `the marker is in ${found.length} .ldb tables (${await readdir(dir)}), not in exactly one`)
+}
+
+function randomValue(size: number, marker: Uint8Array, at: number): Uint8Array {
+  const value = new Uint8Array(randomBytes(size))
+  value.set(marker, at)
+  return value
+}
+
+const head = (seed: string, deltaCount: number, versionHash = sha256(seed)) => ({ backend: 'yjs', versionHash, deltaCount, deleted: false })
+
+describe('LevelStore on disk: a flipped byte inside an .ldb table', function () {
+  this.timeout(30_000)
+  let dir: string
+  beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'convergent-ldb-'))))
+  afterEach(() => rm(dir, { recursive: true, force: true }))
+
+  /** Entities whose values are random (incompressible): 'bystander-k' must stay readable. */
+  function bystanders(): StoreOp[] {
+    const ops: StoreOp[] = []
+    for (let k = 0; k < 5; k++) {
+      const id = `bystander-${k}`
+      ops.push(
+        { type: 'snapshot', collection: 'c', id, bytes: new Uint8Array(randomBytes(2000)) },
+        { type: 'delta', collection: 'c', id, index: 0, bytes: new Uint8Array(randomBytes(500)) },
+        { type: 'head', collection: 'c', id, head: head(id, 1, new Uint8Array(randomBytes(32))) },
+      )
+    }
+    return ops
+  }
+
+  async function expectBystandersReadable(store: ReturnType<typeof classicLevelStore>): Promise<void> {
+    for (let k = 0; k < 5; k++) assert.notEqual(await store.readEntity('c', `bystander-${k}`), undefined)
+  }
+
+  it('in a snapshot or a delta: readEntity rejects with ERR_STORE_CORRUPT naming the entity and the record (was: served the flipped bytes)', async function () {
+    const snapMarker = new Uint8Array(randomBytes(16))
+    const deltaMarker = new Uint8Array(randomBytes(16))
+    const snapshot = randomValue(3000, snapMarker, 1000)
+    const delta = randomValue(1500, deltaMarker, 700)
+    await writeIntoTable(dir, [
+      ...bystanders(),
+      { type: 'snapshot', collection: 'c', id: 'snap-victim', bytes: snapshot },
+      { type: 'delta', collection: 'c', id: 'snap-victim', index: 0, bytes: new Uint8Array(randomBytes(300)) },
+      { type: 'head', collection: 'c', id: 'snap-victim', head: head('s', 1) },
+      { type: 'delta', collection: 'c', id: 'delta-victim', index: 0, bytes: new Uint8Array(randomBytes(300)) },
+      { type: 'delta', collection: 'c', id: 'delta-victim', index: 1, bytes: delta },
+      { type: 'head', collection: 'c', id: 'delta-victim', head: head('d', 2) },
+    ])
+    await flipInTable(dir, snapMarker, 5)
+    await flipInTable(dir, deltaMarker, 9)
+
+    const store = classicLevelStore(dir)
+    await store.open()
+    try {
+      const snapErr = await rejection(store.readEntity('c', 'snap-victim'))
+      assert.ok(snapErr instanceof StoreCorruptError && isConvergentError(snapErr, 'ERR_STORE_CORRUPT'), String(snapErr))
+      assert.deepEqual({ ...snapErr.record }, { keyspace: 'snapshots', key: 'c\u0000snap-victim', collection: 'c', id: 'snap-victim' })
+      assert.match(snapErr.message, /entity 'snap-victim' of 'c'/)
+
+      const deltaErr = await rejection(store.readEntity('c', 'delta-victim'))
+      assert.ok(deltaErr instanceof StoreCorruptError, String(deltaErr))
+      assert.deepEqual({ ...deltaErr.record }, { keyspace: 'deltas', key: 'c\u0000delta-victim\u00000000000001', collection: 'c', id: 'delta-victim' })
+      await expectBystandersReadable(store)
+
+      // Moved aside, the damaged records are met no more; the rest of each entity is still there.
+      await store.quarantine(snapErr.record)
+      await store.quarantine(deltaErr.record)
+      assert.equal((await store.readEntity('c', 'snap-victim'))!.snapshot, undefined)
+      assert.equal(isConvergentError(await rejection(store.readEntity('c', 'delta-victim')), 'ERR_STORE'), true) // delta 1 is missing now
+      const kept = []
+      for await (const record of store.quarantined()) kept.push(record)
+      // (Oldest first: both moved within the same millisecond, they come in key order.)
+      assert.deepEqual(kept.map((r) => [r.keyspace, r.key]).sort(), [
+        ['deltas', 'c\u0000delta-victim\u00000000000001'],
+        ['snapshots', 'c\u0000snap-victim'],
+      ])
+      // What was stored, damage and all, for forensics: the body is the snapshot with one bit off.
+      const body = kept.find((r) => r.keyspace === 'snapshots')!.bytes!.subarray(5)
+      assert.equal(body.length, snapshot.length)
+      assert.equal(body.filter((b, i) => b !== snapshot[i]).length, 1)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it("in a head: getHead, readEntity and heads() reject with ERR_STORE_CORRUPT naming the entity (was: served a wrong version hash)", async function () {
+    const hash = new Uint8Array(randomBytes(32)) // the marker: the head's version hash
+    await writeIntoTable(dir, [...bystanders(), { type: 'head', collection: 'c', id: 'head-victim', head: head('h', 0, hash) }])
+    await flipInTable(dir, hash.subarray(0, 16), 20)
+
+    let store = classicLevelStore(dir)
+    await store.open()
+    try {
+      const expected = { keyspace: 'heads', key: `c\u0000${leafOf('head-victim').toString(16).padStart(4, '0')}\u0000head-victim`, collection: 'c', id: 'head-victim' }
+      for (const read of [() => store.getHead('c', 'head-victim'), () => store.readEntity('c', 'head-victim'), async () => { for await (const _ of store.heads('c')); }]) {
+        const err = await rejection(read())
+        assert.ok(err instanceof StoreCorruptError, String(err))
+        assert.deepEqual({ ...err.record }, expected)
+      }
+      await expectBystandersReadable(store)
+      await store.quarantine(expected)
+      assert.equal(await store.getHead('c', 'head-victim'), undefined)
+      const listed = []
+      for await (const [id] of store.heads('c')) listed.push(id)
+      assert.deepEqual(listed.sort(), [0, 1, 2, 3, 4].map((k) => `bystander-${k}`))
+      await store.close()
+      store = classicLevelStore(dir) // and it stays so
+      await store.open()
+      assert.equal(await store.getHead('c', 'head-victim'), undefined)
+      await expectBystandersReadable(store)
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+/** The physical records of a LevelDB log file (log_format.h): 32 KiB blocks, 7-byte headers. */
+function logRecords(log: Uint8Array): { offset: number; length: number }[] {
+  const records: { offset: number; length: number }[] = []
+  let offset = 0
+  while (offset + 7 <= log.length) {
+    const blockLeft = 32768 - (offset % 32768)
+    if (blockLeft < 7) {
+      offset += blockLeft // trailer
+      continue
+    }
+    const length = log[offset + 4]! | (log[offset + 5]! << 8)
+    if (length === 0 && log[offset + 6] === 0) break
+    records.push({ offset, length })
+    offset += 7 + length
+  }
+  return records
+}
+
+describe('LevelStore on disk: a damaged write-ahead log', function () {
+  this.timeout(30_000)
+  let child: StoreChild | undefined
+  let dir: string
+  beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'convergent-wal-'))))
+  afterEach(async () => {
+    await child?.kill()
+    child = undefined
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  /** A child acknowledges writes 1 … 60 and is SIGKILLed: they are in the .log, in no table. */
+  async function sixtyInTheLog(): Promise<string> {
+    child = await forkStoreChild('write60', dir)
+    await child.done
+    await child.kill()
+    assert.equal(child.acked.size, 60)
+    child = undefined
+    const logs = (await readdir(dir)).filter((n) => n.endsWith('.log'))
+    assert.equal(logs.length, 1)
+    return join(dir, logs[0]!)
+  }
+
+  it('open() reports in damage what LevelDB dropped while recovering it (was: silent), and only that open does', async function () {
+    const logFile = await sixtyInTheLog()
+    const log = await readFile(logFile)
+    const records = logRecords(log)
+    assert.ok(records.length >= 60, `${records.length} records in the log`)
+    // Garble payload bytes of a record in the middle (past the header and the batch's own
+    // 12-byte header): its checksum fails, and LevelDB drops the rest of that 32 KiB block.
+    const victim = records[Math.floor(records.length / 2)]!
+    for (let i = 0; i < 8; i++) log[victim.offset + 7 + 12 + i]! ^= 0x5a
+    await writeFile(logFile, log)
+
+    let store = classicLevelStore(dir)
+    await store.open()
+    try {
+      assert.equal(store.damage.length, 1, store.damage.join('\n'))
+      assert.match(store.damage[0]!, /^LevelDB dropped \d+ bytes of its write-ahead log .*\.log while recovering it \(Corruption: checksum mismatch\): writes acknowledged before the last shutdown may be lost$/)
+      assert.ok(store.damage[0]!.includes(logFile), store.damage[0])
+      // What it says is so: acknowledged writes are gone.
+      const lastSeq = await store.lastSeq('c')
+      assert.ok(lastSeq < 60, `lastSeq ${lastSeq}: nothing was lost?`)
+      for (let n = 1; n <= lastSeq; n++) {
+        const entity = await store.readEntity('c', entityId(n))
+        assert.equal(toHex(entity!.head.versionHash), toHex(entityHead(n).versionHash))
+        assert.deepEqual(entity!.deltas.map(toHex), [toHex(entityDelta(n))])
+      }
+      await store.close()
+      // LevelDB rotates its info log on every open: the next open found nothing, and says so.
+      store = classicLevelStore(dir)
+      await store.open()
+      assert.deepEqual(store.damage, [])
+      assert.equal(await store.lastSeq('c'), lastSeq)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('a writer killed with SIGKILL, its log undamaged: open() reports no damage and keeps all 60 writes', async function () {
+    await sixtyInTheLog()
+    const store = classicLevelStore(dir)
+    await store.open()
+    try {
+      assert.deepEqual(store.damage, [])
+      assert.equal(await store.lastSeq('c'), 60)
+    } finally {
+      await store.close()
+    }
+  })
+})
