@@ -112,8 +112,7 @@ export class LevelStore implements Store {
   readonly kind: string
   /** The underlying database, for tests and tooling. Never write to it directly. */
   readonly db: AnyLevel
-  /** What the last open() found damaged and could not keep, in words; empty when all was well. */
-  damage: readonly string[] = []
+  private found: readonly string[] = []
   private readonly sub: Sublevels
   private readonly prefixes: Prefixes
   /** crc32 of each keyspace's prefix: where a record's checksum starts. */
@@ -153,6 +152,15 @@ export class LevelStore implements Store {
     this.commits = new GroupCommit<LevelOp>(this.writeOps, writeError)
   }
 
+  /**
+   * What open() found damaged and could not keep, in words; empty when all was well: what
+   * LevelDB dropped from its write-ahead log while recovering it (acknowledged writes may be
+   * lost), a drop marker that failed its check.
+   */
+  get damage(): readonly string[] {
+    return this.found
+  }
+
   /** Live counters: batches committed and StoreOps they carried. */
   get stats(): Readonly<GroupCommitStats> {
     return this.commits.stats
@@ -188,7 +196,7 @@ export class LevelStore implements Store {
     const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
     await prepareFormat(this.maintenance())
     damage.push(...(await this.finishDrops()))
-    this.damage = damage
+    this.found = Object.freeze(damage)
   }
 
   private maintenance(): Maintenance {

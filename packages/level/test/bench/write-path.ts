@@ -8,7 +8,7 @@
  * in packages/level/.tmp/old/src); without it only this build runs. Each round, per build:
  *   memory  W1-shaped writes (delta, head, leaf, feed) to memory-level, 64 in flight: CPU only
  *   disk    the same to classic-level in a temp dir (no fsync, as W1's default)
- *   read    readEntity of every written entity on that classic-level store
+ *   read    readEntity of every written entity on that classic-level store (per CPU second)
  *   encode  toLevelOps alone (validation, encoding, and whatever a build adds per op), in ns
  *           per StoreOp: the part of a write that a per-record checksum can slow down
  * Prints the rates per round and the medians.
@@ -35,10 +35,11 @@ const PREFIXES = Object.fromEntries(
   ['heads', 'snapshots', 'deltas', 'feed', 'leaves', 'collections', 'meta', 'quarantine', 'store'].map((name) => [name, `!${name}!`]),
 )
 
-/** ns per StoreOp of toLevelOps over W1-shaped writes. */
+/** CPU ns per StoreOp of toLevelOps over W1-shaped writes. */
 function encodeCost(toLevelOps: ToLevelOps): number {
   const writes = Array.from({ length: 5_000 }, (_, k) => entityWrite('c', k + 1))
-  const start = process.hrtime.bigint()
+  // CPU time, not wall time: on a shared machine a preempted run would count others' work.
+  const start = process.cpuUsage()
   let ops = 0
   for (let pass = 0; pass < 10; pass++) {
     for (const write of writes) {
@@ -46,7 +47,8 @@ function encodeCost(toLevelOps: ToLevelOps): number {
       ops += write.length
     }
   }
-  return Number(process.hrtime.bigint() - start) / ops
+  const used = process.cpuUsage(start)
+  return ((used.user + used.system) * 1000) / ops
 }
 
 const WRITES = 20_000
@@ -62,10 +64,12 @@ async function writeAll(store: Store): Promise<number> {
   return WRITES / (Number(process.hrtime.bigint() - start) / 1e9)
 }
 
+/** readEntity of every entity; CPU time (the reads are synchronous getSync calls, from LevelDB's caches). */
 async function readAll(store: Store): Promise<number> {
-  const start = process.hrtime.bigint()
+  const start = process.cpuUsage()
   for (let n = 1; n <= WRITES; n++) if ((await store.readEntity('c', entityId(n))) === undefined) throw new Error(`missing ${n}`)
-  return WRITES / (Number(process.hrtime.bigint() - start) / 1e9)
+  const used = process.cpuUsage(start)
+  return WRITES / ((used.user + used.system) / 1e6)
 }
 
 async function round(build: Build): Promise<{ memory: number; disk: number; read: number; encode: number }> {
