@@ -9,18 +9,18 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
 import { isConvergentError, leafOf, sha256, StoreCorruptError, toHex, type StoreOp } from '@convergent/core'
-import { classicLevelStore } from '../src/index.js'
+import { classicLevelStore, type ClassicLevelStoreOptions } from '../src/index.js'
 import { entityDelta, entityHead, entityId } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
 import { rejection } from './helpers.js'
 
 /** Writes, then closes and opens once more: LevelDB's recovery turns the log into a level-0 .ldb table. */
-async function writeIntoTable(dir: string, ops: StoreOp[]): Promise<void> {
-  let store = classicLevelStore(dir)
+async function writeIntoTable(dir: string, ops: StoreOp[], options: ClassicLevelStoreOptions = {}): Promise<void> {
+  let store = classicLevelStore(dir, options)
   await store.open()
   await store.write(ops)
   await store.close()
-  store = classicLevelStore(dir)
+  store = classicLevelStore(dir, options)
   await store.open()
   await store.close()
 }
@@ -151,6 +151,105 @@ describe('LevelStore on disk: a flipped byte inside an .ldb table', function () 
       await store.open()
       assert.equal(await store.getHead('c', 'head-victim'), undefined)
       await expectBystandersReadable(store)
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+/**
+ * The data blocks of a LevelDB table written without compression (table/format.h): the block
+ * handles in its index block, which the 48-byte footer points to. Each block is followed by a
+ * 5-byte trailer: [compression type][crc32c] — LevelDB does not check the crc on reads here.
+ */
+function dataBlocks(table: Uint8Array): { offset: number; size: number }[] {
+  const varint = (at: number): [number, number] => {
+    let value = 0
+    for (let shift = 0; ; shift += 7) {
+      const b = table[at++]!
+      value += (b & 0x7f) * 2 ** shift
+      if ((b & 0x80) === 0) return [value, at]
+    }
+  }
+  let at = table.length - 48
+  ;[, at] = varint(at) // metaindex handle: offset, size
+  ;[, at] = varint(at)
+  const [indexOffset, next] = varint(at)
+  const [indexSize] = varint(next)
+  assert.equal(table[indexOffset + indexSize], 0, 'the index block is compressed')
+  const restarts = new DataView(table.buffer, table.byteOffset).getUint32(indexOffset + indexSize - 4, true)
+  const end = indexOffset + indexSize - 4 * (restarts + 1)
+  const blocks: { offset: number; size: number }[] = []
+  for (let p = indexOffset; p < end; ) {
+    let nonShared: number
+    let valueLength: number
+    ;[, p] = varint(p) // shared key bytes
+    ;[nonShared, p] = varint(p)
+    ;[valueLength, p] = varint(p)
+    p += nonShared
+    const [offset, q] = varint(p)
+    const [size] = varint(q)
+    blocks.push({ offset, size })
+    p += valueLength
+  }
+  return blocks
+}
+
+describe('LevelStore on disk: a table block LevelDB itself cannot decode', function () {
+  this.timeout(30_000)
+  let dir: string
+  beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'convergent-block-'))))
+  afterEach(() => rm(dir, { recursive: true, force: true }))
+
+  it('(its trailer now says snappy) the point read that needs it rejects with ERR_STORE_CORRUPT naming the record, a scan with ERR_STORE_CORRUPT; quarantine() still removes the record', async function () {
+    const hash = new Uint8Array(randomBytes(32))
+    // Big random values, so the head shares its 4 KiB block with few others and the store's
+    // own format record (last in key order) sits in another block: open() can read it.
+    await writeIntoTable(
+      dir,
+      [
+        { type: 'collection', collection: 'c', meta: { backend: 'yjs' } },
+        { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: new Uint8Array(randomBytes(5000)) },
+        { type: 'head', collection: 'c', id: 'e', head: head('e', 1, hash) },
+        { type: 'snapshot', collection: 'c', id: 'e', bytes: new Uint8Array(randomBytes(5000)) },
+        { type: 'meta', key: 'm', bytes: new Uint8Array(randomBytes(5000)) },
+      ],
+      { level: { compression: false } },
+    )
+    const [name, ...more] = (await readdir(dir)).filter((n) => n.endsWith('.ldb'))
+    assert.deepEqual(more, [])
+    const table = await readFile(join(dir, name!))
+    const at = table.indexOf(hash)
+    const block = dataBlocks(table).find((b) => b.offset <= at && at < b.offset + b.size)!
+    assert.equal(table[block.offset + block.size], 0, 'the block is not stored raw')
+    table[block.offset + block.size] = 1 // kSnappyCompression: LevelDB will try to uncompress raw bytes
+    await writeFile(join(dir, name!), table)
+
+    const store = classicLevelStore(dir)
+    await store.open()
+    try {
+      const key = `c\u0000${leafOf('e').toString(16).padStart(4, '0')}\u0000e`
+      for (const read of [() => store.getHead('c', 'e'), () => store.readEntity('c', 'e')]) {
+        const err = await rejection(read())
+        assert.ok(err instanceof StoreCorruptError, String(err))
+        assert.deepEqual({ ...err.record }, { keyspace: 'heads', key, collection: 'c', id: 'e' })
+        assert.match(err.message, /LevelDB could not read it: Corruption: /)
+      }
+      const scan = await rejection((async () => { for await (const _ of store.heads('c')); })())
+      assert.ok(isConvergentError(scan, 'ERR_STORE_CORRUPT') && !(scan instanceof StoreCorruptError), String(scan))
+      // The meta record shares the head's block (key order: heads, meta); the collection
+      // record sits in the first block, with the delta: readable.
+      const meta = await rejection(store.getMeta('m'))
+      assert.ok(meta instanceof StoreCorruptError && meta.record.keyspace === 'meta' && meta.record.key === 'm', String(meta))
+      assert.deepEqual(await store.collections(), new Map([['c', { backend: 'yjs' }]]))
+
+      await store.quarantine({ keyspace: 'heads', key, collection: 'c', id: 'e' })
+      assert.equal(await store.getHead('c', 'e'), undefined)
+      const kept = []
+      for await (const record of store.quarantined()) kept.push(record)
+      assert.equal(kept.length, 1)
+      assert.equal(kept[0]!.bytes, undefined) // LevelDB could not read them
+      assert.match(kept[0]!.error!, /Corruption: /)
     } finally {
       await store.close()
     }
