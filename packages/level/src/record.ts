@@ -30,20 +30,24 @@ export function allocRecord(bodyBytes: number): Uint8Array {
 
 /** Fills in the header of a record allocated by allocRecord (the body already in place). */
 export function seal(fullKey: string, record: Uint8Array): Uint8Array {
-  const sum = crc32(record.subarray(HEADER_BYTES), crc32(fullKey))
+  return writeHeader(record, crc32(record.subarray(HEADER_BYTES), crc32(fullKey)))
+}
+
+/** A record holding a copy of `body`, sealed under fullKey. */
+export function sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
+  const sum = crc32(body, crc32(fullKey)) // over the caller's bytes: no view to make
+  const record = allocRecord(body.byteLength)
+  record.set(body, HEADER_BYTES)
+  return writeHeader(record, sum)
+}
+
+function writeHeader(record: Uint8Array, sum: number): Uint8Array {
   record[0] = RECORD_FORMAT
   record[1] = sum >>> 24
   record[2] = (sum >>> 16) & 0xff
   record[3] = (sum >>> 8) & 0xff
   record[4] = sum & 0xff
   return record
-}
-
-/** A record holding a copy of `body`, sealed under fullKey. */
-export function sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
-  const record = allocRecord(body.byteLength)
-  record.set(body, HEADER_BYTES)
-  return seal(fullKey, record)
 }
 
 /**

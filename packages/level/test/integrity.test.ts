@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict'
 import { isConvergentError, StoreCorruptError } from '@convergent/core'
 import { memoryLevelStore, type LevelStore } from '../src/index.js'
+import { crc32 } from 'node:zlib'
 import { parseInfoLog } from '../src/info-log.js'
+import { openRecord, prefixSum, sealCopy } from '../src/record.js'
 import { entityWrite } from './entity-ops.js'
 import { collect, rejection } from './helpers.js'
 
@@ -88,5 +90,33 @@ describe("LevelDB's info log: the lines that mean damage", function () {
       'LevelDB ignored an error while recovering its write-ahead log (IO error: /data/db/000006.log: Permission denied): writes acknowledged before the last shutdown may be lost',
       'LevelDB reported corruption: Compaction error: Corruption: bad entry in block',
     ])
+  })
+})
+
+describe('record format 1 (record.ts)', function () {
+  it('is [1][crc32 BE of the full key as UTF-8, then the body][body], as zlib computes it over their concatenation', function () {
+    const body = new Uint8Array([0, 1, 2, 250, 251])
+    for (const [prefix, key] of [
+      ['!meta!', 'peer-id'],
+      ['!heads!', 'c\u0000beef\u0000ünïcødé 🙂'],
+      ['!snapshots!', 'c\u0000'],
+    ] as const) {
+      const record = sealCopy(prefix + key, body)
+      const expected = crc32(Buffer.concat([Buffer.from(prefix + key, 'utf8'), body]))
+      assert.deepEqual([...record.subarray(0, 5)], [1, expected >>> 24, (expected >>> 16) & 0xff, (expected >>> 8) & 0xff, expected & 0xff])
+      assert.deepEqual([...record.subarray(5)], [...body])
+      assert.deepEqual([...openRecord(prefixSum(prefix), key, record)!], [...body])
+      // Any flipped bit — in the body, the checksum, the key or the keyspace — fails the check.
+      for (let i = 1; i < record.length; i++) {
+        const damaged = new Uint8Array(record)
+        damaged[i]! ^= 0x10
+        assert.equal(openRecord(prefixSum(prefix), key, damaged), undefined, `byte ${i}`)
+      }
+      assert.equal(openRecord(prefixSum(prefix), key.slice(0, -1) + String.fromCharCode(key.charCodeAt(key.length - 1) ^ 1), record), undefined)
+      assert.equal(openRecord(prefixSum('!deltas!'), key, record), undefined)
+      assert.equal(openRecord(prefixSum(prefix), key, Uint8Array.of(2, ...record.subarray(1))), undefined) // unknown format
+      assert.equal(openRecord(prefixSum(prefix), key, record.subarray(0, 4)), undefined) // too short
+    }
+    assert.deepEqual([...openRecord(prefixSum('!meta!'), 'empty', sealCopy('!meta!empty', new Uint8Array(0)))!], [])
   })
 })
