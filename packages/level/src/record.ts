@@ -30,12 +30,12 @@ export function allocRecord(bodyBytes: number): Uint8Array {
 
 /** Fills in the header of a record allocated by allocRecord (the body already in place). */
 export function seal(fullKey: string, record: Uint8Array): Uint8Array {
-  return writeHeader(record, crc32(record.subarray(HEADER_BYTES), crc32(fullKey)))
+  return writeHeader(record, sumOf(record.subarray(HEADER_BYTES), crc32(fullKey)))
 }
 
 /** A record holding a copy of `body`, sealed under fullKey. */
 export function sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
-  const sum = crc32(body, crc32(fullKey)) // over the caller's bytes: no view to make
+  const sum = sumOf(body, crc32(fullKey)) // over the caller's bytes: no view to make
   const record = allocRecord(body.byteLength)
   record.set(body, HEADER_BYTES)
   return writeHeader(record, sum)
@@ -66,5 +66,14 @@ export function openRecord(prefixCrc: number, key: string, stored: Uint8Array): 
   if (stored.byteLength < HEADER_BYTES || stored[0] !== RECORD_FORMAT) return undefined
   const body = stored.subarray(HEADER_BYTES)
   const expected = ((stored[1]! << 24) | (stored[2]! << 16) | (stored[3]! << 8) | stored[4]!) >>> 0
-  return crc32(body, crc32(key, prefixCrc)) === expected ? body : undefined
+  return sumOf(body, crc32(key, prefixCrc)) === expected ? body : undefined
+}
+
+/**
+ * crc32 of `bytes` continuing from `sum`. An empty body leaves the sum as it is — and must not
+ * reach zlib: an empty Buffer from classic-level has no data pointer, and zlib's crc32() of a
+ * null buffer returns its initial value, 0, whatever the running sum was.
+ */
+function sumOf(bytes: Uint8Array, sum: number): number {
+  return bytes.byteLength === 0 ? sum : crc32(bytes, sum)
 }
