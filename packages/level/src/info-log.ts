@@ -20,7 +20,8 @@
  * Any other line carrying a "Corruption:" status is reported too. What LevelDB drops without
  * a word is beyond this: a record cut short at the very end of the log (a crash mid-write: not
  * acknowledged, so nothing is lost), and a damaged length field in the LAST block of the log,
- * which log_reader.cc takes for such a cut and ends the log there.
+ * which log_reader.cc takes for such a cut and ends the log there — acknowledged writes and
+ * all. acked.ts catches that one.
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'

@@ -12,7 +12,7 @@
  *   collections collection
  *   meta       key
  *   quarantine time(16 digits) NUL keyspace NUL key   → records moved aside, oldest first
- *   store      'format' | 'migration' | 'drop' NUL collection   (the store's own records)
+ *   store      'format' | 'migration' | 'batch' | 'drop' NUL collection   (the store's own records)
  */
 import { ConvergentError, LEAF_COUNT } from '@convergent/core'
 
@@ -101,6 +101,8 @@ export function quarantineKey(time: number, keyspace: string, key: string): stri
 /** The store keyspace's keys: its format version, a migration's progress, drops under way. */
 export const FORMAT_KEY = 'format'
 export const MIGRATION_KEY = 'migration'
+/** The number of the last group-commit batch (see acked.ts). */
+export const BATCH_KEY = 'batch'
 const DROP = 'drop' + SEP
 
 export function dropMarkerKey(collection: string): string {

@@ -10,12 +10,14 @@ import {
   type StoredEntity,
   type StoreOp,
 } from '@convergent/core'
+import { AckedMark } from './acked.js'
 import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
 import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
 import { prepareFormat, type Maintenance } from './format.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
 import { infoLogDamage } from './info-log.js'
 import {
+  BATCH_KEY,
   checkName,
   collectionOfDropMarker,
   collectionRange,
@@ -106,7 +108,8 @@ const DECODERS: Record<DataKeyspace, (body: Uint8Array) => unknown> = {
  * record that fails is never returned, the read rejects with StoreCorruptError naming it (as
  * it does when LevelDB itself reports a record corrupt); quarantine() moves it aside. open()
  * migrates older formats first (format.ts), finishes drops a crash interrupted, and reports in
- * `damage` what LevelDB said it dropped while recovering (info-log.ts).
+ * `damage` what LevelDB said it dropped while recovering (info-log.ts) and acknowledged batches
+ * it lost without saying so (acked.ts).
  */
 export class LevelStore implements Store {
   readonly kind: string
@@ -126,6 +129,10 @@ export class LevelStore implements Store {
    * are refused (a drop that failed stays here until a later drop or open() finishes it).
    */
   private readonly dropping = new Set<string>()
+  /** The acknowledged-batch mark (classic-level: a file in the db folder; see acked.ts). */
+  private acked: AckedMark | undefined
+  /** The number of the last batch written. */
+  private batchNo = 0
   private state: State = 'new'
   private opening: Promise<void> | undefined
   private closing: Promise<void> | undefined
@@ -149,13 +156,13 @@ export class LevelStore implements Store {
     const batchOptions = { sync: options.sync ?? false }
     const opOptions = hasRawEncodings(this.db) ? undefined : RAW
     this.writeOps = (ops) => writeBatch(this.db, ops, batchOptions, opOptions)
-    this.commits = new GroupCommit<LevelOp>(this.writeOps, writeError)
+    this.commits = new GroupCommit<LevelOp>((ops) => this.commitBatch(ops), writeError)
   }
 
   /**
    * What open() found damaged and could not keep, in words; empty when all was well: what
    * LevelDB dropped from its write-ahead log while recovering it (acknowledged writes may be
-   * lost), a drop marker that failed its check.
+   * lost), acknowledged batches missing after recovery, a drop marker that failed its check.
    */
   get damage(): readonly string[] {
     return this.found
@@ -195,8 +202,62 @@ export class LevelStore implements Store {
     const dir = (this.db as { location?: unknown }).location
     const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
     await prepareFormat(this.maintenance())
+    if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
     damage.push(...(await this.finishDrops()))
     this.found = Object.freeze(damage)
+  }
+
+  /**
+   * Writes one group commit; with an acknowledged-batch mark, numbers it (in the same atomic
+   * batch) and, once written, records the number in the mark (acked.ts).
+   */
+  private async commitBatch(ops: LevelOp[]): Promise<void> {
+    const mark = this.acked
+    if (mark === undefined) return this.writeOps(ops)
+    const n = this.batchNo + 1
+    ops.push(putRecord(this.prefixes.store + BATCH_KEY, encodeJson(n)))
+    await this.writeOps(ops)
+    this.batchNo = n
+    this.markAcked(n)
+  }
+
+  private markAcked(n: number): void {
+    try {
+      this.acked?.write(n)
+    } catch {
+      // The batch is written and acknowledged all the same; the mark stops here (it can only
+      // lag behind LevelDB then, which the check at open reads as no loss).
+      this.acked?.close()
+      this.acked = undefined
+    }
+  }
+
+  /** Compares the acknowledged-batch mark with the batch LevelDB recovered (open() calls it). */
+  private checkAcked(dir: string): string[] {
+    let mark: AckedMark
+    try {
+      mark = AckedMark.open(dir)
+    } catch {
+      return [] // a folder we may not write a file to: no mark, no check
+    }
+    this.acked = mark
+    const acked = mark.read()
+    const stored = this.sub.store.getSync(BATCH_KEY)
+    const body = stored === undefined ? undefined : openRecord(this.sums.store, BATCH_KEY, stored)
+    const recovered = body === undefined ? undefined : decodeJson(body, 'batch number')
+    if (stored !== undefined && typeof recovered !== 'number') {
+      this.batchNo = acked ?? 0
+      return ["The store's record of its last batch failed its checksum: whether LevelDB lost acknowledged writes while recovering cannot be told."]
+    }
+    // From here on the mark follows what LevelDB has: a loss is reported by the open that finds it, once.
+    const last = (recovered as number | undefined) ?? 0
+    this.batchNo = last
+    this.markAcked(last)
+    if (acked === undefined || last >= acked) return []
+    return [
+      `LevelDB recovered the store only up to its batch ${last}, but batches up to ${acked} had been acknowledged: ` +
+        `the writes of the last ${acked - last} acknowledged batches are lost (LevelDB's write-ahead log was damaged or cut short)`,
+    ]
   }
 
   private maintenance(): Maintenance {
@@ -219,6 +280,8 @@ export class LevelStore implements Store {
     } catch (err) {
       throw closeError(err)
     } finally {
+      this.acked?.close()
+      this.acked = undefined
       this.state = 'closed'
     }
   }
