@@ -41,6 +41,10 @@ export class SimStore implements Store {
     return this.inner.stats
   }
 
+  get damage(): Store['damage'] {
+    return this.inner.damage
+  }
+
   /** Writes queued but not yet durable. */
   get unflushed(): number {
     return this.queue.length

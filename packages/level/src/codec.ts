@@ -1,5 +1,5 @@
 /**
- * Compact binary records for heads and feed entries. A head is read for every entity in a
+ * Compact binary bodies for heads and feed entries. A head is read for every entity in a
  * digest range scan, so it is kept small (~40 bytes) and cheap to decode; JSON would be
  * ~3× larger (hex version hash) and slower. Byte 0 is a format version so the layout can
  * change later without a migration of every record.
@@ -7,8 +7,11 @@
  *   head:  [1][flags: bit0 deleted][deltaCount u32 BE][hash length u8][hash …][backend utf8 …]
  *   feed:  [1][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][id utf8 …]
  *          (the seq is the key)
+ *
+ * These are record BODIES: on disk each sits behind the checksum header of record.ts, which
+ * the encoders leave room for (`offset`) so sealing a record copies nothing.
  */
-import { ConvergentError, type EntityHead, type FeedEntry } from '@convergent/core'
+import type { CollectionMeta, EntityHead, FeedEntry } from '@convergent/core'
 
 const FORMAT = 1
 const HEAD_FIXED = 7
@@ -21,32 +24,34 @@ const decoder = new TextDecoder('utf-8', { fatal: true })
 /** Backend names are a handful of short strings: encoded once each. */
 const backendBytes = new Map<string, Uint8Array>()
 
-export function encodeHead(head: EntityHead): Uint8Array {
+/** A head's body at `offset` of a new array (the bytes before it are left for a header). */
+export function encodeHead(head: EntityHead, offset = 0): Uint8Array {
   let backend = backendBytes.get(head.backend)
   if (backend === undefined) {
     backend = encoder.encode(head.backend)
     if (backendBytes.size < 64) backendBytes.set(head.backend, backend)
   }
   const hash = head.versionHash
-  const out = new Uint8Array(HEAD_FIXED + hash.byteLength + backend.byteLength)
+  const out = new Uint8Array(offset + HEAD_FIXED + hash.byteLength + backend.byteLength)
   const n = head.deltaCount
-  out[0] = FORMAT
-  out[1] = head.deleted ? 1 : 0
-  out[2] = n >>> 24
-  out[3] = (n >>> 16) & 0xff
-  out[4] = (n >>> 8) & 0xff
-  out[5] = n & 0xff
-  out[6] = hash.byteLength
-  out.set(hash, HEAD_FIXED)
-  out.set(backend, HEAD_FIXED + hash.byteLength)
+  out[offset] = FORMAT
+  out[offset + 1] = head.deleted ? 1 : 0
+  out[offset + 2] = n >>> 24
+  out[offset + 3] = (n >>> 16) & 0xff
+  out[offset + 4] = (n >>> 8) & 0xff
+  out[offset + 5] = n & 0xff
+  out[offset + 6] = hash.byteLength
+  out.set(hash, offset + HEAD_FIXED)
+  out.set(backend, offset + HEAD_FIXED + hash.byteLength)
   return out
 }
 
+/** Throws (a plain Error: the caller names the record) if the body is not a head. */
 export function decodeHead(bytes: Uint8Array): EntityHead {
-  if (bytes.byteLength < HEAD_FIXED || bytes[0] !== FORMAT) throw corrupt('head')
+  if (bytes.byteLength < HEAD_FIXED || bytes[0] !== FORMAT) throw unreadable('head')
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const hashEnd = HEAD_FIXED + bytes[6]!
-  if (hashEnd > bytes.byteLength) throw corrupt('head')
+  if (hashEnd > bytes.byteLength) throw unreadable('head')
   return {
     backend: decoder.decode(bytes.subarray(hashEnd)),
     versionHash: new Uint8Array(bytes.subarray(HEAD_FIXED, hashEnd)), // a copy the caller may keep
@@ -55,26 +60,28 @@ export function decodeHead(bytes: Uint8Array): EntityHead {
   }
 }
 
-export function encodeFeedEntry(entry: FeedEntry): Uint8Array {
+/** A feed entry's body at `offset` of a new array (the bytes before it are left for a header). */
+export function encodeFeedEntry(entry: FeedEntry, offset = 0): Uint8Array {
   const origin = encoder.encode(entry.origin)
   const id = encoder.encode(entry.id)
-  const out = new Uint8Array(FEED_FIXED + origin.byteLength + id.byteLength)
-  const view = new DataView(out.buffer)
-  out[0] = FORMAT
-  out[1] = KINDS.indexOf(entry.kind)
+  const out = new Uint8Array(offset + FEED_FIXED + origin.byteLength + id.byteLength)
+  const view = new DataView(out.buffer, offset)
+  out[offset] = FORMAT
+  out[offset + 1] = KINDS.indexOf(entry.kind)
   view.setFloat64(2, entry.time)
   view.setUint16(10, origin.byteLength)
-  out.set(origin, FEED_FIXED)
-  out.set(id, FEED_FIXED + origin.byteLength)
+  out.set(origin, offset + FEED_FIXED)
+  out.set(id, offset + FEED_FIXED + origin.byteLength)
   return out
 }
 
+/** Throws (a plain Error: the caller names the record) if the body is not a feed entry. */
 export function decodeFeedEntry(seq: number, bytes: Uint8Array): FeedEntry {
-  if (bytes.byteLength < FEED_FIXED || bytes[0] !== FORMAT) throw corrupt('feed entry')
+  if (bytes.byteLength < FEED_FIXED || bytes[0] !== FORMAT) throw unreadable('feed entry')
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const kind = KINDS[bytes[1]!]
   const originEnd = FEED_FIXED + view.getUint16(10)
-  if (kind === undefined || originEnd > bytes.byteLength) throw corrupt('feed entry')
+  if (kind === undefined || originEnd > bytes.byteLength) throw unreadable('feed entry')
   return {
     seq,
     id: decoder.decode(bytes.subarray(originEnd)),
@@ -88,6 +95,26 @@ export function decodeFeedEntry(seq: number, bytes: Uint8Array): FeedEntry {
 export const HEAD_LIMITS = { maxHashBytes: 255, maxDeltaCount: 2 ** 32 - 1 }
 export const FEED_LIMITS = { maxOriginBytes: 65_535 }
 
-function corrupt(what: string): ConvergentError {
-  return new ConvergentError('ERR_STORE', `Stored ${what} is corrupt or of an unknown format; the data dir may be damaged.`)
+/** A collection's meta: the JSON the store has always written for it. */
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value))
+}
+
+/** Throws (a plain Error) if the body is not the JSON of a collection's meta. */
+export function decodeCollectionMeta(bytes: Uint8Array): CollectionMeta {
+  const meta = decodeJson(bytes, 'collection meta') as { backend?: unknown } | null
+  if (typeof meta?.backend !== 'string') throw unreadable('collection meta')
+  return { backend: meta.backend }
+}
+
+export function decodeJson(bytes: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(decoder.decode(bytes))
+  } catch {
+    throw unreadable(what)
+  }
+}
+
+function unreadable(what: string): Error {
+  return new Error(`not a ${what} of a known format`)
 }

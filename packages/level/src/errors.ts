@@ -1,11 +1,34 @@
-import { ConvergentError } from '@convergent/core'
+import { ConvergentError, StoreCorruptError, type CorruptRecord } from '@convergent/core'
 
-/** The abstract-level error code, on the error or on its cause (open errors are wrapped). */
-function levelCode(err: unknown, depth = 0): string | undefined {
-  if (typeof err !== 'object' || err === null || depth > 3) return undefined
-  const { code, cause } = err as { code?: unknown; cause?: unknown }
-  if (code === 'LEVEL_LOCKED') return code
-  return levelCode(cause, depth + 1) ?? (typeof code === 'string' ? code : undefined)
+/** Whether the error or one down its cause chain has this abstract-level code (open errors are wrapped). */
+function hasLevelCode(err: unknown, code: string): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
+    if ((e as { code?: unknown }).code === code) return true
+    e = (e as { cause?: unknown }).cause
+  }
+  return false
+}
+
+/**
+ * Whether LevelDB reported corruption (LEVEL_CORRUPTION: a Status::Corruption, e.g. a table
+ * block that does not decompress, "bad entry in block", "corrupted key for …").
+ */
+export function isLevelCorruption(err: unknown): boolean {
+  return hasLevelCode(err, 'LEVEL_CORRUPTION')
+}
+
+/** A record LevelDB failed to read because of corruption: named, so it can be quarantined. */
+export function recordCorruptError(record: CorruptRecord, err: unknown): StoreCorruptError {
+  return new StoreCorruptError(record, `LevelDB could not read it: ${err instanceof Error ? err.message : String(err)}`)
+}
+
+/** Corruption LevelDB met where no single record can be named (a scan, an open). */
+export function corruptError(where: string, err: unknown): ConvergentError {
+  return new ConvergentError(
+    'ERR_STORE_CORRUPT',
+    `LevelDB found ${where} corrupt (${err instanceof Error ? err.message : String(err)}); nothing damaged is served. The disk may be damaged: check it.`,
+    { cause: err },
+  )
 }
 
 export function closedError(): ConvergentError {
@@ -19,7 +42,7 @@ export function notOpenError(): ConvergentError {
 /** Why open() failed, in words a user can act on. */
 export function openError(err: unknown, location: string | undefined): ConvergentError {
   const where = location === undefined ? 'the database' : `data dir ${location}`
-  if (levelCode(err) === 'LEVEL_LOCKED') {
+  if (hasLevelCode(err, 'LEVEL_LOCKED')) {
     return new ConvergentError(
       'ERR_STORE',
       `The ${where} is locked by another process (or another open store in this process). ` +
@@ -27,6 +50,7 @@ export function openError(err: unknown, location: string | undefined): Convergen
       { cause: err },
     )
   }
+  if (isLevelCorruption(err)) return corruptError(`the ${where}`, err)
   return storeError(`Could not open the ${where}`, err)
 }
 
@@ -40,6 +64,7 @@ export function closeError(err: unknown): ConvergentError {
 
 export function readError(err: unknown, closed: boolean): ConvergentError {
   if (closed) return closedError()
+  if (isLevelCorruption(err)) return corruptError('what it was asked to read', err)
   return storeError('The store could not read', err)
 }
 

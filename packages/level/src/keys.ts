@@ -11,6 +11,8 @@
  *   leaves     collection NUL leaf(4 hex)
  *   collections collection
  *   meta       key
+ *   quarantine time(16 digits) NUL keyspace NUL key   → records moved aside, oldest first
+ *   store      'format' | 'migration' | 'batch' | 'drop' NUL collection   (the store's own records)
  */
 import { ConvergentError, LEAF_COUNT } from '@convergent/core'
 
@@ -91,6 +93,28 @@ export function collectionRange(collection: string): KeyRange {
 }
 
 export const DELTA_INDEX_LIMIT = 2 ** 32
+
+export function quarantineKey(time: number, keyspace: string, key: string): string {
+  return pad(Math.max(0, Math.floor(time)), SEQ_DIGITS) + SEP + keyspace + SEP + key
+}
+
+/** The store keyspace's keys: its format version, a migration's progress, drops under way. */
+export const FORMAT_KEY = 'format'
+export const MIGRATION_KEY = 'migration'
+/** The number of the last group-commit batch (see acked.ts). */
+export const BATCH_KEY = 'batch'
+const DROP = 'drop' + SEP
+
+export function dropMarkerKey(collection: string): string {
+  return DROP + collection
+}
+
+/** Every drop marker. */
+export const DROP_MARKERS: KeyRange = { gte: DROP, lt: 'drop' + END }
+
+export function collectionOfDropMarker(key: string): string {
+  return key.slice(DROP.length)
+}
 
 /** Ids and collection names are joined with NUL in keys, so they must not contain one. */
 export function checkName(what: string, name: string): void {

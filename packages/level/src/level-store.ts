@@ -1,6 +1,7 @@
 import {
   ConvergentError,
   leafOf,
+  StoreCorruptError,
   type CollectionMeta,
   type CorruptRecord,
   type EntityHead,
@@ -9,24 +10,42 @@ import {
   type StoredEntity,
   type StoreOp,
 } from '@convergent/core'
-import { decodeFeedEntry, decodeHead } from './codec.js'
-import { closeError, closedError, notOpenError, openError, readError, writeError } from './errors.js'
+import { AckedMark } from './acked.js'
+import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
+import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
+import { prepareFormat, type Maintenance } from './format.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
+import { infoLogDamage } from './info-log.js'
 import {
+  BATCH_KEY,
   checkName,
+  collectionOfDropMarker,
   collectionRange,
   deltaKey,
+  DROP_MARKERS,
+  dropMarkerKey,
   feedRange,
   headKey,
   headRange,
   idOfHeadKey,
   leafOfLeafKey,
+  quarantineKey,
   seqOfFeedKey,
   snapshotKey,
   type KeyRange,
 } from './keys.js'
-import { prefixesOf, toLevelOps, type LevelOp, type Prefixes } from './ops.js'
-import { openSublevels, type AnyLevel, type LevelDatabase, type Sublevel, type Sublevels } from './sublevels.js'
+import { prefixesOf, putRecord, toLevelOps, type LevelOp, type Prefixes } from './ops.js'
+import { openRecord, prefixSum } from './record.js'
+import {
+  COLLECTION_KEYSPACES,
+  isDataKeyspace,
+  openSublevels,
+  type AnyLevel,
+  type DataKeyspace,
+  type Keyspace,
+  type LevelDatabase,
+  type Sublevels,
+} from './sublevels.js'
 
 export interface LevelStoreOptions {
   /** Reported as store.kind (default 'abstract-level'). */
@@ -36,30 +55,84 @@ export interface LevelStoreOptions {
    * (LevelDB's log write): it survives a crash of the process, even SIGKILL (see
    * test/durability.test.ts), but not a power loss or kernel crash. With it, it survives
    * those too, at the cost of one fsync per batch: ~2.4× for batched puts (DESIGN.md), up
-   * to ~5× when every write is its own batch. Group commit amortises it over a tick.
+   * to ~5× when every write is its own batch. Group commit amortises it over a tick. Also
+   * for the batches of a migration, a drop and a quarantine.
    */
   sync?: boolean
   /** Where the data lives, for error messages (the data dir). */
   location?: string
+  /**
+   * Records per batch when open() migrates an older format and when a collection is dropped
+   * (default 1000): each batch is atomic, the work between them resumable.
+   */
+  chunk?: number
+}
+
+/** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
+export interface QuarantinedRecord {
+  keyspace: string
+  key: string
+  /** When it was moved (ms since the epoch). */
+  time: number
+  /** The bytes that were stored (header and all); undefined if LevelDB could not read them. */
+  bytes: Uint8Array | undefined
+  /** Why LevelDB could not read them, if it could not. */
+  error?: string
 }
 
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed'
+type Names = { collection?: string; id?: string }
 
 const READ_CHUNK = 256 // entries fetched per iterator round trip
+const DEFAULT_CHUNK = 1000
+
+const copyBytes = (body: Uint8Array): Uint8Array => new Uint8Array(body) // the caller may keep it
+
+/** How each data keyspace's bodies decode: a record that fails to is as corrupt as one that fails its checksum. */
+const DECODERS: Record<DataKeyspace, (body: Uint8Array) => unknown> = {
+  heads: decodeHead,
+  snapshots: copyBytes,
+  deltas: copyBytes,
+  feed: (body) => decodeFeedEntry(0, body),
+  leaves: copyBytes,
+  collections: decodeCollectionMeta,
+  meta: copyBytes,
+}
 
 /**
  * A Store over any abstract-level database. Writes go through group commit (one atomic
  * db.batch per tick); reads go straight to the database, so they see every write whose
  * promise has resolved. The store owns the database: open() opens it, close() closes it.
+ *
+ * Integrity: every value is a checksummed record (record.ts) and every read checks it: a
+ * record that fails is never returned, the read rejects with StoreCorruptError naming it (as
+ * it does when LevelDB itself reports a record corrupt); quarantine() moves it aside. open()
+ * migrates older formats first (format.ts), finishes drops a crash interrupted, and reports in
+ * `damage` what LevelDB said it dropped while recovering (info-log.ts) and acknowledged batches
+ * it lost without saying so (acked.ts).
  */
 export class LevelStore implements Store {
   readonly kind: string
   /** The underlying database, for tests and tooling. Never write to it directly. */
   readonly db: AnyLevel
+  private found: readonly string[] = []
   private readonly sub: Sublevels
   private readonly prefixes: Prefixes
+  /** crc32 of each keyspace's prefix: where a record's checksum starts. */
+  private readonly sums: Record<Keyspace, number>
   private readonly commits: GroupCommit<LevelOp>
+  private readonly writeOps: (ops: readonly LevelOp[]) => Promise<void>
   private readonly location: string | undefined
+  private readonly chunk: number
+  /**
+   * Collections whose drop has begun and not finished: they read as empty, and writes to them
+   * are refused (a drop that failed stays here until a later drop or open() finishes it).
+   */
+  private readonly dropping = new Set<string>()
+  /** The acknowledged-batch mark (classic-level: a file in the db folder; see acked.ts). */
+  private acked: AckedMark | undefined
+  /** The number of the last batch written. */
+  private batchNo = 0
   private state: State = 'new'
   private opening: Promise<void> | undefined
   private closing: Promise<void> | undefined
@@ -75,12 +148,24 @@ export class LevelStore implements Store {
     }
     this.kind = options.kind ?? 'abstract-level'
     this.location = options.location
+    this.chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
     this.sub = openSublevels(this.db)
     this.prefixes = prefixesOf(this.sub)
+    this.sums = Object.fromEntries(Object.entries(this.prefixes).map(([name, prefix]) => [name, prefixSum(prefix)])) as Record<Keyspace, number>
     // `sync` is a classic-level batch option; other databases ignore it.
     const batchOptions = { sync: options.sync ?? false }
     const opOptions = hasRawEncodings(this.db) ? undefined : RAW
-    this.commits = new GroupCommit<LevelOp>((ops) => writeBatch(this.db, ops, batchOptions, opOptions), writeError)
+    this.writeOps = (ops) => writeBatch(this.db, ops, batchOptions, opOptions)
+    this.commits = new GroupCommit<LevelOp>((ops) => this.commitBatch(ops), writeError)
+  }
+
+  /**
+   * What open() found damaged and could not keep, in words; empty when all was well: what
+   * LevelDB dropped from its write-ahead log while recovering it (acknowledged writes may be
+   * lost), acknowledged batches missing after recovery, a drop marker that failed its check.
+   */
+  get damage(): readonly string[] {
+    return this.found
   }
 
   /** Live counters: batches committed and StoreOps they carried. */
@@ -105,10 +190,78 @@ export class LevelStore implements Store {
     return this.opening
   }
 
+  /**
+   * Opens the database, then, before anything can be read: reads what LevelDB's recovery
+   * reported (its info log is rewritten by every open, so this must come first), brings an
+   * older format to the current one, and finishes drops that a crash interrupted.
+   */
   private async openDatabase(): Promise<void> {
     await this.db.open()
     // Sublevels fail along with a failed open and do not follow a later retry by themselves.
     await Promise.all(Object.values(this.sub).map((sublevel) => sublevel.open()))
+    const dir = (this.db as { location?: unknown }).location
+    const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
+    await prepareFormat(this.maintenance())
+    if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
+    damage.push(...(await this.finishDrops()))
+    this.found = Object.freeze(damage)
+  }
+
+  /**
+   * Writes one group commit; with an acknowledged-batch mark, numbers it (in the same atomic
+   * batch) and, once written, records the number in the mark (acked.ts).
+   */
+  private async commitBatch(ops: LevelOp[]): Promise<void> {
+    const mark = this.acked
+    if (mark === undefined) return this.writeOps(ops)
+    const n = this.batchNo + 1
+    ops.push(putRecord(this.prefixes.store + BATCH_KEY, encodeJson(n)))
+    await this.writeOps(ops)
+    this.batchNo = n
+    this.markAcked(n)
+  }
+
+  private markAcked(n: number): void {
+    try {
+      this.acked?.write(n)
+    } catch {
+      // The batch is written and acknowledged all the same; the mark stops here (it can only
+      // lag behind LevelDB then, which the check at open reads as no loss).
+      this.acked?.close()
+      this.acked = undefined
+    }
+  }
+
+  /** Compares the acknowledged-batch mark with the batch LevelDB recovered (open() calls it). */
+  private checkAcked(dir: string): string[] {
+    let mark: AckedMark
+    try {
+      mark = AckedMark.open(dir)
+    } catch {
+      return [] // a folder we may not write a file to: no mark, no check
+    }
+    this.acked = mark
+    const acked = mark.read()
+    const stored = this.sub.store.getSync(BATCH_KEY)
+    const body = stored === undefined ? undefined : openRecord(this.sums.store, BATCH_KEY, stored)
+    const recovered = body === undefined ? undefined : decodeJson(body, 'batch number')
+    if (stored !== undefined && typeof recovered !== 'number') {
+      this.batchNo = acked ?? 0
+      return ["The store's record of its last batch failed its checksum: whether LevelDB lost acknowledged writes while recovering cannot be told."]
+    }
+    // From here on the mark follows what LevelDB has: a loss is reported by the open that finds it, once.
+    const last = (recovered as number | undefined) ?? 0
+    this.batchNo = last
+    this.markAcked(last)
+    if (acked === undefined || last >= acked) return []
+    return [
+      `LevelDB recovered the store only up to its batch ${last}, but batches up to ${acked} had been acknowledged: ` +
+        `the writes of the last ${acked - last} acknowledged batches are lost (LevelDB's write-ahead log was damaged or cut short)`,
+    ]
+  }
+
+  private maintenance(): Maintenance {
+    return { db: this.db, sub: this.sub, prefixes: this.prefixes, sums: this.sums, write: this.writeOps, chunk: this.chunk }
   }
 
   close(): Promise<void> {
@@ -127,12 +280,18 @@ export class LevelStore implements Store {
     } catch (err) {
       throw closeError(err)
     } finally {
+      this.acked?.close()
+      this.acked = undefined
       this.state = 'closed'
     }
   }
 
   write(ops: StoreOp[]): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.stateError())
+    if (this.dropping.size !== 0) {
+      const op = ops.find((o) => o.type !== 'meta' && this.dropping.has(o.collection))
+      if (op !== undefined) return Promise.reject(droppingError((op as { collection: string }).collection))
+    }
     let levelOps: LevelOp[]
     try {
       levelOps = toLevelOps(ops, this.prefixes)
@@ -146,24 +305,25 @@ export class LevelStore implements Store {
     return this.readNow(() => {
       checkName('collection', collection)
       checkName('id', id)
+      if (this.dropping.has(collection)) return undefined
+      const names = { collection, id }
       // One explicit snapshot, so head, snapshot and deltas come from the same version even
       // if a batch lands between the reads (LevelDB writes on its own thread).
       const snapshot = this.db.snapshot()
       try {
         const options = { snapshot }
-        const headBytes = this.sub.heads.getSync(headKey(collection, leafOf(id), id), options)
-        if (headBytes === undefined) return undefined
-        const head = decodeHead(headBytes)
-        const snap = this.sub.snapshots.getSync(snapshotKey(collection, id), options)
+        const head = this.get('heads', headKey(collection, leafOf(id), id), names, decodeHead, options)
+        if (head === undefined) return undefined
+        const snap = this.get('snapshots', snapshotKey(collection, id), names, copyBytes, options)
         const deltas: Uint8Array[] = []
         for (let i = 0; i < head.deltaCount; i++) {
-          const delta = this.sub.deltas.getSync(deltaKey(collection, id, i), options)
+          const delta = this.get('deltas', deltaKey(collection, id, i), names, copyBytes, options)
           if (delta === undefined) {
             throw new ConvergentError('ERR_STORE', `Delta ${i} of '${id}' in '${collection}' is missing (its head counts ${head.deltaCount}); the store is corrupt.`)
           }
-          deltas.push(new Uint8Array(delta))
+          deltas.push(delta)
         }
-        return { head, snapshot: copyOrUndefined(snap), deltas }
+        return { head, snapshot: snap, deltas }
       } finally {
         snapshot.close().catch(() => undefined) // nothing to do if the db closed meanwhile
       }
@@ -174,67 +334,216 @@ export class LevelStore implements Store {
     return this.readNow(() => {
       checkName('collection', collection)
       checkName('id', id)
-      const bytes = this.sub.heads.getSync(headKey(collection, leafOf(id), id))
-      return bytes === undefined ? undefined : decodeHead(bytes)
+      if (this.dropping.has(collection)) return undefined
+      return this.get('heads', headKey(collection, leafOf(id), id), { collection, id }, decodeHead)
     })
   }
 
   heads(collection: string, range?: { fromLeaf: number; toLeaf: number }): AsyncIterable<[string, EntityHead]> {
-    return this.scan(this.sub.heads, collection, () => headRange(collection, range), (key, value) => [
-      idOfHeadKey(collection, key),
-      decodeHead(value),
-    ])
+    return this.scan('heads', collection, () => headRange(collection, range), (key, value) => {
+      const id = idOfHeadKey(collection, key)
+      return [id, this.check('heads', key, value, { collection, id }, decodeHead)]
+    })
   }
 
   leaves(collection: string): AsyncIterable<[number, Uint8Array]> {
-    return this.scan(this.sub.leaves, collection, () => collectionRange(collection), (key, value) => [
+    return this.scan('leaves', collection, () => collectionRange(collection), (key, value) => [
       leafOfLeafKey(collection, key),
-      new Uint8Array(value),
+      this.check('leaves', key, value, { collection }, copyBytes),
     ])
   }
 
   feed(collection: string, since: number): AsyncIterable<FeedEntry> {
-    return this.scan(this.sub.feed, collection, () => feedRange(collection, since), (key, value) =>
-      decodeFeedEntry(seqOfFeedKey(collection, key), value),
+    return this.scan('feed', collection, () => feedRange(collection, since), (key, value) =>
+      this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)),
     )
   }
 
   lastSeq(collection: string): Promise<number> {
     return this.read(async () => {
       checkName('collection', collection)
-      const [last] = await this.sub.feed.keys({ ...collectionRange(collection), reverse: true, limit: 1 }).all()
-      return last === undefined ? 0 : seqOfFeedKey(collection, last)
+      if (this.dropping.has(collection)) return 0
+      const [last] = await this.sub.feed.iterator({ ...collectionRange(collection), reverse: true, limit: 1 }).all()
+      if (last === undefined) return 0
+      const [key, value] = last
+      return this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)).seq
     })
   }
 
   collections(): Promise<Map<string, CollectionMeta>> {
     return this.read(async () => {
       const out = new Map<string, CollectionMeta>()
-      for (const [name, meta] of await this.sub.collections.iterator().all()) out.set(name, { backend: meta.backend })
+      for (const [name, value] of await this.sub.collections.iterator().all()) {
+        if (this.dropping.has(name)) continue
+        out.set(name, this.check('collections', name, value, { collection: name }, decodeCollectionMeta))
+      }
       return out
     })
   }
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
-    return this.readNow(() => copyOrUndefined(this.sub.meta.getSync(key)))
+    return this.readNow(() => this.get('meta', key, {}, copyBytes))
   }
 
+  /**
+   * Crash-safe, in three steps: (1) one batch writes a drop marker (store keyspace) and
+   * deletes the collection's meta, so collections() no longer lists it; (2) batches of `chunk`
+   * deletes go through heads, snapshots, deltas, feed and leaves; (3) the marker is deleted,
+   * last. A crash anywhere in between leaves the marker, and the next open() finishes the
+   * drop before anything is read. From the call on, the collection reads as empty and writes
+   * to it are refused (ERR_STORE) until the drop is done. The drop runs alone in the write
+   * sequence: writes to other collections made meanwhile wait for it. Quarantined records of
+   * the collection are kept (they are evidence, not data).
+   */
   dropCollection(collection: string): Promise<void> {
-    return this.read(async () => {
+    if (this.state !== 'open') return Promise.reject(this.stateError())
+    try {
       checkName('collection', collection)
-      await this.commits.drain()
-      await this.sub.collections.del(collection)
-      const range = collectionRange(collection)
-      for (const name of ['heads', 'snapshots', 'deltas', 'feed', 'leaves'] as const) await this.sub[name].clear(range)
-    })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    this.dropping.add(collection)
+    return this.read(() =>
+      this.commits.exclusive(async () => {
+        await this.writeOps([
+          putRecord(this.prefixes.store + dropMarkerKey(collection), encodeJson({ time: Date.now() })),
+          { type: 'del', key: this.prefixes.collections + collection },
+        ])
+        await this.finishDrop(collection)
+      }),
+    )
   }
 
+  /** Steps (2) and (3) of dropCollection. */
+  private async finishDrop(collection: string): Promise<void> {
+    for (const keyspace of COLLECTION_KEYSPACES) await this.deleteRange(keyspace, collectionRange(collection))
+    // Its meta once more, with the marker: deleting a missing key costs nothing, and a marker
+    // written by hand (or by another version) may not have deleted it.
+    await this.writeOps([
+      { type: 'del', key: this.prefixes.collections + collection },
+      { type: 'del', key: this.prefixes.store + dropMarkerKey(collection) },
+    ])
+    this.dropping.delete(collection)
+  }
+
+  private async deleteRange(keyspace: Keyspace, range: KeyRange): Promise<void> {
+    const prefix = this.prefixes[keyspace]
+    let bounds: { gte?: string; gt?: string; lt: string } = range
+    for (;;) {
+      const keys = await this.sub[keyspace].keys({ ...bounds, limit: this.chunk }).all()
+      if (keys.length === 0) return
+      await this.writeOps(keys.map((key): LevelOp => ({ type: 'del', key: prefix + key })))
+      bounds = { gt: keys[keys.length - 1]!, lt: range.lt } // not over the deleted keys again
+    }
+  }
+
+  /** Finishes every drop a crash interrupted (open() calls it); returns damage to report. */
+  private async finishDrops(): Promise<string[]> {
+    const damage: string[] = []
+    for (const [key, value] of await this.sub.store.iterator(DROP_MARKERS).all()) {
+      const collection = collectionOfDropMarker(key)
+      if (openRecord(this.sums.store, key, value) === undefined) {
+        // Its key may be damaged too: dropping what it names could drop the wrong collection.
+        await this.moveAside('store', key)
+        damage.push(`The drop marker of collection '${collection}' failed its checksum: it was quarantined and the drop was not finished; drop the collection again if it is still wanted gone.`)
+        continue
+      }
+      this.dropping.add(collection)
+      await this.finishDrop(collection)
+    }
+    return damage
+  }
+
+  /**
+   * Moves the record into the quarantine keyspace (its key, the stored bytes, the time) and
+   * deletes it from its keyspace, in ONE atomic batch. It runs alone in the write sequence, and
+   * only moves a record that still fails its check: one rewritten since the read that failed
+   * (e.g. fetched again from a peer) is healthy and stays. A record that is gone is a no-op.
+   */
   quarantine(record: CorruptRecord): Promise<void> {
-    return this.read(async () => {
-      const sublevel = (this.sub as unknown as Record<string, Sublevel<unknown> | undefined>)[record.keyspace]
-      if (sublevel === undefined) throw new ConvergentError('ERR_INVALID_ARGUMENT', `No keyspace '${record.keyspace}' in this store.`)
-      await sublevel.del(record.key)
-    })
+    if (this.state !== 'open') return Promise.reject(this.stateError())
+    const { keyspace, key } = record
+    if (!isDataKeyspace(keyspace) || typeof key !== 'string') {
+      return Promise.reject(new ConvergentError('ERR_INVALID_ARGUMENT', `No keyspace '${keyspace}' in this store, or no key.`))
+    }
+    return this.read(() => this.commits.exclusive(async () => void (await this.moveAside(keyspace, key))))
+  }
+
+  /** quarantine()'s work; true if the record was moved. */
+  private async moveAside(keyspace: DataKeyspace | 'store', key: string): Promise<boolean> {
+    let stored: Uint8Array | undefined
+    let error: string | undefined
+    try {
+      stored = this.sub[keyspace].getSync(key)
+    } catch (err) {
+      if (!isLevelCorruption(err)) throw err
+      error = err instanceof Error ? err.message : String(err) // LevelDB cannot read it: delete it all the same
+    }
+    if (stored === undefined && error === undefined) return false
+    if (stored !== undefined && this.isHealthy(keyspace, key, stored)) return false
+    const time = Date.now()
+    const entry = { keyspace, key, time, bytes: stored === undefined ? null : Buffer.from(stored).toString('base64'), error }
+    await this.writeOps([
+      putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry)),
+      { type: 'del', key: this.prefixes[keyspace] + key },
+    ])
+    return true
+  }
+
+  private isHealthy(keyspace: DataKeyspace | 'store', key: string, stored: Uint8Array): boolean {
+    const body = openRecord(this.sums[keyspace], key, stored)
+    if (body === undefined) return false
+    if (keyspace === 'store') return true
+    try {
+      DECODERS[keyspace](body)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** The records quarantine() moved aside, oldest first (for tools and tests). */
+  async *quarantined(): AsyncGenerator<QuarantinedRecord> {
+    if (this.state !== 'open') throw this.stateError()
+    for (const [key, value] of await this.read(() => this.sub.quarantine.iterator().all())) {
+      const entry = this.check('quarantine', key, value, {}, (body) => decodeJson(body, 'quarantined record')) as {
+        keyspace: string
+        key: string
+        time: number
+        bytes: string | null
+        error?: string
+      }
+      yield {
+        keyspace: entry.keyspace,
+        key: entry.key,
+        time: entry.time,
+        bytes: entry.bytes === null ? undefined : new Uint8Array(Buffer.from(entry.bytes, 'base64')),
+        ...(entry.error === undefined ? {} : { error: entry.error }),
+      }
+    }
+  }
+
+  /** The decoded body of a stored record; StoreCorruptError naming it if it fails its check or does not decode. */
+  private check<T>(keyspace: Keyspace, key: string, stored: Uint8Array, names: Names, decode: (body: Uint8Array) => T): T {
+    const body = openRecord(this.sums[keyspace], key, stored)
+    if (body === undefined) throw new StoreCorruptError({ keyspace, key, ...names })
+    try {
+      return decode(body)
+    } catch (err) {
+      throw new StoreCorruptError({ keyspace, key, ...names }, `it passed its checksum but does not decode: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+
+  /** A point read, checked; LevelDB reporting the record corrupt is a StoreCorruptError naming it too. */
+  private get<T>(keyspace: Keyspace, key: string, names: Names, decode: (body: Uint8Array) => T, options?: object): T | undefined {
+    let stored: Uint8Array | undefined
+    try {
+      stored = options === undefined ? this.sub[keyspace].getSync(key) : this.sub[keyspace].getSync(key, options as never)
+    } catch (err) {
+      if (isLevelCorruption(err)) throw recordCorruptError({ keyspace, key, ...names }, err)
+      throw err
+    }
+    return stored === undefined ? undefined : this.check(keyspace, key, stored, names, decode)
   }
 
   /**
@@ -265,24 +574,25 @@ export class LevelStore implements Store {
     }
   }
 
-  /** Iterates one collection's range of a sublevel, READ_CHUNK entries per round trip. */
-  private async *scan<V, T>(
-    sublevel: Sublevel<V>,
+  /** Iterates one collection's range of a keyspace, READ_CHUNK entries per round trip. */
+  private async *scan<T>(
+    keyspace: Keyspace,
     collection: string,
     range: () => KeyRange | undefined,
-    map: (key: string, value: V) => T,
+    map: (key: string, value: Uint8Array) => T,
   ): AsyncGenerator<T> {
     if (this.state !== 'open') throw this.stateError()
     checkName('collection', collection)
     const bounds = range()
-    if (bounds === undefined) return
-    const iterator = sublevel.iterator(bounds)
+    if (bounds === undefined || this.dropping.has(collection)) return
+    const iterator = this.sub[keyspace].iterator(bounds)
     try {
       for (;;) {
-        let entries: [string, V][]
+        let entries: [string, Uint8Array][]
         try {
           entries = await iterator.nextv(READ_CHUNK)
         } catch (err) {
+          if (isLevelCorruption(err)) throw corruptError(`the ${keyspace} of collection '${collection}'`, err)
           throw readError(err, this.state !== 'open')
         }
         if (entries.length === 0) return
@@ -296,6 +606,10 @@ export class LevelStore implements Store {
   private stateError(): ConvergentError {
     return this.state === 'new' || this.state === 'opening' ? notOpenError() : closedError()
   }
+}
+
+function droppingError(collection: string): ConvergentError {
+  return new ConvergentError('ERR_STORE', `Collection '${collection}' is being dropped: writes to it are refused until the drop has finished (reopen the store to finish a drop that failed).`)
 }
 
 /** Ops are pre-prefixed root keys and pre-encoded values (see ops.ts): no transcoding. */
@@ -349,8 +663,4 @@ async function writeBatch(
   }
   // `sync` is a classic-level option; other databases ignore it.
   await batch.write(options as object)
-}
-
-function copyOrUndefined(bytes: Uint8Array | undefined): Uint8Array | undefined {
-  return bytes === undefined ? undefined : new Uint8Array(bytes)
 }

@@ -8,13 +8,22 @@
  * write. Why not sublevel ops: abstract-level re-encodes and re-prefixes every sublevel op
  * of a batch — with the array batch classic-level then read back from C++ op by op, about a
  * third of a small write's cost. See writeBatch() in level-store.ts.
+ *
+ * Every put's value is a checksummed record (record.ts): the body is written behind the room
+ * its header needs, and the header sealed over the full key — one checksum per op.
  */
 import { ConvergentError, LEAF_COUNT, leafOf, type StoreOp } from '@convergent/core'
-import { encodeFeedEntry, encodeHead, FEED_LIMITS, HEAD_LIMITS } from './codec.js'
+import { encodeFeedEntry, encodeHead, encodeJson, FEED_LIMITS, HEAD_LIMITS } from './codec.js'
+import { HEADER_BYTES, seal, sealCopy } from './record.js'
 import { checkName, DELTA_INDEX_LIMIT, deltaKey, feedKey, headKey, leafKey, snapshotKey } from './keys.js'
 import type { Sublevels } from './sublevels.js'
 
 export type LevelOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string }
+
+/** A put of a sealed record holding a copy of `body` (the caller may reuse its buffer once write() returns). */
+export function putRecord(key: string, body: Uint8Array): LevelOp {
+  return { type: 'put', key, value: sealCopy(key, body) }
+}
 
 /** Each sublevel's key prefix (e.g. '!heads!'): what it puts in front of its keys on disk. */
 export type Prefixes = Record<keyof Sublevels, string>
@@ -24,8 +33,6 @@ export function prefixesOf(s: Sublevels): Prefixes {
   for (const [name, sublevel] of Object.entries(s)) out[name] = sublevel.prefix
   return out as Prefixes
 }
-
-const utf8 = new TextEncoder()
 
 export function toLevelOps(ops: readonly StoreOp[], s: Prefixes): LevelOp[] {
   const out: LevelOp[] = new Array(ops.length)
@@ -54,17 +61,18 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       check(head.versionHash instanceof Uint8Array && head.versionHash.byteLength <= HEAD_LIMITS.maxHashBytes, 'head.versionHash must be a Uint8Array of at most 255 bytes')
       check(isIntIn(head.deltaCount, 0, HEAD_LIMITS.maxDeltaCount), 'head.deltaCount must be an integer in [0, 2^32)')
       check(typeof head.backend === 'string' && typeof head.deleted === 'boolean', 'head.backend must be a string and head.deleted a boolean')
-      return { type: 'put', key: s.heads + headKey(op.collection, leafOf(op.id), op.id), value: encodeHead(head) }
+      const key = s.heads + headKey(op.collection, leafOf(op.id), op.id)
+      return { type: 'put', key, value: seal(key, encodeHead(head, HEADER_BYTES)) }
     }
     case 'snapshot':
       checkName('collection', op.collection)
       checkName('id', op.id)
-      return { type: 'put', key: s.snapshots + snapshotKey(op.collection, op.id), value: copy(op.bytes) }
+      return putRecord(s.snapshots + snapshotKey(op.collection, op.id), checkBytes(op.bytes))
     case 'delta':
       checkName('collection', op.collection)
       checkName('id', op.id)
       checkIndex(op.index)
-      return { type: 'put', key: s.deltas + deltaKey(op.collection, op.id, op.index), value: copy(op.bytes) }
+      return putRecord(s.deltas + deltaKey(op.collection, op.id, op.index), checkBytes(op.bytes))
     case 'delDelta':
       checkName('collection', op.collection)
       checkName('id', op.id)
@@ -82,7 +90,8 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
         typeof entry.origin === 'string' && (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
         'feed entry origin must be a string of at most 65,535 bytes',
       )
-      return { type: 'put', key: s.feed + feedKey(op.collection, entry.seq), value: encodeFeedEntry(entry) }
+      const key = s.feed + feedKey(op.collection, entry.seq)
+      return { type: 'put', key, value: seal(key, encodeFeedEntry(entry, HEADER_BYTES)) }
     }
     case 'leaf': {
       checkName('collection', op.collection)
@@ -90,16 +99,15 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       const key = s.leaves + leafKey(op.collection, op.leaf)
       // An all-zero leaf is an empty bucket: delete it so leaves() lists only non-empty ones.
       if (isAllZero(checkBytes(op.bytes))) return { type: 'del', key }
-      return { type: 'put', key, value: copy(op.bytes) }
+      return putRecord(key, op.bytes)
     }
     case 'collection':
       checkName('collection', op.collection)
       check(typeof op.meta?.backend === 'string', 'collection meta.backend must be a string')
-      // The bytes the sublevel's json encoding would write.
-      return { type: 'put', key: s.collections + op.collection, value: utf8.encode(JSON.stringify({ backend: op.meta.backend })) }
+      return putRecord(s.collections + op.collection, encodeJson({ backend: op.meta.backend }))
     case 'meta':
       check(typeof op.key === 'string', 'meta key must be a string')
-      return { type: 'put', key: s.meta + op.key, value: copy(op.bytes) }
+      return putRecord(s.meta + op.key, checkBytes(op.bytes))
     default:
       throw invalid(`unknown op type '${(op as { type?: unknown }).type}'`)
   }
@@ -112,11 +120,6 @@ function checkIndex(index: number): void {
 function checkBytes(bytes: Uint8Array): Uint8Array {
   check(bytes instanceof Uint8Array, 'bytes must be a Uint8Array')
   return bytes
-}
-
-/** The batch keeps its own copy, so the caller may reuse its buffer once write() returns. */
-function copy(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(checkBytes(bytes)) // not .slice(): on a Buffer that is a view
 }
 
 function isAllZero(bytes: Uint8Array): boolean {

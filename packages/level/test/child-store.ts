@@ -4,15 +4,18 @@
  *   child-store.js hold  <dir>   opens the store, reports 'ready', and keeps it open forever
  *   child-store.js write <dir>   opens the store, reports 'ready', then writes entities in a
  *                                loop, reporting every acknowledged one — until it is killed
+ *   child-store.js write60 <dir> opens the store, reports 'ready', writes entities 1 … 60 one
+ *                                write() after another, reporting each, then reports 'done' and
+ *                                waits to be killed (so they sit in LevelDB's log, not a table)
  *
- * Messages to the parent: { type: 'ready' } and { type: 'acked', seqs: number[] }.
+ * Messages to the parent: { type: 'ready' }, { type: 'acked', seqs: number[] }, { type: 'done' }.
  */
 import { classicLevelStore } from '../src/index.js'
 import { entityWrite } from './entity-ops.js'
 
 const [mode, dir] = process.argv.slice(2)
-if (dir === undefined || (mode !== 'hold' && mode !== 'write')) {
-  console.error('usage: child-store.js hold|write <dir>')
+if (dir === undefined || (mode !== 'hold' && mode !== 'write' && mode !== 'write60')) {
+  console.error('usage: child-store.js hold|write|write60 <dir>')
   process.exit(2)
 }
 
@@ -26,6 +29,13 @@ send({ type: 'ready' })
 
 if (mode === 'hold') {
   setInterval(() => undefined, 60_000) // keep the store (and its lock) until killed
+} else if (mode === 'write60') {
+  for (let n = 1; n <= 60; n++) {
+    await store.write(entityWrite('c', n))
+    send({ type: 'acked', seqs: [n] })
+  }
+  send({ type: 'done' })
+  setInterval(() => undefined, 60_000) // never closes: killed with the writes in the log
 } else {
   await writeForever()
 }

@@ -49,3 +49,52 @@ describe('GroupCommit', function () {
     assert.deepEqual(written, [[1, 2], [3, 4]])
   })
 })
+
+describe('GroupCommit.exclusive', function () {
+  it('runs a task after the batches added before it and before those added after it, alone', async function () {
+    const log: string[] = []
+    let running = 0
+    const commits = new GroupCommit<number>(
+      async (ops) => {
+        assert.equal(running, 0, 'a batch overlapped a task')
+        log.push(`batch ${ops.join(',')}`)
+      },
+      (err) => err as Error,
+    )
+    const before = [commits.add([1], 1), commits.add([2], 1)]
+    const task = commits.exclusive(async () => {
+      running++
+      log.push('task start')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      log.push('task end')
+      running--
+      return 'result'
+    })
+    const after = [commits.add([3], 1), commits.add([4], 1)]
+    assert.equal(await task, 'result')
+    await Promise.all([...before, ...after])
+    assert.deepEqual(log, ['batch 1,2', 'task start', 'task end', 'batch 3,4'])
+  })
+
+  it("a task's failure is its own; a failed batch fails the batches behind it, not the task between them", async function () {
+    const written: number[][] = []
+    const commits = new GroupCommit<number>(
+      async (ops) => {
+        if (ops.includes(1)) throw new Error('disk full')
+        written.push(ops)
+      },
+      (err) => err as Error,
+    )
+    const failed = commits.add([1], 1)
+    const ran: string[] = []
+    const task = commits.exclusive(async () => void ran.push('task'))
+    const behind = commits.add([2], 1)
+    const results = await Promise.allSettled([failed, task, behind])
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'fulfilled', 'rejected'])
+    assert.deepEqual(ran, ['task'])
+    await assert.rejects(commits.exclusive(async () => Promise.reject(new Error('task failed'))), /task failed/)
+    await nextTick()
+    await commits.add([5], 1)
+    assert.deepEqual(written, [[5]])
+  })
+})

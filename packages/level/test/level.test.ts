@@ -1,20 +1,18 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import assert from 'node:assert/strict'
-import { isConvergentError, type ErrorCode, type StoreOp } from '@convergent/core'
+import { createRequire } from 'node:module'
+import { isConvergentError, type StoreCorruptError, type StoreOp } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
 import { MemoryLevel } from 'memory-level'
 import { classicLevelStore, LevelStore, memoryLevelStore } from '../src/index.js'
 import { entityWrite } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
+import { rejection, removeDir, tempDir } from './helpers.js'
+import { tamperLevel } from './tamper.js'
 
-const tempDir = (): Promise<string> => mkdtemp(join(tmpdir(), 'convergent-level-'))
-const removeDir = (dir: string): Promise<void> => rm(dir, { recursive: true, force: true })
 
 storeComplianceSuite('classic-level', async () => {
   const dir = await tempDir()
-  return { store: classicLevelStore(dir), reopen: async () => classicLevelStore(dir), cleanup: () => removeDir(dir) }
+  return { store: classicLevelStore(dir), reopen: async () => classicLevelStore(dir), cleanup: () => removeDir(dir), tamper: tamperLevel }
 })
 
 storeComplianceSuite('classic-level, sync: true', async () => {
@@ -23,13 +21,14 @@ storeComplianceSuite('classic-level, sync: true', async () => {
     store: classicLevelStore(dir, { sync: true }),
     reopen: async () => classicLevelStore(dir, { sync: true }),
     cleanup: () => removeDir(dir),
+    tamper: tamperLevel,
   }
 })
 
 storeComplianceSuite('memory-level', async () => {
   const store = memoryLevelStore()
   // memory-level keeps its data across close() and open() of the same instance.
-  return { store, reopen: async () => new LevelStore(store.db, { kind: 'memory-level' }), cleanup: async () => undefined }
+  return { store, reopen: async () => new LevelStore(store.db, { kind: 'memory-level' }), cleanup: async () => undefined, tamper: tamperLevel }
 })
 
 // A database whose own default encodings are not utf8/view: its batch ops carry encoding
@@ -40,17 +39,10 @@ storeComplianceSuite('memory-level with default encodings', async () => {
     store: new LevelStore(db, { kind: 'memory-level' }),
     reopen: async () => new LevelStore(db, { kind: 'memory-level' }),
     cleanup: async () => undefined,
+    tamper: tamperLevel,
   }
 })
 
-async function rejection(promise: Promise<unknown>): Promise<Error & { code?: ErrorCode }> {
-  try {
-    await promise
-  } catch (err) {
-    return err as Error & { code?: ErrorCode }
-  }
-  throw new Error('expected a rejection')
-}
 
 describe('LevelStore', function () {
   describe('kind', function () {
@@ -194,7 +186,7 @@ describe('LevelStore', function () {
       await store.close()
     })
 
-    it('passes the sync option to every batch', async function () {
+    it('passes the sync option to every batch (the memory-level path: what batch.write() is given)', async function () {
       const db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
       const seen: unknown[] = []
       // The store writes chained batches: record the options of every batch.write().
@@ -210,10 +202,44 @@ describe('LevelStore', function () {
         return chained
       }
       const store = new LevelStore(db, { sync: true })
-      await store.open()
+      await store.open() // writes the store's format record: a batch too
       await store.write(entityWrite('c', 1))
-      assert.deepEqual(seen, [{ sync: true }])
+      await store.dropCollection('c')
+      assert.deepEqual(seen, new Array(seen.length).fill({ sync: true }))
+      assert.ok(seen.length >= 4, `saw ${seen.length} batches`)
       await store.close()
     })
+
+    for (const sync of [true, false]) {
+      it(`classicLevelStore(dir, { sync: ${sync} }) hands sync: ${sync} to LevelDB's batch write for every batch (writes, open, drop, quarantine)`, async function () {
+        // The native call itself: classic-level's chained batch calls binding.batch_write(context,
+        // options), which reads options.sync into WriteOptions.sync (binding.cc) — fsync per batch.
+        const binding = createRequire(import.meta.url)('classic-level/binding.js') as { batch_write: (context: unknown, options: { sync?: boolean }) => unknown }
+        const original = binding.batch_write
+        const seen: (boolean | undefined)[] = []
+        binding.batch_write = function (this: unknown, context, options) {
+          seen.push(options?.sync)
+          return original.call(this, context, options)
+        }
+        const dir = await tempDir()
+        try {
+          const store = classicLevelStore(dir, { sync })
+          await store.open()
+          await store.write(entityWrite('c', 1))
+          await store.write(entityWrite('c', 2))
+          await tamperLevel(store, 'heads', (key) => key.endsWith('entity-1'))
+          const record = (await rejection(store.getHead('c', 'entity-1'))) as StoreCorruptError
+          await store.quarantine(record.record)
+          await store.dropCollection('c')
+          await store.close()
+          // open (format record), 2 writes, quarantine, drop (marker, 4 keyspaces' deletes, end).
+          assert.ok(seen.length >= 9, `saw ${seen.length} batches`)
+          assert.deepEqual(seen, new Array(seen.length).fill(sync))
+        } finally {
+          binding.batch_write = original
+          await removeDir(dir)
+        }
+      })
+    }
   })
 })

@@ -20,6 +20,10 @@ export class GateStore implements Store {
     return this.inner.stats
   }
 
+  get damage(): Store['damage'] {
+    return this.inner.damage
+  }
+
   crash(): void {
     this.dead = true
   }

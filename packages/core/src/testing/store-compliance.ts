@@ -6,12 +6,13 @@
  * `makeStore` returns a store that is NOT yet open; the suite opens it, and closes whatever
  * store it holds before calling `cleanup` (which removes the data). `reopen`, if given,
  * returns a new, unopened store over the same data; it is called after the suite closed the
- * previous one.
+ * previous one. `tamper`, if given, damages stored records behind the store's back: the
+ * integrity tests run only with it (a store whose medium cannot be damaged leaves it out).
  */
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { LEAF_COUNT, leafOf } from '../digest.js'
-import { isConvergentError, type ErrorCode } from '../errors.js'
+import { isConvergentError, StoreCorruptError, type CorruptRecord, type ErrorCode } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '../store.js'
 
@@ -19,6 +20,16 @@ export interface StoreFixture {
   store: Store
   reopen?: () => Promise<Store>
   cleanup: () => Promise<void>
+  /**
+   * Damages every stored record of `keyspace` ('heads', 'snapshots', 'deltas', 'feed', 'leaves',
+   * 'collections', 'meta') whose key passes `keyFilter`, as a bad disk would: 'value' flips a
+   * bit of one byte of the stored value (the body, not only a header); 'key' moves the stored
+   * bytes, unchanged, to a key with one bit flipped (in the last character). Resolves with how
+   * many records it damaged. Keys are the store's own, as it names them in CorruptRecord.key;
+   * the suite picks records by a collection name, entity id or meta key the key contains
+   * (each unique to the test). Called with `store` open.
+   */
+  tamper?: (store: Store, keyspace: string, keyFilter: (key: string) => boolean, part?: 'value' | 'key') => Promise<number>
 }
 
 const encoder = new TextEncoder()
@@ -77,6 +88,21 @@ async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<v
   }
   assert.notEqual(error, undefined, `expected a rejection with ${code}`)
   assert.equal(isConvergentError(error, code), true, `expected ${code}, got ${String(error)}`)
+}
+
+/** Awaits a rejection with ERR_STORE_CORRUPT from a StoreCorruptError, and returns the record it names. */
+async function expectCorrupt(promise: Promise<unknown>, what: string): Promise<CorruptRecord> {
+  const outcome = await promise.then(
+    (served) => ({ served }),
+    (error: unknown) => ({ error }),
+  )
+  if ('served' in outcome) {
+    assert.fail(`${what}: served ${JSON.stringify(outcome.served, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v))} instead of rejecting with ERR_STORE_CORRUPT`)
+  }
+  const { error } = outcome
+  assert.equal(isConvergentError(error, 'ERR_STORE_CORRUPT'), true, `${what}: expected ERR_STORE_CORRUPT, got ${String(error)}`)
+  assert.ok(error instanceof StoreCorruptError, `${what}: expected a StoreCorruptError naming the record, got ${String(error)}`)
+  return error.record
 }
 
 const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
@@ -616,6 +642,268 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
           }),
           { numRuns: 50 },
         )
+      })
+    })
+
+    describe('delEntity', function () {
+      it('forgets the head and snapshot (reads and scans no longer meet the entity); its deltas become unreachable', async function () {
+        const ops: StoreOp[] = [{ type: 'snapshot', collection: 'c', id: 'e', bytes: text('snap') }]
+        for (let index = 0; index < 3; index++) ops.push({ type: 'delta', collection: 'c', id: 'e', index, bytes: text(`old${index}`) })
+        ops.push({ type: 'head', collection: 'c', id: 'e', head: makeHead('e', 3) })
+        for (const id of ['e\u0001', 'f']) ops.push(...entityOps('c', id, id.length))
+        await store.write(ops)
+        await store.write([{ type: 'delEntity', collection: 'c', id: 'e' }])
+        assert.equal(await store.getHead('c', 'e'), undefined)
+        assert.equal(await store.readEntity('c', 'e'), undefined)
+        assert.deepEqual((await collect(store.heads('c'))).map(([id]) => id).sort(), ['e\u0001', 'f'])
+        // Its neighbours (one whose id extends it) are untouched.
+        assert.deepEqual((await store.readEntity('c', 'e\u0001'))!.deltas.map(hex), [hex(text('delta of e\u0001'))])
+        assert.notEqual(await store.getHead('c', 'f'), undefined)
+        // Fetched again: written from delta 0 with a fresh head, no old snapshot or delta shows.
+        await store.write([
+          { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: text('new0') },
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('e2', 1) },
+        ])
+        assert.deepEqual(plainEntity(await store.readEntity('c', 'e')), { head: plainHead(makeHead('e2', 1)), snapshot: undefined, deltas: [hex(text('new0'))] })
+      })
+
+      it('applies atomically and in order with the other ops of its write', async function () {
+        await store.write(entityOps('c', 'e', 1))
+        await store.write([
+          { type: 'delEntity', collection: 'c', id: 'e' },
+          { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: text('again') },
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('again', 1) },
+          { type: 'delEntity', collection: 'c', id: 'never-written' },
+        ])
+        assert.deepEqual((await store.readEntity('c', 'e'))!.deltas.map(hex), [hex(text('again'))])
+        await store.write([
+          { type: 'head', collection: 'c', id: 'e', head: makeHead('later', 1) },
+          { type: 'delEntity', collection: 'c', id: 'e' },
+        ])
+        assert.equal(await store.getHead('c', 'e'), undefined)
+      })
+    })
+
+    describe('dropCollection', function () {
+      /** Every kind of record of collection `c`, plus the collection's meta. */
+      const fill = (c: string, backend = 'yjs'): StoreOp[] => [
+        { type: 'collection', collection: c, meta: { backend } },
+        ...entityOps(c, 'e1', 1),
+        ...entityOps(c, 'e2', 2),
+        { type: 'snapshot', collection: c, id: 'e1', bytes: text(`snap of ${c}`) },
+      ]
+      const contents = async (s: Store, c: string): Promise<unknown> => ({
+        listed: (await s.collections()).get(c),
+        heads: (await collect(s.heads(c))).map(([id, h]) => [id, plainHead(h)]),
+        entities: await Promise.all(['e1', 'e2'].map(async (id) => plainEntity(await s.readEntity(c, id)))),
+        leaves: (await collect(s.leaves(c))).map(([l, b]) => [l, hex(b)]),
+        feed: await collect(s.feed(c, 0)),
+        lastSeq: await s.lastSeq(c),
+      })
+      const EMPTY = { listed: undefined, heads: [], entities: [undefined, undefined], leaves: [], feed: [], lastSeq: 0 }
+
+      it('removes every record of that collection and of no other', async function () {
+        // 'a' is a prefix of 'ab' and of 'a/x': a careless range would take them along.
+        await store.write([...fill('a'), ...fill('ab', 'automerge'), ...fill('a/x'), { type: 'meta', key: 'a', bytes: text('kept') }])
+        const others = { ab: await contents(store, 'ab'), 'a/x': await contents(store, 'a/x') }
+        await store.dropCollection('a')
+        assert.deepEqual(await contents(store, 'a'), EMPTY)
+        assert.deepEqual([...(await store.collections()).keys()].sort(), ['a/x', 'ab'])
+        assert.deepEqual({ ab: await contents(store, 'ab'), 'a/x': await contents(store, 'a/x') }, others)
+        assert.equal(hex(await store.getMeta('a')), hex(text('kept')))
+        await store.dropCollection('never-there') // nothing to drop: resolves
+        if (fixture.reopen !== undefined) {
+          const reopened = await reopen()
+          assert.deepEqual(await contents(reopened, 'a'), EMPTY)
+          assert.deepEqual({ ab: await contents(reopened, 'ab'), 'a/x': await contents(reopened, 'a/x') }, others)
+        }
+      })
+
+      it('a dropped collection can be written again from scratch; writes queued before the drop are dropped with it', async function () {
+        await store.write(fill('a'))
+        const before = store.write(entityOps('a', 'e3', 3)) // queued in the same tick as the drop
+        const dropped = store.dropCollection('a')
+        await before
+        await dropped
+        assert.deepEqual(await contents(store, 'a'), EMPTY)
+        assert.equal(await store.getHead('a', 'e3'), undefined)
+        await store.write([{ type: 'collection', collection: 'a', meta: { backend: 'automerge' } }, ...entityOps('a', 'e2', 1)])
+        assert.deepEqual((await store.collections()).get('a'), { backend: 'automerge' })
+        assert.deepEqual((await collect(store.heads('a'))).map(([id]) => id), ['e2'])
+        assert.equal(await store.lastSeq('a'), 1)
+        assert.equal(await store.readEntity('a', 'e1'), undefined)
+      })
+
+      it('rejects with ERR_CLOSED once the store is closed', async function () {
+        await store.close()
+        await expectCode(store.dropCollection('a'), 'ERR_CLOSED')
+      })
+    })
+
+    describe('integrity', function () {
+      beforeEach(function () {
+        if (fixture.tamper === undefined) {
+          // A store of plain objects (the simulator's MapStore) has no medium to damage: its
+          // records are always what was written, so there is nothing to detect.
+          const test = this.currentTest
+          if (test !== undefined) test.title += ' — skipped: the fixture has no tamper hook (records this store keeps cannot be damaged)'
+          this.skip()
+        }
+      })
+
+      const tamper = async (keyspace: string, keyFilter: (key: string) => boolean, part: 'value' | 'key' = 'value'): Promise<void> => {
+        const damaged = await fixture.tamper!(store, keyspace, keyFilter, part)
+        assert.ok(damaged > 0, `tamper found no ${keyspace} record to damage`)
+      }
+
+      /** One entity per case, in a collection of its own: id `${c}-e`, feed seq 1 and 2, meta key `${c}-m`. */
+      const writeCase = async (c: string): Promise<void> => {
+        const id = `${c}-e`
+        await store.write([
+          { type: 'collection', collection: c, meta: { backend: 'yjs' } },
+          { type: 'snapshot', collection: c, id, bytes: text(`snapshot of ${id}`) },
+          { type: 'delta', collection: c, id, index: 0, bytes: text(`delta 0 of ${id}`) },
+          { type: 'delta', collection: c, id, index: 1, bytes: text(`delta 1 of ${id}`) },
+          { type: 'head', collection: c, id, head: makeHead(id, 2) },
+          { type: 'leaf', collection: c, leaf: leafOf(id), bytes: sha256('leaf', id) },
+          { type: 'feed', collection: c, entry: feedEntry(1, id) },
+          { type: 'feed', collection: c, entry: feedEntry(2, id, 'remote', 'peer') },
+          { type: 'meta', key: `${c}-m`, bytes: text(`meta of ${c}`) },
+        ])
+      }
+
+      /** Each keyspace, and every read path that meets its records. */
+      const CASES: { keyspace: string; names: 'entity' | 'collection' | 'none'; reads: (c: string) => [string, () => Promise<unknown>][] }[] = [
+        {
+          keyspace: 'heads',
+          names: 'entity',
+          reads: (c) => [
+            ['getHead', () => store.getHead(c, `${c}-e`)],
+            ['readEntity', () => store.readEntity(c, `${c}-e`)],
+            ['heads()', () => collect(store.heads(c))],
+            ['heads(range)', () => collect(store.heads(c, { fromLeaf: leafOf(`${c}-e`), toLeaf: leafOf(`${c}-e`) }))],
+          ],
+        },
+        { keyspace: 'snapshots', names: 'entity', reads: (c) => [['readEntity', () => store.readEntity(c, `${c}-e`)]] },
+        { keyspace: 'deltas', names: 'entity', reads: (c) => [['readEntity', () => store.readEntity(c, `${c}-e`)]] },
+        {
+          keyspace: 'feed',
+          names: 'collection',
+          reads: (c) => [
+            ['feed(0)', () => collect(store.feed(c, 0))],
+            ['feed(1)', () => collect(store.feed(c, 1))],
+            ['lastSeq', () => store.lastSeq(c)],
+          ],
+        },
+        { keyspace: 'leaves', names: 'collection', reads: (c) => [['leaves()', () => collect(store.leaves(c))]] },
+        { keyspace: 'collections', names: 'collection', reads: () => [['collections()', () => store.collections()]] },
+        { keyspace: 'meta', names: 'none', reads: (c) => [['getMeta', () => store.getMeta(`${c}-m`)]] },
+      ]
+
+      for (const { keyspace, names, reads } of CASES) {
+        it(`a damaged ${keyspace} record: every read path that meets it rejects with ERR_STORE_CORRUPT naming it`, async function () {
+          const c = `ks-${keyspace}`
+          await writeCase(c)
+          await writeCase(`${c}-other`) // untouched: must stay readable
+          const filter = (key: string): boolean => key.includes(keyspace === 'meta' ? `${c}-m` : c) && !key.includes(`${c}-other`)
+          await tamper(keyspace, filter)
+          for (const [what, read] of reads(c)) {
+            const record = await expectCorrupt(read(), `${keyspace}: ${what}`)
+            assert.equal(record.keyspace, keyspace, what)
+            assert.ok(filter(record.key), `${what} named key ${JSON.stringify(record.key)}, not the damaged record`)
+            if (names !== 'none') assert.equal(record.collection, c, what)
+            if (names === 'entity') assert.equal(record.id, `${c}-e`, what)
+          }
+          // Another collection's records, read the same ways, are served.
+          for (const [what, read] of reads(`${c}-other`)) {
+            if (keyspace !== 'collections') await read().catch((err: unknown) => assert.fail(`${what} of an undamaged collection: ${String(err)}`))
+          }
+        })
+      }
+
+      it('a flipped key byte is caught too: the record, met under a key it was not written for, fails its check', async function () {
+        await writeCase('kf')
+        await writeCase('kf-other')
+        await tamper('heads', (key) => key.includes('kf-e'), 'key')
+        assert.equal(await store.getHead('kf', 'kf-e'), undefined) // nothing is stored under its own key now
+        const record = await expectCorrupt(collect(store.heads('kf')), 'heads() over a moved record')
+        assert.equal(record.keyspace, 'heads')
+        assert.equal(record.collection, 'kf')
+        assert.notEqual(record.id, 'kf-e') // the key it sits under names another id
+        await store.quarantine(record)
+        assert.deepEqual(await collect(store.heads('kf')), [])
+        assert.deepEqual((await collect(store.heads('kf-other'))).map(([id]) => id), ['kf-other-e'])
+      })
+
+      it('quarantine() removes the record it names, so reads and scans no longer meet it; the rest stays readable', async function () {
+        const ids = ['q1', 'q2', 'q3']
+        await store.write(ids.flatMap((id, k) => entityOps('q', id, k + 1)))
+        await store.write([{ type: 'snapshot', collection: 'q', id: 'q2', bytes: text('snap of q2') }])
+        await tamper('heads', (key) => key.endsWith('q2'))
+        const record = await expectCorrupt(collect(store.heads('q')), 'heads()')
+        assert.deepEqual(await expectCorrupt(store.getHead('q', 'q2'), 'getHead'), record)
+        await store.quarantine(record)
+        assert.deepEqual((await collect(store.heads('q'))).map(([id]) => id).sort(), ['q1', 'q3'])
+        assert.equal(await store.getHead('q', 'q2'), undefined)
+        assert.equal(await store.readEntity('q', 'q2'), undefined)
+        for (const id of ['q1', 'q3']) assert.deepEqual(plainEntity(await store.readEntity('q', id)), plainEntity({ head: makeHead(id, 1), snapshot: undefined, deltas: [text(`delta of ${id}`)] }))
+        assert.equal((await collect(store.feed('q', 0))).length, 3)
+        await store.quarantine(record) // gone already: a no-op
+
+        // A damaged delta: quarantined, the entity reads as missing a delta until it is written again.
+        await tamper('deltas', (key) => key.includes('q3'))
+        const delta = await expectCorrupt(store.readEntity('q', 'q3'), 'readEntity')
+        assert.equal(delta.keyspace, 'deltas')
+        await store.quarantine(delta)
+        await expectCode(store.readEntity('q', 'q3'), 'ERR_STORE') // its head still counts it
+        await store.write([
+          { type: 'delEntity', collection: 'q', id: 'q3' },
+          { type: 'delta', collection: 'q', id: 'q3', index: 0, bytes: text('fetched again') },
+          { type: 'head', collection: 'q', id: 'q3', head: makeHead('q3 again', 1) },
+        ])
+        assert.deepEqual((await store.readEntity('q', 'q3'))!.deltas.map(hex), [hex(text('fetched again'))])
+        if (fixture.reopen !== undefined) {
+          const reopened = await reopen()
+          assert.deepEqual((await collect(reopened.heads('q'))).map(([id]) => id).sort(), ['q1', 'q3'])
+        }
+      })
+
+      it('quarantine() leaves a record that was rewritten since it failed (healthy now)', async function () {
+        await store.write(entityOps('r', 'r1', 1))
+        await tamper('heads', (key) => key.endsWith('r1'))
+        const record = await expectCorrupt(store.getHead('r', 'r1'), 'getHead')
+        await store.write([{ type: 'head', collection: 'r', id: 'r1', head: makeHead('fetched again', 1) }])
+        await store.quarantine(record)
+        assert.deepEqual(plainHead(await store.getHead('r', 'r1')), plainHead(makeHead('fetched again', 1)))
+      })
+
+      it('quarantine() of a damaged meta, feed, leaf or collection record leaves the others of its keyspace', async function () {
+        await writeCase('m')
+        await writeCase('m-other')
+        for (const keyspace of ['meta', 'feed', 'leaves', 'collections']) {
+          await tamper(keyspace, (key) => key.includes(keyspace === 'meta' ? 'm-m' : 'm') && !key.includes('m-other'))
+        }
+        await store.quarantine(await expectCorrupt(store.getMeta('m-m'), 'getMeta'))
+        assert.equal(await store.getMeta('m-m'), undefined)
+        for (let k = 0; k < 2; k++) await store.quarantine(await expectCorrupt(collect(store.feed('m', 0)), 'feed()'))
+        assert.deepEqual(await collect(store.feed('m', 0)), [])
+        assert.equal(await store.lastSeq('m'), 0)
+        await store.quarantine(await expectCorrupt(collect(store.leaves('m')), 'leaves()'))
+        assert.deepEqual(await collect(store.leaves('m')), [])
+        await store.quarantine(await expectCorrupt(store.collections(), 'collections()'))
+        assert.deepEqual([...(await store.collections()).keys()], ['m-other'])
+        assert.equal(hex(await store.getMeta('m-other-m')), hex(text('meta of m-other')))
+        assert.equal((await collect(store.feed('m-other', 0))).length, 2)
+      })
+
+      it('dropCollection() removes damaged records of the collection along with the rest', async function () {
+        await writeCase('d')
+        await tamper('heads', (key) => key.includes('d-e'))
+        await tamper('feed', (key) => key.includes('d'))
+        await store.dropCollection('d')
+        assert.deepEqual(await collect(store.heads('d')), [])
+        assert.deepEqual(await collect(store.feed('d', 0)), [])
+        assert.equal(await store.getHead('d', 'd-e'), undefined)
       })
     })
 
