@@ -1,4 +1,4 @@
-import { ConvergentError, leafOf, type CollectionMeta, type CorruptRecord, type EntityHead, type FeedEntry, type Store, type StoredEntity, type StoreOp } from '@convergent/core'
+import { ConvergentError, StoreCorruptError, leafOf, type CollectionMeta, type CorruptRecord, type EntityHead, type FeedEntry, type Store, type StoredEntity, type StoreOp } from '@convergent/core'
 
 /** What a MapStore holds; a new MapStore over the same data is a "reopen". */
 export interface MapStoreData {
@@ -125,7 +125,7 @@ export class MapStore implements Store {
     const deltas: Uint8Array[] = []
     for (let i = 0; i < head.deltaCount; i++) {
       const delta = list?.get(i)
-      if (delta === undefined) throw new ConvergentError('ERR_STORE', `Delta ${i} of '${id}' in '${collection}' is missing (its head counts ${head.deltaCount}); the store is corrupt.`)
+      if (delta === undefined) throw new StoreCorruptError({ keyspace: 'deltas', key: `${collection}\u0000${id}\u0000${i}`, collection, id }, `delta ${i} is missing though its head counts ${head.deltaCount}`)
       deltas.push(delta.slice())
     }
     return { head: copyHead(head), snapshot: c.snapshots.get(id)?.slice(), deltas }
@@ -207,7 +207,7 @@ export class MapStore implements Store {
 }
 
 function copyHead(h: EntityHead): EntityHead {
-  return { backend: h.backend, versionHash: h.versionHash.slice(), deltaCount: h.deltaCount, deleted: h.deleted }
+  return { backend: h.backend, versionHash: h.versionHash.slice(), deltaCount: h.deltaCount, deleted: h.deleted, ...(h.hasSnapshot === true ? { hasSnapshot: true } : {}) }
 }
 
 function closed(): ConvergentError {

@@ -459,7 +459,7 @@ export class Entities {
 
     entity.doc = newDoc
     // Hashed at the flush: once per entity per tick, however often it was written in it.
-    entity.head = { backend: backend.name, versionHash: oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted }
+    entity.head = { backend: backend.name, versionHash: oldHead?.versionHash ?? NO_VERSION, deltaCount, deleted, hasSnapshot: entity.snapshotBytes > 0 }
     entity.versionStale = true
     this.cache.pin(entity)
     entity.lastWrite = tick.settled
@@ -539,7 +539,7 @@ export class Entities {
     }
     this.settleVersion(entity)
     this.fold(tick, dirty, entity, entity.doc)
-    entity.head = { ...entity.head!, deltaCount: 0 }
+    entity.head = { ...entity.head!, deltaCount: 0, hasSnapshot: true }
     this.cache.pin(entity)
     entity.lastWrite = tick.settled
     return tick.settled.finally(() => this.release(entity))

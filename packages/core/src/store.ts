@@ -23,6 +23,12 @@ export interface EntityHead {
   deltaCount: number
   /** True if the entity's value is deleted (its document still exists). */
   deleted: boolean
+  /**
+   * True when a snapshot is stored for the entity (its deltas build on it): a store that then
+   * finds none reports the entity damaged rather than loading it without. Absent in heads
+   * written before stores recorded it.
+   */
+  hasSnapshot?: boolean
 }
 
 /** One entry of a collection's change feed: an applied change, local or remote. */
@@ -109,7 +115,8 @@ export interface Store {
 
   /**
    * The entity's head, snapshot and deltas; undefined if it was never stored. Rejects with
-   * ERR_STORE if a delta below head.deltaCount is missing (the store is corrupt).
+   * StoreCorruptError (ERR_STORE_CORRUPT) if a record fails its check, or if one the head
+   * names is missing: a delta below head.deltaCount, the snapshot when head.hasSnapshot.
    */
   readEntity(collection: string, id: string): Promise<StoredEntity | undefined>
   getHead(collection: string, id: string): Promise<EntityHead | undefined>

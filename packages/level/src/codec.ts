@@ -4,7 +4,7 @@
  * ~3× larger (hex version hash) and slower. Byte 0 is a format version so the layout can
  * change later without a migration of every record.
  *
- *   head:  [1][flags: bit0 deleted][deltaCount u32 BE][hash length u8][hash …][backend utf8 …]
+ *   head:  [1][flags: bit0 deleted, bit1 has a snapshot][deltaCount u32 BE][hash length u8][hash …][backend utf8 …]
  *   feed:  [1][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][id utf8 …]
  *          (the seq is the key)
  *
@@ -35,7 +35,7 @@ export function encodeHead(head: EntityHead, offset = 0): Uint8Array {
   const out = new Uint8Array(offset + HEAD_FIXED + hash.byteLength + backend.byteLength)
   const n = head.deltaCount
   out[offset] = FORMAT
-  out[offset + 1] = head.deleted ? 1 : 0
+  out[offset + 1] = (head.deleted ? 1 : 0) | (head.hasSnapshot === true ? 2 : 0)
   out[offset + 2] = n >>> 24
   out[offset + 3] = (n >>> 16) & 0xff
   out[offset + 4] = (n >>> 8) & 0xff
@@ -57,6 +57,7 @@ export function decodeHead(bytes: Uint8Array): EntityHead {
     versionHash: new Uint8Array(bytes.subarray(HEAD_FIXED, hashEnd)), // a copy the caller may keep
     deltaCount: view.getUint32(2),
     deleted: (bytes[1]! & 1) === 1,
+    ...((bytes[1]! & 2) === 2 ? { hasSnapshot: true } : {}),
   }
 }
 

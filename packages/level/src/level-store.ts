@@ -315,11 +315,16 @@ export class LevelStore implements Store {
         const head = this.get('heads', headKey(collection, leafOf(id), id), names, decodeHead, options)
         if (head === undefined) return undefined
         const snap = this.get('snapshots', snapshotKey(collection, id), names, copyBytes, options)
+        // A record the head says exists but cannot be found (its key damaged on disk) is damage
+        // too: the entity must not load without it.
+        if (snap === undefined && head.hasSnapshot === true) {
+          throw new StoreCorruptError({ keyspace: 'snapshots', key: snapshotKey(collection, id), collection, id }, 'it is missing though its head names one')
+        }
         const deltas: Uint8Array[] = []
         for (let i = 0; i < head.deltaCount; i++) {
           const delta = this.get('deltas', deltaKey(collection, id, i), names, copyBytes, options)
           if (delta === undefined) {
-            throw new ConvergentError('ERR_STORE', `Delta ${i} of '${id}' in '${collection}' is missing (its head counts ${head.deltaCount}); the store is corrupt.`)
+            throw new StoreCorruptError({ keyspace: 'deltas', key: deltaKey(collection, id, i), collection, id }, `delta ${i} is missing though its head counts ${head.deltaCount}`)
           }
           deltas.push(delta)
         }

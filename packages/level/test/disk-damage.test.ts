@@ -109,7 +109,7 @@ describe('LevelStore on disk: a flipped byte inside an .ldb table', function () 
       await store.quarantine(snapErr.record)
       await store.quarantine(deltaErr.record)
       assert.equal((await store.readEntity('c', 'snap-victim'))!.snapshot, undefined)
-      assert.equal(isConvergentError(await rejection(store.readEntity('c', 'delta-victim')), 'ERR_STORE'), true) // delta 1 is missing now
+      assert.equal(isConvergentError(await rejection(store.readEntity('c', 'delta-victim')), 'ERR_STORE_CORRUPT'), true) // delta 1 is missing now: damage too
       const kept = []
       for await (const record of store.quarantined()) kept.push(record)
       // (Oldest first: both moved within the same millisecond, they come in key order.)

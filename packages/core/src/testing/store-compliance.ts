@@ -432,7 +432,7 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
           { type: 'head', collection: 'c', id: 'e', head: makeHead('e', 2) },
         ])
         assert.equal(hex(await store.getMeta('k')), hex(text('B')))
-        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE') // delta 0 was deleted after it was put
+        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE_CORRUPT') // delta 0 was deleted after it was put
         await store.write([
           { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: text('w') },
           { type: 'head', collection: 'c', id: 'e', head: makeHead('e', 2) },
@@ -467,7 +467,7 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         })
         // The deltas are really gone: a head that counts them finds them missing.
         await store.write([{ type: 'head', collection: 'c', id: 'e', head: makeHead('e', 3) }])
-        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE')
+        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE_CORRUPT')
         // The neighbour kept all of its own.
         assert.deepEqual(
           (await store.readEntity('c', 'e\u0001'))!.deltas.map(hex),
@@ -502,7 +502,7 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         ])
         assert.deepEqual((await store.readEntity('c', 'e'))!.deltas.map(hex), [hex(text('d0')), hex(text('d1'))])
         await store.write([{ type: 'head', collection: 'c', id: 'e', head: makeHead('e', 3) }])
-        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE')
+        await expectCode(store.readEntity('c', 'e'), 'ERR_STORE_CORRUPT')
       })
     })
 
@@ -855,7 +855,7 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         const delta = await expectCorrupt(store.readEntity('q', 'q3'), 'readEntity')
         assert.equal(delta.keyspace, 'deltas')
         await store.quarantine(delta)
-        await expectCode(store.readEntity('q', 'q3'), 'ERR_STORE') // its head still counts it
+        await expectCode(store.readEntity('q', 'q3'), 'ERR_STORE_CORRUPT') // its head still counts it
         await store.write([
           { type: 'delEntity', collection: 'q', id: 'q3' },
           { type: 'delta', collection: 'q', id: 'q3', index: 0, bytes: text('fetched again') },
