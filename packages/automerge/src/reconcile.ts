@@ -84,7 +84,10 @@ function reconcileElement(list: unknown[], index: number, value: JsonValue, curr
   }
 }
 
-/** Inserts JSON values: runs of scalars in one call, maps and lists created empty and filled. */
+/** Most values one insertAt call takes (they are spread into its arguments). */
+const INSERT_SLICE = 8_192
+
+/** Inserts JSON values: runs of scalars in one call per slice, maps and lists created empty and filled. */
 function insertValues(list: unknown[], index: number, values: readonly JsonValue[]): void {
   let i = 0
   while (i < values.length) {
@@ -102,15 +105,18 @@ function insertValues(list: unknown[], index: number, values: readonly JsonValue
     } else {
       let j = i + 1
       while (j < values.length && !isContainer(values[j]!)) j++
-      const run = values.slice(i, j) as JsonPrimitive[]
-      listOps(list).insertAt(index, ...run.map((v) => (needsExplicitF64(v) ? null : toScalar(v))))
-      // Automerge 3.5's list insert mangles Float64 wrappers (it stores { value: <int64> });
-      // assigning an element handles them, so big integers are set after the insert.
-      run.forEach((v, k) => {
-        if (needsExplicitF64(v)) list[index + k] = toScalar(v)
-      })
-      index += run.length
-      i = j
+      // In slices: a run is passed as arguments, and too many overflow the call stack.
+      while (i < j) {
+        const run = values.slice(i, Math.min(j, i + INSERT_SLICE)) as JsonPrimitive[]
+        listOps(list).insertAt(index, ...run.map((v) => (needsExplicitF64(v) ? null : toScalar(v))))
+        // Automerge 3.5's list insert mangles Float64 wrappers (it stores { value: <int64> });
+        // assigning an element handles them, so big integers are set after the insert.
+        run.forEach((v, k) => {
+          if (needsExplicitF64(v)) list[index + k] = toScalar(v)
+        })
+        index += run.length
+        i += run.length
+      }
     }
   }
 }
