@@ -2,9 +2,11 @@ import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
 import { checkChunks, documentHeads } from './chunks.js'
+import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
-import { reconcileMap } from './reconcile.js'
+import { reconcileMap, type Conflicts } from './reconcile.js'
+import { isStoredMap } from './scalars.js'
 import { DELETED_KEY } from './schema.js'
 
 export type AutomergeDoc = A.Doc<Record<string, unknown>>
@@ -62,6 +64,18 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
    */
   private readonly untrusted = new WeakSet<AutomergeDoc>()
 
+  /**
+   * What is known of each document's concurrently created nested maps (conflicts.ts): null =
+   * it has none, a tree = where they are, absent = unknown (a scan finds out when needed: one
+   * WASM call per map-valued key). Known to be none, at no cost: a created document, a local
+   * change of a document that had none (a local write never makes a conflict), and a delta
+   * applied to one whose patches show no conflict and no new map. Unknown: loaded documents.
+   */
+  private readonly conflicts = new WeakMap<AutomergeDoc, ConflictTree | null>()
+
+  /** The merged value of documents that have conflicting nested maps (built on first need). */
+  private readonly merged = new WeakMap<AutomergeDoc, Record<string, unknown>>()
+
   private readonly maxDecodedBytes: number
   private readonly maxLoadedBytes: number
   private readonly compactCheckBytes: number
@@ -74,7 +88,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   create(actor: Uint8Array): AutomergeDoc {
-    return A.init({ actor: toHex(actor) })
+    const doc = A.init<Record<string, unknown>>({ actor: toHex(actor) })
+    this.conflicts.set(doc, null)
+    return doc
   }
 
   load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): AutomergeDoc {
@@ -119,20 +135,32 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // An untrusted doc object (see `untrusted`) is materialised afresh from the WASM state.
     const root = this.untrusted.has(doc) ? A.toJS(doc) : doc
     if (root[DELETED_KEY] !== false) return undefined
-    return readRoot(root)
+    const conflicts = this.conflictsOf(doc, root)
+    return readRoot(conflicts === null ? root : this.mergedRoot(doc, root, conflicts))
   }
 
   put(doc: AutomergeDoc, value: JsonObject): Change<AutomergeDoc> {
     if (Object.prototype.hasOwnProperty.call(value, DELETED_KEY)) {
       throw new ConvergentError('ERR_INVALID_VALUE', `The field name ${JSON.stringify(DELETED_KEY)} is reserved by the Automerge backend; rename the field.`)
     }
-    // Compared against the doc object when it can be trusted, else through the proxy.
-    const base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    // Compared against the doc object when it can be trusted, else through the proxy; with
+    // conflicting nested maps, against the value as read (merged), which is then materialised.
+    let base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    let conflicts: Conflicts | undefined
+    if (this.conflicts.get(doc) !== null) {
+      const root = base ?? A.toJS(doc)
+      const tree = this.conflictsOf(doc, root)
+      if (tree !== null) {
+        const handle = A.getBackend(doc)
+        base = this.mergedRoot(doc, root, tree)
+        conflicts = { tree, handle }
+      }
+    }
     const next = this.change(doc, (root) => {
       // Only a put on a deleted (or never written) entity touches the flag, so a delete
       // concurrent with this put still wins.
       if ((base ?? root)[DELETED_KEY] !== false) root[DELETED_KEY] = false
-      reconcileMap(root, value, DELETED_KEY, base)
+      reconcileMap(root, value, DELETED_KEY, base, conflicts)
     })
     return { doc: next, delta: next === doc ? null : lastLocalChange(next) }
   }
@@ -167,13 +195,19 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // (100,000 changes onto 50,000: ~1.3 s against ~3 s).
     if (!hasChange && !pending && !A.hasHeads(doc, documentHeads(delta))) return this.mergeDocument(doc, heads, delta)
     let next: AutomergeDoc
+    let mayConflict = false
     try {
-      next = A.loadIncremental(doc, delta)
+      next = A.loadIncremental(doc, delta, {
+        patchCallback: (patches) => {
+          mayConflict ||= patches.some(mayRevealConflict)
+        },
+      })
     } catch (err) {
       throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
     }
     // Unmoved heads: nothing was applied (at most queued), so nothing was patched.
     if (this.untrusted.has(doc) || !sameHeads(heads, A.getHeads(next))) this.untrusted.add(next)
+    if (next !== doc && !mayConflict && this.conflicts.get(doc) === null) this.conflicts.set(next, null)
     return next
   }
 
@@ -244,6 +278,26 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return next
   }
 
+  /** `doc`'s value (`root`) with its conflicts merged, as read shows it; kept for the next read or put. */
+  private mergedRoot(doc: AutomergeDoc, root: Record<string, unknown>, conflicts: ConflictTree): Record<string, unknown> {
+    let merged = this.merged.get(doc)
+    if (merged === undefined) {
+      merged = mergeConflicts(A.getBackend(doc), root, conflicts)
+      this.merged.set(doc, merged)
+    }
+    return merged
+  }
+
+  /** Where `doc`'s conflicting nested maps are (null: none); `root` is its value, with object ids. */
+  private conflictsOf(doc: AutomergeDoc, root: Record<string, unknown>): ConflictTree | null {
+    let conflicts = this.conflicts.get(doc)
+    if (conflicts === undefined) {
+      conflicts = findConflicts(A.getBackend(doc), root)
+      this.conflicts.set(doc, conflicts)
+    }
+    return conflicts
+  }
+
   /**
    * A.change with a fixed time (core never reads the wall clock, and a change's hash covers
    * its time), Automerge's own refusals (e.g. a "__proto__" key) as ERR_INVALID_VALUE, and
@@ -257,12 +311,24 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       throw wrapError('ERR_INVALID_VALUE', 'Automerge cannot store this value', err)
     }
     if (next !== doc && this.untrusted.has(doc)) this.untrusted.add(next)
+    // A local write makes no conflict (it supersedes every value it touches) but may end
+    // some: a document with none keeps none, one with some is scanned again when needed.
+    if (next !== doc && this.conflicts.get(doc) === null) this.conflicts.set(next, null)
     return next
   }
 }
 
 export function automergeBackend(options: AutomergeBackendOptions = {}): Backend<AutomergeDoc> {
   return new AutomergeBackend(options)
+}
+
+/**
+ * Whether a patch may show a key with several maps: a conflict, or a map (or list) put at a
+ * key — which may also be an older one coming into view, holding conflicts of its own.
+ */
+function mayRevealConflict(patch: A.Patch): boolean {
+  if (patch.action === 'conflict') return true
+  return patch.action === 'put' && (patch.conflict === true || isStoredMap(patch.value) || Array.isArray(patch.value))
 }
 
 /** A.load of a delta, for the actor of `doc`; queued changes stay queued. */

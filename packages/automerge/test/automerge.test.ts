@@ -6,10 +6,11 @@ import type { JsonObject } from '@convergent/core'
 import { automergeBackend, type AutomergeDoc } from '../src/index.js'
 import { actor, compressChange } from './fixtures.js'
 
-backendComplianceSuite('automerge', automergeBackend)
+const capabilities = { mergesConcurrentNestedCreation: true }
+backendComplianceSuite('automerge', automergeBackend, capabilities)
 // deltaSince weighs the whole document against every non-empty gap: catch-ups by document
 // (and the receiver's merge of one) run through every property of the suite.
-backendComplianceSuite('automerge, whole-document catch-up', () => automergeBackend({ compactCheckBytes: 0 }))
+backendComplianceSuite('automerge, whole-document catch-up', () => automergeBackend({ compactCheckBytes: 0 }), capabilities)
 
 describe('automerge backend specifics', function () {
   const backend = automergeBackend()
