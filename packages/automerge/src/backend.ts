@@ -19,10 +19,10 @@ export interface AutomergeBackendOptions {
    */
   maxResident?: number
   /**
-   * What a delta may decode to (inflated) when applyDelta's caller passes no limit. Default
-   * 16 MiB: a hostile peer's ~61 KB chunk can inflate to ~60 MiB, while an entity with a
-   * 100,000-change history decodes to ~0.9 MB (small fields) to ~10 MB (a 100-byte string
-   * rewritten every change). See the README.
+   * What a delta may decode to (inflated, 16 bytes per operation more: chunks.ts) when
+   * applyDelta's caller passes no limit. Default 32 MiB: a hostile peer's ~61 KB chunk can
+   * inflate to ~60 MiB, while an entity with a 100,000-change history decodes to ~7 MB (three
+   * small fields per change) to ~15 MB (a 100-byte string rewritten every change). README.
    */
   maxDecodedBytes?: number
   /**
@@ -82,7 +82,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 
   constructor(options: AutomergeBackendOptions = {}) {
     this.maxResident = options.maxResident ?? 1_000
-    this.maxDecodedBytes = byteCount(options.maxDecodedBytes ?? 16 * 1024 * 1024, 'maxDecodedBytes')
+    this.maxDecodedBytes = byteCount(options.maxDecodedBytes ?? 32 * 1024 * 1024, 'maxDecodedBytes')
     this.maxLoadedBytes = byteCount(options.maxLoadedBytes ?? 512 * 1024 * 1024, 'maxLoadedBytes')
     this.compactCheckBytes = byteCount(options.compactCheckBytes ?? 16 * 1024, 'compactCheckBytes')
   }

@@ -15,7 +15,8 @@ import { ConvergentError, bytesEqual, sha256, toHex } from '@convergent/core'
  * Chunks can be deflate-compressed — a whole change (type 2) or single columns of a document
  * (type 0) — and a few KB can inflate to gigabytes. What a delta decodes to is therefore
  * measured here, inflating every compressed part with a ceiling of what is left of the budget,
- * before Automerge (which would inflate without one) sees any of it.
+ * before Automerge (which would inflate without one) sees any of it. Columns are also
+ * run-length encoded, so every row (operation, or change of a document) counts ROW_BYTES too.
  */
 const MAGIC = [0x85, 0x6f, 0x4a, 0x83]
 const DOCUMENT = 0
@@ -110,14 +111,20 @@ function checkChunk(bytes: Uint8Array, offset: number, budget: Budget): number {
   if (type === DOCUMENT || type === CHANGE) {
     verifyChecksum(sha256(bytes.subarray(offset + 8, end)), checksum)
     const body = bytes.subarray(bodyStart, end)
-    // A change chunk's columns are never compressed (Automerge refuses one that says so).
-    budget.add(headerBytes + (type === DOCUMENT ? documentBodyDecodedBytes(body, budget.left - headerBytes, budget.max) : length))
+    if (type === DOCUMENT) {
+      budget.add(headerBytes + documentBodyDecodedBytes(body, budget.left - headerBytes, budget.max))
+    } else {
+      // A change chunk's columns are never compressed (Automerge refuses one that says so).
+      budget.add(headerBytes + length)
+      budget.add(changeRows(body) * ROW_BYTES)
+    }
   } else if (type === COMPRESSED_CHANGE) {
     // The inflated change has a header of its own, with its length: at most as long as this one's.
     const body = inflate(bytes.subarray(bodyStart, end), budget.left - headerBytes, budget.max)
     const inflatedLength = encodeUleb(body.byteLength)
     budget.add(HEADER_BYTES + inflatedLength.byteLength + body.byteLength)
     verifyChecksum(sha256(Uint8Array.of(CHANGE), inflatedLength, body), checksum)
+    budget.add(changeRows(body) * ROW_BYTES)
   } else {
     throw invalid(`a chunk has the unknown type ${type}`)
   }
@@ -141,30 +148,132 @@ function documentBodyDecodedBytes(body: Uint8Array, left: number, max: number): 
   let [count, offset] = readUleb(body, skipActors(body))
   offset += count * HASH_BYTES
   if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
-  const columns: [spec: number, length: number][] = []
-  for (let group = 0; group < 2; group++) { // change columns, then op columns
-    ;[count, offset] = readUleb(body, offset)
-    for (let i = 0; i < count; i++) {
-      let spec: number
-      let length: number
-      ;[spec, offset] = readUleb(body, offset)
-      ;[length, offset] = readUleb(body, offset)
-      columns.push([spec, length])
+  let changeColumns: Column[]
+  let opColumns: Column[]
+  ;[changeColumns, offset] = readColumns(body, offset)
+  ;[opColumns, offset] = readColumns(body, offset)
+  // The metadata (and the prefix before it) counts at its length; so do the head indexes after
+  // the data, and every column that is not deflated. Then the rows, as in changeRows.
+  let decoded = body.byteLength
+  const rows = [0, 0]
+  for (const [group, columns] of [changeColumns, opColumns].entries()) {
+    for (const [spec, length] of columns) {
+      const start = offset
+      offset += length
+      if (offset > body.byteLength) throw invalid('a document chunk is shorter than its columns')
+      let data = body.subarray(start, offset)
+      if ((spec & DEFLATE_BIT) !== 0) {
+        decoded -= length
+        data = inflate(data, left - decoded, max)
+        decoded += data.byteLength
+      }
+      rows[group] = Math.max(rows[group]!, columnRows(data, spec))
+      if (decoded + (rows[0]! + rows[1]!) * ROW_BYTES > left) throw tooLarge(max)
     }
   }
-  // The metadata (and the prefix before it) counts at its length; so do the head indexes after
-  // the data, and every column that is not deflated.
-  let decoded = body.byteLength
-  for (const [spec, length] of columns) {
-    const start = offset
-    offset += length
-    if (offset > body.byteLength) throw invalid('a document chunk is shorter than its columns')
-    if ((spec & DEFLATE_BIT) === 0) continue
-    decoded -= length
-    decoded += inflate(body.subarray(start, offset), left - decoded, max).byteLength
-  }
-  return decoded
+  return decoded + (rows[0]! + rows[1]!) * ROW_BYTES
 }
+
+/** A column's specification (bit 3: deflated; bits 0–2: its type) and its length in the data. */
+type Column = [spec: number, length: number]
+
+function readColumns(body: Uint8Array, offset: number): [Column[], number] {
+  let count: number
+  ;[count, offset] = readUleb(body, offset)
+  const columns: Column[] = []
+  for (let i = 0; i < count; i++) {
+    let spec: number
+    let length: number
+    ;[spec, offset] = readUleb(body, offset)
+    ;[length, offset] = readUleb(body, offset)
+    columns.push([spec, length])
+  }
+  return [columns, offset]
+}
+
+/**
+ * What a change's operations cost besides their bytes: columns are run-length encoded, so a
+ * change of ~120 bytes can hold 10,000,000 list insertions — Automerge then runs out of memory
+ * (the WASM heap, for every document of the process). Every row of a column counts
+ * ROW_BYTES towards the limit: the number of operations (and, in a document, of changes) is
+ * the most rows any of their columns has.
+ */
+const ROW_BYTES = 16
+
+/** The operations of a change chunk's body (storage/change.rs): the most rows of its op columns. */
+function changeRows(body: Uint8Array): number {
+  let [count, offset] = readUleb(body, 0) // dependencies
+  offset += count * HASH_BYTES
+  let n: number
+  ;[n, offset] = readUleb(body, offset) // actor
+  offset += n
+  offset = skipLeb(body, offset) // seq
+  offset = skipLeb(body, offset) // start op
+  offset = skipLeb(body, offset) // time (signed)
+  ;[n, offset] = readUleb(body, offset) // message
+  offset += n
+  ;[count, offset] = readUleb(body, offset) // other actors
+  for (let i = 0; i < count; i++) {
+    ;[n, offset] = readUleb(body, offset)
+    offset += n
+  }
+  if (offset > body.byteLength) throw invalid('a change chunk is truncated in its header')
+  let columns: Column[]
+  ;[columns, offset] = readColumns(body, offset)
+  let rows = 0
+  for (const [spec, length] of columns) {
+    if (offset + length > body.byteLength) throw invalid('a change chunk is shorter than its columns')
+    rows = Math.max(rows, columnRows(body.subarray(offset, offset + length), spec))
+    offset += length
+  }
+  return rows
+}
+
+/**
+ * The rows of one column (the Automerge binary format): boolean columns are alternating run
+ * lengths; value columns are raw bytes (their rows are the metadata column's); every other
+ * type is run-length encoded: a signed count n, then one value repeated n times (n > 0), -n
+ * literal values (n < 0), or a count of nulls (n = 0). Values are uLEB128 (group, actor,
+ * integer, value metadata), sLEB128 (delta) or length-prefixed (string).
+ */
+function columnRows(data: Uint8Array, spec: number): number {
+  const type = spec & 0b111
+  if (type === VALUE_TYPE) return 0
+  let rows = 0
+  let offset = 0
+  let n: number
+  if (type === BOOLEAN_TYPE) {
+    while (offset < data.byteLength) {
+      ;[n, offset] = readUleb(data, offset)
+      rows += n
+    }
+    return rows
+  }
+  const skipValue = (at: number): number => {
+    if (type !== STRING_TYPE) return skipLeb(data, at)
+    const [length, next] = readUleb(data, at)
+    return next + length
+  }
+  while (offset < data.byteLength) {
+    ;[n, offset] = readSleb(data, offset)
+    if (n > 0) {
+      offset = skipValue(offset)
+      rows += n
+    } else if (n < 0) {
+      for (let i = 0; i < -n; i++) offset = skipValue(offset)
+      rows += -n
+    } else {
+      ;[n, offset] = readUleb(data, offset)
+      rows += n
+    }
+  }
+  if (offset > data.byteLength) throw invalid('a column is truncated')
+  return rows
+}
+
+const BOOLEAN_TYPE = 4
+const STRING_TYPE = 5
+const VALUE_TYPE = 7
 
 /**
  * The heads named by the document chunks among `bytes` (chunks that checkChunks accepted), as
@@ -198,16 +307,32 @@ function skipActors(body: Uint8Array): number {
 }
 
 function readUleb(bytes: Uint8Array, offset: number): [value: number, next: number] {
+  return readLeb(bytes, offset, false)
+}
+
+/** A signed LEB128 number (a run-length count: negative for literal runs). */
+function readSleb(bytes: Uint8Array, offset: number): [value: number, next: number] {
+  return readLeb(bytes, offset, true)
+}
+
+/** LEB128 as a safe integer: larger ones are refused (no honest length or count comes near). */
+function readLeb(bytes: Uint8Array, offset: number, signed: boolean): [value: number, next: number] {
   let value = 0
   let scale = 1
   for (let i = offset; i < bytes.byteLength; i++) {
     const b = bytes[i]!
     value += (b & 0x7f) * scale
-    if (value > Number.MAX_SAFE_INTEGER) throw invalid('a length is out of range')
-    if (b < 0x80) return [value, i + 1]
     scale *= 128
+    if (value > Number.MAX_SAFE_INTEGER) throw invalid('a length or count is out of range')
+    if (b < 0x80) return [signed && (b & 0x40) !== 0 ? value - scale : value, i + 1]
   }
-  throw invalid('a length is truncated')
+  throw invalid('a length or count is truncated')
+}
+
+/** Where the LEB128 number at `offset` ends. */
+function skipLeb(bytes: Uint8Array, offset: number): number {
+  for (let i = offset; i < bytes.byteLength && i < offset + 10; i++) if (bytes[i]! < 0x80) return i + 1
+  throw invalid('a number is truncated or too long')
 }
 
 function encodeUleb(n: number): Uint8Array {
@@ -242,5 +367,5 @@ function invalid(why: string): ConvergentError {
 }
 
 function tooLarge(max: number): ConvergentError {
-  return new ConvergentError('ERR_TOO_LARGE', `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes): its compressed chunks or columns inflate past the limit. It was not applied.`)
+  return new ConvergentError('ERR_TOO_LARGE', `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes; compressed chunks and columns count inflated, every operation ${ROW_BYTES} bytes more). It was not applied.`)
 }

@@ -18,7 +18,7 @@ describe('automerge: catch-up deltas stay compact', function () {
     // A.saveSince from the midpoint is ~6.7 MB here: over the 2 MiB delta limit, forever.
     assert.ok(delta.byteLength <= 2 * whole.byteLength, `${delta.byteLength} bytes sent, snapshot ${whole.byteLength}`)
     assert.ok(delta.byteLength < 2 * MiB)
-    const caught = backend.applyDelta(behind, delta, { maxDecodedBytes: 16 * MiB })
+    const caught = backend.applyDelta(behind, delta, { maxDecodedBytes: 32 * MiB })
     assert.deepEqual(backend.read(caught), { name: 'Blue mug', stock: changes - 1 })
     assert.deepEqual(backend.versionHash(caught), backend.versionHash(source))
     assert.equal(backend.deltaSince(source, backend.version(caught)), null)
