@@ -1,10 +1,12 @@
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
-import type { Backend, Change, JsonObject } from '@convergent/core'
-import { checkChunks } from './chunks.js'
+import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
+import { checkChunks, documentHeads } from './chunks.js'
+import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
-import { reconcileMap } from './reconcile.js'
+import { reconcileMap, type Conflicts } from './reconcile.js'
+import { isStoredMap } from './scalars.js'
 import { DELETED_KEY } from './schema.js'
 
 export type AutomergeDoc = A.Doc<Record<string, unknown>>
@@ -16,7 +18,28 @@ export interface AutomergeBackendOptions {
    * up (W1, 10k new entities: ~4,500/s with this budget, under 200/s with all of them live).
    */
   maxResident?: number
+  /**
+   * What a delta may decode to (inflated, 16 bytes per operation more: chunks.ts) when
+   * applyDelta's caller passes no limit. Default 32 MiB: a hostile peer's ~61 KB chunk can
+   * inflate to ~60 MiB, while an entity with a 100,000-change history decodes to ~7 MB (three
+   * small fields per change) to ~15 MB (a 100-byte string rewritten every change). README.
+   */
+  maxDecodedBytes?: number
+  /**
+   * What all the stored bytes of one entity may decode to, together, in load() (default
+   * 512 MiB). Higher than any one delta's limit: compaction's snapshot holds the entity's
+   * whole history. It keeps a bomb stored before limits existed from taking the process down.
+   */
+  maxLoadedBytes?: number
+  /**
+   * deltaSince sends the changes since the remote's heads as they are up to this size
+   * (default 16 KiB); past it, it saves the whole document as well and sends the smaller.
+   */
+  compactCheckBytes?: number
 }
+
+/** deltaSince to a replica that knows nothing: a document this small may lose to its changes. */
+const TINY_DOCUMENT_BYTES = 1024
 
 /** Change options: a fixed time, so a change's bytes and hash never depend on the wall clock. */
 const CHANGE_OPTIONS = { time: 0 }
@@ -41,19 +64,47 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
    */
   private readonly untrusted = new WeakSet<AutomergeDoc>()
 
+  /**
+   * What is known of each document's concurrently created nested maps (conflicts.ts): null =
+   * it has none, a tree = where they are, absent = unknown (a scan finds out when needed: one
+   * WASM call per map-valued key). Known to be none, at no cost: a created document, a local
+   * change of a document that had none (a local write never makes a conflict), and a delta
+   * applied to one whose patches show no conflict and no new map. Unknown: loaded documents.
+   */
+  private readonly conflicts = new WeakMap<AutomergeDoc, ConflictTree | null>()
+
+  /** The merged value of documents that have conflicting nested maps (built on first need). */
+  private readonly merged = new WeakMap<AutomergeDoc, Record<string, unknown>>()
+
+  private readonly maxDecodedBytes: number
+  private readonly maxLoadedBytes: number
+  private readonly compactCheckBytes: number
+
   constructor(options: AutomergeBackendOptions = {}) {
     this.maxResident = options.maxResident ?? 1_000
+    this.maxDecodedBytes = byteCount(options.maxDecodedBytes ?? 32 * 1024 * 1024, 'maxDecodedBytes')
+    this.maxLoadedBytes = byteCount(options.maxLoadedBytes ?? 512 * 1024 * 1024, 'maxLoadedBytes')
+    this.compactCheckBytes = byteCount(options.compactCheckBytes ?? 16 * 1024, 'compactCheckBytes')
   }
 
   create(actor: Uint8Array): AutomergeDoc {
-    return A.init({ actor: toHex(actor) })
+    const doc = A.init<Record<string, unknown>>({ actor: toHex(actor) })
+    this.conflicts.set(doc, null)
+    return doc
   }
 
   load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): AutomergeDoc {
     const parts = snapshot === undefined ? deltas : [snapshot, ...deltas]
     if (parts.length === 0) return this.create(actor)
+    // Stored bytes were received under a limit, but a snapshot from compaction can hold more
+    // than any one delta: a ceiling over everything, against a bomb stored before limits.
     let hasChange = false
-    for (const part of parts) hasChange = checkChunks(part).hasChange || hasChange
+    let decoded = 0
+    for (const part of parts) {
+      const checked = checkChunks(part, { maxDecodedBytes: this.maxLoadedBytes - decoded })
+      hasChange = checked.hasChange || hasChange
+      decoded += checked.decodedBytes
+    }
     // One A.load of all chunks back to back rather than a loadIncremental per stored delta
     // (each of which patches the doc object). allowMissingChanges keeps changes whose
     // dependencies have not arrived queued, as loadIncremental does (hasPending).
@@ -84,20 +135,32 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // An untrusted doc object (see `untrusted`) is materialised afresh from the WASM state.
     const root = this.untrusted.has(doc) ? A.toJS(doc) : doc
     if (root[DELETED_KEY] !== false) return undefined
-    return readRoot(root)
+    const conflicts = this.conflictsOf(doc, root)
+    return readRoot(conflicts === null ? root : this.mergedRoot(doc, root, conflicts))
   }
 
   put(doc: AutomergeDoc, value: JsonObject): Change<AutomergeDoc> {
     if (Object.prototype.hasOwnProperty.call(value, DELETED_KEY)) {
       throw new ConvergentError('ERR_INVALID_VALUE', `The field name ${JSON.stringify(DELETED_KEY)} is reserved by the Automerge backend; rename the field.`)
     }
-    // Compared against the doc object when it can be trusted, else through the proxy.
-    const base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    // Compared against the doc object when it can be trusted, else through the proxy; with
+    // conflicting nested maps, against the value as read (merged), which is then materialised.
+    let base = this.untrusted.has(doc) ? undefined : (doc as Record<string, unknown>)
+    let conflicts: Conflicts | undefined
+    if (this.conflicts.get(doc) !== null) {
+      const root = base ?? A.toJS(doc)
+      const tree = this.conflictsOf(doc, root)
+      if (tree !== null) {
+        const handle = A.getBackend(doc)
+        base = this.mergedRoot(doc, root, tree)
+        conflicts = { tree, handle }
+      }
+    }
     const next = this.change(doc, (root) => {
       // Only a put on a deleted (or never written) entity touches the flag, so a delete
       // concurrent with this put still wins.
       if ((base ?? root)[DELETED_KEY] !== false) root[DELETED_KEY] = false
-      reconcileMap(root, value, DELETED_KEY, base)
+      reconcileMap(root, value, DELETED_KEY, base, conflicts)
     })
     return { doc: next, delta: next === doc ? null : lastLocalChange(next) }
   }
@@ -113,31 +176,38 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return { doc: next, delta: next === doc ? null : lastLocalChange(next) }
   }
 
-  applyDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
-    checkChunks(delta, true)
+  applyDelta(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits): AutomergeDoc {
+    const { hasChange } = checkChunks(delta, { parseAfterFirst: true, maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes') })
     const heads = A.getHeads(doc)
     // A document that holds nothing yet (an entity new here, from a peer) is loaded from the
     // delta instead: A.load materialises a fresh, trusted object, so reading it needs no
     // A.toJS — ~100 µs against ~170–190 µs per entity with loadIncremental. The empty
     // document it replaces is freed (like an outdated one, it is not used again).
-    if (heads.length === 0 && !this.hasPending(doc)) {
-      let loaded: AutomergeDoc
-      try {
-        loaded = A.load(delta, { actor: A.getActorId(doc) as A.ActorId, allowMissingChanges: true })
-      } catch (err) {
-        throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
-      }
+    const pending = this.hasPending(doc)
+    if (heads.length === 0 && !pending) {
+      const loaded = loadDelta(doc, delta)
       A.free(doc)
       return loaded
     }
+    // Whole documents (a compact catch-up from deltaSince, a served snapshot) that hold
+    // something new: loading one afresh and adding the few changes only this side has is
+    // cheaper than loadIncremental, which rebuilds every change of the document to merge it
+    // (100,000 changes onto 50,000: ~1.3 s against ~3 s).
+    if (!hasChange && !pending && !A.hasHeads(doc, documentHeads(delta))) return this.mergeDocument(doc, heads, delta)
     let next: AutomergeDoc
+    let mayConflict = false
     try {
-      next = A.loadIncremental(doc, delta)
+      next = A.loadIncremental(doc, delta, {
+        patchCallback: (patches) => {
+          mayConflict ||= patches.some(mayRevealConflict)
+        },
+      })
     } catch (err) {
       throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
     }
     // Unmoved heads: nothing was applied (at most queued), so nothing was patched.
     if (this.untrusted.has(doc) || !sameHeads(heads, A.getHeads(next))) this.untrusted.add(next)
+    if (next !== doc && !mayConflict && this.conflicts.get(doc) === null) this.conflicts.set(next, null)
     return next
   }
 
@@ -149,6 +219,13 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return sha256(this.version(doc))
   }
 
+  /**
+   * The changes since the remote's heads (A.saveSince: uncompressed, ~130 bytes per small
+   * change) or the whole document (A.save: compressed, ~2 bytes per such change), whichever
+   * is smaller, so a replica that fell far behind can always catch up within the delta limit.
+   * What is sent is at most max(compactCheckBytes, A.save(doc)). The larger of the two is
+   * only computed when it might win: A.saveSince costs ~25 µs per change, A.save ~1 µs.
+   */
   deltaSince(doc: AutomergeDoc, version: Uint8Array): Uint8Array | null {
     const remote = decodeHeads(version)
     const remoteSet = new Set(remote)
@@ -156,8 +233,16 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     if (A.getHeads(doc).every((h) => remoteSet.has(h))) return null
     // Heads we have never seen cannot be a starting point; without any, send everything.
     const known = remote.filter((h) => A.hasHeads(doc, [h]))
-    const delta = A.saveSince(doc, known)
-    return delta.byteLength === 0 ? null : delta
+    if (known.length === 0) {
+      // Everything: the document, unless it is so small that its few changes are smaller.
+      const whole = A.save(doc)
+      if (whole.byteLength > TINY_DOCUMENT_BYTES) return whole
+      return smaller(whole, A.saveSince(doc, []))
+    }
+    const since = A.saveSince(doc, known)
+    if (since.byteLength === 0) return null
+    if (since.byteLength <= this.compactCheckBytes) return since
+    return smaller(A.save(doc), since)
   }
 
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
@@ -169,6 +254,48 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   hasPending(doc: AutomergeDoc): boolean {
     // Queued changes are exactly those with a dependency we do not have.
     return A.getMissingDeps(doc, []).length > 0
+  }
+
+  /**
+   * `delta` (whole documents, holding something `doc` lacks) loaded afresh, plus whatever
+   * `doc` holds that they do not. `doc` has no queued changes. It is freed, as in applyDelta.
+   */
+  private mergeDocument(doc: AutomergeDoc, heads: readonly string[], delta: Uint8Array): AutomergeDoc {
+    let next = loadDelta(doc, delta)
+    if (!A.hasHeads(next, [...heads])) {
+      // This side has changes the sender lacks: those after the heads both have.
+      const common = A.getHeads(next).filter((h) => A.hasHeads(doc, [h]))
+      try {
+        next = A.loadIncremental(next, A.saveSince(doc, common))
+      } catch (err) {
+        A.free(next)
+        throw wrapError('ERR_INVALID_DELTA', 'Automerge could not merge a document delta', err)
+      }
+      // Patched by loadIncremental: read from the WASM state (see `untrusted`).
+      this.untrusted.add(next)
+    }
+    A.free(doc)
+    return next
+  }
+
+  /** `doc`'s value (`root`) with its conflicts merged, as read shows it; kept for the next read or put. */
+  private mergedRoot(doc: AutomergeDoc, root: Record<string, unknown>, conflicts: ConflictTree): Record<string, unknown> {
+    let merged = this.merged.get(doc)
+    if (merged === undefined) {
+      merged = mergeConflicts(A.getBackend(doc), root, conflicts)
+      this.merged.set(doc, merged)
+    }
+    return merged
+  }
+
+  /** Where `doc`'s conflicting nested maps are (null: none); `root` is its value, with object ids. */
+  private conflictsOf(doc: AutomergeDoc, root: Record<string, unknown>): ConflictTree | null {
+    let conflicts = this.conflicts.get(doc)
+    if (conflicts === undefined) {
+      conflicts = findConflicts(A.getBackend(doc), root)
+      this.conflicts.set(doc, conflicts)
+    }
+    return conflicts
   }
 
   /**
@@ -184,12 +311,44 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       throw wrapError('ERR_INVALID_VALUE', 'Automerge cannot store this value', err)
     }
     if (next !== doc && this.untrusted.has(doc)) this.untrusted.add(next)
+    // A local write makes no conflict (it supersedes every value it touches) but may end
+    // some: a document with none keeps none, one with some is scanned again when needed.
+    if (next !== doc && this.conflicts.get(doc) === null) this.conflicts.set(next, null)
     return next
   }
 }
 
 export function automergeBackend(options: AutomergeBackendOptions = {}): Backend<AutomergeDoc> {
   return new AutomergeBackend(options)
+}
+
+/**
+ * Whether a patch may show a key with several maps: a conflict, or a map (or list) put at a
+ * key — which may also be an older one coming into view, holding conflicts of its own.
+ */
+function mayRevealConflict(patch: A.Patch): boolean {
+  if (patch.action === 'conflict') return true
+  return patch.action === 'put' && (patch.conflict === true || isStoredMap(patch.value) || Array.isArray(patch.value))
+}
+
+/** A.load of a delta, for the actor of `doc`; queued changes stay queued. */
+function loadDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
+  try {
+    return A.load(delta, { actor: A.getActorId(doc) as A.ActorId, allowMissingChanges: true })
+  } catch (err) {
+    throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
+  }
+}
+
+function smaller(a: Uint8Array, b: Uint8Array): Uint8Array {
+  return b.byteLength < a.byteLength ? b : a
+}
+
+function byteCount(n: number, name: string): number {
+  if (typeof n !== 'number' || !(n >= 0)) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `${name} must be a number of bytes (0 or more); got ${String(n)}.`)
+  }
+  return n
 }
 
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {

@@ -1,45 +1,89 @@
+import { constants as bufferConstants } from 'node:buffer'
 import { inflateRawSync } from 'node:zlib'
 import * as A from '@automerge/automerge'
-import { ConvergentError, bytesEqual, sha256 } from '@convergent/core'
+import { ConvergentError, bytesEqual, sha256, toHex } from '@convergent/core'
 
 /**
  * Automerge binary data is a sequence of chunks:
  *   magic (85 6f 4a 83) · checksum (4 bytes) · type (1 byte) · body length (uLEB128) · body
  * The checksum is the first 4 bytes of SHA-256 over type, length and body (for a compressed
- * change: over the uncompressed change). Automerge's loadIncremental throws only when the
- * first chunk is bad: it silently skips a bad chunk after a good one, and accepts empty input.
- * So the framing and every checksum are verified here, before Automerge sees the bytes.
+ * change: over the uncompressed change; for a document: over the body as sent, compressed
+ * columns and all). Automerge's loadIncremental throws only when the first chunk is bad: it
+ * silently skips a bad chunk after a good one, and accepts empty input. So the framing and
+ * every checksum are verified here, before Automerge sees the bytes.
+ *
+ * Chunks can be deflate-compressed — a whole change (type 2) or single columns of a document
+ * (type 0) — and a few KB can inflate to gigabytes. What a delta decodes to is therefore
+ * measured here, inflating every compressed part with a ceiling of what is left of the budget,
+ * before Automerge (which would inflate without one) sees any of it. Columns are also
+ * run-length encoded, so every row (operation, or change of a document) counts ROW_BYTES too.
  */
 const MAGIC = [0x85, 0x6f, 0x4a, 0x83]
 const DOCUMENT = 0
 const CHANGE = 1
 const COMPRESSED_CHANGE = 2
 const HEADER_BYTES = 9 // magic + checksum + type, before the length
-const MAX_INFLATED_BYTES = 64 * 1024 * 1024
+const HASH_BYTES = 32
+/** The column specification bit that marks a deflated column (Automerge's ColumnSpec). */
+const DEFLATE_BIT = 0b1000
+
+export interface CheckOptions {
+  /**
+   * Also parse the chunks after the first: a body that is garbage under a valid checksum
+   * would otherwise be skipped by loadIncremental after a good first chunk and stored with
+   * it — and a later A.load of the stored bytes drops everything on it. (The first chunk
+   * needs no parse: Automerge throws on it.)
+   */
+  readonly parseAfterFirst?: boolean
+  /** Most bytes the chunks may decode to, all together: over it, ERR_TOO_LARGE. */
+  readonly maxDecodedBytes: number
+}
 
 export interface CheckedChunks {
   /** Whether any chunk is a change (plain or compressed), as opposed to a whole document. */
   readonly hasChange: boolean
+  /** What the chunks decode to: their bytes with every compressed part inflated. */
+  readonly decodedBytes: number
 }
 
 /**
- * Verifies framing and checksums. With `parseAfterFirst`, the chunks after the first are also
- * parsed: a body that is garbage under a valid checksum would otherwise be skipped by
- * loadIncremental after a good first chunk and stored with it — and a later A.load of the
- * stored bytes drops everything on it. (The first chunk needs no parse: Automerge throws on it.)
+ * Verifies framing, checksums and the decoded size (see the module comment), then, with
+ * `parseAfterFirst`, parses the chunks after the first. Throws ERR_INVALID_DELTA or
+ * ERR_TOO_LARGE; nothing is inflated past the budget.
  */
-export function checkChunks(bytes: Uint8Array, parseAfterFirst = false): CheckedChunks {
+export function checkChunks(bytes: Uint8Array, options: CheckOptions): CheckedChunks {
   if (bytes.byteLength === 0) throw invalid('it is empty')
+  const budget = new Budget(options.maxDecodedBytes)
   let offset = 0
   let hasChange = false
+  const later: [start: number, end: number][] = []
   while (offset < bytes.byteLength) {
     const start = offset
     const type = bytes[offset + 8]
-    offset = checkChunk(bytes, offset)
+    offset = checkChunk(bytes, offset, budget)
     if (type !== DOCUMENT) hasChange = true
-    if (parseAfterFirst && start > 0) parseChunk(bytes.subarray(start, offset), type === DOCUMENT)
+    if (start > 0) later.push([start, offset])
   }
-  return { hasChange }
+  // Parsed only once every chunk is known to fit: a parse inflates.
+  if (options.parseAfterFirst) {
+    for (const [start, end] of later) parseChunk(bytes.subarray(start, end), bytes[start + 8] === DOCUMENT)
+  }
+  return { hasChange, decodedBytes: budget.used }
+}
+
+/** What has been decoded so far, against the ceiling. */
+class Budget {
+  used = 0
+  constructor(readonly max: number) {}
+
+  get left(): number {
+    return this.max - this.used
+  }
+
+  add(n: number): void {
+    this.used += n
+    if (this.used > this.max) throw tooLarge(this.max)
+  }
 }
 
 function parseChunk(chunk: Uint8Array, document: boolean): void {
@@ -51,8 +95,8 @@ function parseChunk(chunk: Uint8Array, document: boolean): void {
   }
 }
 
-/** Verifies one chunk starting at `offset`; returns where the next one starts. */
-function checkChunk(bytes: Uint8Array, offset: number): number {
+/** Verifies one chunk starting at `offset` and counts what it decodes to; returns where the next one starts. */
+function checkChunk(bytes: Uint8Array, offset: number, budget: Budget): number {
   if (bytes.byteLength - offset < HEADER_BYTES + 1) throw invalid('a chunk header is truncated')
   for (let i = 0; i < MAGIC.length; i++) {
     if (bytes[offset + i] !== MAGIC[i]) throw invalid('a chunk does not start with the Automerge magic bytes')
@@ -63,30 +107,232 @@ function checkChunk(bytes: Uint8Array, offset: number): number {
   const end = bodyStart + length
   if (end > bytes.byteLength) throw invalid('a chunk is truncated')
 
-  let hash: Uint8Array
+  const headerBytes = bodyStart - offset
   if (type === DOCUMENT || type === CHANGE) {
-    hash = sha256(bytes.subarray(offset + 8, end))
+    verifyChecksum(sha256(bytes.subarray(offset + 8, end)), checksum)
+    const body = bytes.subarray(bodyStart, end)
+    if (type === DOCUMENT) {
+      budget.add(headerBytes + documentBodyDecodedBytes(body, budget.left - headerBytes, budget.max))
+    } else {
+      // A change chunk's columns are never compressed (Automerge refuses one that says so).
+      budget.add(headerBytes + length)
+      budget.add(changeRows(body) * ROW_BYTES)
+    }
   } else if (type === COMPRESSED_CHANGE) {
-    const body = inflate(bytes.subarray(bodyStart, end))
-    hash = sha256(Uint8Array.of(CHANGE), encodeUleb(body.byteLength), body)
+    // The inflated change has a header of its own, with its length: at most as long as this one's.
+    const body = inflate(bytes.subarray(bodyStart, end), budget.left - headerBytes, budget.max)
+    const inflatedLength = encodeUleb(body.byteLength)
+    budget.add(HEADER_BYTES + inflatedLength.byteLength + body.byteLength)
+    verifyChecksum(sha256(Uint8Array.of(CHANGE), inflatedLength, body), checksum)
+    budget.add(changeRows(body) * ROW_BYTES)
   } else {
     throw invalid(`a chunk has the unknown type ${type}`)
   }
-  if (!bytesEqual(hash.subarray(0, 4), checksum)) throw invalid('a chunk fails its checksum')
   return end
 }
 
+function verifyChecksum(hash: Uint8Array, checksum: Uint8Array): void {
+  if (!bytesEqual(hash.subarray(0, 4), checksum)) throw invalid('a chunk fails its checksum')
+}
+
+/**
+ * The size of a document chunk's body once its deflated columns are inflated (Automerge's
+ * storage/document.rs): actors · heads · change column metadata · op column metadata ·
+ * change column data · op column data · head indexes. Column metadata is a count, then per
+ * column its specification (uLEB128 u32; bit 3 = deflated) and its length in the data.
+ * Each deflated column is inflated within what is left of the budget (`left`, less what the
+ * body holds besides: columns not inflated yet count at their compressed length) and only its
+ * size is kept.
+ */
+function documentBodyDecodedBytes(body: Uint8Array, left: number, max: number): number {
+  let [count, offset] = readUleb(body, skipActors(body))
+  offset += count * HASH_BYTES
+  if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
+  let changeColumns: Column[]
+  let opColumns: Column[]
+  ;[changeColumns, offset] = readColumns(body, offset)
+  ;[opColumns, offset] = readColumns(body, offset)
+  // The metadata (and the prefix before it) counts at its length; so do the head indexes after
+  // the data, and every column that is not deflated. Then the rows, as in changeRows.
+  let decoded = body.byteLength
+  const rows = [0, 0]
+  for (const [group, columns] of [changeColumns, opColumns].entries()) {
+    for (const [spec, length] of columns) {
+      const start = offset
+      offset += length
+      if (offset > body.byteLength) throw invalid('a document chunk is shorter than its columns')
+      let data = body.subarray(start, offset)
+      if ((spec & DEFLATE_BIT) !== 0) {
+        decoded -= length
+        data = inflate(data, left - decoded, max)
+        decoded += data.byteLength
+      }
+      rows[group] = Math.max(rows[group]!, columnRows(data, spec))
+      if (decoded + (rows[0]! + rows[1]!) * ROW_BYTES > left) throw tooLarge(max)
+    }
+  }
+  return decoded + (rows[0]! + rows[1]!) * ROW_BYTES
+}
+
+/** A column's specification (bit 3: deflated; bits 0–2: its type) and its length in the data. */
+type Column = [spec: number, length: number]
+
+function readColumns(body: Uint8Array, offset: number): [Column[], number] {
+  let count: number
+  ;[count, offset] = readUleb(body, offset)
+  const columns: Column[] = []
+  for (let i = 0; i < count; i++) {
+    let spec: number
+    let length: number
+    ;[spec, offset] = readUleb(body, offset)
+    ;[length, offset] = readUleb(body, offset)
+    columns.push([spec, length])
+  }
+  return [columns, offset]
+}
+
+/**
+ * What a change's operations cost besides their bytes: columns are run-length encoded, so a
+ * change of ~120 bytes can hold 10,000,000 list insertions — Automerge then runs out of memory
+ * (the WASM heap, for every document of the process). Every row of a column counts
+ * ROW_BYTES towards the limit: the number of operations (and, in a document, of changes) is
+ * the most rows any of their columns has.
+ */
+const ROW_BYTES = 16
+
+/** The operations of a change chunk's body (storage/change.rs): the most rows of its op columns. */
+function changeRows(body: Uint8Array): number {
+  let [count, offset] = readUleb(body, 0) // dependencies
+  offset += count * HASH_BYTES
+  let n: number
+  ;[n, offset] = readUleb(body, offset) // actor
+  offset += n
+  offset = skipLeb(body, offset) // seq
+  offset = skipLeb(body, offset) // start op
+  offset = skipLeb(body, offset) // time (signed)
+  ;[n, offset] = readUleb(body, offset) // message
+  offset += n
+  ;[count, offset] = readUleb(body, offset) // other actors
+  for (let i = 0; i < count; i++) {
+    ;[n, offset] = readUleb(body, offset)
+    offset += n
+  }
+  if (offset > body.byteLength) throw invalid('a change chunk is truncated in its header')
+  let columns: Column[]
+  ;[columns, offset] = readColumns(body, offset)
+  let rows = 0
+  for (const [spec, length] of columns) {
+    if (offset + length > body.byteLength) throw invalid('a change chunk is shorter than its columns')
+    rows = Math.max(rows, columnRows(body.subarray(offset, offset + length), spec))
+    offset += length
+  }
+  return rows
+}
+
+/**
+ * The rows of one column (the Automerge binary format): boolean columns are alternating run
+ * lengths; value columns are raw bytes (their rows are the metadata column's); every other
+ * type is run-length encoded: a signed count n, then one value repeated n times (n > 0), -n
+ * literal values (n < 0), or a count of nulls (n = 0). Values are uLEB128 (group, actor,
+ * integer, value metadata), sLEB128 (delta) or length-prefixed (string).
+ */
+function columnRows(data: Uint8Array, spec: number): number {
+  const type = spec & 0b111
+  if (type === VALUE_TYPE) return 0
+  let rows = 0
+  let offset = 0
+  let n: number
+  if (type === BOOLEAN_TYPE) {
+    while (offset < data.byteLength) {
+      ;[n, offset] = readUleb(data, offset)
+      rows += n
+    }
+    return rows
+  }
+  const skipValue = (at: number): number => {
+    if (type !== STRING_TYPE) return skipLeb(data, at)
+    const [length, next] = readUleb(data, at)
+    return next + length
+  }
+  while (offset < data.byteLength) {
+    ;[n, offset] = readSleb(data, offset)
+    if (n > 0) {
+      offset = skipValue(offset)
+      rows += n
+    } else if (n < 0) {
+      for (let i = 0; i < -n; i++) offset = skipValue(offset)
+      rows += -n
+    } else {
+      ;[n, offset] = readUleb(data, offset)
+      rows += n
+    }
+  }
+  if (offset > data.byteLength) throw invalid('a column is truncated')
+  return rows
+}
+
+const BOOLEAN_TYPE = 4
+const STRING_TYPE = 5
+const VALUE_TYPE = 7
+
+/**
+ * The heads named by the document chunks among `bytes` (chunks that checkChunks accepted), as
+ * hex hashes. A document chunk holds exactly the history of its heads.
+ */
+export function documentHeads(bytes: Uint8Array): string[] {
+  const heads: string[] = []
+  let offset = 0
+  while (offset < bytes.byteLength) {
+    const [length, bodyStart] = readUleb(bytes, offset + HEADER_BYTES)
+    if (bytes[offset + 8] === DOCUMENT) {
+      const body = bytes.subarray(bodyStart, bodyStart + length)
+      let [count, at] = readUleb(body, skipActors(body))
+      for (let i = 0; i < count; i++, at += HASH_BYTES) heads.push(toHex(body.subarray(at, at + HASH_BYTES)))
+    }
+    offset = bodyStart + length
+  }
+  return heads
+}
+
+/** Where a document body's heads start: after its actors (a count, then length-prefixed ids). */
+function skipActors(body: Uint8Array): number {
+  let [count, offset] = readUleb(body, 0)
+  for (let i = 0; i < count; i++) {
+    let actorBytes: number
+    ;[actorBytes, offset] = readUleb(body, offset)
+    offset += actorBytes
+    if (offset > body.byteLength) throw invalid('a document chunk is truncated in its actors')
+  }
+  return offset
+}
+
 function readUleb(bytes: Uint8Array, offset: number): [value: number, next: number] {
+  return readLeb(bytes, offset, false)
+}
+
+/** A signed LEB128 number (a run-length count: negative for literal runs). */
+function readSleb(bytes: Uint8Array, offset: number): [value: number, next: number] {
+  return readLeb(bytes, offset, true)
+}
+
+/** LEB128 as a safe integer: larger ones are refused (no honest length or count comes near). */
+function readLeb(bytes: Uint8Array, offset: number, signed: boolean): [value: number, next: number] {
   let value = 0
   let scale = 1
   for (let i = offset; i < bytes.byteLength; i++) {
     const b = bytes[i]!
     value += (b & 0x7f) * scale
-    if (value > Number.MAX_SAFE_INTEGER) throw invalid('a chunk length is out of range')
-    if (b < 0x80) return [value, i + 1]
     scale *= 128
+    if (value > Number.MAX_SAFE_INTEGER) throw invalid('a length or count is out of range')
+    if (b < 0x80) return [signed && (b & 0x40) !== 0 ? value - scale : value, i + 1]
   }
-  throw invalid('a chunk length is truncated')
+  throw invalid('a length or count is truncated')
+}
+
+/** Where the LEB128 number at `offset` ends. */
+function skipLeb(bytes: Uint8Array, offset: number): number {
+  for (let i = offset; i < bytes.byteLength && i < offset + 10; i++) if (bytes[i]! < 0x80) return i + 1
+  throw invalid('a number is truncated or too long')
 }
 
 function encodeUleb(n: number): Uint8Array {
@@ -100,14 +346,26 @@ function encodeUleb(n: number): Uint8Array {
   return Uint8Array.from(out)
 }
 
-function inflate(compressed: Uint8Array): Uint8Array {
+/** Inflates raw deflate data to at most `left` bytes; more → ERR_TOO_LARGE (`max` names the limit). */
+function inflate(compressed: Uint8Array, left: number, max: number): Uint8Array {
+  if (left < 0) throw tooLarge(max)
+  let out: Uint8Array
   try {
-    return inflateRawSync(compressed, { maxOutputLength: MAX_INFLATED_BYTES })
-  } catch {
-    throw invalid('a compressed chunk does not inflate')
+    // maxOutputLength must be at least 1 and at most a Buffer's largest length; a stream that
+    // inflates to more than that stops there.
+    out = inflateRawSync(compressed, { maxOutputLength: Math.min(bufferConstants.MAX_LENGTH, Math.max(1, left)) })
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(max)
+    throw invalid('a compressed chunk or column does not inflate')
   }
+  if (out.byteLength > left) throw tooLarge(max)
+  return out
 }
 
 function invalid(why: string): ConvergentError {
   return new ConvergentError('ERR_INVALID_DELTA', `These bytes are not a valid Automerge delta: ${why}. Drop them and fetch the entity again through sync.`)
+}
+
+function tooLarge(max: number): ConvergentError {
+  return new ConvergentError('ERR_TOO_LARGE', `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes; compressed chunks and columns count inflated, every operation ${ROW_BYTES} bytes more). It was not applied.`)
 }

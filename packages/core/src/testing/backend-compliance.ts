@@ -7,7 +7,9 @@
  *  - A delete wins over updates concurrent with it; a put made after the delete (causally)
  *    brings the entity back with exactly the put value.
  *  - Two replicas that create the same entity concurrently merge top-level fields. (Two
- *    objects created concurrently at the same field are a conflict: one of them wins whole.)
+ *    objects created concurrently at the same field are a conflict: one of them wins whole —
+ *    unless the backend declares `mergesConcurrentNestedCreation`: then they merge field by
+ *    field, recursively, and later writes to the merged object behave as on any object.)
  *  - delete() of a document that was never written, or is already deleted, is a no-op (null).
  *  - The empty byte string and the version of a fresh document both mean "knows nothing".
  *  - Field names '__proto__' and names starting with NUL are not generated: a backend may
@@ -24,7 +26,18 @@ import { cloneJson, jsonEqual, type JsonObject, type JsonValue } from '../json.j
 const RUNS = 50
 const HEAVY_RUNS = 30
 
-export function backendComplianceSuite(name: string, makeBackend: () => Backend<any>): void {
+/** What a backend does beyond the common contract; the suite checks each one it declares. */
+export interface BackendCapabilities {
+  /**
+   * Objects created concurrently at the same field (A puts {address: {city}}, B puts
+   * {address: {zip}}) merge field by field, recursively, the same on every replica; and a
+   * later write to the merged object sticks (a removed field does not come back).
+   * Default false: one of the objects wins whole.
+   */
+  mergesConcurrentNestedCreation?: boolean
+}
+
+export function backendComplianceSuite(name: string, makeBackend: () => Backend<any>, capabilities: BackendCapabilities = {}): void {
   describe(`Backend compliance: ${name}`, function () {
     this.timeout(60_000)
     let backend: Backend<any>
@@ -254,7 +267,58 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
             const merged = a.read()!
             const { shared, ...rest } = merged
             assertJsonEqual(rest, { ...prefixKeys('a:', ea), ...prefixKeys('b:', eb) })
-            assert.ok(jsonEqual(shared, sa) || jsonEqual(shared, sb), 'the shared field holds one of the two writes')
+            if (capabilities.mergesConcurrentNestedCreation) {
+              assert.ok(isMergeOf(shared, sa, sb), `the shared field merges the two writes: ${JSON.stringify(shared)}`)
+            } else {
+              assert.ok(jsonEqual(shared, sa) || jsonEqual(shared, sb), 'the shared field holds one of the two writes')
+            }
+          }),
+          { numRuns: RUNS },
+        )
+      })
+
+      it('objects created concurrently at the same field merge field by field in any order, and later writes to them stick (mergesConcurrentNestedCreation)', function () {
+        if (!capabilities.mergesConcurrentNestedCreation) this.skip()
+        fc.assert(
+          fc.property(entityArb, objectArb, objectArb, fc.nat(), (base, oa, ob, pick) => {
+            const { shared: _dropped, ...rest } = base
+            const a = replica()
+            const b = replica()
+            const created = a.put(rest)!
+            b.apply(created)
+            const da = a.put({ ...rest, shared: oa })!
+            const db = b.put({ ...rest, shared: ob })!
+            a.apply(db)
+            b.apply(da)
+            // A third replica that takes them the other way round agrees.
+            const c = replica()
+            c.apply(created)
+            c.apply(db)
+            c.apply(da)
+            assertSameState(a, b)
+            assertSameState(c, a)
+            const merged = a.read()!.shared as JsonObject
+            assert.ok(isMergeOf(merged, oa, ob), `merged ${JSON.stringify(merged)} from ${JSON.stringify(oa)} and ${JSON.stringify(ob)}`)
+            // Later, concurrently: b removes a field of the merged object (whichever copy it came
+            // from), a adds one. Both writes stick, on both sides, and the removed field stays gone.
+            const keys = Object.keys(merged).sort()
+            const removed = keys.length > 0 ? keys[pick % keys.length]! : undefined
+            const fromB = { ...merged }
+            if (removed !== undefined) delete fromB[removed]
+            const fromA = { ...merged, 'added by a': true }
+            const wb = b.put({ ...rest, shared: fromB })
+            const wa = a.put({ ...rest, shared: fromA })!
+            assertJsonEqual(b.read()!.shared, fromB)
+            if (wb !== null) a.apply(wb)
+            b.apply(wa)
+            const expected = { ...fromB, 'added by a': true }
+            assertJsonEqual(a.read(), { ...rest, shared: expected })
+            assertSameState(a, b)
+            // Written over once more by one side, the object is exactly what it wrote.
+            const final = { only: 1 }
+            b.apply(a.put({ ...rest, shared: final })!)
+            assertJsonEqual(b.read()!.shared, final)
+            assertSameState(a, b)
           }),
           { numRuns: RUNS },
         )
@@ -789,6 +853,12 @@ const { value: valueArb } = fc.letrec<{ value: JsonValue; array: JsonValue[]; ob
 
 const entityArb: fc.Arbitrary<JsonObject> = fc.dictionary(keyArb, valueArb, { maxKeys: 6, noNullPrototype: true })
 
+/** Objects with few field names, so two of them share some (at any depth) and not others. */
+const { object: objectArb } = fc.letrec<{ value: JsonValue; object: JsonObject }>((tie) => ({
+  value: fc.oneof({ depthSize: 'small', maxDepth: 3 }, scalarArb, fc.array(scalarArb, { maxLength: 3 }), tie('object')),
+  object: fc.dictionary(fc.constantFrom('a', 'b', 'c', 'nested'), tie('value'), { maxKeys: 4, noNullPrototype: true }),
+}))
+
 /** Few field names, so replicas collide on fields, nest into each other and edit lists. */
 const smallKeyArb = fc.constantFrom('a', 'b', 'c', 'list', 'nested')
 const smallValueArb: fc.Arbitrary<JsonValue> = fc.oneof(scalarArb, fc.array(scalarArb, { maxLength: 3 }), fc.dictionary(smallKeyArb, scalarArb, { maxKeys: 2, noNullPrototype: true }))
@@ -833,6 +903,30 @@ function assertRejectedUnchanged(r: Replica, bad: Uint8Array): void {
   assertJsonEqual(r.read(), before.value)
   assert.equal(r.hash(), before.hash)
   assert.equal(r.backend.hasPending(r.doc), before.pending)
+}
+
+/**
+ * Whether `merged` is what concurrently written `x` and `y` merge to: two objects merge field
+ * by field, recursively (a field of one of them only is kept as it is); anything else is one
+ * of the two.
+ */
+function isMergeOf(merged: JsonValue | undefined, x: JsonValue, y: JsonValue): boolean {
+  if (!isPlainObject(x) || !isPlainObject(y)) return jsonEqual(merged, x) || jsonEqual(merged, y)
+  if (!isPlainObject(merged)) return false
+  const keys = new Set([...Object.keys(x), ...Object.keys(y)])
+  if (Object.keys(merged).length !== keys.size) return false
+  for (const key of keys) {
+    if (!Object.prototype.hasOwnProperty.call(merged, key)) return false
+    const inX = Object.prototype.hasOwnProperty.call(x, key)
+    const inY = Object.prototype.hasOwnProperty.call(y, key)
+    const ok = inX && inY ? isMergeOf(merged[key], x[key]!, y[key]!) : jsonEqual(merged[key], inX ? x[key] : y[key])
+    if (!ok) return false
+  }
+  return true
+}
+
+function isPlainObject(v: JsonValue | undefined): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 function prefixKeys(prefix: string, obj: JsonObject): JsonObject {
