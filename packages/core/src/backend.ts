@@ -6,7 +6,8 @@ import type { JsonObject } from './json.js'
  * compliance suite in @convergent/core/testing (backendComplianceSuite).
  *
  * Documents are opaque to core. A backend may mutate a document in place (Yjs) or return a
- * new one (Automerge): callers always continue with the `doc` a method returns.
+ * new one (Automerge): callers always continue with the `doc` a method returns, and never use
+ * the one they passed in again when a different one came back (it may have been freed).
  *
  * Semantics every backend implements:
  *  - put(doc, value) makes the document's value deep-equal to `value` with the fewest CRDT

@@ -74,6 +74,7 @@ export async function applyRemoteDelta(
       // it: no honest replica writes a value over maxValueBytes, so a delta that builds one is refused.
       const value = backend.read(next)
       if (value !== undefined && !jsonSizeWithin(value, ctx.limits.maxValueBytes)) {
+        entity.doc = next // (the backend may have freed the old one: dispose the one that lives)
         ctx.entities.discard(col, entity)
         refused = { reason: 'tooLarge', message: `the delta makes '${id}' larger than maxValueBytes (${ctx.limits.maxValueBytes})` }
         return 'unchanged'
