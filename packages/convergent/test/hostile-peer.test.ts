@@ -428,24 +428,25 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     await expectSurvived(r)
   })
 
-  it('g1b. oversized, 4 a second: a request whose frame announces maxMessageBytes + 1, a 4,000,000-byte gossip payload (over the gossip limit)', async function () {
+  it('g1b. oversized, twice: a request whose frame announces maxMessageBytes + 1, a 4,000,000-byte gossip payload (over the gossip limit)', async function () {
     const { victim, hostile } = cast
     const oversizedRequest = new Uint8Array(4 * MB + 1)
     const oversizedGossip = push('p', 'yjs', [['k', new Uint8Array(4_000_000)]])
     const r = await runAttack(cast, {
       name: 'g1b oversized',
+      maxPasses: 2,
       pass: async () => {
         await hostile.net.libp2p.services.pubsub.publish(topic('p'), oversizedGossip).catch(() => undefined)
         await sleep(0)
         const tooLarge = await hostile.ask(victim.peerId, oversizedRequest)
         expect('error' in tooLarge && tooLarge.error).to.match(/too large/)
-        await sleep(250) // paced: signing and encrypting megabytes is the attacker's own work, on this same loop
+        await sleep(500) // paced: signing and encrypting megabytes is the attacker's own work, on this same loop
       },
     })
     await expectSurvived(r)
   })
 
-  it('g1c. the largest gossip payload the victim takes (3.9 MB), a delta of garbage, 4 a second: dropped, and relayed by gossipsub to its honest mesh peers', async function () {
+  knownBreak('g1c. the largest gossip payload the victim takes (3.9 MB), a delta of garbage, 4 a second: dropped, and relayed by gossipsub to its honest mesh peers [KNOWN BREAK: each such push costs ~80-100 ms of CPU in one stretch (noise, protobuf, a signature check and ~5 copies of 3.9 MB, the relay to the honest peer) before the delta is refused — also with the attacker in another process (p99 180-200 ms at load ~11); the topic validator checks only the size, so the garbage is relayed to every honest mesh peer]', async function () {
     const { hostile, honest } = cast
     const bigGarbage = push('p', 'yjs', [['k', new Uint8Array(3_900_000)]])
     const relayed = (): number => honest.stats().peers[hostile.peerId]?.dropped.invalidDelta ?? 0
@@ -624,7 +625,7 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
   it('i4. 32 requests whose frames announce 4 MiB and stop one byte short, held open: the victim holds at most 32 × 4 MiB per connection', async function () {
     const { victim, hostile } = cast
     const connection = hostile.net.libp2p.getConnections().find((c) => c.remotePeer.toString() === victim.peerId)!
-    const chunk = new Uint8Array(256 * 1024)
+    const chunk = new Uint8Array(64 * 1024)
     const streams: Awaited<ReturnType<typeof connection.newStream>>[] = []
     let refused = 0
     const errors: string[] = []
@@ -642,14 +643,19 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
           }
           streams.push(stream)
           // The length prefix of 4 MiB (LEB128), then 4 MiB less one byte of body.
-          const frame = [Uint8Array.of(0x80, 0x80, 0x80, 0x02), ...Array.from({ length: 16 }, (_, i) => (i === 15 ? chunk.subarray(1) : chunk))]
+          // Sent 64 KiB at a time with a turn of the loop in between: the attacker's own encryption
+          // runs on this loop too, and should not pass for the victim's.
+          const frame = [Uint8Array.of(0x80, 0x80, 0x80, 0x02), ...Array.from({ length: 64 }, (_, i) => (i === 63 ? chunk.subarray(1) : chunk))]
           try {
-            for (const part of frame) if (!stream.send(part)) await stream.onDrain()
+            for (const part of frame) {
+              if (!stream.send(part)) await stream.onDrain()
+              await new Promise((resolve) => setImmediate(resolve))
+            }
           } catch (err) {
             errors.push((err as Error).message)
           }
         })
-        await sleep(2_500) // held
+        await sleep(1_000) // held
       },
       note: () => `${streams.length - errors.length} of ${streams.length} streams held with 4 MiB - 1 byte each, ${refused} refused, ${errors.length} cut off by the victim${errors.length > 0 ? ` (${errors[0]})` : ''}`,
     })
@@ -698,16 +704,16 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     const deltas = Array.from({ length: 2000 }, (_, i) => yDelta({ i }))
     let n = 0
     let applied = 0
+    const t0 = performance.now()
     const r = await runAttack(cast, {
       name: 'c2 new names, valid',
-      minWindowMs: 2_000,
       pass: () =>
         parallel(IN_FLIGHT, async () => {
           const i = n++
           const reply = await hostile.ask(victim.peerId, msg(MessageType.DeltasRequest, { c: `c2-${i}`, b: 'yjs', e: [['x', deltas[i % deltas.length]!]] }))
           if ('body' in reply) applied += (reply.body as { n: number }).n
         }),
-      note: () => `${n} names sent, ${applied} collections created (maxCollections 10,000 is reached after ~${(10_000 / Math.max(1, applied)) * 2} s at this pace)`,
+      note: () => `${n} names sent, ${applied} collections created (at this pace maxCollections, 10,000, is reached in ~${((10_000 / Math.max(1, applied)) * ((performance.now() - t0) / 1000)).toFixed(0)} s)`,
     })
     expect(victim.collections().filter((c) => c.startsWith('c2-')).length).to.equal(applied)
     await expectSurvived(r, { storeUnchanged: false })

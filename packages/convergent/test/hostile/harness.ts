@@ -254,7 +254,7 @@ export interface AttackSpec {
   name: string
   /** One pass of the attack's message sequence. Runs back to back until the window is over. */
   pass: (cast: Cast) => Promise<void>
-  /** Keep attacking at least this long (ms), and until the honest write arrived (or its wait ran out). Default 1,500. */
+  /** Keep attacking at least this long (ms), and until the honest write arrived (or its wait ran out). Default 1,200. */
   minWindowMs?: number
   /** Stop after this many passes (for attacks whose single pass is the whole story). Default: unlimited. */
   maxPasses?: number
@@ -310,7 +310,7 @@ export async function runAttack(cast: Cast, spec: AttackSpec): Promise<AttackRes
   let writtenAt: number | undefined
   let writeFailed: string | undefined
   let durableAt: number | undefined
-  const minWindow = spec.minWindowMs ?? 1_500
+  const minWindow = spec.minWindowMs ?? 1_200
   const attacking = (async () => {
     for (;;) {
       try {
