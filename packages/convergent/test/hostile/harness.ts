@@ -54,6 +54,9 @@ export interface Figures {
   cpuGapMaxMs: number
   /** CPU time the whole process (victim, honest peer, attacker, GC, LevelDB threads) used in the window (ms). */
   cpuMs: number
+  /** Lines (and KB) the victim logged in the window: a line per dropped delta or message. */
+  logLines: number
+  logKb: number
   /** Attack window (ms) and how many passes of the attack's message sequence ran in it. */
   windowMs: number
   passes: number
@@ -65,7 +68,7 @@ export const FIGURES: Figures[] = []
 
 /** The figures as a table (for the README). */
 export function figuresTable(figures: readonly Figures[]): string {
-  const head = ['attack', 'p99 ms', 'max ms', 'CPU-gap p99 / max ms', 'RSS peak MB', 'RSS after MB', 'honest ms (durable there)', 'window ms', 'CPU ms', 'passes', 'note']
+  const head = ['attack', 'p99 ms', 'max ms', 'CPU-gap p99 / max ms', 'RSS peak MB', 'RSS after MB', 'honest ms (durable there)', 'window ms', 'CPU ms', 'log lines (KB)', 'passes', 'note']
   const rows = figures.map((f) => [
     f.attack,
     f.p99Ms.toFixed(1),
@@ -76,6 +79,7 @@ export function figuresTable(figures: readonly Figures[]): string {
     `${f.honestMs === null ? 'never' : f.honestMs.toFixed(0)} (${f.honestDurableMs === null ? '-' : f.honestDurableMs.toFixed(0)})`,
     f.windowMs.toFixed(0),
     f.cpuMs.toFixed(0),
+    `${f.logLines} (${f.logKb.toFixed(0)})`,
     String(f.passes),
     f.note,
   ])
@@ -305,6 +309,7 @@ export async function runAttack(cast: Cast, spec: AttackSpec): Promise<AttackRes
   if (debug) console.log(`[window ${spec.name}] start hrtime µs ${process.hrtime.bigint() / 1000n}`)
   histogram.enable()
   const cpuBefore = process.cpuUsage()
+  const logBefore = { lines: cast.victimLogger.lines, bytes: cast.victimLogger.bytes }
   let passes = 0
   const passErrors: string[] = []
   let writtenAt: number | undefined
@@ -361,6 +366,8 @@ export async function runAttack(cast: Cast, spec: AttackSpec): Promise<AttackRes
     cpuGapP99Ms: cpuGaps[Math.min(cpuGaps.length - 1, Math.floor(cpuGaps.length * 0.99))] ?? 0,
     cpuGapMaxMs: cpuGaps[cpuGaps.length - 1] ?? 0,
     cpuMs: (cpu.user + cpu.system) / 1000,
+    logLines: cast.victimLogger.lines - logBefore.lines,
+    logKb: (cast.victimLogger.bytes - logBefore.bytes) / 1024,
     windowMs: end - start,
     passes,
     note: spec.note?.(cast) ?? '',
