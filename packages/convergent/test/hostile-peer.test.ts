@@ -132,6 +132,7 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
   beforeEach(async function () {
     cast.hostile.answer = benign
     baseline = await dumpStore(cast.victim)
+    dropsAtStart = { ...(cast.victim.stats().peers[cast.hostile.peerId]?.dropped as Record<string, number> | undefined) }
   })
 
   /** The assertions every attack ends with. */
@@ -181,7 +182,10 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     return sybil
   }
 
-  const dropped = (reason: string): number => (cast.victim.stats().peers[cast.hostile.peerId]?.dropped as Record<string, number> | undefined)?.[reason] ?? 0
+  /** What the victim dropped from the hostile peer for `reason` since this test began. */
+  const dropped = (reason: string): number => droppedNow(reason) - (dropsAtStart[reason] ?? 0)
+  const droppedNow = (reason: string): number => (cast.victim.stats().peers[cast.hostile.peerId]?.dropped as Record<string, number> | undefined)?.[reason] ?? 0
+  let dropsAtStart: Record<string, number> = {}
 
   // --- controls: what the harness itself costs, no attack ---
 

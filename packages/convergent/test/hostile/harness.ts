@@ -140,7 +140,12 @@ export class Hostile {
       onPeerConnected: () => {},
       onPeerDisconnected: () => {},
     })
-    await waitFor(() => victim.peers().includes(net.peerId), 'hostile connected to the victim')
+    try {
+      await waitFor(() => victim.peers().includes(net.peerId), 'hostile connected to the victim')
+    } catch (err) {
+      await net.stop()
+      throw err
+    }
     return h
   }
 
@@ -230,19 +235,27 @@ export interface Cast {
 export const HONEST_COLLECTION = 'honest'
 
 export async function startCast(): Promise<Cast> {
-  const cleanups: (() => Promise<void>)[] = []
-  const v = await tempDir('convergent-hostile-victim-')
-  cleanups.push(v.cleanup)
-  const victimLogger = countingLogger()
-  // Rounds run when the test says (victim.sync()): the client side of every round is the same
-  // code whether a round starts on connect, on the interval or on demand.
-  const victim = await open({ dir: v.dir, logger: victimLogger, syncIntervalMs: 0, syncOnConnect: false })
-  const h = await tempDir('convergent-hostile-honest-')
-  cleanups.push(h.cleanup)
-  const honest = await open({ dir: h.dir, peers: [victim.multiaddrs[0]!], logger: silentLogger, syncIntervalMs: 0, syncOnConnect: false })
-  await waitFor(() => victim.peers().includes(honest.peerId), 'honest connected')
-  const hostile = await Hostile.start(victim)
-  return { victim, victimLogger, victimDir: v.dir, honest, hostile, cleanups }
+  // Undone in reverse order if a later step fails, so a failed start leaves nothing behind.
+  const undo: (() => Promise<unknown>)[] = []
+  try {
+    const v = await tempDir('convergent-hostile-victim-')
+    undo.push(v.cleanup)
+    const victimLogger = countingLogger()
+    // Rounds run when the test says (victim.sync()): the client side of every round is the same
+    // code whether a round starts on connect, on the interval or on demand.
+    const victim = await open({ dir: v.dir, logger: victimLogger, syncIntervalMs: 0, syncOnConnect: false })
+    undo.push(() => victim.close())
+    const h = await tempDir('convergent-hostile-honest-')
+    undo.push(h.cleanup)
+    const honest = await open({ dir: h.dir, peers: [victim.multiaddrs[0]!], logger: silentLogger, syncIntervalMs: 0, syncOnConnect: false })
+    undo.push(() => honest.close())
+    await waitFor(() => victim.peers().includes(honest.peerId), 'honest connected')
+    const hostile = await Hostile.start(victim)
+    return { victim, victimLogger, victimDir: v.dir, honest, hostile, cleanups: [v.cleanup, h.cleanup] }
+  } catch (err) {
+    for (const step of undo.reverse()) await step().catch(() => undefined)
+    throw err
+  }
 }
 
 export async function stopCast(cast: Cast | undefined): Promise<void> {
