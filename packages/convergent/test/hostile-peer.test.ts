@@ -14,7 +14,8 @@
 // (0a, 0b) give the floor. See P99 for how the event-loop bound is asserted on a busy machine.
 import { cpus, loadavg } from 'node:os'
 import { expect } from 'chai'
-import { concatBytes, encodeMessage, MessageType, sha256 } from '@convergent/core'
+import { concatBytes, sha256 } from '@convergent/core'
+import { encodeMessage, MessageType } from '@convergent/core/internal'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { open } from '../src/index.js'
@@ -428,7 +429,7 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
       pass: async () => {
         for (const [, bytes] of GARBAGE_CASES) await hostile.publish(topic('p'), bytes())
         for (const [, bytes] of GARBAGE_CASES) await hostile.ask(victim.peerId, bytes())
-        for (const type of [...Object.values(MessageType), 0, 99, 255]) {
+        for (const type of [...(Object.values(MessageType) as number[]), 0, 99, 255]) {
           await parallel(bodies.length, async (i) => void (sent++, await hostile.ask(victim.peerId, msg(type, bodies[i]))))
         }
       },
