@@ -1,5 +1,6 @@
 import * as Y from 'yjs'
 import { ConvergentError, bytesEqual, sha256 } from '@convergent/core'
+import { entityText } from './read.js'
 
 /**
  * A Yjs version is a snapshot: the delete set and the state vector. The state vector alone
@@ -18,11 +19,25 @@ export function encodeVersion(doc: Y.Doc): Uint8Array {
   return t.bytes.slice()
 }
 
-/** sha256 of encodeVersion(doc), computed once per state of the document. */
+/**
+ * The version hash: sha256 of encodeVersion(doc) followed by the value the document reads as
+ * (entityText: canonical JSON, empty when it reads undefined). Computed once per state.
+ *
+ * Why the value and not only the version: the version names operations by (client, clock),
+ * and a forged update can put different content under ids an honest replica also holds.
+ * Replicas that hold different content under equal versions then read differently for good,
+ * and anti-entropy, which compares these hashes, must see that they differ. Honest replicas
+ * that hold the same operations read the same value (that is what convergence means), so the
+ * hash stays equal on them. Structs still waiting for their dependencies (pending) are in
+ * neither part: the value is read from integrated structs only, as the version is.
+ */
 export function versionHashOf(doc: Y.Doc): Uint8Array {
   const t = track(doc)
   if (t.hash === undefined) {
-    t.hash = sha256((t.bytes ??= encode(doc, t)))
+    // One string, hashed in one call (cheaper than a Hash object fed twice): the version's
+    // bytes as latin1 characters (self-delimiting, so the value needs no length), then the value.
+    const version = (t.bytes ??= encode(doc, t))
+    t.hash = sha256(Buffer.from(version.buffer, version.byteOffset, version.byteLength).toString('latin1') + entityText(doc))
   }
   return t.hash
 }

@@ -4,6 +4,22 @@ import { backendComplianceSuite } from '@convergent/core/testing'
 import { sha256, toHex } from '@convergent/core'
 import { yjsBackend } from '../src/index.js'
 import { addRange, encodeVersion } from '../src/version.js'
+import { entityText } from '../src/read.js'
+import type { JsonObject, JsonValue } from '@convergent/core'
+import fc from 'fast-check'
+
+/** JSON with every object's keys sorted (UTF-16 order); '' for undefined. The reference for entityText. */
+function canonicalJson(value: JsonValue | undefined): string {
+  if (value === undefined) return ''
+  const walk = (v: JsonValue): string => {
+    if (Array.isArray(v)) return '[' + v.map(walk).join(',') + ']'
+    if (v !== null && typeof v === 'object') {
+      return '{' + Object.keys(v).sort().map((k) => JSON.stringify(k) + ':' + walk(v[k]!)).join(',') + '}'
+    }
+    return JSON.stringify(v)
+  }
+  return walk(value)
+}
 
 backendComplianceSuite('yjs', yjsBackend)
 
@@ -53,6 +69,50 @@ describe('yjs backend specifics', function () {
     const read = backend.read(doc)!
     assert.deepEqual(Object.keys(read), ['__proto__'])
     assert.equal(Object.getPrototypeOf(read), Object.prototype)
+  })
+
+  describe('the version hash covers the content', function () {
+    it('two documents with equal versions but different content under the same (client, clock) have different version hashes, also after exchanging deltas', function () {
+      // The same client id and the same sequence of operations: the same ids, other content.
+      for (const [honest, forged] of [
+        [{ a: 1 }, { a: 2 }],
+        [{ a: 1 }, { b: 1 }],
+        [{ o: { x: 'y' } }, { o: { x: 'z' } }],
+        [{ list: [1, 2] }, { list: [2, 1] }],
+      ] as [JsonObject, JsonObject][]) {
+        const a = backend.create(actor(10))
+        const b = backend.create(actor(10))
+        const da = backend.put(a, honest).delta!
+        const db = backend.put(b, forged).delta!
+        assert.equal(toHex(backend.version(a)), toHex(backend.version(b)))
+        assert.notDeepEqual(backend.read(a), backend.read(b))
+        assert.notEqual(toHex(backend.versionHash(a)), toHex(backend.versionHash(b)))
+        // Yjs ignores structs whose ids it holds: the two stay apart, and anti-entropy must see it.
+        backend.applyDelta(a, db)
+        backend.applyDelta(b, da)
+        assert.equal(backend.deltaSince(a, backend.version(b)), null)
+        assert.notDeepEqual(backend.read(a), backend.read(b))
+        assert.notEqual(toHex(backend.versionHash(a)), toHex(backend.versionHash(b)))
+      }
+    })
+
+    it('entityText is canonical JSON of what read returns (keys sorted), for any value, escapes and odd keys included', function () {
+      const key = fc.oneof(fc.string({ maxLength: 4 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom('"', '\\', '\n', '\ud800', '🌍', '10', '2', '__proto__'))
+      const scalar = fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constantFrom('a"b', 'x\\y', '\u0007', '\udfff', -0))
+      const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
+        value: fc.oneof({ depthSize: 'small', maxDepth: 3 }, scalar, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(key, tie('value'), { maxKeys: 4 })),
+      }))
+      fc.assert(
+        fc.property(fc.dictionary(key, value, { maxKeys: 5 }), fc.boolean(), (v, remove) => {
+          const doc = backend.create(actor(11))
+          backend.put(doc, v as never)
+          if (remove) backend.delete(doc)
+          assert.equal(entityText(doc), canonicalJson(backend.read(doc)))
+        }),
+        { numRuns: 300 },
+      )
+      assert.equal(entityText(backend.create(actor(12))), '')
+    })
   })
 
   describe('the version kept up to date per transaction', function () {
@@ -127,7 +187,7 @@ describe('yjs backend specifics', function () {
           const d = pick(docs)
           if (step > 20 || d !== docs[2]) {
             assert.equal(toHex(encodeVersion(d)), expected(d), `seed ${seed}, step ${step}`)
-            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Y.encodeSnapshot(Y.snapshot(d)))))
+            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + canonicalJson(backend.read(d)))))
           }
         }
         for (const [i, doc] of docs.entries()) {
