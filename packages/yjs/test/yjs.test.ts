@@ -5,6 +5,7 @@ import { sha256, toHex } from '@convergent/core'
 import { yjsBackend } from '../src/index.js'
 import { addRange, encodeVersion } from '../src/version.js'
 import { entityText } from '../src/read.js'
+import { prng } from './fuzz-updates.js'
 import type { JsonObject, JsonValue } from '@convergent/core'
 import fc from 'fast-check'
 
@@ -116,15 +117,6 @@ describe('yjs backend specifics', function () {
   })
 
   describe('the version kept up to date per transaction', function () {
-    /** A small deterministic PRNG (mulberry32), so a failure replays. */
-    function prng(seed: number): () => number {
-      return () => {
-        seed = (seed + 0x6d2b79f5) | 0
-        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-      }
-    }
     const expected = (doc: Y.Doc): string => toHex(Y.encodeSnapshot(Y.snapshot(doc)))
 
     it('addRange keeps sorted, merged ranges equal to the union of what was added', function () {
