@@ -91,6 +91,26 @@ describe('yjs validation against Y.applyUpdate', function () {
     })
   })
 
+  it('what still gets through the scan and throws half-way: a map entry of several values taking its key from a struct of the same delta (applyDelta throws after Yjs integrated it; the caller discards the document)', function () {
+    const c = 7
+    const delta = update([
+      {
+        client: c,
+        clock: 0,
+        structs: [
+          item({ parent: { root: 'meta' }, parentSub: 'deleted', content: { kind: 'any', values: [false] } }),
+          item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: ['trace'] } }),
+          item({ parent: { root: 'value' }, parentSub: 'k', content: { kind: 'any', values: [0] } }),
+          item({ origin: { client: c, clock: 2 }, content: { kind: 'any', values: [1, 2] } }),
+        ],
+      },
+    ])
+    assert.doesNotThrow(() => validateUpdate(delta))
+    const doc = backend.create(actor(1))
+    assert.throws(() => backend.applyDelta(doc, delta), (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && /map entry of several values/.test(err.message))
+    assert.deepEqual(backend.read(doc), { a: 'trace', k: 2 }, 'the trace Yjs left')
+  })
+
   it('a struct that begins before what the document holds of its client, after a GC struct, is cut to what the document lacks instead of crashing Yjs', function () {
     const doc = backend.create(actor(1))
     backend.put(doc, { k: 1 })
