@@ -19,6 +19,10 @@ const item = (fields: Partial<Extract<Struct, { kind: 'item' }>> & Pick<Extract<
   ...fields,
 })
 const update = (groups: UpdateModel['groups'], ds: UpdateModel['ds'] = []): Uint8Array => encodeUpdate({ groups, ds })
+const entry = (root: string, key: string, value: unknown): Struct => item({ parent: { root }, parentSub: key, content: { kind: 'any', values: [value] } })
+
+/** Client 7's delta: (7,0) meta.deleted = false, (7,1) value.a = 'trace' — both fine — then `rest`. */
+const traceThen = (...rest: Struct[]): Uint8Array => update([{ client: 7, clock: 0, structs: [entry('meta', 'deleted', false), entry('value', 'a', 'trace'), ...rest] }])
 
 /** What applyDelta must leave as it was when it refuses a delta before touching the document. */
 const state = (doc: Y.Doc): string => JSON.stringify([backend.read(doc), toHex(backend.versionHash(doc)), backend.hasPending(doc)])
@@ -35,19 +39,9 @@ describe('yjs validation against Y.applyUpdate', function () {
   describe('updates Yjs throws on half-way, refused before they touch the document', function () {
     it('a struct referring to a later struct of its own client (the trace-leaving recipe)', function () {
       const c = 7
-      // (7,0) meta.deleted = false and (7,1) value.a = 'trace' are fine; (7,2) names itself as
-      // its left origin, which Yjs looks up in its own store (not yet holding it) and throws.
-      const delta = update([
-        {
-          client: c,
-          clock: 0,
-          structs: [
-            item({ parent: { root: 'meta' }, parentSub: 'deleted', content: { kind: 'any', values: [false] } }),
-            item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: ['trace'] } }),
-            item({ origin: { client: c, clock: 2 }, content: { kind: 'any', values: [1] } }),
-          ],
-        },
-      ])
+      // (7,2) names itself as its left origin, which Yjs looks up in its own store (not yet
+      // holding it) and throws.
+      const delta = traceThen(item({ origin: { client: c, clock: 2 }, content: { kind: 'any', values: [1] } }))
       assert.throws(() => Y.applyUpdate(backend.create(actor(1)), delta))
       const raw = backend.create(actor(1))
       try {
@@ -65,7 +59,7 @@ describe('yjs validation against Y.applyUpdate', function () {
     })
 
     it('a map entry named with its key that holds several values (Yjs throws when it collects the map later)', function () {
-      const delta = update([{ client: 9, clock: 0, structs: [item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: [1, 2] } })] }])
+      const delta = update([{ client: 9, clock: 0, structs: [item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: [1, 2] } })] }]) // explicit key
       assert.throws(() => validateUpdate(delta), /a map entry holds several values/)
     })
 
@@ -79,7 +73,7 @@ describe('yjs validation against Y.applyUpdate', function () {
     })
 
     it('a client listed twice (Yjs would drop its first group without a word)', function () {
-      const one = item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: [1] } })
+      const one = entry('value', 'a', 1)
       const delta = update([
         { client: 9, clock: 0, structs: [one] },
         { client: 9, clock: 1, structs: [one] },
@@ -92,19 +86,8 @@ describe('yjs validation against Y.applyUpdate', function () {
   })
 
   it('what still gets through the scan and throws half-way: a map entry of several values taking its key from a struct of the same delta (applyDelta throws after Yjs integrated it; the caller discards the document)', function () {
-    const c = 7
-    const delta = update([
-      {
-        client: c,
-        clock: 0,
-        structs: [
-          item({ parent: { root: 'meta' }, parentSub: 'deleted', content: { kind: 'any', values: [false] } }),
-          item({ parent: { root: 'value' }, parentSub: 'a', content: { kind: 'any', values: ['trace'] } }),
-          item({ parent: { root: 'value' }, parentSub: 'k', content: { kind: 'any', values: [0] } }),
-          item({ origin: { client: c, clock: 2 }, content: { kind: 'any', values: [1, 2] } }),
-        ],
-      },
-    ])
+    // (7,2) value.k = 0, then (7,3): two values inserted after it.
+    const delta = traceThen(entry('value', 'k', 0), item({ origin: { client: 7, clock: 2 }, content: { kind: 'any', values: [1, 2] } }))
     assert.doesNotThrow(() => validateUpdate(delta))
     const doc = backend.create(actor(1))
     assert.throws(() => backend.applyDelta(doc, delta), (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && /map entry of several values/.test(err.message))
