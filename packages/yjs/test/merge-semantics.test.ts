@@ -151,7 +151,8 @@ describe('yjs merge semantics (README)', function () {
   })
 
   describe('delete and re-creation', function () {
-    it('a delete wins over an update concurrent with it', function () {
+    /** a deletes { x: 1, y: 1 } while b rewrites x and adds z; then both sync. */
+    function deletedWhileUpdated(): [Y.Doc, Y.Doc] {
       const a = replica(1)
       const b = replica(2)
       backend.put(a, { x: 1, y: 1 })
@@ -159,17 +160,15 @@ describe('yjs merge semantics (README)', function () {
       backend.delete(a)
       backend.put(b, { x: 2, y: 1, z: 3 })
       sync(a, b)
-      allRead([a, b], undefined)
+      return [a, b]
+    }
+
+    it('a delete wins over an update concurrent with it', function () {
+      allRead(deletedWhileUpdated(), undefined)
     })
 
     it('re-created by a replica that has seen the concurrent update (or by its writer): exactly the new value', function () {
-      const a = replica(1)
-      const b = replica(2)
-      backend.put(a, { x: 1, y: 1 })
-      sync(a, b)
-      backend.delete(a)
-      backend.put(b, { x: 2, y: 1, z: 3 })
-      sync(a, b)
+      const [a, b] = deletedWhileUpdated()
       backend.put(a, { w: 9 })
       sync(a, b)
       allRead([a, b], { w: 9 })
