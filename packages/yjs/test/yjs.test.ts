@@ -97,6 +97,48 @@ describe('yjs backend specifics', function () {
       }
     })
 
+    it('the texts it keeps per Y.Map and Y.Array stay those of a walk from scratch, through nested edits, remote deltas, deletes and re-creation', function () {
+      const small = fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constantFrom('s', 't'))
+      const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
+        value: fc.oneof({ depthSize: 'small', maxDepth: 4 }, small, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.constantFrom('a', 'b', 'c'), tie('value'), { maxKeys: 3 })),
+      }))
+      const step = fc.record({ who: fc.nat(1), value: fc.dictionary(fc.constantFrom('a', 'b', 'c'), value, { maxKeys: 3 }), how: fc.constantFrom('put', 'deep', 'deep', 'delete'), leaf: fc.nat(), sync: fc.boolean() })
+      /** `v` with one leaf as deep as it goes changed to `leaf` (so that only the innermost type changes). */
+      const deepEdit = (v: JsonValue, leaf: number): JsonValue => {
+        if (Array.isArray(v)) return v.length === 0 ? [leaf] : v.map((e, i) => (i === leaf % v.length ? deepEdit(e, leaf) : e))
+        if (v !== null && typeof v === 'object') {
+          const keys = Object.keys(v)
+          if (keys.length === 0) return { a: leaf }
+          const k = keys.find((key) => typeof v[key] === 'object' && v[key] !== null) ?? keys[leaf % keys.length]!
+          return { ...v, [k]: deepEdit(v[k]!, leaf) }
+        }
+        return v === leaf ? leaf + 1 : leaf
+      }
+      fc.assert(
+        fc.property(fc.array(step, { minLength: 1, maxLength: 12 }), (steps) => {
+          const docs = [backend.create(actor(20)), backend.create(actor(21))]
+          for (const s of steps) {
+            const doc = docs[s.who]!
+            backend.versionHash(doc) // keep texts from the state before
+            if (s.how === 'delete') backend.delete(doc)
+            else if (s.how === 'put') backend.put(doc, s.value as JsonObject)
+            else backend.put(doc, deepEdit(backend.read(doc) ?? s.value, s.leaf) as JsonObject)
+            if (s.sync) {
+              const other = docs[1 - s.who]!
+              backend.versionHash(other)
+              const delta = backend.deltaSince(doc, backend.version(other))
+              if (delta !== null) backend.applyDelta(other, delta)
+            }
+            for (const d of docs) {
+              const afresh = sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + entityText(d))
+              assert.equal(toHex(backend.versionHash(d)), toHex(afresh))
+            }
+          }
+        }),
+        { numRuns: 200 },
+      )
+    })
+
     it('entityText is canonical JSON of what read returns (keys sorted), for any value, escapes and odd keys included', function () {
       const key = fc.oneof(fc.string({ maxLength: 4 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom('"', '\\', '\n', '\ud800', '🌍', '10', '2', '__proto__'))
       const scalar = fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constantFrom('a"b', 'x\\y', '\u0007', '\udfff', -0))
