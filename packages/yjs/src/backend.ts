@@ -2,10 +2,10 @@ import * as Y from 'yjs'
 import { ConvergentError, wrapError } from '@convergent/core'
 import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
 import { clientIdFromActor } from './actor.js'
-import { liveKeys, readMap } from './read.js'
+import { liveKeys, readEntity } from './read.js'
 import { reconcileMap } from './reconcile.js'
 import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
-import { validateUpdate } from './validate.js'
+import { checkIntegrated, updateToApply, validateUpdate } from './validate.js'
 import { coversDoc, decodeVersion, encodeVersion, versionHashOf } from './version.js'
 
 /** Transaction origins, so the update listener only captures our own local change. */
@@ -29,8 +29,8 @@ export class YjsBackend implements Backend<Y.Doc> {
 
   load(snapshot: Uint8Array | undefined, deltas: readonly Uint8Array[], actor: Uint8Array): Y.Doc {
     const doc = this.create(actor)
-    if (snapshot !== undefined) applyValidated(doc, validateUpdate(snapshot, true))
-    for (const delta of deltas) applyValidated(doc, validateUpdate(delta))
+    if (snapshot !== undefined) applyChecked(doc, snapshot, true)
+    for (const delta of deltas) applyChecked(doc, delta, false)
     return doc
   }
 
@@ -40,8 +40,7 @@ export class YjsBackend implements Backend<Y.Doc> {
   }
 
   read(doc: Y.Doc): JsonObject | undefined {
-    if (doc.getMap(META_ROOT).get(DELETED_KEY) !== false) return undefined
-    return readMap(doc.getMap(VALUE_ROOT))
+    return readEntity(doc)
   }
 
   put(doc: Y.Doc, value: JsonObject): Change<Y.Doc> {
@@ -71,7 +70,7 @@ export class YjsBackend implements Backend<Y.Doc> {
     if (limits !== undefined && delta.byteLength > limits.maxDecodedBytes) {
       throw new ConvergentError('ERR_TOO_LARGE', `A Yjs delta of ${delta.byteLength} bytes exceeds the decoded limit of ${limits.maxDecodedBytes}.`)
     }
-    applyValidated(doc, validateUpdate(delta))
+    applyChecked(doc, delta, false)
     return doc
   }
 
@@ -113,12 +112,68 @@ export function yjsBackend(): Backend<Y.Doc> {
   return new YjsBackend()
 }
 
-function applyValidated(doc: Y.Doc, update: Uint8Array): void {
+/**
+ * Validates `update` for `doc` and applies it, then what Yjs held back for missing
+ * dependencies once one of them has arrived. A throw after Yjs started may leave part of the
+ * update in `doc`: callers discard it.
+ *
+ * Yjs would retry the held-back structs (store.pendingStructs) itself, inside the next
+ * update's transaction and unchecked: a forged struct accepted while it waited (nothing it
+ * refers to could be looked at then) would make that next update — an honest one — throw, or
+ * be refused by the checks below, on every replica that held it, for good. So they are taken
+ * out before each update and retried here, through the same checks as an update: if those
+ * refuse them, they are dropped (they were never part of the version, and whatever honest
+ * structs were among them come back through sync, which sends what the version lacks).
+ */
+function applyChecked(doc: Y.Doc, update: Uint8Array, allowEmpty: boolean): void {
+  const store = doc.store
+  const held = store.pendingStructs
+  store.pendingStructs = null
   try {
-    Y.applyUpdate(doc, update, REMOTE)
+    applyOnce(doc, updateToApply(update, doc, allowEmpty))
   } catch (err) {
-    throw wrapError('ERR_INVALID_DELTA', 'Yjs rejected a delta that decoded cleanly', err)
+    store.pendingStructs ??= held
+    throw err
   }
+  if (held === null) return
+  // What this update left waiting (read through a cast: TypeScript still thinks it is null).
+  const fresh = (store as { pendingStructs: typeof held }).pendingStructs
+  let arrived = false
+  for (const [client, clock] of held.missing) if (clock < Y.getState(store, client)) arrived = true
+  if (!arrived) {
+    // Nothing to retry yet: keep both, as Yjs does.
+    if (fresh !== null) {
+      for (const [client, clock] of held.missing) if (!(fresh.missing.get(client)! <= clock)) fresh.missing.set(client, clock)
+      fresh.update = Y.mergeUpdatesV2([held.update, fresh.update])
+    } else {
+      store.pendingStructs = held
+    }
+    return
+  }
+  store.pendingStructs = null
+  const waiting = Y.convertUpdateFormatV2ToV1(fresh === null ? held.update : Y.mergeUpdatesV2([held.update, fresh.update]))
+  let bytes: Uint8Array
+  try {
+    bytes = updateToApply(waiting, doc, true)
+  } catch {
+    return // refused as it stands now: dropped (see above)
+  }
+  applyOnce(doc, bytes)
+}
+
+/**
+ * Applies validated bytes in a transaction of our own (Y.applyUpdate joins it), and checks what
+ * it integrated before the transaction ends (see checkIntegrated).
+ */
+function applyOnce(doc: Y.Doc, bytes: Uint8Array): void {
+  doc.transact((tr) => {
+    try {
+      Y.applyUpdate(doc, bytes, REMOTE)
+    } catch (err) {
+      throw wrapError('ERR_INVALID_DELTA', 'Yjs rejected a delta that decoded cleanly', err)
+    }
+    checkIntegrated(tr)
+  }, REMOTE)
 }
 
 /**

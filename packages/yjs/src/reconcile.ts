@@ -42,7 +42,21 @@ export function reconcileArray(arr: Y.Array<unknown>, values: readonly JsonValue
   while (end < shorter - start && storedEquals(current[current.length - 1 - end], values[values.length - 1 - end]!)) end++
 
   if (current.length === values.length) {
-    for (let i = start; i < current.length - end; i++) reconcileElement(arr, i, current[i], values[i]!)
+    // Elements reconciled in place where they can be; each run of the others replaced in one
+    // delete and one insert (an index lookup per element is O(n) for some lists, see insertValues).
+    const stop = current.length - end
+    let i = start
+    while (i < stop) {
+      if (reconcileInPlace(current[i], values[i]!)) {
+        i++
+        continue
+      }
+      let j = i + 1
+      while (j < stop && !reconcileInPlace(current[j], values[j]!)) j++
+      arr.delete(i, j - i)
+      insertValues(arr, i, values.slice(i, j))
+      i = j + 1 // element j (if any) was reconciled in place by the loop above
+    }
     return
   }
   const removed = current.length - start - end
@@ -50,40 +64,32 @@ export function reconcileArray(arr: Y.Array<unknown>, values: readonly JsonValue
   insertValues(arr, start, values.slice(start, values.length - end))
 }
 
-function reconcileElement(arr: Y.Array<unknown>, index: number, current: unknown, value: JsonValue): void {
+/** Reconciles a stored element into `value` where it can stay; false when it must be replaced. */
+function reconcileInPlace(current: unknown, value: JsonValue): boolean {
   if (current instanceof Y.Map && isJsonObject(value)) reconcileMap(current, value)
   else if (current instanceof Y.Array && Array.isArray(value)) reconcileArray(current, value)
-  else if (!storedEquals(current, value)) {
-    arr.delete(index, 1)
-    insertValues(arr, index, [value])
-  }
+  else return storedEquals(current, value)
+  return true
 }
 
-/** Inserts JSON values at `index`: runs of scalars as one insert, objects and arrays as Yjs types. */
+/**
+ * Inserts JSON values at `index` in one insert: scalars as they are (Yjs packs each run into one
+ * item), objects and arrays as fresh Y.Maps and Y.Arrays, which are then filled through the
+ * instances we hold. Never by index after the insert: Yjs' index lookup (findMarker) walks left
+ * over every neighbour with consecutive clocks, and empty containers inserted one after another
+ * are exactly that, so a lookup per element made a list of n empty objects cost O(n²).
+ */
 export function insertValues(arr: Y.Array<unknown>, index: number, values: readonly JsonValue[]): void {
-  let i = 0
-  while (i < values.length) {
+  if (values.length === 0) return
+  const content: unknown[] = new Array(values.length)
+  for (let i = 0; i < values.length; i++) {
     const value = values[i]!
-    if (isJsonObject(value)) {
-      arr.insert(index, [new Y.Map()])
-      reconcileMap(arr.get(index) as Y.Map<unknown>, value)
-      index++
-      i++
-    } else if (Array.isArray(value)) {
-      arr.insert(index, [new Y.Array()])
-      insertValues(arr.get(index) as Y.Array<unknown>, 0, value)
-      index++
-      i++
-    } else {
-      let j = i + 1
-      while (j < values.length && !isContainer(values[j]!)) j++
-      arr.insert(index, values.slice(i, j))
-      index += j - i
-      i = j
-    }
+    content[i] = isJsonObject(value) ? new Y.Map() : Array.isArray(value) ? new Y.Array() : value
   }
-}
-
-function isContainer(v: JsonValue): boolean {
-  return typeof v === 'object' && v !== null
+  arr.insert(index, content)
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!
+    if (isJsonObject(value)) reconcileMap(content[i] as Y.Map<unknown>, value)
+    else if (Array.isArray(value)) insertValues(content[i] as Y.Array<unknown>, 0, value)
+  }
 }

@@ -1,5 +1,6 @@
 import * as Y from 'yjs'
 import { ConvergentError, bytesEqual, sha256 } from '@convergent/core'
+import { entityText, type TextCache } from './read.js'
 
 /**
  * A Yjs version is a snapshot: the delete set and the state vector. The state vector alone
@@ -18,11 +19,25 @@ export function encodeVersion(doc: Y.Doc): Uint8Array {
   return t.bytes.slice()
 }
 
-/** sha256 of encodeVersion(doc), computed once per state of the document. */
+/**
+ * The version hash: sha256 of encodeVersion(doc) followed by the value the document reads as
+ * (entityText: canonical JSON, empty when it reads undefined). Computed once per state.
+ *
+ * Why the value and not only the version: the version names operations by (client, clock),
+ * and a forged update can put different content under ids an honest replica also holds.
+ * Replicas that hold different content under equal versions then read differently for good,
+ * and anti-entropy, which compares these hashes, must see that they differ. Honest replicas
+ * that hold the same operations read the same value (that is what convergence means), so the
+ * hash stays equal on them. Structs still waiting for their dependencies (pending) are in
+ * neither part: the value is read from integrated structs only, as the version is.
+ */
 export function versionHashOf(doc: Y.Doc): Uint8Array {
   const t = track(doc)
   if (t.hash === undefined) {
-    t.hash = sha256((t.bytes ??= encode(doc, t)))
+    // One string, hashed in one call (cheaper than a Hash object fed twice): the version's
+    // bytes as latin1 characters (self-delimiting, so the value needs no length), then the value.
+    const version = (t.bytes ??= encode(doc, t))
+    t.hash = sha256(Buffer.from(version.buffer, version.byteOffset, version.byteLength).toString('latin1') + entityText(doc, t.texts))
   }
   return t.hash
 }
@@ -31,9 +46,11 @@ export function versionHashOf(doc: Y.Doc): Uint8Array {
 interface Tracked {
   /** Deleted clock ranges per client, flat [start, end, start, end, …], sorted and merged. */
   readonly ds: Map<number, number[]>
-  /** encodeVersion's bytes and their hash, until the next transaction. */
+  /** encodeVersion's bytes and the version hash, until the next transaction. */
   bytes: Uint8Array | undefined
   hash: Uint8Array | undefined
+  /** entityText's text of each Y.Map and Y.Array, until a transaction changes it or one inside it. */
+  readonly texts: TextCache
 }
 
 const tracked = new WeakMap<Y.Doc, Tracked>()
@@ -41,7 +58,7 @@ const tracked = new WeakMap<Y.Doc, Tracked>()
 function track(doc: Y.Doc): Tracked {
   let t = tracked.get(doc)
   if (t === undefined) {
-    const fresh: Tracked = { ds: deleteRangesOf(doc.store), bytes: undefined, hash: undefined }
+    const fresh: Tracked = { ds: deleteRangesOf(doc.store), bytes: undefined, hash: undefined, texts: new WeakMap() }
     doc.on('afterTransaction', (tr: Y.Transaction) => onTransaction(fresh, tr))
     tracked.set(doc, fresh)
     t = fresh
@@ -59,6 +76,13 @@ function track(doc: Y.Doc): Tracked {
 function onTransaction(t: Tracked, tr: Y.Transaction): void {
   t.bytes = undefined
   t.hash = undefined
+  // Yjs records every type that existed before the transaction and got an entry added or
+  // deleted (types made in it are new to the cache); the texts of those holding it change too.
+  // A type whose text is not kept has no kept text above it either: the walk stops there.
+  tr.changed.forEach((_, type) => {
+    let ty: Y.AbstractType<Y.YEvent<any>> | null = type
+    while (ty !== null && t.texts.delete(ty)) ty = (ty._item?.parent ?? null) as typeof ty
+  })
   tr.deleteSet.clients.forEach((items, client) => {
     for (const item of items) addRange(t.ds, client, item.clock, item.clock + item.len)
   })

@@ -4,6 +4,23 @@ import { backendComplianceSuite } from '@convergent/core/testing'
 import { sha256, toHex } from '@convergent/core'
 import { yjsBackend } from '../src/index.js'
 import { addRange, encodeVersion } from '../src/version.js'
+import { entityText } from '../src/read.js'
+import { prng } from './fuzz-updates.js'
+import type { JsonObject, JsonValue } from '@convergent/core'
+import fc from 'fast-check'
+
+/** JSON with every object's keys sorted (UTF-16 order); '' for undefined. The reference for entityText. */
+function canonicalJson(value: JsonValue | undefined): string {
+  if (value === undefined) return ''
+  const walk = (v: JsonValue): string => {
+    if (Array.isArray(v)) return '[' + v.map(walk).join(',') + ']'
+    if (v !== null && typeof v === 'object') {
+      return '{' + Object.keys(v).sort().map((k) => JSON.stringify(k) + ':' + walk(v[k]!)).join(',') + '}'
+    }
+    return JSON.stringify(v)
+  }
+  return walk(value)
+}
 
 backendComplianceSuite('yjs', yjsBackend)
 
@@ -55,16 +72,93 @@ describe('yjs backend specifics', function () {
     assert.equal(Object.getPrototypeOf(read), Object.prototype)
   })
 
-  describe('the version kept up to date per transaction', function () {
-    /** A small deterministic PRNG (mulberry32), so a failure replays. */
-    function prng(seed: number): () => number {
-      return () => {
-        seed = (seed + 0x6d2b79f5) | 0
-        let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  describe('the version hash covers the content', function () {
+    it('two documents with equal versions but different content under the same (client, clock) have different version hashes, also after exchanging deltas', function () {
+      // The same client id and the same sequence of operations: the same ids, other content.
+      for (const [honest, forged] of [
+        [{ a: 1 }, { a: 2 }],
+        [{ a: 1 }, { b: 1 }],
+        [{ o: { x: 'y' } }, { o: { x: 'z' } }],
+        [{ list: [1, 2] }, { list: [2, 1] }],
+      ] as [JsonObject, JsonObject][]) {
+        const a = backend.create(actor(10))
+        const b = backend.create(actor(10))
+        const da = backend.put(a, honest).delta!
+        const db = backend.put(b, forged).delta!
+        assert.equal(toHex(backend.version(a)), toHex(backend.version(b)))
+        assert.notDeepEqual(backend.read(a), backend.read(b))
+        assert.notEqual(toHex(backend.versionHash(a)), toHex(backend.versionHash(b)))
+        // Yjs ignores structs whose ids it holds: the two stay apart, and anti-entropy must see it.
+        backend.applyDelta(a, db)
+        backend.applyDelta(b, da)
+        assert.equal(backend.deltaSince(a, backend.version(b)), null)
+        assert.notDeepEqual(backend.read(a), backend.read(b))
+        assert.notEqual(toHex(backend.versionHash(a)), toHex(backend.versionHash(b)))
       }
-    }
+    })
+
+    it('the texts it keeps per Y.Map and Y.Array stay those of a walk from scratch, through nested edits, remote deltas, deletes and re-creation', function () {
+      const small = fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constantFrom('s', 't'))
+      const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
+        value: fc.oneof({ depthSize: 'small', maxDepth: 4 }, small, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.constantFrom('a', 'b', 'c'), tie('value'), { maxKeys: 3 })),
+      }))
+      const step = fc.record({ who: fc.nat(1), value: fc.dictionary(fc.constantFrom('a', 'b', 'c'), value, { maxKeys: 3 }), how: fc.constantFrom('put', 'deep', 'deep', 'delete'), leaf: fc.nat(), sync: fc.boolean() })
+      /** `v` with one leaf as deep as it goes changed to `leaf` (so that only the innermost type changes). */
+      const deepEdit = (v: JsonValue, leaf: number): JsonValue => {
+        if (Array.isArray(v)) return v.length === 0 ? [leaf] : v.map((e, i) => (i === leaf % v.length ? deepEdit(e, leaf) : e))
+        if (v !== null && typeof v === 'object') {
+          const keys = Object.keys(v)
+          if (keys.length === 0) return { a: leaf }
+          const k = keys.find((key) => typeof v[key] === 'object' && v[key] !== null) ?? keys[leaf % keys.length]!
+          return { ...v, [k]: deepEdit(v[k]!, leaf) }
+        }
+        return v === leaf ? leaf + 1 : leaf
+      }
+      fc.assert(
+        fc.property(fc.array(step, { minLength: 1, maxLength: 12 }), (steps) => {
+          const docs = [backend.create(actor(20)), backend.create(actor(21))]
+          for (const s of steps) {
+            const doc = docs[s.who]!
+            backend.versionHash(doc) // keep texts from the state before
+            if (s.how === 'delete') backend.delete(doc)
+            else if (s.how === 'put') backend.put(doc, s.value as JsonObject)
+            else backend.put(doc, deepEdit(backend.read(doc) ?? s.value, s.leaf) as JsonObject)
+            if (s.sync) {
+              const other = docs[1 - s.who]!
+              backend.versionHash(other)
+              const delta = backend.deltaSince(doc, backend.version(other))
+              if (delta !== null) backend.applyDelta(other, delta)
+            }
+            for (const d of docs) {
+              const afresh = sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + entityText(d))
+              assert.equal(toHex(backend.versionHash(d)), toHex(afresh))
+            }
+          }
+        }),
+        { numRuns: 200 },
+      )
+    })
+
+    it('entityText is canonical JSON of what read returns (keys sorted), for any value, escapes and odd keys included', function () {
+      const key = fc.oneof(fc.string({ maxLength: 4 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom('"', '\\', '\n', '\ud800', '🌍', '10', '2', '__proto__'))
+      const scalar = fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constantFrom('a"b', 'x\\y', '\u0007', '\udfff', -0))
+      const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
+        value: fc.oneof({ depthSize: 'small', maxDepth: 3 }, scalar, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(key, tie('value'), { maxKeys: 4 })),
+      }))
+      fc.assert(
+        fc.property(fc.dictionary(key, value, { maxKeys: 5 }), fc.boolean(), (v, remove) => {
+          const doc = backend.create(actor(11))
+          backend.put(doc, v as never)
+          if (remove) backend.delete(doc)
+          assert.equal(entityText(doc), canonicalJson(backend.read(doc)))
+        }),
+        { numRuns: 300 },
+      )
+      assert.equal(entityText(backend.create(actor(12))), '')
+    })
+  })
+
+  describe('the version kept up to date per transaction', function () {
     const expected = (doc: Y.Doc): string => toHex(Y.encodeSnapshot(Y.snapshot(doc)))
 
     it('addRange keeps sorted, merged ranges equal to the union of what was added', function () {
@@ -127,7 +221,7 @@ describe('yjs backend specifics', function () {
           const d = pick(docs)
           if (step > 20 || d !== docs[2]) {
             assert.equal(toHex(encodeVersion(d)), expected(d), `seed ${seed}, step ${step}`)
-            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Y.encodeSnapshot(Y.snapshot(d)))))
+            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + canonicalJson(backend.read(d)))))
           }
         }
         for (const [i, doc] of docs.entries()) {
