@@ -294,6 +294,55 @@ export function documentHeads(bytes: Uint8Array): string[] {
   return heads
 }
 
+/**
+ * The deflated parts of some chunks (compressed changes, deflated document columns) and how
+ * many bytes are not deflated — from the framing alone: nothing is inflated, no checksum
+ * checked. For a size check that inflates off the event loop (AutomergeBackend.checkDelta).
+ */
+export function deflatedParts(bytes: Uint8Array): { parts: Uint8Array[]; plainBytes: number } {
+  if (bytes.byteLength === 0) throw invalid('it is empty')
+  const parts: Uint8Array[] = []
+  let plainBytes = 0
+  let offset = 0
+  while (offset < bytes.byteLength) {
+    if (bytes.byteLength - offset < HEADER_BYTES + 1) throw invalid('a chunk header is truncated')
+    for (let i = 0; i < MAGIC.length; i++) if (bytes[offset + i] !== MAGIC[i]) throw invalid('a chunk does not start with the Automerge magic bytes')
+    const type = bytes[offset + 8]!
+    const [length, bodyStart] = readUleb(bytes, offset + HEADER_BYTES)
+    const end = bodyStart + length
+    if (end > bytes.byteLength) throw invalid('a chunk is truncated')
+    const body = bytes.subarray(bodyStart, end)
+    plainBytes += bodyStart - offset
+    if (type === COMPRESSED_CHANGE) parts.push(body)
+    else if (type === DOCUMENT) plainBytes += documentDeflatedParts(body, parts)
+    else if (type === CHANGE) plainBytes += length
+    else throw invalid(`a chunk has the unknown type ${type}`)
+    offset = end
+  }
+  return { parts, plainBytes }
+}
+
+/** Adds a document body's deflated columns to `parts`; returns its other bytes. */
+function documentDeflatedParts(body: Uint8Array, parts: Uint8Array[]): number {
+  let [count, offset] = readUleb(body, skipActors(body))
+  offset += count * HASH_BYTES
+  if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
+  let changeColumns: Column[]
+  let opColumns: Column[]
+  ;[changeColumns, offset] = readColumns(body, offset)
+  ;[opColumns, offset] = readColumns(body, offset)
+  let plain = body.byteLength
+  for (const [spec, length] of [...changeColumns, ...opColumns]) {
+    const start = offset
+    offset += length
+    if (offset > body.byteLength) throw invalid('a document chunk is shorter than its columns')
+    if ((spec & DEFLATE_BIT) === 0) continue
+    parts.push(body.subarray(start, offset))
+    plain -= length
+  }
+  return plain
+}
+
 /** Where a document body's heads start: after its actors (a count, then length-prefixed ids). */
 function skipActors(body: Uint8Array): number {
   let [count, offset] = readUleb(body, 0)

@@ -58,6 +58,14 @@ export interface Backend<Doc = unknown> {
    */
   applyDelta(doc: Doc, delta: Uint8Array, limits?: DeltaLimits): Doc
 
+  /**
+   * Optional: a cheap check of a remote delta before any document is touched — its framing,
+   * and what it decodes to within limits.maxDecodedBytes — so garbage never costs a document,
+   * and inflating can happen off the event loop (it may return a promise). Throws (or rejects
+   * with) ERR_INVALID_DELTA or ERR_TOO_LARGE. applyDelta still checks everything itself.
+   */
+  checkDelta?(delta: Uint8Array, limits: DeltaLimits): void | Promise<void>
+
   /** The document's version: Yjs state vector + delete set, Automerge heads. */
   version(doc: Doc): Uint8Array
 

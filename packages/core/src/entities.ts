@@ -345,7 +345,21 @@ export class Entities {
       discarded: false,
     }
     this.cache.set(key, entity)
+    // A head hashed by an older version of the backend's versionHash (its definition changed:
+    // Yjs' now covers the value) would make the digest differ from peers' for good: re-hashed
+    // and rewritten with the next flush.
+    if (stored !== undefined && !bytesEqual(col.backend.versionHash(doc), stored.head.versionHash)) this.refreshHead(col, entity)
     return entity
+  }
+
+  /** Rewrites the entity's head and digest leaf with its document's version hash (next flush). */
+  private refreshHead(col: CollectionState, entity: LoadedEntity): void {
+    const tick = this.tick ?? this.openTick()
+    if (!tick.dirty.has(entity)) tick.dirty.set(entity, { col, at: [] })
+    entity.versionStale = true
+    this.cache.pin(entity)
+    entity.lastWrite = tick.settled
+    void tick.settled.then(() => this.release(entity))
   }
 
   /** Resolves once every write handed to the store so far has settled. */

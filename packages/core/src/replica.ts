@@ -14,6 +14,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { requestRights } from './replication/rights.js'
+import { DropLog } from './replication/drop-log.js'
 
 export interface ReplicaOptions {
   /** Where entities are kept durable. */
@@ -140,6 +141,7 @@ export class Replica {
         backends,
         stats: this.stats_,
         events: this.events,
+        dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         createCollection: (name, backend) => this.stateFor(name, backend),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',

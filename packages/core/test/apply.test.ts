@@ -2,6 +2,7 @@
 import { expect } from 'chai'
 import { ConvergentError, LoopbackHub, Replica, silentLogger, toHex, type Backend, type JsonObject, type Network } from '../src/index.js'
 import { encodeMessage, MessageType, topicOf } from '../src/internal.js'
+import * as Y from 'yjs'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
@@ -96,6 +97,20 @@ describe('apply: a delta from a peer', function () {
       expect(round!.collectionsDiffering).to.equal(0)
     })
   }
+
+  it('yjs: a forged delta that Yjs integrates in part before refusing leaves no trace (the real backend)', async () => {
+    const { victim, evil } = await victimWithEvil()
+    const col = victim.collection('p', { backend: 'yjs' })
+    await col.put('k', { v: 1 })
+    // One client's structs: the delete flag, a field 'a', a field 'k', then a multi-value map
+    // entry taking its key from 'k' — refused only once Yjs has integrated the ones before it.
+    await evil.publish(topicOf('default', 'p'), push('p', 'yjs', [['forged', forgedYjsDelta()]]))
+    await waitFor(() => victim.stats().peers.evil?.dropped.invalidDelta === 1, 'dropped')
+    expect(await col.get('forged')).to.equal(undefined)
+    expect(await feedLength(victim, 'p')).to.equal(1)
+    await col.put('forged', { mine: true }) // a later write of the entity carries no trace either
+    expect(await col.get('forged')).to.deep.equal({ mine: true })
+  })
 
   it('is refused when it builds a value over maxValueBytes, and changes nothing', async () => {
     const { victim, evil } = await victimWithEvil({ limits: { maxValueBytes: 1024 } })
@@ -202,3 +217,24 @@ describe('apply: a delta from a peer', function () {
   })
 })
 
+
+/**
+ * A Yjs update that passes the backend's stateless scan and makes applyDelta throw after Yjs
+ * integrated part of it (from the Yjs backend's differential fuzz; see packages/yjs).
+ */
+function forgedYjsDelta(): Uint8Array {
+  const c = 7
+  const entry = (clock: number, root: string, key: string, value: unknown): Y.Item =>
+    new Y.Item(Y.createID(c, clock), null, null, null, null, root as never, key, new Y.ContentAny([value]))
+  const after = (clock: number, origin: number, values: unknown[]): Y.Item =>
+    new Y.Item(Y.createID(c, clock), null, Y.createID(c, origin), null, null, null, null, new Y.ContentAny(values))
+  const structs = [entry(0, 'meta', 'deleted', false), entry(1, 'value', 'a', 'trace'), entry(2, 'value', 'k', 0), after(3, 2, [1, 2])]
+  const e = new Y.UpdateEncoderV1()
+  e.writeLen(1) // one client
+  e.writeLen(structs.length)
+  e.writeClient(c)
+  e.writeLen(0) // from clock 0
+  for (const s of structs) s.write(e, 0)
+  e.writeLen(0) // no delete set
+  return e.toUint8Array()
+}

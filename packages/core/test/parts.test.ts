@@ -7,7 +7,12 @@ import { Outbox, Uploads } from '../src/replication/parts.js'
 import { ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor } from './helpers.js'
 
 const SMALL = { maxChunkBytes: 2048 } // anything over 2 KiB goes in parts
-const big = (tag: string): { tag: string; blob: string } => ({ tag, blob: `${tag}:`.padEnd(20_000, tag.slice(-1)) })
+/** ~20 KB that do not compress (Automerge deflates what it saves): hex of a hash chain. */
+const big = (tag: string): { tag: string; blob: string } => {
+  let blob = ''
+  for (let h = sha256(tag); blob.length < 20_000; h = sha256(h)) blob += Buffer.from(h).toString('hex')
+  return { tag, blob }
+}
 
 describe('parts: deltas too large for one message', function () {
   this.timeout(30_000)
@@ -144,13 +149,18 @@ describe('parts: Outbox and Uploads', function () {
     expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined) // could never fit
   })
 
-  it('uploads keep one per peer within a budget over all peers', () => {
-    const uploads = new Uploads(new ManualClock(), 5000)
+  it('uploads keep one per peer within a budget over all peers; a new one pushes out the quietest', async () => {
+    const clock = new ManualClock()
+    const uploads = new Uploads(clock, 5000)
     const whole = new Uint8Array(3000).fill(9)
     const h = sha256(whole)
-    expect(uploads.add('p1', { collection: 'p', backend: 'yjs', id: 'x', size: 3000, hash: h, offset: 0, part: whole.subarray(0, 1000) })).to.equal('more')
-    expect(() => uploads.add('p2', { collection: 'p', backend: 'yjs', id: 'y', size: 3000, hash: h, offset: 0, part: whole.subarray(0, 1000) })).to.throw(/no room/)
-    expect(uploads.add('p1', { collection: 'p', backend: 'yjs', id: 'x', size: 3000, hash: h, offset: 1000, part: whole.subarray(1000) })).to.deep.equal(whole)
-    expect(uploads.add('p2', { collection: 'p', backend: 'yjs', id: 'y', size: 3000, hash: h, offset: 0, part: whole })).to.deep.equal(whole) // room again
+    const part = (peer: string, id: string, offset: number, end: number): Uint8Array | 'more' =>
+      uploads.add(peer, { collection: 'p', backend: 'yjs', id, size: 3000, hash: h, offset, part: whole.subarray(offset, end) })
+    expect(part('p1', 'x', 0, 1000)).to.equal('more') // p1 starts, then goes quiet
+    await clock.advance(10)
+    expect(part('p2', 'y', 0, 1000)).to.equal('more') // no room for both: p1's goes
+    expect(() => part('p1', 'x', 1000, 3000)).to.throw(/out of order/)
+    expect(part('p2', 'y', 1000, 3000)).to.deep.equal(whole)
+    expect(() => uploads.add('p3', { collection: 'p', backend: 'yjs', id: 'z', size: 6000, hash: h, offset: 0, part: whole })).to.throw(/over the budget/)
   })
 })

@@ -58,7 +58,7 @@ export class Libp2pNetwork implements Network {
   ) {
     this.peerId = libp2p.peerId.toString()
     this.protocol = settings.protocol
-    this.maxGossipBytes = Math.min(settings.maxMessageBytes, MAX_GOSSIP_PAYLOAD_BYTES)
+    this.maxGossipBytes = Math.min(settings.maxGossipBytes, settings.maxMessageBytes, MAX_GOSSIP_PAYLOAD_BYTES)
     this.log = libp2p.logger.forComponent('convergent:libp2p')
     this.redialer = new Redialer(settings.peers, {
       clock: settings.clock,

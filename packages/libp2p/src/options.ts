@@ -20,6 +20,12 @@ export interface Libp2pNetworkOptions {
    * payloads are capped lower, at MAX_GOSSIP_PAYLOAD_BYTES, whatever this says.
    */
   maxMessageBytes?: number
+  /**
+   * Largest gossip payload published, accepted or relayed (default 1 MiB + 64 KiB: a replica's
+   * pushes stay under 1 MiB). The topic validator ignores larger ones, so gossipsub does not
+   * relay them to the rest of the mesh either.
+   */
+  maxGossipBytes?: number
   /** A request must be answered within this (default 30 s). */
   requestTimeoutMs?: number
   /** Bootstrap redial backoff: first delay and cap (default 250 ms → 10 s). */
@@ -39,6 +45,7 @@ export interface Libp2pNetworkOptions {
 }
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+export const DEFAULT_MAX_GOSSIP_BYTES = 1024 * 1024 + 64 * 1024
 
 /** What Convergent passes to libp2p's connection manager unless told otherwise. */
 export const DEFAULT_CONNECTION_MANAGER: Readonly<ConnectionManagerInit> = {
@@ -55,6 +62,7 @@ export interface Settings {
   listen: string[]
   protocol: string
   maxMessageBytes: number
+  maxGossipBytes: number
   requestTimeoutMs: number
   peers: string[]
   redialMinMs: number
@@ -88,6 +96,7 @@ export function validate(options: Libp2pNetworkOptions): Settings {
     listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
     protocol: syncProtocol(options.namespace),
     maxMessageBytes: positive('maxMessageBytes', options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES),
+    maxGossipBytes: positive('maxGossipBytes', options.maxGossipBytes, DEFAULT_MAX_GOSSIP_BYTES),
     requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS),
     peers,
     redialMinMs,

@@ -65,6 +65,14 @@ export class YjsBackend implements Backend<Y.Doc> {
     return { doc, delta }
   }
 
+  /** The stateless scan of applyDelta (validateUpdate), before any document exists for the delta. */
+  checkDelta(delta: Uint8Array, limits: DeltaLimits): void {
+    if (delta.byteLength > limits.maxDecodedBytes) {
+      throw new ConvergentError('ERR_TOO_LARGE', `A Yjs delta of ${delta.byteLength} bytes exceeds the decoded limit of ${limits.maxDecodedBytes}.`)
+    }
+    validateUpdate(delta)
+  }
+
   applyDelta(doc: Y.Doc, delta: Uint8Array, limits?: DeltaLimits): Y.Doc {
     // A Yjs update is not compressed: it decodes to about its own size.
     if (limits !== undefined && delta.byteLength > limits.maxDecodedBytes) {

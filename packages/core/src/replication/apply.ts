@@ -44,6 +44,18 @@ export async function applyRemoteDelta(
     return dropped('tooLarge', `delta of ${delta.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
   }
   if (!ctx.isOpen()) return 'duplicate'
+  const existing = ctx.entities.collections.get(collection)
+  if (existing !== undefined && existing.backend !== backend && !(existing.tentative && !existing.persisted)) {
+    return dropped('backendMismatch', dropMessageOf('backendMismatch', collection, backendName, ctx))
+  }
+  // Garbage and bombs are refused before they cost a document (a Yjs doc is ~200 µs to make).
+  try {
+    const checking = backend.checkDelta?.(delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+    if (checking !== undefined) await checking
+  } catch (err) {
+    if (isConvergentError(err, 'ERR_TOO_LARGE')) return dropped('tooLarge', err.message)
+    return dropped('invalidDelta', err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`)
+  }
   const found = collectionFor(ctx, collection, backend, delta)
   if (typeof found === 'string') return dropped(found, dropMessageOf(found, collection, backendName, ctx))
   if ('error' in found) return dropped('invalidDelta', found.error)

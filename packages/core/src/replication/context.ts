@@ -5,13 +5,20 @@ import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
 import type { ValueLimits } from '../json.js'
 import type { ChangeEvents } from '../changes.js'
+import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
 export interface ReplicationLimits {
   /** Largest message sent or accepted (gossip or one sync request/response). */
   maxMessageBytes: number
-  /** Soft cap on the delta bytes in one sync chunk. */
+  /**
+   * Largest gossip push sent or accepted: a push that would be larger goes in several, a delta
+   * that alone would is left to anti-entropy. Kept well under maxMessageBytes: every push a
+   * peer sends costs its receivers (and the relays) decoding it before it can be refused.
+   */
+  maxPushBytes: number
+  /** Soft cap on the delta bytes in one sync chunk (also the largest delta sent inline). */
   maxChunkBytes: number
   /**
    * Largest delta (or whole entity state) sent or accepted, in bytes, once reassembled: one
@@ -47,6 +54,7 @@ export interface ReplicationLimits {
 
 export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxMessageBytes: 4 * 1024 * 1024,
+  maxPushBytes: 1024 * 1024,
   maxChunkBytes: 512 * 1024,
   maxDeltaBytes: 32 * 1024 * 1024,
   maxDecodedBytes: 32 * 1024 * 1024,
@@ -74,6 +82,8 @@ export interface ReplicationContext {
   readonly entities: Entities
   readonly backends: Map<string, Backend>
   readonly stats: PeerStatsTable
+  /** Where drops are logged, a few lines per peer at most (see receiver.ts's drop()). */
+  readonly dropLog: DropLog
   /** Durable changes: remote applies are emitted here; push listens for local ones. */
   readonly events: ChangeEvents
   /**

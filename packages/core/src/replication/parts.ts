@@ -109,7 +109,8 @@ interface Upload {
 
 /**
  * The responder's side of uploads: at most one per peer, in order, within a byte budget over
- * all peers. Returns the whole delta once the last part arrived and matched its hash.
+ * all peers (a new upload makes room by dropping the ones that went quiet longest). Returns the
+ * whole delta once the last part arrived and matched its hash.
  */
 export class Uploads {
   private readonly active = new Map<string, Upload>()
@@ -132,7 +133,11 @@ export class Uploads {
     if (req.offset === 0) {
       // A new upload replaces the peer's previous one (abandoned).
       this.end(peer)
-      if (this.bytes + req.size > this.maxBytes) throw invalid(`no room for an upload of ${req.size} bytes now; try again later`)
+      if (req.size > this.maxBytes) throw invalid(`an upload of ${req.size} bytes is over the budget for uploads`)
+      // Room is made from the uploads that went quiet longest: one that keeps sending parts
+      // keeps its place, one that stopped loses it (peers holding the budget with uploads they
+      // never finish cannot keep an active one out).
+      while (this.bytes + req.size > this.maxBytes) this.end(this.quietest()!)
       const { part: _part, offset: _offset, ...header } = req
       upload = { req: header, buffer: new Uint8Array(req.size), filled: 0, expires: now + this.ttlMs }
       this.active.set(peer, upload)
@@ -149,6 +154,14 @@ export class Uploads {
     this.end(peer)
     if (!bytesEqual(sha256(upload.buffer), req.hash)) throw invalid('upload does not match its hash')
     return upload.buffer
+  }
+
+  /** The peer whose upload last received a part longest ago. */
+  private quietest(): string | undefined {
+    let peer: string | undefined
+    let at = Infinity
+    for (const [p, u] of this.active) if (u.expires < at) [peer, at] = [p, u.expires]
+    return peer
   }
 
   /** Drops a peer's upload (it disconnected, or the upload failed). */

@@ -7,7 +7,7 @@ import { inlineLimit } from './parts.js'
 /**
  * Push: durable local deltas are gathered for one tick — or for `delayMs` when a batching
  * window is set — coalesced per entity (the backend merges them into one delta), packed into
- * as few messages as fit under maxMessageBytes and published on the collection's topic.
+ * as few messages as fit under maxPushBytes and published on the collection's topic.
  * A window that gathers a full message's worth is flushed early. Publishing is best effort:
  * anti-entropy repairs loss.
  */
@@ -38,7 +38,7 @@ export class Pusher {
     this.pendingBytes += delta.byteLength + Buffer.byteLength(id) + 16
     if (this.scheduled === undefined) {
       this.schedule(this.delayMs)
-    } else if (this.delayMs > 0 && !this.early && this.pendingBytes >= this.ctx.limits.maxMessageBytes / 2) {
+    } else if (this.delayMs > 0 && !this.early && this.pendingBytes >= this.maxBytes / 2) {
       // The window already holds a message's worth: no point in waiting longer.
       this.ctx.clock.clearTimeout(this.scheduled)
       this.schedule(0)
@@ -71,9 +71,14 @@ export class Pusher {
     }
   }
 
-  /** Splits entries into batches whose encoded size stays under maxMessageBytes. */
+  /** The largest push: maxPushBytes, within maxMessageBytes. */
+  private get maxBytes(): number {
+    return Math.min(this.ctx.limits.maxPushBytes, this.ctx.limits.maxMessageBytes)
+  }
+
+  /** Splits entries into batches whose encoded size stays under maxBytes. */
   private *pack(entries: [string, Uint8Array][]): Generator<[string, Uint8Array][]> {
-    const budget = this.ctx.limits.maxMessageBytes - 1024 // header, collection, origin
+    const budget = this.maxBytes - 1024 // header, collection, origin
     let batch: [string, Uint8Array][] = []
     let size = 0
     for (const entry of entries) {
@@ -93,9 +98,9 @@ export class Pusher {
 
   private send(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
     const message = encodePush({ collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries })
-    if (message.byteLength > this.ctx.limits.maxMessageBytes) {
+    if (message.byteLength > this.maxBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
-      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxMessageBytes`)
+      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`)
       return
     }
     this.bytesOut += message.byteLength

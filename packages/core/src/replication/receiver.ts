@@ -7,12 +7,12 @@ import type { PeerRateLimiter } from './rate-limit.js'
 
 /**
  * Counts, remembers and logs one dropped message or delta from a peer (with the collection
- * and entity when known). Over-the-rate drops are counted quietly: logging each would let a
- * flooding peer flood the log too.
+ * and entity when known). Over-the-rate drops are counted quietly, and the log keeps to a few
+ * lines per peer per window (DropLog): a flooding peer must not flood the log too.
  */
 export function drop(ctx: ReplicationContext, peer: string, reason: DropReason, message: string, where: { collection?: string; id?: string } = {}): void {
   ctx.stats.drop(peer, reason, message)
-  if (reason !== 'rateLimited') ctx.logger.warn(`dropped input from ${peer}: ${message}`, { peer, reason, ...where })
+  if (reason !== 'rateLimited') ctx.dropLog.log(peer, message, { peer, reason, ...where })
 }
 
 /** The reason a message that failed to decode is counted under. */
@@ -26,7 +26,7 @@ function dropReasonOf(err: unknown): DropReason {
  * Counts an inbound message against the peer, applies the rate bound and decodes its
  * envelope. Returns undefined (after counting and logging the drop) if it must be dropped.
  */
-export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: string, data: Uint8Array): DecodedMessage | undefined {
+export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: string, data: Uint8Array, maxBytes = ctx.limits.maxMessageBytes): DecodedMessage | undefined {
   const stats = ctx.stats.of(peer)
   stats.messagesIn++
   stats.bytesIn += data.byteLength
@@ -35,7 +35,7 @@ export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: s
     return undefined
   }
   try {
-    return decodeMessage(data, ctx.limits.maxMessageBytes)
+    return decodeMessage(data, maxBytes)
   } catch (err) {
     drop(ctx, peer, dropReasonOf(err), (err as Error).message)
     return undefined
@@ -44,7 +44,7 @@ export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: s
 
 /** The receive path for gossip: one push with deltas of one collection. */
 export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<void> {
-  const msg = admit(ctx, limiter, from, data)
+  const msg = admit(ctx, limiter, from, data, Math.min(ctx.limits.maxPushBytes, ctx.limits.maxMessageBytes))
   if (msg === undefined) return
   let push: PushMessage
   try {

@@ -92,6 +92,7 @@ export class Replicator {
       onPeerConnected: (peer) => this.peerConnected(peer),
       onPeerDisconnected: (peer) => {
         this.lastAnnounceRound.delete(peer)
+        this.ctx.dropLog.forget(peer)
         this.limiter.forget(peer)
         this.server.forget(peer)
         this.cancelFallback(peer)

@@ -233,8 +233,12 @@ export class SyncClient {
    * has, fetched page by page.
    */
   private async theirRoots(round: Round): Promise<Map<string, { backend: string; root: Uint8Array }> | undefined> {
-    const summary = await this.ctx.entities.rootsSummary()
+    const { entities } = this.ctx
+    const summary = await entities.rootsSummary()
     const theirs = new Map<string, { backend: string; root: Uint8Array }>()
+    // Collections we do not hold are kept only while we could still create them: a peer that
+    // lists more (hundreds of thousands of names) costs requests, never memory.
+    let room = Math.max(0, this.ctx.limits.maxCollections - entities.collections.size)
     let cursor: string | undefined = undefined
     for (;;) {
       const request = encodeRootsRequest(cursor !== undefined ? { cursor } : summary !== undefined ? { summary } : {})
@@ -243,7 +247,11 @@ export class SyncClient {
       if (response.same === true) return undefined
       for (const [name, backend, root] of response.roots) {
         if (cursor !== undefined && name <= cursor) throw invalid(`peer ${round.peer} listed roots out of order`)
-        theirs.set(name, { backend, root })
+        if (entities.collections.has(name)) theirs.set(name, { backend, root })
+        else if (room > 0 && !this.ctx.isRefused(name)) {
+          theirs.set(name, { backend, root })
+          room--
+        }
       }
       if (response.next === undefined) return theirs
       if (cursor !== undefined && response.next <= cursor) throw invalid(`peer ${round.peer} answered a roots page without progress`)
@@ -262,7 +270,6 @@ export class SyncClient {
         drop(this.ctx, round.peer, 'invalidId', `roots name a collection we cannot hold: ${(err as Error).message}`)
       }
     }
-    for (const name of theirs.keys()) if (!entities.collections.has(name) && this.ctx.isRefused(name)) theirs.delete(name)
     const names = [...new Set([...entities.collections.keys(), ...theirs.keys()])].sort()
     for (const name of names) {
       round.budget.check()

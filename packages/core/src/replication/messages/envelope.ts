@@ -1,4 +1,4 @@
-import { encode, decode } from 'cborg'
+import { encode, decode, Tokenizer, Type, type Token } from 'cborg'
 import { ConvergentError } from '../../errors.js'
 
 /**
@@ -77,6 +77,50 @@ export interface DecodedMessage {
   body: unknown
 }
 
+/**
+ * The most CBOR items one body may hold, by message type, and the longest list or map in any:
+ * each bound is a little above the largest honest body of that type (a push or deltas request:
+ * 1,024 entries of 3 items; a leaves response: 65,536 entries of 3), so a peer cannot make one
+ * message build hundreds of thousands of objects before the per-message bounds are checked.
+ */
+const MAX_LENGTH = 65_536
+function maxItemsOf(type: number): number {
+  switch (type) {
+    case MessageType.LeavesResponse:
+      return 200_000
+    case MessageType.Push:
+    case MessageType.DeltasRequest:
+      return 4_096
+    default:
+      return 50_000
+  }
+}
+
+/** No indefinite lengths (they would slip past the bounds), no undefined, no BigInt: none is in our bodies. */
+const DECODE_OPTIONS = { allowIndefinite: false, allowUndefined: false, allowBigInt: false, strict: false }
+
+/** cborg's tokenizer, counting as it goes: over a bound, the decode stops before building more. */
+class BoundedTokenizer extends Tokenizer {
+  private items = 0
+
+  constructor(
+    data: Uint8Array,
+    options: object,
+    private readonly maxItems: number,
+  ) {
+    super(data, options)
+  }
+
+  override next(): Token {
+    const token = super.next()
+    if (++this.items > this.maxItems) throw new InvalidMessageError(`more than ${this.maxItems} items in one message of this type`)
+    if ((token.type === Type.array || token.type === Type.map) && (token.value as number) > MAX_LENGTH) {
+      throw new InvalidMessageError(`a list or map of ${String(token.value)} entries (at most ${MAX_LENGTH} in one message)`)
+    }
+    return token
+  }
+}
+
 /** The type and CBOR body; ERR_TOO_LARGE over maxBytes, InvalidMessageError otherwise. */
 export function decodeMessage(bytes: Uint8Array, maxBytes: number): DecodedMessage {
   if (!(bytes instanceof Uint8Array)) throw new InvalidMessageError('not bytes')
@@ -87,9 +131,11 @@ export function decodeMessage(bytes: Uint8Array, maxBytes: number): DecodedMessa
   if (bytes[0] !== WIRE_MAGIC) throw new InvalidMessageError(`bad magic byte 0x${bytes[0]!.toString(16)}`)
   if (bytes[1] !== WIRE_VERSION) throw new UnsupportedVersionError(bytes[1]!)
   let body: unknown
+  const data = bytes.subarray(3)
   try {
-    body = decode(bytes.subarray(3))
+    body = decode(data, { ...DECODE_OPTIONS, tokenizer: new BoundedTokenizer(data, DECODE_OPTIONS, maxItemsOf(bytes[2]!)) })
   } catch (err) {
+    if (err instanceof InvalidMessageError) throw err
     throw new InvalidMessageError(`undecodable body: ${(err as Error).message}`)
   }
   return { type: bytes[2]!, body }
