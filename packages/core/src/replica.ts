@@ -15,6 +15,7 @@ import type { Store } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { requestRights } from './replication/rights.js'
 import { DropLog } from './replication/drop-log.js'
+import { ApplyPacer } from './replication/apply-all.js'
 
 export interface ReplicaOptions {
   /** Where entities are kept durable. */
@@ -142,6 +143,7 @@ export class Replica {
         stats: this.stats_,
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
+        pacer: new ApplyPacer(options.clock ?? systemClock()),
         createCollection: (name, backend) => this.stateFor(name, backend),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',

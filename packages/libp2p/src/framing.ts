@@ -3,8 +3,9 @@ import type { AbortOptions, MessageStream, StreamCloseEvent, StreamMessageEvent 
 /**
  * Length-prefixed frames (unsigned LEB128 varint length, then the bytes) over a libp2p 3
  * message stream. The reader parses as data arrives, inside the 'message' event: the length
- * is checked the moment the prefix is complete, and the body goes straight into one buffer
- * of exactly that length, so a peer can never make us hold more than the limit.
+ * is checked the moment the prefix is complete, and the body is kept as it arrives (never a
+ * buffer of the announced length up front), so a peer can never make us hold more than the
+ * limit, nor more than it really sent.
  */
 
 /** 8 varint bytes carry 56 bits: every safe length, so an oversized frame reads as too large, not invalid. */
@@ -34,7 +35,8 @@ export function readFrame(stream: MessageStream, maxBytes: number, options: Abor
   return new Promise<Uint8Array>((resolve, reject) => {
     let length = 0
     let prefixBytes = 0
-    let body: Uint8Array | undefined
+    let sized = false
+    const parts: Uint8Array[] = []
     let filled = 0
 
     const finish = (err: Error | undefined, frame?: Uint8Array): void => {
@@ -49,21 +51,23 @@ export function readFrame(stream: MessageStream, maxBytes: number, options: Abor
     const onMessage = (event: StreamMessageEvent): void => {
       const chunk = event.data.subarray()
       let offset = 0
-      while (body === undefined && offset < chunk.byteLength) {
+      while (!sized && offset < chunk.byteLength) {
         const byte = chunk[offset++]!
         length += (byte & 0x7f) * 2 ** (7 * prefixBytes++)
         if (byte < 0x80) {
           if (length > maxBytes) return finish(new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${maxBytes}`))
-          body = new Uint8Array(length)
+          sized = true
         } else if (prefixBytes >= MAX_PREFIX_BYTES) {
           return finish(new InvalidFrameError(`length prefix longer than ${MAX_PREFIX_BYTES} bytes`))
         }
       }
-      if (body === undefined) return
-      const take = Math.min(body.byteLength - filled, chunk.byteLength - offset)
-      body.set(chunk.subarray(offset, offset + take), filled)
+      if (!sized) return
+      // Kept as it arrives (a copy: the stream may reuse its buffers): what a frame holds in
+      // memory is what the peer really sent, never what its prefix announced.
+      const take = Math.min(length - filled, chunk.byteLength - offset)
+      if (take > 0) parts.push(chunk.slice(offset, offset + take))
       filled += take
-      if (filled === body.byteLength) finish(undefined, body)
+      if (filled === length) finish(undefined, parts.length === 1 ? parts[0]! : concat(parts, length))
     }
     const onEnd = (): void => finish(new TruncatedFrameError(`stream ended after ${prefixBytes + filled} bytes, before a whole frame`))
     const onClose = (event: StreamCloseEvent): void => finish(event.error ?? new TruncatedFrameError('stream closed before a whole frame'))
@@ -76,6 +80,16 @@ export function readFrame(stream: MessageStream, maxBytes: number, options: Abor
     stream.addEventListener('close', onClose)
     signal?.addEventListener('abort', onAbort)
   })
+}
+
+function concat(parts: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.byteLength
+  }
+  return out
 }
 
 /** Writes one frame whose body is the parts, in order (one copy, one send), waiting out backpressure. */

@@ -12,6 +12,9 @@ import { Redialer } from './redial.js'
 import { sendSyncRequest } from './sync-client.js'
 import { serveSyncStream } from './sync-server.js'
 
+/** Concurrent sync requests one peer may have open with us. */
+const MAX_INBOUND_REQUESTS = 8
+
 /** A Network over libp2p: gossipsub for topics, a stream protocol for requests. */
 export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): Promise<Libp2pNetwork> {
   const settings = validate(options)
@@ -89,7 +92,9 @@ export class Libp2pNetwork implements Network {
     this.libp2p.addEventListener('peer:disconnect', this.onPeerDisconnect)
     this.libp2p.services.pubsub.addEventListener('gossipsub:message', this.onGossip)
     try {
-      await this.libp2p.handle(this.protocol, this.onSyncStream)
+      // A peer holds at most this many requests open with us at once (a round needs ~3):
+      // streams that stall with a large frame half-sent cost memory until their timeout.
+      await this.libp2p.handle(this.protocol, this.onSyncStream, { maxInboundStreams: MAX_INBOUND_REQUESTS })
       await this.libp2p.start()
     } catch (err) {
       await this.stop()

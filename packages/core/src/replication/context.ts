@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
 import type { ValueLimits } from '../json.js'
 import type { ChangeEvents } from '../changes.js'
+import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
 
@@ -60,10 +61,10 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxDecodedBytes: 32 * 1024 * 1024,
   inboundRatePerSecond: 5000,
   inboundBurst: 20000,
-  inboundEntriesPerSecond: 50_000,
-  inboundEntriesBurst: 200_000,
-  inboundBytesPerSecond: 64 * 1024 * 1024,
-  inboundBytesBurst: 256 * 1024 * 1024,
+  inboundEntriesPerSecond: 20_000,
+  inboundEntriesBurst: 50_000,
+  inboundBytesPerSecond: 32 * 1024 * 1024,
+  inboundBytesBurst: 128 * 1024 * 1024,
   maxIdBytes: 256,
   maxCollections: 10_000,
   rootsPerPage: 1000,
@@ -84,6 +85,8 @@ export interface ReplicationContext {
   readonly stats: PeerStatsTable
   /** Where drops are logged, a few lines per peer at most (see receiver.ts's drop()). */
   readonly dropLog: DropLog
+  /** Paces remote applies over the whole replica (see apply-all.ts). */
+  readonly pacer: ApplyPacer
   /** Durable changes: remote applies are emitted here; push listens for local ones. */
   readonly events: ChangeEvents
   /**
