@@ -3,7 +3,7 @@ import type { CollectionState, Entities } from './entities.js'
 import { ConvergentError } from './errors.js'
 import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
 import type { FeedEntry } from './store.js'
-import { writeEntity } from './write.js'
+import { writeTo } from './write.js'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -206,14 +206,17 @@ export class Collection<T extends object = JsonObject> {
 
   private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
-    const outcome = await writeEntity(this.replica.entities, this.replica.events, this.state, id, undefined, (entity) => {
-      const result = change(entity.doc)
+    const entity = await this.replica.entities.acquire(this.state, id)
+    const lastWrite = entity.lastWrite
+    const pending = writeTo(this.replica.entities, this.replica.events, this.state, entity, undefined, (e) => {
+      const result = change(e.doc)
       if (result.delta === null) return 'unchanged'
       return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
     })
+    if (pending !== 'unchanged') return pending.finish(await pending.committed)
     // Nothing changed — but an earlier write of the same value may still be in flight:
     // acknowledge only once that one is durable, and fail if it failed.
-    if ('unchanged' in outcome && !(await outcome.unchanged)) {
+    if (!(await lastWrite)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
     }
   }

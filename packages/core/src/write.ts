@@ -17,43 +17,45 @@ export type Made =
   /** Nothing changed. */
   | 'unchanged'
 
-export type WriteOutcome =
-  | { entry: FeedEntry }
-  /** Nothing changed; settles true once the entity's latest write is durable, false if it failed. */
-  | { unchanged: Promise<boolean> }
+/** A change committed, not yet durable: await `committed`, then call `finish` with its entry. */
+export interface PendingWrite {
+  committed: Promise<FeedEntry>
+  /** Tells listeners of the durable change (one DurableChange event). */
+  finish(entry: FeedEntry): void
+}
 
 /**
  * One change to one entity — the same sequence for a local write and a remote delta:
- * acquire → make (synchronous, so the read-modify-write is atomic) → commit → release →
- * durable → one DurableChange event (subscribers, push). `make` may throw: nothing is then
- * committed and the error reaches the caller. The commit's promise rejects with ERR_STORE
- * if the store refused the batch.
+ *
+ *   const entity = await entities.acquire(col, id)
+ *   const pending = writeTo(entities, events, col, entity, peer, make)   // make → commit → release
+ *   if (pending !== 'unchanged') pending.finish(await pending.committed)   // durable → event
+ *
+ * `make` runs synchronously right after the acquire, so the read-modify-write is atomic; it
+ * may throw (nothing is then committed, and the error reaches the caller). The entity is
+ * released either way. The two halves are synchronous so that a caller's awaits are the only
+ * turns a write takes (the simulator's reports depend on the order of those turns).
  */
-export async function writeEntity(
+export function writeTo(
   entities: Entities,
   events: ChangeEvents,
   col: CollectionState,
-  id: string,
+  entity: LoadedEntity,
   peer: string | undefined,
   make: (entity: LoadedEntity) => Made,
-): Promise<WriteOutcome> {
-  const entity = await entities.acquire(col, id)
-  let committed: Promise<FeedEntry>
-  let made: Exclude<Made, 'unchanged'>
-  let value: { value: JsonObject | undefined } | undefined
-  let created: boolean
+): PendingWrite | 'unchanged' {
   try {
-    const result = make(entity)
-    if (result === 'unchanged') return { unchanged: entity.lastWrite }
-    made = result
-    created = !col.persisted
+    const made = make(entity)
+    if (made === 'unchanged') return 'unchanged'
+    const created = !col.persisted
     // Read now, for subscribers: the value right after this change (a Yjs document changes in place).
-    value = made.value ?? (events.wantsValue(col.name) ? { value: made.deleted ? undefined : col.backend.read(made.doc) } : undefined)
-    committed = entities.commit({ col, entity, doc: made.doc, delta: made.delta, kind: made.kind, origin: peer ?? 'local', deleted: made.deleted })
+    const value = made.value ?? (events.wantsValue(col.name) ? { value: made.deleted ? undefined : col.backend.read(made.doc) } : undefined)
+    const committed = entities.commit({ col, entity, doc: made.doc, delta: made.delta, kind: made.kind, origin: peer ?? 'local', deleted: made.deleted })
+    return {
+      committed,
+      finish: (entry) => events.emit({ collection: col.name, id: entity.id, entry, ...(value !== undefined ? { value } : {}), delta: made.delta, backend: col.backend, peer, created }),
+    }
   } finally {
     entities.release(entity)
   }
-  const entry = await committed
-  events.emit({ collection: col.name, id, entry, ...(value !== undefined ? { value } : {}), delta: made.delta, backend: col.backend, peer, created })
-  return { entry }
 }

@@ -4,7 +4,7 @@ import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { checkId, jsonSizeWithin } from '../json.js'
-import { writeEntity, type WriteOutcome } from '../write.js'
+import { writeTo, type PendingWrite } from '../write.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
@@ -61,9 +61,15 @@ export async function applyRemoteDelta(
   if ('error' in found) return dropped('invalidDelta', found.error)
   const col = found.col
   let refused: { reason: DropReason; message: string } | undefined
-  let outcome: WriteOutcome
+  let entity
   try {
-    outcome = await writeEntity(ctx.entities, ctx.events, col, id, peer, (entity) => {
+    entity = await ctx.entities.acquire(col, id)
+  } catch (err) {
+    return dropped('storeFailed', (err as Error).message)
+  }
+  let pending: PendingWrite | 'unchanged'
+  try {
+    pending = writeTo(ctx.entities, ctx.events, col, entity, peer, (entity) => {
       // Before applying: a Yjs document changes in place. The version hash of a commit still
       // waiting for its flush is taken now, from the document it was made on (see discard()).
       ctx.entities.settleVersion(entity)
@@ -94,15 +100,21 @@ export async function applyRemoteDelta(
       return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
     })
   } catch (err) {
-    // The store: could not load the entity, an earlier write of it failed, or the batch failed.
-    return dropped('storeFailed', (err as Error).message)
+    return dropped('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
   }
   if (refused !== undefined) return dropped(refused.reason, refused.message)
-  if ('unchanged' in outcome) {
+  if (pending === 'unchanged') {
     stats.deltasDuplicate++
     return 'duplicate'
   }
+  let entry
+  try {
+    entry = await pending.committed
+  } catch (err) {
+    return dropped('storeFailed', (err as Error).message)
+  }
   stats.deltasApplied++
+  pending.finish(entry)
   return 'applied'
 }
 
