@@ -4,7 +4,7 @@ import type { LoadedEntity } from './entity-cache.js'
 import type { JsonObject } from './json.js'
 import type { FeedEntry } from './store.js'
 
-/** What a change function made of an entity (see writeEntity). */
+/** What a change function made of an entity (see writeTo). */
 export type Made =
   | {
       kind: CommitKind
