@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `convergent`: look inside a service's data folder — its collections, entities and change
-// feed — without writing code. It opens the store read-only in spirit (no network, no writes);
+// feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -49,7 +49,7 @@ const out = (line: string): boolean => process.stdout.write(line + '\n')
 const program = new Command()
 program
   .name('convergent')
-  .description("Inspect a Convergent replica's data folder (stop the service using it first).")
+  .description("Inspect a Convergent replica's data folder, or drop a collection from it (stop the service using it first).")
   .showHelpAfterError()
 
 program
@@ -115,6 +115,19 @@ program
         if (opts.limit !== undefined && n++ >= opts.limit) break
         out(JSON.stringify({ ...entry, time: new Date(entry.time).toISOString() }))
       }
+    })
+  })
+
+program
+  .command('drop')
+  .description('remove a collection and everything this replica holds of it; peers cannot bring it back here until the service opens it again')
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .action(async (dir: string, name: string) => {
+    await withReplica(dir, async (replica) => {
+      existing(replica, name)
+      await replica.dropCollection(name)
+      out(`dropped '${name}'`)
     })
   })
 

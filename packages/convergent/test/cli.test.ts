@@ -78,4 +78,21 @@ describe('convergent CLI', function () {
       await running.close()
     }
   })
+
+  it('drops a collection: gone from the folder, and refused from peers when the service opens again', async function () {
+    const scratch = mkdtempSync(join(tmpdir(), 'convergent-cli-drop-'))
+    try {
+      const replica = await open({ dir: scratch, network: false })
+      await replica.collection('junk').put('k', { v: 1 })
+      await replica.collection('keep').put('k', { v: 1 })
+      await replica.close()
+      const r = await cli('drop', scratch, 'junk')
+      expect(r.code, r.stderr).to.equal(0)
+      expect(r.stdout).to.equal("dropped 'junk'\n")
+      expect((await cli('collections', scratch)).stdout).to.equal('keep\tyjs\t1 entity\n')
+      expect((await cli('drop', scratch, 'nothing')).stderr).to.match(/no collection 'nothing'/)
+    } finally {
+      rmSync(scratch, { recursive: true, force: true })
+    }
+  })
 })
