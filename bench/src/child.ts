@@ -10,7 +10,7 @@ export type ChildMessage = { ok: true; measurement: Measurement } | { ok: false;
 const spec = JSON.parse(process.argv[2]!) as RunSpec
 const tag = `${spec.workload} ${spec.case} ${spec.system} n=${spec.n}`
 
-workload(spec.workload)
+void workload(spec.workload)
   .run(spec, (m) => progress(`  ${tag}: ${m}`))
   .then(
     (measurement): ChildMessage => ({ ok: true, measurement }),

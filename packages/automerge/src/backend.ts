@@ -112,7 +112,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // dependencies have not arrived queued, as loadIncremental does (hasPending).
     let doc: AutomergeDoc
     try {
-      doc = A.load(concatBytes(parts), { actor: toHex(actor) as A.ActorId, allowMissingChanges: true })
+      doc = A.load(concatBytes(parts), { actor: toHex(actor), allowMissingChanges: true })
     } catch (err) {
       throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected stored bytes whose chunks were well-formed', err)
     }
@@ -364,7 +364,7 @@ function mayRevealConflict(patch: A.Patch): boolean {
 /** A.load of a delta, for the actor of `doc`; queued changes stay queued. */
 function loadDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
   try {
-    return A.load(delta, { actor: A.getActorId(doc) as A.ActorId, allowMissingChanges: true })
+    return A.load<Record<string, unknown>>(delta, { actor: A.getActorId(doc), allowMissingChanges: true })
   } catch (err) {
     throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
   }

@@ -42,7 +42,7 @@ function scanMap(handle: Handle, map: Record<string, unknown>): ConflictTree | n
     let found: ConflictTree | typeof CONFLICT | null = null
     if (isStoredMap(value)) {
       id ??= objectId(map)
-      found = mapIds(handle.getAll(id, key) as FullValue[]).length > 1 ? CONFLICT : scanMap(handle, value)
+      found = mapIds(handle.getAll(id, key)).length > 1 ? CONFLICT : scanMap(handle, value)
     } else if (Array.isArray(value)) {
       found = scanList(handle, value)
     }
@@ -74,10 +74,10 @@ function mergeInto(handle: Handle, container: Record<string, unknown> | unknown[
   const copy = (Array.isArray(container) ? [...container] : { ...container }) as Record<string | number, unknown>
   for (const [key, sub] of tree) {
     const value = (container as Record<string | number, unknown>)[key]
-    if (sub === CONFLICT) copy[key] = mergedValue(handle, handle.getAll(objectId(container), key) as FullValue[])
+    if (sub === CONFLICT) copy[key] = mergedValue(handle, handle.getAll(objectId(container), key))
     else copy[key] = mergeInto(handle, value as Record<string, unknown> | unknown[], sub)
   }
-  return copy as Record<string, unknown> | unknown[]
+  return copy
 }
 
 /** The value of a key from all its values (conflicting or not): see the module comment. */
@@ -144,7 +144,7 @@ export function mapsAt(map: Record<string, unknown>, key: string): Record<string
 
 /** Every value (conflicting ones included) at `key` of a map, proxy or document object. */
 export function valuesAt(handle: Handle, map: object, key: string): FullValue[] {
-  return handle.getAll(objectId(map), key) as FullValue[]
+  return handle.getAll(objectId(map), key)
 }
 
 /** A value's operation id: a map's or list's is its object id, a scalar's comes third. */

@@ -42,7 +42,7 @@ describe('automerge backend specifics', function () {
     src = c1.doc
     const c2 = backend.put(src, { a: 2 })
     const bad = c2.delta!.slice()
-    bad[bad.length - 1] ^= 0xff
+    bad[bad.length - 1]! ^= 0xff
     const both = new Uint8Array(c1.delta!.byteLength + bad.byteLength)
     both.set(c1.delta!)
     both.set(bad, c1.delta!.byteLength)
@@ -76,7 +76,7 @@ describe('automerge backend specifics', function () {
     const compressed = compressChange(change)
     assert.deepEqual(backend.read(backend.applyDelta(backend.create(actor(7)), compressed)), { a: 'x'.repeat(500) })
     const corrupt = compressed.slice()
-    corrupt[5] ^= 0x01
+    corrupt[5]! ^= 0x01
     assert.throws(() => backend.applyDelta(backend.create(actor(8)), corrupt), { code: 'ERR_INVALID_DELTA' })
   })
 

@@ -1,3 +1,9 @@
+/**
+ * @packageDocumentation
+ * Convergent for applications: `open()` wires a {@link Replica} with the defaults — a LevelDB
+ * store in `dir`, the Yjs and Automerge backends, a libp2p node on 127.0.0.1 — and re-exports
+ * what an application uses. The `convergent` CLI (bin) inspects a data folder.
+ */
 export * from './open.js'
 export {
   Replica,

@@ -554,9 +554,9 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     expect(await victim.collection('p').get('k')).to.deep.equal({ v: 1 })
     expect(await victim.collection('docs').get('d1')).to.deep.equal({ title: 'seed', n: 1 })
     // Still writable, and the local write carries no trace of the attack.
-    await victim.collection('docs').update('d1', (v) => void ((v as Record<string, unknown>).n = 2))
+    await victim.collection('docs').update('d1', (v) => void ((v).n = 2))
     expect(await victim.collection('docs').get('d1')).to.deep.equal({ title: 'seed', n: 2 })
-    await victim.collection('docs').update('d1', (v) => void ((v as Record<string, unknown>).n = 1))
+    await victim.collection('docs').update('d1', (v) => void ((v).n = 1))
     baseline = await dumpStore(victim)
     await expectSurvived(r)
   })

@@ -493,7 +493,7 @@ export class Entities {
   /** The entity's head is ahead of the store until this tick (its latest) settles. */
   private markUnsettled(col: CollectionState, entity: LoadedEntity, tick: Tick): void {
     let ids = this.unsettled.get(col.name)
-    if (ids === undefined) this.unsettled.set(col.name, (ids = new Map()))
+    if (ids === undefined) this.unsettled.set(col.name, (ids = new Map<string, LoadedEntity>()))
     ids.set(entity.id, entity)
     void tick.settled.then(() => {
       if (entity.lastWrite !== tick.settled || ids.get(entity.id) !== entity) return
@@ -600,7 +600,7 @@ export class Entities {
     try {
       written = this.opts.store.write(ops)
     } catch (err) {
-      written = Promise.reject(err)
+      written = Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     written.then(
       () => {

@@ -17,7 +17,7 @@ export interface ValueLimits {
 export const DEFAULT_VALUE_LIMITS: ValueLimits = { maxValueBytes: 1024 * 1024, maxDepth: 64 }
 
 function isPlainObject(v: object): boolean {
-  const proto = Object.getPrototypeOf(v)
+  const proto = Object.getPrototypeOf(v) as unknown
   return proto === Object.prototype || proto === null
 }
 
@@ -115,7 +115,7 @@ function copy(v: unknown, walk: Walk): JsonValue {
         charge(walk, 2)
         const arr: JsonValue[] = []
         for (let i = 0; i < v.length; i++) {
-          const item = v[i]
+          const item: unknown = v[i]
           if (item === undefined) {
             throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)}[${i}] is undefined (or a hole); use null in arrays.`)
           }
@@ -189,7 +189,7 @@ export function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): b
   const ka = Object.keys(a)
   if (ka.length !== Object.keys(b).length) return false
   for (const k of ka) {
-    if (!Object.prototype.hasOwnProperty.call(b, k) || !jsonEqual(a[k], (b as JsonObject)[k])) return false
+    if (!Object.prototype.hasOwnProperty.call(b, k) || !jsonEqual(a[k], (b)[k])) return false
   }
   return true
 }

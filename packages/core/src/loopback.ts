@@ -191,7 +191,7 @@ class LoopbackNetwork implements Network {
         this.assertStarted()
         this.assertSize(data, 'request')
       } catch (err) {
-        return reject(err)
+        return reject(err instanceof Error ? err : new Error(String(err)))
       }
       if (!this.connected.has(peer)) {
         return reject(new ConvergentError('ERR_NETWORK', `not connected to peer ${peer}; wait for onPeerConnected before sending requests`))
@@ -244,7 +244,7 @@ class LoopbackNetwork implements Network {
     try {
       return events.onRequest(from, data)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
   }
 

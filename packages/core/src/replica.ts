@@ -95,7 +95,8 @@ export class Replica {
   private readonly entities: Entities
   private readonly backends: Map<string, Backend>
   private readonly defaultBackend: Backend
-  private readonly collectionsByName = new Map<string, Collection<any>>()
+  /** Collection handles by name (each one typed by the application when it asked for it). */
+  private readonly collectionsByName = new Map<string, Collection<never>>()
   private readonly counters = new Map<string, Counter>()
   private replication: ReplicationContext | undefined
   private readonly stats_ = new PeerStatsTable()
@@ -234,12 +235,12 @@ export class Replica {
     const backend = options.backend !== undefined ? this.backends.get(options.backend)! : (existing?.backend ?? this.defaultBackend)
     if (this.refused.delete(name)) void this.saveRefused().catch((err: unknown) => this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`))
     const state = this.stateFor(name, backend, options.backend === undefined)
-    let col = this.collectionsByName.get(name)
+    let col = this.collectionsByName.get(name) as Collection<T> | undefined
     if (col === undefined) {
       col = new Collection<T>(this.services, state)
-      this.collectionsByName.set(name, col)
+      this.collectionsByName.set(name, col as unknown as Collection<never>)
     }
-    return col as Collection<T>
+    return col
   }
 
   /**

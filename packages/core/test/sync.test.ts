@@ -152,7 +152,7 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
     await waitFor(async () => Object.keys(await dump(b, 'p')).length === 240 && Object.keys(await dump(a, 'p')).length === 240, 'both have 240')
     await a.sync()
     expect(await dump(a, 'p')).to.deep.equal(await dump(b, 'p'))
-    expect((await cb.get('both3')) as object).to.deep.equal({ i: 3, from: 'a', side: 'b' })
+    expect((await cb.get('both3'))).to.deep.equal({ i: 3, from: 'a', side: 'b' })
   })
 
   // How a server that does not serve range requests says so: the type in `u` (the text may

@@ -73,7 +73,7 @@ function storeError(message: string, err: unknown): ConvergentError {
   if (err instanceof ConvergentError) return err
   const reasons: string[] = []
   for (let e = err, depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
-    reasons.push(e instanceof Error ? e.message : String(e))
+    reasons.push(e instanceof Error ? e.message : JSON.stringify(e))
     e = e instanceof Error ? e.cause : undefined
   }
   return new ConvergentError('ERR_STORE', `${message}: ${reasons.join(': ')}`, { cause: err })

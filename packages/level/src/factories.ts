@@ -2,7 +2,7 @@ import { ClassicLevel, type DatabaseOptions } from 'classic-level'
 import { MemoryLevel } from 'memory-level'
 import { LevelStore, type LevelStoreOptions } from './level-store.js'
 
-type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
+export type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
 
 export interface ClassicLevelStoreOptions extends StoreOptions {
   /** Passed to ClassicLevel: cacheSize, writeBufferSize, compression, … */

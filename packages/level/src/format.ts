@@ -58,7 +58,7 @@ export async function prepareFormat(m: Maintenance): Promise<number> {
       `The data dir is in store format ${version}, newer than this version of Convergent understands (${STORE_FORMAT}). Use a newer version.`,
     )
   }
-  const [any] = await m.db.keys({ limit: 1 }).all()
+  const [any] = (await m.db.keys({ limit: 1 }).all()) as unknown[]
   if (any === undefined) {
     await m.write([formatOp(m)]) // a new database: nothing to migrate
     return 0
@@ -105,7 +105,7 @@ async function migrate(m: Maintenance): Promise<number> {
         last = undefined
       }
       for (;;) {
-        const entries = (await iterator.nextv(Math.min(m.chunk, 256))) as [string, Uint8Array][]
+        const entries = (await iterator.nextv(Math.min(m.chunk, 256)))
         if (entries.length === 0) break
         for (const [key, value] of entries) {
           last = key

@@ -1,4 +1,11 @@
-// @convergent/level: the Store over LevelDB (classic-level on disk, memory-level in memory).
-export { LevelStore, type LevelStoreOptions } from './level-store.js'
-export { classicLevelStore, memoryLevelStore, type ClassicLevelStoreOptions } from './factories.js'
+/**
+ * @packageDocumentation
+ * A Convergent {@link @convergent/core!Store | Store} over LevelDB: `classicLevelStore(dir)` on disk
+ * (classic-level), `memoryLevelStore()` in memory (memory-level). Group commit (one atomic batch
+ * per tick, fsynced on request), a checksum on every record checked on every read, a format
+ * version with in-place migration, quarantine of damaged records. Runs core's store compliance suite.
+ */
+export { LevelStore, type LevelStoreOptions, type QuarantinedRecord } from './level-store.js'
+export { classicLevelStore, memoryLevelStore, type ClassicLevelStoreOptions, type StoreOptions } from './factories.js'
+export type { GroupCommitStats } from './group-commit.js'
 export type { AnyLevel, LevelDatabase } from './sublevels.js'

@@ -198,7 +198,7 @@ export class LevelStore implements Store {
   private async openDatabase(): Promise<void> {
     await this.db.open()
     // Sublevels fail along with a failed open and do not follow a later retry by themselves.
-    await Promise.all(Object.values(this.sub).map((sublevel) => sublevel.open()))
+    await Promise.all((Object.values(this.sub) as { open(): Promise<void> }[]).map((sublevel) => sublevel.open()))
     const dir = (this.db as { location?: unknown }).location
     const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
     await prepareFormat(this.maintenance())
@@ -296,7 +296,7 @@ export class LevelStore implements Store {
     try {
       levelOps = toLevelOps(ops, this.prefixes)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     return this.commits.add(levelOps, ops.length)
   }
@@ -405,7 +405,7 @@ export class LevelStore implements Store {
     try {
       checkName('collection', collection)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     this.dropping.add(collection)
     return this.read(() =>

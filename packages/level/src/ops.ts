@@ -30,12 +30,12 @@ export type Prefixes = Record<keyof Sublevels, string>
 
 export function prefixesOf(s: Sublevels): Prefixes {
   const out = {} as Record<string, string>
-  for (const [name, sublevel] of Object.entries(s)) out[name] = sublevel.prefix
+  for (const [name, sublevel] of Object.entries(s) as [string, { prefix: string }][]) out[name] = sublevel.prefix
   return out as Prefixes
 }
 
 export function toLevelOps(ops: readonly StoreOp[], s: Prefixes): LevelOp[] {
-  const out: LevelOp[] = new Array(ops.length)
+  const out = new Array<LevelOp>(ops.length)
   let extra: LevelOp[] | undefined
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!
@@ -109,7 +109,7 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       check(typeof op.key === 'string', 'meta key must be a string')
       return putRecord(s.meta + op.key, checkBytes(op.bytes))
     default:
-      throw invalid(`unknown op type '${(op as { type?: unknown }).type}'`)
+      throw invalid(`unknown op type '${String((op as { type?: unknown }).type)}'`)
   }
 }
 

@@ -40,7 +40,7 @@ async function flipInTable(dir: string, marker: Uint8Array, at: number): Promise
     await writeFile(join(dir, name), bytes)
     found.push(name)
   }
-  assert.equal(found.length, 1, `the marker is in ${found.length} .ldb tables (${await readdir(dir)}), not in exactly one`)
+  assert.equal(found.length, 1, `the marker is in ${found.length} .ldb tables (${(await readdir(dir)).join(', ')}), not in exactly one`)
 }
 
 function randomValue(size: number, marker: Uint8Array, at: number): Uint8Array {

@@ -26,9 +26,9 @@ describe('GroupCommit', function () {
     release()
     const [a, b] = await outcome
     assert.equal(a.status, 'rejected')
-    assert.match(String((a as PromiseRejectedResult).reason), /store: EIO/)
+    assert.match(String((a).reason), /store: EIO/)
     assert.equal(b.status, 'rejected')
-    assert.match(String((b as PromiseRejectedResult).reason), /came behind it/)
+    assert.match(String((b).reason), /came behind it/)
     assert.deepEqual(written, [])
     // Until the next macrotask, adds are refused too: their writers may not have heard yet.
     await assert.rejects(commits.add(['late'], 1), /came behind it/)

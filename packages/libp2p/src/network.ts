@@ -262,7 +262,7 @@ export class Libp2pNetwork implements Network {
     try {
       return events.onRequest(from, data)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
   }
 

@@ -52,22 +52,22 @@ function decodeResponse(frame: Uint8Array, peer: PeerId): Uint8Array {
     case Status.Ok:
       return body
     case Status.Failed:
-      throw new ConvergentError('ERR_NETWORK', `peer ${peer} failed the request: ${decodeMessage(body)}`)
+      throw new ConvergentError('ERR_NETWORK', `peer ${peer.toString()} failed the request: ${decodeMessage(body)}`)
     case Status.TooLarge:
-      throw new ConvergentError('ERR_TOO_LARGE', `peer ${peer} refused the request as too large: ${decodeMessage(body)}`)
+      throw new ConvergentError('ERR_TOO_LARGE', `peer ${peer.toString()} refused the request as too large: ${decodeMessage(body)}`)
     default:
-      throw new ConvergentError('ERR_NETWORK', `peer ${peer} sent a response with unknown status ${frame[0]}`)
+      throw new ConvergentError('ERR_NETWORK', `peer ${peer.toString()} sent a response with unknown status ${frame[0]}`)
   }
 }
 
 /** Names the failure by its cause: our signals first, then the size limit, then the network. */
 function classify(err: unknown, peer: PeerId, options: RequestOptions, timeout: AbortSignal): ConvergentError {
-  if (options.signal?.aborted === true) return new ConvergentError('ERR_ABORTED', `request to ${peer} aborted through its signal`, { cause: err })
-  if (options.stopSignal.aborted) return new ConvergentError('ERR_CLOSED', `the network stopped during the request to ${peer}`, { cause: err })
-  if (timeout.aborted) return new ConvergentError('ERR_TIMEOUT', `no response from ${peer} within ${options.timeoutMs} ms`, { cause: err })
+  if (options.signal?.aborted === true) return new ConvergentError('ERR_ABORTED', `request to ${peer.toString()} aborted through its signal`, { cause: err })
+  if (options.stopSignal.aborted) return new ConvergentError('ERR_CLOSED', `the network stopped during the request to ${peer.toString()}`, { cause: err })
+  if (timeout.aborted) return new ConvergentError('ERR_TIMEOUT', `no response from ${peer.toString()} within ${options.timeoutMs} ms`, { cause: err })
   if (err instanceof ConvergentError) return err
   if (err instanceof FrameTooLargeError) {
-    return new ConvergentError('ERR_TOO_LARGE', `response from ${peer} exceeds maxBytes ${options.maxBytes}`, { cause: err })
+    return new ConvergentError('ERR_TOO_LARGE', `response from ${peer.toString()} exceeds maxBytes ${options.maxBytes}`, { cause: err })
   }
-  return wrapError('ERR_NETWORK', `request to ${peer} failed`, err)
+  return wrapError('ERR_NETWORK', `request to ${peer.toString()} failed`, err)
 }

@@ -221,7 +221,7 @@ describe('libp2p network', function () {
   it('passes connectionManager to libp2p, over its defaults', async function () {
     const hub = await node({ connectionManager: { inboundConnectionThreshold: 2 } })
     const spokes = await Promise.all(Array.from({ length: 7 }, () => node()))
-    const dials = await Promise.allSettled(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]!))))
+    const dials = await Promise.allSettled(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]))))
     assert.ok(dials.some((d) => d.status === 'rejected'), 'a threshold of 2 a second refuses some of seven')
     assert.ok(hub.peers().length < 7)
   })
@@ -229,14 +229,14 @@ describe('libp2p network', function () {
   it('accepts more than 5 inbound connections a second from one host by default', async function () {
     const hub = await node()
     const spokes = await Promise.all(Array.from({ length: 8 }, () => node()))
-    await Promise.all(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]!))))
+    await Promise.all(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]))))
     await waitFor(() => hub.peers().length === 8, 'the hub accepts all eight')
   })
 
   it('passes the connection gater to libp2p', async function () {
     const b = await node()
     const a = await node({ connectionGater: { denyDialMultiaddr: () => true } })
-    await assert.rejects(a.libp2p.dial(multiaddr(b.multiaddrs[0]!)))
+    await assert.rejects(a.libp2p.dial(multiaddr(b.multiaddrs[0])))
     assert.deepEqual(a.peers(), [])
   })
 })
@@ -264,7 +264,7 @@ class Events implements NetworkEvents {
  * other's protocols): from then on, whether either counts the other as a peer is decided.
  */
 async function connectIdentified(a: Libp2pNetwork, b: Libp2pNetwork): Promise<void> {
-  await a.libp2p.dial(multiaddr(b.multiaddrs[0]!))
+  await a.libp2p.dial(multiaddr(b.multiaddrs[0]))
   await identified(a, b)
   await identified(b, a)
 }
@@ -284,7 +284,7 @@ async function identified(net: Libp2pNetwork, other: Libp2pNetwork): Promise<voi
 async function connectAll(networks: Libp2pNetwork[]): Promise<void> {
   const dials: Promise<unknown>[] = []
   for (const [i, a] of networks.entries()) {
-    for (const b of networks.slice(i + 1)) dials.push(a.libp2p.dial(multiaddr(b.multiaddrs[0]!)))
+    for (const b of networks.slice(i + 1)) dials.push(a.libp2p.dial(multiaddr(b.multiaddrs[0])))
   }
   await Promise.all(dials)
   await waitFor(() => networks.every((net) => networks.every((other) => other === net || net.peers().includes(other.peerId))), 'all connected')

@@ -78,6 +78,7 @@ function valueText(v: unknown, cache: TextCache | undefined): string {
 }
 
 /** Characters JSON.stringify escapes (surrogates: only lone ones, but any sends it there). */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
 
 /** JSON.stringify(s), without its cost for the usual string that needs no escaping. */
@@ -127,7 +128,7 @@ function readScalar(v: unknown): JsonValue {
     case 'bigint':
       return Number(v)
     default:
-      if (v instanceof Y.Text) return v.toString()
+      if (v instanceof Y.Text) return String(v.toJSON())
       return null // null, undefined, binary
   }
 }

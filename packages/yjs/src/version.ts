@@ -80,7 +80,7 @@ function onTransaction(t: Tracked, tr: Y.Transaction): void {
   // deleted (types made in it are new to the cache); the texts of those holding it change too.
   // A type whose text is not kept has no kept text above it either: the walk stops there.
   tr.changed.forEach((_, type) => {
-    let ty: Y.AbstractType<Y.YEvent<any>> | null = type
+    let ty: Y.AbstractType<Y.YEvent<Y.AbstractType<unknown>>> | null = type
     while (ty !== null && t.texts.delete(ty)) ty = (ty._item?.parent ?? null) as typeof ty
   })
   tr.deleteSet.clients.forEach((items, client) => {

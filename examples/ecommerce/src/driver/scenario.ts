@@ -31,7 +31,7 @@ export interface ScenarioOptions {
 
 export interface ScenarioHooks {
   /** A line of narration (the demo prints it on stdout). */
-  log?(line: string): void
+  log?: (line: string) => void
   /** Work done so far, for a progress bar. */
   progress?(done: number, total: number, label: string): void
 }

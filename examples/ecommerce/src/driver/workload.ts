@@ -47,7 +47,7 @@ export interface RunOptions {
   idPrefix: string
   signal: AbortSignal
   /** Milliseconds since the scenario began (timestamps in the report). */
-  now(): number
+  now: () => number
   onAttempt(a: OrderAttempt): void
 }
 

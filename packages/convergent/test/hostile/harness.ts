@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8'
 import { format } from 'node:util'
 import { runInNewContext } from 'node:vm'
 import { gunzipSync } from 'node:zlib'
-import { silentLogger, type FeedEntry, type Logger } from '@convergent/core'
+import { silentLogger, type Logger } from '@convergent/core'
 import { decodeMessage, encodeMessage, MessageType, topicOf } from '@convergent/core/internal'
 import { createLibp2pNetwork, open, type Libp2pNetwork, type Replica } from '../../src/index.js'
 import { tempDir, waitFor } from '../helpers.js'
@@ -244,7 +244,7 @@ export async function dumpStore(replica: Replica): Promise<StoreDump> {
     const entities: Record<string, unknown> = {}
     for await (const [id, value] of col.entries()) if (!id.startsWith(HONEST_PREFIX)) entities[id] = value
     const feed: string[] = []
-    for await (const e of col.changes() as AsyncIterable<FeedEntry>) if (!e.id.startsWith(HONEST_PREFIX)) feed.push(`${e.id}|${e.origin}|${e.kind}`)
+    for await (const e of col.changes()) if (!e.id.startsWith(HONEST_PREFIX)) feed.push(`${e.id}|${e.origin}|${e.kind}`)
     out.collections[name] = { backend: col.backend, entities, feed }
   }
   return out

@@ -101,14 +101,14 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
       },
       (err: unknown) => {
         signal.removeEventListener('abort', onAbort)
-        reject(err)
+        reject(err instanceof Error ? err : new Error(String(err)))
       },
     )
   })
 }
 
 /** Why the signal fired, as ERR_ABORTED (a caller's AbortSignal.timeout() gives a DOMException). */
-function reasonOf(signal: AbortSignal): unknown {
+function reasonOf(signal: AbortSignal): Error {
   const reason: unknown = signal.reason
   if (reason instanceof ConvergentError) return reason
   return new ConvergentError('ERR_ABORTED', `aborted through its signal${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason })

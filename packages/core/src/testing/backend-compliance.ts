@@ -37,10 +37,10 @@ export interface BackendCapabilities {
   mergesConcurrentNestedCreation?: boolean
 }
 
-export function backendComplianceSuite(name: string, makeBackend: () => Backend<any>, capabilities: BackendCapabilities = {}): void {
+export function backendComplianceSuite(name: string, makeBackend: () => Backend<unknown>, capabilities: BackendCapabilities = {}): void {
   describe(`Backend compliance: ${name}`, function () {
     this.timeout(60_000)
-    let backend: Backend<any>
+    let backend: Backend<unknown>
 
     before(function () {
       backend = makeBackend()
@@ -519,7 +519,7 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
             const other = replica()
             other.put({ other: true })
             const stored: Uint8Array[] = []
-            for (const v of values as JsonObject[]) {
+            for (const v of values) {
               const d = a.put(v)
               if (d !== null) stored.push(d)
             }
@@ -707,7 +707,7 @@ class Replica {
   doc: unknown
 
   constructor(
-    readonly backend: Backend<any>,
+    readonly backend: Backend<unknown>,
     doc?: unknown,
   ) {
     this.doc = doc ?? backend.create(nextActor())
@@ -771,7 +771,7 @@ interface History {
   deltas: Uint8Array[]
 }
 
-function runHistory(backend: Backend<any>, ops: readonly Op[]): History {
+function runHistory(backend: Backend<unknown>, ops: readonly Op[]): History {
   const replicas = [0, 1, 2].map(() => new Replica(backend))
   const deltas: Uint8Array[] = []
   const local = (r: Replica, value: JsonObject): void => {
