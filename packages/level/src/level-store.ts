@@ -54,9 +54,8 @@ export interface LevelStoreOptions {
    * fsync every batch (default false). Without it a resolved write() has reached the OS
    * (LevelDB's log write): it survives a crash of the process, even SIGKILL (see
    * test/durability.test.ts), but not a power loss or kernel crash. With it, it survives
-   * those too, at the cost of one fsync per batch: ~2.4× for batched puts (DESIGN.md), up
-   * to ~5× when every write is its own batch. Group commit amortises it over a tick. Also
-   * for the batches of a migration, a drop and a quarantine.
+   * those too, at the cost of one fsync per batch (W1 in bench/ measures both); group commit
+   * amortises it over a tick. Also for the batches of a migration, a drop and a quarantine.
    */
   sync?: boolean
   /** Where the data lives, for error messages (the data dir). */
@@ -554,7 +553,7 @@ export class LevelStore implements Store {
   /**
    * Runs a synchronous read if open, as read() does for async ones. Point reads are
    * synchronous (getSync): a few µs from LevelDB's caches, against ~25 µs for a round trip
-   * through libuv's thread pool per get — loading an entity was ~60 µs, now ~9. The cost: a
+   * through libuv's thread pool per get (an entity loads in ~9 µs). The cost: a
    * read that misses LevelDB's and the OS's caches waits for the disk on the event loop; an
    * entity is a head, a snapshot and at most a few dozen small deltas (see compactAfter).
    */

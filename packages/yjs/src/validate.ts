@@ -98,8 +98,8 @@ const ANY_STRING = 119
 
 /**
  * Reads a v1 update field by field, the way Yjs' own decoder does, without building its
- * structs: applying builds them once, and a decode ahead of it used to cost as much as the
- * apply. Accepts only what this backend writes (JSON scalars, maps, arrays, tombstones, under
+ * structs: applying builds them once, and a full decode ahead of it would cost as much as
+ * the apply. Accepts only what this backend writes (JSON scalars, maps, arrays, tombstones, under
  * our two roots) and the update must fill the bytes exactly (Yjs ignores what follows).
  * `held`: the struct store of the document it is for, if any (to find partial overlaps).
  */
