@@ -145,13 +145,7 @@ function verifyChecksum(hash: Uint8Array, checksum: Uint8Array): void {
  * size is kept.
  */
 function documentBodyDecodedBytes(body: Uint8Array, left: number, max: number): number {
-  let [count, offset] = readUleb(body, skipActors(body))
-  offset += count * HASH_BYTES
-  if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
-  let changeColumns: Column[]
-  let opColumns: Column[]
-  ;[changeColumns, offset] = readColumns(body, offset)
-  ;[opColumns, offset] = readColumns(body, offset)
+  let { changeColumns, opColumns, offset } = documentColumns(body)
   // The metadata (and the prefix before it) counts at its length; so do the head indexes after
   // the data, and every column that is not deflated. Then the rows, as in changeRows.
   let decoded = body.byteLength
@@ -172,6 +166,18 @@ function documentBodyDecodedBytes(body: Uint8Array, left: number, max: number): 
     }
   }
   return decoded + (rows[0]! + rows[1]!) * ROW_BYTES
+}
+
+/** A document body's column metadata, and where its column data starts (after actors and heads). */
+function documentColumns(body: Uint8Array): { changeColumns: Column[]; opColumns: Column[]; offset: number } {
+  let [count, offset] = readUleb(body, skipActors(body))
+  offset += count * HASH_BYTES
+  if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
+  let changeColumns: Column[]
+  let opColumns: Column[]
+  ;[changeColumns, offset] = readColumns(body, offset)
+  ;[opColumns, offset] = readColumns(body, offset)
+  return { changeColumns, opColumns, offset }
 }
 
 /** A column's specification (bit 3: deflated; bits 0–2: its type) and its length in the data. */
@@ -324,13 +330,7 @@ export function deflatedParts(bytes: Uint8Array): { parts: Uint8Array[]; plainBy
 
 /** Adds a document body's deflated columns to `parts`; returns its other bytes. */
 function documentDeflatedParts(body: Uint8Array, parts: Uint8Array[]): number {
-  let [count, offset] = readUleb(body, skipActors(body))
-  offset += count * HASH_BYTES
-  if (offset > body.byteLength) throw invalid('a document chunk is truncated in its heads')
-  let changeColumns: Column[]
-  let opColumns: Column[]
-  ;[changeColumns, offset] = readColumns(body, offset)
-  ;[opColumns, offset] = readColumns(body, offset)
+  let { changeColumns, opColumns, offset } = documentColumns(body)
   let plain = body.byteLength
   for (const [spec, length] of [...changeColumns, ...opColumns]) {
     const start = offset

@@ -1,4 +1,4 @@
-import type { JsonObject, JsonPrimitive, JsonValue } from '@convergent/core'
+import { commonEnds, type JsonObject, type JsonPrimitive, type JsonValue } from '@convergent/core'
 import { CONFLICT, compareOpIds, mapsAt, objectId, opIdOf, valuesAt, type ConflictTree, type Handle } from './conflicts.js'
 import { isStoredMap, needsExplicitF64, scalarEquals, toScalar } from './scalars.js'
 
@@ -121,11 +121,7 @@ function winningCopy(handle: Handle, copies: readonly Record<string, unknown>[],
  */
 export function reconcileList(list: unknown[], values: readonly JsonValue[], base?: readonly unknown[], conflicts?: Conflicts): void {
   const src = base ?? list
-  const shorter = Math.min(src.length, values.length)
-  let start = 0
-  while (start < shorter && storedEquals(src[start], values[start]!)) start++
-  let end = 0
-  while (end < shorter - start && storedEquals(src[src.length - 1 - end], values[values.length - 1 - end]!)) end++
+  const { start, end } = commonEnds(src, values, storedEquals)
 
   if (src.length === values.length) {
     // Each differing element is replaced in place, so indexes of `src` stay those of `list`.

@@ -20,7 +20,7 @@ export type { RoundResult } from './replication/sync-client.js'
 
 // Errors, values, time, logs.
 export { ConvergentError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'
-export { DEFAULT_VALUE_LIMITS, type JsonObject, type JsonPrimitive, type JsonValue, type ValueLimits } from './json.js'
+export { DEFAULT_VALUE_LIMITS, commonEnds, type JsonObject, type JsonPrimitive, type JsonValue, type ValueLimits } from './json.js'
 export { systemClock, jittered, type Clock, type TimerHandle } from './clock.js'
 export { consoleLogger, silentLogger, type Logger } from './logger.js'
 

@@ -253,3 +253,16 @@ export function jsonSizeWithin(value: JsonValue, maxBytes: number): boolean {
   }
   return true
 }
+
+/**
+ * How many elements two lists share at their start and at their end (the end never overlapping
+ * the start), by `same`: what a backend keeps when it reconciles a stored list to a new value.
+ */
+export function commonEnds<A, B>(current: readonly A[], values: readonly B[], same: (a: A, b: B) => boolean): { start: number; end: number } {
+  const shorter = Math.min(current.length, values.length)
+  let start = 0
+  while (start < shorter && same(current[start]!, values[start]!)) start++
+  let end = 0
+  while (end < shorter - start && same(current[current.length - 1 - end]!, values[values.length - 1 - end]!)) end++
+  return { start, end }
+}

@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
-import { BACKENDS, dump, memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
+import { BACKENDS, closedAfterEach, dump, memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
 
 /** A delta of `value` for a new entity, made by a throwaway document of the backend. */
 function deltaOf(backend: Backend, value: JsonObject): Uint8Array {
@@ -42,13 +42,7 @@ async function feedLength(r: Replica, collection: string): Promise<number> {
 
 describe('apply: a delta from a peer', function () {
   this.timeout(30_000)
-  let replicas: Replica[] = []
-  let raws: Network[] = []
-  afterEach(async () => {
-    await Promise.all([...replicas.map((r) => r.close()), ...raws.map((n) => n.stop())])
-    replicas = []
-    raws = []
-  })
+  const { replicas, nets: raws } = closedAfterEach()
 
   async function victimWithEvil(options: Parameters<typeof memoryReplica>[0] = {}): Promise<{ hub: LoopbackHub; victim: Replica; evil: Network }> {
     const hub = new LoopbackHub()

@@ -1,5 +1,6 @@
 import { LoopbackHub, Replica, silentLogger, type Backend, type Clock, type DeltaLimits, type JsonObject, type Network, type NetworkEvents, type ReplicaOptions, type Store, type TimerHandle } from '../src/index.js'
 import { waitFor } from '../src/testing/index.js'
+import { decodeMessage } from '../src/internal.js'
 import { expect } from 'chai'
 import { ConvergentError } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
@@ -178,4 +179,34 @@ export async function rejectsWith(p: Promise<unknown>, code: string): Promise<Co
     return err as ConvergentError
   }
   throw new Error(`expected a rejection with ${code}`)
+}
+
+export type Answer = (type: number, body: unknown) => Uint8Array | Promise<Uint8Array>
+
+/** A hand-made peer that answers every sync request with `answer`. */
+export async function hostile(hub: LoopbackHub, name: string, answer: Answer): Promise<Network> {
+  const net = hub.createNetwork(name)
+  const events: NetworkEvents = {
+    onMessage: () => {},
+    onRequest: async (_from, data) => {
+      const msg = decodeMessage(data, 1 << 24)
+      return answer(msg.type, msg.body)
+    },
+    onPeerConnected: () => {},
+    onPeerDisconnected: () => {},
+  }
+  await net.start(events)
+  return net
+}
+
+
+/** Replicas and networks a test opens, closed (and the lists emptied) after each test. */
+export function closedAfterEach(): { replicas: Replica[]; nets: Network[] } {
+  const opened = { replicas: [] as Replica[], nets: [] as Network[] }
+  afterEach(async () => {
+    await Promise.all([...opened.replicas.map((r) => r.close()), ...opened.nets.map((n) => n.stop())])
+    opened.replicas.length = 0
+    opened.nets.length = 0
+  })
+  return opened
 }

@@ -1,10 +1,10 @@
 // Deltas larger than a message holds travel in parts (replication/parts.ts): fetched by
 // ticket from the responder, uploaded by the requester, checked against size and hash.
 import { expect } from 'chai'
-import { LoopbackHub, sha256, type Network, type Replica } from '../src/index.js'
+import { LoopbackHub, sha256 } from '../src/index.js'
 import { decodeMessage, encodeMessage, MessageType } from '../src/internal.js'
 import { Outbox, Uploads } from '../src/replication/parts.js'
-import { ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor } from './helpers.js'
+import { closedAfterEach, hostile, ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor, type Answer } from './helpers.js'
 
 const SMALL = { maxChunkBytes: 2048 } // anything over 2 KiB goes in parts
 /** ~20 KB that do not compress (Automerge deflates what it saves): hex of a hash chain. */
@@ -16,13 +16,7 @@ const big = (tag: string): { tag: string; blob: string } => {
 
 describe('parts: deltas too large for one message', function () {
   this.timeout(30_000)
-  let replicas: Replica[] = []
-  let nets: Network[] = []
-  afterEach(async () => {
-    await Promise.all([...replicas.map((r) => r.close()), ...nets.map((n) => n.stop())])
-    replicas = []
-    nets = []
-  })
+  const { replicas, nets } = closedAfterEach()
 
   for (const backend of ['yjs', 'automerge'] as const) {
     it(`${backend}: go both ways in parts — fetched by ticket and uploaded — and arrive whole`, async () => {
@@ -70,20 +64,11 @@ describe('parts: deltas too large for one message', function () {
   it('refuses parts that do not match their hash, and stores nothing of them', async () => {
     const hub = new LoopbackHub()
     const payload = new Uint8Array(5000).fill(7)
-    const evil = hub.createNetwork('evil')
-    await evil.start({
-      onMessage: () => {},
-      onRequest: async (_from, data) => {
-        const { type } = decodeMessage(data, 1 << 24)
-        if (type === MessageType.RootsRequest) return encodeMessage(MessageType.RootsResponse, { r: [['p', 'yjs', sha256('root')]], f: 1 })
-        if (type === MessageType.RangeRequest) return encodeMessage(MessageType.RangeResponse, { e: [['k', { t: 1, n: payload.byteLength, h: sha256('something else') }]] })
-        if (type === MessageType.FetchRequest) return encodeMessage(MessageType.FetchResponse, { b: payload })
-        return encodeMessage(MessageType.Error, { m: 'no' })
-      },
-      onPeerConnected: () => {},
-      onPeerDisconnected: () => {},
-    })
-    nets.push(evil)
+    nets.push(
+      await hostile(hub, 'evil', ticketing({ t: 1, n: payload.byteLength, h: sha256('something else') }, (type) =>
+        type === MessageType.FetchRequest ? encodeMessage(MessageType.FetchResponse, { b: payload }) : undefined,
+      )),
+    )
     const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
     replicas.push(r)
     await waitFor(() => r.peers().includes('evil'), 'connected')
@@ -95,20 +80,7 @@ describe('parts: deltas too large for one message', function () {
   it('refuses a ticket announcing more than maxDeltaBytes before fetching anything', async () => {
     const hub = new LoopbackHub()
     let fetches = 0
-    const evil = hub.createNetwork('evil')
-    await evil.start({
-      onMessage: () => {},
-      onRequest: async (_from, data) => {
-        const { type } = decodeMessage(data, 1 << 24)
-        if (type === MessageType.RootsRequest) return encodeMessage(MessageType.RootsResponse, { r: [['p', 'yjs', sha256('root')]], f: 1 })
-        if (type === MessageType.RangeRequest) return encodeMessage(MessageType.RangeResponse, { e: [['k', { t: 1, n: 2 ** 40, h: sha256('x') }]] })
-        if (type === MessageType.FetchRequest) fetches++
-        return encodeMessage(MessageType.Error, { m: 'no' })
-      },
-      onPeerConnected: () => {},
-      onPeerDisconnected: () => {},
-    })
-    nets.push(evil)
+    nets.push(await hostile(hub, 'evil', ticketing({ t: 1, n: 2 ** 40, h: sha256('x') }, (type) => void (type === MessageType.FetchRequest && fetches++))))
     const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
     replicas.push(r)
     await waitFor(() => r.peers().includes('evil'), 'connected')
@@ -164,3 +136,12 @@ describe('parts: Outbox and Uploads', function () {
     expect(() => uploads.add('p3', { collection: 'p', backend: 'yjs', id: 'z', size: 6000, hash: h, offset: 0, part: whole })).to.throw(/over the budget/)
   })
 })
+
+/** A peer claiming collection 'p', whose range answer is one entity as the given ticket; `other` answers the rest. */
+function ticketing(ticket: { t: number; n: number; h: Uint8Array }, other: (type: number) => Uint8Array | undefined): Answer {
+  return (type) => {
+    if (type === MessageType.RootsRequest) return encodeMessage(MessageType.RootsResponse, { r: [['p', 'yjs', sha256('root')]], f: 1 })
+    if (type === MessageType.RangeRequest) return encodeMessage(MessageType.RangeResponse, { e: [['k', ticket]] })
+    return other(type) ?? encodeMessage(MessageType.Error, { m: 'no' })
+  }
+}

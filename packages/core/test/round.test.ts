@@ -2,28 +2,10 @@
 // caller's signal, roots in pages and their summary, names it must not use, failures that
 // stay in one collection, and collections announced on creation.
 import { expect } from 'chai'
-import { LoopbackHub, sha256, type Network, type NetworkEvents, type Replica, type Store } from '../src/index.js'
-import { decodeMessage, encodeMessage, MessageType } from '../src/internal.js'
+import { LoopbackHub, sha256, type Replica, type Store } from '../src/index.js'
+import {  encodeMessage, MessageType } from '../src/internal.js'
 import { classicLevelStore } from '@convergent/level'
-import { dump, memoryReplica, spy, storeWith, tempDir, waitFor } from './helpers.js'
-
-type Answer = (type: number, body: unknown) => Uint8Array | Promise<Uint8Array>
-
-/** A hand-made peer that answers every sync request with `answer`. */
-async function hostile(hub: LoopbackHub, name: string, answer: Answer): Promise<Network> {
-  const net = hub.createNetwork(name)
-  const events: NetworkEvents = {
-    onMessage: () => {},
-    onRequest: async (_from, data) => {
-      const msg = decodeMessage(data, 1 << 24)
-      return answer(msg.type, msg.body)
-    },
-    onPeerConnected: () => {},
-    onPeerDisconnected: () => {},
-  }
-  await net.start(events)
-  return net
-}
+import { closedAfterEach, dump, hostile, memoryReplica, spy, storeWith, tempDir, waitFor, type Answer } from './helpers.js'
 
 /** A root digest that differs from everything (so the victim pulls the collection). */
 const SOME_ROOT = sha256('some root')
@@ -42,13 +24,7 @@ function creepingRanges(roots: [string, string, Uint8Array][]): Answer {
 
 describe('round: an anti-entropy round with one peer', function () {
   this.timeout(30_000)
-  let replicas: Replica[] = []
-  let nets: Network[] = []
-  afterEach(async () => {
-    await Promise.all([...replicas.map((r) => r.close()), ...nets.map((n) => n.stop())])
-    replicas = []
-    nets = []
-  })
+  const { replicas, nets } = closedAfterEach()
 
   async function victim(hub: LoopbackHub, limits: Record<string, number> = {}, store?: Store): Promise<Replica> {
     const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false, limits, ...(store ? { store } : {}) })

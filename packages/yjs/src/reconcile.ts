@@ -1,5 +1,5 @@
 import * as Y from 'yjs'
-import type { JsonObject, JsonValue } from '@convergent/core'
+import { commonEnds, type JsonObject, type JsonValue } from '@convergent/core'
 import { isJsonObject, liveKeys, storedEquals } from './read.js'
 
 /**
@@ -35,11 +35,7 @@ function reconcileField(map: Y.Map<unknown>, key: string, value: JsonValue): voi
  */
 export function reconcileArray(arr: Y.Array<unknown>, values: readonly JsonValue[]): void {
   const current = arr.toArray()
-  const shorter = Math.min(current.length, values.length)
-  let start = 0
-  while (start < shorter && storedEquals(current[start], values[start]!)) start++
-  let end = 0
-  while (end < shorter - start && storedEquals(current[current.length - 1 - end], values[values.length - 1 - end]!)) end++
+  const { start, end } = commonEnds(current, values, storedEquals)
 
   if (current.length === values.length) {
     // Elements reconciled in place where they can be; each run of the others replaced in one
