@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js'
+import type { ReplicationLimits } from './context.js'
 
 /** One token bucket: `rate` per second sustained, bursts up to `burst`. */
 class Bucket {
@@ -24,14 +25,10 @@ class Bucket {
   }
 }
 
-export interface RateLimits {
-  inboundRatePerSecond: number
-  inboundBurst: number
-  inboundEntriesPerSecond: number
-  inboundEntriesBurst: number
-  inboundBytesPerSecond: number
-  inboundBytesBurst: number
-}
+export type RateLimits = Pick<
+  ReplicationLimits,
+  'inboundRatePerSecond' | 'inboundBurst' | 'inboundEntriesPerSecond' | 'inboundEntriesBurst' | 'inboundBytesPerSecond' | 'inboundBytesBurst'
+>
 
 /**
  * Token buckets per peer for what it sends us: messages, bytes, and entries (deltas, ids) —
