@@ -3,7 +3,7 @@ import { inflateRaw } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
-import { checkChunks, deflatedParts, documentHeads } from './chunks.js'
+import { checkChunks, deflatedParts, documentHeads, nestingDepth } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
@@ -201,7 +201,12 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   applyDelta(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits): AutomergeDoc {
-    const { hasChange } = checkChunks(delta, { parseAfterFirst: true, maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes') })
+    const checked = checkChunks(delta, { parseAfterFirst: true, maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes') })
+    const { hasChange } = checked
+    const maxDepth = limits?.maxDepth ?? DEFAULT_MAX_DEPTH
+    if (checked.changeOps > maxDepth && nestingDepth(checked.changes) > maxDepth) {
+      throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
+    }
     const heads = A.getHeads(doc)
     // A document that holds nothing yet (an entity new here, from a peer) is loaded from the
     // delta instead: A.load materialises a fresh, trusted object, so reading it needs no
@@ -343,6 +348,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 }
 
 const inflateRawAsync = promisify(inflateRaw)
+
+/** The nesting a remote delta may add when the caller gives no limit (core's value limit). */
+const DEFAULT_MAX_DEPTH = 64
 
 function tooLarge(max: number): ConvergentError {
   return new ConvergentError('ERR_TOO_LARGE', `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes). It was not applied.`)

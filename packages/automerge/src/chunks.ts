@@ -42,6 +42,9 @@ export interface CheckOptions {
 export interface CheckedChunks {
   /** Whether any chunk is a change (plain or compressed), as opposed to a whole document. */
   readonly hasChange: boolean
+  /** The change chunks (plain or compressed, as they came) and how many operations they hold. */
+  readonly changes: Uint8Array[]
+  readonly changeOps: number
   /** What the chunks decode to: their bytes with every compressed part inflated. */
   readonly decodedBytes: number
 }
@@ -57,23 +60,56 @@ export function checkChunks(bytes: Uint8Array, options: CheckOptions): CheckedCh
   let offset = 0
   let hasChange = false
   const later: [start: number, end: number][] = []
+  const changes: Uint8Array[] = []
   while (offset < bytes.byteLength) {
     const start = offset
     const type = bytes[offset + 8]
     offset = checkChunk(bytes, offset, budget)
-    if (type !== DOCUMENT) hasChange = true
+    if (type !== DOCUMENT) {
+      hasChange = true
+      changes.push(bytes.subarray(start, offset))
+    }
     if (start > 0) later.push([start, offset])
   }
   // Parsed only once every chunk is known to fit: a parse inflates.
   if (options.parseAfterFirst) {
     for (const [start, end] of later) parseChunk(bytes.subarray(start, end), bytes[start + 8] === DOCUMENT)
   }
-  return { hasChange, decodedBytes: budget.used }
+  return { hasChange, decodedBytes: budget.used, changes, changeOps: budget.changeOps }
+}
+
+/**
+ * How deep the objects these changes create nest, counted from the objects they start from
+ * (existing objects count as depth 0). Automerge applies changes recursively: a delta nesting
+ * lists ~10,000 deep (22 KB) runs its WASM module out of stack, which ends every Automerge
+ * document of the process. Decodes the changes (~60 µs each): callers skip it when the
+ * changes hold fewer operations than the depth they would refuse.
+ */
+export function nestingDepth(changes: readonly Uint8Array[]): number {
+  const depth = new Map<string, number>()
+  let deepest = 0
+  for (const chunk of changes) {
+    let decoded: A.DecodedChange
+    try {
+      decoded = A.decodeChange(chunk)
+    } catch {
+      throw invalid('a change chunk does not parse')
+    }
+    decoded.ops.forEach((op, i) => {
+      if (!op.action.startsWith('make')) return
+      const d = (depth.get(op.obj) ?? 0) + 1
+      depth.set(`${decoded.startOp + i}@${decoded.actor}`, d)
+      if (d > deepest) deepest = d
+    })
+  }
+  return deepest
 }
 
 /** What has been decoded so far, against the ceiling. */
 class Budget {
   used = 0
+  /** Operations of the change chunks seen. */
+  changeOps = 0
   constructor(readonly max: number) {}
 
   get left(): number {
@@ -116,7 +152,9 @@ function checkChunk(bytes: Uint8Array, offset: number, budget: Budget): number {
     } else {
       // A change chunk's columns are never compressed (Automerge refuses one that says so).
       budget.add(headerBytes + length)
-      budget.add(changeRows(body) * ROW_BYTES)
+      const ops = changeRows(body)
+      budget.changeOps += ops
+      budget.add(ops * ROW_BYTES)
     }
   } else if (type === COMPRESSED_CHANGE) {
     // The inflated change has a header of its own, with its length: at most as long as this one's.
@@ -124,7 +162,9 @@ function checkChunk(bytes: Uint8Array, offset: number, budget: Budget): number {
     const inflatedLength = encodeUleb(body.byteLength)
     budget.add(HEADER_BYTES + inflatedLength.byteLength + body.byteLength)
     verifyChecksum(sha256(Uint8Array.of(CHANGE), inflatedLength, body), checksum)
-    budget.add(changeRows(body) * ROW_BYTES)
+    const ops = changeRows(body)
+    budget.changeOps += ops
+    budget.add(ops * ROW_BYTES)
   } else {
     throw invalid(`a chunk has the unknown type ${type}`)
   }

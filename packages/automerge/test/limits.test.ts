@@ -1,11 +1,18 @@
 import assert from 'node:assert/strict'
 import * as A from '@automerge/automerge'
-import type { JsonObject } from '@convergent/core'
+import { toHex, type JsonObject } from '@convergent/core'
 import { automergeBackend, type AutomergeDoc } from '../src/index.js'
 import { checkChunks } from '../src/chunks.js'
 import { actor, bomb, BOMB_STRING_BYTES, changeBomb, compressChange, hotEntity } from './fixtures.js'
 
 const MiB = 1024 * 1024
+
+/** How many maps `n` holds nested: { n: { n: {} } } → 2. */
+function nestedDepth(value: JsonObject): number {
+  let depth = 0
+  for (let at = value.n; at !== undefined; at = (at as JsonObject).n) depth++
+  return depth
+}
 
 describe('automerge: what a delta decodes to is bounded (decompression bombs)', function () {
   this.timeout(120_000)
@@ -62,6 +69,30 @@ describe('automerge: what a delta decodes to is bounded (decompression bombs)', 
     assert.throws(() => tight.applyDelta(tight.create(actor(5)), honest), { code: 'ERR_TOO_LARGE' })
     assert.throws(() => automergeBackend({ maxDecodedBytes: Number.NaN }), { code: 'ERR_INVALID_ARGUMENT' })
     assert.throws(() => backend.applyDelta(v.doc, honest, { maxDecodedBytes: -1 }), { code: 'ERR_INVALID_ARGUMENT' })
+  })
+
+  it('a delta whose changes nest objects deeper than maxDepth is refused before it is applied (Automerge applies recursively), the doc unchanged', function () {
+    /** Changes making `depth` maps, each inside the one before: { n: { n: … } }. */
+    const deep = (depth: number, who: number): Uint8Array => {
+      const doc = A.change(A.init<Record<string, unknown>>({ actor: toHex(actor(who)) }), (d) => {
+        let at: Record<string, unknown> = d
+        for (let i = 0; i < depth; i++) {
+          at.n = {}
+          at = at.n as Record<string, unknown>
+        }
+      })
+      return backend.mergeDeltas(A.getAllChanges(doc))
+    }
+    const v = victim()
+    assert.throws(() => backend.applyDelta(v.doc, deep(17, 10), { maxDecodedBytes: 8 * MiB, maxDepth: 16 }), { code: 'ERR_INVALID_DELTA' })
+    assert.throws(() => backend.applyDelta(v.doc, compressChange(deep(17, 11)), { maxDecodedBytes: 8 * MiB, maxDepth: 16 }), { code: 'ERR_INVALID_DELTA' })
+    v.unchanged(v.doc)
+    // At the limit it applies; without limits the default is core's (64).
+    assert.equal(nestedDepth(backend.read(backend.applyDelta(v.doc, deep(16, 12), { maxDecodedBytes: 8 * MiB, maxDepth: 16 }))!), 16)
+    const w = victim()
+    assert.throws(() => backend.applyDelta(w.doc, deep(65, 13)), { code: 'ERR_INVALID_DELTA' })
+    w.unchanged(w.doc)
+    assert.equal(nestedDepth(backend.read(backend.applyDelta(w.doc, deep(64, 14)))!), 64)
   })
 
   it('load refuses stored bytes that decode past maxLoadedBytes (a bomb stored before limits)', function () {

@@ -108,6 +108,11 @@ export interface Backend<Doc = unknown> {
 export interface DeltaLimits {
   /** Largest size the delta's content may have once decoded (decompressed), in bytes. */
   maxDecodedBytes: number
+  /**
+   * Deepest nesting of objects the delta may create (the value limit's maxDepth): backends
+   * that apply recursively refuse deeper ones before applying.
+   */
+  maxDepth?: number
 }
 
 export interface Change<Doc> {

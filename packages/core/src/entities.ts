@@ -35,10 +35,13 @@ export interface CollectionState {
    * whose leaf is empty in it was never stored and need not be read (see load()). It does
    * from the first load on: only commits write heads, commits need the tree loaded, and the
    * tree is updated (at the flush) before the store write that adds an entity. A failed
-   * write drops the tree, and its reload could miss a write still in flight: from then on
-   * every load reads the store.
+   * write drops the tree, and its reload could miss a write still in flight; a damaged leaf
+   * leaves the loaded tree short of what the store holds: from then on every load reads the store.
    */
   treeCoversStore: boolean
+  /** The digest rebuild running (after a corrupt record), and whether another pass is wanted. */
+  rebuilding?: Promise<void>
+  rebuildAgain?: boolean
   /** Last feed sequence number assigned. */
   seq: number
 }
@@ -244,6 +247,8 @@ export class Entities {
         if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
         this.corruptRecords++
         this.opts.logger.error(`${err.message} (a digest leaf: rebuilt from the heads)`, { code: err.code, collection: col.name })
+        // Entities in the lost leaf are still stored: the tree no longer says where none are.
+        col.treeCoversStore = false
         await this.opts.store.quarantine(err.record)
         void Promise.resolve().then(async () => {
           await this.tree(col)
@@ -362,9 +367,11 @@ export class Entities {
     void tick.settled.then(() => this.release(entity))
   }
 
-  /** Resolves once every write handed to the store so far has settled. */
+  /** Resolves once every write committed so far has settled (those handed to the store, and the tick still open). */
   private async writesSettled(): Promise<void> {
-    if (this.writing.size > 0) await Promise.all([...this.writing].map((t) => t.settled))
+    const settling = [...this.writing].map((t) => t.settled)
+    if (this.tick !== undefined) settling.push(this.tick.settled)
+    if (settling.length > 0) await Promise.all(settling)
   }
 
   /**
@@ -757,7 +764,25 @@ export class Entities {
    * write is in flight (so the tree then matched it); the changes commits make to the tree
    * while the scan runs are carried over onto the rebuilt leaves.
    */
-  private async rebuildTree(col: CollectionState): Promise<void> {
+  private rebuildTree(col: CollectionState): Promise<void> {
+    // One at a time per collection: two interleaved rebuilds would each carry over the
+    // other's corrections as if commits had made them. A request during a rebuild gets one
+    // more pass (its damage may postdate the running scan's snapshot).
+    col.rebuildAgain = true
+    col.rebuilding ??= (async () => {
+      try {
+        while (col.rebuildAgain) {
+          col.rebuildAgain = false
+          await this.rebuildTreeOnce(col)
+        }
+      } finally {
+        col.rebuilding = undefined
+      }
+    })()
+    return col.rebuilding
+  }
+
+  private async rebuildTreeOnce(col: CollectionState): Promise<void> {
     for (let attempt = 0; attempt < 1000; attempt++) {
       await this.writesSettled()
       const tree = await this.tree(col)

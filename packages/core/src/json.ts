@@ -217,15 +217,16 @@ export function checkId(id: unknown, what: 'id' | 'collection name', limits: Nam
 }
 
 /**
- * Whether a JSON value's encoded size is at most maxBytes, counted as toEntityValue charges it
- * (so a value a replica accepted locally always passes here), stopping as soon as it is over.
- * For values read from a remote document: no honest replica writes one over the limit.
+ * Why a value received from a peer breaks the value limits — 'tooLarge' (its JSON text would be
+ * longer than maxBytes) or 'tooDeep' (it nests deeper than maxDepth) — or undefined if it keeps
+ * them. Walks without recursion and stops as soon as a limit is crossed: a hostile value may be
+ * arbitrarily deep or large.
  */
-export function jsonSizeWithin(value: JsonValue, maxBytes: number): boolean {
-  let budget = maxBytes
-  const stack: JsonValue[] = [value]
+export function jsonWithin(value: JsonValue, limits: ValueLimits): 'tooLarge' | 'tooDeep' | undefined {
+  let budget = limits.maxValueBytes
+  const stack: [JsonValue, number][] = [[value, 0]]
   while (stack.length > 0) {
-    const v = stack.pop()!
+    const [v, depth] = stack.pop()!
     switch (typeof v) {
       case 'string':
         budget -= Buffer.byteLength(v) + 2
@@ -238,20 +239,24 @@ export function jsonSizeWithin(value: JsonValue, maxBytes: number): boolean {
         break
       default:
         if (v === null) budget -= 4
-        else if (Array.isArray(v)) {
-          budget -= 2 + v.length
-          for (const item of v) stack.push(item)
-        } else {
-          budget -= 2
-          for (const key of Object.keys(v)) {
-            budget -= Buffer.byteLength(key) + 4
-            stack.push(v[key]!)
+        else {
+          // Counted as toEntityValue counts: the top-level object is at depth 0, none at maxDepth.
+          if (depth >= limits.maxDepth) return 'tooDeep'
+          if (Array.isArray(v)) {
+            budget -= 2 + v.length
+            for (const item of v) stack.push([item, depth + 1])
+          } else {
+            budget -= 2
+            for (const key of Object.keys(v)) {
+              budget -= Buffer.byteLength(key) + 4
+              stack.push([v[key]!, depth + 1])
+            }
           }
         }
     }
-    if (budget < 0) return false
+    if (budget < 0) return 'tooLarge'
   }
-  return true
+  return undefined
 }
 
 /**

@@ -1,4 +1,4 @@
-import { systemClock, type Clock } from './clock.js'
+import type { Clock } from './clock.js'
 import { ConvergentError } from './errors.js'
 import type { Network, NetworkEvents } from './network.js'
 
@@ -9,7 +9,11 @@ import type { Network, NetworkEvents } from './network.js'
  * real network. Links can be cut and healed to test partitions.
  */
 export interface LoopbackHubOptions {
-  /** Schedules deliveries (default systemClock()); the simulator passes its virtual clock. */
+  /**
+   * Schedules deliveries; the simulator passes its virtual clock. By default Node's own timers,
+   * not unref'd (unlike systemClock()'s): a delivery on its way keeps the process alive, as an
+   * open socket does, so a script awaiting a reply does not exit before it.
+   */
   clock?: Clock
   /** Link every pair of started networks unless cut (default true). With false, only pairs joined by connect() are linked. */
   connectOnStart?: boolean
@@ -20,7 +24,7 @@ export interface LoopbackHubOptions {
 const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 export class LoopbackHub {
-  private readonly clock: Clock
+  private readonly clock: Clock | undefined
   private readonly connectOnStart: boolean
   readonly maxMessageBytes: number
   private readonly nodes = new Map<string, LoopbackNetwork>()
@@ -29,7 +33,7 @@ export class LoopbackHub {
   private nextId = 1
 
   constructor(options: LoopbackHubOptions = {}) {
-    this.clock = options.clock ?? systemClock()
+    this.clock = options.clock
     this.connectOnStart = options.connectOnStart ?? true
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
     if (!Number.isSafeInteger(this.maxMessageBytes) || this.maxMessageBytes < 1) {
@@ -73,7 +77,8 @@ export class LoopbackHub {
 
   /** @internal Runs fn on a later turn, in order with every other delivery. */
   schedule(fn: () => void): void {
-    this.clock.setTimeout(fn, 0)
+    if (this.clock !== undefined) this.clock.setTimeout(fn, 0)
+    else setTimeout(fn, 0)
   }
 
   /** @internal The started network with that id, if any. */

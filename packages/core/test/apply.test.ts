@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
-import { BACKENDS, closedAfterEach, dump, memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
+import { BACKENDS, closedAfterEach, dump, memoryReplica, rejectsWith, startRawPeer, tempDir, waitFor } from './helpers.js'
 
 /** A delta of `value` for a new entity, made by a throwaway document of the backend. */
 function deltaOf(backend: Backend, value: JsonObject): Uint8Array {
@@ -28,6 +28,13 @@ function poisoning<D>(inner: Backend<D>): Backend<D> & { poison: Set<string> } {
       return next
     },
   })
+}
+
+/** An object with `depth` objects nested below it: { n: { n: … {} } }. */
+function nested(depth: number): JsonObject {
+  let value: JsonObject = {}
+  for (let i = 0; i < depth; i++) value = { n: value }
+  return value
 }
 
 function push(collection: string, backend: string, entries: [string, Uint8Array][]): Uint8Array {
@@ -115,6 +122,29 @@ describe('apply: a delta from a peer', function () {
     expect(await col.get('big')).to.equal(undefined)
     expect(await feedLength(victim, 'p')).to.equal(1)
   })
+
+  for (const name of BACKENDS) {
+    it(`${name}: is refused when it nests deeper than maxDepth (a local write of the same value is refused too), and changes nothing`, async () => {
+      const maxDepth = 8
+      const { victim, evil } = await victimWithEvil({ limits: { maxDepth } })
+      const col = victim.collection('p', { backend: name })
+      await col.put('k', { v: 1 })
+      const deepest = nested(maxDepth - 1) // the deepest value a local write may make here
+      await col.put('ok', deepest)
+      await rejectsWith(col.put('no', nested(maxDepth)), 'ERR_INVALID_VALUE')
+      const backend = name === 'yjs' ? yjsBackend() : automergeBackend()
+      await evil.publish(topicOf('default', 'p'), push('p', name, [['deep', deltaOf(backend, nested(maxDepth))]]))
+      await waitFor(() => victim.stats().peers.evil?.dropped.invalidDelta === 1, 'dropped as too deep')
+      await evil.publish(topicOf('default', 'p'), push('p', name, [['fine', deltaOf(backend, deepest)]]))
+      await waitFor(async () => (await col.get('fine')) !== undefined, 'the deepest allowed value arrives')
+      expect(await col.get('deep')).to.equal(undefined)
+      expect(await col.get('fine')).to.deep.equal(deepest)
+      await waitFor(async () => (await feedLength(victim, 'p')) === 3, 'the change feed holds k, ok and fine') // (the feed lists what is on disk)
+      const feed = []
+      for await (const e of victim.collection('p').changes()) feed.push(e.id)
+      expect(feed).to.deep.equal(['k', 'ok', 'fine'])
+    })
+  }
 
   it('creates a collection only once one of its deltas applied cleanly', async () => {
     const { victim, evil } = await victimWithEvil()

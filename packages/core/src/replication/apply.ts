@@ -1,9 +1,9 @@
-import type { Backend } from '../backend.js'
+import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
-import { checkId, jsonSizeWithin } from '../json.js'
+import { checkId, jsonWithin } from '../json.js'
 import { writeTo, type PendingWrite } from '../write.js'
 import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
@@ -50,7 +50,7 @@ export async function applyRemoteDelta(
   }
   // Garbage and bombs are refused before they cost a document (a Yjs doc is ~200 µs to make).
   try {
-    const checking = backend.checkDelta?.(delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+    const checking = backend.checkDelta?.(delta, deltaLimits(ctx))
     if (checking !== undefined) await checking
   } catch (err) {
     if (isConvergentError(err, 'ERR_TOO_LARGE')) return dropped('tooLarge', err.message)
@@ -76,7 +76,7 @@ export async function applyRemoteDelta(
       const before = backend.version(entity.doc)
       let next: unknown
       try {
-        next = backend.applyDelta(entity.doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+        next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
       } catch (err) {
         ctx.entities.discard(col, entity)
         refused = isConvergentError(err, 'ERR_TOO_LARGE')
@@ -84,17 +84,24 @@ export async function applyRemoteDelta(
           : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
         return 'unchanged'
       }
-      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) {
-        entity.doc = next
-        return 'unchanged'
-      }
-      // Read once: for the delete flag, as the value subscribers are told about, and to bound
-      // it: no honest replica writes a value over maxValueBytes, so a delta that builds one is refused.
-      const value = backend.read(next)
-      if (value !== undefined && !jsonSizeWithin(value, ctx.limits.maxValueBytes)) {
-        entity.doc = next // (the backend may have freed the old one: dispose the one that lives)
+      // From here on the entity holds what the backend returned (it may have freed the old
+      // document); anything that goes wrong discards it and reloads the stored state.
+      entity.doc = next
+      let value
+      try {
+        if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
+        // Read once: for the delete flag, as the value subscribers are told about, and to bound
+        // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
+        value = backend.read(next)
+        const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+        if (broken !== undefined) {
+          ctx.entities.discard(col, entity)
+          refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
+          return 'unchanged'
+        }
+      } catch (err) {
         ctx.entities.discard(col, entity)
-        refused = { reason: 'tooLarge', message: `the delta makes '${id}' larger than maxValueBytes (${ctx.limits.maxValueBytes})` }
+        refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
         return 'unchanged'
       }
       return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
@@ -146,9 +153,10 @@ function collectionFor(
 function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array): string | undefined {
   let doc = backend.create(randomBytes(ctx.clock, 16))
   try {
-    doc = backend.applyDelta(doc, delta, { maxDecodedBytes: ctx.limits.maxDecodedBytes })
+    doc = backend.applyDelta(doc, delta, deltaLimits(ctx))
     const value = backend.read(doc)
-    if (value !== undefined && !jsonSizeWithin(value, ctx.limits.maxValueBytes)) return `the delta builds a value larger than maxValueBytes (${ctx.limits.maxValueBytes})`
+    const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+    if (broken !== undefined) return `the delta builds a value ${valueLimitBroken(broken, ctx)}`
     return undefined
   } catch (err) {
     return err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`
@@ -159,6 +167,14 @@ function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array
       // Gone either way.
     }
   }
+}
+
+function deltaLimits(ctx: ReplicationContext): DeltaLimits {
+  return { maxDecodedBytes: ctx.limits.maxDecodedBytes, maxDepth: ctx.limits.maxDepth }
+}
+
+function valueLimitBroken(broken: 'tooLarge' | 'tooDeep', ctx: ReplicationContext): string {
+  return broken === 'tooLarge' ? `larger than maxValueBytes (${ctx.limits.maxValueBytes})` : `nested deeper than maxDepth (${ctx.limits.maxDepth})`
 }
 
 function dropMessageOf(reason: 'backendMismatch' | 'collectionLimit' | 'collectionDropped', collection: string, backendName: string, ctx: ReplicationContext): string {
