@@ -2,9 +2,9 @@
 // ticket from the responder, uploaded by the requester, checked against size and hash.
 import { expect } from 'chai'
 import { LoopbackHub, sha256 } from '../src/index.js'
-import { decodeMessage, encodeMessage, MessageType } from '../src/internal.js'
+import { decodeMessage, encodeMessage, encodeRangeRequest, MessageType } from '../src/internal.js'
 import { Outbox, Uploads } from '../src/replication/parts.js'
-import { closedAfterEach, hostile, ManualClock, memoryReplica, replicaWithRawPeer, spy, waitFor, type Answer } from './helpers.js'
+import { closedAfterEach, hostile, ManualClock, memoryReplica, replicaWithRawPeer, spy, startRawPeer, waitFor, type Answer } from './helpers.js'
 
 const SMALL = { maxChunkBytes: 2048 } // anything over 2 KiB goes in parts
 /** ~20 KB that do not compress (Automerge deflates what it saves): hex of a hash chain. */
@@ -89,6 +89,21 @@ describe('parts: deltas too large for one message', function () {
     expect(fetches).to.equal(0)
   })
 
+  it('counts a ticket at its full size in a response: one range answer hands out one large delta, not a budget of tickets', async () => {
+    const hub = new LoopbackHub()
+    const good = await memoryReplica({ network: hub.createNetwork('good'), limits: SMALL })
+    const peer = hub.createNetwork('greedy')
+    replicas.push(good)
+    nets.push(peer)
+    await Promise.all(Array.from({ length: 6 }, (_, i) => good.collection('p', { backend: 'yjs' }).put(`k${i}`, big(`k${i}`))))
+    await startRawPeer(peer, good)
+    const reply = await peer.request('good', encodeRangeRequest({ collection: 'p', backend: 'yjs', ranges: [[0, 65535]], skip: 0, parts: true }))
+    const body = decodeMessage(reply, 1 << 20).body as { e: [string, unknown][]; n?: unknown }
+    expect(body.e.length).to.equal(1) // a ticket of ~20 KB fills the 2 KiB response
+    expect(body.e[0]![1]).to.not.be.instanceOf(Uint8Array)
+    expect(body.n).to.not.equal(undefined) // the rest in the next request
+  })
+
   it('answers uploads out of order, over the size bound or with a wrong hash with an Error, and applies none', async () => {
     const { good, peer } = await replicaWithRawPeer(replicas, 'evil', 'k')
     nets.push(peer)
@@ -119,6 +134,24 @@ describe('parts: Outbox and Uploads', function () {
     outbox.put('p1', new Uint8Array(10).fill(3))
     expect(outbox.read('p1', t2.ticket, 0, 100)).to.equal(undefined) // expired
     expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined) // could never fit
+  })
+
+  it("the outbox makes room from whoever holds the most: one peer's requests cannot push out another's tickets", async () => {
+    const clock = new ManualClock()
+    const outbox = new Outbox(clock, 10_000)
+    const honest = outbox.put('honest', new Uint8Array(4000).fill(1))!
+    const greedy = Array.from({ length: 10 }, () => outbox.put('greedy', new Uint8Array(3000).fill(2)))
+    expect(greedy.every((t) => t !== undefined)).to.equal(true) // each made room from greedy's own oldest
+    expect(outbox.read('honest', honest.ticket, 0, 100)!.byteLength).to.equal(100)
+    expect(outbox.read('greedy', greedy[0]!.ticket, 0, 100)).to.equal(undefined)
+    expect(outbox.read('greedy', greedy[9]!.ticket, 0, 100)!.byteLength).to.equal(100)
+    expect(outbox.size).to.be.at.most(10_000)
+    // A third peer gets room from the largest holder, until it would be the largest itself.
+    const third = outbox.put('third', new Uint8Array(2000).fill(3))!
+    expect(outbox.read('third', third.ticket, 0, 100)!.byteLength).to.equal(100)
+    expect(outbox.read('honest', honest.ticket, 100, 100)!.byteLength).to.equal(100)
+    expect(outbox.put('third', new Uint8Array(9000))).to.equal(undefined)
+    expect(outbox.read('honest', honest.ticket, 200, 100)!.byteLength).to.equal(100)
   })
 
   it('uploads keep one per peer within a budget over all peers; a new one pushes out the quietest', async () => {

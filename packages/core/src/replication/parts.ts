@@ -37,11 +37,15 @@ interface Held {
 
 /**
  * The responder's side of parts: deltas handed out as tickets, kept for the peer that got
- * them for ttlMs after the last read, within a byte budget (the oldest go first when over it;
- * a requester whose ticket expired gets the entity in a later round).
+ * them for ttlMs after the last read, within a byte budget over all peers. Room for a new
+ * ticket comes from whoever holds the most — the requester's own oldest tickets first when
+ * that is itself — so one peer's requests cannot push out the tickets of the others; a
+ * requester refused room, or whose ticket expired, gets the entity in a later round.
  */
 export class Outbox {
   private readonly held = new Map<number, Held>()
+  /** Bytes held per peer. */
+  private readonly perPeer = new Map<string, number>()
   private bytes = 0
   private next = 1
 
@@ -51,15 +55,23 @@ export class Outbox {
     private readonly ttlMs = 120_000,
   ) {}
 
-  /** A ticket for `bytes`, or undefined if they could never fit the budget. */
+  /** A ticket for `bytes`, or undefined if there is no room for them now (or ever). */
   put(peer: string, bytes: Uint8Array): Ticket | undefined {
-    if (bytes.byteLength > this.maxBytes) return undefined
+    const size = bytes.byteLength
+    if (size > this.maxBytes) return undefined
     this.expire()
-    while (this.bytes + bytes.byteLength > this.maxBytes) this.dropOldest()
+    while (this.bytes + size > this.maxBytes) {
+      const [largest, theirs] = this.largestHolder()
+      const mine = (this.perPeer.get(peer) ?? 0) + size
+      if (mine >= theirs) {
+        if (!this.dropOldestOf(peer)) return undefined // it alone would hold the most: not now
+      } else this.dropOldestOf(largest!)
+    }
     const t = this.next++
     this.held.set(t, { peer, bytes, expires: this.clock.now() + this.ttlMs })
-    this.bytes += bytes.byteLength
-    return { ticket: t, size: bytes.byteLength, hash: sha256(bytes) }
+    this.bytes += size
+    this.perPeer.set(peer, (this.perPeer.get(peer) ?? 0) + size)
+    return { ticket: t, size, hash: sha256(bytes) }
   }
 
   /** Part of a ticket's bytes from `offset`, for the peer it was given to; undefined if unknown. */
@@ -86,8 +98,22 @@ export class Outbox {
     for (const [t, held] of this.held) if (held.expires <= now) this.drop(t)
   }
 
-  private dropOldest(): void {
-    for (const t of this.held.keys()) return this.drop(t)
+  private largestHolder(): [string | undefined, number] {
+    let largest: string | undefined
+    let most = 0
+    for (const [peer, bytes] of this.perPeer) if (bytes > most) [largest, most] = [peer, bytes]
+    return [largest, most]
+  }
+
+  /** Drops the peer's oldest ticket; false if it holds none. */
+  private dropOldestOf(peer: string): boolean {
+    for (const [t, held] of this.held) {
+      if (held.peer === peer) {
+        this.drop(t)
+        return true
+      }
+    }
+    return false
   }
 
   private drop(t: number): void {
@@ -95,6 +121,9 @@ export class Outbox {
     if (held === undefined) return
     this.held.delete(t)
     this.bytes -= held.bytes.byteLength
+    const left = this.perPeer.get(held.peer)! - held.bytes.byteLength
+    if (left > 0) this.perPeer.set(held.peer, left)
+    else this.perPeer.delete(held.peer)
   }
 }
 

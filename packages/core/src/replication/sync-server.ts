@@ -246,7 +246,9 @@ export class SyncServer {
         const slot = this.slot(from, id, req.collection, delta, req.parts)
         if (slot === null) continue
         response.entries.push([id, slot])
-        bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + Buffer.byteLength(id) + 8
+        // A ticket counts at its full size: the requester fetches it before its next request,
+        // and the outbox holds it until then (many per response would fill it for one peer).
+        bytes += (slot instanceof Uint8Array ? slot.byteLength : slot.size) + Buffer.byteLength(id) + 8
       }
     }
     return encodeRangeResponse(response)
@@ -286,7 +288,7 @@ export class SyncServer {
         }
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
         const ours = backend.version(entity.doc)
-        bytes += (slot instanceof Uint8Array ? slot.byteLength : 48) + ours.byteLength
+        bytes += (slot === null ? 0 : slot instanceof Uint8Array ? slot.byteLength : slot.size) + ours.byteLength
         response.entries.push([id, slot, ours])
       } finally {
         this.ctx.entities.release(entity)
