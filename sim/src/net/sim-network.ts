@@ -1,6 +1,6 @@
 import { ConvergentError, type Network, type NetworkEvents } from '@convergent/core'
-import type { Prng } from '../random.js'
-import type { NodeClock } from '../scheduler.js'
+import type { Prng } from '../engine/random.js'
+import type { NodeClock } from '../engine/scheduler.js'
 import type { Fabric, ResponsePayload } from './fabric.js'
 import { GossipRouter, type GossipItem, type GossipMessage } from './gossip-router.js'
 

@@ -1,7 +1,7 @@
 import type { CorruptRecord, CollectionMeta, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from '@convergent/core'
-import type { Activity } from './activity.js'
-import type { Scheduler } from './scheduler.js'
-import type { Task } from './timer-queue.js'
+import type { Activity } from '../engine/activity.js'
+import type { Scheduler } from '../engine/scheduler.js'
+import type { Task } from '../engine/timer-queue.js'
 
 interface QueuedWrite {
   ops: StoreOp[]
