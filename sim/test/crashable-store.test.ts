@@ -146,14 +146,20 @@ for (const mode of modes) {
   })
 }
 
+/** An open SimStore over an empty MapStore, with writes durable `ms` of virtual time after write(). */
+async function simStoreWithLatency(ms: number): Promise<{ inner: MapStore; scheduler: Scheduler; store: SimStore }> {
+  const inner = new MapStore()
+  await inner.open()
+  const activity = new Activity()
+  const scheduler = new Scheduler(activity)
+  const store = new SimStore(inner, activity, scheduler, ms)
+  await store.open()
+  return { inner, scheduler, store }
+}
+
 describe('sim: SimStore write latency and crashes', function () {
   it('a write still queued when the node crashes is lost and never acknowledged', async function () {
-    const inner = new MapStore()
-    await inner.open()
-    const activity = new Activity()
-    const scheduler = new Scheduler(activity)
-    const store = new SimStore(inner, activity, scheduler, 50)
-    await store.open()
+    const { inner, scheduler, store } = await simStoreWithLatency(50)
     let acked = false
     void store.write([{ type: 'meta', key: 'k', bytes: Uint8Array.of(1) }]).then(() => (acked = true))
     expect(store.unflushed).to.equal(1)
@@ -166,12 +172,7 @@ describe('sim: SimStore write latency and crashes', function () {
   })
 
   it('close() waits for queued writes on their virtual schedule', async function () {
-    const inner = new MapStore()
-    await inner.open()
-    const activity = new Activity()
-    const scheduler = new Scheduler(activity)
-    const store = new SimStore(inner, activity, scheduler, 50)
-    await store.open()
+    const { inner, scheduler, store } = await simStoreWithLatency(50)
     void store.write([{ type: 'meta', key: 'k', bytes: Uint8Array.of(1) }])
     let closed = false
     void store.close().then(() => (closed = true))
