@@ -2,12 +2,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
-import { renderHtml } from './html.js'
-import { checkHtmlInChromium, CHROMIUM_PATHS } from './html-check.js'
-import { ProgressBar } from './progress.js'
-import type { Report } from './report.js'
-import { runScenario } from './runner.js'
-import { listScenarios, loadScenario, ScenarioError } from './scenario.js'
+import { renderHtml } from './report/html.js'
+import { checkHtmlInChromium, CHROMIUM_PATHS } from './report/html-check.js'
+import { ProgressBar } from './report/progress.js'
+import type { Report } from './report/report.js'
+import { runScenario } from './run/runner.js'
+import { listScenarios, loadScenario, ScenarioError } from './run/scenario.js'
 
 const COMMAND = 'node sim/dist/src/cli.js'
 

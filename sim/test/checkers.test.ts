@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { encodeMessage, MessageType } from '@convergent/core/internal'
 import { runScenario, SimNode, type Report, type RunOptions } from '../src/index.js'
-import { Ledger } from '../src/ledger.js'
+import { Ledger } from '../src/workload/ledger.js'
 import { smallScenario } from './helpers.js'
 
 const check = (r: Report, name: string) => {

@@ -1,5 +1,5 @@
 import { storeComplianceSuite } from '@convergent/core/testing'
-import { emptyMapStoreData, MapStore } from '../src/map-store.js'
+import { emptyMapStoreData, MapStore } from '../src/nodes/map-store.js'
 
 // The simulator's lightweight store must keep the same contract as the real ones.
 storeComplianceSuite('sim MapStore', async () => {

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { automergeBackend, yjsBackend } from 'convergent'
-import type { Backend, JsonObject } from '@convergent/core'
+import { automergeBackend, yjsBackend, type Backend, type JsonObject } from 'convergent'
 
 /**
  * The size of the deltas Convergent itself produces for the same writes, computed by running

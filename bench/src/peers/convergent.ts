@@ -1,6 +1,5 @@
 import { join } from 'node:path'
-import { open, type Collection, type Replica } from 'convergent'
-import { createLibp2pNetwork, type Libp2pNetwork } from '@convergent/libp2p'
+import { createLibp2pNetwork, open, type Collection, type Libp2pNetwork, type Replica } from 'convergent'
 import type { Product } from '../lib/values.js'
 import { CATALOG } from './catalog.js'
 import type { BenchNode, OpenOptions, System } from './types.js'

@@ -8,23 +8,12 @@
  */
 import * as Y from 'yjs'
 import type { JsonObject, JsonValue } from '@convergent/core'
+import { seededRandom } from '@convergent/core/testing'
 import { yjsBackend } from '../src/index.js'
 import { validateUpdate } from '../src/validate.js'
 import { decodeUpdate, encodeUpdate, structLength, type Content, type Group, type Id, type Struct, type UpdateModel } from './update-model.js'
 
 const backend = yjsBackend()
-
-/** mulberry32: a small seeded PRNG, so every finding replays from its seed. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 type Rand = () => number
 const int = (rand: Rand, n: number): number => Math.floor(rand() * n)
@@ -323,7 +312,7 @@ function mutatedUpdate(rand: Rand, history: readonly Uint8Array[], models: reado
 
 /** Updates made the way fuzz() makes them, from a seed alone (for property tests). */
 export function mutatedUpdates(seed: number, count: number): Uint8Array[] {
-  const rand = prng(seed)
+  const rand = seededRandom(seed)
   const history = honestHistory(rand)
   const models = history.map(decodeUpdate)
   const pool = idPool(models)
@@ -340,7 +329,7 @@ export interface FuzzResult {
 export function fuzz(seed: number, cases: number): FuzzResult {
   const findings: Finding[] = []
   let passed = 0
-  const rand = prng(seed)
+  const rand = seededRandom(seed)
   let history: Uint8Array[] = []
   let models: UpdateModel[] = []
   let pool: Id[] = []

@@ -1,6 +1,6 @@
 import type { Network, NetworkEvents } from '@convergent/core'
 import type { Libp2pNetwork } from '@convergent/libp2p'
-import type { Metrics } from '../metrics.js'
+import type { Metrics } from '../report/metrics.js'
 import { LinkModel } from '../net/link-model.js'
 import { FRAME_OVERHEAD, REQUEST_STREAM_OVERHEAD } from '../net/sizes.js'
 import type { RealClock } from './real-clock.js'

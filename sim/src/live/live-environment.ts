@@ -1,17 +1,16 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Libp2pNetwork, Libp2pNetworkOptions } from '@convergent/libp2p'
-import type { HostNode, SimContext } from '../context.js'
-import type { Environment, EnvironmentParts } from '../environment.js'
+import type { Libp2pNetwork } from '@convergent/libp2p'
+import type { HostNode, SimContext } from '../run/context.js'
+import type { Environment, EnvironmentParts } from '../run/environment.js'
 import { LinkControl } from '../net/link-control.js'
 import { LinkModel } from '../net/link-model.js'
-import type { Prng } from '../random.js'
-import type { RunOptions } from '../scheduler.js'
-import { wireInitial, wireJoiner } from '../topology.js'
+import type { Prng } from '../engine/random.js'
+import type { RunOptions } from '../engine/scheduler.js'
+import { wireInitial, wireJoiner } from '../net/topology.js'
 import { LiveNode } from './live-node.js'
-
-type ConnectionGater = NonNullable<Libp2pNetworkOptions['connectionGater']>
+import type { ConnectionGater, LiveHost } from './types.js'
 
 export const MAX_LIVE_NODES = 10
 const RECONCILE_MS = 500
@@ -23,7 +22,7 @@ const RECONCILE_MS = 500
  * that are cut off from each other, and open connections between them are closed; a heal
  * redials. Latency, loss, duplication and reordering come from FaultyNetwork.
  */
-export class LiveEnvironment extends LinkControl implements Environment {
+export class LiveEnvironment extends LinkControl implements Environment, LiveHost {
   readonly mode = 'live' as const
   readonly virtualDateNow = false
   readonly control = this

@@ -2,19 +2,19 @@ import { join } from 'node:path'
 import type { Store } from '@convergent/core'
 import { memoryLevelStore } from '@convergent/level'
 import { createLibp2pNetwork } from '@convergent/libp2p'
-import { watchRightsRequests } from '../counter-ledger.js'
-import type { SimContext } from '../context.js'
-import { ReplicaNode, type Incarnation } from '../replica-node.js'
+import { watchRightsRequests } from '../workload/counter-ledger.js'
+import type { SimContext } from '../run/context.js'
+import { CrashableStore } from '../nodes/crashable-store.js'
+import { ReplicaNode, type Incarnation } from '../nodes/replica-node.js'
 import { FaultyNetwork } from './faulty-network.js'
-import { GateStore } from './gate-store.js'
-import type { LiveEnvironment } from './live-environment.js'
 import { RealClock } from './real-clock.js'
 import { countRpcs } from './rpc-counter.js'
+import type { LiveHost } from './types.js'
 
 /** One life of a live node: from start to crash or close. */
 interface LiveIncarnation extends Incarnation {
   readonly clock: RealClock
-  readonly store: GateStore
+  readonly store: CrashableStore
   net: FaultyNetwork | undefined
 }
 
@@ -28,7 +28,7 @@ export class LiveNode extends ReplicaNode<LiveIncarnation> {
 
   constructor(
     ctx: SimContext,
-    private readonly env: LiveEnvironment,
+    private readonly env: LiveHost,
     index: number,
     id: string,
   ) {
@@ -40,7 +40,7 @@ export class LiveNode extends ReplicaNode<LiveIncarnation> {
     this.status = 'starting'
     const number = ++this.incarnations
     const rng = this.ctx.rng.fork(`live-${this.index}-${number}`)
-    const inc: LiveIncarnation = { clock: new RealClock(() => this.skewMs, () => rng.next()), store: new GateStore(this.store), net: undefined, replica: undefined, collections: new Map(), stock: undefined }
+    const inc: LiveIncarnation = { clock: new RealClock(() => this.skewMs, () => rng.next()), store: new CrashableStore(this.store), net: undefined, replica: undefined, collections: new Map(), stock: undefined }
     this.inc = inc
     void this.open(inc, number).catch((err: unknown) => {
       this.ctx.errors.push(`${this.id} failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)

@@ -1,6 +1,6 @@
-import type { Report } from '../report.js'
-import { runIn, type RunOptions } from '../runner.js'
-import type { Scenario } from '../scenario.js'
+import type { Report } from '../report/report.js'
+import { runIn, type RunOptions } from '../run/runner.js'
+import type { Scenario } from '../run/scenario.js'
 import { LiveEnvironment } from './live-environment.js'
 
 /**

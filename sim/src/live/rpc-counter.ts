@@ -1,5 +1,5 @@
 import type { Libp2pNetwork } from '@convergent/libp2p'
-import type { Metrics } from '../metrics.js'
+import type { Metrics } from '../report/metrics.js'
 import { CONTROL_ENTRY, FRAME_OVERHEAD, idListBytes, messageBytes } from '../net/sizes.js'
 
 interface Rpc {

@@ -1,13 +1,13 @@
-import type { Metrics } from '../metrics.js'
-import type { Prng } from '../random.js'
-import type { NetworkSpec } from '../scenario.js'
-import type { Scheduler } from '../scheduler.js'
-import type { Task } from '../timer-queue.js'
+import type { Metrics } from '../report/metrics.js'
+import type { Prng } from '../engine/random.js'
+import type { NetworkSpec } from '../run/scenario.js'
+import type { Scheduler } from '../engine/scheduler.js'
+import type { Task } from '../engine/timer-queue.js'
 import { itemBytes, type GossipItem } from './gossip-router.js'
 import { LinkControl } from './link-control.js'
 import { LinkModel } from './link-model.js'
 import { FRAME_OVERHEAD, REQUEST_STREAM_OVERHEAD } from './sizes.js'
-import type { SimNetwork } from './sim-network.js'
+import type { Endpoint, ResponsePayload } from './types.js'
 
 /**
  * A connection between two node incarnations. Frames in flight hold it and are delivered only
@@ -19,8 +19,6 @@ interface Connection {
   readonly b: number
   state: 'up' | 'closed-graceful' | 'closed-abrupt'
 }
-
-export type ResponsePayload = { ok: Uint8Array } | { error: string }
 
 const PAIR = 2 ** 21
 
@@ -38,14 +36,14 @@ interface Outbox {
 /**
  * The simulated network between all nodes: which pairs are connected (a topology of wanted
  * links, minus partitions, isolation and flapping cuts), and how frames travel (LinkModel).
- * Nodes are indices; their incarnations (SimNetwork) attach when started and detach when
- * stopped or crashed.
+ * Nodes are indices; their incarnations (SimNetwork, seen here as an Endpoint) attach when
+ * started and detach when stopped or crashed.
  */
 export class Fabric extends LinkControl {
   readonly link: LinkModel
   private readonly ids: string[] = []
   private readonly indexOf = new Map<string, number>()
-  private readonly slots: (SimNetwork | undefined)[] = []
+  private readonly slots: (Endpoint | undefined)[] = []
   private readonly conns = new Map<number, Connection>()
   private readonly adjacency: Set<number>[] = []
   private readonly dials = new Map<number, Task>()
@@ -96,20 +94,20 @@ export class Fabric extends LinkControl {
     return this.conns.get(pairKey(a, b))?.state === 'up'
   }
 
-  attach(net: SimNetwork): void {
+  attach(net: Endpoint): void {
     this.slots[net.index] = net
     // The node that (re)starts dials its peers.
     for (const b of this.wanted[net.index]!) this.maybeDial(net.index, b)
   }
 
   /** The incarnation went away: gracefully (stop) or abruptly (crash). */
-  detach(net: SimNetwork, graceful: boolean): void {
+  detach(net: Endpoint, graceful: boolean): void {
     if (this.slots[net.index] !== net) return
     this.slots[net.index] = undefined
     for (const b of [...this.adjacency[net.index]!]) this.close(net.index, b, graceful ? 'closed-graceful' : 'closed-abrupt')
   }
 
-  started(index: number): SimNetwork | undefined {
+  started(index: number): Endpoint | undefined {
     return this.slots[index]
   }
 
@@ -288,7 +286,7 @@ export class Fabric extends LinkControl {
    * `onResponse` runs at the requester when it arrives. Nothing arrives if the connection
    * breaks: the requester fails its pending requests when it hears of the disconnection.
    */
-  sendRequest(from: SimNetwork, to: number, data: Uint8Array, onResponse: (payload: ResponsePayload) => void): boolean {
+  sendRequest(from: Endpoint, to: number, data: Uint8Array, onResponse: (payload: ResponsePayload) => void): boolean {
     const conn = this.conns.get(pairKey(from.index, to))
     if (conn === undefined || conn.state !== 'up') return false
     const server = this.slots[to]!
@@ -309,7 +307,7 @@ export class Fabric extends LinkControl {
     return true
   }
 
-  private sendResponse(conn: Connection, server: SimNetwork, client: SimNetwork, payload: ResponsePayload, onResponse: (p: ResponsePayload) => void): void {
+  private sendResponse(conn: Connection, server: Endpoint, client: Endpoint, payload: ResponsePayload, onResponse: (p: ResponsePayload) => void): void {
     if (conn.state !== 'up' || this.slots[server.index] !== server) return
     const size = 'ok' in payload ? payload.ok.byteLength : payload.error.length
     const bytes = FRAME_OVERHEAD + size
@@ -328,7 +326,7 @@ export class Fabric extends LinkControl {
   }
 
   /** Every started incarnation. */
-  startedNetworks(): SimNetwork[] {
-    return this.slots.filter((s): s is SimNetwork => s !== undefined)
+  startedNetworks(): Endpoint[] {
+    return this.slots.filter((s): s is Endpoint => s !== undefined)
   }
 }

@@ -1,7 +1,7 @@
 import type { Clock, TimerHandle } from '@convergent/core'
-import type { Metrics } from '../metrics.js'
-import type { Prng } from '../random.js'
-import type { GossipParams } from '../scenario.js'
+import type { Metrics } from '../report/metrics.js'
+import type { Prng } from '../engine/random.js'
+import type { GossipParams } from '../run/scenario.js'
 import { CONTROL_ENTRY, idListBytes, messageBytes } from './sizes.js'
 
 /** A published message; one immutable object shared by every node that holds it. */

@@ -1,6 +1,6 @@
-import type { NetworkControl } from '../context.js'
-import type { LinkParams } from '../scenario.js'
-import type { Wiring } from '../topology.js'
+import type { NetworkControl } from '../run/context.js'
+import type { LinkParams } from '../run/scenario.js'
+import type { Wiring } from './topology.js'
 import { Cuts } from './cuts.js'
 import type { LinkModel } from './link-model.js'
 

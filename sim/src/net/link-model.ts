@@ -1,5 +1,5 @@
-import type { LatencySpec, LinkParams } from '../scenario.js'
-import type { Prng } from '../random.js'
+import type { LatencySpec, LinkParams } from '../run/scenario.js'
+import type { Prng } from '../engine/random.js'
 
 /** Per direction of a link: the time its "wire" is busy until, and the last in-order arrival. */
 interface LinkState {

@@ -1,8 +1,9 @@
 import { ConvergentError, type Network, type NetworkEvents } from '@convergent/core'
-import type { Prng } from '../random.js'
-import type { NodeClock } from '../scheduler.js'
-import type { Fabric, ResponsePayload } from './fabric.js'
+import type { Prng } from '../engine/random.js'
+import type { NodeClock } from '../engine/scheduler.js'
+import type { Fabric } from './fabric.js'
 import { GossipRouter, type GossipItem, type GossipMessage } from './gossip-router.js'
+import type { Endpoint, ResponsePayload } from './types.js'
 
 interface PendingRequest {
   readonly peer: string
@@ -17,7 +18,7 @@ const MAX_GOSSIP_BYTES = 4 * 1024 * 1024 - 256 * 1024
  * model, requests over the simulated connection. Events reach the replica synchronously from
  * virtual-time tasks; the replica's own async work is drained by the scheduler.
  */
-export class SimNetwork implements Network {
+export class SimNetwork implements Network, Endpoint {
   readonly multiaddrs: string[] = []
   private state: 'new' | 'started' | 'stopped' = 'new'
   private events: NetworkEvents | undefined

@@ -22,6 +22,7 @@ import type { Backend } from '../backend.js'
 import { isConvergentError, type ErrorCode } from '../errors.js'
 import { concatBytes, toHex } from '../hash.js'
 import { cloneJson, jsonEqual, type JsonObject, type JsonValue } from '../json.js'
+import { seededRandom } from './random.js'
 
 const RUNS = 50
 const HEAVY_RUNS = 30
@@ -934,21 +935,9 @@ function prefixKeys(prefix: string, obj: JsonObject): JsonObject {
 }
 
 
-/** A small deterministic PRNG (mulberry32), so a failing seed replays. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /** Every item at least once, some twice, in a random order. */
 function shuffleWithDuplicates<T>(items: readonly T[], seed: number): T[] {
-  const random = prng(seed)
+  const random = seededRandom(seed)
   const out = [...items, ...items.filter(() => random() < 0.3)]
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1))
@@ -959,6 +948,6 @@ function shuffleWithDuplicates<T>(items: readonly T[], seed: number): T[] {
 
 /** A random subsequence (order kept), so some deltas miss their dependencies. */
 function pickSubset<T>(items: readonly T[], seed: number): T[] {
-  const random = prng(seed)
+  const random = seededRandom(seed)
   return items.filter(() => random() < 0.5)
 }

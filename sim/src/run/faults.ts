@@ -1,6 +1,6 @@
-import type { PartitionEpisode } from './checkers.js'
+import type { PartitionEpisode } from '../checks/checkers.js'
 import type { SimContext } from './context.js'
-import type { Prng } from './random.js'
+import type { Prng } from '../engine/random.js'
 import { resolveGroups, type FaultEvent } from './scenario.js'
 
 /**

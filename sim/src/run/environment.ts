@@ -1,9 +1,9 @@
-import type { Activity } from './activity.js'
+import type { Activity } from '../engine/activity.js'
 import type { HostNode, NetworkControl, SimContext } from './context.js'
-import type { Metrics } from './metrics.js'
-import type { Prng } from './random.js'
+import type { Metrics } from '../report/metrics.js'
+import type { Prng } from '../engine/random.js'
 import type { Scenario } from './scenario.js'
-import type { RunOptions as SchedulerRunOptions, Scheduler } from './scheduler.js'
+import type { RunOptions as SchedulerRunOptions, Scheduler } from '../engine/scheduler.js'
 
 /** What an environment gets to build itself. */
 export interface EnvironmentParts {

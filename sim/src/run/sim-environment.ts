@@ -1,10 +1,10 @@
 import type { HostNode, SimContext } from './context.js'
 import type { Environment, EnvironmentParts } from './environment.js'
-import { Fabric } from './net/fabric.js'
-import { SimNode } from './node.js'
-import type { Prng } from './random.js'
-import type { RunOptions } from './scheduler.js'
-import { wireInitial, wireJoiner } from './topology.js'
+import { Fabric } from '../net/fabric.js'
+import { SimNode } from '../nodes/sim-node.js'
+import type { Prng } from '../engine/random.js'
+import type { RunOptions } from '../engine/scheduler.js'
+import { wireInitial, wireJoiner } from '../net/topology.js'
 
 /** The simulator: SimNodes over a Fabric, in virtual time. */
 export class SimEnvironment implements Environment {

@@ -1,8 +1,8 @@
-import type { HostNode, SimContext } from './context.js'
-import type { CounterLedger } from './counter-ledger.js'
-import type { WriteRecord } from './ledger.js'
-import { registerKey } from './ledger.js'
-import { readNodeState } from './state.js'
+import type { HostNode, SimContext } from '../run/context.js'
+import type { CounterLedger } from '../workload/counter-ledger.js'
+import type { WriteRecord } from '../workload/ledger.js'
+import { registerKey } from '../workload/ledger.js'
+import { readNodeState } from './node-state.js'
 
 export interface CheckResult {
   name: string

@@ -1,6 +1,6 @@
-import type { CheckResult } from './checkers.js'
-import type { CounterReport } from './counter-workload.js'
-import type { Scenario } from './scenario.js'
+import type { CheckResult } from '../checks/checkers.js'
+import type { CounterReport } from '../workload/counter-workload.js'
+import type { Scenario } from '../run/scenario.js'
 import type { Summary } from './stats.js'
 import type { FaultInterval, TraceEvent } from './trace.js'
 

@@ -1,6 +1,6 @@
 import { sha256, toHex } from '@convergent/core'
-import type { CollectionPlan, HostNode } from './context.js'
-import { readRegisters } from './ledger.js'
+import type { CollectionPlan, HostNode } from '../run/context.js'
+import { readRegisters } from '../workload/ledger.js'
 
 /** A node's final state: one digest over every live entity, and its registers for the checks. */
 export interface NodeState {

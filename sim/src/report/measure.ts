@@ -1,6 +1,6 @@
-import type { WriteRecord } from './ledger.js'
+import type { WriteRecord } from '../workload/ledger.js'
 import type { TargetResult } from './report.js'
-import type { Scenario } from './scenario.js'
+import type { Scenario } from '../run/scenario.js'
 import type { summarize } from './stats.js'
 
 /**

@@ -299,9 +299,9 @@ export class ScenarioError extends Error {
 
 /** The folder holding the shipped scenario files (sim/scenarios). */
 export function scenariosDir(): string {
-  // dist/src/scenario.js → ../../scenarios; src/scenario.ts (ts-node) → ../scenarios
+  // dist/src/run/scenario.js → ../../../scenarios; src/run/scenario.ts (ts-node) → ../../scenarios
   const here = dirname(fileURLToPath(import.meta.url))
-  for (const candidate of [join(here, '..', '..', 'scenarios'), join(here, '..', 'scenarios')]) {
+  for (const candidate of [join(here, '..', '..', '..', 'scenarios'), join(here, '..', '..', 'scenarios')]) {
     if (existsSync(candidate)) return candidate
   }
   throw new ScenarioError(`cannot find the scenarios folder next to ${here}`)

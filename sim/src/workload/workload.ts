@@ -1,6 +1,6 @@
 import { isConvergentError } from '@convergent/core'
-import type { CollectionPlan, HostNode, SimContext } from './context.js'
-import { ZipfSampler, type Prng } from './random.js'
+import type { CollectionPlan, HostNode, SimContext } from '../run/context.js'
+import { ZipfSampler, type Prng } from '../engine/random.js'
 
 /** Entity ids: e0, e1, … (e0 is the most popular under zipf). */
 export function entityId(i: number): string {

@@ -1,6 +1,6 @@
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
-import { Activity } from './activity.js'
+import { Activity } from '../engine/activity.js'
 import {
   ackedWritesCheck,
   convergeWithinCheck,
@@ -19,23 +19,23 @@ import {
   type CounterFinalPass,
   type FinalPass,
   type RestartFinding,
-} from './checkers.js'
+} from '../checks/checkers.js'
 import type { CollectionPlan, HostNode, ReplicaTotals, SimContext } from './context.js'
-import { CounterLedger } from './counter-ledger.js'
-import { counterIds, counterReport, CounterWorkload } from './counter-workload.js'
+import { CounterLedger } from '../workload/counter-ledger.js'
+import { counterIds, counterReport, CounterWorkload } from '../workload/counter-workload.js'
 import { FaultInjector } from './faults.js'
-import { Ledger, readRegisters } from './ledger.js'
-import { Metrics } from './metrics.js'
+import { Ledger, readRegisters } from '../workload/ledger.js'
+import { Metrics } from '../report/metrics.js'
 import type { Environment, EnvironmentParts } from './environment.js'
-import { Prng } from './random.js'
-import type { Report } from './report.js'
+import { Prng } from '../engine/random.js'
+import type { Report } from '../report/report.js'
 import type { Scenario } from './scenario.js'
-import { Scheduler } from './scheduler.js'
+import { Scheduler } from '../engine/scheduler.js'
 import { SimEnvironment } from './sim-environment.js'
-import { evaluateTargets, healConvergence, propagation } from './measure.js'
-import { round, summarize } from './stats.js'
-import { Trace } from './trace.js'
-import { Workload } from './workload.js'
+import { evaluateTargets, healConvergence, propagation } from '../report/measure.js'
+import { round, summarize } from '../report/stats.js'
+import { Trace } from '../report/trace.js'
+import { Workload } from '../workload/workload.js'
 
 export interface Progress {
   phase: 'starting' | 'running' | 'settling' | 'checking' | 'done'

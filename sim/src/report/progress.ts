@@ -1,4 +1,4 @@
-import type { Progress } from './runner.js'
+import type { Progress } from '../run/runner.js'
 
 /**
  * A progress bar on stderr. On a TTY it redraws one line; otherwise (CI logs, pipes) it

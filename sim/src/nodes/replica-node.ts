@@ -1,5 +1,5 @@
 import { Replica, type Clock, type Collection, type Counter, type Logger, type Network, type Store } from '@convergent/core'
-import { addReplicaStats, type HostNode, type NodeStatus, type SimContext } from './context.js'
+import { addReplicaStats, type HostNode, type NodeStatus, type SimContext } from '../run/context.js'
 
 /** One life of a node, from start to crash or close: what both kinds of node keep per incarnation. */
 export interface Incarnation {

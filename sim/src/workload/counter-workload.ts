@@ -1,10 +1,10 @@
 import { isConvergentError } from '@convergent/core'
-import type { CounterFinalPass } from './checkers.js'
+import type { CounterFinalPass } from '../checks/checkers.js'
 import type { CounterOp, RightsRequestStats } from './counter-ledger.js'
-import type { HostNode, SimContext } from './context.js'
-import type { Prng } from './random.js'
-import type { CounterWorkloadSpec } from './scenario.js'
-import { summarize, type Summary } from './stats.js'
+import type { HostNode, SimContext } from '../run/context.js'
+import type { Prng } from '../engine/random.js'
+import type { CounterWorkloadSpec } from '../run/scenario.js'
+import { summarize, type Summary } from '../report/stats.js'
 
 /** Counter ids: sku0, sku1, … */
 export function counterId(i: number): string {

@@ -1,5 +1,5 @@
-import type { Prng } from './random.js'
-import type { ConnectionsSpec } from './scenario.js'
+import type { Prng } from '../engine/random.js'
+import type { ConnectionsSpec } from '../run/scenario.js'
 
 /** Who wants a connection with whom (the simulator's Fabric, the live environment). */
 export interface Wiring {

@@ -1,12 +1,12 @@
 import type { Backend, Collection, Counter, ReplicaStats } from '@convergent/core'
-import type { CounterLedger } from './counter-ledger.js'
-import type { Activity } from './activity.js'
-import type { Ledger } from './ledger.js'
-import type { Metrics } from './metrics.js'
-import type { Prng } from './random.js'
+import type { CounterLedger } from '../workload/counter-ledger.js'
+import type { Activity } from '../engine/activity.js'
+import type { Ledger } from '../workload/ledger.js'
+import type { Metrics } from '../report/metrics.js'
+import type { Prng } from '../engine/random.js'
 import type { LinkParams, Scenario } from './scenario.js'
-import type { Scheduler } from './scheduler.js'
-import type { Trace } from './trace.js'
+import type { Scheduler } from '../engine/scheduler.js'
+import type { Trace } from '../report/trace.js'
 
 /** A collection the workload writes, with the backend it uses. */
 export interface CollectionPlan {
