@@ -1,5 +1,5 @@
 import { promisify } from 'node:util'
-import { inflateRaw } from 'node:zlib'
+import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
@@ -38,6 +38,12 @@ export interface AutomergeBackendOptions {
    * (default 16 KiB); past it, it saves the whole document as well and sends the smaller.
    */
   compactCheckBytes?: number
+  /**
+   * Where checkDelta inflates compressed parts: 'thread-pool' (default: a bomb costs the event
+   * loop nothing) or 'event-loop' (each check finishes in the turn it started, so the order of
+   * concurrent applies never depends on thread timing — the simulator's deterministic runs).
+   */
+  inflateOn?: 'thread-pool' | 'event-loop'
 }
 
 /** deltaSince to a replica that knows nothing: a document this small may lose to its changes. */
@@ -81,12 +87,14 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   private readonly maxDecodedBytes: number
   private readonly maxLoadedBytes: number
   private readonly compactCheckBytes: number
+  private readonly inflate: (part: Uint8Array, options: ZlibOptions) => Promise<Buffer>
 
   constructor(options: AutomergeBackendOptions = {}) {
     this.maxResident = options.maxResident ?? 1_000
     this.maxDecodedBytes = byteCount(options.maxDecodedBytes ?? 32 * 1024 * 1024, 'maxDecodedBytes')
     this.maxLoadedBytes = byteCount(options.maxLoadedBytes ?? 512 * 1024 * 1024, 'maxLoadedBytes')
     this.compactCheckBytes = byteCount(options.compactCheckBytes ?? 16 * 1024, 'compactCheckBytes')
+    this.inflate = options.inflateOn === 'event-loop' ? async (part, options) => inflateRawSync(part, options) : inflateRawAsync
   }
 
   create(actor: Uint8Array): AutomergeDoc {
@@ -190,7 +198,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     for (const part of parts) {
       let out: Buffer
       try {
-        out = await inflateRawAsync(part, { maxOutputLength: Math.max(1, left) })
+        out = await this.inflate(part, { maxOutputLength: Math.max(1, left) })
       } catch (err) {
         if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(limits.maxDecodedBytes)
         throw new ConvergentError('ERR_INVALID_DELTA', 'These bytes are not a valid Automerge delta: a compressed part does not inflate.')

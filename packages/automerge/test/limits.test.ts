@@ -59,6 +59,18 @@ describe('automerge: what a delta decodes to is bounded (decompression bombs)', 
     v.unchanged(v.doc)
   })
 
+  for (const inflateOn of ['thread-pool', 'event-loop'] as const) {
+    it(`checkDelta (inflating on the ${inflateOn}) refuses both bombs before any document exists, and passes an honest compressed document`, async function () {
+      const checker = automergeBackend({ inflateOn })
+      const limits = { maxDecodedBytes: 8 * MiB }
+      await assert.rejects(async () => checker.checkDelta!(bomb(), limits), { code: 'ERR_TOO_LARGE' })
+      await assert.rejects(async () => checker.checkDelta!(changeBomb(), limits), { code: 'ERR_TOO_LARGE' })
+      const compact = hotEntity(2000).whole
+      await checker.checkDelta!(compact, limits)
+      await assert.rejects(async () => checker.checkDelta!(compact, { maxDecodedBytes: 100 }), { code: 'ERR_TOO_LARGE' })
+    })
+  }
+
   it('without limits, a hard default (32 MiB) refuses the 60 MiB bombs; the backend option moves it', function () {
     const v = victim()
     assert.throws(() => backend.applyDelta(v.doc, bomb()), { code: 'ERR_TOO_LARGE' })

@@ -148,7 +148,7 @@ export class Replica {
         createCollection: (name, backend) => this.stateFor(name, backend),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',
-        isRefused: (collection) => this.refused.has(collection),
+        refused: this.refused,
         grantRights: async (collection, id, to, want) => {
           const counter = this.counters.get(collection)
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)

@@ -221,6 +221,30 @@ describe('apply: a delta from a peer', function () {
     }
   })
 
+  it('a peer does not send a collection this replica dropped round after round (it says which it refuses)', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const a = await memoryReplica({ network: hub.createNetwork('a') })
+    const b = await memoryReplica({ network: hub.createNetwork('b') })
+    replicas.push(a, b)
+    for (let i = 0; i < 20; i++) await a.collection('junk').put(`k${i}`, { i })
+    await a.collection('kept').put('x', { v: 1 })
+    hub.connect('a', 'b')
+    await waitFor(() => a.peers().includes('b'), 'connected')
+    await a.sync()
+    expect(await dump(b, 'junk')).to.have.keys(Array.from({ length: 20 }, (_, i) => `k${i}`))
+    await b.dropCollection('junk')
+    for (let round = 0; round < 3; round++) {
+      const [result] = await a.sync()
+      expect(result!.deltasSent).to.equal(0)
+    }
+    expect(b.stats().peers.a?.dropped.collectionDropped ?? 0).to.equal(0)
+    expect(b.collections()).to.not.include('junk')
+    // Everything else still flows.
+    await a.collection('kept').put('y', { v: 2 })
+    await a.sync()
+    expect(await dump(b, 'kept')).to.deep.equal({ x: { v: 1 }, y: { v: 2 } })
+  })
+
   it('drops a push of more than 1,024 entries whole, before applying any', async () => {
     const { victim, evil } = await victimWithEvil()
     victim.collection('p', { backend: 'yjs' })

@@ -116,7 +116,8 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       counterLedger,
       trace,
       rng,
-      backends: [yjsBackend(), automergeBackend()],
+      // Checks inflate on the loop: thread-pool timing would order concurrent applies differently run to run.
+      backends: [yjsBackend(), automergeBackend({ inflateOn: 'event-loop' })],
       collections,
       nodes,
       totals,

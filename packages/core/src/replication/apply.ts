@@ -139,7 +139,7 @@ function collectionFor(
   delta: Uint8Array,
 ): { col: CollectionState } | { error: string } | 'backendMismatch' | 'collectionLimit' | 'collectionDropped' {
   const existing = ctx.entities.collections.get(name)
-  if (existing === undefined && ctx.isRefused(name)) return 'collectionDropped'
+  if (existing === undefined && ctx.refused.has(name)) return 'collectionDropped'
   if (existing !== undefined && existing.backend === backend) return { col: existing }
   const switching = existing !== undefined && existing.tentative && !existing.persisted
   if (existing !== undefined && !switching) return 'backendMismatch'

@@ -96,7 +96,7 @@ export interface ReplicationContext {
   createCollection(name: string, backend: Backend): CollectionState
   isOpen(): boolean
   /** Collections this replica dropped and does not take from peers (see Replica.dropCollection). */
-  isRefused(collection: string): boolean
+  readonly refused: ReadonlySet<string>
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
 }

@@ -100,6 +100,8 @@ interface Round {
   budget: RoundBudget
   /** The peer fetches and uploads deltas in parts. */
   parts: boolean
+  /** Collections the peer dropped and does not take back: not sent to it. */
+  refusedByPeer: Set<string>
   result: RoundResult
 }
 
@@ -212,7 +214,7 @@ export class SyncClient {
       failed: [],
     }
     const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
-    const round: Round = { peer, budget, parts: false, result }
+    const round: Round = { peer, budget, parts: false, refusedByPeer: new Set(), result }
     try {
       const theirs = await this.theirRoots(round)
       if (theirs !== undefined) await this.syncCollections(round, theirs)
@@ -245,10 +247,11 @@ export class SyncClient {
       const response = decodeRootsResponse(await this.request(round, request, MessageType.RootsResponse))
       round.parts = (response.features & FEATURE_PARTS) !== 0
       if (response.same === true) return undefined
+      for (const name of response.refused ?? []) round.refusedByPeer.add(name)
       for (const [name, backend, root] of response.roots) {
         if (cursor !== undefined && name <= cursor) throw invalid(`peer ${round.peer} listed roots out of order`)
         if (entities.collections.has(name)) theirs.set(name, { backend, root })
-        else if (room > 0 && !this.ctx.isRefused(name)) {
+        else if (room > 0 && !this.ctx.refused.has(name)) {
           theirs.set(name, { backend, root })
           room--
         }
@@ -273,6 +276,7 @@ export class SyncClient {
     const names = [...new Set([...entities.collections.keys(), ...theirs.keys()])].sort()
     for (const name of names) {
       round.budget.check()
+      if (!theirs.has(name) && round.refusedByPeer.has(name)) continue
       try {
         await this.syncOne(round, name, theirs.get(name))
       } catch (err) {

@@ -28,6 +28,7 @@ import {
   FEATURE_PARTS,
   MAX_LEAVES_ENTRIES,
   MAX_RANGE_ENTRIES,
+  MAX_REFUSED_NAMES,
   MAX_ROOTS_PER_PAGE,
   MessageType,
   UnsupportedTypeError,
@@ -154,7 +155,8 @@ export class SyncServer {
     const summary = req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
     if (summary !== undefined && bytesEqual(req.summary!, summary)) return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
     const page = await this.ctx.entities.rootsPage(req.cursor, req.paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
-    return encodeRootsResponse({ roots: page.roots, features: FEATURE_PARTS, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
+    const refused = req.cursor === undefined ? [...this.ctx.refused].slice(0, MAX_REFUSED_NAMES) : []
+    return encodeRootsResponse({ roots: page.roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
   }
 
   private async treeOf(name: string): Promise<DigestTree> {

@@ -17,6 +17,8 @@ export const MAX_DELTAS_PER_REQUEST = 1024
 export const MAX_RANGE_ENTRIES = 4096
 export const MAX_LEAVES_ENTRIES = 65_536
 export const MAX_ROOTS_PER_PAGE = 1000
+/** Collections a responder says it refuses (dropCollection), listed on the first roots page. */
+export const MAX_REFUSED_NAMES = 1000
 /** Roots an older responder (no pages) may list in one message. */
 const MAX_ROOTS = 100_000
 
@@ -56,13 +58,16 @@ export function decodeRootsRequest(body: unknown): RootsRequest & { paged: boole
 /**
  * RootsResponse: a page of roots in name order; `next` is the cursor of the following page
  * (absent on the last), `same` says the summaries were equal (no roots follow), `features`
- * what the responder speaks (FEATURE_PARTS). Wire { r: roots, n?: next, s?: 1, f?: features }.
+ * what the responder speaks (FEATURE_PARTS), `refused` the collections it dropped and does not
+ * take back (so the requester does not send them every round; older responders omit it).
+ * Wire { r: roots, n?: next, s?: 1, f?: features, x?: refused }.
  */
 export interface RootsResponse {
   roots: RootEntry[]
   next?: string
   same?: boolean
   features: number
+  refused?: string[]
 }
 
 export function encodeRootsResponse(m: RootsResponse): Uint8Array {
@@ -71,6 +76,7 @@ export function encodeRootsResponse(m: RootsResponse): Uint8Array {
     ...(m.next !== undefined ? { n: m.next } : {}),
     ...(m.same === true ? { s: 1 } : {}),
     f: m.features,
+    ...(m.refused !== undefined && m.refused.length > 0 ? { x: m.refused } : {}),
   })
 }
 
@@ -81,6 +87,7 @@ export function decodeRootsResponse(body: unknown): RootsResponse {
     ...(r.n !== undefined && r.n !== null ? { next: asString(r.n, 'next cursor') } : {}),
     ...(r.s === 1 ? { same: true } : {}),
     features: r.f === undefined ? 0 : asInt(r.f, 'features', 0, 2 ** 31 - 1),
+    ...(r.x !== undefined ? { refused: asArray(r.x, 'refused', MAX_REFUSED_NAMES).map((n, i) => asString(n, `refused ${i}`)) } : {}),
   }
 }
 
