@@ -21,7 +21,11 @@ const positiveInt = (value: string): number => {
   if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer')
   return n
 }
-const list = (value: string): string[] => value.split(',').map((s) => s.trim()).filter(Boolean)
+const list = (value: string): string[] =>
+  value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
 
 const program = new Command()
   .name('convergent-bench')
@@ -98,7 +102,11 @@ async function main(): Promise<number> {
     }
     record(result)
     if (update) update.until = new Date().toISOString()
-    progress(result.error ? `  FAILED: ${result.error.split('\n')[0]}` : `  ${result.primary.name}: ${Math.round(result.primary.value * 100) / 100} ${result.primary.unit}  (${result.wallMs} ms)`)
+    progress(
+      result.error
+        ? `  FAILED: ${result.error.split('\n')[0]}`
+        : `  ${result.primary.name}: ${Math.round(result.primary.value * 100) / 100} ${result.primary.unit}  (${result.wallMs} ms)`,
+    )
     // Written after every run: a long suite interrupted still leaves its results.
     await writeReport(report, o.out, name)
   }

@@ -43,7 +43,7 @@ program
   .description('run a scenario (a shipped name or a path to a .json file)')
   .argument('<scenario>', 'scenario name (see list) or path to a scenario .json')
   .option('--nodes <n>', 'number of nodes (overrides the scenario)', positiveInt)
-  .option('--seed <s>', 'random seed (default: the scenario\'s)', positiveInt)
+  .option('--seed <s>', "random seed (default: the scenario's)", positiveInt)
   .option('--out <dir>', 'where to write report.json and report.html (default sim-out/<scenario>-seed<seed>)')
   .option('--live', 'run on real libp2p nodes in this process, in real time (≤ 10 nodes)')
   .option('--quiet', 'no progress bar')
@@ -93,16 +93,30 @@ function printSummary(r: Report, out: string): void {
   const w = (s: string): boolean => process.stdout.write(`${s}\n`)
   const lat = (s: Report['propagationLatencyMs']['allWrites']): string =>
     s.count === 0 ? 'no writes' : `median ${s.median} ms, p99 ${s.p99} ms, max ${s.max} ms (${s.count} writes)`
-  w(`${r.scenario.name}: ${r.passed ? 'PASSED' : 'FAILED'} (${r.mode}, seed ${r.seed}, ${r.nodes.initial} nodes, ${(r.virtualTimeMs.end / 1000).toFixed(1)} s virtual in ${(r.wall.elapsedMs / 1000).toFixed(1)} s wall)`)
+  w(
+    `${r.scenario.name}: ${r.passed ? 'PASSED' : 'FAILED'} (${r.mode}, seed ${r.seed}, ${r.nodes.initial} nodes, ${(r.virtualTimeMs.end / 1000).toFixed(1)} s virtual in ${(r.wall.elapsedMs / 1000).toFixed(1)} s wall)`,
+  )
   w(`  updates           ${r.updates.acknowledged} acknowledged of ${r.updates.issued}`)
-  w(`  messages/update   ${r.messages.perUpdate} (gossip data ${r.messages.gossipDataPerUpdate}, control ${r.messages.gossipControlPerUpdate}, sync ${r.messages.syncPerUpdate}); bytes/update ${r.bytes.perUpdate === null ? '—' : Math.round(r.bytes.perUpdate)}`)
+  w(
+    `  messages/update   ${r.messages.perUpdate} (gossip data ${r.messages.gossipDataPerUpdate}, control ${r.messages.gossipControlPerUpdate}, sync ${r.messages.syncPerUpdate}); bytes/update ${r.bytes.perUpdate === null ? '—' : Math.round(r.bytes.perUpdate)}`,
+  )
   w(`  propagation       all writes: ${lat(r.propagationLatencyMs.allWrites)}`)
   w(`                    healthy writes: ${lat(r.propagationLatencyMs.healthyWrites)}`)
-  w(`  convergence       ${r.convergence.timeToConvergeAfterHealMs === null ? '' : `${r.convergence.timeToConvergeAfterHealMs} ms after the last heal; `}equal states ${r.convergence.timeToEqualStatesAfterQuiescenceMs ?? 'never'} ms after quiescence`)
+  w(
+    `  convergence       ${r.convergence.timeToConvergeAfterHealMs === null ? '' : `${r.convergence.timeToConvergeAfterHealMs} ms after the last heal; `}equal states ${r.convergence.timeToEqualStatesAfterQuiescenceMs ?? 'never'} ms after quiescence`,
+  )
   if (r.counter !== null) {
     const c = r.counter
-    w(`  counter '${c.name}'  ${c.decrements.accepted} sales accepted (${c.decrements.amountAccepted} units), ${c.decrements.rejected} rejected for lack of rights, ${c.decrements.neverSettled} never settled; ${c.increments.acknowledged} restocks (${c.increments.amountAcknowledged} units incl. initial), ${c.transfers.acknowledged} transfers`)
-    w(`                    rights requests ${c.rightsRequests.sent} (${c.rightsRequests.rightsGranted} rights granted, ${c.rightsRequests.emptyAnswers} empty answers, ${c.rightsRequests.failed} failed); lowest value seen ${c.lowestValueSeen.overall ?? '—'} (min ${c.min}); final ${Object.entries(c.final).map(([id, f]) => `${id}=${f.value ?? 'differs'}`).join(' ')}`)
+    w(
+      `  counter '${c.name}'  ${c.decrements.accepted} sales accepted (${c.decrements.amountAccepted} units), ${c.decrements.rejected} rejected for lack of rights, ${c.decrements.neverSettled} never settled; ${c.increments.acknowledged} restocks (${c.increments.amountAcknowledged} units incl. initial), ${c.transfers.acknowledged} transfers`,
+    )
+    w(
+      `                    rights requests ${c.rightsRequests.sent} (${c.rightsRequests.rightsGranted} rights granted, ${c.rightsRequests.emptyAnswers} empty answers, ${c.rightsRequests.failed} failed); lowest value seen ${c.lowestValueSeen.overall ?? '—'} (min ${c.min}); final ${Object.entries(
+        c.final,
+      )
+        .map(([id, f]) => `${id}=${f.value ?? 'differs'}`)
+        .join(' ')}`,
+    )
   }
   w(`  memory            peak RSS ${Math.round(r.memory.peakRssBytes / 1048576)} MiB, heap ${Math.round(r.memory.peakHeapUsedBytes / 1048576)} MiB`)
   for (const c of r.checks) w(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.summary}`)

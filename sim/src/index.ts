@@ -5,7 +5,19 @@ export { MapStore, emptyMapStoreData } from './nodes/map-store.js'
 export type { HostNode, NetworkControl } from './run/context.js'
 export type { Environment, EnvironmentParts } from './run/environment.js'
 export { loadScenario, listScenarios, resolveScenario, scenariosDir, LIBP2P_GOSSIP_DEFAULTS, DEFAULT_SCENARIO, ScenarioError } from './run/scenario.js'
-export type { Scenario, FaultEvent, LinkParams, GossipParams, NetworkSpec, WorkloadSpec, CounterWorkloadSpec, ReplicaSpec, LatencySpec, InvariantSpec, TargetsSpec } from './run/scenario.js'
+export type {
+  Scenario,
+  FaultEvent,
+  LinkParams,
+  GossipParams,
+  NetworkSpec,
+  WorkloadSpec,
+  CounterWorkloadSpec,
+  ReplicaSpec,
+  LatencySpec,
+  InvariantSpec,
+  TargetsSpec,
+} from './run/scenario.js'
 export type { Report, TargetResult } from './report/report.js'
 export { withoutWallClock } from './report/report.js'
 export { renderHtml } from './report/html.js'

@@ -97,7 +97,10 @@ describe('sim: checkers catch broken runs', function () {
       tamper: (ctx) => {
         ctx.scheduler.at(5000, () => {
           const net = (ctx.nodes[0] as SimNode).network!
-          void net.publish('/convergent/default/c/yjs-items', encodeMessage(MessageType.Push, { c: 'yjs-items', b: 'yjs', o: net.peerId, s: 1, e: [['e1', new Uint8Array([1, 2, 3])]] }))
+          void net.publish(
+            '/convergent/default/c/yjs-items',
+            encodeMessage(MessageType.Push, { c: 'yjs-items', b: 'yjs', o: net.peerId, s: 1, e: [['e1', new Uint8Array([1, 2, 3])]] }),
+          )
         })
       },
     })

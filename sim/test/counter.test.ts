@@ -2,7 +2,6 @@ import { expect } from 'chai'
 import { decodeMessage, MessageType } from '@convergent/core/internal'
 import { loadScenario, resolveScenario, runScenario, type Scenario, type SimNode } from '../src/index.js'
 
-
 /** The shipped stock-partition scenario, shortened: the same faults at half the times. */
 function stockPartitionSmall(): Scenario {
   const s = loadScenario('stock-partition')
@@ -13,7 +12,14 @@ function stockPartitionSmall(): Scenario {
     settleMs: 20_000,
     workload: { ...s.workload, startMs: 1_000 },
     faults: [
-      { at: 4000, type: 'partition', groups: [[0, 1, 2], [3, 4, 5]] },
+      {
+        at: 4000,
+        type: 'partition',
+        groups: [
+          [0, 1, 2],
+          [3, 4, 5],
+        ],
+      },
       { at: 6000, type: 'crash', node: 4 },
       { at: 7500, type: 'restart', node: 4 },
       { at: 9000, type: 'heal' },
@@ -56,7 +62,10 @@ describe('sim: bounded counter workload', function () {
   })
 
   it('a run without a counter workload has no counter checks or report section', async function () {
-    const r = await runScenario(resolveScenario({ nodes: 3, durationMs: 3000, settleMs: 5000, workload: { ratePerSec: 5, entities: 4, startMs: 500 } }, 'plain'), { seed: 1 })
+    const r = await runScenario(
+      resolveScenario({ nodes: 3, durationMs: 3000, settleMs: 5000, workload: { ratePerSec: 5, entities: 4, startMs: 500 } }, 'plain'),
+      { seed: 1 },
+    )
     expect(r.counter).to.equal(null)
     expect(r.checks.map((c) => c.name).filter((n) => n.startsWith('counter-'))).to.deep.equal([])
     expect(r.timeline.stock).to.equal(undefined)
@@ -77,7 +86,11 @@ describe('sim: bounded counter workload', function () {
         nodes: 2,
         durationMs: 12_000,
         settleMs: 10_000,
-        workload: { ratePerSec: 0, entities: 1, counter: { ids: 1, initial: 10, restockers: 1, incrementRate: 0, decrementRate: 0, transferRate: 0, waitMs: 0 } },
+        workload: {
+          ratePerSec: 0,
+          entities: 1,
+          counter: { ids: 1, initial: 10, restockers: 1, incrementRate: 0, decrementRate: 0, transferRate: 0, waitMs: 0 },
+        },
         replica: { writeLatencyMs: 1000, syncIntervalMs: 600_000 },
         faults: [
           { at: 500, type: 'isolate', node: 1 },
@@ -133,6 +146,13 @@ describe('sim: bounded counter workload', function () {
       },
     })
     expect(phase, 'the round went as planned').to.equal('crashed')
-    expect(r.passed, JSON.stringify(r.checks.filter((c) => !c.ok), null, 1)).to.equal(true)
+    expect(
+      r.passed,
+      JSON.stringify(
+        r.checks.filter((c) => !c.ok),
+        null,
+        1,
+      ),
+    ).to.equal(true)
   })
 })

@@ -16,7 +16,12 @@ describe('sim: determinism', function () {
       network: { loss: 0.05, duplicate: 0.05, reorder: 0.1 },
       replica: { writeLatencyMs: 3 },
       // The counter workload too: its operations, rights requests and sampling reads.
-      workload: { ratePerSec: 10, entities: 12, startMs: 1_000, counter: { ids: 2, initial: 30, restockers: 2, incrementRate: 2, decrementRate: 6, waitMs: 300, transferRate: 1 } },
+      workload: {
+        ratePerSec: 10,
+        entities: 12,
+        startMs: 1_000,
+        counter: { ids: 2, initial: 30, restockers: 2, incrementRate: 2, decrementRate: 6, waitMs: 300, transferRate: 1 },
+      },
     })
     const a = await runScenario(scenario, { seed: 11 })
     const b = await runScenario(scenario, { seed: 11 })

@@ -12,7 +12,14 @@ networkComplianceSuite('sim SimNetwork', async (n) => {
   const networks: SimNetwork[] = []
   for (let i = 0; i < n; i++) {
     const index = fabric.addNode(`peer-${i}`)
-    networks.push(new SimNetwork(fabric, index, scheduler.clockFor(rng.fork(`c${i}`), () => 0), rng.fork(`n${i}`)))
+    networks.push(
+      new SimNetwork(
+        fabric,
+        index,
+        scheduler.clockFor(rng.fork(`c${i}`), () => 0),
+        rng.fork(`n${i}`),
+      ),
+    )
   }
   for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) fabric.want(a, b)
   const stopPump = startRealtimePump(scheduler)

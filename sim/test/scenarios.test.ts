@@ -35,7 +35,12 @@ describe('sim: scenarios', function () {
     expect(r.convergence.converged).to.equal(true)
     expect(r.convergence.afterEachHeal).to.have.length(1)
     expect(r.faults[0]).to.include({ kind: 'partition', fromMs: 4000, toMs: 8000 })
-    expect(r.checks.map((c) => c.name)).to.include.members(['convergence', 'acknowledged-writes-survive', 'monotonic-registers', 'groups-converge-during-partition'])
+    expect(r.checks.map((c) => c.name)).to.include.members([
+      'convergence',
+      'acknowledged-writes-survive',
+      'monotonic-registers',
+      'groups-converge-during-partition',
+    ])
   })
 
   it('lossy (small): 20 % loss, duplication and reordering still converge', async function () {

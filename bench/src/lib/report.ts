@@ -16,18 +16,35 @@ export interface Report {
 
 /** results.jsonl: one header line (machine, command), then one line per run. */
 export function parseJsonl(text: string): Report {
-  const lines = text.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as { type: string } & Record<string, unknown>)
+  const lines = text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as { type: string } & Record<string, unknown>)
   const header = lines.find((l) => l.type === 'header') as unknown as Omit<Report, 'results'> | undefined
   if (header === undefined) throw new Error('no header line in the results file')
   const results = lines.filter((l) => l.type === 'result').map(({ type: _type, ...r }) => r as unknown as Result)
-  return { machine: header.machine, command: header.command, startedAt: header.startedAt, mode: header.mode, ...(header.updates ? { updates: header.updates } : {}), results }
+  return {
+    machine: header.machine,
+    command: header.command,
+    startedAt: header.startedAt,
+    mode: header.mode,
+    ...(header.updates ? { updates: header.updates } : {}),
+    results,
+  }
 }
 
 /** Identifies a run across suites: a rerun replaces the old line with the same key. */
 export const runKey = (r: { workload: string; case: string; system: string; n: number }): string => `${r.workload}|${r.case}|${r.system}|${r.n}`
 
 export function toJsonl(report: Report): string {
-  const header = { type: 'header', machine: report.machine, command: report.command, startedAt: report.startedAt, mode: report.mode, ...(report.updates ? { updates: report.updates } : {}) }
+  const header = {
+    type: 'header',
+    machine: report.machine,
+    command: report.command,
+    startedAt: report.startedAt,
+    mode: report.mode,
+    ...(report.updates ? { updates: report.updates } : {}),
+  }
   return [header, ...report.results.map((r) => ({ type: 'result', ...r }))].map((l) => JSON.stringify(l)).join('\n') + '\n'
 }
 
@@ -99,7 +116,9 @@ export function toSummary(report: Report): string {
       c
         .pick(group)
         .map((r) => {
-          const ratios = ratiosFor(r, group).replace(/Yjs: |Automerge: /g, '').replace(' · ', ' / ')
+          const ratios = ratiosFor(r, group)
+            .replace(/Yjs: |Automerge: /g, '')
+            .replace(' · ', ' / ')
           return ratios === '' ? short(r) : `${short(r)} (${ratios})`
         })
         .join(' / '),
@@ -120,10 +139,14 @@ export function toMarkdown(report: Report): string {
   lines.push(`- Command: \`${report.command}\``)
   for (const u of report.updates ?? []) {
     const rows = report.results.filter((r) => r.startedAt >= u.startedAt && (u.until === undefined || r.startedAt <= u.until))
-    lines.push(`- Updated ${u.startedAt} by \`${u.command}\` (load average ${u.loadAverage}): ${rows.map((r) => `${r.workload} ${r.case} ${r.system} n=${r.n}`).join(', ')}`)
+    lines.push(
+      `- Updated ${u.startedAt} by \`${u.command}\` (load average ${u.loadAverage}): ${rows.map((r) => `${r.workload} ${r.case} ${r.system} n=${r.n}`).join(', ')}`,
+    )
   }
   lines.push('')
-  lines.push('"Convergent vs this" is how many times better Convergent is on the primary metric (higher throughput or shorter time), per Convergent backend; against the raw ceiling, the share of it Convergent reaches.')
+  lines.push(
+    '"Convergent vs this" is how many times better Convergent is on the primary metric (higher throughput or shorter time), per Convergent backend; against the raw ceiling, the share of it Convergent reaches.',
+  )
   lines.push('')
   lines.push('## Summary')
   lines.push('')
@@ -143,7 +166,8 @@ export function toMarkdown(report: Report): string {
     for (const group of groups.values()) {
       for (const r of group) {
         const retried = r.retriedAfter !== undefined ? ` (second attempt; the first failed: ${r.retriedAfter.split('\n')[0]})` : ''
-        const result = (r.error !== undefined ? `**failed**: ${r.error.split('\n')[0]}` : `${fmt(r.primary.value, r.primary.unit)} (${r.primary.name})`) + retried
+        const result =
+          (r.error !== undefined ? `**failed**: ${r.error.split('\n')[0]}` : `${fmt(r.primary.value, r.primary.unit)} (${r.primary.name})`) + retried
         const n = (r.n ?? 0).toLocaleString('en-US')
         lines.push(`| ${r.case} | ${n} | ${r.label} | ${result} | ${ratiosFor(r, group)} | ${details(r)} |`)
       }

@@ -55,7 +55,10 @@ export class RawLink {
   }
 
   get port(): number {
-    const tcpPart = this.libp2p.getMultiaddrs()[0]?.toString().match(/\/tcp\/(\d+)/)
+    const tcpPart = this.libp2p
+      .getMultiaddrs()[0]
+      ?.toString()
+      .match(/\/tcp\/(\d+)/)
     if (!tcpPart) throw new Error('the raw ceiling node has no TCP listen address')
     return Number(tcpPart[1])
   }
@@ -139,7 +142,7 @@ function encodeEntries(entries: Entries): Uint8Array {
 function decodeEntries(bytes: Uint8Array): Entries {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const entries: Entries = []
-  for (let at = 0; at < buf.byteLength; ) {
+  for (let at = 0; at < buf.byteLength;) {
     const idLength = buf.readUInt32BE(at)
     const id = buf.toString('utf8', at + 4, at + 4 + idLength)
     at += 4 + idLength

@@ -38,7 +38,12 @@ export const w2: Workload = {
       const t0 = now()
       await inWindow(s.n, window, (i) => pair.a.node.put(entityId(i), product(i)))
       const writeMs = now() - t0
-      await waitFor(() => `B to have all ${s.n} entities (has ${b.node.received() - 1})`, () => b.node.received() >= s.n + 1, s.timeoutMs - 30_000, 2)
+      await waitFor(
+        () => `B to have all ${s.n} entities (has ${b.node.received() - 1})`,
+        () => b.node.received() >= s.n + 1,
+        s.timeoutMs - 30_000,
+        2,
+      )
       const ms = now() - t0
       await pair.a.node.flush()
       log(`${s.n} entities at B after ${Math.round(ms)} ms (A wrote them in ${Math.round(writeMs)} ms)`)
@@ -50,7 +55,10 @@ export const w2: Workload = {
         wireBytesPerEntity: round(pair.meter.total / s.n, 1),
       }
       if (s.system.startsWith('convergent-')) {
-        const deltas = deltaBytes(s.system === 'convergent-yjs' ? 'yjs' : 'automerge', Array.from({ length: s.n }, (_, i) => ({ after: product(i) })))
+        const deltas = deltaBytes(
+          s.system === 'convergent-yjs' ? 'yjs' : 'automerge',
+          Array.from({ length: s.n }, (_, i) => ({ after: product(i) })),
+        )
         metrics.deltaBytes = deltas
         metrics.wirePerDelta = round(pair.meter.total / deltas, 2)
       }

@@ -36,7 +36,12 @@ export const w3: Workload = {
 
       const t0 = now()
       const joiner = (b = await pair.openB()).node
-      await waitFor(() => `B to catch up on ${s.n} entities (has ${joiner.received()})`, () => joiner.received() >= s.n, s.timeoutMs - 30_000, 2)
+      await waitFor(
+        () => `B to catch up on ${s.n} entities (has ${joiner.received()})`,
+        () => joiner.received() >= s.n,
+        s.timeoutMs - 30_000,
+        2,
+      )
       const ms = now() - t0
       log(`B caught up on ${s.n} entities in ${Math.round(ms)} ms, ${pair.meter.total} bytes on the wire`)
 
@@ -46,7 +51,10 @@ export const w3: Workload = {
         wireBytesPerEntity: round(pair.meter.total / s.n, 1),
       }
       if (s.system.startsWith('convergent-')) {
-        const deltas = deltaBytes(s.system === 'convergent-yjs' ? 'yjs' : 'automerge', Array.from({ length: s.n }, (_, i) => ({ after: product(i) })))
+        const deltas = deltaBytes(
+          s.system === 'convergent-yjs' ? 'yjs' : 'automerge',
+          Array.from({ length: s.n }, (_, i) => ({ after: product(i) })),
+        )
         // What the replicas themselves counted: sync requests/responses and gossip, both ways.
         const stats = (b.node as ConvergentNode).replica.stats()
         const peer = stats.peers[pair.a.node.token]

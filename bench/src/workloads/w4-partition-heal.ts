@@ -54,7 +54,12 @@ export const w4: Workload = {
       pair.meter.reset()
       const t0 = now()
       await b.connect(pair.meter.port, a.token)
-      await waitFor(() => `convergence (A has ${aHasB.size}, B has ${bHasA.size} of ${s.n})`, () => aHasB.size >= s.n && bHasA.size >= s.n, 120_000, 2)
+      await waitFor(
+        () => `convergence (A has ${aHasB.size}, B has ${bHasA.size} of ${s.n})`,
+        () => aHasB.size >= s.n && bHasA.size >= s.n,
+        120_000,
+        2,
+      )
       const ms = now() - t0
       await verifyEqual(a, b, s.n)
       log(`healed ${s.n}+${s.n} divergent entities in ${Math.round(ms)} ms, ${pair.meter.total} bytes`)
@@ -63,8 +68,14 @@ export const w4: Workload = {
       const appBytes = sumBytes(after, a.token) - sumBytes(before, a.token) + (after.pushed.bytes - before.pushed.bytes)
       const backend = s.system === 'convergent-yjs' ? 'yjs' : 'automerge'
       const deltas =
-        deltaBytes(backend, Array.from({ length: s.n }, (_, i) => ({ before: product(i), after: { ...product(i), price: priceOnA(i) } }))) +
-        deltaBytes(backend, Array.from({ length: s.n }, (_, i) => ({ before: product(i), after: { ...product(i), stock: stockOnB(i) } })))
+        deltaBytes(
+          backend,
+          Array.from({ length: s.n }, (_, i) => ({ before: product(i), after: { ...product(i), price: priceOnA(i) } })),
+        ) +
+        deltaBytes(
+          backend,
+          Array.from({ length: s.n }, (_, i) => ({ before: product(i), after: { ...product(i), stock: stockOnB(i) } })),
+        )
       return {
         primary: { name: 'time to converge', value: ms, unit: 'ms', better: 'lower' },
         metrics: {

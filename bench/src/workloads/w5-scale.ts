@@ -42,7 +42,8 @@ export const w5: Workload = {
       await cp(join(dirA, 'db'), join(dirB, 'db'), { recursive: true })
       log(`probing a store of ${reached} entities`)
       const probe = await runProbe({ backend, dirA, dirB, n: reached, rounds: 5 })
-      const notes = reached < s.n ? [`stopped at ${reached.toLocaleString('en-US')} of ${s.n.toLocaleString('en-US')}: the ${s.params.budgetS} s write budget ran out`] : []
+      const notes =
+        reached < s.n ? [`stopped at ${reached.toLocaleString('en-US')} of ${s.n.toLocaleString('en-US')}: the ${s.params.budgetS} s write budget ran out`] : []
       if (probe.entitiesDiffering > 0) notes.push(`the in-sync round found ${probe.entitiesDiffering} differing entities`)
       return {
         n: reached,

@@ -55,14 +55,22 @@ async function main(): Promise<void> {
   process.on('SIGTERM', onSignal)
 
   const result = await runScenario(
-    { quick: options.quick ?? false, keep: options.keep ?? false, seed: options.seed, signal: controller.signal, ...(options.orders ? { orders: options.orders } : {}) },
+    {
+      quick: options.quick ?? false,
+      keep: options.keep ?? false,
+      seed: options.seed,
+      signal: controller.signal,
+      ...(options.orders ? { orders: options.orders } : {}),
+    },
     { log: (line) => bar.log(line), progress: (done, total, label) => bar.update(done, total, label) },
   )
   bar.finish()
 
   if (result.interrupted) {
     const left = result.processesLeft.length
-    console.log(`Interrupted. Stopped ${result.pids.length - left} of ${result.pids.length} service processes (pids ${result.pids.join(', ')})${left ? `; STILL RUNNING: ${result.processesLeft.join(', ')}` : ''}.`)
+    console.log(
+      `Interrupted. Stopped ${result.pids.length - left} of ${result.pids.length} service processes (pids ${result.pids.join(', ')})${left ? `; STILL RUNNING: ${result.processesLeft.join(', ')}` : ''}.`,
+    )
     console.log(result.kept ? `Data kept in ${result.dataRoot}` : `Removed ${result.dataRoot}`)
     process.exitCode = left ? 1 : 130
     return

@@ -53,7 +53,9 @@ describe('order desk: an order id places the order at most once', function () {
     const again = accepted(await desk.place({ id: 'web-test-00001', sku: SKU, qty: 2 }))
     expect(again).to.deep.equal(first)
 
-    const [x, y] = (await Promise.all([desk.place({ id: 'web-test-00002', sku: SKU, qty: 1 }), desk.place({ id: 'web-test-00002', sku: SKU, qty: 1 })])).map(accepted)
+    const [x, y] = (await Promise.all([desk.place({ id: 'web-test-00002', sku: SKU, qty: 1 }), desk.place({ id: 'web-test-00002', sku: SKU, qty: 1 })])).map(
+      accepted,
+    )
     expect(x).to.deep.equal(y)
     expect(await shop.stock.value(SKU)).to.equal(7)
     let orders = 0

@@ -37,11 +37,20 @@ describe('e-commerce scenario (quick mode)', function () {
 
   it('takes orders on both sides of the partition, each within its own rights', () => {
     const during = r.attempts.filter((a) => a.phase === 'partition' && a.outcome === 'accepted')
-    expect(during.some((a) => a.channel === 'web'), 'web orders accepted by the orders service').to.equal(true)
-    expect(during.some((a) => a.channel === 'store'), 'shop-counter orders accepted by inventory').to.equal(true)
+    expect(
+      during.some((a) => a.channel === 'web'),
+      'web orders accepted by the orders service',
+    ).to.equal(true)
+    expect(
+      during.some((a) => a.channel === 'store'),
+      'shop-counter orders accepted by inventory',
+    ).to.equal(true)
     expect(r.rightsAtCut).to.not.equal(null)
     // A side never sells more during the partition than the rights it held at the cut.
-    for (const [channel, side] of [['web', 'orders'], ['store', 'inventory']] as const) {
+    for (const [channel, side] of [
+      ['web', 'orders'],
+      ['store', 'inventory'],
+    ] as const) {
       for (const [sku, rights] of Object.entries(r.rightsAtCut![side])) {
         const n = during.filter((a) => a.channel === channel && a.sku === sku).reduce((x, a) => x + a.qty, 0)
         expect(n, `${side} ${sku}`).to.be.at.most(rights)

@@ -12,13 +12,27 @@ describe('e-commerce building blocks', () => {
     const router = new Router().on('GET', '/orders/:id', () => ({ status: 200, body: 1 })).on('POST', '/orders', () => ({ status: 201, body: 2 }))
     expect(router.match('GET', '/orders/web-1').params).to.deep.equal({ id: 'web-1' })
     expect(router.match('POST', '/orders').params).to.deep.equal({})
-    expect(() => router.match('GET', '/nope')).to.throw(HttpError).with.property('status', 404)
-    expect(() => router.match('DELETE', '/orders/x')).to.throw(HttpError).with.property('status', 405)
+    expect(() => router.match('GET', '/nope'))
+      .to.throw(HttpError)
+      .with.property('status', 404)
+    expect(() => router.match('DELETE', '/orders/x'))
+      .to.throw(HttpError)
+      .with.property('status', 405)
   })
 
   it('digests ignore key and entry order', () => {
     expect(stableStringify({ b: 1, a: [1, { d: 2, c: 3 }] })).to.equal('{"a":[1,{"c":3,"d":2}],"b":1}')
-    expect(digestOf([['x', { a: 1, b: 2 }], ['y', 1]])).to.equal(digestOf([['y', 1], ['x', { b: 2, a: 1 }]]))
+    expect(
+      digestOf([
+        ['x', { a: 1, b: 2 }],
+        ['y', 1],
+      ]),
+    ).to.equal(
+      digestOf([
+        ['y', 1],
+        ['x', { b: 2, a: 1 }],
+      ]),
+    )
     expect(digestOf([['x', 1]])).to.not.equal(digestOf([['x', 2]]))
   })
 
@@ -40,7 +54,13 @@ describe('e-commerce building blocks', () => {
   })
 
   it('renders aligned tables', () => {
-    const text = renderTable([['a', '1'], ['bbb', '22']], { align: ['left', 'right'] })
+    const text = renderTable(
+      [
+        ['a', '1'],
+        ['bbb', '22'],
+      ],
+      { align: ['left', 'right'] },
+    )
     expect(text.split('\n')).to.deep.equal(['┌─────┬────┐', '│ a   │  1 │', '│ bbb │ 22 │', '└─────┴────┘'])
   })
 
@@ -79,7 +99,10 @@ describe('e-commerce building blocks', () => {
       invariants: [],
     }
     expect(checkInvariants(good).filter((i) => !i.ok)).to.deep.equal([])
-    const failed = (r: ScenarioResult): string[] => checkInvariants(r).filter((i) => !i.ok).map((i) => i.name)
+    const failed = (r: ScenarioResult): string[] =>
+      checkInvariants(r)
+        .filter((i) => !i.ok)
+        .map((i) => i.name)
     expect(failed({ ...good, lowestStock: { ...good.lowestStock, overall: -1 } })).to.deep.equal(['no oversell: stock never below 0 on any replica'])
     expect(failed({ ...good, initialStock: { mug: 1 } })).to.include('no oversell: accepted quantity ≤ initial stock')
     expect(failed({ ...good, lost: { checked: 3, missing: [{ service: 'payments', id: 'w1' }] } })).to.deep.equal(['acknowledged writes lost = 0'])

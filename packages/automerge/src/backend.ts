@@ -209,7 +209,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   applyDelta(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits): AutomergeDoc {
-    const checked = checkChunks(delta, { parseAfterFirst: true, maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes') })
+    const checked = checkChunks(delta, {
+      parseAfterFirst: true,
+      maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes'),
+    })
     const { hasChange } = checked
     const maxDepth = limits?.maxDepth ?? DEFAULT_MAX_DEPTH
     if (checked.changeOps > maxDepth && nestingDepth(checked.changes) > maxDepth) {
@@ -400,7 +403,6 @@ function byteCount(n: number, name: string): number {
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((h, i) => h === b[i])
 }
-
 
 function lastLocalChange(doc: AutomergeDoc): Uint8Array | null {
   return A.getLastLocalChange(doc) ?? null

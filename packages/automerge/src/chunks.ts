@@ -456,5 +456,8 @@ function invalid(why: string): ConvergentError {
 }
 
 function tooLarge(max: number): ConvergentError {
-  return new ConvergentError('ERR_TOO_LARGE', `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes; compressed chunks and columns count inflated, every operation ${ROW_BYTES} bytes more). It was not applied.`)
+  return new ConvergentError(
+    'ERR_TOO_LARGE',
+    `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes; compressed chunks and columns count inflated, every operation ${ROW_BYTES} bytes more). It was not applied.`,
+  )
 }

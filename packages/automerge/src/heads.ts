@@ -13,7 +13,10 @@ export function encodeHeads(heads: readonly string[]): Uint8Array {
 
 export function decodeHeads(bytes: Uint8Array): string[] {
   if (bytes.byteLength % HASH_BYTES !== 0) {
-    throw new ConvergentError('ERR_INVALID_VERSION', `An Automerge version is a whole number of ${HASH_BYTES}-byte hashes; got ${bytes.byteLength} bytes. Pass the bytes version() returned.`)
+    throw new ConvergentError(
+      'ERR_INVALID_VERSION',
+      `An Automerge version is a whole number of ${HASH_BYTES}-byte hashes; got ${bytes.byteLength} bytes. Pass the bytes version() returned.`,
+    )
   }
   const heads: string[] = []
   for (let i = 0; i < bytes.byteLength; i += HASH_BYTES) heads.push(toHex(bytes.subarray(i, i + HASH_BYTES)))

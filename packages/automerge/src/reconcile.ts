@@ -88,7 +88,12 @@ function reconcileCopies(handle: Handle, copies: readonly Record<string, unknown
     const current = merged[key]
     if (current !== undefined && storedEquals(current, value)) continue
     if (isJsonObject(value) && isStoredMap(current)) {
-      reconcileCopies(handle, copies.flatMap((copy) => mapsAt(copy, key)), value, current)
+      reconcileCopies(
+        handle,
+        copies.flatMap((copy) => mapsAt(copy, key)),
+        value,
+        current,
+      )
       continue
     }
     const holder = winningCopy(handle, copies, key)

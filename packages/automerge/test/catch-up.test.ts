@@ -37,7 +37,8 @@ describe('automerge: catch-up deltas stay compact', function () {
       return { doc, deltas }
     }
 
-    const replicaWith = (deltas: readonly Uint8Array[], n: number): AutomergeDoc => deltas.reduce((d, delta) => backend.applyDelta(d, delta), backend.create(actor(n)))
+    const replicaWith = (deltas: readonly Uint8Array[], n: number): AutomergeDoc =>
+      deltas.reduce((d, delta) => backend.applyDelta(d, delta), backend.create(actor(n)))
 
     it('applies, is idempotent, and equals applying the changes', function () {
       const { doc, deltas } = history(400)

@@ -16,7 +16,12 @@ describe('automerge: objects created concurrently at the same key merge (README,
   }
 
   it('{address: {city}} and {address: {zip}} read as {address: {city, zip}} everywhere, nested objects too', function () {
-    const r = concurrently({ name: 'Ann' }, { name: 'Ann', address: { city: 'X', geo: { lat: 1 } } }, { name: 'Ann', address: { zip: 'Y', geo: { lon: 2 } } }, 10)
+    const r = concurrently(
+      { name: 'Ann' },
+      { name: 'Ann', address: { city: 'X', geo: { lat: 1 } } },
+      { name: 'Ann', address: { zip: 'Y', geo: { lon: 2 } } },
+      10,
+    )
     const expected = { name: 'Ann', address: { city: 'X', zip: 'Y', geo: { lat: 1, lon: 2 } } }
     assert.deepEqual(backend.read(r.a), expected)
     assert.deepEqual(backend.read(r.b), expected)

@@ -41,14 +41,20 @@ describe('convergent CLI', function () {
     expect((await cli('ls', dir, 'products')).stdout).to.equal('mug\n')
     expect((await cli('ls', dir, 'products', '--values')).stdout).to.equal('["mug",{"name":"Mug","price":10}]\n')
     expect(JSON.parse((await cli('get', dir, 'orders', 'o1')).stdout)).to.deep.equal({ sku: 'mug', qty: 2 })
-    const feed = (await cli('feed', dir, 'products')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string; origin: string })
+    const feed = (await cli('feed', dir, 'products')).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { seq: number; id: string; kind: string; origin: string })
     expect(feed.map((e) => [e.seq, e.id, e.kind, e.origin])).to.deep.equal([
       [1, 'mug', 'put', 'local'],
       [2, 'cup', 'put', 'local'],
       [3, 'mug', 'put', 'local'],
       [4, 'cup', 'delete', 'local'],
     ])
-    const since = (await cli('feed', dir, 'products', '--since', '3')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; id: string; kind: string })
+    const since = (await cli('feed', dir, 'products', '--since', '3')).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { seq: number; id: string; kind: string })
     expect(since.map((e) => [e.seq, e.id, e.kind])).to.deep.equal([[4, 'cup', 'delete']])
   })
 

@@ -4,7 +4,11 @@ export const BACKENDS = ['yjs', 'automerge'] as const
 export type BackendName = (typeof BACKENDS)[number]
 
 /** Runs a Node script in a child process (killed after timeoutMs) and collects its output. */
-export function runNode(file: string, args: string[] = [], options: { cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runNode(
+  file: string,
+  args: string[] = [],
+  options: { cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [file, ...args], options.cwd === undefined ? {} : { cwd: options.cwd })
     let stdout = ''

@@ -41,7 +41,6 @@ import {
 import { waitFor } from './helpers.js'
 import { GARBAGE_CASES } from './wire-garbage.js'
 
-
 /**
  * The bounds of issue #11 — event-loop delay p99 < 100 ms (HOSTILE_P99_MS to change it), RSS
  * growth < 200 MB, the honest write within 2 s — are figures of the machine as much as of the
@@ -144,7 +143,11 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     expect(cast.victim.closed).to.equal(false)
     if (!STRICT) return
     if (P99.wallClock()) expect(r.p99Ms, 'event-loop delay p99 (ms)').to.be.below(P99.boundMs)
-    else expect(r.busyP99Ms, `busy event-loop delay p99 (ms; load ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores: wall-clock p99 ${r.p99Ms.toFixed(0)} ms not asserted)`).to.be.below(P99.boundMs)
+    else
+      expect(
+        r.busyP99Ms,
+        `busy event-loop delay p99 (ms; load ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores: wall-clock p99 ${r.p99Ms.toFixed(0)} ms not asserted)`,
+      ).to.be.below(P99.boundMs)
     expect(r.rssPeakMb, 'RSS growth (MB)').to.be.below(200)
   }
 
@@ -155,7 +158,8 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
   async function claimingRoots(extra: [string, string, Uint8Array][], rest: Answer): Promise<Answer> {
     const mirrored = (await cast.hostile.victimRoots(cast.victim.peerId)).filter(([n]) => !extra.some(([e]) => e === n))
     const roots = msg(MessageType.RootsResponse, { r: [...mirrored, ...extra].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)), f: 1 })
-    return (type, body, raw) => (type === MessageType.RootsRequest ? roots : type === MessageType.NodesRequest ? msg(MessageType.Error, { m: 'no' }) : rest(type, body, raw))
+    return (type, body, raw) =>
+      type === MessageType.RootsRequest ? roots : type === MessageType.NodesRequest ? msg(MessageType.Error, { m: 'no' }) : rest(type, body, raw)
   }
 
   /**
@@ -234,7 +238,8 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     const names = ['bad\u0000name', 'L'.repeat(300)]
     hostile.answer = await claimingRoots(
       names.map((n) => [n, 'yjs', SOME_ROOT]),
-      (type) => (type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['x', yDelta({ evil: 1 })]] }) : benign(type, undefined, new Uint8Array())),
+      (type) =>
+        type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['x', yDelta({ evil: 1 })]] }) : benign(type, undefined, new Uint8Array()),
     )
     const failures: string[] = []
     const r = await runAttack(cast, {
@@ -315,7 +320,8 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
         await hostile.ask(victim.peerId, request)
         await hostile.ask(victim.peerId, roots)
       },
-      note: () => `request ${(request.byteLength / MB).toFixed(1)} MB, gossip ${(gossip.byteLength / MB).toFixed(1)} MB, ignored roots ${(roots.byteLength / MB).toFixed(1)} MB; malformed drops ${dropped('malformed')}`,
+      note: () =>
+        `request ${(request.byteLength / MB).toFixed(1)} MB, gossip ${(gossip.byteLength / MB).toFixed(1)} MB, ignored roots ${(roots.byteLength / MB).toFixed(1)} MB; malformed drops ${dropped('malformed')}`,
     })
     await expectSurvived(r)
   })
@@ -375,7 +381,7 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     await expectSurvived(r)
   })
 
-  it('e3. the endless range answers with no signal: the round runs on at the peer\'s pace, bounded only by the round budget (measured, then ended by the peer)', async function () {
+  it("e3. the endless range answers with no signal: the round runs on at the peer's pace, bounded only by the round budget (measured, then ended by the peer)", async function () {
     const { victim, hostile } = cast
     let endless = true
     hostile.answer = await endlessRanges(() => endless)
@@ -401,13 +407,30 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
   it('f. deltas that do not apply, for a collection opened without a backend, under another backend: the backend stays', async function () {
     const { victim, hostile, honest } = cast
     hostile.answer = await claimingRoots([['f-default', 'automerge', SOME_ROOT]], (type) =>
-      type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['fx', AM_GARBAGE], ['fy', amChunkWithGarbageBody()]] }) : msg(MessageType.Error, { m: 'no' }),
+      type === MessageType.RangeRequest
+        ? msg(MessageType.RangeResponse, {
+            e: [
+              ['fx', AM_GARBAGE],
+              ['fy', amChunkWithGarbageBody()],
+            ],
+          })
+        : msg(MessageType.Error, { m: 'no' }),
     )
     const r = await runAttack(cast, {
       name: 'f backend switch',
       pass: async () => {
         await hostile.publish(topic('f-default'), push('f-default', 'automerge', [['fx', AM_GARBAGE]]))
-        await hostile.ask(victim.peerId, msg(MessageType.DeltasRequest, { c: 'f-default', b: 'automerge', e: [['fx', AM_GARBAGE], ['fy', amChunkWithGarbageBody()]] }))
+        await hostile.ask(
+          victim.peerId,
+          msg(MessageType.DeltasRequest, {
+            c: 'f-default',
+            b: 'automerge',
+            e: [
+              ['fx', AM_GARBAGE],
+              ['fy', amChunkWithGarbageBody()],
+            ],
+          }),
+        )
         await victim.sync({ signal: AbortSignal.timeout(5_000) })
       },
       note: () => `invalidDelta drops ${dropped('invalidDelta')}`,
@@ -483,14 +506,19 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
       pass: async () => {
         for (let i = 0; i < 100; i++, published++) await hostile.publish(topic('p'), garbage[i % garbage.length]!)
       },
-      note: () => `${published} messages published; rateLimited ${dropped('rateLimited')}, malformed ${dropped('malformed')}, invalidDelta ${dropped('invalidDelta')}, backendMismatch ${dropped('backendMismatch')}`,
+      note: () =>
+        `${published} messages published; rateLimited ${dropped('rateLimited')}, malformed ${dropped('malformed')}, invalidDelta ${dropped('invalidDelta')}, backendMismatch ${dropped('backendMismatch')}`,
     })
     await expectSurvived(r)
   })
 
   it('g2b. a gossip flood of pushes of 1,024 bad deltas each (50 a pass, as fast as the peer can publish): refused before any document exists, paced over the replica, rate-limited (was: seconds blocked, +170-260 MB)', async function () {
     const { hostile } = cast
-    const flood = push('p', 'yjs', Array.from({ length: 1024 }, (_, i) => [`g${i}`, YJS_GARBAGE] as [string, Uint8Array]))
+    const flood = push(
+      'p',
+      'yjs',
+      Array.from({ length: 1024 }, (_, i) => [`g${i}`, YJS_GARBAGE] as [string, Uint8Array]),
+    )
     let published = 0
     const r = await runAttack(cast, {
       name: 'g2b entry flood',
@@ -554,9 +582,9 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     expect(await victim.collection('p').get('k')).to.deep.equal({ v: 1 })
     expect(await victim.collection('docs').get('d1')).to.deep.equal({ title: 'seed', n: 1 })
     // Still writable, and the local write carries no trace of the attack.
-    await victim.collection('docs').update('d1', (v) => void ((v).n = 2))
+    await victim.collection('docs').update('d1', (v) => void (v.n = 2))
     expect(await victim.collection('docs').get('d1')).to.deep.equal({ title: 'seed', n: 2 })
-    await victim.collection('docs').update('d1', (v) => void ((v).n = 1))
+    await victim.collection('docs').update('d1', (v) => void (v.n = 1))
     baseline = await dumpStore(victim)
     await expectSurvived(r)
   })
@@ -590,20 +618,31 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     const { victim, hostile } = cast
     const cases: ((type: number, body: Record<string, unknown>) => Uint8Array)[] = [
       // A ticket over maxDeltaBytes: the response is refused before anything is allocated.
-      (type) => (type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['t', { t: 1, n: 2 ** 40, h: SOME_ROOT }]] }) : msg(MessageType.Error, { m: 'no' })),
+      (type) =>
+        type === MessageType.RangeRequest
+          ? msg(MessageType.RangeResponse, { e: [['t', { t: 1, n: 2 ** 40, h: SOME_ROOT }]] })
+          : msg(MessageType.Error, { m: 'no' }),
       // 8 MiB announced, parts of 1 MiB, then a hash that does not match.
       (type, body) =>
         type === MessageType.RangeRequest
           ? msg(MessageType.RangeResponse, { e: [['t', { t: 2, n: 8 * MB, h: SOME_ROOT }]] })
           : msg(MessageType.FetchResponse, { b: new Uint8Array(Math.min(1 * MB, 8 * MB - (body.o as number))) }),
       // A part larger than what is left.
-      (type) => (type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['t', { t: 3, n: 1000, h: SOME_ROOT }]] }) : msg(MessageType.FetchResponse, { b: new Uint8Array(2000) })),
+      (type) =>
+        type === MessageType.RangeRequest
+          ? msg(MessageType.RangeResponse, { e: [['t', { t: 3, n: 1000, h: SOME_ROOT }]] })
+          : msg(MessageType.FetchResponse, { b: new Uint8Array(2000) }),
       // An unknown ticket (the peer's Error reply).
-      (type) => (type === MessageType.RangeRequest ? msg(MessageType.RangeResponse, { e: [['t', { t: 4, n: 600_000, h: SOME_ROOT }]] }) : msg(MessageType.Error, { m: 'unknown or expired ticket' })),
+      (type) =>
+        type === MessageType.RangeRequest
+          ? msg(MessageType.RangeResponse, { e: [['t', { t: 4, n: 600_000, h: SOME_ROOT }]] })
+          : msg(MessageType.Error, { m: 'unknown or expired ticket' }),
     ]
     let current = 0
     hostile.answer = await claimingRoots([['tix', 'yjs', SOME_ROOT]], (type, body) =>
-      type === MessageType.RangeRequest || type === MessageType.FetchRequest ? cases[current % cases.length]!(type, body as Record<string, unknown>) : msg(MessageType.Error, { m: 'no' }),
+      type === MessageType.RangeRequest || type === MessageType.FetchRequest
+        ? cases[current % cases.length]!(type, body as Record<string, unknown>)
+        : msg(MessageType.Error, { m: 'no' }),
     )
     const r = await runAttack(cast, {
       name: 'i2 bad tickets',
@@ -652,7 +691,8 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
         })
         await sleep(1_000) // held
       },
-      note: () => `${streams.length - errors.length} of ${streams.length} streams held with 4 MiB - 1 byte each, ${refused} refused, ${errors.length} cut off by the victim${errors.length > 0 ? ` (${errors[0]})` : ''}`,
+      note: () =>
+        `${streams.length - errors.length} of ${streams.length} streams held with 4 MiB - 1 byte each, ${refused} refused, ${errors.length} cut off by the victim${errors.length > 0 ? ` (${errors[0]})` : ''}`,
     })
     for (const s of streams) s.abort(new Error('done'))
     await expectSurvived(r)
@@ -708,7 +748,8 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
           const reply = await hostile.ask(victim.peerId, msg(MessageType.DeltasRequest, { c: `c2-${i}`, b: 'yjs', e: [['x', deltas[i % deltas.length]!]] }))
           if ('body' in reply) applied += (reply.body as { n: number }).n
         }),
-      note: () => `${n} names sent, ${applied} collections created (at this pace maxCollections, 10,000, is reached in ~${((10_000 / Math.max(1, applied)) * ((performance.now() - t0) / 1000)).toFixed(0)} s)`,
+      note: () =>
+        `${n} names sent, ${applied} collections created (at this pace maxCollections, 10,000, is reached in ~${((10_000 / Math.max(1, applied)) * ((performance.now() - t0) / 1000)).toFixed(0)} s)`,
     })
     expect(victim.collections().filter((c) => c.startsWith('c2-')).length).to.equal(applied)
     await expectSurvived(r, { storeUnchanged: false })
@@ -730,7 +771,7 @@ describe('Hostile peer (issue #11): real libp2p on 127.0.0.1, one process', func
     await expectSurvived(r, { storeUnchanged: false })
   })
 
-  it('i3. range requests for a large entity, tickets never fetched: the victim\'s outbox stays within its budget', async function () {
+  it("i3. range requests for a large entity, tickets never fetched: the victim's outbox stays within its budget", async function () {
     const { victim, hostile } = cast
     const request = msg(MessageType.RangeRequest, { c: 'big', b: 'yjs', r: [[0, 65535]], s: 0, x: 1 })
     let tickets = 0

@@ -81,7 +81,14 @@ const kb = (n: number): string => `${(n / 1024).toFixed(1)} KiB`
 async function compactSnapshotBytes(r: Replica, backend: string): Promise<number> {
   const b = (backend === 'yjs' ? yjsBackend() : automergeBackend()) as Backend
   // The document as stored (a test reaches into the replica: no public API hands out raw state).
-  const entities = (r as unknown as { entities: { readStored(col: unknown, id: string): Promise<{ snapshot?: Uint8Array; deltas: Uint8Array[] } | undefined>; collections: Map<string, unknown> } }).entities
+  const entities = (
+    r as unknown as {
+      entities: {
+        readStored(col: unknown, id: string): Promise<{ snapshot?: Uint8Array; deltas: Uint8Array[] } | undefined>
+        collections: Map<string, unknown>
+      }
+    }
+  ).entities
   const stored = await entities.readStored(entities.collections.get('stock'), 'sku-1')
   return b.save(b.load(stored!.snapshot, stored!.deltas, new Uint8Array(16).fill(1))).byteLength
 }

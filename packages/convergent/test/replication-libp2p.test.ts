@@ -26,7 +26,12 @@ class Gate {
     for (const p of peers) this.blocked.add(p)
     const libp2p = this.network?.libp2p
     if (libp2p === undefined) return
-    await Promise.all(libp2p.getConnections().filter((c) => this.blocked.has(c.remotePeer.toString())).map((c) => c.close().catch(() => c.abort(new Error('partitioned')))))
+    await Promise.all(
+      libp2p
+        .getConnections()
+        .filter((c) => this.blocked.has(c.remotePeer.toString()))
+        .map((c) => c.close().catch(() => c.abort(new Error('partitioned')))),
+    )
   }
 }
 
@@ -48,7 +53,13 @@ async function startNode(dir: string, peers: string[], options: { syncIntervalMs
     redialMaxMs: 300,
   })
   gate.network = network
-  const replica = await open({ dir, network, logger: silentLogger, syncIntervalMs: options.syncIntervalMs ?? 1_000, syncOnConnect: options.syncOnConnect ?? true })
+  const replica = await open({
+    dir,
+    network,
+    logger: silentLogger,
+    syncIntervalMs: options.syncIntervalMs ?? 1_000,
+    syncOnConnect: options.syncOnConnect ?? true,
+  })
   return { dir, gate, replica }
 }
 
@@ -89,7 +100,12 @@ describe('Replication over libp2p (real nodes, TCP on 127.0.0.1, LevelDB on disk
       const t = await tempDir('convergent-p2p-')
       cleanups.push(t.cleanup)
       // Each node dials the ones before it: a full mesh, every link with one redialling side.
-      out.push(await startNode(t.dir, out.map((x) => x.replica.multiaddrs[0]!)))
+      out.push(
+        await startNode(
+          t.dir,
+          out.map((x) => x.replica.multiaddrs[0]!),
+        ),
+      )
     }
     await waitFor(() => out.every((x) => x.replica.peers().length === n - 1), 'full mesh')
     nodes.push(...out)
@@ -214,10 +230,14 @@ describe('Replication over libp2p (real nodes, TCP on 127.0.0.1, LevelDB on disk
       for (let i = 0; i < replay.length; i += 3) [replay[i], replay[replay.length - 1 - i]] = [replay[replay.length - 1 - i]!, replay[i]!]
       for (const [topic, data] of replay) await relay.publish(topic, data)
 
-      await waitFor(async () => {
-        for (const [name] of COLLECTIONS) if ((await dumps([a, e], name)).reduce((x, y) => (x === y ? x : '')) === '') return false
-        return true
-      }, 'E equal to A', 20_000)
+      await waitFor(
+        async () => {
+          for (const [name] of COLLECTIONS) if ((await dumps([a, e], name)).reduce((x, y) => (x === y ? x : '')) === '') return false
+          return true
+        },
+        'E equal to A',
+        20_000,
+      )
       const stats = e.replica.stats().peers[relay.peerId]!
       expect(stats.deltasDuplicate).to.be.greaterThan(0)
       expect(e.replica.stats().droppedTotal).to.equal(0)

@@ -77,22 +77,24 @@ export class Collection<T extends object = JsonObject> {
     checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     let result: JsonObject | undefined
-    await this.replica.track(this.write(
-      id,
-      (doc) => {
-        const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
-        if (current === undefined) {
-          throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
-        }
-        const returned = fn(current as unknown as T)
-        if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
-          throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
-        }
-        result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
-        return this.state.backend.put(doc, result)
-      },
-      'put',
-    ))
+    await this.replica.track(
+      this.write(
+        id,
+        (doc) => {
+          const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
+          if (current === undefined) {
+            throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
+          }
+          const returned = fn(current as unknown as T)
+          if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
+            throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
+          }
+          result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
+          return this.state.backend.put(doc, result)
+        },
+        'put',
+      ),
+    )
     return result as unknown as T
   }
 
@@ -217,7 +219,10 @@ export class Collection<T extends object = JsonObject> {
     // Nothing changed — but an earlier write of the same value may still be in flight:
     // acknowledge only once that one is durable, and fail if it failed.
     if (!(await lastWrite)) {
-      throw new ConvergentError('ERR_STORE', `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`)
+      throw new ConvergentError(
+        'ERR_STORE',
+        `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`,
+      )
     }
   }
 }

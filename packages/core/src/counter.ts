@@ -85,7 +85,11 @@ export function valueOf(state: CounterState | undefined, min: number): number {
 export function holdersOf(state: CounterState | undefined): [string, number][] {
   const names = new Set<string>()
   for (const key of Object.keys(state ?? {})) {
-    if (key.startsWith(P)) key.slice(2).split('|').forEach((n) => names.add(n))
+    if (key.startsWith(P))
+      key
+        .slice(2)
+        .split('|')
+        .forEach((n) => names.add(n))
     else if (key.startsWith(N)) names.add(key.slice(2))
   }
   return [...names].map((n) => [n, rightsOf(state, n)] as [string, number]).sort((a, b) => b[1] - a[1])
@@ -237,7 +241,10 @@ export class Counter {
       id,
       (s) => {
         if (s[MIN] !== undefined && s[MIN] !== this.min) {
-          throw new ConvergentError('ERR_INVALID_ARGUMENT', `Counter '${this.name}/${id}' has min ${s[MIN]}, not ${this.min}; use the same min on every replica.`)
+          throw new ConvergentError(
+            'ERR_INVALID_ARGUMENT',
+            `Counter '${this.name}/${id}' has min ${s[MIN]}, not ${this.min}; use the same min on every replica.`,
+          )
         }
         s[MIN] = this.min
         fn(s)

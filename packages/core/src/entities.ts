@@ -250,10 +250,12 @@ export class Entities {
         // Entities in the lost leaf are still stored: the tree no longer says where none are.
         col.treeCoversStore = false
         await this.opts.store.quarantine(err.record)
-        void Promise.resolve().then(async () => {
-          await this.tree(col)
-          await this.rebuildTree(col)
-        }).catch((e: unknown) => this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`))
+        void Promise.resolve()
+          .then(async () => {
+            await this.tree(col)
+            await this.rebuildTree(col)
+          })
+          .catch((e: unknown) => this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`))
       }
     }
   }
@@ -404,7 +406,8 @@ export class Entities {
   release(entity: LoadedEntity): void {
     this.cache.unpin(entity)
     if (entity.pins > 0) return
-    if (isDead(entity)) this.evicted(entity) // out of the cache already (see forgetEntity, discard)
+    if (isDead(entity))
+      this.evicted(entity) // out of the cache already (see forgetEntity, discard)
     else this.cache.evict()
   }
 
@@ -464,8 +467,7 @@ export class Entities {
     // them, always at 16×): an Automerge snapshot holds the whole history, so saving one
     // every compactAfter writes made a hot entity's writes O(history); this way the saving
     // is amortised, and a load still reads at most about twice the snapshot's bytes.
-    const compact =
-      deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
+    const compact = deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
     if (compact) {
       this.fold(tick, dirty, entity, newDoc)
       deltaCount = 0

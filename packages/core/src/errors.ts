@@ -62,7 +62,15 @@ export class StoreCorruptError extends ConvergentError {
     readonly record: CorruptRecord,
     detail = 'it failed its checksum',
   ) {
-    const what = record.id !== undefined ? `entity '${record.id}' of '${record.collection}'` : record.collection !== undefined ? `collection '${record.collection}'` : 'the store'
-    super('ERR_STORE_CORRUPT', `A stored ${record.keyspace} record of ${what} is corrupt (${detail}); it is not served. The disk may be damaged: check it; the entity is fetched again from peers.`)
+    const what =
+      record.id !== undefined
+        ? `entity '${record.id}' of '${record.collection}'`
+        : record.collection !== undefined
+          ? `collection '${record.collection}'`
+          : 'the store'
+    super(
+      'ERR_STORE_CORRUPT',
+      `A stored ${record.keyspace} record of ${what} is corrupt (${detail}); it is not served. The disk may be damaged: check it; the entity is fetched again from peers.`,
+    )
   }
 }

@@ -128,7 +128,10 @@ function copy(v: unknown, walk: Walk): JsonValue {
         return arr
       }
       if (!isPlainObject(v)) {
-        throw new ConvergentError('ERR_INVALID_VALUE', `${pathOf(walk)} is ${describe(v)}; only plain objects, arrays, strings, finite numbers, booleans and null are JSON data.`)
+        throw new ConvergentError(
+          'ERR_INVALID_VALUE',
+          `${pathOf(walk)} is ${describe(v)}; only plain objects, arrays, strings, finite numbers, booleans and null are JSON data.`,
+        )
       }
       charge(walk, 2)
       const obj: JsonObject = {}
@@ -189,7 +192,7 @@ export function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): b
   const ka = Object.keys(a)
   if (ka.length !== Object.keys(b).length) return false
   for (const k of ka) {
-    if (!Object.prototype.hasOwnProperty.call(b, k) || !jsonEqual(a[k], (b)[k])) return false
+    if (!Object.prototype.hasOwnProperty.call(b, k) || !jsonEqual(a[k], b[k])) return false
   }
   return true
 }

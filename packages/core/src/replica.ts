@@ -233,7 +233,8 @@ export class Replica {
       )
     }
     const backend = options.backend !== undefined ? this.backends.get(options.backend)! : (existing?.backend ?? this.defaultBackend)
-    if (this.refused.delete(name)) void this.saveRefused().catch((err: unknown) => this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`))
+    if (this.refused.delete(name))
+      void this.saveRefused().catch((err: unknown) => this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`))
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name) as Collection<T> | undefined
     if (col === undefined) {

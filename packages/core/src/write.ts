@@ -53,7 +53,17 @@ export function writeTo(
     const committed = entities.commit({ col, entity, doc: made.doc, delta: made.delta, kind: made.kind, origin: peer ?? 'local', deleted: made.deleted })
     return {
       committed,
-      finish: (entry) => events.emit({ collection: col.name, id: entity.id, entry, ...(value !== undefined ? { value } : {}), delta: made.delta, backend: col.backend, peer, created }),
+      finish: (entry) =>
+        events.emit({
+          collection: col.name,
+          id: entity.id,
+          entry,
+          ...(value !== undefined ? { value } : {}),
+          delta: made.delta,
+          backend: col.backend,
+          peer,
+          created,
+        }),
     }
   } finally {
     entities.release(entity)

@@ -10,7 +10,7 @@ import { BACKENDS, closedAfterEach, dump, memoryReplica, rejectsWith, startRawPe
 
 /** A delta of `value` for a new entity, made by a throwaway document of the backend. */
 function deltaOf(backend: Backend, value: JsonObject): Uint8Array {
-  return (backend.put(backend.create(new Uint8Array(16).fill(9)), value).delta as Uint8Array)
+  return backend.put(backend.create(new Uint8Array(16).fill(9)), value).delta as Uint8Array
 }
 
 /**
@@ -177,7 +177,14 @@ describe('apply: a delta from a peer', function () {
     raws.push(evil)
     await startRawPeer(evil, victim)
     const col = victim.collection('c') // no backend: the default (yjs), tentative
-    await evil.request('victim', encodeMessage(MessageType.DeltasRequest, { c: 'c', b: 'automerge', e: [['k', new Uint8Array([0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 1, 5, 1, 2, 3, 4, 5])]] }))
+    await evil.request(
+      'victim',
+      encodeMessage(MessageType.DeltasRequest, {
+        c: 'c',
+        b: 'automerge',
+        e: [['k', new Uint8Array([0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 1, 5, 1, 2, 3, 4, 5])]],
+      }),
+    )
     expect(victim.stats().peers.evil!.dropped.invalidDelta).to.equal(1)
     expect(col.backend).to.equal('yjs')
     await col.put('k', { v: 1 })
@@ -264,7 +271,6 @@ describe('apply: a delta from a peer', function () {
     expect(await feedLength(victim, 'p')).to.equal(1)
   })
 })
-
 
 /**
  * A Yjs update that passes the backend's stateless scan and makes applyDelta throw after Yjs

@@ -1,6 +1,6 @@
 // The Collection API on every backend: writes, reads, feeds, and writes that build on others.
 import { expect } from 'chai'
-import {  Replica } from '../src/index.js'
+import { Replica } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
@@ -53,10 +53,16 @@ for (const backend of BACKENDS) {
 
     it('update of a missing or deleted entity rejects with ERR_NOT_FOUND', async () => {
       const products = replica.collection<Product>('products', { backend })
-      await rejectsWith(products.update('nope', (p) => void (p.price = 1)), 'ERR_NOT_FOUND')
+      await rejectsWith(
+        products.update('nope', (p) => void (p.price = 1)),
+        'ERR_NOT_FOUND',
+      )
       await products.put('a', { name: 'A', price: 1 })
       await products.delete('a')
-      await rejectsWith(products.update('a', (p) => void (p.price = 1)), 'ERR_NOT_FOUND')
+      await rejectsWith(
+        products.update('a', (p) => void (p.price = 1)),
+        'ERR_NOT_FOUND',
+      )
     })
 
     it('entries() and keys() list live entities only', async () => {

@@ -78,7 +78,10 @@ describe('collection: read APIs, close, values', function () {
     const outcomes = await Promise.allSettled(writes)
     expect(outcomes.map((o) => o.status)).to.deep.equal(['fulfilled', 'fulfilled', 'fulfilled'])
     await closing
-    const late = await col.put('c', { v: 3 }).then(() => undefined, (e: { code?: string }) => e.code)
+    const late = await col.put('c', { v: 3 }).then(
+      () => undefined,
+      (e: { code?: string }) => e.code,
+    )
     expect(late).to.equal('ERR_CLOSED')
   })
 
@@ -103,7 +106,10 @@ describe('collection: read APIs, close, values', function () {
       replicas.push(r)
       const col = r.collection<Record<string, unknown>>('p', { backend })
       const value = JSON.parse('{"__proto__": {"x": 1}, "y": 2}') as Record<string, unknown>
-      const outcome = await col.put('k', value).then(() => 'stored', (e: { code?: string }) => e.code)
+      const outcome = await col.put('k', value).then(
+        () => 'stored',
+        (e: { code?: string }) => e.code,
+      )
       if (outcome === 'stored') {
         const read = await col.get('k')
         expect(Object.prototype.hasOwnProperty.call(read, '__proto__')).to.equal(true)
@@ -121,7 +127,12 @@ describe('collection: read APIs, close, values', function () {
     replicas.push(r)
     const col = r.collection('p')
     await col.put('k', { v: 1 })
-    const code = await col.update('k', () => null as unknown as { v: number }).then(() => undefined, (e: { code?: string }) => e.code)
+    const code = await col
+      .update('k', () => null as unknown as { v: number })
+      .then(
+        () => undefined,
+        (e: { code?: string }) => e.code,
+      )
     expect(code).to.equal('ERR_INVALID_VALUE')
     expect(await col.get('k')).to.deep.equal({ v: 1 })
   })

@@ -91,7 +91,11 @@ describe('Bounded counter (escrow)', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(step, { maxLength: 30 }), async (steps) => {
         const hub = new LoopbackHub()
-        const rs = [await memoryReplica({ network: hub.createNetwork('n0') }), await memoryReplica({ network: hub.createNetwork('n1') }), await memoryReplica({ network: hub.createNetwork('n2') })]
+        const rs = [
+          await memoryReplica({ network: hub.createNetwork('n0') }),
+          await memoryReplica({ network: hub.createNetwork('n1') }),
+          await memoryReplica({ network: hub.createNetwork('n2') }),
+        ]
         replicas = rs
         const cs = rs.map((r) => r.counter('stock', { min: 0 }))
         let incremented = 0
@@ -113,7 +117,11 @@ describe('Bounded counter (escrow)', () => {
             } catch (err) {
               if ((err as ConvergentError).code !== 'ERR_INSUFFICIENT_RIGHTS') throw err
             }
-          } else if (s.kind === 'split') hub.partition([`n${s.node}`], ['n0', 'n1', 'n2'].filter((n) => n !== `n${s.node}`))
+          } else if (s.kind === 'split')
+            hub.partition(
+              [`n${s.node}`],
+              ['n0', 'n1', 'n2'].filter((n) => n !== `n${s.node}`),
+            )
           else if (s.kind === 'heal') hub.heal()
           else if (s.kind === 'sync') await rs[s.node]!.sync().catch(() => undefined)
           for (const c of cs) expect(await c.value('k')).to.be.at.least(0)

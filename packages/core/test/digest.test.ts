@@ -11,14 +11,16 @@ function treeOf(entries: readonly [string, Uint8Array][]): DigestTree {
   return tree
 }
 
-const entity = fc.tuple(fc.string({ minLength: 1, maxLength: 12 }), fc.integer({ min: 0, max: 1000 })).map(([id, v]): [string, Uint8Array] => [id, sha256(`v${v}`)])
+const entity = fc
+  .tuple(fc.string({ minLength: 1, maxLength: 12 }), fc.integer({ min: 0, max: 1000 }))
+  .map(([id, v]): [string, Uint8Array] => [id, sha256(`v${v}`)])
 const entitySet = fc.uniqueArray(entity, { selector: ([id]) => id, maxLength: 40 })
 
 describe('DigestTree', function () {
   it('the root depends on the entities and their versions, not on the order they came in', function () {
     fc.assert(
       fc.property(entitySet, fc.integer(), (entries, seed) => {
-        const shuffled = [...entries].sort((a, b) => ((toHex(sha256(a[0] + seed))) < toHex(sha256(b[0] + seed)) ? -1 : 1))
+        const shuffled = [...entries].sort((a, b) => (toHex(sha256(a[0] + seed)) < toHex(sha256(b[0] + seed)) ? -1 : 1))
         assert.equal(toHex(treeOf(entries).root()), toHex(treeOf(shuffled).root()))
       }),
     )
@@ -39,13 +41,19 @@ describe('DigestTree', function () {
         tree.update(id, leaf, version, undefined)
         assert.equal(toHex(tree.root()), before)
         assert.equal(toHex(tree.node(DEPTH, leaf)), leafBefore)
-        assert.equal(tree.hasLeaf(leaf), entries.some(([other]) => leafOf(other) === leaf))
+        assert.equal(
+          tree.hasLeaf(leaf),
+          entries.some(([other]) => leafOf(other) === leaf),
+        )
       }),
     )
   })
 
   it('hands out copies: changing what root(), node(), children() or update() returned changes nothing', function () {
-    const tree = treeOf([['a', sha256('1')], ['b', sha256('2')]])
+    const tree = treeOf([
+      ['a', sha256('1')],
+      ['b', sha256('2')],
+    ])
     const root = toHex(tree.root())
     const leaf = leafOf('a')
     const fromUpdate = tree.update('c', leafOf('c'), undefined, sha256('3'))
@@ -86,7 +94,10 @@ describe('DigestTree', function () {
 
   it('refuses a stored leaf that is not 32 bytes (ERR_STORE)', function () {
     const tree = new DigestTree()
-    assert.throws(() => tree.loadLeaf(5, new Uint8Array(64).fill(1)), (err: unknown) => err instanceof ConvergentError && err.code === 'ERR_STORE')
+    assert.throws(
+      () => tree.loadLeaf(5, new Uint8Array(64).fill(1)),
+      (err: unknown) => err instanceof ConvergentError && err.code === 'ERR_STORE',
+    )
     assert.equal(tree.hasLeaf(5), false)
   })
 })

@@ -3,7 +3,7 @@ import { expect } from 'chai'
 import { ConvergentError, LoopbackHub, Replica } from '../src/index.js'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import {  memoryLevelStore } from '@convergent/level'
+import { memoryLevelStore } from '@convergent/level'
 import { BACKENDS, disposalChecking, memoryReplica, nextTimerTurn, rejectsWith, waitFor } from './helpers.js'
 
 describe('Eviction: documents are disposed of once unused, never reused, and reload from the store', () => {
@@ -147,7 +147,9 @@ describe('Failed store writes', () => {
         const results = await Promise.allSettled([c.put('a', { n: 2 }), c.put('b', { n: 2 }), c.update('a', (v) => void (v.n = 3))])
         for (const r of results) {
           expect(r.status).to.equal('rejected')
-          expect((r as PromiseRejectedResult).reason).to.be.instanceOf(ConvergentError).with.property('code', 'ERR_STORE')
+          expect((r as PromiseRejectedResult).reason)
+            .to.be.instanceOf(ConvergentError)
+            .with.property('code', 'ERR_STORE')
         }
         failing = false
         expect(await c.get('a')).to.deep.equal({ n: 1 })

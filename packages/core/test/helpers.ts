@@ -1,4 +1,17 @@
-import { LoopbackHub, Replica, silentLogger, type Backend, type Clock, type DeltaLimits, type JsonObject, type Network, type NetworkEvents, type ReplicaOptions, type Store, type TimerHandle } from '../src/index.js'
+import {
+  LoopbackHub,
+  Replica,
+  silentLogger,
+  type Backend,
+  type Clock,
+  type DeltaLimits,
+  type JsonObject,
+  type Network,
+  type NetworkEvents,
+  type ReplicaOptions,
+  type Store,
+  type TimerHandle,
+} from '../src/index.js'
 import { waitFor } from '../src/testing/index.js'
 import { decodeMessage } from '../src/internal.js'
 import { expect } from 'chai'
@@ -71,7 +84,6 @@ export function disposalChecking<D>(inner: Backend<D>, options: { maxResident?: 
 /** Lets timers run (evicted documents are disposed of on a timer). */
 export const nextTimerTurn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5))
 
-
 /** A clock whose timers run only when the test advances it; random() is 0.5 (no jitter). */
 export class ManualClock implements Clock {
   private time = 1_000_000
@@ -114,10 +126,7 @@ export async function settle(): Promise<void> {
 }
 
 /** Wraps a network to see (and optionally answer) the requests a replica sends and serves. */
-export function spy(
-  net: Network,
-  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined } = {},
-): Network {
+export function spy(net: Network, hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined } = {}): Network {
   return {
     get peerId() {
       return net.peerId
@@ -198,7 +207,6 @@ export async function hostile(hub: LoopbackHub, name: string, answer: Answer): P
   await net.start(events)
   return net
 }
-
 
 /** Replicas and networks a test opens, closed (and the lists emptied) after each test. */
 export function closedAfterEach(): { replicas: Replica[]; nets: Network[] } {

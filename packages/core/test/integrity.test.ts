@@ -111,10 +111,14 @@ describe('integrity: a damaged record', function () {
     d.damaged.add('k1')
     await Promise.all([victim.collection('p').get('k0'), victim.collection('p').get('k1')]) // both damaged, both found at once
     expect(d.quarantined.map((r) => r.id).sort()).to.deep.equal(['k0', 'k1'])
-    await waitFor(async () => {
-      const [round] = await victim.sync()
-      return round!.collectionsDiffering === 0 && (await all()).every((v, i) => v?.i === i)
-    }, 'repaired from the peer, with digests equal again', 10_000)
+    await waitFor(
+      async () => {
+        const [round] = await victim.sync()
+        return round!.collectionsDiffering === 0 && (await all()).every((v, i) => v?.i === i)
+      },
+      'repaired from the peer, with digests equal again',
+      10_000,
+    )
   })
 
   it('in the digest does not make the entities under it read as absent before the rebuild', async () => {

@@ -65,9 +65,13 @@ describe('parts: deltas too large for one message', function () {
     const hub = new LoopbackHub()
     const payload = new Uint8Array(5000).fill(7)
     nets.push(
-      await hostile(hub, 'evil', ticketing({ t: 1, n: payload.byteLength, h: sha256('something else') }, (type) =>
-        type === MessageType.FetchRequest ? encodeMessage(MessageType.FetchResponse, { b: payload }) : undefined,
-      )),
+      await hostile(
+        hub,
+        'evil',
+        ticketing({ t: 1, n: payload.byteLength, h: sha256('something else') }, (type) =>
+          type === MessageType.FetchRequest ? encodeMessage(MessageType.FetchResponse, { b: payload }) : undefined,
+        ),
+      ),
     )
     const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
     replicas.push(r)
@@ -80,7 +84,13 @@ describe('parts: deltas too large for one message', function () {
   it('refuses a ticket announcing more than maxDeltaBytes before fetching anything', async () => {
     const hub = new LoopbackHub()
     let fetches = 0
-    nets.push(await hostile(hub, 'evil', ticketing({ t: 1, n: 2 ** 40, h: sha256('x') }, (type) => void (type === MessageType.FetchRequest && fetches++))))
+    nets.push(
+      await hostile(
+        hub,
+        'evil',
+        ticketing({ t: 1, n: 2 ** 40, h: sha256('x') }, (type) => void (type === MessageType.FetchRequest && fetches++)),
+      ),
+    )
     const r = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
     replicas.push(r)
     await waitFor(() => r.peers().includes('evil'), 'connected')
@@ -109,7 +119,9 @@ describe('parts: deltas too large for one message', function () {
     nets.push(peer)
     const bytes = new Uint8Array(3000).fill(1)
     const upload = (o: number, d: Uint8Array, h = sha256(bytes), n = bytes.byteLength): Promise<number> =>
-      peer.request('good', encodeMessage(MessageType.UploadRequest, { c: 'p', b: 'yjs', i: 'x', n, h, o, d })).then((reply) => decodeMessage(reply, 1 << 20).type)
+      peer
+        .request('good', encodeMessage(MessageType.UploadRequest, { c: 'p', b: 'yjs', i: 'x', n, h, o, d }))
+        .then((reply) => decodeMessage(reply, 1 << 20).type)
     expect(await upload(1000, bytes.subarray(1000, 2000))).to.equal(MessageType.Error) // no upload started
     expect(await upload(0, bytes.subarray(0, 1000))).to.equal(MessageType.Ack)
     expect(await upload(2000, bytes.subarray(2000))).to.equal(MessageType.Error) // skips a part

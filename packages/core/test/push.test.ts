@@ -106,7 +106,13 @@ describe('Replication over the loopback network', () => {
       fc.asyncProperty(
         fc.array(
           fc.oneof(
-            fc.record({ kind: fc.constant('write' as const), node: fc.nat(2), id: fc.constantFrom('a', 'b', 'c'), field: fc.constantFrom('x', 'y'), value: fc.integer() }),
+            fc.record({
+              kind: fc.constant('write' as const),
+              node: fc.nat(2),
+              id: fc.constantFrom('a', 'b', 'c'),
+              field: fc.constantFrom('x', 'y'),
+              value: fc.integer(),
+            }),
             fc.record({ kind: fc.constant('delete' as const), node: fc.nat(2), id: fc.constantFrom('a', 'b', 'c') }),
             fc.record({ kind: fc.constant('split' as const), node: fc.nat(2) }),
             fc.record({ kind: fc.constant('heal' as const) }),
@@ -122,7 +128,11 @@ describe('Replication over the loopback network', () => {
               const cur = (await cols[s.node]!.get(s.id)) ?? {}
               await cols[s.node]!.put(s.id, { ...cur, [s.field]: s.value })
             } else if (s.kind === 'delete') await cols[s.node]!.delete(s.id)
-            else if (s.kind === 'split') hub.partition([rs[s.node]!.peerId], rs.filter((_, i) => i !== s.node).map((r) => r.peerId))
+            else if (s.kind === 'split')
+              hub.partition(
+                [rs[s.node]!.peerId],
+                rs.filter((_, i) => i !== s.node).map((r) => r.peerId),
+              )
             else hub.heal()
           }
           hub.heal()
@@ -166,7 +176,11 @@ describe('Replication over the loopback network', () => {
       replicas = [await memoryReplica({ network: hub.createNetwork('good') })]
       const good = replicas[0]!
       await startRawPeer(evil, good)
-      for (const junk of [new Uint8Array([9, 9, 9, 9]), encodeMessage(MessageType.NodesRequest, { c: 'p', l: 7, n: [1] }), encodeMessage(MessageType.ExchangeRequest, { c: 'p' })]) {
+      for (const junk of [
+        new Uint8Array([9, 9, 9, 9]),
+        encodeMessage(MessageType.NodesRequest, { c: 'p', l: 7, n: [1] }),
+        encodeMessage(MessageType.ExchangeRequest, { c: 'p' }),
+      ]) {
         const reply = await evil.request('good', junk)
         expect(reply[2]).to.equal(MessageType.Error)
       }

@@ -12,10 +12,16 @@ describe('Replica: collections and backends', () => {
     try {
       const c = replica.collection('orders', { backend: 'automerge' })
       await c.put('o1', { total: 3 })
-      expect(() => replica.collection('orders', { backend: 'yjs' })).to.throw(ConvergentError).with.property('code', 'ERR_BACKEND_MISMATCH')
+      expect(() => replica.collection('orders', { backend: 'yjs' }))
+        .to.throw(ConvergentError)
+        .with.property('code', 'ERR_BACKEND_MISMATCH')
       expect(replica.collection('orders').backend).to.equal('automerge')
-      expect(() => replica.collection('x', { backend: 'nope' })).to.throw(ConvergentError).with.property('code', 'ERR_UNKNOWN_BACKEND')
-      expect(() => replica.collection('')).to.throw(ConvergentError).with.property('code', 'ERR_INVALID_ID')
+      expect(() => replica.collection('x', { backend: 'nope' }))
+        .to.throw(ConvergentError)
+        .with.property('code', 'ERR_UNKNOWN_BACKEND')
+      expect(() => replica.collection(''))
+        .to.throw(ConvergentError)
+        .with.property('code', 'ERR_INVALID_ID')
     } finally {
       await replica.close()
     }
@@ -29,7 +35,9 @@ describe('Replica: collections and backends', () => {
     await replica.close() // idempotent
     await rejectsWith(c.put('a', { v: 2 }), 'ERR_CLOSED')
     await rejectsWith(c.get('a'), 'ERR_CLOSED')
-    expect(() => replica.collection('x')).to.throw(ConvergentError).with.property('code', 'ERR_CLOSED')
+    expect(() => replica.collection('x'))
+      .to.throw(ConvergentError)
+      .with.property('code', 'ERR_CLOSED')
   })
 
   it('memory stays bounded: the LRU keeps at most cacheSize idle documents', async () => {

@@ -3,7 +3,7 @@
 // stay in one collection, and collections announced on creation.
 import { expect } from 'chai'
 import { LoopbackHub, sha256, type Replica, type Store } from '../src/index.js'
-import {  encodeMessage, MessageType } from '../src/internal.js'
+import { encodeMessage, MessageType } from '../src/internal.js'
 import { classicLevelStore } from '@convergent/level'
 import { closedAfterEach, dump, hostile, memoryReplica, spy, storeWith, tempDir, waitFor, type Answer } from './helpers.js'
 
@@ -37,7 +37,10 @@ describe('round: an anti-entropy round with one peer', function () {
     nets.push(await hostile(hub, 'evil', creepingRanges([['p', 'yjs', SOME_ROOT]])))
     const r = await victim(hub, { maxRoundRequests: 50 })
     await waitFor(() => r.peers().includes('evil'), 'connected')
-    const err = await r.sync().then(() => undefined, (e: Error & { code?: string }) => e)
+    const err = await r.sync().then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    )
     expect(err?.message).to.match(/budget of 50 requests/)
     expect(r.stats().peers.evil!.dropped.overBudget).to.equal(1)
     expect(r.collections()).to.not.include('p') // every junk delta was dropped
@@ -51,7 +54,10 @@ describe('round: an anti-entropy round with one peer', function () {
     const stuck = r.sync() // hangs on the roots request
     stuck.catch(() => undefined)
     const started = Date.now()
-    const err = await r.sync({ signal: AbortSignal.timeout(200) }).then(() => undefined, (e: Error & { code?: string }) => e)
+    const err = await r.sync({ signal: AbortSignal.timeout(200) }).then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    )
     expect(err?.code).to.equal('ERR_ABORTED')
     expect(Date.now() - started).to.be.below(2000)
   })
@@ -61,7 +67,10 @@ describe('round: an anti-entropy round with one peer', function () {
     nets.push(await hostile(hub, 'evil', () => new Promise<Uint8Array>(() => {})))
     const r = await victim(hub, { roundTimeoutMs: 200 })
     await waitFor(() => r.peers().includes('evil'), 'connected')
-    const err = await r.sync().then(() => undefined, (e: Error) => e)
+    const err = await r.sync().then(
+      () => undefined,
+      (e: Error) => e,
+    )
     expect(err?.message).to.match(/budget of 200 ms/)
   })
 
@@ -136,7 +145,11 @@ describe('round: an anti-entropy round with one peer', function () {
     const limits = { rootsPerPage: 10 }
     const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits })
     let rootsRequests = 0
-    const b = await memoryReplica({ network: spy(hub.createNetwork('b'), { sent: (type) => void (type === MessageType.RootsRequest && rootsRequests++) }), syncOnConnect: false, limits })
+    const b = await memoryReplica({
+      network: spy(hub.createNetwork('b'), { sent: (type) => void (type === MessageType.RootsRequest && rootsRequests++) }),
+      syncOnConnect: false,
+      limits,
+    })
     replicas.push(a, b)
     const names = Array.from({ length: 35 }, (_, i) => `c${String(i).padStart(4, '0')}`)
     await Promise.all(names.map((n) => a.collection(n, { backend: 'yjs' }).put('k', { n })))

@@ -82,7 +82,10 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
   }
 
   it('serving a late joiner reads cold entities from the store without sweeping them through the cache', async () => {
-    for (const [holderId, joinerId] of [['a-holder', 'b-joiner'], ['z-holder', 'b-joiner']] as const) {
+    for (const [holderId, joinerId] of [
+      ['a-holder', 'b-joiner'],
+      ['z-holder', 'b-joiner'],
+    ] as const) {
       const hub = new LoopbackHub({ connectOnStart: false })
       const store = memoryLevelStore()
       const a = await memoryReplica({ network: hub.createNetwork(holderId), store, cacheSize: 20 })
@@ -152,7 +155,7 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
     await waitFor(async () => Object.keys(await dump(b, 'p')).length === 240 && Object.keys(await dump(a, 'p')).length === 240, 'both have 240')
     await a.sync()
     expect(await dump(a, 'p')).to.deep.equal(await dump(b, 'p'))
-    expect((await cb.get('both3'))).to.deep.equal({ i: 3, from: 'a', side: 'b' })
+    expect(await cb.get('both3')).to.deep.equal({ i: 3, from: 'a', side: 'b' })
   })
 
   // How a server that does not serve range requests says so: the type in `u` (the text may
@@ -231,7 +234,12 @@ describe('Anti-entropy: late joiners, who starts, periodic rounds, push batching
 
   it('answers a malformed range request with an Error reply and counts it', async () => {
     const { good, peer: evil } = await replicaWithRawPeer(replicas, 'evil', 'k')
-    for (const body of [{ c: 'p', b: 'yjs', r: [[5, 2]] }, { c: 'p', b: 'yjs', r: [[0, 70_000]] }, { c: 'p', b: 'yjs', r: 'all' }, { c: 'p', b: 'yjs', r: [[0, 1]], s: -1 }]) {
+    for (const body of [
+      { c: 'p', b: 'yjs', r: [[5, 2]] },
+      { c: 'p', b: 'yjs', r: [[0, 70_000]] },
+      { c: 'p', b: 'yjs', r: 'all' },
+      { c: 'p', b: 'yjs', r: [[0, 1]], s: -1 },
+    ]) {
       const reply = decodeMessage(await evil.request('good', encodeMessage(MessageType.RangeRequest, body)), 1 << 20)
       expect(reply.type).to.equal(MessageType.Error)
     }

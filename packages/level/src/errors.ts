@@ -45,8 +45,7 @@ export function openError(err: unknown, location: string | undefined): Convergen
   if (hasLevelCode(err, 'LEVEL_LOCKED')) {
     return new ConvergentError(
       'ERR_STORE',
-      `The ${where} is locked by another process (or another open store in this process). ` +
-        'Stop that process or close that store, or use another dir.',
+      `The ${where} is locked by another process (or another open store in this process). ` + 'Stop that process or close that store, or use another dir.',
       { cause: err },
     )
   }

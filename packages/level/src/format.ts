@@ -105,7 +105,7 @@ async function migrate(m: Maintenance): Promise<number> {
         last = undefined
       }
       for (;;) {
-        const entries = (await iterator.nextv(Math.min(m.chunk, 256)))
+        const entries = await iterator.nextv(Math.min(m.chunk, 256))
         if (entries.length === 0) break
         for (const [key, value] of entries) {
           last = key

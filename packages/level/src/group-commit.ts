@@ -115,7 +115,9 @@ export class GroupCommit<Op> {
       // so does what is added before the writers have heard (until the next macrotask: the
       // failure reaches them through promise reactions queued behind ones already waiting).
       // Tasks queued behind it still run: they build on what is stored, not on the batch.
-      const failure = (this.failure = this.toError(new Error(`an earlier batch failed (${err instanceof Error ? err.message : String(err)}), and this write came behind it`)))
+      const failure = (this.failure = this.toError(
+        new Error(`an earlier batch failed (${err instanceof Error ? err.message : String(err)}), and this write came behind it`),
+      ))
       setImmediate(() => (this.failure = undefined))
       this.next = undefined
       for (let i = this.queue.length - 1; i >= 0; i--) {

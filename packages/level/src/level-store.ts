@@ -323,7 +323,10 @@ export class LevelStore implements Store {
         for (let i = 0; i < head.deltaCount; i++) {
           const delta = this.get('deltas', deltaKey(collection, id, i), names, copyBytes, options)
           if (delta === undefined) {
-            throw new StoreCorruptError({ keyspace: 'deltas', key: deltaKey(collection, id, i), collection, id }, `delta ${i} is missing though its head counts ${head.deltaCount}`)
+            throw new StoreCorruptError(
+              { keyspace: 'deltas', key: deltaKey(collection, id, i), collection, id },
+              `delta ${i} is missing though its head counts ${head.deltaCount}`,
+            )
           }
           deltas.push(delta)
         }
@@ -344,22 +347,32 @@ export class LevelStore implements Store {
   }
 
   heads(collection: string, range?: { fromLeaf: number; toLeaf: number }): AsyncIterable<[string, EntityHead]> {
-    return this.scan('heads', collection, () => headRange(collection, range), (key, value) => {
-      const id = idOfHeadKey(collection, key)
-      return [id, this.check('heads', key, value, { collection, id }, decodeHead)]
-    })
+    return this.scan(
+      'heads',
+      collection,
+      () => headRange(collection, range),
+      (key, value) => {
+        const id = idOfHeadKey(collection, key)
+        return [id, this.check('heads', key, value, { collection, id }, decodeHead)]
+      },
+    )
   }
 
   leaves(collection: string): AsyncIterable<[number, Uint8Array]> {
-    return this.scan('leaves', collection, () => collectionRange(collection), (key, value) => [
-      leafOfLeafKey(collection, key),
-      this.check('leaves', key, value, { collection }, copyBytes),
-    ])
+    return this.scan(
+      'leaves',
+      collection,
+      () => collectionRange(collection),
+      (key, value) => [leafOfLeafKey(collection, key), this.check('leaves', key, value, { collection }, copyBytes)],
+    )
   }
 
   feed(collection: string, since: number): AsyncIterable<FeedEntry> {
-    return this.scan('feed', collection, () => feedRange(collection, since), (key, value) =>
-      this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)),
+    return this.scan(
+      'feed',
+      collection,
+      () => feedRange(collection, since),
+      (key, value) => this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)),
     )
   }
 
@@ -449,7 +462,9 @@ export class LevelStore implements Store {
       if (openRecord(this.sums.store, key, value) === undefined) {
         // Its key may be damaged too: dropping what it names could drop the wrong collection.
         await this.moveAside('store', key)
-        damage.push(`The drop marker of collection '${collection}' failed its checksum: it was quarantined and the drop was not finished; drop the collection again if it is still wanted gone.`)
+        damage.push(
+          `The drop marker of collection '${collection}' failed its checksum: it was quarantined and the drop was not finished; drop the collection again if it is still wanted gone.`,
+        )
         continue
       }
       this.dropping.add(collection)
@@ -534,7 +549,10 @@ export class LevelStore implements Store {
     try {
       return decode(body)
     } catch (err) {
-      throw new StoreCorruptError({ keyspace, key, ...names }, `it passed its checksum but does not decode: ${err instanceof Error ? err.message : String(err)}`)
+      throw new StoreCorruptError(
+        { keyspace, key, ...names },
+        `it passed its checksum but does not decode: ${err instanceof Error ? err.message : String(err)}`,
+      )
     }
   }
 
@@ -613,7 +631,10 @@ export class LevelStore implements Store {
 }
 
 function droppingError(collection: string): ConvergentError {
-  return new ConvergentError('ERR_STORE', `Collection '${collection}' is being dropped: writes to it are refused until the drop has finished (reopen the store to finish a drop that failed).`)
+  return new ConvergentError(
+    'ERR_STORE',
+    `Collection '${collection}' is being dropped: writes to it are refused until the drop has finished (reopen the store to finish a drop that failed).`,
+  )
 }
 
 /** Ops are pre-prefixed root keys and pre-encoded values (see ops.ts): no transcoding. */
@@ -639,12 +660,7 @@ function hasRawEncodings(db: AnyLevel): boolean {
  * makes C++ read every op object back property by property — 4-5× slower for the small ops
  * of a write (measured: 256 ops, 0.5 ms vs 2.8 ms with sublevel ops).
  */
-async function writeBatch(
-  db: AnyLevel,
-  ops: readonly LevelOp[],
-  options: { sync: boolean },
-  opOptions: typeof RAW | undefined,
-): Promise<void> {
+async function writeBatch(db: AnyLevel, ops: readonly LevelOp[], options: { sync: boolean }, opOptions: typeof RAW | undefined): Promise<void> {
   const batch = db.batch()
   try {
     // Only the last op of each key counts in an atomic batch, so earlier ones are skipped

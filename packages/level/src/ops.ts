@@ -58,7 +58,10 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       checkName('collection', op.collection)
       checkName('id', op.id)
       const { head } = op
-      check(head.versionHash instanceof Uint8Array && head.versionHash.byteLength <= HEAD_LIMITS.maxHashBytes, 'head.versionHash must be a Uint8Array of at most 255 bytes')
+      check(
+        head.versionHash instanceof Uint8Array && head.versionHash.byteLength <= HEAD_LIMITS.maxHashBytes,
+        'head.versionHash must be a Uint8Array of at most 255 bytes',
+      )
       check(isIntIn(head.deltaCount, 0, HEAD_LIMITS.maxDeltaCount), 'head.deltaCount must be an integer in [0, 2^32)')
       check(typeof head.backend === 'string' && typeof head.deleted === 'boolean', 'head.backend must be a string and head.deleted a boolean')
       const key = s.heads + headKey(op.collection, leafOf(op.id), op.id)
@@ -87,7 +90,8 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       check(entry.kind === 'put' || entry.kind === 'delete' || entry.kind === 'remote', "feed entry kind must be 'put', 'delete' or 'remote'")
       // (A string of n UTF-16 units has at most 3n UTF-8 bytes: most need no counting.)
       check(
-        typeof entry.origin === 'string' && (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
+        typeof entry.origin === 'string' &&
+          (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
         'feed entry origin must be a string of at most 65,535 bytes',
       )
       const key = s.feed + feedKey(op.collection, entry.seq)

@@ -49,8 +49,7 @@ export function isDataKeyspace(name: string): name is DataKeyspace {
 }
 
 export function openSublevels(db: AnyLevel): Sublevels {
-  const binary = (name: string): Sublevel<Uint8Array> =>
-    db.sublevel<string, Uint8Array>(name, { keyEncoding: 'utf8', valueEncoding: 'view' })
+  const binary = (name: string): Sublevel<Uint8Array> => db.sublevel<string, Uint8Array>(name, { keyEncoding: 'utf8', valueEncoding: 'view' })
   return {
     heads: binary('heads'),
     snapshots: binary('snapshots'),

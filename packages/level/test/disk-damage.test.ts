@@ -126,7 +126,7 @@ describe('LevelStore on disk: a flipped byte inside an .ldb table', function () 
     }
   })
 
-  it("in a head: getHead, readEntity and heads() reject with ERR_STORE_CORRUPT naming the entity (was: served a wrong version hash)", async function () {
+  it('in a head: getHead, readEntity and heads() reject with ERR_STORE_CORRUPT naming the entity (was: served a wrong version hash)', async function () {
     const hash = new Uint8Array(randomBytes(32)) // the marker: the head's version hash
     await writeIntoTable(dir, [...bystanders(), { type: 'head', collection: 'c', id: 'head-victim', head: head('h', 0, hash) }])
     await flipInTable(dir, hash.subarray(0, 16), 20)
@@ -134,8 +134,19 @@ describe('LevelStore on disk: a flipped byte inside an .ldb table', function () 
     let store = classicLevelStore(dir)
     await store.open()
     try {
-      const expected = { keyspace: 'heads', key: `c\u0000${leafOf('head-victim').toString(16).padStart(4, '0')}\u0000head-victim`, collection: 'c', id: 'head-victim' }
-      for (const read of [() => store.getHead('c', 'head-victim'), () => store.readEntity('c', 'head-victim'), async () => { for await (const _ of store.heads('c')); }]) {
+      const expected = {
+        keyspace: 'heads',
+        key: `c\u0000${leafOf('head-victim').toString(16).padStart(4, '0')}\u0000head-victim`,
+        collection: 'c',
+        id: 'head-victim',
+      }
+      for (const read of [
+        () => store.getHead('c', 'head-victim'),
+        () => store.readEntity('c', 'head-victim'),
+        async () => {
+          for await (const _ of store.heads('c'));
+        },
+      ]) {
         const err = await rejection(read())
         assert.ok(err instanceof StoreCorruptError, String(err))
         assert.deepEqual({ ...err.record }, expected)
@@ -145,7 +156,10 @@ describe('LevelStore on disk: a flipped byte inside an .ldb table', function () 
       assert.equal(await store.getHead('c', 'head-victim'), undefined)
       const listed = []
       for await (const [id] of store.heads('c')) listed.push(id)
-      assert.deepEqual(listed.sort(), [0, 1, 2, 3, 4].map((k) => `bystander-${k}`))
+      assert.deepEqual(
+        listed.sort(),
+        [0, 1, 2, 3, 4].map((k) => `bystander-${k}`),
+      )
       await store.close()
       store = classicLevelStore(dir) // and it stays so
       await store.open()
@@ -180,7 +194,7 @@ function dataBlocks(table: Uint8Array): { offset: number; size: number }[] {
   const restarts = new DataView(table.buffer, table.byteOffset).getUint32(indexOffset + indexSize - 4, true)
   const end = indexOffset + indexSize - 4 * (restarts + 1)
   const blocks: { offset: number; size: number }[] = []
-  for (let p = indexOffset; p < end; ) {
+  for (let p = indexOffset; p < end;) {
     let nonShared: number
     let valueLength: number
     ;[, p] = varint(p) // shared key bytes
@@ -235,7 +249,11 @@ describe('LevelStore on disk: a table block LevelDB itself cannot decode', funct
         assert.deepEqual({ ...err.record }, { keyspace: 'heads', key, collection: 'c', id: 'e' })
         assert.match(err.message, /LevelDB could not read it: Corruption: /)
       }
-      const scan = await rejection((async () => { for await (const _ of store.heads('c')); })())
+      const scan = await rejection(
+        (async () => {
+          for await (const _ of store.heads('c'));
+        })(),
+      )
       assert.ok(isConvergentError(scan, 'ERR_STORE_CORRUPT') && !(scan instanceof StoreCorruptError), String(scan))
       // The meta record shares the head's block (key order: heads, meta); the collection
       // record sits in the first block, with the delta: readable.
@@ -329,7 +347,10 @@ describe('LevelStore on disk: a damaged write-ahead log', function () {
       const lastSeq = await store.lastSeq('c')
       assert.ok(lastSeq < 60, `lastSeq ${lastSeq}: nothing was lost?`)
       assert.equal(store.damage.length, 2, store.damage.join('\n'))
-      assert.match(store.damage[0]!, /^LevelDB dropped \d+ bytes of its write-ahead log .*\.log while recovering it \(Corruption: checksum mismatch\): writes acknowledged before the last shutdown may be lost$/)
+      assert.match(
+        store.damage[0]!,
+        /^LevelDB dropped \d+ bytes of its write-ahead log .*\.log while recovering it \(Corruption: checksum mismatch\): writes acknowledged before the last shutdown may be lost$/,
+      )
       assert.ok(store.damage[0]!.includes(logFile), store.damage[0])
       // Each write was a batch of its own: the acknowledged-batch mark counts what is missing.
       assert.equal(store.damage[1], lostBatches(lastSeq, 60))

@@ -128,7 +128,10 @@ describe('LevelStore dropCollection: crash safety', function () {
     assert.equal(store.damage.length, 1)
     assert.match(store.damage[0]!, /drop marker of collection 'c' failed its checksum/)
     const kept = await collect(store.quarantined())
-    assert.deepEqual(kept.map((r) => [r.keyspace, r.key]), [['store', dropMarkerKey('c')]])
+    assert.deepEqual(
+      kept.map((r) => [r.keyspace, r.key]),
+      [['store', dropMarkerKey('c')]],
+    )
     await store.dropCollection('c') // asked again, it drops
     assert.deepEqual(await contents(store, 'c'), GONE)
   })

@@ -34,7 +34,10 @@ export async function forkStoreChild(mode: 'hold' | 'write' | 'write60', dir: st
   })
   await Promise.race([ready, exitedEarly])
   exitedEarly.catch(() => undefined)
-  const doneOrGone = Promise.race([done, gone.then(() => Promise.reject(new Error(`child exited before it was done (code ${child.exitCode}, signal ${child.signalCode})`)))])
+  const doneOrGone = Promise.race([
+    done,
+    gone.then(() => Promise.reject(new Error(`child exited before it was done (code ${child.exitCode}, signal ${child.signalCode})`))),
+  ])
   doneOrGone.catch(() => undefined) // only write60's caller waits for it
   return {
     process: child,

@@ -21,7 +21,12 @@ export function format0Id(k: number): string {
 }
 
 export function format0Head(collection: string, k: number): EntityHead {
-  return { backend: collection === 'products' ? 'yjs' : 'automerge', versionHash: sha256(collection, String(k)), deltaCount: 1 + (k % 3), deleted: k % 11 === 0 }
+  return {
+    backend: collection === 'products' ? 'yjs' : 'automerge',
+    versionHash: sha256(collection, String(k)),
+    deltaCount: 1 + (k % 3),
+    deleted: k % 11 === 0,
+  }
 }
 
 export function format0Snapshot(collection: string, k: number): Uint8Array | undefined {

@@ -26,9 +26,9 @@ describe('GroupCommit', function () {
     release()
     const [a, b] = await outcome
     assert.equal(a.status, 'rejected')
-    assert.match(String((a).reason), /store: EIO/)
+    assert.match(String(a.reason), /store: EIO/)
     assert.equal(b.status, 'rejected')
-    assert.match(String((b).reason), /came behind it/)
+    assert.match(String(b.reason), /came behind it/)
     assert.deepEqual(written, [])
     // Until the next macrotask, adds are refused too: their writers may not have heard yet.
     await assert.rejects(commits.add(['late'], 1), /came behind it/)
@@ -41,12 +41,18 @@ describe('GroupCommit', function () {
 
   it('gathers the adds of one tick into one batch, and those made while it is written into the next', async function () {
     const written: number[][] = []
-    const commits = new GroupCommit<number>(async (ops) => void written.push(ops), (err) => err as Error)
+    const commits = new GroupCommit<number>(
+      async (ops) => void written.push(ops),
+      (err) => err as Error,
+    )
     const tick1 = [commits.add([1], 1), commits.add([2], 1)]
     await nextTick()
     const tick2 = [commits.add([3], 1), commits.add([4], 1)]
     await Promise.all([...tick1, ...tick2])
-    assert.deepEqual(written, [[1, 2], [3, 4]])
+    assert.deepEqual(written, [
+      [1, 2],
+      [3, 4],
+    ])
   })
 })
 
@@ -90,9 +96,15 @@ describe('GroupCommit.exclusive', function () {
     const task = commits.exclusive(async () => void ran.push('task'))
     const behind = commits.add([2], 1)
     const results = await Promise.allSettled([failed, task, behind])
-    assert.deepEqual(results.map((r) => r.status), ['rejected', 'fulfilled', 'rejected'])
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['rejected', 'fulfilled', 'rejected'],
+    )
     assert.deepEqual(ran, ['task'])
-    await assert.rejects(commits.exclusive(async () => Promise.reject(new Error('task failed'))), /task failed/)
+    await assert.rejects(
+      commits.exclusive(async () => Promise.reject(new Error('task failed'))),
+      /task failed/,
+    )
     await nextTick()
     await commits.add([5], 1)
     assert.deepEqual(written, [[5]])

@@ -9,7 +9,6 @@ import { forkStoreChild, type StoreChild } from './fork-child.js'
 import { rejection, removeDir, tempDir } from './helpers.js'
 import { tamperLevel } from './tamper.js'
 
-
 storeComplianceSuite('classic-level', async () => {
   const dir = await tempDir()
   return { store: classicLevelStore(dir), reopen: async () => classicLevelStore(dir), cleanup: () => removeDir(dir), tamper: tamperLevel }
@@ -42,7 +41,6 @@ storeComplianceSuite('memory-level with default encodings', async () => {
     tamper: tamperLevel,
   }
 })
-
 
 describe('LevelStore', function () {
   describe('kind', function () {
@@ -163,13 +161,10 @@ describe('LevelStore', function () {
       ]
       const good = store.write(entityWrite('c', 1))
       const errors = await Promise.all(bad.map((ops) => rejection(store.write(ops))))
-      assert.deepEqual(errors.map((e) => e.code), [
-        'ERR_INVALID_ID',
-        'ERR_INVALID_ID',
-        'ERR_INVALID_ARGUMENT',
-        'ERR_INVALID_ARGUMENT',
-        'ERR_INVALID_ARGUMENT',
-      ])
+      assert.deepEqual(
+        errors.map((e) => e.code),
+        ['ERR_INVALID_ID', 'ERR_INVALID_ID', 'ERR_INVALID_ARGUMENT', 'ERR_INVALID_ARGUMENT', 'ERR_INVALID_ARGUMENT'],
+      )
       await good
       assert.equal(await store.lastSeq('c'), 1)
       await store.close()
@@ -214,7 +209,9 @@ describe('LevelStore', function () {
       it(`classicLevelStore(dir, { sync: ${sync} }) hands sync: ${sync} to LevelDB's batch write for every batch (writes, open, drop, quarantine)`, async function () {
         // The native call itself: classic-level's chained batch calls binding.batch_write(context,
         // options), which reads options.sync into WriteOptions.sync (binding.cc) — fsync per batch.
-        const binding = createRequire(import.meta.url)('classic-level/binding.js') as { batch_write: (context: unknown, options: { sync?: boolean }) => unknown }
+        const binding = createRequire(import.meta.url)('classic-level/binding.js') as {
+          batch_write: (context: unknown, options: { sync?: boolean }) => unknown
+        }
         const original = binding.batch_write
         const seen: (boolean | undefined)[] = []
         binding.batch_write = function (this: unknown, context, options) {

@@ -8,16 +8,7 @@ import { classicLevelStore, type LevelStore } from '../src/index.js'
 import { encodeJson } from '../src/codec.js'
 import { FORMAT_KEY, MIGRATION_KEY } from '../src/keys.js'
 import { HEADER_BYTES, openRecord, prefixSum, sealCopy } from '../src/record.js'
-import {
-  FORMAT0_COLLECTIONS,
-  FORMAT0_ENTITIES,
-  FORMAT0_META,
-  format0Delta,
-  format0Feed,
-  format0Head,
-  format0Id,
-  format0Snapshot,
-} from './format0-data.js'
+import { FORMAT0_COLLECTIONS, FORMAT0_ENTITIES, FORMAT0_META, format0Delta, format0Feed, format0Head, format0Id, format0Snapshot } from './format0-data.js'
 import { collect, copyFormat0Fixture, failBatchesAfter, putRaw, rawRecords, removeDir } from './helpers.js'
 
 const FORMAT = `!store!${FORMAT_KEY}`
@@ -35,7 +26,10 @@ async function expectFixtureData(store: Store): Promise<void> {
       assert.deepEqual({ ...entity.head, versionHash: toHex(entity.head.versionHash) }, { ...head, versionHash: toHex(head.versionHash) })
       const snapshot = format0Snapshot(collection, k)
       assert.equal(entity.snapshot === undefined ? undefined : toHex(entity.snapshot), snapshot === undefined ? undefined : toHex(snapshot))
-      assert.deepEqual(entity.deltas.map(toHex), [...Array(head.deltaCount).keys()].map((i) => toHex(format0Delta(collection, k, i))))
+      assert.deepEqual(
+        entity.deltas.map(toHex),
+        [...Array(head.deltaCount).keys()].map((i) => toHex(format0Delta(collection, k, i))),
+      )
     }
     assert.equal((await collect(store.heads(collection))).length, FORMAT0_ENTITIES)
     assert.deepEqual(await collect(store.feed(collection, 0)), [...Array(FORMAT0_ENTITIES).keys()].map(format0Feed))
@@ -96,7 +90,10 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     await expectFixtureData(store)
     await store.close()
     const again = await rawRecords(dir)
-    assert.deepEqual([...again].map(([k, v]) => [k, toHex(v)]), [...after].map(([k, v]) => [k, toHex(v)]))
+    assert.deepEqual(
+      [...again].map(([k, v]) => [k, toHex(v)]),
+      [...after].map(([k, v]) => [k, toHex(v)]),
+    )
   })
 
   /** How many batches a whole migration of the fixture takes, in chunks of 97. */

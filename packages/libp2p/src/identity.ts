@@ -45,6 +45,10 @@ async function readKey(file: string): Promise<PrivateKey | undefined> {
     return privateKeyFromProtobuf(bytes)
   } catch (err) {
     // Never replace a damaged identity silently: the peer id would change under the user.
-    throw new ConvergentError('ERR_INVALID_ARGUMENT', `identity file ${file} does not hold a libp2p private key; restore it or delete it to get a new peer id`, { cause: err })
+    throw new ConvergentError(
+      'ERR_INVALID_ARGUMENT',
+      `identity file ${file} does not hold a libp2p private key; restore it or delete it to get a new peer id`,
+      { cause: err },
+    )
   }
 }

@@ -18,7 +18,8 @@ const MAX_INBOUND_REQUESTS = 8
 /** A Network over libp2p: gossipsub for topics, a stream protocol for requests. */
 export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): Promise<Libp2pNetwork> {
   const settings = validate(options)
-  const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : await generateKeyPair('Ed25519'))
+  const privateKey =
+    options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : await generateKeyPair('Ed25519'))
   const libp2p = await createNode({
     privateKey,
     listen: settings.listen,
@@ -135,7 +136,10 @@ export class Libp2pNetwork implements Network {
   async publish(topic: string, data: Uint8Array): Promise<void> {
     this.assertStarted()
     if (data.byteLength > this.maxGossipBytes) {
-      throw new ConvergentError('ERR_TOO_LARGE', `message of ${data.byteLength} bytes exceeds the gossip limit of ${this.maxGossipBytes}; send it over a request instead`)
+      throw new ConvergentError(
+        'ERR_TOO_LARGE',
+        `message of ${data.byteLength} bytes exceeds the gossip limit of ${this.maxGossipBytes}; send it over a request instead`,
+      )
     }
     try {
       // A copy: gossipsub keeps the message to answer later IWANTs, the caller may reuse its buffer.
@@ -207,7 +211,8 @@ export class Libp2pNetwork implements Network {
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err)
         if (this.state !== 'started' || connection.status !== 'open' || attempt >= IDENTIFY_ATTEMPTS) {
-          if (this.state === 'started' && connection.status === 'open') this.log('identify of %s failed %d times, not a peer of ours: %s', connection.remotePeer.toString(), attempt, message)
+          if (this.state === 'started' && connection.status === 'open')
+            this.log('identify of %s failed %d times, not a peer of ours: %s', connection.remotePeer.toString(), attempt, message)
           return
         }
         this.log('identify of %s failed, retrying: %s', connection.remotePeer.toString(), message)

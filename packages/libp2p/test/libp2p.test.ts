@@ -115,7 +115,10 @@ describe('libp2p network', function () {
       const marker = Uint8Array.of(42, 42)
       await a.publish('t', marker)
       await waitFor(() => bEvents.messages.some((m) => equal(m, marker)), 'the small message after the big one arrives')
-      assert.ok(bEvents.messages.slice(before).every((m) => m.byteLength <= 1024), 'the big message is dropped')
+      assert.ok(
+        bEvents.messages.slice(before).every((m) => m.byteLength <= 1024),
+        'the big message is dropped',
+      )
     })
 
     it('refuses to publish over its own limit (ERR_TOO_LARGE)', async function () {
@@ -222,7 +225,10 @@ describe('libp2p network', function () {
     const hub = await node({ connectionManager: { inboundConnectionThreshold: 2 } })
     const spokes = await Promise.all(Array.from({ length: 7 }, () => node()))
     const dials = await Promise.allSettled(spokes.map((spoke) => spoke.libp2p.dial(multiaddr(hub.multiaddrs[0]))))
-    assert.ok(dials.some((d) => d.status === 'rejected'), 'a threshold of 2 a second refuses some of seven')
+    assert.ok(
+      dials.some((d) => d.status === 'rejected'),
+      'a threshold of 2 a second refuses some of seven',
+    )
     assert.ok(hub.peers().length < 7)
   })
 

@@ -110,7 +110,6 @@ export class YjsBackend implements Backend<Y.Doc> {
     }
   }
 
-
   hasPending(doc: Y.Doc): boolean {
     return doc.store.pendingStructs !== null || doc.store.pendingDs !== null
   }

@@ -49,7 +49,7 @@ export function checkIntegrated(tr: Y.Transaction): void {
       const s = structs[i]!
       if (!(s instanceof Y.Item) || s.deleted || s.parentSub === null) continue
       if (s.length !== 1 || (s.parent as Y.AbstractType<unknown>)._map.get(s.parentSub) !== s) {
-        throw invalid('it makes a map entry of several values, or one that is not its key\'s value')
+        throw invalid("it makes a map entry of several values, or one that is not its key's value")
       }
     }
   })

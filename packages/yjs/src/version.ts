@@ -208,7 +208,10 @@ export function decodeVersion(bytes: Uint8Array): Y.Snapshot {
   } catch {
     // fall through
   }
-  throw new ConvergentError('ERR_INVALID_VERSION', `These ${bytes.byteLength} bytes are not a Yjs version (delete set + state vector); pass the bytes version() returned.`)
+  throw new ConvergentError(
+    'ERR_INVALID_VERSION',
+    `These ${bytes.byteLength} bytes are not a Yjs version (delete set + state vector); pass the bytes version() returned.`,
+  )
 }
 
 /**

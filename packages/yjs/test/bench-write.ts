@@ -11,7 +11,12 @@ import { yjsBackend } from '../src/index.js'
 const backend = yjsBackend()
 const rounds = Number(process.argv[2] ?? 21)
 const TAGS = ['kitchen', 'garden', 'office', 'toys', 'books', 'sport', 'music']
-const product = (i: number): JsonObject => ({ name: `Product ${i}`, price: 5 + (i % 100) + 0.99, stock: i % 50, tags: [TAGS[i % TAGS.length]!, TAGS[(i * 7 + 3) % TAGS.length]!] })
+const product = (i: number): JsonObject => ({
+  name: `Product ${i}`,
+  price: 5 + (i % 100) + 0.99,
+  stock: i % 50,
+  tags: [TAGS[i % TAGS.length]!, TAGS[(i * 7 + 3) % TAGS.length]!],
+})
 const actor = (i: number): Uint8Array => Uint8Array.from({ length: 16 }, (_, k) => (k < 4 ? ((i >>> (8 * (3 - k))) & 0xff) | (k === 0 ? 1 : 0) : k))
 const median = (xs: number[]): string => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(2)
 
@@ -61,7 +66,10 @@ for (let round = 0; round < rounds; round++) {
 console.log(`small entity: put ${median(r.put)} µs + versionHash ${median(r.hash)} µs`)
 console.log(`hot entity: put ${median(r.hotPut)} µs per write + versionHash ${median(r.hotHash)} µs per 64 writes`)
 console.log(`~40 kB entity: versionHash after a one-field put ${median(r.bigHash)} µs`)
-for (const [label, make] of [['{}', (): JsonValue => ({})], ['[]', (): JsonValue => []]] as const) {
+for (const [label, make] of [
+  ['{}', (): JsonValue => ({})],
+  ['[]', (): JsonValue => []],
+] as const) {
   const value = { list: Array.from({ length: 100_000 }, make) }
   const t0 = performance.now()
   backend.put(backend.create(actor(3)), value)

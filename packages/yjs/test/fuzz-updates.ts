@@ -126,7 +126,14 @@ function mutate(rand: Rand, m: UpdateModel, donor: UpdateModel, pool: readonly I
     if (r < 0.25) return { kind: 'skip', len: 1 + int(rand, 3) }
     const origin = someId()
     const rightOrigin = rand() < 0.5 ? someId() : null
-    return { kind: 'item', origin, rightOrigin, parent: origin || rightOrigin ? null : someParent(), parentSub: rand() < 0.5 ? pick(rand, ['a', 'b', 'deleted', 'o']) : null, content: someContent() }
+    return {
+      kind: 'item',
+      origin,
+      rightOrigin,
+      parent: origin || rightOrigin ? null : someParent(),
+      parentSub: rand() < 0.5 ? pick(rand, ['a', 'b', 'deleted', 'o']) : null,
+      content: someContent(),
+    }
   }
   const someParent = (): { root: string } | { id: Id } => {
     const id = rand() < 0.5 ? someId() : null
@@ -274,7 +281,17 @@ function freshDoc(n: number, defineRoots: boolean): Y.Doc {
  */
 export function check(update: Uint8Array, history: readonly Uint8Array[], rand: Rand, seed: number, index: number): Finding | null {
   let held = 0
-  const finding = (kind: FindingKind, where: string, err: unknown): Finding => ({ kind, where, message: err instanceof Error ? err.message : String(err), site: siteOf(err), update, seed, index, history, held })
+  const finding = (kind: FindingKind, where: string, err: unknown): Finding => ({
+    kind,
+    where,
+    message: err instanceof Error ? err.message : String(err),
+    site: siteOf(err),
+    update,
+    seed,
+    index,
+    history,
+    held,
+  })
   try {
     Y.applyUpdate(freshDoc(1, rand() < 0.5), update)
   } catch (err) {

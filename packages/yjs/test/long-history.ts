@@ -39,6 +39,10 @@ for (let i = 1; i <= Math.max(...checkpoints); i++) {
   const [, tapply] = timed(() => backend.applyDelta(behind, since))
   const [, tload] = timed(() => backend.load(v1, [], new Uint8Array(16).fill(9)))
   console.log(`${i} updates: ${doc.store.clients.get(doc.clientID)!.length} structs, ${size(written)} of deltas written`)
-  console.log(`  state v1 ${size(v1.byteLength)} (${tv1}), V2 ${size(v2.byteLength)} (${tv2}), deflate(v1) ${size(z1.byteLength)} (${tz1}), deflate(V2) ${size(deflateSync(v2).byteLength)}; load(v1) ${tload}`)
-  console.log(`  deltaSince(version after ${i / 2}) ${size(since.byteLength)} (${tsince}), deflated ${size(deflateSync(since).byteLength)}; applied at that version in ${tapply}, hashes then equal: ${bytesEqual(backend.versionHash(behind), backend.versionHash(doc))}`)
+  console.log(
+    `  state v1 ${size(v1.byteLength)} (${tv1}), V2 ${size(v2.byteLength)} (${tv2}), deflate(v1) ${size(z1.byteLength)} (${tz1}), deflate(V2) ${size(deflateSync(v2).byteLength)}; load(v1) ${tload}`,
+  )
+  console.log(
+    `  deltaSince(version after ${i / 2}) ${size(since.byteLength)} (${tsince}), deflated ${size(deflateSync(since).byteLength)}; applied at that version in ${tapply}, hashes then equal: ${bytesEqual(backend.versionHash(behind), backend.versionHash(doc))}`,
+  )
 }

@@ -31,7 +31,7 @@ function allRead(docs: Y.Doc[], value: JsonObject | undefined): void {
 
 describe('yjs merge semantics (README)', function () {
   describe('nested objects', function () {
-    it('two replicas creating the same object field concurrently: one object wins whole (the higher client id), the other\'s fields are lost', function () {
+    it("two replicas creating the same object field concurrently: one object wins whole (the higher client id), the other's fields are lost", function () {
       const a = replica(1)
       const b = replica(2)
       backend.put(a, { name: 'a', address: { city: 'X' } })
@@ -90,7 +90,7 @@ describe('yjs merge semantics (README)', function () {
   })
 
   describe('arrays', function () {
-    it('concurrent inserts all survive; at one position, the lower client id\'s first', function () {
+    it("concurrent inserts all survive; at one position, the lower client id's first", function () {
       const a = replica(1)
       const b = replica(2)
       backend.put(a, { list: [1, 2, 3] })
@@ -132,12 +132,32 @@ describe('yjs merge semantics (README)', function () {
     it('objects inside an array are edited in place when the length stays: concurrent edits of different fields merge', function () {
       const a = replica(1)
       const b = replica(2)
-      backend.put(a, { items: [{ id: 1, qty: 1 }, { id: 2, qty: 1 }] })
+      backend.put(a, {
+        items: [
+          { id: 1, qty: 1 },
+          { id: 2, qty: 1 },
+        ],
+      })
       sync(a, b)
-      backend.put(a, { items: [{ id: 1, qty: 5 }, { id: 2, qty: 1 }] })
-      backend.put(b, { items: [{ id: 1, qty: 1, note: 'gift' }, { id: 2, qty: 1 }] })
+      backend.put(a, {
+        items: [
+          { id: 1, qty: 5 },
+          { id: 2, qty: 1 },
+        ],
+      })
+      backend.put(b, {
+        items: [
+          { id: 1, qty: 1, note: 'gift' },
+          { id: 2, qty: 1 },
+        ],
+      })
       sync(a, b)
-      allRead([a, b], { items: [{ id: 1, qty: 5, note: 'gift' }, { id: 2, qty: 1 }] })
+      allRead([a, b], {
+        items: [
+          { id: 1, qty: 5, note: 'gift' },
+          { id: 2, qty: 1 },
+        ],
+      })
     })
 
     it('the same array field created concurrently: one array wins whole (the higher client id)', function () {

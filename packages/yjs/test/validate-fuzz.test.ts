@@ -22,14 +22,18 @@ const update = (groups: UpdateModel['groups'], ds: UpdateModel['ds'] = []): Uint
 const entry = (root: string, key: string, value: unknown): Struct => item({ parent: { root }, parentSub: key, content: { kind: 'any', values: [value] } })
 
 /** Client 7's delta: (7,0) meta.deleted = false, (7,1) value.a = 'trace' — both fine — then `rest`. */
-const traceThen = (...rest: Struct[]): Uint8Array => update([{ client: 7, clock: 0, structs: [entry('meta', 'deleted', false), entry('value', 'a', 'trace'), ...rest] }])
+const traceThen = (...rest: Struct[]): Uint8Array =>
+  update([{ client: 7, clock: 0, structs: [entry('meta', 'deleted', false), entry('value', 'a', 'trace'), ...rest] }])
 
 /** What applyDelta must leave as it was when it refuses a delta before touching the document. */
 const state = (doc: Y.Doc): string => JSON.stringify([backend.read(doc), toHex(backend.versionHash(doc)), backend.hasPending(doc)])
 
 function refusedUnchanged(doc: Y.Doc, delta: Uint8Array, reason: RegExp): void {
   const before = state(doc)
-  assert.throws(() => backend.applyDelta(doc, delta), (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && reason.test(err.message))
+  assert.throws(
+    () => backend.applyDelta(doc, delta),
+    (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && reason.test(err.message),
+  )
   assert.equal(state(doc), before)
 }
 
@@ -53,7 +57,10 @@ describe('yjs validation against Y.applyUpdate', function () {
       assert.throws(() => validateUpdate(delta), /refers to a later one of its own client/)
       refusedUnchanged(backend.create(actor(1)), delta, /refers to a later one of its own client/)
       // The same for a right origin and for a parent named by id.
-      for (const s of [item({ rightOrigin: { client: c, clock: 1 }, content: { kind: 'any', values: [1] } }), item({ parent: { id: { client: c, clock: 5 } }, parentSub: 'x', content: { kind: 'any', values: [1] } })]) {
+      for (const s of [
+        item({ rightOrigin: { client: c, clock: 1 }, content: { kind: 'any', values: [1] } }),
+        item({ parent: { id: { client: c, clock: 5 } }, parentSub: 'x', content: { kind: 'any', values: [1] } }),
+      ]) {
         assert.throws(() => validateUpdate(update([{ client: c, clock: 1, structs: [s] }])), /refers to a later one of its own client/)
       }
     })
@@ -90,7 +97,10 @@ describe('yjs validation against Y.applyUpdate', function () {
     const delta = traceThen(entry('value', 'k', 0), item({ origin: { client: 7, clock: 2 }, content: { kind: 'any', values: [1, 2] } }))
     assert.doesNotThrow(() => validateUpdate(delta))
     const doc = backend.create(actor(1))
-    assert.throws(() => backend.applyDelta(doc, delta), (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && /map entry of several values/.test(err.message))
+    assert.throws(
+      () => backend.applyDelta(doc, delta),
+      (err: Error & { code?: string }) => err.code === 'ERR_INVALID_DELTA' && /map entry of several values/.test(err.message),
+    )
     assert.deepEqual(backend.read(doc), { a: 'trace', k: 2 }, 'the trace Yjs left')
   })
 

@@ -83,7 +83,15 @@ function accepted(bytes: Uint8Array, allowEmpty: boolean): boolean {
 
 const backend = yjsBackend()
 const json: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
-  value: fc.oneof({ depthSize: 'small' }, fc.integer(), fc.string(), fc.boolean(), fc.constant(null), fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 3 }), tie('value'), { maxKeys: 3 })),
+  value: fc.oneof(
+    { depthSize: 'small' },
+    fc.integer(),
+    fc.string(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(tie('value'), { maxLength: 3 }),
+    fc.dictionary(fc.string({ maxLength: 3 }), tie('value'), { maxKeys: 3 }),
+  ),
 })).value
 
 /** Updates this backend writes: puts, overwrites and deletes by one or two writers, merged or not. */
@@ -143,10 +151,13 @@ const damaged = (update: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> =>
 
 describe('yjs validateUpdate', function () {
   it('accepts every update this backend writes', function () {
-    fc.assert(fc.property(ownUpdate, (bytes) => accepted(bytes, true)), { numRuns: 300 })
+    fc.assert(
+      fc.property(ownUpdate, (bytes) => accepted(bytes, true)),
+      { numRuns: 300 },
+    )
   })
 
-  it('accepts and rejects exactly what a check over Yjs\' own decoder does, on damaged and foreign updates', function () {
+  it("accepts and rejects exactly what a check over Yjs' own decoder does, on damaged and foreign updates", function () {
     fc.assert(
       fc.property(damaged(fc.oneof(ownUpdate, foreignUpdate)), fc.boolean(), (bytes, allowEmpty) => {
         assert.equal(accepted(bytes, allowEmpty), acceptedByYjsDecoder(bytes, allowEmpty))
@@ -155,18 +166,19 @@ describe('yjs validateUpdate', function () {
     )
   })
 
-  it('accepts and rejects exactly what the check over Yjs\' decoder does, on real updates taken apart, changed and put together again', function () {
+  it("accepts and rejects exactly what the check over Yjs' decoder does, on real updates taken apart, changed and put together again", function () {
     // Struct by struct (origins, parents, keys, content, clocks, clients, the delete set): these
     // reach the rules about references and map entries far more often than damaged bytes do.
     fc.assert(
       fc.property(fc.noShrink(fc.integer()), (seed) => {
-        for (const bytes of mutatedUpdates(seed, 20)) assert.equal(accepted(bytes, false), acceptedByYjsDecoder(bytes, false), Buffer.from(bytes).toString('hex'))
+        for (const bytes of mutatedUpdates(seed, 20))
+          assert.equal(accepted(bytes, false), acceptedByYjsDecoder(bytes, false), Buffer.from(bytes).toString('hex'))
       }),
       { numRuns: 100 },
     )
   })
 
-  it('rejects random bytes as Yjs\' decoder does', function () {
+  it("rejects random bytes as Yjs' decoder does", function () {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
         assert.equal(accepted(bytes, false), acceptedByYjsDecoder(bytes, false))
@@ -195,7 +207,7 @@ describe('yjs validateUpdate', function () {
     assert.throws(() => validateUpdate(bytes), /only JSON scalars/)
   })
 
-  it('accepts a client group without structs whatever its id, as Yjs\' reader does', function () {
+  it("accepts a client group without structs whatever its id, as Yjs' reader does", function () {
     assert.doesNotThrow(() => validateUpdate(Buffer.from('02008080808010808080801000028001010200', 'hex'), true))
   })
 

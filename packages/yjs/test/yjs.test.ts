@@ -14,7 +14,14 @@ function canonicalJson(value: JsonValue | undefined): string {
   const walk = (v: JsonValue): string => {
     if (Array.isArray(v)) return '[' + v.map(walk).join(',') + ']'
     if (v !== null && typeof v === 'object') {
-      return '{' + Object.keys(v).sort().map((k) => JSON.stringify(k) + ':' + walk(v[k]!)).join(',') + '}'
+      return (
+        '{' +
+        Object.keys(v)
+          .sort()
+          .map((k) => JSON.stringify(k) + ':' + walk(v[k]!))
+          .join(',') +
+        '}'
+      )
     }
     return JSON.stringify(v)
   }
@@ -99,9 +106,20 @@ describe('yjs backend specifics', function () {
     it('the texts it keeps per Y.Map and Y.Array stay those of a walk from scratch, through nested edits, remote deltas, deletes and re-creation', function () {
       const small = fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constantFrom('s', 't'))
       const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
-        value: fc.oneof({ depthSize: 'small', maxDepth: 4 }, small, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(fc.constantFrom('a', 'b', 'c'), tie('value'), { maxKeys: 3 })),
+        value: fc.oneof(
+          { depthSize: 'small', maxDepth: 4 },
+          small,
+          fc.array(tie('value'), { maxLength: 3 }),
+          fc.dictionary(fc.constantFrom('a', 'b', 'c'), tie('value'), { maxKeys: 3 }),
+        ),
       }))
-      const step = fc.record({ who: fc.nat(1), value: fc.dictionary(fc.constantFrom('a', 'b', 'c'), value, { maxKeys: 3 }), how: fc.constantFrom('put', 'deep', 'deep', 'delete'), leaf: fc.nat(), sync: fc.boolean() })
+      const step = fc.record({
+        who: fc.nat(1),
+        value: fc.dictionary(fc.constantFrom('a', 'b', 'c'), value, { maxKeys: 3 }),
+        how: fc.constantFrom('put', 'deep', 'deep', 'delete'),
+        leaf: fc.nat(),
+        sync: fc.boolean(),
+      })
       /** `v` with one leaf as deep as it goes changed to `leaf` (so that only the innermost type changes). */
       const deepEdit = (v: JsonValue, leaf: number): JsonValue => {
         if (Array.isArray(v)) return v.length === 0 ? [leaf] : v.map((e, i) => (i === leaf % v.length ? deepEdit(e, leaf) : e))
@@ -139,10 +157,26 @@ describe('yjs backend specifics', function () {
     })
 
     it('entityText is canonical JSON of what read returns (keys sorted), for any value, escapes and odd keys included', function () {
-      const key = fc.oneof(fc.string({ maxLength: 4 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom('"', '\\', '\n', '\ud800', '🌍', '10', '2', '__proto__'))
-      const scalar = fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constantFrom('a"b', 'x\\y', '\u0007', '\udfff', -0))
+      const key = fc.oneof(
+        fc.string({ maxLength: 4 }),
+        fc.string({ unit: 'binary', maxLength: 4 }),
+        fc.constantFrom('"', '\\', '\n', '\ud800', '🌍', '10', '2', '__proto__'),
+      )
+      const scalar = fc.oneof(
+        fc.string({ unit: 'binary', maxLength: 6 }),
+        fc.double(),
+        fc.integer(),
+        fc.boolean(),
+        fc.constant(null),
+        fc.constantFrom('a"b', 'x\\y', '\u0007', '\udfff', -0),
+      )
       const { value } = fc.letrec<{ value: JsonValue }>((tie) => ({
-        value: fc.oneof({ depthSize: 'small', maxDepth: 3 }, scalar, fc.array(tie('value'), { maxLength: 3 }), fc.dictionary(key, tie('value'), { maxKeys: 4 })),
+        value: fc.oneof(
+          { depthSize: 'small', maxDepth: 3 },
+          scalar,
+          fc.array(tie('value'), { maxLength: 3 }),
+          fc.dictionary(key, tie('value'), { maxKeys: 4 }),
+        ),
       }))
       fc.assert(
         fc.property(fc.dictionary(key, value, { maxKeys: 5 }), fc.boolean(), (v, remove) => {
@@ -181,7 +215,7 @@ describe('yjs backend specifics', function () {
       }
     })
 
-    it('equals Yjs\' own snapshot encoding through random writes, deletes and deltas in any order', function () {
+    it("equals Yjs' own snapshot encoding through random writes, deletes and deltas in any order", function () {
       for (let seed = 1; seed <= 8; seed++) {
         const rand = seededRandom(seed)
         const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!
@@ -190,7 +224,9 @@ describe('yjs backend specifics', function () {
         const keys = ['a', 'b', 'c', 'd']
         const randomValue = () => {
           const value: Record<string, unknown> = {}
-          for (const k of keys) if (rand() < 0.6) value[k] = rand() < 0.3 ? { x: Math.floor(rand() * 3), y: [1, 2] } : rand() < 0.3 ? [Math.floor(rand() * 4), 'z'] : Math.floor(rand() * 5)
+          for (const k of keys)
+            if (rand() < 0.6)
+              value[k] = rand() < 0.3 ? { x: Math.floor(rand() * 3), y: [1, 2] } : rand() < 0.3 ? [Math.floor(rand() * 4), 'z'] : Math.floor(rand() * 5)
           return value as never
         }
         for (let step = 0; step < 150; step++) {
@@ -220,7 +256,10 @@ describe('yjs backend specifics', function () {
           const d = pick(docs)
           if (step > 20 || d !== docs[2]) {
             assert.equal(toHex(encodeVersion(d)), expected(d), `seed ${seed}, step ${step}`)
-            assert.equal(toHex(backend.versionHash(d)), toHex(sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + canonicalJson(backend.read(d)))))
+            assert.equal(
+              toHex(backend.versionHash(d)),
+              toHex(sha256(Buffer.from(Y.encodeSnapshot(Y.snapshot(d))).toString('latin1') + canonicalJson(backend.read(d)))),
+            )
           }
         }
         for (const [i, doc] of docs.entries()) {

@@ -73,7 +73,9 @@ export function convergenceCheck(pass: FinalPass, convergedAfterMs: number | und
     name: 'convergence',
     ok: false,
     summary: `${pass.distinctStates} different states among ${pass.digests.length} live replicas after the settle period`,
-    details: Object.fromEntries([...groups].map(([digest, nodes]) => [digest, nodes.length > 12 ? [...nodes.slice(0, 12), `… ${nodes.length - 12} more`] : nodes])),
+    details: Object.fromEntries(
+      [...groups].map(([digest, nodes]) => [digest, nodes.length > 12 ? [...nodes.slice(0, 12), `… ${nodes.length - 12} more`] : nodes]),
+    ),
   }
 }
 
@@ -81,7 +83,11 @@ export function ackedWritesCheck(ctx: SimContext, pass: FinalPass): CheckResult 
   const acked = ctx.ledger.writes.filter((w) => !Number.isNaN(w.ackedAt)).length
   const note = pass.departedOnly > 0 ? `; ${pass.departedOnly} register(s) whose latest write only ever lived on a node that left for good (not counted)` : ''
   if (pass.missing.length === 0) {
-    return { name: 'acknowledged-writes-survive', ok: true, summary: `every one of ${acked} acknowledged writes is visible (or superseded by its writer) on every live replica${note}` }
+    return {
+      name: 'acknowledged-writes-survive',
+      ok: true,
+      summary: `every one of ${acked} acknowledged writes is visible (or superseded by its writer) on every live replica${note}`,
+    }
   }
   return {
     name: 'acknowledged-writes-survive',
@@ -158,7 +164,10 @@ export function groupsConvergeCheck(ctx: SimContext, episodes: PartitionEpisode[
           if (!live.has(m) || m >= w.arrivals.length) continue
           const at = w.arrivals[m]!
           if (Number.isNaN(at) || at > ep.to) {
-            if (failures.length < 10) failures.push(`write #${w.idx} by ${ctx.nodes[w.writer]!.id} (acked ${w.ackedAt} ms) had not reached ${ctx.nodes[m]!.id} by the heal at ${ep.to} ms`)
+            if (failures.length < 10)
+              failures.push(
+                `write #${w.idx} by ${ctx.nodes[w.writer]!.id} (acked ${w.ackedAt} ms) had not reached ${ctx.nodes[m]!.id} by the heal at ${ep.to} ms`,
+              )
             else failures.push('')
           }
         }
@@ -188,12 +197,25 @@ export function restartCheck(findings: RestartFinding[]): CheckResult {
   const lost = findings.flatMap((f) => f.lost)
   const checked = findings.reduce((a, f) => a + f.checked, 0)
   return lost.length === 0
-    ? { name: 'restart-recovers-acked-writes', ok: true, summary: `${findings.length} restart(s): every one of ${checked} acknowledged register(s) of the restarted node was in its store` }
-    : { name: 'restart-recovers-acked-writes', ok: false, summary: `${lost.length} acknowledged write(s) missing from a restarted node's store`, details: lost.slice(0, 10) }
+    ? {
+        name: 'restart-recovers-acked-writes',
+        ok: true,
+        summary: `${findings.length} restart(s): every one of ${checked} acknowledged register(s) of the restarted node was in its store`,
+      }
+    : {
+        name: 'restart-recovers-acked-writes',
+        ok: false,
+        summary: `${lost.length} acknowledged write(s) missing from a restarted node's store`,
+        details: lost.slice(0, 10),
+      }
 }
 
 /** Every heal converges within limitMs, and so do the replicas once the run is quiescent. */
-export function convergeWithinCheck(afterEachHeal: { atMs: number; convergedAfterMs: number | null }[], quiescentAfterMs: number | undefined, limitMs: number): CheckResult {
+export function convergeWithinCheck(
+  afterEachHeal: { atMs: number; convergedAfterMs: number | null }[],
+  quiescentAfterMs: number | undefined,
+  limitMs: number,
+): CheckResult {
   const slow = afterEachHeal.filter((h) => h.convergedAfterMs === null || h.convergedAfterMs > limitMs)
   const ok = slow.length === 0 && quiescentAfterMs !== undefined && quiescentAfterMs <= limitMs
   const heals = afterEachHeal.map((h) => `${h.convergedAfterMs ?? 'never'} ms after the heal at ${h.atMs} ms`).join(', ')
@@ -287,9 +309,15 @@ export function counterConvergesCheck(ctx: SimContext, pass: CounterFinalPass): 
       if (list === undefined) shown.set(v, [r.node])
       else list.push(r.node)
     }
-    const range = e.low >= e.high ? `${e.exact}${e.exact < ctx.counterLedger.min ? ' (below min: oversold)' : ''}` : `${e.low}…${e.high} (${e.exact} ± unsettled operations)`
+    const range =
+      e.low >= e.high
+        ? `${e.exact}${e.exact < ctx.counterLedger.min ? ' (below min: oversold)' : ''}`
+        : `${e.low}…${e.high} (${e.exact} ± unsettled operations)`
     for (const [v, nodes] of shown) {
-      if (shown.size > 1 || v < e.low || v > e.high) wrong.push(`${id}: ${nodes.join(', ')} show ${v}; expected ${range} = ${ctx.counterLedger.min} + ${e.ackedIncrements} acknowledged increments − ${e.ackedDecrements} acknowledged decrements`)
+      if (shown.size > 1 || v < e.low || v > e.high)
+        wrong.push(
+          `${id}: ${nodes.join(', ')} show ${v}; expected ${range} = ${ctx.counterLedger.min} + ${e.ackedIncrements} acknowledged increments − ${e.ackedDecrements} acknowledged decrements`,
+        )
     }
   }
   const uncertain = ids.reduce((a, id) => a + pass.expected.get(id)!.uncertainDecrements + pass.expected.get(id)!.uncertainIncrements, 0)
@@ -301,7 +329,12 @@ export function counterConvergesCheck(ctx: SimContext, pass: CounterFinalPass): 
       summary: `all ${pass.replicas.length} live replicas show ${values}, = min + acknowledged increments − acknowledged decrements${uncertain > 0 ? ` (within ${uncertain} of unsettled operations)` : ' exactly'}`,
     }
   }
-  return { name: 'counter-converges', ok: false, summary: `${pass.agree ? 'replicas agree but a value is not what the acknowledged operations give' : 'live replicas show different counter values'} after the settle period`, details: wrong.slice(0, 12) }
+  return {
+    name: 'counter-converges',
+    ok: false,
+    summary: `${pass.agree ? 'replicas agree but a value is not what the acknowledged operations give' : 'live replicas show different counter values'} after the settle period`,
+    details: wrong.slice(0, 12),
+  }
 }
 
 /**
@@ -320,13 +353,20 @@ export function counterNoOversellCheck(ctx: SimContext, ids: string[]): CheckRes
     sold += e.ackedDecrements
     stocked += e.ackedIncrements
     if (e.ackedDecrements > e.ackedIncrements + e.uncertainIncrements) {
-      over.push(`${id}: ${e.ackedDecrements} sold (acknowledged decrements) > ${e.ackedIncrements} acknowledged + ${e.uncertainIncrements} unsettled increments`)
+      over.push(
+        `${id}: ${e.ackedDecrements} sold (acknowledged decrements) > ${e.ackedIncrements} acknowledged + ${e.uncertainIncrements} unsettled increments`,
+      )
     }
   }
-  for (const v of l.rightsViolations.slice(0, 10)) over.push(`${ctx.nodes[v.node]!.id} showed ${v.holder} holding ${v.rights} rights on ${v.id} at ${v.at} ms (${v.source})`)
+  for (const v of l.rightsViolations.slice(0, 10))
+    over.push(`${ctx.nodes[v.node]!.id} showed ${v.holder} holding ${v.rights} rights on ${v.id} at ${v.at} ms (${v.source})`)
   const count = over.length - Math.min(10, l.rightsViolations.length) + l.rightsViolationCount
   if (count === 0) {
-    return { name: 'counter-no-oversell', ok: true, summary: `${sold} sold of ${stocked} stocked (acknowledged, over ${ids.length} id(s)); no replica ever showed negative rights` }
+    return {
+      name: 'counter-no-oversell',
+      ok: true,
+      summary: `${sold} sold of ${stocked} stocked (acknowledged, over ${ids.length} id(s)); no replica ever showed negative rights`,
+    }
   }
   return { name: 'counter-no-oversell', ok: false, summary: `${count} oversell finding(s): ${sold} sold of ${stocked} stocked`, details: over.slice(0, 12) }
 }

@@ -37,7 +37,9 @@ export class LiveEnvironment extends LinkControl implements Environment, LiveHos
   constructor(private readonly parts: EnvironmentParts) {
     super()
     if (parts.scenario.nodes > MAX_LIVE_NODES) {
-      throw new Error(`live mode runs at most ${MAX_LIVE_NODES} nodes in one process; pass --nodes ${MAX_LIVE_NODES} or fewer (the scenario has ${parts.scenario.nodes})`)
+      throw new Error(
+        `live mode runs at most ${MAX_LIVE_NODES} nodes in one process; pass --nodes ${MAX_LIVE_NODES} or fewer (the scenario has ${parts.scenario.nodes})`,
+      )
     }
     this.link = new LinkModel({ ...parts.scenario.network }, parts.rng.fork('live-links'))
     this.topologyRng = parts.rng.fork('topology')

@@ -40,7 +40,17 @@ export class LiveNode extends ReplicaNode<LiveIncarnation> {
     this.status = 'starting'
     const number = ++this.incarnations
     const rng = this.ctx.rng.fork(`live-${this.index}-${number}`)
-    const inc: LiveIncarnation = { clock: new RealClock(() => this.skewMs, () => rng.next()), store: new CrashableStore(this.store), net: undefined, replica: undefined, collections: new Map(), stock: undefined }
+    const inc: LiveIncarnation = {
+      clock: new RealClock(
+        () => this.skewMs,
+        () => rng.next(),
+      ),
+      store: new CrashableStore(this.store),
+      net: undefined,
+      replica: undefined,
+      collections: new Map(),
+      stock: undefined,
+    }
     this.inc = inc
     void this.open(inc, number).catch((err: unknown) => {
       this.ctx.errors.push(`${this.id} failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)

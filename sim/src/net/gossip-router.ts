@@ -104,7 +104,11 @@ export class GossipRouter {
   peerConnected(peer: string, outbound: boolean): void {
     this.peerTopics.set(peer, new Set())
     if (outbound) this.outbound.add(peer)
-    if (this.topics.size > 0) this.host.send(peer, [...this.topics].map((topic) => ({ k: 'sub', topic, on: true }) as GossipItem))
+    if (this.topics.size > 0)
+      this.host.send(
+        peer,
+        [...this.topics].map((topic) => ({ k: 'sub', topic, on: true })),
+      )
   }
 
   peerDisconnected(peer: string): void {
@@ -124,7 +128,11 @@ export class GossipRouter {
     for (const p of this.fanout.get(topic) ?? []) if (mesh.size < this.params.D) mesh.add(p)
     this.fanout.delete(topic)
     this.fanoutLastPublish.delete(topic)
-    for (const p of this.rng.sample(this.topicPeers(topic, (p) => !mesh.has(p)), this.params.D - mesh.size)) mesh.add(p)
+    for (const p of this.rng.sample(
+      this.topicPeers(topic, (p) => !mesh.has(p)),
+      this.params.D - mesh.size,
+    ))
+      mesh.add(p)
     this.mesh.set(topic, mesh)
     for (const p of mesh) this.host.send(p, [{ k: 'graft', topic }])
   }
@@ -155,7 +163,13 @@ export class GossipRouter {
     const mesh = this.mesh.get(topic)
     if (mesh !== undefined) {
       const targets = [...mesh]
-      if (targets.length < this.params.D) targets.push(...this.rng.sample(this.topicPeers(topic, (p) => !mesh.has(p)), this.params.D - targets.length))
+      if (targets.length < this.params.D)
+        targets.push(
+          ...this.rng.sample(
+            this.topicPeers(topic, (p) => !mesh.has(p)),
+            this.params.D - targets.length,
+          ),
+        )
       return targets
     }
     let fanout = this.fanout.get(topic)
@@ -229,7 +243,10 @@ export class GossipRouter {
     if (iwant !== undefined) this.host.send(from, [{ k: 'iwant', ids: iwant.slice(0, this.params.maxIHaveLength) }])
     if (served !== undefined) {
       this.metrics.gossip.messageCopies += served.length
-      this.host.send(from, served.map((m) => ({ k: 'msg', m }) as GossipItem))
+      this.host.send(
+        from,
+        served.map((m) => ({ k: 'msg', m })),
+      )
     }
   }
 
@@ -329,7 +346,12 @@ export class GossipRouter {
         continue
       }
       for (const peer of fanout) if (!this.peerTopics.get(peer)?.has(topic)) fanout.delete(peer)
-      if (fanout.size < p.D) for (const peer of this.rng.sample(this.topicPeers(topic, (x) => !fanout.has(x)), p.D - fanout.size)) fanout.add(peer)
+      if (fanout.size < p.D)
+        for (const peer of this.rng.sample(
+          this.topicPeers(topic, (x) => !fanout.has(x)),
+          p.D - fanout.size,
+        ))
+          fanout.add(peer)
     }
     this.emitGossip(queue)
     for (const [peer, items] of control) this.host.send(peer, items)

@@ -138,7 +138,9 @@ export class SimNetwork implements Network, Endpoint {
       const sent = this.fabric.sendRequest(this, target, data.slice(), (payload: ResponsePayload) => {
         if ('error' in payload) return call.settle({ err: new ConvergentError('ERR_NETWORK', `peer ${peer} failed the request: ${payload.error}`) })
         if (payload.ok.byteLength > maxBytes) {
-          return call.settle({ err: new ConvergentError('ERR_TOO_LARGE', `response of ${payload.ok.byteLength} bytes from ${peer} exceeds maxBytes ${maxBytes}`) })
+          return call.settle({
+            err: new ConvergentError('ERR_TOO_LARGE', `response of ${payload.ok.byteLength} bytes from ${peer} exceeds maxBytes ${maxBytes}`),
+          })
         }
         call.settle({ ok: payload.ok })
       })
@@ -176,7 +178,7 @@ export class SimNetwork implements Network, Endpoint {
     try {
       answer = events.onRequest(from, data)
     } catch (err) {
-      answer = Promise.reject(err)
+      answer = Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     answer.then(
       (bytes) => respond({ ok: bytes.slice() }),

@@ -1,4 +1,15 @@
-import { ConvergentError, StoreCorruptError, leafOf, type CollectionMeta, type CorruptRecord, type EntityHead, type FeedEntry, type Store, type StoredEntity, type StoreOp } from '@convergent/core'
+import {
+  ConvergentError,
+  StoreCorruptError,
+  leafOf,
+  type CollectionMeta,
+  type CorruptRecord,
+  type EntityHead,
+  type FeedEntry,
+  type Store,
+  type StoredEntity,
+  type StoreOp,
+} from '@convergent/core'
 
 /** What a MapStore holds; a new MapStore over the same data is a "reopen". */
 export interface MapStoreData {
@@ -65,7 +76,7 @@ export class MapStore implements Store {
         const leaf = leafOf(op.id)
         let ids = c.heads.get(leaf)
         if (ids === undefined) {
-          c.heads.set(leaf, (ids = new Map()))
+          c.heads.set(leaf, (ids = new Map<string, EntityHead>()))
           insertSorted(c.headLeaves, leaf)
         }
         ids.set(op.id, copyHead(op.head))
@@ -77,7 +88,7 @@ export class MapStore implements Store {
       case 'delta': {
         const c = this.col(op.collection)
         let list = c.deltas.get(op.id)
-        if (list === undefined) c.deltas.set(op.id, (list = new Map()))
+        if (list === undefined) c.deltas.set(op.id, (list = new Map<number, Uint8Array>()))
         list.set(op.index, op.bytes.slice())
         return
       }
@@ -125,7 +136,11 @@ export class MapStore implements Store {
     const deltas: Uint8Array[] = []
     for (let i = 0; i < head.deltaCount; i++) {
       const delta = list?.get(i)
-      if (delta === undefined) throw new StoreCorruptError({ keyspace: 'deltas', key: `${collection}\u0000${id}\u0000${i}`, collection, id }, `delta ${i} is missing though its head counts ${head.deltaCount}`)
+      if (delta === undefined)
+        throw new StoreCorruptError(
+          { keyspace: 'deltas', key: `${collection}\u0000${id}\u0000${i}`, collection, id },
+          `delta ${i} is missing though its head counts ${head.deltaCount}`,
+        )
       deltas.push(delta.slice())
     }
     return { head: copyHead(head), snapshot: c.snapshots.get(id)?.slice(), deltas }
@@ -207,7 +222,13 @@ export class MapStore implements Store {
 }
 
 function copyHead(h: EntityHead): EntityHead {
-  return { backend: h.backend, versionHash: h.versionHash.slice(), deltaCount: h.deltaCount, deleted: h.deleted, ...(h.hasSnapshot === true ? { hasSnapshot: true } : {}) }
+  return {
+    backend: h.backend,
+    versionHash: h.versionHash.slice(),
+    deltaCount: h.deltaCount,
+    deleted: h.deleted,
+    ...(h.hasSnapshot === true ? { hasSnapshot: true } : {}),
+  }
 }
 
 function closed(): ConvergentError {

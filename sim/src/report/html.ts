@@ -72,7 +72,10 @@ ${counterSection(report)}
 
 <h2>Trace (last events)</h2>
 <table><tr><th>virtual time</th><th>event</th></tr>
-${report.trace.slice(-60).map((e) => `<tr><td class="num">${fmtMs(e.at)}</td><td>${esc(e.event)}</td></tr>`).join('\n')}
+${report.trace
+  .slice(-60)
+  .map((e) => `<tr><td class="num">${fmtMs(e.at)}</td><td>${esc(e.event)}</td></tr>`)
+  .join('\n')}
 </table>
 </body>
 </html>
@@ -102,11 +105,17 @@ ${row('rights granted (empty answers)', `${c.rightsRequests.rightsGranted} (${c.
 <table>
 <tr><th>replica</th><th>lowest value seen</th><th>sales accepted</th><th>rejected</th></tr>
 ${replicas
-  .map((n) => `<tr><td>${esc(n)}</td><td class="num">${c.lowestValueSeen.byReplica[n] ?? '—'}</td><td class="num">${d.byReplica[n]?.accepted ?? 0}</td><td class="num">${d.byReplica[n]?.rejected ?? 0}</td></tr>`)
+  .map(
+    (n) =>
+      `<tr><td>${esc(n)}</td><td class="num">${c.lowestValueSeen.byReplica[n] ?? '—'}</td><td class="num">${d.byReplica[n]?.accepted ?? 0}</td><td class="num">${d.byReplica[n]?.rejected ?? 0}</td></tr>`,
+  )
   .join('\n')}
 <tr><th>id</th><th>final value</th><th colspan="2">expected (acked increments − acked decrements)</th></tr>
 ${Object.entries(c.final)
-  .map(([id, f]) => `<tr><td>${esc(id)}</td><td class="num">${f.value ?? 'replicas differ'}</td><td colspan="2" class="num">${f.expectedLow === f.expectedHigh ? f.expected : `${f.expected} (${f.expectedLow}…${f.expectedHigh})`} = ${c.min} + ${f.ackedIncrements} − ${f.ackedDecrements}</td></tr>`)
+  .map(
+    ([id, f]) =>
+      `<tr><td>${esc(id)}</td><td class="num">${f.value ?? 'replicas differ'}</td><td colspan="2" class="num">${f.expectedLow === f.expectedHigh ? f.expected : `${f.expected} (${f.expectedLow}…${f.expectedHigh})`} = ${c.min} + ${f.ackedIncrements} − ${f.ackedDecrements}</td></tr>`,
+  )
   .join('\n')}
 </table>
 </div>`
@@ -180,9 +189,21 @@ function timelineSvg(r: Report): string {
   // Divergence: updates missing (area) and replicas behind (line, scaled to the same height).
   const maxMissing = niceMax(Math.max(1, ...t.missingUpdates))
   const maxLive = Math.max(1, ...t.liveReplicas)
-  lane('divergence', 'updates missing', maxMissing, (top) =>
-    series(t.missingUpdates, 100, top, maxMissing, '#c92a2a', true, 'acknowledged updates not yet shown by live replicas') +
-    series(t.replicasBehind.map((v) => (v / maxLive) * maxMissing), 100, top, maxMissing, '#1971c2', false, `replicas behind (full height = ${maxLive} replicas)`),
+  lane(
+    'divergence',
+    'updates missing',
+    maxMissing,
+    (top) =>
+      series(t.missingUpdates, 100, top, maxMissing, '#c92a2a', true, 'acknowledged updates not yet shown by live replicas') +
+      series(
+        t.replicasBehind.map((v) => (v / maxLive) * maxMissing),
+        100,
+        top,
+        maxMissing,
+        '#1971c2',
+        false,
+        `replicas behind (full height = ${maxLive} replicas)`,
+      ),
   )
 
   // Message rates, stacked: data, then control, then sync on top.
@@ -190,11 +211,15 @@ function timelineSvg(r: Report): string {
   const withControl = m.gossipData.map((v, i) => v + (m.gossipControl[i] ?? 0))
   const withSync = withControl.map((v, i) => v + (m.sync[i] ?? 0))
   const maxRate = niceMax(Math.max(1, ...withSync))
-  lane('messages / s', 'frames/s', maxRate, (top) =>
-    // Opaque, largest first: each band shows its own colour.
-    series(withSync, 100, top, maxRate, '#69db7c', true, 'sync requests + responses', 1) +
-    series(withControl, 100, top, maxRate, '#ffc078', true, 'gossip control (IHAVE, IWANT, GRAFT, PRUNE, SUBSCRIBE)', 1) +
-    series(m.gossipData, 100, top, maxRate, '#74c0fc', true, 'gossip data', 1),
+  lane(
+    'messages / s',
+    'frames/s',
+    maxRate,
+    (top) =>
+      // Opaque, largest first: each band shows its own colour.
+      series(withSync, 100, top, maxRate, '#69db7c', true, 'sync requests + responses', 1) +
+      series(withControl, 100, top, maxRate, '#ffc078', true, 'gossip control (IHAVE, IWANT, GRAFT, PRUNE, SUBSCRIBE)', 1) +
+      series(m.gossipData, 100, top, maxRate, '#74c0fc', true, 'gossip data', 1),
   )
 
   // Counter workload: total stock (sum over ids), lowest and highest live replica at each sample.
@@ -203,28 +228,44 @@ function timelineSvg(r: Report): string {
     const high = t.stock.high
     const maxStock = niceMax(Math.max(1, ...high.map((v) => v ?? 0)))
     const line = (values: (number | null)[], top: number, color: string, label: string): string => {
-      const pts = values.flatMap((v, i) => (v === null ? [] : [`${x((i + 0.5) * bucket).toFixed(1)},${(top + 100 - (Math.max(0, v) / maxStock) * 100).toFixed(1)}`]))
-      return pts.length === 0 ? '' : `<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="1.5"><title>${esc(label)}</title></polyline>`
+      const pts = values.flatMap((v, i) =>
+        v === null ? [] : [`${x((i + 0.5) * bucket).toFixed(1)},${(top + 100 - (Math.max(0, v) / maxStock) * 100).toFixed(1)}`],
+      )
+      return pts.length === 0
+        ? ''
+        : `<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="1.5"><title>${esc(label)}</title></polyline>`
     }
-    lane('stock', 'sum over ids', maxStock, (top) => line(high, top, '#2b8a3e', 'highest total stock on a live replica') + line(low, top, '#e67700', 'lowest total stock on a live replica'))
+    lane(
+      'stock',
+      'sum over ids',
+      maxStock,
+      (top) => line(high, top, '#2b8a3e', 'highest total stock on a live replica') + line(low, top, '#e67700', 'lowest total stock on a live replica'),
+    )
   }
 
   // Propagation latency of (a sample of) the writes, at their issue time.
   const maxLat = niceMax(Math.max(1, ...t.latencySamples.map((p) => p[1])))
   lane('propagation', 'latency, ms', maxLat, (top) =>
-    t.latencySamples.map(([at, lat]) => `<circle cx="${x(at).toFixed(1)}" cy="${(top + 100 - (lat / maxLat) * 100).toFixed(1)}" r="1.6" fill="#5f3dc4" fill-opacity="0.6"/>`).join(''),
+    t.latencySamples
+      .map(([at, lat]) => `<circle cx="${x(at).toFixed(1)}" cy="${(top + 100 - (lat / maxLat) * 100).toFixed(1)}" r="1.6" fill="#5f3dc4" fill-opacity="0.6"/>`)
+      .join(''),
   )
 
   // Time axis.
   const ticks: string[] = []
   const step = niceStep(end / 10)
   for (let v = 0; v <= end; v += step) {
-    ticks.push(`<line x1="${x(v).toFixed(1)}" y1="${y - 30}" x2="${x(v).toFixed(1)}" y2="${y - 25}" stroke="#868e96"/><text x="${x(v).toFixed(1)}" y="${y - 12}" text-anchor="middle">${fmtMs(v)}</text>`)
+    ticks.push(
+      `<line x1="${x(v).toFixed(1)}" y1="${y - 30}" x2="${x(v).toFixed(1)}" y2="${y - 25}" stroke="#868e96"/><text x="${x(v).toFixed(1)}" y="${y - 12}" text-anchor="middle">${fmtMs(v)}</text>`,
+    )
   }
   const bandHeight = y - 30
   const bands = r.faults
     .filter((f) => f.toMs > f.fromMs || Number.isNaN(f.toMs))
-    .map((f) => `<rect x="${x(f.fromMs).toFixed(1)}" y="0" width="${Math.max(1, x(Number.isNaN(f.toMs) ? end : f.toMs) - x(f.fromMs)).toFixed(1)}" height="${bandHeight}" fill="${COLORS[f.kind] ?? '#868e96'}" opacity="0.07"/>`)
+    .map(
+      (f) =>
+        `<rect x="${x(f.fromMs).toFixed(1)}" y="0" width="${Math.max(1, x(Number.isNaN(f.toMs) ? end : f.toMs) - x(f.fromMs)).toFixed(1)}" height="${bandHeight}" fill="${COLORS[f.kind] ?? '#868e96'}" opacity="0.07"/>`,
+    )
     .join('')
   const legend = `<text x="${LEFT}" y="${y + 8}"><tspan fill="#c92a2a">■</tspan> updates missing on live replicas  <tspan fill="#1971c2">━</tspan> replicas behind  <tspan fill="#74c0fc">■</tspan> gossip data  <tspan fill="#ffc078">■</tspan> gossip control  <tspan fill="#69db7c">■</tspan> sync  <tspan fill="#5f3dc4">●</tspan> write → last replica${t.stock === undefined ? '' : '  <tspan fill="#2b8a3e">━</tspan>/<tspan fill="#e67700">━</tspan> stock, highest/lowest replica'}</text>`
   return `<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y + 20}" viewBox="0 0 ${W} ${y + 20}" role="img" aria-label="timeline of faults, divergence, message rates and latency">
@@ -235,7 +276,7 @@ ${legend}
 </svg>`
 }
 
-function row(label: string, value: unknown): string {
+function row(label: string, value: string | number | null | undefined): string {
   return `<tr><td>${esc(label)}</td><td class="num">${esc(value === null || value === undefined ? '—' : String(value))}</td></tr>`
 }
 

@@ -44,7 +44,10 @@ export function healConvergence(heals: { at: number; kind: string; live: number[
   return { afterEachHeal, completion }
 }
 
-export function evaluateTargets(scenario: Scenario, measured: { msgsPerUpdate: number | null; latency: ReturnType<typeof summarize>; wallMs: number }): TargetResult[] {
+export function evaluateTargets(
+  scenario: Scenario,
+  measured: { msgsPerUpdate: number | null; latency: ReturnType<typeof summarize>; wallMs: number },
+): TargetResult[] {
   const t = scenario.targets
   const out: TargetResult[] = []
   const add = (name: string, limit: number | undefined, value: number | null): void => {

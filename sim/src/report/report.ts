@@ -58,7 +58,16 @@ export interface Report {
     distinctStatesAtEnd: number
     stateDigest: string | null
   }
-  replicas: { syncRounds: number; syncFailures: number; deltasApplied: number; deltasDuplicate: number; pushedMessages: number; dropped: Record<string, number>; warnings: number; errors: number }
+  replicas: {
+    syncRounds: number
+    syncFailures: number
+    deltasApplied: number
+    deltasDuplicate: number
+    pushedMessages: number
+    dropped: Record<string, number>
+    warnings: number
+    errors: number
+  }
   /** The bounded-counter workload (workload.counter); null without one. */
   counter: CounterReport | null
   checks: CheckResult[]

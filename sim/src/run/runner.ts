@@ -99,10 +99,21 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     const counterLedger = new CounterLedger(scenario.workload.counter.min)
     const ids = counterOn ? counterIds(scenario.workload.counter) : []
     const nodes: HostNode[] = []
-    const totals: ReplicaTotals = { syncRounds: 0, syncFailures: 0, deltasApplied: 0, deltasDuplicate: 0, pushedMessages: 0, dropped: {}, warnings: 0, errors: 0, errorSamples: [] }
+    const totals: ReplicaTotals = {
+      syncRounds: 0,
+      syncFailures: 0,
+      deltasApplied: 0,
+      deltasDuplicate: 0,
+      pushedMessages: 0,
+      dropped: {},
+      warnings: 0,
+      errors: 0,
+      errorSamples: [],
+    }
     const collections: CollectionPlan[] = []
     if (scenario.workload.backends.yjs > 0) collections.push({ name: 'yjs-items', backend: 'yjs', weight: scenario.workload.backends.yjs })
-    if (scenario.workload.backends.automerge > 0) collections.push({ name: 'automerge-items', backend: 'automerge', weight: scenario.workload.backends.automerge })
+    if (scenario.workload.backends.automerge > 0)
+      collections.push({ name: 'automerge-items', backend: 'automerge', weight: scenario.workload.backends.automerge })
     const restartFindings: RestartFinding[] = []
 
     const ctx: SimContext = {
@@ -124,7 +135,10 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       errors: [],
       addNode: () => {
         const node = createNode()
-        environment.wireJoiner(node.index, nodes.filter((n) => n.status !== 'left').map((n) => n.index))
+        environment.wireJoiner(
+          node.index,
+          nodes.filter((n) => n.status !== 'left').map((n) => n.index),
+        )
         node.start()
         return node
       },
@@ -148,7 +162,8 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       const reads = [...own.values()].map(async (w) => {
         const value = await node.collection(w.collection)?.get(w.entity)
         const shown = readRegisters(value).get(w.writer) ?? 0
-        if (shown < w.n) finding.lost.push(`${node.id} restarted without ${w.collection}/${w.entity}.n${w.writer}=${w.n} (acked at ${w.ackedAt} ms), shows ${shown}`)
+        if (shown < w.n)
+          finding.lost.push(`${node.id} restarted without ${w.collection}/${w.entity}.n${w.writer}=${w.n} (acked at ${w.ackedAt} ms), shows ${shown}`)
       })
       void Promise.all(reads).catch((err: unknown) => ctx.errors.push(`restart check of ${node.id} failed: ${String(err)}`))
     }
@@ -409,4 +424,3 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     await env?.dispose()
   }
 }
-

@@ -174,9 +174,7 @@ export type FaultEvent =
   | { at: number; type: 'network'; set: Partial<LinkParams> }
 
 export type InvariantSpec =
-  | { kind: 'groups-converge-during-partition'; graceMs: number }
-  | { kind: 'restart-recovers-acked-writes' }
-  | { kind: 'converge-within'; ms: number }
+  { kind: 'groups-converge-during-partition'; graceMs: number } | { kind: 'restart-recovers-acked-writes' } | { kind: 'converge-within'; ms: number }
 
 export interface TargetsSpec {
   msgsPerUpdate?: number
@@ -337,7 +335,7 @@ export function loadScenario(nameOrPath: string, overrides: { nodes?: number } =
 /** Fills defaults into a parsed scenario file and checks it. */
 export function resolveScenario(raw: Record<string, unknown>, fallbackName: string, overrides: { nodes?: number } = {}): Scenario {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ScenarioError('a scenario must be a JSON object')
-  const merged = deepMerge(DEFAULT_SCENARIO as unknown as Record<string, unknown>, raw) as unknown as Scenario
+  const merged = deepMerge(DEFAULT_SCENARIO, raw) as unknown as Scenario
   merged.name = typeof raw.name === 'string' ? raw.name : fallbackName
   merged.description = typeof raw.description === 'string' ? raw.description : ''
   if (overrides.nodes !== undefined) merged.nodes = overrides.nodes
@@ -380,14 +378,16 @@ function validate(s: Scenario): void {
   const c = w.counter
   int(c.ids, 'workload.counter.ids')
   if (c.ids > 0) {
-    if (typeof c.name !== 'string' || c.name === '' || c.name.includes('/')) fail(`workload.counter.name must be a non-empty name without '/', got ${JSON.stringify(c.name)}`)
+    if (typeof c.name !== 'string' || c.name === '' || c.name.includes('/'))
+      fail(`workload.counter.name must be a non-empty name without '/', got ${JSON.stringify(c.name)}`)
     if (s.workload.backends.yjs > 0 && c.name === 'yjs-items') fail(`workload.counter.name '${c.name}' is taken by the register workload`)
     if (s.workload.backends.automerge > 0 && c.name === 'automerge-items') fail(`workload.counter.name '${c.name}' is taken by the register workload`)
     if (typeof c.min !== 'number' || !Number.isSafeInteger(c.min)) fail(`workload.counter.min must be a safe integer, got ${JSON.stringify(c.min)}`)
     int(c.initial, 'workload.counter.initial')
     int(c.restockers, 'workload.counter.restockers', 1)
     if (c.restockers > s.nodes) fail(`workload.counter.restockers is ${c.restockers} but the run has ${s.nodes} nodes`)
-    for (const k of ['incrementRate', 'decrementRate', 'transferRate'] as const) if (!(typeof c[k] === 'number' && c[k] >= 0)) fail(`workload.counter.${k} must be ≥ 0`)
+    for (const k of ['incrementRate', 'decrementRate', 'transferRate'] as const)
+      if (!(typeof c[k] === 'number' && c[k] >= 0)) fail(`workload.counter.${k} must be ≥ 0`)
     int(c.maxIncrement, 'workload.counter.maxIncrement', 1)
     int(c.maxDecrement, 'workload.counter.maxDecrement', 1)
     int(c.maxTransfer, 'workload.counter.maxTransfer', 1)
@@ -400,7 +400,8 @@ function validate(s: Scenario): void {
   prob(n.reorder, 'network.reorder')
   if (!['constant', 'uniform', 'normal', 'lognormal'].includes(n.latency.kind)) fail(`unknown latency kind '${(n.latency as { kind: string }).kind}'`)
   if (n.connections.kind === 'random') int(n.connections.degree, 'network.connections.degree', 1)
-  else if (n.connections.kind !== 'full') fail(`network.connections.kind must be 'full' or 'random', got ${JSON.stringify((n.connections as { kind: unknown }).kind)}`)
+  else if (n.connections.kind !== 'full')
+    fail(`network.connections.kind must be 'full' or 'random', got ${JSON.stringify((n.connections as { kind: unknown }).kind)}`)
   if (!['retransmit', 'drop'].includes(n.requestLoss)) fail(`network.requestLoss must be 'retransmit' or 'drop'`)
   if (!['memory-level', 'map'].includes(s.replica.store)) fail(`replica.store must be 'memory-level' or 'map', got ${JSON.stringify(s.replica.store)}`)
   const g = n.gossip

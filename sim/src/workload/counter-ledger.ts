@@ -90,7 +90,19 @@ export class CounterLedger {
   }
 
   issue(kind: CounterOpKind, node: number, id: string, n: number, now: number, extra: { to?: number; initial?: boolean } = {}): CounterOp {
-    const op: CounterOp = { idx: this.ops.length, kind, node, id, n, to: extra.to, initial: extra.initial ?? false, issuedAt: now, settledAt: NaN, outcome: 'pending', code: undefined }
+    const op: CounterOp = {
+      idx: this.ops.length,
+      kind,
+      node,
+      id,
+      n,
+      to: extra.to,
+      initial: extra.initial ?? false,
+      issuedAt: now,
+      settledAt: NaN,
+      outcome: 'pending',
+      code: undefined,
+    }
     this.ops.push(op)
     return op
   }
@@ -146,8 +158,18 @@ export class CounterLedger {
    * decrements exactly, widened by operations whose outcome is unknown (never settled, or
    * failed with an error other than ERR_INSUFFICIENT_RIGHTS).
    */
-  expected(ids: string[]): Map<string, { exact: number; low: number; high: number; ackedIncrements: number; ackedDecrements: number; uncertainIncrements: number; uncertainDecrements: number }> {
-    const out = new Map(ids.map((id) => [id, { exact: this.min, low: this.min, high: this.min, ackedIncrements: 0, ackedDecrements: 0, uncertainIncrements: 0, uncertainDecrements: 0 }]))
+  expected(
+    ids: string[],
+  ): Map<
+    string,
+    { exact: number; low: number; high: number; ackedIncrements: number; ackedDecrements: number; uncertainIncrements: number; uncertainDecrements: number }
+  > {
+    const out = new Map(
+      ids.map((id) => [
+        id,
+        { exact: this.min, low: this.min, high: this.min, ackedIncrements: 0, ackedDecrements: 0, uncertainIncrements: 0, uncertainDecrements: 0 },
+      ]),
+    )
     for (const op of this.ops) {
       if (op.kind === 'transfer' || op.outcome === 'rejected') continue
       const e = out.get(op.id)
@@ -169,7 +191,15 @@ export class CounterLedger {
   }
 
   /** Operation counts by kind and outcome, and amounts. */
-  tally(kind: CounterOpKind): { issued: number; acknowledged: number; amountAcknowledged: number; rejected: number; failed: number; neverSettled: number; failureCodes: Record<string, number> } {
+  tally(kind: CounterOpKind): {
+    issued: number
+    acknowledged: number
+    amountAcknowledged: number
+    rejected: number
+    failed: number
+    neverSettled: number
+    failureCodes: Record<string, number>
+  } {
     const t = { issued: 0, acknowledged: 0, amountAcknowledged: 0, rejected: 0, failed: 0, neverSettled: 0, failureCodes: {} as Record<string, number> }
     for (const op of this.ops) {
       if (op.kind !== kind) continue

@@ -174,7 +174,15 @@ export interface CounterReport {
   }
   /** Issue → promise settled, in virtual ms (includes waiting for rights from peers). */
   decrementLatencyMs: { accepted: Summary; rejected: Summary }
-  transfers: { issued: number; acknowledged: number; amountAcknowledged: number; rejected: number; failed: number; neverSettled: number; skippedNoRights: number }
+  transfers: {
+    issued: number
+    acknowledged: number
+    amountAcknowledged: number
+    rejected: number
+    failed: number
+    neverSettled: number
+    skippedNoRights: number
+  }
   rightsRequests: RightsRequestStats
   /** Lowest value a replica ever showed (over every id): per replica, per id, overall. */
   lowestValueSeen: { overall: number | null; byReplica: Record<string, number | null>; byId: Record<string, number> }
@@ -214,7 +222,13 @@ export function counterReport(ctx: SimContext, pass: CounterFinalPass, agreedAft
     ids: spec.ids,
     min: spec.min,
     initialPerId: spec.initial,
-    increments: { issued: inc.issued, acknowledged: inc.acknowledged, amountAcknowledged: inc.amountAcknowledged, failed: inc.failed, neverSettled: inc.neverSettled },
+    increments: {
+      issued: inc.issued,
+      acknowledged: inc.acknowledged,
+      amountAcknowledged: inc.amountAcknowledged,
+      failed: inc.failed,
+      neverSettled: inc.neverSettled,
+    },
     decrements: {
       issued: dec.issued,
       accepted: dec.acknowledged,
@@ -226,12 +240,23 @@ export function counterReport(ctx: SimContext, pass: CounterFinalPass, agreedAft
       byReplica: Object.fromEntries(
         ctx.nodes.map((node) => {
           const mine = l.ops.filter((op) => op.kind === 'decrement' && op.node === node.index)
-          return [node.id, { accepted: mine.filter((op) => op.outcome === 'acknowledged').length, rejected: mine.filter((op) => op.outcome === 'rejected').length }]
+          return [
+            node.id,
+            { accepted: mine.filter((op) => op.outcome === 'acknowledged').length, rejected: mine.filter((op) => op.outcome === 'rejected').length },
+          ]
         }),
       ),
     },
     decrementLatencyMs: { accepted: latency('acknowledged'), rejected: latency('rejected') },
-    transfers: { issued: tr.issued, acknowledged: tr.acknowledged, amountAcknowledged: tr.amountAcknowledged, rejected: tr.rejected, failed: tr.failed, neverSettled: tr.neverSettled, skippedNoRights: l.transfersSkipped },
+    transfers: {
+      issued: tr.issued,
+      acknowledged: tr.acknowledged,
+      amountAcknowledged: tr.amountAcknowledged,
+      rejected: tr.rejected,
+      failed: tr.failed,
+      neverSettled: tr.neverSettled,
+      skippedNoRights: l.transfersSkipped,
+    },
     rightsRequests: { ...l.rightsRequests },
     lowestValueSeen: {
       overall: known.length === 0 ? null : Math.min(...known),

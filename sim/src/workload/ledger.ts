@@ -96,7 +96,7 @@ export class Ledger {
     const ekey = `${collection}\u0000${entity}`
     const mine = this.seen[node]!
     let known = mine.get(ekey)
-    if (known === undefined) mine.set(ekey, (known = new Map()))
+    if (known === undefined) mine.set(ekey, (known = new Map<number, number>()))
     for (const [writer, n] of registers) {
       const prev = known.get(writer) ?? 0
       if (n > prev) {

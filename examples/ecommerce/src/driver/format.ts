@@ -11,7 +11,9 @@ export function describeOutcomes(attempts: OrderAttempt[]): string {
     const unreachable = mine.filter((a) => a.reason === 'rights-unreachable').length
     const soldOut = mine.filter((a) => a.reason === 'sold-out').length
     const errors = mine.filter((a) => a.outcome === 'error').length
-    const rej = [unreachable ? `${unreachable} rights out of reach` : '', soldOut ? `${soldOut} sold out` : '', errors ? `${errors} errors` : ''].filter(Boolean)
+    const rej = [unreachable ? `${unreachable} rights out of reach` : '', soldOut ? `${soldOut} sold out` : '', errors ? `${errors} errors` : ''].filter(
+      Boolean,
+    )
     parts.push(`${channel}: ${mine.length} sent, ${acc} accepted${rej.length ? `, rejected: ${rej.join(', ')}` : ''}`)
   }
   return parts.join(' · ')

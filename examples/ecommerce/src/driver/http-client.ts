@@ -81,7 +81,12 @@ export class HttpClient {
    * before any response — the service had closed that connection, so it never handled the
    * request (Node's documented case for retrying: request.reusedSocket and ECONNRESET).
    */
-  private sendOnce<T>(method: string, url: string, body: unknown, signal?: AbortSignal): Promise<{ response: JsonResponse<T> } | { error: Error; staleConnection: boolean }> {
+  private sendOnce<T>(
+    method: string,
+    url: string,
+    body: unknown,
+    signal?: AbortSignal,
+  ): Promise<{ response: JsonResponse<T> } | { error: Error; staleConnection: boolean }> {
     const payload = body === undefined ? undefined : JSON.stringify(body)
     return new Promise((resolve) => {
       let responded = false

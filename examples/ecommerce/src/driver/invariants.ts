@@ -35,7 +35,9 @@ export function checkInvariants(r: ScenarioResult): Invariant[] {
     {
       name: 'no oversell: stock never below 0 on any replica',
       ok: r.lowestStock.overall !== null && r.lowestStock.overall >= 0,
-      detail: `lowest seen ${r.lowestStock.overall ?? 'n/a'} (polled ${r.lowestStock.polled ?? 'n/a'}; replicas' own watch: ${Object.entries(r.lowestStock.watched)
+      detail: `lowest seen ${r.lowestStock.overall ?? 'n/a'} (polled ${r.lowestStock.polled ?? 'n/a'}; replicas' own watch: ${Object.entries(
+        r.lowestStock.watched,
+      )
         .map(([s, v]) => `${s} ${v ?? 'n/a'}`)
         .join(', ')})`,
     },

@@ -48,7 +48,8 @@ export async function checkNothingLost(client: HttpClient, services: ServiceHand
 
 /** A shop-counter order taken by inventory during the partition, as the orders service shows it now. */
 export async function exampleOrderView(client: HttpClient, s: Record<ServiceName, ServiceHandle>, attempts: OrderAttempt[]): Promise<OrderView | null> {
-  const pick = attempts.find((a) => a.phase === 'partition' && a.channel === 'store' && a.outcome === 'accepted') ?? attempts.find((a) => a.outcome === 'accepted')
+  const pick =
+    attempts.find((a) => a.phase === 'partition' && a.channel === 'store' && a.outcome === 'accepted') ?? attempts.find((a) => a.outcome === 'accepted')
   if (pick?.id === undefined) return null
   const res = await client.get<OrderView>(`${s.orders.url}/orders/${encodeURIComponent(pick.id)}`)
   return res.status === 200 ? res.body : null

@@ -79,7 +79,10 @@ function phaseBands(r: ScenarioResult, startMs: number, endMs: number, height: n
 function axes(startMs: number, endMs: number, height: number, maxY: number, title: string): string {
   const ticks = 5
   const xTicks = Array.from({ length: ticks + 1 }, (_, i) => startMs + ((endMs - startMs) * i) / ticks)
-    .map((t) => `<text x="${scaleX(t, startMs, endMs).toFixed(1)}" y="${height - 8}" font-size="10" text-anchor="middle">${((t - startMs) / 1000).toFixed(1)} s</text>`)
+    .map(
+      (t) =>
+        `<text x="${scaleX(t, startMs, endMs).toFixed(1)}" y="${height - 8}" font-size="10" text-anchor="middle">${((t - startMs) / 1000).toFixed(1)} s</text>`,
+    )
     .join('')
   return `<text x="${PAD.left}" y="${PAD.top - 8}" font-size="12" font-weight="600">${esc(title)}</text>
 <line x1="${PAD.left}" y1="${height - PAD.bottom}" x2="${W - PAD.right}" y2="${height - PAD.bottom}" stroke="#999"/>

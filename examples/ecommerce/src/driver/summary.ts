@@ -22,7 +22,10 @@ export function headlines(r: ScenarioResult): Headline[] {
   const failed = r.invariants.filter((i) => !i.ok)
   const errors = r.attempts.length - accepted.length - rejected.length
   return [
-    { label: 'orders accepted (HTTP 201)', value: `${accepted.length} of ${r.attempts.length} (web ${byChannel(accepted, 'web')}, shop counter ${byChannel(accepted, 'store')})` },
+    {
+      label: 'orders accepted (HTTP 201)',
+      value: `${accepted.length} of ${r.attempts.length} (web ${byChannel(accepted, 'web')}, shop counter ${byChannel(accepted, 'store')})`,
+    },
     {
       label: 'orders rejected (HTTP 409)',
       value: `${rejected.length}${rejected.length ? ` (${unreachable} rights out of reach, ${soldOut} sold out)` : ''}${errors ? `; ${errors} errors` : ''}`,
@@ -35,7 +38,10 @@ export function headlines(r: ScenarioResult): Headline[] {
     },
     { label: 'acknowledged writes lost', value: `${r.lost.missing.length} (${accepted.length} orders × ${r.services.length} services checked)` },
     { label: 'processes left behind', value: `${r.processesLeft.length} of ${r.pids.length}` },
-    { label: 'invariants', value: failed.length === 0 ? `all ${r.invariants.length} hold` : `${failed.length} FAILED: ${failed.map((f) => f.name).join('; ')}` },
+    {
+      label: 'invariants',
+      value: failed.length === 0 ? `all ${r.invariants.length} hold` : `${failed.length} FAILED: ${failed.map((f) => f.name).join('; ')}`,
+    },
   ]
 }
 
@@ -51,7 +57,15 @@ export function phaseRows(r: ScenarioResult): string[][] {
 }
 
 export function renderSummary(r: ScenarioResult): string {
-  const lines = ['', 'Summary', renderTable(headlines(r).map((h) => [h.label, h.value])), '', renderTable(phaseRows(r), { header: true, align: ['left', 'right', 'right', 'right', 'right'] }), '', 'Invariants']
+  const lines = [
+    '',
+    'Summary',
+    renderTable(headlines(r).map((h) => [h.label, h.value])),
+    '',
+    renderTable(phaseRows(r), { header: true, align: ['left', 'right', 'right', 'right', 'right'] }),
+    '',
+    'Invariants',
+  ]
   for (const inv of r.invariants) lines.push(`  ${inv.ok ? '✓' : '✗'} ${inv.name} — ${inv.detail}`)
   return lines.join('\n')
 }

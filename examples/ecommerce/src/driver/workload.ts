@@ -74,12 +74,24 @@ export async function runOrders(options: RunOptions): Promise<OrderAttempt[]> {
   return attempts.sort((a, b) => a.seq - b.seq)
 }
 
-async function placeOne(client: HttpClient, o: PlannedOrder, phase: PhaseName, seq: number, idPrefix: string, now: () => number, signal: AbortSignal): Promise<OrderAttempt> {
+async function placeOne(
+  client: HttpClient,
+  o: PlannedOrder,
+  phase: PhaseName,
+  seq: number,
+  idPrefix: string,
+  now: () => number,
+  signal: AbortSignal,
+): Promise<OrderAttempt> {
   const at = now()
   const base = { seq, phase, channel: o.channel, target: o.target, sku: o.sku, qty: o.qty, at }
   const id = `${o.channel}-${idPrefix}-${String(seq).padStart(5, '0')}`
   try {
-    const res = await client.post<OrderAccepted | OrderRejected | { error: string }>(`${o.url}/orders`, { id, sku: o.sku, qty: o.qty }, { signal, idempotent: true })
+    const res = await client.post<OrderAccepted | OrderRejected | { error: string }>(
+      `${o.url}/orders`,
+      { id, sku: o.sku, qty: o.qty },
+      { signal, idempotent: true },
+    )
     const ms = now() - at
     if (res.status === 201) {
       const body = res.body as OrderAccepted

@@ -41,12 +41,21 @@ async function start(): Promise<void> {
   // The web shop takes orders at the orders service; the shop counter at inventory — so
   // orders keep coming in on both sides of a partition between them.
   const desk =
-    config.name === 'orders' ? new OrderDesk(shop, 'orders', 'web', config.waitMs)
-    : config.name === 'inventory' ? new OrderDesk(shop, 'inventory', 'store', config.waitMs)
-    : undefined
+    config.name === 'orders'
+      ? new OrderDesk(shop, 'orders', 'web', config.waitMs)
+      : config.name === 'inventory'
+        ? new OrderDesk(shop, 'inventory', 'store', config.waitMs)
+        : undefined
   const routes = buildRoutes({ config, shop, gate, watch, ...(desk ? { desk } : {}) })
   server = await serve(routes, config.httpPort, (err) => logger.error('request failed', { err }))
-  const ready: ReadyMessage = { type: 'ready', name: config.name, pid: process.pid, peerId: shop.replica.peerId, multiaddrs: shop.replica.multiaddrs, url: server.url }
+  const ready: ReadyMessage = {
+    type: 'ready',
+    name: config.name,
+    pid: process.pid,
+    peerId: shop.replica.peerId,
+    multiaddrs: shop.replica.multiaddrs,
+    url: server.url,
+  }
   process.send?.(ready)
   log(`ready: ${server.url} ${shop.replica.multiaddrs.join(' ')}`)
 }

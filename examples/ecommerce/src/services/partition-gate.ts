@@ -32,9 +32,7 @@ export class PartitionGate {
   async block(peers: string[]): Promise<void> {
     for (const peer of peers) this.blocked.add(peerIdOf(peer))
     const open = this.libp2p?.getConnections() ?? []
-    await Promise.all(
-      open.filter((c) => this.blocked.has(c.remotePeer.toString())).map((c) => c.close().catch(() => c.abort(new Error('partitioned')))),
-    )
+    await Promise.all(open.filter((c) => this.blocked.has(c.remotePeer.toString())).map((c) => c.close().catch(() => c.abort(new Error('partitioned')))))
   }
 
   /** Lifts the block on the given peers, or on every peer. */

@@ -23,7 +23,15 @@ export function buildRoutes({ config, shop, gate, watch, desk }: RouteDeps): Rou
   router.on('GET', '/health', async () => {
     let products = 0
     for await (const _ of shop.products.keys()) products++
-    const body: HealthView = { ok: true, service, pid: process.pid, peerId: shop.replica.peerId, peers: shop.replica.peers(), blocked: gate.blockedPeers, products }
+    const body: HealthView = {
+      ok: true,
+      service,
+      pid: process.pid,
+      peerId: shop.replica.peerId,
+      peers: shop.replica.peers(),
+      blocked: gate.blockedPeers,
+      products,
+    }
     return { status: 200, body }
   })
 

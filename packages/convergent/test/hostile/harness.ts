@@ -70,7 +70,20 @@ export const FIGURES: Figures[] = []
 
 /** The figures as a table (for the README). */
 export function figuresTable(figures: readonly Figures[]): string {
-  const head = ['attack', 'p99 ms', 'max ms', 'busy p99 / max ms', 'RSS peak MB', 'RSS after MB', 'honest ms (durable there)', 'window ms', 'CPU ms', 'log lines (KB)', 'passes', 'note']
+  const head = [
+    'attack',
+    'p99 ms',
+    'max ms',
+    'busy p99 / max ms',
+    'RSS peak MB',
+    'RSS after MB',
+    'honest ms (durable there)',
+    'window ms',
+    'CPU ms',
+    'log lines (KB)',
+    'passes',
+    'note',
+  ]
   const rows = figures.map((f) => [
     f.attack,
     f.p99Ms.toFixed(1),
@@ -86,7 +99,15 @@ export function figuresTable(figures: readonly Figures[]): string {
     f.note,
   ])
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`
-  return [`${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} (1 / 5 / 15 min) at the end`, '', line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n')
+  return [
+    `${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' / ')} (1 / 5 / 15 min) at the end`,
+    '',
+    line(head),
+    line(head.map(() => '---')),
+    ...rows.map(line),
+  ].join('\n')
 }
 
 // --- a logger that formats like consoleLogger but writes nothing ---

@@ -177,7 +177,12 @@ function valueLimitBroken(broken: 'tooLarge' | 'tooDeep', ctx: ReplicationContex
   return broken === 'tooLarge' ? `larger than maxValueBytes (${ctx.limits.maxValueBytes})` : `nested deeper than maxDepth (${ctx.limits.maxDepth})`
 }
 
-function dropMessageOf(reason: 'backendMismatch' | 'collectionLimit' | 'collectionDropped', collection: string, backendName: string, ctx: ReplicationContext): string {
+function dropMessageOf(
+  reason: 'backendMismatch' | 'collectionLimit' | 'collectionDropped',
+  collection: string,
+  backendName: string,
+  ctx: ReplicationContext,
+): string {
   if (reason === 'collectionDropped') return `collection '${collection}' was dropped here and is not taken from peers`
   if (reason === 'collectionLimit') return `collection '${collection}' is new and this replica already holds maxCollections (${ctx.limits.maxCollections})`
   return `collection '${collection}' uses '${ctx.entities.collections.get(collection)?.backend.name}', the delta is for '${backendName}'`

@@ -4,7 +4,10 @@ import { ConvergentError } from '../errors.js'
 /** A round stopped because it went over its budget of requests, bytes or time. */
 export class OverBudgetError extends ConvergentError {
   constructor(peer: string, what: string) {
-    super('ERR_ABORTED', `the anti-entropy round with ${peer} stopped: it went over its budget of ${what}. What it applied so far stays; the next round goes on from there.`)
+    super(
+      'ERR_ABORTED',
+      `the anti-entropy round with ${peer} stopped: it went over its budget of ${what}. What it applied so far stays; the next round goes on from there.`,
+    )
   }
 }
 

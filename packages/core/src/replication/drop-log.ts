@@ -21,7 +21,8 @@ export class DropLog {
     const now = this.clock.now()
     let p = this.peers.get(peer)
     if (p === undefined || now - p.since >= this.windowMs) {
-      if (p !== undefined && p.quiet > 0) this.logger.warn(`dropped ${p.quiet} more inputs from ${peer} without logging them (see replica.stats())`, { peer, quiet: p.quiet })
+      if (p !== undefined && p.quiet > 0)
+        this.logger.warn(`dropped ${p.quiet} more inputs from ${peer} without logging them (see replica.stats())`, { peer, quiet: p.quiet })
       p = { since: now, logged: 0, quiet: 0 }
       this.peers.set(peer, p)
     }

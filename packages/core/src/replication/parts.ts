@@ -79,7 +79,8 @@ export class Outbox {
     const held = this.held.get(t)
     if (held === undefined || held.peer !== peer || offset >= held.bytes.byteLength) return undefined
     const end = Math.min(held.bytes.byteLength, offset + max)
-    if (end === held.bytes.byteLength) this.drop(t) // fully read: the requester has it
+    if (end === held.bytes.byteLength)
+      this.drop(t) // fully read: the requester has it
     else held.expires = this.clock.now() + this.ttlMs
     return held.bytes.subarray(offset, end)
   }

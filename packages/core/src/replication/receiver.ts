@@ -26,7 +26,13 @@ function dropReasonOf(err: unknown): DropReason {
  * Counts an inbound message against the peer, applies the rate bound and decodes its
  * envelope. Returns undefined (after counting and logging the drop) if it must be dropped.
  */
-export function admit(ctx: ReplicationContext, limiter: PeerRateLimiter, peer: string, data: Uint8Array, maxBytes = ctx.limits.maxMessageBytes): DecodedMessage | undefined {
+export function admit(
+  ctx: ReplicationContext,
+  limiter: PeerRateLimiter,
+  peer: string,
+  data: Uint8Array,
+  maxBytes = ctx.limits.maxMessageBytes,
+): DecodedMessage | undefined {
   const stats = ctx.stats.of(peer)
   stats.messagesIn++
   stats.bytesIn += data.byteLength

@@ -120,12 +120,15 @@ export class Replicator {
     // either side since the connection shows in lastRoundAt, which a disconnect clears; its
     // roots request may even arrive before our own connect event.)
     this.cancelFallback(peer)
-    const timer = this.ctx.clock.setTimeout(() => {
-      this.fallbacks.delete(peer)
-      if (this.stopped || !this.ctx.network.peers().includes(peer)) return
-      if (this.lastRoundAt.has(peer) || this.rounds.has(peer)) return
-      this.track(this.roundWith(peer).catch(() => undefined))
-    }, jittered(this.ctx.clock, CONNECT_FALLBACK_MS))
+    const timer = this.ctx.clock.setTimeout(
+      () => {
+        this.fallbacks.delete(peer)
+        if (this.stopped || !this.ctx.network.peers().includes(peer)) return
+        if (this.lastRoundAt.has(peer) || this.rounds.has(peer)) return
+        this.track(this.roundWith(peer).catch(() => undefined))
+      },
+      jittered(this.ctx.clock, CONNECT_FALLBACK_MS),
+    )
     this.fallbacks.set(peer, timer)
   }
 
@@ -181,19 +184,21 @@ export class Replicator {
   /** A round with one peer, after any round already running with it. */
   roundWith(peer: string, signal?: AbortSignal): Promise<RoundResult | undefined> {
     const previous = this.rounds.get(peer) ?? Promise.resolve(undefined)
-    const next = abortable(previous.catch(() => undefined), signal)
-      .then(async () => {
-        if (this.stopped) return undefined
-        this.lastRoundAt.set(peer, this.ctx.clock.now())
-        try {
-          return await this.client.round(peer, signal)
-        } catch (err) {
-          this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
-          this.ctx.stats.of(peer).syncFailures++
-          if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`)
-          throw err
-        }
-      })
+    const next = abortable(
+      previous.catch(() => undefined),
+      signal,
+    ).then(async () => {
+      if (this.stopped) return undefined
+      this.lastRoundAt.set(peer, this.ctx.clock.now())
+      try {
+        return await this.client.round(peer, signal)
+      } catch (err) {
+        this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
+        this.ctx.stats.of(peer).syncFailures++
+        if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`)
+        throw err
+      }
+    })
     // The entry waits for this round AND the one before it: a round whose caller gave up
     // waiting (its signal) must not let the next one start while the previous still runs.
     const entry: Promise<unknown> = Promise.allSettled([previous, next]).finally(() => {
@@ -219,10 +224,13 @@ export class Replicator {
 
   private schedule(): void {
     if (this.options.syncIntervalMs <= 0 || this.stopped) return
-    this.timer = this.ctx.clock.setTimeout(() => {
-      this.track(this.syncAll(undefined, true).catch(() => undefined))
-      this.schedule()
-    }, jittered(this.ctx.clock, this.options.syncIntervalMs))
+    this.timer = this.ctx.clock.setTimeout(
+      () => {
+        this.track(this.syncAll(undefined, true).catch(() => undefined))
+        this.schedule()
+      },
+      jittered(this.ctx.clock, this.options.syncIntervalMs),
+    )
   }
 
   private track(p: Promise<unknown>): void {

@@ -131,7 +131,12 @@ function isUnsupportedRange(err: unknown): boolean {
  */
 function endsRound(err: unknown): boolean {
   if (err instanceof SyncRefusedError) return false
-  return isConvergentError(err, 'ERR_NETWORK') || isConvergentError(err, 'ERR_ABORTED') || isConvergentError(err, 'ERR_CLOSED') || isConvergentError(err, 'ERR_TIMEOUT')
+  return (
+    isConvergentError(err, 'ERR_NETWORK') ||
+    isConvergentError(err, 'ERR_ABORTED') ||
+    isConvergentError(err, 'ERR_CLOSED') ||
+    isConvergentError(err, 'ERR_TIMEOUT')
+  )
 }
 
 /**
@@ -407,7 +412,8 @@ export class SyncClient {
           const response = decodeRangeResponse(await this.request(round, request, MessageType.RangeResponse), this.ctx.limits.maxDeltaBytes)
           next = response.next
           // An honest responder only continues after a full chunk: never with an empty one.
-          if (next !== undefined && (response.entries.length === 0 || !progressed(asked, next))) throw invalid(`peer ${round.peer} answered a range request without progress`)
+          if (next !== undefined && (response.entries.length === 0 || !progressed(asked, next)))
+            throw invalid(`peer ${round.peer} answered a range request without progress`)
           round.result.entitiesDiffering += response.entries.length
           await abortable(applying, signal)
           applying = this.applySlots(round, target, response.entries).then((applied) => {
@@ -502,7 +508,9 @@ export class SyncClient {
     const queue = [...leaves]
     while (queue.length > 0) {
       const chunk = queue.splice(0, MAX_LEAVES_PER_REQUEST)
-      const response = decodeLeavesResponse(await this.request(round, encodeLeavesRequest({ collection: target.name, leaves: chunk }), MessageType.LeavesResponse))
+      const response = decodeLeavesResponse(
+        await this.request(round, encodeLeavesRequest({ collection: target.name, leaves: chunk }), MessageType.LeavesResponse),
+      )
       const asked = new Set(chunk)
       const more = (response.more ?? []).filter((leaf) => asked.has(leaf))
       // A leaf named as "more" must not have been answered: it is compared once its turn comes.

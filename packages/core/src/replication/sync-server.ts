@@ -121,7 +121,8 @@ export class SyncServer {
         return this.exchange(from, decodeExchangeRequest(body))
       case MessageType.DeltasRequest: {
         const req = decodeDeltasRequest(body)
-        if (!this.limiter.takeEntries(from, req.entries.length)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        if (!this.limiter.takeEntries(from, req.entries.length))
+          throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
         const results = await applyAll(this.ctx, from, req.collection, req.backend, req.entries)
         return encodeAck(results.filter((r) => r === 'applied').length)
       }
@@ -202,7 +203,9 @@ export class SyncServer {
       if (ticket !== undefined) return ticket
     }
     if (!parts && delta.byteLength <= this.ctx.limits.maxMessageBytes - 64 * 1024) return delta // an older requester
-    this.ctx.logger.warn(`not sending '${collection}/${id}' to ${from} now: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes})`)
+    this.ctx.logger.warn(
+      `not sending '${collection}/${id}' to ${from} now: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes})`,
+    )
     return null
   }
 

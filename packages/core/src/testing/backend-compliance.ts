@@ -122,7 +122,7 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
         assert.notEqual(a.hash(), before)
       })
 
-      it('read returns a fresh copy, and put keeps none of the caller\'s objects', function () {
+      it("read returns a fresh copy, and put keeps none of the caller's objects", function () {
         const value: JsonObject = { a: { b: [1, { c: 'x' }] }, d: 'y' }
         const a = replica()
         a.put(value)
@@ -662,7 +662,10 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
       const smallEnough = (delta: Uint8Array | null, what: string): void => {
         assert.ok(delta !== null, `${what}: expected a delta`)
         // The object is ~40 kB of JSON; one field's worth of operation is a few dozen bytes.
-        assert.ok(delta.byteLength < 300 && delta.byteLength * 100 < bigJsonBytes, `${what}: delta of ${delta.byteLength} bytes for a ${bigJsonBytes}-byte object`)
+        assert.ok(
+          delta.byteLength < 300 && delta.byteLength * 100 < bigJsonBytes,
+          `${what}: delta of ${delta.byteLength} bytes for a ${bigJsonBytes}-byte object`,
+        )
       }
 
       it('updating one field of a big object produces a delta much smaller than the object', function () {
@@ -862,12 +865,31 @@ const { object: objectArb } = fc.letrec<{ value: JsonValue; object: JsonObject }
 
 /** Few field names, so replicas collide on fields, nest into each other and edit lists. */
 const smallKeyArb = fc.constantFrom('a', 'b', 'c', 'list', 'nested')
-const smallValueArb: fc.Arbitrary<JsonValue> = fc.oneof(scalarArb, fc.array(scalarArb, { maxLength: 3 }), fc.dictionary(smallKeyArb, scalarArb, { maxKeys: 2, noNullPrototype: true }))
+const smallValueArb: fc.Arbitrary<JsonValue> = fc.oneof(
+  scalarArb,
+  fc.array(scalarArb, { maxLength: 3 }),
+  fc.dictionary(smallKeyArb, scalarArb, { maxKeys: 2, noNullPrototype: true }),
+)
 const replicaArb = fc.nat(2)
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('put' as const), replica: replicaArb, value: fc.dictionary(smallKeyArb, smallValueArb, { maxKeys: 4, noNullPrototype: true }) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('set' as const), replica: replicaArb, path: fc.array(smallKeyArb, { minLength: 1, maxLength: 2 }), value: smallValueArb }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('put' as const),
+      replica: replicaArb,
+      value: fc.dictionary(smallKeyArb, smallValueArb, { maxKeys: 4, noNullPrototype: true }),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('set' as const),
+      replica: replicaArb,
+      path: fc.array(smallKeyArb, { minLength: 1, maxLength: 2 }),
+      value: smallValueArb,
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('remove' as const), replica: replicaArb, key: smallKeyArb }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('push' as const), replica: replicaArb, value: scalarArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('delete' as const), replica: replicaArb }) },
@@ -933,7 +955,6 @@ function isPlainObject(v: JsonValue | undefined): v is JsonObject {
 function prefixKeys(prefix: string, obj: JsonObject): JsonObject {
   return Object.fromEntries(Object.entries(obj).map(([k, v]) => [prefix + k, v]))
 }
-
 
 /** Every item at least once, some twice, in a random order. */
 function shuffleWithDuplicates<T>(items: readonly T[], seed: number): T[] {

@@ -87,8 +87,14 @@ export function networkComplianceSuite(name: string, makeCluster: (n: number) =>
         await a.publish('t2', y)
         await waitFor(() => recs[1]!.received('t1', x) && recs[2]!.received('t2', y), 'both messages arrive')
         await settle()
-        assert.ok(recs[1]!.messages.every((m) => m.topic === 't1'), 'b only gets t1')
-        assert.ok(recs[2]!.messages.every((m) => m.topic === 't2'), 'c only gets t2')
+        assert.ok(
+          recs[1]!.messages.every((m) => m.topic === 't1'),
+          'b only gets t1',
+        )
+        assert.ok(
+          recs[2]!.messages.every((m) => m.topic === 't2'),
+          'c only gets t2',
+        )
       })
 
       it('delivers the bytes unchanged, even if the sender reuses its buffer', async function () {
@@ -199,7 +205,10 @@ export function networkComplianceSuite(name: string, makeCluster: (n: number) =>
         for (const [i, net] of nets.entries()) {
           const others = nets.filter((n) => n !== net).map((n) => n.peerId)
           await waitFor(() => others.every((p) => recs[i]!.connected.includes(p)), `network ${i} hears of every peer`)
-          assert.ok(others.every((p) => net.peers().includes(p)), `network ${i} lists every peer`)
+          assert.ok(
+            others.every((p) => net.peers().includes(p)),
+            `network ${i} lists every peer`,
+          )
           assert.ok(!net.peers().includes(net.peerId), 'peers() excludes ourselves')
         }
       })

@@ -97,7 +97,9 @@ async function expectCorrupt(promise: Promise<unknown>, what: string): Promise<C
     (error: unknown) => ({ error }),
   )
   if ('served' in outcome) {
-    assert.fail(`${what}: served ${JSON.stringify(outcome.served, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v))} instead of rejecting with ERR_STORE_CORRUPT`)
+    assert.fail(
+      `${what}: served ${JSON.stringify(outcome.served, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v))} instead of rejecting with ERR_STORE_CORRUPT`,
+    )
   }
   const { error } = outcome
   assert.equal(isConvergentError(error, 'ERR_STORE_CORRUPT'), true, `${what}: expected ERR_STORE_CORRUPT, got ${String(error)}`)
@@ -131,9 +133,7 @@ const UNUSUAL_IDS = [
 ]
 
 /** Well-formed, non-empty ids without NUL of at most 256 bytes, from all of Unicode. */
-const idArb = fc
-  .string({ unit: 'binary', minLength: 1, maxLength: 24 })
-  .filter((s) => !s.includes('\u0000') && s.isWellFormed() && Buffer.byteLength(s) <= 256)
+const idArb = fc.string({ unit: 'binary', minLength: 1, maxLength: 24 }).filter((s) => !s.includes('\u0000') && s.isWellFormed() && Buffer.byteLength(s) <= 256)
 
 export function storeComplianceSuite(name: string, makeStore: () => Promise<StoreFixture>): void {
   describe(`Store compliance: ${name}`, function () {
@@ -187,7 +187,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
               await store.write([{ type: 'head', collection, id, head }])
               assert.deepEqual(plainHead(await store.getHead(collection, id)), plainHead(head))
               const listed = await collect(store.heads(collection))
-              assert.deepEqual(listed.map(([i, h]) => [i, plainHead(h)]), [[id, plainHead(head)]])
+              assert.deepEqual(
+                listed.map(([i, h]) => [i, plainHead(h)]),
+                [[id, plainHead(head)]],
+              )
             },
           ),
           { numRuns: 40 },
@@ -227,7 +230,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
             fc.array(
               fc.record({
                 id: idArb,
-                origin: fc.oneof(fc.constant('local'), fc.string({ unit: 'binary', maxLength: 60 }).filter((s) => s.isWellFormed())),
+                origin: fc.oneof(
+                  fc.constant('local'),
+                  fc.string({ unit: 'binary', maxLength: 60 }).filter((s) => s.isWellFormed()),
+                ),
                 time: fc.maxSafeNat(),
                 kind: fc.constantFrom<FeedEntry['kind']>('put', 'delete', 'remote'),
               }),
@@ -391,7 +397,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         assert.ok(batches >= 1 && batches <= 3, `3 ticks of writes took ${batches} batches`)
         assert.deepEqual(order, [...Array(n).keys()])
         assert.equal(await store.lastSeq('c'), n)
-        assert.deepEqual((await collect(store.feed('c', 0))).map((e) => e.seq), [...Array(n).keys()].map((k) => k + 1))
+        assert.deepEqual(
+          (await collect(store.feed('c', 0))).map((e) => e.seq),
+          [...Array(n).keys()].map((k) => k + 1),
+        )
       })
     })
 
@@ -410,7 +419,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         await Promise.all(sameTick)
         assert.equal(hex(await store.getMeta('k')), hex(text('2')))
         assert.deepEqual(plainHead(await store.getHead('c', 'e')), plainHead(makeHead('v2', 0, true)))
-        assert.deepEqual((await collect(store.leaves('c'))).map(([l, b]) => [l, hex(b)]), [[3, hex(sha256('l2'))]])
+        assert.deepEqual(
+          (await collect(store.leaves('c'))).map(([l, b]) => [l, hex(b)]),
+          [[3, hex(sha256('l2'))]],
+        )
         assert.deepEqual((await store.collections()).get('c'), { backend: 'automerge' })
 
         const first = store.write([{ type: 'meta', key: 'k', bytes: text('3') }])
@@ -443,8 +455,7 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
 
     describe('delDelta', function () {
       it('compaction (snapshot + delDelta + head) drops exactly the deleted deltas', async function () {
-        const deltas = (id: string): StoreOp[] =>
-          [0, 1, 2].map((index) => ({ type: 'delta', collection: 'c', id, index, bytes: text(`${id}${index}`) }))
+        const deltas = (id: string): StoreOp[] => [0, 1, 2].map((index) => ({ type: 'delta', collection: 'c', id, index, bytes: text(`${id}${index}`) }))
         // 'e' and 'e\u0001' would share a key prefix under a careless layout.
         await store.write([
           ...deltas('e'),
@@ -538,7 +549,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
                 const expected = ids.filter((id) => leafOf(id) >= fromLeaf && leafOf(id) <= toLeaf)
                 assert.deepEqual(got.map(([id]) => id).sort(), [...expected].sort())
                 const gotLeaves = got.map(([id]) => leafOf(id))
-                assert.deepEqual(gotLeaves, [...gotLeaves].sort((x, y) => x - y))
+                assert.deepEqual(
+                  gotLeaves,
+                  [...gotLeaves].sort((x, y) => x - y),
+                )
                 for (const [id, head] of got) assert.deepEqual(plainHead(head), plainHead(makeHead(id)))
               }
               const all = await collect(store.heads(collection))
@@ -615,7 +629,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         })
         for (const id of UNUSUAL_IDS) assert.deepEqual(plainEntity(await store.readEntity('c', id)), expected(id), JSON.stringify(id))
         assert.deepEqual((await collect(store.heads('c'))).map(([id]) => id).sort(), [...UNUSUAL_IDS].sort())
-        assert.deepEqual((await collect(store.feed('c', 0))).map((e) => e.id), UNUSUAL_IDS)
+        assert.deepEqual(
+          (await collect(store.feed('c', 0))).map((e) => e.id),
+          UNUSUAL_IDS,
+        )
 
         // Compacting 'a' touches none of the ids it is a prefix of.
         await store.write([
@@ -664,7 +681,11 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
           { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: text('new0') },
           { type: 'head', collection: 'c', id: 'e', head: makeHead('e2', 1) },
         ])
-        assert.deepEqual(plainEntity(await store.readEntity('c', 'e')), { head: plainHead(makeHead('e2', 1)), snapshot: undefined, deltas: [hex(text('new0'))] })
+        assert.deepEqual(plainEntity(await store.readEntity('c', 'e')), {
+          head: plainHead(makeHead('e2', 1)),
+          snapshot: undefined,
+          deltas: [hex(text('new0'))],
+        })
       })
 
       it('applies atomically and in order with the other ops of its write', async function () {
@@ -729,7 +750,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         assert.equal(await store.getHead('a', 'e3'), undefined)
         await store.write([{ type: 'collection', collection: 'a', meta: { backend: 'automerge' } }, ...entityOps('a', 'e2', 1)])
         assert.deepEqual((await store.collections()).get('a'), { backend: 'automerge' })
-        assert.deepEqual((await collect(store.heads('a'))).map(([id]) => id), ['e2'])
+        assert.deepEqual(
+          (await collect(store.heads('a'))).map(([id]) => id),
+          ['e2'],
+        )
         assert.equal(await store.lastSeq('a'), 1)
         assert.equal(await store.readEntity('a', 'e1'), undefined)
       })
@@ -832,7 +856,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         assert.notEqual(record.id, 'kf-e') // the key it sits under names another id
         await store.quarantine(record)
         assert.deepEqual(await collect(store.heads('kf')), [])
-        assert.deepEqual((await collect(store.heads('kf-other'))).map(([id]) => id), ['kf-other-e'])
+        assert.deepEqual(
+          (await collect(store.heads('kf-other'))).map(([id]) => id),
+          ['kf-other-e'],
+        )
       })
 
       it('quarantine() removes the record it names, so reads and scans no longer meet it; the rest stays readable', async function () {
@@ -846,7 +873,11 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         assert.deepEqual((await collect(store.heads('q'))).map(([id]) => id).sort(), ['q1', 'q3'])
         assert.equal(await store.getHead('q', 'q2'), undefined)
         assert.equal(await store.readEntity('q', 'q2'), undefined)
-        for (const id of ['q1', 'q3']) assert.deepEqual(plainEntity(await store.readEntity('q', id)), plainEntity({ head: makeHead(id, 1), snapshot: undefined, deltas: [text(`delta of ${id}`)] }))
+        for (const id of ['q1', 'q3'])
+          assert.deepEqual(
+            plainEntity(await store.readEntity('q', id)),
+            plainEntity({ head: makeHead(id, 1), snapshot: undefined, deltas: [text(`delta of ${id}`)] }),
+          )
         assert.equal((await collect(store.feed('q', 0))).length, 3)
         await store.quarantine(record) // gone already: a no-op
 

@@ -15,12 +15,28 @@ function unknownVersion(): Uint8Array {
 
 export const GARBAGE_CASES: [what: string, bytes: () => Uint8Array, reason: string][] = [
   ['garbage bytes', () => new Uint8Array([1, 2, 3, 4, 5, 6, 7]), 'malformed'],
-  ['a truncated envelope', () => encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array(40)]] }).subarray(0, 20), 'malformed'],
+  [
+    'a truncated envelope',
+    () => encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array(40)]] }).subarray(0, 20),
+    'malformed',
+  ],
   ['an unknown envelope version', unknownVersion, 'unsupportedVersion'],
   ['an oversized message', () => new Uint8Array(GARBAGE_LIMIT + 1), 'tooLarge'],
-  ['a delta naming an unknown backend', () => encodeMessage(MessageType.Push, { c: 'p', b: 'json-crdt', o: 'x', s: 1, e: [['k', new Uint8Array([1])]] }), 'unknownBackend'],
-  ['a delta that fails to apply', () => encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array([0, 9, 9, 9, 200, 1, 7])]] }), 'invalidDelta'],
-  ['a delta for a collection of another backend', () => encodeMessage(MessageType.Push, { c: 'p', b: 'automerge', o: 'x', s: 1, e: [['k', new Uint8Array([1, 2])]] }), 'backendMismatch'],
+  [
+    'a delta naming an unknown backend',
+    () => encodeMessage(MessageType.Push, { c: 'p', b: 'json-crdt', o: 'x', s: 1, e: [['k', new Uint8Array([1])]] }),
+    'unknownBackend',
+  ],
+  [
+    'a delta that fails to apply',
+    () => encodeMessage(MessageType.Push, { c: 'p', b: 'yjs', o: 'x', s: 1, e: [['k', new Uint8Array([0, 9, 9, 9, 200, 1, 7])]] }),
+    'invalidDelta',
+  ],
+  [
+    'a delta for a collection of another backend',
+    () => encodeMessage(MessageType.Push, { c: 'p', b: 'automerge', o: 'x', s: 1, e: [['k', new Uint8Array([1, 2])]] }),
+    'backendMismatch',
+  ],
   ['a wrong message type on a gossip topic', () => encodeMessage(MessageType.Ack, { n: 1 }), 'malformed'],
 ]
 

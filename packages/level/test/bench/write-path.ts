@@ -101,7 +101,12 @@ const builds: Build[] = [{ name: 'this build', ...current, toLevelOps: toLevelOp
 if (otherDir !== undefined && otherDir !== '-') {
   const other = (await import(pathToFileURL(join(resolve(otherDir), 'index.js')).href)) as Omit<Build, 'name' | 'toLevelOps'>
   const ops = (await import(pathToFileURL(join(resolve(otherDir), 'ops.js')).href)) as { toLevelOps: ToLevelOps }
-  builds.unshift({ name: `other (${otherDir})`, classicLevelStore: other.classicLevelStore, memoryLevelStore: other.memoryLevelStore, toLevelOps: ops.toLevelOps })
+  builds.unshift({
+    name: `other (${otherDir})`,
+    classicLevelStore: other.classicLevelStore,
+    memoryLevelStore: other.memoryLevelStore,
+    toLevelOps: ops.toLevelOps,
+  })
 }
 const rounds = Number(roundsArg ?? 6)
 const results = new Map(builds.map((b) => [b.name, { memory: [] as number[], disk: [] as number[], read: [] as number[], encode: [] as number[] }]))
@@ -115,9 +120,13 @@ for (let r = 0; r < rounds; r++) {
     into.disk.push(got.disk)
     into.read.push(got.read)
     into.encode.push(got.encode)
-    console.log(`round ${r + 1} ${build.name}: encode ${got.encode.toFixed(0)} ns/op, memory ${got.memory.toFixed(0)} w/s, disk ${got.disk.toFixed(0)} w/s, read ${got.read.toFixed(0)} r/s`)
+    console.log(
+      `round ${r + 1} ${build.name}: encode ${got.encode.toFixed(0)} ns/op, memory ${got.memory.toFixed(0)} w/s, disk ${got.disk.toFixed(0)} w/s, read ${got.read.toFixed(0)} r/s`,
+    )
   }
 }
 for (const [name, r] of results) {
-  console.log(`median ${name}: encode ${median(r.encode).toFixed(0)} ns/op, memory ${median(r.memory).toFixed(0)} w/s, disk ${median(r.disk).toFixed(0)} w/s, readEntity ${median(r.read).toFixed(0)} r/s`)
+  console.log(
+    `median ${name}: encode ${median(r.encode).toFixed(0)} ns/op, memory ${median(r.memory).toFixed(0)} w/s, disk ${median(r.disk).toFixed(0)} w/s, readEntity ${median(r.read).toFixed(0)} r/s`,
+  )
 }

@@ -82,5 +82,13 @@ export function decodeUploadRequest(body: unknown, maxBytes: number): UploadRequ
   const offset = asInt(r.o, 'upload offset', 0, size - 1)
   const part = asBytes(r.d, 'upload part')
   if (part.byteLength === 0 || offset + part.byteLength > size) throw invalid('upload part does not fit the announced size')
-  return { collection: asString(r.c, 'collection'), backend: asString(r.b, 'backend'), id: asString(r.i, 'id'), size, hash: asHash(r.h, 'upload hash'), offset, part }
+  return {
+    collection: asString(r.c, 'collection'),
+    backend: asString(r.b, 'backend'),
+    id: asString(r.i, 'id'),
+    size,
+    hash: asHash(r.h, 'upload hash'),
+    offset,
+    part,
+  }
 }

@@ -41,7 +41,12 @@ export interface RootsRequest {
 }
 
 export function encodeRootsRequest(m: RootsRequest): Uint8Array {
-  return encodeMessage(MessageType.RootsRequest, { r: [], k: 1, ...(m.cursor !== undefined ? { p: m.cursor } : {}), ...(m.summary !== undefined ? { h: m.summary } : {}) })
+  return encodeMessage(MessageType.RootsRequest, {
+    r: [],
+    k: 1,
+    ...(m.cursor !== undefined ? { p: m.cursor } : {}),
+    ...(m.summary !== undefined ? { h: m.summary } : {}),
+  })
 }
 
 /** The request, and whether the requester reads pages (older ones get every root at once). */
@@ -260,7 +265,10 @@ export interface ExchangeResponse {
 }
 
 export function encodeExchangeResponse(m: ExchangeResponse): Uint8Array {
-  return encodeMessage(MessageType.ExchangeResponse, { e: m.entries.map(([id, slot, version]) => [id, slot === null ? null : encodeSlot(slot), version]), m: m.more })
+  return encodeMessage(MessageType.ExchangeResponse, {
+    e: m.entries.map(([id, slot, version]) => [id, slot === null ? null : encodeSlot(slot), version]),
+    m: m.more,
+  })
 }
 
 export function decodeExchangeResponse(body: unknown, maxDeltaBytes: number): ExchangeResponse {
