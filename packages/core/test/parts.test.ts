@@ -1,10 +1,10 @@
 // Deltas larger than a message holds travel in parts (replication/parts.ts): fetched by
 // ticket from the responder, uploaded by the requester, checked against size and hash.
 import { expect } from 'chai'
-import { LoopbackHub, sha256 } from '../src/index.js'
+import { LoopbackHub, sha256, type Network } from '../src/index.js'
 import { decodeMessage, encodeMessage, encodeRangeRequest, MessageType } from '../src/internal.js'
 import { Outbox, Uploads } from '../src/replication/parts.js'
-import { closedAfterEach, hostile, ManualClock, memoryReplica, replicaWithRawPeer, spy, startRawPeer, waitFor, type Answer } from './helpers.js'
+import { closedAfterEach, dump, hostile, ManualClock, memoryReplica, replicaWithRawPeer, spy, startRawPeer, waitFor, type Answer } from './helpers.js'
 
 const SMALL = { maxChunkBytes: 2048 } // anything over 2 KiB goes in parts
 /** ~20 KB that do not compress (Automerge deflates what it saves): hex of a hash chain. */
@@ -114,6 +114,44 @@ describe('parts: deltas too large for one message', function () {
     expect(body.n).to.not.equal(undefined) // the rest in the next request
   })
 
+  it('a peer catching up many large entities through an outbox that holds one gets them all in one round (it fetches each ticket before asking on)', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const tight = { ...SMALL, maxDeltaBytes: 30_000, maxPartsBytes: 30_000 } // one ~20 KB ticket at a time
+    const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits: tight })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: tight })
+    replicas.push(a, b)
+    for (let i = 0; i < 8; i++) await a.collection('p', { backend: 'yjs' }).put(`k${i}`, big(`k${i}`))
+    hub.connect('a', 'b')
+    await waitFor(() => b.peers().includes('a'), 'connected')
+    await b.sync()
+    expect(Object.keys(await dump(b, 'p'))).to.have.length(8)
+    const [again] = await b.sync()
+    expect(again!.collectionsDiffering).to.equal(0)
+  })
+
+  it('a full outbox refuses a new ticket while the held one is being downloaded (the range answer stops there), and gives its room to the next request once it is not', async () => {
+    const hub = new LoopbackHub()
+    const good = await memoryReplica({ network: hub.createNetwork('good'), limits: { ...SMALL, maxDeltaBytes: 30_000, maxPartsBytes: 30_000 } })
+    replicas.push(good)
+    for (let i = 0; i < 20; i++) await good.collection('p', { backend: 'yjs' }).put(`k${i}`, big(`k${i}`))
+    const [first, second] = [hub.createNetwork('first'), hub.createNetwork('second')]
+    nets.push(first, second)
+    await startRawPeer(first, good)
+    await startRawPeer(second, good)
+    const range = async (peer: Network): Promise<{ e: [string, unknown][]; n?: unknown }> =>
+      decodeMessage(await peer.request('good', encodeRangeRequest({ collection: 'p', backend: 'yjs', ranges: [[0, 65535]], skip: 0, parts: true })), 1 << 20)
+        .body as {
+        e: [string, unknown][]
+        n?: unknown
+      }
+    expect((await range(first)).e).to.have.length(1) // first holds the outbox's one ticket
+    const refused = await range(second)
+    expect(refused.e).to.have.length(0) // refused at the first large entity, not after all 20
+    expect(refused.n).to.equal(undefined)
+    await new Promise((r) => setTimeout(r, 2100)) // first has not fetched for protectMs
+    expect((await range(second)).e).to.have.length(1)
+  })
+
   it('answers uploads out of order, over the size bound or with a wrong hash with an Error, and applies none', async () => {
     const { good, peer } = await replicaWithRawPeer(replicas, 'evil', 'k')
     nets.push(peer)
@@ -134,36 +172,56 @@ describe('parts: deltas too large for one message', function () {
 })
 
 describe('parts: Outbox and Uploads', function () {
-  it('the outbox serves a ticket only to its peer, drops the oldest when over budget and expires idle ones', async () => {
+  it('the outbox serves a ticket only to its peer, drops it once fully read, and refuses what could never fit', () => {
     const clock = new ManualClock()
-    const outbox = new Outbox(clock, 10_000, 1000)
+    const outbox = new Outbox(clock, 10_000)
     const t1 = outbox.put('p1', new Uint8Array(6000).fill(1))!
     expect(outbox.read('p2', t1.ticket, 0, 100)).to.equal(undefined)
     expect(outbox.read('p1', t1.ticket, 0, 100)!.byteLength).to.equal(100)
-    const t2 = outbox.put('p1', new Uint8Array(6000).fill(2))! // over budget: t1 goes
-    expect(outbox.read('p1', t1.ticket, 100, 100)).to.equal(undefined)
-    await clock.advance(1001)
-    outbox.put('p1', new Uint8Array(10).fill(3))
-    expect(outbox.read('p1', t2.ticket, 0, 100)).to.equal(undefined) // expired
-    expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined) // could never fit
+    expect(outbox.read('p1', t1.ticket, 100, 10_000)!.byteLength).to.equal(5900)
+    expect(outbox.size).to.equal(0)
+    expect(outbox.read('p1', t1.ticket, 0, 100)).to.equal(undefined)
+    expect(outbox.put('p1', new Uint8Array(20_000))).to.equal(undefined)
   })
 
-  it("the outbox makes room from whoever holds the most: one peer's requests cannot push out another's tickets", async () => {
+  it('the outbox pushes out the ticket with the least recent progress, never one read within protectMs, and refuses when all are', async () => {
     const clock = new ManualClock()
-    const outbox = new Outbox(clock, 10_000)
-    const honest = outbox.put('honest', new Uint8Array(4000).fill(1))!
-    const greedy = Array.from({ length: 10 }, () => outbox.put('greedy', new Uint8Array(3000).fill(2)))
-    expect(greedy.every((t) => t !== undefined)).to.equal(true) // each made room from greedy's own oldest
-    expect(outbox.read('honest', honest.ticket, 0, 100)!.byteLength).to.equal(100)
-    expect(outbox.read('greedy', greedy[0]!.ticket, 0, 100)).to.equal(undefined)
-    expect(outbox.read('greedy', greedy[9]!.ticket, 0, 100)!.byteLength).to.equal(100)
+    const outbox = new Outbox(clock, 10_000, { protectMs: 1000, idleMs: 60_000 })
+    const a = outbox.put('a', new Uint8Array(4000).fill(1))!
+    await clock.advance(10)
+    const b = outbox.put('b', new Uint8Array(4000).fill(2))!
+    // Both were just handed out: a third is refused rather than push out either.
+    expect(outbox.put('c', new Uint8Array(4000).fill(3))).to.equal(undefined)
+    await clock.advance(1500)
+    outbox.read('a', a.ticket, 0, 100) // a makes progress; b does not
+    const c = outbox.put('c', new Uint8Array(4000).fill(3))!
+    expect(c).to.not.equal(undefined)
+    expect(outbox.read('b', b.ticket, 0, 100)).to.equal(undefined) // b went
+    expect(outbox.read('a', a.ticket, 100, 100)!.byteLength).to.equal(100)
     expect(outbox.size).to.be.at.most(10_000)
-    // A third peer gets room from the largest holder, until it would be the largest itself.
-    const third = outbox.put('third', new Uint8Array(2000).fill(3))!
-    expect(outbox.read('third', third.ticket, 0, 100)!.byteLength).to.equal(100)
-    expect(outbox.read('honest', honest.ticket, 100, 100)!.byteLength).to.equal(100)
-    expect(outbox.put('third', new Uint8Array(9000))).to.equal(undefined)
-    expect(outbox.read('honest', honest.ticket, 200, 100)!.byteLength).to.equal(100)
+  })
+
+  it('the outbox drops a ticket idle for idleMs (re-reading a part is not progress) and every ticket at its deadline', async () => {
+    const clock = new ManualClock()
+    const outbox = new Outbox(clock, 100_000, { idleMs: 1000, graceMs: 5000, minBytesPerSec: 1000 })
+    const start = clock.now()
+    const idle = outbox.put('p', new Uint8Array(3000).fill(1))!
+    const steady = outbox.put('p', new Uint8Array(3000).fill(2))! // deadline: 5 s + 3,000 bytes at 1,000/s
+    let offset = 0
+    const step = async (): Promise<Uint8Array | undefined> => {
+      await clock.advance(600)
+      const part = outbox.read('p', steady.ticket, offset, 10)
+      offset += 10
+      return part
+    }
+    await step()
+    expect(outbox.read('p', idle.ticket, 0, 100)).to.not.equal(undefined) // progress at 0.6 s
+    await step()
+    expect(outbox.read('p', idle.ticket, 0, 100)).to.not.equal(undefined) // the same part again: not progress
+    await step()
+    expect(outbox.read('p', idle.ticket, 100, 100)).to.equal(undefined) // 1.8 s: idle for 1.2 s, dropped
+    while (clock.now() - start < 7800) expect(await step()).to.not.equal(undefined) // steady progress keeps it …
+    expect(await step()).to.equal(undefined) // … until its deadline at 8 s
   })
 
   it('uploads keep one per peer within a budget over all peers; a new one pushes out the quietest', async () => {

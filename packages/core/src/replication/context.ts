@@ -26,6 +26,11 @@ export interface ReplicationLimits {
    * over the inline size travels in parts (see Outbox), one over this is not sent at all.
    */
   maxDeltaBytes: number
+  /**
+   * Bytes a replica keeps for parts, each way: large deltas handed out as tickets (Outbox) and
+   * uploads being received (Uploads), over all peers. At least maxDeltaBytes.
+   */
+  maxPartsBytes: number
   /** Largest size a remote delta may decode to (Automerge chunks are compressed), checked before inflating. */
   maxDecodedBytes: number
   /** Per-peer inbound messages per second (token bucket) … */
@@ -58,6 +63,7 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxPushBytes: 1024 * 1024,
   maxChunkBytes: 512 * 1024,
   maxDeltaBytes: 32 * 1024 * 1024,
+  maxPartsBytes: 64 * 1024 * 1024,
   maxDecodedBytes: 32 * 1024 * 1024,
   inboundRatePerSecond: 5000,
   inboundBurst: 20000,

@@ -31,57 +31,84 @@ export function partBytes(limits: { maxMessageBytes: number }): number {
 interface Held {
   peer: string
   bytes: Uint8Array
-  /** Clock time after which it may be dropped (pushed on by every read). */
-  expires: number
+  /** Bytes the peer has read in order so far. */
+  readTo: number
+  /** Clock time of the ticket's last progress (handed out, or a read that moved readTo on). */
+  progressAt: number
+  /** Clock time after which it is dropped however it is read (see Outbox). */
+  deadline: number
 }
+
+/** How the Outbox keeps and gives up its tickets (times in ms of the replica's clock). */
+export interface OutboxTimes {
+  /** A ticket with no progress for this long is dropped. */
+  idleMs: number
+  /** A ticket progressed within this long is never pushed out for a new one. */
+  protectMs: number
+  /** Every ticket is dropped after this long, plus its size at minBytesPerSec. */
+  graceMs: number
+  minBytesPerSec: number
+}
+
+const DEFAULT_TIMES: OutboxTimes = { idleMs: 30_000, protectMs: 2_000, graceMs: 60_000, minBytesPerSec: 256 * 1024 }
 
 /**
  * The responder's side of parts: deltas handed out as tickets, kept for the peer that got
- * them for ttlMs after the last read, within a byte budget over all peers. Room for a new
- * ticket comes from whoever holds the most — the requester's own oldest tickets first when
- * that is itself — so one peer's requests cannot push out the tickets of the others; a
- * requester refused room, or whose ticket expired, gets the entity in a later round.
+ * them within a byte budget over all peers. Room is held by downloading, not by asking: a new
+ * ticket pushes out the one that made progress least recently, but never one read within
+ * protectMs (then the new one is refused and a later round asks again). A ticket is dropped
+ * after idleMs without progress — re-reading a part already read is not progress — and at its
+ * deadline whatever happens (graceMs plus its size at minBytesPerSec), so holding room takes
+ * a steady download that ends the ticket soon. An honest requester fetches at full speed, one
+ * ticket at a time; a peer that asks and does not fetch loses its room to the next request.
  */
 export class Outbox {
   private readonly held = new Map<number, Held>()
-  /** Bytes held per peer. */
-  private readonly perPeer = new Map<string, number>()
   private bytes = 0
   private next = 1
+  private readonly times: OutboxTimes
 
   constructor(
     private readonly clock: Clock,
     private readonly maxBytes: number,
-    private readonly ttlMs = 120_000,
-  ) {}
+    times: Partial<OutboxTimes> = {},
+  ) {
+    this.times = { ...DEFAULT_TIMES, ...times }
+  }
 
   /** A ticket for `bytes`, or undefined if there is no room for them now (or ever). */
   put(peer: string, bytes: Uint8Array): Ticket | undefined {
     const size = bytes.byteLength
     if (size > this.maxBytes) return undefined
     this.expire()
-    while (this.bytes + size > this.maxBytes) {
-      const [largest, theirs] = this.largestHolder()
-      const mine = (this.perPeer.get(peer) ?? 0) + size
-      if (mine >= theirs) {
-        if (!this.dropOldestOf(peer)) return undefined // it alone would hold the most: not now
-      } else this.dropOldestOf(largest!)
+    const now = this.clock.now()
+    if (this.bytes + size > this.maxBytes) {
+      // Least recent progress first; tickets read within protectMs stay.
+      const stale = [...this.held].filter(([, h]) => now - h.progressAt >= this.times.protectMs).sort((a, b) => a[1].progressAt - b[1].progressAt)
+      let freed = 0
+      let n = 0
+      while (this.bytes - freed + size > this.maxBytes && n < stale.length) freed += stale[n++]![1].bytes.byteLength
+      if (this.bytes - freed + size > this.maxBytes) return undefined // every ticket is being downloaded: not now
+      for (const [t] of stale.slice(0, n)) this.drop(t)
     }
     const t = this.next++
-    this.held.set(t, { peer, bytes, expires: this.clock.now() + this.ttlMs })
+    this.held.set(t, { peer, bytes, readTo: 0, progressAt: now, deadline: now + this.times.graceMs + (size / this.times.minBytesPerSec) * 1000 })
     this.bytes += size
-    this.perPeer.set(peer, (this.perPeer.get(peer) ?? 0) + size)
     return { ticket: t, size, hash: sha256(bytes) }
   }
 
   /** Part of a ticket's bytes from `offset`, for the peer it was given to; undefined if unknown. */
   read(peer: string, t: number, offset: number, max: number): Uint8Array | undefined {
+    this.expire()
     const held = this.held.get(t)
     if (held === undefined || held.peer !== peer || offset >= held.bytes.byteLength) return undefined
     const end = Math.min(held.bytes.byteLength, offset + max)
     if (end === held.bytes.byteLength)
       this.drop(t) // fully read: the requester has it
-    else held.expires = this.clock.now() + this.ttlMs
+    else if (offset <= held.readTo && end > held.readTo) {
+      held.readTo = end
+      held.progressAt = this.clock.now()
+    }
     return held.bytes.subarray(offset, end)
   }
 
@@ -96,25 +123,7 @@ export class Outbox {
 
   private expire(): void {
     const now = this.clock.now()
-    for (const [t, held] of this.held) if (held.expires <= now) this.drop(t)
-  }
-
-  private largestHolder(): [string | undefined, number] {
-    let largest: string | undefined
-    let most = 0
-    for (const [peer, bytes] of this.perPeer) if (bytes > most) [largest, most] = [peer, bytes]
-    return [largest, most]
-  }
-
-  /** Drops the peer's oldest ticket; false if it holds none. */
-  private dropOldestOf(peer: string): boolean {
-    for (const [t, held] of this.held) {
-      if (held.peer === peer) {
-        this.drop(t)
-        return true
-      }
-    }
-    return false
+    for (const [t, held] of this.held) if (now - held.progressAt >= this.times.idleMs || now >= held.deadline) this.drop(t)
   }
 
   private drop(t: number): void {
@@ -122,9 +131,6 @@ export class Outbox {
     if (held === undefined) return
     this.held.delete(t)
     this.bytes -= held.bytes.byteLength
-    const left = this.perPeer.get(held.peer)! - held.bytes.byteLength
-    if (left > 0) this.perPeer.set(held.peer, left)
-    else this.perPeer.delete(held.peer)
   }
 }
 

@@ -398,7 +398,7 @@ export class SyncClient {
 
   /**
    * Fetches every entity of leaf ranges we hold nothing of, in bounded chunks; the next chunk
-   * is requested while the previous one is being applied.
+   * is requested while the previous one is being applied (unless it holds a ticket).
    */
   private async pullRanges(round: Round, target: Target, ranges: LeafRange[]): Promise<void> {
     const { signal } = round.budget
@@ -420,6 +420,8 @@ export class SyncClient {
             round.result.deltasReceived += applied.length
           })
           applying.catch(() => undefined) // awaited before the next chunk and at the end
+          // A ticket is fetched before the next request: the responder's outbox holds one of ours at a time.
+          if (next !== undefined && response.entries.some(([, slot]) => isTicket(slot))) await abortable(applying, signal)
         }
       }
     } finally {

@@ -47,9 +47,6 @@ import { admit, drop } from './receiver.js'
 
 const EMPTY_TREE = new DigestTree()
 
-/** Bytes the responder keeps for tickets and uploads at most, over all peers. */
-const PARTS_BUDGET_BYTES = 64 * 1024 * 1024
-
 /**
  * The responder side of anti-entropy: answers digest, leaf, exchange and delta requests.
  * Malformed requests are counted and logged against the peer and answered with an Error
@@ -65,7 +62,7 @@ export class SyncServer {
     /** Called when a peer starts a round with us (its first roots request arrives). */
     private readonly onRoundStarted: (peer: string) => void = () => undefined,
   ) {
-    const budget = Math.max(PARTS_BUDGET_BYTES, ctx.limits.maxDeltaBytes)
+    const budget = Math.max(ctx.limits.maxPartsBytes, ctx.limits.maxDeltaBytes)
     this.outbox = new Outbox(ctx.clock, budget)
     this.uploads = new Uploads(ctx.clock, budget)
   }
@@ -193,18 +190,16 @@ export class SyncServer {
 
   /**
    * A delta as it goes into a response: inline up to the inline limit; larger ones as a
-   * ticket for a requester that fetches parts; null when it cannot be sent (too large for
-   * this requester, or no room in the outbox now: a later round sends it).
+   * ticket for a requester that fetches parts. 'later' when the outbox has no room now (every
+   * ticket in it is being downloaded: a later request gets it); null when it cannot be sent to
+   * this requester at all (over maxDeltaBytes, or too large for one that takes no parts).
    */
-  private slot(from: string, id: string, collection: string, delta: Uint8Array, parts: boolean): DeltaSlot | null {
+  private slot(from: string, id: string, collection: string, delta: Uint8Array, parts: boolean): DeltaSlot | null | 'later' {
     if (delta.byteLength <= inlineLimit(this.ctx.limits)) return delta
-    if (parts && delta.byteLength <= this.ctx.limits.maxDeltaBytes) {
-      const ticket = this.outbox.put(from, delta)
-      if (ticket !== undefined) return ticket
-    }
+    if (parts && delta.byteLength <= this.ctx.limits.maxDeltaBytes) return this.outbox.put(from, delta) ?? 'later'
     if (!parts && delta.byteLength <= this.ctx.limits.maxMessageBytes - 64 * 1024) return delta // an older requester
     this.ctx.logger.warn(
-      `not sending '${collection}/${id}' to ${from} now: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes})`,
+      `not sending '${collection}/${id}' to ${from}: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes}${parts ? '' : '; the peer takes no parts'})`,
     )
     return null
   }
@@ -245,10 +240,16 @@ export class SyncServer {
           response.next = { ranges: rest, skip: seenInLeaf }
           return encodeRangeResponse(response)
         }
-        seenInLeaf++
         const delta = await wholeStateOf(this.ctx.entities, col, id)
-        if (delta === null) continue
-        const slot = this.slot(from, id, req.collection, delta, req.parts)
+        const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
+        if (slot === 'later') {
+          // No room now: the requester asks again from here once it has fetched what it holds
+          // (one refused entity per request, not a whole range of work refused). With nothing
+          // to send yet, the range ends here and a later round goes on with it.
+          if (response.entries.length > 0) response.next = { ranges: [[leaf, toLeaf], ...req.ranges.slice(i + 1)], skip: seenInLeaf }
+          return encodeRangeResponse(response)
+        }
+        seenInLeaf++
         if (slot === null) continue
         response.entries.push([id, slot])
         // A ticket counts at its full size: the requester fetches it before its next request,
@@ -292,6 +293,9 @@ export class SyncServer {
           delta = null
         }
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
+        // A delta we have but cannot send now leaves the id out: the requester neither takes
+        // our version as "nothing to send" (an unrepairable difference) nor asks again at once.
+        if (slot === 'later' || (slot === null && delta !== null)) continue
         const ours = backend.version(entity.doc)
         bytes += (slot === null ? 0 : slot instanceof Uint8Array ? slot.byteLength : slot.size) + ours.byteLength
         response.entries.push([id, slot, ours])
