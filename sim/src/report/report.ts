@@ -1,5 +1,6 @@
 import type { CheckResult } from '../checks/checkers.js'
 import type { CounterReport } from '../workload/counter-workload.js'
+import type { ReplicaTotals } from '../run/context.js'
 import type { Scenario } from '../run/scenario.js'
 import type { Summary } from './stats.js'
 import type { FaultInterval, TraceEvent } from './trace.js'
@@ -58,16 +59,7 @@ export interface Report {
     distinctStatesAtEnd: number
     stateDigest: string | null
   }
-  replicas: {
-    syncRounds: number
-    syncFailures: number
-    deltasApplied: number
-    deltasDuplicate: number
-    pushedMessages: number
-    dropped: Record<string, number>
-    warnings: number
-    errors: number
-  }
+  replicas: Omit<ReplicaTotals, 'errorSamples'>
   /** The bounded-counter workload (workload.counter); null without one. */
   counter: CounterReport | null
   checks: CheckResult[]
