@@ -24,6 +24,23 @@ describe('automerge: catch-up deltas stay compact', function () {
     assert.equal(backend.deltaSince(source, backend.version(caught)), null)
   })
 
+  it('to a replica that knows none of its heads (both sides changed), a short history goes as its changes, a long one as the document', function () {
+    const diverged = (n: number): { doc: AutomergeDoc; other: AutomergeDoc } => {
+      let doc = backend.create(actor(10))
+      for (let i = 0; i < n; i++) doc = backend.put(doc, { name: 'Mug', stock: i }).doc
+      const other = backend.put(backend.create(actor(11)), { name: 'Cup', stock: 1 }).doc
+      return { doc, other }
+    }
+    const short = diverged(3)
+    const changes = backend.deltaSince(short.doc, backend.version(short.other))!
+    assert.equal(changes[8], 1, 'change chunks: cheap to apply to a copy with changes of its own')
+    const merged = backend.applyDelta(short.other, changes)
+    assert.equal(backend.deltaSince(short.doc, backend.version(merged)), null)
+    const long = diverged(2000)
+    const doc = backend.deltaSince(long.doc, backend.version(long.other))!
+    assert.equal(doc[8], DOCUMENT, 'the compact document: 2,000 changes would not fit compactCheckBytes')
+  })
+
   describe('a whole document as the delta, into a document holding part of its history', function () {
     /** A source with enough history that deltaSince sends its document, and its deltas. */
     function history(n: number): { doc: AutomergeDoc; deltas: Uint8Array[] } {
