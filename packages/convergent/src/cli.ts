@@ -2,10 +2,12 @@
 // `convergent`: look inside a service's data folder — its collections, entities and change
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
+// `convergent cluster-key` prints a new cluster key.
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
+import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 
 function count(value: string): number {
@@ -49,7 +51,7 @@ const out = (line: string): boolean => process.stdout.write(line + '\n')
 const program = new Command()
 program
   .name('convergent')
-  .description("Inspect a Convergent replica's data folder, or drop a collection from it (stop the service using it first).")
+  .description("Inspect a Convergent replica's data folder, or drop a collection from it (stop the service using it first); make a cluster key.")
   .showHelpAfterError()
 
 program
@@ -129,6 +131,15 @@ program
       await replica.dropCollection(name)
       out(`dropped '${name}'`)
     })
+  })
+
+program
+  .command('cluster-key')
+  .description(
+    'print a new cluster key (32 random bytes as 64 hex characters) for open({ cluster: { key } }): give every replica of the cluster the same one, and keep it secret — whoever has it can join',
+  )
+  .action(() => {
+    out(generateClusterKey())
   })
 
 async function* mapKeys(keys: AsyncIterable<string>): AsyncGenerator<[string, undefined]> {

@@ -2,9 +2,12 @@
  * @packageDocumentation
  * Convergent for applications: `open()` wires a {@link Replica} with the defaults — a LevelDB
  * store in `dir`, the Yjs and Automerge backends, a libp2p node on 127.0.0.1 — and re-exports
- * what an application uses. The `convergent` CLI (bin) inspects a data folder.
+ * what an application uses. `open({ cluster: { key } })` keeps processes without the cluster
+ * key from connecting; {@link generateClusterKey} makes a key. The `convergent` CLI (bin)
+ * inspects a data folder and makes cluster keys.
  */
 export * from './open.js'
+export { generateClusterKey, type ClusterOptions } from './cluster.js'
 export {
   Replica,
   Collection,

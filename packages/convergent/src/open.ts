@@ -1,10 +1,11 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError } from '@convergent/core'
+import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError, consoleLogger } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
+import { clusterKeyOf, type ClusterOptions } from './cluster.js'
 
 /**
  * What a resolved write survives. 'fsync': a power loss or kernel crash too — every LevelDB
@@ -31,20 +32,28 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
   /** Backend of collections opened without one: 'yjs' (default) or 'automerge'. */
   defaultBackend?: 'yjs' | 'automerge'
   /**
-   * More settings for the libp2p node open() builds: connectionGater, connectionManager,
-   * redialMinMs / redialMaxMs, maxMessageBytes, requestTimeoutMs. listen, peers, namespace and
-   * the identity file come from the options above.
+   * `{ key }`: only processes with the same 32-byte key can connect (see ClusterOptions).
+   * Omitted → development mode: any process that reaches the port and knows the namespace
+   * joins, and open() logs a warning saying so. Applies to the libp2p node open() builds; with
+   * `network` passed in, give that network the key (createLibp2pNetwork({ clusterKey })).
    */
-  libp2p?: Omit<Libp2pNetworkOptions, 'listen' | 'peers' | 'namespace' | 'identityFile' | 'privateKey'>
+  cluster?: ClusterOptions
+  /**
+   * More settings for the libp2p node open() builds: connectionGater, connectionManager,
+   * redialMinMs / redialMaxMs, maxMessageBytes, requestTimeoutMs. listen, peers, namespace,
+   * the identity file and the cluster key come from the options above.
+   */
+  libp2p?: Omit<Libp2pNetworkOptions, 'listen' | 'peers' | 'namespace' | 'identityFile' | 'privateKey' | 'clusterKey'>
 }
 
 /**
  * Opens a replica with the defaults: a LevelDB store in `dir` (memory if omitted), the Yjs and
  * Automerge backends, and a libp2p node (TCP on 127.0.0.1, noise, yamux, gossipsub) whose
- * identity is kept in `dir`, so the peer id survives restarts.
+ * identity is kept in `dir`, so the peer id survives restarts; with `cluster: { key }`, a
+ * private network on every connection.
  */
 export async function open(options: OpenOptions = {}): Promise<Replica> {
-  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, ...rest } = options
+  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -53,6 +62,10 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
       'ERR_INVALID_ARGUMENT',
       `open({ durability }) is 'fsync' (the default: a resolved write survives a power loss) or 'process' (it survives a crash of the process, not of the machine), got ${JSON.stringify(durability)}.`,
     )
+  }
+  const clusterKey = cluster === undefined ? undefined : clusterKeyOf(cluster, network)
+  if ((libp2p as { clusterKey?: unknown } | undefined)?.clusterKey !== undefined) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', 'pass the cluster key as open({ cluster: { key } }), not in open({ libp2p }).')
   }
   const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
   if (dir !== undefined) await makeDataDir(dir)
@@ -69,12 +82,14 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
       peers: peers ?? [],
       namespace: options.namespace ?? 'default',
       ...(dir !== undefined ? { identityFile: join(dir, 'peer-id.key') } : {}),
+      ...(clusterKey === undefined ? {} : { clusterKey }),
     })
   }
   let store: Store | undefined
+  let replica: Replica
   try {
     store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync' }) : memoryLevelStore()
-    return await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
+    replica = await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
   } catch (err) {
     // Replica.open closes what it was given when it fails, but not if it throws before taking
     // it over; both are safe to do twice. A network we were handed is the caller's to stop.
@@ -82,6 +97,17 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
     if (network === undefined) await net?.stop().catch(() => undefined)
     throw err
   }
+  if (network === undefined && clusterKey === undefined) warnUnauthenticated(replica, rest)
+  return replica
+}
+
+/** Development mode, once per open(): the replica's logger says what anyone who reaches it can do. */
+function warnUnauthenticated(replica: Replica, options: Pick<OpenOptions, 'logger' | 'namespace'>): void {
+  const namespace = options.namespace ?? 'default'
+  ;(options.logger ?? consoleLogger).warn(
+    `unauthenticated replica (development mode, no open({ cluster: { key } })): any process that can reach its port and knows the namespace '${namespace}' joins the cluster, reads every collection and can write or delete any entity. Give every replica the same cluster key (\`npx convergent cluster-key\` makes one) to keep everyone else from connecting.`,
+    { peerId: replica.peerId, multiaddrs: replica.multiaddrs, namespace },
+  )
 }
 
 /** Creates the data folder; a path that cannot be a folder gets an error that says so. */

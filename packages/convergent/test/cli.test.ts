@@ -101,4 +101,15 @@ describe('convergent CLI', function () {
       rmSync(scratch, { recursive: true, force: true })
     }
   })
+
+  it('cluster-key prints a new key each time: 64 hex characters that open({ cluster: { key } }) takes', async function () {
+    const [first, second] = await Promise.all([cli('cluster-key'), cli('cluster-key')])
+    for (const r of [first, second]) {
+      expect(r.code, r.stderr).to.equal(0)
+      expect(r.stdout).to.match(/^[0-9a-f]{64}\n$/)
+    }
+    expect(first.stdout).not.to.equal(second.stdout)
+    const replica = await open({ network: false, cluster: { key: first.stdout } })
+    await replica.close()
+  })
 })

@@ -23,6 +23,7 @@ export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): P
   const libp2p = await createNode({
     privateKey,
     listen: settings.listen,
+    ...(settings.clusterKey === undefined ? {} : { clusterKey: settings.clusterKey }),
     ...(options.connectionGater === undefined ? {} : { connectionGater: options.connectionGater }),
     connectionManager: { ...DEFAULT_CONNECTION_MANAGER, ...options.connectionManager },
   })

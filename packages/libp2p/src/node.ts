@@ -3,9 +3,11 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify, type Identify } from '@libp2p/identify'
+import { preSharedKey } from '@libp2p/pnet'
 import type { ConnectionGater, Libp2p, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type ConnectionManagerInit } from 'libp2p'
+import { pnetKeyFile } from './cluster-key.js'
 
 // A type alias, not an interface: libp2p's ServiceMap constraint needs an index signature.
 export type Libp2pServices = {
@@ -30,11 +32,16 @@ export const IDENTIFY_TIMEOUT_MS = 5_000
 export interface NodeConfig {
   privateKey: PrivateKey
   listen: string[]
+  /** The 32-byte cluster key: every connection is protected by a libp2p private network. */
+  clusterKey?: Uint8Array
   connectionGater?: ConnectionGater
   connectionManager?: ConnectionManagerInit
 }
 
-/** A libp2p node, not started: TCP, Noise, Yamux, identify (gossipsub needs it), gossipsub. */
+/**
+ * A libp2p node, not started: TCP, Noise, Yamux, identify (gossipsub needs it), gossipsub; with
+ * a cluster key, a private network (pnet) under Noise on every connection.
+ */
 export function createNode(config: NodeConfig): Promise<ConvergentLibp2p> {
   return createLibp2p({
     start: false,
@@ -43,6 +50,9 @@ export function createNode(config: NodeConfig): Promise<ConvergentLibp2p> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    // pnet XORs every byte with XSalsa20 keyed by the cluster key and a nonce each side sends
+    // first; a peer with another key (or none) reads garbage, so its Noise handshake fails.
+    ...(config.clusterKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: pnetKeyFile(config.clusterKey) }) }),
     ...(config.connectionGater === undefined ? {} : { connectionGater: config.connectionGater }),
     ...(config.connectionManager === undefined ? {} : { connectionManager: config.connectionManager }),
     services: {

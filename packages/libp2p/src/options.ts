@@ -2,6 +2,7 @@ import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { ConnectionManagerInit } from 'libp2p'
 import { ConvergentError, systemClock, type Clock } from '@convergent/core'
+import { parseClusterKey } from './cluster-key.js'
 import { syncProtocol } from './sync-protocol.js'
 
 export interface Libp2pNetworkOptions {
@@ -15,6 +16,15 @@ export interface Libp2pNetworkOptions {
   identityFile?: string
   /** Keeps clusters apart: the sync protocol becomes /convergent/<namespace>/sync/1.0.0. */
   namespace?: string
+  /**
+   * The cluster's pre-shared key: 32 bytes, as a Uint8Array or 64 hex characters. With it every
+   * connection is wrapped in a libp2p private network (@libp2p/pnet, XSalsa20 under Noise): a
+   * node without the same key cannot complete a connection with this one, in either direction.
+   * It decides who can connect, nothing more: every holder of the key is a full peer. Without
+   * it, any node that reaches the port can connect (the namespace only keeps honest clusters
+   * apart). A malformed key is ERR_INVALID_ARGUMENT.
+   */
+  clusterKey?: Uint8Array | string
   /**
    * Largest request accepted or sent, and the default response limit (default 4 MiB). Gossip
    * payloads are capped lower, at MAX_GOSSIP_PAYLOAD_BYTES, whatever this says.
@@ -65,6 +75,8 @@ export interface Settings {
   maxGossipBytes: number
   requestTimeoutMs: number
   peers: string[]
+  /** The 32-byte cluster key, when there is one. */
+  clusterKey?: Uint8Array
   redialMinMs: number
   redialMaxMs: number
   clock: Clock
@@ -91,6 +103,7 @@ export function validate(options: Libp2pNetworkOptions): Settings {
   if (options.privateKey !== undefined && options.identityFile !== undefined) {
     throw invalid('pass privateKey or identityFile, not both')
   }
+  const clusterKey = options.clusterKey === undefined ? undefined : parseClusterKey(options.clusterKey)
   const redialMinMs = positive('redialMinMs', options.redialMinMs, 250)
   return {
     listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
@@ -99,6 +112,7 @@ export function validate(options: Libp2pNetworkOptions): Settings {
     maxGossipBytes: positive('maxGossipBytes', options.maxGossipBytes, DEFAULT_MAX_GOSSIP_BYTES),
     requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS),
     peers,
+    ...(clusterKey === undefined ? {} : { clusterKey }),
     redialMinMs,
     redialMaxMs: Math.max(redialMinMs, positive('redialMaxMs', options.redialMaxMs, 10_000)),
     clock: options.clock ?? systemClock(),
