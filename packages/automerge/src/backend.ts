@@ -48,6 +48,8 @@ export interface AutomergeBackendOptions {
 
 /** The fewest bytes a change takes in A.saveSince (chunk header, actor, deps, one operation). */
 const MIN_CHANGE_BYTES = 64
+/** …and the fewest an operation takes in it (columns are run-length encoded). */
+const MIN_OP_BYTES = 2
 
 /** deltaSince to a replica that knows nothing: a document this small may lose to its changes. */
 const TINY_DOCUMENT_BYTES = 1024
@@ -281,7 +283,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // replica that holds changes of its own applies them at a fraction of what merging a
       // whole document into its copy costs (mergeDocument: ~2x on a partition heal). The
       // count comes first so that a long history is never serialised change by change.
-      if (A.stats(doc).numChanges <= this.compactCheckBytes / MIN_CHANGE_BYTES) {
+      // Only to a replica with heads of its own (one with none loads a document, not merges
+      // it); ops are counted too, so a few huge changes are not serialised to be thrown away.
+      const stats = remote.length > 0 ? A.stats(doc) : undefined
+      if (stats !== undefined && stats.numChanges <= this.compactCheckBytes / MIN_CHANGE_BYTES && stats.numOps <= this.compactCheckBytes / MIN_OP_BYTES) {
         const all = A.saveSince(doc, [])
         if (all.byteLength <= this.compactCheckBytes) return all
       }

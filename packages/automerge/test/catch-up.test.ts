@@ -39,6 +39,13 @@ describe('automerge: catch-up deltas stay compact', function () {
     const long = diverged(2000)
     const doc = backend.deltaSince(long.doc, backend.version(long.other))!
     assert.equal(doc[8], DOCUMENT, 'the compact document: 2,000 changes would not fit compactCheckBytes')
+    // A replica that holds nothing loads a document (no merge to save): still the compact one.
+    const fifty = diverged(50)
+    assert.equal(backend.deltaSince(fifty.doc, backend.version(backend.create(actor(12))))![8], DOCUMENT)
+    // One change of 20,000 fields: counted by its operations, never serialised change by change.
+    const wide = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`f${i}`, i]))
+    const big = backend.put(backend.create(actor(13)), wide).doc
+    assert.equal(backend.deltaSince(big, backend.version(short.other))![8], DOCUMENT)
   })
 
   describe('a whole document as the delta, into a document holding part of its history', function () {

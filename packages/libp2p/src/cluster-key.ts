@@ -18,18 +18,21 @@ export function parseClusterKey(key: unknown, option = 'clusterKey'): Uint8Array
       'ERR_INVALID_ARGUMENT',
       `${option} must be 32 bytes: a Uint8Array of 32 bytes or a string of 64 hex characters; ${what}. ${HOW_TO_MAKE_ONE}`,
     )
+  let bytes: Uint8Array
   if (key instanceof Uint8Array) {
-    if (key.byteLength !== CLUSTER_KEY_BYTES) throw invalid(`got a Uint8Array of ${key.byteLength} bytes`)
-    return Uint8Array.from(key)
-  }
-  if (typeof key === 'string') {
+    bytes = Uint8Array.from(key) // the length is checked on the copy: a subclass cannot misreport it
+    if (bytes.length !== CLUSTER_KEY_BYTES) throw invalid(`got a Uint8Array of ${bytes.length} bytes`)
+  } else if (typeof key === 'string') {
     const hex = key.trim()
     if (hex.length !== 2 * CLUSTER_KEY_BYTES) throw invalid(`got a string of ${hex.length} characters`)
     if (!HEX_KEY.test(hex)) throw invalid('got 64 characters, not all of them hex digits')
-    return Uint8Array.from(Buffer.from(hex, 'hex'))
+    bytes = Uint8Array.from(Buffer.from(hex, 'hex'))
+  } else {
+    if (key === undefined) throw invalid('got undefined (if it is read from an environment variable, that variable is not set)')
+    throw invalid(`got ${key === null ? 'null' : typeof key}`)
   }
-  if (key === undefined) throw invalid('got undefined (if it is read from an environment variable, that variable is not set)')
-  throw invalid(`got ${key === null ? 'null' : typeof key}`)
+  if (bytes.every((b) => b === 0)) throw invalid('got a key of zeros (not a secret)')
+  return bytes
 }
 
 /**

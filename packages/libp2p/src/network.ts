@@ -17,13 +17,14 @@ const MAX_INBOUND_REQUESTS = 8
 
 /** A Network over libp2p: gossipsub for topics, a stream protocol for requests. */
 export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): Promise<Libp2pNetwork> {
-  const settings = validate(options)
+  // The cluster key goes to the node and is not kept here (util.inspect of the network would show it).
+  const { clusterKey, ...settings } = validate(options)
   const privateKey =
     options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : await generateKeyPair('Ed25519'))
   const libp2p = await createNode({
     privateKey,
     listen: settings.listen,
-    ...(settings.clusterKey === undefined ? {} : { clusterKey: settings.clusterKey }),
+    ...(clusterKey === undefined ? {} : { clusterKey }),
     ...(options.connectionGater === undefined ? {} : { connectionGater: options.connectionGater }),
     connectionManager: { ...DEFAULT_CONNECTION_MANAGER, ...options.connectionManager },
   })
@@ -59,7 +60,7 @@ export class Libp2pNetwork implements Network {
 
   constructor(
     readonly libp2p: ConvergentLibp2p,
-    private readonly settings: Settings,
+    private readonly settings: Omit<Settings, 'clusterKey'>,
   ) {
     this.peerId = libp2p.peerId.toString()
     this.protocol = settings.protocol

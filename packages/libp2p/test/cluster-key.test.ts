@@ -2,6 +2,7 @@
 // connect; a node with another key or none cannot complete a connection, in either direction.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
 import { isConvergentError, type NetworkEvents } from '@convergent/core'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2pNetwork, parseClusterKey, type Libp2pNetwork, type Libp2pNetworkOptions } from '../src/index.js'
@@ -28,7 +29,27 @@ describe('libp2p cluster key', function () {
     assert.deepEqual(parseClusterKey(hex), bytes)
     assert.deepEqual(parseClusterKey(hex.toUpperCase()), bytes)
     assert.deepEqual(parseClusterKey(` ${hex}\n`), bytes)
-    const bad: unknown[] = [bytes.subarray(1), Uint8Array.from([...bytes, 0]), hex.slice(1), hex + '0', 'g' + hex.slice(1), '', undefined, null, 42, [...bytes]]
+    /** Says it is 32 bytes long and holds 64. */
+    class Lying extends Uint8Array {
+      override get byteLength(): number {
+        return 32
+      }
+    }
+    const bad: unknown[] = [
+      bytes.subarray(1),
+      Uint8Array.from([...bytes, 0]),
+      new Lying(64).fill(7),
+      new Uint8Array(32),
+      '0'.repeat(64),
+      hex.slice(1),
+      hex + '0',
+      'g' + hex.slice(1),
+      '',
+      undefined,
+      null,
+      42,
+      [...bytes],
+    ]
     for (const key of bad) {
       assert.throws(
         () => parseClusterKey(key, 'open({ cluster: { key } })'),
@@ -40,6 +61,13 @@ describe('libp2p cluster key', function () {
         },
       )
     }
+  })
+
+  it('the network does not keep the key where util.inspect would print it', async function () {
+    const key = randomBytes(32)
+    const a = await node({ clusterKey: key })
+    const shown = inspect(a, { depth: 4 })
+    assert.ok(!shown.includes(key.toString('hex')) && !shown.includes([...key.subarray(0, 8)].join(', ')), 'the key is not in inspect output')
   })
 
   it('createLibp2pNetwork refuses a malformed clusterKey with ERR_INVALID_ARGUMENT', async function () {
