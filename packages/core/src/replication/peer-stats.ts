@@ -62,16 +62,36 @@ export function emptyPeerStats(): PeerStats {
   }
 }
 
+/**
+ * Per-peer counters for the peers heard from most recently: at most `maxPeers` (a peer that
+ * keeps changing its identity cannot grow it without bound); the least recently heard from goes
+ * first, and its drops still count in totalDropped().
+ */
 export class PeerStatsTable {
+  /** In order of last use: the least recently heard from first. */
   private readonly peers = new Map<string, PeerStats>()
+  private retiredDropped = 0
+
+  constructor(private readonly maxPeers = 1000) {}
 
   of(peer: string): PeerStats {
     let s = this.peers.get(peer)
-    if (s === undefined) {
+    if (s !== undefined) {
+      this.peers.delete(peer) // moved to the end: most recently used
+    } else {
       s = emptyPeerStats()
-      this.peers.set(peer, s)
+      if (this.peers.size >= this.maxPeers) this.retireOldest()
     }
+    this.peers.set(peer, s)
     return s
+  }
+
+  private retireOldest(): void {
+    const oldest = this.peers.entries().next()
+    if (oldest.done === true) return
+    const [peer, stats] = oldest.value
+    this.peers.delete(peer)
+    for (const v of Object.values(stats.dropped)) this.retiredDropped += v
   }
 
   /** A deep copy, safe to hand to users. */
@@ -87,7 +107,7 @@ export class PeerStatsTable {
   }
 
   totalDropped(): number {
-    let n = 0
+    let n = this.retiredDropped
     for (const s of this.peers.values()) for (const v of Object.values(s.dropped)) n += v
     return n
   }

@@ -23,7 +23,25 @@ class Bucket {
     this.tokens -= n
     return true
   }
+
+  /** Whether it has refilled to its burst by `now` (a new bucket would be the same). */
+  full(now: number): boolean {
+    return !Number.isFinite(this.rate) || this.tokens + ((now - this.at) / 1000) * this.rate >= this.burst
+  }
 }
+
+interface Buckets {
+  messages: Bucket
+  bytes: Bucket
+  entries: Bucket
+}
+
+function fullAt(b: Buckets, now: number): boolean {
+  return b.messages.full(now) && b.bytes.full(now) && b.entries.full(now)
+}
+
+/** Peers that left with spent buckets, remembered at most (the oldest are let go first). */
+const MAX_GONE_PEERS = 10_000
 
 export type RateLimits = Pick<
   ReplicationLimits,
@@ -36,7 +54,9 @@ export type RateLimits = Pick<
  * is dropped (and counted), so one noisy peer cannot flood a node.
  */
 export class PeerRateLimiter {
-  private readonly peers = new Map<string, { messages: Bucket; bytes: Bucket; entries: Bucket }>()
+  private readonly peers = new Map<string, Buckets>()
+  /** Peers that went away with buckets not yet refilled, the earliest gone first. */
+  private readonly gone = new Set<string>()
 
   constructor(
     private readonly clock: Clock,
@@ -55,11 +75,27 @@ export class PeerRateLimiter {
     return this.of(peer).entries.take(n, this.clock.now())
   }
 
+  /**
+   * A peer went away. Its buckets stay until they have refilled — a peer that reconnects does
+   * not get a fresh burst — and the peers kept after they left are bounded (oldest first).
+   */
   forget(peer: string): void {
-    this.peers.delete(peer)
+    const now = this.clock.now()
+    if (this.peers.has(peer)) {
+      this.gone.delete(peer)
+      this.gone.add(peer) // the most recent last
+    }
+    for (const p of this.gone) {
+      const b = this.peers.get(p)
+      if (b === undefined || fullAt(b, now) || this.gone.size > MAX_GONE_PEERS) {
+        this.peers.delete(p)
+        this.gone.delete(p)
+      }
+    }
   }
 
-  private of(peer: string): { messages: Bucket; bytes: Bucket; entries: Bucket } {
+  private of(peer: string): Buckets {
+    this.gone.delete(peer) // back
     let b = this.peers.get(peer)
     if (b === undefined) {
       const now = this.clock.now()
