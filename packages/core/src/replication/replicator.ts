@@ -95,6 +95,7 @@ export class Replicator {
         this.ctx.dropLog.forget(peer)
         this.limiter.forget(peer)
         this.server.forget(peer)
+        this.client.forget(peer)
         this.cancelFallback(peer)
         this.lastRoundAt.delete(peer)
       },

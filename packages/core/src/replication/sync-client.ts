@@ -333,8 +333,16 @@ export class SyncClient {
     await this.syncCollection(round, target, ourRoot, theirRoot, false)
   }
 
-  /** Peers that answered a range request with "unexpected type": they get the per-entity exchange only. */
+  /**
+   * Peers that answered a range request with "unexpected type": they get the per-entity
+   * exchange only, until they disconnect (an upgraded peer comes back speaking ranges).
+   */
   private readonly legacyPeers = new Set<string>()
+
+  /** A peer went away: what was learnt of its protocol is learnt again when it is back. */
+  forget(peer: string): void {
+    this.legacyPeers.delete(peer)
+  }
 
   /**
    * One collection whose roots differ. Subtrees only one side has anything in are moved whole:
