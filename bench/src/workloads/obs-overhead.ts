@@ -1,4 +1,7 @@
+import { createMetrics, open, silentLogger, type ReplicaObserver } from 'convergent'
+import type { Measurement } from '../lib/result.js'
 import { openNode, openPair } from '../lib/node-pair.js'
+import { now } from '../lib/time.js'
 import { median, perSecond, round } from '../lib/stats.js'
 import type { ConvergentNode, ConvergentTuning } from '../peers/convergent.js'
 import { spec, type Workload } from './types.js'
@@ -36,9 +39,11 @@ export const obs: Workload = {
         OURS.map((s) => spec('OBS', c, s, w1n, { window, warmUp: mode === 'quick' ? 50 : 200, rounds }, 120_000 + rounds * 3 * w1n * 20)),
       ),
       ...OURS.map((s) => spec('OBS', 'W2-live', s, w2n, { window, rounds }, 120_000 + rounds * 3 * (10_000 + w2n * 60))),
+      spec('OBS', 'hooks', 'convergent-yjs', mode === 'quick' ? 100_000 : 2_000_000, {}, 120_000),
     ]
   },
   async run(s, log) {
+    if (s.case === 'hooks') return hookCosts(s.n, log)
     const window = s.params.window ?? 64
     const rounds = s.params.rounds ?? 5
     const samples: Record<Variant, number[]> = { off: [], on: [], served: [] }
@@ -94,4 +99,48 @@ export const obs: Workload = {
       },
     }
   },
+}
+
+/**
+ * OBS hooks: what metrics add to the write path, measured directly — the registry's observer
+ * hooks called n times as core calls them (per durable change; per store batch, with the two
+ * clock reads that time it) — and what one scrape costs (rendering the registry of a replica
+ * with 60 collections and 1,200 cached entities). Noise-free where the W1/W2 rounds are not.
+ */
+async function hookCosts(n: number, log: (message: string) => void): Promise<Measurement> {
+  const bare = await open({ network: false, logger: silentLogger, metrics: false })
+  let hooks: ReplicaObserver = {}
+  bare.observe = (observer) => ((hooks = observer), () => undefined)
+  createMetrics(bare, { processMetrics: false })
+  const change = { collection: 'products', id: 'x', peer: undefined }
+  const batch = { ms: 0.3, ops: 130, ok: true }
+  for (let i = 0; i < n / 10; i++) hooks.change!(change)
+  let t0 = now()
+  for (let i = 0; i < n; i++) hooks.change!(change)
+  const changeNs = ((now() - t0) * 1e6) / n
+  t0 = now()
+  for (let i = 0; i < n; i++) {
+    const started = performance.now()
+    hooks.storeBatch!({ ...batch, ms: performance.now() - started })
+  }
+  const batchNs = ((now() - t0) * 1e6) / n
+  await bare.close()
+
+  const replica = await open({ network: false, logger: silentLogger })
+  try {
+    for (let c = 0; c < 60; c++) for (let i = 0; i < 20; i++) await replica.collection(`c${c}`).put(`e${i}`, { v: i })
+    for (let i = 0; i < 20; i++) await replica.metrics.metrics()
+    const renders = 200
+    t0 = now()
+    let bytes = 0
+    for (let i = 0; i < renders; i++) bytes = (await replica.metrics.metrics()).length
+    const renderMs = (now() - t0) / renders
+    log(`change hook ${changeNs.toFixed(1)} ns, store-batch hook ${batchNs.toFixed(0)} ns, one scrape ${renderMs.toFixed(2)} ms (${bytes} bytes)`)
+    return {
+      primary: { name: 'metrics cost per durable change', value: changeNs, unit: 'ns', better: 'lower' },
+      metrics: { 'per store batch ns': round(batchNs, 0), 'per scrape ms': round(renderMs, 2), 'scrape bytes': bytes, collections: 60 },
+    }
+  } finally {
+    await replica.close()
+  }
 }
