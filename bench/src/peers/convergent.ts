@@ -1,5 +1,6 @@
+import { request } from 'node:http'
 import { join } from 'node:path'
-import { createLibp2pNetwork, open, type Collection, type Libp2pNetwork, type Replica } from 'convergent'
+import { createLibp2pNetwork, open, serve, type Collection, type Libp2pNetwork, type Replica, type Served } from 'convergent'
 import type { Product } from '../lib/values.js'
 import { CATALOG } from './catalog.js'
 import type { BenchNode, OpenOptions, System } from './types.js'
@@ -17,6 +18,42 @@ export interface ConvergentTuning {
    * like for like; W1 runs Convergent and the raw ceiling with fsync as well (its -fsync cases).
    */
   durability?: 'fsync' | 'process'
+  /**
+   * Observability: 'on' (the default, as open() does: metrics registered, nothing served),
+   * 'off' (open({ metrics: false })), or 'served' (metrics, serve() on 127.0.0.1 and one
+   * GET /metrics a second, as a Prometheus scraping it would).
+   */
+  metrics?: 'off' | 'on' | 'served'
+}
+
+/** Serves the replica's /metrics and scrapes it once a second; stop() ends both. */
+async function scraped(replica: Replica): Promise<{ scrapes: () => number; stop: () => Promise<void> }> {
+  const served: Served = await serve(replica)
+  let scrapes = 0
+  let inFlight: Promise<void> = Promise.resolve()
+  const scrape = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const req = request(`${served.url}/metrics`, { agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => {
+          if (res.statusCode === 200) scrapes++
+          resolve()
+        })
+      })
+      req.on('error', () => resolve())
+      req.end()
+    })
+  const timer = setInterval(() => {
+    inFlight = scrape()
+  }, 1_000)
+  return {
+    scrapes: () => scrapes,
+    async stop() {
+      clearInterval(timer)
+      await inFlight
+      await served.close()
+    },
+  }
 }
 
 export const COLLECTION = 'products'
@@ -34,6 +71,7 @@ export class ConvergentNode implements BenchNode {
     readonly replica: Replica,
     readonly network: Libp2pNetwork | undefined,
     readonly collection: Collection<Product>,
+    private readonly scraper?: { scrapes: () => number; stop: () => Promise<void> },
   ) {
     this.onRemote((id) => this.remoteIds.add(id))
   }
@@ -53,8 +91,15 @@ export class ConvergentNode implements BenchNode {
       network: network ?? false,
       ...(tuning.syncIntervalMs === undefined ? {} : { syncIntervalMs: tuning.syncIntervalMs }),
       ...(tuning.cacheSize === undefined ? {} : { cacheSize: tuning.cacheSize }),
+      ...(tuning.metrics === 'off' ? { metrics: false as const } : {}),
     })
-    return new ConvergentNode(replica, network, replica.collection<Product>(COLLECTION, { backend }))
+    const scraper = tuning.metrics === 'served' ? await scraped(replica) : undefined
+    return new ConvergentNode(replica, network, replica.collection<Product>(COLLECTION, { backend }), scraper)
+  }
+
+  /** GET /metrics answered so far (tuning metrics: 'served'). */
+  get scrapes(): number {
+    return this.scraper?.scrapes() ?? 0
   }
 
   get port(): number | undefined {
@@ -108,8 +153,9 @@ export class ConvergentNode implements BenchNode {
     }
   }
 
-  close(): Promise<void> {
-    return this.replica.close()
+  async close(): Promise<void> {
+    await this.scraper?.stop()
+    await this.replica.close()
   }
 }
 

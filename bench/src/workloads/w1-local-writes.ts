@@ -2,6 +2,7 @@ import { openNode } from '../lib/node-pair.js'
 import { perSecond } from '../lib/stats.js'
 import { inWindow, now } from '../lib/time.js'
 import { entityId, product } from '../lib/values.js'
+import type { BenchNode } from '../peers/types.js'
 import { spec, type Workload } from './types.js'
 
 const SYSTEMS = ['convergent-yjs', 'convergent-automerge', 'raw-yjs', 'raw-automerge', 'orbitdb', 'automerge-repo', 'y-leveldb']
@@ -21,6 +22,29 @@ const HOT = 'hot-entity'
  * open()'s default durability 'fsync' against the raw ceiling with `sync: true`. Same run, so
  * the two rows of a system show what fsync costs.
  */
+/**
+ * W1's measurement on an open node: untimed warm-up writes, then N timed writes with `window`
+ * in flight — N new entities ('distinct') or N updates of one entity ('hot'). Returns the ms
+ * until the last is durable.
+ */
+export async function timeLocalWrites(node: BenchNode, kind: 'distinct' | 'hot', n: number, window: number, warmUp: number): Promise<number> {
+  await inWindow(warmUp, window, (i) => node.put(`warm-up-${i}`, product(i)))
+  await inWindow(warmUp, window, (i) => node.setStock('warm-up-0', i))
+  await node.flush()
+  if (kind === 'distinct') {
+    const t0 = now()
+    await inWindow(n, window, (i) => node.put(entityId(i), product(i)))
+    await node.flush()
+    return now() - t0
+  }
+  await node.put(HOT, product(0))
+  await node.flush()
+  const t0 = now()
+  await inWindow(n, window, (i) => node.setStock(HOT, i + 1))
+  await node.flush()
+  return now() - t0
+}
+
 export const w1: Workload = {
   id: 'W1',
   title: 'W1 local durable writes',
@@ -42,23 +66,7 @@ export const w1: Workload = {
     const window = s.params.window ?? 64
     const warmUp = s.params.warmUp ?? 200
     try {
-      await inWindow(warmUp, window, (i) => node.put(`warm-up-${i}`, product(i)))
-      await inWindow(warmUp, window, (i) => node.setStock('warm-up-0', i))
-      await node.flush()
-      let ms: number
-      if (s.case.startsWith('distinct')) {
-        const t0 = now()
-        await inWindow(s.n, window, (i) => node.put(entityId(i), product(i)))
-        await node.flush()
-        ms = now() - t0
-      } else {
-        await node.put(HOT, product(0))
-        await node.flush()
-        const t0 = now()
-        await inWindow(s.n, window, (i) => node.setStock(HOT, i + 1))
-        await node.flush()
-        ms = now() - t0
-      }
+      const ms = await timeLocalWrites(node, s.case.startsWith('distinct') ? 'distinct' : 'hot', s.n, window, warmUp)
       log(`${s.n} writes in ${Math.round(ms)} ms`)
       return {
         primary: { name: 'durable writes/s', value: perSecond(s.n, ms), unit: 'ops/s', better: 'higher' },

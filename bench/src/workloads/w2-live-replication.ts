@@ -15,6 +15,40 @@ const RAW = ['raw-yjs', 'raw-automerge']
  * received a warm-up entity, so subscriptions and meshes are up) when A starts writing N new
  * entities; measured until B has all of them. Bytes are counted on the TCP connection.
  */
+type Pair = Awaited<ReturnType<typeof openPair>>
+
+/**
+ * W2's measurement on an open pair: a warm-up entity A → B and one gossip heartbeat, then A
+ * writes N new entities with `window` in flight; returns the ms until B has them all (and
+ * how long A took to write them). The pair's meter counts the bytes of the timed part.
+ */
+export async function timeLiveReplication(
+  pair: Pair,
+  b: Awaited<ReturnType<Pair['openB']>>,
+  n: number,
+  window: number,
+  timeoutMs: number,
+): Promise<{ ms: number; writeMs: number }> {
+  await pair.a.node.put('warm-up', product(-1))
+  await waitFor('the warm-up entity to reach B', () => b.node.received() >= 1, 60_000)
+  // One gossip heartbeat, so B is in A's mesh rather than reached by anti-entropy alone.
+  await sleep(1_000)
+  pair.meter.reset()
+
+  const t0 = now()
+  await inWindow(n, window, (i) => pair.a.node.put(entityId(i), product(i)))
+  const writeMs = now() - t0
+  await waitFor(
+    () => `B to have all ${n} entities (has ${b.node.received() - 1})`,
+    () => b.node.received() >= n + 1,
+    timeoutMs - 30_000,
+    2,
+  )
+  const ms = now() - t0
+  await pair.a.node.flush()
+  return { ms, writeMs }
+}
+
 export const w2: Workload = {
   id: 'W2',
   title: 'W2 live replication, two nodes',
@@ -29,23 +63,7 @@ export const w2: Workload = {
     const b = await pair.openB()
     const window = s.params.window ?? 64
     try {
-      await pair.a.node.put('warm-up', product(-1))
-      await waitFor('the warm-up entity to reach B', () => b.node.received() >= 1, 60_000)
-      // One gossip heartbeat, so B is in A's mesh rather than reached by anti-entropy alone.
-      await sleep(1_000)
-      pair.meter.reset()
-
-      const t0 = now()
-      await inWindow(s.n, window, (i) => pair.a.node.put(entityId(i), product(i)))
-      const writeMs = now() - t0
-      await waitFor(
-        () => `B to have all ${s.n} entities (has ${b.node.received() - 1})`,
-        () => b.node.received() >= s.n + 1,
-        s.timeoutMs - 30_000,
-        2,
-      )
-      const ms = now() - t0
-      await pair.a.node.flush()
+      const { ms, writeMs } = await timeLiveReplication(pair, b, s.n, window, s.timeoutMs)
       log(`${s.n} entities at B after ${Math.round(ms)} ms (A wrote them in ${Math.round(writeMs)} ms)`)
 
       const metrics: Record<string, number> = {

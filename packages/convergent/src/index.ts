@@ -3,11 +3,14 @@
  * Convergent for applications: `open()` wires a {@link Replica} with the defaults — a LevelDB
  * store in `dir`, the Yjs and Automerge backends, a libp2p node on 127.0.0.1 — and re-exports
  * what an application uses. `open({ cluster: { key } })` keeps processes without the cluster
- * key from connecting; {@link generateClusterKey} makes a key. The `convergent` CLI (bin)
+ * key from connecting; {@link generateClusterKey} makes a key. Every replica open() returns has
+ * a Prometheus registry (`replica.metrics`); {@link serve} exposes it with health checks over HTTP. The `convergent` CLI (bin)
  * inspects a data folder and makes cluster keys.
  */
 export * from './open.js'
 export { generateClusterKey, type ClusterOptions } from './cluster.js'
+export { serve, type ServeOptions, type Served } from './serve.js'
+export { createMetrics, OTHER_COLLECTIONS, type MetricsOptions } from './metrics.js'
 export {
   Replica,
   Collection,
@@ -22,6 +25,12 @@ export {
   type ReplicaStats,
   type PeerStats,
   type RoundResult,
+  type ReplicaStatus,
+  type LastRoundStatus,
+  type ReplicaObserver,
+  type ObservedChange,
+  type StoreBatchEvent,
+  type RoundEvent,
   type Logger,
   type Clock,
   type Network,

@@ -5,7 +5,19 @@ import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
+import { Registry } from 'prom-client'
 import { clusterKeyOf, type ClusterOptions } from './cluster.js'
+import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
+
+/** What open() returns: the Replica, with its Prometheus registry. */
+export type ReplicaWithMetrics = Replica & {
+  /**
+   * This replica's Prometheus registry (prom-client): the `convergent_*` metrics and the
+   * process's default metrics. serve() exposes it at GET /metrics; or read it yourself with
+   * `await replica.metrics.metrics()`. Empty with open({ metrics: false }).
+   */
+  readonly metrics: Registry
+}
 
 /**
  * What a resolved write survives. 'fsync': a power loss or kernel crash too — every LevelDB
@@ -44,6 +56,12 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
    * the identity file and the cluster key come from the options above.
    */
   libp2p?: Omit<Libp2pNetworkOptions, 'listen' | 'peers' | 'namespace' | 'identityFile' | 'privateKey' | 'clusterKey'>
+  /**
+   * Prometheus metrics in `replica.metrics` (see MetricsOptions: the bound on collection
+   * labels, the process metrics). false → an empty registry: nothing is counted or timed.
+   * Default: on.
+   */
+  metrics?: false | MetricsOptions
 }
 
 /**
@@ -52,8 +70,8 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * identity is kept in `dir`, so the peer id survives restarts; with `cluster: { key }`, a
  * private network on every connection.
  */
-export async function open(options: OpenOptions = {}): Promise<Replica> {
-  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, ...rest } = options
+export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
+  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -63,6 +81,7 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
       `open({ durability }) is 'fsync' (the default: a resolved write survives a power loss) or 'process' (it survives a crash of the process, not of the machine), got ${JSON.stringify(durability)}.`,
     )
   }
+  if (metrics !== false) checkMetricsOptions(metrics)
   const clusterKey = cluster === undefined ? undefined : clusterKeyOf(cluster, network)
   if ((libp2p as { clusterKey?: unknown } | undefined)?.clusterKey !== undefined) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'pass the cluster key as open({ cluster: { key } }), not in open({ libp2p }).')
@@ -98,7 +117,9 @@ export async function open(options: OpenOptions = {}): Promise<Replica> {
     throw err
   }
   if (network === undefined && clusterKey === undefined) warnUnauthenticated(replica, rest)
-  return replica
+  const registry = metrics === false ? new Registry() : createMetrics(replica, metrics)
+  Object.defineProperty(replica, 'metrics', { value: registry, enumerable: false })
+  return replica as ReplicaWithMetrics
 }
 
 /** Development mode, once per open(): the replica's logger says what anyone who reaches it can do. */

@@ -20,6 +20,11 @@ export interface Clock {
    * their chance (long loops yield through it). Without it, a 0 ms timer does the same.
    */
   nextTurn?(): Promise<void>
+  /**
+   * Optional: a high-resolution monotonic time in milliseconds from an arbitrary origin, used
+   * only to measure durations for metrics (never to decide anything). Without it, now().
+   */
+  monotonic?(): number
 }
 
 /** The real clock: wall time, Node timers, Math.random. Timers are unref'd so they never keep a process alive. */
@@ -47,12 +52,18 @@ export function systemClock(): Clock {
     },
     random: () => Math.random(),
     nextTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
+    monotonic: () => performance.now(),
   }
 }
 
 /** Lets other work run: the clock's next turn (a 0 ms timer on clocks without nextTurn). */
 export function nextTurn(clock: Clock): Promise<void> {
   return clock.nextTurn?.() ?? new Promise<void>((resolve) => clock.setTimeout(resolve, 0))
+}
+
+/** The clock's monotonic time (ms), or its wall time without one: for measuring durations only. */
+export function monotonicNow(clock: Clock): number {
+  return clock.monotonic?.() ?? clock.now()
 }
 
 /** n random bytes drawn from the clock's random source (used for actor ids). */

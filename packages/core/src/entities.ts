@@ -3,7 +3,7 @@ import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
 import { DEPTH, DigestTree, leafOf } from './digest.js'
 import { EntityCache, isDead, type LoadedEntity } from './entity-cache.js'
-import { nextTurn } from './clock.js'
+import { monotonicNow, nextTurn } from './clock.js'
 import { ConvergentError, StoreCorruptError, wrapError } from './errors.js'
 import type { Logger } from './logger.js'
 import { bytesEqual, sha256, xorInto } from './hash.js'
@@ -172,6 +172,34 @@ export class Entities {
     return this.cache.size
   }
 
+  /** Acquires served from memory, and those that had to load (or create) the document. */
+  cacheHits = 0
+  cacheMisses = 0
+
+  /** Entities the cache evicted to stay within its budget. */
+  get cacheEvictions(): number {
+    return this.cache.evictions
+  }
+
+  /** Cached entities per collection (walks the cache). */
+  cachedByCollection(): Map<string, number> {
+    return this.cache.countByCollection()
+  }
+
+  /** Entities whose latest commit is not durable yet. */
+  get pendingEntities(): number {
+    let n = 0
+    for (const ids of this.unsettled.values()) n += ids.size
+    return n
+  }
+
+  /**
+   * Told of every tick's store write once it settles: how long Store.write took (ms, from the
+   * clock's monotonic time; it includes waiting for the store's group commit), how many ops,
+   * whether it succeeded. Unset → nothing is measured.
+   */
+  onStoreBatch: ((ms: number, ops: number, ok: boolean) => void) | undefined = undefined
+
   /** Reads collection metas and feed positions from the store (at open). */
   async init(backends: Map<string, Backend>): Promise<void> {
     const metas = await this.opts.store.collections()
@@ -271,9 +299,11 @@ export class Entities {
     const key = EntityCache.key(col.name, id)
     const cached = this.cache.get(key)
     if (cached !== undefined) {
+      this.cacheHits++
       this.cache.pin(cached)
       return cached
     }
+    this.cacheMisses++
     let loading = this.loading.get(key)
     if (loading === undefined) {
       const leaf = leafOf(id)
@@ -605,6 +635,8 @@ export class Entities {
       return
     }
     this.writing.add(tick)
+    const observe = this.onStoreBatch
+    const t0 = observe === undefined ? 0 : monotonicNow(this.opts.clock)
     let written: Promise<void>
     try {
       written = this.opts.store.write(ops)
@@ -614,10 +646,12 @@ export class Entities {
     written.then(
       () => {
         this.writing.delete(tick)
+        observe?.(monotonicNow(this.opts.clock) - t0, ops.length, true)
         tick.resolve()
       },
       (err: unknown) => {
         this.writing.delete(tick)
+        observe?.(monotonicNow(this.opts.clock) - t0, ops.length, false)
         this.failed(tick, err)
       },
     )

@@ -83,6 +83,8 @@ export class EntityCache {
   private readonly groups = new Map<Backend, Group>()
   private count = 0
   private clock = 0
+  /** Entities evicted to keep within the capacity or a backend's budget (since creation). */
+  evictions = 0
 
   constructor(
     private readonly capacity: number,
@@ -182,6 +184,17 @@ export class EntityCache {
     }
   }
 
+  /** How many entities of each collection are in the table now (walks it: for occasional reads such as metrics). */
+  countByCollection(): Map<string, number> {
+    const counts = new Map<string, number>()
+    for (const group of this.groups.values()) {
+      for (const part of [group.lru, group.held]) {
+        for (const slot of part.values()) counts.set(slot.entity.collection, (counts.get(slot.entity.collection) ?? 0) + 1)
+      }
+    }
+    return counts
+  }
+
   /** Evicts everything (at close). */
   clear(): void {
     for (const group of this.groups.values()) {
@@ -232,6 +245,7 @@ export class EntityCache {
   private evictSlot(group: Group, key: string, slot: Slot): void {
     group.lru.delete(key)
     this.count--
+    this.evictions++
     this.onEvict(slot.entity)
   }
 }

@@ -17,6 +17,7 @@ export { Counter, type CounterOptions, type CounterState, type DecrementOptions 
 export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replication/context.js'
 export type { PeerStats, DropReason } from './replication/peer-stats.js'
 export type { RoundResult } from './replication/sync-client.js'
+export type { ReplicaObserver, ObservedChange, StoreBatchEvent, RoundEvent, ReplicaStatus, LastRoundStatus } from './observe.js'
 
 // Errors, values, time, logs.
 export { ConvergentError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'

@@ -23,6 +23,12 @@ export interface Network {
   readonly peerId: string
   /** Addresses others can dial (empty for networks without addresses). */
   readonly multiaddrs: string[]
+  /**
+   * Optional: the peers this node was told to dial (its bootstrap list). Readiness uses it: a
+   * replica with none configured (others dial it) is ready without a round; one with some
+   * waits for a round that finds nothing missing. Omitted → none.
+   */
+  readonly bootstrapPeers?: readonly string[]
 
   /** Starts the network and delivers events to `events` until stop(). */
   start(events: NetworkEvents): Promise<void>

@@ -16,6 +16,8 @@ import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { requestRights } from './replication/rights.js'
 import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
+import type { RoundEvent } from './replication/replicator.js'
+import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
 
 export interface ReplicaOptions {
   /** Where entities are kept durable. */
@@ -58,6 +60,11 @@ export interface ReplicaStats {
   collections: number
   /** Entity documents in memory now. */
   cachedEntities: number
+  /**
+   * The entity cache since open: acquires served from memory (hits) or that loaded or created
+   * the document (misses), and entities evicted to stay within its size.
+   */
+  cache: { hits: number; misses: number; evictions: number }
   /**
    * Damage the store showed: records that failed their checksum since open (moved aside; the
    * entity repaired from memory or fetched again from peers), and what open() found damaged.
@@ -110,6 +117,13 @@ export class Replica {
   readonly namespace: string
   /** Collections dropped here and not taken from peers until the application opens them again. */
   private readonly refused: Set<string>
+  private readonly clock: Clock
+  /** See observe(). */
+  private readonly observers = new Set<ReplicaObserver>()
+  /** Since when (clock ms) and why this replica is ready (status().ready); latched. */
+  private ready: { at: number; reason: string } | undefined
+  /** The last round that did not make it ready (for the reason status() gives). */
+  private lastUnready: RoundEvent | undefined
 
   private constructor(
     private readonly options: ReplicaOptions,
@@ -124,6 +138,7 @@ export class Replica {
     this.logger = options.logger ?? consoleLogger
     this.namespace = options.namespace ?? 'default'
     this.refused = refused
+    this.clock = options.clock ?? systemClock()
     this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
     this.services = {
       entities,
@@ -160,7 +175,110 @@ export class Replica {
         syncOnConnect: options.syncOnConnect ?? true,
         pushDelayMs: options.pushDelayMs ?? 0,
       })
+      this.replicator.onRound = (event) => this.roundEnded(event)
     }
+    const bootstrap = options.network?.bootstrapPeers?.length ?? 0
+    if (options.network === undefined) this.ready = { at: this.clock.now(), reason: 'no network: a replica on its own' }
+    else if (bootstrap === 0) this.ready = { at: this.clock.now(), reason: 'no bootstrap peers configured (others connect to this replica)' }
+  }
+
+  private roundEnded(event: RoundEvent): void {
+    if (this.ready === undefined) {
+      if (foundNothingMissing(event)) {
+        const how =
+          event.startedBy === 'peer' ? `a round ${event.peer} started found both sides equal` : `a round with ${event.peer} found nothing missing here`
+        this.ready = { at: this.clock.now(), reason: how }
+      } else this.lastUnready = event
+    }
+    for (const observer of this.observers) {
+      if (observer.round === undefined) continue
+      try {
+        observer.round(event)
+      } catch (err) {
+        this.logger.error('a replica observer threw', { err })
+      }
+    }
+  }
+
+  /**
+   * Tells `observer` what happens from now on: durable changes, anti-entropy rounds, store
+   * batches (see ReplicaObserver). Returns a function that stops it. Metrics (the convergent
+   * package's `replica.metrics`) are built on this and on stats().
+   */
+  observe(observer: ReplicaObserver): () => void {
+    this.observers.add(observer)
+    // ChangeEvents catches and logs a listener that throws.
+    const unlisten = observer.change === undefined ? undefined : this.events.onEvery((change) => observer.change!(change))
+    this.updateStoreBatchHook()
+    return () => {
+      if (!this.observers.delete(observer)) return
+      unlisten?.()
+      this.updateStoreBatchHook()
+    }
+  }
+
+  /** Store batches are timed only while someone listens. */
+  private updateStoreBatchHook(): void {
+    const listeners = [...this.observers].filter((o) => o.storeBatch !== undefined)
+    this.entities.onStoreBatch =
+      listeners.length === 0
+        ? undefined
+        : (ms, ops, ok) => {
+            for (const o of listeners) {
+              try {
+                o.storeBatch!({ ms, ops, ok })
+              } catch (err) {
+                this.logger.error('a replica observer threw', { err })
+              }
+            }
+          }
+  }
+
+  /**
+   * What an operator wants to know, as plain JSON (the convergent package serves it at
+   * GET /status): readiness, connected peers and the last round with each, collections,
+   * writes not yet durable, store damage. See ReplicaStatus.
+   */
+  status(): ReplicaStatus {
+    const connected = this.peers()
+    const rounds = this.replicator?.lastRounds
+    const names = [...this.entities.collections.keys()].sort()
+    return {
+      peerId: this.peerId,
+      namespace: this.namespace,
+      closed: this.state !== 'open',
+      ready: this.readiness(connected.length),
+      bootstrapPeers: this.options.network?.bootstrapPeers?.length ?? 0,
+      peers: connected.map((id) => {
+        const round = rounds?.get(id)
+        return { id, lastRound: round === undefined ? null : lastRoundStatus(round) }
+      }),
+      collectionCount: names.length,
+      collections: names.slice(0, 1000).map((name) => {
+        const col = this.entities.collections.get(name)!
+        return { name, backend: col.backend.name, changes: col.seq }
+      }),
+      pendingWrites: this.entities.pendingEntities,
+      store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
+    }
+  }
+
+  private readiness(connected: number): ReplicaStatus['ready'] {
+    if (this.state !== 'open') return { ready: false, reason: 'the replica is closed' }
+    if (this.ready !== undefined) return { ready: true, reason: this.ready.reason, since: new Date(this.ready.at).toISOString() }
+    const last = this.lastUnready
+    if (last !== undefined) {
+      const what =
+        last.error !== undefined
+          ? `failed (${last.error.message})`
+          : (last.result?.failed.length ?? 0) > 0
+            ? `failed for ${last.result!.failed.length} collection(s)`
+            : `received ${last.result?.deltasReceived ?? 0} delta(s) this replica lacked`
+      return { ready: false, reason: `the last anti-entropy round (with ${last.peer}) ${what}; waiting for one that finds nothing missing` }
+    }
+    const bootstrap = this.options.network?.bootstrapPeers?.length ?? 0
+    if (connected === 0) return { ready: false, reason: `no anti-entropy round yet: ${bootstrap} bootstrap peer(s) configured, none connected` }
+    return { ready: false, reason: `waiting for the first anti-entropy round with ${connected} connected peer(s)` }
   }
 
   /** Opens the store, reads what it holds, and starts the network (if any). */
@@ -262,7 +380,7 @@ export class Replica {
       throw new ConvergentError('ERR_UNKNOWN_BACKEND', 'Bounded counters need the automerge backend; pass it in the backends option.')
     }
     const collection = this.collection<CounterState>(name, { backend: 'automerge' })
-    const clock = this.options.clock ?? systemClock()
+    const clock = this.clock
     counter = new Counter(
       collection,
       {
@@ -335,11 +453,26 @@ export class Replica {
       peerId: this.peerId,
       collections: this.entities.collections.size,
       cachedEntities: this.entities.cachedCount,
+      cache: { hits: this.entities.cacheHits, misses: this.entities.cacheMisses, evictions: this.entities.cacheEvictions },
       store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
       peers: this.stats_.snapshot(),
       droppedTotal: this.stats_.totalDropped(),
       pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
     }
+  }
+
+  /** Entity documents in memory per collection (walks the cache: for metrics, not hot paths). */
+  cachedByCollection(): Map<string, number> {
+    return this.entities.cachedByCollection()
+  }
+
+  /**
+   * Resolves once the store answers a small read (the health check of GET /healthz); rejects
+   * with ERR_CLOSED once the replica is closing, or with the store's error.
+   */
+  async checkStore(): Promise<void> {
+    this.assertOpen()
+    await this.track(this.options.store.getMeta(REFUSED_KEY))
   }
 
   get closed(): boolean {

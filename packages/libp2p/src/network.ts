@@ -79,6 +79,11 @@ export class Libp2pNetwork implements Network {
     })
   }
 
+  /** The bootstrap peers' addresses (the `peers` option): dialed on start and redialed. */
+  get bootstrapPeers(): readonly string[] {
+    return this.settings.peers
+  }
+
   /** Listening addresses, each ending in /p2p/<peerId>. */
   get multiaddrs(): string[] {
     return this.libp2p.getMultiaddrs().map((ma) => ma.toString())

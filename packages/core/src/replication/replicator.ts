@@ -1,5 +1,5 @@
 import type { DurableChange } from '../changes.js'
-import { jittered, type TimerHandle } from '../clock.js'
+import { jittered, monotonicNow, type TimerHandle } from '../clock.js'
 import { ConvergentError } from '../errors.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import { Pusher } from './pusher.js'
@@ -16,6 +16,22 @@ const CONNECT_FALLBACK_MS = 2_000
 const REPAIR_DELAY_MS = 100
 /** Least time between rounds with one peer that its announcements start. */
 const ANNOUNCE_ROUND_GAP_MS = 1_000
+
+/**
+ * An anti-entropy round that ended: one this replica started (with its result, or the error
+ * that ended it), or one a peer started that found both sides equal at once (its roots
+ * summary matched ours) — the only outcome the answering side can tell.
+ */
+export interface RoundEvent {
+  peer: string
+  startedBy: 'us' | 'peer'
+  /** When it began (clock ms). */
+  at: number
+  /** How long it took (ms, from the clock's monotonic time); 0 for a peer's round. */
+  ms: number
+  result?: RoundResult
+  error?: Error
+}
 
 export interface ReplicatorOptions {
   /** Mean interval between anti-entropy rounds with every peer (ms); 0 turns periodic rounds off. */
@@ -49,6 +65,10 @@ export class Replicator {
   private readonly fallbacks = new Map<string, TimerHandle>()
   private stopped = false
   private readonly inflight = new Set<Promise<unknown>>()
+  /** The last round with each connected peer (see RoundEvent); forgotten when it disconnects. */
+  readonly lastRounds = new Map<string, RoundEvent>()
+  /** Told of every RoundEvent (replica.observe). */
+  onRound: ((event: RoundEvent) => void) | undefined = undefined
 
   constructor(
     private readonly ctx: ReplicationContext,
@@ -59,7 +79,12 @@ export class Replicator {
     this.limiter = new PeerRateLimiter(ctx.clock, ctx.limits)
     this.pusher = new Pusher(ctx, options.pushDelayMs ?? 0)
     this.client = new SyncClient(ctx)
-    this.server = new SyncServer(ctx, this.limiter, (peer) => this.lastRoundAt.set(peer, ctx.clock.now()))
+    this.server = new SyncServer(
+      ctx,
+      this.limiter,
+      (peer) => this.lastRoundAt.set(peer, ctx.clock.now()),
+      (peer) => this.roundEnded({ peer, startedBy: 'peer', at: ctx.clock.now(), ms: 0 }),
+    )
     this.announcer = new Announcer(ctx, this.limiter, (peer) => this.syncAfterAnnounce(peer))
   }
 
@@ -98,6 +123,7 @@ export class Replicator {
         this.client.forget(peer)
         this.cancelFallback(peer)
         this.lastRoundAt.delete(peer)
+        this.lastRounds.delete(peer)
       },
     })
     this.announcer.start()
@@ -190,13 +216,18 @@ export class Replicator {
       signal,
     ).then(async () => {
       if (this.stopped) return undefined
-      this.lastRoundAt.set(peer, this.ctx.clock.now())
+      const at = this.ctx.clock.now()
+      this.lastRoundAt.set(peer, at)
+      const t0 = monotonicNow(this.ctx.clock)
       try {
-        return await this.client.round(peer, signal)
+        const result = await this.client.round(peer, signal)
+        this.roundEnded({ peer, startedBy: 'us', at, ms: Math.max(0, monotonicNow(this.ctx.clock) - t0), result })
+        return result
       } catch (err) {
         this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
         this.ctx.stats.of(peer).syncFailures++
         if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`)
+        this.roundEnded({ peer, startedBy: 'us', at, ms: Math.max(0, monotonicNow(this.ctx.clock) - t0), error: err as Error })
         throw err
       }
     })
@@ -207,6 +238,12 @@ export class Replicator {
     })
     this.rounds.set(peer, entry)
     return next
+  }
+
+  /** Remembers the round for the peer (while it is connected) and tells the observer. */
+  private roundEnded(event: RoundEvent): void {
+    if (this.ctx.network.peers().includes(event.peer)) this.lastRounds.set(event.peer, event)
+    this.onRound?.(event)
   }
 
   /**

@@ -61,6 +61,8 @@ export class SyncServer {
     private readonly limiter: PeerRateLimiter,
     /** Called when a peer starts a round with us (its first roots request arrives). */
     private readonly onRoundStarted: (peer: string) => void = () => undefined,
+    /** Called when a peer's round finds both sides equal at once (its roots summary matches ours). */
+    private readonly onInSync: (peer: string) => void = () => undefined,
   ) {
     const budget = Math.max(ctx.limits.maxPartsBytes, ctx.limits.maxDeltaBytes)
     this.outbox = new Outbox(ctx.clock, budget)
@@ -102,7 +104,7 @@ export class SyncServer {
       case MessageType.RootsRequest: {
         const req = decodeRootsRequest(body)
         if (req.cursor === undefined) this.onRoundStarted(from)
-        return this.roots(req)
+        return this.roots(from, req)
       }
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
@@ -149,9 +151,12 @@ export class SyncServer {
    * A page of our roots. A requester that reads pages (`k`) and whose summary equals ours
    * learns that in one message; one that does not gets every root at once (older ones).
    */
-  private async roots(req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
+  private async roots(from: string, req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
     const summary = req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
-    if (summary !== undefined && bytesEqual(req.summary!, summary)) return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
+    if (summary !== undefined && bytesEqual(req.summary!, summary)) {
+      this.onInSync(from)
+      return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
+    }
     const page = await this.ctx.entities.rootsPage(req.cursor, req.paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
     const refused = req.cursor === undefined ? [...this.ctx.refused].slice(0, MAX_REFUSED_NAMES) : []
     return encodeRootsResponse({ roots: page.roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })

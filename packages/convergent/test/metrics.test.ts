@@ -1,0 +1,166 @@
+// replica.metrics: the convergent_* metrics move when they should, labels stay bounded.
+// LevelDB in temp folders; replicas joined by the in-process LoopbackHub (serve.test.ts uses libp2p).
+import { expect } from 'chai'
+import { LoopbackHub, silentLogger, type Network } from '@convergent/core'
+import { topicOf } from '@convergent/core/internal'
+import { open, OTHER_COLLECTIONS, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
+import { tempDir, waitFor } from './helpers.js'
+import { parsePrometheusText, valueOf, type Sample } from './prometheus.js'
+
+async function scrape(replica: ReplicaWithMetrics): Promise<Sample[]> {
+  return parsePrometheusText(await replica.metrics.metrics())
+}
+
+async function metric(replica: ReplicaWithMetrics, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  return valueOf(await scrape(replica), name, labels)
+}
+
+describe('replica.metrics (prom-client)', function () {
+  this.timeout(30_000)
+  const opened: ReplicaWithMetrics[] = []
+  const nets: Network[] = []
+  const cleanups: (() => Promise<void>)[] = []
+
+  async function replica(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
+    const { dir, cleanup } = await tempDir('convergent-metrics-')
+    cleanups.push(cleanup)
+    const r = await open({ dir, network: false, logger: silentLogger, syncIntervalMs: 0, ...options })
+    opened.push(r)
+    return r
+  }
+
+  afterEach(async function () {
+    await Promise.all([...opened.map((r) => r.close()), ...nets.map((n) => n.stop())])
+    await Promise.all(cleanups.map((c) => c()))
+    opened.length = nets.length = cleanups.length = 0
+  })
+
+  it('a local write counts in writes_total and deltas_applied_total{origin="local"} of its collection, and times its store batch', async () => {
+    const r = await replica()
+    expect(await metric(r, 'convergent_writes_total', { collection: 'orders' })).to.equal(undefined)
+    const batches = (await metric(r, 'convergent_store_batch_duration_seconds_count')) ?? 0
+    await r.collection('orders').put('o1', { total: 1 })
+    await r.collection('orders').put('o2', { total: 2 })
+    await r.collection('stock').put('s1', { n: 1 })
+    const samples = await scrape(r)
+    expect(valueOf(samples, 'convergent_writes_total', { collection: 'orders' })).to.equal(2)
+    expect(valueOf(samples, 'convergent_writes_total', { collection: 'stock' })).to.equal(1)
+    expect(valueOf(samples, 'convergent_deltas_applied_total', { collection: 'orders', origin: 'local' })).to.equal(2)
+    expect(valueOf(samples, 'convergent_deltas_applied_total', { collection: 'orders', origin: 'remote' })).to.equal(0)
+    expect(valueOf(samples, 'convergent_store_batch_duration_seconds_count')! - batches).to.equal(3)
+    expect(valueOf(samples, 'convergent_store_batch_duration_seconds_sum')).to.be.greaterThan(0)
+    expect(valueOf(samples, 'convergent_collections')).to.equal(2)
+  })
+
+  it('a delta from a peer counts as origin="remote" (no peer id in the labels); a round counts in sync_rounds_total and its histogram', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const a = await replica({ network: hub.createNetwork('a'), syncOnConnect: false })
+    const b = await replica({ network: hub.createNetwork('b'), syncOnConnect: false })
+    await a.collection('orders').put('o1', { total: 1 })
+    expect(await metric(b, 'convergent_sync_rounds_total', { result: 'ok' })).to.equal(0)
+    expect(await metric(b, 'convergent_sync_round_duration_seconds_count')).to.equal(0)
+    hub.connect('a', 'b')
+    await waitFor(() => b.peers().includes('a'), 'connected')
+    expect(await metric(b, 'convergent_peers')).to.equal(1)
+    await b.sync()
+    const samples = await scrape(b)
+    expect(valueOf(samples, 'convergent_deltas_applied_total', { collection: 'orders', origin: 'remote' })).to.equal(1)
+    expect(valueOf(samples, 'convergent_writes_total', { collection: 'orders' })).to.equal(0)
+    expect(valueOf(samples, 'convergent_sync_rounds_total', { result: 'ok' })).to.equal(1)
+    expect(valueOf(samples, 'convergent_sync_rounds_total', { result: 'failed' })).to.equal(0)
+    expect(valueOf(samples, 'convergent_sync_round_duration_seconds_count')).to.equal(1)
+    expect(valueOf(samples, 'convergent_sync_round_duration_seconds_bucket', { le: '+Inf' })).to.equal(1)
+    expect(samples.filter((s) => s.labels['origin'] !== undefined).every((s) => ['local', 'remote'].includes(s.labels['origin']!))).to.equal(true)
+    // Pushed, not synced: a live write of a is applied on b as remote too.
+    await a.collection('orders').put('o2', { total: 2 })
+    await waitFor(async () => (await metric(b, 'convergent_deltas_applied_total', { collection: 'orders', origin: 'remote' })) === 2, 'pushed change counted')
+  })
+
+  it('divergent_entities has one series per connected peer after a round, removed when the peer disconnects', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const a = await replica({ network: hub.createNetwork('a'), syncOnConnect: false })
+    const b = await replica({ network: hub.createNetwork('b'), syncOnConnect: false })
+    hub.connect('a', 'b')
+    await waitFor(() => b.peers().includes('a'), 'connected')
+    expect((await scrape(b)).filter((s) => s.name === 'convergent_divergent_entities')).to.deep.equal([])
+    await b.sync()
+    expect(await metric(b, 'convergent_divergent_entities', { peer: 'a' })).to.equal(0)
+    hub.disconnect('a', 'b')
+    await waitFor(() => b.peers().length === 0, 'disconnected')
+    const after = await scrape(b)
+    expect(after.filter((s) => s.name === 'convergent_divergent_entities')).to.deep.equal([])
+    expect(valueOf(after, 'convergent_peers')).to.equal(0)
+    expect(a.closed).to.equal(false)
+  })
+
+  it('a malformed message from a peer counts in deltas_dropped_total{reason="malformed"}', async () => {
+    const hub = new LoopbackHub()
+    const victim = await replica({ network: hub.createNetwork('victim') })
+    victim.collection('orders')
+    const evil = hub.createNetwork('evil')
+    nets.push(evil)
+    await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
+    await waitFor(() => victim.peers().includes('evil'), 'connected')
+    expect(await metric(victim, 'convergent_deltas_dropped_total', { reason: 'malformed' })).to.equal(0)
+    expect(await metric(victim, 'convergent_deltas_dropped_total', { reason: 'tooLarge' })).to.equal(0)
+    await evil.publish(topicOf('default', 'orders'), new Uint8Array([0xff, 0x00, 0x13, 0x37]))
+    await waitFor(async () => (await metric(victim, 'convergent_deltas_dropped_total', { reason: 'malformed' })) === 1, 'the drop counted')
+  })
+
+  it(`bounds the collection label: past maxCollectionLabels, collections are counted under ${OTHER_COLLECTIONS}`, async () => {
+    const r = await replica({ metrics: { maxCollectionLabels: 3 } })
+    for (let i = 0; i < 7; i++) await r.collection(`c${i}`).put('x', { v: i })
+    await r.collection('c5').put('y', { v: 1 })
+    await r.collection('c0').put('y', { v: 1 })
+    const samples = await scrape(r)
+    const labelled = (name: string): string[] =>
+      samples
+        .filter((s) => s.name === name)
+        .map((s) => s.labels['collection']!)
+        .sort()
+    expect(labelled('convergent_writes_total')).to.deep.equal(['_other', 'c0', 'c1', 'c2'])
+    expect(valueOf(samples, 'convergent_writes_total', { collection: 'c0' })).to.equal(2)
+    expect(valueOf(samples, 'convergent_writes_total', { collection: OTHER_COLLECTIONS })).to.equal(5) // c3..c6 and c5 again
+    expect(new Set(labelled('convergent_cached_entities'))).to.deep.equal(new Set(['_other', 'c0', 'c1', 'c2']))
+    expect(valueOf(samples, 'convergent_cached_entities', { collection: OTHER_COLLECTIONS })).to.equal(5)
+    const series = new Set(samples.filter((s) => s.labels['collection'] !== undefined).map((s) => s.labels['collection']))
+    expect(series.size).to.equal(4)
+  })
+
+  it('counts cache hits and evictions', async () => {
+    const r = await replica({ cacheSize: 2 })
+    const col = r.collection('c')
+    for (const id of ['a', 'b', 'c', 'd']) await col.put(id, { v: 1 })
+    const hits = (await metric(r, 'convergent_cache_hits_total'))!
+    await col.get('d')
+    await col.get('d')
+    const samples = await scrape(r)
+    expect(valueOf(samples, 'convergent_cache_hits_total')).to.equal(hits + 2)
+    expect(valueOf(samples, 'convergent_cache_evictions_total')).to.equal(2)
+    expect(valueOf(samples, 'convergent_cache_misses_total')).to.equal(4)
+  })
+
+  it("registers prom-client's default process metrics, one set per process; metrics: false gives an empty registry", async () => {
+    const a = await replica()
+    const b = await replica()
+    const names = (await scrape(a)).map((s) => s.name)
+    expect(names).to.include('process_cpu_user_seconds_total')
+    expect(names).to.include('nodejs_eventloop_lag_seconds')
+    expect(b.metrics.getSingleMetric('process_cpu_user_seconds_total')).to.equal(a.metrics.getSingleMetric('process_cpu_user_seconds_total'))
+    const quiet = await replica({ metrics: false })
+    await quiet.collection('c').put('x', { v: 1 })
+    expect((await quiet.metrics.metrics()).trim()).to.equal('')
+    const noProcess = await replica({ metrics: { processMetrics: false } })
+    expect((await scrape(noProcess)).every((s) => s.name.startsWith('convergent_'))).to.equal(true)
+  })
+
+  it('refuses a bad label bound before opening anything', async () => {
+    const { dir, cleanup } = await tempDir('convergent-metrics-')
+    cleanups.push(cleanup)
+    let error: unknown
+    await open({ dir, network: false, logger: silentLogger, metrics: { maxCollectionLabels: -1 } }).catch((err: unknown) => (error = err))
+    expect((error as { code?: string }).code).to.equal('ERR_INVALID_ARGUMENT')
+    const r = await open({ dir, network: false, logger: silentLogger }) // not locked
+    await r.close()
+  })
+})
