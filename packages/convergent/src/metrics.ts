@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client'
-import { ConvergentError, type DropReason, type Replica } from '@convergent/core'
+import { ConvergentError, type Replica } from '@convergent/core'
 
 export interface MetricsOptions {
   /**
@@ -18,22 +18,6 @@ export interface MetricsOptions {
 
 /** The label changes of collections past maxCollectionLabels are counted under. */
 export const OTHER_COLLECTIONS = '_other'
-
-/** Every DropReason, so each `deltas_dropped_total{reason}` series exists from the start. */
-const DROP_REASONS = {
-  malformed: true,
-  unsupportedVersion: true,
-  tooLarge: true,
-  unknownBackend: true,
-  backendMismatch: true,
-  invalidDelta: true,
-  invalidId: true,
-  rateLimited: true,
-  storeFailed: true,
-  collectionLimit: true,
-  collectionDropped: true,
-  overBudget: true,
-} satisfies Record<DropReason, true>
 
 /** Seconds: an anti-entropy round is one message when in sync, minutes for a large catch-up. */
 const ROUND_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
@@ -98,11 +82,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     registers,
     collect() {
       this.reset()
-      const totals = new Map<string, number>(Object.keys(DROP_REASONS).map((r) => [r, 0]))
-      for (const peer of Object.values(replica.stats().peers)) {
-        for (const [reason, n] of Object.entries(peer.dropped)) totals.set(reason, (totals.get(reason) ?? 0) + n)
-      }
-      for (const [reason, n] of totals) this.inc({ reason }, n)
+      for (const [reason, n] of Object.entries(replica.stats().droppedByReason)) this.inc({ reason }, n)
     },
   })
   const rounds = new Counter({

@@ -52,9 +52,14 @@ export async function serve(replica: Replica & { metrics?: Registry }, options: 
   const registry = registryOf(replica)
   let closing: Promise<void> | undefined
 
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16_384 }, (req, res) => {
-    handle(req, res).catch((err: unknown) => send(res, 500, 'text/plain; charset=utf-8', `internal error: ${(err as Error).message}\n`))
-  })
+  // Timeouts checked every second (Node's default is every 30 s): sockets that never finish a
+  // request are closed within ~5 s, so they cannot hold the connection slots probes need long.
+  const server = createServer(
+    { requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16_384 },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => send(res, 500, 'text/plain; charset=utf-8', `internal error: ${(err as Error).message}\n`))
+    },
+  )
   server.maxConnections = 256
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

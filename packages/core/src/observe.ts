@@ -97,5 +97,5 @@ export function lastRoundStatus(event: RoundEvent): LastRoundStatus {
 /** Whether a round shows this replica lacked nothing of the peer's: what readiness waits for. */
 export function foundNothingMissing(event: RoundEvent): boolean {
   if (event.startedBy === 'peer') return true
-  return event.error === undefined && event.result !== undefined && event.result.failed.length === 0 && event.result.deltasReceived === 0
+  return event.error === undefined && event.result !== undefined && event.result.failed.length === 0 && event.result.deltasApplied === 0
 }

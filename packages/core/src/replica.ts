@@ -8,7 +8,7 @@ import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { consoleLogger, type Logger } from './logger.js'
 import type { Network } from './network.js'
 import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
-import { PeerStatsTable, type PeerStats } from './replication/peer-stats.js'
+import { PeerStatsTable, type DropReason, type PeerStats } from './replication/peer-stats.js'
 import { Replicator } from './replication/replicator.js'
 import type { RoundResult } from './replication/sync-client.js'
 import type { Store } from './store.js'
@@ -71,8 +71,10 @@ export interface ReplicaStats {
    */
   store: { corruptRecords: number; damage: string[] }
   peers: Record<string, PeerStats>
-  /** Everything dropped from every peer. */
+  /** Everything dropped from every peer … */
   droppedTotal: number
+  /** … by reason (counts only grow: they keep the drops of peers no longer listed in `peers`). */
+  droppedByReason: Record<DropReason, number>
   pushed: { messages: number; bytes: number }
 }
 
@@ -122,6 +124,8 @@ export class Replica {
   private readonly observers = new Set<ReplicaObserver>()
   /** Since when (clock ms) and why this replica is ready (status().ready); latched. */
   private ready: { at: number; reason: string } | undefined
+  /** Peer ids of the bootstrap peers (from their /p2p/ addresses): the rounds readiness counts. */
+  private readonly bootstrapIds = new Set<string>()
   /** The last round that did not make it ready (for the reason status() gives). */
   private lastUnready: RoundEvent | undefined
 
@@ -178,12 +182,19 @@ export class Replica {
       this.replicator.onRound = (event) => this.roundEnded(event)
     }
     const bootstrap = options.network?.bootstrapPeers?.length ?? 0
+    for (const address of options.network?.bootstrapPeers ?? []) {
+      const id = /\/p2p\/([^/]+)/.exec(address)?.[1]
+      if (id !== undefined) this.bootstrapIds.add(id)
+    }
     if (options.network === undefined) this.ready = { at: this.clock.now(), reason: 'no network: a replica on its own' }
     else if (bootstrap === 0) this.ready = { at: this.clock.now(), reason: 'no bootstrap peers configured (others connect to this replica)' }
   }
 
   private roundEnded(event: RoundEvent): void {
-    if (this.ready === undefined) {
+    // Only a bootstrap peer vouches for readiness (when their ids are known): another peer may
+    // be as far behind as this replica (two empty replicas find each other equal).
+    const vouches = this.bootstrapIds.size === 0 || this.bootstrapIds.has(event.peer)
+    if (this.ready === undefined && vouches) {
       if (foundNothingMissing(event)) {
         const how =
           event.startedBy === 'peer' ? `a round ${event.peer} started found both sides equal` : `a round with ${event.peer} found nothing missing here`
@@ -457,6 +468,7 @@ export class Replica {
       store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
       peers: this.stats_.snapshot(),
       droppedTotal: this.stats_.totalDropped(),
+      droppedByReason: this.stats_.droppedByReason(),
       pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
     }
   }

@@ -162,6 +162,32 @@ describe('observing a replica: observe(), status(), cache counters', function ()
       expect(b.status().ready).to.deep.equal({ ready: false, reason: 'the replica is closed' })
     })
 
+    it('counts only rounds with a bootstrap peer (another one may be as far behind), and deltas it drops do not hold it back', async () => {
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false })
+      const b = await memoryReplica({
+        network: withBootstrap(hub.createNetwork('b'), ['/ip4/127.0.0.1/tcp/1/p2p/a']),
+        syncOnConnect: false,
+        limits: { maxValueBytes: 200 },
+      })
+      const c = await memoryReplica({ network: hub.createNetwork('c'), syncOnConnect: false })
+      replicas.push(a, b, c)
+      await a.collection('p').put('small', { v: 1 })
+      await a.collection('p').put('big', { s: 'x'.repeat(1000) }) // over b's value limit: b drops it, always
+      hub.connect('b', 'c') // c is as empty as b
+      await waitFor(() => b.peers().includes('c'), 'b-c connected')
+      await b.sync()
+      await c.sync()
+      expect(b.status().ready.ready).to.equal(false)
+      hub.connect('a', 'b')
+      await waitFor(() => b.peers().includes('a'), 'a-b connected')
+      await b.sync() // receives 'small', drops 'big'
+      expect(b.status().ready.ready).to.equal(false)
+      await b.sync() // 'big' again, dropped again: nothing it can take is missing
+      expect(b.stats().peers.a?.dropped.tooLarge).to.be.at.least(1)
+      expect(b.status().ready).to.include({ ready: true })
+    })
+
     it("becomes ready when a peer's round finds the two equal", async () => {
       const hub = new LoopbackHub({ connectOnStart: false })
       const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false })

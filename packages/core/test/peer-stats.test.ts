@@ -16,5 +16,7 @@ describe('peer stats', function () {
     expect(peers['sybil-999']?.dropped.invalidDelta).to.equal(1)
     expect(peers['sybil-0']).to.equal(undefined)
     expect(table.totalDropped()).to.equal(1001)
+    // By reason too, and never going down (a Prometheus counter reads it).
+    expect(table.droppedByReason()).to.include({ malformed: 1, invalidDelta: 1000 })
   })
 })

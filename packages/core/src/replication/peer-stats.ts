@@ -70,7 +70,8 @@ export function emptyPeerStats(): PeerStats {
 export class PeerStatsTable {
   /** In order of last use: the least recently heard from first. */
   private readonly peers = new Map<string, PeerStats>()
-  private retiredDropped = 0
+  /** Drops of the peers let go, by reason: totals never go down. */
+  private readonly retiredDropped: Record<DropReason, number> = emptyPeerStats().dropped
 
   constructor(private readonly maxPeers = 1000) {}
 
@@ -91,7 +92,7 @@ export class PeerStatsTable {
     if (oldest.done === true) return
     const [peer, stats] = oldest.value
     this.peers.delete(peer)
-    for (const v of Object.values(stats.dropped)) this.retiredDropped += v
+    for (const [reason, n] of Object.entries(stats.dropped) as [DropReason, number][]) this.retiredDropped[reason] += n
   }
 
   /** A deep copy, safe to hand to users. */
@@ -106,9 +107,16 @@ export class PeerStatsTable {
     stats.lastDrop = { reason, message }
   }
 
+  /** Everything dropped from every peer, by reason (the peers let go included). */
+  droppedByReason(): Record<DropReason, number> {
+    const totals = { ...this.retiredDropped }
+    for (const s of this.peers.values()) for (const [reason, n] of Object.entries(s.dropped) as [DropReason, number][]) totals[reason] += n
+    return totals
+  }
+
   totalDropped(): number {
-    let n = this.retiredDropped
-    for (const s of this.peers.values()) for (const v of Object.values(s.dropped)) n += v
+    let n = 0
+    for (const v of Object.values(this.droppedByReason())) n += v
     return n
   }
 }

@@ -54,7 +54,10 @@ export interface RoundResult {
   collectionsDiffering: number
   /** Entities whose versions differed. */
   entitiesDiffering: number
+  /** Deltas the peer sent us (applied, already held, or dropped) … */
   deltasReceived: number
+  /** … and those of them that changed something here. */
+  deltasApplied: number
   deltasSent: number
   messages: number
   bytesSent: number
@@ -211,6 +214,7 @@ export class SyncClient {
       collectionsDiffering: 0,
       entitiesDiffering: 0,
       deltasReceived: 0,
+      deltasApplied: 0,
       deltasSent: 0,
       messages: 0,
       bytesSent: 0,
@@ -426,6 +430,7 @@ export class SyncClient {
           await abortable(applying, signal)
           applying = this.applySlots(round, target, response.entries).then((applied) => {
             round.result.deltasReceived += applied.length
+            round.result.deltasApplied += applied.filter((r) => r === 'applied').length
           })
           applying.catch(() => undefined) // awaited before the next chunk and at the end
           // A ticket is fetched before the next request: the responder's outbox holds one of ours at a time.
@@ -562,6 +567,7 @@ export class SyncClient {
         const received = response.entries.filter(([id, delta]) => delta !== null && requested.has(id)).map(([id, delta]) => [id, delta] as [string, DeltaSlot])
         const applied = await this.applySlots(round, target, received)
         round.result.deltasReceived += applied.length
+        round.result.deltasApplied += applied.filter((r) => r === 'applied').length
 
         // Send what they lack, given their versions.
         const here = col ?? this.ctx.entities.collections.get(target.name)
