@@ -33,14 +33,14 @@ function registryOf(replica: Replica & { metrics?: Registry }): Registry {
 }
 
 /**
- * Serves a replica's health and metrics over HTTP (node:http, GET only, no request body read):
+ * Serves a replica's health and metrics over HTTP (node:http, GET and HEAD, no request body read):
  *
  * - `GET /metrics`: `replica.metrics` in the Prometheus text format
  * - `GET /healthz`: 200 while the replica is open and its store answers a read; 503 and why otherwise
  * - `GET /readyz`: 200 once ready (see ReplicaStatus.ready), 503 and why before; JSON
  * - `GET /status`: `replica.status()` as JSON
  *
- * Other paths get 404, other methods 405. Listens on 127.0.0.1 unless told otherwise: the
+ * Other paths get 404, HEAD is GET without the body, other methods get 405. Listens on 127.0.0.1 unless told otherwise: the
  * endpoints have no authentication, and /status names the peers.
  */
 export async function serve(replica: Replica & { metrics?: Registry }, options: ServeOptions = {}): Promise<Served> {
@@ -65,9 +65,10 @@ export async function serve(replica: Replica & { metrics?: Registry }, options: 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A body is never read: a request that has one gets its answer and the connection closes.
     if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) res.setHeader('Connection', 'close')
-    if (req.method !== 'GET') {
-      res.setHeader('Allow', 'GET')
-      return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: GET only\n')
+    // HEAD as GET without the body (Node leaves it out): some load balancers probe with it.
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD')
+      return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: GET or HEAD only\n')
     }
     const path = (req.url ?? '/').split('?', 1)[0]
     switch (path) {

@@ -179,7 +179,7 @@ describe('serve(replica)', function () {
     expect(valueOf(parsePrometheusText((await http(url, '/metrics')).body), 'convergent_writes_total', { collection: 'c' })).to.equal(1)
   })
 
-  it('404 for other paths, 405 for other methods (a body is not read: the connection closes)', async () => {
+  it('404 for other paths, HEAD as GET, 405 for other methods (a body is not read: the connection closes)', async () => {
     const r = await replica({ network: false })
     const { url } = await serving(r)
     expect((await http(url, '/')).status).to.equal(404)
@@ -187,9 +187,12 @@ describe('serve(replica)', function () {
     expect((await http(url, '/metrics?name=x')).status).to.equal(200)
     const post = await http(url, '/metrics', { method: 'POST', body: 'x'.repeat(100_000) })
     expect(post.status).to.equal(405)
-    expect(post.headers['allow']).to.equal('GET')
+    expect(post.headers['allow']).to.equal('GET, HEAD')
     expect(post.headers['connection']).to.equal('close')
     expect((await http(url, '/healthz', { method: 'DELETE' })).status).to.equal(405)
+    const head = await http(url, '/healthz', { method: 'HEAD' }) // as GET, without a body
+    expect(head.status).to.equal(200)
+    expect(head.body).to.equal('')
   })
 
   it('close() stops listening and closes keep-alive connections: nothing is left open', async () => {
