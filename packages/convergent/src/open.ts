@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError, consoleLogger } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { classicLevelStore, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
+import { classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
 import { clusterKeyOf, type ClusterOptions } from './cluster.js'
@@ -99,6 +99,13 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   // Read and checked before anything starts (the key is not echoed in errors).
   const atRest = encryption === undefined ? undefined : { encryption: { key: readEncryptionKey(encryption) } }
   if (dir !== undefined) await makeDataDir(dir)
+  if (dir !== undefined && interruptedSwap(join(dir, 'db'))) {
+    // Opening would create an empty store where the data is about to be swapped in.
+    throw new ConvergentError(
+      'ERR_STORE',
+      `${dir}: a \`convergent encrypt\` or \`rekey\` was interrupted while swapping folders (db/ is missing, db.convergent-new and db.convergent-old are there). Run the same command again to finish it; nothing is lost.`,
+    )
+  }
   // The network first: building it can fail (a damaged identity file, a bad namespace or peer
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.

@@ -1,12 +1,16 @@
 // open({ encryption }): a replica's folder holds no value in plain, and a wrong key, a missing
 // key or a key for a plain folder is refused with its code and leaves every file as it was.
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { cp, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
 import { isConvergentError, open, type OpenOptions } from '../src/index.js'
-import { tempDir } from './helpers.js'
+import { runNode, tempDir } from './helpers.js'
+
+const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
 
 const KEY = randomBytes(32)
 const MARKER = 'marker-9d3a71-jane.doe@example.com'
@@ -104,5 +108,82 @@ describe('open({ encryption })', function () {
     await replica.collection('c').put('a', { v: 1 })
     expect(await replica.collection('c').get('a')).to.deep.equal({ v: 1 })
     await replica.close()
+  })
+})
+
+describe('convergent encrypt / rekey', function () {
+  this.timeout(60_000)
+  let dir = ''
+  let cleanup: () => Promise<void> = async () => undefined
+  let keys = ''
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir('convergent-encrypt-'))
+    keys = await mkdtemp(join(tmpdir(), 'convergent-keys-'))
+  })
+  afterEach(async () => {
+    await cleanup()
+    await rm(keys, { recursive: true, force: true })
+  })
+
+  async function keyFile(name: string, key: Buffer): Promise<string> {
+    const file = join(keys, name)
+    await writeFile(file, key.toString('hex') + '\n', { mode: 0o600 })
+    return file
+  }
+
+  async function expectCustomers(options: Partial<OpenOptions>): Promise<void> {
+    const replica = await open({ dir, network: false, logger: silentLogger, ...options })
+    try {
+      const ids: string[] = []
+      for await (const id of replica.collection('customers').keys()) ids.push(id)
+      expect(ids.length).to.equal(20)
+      expect(((await replica.collection('customers').get('c7')) as { email: string }).email).to.equal(MARKER)
+    } finally {
+      await replica.close()
+    }
+  }
+
+  it('encrypts a plain folder in place, then rotates its key; every entity kept, no value left in plain', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+    expect(await holding(dir, MARKER)).not.to.deep.equal([])
+    const first = await keyFile('first', KEY)
+    const second = await keyFile('second', randomBytes(32))
+
+    const enc = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+    expect(enc.code, enc.stderr).to.equal(0)
+    expect(enc.stdout).to.match(/^encrypted \d+ records \(key id [0-9a-f]{16}\)\n$/)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+    expect(await readdir(dir)).to.not.include('db.convergent-old')
+    await expectCustomers({ encryption: { keyFile: first } })
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger }))).to.equal('ERR_ENCRYPTED')
+    const ls = await runNode(CLI, ['ls', dir, 'customers', '--key-file', first])
+    expect(ls.code, ls.stderr).to.equal(0)
+    expect(ls.stdout.split('\n').filter(Boolean)).to.have.length(20)
+
+    const rekey = await runNode(CLI, ['rekey', dir, '--key-file', first, '--new-key-file', second])
+    expect(rekey.code, rekey.stderr).to.equal(0)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+    await expectCustomers({ encryption: { keyFile: second } })
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_WRONG_KEY')
+  })
+
+  it('an interrupted swap: open() refuses (ERR_STORE) instead of starting empty; running the command again finishes it', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+    const first = await keyFile('first', KEY)
+    expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
+    // As if the crash came between the two renames: the old folder aside, the new one not yet in place.
+    await cp(join(dir, 'db'), join(dir, 'db.convergent-old'), { recursive: true })
+    await rename(join(dir, 'db'), join(dir, 'db.convergent-new'))
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_STORE')
+    expect(await readdir(dir)).to.not.include('db')
+    const again = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+    expect(again.code, again.stderr).to.equal(0)
+    expect(again.stdout).to.equal('finished an interrupted run\n')
+    expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.deep.equal(['db'])
+    await expectCustomers({ encryption: { keyFile: first } })
   })
 })

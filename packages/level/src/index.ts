@@ -10,3 +10,4 @@ export { classicLevelStore, memoryLevelStore, type ClassicLevelStoreOptions, typ
 export type { GroupCommitStats } from './group-commit.js'
 export type { AnyLevel, LevelDatabase } from './sublevels.js'
 export { ENCRYPTION_FILE, resolveKey as readEncryptionKey, type EncryptionOptions } from './encryption.js'
+export { finishSwap, interruptedSwap, recryptStore, type RecryptResult } from './recrypt.js'
