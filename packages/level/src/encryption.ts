@@ -149,7 +149,7 @@ export function notEncryptedError(where: string): ConvergentError {
   return new ConvergentError(
     'ERR_NOT_ENCRYPTED',
     `The ${where} holds a plain (unencrypted) store, and an encryption key was given: Convergent does not mix plain and encrypted records in one folder. ` +
-      'Open it without the key, or encrypt the folder in place first (the planned `npx convergent encrypt <dir> --key-file F` command; not available yet). Nothing was written.',
+      'Open it without the key, or encrypt the folder in place first: stop the service, then `npx convergent encrypt <dir> --new-key-file <file>`. Nothing was written.',
   )
 }
 
