@@ -62,8 +62,9 @@ export function resolveKey(option: unknown): Buffer {
     }
   }
   if (typeof key === 'string') {
-    if (!/^[0-9a-fA-F]{64}$/.test(key)) throw bad(`${from} must be 32 bytes: 64 hex characters (it is not; its value is not shown).`)
-    return Buffer.from(key, 'hex')
+    key = key.trim() // whitespace around it ignored (an environment variable or a file may end in a newline)
+    if (!/^[0-9a-fA-F]{64}$/.test(key as string)) throw bad(`${from} must be 32 bytes: 64 hex characters (it is not; its value is not shown).`)
+    return Buffer.from(key as string, 'hex')
   }
   if (key instanceof Uint8Array) {
     if (key.byteLength !== 32) throw bad(`${from} must be 32 bytes (got ${key.byteLength}).`)

@@ -13,7 +13,7 @@ import { storeComplianceSuite } from '@convergent/core/testing'
 import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore } from '../src/index.js'
 import { AesGcmSealer, keyIdOf, resolveKey } from '../src/encryption.js'
 import { entityWrite } from './entity-ops.js'
-import { removeDir, tempDir } from './helpers.js'
+import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
 import { tamperLevel } from './tamper.js'
 
 const KEY = randomBytes(32)
@@ -110,6 +110,7 @@ describe('LevelStore: encryption at rest', function () {
       assert.equal(keyIdOf(KEY).byteLength, 8)
       assert.ok(!KEY.includes(keyIdOf(KEY)))
       assert.deepEqual(resolveKey({ key: KEY.toString('hex') }), KEY)
+      assert.deepEqual(resolveKey({ key: ` ${KEY.toString('hex')}\n` }), KEY)
       const secret = 'zz' + KEY.toString('hex').slice(2)
       for (const bad of [undefined, {}, { key: secret }, { key: KEY.subarray(1) }, { key: 5 }, { key: KEY, keyFile: 'f' }, { keyFile: '/nonexistent/key' }]) {
         assert.throws(
@@ -200,6 +201,17 @@ describe('LevelStore: encryption at rest', function () {
       assert.equal(await codeOf(() => classicLevelStore(dir, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
       assert.deepEqual(await hashFolder(dir), before)
       assert.ok(!before.has(ENCRYPTION_FILE))
+    })
+
+    it('a key for a format-0 folder (before checksums) → ERR_NOT_ENCRYPTED before any migration, byte-identical', async function () {
+      const old = await copyFormat0Fixture()
+      try {
+        const before = await hashFolder(old)
+        assert.equal(await codeOf(() => classicLevelStore(old, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+        assert.deepEqual(await hashFolder(old), before)
+      } finally {
+        await removeDir(old)
+      }
     })
 
     it('without its marker file the sealed format record still refuses (after LevelDB opened)', async function () {
