@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { createLibp2pNetwork, open, serve, type Collection, type Libp2pNetwork, type Replica, type Served } from 'convergent'
@@ -24,6 +25,8 @@ export interface ConvergentTuning {
    * GET /metrics a second, as a Prometheus scraping it would).
    */
   metrics?: 'off' | 'on' | 'served'
+  /** Encryption at rest with a random key (open({ encryption: { key } })). Default off. */
+  encryption?: boolean
 }
 
 /** Serves the replica's /metrics and scrapes it once a second; stop() ends both. */
@@ -92,6 +95,7 @@ export class ConvergentNode implements BenchNode {
       ...(tuning.syncIntervalMs === undefined ? {} : { syncIntervalMs: tuning.syncIntervalMs }),
       ...(tuning.cacheSize === undefined ? {} : { cacheSize: tuning.cacheSize }),
       ...(tuning.metrics === 'off' ? { metrics: false as const } : {}),
+      ...(tuning.encryption === true ? { encryption: { key: randomBytes(32) } } : {}),
     })
     const scraper = tuning.metrics === 'served' ? await scraped(replica) : undefined
     return new ConvergentNode(replica, network, replica.collection<Product>(COLLECTION, { backend }), scraper)

@@ -6,6 +6,8 @@ import type { BenchNode } from '../peers/types.js'
 import { spec, type Workload } from './types.js'
 
 const SYSTEMS = ['convergent-yjs', 'convergent-automerge', 'raw-yjs', 'raw-automerge', 'orbitdb', 'automerge-repo', 'y-leveldb']
+/** Convergent only: encryption at rest on (the 'distinct-enc' / 'hot-enc' cases, against 'distinct' / 'hot'). */
+const ENCRYPTED_SYSTEMS = ['convergent-yjs', 'convergent-automerge']
 /** Those that can fsync each batch: Convergent (durability 'fsync', open()'s default) and the raw ceiling. */
 const FSYNC_SYSTEMS = ['convergent-yjs', 'convergent-automerge', 'raw-yjs', 'raw-automerge']
 const HOT = 'hot-entity'
@@ -20,7 +22,9 @@ const HOT = 'hot-entity'
  * and the peers give, so the ratios compare like with like. 'distinct-fsync' and 'hot-fsync'
  * run the same writes with every batch fsynced (survives a power loss too): Convergent at
  * open()'s default durability 'fsync' against the raw ceiling with `sync: true`. Same run, so
- * the two rows of a system show what fsync costs.
+ * the two rows of a system show what fsync costs. 'distinct-enc' and 'hot-enc' run Convergent
+ * at durability 'process' with encryption at rest on (AES-256-GCM, a random key): against
+ * 'distinct' / 'hot' of the same run, what encryption costs (issue #14: ≤ 10 %).
  */
 /**
  * W1's measurement on an open node: untimed warm-up writes, then N timed writes with `window`
@@ -57,12 +61,14 @@ export const w1: Workload = {
     return [
       ...['distinct', 'hot'].flatMap((c) => SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp }, timeout))),
       ...['distinct-fsync', 'hot-fsync'].flatMap((c) => FSYNC_SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp, fsync: 1 }, timeout))),
+      ...['distinct-enc', 'hot-enc'].flatMap((c) => ENCRYPTED_SYSTEMS.map((s) => spec('W1', c, s, n, { window, warmUp, encrypted: 1 }, timeout))),
     ]
   },
   async run(s, log) {
     // Convergent without a network: W1 is about the local write path only.
     const durability = s.params.fsync === 1 ? 'fsync' : 'process'
-    const { node, close } = await openNode(s.system, { tuning: { network: false, durability } })
+    const encryption = s.params.encrypted === 1
+    const { node, close } = await openNode(s.system, { tuning: { network: false, durability, encryption } })
     const window = s.params.window ?? 64
     const warmUp = s.params.warmUp ?? 200
     try {
@@ -70,7 +76,7 @@ export const w1: Workload = {
       log(`${s.n} writes in ${Math.round(ms)} ms`)
       return {
         primary: { name: 'durable writes/s', value: perSecond(s.n, ms), unit: 'ops/s', better: 'higher' },
-        metrics: { ms: Math.round(ms), window, warmUpWrites: 2 * warmUp, fsync: durability === 'fsync' ? 1 : 0 },
+        metrics: { ms: Math.round(ms), window, warmUpWrites: 2 * warmUp, fsync: durability === 'fsync' ? 1 : 0, encrypted: encryption ? 1 : 0 },
       }
     } finally {
       await close()

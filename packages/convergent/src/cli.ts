@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
+import { recryptStore } from '@convergent/level'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 
@@ -18,16 +19,22 @@ function count(value: string): number {
 
 /** Opens the replica in `dir` with no network, runs fn, always closes it. */
 async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>): Promise<R> {
-  const path = resolve(dir)
-  if (!existsSync(join(path, 'db'))) {
-    throw new CliError(`${path} holds no Convergent data (no db/ folder). Pass the dir given to open({ dir }).`)
-  }
-  const replica = await open({ dir: path, network: false, logger: silentLogger })
+  const path = dataDir(dir)
+  const keyFile = program.opts<{ keyFile?: string }>().keyFile
+  const replica = await open({ dir: path, network: false, logger: silentLogger, ...(keyFile === undefined ? {} : { encryption: { keyFile } }) })
   try {
     return await fn(replica)
   } finally {
     await replica.close()
   }
+}
+
+function dataDir(dir: string): string {
+  const path = resolve(dir)
+  if (!existsSync(join(path, 'db')) && !existsSync(join(path, 'db.convergent-old'))) {
+    throw new CliError(`${path} holds no Convergent data (no db/ folder). Pass the dir given to open({ dir }).`)
+  }
+  return path
 }
 
 /** The collection as stored: its name must exist (opening an unknown one would create it). */
@@ -53,6 +60,7 @@ program
   .name('convergent')
   .description("Inspect a Convergent replica's data folder, or drop a collection from it (stop the service using it first); make a cluster key.")
   .showHelpAfterError()
+  .option('--key-file <file>', 'the folder is encrypted at rest: its key (64 hex characters) is in this file')
 
 program
   .command('collections')
@@ -131,6 +139,32 @@ program
       await replica.dropCollection(name)
       out(`dropped '${name}'`)
     })
+  })
+
+program
+  .command('encrypt')
+  .description(
+    'encrypt a plain data folder at rest, in place (stop the service first): every record is re-sealed with AES-256-GCM into a new folder, which then replaces the old one (crash-safe: run it again after a crash). Then open it with open({ encryption: { keyFile } })',
+  )
+  .argument('<dir>', 'the data folder')
+  .requiredOption('--new-key-file <file>', 'the key to encrypt with (64 hex characters; `openssl rand -hex 32`)')
+  .action(async (dir: string, opts: { newKeyFile: string }) => {
+    const result = await recryptStore(join(dataDir(dir), 'db'), undefined, { keyFile: opts.newKeyFile })
+    out(result.resumed ? 'finished an interrupted run' : `encrypted ${result.records} records (key id ${result.keyId})`)
+  })
+
+program
+  .command('rekey')
+  .description(
+    'rotate the at-rest key of an encrypted data folder, in place (stop the service first; crash-safe like encrypt). Copies made under the old key (backups) stay readable with it',
+  )
+  .argument('<dir>', 'the data folder')
+  .requiredOption('--new-key-file <file>', 'the new key (64 hex characters)')
+  .action(async (dir: string, opts: { newKeyFile: string }) => {
+    const keyFile = program.opts<{ keyFile?: string }>().keyFile
+    if (keyFile === undefined) throw new CliError('rekey needs the current key: --key-file <file> (before the command name or after it)')
+    const result = await recryptStore(join(dataDir(dir), 'db'), { keyFile }, { keyFile: opts.newKeyFile })
+    out(result.resumed ? 'finished an interrupted run' : `re-encrypted ${result.records} records (key id ${result.keyId})`)
   })
 
 program

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError, consoleLogger } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { classicLevelStore, memoryLevelStore } from '@convergent/level'
+import { classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
 import { clusterKeyOf, type ClusterOptions } from './cluster.js'
@@ -62,6 +62,15 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
    * Default: on.
    */
   metrics?: false | MetricsOptions
+  /**
+   * Encryption at rest: `{ key }` (32 bytes, or 64 hex characters) or `{ keyFile }` (a file
+   * holding the 64 hex characters, read by open()). Every value the store writes is sealed with
+   * AES-256-GCM; entity ids and collection names stay visible (they are LevelDB's keys). A
+   * folder remembers whether it is encrypted and with which key: a wrong key rejects with
+   * ERR_WRONG_KEY, none for an encrypted folder with ERR_ENCRYPTED, one for a plain folder with
+   * ERR_NOT_ENCRYPTED — before anything in the folder is written. Omitted → stored in plain.
+   */
+  encryption?: EncryptionOptions
 }
 
 /**
@@ -71,7 +80,7 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * private network on every connection.
  */
 export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
-  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, ...rest } = options
+  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, encryption, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -87,7 +96,16 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'pass the cluster key as open({ cluster: { key } }), not in open({ libp2p }).')
   }
   const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
+  // Read and checked before anything starts (the key is not echoed in errors).
+  const atRest = encryption === undefined ? undefined : { encryption: { key: readEncryptionKey(encryption) } }
   if (dir !== undefined) await makeDataDir(dir)
+  if (dir !== undefined && interruptedSwap(join(dir, 'db'))) {
+    // Opening would create an empty store where the data is about to be swapped in.
+    throw new ConvergentError(
+      'ERR_STORE',
+      `${dir}: a \`convergent encrypt\` or \`rekey\` was interrupted while swapping folders (db/ is missing, db.convergent-new and db.convergent-old are there). Run the same command again to finish it; nothing is lost.`,
+    )
+  }
   // The network first: building it can fail (a damaged identity file, a bad namespace or peer
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.
@@ -107,7 +125,7 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   let store: Store | undefined
   let replica: Replica
   try {
-    store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync' }) : memoryLevelStore()
+    store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync', ...atRest }) : memoryLevelStore({ ...atRest })
     replica = await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
   } catch (err) {
     // Replica.open closes what it was given when it fails, but not if it throws before taking

@@ -15,6 +15,9 @@ export type ErrorCode =
   | 'ERR_INVALID_MESSAGE' // malformed, truncated or wrong-version wire message
   | 'ERR_STORE' // the store failed to read or write
   | 'ERR_STORE_CORRUPT' // a stored record failed its checksum (StoreCorruptError names it)
+  | 'ERR_WRONG_KEY' // the data dir is encrypted at rest with another key than the one given
+  | 'ERR_ENCRYPTED' // the data dir is encrypted at rest and no key was given
+  | 'ERR_NOT_ENCRYPTED' // an encryption key was given for a plain (unencrypted) data dir
   | 'ERR_NETWORK' // the network failed
   | 'ERR_INSUFFICIENT_RIGHTS' // bounded counter: not enough local rights to decrement
   | 'ERR_INVALID_ARGUMENT' // a bad option or argument

@@ -1,5 +1,6 @@
 import { ClassicLevel, type DatabaseOptions } from 'classic-level'
 import { MemoryLevel } from 'memory-level'
+import { AesGcmSealer, checkFolder, resolveKey } from './encryption.js'
 import { LevelStore, type LevelStoreOptions } from './level-store.js'
 
 export type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
@@ -9,9 +10,17 @@ export interface ClassicLevelStoreOptions extends StoreOptions {
   level?: Omit<DatabaseOptions<string, Uint8Array>, 'keyEncoding' | 'valueEncoding'>
 }
 
-/** A store in a LevelDB directory (created if missing). One process may hold a dir at a time. */
+/**
+ * A store in a LevelDB directory (created if missing). One process may hold a dir at a time.
+ * With `encryption`, the key is read and checked against the folder here, before LevelDB opens
+ * it: a wrong key (ERR_WRONG_KEY), no key for an encrypted folder (ERR_ENCRYPTED) or a key for
+ * a plain one (ERR_NOT_ENCRYPTED) throws, and the folder is left as it was.
+ */
 export function classicLevelStore(dir: string, options: ClassicLevelStoreOptions = {}): LevelStore {
-  const { level, ...storeOptions } = options
+  const { level, encryption, ...rest } = options
+  const sealer = encryption === undefined ? undefined : encryption instanceof AesGcmSealer ? encryption : new AesGcmSealer(resolveKey(encryption))
+  checkFolder(dir, sealer)
+  const storeOptions = sealer === undefined ? rest : { ...rest, encryption: sealer }
   const db = new ClassicLevel<string, Uint8Array>(dir, { ...level, keyEncoding: 'utf8', valueEncoding: 'view' })
   return new LevelStore(db, { ...storeOptions, kind: 'classic-level', location: dir })
 }

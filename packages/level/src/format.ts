@@ -22,7 +22,8 @@ import { ConvergentError, StoreCorruptError } from '@convergent/core'
 import { decodeJson, encodeJson } from './codec.js'
 import { FORMAT_KEY, MIGRATION_KEY } from './keys.js'
 import { putRecord, type LevelOp, type Prefixes } from './ops.js'
-import { openRecord } from './record.js'
+import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type AesGcmSealer } from './encryption.js'
+import { RECORD_FORMAT, type RecordSealer } from './record.js'
 import { DATA_KEYSPACES, type AnyLevel, type DataKeyspace, type Keyspace, type Sublevels } from './sublevels.js'
 
 export const STORE_FORMAT = 1
@@ -38,6 +39,17 @@ export interface Maintenance {
   write(ops: LevelOp[]): Promise<void>
   /** Records per batch (migration, dropCollection). */
   chunk: number
+  /** How records are sealed and opened (plain or encrypted). */
+  sealer: RecordSealer
+  /** The encryption at rest, if any: the store's 'format' record must be sealed with its key. */
+  encryption: AesGcmSealer | undefined
+  /** For error messages. */
+  where: string
+}
+
+/** Opens a record of keyspace `keyspace` with the store's sealer. */
+export function openBody(m: Pick<Maintenance, 'prefixes' | 'sums' | 'sealer'>, keyspace: Keyspace, key: string, stored: Uint8Array): Uint8Array | undefined {
+  return m.sealer.open(m.prefixes[keyspace], m.sums[keyspace], key, stored)
 }
 
 const MAX_BATCH_BYTES = 4 << 20
@@ -59,6 +71,7 @@ export async function prepareFormat(m: Maintenance): Promise<number> {
     )
   }
   const [any] = (await m.db.keys({ limit: 1 }).all()) as unknown[]
+  if (any !== undefined && m.encryption !== undefined) throw notEncryptedError(m.where) // format 0: plain
   if (any === undefined) {
     await m.write([formatOp(m)]) // a new database: nothing to migrate
     return 0
@@ -69,14 +82,23 @@ export async function prepareFormat(m: Maintenance): Promise<number> {
 function readVersion(m: Maintenance): number | undefined {
   const stored = m.sub.store.getSync(FORMAT_KEY)
   if (stored === undefined) return undefined
-  const body = openRecord(m.sums.store, FORMAT_KEY, stored)
+  // Encrypted or not: the format record says, before anything is read or written.
+  const folderKeyId = keyIdOfRecord(stored)
+  if (folderKeyId !== undefined) {
+    if (m.encryption === undefined) throw encryptedError(m.where, folderKeyId)
+    const keyId = m.encryption.keyId.toString('hex')
+    if (folderKeyId !== keyId) throw wrongKeyError(m.where, folderKeyId, keyId)
+  } else if (m.encryption !== undefined && stored[0] === RECORD_FORMAT) {
+    throw notEncryptedError(m.where)
+  }
+  const body = openBody(m, 'store', FORMAT_KEY, stored)
   const version = body === undefined ? undefined : (decodeOrUndefined(body) as { version?: unknown } | undefined)?.version
   if (typeof version !== 'number') throw new StoreCorruptError({ keyspace: 'store', key: FORMAT_KEY }, "the store's format record failed its checksum")
   return version
 }
 
 function formatOp(m: Maintenance): LevelOp {
-  return putRecord(m.prefixes.store + FORMAT_KEY, encodeJson({ version: STORE_FORMAT }))
+  return putRecord(m.prefixes.store + FORMAT_KEY, encodeJson({ version: STORE_FORMAT }), m.sealer)
 }
 
 /** Format 0 → 1, resuming where an interrupted run stopped (see the top of this file). */
@@ -98,7 +120,7 @@ async function migrate(m: Maintenance): Promise<number> {
       let last: string | undefined
       const flush = async (): Promise<void> => {
         if (last === undefined) return
-        ops.push(putRecord(m.prefixes.store + MIGRATION_KEY, encodeJson({ keyspace, after: last })))
+        ops.push(putRecord(m.prefixes.store + MIGRATION_KEY, encodeJson({ keyspace, after: last }), m.sealer))
         await m.write(ops)
         ops = []
         bytes = 0
@@ -109,8 +131,8 @@ async function migrate(m: Maintenance): Promise<number> {
         if (entries.length === 0) break
         for (const [key, value] of entries) {
           last = key
-          if (checkEach && openRecord(m.sums[keyspace], key, value) !== undefined) continue
-          ops.push(putRecord(prefix + key, value))
+          if (checkEach && openBody(m, keyspace, key, value) !== undefined) continue
+          ops.push(putRecord(prefix + key, value, m.sealer))
           bytes += value.byteLength
           migrated++
           if (ops.length >= m.chunk || bytes >= MAX_BATCH_BYTES) await flush()
@@ -128,7 +150,7 @@ async function migrate(m: Maintenance): Promise<number> {
 function readProgress(m: Maintenance): Progress | 'unreadable' | undefined {
   const stored = m.sub.store.getSync(MIGRATION_KEY)
   if (stored === undefined) return undefined
-  const body = openRecord(m.sums.store, MIGRATION_KEY, stored)
+  const body = openBody(m, 'store', MIGRATION_KEY, stored)
   const progress = body === undefined ? undefined : (decodeOrUndefined(body) as Partial<Progress> | undefined)
   if (typeof progress?.after !== 'string' || !(DATA_KEYSPACES as readonly unknown[]).includes(progress.keyspace)) return 'unreadable'
   return progress as Progress

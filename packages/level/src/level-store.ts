@@ -13,7 +13,8 @@ import {
 import { AckedMark } from './acked.js'
 import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
 import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
-import { prepareFormat, type Maintenance } from './format.js'
+import { openBody, prepareFormat, type Maintenance } from './format.js'
+import { AesGcmSealer, resolveKey, type EncryptionOptions } from './encryption.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
 import { infoLogDamage } from './info-log.js'
 import {
@@ -35,7 +36,7 @@ import {
   type KeyRange,
 } from './keys.js'
 import { prefixesOf, putRecord, toLevelOps, type LevelOp, type Prefixes } from './ops.js'
-import { openRecord, prefixSum } from './record.js'
+import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 import {
   COLLECTION_KEYSPACES,
   isDataKeyspace,
@@ -65,6 +66,16 @@ export interface LevelStoreOptions {
    * (default 1000): each batch is atomic, the work between them resumable.
    */
   chunk?: number
+  /**
+   * Encryption at rest: every value written is sealed with AES-256-GCM under this key
+   * (encryption.ts). `{ key }`: 32 bytes, or 64 hex characters; `{ keyFile }`: a file holding
+   * the 64 hex characters, read when the store is made. Keys (entity ids, collection names)
+   * stay visible. A store opened with another key than its data was written with fails open()
+   * with ERR_WRONG_KEY, an encrypted one opened without a key with ERR_ENCRYPTED, a plain one
+   * opened with a key with ERR_NOT_ENCRYPTED; classicLevelStore() checks the folder before
+   * LevelDB opens it, so the folder is left as it was.
+   */
+  encryption?: EncryptionOptions | AesGcmSealer
 }
 
 /** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
@@ -123,6 +134,8 @@ export class LevelStore implements Store {
   private readonly writeOps: (ops: readonly LevelOp[]) => Promise<void>
   private readonly location: string | undefined
   private readonly chunk: number
+  private readonly sealer: RecordSealer
+  private readonly encryption: AesGcmSealer | undefined
   /**
    * Collections whose drop has begun and not finished: they read as empty, and writes to them
    * are refused (a drop that failed stays here until a later drop or open() finishes it).
@@ -148,6 +161,9 @@ export class LevelStore implements Store {
     this.kind = options.kind ?? 'abstract-level'
     this.location = options.location
     this.chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
+    const encryption = options.encryption
+    this.encryption = encryption === undefined ? undefined : encryption instanceof AesGcmSealer ? encryption : new AesGcmSealer(resolveKey(encryption))
+    this.sealer = this.encryption ?? PLAIN_SEALER
     this.sub = openSublevels(this.db)
     this.prefixes = prefixesOf(this.sub)
     this.sums = Object.fromEntries(Object.entries(this.prefixes).map(([name, prefix]) => [name, prefixSum(prefix)])) as Record<Keyspace, number>
@@ -214,7 +230,7 @@ export class LevelStore implements Store {
     const mark = this.acked
     if (mark === undefined) return this.writeOps(ops)
     const n = this.batchNo + 1
-    ops.push(putRecord(this.prefixes.store + BATCH_KEY, encodeJson(n)))
+    ops.push(putRecord(this.prefixes.store + BATCH_KEY, encodeJson(n), this.sealer))
     await this.writeOps(ops)
     this.batchNo = n
     this.markAcked(n)
@@ -242,7 +258,7 @@ export class LevelStore implements Store {
     this.acked = mark
     const acked = mark.read()
     const stored = this.sub.store.getSync(BATCH_KEY)
-    const body = stored === undefined ? undefined : openRecord(this.sums.store, BATCH_KEY, stored)
+    const body = stored === undefined ? undefined : this.openBody('store', BATCH_KEY, stored)
     const recovered = body === undefined ? undefined : decodeJson(body, 'batch number')
     if (stored !== undefined && typeof recovered !== 'number') {
       this.batchNo = acked ?? 0
@@ -259,8 +275,22 @@ export class LevelStore implements Store {
     ]
   }
 
+  private openBody(keyspace: Keyspace, key: string, stored: Uint8Array): Uint8Array | undefined {
+    return openBody(this.maintenance(), keyspace, key, stored)
+  }
+
   private maintenance(): Maintenance {
-    return { db: this.db, sub: this.sub, prefixes: this.prefixes, sums: this.sums, write: this.writeOps, chunk: this.chunk }
+    return {
+      db: this.db,
+      sub: this.sub,
+      prefixes: this.prefixes,
+      sums: this.sums,
+      write: this.writeOps,
+      chunk: this.chunk,
+      sealer: this.sealer,
+      encryption: this.encryption,
+      where: this.location === undefined ? 'database' : `data dir ${this.location}`,
+    }
   }
 
   close(): Promise<void> {
@@ -293,7 +323,7 @@ export class LevelStore implements Store {
     }
     let levelOps: LevelOp[]
     try {
-      levelOps = toLevelOps(ops, this.prefixes)
+      levelOps = toLevelOps(ops, this.prefixes, this.sealer)
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
@@ -423,7 +453,7 @@ export class LevelStore implements Store {
     return this.read(() =>
       this.commits.exclusive(async () => {
         await this.writeOps([
-          putRecord(this.prefixes.store + dropMarkerKey(collection), encodeJson({ time: Date.now() })),
+          putRecord(this.prefixes.store + dropMarkerKey(collection), encodeJson({ time: Date.now() }), this.sealer),
           { type: 'del', key: this.prefixes.collections + collection },
         ])
         await this.finishDrop(collection)
@@ -459,7 +489,7 @@ export class LevelStore implements Store {
     const damage: string[] = []
     for (const [key, value] of await this.sub.store.iterator(DROP_MARKERS).all()) {
       const collection = collectionOfDropMarker(key)
-      if (openRecord(this.sums.store, key, value) === undefined) {
+      if (this.openBody('store', key, value) === undefined) {
         // Its key may be damaged too: dropping what it names could drop the wrong collection.
         await this.moveAside('store', key)
         damage.push(
@@ -503,14 +533,14 @@ export class LevelStore implements Store {
     const time = Date.now()
     const entry = { keyspace, key, time, bytes: stored === undefined ? null : Buffer.from(stored).toString('base64'), error }
     await this.writeOps([
-      putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry)),
+      putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry), this.sealer),
       { type: 'del', key: this.prefixes[keyspace] + key },
     ])
     return true
   }
 
   private isHealthy(keyspace: DataKeyspace | 'store', key: string, stored: Uint8Array): boolean {
-    const body = openRecord(this.sums[keyspace], key, stored)
+    const body = this.openBody(keyspace, key, stored)
     if (body === undefined) return false
     if (keyspace === 'store') return true
     try {
@@ -544,7 +574,7 @@ export class LevelStore implements Store {
 
   /** The decoded body of a stored record; StoreCorruptError naming it if it fails its check or does not decode. */
   private check<T>(keyspace: Keyspace, key: string, stored: Uint8Array, names: Names, decode: (body: Uint8Array) => T): T {
-    const body = openRecord(this.sums[keyspace], key, stored)
+    const body = this.openBody(keyspace, key, stored)
     if (body === undefined) throw new StoreCorruptError({ keyspace, key, ...names })
     try {
       return decode(body)

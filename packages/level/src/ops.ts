@@ -14,15 +14,15 @@
  */
 import { ConvergentError, LEAF_COUNT, leafOf, type StoreOp } from '@convergent/core'
 import { encodeFeedEntry, encodeHead, encodeJson, FEED_LIMITS, HEAD_LIMITS } from './codec.js'
-import { HEADER_BYTES, seal, sealCopy } from './record.js'
+import { HEADER_BYTES, type RecordSealer } from './record.js'
 import { checkName, DELTA_INDEX_LIMIT, deltaKey, feedKey, headKey, leafKey, snapshotKey } from './keys.js'
 import type { Sublevels } from './sublevels.js'
 
 export type LevelOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string }
 
 /** A put of a sealed record holding a copy of `body` (the caller may reuse its buffer once write() returns). */
-export function putRecord(key: string, body: Uint8Array): LevelOp {
-  return { type: 'put', key, value: sealCopy(key, body) }
+export function putRecord(key: string, body: Uint8Array, sealer: RecordSealer): LevelOp {
+  return { type: 'put', key, value: sealer.sealCopy(key, body) }
 }
 
 /** Each sublevel's key prefix (e.g. '!heads!'): what it puts in front of its keys on disk. */
@@ -34,7 +34,7 @@ export function prefixesOf(s: Sublevels): Prefixes {
   return out as Prefixes
 }
 
-export function toLevelOps(ops: readonly StoreOp[], s: Prefixes): LevelOp[] {
+export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] {
   const out = new Array<LevelOp>(ops.length)
   let extra: LevelOp[] | undefined
   for (let i = 0; i < ops.length; i++) {
@@ -46,13 +46,13 @@ export function toLevelOps(ops: readonly StoreOp[], s: Prefixes): LevelOp[] {
       out[i] = { type: 'del', key: s.heads + headKey(op.collection, leafOf(op.id), op.id) }
       ;(extra ??= []).push({ type: 'del', key: s.snapshots + snapshotKey(op.collection, op.id) })
     } else {
-      out[i] = toLevelOp(op, s)
+      out[i] = toLevelOp(op, s, sealer)
     }
   }
   return extra === undefined ? out : out.concat(extra)
 }
 
-function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): LevelOp {
+function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sealer: RecordSealer): LevelOp {
   switch (op.type) {
     case 'head': {
       checkName('collection', op.collection)
@@ -65,17 +65,17 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       check(isIntIn(head.deltaCount, 0, HEAD_LIMITS.maxDeltaCount), 'head.deltaCount must be an integer in [0, 2^32)')
       check(typeof head.backend === 'string' && typeof head.deleted === 'boolean', 'head.backend must be a string and head.deleted a boolean')
       const key = s.heads + headKey(op.collection, leafOf(op.id), op.id)
-      return { type: 'put', key, value: seal(key, encodeHead(head, HEADER_BYTES)) }
+      return { type: 'put', key, value: sealer.seal(key, encodeHead(head, HEADER_BYTES)) }
     }
     case 'snapshot':
       checkName('collection', op.collection)
       checkName('id', op.id)
-      return putRecord(s.snapshots + snapshotKey(op.collection, op.id), checkBytes(op.bytes))
+      return putRecord(s.snapshots + snapshotKey(op.collection, op.id), checkBytes(op.bytes), sealer)
     case 'delta':
       checkName('collection', op.collection)
       checkName('id', op.id)
       checkIndex(op.index)
-      return putRecord(s.deltas + deltaKey(op.collection, op.id, op.index), checkBytes(op.bytes))
+      return putRecord(s.deltas + deltaKey(op.collection, op.id, op.index), checkBytes(op.bytes), sealer)
     case 'delDelta':
       checkName('collection', op.collection)
       checkName('id', op.id)
@@ -95,7 +95,7 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
         'feed entry origin must be a string of at most 65,535 bytes',
       )
       const key = s.feed + feedKey(op.collection, entry.seq)
-      return { type: 'put', key, value: seal(key, encodeFeedEntry(entry, HEADER_BYTES)) }
+      return { type: 'put', key, value: sealer.seal(key, encodeFeedEntry(entry, HEADER_BYTES)) }
     }
     case 'leaf': {
       checkName('collection', op.collection)
@@ -103,15 +103,15 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes): Le
       const key = s.leaves + leafKey(op.collection, op.leaf)
       // An all-zero leaf is an empty bucket: delete it so leaves() lists only non-empty ones.
       if (isAllZero(checkBytes(op.bytes))) return { type: 'del', key }
-      return putRecord(key, op.bytes)
+      return putRecord(key, op.bytes, sealer)
     }
     case 'collection':
       checkName('collection', op.collection)
       check(typeof op.meta?.backend === 'string', 'collection meta.backend must be a string')
-      return putRecord(s.collections + op.collection, encodeJson({ backend: op.meta.backend }))
+      return putRecord(s.collections + op.collection, encodeJson({ backend: op.meta.backend }), sealer)
     case 'meta':
       check(typeof op.key === 'string', 'meta key must be a string')
-      return putRecord(s.meta + op.key, checkBytes(op.bytes))
+      return putRecord(s.meta + op.key, checkBytes(op.bytes), sealer)
     default:
       throw invalid(`unknown op type '${String((op as { type?: unknown }).type)}'`)
   }

@@ -77,3 +77,23 @@ export function openRecord(prefixCrc: number, key: string, stored: Uint8Array): 
 function sumOf(bytes: Uint8Array, sum: number): number {
   return bytes.byteLength === 0 ? sum : crc32(bytes, sum)
 }
+
+/**
+ * How a store turns bodies into stored values and back: the plain checksummed record above,
+ * or AES-256-GCM (encryption.ts). Encoders leave HEADER_BYTES in front of a body for seal().
+ */
+export interface RecordSealer {
+  /** Seals a record allocated with HEADER_BYTES of room in front of its body. */
+  seal(fullKey: string, record: Uint8Array): Uint8Array
+  /** A sealed record holding a copy of `body`. */
+  sealCopy(fullKey: string, body: Uint8Array): Uint8Array
+  /** The body of a stored record of keyspace `prefix` (its crc32 state `prefixCrc`), or undefined if it fails its check. */
+  open(prefix: string, prefixCrc: number, key: string, stored: Uint8Array): Uint8Array | undefined
+}
+
+/** The plain checksummed record (format 1). */
+export const PLAIN_SEALER: RecordSealer = {
+  seal,
+  sealCopy,
+  open: (_prefix, prefixCrc, key, stored) => openRecord(prefixCrc, key, stored),
+}

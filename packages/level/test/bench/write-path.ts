@@ -20,9 +20,10 @@ import { pathToFileURL } from 'node:url'
 import type { Store, StoreOp } from '@convergent/core'
 import * as current from '../../src/index.js'
 import { toLevelOps } from '../../src/ops.js'
+import { PLAIN_SEALER } from '../../src/record.js'
 import { entityWrite, entityId } from '../entity-ops.js'
 
-type ToLevelOps = (ops: readonly StoreOp[], prefixes: Record<string, string>) => unknown[]
+type ToLevelOps = (ops: readonly StoreOp[], prefixes: Record<string, string>, sealer?: unknown) => unknown[]
 
 interface Build {
   name: string
@@ -43,7 +44,7 @@ function encodeCost(toLevelOps: ToLevelOps): number {
   let ops = 0
   for (let pass = 0; pass < 10; pass++) {
     for (const write of writes) {
-      toLevelOps(write, PREFIXES)
+      toLevelOps(write, PREFIXES, PLAIN_SEALER)
       ops += write.length
     }
   }

@@ -1,0 +1,189 @@
+// open({ encryption }): a replica's folder holds no value in plain, and a wrong key, a missing
+// key or a key for a plain folder is refused with its code and leaves every file as it was.
+import { createHash, randomBytes } from 'node:crypto'
+import { cp, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { expect } from 'chai'
+import { silentLogger } from '@convergent/core'
+import { isConvergentError, open, type OpenOptions } from '../src/index.js'
+import { runNode, tempDir } from './helpers.js'
+
+const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
+
+const KEY = randomBytes(32)
+const MARKER = 'marker-9d3a71-jane.doe@example.com'
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name)
+    if ((await stat(path)).isDirectory()) out.push(...(await files(path)))
+    else out.push(path)
+  }
+  return out.sort()
+}
+
+async function hashFolder(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  for (const path of await files(dir))
+    out[path] = createHash('sha256')
+      .update(await readFile(path))
+      .digest('hex')
+  return out
+}
+
+async function holding(dir: string, needle: string): Promise<string[]> {
+  const found: string[] = []
+  for (const path of await files(dir)) if ((await readFile(path)).includes(Buffer.from(needle))) found.push(path)
+  return found
+}
+
+async function codeOf(p: Promise<{ close(): Promise<void> }>): Promise<string> {
+  try {
+    await (await p).close()
+  } catch (err) {
+    expect(isConvergentError(err), String(err)).to.equal(true)
+    expect((err as Error).message).not.to.include(KEY.toString('hex'))
+    return (err as { code: string }).code
+  }
+  throw new Error('opened')
+}
+
+describe('open({ encryption })', function () {
+  this.timeout(60_000)
+  let dir = ''
+  let cleanup: () => Promise<void> = async () => undefined
+  beforeEach(async () => ({ dir, cleanup } = await tempDir('convergent-enc-')))
+  afterEach(() => cleanup())
+
+  async function writeCustomers(options: Partial<OpenOptions> = {}): Promise<void> {
+    const replica = await open({ dir, network: false, logger: silentLogger, ...options })
+    const customers = replica.collection('customers')
+    for (let n = 0; n < 20; n++) await customers.put(`c${n}`, { name: `customer ${n}`, email: n === 7 ? MARKER : `c${n}@example.com` })
+    await customers.update('c7', (doc: { note?: string }) => void (doc.note = `note for ${MARKER}`))
+    await replica.close()
+  }
+
+  it('no file of the folder holds a value in plain (a plain folder does)', async function () {
+    await writeCustomers({ encryption: { key: KEY } })
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+    const replica = await open({ dir, network: false, logger: silentLogger, encryption: { key: KEY.toString('hex') } })
+    expect(((await replica.collection('customers').get('c7')) as { email: string }).email).to.equal(MARKER)
+    await replica.close()
+
+    await cleanup()
+    ;({ dir, cleanup } = await tempDir('convergent-plain-'))
+    await writeCustomers()
+    expect(await holding(dir, MARKER)).not.to.deep.equal([])
+  })
+
+  it('a key file; wrong key → ERR_WRONG_KEY, none → ERR_ENCRYPTED; nothing written', async function () {
+    const keyFile = join(dir, '..', `${dir.split('/').pop()}.key`)
+    await writeFile(keyFile, KEY.toString('hex'), { mode: 0o600 })
+    await writeCustomers({ encryption: { keyFile } })
+    const before = await hashFolder(dir)
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { key: randomBytes(32) } }))).to.equal('ERR_WRONG_KEY')
+    expect(await hashFolder(dir)).to.deep.equal(before)
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger }))).to.equal('ERR_ENCRYPTED')
+    expect(await hashFolder(dir)).to.deep.equal(before)
+    const replica = await open({ dir, network: false, logger: silentLogger, encryption: { keyFile } })
+    expect(await replica.collection('customers').get('c3')).to.deep.equal({ name: 'customer 3', email: 'c3@example.com' })
+    await replica.close()
+    await rm(keyFile)
+  })
+
+  it('a key for a plain folder → ERR_NOT_ENCRYPTED, nothing written; a bad key → ERR_INVALID_ARGUMENT', async function () {
+    await writeCustomers()
+    const before = await hashFolder(dir)
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { key: KEY } }))).to.equal('ERR_NOT_ENCRYPTED')
+    expect(await hashFolder(dir)).to.deep.equal(before)
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { key: 'short' } }))).to.equal('ERR_INVALID_ARGUMENT')
+    expect(await hashFolder(dir)).to.deep.equal(before)
+  })
+
+  it('in memory too', async function () {
+    const replica = await open({ network: false, logger: silentLogger, encryption: { key: KEY } })
+    await replica.collection('c').put('a', { v: 1 })
+    expect(await replica.collection('c').get('a')).to.deep.equal({ v: 1 })
+    await replica.close()
+  })
+})
+
+describe('convergent encrypt / rekey', function () {
+  this.timeout(60_000)
+  let dir = ''
+  let cleanup: () => Promise<void> = async () => undefined
+  let keys = ''
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir('convergent-encrypt-'))
+    keys = await mkdtemp(join(tmpdir(), 'convergent-keys-'))
+  })
+  afterEach(async () => {
+    await cleanup()
+    await rm(keys, { recursive: true, force: true })
+  })
+
+  async function keyFile(name: string, key: Buffer): Promise<string> {
+    const file = join(keys, name)
+    await writeFile(file, key.toString('hex') + '\n', { mode: 0o600 })
+    return file
+  }
+
+  async function expectCustomers(options: Partial<OpenOptions>): Promise<void> {
+    const replica = await open({ dir, network: false, logger: silentLogger, ...options })
+    try {
+      const ids: string[] = []
+      for await (const id of replica.collection('customers').keys()) ids.push(id)
+      expect(ids.length).to.equal(20)
+      expect(((await replica.collection('customers').get('c7')) as { email: string }).email).to.equal(MARKER)
+    } finally {
+      await replica.close()
+    }
+  }
+
+  it('encrypts a plain folder in place, then rotates its key; every entity kept, no value left in plain', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+    expect(await holding(dir, MARKER)).not.to.deep.equal([])
+    const first = await keyFile('first', KEY)
+    const second = await keyFile('second', randomBytes(32))
+
+    const enc = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+    expect(enc.code, enc.stderr).to.equal(0)
+    expect(enc.stdout).to.match(/^encrypted \d+ records \(key id [0-9a-f]{16}\)\n$/)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+    expect(await readdir(dir)).to.not.include('db.convergent-old')
+    await expectCustomers({ encryption: { keyFile: first } })
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger }))).to.equal('ERR_ENCRYPTED')
+    const ls = await runNode(CLI, ['ls', dir, 'customers', '--key-file', first])
+    expect(ls.code, ls.stderr).to.equal(0)
+    expect(ls.stdout.split('\n').filter(Boolean)).to.have.length(20)
+
+    const rekey = await runNode(CLI, ['rekey', dir, '--key-file', first, '--new-key-file', second])
+    expect(rekey.code, rekey.stderr).to.equal(0)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+    await expectCustomers({ encryption: { keyFile: second } })
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_WRONG_KEY')
+  })
+
+  it('an interrupted swap: open() refuses (ERR_STORE) instead of starting empty; running the command again finishes it', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+    const first = await keyFile('first', KEY)
+    expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
+    // As if the crash came between the two renames: the old folder aside, the new one not yet in place.
+    await cp(join(dir, 'db'), join(dir, 'db.convergent-old'), { recursive: true })
+    await rename(join(dir, 'db'), join(dir, 'db.convergent-new'))
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_STORE')
+    expect(await readdir(dir)).to.not.include('db')
+    const again = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+    expect(again.code, again.stderr).to.equal(0)
+    expect(again.stdout).to.equal('finished an interrupted run\n')
+    expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.deep.equal(['db'])
+    await expectCustomers({ encryption: { keyFile: first } })
+  })
+})

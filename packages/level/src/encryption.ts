@@ -1,0 +1,220 @@
+/**
+ * Encryption at rest (store option `encryption: { key } | { keyFile }`). Every value the store
+ * writes — in every keyspace, the store's own records included — is sealed with AES-256-GCM
+ * instead of the plain checksummed record of record.ts:
+ *
+ *   [format u8 = 2][key id 8 bytes][iv 12 bytes][ciphertext …][GCM tag 16 bytes]
+ *
+ * The IV is random per record (crypto.randomFillSync). The additional authenticated data is the
+ * first 9 bytes (format byte and key id) followed by the record's full key on disk (keyspace
+ * prefix + key, UTF-8): a flipped byte anywhere, a record moved under another key or into
+ * another keyspace, fails the tag — the same "failed its check" as a crc mismatch, so the same
+ * StoreCorruptError / quarantine path. The tag replaces the crc32 (it is a stronger check).
+ *
+ * The key id is the first 8 bytes of SHA-256("convergent/at-rest-key-id/v1\0" + key): it tells
+ * keys apart (wrong key → ERR_WRONG_KEY) without saying anything about the key.
+ *
+ * Keys (entity ids, collection names, sequence numbers) are NOT encrypted: LevelDB orders them
+ * and the store range-scans them (a collection, a digest leaf, a feed after a seq). See README.
+ *
+ * The folder remembers it is encrypted: classicLevelStore() writes ENCRYPTION_FILE into a new
+ * folder before LevelDB creates anything, and checks it before LevelDB opens an existing one,
+ * so a wrong or missing key is refused with the folder untouched. The store's 'format' record
+ * is sealed too (format.ts): a database opened without the file (memory-level, or the file
+ * deleted) is still refused, after LevelDB has opened it.
+ */
+import { createCipheriv, createDecipheriv, createHash, randomFillSync, timingSafeEqual } from 'node:crypto'
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConvergentError } from '@convergent/core'
+import { HEADER_BYTES, type RecordSealer } from './record.js'
+
+export const ENCRYPTED_FORMAT = 2
+export const KEY_ID_BYTES = 8
+const IV_BYTES = 12
+const TAG_BYTES = 16
+const FIXED = 1 + KEY_ID_BYTES + IV_BYTES
+const KEY_ID_LABEL = 'convergent/at-rest-key-id/v1\u0000'
+
+/** The file in an encrypted classic-level folder that says so (JSON, no secret in it). */
+export const ENCRYPTION_FILE = 'convergent-encryption'
+const CHECK_KEY = 'convergent-encryption-check'
+const CHECK_TEXT = 'convergent at-rest key check'
+
+/** open({ encryption }) / classicLevelStore(dir, { encryption }). */
+export type EncryptionOptions = { key: Uint8Array | string } | { keyFile: string }
+
+/** The 32-byte key an EncryptionOptions names; ERR_INVALID_ARGUMENT (never echoing the key) if it is not one. */
+export function resolveKey(option: unknown): Buffer {
+  const bad = (why: string): ConvergentError => new ConvergentError('ERR_INVALID_ARGUMENT', `encryption: ${why}`)
+  if (typeof option !== 'object' || option === null) throw bad('pass { key } (32 bytes, or 64 hex characters) or { keyFile } (a path).')
+  const o = option as { key?: unknown; keyFile?: unknown }
+  if ((o.key === undefined) === (o.keyFile === undefined)) throw bad('pass exactly one of { key } and { keyFile }.')
+  let key: unknown = o.key
+  let from = 'the key'
+  if (o.keyFile !== undefined) {
+    if (typeof o.keyFile !== 'string' || o.keyFile.length === 0) throw bad('keyFile must be a path.')
+    from = `the key file ${o.keyFile}`
+    try {
+      key = readFileSync(o.keyFile, 'utf8').trim()
+    } catch (err) {
+      throw bad(`could not read ${from}: ${(err as NodeJS.ErrnoException).code ?? 'error'}.`)
+    }
+  }
+  if (typeof key === 'string') {
+    key = key.trim() // whitespace around it ignored (an environment variable or a file may end in a newline)
+    if (!/^[0-9a-fA-F]{64}$/.test(key as string)) throw bad(`${from} must be 32 bytes: 64 hex characters (it is not; its value is not shown).`)
+    return Buffer.from(key as string, 'hex')
+  }
+  if (key instanceof Uint8Array) {
+    if (key.byteLength !== 32) throw bad(`${from} must be 32 bytes (got ${key.byteLength}).`)
+    return Buffer.from(key) // a copy: the caller may wipe theirs
+  }
+  throw bad(`${from} must be a Uint8Array of 32 bytes or a string of 64 hex characters.`)
+}
+
+export function keyIdOf(key: Uint8Array): Buffer {
+  return createHash('sha256').update(KEY_ID_LABEL).update(key).digest().subarray(0, KEY_ID_BYTES)
+}
+
+/** Seals records with AES-256-GCM under one key (see the top of this file). */
+export class AesGcmSealer implements RecordSealer {
+  readonly keyId: Buffer
+  private readonly key: Buffer
+
+  constructor(key: Uint8Array) {
+    this.key = Buffer.from(key)
+    this.keyId = keyIdOf(this.key)
+  }
+
+  seal(fullKey: string, record: Uint8Array): Uint8Array {
+    return this.sealCopy(fullKey, record.subarray(HEADER_BYTES))
+  }
+
+  sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
+    const out = Buffer.allocUnsafe(FIXED + body.byteLength + TAG_BYTES)
+    out[0] = ENCRYPTED_FORMAT
+    this.keyId.copy(out, 1)
+    randomFillSync(out, 1 + KEY_ID_BYTES, IV_BYTES)
+    const cipher = createCipheriv('aes-256-gcm', this.key, out.subarray(1 + KEY_ID_BYTES, FIXED), { authTagLength: TAG_BYTES })
+    cipher.setAAD(aad(out, fullKey))
+    const n = body.byteLength === 0 ? 0 : cipher.update(body).copy(out, FIXED)
+    cipher.final().copy(out, FIXED + n)
+    cipher.getAuthTag().copy(out, FIXED + body.byteLength)
+    return out
+  }
+
+  open(prefix: string, _prefixCrc: number, key: string, stored: Uint8Array): Uint8Array | undefined {
+    if (stored.byteLength < FIXED + TAG_BYTES || stored[0] !== ENCRYPTED_FORMAT) return undefined
+    const bytes = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength)
+    if (!timingSafeEqual(bytes.subarray(1, 1 + KEY_ID_BYTES), this.keyId)) return undefined
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(1 + KEY_ID_BYTES, FIXED), { authTagLength: TAG_BYTES })
+      decipher.setAAD(aad(bytes, prefix + key))
+      decipher.setAuthTag(bytes.subarray(bytes.byteLength - TAG_BYTES))
+      const ciphertext = bytes.subarray(FIXED, bytes.byteLength - TAG_BYTES)
+      const head = ciphertext.byteLength === 0 ? Buffer.alloc(0) : decipher.update(ciphertext)
+      const tail = decipher.final()
+      return tail.byteLength === 0 ? head : Buffer.concat([head, tail])
+    } catch {
+      return undefined
+    }
+  }
+}
+
+function aad(record: Buffer, fullKey: string): Buffer {
+  return Buffer.concat([record.subarray(0, 1 + KEY_ID_BYTES), Buffer.from(fullKey, 'utf8')])
+}
+
+/** The key id stored in an encrypted record, hex; undefined if the record is not one. */
+export function keyIdOfRecord(stored: Uint8Array): string | undefined {
+  if (stored.byteLength < FIXED + TAG_BYTES || stored[0] !== ENCRYPTED_FORMAT) return undefined
+  return Buffer.from(stored.subarray(1, 1 + KEY_ID_BYTES)).toString('hex')
+}
+
+export function wrongKeyError(where: string, folderKeyId: string, keyId: string): ConvergentError {
+  return new ConvergentError(
+    'ERR_WRONG_KEY',
+    `The ${where} is encrypted with another key (key id ${folderKeyId}; the key given has id ${keyId}). Nothing was written. Open it with the key it was encrypted with.`,
+  )
+}
+
+export function encryptedError(where: string, folderKeyId: string | undefined): ConvergentError {
+  return new ConvergentError(
+    'ERR_ENCRYPTED',
+    `The ${where} is encrypted at rest${folderKeyId === undefined ? '' : ` (key id ${folderKeyId})`} and no key was given. Nothing was written. Pass open({ encryption: { key } }) or { keyFile }.`,
+  )
+}
+
+export function notEncryptedError(where: string): ConvergentError {
+  return new ConvergentError(
+    'ERR_NOT_ENCRYPTED',
+    `The ${where} holds a plain (unencrypted) store, and an encryption key was given: Convergent does not mix plain and encrypted records in one folder. ` +
+      'Open it without the key, or encrypt the folder in place first: stop the service, then `npx convergent encrypt <dir> --new-key-file <file>`. Nothing was written.',
+  )
+}
+
+/**
+ * classic-level: before LevelDB touches the folder, checks what it is against the key given
+ * (a wrong or missing key, or a plain folder given a key, is refused with the folder as it
+ * was), and marks a NEW folder as encrypted (the file is written, fsynced and renamed into
+ * place before LevelDB creates anything in it).
+ */
+export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void {
+  const where = `data dir ${dir}`
+  const file = join(dir, ENCRYPTION_FILE)
+  let text: string | undefined
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConvergentError('ERR_STORE', `Could not read ${file}: ${(err as Error).message}`)
+  }
+  if (text !== undefined) {
+    let marker: { cipher?: unknown; keyId?: unknown; check?: unknown }
+    try {
+      marker = JSON.parse(text) as typeof marker
+    } catch {
+      marker = {}
+    }
+    if (marker.cipher !== 'aes-256-gcm' || typeof marker.keyId !== 'string' || typeof marker.check !== 'string') {
+      throw new ConvergentError('ERR_STORE_CORRUPT', `The ${where} says it is encrypted, but its ${ENCRYPTION_FILE} file is damaged. Nothing was written.`)
+    }
+    if (sealer === undefined) throw encryptedError(where, marker.keyId)
+    const keyId = sealer.keyId.toString('hex')
+    if (marker.keyId !== keyId) throw wrongKeyError(where, marker.keyId, keyId)
+    if (sealer.open('', 0, CHECK_KEY, Buffer.from(marker.check, 'base64')) === undefined) {
+      throw new ConvergentError(
+        'ERR_STORE_CORRUPT',
+        `The ${where}'s ${ENCRYPTION_FILE} file failed its check (its key id matches the key given). Nothing was written.`,
+      )
+    }
+    return
+  }
+  if (sealer === undefined) return
+  if (existsSync(join(dir, 'CURRENT'))) throw notEncryptedError(where)
+  const marker = {
+    cipher: 'aes-256-gcm',
+    keyId: sealer.keyId.toString('hex'),
+    check: Buffer.from(sealer.sealCopy(CHECK_KEY, Buffer.from(CHECK_TEXT))).toString('base64'),
+  }
+  mkdirSync(dir, { recursive: true })
+  const tmp = `${file}.tmp`
+  const fd = openSync(tmp, 'w', 0o644)
+  try {
+    writeSync(fd, JSON.stringify(marker) + '\n')
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+  try {
+    const dirFd = openSync(dir, 'r')
+    try {
+      fsyncSync(dirFd)
+    } finally {
+      closeSync(dirFd)
+    }
+  } catch {
+    // a platform that cannot fsync a folder
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Encrypting a plain store folder in place, and key rotation (`npx convergent encrypt` /
+ * `rekey`): every record is opened with the old sealer (plain, or the old key) and sealed with
+ * the new one into a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
+ *
+ *   1. `<db>.convergent-new` is built from scratch (a leftover of a crashed run is deleted
+ *      first), its last batch fsynced, and closed;
+ *   2. `<db>` is renamed to `<db>.convergent-old`, then `<db>.convergent-new` to `<db>`;
+ *   3. `<db>.convergent-old` is deleted.
+ *
+ * A crash in 1 leaves `<db>` as it was (the next run starts over); between the two renames of
+ * 2 there is no `<db>`, but `<db>.convergent-old` exists only once the new folder is complete:
+ * finishSwap() (run first by the next recrypt, and refused by open() with a message saying to
+ * run it) renames the new one into place. After 2 the old folder is only deleted.
+ * The old folder holds the data under the OLD key (or plain) until it is deleted; so do
+ * backups made before: rotating a key does not re-protect copies made under the old one.
+ */
+import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConvergentError } from '@convergent/core'
+import { ClassicLevel } from 'classic-level'
+import { ACKED_FILE } from './acked.js'
+import { AesGcmSealer, checkFolder, resolveKey, type EncryptionOptions } from './encryption.js'
+import { classicLevelStore } from './factories.js'
+import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
+
+export const NEW_SUFFIX = '.convergent-new'
+export const OLD_SUFFIX = '.convergent-old'
+
+export interface RecryptResult {
+  records: number
+  /** The new key's id (hex), or undefined when the folder was decrypted. */
+  keyId: string | undefined
+  /** true: this run only finished the swap of a run a crash interrupted (records is 0). */
+  resumed: boolean
+}
+
+/** An interrupted swap that left no `db` behind (see above). */
+export function interruptedSwap(db: string): boolean {
+  return !existsSync(db) && existsSync(db + OLD_SUFFIX) && existsSync(db + NEW_SUFFIX)
+}
+
+/** Finishes or cleans up after a recrypt a crash interrupted. */
+export function finishSwap(db: string): void {
+  if (interruptedSwap(db)) renameSync(db + NEW_SUFFIX, db)
+  if (existsSync(db) && existsSync(db + OLD_SUFFIX)) rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
+  if (existsSync(db) && existsSync(db + NEW_SUFFIX)) rmSync(db + NEW_SUFFIX, { recursive: true, force: true })
+}
+
+/**
+ * Re-seals every record of the (closed) store folder `db`: `from` is its key (undefined: it is
+ * plain), `to` the new one (undefined: decrypt). A record that fails its check stops the run
+ * (nothing changed) naming it: open the store with the service first, so it is quarantined.
+ */
+export async function recryptStore(db: string, from: EncryptionOptions | undefined, to: EncryptionOptions | undefined): Promise<RecryptResult> {
+  const fromSealer = from === undefined ? undefined : new AesGcmSealer(resolveKey(from))
+  const toSealer = to === undefined ? undefined : new AesGcmSealer(resolveKey(to))
+  if (fromSealer === undefined && toSealer === undefined) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: give the new key, the old one, or both.')
+  if (fromSealer !== undefined && toSealer !== undefined && fromSealer.keyId.equals(toSealer.keyId)) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: the new key is the key the folder already has.')
+  }
+  if (interruptedSwap(db)) {
+    finishSwap(db)
+    return { records: 0, keyId: toSealer?.keyId.toString('hex'), resumed: true }
+  }
+  finishSwap(db)
+  if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
+  // Opening the store checks the key (the codes of open()), migrates an older format and
+  // finishes interrupted drops: what is copied below is the current format.
+  const check = classicLevelStore(db, fromSealer === undefined ? {} : { encryption: fromSealer })
+  try {
+    await check.open()
+  } finally {
+    await check.close()
+  }
+  const target = db + NEW_SUFFIX
+  rmSync(target, { recursive: true, force: true })
+  checkFolder(target, toSealer) // marks the new folder encrypted before LevelDB creates it
+  const source = new ClassicLevel<string, Uint8Array>(db, { keyEncoding: 'utf8', valueEncoding: 'view' })
+  const dest = new ClassicLevel<string, Uint8Array>(target, { keyEncoding: 'utf8', valueEncoding: 'view' })
+  const opener: RecordSealer = fromSealer ?? PLAIN_SEALER
+  const sealer: RecordSealer = toSealer ?? PLAIN_SEALER
+  let records = 0
+  try {
+    await Promise.all([source.open(), dest.open()])
+    let batch: { type: 'put'; key: string; value: Uint8Array }[] = []
+    for await (const [fullKey, value] of source.iterator()) {
+      const end = fullKey.indexOf('!', 1)
+      if (fullKey[0] !== '!' || end < 0)
+        throw new ConvergentError('ERR_STORE', `recrypt: a record outside every keyspace (${JSON.stringify(fullKey)}); nothing changed.`)
+      const prefix = fullKey.slice(0, end + 1)
+      const body = opener.open(prefix, prefixSum(prefix), fullKey.slice(end + 1), value)
+      if (body === undefined) {
+        throw new ConvergentError(
+          'ERR_STORE_CORRUPT',
+          `recrypt: the record ${JSON.stringify(fullKey)} fails its check; nothing changed. Open the store once (the service quarantines damaged records as it meets them) or restore it from a peer.`,
+        )
+      }
+      batch.push({ type: 'put', key: fullKey, value: sealer.sealCopy(fullKey, body) })
+      records++
+      if (batch.length >= 1000) {
+        await dest.batch(batch)
+        batch = []
+      }
+    }
+    await dest.batch(batch, { sync: true })
+  } finally {
+    await Promise.all([source.close(), dest.close()])
+  }
+  if (existsSync(join(db, ACKED_FILE))) copyFileSync(join(db, ACKED_FILE), join(target, ACKED_FILE))
+  renameSync(db, db + OLD_SUFFIX)
+  renameSync(target, db)
+  rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
+  return { records, keyId: toSealer?.keyId.toString('hex'), resumed: false }
+}

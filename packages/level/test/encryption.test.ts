@@ -1,0 +1,252 @@
+/**
+ * Encryption at rest: the store compliance suite over encrypted stores (memory-level and
+ * classic-level, integrity cases included: the tamper hook flips a ciphertext byte), the
+ * sealed record format, a byte search of an encrypted folder, and the refusals (wrong key,
+ * missing key, a key for a plain folder) leaving the folder byte-identical.
+ */
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { isConvergentError, StoreCorruptError } from '@convergent/core'
+import { storeComplianceSuite } from '@convergent/core/testing'
+import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore } from '../src/index.js'
+import { AesGcmSealer, keyIdOf, resolveKey } from '../src/encryption.js'
+import { entityWrite } from './entity-ops.js'
+import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
+import { tamperLevel } from './tamper.js'
+
+const KEY = randomBytes(32)
+const OTHER = randomBytes(32)
+
+storeComplianceSuite('memory-level, encrypted', async () => {
+  const store = memoryLevelStore({ encryption: { key: KEY } })
+  return {
+    store,
+    reopen: async () => new LevelStore(store.db, { kind: 'memory-level', encryption: { key: KEY } }),
+    cleanup: async () => undefined,
+    tamper: tamperLevel,
+  }
+})
+
+storeComplianceSuite('classic-level, encrypted', async () => {
+  const dir = await tempDir()
+  const key = KEY.toString('hex')
+  return {
+    store: classicLevelStore(dir, { encryption: { key } }),
+    reopen: async () => classicLevelStore(dir, { encryption: { key } }),
+    cleanup: () => removeDir(dir),
+    tamper: tamperLevel,
+  }
+})
+
+/** sha256 of every file of a folder, by name. */
+async function hashFolder(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  for (const name of (await readdir(dir)).sort())
+    out.set(
+      name,
+      createHash('sha256')
+        .update(await readFile(join(dir, name)))
+        .digest('hex'),
+    )
+  return out
+}
+
+async function folderHolds(dir: string, needle: string): Promise<string[]> {
+  const bytes = Buffer.from(needle)
+  const found: string[] = []
+  for (const name of await readdir(dir)) if ((await readFile(join(dir, name))).includes(bytes)) found.push(name)
+  return found
+}
+
+async function codeOf(make: () => LevelStore): Promise<string> {
+  let store: LevelStore | undefined
+  try {
+    store = make()
+    await store.open()
+  } catch (err) {
+    assert.ok(isConvergentError(err), String(err))
+    assert.ok(!(err as Error).message.includes(KEY.toString('hex')) && !(err as Error).message.includes(OTHER.toString('hex')), 'the message echoes a key')
+    return (err as { code: string }).code
+  } finally {
+    await store?.close().catch(() => undefined)
+  }
+  throw new Error('opened')
+}
+
+describe('LevelStore: encryption at rest', function () {
+  this.timeout(60_000)
+
+  describe('the sealed record', function () {
+    const sealer = new AesGcmSealer(KEY)
+    const prefix = '!deltas!'
+    const key = 'c\u0000id\u00000000000000'
+    const body = new TextEncoder().encode('a body of a record')
+
+    it('[2][key id 8][iv 12][ciphertext][tag 16], opens to the body', function () {
+      const record = sealer.sealCopy(prefix + key, body)
+      assert.equal(record.byteLength, 1 + 8 + 12 + body.byteLength + 16)
+      assert.equal(record[0], 2)
+      assert.deepEqual(Buffer.from(record.subarray(1, 9)), keyIdOf(KEY))
+      assert.deepEqual([...sealer.open(prefix, 0, key, record)!], [...body])
+      assert.notDeepEqual(sealer.sealCopy(prefix + key, body), record, 'a fresh IV per record')
+      assert.deepEqual([...sealer.open('!meta!', 0, 'e', sealer.sealCopy('!meta!e', new Uint8Array(0)))!], [])
+    })
+
+    it('fails on any flipped byte, another key, another keyspace, another cipher key', function () {
+      const record = sealer.sealCopy(prefix + key, body)
+      for (let i = 0; i < record.byteLength; i++) {
+        const damaged = new Uint8Array(record)
+        damaged[i]! ^= 1
+        assert.equal(sealer.open(prefix, 0, key, damaged), undefined, `byte ${i}`)
+      }
+      assert.equal(sealer.open(prefix, 0, key.slice(0, -1) + '1', record), undefined)
+      assert.equal(sealer.open('!snapshots!', 0, key, record), undefined)
+      assert.equal(new AesGcmSealer(OTHER).open(prefix, 0, key, record), undefined)
+    })
+
+    it('the key id is not the key, and keys are validated without being echoed', function () {
+      assert.equal(keyIdOf(KEY).byteLength, 8)
+      assert.ok(!KEY.includes(keyIdOf(KEY)))
+      assert.deepEqual(resolveKey({ key: KEY.toString('hex') }), KEY)
+      assert.deepEqual(resolveKey({ key: ` ${KEY.toString('hex')}\n` }), KEY)
+      const secret = 'zz' + KEY.toString('hex').slice(2)
+      for (const bad of [undefined, {}, { key: secret }, { key: KEY.subarray(1) }, { key: 5 }, { key: KEY, keyFile: 'f' }, { keyFile: '/nonexistent/key' }]) {
+        assert.throws(
+          () => resolveKey(bad),
+          (err: Error) => isConvergentError(err) && err.code === 'ERR_INVALID_ARGUMENT' && !err.message.includes(secret.slice(2)),
+        )
+      }
+    })
+  })
+
+  describe('a classic-level folder', function () {
+    let dir: string
+    beforeEach(async () => (dir = await tempDir()))
+    afterEach(() => removeDir(dir))
+
+    const MARKER = 'marker-4f1c2e-customer@example.com'
+
+    async function writeMarked(encryption?: { key: Uint8Array } | { keyFile: string }): Promise<void> {
+      const store = classicLevelStore(dir, encryption === undefined ? {} : { encryption })
+      await store.open()
+      const marked = new TextEncoder().encode(`{"email":"${MARKER}"}`)
+      for (let n = 1; n <= 50; n++) await store.write(entityWrite('c', n))
+      await store.write([
+        { type: 'snapshot', collection: 'c', id: 'entity-1', bytes: marked },
+        { type: 'delta', collection: 'c', id: 'entity-1', index: 1, bytes: marked },
+        { type: 'meta', key: 'm', bytes: marked },
+      ])
+      await store.close()
+    }
+
+    it('holds no value in plain: a byte search of every file finds the marker only in a plain folder', async function () {
+      await writeMarked({ key: KEY })
+      assert.deepEqual(await folderHolds(dir, MARKER), [])
+      // …and compaction's tables too, not only the log
+      const again = classicLevelStore(dir, { encryption: { key: KEY } })
+      await again.open()
+      await (again.db as unknown as { compactRange(a: string, b: string): Promise<void> }).compactRange('!', '~')
+      assert.equal(new TextDecoder().decode(await again.getMeta('m')), `{"email":"${MARKER}"}`)
+      await again.close()
+      assert.ok(
+        (await readdir(dir)).some((name) => name.endsWith('.ldb')),
+        'a table on disk',
+      )
+      assert.deepEqual(await folderHolds(dir, MARKER), [])
+      assert.deepEqual(await folderHolds(dir, 'delta of entity-1'), [])
+
+      const plain = await tempDir()
+      try {
+        const encryptedDir = dir
+        dir = plain
+        await writeMarked()
+        assert.notDeepEqual(await folderHolds(plain, MARKER), [], 'the search finds the marker in a plain folder')
+        dir = encryptedDir
+      } finally {
+        await removeDir(plain)
+      }
+    })
+
+    it('a key file works like the key', async function () {
+      const file = join(await tempDir(), 'key')
+      await writeFile(file, KEY.toString('hex') + '\n', { mode: 0o600 })
+      await writeMarked({ keyFile: file })
+      const store = classicLevelStore(dir, { encryption: { key: KEY } })
+      await store.open()
+      assert.equal(new TextDecoder().decode(await store.getMeta('m')), `{"email":"${MARKER}"}`)
+      await store.close()
+      await removeDir(join(file, '..'))
+    })
+
+    it('wrong key → ERR_WRONG_KEY, no key → ERR_ENCRYPTED, the folder byte-identical', async function () {
+      await writeMarked({ key: KEY })
+      const before = await hashFolder(dir)
+      assert.ok(before.has(ENCRYPTION_FILE))
+      assert.equal(await codeOf(() => classicLevelStore(dir, { encryption: { key: OTHER } })), 'ERR_WRONG_KEY')
+      assert.deepEqual(await hashFolder(dir), before)
+      assert.equal(await codeOf(() => classicLevelStore(dir)), 'ERR_ENCRYPTED')
+      assert.deepEqual(await hashFolder(dir), before)
+      // …and the right key still opens it
+      const store = classicLevelStore(dir, { encryption: { key: KEY } })
+      await store.open()
+      assert.notEqual(await store.getHead('c', 'entity-7'), undefined)
+      await store.close()
+    })
+
+    it('a key for a plain folder → ERR_NOT_ENCRYPTED, the folder byte-identical', async function () {
+      await writeMarked()
+      const before = await hashFolder(dir)
+      assert.equal(await codeOf(() => classicLevelStore(dir, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+      assert.deepEqual(await hashFolder(dir), before)
+      assert.ok(!before.has(ENCRYPTION_FILE))
+    })
+
+    it('a key for a format-0 folder (before checksums) → ERR_NOT_ENCRYPTED before any migration, byte-identical', async function () {
+      const old = await copyFormat0Fixture()
+      try {
+        const before = await hashFolder(old)
+        assert.equal(await codeOf(() => classicLevelStore(old, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+        assert.deepEqual(await hashFolder(old), before)
+      } finally {
+        await removeDir(old)
+      }
+    })
+
+    it('without its marker file the sealed format record still refuses (after LevelDB opened)', async function () {
+      await writeMarked({ key: KEY })
+      await removeDir(join(dir, ENCRYPTION_FILE))
+      assert.equal(await codeOf(() => classicLevelStore(dir)), 'ERR_ENCRYPTED')
+    })
+
+    it('a ciphertext byte flipped on disk reads as ERR_STORE_CORRUPT naming the record', async function () {
+      const store = classicLevelStore(dir, { encryption: { key: KEY } })
+      await store.open()
+      await store.write(entityWrite('c', 1))
+      assert.equal(await tamperLevel(store, 'deltas', () => true), 1)
+      await assert.rejects(
+        store.readEntity('c', 'entity-1'),
+        (err: unknown) =>
+          err instanceof StoreCorruptError && err.code === 'ERR_STORE_CORRUPT' && err.record.keyspace === 'deltas' && err.record.id === 'entity-1',
+      )
+      await store.close()
+    })
+  })
+
+  describe('memory-level (no marker file: the sealed format record decides)', function () {
+    it('wrong key, no key, a key for a plain store', async function () {
+      const encrypted = memoryLevelStore({ encryption: { key: KEY } })
+      await encrypted.open()
+      await encrypted.write(entityWrite('c', 1))
+      await encrypted.close()
+      assert.equal(await codeOf(() => new LevelStore(encrypted.db, { encryption: { key: OTHER } })), 'ERR_WRONG_KEY')
+      assert.equal(await codeOf(() => new LevelStore(encrypted.db)), 'ERR_ENCRYPTED')
+      const plain = memoryLevelStore()
+      await plain.open()
+      await plain.write(entityWrite('c', 1))
+      await plain.close()
+      assert.equal(await codeOf(() => new LevelStore(plain.db, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+    })
+  })
+})
