@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError, consoleLogger } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
+import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
 import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
 import { clusterKeyOf, type ClusterOptions } from './cluster.js'
@@ -106,6 +106,8 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
       `${dir}: a \`convergent encrypt\` or \`rekey\` was interrupted while swapping folders (db/ is missing, db.convergent-new and db.convergent-old are there). Run the same command again to finish it; nothing is lost.`,
     )
   }
+  // The key against the folder before anything else is written into it (the peer identity).
+  if (dir !== undefined) checkEncryptedFolder(join(dir, 'db'), atRest?.encryption.key)
   // The network first: building it can fail (a damaged identity file, a bad namespace or peer
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.

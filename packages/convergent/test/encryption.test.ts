@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
+import { classicLevelStore } from '@convergent/level'
 import { isConvergentError, open, type OpenOptions } from '../src/index.js'
 import { runNode, tempDir } from './helpers.js'
 
@@ -99,6 +100,9 @@ describe('open({ encryption })', function () {
     const before = await hashFolder(dir)
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { key: KEY } }))).to.equal('ERR_NOT_ENCRYPTED')
     expect(await hashFolder(dir)).to.deep.equal(before)
+    // With the network on too: refused before open() writes its peer identity.
+    expect(await codeOf(open({ dir, logger: silentLogger, encryption: { key: KEY } }))).to.equal('ERR_NOT_ENCRYPTED')
+    expect(await hashFolder(dir)).to.deep.equal(before)
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { key: 'short' } }))).to.equal('ERR_INVALID_ARGUMENT')
     expect(await hashFolder(dir)).to.deep.equal(before)
   })
@@ -180,10 +184,31 @@ describe('convergent encrypt / rekey', function () {
     await rename(join(dir, 'db'), join(dir, 'db.convergent-new'))
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_STORE')
     expect(await readdir(dir)).to.not.include('db')
+    // The store itself refuses too (it would create an empty store where the data is to go) …
+    expect(() => classicLevelStore(join(dir, 'db'), { encryption: { keyFile: first } })).to.throw(/interrupted/)
+    expect(await readdir(dir)).to.not.include('db')
+    // … and finishing it with another key than the one it used is refused, nothing moved.
+    const other = await runNode(CLI, ['encrypt', dir, '--new-key-file', await keyFile('other', randomBytes(32))])
+    expect(other.code).to.not.equal(0)
+    expect(other.stderr).to.match(/waiting to be finished with the key it used/)
+    expect(await readdir(dir)).to.include.members(['db.convergent-old', 'db.convergent-new'])
     const again = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
     expect(again.code, again.stderr).to.equal(0)
     expect(again.stdout).to.equal('finished an interrupted run\n')
     expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.deep.equal(['db'])
     await expectCustomers({ encryption: { keyFile: first } })
+  })
+
+  it('a db created again beside an interrupted swap: nothing is deleted, the command says what to do', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    await replica.collection('customers').put('c1', { email: MARKER })
+    await replica.close()
+    const first = await keyFile('first', KEY)
+    await cp(join(dir, 'db'), join(dir, 'db.convergent-old'), { recursive: true })
+    await cp(join(dir, 'db'), join(dir, 'db.convergent-new'), { recursive: true })
+    const run = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+    expect(run.code).to.not.equal(0)
+    expect(run.stderr).to.match(/all exist/)
+    expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.have.members(['db', 'db.convergent-old', 'db.convergent-new'])
   })
 })

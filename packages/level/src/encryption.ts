@@ -23,7 +23,7 @@
  * is sealed too (format.ts): a database opened without the file (memory-level, or the file
  * deleted) is still refused, after LevelDB has opened it.
  */
-import { createCipheriv, createDecipheriv, createHash, randomFillSync, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomFillSync, timingSafeEqual, type KeyObject } from 'node:crypto'
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
@@ -35,6 +35,25 @@ const IV_BYTES = 12
 const TAG_BYTES = 16
 const FIXED = 1 + KEY_ID_BYTES + IV_BYTES
 const KEY_ID_LABEL = 'convergent/at-rest-key-id/v1\u0000'
+
+/** Folders of an encrypt/rekey run beside a store folder (see recrypt.ts). */
+export const NEW_SUFFIX = '.convergent-new'
+export const OLD_SUFFIX = '.convergent-old'
+
+/** An encrypt/rekey interrupted between its two renames: no `dir`, but its old and new folders. */
+export function interruptedSwap(dir: string): boolean {
+  return !existsSync(dir) && existsSync(dir + OLD_SUFFIX) && existsSync(dir + NEW_SUFFIX)
+}
+
+/** The key id (hex) a folder's marker names; undefined for a folder without one (plain). */
+export function folderKeyId(dir: string): string | undefined {
+  try {
+    const marker = JSON.parse(readFileSync(join(dir, ENCRYPTION_FILE), 'utf8')) as { keyId?: unknown }
+    return typeof marker.keyId === 'string' ? marker.keyId : undefined
+  } catch {
+    return undefined
+  }
+}
 
 /** The file in an encrypted classic-level folder that says so (JSON, no secret in it). */
 export const ENCRYPTION_FILE = 'convergent-encryption'
@@ -61,16 +80,19 @@ export function resolveKey(option: unknown): Buffer {
       throw bad(`could not read ${from}: ${(err as NodeJS.ErrnoException).code ?? 'error'}.`)
     }
   }
+  let bytes: Buffer
   if (typeof key === 'string') {
     key = key.trim() // whitespace around it ignored (an environment variable or a file may end in a newline)
     if (!/^[0-9a-fA-F]{64}$/.test(key as string)) throw bad(`${from} must be 32 bytes: 64 hex characters (it is not; its value is not shown).`)
-    return Buffer.from(key as string, 'hex')
+    bytes = Buffer.from(key as string, 'hex')
+  } else if (key instanceof Uint8Array) {
+    bytes = Buffer.from(Uint8Array.from(key)) // a copy (the caller may wipe theirs), measured itself: a subclass cannot misreport its length
+    if (bytes.length !== 32) throw bad(`${from} must be 32 bytes (got ${bytes.length}).`)
+  } else {
+    throw bad(`${from} must be a Uint8Array of 32 bytes or a string of 64 hex characters.`)
   }
-  if (key instanceof Uint8Array) {
-    if (key.byteLength !== 32) throw bad(`${from} must be 32 bytes (got ${key.byteLength}).`)
-    return Buffer.from(key) // a copy: the caller may wipe theirs
-  }
-  throw bad(`${from} must be a Uint8Array of 32 bytes or a string of 64 hex characters.`)
+  if (bytes.every((b) => b === 0)) throw bad(`${from} is all zeros: not a secret.`)
+  return bytes
 }
 
 export function keyIdOf(key: Uint8Array): Buffer {
@@ -80,11 +102,12 @@ export function keyIdOf(key: Uint8Array): Buffer {
 /** Seals records with AES-256-GCM under one key (see the top of this file). */
 export class AesGcmSealer implements RecordSealer {
   readonly keyId: Buffer
-  private readonly key: Buffer
+  /** A KeyObject: util.inspect of a store or replica shows its size, never its bytes. */
+  private readonly key: KeyObject
 
   constructor(key: Uint8Array) {
-    this.key = Buffer.from(key)
-    this.keyId = keyIdOf(this.key)
+    this.key = createSecretKey(Buffer.from(key))
+    this.keyId = keyIdOf(key)
   }
 
   seal(fullKey: string, record: Uint8Array): Uint8Array {
@@ -162,6 +185,14 @@ export function notEncryptedError(where: string): ConvergentError {
  */
 export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void {
   const where = `data dir ${dir}`
+  if (interruptedSwap(dir)) {
+    // Creating a store here would hide the data in the new and old folders (and a later
+    // encrypt/rekey would then delete them): finish the swap first.
+    throw new ConvergentError(
+      'ERR_STORE',
+      `The ${where} is missing: an encrypt/rekey was interrupted between its two renames (${dir}${OLD_SUFFIX} and ${dir}${NEW_SUFFIX} exist). Run the same command again to finish it. Nothing was written.`,
+    )
+  }
   const file = join(dir, ENCRYPTION_FILE)
   let text: string | undefined
   try {
@@ -217,4 +248,12 @@ export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void
   } catch {
     // a platform that cannot fsync a folder
   }
+}
+
+/**
+ * checkFolder for a key (or none) as open() holds it: lets open() refuse a wrong or missing key
+ * before it writes anything else into the data dir (its peer identity).
+ */
+export function checkEncryptedFolder(dir: string, key: Uint8Array | undefined): void {
+  checkFolder(dir, key === undefined ? undefined : new AesGcmSealer(key))
 }

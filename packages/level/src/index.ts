@@ -9,5 +9,5 @@ export { LevelStore, type LevelStoreOptions, type QuarantinedRecord } from './le
 export { classicLevelStore, memoryLevelStore, type ClassicLevelStoreOptions, type StoreOptions } from './factories.js'
 export type { GroupCommitStats } from './group-commit.js'
 export type { AnyLevel, LevelDatabase } from './sublevels.js'
-export { ENCRYPTION_FILE, resolveKey as readEncryptionKey, type EncryptionOptions } from './encryption.js'
+export { ENCRYPTION_FILE, checkEncryptedFolder, resolveKey as readEncryptionKey, type EncryptionOptions } from './encryption.js'
 export { finishSwap, interruptedSwap, recryptStore, type RecryptResult } from './recrypt.js'

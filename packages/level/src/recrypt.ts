@@ -20,12 +20,11 @@ import { join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
-import { AesGcmSealer, checkFolder, resolveKey, type EncryptionOptions } from './encryption.js'
+import { AesGcmSealer, checkFolder, folderKeyId, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 
-export const NEW_SUFFIX = '.convergent-new'
-export const OLD_SUFFIX = '.convergent-old'
+export { NEW_SUFFIX, OLD_SUFFIX, interruptedSwap } from './encryption.js'
 
 export interface RecryptResult {
   records: number
@@ -35,16 +34,22 @@ export interface RecryptResult {
   resumed: boolean
 }
 
-/** An interrupted swap that left no `db` behind (see above). */
-export function interruptedSwap(db: string): boolean {
-  return !existsSync(db) && existsSync(db + OLD_SUFFIX) && existsSync(db + NEW_SUFFIX)
-}
-
-/** Finishes or cleans up after a recrypt a crash interrupted. */
+/**
+ * Finishes or cleans up after a recrypt a crash interrupted. The old folder is deleted only
+ * once the new one is in place (no `-new` left); `db`, `-old` and `-new` all present is a state
+ * no crash of ours leaves (something created `db` in between): refused, nothing deleted.
+ */
 export function finishSwap(db: string): void {
   if (interruptedSwap(db)) renameSync(db + NEW_SUFFIX, db)
-  if (existsSync(db) && existsSync(db + OLD_SUFFIX)) rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
-  if (existsSync(db) && existsSync(db + NEW_SUFFIX)) rmSync(db + NEW_SUFFIX, { recursive: true, force: true })
+  const [here, old, fresh] = [existsSync(db), existsSync(db + OLD_SUFFIX), existsSync(db + NEW_SUFFIX)]
+  if (here && old && fresh) {
+    throw new ConvergentError(
+      'ERR_STORE',
+      `${db}, ${db}${OLD_SUFFIX} and ${db}${NEW_SUFFIX} all exist: an interrupted encrypt/rekey was followed by something that created ${db} again. Nothing was deleted; keep the folder that holds your data as ${db} and remove the others by hand.`,
+    )
+  }
+  if (here && old) rmSync(db + OLD_SUFFIX, { recursive: true, force: true }) // step 3 was cut short
+  if (here && fresh) rmSync(db + NEW_SUFFIX, { recursive: true, force: true }) // step 1 was cut short
 }
 
 /**
@@ -60,8 +65,17 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: the new key is the key the folder already has.')
   }
   if (interruptedSwap(db)) {
+    // The new folder is sealed with the key of the run that built it: say so if it is not this one.
+    const built = folderKeyId(db + NEW_SUFFIX)
+    const asked = toSealer?.keyId.toString('hex')
+    if (built !== asked) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `an interrupted encrypt/rekey of ${db} is waiting to be finished with the key it used (key id ${built ?? 'none: plain'}), not this one (key id ${asked ?? 'none: plain'}); run it again with that key.`,
+      )
+    }
     finishSwap(db)
-    return { records: 0, keyId: toSealer?.keyId.toString('hex'), resumed: true }
+    return { records: 0, keyId: asked, resumed: true }
   }
   finishSwap(db)
   if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)

@@ -5,6 +5,7 @@
  * missing key, a key for a plain folder) leaving the folder byte-identical.
  */
 import assert from 'node:assert/strict'
+import { inspect } from 'node:util'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -108,11 +109,35 @@ describe('LevelStore: encryption at rest', function () {
 
     it('the key id is not the key, and keys are validated without being echoed', function () {
       assert.equal(keyIdOf(KEY).byteLength, 8)
+      // A sealer keeps the key as a KeyObject: util.inspect (of a store, a replica) never shows it.
+      assert.ok(!inspect(new AesGcmSealer(KEY), { depth: 5 }).includes(KEY.toString('hex').slice(0, 8)))
+      assert.ok(!inspect(new AesGcmSealer(KEY), { depth: 5 }).includes([...KEY.subarray(0, 6)].join(', ')))
       assert.ok(!KEY.includes(keyIdOf(KEY)))
       assert.deepEqual(resolveKey({ key: KEY.toString('hex') }), KEY)
       assert.deepEqual(resolveKey({ key: ` ${KEY.toString('hex')}\n` }), KEY)
       const secret = 'zz' + KEY.toString('hex').slice(2)
-      for (const bad of [undefined, {}, { key: secret }, { key: KEY.subarray(1) }, { key: 5 }, { key: KEY, keyFile: 'f' }, { keyFile: '/nonexistent/key' }]) {
+      /** Says it is 32 bytes long and holds 4. */
+      class Lying extends Uint8Array {
+        override get byteLength(): number {
+          return 32
+        }
+        override get length(): number {
+          return 32
+        }
+      }
+      const lying = new Lying(4).fill(1)
+      const zeros = [new Uint8Array(32), '0'.repeat(64)]
+      for (const bad of [
+        undefined,
+        {},
+        { key: secret },
+        { key: KEY.subarray(1) },
+        { key: 5 },
+        { key: KEY, keyFile: 'f' },
+        { keyFile: '/nonexistent/key' },
+        { key: lying },
+        ...zeros.map((key) => ({ key })),
+      ]) {
         assert.throws(
           () => resolveKey(bad),
           (err: Error) => isConvergentError(err) && err.code === 'ERR_INVALID_ARGUMENT' && !err.message.includes(secret.slice(2)),
