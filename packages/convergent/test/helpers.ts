@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process'
+import { silentLogger, type Replica } from '@convergent/core'
+import { tempDir } from '@convergent/core/testing'
+import { open, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
 
 export const BACKENDS = ['yjs', 'automerge'] as const
 export type BackendName = (typeof BACKENDS)[number]
@@ -25,3 +28,41 @@ export function runNode(
 }
 
 export { dump, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
+
+/**
+ * Replicas opened by `open()` in temp folders for one suite. After each test: what was given to
+ * `first` (servers, raw peers) is stopped, then the replicas are closed, then the folders removed.
+ */
+export function replicasAfterEach(
+  prefix: string,
+  defaults: OpenOptions = {},
+): {
+  replica(options?: OpenOptions): Promise<ReplicaWithMetrics>
+  folder(): Promise<string>
+  first(stop: () => Promise<unknown>): void
+  opened(replica: Replica): void
+} {
+  const first: (() => Promise<unknown>)[] = []
+  const opened: Replica[] = []
+  const folders: (() => Promise<void>)[] = []
+  afterEach(async function () {
+    await Promise.all(first.splice(0).map((stop) => stop()))
+    await Promise.all(opened.splice(0).map((r) => r.close()))
+    await Promise.all(folders.splice(0).map((remove) => remove()))
+  })
+  const folder = async (): Promise<string> => {
+    const { dir, cleanup } = await tempDir(prefix)
+    folders.push(cleanup)
+    return dir
+  }
+  return {
+    async replica(options = {}) {
+      const r = await open({ dir: await folder(), logger: silentLogger, syncIntervalMs: 0, ...defaults, ...options })
+      opened.push(r)
+      return r
+    },
+    folder,
+    first: (stop) => void first.push(stop),
+    opened: (r) => void opened.push(r),
+  }
+}

@@ -1,10 +1,10 @@
 // replica.metrics: the convergent_* metrics move when they should, labels stay bounded.
 // LevelDB in temp folders; replicas joined by the in-process LoopbackHub (serve.test.ts uses libp2p).
 import { expect } from 'chai'
-import { LoopbackHub, silentLogger, type Network } from '@convergent/core'
+import { LoopbackHub, silentLogger } from '@convergent/core'
 import { topicOf } from '@convergent/core/internal'
-import { open, OTHER_COLLECTIONS, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { open, OTHER_COLLECTIONS, type ReplicaWithMetrics } from '../src/index.js'
+import { replicasAfterEach, waitFor } from './helpers.js'
 import { parsePrometheusText, valueOf, type Sample } from './prometheus.js'
 
 async function scrape(replica: ReplicaWithMetrics): Promise<Sample[]> {
@@ -17,23 +17,8 @@ async function metric(replica: ReplicaWithMetrics, name: string, labels: Record<
 
 describe('replica.metrics (prom-client)', function () {
   this.timeout(30_000)
-  const opened: ReplicaWithMetrics[] = []
-  const nets: Network[] = []
-  const cleanups: (() => Promise<void>)[] = []
-
-  async function replica(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
-    const { dir, cleanup } = await tempDir('convergent-metrics-')
-    cleanups.push(cleanup)
-    const r = await open({ dir, network: false, logger: silentLogger, syncIntervalMs: 0, ...options })
-    opened.push(r)
-    return r
-  }
-
-  afterEach(async function () {
-    await Promise.all([...opened.map((r) => r.close()), ...nets.map((n) => n.stop())])
-    await Promise.all(cleanups.map((c) => c()))
-    opened.length = nets.length = cleanups.length = 0
-  })
+  const suite = replicasAfterEach('convergent-metrics-', { network: false })
+  const replica = suite.replica
 
   it('a local write counts in writes_total and deltas_applied_total{origin="local"} of its collection, and times its store batch', async () => {
     const r = await replica()
@@ -98,7 +83,7 @@ describe('replica.metrics (prom-client)', function () {
     const victim = await replica({ network: hub.createNetwork('victim') })
     victim.collection('orders')
     const evil = hub.createNetwork('evil')
-    nets.push(evil)
+    suite.first(() => evil.stop())
     await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
     await waitFor(() => victim.peers().includes('evil'), 'connected')
     expect(await metric(victim, 'convergent_deltas_dropped_total', { reason: 'malformed' })).to.equal(0)
@@ -155,8 +140,7 @@ describe('replica.metrics (prom-client)', function () {
   })
 
   it('refuses a bad label bound before opening anything', async () => {
-    const { dir, cleanup } = await tempDir('convergent-metrics-')
-    cleanups.push(cleanup)
+    const dir = await suite.folder()
     let error: unknown
     await open({ dir, network: false, logger: silentLogger, metrics: { maxCollectionLabels: -1 } }).catch((err: unknown) => (error = err))
     expect((error as { code?: string }).code).to.equal('ERR_INVALID_ARGUMENT')

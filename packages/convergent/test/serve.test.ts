@@ -7,8 +7,8 @@ import { expect } from 'chai'
 import { Replica, silentLogger } from '@convergent/core'
 import { memoryLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
-import { open, serve, type OpenOptions, type ReplicaStatus, type ReplicaWithMetrics, type Served } from '../src/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { serve, type ReplicaStatus, type ReplicaWithMetrics, type Served } from '../src/index.js'
+import { replicasAfterEach, waitFor } from './helpers.js'
 import { parsePrometheusText, valueOf } from './prometheus.js'
 
 interface Reply {
@@ -49,30 +49,14 @@ function handles(): Map<string, number> {
 
 describe('serve(replica)', function () {
   this.timeout(30_000)
-  const opened: Replica[] = []
-  const served: Served[] = []
-  const cleanups: (() => Promise<void>)[] = []
-
-  async function replica(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
-    const { dir, cleanup } = await tempDir('convergent-serve-')
-    cleanups.push(cleanup)
-    const r = await open({ dir, logger: silentLogger, syncIntervalMs: 0, ...options })
-    opened.push(r)
-    return r
-  }
+  const suite = replicasAfterEach('convergent-serve-')
+  const replica = suite.replica
 
   async function serving(r: Replica): Promise<Served> {
     const s = await serve(r)
-    served.push(s)
+    suite.first(() => s.close())
     return s
   }
-
-  afterEach(async function () {
-    await Promise.all(served.map((s) => s.close()))
-    await Promise.all(opened.map((r) => r.close()))
-    await Promise.all(cleanups.map((c) => c()))
-    opened.length = served.length = cleanups.length = 0
-  })
 
   describe('two replicas over libp2p', function () {
     let a: ReplicaWithMetrics
@@ -168,7 +152,7 @@ describe('serve(replica)', function () {
       },
     })
     const r = await Replica.open({ store, backends: [yjsBackend()], logger: silentLogger })
-    opened.push(r)
+    suite.opened(r)
     const { url } = await serving(r) // a core Replica: serve() makes its registry
     expect((await http(url, '/healthz')).status).to.equal(200)
     broken = true

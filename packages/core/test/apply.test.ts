@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
-import { BACKENDS, closedAfterEach, dump, memoryReplica, rejectsWith, startRawPeer, tempDir, waitFor } from './helpers.js'
+import { BACKENDS, closedAfterEach, dump, hostile, memoryReplica, rejectsWith, startRawPeer, tempDir, waitFor } from './helpers.js'
 
 /** A delta of `value` for a new entity, made by a throwaway document of the backend. */
 function deltaOf(backend: Backend, value: JsonObject): Uint8Array {
@@ -250,6 +250,30 @@ describe('apply: a delta from a peer', function () {
     await a.collection('kept').put('y', { v: 2 })
     await a.sync()
     expect(await dump(b, 'kept')).to.deep.equal({ x: { v: 1 }, y: { v: 2 } })
+  })
+
+  it('a refused-names list over its bound, or of non-names, fails that round with that peer (counted), and names only skip what the peer does not hold', async () => {
+    const hub = new LoopbackHub()
+    let refused: unknown = []
+    const evil = await hostile(hub, 'evil', (type) => {
+      if (type === MessageType.RootsRequest)
+        return encodeMessage(MessageType.RootsResponse, { r: [['kept', 'yjs', new Uint8Array(32).fill(1)]], f: 1, x: refused })
+      return encodeMessage(MessageType.Error, { m: 'no' })
+    })
+    raws.push(evil)
+    const victim = await memoryReplica({ network: hub.createNetwork('victim'), syncOnConnect: false })
+    replicas.push(victim)
+    await victim.collection('kept').put('k', { v: 1 })
+    await waitFor(() => victim.peers().includes('evil'), 'connected')
+    for (const bad of [Array.from({ length: 1001 }, (_, i) => `n${i}`), [1, 2], 'x'.repeat(10)]) {
+      refused = bad
+      await rejectsWith(victim.sync(), 'ERR_NETWORK') // its only peer's round failed
+    }
+    expect(victim.stats().peers.evil!.syncFailures).to.equal(3)
+    // Listing a collection it also holds does not make the victim skip it: its round still asks about 'kept'.
+    refused = ['kept']
+    const [round] = await victim.sync()
+    expect(round!.collectionsDiffering).to.equal(1)
   })
 
   it('drops a push of more than 1,024 entries whole, before applying any', async () => {
