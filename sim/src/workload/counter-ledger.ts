@@ -66,6 +66,17 @@ export interface RightsRequestStats {
 
 const MAX_KEPT = 50
 
+/** Counts of one kind of counter operation by outcome, and the amount acknowledged. */
+export interface OpTally {
+  issued: number
+  acknowledged: number
+  amountAcknowledged: number
+  rejected: number
+  failed: number
+  neverSettled: number
+  failureCodes: Record<string, number>
+}
+
 export class CounterLedger {
   readonly ops: CounterOp[] = []
   /** Per node: id → lowest value it ever showed. */
@@ -191,15 +202,7 @@ export class CounterLedger {
   }
 
   /** Operation counts by kind and outcome, and amounts. */
-  tally(kind: CounterOpKind): {
-    issued: number
-    acknowledged: number
-    amountAcknowledged: number
-    rejected: number
-    failed: number
-    neverSettled: number
-    failureCodes: Record<string, number>
-  } {
+  tally(kind: CounterOpKind): OpTally {
     const t = { issued: 0, acknowledged: 0, amountAcknowledged: 0, rejected: 0, failed: 0, neverSettled: 0, failureCodes: {} as Record<string, number> }
     for (const op of this.ops) {
       if (op.kind !== kind) continue

@@ -1,6 +1,6 @@
 import { isConvergentError } from '@convergent/core'
 import type { CounterFinalPass } from '../checks/checkers.js'
-import type { CounterOp, RightsRequestStats } from './counter-ledger.js'
+import type { CounterOp, OpTally, RightsRequestStats } from './counter-ledger.js'
 import type { HostNode, SimContext } from '../run/context.js'
 import type { Prng } from '../engine/random.js'
 import type { CounterWorkloadSpec } from '../run/scenario.js'
@@ -174,15 +174,7 @@ export interface CounterReport {
   }
   /** Issue → promise settled, in virtual ms (includes waiting for rights from peers). */
   decrementLatencyMs: { accepted: Summary; rejected: Summary }
-  transfers: {
-    issued: number
-    acknowledged: number
-    amountAcknowledged: number
-    rejected: number
-    failed: number
-    neverSettled: number
-    skippedNoRights: number
-  }
+  transfers: Omit<OpTally, 'failureCodes'> & { skippedNoRights: number }
   rightsRequests: RightsRequestStats
   /** Lowest value a replica ever showed (over every id): per replica, per id, overall. */
   lowestValueSeen: { overall: number | null; byReplica: Record<string, number | null>; byId: Record<string, number> }
