@@ -301,6 +301,11 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return smaller(A.save(doc), since)
   }
 
+  includes(doc: AutomergeDoc, version: Uint8Array): boolean {
+    // Heads are hashes of changes: held means in the history (a queued change is not).
+    return A.hasHeads(doc, decodeHeads(version))
+  }
+
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
     if (deltas.length === 0) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'mergeDeltas needs at least one delta.')
     // A sequence of chunks is itself valid input to loadIncremental, in any order.

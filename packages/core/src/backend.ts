@@ -81,6 +81,14 @@ export interface Backend<Doc = unknown> {
    */
   deltaSince(doc: Doc, version: Uint8Array): Uint8Array | null
 
+  /**
+   * True when the document holds every operation of a replica at `version` (deletions too): a
+   * peer answers a write's acknowledgement query with it (put(…, { ack })). Operations still
+   * waiting for their dependencies (see hasPending) are not held. Throws ERR_INVALID_VERSION
+   * on undecodable version bytes.
+   */
+  includes(doc: Doc, version: Uint8Array): boolean
+
   /** Folds several deltas into one (for coalescing pushes). Must equal applying them in order. */
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array
 

@@ -69,6 +69,7 @@ export function disposalChecking<D>(inner: Backend<D>, options: { maxResident?: 
     version: (doc: D) => inner.version(live(doc)),
     versionHash: (doc: D) => inner.versionHash(live(doc)),
     deltaSince: (doc: D, version: Uint8Array) => inner.deltaSince(live(doc), version),
+    includes: (doc: D, version: Uint8Array) => inner.includes(live(doc), version),
     mergeDeltas: (deltas: readonly Uint8Array[]) => inner.mergeDeltas(deltas),
     hasPending: (doc: D) => inner.hasPending(live(doc)),
     dispose(doc: D) {

@@ -6,7 +6,7 @@ import { liveKeys, readEntity } from './read.js'
 import { reconcileMap } from './reconcile.js'
 import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
 import { checkIntegrated, updateToApply, validateUpdate } from './validate.js'
-import { coversDoc, decodeVersion, encodeVersion, versionHashOf } from './version.js'
+import { coversDoc, decodeVersion, encodeVersion, includesVersion, versionHashOf } from './version.js'
 
 /** Transaction origins, so the update listener only captures our own local change. */
 const LOCAL = Symbol('convergent-local')
@@ -98,6 +98,10 @@ export class YjsBackend implements Backend<Y.Doc> {
     if (coversDoc(remote, doc)) return null
     // Structs the remote lacks plus our whole delete set (Yjs sends deletes that way).
     return Y.encodeStateAsUpdate(doc, Y.encodeStateVector(remote.sv))
+  }
+
+  includes(doc: Y.Doc, version: Uint8Array): boolean {
+    return includesVersion(doc, decodeVersion(version))
   }
 
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {

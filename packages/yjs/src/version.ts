@@ -231,6 +231,39 @@ export function coversDoc(remote: Y.Snapshot, doc: Y.Doc): boolean {
   return true
 }
 
+/**
+ * True when `doc` holds every insert and delete of a replica at `wanted` — coversDoc the other
+ * way round. The state vector alone would answer yes to a delete at once: it does not move on
+ * deletions, so the wanted delete set must lie within the document's tracked one too.
+ */
+export function includesVersion(doc: Y.Doc, wanted: Y.Snapshot): boolean {
+  for (const [client, clock] of wanted.sv) {
+    const structs = doc.store.clients.get(client)
+    const last = structs?.[structs.length - 1]
+    if ((last === undefined ? 0 : last.id.clock + last.length) < clock) return false
+  }
+  const ds = track(doc).ds
+  for (const [client, items] of wanted.ds.clients) {
+    const held = ds.get(client) ?? []
+    for (const item of items) if (!flatCovered(held, item.clock, item.clock + item.len)) return false
+  }
+  return true
+}
+
+/** Whether [start, end) lies inside one range of flat, sorted, merged [start, end, …] ranges. */
+function flatCovered(r: readonly number[], start: number, end: number): boolean {
+  if (start >= end) return true
+  let lo = 0
+  let hi = r.length / 2 - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    if (r[2 * mid + 1]! <= start) lo = mid + 1
+    else if (r[2 * mid]! > start) hi = mid - 1
+    else return r[2 * mid + 1]! >= end
+  }
+  return false
+}
+
 interface Range {
   start: number
   end: number

@@ -484,6 +484,78 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
       })
     })
 
+    describe('includes (what a write acknowledgement asks a peer)', function () {
+      it('b includes version(a) exactly once b holds all of a: pulling from a then changes nothing', function () {
+        fc.assert(
+          fc.property(historyArb, (ops) => {
+            const [a, b] = runHistory(backend, ops).replicas as [Replica, Replica, Replica]
+            assert.equal(backend.includes(a.doc, backend.version(a.doc)), true)
+            if (backend.includes(b.doc, backend.version(a.doc))) {
+              const probe = b.clone()
+              probe.pullAll(a)
+              assert.equal(probe.hash(), b.hash())
+            }
+            b.pullFrom(a)
+            assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+          }),
+          { numRuns: HEAVY_RUNS },
+        )
+      })
+
+      it('a change the other side lacks, a concurrent one included, is not included', function () {
+        const a = replica()
+        const b = replica()
+        b.apply(a.put({ x: 1 })!)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+        a.put({ x: 1, y: 2 })
+        b.put({ x: 1, z: 3 })
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), false)
+        assert.equal(backend.includes(a.doc, backend.version(b.doc)), false)
+        b.pullFrom(a)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+        assert.equal(backend.includes(a.doc, backend.version(b.doc)), false, 'b holds its own change a lacks')
+      })
+
+      it('a deletion the other side lacks is not included (a Yjs state vector does not move on deletions)', function () {
+        const a = replica()
+        const b = replica()
+        b.apply(a.put({ x: 1, y: 2, list: [1, 2, 3] })!)
+        const removal = a.put({ x: 1, list: [1, 3] })!
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), false, 'b lacks the removals')
+        b.apply(removal)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+        const deletion = a.delete()!
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), false, 'b lacks the delete')
+        b.apply(deletion)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+      })
+
+      it('a delta held for missing dependencies is not included; the empty version always is', function () {
+        const a = replica()
+        const d1 = a.put({ name: 'Mug', price: 12 })!
+        const d2 = a.put({ name: 'Mug', price: 13 })!
+        const b = replica()
+        b.apply(d2)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), false)
+        b.apply(d1)
+        assert.equal(backend.includes(b.doc, backend.version(a.doc)), true)
+        for (const empty of [new Uint8Array(0), backend.version(replica().doc)]) {
+          assert.equal(backend.includes(replica().doc, empty), true)
+          assert.equal(backend.includes(a.doc, empty), true)
+        }
+        assert.equal(backend.includes(replica().doc, backend.version(a.doc)), false)
+      })
+
+      it('garbage version bytes throw ERR_INVALID_VERSION', function () {
+        const a = replica()
+        a.put({ x: 1 })
+        const real = backend.version(a.doc)
+        for (const garbage of [real.slice(0, real.byteLength - 1), concatBytes([real, new Uint8Array([0x80])]), new Uint8Array([0xff, 0xff, 0xff])]) {
+          assertThrowsCode(() => backend.includes(a.doc, garbage), 'ERR_INVALID_VERSION')
+        }
+      })
+    })
+
     describe('persistence and coalescing', function () {
       it('save/load round-trips, and a snapshot plus later deltas rebuilds the document', function () {
         fc.assert(
