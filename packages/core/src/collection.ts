@@ -4,6 +4,7 @@ import { ConvergentError } from './errors.js'
 import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
+import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -29,6 +30,11 @@ export interface ReplicaServices {
   assertOpen(): void
   /** Registers an operation called while open: close() waits for it before closing the store. */
   track<T>(operation: Promise<T>): Promise<T>
+  /**
+   * Waits until `ack.peers` peers hold the entity at `version` durably (see replication/acks.ts);
+   * undefined on a replica without a network.
+   */
+  waitForAcks?(col: CollectionState, id: string, version: Uint8Array, ack: AckOptions, what: string): Promise<void>
 }
 
 /**
@@ -56,13 +62,17 @@ export class Collection<T extends object = JsonObject> {
 
   /**
    * Writes the entity's whole value. Only fields that differ from the current value become
-   * CRDT operations, so concurrent writes of different fields merge. Resolves once durable.
+   * CRDT operations, so concurrent writes of different fields merge. Resolves once durable —
+   * and with `ack: { peers, timeoutMs }`, once that many peers confirm they hold the change
+   * durably too (ERR_ACK_TIMEOUT if they do not in time; the local write stands either way).
    */
-  async put(id: string, value: T): Promise<void> {
+  async put(id: string, value: T, options?: WriteOptions): Promise<void> {
     this.assertUsable()
     checkId(id, 'id', this.replica.limits)
+    const { ack } = this.checkOptions(options, 'put')
     const plain = toEntityValue(value, this.replica.limits)
-    await this.replica.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put'))
+    const version = await this.replica.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put', ack !== undefined))
+    if (ack !== undefined) await this.waitForAcks(id, version!, ack, 'put')
   }
 
   /**
@@ -70,14 +80,15 @@ export class Collection<T extends object = JsonObject> {
    * mutations — or the value it returns — become the new value, as minimal CRDT operations.
    * Rejects with ERR_NOT_FOUND if the entity does not exist — unless `upsert` is set, then
    * the draft of a missing entity is {}. Resolves with the new value once durable.
-   * `fn` must be synchronous: the read and the write are atomic.
+   * `fn` must be synchronous: the read and the write are atomic. `ack` as for put().
    */
-  async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } = {}): Promise<T> {
+  async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } & WriteOptions = {}): Promise<T> {
     this.assertUsable()
     checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
+    const { ack } = this.checkOptions(options, 'update')
     let result: JsonObject | undefined
-    await this.replica.track(
+    const version = await this.replica.track(
       this.write(
         id,
         (doc) => {
@@ -93,16 +104,39 @@ export class Collection<T extends object = JsonObject> {
           return this.state.backend.put(doc, result)
         },
         'put',
+        ack !== undefined,
       ),
     )
+    if (ack !== undefined) await this.waitForAcks(id, version!, ack, 'update')
     return result as unknown as T
   }
 
-  /** Deletes the entity (a delete wins over concurrent updates). Resolves once durable. */
-  async delete(id: string): Promise<void> {
+  /**
+   * Deletes the entity (a delete wins over concurrent updates). Resolves once durable; `ack`
+   * as for put() (peers confirm they hold the delete).
+   */
+  async delete(id: string, options?: WriteOptions): Promise<void> {
     this.assertUsable()
     checkId(id, 'id', this.replica.limits)
-    await this.replica.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete'))
+    const { ack } = this.checkOptions(options, 'delete')
+    const version = await this.replica.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete', ack !== undefined))
+    if (ack !== undefined) await this.waitForAcks(id, version!, ack, 'delete')
+  }
+
+  /** Checks write options before anything is written; an ack needs a network to ask peers on. */
+  private checkOptions(options: unknown, method: string): WriteOptions {
+    const checked = checkWriteOptions(options, `${method}('${this.name}')`)
+    if (checked.ack !== undefined && this.replica.waitForAcks === undefined) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `${method}(…, { ack }): this replica has no network, so no peer can confirm; omit ack or open it with one.`,
+      )
+    }
+    return checked
+  }
+
+  private waitForAcks(id: string, version: Uint8Array, ack: AckOptions, method: string): Promise<void> {
+    return this.replica.waitForAcks!(this.state, id, version, ack, `${method} of '${this.name}/${id}'`)
   }
 
   /** The current value (a plain copy), or undefined if absent or deleted. */
@@ -206,16 +240,31 @@ export class Collection<T extends object = JsonObject> {
     }
   }
 
-  private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
+  /**
+   * Commits one change and resolves once durable — with the entity's version right after it
+   * when `wantVersion` (what an ack waits for peers to hold), taken in the same synchronous
+   * step: a Yjs document changes in place, so a later write would be in it otherwise.
+   */
+  private async write(
+    id: string,
+    change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null },
+    kind: 'put' | 'delete',
+    wantVersion = false,
+  ): Promise<Uint8Array | undefined> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
     const entity = await this.replica.entities.acquire(this.state, id)
     const lastWrite = entity.lastWrite
+    let version: Uint8Array | undefined
     const pending = writeTo(this.replica.entities, this.replica.events, this.state, entity, undefined, (e) => {
       const result = change(e.doc)
+      if (wantVersion) version = this.state.backend.version(result.doc)
       if (result.delta === null) return 'unchanged'
       return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
     })
-    if (pending !== 'unchanged') return pending.finish(await pending.committed)
+    if (pending !== 'unchanged') {
+      pending.finish(await pending.committed)
+      return version
+    }
     // Nothing changed — but an earlier write of the same value may still be in flight:
     // acknowledge only once that one is durable, and fail if it failed.
     if (!(await lastWrite)) {
@@ -224,5 +273,6 @@ export class Collection<T extends object = JsonObject> {
         `An earlier write of '${id}' in '${this.name}' failed, so this one (the same value) is not durable either. Try again.`,
       )
     }
+    return version
   }
 }

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'ERR_INSUFFICIENT_RIGHTS' // bounded counter: not enough local rights to decrement
   | 'ERR_INVALID_ARGUMENT' // a bad option or argument
   | 'ERR_ABORTED' // the operation was aborted through its AbortSignal
+  | 'ERR_ACK_TIMEOUT' // a write's ack: fewer peers confirmed in time than asked; the local write stands
   | 'ERR_TIMEOUT'
 
 export class ConvergentError extends Error {

@@ -13,6 +13,8 @@
 // The replica and what applications hold.
 export { Replica, type ReplicaOptions, type ReplicaStats } from './replica.js'
 export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'
+export { MAX_ACK_TIMEOUT_MS, type AckOptions, type WriteOptions } from './write-options.js'
+export { AckTimeoutError } from './replication/acks.js'
 export { Counter, type CounterOptions, type CounterState, type DecrementOptions } from './counter.js'
 export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replication/context.js'
 export type { PeerStats, DropReason } from './replication/peer-stats.js'

@@ -14,6 +14,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { requestRights } from './replication/rights.js'
+import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
@@ -180,6 +181,15 @@ export class Replica {
         pushDelayMs: options.pushDelayMs ?? 0,
       })
       this.replicator.onRound = (event) => this.roundEnded(event)
+      const replicator = this.replicator
+      // Tracked like other operations, so close() waits for the ask in flight — after it fired
+      // `acksClosing`, which ends every wait at once (close must not wait out the timeouts).
+      this.services.waitForAcks = (col, id, version, ack, what) =>
+        this.track(
+          waitForAcks(replication, { col, id, version, what }, ack, this.acksClosing.signal, (peer) => {
+            void replicator.roundWith(peer).catch(() => undefined)
+          }),
+        )
     }
     const bootstrap = options.network?.bootstrapPeers?.length ?? 0
     for (const address of options.network?.bootstrapPeers ?? []) {
@@ -495,6 +505,7 @@ export class Replica {
   async close(): Promise<void> {
     if (this.state !== 'open') return this.closing
     this.state = 'closing'
+    this.acksClosing.abort()
     this.closing = (async () => {
       // Operations called before close() finish first (new ones are refused from here on).
       await Promise.allSettled([...this.operations])
@@ -510,6 +521,8 @@ export class Replica {
   }
 
   private closing: Promise<void> | undefined
+  /** Fired when close() begins: writes waiting for peers' acknowledgements stop (ERR_CLOSED). */
+  private readonly acksClosing = new AbortController()
   /** Operations called while open and not finished (see close()). */
   private readonly operations = new Set<Promise<unknown>>()
 

@@ -6,6 +6,7 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
+import { serveHoldsRequest } from './holds.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
 import {
@@ -48,7 +49,8 @@ import { admit, drop } from './receiver.js'
 const EMPTY_TREE = new DigestTree()
 
 /**
- * The responder side of anti-entropy: answers digest, leaf, exchange and delta requests.
+ * The responder side of anti-entropy: answers digest, leaf, exchange and delta requests (and
+ * rights and write-acknowledgement queries, which share the protocol).
  * Malformed requests are counted and logged against the peer and answered with an Error
  * message; nothing malformed reaches the store.
  */
@@ -142,6 +144,9 @@ export class SyncServer {
         return this.range(from, decodeRangeRequest(body))
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
+      case MessageType.HoldsRequest:
+        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        return serveHoldsRequest(this.ctx, from, body)
       default:
         throw new UnsupportedTypeError(type)
     }

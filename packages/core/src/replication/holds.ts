@@ -1,0 +1,45 @@
+import { isConvergentError } from '../errors.js'
+import { checkId } from '../json.js'
+import { acquireDurable } from './durable.js'
+import type { ReplicationContext } from './context.js'
+import { decodeHoldsRequest, encodeHoldsResponse, invalid, MAX_HOLDS_VERSION_BYTES } from './messages/index.js'
+import { drop } from './receiver.js'
+
+const NOT_HELD = encodeHoldsResponse({ held: false })
+
+/**
+ * Answers a writer's acknowledgement query (HoldsRequest) from this replica's DURABLE state:
+ * acquireDurable waits out local writes in flight, so "held" never covers what a crash could
+ * take back. Anything unknown (collection, backend, entity) is "not held", and a query never
+ * creates a collection. A version the backend cannot read is a malformed message: counted
+ * against the peer and answered "not held".
+ */
+export async function serveHoldsRequest(ctx: ReplicationContext, from: string, body: unknown): Promise<Uint8Array> {
+  const req = decodeHoldsRequest(body)
+  try {
+    checkId(req.collection, 'collection name', ctx.limits)
+    checkId(req.id, 'id', ctx.limits)
+  } catch (err) {
+    throw invalid((err as Error).message)
+  }
+  const col = ctx.entities.collections.get(req.collection)
+  if (col === undefined || col.dropped === true || col.backend.name !== req.backend) return NOT_HELD
+  const entity = await acquireDurable(ctx.entities, col, req.id)
+  if (entity === undefined) return NOT_HELD // busy with local writes: the writer asks again
+  try {
+    let held: boolean
+    try {
+      held = col.backend.includes(entity.doc, req.version)
+    } catch (err) {
+      if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
+      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, id: req.id })
+      return NOT_HELD
+    }
+    if (held) return encodeHoldsResponse({ held })
+    // Our version lets the writer send just what we lack (null: we hold nothing of it).
+    const ours = entity.head === undefined ? null : col.backend.version(entity.doc)
+    return encodeHoldsResponse(ours !== null && ours.byteLength > MAX_HOLDS_VERSION_BYTES ? { held } : { held, version: ours })
+  } finally {
+    ctx.entities.release(entity)
+  }
+}
