@@ -27,6 +27,8 @@ export interface ReplicaServices {
   events: ChangeEvents
   limits: ValueLimits & NameLimits
   assertOpen(): void
+  /** Throws ERR_FORBIDDEN unless the cluster policy lets this replica read or write the collection. */
+  authorize(collection: string, what: 'read' | 'write'): void
   /** Registers an operation called while open: close() waits for it before closing the store. */
   track<T>(operation: Promise<T>): Promise<T>
 }
@@ -59,7 +61,7 @@ export class Collection<T extends object = JsonObject> {
    * CRDT operations, so concurrent writes of different fields merge. Resolves once durable.
    */
   async put(id: string, value: T): Promise<void> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     const plain = toEntityValue(value, this.replica.limits)
     await this.replica.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put'))
@@ -73,7 +75,7 @@ export class Collection<T extends object = JsonObject> {
    * `fn` must be synchronous: the read and the write are atomic.
    */
   async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } = {}): Promise<T> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     let result: JsonObject | undefined
@@ -100,7 +102,7 @@ export class Collection<T extends object = JsonObject> {
 
   /** Deletes the entity (a delete wins over concurrent updates). Resolves once durable. */
   async delete(id: string): Promise<void> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     await this.replica.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete'))
   }
@@ -199,8 +201,9 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /** Throws ERR_CLOSED once the replica is closing or this collection was dropped. */
-  private assertUsable(): void {
+  private assertUsable(what: 'read' | 'write' = 'read'): void {
     this.replica.assertOpen()
+    this.replica.authorize(this.state.name, what)
     if (this.state.dropped === true) {
       throw new ConvergentError('ERR_CLOSED', `Collection '${this.name}' was dropped; open it again with replica.collection('${this.name}').`)
     }

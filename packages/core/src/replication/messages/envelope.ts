@@ -6,7 +6,7 @@ import { ConvergentError } from '../../errors.js'
  * type byte, then a CBOR body. A receiver rejects any other magic or version instead of
  * guessing, so a future format can coexist. One file per protocol next to this one holds the
  * bodies: push.ts (gossip), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
- * rights.ts (bounded counters), reply.ts (errors). Bodies travel with one-letter keys; the
+ * rights.ts (bounded counters), policy.ts (the cluster policy), reply.ts (errors). Bodies travel with one-letter keys; the
  * typed messages the code uses have readable names, and every decoder checks shape, types
  * and bounds before anything is used.
  */
@@ -45,6 +45,11 @@ export const MessageType = {
   UploadRequest: 27,
   /** gossip, on the namespace's announce topic: a collection a replica created (announce.ts). */
   Announce: 28,
+  /** sync: the requester's signed cluster policy; answered by the responder's if newer (policy.ts). */
+  PolicyOffer: 32,
+  PolicyResponse: 33,
+  /** Not sent alone: the signed bytes of a policy document travel inside the two above. */
+  PolicyDocument: 34,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 
