@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { ConvergentError, type Network } from '@convergent/core'
-import { CLUSTER_KEY_BYTES, parseClusterKey } from '@convergent/libp2p'
+import { CLUSTER_KEY_BYTES, isVerifiablePeerId, parseClusterKey } from '@convergent/libp2p'
 
 /**
  * Membership of a cluster: `open({ cluster: { key } })`. Without it a replica runs in
@@ -21,7 +21,17 @@ export interface ClusterOptions {
    * development mode.
    */
   key: Uint8Array | string | undefined
+  /**
+   * Peer ids (12D3KooW…) whose signatures may set the cluster policy (replica.policy.set): the
+   * trust root, the same list on every replica. With admins, the policy decides who is a
+   * member and who may read and write each collection; until the admins set a first policy,
+   * every key holder may do everything. Omitted → no policy: every key holder is a full member.
+   */
+  admins?: string[]
 }
+
+/** Most admins a cluster may name. */
+const MAX_ADMINS = 64
 
 /**
  * A new cluster key: 32 bytes from Node's cryptographic random source, as 64 lowercase hex
@@ -36,25 +46,36 @@ export function generateClusterKey(): string {
  * Checks open()'s `cluster` option and returns the key's 32 bytes. Runs before open() touches
  * the folder or the network, so a refused option leaves nothing behind.
  */
-export function clusterKeyOf(cluster: unknown, network: false | Network | undefined): Uint8Array {
+export function clusterOf(cluster: unknown, network: false | Network | undefined): { key: Uint8Array; admins?: string[] } {
   const invalid = (message: string): ConvergentError => new ConvergentError('ERR_INVALID_ARGUMENT', message)
   if (typeof cluster !== 'object' || cluster === null || Array.isArray(cluster)) {
     throw invalid('open({ cluster }) is an object: { key } with the cluster key (32 bytes, or 64 hex characters).')
   }
   for (const field of Object.keys(cluster)) {
-    if (field === 'admins') {
-      // Accepted but unenforced, admins would suggest that the other members are restricted.
-      throw invalid(
-        'open({ cluster: { admins } }) is not supported yet: it comes with the access policy. Until then every holder of the cluster key is a full member (reads and writes everything); remove admins.',
-      )
-    }
-    if (field !== 'key') throw invalid(`open({ cluster }) has no option ${JSON.stringify(field)}; it takes { key }.`)
+    if (field !== 'key' && field !== 'admins') throw invalid(`open({ cluster }) has no option ${JSON.stringify(field)}; it takes { key, admins }.`)
   }
   const key = parseClusterKey((cluster as { key?: unknown }).key, 'open({ cluster: { key } })')
+  const admins = adminsOf((cluster as { admins?: unknown }).admins)
   if (network !== undefined && network !== false) {
     throw invalid(
       'open({ cluster }) protects the libp2p network open() builds, and a network was passed in: build it with createLibp2pNetwork({ clusterKey }) instead, and leave out cluster.',
     )
   }
-  return key
+  return admins === undefined ? { key } : { key, admins }
+}
+
+/** The admins: peer ids that name a public key (so their signatures can be verified). */
+function adminsOf(admins: unknown): string[] | undefined {
+  if (admins === undefined) return undefined
+  if (!Array.isArray(admins) || admins.length === 0 || admins.length > MAX_ADMINS) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `open({ cluster: { admins } }) is a list of 1 to ${MAX_ADMINS} peer ids.`)
+  }
+  for (const id of admins) {
+    if (!isVerifiablePeerId(id))
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `open({ cluster: { admins } }): ${JSON.stringify(id).slice(0, 80)} is not a peer id with a public key (12D3KooW…).`,
+      )
+  }
+  return [...new Set(admins as string[])]
 }

@@ -4,9 +4,9 @@ import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
-import { createLibp2pNetwork, type Libp2pNetworkOptions } from '@convergent/libp2p'
+import { createLibp2pNetwork, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
-import { clusterKeyOf, type ClusterOptions } from './cluster.js'
+import { clusterOf, type ClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
 
 /** What open() returns: the Replica, with its Prometheus registry. */
@@ -91,7 +91,8 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     )
   }
   if (metrics !== false) checkMetricsOptions(metrics)
-  const clusterKey = cluster === undefined ? undefined : clusterKeyOf(cluster, network)
+  const clusterOptions = cluster === undefined ? undefined : clusterOf(cluster, network)
+  const clusterKey = clusterOptions?.key
   if ((libp2p as { clusterKey?: unknown } | undefined)?.clusterKey !== undefined) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'pass the cluster key as open({ cluster: { key } }), not in open({ libp2p }).')
   }
@@ -128,7 +129,10 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   let replica: Replica
   try {
     store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync', ...atRest }) : memoryLevelStore({ ...atRest })
-    replica = await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}) })
+    const admins = clusterOptions?.admins
+    const trust =
+      admins === undefined || !(net instanceof Libp2pNetwork) || net.sign === undefined ? undefined : { admins, sign: net.sign, verify: verifyPeerSignature }
+    replica = await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}), ...(trust ? { trust } : {}) })
   } catch (err) {
     // Replica.open closes what it was given when it fails, but not if it throws before taking
     // it over; both are safe to do twice. A network we were handed is the caller's to stop.

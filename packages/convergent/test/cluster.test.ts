@@ -122,9 +122,10 @@ describe('open({ cluster: { key } }): membership by a pre-shared key', function 
       expect(existsSync(join(dir, 'new'))).to.equal(false)
     })
 
-    it('refuses admins (not enforced before the policy exists), unknown fields, a cluster with a network passed in, and libp2p.clusterKey', async function () {
+    it('refuses admins that are not peer ids, unknown fields, a cluster with a network passed in, and libp2p.clusterKey', async function () {
       const key = generateClusterKey()
-      await rejectsWith(open({ dir, cluster: { key, admins: ['12D3KooW'] } } as OpenOptions), 'ERR_INVALID_ARGUMENT', /admins \} \}\) is not supported yet/)
+      await rejectsWith(open({ dir, cluster: { key, admins: ['12D3KooW'] } }), 'ERR_INVALID_ARGUMENT', /not a peer id with a public key/)
+      await rejectsWith(open({ dir, cluster: { key, admins: [] } }), 'ERR_INVALID_ARGUMENT', /list of 1 to 64 peer ids/)
       await rejectsWith(open({ dir, cluster: { key, members: [] } } as OpenOptions), 'ERR_INVALID_ARGUMENT', /no option "members"/)
       await rejectsWith(open({ dir, cluster: null } as unknown as OpenOptions), 'ERR_INVALID_ARGUMENT', /cluster/)
       await rejectsWith(open({ dir, libp2p: { clusterKey: key } } as OpenOptions), 'ERR_INVALID_ARGUMENT', /open\(\{ cluster: \{ key \} \}\)/)

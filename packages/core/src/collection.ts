@@ -28,6 +28,8 @@ export interface ReplicaServices {
   events: ChangeEvents
   limits: ValueLimits & NameLimits
   assertOpen(): void
+  /** Throws ERR_FORBIDDEN unless the cluster policy lets this replica read or write the collection. */
+  authorize(collection: string, what: 'read' | 'write'): void
   /** Registers an operation called while open: close() waits for it before closing the store. */
   track<T>(operation: Promise<T>): Promise<T>
   /**
@@ -67,7 +69,7 @@ export class Collection<T extends object = JsonObject> {
    * durably too (ERR_ACK_TIMEOUT if they do not in time; the local write stands either way).
    */
   async put(id: string, value: T, options?: WriteOptions): Promise<void> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     const { ack } = this.checkOptions(options, 'put')
     const plain = toEntityValue(value, this.replica.limits)
@@ -83,7 +85,7 @@ export class Collection<T extends object = JsonObject> {
    * `fn` must be synchronous: the read and the write are atomic. `ack` as for put().
    */
   async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } & WriteOptions = {}): Promise<T> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     const { ack } = this.checkOptions(options, 'update')
@@ -116,7 +118,7 @@ export class Collection<T extends object = JsonObject> {
    * as for put() (peers confirm they hold the delete).
    */
   async delete(id: string, options?: WriteOptions): Promise<void> {
-    this.assertUsable()
+    this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     const { ack } = this.checkOptions(options, 'delete')
     const version = await this.replica.track(this.write(id, (doc) => this.state.backend.delete(doc), 'delete', ack !== undefined))
@@ -233,8 +235,9 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /** Throws ERR_CLOSED once the replica is closing or this collection was dropped. */
-  private assertUsable(): void {
+  private assertUsable(what: 'read' | 'write' = 'read'): void {
     this.replica.assertOpen()
+    this.replica.authorize(this.state.name, what)
     if (this.state.dropped === true) {
       throw new ConvergentError('ERR_CLOSED', `Collection '${this.name}' was dropped; open it again with replica.collection('${this.name}').`)
     }

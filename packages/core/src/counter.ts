@@ -204,12 +204,15 @@ export class Counter {
 
   /**
    * @internal Serves a peer's request for rights: gives up to what it asked for, at most half
-   * of what this replica holds beyond its own low-water mark. Returns the amount given.
+   * of what this replica holds beyond its own low-water mark, and never so much that the
+   * requester ends with more than this replica keeps (repeated requests split the rights
+   * evenly; they cannot drain a replica). Returns the amount given.
    */
   async grant(id: string, to: string, want: number): Promise<number> {
     const state = await this.collection.get(id)
-    const spare = rightsOf(state, this.env.me) - this.lowWater
-    const give = Math.min(want, Math.ceil(spare / 2))
+    const mine = rightsOf(state, this.env.me)
+    const spare = mine - this.lowWater
+    const give = Math.min(want, Math.ceil(spare / 2), Math.ceil((mine - rightsOf(state, to)) / 2))
     if (give <= 0) return 0
     try {
       await this.transfer(id, to, give)

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'ERR_NOT_ENCRYPTED' // an encryption key was given for a plain (unencrypted) data dir
   | 'ERR_NETWORK' // the network failed
   | 'ERR_INSUFFICIENT_RIGHTS' // bounded counter: not enough local rights to decrement
+  | 'ERR_FORBIDDEN' // the cluster's policy does not allow it (a write, a read, a policy change)
   | 'ERR_INVALID_ARGUMENT' // a bad option or argument
   | 'ERR_ABORTED' // the operation was aborted through its AbortSignal
   | 'ERR_ACK_TIMEOUT' // a write's ack: fewer peers confirmed in time than asked; the local write stands

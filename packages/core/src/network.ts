@@ -54,4 +54,11 @@ export interface Network {
    * response exceeds maxBytes, ERR_ABORTED if the signal fires.
    */
   request(peer: string, data: Uint8Array, options?: { signal?: AbortSignal; maxBytes?: number }): Promise<Uint8Array>
+
+  /**
+   * Optional: the cluster's members (undefined = everyone). A network that implements it
+   * closes its connections to other peers and refuses new ones; the replica drops their
+   * messages whether or not it does.
+   */
+  restrict?(members: ReadonlySet<string> | undefined): void
 }

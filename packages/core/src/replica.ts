@@ -18,6 +18,8 @@ import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
+import { Access, type TrustOptions } from './trust/access.js'
+import type { Policy, PolicyDocument } from './trust/policy.js'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
 
 export interface ReplicaOptions {
@@ -54,6 +56,22 @@ export interface ReplicaOptions {
   pushDelayMs?: number
   /** Size limits of values and of what replication sends and accepts. */
   limits?: Partial<ValueLimits & ReplicationLimits>
+  /**
+   * The trust root (admins) and this replica's signing key: turns on the cluster policy
+   * (replica.policy). Omitted → no policy: every peer that can connect reads and writes all.
+   */
+  trust?: TrustOptions
+}
+
+/** replica.policy: the signed cluster policy (see Access). */
+export interface PolicyApi {
+  /** The adopted policy, or undefined before the admins set one (every member may do everything until then). */
+  get(): Policy | undefined
+  /**
+   * Signs the next version with this replica's key, adopts it, stores it and offers it to
+   * every connected peer. Admins only (ERR_FORBIDDEN); ERR_INVALID_ARGUMENT for a bad document.
+   */
+  set(next: PolicyDocument): Promise<Policy>
 }
 
 export interface ReplicaStats {
@@ -135,6 +153,7 @@ export class Replica {
     entities: Entities,
     backends: Map<string, Backend>,
     refused: Set<string>,
+    private readonly access: Access,
   ) {
     this.entities = entities
     this.backends = backends
@@ -150,6 +169,7 @@ export class Replica {
       events: this.events,
       limits: this.limits,
       assertOpen: () => this.assertOpen(),
+      authorize: (collection, what) => this.access.assert(collection, what),
       track: (operation) => this.track(operation),
     }
     if (options.network !== undefined) {
@@ -173,6 +193,7 @@ export class Replica {
           const counter = this.counters.get(collection)
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
         },
+        access,
       }
       this.replication = replication
       this.replicator = new Replicator(replication, {
@@ -190,6 +211,19 @@ export class Replica {
             void replicator.roundWith(peer).catch(() => undefined)
           }),
         )
+    }
+    // Membership: the network closes connections to peers the policy does not name.
+    const restrict = (): void => options.network?.restrict?.(access.members())
+    access.onChange(restrict)
+    if (access.policy !== undefined) restrict()
+    this.policy = {
+      get: () => access.policy,
+      set: async (next) => {
+        this.assertOpen()
+        const adopted = await this.track(access.set(next))
+        void this.replicator?.offerPolicyToAll()
+        return adopted
+      },
     }
     const bootstrap = options.network?.bootstrapPeers?.length ?? 0
     for (const address of options.network?.bootstrapPeers ?? []) {
@@ -324,7 +358,12 @@ export class Replica {
     await options.store.open()
     try {
       await entities.init(backends)
-      replica = new Replica({ ...options, clock }, entities, backends, await readRefused(options.store))
+      if (options.trust !== undefined && options.network === undefined) {
+        throw new ConvergentError('ERR_INVALID_ARGUMENT', 'trust (cluster admins) needs a network: a policy names peer ids.')
+      }
+      const access = new Access(options.trust, options.network?.peerId ?? 'local', options.namespace ?? 'default', options.store, logger)
+      await access.load()
+      replica = new Replica({ ...options, clock }, entities, backends, await readRefused(options.store), access)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()
       return replica
@@ -334,6 +373,9 @@ export class Replica {
       throw err
     }
   }
+
+  /** The signed cluster policy (see PolicyApi). */
+  readonly policy: PolicyApi
 
   /** This replica's peer id on the network ('local' without one). */
   get peerId(): string {
@@ -358,6 +400,7 @@ export class Replica {
   collection<T extends object = Record<string, unknown>>(name: string, options: { backend?: string } = {}): Collection<T> {
     this.assertOpen()
     checkId(name, 'collection name', this.limits)
+    this.access.assert(name, 'read')
     const existing = this.entities.collections.get(name)
     if (options.backend !== undefined && !this.backends.has(options.backend)) {
       throw new ConvergentError(

@@ -15,3 +15,4 @@ export { MAX_GOSSIP_PAYLOAD_BYTES, type ConvergentLibp2p, type Libp2pServices } 
 export { loadOrCreateIdentity } from './identity.js'
 export { CLUSTER_KEY_BYTES, parseClusterKey } from './cluster-key.js'
 export { syncProtocol } from './sync-protocol.js'
+export { MembershipGate, verifyPeerSignature, signerOf, isVerifiablePeerId } from './membership.js'

@@ -1,7 +1,7 @@
 import './polyfill.js'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { TopicValidatorResult, type GossipsubMessage } from '@libp2p/gossipsub'
-import type { Connection, IdentifyResult, Logger, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, IdentifyResult, Logger, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ConvergentError, jittered, wrapError, type Network, type NetworkEvents } from '@convergent/core'
@@ -9,6 +9,7 @@ import { loadOrCreateIdentity } from './identity.js'
 import { createNode, IDENTIFY_TIMEOUT_MS, MAX_GOSSIP_PAYLOAD_BYTES, type ConvergentLibp2p } from './node.js'
 import { DEFAULT_CONNECTION_MANAGER, validate, type Libp2pNetworkOptions, type Settings } from './options.js'
 import { Redialer } from './redial.js'
+import { MembershipGate, signerOf } from './membership.js'
 import { sendSyncRequest } from './sync-client.js'
 import { serveSyncStream } from './sync-server.js'
 
@@ -21,14 +22,15 @@ export async function createLibp2pNetwork(options: Libp2pNetworkOptions = {}): P
   const { clusterKey, ...settings } = validate(options)
   const privateKey =
     options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : await generateKeyPair('Ed25519'))
+  const gate = new MembershipGate()
   const libp2p = await createNode({
     privateKey,
     listen: settings.listen,
     ...(clusterKey === undefined ? {} : { clusterKey }),
-    ...(options.connectionGater === undefined ? {} : { connectionGater: options.connectionGater }),
+    connectionGater: gate.gater(options.connectionGater),
     connectionManager: { ...DEFAULT_CONNECTION_MANAGER, ...options.connectionManager },
   })
-  return new Libp2pNetwork(libp2p, settings)
+  return new Libp2pNetwork(libp2p, settings, gate, privateKey)
 }
 
 type State = 'new' | 'started' | 'stopped'
@@ -61,7 +63,11 @@ export class Libp2pNetwork implements Network {
   constructor(
     readonly libp2p: ConvergentLibp2p,
     private readonly settings: Omit<Settings, 'clusterKey'>,
+    private readonly gate: MembershipGate = new MembershipGate(),
+    privateKey?: PrivateKey,
   ) {
+    // Kept as a function, not a field: util.inspect of the network must not show the key.
+    this.sign = privateKey === undefined ? undefined : signerOf(privateKey)
     this.peerId = libp2p.peerId.toString()
     this.protocol = settings.protocol
     this.maxGossipBytes = Math.min(settings.maxGossipBytes, settings.maxMessageBytes, MAX_GOSSIP_PAYLOAD_BYTES)
@@ -77,6 +83,23 @@ export class Libp2pNetwork implements Network {
       isConnected: (peer) => this.libp2p.getConnections(peerIdFromString(peer)).length > 0,
       log: this.log,
     })
+  }
+
+  /** Signs with this node's key (the one its peer id names); undefined for a node built without its key. */
+  readonly sign: ((data: Uint8Array) => Promise<Uint8Array>) | undefined
+
+  /**
+   * The cluster's members (from the adopted policy): connections to anyone else are closed
+   * now and refused from here on, both ways. undefined lets everyone in again.
+   */
+  restrict(members: ReadonlySet<string> | undefined): void {
+    this.gate.set(members)
+    if (this.state !== 'started') return
+    for (const connection of this.libp2p.getConnections()) {
+      if (this.gate.allows(connection.remotePeer)) continue
+      this.log('closing the connection to %s: not a member of the cluster', connection.remotePeer)
+      void this.libp2p.hangUp(connection.remotePeer).catch(() => undefined)
+    }
   }
 
   /** The bootstrap peers' addresses (the `peers` option): dialed on start and redialed. */

@@ -110,7 +110,8 @@ class AckWait {
 
   /** One query to every connected peer not counted yet, in parallel. */
   async askAll(): Promise<void> {
-    const peers = this.ctx.network.peers().filter((p) => !this.confirmed.has(p) && !this.unable.has(p))
+    // Only peers that may read the collection are asked (and sent it): read control.
+    const peers = this.ctx.network.peers().filter((p) => !this.confirmed.has(p) && !this.unable.has(p) && this.ctx.access.mayRead(p, this.target.col.name))
     await Promise.all(peers.map((peer) => this.ask(peer)))
   }
 

@@ -38,6 +38,10 @@ export async function applyRemoteDelta(
   } catch (err) {
     return dropped('invalidId', (err as Error).message)
   }
+  // Whoever sends a delta vouches for it: the writer itself (gossip is signed by its origin) or
+  // the peer that relays it in anti-entropy. Only writers of the collection may do either.
+  if (!ctx.access.mayWrite(peer, collection)) return dropped('forbidden', `the cluster policy does not let ${peer} write '${collection}'`)
+  if (!ctx.access.mayRead(ctx.access.self, collection)) return dropped('forbidden', `the cluster policy does not let this replica read '${collection}'`)
   const backend = ctx.backends.get(backendName)
   if (backend === undefined) return dropped('unknownBackend', `unknown backend '${backendName}'`)
   if (delta.byteLength > ctx.limits.maxDeltaBytes) {

@@ -8,6 +8,7 @@ import type { ChangeEvents } from '../changes.js'
 import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
+import type { Access } from '../trust/access.js'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
 export interface ReplicationLimits {
@@ -105,6 +106,8 @@ export interface ReplicationContext {
   readonly refused: ReadonlySet<string>
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
+  /** The cluster policy: who is a member, who may read and write what (everything while none is adopted). */
+  readonly access: Access
 }
 
 /** The gossip topic of a collection within a namespace. */

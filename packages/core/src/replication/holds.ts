@@ -1,4 +1,4 @@
-import { isConvergentError } from '../errors.js'
+import { ConvergentError, isConvergentError } from '../errors.js'
 import { checkId } from '../json.js'
 import { acquireDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
@@ -22,6 +22,8 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
   } catch (err) {
     throw invalid((err as Error).message)
   }
+  // Read control: whether we hold an entity tells its existence; only readers may ask.
+  if (!ctx.access.mayRead(from, req.collection)) throw new ConvergentError('ERR_FORBIDDEN', `the cluster policy does not let ${from} read '${req.collection}'`)
   const col = ctx.entities.collections.get(req.collection)
   if (col === undefined || col.dropped === true || col.backend.name !== req.backend) return NOT_HELD
   const entity = await acquireDurable(ctx.entities, col, req.id)

@@ -12,6 +12,7 @@ export type DropReason =
   | 'collectionLimit' // a new collection while the replica holds maxCollections
   | 'collectionDropped' // a collection this replica dropped (dropCollection) and does not take back
   | 'overBudget' // a sync round over its budget of requests, bytes or time
+  | 'forbidden' // the cluster policy does not let that peer write it (or this replica read it), or the peer is no member
 
 /** Counters per remote peer, readable through replica.stats(). */
 export interface PeerStats {
@@ -58,6 +59,7 @@ export function emptyPeerStats(): PeerStats {
       collectionLimit: 0,
       collectionDropped: 0,
       overBudget: 0,
+      forbidden: 0,
     },
   }
 }

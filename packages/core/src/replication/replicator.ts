@@ -4,7 +4,8 @@ import { ConvergentError } from '../errors.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import { Pusher } from './pusher.js'
 import { PeerRateLimiter } from './rate-limit.js'
-import { receivePush } from './receiver.js'
+import { drop, receivePush } from './receiver.js'
+import { offerPolicy } from './policy-exchange.js'
 import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
 import { abortable } from './budget.js'
@@ -110,7 +111,8 @@ export class Replicator {
   async start(): Promise<void> {
     await this.ctx.network.start({
       onMessage: (topic, data, from) => {
-        if (this.announcer.owns(topic)) this.announcer.receive(data, from)
+        if (!this.ctx.access.isMember(from)) drop(this.ctx, from, 'forbidden', 'gossip from a peer the cluster policy does not name')
+        else if (this.announcer.owns(topic)) this.announcer.receive(data, from)
         else this.track(receivePush(this.ctx, this.limiter, topic, data, from))
       },
       onRequest: (from, data) => this.server.handle(from, data),
@@ -183,8 +185,27 @@ export class Replicator {
   private pushLocal(change: DurableChange): void {
     if (change.peer !== undefined || this.stopped) return
     this.subscribe(change.collection)
+    if (!this.ctx.access.readableByAll(change.collection)) {
+      // Gossip reaches every subscriber of the topic, whatever its rights: a collection not
+      // every member may read travels only in anti-entropy, which answers readers alone.
+      this.repairSoon()
+      return
+    }
     this.pusher.enqueue(change.collection, change.backend, change.id, change.delta)
     if (change.created) this.announcer.announce(change.collection, change.backend)
+  }
+
+  /** Offers our policy to every connected peer now (an admin just set it). */
+  async offerPolicyToAll(): Promise<void> {
+    await Promise.allSettled(
+      this.ctx.network
+        .peers()
+        .map((peer) =>
+          offerPolicy(this.ctx, peer).catch((err: unknown) =>
+            this.ctx.logger.warn(`could not offer the cluster policy to ${peer} (the next round will): ${(err as Error).message}`),
+          ),
+        ),
+    )
   }
 
   /**

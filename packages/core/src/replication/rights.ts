@@ -13,6 +13,10 @@ import { decodeMessage, decodeRightsRequest, decodeRightsResponse, encodeRightsR
  */
 export async function serveRightsRequest(ctx: ReplicationContext, from: string, body: unknown): Promise<Uint8Array> {
   const { collection, id, want, version } = decodeRightsRequest(body)
+  // Rights move only between replicas that may write the counter.
+  if (!ctx.access.mayWrite(from, collection) || !ctx.access.mayWrite(ctx.access.self, collection)) {
+    throw new ConvergentError('ERR_FORBIDDEN', `the cluster policy does not let ${from} hold rights on '${collection}'`)
+  }
   const granted = await ctx.grantRights(collection, id, from, want)
   let delta: Uint8Array | null = null
   const col = ctx.entities.collections.get(collection)

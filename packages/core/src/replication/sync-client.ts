@@ -46,6 +46,7 @@ import {
   type Ticket,
 } from './messages/index.js'
 import { inlineLimit, partBytes } from './parts.js'
+import { policyOffer, takePolicyResponse } from './policy-exchange.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -225,6 +226,7 @@ export class SyncClient {
     const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
     const round: Round = { peer, budget, parts: false, refusedByPeer: new Set(), result }
     try {
+      await this.exchangePolicy(round)
       const theirs = await this.theirRoots(round)
       if (theirs !== undefined) await this.syncCollections(round, theirs)
       const stats = this.ctx.stats.of(peer)
@@ -236,6 +238,16 @@ export class SyncClient {
       throw err
     } finally {
       budget.done()
+    }
+  }
+
+  /** A round starts with the cluster policy: each side adopts the other's if it is newer. */
+  private async exchangePolicy(round: Round): Promise<void> {
+    if (!this.ctx.access.configured) return
+    try {
+      await takePolicyResponse(this.ctx, round.peer, await this.request(round, policyOffer(this.ctx), MessageType.PolicyResponse))
+    } catch (err) {
+      if (!(err instanceof SyncRefusedError)) throw err // a peer without policies (or one that refused) answers an error
     }
   }
 
@@ -286,6 +298,8 @@ export class SyncClient {
     for (const name of names) {
       round.budget.check()
       if (!theirs.has(name) && round.refusedByPeer.has(name)) continue
+      // Read control: nothing of a collection goes to a peer that may not read it.
+      if (!this.ctx.access.mayRead(round.peer, name) || !this.ctx.access.mayRead(this.ctx.access.self, name)) continue
       try {
         await this.syncOne(round, name, theirs.get(name))
       } catch (err) {

@@ -7,6 +7,7 @@ import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
+import { servePolicyOffer } from './policy-exchange.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
 import {
@@ -90,6 +91,8 @@ export class SyncServer {
       const message = (err as Error).message
       if (err instanceof ConvergentError && err.code === 'ERR_INVALID_MESSAGE') {
         drop(this.ctx, from, 'malformed', message)
+      } else if (err instanceof ConvergentError && err.code === 'ERR_FORBIDDEN') {
+        drop(this.ctx, from, 'forbidden', message)
       } else {
         this.ctx.logger.warn(`sync request from ${from} failed: ${message}`)
       }
@@ -97,11 +100,19 @@ export class SyncServer {
     }
   }
 
+  /** Read control: a peer without read on a collection learns nothing of it (ERR_FORBIDDEN reply). */
+  private assertReads(from: string, collection: string): void {
+    if (!this.ctx.access.mayRead(from, collection)) throw forbidden(`the cluster policy does not let ${from} read '${collection}'`)
+  }
+
   private error(message: string, unsupportedType?: number): Uint8Array {
     return encodeErrorReply(unsupportedType === undefined ? { message } : { message, unsupportedType })
   }
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
+    // A peer the policy does not name may still offer a newer (signed) policy, nothing else.
+    if (type === MessageType.PolicyOffer) return servePolicyOffer(this.ctx, from, body)
+    if (!this.ctx.access.isMember(from)) throw forbidden(`${from} is not a member of this cluster`)
     switch (type) {
       case MessageType.RootsRequest: {
         const req = decodeRootsRequest(body)
@@ -110,16 +121,23 @@ export class SyncServer {
       }
       case MessageType.NodesRequest: {
         const req = decodeNodesRequest(body)
+        this.assertReads(from, req.collection)
         const tree = await this.treeOf(req.collection)
         // Sparse for requesters that read it; dense (the original form) for older ones.
         return encodeNodesResponse(
           req.sparse ? { sparse: req.nodes.map((n) => tree.sparseChildren(req.level, n)) } : { dense: req.nodes.map((n) => tree.children(req.level, n)) },
         )
       }
-      case MessageType.LeavesRequest:
-        return this.leaves(decodeLeavesRequest(body))
-      case MessageType.ExchangeRequest:
-        return this.exchange(from, decodeExchangeRequest(body))
+      case MessageType.LeavesRequest: {
+        const req = decodeLeavesRequest(body)
+        this.assertReads(from, req.collection)
+        return this.leaves(req)
+      }
+      case MessageType.ExchangeRequest: {
+        const req = decodeExchangeRequest(body)
+        this.assertReads(from, req.collection)
+        return this.exchange(from, req)
+      }
       case MessageType.DeltasRequest: {
         const req = decodeDeltasRequest(body)
         if (!this.limiter.takeEntries(from, req.entries.length))
@@ -140,8 +158,11 @@ export class SyncServer {
         if (part === undefined) throw new ConvergentError('ERR_NETWORK', 'unknown or expired ticket; the entity is sent again in a later round')
         return encodeFetchResponse(part)
       }
-      case MessageType.RangeRequest:
-        return this.range(from, decodeRangeRequest(body))
+      case MessageType.RangeRequest: {
+        const req = decodeRangeRequest(body)
+        this.assertReads(from, req.collection)
+        return this.range(from, req)
+      }
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
       case MessageType.HoldsRequest:
@@ -157,14 +178,17 @@ export class SyncServer {
    * learns that in one message; one that does not gets every root at once (older ones).
    */
   private async roots(from: string, req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
-    const summary = req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
+    // The summary covers every collection: it answers "equal" only to a peer that may read them all.
+    const readsAll = this.ctx.access.policy === undefined || [...this.ctx.entities.collections.keys()].every((c) => this.ctx.access.mayRead(from, c))
+    const summary = readsAll && req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
     if (summary !== undefined && bytesEqual(req.summary!, summary)) {
       this.onInSync(from)
       return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
     }
     const page = await this.ctx.entities.rootsPage(req.cursor, req.paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
     const refused = req.cursor === undefined ? [...this.ctx.refused].slice(0, MAX_REFUSED_NAMES) : []
-    return encodeRootsResponse({ roots: page.roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
+    const roots = readsAll ? page.roots : page.roots.filter(([name]) => this.ctx.access.mayRead(from, name))
+    return encodeRootsResponse({ roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
   }
 
   private async treeOf(name: string): Promise<DigestTree> {
@@ -315,4 +339,9 @@ export class SyncServer {
     }
     return encodeExchangeResponse(response)
   }
+}
+
+/** The error a request the policy does not allow ends with (the requester sees the message). */
+function forbidden(message: string): ConvergentError {
+  return new ConvergentError('ERR_FORBIDDEN', message)
 }

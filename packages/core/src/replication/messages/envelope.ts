@@ -6,7 +6,7 @@ import { ConvergentError } from '../../errors.js'
  * type byte, then a CBOR body. A receiver rejects any other magic or version instead of
  * guessing, so a future format can coexist. One file per protocol next to this one holds the
  * bodies: push.ts (gossip), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
- * rights.ts (bounded counters), holds.ts (write acknowledgements), reply.ts (errors). Bodies travel with one-letter keys; the
+ * rights.ts (bounded counters), holds.ts (write acknowledgements), policy.ts (the cluster policy), reply.ts (errors). Bodies travel with one-letter keys; the
  * typed messages the code uses have readable names, and every decoder checks shape, types
  * and bounds before anything is used.
  */
@@ -48,6 +48,11 @@ export const MessageType = {
   /** sync: does the responder durably hold an entity at a version? (a write's ack, holds.ts) */
   HoldsRequest: 29,
   HoldsResponse: 30,
+  /** sync: the requester's signed cluster policy; answered by the responder's if newer (policy.ts). */
+  PolicyOffer: 32,
+  PolicyResponse: 33,
+  /** Not sent alone: the signed bytes of a policy document travel inside the two above. */
+  PolicyDocument: 34,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 

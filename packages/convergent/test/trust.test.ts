@@ -1,0 +1,131 @@
+// The cluster policy on real libp2p nodes (TCP on 127.0.0.1, classic-level on disk): an admin
+// signs it with its peer key, every replica verifies and adopts it; writes and reads follow it;
+// a member without read never stores a byte of the collection; a peer the policy does not name
+// is disconnected and kept out.
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { silentLogger } from '@convergent/core'
+import { generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
+import { tempDir, waitFor } from './helpers.js'
+
+/** Every file under dir, concatenated (a byte search over a replica's folder). */
+async function folderBytes(dir: string): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) parts.push(await readFile(join(entry.parentPath, entry.name)).catch(() => Buffer.alloc(0)))
+  }
+  return Buffer.concat(parts)
+}
+
+describe('open({ cluster: { key, admins } }): the signed policy over real libp2p', function () {
+  this.timeout(60_000)
+  let replicas: Replica[] = []
+  let dirs: { dir: string; cleanup(): Promise<void> }[] = []
+
+  afterEach(async function () {
+    await Promise.all(replicas.map((r) => r.close()))
+    replicas = []
+    await Promise.all(dirs.map((d) => d.cleanup()))
+    dirs = []
+  })
+
+  async function folder(): Promise<string> {
+    const d = await tempDir('convergent-trust-')
+    dirs.push(d)
+    return d.dir
+  }
+
+  async function start(options: OpenOptions): Promise<Replica> {
+    const replica = await open({ logger: silentLogger, syncIntervalMs: 0, libp2p: { redialMinMs: 50, redialMaxMs: 200 }, ...options })
+    replicas.push(replica)
+    return replica
+  }
+
+  /** The peer id a folder's identity gives (open once, close). */
+  async function peerIdOf(dir: string): Promise<string> {
+    const r = await open({ dir, network: undefined, logger: silentLogger, syncIntervalMs: 0 })
+    const id = r.peerId
+    await r.close()
+    return id
+  }
+
+  it('admin sets the policy; writes, reads and membership follow it on every replica', async function () {
+    const key = generateClusterKey()
+    const [adminDir, ordersDir, supportDir] = [await folder(), await folder(), await folder()]
+    const adminId = await peerIdOf(adminDir)
+    const cluster = { key, admins: [adminId] }
+    const admin = await start({ dir: adminDir, cluster })
+    const orders = await start({ dir: ordersDir, cluster, peers: [admin.multiaddrs[0]!] })
+    const support = await start({ dir: supportDir, cluster, peers: [admin.multiaddrs[0]!, orders.multiaddrs[0]!] })
+    await waitFor(() => admin.peers().length === 2 && support.peers().length === 2, 'all connected')
+
+    await admin.policy.set({
+      roles: { admin: [adminId], orders: [orders.peerId], support: [support.peerId] },
+      collections: {
+        orders: { read: ['*'], write: ['orders'] },
+        payments: { read: ['orders'], write: ['admin'] },
+      },
+    })
+    await waitFor(() => orders.policy.get()?.version === 1 && support.policy.get()?.version === 1, 'adopted everywhere')
+    expect(support.policy.get()!.signedBy).to.equal(adminId)
+
+    // Writes: allowed ones replicate, others fail locally and write nothing.
+    await orders.collection('orders').put('o-1', { total: 12 })
+    for (const r of [admin, support]) {
+      await waitFor(async () => {
+        if ((await r.collection('orders').get('o-1')) !== undefined) return true
+        await r.sync()
+        return false
+      }, 'o-1 arrives')
+    }
+    try {
+      await support.collection('orders').put('o-2', { total: 1 })
+      expect.fail('support wrote orders')
+    } catch (err) {
+      expect(isConvergentError(err, 'ERR_FORBIDDEN'), String(err)).to.equal(true)
+    }
+    expect(await admin.collection('orders').get('o-2')).to.equal(undefined)
+
+    // Read control: the marker reaches orders, never support's folder.
+    const MARKER = 'pan-5500-0000-MARKER'
+    await admin.collection('payments').put('p-1', { card: MARKER })
+    await waitFor(async () => {
+      if ((await orders.collection('payments').get('p-1')) !== undefined) return true
+      await orders.sync()
+      return false
+    }, 'payments reach orders')
+    await support.sync()
+    await admin.sync()
+    await orders.sync()
+    expect(() => support.collection('payments'))
+      .to.throw()
+      .with.property('code', 'ERR_FORBIDDEN')
+    expect((await folderBytes(ordersDir)).includes(MARKER)).to.equal(true) // the search works
+    expect((await folderBytes(supportDir)).includes(MARKER)).to.equal(false)
+
+    // Revocation of membership: support leaves the policy and is disconnected everywhere.
+    await admin.policy.set({
+      roles: { admin: [adminId], orders: [orders.peerId] },
+      collections: { orders: { read: ['*'], write: ['orders'] }, payments: { read: ['orders'], write: ['admin'] } },
+    })
+    await waitFor(() => orders.policy.get()?.version === 2, 'orders adopts v2')
+    await waitFor(() => !admin.peers().includes(support.peerId) && !orders.peers().includes(support.peerId), 'support disconnected')
+    await orders.collection('orders').put('o-3', { total: 3 })
+    await new Promise((resolve) => setTimeout(resolve, 1_000)) // support keeps redialling
+    expect(admin.peers()).not.to.include(support.peerId)
+    expect(await support.collection('orders').get('o-3')).to.equal(undefined)
+  })
+
+  it('a key holder the policy does not name cannot connect', async function () {
+    const key = generateClusterKey()
+    const adminDir = await folder()
+    const adminId = await peerIdOf(adminDir)
+    const admin = await start({ dir: adminDir, cluster: { key, admins: [adminId] } })
+    await admin.policy.set({ roles: { admin: [adminId] }, collections: { '*': { read: ['*'], write: ['*'] } } })
+    const stranger = await start({ cluster: { key, admins: [adminId] }, peers: [admin.multiaddrs[0]!] })
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    expect(admin.peers()).to.deep.equal([])
+    expect(stranger.peers()).to.deep.equal([])
+  })
+})

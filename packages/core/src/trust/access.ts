@@ -1,0 +1,219 @@
+import { encode, decode } from 'cborg'
+import { ConvergentError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { Store } from '../store.js'
+import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
+import { decodeSignedPolicy, encodePolicy, normalizePolicy, signingInput, supersedes, type Policy, type PolicyDocument, type SignedPolicy } from './policy.js'
+
+/**
+ * The trust root and this replica's keys, given at open (the convergent package derives them
+ * from `cluster.admins` and the libp2p identity).
+ */
+export interface TrustOptions {
+  /** Peer ids whose signatures may set the policy. Fixed at open: a policy cannot change them. */
+  admins: readonly string[]
+  /** Signs with this replica's own key (the one its peer id names). */
+  sign(data: Uint8Array): Promise<Uint8Array>
+  /** True if `signature` over `data` was made by the key `peerId` names. Never throws for bad input. */
+  verify(peerId: string, data: Uint8Array, signature: Uint8Array): Promise<boolean>
+}
+
+export function policyToWire(p: SignedPolicy): PolicyWire {
+  return { bytes: p.bytes, signedBy: p.policy.signedBy, signature: p.signature }
+}
+
+/** Meta record holding the adopted policy (its wire form, re-verified on open). */
+const POLICY_KEY = 'cluster-policy'
+
+/** Why an offered policy was not adopted; 'adopted' when it was. */
+export type OfferResult = 'adopted' | 'notNewer' | 'invalid'
+
+/**
+ * Who may do what in this cluster: the policy this replica adopted (none → development or
+ * bootstrap mode: everything allowed) and the checks every read, write and peer goes through.
+ * A policy is adopted only if an admin's signature verifies and it supersedes the current one
+ * (higher version, or the same version and the greater hash), so every replica that has seen
+ * the same policies holds the same one, whatever the order it saw them in.
+ */
+export class Access {
+  private current: SignedPolicy | undefined
+  /** Role names per peer id of the current policy. */
+  private rolesOf = new Map<string, Set<string>>()
+  private readonly admins: ReadonlySet<string>
+  private readonly listeners = new Set<(policy: Policy) => void>()
+  /** Adoptions run one at a time (a check-then-set over an await). */
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly trust: TrustOptions | undefined,
+    readonly self: string,
+    private readonly namespace: string,
+    private readonly store: Store,
+    private readonly logger: Logger,
+  ) {
+    this.admins = new Set(trust?.admins ?? [])
+  }
+
+  /** Whether admins were configured (policies can be adopted at all). */
+  get configured(): boolean {
+    return this.trust !== undefined
+  }
+
+  /** The adopted policy, if any. */
+  get policy(): Policy | undefined {
+    return this.current === undefined ? undefined : structuredClone(this.current.policy)
+  }
+
+  get signed(): SignedPolicy | undefined {
+    return this.current
+  }
+
+  /** Called with every policy adopted from now on. */
+  onChange(listener: (policy: Policy) => void): () => void {
+    this.listeners.add(listener)
+    return () => void this.listeners.delete(listener)
+  }
+
+  isAdmin(peer: string): boolean {
+    return this.admins.has(peer)
+  }
+
+  /** A member: an admin or named in a role. Everyone while no policy is adopted. */
+  isMember(peer: string): boolean {
+    if (this.current === undefined) return true
+    return this.admins.has(peer) || this.rolesOf.has(peer)
+  }
+
+  /** Every member's peer id (undefined while no policy: nobody is excluded). */
+  members(): ReadonlySet<string> | undefined {
+    if (this.current === undefined) return undefined
+    return new Set([...this.admins, ...this.rolesOf.keys()])
+  }
+
+  /** May `peer` read `collection`? Writers may read (a writer merges what others wrote). */
+  mayRead(peer: string, collection: string): boolean {
+    return this.allows(peer, collection, 'read') || this.allows(peer, collection, 'write')
+  }
+
+  mayWrite(peer: string, collection: string): boolean {
+    return this.allows(peer, collection, 'write')
+  }
+
+  /** Every member may read it (so gossip, which any subscriber receives, may carry it). */
+  readableByAll(collection: string): boolean {
+    const rule = this.ruleOf(collection)
+    return this.current === undefined || (rule !== undefined && (rule.read.includes('*') || rule.write.includes('*')))
+  }
+
+  /** Throws ERR_FORBIDDEN unless this replica may do `what` on `collection`. */
+  assert(collection: string, what: 'read' | 'write'): void {
+    const ok = what === 'read' ? this.mayRead(this.self, collection) : this.mayWrite(this.self, collection)
+    if (ok) return
+    throw new ConvergentError(
+      'ERR_FORBIDDEN',
+      `The cluster policy (version ${this.current!.policy.version}) does not let this replica (${this.self}) ${what} collection '${collection}'.`,
+    )
+  }
+
+  private ruleOf(collection: string): { read: string[]; write: string[] } | undefined {
+    const rules = this.current?.policy.collections
+    return rules === undefined ? undefined : (rules[collection] ?? rules['*'])
+  }
+
+  private allows(peer: string, collection: string, what: 'read' | 'write'): boolean {
+    if (this.current === undefined) return true
+    const rule = this.ruleOf(collection)
+    if (rule === undefined) return false
+    const roles = this.rolesOf.get(peer)
+    return rule[what].some((r) => (r === '*' ? this.isMember(peer) : roles?.has(r) === true))
+  }
+
+  /** Reads the stored policy and verifies it again (a tampered record is ignored and reported). */
+  async load(): Promise<void> {
+    if (this.trust === undefined) return
+    const bytes = await this.store.getMeta(POLICY_KEY)
+    if (bytes === undefined) return
+    let wire: PolicyWire
+    try {
+      wire = decodePolicyWire(decode(bytes))
+    } catch (err) {
+      this.logger.error(`the stored cluster policy is unreadable and was ignored: ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
+      return
+    }
+    const result = await this.offer(wire, 'store')
+    if (result === 'invalid')
+      this.logger.error('the stored cluster policy does not verify against the admins given at open and was ignored', { code: 'ERR_FORBIDDEN' })
+  }
+
+  /**
+   * A policy from a peer (or the store): adopted and stored if an admin signed it, it names
+   * this namespace and it supersedes the current one.
+   */
+  offer(wire: PolicyWire, from: string): Promise<OfferResult> {
+    const run = this.queue.then(() => this.adopt(wire, from))
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async adopt(wire: PolicyWire, from: string): Promise<OfferResult> {
+    if (this.trust === undefined) return 'invalid'
+    if (!this.admins.has(wire.signedBy)) return 'invalid'
+    let signed: SignedPolicy
+    try {
+      signed = decodeSignedPolicy(wire.bytes, wire.signature, wire.signedBy, this.namespace)
+    } catch {
+      return 'invalid'
+    }
+    if (!supersedes(signed, this.current)) return 'notNewer'
+    if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return 'invalid'
+    if (!supersedes(signed, this.current)) return 'notNewer'
+    if (from !== 'store') await this.store.write([{ type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) }])
+    this.install(signed)
+    return 'adopted'
+  }
+
+  private install(signed: SignedPolicy): void {
+    this.current = signed
+    const rolesOf = new Map<string, Set<string>>()
+    for (const [role, ids] of Object.entries(signed.policy.roles)) {
+      for (const id of ids) {
+        let set = rolesOf.get(id)
+        if (set === undefined) rolesOf.set(id, (set = new Set()))
+        set.add(role)
+      }
+    }
+    this.rolesOf = rolesOf
+    for (const listener of this.listeners) {
+      try {
+        listener(this.policy!)
+      } catch (err) {
+        this.logger.error('a policy listener threw', { err })
+      }
+    }
+  }
+
+  /** Signs and adopts the next version (admins only: ERR_FORBIDDEN otherwise). */
+  set(doc: PolicyDocument): Promise<Policy> {
+    const run = this.queue.then(async () => {
+      if (this.trust === undefined) {
+        throw new ConvergentError(
+          'ERR_INVALID_ARGUMENT',
+          'This replica has no cluster admins configured (open it with cluster: { key, admins }); there is no policy to set.',
+        )
+      }
+      if (!this.admins.has(this.self)) {
+        throw new ConvergentError('ERR_FORBIDDEN', `Only the cluster admins may change the policy; this replica (${this.self}) is not one of them.`)
+      }
+      const normalized = normalizePolicy(doc)
+      const version = (this.current?.policy.version ?? 0) + 1
+      const bytes = encodePolicy(normalized, version, this.namespace)
+      const signature = await this.trust.sign(signingInput(bytes))
+      const result = await this.adopt({ bytes, signature, signedBy: this.self }, 'local')
+      if (result !== 'adopted')
+        throw new ConvergentError('ERR_FORBIDDEN', `the policy this replica signed was not adopted (${result}): is its key the one its peer id names?`)
+      return this.policy!
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+}

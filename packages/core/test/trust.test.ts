@@ -1,0 +1,298 @@
+import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { expect } from 'chai'
+import { LoopbackHub, type Network, type NetworkEvents, type Replica } from '../src/index.js'
+import { encodeMessage, encodePush, encodePolicyOffer, decodeMessage, MessageType, encodeDeltasRequest, encodeRightsRequest } from '../src/internal.js'
+import { encodePolicy, signingInput } from '../src/trust/policy.js'
+import type { TrustOptions } from '../src/trust/access.js'
+import { yjsBackend } from '@convergent/yjs'
+import { memoryReplica, rejectsWith, startRawPeer, waitFor } from './helpers.js'
+
+/** Ed25519 keys for loopback peer ids (on libp2p the peer id itself names the public key). */
+class Keyring {
+  private readonly keys = new Map<string, { priv: KeyObject; pub: KeyObject }>()
+
+  key(id: string): { priv: KeyObject; pub: KeyObject } {
+    let k = this.keys.get(id)
+    if (k === undefined) {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+      k = { priv: privateKey, pub: publicKey }
+      this.keys.set(id, k)
+    }
+    return k
+  }
+
+  trust(id: string, admins: string[]): TrustOptions {
+    return {
+      admins,
+      sign: async (data) => sign(null, data, this.key(id).priv),
+      verify: async (peer, data, signature) => {
+        const k = this.keys.get(peer)
+        try {
+          return k !== undefined && verify(null, data, k.pub, signature)
+        } catch {
+          return false
+        }
+      },
+    }
+  }
+}
+
+const ADMIN = 'a-admin'
+const ORDERS = 'b-orders'
+const SUPPORT = 'c-support'
+const POLICY = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: {
+    orders: { read: ['*'], write: ['orders', 'admin'] },
+    payments: { read: ['orders'], write: ['admin'] },
+    stock: { read: ['*'], write: ['orders', 'admin'] },
+  },
+}
+
+/** Records every byte a network receives (gossip and requests) and every response it gets. */
+function recording(net: Network, seen: Buffer[]): Network {
+  return {
+    get peerId() {
+      return net.peerId
+    },
+    get multiaddrs() {
+      return net.multiaddrs
+    },
+    start: (events: NetworkEvents) =>
+      net.start({
+        ...events,
+        onMessage: (topic, data, from) => {
+          seen.push(Buffer.from(data))
+          events.onMessage(topic, data, from)
+        },
+        onRequest: (from, data) => {
+          seen.push(Buffer.from(data))
+          return events.onRequest(from, data)
+        },
+      }),
+    stop: () => net.stop(),
+    subscribe: (t) => net.subscribe(t),
+    unsubscribe: (t) => net.unsubscribe(t),
+    publish: (t, d) => net.publish(t, d),
+    peers: () => net.peers(),
+    request: async (peer, data, options) => {
+      const response = await net.request(peer, data, options)
+      seen.push(Buffer.from(response))
+      return response
+    },
+  }
+}
+
+describe('Trust: the signed cluster policy, read and write control', function () {
+  this.timeout(30_000)
+  let replicas: Replica[] = []
+  const keys = new Keyring()
+  afterEach(async () => {
+    await Promise.all(replicas.map((r) => r.close()))
+    replicas = []
+  })
+
+  async function cluster(ids: string[], options: { seen?: Map<string, Buffer[]> } = {}): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    for (const id of ids) {
+      let network = hub.createNetwork(id)
+      const seen = options.seen?.get(id)
+      if (seen !== undefined) network = recording(network, seen)
+      r[id] = await memoryReplica({ network, trust: keys.trust(id, [ADMIN]) })
+      replicas.push(r[id])
+    }
+    return { hub, r }
+  }
+
+  it('an admin sets the policy; every replica verifies and adopts it; a non-admin cannot', async () => {
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    expect(r[ORDERS]!.policy.get()).to.equal(undefined)
+    const adopted = await r[ADMIN]!.policy.set(POLICY)
+    expect(adopted.version).to.equal(1)
+    expect(adopted.signedBy).to.equal(ADMIN)
+    for (const id of [ORDERS, SUPPORT]) await waitFor(() => r[id]!.policy.get()?.version === 1, `${id} adopts v1`)
+    expect(r[SUPPORT]!.policy.get()!.collections.payments).to.deep.equal({ read: ['orders'], write: ['admin'] })
+    await rejectsWith(r[ORDERS]!.policy.set({ roles: { orders: [ORDERS] }, collections: { '*': { read: ['*'], write: ['*'] } } }), 'ERR_FORBIDDEN')
+    expect(r[ORDERS]!.policy.get()!.version).to.equal(1)
+    const v2 = await r[ADMIN]!.policy.set({ ...POLICY, roles: { ...POLICY.roles, support: [] } })
+    expect(v2.version).to.equal(2)
+    await waitFor(() => r[ORDERS]!.policy.get()?.version === 2, 'orders adopts v2')
+    await rejectsWith(r[ADMIN]!.policy.set({ roles: {}, collections: { x: { read: ['nobody'], write: [] } } }), 'ERR_INVALID_ARGUMENT')
+  })
+
+  it('forged, tampered, replayed and foreign policies are refused and counted; a late replica adopts the newest', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get()?.version === 1, 'v1')
+    const evil = hub.createNetwork('e-evil')
+    await startRawPeer(evil, r[ORDERS]!)
+    const offer = async (bytes: Uint8Array, signedBy: string, signature: Uint8Array): Promise<void> => {
+      await evil.request(ORDERS, encodePolicyOffer({ bytes, signedBy, signature }))
+    }
+    const open = { roles: { evil: ['e-evil'] }, collections: { '*': { read: ['*'], write: ['*'] } } }
+    // Under the admin's id, signed with another key.
+    const forged = encodePolicy(open, 9, 'default')
+    await offer(forged, ADMIN, sign(null, signingInput(forged), keys.key('e-evil').priv))
+    // The admin's real v1 signature over different bytes.
+    const v1 = encodePolicy({ roles: POLICY.roles, collections: POLICY.collections }, 1, 'default')
+    const realSig = sign(null, signingInput(v1), keys.key(ADMIN).priv)
+    const tampered = encodePolicy(open, 1, 'default')
+    await offer(tampered, ADMIN, realSig)
+    // Signed by the admin's key, but for another namespace.
+    const foreign = encodePolicy(open, 50, 'other')
+    await offer(foreign, ADMIN, sign(null, signingInput(foreign), keys.key(ADMIN).priv))
+    // Garbage bytes.
+    await offer(new Uint8Array([1, 2, 3]), ADMIN, new Uint8Array(64))
+    expect(r[ORDERS]!.policy.get()!.version).to.equal(1)
+    expect(r[ORDERS]!.policy.get()!.roles.evil).to.equal(undefined)
+    expect(r[ORDERS]!.stats().peers['e-evil']!.dropped.forbidden).to.be.greaterThan(0)
+
+    // A replica that was away adopts the newest from whoever it meets first.
+    await r[ADMIN]!.policy.set({ ...POLICY, roles: { ...POLICY.roles, orders: [ORDERS, 'd-late'] } })
+    await waitFor(() => r[ORDERS]!.policy.get()?.version === 2, 'v2')
+    hub.disconnect(ADMIN, ORDERS)
+    const late = await memoryReplica({ network: hub.createNetwork('d-late'), trust: keys.trust('d-late', [ADMIN]) })
+    replicas.push(late)
+    hub.disconnect(ADMIN, 'd-late')
+    await late.sync()
+    expect(late.policy.get()!.version).to.equal(2)
+  })
+
+  it('the same version signed twice in a partition: every replica keeps the same one', async () => {
+    const admins = ['a1', 'a2']
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const a1 = await memoryReplica({ network: hub.createNetwork('a1'), trust: keys.trust('a1', admins) })
+    const a2 = await memoryReplica({ network: hub.createNetwork('a2'), trust: keys.trust('a2', admins) })
+    replicas.push(a1, a2)
+    await a1.policy.set({ roles: { x: ['a1'] }, collections: {} })
+    await a2.policy.set({ roles: { y: ['a2'] }, collections: {} })
+    hub.connect('a1', 'a2')
+    await a1.sync()
+    await a2.sync()
+    expect(a1.policy.get()!.version).to.equal(1)
+    expect(a1.policy.get()).to.deep.equal(a2.policy.get())
+  })
+
+  it('a write the policy does not allow fails locally with ERR_FORBIDDEN and writes nothing; reads need read', async () => {
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+    const orders = r[SUPPORT]!.collection('orders')
+    await rejectsWith(orders.put('o1', { total: 1 }), 'ERR_FORBIDDEN')
+    await rejectsWith(orders.delete('o1'), 'ERR_FORBIDDEN')
+    expect(await orders.get('o1')).to.equal(undefined)
+    expect(() => r[SUPPORT]!.collection('payments'))
+      .to.throw()
+      .with.property('code', 'ERR_FORBIDDEN')
+    expect(() => r[SUPPORT]!.collection('unlisted'))
+      .to.throw()
+      .with.property('code', 'ERR_FORBIDDEN')
+    await r[ORDERS]!.collection('orders').put('o1', { total: 5 })
+    await waitFor(async () => (await orders.get('o1')) !== undefined, 'support reads orders')
+  })
+
+  it('a member without write: its forged push and its anti-entropy upload are refused by every receiver; honest writes still arrive', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
+    for (const replica of [r[ADMIN]!, r[ORDERS]!]) await replica.collection('orders').put('o-0', { total: 0 }) // subscribed to its topic
+    const evil = hub.createNetwork(SUPPORT) // a real member (role support), hostile
+    await startRawPeer(evil, r[ORDERS]!, ['/convergent/default/c/orders'])
+    const backend = yjsBackend()
+    const forged = (backend.put(backend.create(new Uint8Array(16).fill(3)), { total: 0, note: 'FORGED' }) as { delta: Uint8Array }).delta
+    await evil.publish(
+      '/convergent/default/c/orders',
+      encodePush({ collection: 'orders', backend: 'yjs', origin: SUPPORT, sequence: 1, entries: [['o-forged', forged]] }),
+    )
+    const reply = decodeMessage(
+      await evil.request(ADMIN, encodeDeltasRequest({ collection: 'orders', backend: 'yjs', entries: [['o-forged2', forged]] })),
+      1 << 20,
+    )
+    expect(reply.type).to.equal(MessageType.Ack)
+    await r[ORDERS]!.collection('orders').put('o-honest', { total: 7 })
+    await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-honest')) !== undefined, 'honest write arrives')
+    for (const replica of [r[ADMIN]!, r[ORDERS]!]) {
+      const orders = replica.collection('orders')
+      expect(await orders.get('o-forged')).to.equal(undefined)
+      expect(await orders.get('o-forged2')).to.equal(undefined)
+    }
+    // The push at both receivers, the upload at the admin.
+    await waitFor(
+      () => r[ORDERS]!.stats().peers[SUPPORT]!.dropped.forbidden >= 1 && r[ADMIN]!.stats().peers[SUPPORT]!.dropped.forbidden >= 2,
+      'all three counted',
+    )
+    // Rights requests from a member that may not write the counter.
+    const rights = decodeMessage(await evil.request(ORDERS, encodeRightsRequest({ collection: 'stock', id: 's1', want: 5, version: null })), 1 << 20)
+    expect(rights.type).to.equal(MessageType.Error)
+  })
+
+  it('a member without read never receives a byte of the collection, by gossip, anti-entropy or asking', async () => {
+    const seen = new Map([[SUPPORT, [] as Buffer[]]])
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT], { seen })
+    await r[ADMIN]!.policy.set(POLICY)
+    for (const id of [ORDERS, SUPPORT]) await waitFor(() => r[id]!.policy.get() !== undefined, 'adopted')
+    const MARKER = 'card-4111-MARKER-7'
+    await r[ADMIN]!.collection('payments').put('p1', { card: MARKER })
+    await r[ADMIN]!.collection('orders').put('o1', { total: 3 })
+    await waitFor(async () => (await r[ORDERS]!.collection('payments').get('p1')) !== undefined, 'orders reads payments')
+    await waitFor(async () => (await r[SUPPORT]!.collection('orders').get('o1')) !== undefined, 'support reads orders')
+    await r[SUPPORT]!.sync()
+    await r[ORDERS]!.sync()
+    // Asking directly: the collection's name in a request gets a refusal.
+    const net = (r[SUPPORT] as unknown as { options: { network: Network } }).options.network
+    for (const peer of [ADMIN, ORDERS]) {
+      const reply = decodeMessage(
+        await net.request(peer, encodeMessage(MessageType.RangeRequest, { c: 'payments', b: 'yjs', r: [[0, 4095]], s: 0, p: true })),
+        1 << 20,
+      )
+      expect(reply.type).to.equal(MessageType.Error)
+    }
+    const all = Buffer.concat(seen.get(SUPPORT)!)
+    expect(all.byteLength).to.be.greaterThan(0)
+    expect(all.includes(Buffer.from(MARKER))).to.equal(false)
+    // Not even its name, except in the policy (every member sees which collections exist and
+    // who may read them) and in the refusals of its own requests for it.
+    const visible: number[] = [MessageType.Error, MessageType.PolicyOffer, MessageType.PolicyResponse]
+    const named = seen.get(SUPPORT)!.filter((b) => !visible.includes(b[2]!) && b.includes(Buffer.from('payments')))
+    expect(named.map((b) => b[2])).to.deep.equal([])
+  })
+
+  it('peers the policy does not name: their gossip and requests are dropped', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
+    await r[ORDERS]!.collection('orders').put('o-0', { total: 0 }) // subscribed to its topic
+    const outsider = hub.createNetwork('x-outsider')
+    await startRawPeer(outsider, r[ORDERS]!, ['/convergent/default/c/orders'])
+    const reply = decodeMessage(await outsider.request(ORDERS, encodeMessage(MessageType.RootsRequest, {})), 1 << 20)
+    expect(reply.type).to.equal(MessageType.Error)
+    const backend = yjsBackend()
+    const delta = (backend.put(backend.create(new Uint8Array(16).fill(4)), { x: 1 }) as { delta: Uint8Array }).delta
+    await outsider.publish(
+      '/convergent/default/c/orders',
+      encodePush({ collection: 'orders', backend: 'yjs', origin: 'x-outsider', sequence: 1, entries: [['o-x', delta]] }),
+    )
+    await waitFor(() => (r[ORDERS]!.stats().peers['x-outsider']?.dropped.forbidden ?? 0) >= 2, 'both dropped')
+    expect(await r[ORDERS]!.collection('orders').get('o-x')).to.equal(undefined)
+  })
+
+  it('counter rights cannot be drained by repeated requests', async () => {
+    const { r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
+    const stock = r[ADMIN]!.counter('stock')
+    await stock.increment('s1', 100)
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 100, 'value arrives')
+    // ORDERS may write stock: it asks a dozen times over its own connection.
+    const granted: number[] = []
+    const net = (r[ORDERS] as unknown as { options: { network: Network } }).options.network
+    for (let i = 0; i < 12; i++) {
+      const reply = decodeMessage(await net.request(ADMIN, encodeRightsRequest({ collection: 'stock', id: 's1', want: 100, version: null })), 1 << 20)
+      granted.push((reply.body as { g: number }).g)
+    }
+    const total = granted.reduce((a, b) => a + b, 0)
+    expect(total).to.be.at.most(50)
+    expect(await stock.rights('s1')).to.be.at.least(50)
+  })
+})
