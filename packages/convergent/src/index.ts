@@ -10,6 +10,7 @@
 export * from './open.js'
 export { generateClusterKey, type ClusterOptions } from './cluster.js'
 export { serve, type ServeOptions, type Served } from './serve.js'
+export { defaultLogger, type LogLevel } from './log.js'
 export { createMetrics, OTHER_COLLECTIONS, type MetricsOptions } from './metrics.js'
 export {
   Replica,
@@ -35,6 +36,8 @@ export {
   type StoreBatchEvent,
   type RoundEvent,
   type Logger,
+  type LogFields,
+  type FieldsFirstLogger,
   type Clock,
   type Network,
   type Backend,

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Replica, type Network, type ReplicaOptions, type Store, ConvergentError, consoleLogger } from '@convergent/core'
+import { Replica, type Logger, type Network, type ReplicaOptions, type Store, ConvergentError } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
@@ -8,6 +8,7 @@ import { createLibp2pNetwork, Libp2pNetwork, verifyPeerSignature, type Libp2pNet
 import { Registry } from 'prom-client'
 import { clusterOf, type ClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
+import { loggerOf, type LogLevel } from './log.js'
 
 /** What open() returns: the Replica, with its Prometheus registry. */
 export type ReplicaWithMetrics = Replica & {
@@ -71,6 +72,11 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
    * ERR_NOT_ENCRYPTED — before anything in the folder is written. Omitted → stored in plain.
    */
   encryption?: EncryptionOptions
+  /**
+   * Level of the default logger (pino, JSON lines on stderr): 'debug', 'info', 'warn' (default),
+   * 'error' or 'silent'. With `logger` given, set the level there instead.
+   */
+  logLevel?: LogLevel
 }
 
 /**
@@ -80,7 +86,7 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * private network on every connection.
  */
 export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
-  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, encryption, ...rest } = options
+  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, encryption, logger: given, logLevel, ...rest } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -91,6 +97,7 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     )
   }
   if (metrics !== false) checkMetricsOptions(metrics)
+  const logger = loggerOf({ logger: given, logLevel })
   const clusterOptions = cluster === undefined ? undefined : clusterOf(cluster, network)
   const clusterKey = clusterOptions?.key
   if ((libp2p as { clusterKey?: unknown } | undefined)?.clusterKey !== undefined) {
@@ -132,7 +139,7 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     const admins = clusterOptions?.admins
     const trust =
       admins === undefined || !(net instanceof Libp2pNetwork) || net.sign === undefined ? undefined : { admins, sign: net.sign, verify: verifyPeerSignature }
-    replica = await Replica.open({ ...rest, store, backends, ...(net ? { network: net } : {}), ...(trust ? { trust } : {}) })
+    replica = await Replica.open({ ...rest, logger, store, backends, ...(net ? { network: net } : {}), ...(trust ? { trust } : {}) })
   } catch (err) {
     // Replica.open closes what it was given when it fails, but not if it throws before taking
     // it over; both are safe to do twice. A network we were handed is the caller's to stop.
@@ -140,18 +147,17 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     if (network === undefined) await net?.stop().catch(() => undefined)
     throw err
   }
-  if (network === undefined && clusterKey === undefined) warnUnauthenticated(replica, rest)
+  if (network === undefined && clusterKey === undefined) warnUnauthenticated(replica, logger, rest.namespace)
   const registry = metrics === false ? new Registry() : createMetrics(replica, metrics)
   Object.defineProperty(replica, 'metrics', { value: registry, enumerable: false })
   return replica as ReplicaWithMetrics
 }
 
 /** Development mode, once per open(): the replica's logger says what anyone who reaches it can do. */
-function warnUnauthenticated(replica: Replica, options: Pick<OpenOptions, 'logger' | 'namespace'>): void {
-  const namespace = options.namespace ?? 'default'
-  ;(options.logger ?? consoleLogger).warn(
+function warnUnauthenticated(replica: Replica, logger: Logger, namespace = 'default'): void {
+  logger.warn(
     `unauthenticated replica (development mode, no open({ cluster: { key } })): any process that can reach its port and knows the namespace '${namespace}' joins the cluster, reads every collection and can write or delete any entity. Give every replica the same cluster key (\`npx convergent cluster-key\` makes one) to keep everyone else from connecting.`,
-    { peerId: replica.peerId, multiaddrs: replica.multiaddrs, namespace },
+    { self: replica.peerId, multiaddrs: replica.multiaddrs, namespace },
   )
 }
 

@@ -152,7 +152,7 @@ describe('open({ cluster: { key } }): membership by a pre-shared key', function 
       const warnings = unauthenticated(logger)
       expect(warnings).to.have.length(1)
       expect(warnings[0]).to.match(/any process that can reach its port and knows the namespace 'shop' joins/)
-      expect(logger.lines.find((l) => l.message.includes('unauthenticated'))?.fields).to.deep.include({ peerId: replica.peerId, namespace: 'shop' })
+      expect(logger.lines.find((l) => l.message.includes('unauthenticated'))?.fields).to.deep.include({ self: replica.peerId, namespace: 'shop' })
     })
 
     it('no warning with a cluster key, with network: false, or with a network passed in', async function () {

@@ -5,7 +5,7 @@ import { DEPTH, DigestTree, leafOf } from './digest.js'
 import { EntityCache, isDead, type LoadedEntity } from './entity-cache.js'
 import { monotonicNow, nextTurn } from './clock.js'
 import { ConvergentError, StoreCorruptError, wrapError } from './errors.js'
-import type { Logger } from './logger.js'
+import { codeOf, type Logger } from './logger.js'
 import { bytesEqual, sha256, xorInto } from './hash.js'
 import { emptyVersionOf } from './empty-version.js'
 import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
@@ -283,7 +283,9 @@ export class Entities {
             await this.tree(col)
             await this.rebuildTree(col)
           })
-          .catch((e: unknown) => this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`))
+          .catch((e: unknown) =>
+            this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`, { collection: col.name, ...codeOf(e) }),
+          )
       }
     }
   }
@@ -777,7 +779,7 @@ export class Entities {
     this.opts.logger.error(`${err.message} (record '${err.record.keyspace}' ${JSON.stringify(err.record.key)})`, {
       code: err.code,
       collection: col.name,
-      ...(id === undefined ? {} : { id }),
+      ...(id === undefined ? {} : { entity: id }),
     })
     await this.opts.store.quarantine(err.record)
     if (err.record.keyspace === 'feed') return // a change feed entry: the entity itself is fine
@@ -785,7 +787,7 @@ export class Entities {
       // A sound copy in memory (loaded before the damage, or built since) is written back.
       const cached = this.cache.get(EntityCache.key(col.name, id))
       if (cached !== undefined && !isDead(cached) && cached.head !== undefined && (await this.rewrite(col, cached))) {
-        this.opts.logger.error(`repaired '${id}' of '${col.name}' from its copy in memory`, { collection: col.name, id })
+        this.opts.logger.error(`repaired '${id}' of '${col.name}' from its copy in memory`, { collection: col.name, entity: id })
         return
       }
       await this.opts.store.write([{ type: 'delEntity', collection: col.name, id }])
@@ -862,7 +864,9 @@ export class Entities {
       }
       return
     }
-    this.opts.logger.error(`could not rebuild the digest of '${col.name}': writes never paused; anti-entropy may do extra work until the next restart`)
+    this.opts.logger.error(`could not rebuild the digest of '${col.name}': writes never paused; anti-entropy may do extra work until the next restart`, {
+      collection: col.name,
+    })
   }
 
   /**
@@ -900,7 +904,7 @@ export class Entities {
       } catch (err) {
         // Its digest cannot be read now: no summary (a round then compares root by root, and
         // that one collection's part fails on its own).
-        this.opts.logger.warn(`the digest of '${col.name}' could not be read: ${(err as Error).message}`)
+        this.opts.logger.warn(`the digest of '${col.name}' could not be read: ${(err as Error).message}`, { collection: col.name, ...codeOf(err) })
         complete = false
         continue
       }
@@ -931,7 +935,10 @@ export class Entities {
       try {
         root = (await this.tree(col)).root()
       } catch (err) {
-        this.opts.logger.warn(`the digest of '${col.name}' could not be read (left out of the roots): ${(err as Error).message}`)
+        this.opts.logger.warn(`the digest of '${col.name}' could not be read (left out of the roots): ${(err as Error).message}`, {
+          collection: col.name,
+          ...codeOf(err),
+        })
         continue
       }
       if (!isZero(root)) roots.push([col.name, col.backend.name, root])

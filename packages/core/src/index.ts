@@ -25,7 +25,8 @@ export type { ReplicaObserver, ObservedChange, StoreBatchEvent, RoundEvent, Repl
 export { ConvergentError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'
 export { DEFAULT_VALUE_LIMITS, commonEnds, type JsonObject, type JsonPrimitive, type JsonValue, type ValueLimits } from './json.js'
 export { systemClock, jittered, type Clock, type TimerHandle } from './clock.js'
-export { consoleLogger, silentLogger, type Logger } from './logger.js'
+export { consoleLogger, silentLogger, type Logger, type LogFields } from './logger.js'
+export { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 
 // The interfaces implementations plug into, and what implementing them needs.
 export type { Backend, Change, DeltaLimits } from './backend.js'

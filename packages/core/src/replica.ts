@@ -5,7 +5,8 @@ import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState } from './entities.js'
 import { ConvergentError } from './errors.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
-import { consoleLogger, type Logger } from './logger.js'
+import { codeOf, consoleLogger, type Logger } from './logger.js'
+import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 import type { Network } from './network.js'
 import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
 import { PeerStatsTable, type DropReason, type PeerStats } from './replication/peer-stats.js'
@@ -31,8 +32,11 @@ export interface ReplicaOptions {
   network?: Network
   /** Time and randomness (the simulator passes a virtual clock). Default: the system clock. */
   clock?: Clock
-  /** Where dropped input and failures are reported. Default: stderr. */
-  logger?: Logger
+  /**
+   * Where dropped input and failures are reported: a Logger (message, fields) or a pino logger
+   * (fields first). Long strings are cut (peers choose names). Default: consoleLogger (stderr).
+   */
+  logger?: Logger | FieldsFirstLogger
   /** Keeps clusters apart: gossip topics and the sync protocol are per namespace. Default 'default'. */
   namespace?: string
   /** Entity documents kept in memory (LRU). Default 10,000. */
@@ -149,7 +153,7 @@ export class Replica {
   private lastUnready: RoundEvent | undefined
 
   private constructor(
-    private readonly options: ReplicaOptions,
+    private readonly options: ReplicaOptions & { logger: Logger },
     entities: Entities,
     backends: Map<string, Backend>,
     refused: Set<string>,
@@ -159,7 +163,7 @@ export class Replica {
     this.backends = backends
     this.defaultBackend = options.backends[0]!
     this.limits = { ...DEFAULT_VALUE_LIMITS, ...DEFAULT_REPLICATION_LIMITS, ...options.limits }
-    this.logger = options.logger ?? consoleLogger
+    this.logger = options.logger
     this.namespace = options.namespace ?? 'default'
     this.refused = refused
     this.clock = options.clock ?? systemClock()
@@ -344,7 +348,7 @@ export class Replica {
     }
     const backends = new Map(options.backends.map((b) => [b.name, b]))
     const clock = options.clock ?? systemClock()
-    const logger = options.logger ?? consoleLogger
+    const logger = toLogger(options.logger ?? consoleLogger)
     let replica: Replica | undefined
     const entities = new Entities({
       store: options.store,
@@ -363,7 +367,7 @@ export class Replica {
       }
       const access = new Access(options.trust, options.network?.peerId ?? 'local', options.namespace ?? 'default', options.store, logger)
       await access.load()
-      replica = new Replica({ ...options, clock }, entities, backends, await readRefused(options.store), access)
+      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()
       return replica
@@ -416,7 +420,9 @@ export class Replica {
     }
     const backend = options.backend !== undefined ? this.backends.get(options.backend)! : (existing?.backend ?? this.defaultBackend)
     if (this.refused.delete(name))
-      void this.saveRefused().catch((err: unknown) => this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`))
+      void this.saveRefused().catch((err: unknown) =>
+        this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`, { collection: name, ...codeOf(err) }),
+      )
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name) as Collection<T> | undefined
     if (col === undefined) {

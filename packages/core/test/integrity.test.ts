@@ -71,7 +71,7 @@ describe('integrity: a damaged record', function () {
     const seen = await victim.collection('p').get('k')
     expect(seen === undefined || seen.v === 1).to.equal(true) // never damaged bytes
     expect(d.quarantined.map((r) => r.id)).to.deep.equal(['k'])
-    expect(logger.lines.some((l) => l.fields?.code === 'ERR_STORE_CORRUPT' && l.fields?.id === 'k')).to.equal(true)
+    expect(logger.lines.some((l) => l.fields?.code === 'ERR_STORE_CORRUPT' && l.fields?.entity === 'k')).to.equal(true)
     expect(victim.stats().store.corruptRecords).to.equal(1)
     await waitFor(async () => (await victim.collection('p').get('k'))?.v === 1, 'repaired from the peer', 5000)
     const [round] = await victim.sync()

@@ -6,10 +6,10 @@
 import { cpus, loadavg } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
-import { format } from 'node:util'
 import { runInNewContext } from 'node:vm'
 import { gunzipSync } from 'node:zlib'
-import { silentLogger, type Logger } from '@convergent/core'
+import { pino, type Logger as PinoLogger } from 'pino'
+import { silentLogger } from '@convergent/core'
 import { decodeMessage, encodeMessage, MessageType, topicOf } from '@convergent/core/internal'
 import { createLibp2pNetwork, open, type Libp2pNetwork, type Replica } from '../../src/index.js'
 import { tempDir, waitFor } from '../helpers.js'
@@ -110,23 +110,31 @@ export function figuresTable(figures: readonly Figures[]): string {
   ].join('\n')
 }
 
-// --- a logger that formats like consoleLogger but writes nothing ---
+// --- open()'s default logger, writing nowhere ---
 
 /**
- * Formats every line as consoleLogger would (util.format: the message and its fields), so the
- * victim pays what it pays in production per logged drop, but writes nothing: an attack logs a
- * line per dropped delta, and the default logger would write each one to stderr.
+ * Pino, as open() makes it by default, writing into a counter instead of stderr: the victim
+ * pays what it pays in production per logged drop (an attack logs a line per dropped delta,
+ * up to the drop log's bound), and the test can say how many lines and bytes it logged.
  */
-export function countingLogger(): Logger & { lines: number; bytes: number; last: string[] } {
+export function countingLogger(): { logger: PinoLogger; lines: number; bytes: number; last: string[] } {
   const last: string[] = []
-  const log = (message: string, fields?: Record<string, unknown>): void => {
-    const line = format(`[convergent] ${message}`, fields ?? '')
-    out.lines++
-    out.bytes += line.length + 1
-    last.push(line)
-    if (last.length > 20) last.shift()
+  const out = {
+    lines: 0,
+    bytes: 0,
+    last,
+    logger: pino(
+      { name: 'convergent', level: 'warn' },
+      {
+        write: (line: string) => {
+          out.lines++
+          out.bytes += Buffer.byteLength(line)
+          last.push(line)
+          if (last.length > 20) last.shift()
+        },
+      },
+    ),
   }
-  const out = { lines: 0, bytes: 0, last, warn: log, error: log }
   return out
 }
 
@@ -301,7 +309,7 @@ export async function startCast(): Promise<Cast> {
     const victimLogger = countingLogger()
     // Rounds run when the test says (victim.sync()): the client side of every round is the same
     // code whether a round starts on connect, on the interval or on demand.
-    const victim = await open({ dir: v.dir, logger: victimLogger, syncIntervalMs: 0, syncOnConnect: false })
+    const victim = await open({ dir: v.dir, logger: victimLogger.logger, syncIntervalMs: 0, syncOnConnect: false })
     undo.push(() => victim.close())
     const h = await tempDir('convergent-hostile-honest-')
     undo.push(h.cleanup)

@@ -147,7 +147,7 @@ class AckWait {
     try {
       delta = col.backend.deltaSince(entity.doc, theirs ?? new Uint8Array(0))
     } catch (err) {
-      drop(this.ctx, peer, 'malformed', `bad version in a holds answer: ${(err as Error).message}`, { collection: col.name, id })
+      drop(this.ctx, peer, 'malformed', `bad version in a holds answer: ${(err as Error).message}`, { collection: col.name, entity: id })
       return
     } finally {
       this.ctx.entities.release(entity)

@@ -1,3 +1,4 @@
+import { codeOf } from '../logger.js'
 import type { Backend } from '../backend.js'
 import { checkId } from '../json.js'
 import type { ReplicationContext } from './context.js'
@@ -39,7 +40,10 @@ export class Announcer {
   announce(collection: string, backend: Backend): void {
     const message = encodeAnnounce({ collection, backend: backend.name })
     this.ctx.network.publish(this.topic, message).catch((err: unknown) => {
-      this.ctx.logger.warn(`could not announce collection '${collection}' (peers learn of it at their next round): ${(err as Error).message}`)
+      this.ctx.logger.warn(`could not announce collection '${collection}' (peers learn of it at their next round): ${(err as Error).message}`, {
+        collection,
+        ...codeOf(err),
+      })
     })
   }
 

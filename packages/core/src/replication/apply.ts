@@ -29,7 +29,7 @@ export async function applyRemoteDelta(
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
   const dropped = (reason: DropReason, message: string): ApplyResult => {
-    drop(ctx, peer, reason, message, { collection, id })
+    drop(ctx, peer, reason, message, { collection, entity: id })
     return reason
   }
   try {

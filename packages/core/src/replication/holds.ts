@@ -34,7 +34,7 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
       held = col.backend.includes(entity.doc, req.version)
     } catch (err) {
       if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
-      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, id: req.id })
+      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, entity: req.id })
       return NOT_HELD
     }
     if (held) return encodeHoldsResponse({ held })

@@ -1,3 +1,4 @@
+import { codeOf } from '../logger.js'
 import type { Backend } from '../backend.js'
 import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
@@ -100,7 +101,10 @@ export class Pusher {
     const message = encodePush({ collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries })
     if (message.byteLength > this.maxBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
-      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`)
+      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`, {
+        collection,
+        reason: 'tooLarge',
+      })
       return
     }
     this.bytesOut += message.byteLength
@@ -108,7 +112,7 @@ export class Pusher {
     const p = this.ctx.network
       .publish(topicOf(this.ctx.namespace, collection), message)
       .catch((err: unknown) => {
-        this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`)
+        this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
       })
       .finally(() => this.inFlight.delete(p))
     this.inFlight.add(p)

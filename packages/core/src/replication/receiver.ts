@@ -10,7 +10,7 @@ import type { PeerRateLimiter } from './rate-limit.js'
  * and entity when known). Over-the-rate drops are counted quietly, and the log keeps to a few
  * lines per peer per window (DropLog): a flooding peer must not flood the log too.
  */
-export function drop(ctx: ReplicationContext, peer: string, reason: DropReason, message: string, where: { collection?: string; id?: string } = {}): void {
+export function drop(ctx: ReplicationContext, peer: string, reason: DropReason, message: string, where: { collection?: string; entity?: string } = {}): void {
   ctx.stats.drop(peer, reason, message)
   if (reason !== 'rateLimited') ctx.dropLog.log(peer, message, { peer, reason, ...where })
 }

@@ -1,3 +1,4 @@
+import { codeOf } from '../logger.js'
 import type { DurableChange } from '../changes.js'
 import { jittered, monotonicNow, type TimerHandle } from '../clock.js'
 import { ConvergentError } from '../errors.js'
@@ -247,7 +248,7 @@ export class Replicator {
       } catch (err) {
         this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
         this.ctx.stats.of(peer).syncFailures++
-        if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`)
+        if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`, { peer, ...codeOf(err) })
         this.roundEnded({ peer, startedBy: 'us', at, ms: Math.max(0, monotonicNow(this.ctx.clock) - t0), error: err as Error })
         throw err
       }

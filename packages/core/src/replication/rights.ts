@@ -1,3 +1,4 @@
+import { codeOf } from '../logger.js'
 import { ConvergentError } from '../errors.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable } from './durable.js'
@@ -57,7 +58,7 @@ export async function requestRights(ctx: ReplicationContext, collection: string,
       if (response.delta !== null) await applyRemoteDelta(ctx, peer, collection, response.backend, id, response.delta)
       total += response.granted
     } catch (err) {
-      ctx.logger.warn(`asking ${peer} for rights on '${collection}/${id}' failed: ${(err as Error).message}`)
+      ctx.logger.warn(`asking ${peer} for rights on '${collection}/${id}' failed: ${(err as Error).message}`, { peer, collection, entity: id, ...codeOf(err) })
     }
   }
   return total

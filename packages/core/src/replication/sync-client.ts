@@ -1,5 +1,6 @@
 import type { Backend } from '../backend.js'
 import { isConvergentError } from '../errors.js'
+import { codeOf } from '../logger.js'
 import { DEPTH, DIGEST_BYTES, DigestTree, FANOUT, LEAF_COUNT } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { bytesEqual, sha256, toHex } from '../hash.js'
@@ -307,7 +308,11 @@ export class SyncClient {
         const error = (err as Error).message
         round.result.failed.push({ collection: name, error })
         if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) this.ctx.stats.drop(round.peer, 'malformed', error)
-        this.ctx.logger.warn(`anti-entropy of '${name}' with ${round.peer} failed (the round goes on): ${error}`, { peer: round.peer, collection: name })
+        this.ctx.logger.warn(`anti-entropy of '${name}' with ${round.peer} failed (the round goes on): ${error}`, {
+          peer: round.peer,
+          collection: name,
+          ...codeOf(err),
+        })
       }
     }
   }
@@ -326,7 +331,11 @@ export class SyncClient {
       // the peer's backend. The collection is created by its first delta that applies cleanly.
       const backend = this.ctx.backends.get(their.backend)
       if (backend === undefined) {
-        this.ctx.logger.warn(`peer ${round.peer} has collection '${name}' with backend '${their.backend}', which this replica does not have; skipped`)
+        this.ctx.logger.warn(`peer ${round.peer} has collection '${name}' with backend '${their.backend}', which this replica does not have; skipped`, {
+          peer: round.peer,
+          collection: name,
+          reason: 'unknownBackend',
+        })
         return
       }
       target = { name, backend, col: col !== undefined && col.backend === backend ? col : undefined }
@@ -334,7 +343,11 @@ export class SyncClient {
       target = { name, backend: col!.backend, col }
     }
     if (their !== undefined && their.backend !== target.backend.name) {
-      this.ctx.logger.warn(`collection '${name}' uses '${target.backend.name}' here but '${their.backend}' on ${round.peer}; not synced`)
+      this.ctx.logger.warn(`collection '${name}' uses '${target.backend.name}' here but '${their.backend}' on ${round.peer}; not synced`, {
+        peer: round.peer,
+        collection: name,
+        reason: 'backendMismatch',
+      })
       return
     }
     round.result.collectionsDiffering++
@@ -473,7 +486,12 @@ export class SyncClient {
       } catch (err) {
         // An expired ticket (the responder's outbox was full): a later round sends it again.
         if (!(err instanceof SyncRefusedError)) throw err
-        this.ctx.logger.warn(`could not fetch '${target.name}/${id}' from ${round.peer} this round: ${err.message}`)
+        this.ctx.logger.warn(`could not fetch '${target.name}/${id}' from ${round.peer} this round: ${err.message}`, {
+          peer: round.peer,
+          collection: target.name,
+          entity: id,
+          code: err.code,
+        })
         continue
       }
       results.push(await applyRemoteDelta(this.ctx, round.peer, target.name, target.backend.name, id, bytes))
@@ -498,7 +516,15 @@ export class SyncClient {
   /** Sends a delta too large to go inline, in parts (to a peer that takes uploads). */
   async upload(round: Round, target: Target, id: string, delta: Uint8Array): Promise<void> {
     if (!round.parts || delta.byteLength > this.ctx.limits.maxDeltaBytes) {
-      this.ctx.logger.warn(`not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes do not fit a message, and the peer takes no uploads`)
+      this.ctx.logger.warn(
+        `not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes do not fit a message, and the peer takes no uploads`,
+        {
+          peer: round.peer,
+          collection: target.name,
+          entity: id,
+          reason: 'tooLarge',
+        },
+      )
       return
     }
     const hash = sha256(delta)
@@ -597,7 +623,7 @@ export class SyncClient {
           round.result.entitiesUnrepairable += unrepairable
           this.ctx.logger.warn(
             `${unrepairable} entities of '${target.name}' differ from ${round.peer} though neither side lacks a change of the other: the same operations with different content (a forged or damaged write). Sync cannot repair them.`,
-            { peer: round.peer, collection: target.name },
+            { peer: round.peer, collection: target.name, entities: unrepairable },
           )
         }
       }
@@ -628,7 +654,12 @@ export class SyncClient {
       if (entity.head === undefined) return 'skipped'
       return col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version) ?? 'nothing'
     } catch (err) {
-      this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`)
+      this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`, {
+        peer: round.peer,
+        collection: col.name,
+        entity: id,
+        reason: 'malformed',
+      })
       return 'skipped'
     } finally {
       this.ctx.entities.release(entity)

@@ -1,3 +1,4 @@
+import { codeOf } from '../logger.js'
 import { ConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { DigestTree, leafOf } from '../digest.js'
@@ -94,7 +95,7 @@ export class SyncServer {
       } else if (err instanceof ConvergentError && err.code === 'ERR_FORBIDDEN') {
         drop(this.ctx, from, 'forbidden', message)
       } else {
-        this.ctx.logger.warn(`sync request from ${from} failed: ${message}`)
+        this.ctx.logger.warn(`sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })
       }
       return this.error(message, err instanceof UnsupportedTypeError ? err.type : undefined)
     }
@@ -234,6 +235,7 @@ export class SyncServer {
     if (!parts && delta.byteLength <= this.ctx.limits.maxMessageBytes - 64 * 1024) return delta // an older requester
     this.ctx.logger.warn(
       `not sending '${collection}/${id}' to ${from}: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes}${parts ? '' : '; the peer takes no parts'})`,
+      { peer: from, collection, entity: id, reason: 'tooLarge' },
     )
     return null
   }
