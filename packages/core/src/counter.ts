@@ -50,6 +50,8 @@ export interface CounterEnvironment {
   sleep(ms: number): Promise<void>
   /** The replica's clock time (ms). */
   now(): number
+  /** False for a replica the cluster policy does not let write this counter (no rights go to it). */
+  mayHoldRights?(replica: string): boolean
 }
 
 const P = 'p|'
@@ -167,6 +169,9 @@ export class Counter {
     checkAmount(n)
     checkId(to, 'id')
     if (to === this.env.me || to.includes('|')) throw new ConvergentError('ERR_INVALID_ARGUMENT', `cannot transfer rights to '${to}'`)
+    if (this.env.mayHoldRights?.(to) === false) {
+      throw new ConvergentError('ERR_FORBIDDEN', `the cluster policy does not let '${to}' write '${this.name}', so it cannot hold rights on it`)
+    }
     const key = `${P}${this.env.me}|${to}`
     await this.mutate(id, (s) => {
       const have = rightsOf(s, this.env.me)

@@ -463,6 +463,7 @@ export class Replica {
         },
         sleep: (ms) => new Promise((resolve) => clock.setTimeout(resolve, ms)),
         now: () => clock.now(),
+        mayHoldRights: (peer) => this.access.mayWrite(peer, name),
       },
       options,
     )

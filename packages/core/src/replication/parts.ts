@@ -117,6 +117,11 @@ export class Outbox {
     for (const [t, held] of this.held) if (held.peer === peer) this.drop(t)
   }
 
+  /** Drops every ticket (the cluster policy changed: who may read what is decided again). */
+  forgetAll(): void {
+    for (const t of [...this.held.keys()]) this.drop(t)
+  }
+
   get size(): number {
     return this.bytes
   }
@@ -201,6 +206,11 @@ export class Uploads {
   }
 
   /** Drops a peer's upload (it disconnected, or the upload failed). */
+  /** Ends every upload (the cluster policy changed). */
+  endAll(): void {
+    for (const peer of [...this.active.keys()]) this.end(peer)
+  }
+
   end(peer: string): void {
     const upload = this.active.get(peer)
     if (upload === undefined) return

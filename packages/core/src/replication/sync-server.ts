@@ -71,6 +71,12 @@ export class SyncServer {
     const budget = Math.max(ctx.limits.maxPartsBytes, ctx.limits.maxDeltaBytes)
     this.outbox = new Outbox(ctx.clock, budget)
     this.uploads = new Uploads(ctx.clock, budget)
+    // A ticket or an upload was allowed by the policy it began under: a new one decides again
+    // (the peers ask for what they still may in their next round).
+    ctx.access.onChange(() => {
+      this.outbox.forgetAll()
+      this.uploads.endAll()
+    })
   }
 
   /** Drops what is kept for a peer that went away. */
@@ -111,8 +117,11 @@ export class SyncServer {
   }
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
-    // A peer the policy does not name may still offer a newer (signed) policy, nothing else.
-    if (type === MessageType.PolicyOffer) return servePolicyOffer(this.ctx, from, body)
+    // Before any policy, a peer may offer the first one; after, members only (a removed member
+    // learns nothing more, not even the policy).
+    if (type === MessageType.PolicyOffer && (this.ctx.access.policy === undefined || this.ctx.access.isMember(from))) {
+      return servePolicyOffer(this.ctx, from, body)
+    }
     if (!this.ctx.access.isMember(from)) throw forbidden(`${from} is not a member of this cluster`)
     switch (type) {
       case MessageType.RootsRequest: {
@@ -186,8 +195,14 @@ export class SyncServer {
       this.onInSync(from)
       return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
     }
-    const page = await this.ctx.entities.rootsPage(req.cursor, req.paged ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity)
-    const refused = req.cursor === undefined ? [...this.ctx.refused].slice(0, MAX_REFUSED_NAMES) : []
+    // A peer that may not read every collection gets the ones it may read in one answer: a page's
+    // cursor is a collection name, which would tell it of collections it may not read.
+    const page = await this.ctx.entities.rootsPage(
+      readsAll ? req.cursor : undefined,
+      req.paged && readsAll ? Math.min(this.ctx.limits.rootsPerPage, MAX_ROOTS_PER_PAGE) : Infinity,
+    )
+    if (!readsAll) page.next = undefined
+    const refused = req.cursor === undefined ? [...this.ctx.refused].filter((name) => this.ctx.access.mayRead(from, name)).slice(0, MAX_REFUSED_NAMES) : []
     const roots = readsAll ? page.roots : page.roots.filter(([name]) => this.ctx.access.mayRead(from, name))
     return encodeRootsResponse({ roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
   }

@@ -43,6 +43,15 @@ export class Access {
   private readonly listeners = new Set<(policy: Policy) => void>()
   /** Adoptions run one at a time (a check-then-set over an await). */
   private queue: Promise<unknown> = Promise.resolve()
+  /**
+   * Set when the store holds a policy that does not verify (damaged, or the admins changed):
+   * this replica then fails closed — only admins are members and nobody may read or write —
+   * until a valid policy arrives. Opening up because a record went bad would hand out
+   * everything the policy protected.
+   */
+  private lockedDown = false
+  /** Signature checks of offered policies per peer, in the current minute (each costs a verify). */
+  private readonly verifies = new Map<string, { windowStart: number; count: number }>()
 
   constructor(
     private readonly trust: TrustOptions | undefined,
@@ -80,13 +89,13 @@ export class Access {
 
   /** A member: an admin or named in a role. Everyone while no policy is adopted. */
   isMember(peer: string): boolean {
-    if (this.current === undefined) return true
+    if (this.current === undefined) return !this.lockedDown || this.admins.has(peer)
     return this.admins.has(peer) || this.rolesOf.has(peer)
   }
 
   /** Every member's peer id (undefined while no policy: nobody is excluded). */
   members(): ReadonlySet<string> | undefined {
-    if (this.current === undefined) return undefined
+    if (this.current === undefined) return this.lockedDown ? new Set(this.admins) : undefined
     return new Set([...this.admins, ...this.rolesOf.keys()])
   }
 
@@ -102,6 +111,7 @@ export class Access {
   /** Every member may read it (so gossip, which any subscriber receives, may carry it). */
   readableByAll(collection: string): boolean {
     const rule = this.ruleOf(collection)
+    if (this.lockedDown && this.current === undefined) return false
     return this.current === undefined || (rule !== undefined && (rule.read.includes('*') || rule.write.includes('*')))
   }
 
@@ -109,9 +119,15 @@ export class Access {
   assert(collection: string, what: 'read' | 'write'): void {
     const ok = what === 'read' ? this.mayRead(this.self, collection) : this.mayWrite(this.self, collection)
     if (ok) return
+    if (this.current === undefined) {
+      throw new ConvergentError(
+        'ERR_FORBIDDEN',
+        `The stored cluster policy did not verify, so this replica allows nothing until an admin's policy arrives (${what} '${collection}' refused).`,
+      )
+    }
     throw new ConvergentError(
       'ERR_FORBIDDEN',
-      `The cluster policy (version ${this.current!.policy.version}) does not let this replica (${this.self}) ${what} collection '${collection}'.`,
+      `The cluster policy (version ${this.current.policy.version}) does not let this replica (${this.self}) ${what} collection '${collection}'.`,
     )
   }
 
@@ -121,7 +137,7 @@ export class Access {
   }
 
   private allows(peer: string, collection: string, what: 'read' | 'write'): boolean {
-    if (this.current === undefined) return true
+    if (this.current === undefined) return !this.lockedDown
     const rule = this.ruleOf(collection)
     if (rule === undefined) return false
     const roles = this.rolesOf.get(peer)
@@ -137,12 +153,22 @@ export class Access {
     try {
       wire = decodePolicyWire(decode(bytes))
     } catch (err) {
-      this.logger.error(`the stored cluster policy is unreadable and was ignored: ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
+      this.lockedDown = true
+      this.logger.error(`the stored cluster policy is unreadable; this replica allows nothing until an admin's policy arrives: ${(err as Error).message}`, {
+        code: 'ERR_STORE_CORRUPT',
+      })
       return
     }
     const result = await this.offer(wire, 'store')
-    if (result === 'invalid')
-      this.logger.error('the stored cluster policy does not verify against the admins given at open and was ignored', { code: 'ERR_FORBIDDEN' })
+    if (result === 'invalid') {
+      this.lockedDown = true
+      this.logger.error(
+        "the stored cluster policy does not verify against the admins given at open; this replica allows nothing until an admin's policy arrives",
+        {
+          code: 'ERR_FORBIDDEN',
+        },
+      )
+    }
   }
 
   /**
@@ -165,6 +191,7 @@ export class Access {
       return 'invalid'
     }
     if (!supersedes(signed, this.current)) return 'notNewer'
+    if (from !== 'store' && from !== 'local' && !this.mayVerify(from)) return 'invalid'
     if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return 'invalid'
     if (!supersedes(signed, this.current)) return 'notNewer'
     if (from !== 'store') await this.store.write([{ type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) }])
@@ -172,7 +199,19 @@ export class Access {
     return 'adopted'
   }
 
+  /** At most 10 signature checks per peer per minute: a peer cannot make us verify without end. */
+  private mayVerify(peer: string, now = Date.now()): boolean {
+    let w = this.verifies.get(peer)
+    if (w === undefined || now - w.windowStart >= 60_000) {
+      if (this.verifies.size >= 1000) this.verifies.clear()
+      w = { windowStart: now, count: 0 }
+      this.verifies.set(peer, w)
+    }
+    return ++w.count <= 10
+  }
+
   private install(signed: SignedPolicy): void {
+    this.lockedDown = false
     this.current = signed
     const rolesOf = new Map<string, Set<string>>()
     for (const [role, ids] of Object.entries(signed.policy.roles)) {
