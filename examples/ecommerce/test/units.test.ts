@@ -89,6 +89,7 @@ describe('e-commerce building blocks', () => {
       finalStates: [state('inventory'), state('orders'), state('payments')],
       lowestStock: { polled: 1, watched: { inventory: 1, orders: 1, payments: 1 }, overall: 1 },
       samples: [],
+      metricSamples: [],
       lost: { checked: 3, missing: [] },
       exampleView: null,
       processesLeft: [],

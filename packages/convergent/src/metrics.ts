@@ -114,6 +114,14 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     },
   })
   new Gauge({
+    name: 'convergent_bootstrap_peers',
+    help: 'Bootstrap peers this replica was given (open({ peers })): with convergent_peers, tells an operator a seed is unreachable.',
+    registers,
+    collect() {
+      this.set(replica.status().bootstrapPeers)
+    },
+  })
+  new Gauge({
     name: 'convergent_collections',
     help: 'Collections this replica holds.',
     registers,
@@ -219,6 +227,13 @@ export function checkMetricsOptions(options: MetricsOptions | undefined): void {
 let processRegistry: Registry | undefined
 
 /**
+ * prom-client default metrics left out: gauges named like counters, which `promtool check
+ * metrics` rejects ("non-counter metrics should not have _total suffix"). Each is the sum of a
+ * gauge that stays, by type: `sum(nodejs_active_handles)` and so on.
+ */
+const MISNAMED_DEFAULT_METRICS = new Set(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'])
+
+/**
  * prom-client's default metrics, made once per process (they watch the event loop and GC of
  * the whole process) and registered in every replica's registry.
  */
@@ -226,6 +241,7 @@ function processMetrics(): Metric[] {
   if (processRegistry === undefined) {
     processRegistry = new Registry()
     collectDefaultMetrics({ register: processRegistry })
+    for (const name of MISNAMED_DEFAULT_METRICS) processRegistry.removeSingleMetric(name)
   }
   return processRegistry.getMetricsAsArray() as unknown as Metric[]
 }

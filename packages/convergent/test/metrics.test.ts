@@ -35,6 +35,7 @@ describe('replica.metrics (prom-client)', function () {
     expect(valueOf(samples, 'convergent_store_batch_duration_seconds_count')! - batches).to.equal(3)
     expect(valueOf(samples, 'convergent_store_batch_duration_seconds_sum')).to.be.greaterThan(0)
     expect(valueOf(samples, 'convergent_collections')).to.equal(2)
+    expect(valueOf(samples, 'convergent_bootstrap_peers'), 'no network, no bootstrap peers').to.equal(0)
   })
 
   it('a delta from a peer counts as origin="remote" (no peer id in the labels); a round counts in sync_rounds_total and its histogram', async () => {
@@ -125,12 +126,15 @@ describe('replica.metrics (prom-client)', function () {
     expect(valueOf(samples, 'convergent_cache_misses_total')).to.equal(4)
   })
 
-  it("registers prom-client's default process metrics, one set per process; metrics: false gives an empty registry", async () => {
+  it("registers prom-client's default process metrics, one set per process, less its gauges named like counters; metrics: false gives an empty registry", async () => {
     const a = await replica()
     const b = await replica()
     const names = (await scrape(a)).map((s) => s.name)
     expect(names).to.include('process_cpu_user_seconds_total')
     expect(names).to.include('nodejs_eventloop_lag_seconds')
+    // `promtool check metrics` rejects gauges ending in _total; the per-type gauges stay.
+    expect(names).to.include('nodejs_active_handles')
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) expect(names).to.not.include(name)
     expect(b.metrics.getSingleMetric('process_cpu_user_seconds_total')).to.equal(a.metrics.getSingleMetric('process_cpu_user_seconds_total'))
     const quiet = await replica({ metrics: false })
     await quiet.collection('c').put('x', { v: 1 })

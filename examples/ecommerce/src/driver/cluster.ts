@@ -13,6 +13,8 @@ export interface ServiceHandle {
   name: ServiceName
   pid: number
   url: string
+  /** Base URL of the replica's /metrics, /healthz, /readyz and /status. */
+  metricsUrl: string
   peerId: string
   multiaddrs: string[]
   /** The service's stdout and stderr (its own log, kept out of the demo's output). */
@@ -20,7 +22,7 @@ export interface ServiceHandle {
   child: ChildProcess
 }
 
-export type ServiceSettings = Omit<ServiceConfig, 'name' | 'dataDir' | 'peers' | 'listen' | 'httpPort'>
+export type ServiceSettings = Omit<ServiceConfig, 'name' | 'dataDir' | 'peers' | 'listen' | 'httpPort' | 'metricsPort'>
 
 /**
  * The three service processes: orders connects to inventory, payments to both. Every process started here is tracked, and stop() ends them all — politely first
@@ -72,7 +74,7 @@ export class Cluster {
   private async startService(name: ServiceName, listen: string, peers: string[]): Promise<ServiceHandle> {
     const dataDir = join(this.dataRoot, name)
     const logFile = join(this.dataRoot, `${name}.log`)
-    const config: ServiceConfig = { ...this.settings, name, dataDir, peers, listen: [listen], httpPort: 0 }
+    const config: ServiceConfig = { ...this.settings, name, dataDir, peers, listen: [listen], httpPort: 0, metricsPort: 0 }
     const fd = openSync(logFile, 'a')
     let child: ChildProcess
     try {
@@ -84,7 +86,16 @@ export class Cluster {
     if (child.pid !== undefined) this.pids.push(child.pid)
     child.once('exit', () => this.children.delete(child))
     const ready = await waitReady(child, name, logFile)
-    const handle: ServiceHandle = { name, pid: ready.pid, url: ready.url, peerId: ready.peerId, multiaddrs: ready.multiaddrs, logFile, child }
+    const handle: ServiceHandle = {
+      name,
+      pid: ready.pid,
+      url: ready.url,
+      metricsUrl: ready.metricsUrl,
+      peerId: ready.peerId,
+      multiaddrs: ready.multiaddrs,
+      logFile,
+      child,
+    }
     this.services[name] = handle
     return handle
   }

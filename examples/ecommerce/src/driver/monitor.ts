@@ -1,6 +1,7 @@
 import type { ServiceName, StockView } from '../shared/protocol.js'
 import type { HttpClient } from './http-client.js'
 import type { ServiceHandle } from './cluster.js'
+import { Repeater } from './repeater.js'
 
 export interface StockSample {
   /** ms since the scenario began */
@@ -21,29 +22,23 @@ export class StockMonitor {
   readonly samples: StockSample[] = []
   lowestPolled: number | null = null
   readonly lowestWatched: Partial<Record<ServiceName, number | null>> = {}
-  private timer: NodeJS.Timeout | undefined
-  private polling: Promise<void> | undefined
+  private readonly repeater: Repeater
 
   constructor(
     private readonly client: HttpClient,
     private readonly services: () => ServiceHandle[],
     private readonly now: () => number,
-    private readonly intervalMs = 100,
-  ) {}
-
-  start(): void {
-    const tick = (): void => {
-      this.polling = this.pollOnce().finally(() => {
-        if (this.timer !== undefined) this.timer = setTimeout(tick, this.intervalMs)
-      })
-    }
-    this.timer = setTimeout(tick, 0)
+    intervalMs = 100,
+  ) {
+    this.repeater = new Repeater(() => this.pollOnce(), intervalMs)
   }
 
-  async stop(): Promise<void> {
-    clearTimeout(this.timer)
-    this.timer = undefined
-    await this.polling
+  start(): void {
+    this.repeater.start()
+  }
+
+  stop(): Promise<void> {
+    return this.repeater.stop()
   }
 
   /** One poll of every service (also called once more at the end, after convergence). */

@@ -1,4 +1,5 @@
 import type { ServiceName } from '../shared/protocol.js'
+import { quantileBetween, type MetricsSample } from './metrics-sampler.js'
 import type { StockSample } from './monitor.js'
 import { formatSkus } from './format.js'
 import type { ScenarioResult } from './scenario.js'
@@ -16,6 +17,8 @@ export function renderReport(r: ScenarioResult): string {
   const stockChart = lineChart(r, (s) => Object.values(s.skus).reduce((x, y) => x + y, 0), 'Stock (all SKUs) as each replica sees it', startMs, endMs)
   const rightsChart = lineChart(r, (s) => s.rights, 'Rights held by each replica (all SKUs)', startMs, endMs)
   const ordersChart = orderStrip(r, startMs, endMs)
+  const rates = ratesChart(r, startMs, endMs)
+  const lag = lagChart(r, startMs, endMs)
   const passed = r.invariants.every((i) => i.ok)
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Convergent e-commerce demo — report</title>
@@ -50,6 +53,10 @@ exchanged what they missed, payments paid the orders taken on the other side, an
 ${stockChart}
 ${rightsChart}
 ${ordersChart}
+<h2>From the services' /metrics</h2>
+<p class="muted">Each service's replica metrics (convergent's <code>serve()</code>: ${r.services.map((s) => `${s.name} <code>${esc(s.metricsUrl)}/metrics</code>`).join(', ')}), scraped by the demo once a second, as Prometheus would.</p>
+${rates}
+${lag}
 <h2>An order taken across the partition, as another service serves it</h2>
 <pre>${esc(JSON.stringify(r.exampleView, null, 2))}</pre>
 <h2>Services</h2>
@@ -76,7 +83,7 @@ function phaseBands(r: ScenarioResult, startMs: number, endMs: number, height: n
     .join('')
 }
 
-function axes(startMs: number, endMs: number, height: number, maxY: number, title: string): string {
+function axes(startMs: number, endMs: number, height: number, maxY: number | string, title: string): string {
   const ticks = 5
   const xTicks = Array.from({ length: ticks + 1 }, (_, i) => startMs + ((endMs - startMs) * i) / ticks)
     .map(
@@ -101,6 +108,87 @@ function lineChart(r: ScenarioResult, value: (s: StockSample) => number, title: 
     })
     .join('')
   return `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">${phaseBands(r, startMs, endMs, H)}${axes(startMs, endMs, H, maxY, title)}${lines}</svg>`
+}
+
+type Point = [t: number, v: number]
+
+/** Per second between consecutive samples of one service. */
+function perSecond(samples: MetricsSample[], value: (s: MetricsSample) => number): Point[] {
+  const points: Point[] = []
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1]!
+    const b = samples[i]!
+    if (b.t > a.t) points.push([b.t, Math.max(0, (value(b) - value(a)) / ((b.t - a.t) / 1000))])
+  }
+  return points
+}
+
+function samplesOf(r: ScenarioResult, service: ServiceName): MetricsSample[] {
+  return r.metricSamples.filter((s) => s.service === service).sort((a, b) => a.t - b.t)
+}
+
+/** Writes and applies of changes from peers, per second, per service. */
+function ratesChart(r: ScenarioResult, startMs: number, endMs: number): string {
+  const lines = (Object.keys(COLORS) as ServiceName[]).flatMap((service) => {
+    const samples = samplesOf(r, service)
+    return [
+      { service, dashed: false, points: perSecond(samples, (s) => s.appliedRemote) },
+      { service, dashed: true, points: perSecond(samples, (s) => s.writes) },
+    ]
+  })
+  if (lines.every((l) => l.points.length === 0)) return '<p>Writes and applies: n/a (no /metrics sample).</p>'
+  return seriesChart(r, lines, 'Changes from peers applied /s (solid) and local writes /s (dashed), per replica', startMs, endMs, (v) => v.toFixed(0))
+}
+
+/**
+ * Replication lag p99 (origin commit → durable here) over each interval between two samples,
+ * per service; "n/a" when the services export no convergent_replication_lag_seconds.
+ */
+function lagChart(r: ScenarioResult, startMs: number, endMs: number): string {
+  if (!r.metricSamples.some((s) => s.lag !== null)) {
+    return "<p><strong>Replication lag:</strong> n/a — the services' /metrics have no <code>convergent_replication_lag_seconds</code> histogram (this build does not export it).</p>"
+  }
+  const lines = (Object.keys(COLORS) as ServiceName[]).map((service) => {
+    const samples = samplesOf(r, service)
+    const points: Point[] = []
+    for (let i = 1; i < samples.length; i++) {
+      const after = samples[i]!.lag
+      if (after === null) continue
+      const q = quantileBetween(samples[i - 1]!.lag, after, 0.99)
+      if (q !== null) points.push([samples[i]!.t, q])
+    }
+    return { service, dashed: false, points }
+  })
+  const converging = r.phases.find((p) => p.name === 'converging')
+  const healP99 = (Object.keys(COLORS) as ServiceName[]).map((service) => {
+    const samples = samplesOf(r, service).filter((s) => s.lag !== null)
+    const before = converging ? samples.filter((s) => s.t <= converging.startMs).at(-1) : undefined
+    const after = converging ? samples.find((s) => s.t >= converging.endMs) : undefined
+    const q = after?.lag ? quantileBetween(before?.lag ?? null, after.lag, 0.99) : null
+    return `${service} ${q === null ? 'n/a' : `${q.toFixed(2)} s`}`
+  })
+  return `${seriesChart(r, lines, 'Replication lag p99 per second, per replica (s, from convergent_replication_lag_seconds)', startMs, endMs, (v) => v.toFixed(2))}
+<p class="muted">Lag p99 of the changes applied while converging after the heal: ${esc(healP99.join(', '))}. Lag is measured with the origin's clock (here one machine).</p>`
+}
+
+function seriesChart(
+  r: ScenarioResult,
+  lines: { service: ServiceName; dashed: boolean; points: Point[] }[],
+  title: string,
+  startMs: number,
+  endMs: number,
+  label: (v: number) => string,
+): string {
+  const maxY = Math.max(1e-9, ...lines.flatMap((l) => l.points.map(([, v]) => v)))
+  const y = (v: number): number => H - PAD.bottom - (v / maxY) * (H - PAD.top - PAD.bottom)
+  const polylines = lines
+    .filter((l) => l.points.length > 0)
+    .map(
+      (l) =>
+        `<polyline fill="none" stroke="${COLORS[l.service]}" stroke-width="1.6"${l.dashed ? ' stroke-dasharray="4 3"' : ''} points="${l.points.map(([t, v]) => `${scaleX(t, startMs, endMs).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`,
+    )
+    .join('')
+  return `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">${phaseBands(r, startMs, endMs, H)}${axes(startMs, endMs, H, label(maxY), title)}${polylines}</svg>`
 }
 
 /** One tick per order: top row web, bottom row shop counter; green accepted, red rejected. */

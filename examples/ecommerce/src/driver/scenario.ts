@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SKUS } from '../shared/catalog.js'
 import type { OrderView, ServiceName, StateView } from '../shared/protocol.js'
-import { Cluster, isAlive } from './cluster.js'
+import { Cluster, isAlive, type ServiceHandle } from './cluster.js'
 import { waitForConvergence } from './convergence.js'
 import { describeOutcomes, formatMs, formatSkus, plural } from './format.js'
 import { HttpClient } from './http-client.js'
 import { checkInvariants, type Invariant } from './invariants.js'
+import { MetricsSampler, type MetricsSample } from './metrics-sampler.js'
 import { StockMonitor, type StockSample } from './monitor.js'
 import { planOrders } from './plan.js'
 import { checkNothingLost, exampleOrderView, meshConnected, meshReady, ownRights, partitioned, waitUntil } from './probes.js'
@@ -29,11 +30,25 @@ export interface ScenarioOptions {
   signal?: AbortSignal
 }
 
+/**
+ * Points of the scenario a caller can wait at: the services are up ('started', before they
+ * have connected); the partition is about to be cut ('partition-begins', normal traffic done);
+ * the partition's traffic is done and the heal comes next ('partition-ends'); every replica
+ * holds the same state after the heal ('converged-after-heal'); the final convergence, before
+ * the services stop ('done').
+ */
+export type Milestone = 'started' | 'partition-begins' | 'partition-ends' | 'converged-after-heal' | 'done'
+
 export interface ScenarioHooks {
   /** A line of narration (the demo prints it on stdout). */
   log?: (line: string) => void
   /** Work done so far, for a progress bar. */
   progress?(done: number, total: number, label: string): void
+  /**
+   * Awaited at each milestone, with the running services (e.g. a test starts Prometheus at
+   * 'started' and waits for a scrape at the others). The scenario's timings leave it out.
+   */
+  milestone?(name: Milestone, services: ServiceHandle[]): Promise<void> | void
 }
 
 export interface PhaseSpan {
@@ -60,7 +75,8 @@ export interface ScenarioResult {
   durationMs: number
   dataRoot: string
   kept: boolean
-  services: { name: ServiceName; pid: number; url: string; peerId: string; logFile: string }[]
+  /** `metricsUrl`: the replica's /metrics, /healthz, /readyz and /status (convergent's serve()). */
+  services: { name: ServiceName; pid: number; url: string; metricsUrl: string; peerId: string; logFile: string }[]
   phases: PhaseSpan[]
   attempts: OrderAttempt[]
   initialStock: Record<string, number>
@@ -70,6 +86,8 @@ export interface ScenarioResult {
   finalStates: StateView[]
   lowestStock: { polled: number | null; watched: Partial<Record<ServiceName, number | null>>; overall: number | null }
   samples: StockSample[]
+  /** Each service's /metrics, sampled once a second: writes, applies from peers, replication lag. */
+  metricSamples: MetricsSample[]
   /** Acknowledged orders missing on some service after the heal (must be empty). */
   lost: { checked: number; missing: { service: ServiceName; id: string }[] }
   /** The gateway view of one order placed across the partition, as another service serves it. */
@@ -130,6 +148,11 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     syncIntervalMs: settings.syncIntervalMs,
   })
   const monitor = new StockMonitor(client, () => cluster.list(), now)
+  const sampler = new MetricsSampler(() => cluster.list(), now)
+  const milestone = async (name: Milestone): Promise<void> => {
+    await hooks.milestone?.(name, cluster.list())
+    signal.throwIfAborted()
+  }
   const result: ScenarioResult = {
     settings,
     startedAt: new Date().toISOString(),
@@ -145,6 +168,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     finalStates: [],
     lowestStock: { polled: null, watched: {}, overall: null },
     samples: [],
+    metricSamples: [],
     lost: { checked: 0, missing: [] },
     exampleView: null,
     processesLeft: [],
@@ -162,11 +186,19 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     progress('starting services')
     log('Starting three services — each its own process, LevelDB folder and libp2p node on 127.0.0.1:')
     await cluster.start((s) => log(`  ${s.name.padEnd(9)}  pid ${String(s.pid).padEnd(7)} ${s.url.padEnd(22)}  ${s.peerId}`))
-    result.services = cluster.list().map(({ name, pid, url, peerId, logFile }) => ({ name, pid, url, peerId, logFile }))
+    result.services = cluster.list().map(({ name, pid, url, metricsUrl, peerId, logFile }) => ({ name, pid, url, metricsUrl, peerId, logFile }))
+    log(
+      `  metrics, health, readiness (Prometheus can scrape these): ${cluster
+        .list()
+        .map((s) => `${s.name} ${s.metricsUrl}/metrics`)
+        .join(', ')}`,
+    )
     signal.throwIfAborted()
+    await milestone('started')
     const { inventory, orders, payments } = cluster.services
     await waitUntil(() => meshReady(client, cluster.list(), settings.stockPerSku), 20_000, 'services connected and the catalog replicated', signal)
     monitor.start()
+    sampler.start()
     const plan = planOrders(settings.orders, settings.seed, { orders, inventory })
 
     const phase = async (name: PhaseName, planned: PlannedOrder[], label: string): Promise<OrderAttempt[]> => {
@@ -203,6 +235,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     // ② Partition: inventory alone on one side, orders and payments on the other.
     log('')
     log('② Partition: inventory is cut off from orders and payments (libp2p connections closed and refused both ways).')
+    await milestone('partition-begins')
     await Promise.all([
       client.postOk(`${inventory.url}/admin/partition`, { peers: [orders.peerId, payments.peerId] }, { signal, idempotent: true }),
       client.postOk(`${orders.url}/admin/partition`, { peers: [inventory.peerId] }, { signal, idempotent: true }),
@@ -218,6 +251,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     log('   Orders keep coming on both sides: web → orders service, shop counter → inventory. Each side sells only')
     log('   within the rights it holds, so together they never sell more than exists; a side out of rights answers 409.')
     await phase('partition', plan.partition, 'partition: orders on both sides')
+    await milestone('partition-ends')
 
     // ③ Heal, and time until every replica holds the same state.
     log('')
@@ -236,6 +270,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
         ? `   Converged ${formatMs(afterHeal.ms)} after the heal: all three services hold the same orders, payments and stock; every order is paid.`
         : `   NOT converged ${formatMs(afterHeal.ms)} after the heal.`,
     )
+    await milestone('converged-after-heal')
 
     // Rights move only between connected peers: let every link come back before more traffic.
     await waitUntil(() => meshConnected(client, cluster.list()), 10_000, 'every service to reconnect after the heal', signal)
@@ -254,14 +289,18 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     result.finalStates = final.states
     await monitor.stop()
     await monitor.pollOnce()
+    await sampler.stop()
+    await sampler.sampleOnce()
     result.lost = await checkNothingLost(client, cluster.list(), result.attempts)
     result.exampleView = await exampleOrderView(client, cluster.services, result.attempts)
+    await milestone('done')
     progress('done')
   } catch (err) {
     if (signal.aborted) result.interrupted = true
     else result.error = err instanceof Error ? (err.stack ?? err.message) : String(err)
   } finally {
     await monitor.stop()
+    await sampler.stop()
     await cluster.stop()
     result.httpRetries = client.retries
     client.destroy()
@@ -270,6 +309,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     if (!result.kept) await rm(dataRoot, { recursive: true, force: true })
   }
   result.samples = monitor.samples
+  result.metricSamples = sampler.samples
   result.lowestStock = { polled: monitor.lowestPolled, watched: monitor.lowestWatched, overall: monitor.lowest }
   result.durationMs = now()
   result.invariants = checkInvariants(result)

@@ -1,11 +1,12 @@
 /**
  * One service process (inventory, orders or payments), forked by the demo driver with its
- * config as JSON in argv[2]. It opens its own replica, serves HTTP on 127.0.0.1, sends
+ * config as JSON in argv[2]. It opens its own replica, serves its HTTP API on 127.0.0.1 and,
+ * on a second port, the replica's /metrics, /healthz, /readyz and /status (convergent's serve()), sends
  * { type: 'ready' } over IPC, and shuts down cleanly on SIGINT, SIGTERM, an IPC 'stop', or
  * when the driver goes away (IPC disconnect) — so it never outlives the demo.
  */
 import { mkdir } from 'node:fs/promises'
-import type { Logger } from 'convergent'
+import { serve as serveReplica, type Logger, type Served } from 'convergent'
 import type { ReadyMessage, ServiceConfig } from '../shared/protocol.js'
 import { serve, type RunningServer } from './http-server.js'
 import { OrderDesk } from './order-desk.js'
@@ -23,6 +24,7 @@ const logger = serviceLogger(config.name)
 
 let shop: ShopReplica | undefined
 let server: RunningServer | undefined
+let ops: Served | undefined
 let worker: PaymentWorker | undefined
 let watch: StockWatch | undefined
 let stopping: Promise<void> | undefined
@@ -48,6 +50,8 @@ async function start(): Promise<void> {
         : undefined
   const routes = buildRoutes({ config, shop, gate, watch, ...(desk ? { desk } : {}) })
   server = await serve(routes, config.httpPort, (err) => logger.error('request failed', { err }))
+  // Prometheus scrapes this one: /metrics, and /healthz and /readyz for probes.
+  ops = await serveReplica(shop.replica, { host: '127.0.0.1', port: config.metricsPort })
   const ready: ReadyMessage = {
     type: 'ready',
     name: config.name,
@@ -55,9 +59,10 @@ async function start(): Promise<void> {
     peerId: shop.replica.peerId,
     multiaddrs: shop.replica.multiaddrs,
     url: server.url,
+    metricsUrl: ops.url,
   }
   process.send?.(ready)
-  log(`ready: ${server.url} ${shop.replica.multiaddrs.join(' ')}`)
+  log(`ready: ${server.url} (metrics ${ops.url}/metrics) ${shop.replica.multiaddrs.join(' ')}`)
 }
 
 function shutdown(why: string): Promise<void> {
@@ -70,6 +75,7 @@ function shutdown(why: string): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS).unref()
     try {
       await server?.close()
+      await ops?.close()
       await worker?.stop()
       watch?.stop()
       await shop?.replica.close()

@@ -18,6 +18,8 @@ export interface ServiceConfig {
   peers: string[]
   /** HTTP port on 127.0.0.1; 0 picks a free one (reported in the ready message). */
   httpPort: number
+  /** Port on 127.0.0.1 of the replica's /metrics, /healthz, /readyz and /status; 0 picks a free one. */
+  metricsPort: number
   /** Inventory only: the stock it creates per SKU on first start. */
   stockPerSku: number
   /** How long a decrement short of rights waits for a peer to grant some (ms). */
@@ -36,6 +38,8 @@ export interface ReadyMessage {
   peerId: string
   multiaddrs: string[]
   url: string
+  /** Base URL of the replica's /metrics, /healthz, /readyz and /status (convergent's serve()). */
+  metricsUrl: string
 }
 
 /** Where an order came in: the web shop (orders service) or the shop counter (inventory). */
