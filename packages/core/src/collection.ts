@@ -4,6 +4,8 @@ import { ConvergentError } from './errors.js'
 import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
+import { startWriteSpan, type WriteSpan } from './tracing.js'
+import type { Tracer } from '@opentelemetry/api'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -29,6 +31,8 @@ export interface ReplicaServices {
   assertOpen(): void
   /** Registers an operation called while open: close() waits for it before closing the store. */
   track<T>(operation: Promise<T>): Promise<T>
+  /** Where write spans go (see tracing.ts). */
+  tracer: Tracer
 }
 
 /**
@@ -207,6 +211,23 @@ export class Collection<T extends object = JsonObject> {
   }
 
   private async write(id: string, change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null }, kind: 'put' | 'delete'): Promise<void> {
+    const span = startWriteSpan(this.replica.tracer, this.name, id, kind)
+    try {
+      await this.writeOnce(id, change, kind, span)
+    } catch (err) {
+      span?.fail(err)
+      throw err
+    } finally {
+      span?.release() // the pusher may still hold it until the delta is published
+    }
+  }
+
+  private async writeOnce(
+    id: string,
+    change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null },
+    kind: 'put' | 'delete',
+    span: WriteSpan | undefined,
+  ): Promise<void> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
     const entity = await this.replica.entities.acquire(this.state, id)
     const lastWrite = entity.lastWrite
@@ -215,7 +236,12 @@ export class Collection<T extends object = JsonObject> {
       if (result.delta === null) return 'unchanged'
       return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
     })
-    if (pending !== 'unchanged') return pending.finish(await pending.committed)
+    if (pending !== 'unchanged') {
+      const entry = await pending.committed
+      span?.event('durable')
+      return pending.finish(entry, span === undefined ? undefined : { span })
+    }
+    span?.event('unchanged')
     // Nothing changed — but an earlier write of the same value may still be in flight:
     // acknowledge only once that one is durable, and fail if it failed.
     if (!(await lastWrite)) {

@@ -17,6 +17,8 @@ import { requestRights } from './replication/rights.js'
 import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
+import { tracerOf } from './tracing.js'
+import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
 
 export interface ReplicaOptions {
@@ -53,6 +55,11 @@ export interface ReplicaOptions {
   pushDelayMs?: number
   /** Size limits of values and of what replication sends and accepts. */
   limits?: Partial<ValueLimits & ReplicationLimits>
+  /**
+   * Where the spans of writes and remote applies go (OpenTelemetry). Default: the global
+   * provider — a no-op until an OpenTelemetry SDK is registered.
+   */
+  tracerProvider?: TracerProvider
 }
 
 export interface ReplicaStats {
@@ -144,7 +151,9 @@ export class Replica {
     this.refused = refused
     this.clock = options.clock ?? systemClock()
     this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
+    const tracer = tracerOf(options.tracerProvider)
     this.services = {
+      tracer,
       entities,
       events: this.events,
       limits: this.limits,
@@ -164,6 +173,7 @@ export class Replica {
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
+        tracer,
         createCollection: (name, backend) => this.stateFor(name, backend),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',

@@ -183,7 +183,7 @@ export class Replicator {
   private pushLocal(change: DurableChange): void {
     if (change.peer !== undefined || this.stopped) return
     this.subscribe(change.collection)
-    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta)
+    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta, change.entry.time, change.span)
     if (change.created) this.announcer.announce(change.collection, change.backend)
   }
 
