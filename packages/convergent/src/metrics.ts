@@ -23,10 +23,12 @@ export const OTHER_COLLECTIONS = '_other'
 const ROUND_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 /** Seconds: one LevelDB batch is ~0.1 ms in memory, a few ms with fsync, more under load. */
 const BATCH_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+/** Seconds: a push arrives in milliseconds on a LAN; a push window, a busy peer or a slow disk add up to seconds. */
+const LAG_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 /**
  * A Prometheus registry (prom-client) for one replica: the `convergent_*` metrics below, fed
- * by replica.observe() (durable changes, rounds, store batches) and, when scraped, by
+ * by replica.observe() (durable changes and their replication lag, rounds, store batches) and, when scraped, by
  * replica.stats() and replica.status(); plus, unless turned off, the process's default
  * metrics. open() makes one for every replica it opens (`replica.metrics`).
  *
@@ -99,6 +101,24 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     buckets: ROUND_BUCKETS,
     registers,
   })
+  // Replication lag is a difference of two clocks: the origin's commit time (carried in the
+  // push) and this replica's time once the change is durable here. Clock skew shifts every
+  // sample by the offset between the two; a sample that comes out negative (the origin's clock
+  // ahead by more than the true lag) is recorded as 0 and counted in
+  // convergent_replication_lag_negative_total, so skew shows instead of hiding in the zero bucket.
+  const lagSeconds = new Histogram({
+    name: 'convergent_replication_lag_seconds',
+    help: "Seconds from a change's commit at its origin (the origin's clock) until durable here (this replica's clock), for changes that came by push, by collection (past the label bound under _other). Clock skew between the two replicas shifts it; negative samples are recorded as 0 and counted in convergent_replication_lag_negative_total.",
+    labelNames: ['collection'],
+    buckets: LAG_BUCKETS,
+    registers,
+  })
+  const lagNegative = new Counter({
+    name: 'convergent_replication_lag_negative_total',
+    help: "Replication lag samples that came out negative (the origin's clock ahead of this one) and were recorded as 0: a sign of clock skew between replicas.",
+    registers,
+  })
+  lagNegative.inc(0)
   const batchSeconds = new Histogram({
     name: 'convergent_store_batch_duration_seconds',
     help: "Duration of one store write of the write path (the commits of one tick), from handing it to the store until durable, including the store's group-commit wait.",
@@ -200,6 +220,10 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
       let counts = changes.get(label)
       if (counts === undefined) changes.set(label, (counts = [0, 0]))
       counts[change.peer === undefined ? 0 : 1]++
+      if (change.lagMs !== undefined) {
+        if (change.lagMs < 0) lagNegative.inc()
+        lagSeconds.observe({ collection: label }, Math.max(0, change.lagMs) / 1000)
+      }
     },
     round(round) {
       if (round.startedBy !== 'us') return

@@ -2,10 +2,16 @@
 // LevelDB in temp folders; replicas joined by the in-process LoopbackHub (serve.test.ts uses libp2p).
 import { expect } from 'chai'
 import { LoopbackHub, silentLogger } from '@convergent/core'
-import { topicOf } from '@convergent/core/internal'
+import { encodeMessage, MessageType, topicOf } from '@convergent/core/internal'
+import { yjsBackend } from '@convergent/yjs'
 import { open, OTHER_COLLECTIONS, type ReplicaWithMetrics } from '../src/index.js'
 import { replicasAfterEach, waitFor } from './helpers.js'
 import { parsePrometheusText, valueOf, type Sample } from './prometheus.js'
+
+function yjsDelta(value: Record<string, number>): Uint8Array {
+  const backend = yjsBackend()
+  return backend.put(backend.create(new Uint8Array(16).fill(3)), value).delta!
+}
 
 async function scrape(replica: ReplicaWithMetrics): Promise<Sample[]> {
   return parsePrometheusText(await replica.metrics.metrics())
@@ -91,6 +97,37 @@ describe('replica.metrics (prom-client)', function () {
     expect(await metric(victim, 'convergent_deltas_dropped_total', { reason: 'tooLarge' })).to.equal(0)
     await evil.publish(topicOf('default', 'orders'), new Uint8Array([0xff, 0x00, 0x13, 0x37]))
     await waitFor(async () => (await metric(victim, 'convergent_deltas_dropped_total', { reason: 'malformed' })) === 1, 'the drop counted')
+  })
+
+  it('replication_lag_seconds: a pushed change with a known origin time is one sample; a time ahead of ours is clamped to 0 and counted', async () => {
+    const hub = new LoopbackHub()
+    const victim = await replica({ network: hub.createNetwork('victim') })
+    victim.collection('orders', { backend: 'yjs' })
+    const evil = hub.createNetwork('evil')
+    suite.first(() => evil.stop())
+    await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
+    await waitFor(() => victim.peers().includes('evil'), 'connected')
+    const lagCount = (): Promise<number | undefined> => metric(victim, 'convergent_replication_lag_seconds_count', { collection: 'orders' })
+    expect(await lagCount()).to.equal(undefined)
+    expect(await metric(victim, 'convergent_replication_lag_negative_total')).to.equal(0)
+    const push = (id: string, t: number): Uint8Array =>
+      encodeMessage(MessageType.Push, { c: 'orders', b: 'yjs', o: 'evil', s: 1, e: [[id, yjsDelta({ total: 1 })]], t })
+
+    await evil.publish(topicOf('default', 'orders'), push('o1', Date.now() - 2_000))
+    await waitFor(async () => (await lagCount()) === 1, 'one lag sample')
+    let samples = await scrape(victim)
+    const sum = valueOf(samples, 'convergent_replication_lag_seconds_sum', { collection: 'orders' })!
+    expect(sum).to.be.at.least(2).and.below(12)
+    expect(valueOf(samples, 'convergent_replication_lag_seconds_bucket', { collection: 'orders', le: '1' })).to.equal(0)
+    expect(valueOf(samples, 'convergent_replication_lag_seconds_bucket', { collection: 'orders', le: '30' })).to.equal(1)
+
+    // The sender's clock is an hour ahead: lag would be negative.
+    await evil.publish(topicOf('default', 'orders'), push('o2', Date.now() + 3_600_000))
+    await waitFor(async () => (await lagCount()) === 2, 'second lag sample')
+    samples = await scrape(victim)
+    expect(valueOf(samples, 'convergent_replication_lag_negative_total')).to.equal(1)
+    expect(valueOf(samples, 'convergent_replication_lag_seconds_sum', { collection: 'orders' })).to.equal(sum) // counted as 0
+    expect(valueOf(samples, 'convergent_replication_lag_seconds_bucket', { collection: 'orders', le: '0.001' })).to.equal(1)
   })
 
   it(`bounds the collection label: past maxCollectionLabels, collections are counted under ${OTHER_COLLECTIONS}`, async () => {

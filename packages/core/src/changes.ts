@@ -1,6 +1,7 @@
 import type { Backend } from './backend.js'
 import type { JsonObject } from './json.js'
 import type { FeedEntry } from './store.js'
+import type { WriteSpan } from './tracing.js'
 
 /**
  * A change that became durable on this replica — a local write once its batch is on disk, a
@@ -24,6 +25,13 @@ export interface DurableChange {
   readonly peer: string | undefined
   /** A local write that created the collection on this replica. */
   readonly created: boolean
+  /**
+   * A peer's change whose push carried its commit time: ms from that commit (the origin's
+   * clock) until durable here (this replica's clock). Negative when the origin's clock is ahead.
+   */
+  readonly lagMs?: number
+  /** A local write's span, while it is traced (push holds it until the delta is published). */
+  readonly span?: WriteSpan
 }
 
 export type DurableChangeListener = (change: DurableChange) => void

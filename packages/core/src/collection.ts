@@ -5,6 +5,8 @@ import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLim
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
 import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
+import { startWriteSpan, type WriteSpan } from './tracing.js'
+import type { Tracer } from '@opentelemetry/api'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -37,6 +39,8 @@ export interface ReplicaServices {
    * undefined on a replica without a network.
    */
   waitForAcks?(col: CollectionState, id: string, version: Uint8Array, ack: AckOptions, what: string): Promise<void>
+  /** Where write spans go (see tracing.ts). */
+  tracer: Tracer
 }
 
 /**
@@ -254,6 +258,24 @@ export class Collection<T extends object = JsonObject> {
     kind: 'put' | 'delete',
     wantVersion = false,
   ): Promise<Uint8Array | undefined> {
+    const span = startWriteSpan(this.replica.tracer, this.name, id, kind)
+    try {
+      return await this.writeOnce(id, change, kind, span, wantVersion)
+    } catch (err) {
+      span?.fail(err)
+      throw err
+    } finally {
+      span?.release() // the pusher may still hold it until the delta is published
+    }
+  }
+
+  private async writeOnce(
+    id: string,
+    change: (doc: unknown) => { doc: unknown; delta: Uint8Array | null },
+    kind: 'put' | 'delete',
+    span: WriteSpan | undefined,
+    wantVersion: boolean,
+  ): Promise<Uint8Array | undefined> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
     const entity = await this.replica.entities.acquire(this.state, id)
     const lastWrite = entity.lastWrite
@@ -265,9 +287,12 @@ export class Collection<T extends object = JsonObject> {
       return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
     })
     if (pending !== 'unchanged') {
-      pending.finish(await pending.committed)
+      const entry = await pending.committed
+      span?.event('durable')
+      pending.finish(entry, span === undefined ? undefined : { span })
       return version
     }
+    span?.event('unchanged')
     // Nothing changed — but an earlier write of the same value may still be in flight:
     // acknowledge only once that one is durable, and fail if it failed.
     if (!(await lastWrite)) {

@@ -8,6 +8,13 @@ export interface ObservedChange {
   readonly id: string
   /** The peer the change came from; undefined for a local write. */
   readonly peer: string | undefined
+  /**
+   * For a peer's change that came by push: ms from its commit at the origin (the origin's
+   * clock) until durable here (this replica's clock) — replication lag. Skewed clocks shift it,
+   * and it is negative when the origin's clock is ahead. Undefined for local writes and for
+   * changes anti-entropy brought (they carry no commit time).
+   */
+  readonly lagMs?: number
 }
 
 /** One store write of the write path: the commits of one tick (see Entities.commit). */

@@ -21,6 +21,8 @@ import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
 import { Access, type TrustOptions } from './trust/access.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
+import { tracerOf } from './tracing.js'
+import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
 
 export interface ReplicaOptions {
@@ -65,6 +67,11 @@ export interface ReplicaOptions {
    * (replica.policy). Omitted → no policy: every peer that can connect reads and writes all.
    */
   trust?: TrustOptions
+  /**
+   * Where the spans of writes and remote applies go (OpenTelemetry). Default: the global
+   * provider — a no-op until an OpenTelemetry SDK is registered.
+   */
+  tracerProvider?: TracerProvider
 }
 
 /** replica.policy: the signed cluster policy (see Access). */
@@ -168,7 +175,9 @@ export class Replica {
     this.refused = refused
     this.clock = options.clock ?? systemClock()
     this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
+    const tracer = tracerOf(options.tracerProvider)
     this.services = {
+      tracer,
       entities,
       events: this.events,
       limits: this.limits,
@@ -189,6 +198,7 @@ export class Replica {
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
+        tracer,
         createCollection: (name, backend) => this.stateFor(name, backend),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',

@@ -1,4 +1,4 @@
-import type { ChangeEvents } from './changes.js'
+import type { ChangeEvents, DurableChange } from './changes.js'
 import type { CollectionState, CommitKind, Entities } from './entities.js'
 import type { LoadedEntity } from './entity-cache.js'
 import type { JsonObject } from './json.js'
@@ -20,8 +20,8 @@ export type Made =
 /** A change committed, not yet durable: await `committed`, then call `finish` with its entry. */
 export interface PendingWrite {
   committed: Promise<FeedEntry>
-  /** Tells listeners of the durable change (one DurableChange event). */
-  finish(entry: FeedEntry): void
+  /** Tells listeners of the durable change (one DurableChange event), with its lag or span if any. */
+  finish(entry: FeedEntry, extra?: Pick<DurableChange, 'lagMs' | 'span'>): void
 }
 
 /**
@@ -53,8 +53,9 @@ export function writeTo(
     const committed = entities.commit({ col, entity, doc: made.doc, delta: made.delta, kind: made.kind, origin: peer ?? 'local', deleted: made.deleted })
     return {
       committed,
-      finish: (entry) =>
+      finish: (entry, extra) =>
         events.emit({
+          ...extra,
           collection: col.name,
           id: entity.id,
           entry,

@@ -34,6 +34,12 @@ export function memoryReplica(options: Partial<ReplicaOptions> & { network?: Net
   })
 }
 
+/** A Yjs delta that creates an entity holding `value` (for a test's hand-made pushes). */
+export function yjsDeltaOf(value: JsonObject): Uint8Array {
+  const backend = yjsBackend()
+  return backend.put(backend.create(new Uint8Array(16).fill(7)), value).delta!
+}
+
 /**
  * Starts a bare network endpoint that ignores whatever it is sent (a test's hand-made peer),
  * subscribes it to `topics`, and waits until `seenBy` sees it connected.

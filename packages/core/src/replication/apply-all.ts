@@ -44,6 +44,8 @@ export async function applyAll(
   collection: string,
   backend: string,
   entries: readonly (readonly [string, Uint8Array])[],
+  /** The origin's commit time the message carried (a push), for replication lag. */
+  originTime?: number,
 ): Promise<ApplyResult[]> {
   const pending: Promise<ApplyResult>[] = []
   for (let i = 0; i < entries.length; i += PER_TURN) {
@@ -51,7 +53,7 @@ export async function applyAll(
     await ctx.pacer.take(end - i)
     for (let j = i; j < end; j++) {
       const [id, delta] = entries[j]!
-      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta))
+      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta, originTime))
     }
   }
   return Promise.all(pending)

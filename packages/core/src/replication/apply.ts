@@ -26,6 +26,8 @@ export async function applyRemoteDelta(
   backendName: string,
   id: string,
   delta: Uint8Array,
+  /** When the change was committed at the origin (its clock), if the message said: for replication lag. */
+  originTime?: number,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
   const dropped = (reason: DropReason, message: string): ApplyResult => {
@@ -125,7 +127,8 @@ export async function applyRemoteDelta(
     return dropped('storeFailed', (err as Error).message)
   }
   stats.deltasApplied++
-  pending.finish(entry)
+  // Durable here now: the lag is measured to this moment (across two clocks; see ObservedChange.lagMs).
+  pending.finish(entry, originTime === undefined ? undefined : { lagMs: ctx.clock.now() - originTime })
   return 'applied'
 }
 

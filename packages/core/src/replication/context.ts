@@ -9,6 +9,7 @@ import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
 import type { Access } from '../trust/access.js'
+import type { Tracer } from '@opentelemetry/api'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
 export interface ReplicationLimits {
@@ -94,6 +95,8 @@ export interface ReplicationContext {
   readonly dropLog: DropLog
   /** Paces remote applies over the whole replica (see apply-all.ts). */
   readonly pacer: ApplyPacer
+  /** Where apply spans go (see tracing.ts). */
+  readonly tracer: Tracer
   /** Durable changes: remote applies are emitted here; push listens for local ones. */
   readonly events: ChangeEvents
   /**

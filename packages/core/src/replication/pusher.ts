@@ -4,16 +4,35 @@ import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import { encodePush, MAX_PUSH_ENTRIES } from './messages/index.js'
 import { inlineLimit } from './parts.js'
+import type { WriteSpan } from '../tracing.js'
+
+/** One entity's durable local deltas waiting to be pushed. */
+interface Waiting {
+  deltas: Uint8Array[]
+  /** Commit time of the first of them (clock ms): a push carries its oldest, for replication lag. */
+  time: number
+  /** Spans of the traced writes among them, held until published. */
+  spans: WriteSpan[] | undefined
+}
+
+/** One entity in a push: its deltas merged into one. */
+interface Outgoing {
+  id: string
+  delta: Uint8Array
+  time: number
+  spans: WriteSpan[] | undefined
+}
 
 /**
  * Push: durable local deltas are gathered for one tick — or for `delayMs` when a batching
  * window is set — coalesced per entity (the backend merges them into one delta), packed into
  * as few messages as fit under maxPushBytes and published on the collection's topic.
  * A window that gathers a full message's worth is flushed early. Publishing is best effort:
- * anti-entropy repairs loss.
+ * anti-entropy repairs loss. Each push carries the commit time of its oldest change (replication
+ * lag is measured from it) and the trace context of its first traced write.
  */
 export class Pusher {
-  private pending = new Map<string, { backend: Backend; byId: Map<string, Uint8Array[]> }>()
+  private pending = new Map<string, { backend: Backend; byId: Map<string, Waiting> }>()
   private scheduled: TimerHandle | undefined
   /** Bytes of deltas gathered since the last flush (to flush early when a message is full). */
   private pendingBytes = 0
@@ -27,15 +46,20 @@ export class Pusher {
     private readonly delayMs = 0,
   ) {}
 
-  enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array): void {
+  /** A durable local delta, committed at `time` (clock ms); the pusher holds `span` until it is published. */
+  enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array, time: number, span?: WriteSpan): void {
     let col = this.pending.get(collection)
     if (col === undefined) {
       col = { backend, byId: new Map() }
       this.pending.set(collection, col)
     }
-    const list = col.byId.get(id)
-    if (list === undefined) col.byId.set(id, [delta])
-    else list.push(delta)
+    let waiting = col.byId.get(id)
+    if (waiting === undefined) col.byId.set(id, (waiting = { deltas: [delta], time, spans: undefined }))
+    else waiting.deltas.push(delta)
+    if (span !== undefined) {
+      span.hold()
+      ;(waiting.spans ??= []).push(span)
+    }
     this.pendingBytes += delta.byteLength + Buffer.byteLength(id) + 16
     if (this.scheduled === undefined) {
       this.schedule(this.delayMs)
@@ -62,11 +86,14 @@ export class Pusher {
     this.pendingBytes = 0
     const pending = this.pending
     this.pending = new Map()
-    if (!this.ctx.isOpen()) return
+    if (!this.ctx.isOpen()) {
+      for (const { byId } of pending.values()) for (const w of byId.values()) release(w.spans, 'not pushed: the replica closed')
+      return
+    }
     for (const [collection, { backend, byId }] of pending) {
-      const entries: [string, Uint8Array][] = []
-      for (const [id, deltas] of byId) {
-        entries.push([id, deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas)])
+      const entries: Outgoing[] = []
+      for (const [id, { deltas, time, spans }] of byId) {
+        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), time, spans })
       }
       for (const batch of this.pack(entries)) this.send(collection, backend, batch)
     }
@@ -78,14 +105,17 @@ export class Pusher {
   }
 
   /** Splits entries into batches whose encoded size stays under maxBytes. */
-  private *pack(entries: [string, Uint8Array][]): Generator<[string, Uint8Array][]> {
-    const budget = this.maxBytes - 1024 // header, collection, origin
-    let batch: [string, Uint8Array][] = []
+  private *pack(entries: Outgoing[]): Generator<Outgoing[]> {
+    const budget = this.maxBytes - 1024 // header, collection, origin, time, traceparent
+    let batch: Outgoing[] = []
     let size = 0
     for (const entry of entries) {
-      const bytes = entry[1].byteLength + Buffer.byteLength(entry[0]) + 16
+      const bytes = entry.delta.byteLength + Buffer.byteLength(entry.id) + 16
       // A delta too large to go inline is left to anti-entropy, which sends it in parts.
-      if (entry[1].byteLength > inlineLimit(this.ctx.limits)) continue
+      if (entry.delta.byteLength > inlineLimit(this.ctx.limits)) {
+        release(entry.spans, 'not pushed: too large, left to anti-entropy')
+        continue
+      }
       if (batch.length > 0 && (size + bytes > budget || batch.length >= MAX_PUSH_ENTRIES)) {
         yield batch
         batch = []
@@ -97,23 +127,46 @@ export class Pusher {
     if (batch.length > 0) yield batch
   }
 
-  private send(collection: string, backend: Backend, entries: [string, Uint8Array][]): void {
-    const message = encodePush({ collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries })
+  private send(collection: string, backend: Backend, batch: Outgoing[]): void {
+    let time = Infinity
+    let traceparent: string | undefined
+    const spans: WriteSpan[] = []
+    for (const entry of batch) {
+      time = Math.min(time, entry.time)
+      if (entry.spans === undefined) continue
+      spans.push(...entry.spans)
+      for (const span of entry.spans) traceparent ??= span.traceparent()
+    }
+    const entries = batch.map((e): [string, Uint8Array] => [e.id, e.delta])
+    const message = encodePush({
+      collection,
+      backend: backend.name,
+      origin: this.ctx.network.peerId,
+      sequence: ++this.seq,
+      entries,
+      time,
+      ...(traceparent !== undefined ? { traceparent } : {}),
+    })
     if (message.byteLength > this.maxBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
       this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`, {
         collection,
         reason: 'tooLarge',
       })
+      release(spans, 'not pushed: too large, left to anti-entropy')
       return
     }
     this.bytesOut += message.byteLength
     this.messagesOut++
     const p = this.ctx.network
       .publish(topicOf(this.ctx.namespace, collection), message)
-      .catch((err: unknown) => {
-        this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
-      })
+      .then(
+        () => release(spans, 'published'),
+        (err: unknown) => {
+          release(spans, 'push failed (anti-entropy repairs it)')
+          this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
+        },
+      )
       .finally(() => this.inFlight.delete(p))
     this.inFlight.add(p)
   }
@@ -125,4 +178,8 @@ export class Pusher {
   async drain(): Promise<void> {
     await Promise.all([...this.inFlight])
   }
+}
+
+function release(spans: readonly WriteSpan[] | undefined, event: string): void {
+  if (spans !== undefined) for (const span of spans) span.release(event)
 }

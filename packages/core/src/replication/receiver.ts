@@ -4,6 +4,8 @@ import { topicOf, type ReplicationContext } from './context.js'
 import { decodeMessage, decodePush, UnsupportedVersionError, type DecodedMessage, type PushMessage } from './messages/index.js'
 import type { DropReason } from './peer-stats.js'
 import type { PeerRateLimiter } from './rate-limit.js'
+import { startApplySpan } from '../tracing.js'
+import { context, trace } from '@opentelemetry/api'
 
 /**
  * Counts, remembers and logs one dropped message or delta from a peer (with the collection
@@ -48,7 +50,11 @@ export function admit(
   }
 }
 
-/** The receive path for gossip: one push with deltas of one collection. */
+/**
+ * The receive path for gossip: one push with deltas of one collection, applied in a
+ * `convergent.apply` span — a child of the writer's span when the push carried its trace
+ * context — with the push's commit time handed on for replication lag.
+ */
 export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<void> {
   const msg = admit(ctx, limiter, from, data, Math.min(ctx.limits.maxPushBytes, ctx.limits.maxMessageBytes))
   if (msg === undefined) return
@@ -64,5 +70,26 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     drop(ctx, from, 'rateLimited', `a push of ${push.entries.length} entries is over the inbound entry rate`)
     return
   }
-  await applyAll(ctx, from, push.collection, push.backend, push.entries)
+  const span = startApplySpan(ctx.tracer, push.traceparent, {
+    'convergent.collection': push.collection,
+    'convergent.peer': from,
+    'convergent.origin': push.origin,
+    'convergent.deltas': push.entries.length,
+  })
+  try {
+    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, push.entries, push.time))
+    if (span.isRecording()) span.setAttributes(countResults(results))
+  } finally {
+    span.end()
+  }
+}
+
+function countResults(results: readonly string[]): { 'convergent.applied': number; 'convergent.duplicates': number; 'convergent.dropped': number } {
+  let applied = 0
+  let duplicates = 0
+  for (const r of results) {
+    if (r === 'applied') applied++
+    else if (r === 'duplicate') duplicates++
+  }
+  return { 'convergent.applied': applied, 'convergent.duplicates': duplicates, 'convergent.dropped': results.length - applied - duplicates }
 }

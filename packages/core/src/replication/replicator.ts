@@ -192,7 +192,7 @@ export class Replicator {
       this.repairSoon()
       return
     }
-    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta)
+    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta, change.entry.time, change.span)
     if (change.created) this.announcer.announce(change.collection, change.backend)
   }
 
