@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { inspect } from 'node:util'
-import { createHash, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isConvergentError, StoreCorruptError } from '@convergent/core'
@@ -93,6 +93,32 @@ describe('LevelStore: encryption at rest', function () {
       assert.deepEqual([...sealer.open(prefix, 0, key, record)!], [...body])
       assert.notDeepEqual(sealer.sealCopy(prefix + key, body), record, 'a fresh IV per record')
       assert.deepEqual([...sealer.open('!meta!', 0, 'e', sealer.sealCopy('!meta!e', new Uint8Array(0)))!], [])
+    })
+
+    it('the layout is plain AES-256-GCM: a record sealed by hand with createCipheriv opens, and one sealed here deciphers by hand', function () {
+      // Folders written before the IV pool (one randomFillSync per record) hold the same layout.
+      const fullKey = prefix + key
+      const header = Buffer.concat([Buffer.from([2]), keyIdOf(KEY)])
+      const iv = randomBytes(12)
+      const cipher = createCipheriv('aes-256-gcm', KEY, iv, { authTagLength: 16 })
+      cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
+      const byHand = Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
+      assert.deepEqual([...sealer.open(prefix, 0, key, byHand)!], [...body])
+      const record = Buffer.from(sealer.sealCopy(fullKey, body))
+      const decipher = createDecipheriv('aes-256-gcm', KEY, record.subarray(9, 21), { authTagLength: 16 })
+      decipher.setAAD(Buffer.concat([record.subarray(0, 9), Buffer.from(fullKey)]))
+      decipher.setAuthTag(record.subarray(record.byteLength - 16))
+      assert.deepEqual([...Buffer.concat([decipher.update(record.subarray(21, record.byteLength - 16)), decipher.final()])], [...body])
+    })
+
+    it('IVs from the pool never repeat across refills; a key longer than the AAD scratch buffer works', function () {
+      const fresh = new AesGcmSealer(KEY)
+      const ivs = new Set<string>()
+      for (let i = 0; i < 3000; i++) ivs.add(Buffer.from(fresh.sealCopy(prefix + key, body).subarray(9, 21)).toString('hex'))
+      assert.equal(ivs.size, 3000)
+      const long = 'é'.repeat(3000) // 6,000 UTF-8 bytes
+      assert.deepEqual([...fresh.open(prefix, 0, long, fresh.sealCopy(prefix + long, body))!], [...body])
+      assert.equal(fresh.open(prefix, 0, long + 'x', fresh.sealCopy(prefix + long, body)), undefined)
     })
 
     it('fails on any flipped byte, another key, another keyspace, another cipher key', function () {
