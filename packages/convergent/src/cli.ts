@@ -168,6 +168,19 @@ program
   })
 
 program
+  .command('decrypt')
+  .description(
+    'decrypt an encrypted data folder at rest, in place (stop the service first; crash-safe like encrypt): the inverse of encrypt. Then open it without a key. Copies made under the key (backups) stay encrypted',
+  )
+  .argument('<dir>', 'the data folder')
+  .action(async (dir: string) => {
+    const keyFile = program.opts<{ keyFile?: string }>().keyFile
+    if (keyFile === undefined) throw new CliError('decrypt needs the current key: --key-file <file> (before the command name or after it)')
+    const result = await recryptStore(join(dataDir(dir), 'db'), { keyFile }, undefined)
+    out(result.resumed ? 'finished an interrupted run' : `decrypted ${result.records} records`)
+  })
+
+program
   .command('cluster-key')
   .description(
     'print a new cluster key (32 random bytes as 64 hex characters) for open({ cluster: { key } }): give every replica of the cluster the same one, and keep it secret — whoever has it can join',

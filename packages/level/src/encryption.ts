@@ -265,15 +265,27 @@ export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void
     closeSync(fd)
   }
   renameSync(tmp, file)
+  fsyncDir(dir)
+}
+
+/**
+ * fsyncs a folder, so that the names created, renamed or removed in it (a rename is an entry of
+ * its folder) survive a power loss, not only the files' bytes. A platform that cannot fsync a
+ * folder (Windows) is let be.
+ */
+export function fsyncDir(dir: string): void {
+  let fd: number
   try {
-    const dirFd = openSync(dir, 'r')
-    try {
-      fsyncSync(dirFd)
-    } finally {
-      closeSync(dirFd)
-    }
+    fd = openSync(dir, 'r')
   } catch {
-    // a platform that cannot fsync a folder
+    return
+  }
+  try {
+    fsyncSync(fd)
+  } catch {
+    // a platform or file system that cannot fsync a folder
+  } finally {
+    closeSync(fd)
   }
 }
 

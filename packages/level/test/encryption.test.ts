@@ -5,13 +5,15 @@
  * missing key, a key for a plain folder) leaving the folder byte-identical.
  */
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import { syncBuiltinESMExports } from 'node:module'
 import { inspect } from 'node:util'
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isConvergentError, StoreCorruptError } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
-import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore } from '../src/index.js'
+import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore, recryptStore } from '../src/index.js'
 import { AesGcmSealer, keyIdOf, resolveKey } from '../src/encryption.js'
 import { entityWrite } from './entity-ops.js'
 import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
@@ -298,6 +300,80 @@ describe('LevelStore: encryption at rest', function () {
       await plain.write(entityWrite('c', 1))
       await plain.close()
       assert.equal(await codeOf(() => new LevelStore(plain.db, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+    })
+  })
+
+  describe('recryptStore (encrypt / rekey / decrypt)', function () {
+    it('decrypt round trip; every rename is followed by an fsync of the parent folder before the next step', async function () {
+      const parent = await tempDir('convergent-recrypt-')
+      const db = join(parent, 'db')
+      const events: string[] = []
+      const original = { openSync: fs.openSync, fsyncSync: fs.fsyncSync, renameSync: fs.renameSync, rmSync: fs.rmSync }
+      const paths = new Map<number, string>()
+      try {
+        const store = classicLevelStore(db)
+        await store.open()
+        for (let n = 1; n <= 5; n++) await store.write(entityWrite('c', n))
+        await store.close()
+        // Spy on node:fs as recrypt.ts sees it (its named imports follow after syncBuiltinESMExports).
+        Object.assign(fs, {
+          openSync: (path: string, flags?: fs.OpenMode, mode?: fs.Mode) => {
+            const fd = original.openSync(path, flags ?? 'r', mode)
+            paths.set(fd, String(path))
+            return fd
+          },
+          fsyncSync: (fd: number) => {
+            events.push(`fsync ${paths.get(fd)}`)
+            original.fsyncSync(fd)
+          },
+          renameSync: (from: string, to: string) => {
+            events.push(`rename ${from} ${to}`)
+            original.renameSync(from, to)
+          },
+          rmSync: (path: string, options?: fs.RmOptions) => {
+            events.push(`rm ${path}`)
+            original.rmSync(path, options)
+          },
+        })
+        syncBuiltinESMExports()
+        const hex = KEY.toString('hex')
+        assert.equal((await recryptStore(db, undefined, { key: hex })).resumed, false)
+        const swap = (from: string, to: string): string[] => [`rename ${from} ${to}`, `fsync ${parent}`]
+        const afterSwap = (): string[] => {
+          const at = events.findIndex((e) => e === `rename ${db} ${db}.convergent-old`)
+          return events.slice(at - 1, at + 5)
+        }
+        assert.deepEqual(afterSwap(), [
+          `fsync ${db}.convergent-new`,
+          ...swap(db, `${db}.convergent-old`),
+          ...swap(`${db}.convergent-new`, db),
+          `rm ${db}.convergent-old`,
+        ])
+        events.length = 0
+        const result = await recryptStore(db, { key: hex }, undefined) // decrypt
+        assert.deepEqual([result.keyId, result.resumed], [undefined, false])
+        assert.deepEqual(afterSwap(), [
+          `fsync ${db}.convergent-new`,
+          ...swap(db, `${db}.convergent-old`),
+          ...swap(`${db}.convergent-new`, db),
+          `rm ${db}.convergent-old`,
+        ])
+        Object.assign(fs, original)
+        syncBuiltinESMExports()
+        assert.ok(!(await readdir(db)).includes(ENCRYPTION_FILE))
+        const plain = classicLevelStore(db)
+        await plain.open()
+        for (let n = 1; n <= 5; n++) assert.notEqual(await plain.readEntity('c', `entity-${n}`), undefined)
+        await plain.close()
+        assert.throws(
+          () => classicLevelStore(db, { encryption: { key: KEY } }),
+          (err: Error) => isConvergentError(err) && err.code === 'ERR_NOT_ENCRYPTED',
+        )
+      } finally {
+        Object.assign(fs, original)
+        syncBuiltinESMExports()
+        await removeDir(parent)
+      }
     })
   })
 })
