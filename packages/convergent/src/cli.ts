@@ -2,14 +2,15 @@
 // `convergent`: look inside a service's data folder — its collections, entities and change
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
-// `convergent cluster-key` prints a new cluster key.
-import { existsSync } from 'node:fs'
+// `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms.
+import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
 import { recryptStore } from '@convergent/level'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
+import { pseudonym } from './pseudonym.js'
 
 function count(value: string): number {
   const n = Number(value)
@@ -187,6 +188,33 @@ program
   )
   .action(() => {
     out(generateClusterKey())
+  })
+
+program
+  .command('pseudonym')
+  .description(
+    "print the keyed pseudonym (pseudonym() in the API: HMAC-SHA256, 26 base32 characters) of each value, one a line; with no values, of each line of stdin (values on the command line land in the shell's history)",
+  )
+  .argument('[values...]', 'natural keys, e.g. email addresses (taken as they are: normalise them first)')
+  .requiredOption('--pseudonym-key-file <file>', 'the pseudonym key (64 hex characters; a key of its own, not the at-rest key)')
+  .option('--namespace <namespace>', "pseudonym()'s namespace option", '')
+  .action(async (values: string[], opts: { pseudonymKeyFile: string; namespace: string }) => {
+    let key: string
+    try {
+      key = readFileSync(opts.pseudonymKeyFile, 'utf8')
+    } catch (err) {
+      throw new CliError(`could not read the pseudonym key file ${opts.pseudonymKeyFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+    let inputs: Iterable<string> = values
+    if (values.length === 0) {
+      let text = ''
+      for await (const chunk of process.stdin) text += String(chunk)
+      inputs = text
+        .split('\n')
+        .map((line) => line.replace(/\r$/, ''))
+        .filter((line) => line.length > 0)
+    }
+    for (const value of inputs) out(pseudonym(key, value, { namespace: opts.namespace }))
   })
 
 async function* mapKeys(keys: AsyncIterable<string>): AsyncGenerator<[string, undefined]> {
