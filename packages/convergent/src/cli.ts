@@ -2,14 +2,15 @@
 // `convergent`: look inside a service's data folder — its collections, entities and change
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
-// `convergent cluster-key` prints a new cluster key.
-import { existsSync } from 'node:fs'
+// `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms.
+import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
 import { recryptStore } from '@convergent/level'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
+import { pseudonym } from './pseudonym.js'
 
 function count(value: string): number {
   const n = Number(value)
@@ -168,12 +169,52 @@ program
   })
 
 program
+  .command('decrypt')
+  .description(
+    'decrypt an encrypted data folder at rest, in place (stop the service first; crash-safe like encrypt): the inverse of encrypt. Then open it without a key. Copies made under the key (backups) stay encrypted',
+  )
+  .argument('<dir>', 'the data folder')
+  .action(async (dir: string) => {
+    const keyFile = program.opts<{ keyFile?: string }>().keyFile
+    if (keyFile === undefined) throw new CliError('decrypt needs the current key: --key-file <file> (before the command name or after it)')
+    const result = await recryptStore(join(dataDir(dir), 'db'), { keyFile }, undefined)
+    out(result.resumed ? 'finished an interrupted run' : `decrypted ${result.records} records`)
+  })
+
+program
   .command('cluster-key')
   .description(
     'print a new cluster key (32 random bytes as 64 hex characters) for open({ cluster: { key } }): give every replica of the cluster the same one, and keep it secret — whoever has it can join',
   )
   .action(() => {
     out(generateClusterKey())
+  })
+
+program
+  .command('pseudonym')
+  .description(
+    "print the keyed pseudonym (pseudonym() in the API: HMAC-SHA256, 26 base32 characters) of each value, one a line; with no values, of each line of stdin (values on the command line land in the shell's history)",
+  )
+  .argument('[values...]', 'natural keys, e.g. email addresses (taken as they are: normalise them first)')
+  .requiredOption('--pseudonym-key-file <file>', 'the pseudonym key (64 hex characters; a key of its own, not the at-rest key)')
+  .option('--namespace <namespace>', "pseudonym()'s namespace option", '')
+  .action(async (values: string[], opts: { pseudonymKeyFile: string; namespace: string }) => {
+    let key: string
+    try {
+      key = readFileSync(opts.pseudonymKeyFile, 'utf8')
+    } catch (err) {
+      throw new CliError(`could not read the pseudonym key file ${opts.pseudonymKeyFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+    let inputs: Iterable<string> = values
+    if (values.length === 0) {
+      let text = ''
+      for await (const chunk of process.stdin) text += String(chunk)
+      inputs = text
+        .split('\n')
+        .map((line) => line.replace(/\r$/, ''))
+        .filter((line) => line.length > 0)
+    }
+    for (const value of inputs) out(pseudonym(key, value, { namespace: opts.namespace }))
   })
 
 async function* mapKeys(keys: AsyncIterable<string>): AsyncGenerator<[string, undefined]> {

@@ -5,10 +5,12 @@
  * what an application uses. `open({ cluster: { key } })` keeps processes without the cluster
  * key from connecting; {@link generateClusterKey} makes a key. Every replica open() returns has
  * a Prometheus registry (`replica.metrics`); {@link serve} exposes it with health checks over HTTP. The `convergent` CLI (bin)
- * inspects a data folder and makes cluster keys.
+ * inspects a data folder and makes cluster keys. {@link pseudonym} derives keyed pseudonyms for
+ * natural keys (an email as an entity id) so that ids carry no personal data.
  */
 export * from './open.js'
 export { generateClusterKey, type ClusterOptions } from './cluster.js'
+export { pseudonym, PSEUDONYM_LENGTH, type PseudonymOptions } from './pseudonym.js'
 export { serve, type ServeOptions, type Served } from './serve.js'
 export { defaultLogger, type LogLevel } from './log.js'
 export { createMetrics, OTHER_COLLECTIONS, type MetricsOptions } from './metrics.js'

@@ -173,6 +173,36 @@ describe('convergent encrypt / rekey', function () {
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_WRONG_KEY')
   })
 
+  it('decrypt is the inverse of encrypt: every entity kept, plain again, the key refused after; no key or a plain folder is refused', async function () {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+    const first = await keyFile('first', KEY)
+    expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+
+    const noKey = await runNode(CLI, ['decrypt', dir])
+    expect(noKey.code).to.not.equal(0)
+    expect(noKey.stderr).to.match(/decrypt needs the current key/)
+    const wrong = await runNode(CLI, ['decrypt', dir, '--key-file', await keyFile('other', randomBytes(32))])
+    expect(wrong.code).to.not.equal(0)
+    expect(wrong.stderr).to.match(/encrypted with another key/)
+    expect(await holding(dir, MARKER)).to.deep.equal([])
+
+    const dec = await runNode(CLI, ['--key-file', first, 'decrypt', dir])
+    expect(dec.code, dec.stderr).to.equal(0)
+    expect(dec.stdout).to.match(/^decrypted \d+ records\n$/)
+    expect(await readdir(join(dir, 'db'))).to.not.include('convergent-encryption')
+    expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.deep.equal(['db'])
+    expect(await holding(dir, MARKER)).not.to.deep.equal([])
+    await expectCustomers({})
+    expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_NOT_ENCRYPTED')
+    const again = await runNode(CLI, ['decrypt', dir, '--key-file', first])
+    expect(again.code).to.not.equal(0)
+    expect(again.stderr).to.match(/plain \(unencrypted\) store/)
+    await expectCustomers({})
+  })
+
   it('an interrupted swap: open() refuses (ERR_STORE) instead of starting empty; running the command again finishes it', async function () {
     const replica = await open({ dir, network: false, logger: silentLogger })
     for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })

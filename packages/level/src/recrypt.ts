@@ -1,7 +1,7 @@
 /**
- * Encrypting a plain store folder in place, and key rotation (`npx convergent encrypt` /
- * `rekey`): every record is opened with the old sealer (plain, or the old key) and sealed with
- * the new one into a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
+ * Encrypting a plain store folder in place, key rotation and decrypting in place (`npx
+ * convergent encrypt` / `rekey` / `decrypt`): every record is opened with the old sealer (plain,
+ * or the old key) and sealed with the new one (the old key, or plain: a checksummed record) into a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
  *
  *   1. `<db>.convergent-new` is built from scratch (a leftover of a crashed run is deleted
  *      first), its last batch fsynced, and closed;
@@ -12,15 +12,18 @@
  * 2 there is no `<db>`, but `<db>.convergent-old` exists only once the new folder is complete:
  * finishSwap() (run first by the next recrypt, and refused by open() with a message saying to
  * run it) renames the new one into place. After 2 the old folder is only deleted.
+ * Each rename is followed by an fsync of the parent folder (and the new folder's own entries are
+ * fsynced before the first): after a power loss the folders are in one of the states above,
+ * never a rename that the disk lost while a later step (deleting the old folder) was kept.
  * The old folder holds the data under the OLD key (or plain) until it is deleted; so do
  * backups made before: rotating a key does not re-protect copies made under the old one.
  */
-import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
-import { AesGcmSealer, checkFolder, folderKeyId, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
+import { AesGcmSealer, checkFolder, folderKeyId, fsyncDir, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 
@@ -40,7 +43,10 @@ export interface RecryptResult {
  * no crash of ours leaves (something created `db` in between): refused, nothing deleted.
  */
 export function finishSwap(db: string): void {
-  if (interruptedSwap(db)) renameSync(db + NEW_SUFFIX, db)
+  if (interruptedSwap(db)) {
+    renameSync(db + NEW_SUFFIX, db)
+    fsyncDir(dirname(db))
+  }
   const [here, old, fresh] = [existsSync(db), existsSync(db + OLD_SUFFIX), existsSync(db + NEW_SUFFIX)]
   if (here && old && fresh) {
     throw new ConvergentError(
@@ -121,9 +127,27 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
   } finally {
     await Promise.all([source.close(), dest.close()])
   }
-  if (existsSync(join(db, ACKED_FILE))) copyFileSync(join(db, ACKED_FILE), join(target, ACKED_FILE))
+  if (existsSync(join(db, ACKED_FILE))) {
+    copyFileSync(join(db, ACKED_FILE), join(target, ACKED_FILE))
+    fsyncFile(join(target, ACKED_FILE))
+  }
+  // The new folder's names (LevelDB's files, the marker, the mark) on disk before it is swapped
+  // in; then each rename on disk before the next step: the parent folder holds the names.
+  fsyncDir(target)
+  const parent = dirname(db)
   renameSync(db, db + OLD_SUFFIX)
+  fsyncDir(parent)
   renameSync(target, db)
+  fsyncDir(parent)
   rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
   return { records, keyId: toSealer?.keyId.toString('hex'), resumed: false }
+}
+
+function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r+')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
 }

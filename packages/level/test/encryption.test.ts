@@ -5,13 +5,15 @@
  * missing key, a key for a plain folder) leaving the folder byte-identical.
  */
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import { syncBuiltinESMExports } from 'node:module'
 import { inspect } from 'node:util'
-import { createHash, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isConvergentError, StoreCorruptError } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
-import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore } from '../src/index.js'
+import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore, recryptStore } from '../src/index.js'
 import { AesGcmSealer, keyIdOf, resolveKey } from '../src/encryption.js'
 import { entityWrite } from './entity-ops.js'
 import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
@@ -93,6 +95,32 @@ describe('LevelStore: encryption at rest', function () {
       assert.deepEqual([...sealer.open(prefix, 0, key, record)!], [...body])
       assert.notDeepEqual(sealer.sealCopy(prefix + key, body), record, 'a fresh IV per record')
       assert.deepEqual([...sealer.open('!meta!', 0, 'e', sealer.sealCopy('!meta!e', new Uint8Array(0)))!], [])
+    })
+
+    it('the layout is plain AES-256-GCM: a record sealed by hand with createCipheriv opens, and one sealed here deciphers by hand', function () {
+      // Folders written before the IV pool (one randomFillSync per record) hold the same layout.
+      const fullKey = prefix + key
+      const header = Buffer.concat([Buffer.from([2]), keyIdOf(KEY)])
+      const iv = randomBytes(12)
+      const cipher = createCipheriv('aes-256-gcm', KEY, iv, { authTagLength: 16 })
+      cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
+      const byHand = Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
+      assert.deepEqual([...sealer.open(prefix, 0, key, byHand)!], [...body])
+      const record = Buffer.from(sealer.sealCopy(fullKey, body))
+      const decipher = createDecipheriv('aes-256-gcm', KEY, record.subarray(9, 21), { authTagLength: 16 })
+      decipher.setAAD(Buffer.concat([record.subarray(0, 9), Buffer.from(fullKey)]))
+      decipher.setAuthTag(record.subarray(record.byteLength - 16))
+      assert.deepEqual([...Buffer.concat([decipher.update(record.subarray(21, record.byteLength - 16)), decipher.final()])], [...body])
+    })
+
+    it('IVs from the pool never repeat across refills; a key longer than the AAD scratch buffer works', function () {
+      const fresh = new AesGcmSealer(KEY)
+      const ivs = new Set<string>()
+      for (let i = 0; i < 3000; i++) ivs.add(Buffer.from(fresh.sealCopy(prefix + key, body).subarray(9, 21)).toString('hex'))
+      assert.equal(ivs.size, 3000)
+      const long = 'é'.repeat(3000) // 6,000 UTF-8 bytes
+      assert.deepEqual([...fresh.open(prefix, 0, long, fresh.sealCopy(prefix + long, body))!], [...body])
+      assert.equal(fresh.open(prefix, 0, long + 'x', fresh.sealCopy(prefix + long, body)), undefined)
     })
 
     it('fails on any flipped byte, another key, another keyspace, another cipher key', function () {
@@ -272,6 +300,80 @@ describe('LevelStore: encryption at rest', function () {
       await plain.write(entityWrite('c', 1))
       await plain.close()
       assert.equal(await codeOf(() => new LevelStore(plain.db, { encryption: { key: KEY } })), 'ERR_NOT_ENCRYPTED')
+    })
+  })
+
+  describe('recryptStore (encrypt / rekey / decrypt)', function () {
+    it('decrypt round trip; every rename is followed by an fsync of the parent folder before the next step', async function () {
+      const parent = await tempDir('convergent-recrypt-')
+      const db = join(parent, 'db')
+      const events: string[] = []
+      const original = { openSync: fs.openSync, fsyncSync: fs.fsyncSync, renameSync: fs.renameSync, rmSync: fs.rmSync }
+      const paths = new Map<number, string>()
+      try {
+        const store = classicLevelStore(db)
+        await store.open()
+        for (let n = 1; n <= 5; n++) await store.write(entityWrite('c', n))
+        await store.close()
+        // Spy on node:fs as recrypt.ts sees it (its named imports follow after syncBuiltinESMExports).
+        Object.assign(fs, {
+          openSync: (path: string, flags?: fs.OpenMode, mode?: fs.Mode) => {
+            const fd = original.openSync(path, flags ?? 'r', mode)
+            paths.set(fd, String(path))
+            return fd
+          },
+          fsyncSync: (fd: number) => {
+            events.push(`fsync ${paths.get(fd)}`)
+            original.fsyncSync(fd)
+          },
+          renameSync: (from: string, to: string) => {
+            events.push(`rename ${from} ${to}`)
+            original.renameSync(from, to)
+          },
+          rmSync: (path: string, options?: fs.RmOptions) => {
+            events.push(`rm ${path}`)
+            original.rmSync(path, options)
+          },
+        })
+        syncBuiltinESMExports()
+        const hex = KEY.toString('hex')
+        assert.equal((await recryptStore(db, undefined, { key: hex })).resumed, false)
+        const swap = (from: string, to: string): string[] => [`rename ${from} ${to}`, `fsync ${parent}`]
+        const afterSwap = (): string[] => {
+          const at = events.findIndex((e) => e === `rename ${db} ${db}.convergent-old`)
+          return events.slice(at - 1, at + 5)
+        }
+        assert.deepEqual(afterSwap(), [
+          `fsync ${db}.convergent-new`,
+          ...swap(db, `${db}.convergent-old`),
+          ...swap(`${db}.convergent-new`, db),
+          `rm ${db}.convergent-old`,
+        ])
+        events.length = 0
+        const result = await recryptStore(db, { key: hex }, undefined) // decrypt
+        assert.deepEqual([result.keyId, result.resumed], [undefined, false])
+        assert.deepEqual(afterSwap(), [
+          `fsync ${db}.convergent-new`,
+          ...swap(db, `${db}.convergent-old`),
+          ...swap(`${db}.convergent-new`, db),
+          `rm ${db}.convergent-old`,
+        ])
+        Object.assign(fs, original)
+        syncBuiltinESMExports()
+        assert.ok(!(await readdir(db)).includes(ENCRYPTION_FILE))
+        const plain = classicLevelStore(db)
+        await plain.open()
+        for (let n = 1; n <= 5; n++) assert.notEqual(await plain.readEntity('c', `entity-${n}`), undefined)
+        await plain.close()
+        assert.throws(
+          () => classicLevelStore(db, { encryption: { key: KEY } }),
+          (err: Error) => isConvergentError(err) && err.code === 'ERR_NOT_ENCRYPTED',
+        )
+      } finally {
+        Object.assign(fs, original)
+        syncBuiltinESMExports()
+        await removeDir(parent)
+      }
     })
   })
 })
