@@ -20,6 +20,7 @@ export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replicatio
 export type { PeerStats, DropReason } from './replication/peer-stats.js'
 export type { RoundResult } from './replication/sync-client.js'
 export type { ReplicaObserver, ObservedChange, StoreBatchEvent, RoundEvent, ReplicaStatus, LastRoundStatus } from './observe.js'
+export type { LagStatus } from './lag-window.js'
 
 // Errors, values, time, logs.
 export { ConvergentError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'

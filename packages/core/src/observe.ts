@@ -1,3 +1,4 @@
+import type { LagStatus } from './lag-window.js'
 import type { RoundEvent } from './replication/replicator.js'
 
 export type { RoundEvent } from './replication/replicator.js'
@@ -83,6 +84,11 @@ export interface ReplicaStatus {
   pendingWrites: number
   /** Damage the store showed (as in stats()). */
   store: { corruptRecords: number; damage: string[] }
+  /**
+   * Replication lag of remote changes that carried their origin's commit time (gossip; changes
+   * anti-entropy brings carry none): origin commit → durable here, across two clocks.
+   */
+  lag: LagStatus
 }
 
 export function lastRoundStatus(event: RoundEvent): LastRoundStatus {

@@ -20,6 +20,7 @@ import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
 import { Access, type TrustOptions } from './trust/access.js'
+import { LagWindow } from './lag-window.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
@@ -175,6 +176,9 @@ export class Replica {
     this.refused = refused
     this.clock = options.clock ?? systemClock()
     this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
+    this.events.onEvery((change) => {
+      if (change.lagMs !== undefined && change.peer !== undefined) this.lag.add(change.peer, change.lagMs, this.clock.now())
+    })
     const tracer = tracerOf(options.tracerProvider)
     this.services = {
       tracer,
@@ -329,8 +333,12 @@ export class Replica {
       }),
       pendingWrites: this.entities.pendingEntities,
       store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
+      lag: this.lag.status(),
     }
   }
+
+  /** See status().lag. */
+  private readonly lag = new LagWindow()
 
   private readiness(connected: number): ReplicaStatus['ready'] {
     if (this.state !== 'open') return { ready: false, reason: 'the replica is closed' }

@@ -41,6 +41,20 @@ describe('replication lag: origin commit time → durable here', function () {
     expect(future).to.be.below(-50_000)
   })
 
+  it('status().lag: percentiles over recent remote changes and the last sample per peer (negative counted as 0)', async () => {
+    const { victim, seen, send } = await victimAndEvil()
+    expect(victim.status().lag).to.deep.include({ samples: 0, p50Ms: null, p99Ms: null, maxMs: null })
+    const sentAt = Date.now()
+    await send('l1', sentAt - 2_000)
+    await send('l2', sentAt + 60_000)
+    await waitFor(() => seen.has('l1') && seen.has('l2'), 'both applied')
+    const lag = victim.status().lag
+    expect(lag.samples).to.equal(2)
+    expect(lag.p50Ms).to.equal(0) // the clamped future sample is the lower one
+    expect(lag.maxMs).to.be.at.least(2_000)
+    expect(lag.byPeer.map((p) => [p.peer, p.lastMs])).to.deep.equal([['evil', 0]])
+  })
+
   it('no time, or a malformed one, gives no lag and still applies the delta', async () => {
     const { victim, seen, send } = await victimAndEvil()
     const cases: [string, unknown][] = [
