@@ -13,7 +13,9 @@ const RAW = ['raw-yjs', 'raw-automerge']
 /**
  * W2 — live replication between two real nodes on 127.0.0.1: B is connected (and has
  * received a warm-up entity, so subscriptions and meshes are up) when A starts writing N new
- * entities; measured until B has all of them. Bytes are counted on the TCP connection.
+ * entities; measured until B has all of them. Bytes are counted on the TCP connection. Case
+ * 'live-enc' runs Convergent with encryption at rest on at both nodes (a random key each): against
+ * 'live' of the same run, what encryption costs (issue #14: ≤ 10 %).
  */
 type Pair = Awaited<ReturnType<typeof openPair>>
 
@@ -55,11 +57,12 @@ export const w2: Workload = {
   plan({ mode, window }) {
     const small = mode === 'quick' ? 200 : 1_000
     const specs = [...OURS, ...RAW, ...PEERS].map((s) => spec('W2', 'live', s, small, { window }, 120_000 + small * 60))
+    specs.push(...OURS.map((s) => spec('W2', 'live-enc', s, small, { window, encrypted: 1 }, 120_000 + small * 60)))
     if (mode === 'full') specs.push(...[...OURS, ...RAW].map((s) => spec('W2', 'live', s, 10_000, { window }, 300_000)))
     return specs
   },
   async run(s, log) {
-    const pair = await openPair(s.system)
+    const pair = await openPair(s.system, s.params.encrypted === 1 ? { encryption: true } : undefined)
     const b = await pair.openB()
     const window = s.params.window ?? 64
     try {
@@ -71,6 +74,7 @@ export const w2: Workload = {
         entitiesPerS: Math.round(perSecond(s.n, ms)),
         wireBytes: pair.meter.total,
         wireBytesPerEntity: round(pair.meter.total / s.n, 1),
+        encrypted: s.params.encrypted === 1 ? 1 : 0,
       }
       if (s.system.startsWith('convergent-')) {
         const deltas = deltaBytes(

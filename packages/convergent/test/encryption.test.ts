@@ -135,6 +135,13 @@ describe('convergent encrypt / rekey', function () {
     return file
   }
 
+  /** 20 customers in a plain folder; c7's email is the marker. */
+  async function writeCustomers(): Promise<void> {
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
+    await replica.close()
+  }
+
   async function expectCustomers(options: Partial<OpenOptions>): Promise<void> {
     const replica = await open({ dir, network: false, logger: silentLogger, ...options })
     try {
@@ -148,9 +155,7 @@ describe('convergent encrypt / rekey', function () {
   }
 
   it('encrypts a plain folder in place, then rotates its key; every entity kept, no value left in plain', async function () {
-    const replica = await open({ dir, network: false, logger: silentLogger })
-    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
-    await replica.close()
+    await writeCustomers()
     expect(await holding(dir, MARKER)).not.to.deep.equal([])
     const first = await keyFile('first', KEY)
     const second = await keyFile('second', randomBytes(32))
@@ -174,9 +179,7 @@ describe('convergent encrypt / rekey', function () {
   })
 
   it('decrypt is the inverse of encrypt: every entity kept, plain again, the key refused after; no key or a plain folder is refused', async function () {
-    const replica = await open({ dir, network: false, logger: silentLogger })
-    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
-    await replica.close()
+    await writeCustomers()
     const first = await keyFile('first', KEY)
     expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
     expect(await holding(dir, MARKER)).to.deep.equal([])
@@ -204,9 +207,7 @@ describe('convergent encrypt / rekey', function () {
   })
 
   it('an interrupted swap: open() refuses (ERR_STORE) instead of starting empty; running the command again finishes it', async function () {
-    const replica = await open({ dir, network: false, logger: silentLogger })
-    for (let n = 0; n < 20; n++) await replica.collection('customers').put(`c${n}`, { email: n === 7 ? MARKER : `c${n}@example.com` })
-    await replica.close()
+    await writeCustomers()
     const first = await keyFile('first', KEY)
     expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
     // As if the crash came between the two renames: the old folder aside, the new one not yet in place.

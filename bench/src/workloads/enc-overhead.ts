@@ -1,0 +1,93 @@
+import { openNode, openPair } from '../lib/node-pair.js'
+import { median, perSecond, round } from '../lib/stats.js'
+import { spec, type Workload } from './types.js'
+import { timeLocalWrites } from './w1-local-writes.js'
+import { timeLiveReplication } from './w2-live-replication.js'
+
+const OURS = ['convergent-yjs', 'convergent-automerge']
+type Variant = 'plain' | 'encrypted'
+const VARIANTS: readonly Variant[] = ['plain', 'encrypted']
+
+/**
+ * ENC — what encryption at rest costs: W1 (distinct, hot) and W2 (live, 1k) with
+ * open({ encryption: { key } }) off and on (a random key; W2: at both nodes), in one process,
+ * `rounds` times each, alternating which goes first, every time on fresh nodes in fresh folders.
+ * The primary value is the overhead of 'encrypted' against 'plain' from the medians (issue #14:
+ * ≤ 10 %). W1 also reports the process's CPU time per write (all its threads), which other
+ * processes on a shared machine disturb less than wall time. Read the spread (max − min over the
+ * median) before reading a few percent.
+ */
+export const enc: Workload = {
+  id: 'ENC',
+  title: 'ENC encryption-at-rest overhead (plain / encrypted)',
+  plan({ mode, window }) {
+    const rounds = mode === 'quick' ? 2 : 5
+    const w1n = mode === 'quick' ? 200 : 10_000
+    const w2n = mode === 'quick' ? 200 : 1_000
+    const warmUp = mode === 'quick' ? 50 : 200
+    return [
+      ...['W1-distinct', 'W1-hot'].flatMap((c) => OURS.map((s) => spec('ENC', c, s, w1n, { window, warmUp, rounds }, 120_000 + rounds * 2 * w1n * 20))),
+      ...OURS.map((s) => spec('ENC', 'W2-live', s, w2n, { window, rounds }, 120_000 + rounds * 2 * (10_000 + w2n * 60))),
+    ]
+  },
+  async run(s, log) {
+    const window = s.params.window ?? 64
+    const rounds = s.params.rounds ?? 5
+    const w1 = s.case.startsWith('W1-')
+    const samples: Record<Variant, number[]> = { plain: [], encrypted: [] }
+    const cpu: Record<Variant, number[]> = { plain: [], encrypted: [] }
+    for (let r = 0; r < rounds; r++) {
+      for (const variant of r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()) {
+        const encryption = variant === 'encrypted'
+        if (w1) {
+          const { node, close } = await openNode(s.system, { tuning: { network: false, durability: 'process', encryption } })
+          try {
+            const before = process.cpuUsage()
+            const ms = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
+            const used = process.cpuUsage(before)
+            samples[variant].push(perSecond(s.n, ms))
+            // Warm-up writes included: 2 × warmUp more writes than timed, under the same CPU clock.
+            cpu[variant].push((used.user + used.system) / (s.n + 2 * (s.params.warmUp ?? 200)))
+          } finally {
+            await close()
+          }
+        } else {
+          const pair = await openPair(s.system, { encryption })
+          const b = await pair.openB()
+          try {
+            samples[variant].push((await timeLiveReplication(pair, b, s.n, window, 120_000)).ms)
+          } finally {
+            await pair.close(b)
+          }
+        }
+      }
+      log(`round ${r + 1}/${rounds}: ${VARIANTS.map((v) => `${v} ${Math.round(samples[v].at(-1)!)}`).join(', ')}`)
+    }
+    const m = { plain: median(samples.plain), encrypted: median(samples.encrypted) }
+    // Overhead as extra cost: throughput lost (W1) or time added (W2), in percent of 'plain'.
+    const overhead = round(w1 ? (m.plain / m.encrypted - 1) * 100 : (m.encrypted / m.plain - 1) * 100, 1)
+    const spread = (v: Variant): number => round(((Math.max(...samples[v]) - Math.min(...samples[v])) / median(samples[v])) * 100, 1)
+    const best = (v: Variant): number => (w1 ? Math.max(...samples[v]) : Math.min(...samples[v]))
+    const bestOverhead = round(w1 ? (best('plain') / best('encrypted') - 1) * 100 : (best('encrypted') / best('plain') - 1) * 100, 1)
+    const unit = w1 ? 'ops/s' : 'ms'
+    const cpuMetrics: Record<string, number> = w1
+      ? {
+          'plain CPU µs/write': round(median(cpu.plain), 1),
+          'encrypted CPU µs/write': round(median(cpu.encrypted), 1),
+          'CPU overhead %': round((median(cpu.encrypted) / median(cpu.plain) - 1) * 100, 1),
+        }
+      : {}
+    return {
+      primary: { name: "overhead of 'encrypted' vs 'plain' (medians)", value: overhead, unit: '%', better: 'lower' },
+      metrics: {
+        rounds,
+        [`plain ${unit}`]: Math.round(m.plain),
+        [`encrypted ${unit}`]: Math.round(m.encrypted),
+        'overhead % (best runs)': bestOverhead,
+        'plain spread %': spread('plain'),
+        'encrypted spread %': spread('encrypted'),
+        ...cpuMetrics,
+      },
+    }
+  },
+}
