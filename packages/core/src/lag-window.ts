@@ -42,9 +42,7 @@ export class LagWindow {
       p50Ms: at(0.5),
       p99Ms: at(0.99),
       maxMs: sorted.length === 0 ? null : sorted[sorted.length - 1]!,
-      byPeer: [...this.last]
-        .reverse()
-        .map(([peer, s]) => ({ peer, lastMs: s.ms, at: new Date(s.at).toISOString() })),
+      byPeer: [...this.last].reverse().map(([peer, s]) => ({ peer, lastMs: s.ms, at: new Date(s.at).toISOString() })),
     }
   }
 }
