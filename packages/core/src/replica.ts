@@ -238,6 +238,9 @@ export class Replica {
       get: () => access.policy,
       set: async (next) => {
         this.assertOpen()
+        // Learn the newest policy the connected peers hold first: a version signed over an
+        // older one would be superseded by a concurrent admin's change (see the README).
+        await this.replicator?.offerPolicyToAll()
         const adopted = await this.track(access.set(next))
         void this.replicator?.offerPolicyToAll()
         return adopted
