@@ -3,8 +3,9 @@
 // hole it shows; they fail until it is fixed.
 import { expect } from 'chai'
 import { LoopbackHub } from '../src/index.js'
-import { decodeMessage, encodeHoldsRequest, encodeHoldsResponse, encodeMessage, MessageType, topicOf } from '../src/internal.js'
-import { closedAfterEach, hostile, memoryReplica, startRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
+import * as encoding from 'lib0/encoding'
+import { decodeMessage, encodeFetchRequest, encodeHoldsRequest, encodeHoldsResponse, encodeMessage, MAX_HOLDS_VERSION_BYTES, MessageType, topicOf } from '../src/internal.js'
+import { closedAfterEach, hostile, memoryReplica, recordingLogger, startRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
 
 describe('review 15: attacks on acks and lag', function () {
   this.timeout(60_000)
@@ -96,5 +97,72 @@ describe('review 15: attacks on acks and lag', function () {
     const lag = victim.status().lag
     expect(lags[0] === undefined || lags[0] < 24 * 3600_000, `lagMs ${lags[0]}`).to.equal(true)
     expect(lag.maxMs === null || lag.maxMs < 24 * 3600_000, `status().lag.maxMs ${lag.maxMs}`).to.equal(true)
+  })
+  // HOLE (holds version bomb): MAX_HOLDS_VERSION_BYTES is 1 MiB, "small enough that one query
+  // costs a responder little". A Yjs version of 1 MiB that is a delete set of ~250,000 one-item
+  // ranges is decoded (Y.decodeSnapshot), re-encoded to check it, and compared range by range:
+  // ~100 ms of blocked event loop per query on this machine. The byte budget lets one reader
+  // send 32 MiB/s (128 MiB burst): 30+ such queries a second, i.e. several seconds of CPU per
+  // second — every replica of the cluster frozen by one member for as long as it likes.
+  // Fix: a far smaller bound for a holds version (an honest one is a few KiB; 64 KiB is ample)
+  // and/or a per-peer budget of version bytes decoded per second; reject with a drop.
+  it('holds: one query with a 1 MiB Yjs delete-set version does not block the event loop for long', async () => {
+    const hub = new LoopbackHub()
+    const server = await memoryReplica({ network: hub.createNetwork('server') })
+    replicas.push(server)
+    await server.collection('orders', { backend: 'yjs' }).put('o-1', { v: 1 })
+    const raw = hub.createNetwork('raw')
+    nets.push(raw)
+    await startRawPeer(raw, server)
+    const e = encoding.createEncoder()
+    const n = 250_000
+    encoding.writeVarUint(e, 1) // one client in the delete set
+    encoding.writeVarUint(e, 5) // its id
+    encoding.writeVarUint(e, n)
+    for (let i = 0; i < n; i++) {
+      encoding.writeVarUint(e, i * 2)
+      encoding.writeVarUint(e, 1)
+    }
+    encoding.writeVarUint(e, 0) // an empty state vector
+    const bomb = encoding.toUint8Array(e)
+    expect(bomb.byteLength).to.be.at.most(MAX_HOLDS_VERSION_BYTES)
+    // The event loop is blocked while the responder decodes: measure the longest stall.
+    let worst = 0
+    let last = performance.now()
+    const tick = setInterval(() => {
+      const now = performance.now()
+      worst = Math.max(worst, now - last)
+      last = now
+    }, 1)
+    try {
+      for (let i = 0; i < 3; i++) {
+        const reply = decodeMessage(await raw.request(server.peerId, encodeHoldsRequest({ collection: 'orders', backend: 'yjs', id: 'o-1', version: bomb })), 1 << 22)
+        expect(reply.type).to.be.oneOf([MessageType.HoldsResponse, MessageType.Error])
+      }
+    } finally {
+      clearInterval(tick)
+    }
+    expect(worst, `a ${bomb.byteLength}-byte holds query stalled the event loop ${worst.toFixed(0)} ms`).to.be.below(40)
+  })
+
+  // HOLE (unbounded warn lines from one peer): the DropLog bounds drop lines to 20 per peer per
+  // 10 s, but SyncServer.handle logs every other refused request with its own
+  // logger.warn("sync request from … failed"), unbounded. A FetchRequest naming a ticket that
+  // does not exist costs a peer 10 bytes and the victim one warn line (ERR_NETWORK "unknown or
+  // expired ticket"): 5,000 lines/s at the request rate bound, the 49,280-lines-in-5-s flood the
+  // DropLog was written against. Fix: route these through ctx.dropLog (per-peer bound), or
+  // treat an unknown ticket as a (counted) drop.
+  it('logs: a peer sending requests that fail does not get one warn line per request', async () => {
+    const hub = new LoopbackHub()
+    const logger = recordingLogger()
+    const server = await memoryReplica({ network: hub.createNetwork('server'), logger })
+    replicas.push(server)
+    const raw = hub.createNetwork('raw')
+    nets.push(raw)
+    await startRawPeer(raw, server)
+    const before = logger.lines.length
+    for (let i = 0; i < 500; i++) await raw.request(server.peerId, encodeFetchRequest({ ticket: 1_000_000 + i, offset: 0 }))
+    const lines = logger.lines.length - before
+    expect(lines, `500 bogus fetches → ${lines} log lines, e.g. ${JSON.stringify(logger.lines.at(-1))}`).to.be.at.most(25)
   })
 })
