@@ -6,7 +6,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LoopbackHub, silentLogger } from '@convergent/core'
+import { LoopbackHub, Replica, silentLogger, type Store } from '@convergent/core'
+import { automergeBackend } from '@convergent/automerge'
+import { memoryLevelStore } from '@convergent/level'
+import { createMetrics } from '../src/index.js'
 import { encodeMessage, MessageType, topicOf } from '@convergent/core/internal'
 import { yjsBackend } from '@convergent/yjs'
 import { replicasAfterEach, waitFor } from './helpers.js'
@@ -58,5 +61,26 @@ describe('review 15: alert rules against the exported metrics', function () {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+  // HOLE (store damage found at open is invisible to metrics and alerts): when LevelDB drops
+  // records while recovering its log at open (store.damage: data lost on this replica), the
+  // replica logs an error and status().store.damage says so, but no metric moves:
+  // convergent_store_corrupt_records_total counts only records failing their checksum later,
+  // and ConvergentStoreCorruption (`increase(…[15m]) > 0`) cannot see a counter that is already
+  // non-zero at its first scrape after a restart either. The one damage that loses data at a
+  // restart pages no one. Fix: a gauge convergent_store_damaged (len(store.damage)) with an
+  // alert `convergent_store_damaged > 0`, or count it into the corrupt-records counter and
+  // alert on `> 0` with a `resets()`-aware expression.
+  it('a store that reports damage at open shows in a metric', async () => {
+    const inner = memoryLevelStore()
+    const store = new Proxy(inner, {
+      get: (t, p) => (p === 'damage' ? ['LevelDB dropped 3 records of its log'] : (Reflect.get(t, p, t) as unknown)),
+    }) as unknown as Store
+    const replica = await Replica.open({ store, backends: [yjsBackend(), automergeBackend()], logger: silentLogger, syncIntervalMs: 0 })
+    suite.opened(replica)
+    expect(replica.status().store.damage).to.have.length(1)
+    const samples = parsePrometheusText(await createMetrics(replica, { processMetrics: false }).metrics())
+    const damage = samples.filter((s) => /damage|corrupt/.test(s.name) && s.value > 0)
+    expect(damage, `series about store damage: ${JSON.stringify(samples.filter((s) => /damage|corrupt/.test(s.name)))}`).to.not.be.empty
   })
 })
