@@ -165,4 +165,37 @@ describe('review 15: attacks on acks and lag', function () {
     const lines = logger.lines.length - before
     expect(lines, `500 bogus fetches → ${lines} log lines, e.g. ${JSON.stringify(logger.lines.at(-1))}`).to.be.at.most(25)
   })
+  // HOLE (ack queues an anti-entropy round per poll): when the delta a "not held" peer lacks is
+  // over maxChunkBytes, sendMissing calls syncWith(peer) → replicator.roundWith(peer) at every
+  // poll. roundWith does not coalesce: it chains one more whole round after the ones queued,
+  // so each waiting write queues ~2 full rounds (roots, nodes, leaves, exchange) a second with
+  // that peer for up to 10 minutes, and with a peer that answers slowly (each round may take
+  // roundTimeoutMs, 10 min) the chain of queued rounds grows without bound in memory.
+  // Fix: ask for a round at most once per peer per wait, and make roundWith coalesce a request
+  // made while a round with that peer is queued (join the pending one instead of adding one).
+  it('ack: a peer that always says "not held" to a large entity is not sent a sync round at every poll', async () => {
+    const hub = new LoopbackHub()
+    const writer = await memoryReplica({ network: hub.createNetwork('writer') })
+    replicas.push(writer)
+    let rounds = 0
+    const liar = await hostile(hub, 'liar', (type) => {
+      if (type === MessageType.HoldsRequest) return encodeHoldsResponse({ held: false, version: new Uint8Array(0) })
+      if (type === MessageType.RootsRequest) rounds++
+      return encodeMessage(MessageType.Error, { m: 'busy' })
+    })
+    nets.push(liar)
+    await waitFor(() => writer.peers().includes('liar'), 'connected')
+    await new Promise((r) => setTimeout(r, 200)) // the round on connect, if any, is over
+    const before = rounds
+    const err = await writer
+      .collection('orders', { backend: 'yjs' })
+      .put('o-1', { big: 'x'.repeat(600_000) }, { ack: { peers: 1, timeoutMs: 4_000 } })
+      .then(
+        () => undefined,
+        (e: Error) => e,
+      )
+    expect(err?.message).to.match(/0 of 1 peer/)
+    const started = rounds - before
+    expect(started, `${started} anti-entropy rounds started with the liar for one write`).to.be.at.most(2)
+  })
 })
