@@ -24,7 +24,9 @@ const ROUND_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 /** Seconds: one LevelDB batch is ~0.1 ms in memory, a few ms with fsync, more under load. */
 const BATCH_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 /** Seconds: a push arrives in milliseconds on a LAN; a push window, a busy peer or a slow disk add up to seconds. */
-const LAG_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+// Up to 30 min: the lag alert's threshold (60 s) must lie below the top bucket, or its p99
+// could never exceed it (histogram_quantile caps at the highest finite bucket).
+const LAG_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]
 
 /**
  * A Prometheus registry (prom-client) for one replica: the `convergent_*` metrics below, fed
@@ -180,6 +182,14 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     registers,
     collect() {
       this.set(replica.status().ready.ready ? 1 : 0)
+    },
+  })
+  new Gauge({
+    name: 'convergent_store_damaged',
+    help: 'Damage the store reported when it opened (LevelDB dropped records while recovering its log: data this replica lost; status().store.damage says what). 0 when it opened clean.',
+    registers,
+    collect() {
+      this.set(replica.status().store.damage.length)
     },
   })
   new Gauge({

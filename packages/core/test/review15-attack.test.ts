@@ -4,7 +4,16 @@
 import { expect } from 'chai'
 import { LoopbackHub } from '../src/index.js'
 import * as encoding from 'lib0/encoding'
-import { decodeMessage, encodeFetchRequest, encodeHoldsRequest, encodeHoldsResponse, encodeMessage, MAX_HOLDS_VERSION_BYTES, MessageType, topicOf } from '../src/internal.js'
+import {
+  decodeMessage,
+  encodeFetchRequest,
+  encodeHoldsRequest,
+  encodeHoldsResponse,
+  encodeMessage,
+  MAX_HOLDS_VERSION_BYTES,
+  MessageType,
+  topicOf,
+} from '../src/internal.js'
 import { closedAfterEach, hostile, memoryReplica, recordingLogger, startRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
 
 describe('review 15: attacks on acks and lag', function () {
@@ -23,7 +32,6 @@ describe('review 15: attacks on acks and lag', function () {
     const writer = await memoryReplica({ network: hub.createNetwork('writer') })
     replicas.push(writer)
     let deltasSent = 0
-    let bytesSent = 0
     const liar = await hostile(hub, 'liar', (type) => {
       if (type === MessageType.HoldsRequest) return encodeHoldsResponse({ held: false, version: new Uint8Array(0) })
       if (type === MessageType.DeltasRequest) deltasSent++
@@ -41,7 +49,7 @@ describe('review 15: attacks on acks and lag', function () {
         (e: Error) => e,
       )
     expect(err?.message).to.match(/0 of 1 peer/)
-    bytesSent = writer.stats().peers.liar?.bytesOut ?? 0
+    const bytesSent = writer.stats().peers.liar?.bytesOut ?? 0
     const ms = Date.now() - started
     // 4 s of polling (20, 40, …, 500 ms): ~10 "no"s, ~9 whole-state sends of 100 KB.
     expect(deltasSent, `${deltasSent} DeltasRequests (${bytesSent} bytes) to one lying peer in ${ms} ms for one write`).to.be.at.most(1)
@@ -92,7 +100,10 @@ describe('review 15: attacks on acks and lag', function () {
     victim.collection('c', { backend: 'yjs' })
     const lags: (number | undefined)[] = []
     victim.observe({ change: (c) => void lags.push(c.lagMs) })
-    await evil.publish(topicOf('default', 'c'), encodeMessage(MessageType.Push, { c: 'c', b: 'yjs', o: 'evil', s: 1, e: [['e-1', yjsDeltaOf({ v: 1 })]], t: 0 }))
+    await evil.publish(
+      topicOf('default', 'c'),
+      encodeMessage(MessageType.Push, { c: 'c', b: 'yjs', o: 'evil', s: 1, e: [['e-1', yjsDeltaOf({ v: 1 })]], t: 0 }),
+    )
     await waitFor(() => lags.length === 1, 'applied')
     const lag = victim.status().lag
     expect(lags[0] === undefined || lags[0] < 24 * 3600_000, `lagMs ${lags[0]}`).to.equal(true)
@@ -106,7 +117,7 @@ describe('review 15: attacks on acks and lag', function () {
   // second — every replica of the cluster frozen by one member for as long as it likes.
   // Fix: a far smaller bound for a holds version (an honest one is a few KiB; 64 KiB is ample)
   // and/or a per-peer budget of version bytes decoded per second; reject with a drop.
-  it('holds: one query with a 1 MiB Yjs delete-set version does not block the event loop for long', async () => {
+  it('holds: a 1 MiB Yjs delete-set version is refused before it is decoded (it would block the event loop)', async () => {
     const hub = new LoopbackHub()
     const server = await memoryReplica({ network: hub.createNetwork('server') })
     replicas.push(server)
@@ -125,24 +136,16 @@ describe('review 15: attacks on acks and lag', function () {
     }
     encoding.writeVarUint(e, 0) // an empty state vector
     const bomb = encoding.toUint8Array(e)
-    expect(bomb.byteLength).to.be.at.most(MAX_HOLDS_VERSION_BYTES)
-    // The event loop is blocked while the responder decodes: measure the longest stall.
-    let worst = 0
-    let last = performance.now()
-    const tick = setInterval(() => {
-      const now = performance.now()
-      worst = Math.max(worst, now - last)
-      last = now
-    }, 1)
-    try {
-      for (let i = 0; i < 3; i++) {
-        const reply = decodeMessage(await raw.request(server.peerId, encodeHoldsRequest({ collection: 'orders', backend: 'yjs', id: 'o-1', version: bomb })), 1 << 22)
-        expect(reply.type).to.be.oneOf([MessageType.HoldsResponse, MessageType.Error])
-      }
-    } finally {
-      clearInterval(tick)
-    }
-    expect(worst, `a ${bomb.byteLength}-byte holds query stalled the event loop ${worst.toFixed(0)} ms`).to.be.below(40)
+    // Fixed: a holds version is bounded far below that (an honest one is a few KiB), so the
+    // bomb is refused before anything decodes it, and counted against the peer.
+    expect(MAX_HOLDS_VERSION_BYTES).to.be.at.most(64 * 1024)
+    expect(bomb.byteLength).to.be.greaterThan(MAX_HOLDS_VERSION_BYTES)
+    const reply = decodeMessage(
+      await raw.request(server.peerId, encodeHoldsRequest({ collection: 'orders', backend: 'yjs', id: 'o-1', version: bomb })),
+      1 << 22,
+    )
+    expect(reply.type).to.equal(MessageType.Error)
+    expect(server.stats().peers.raw!.dropped.malformed).to.equal(1)
   })
 
   // HOLE (unbounded warn lines from one peer): the DropLog bounds drop lines to 20 per peer per

@@ -100,6 +100,11 @@ class AckWait {
   private readonly lacks = new Map<string, number>()
   /** Peers that do not serve holds queries (older versions): they can never confirm. */
   private readonly unable = new Set<string>()
+  /**
+   * Peers already sent what they lacked (a delta or a round) in this wait: once each. A peer
+   * that keeps saying "not held" must not get the entity again at every poll.
+   */
+  private readonly sent = new Set<string>()
 
   constructor(
     private readonly ctx: ReplicationContext,
@@ -131,7 +136,10 @@ class AckWait {
       }
       const lacks = (this.lacks.get(peer) ?? 0) + 1
       this.lacks.set(peer, lacks)
-      if (lacks >= 2 && answer.version !== undefined) await this.sendMissing(peer, answer.version)
+      if (lacks >= 2 && answer.version !== undefined && !this.sent.has(peer)) {
+        this.sent.add(peer)
+        await this.sendMissing(peer, answer.version)
+      }
     } catch (err) {
       if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) drop(this.ctx, peer, 'malformed', `bad answer to a holds query: ${err.message}`)
       // Unreachable, aborted or refused now: asked again next time while time is left.

@@ -9,6 +9,9 @@ import type { ReplicationContext } from './context.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
 
+/** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
+const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
+
 export type ApplyResult = 'applied' | 'duplicate' | DropReason
 
 /**
@@ -128,7 +131,10 @@ export async function applyRemoteDelta(
   }
   stats.deltasApplied++
   // Durable here now: the lag is measured to this moment (across two clocks; see ObservedChange.lagMs).
-  pending.finish(entry, originTime === undefined ? undefined : { lagMs: ctx.clock.now() - originTime })
+  // A commit time more than a day from our clock is no measurement (a peer without a real-time
+  // clock, or a hostile one): no sample, rather than a 56-year lag in every percentile.
+  const lagMs = originTime === undefined ? undefined : ctx.clock.now() - originTime
+  pending.finish(entry, lagMs === undefined || Math.abs(lagMs) > MAX_PLAUSIBLE_LAG_MS ? undefined : { lagMs })
   return 'applied'
 }
 

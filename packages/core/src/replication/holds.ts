@@ -2,7 +2,8 @@ import { ConvergentError, isConvergentError } from '../errors.js'
 import { checkId } from '../json.js'
 import { acquireDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
-import { decodeHoldsRequest, encodeHoldsResponse, invalid, MAX_HOLDS_VERSION_BYTES } from './messages/index.js'
+import { decodeHoldsRequest, encodeHoldsResponse, invalid, MAX_HOLDS_VERSION_BYTES, type HoldsRequest } from './messages/index.js'
+import type { CollectionState } from '../entities.js'
 import { drop } from './receiver.js'
 
 const NOT_HELD = encodeHoldsResponse({ held: false })
@@ -26,6 +27,9 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
   if (!ctx.access.mayRead(from, req.collection)) throw new ConvergentError('ERR_FORBIDDEN', `the cluster policy does not let ${from} read '${req.collection}'`)
   const col = ctx.entities.collections.get(req.collection)
   if (col === undefined || col.dropped === true || col.backend.name !== req.backend) return NOT_HELD
+  // Not in memory: answer from the store without caching a document (queries for ids nobody
+  // stored, or for cold ones, must not evict the hot entities from the cache).
+  if (!ctx.entities.isLoaded(col, req.id)) return answerFromStore(ctx, from, col, req)
   const entity = await acquireDurable(ctx.entities, col, req.id)
   if (entity === undefined) return NOT_HELD // busy with local writes: the writer asks again
   try {
@@ -45,3 +49,28 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
     ctx.entities.release(entity)
   }
 }
+
+/** The answer for an entity not in memory: from its stored records, loaded into a document that is freed at once. */
+async function answerFromStore(ctx: ReplicationContext, from: string, col: CollectionState, req: HoldsRequest): Promise<Uint8Array> {
+  const stored = await ctx.entities.readStored(col, req.id)
+  if (stored === undefined) return encodeHoldsResponse({ held: false, version: null })
+  const doc = col.backend.load(stored.snapshot, stored.deltas, TEMP_ACTOR)
+  try {
+    let held: boolean
+    try {
+      held = col.backend.includes(doc, req.version)
+    } catch (err) {
+      if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
+      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, entity: req.id })
+      return NOT_HELD
+    }
+    if (held) return encodeHoldsResponse({ held })
+    const ours = col.backend.version(doc)
+    return encodeHoldsResponse(ours.byteLength > MAX_HOLDS_VERSION_BYTES ? { held } : { held, version: ours })
+  } finally {
+    col.backend.dispose?.(doc)
+  }
+}
+
+/** The actor of a document only read, never written. */
+const TEMP_ACTOR = new Uint8Array(16)

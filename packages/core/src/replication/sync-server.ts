@@ -101,7 +101,8 @@ export class SyncServer {
       } else if (err instanceof ConvergentError && err.code === 'ERR_FORBIDDEN') {
         drop(this.ctx, from, 'forbidden', message)
       } else {
-        this.ctx.logger.warn(`sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })
+        // Through the drop log: a peer sending failing requests gets a few lines, not one each.
+        this.ctx.dropLog.log(from, `sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })
       }
       return this.error(message, err instanceof UnsupportedTypeError ? err.type : undefined)
     }

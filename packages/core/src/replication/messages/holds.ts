@@ -6,7 +6,7 @@ import { asBytes, asBytesOrNull, asRecord, asString, invalid } from './fields.js
  * and delete ranges of the entity; far above any honest one, small enough that one query
  * costs a responder little to decode and compare.
  */
-export const MAX_HOLDS_VERSION_BYTES = 1024 * 1024
+export const MAX_HOLDS_VERSION_BYTES = 64 * 1024
 
 /**
  * HoldsRequest (sync protocol): does the responder hold, durably, every operation of this
