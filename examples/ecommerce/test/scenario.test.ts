@@ -84,6 +84,22 @@ describe('e-commerce scenario (quick mode)', function () {
     expect(existsSync(r.dataRoot)).to.equal(false)
   })
 
+  it('runs with the trust boundary on: an unauthorised write refused locally and on receipt, outsiders refused at connect', () => {
+    const t = r.trust!
+    expect(t.error).to.equal(null)
+    for (const service of ['inventory', 'orders', 'payments'] as const) expect(t.policyVersion[service], service).to.be.at.least(1)
+    expect(t.refusedWrite.code).to.equal('ERR_FORBIDDEN')
+    expect(t.refusedWrite.storedOn).to.deep.equal([])
+    expect(t.supportPaymentsCode).to.equal('ERR_FORBIDDEN')
+    expect(t.supportReadsOrder.ok).to.equal(true)
+    for (const service of ['inventory', 'orders', 'payments'] as const) {
+      expect(t.forged.droppedBy[service], service).to.be.at.least(1)
+      expect(t.forged.metric[service], service).to.be.at.least(1)
+    }
+    expect(t.forged.storedOn).to.deep.equal([])
+    expect(t.outsiders.map((o) => o.connected)).to.deep.equal([false, false])
+  })
+
   it('reports every invariant as holding', () => {
     expect(r.invariants.filter((i) => !i.ok)).to.deep.equal([])
   })

@@ -92,6 +92,21 @@ describe('e-commerce building blocks', () => {
       metricSamples: [],
       lost: { checked: 3, missing: [] },
       exampleView: null,
+      trust: {
+        policy: { roles: {}, collections: {} },
+        policyVersion: { inventory: 1, orders: 1, payments: 1, support: 1 },
+        names: {},
+        refusedWrite: { code: 'ERR_FORBIDDEN', message: '', storedOn: [] },
+        supportReadsOrder: { id: 'w1', ok: true },
+        supportPaymentsCode: 'ERR_FORBIDDEN',
+        forged: { id: 'forged-1', droppedBy: { inventory: 1, orders: 1, payments: 1 }, metric: {}, storedOn: [] },
+        outsiders: [
+          { name: 'a', why: '', peerId: 'x', connected: false, triedMs: 2500 },
+          { name: 'b', why: '', peerId: 'y', connected: false, triedMs: 2500 },
+        ],
+        durationMs: 1,
+        error: null,
+      },
       processesLeft: [],
       httpRetries: 0,
       pids: [1, 2, 3],
@@ -108,5 +123,21 @@ describe('e-commerce building blocks', () => {
     expect(failed({ ...good, initialStock: { mug: 1 } })).to.include('no oversell: accepted quantity ≤ initial stock')
     expect(failed({ ...good, lost: { checked: 3, missing: [{ service: 'payments', id: 'w1' }] } })).to.deep.equal(['acknowledged writes lost = 0'])
     expect(failed({ ...good, processesLeft: [2] })).to.deep.equal(['no process left behind'])
+    const trust = good.trust!
+    const unauthorised = 'trust: an unauthorised write is refused (locally, and on receipt)'
+    expect(failed({ ...good, trust: { ...trust, refusedWrite: { code: null, message: 'the write was accepted', storedOn: [] } } })).to.deep.equal([
+      unauthorised,
+    ])
+    expect(failed({ ...good, trust: { ...trust, forged: { ...trust.forged, storedOn: ['orders'] } } })).to.deep.equal([unauthorised])
+    expect(failed({ ...good, trust: { ...trust, forged: { ...trust.forged, droppedBy: { inventory: 1, orders: 0, payments: 1 } } } })).to.deep.equal([
+      unauthorised,
+    ])
+    expect(failed({ ...good, trust: { ...trust, outsiders: [trust.outsiders[0]!, { ...trust.outsiders[1]!, connected: true }] } })).to.deep.equal([
+      'trust: outsiders refused at connect',
+    ])
+    expect(failed({ ...good, trust: { ...trust, policyVersion: { inventory: 1, orders: null, payments: 1 } } })).to.deep.equal([
+      'trust: the signed policy is in force on every service',
+    ])
+    expect(failed({ ...good, trust: null })).to.include('trust: unauthorised writes refused, outsiders refused at connect')
   })
 })

@@ -2,12 +2,14 @@
 // `convergent`: look inside a service's data folder — its collections, entities and change
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
-// `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms.
+// `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms;
+// `convergent audit` lists who changed what (attributed to the sending peer, not yet signed).
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
 import { recryptStore } from '@convergent/level'
+import { identityPeerId } from '@convergent/libp2p'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 import { pseudonym } from './pseudonym.js'
@@ -126,6 +128,40 @@ program
         if (opts.limit !== undefined && n++ >= opts.limit) break
         out(JSON.stringify({ ...entry, time: new Date(entry.time).toISOString() }))
       }
+    })
+  })
+
+const AUDIT_ATTRIBUTION =
+  "Each entry is attributed to the peer that sent the change, as this replica recorded it: 'local' = written on this replica; otherwise the sending peer's id — the writer for gossip (gossipsub signs each message with its origin's key), the writer that relayed it for anti-entropy (which may not be its author). Per-delta signatures do not exist yet: nothing here is re-verified, and a writer can relay changes it did not make."
+
+program
+  .command('audit')
+  .description(
+    `who changed what and when: the change feed of a collection (optionally of one entity), oldest first — seq, time, entity id, origin, kind. ${AUDIT_ATTRIBUTION}`,
+  )
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .argument('[id]', 'only changes of this entity')
+  .option('--since <seq>', 'only changes after this sequence number', count, 0)
+  .option('--json', 'one JSON object per line, after the header lines (which start with #)')
+  .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean }) => {
+    const path = dataDir(dir)
+    const self = await identityPeerId(join(path, 'peer-id.key'), { create: false }).catch(() => undefined)
+    await withReplica(dir, async (replica) => {
+      const col = existing(replica, name)
+      out(`# audit of '${name}'${id === undefined ? '' : ` entity '${id}'`} in ${path}; this replica is ${self ?? '(no identity file: peer id unknown)'}`)
+      out(`# ${AUDIT_ATTRIBUTION}`)
+      if (opts.json !== true) out('# seq\ttime\tid\torigin\tkind')
+      let n = 0
+      for await (const entry of col.changes({ since: opts.since })) {
+        if (id !== undefined && entry.id !== id) continue
+        n++
+        const time = new Date(entry.time).toISOString()
+        const origin = entry.origin === 'local' ? `local${self === undefined ? '' : ` (${self})`}` : entry.origin
+        if (opts.json === true) out(JSON.stringify({ seq: entry.seq, time, id: entry.id, origin: entry.origin, kind: entry.kind, verified: false }))
+        else out(`${entry.seq}\t${time}\t${entry.id}\t${origin}\t${entry.kind}`)
+      }
+      out(`# ${n} ${n === 1 ? 'change' : 'changes'}; signatures: not verified (none recorded)`)
     })
   })
 

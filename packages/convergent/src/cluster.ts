@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { ConvergentError, type Network } from '@convergent/core'
-import { CLUSTER_KEY_BYTES, isVerifiablePeerId, parseClusterKey } from '@convergent/libp2p'
+import { CLUSTER_KEY_BYTES, identityPeerId, isVerifiablePeerId, parseClusterKey } from '@convergent/libp2p'
 
 /**
  * Membership of a cluster: `open({ cluster: { key } })`. Without it a replica runs in
@@ -30,6 +32,15 @@ export interface ClusterOptions {
   admins?: string[]
 }
 
+/**
+ * `open({ network, cluster: { admins } })`: the admins of a cluster whose libp2p network the
+ * application built itself — with createLibp2pNetwork({ clusterKey }), so the key is the
+ * network's and not repeated here (and with its own identity, connection gater and so on).
+ */
+export interface NetworkClusterOptions {
+  admins: string[]
+}
+
 /** Most admins a cluster may name. */
 const MAX_ADMINS = 64
 
@@ -43,10 +54,23 @@ export function generateClusterKey(): string {
 }
 
 /**
- * Checks open()'s `cluster` option and returns the key's 32 bytes. Runs before open() touches
+ * The peer id (12D3KooW…) a data folder's libp2p identity gives: the one `open({ dir })` will
+ * run as. Creates the identity (`<dir>/peer-id.key`) if the folder has none yet, exactly as
+ * open() would — so admins and policy members can be named before any replica runs.
+ */
+export async function folderPeerId(dir: string): Promise<string> {
+  if (typeof dir !== 'string' || dir.length === 0)
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', 'folderPeerId(dir) needs the folder given to open({ dir }).')
+  await mkdir(dir, { recursive: true })
+  return (await identityPeerId(join(dir, 'peer-id.key')))!
+}
+
+/**
+ * Checks open()'s `cluster` option and returns the key's 32 bytes (none when a network was
+ * passed in with `cluster: { admins }` alone: that network holds the key). Runs before open() touches
  * the folder or the network, so a refused option leaves nothing behind.
  */
-export function clusterOf(cluster: unknown, network: false | Network | undefined): { key: Uint8Array; admins?: string[] } {
+export function clusterOf(cluster: unknown, network: false | Network | undefined): { key?: Uint8Array; admins?: string[] } {
   const invalid = (message: string): ConvergentError => new ConvergentError('ERR_INVALID_ARGUMENT', message)
   if (typeof cluster !== 'object' || cluster === null || Array.isArray(cluster)) {
     throw invalid('open({ cluster }) is an object: { key } with the cluster key (32 bytes, or 64 hex characters).')
@@ -54,11 +78,18 @@ export function clusterOf(cluster: unknown, network: false | Network | undefined
   for (const field of Object.keys(cluster)) {
     if (field !== 'key' && field !== 'admins') throw invalid(`open({ cluster }) has no option ${JSON.stringify(field)}; it takes { key, admins }.`)
   }
+  const passedIn = network !== undefined && network !== false
+  if (passedIn && !('key' in cluster)) {
+    // The network was built (and keyed) by the application: cluster names the admins only.
+    const admins = adminsOf((cluster as { admins?: unknown }).admins)
+    if (admins === undefined) throw invalid('open({ network, cluster }) without a key takes { admins }: the network passed in holds the cluster key.')
+    return { admins }
+  }
   const key = parseClusterKey((cluster as { key?: unknown }).key, 'open({ cluster: { key } })')
   const admins = adminsOf((cluster as { admins?: unknown }).admins)
   if (network !== undefined && network !== false) {
     throw invalid(
-      'open({ cluster }) protects the libp2p network open() builds, and a network was passed in: build it with createLibp2pNetwork({ clusterKey }) instead, and leave out cluster.',
+      'open({ cluster }) protects the libp2p network open() builds, and a network was passed in: build it with createLibp2pNetwork({ clusterKey }) instead, and pass only cluster: { admins } (or no cluster).',
     )
   }
   return admins === undefined ? { key } : { key, admins }

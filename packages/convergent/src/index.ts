@@ -9,7 +9,7 @@
  * natural keys (an email as an entity id) so that ids carry no personal data.
  */
 export * from './open.js'
-export { generateClusterKey, type ClusterOptions } from './cluster.js'
+export { generateClusterKey, folderPeerId, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 export { pseudonym, PSEUDONYM_LENGTH, type PseudonymOptions } from './pseudonym.js'
 export { serve, type ServeOptions, type Served } from './serve.js'
 export { defaultLogger, type LogLevel } from './log.js'

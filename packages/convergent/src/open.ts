@@ -6,7 +6,7 @@ import { automergeBackend } from '@convergent/automerge'
 import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
 import { createLibp2pNetwork, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
-import { clusterOf, type ClusterOptions } from './cluster.js'
+import { clusterOf, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
 import { loggerOf, type LogLevel } from './log.js'
 
@@ -48,9 +48,10 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
    * `{ key }`: only processes with the same 32-byte key can connect (see ClusterOptions).
    * Omitted → development mode: any process that reaches the port and knows the namespace
    * joins, and open() logs a warning saying so. Applies to the libp2p node open() builds; with
-   * `network` passed in, give that network the key (createLibp2pNetwork({ clusterKey })).
+   * `network` passed in, give that network the key (createLibp2pNetwork({ clusterKey })) and
+   * pass `cluster: { admins }` alone (NetworkClusterOptions) for the policy.
    */
-  cluster?: ClusterOptions
+  cluster?: ClusterOptions | NetworkClusterOptions
   /**
    * More settings for the libp2p node open() builds: connectionGater, connectionManager,
    * redialMinMs / redialMaxMs, maxMessageBytes, requestTimeoutMs. listen, peers, namespace,

@@ -6,7 +6,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
-import { generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
+import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
 import { tempDir, waitFor } from './helpers.js'
 
 /** Every file under dir, concatenated (a byte search over a replica's folder). */
@@ -127,5 +127,45 @@ describe('open({ cluster: { key, admins } }): the signed policy over real libp2p
     await new Promise((resolve) => setTimeout(resolve, 1_500))
     expect(admin.peers()).to.deep.equal([])
     expect(stranger.peers()).to.deep.equal([])
+  })
+
+  it('folderPeerId(dir) names the peer id open({ dir }) runs as; a network built by the application takes cluster: { admins } alone', async function () {
+    const key = generateClusterKey()
+    const [adminDir, memberDir] = [await folder(), await folder()]
+    const adminId = await folderPeerId(adminDir)
+    expect(await folderPeerId(adminDir)).to.equal(adminId) // the same identity, not a new one
+    const memberId = await folderPeerId(memberDir)
+    const admin = await start({ dir: adminDir, cluster: { key, admins: [adminId] } })
+    expect(admin.peerId).to.equal(adminId)
+    // The application's own network (its gater, its settings), keyed by it: cluster carries the admins only.
+    const network = await createLibp2pNetwork({
+      namespace: 'default',
+      clusterKey: key,
+      identityFile: join(memberDir, 'peer-id.key'),
+      peers: [admin.multiaddrs[0]!],
+      redialMinMs: 50,
+      redialMaxMs: 200,
+    })
+    const member = await start({ dir: memberDir, network, cluster: { admins: [adminId] } })
+    expect(member.peerId).to.equal(memberId)
+    await admin.policy.set({ roles: { admin: [adminId], member: [memberId] }, collections: { notes: { read: ['*'], write: ['admin'] } } })
+    await waitFor(async () => {
+      if (member.policy.get()?.version === 1) return true
+      await member.sync()
+      return false
+    }, 'the member adopts the policy')
+    try {
+      await member.collection('notes').put('n-1', { text: 'x' })
+      expect.fail('a reader wrote')
+    } catch (err) {
+      expect(isConvergentError(err, 'ERR_FORBIDDEN'), String(err)).to.equal(true)
+    }
+    // Without a network passed in, a cluster needs its key.
+    try {
+      await open({ dir: await folder(), cluster: { admins: [adminId] } })
+      expect.fail('opened without a key')
+    } catch (err) {
+      expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT'), String(err)).to.equal(true)
+    }
   })
 })

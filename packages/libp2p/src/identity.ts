@@ -3,6 +3,7 @@ import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ConvergentError } from '@convergent/core'
 
 /**
@@ -31,6 +32,16 @@ export async function loadOrCreateIdentity(file: string): Promise<PrivateKey> {
   } finally {
     await unlink(temp).catch(() => {})
   }
+}
+
+/**
+ * The peer id of the identity in `file` (12D3KooW…), created there like createLibp2pNetwork({
+ * identityFile }) would if it is missing; with `create: false`, undefined if there is none.
+ * Lets a cluster name its admins and members before any replica runs.
+ */
+export async function identityPeerId(file: string, options: { create?: boolean } = {}): Promise<string | undefined> {
+  const key = options.create === false ? await readKey(file) : await loadOrCreateIdentity(file)
+  return key === undefined ? undefined : peerIdFromPrivateKey(key).toString()
 }
 
 async function readKey(file: string): Promise<PrivateKey | undefined> {

@@ -3,7 +3,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo, type Server } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { SERVICE_NAMES, type ReadyMessage, type ServiceConfig, type ServiceName } from '../shared/protocol.js'
+import { SERVICE_NAMES, type PolicyDoc, type ReadyMessage, type ServiceConfig, type ServiceName } from '../shared/protocol.js'
 
 const SERVICE_MAIN = fileURLToPath(new URL('../services/main.js', import.meta.url))
 const READY_TIMEOUT_MS = 20_000
@@ -22,7 +22,7 @@ export interface ServiceHandle {
   child: ChildProcess
 }
 
-export type ServiceSettings = Omit<ServiceConfig, 'name' | 'dataDir' | 'peers' | 'listen' | 'httpPort' | 'metricsPort'>
+export type ServiceSettings = Omit<ServiceConfig, 'name' | 'dataDir' | 'peers' | 'listen' | 'httpPort' | 'metricsPort' | 'policy'>
 
 /**
  * The three service processes: orders connects to inventory, payments to both. Every process started here is tracked, and stop() ends them all — politely first
@@ -37,6 +37,8 @@ export class Cluster {
   constructor(
     readonly dataRoot: string,
     private readonly settings: ServiceSettings,
+    /** The cluster key (each service gets it in CONVERGENT_CLUSTER_KEY) and the policy inventory, the admin, signs. */
+    private readonly trust: { key: string; policy: PolicyDoc },
   ) {}
 
   /**
@@ -74,11 +76,25 @@ export class Cluster {
   private async startService(name: ServiceName, listen: string, peers: string[]): Promise<ServiceHandle> {
     const dataDir = join(this.dataRoot, name)
     const logFile = join(this.dataRoot, `${name}.log`)
-    const config: ServiceConfig = { ...this.settings, name, dataDir, peers, listen: [listen], httpPort: 0, metricsPort: 0 }
+    const config: ServiceConfig = {
+      ...this.settings,
+      name,
+      dataDir,
+      peers,
+      listen: [listen],
+      httpPort: 0,
+      metricsPort: 0,
+      ...(name === 'inventory' ? { policy: this.trust.policy } : {}),
+    }
     const fd = openSync(logFile, 'a')
     let child: ChildProcess
     try {
-      child = fork(SERVICE_MAIN, [JSON.stringify(config)], { stdio: ['ignore', fd, fd, 'ipc'], execArgv: ['--enable-source-maps'] })
+      child = fork(SERVICE_MAIN, [JSON.stringify(config)], {
+        stdio: ['ignore', fd, fd, 'ipc'],
+        execArgv: ['--enable-source-maps'],
+        // The key in the environment, not in argv (which `ps` shows to every user).
+        env: { ...process.env, CONVERGENT_CLUSTER_KEY: this.trust.key },
+      })
     } finally {
       closeSync(fd) // the child has its own copy
     }

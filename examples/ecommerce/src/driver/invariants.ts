@@ -1,9 +1,47 @@
+import { SERVICE_NAMES } from '../shared/protocol.js'
 import type { ScenarioResult } from './scenario.js'
 
 export interface Invariant {
   name: string
   ok: boolean
   detail: string
+}
+
+/** The trust boundary's checks (from the end of the run). */
+function trustInvariants(r: ScenarioResult): Invariant[] {
+  const t = r.trust
+  if (t === null) return [{ name: 'trust: unauthorised writes refused, outsiders refused at connect', ok: false, detail: 'the trust checks did not run' }]
+  const versions = SERVICE_NAMES.map((s) => t.policyVersion[s] ?? null)
+  const dropped = Object.values(t.forged.droppedBy)
+  return [
+    {
+      name: 'trust: the signed policy is in force on every service',
+      ok: versions.length === 3 && versions.every((v) => v !== null && v >= 1),
+      detail: SERVICE_NAMES.map((s) => `${s} v${t.policyVersion[s] ?? '—'}`).join(', '),
+    },
+    {
+      name: 'trust: an unauthorised write is refused (locally, and on receipt)',
+      ok:
+        t.error === null &&
+        t.refusedWrite.code === 'ERR_FORBIDDEN' &&
+        t.refusedWrite.storedOn.length === 0 &&
+        t.supportPaymentsCode === 'ERR_FORBIDDEN' &&
+        t.supportReadsOrder.ok &&
+        dropped.length === 3 &&
+        dropped.every((n) => n > 0) &&
+        t.forged.storedOn.length === 0,
+      detail: `support: write ${t.refusedWrite.code ?? 'accepted'}, payments ${t.supportPaymentsCode ?? 'readable'}, reads orders ${t.supportReadsOrder.ok ? 'yes' : 'no'}; tampered client's order dropped by ${Object.entries(
+        t.forged.droppedBy,
+      )
+        .map(([s, n]) => `${s} ${n}`)
+        .join(', ')}, stored on ${t.forged.storedOn.length} services${t.error ? `; ${t.error}` : ''}`,
+    },
+    {
+      name: 'trust: outsiders refused at connect',
+      ok: t.outsiders.length === 2 && t.outsiders.every((o) => !o.connected),
+      detail: t.outsiders.map((o) => `${o.name}: ${o.connected ? 'CONNECTED' : `not connected in ${o.triedMs} ms`}`).join('; '),
+    },
+  ]
 }
 
 /** The properties the demo exists to show; any false one makes the demo exit non-zero. */
@@ -68,6 +106,7 @@ export function checkInvariants(r: ScenarioResult): Invariant[] {
         (errors.length ? `${errors.length} errors, first: ${errors[0]!.error}` : `${r.attempts.length} answered`) +
         (r.httpRetries > 0 ? ` (${r.httpRetries} request(s) sent again after finding their kept-alive connection closed)` : ''),
     },
+    ...trustInvariants(r),
     {
       name: 'no process left behind',
       ok: r.processesLeft.length === 0 && r.pids.length > 0,

@@ -13,11 +13,13 @@ export async function meshConnected(client: HttpClient, services: ServiceHandle[
   return health.every((v) => services.every((s) => s.peerId === v.peerId || v.peers.includes(s.peerId)))
 }
 
-/** Every service connected to the two others and holding the whole catalog and initial stock. */
+/** Every service connected to the two others, enforcing the cluster policy, and holding the whole catalog and initial stock. */
 export async function meshReady(client: HttpClient, services: ServiceHandle[], stockPerSku: number): Promise<boolean> {
   if (!(await meshConnected(client, services))) return false
   const health = await Promise.all(services.map((s) => client.getOk<HealthView>(`${s.url}/health`)))
   if (!health.every((v) => v.products === SKUS.length)) return false
+  // The signed policy is in force everywhere before any order is taken.
+  if (!health.every((v) => v.policyVersion !== null)) return false
   const states = await Promise.all(services.map((s) => client.getOk<StateView>(`${s.url}/state`)))
   return states.every((st) => SKUS.every((sku) => st.stock[sku] === stockPerSku))
 }

@@ -4,6 +4,7 @@ import type { StockSample } from './monitor.js'
 import { formatSkus } from './format.js'
 import type { ScenarioResult } from './scenario.js'
 import { headlines, phaseRows } from './summary.js'
+import { describeTrust } from './trust.js'
 
 const COLORS: Record<ServiceName, string> = { inventory: '#2563eb', orders: '#d97706', payments: '#059669' }
 const W = 860
@@ -59,6 +60,7 @@ ${rates}
 ${lag}
 <h2>An order taken across the partition, as another service serves it</h2>
 <pre>${esc(JSON.stringify(r.exampleView, null, 2))}</pre>
+${trustSection(r)}
 <h2>Services</h2>
 <table><tr><th>service</th><th>pid</th><th>HTTP</th><th>peer id</th></tr>${r.services
     .map((s) => `<tr><td>${s.name}</td><td>${s.pid}</td><td>${esc(s.url)}</td><td><code>${esc(s.peerId)}</code></td></tr>`)
@@ -66,6 +68,35 @@ ${lag}
 ${r.error ? `<h2>Error</h2><pre>${esc(r.error)}</pre>` : ''}
 </body></html>
 `
+}
+
+/** The policy in force and what the trust checks saw. */
+function trustSection(r: ScenarioResult): string {
+  const t = r.trust
+  if (t === null) return '<h2>Trust boundary</h2><p class="bad">The trust checks did not run.</p>'
+  const who = (ids: string[]): string => ids.map((id) => t.names[id] ?? id.slice(-8)).join(', ')
+  const roles = Object.entries(t.policy.roles)
+    .map(([role, ids]) => `<tr><th>${esc(role)}</th><td>${esc(who(ids))}</td></tr>`)
+    .join('')
+  const rules = Object.entries(t.policy.collections)
+    .map(([name, rule]) => `<tr><th>${esc(name)}</th><td>${esc(rule.read.join(', '))}</td><td>${esc(rule.write.join(', '))}</td></tr>`)
+    .join('')
+  return `<h2>Trust boundary</h2>
+<p>Every service ran with one cluster key (a libp2p private network: a process without it cannot complete a connection) and
+<code>open({ cluster: { admins } })</code> with inventory as the admin. Inventory signed the policy below on its first start; every
+service verified it before enforcing it. After the final convergence, the demo started a <b>support</b> replica, a tampered support
+client (the support role's identity, opened without the admins so it checks nothing itself) and two outsiders.</p>
+<table><tr><th>role</th><th>members</th></tr>${roles}</table>
+<table><tr><th>collection</th><th>read</th><th>write</th></tr>${rules}</table>
+<p class="muted">A writer may also read; <code>*</code> = every member. Payments, not readable by every member, is never gossiped: it moves by anti-entropy only.</p>
+<ul>${describeTrust(t)
+    .map((line) => `<li>${esc(line)}</li>`)
+    .join('')}</ul>
+<p class="muted">Prometheus on each service: <code>convergent_deltas_dropped_total{reason="forbidden"}</code> = ${esc(
+    Object.entries(t.forged.metric)
+      .map(([s, n]) => `${s} ${n}`)
+      .join(', '),
+  )}.</p>`
 }
 
 function scaleX(t: number, startMs: number, endMs: number): number {

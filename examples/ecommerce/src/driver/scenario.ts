@@ -13,6 +13,7 @@ import { MetricsSampler, type MetricsSample } from './metrics-sampler.js'
 import { StockMonitor, type StockSample } from './monitor.js'
 import { planOrders } from './plan.js'
 import { checkNothingLost, exampleOrderView, meshConnected, meshReady, ownRights, partitioned, waitUntil } from './probes.js'
+import { describeTrust, prepareTrust, runTrustChecks, type TrustResult } from './trust.js'
 import { runOrders, type OrderAttempt, type PhaseName, type PlannedOrder } from './workload.js'
 
 export interface ScenarioOptions {
@@ -92,6 +93,8 @@ export interface ScenarioResult {
   lost: { checked: number; missing: { service: ServiceName; id: string }[] }
   /** The gateway view of one order placed across the partition, as another service serves it. */
   exampleView: OrderView | null
+  /** The trust boundary at the end of the run: refused writes, outsiders refused at connect (null: not reached). */
+  trust: TrustResult | null
   /** Pids of processes started by the scenario still alive after it stopped them. */
   processesLeft: number[]
   pids: number[]
@@ -140,13 +143,21 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
   const client = new HttpClient()
   // Distinct per run: order ids never meet those of another run kept in the same folders.
   const idPrefix = randomBytes(3).toString('hex')
-  const cluster = new Cluster(dataRoot, {
-    namespace: `shop-${process.pid}`,
-    stockPerSku: settings.stockPerSku,
-    waitMs: settings.waitMs,
-    lowWater: settings.lowWater,
-    syncIntervalMs: settings.syncIntervalMs,
-  })
+  // The trust boundary: a cluster key, inventory as the admin, every identity the policy names.
+  const trust = await prepareTrust(dataRoot)
+  const namespace = `shop-${process.pid}`
+  const cluster = new Cluster(
+    dataRoot,
+    {
+      namespace,
+      stockPerSku: settings.stockPerSku,
+      waitMs: settings.waitMs,
+      lowWater: settings.lowWater,
+      syncIntervalMs: settings.syncIntervalMs,
+      admins: trust.admins,
+    },
+    trust,
+  )
   const monitor = new StockMonitor(client, () => cluster.list(), now)
   const sampler = new MetricsSampler(() => cluster.list(), now)
   const milestone = async (name: Milestone): Promise<void> => {
@@ -171,6 +182,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     metricSamples: [],
     lost: { checked: 0, missing: [] },
     exampleView: null,
+    trust: null,
     processesLeft: [],
     pids: [],
     httpRetries: 0,
@@ -178,13 +190,14 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     error: null,
     invariants: [],
   }
-  const totalWork = settings.orders + 2 // + the two convergence waits
+  const totalWork = settings.orders + 3 // + the two convergence waits and the trust checks
   let done = 0
   const progress = (label: string): void => hooks.progress?.(done, totalWork, label)
 
   try {
     progress('starting services')
-    log('Starting three services — each its own process, LevelDB folder and libp2p node on 127.0.0.1:')
+    log('Starting three services — each its own process, LevelDB folder and libp2p node on 127.0.0.1, all with one')
+    log('cluster key (a libp2p private network) and a policy signed by inventory, the admin: each service its own role.')
     await cluster.start((s) => log(`  ${s.name.padEnd(9)}  pid ${String(s.pid).padEnd(7)} ${s.url.padEnd(22)}  ${s.peerId}`))
     result.services = cluster.list().map(({ name, pid, url, metricsUrl, peerId, logFile }) => ({ name, pid, url, metricsUrl, peerId, logFile }))
     log(
@@ -293,6 +306,24 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     await sampler.sampleOnce()
     result.lost = await checkNothingLost(client, cluster.list(), result.attempts)
     result.exampleView = await exampleOrderView(client, cluster.services, result.attempts)
+
+    // ⑤ The trust boundary: what a member may not do, and who may not connect.
+    log('')
+    log('⑤ Trust boundary: a support replica (role support: reads orders, not payments) and a tampered support client')
+    log('   try to write an order; an outsider with another cluster key and a key holder the policy does not name dial in.')
+    progress('trust checks')
+    result.trust = await runTrustChecks(
+      trust,
+      namespace,
+      dataRoot,
+      cluster.services,
+      client,
+      result.attempts.find((a) => a.outcome === 'accepted')?.id ?? null,
+      signal,
+    )
+    signal.throwIfAborted()
+    done++
+    for (const line of describeTrust(result.trust)) log(`   ${line}`)
     await milestone('done')
     progress('done')
   } catch (err) {

@@ -37,11 +37,28 @@ export function headlines(r: ScenarioResult): Headline[] {
       value: r.lowestStock.overall === null ? 'n/a' : `${r.lowestStock.overall}${r.lowestStock.overall >= 0 ? ' (never below 0)' : ' — BELOW ZERO'}`,
     },
     { label: 'acknowledged writes lost', value: `${r.lost.missing.length} (${accepted.length} orders × ${r.services.length} services checked)` },
+    ...trustHeadlines(r),
     { label: 'processes left behind', value: `${r.processesLeft.length} of ${r.pids.length}` },
     {
       label: 'invariants',
       value: failed.length === 0 ? `all ${r.invariants.length} hold` : `${failed.length} FAILED: ${failed.map((f) => f.name).join('; ')}`,
     },
+  ]
+}
+
+function trustHeadlines(r: ScenarioResult): Headline[] {
+  const t = r.trust
+  if (t === null) return [{ label: 'trust boundary', value: 'not checked (the run ended early)' }]
+  const drops = Object.entries(t.forged.droppedBy)
+    .map(([s, n]) => `${s} ${n}`)
+    .join(', ')
+  const refused = t.outsiders.filter((o) => !o.connected).length
+  return [
+    {
+      label: 'unauthorised writes refused',
+      value: `support's order: ${t.refusedWrite.code ?? 'ACCEPTED'} locally; tampered client's order: dropped as forbidden by ${drops || 'none'} (stored on ${t.forged.storedOn.length} services)`,
+    },
+    { label: 'outsiders refused at connect', value: `${refused} of ${t.outsiders.length} (${t.outsiders.map((o) => o.name).join('; ')})` },
   ]
 }
 

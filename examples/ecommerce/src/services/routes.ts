@@ -31,6 +31,12 @@ export function buildRoutes({ config, shop, gate, watch, desk }: RouteDeps): Rou
       peers: shop.replica.peers(),
       blocked: gate.blockedPeers,
       products,
+      policyVersion: shop.replica.policy.get()?.version ?? null,
+      forbidden: Object.fromEntries(
+        Object.entries(shop.replica.stats().peers)
+          .filter(([, p]) => p.dropped.forbidden > 0)
+          .map(([peer, p]) => [peer, p.dropped.forbidden]),
+      ),
     }
     return { status: 200, body }
   })

@@ -17,10 +17,15 @@ export interface ShopReplica {
 
 /**
  * Opens the service's replica: LevelDB in its own folder, and a libp2p node built here rather
- * than by open(), because open() has no way to pass a connection gater (the partition switch).
+ * than by open(), because the partition gate needs the node to close connections. The node is
+ * keyed with the cluster key from the environment (a private network: nothing without the key
+ * connects), and open({ cluster: { admins } }) enforces the policy the admins sign.
  */
 export async function openShopReplica(config: ServiceConfig, gate: PartitionGate, logger: Logger): Promise<ShopReplica> {
+  const clusterKey = process.env.CONVERGENT_CLUSTER_KEY
+  if (clusterKey === undefined) throw new Error('CONVERGENT_CLUSTER_KEY is not set: the demo runs every service with the cluster key')
   const network = await createLibp2pNetwork({
+    clusterKey,
     listen: config.listen,
     peers: config.peers,
     namespace: config.namespace,
@@ -31,7 +36,16 @@ export async function openShopReplica(config: ServiceConfig, gate: PartitionGate
     redialMaxMs: 500,
   })
   gate.attach(network)
-  const replica = await open({ dir: config.dataDir, namespace: config.namespace, network, syncIntervalMs: config.syncIntervalMs, logger })
+  const replica = await open({
+    dir: config.dataDir,
+    namespace: config.namespace,
+    network,
+    cluster: { admins: config.admins },
+    syncIntervalMs: config.syncIntervalMs,
+    logger,
+  })
+  // The admin signs the policy once; every replica verifies it before enforcing it.
+  if (config.policy !== undefined && replica.policy.get() === undefined) await replica.policy.set(config.policy)
   return {
     replica,
     products: replica.collection<Product>('products', { backend: 'yjs' }),

@@ -28,6 +28,19 @@ export interface ServiceConfig {
   lowWater: number
   /** Mean interval of periodic anti-entropy rounds (ms). */
   syncIntervalMs: number
+  /**
+   * Peer ids whose signatures set the cluster policy (open({ cluster: { admins } })). The
+   * cluster key itself comes in the environment (CONVERGENT_CLUSTER_KEY), not in argv.
+   */
+  admins: string[]
+  /** The admin only (inventory): the policy it signs on its first start. */
+  policy?: PolicyDoc
+}
+
+/** The cluster policy the admin signs: roles → peer ids, and who may read and write each collection. */
+export interface PolicyDoc {
+  roles: Record<string, string[]>
+  collections: Record<string, { read: string[]; write: string[] }>
 }
 
 /** Sent once over the IPC channel when the service serves HTTP and its replica is open. */
@@ -116,6 +129,10 @@ export interface HealthView {
   peers: string[]
   blocked: string[]
   products: number
+  /** The version of the cluster policy this replica enforces (null: none yet). */
+  policyVersion: number | null
+  /** Deltas dropped per sending peer because the policy does not let that peer write them. */
+  forbidden: Record<string, number>
 }
 
 /** GET /orders/:id — the order joined with its payment and its SKU's stock (a gateway's view). */
