@@ -101,22 +101,25 @@ describe('e-commerce services scraped by a real Prometheus', function () {
     expect(writes.payments, "payments wrote the payments of inventory's orders").to.be.greaterThan(0)
   })
 
-  it('recorded the replication lag of what the heal delivered (convergent_replication_lag_seconds)', async function () {
+  it('recorded the replication lag of what gossip delivered, before and during the partition (convergent_replication_lag_seconds)', async function () {
     const series = await prometheus!.query(`${LAG}_count`, at.done)
     if (series.length === 0) {
       console.log(`    (skipped: the services export no ${LAG} histogram yet)`)
       this.skip()
     }
-    const count = await growth(`sum by (service) (${LAG}_count)`, 'partition-ends', 'converged-after-heal')
-    expect(count.inventory, 'lag observations at inventory during the heal').to.be.greaterThan(0)
-    const window = Math.ceil(at['converged-after-heal']! - at['partition-ends']!) + 1
+    // Lag samples come from gossip (pushes carry their commit time); what the heal delivers comes
+    // by anti-entropy (no sample), and payments — readable by orders and inventory only — is
+    // never gossiped. Orders and stock changes gossip between the services of each side.
+    const count = await growth(`sum by (service) (${LAG}_count)`, 'started', 'partition-ends')
+    const [busiest, samples] = Object.entries(count).sort((a, b) => b[1] - a[1])[0] ?? ['none', 0]
+    expect(samples, `lag observations before and during the partition: ${JSON.stringify(count)}`).to.be.greaterThan(0)
+    const window = Math.ceil(at['partition-ends']! - at.started!) + 1
     const p99 = await prometheus!.queryBy(
       'service',
       `histogram_quantile(0.99, sum by (service, le) (increase(${LAG}_bucket[${window}s])))`,
-      at['converged-after-heal'],
+      at['partition-ends'],
     )
-    // Changes written during the partition reach inventory only after the heal: seconds late.
-    expect(p99.inventory, 'lag p99 at inventory during the heal').to.be.greaterThan(0)
+    expect(p99[busiest], `lag p99 at ${busiest}`).to.be.greaterThan(0)
   })
 
   it('loaded the alert rules, evaluated them on the live series without error, and saw the partition as a pending alert', async () => {
