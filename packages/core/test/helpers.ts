@@ -132,8 +132,14 @@ export async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 1))
 }
 
-/** Wraps a network to see (and optionally answer) the requests a replica sends and serves. */
-export function spy(net: Network, hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined } = {}): Network {
+/**
+ * Wraps a network to see (and optionally answer) the requests a replica sends and serves;
+ * `received` sees every byte that reaches it: gossip, requests it serves, responses it gets.
+ */
+export function spy(
+  net: Network,
+  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined; received?: (data: Uint8Array) => void } = {},
+): Network {
   return {
     get peerId() {
       return net.peerId
@@ -144,16 +150,25 @@ export function spy(net: Network, hooks: { sent?: (type: number) => void; serve?
     start: (events: NetworkEvents) =>
       net.start({
         ...events,
-        onRequest: async (from, data) => hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data),
+        onMessage: (topic, data, from) => {
+          hooks.received?.(data)
+          events.onMessage(topic, data, from)
+        },
+        onRequest: async (from, data) => {
+          hooks.received?.(data)
+          return hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data)
+        },
       }),
     stop: () => net.stop(),
     subscribe: (t) => net.subscribe(t),
     unsubscribe: (t) => net.unsubscribe(t),
     publish: (t, d) => net.publish(t, d),
     peers: () => net.peers(),
-    request: (peer, data, options) => {
+    request: async (peer, data, options) => {
       hooks.sent?.(data[2]!)
-      return net.request(peer, data, options)
+      const response = await net.request(peer, data, options)
+      hooks.received?.(response)
+      return response
     },
   }
 }

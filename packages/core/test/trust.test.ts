@@ -1,45 +1,12 @@
-import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { sign } from 'node:crypto'
 import { expect } from 'chai'
-import { LoopbackHub, type Network, type NetworkEvents, type Replica } from '../src/index.js'
+import { LoopbackHub, type Replica } from '../src/index.js'
 import { encodeMessage, encodePush, encodePolicyOffer, decodeMessage, MessageType, encodeDeltasRequest, encodeRightsRequest } from '../src/internal.js'
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
-import type { TrustOptions } from '../src/trust/access.js'
 import { yjsBackend } from '@convergent/yjs'
-import { memoryReplica, rejectsWith, startRawPeer, waitFor } from './helpers.js'
+import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
+import { ADMIN, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
 
-/** Ed25519 keys for loopback peer ids (on libp2p the peer id itself names the public key). */
-class Keyring {
-  private readonly keys = new Map<string, { priv: KeyObject; pub: KeyObject }>()
-
-  key(id: string): { priv: KeyObject; pub: KeyObject } {
-    let k = this.keys.get(id)
-    if (k === undefined) {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-      k = { priv: privateKey, pub: publicKey }
-      this.keys.set(id, k)
-    }
-    return k
-  }
-
-  trust(id: string, admins: string[]): TrustOptions {
-    return {
-      admins,
-      sign: async (data) => sign(null, data, this.key(id).priv),
-      verify: async (peer, data, signature) => {
-        const k = this.keys.get(peer)
-        try {
-          return k !== undefined && verify(null, data, k.pub, signature)
-        } catch {
-          return false
-        }
-      },
-    }
-  }
-}
-
-const ADMIN = 'a-admin'
-const ORDERS = 'b-orders'
-const SUPPORT = 'c-support'
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: {
@@ -47,40 +14,6 @@ const POLICY = {
     payments: { read: ['orders'], write: ['admin'] },
     stock: { read: ['*'], write: ['orders', 'admin'] },
   },
-}
-
-/** Records every byte a network receives (gossip and requests) and every response it gets. */
-function recording(net: Network, seen: Buffer[]): Network {
-  return {
-    get peerId() {
-      return net.peerId
-    },
-    get multiaddrs() {
-      return net.multiaddrs
-    },
-    start: (events: NetworkEvents) =>
-      net.start({
-        ...events,
-        onMessage: (topic, data, from) => {
-          seen.push(Buffer.from(data))
-          events.onMessage(topic, data, from)
-        },
-        onRequest: (from, data) => {
-          seen.push(Buffer.from(data))
-          return events.onRequest(from, data)
-        },
-      }),
-    stop: () => net.stop(),
-    subscribe: (t) => net.subscribe(t),
-    unsubscribe: (t) => net.unsubscribe(t),
-    publish: (t, d) => net.publish(t, d),
-    peers: () => net.peers(),
-    request: async (peer, data, options) => {
-      const response = await net.request(peer, data, options)
-      seen.push(Buffer.from(response))
-      return response
-    },
-  }
 }
 
 describe('Trust: the signed cluster policy, read and write control', function () {
@@ -98,7 +31,7 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     for (const id of ids) {
       let network = hub.createNetwork(id)
       const seen = options.seen?.get(id)
-      if (seen !== undefined) network = recording(network, seen)
+      if (seen !== undefined) network = spy(network, { received: (data) => void seen.push(Buffer.from(data)) })
       r[id] = await memoryReplica({ network, trust: keys.trust(id, [ADMIN]) })
       replicas.push(r[id])
     }
@@ -240,7 +173,7 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     await r[SUPPORT]!.sync()
     await r[ORDERS]!.sync()
     // Asking directly: the collection's name in a request gets a refusal.
-    const net = (r[SUPPORT] as unknown as { options: { network: Network } }).options.network
+    const net = netOf(r[SUPPORT]!)
     for (const peer of [ADMIN, ORDERS]) {
       const reply = decodeMessage(
         await net.request(peer, encodeMessage(MessageType.RangeRequest, { c: 'payments', b: 'yjs', r: [[0, 4095]], s: 0, p: true })),
@@ -286,7 +219,7 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 100, 'value arrives')
     // ORDERS may write stock: it asks a dozen times over its own connection.
     const granted: number[] = []
-    const net = (r[ORDERS] as unknown as { options: { network: Network } }).options.network
+    const net = netOf(r[ORDERS]!)
     for (let i = 0; i < 12; i++) {
       const reply = decodeMessage(await net.request(ADMIN, encodeRightsRequest({ collection: 'stock', id: 's1', want: 100, version: null })), 1 << 20)
       granted.push((reply.body as { g: number }).g)
