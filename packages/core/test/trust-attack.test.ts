@@ -223,31 +223,78 @@ describe('Trust attacks found in review (each was a hole; pending = still open, 
   })
 
   // HOLE 8 (low-medium, availability/integrity of policy changes): policy.set() signs
-  // "current + 1" from the admin's local view and resolves successfully; an admin that has not
-  // yet seen the latest version (partition, restart) gets its revocation silently discarded
-  // when it meets the newer policy — the revoked member keeps access, and set() said it worked.
-  // Still open (documented in the README): policy versions are a counter, not a merge; a
-  // revocation needs per-change signatures or sticky removals.
-  it.skip("HOLE 8: a partitioned admin's revocation is silently lost to another admin's newer version", async () => {
+  // "current + 1" from the admin's local view; an admin that has not yet seen the latest
+  // version (partition, restart) had its revocation silently discarded when it met the newer
+  // policy. Fixed for revocations: `revoked` is sticky — every replica keeps the revocations of
+  // every valid policy it has seen (evidence travels with each policy offer), and the next
+  // version an admin signs carries them all. Other concurrent changes still resolve by version.
+  it("HOLE 8: a partitioned admin's revocation survives another admin's newer version, on every replica", async () => {
     const admins = ['a1', 'a2']
     const hub = new LoopbackHub({ connectOnStart: false })
     const a1 = await memoryReplica({ network: hub.createNetwork('a1'), trust: keys.trust('a1', admins) })
     const a2 = await memoryReplica({ network: hub.createNetwork('a2'), trust: keys.trust('a2', admins) })
-    replicas.push(a1, a2)
-    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob'] }, collections: { '*': { read: ['staff'], write: ['staff'] } } })
+    const c = await memoryReplica({ network: hub.createNetwork('c-member'), trust: keys.trust('c-member', admins) })
+    replicas.push(a1, a2, c)
+    const rules = { '*': { read: ['staff'], write: ['staff'] } }
+    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob', 'c-member'] }, collections: rules })
     hub.connect('a1', 'a2')
     await a2.sync()
     expect(a2.policy.get()?.version).to.equal(1)
     hub.disconnect('a1', 'a2')
     // a2 revokes mallory (v2) while a1, unaware, adds a role (v2, v3).
-    const revoked = await a2.policy.set({ roles: { staff: ['n-bob'] }, collections: { '*': { read: ['staff'], write: ['staff'] } } })
-    expect(revoked.roles.staff).to.deep.equal(['n-bob'])
-    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob'], ops: ['o-ops'] }, collections: { '*': { read: ['staff'], write: ['staff'] } } })
-    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob'], ops: ['o-ops', 'p-ops'] }, collections: { '*': { read: ['staff'], write: ['staff'] } } })
+    const revoked = await a2.policy.set({ roles: { staff: ['n-bob', 'c-member'] }, collections: rules, revoked: ['m-mallory'] })
+    expect(revoked.revoked).to.deep.equal(['m-mallory'])
+    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob', 'c-member'], ops: ['o-ops'] }, collections: rules })
+    await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob', 'c-member'], ops: ['o-ops', 'p-ops'] }, collections: rules })
     hub.connect('a1', 'a2')
     await a1.sync()
     await a2.sync()
-    expect(a2.policy.get()!.roles.staff, 'mallory is back after a revocation that reported success').to.not.include('m-mallory')
+    for (const r of [a1, a2]) {
+      const p = r.policy.get()!
+      expect(p.version, 'the newer version wins').to.equal(3)
+      expect(p.roles.ops).to.deep.equal(['o-ops', 'p-ops'])
+      expect(p.roles.staff, 'mallory is not back').to.not.include('m-mallory')
+      expect(p.revoked).to.deep.equal(['m-mallory'])
+    }
+    // A member that meets only a1 learns the revocation from the evidence a1 carries.
+    hub.connect('a1', 'c-member')
+    await c.sync()
+    expect(c.policy.get()!.version).to.equal(3)
+    expect(c.policy.get()!.revoked).to.deep.equal(['m-mallory'])
+    // The next version a1 signs carries it (sticky), and then no evidence is needed.
+    const v4 = await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob', 'c-member'] }, collections: rules })
+    expect(v4.revoked).to.deep.equal(['m-mallory'])
+    expect(v4.roles.staff).to.not.include('m-mallory')
+  })
+
+  it('revocation evidence is stored and verified again on restart', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const admins = ['a1', 'a2']
+      const hub = new LoopbackHub({ connectOnStart: false })
+      const opts = { backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0, logger: silentLogger }
+      const a1 = await memoryReplica({ network: hub.createNetwork('a1'), trust: keys.trust('a1', admins) })
+      const a2 = await memoryReplica({ network: hub.createNetwork('a2'), trust: keys.trust('a2', admins) })
+      replicas.push(a1, a2)
+      const rules = { '*': { read: ['staff'], write: ['staff'] } }
+      await a2.policy.set({ roles: { staff: ['n-bob'] }, collections: rules, revoked: ['m-mallory'] })
+      await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob'] }, collections: rules })
+      await a1.policy.set({ roles: { staff: ['m-mallory', 'n-bob'] }, collections: rules }) // v2 wins over a2's v1
+      let b = await Replica.open({ ...opts, store: classicLevelStore(dir), network: hub.createNetwork('n-bob'), trust: keys.trust('n-bob', admins) })
+      hub.connect('a1', 'n-bob')
+      hub.connect('a2', 'n-bob')
+      await b.sync()
+      expect(b.policy.get()!.version).to.equal(2)
+      expect(b.policy.get()!.revoked).to.deep.equal(['m-mallory'])
+      await b.close()
+      const hub2 = new LoopbackHub()
+      b = await Replica.open({ ...opts, store: classicLevelStore(dir), network: hub2.createNetwork('n-bob'), trust: keys.trust('n-bob', admins) })
+      replicas.push(b)
+      expect(b.policy.get()!.revoked, 'after a restart with no peer').to.deep.equal(['m-mallory'])
+      expect(b.policy.get()!.roles.staff).to.deep.equal(['n-bob'])
+    } finally {
+      await cleanup()
+    }
   })
 
   // Control (should PASS): a fresh replica with no stored policy fetches it before serving? It

@@ -3,6 +3,7 @@ import { ConvergentError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
+import { toHex } from '../hash.js'
 import { decodeSignedPolicy, encodePolicy, normalizePolicy, signingInput, supersedes, type Policy, type PolicyDocument, type SignedPolicy } from './policy.js'
 
 /**
@@ -25,8 +26,16 @@ export function policyToWire(p: SignedPolicy): PolicyWire {
 /** Meta record holding the adopted policy (its wire form, re-verified on open). */
 const POLICY_KEY = 'cluster-policy'
 
-/** Why an offered policy was not adopted; 'adopted' when it was. */
-export type OfferResult = 'adopted' | 'notNewer' | 'invalid'
+/** Meta record holding the evidence of revocations (verified policies the current one lacks revocations of). */
+const EVIDENCE_KEY = 'cluster-policy-evidence'
+/** Most evidence policies kept (each one an admin's concurrent revocation; the next set() folds them in). */
+export const MAX_EVIDENCE = 64
+
+/**
+ * What an offered policy did: adopted; kept as evidence of revocations the current one lacks
+ * (an older or concurrent version); nothing new; or refused.
+ */
+export type OfferResult = 'adopted' | 'evidence' | 'notNewer' | 'invalid'
 
 /**
  * Who may do what in this cluster: the policy this replica adopted (none → development or
@@ -50,6 +59,14 @@ export class Access {
    * everything the policy protected.
    */
   private lockedDown = false
+  /**
+   * Verified policies (by hash) with revocations the current one lacks — an older version
+   * signed by an admin that had not seen the newer one. Their revocations hold anyway:
+   * a revocation, once signed, is never undone by a version signed without it.
+   */
+  private readonly evidence = new Map<string, SignedPolicy>()
+  /** Every revoked peer id: the current policy's and the evidence's (admins excepted). */
+  private revoked = new Set<string>()
   /** Signature checks of offered policies per peer, in the current minute (each costs a verify). */
   private readonly verifies = new Map<string, { windowStart: number; count: number }>()
 
@@ -68,9 +85,21 @@ export class Access {
     return this.trust !== undefined
   }
 
-  /** The adopted policy, if any. */
+  /**
+   * The adopted policy as it applies: revoked peers (of this version and of every other valid
+   * one seen) left out of the roles and listed in `revoked`.
+   */
   get policy(): Policy | undefined {
-    return this.current === undefined ? undefined : structuredClone(this.current.policy)
+    if (this.current === undefined) return undefined
+    const p = structuredClone(this.current.policy)
+    for (const role of Object.keys(p.roles)) p.roles[role] = p.roles[role]!.filter((id) => !this.revoked.has(id))
+    if (this.revoked.size > 0) p.revoked = [...this.revoked].sort()
+    return p
+  }
+
+  /** Signed policies carrying revocations the current one lacks (sent with every offer). */
+  evidenceWires(): PolicyWire[] {
+    return [...this.evidence.values()].map(policyToWire)
   }
 
   get signed(): SignedPolicy | undefined {
@@ -90,7 +119,7 @@ export class Access {
   /** A member: an admin or named in a role. Everyone while no policy is adopted. */
   isMember(peer: string): boolean {
     if (this.current === undefined) return !this.lockedDown || this.admins.has(peer)
-    return this.admins.has(peer) || this.rolesOf.has(peer)
+    return this.admins.has(peer) || (this.rolesOf.has(peer) && !this.revoked.has(peer))
   }
 
   /** Every member's peer id (undefined while no policy: nobody is excluded). */
@@ -140,6 +169,7 @@ export class Access {
     if (this.current === undefined) return !this.lockedDown
     const rule = this.ruleOf(collection)
     if (rule === undefined) return false
+    if (this.revoked.has(peer)) return false
     const roles = this.rolesOf.get(peer)
     return rule[what].some((r) => (r === '*' ? this.isMember(peer) : roles?.has(r) === true))
   }
@@ -160,6 +190,7 @@ export class Access {
       return
     }
     const result = await this.offer(wire, 'store')
+    await this.loadEvidence()
     if (result === 'invalid') {
       this.lockedDown = true
       this.logger.error(
@@ -181,6 +212,21 @@ export class Access {
     return run
   }
 
+  /** The stored evidence, each verified again (one that does not verify is dropped). */
+  private async loadEvidence(): Promise<void> {
+    const bytes = await this.store.getMeta(EVIDENCE_KEY)
+    if (bytes === undefined) return
+    let wires: PolicyWire[]
+    try {
+      const list = decode(bytes) as unknown
+      wires = (Array.isArray(list) ? list : []).slice(0, MAX_EVIDENCE).map(decodePolicyWire)
+    } catch (err) {
+      this.logger.error(`the stored revocation evidence is unreadable and was ignored: ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
+      return
+    }
+    for (const wire of wires) await this.offer(wire, 'store')
+  }
+
   private async adopt(wire: PolicyWire, from: string): Promise<OfferResult> {
     if (this.trust === undefined) return 'invalid'
     if (!this.admins.has(wire.signedBy)) return 'invalid'
@@ -190,13 +236,66 @@ export class Access {
     } catch {
       return 'invalid'
     }
-    if (!supersedes(signed, this.current)) return 'notNewer'
+    const newer = supersedes(signed, this.current)
+    if (!newer && !this.revokesMore(signed)) return 'notNewer'
     if (from !== 'store' && from !== 'local' && !this.mayVerify(from)) return 'invalid'
     if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return 'invalid'
-    if (!supersedes(signed, this.current)) return 'notNewer'
+    if (!supersedes(signed, this.current)) {
+      // Older, but it revokes someone the current one does not: its revocations hold.
+      if (!this.revokesMore(signed) || this.evidence.size >= MAX_EVIDENCE) return 'notNewer'
+      this.evidence.set(toHex(signed.hash), signed)
+      await this.saveEvidence(from)
+      this.recompute()
+      return 'evidence'
+    }
+    const previous = this.current
     if (from !== 'store') await this.store.write([{ type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) }])
+    this.current = signed
+    // The version it replaces may revoke someone this one does not name: kept as evidence.
+    const nowRevoked = new Set(signed.policy.revoked ?? [])
+    const lost = previous?.policy.revoked?.some((id) => !nowRevoked.has(id) && !this.admins.has(id)) === true
+    if (previous !== undefined && lost && this.evidence.size < MAX_EVIDENCE) this.evidence.set(toHex(previous.hash), previous)
+    await this.saveEvidence(from)
     this.install(signed)
     return 'adopted'
+  }
+
+  /** Whether `p` revokes a peer not revoked yet (admins never count). */
+  private revokesMore(p: SignedPolicy): boolean {
+    return (p.policy.revoked ?? []).some((id) => !this.revoked.has(id) && !this.admins.has(id))
+  }
+
+  /** Drops evidence the current policy covers, and stores what is left. */
+  private async saveEvidence(from: string): Promise<void> {
+    const covered = new Set(this.current?.policy.revoked ?? [])
+    for (const [hash, p] of this.evidence) if ((p.policy.revoked ?? []).every((id) => covered.has(id) || this.admins.has(id))) this.evidence.delete(hash)
+    if (from === 'store') return
+    await this.store.write([{ type: 'meta', key: EVIDENCE_KEY, bytes: encode(this.evidenceWires().map(encodePolicyWire)) }])
+  }
+
+  /** Revoked peers and the roles of everyone else, from the current policy and the evidence. */
+  private recompute(): void {
+    const revoked = new Set<string>()
+    for (const p of [this.current, ...this.evidence.values()]) for (const id of p?.policy.revoked ?? []) if (!this.admins.has(id)) revoked.add(id)
+    this.revoked = revoked
+    const rolesOf = new Map<string, Set<string>>()
+    for (const [role, ids] of Object.entries(this.current?.policy.roles ?? {})) {
+      for (const id of ids) {
+        if (revoked.has(id)) continue
+        let set = rolesOf.get(id)
+        if (set === undefined) rolesOf.set(id, (set = new Set()))
+        set.add(role)
+      }
+    }
+    this.rolesOf = rolesOf
+    if (this.current === undefined) return
+    for (const listener of this.listeners) {
+      try {
+        listener(this.policy!)
+      } catch (err) {
+        this.logger.error('a policy listener threw', { err })
+      }
+    }
   }
 
   /** At most 10 signature checks per peer per minute: a peer cannot make us verify without end. */
@@ -213,22 +312,7 @@ export class Access {
   private install(signed: SignedPolicy): void {
     this.lockedDown = false
     this.current = signed
-    const rolesOf = new Map<string, Set<string>>()
-    for (const [role, ids] of Object.entries(signed.policy.roles)) {
-      for (const id of ids) {
-        let set = rolesOf.get(id)
-        if (set === undefined) rolesOf.set(id, (set = new Set()))
-        set.add(role)
-      }
-    }
-    this.rolesOf = rolesOf
-    for (const listener of this.listeners) {
-      try {
-        listener(this.policy!)
-      } catch (err) {
-        this.logger.error('a policy listener threw', { err })
-      }
-    }
+    this.recompute()
   }
 
   /** Signs and adopts the next version (admins only: ERR_FORBIDDEN otherwise). */
@@ -244,6 +328,10 @@ export class Access {
         throw new ConvergentError('ERR_FORBIDDEN', `Only the cluster admins may change the policy; this replica (${this.self}) is not one of them.`)
       }
       const normalized = normalizePolicy(doc)
+      // Revocations are sticky: every one this replica knows of goes into the next version.
+      const revoked = [...new Set([...(normalized.revoked ?? []), ...this.revoked])].filter((id) => !this.admins.has(id)).sort()
+      if (revoked.length > 0) normalized.revoked = revoked
+      else delete normalized.revoked
       const version = (this.current?.policy.version ?? 0) + 1
       const bytes = encodePolicy(normalized, version, this.namespace)
       const signature = await this.trust.sign(signingInput(bytes))

@@ -12,6 +12,13 @@ import { asArray, asInt, asRecord, asString, decodeMessage, encodeMessage, inval
 export interface PolicyDocument {
   roles: Record<string, string[]>
   collections: Record<string, CollectionRule>
+  /**
+   * Peer ids revoked for good: never members again, whatever a role says — in this version or
+   * any later one, and also when two admins change the policy concurrently (every replica
+   * keeps the revocations of every valid policy it has seen; see Access). Admins cannot be
+   * revoked (they are fixed at open).
+   */
+  revoked?: string[]
 }
 
 export interface CollectionRule {
@@ -92,12 +99,20 @@ function normalized(doc: unknown): PolicyDocument {
     }
     collections[name] = { read: list('read'), write: list('write') }
   }
-  return { roles, collections }
+  const revokedIn = asArray(d.revoked ?? [], 'revoked', POLICY_LIMITS.maxMembers).map((p) => asString(p, 'a revoked peer id', POLICY_LIMITS.maxNameBytes))
+  const revoked = [...new Set(revokedIn)].sort()
+  return revoked.length === 0 ? { roles, collections } : { roles, collections, revoked }
 }
 
 /** The bytes an admin signs: the document, its version and the namespace (a policy of one cluster never passes in another). */
 export function encodePolicy(doc: PolicyDocument, version: number, namespace: string): Uint8Array {
-  return encodeMessage(MessageType.PolicyDocument, { v: version, n: namespace, r: doc.roles, c: doc.collections })
+  return encodeMessage(MessageType.PolicyDocument, {
+    v: version,
+    n: namespace,
+    r: doc.roles,
+    c: doc.collections,
+    ...(doc.revoked?.length ? { x: doc.revoked } : {}),
+  })
 }
 
 /**
@@ -111,7 +126,7 @@ export function decodeSignedPolicy(bytes: Uint8Array, signature: Uint8Array, sig
   const body = asRecord(msg.body, 'policy document')
   const version = asInt(body.v, 'policy version', 1)
   if (asString(body.n, 'policy namespace') !== namespace) throw invalid(`a policy of namespace '${String(body.n)}', not '${namespace}'`)
-  const doc = normalized({ roles: body.r, collections: body.c })
+  const doc = normalized({ roles: body.r, collections: body.c, revoked: body.x })
   return { policy: { ...doc, version, signedBy }, bytes, signature, hash: sha256(bytes) }
 }
 

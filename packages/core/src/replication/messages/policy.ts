@@ -1,5 +1,5 @@
 import { encodeMessage, MessageType } from './envelope.js'
-import { asBytes, asRecord, asString } from './fields.js'
+import { asArray, asBytes, asRecord, asString } from './fields.js'
 
 /** A signed policy as it travels and is stored: the signed bytes (trust/policy.ts), the signer, the signature. */
 export interface PolicyWire {
@@ -19,22 +19,40 @@ export function decodePolicyWire(body: unknown): PolicyWire {
   return { bytes: asBytes(r.b, 'policy bytes'), signedBy: asString(r.s, 'policy signer', 256), signature: asBytes(r.g, 'policy signature') }
 }
 
+/** Most evidence policies one message carries (Access keeps at most as many). */
+export const MAX_POLICY_EVIDENCE = 64
+
+/** What a PolicyOffer or PolicyResponse carries: a signed policy (or none) and the evidence of revocations it lacks. */
+export interface PolicyBody {
+  policy: PolicyWire | null
+  evidence: PolicyWire[]
+}
+
 /**
  * PolicyOffer (sync protocol, first request of a round, and sent to every peer when an admin
- * sets a policy): the requester's signed cluster policy, or null. The responder adopts it if
- * it verifies and is newer, and answers with a PolicyResponse carrying its own if that one is
- * newer than the offer (else null). Wire body: { p: { b: signed bytes, s: signer, g: signature } | null }.
+ * sets a policy): the requester's signed cluster policy, or null, and the signed policies whose
+ * revocations it lacks (see Access). The responder adopts what verifies and is newer (or
+ * revokes more), and answers with a PolicyResponse carrying its own when that one is newer
+ * than the offer (else null), and its evidence.
+ * Wire body: { p: { b: signed bytes, s: signer, g: signature } | null, e?: [same, …] }.
  */
-export function encodePolicyOffer(p: PolicyWire | null): Uint8Array {
-  return encodeMessage(MessageType.PolicyOffer, { p: p === null ? null : encodePolicyWire(p) })
+export function encodePolicyOffer(p: PolicyWire | null, evidence: PolicyWire[] = []): Uint8Array {
+  return encodeMessage(MessageType.PolicyOffer, bodyOf(p, evidence))
 }
 
-export function encodePolicyResponse(p: PolicyWire | null): Uint8Array {
-  return encodeMessage(MessageType.PolicyResponse, { p: p === null ? null : encodePolicyWire(p) })
+export function encodePolicyResponse(p: PolicyWire | null, evidence: PolicyWire[] = []): Uint8Array {
+  return encodeMessage(MessageType.PolicyResponse, bodyOf(p, evidence))
 }
 
-/** The policy a PolicyOffer or PolicyResponse body carries (shape only; Access verifies it). */
-export function decodePolicyBody(body: unknown): PolicyWire | null {
+function bodyOf(p: PolicyWire | null, evidence: PolicyWire[]): Record<string, unknown> {
+  return { p: p === null ? null : encodePolicyWire(p), ...(evidence.length > 0 ? { e: evidence.map(encodePolicyWire) } : {}) }
+}
+
+/** The policy and evidence a PolicyOffer or PolicyResponse body carries (shape only; Access verifies them). */
+export function decodePolicyBody(body: unknown): PolicyBody {
   const r = asRecord(body, 'policy message')
-  return r.p === null || r.p === undefined ? null : decodePolicyWire(r.p)
+  return {
+    policy: r.p === null || r.p === undefined ? null : decodePolicyWire(r.p),
+    evidence: r.e === undefined ? [] : asArray(r.e, 'policy evidence', MAX_POLICY_EVIDENCE).map(decodePolicyWire),
+  }
 }
