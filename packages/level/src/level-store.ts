@@ -318,7 +318,7 @@ export class LevelStore implements Store {
   write(ops: StoreOp[]): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.stateError())
     if (this.dropping.size !== 0) {
-      const op = ops.find((o) => o.type !== 'meta' && this.dropping.has(o.collection))
+      const op = ops.find((o) => 'collection' in o && this.dropping.has(o.collection))
       if (op !== undefined) return Promise.reject(droppingError((op as { collection: string }).collection))
     }
     let levelOps: LevelOp[]
@@ -430,6 +430,45 @@ export class LevelStore implements Store {
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.readNow(() => this.get('meta', key, {}, copyBytes))
+  }
+
+  /** Meta records whose key starts with `prefix`, in key order (each checked like any record). */
+  async *metas(prefix: string): AsyncGenerator<[string, Uint8Array]> {
+    if (this.state !== 'open') throw this.stateError()
+    const iterator = this.sub.meta.iterator({ gte: prefix, lt: prefix + '\uffff' })
+    try {
+      for (;;) {
+        let entries: [string, Uint8Array][]
+        try {
+          entries = await iterator.nextv(READ_CHUNK)
+        } catch (err) {
+          if (isLevelCorruption(err)) throw corruptError('the meta records', err)
+          throw readError(err, this.state !== 'open')
+        }
+        if (entries.length === 0) return
+        for (const [key, value] of entries) yield [key, this.check('meta', key, value, {}, copyBytes)]
+      }
+    } finally {
+      await iterator.close().catch(() => undefined)
+    }
+  }
+
+  /**
+   * classic-level: compacts the meta keyspace (LevelDB first flushes its memtable to a table
+   * file, so the write-ahead log that held deleted values is removed, then merges the tables
+   * holding the range level by level, dropping deleted and overwritten values). Waits for the
+   * writes queued before it. memory-level has no files: nothing to do.
+   */
+  async compact(): Promise<void> {
+    if (this.state !== 'open') throw this.stateError()
+    await this.commits.add([], 0)
+    const db = this.db as { compactRange?: (start: string, end: string) => Promise<void> }
+    if (typeof db.compactRange !== 'function') return
+    try {
+      await db.compactRange(this.prefixes.meta, this.prefixes.meta + '\uffff')
+    } catch (err) {
+      throw readError(err, this.state !== 'open')
+    }
   }
 
   /**
