@@ -234,21 +234,11 @@ export class SubjectKeys {
   /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
   open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
     const key = this.keys.get(sealed.k)
-    if (key === undefined || key.collection !== collection) {
-      if (key === undefined) this.onMissing?.(sealed.k)
+    if (key === undefined) {
+      this.onMissing?.(sealed.k)
       return undefined
     }
-    try {
-      const raw = Buffer.from(sealed.$sealed, 'base64')
-      if (raw.byteLength < 28) return undefined
-      const decipher = createDecipheriv('aes-256-gcm', key.key, raw.subarray(0, 12))
-      decipher.setAAD(aadOf(collection, id, field, key.id))
-      decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
-      const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])
-      return JSON.parse(plain.toString('utf8')) as JsonValue
-    } catch {
-      return undefined
-    }
+    return openSealed(key, collection, id, field, sealed)
   }
 
   /**
@@ -418,6 +408,34 @@ export class SubjectKeys {
     this.queue = run.catch(() => undefined)
     return run
   }
+}
+
+/** Opens a sealed field with `key`; undefined if it is another key's, another place's (the AAD) or damaged. */
+export function openSealed(key: HeldKey, collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
+  if (key.id !== sealed.k || key.collection !== collection) return undefined
+  try {
+    const raw = Buffer.from(sealed.$sealed, 'base64')
+    if (raw.byteLength < 28) return undefined
+    const decipher = createDecipheriv('aes-256-gcm', key.key, raw.subarray(0, 12))
+    decipher.setAAD(aadOf(collection, id, field, key.id))
+    decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
+    const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])
+    return JSON.parse(plain.toString('utf8')) as JsonValue
+  } catch {
+    return undefined
+  }
+}
+
+/** The subject keys a store holds (for tools: the CLI's dump), by key id. */
+export async function storedSubjectKeys(store: Store): Promise<Map<string, HeldKey>> {
+  const out = new Map<string, HeldKey>()
+  if (store.metas === undefined) return out
+  for await (const [, bytes] of store.metas(KEY_PREFIX)) {
+    const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
+    const id = keyIdOf(r.c, r.s, r.k)
+    out.set(id, { id, collection: r.c, subject: r.s, key: Buffer.from(r.k) })
+  }
+  return out
 }
 
 function concat(label: string, bytes: Uint8Array): Uint8Array {
