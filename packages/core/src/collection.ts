@@ -92,8 +92,8 @@ export class Collection<T extends object = JsonObject> {
       const was = current?.[f]
       if (isSealed(was)) {
         const opened = keys.open(this.name, id, f, was)
-        if (opened !== undefined && jsonEqual(opened, plain[f]!)) {
-          out[f] = was as unknown as JsonObject
+        if (opened !== undefined && jsonEqual(opened, plain[f])) {
+          out[f] = was
           continue
         }
       }
@@ -301,7 +301,7 @@ export class Collection<T extends object = JsonObject> {
     const event: ChangeEvent<T> = {
       collection: this.name,
       id: change.id,
-      value: this.open(change.id, change.value.value as JsonObject | undefined) as T | undefined,
+      value: this.open(change.id, change.value.value) as T | undefined,
       origin: change.peer === undefined ? 'local' : 'remote',
       seq: change.entry.seq,
       ...(change.peer === undefined ? {} : { peer: change.peer }),

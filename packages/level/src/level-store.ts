@@ -454,9 +454,13 @@ export class LevelStore implements Store {
   }
 
   /**
-   * classic-level: compacts the meta keyspace (LevelDB first flushes its memtable to a table
-   * file, so the write-ahead log that held deleted values is removed, then merges the tables
-   * holding the range level by level, dropping deleted and overwritten values). Waits for the
+   * classic-level: compacts the meta keyspace so no file keeps a deleted or overwritten meta
+   * value (forget()'s subject keys). LevelDB's CompactRange first flushes the memtable — the
+   * write-ahead log that held the values goes — then merges the range level by level. But a
+   * flushed table keeps every version of a key (the put and its delete side by side), and it
+   * may land below the levels that range compaction rewrites. So a second pass: deletion
+   * markers at both ends of the range make the next flushed table overlap every table of the
+   * range, so it lands above them and the merge drops the shadowed values. Waits for the
    * writes queued before it. memory-level has no files: nothing to do.
    */
   async compact(): Promise<void> {
@@ -464,8 +468,18 @@ export class LevelStore implements Store {
     await this.commits.add([], 0)
     const db = this.db as { compactRange?: (start: string, end: string) => Promise<void> }
     if (typeof db.compactRange !== 'function') return
+    const low = this.prefixes.meta
+    const high = this.prefixes.meta + '\uffff\uffff'
     try {
-      await db.compactRange(this.prefixes.meta, this.prefixes.meta + '\uffff')
+      await db.compactRange(low, high)
+      await this.commits.add(
+        [
+          { type: 'del', key: low },
+          { type: 'del', key: high },
+        ],
+        0,
+      )
+      await db.compactRange(low, high)
     } catch (err) {
       throw readError(err, this.state !== 'open')
     }
