@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ConvergentError, type Backend, type JsonObject, type JsonValue } from '@convergent/core'
-import { isSealed, openSealed, storedSubjectKeys, type HeldKey } from '@convergent/core/internal'
+import { isSealed, openSealed, sealedKeyId, storedSubjectKeys, type HeldKey } from '@convergent/core/internal'
 import { checkEncryptedFolder, classicLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
@@ -13,7 +13,7 @@ export interface DumpedRecord {
   record: string
   /**
    * The value then. A sealed personal field is opened when the folder holds its subject key;
-   * otherwise it reads `{ "$sealed": "<not openable: key … not in this folder>" }`.
+   * otherwise it reads `"<sealed, not openable: key … not in this folder>"`.
    */
   value: JsonObject | undefined
 }
@@ -64,9 +64,9 @@ function opened(keys: Map<string, HeldKey>, collection: string, id: string, valu
       out[field] = v
       continue
     }
-    const key = keys.get(v.k)
+    const key = keys.get(sealedKeyId(v))
     const plain: JsonValue | undefined = key === undefined ? undefined : openSealed(key, collection, id, field, v)
-    out[field] = plain !== undefined ? plain : { $sealed: `<not openable: key ${v.k} not in this folder>` }
+    out[field] = plain !== undefined ? plain : `<sealed, not openable: key ${sealedKeyId(v)} not in this folder>`
   }
   return out
 }

@@ -97,7 +97,7 @@ export class Collection<T extends object = JsonObject> {
           continue
         }
       }
-      out[f] = keys.seal(this.name, id, f, plain[f]!, key) as unknown as JsonObject
+      out[f] = keys.seal(this.name, id, f, plain[f]!, key)
     }
     return out
   }

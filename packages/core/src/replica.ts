@@ -467,13 +467,19 @@ export class Replica {
 
   private checkPersonal<T>(name: string, personal: PersonalOptions<T>): PersonalOptions<T> {
     if (typeof personal !== 'object' || personal === null || typeof personal.subject !== 'function' || !Array.isArray(personal.fields)) {
-      throw new ConvergentError('ERR_INVALID_ARGUMENT', `collection('${name}', { personal }): personal needs subject (a function) and fields (a list of top-level field names).`)
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `collection('${name}', { personal }): personal needs subject (a function) and fields (a list of top-level field names).`,
+      )
     }
     if (personal.fields.length === 0 || personal.fields.some((f) => typeof f !== 'string' || f.length === 0)) {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', `collection('${name}', { personal }): fields must be a non-empty list of non-empty field names.`)
     }
     if (!this.personal.supported) {
-      throw new ConvergentError('ERR_INVALID_ARGUMENT', `collection('${name}', { personal }): this replica's store cannot list meta records (Store.metas), which subject keys need.`)
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `collection('${name}', { personal }): this replica's store cannot list meta records (Store.metas), which subject keys need.`,
+      )
     }
     return { subject: personal.subject, fields: [...new Set(personal.fields)] }
   }
@@ -495,10 +501,14 @@ export class Replica {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', 'forget(subject): the subject must be a non-empty string of at most 256 bytes.')
     }
     if (!this.personal.supported) throw new ConvergentError('ERR_INVALID_ARGUMENT', "forget(): this replica's store cannot list meta records (Store.metas).")
-    const collections = options.collections !== undefined ? [...options.collections] : [...new Set([...this.personalCollections, ...this.personal.collectionsOf(subject)])]
+    const collections =
+      options.collections !== undefined ? [...options.collections] : [...new Set([...this.personalCollections, ...this.personal.collectionsOf(subject)])]
     for (const c of collections) checkId(c, 'collection name', this.limits)
     if (collections.length === 0) {
-      throw new ConvergentError('ERR_INVALID_ARGUMENT', `forget('${subject}'): no collection with personal fields is open here; name them with { collections }.`)
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `forget('${subject}'): no collection with personal fields is open here; name them with { collections }.`,
+      )
     }
     const self = this.access.self
     const denied = collections.filter((c) => !this.access.isAdmin(self) && !this.access.mayWrite(self, c))

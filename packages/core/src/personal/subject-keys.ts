@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto'
 import { decode, encode } from 'cborg'
 import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
@@ -11,7 +11,8 @@ import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } 
 /**
  * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
  * replaces each listed top-level field, before it enters the CRDT, by a sealed envelope
- * `{ $sealed: base64(iv | ciphertext | tag), k: keyId }`: AES-256-GCM (node:crypto) under the
+ * string `$sealed1.<key id>.<base64(iv | ciphertext | tag)>` (a string, not an object: one CRDT
+ * register per field, as cheap as the plain value in both backends): AES-256-GCM (node:crypto) under the
  * subject's key for that collection, with the collection, entity id, field name and key id as
  * additional authenticated data (an envelope copied to another entity, field or collection does
  * not open). Reads open envelopes whose key is held; a field whose key is not held (forgotten,
@@ -44,16 +45,38 @@ export interface PersonalOptions<T = Record<string, unknown>> {
 }
 
 /** A sealed field as stored in the CRDT (valid JSON in both backends). */
-export interface SealedField {
-  $sealed: string
-  k: string
+export type SealedField = string
+
+const SEALED_PREFIX = '$sealed1.'
+/** Key ids are 22 base64url characters (128 bits). */
+const KEY_ID_CHARS = 22
+/** Prefix, key id, '.', then at least iv + tag (28 bytes: 40 base64 characters). */
+const MIN_SEALED = SEALED_PREFIX.length + KEY_ID_CHARS + 1 + 40
+
+/** A sealed field: `$sealed1.<22-character key id>.<base64>` (a reserved form for top-level string fields). */
+export function isSealed(v: unknown): v is SealedField {
+  return typeof v === 'string' && v.length >= MIN_SEALED && v.startsWith(SEALED_PREFIX) && v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
 }
 
-export function isSealed(v: unknown): v is SealedField {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false
-  const r = v as Record<string, unknown>
-  return typeof r.$sealed === 'string' && typeof r.k === 'string'
+/** The key id a sealed field names. */
+export function sealedKeyId(sealed: SealedField): string {
+  return sealed.slice(SEALED_PREFIX.length, SEALED_PREFIX.length + KEY_ID_CHARS)
 }
+
+/** Random bytes from a pool (one call into OpenSSL per 4 KiB instead of one per IV). */
+let pool = Buffer.alloc(0)
+let poolAt = 0
+function pooledRandom(n: number): Buffer {
+  if (poolAt + n > pool.length) {
+    pool = randomBytes(4096)
+    poolAt = 0
+  }
+  poolAt += n
+  return pool.subarray(poolAt - n, poolAt)
+}
+
+/** Opened values by (collection, id, field, sealed string), so reads and updates decrypt once. Cleared whenever keys are destroyed. */
+const CACHE_SIZE = 10_000
 
 /** The id of a subject key: 128 bits of SHA-256 over a label, the collection, the subject and the key, base64url. */
 export function keyIdOf(collection: string, subject: string, key: Uint8Array): string {
@@ -64,8 +87,12 @@ function pairOf(collection: string, subject: string): string {
   return collection + '\u0000' + subject
 }
 
+/**
+ * Additional authenticated data: collection NUL id NUL field NUL key id. Unambiguous: collection
+ * names and entity ids never contain NUL, and the key id, last, has a fixed length.
+ */
 function aadOf(collection: string, id: string, field: string, keyId: string): Buffer {
-  return Buffer.from(JSON.stringify([collection, id, field, keyId]))
+  return Buffer.from(collection + '\u0000' + id + '\u0000' + field + '\u0000' + keyId)
 }
 
 export interface HeldKey {
@@ -73,6 +100,12 @@ export interface HeldKey {
   collection: string
   subject: string
   key: Buffer
+  /** The key as a KeyObject (made once: importing it per field costs more than the cipher). */
+  object?: KeyObject
+}
+
+function keyObjectOf(key: HeldKey): KeyObject {
+  return (key.object ??= createSecretKey(key.key))
 }
 
 interface Tombstone {
@@ -188,6 +221,7 @@ export class SubjectKeys {
       this.keys.delete(id)
     }
     this.bySubject.delete(pair)
+    if (ids.length > 0) this.cache.clear() // no opened value of a destroyed key stays readable
     return ids
   }
 
@@ -206,7 +240,7 @@ export class SubjectKeys {
     }
     const ids = this.bySubject.get(pair)
     if (ids !== undefined && ids.length > 0) return { key: this.keys.get(ids[0]!)! }
-    const bytes = randomBytes(32)
+    const bytes = Buffer.from(pooledRandom(32)) // a copy: fill(0) on forget must not touch the pool
     const key: HeldKey = { id: keyIdOf(collection, subject, bytes), collection, subject, key: bytes }
     this.add(key)
     const written = this.store.write([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encode({ c: collection, s: subject, k: bytes }) }])
@@ -224,21 +258,40 @@ export class SubjectKeys {
   }
 
   seal(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
-    const iv = randomBytes(12)
+    const iv = pooledRandom(12)
     const cipher = createCipheriv('aes-256-gcm', key.key, iv)
     cipher.setAAD(aadOf(collection, id, field, key.id))
-    const ct = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()])
-    return { $sealed: Buffer.concat([iv, ct, cipher.getAuthTag()]).toString('base64'), k: key.id }
+    const ct = cipher.update(JSON.stringify(value), 'utf8')
+    const last = cipher.final()
+    const sealed = SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
+    this.remember(collection, id, field, sealed, value)
+    return sealed
   }
 
   /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
   open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
-    const key = this.keys.get(sealed.k)
+    const cached = this.cache.get(sealed)
+    // The IV makes every sealed string unique; the place is checked as the AAD would.
+    if (cached !== undefined && cached.collection === collection && cached.id === id && cached.field === field) {
+      const v = cached.value
+      return typeof v === 'object' && v !== null ? structuredClone(v) : v
+    }
+    const keyId = sealedKeyId(sealed)
+    const key = this.keys.get(keyId)
     if (key === undefined) {
-      this.onMissing?.(sealed.k)
+      this.onMissing?.(keyId)
       return undefined
     }
-    return openSealed(key, collection, id, field, sealed)
+    const value = openSealed(key, collection, id, field, sealed)
+    if (value !== undefined) this.remember(collection, id, field, sealed, value)
+    return value
+  }
+
+  private readonly cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+
+  private remember(collection: string, id: string, field: string, sealed: string, value: JsonValue): void {
+    if (this.cache.size >= CACHE_SIZE) this.cache.delete(this.cache.keys().next().value!)
+    this.cache.set(sealed, { collection, id, field, value: typeof value === 'object' && value !== null ? structuredClone(value) : value })
   }
 
   /**
@@ -304,7 +357,11 @@ export class SubjectKeys {
 
   /** SHA-256 over the sort keys of what this replica shares with `peer`: equal on both sides when in sync. */
   summaryFor(peer: string): Uint8Array {
-    return sha256(this.shareable(peer).map(([s]) => s).join('\u0001'))
+    return sha256(
+      this.shareable(peer)
+        .map(([s]) => s)
+        .join('\u0001'),
+    )
   }
 
   /** A page of what this replica shares with `peer`, after `after` (a sort key). */
@@ -412,11 +469,11 @@ export class SubjectKeys {
 
 /** Opens a sealed field with `key`; undefined if it is another key's, another place's (the AAD) or damaged. */
 export function openSealed(key: HeldKey, collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
-  if (key.id !== sealed.k || key.collection !== collection) return undefined
+  if (!isSealed(sealed) || key.id !== sealedKeyId(sealed) || key.collection !== collection) return undefined
   try {
-    const raw = Buffer.from(sealed.$sealed, 'base64')
+    const raw = Buffer.from(sealed.slice(SEALED_PREFIX.length + KEY_ID_CHARS + 1), 'base64')
     if (raw.byteLength < 28) return undefined
-    const decipher = createDecipheriv('aes-256-gcm', key.key, raw.subarray(0, 12))
+    const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, 12))
     decipher.setAAD(aadOf(collection, id, field, key.id))
     decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
     const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])

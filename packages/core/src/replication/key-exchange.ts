@@ -38,7 +38,8 @@ export async function exchangeKeys(ctx: ReplicationContext, peer: string, reques
     if (res.same) return
     for (const s of SubjectKeys.sortKeysOf(res.tombstones, res.keys)) listed.add(s)
     const { refused } = await keys.accept(peer, res.tombstones, res.keys)
-    if (refused > 0) drop(ctx, peer, 'forbidden', `${refused} subject key(s) or tombstone(s) refused (forgotten subject, no read permission, or a bad signature)`)
+    if (refused > 0)
+      drop(ctx, peer, 'forbidden', `${refused} subject key(s) or tombstone(s) refused (forgotten subject, no read permission, or a bad signature)`)
     if (res.next === undefined) break
     if (after !== undefined && res.next <= after) throw invalid(`peer ${peer} answered a keys page without progress`)
     after = res.next

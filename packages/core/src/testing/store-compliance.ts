@@ -303,7 +303,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
           { type: 'meta', key: 'sk/c', bytes: text('C') },
           { type: 'meta', key: 'sl', bytes: text('other') },
         ])
-        await store.write([{ type: 'delMeta', key: 'sk/c' }, { type: 'delMeta', key: 'never-written' }])
+        await store.write([
+          { type: 'delMeta', key: 'sk/c' },
+          { type: 'delMeta', key: 'never-written' },
+        ])
         assert.equal(await store.getMeta('sk/c'), undefined)
         if (store.metas !== undefined) {
           const listed: [string, string][] = []
