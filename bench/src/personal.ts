@@ -1,5 +1,5 @@
 // Personal fields against none (issue #14): the cost of sealing two fields per write.
-//   npm run build && node bench/dist/src/personal.js [n=2000] [runs=7]
+//   npm run build && node bench/dist/src/personal.js [n=2000] [runs=7]   (DURABILITY=fsync for the default durability; FEW_SUBJECTS=1: 10 subjects, no new key per write)
 // Each run opens a fresh replica (classic-level in a temp folder, durability 'process', no
 // network) and writes n customers, each a new subject (so each write also makes and stores a
 // subject key), then updates a non-personal field of each (the sealed fields are kept as they
@@ -22,7 +22,7 @@ interface Customer {
 
 async function run(personal: boolean): Promise<{ put: number; update: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'convergent-bench-personal-'))
-  const replica = await open({ dir, network: false, durability: 'process', metrics: false, logLevel: 'silent' })
+  const replica = await open({ dir, network: false, durability: process.env.DURABILITY === 'fsync' ? 'fsync' : 'process', metrics: false, logLevel: 'silent' })
   try {
     const customers = replica.collection<Customer>('customers', personal ? { personal: { subject: (c) => c.customerId, fields: ['email', 'address'] } } : {})
     const value = (i: number): Customer => ({
