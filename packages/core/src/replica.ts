@@ -392,6 +392,8 @@ export class Replica {
       await access.load()
       const personal = new SubjectKeys(options.store, access, options.namespace ?? 'default', logger)
       await personal.load()
+      // A new subject key goes in the same atomic batch as the write that seals with it.
+      personal.writeKey = (ops) => entities.addToTick(ops)
       replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()

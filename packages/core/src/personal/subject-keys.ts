@@ -147,6 +147,8 @@ export class SubjectKeys {
   onChange: (() => void) | undefined
   /** Told when a value names a key id this replica does not hold. */
   onMissing: ((keyId: string) => void) | undefined
+  /** Where keyFor() writes a new key: the store, or (the replica sets it) the current commit tick. */
+  writeKey: (ops: StoreOp[]) => Promise<void> = (ops) => this.store.write(ops)
   /** forget() and accept() run one at a time. */
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -243,7 +245,7 @@ export class SubjectKeys {
     const bytes = Buffer.from(pooledRandom(32)) // a copy: fill(0) on forget must not touch the pool
     const key: HeldKey = { id: keyIdOf(collection, subject, bytes), collection, subject, key: bytes }
     this.add(key)
-    const written = this.store.write([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encode({ c: collection, s: subject, k: bytes }) }])
+    const written = this.writeKey([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encode({ c: collection, s: subject, k: bytes }) }])
     written.then(
       () => this.onChange?.(),
       () => {
