@@ -13,6 +13,7 @@ import { identityPeerId } from '@convergent/libp2p'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 import { pseudonym } from './pseudonym.js'
+import { dumpCollection } from './dump.js'
 
 function count(value: string): number {
   const n = Number(value)
@@ -112,6 +113,18 @@ program
       if (value === undefined) throw new CliError(`no entity '${id}' in '${name}' (never written, or deleted)`)
       out(JSON.stringify(value, null, 2))
     })
+  })
+
+program
+  .command('dump')
+  .description(
+    'every stored snapshot and delta of a collection, as the value each leaves (JSON lines); personal fields open only with subject keys this folder holds',
+  )
+  .argument('<dir>', 'the data folder')
+  .argument('<collection>', 'collection name')
+  .action(async (dir: string, name: string) => {
+    const keyFile = program.opts<{ keyFile?: string }>().keyFile
+    for await (const r of dumpCollection(dataDir(dir), name, keyFile === undefined ? {} : { encryption: { keyFile } })) out(JSON.stringify(r))
   })
 
 program

@@ -11,6 +11,7 @@
 export * from './open.js'
 export { generateClusterKey, folderPeerId, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 export { pseudonym, PSEUDONYM_LENGTH, type PseudonymOptions } from './pseudonym.js'
+export { dumpCollection, type DumpedRecord } from './dump.js'
 export { serve, type ServeOptions, type Served } from './serve.js'
 export { defaultLogger, type LogLevel } from './log.js'
 export { createMetrics, OTHER_COLLECTIONS, type MetricsOptions } from './metrics.js'

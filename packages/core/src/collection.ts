@@ -1,12 +1,13 @@
 import type { ChangeEvents, DurableChange } from './changes.js'
 import type { CollectionState, Entities } from './entities.js'
 import { ConvergentError } from './errors.js'
-import { checkId, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
+import { checkId, jsonEqual, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
 import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
 import { startWriteSpan, type WriteSpan } from './tracing.js'
 import type { Tracer } from '@opentelemetry/api'
+import { isSealed, type PersonalOptions, type SubjectKeys } from './personal/subject-keys.js'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -41,6 +42,8 @@ export interface ReplicaServices {
   waitForAcks?(col: CollectionState, id: string, version: Uint8Array, ack: AckOptions, what: string): Promise<void>
   /** Where write spans go (see tracing.ts). */
   tracer: Tracer
+  /** Subject keys of personal fields (see personal/subject-keys.ts). */
+  personal: SubjectKeys
 }
 
 /**
@@ -51,11 +54,71 @@ export class Collection<T extends object = JsonObject> {
   /** Each listener with the last feed seq committed before it subscribed (see subscribe()). */
   private readonly listeners = new Map<ChangeListener<T>, number>()
 
+  /** Personal fields of this collection (replica.collection(name, { personal })). */
+  private personal: PersonalOptions<T> | undefined
+
   /** @internal — use replica.collection(name). */
   constructor(
     private readonly replica: ReplicaServices,
     private readonly state: CollectionState,
   ) {}
+
+  /** @internal — replica.collection(name, { personal }) declares them (the last declaration counts). */
+  declarePersonal(personal: PersonalOptions<T>): void {
+    this.personal = personal
+  }
+
+  /**
+   * The value to store: each personal field present replaced by its sealed envelope (a field
+   * whose plain value is unchanged keeps the envelope it has, so it makes no CRDT operation).
+   * `written` is set when a new subject key was made (it must be durable before the write resolves).
+   */
+  private seal(id: string, plain: JsonObject, current: JsonObject | undefined, keyWrites: Promise<void>[]): JsonObject {
+    const personal = this.personal
+    if (personal === undefined) return plain
+    const fields = personal.fields.filter((f) => plain[f] !== undefined)
+    if (fields.length === 0) return plain
+    const keys = this.replica.personal
+    let subject: unknown
+    try {
+      subject = personal.subject(plain as unknown as T)
+    } catch (err) {
+      throw new ConvergentError('ERR_INVALID_VALUE', `personal.subject of '${this.name}' threw: ${(err as Error).message}`)
+    }
+    const { key, written } = keys.keyFor(this.name, subject)
+    if (written !== undefined) keyWrites.push(written)
+    const out: JsonObject = { ...plain }
+    for (const f of fields) {
+      const was = current?.[f]
+      if (isSealed(was)) {
+        const opened = keys.open(this.name, id, f, was)
+        if (opened !== undefined && jsonEqual(opened, plain[f])) {
+          out[f] = was
+          continue
+        }
+      }
+      out[f] = keys.seal(this.name, id, f, plain[f]!, key)
+    }
+    return out
+  }
+
+  /**
+   * A stored value as the application sees it: sealed fields opened with their subject key;
+   * a field whose key is not held here (forgotten, or not received yet) is left out.
+   */
+  private open(id: string, raw: JsonObject | undefined): JsonObject | undefined {
+    if (raw === undefined) return undefined
+    let out: JsonObject | undefined
+    for (const f in raw) {
+      const v = raw[f]
+      if (!isSealed(v)) continue
+      out ??= { ...raw }
+      const opened = this.replica.personal.open(this.name, id, f, v)
+      if (opened === undefined) delete out[f]
+      else out[f] = opened
+    }
+    return out ?? raw
+  }
 
   get name(): string {
     return this.state.name
@@ -77,7 +140,19 @@ export class Collection<T extends object = JsonObject> {
     checkId(id, 'id', this.replica.limits)
     const { ack } = this.checkOptions(options, 'put')
     const plain = toEntityValue(value, this.replica.limits)
-    const version = await this.replica.track(this.write(id, (doc) => this.state.backend.put(doc, plain), 'put', ack !== undefined))
+    const keyWrites: Promise<void>[] = []
+    const version = await this.replica.track(
+      this.write(
+        id,
+        (doc) => {
+          const stored = this.personal === undefined ? plain : this.seal(id, plain, this.state.backend.read(doc) ?? undefined, keyWrites)
+          return this.state.backend.put(doc, stored)
+        },
+        'put',
+        ack !== undefined,
+      ),
+    )
+    await Promise.all(keyWrites)
     if (ack !== undefined) await this.waitForAcks(id, version!, ack, 'put')
   }
 
@@ -94,11 +169,13 @@ export class Collection<T extends object = JsonObject> {
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     const { ack } = this.checkOptions(options, 'update')
     let result: JsonObject | undefined
+    const keyWrites: Promise<void>[] = []
     const version = await this.replica.track(
       this.write(
         id,
         (doc) => {
-          const current = this.state.backend.read(doc) ?? (options.upsert ? {} : undefined)
+          const raw = this.state.backend.read(doc) ?? undefined
+          const current = this.open(id, raw) ?? (options.upsert ? {} : undefined)
           if (current === undefined) {
             throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
           }
@@ -107,12 +184,13 @@ export class Collection<T extends object = JsonObject> {
             throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
           }
           result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
-          return this.state.backend.put(doc, result)
+          return this.state.backend.put(doc, this.seal(id, result, raw, keyWrites))
         },
         'put',
         ack !== undefined,
       ),
     )
+    await Promise.all(keyWrites)
     if (ack !== undefined) await this.waitForAcks(id, version!, ack, 'update')
     return result as unknown as T
   }
@@ -156,7 +234,7 @@ export class Collection<T extends object = JsonObject> {
     const { entities } = this.replica
     const entity = await entities.acquire(this.state, id)
     try {
-      return this.state.backend.read(entity.doc) as T | undefined
+      return this.open(id, this.state.backend.read(entity.doc) ?? undefined) as T | undefined
     } finally {
       entities.release(entity)
     }
@@ -223,7 +301,7 @@ export class Collection<T extends object = JsonObject> {
     const event: ChangeEvent<T> = {
       collection: this.name,
       id: change.id,
-      value: change.value.value as T | undefined,
+      value: this.open(change.id, change.value.value) as T | undefined,
       origin: change.peer === undefined ? 'local' : 'remote',
       seq: change.entry.seq,
       ...(change.peer === undefined ? {} : { peer: change.peer }),

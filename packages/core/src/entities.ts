@@ -600,6 +600,17 @@ export class Entities {
     return tick.settled.finally(() => this.release(entity))
   }
 
+  /**
+   * Ops written in the same atomic store write as this tick's commits (a subject key made by
+   * the write that seals with it: one batch, one fsync, and never the value without its key).
+   * Resolves once that write is durable.
+   */
+  addToTick(ops: readonly StoreOp[]): Promise<void> {
+    const tick = this.tick ?? this.openTick()
+    for (const op of ops) tick.ops.push(op)
+    return tick.done
+  }
+
   private openTick(): Tick {
     let resolve!: () => void
     let reject!: (err: unknown) => void

@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'ERR_ABORTED' // the operation was aborted through its AbortSignal
   | 'ERR_ACK_TIMEOUT' // a write's ack: fewer peers confirmed in time than asked; the local write stands
   | 'ERR_TIMEOUT'
+  | 'ERR_FORGOTTEN' // personal fields of a subject that was forgotten (replica.forget) cannot be written again
 
 export class ConvergentError extends Error {
   readonly code: ErrorCode

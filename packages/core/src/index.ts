@@ -13,6 +13,7 @@
 // The replica and what applications hold.
 export { Replica, type ReplicaOptions, type ReplicaStats } from './replica.js'
 export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'
+export type { PersonalOptions } from './personal/subject-keys.js'
 export { MAX_ACK_TIMEOUT_MS, type AckOptions, type WriteOptions } from './write-options.js'
 export { AckTimeoutError } from './replication/acks.js'
 export { Counter, type CounterOptions, type CounterState, type DecrementOptions } from './counter.js'

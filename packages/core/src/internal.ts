@@ -14,3 +14,4 @@ export { checkId, toEntityValue, jsonEqual, cloneJson, jsonWithin, numberBytes }
 export { randomBytes, nextTurn } from './clock.js'
 export { xorInto } from './hash.js'
 export { emptyVersionOf } from './empty-version.js'
+export { SubjectKeys, isSealed, sealedKeyId, keyIdOf, openSealed, storedSubjectKeys, type HeldKey, type SealedField } from './personal/subject-keys.js'

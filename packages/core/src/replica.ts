@@ -21,6 +21,7 @@ import { ApplyPacer } from './replication/apply-all.js'
 import type { RoundEvent } from './replication/replicator.js'
 import { Access, type TrustOptions } from './trust/access.js'
 import { LagWindow } from './lag-window.js'
+import { SubjectKeys, type PersonalOptions } from './personal/subject-keys.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
@@ -166,6 +167,7 @@ export class Replica {
     backends: Map<string, Backend>,
     refused: Set<string>,
     private readonly access: Access,
+    private readonly personal: SubjectKeys,
   ) {
     this.entities = entities
     this.backends = backends
@@ -188,6 +190,7 @@ export class Replica {
       assertOpen: () => this.assertOpen(),
       authorize: (collection, what) => this.access.assert(collection, what),
       track: (operation) => this.track(operation),
+      personal,
     }
     if (options.network !== undefined) {
       const replication: ReplicationContext = {
@@ -212,6 +215,7 @@ export class Replica {
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
         },
         access,
+        personal,
       }
       this.replication = replication
       this.replicator = new Replicator(replication, {
@@ -220,6 +224,15 @@ export class Replica {
         pushDelayMs: options.pushDelayMs ?? 0,
       })
       this.replicator.onRound = (event) => this.roundEnded(event)
+      personal.onChange = () => this.replicator?.keysSoon()
+      // A value names a key this replica lacks: ask peers soon (once per key id and process).
+      const asked = new Set<string>()
+      personal.onMissing = (keyId) => {
+        if (asked.has(keyId)) return
+        if (asked.size >= 10_000) asked.clear()
+        asked.add(keyId)
+        this.replicator?.keysSoon()
+      }
       const replicator = this.replicator
       // Tracked like other operations, so close() waits for the ask in flight — after it fired
       // `acksClosing`, which ends every wait at once (close must not wait out the timeouts).
@@ -388,7 +401,11 @@ export class Replica {
       }
       const access = new Access(options.trust, options.network?.peerId ?? 'local', options.namespace ?? 'default', options.store, logger)
       await access.load()
-      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access)
+      const personal = new SubjectKeys(options.store, access, options.namespace ?? 'default', logger)
+      await personal.load()
+      // A new subject key goes in the same atomic batch as the write that seals with it.
+      personal.writeKey = (ops) => entities.addToTick(ops)
+      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()
       return replica
@@ -422,10 +439,11 @@ export class Replica {
    * later with another backend throws ERR_BACKEND_MISMATCH. Omitting the backend uses the
    * stored one, or the default (the first backend given) for a new collection.
    */
-  collection<T extends object = Record<string, unknown>>(name: string, options: { backend?: string } = {}): Collection<T> {
+  collection<T extends object = Record<string, unknown>>(name: string, options: { backend?: string; personal?: PersonalOptions<T> } = {}): Collection<T> {
     this.assertOpen()
     checkId(name, 'collection name', this.limits)
     this.access.assert(name, 'read')
+    const personal = options.personal === undefined ? undefined : this.checkPersonal(name, options.personal)
     const existing = this.entities.collections.get(name)
     if (options.backend !== undefined && !this.backends.has(options.backend)) {
       throw new ConvergentError(
@@ -450,7 +468,70 @@ export class Replica {
       col = new Collection<T>(this.services, state)
       this.collectionsByName.set(name, col as unknown as Collection<never>)
     }
+    if (personal !== undefined) {
+      col.declarePersonal(personal)
+      this.personalCollections.add(name)
+    }
     return col
+  }
+
+  /** Collections opened here with personal fields. */
+  private readonly personalCollections = new Set<string>()
+
+  private checkPersonal<T>(name: string, personal: PersonalOptions<T>): PersonalOptions<T> {
+    if (typeof personal !== 'object' || personal === null || typeof personal.subject !== 'function' || !Array.isArray(personal.fields)) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `collection('${name}', { personal }): personal needs subject (a function) and fields (a list of top-level field names).`,
+      )
+    }
+    if (personal.fields.length === 0 || personal.fields.some((f) => typeof f !== 'string' || f.length === 0)) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `collection('${name}', { personal }): fields must be a non-empty list of non-empty field names.`)
+    }
+    if (!this.personal.supported) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `collection('${name}', { personal }): this replica's store cannot list meta records (Store.metas), which subject keys need.`,
+      )
+    }
+    return { subject: personal.subject, fields: [...new Set(personal.fields)] }
+  }
+
+  /**
+   * Forgets a subject (crypto-shredding): in every collection opened here with personal fields
+   * and every one holding keys of the subject here (or only `options.collections`), writes a
+   * tombstone (signed with this replica's key when the cluster has admins), deletes the
+   * subject's keys, and compacts the store so no file of this folder keeps their bytes.
+   * Tombstones spread to every member in the next key exchange (at once to connected peers):
+   * each destroys its copy of the keys, and never takes one for the subject again. From then
+   * on the subject's personal fields are absent from values read on every replica that has
+   * the tombstone. Allowed to admins and to writers of each collection (ERR_FORBIDDEN
+   * otherwise, and nothing is forgotten); without a policy, to anyone.
+   */
+  async forget(subject: string, options: { collections?: readonly string[] } = {}): Promise<void> {
+    this.assertOpen()
+    if (typeof subject !== 'string' || subject.length === 0 || Buffer.byteLength(subject) > 256) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', 'forget(subject): the subject must be a non-empty string of at most 256 bytes.')
+    }
+    if (!this.personal.supported) throw new ConvergentError('ERR_INVALID_ARGUMENT', "forget(): this replica's store cannot list meta records (Store.metas).")
+    const collections =
+      options.collections !== undefined ? [...options.collections] : [...new Set([...this.personalCollections, ...this.personal.collectionsOf(subject)])]
+    for (const c of collections) checkId(c, 'collection name', this.limits)
+    if (collections.length === 0) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `forget('${subject}'): no collection with personal fields is open here; name them with { collections }.`,
+      )
+    }
+    const self = this.access.self
+    const denied = collections.filter((c) => !this.access.isAdmin(self) && !this.access.mayWrite(self, c))
+    if (denied.length > 0) {
+      throw new ConvergentError(
+        'ERR_FORBIDDEN',
+        `forget('${subject}') needs an admin or a writer of every collection it covers; this replica may not write ${denied.map((c) => `'${c}'`).join(', ')}. Nothing was forgotten.`,
+      )
+    }
+    await this.track(this.personal.forget(subject, collections))
   }
 
   /**

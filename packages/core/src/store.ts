@@ -72,6 +72,8 @@ export type StoreOp =
    */
   | { type: 'delEntity'; collection: string; id: string }
   | { type: 'meta'; key: string; bytes: Uint8Array }
+  /** Deletes a meta record (nothing if there is none). */
+  | { type: 'delMeta'; key: string }
 
 export interface StoredEntity {
   head: EntityHead
@@ -134,6 +136,20 @@ export interface Store {
 
   collections(): Promise<Map<string, CollectionMeta>>
   getMeta(key: string): Promise<Uint8Array | undefined>
+
+  /**
+   * Meta records whose key starts with `prefix`, in key order. Optional: personal fields
+   * (subject keys, forget tombstones) need it; a replica whose store lacks it refuses them.
+   */
+  metas?(prefix: string): AsyncIterable<[string, Uint8Array]>
+
+  /**
+   * Rewrites the store's files so that deleted and overwritten values no longer sit in any of
+   * them (LevelDB: flush the memtable, compact every level; the old .log and .ldb files go).
+   * Resolves once done. Optional: a store with no files (memory) has nothing to do. Used after
+   * forget() deletes subject keys (crypto-shredding).
+   */
+  compact?(): Promise<void>
 
   /**
    * Removes every record of a collection (entities, feed, leaves, its meta). Crash-safe: a

@@ -318,7 +318,7 @@ export class LevelStore implements Store {
   write(ops: StoreOp[]): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.stateError())
     if (this.dropping.size !== 0) {
-      const op = ops.find((o) => o.type !== 'meta' && this.dropping.has(o.collection))
+      const op = ops.find((o) => 'collection' in o && this.dropping.has(o.collection))
       if (op !== undefined) return Promise.reject(droppingError((op as { collection: string }).collection))
     }
     let levelOps: LevelOp[]
@@ -430,6 +430,59 @@ export class LevelStore implements Store {
 
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.readNow(() => this.get('meta', key, {}, copyBytes))
+  }
+
+  /** Meta records whose key starts with `prefix`, in key order (each checked like any record). */
+  async *metas(prefix: string): AsyncGenerator<[string, Uint8Array]> {
+    if (this.state !== 'open') throw this.stateError()
+    const iterator = this.sub.meta.iterator({ gte: prefix, lt: prefix + '\uffff' })
+    try {
+      for (;;) {
+        let entries: [string, Uint8Array][]
+        try {
+          entries = await iterator.nextv(READ_CHUNK)
+        } catch (err) {
+          if (isLevelCorruption(err)) throw corruptError('the meta records', err)
+          throw readError(err, this.state !== 'open')
+        }
+        if (entries.length === 0) return
+        for (const [key, value] of entries) yield [key, this.check('meta', key, value, {}, copyBytes)]
+      }
+    } finally {
+      await iterator.close().catch(() => undefined)
+    }
+  }
+
+  /**
+   * classic-level: compacts the meta keyspace so no file keeps a deleted or overwritten meta
+   * value (forget()'s subject keys). LevelDB's CompactRange first flushes the memtable — the
+   * write-ahead log that held the values goes — then merges the range level by level. But a
+   * flushed table keeps every version of a key (the put and its delete side by side), and it
+   * may land below the levels that range compaction rewrites. So a second pass: deletion
+   * markers at both ends of the range make the next flushed table overlap every table of the
+   * range, so it lands above them and the merge drops the shadowed values. Waits for the
+   * writes queued before it. memory-level has no files: nothing to do.
+   */
+  async compact(): Promise<void> {
+    if (this.state !== 'open') throw this.stateError()
+    await this.commits.add([], 0)
+    const db = this.db as { compactRange?: (start: string, end: string) => Promise<void> }
+    if (typeof db.compactRange !== 'function') return
+    const low = this.prefixes.meta
+    const high = this.prefixes.meta + '\uffff\uffff'
+    try {
+      await db.compactRange(low, high)
+      await this.commits.add(
+        [
+          { type: 'del', key: low },
+          { type: 'del', key: high },
+        ],
+        0,
+      )
+      await db.compactRange(low, high)
+    } catch (err) {
+      throw readError(err, this.state !== 'open')
+    }
   }
 
   /**

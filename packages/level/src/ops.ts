@@ -112,6 +112,9 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sea
     case 'meta':
       check(typeof op.key === 'string', 'meta key must be a string')
       return putRecord(s.meta + op.key, checkBytes(op.bytes), sealer)
+    case 'delMeta':
+      check(typeof op.key === 'string', 'meta key must be a string')
+      return { type: 'del', key: s.meta + op.key }
     default:
       throw invalid(`unknown op type '${String((op as { type?: unknown }).type)}'`)
   }

@@ -68,6 +68,9 @@ export class MapStore implements Store {
       case 'meta':
         d.meta.set(op.key, op.bytes.slice())
         return
+      case 'delMeta':
+        d.meta.delete(op.key)
+        return
       case 'collection':
         d.collections.set(op.collection, { ...op.meta })
         return
@@ -194,6 +197,15 @@ export class MapStore implements Store {
   async getMeta(key: string): Promise<Uint8Array | undefined> {
     this.assertOpen()
     return this.data.meta.get(key)?.slice()
+  }
+
+  async *metas(prefix: string): AsyncGenerator<[string, Uint8Array]> {
+    this.assertOpen()
+    const keys = [...this.data.meta.keys()].filter((k) => k.startsWith(prefix)).sort()
+    for (const k of keys) {
+      const v = this.data.meta.get(k)
+      if (v !== undefined) yield [k, v.slice()]
+    }
   }
 
   async dropCollection(collection: string): Promise<void> {

@@ -9,6 +9,7 @@ import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
 import type { Access } from '../trust/access.js'
+import type { SubjectKeys } from '../personal/subject-keys.js'
 import type { Tracer } from '@opentelemetry/api'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
@@ -111,6 +112,8 @@ export interface ReplicationContext {
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
   /** The cluster policy: who is a member, who may read and write what (everything while none is adopted). */
   readonly access: Access
+  /** Subject keys and forget tombstones of personal fields (exchanged in every round). */
+  readonly personal: SubjectKeys
 }
 
 /** The gossip topic of a collection within a namespace. */

@@ -18,6 +18,10 @@ const CONNECT_FALLBACK_MS = 2_000
 const REPAIR_DELAY_MS = 100
 /** Least time between rounds with one peer that its announcements start. */
 const ANNOUNCE_ROUND_GAP_MS = 1_000
+/** How soon a key exchange follows a new subject key, a tombstone or a missing key (coalescing several) … */
+const KEYS_DELAY_MS = 20
+/** … and the least time between two of them. */
+const KEYS_GAP_MS = 500
 
 /**
  * An anti-entropy round that ended: one this replica started (with its result, or the error
@@ -196,6 +200,30 @@ export class Replicator {
     if (change.created) this.announcer.announce(change.collection, change.backend)
   }
 
+  /**
+   * A key exchange with every connected peer soon (coalesced): this replica made a subject key
+   * or a tombstone, or a value names a key it lacks. At most one every KEYS_GAP_MS.
+   */
+  keysSoon(): void {
+    if (this.stopped || this.keysTimer !== undefined) return
+    const wait = Math.max(KEYS_DELAY_MS, this.lastKeysAt + KEYS_GAP_MS - this.ctx.clock.now())
+    this.keysTimer = this.ctx.clock.setTimeout(() => {
+      this.keysTimer = undefined
+      if (this.stopped) return
+      this.lastKeysAt = this.ctx.clock.now()
+      for (const peer of this.ctx.network.peers()) {
+        this.track(
+          this.client.keysOnly(peer).catch((err: unknown) => {
+            if (!this.stopped) this.ctx.logger.warn(`key exchange with ${peer} failed (the next round repeats it): ${(err as Error).message}`, { peer })
+          }),
+        )
+      }
+    }, wait)
+  }
+
+  private keysTimer: TimerHandle | undefined
+  private lastKeysAt = -Infinity
+
   /** Offers our policy to every connected peer now (an admin just set it). */
   async offerPolicyToAll(): Promise<void> {
     await Promise.allSettled(
@@ -305,6 +333,7 @@ export class Replicator {
     this.unlisten?.()
     if (this.timer !== undefined) this.ctx.clock.clearTimeout(this.timer)
     if (this.repairTimer !== undefined) this.ctx.clock.clearTimeout(this.repairTimer)
+    if (this.keysTimer !== undefined) this.ctx.clock.clearTimeout(this.keysTimer)
     for (const peer of [...this.fallbacks.keys()]) this.cancelFallback(peer)
     this.pusher.flush()
     await this.pusher.drain()

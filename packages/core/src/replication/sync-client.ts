@@ -48,6 +48,7 @@ import {
 } from './messages/index.js'
 import { inlineLimit, partBytes } from './parts.js'
 import { policyOffer, takePolicyResponse } from './policy-exchange.js'
+import { exchangeKeys } from './key-exchange.js'
 
 /** What one anti-entropy round with one peer did. */
 export interface RoundResult {
@@ -78,6 +79,22 @@ export interface RoundResult {
 }
 
 const ZERO_ROOT = new Uint8Array(DIGEST_BYTES)
+
+function emptyResult(peer: string): RoundResult {
+  return {
+    peer,
+    collectionsDiffering: 0,
+    entitiesDiffering: 0,
+    deltasReceived: 0,
+    deltasApplied: 0,
+    deltasSent: 0,
+    messages: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    entitiesUnrepairable: 0,
+    failed: [],
+  }
+}
 const EMPTY_TREE = new DigestTree()
 
 /** What a descent found: leaves both sides hold and that differ, and ranges only one side holds. */
@@ -108,6 +125,8 @@ interface Round {
   /** Collections the peer dropped and does not take back: not sent to it. */
   refusedByPeer: Set<string>
   result: RoundResult
+  /** The peer's subject keys or tombstones differ from ours (its first roots response said so). */
+  keysDiffer?: boolean
 }
 
 /** Appends a range, merging it with the last one when they touch (ranges come in ascending order). */
@@ -211,24 +230,13 @@ export class SyncClient {
   }
 
   async round(peer: string, signal?: AbortSignal): Promise<RoundResult> {
-    const result: RoundResult = {
-      peer,
-      collectionsDiffering: 0,
-      entitiesDiffering: 0,
-      deltasReceived: 0,
-      deltasApplied: 0,
-      deltasSent: 0,
-      messages: 0,
-      bytesSent: 0,
-      bytesReceived: 0,
-      entitiesUnrepairable: 0,
-      failed: [],
-    }
+    const result = emptyResult(peer)
     const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
     const round: Round = { peer, budget, parts: false, refusedByPeer: new Set(), result }
     try {
       await this.exchangePolicy(round)
       const theirs = await this.theirRoots(round)
+      if (round.keysDiffer === true) await this.exchangeKeys(round)
       if (theirs !== undefined) await this.syncCollections(round, theirs)
       const stats = this.ctx.stats.of(peer)
       stats.syncRounds++
@@ -253,6 +261,29 @@ export class SyncClient {
   }
 
   /**
+   * Then subject keys and forget tombstones (personal fields): pulled from the peer, ours
+   * offered to it. A peer that does not speak it (an older version) is skipped.
+   */
+  private async exchangeKeys(round: Round): Promise<void> {
+    try {
+      await exchangeKeys(this.ctx, round.peer, (data, expect) => this.request(round, data, expect))
+    } catch (err) {
+      if (!(err instanceof SyncRefusedError)) throw err
+    }
+  }
+
+  /** A key exchange alone with one peer (a new key or tombstone to spread, a key a value names and this replica lacks). */
+  async keysOnly(peer: string, signal?: AbortSignal): Promise<void> {
+    const budget = new RoundBudget(this.ctx.clock, peer, this.ctx.limits, signal)
+    const round: Round = { peer, budget, parts: false, refusedByPeer: new Set(), result: emptyResult(peer) }
+    try {
+      await this.exchangeKeys(round)
+    } finally {
+      budget.done()
+    }
+  }
+
+  /**
    * The peer's roots: undefined when our summaries are equal (in sync), else every root it
    * has, fetched page by page.
    */
@@ -265,8 +296,10 @@ export class SyncClient {
     let room = Math.max(0, this.ctx.limits.maxCollections - entities.collections.size)
     let cursor: string | undefined = undefined
     for (;;) {
-      const request = encodeRootsRequest(cursor !== undefined ? { cursor } : summary !== undefined ? { summary } : {})
+      const keys = cursor === undefined && this.ctx.personal.supported ? { keys: this.ctx.personal.summaryFor(round.peer) } : {}
+      const request = encodeRootsRequest(cursor !== undefined ? { cursor } : summary !== undefined ? { summary, ...keys } : keys)
       const response = decodeRootsResponse(await this.request(round, request, MessageType.RootsResponse))
+      if (response.keysDiffer === true) round.keysDiffer = true
       round.parts = (response.features & FEATURE_PARTS) !== 0
       if (response.same === true) return undefined
       for (const name of response.refused ?? []) round.refusedByPeer.add(name)

@@ -9,6 +9,7 @@ import { acquireDurable, wholeStateOf } from './durable.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
 import { servePolicyOffer } from './policy-exchange.js'
+import { keysDiffer, serveKeysOffer, serveKeysRequest } from './key-exchange.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
 import {
@@ -176,6 +177,12 @@ export class SyncServer {
       }
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
+      case MessageType.KeysRequest:
+        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        return serveKeysRequest(this.ctx, from, body)
+      case MessageType.KeysOffer:
+        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        return serveKeysOffer(this.ctx, from, body)
       case MessageType.HoldsRequest:
         if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
         return serveHoldsRequest(this.ctx, from, body)
@@ -194,7 +201,7 @@ export class SyncServer {
     const summary = readsAll && req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
     if (summary !== undefined && bytesEqual(req.summary!, summary)) {
       this.onInSync(from)
-      return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS })
+      return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS, keysDiffer: keysDiffer(this.ctx, from, req.keys) })
     }
     // A peer that may not read every collection gets the ones it may read in one answer: a page's
     // cursor is a collection name, which would tell it of collections it may not read.
@@ -205,7 +212,13 @@ export class SyncServer {
     if (!readsAll) page.next = undefined
     const refused = req.cursor === undefined ? [...this.ctx.refused].filter((name) => this.ctx.access.mayRead(from, name)).slice(0, MAX_REFUSED_NAMES) : []
     const roots = readsAll ? page.roots : page.roots.filter(([name]) => this.ctx.access.mayRead(from, name))
-    return encodeRootsResponse({ roots, features: FEATURE_PARTS, refused, ...(req.paged && page.next !== undefined ? { next: page.next } : {}) })
+    return encodeRootsResponse({
+      roots,
+      features: FEATURE_PARTS,
+      refused,
+      keysDiffer: keysDiffer(this.ctx, from, req.keys),
+      ...(req.paged && page.next !== undefined ? { next: page.next } : {}),
+    })
   }
 
   private async treeOf(name: string): Promise<DigestTree> {

@@ -296,6 +296,33 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         assert.equal(hex(await store.getMeta('peer-id')), hex(text('other')))
       })
 
+      it('delMeta deletes a meta record; metas(prefix) lists a prefix in key order; compact() keeps what is live', async function () {
+        await store.write([
+          { type: 'meta', key: 'sk/b', bytes: text('B') },
+          { type: 'meta', key: 'sk/a', bytes: text('A') },
+          { type: 'meta', key: 'sk/c', bytes: text('C') },
+          { type: 'meta', key: 'sl', bytes: text('other') },
+        ])
+        await store.write([
+          { type: 'delMeta', key: 'sk/c' },
+          { type: 'delMeta', key: 'never-written' },
+        ])
+        assert.equal(await store.getMeta('sk/c'), undefined)
+        if (store.metas !== undefined) {
+          const listed: [string, string][] = []
+          for await (const [k, v] of store.metas('sk/')) listed.push([k, new TextDecoder().decode(v)])
+          assert.deepEqual(listed, [
+            ['sk/a', 'A'],
+            ['sk/b', 'B'],
+          ])
+        }
+        if (store.compact !== undefined) {
+          await store.compact()
+          assert.equal(hex(await store.getMeta('sk/a')), hex(text('A')))
+          assert.equal(await store.getMeta('sk/c'), undefined)
+        }
+      })
+
       it('keeps its own copy of bytes: neither side mutating later changes what is stored', async function () {
         const delta = text('original')
         const meta = text('meta')

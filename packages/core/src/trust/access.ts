@@ -112,6 +112,21 @@ export class Access {
     return () => void this.listeners.delete(listener)
   }
 
+  /** Signs `data` with this replica's key; undefined without trust (no admins configured). */
+  async signOwn(data: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.trust === undefined ? undefined : this.trust.sign(data)
+  }
+
+  /** True if `peer`'s key signed `data`; false without trust. Never throws. */
+  async verifyBy(peer: string, data: Uint8Array, signature: Uint8Array): Promise<boolean> {
+    if (this.trust === undefined) return false
+    try {
+      return await this.trust.verify(peer, data, signature)
+    } catch {
+      return false
+    }
+  }
+
   isAdmin(peer: string): boolean {
     return this.admins.has(peer)
   }

@@ -6,7 +6,7 @@ import { ConvergentError } from '../../errors.js'
  * type byte, then a CBOR body. A receiver rejects any other magic or version instead of
  * guessing, so a future format can coexist. One file per protocol next to this one holds the
  * bodies: push.ts (gossip), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
- * rights.ts (bounded counters), holds.ts (write acknowledgements), policy.ts (the cluster policy), reply.ts (errors). Bodies travel with one-letter keys; the
+ * rights.ts (bounded counters), holds.ts (write acknowledgements), policy.ts (the cluster policy), keys.ts (subject keys), reply.ts (errors). Bodies travel with one-letter keys; the
  * typed messages the code uses have readable names, and every decoder checks shape, types
  * and bounds before anything is used.
  */
@@ -53,6 +53,11 @@ export const MessageType = {
   PolicyResponse: 33,
   /** Not sent alone: the signed bytes of a policy document travel inside the two above. */
   PolicyDocument: 34,
+  /** sync: subject keys and forget tombstones the responder holds, in pages (keys.ts). */
+  KeysRequest: 35,
+  KeysResponse: 36,
+  /** sync: subject keys and tombstones the requester holds and the responder lacks; answered with Ack. */
+  KeysOffer: 37,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 

@@ -38,6 +38,8 @@ export type RootEntry = [collection: string, backend: string, root: Uint8Array]
 export interface RootsRequest {
   cursor?: string
   summary?: Uint8Array
+  /** The requester's summary of the subject keys and tombstones it would share with the responder (key-exchange.ts). */
+  keys?: Uint8Array
 }
 
 export function encodeRootsRequest(m: RootsRequest): Uint8Array {
@@ -46,6 +48,7 @@ export function encodeRootsRequest(m: RootsRequest): Uint8Array {
     k: 1,
     ...(m.cursor !== undefined ? { p: m.cursor } : {}),
     ...(m.summary !== undefined ? { h: m.summary } : {}),
+    ...(m.keys !== undefined ? { y: m.keys } : {}),
   })
 }
 
@@ -57,6 +60,7 @@ export function decodeRootsRequest(body: unknown): RootsRequest & { paged: boole
     paged: r.k === 1,
     ...(r.p !== undefined ? { cursor: asString(r.p, 'cursor') } : {}),
     ...(r.h !== undefined ? { summary: asHash(r.h, 'summary') } : {}),
+    ...(r.y !== undefined ? { keys: asHash(r.y, 'keys summary') } : {}),
   }
 }
 
@@ -65,7 +69,7 @@ export function decodeRootsRequest(body: unknown): RootsRequest & { paged: boole
  * (absent on the last), `same` says the summaries were equal (no roots follow), `features`
  * what the responder speaks (FEATURE_PARTS), `refused` the collections it dropped and does not
  * take back (so the requester does not send them every round; older responders omit it).
- * Wire { r: roots, n?: next, s?: 1, f?: features, x?: refused }.
+ * Wire { r: roots, n?: next, s?: 1, f?: features, x?: refused, y?: 1 (keys differ) }.
  */
 export interface RootsResponse {
   roots: RootEntry[]
@@ -73,6 +77,8 @@ export interface RootsResponse {
   same?: boolean
   features: number
   refused?: string[]
+  /** The requester's keys summary differs from the responder's: a key exchange follows (wire y: 1). */
+  keysDiffer?: boolean
 }
 
 export function encodeRootsResponse(m: RootsResponse): Uint8Array {
@@ -82,6 +88,7 @@ export function encodeRootsResponse(m: RootsResponse): Uint8Array {
     ...(m.same === true ? { s: 1 } : {}),
     f: m.features,
     ...(m.refused !== undefined && m.refused.length > 0 ? { x: m.refused } : {}),
+    ...(m.keysDiffer === true ? { y: 1 } : {}),
   })
 }
 
@@ -93,6 +100,7 @@ export function decodeRootsResponse(body: unknown): RootsResponse {
     ...(r.s === 1 ? { same: true } : {}),
     features: r.f === undefined ? 0 : asInt(r.f, 'features', 0, 2 ** 31 - 1),
     ...(r.x !== undefined ? { refused: asArray(r.x, 'refused', MAX_REFUSED_NAMES).map((n, i) => asString(n, `refused ${i}`)) } : {}),
+    ...(r.y === 1 ? { keysDiffer: true } : {}),
   }
 }
 

@@ -1,0 +1,502 @@
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto'
+import { decode, encode } from 'cborg'
+import { ConvergentError } from '../errors.js'
+import { sha256, toHex } from '../hash.js'
+import type { JsonValue } from '../json.js'
+import type { Logger } from '../logger.js'
+import type { Store, StoreOp } from '../store.js'
+import type { Access } from '../trust/access.js'
+import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } from '../replication/messages/keys.js'
+
+/**
+ * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
+ * replaces each listed top-level field, before it enters the CRDT, by a sealed envelope
+ * string `$sealed1.<key id>.<base64(iv | ciphertext | tag)>` (a string, not an object: one CRDT
+ * register per field, as cheap as the plain value in both backends): AES-256-GCM (node:crypto) under the
+ * subject's key for that collection, with the collection, entity id, field name and key id as
+ * additional authenticated data (an envelope copied to another entity, field or collection does
+ * not open). Reads open envelopes whose key is held; a field whose key is not held (forgotten,
+ * or not received yet) is absent from the value.
+ *
+ * Subject keys (32 random bytes per collection and subject) live OUTSIDE the CRDT, in the
+ * store's meta records, because CRDT history cannot forget. A key's id is derived from its
+ * collection, subject and bytes (so a relayed key cannot be swapped under an id). Two replicas
+ * creating a key for the same subject concurrently make two keys: both are kept (a grow-only
+ * set per collection and subject) until the subject is forgotten; each envelope names its key.
+ *
+ * forget() writes a tombstone (collection, subject, who, when; signed with the forgetter's key
+ * when the cluster has admins), deletes the keys and compacts the store so no file keeps their
+ * bytes. Tombstones are grow-only and replicate to every member; a key of a forgotten subject
+ * is never accepted or created again.
+ */
+
+const KEY_PREFIX = 'personal/k/'
+const TOMB_PREFIX = 'personal/t/'
+/** Set in the batch that deletes keys, removed once the store is compacted (a crash in between compacts at the next open). */
+const COMPACT_PENDING = 'personal/compact-pending'
+const ID_LABEL = 'convergent/subject-key/v1\u0000'
+const TOMB_LABEL = 'convergent/forget/v1\u0000'
+
+export interface PersonalOptions<T = Record<string, unknown>> {
+  /** The subject (a person) a value belongs to, e.g. `(c) => c.customerId`: a non-empty string of at most 256 bytes. Use a pseudonym. */
+  subject: (value: T) => string
+  /** Top-level fields holding personal data; each is sealed under the subject's key. */
+  fields: readonly string[]
+}
+
+/** A sealed field as stored in the CRDT (valid JSON in both backends). */
+export type SealedField = string
+
+const SEALED_PREFIX = '$sealed1.'
+/** Key ids are 22 base64url characters (128 bits). */
+const KEY_ID_CHARS = 22
+/** Prefix, key id, '.', then at least iv + tag (28 bytes: 40 base64 characters). */
+const MIN_SEALED = SEALED_PREFIX.length + KEY_ID_CHARS + 1 + 40
+
+/** A sealed field: `$sealed1.<22-character key id>.<base64>` (a reserved form for top-level string fields). */
+export function isSealed(v: unknown): v is SealedField {
+  return typeof v === 'string' && v.length >= MIN_SEALED && v.startsWith(SEALED_PREFIX) && v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
+}
+
+/** The key id a sealed field names. */
+export function sealedKeyId(sealed: SealedField): string {
+  return sealed.slice(SEALED_PREFIX.length, SEALED_PREFIX.length + KEY_ID_CHARS)
+}
+
+/** Random bytes from a pool (one call into OpenSSL per 4 KiB instead of one per IV). */
+let pool = Buffer.alloc(0)
+let poolAt = 0
+function pooledRandom(n: number): Buffer {
+  if (poolAt + n > pool.length) {
+    pool = randomBytes(4096)
+    poolAt = 0
+  }
+  poolAt += n
+  return pool.subarray(poolAt - n, poolAt)
+}
+
+/** Opened values by (collection, id, field, sealed string), so reads and updates decrypt once. Cleared whenever keys are destroyed. */
+const CACHE_SIZE = 10_000
+
+/** The id of a subject key: 128 bits of SHA-256 over a label, the collection, the subject and the key, base64url. */
+export function keyIdOf(collection: string, subject: string, key: Uint8Array): string {
+  return Buffer.from(sha256(ID_LABEL, collection, '\u0000', subject, '\u0000', key).subarray(0, 16)).toString('base64url')
+}
+
+function pairOf(collection: string, subject: string): string {
+  return collection + '\u0000' + subject
+}
+
+/**
+ * Additional authenticated data: collection NUL id NUL field NUL key id. Unambiguous: collection
+ * names and entity ids never contain NUL, and the key id, last, has a fixed length.
+ */
+function aadOf(collection: string, id: string, field: string, keyId: string): Buffer {
+  return Buffer.from(collection + '\u0000' + id + '\u0000' + field + '\u0000' + keyId)
+}
+
+export interface HeldKey {
+  id: string
+  collection: string
+  subject: string
+  key: Buffer
+  /** The key as a KeyObject (made once: importing it per field costs more than the cipher). */
+  object?: KeyObject
+}
+
+function keyObjectOf(key: HeldKey): KeyObject {
+  return (key.object ??= createSecretKey(key.key))
+}
+
+interface Tombstone {
+  collection: string
+  subject: string
+  by: string
+  at: number
+  wire: TombstoneWire
+}
+
+function decodeTombstoneBytes(bytes: Uint8Array): { n: string; c: string; s: string; by: string; at: number } {
+  const v = decode(bytes) as Record<string, unknown>
+  if (typeof v !== 'object' || v === null || v.v !== 1) throw new Error('not a tombstone')
+  const { n, c, s, by, at } = v
+  if (typeof n !== 'string' || typeof c !== 'string' || typeof s !== 'string' || typeof by !== 'string' || typeof at !== 'number') {
+    throw new Error('malformed tombstone')
+  }
+  if (c.length === 0 || s.length === 0 || Buffer.byteLength(c) > 1024 || Buffer.byteLength(s) > MAX_SUBJECT_BYTES) throw new Error('malformed tombstone')
+  return { n, c, s, by, at }
+}
+
+function checkSubject(subject: unknown, collection: string): string {
+  if (typeof subject !== 'string' || subject.length === 0 || Buffer.byteLength(subject) > MAX_SUBJECT_BYTES) {
+    throw new ConvergentError(
+      'ERR_INVALID_VALUE',
+      `personal.subject of '${collection}' must return a non-empty string of at most ${MAX_SUBJECT_BYTES} bytes for every value with personal fields.`,
+    )
+  }
+  return subject
+}
+
+/** Subject keys and tombstones of one replica (see the module comment). */
+export class SubjectKeys {
+  private readonly keys = new Map<string, HeldKey>()
+  /** Key ids per (collection NUL subject), sorted: the first one seals new values. */
+  private readonly bySubject = new Map<string, string[]>()
+  private readonly forgotten = new Map<string, Tombstone>()
+  /** Told when this replica has something new to share (a key it made, a tombstone). */
+  onChange: (() => void) | undefined
+  /** Told when a value names a key id this replica does not hold. */
+  onMissing: ((keyId: string) => void) | undefined
+  /** Where keyFor() writes a new key: the store, or (the replica sets it) the current commit tick. */
+  writeKey: (ops: StoreOp[]) => Promise<void> = (ops) => this.store.write(ops)
+  /** forget() and accept() run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly store: Store,
+    private readonly access: Access,
+    private readonly namespace: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Whether the store can list meta records (personal fields need it). */
+  get supported(): boolean {
+    return typeof this.store.metas === 'function'
+  }
+
+  /** Reads the keys and tombstones the store holds (and finishes a compaction a crash interrupted). */
+  async load(): Promise<void> {
+    if (!this.supported) return
+    for await (const [, bytes] of this.store.metas!(KEY_PREFIX)) {
+      try {
+        const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
+        this.add({ id: keyIdOf(r.c, r.s, r.k), collection: r.c, subject: r.s, key: Buffer.from(r.k) })
+      } catch (err) {
+        this.logger.error(`a stored subject key is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
+      }
+    }
+    for await (const [, bytes] of this.store.metas!(TOMB_PREFIX)) {
+      try {
+        const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null }
+        const t = decodeTombstoneBytes(r.b)
+        this.forgotten.set(pairOf(t.c, t.s), { collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
+        this.dropKeysOf(t.c, t.s)
+      } catch (err) {
+        this.logger.error(`a stored forget tombstone is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
+      }
+    }
+    if ((await this.store.getMeta(COMPACT_PENDING)) !== undefined) await this.compact()
+  }
+
+  get size(): number {
+    return this.keys.size
+  }
+
+  isForgotten(collection: string, subject: string): boolean {
+    return this.forgotten.has(pairOf(collection, subject))
+  }
+
+  /** Collections in which this replica holds keys of `subject`. */
+  collectionsOf(subject: string): string[] {
+    const out = new Set<string>()
+    for (const k of this.keys.values()) if (k.subject === subject) out.add(k.collection)
+    return [...out]
+  }
+
+  private add(k: HeldKey): void {
+    this.keys.set(k.id, k)
+    const pair = pairOf(k.collection, k.subject)
+    const ids = this.bySubject.get(pair) ?? []
+    if (!ids.includes(k.id)) {
+      ids.push(k.id)
+      ids.sort()
+    }
+    this.bySubject.set(pair, ids)
+  }
+
+  /** Removes the pair's keys from memory; returns their ids. */
+  private dropKeysOf(collection: string, subject: string): string[] {
+    const pair = pairOf(collection, subject)
+    const ids = this.bySubject.get(pair) ?? []
+    for (const id of ids) {
+      this.keys.get(id)?.key.fill(0)
+      this.keys.delete(id)
+    }
+    this.bySubject.delete(pair)
+    if (ids.length > 0) this.cache.clear() // no opened value of a destroyed key stays readable
+    return ids
+  }
+
+  /**
+   * The key that seals new values of (collection, subject), made (and written) if there is
+   * none: `written` then resolves once it is durable. ERR_FORGOTTEN for a forgotten subject.
+   */
+  keyFor(collection: string, subjectValue: unknown): { key: HeldKey; written?: Promise<void> } {
+    const subject = checkSubject(subjectValue, collection)
+    const pair = pairOf(collection, subject)
+    if (this.forgotten.has(pair)) {
+      throw new ConvergentError(
+        'ERR_FORGOTTEN',
+        `Subject '${subject}' was forgotten in '${collection}': its personal fields cannot be written again (write the value without them).`,
+      )
+    }
+    const ids = this.bySubject.get(pair)
+    if (ids !== undefined && ids.length > 0) return { key: this.keys.get(ids[0]!)! }
+    const bytes = Buffer.from(pooledRandom(32)) // a copy: fill(0) on forget must not touch the pool
+    const key: HeldKey = { id: keyIdOf(collection, subject, bytes), collection, subject, key: bytes }
+    this.add(key)
+    const written = this.writeKey([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encode({ c: collection, s: subject, k: bytes }) }])
+    written.then(
+      () => this.onChange?.(),
+      () => {
+        // Not durable: forget it here too, so no later value is sealed under a key no disk holds.
+        this.keys.delete(key.id)
+        const list = this.bySubject.get(pair)?.filter((id) => id !== key.id) ?? []
+        if (list.length === 0) this.bySubject.delete(pair)
+        else this.bySubject.set(pair, list)
+      },
+    )
+    return { key, written }
+  }
+
+  seal(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
+    const iv = pooledRandom(12)
+    const cipher = createCipheriv('aes-256-gcm', key.key, iv)
+    cipher.setAAD(aadOf(collection, id, field, key.id))
+    const ct = cipher.update(JSON.stringify(value), 'utf8')
+    const last = cipher.final()
+    const sealed = SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
+    this.remember(collection, id, field, sealed, value)
+    return sealed
+  }
+
+  /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
+  open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
+    const cached = this.cache.get(sealed)
+    // The IV makes every sealed string unique; the place is checked as the AAD would.
+    if (cached !== undefined && cached.collection === collection && cached.id === id && cached.field === field) {
+      const v = cached.value
+      return typeof v === 'object' && v !== null ? structuredClone(v) : v
+    }
+    const keyId = sealedKeyId(sealed)
+    const key = this.keys.get(keyId)
+    if (key === undefined) {
+      this.onMissing?.(keyId)
+      return undefined
+    }
+    const value = openSealed(key, collection, id, field, sealed)
+    if (value !== undefined) this.remember(collection, id, field, sealed, value)
+    return value
+  }
+
+  private readonly cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+
+  private remember(collection: string, id: string, field: string, sealed: string, value: JsonValue): void {
+    if (this.cache.size >= CACHE_SIZE) this.cache.delete(this.cache.keys().next().value!)
+    this.cache.set(sealed, { collection, id, field, value: typeof value === 'object' && value !== null ? structuredClone(value) : value })
+  }
+
+  /**
+   * Forgets `subject` in each collection: tombstones (signed when the cluster has admins), the
+   * keys deleted in the same batch, then the store compacted so no file keeps their bytes.
+   * The caller checks permissions.
+   */
+  forget(subject: string, collections: readonly string[]): Promise<void> {
+    const run = this.queue.then(async () => {
+      const tombstones: Tombstone[] = []
+      for (const collection of collections) {
+        if (this.isForgotten(collection, subject)) continue
+        const body = { v: 1, n: this.namespace, c: collection, s: subject, by: this.access.self, at: Date.now() }
+        const bytes = encode(body)
+        const signature = (await this.access.signOwn(concat(TOMB_LABEL, bytes))) ?? null
+        tombstones.push({ collection, subject, by: body.by, at: body.at, wire: { bytes, signature } })
+      }
+      await this.apply(tombstones)
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  /** Records tombstones, deletes their keys (memory first, so nothing seals under them meanwhile), compacts. */
+  private async apply(tombstones: Tombstone[]): Promise<void> {
+    if (tombstones.length === 0) return
+    const ops: StoreOp[] = []
+    for (const t of tombstones) {
+      this.forgotten.set(pairOf(t.collection, t.subject), t)
+      for (const id of this.dropKeysOf(t.collection, t.subject)) ops.push({ type: 'delMeta', key: KEY_PREFIX + id })
+      ops.push({
+        type: 'meta',
+        key: TOMB_PREFIX + toHex(sha256(pairOf(t.collection, t.subject))),
+        bytes: encode({ b: t.wire.bytes, g: t.wire.signature }),
+      })
+    }
+    ops.push({ type: 'meta', key: COMPACT_PENDING, bytes: new Uint8Array([1]) })
+    await this.store.write(ops)
+    await this.compact()
+    this.onChange?.()
+  }
+
+  private async compact(): Promise<void> {
+    await this.store.compact?.()
+    await this.store.write([{ type: 'delMeta', key: COMPACT_PENDING }])
+  }
+
+  // ---- exchange with peers (replication/key-exchange.ts) ----
+
+  /** Keys of collections both this replica and `peer` may read go to it; tombstones go to every member. */
+  private shares(peer: string, collection: string): boolean {
+    return this.access.mayRead(peer, collection) && this.access.mayRead(this.access.self, collection)
+  }
+
+  /** Everything this replica would share with `peer`, by sort key ('t' + pair, 'k' + id), sorted. */
+  private shareable(peer: string): [string, { t?: Tombstone; k?: HeldKey }][] {
+    const out: [string, { t?: Tombstone; k?: HeldKey }][] = []
+    for (const [pair, t] of this.forgotten) out.push(['t' + pair, { t }])
+    for (const k of this.keys.values()) if (this.shares(peer, k.collection)) out.push(['k' + k.id, { k }])
+    out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    return out
+  }
+
+  /** SHA-256 over the sort keys of what this replica shares with `peer`: equal on both sides when in sync. */
+  summaryFor(peer: string): Uint8Array {
+    return sha256(
+      this.shareable(peer)
+        .map(([s]) => s)
+        .join('\u0001'),
+    )
+  }
+
+  /** A page of what this replica shares with `peer`, after `after` (a sort key). */
+  page(peer: string, after: string | undefined): { tombstones: TombstoneWire[]; keys: KeyWire[]; sortKeys: string[]; next?: string } {
+    const all = this.shareable(peer).filter(([s]) => after === undefined || s > after)
+    const chunk = all.slice(0, MAX_KEY_RECORDS)
+    const out = { tombstones: [] as TombstoneWire[], keys: [] as KeyWire[], sortKeys: chunk.map(([s]) => s) }
+    for (const [, r] of chunk) {
+      if (r.t !== undefined) out.tombstones.push(r.t.wire)
+      if (r.k !== undefined) out.keys.push({ collection: r.k.collection, subject: r.k.subject, key: r.k.key })
+    }
+    return all.length > chunk.length ? { ...out, next: chunk[chunk.length - 1]![0] } : out
+  }
+
+  /** What this replica shares with `peer` and `peer` did not list (its pages), in pages. */
+  lacking(peer: string, listed: ReadonlySet<string>): { tombstones: TombstoneWire[]; keys: KeyWire[] }[] {
+    const pages: { tombstones: TombstoneWire[]; keys: KeyWire[] }[] = []
+    let page = { tombstones: [] as TombstoneWire[], keys: [] as KeyWire[] }
+    for (const [s, r] of this.shareable(peer)) {
+      if (listed.has(s)) continue
+      if (r.t !== undefined) page.tombstones.push(r.t.wire)
+      if (r.k !== undefined) page.keys.push({ collection: r.k.collection, subject: r.k.subject, key: r.k.key })
+      if (page.tombstones.length + page.keys.length >= MAX_KEY_RECORDS) {
+        pages.push(page)
+        page = { tombstones: [], keys: [] }
+      }
+    }
+    if (page.tombstones.length + page.keys.length > 0) pages.push(page)
+    return pages
+  }
+
+  /** The sort keys of records as they arrived (so the requester knows what the peer holds). */
+  static sortKeysOf(tombstones: readonly TombstoneWire[], keys: readonly KeyWire[]): string[] {
+    const out: string[] = []
+    for (const t of tombstones) {
+      try {
+        const d = decodeTombstoneBytes(t.bytes)
+        out.push('t' + pairOf(d.c, d.s))
+      } catch {
+        // malformed: refused by accept()
+      }
+    }
+    for (const k of keys) out.push('k' + keyIdOf(k.collection, k.subject, k.key))
+    return out
+  }
+
+  /**
+   * Tombstones and keys from `from`. A tombstone is taken if it names this namespace and —
+   * when the cluster has admins — its signer's signature verifies and the signer is an admin
+   * or may write the collection (without admins, from any member). A key is taken only from a
+   * peer that may read its collection, if this replica may read it too, and never for a
+   * forgotten subject. Resolves with how many were refused.
+   */
+  accept(from: string, tombstones: readonly TombstoneWire[], keys: readonly KeyWire[]): Promise<{ refused: number; taken: number }> {
+    const run = this.queue.then(async () => {
+      let refused = 0
+      let taken = 0
+      const fresh: Tombstone[] = []
+      for (const wire of tombstones) {
+        let d: ReturnType<typeof decodeTombstoneBytes>
+        try {
+          d = decodeTombstoneBytes(wire.bytes)
+        } catch {
+          refused++
+          continue
+        }
+        const pair = pairOf(d.c, d.s)
+        if (this.forgotten.has(pair) || fresh.some((t) => pairOf(t.collection, t.subject) === pair)) continue
+        if (d.n !== this.namespace) {
+          refused++
+          continue
+        }
+        if (this.access.configured) {
+          const ok =
+            wire.signature !== null &&
+            (this.access.isAdmin(d.by) || this.access.mayWrite(d.by, d.c)) &&
+            (await this.access.verifyBy(d.by, concat(TOMB_LABEL, wire.bytes), wire.signature))
+          if (!ok) {
+            refused++
+            continue
+          }
+        }
+        fresh.push({ collection: d.c, subject: d.s, by: d.by, at: d.at, wire })
+      }
+      await this.apply(fresh)
+      const ops: StoreOp[] = []
+      for (const k of keys) {
+        const id = keyIdOf(k.collection, k.subject, k.key)
+        if (this.keys.has(id)) continue
+        if (this.isForgotten(k.collection, k.subject) || !this.access.mayRead(from, k.collection) || !this.access.mayRead(this.access.self, k.collection)) {
+          refused++
+          continue
+        }
+        this.add({ id, collection: k.collection, subject: k.subject, key: Buffer.from(k.key) })
+        ops.push({ type: 'meta', key: KEY_PREFIX + id, bytes: encode({ c: k.collection, s: k.subject, k: k.key }) })
+        taken++
+      }
+      if (ops.length > 0) await this.store.write(ops)
+      return { refused, taken: taken + fresh.length }
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+}
+
+/** Opens a sealed field with `key`; undefined if it is another key's, another place's (the AAD) or damaged. */
+export function openSealed(key: HeldKey, collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
+  if (!isSealed(sealed) || key.id !== sealedKeyId(sealed) || key.collection !== collection) return undefined
+  try {
+    const raw = Buffer.from(sealed.slice(SEALED_PREFIX.length + KEY_ID_CHARS + 1), 'base64')
+    if (raw.byteLength < 28) return undefined
+    const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, 12))
+    decipher.setAAD(aadOf(collection, id, field, key.id))
+    decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
+    const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])
+    return JSON.parse(plain.toString('utf8')) as JsonValue
+  } catch {
+    return undefined
+  }
+}
+
+/** The subject keys a store holds (for tools: the CLI's dump), by key id. */
+export async function storedSubjectKeys(store: Store): Promise<Map<string, HeldKey>> {
+  const out = new Map<string, HeldKey>()
+  if (store.metas === undefined) return out
+  for await (const [, bytes] of store.metas(KEY_PREFIX)) {
+    const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
+    const id = keyIdOf(r.c, r.s, r.k)
+    out.set(id, { id, collection: r.c, subject: r.s, key: Buffer.from(r.k) })
+  }
+  return out
+}
+
+function concat(label: string, bytes: Uint8Array): Uint8Array {
+  return Buffer.concat([Buffer.from(label), bytes])
+}
