@@ -259,19 +259,22 @@ export class Access {
       // Older, but it revokes someone the current one does not: its revocations hold.
       if (!this.revokesMore(signed) || this.evidence.size >= MAX_EVIDENCE) return 'notNewer'
       this.evidence.set(toHex(signed.hash), signed)
-      await this.saveEvidence(from)
+      this.pruneEvidence()
       this.recompute()
+      await this.saveEvidence(from)
       return 'evidence'
     }
-    const previous = this.current
     if (from !== 'store') await this.store.write([{ type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) }])
-    this.current = signed
+    // From here to install() nothing awaits: the policy and the roles derived from it change together.
+    const previous = this.current
     // The version it replaces may revoke someone this one does not name: kept as evidence.
     const nowRevoked = new Set(signed.policy.revoked ?? [])
     const lost = previous?.policy.revoked?.some((id) => !nowRevoked.has(id) && !this.admins.has(id)) === true
     if (previous !== undefined && lost && this.evidence.size < MAX_EVIDENCE) this.evidence.set(toHex(previous.hash), previous)
-    await this.saveEvidence(from)
+    this.current = signed
+    this.pruneEvidence()
     this.install(signed)
+    await this.saveEvidence(from)
     return 'adopted'
   }
 
@@ -280,10 +283,14 @@ export class Access {
     return (p.policy.revoked ?? []).some((id) => !this.revoked.has(id) && !this.admins.has(id))
   }
 
-  /** Drops evidence the current policy covers, and stores what is left. */
-  private async saveEvidence(from: string): Promise<void> {
+  /** Drops evidence the current policy covers. */
+  private pruneEvidence(): void {
     const covered = new Set(this.current?.policy.revoked ?? [])
     for (const [hash, p] of this.evidence) if ((p.policy.revoked ?? []).every((id) => covered.has(id) || this.admins.has(id))) this.evidence.delete(hash)
+  }
+
+  /** Stores the evidence (not when it was just read from the store). */
+  private async saveEvidence(from: string): Promise<void> {
     if (from === 'store') return
     await this.store.write([{ type: 'meta', key: EVIDENCE_KEY, bytes: encode(this.evidenceWires().map(encodePolicyWire)) }])
   }
