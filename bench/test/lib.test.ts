@@ -7,6 +7,7 @@ import type { Result } from '../src/lib/result.js'
 import { TcpMeter } from '../src/lib/tcp-meter.js'
 import { inWindow } from '../src/lib/time.js'
 import { product } from '../src/lib/values.js'
+import { alternate, overhead, rotation, spread } from '../src/lib/variants.js'
 
 const result = (over: Partial<Result>): Result => ({
   workload: 'W1',
@@ -92,5 +93,25 @@ describe('bench lib', () => {
       await meter.close()
       echo.close()
     }
+  })
+
+  it('the overhead workloads alternate their variants, with an untimed warm-up of each, and compare medians', async () => {
+    expect(rotation(['a', 'b', 'c'], 1)).to.deep.equal(['b', 'c', 'a'])
+    const calls: string[] = []
+    const lines: string[] = []
+    const samples = await alternate(
+      ['plain', 'cluster'] as const,
+      3,
+      async (v, round) => (calls.push(`${v}${round}`), v === 'plain' ? 100 : 110 + round),
+      (line) => lines.push(line),
+      { warmUp: true },
+    )
+    expect(calls).to.deep.equal(['plain-1', 'cluster-1', 'plain0', 'cluster0', 'cluster1', 'plain1', 'plain2', 'cluster2'])
+    expect(samples).to.deep.equal({ plain: [100, 100, 100], cluster: [110, 111, 112] })
+    expect(lines).to.have.length(4)
+    // Time (lower is better): 111 against 100 is 11 % added; throughput: 100 against 111 is 11 % lost.
+    expect(overhead(samples.plain, samples.cluster, 'lower')).to.deep.equal({ median: 11, best: 10 })
+    expect(overhead(samples.cluster, samples.plain, 'higher')).to.deep.equal({ median: 11, best: 12 })
+    expect(spread([90, 100, 110])).to.equal(20)
   })
 })

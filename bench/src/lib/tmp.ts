@@ -8,8 +8,13 @@ import { join } from 'node:path'
  */
 export const TMP_ROOT_ENV = 'CONVERGENT_BENCH_TMP'
 
+export interface TempDir {
+  dir: string
+  cleanup: () => Promise<void>
+}
+
 /** A fresh directory under the run's root (or the OS temp dir), removed by the returned cleanup. */
-export async function tempDir(label: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+export async function tempDir(label: string): Promise<TempDir> {
   const dir = await mkdtemp(join(process.env[TMP_ROOT_ENV] ?? tmpdir(), `convergent-bench-${label}-`))
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true, maxRetries: 3 }) }
 }

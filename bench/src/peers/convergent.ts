@@ -27,6 +27,13 @@ export interface ConvergentTuning {
   metrics?: 'off' | 'on' | 'served'
   /** Encryption at rest with a random key (open({ encryption: { key } })). Default off. */
   encryption?: boolean
+  /**
+   * The trust boundary: the libp2p network built with this cluster key (a private network,
+   * @libp2p/pnet) and open({ network, cluster: { admins } }) — the policy is then the admins'
+   * to set (replica.policy.set). Every node of a cluster gets the same key and admins. Default
+   * none (development mode; the bench's network is built here, so open() warns of nothing).
+   */
+  cluster?: { key: Uint8Array; admins: string[] }
 }
 
 /** Serves the replica's /metrics and scrapes it once a second; stop() ends both. */
@@ -86,6 +93,7 @@ export class ConvergentNode implements BenchNode {
         listen: ['/ip4/127.0.0.1/tcp/0'],
         peers: options.join ? [`/ip4/127.0.0.1/tcp/${options.join.port}/p2p/${options.join.token}`] : [],
         identityFile: join(options.dir, 'peer-id.key'),
+        ...(tuning.cluster === undefined ? {} : { clusterKey: tuning.cluster.key }),
       })
     }
     const replica = await open({
@@ -96,6 +104,7 @@ export class ConvergentNode implements BenchNode {
       ...(tuning.cacheSize === undefined ? {} : { cacheSize: tuning.cacheSize }),
       ...(tuning.metrics === 'off' ? { metrics: false as const } : {}),
       ...(tuning.encryption === true ? { encryption: { key: randomBytes(32) } } : {}),
+      ...(tuning.cluster === undefined ? {} : { cluster: { admins: tuning.cluster.admins } }),
     })
     const scraper = tuning.metrics === 'served' ? await scraped(replica) : undefined
     return new ConvergentNode(replica, network, replica.collection<Product>(COLLECTION, { backend }), scraper)

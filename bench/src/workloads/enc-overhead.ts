@@ -1,5 +1,6 @@
 import { openNode, openPair } from '../lib/node-pair.js'
 import { median, perSecond, round } from '../lib/stats.js'
+import { alternate, overhead, spread } from '../lib/variants.js'
 import { spec, type Workload } from './types.js'
 import { timeLocalWrites } from './w1-local-writes.js'
 import { timeLiveReplication } from './w2-live-replication.js'
@@ -34,10 +35,11 @@ export const enc: Workload = {
     const window = s.params.window ?? 64
     const rounds = s.params.rounds ?? 5
     const w1 = s.case.startsWith('W1-')
-    const samples: Record<Variant, number[]> = { plain: [], encrypted: [] }
     const cpu: Record<Variant, number[]> = { plain: [], encrypted: [] }
-    for (let r = 0; r < rounds; r++) {
-      for (const variant of r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()) {
+    const samples = await alternate(
+      VARIANTS,
+      rounds,
+      async (variant) => {
         const encryption = variant === 'encrypted'
         if (w1) {
           const { node, close } = await openNode(s.system, { tuning: { network: false, durability: 'process', encryption } })
@@ -45,47 +47,43 @@ export const enc: Workload = {
             const before = process.cpuUsage()
             const ms = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
             const used = process.cpuUsage(before)
-            samples[variant].push(perSecond(s.n, ms))
             // Warm-up writes included: 2 × warmUp more writes than timed, under the same CPU clock.
             cpu[variant].push((used.user + used.system) / (s.n + 2 * (s.params.warmUp ?? 200)))
+            return perSecond(s.n, ms)
           } finally {
             await close()
           }
-        } else {
-          const pair = await openPair(s.system, { encryption })
-          const b = await pair.openB()
-          try {
-            samples[variant].push((await timeLiveReplication(pair, b, s.n, window, 120_000)).ms)
-          } finally {
-            await pair.close(b)
-          }
         }
-      }
-      log(`round ${r + 1}/${rounds}: ${VARIANTS.map((v) => `${v} ${Math.round(samples[v].at(-1)!)}`).join(', ')}`)
-    }
+        const pair = await openPair(s.system, { encryption })
+        const b = await pair.openB()
+        try {
+          return (await timeLiveReplication(pair, b, s.n, window, 120_000)).ms
+        } finally {
+          await pair.close(b)
+        }
+      },
+      log,
+    )
     const m = { plain: median(samples.plain), encrypted: median(samples.encrypted) }
     // Overhead as extra cost: throughput lost (W1) or time added (W2), in percent of 'plain'.
-    const overhead = round(w1 ? (m.plain / m.encrypted - 1) * 100 : (m.encrypted / m.plain - 1) * 100, 1)
-    const spread = (v: Variant): number => round(((Math.max(...samples[v]) - Math.min(...samples[v])) / median(samples[v])) * 100, 1)
-    const best = (v: Variant): number => (w1 ? Math.max(...samples[v]) : Math.min(...samples[v]))
-    const bestOverhead = round(w1 ? (best('plain') / best('encrypted') - 1) * 100 : (best('encrypted') / best('plain') - 1) * 100, 1)
+    const cost = overhead(samples.plain, samples.encrypted, w1 ? 'higher' : 'lower')
     const unit = w1 ? 'ops/s' : 'ms'
     const cpuMetrics: Record<string, number> = w1
       ? {
           'plain CPU µs/write': round(median(cpu.plain), 1),
           'encrypted CPU µs/write': round(median(cpu.encrypted), 1),
-          'CPU overhead %': round((median(cpu.encrypted) / median(cpu.plain) - 1) * 100, 1),
+          'CPU overhead %': overhead(cpu.plain, cpu.encrypted, 'lower').median,
         }
       : {}
     return {
-      primary: { name: "overhead of 'encrypted' vs 'plain' (medians)", value: overhead, unit: '%', better: 'lower' },
+      primary: { name: "overhead of 'encrypted' vs 'plain' (medians)", value: cost.median, unit: '%', better: 'lower' },
       metrics: {
         rounds,
         [`plain ${unit}`]: Math.round(m.plain),
         [`encrypted ${unit}`]: Math.round(m.encrypted),
-        'overhead % (best runs)': bestOverhead,
-        'plain spread %': spread('plain'),
-        'encrypted spread %': spread('encrypted'),
+        'overhead % (best runs)': cost.best,
+        'plain spread %': spread(samples.plain),
+        'encrypted spread %': spread(samples.encrypted),
         ...cpuMetrics,
       },
     }

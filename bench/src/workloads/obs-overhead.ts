@@ -3,6 +3,7 @@ import type { Measurement } from '../lib/result.js'
 import { openNode, openPair } from '../lib/node-pair.js'
 import { now } from '../lib/time.js'
 import { median, perSecond, round } from '../lib/stats.js'
+import { alternate, overhead, spread } from '../lib/variants.js'
 import type { ConvergentNode, ConvergentTuning } from '../peers/convergent.js'
 import { spec, type Workload } from './types.js'
 import { timeLocalWrites } from './w1-local-writes.js'
@@ -11,11 +12,6 @@ import { timeLiveReplication } from './w2-live-replication.js'
 const OURS = ['convergent-yjs', 'convergent-automerge']
 type Variant = NonNullable<ConvergentTuning['metrics']>
 const VARIANTS: readonly Variant[] = ['off', 'on', 'served']
-
-/** The variants in round `r`: rotated, so none always runs first (or last) in the process. */
-function order(r: number): Variant[] {
-  return VARIANTS.map((_, i) => VARIANTS[(i + r) % VARIANTS.length]!)
-}
 
 /**
  * OBS — what observability costs: W1 (distinct, hot) and W2 (live, 1k) with metrics off
@@ -46,55 +42,51 @@ export const obs: Workload = {
     if (s.case === 'hooks') return hookCosts(s.n, log)
     const window = s.params.window ?? 64
     const rounds = s.params.rounds ?? 5
-    const samples: Record<Variant, number[]> = { off: [], on: [], served: [] }
     let scrapes = 0
     const w1 = s.case.startsWith('W1-')
-    for (let r = 0; r < rounds; r++) {
-      for (const metrics of order(r)) {
+    const samples = await alternate(
+      VARIANTS,
+      rounds,
+      async (metrics) => {
         if (w1) {
           const { node, close } = await openNode(s.system, { tuning: { network: false, durability: 'process', metrics } })
           try {
             const ms = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
-            samples[metrics].push(perSecond(s.n, ms))
             scrapes += (node as ConvergentNode).scrapes
+            return perSecond(s.n, ms)
           } finally {
             await close()
           }
-        } else {
-          const pair = await openPair(s.system, { metrics })
-          const b = await pair.openB()
-          try {
-            const { ms } = await timeLiveReplication(pair, b, s.n, window, 120_000)
-            samples[metrics].push(ms)
-            scrapes += (pair.a.node as ConvergentNode).scrapes + (b.node as ConvergentNode).scrapes
-          } finally {
-            await pair.close(b)
-          }
         }
-      }
-      log(`round ${r + 1}/${rounds}: ${VARIANTS.map((v) => `${v} ${Math.round(samples[v].at(-1)!)}`).join(', ')}`)
-    }
+        const pair = await openPair(s.system, { metrics })
+        const b = await pair.openB()
+        try {
+          const { ms } = await timeLiveReplication(pair, b, s.n, window, 120_000)
+          scrapes += (pair.a.node as ConvergentNode).scrapes + (b.node as ConvergentNode).scrapes
+          return ms
+        } finally {
+          await pair.close(b)
+        }
+      },
+      log,
+    )
     const m = { off: median(samples.off), on: median(samples.on), served: median(samples.served) }
     // Overhead as extra cost: throughput lost (W1) or time added (W2), in percent of 'off'.
-    const overhead = (v: number): number => round(w1 ? (m.off / v - 1) * 100 : (v / m.off - 1) * 100, 1)
-    const spread = (v: Variant): number => round(((Math.max(...samples[v]) - Math.min(...samples[v])) / median(samples[v])) * 100, 1)
-    // The best run of each variant: what interference from other processes spares least.
-    const best = (v: Variant): number => (w1 ? Math.max(...samples[v]) : Math.min(...samples[v]))
-    const bestOverhead = (v: Variant): number => round(w1 ? (best('off') / best(v) - 1) * 100 : (best(v) / best('off') - 1) * 100, 1)
+    const cost = (v: Variant): { median: number; best: number } => overhead(samples.off, samples[v], w1 ? 'higher' : 'lower')
     const unit = w1 ? 'ops/s' : 'ms'
     return {
-      primary: { name: "overhead of 'served' vs 'off' (medians)", value: overhead(m.served), unit: '%', better: 'lower' },
+      primary: { name: "overhead of 'served' vs 'off' (medians)", value: cost('served').median, unit: '%', better: 'lower' },
       metrics: {
         rounds,
         [`off ${unit}`]: Math.round(m.off),
         [`on ${unit}`]: Math.round(m.on),
         [`served ${unit}`]: Math.round(m.served),
-        'on overhead %': overhead(m.on),
-        'served overhead %': overhead(m.served),
-        'on overhead % (best runs)': bestOverhead('on'),
-        'served overhead % (best runs)': bestOverhead('served'),
-        'off spread %': spread('off'),
-        'served spread %': spread('served'),
+        'on overhead %': cost('on').median,
+        'served overhead %': cost('served').median,
+        'on overhead % (best runs)': cost('on').best,
+        'served overhead % (best runs)': cost('served').best,
+        'off spread %': spread(samples.off),
+        'served spread %': spread(samples.served),
         scrapes,
       },
     }

@@ -22,7 +22,8 @@ type Pair = Awaited<ReturnType<typeof openPair>>
 /**
  * W2's measurement on an open pair: a warm-up entity A → B and one gossip heartbeat, then A
  * writes N new entities with `window` in flight; returns the ms until B has them all (and
- * how long A took to write them). The pair's meter counts the bytes of the timed part.
+ * how long A took to write them, and the process's CPU time meanwhile: both nodes, all
+ * threads). The pair's meter counts the bytes of the timed part.
  */
 export async function timeLiveReplication(
   pair: Pair,
@@ -30,13 +31,14 @@ export async function timeLiveReplication(
   n: number,
   window: number,
   timeoutMs: number,
-): Promise<{ ms: number; writeMs: number }> {
+): Promise<{ ms: number; writeMs: number; cpuUs: number }> {
   await pair.a.node.put('warm-up', product(-1))
   await waitFor('the warm-up entity to reach B', () => b.node.received() >= 1, 60_000)
   // One gossip heartbeat, so B is in A's mesh rather than reached by anti-entropy alone.
   await sleep(1_000)
   pair.meter.reset()
 
+  const cpu = process.cpuUsage()
   const t0 = now()
   await inWindow(n, window, (i) => pair.a.node.put(entityId(i), product(i)))
   const writeMs = now() - t0
@@ -47,8 +49,9 @@ export async function timeLiveReplication(
     2,
   )
   const ms = now() - t0
+  const used = process.cpuUsage(cpu)
   await pair.a.node.flush()
-  return { ms, writeMs }
+  return { ms, writeMs, cpuUs: used.user + used.system }
 }
 
 export const w2: Workload = {

@@ -11,6 +11,43 @@ const PEERS = ['orbitdb', 'automerge-repo']
 /** The raw replication ceiling (peers/raw-link.ts): the stack's least work, no Convergent code. */
 const RAW = ['raw-yjs', 'raw-automerge']
 
+type Pair = Awaited<ReturnType<typeof openPair>>
+type Joiner = Awaited<ReturnType<Pair['openB']>>
+
+/**
+ * W3's measurement on a pair whose B has not opened yet: A writes N entities (`window` in
+ * flight), then B opens (with `openB`) and dials A; returns the ms from B's open until B has
+ * all N, and the process's CPU time meanwhile (both nodes, all threads). `joined` gets B as
+ * soon as it is open, so the caller closes it whatever happens. The pair's meter counts the
+ * bytes of the timed part.
+ */
+export async function timeLateJoiner(
+  pair: Pair,
+  n: number,
+  window: number,
+  timeoutMs: number,
+  openB: () => Promise<Joiner>,
+  joined: (b: Joiner) => void,
+): Promise<{ ms: number; cpuUs: number }> {
+  await inWindow(n, window, (i) => pair.a.node.put(entityId(i), product(i)))
+  await pair.a.node.flush()
+  pair.meter.reset()
+
+  const cpu = process.cpuUsage()
+  const t0 = now()
+  const b = await openB()
+  joined(b)
+  await waitFor(
+    () => `B to catch up on ${n} entities (has ${b.node.received()})`,
+    () => b.node.received() >= n,
+    timeoutMs - 30_000,
+    2,
+  )
+  const ms = now() - t0
+  const used = process.cpuUsage(cpu)
+  return { ms, cpuUs: used.user + used.system }
+}
+
 /**
  * W3 — late joiner: A holds N entities; B opens (empty) and dials A; measured from B's open
  * until B has all N. Wire bytes (TCP, both ways) against the bytes of the deltas themselves.
@@ -27,22 +64,9 @@ export const w3: Workload = {
   },
   async run(s, log) {
     const pair = await openPair(s.system)
-    const window = s.params.window ?? 64
-    let b: Awaited<ReturnType<typeof pair.openB>> | undefined
+    let b: Joiner | undefined
     try {
-      await inWindow(s.n, window, (i) => pair.a.node.put(entityId(i), product(i)))
-      await pair.a.node.flush()
-      pair.meter.reset()
-
-      const t0 = now()
-      const joiner = (b = await pair.openB()).node
-      await waitFor(
-        () => `B to catch up on ${s.n} entities (has ${joiner.received()})`,
-        () => joiner.received() >= s.n,
-        s.timeoutMs - 30_000,
-        2,
-      )
-      const ms = now() - t0
+      const { ms } = await timeLateJoiner(pair, s.n, s.params.window ?? 64, s.timeoutMs, pair.openB, (joined) => (b = joined))
       log(`B caught up on ${s.n} entities in ${Math.round(ms)} ms, ${pair.meter.total} bytes on the wire`)
 
       const metrics: Record<string, number> = {
@@ -56,7 +80,7 @@ export const w3: Workload = {
           Array.from({ length: s.n }, (_, i) => ({ after: product(i) })),
         )
         // What the replicas themselves counted: sync requests/responses and gossip, both ways.
-        const stats = (b.node as ConvergentNode).replica.stats()
+        const stats = (b!.node as ConvergentNode).replica.stats()
         const peer = stats.peers[pair.a.node.token]
         const appBytes = (peer?.bytesIn ?? 0) + (peer?.bytesOut ?? 0) + stats.pushed.bytes
         Object.assign(metrics, {
