@@ -1,5 +1,6 @@
 // Attacks on personal fields (issue #14): subject keys, forget tombstones, compaction.
-// Each test names the hole it demonstrates; all of them fail on the code they were written against.
+// Each test names the hole it demonstrated: all of them failed on the code they were written
+// against (a review of 39ee442) and pass since the fixes in subject-keys.ts.
 import { generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'

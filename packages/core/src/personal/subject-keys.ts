@@ -143,6 +143,11 @@ export class SubjectKeys {
   /** Key ids per (collection NUL subject), sorted: the first one seals new values. */
   private readonly bySubject = new Map<string, string[]>()
   private readonly forgotten = new Map<string, Tombstone>()
+  /**
+   * Pairs forget() was called for and has not finished: no key is made or used for them from
+   * the call on (a put in the same tick would otherwise write a new key after the tombstone).
+   */
+  private readonly forgetting = new Set<string>()
   /** Told when this replica has something new to share (a key it made, a tombstone). */
   onChange: (() => void) | undefined
   /** Told when a value names a key id this replica does not hold. */
@@ -167,6 +172,7 @@ export class SubjectKeys {
   /** Reads the keys and tombstones the store holds (and finishes a compaction a crash interrupted). */
   async load(): Promise<void> {
     if (!this.supported) return
+    const stale: StoreOp[] = []
     for await (const [, bytes] of this.store.metas!(KEY_PREFIX)) {
       try {
         const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
@@ -180,11 +186,14 @@ export class SubjectKeys {
         const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null }
         const t = decodeTombstoneBytes(r.b)
         this.forgotten.set(pairOf(t.c, t.s), { collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
-        this.dropKeysOf(t.c, t.s)
+        for (const id of this.dropKeysOf(t.c, t.s)) stale.push({ type: 'delMeta', key: KEY_PREFIX + id })
       } catch (err) {
         this.logger.error(`a stored forget tombstone is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
     }
+    // A key record of a forgotten subject that reached the disk after its tombstone (a write
+    // racing forget(), a crash): deleted and compacted away now.
+    if (stale.length > 0) await this.store.write([...stale, { type: 'meta', key: COMPACT_PENDING, bytes: new Uint8Array([1]) }])
     if ((await this.store.getMeta(COMPACT_PENDING)) !== undefined) await this.compact()
   }
 
@@ -234,7 +243,7 @@ export class SubjectKeys {
   keyFor(collection: string, subjectValue: unknown): { key: HeldKey; written?: Promise<void> } {
     const subject = checkSubject(subjectValue, collection)
     const pair = pairOf(collection, subject)
-    if (this.forgotten.has(pair)) {
+    if (this.forgotten.has(pair) || this.forgetting.has(pair)) {
       throw new ConvergentError(
         'ERR_FORGOTTEN',
         `Subject '${subject}' was forgotten in '${collection}': its personal fields cannot be written again (write the value without them).`,
@@ -302,6 +311,8 @@ export class SubjectKeys {
    * The caller checks permissions.
    */
   forget(subject: string, collections: readonly string[]): Promise<void> {
+    const pairs = collections.map((c) => pairOf(c, subject))
+    for (const pair of pairs) this.forgetting.add(pair)
     const run = this.queue.then(async () => {
       const tombstones: Tombstone[] = []
       for (const collection of collections) {
@@ -314,6 +325,11 @@ export class SubjectKeys {
       await this.apply(tombstones)
     })
     this.queue = run.catch(() => undefined)
+    void run
+      .finally(() => {
+        for (const pair of pairs) this.forgetting.delete(pair)
+      })
+      .catch(() => undefined)
     return run
   }
 
@@ -343,7 +359,7 @@ export class SubjectKeys {
 
   // ---- exchange with peers (replication/key-exchange.ts) ----
 
-  /** Keys of collections both this replica and `peer` may read go to it; tombstones go to every member. */
+  /** Keys of collections both this replica and `peer` may read go to it; tombstones to peers that may read their collection. */
   private shares(peer: string, collection: string): boolean {
     return this.access.mayRead(peer, collection) && this.access.mayRead(this.access.self, collection)
   }
@@ -351,7 +367,7 @@ export class SubjectKeys {
   /** Everything this replica would share with `peer`, by sort key ('t' + pair, 'k' + id), sorted. */
   private shareable(peer: string): [string, { t?: Tombstone; k?: HeldKey }][] {
     const out: [string, { t?: Tombstone; k?: HeldKey }][] = []
-    for (const [pair, t] of this.forgotten) out.push(['t' + pair, { t }])
+    for (const [pair, t] of this.forgotten) if (this.access.mayRead(peer, t.collection)) out.push(['t' + pair, { t }])
     for (const k of this.keys.values()) if (this.shares(peer, k.collection)) out.push(['k' + k.id, { k }])
     out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     return out
@@ -412,10 +428,10 @@ export class SubjectKeys {
 
   /**
    * Tombstones and keys from `from`. A tombstone is taken if it names this namespace and —
-   * when the cluster has admins — its signer's signature verifies and the signer is an admin
-   * or may write the collection (without admins, from any member). A key is taken only from a
-   * peer that may read its collection, if this replica may read it too, and never for a
-   * forgotten subject. Resolves with how many were refused.
+   * when the cluster has admins — its signer's signature verifies and the signer, or the peer
+   * relaying it, is an admin or may write the collection (without admins, from any member). A
+   * key is taken only from a peer that may write its collection, if this replica may read it,
+   * and never for a forgotten subject. Resolves with how many were refused.
    */
   accept(from: string, tombstones: readonly TombstoneWire[], keys: readonly KeyWire[]): Promise<{ refused: number; taken: number }> {
     const run = this.queue.then(async () => {
@@ -437,10 +453,11 @@ export class SubjectKeys {
           continue
         }
         if (this.access.configured) {
-          const ok =
-            wire.signature !== null &&
-            (this.access.isAdmin(d.by) || this.access.mayWrite(d.by, d.c)) &&
-            (await this.access.verifyBy(d.by, concat(TOMB_LABEL, wire.bytes), wire.signature))
+          // The forgetter's right counts as the policy has it now — or the peer relaying the
+          // tombstone vouches for it (an admin or a writer that accepted it when the forgetter
+          // still held the right): forgetting only ever removes keys.
+          const vouched = this.access.isAdmin(d.by) || this.access.mayWrite(d.by, d.c) || this.access.isAdmin(from) || this.access.mayWrite(from, d.c)
+          const ok = wire.signature !== null && vouched && (await this.access.verifyBy(d.by, concat(TOMB_LABEL, wire.bytes), wire.signature))
           if (!ok) {
             refused++
             continue
@@ -453,7 +470,9 @@ export class SubjectKeys {
       for (const k of keys) {
         const id = keyIdOf(k.collection, k.subject, k.key)
         if (this.keys.has(id)) continue
-        if (this.isForgotten(k.collection, k.subject) || !this.access.mayRead(from, k.collection) || !this.access.mayRead(this.access.self, k.collection)) {
+        // Keys come from writers only (they made them, or relay them): a reader must not choose
+        // the key later values are sealed with, nor fill this replica with keys.
+        if (this.isForgotten(k.collection, k.subject) || !this.access.mayWrite(from, k.collection) || !this.access.mayRead(this.access.self, k.collection)) {
           refused++
           continue
         }
