@@ -61,6 +61,7 @@ describe("the demo's own /metrics samples and the report's metrics charts", () =
       metricSamples,
       lost: { checked: 0, missing: [] },
       exampleView: null,
+      privacy: null,
       trust: null,
       processesLeft: [],
       httpRetries: 0,

@@ -100,6 +100,34 @@ describe('e-commerce scenario (quick mode)', function () {
     expect(t.outsiders.map((o) => o.connected)).to.deep.equal([false, false])
   })
 
+  it('forgets a customer after the heal: no email in plain in any file, before or after; gone from get() everywhere; the others still read', () => {
+    const p = r.privacy!
+    expect(p.error).to.equal(null)
+    expect(p.customers.length).to.be.at.least(2)
+    expect(p.forgotten?.by).to.equal('orders')
+    // Orders reference customers by id; the forgotten customer had one, and it stays.
+    expect(p.orderId).to.be.a('string')
+    expect(r.attempts.filter((a) => a.channel === 'web' && a.outcome === 'accepted').every((a) => typeof a.customerId === 'string')).to.equal(true)
+    for (const service of ['inventory', 'orders', 'payments'] as const) {
+      expect(p.before.readable[service], service).to.equal(p.customers.length)
+      for (const search of [p.before.search[service]!, p.after.search[service]!]) {
+        expect(search.files, service).to.be.greaterThan(0)
+        expect(search.found, service).to.deep.equal([])
+        expect(search.idFound, `${service}: the search finds the id, stored in plain`).to.equal(true)
+      }
+      expect(p.reachedMs[service], service).to.be.a('number')
+      expect(p.after.fieldsLeft[service], service).to.deep.equal([])
+      expect(p.after.othersReadable[service], service).to.equal(p.customers.length - 1)
+      expect(p.after.orderKept[service], service).to.equal(true)
+      expect(p.dump?.[service]?.forgottenOpened, service).to.equal(0)
+      expect(p.dump?.[service]?.othersOpened, service).to.be.greaterThan(0)
+    }
+    expect(p.after.rewrite).to.deep.equal({ status: 410, code: 'ERR_FORGOTTEN' })
+    expect(p.refusedForget).to.include({ status: 403, code: 'ERR_FORBIDDEN', stillReadable: true })
+    // Nobody orders as the forgotten customer after the forget.
+    expect(r.attempts.some((a) => a.phase === 'healed' && a.customerId === p.forgotten!.id)).to.equal(false)
+  })
+
   it('reports every invariant as holding', () => {
     expect(r.invariants.filter((i) => !i.ok)).to.deep.equal([])
   })

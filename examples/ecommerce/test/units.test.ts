@@ -1,10 +1,16 @@
 import { expect } from 'chai'
 import { isConverged } from '../src/driver/convergence.js'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { checkInvariants } from '../src/driver/invariants.js'
+import { planOrders } from '../src/driver/plan.js'
+import { makeCustomers, searchFiles, type FolderSearch, type PrivacyResult } from '../src/driver/privacy.js'
 import { resolveSettings, type ScenarioResult } from '../src/driver/scenario.js'
 import { renderTable } from '../src/driver/table.js'
 import { HttpError, Router } from '../src/services/http-server.js'
 import { digestOf, stableStringify } from '../src/shared/digest.js'
+import type { ServiceHandle } from '../src/driver/cluster.js'
 import type { StateView } from '../src/shared/protocol.js'
 
 describe('e-commerce building blocks', () => {
@@ -92,6 +98,7 @@ describe('e-commerce building blocks', () => {
       metricSamples: [],
       lost: { checked: 3, missing: [] },
       exampleView: null,
+      privacy: goodPrivacy(),
       trust: {
         policy: { roles: {}, collections: {} },
         policyVersion: { inventory: 1, orders: 1, payments: 1, support: 1 },
@@ -139,5 +146,86 @@ describe('e-commerce building blocks', () => {
       'trust: the signed policy is in force on every service',
     ])
     expect(failed({ ...good, trust: null })).to.include('trust: unauthorised writes refused, outsiders refused at connect')
+
+    const privacy = good.privacy!
+    const plain = 'privacy: no customer email or address in plain in any file of any service (byte search, before and after the forget)'
+    const reached = 'privacy: the forget reached every service — its email and address gone from get(), the other customers still read'
+    const dumped = "privacy: no service's folder opens the forgotten fields (every stored record dumped once stopped)"
+    const found: FolderSearch = { files: 3, bytes: 10, found: ['ada@x in 000003.log'], idFound: true }
+    expect(failed({ ...good, privacy: { ...privacy, after: { ...privacy.after, search: { ...privacy.after.search, payments: found } } } })).to.deep.equal([
+      plain,
+    ])
+    // A search that does not even find the id (stored in plain) proves nothing.
+    expect(
+      failed({
+        ...good,
+        privacy: { ...privacy, before: { ...privacy.before, search: { ...privacy.before.search, orders: { ...found, found: [], idFound: false } } } },
+      }),
+    ).to.deep.equal([plain])
+    expect(
+      failed({ ...good, privacy: { ...privacy, after: { ...privacy.after, fieldsLeft: { ...privacy.after.fieldsLeft, inventory: ['email'] } } } }),
+    ).to.deep.equal([reached])
+    expect(failed({ ...good, privacy: { ...privacy, reachedMs: { orders: 1, payments: 2 } } })).to.deep.equal([reached])
+    expect(
+      failed({ ...good, privacy: { ...privacy, after: { ...privacy.after, othersReadable: { ...privacy.after.othersReadable, orders: 0 } } } }),
+    ).to.deep.equal([reached])
+    expect(failed({ ...good, privacy: { ...privacy, after: { ...privacy.after, rewrite: { status: 201, code: null } } } })).to.deep.equal([reached])
+    expect(failed({ ...good, privacy: { ...privacy, refusedForget: { ...privacy.refusedForget, status: 200, code: null } } })).to.deep.equal([reached])
+    expect(failed({ ...good, privacy: { ...privacy, dump: { ...privacy.dump!, orders: { records: 2, forgottenOpened: 1, othersOpened: 1 } } } })).to.deep.equal(
+      [dumped],
+    )
+    expect(failed({ ...good, privacy: { ...privacy, dump: null } })).to.deep.equal([dumped])
+    expect(failed({ ...good, privacy: null })).to.include('privacy: a forgotten customer is gone from every service')
+  })
+
+  it('byte search: finds a string in any file, counts files and bytes, skips files that went away', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ecommerce-search-'))
+    try {
+      await writeFile(join(dir, 'a'), Buffer.concat([Buffer.from([0, 1, 2]), Buffer.from('xx ada@example.com yy'), Buffer.from([255])]))
+      await writeFile(join(dir, 'b'), 'id-42 and nothing else')
+      const r = await searchFiles([join(dir, 'a'), join(dir, 'b'), join(dir, 'gone')], ['ada@example.com', 'grace@example.com'], 'id-42')
+      expect(r.files).to.equal(2)
+      expect(r.bytes).to.equal(25 + 22)
+      expect(r.found).to.deep.equal([`ada@example.com in ${join(dir, 'a')}`])
+      expect(r.idFound).to.equal(true)
+      expect((await searchFiles([join(dir, 'a')], [], 'id-42')).idFound).to.equal(false)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('plans web orders with customers in turn; the first customer (forgotten mid-run) orders only before the forget', () => {
+    const customers = makeCustomers('t1', '11'.repeat(32))
+    expect(new Set(customers.map((c) => c.id)).size).to.equal(customers.length)
+    expect(customers.every((c) => /^[a-z2-7]{26}$/.test(c.id))).to.equal(true)
+    const handle = (name: 'orders' | 'inventory'): ServiceHandle => ({ name, url: `http://${name}` }) as ServiceHandle
+    const plan = planOrders(40, 7, { orders: handle('orders'), inventory: handle('inventory') }, customers)
+    expect(plan.normal[0]!.customer).to.deep.equal({ email: customers[0]!.email, address: customers[0]!.address })
+    for (const o of [...plan.normal, ...plan.partition, ...plan.healed]) expect(o.customer !== undefined, o.channel).to.equal(o.channel === 'web')
+    expect(plan.healed.length).to.be.greaterThan(0)
+    expect(plan.healed.some((o) => o.customer?.email === customers[0]!.email)).to.equal(false)
+    // The same seed, the same workload.
+    expect(planOrders(40, 7, { orders: handle('orders'), inventory: handle('inventory') }, customers)).to.deep.equal(plan)
   })
 })
+
+function goodPrivacy(): PrivacyResult {
+  const search: FolderSearch = { files: 8, bytes: 1000, found: [], idFound: true }
+  const every = <T>(v: T): Record<'inventory' | 'orders' | 'payments', T> => ({ inventory: v, orders: v, payments: v })
+  return {
+    customers: [
+      { id: 'c1', email: 'ada@example.com' },
+      { id: 'c2', email: 'grace@example.com' },
+    ],
+    forgotten: { id: 'c1', email: 'ada@example.com', by: 'orders' },
+    orderId: 'w1',
+    before: { readable: every(2), search: every(search) },
+    refusedForget: { service: 'payments', status: 403, code: 'ERR_FORBIDDEN', stillReadable: true },
+    forgetMs: 5,
+    reachedMs: every(10),
+    after: { fieldsLeft: every([]), othersReadable: every(1), orderKept: every(true), rewrite: { status: 410, code: 'ERR_FORGOTTEN' }, search: every(search) },
+    dump: every({ records: 2, forgottenOpened: 0, othersOpened: 1 }),
+    durationMs: 100,
+    error: null,
+  }
+}

@@ -37,8 +37,11 @@ export class Cluster {
   constructor(
     readonly dataRoot: string,
     private readonly settings: ServiceSettings,
-    /** The cluster key (each service gets it in CONVERGENT_CLUSTER_KEY) and the policy inventory, the admin, signs. */
-    private readonly trust: { key: string; policy: PolicyDoc },
+    /**
+     * The cluster key (each service gets it in CONVERGENT_CLUSTER_KEY), the policy inventory, the
+     * admin, signs, and the customer-id key (orders only, in SHOP_PSEUDONYM_KEY).
+     */
+    private readonly trust: { key: string; policy: PolicyDoc; pseudonymKey: string },
   ) {}
 
   /**
@@ -92,8 +95,12 @@ export class Cluster {
       child = fork(SERVICE_MAIN, [JSON.stringify(config)], {
         stdio: ['ignore', fd, fd, 'ipc'],
         execArgv: ['--enable-source-maps'],
-        // The key in the environment, not in argv (which `ps` shows to every user).
-        env: { ...process.env, CONVERGENT_CLUSTER_KEY: this.trust.key },
+        // Keys in the environment, not in argv (which `ps` shows to every user).
+        env: {
+          ...process.env,
+          CONVERGENT_CLUSTER_KEY: this.trust.key,
+          ...(name === 'orders' ? { SHOP_PSEUDONYM_KEY: this.trust.pseudonymKey } : {}),
+        },
       })
     } finally {
       closeSync(fd) // the child has its own copy

@@ -44,6 +44,54 @@ function trustInvariants(r: ScenarioResult): Invariant[] {
   ]
 }
 
+/** The forget of a customer (after the heal) and the byte searches of every service's folder. */
+function privacyInvariants(r: ScenarioResult): Invariant[] {
+  const p = r.privacy
+  if (p === null || p.forgotten === null) {
+    return [{ name: 'privacy: a forgotten customer is gone from every service', ok: false, detail: p?.error ?? 'the forget did not run' }]
+  }
+  const n = p.customers.length
+  const all = <T>(m: Partial<Record<string, T>>, ok: (v: T) => boolean): boolean => SERVICE_NAMES.every((s) => m[s] !== undefined && ok(m[s]))
+  const found = [...Object.values(p.before.search), ...Object.values(p.after.search)].flatMap((s) => s.found)
+  const dump = p.dump
+  return [
+    {
+      name: 'privacy: no customer email or address in plain in any file of any service (byte search, before and after the forget)',
+      ok: all(p.before.search, (s) => s.files > 0 && s.found.length === 0 && s.idFound) && all(p.after.search, (s) => s.files > 0 && s.found.length === 0),
+      detail: found.length
+        ? `found: ${found.slice(0, 3).join('; ')}`
+        : `${n} customers' emails and addresses in none of ${Object.values(p.before.search).reduce((x, s) => x + s.files, 0)} files before, ${Object.values(p.after.search).reduce((x, s) => x + s.files, 0)} after; the customer id (stored in plain) found by the same search on ${SERVICE_NAMES.filter((s) => p.before.search[s]?.idFound).length} of 3 services`,
+    },
+    {
+      name: 'privacy: the forget reached every service — its email and address gone from get(), the other customers still read',
+      ok:
+        p.error === null &&
+        all(p.before.readable, (v) => v === n) &&
+        all(p.reachedMs, () => true) &&
+        all(p.after.fieldsLeft, (f) => f.length === 0) &&
+        all(p.after.othersReadable, (v) => v === n - 1) &&
+        (p.orderId === null || all(p.after.orderKept, (ok) => ok)) &&
+        p.after.rewrite.status === 410 &&
+        p.after.rewrite.code === 'ERR_FORGOTTEN' &&
+        p.refusedForget.status === 403 &&
+        p.refusedForget.code === 'ERR_FORBIDDEN' &&
+        p.refusedForget.stillReadable,
+      detail: `reached ${SERVICE_NAMES.map((s) => `${s} ${p.reachedMs[s] ?? '—'} ms`).join(', ')}; fields left ${SERVICE_NAMES.map((s) => p.after.fieldsLeft[s]?.length ?? '—').join('/')}; others read ${SERVICE_NAMES.map((s) => `${p.after.othersReadable[s] ?? '—'}/${n - 1}`).join(', ')}; written again → ${p.after.rewrite.status} ${p.after.rewrite.code ?? ''}; payments' forget → ${p.refusedForget.status} ${p.refusedForget.code ?? ''}${p.error ? `; ${p.error}` : ''}`,
+    },
+    {
+      name: "privacy: no service's folder opens the forgotten fields (every stored record dumped once stopped)",
+      ok: dump !== null && all(dump, (d) => d.records > 0 && d.forgottenOpened === 0 && d.othersOpened > 0),
+      detail:
+        dump === null
+          ? 'not dumped'
+          : SERVICE_NAMES.map(
+              (s) =>
+                `${s}: forgotten email in ${dump[s]?.forgottenOpened ?? '—'} of ${dump[s]?.records ?? '—'} records, others' in ${dump[s]?.othersOpened ?? '—'}`,
+            ).join('; '),
+    },
+  ]
+}
+
 /** The properties the demo exists to show; any false one makes the demo exit non-zero. */
 export function checkInvariants(r: ScenarioResult): Invariant[] {
   const accepted = r.attempts.filter((a) => a.outcome === 'accepted')
@@ -106,6 +154,7 @@ export function checkInvariants(r: ScenarioResult): Invariant[] {
         (errors.length ? `${errors.length} errors, first: ${errors[0]!.error}` : `${r.attempts.length} answered`) +
         (r.httpRetries > 0 ? ` (${r.httpRetries} request(s) sent again after finding their kept-alive connection closed)` : ''),
     },
+    ...privacyInvariants(r),
     ...trustInvariants(r),
     {
       name: 'no process left behind',

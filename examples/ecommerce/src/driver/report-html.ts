@@ -4,6 +4,7 @@ import type { StockSample } from './monitor.js'
 import { formatSkus } from './format.js'
 import type { ScenarioResult } from './scenario.js'
 import { headlines, phaseRows } from './summary.js'
+import { describePrivacy, type FolderSearch } from './privacy.js'
 import { describeTrust } from './trust.js'
 
 const COLORS: Record<ServiceName, string> = { inventory: '#2563eb', orders: '#d97706', payments: '#059669' }
@@ -60,6 +61,7 @@ ${rates}
 ${lag}
 <h2>An order taken across the partition, as another service serves it</h2>
 <pre>${esc(JSON.stringify(r.exampleView, null, 2))}</pre>
+${privacySection(r)}
 ${trustSection(r)}
 <h2>Services</h2>
 <table><tr><th>service</th><th>pid</th><th>HTTP</th><th>peer id</th></tr>${r.services
@@ -68,6 +70,39 @@ ${trustSection(r)}
 ${r.error ? `<h2>Error</h2><pre>${esc(r.error)}</pre>` : ''}
 </body></html>
 `
+}
+
+/** The forgotten customer: what each service's get(), files and stored records showed. */
+function privacySection(r: ScenarioResult): string {
+  const p = r.privacy
+  if (p === null || p.forgotten === null) return `<h2>Personal data</h2><p class="bad">The forget did not run${p?.error ? `: ${esc(p.error)}` : ''}.</p>`
+  const n = p.customers.length
+  const search = (s: FolderSearch | undefined): string =>
+    s === undefined
+      ? '—'
+      : `${s.found.length === 0 ? '<span class="ok">0</span>' : `<span class="bad">${s.found.length}</span>`} in ${s.files} files (${(s.bytes / 1024).toFixed(0)} KiB); id ${s.idFound ? 'found' : '<span class="bad">NOT found</span>'}`
+  const rows = (['inventory', 'orders', 'payments'] as const)
+    .map((s) => {
+      const d = p.dump?.[s]
+      const left = p.after.fieldsLeft[s]
+      return `<tr><th>${s}</th><td class="n">${p.before.readable[s] ?? '—'}/${n}</td><td>${search(p.before.search[s])}</td><td class="n">${p.reachedMs[s] === undefined ? '<span class="bad">never</span>' : `${p.reachedMs[s]} ms`}</td><td>${left === undefined ? '—' : left.length === 0 ? '<span class="ok">none</span>' : `<span class="bad">${esc(left.join(', '))}</span>`}</td><td class="n">${p.after.othersReadable[s] ?? '—'}/${n - 1}</td><td>${search(p.after.search[s])}</td><td>${d === undefined ? '—' : `${d.forgottenOpened} of ${d.records} (others ${d.othersOpened})`}</td></tr>`
+    })
+    .join('')
+  return `<h2>Personal data: a customer forgotten</h2>
+<p>The orders service (the only writer of <code>customers</code>; every member reads them) stores each customer under a keyed pseudonym of
+the email (<code>pseudonym(key, email)</code>, the key given to orders alone), with <code>email</code> and <code>address</code> declared
+personal: the replica seals them per customer (AES-256-GCM under the customer's key) before they enter the CRDT, and hands the key only to
+members that may read the collection. After the heal, the orders service called <code>replica.forget(${esc(p.forgotten.id)})</code> for
+<b>${esc(p.forgotten.email)}</b>: a signed tombstone went to every member, and each destroyed the key and compacted its store.</p>
+<table><tr><th>service</th><th>customers read in plain before</th><th>byte search before: emails/addresses in plain</th><th>forget reached after</th><th>fields left in get()</th><th>others read after</th><th>byte search after</th><th>dump once stopped: records opening the forgotten email</th></tr>${rows}</table>
+<ul>${describePrivacy(p)
+    .map((line) => `<li>${esc(line)}</li>`)
+    .join('')}</ul>
+<p class="muted">The byte search reads every file of the service's folder (LevelDB's log, tables, manifest; the peer key) and its log file,
+looking for every customer's email, the email's local part and address; finding the customer's id (stored in plain: ids are visible metadata)
+shows it reads what is stored. LevelDB compresses its tables (Snappy), which could split a repeated string; the log it writes first is not
+compressed, and the dump, which decodes every stored record, backs the search up. What <code>forget</code> cannot undo: values copied out
+of the system (this report holds the email), and copies of a folder made before the forget, which hold the key.</p>`
 }
 
 /** The policy in force and what the trust checks saw. */

@@ -12,6 +12,7 @@ import { checkInvariants, type Invariant } from './invariants.js'
 import { MetricsSampler, type MetricsSample } from './metrics-sampler.js'
 import { StockMonitor, type StockSample } from './monitor.js'
 import { planOrders } from './plan.js'
+import { describeDump, describePrivacy, dumpFolders, forgetCustomer, makeCustomers, type PrivacyResult } from './privacy.js'
 import { checkNothingLost, exampleOrderView, meshConnected, meshReady, ownRights, partitioned, waitUntil } from './probes.js'
 import { describeTrust, prepareTrust, runTrustChecks, type TrustResult } from './trust.js'
 import { runOrders, type OrderAttempt, type PhaseName, type PlannedOrder } from './workload.js'
@@ -93,6 +94,8 @@ export interface ScenarioResult {
   lost: { checked: number; missing: { service: ServiceName; id: string }[] }
   /** The gateway view of one order placed across the partition, as another service serves it. */
   exampleView: OrderView | null
+  /** The forget of one customer after the heal, and what every service's folder holds (null: not reached). */
+  privacy: PrivacyResult | null
   /** The trust boundary at the end of the run: refused writes, outsiders refused at connect (null: not reached). */
   trust: TrustResult | null
   /** Pids of processes started by the scenario still alive after it stopped them. */
@@ -182,6 +185,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     metricSamples: [],
     lost: { checked: 0, missing: [] },
     exampleView: null,
+    privacy: null,
     trust: null,
     processesLeft: [],
     pids: [],
@@ -190,7 +194,7 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     error: null,
     invariants: [],
   }
-  const totalWork = settings.orders + 3 // + the two convergence waits and the trust checks
+  const totalWork = settings.orders + 4 // + the two convergence waits, the forget and the trust checks
   let done = 0
   const progress = (label: string): void => hooks.progress?.(done, totalWork, label)
 
@@ -212,7 +216,9 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     await waitUntil(() => meshReady(client, cluster.list(), settings.stockPerSku), 20_000, 'services connected and the catalog replicated', signal)
     monitor.start()
     sampler.start()
-    const plan = planOrders(settings.orders, settings.seed, { orders, inventory })
+    // Web orders carry customers (email and address: personal fields); ids are keyed pseudonyms.
+    const customers = makeCustomers(idPrefix, trust.pseudonymKey)
+    const plan = planOrders(settings.orders, settings.seed, { orders, inventory }, customers)
 
     const phase = async (name: PhaseName, planned: PlannedOrder[], label: string): Promise<OrderAttempt[]> => {
       const startMs = now()
@@ -288,9 +294,20 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     // Rights move only between connected peers: let every link come back before more traffic.
     await waitUntil(() => meshConnected(client, cluster.list()), 10_000, 'every service to reconnect after the heal', signal)
 
-    // ④ Traffic after the heal.
+    // ④ Forget a customer, with every service connected and no traffic.
     log('')
-    log(`④ After the heal: ${plural(plan.healed.length, 'web order')} → orders service (rights flow from inventory again).`)
+    log(`④ Forget: the orders service (the writer of customers) forgets ${customers[0]!.email} — replica.forget(customer id): a signed`)
+    log('   tombstone to every member; each destroys the subject key and compacts. Checked on every service: get(), and a byte search')
+    log('   of every file of its folder for any customer email or address, before and after.')
+    progress('forgetting a customer')
+    result.privacy = await forgetCustomer(client, cluster.services, dataRoot, customers, result.attempts, signal)
+    signal.throwIfAborted()
+    done++
+    for (const line of describePrivacy(result.privacy)) log(`   ${line}`)
+
+    // ⑤ Traffic after the heal.
+    log('')
+    log(`⑤ After the heal: ${plural(plan.healed.length, 'web order')} → orders service (rights flow from inventory again).`)
     await phase('healed', plan.healed, 'after heal')
 
     progress('final convergence')
@@ -307,9 +324,9 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     result.lost = await checkNothingLost(client, cluster.list(), result.attempts)
     result.exampleView = await exampleOrderView(client, cluster.services, result.attempts)
 
-    // ⑤ The trust boundary: what a member may not do, and who may not connect.
+    // ⑥ The trust boundary: what a member may not do, and who may not connect.
     log('')
-    log('⑤ Trust boundary: a support replica (role support: reads orders, not payments) and a tampered support client')
+    log('⑥ Trust boundary: a support replica (role support: reads orders, not payments) and a tampered support client')
     log('   try to write an order; an outsider with another cluster key and a key holder the policy does not name dial in.')
     progress('trust checks')
     result.trust = await runTrustChecks(
@@ -333,6 +350,12 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     await monitor.stop()
     await sampler.stop()
     await cluster.stop()
+    // With the services stopped, their folders can be opened: dump every stored customer record.
+    if (result.privacy !== null && !result.interrupted) {
+      await dumpFolders(dataRoot, result.privacy)
+      const line = describeDump(result.privacy)
+      if (line !== null) log(`   ${line}`)
+    }
     result.httpRetries = client.retries
     client.destroy()
     result.pids = [...cluster.pids]

@@ -8,7 +8,7 @@ export interface Headline {
   value: string
 }
 
-const PHASE_LABELS: Record<PhaseName, string> = { normal: '① normal traffic', partition: '② during the partition', healed: '④ after the heal' }
+const PHASE_LABELS: Record<PhaseName, string> = { normal: '① normal traffic', partition: '② during the partition', healed: '⑤ after the heal' }
 
 /** The numbers the demo is about, as label/value pairs (the text summary and the HTML report share them). */
 export function headlines(r: ScenarioResult): Headline[] {
@@ -37,11 +37,32 @@ export function headlines(r: ScenarioResult): Headline[] {
       value: r.lowestStock.overall === null ? 'n/a' : `${r.lowestStock.overall}${r.lowestStock.overall >= 0 ? ' (never below 0)' : ' — BELOW ZERO'}`,
     },
     { label: 'acknowledged writes lost', value: `${r.lost.missing.length} (${accepted.length} orders × ${r.services.length} services checked)` },
+    ...privacyHeadlines(r),
     ...trustHeadlines(r),
     { label: 'processes left behind', value: `${r.processesLeft.length} of ${r.pids.length}` },
     {
       label: 'invariants',
       value: failed.length === 0 ? `all ${r.invariants.length} hold` : `${failed.length} FAILED: ${failed.map((f) => f.name).join('; ')}`,
+    },
+  ]
+}
+
+function privacyHeadlines(r: ScenarioResult): Headline[] {
+  const p = r.privacy
+  if (p === null || p.forgotten === null) return [{ label: 'customer forgotten', value: `not done${p?.error ? `: ${p.error}` : ' (the run ended early)'}` }]
+  const searches = [...Object.values(p.before.search), ...Object.values(p.after.search)]
+  const plain = searches.reduce((n, s) => n + s.found.length, 0)
+  const reached = Object.entries(p.reachedMs)
+    .map(([s, ms]) => `${s} ${formatMs(ms)}`)
+    .join(', ')
+  return [
+    {
+      label: 'customer forgotten',
+      value: `${p.forgotten.email} (id ${p.forgotten.id}) by ${p.forgotten.by}; reached ${reached || 'no service'}; email and address gone from get() on ${Object.values(p.after.fieldsLeft).filter((f) => f.length === 0).length} of 3 services`,
+    },
+    {
+      label: 'customer emails in plain on disk',
+      value: `${plain} (byte search of every file of every service, before and after the forget: ${searches.reduce((n, s) => n + s.files, 0)} file reads)`,
     },
   ]
 }

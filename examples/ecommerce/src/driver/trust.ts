@@ -4,6 +4,7 @@
  * an unauthorised write refused (locally by an honest support replica, and on receipt from a
  * tampered one), and outsiders refused at connect.
  */
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { folderPeerId, generateClusterKey, isConvergentError, open, silentLogger, type Replica } from 'convergent'
 import { SERVICE_NAMES, type HealthView, type OrderView, type PolicyDoc, type ServiceName } from '../shared/protocol.js'
@@ -23,13 +24,21 @@ export interface TrustSetup {
   ids: Record<ServiceName | ExtraName, string>
   admins: string[]
   policy: PolicyDoc
+  /**
+   * The key of customer ids (keyed pseudonyms of emails; 64 hex characters): a key of its own,
+   * given to the orders service only, in its environment (SHOP_PSEUDONYM_KEY).
+   */
+  pseudonymKey: string
 }
 
 /**
  * Makes the cluster key and every identity the policy names, and the policy: only payments
  * writes payments (read by orders and inventory, not support); orders and inventory write
- * orders and share the stock rights; every member reads products, stock and orders; the
- * support role (a support desk, and a tampered support client) reads and writes nothing else.
+ * orders and share the stock rights; only orders (the web shop) writes customers, and every
+ * member reads them (inventory ships to the address, payments mails receipts, support answers
+ * customers) — so a customer's key reaches every service, and a forget must reach every one;
+ * every member reads products, stock and orders; the support role (a support desk, and a
+ * tampered support client) reads and writes nothing else.
  */
 export async function prepareTrust(dataRoot: string): Promise<TrustSetup> {
   const names = [...SERVICE_NAMES, 'support', 'rogue'] as const
@@ -41,9 +50,10 @@ export async function prepareTrust(dataRoot: string): Promise<TrustSetup> {
       stock: { read: ['*'], write: ['inventory', 'orders'] },
       orders: { read: ['*'], write: ['inventory', 'orders'] },
       payments: { read: ['inventory', 'orders'], write: ['payments'] },
+      customers: { read: ['*'], write: ['orders'] },
     },
   }
-  return { key: generateClusterKey(), ids, admins: [ids.inventory], policy }
+  return { key: generateClusterKey(), ids, admins: [ids.inventory], policy, pseudonymKey: randomBytes(32).toString('hex') }
 }
 
 export interface OutsiderResult {

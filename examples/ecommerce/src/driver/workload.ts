@@ -1,4 +1,4 @@
-import type { Channel, OrderAccepted, OrderRejected, RejectReason, ServiceName } from '../shared/protocol.js'
+import type { Channel, CustomerInput, OrderAccepted, OrderRejected, RejectReason, ServiceName } from '../shared/protocol.js'
 import type { HttpClient } from './http-client.js'
 
 export type PhaseName = 'normal' | 'partition' | 'healed'
@@ -14,6 +14,8 @@ export interface OrderAttempt {
   /** 'accepted' = HTTP 201: acknowledged, so it must never be lost. */
   outcome: 'accepted' | 'rejected' | 'error'
   id?: string
+  /** Web orders: the customer id the orders service derived from the email (a keyed pseudonym). */
+  customerId?: string
   reason?: RejectReason
   /** Stock after the decrement (accepted) or as the rejecting replica saw it. */
   stock?: number
@@ -28,6 +30,8 @@ export interface PlannedOrder {
   url: string
   sku: string
   qty: number
+  /** Web orders: the customer's details, sent with the order. */
+  customer?: CustomerInput
 }
 
 export interface RunOptions {
@@ -89,13 +93,13 @@ async function placeOne(
   try {
     const res = await client.post<OrderAccepted | OrderRejected | { error: string }>(
       `${o.url}/orders`,
-      { id, sku: o.sku, qty: o.qty },
+      { id, sku: o.sku, qty: o.qty, ...(o.customer ? { customer: o.customer } : {}) },
       { signal, idempotent: true },
     )
     const ms = now() - at
     if (res.status === 201) {
       const body = res.body as OrderAccepted
-      return { ...base, outcome: 'accepted', id: body.id, stock: body.stock, ms }
+      return { ...base, outcome: 'accepted', id: body.id, stock: body.stock, ms, ...(body.order.customerId ? { customerId: body.order.customerId } : {}) }
     }
     if (res.status === 409) {
       const body = res.body as OrderRejected

@@ -22,6 +22,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** A convergent error code behind it, sent as `code` (e.g. ERR_FORBIDDEN, ERR_FORGOTTEN). */
+    readonly code?: string,
   ) {
     super(message)
   }
@@ -115,7 +117,7 @@ async function handle(router: Router, req: IncomingMessage, res: ServerResponse,
     const { handler, params } = router.match(req.method ?? 'GET', url.pathname)
     reply = await handler({ method: req.method ?? 'GET', path: url.pathname, params, query: url.searchParams, json: () => readJson(req) })
   } catch (err) {
-    if (err instanceof HttpError) reply = { status: err.status, body: { error: err.message } }
+    if (err instanceof HttpError) reply = { status: err.status, body: { error: err.message, ...(err.code ? { code: err.code } : {}) } }
     else {
       onError(err)
       reply = { status: 500, body: { error: err instanceof Error ? err.message : String(err) } }

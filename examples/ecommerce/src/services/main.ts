@@ -12,6 +12,7 @@ import { serve, type RunningServer } from './http-server.js'
 import { OrderDesk } from './order-desk.js'
 import { PartitionGate } from './partition-gate.js'
 import { PaymentWorker } from './payment-worker.js'
+import { CustomerBook } from './customer-book.js'
 import { buildRoutes } from './routes.js'
 import { seedInventory } from './seed.js'
 import { openShopReplica, type ShopReplica } from './shop-replica.js'
@@ -42,13 +43,16 @@ async function start(): Promise<void> {
   }
   // The web shop takes orders at the orders service; the shop counter at inventory — so
   // orders keep coming in on both sides of a partition between them.
+  // The web shop also takes the customer's details: orders is the one writer of customers,
+  // and derives their ids with the pseudonym key from its environment.
+  const customers = config.name === 'orders' ? new CustomerBook(shop, pseudonymKey()) : undefined
   const desk =
     config.name === 'orders'
-      ? new OrderDesk(shop, 'orders', 'web', config.waitMs)
+      ? new OrderDesk(shop, 'orders', 'web', config.waitMs, customers)
       : config.name === 'inventory'
         ? new OrderDesk(shop, 'inventory', 'store', config.waitMs)
         : undefined
-  const routes = buildRoutes({ config, shop, gate, watch, ...(desk ? { desk } : {}) })
+  const routes = buildRoutes({ config, shop, gate, watch, ...(desk ? { desk } : {}), ...(customers ? { customers } : {}) })
   server = await serve(routes, config.httpPort, (err) => logger.error('request failed', { err }))
   // Prometheus scrapes this one: /metrics, and /healthz and /readyz for probes.
   ops = await serveReplica(shop.replica, { host: '127.0.0.1', port: config.metricsPort })
@@ -102,6 +106,12 @@ start().catch((err) => {
   process.exitCode = 1
   void shutdown('start failed')
 })
+
+function pseudonymKey(): string {
+  const key = process.env.SHOP_PSEUDONYM_KEY
+  if (key === undefined) throw new Error('SHOP_PSEUDONYM_KEY is not set: the orders service derives customer ids with it')
+  return key
+}
 
 function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} [${config.name}] ${message}\n`)

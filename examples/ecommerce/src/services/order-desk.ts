@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { isConvergentError } from 'convergent'
 import type { Channel, OrderAccepted, OrderRejected, ServiceName, Order } from '../shared/protocol.js'
+import type { CustomerBook } from './customer-book.js'
 import { HttpError } from './http-server.js'
 import type { ShopReplica } from './shop-replica.js'
 
@@ -25,6 +26,8 @@ export class OrderDesk {
     private readonly service: ServiceName,
     private readonly channel: Channel,
     private readonly waitMs: number,
+    /** The web shop's customers (orders service): an order may name its customer. */
+    private readonly customers?: CustomerBook,
   ) {}
 
   /**
@@ -36,10 +39,15 @@ export class OrderDesk {
    */
   async place(input: unknown): Promise<PlaceResult> {
     const { id, sku, qty } = parseOrderInput(input)
-    if (id === undefined) return this.placeNew(this.nextId(), sku, qty)
+    const customer = (input as { customer?: unknown } | null)?.customer
+    if (customer !== undefined && this.customers === undefined) throw new HttpError(400, `the ${this.channel} desk takes no customer details`)
+    // The customer is registered (or its address updated) at checkout, before the stock is
+    // reserved: idempotent, so a repeated request registers nothing new.
+    const customerId = customer === undefined ? undefined : (await this.customers!.register(customer)).id
+    if (id === undefined) return this.placeNew(this.nextId(), sku, qty, customerId)
     let placing = this.placing.get(id)
     if (placing === undefined) {
-      placing = this.placeOnce(id, sku, qty).finally(() => this.placing.delete(id))
+      placing = this.placeOnce(id, sku, qty, customerId).finally(() => this.placing.delete(id))
       this.placing.set(id, placing)
     }
     return placing.then((result) => {
@@ -50,13 +58,13 @@ export class OrderDesk {
     })
   }
 
-  private async placeOnce(id: string, sku: string, qty: number): Promise<PlaceResult> {
+  private async placeOnce(id: string, sku: string, qty: number, customerId: string | undefined): Promise<PlaceResult> {
     const existing = await this.shop.orders.get(id)
-    if (existing === undefined) return this.placeNew(id, sku, qty)
+    if (existing === undefined) return this.placeNew(id, sku, qty, customerId)
     return { status: 201, body: { id, order: existing, stock: await this.shop.stock.value(existing.sku) } }
   }
 
-  private async placeNew(id: string, sku: string, qty: number): Promise<PlaceResult> {
+  private async placeNew(id: string, sku: string, qty: number, customerId: string | undefined): Promise<PlaceResult> {
     if ((await this.shop.products.get(sku)) === undefined) throw new HttpError(404, `unknown sku '${sku}'`)
     let stock: number
     try {
@@ -69,7 +77,7 @@ export class OrderDesk {
         body: { error: err.message, reason: value >= qty ? 'rights-unreachable' : 'sold-out', stock: value, rights },
       }
     }
-    const order: Order = { sku, qty, channel: this.channel, placedBy: this.service, at: Date.now() }
+    const order: Order = { sku, qty, channel: this.channel, placedBy: this.service, at: Date.now(), ...(customerId === undefined ? {} : { customerId }) }
     try {
       await this.shop.orders.put(id, order)
     } catch (err) {

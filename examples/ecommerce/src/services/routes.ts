@@ -1,4 +1,6 @@
-import type { HealthView, ServiceConfig } from '../shared/protocol.js'
+import { isConvergentError } from 'convergent'
+import type { CustomerView, HealthView, ServiceConfig } from '../shared/protocol.js'
+import type { CustomerBook } from './customer-book.js'
 import { HttpError, Router } from './http-server.js'
 import type { OrderDesk } from './order-desk.js'
 import type { PartitionGate } from './partition-gate.js'
@@ -13,10 +15,12 @@ export interface RouteDeps {
   watch: StockWatch
   /** Present on the services that take orders (orders: web shop; inventory: shop counter). */
   desk?: OrderDesk
+  /** Present on the orders service, the one writer of customers. */
+  customers?: CustomerBook
 }
 
 /** The HTTP API every service serves; POST /orders only where there is an order desk. */
-export function buildRoutes({ config, shop, gate, watch, desk }: RouteDeps): Router {
+export function buildRoutes({ config, shop, gate, watch, desk, customers }: RouteDeps): Router {
   const router = new Router()
   const service = config.name
 
@@ -50,6 +54,25 @@ export function buildRoutes({ config, shop, gate, watch, desk }: RouteDeps): Rou
   })
 
   if (desk !== undefined) router.on('POST', '/orders', async (req) => desk.place(await req.json()))
+
+  // Customers: every service reads them (the policy lets every member read `customers`).
+  router.on('GET', '/customers/:id', async ({ params }) => {
+    const body: CustomerView = { service, id: params.id!, customer: (await shop.customers.get(params.id!)) ?? null }
+    return { status: 200, body }
+  })
+  if (customers !== undefined) router.on('POST', '/customers', async (req) => ({ status: 201, body: await customers.register(await req.json()) }))
+  // Erasure: replica.forget() — allowed to the admin (inventory) and writers (orders); 403 elsewhere.
+  router.on('POST', '/customers/:id/forget', async ({ params }) => {
+    const began = performance.now()
+    try {
+      await shop.replica.forget(params.id!, { collections: ['customers'] })
+    } catch (err) {
+      if (isConvergentError(err) && err.code === 'ERR_FORBIDDEN') throw new HttpError(403, err.message, err.code)
+      if (isConvergentError(err) && err.code === 'ERR_INVALID_ARGUMENT') throw new HttpError(400, err.message, err.code)
+      throw err
+    }
+    return { status: 200, body: { service, forgotten: params.id, ms: Math.round(performance.now() - began) } }
+  })
 
   router.on('GET', '/stock', async () => ({ status: 200, body: await stockView(shop, service, watch.lowestSeen) }))
   router.on('GET', '/state', async () => ({ status: 200, body: await stateView(shop, service) }))

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { createLibp2pNetwork, open, type Collection, type Counter, type Logger, type Replica } from 'convergent'
-import type { Order, Payment, Product, ServiceConfig } from '../shared/protocol.js'
+import { PERSONAL_FIELDS } from '../shared/customers.js'
+import type { Customer, Order, Payment, Product, ServiceConfig } from '../shared/protocol.js'
 import type { PartitionGate } from './partition-gate.js'
 
 export type { Counter }
@@ -11,6 +12,8 @@ export interface ShopReplica {
   products: Collection<Product>
   orders: Collection<Order>
   payments: Collection<Payment>
+  /** Customers, with email and address sealed per customer (forgotten with replica.forget(customerId)). */
+  customers: Collection<Customer>
   /** Units in stock per SKU: a bounded counter, never below 0 on any replica. */
   stock: Counter
 }
@@ -51,6 +54,12 @@ export async function openShopReplica(config: ServiceConfig, gate: PartitionGate
     products: replica.collection<Product>('products', { backend: 'yjs' }),
     orders: replica.collection<Order>('orders', { backend: 'yjs' }),
     payments: replica.collection<Payment>('payments', { backend: 'yjs' }),
+    customers: openCustomers(replica),
     stock: replica.counter('stock', { min: 0, lowWater: config.name === 'orders' ? config.lowWater : 0 }),
   }
+}
+
+/** The customers collection, opened the same way on every service (and in tests). */
+export function openCustomers(replica: Replica): Collection<Customer> {
+  return replica.collection<Customer>('customers', { backend: 'yjs', personal: { subject: (c) => c.customerId, fields: [...PERSONAL_FIELDS] } })
 }

@@ -37,13 +37,19 @@ export async function stateView(shop: ShopReplica, service: ServiceName): Promis
 export async function orderView(shop: ShopReplica, service: ServiceName, id: string): Promise<OrderView | undefined> {
   const order = await shop.orders.get(id)
   if (order === undefined) return undefined
-  const [payment, product, stock] = await Promise.all([shop.payments.get(id), shop.products.get(order.sku), shop.stock.inspect(order.sku)])
+  const [payment, product, stock, customer] = await Promise.all([
+    shop.payments.get(id),
+    shop.products.get(order.sku),
+    shop.stock.inspect(order.sku),
+    order.customerId === undefined ? undefined : shop.customers.get(order.customerId),
+  ])
   return {
     id,
     order,
     payment: payment ?? null,
     status: payment === undefined ? 'reserved' : 'paid',
     product: product ?? null,
+    customer: customer ?? null,
     stock: { value: stock.value, rightsHere: stock.rights[shop.replica.peerId] ?? 0, holders: stock.rights },
     servedBy: service,
   }

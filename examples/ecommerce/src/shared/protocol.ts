@@ -67,10 +67,38 @@ export interface Order {
   sku: string
   qty: number
   channel: Channel
+  /** Web orders: the customer (a keyed pseudonym of the email; see shared/customers.ts). Shop-counter orders have none. */
+  customerId?: string
   /** The service that reserved the stock and wrote the order. */
   placedBy: ServiceName
   /** Wall-clock time of acceptance (ms since epoch); informational only. */
   at: number
+}
+
+/**
+ * A customer, written by the orders service (the web shop). `email` and `address` are personal
+ * fields, sealed per customer (subject = customerId) before they enter the CRDT: absent from what
+ * get() returns once the customer was forgotten, or on a replica that does not hold the key.
+ */
+export interface Customer {
+  customerId: string
+  email?: string
+  address?: string
+  /** When the customer first ordered (ms since epoch); not personal. */
+  since: number
+}
+
+/** What a web order (or POST /customers) carries about its customer. */
+export interface CustomerInput {
+  email: string
+  address: string
+}
+
+/** GET /customers/:id — the customer as this service's get() returns it. */
+export interface CustomerView {
+  service: ServiceName
+  id: string
+  customer: Customer | null
 }
 
 export interface Payment {
@@ -142,6 +170,8 @@ export interface OrderView {
   payment: Payment | null
   status: 'reserved' | 'paid'
   product: Product | null
+  /** The order's customer as this service reads it (null: a shop-counter order, or not here yet). */
+  customer: Customer | null
   stock: { value: number; rightsHere: number; holders: Record<string, number> }
   servedBy: ServiceName
 }
