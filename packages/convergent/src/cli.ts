@@ -3,7 +3,8 @@
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
 // `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms;
-// `convergent audit` lists who changed what (attributed to the sending peer, not yet signed).
+// `convergent audit` lists who changed what (attributed to the sending peer, not yet signed),
+// or with --reads who read which personal fields (the read audit).
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
@@ -147,6 +148,9 @@ program
 const AUDIT_ATTRIBUTION =
   "Each entry is attributed to the peer that sent the change, as this replica recorded it: 'local' = written on this replica; otherwise the sending peer's id — the writer for gossip (gossipsub signs each message with its origin's key), the writer that relayed it for anti-entropy (which may not be its author). Per-delta signatures do not exist yet: nothing here is re-verified, and a writer can relay changes it did not make."
 
+const READ_AUDIT_NOTE =
+  "Each entry: when, entity id, subject (the pseudonym personal.subject returns, not a name), the personal fields opened, how (get, entries, update, subscribe), this replica's peer id, and the actor the caller passed (not authenticated; '-' if none). Only reads on this replica; entries of the last group commit before a crash may be missing."
+
 program
   .command('audit')
   .description(
@@ -155,10 +159,15 @@ program
   .argument('<dir>', 'the data folder')
   .argument('<collection>', 'collection name')
   .argument('[id]', 'only changes of this entity')
-  .option('--since <seq>', 'only changes after this sequence number', count, 0)
+  .option('--since <seq>', 'only entries after this sequence number (of the change feed, or with --reads of the read audit)', count, 0)
   .option('--json', 'one JSON object per line, after the header lines (which start with #)')
-  .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean }) => {
+  .option(
+    '--reads',
+    `instead of changes, the read audit: reads of personal fields in collections opened with personal: { auditReads: true }. ${READ_AUDIT_NOTE}`,
+  )
+  .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean; reads?: boolean }) => {
     const path = dataDir(dir)
+    if (opts.reads === true) return auditReads(dir, path, name, id, opts)
     const self = await identityPeerId(join(path, 'peer-id.key'), { create: false }).catch(() => undefined)
     await withReplica(dir, async (replica) => {
       const col = existing(replica, name)
@@ -177,6 +186,28 @@ program
       out(`# ${n} ${n === 1 ? 'change' : 'changes'}; signatures: not verified (none recorded)`)
     })
   })
+
+/** `audit --reads`: the read audit of one collection (of one entity), oldest first. */
+async function auditReads(dir: string, path: string, name: string, id: string | undefined, opts: { since: number; json?: boolean }): Promise<void> {
+  await withReplica(dir, async (replica) => {
+    // A collection may have been dropped since its reads were recorded: no existing() check.
+    out(`# reads of personal fields of '${name}'${id === undefined ? '' : ` entity '${id}'`} recorded in ${path}`)
+    out(`# ${READ_AUDIT_NOTE}`)
+    if (opts.json !== true) out('# seq\ttime\tid\tsubject\tfields\tvia\tpeer\tactor')
+    let n = 0
+    for await (const e of replica.readAudit({ since: opts.since, collection: name })) {
+      if (id !== undefined && e.id !== id) continue
+      n++
+      const time = new Date(e.time).toISOString()
+      if (opts.json === true) out(JSON.stringify({ ...e, time }))
+      else out([e.seq, time, e.id, e.subject, e.fields.join(','), e.via, e.peer, e.actor ?? '-'].join('\t'))
+    }
+    if (n === 0 && !replica.collections().includes(name)) {
+      throw new CliError(`no collection '${name}' and no reads of it recorded; this replica has: ${replica.collections().join(', ') || '(none)'}`)
+    }
+    out(`# ${n} ${n === 1 ? 'read' : 'reads'}`)
+  })
+}
 
 program
   .command('drop')

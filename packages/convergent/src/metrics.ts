@@ -66,6 +66,18 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
       for (const [collection, [local]] of changes) this.inc({ collection }, local)
     },
   })
+  // Per label: reads that opened personal fields.
+  const personalReads = new Map<string, number>()
+  new Counter({
+    name: 'convergent_personal_reads_total',
+    help: "Values handed to the application with personal fields opened (get, entries, update's draft, subscribe events), by collection (past the label bound under _other), whether or not the collection records them in the read audit.",
+    labelNames: ['collection'],
+    registers,
+    collect() {
+      this.reset()
+      for (const [collection, n] of personalReads) this.inc({ collection }, n)
+    },
+  })
   new Counter({
     name: 'convergent_deltas_applied_total',
     help: 'Changes applied and made durable here, by collection and origin: local (this replica wrote it) or remote (a peer sent it, by push or anti-entropy).',
@@ -243,6 +255,10 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     },
     storeBatch(batch) {
       batchSeconds.observe(batch.ms / 1000)
+    },
+    personalRead(read) {
+      const label = labelOf(read.collection)
+      personalReads.set(label, (personalReads.get(label) ?? 0) + 1)
     },
   })
 

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -197,5 +198,96 @@ describe('convergent audit', function () {
     expect(help.stdout.replace(/\s+/g, ' '))
       .to.match(/attributed to the peer that sent the change/)
       .and.to.match(/Per-delta signatures do not exist yet/)
+  })
+})
+
+describe('convergent audit --reads', function () {
+  this.timeout(60_000)
+  let dir = ''
+  let keyFile = ''
+
+  // An encrypted classic-level folder with audited reads of personal fields (and one
+  // collection with personal fields whose reads are not audited).
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'convergent-cli-reads-'))
+    const key = randomBytes(32)
+    keyFile = join(dir, '..', `${dir.split('/').pop()}.key`)
+    writeFileSync(keyFile, key.toString('hex'), { mode: 0o600 })
+    const replica = await open({ dir, network: false, logger: silentLogger, encryption: { keyFile } })
+    try {
+      const personal = { subject: (c: { customerId: string }) => c.customerId, fields: ['email'], auditReads: true }
+      const customers = replica.collection<{ customerId: string; email?: string }>('customers', { personal })
+      await customers.put('c1', { customerId: 'p-1', email: 'ada@example.com' })
+      await customers.put('c2', { customerId: 'p-2', email: 'bob@example.com' })
+      await customers.get('c1', { actor: 'support-agent-7' })
+      await customers.get('c2')
+      await customers.update('c1', (c) => void (c.email = 'ada@example.org'), { actor: 'support-agent-7' })
+      const leads = replica.collection<{ customerId: string; email?: string }>('leads', { personal: { ...personal, auditReads: false } })
+      await leads.put('l1', { customerId: 'p-9', email: 'lead@example.com' })
+      await leads.get('l1')
+      let n = 0
+      for (let i = 0; i < 100 && n < 3; i++) {
+        n = 0
+        for await (const _ of replica.readAudit()) n++
+        if (n < 3) await new Promise((r) => setTimeout(r, 10))
+      }
+    } finally {
+      await replica.close()
+    }
+  })
+
+  after(function () {
+    rmSync(dir, { recursive: true, force: true })
+    rmSync(keyFile, { force: true })
+  })
+
+  it('lists the reads of personal fields of a collection (or one entity) offline, on an encrypted folder', async function () {
+    const r = await cli('audit', dir, 'customers', '--reads', '--key-file', keyFile)
+    expect(r.code, r.stderr).to.equal(0)
+    const header = r.stdout.split('\n').filter((l) => l.startsWith('#'))
+    expect(header.join('\n'))
+      .to.match(/pseudonym/)
+      .and.to.match(/not authenticated/)
+    expect(header.at(-1)).to.equal('# 3 reads')
+    const list = r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .map((l) => l.split('\t'))
+    expect(list.map(([seq, , id, subject, fields, via, peer, actor]) => [seq, id, subject, fields, via, peer, actor])).to.deep.equal([
+      ['1', 'c1', 'p-1', 'email', 'get', 'local', 'support-agent-7'],
+      ['2', 'c2', 'p-2', 'email', 'get', 'local', '-'],
+      ['3', 'c1', 'p-1', 'email', 'update', 'local', 'support-agent-7'],
+    ])
+    for (const [, time] of list) expect(Number.isNaN(Date.parse(time!))).to.equal(false)
+
+    const one = await cli('audit', dir, 'customers', 'c1', '--reads', '--json', '--key-file', keyFile)
+    expect(one.code, one.stderr).to.equal(0)
+    const entries = one.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .map((l) => JSON.parse(l) as { seq: number; id: string; actor?: string; via: string; fields: string[]; subject: string })
+    expect(entries.map((e) => [e.seq, e.id, e.subject, e.fields, e.via, e.actor])).to.deep.equal([
+      [1, 'c1', 'p-1', ['email'], 'get', 'support-agent-7'],
+      [3, 'c1', 'p-1', ['email'], 'update', 'support-agent-7'],
+    ])
+    const since = await cli('audit', dir, 'customers', '--reads', '--since', '2', '--json', '--key-file', keyFile)
+    expect(
+      since.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => (JSON.parse(l) as { seq: number }).seq),
+    ).to.deep.equal([3])
+
+    // Reads of a collection that does not audit them: none; an unknown collection: an error.
+    const leads = await cli('audit', dir, 'leads', '--reads', '--key-file', keyFile)
+    expect(leads.code, leads.stderr).to.equal(0)
+    expect(leads.stdout.trim().split('\n').at(-1)).to.equal('# 0 reads')
+    const unknown = await cli('audit', dir, 'payments', '--reads', '--key-file', keyFile)
+    expect(unknown.code).to.equal(1)
+    expect(unknown.stderr).to.match(/no collection 'payments'/)
+    // Without the key the folder does not open.
+    expect((await cli('audit', dir, 'customers', '--reads')).code).to.equal(1)
   })
 })

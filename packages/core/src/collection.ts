@@ -7,7 +7,9 @@ import { writeTo } from './write.js'
 import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
 import { startWriteSpan, type WriteSpan } from './tracing.js'
 import type { Tracer } from '@opentelemetry/api'
-import { isSealed, type PersonalOptions, type SubjectKeys } from './personal/subject-keys.js'
+import { isSealed, sealedKeyId, type PersonalOptions, type SubjectKeys } from './personal/subject-keys.js'
+import { checkActor, type ReadAudit, type ReadOptions, type ReadVia } from './personal/read-audit.js'
+import type { PersonalReadEvent } from './observe.js'
 
 /** What subscribe() listeners receive for every applied change, local or remote. */
 export interface ChangeEvent<T> {
@@ -44,6 +46,19 @@ export interface ReplicaServices {
   tracer: Tracer
   /** Subject keys of personal fields (see personal/subject-keys.ts). */
   personal: SubjectKeys
+  /** Where audited reads of personal fields are recorded (see personal/read-audit.ts). */
+  readAudit: ReadAudit
+  /** This replica's peer id ('local' without a network), for the read audit. */
+  peerId: string
+  now(): number
+  /** Told of every read that opened personal fields (observers' personalRead); undefined while none listens. */
+  personalRead?: ((event: PersonalReadEvent) => void) | undefined
+}
+
+/** How a value is being read, when it goes to the application (what the read audit records). */
+interface Read {
+  via: ReadVia
+  actor: string | undefined
 }
 
 /**
@@ -51,8 +66,8 @@ export interface ReplicaServices {
  * Writes apply locally and resolve once durable on disk; replication follows.
  */
 export class Collection<T extends object = JsonObject> {
-  /** Each listener with the last feed seq committed before it subscribed (see subscribe()). */
-  private readonly listeners = new Map<ChangeListener<T>, number>()
+  /** Each listener with the last feed seq committed before it subscribed (see subscribe()) and its actor. */
+  private readonly listeners = new Map<ChangeListener<T>, { since: number; actor: string | undefined }>()
 
   /** Personal fields of this collection (replica.collection(name, { personal })). */
   private personal: PersonalOptions<T> | undefined
@@ -105,17 +120,61 @@ export class Collection<T extends object = JsonObject> {
   /**
    * A stored value as the application sees it: sealed fields opened with their subject key;
    * a field whose key is not held here (forgotten, or not received yet) is left out.
+   *
+   * `reads` (when the value goes to the application) says who reads and how: each opened field
+   * is then counted for observers (personalRead) and, if the collection audits reads, recorded
+   * in the read audit — one entry per subject and reader. Values opened for internal use (put()
+   * comparing envelopes, has()) pass none: nothing personal leaves the replica's code.
    */
-  private open(id: string, raw: JsonObject | undefined): JsonObject | undefined {
+  private open(id: string, raw: JsonObject | undefined, reads?: readonly Read[]): JsonObject | undefined {
     if (raw === undefined) return undefined
     let out: JsonObject | undefined
+    const keys = this.replica.personal
+    const audit = reads !== undefined && reads.length > 0 && this.personal?.auditReads === true
+    const observe = reads !== undefined && reads.length > 0 ? this.replica.personalRead : undefined
+    // Fields opened, by subject (only while someone records or counts them).
+    let opened: Map<string, string[]> | undefined
+    let count = 0
     for (const f in raw) {
       const v = raw[f]
       if (!isSealed(v)) continue
       out ??= { ...raw }
-      const opened = this.replica.personal.open(this.name, id, f, v)
-      if (opened === undefined) delete out[f]
-      else out[f] = opened
+      const plain = keys.open(this.name, id, f, v)
+      if (plain === undefined) {
+        delete out[f]
+        continue
+      }
+      out[f] = plain
+      count++
+      if (audit) {
+        const subject = keys.subjectOf(sealedKeyId(v))
+        if (subject === undefined) continue
+        opened ??= new Map()
+        const fields = opened.get(subject)
+        if (fields === undefined) opened.set(subject, [f])
+        else fields.push(f)
+      }
+    }
+    if (count > 0 && reads !== undefined) {
+      if (observe !== undefined) observe({ collection: this.name, id, via: reads[0]!.via, fields: count, audited: audit })
+      if (opened !== undefined) {
+        const time = this.replica.now()
+        for (const [subject, fields] of opened) {
+          fields.sort()
+          for (const { via, actor } of reads) {
+            this.replica.readAudit.record({
+              time,
+              collection: this.name,
+              id,
+              subject,
+              fields,
+              via,
+              peer: this.replica.peerId,
+              ...(actor === undefined ? {} : { actor }),
+            })
+          }
+        }
+      }
     }
     return out ?? raw
   }
@@ -161,13 +220,15 @@ export class Collection<T extends object = JsonObject> {
    * mutations — or the value it returns — become the new value, as minimal CRDT operations.
    * Rejects with ERR_NOT_FOUND if the entity does not exist — unless `upsert` is set, then
    * the draft of a missing entity is {}. Resolves with the new value once durable.
-   * `fn` must be synchronous: the read and the write are atomic. `ack` as for put().
+   * `fn` must be synchronous: the read and the write are atomic. `ack` as for put(). The draft
+   * is a read of the personal fields it holds: `actor` names the reader for the read audit.
    */
-  async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } & WriteOptions = {}): Promise<T> {
+  async update(id: string, fn: (draft: T) => T | void, options: { upsert?: boolean } & WriteOptions & ReadOptions = {}): Promise<T> {
     this.assertUsable('write')
     checkId(id, 'id', this.replica.limits)
     if (typeof fn !== 'function') throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn) needs a function.')
     const { ack } = this.checkOptions(options, 'update')
+    const actor = checkActor(options, `update('${this.name}')`)
     let result: JsonObject | undefined
     const keyWrites: Promise<void>[] = []
     const version = await this.replica.track(
@@ -175,7 +236,7 @@ export class Collection<T extends object = JsonObject> {
         id,
         (doc) => {
           const raw = this.state.backend.read(doc) ?? undefined
-          const current = this.open(id, raw) ?? (options.upsert ? {} : undefined)
+          const current = this.open(id, raw, [{ via: 'update', actor }]) ?? (options.upsert ? {} : undefined)
           if (current === undefined) {
             throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
           }
@@ -223,25 +284,34 @@ export class Collection<T extends object = JsonObject> {
     return this.replica.waitForAcks!(this.state, id, version, ack, `${method} of '${this.name}/${id}'`)
   }
 
-  /** The current value (a plain copy), or undefined if absent or deleted. */
-  async get(id: string): Promise<T | undefined> {
+  /**
+   * The current value (a plain copy), or undefined if absent or deleted. `actor` names the
+   * reader for the read audit (see PersonalOptions.auditReads).
+   */
+  async get(id: string, options?: ReadOptions): Promise<T | undefined> {
     this.assertUsable()
     checkId(id, 'id', this.replica.limits)
-    return this.replica.track(this.read(id))
+    const actor = checkActor(options, `get('${this.name}')`)
+    return this.replica.track(this.read(id, { via: 'get', actor }))
   }
 
-  private async read(id: string): Promise<T | undefined> {
+  private async read(id: string, read: Read | undefined): Promise<T | undefined> {
     const { entities } = this.replica
     const entity = await entities.acquire(this.state, id)
     try {
-      return this.open(id, this.state.backend.read(entity.doc) ?? undefined) as T | undefined
+      const raw = this.state.backend.read(entity.doc) ?? undefined
+      // has() hands no value out: nothing to open.
+      return (read === undefined ? raw : this.open(id, raw, [read])) as T | undefined
     } finally {
       entities.release(entity)
     }
   }
 
+  /** Whether the entity exists (not a read of its personal fields: none is opened). */
   async has(id: string): Promise<boolean> {
-    return (await this.get(id)) !== undefined
+    this.assertUsable()
+    checkId(id, 'id', this.replica.limits)
+    return (await this.replica.track(this.read(id, undefined))) !== undefined
   }
 
   /**
@@ -253,10 +323,15 @@ export class Collection<T extends object = JsonObject> {
     yield* this.replica.entities.liveIds(this.state)
   }
 
-  /** [id, value] of every live entity. Loads documents one at a time: memory stays bounded. */
-  async *entries(): AsyncGenerator<[string, T]> {
+  /**
+   * [id, value] of every live entity. Loads documents one at a time: memory stays bounded.
+   * Each value is a read for the read audit (`actor` as for get()).
+   */
+  async *entries(options?: ReadOptions): AsyncGenerator<[string, T]> {
+    const actor = checkActor(options, `entries('${this.name}')`)
     for await (const id of this.keys()) {
-      const value = await this.get(id)
+      this.assertUsable()
+      const value = await this.replica.track(this.read(id, { via: 'entries', actor }))
       if (value !== undefined) yield [id, value]
     }
   }
@@ -264,11 +339,13 @@ export class Collection<T extends object = JsonObject> {
   /**
    * Calls `listener` after every change committed from now on (local ones once durable,
    * remote ones once persisted), in commit order. Returns a function that unsubscribes.
+   * Each event's value is a read for the read audit, by `actor` (one entry per event and actor).
    */
-  subscribe(listener: ChangeListener<T>): () => void {
+  subscribe(listener: ChangeListener<T>, options?: ReadOptions): () => void {
+    const actor = checkActor(options, `subscribe('${this.name}')`)
     // Changes committed before this call are not told to it, even if they become durable
     // later: their value was read (or not) when they were made.
-    this.listeners.set(listener, this.state.seq)
+    this.listeners.set(listener, { since: this.state.seq, actor })
     this.unlisten ??= this.replica.events.onCollection(this.name, (change) => this.tell(change))
     return () => {
       this.listeners.delete(listener)
@@ -298,15 +375,21 @@ export class Collection<T extends object = JsonObject> {
    */
   private tell(change: DurableChange): void {
     if (change.value === undefined) return // made before anyone subscribed
+    // Who the value goes to: one read per actor among the listeners it is told to.
+    const reads: Read[] = []
+    for (const { since, actor } of this.listeners.values()) {
+      if (change.entry.seq > since && !reads.some((r) => r.actor === actor)) reads.push({ via: 'subscribe', actor })
+    }
+    if (reads.length === 0) return
     const event: ChangeEvent<T> = {
       collection: this.name,
       id: change.id,
-      value: this.open(change.id, change.value.value) as T | undefined,
+      value: this.open(change.id, change.value.value, reads) as T | undefined,
       origin: change.peer === undefined ? 'local' : 'remote',
       seq: change.entry.seq,
       ...(change.peer === undefined ? {} : { peer: change.peer }),
     }
-    for (const [listener, since] of this.listeners) {
+    for (const [listener, { since }] of this.listeners) {
       if (change.entry.seq <= since) continue
       try {
         listener(event)

@@ -14,13 +14,14 @@
 export { Replica, type ReplicaOptions, type ReplicaStats } from './replica.js'
 export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'
 export type { PersonalOptions } from './personal/subject-keys.js'
+export { DEFAULT_READ_AUDIT, type ReadAuditEntry, type ReadAuditOptions, type ReadOptions, type ReadVia } from './personal/read-audit.js'
 export { MAX_ACK_TIMEOUT_MS, type AckOptions, type WriteOptions } from './write-options.js'
 export { AckTimeoutError } from './replication/acks.js'
 export { Counter, type CounterOptions, type CounterState, type DecrementOptions } from './counter.js'
 export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replication/context.js'
 export type { PeerStats, DropReason } from './replication/peer-stats.js'
 export type { RoundResult } from './replication/sync-client.js'
-export type { ReplicaObserver, ObservedChange, StoreBatchEvent, RoundEvent, ReplicaStatus, LastRoundStatus } from './observe.js'
+export type { ReplicaObserver, ObservedChange, StoreBatchEvent, PersonalReadEvent, RoundEvent, ReplicaStatus, LastRoundStatus } from './observe.js'
 export type { LagStatus } from './lag-window.js'
 
 // Errors, values, time, logs.

@@ -27,6 +27,18 @@ export interface StoreBatchEvent {
   ok: boolean
 }
 
+/** A read that handed opened personal fields to the application (see Replica.observe). */
+export interface PersonalReadEvent {
+  readonly collection: string
+  readonly id: string
+  /** How: get(), entries(), update()'s draft or a subscribe() event. */
+  readonly via: 'get' | 'entries' | 'update' | 'subscribe'
+  /** How many personal fields were opened (≥ 1). */
+  readonly fields: number
+  /** Whether the collection records it in the read audit (personal.auditReads). */
+  readonly audited: boolean
+}
+
 /**
  * What a replica tells observers (metrics, health checks). Every hook is optional and called
  * synchronously where the thing happens, so keep it cheap: count, do not do I/O. A hook that
@@ -40,6 +52,11 @@ export interface ReplicaObserver {
   round?(round: RoundEvent): void
   /** A batch of the write path reached the store (or failed to). */
   storeBatch?(batch: StoreBatchEvent): void
+  /**
+   * A value went to the application with personal fields opened (audited or not): one call per
+   * value read (a subscribe event told to several listeners counts once).
+   */
+  personalRead?(read: PersonalReadEvent): void
 }
 
 /** What replica.status() returns about the last round with a connected peer. */

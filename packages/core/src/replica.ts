@@ -22,6 +22,7 @@ import type { RoundEvent } from './replication/replicator.js'
 import { Access, type TrustOptions } from './trust/access.js'
 import { LagWindow } from './lag-window.js'
 import { SubjectKeys, type PersonalOptions } from './personal/subject-keys.js'
+import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOptions } from './personal/read-audit.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
@@ -74,6 +75,12 @@ export interface ReplicaOptions {
    * provider — a no-op until an OpenTelemetry SDK is registered.
    */
   tracerProvider?: TracerProvider
+  /**
+   * Retention of the read audit (reads of personal fields in collections opened with
+   * `personal: { auditReads: true }`; see replica.readAudit()): at most `maxEntries` (default
+   * 100,000) and none older than `maxAgeDays` (default 90); the oldest go first.
+   */
+  readAudit?: ReadAuditOptions
 }
 
 /** replica.policy: the signed cluster policy (see Access). */
@@ -168,6 +175,7 @@ export class Replica {
     refused: Set<string>,
     private readonly access: Access,
     private readonly personal: SubjectKeys,
+    private readonly audit: ReadAudit,
   ) {
     this.entities = entities
     this.backends = backends
@@ -191,6 +199,9 @@ export class Replica {
       authorize: (collection, what) => this.access.assert(collection, what),
       track: (operation) => this.track(operation),
       personal,
+      readAudit: audit,
+      peerId: access.self,
+      now: () => this.clock.now(),
     }
     if (options.network !== undefined) {
       const replication: ReplicationContext = {
@@ -299,11 +310,46 @@ export class Replica {
     // ChangeEvents catches and logs a listener that throws.
     const unlisten = observer.change === undefined ? undefined : this.events.onEvery((change) => observer.change!(change))
     this.updateStoreBatchHook()
+    this.updatePersonalReadHook()
     return () => {
       if (!this.observers.delete(observer)) return
       unlisten?.()
       this.updateStoreBatchHook()
+      this.updatePersonalReadHook()
     }
+  }
+
+  /** Reads of personal fields are counted only while someone listens. */
+  private updatePersonalReadHook(): void {
+    const listeners = [...this.observers].filter((o) => o.personalRead !== undefined)
+    this.services.personalRead =
+      listeners.length === 0
+        ? undefined
+        : (event) => {
+            for (const o of listeners) {
+              try {
+                o.personalRead!(event)
+              } catch (err) {
+                this.logger.error('a replica observer threw', { err })
+              }
+            }
+          }
+  }
+
+  /**
+   * The read audit of this replica: reads of personal fields in collections opened with
+   * `personal: { …, auditReads: true }` — when, collection, entity id, subject (a pseudonym),
+   * fields opened, this replica's peer id and the caller's `actor` — oldest first, with seq >
+   * `since` (resumable like changes()), of one collection if given. Local to this replica (not
+   * replicated); bounded by ReplicaOptions.readAudit. An entry shows once its batch is written
+   * (a few ms after the read; see personal/read-audit.ts for its durability).
+   */
+  readAudit(options: { since?: number; collection?: string } = {}): AsyncIterable<ReadAuditEntry> {
+    this.assertOpen()
+    if (options.since !== undefined && (!Number.isSafeInteger(options.since) || options.since < 0)) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `readAudit({ since }) is a sequence number ≥ 0, got ${String(options.since)}.`)
+    }
+    return this.audit.entries(options)
   }
 
   /** Store batches are timed only while someone listens. */
@@ -405,7 +451,11 @@ export class Replica {
       await personal.load()
       // A new subject key goes in the same atomic batch as the write that seals with it.
       personal.writeKey = (ops) => entities.addToTick(ops)
-      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal)
+      const audit = new ReadAudit(options.store, clock, logger, checkReadAuditOptions(options.readAudit))
+      await audit.load()
+      // An audited read's entry joins the group commit of the current tick (never awaited by the read).
+      audit.write = (ops) => entities.addToTick(ops)
+      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal, audit)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.replicator?.start()
       return replica
@@ -494,7 +544,10 @@ export class Replica {
         `collection('${name}', { personal }): this replica's store cannot list meta records (Store.metas), which subject keys need.`,
       )
     }
-    return { subject: personal.subject, fields: [...new Set(personal.fields)] }
+    if (personal.auditReads !== undefined && typeof personal.auditReads !== 'boolean') {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `collection('${name}', { personal }): auditReads is true or false.`)
+    }
+    return { subject: personal.subject, fields: [...new Set(personal.fields)], auditReads: personal.auditReads === true }
   }
 
   /**

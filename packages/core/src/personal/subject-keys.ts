@@ -42,6 +42,12 @@ export interface PersonalOptions<T = Record<string, unknown>> {
   subject: (value: T) => string
   /** Top-level fields holding personal data; each is sealed under the subject's key. */
   fields: readonly string[]
+  /**
+   * Record every read that hands opened personal fields to the application (get, entries,
+   * update's draft, subscribe events) in this replica's read audit (replica.readAudit()): when,
+   * entity id, subject, fields, this replica's peer id and the caller's `actor`. Default false.
+   */
+  auditReads?: boolean
 }
 
 /** A sealed field as stored in the CRDT (valid JSON in both backends). */
@@ -277,6 +283,11 @@ export class SubjectKeys {
     const sealed = SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
     this.remember(collection, id, field, sealed, value)
     return sealed
+  }
+
+  /** The subject of a key this replica holds (undefined once forgotten, or never received). */
+  subjectOf(keyId: string): string | undefined {
+    return this.keys.get(keyId)?.subject
   }
 
   /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */

@@ -1,0 +1,274 @@
+import { decode, encode } from 'cborg'
+import type { Clock } from '../clock.js'
+import { ConvergentError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { Store, StoreOp } from '../store.js'
+
+/**
+ * The read audit: who read which personal fields of which entity, and when. A collection opened
+ * with `personal: { …, auditReads: true }` records an entry for every read that hands opened
+ * personal fields to the application (see Collection: get, entries, update's draft, subscribe
+ * events); other collections record nothing.
+ *
+ * Entries are meta records of the replica's own store under `audit/reads/<seq>` (seq: 16
+ * decimal digits, so key order is seq order), CBOR values — sealed by the store's encryption at
+ * rest like every value. They are local to this replica: not replicated (each replica logs the
+ * reads made on it). The log is bounded when reads are recorded: at most `maxEntries` (the
+ * oldest deleted in the batch that adds a new one) and none older than `maxAgeDays` (deleted,
+ * in a scan from the oldest, when a read is recorded while the oldest entry is past that age).
+ *
+ * Durability: an entry joins the current group commit (the batch of the writes of the same
+ * tick) and the read does not wait for it — a read never waits for an fsync. It is durable
+ * when that batch is, a few milliseconds later; a crash (or a failing store) before then loses
+ * it, and the read still returned its value. So the log holds every audited read except,
+ * after a crash, those of the last batch — at most once, never invented.
+ */
+
+const PREFIX = 'audit/reads/'
+const SEQ_DIGITS = 16
+const DAY_MS = 86_400_000
+/** Deletes of an age prune go to the store in batches of this many. */
+const PRUNE_BATCH = 1000
+
+/** Retention of the read audit (Replica.open({ readAudit })). */
+export interface ReadAuditOptions {
+  /** Keep at most this many entries: the oldest are deleted as new ones come. Default 100,000. */
+  maxEntries?: number
+  /** Delete entries older than this many days (fractions allowed). Default 90. */
+  maxAgeDays?: number
+}
+
+export const DEFAULT_READ_AUDIT: Required<ReadAuditOptions> = { maxEntries: 100_000, maxAgeDays: 90 }
+
+/** How the application read: get(), entries(), update()'s draft, or a subscribe() event. */
+export type ReadVia = 'get' | 'entries' | 'update' | 'subscribe'
+
+/** One audited read: a value of `collection`/`id` handed to the application with `fields` of `subject` opened. */
+export interface ReadAuditEntry {
+  /** 1, 2, 3 … in the order reads were recorded on this replica (entries lost in a crash or failed batch leave gaps). */
+  seq: number
+  /** When (this replica's clock, ms since the epoch). */
+  time: number
+  collection: string
+  id: string
+  /**
+   * The subject whose fields were opened, as personal.subject returned it — by design a
+   * pseudonym (pseudonym() in the convergent package), not the person's name or email.
+   */
+  subject: string
+  /** The personal fields opened (those whose subject key this replica held), sorted. */
+  fields: string[]
+  via: ReadVia
+  /** This replica's peer id ('local' without a network). */
+  peer: string
+  /** Who asked, as the caller said (`get(id, { actor })`); absent when not given. Not authenticated. */
+  actor?: string
+}
+
+/** Options of reads that may open personal fields: get(), entries(), update(), subscribe(). */
+export interface ReadOptions {
+  /**
+   * Who reads, for the read audit (e.g. 'support-agent-7'): a non-empty string of at most 256
+   * bytes, recorded as given (the caller vouches for it). Ignored where reads are not audited.
+   */
+  actor?: string
+}
+
+const MAX_ACTOR_BYTES = 256
+
+/** The actor of read options (ERR_INVALID_ARGUMENT for anything else than the documented string). */
+export function checkActor(options: unknown, what: string): string | undefined {
+  if (options === undefined) return undefined
+  if (typeof options !== 'object' || options === null) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${what}: options must be an object.`)
+  const actor = (options as { actor?: unknown }).actor
+  if (actor === undefined) return undefined
+  if (typeof actor !== 'string' || actor.length === 0 || Buffer.byteLength(actor) > MAX_ACTOR_BYTES) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `${what}: actor must be a non-empty string of at most ${MAX_ACTOR_BYTES} bytes.`)
+  }
+  return actor
+}
+
+export function checkReadAuditOptions(options: ReadAuditOptions | undefined): Required<ReadAuditOptions> {
+  const { maxEntries = DEFAULT_READ_AUDIT.maxEntries, maxAgeDays = DEFAULT_READ_AUDIT.maxAgeDays } = options ?? {}
+  if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `readAudit.maxEntries must be an integer ≥ 1, got ${String(maxEntries)}.`)
+  }
+  if (typeof maxAgeDays !== 'number' || !Number.isFinite(maxAgeDays) || maxAgeDays <= 0) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `readAudit.maxAgeDays must be a number of days > 0, got ${String(maxAgeDays)}.`)
+  }
+  return { maxEntries, maxAgeDays }
+}
+
+function keyOf(seq: number): string {
+  return PREFIX + String(seq).padStart(SEQ_DIGITS, '0')
+}
+
+function seqOf(key: string): number {
+  return Number(key.slice(PREFIX.length))
+}
+
+interface Stored {
+  v: 1
+  t: number
+  c: string
+  i: string
+  s: string
+  f: string[]
+  w: ReadVia
+  p: string
+  a?: string
+}
+
+function decodeEntry(key: string, bytes: Uint8Array): ReadAuditEntry {
+  const r = decode(bytes) as Stored
+  if (typeof r !== 'object' || r === null || r.v !== 1) throw new Error('not a read-audit entry')
+  return {
+    seq: seqOf(key),
+    time: r.t,
+    collection: r.c,
+    id: r.i,
+    subject: r.s,
+    fields: r.f,
+    via: r.w,
+    peer: r.p,
+    ...(r.a === undefined ? {} : { actor: r.a }),
+  }
+}
+
+/** Reads the entries a store holds with seq > since (of one collection if given), oldest first. */
+export async function* readAuditEntries(store: Store, options: { since?: number; collection?: string } = {}): AsyncGenerator<ReadAuditEntry> {
+  if (store.metas === undefined) return
+  const since = options.since ?? 0
+  for await (const [key, bytes] of store.metas(PREFIX)) {
+    if (seqOf(key) <= since) continue
+    const entry = decodeEntry(key, bytes)
+    if (options.collection !== undefined && entry.collection !== options.collection) continue
+    yield entry
+  }
+}
+
+/** The read audit of one replica (see the module comment). */
+export class ReadAudit {
+  /** Lowest seq that may still be stored. */
+  private first = 1
+  /** Highest seq given out. */
+  private last = 0
+  /** Time of the oldest stored entry, or a lower bound of it; undefined when the log is empty. */
+  private oldest: number | undefined
+  private pruning: Promise<void> | undefined
+  private failing = false
+  /** Where record() writes: the store, or (the replica sets it) the current commit tick. */
+  write: (ops: StoreOp[]) => Promise<void> = (ops) => this.store.write(ops)
+  private readonly maxEntries: number
+  private readonly maxAgeMs: number
+
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    options: Required<ReadAuditOptions>,
+  ) {
+    this.maxEntries = options.maxEntries
+    this.maxAgeMs = options.maxAgeDays * DAY_MS
+  }
+
+  get supported(): boolean {
+    return typeof this.store.metas === 'function'
+  }
+
+  /** The stored entries with seq > since (of one collection if given), oldest first. */
+  entries(options: { since?: number; collection?: string }): AsyncGenerator<ReadAuditEntry> {
+    return readAuditEntries(this.store, options)
+  }
+
+  /**
+   * Finds the log's ends (a scan of the stored entries, at most maxEntries of them). Deletes
+   * nothing: retention applies when reads are recorded, so a replica opened only to look (the
+   * CLI, with default options) never trims a log a service keeps longer.
+   */
+  async load(): Promise<void> {
+    if (!this.supported) return
+    let count = 0
+    for await (const [key, bytes] of this.store.metas!(PREFIX)) {
+      const seq = seqOf(key)
+      if (count++ === 0) {
+        this.first = seq
+        try {
+          this.oldest = (decode(bytes) as Stored).t
+        } catch {
+          this.oldest = -Infinity // unreadable: the age prune deletes it
+        }
+      }
+      this.last = seq
+    }
+  }
+
+  /** Records one read (without waiting for it to be durable: see the module comment). */
+  record(entry: Omit<ReadAuditEntry, 'seq'>): void {
+    if (!this.supported) return
+    const seq = ++this.last
+    const value: Stored = { v: 1, t: entry.time, c: entry.collection, i: entry.id, s: entry.subject, f: entry.fields, w: entry.via, p: entry.peer }
+    if (entry.actor !== undefined) value.a = entry.actor
+    const ops: StoreOp[] = [{ type: 'meta', key: keyOf(seq), bytes: encode(value) }]
+    // One delete per new entry once full (more at once when maxEntries was lowered since).
+    while (this.last - this.first + 1 > this.maxEntries) ops.push({ type: 'delMeta', key: keyOf(this.first++) })
+    this.oldest ??= entry.time
+    let written: Promise<void>
+    try {
+      written = this.write(ops)
+    } catch (err) {
+      written = Promise.reject(err instanceof Error ? err : new Error(String(err)))
+    }
+    written.then(
+      () => {
+        this.failing = false
+      },
+      (err: unknown) => {
+        // Logged once per run of failures: a failing store fails every batch.
+        if (this.failing) return
+        this.failing = true
+        this.logger.error(`a read-audit entry (seq ${seq}) was not written: ${(err as Error)?.message}`, {
+          collection: entry.collection,
+          code: 'ERR_STORE',
+        })
+      },
+    )
+    if (this.oldest !== undefined && this.oldest < entry.time - this.maxAgeMs) void this.pruneByAge()
+  }
+
+  /** Deletes entries older than maxAgeDays from the start of the log (one prune at a time). */
+  private pruneByAge(): Promise<void> {
+    this.pruning ??= this.prune()
+      .catch((err: unknown) => this.logger.error(`pruning the read audit failed: ${(err as Error)?.message}`, { code: 'ERR_STORE' }))
+      .finally(() => (this.pruning = undefined))
+    return this.pruning
+  }
+
+  private async prune(): Promise<void> {
+    const cutoff = this.clock.now() - this.maxAgeMs
+    let ops: StoreOp[] = []
+    let deletedTo = 0
+    let kept: number | undefined
+    for await (const [key, bytes] of this.store.metas!(PREFIX)) {
+      let time: number
+      try {
+        time = (decode(bytes) as Stored).t
+      } catch {
+        time = -Infinity
+      }
+      if (time >= cutoff) {
+        kept = time
+        break
+      }
+      ops.push({ type: 'delMeta', key })
+      deletedTo = seqOf(key)
+      if (ops.length >= PRUNE_BATCH) {
+        await this.store.write(ops)
+        ops = []
+      }
+    }
+    if (ops.length > 0) await this.store.write(ops)
+    this.first = Math.max(this.first, deletedTo + 1)
+    this.oldest = kept ?? (this.last >= this.first ? cutoff : undefined)
+  }
+}
