@@ -63,7 +63,9 @@ const out = (line: string): boolean => process.stdout.write(line + '\n')
 const program = new Command()
 program
   .name('convergent')
-  .description("Inspect a Convergent replica's data folder, or drop a collection from it (stop the service using it first); make a cluster key.")
+  .description(
+    "Inspect a Convergent replica's data folder (collections, entities, change feed, stored records, audit trail of changes and of personal-field reads), drop a collection, encrypt / rekey / decrypt it at rest (stop the service using it first); make a cluster key or keyed pseudonyms.",
+  )
   .showHelpAfterError()
   .option('--key-file <file>', 'the folder is encrypted at rest: its key (64 hex characters) is in this file')
 

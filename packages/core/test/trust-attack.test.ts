@@ -1,7 +1,7 @@
 /**
  * Attack tests written against the trust boundary of 512e9a9 by a reviewer: each `it` was a
  * hole there (watched fail) and passes since the fixes; the comment above each names the hole.
- * HOLE 8 is still open and skipped (see its comment and the README).
+ * HOLE 8 is fixed for revocations (`revoked` is sticky); see its comment and the README.
  */
 import { expect } from 'chai'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
