@@ -210,6 +210,43 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     expect(await r[ORDERS]!.collection('orders').get('o-x')).to.equal(undefined)
   })
 
+  it('revoking a writer: its earlier writes that reached a remaining writer end on every replica, its later ones on none', async () => {
+    const W = 'w-revoked'
+    const B = 'b-writer'
+    const R = 'r-reader'
+    const { hub, r } = await cluster([ADMIN, W, B, R])
+    const rules = { docs: { read: ['*'], write: ['writer'] } }
+    await r[ADMIN]!.policy.set({ roles: { writer: [ADMIN, W, B], reader: [R] }, collections: rules })
+    for (const id of [W, B, R]) await waitFor(() => r[id]!.policy.get()?.version === 1, `${id} adopts v1`)
+    for (const id of [ADMIN, B, R]) r[id]!.collection('docs') // subscribed to its gossip
+    // W reaches only the admin: what it writes now reaches the others only through the admin.
+    hub.disconnect(W, B)
+    hub.disconnect(W, R)
+    hub.disconnect(ADMIN, B)
+    hub.disconnect(ADMIN, R)
+    await r[W]!.collection('docs').put('before', { by: 'w' })
+    await waitFor(async () => (await r[ADMIN]!.collection('docs').get('before')) !== undefined, 'the admin has it')
+    // The revocation reaches B and R (from the admin) before W's write does; W, cut off, does not learn of it.
+    hub.disconnect(W, ADMIN)
+    hub.connect(ADMIN, B)
+    hub.connect(ADMIN, R)
+    await r[ADMIN]!.policy.set({ roles: { writer: [ADMIN, B], reader: [R] }, collections: rules, revoked: [W] })
+    for (const id of [B, R]) await waitFor(() => r[id]!.policy.get()?.revoked?.includes(W) === true, `${id} knows W is revoked`)
+    // W writes on after its revocation, and now reaches everyone.
+    await r[W]!.collection('docs').put('after', { by: 'w' })
+    hub.connect(W, ADMIN)
+    hub.connect(W, B)
+    hub.connect(W, R)
+    for (const id of [ADMIN, B, R]) await r[id]!.sync()
+    await r[W]!.sync().catch(() => undefined)
+    for (const id of [ADMIN, B, R]) {
+      const docs = r[id]!.collection('docs')
+      expect(await docs.get('before'), `${id}: the write W made while it was a writer, relayed by the admin`).to.deep.equal({ by: 'w' })
+      expect(await docs.get('after'), `${id}: the write W made after its revocation`).to.equal(undefined)
+    }
+    expect(r[B]!.stats().peers[W]?.dropped.forbidden ?? 0, "B dropped W's traffic").to.be.greaterThan(0)
+  })
+
   it('counter rights cannot be drained by repeated requests', async () => {
     const { r } = await cluster([ADMIN, ORDERS])
     await r[ADMIN]!.policy.set(POLICY)
