@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
 import { decode, encode } from 'cborg'
 import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
@@ -86,7 +86,60 @@ const CACHE_SIZE = 10_000
 
 /** The id of a subject key: 128 bits of SHA-256 over a label, the collection, the subject and the key, base64url. */
 export function keyIdOf(collection: string, subject: string, key: Uint8Array): string {
-  return Buffer.from(sha256(ID_LABEL, collection, '\u0000', subject, '\u0000', key).subarray(0, 16)).toString('base64url')
+  // One buffer through the one-shot hash (the same bytes as hashing the parts in turn: ~3 µs less per new subject).
+  const text = ID_LABEL + collection + '\u0000' + subject + '\u0000'
+  const input = Buffer.allocUnsafe(Buffer.byteLength(text) + key.byteLength)
+  input.set(key, input.write(text))
+  return hash('sha256', input, 'buffer').subarray(0, 16).toString('base64url')
+}
+
+/**
+ * A key record as stored in the meta records: the CBOR map { c, s, k } written by hand, byte for
+ * byte what cborg's encode() makes (keys sorted as it sorts them: c, k, s), for a fraction of its
+ * cost (made once per new subject, on the write path).
+ */
+export function encodeKeyRecord(collection: string, subject: string, key: Uint8Array): Uint8Array {
+  const c = Buffer.from(collection)
+  const s = Buffer.from(subject)
+  const out = Buffer.allocUnsafe(
+    1 + 2 + cborHeadSize(c.byteLength) + c.byteLength + 2 + cborHeadSize(key.byteLength) + key.byteLength + 2 + cborHeadSize(s.byteLength) + s.byteLength,
+  )
+  let at = 0
+  out[at++] = 0xa3 // a map of 3
+  for (const [name, major, bytes] of [
+    ['c', 3, c],
+    ['k', 2, key],
+    ['s', 3, s],
+  ] as const) {
+    out[at++] = 0x61 // a text string of 1 byte
+    out[at++] = name.charCodeAt(0)
+    at = writeCborHead(out, at, major, bytes.byteLength)
+    out.set(bytes, at)
+    at += bytes.byteLength
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, at)
+}
+
+function cborHeadSize(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5
+}
+
+function writeCborHead(out: Buffer, at: number, major: number, n: number): number {
+  const m = major << 5
+  if (n < 24) out[at++] = m | n
+  else if (n < 0x100) {
+    out[at++] = m | 24
+    out[at++] = n
+  } else if (n < 0x10000) {
+    out[at++] = m | 25
+    out.writeUInt16BE(n, at)
+    at += 2
+  } else {
+    out[at++] = m | 26
+    out.writeUInt32BE(n, at)
+    at += 4
+  }
+  return at
 }
 
 function pairOf(collection: string, subject: string): string {
@@ -238,7 +291,11 @@ export class SubjectKeys {
       this.keys.delete(id)
     }
     this.bySubject.delete(pair)
-    if (ids.length > 0) this.cache.clear() // no opened value of a destroyed key stays readable
+    if (ids.length > 0) {
+      // No opened value of a destroyed key stays readable.
+      this.cache.clear()
+      this.oldCache.clear()
+    }
     return ids
   }
 
@@ -260,7 +317,7 @@ export class SubjectKeys {
     const bytes = Buffer.from(pooledRandom(32)) // a copy: fill(0) on forget must not touch the pool
     const key: HeldKey = { id: keyIdOf(collection, subject, bytes), collection, subject, key: bytes }
     this.add(key)
-    const written = this.writeKey([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encode({ c: collection, s: subject, k: bytes }) }])
+    const written = this.writeKey([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encodeKeyRecord(collection, subject, bytes) }])
     written.then(
       () => this.onChange?.(),
       () => {
@@ -292,7 +349,7 @@ export class SubjectKeys {
 
   /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
   open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
-    const cached = this.cache.get(sealed)
+    const cached = this.cache.get(sealed) ?? this.oldCache.get(sealed)
     // The IV makes every sealed string unique; the place is checked as the AAD would.
     if (cached !== undefined && cached.collection === collection && cached.id === id && cached.field === field) {
       const v = cached.value
@@ -309,10 +366,19 @@ export class SubjectKeys {
     return value
   }
 
-  private readonly cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+  /**
+   * Two generations of at most CACHE_SIZE / 2 entries each: when the newer is full it becomes
+   * the older and the older is dropped. (Evicting the oldest entry one at a time from a single
+   * Map costs V8 a scan over the deleted entries at its front: ~8 µs per seal once full.)
+   */
+  private cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+  private oldCache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
 
   private remember(collection: string, id: string, field: string, sealed: string, value: JsonValue): void {
-    if (this.cache.size >= CACHE_SIZE) this.cache.delete(this.cache.keys().next().value!)
+    if (this.cache.size >= CACHE_SIZE / 2) {
+      this.oldCache = this.cache
+      this.cache = new Map()
+    }
     this.cache.set(sealed, { collection, id, field, value: typeof value === 'object' && value !== null ? structuredClone(value) : value })
   }
 
@@ -488,7 +554,7 @@ export class SubjectKeys {
           continue
         }
         this.add({ id, collection: k.collection, subject: k.subject, key: Buffer.from(k.key) })
-        ops.push({ type: 'meta', key: KEY_PREFIX + id, bytes: encode({ c: k.collection, s: k.subject, k: k.key }) })
+        ops.push({ type: 'meta', key: KEY_PREFIX + id, bytes: encodeKeyRecord(k.collection, k.subject, k.key) })
         taken++
       }
       if (ops.length > 0) await this.store.write(ops)
