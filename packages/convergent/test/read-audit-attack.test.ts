@@ -1,5 +1,5 @@
-// Attack audit of the read audit (personal/read-audit.ts): failing tests for holes found.
-// classic-level on disk; each `it` names the hole in a comment.
+// Attacks on the read audit (personal/read-audit.ts) from a review: each `it` failed on the code
+// it was written against and passes since the fixes; classic-level on disk; each names its hole.
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { Replica, silentLogger, systemClock, type Clock, type PersonalOptions, type ReadAuditEntry, type Store, type StoreOp } from '@convergent/core'

@@ -27,6 +27,15 @@ import type { Store, StoreOp } from '../store.js'
 const PREFIX = 'audit/reads/'
 const SEQ_DIGITS = 16
 const DAY_MS = 86_400_000
+/** Meta record: the highest seq written (8 bytes, big-endian), beside the entries, outside their prefix. */
+const MARK_KEY = 'audit/reads-mark'
+
+function markOf(seq: number): Uint8Array {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64BE(BigInt(seq))
+  return b
+}
+
 /** Deletes of an age prune go to the store in batches of this many. */
 const PRUNE_BATCH = 1000
 
@@ -77,6 +86,10 @@ export interface ReadOptions {
 const MAX_ACTOR_BYTES = 256
 
 /** The actor of read options (ERR_INVALID_ARGUMENT for anything else than the documented string). */
+// eslint-disable-next-line no-control-regex
+const NOT_PRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 export function checkActor(options: unknown, what: string): string | undefined {
   if (options === undefined) return undefined
   if (typeof options !== 'object' || options === null) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${what}: options must be an object.`)
@@ -84,6 +97,11 @@ export function checkActor(options: unknown, what: string): string | undefined {
   if (actor === undefined) return undefined
   if (typeof actor !== 'string' || actor.length === 0 || Buffer.byteLength(actor) > MAX_ACTOR_BYTES) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', `${what}: actor must be a non-empty string of at most ${MAX_ACTOR_BYTES} bytes.`)
+  }
+  // Recorded exactly as given and printed one entry a line: no control characters, line or
+  // paragraph separators (a forged row in an audit listing), or lone surrogates (stored as U+FFFD).
+  if (NOT_PRINTABLE.test(actor) || LONE_SURROGATE.test(actor)) {
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `${what}: actor must not contain control characters, line separators or lone surrogates.`)
   }
   return actor
 }
@@ -188,6 +206,13 @@ export class ReadAudit {
    */
   async load(): Promise<void> {
     if (!this.supported) return
+    // The highest seq ever written: an age prune may have deleted every entry while the batch
+    // of the entry that started it was lost, and seq numbers must not start over (a reader
+    // resuming with `since` would miss what comes next).
+    const mark = await this.store.getMeta(MARK_KEY)
+    const marked = mark === undefined || mark.byteLength !== 8 ? 0 : Number(Buffer.from(mark).readBigUInt64BE())
+    this.first = marked + 1
+    this.last = marked
     let count = 0
     for await (const [key, bytes] of this.store.metas!(PREFIX)) {
       const seq = seqOf(key)
@@ -199,7 +224,7 @@ export class ReadAudit {
           this.oldest = -Infinity // unreadable: the age prune deletes it
         }
       }
-      this.last = seq
+      this.last = Math.max(this.last, seq)
     }
   }
 
@@ -209,7 +234,10 @@ export class ReadAudit {
     const seq = ++this.last
     const value: Stored = { v: 1, t: entry.time, c: entry.collection, i: entry.id, s: entry.subject, f: entry.fields, w: entry.via, p: entry.peer }
     if (entry.actor !== undefined) value.a = entry.actor
-    const ops: StoreOp[] = [{ type: 'meta', key: keyOf(seq), bytes: encode(value) }]
+    const ops: StoreOp[] = [
+      { type: 'meta', key: keyOf(seq), bytes: encode(value) },
+      { type: 'meta', key: MARK_KEY, bytes: markOf(seq) },
+    ]
     // One delete per new entry once full (more at once when maxEntries was lowered since).
     while (this.last - this.first + 1 > this.maxEntries) ops.push({ type: 'delMeta', key: keyOf(this.first++) })
     this.oldest ??= entry.time
