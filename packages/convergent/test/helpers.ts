@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { silentLogger, type Replica } from '@convergent/core'
 import { tempDir } from '@convergent/core/testing'
 import { open, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
@@ -65,4 +67,13 @@ export function replicasAfterEach(
     first: (stop) => void first.push(stop),
     opened: (r) => void opened.push(r),
   }
+}
+
+/** Every file under dir, concatenated (a byte search over a replica's folder). */
+export async function folderBytes(dir: string): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) parts.push(await readFile(join(entry.parentPath, entry.name)).catch(() => Buffer.alloc(0)))
+  }
+  return Buffer.concat(parts)
 }

@@ -1,51 +1,16 @@
 // Attacks on personal fields (issue #14): subject keys, forget tombstones, compaction.
 // Each test names the hole it demonstrated: all of them failed on the code they were written
 // against (a review of 39ee442) and pass since the fixes in subject-keys.ts.
-import { generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
-import { readdir, readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, silentLogger, type Network, type PersonalOptions, type ReplicaOptions } from '@convergent/core'
+import { LoopbackHub, Replica, silentLogger, type Network, type PersonalOptions } from '@convergent/core'
+import { Keyring } from '@convergent/core/testing'
 import { encodeKeysOffer, keyIdOf, storedSubjectKeys } from '@convergent/core/internal'
 import { classicLevelStore, type LevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { tempDir, waitFor } from './helpers.js'
-
-class Keyring {
-  private readonly keys = new Map<string, { priv: KeyObject; pub: KeyObject }>()
-  key(id: string): { priv: KeyObject; pub: KeyObject } {
-    let k = this.keys.get(id)
-    if (k === undefined) {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-      k = { priv: privateKey, pub: publicKey }
-      this.keys.set(id, k)
-    }
-    return k
-  }
-  trust(id: string, admins: string[]): NonNullable<ReplicaOptions['trust']> {
-    return {
-      admins,
-      sign: async (data) => sign(null, data, this.key(id).priv),
-      verify: async (peer, data, signature) => {
-        const k = this.keys.get(peer)
-        try {
-          return k !== undefined && verify(null, data, k.pub, signature)
-        } catch {
-          return false
-        }
-      },
-    }
-  }
-}
-
-async function folderBytes(dir: string): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) parts.push(await readFile(join(entry.parentPath, entry.name)).catch(() => Buffer.alloc(0)))
-  }
-  return Buffer.concat(parts)
-}
+import { folderBytes, tempDir, waitFor } from './helpers.js'
 
 const ADMIN = 'a-admin'
 const CLERK = 'b-clerk'

@@ -3,90 +3,18 @@
 // every file of every folder finds no marker), readers see plain values, a non-reader never
 // receives a subject key, forget() destroys the keys on every replica — one that was offline
 // too, once it reconnects — and no folder, dumped record by record, can open them again.
-import { generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, silentLogger, type Network, type NetworkEvents, type PersonalOptions, type ReplicaOptions } from '@convergent/core'
+import { LoopbackHub, Replica, silentLogger, type PersonalOptions } from '@convergent/core'
+import { Keyring, spyNetwork } from '@convergent/core/testing'
 import { decodeMessage, encodeKeysOffer, MessageType, storedSubjectKeys } from '@convergent/core/internal'
 import { classicLevelStore, type LevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { dumpCollection } from '../src/index.js'
-import { BACKENDS, tempDir, waitFor } from './helpers.js'
-
-/** Ed25519 keys for loopback peer ids (on libp2p the peer id itself names the public key). */
-class Keyring {
-  private readonly keys = new Map<string, { priv: KeyObject; pub: KeyObject }>()
-
-  key(id: string): { priv: KeyObject; pub: KeyObject } {
-    let k = this.keys.get(id)
-    if (k === undefined) {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-      k = { priv: privateKey, pub: publicKey }
-      this.keys.set(id, k)
-    }
-    return k
-  }
-
-  trust(id: string, admins: string[]): NonNullable<ReplicaOptions['trust']> {
-    return {
-      admins,
-      sign: async (data) => sign(null, data, this.key(id).priv),
-      verify: async (peer, data, signature) => {
-        const k = this.keys.get(peer)
-        try {
-          return k !== undefined && verify(null, data, k.pub, signature)
-        } catch {
-          return false
-        }
-      },
-    }
-  }
-}
-
-/** Records every byte a network receives (gossip, requests it serves, responses it gets). */
-function recording(net: Network, seen: Buffer[]): Network {
-  return {
-    get peerId() {
-      return net.peerId
-    },
-    get multiaddrs() {
-      return net.multiaddrs
-    },
-    start: (events: NetworkEvents) =>
-      net.start({
-        ...events,
-        onMessage: (topic, data, from) => {
-          seen.push(Buffer.from(data))
-          events.onMessage(topic, data, from)
-        },
-        onRequest: (from, data) => {
-          seen.push(Buffer.from(data))
-          return events.onRequest(from, data)
-        },
-      }),
-    stop: () => net.stop(),
-    subscribe: (t) => net.subscribe(t),
-    unsubscribe: (t) => net.unsubscribe(t),
-    publish: (t, d) => net.publish(t, d),
-    peers: () => net.peers(),
-    request: async (peer, data, options) => {
-      const response = await net.request(peer, data, options)
-      seen.push(Buffer.from(response))
-      return response
-    },
-  }
-}
-
-/** Every file under dir, concatenated (a byte search over a replica's folder). */
-async function folderBytes(dir: string): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) parts.push(await readFile(join(entry.parentPath, entry.name)).catch(() => Buffer.alloc(0)))
-  }
-  return Buffer.concat(parts)
-}
+import { BACKENDS, folderBytes, tempDir, waitFor } from './helpers.js'
 
 const ADMIN = 'a-admin'
 const SUPPORT = 'b-support'
@@ -140,7 +68,7 @@ describe('Personal fields: sealed per subject, keys only to readers, forget() sh
     const dir = options.dir ?? (await folder())
     const store = classicLevelStore(join(dir, 'db'), options.atRestKey === undefined ? {} : { encryption: { key: options.atRestKey } })
     let network = hub.createNetwork(id)
-    if (options.seen !== undefined) network = recording(network, options.seen)
+    if (options.seen !== undefined) network = spyNetwork(network, { received: (data: Uint8Array) => void options.seen!.push(Buffer.from(data)) })
     const backends = options.backend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
     const replica = await Replica.open({
       store,

@@ -2,21 +2,11 @@
 // signs it with its peer key, every replica verifies and adopts it; writes and reads follow it;
 // a member without read never stores a byte of the collection; a peer the policy does not name
 // is disconnected and kept out.
-import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
 import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
-import { tempDir, waitFor } from './helpers.js'
-
-/** Every file under dir, concatenated (a byte search over a replica's folder). */
-async function folderBytes(dir: string): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) parts.push(await readFile(join(entry.parentPath, entry.name)).catch(() => Buffer.alloc(0)))
-  }
-  return Buffer.concat(parts)
-}
+import { folderBytes, tempDir, waitFor } from './helpers.js'
 
 describe('open({ cluster: { key, admins } }): the signed policy over real libp2p', function () {
   this.timeout(60_000)

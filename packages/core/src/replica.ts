@@ -257,7 +257,7 @@ export class Replica {
     // Membership: the network closes connections to peers the policy does not name.
     const restrict = (): void => options.network?.restrict?.(access.members())
     access.onChange(restrict)
-    if (access.policy !== undefined) restrict()
+    if (access.hasPolicy) restrict()
     this.policy = {
       get: () => access.policy,
       set: async (next) => {

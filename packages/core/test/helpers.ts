@@ -133,47 +133,6 @@ export async function settle(): Promise<void> {
 }
 
 /**
- * Wraps a network to see (and optionally answer) the requests a replica sends and serves;
- * `received` sees every byte that reaches it: gossip, requests it serves, responses it gets.
- */
-export function spy(
-  net: Network,
-  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined; received?: (data: Uint8Array) => void } = {},
-): Network {
-  return {
-    get peerId() {
-      return net.peerId
-    },
-    get multiaddrs() {
-      return net.multiaddrs
-    },
-    start: (events: NetworkEvents) =>
-      net.start({
-        ...events,
-        onMessage: (topic, data, from) => {
-          hooks.received?.(data)
-          events.onMessage(topic, data, from)
-        },
-        onRequest: async (from, data) => {
-          hooks.received?.(data)
-          return hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data)
-        },
-      }),
-    stop: () => net.stop(),
-    subscribe: (t) => net.subscribe(t),
-    unsubscribe: (t) => net.unsubscribe(t),
-    publish: (t, d) => net.publish(t, d),
-    peers: () => net.peers(),
-    request: async (peer, data, options) => {
-      hooks.sent?.(data[2]!)
-      const response = await net.request(peer, data, options)
-      hooks.received?.(response)
-      return response
-    },
-  }
-}
-
-/**
  * A replica ('good') holding one Yjs entity in collection 'p', and a bare endpoint connected
  * to it that the test drives by hand (requests it sends, nothing it answers).
  */
@@ -187,7 +146,7 @@ export async function replicaWithRawPeer(opened: Replica[], peerName: string, en
   return { good, peer }
 }
 
-export { dump, recordingLogger, tempDir, waitFor } from '../src/testing/index.js'
+export { dump, recordingLogger, tempDir, waitFor, spyNetwork as spy } from '../src/testing/index.js'
 
 /** A store that behaves like `inner` except for the methods given (each bound to `inner` otherwise). */
 export function storeWith(inner: Store, overrides: Partial<Record<keyof Store, unknown>>): Store {

@@ -436,21 +436,7 @@ export class LevelStore implements Store {
   async *metas(prefix: string): AsyncGenerator<[string, Uint8Array]> {
     if (this.state !== 'open') throw this.stateError()
     const iterator = this.sub.meta.iterator({ gte: prefix, lt: prefix + '\uffff' })
-    try {
-      for (;;) {
-        let entries: [string, Uint8Array][]
-        try {
-          entries = await iterator.nextv(READ_CHUNK)
-        } catch (err) {
-          if (isLevelCorruption(err)) throw corruptError('the meta records', err)
-          throw readError(err, this.state !== 'open')
-        }
-        if (entries.length === 0) return
-        for (const [key, value] of entries) yield [key, this.check('meta', key, value, {}, copyBytes)]
-      }
-    } finally {
-      await iterator.close().catch(() => undefined)
-    }
+    yield* this.chunks(iterator, 'the meta records', (key, value): [string, Uint8Array] => [key, this.check('meta', key, value, {}, copyBytes)])
   }
 
   /**
@@ -690,14 +676,22 @@ export class LevelStore implements Store {
     checkName('collection', collection)
     const bounds = range()
     if (bounds === undefined || this.dropping.has(collection)) return
-    const iterator = this.sub[keyspace].iterator(bounds)
+    yield* this.chunks(this.sub[keyspace].iterator(bounds), `the ${keyspace} of collection '${collection}'`, map)
+  }
+
+  /** Reads an iterator READ_CHUNK entries per round trip, mapping each; closes it at the end. */
+  private async *chunks<T>(
+    iterator: { nextv(n: number): Promise<[string, Uint8Array][]>; close(): Promise<void> },
+    what: string,
+    map: (key: string, value: Uint8Array) => T,
+  ): AsyncGenerator<T> {
     try {
       for (;;) {
         let entries: [string, Uint8Array][]
         try {
           entries = await iterator.nextv(READ_CHUNK)
         } catch (err) {
-          if (isLevelCorruption(err)) throw corruptError(`the ${keyspace} of collection '${collection}'`, err)
+          if (isLevelCorruption(err)) throw corruptError(what, err)
           throw readError(err, this.state !== 'open')
         }
         if (entries.length === 0) return

@@ -30,6 +30,13 @@ const DAY_MS = 86_400_000
 /** Meta record: the highest seq written (8 bytes, big-endian), beside the entries, outside their prefix. */
 const MARK_KEY = 'audit/reads-mark'
 
+/** The stored mark, or undefined when absent or not a seq a key can hold (a damaged record). */
+function markFrom(bytes: Uint8Array | undefined): number | undefined {
+  if (bytes === undefined || bytes.byteLength !== 8) return undefined
+  const seq = Number(Buffer.from(bytes).readBigUInt64BE())
+  return Number.isSafeInteger(seq) && seq < 10 ** SEQ_DIGITS ? seq : undefined
+}
+
 function markOf(seq: number): Uint8Array {
   const b = Buffer.alloc(8)
   b.writeBigUInt64BE(BigInt(seq))
@@ -138,8 +145,25 @@ interface Stored {
 }
 
 function decodeEntry(key: string, bytes: Uint8Array): ReadAuditEntry {
-  const r = decode(bytes) as Stored
-  if (typeof r !== 'object' || r === null || r.v !== 1) throw new Error('not a read-audit entry')
+  let r: Stored
+  try {
+    r = decode(bytes) as Stored
+  } catch {
+    throw new ConvergentError('ERR_STORE_CORRUPT', `read-audit entry ${key} is not CBOR`)
+  }
+  const strings = (...v: unknown[]): boolean => v.every((x) => typeof x === 'string')
+  if (
+    typeof r !== 'object' ||
+    r === null ||
+    r.v !== 1 ||
+    !Number.isFinite(r.t) ||
+    !strings(r.c, r.i, r.s, r.w, r.p) ||
+    !Array.isArray(r.f) ||
+    !strings(...r.f) ||
+    (r.a !== undefined && typeof r.a !== 'string')
+  ) {
+    throw new ConvergentError('ERR_STORE_CORRUPT', `read-audit entry ${key} does not have the shape of one`)
+  }
   return {
     seq: seqOf(key),
     time: r.t,
@@ -209,22 +233,25 @@ export class ReadAudit {
     // The highest seq ever written: an age prune may have deleted every entry while the batch
     // of the entry that started it was lost, and seq numbers must not start over (a reader
     // resuming with `since` would miss what comes next).
-    const mark = await this.store.getMeta(MARK_KEY)
-    const marked = mark === undefined || mark.byteLength !== 8 ? 0 : Number(Buffer.from(mark).readBigUInt64BE())
-    this.first = marked + 1
-    this.last = marked
+    // Written with every entry, so it is at least the last entry's seq: with it, only the first
+    // entry is read; without it (a log from before the mark, or a damaged one), every key is.
+    const marked = markFrom(await this.store.getMeta(MARK_KEY))
+    this.first = (marked ?? 0) + 1
+    this.last = marked ?? 0
     let count = 0
     for await (const [key, bytes] of this.store.metas!(PREFIX)) {
       const seq = seqOf(key)
       if (count++ === 0) {
         this.first = seq
         try {
-          this.oldest = (decode(bytes) as Stored).t
+          const t = (decode(bytes) as Stored).t
+          this.oldest = Number.isFinite(t) ? t : -Infinity
         } catch {
           this.oldest = -Infinity // unreadable: the age prune deletes it
         }
       }
       this.last = Math.max(this.last, seq)
+      if (marked !== undefined) break
     }
   }
 

@@ -232,10 +232,9 @@ export class SubjectKeys {
   async load(): Promise<void> {
     if (!this.supported) return
     const stale: StoreOp[] = []
-    for await (const [, bytes] of this.store.metas!(KEY_PREFIX)) {
+    for await (const [record, bytes] of this.store.metas!(KEY_PREFIX)) {
       try {
-        const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
-        this.add({ id: keyIdOf(r.c, r.s, r.k), collection: r.c, subject: r.s, key: Buffer.from(r.k) })
+        this.add(decodeKeyRecord(record, bytes))
       } catch (err) {
         this.logger.error(`a stored subject key is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
@@ -585,12 +584,29 @@ export function openSealed(key: HeldKey, collection: string, id: string, field: 
 export async function storedSubjectKeys(store: Store): Promise<Map<string, HeldKey>> {
   const out = new Map<string, HeldKey>()
   if (store.metas === undefined) return out
-  for await (const [, bytes] of store.metas(KEY_PREFIX)) {
-    const r = decode(bytes) as { c: string; s: string; k: Uint8Array }
-    const id = keyIdOf(r.c, r.s, r.k)
-    out.set(id, { id, collection: r.c, subject: r.s, key: Buffer.from(r.k) })
+  for await (const [record, bytes] of store.metas(KEY_PREFIX)) {
+    try {
+      const key = decodeKeyRecord(record, bytes)
+      out.set(key.id, key)
+    } catch {
+      // A damaged record opens nothing: the dump shows those fields as absent.
+    }
   }
   return out
+}
+
+/**
+ * A stored key record, checked: strings, 32 key bytes, and the id its record is stored under
+ * (a record whose id does not match would never be deleted by forget()). Throws otherwise.
+ */
+function decodeKeyRecord(record: string, bytes: Uint8Array): HeldKey {
+  const r = decode(bytes) as { c?: unknown; s?: unknown; k?: unknown }
+  if (typeof r?.c !== 'string' || typeof r.s !== 'string' || !(r.k instanceof Uint8Array) || r.k.byteLength !== 32) {
+    throw new Error(`key record ${record} does not have the shape of one`)
+  }
+  const id = keyIdOf(r.c, r.s, r.k)
+  if (record !== KEY_PREFIX + id) throw new Error(`key record ${record} holds the key of id ${id}`)
+  return { id, collection: r.c, subject: r.s, key: Buffer.from(r.k) }
 }
 
 function concat(label: string, bytes: Uint8Array): Uint8Array {

@@ -33,18 +33,7 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
   const entity = await acquireDurable(ctx.entities, col, req.id)
   if (entity === undefined) return NOT_HELD // busy with local writes: the writer asks again
   try {
-    let held: boolean
-    try {
-      held = col.backend.includes(entity.doc, req.version)
-    } catch (err) {
-      if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
-      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, entity: req.id })
-      return NOT_HELD
-    }
-    if (held) return encodeHoldsResponse({ held })
-    // Our version lets the writer send just what we lack (null: we hold nothing of it).
-    const ours = entity.head === undefined ? null : col.backend.version(entity.doc)
-    return encodeHoldsResponse(ours !== null && ours.byteLength > MAX_HOLDS_VERSION_BYTES ? { held } : { held, version: ours })
+    return answer(ctx, from, col, req, entity.doc, entity.head !== undefined)
   } finally {
     ctx.entities.release(entity)
   }
@@ -56,20 +45,25 @@ async function answerFromStore(ctx: ReplicationContext, from: string, col: Colle
   if (stored === undefined) return encodeHoldsResponse({ held: false, version: null })
   const doc = col.backend.load(stored.snapshot, stored.deltas, TEMP_ACTOR)
   try {
-    let held: boolean
-    try {
-      held = col.backend.includes(doc, req.version)
-    } catch (err) {
-      if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
-      drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, entity: req.id })
-      return NOT_HELD
-    }
-    if (held) return encodeHoldsResponse({ held })
-    const ours = col.backend.version(doc)
-    return encodeHoldsResponse(ours.byteLength > MAX_HOLDS_VERSION_BYTES ? { held } : { held, version: ours })
+    return answer(ctx, from, col, req, doc, true)
   } finally {
     col.backend.dispose?.(doc)
   }
+}
+
+/** Held or not; when not, our version (null: we hold nothing of it) lets the writer send just what we lack. */
+function answer(ctx: ReplicationContext, from: string, col: CollectionState, req: HoldsRequest, doc: unknown, stored: boolean): Uint8Array {
+  let held: boolean
+  try {
+    held = col.backend.includes(doc, req.version)
+  } catch (err) {
+    if (!isConvergentError(err, 'ERR_INVALID_VERSION')) throw err
+    drop(ctx, from, 'malformed', `bad version in a holds query for '${req.id}': ${err.message}`, { collection: req.collection, entity: req.id })
+    return NOT_HELD
+  }
+  if (held) return encodeHoldsResponse({ held })
+  const ours = stored ? col.backend.version(doc) : null
+  return encodeHoldsResponse(ours !== null && ours.byteLength > MAX_HOLDS_VERSION_BYTES ? { held } : { held, version: ours })
 }
 
 /** The actor of a document only read, never written. */

@@ -121,7 +121,7 @@ export class SyncServer {
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
     // Before any policy, a peer may offer the first one; after, members only (a removed member
     // learns nothing more, not even the policy).
-    if (type === MessageType.PolicyOffer && (this.ctx.access.policy === undefined || this.ctx.access.isMember(from))) {
+    if (type === MessageType.PolicyOffer && (!this.ctx.access.hasPolicy || this.ctx.access.isMember(from))) {
       return servePolicyOffer(this.ctx, from, body)
     }
     if (!this.ctx.access.isMember(from)) throw forbidden(`${from} is not a member of this cluster`)
@@ -197,7 +197,7 @@ export class SyncServer {
    */
   private async roots(from: string, req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
     // The summary covers every collection: it answers "equal" only to a peer that may read them all.
-    const readsAll = this.ctx.access.policy === undefined || [...this.ctx.entities.collections.keys()].every((c) => this.ctx.access.mayRead(from, c))
+    const readsAll = !this.ctx.access.hasPolicy || [...this.ctx.entities.collections.keys()].every((c) => this.ctx.access.mayRead(from, c))
     const summary = readsAll && req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
     if (summary !== undefined && bytesEqual(req.summary!, summary)) {
       this.onInSync(from)

@@ -3,7 +3,7 @@ import { ConvergentError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
-import { toHex } from '../hash.js'
+import { bytesEqual, toHex } from '../hash.js'
 import { decodeSignedPolicy, encodePolicy, normalizePolicy, signingInput, supersedes, type Policy, type PolicyDocument, type SignedPolicy } from './policy.js'
 
 /**
@@ -78,6 +78,11 @@ export class Access {
     private readonly logger: Logger,
   ) {
     this.admins = new Set(trust?.admins ?? [])
+  }
+
+  /** Whether a policy is adopted (cheap: `policy` copies it). */
+  get hasPolicy(): boolean {
+    return this.current !== undefined
   }
 
   /** Whether admins were configured (policies can be adopted at all). */
@@ -245,6 +250,8 @@ export class Access {
   private async adopt(wire: PolicyWire, from: string): Promise<OfferResult> {
     if (this.trust === undefined) return 'invalid'
     if (!this.admins.has(wire.signedBy)) return 'invalid'
+    // The policy (or evidence) held already — what every round offers: nothing to decode.
+    if (this.holds(wire.signature)) return 'notNewer'
     let signed: SignedPolicy
     try {
       signed = decodeSignedPolicy(wire.bytes, wire.signature, wire.signedBy, this.namespace)
@@ -276,6 +283,12 @@ export class Access {
     this.install(signed)
     await this.saveEvidence(from)
     return 'adopted'
+  }
+
+  private holds(signature: Uint8Array): boolean {
+    if (this.current !== undefined && bytesEqual(this.current.signature, signature)) return true
+    for (const p of this.evidence.values()) if (bytesEqual(p.signature, signature)) return true
+    return false
   }
 
   /** Whether `p` revokes a peer not revoked yet (admins never count). */

@@ -1,5 +1,9 @@
 import { encodeMessage, MessageType } from './envelope.js'
-import { asArray, asBytes, asRecord, asString } from './fields.js'
+import { asArray, asBytes, asRecord, asString, invalid } from './fields.js'
+
+/** Largest signed policy (the same bound as POLICY_LIMITS.maxBytes) and signature accepted. */
+const MAX_POLICY_BYTES = 256 * 1024
+const MAX_SIGNATURE_BYTES = 256
 
 /** A signed policy as it travels and is stored: the signed bytes (trust/policy.ts), the signer, the signature. */
 export interface PolicyWire {
@@ -16,7 +20,12 @@ export function encodePolicyWire(w: PolicyWire): Record<string, unknown> {
 /** Shape only (the signature is checked by Access.offer). */
 export function decodePolicyWire(body: unknown): PolicyWire {
   const r = asRecord(body, 'signed policy')
-  return { bytes: asBytes(r.b, 'policy bytes'), signedBy: asString(r.s, 'policy signer', 256), signature: asBytes(r.g, 'policy signature') }
+  const bytes = asBytes(r.b, 'policy bytes')
+  const signature = asBytes(r.g, 'policy signature')
+  // Bounded here, before anything decodes or verifies them (trust/policy.ts POLICY_LIMITS.maxBytes).
+  if (bytes.byteLength > MAX_POLICY_BYTES) throw invalid(`a policy of ${bytes.byteLength} bytes (at most ${MAX_POLICY_BYTES})`)
+  if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`a policy signature of ${signature.byteLength} bytes`)
+  return { bytes, signedBy: asString(r.s, 'policy signer', 256), signature }
 }
 
 /** Most evidence policies one message carries (Access keeps at most as many). */
