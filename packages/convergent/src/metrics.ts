@@ -139,6 +139,16 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     buckets: BATCH_BUCKETS,
     registers,
   })
+  // Several gauges read status(): the gauges of one scrape, collected in one pass, share one
+  // snapshot (status() sorts the collection names and the lag window); the next pass takes a new one.
+  let snapshot: ReturnType<Replica['status']> | undefined
+  const status = (): ReturnType<Replica['status']> => {
+    if (snapshot === undefined) {
+      snapshot = replica.status()
+      queueMicrotask(() => (snapshot = undefined)) // prom-client collects every metric in one synchronous pass
+    }
+    return snapshot
+  }
   new Gauge({
     name: 'convergent_peers',
     help: 'Connected peers of this cluster (same namespace).',
@@ -152,7 +162,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     help: 'Bootstrap peers this replica was given (open({ peers })): with convergent_peers, tells an operator a seed is unreachable.',
     registers,
     collect() {
-      this.set(replica.status().bootstrapPeers)
+      this.set(status().bootstrapPeers)
     },
   })
   new Gauge({
@@ -185,7 +195,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     registers,
     collect() {
       this.reset()
-      for (const peer of replica.status().peers) if (peer.lastRound !== null) this.set({ peer: peer.id }, peer.lastRound.divergent)
+      for (const peer of status().peers) if (peer.lastRound !== null) this.set({ peer: peer.id }, peer.lastRound.divergent)
     },
   })
   new Gauge({
@@ -193,7 +203,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     help: '1 once the replica is ready (GET /readyz: an anti-entropy round since open found nothing missing, or no bootstrap peers), else 0.',
     registers,
     collect() {
-      this.set(replica.status().ready.ready ? 1 : 0)
+      this.set(status().ready.ready ? 1 : 0)
     },
   })
   new Gauge({
@@ -201,7 +211,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     help: 'Damage the store reported when it opened (LevelDB dropped records while recovering its log: data this replica lost; status().store.damage says what). 0 when it opened clean.',
     registers,
     collect() {
-      this.set(replica.status().store.damage.length)
+      this.set(status().store.damage.length)
     },
   })
   new Gauge({
@@ -209,7 +219,7 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     help: 'Entities whose latest write is not durable yet.',
     registers,
     collect() {
-      this.set(replica.status().pendingWrites)
+      this.set(status().pendingWrites)
     },
   })
   const statCounter = (name: string, help: string, read: () => number): void => {
