@@ -148,6 +148,22 @@ export async function replicaWithRawPeer(opened: Replica[], peerName: string, en
 
 export { dump, recordingLogger, tempDir, waitFor, spyNetwork as spy } from '../src/testing/index.js'
 
+/**
+ * A replica 'victim' on a loopback hub with a yjs collection 'c' (subscribed to its gossip), and
+ * a raw network 'evil' connected to it that sends whatever a test builds. Both closed by the
+ * suite (closedAfterEach's lists).
+ */
+export async function victimAndRawPeer(opened: { replicas: Replica[]; nets: Network[] }): Promise<{ victim: Replica; evil: Network }> {
+  const hub = new LoopbackHub()
+  const victim = await memoryReplica({ network: hub.createNetwork('victim') })
+  opened.replicas.push(victim)
+  const evil = hub.createNetwork('evil')
+  opened.nets.push(evil)
+  await startRawPeer(evil, victim)
+  victim.collection('c', { backend: 'yjs' })
+  return { victim, evil }
+}
+
 /** A store that behaves like `inner` except for the methods given (each bound to `inner` otherwise). */
 export function storeWith(inner: Store, overrides: Partial<Record<keyof Store, unknown>>): Store {
   return new Proxy(inner, {

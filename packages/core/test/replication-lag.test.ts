@@ -3,20 +3,14 @@
 import { expect } from 'chai'
 import { LoopbackHub, type ObservedChange } from '../src/index.js'
 import { decodePush, encodeMessage, MessageType, topicOf } from '../src/internal.js'
-import { closedAfterEach, memoryReplica, startRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
+import { closedAfterEach, memoryReplica, victimAndRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
 
 describe('replication lag: origin commit time → durable here', function () {
   this.timeout(30_000)
   const { replicas, nets } = closedAfterEach()
 
   async function victimAndEvil() {
-    const hub = new LoopbackHub()
-    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
-    replicas.push(victim)
-    const evil = hub.createNetwork('evil')
-    nets.push(evil)
-    await startRawPeer(evil, victim)
-    victim.collection('c', { backend: 'yjs' })
+    const { victim, evil } = await victimAndRawPeer({ replicas, nets })
     const seen = new Map<string, ObservedChange>()
     victim.observe({ change: (c) => void seen.set(c.id, { collection: c.collection, id: c.id, peer: c.peer, lagMs: c.lagMs }) })
     const send = (id: string, t: unknown): Promise<void> =>

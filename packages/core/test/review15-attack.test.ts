@@ -14,7 +14,7 @@ import {
   MessageType,
   topicOf,
 } from '../src/internal.js'
-import { closedAfterEach, hostile, memoryReplica, recordingLogger, startRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
+import { closedAfterEach, hostile, memoryReplica, recordingLogger, startRawPeer, victimAndRawPeer, waitFor, yjsDeltaOf } from './helpers.js'
 
 describe('review 15: attacks on acks and lag', function () {
   this.timeout(60_000)
@@ -91,13 +91,7 @@ describe('review 15: attacks on acks and lag', function () {
   // Fix: a `t` further than a bound (say 1 day) from this replica's clock is no sample —
   // drop it (count it as implausible, like the negative counter) instead of observing it.
   it('lag: a push claiming commit time 0 (1970) gives no 56-year lag sample', async () => {
-    const hub = new LoopbackHub()
-    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
-    replicas.push(victim)
-    const evil = hub.createNetwork('evil')
-    nets.push(evil)
-    await startRawPeer(evil, victim)
-    victim.collection('c', { backend: 'yjs' })
+    const { victim, evil } = await victimAndRawPeer({ replicas, nets })
     const lags: (number | undefined)[] = []
     victim.observe({ change: (c) => void lags.push(c.lagMs) })
     await evil.publish(
