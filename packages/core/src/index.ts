@@ -11,7 +11,9 @@
  */
 
 // The replica and what applications hold.
-export { Replica, type ReplicaOptions, type ReplicaStats } from './replica.js'
+export { Replica, type ReplicaOptions, type ReplicaStats, type PolicyApi } from './replica.js'
+export type { Policy, PolicyDocument, CollectionRule } from './trust/policy.js'
+export type { TrustOptions } from './trust/access.js'
 export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'
 export type { PersonalOptions } from './personal/subject-keys.js'
 export { DEFAULT_READ_AUDIT, type ReadAuditEntry, type ReadAuditOptions, type ReadOptions, type ReadVia } from './personal/read-audit.js'

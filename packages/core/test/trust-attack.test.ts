@@ -22,7 +22,7 @@ import {
 import { encodePolicy } from '../src/trust/policy.js'
 import { silentLogger } from '../src/logger.js'
 import { memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
-import { ADMIN, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -99,11 +99,7 @@ describe('Trust attacks found in review (each was a hole; pending = still open, 
   // granter still kept >= 50 (the entity lock serialises them) — kept as a regression guard.
   it('probe: concurrent rights requests do not drain the granter', async () => {
     const { r } = await cluster([ADMIN, ORDERS])
-    await r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
-    const stock = r[ADMIN]!.counter('stock')
-    await stock.increment('s1', 100)
-    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 100, 'value arrives')
+    const stock = await adminStockOf100(r, POLICY)
     const net = netOf(r[ORDERS]!)
     const replies = await Promise.all(
       Array.from({ length: 12 }, () => net.request(ADMIN, encodeRightsRequest({ collection: 'stock', id: 's1', want: 100, version: null }))),

@@ -5,7 +5,7 @@ import { encodeMessage, encodePush, encodePolicyOffer, decodeMessage, MessageTyp
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -249,11 +249,7 @@ describe('Trust: the signed cluster policy, read and write control', function ()
 
   it('counter rights cannot be drained by repeated requests', async () => {
     const { r } = await cluster([ADMIN, ORDERS])
-    await r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
-    const stock = r[ADMIN]!.counter('stock')
-    await stock.increment('s1', 100)
-    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 100, 'value arrives')
+    const stock = await adminStockOf100(r, POLICY)
     // ORDERS may write stock: it asks a dozen times over its own connection.
     const granted: number[] = []
     const net = netOf(r[ORDERS]!)
