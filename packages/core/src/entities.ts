@@ -1,3 +1,4 @@
+import { PROOF_PREFIX } from './trust/signed-push.js'
 import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
@@ -76,10 +77,12 @@ export interface Commit {
   doc: unknown
   delta: Uint8Array
   kind: CommitKind
-  /** 'local', or the peer it came from. */
+  /** 'local', or the peer it came from (a signed push's author). */
   origin: string
   /** Whether the entity is deleted after it. */
   deleted: boolean
+  /** The signed push it came in: its proof is stored (once per tick) and named by the feed entry. */
+  proof?: { id: string; record: Uint8Array }
 }
 
 /** An entity committed in the current tick. */
@@ -97,6 +100,8 @@ interface Tick {
   dirty: Map<LoadedEntity, Dirty>
   /** Whether some ops were dropped. */
   holes: boolean
+  /** Push proofs written in this tick (each once, however many of its deltas commit in it). */
+  proofs?: Set<string>
   /** Settles with the store write. */
   done: Promise<void>
   /** The same, never rejecting: true once written, false if not (LoadedEntity.lastWrite). */
@@ -474,7 +479,7 @@ export class Entities {
    * flush the digest tree lags by that tick's changes (anti-entropy copes with a stale digest).
    */
   commit(change: Commit): Promise<FeedEntry> {
-    const { col, entity, doc: newDoc, delta, kind, origin, deleted } = change
+    const { col, entity, doc: newDoc, delta, kind, origin, deleted, proof } = change
     if (isDead(entity)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
     }
@@ -509,8 +514,12 @@ export class Entities {
       entity.deltaBytes += delta.byteLength
       deltaCount++
     }
-    const entry: FeedEntry = { seq: ++col.seq, id: entity.id, origin, time: this.opts.clock.now(), kind }
+    const entry: FeedEntry = { seq: ++col.seq, id: entity.id, origin, time: this.opts.clock.now(), kind, ...(proof !== undefined ? { proof: proof.id } : {}) }
     ops.push({ type: 'feed', collection: col.name, entry })
+    if (proof !== undefined && !(tick.proofs ??= new Set()).has(proof.id)) {
+      tick.proofs.add(proof.id)
+      ops.push({ type: 'meta', key: PROOF_PREFIX + proof.id, bytes: proof.record })
+    }
 
     entity.doc = newDoc
     // Hashed at the flush: once per entity per tick, however often it was written in it.

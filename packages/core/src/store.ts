@@ -42,6 +42,13 @@ export interface FeedEntry {
   time: number
   /** What happened to the value. */
   kind: 'put' | 'delete' | 'remote'
+  /**
+   * A remote change that came in a signed push: the id of its proof (the author's signed
+   * payload and signature, meta record `proof/<id>`; see trust/signed-push.ts). `origin` is then
+   * the author. Absent for local writes and for changes anti-entropy brought (vouched for by
+   * the peer that sent them, not signed by their author).
+   */
+  proof?: string
 }
 
 export interface CollectionMeta {

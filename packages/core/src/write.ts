@@ -3,6 +3,7 @@ import type { CollectionState, CommitKind, Entities } from './entities.js'
 import type { LoadedEntity } from './entity-cache.js'
 import type { JsonObject } from './json.js'
 import type { FeedEntry } from './store.js'
+import type { SignedBy } from './trust/signed-push.js'
 
 /** What a change function made of an entity (see writeTo). */
 export type Made =
@@ -43,6 +44,8 @@ export function writeTo(
   entity: LoadedEntity,
   peer: string | undefined,
   make: (entity: LoadedEntity) => Made,
+  /** A remote change's author and proof, when it came signed (the feed records the author instead of the peer). */
+  signed?: SignedBy,
 ): PendingWrite | 'unchanged' {
   try {
     const made = make(entity)
@@ -50,7 +53,16 @@ export function writeTo(
     const created = !col.persisted
     // Read now, for subscribers: the value right after this change (a Yjs document changes in place).
     const value = made.value ?? (events.wantsValue(col.name) ? { value: made.deleted ? undefined : col.backend.read(made.doc) } : undefined)
-    const committed = entities.commit({ col, entity, doc: made.doc, delta: made.delta, kind: made.kind, origin: peer ?? 'local', deleted: made.deleted })
+    const committed = entities.commit({
+      col,
+      entity,
+      doc: made.doc,
+      delta: made.delta,
+      kind: made.kind,
+      origin: signed?.author ?? peer ?? 'local',
+      deleted: made.deleted,
+      ...(signed !== undefined ? { proof: signed.proof } : {}),
+    })
     return {
       committed,
       finish: (entry, extra) =>

@@ -1,7 +1,7 @@
 import { sign } from 'node:crypto'
 import { expect } from 'chai'
 import { LoopbackHub, type Replica } from '../src/index.js'
-import { encodeMessage, encodePush, encodePolicyOffer, decodeMessage, MessageType, encodeDeltasRequest, encodeRightsRequest } from '../src/internal.js'
+import { encodeMessage, encodePush, signPush, encodePolicyOffer, decodeMessage, MessageType, encodeDeltasRequest, encodeRightsRequest } from '../src/internal.js'
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
@@ -134,9 +134,10 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     await startRawPeer(evil, r[ORDERS]!, ['/convergent/default/c/orders'])
     const backend = yjsBackend()
     const forged = (backend.put(backend.create(new Uint8Array(16).fill(3)), { total: 0, note: 'FORGED' }) as { delta: Uint8Array }).delta
+    // Signed by its author (support), as in a cluster every push must be: refused for want of write.
     await evil.publish(
       '/convergent/default/c/orders',
-      encodePush({ collection: 'orders', backend: 'yjs', origin: SUPPORT, sequence: 1, entries: [['o-forged', forged]] }),
+      await signPush('default', { collection: 'orders', backend: 'yjs', origin: SUPPORT, sequence: 1, entries: [['o-forged', forged]] }, keys.trust(SUPPORT, [ADMIN]).sign),
     )
     const reply = decodeMessage(
       await evil.request(ADMIN, encodeDeltasRequest({ collection: 'orders', backend: 'yjs', entries: [['o-forged2', forged]] })),

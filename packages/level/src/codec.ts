@@ -6,7 +6,8 @@
  *
  *   head:  [1][flags: bit0 deleted, bit1 has a snapshot][deltaCount u32 BE][hash length u8][hash …][backend utf8 …]
  *   feed:  [1][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][id utf8 …]
- *          (the seq is the key)
+ *          [2][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][proof length u8][proof utf8 …][id utf8 …]
+ *          (format 2 only for entries with a proof, a signed push's; the seq is the key)
  *
  * These are record BODIES: on disk each sits behind the checksum header of record.ts, which
  * the encoders leave room for (`offset`) so sealing a record copies nothing.
@@ -16,6 +17,8 @@ import type { CollectionMeta, EntityHead, FeedEntry } from '@convergent/core'
 const FORMAT = 1
 const HEAD_FIXED = 7
 const FEED_FIXED = 12
+/** The feed layout with a proof id (see the table above). */
+const FEED_WITH_PROOF = 2
 const KINDS: readonly FeedEntry['kind'][] = ['put', 'delete', 'remote']
 
 const encoder = new TextEncoder()
@@ -64,37 +67,55 @@ export function decodeHead(bytes: Uint8Array): EntityHead {
 /** A feed entry's body at `offset` of a new array (the bytes before it are left for a header). */
 export function encodeFeedEntry(entry: FeedEntry, offset = 0): Uint8Array {
   const origin = encoder.encode(entry.origin)
+  const proof = entry.proof === undefined ? undefined : encoder.encode(entry.proof)
   const id = encoder.encode(entry.id)
-  const out = new Uint8Array(offset + FEED_FIXED + origin.byteLength + id.byteLength)
+  const proofBytes = proof === undefined ? 0 : 1 + proof.byteLength
+  const out = new Uint8Array(offset + FEED_FIXED + origin.byteLength + proofBytes + id.byteLength)
   const view = new DataView(out.buffer, offset)
-  out[offset] = FORMAT
+  out[offset] = proof === undefined ? FORMAT : FEED_WITH_PROOF
   out[offset + 1] = KINDS.indexOf(entry.kind)
   view.setFloat64(2, entry.time)
   view.setUint16(10, origin.byteLength)
-  out.set(origin, offset + FEED_FIXED)
-  out.set(id, offset + FEED_FIXED + origin.byteLength)
+  let at = offset + FEED_FIXED
+  out.set(origin, at)
+  at += origin.byteLength
+  if (proof !== undefined) {
+    out[at] = proof.byteLength
+    out.set(proof, at + 1)
+    at += proofBytes
+  }
+  out.set(id, at)
   return out
 }
 
 /** Throws (a plain Error: the caller names the record) if the body is not a feed entry. */
 export function decodeFeedEntry(seq: number, bytes: Uint8Array): FeedEntry {
-  if (bytes.byteLength < FEED_FIXED || bytes[0] !== FORMAT) throw unreadable('feed entry')
+  if (bytes.byteLength < FEED_FIXED || (bytes[0] !== FORMAT && bytes[0] !== FEED_WITH_PROOF)) throw unreadable('feed entry')
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const kind = KINDS[bytes[1]!]
   const originEnd = FEED_FIXED + view.getUint16(10)
   if (kind === undefined || originEnd > bytes.byteLength) throw unreadable('feed entry')
+  let idStart = originEnd
+  let proof: string | undefined
+  if (bytes[0] === FEED_WITH_PROOF) {
+    if (originEnd >= bytes.byteLength) throw unreadable('feed entry')
+    idStart = originEnd + 1 + bytes[originEnd]!
+    if (idStart > bytes.byteLength) throw unreadable('feed entry')
+    proof = decoder.decode(bytes.subarray(originEnd + 1, idStart))
+  }
   return {
     seq,
-    id: decoder.decode(bytes.subarray(originEnd)),
+    id: decoder.decode(bytes.subarray(idStart)),
     origin: decoder.decode(bytes.subarray(FEED_FIXED, originEnd)),
     time: view.getFloat64(2),
     kind,
+    ...(proof !== undefined ? { proof } : {}),
   }
 }
 
 /** Limits the layouts above impose; write() checks them before anything is queued. */
 export const HEAD_LIMITS = { maxHashBytes: 255, maxDeltaCount: 2 ** 32 - 1 }
-export const FEED_LIMITS = { maxOriginBytes: 65_535 }
+export const FEED_LIMITS = { maxOriginBytes: 65_535, maxProofBytes: 255 }
 
 /** A collection's meta: the JSON the store has always written for it. */
 export function encodeJson(value: unknown): Uint8Array {

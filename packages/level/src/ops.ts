@@ -94,6 +94,10 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sea
           (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
         'feed entry origin must be a string of at most 65,535 bytes',
       )
+      check(
+        entry.proof === undefined || (typeof entry.proof === 'string' && Buffer.byteLength(entry.proof) <= FEED_LIMITS.maxProofBytes),
+        'feed entry proof must be a string of at most 255 bytes',
+      )
       const key = s.feed + feedKey(op.collection, entry.seq)
       return { type: 'put', key, value: sealer.seal(key, encodeFeedEntry(entry, HEADER_BYTES)) }
     }

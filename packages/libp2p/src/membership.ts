@@ -1,4 +1,5 @@
-import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
+import { createPrivateKey, createPublicKey, KeyObject, sign, verify } from 'node:crypto'
+import type { ConnectionGater, PeerId, PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 
 /**
@@ -28,9 +29,39 @@ export class MembershipGate {
   }
 }
 
-/** Signs with the node's private key (the key its peer id names). */
+/**
+ * Signs with the node's private key (the key its peer id names). An Ed25519 key is imported
+ * into Node's crypto once (libp2p imports it again for every signature: twice the cost);
+ * the signature is the same Ed25519 signature either way.
+ */
 export function signerOf(key: PrivateKey): (data: Uint8Array) => Promise<Uint8Array> {
-  return async (data) => key.sign(data)
+  if (key.type !== 'Ed25519') return async (data) => key.sign(data)
+  const raw = key.raw // 32-byte seed, then the 32-byte public key
+  const object = createPrivateKey({
+    format: 'jwk',
+    key: { kty: 'OKP', crv: 'Ed25519', d: base64url(raw.subarray(0, 32)), x: base64url(raw.subarray(32, 64)) },
+  })
+  return async (data) => new Uint8Array(sign(null, data, object))
+}
+
+/** Public keys of peer ids checked so far (parsing a peer id and importing its key costs more than a verify). */
+const publicKeys = new Map<string, KeyObject | PublicKey | null>()
+const MAX_CACHED_KEYS = 4096
+
+function publicKeyOf(peerId: string): KeyObject | PublicKey | null {
+  let key = publicKeys.get(peerId)
+  if (key !== undefined) return key
+  try {
+    const pub = peerIdFromString(peerId).publicKey
+    if (pub === undefined) key = null
+    else if (pub.type === 'Ed25519') key = createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: base64url(pub.raw) } })
+    else key = pub
+  } catch {
+    key = null
+  }
+  if (publicKeys.size >= MAX_CACHED_KEYS) publicKeys.clear()
+  publicKeys.set(peerId, key)
+  return key
 }
 
 /**
@@ -39,11 +70,17 @@ export function signerOf(key: PrivateKey): (data: Uint8Array) => Promise<Uint8Ar
  */
 export async function verifyPeerSignature(peerId: string, data: Uint8Array, signature: Uint8Array): Promise<boolean> {
   try {
-    const key = peerIdFromString(peerId).publicKey
-    return key !== undefined && (await key.verify(data, signature))
+    const key = publicKeyOf(peerId)
+    if (key === null) return false
+    if (key instanceof KeyObject) return signature.byteLength === 64 && verify(null, data, key, signature)
+    return await key.verify(data, signature)
   } catch {
     return false
   }
+}
+
+function base64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
 }
 
 /** True for a peer id that names its public key (so signatures by it can be verified). */

@@ -1,3 +1,4 @@
+import type { SignedBy } from '../trust/signed-push.js'
 import { nextTurn, type Clock } from '../clock.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import type { ReplicationContext } from './context.js'
@@ -46,6 +47,8 @@ export async function applyAll(
   entries: readonly (readonly [string, Uint8Array])[],
   /** The origin's commit time the message carried (a push), for replication lag. */
   originTime?: number,
+  /** A signed push's verified author and proof (the sender only relays it). */
+  signed?: SignedBy,
 ): Promise<ApplyResult[]> {
   const pending: Promise<ApplyResult>[] = []
   for (let i = 0; i < entries.length; i += PER_TURN) {
@@ -53,7 +56,7 @@ export async function applyAll(
     await ctx.pacer.take(end - i)
     for (let j = i; j < end; j++) {
       const [id, delta] = entries[j]!
-      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta, originTime))
+      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta, originTime, signed))
     }
   }
   return Promise.all(pending)

@@ -6,6 +6,7 @@ import { bytesEqual } from '../hash.js'
 import { checkId, jsonWithin } from '../json.js'
 import { writeTo, type PendingWrite } from '../write.js'
 import type { ReplicationContext } from './context.js'
+import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
 
@@ -31,6 +32,8 @@ export async function applyRemoteDelta(
   delta: Uint8Array,
   /** When the change was committed at the origin (its clock), if the message said: for replication lag. */
   originTime?: number,
+  /** A signed push's verified author and proof: only its author's right to write counts, and the feed names it. */
+  signed?: SignedBy,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
   const dropped = (reason: DropReason, message: string): ApplyResult => {
@@ -43,9 +46,10 @@ export async function applyRemoteDelta(
   } catch (err) {
     return dropped('invalidId', (err as Error).message)
   }
-  // Whoever sends a delta vouches for it: the writer itself (gossip is signed by its origin) or
-  // the peer that relays it in anti-entropy. Only writers of the collection may do either.
-  if (!ctx.access.mayWrite(peer, collection)) return dropped('forbidden', `the cluster policy does not let ${peer} write '${collection}'`)
+  // A signed delta is its author's (whoever relays it); any other is vouched for by the peer
+  // that sends it (anti-entropy). Only writers of the collection may do either.
+  const writer = signed?.author ?? peer
+  if (!ctx.access.mayWrite(writer, collection)) return dropped('forbidden', `the cluster policy does not let ${writer} write '${collection}'`)
   if (!ctx.access.mayRead(ctx.access.self, collection)) return dropped('forbidden', `the cluster policy does not let this replica read '${collection}'`)
   const backend = ctx.backends.get(backendName)
   if (backend === undefined) return dropped('unknownBackend', `unknown backend '${backendName}'`)
@@ -114,7 +118,7 @@ export async function applyRemoteDelta(
         return 'unchanged'
       }
       return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
-    })
+    }, signed)
   } catch (err) {
     return dropped('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
   }

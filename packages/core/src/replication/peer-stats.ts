@@ -13,6 +13,7 @@ export type DropReason =
   | 'collectionDropped' // a collection this replica dropped (dropCollection) and does not take back
   | 'overBudget' // a sync round over its budget of requests, bytes or time
   | 'forbidden' // the cluster policy does not let that peer write it (or this replica read it), or the peer is no member
+  | 'badSignature' // a signed push whose signature or delta hashes do not verify, or an unsigned push where writes must be signed
 
 /** Counters per remote peer, readable through replica.stats(). */
 export interface PeerStats {
@@ -60,6 +61,7 @@ export function emptyPeerStats(): PeerStats {
       collectionDropped: 0,
       overBudget: 0,
       forbidden: 0,
+      badSignature: 0,
     },
   }
 }

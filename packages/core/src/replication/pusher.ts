@@ -2,7 +2,7 @@ import { codeOf } from '../logger.js'
 import type { Backend } from '../backend.js'
 import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
-import { encodePush, MAX_PUSH_ENTRIES } from './messages/index.js'
+import { encodePush, MAX_PUSH_ENTRIES, signPush } from './messages/index.js'
 import { inlineLimit } from './parts.js'
 import type { WriteSpan } from '../tracing.js'
 
@@ -39,6 +39,8 @@ export class Pusher {
   private early = false
   private seq = 0
   private inFlight = new Set<Promise<void>>()
+  /** Settles once the last push made so far is encoded (signed): publishes keep the order pushes were made in. */
+  private lastMade: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly ctx: ReplicationContext,
@@ -106,11 +108,11 @@ export class Pusher {
 
   /** Splits entries into batches whose encoded size stays under maxBytes. */
   private *pack(entries: Outgoing[]): Generator<Outgoing[]> {
-    const budget = this.maxBytes - 1024 // header, collection, origin, time, traceparent
+    const budget = this.maxBytes - 1024 // header, collection, origin, time, traceparent, signature
     let batch: Outgoing[] = []
     let size = 0
     for (const entry of entries) {
-      const bytes = entry.delta.byteLength + Buffer.byteLength(entry.id) + 16
+      const bytes = entry.delta.byteLength + Buffer.byteLength(entry.id) + PER_ENTRY_BYTES
       // A delta too large to go inline is left to anti-entropy, which sends it in parts.
       if (entry.delta.byteLength > inlineLimit(this.ctx.limits)) {
         release(entry.spans, 'not pushed: too large, left to anti-entropy')
@@ -138,37 +140,47 @@ export class Pusher {
       for (const span of entry.spans) traceparent ??= span.traceparent()
     }
     const entries = batch.map((e): [string, Uint8Array] => [e.id, e.delta])
-    const message = encodePush({
-      collection,
-      backend: backend.name,
-      origin: this.ctx.network.peerId,
-      sequence: ++this.seq,
-      entries,
-      time,
-      ...(traceparent !== undefined ? { traceparent } : {}),
-    })
+    const push = { collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries, time }
+    // In a cluster the push is signed by this replica (one signature for the whole push). Pushes
+    // are signed one after another and published in the order they were made.
+    const made = this.ctx.access.signsWrites
+      ? signPush(this.ctx.namespace, { ...push, ...(traceparent !== undefined ? { traceparent } : {}) }, (data) => this.ctx.access.signOwn(data))
+      : Promise.resolve(encodePush({ ...push, ...(traceparent !== undefined ? { traceparent } : {}) }))
+    const ordered = this.lastMade.then(() => made)
+    this.lastMade = ordered.then(
+      () => undefined,
+      () => undefined,
+    )
+    const p = ordered
+      .then((message) => this.publish(collection, message, entries.length, spans))
+      .catch((err: unknown) => {
+        release(spans, 'not pushed: signing failed (anti-entropy repairs it)')
+        this.ctx.logger.warn(`push of '${collection}' not signed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
+      })
+      .finally(() => this.inFlight.delete(p))
+    this.inFlight.add(p)
+  }
+
+  private async publish(collection: string, message: Uint8Array, count: number, spans: WriteSpan[]): Promise<void> {
     if (message.byteLength > this.maxBytes) {
       // One delta alone is over the limit: leave it to anti-entropy, which sends it by itself.
-      this.ctx.logger.warn(`not pushing ${entries.length} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`, {
+      this.ctx.logger.warn(`not pushing ${count} delta(s) of '${collection}': ${message.byteLength} bytes is over maxPushBytes`, {
         collection,
         reason: 'tooLarge',
       })
       release(spans, 'not pushed: too large, left to anti-entropy')
       return
     }
+    if (!this.ctx.isOpen()) return release(spans, 'not pushed: the replica closed')
     this.bytesOut += message.byteLength
     this.messagesOut++
-    const p = this.ctx.network
-      .publish(topicOf(this.ctx.namespace, collection), message)
-      .then(
-        () => release(spans, 'published'),
-        (err: unknown) => {
-          release(spans, 'push failed (anti-entropy repairs it)')
-          this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
-        },
-      )
-      .finally(() => this.inFlight.delete(p))
-    this.inFlight.add(p)
+    try {
+      await this.ctx.network.publish(topicOf(this.ctx.namespace, collection), message)
+      release(spans, 'published')
+    } catch (err) {
+      release(spans, 'push failed (anti-entropy repairs it)')
+      this.ctx.logger.warn(`push of '${collection}' failed (anti-entropy will repair it): ${(err as Error).message}`, { collection, ...codeOf(err) })
+    }
   }
 
   bytesOut = 0
@@ -179,6 +191,9 @@ export class Pusher {
     await Promise.all([...this.inFlight])
   }
 }
+
+/** What an entry costs in a push besides its delta and id: CBOR framing, and in a signed push its delta's hash (32 bytes). */
+const PER_ENTRY_BYTES = 56
 
 function release(spans: readonly WriteSpan[] | undefined, event: string): void {
   if (spans !== undefined) for (const span of spans) span.release(event)

@@ -1,7 +1,18 @@
 import { isConvergentError } from '../errors.js'
 import { applyAll } from './apply-all.js'
 import { topicOf, type ReplicationContext } from './context.js'
-import { decodeMessage, decodePush, UnsupportedVersionError, type DecodedMessage, type PushMessage } from './messages/index.js'
+import {
+  decodeMessage,
+  decodePush,
+  decodeSignedPush,
+  MAX_PUSH_ENTRIES,
+  MessageType,
+  UnsupportedVersionError,
+  type DecodedMessage,
+  type PushMessage,
+  type SignedPushMessage,
+} from './messages/index.js'
+import { decodePayload, deltasMatch, encodeProof, proofIdOf, signingInput, type PushPayload, type SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { startApplySpan } from '../tracing.js'
@@ -53,14 +64,27 @@ export function admit(
 /**
  * The receive path for gossip: one push with deltas of one collection, applied in a
  * `convergent.apply` span — a child of the writer's span when the push carried its trace
- * context — with the push's commit time handed on for replication lag.
+ * context — with the push's commit time handed on for replication lag. A signed push
+ * (SignedPush, sent in a cluster) is its author's: its signature and every delta's hash are
+ * checked first, and then only the author's right to write counts, whoever relayed it. Once a
+ * policy is in force an unsigned push is dropped (badSignature).
  */
 export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<void> {
   const msg = admit(ctx, limiter, from, data, Math.min(ctx.limits.maxPushBytes, ctx.limits.maxMessageBytes))
   if (msg === undefined) return
   let push: PushMessage
+  let signed: SignedPushMessage | undefined
+  let payload: PushPayload | undefined
   try {
-    push = decodePush(msg.type, msg.body)
+    if (msg.type === MessageType.SignedPush) {
+      signed = decodeSignedPush(msg.body)
+      payload = decodePayload(signed.payload, MAX_PUSH_ENTRIES)
+      if (payload.namespace !== ctx.namespace) throw new Error(`a push signed for namespace '${payload.namespace}'`)
+      if (payload.entries.length !== signed.deltas.length) throw new Error(`a signed push of ${payload.entries.length} entries carrying ${signed.deltas.length} deltas`)
+      push = pushOf(payload, signed)
+    } else {
+      push = decodePush(msg.type, msg.body)
+    }
     if (topic !== topicOf(ctx.namespace, push.collection)) throw new Error(`collection '${push.collection}' does not belong on topic ${topic}`)
   } catch (err) {
     drop(ctx, from, 'malformed', (err as Error).message)
@@ -70,6 +94,18 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     drop(ctx, from, 'rateLimited', `a push of ${push.entries.length} entries is over the inbound entry rate`)
     return
   }
+  let by: SignedBy | undefined
+  if (signed !== undefined && payload !== undefined && ctx.access.signsWrites) {
+    const refused = await checkSignedPush(ctx, signed, payload, push.entries)
+    if (refused !== undefined) {
+      drop(ctx, from, 'badSignature', refused, { collection: push.collection })
+      return
+    }
+    by = { author: payload.author, proof: { id: proofIdOf(signed.signature), record: encodeProof(signed) } }
+  } else if (signed === undefined && ctx.access.requiresSignedWrites) {
+    drop(ctx, from, 'badSignature', `an unsigned push of '${push.collection}': in this cluster gossip must be signed by its author`, { collection: push.collection })
+    return
+  }
   const span = startApplySpan(ctx.tracer, push.traceparent, {
     'convergent.collection': push.collection,
     'convergent.peer': from,
@@ -77,11 +113,33 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     'convergent.deltas': push.entries.length,
   })
   try {
-    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, push.entries, push.time))
+    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by))
     if (span.isRecording()) span.setAttributes(countResults(results))
   } finally {
     span.end()
   }
+}
+
+/** A signed push as the plain push it carries. */
+function pushOf(payload: PushPayload, signed: SignedPushMessage): PushMessage {
+  return {
+    collection: payload.collection,
+    backend: payload.backend,
+    origin: payload.author,
+    sequence: payload.sequence,
+    entries: payload.entries.map(([id], i): [string, Uint8Array] => [id, signed.deltas[i]!]),
+    ...(payload.time !== undefined ? { time: payload.time } : {}),
+    ...(signed.traceparent !== undefined ? { traceparent: signed.traceparent } : {}),
+  }
+}
+
+/** Why a signed push does not verify (its author's signature, then each delta against its signed hash), or undefined. */
+async function checkSignedPush(ctx: ReplicationContext, signed: SignedPushMessage, payload: PushPayload, entries: PushMessage['entries']): Promise<string | undefined> {
+  if (!(await ctx.access.verifyBy(payload.author, signingInput(signed.payload), signed.signature))) {
+    return `a push of '${payload.collection}' whose signature does not verify under its author ${payload.author}`
+  }
+  if (!deltasMatch(payload, entries)) return `a push of '${payload.collection}' signed by ${payload.author} whose deltas do not match the hashes it signs`
+  return undefined
 }
 
 function countResults(results: readonly string[]): { 'convergent.applied': number; 'convergent.duplicates': number; 'convergent.dropped': number } {

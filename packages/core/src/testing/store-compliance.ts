@@ -236,12 +236,14 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
                 ),
                 time: fc.maxSafeNat(),
                 kind: fc.constantFrom<FeedEntry['kind']>('put', 'delete', 'remote'),
+                // A signed push's proof id (hex in practice; any string up to 255 bytes round-trips).
+                proof: fc.option(fc.string({ unit: 'binary', maxLength: 60 }).filter((s) => s.isWellFormed()), { nil: undefined }),
               }),
               { minLength: 1, maxLength: 12 },
             ),
             async (entries) => {
               const collection = `feed-${run++}`
-              const withSeq = entries.map((e, i): FeedEntry => ({ ...e, seq: i + 1 }))
+              const withSeq = entries.map(({ proof, ...e }, i): FeedEntry => ({ ...e, seq: i + 1, ...(proof !== undefined ? { proof } : {}) }))
               await store.write(withSeq.map((entry): StoreOp => ({ type: 'feed', collection, entry })))
               assert.deepEqual(await collect(store.feed(collection, 0)), withSeq)
             },

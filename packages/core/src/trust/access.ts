@@ -85,6 +85,19 @@ export class Access {
     return this.current !== undefined
   }
 
+  /** In a cluster (trust configured) this replica signs the pushes of its own writes. */
+  get signsWrites(): boolean {
+    return this.trust !== undefined
+  }
+
+  /**
+   * Once a policy is in force, gossip must be signed by its author: an unsigned push is
+   * dropped (anti-entropy still takes changes a writer vouches for).
+   */
+  get requiresSignedWrites(): boolean {
+    return this.trust !== undefined && (this.current !== undefined || this.lockedDown)
+  }
+
   /** Whether admins were configured (policies can be adopted at all). */
   get configured(): boolean {
     return this.trust !== undefined

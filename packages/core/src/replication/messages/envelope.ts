@@ -5,7 +5,7 @@ import { ConvergentError } from '../../errors.js'
  * The envelope of every message Convergent sends: a magic byte and a format version, then a
  * type byte, then a CBOR body. A receiver rejects any other magic or version instead of
  * guessing, so a future format can coexist. One file per protocol next to this one holds the
- * bodies: push.ts (gossip), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
+ * bodies: push.ts (gossip, plain and signed), announce.ts, sync.ts (anti-entropy), parts.ts (large deltas),
  * rights.ts (bounded counters), holds.ts (write acknowledgements), policy.ts (the cluster policy), keys.ts (subject keys), reply.ts (errors). Bodies travel with one-letter keys; the
  * typed messages the code uses have readable names, and every decoder checks shape, types
  * and bounds before anything is used.
@@ -58,6 +58,8 @@ export const MessageType = {
   KeysResponse: 36,
   /** sync: subject keys and tombstones the requester holds and the responder lacks; answered with Ack. */
   KeysOffer: 37,
+  /** gossip: a push signed by its author (push.ts; the payload it signs: trust/signed-push.ts). */
+  SignedPush: 38,
 } as const
 export type MessageTypeValue = (typeof MessageType)[keyof typeof MessageType]
 

@@ -1,5 +1,6 @@
 import { encodeMessage, InvalidMessageError, MessageType } from './envelope.js'
-import { asDeltaEntries, asInt, asRecord, asString } from './fields.js'
+import { asArray, asBytes, asDeltaEntries, asInt, asRecord, asString, invalid } from './fields.js'
+import { encodePayload, MAX_PAYLOAD_BYTES, MAX_SIGNATURE_BYTES, payloadOf, signingInput } from '../../trust/signed-push.js'
 import { parseTraceparent } from '../../traceparent.js'
 
 /** Deltas one push may carry (a pusher packs more into several messages). */
@@ -33,6 +34,51 @@ export function encodePush(m: PushMessage): Uint8Array {
   if (m.time !== undefined) body.t = m.time
   if (m.traceparent !== undefined) body.p = m.traceparent
   return encodeMessage(MessageType.Push, body)
+}
+
+/**
+ * SignedPush (gossip, in a cluster): a push whose author signed it (trust/signed-push.ts).
+ * Wire body: { p: signed payload, g: signature, d: [delta, …] (in the payload's order), x?: traceparent }.
+ * The payload carries everything a plain push does but the deltas, whose SHA-256 it carries
+ * instead; the trace context is a hint outside the signature.
+ */
+export interface SignedPushMessage {
+  payload: Uint8Array
+  signature: Uint8Array
+  deltas: Uint8Array[]
+  traceparent?: string
+}
+
+export function encodeSignedPush(m: SignedPushMessage): Uint8Array {
+  const body: Record<string, unknown> = { p: m.payload, g: m.signature, d: m.deltas }
+  if (m.traceparent !== undefined) body.x = m.traceparent
+  return encodeMessage(MessageType.SignedPush, body)
+}
+
+/**
+ * A push signed by its author (`sign`: its key) as a SignedPush message: the payload (ids and
+ * delta hashes, see trust/signed-push.ts), one signature over it, the deltas beside it.
+ */
+export async function signPush(namespace: string, push: PushMessage, sign: (data: Uint8Array) => Promise<Uint8Array | undefined>): Promise<Uint8Array> {
+  const { collection, backend, origin: author, sequence, time } = push
+  const payload = encodePayload(payloadOf({ namespace, collection, backend, author, sequence, ...(time !== undefined ? { time } : {}) }, push.entries))
+  const signature = await sign(signingInput(payload))
+  if (signature === undefined) throw new Error('this replica has no signing key')
+  return encodeSignedPush({ payload, signature, deltas: push.entries.map(([, delta]) => delta), ...(push.traceparent !== undefined ? { traceparent: push.traceparent } : {}) })
+}
+
+export function decodeSignedPush(body: unknown): SignedPushMessage {
+  const r = asRecord(body, 'signed push')
+  const signature = asBytes(r.g, 'signed push signature')
+  if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`a signature of ${signature.byteLength} bytes`)
+  const payload = asBytes(r.p, 'signed push payload')
+  if (payload.byteLength > MAX_PAYLOAD_BYTES) throw invalid(`a signed push payload of ${payload.byteLength} bytes`)
+  return {
+    payload,
+    signature,
+    deltas: asArray(r.d, 'signed push deltas', MAX_PUSH_ENTRIES).map((d, i) => asBytes(d, `signed push delta ${i}`)),
+    ...(parseTraceparent(r.x) !== undefined ? { traceparent: r.x as string } : {}),
+  }
 }
 
 export function decodePush(type: number, body: unknown): PushMessage {

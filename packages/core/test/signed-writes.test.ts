@@ -1,0 +1,158 @@
+/**
+ * Signed writes (issue #13 item 3, the gossip half): in a cluster every push is signed by its
+ * author; receivers verify the signature and each delta's hash, accept it on the author's right
+ * to write whoever relays it, store the proof beside the change feed, and — once a policy is in
+ * force — drop unsigned pushes. Loopback networks with Ed25519 test keys (the libp2p tests run
+ * the same over real nodes).
+ */
+import { expect } from 'chai'
+import { LoopbackHub, type FeedEntry, type Replica } from '../src/index.js'
+import { encodePush, signPush, type PushMessage } from '../src/internal.js'
+import { checkProof, PROOF_PREFIX } from '../src/trust/signed-push.js'
+import { yjsBackend } from '@convergent/yjs'
+import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
+import { ADMIN, Keyring, ORDERS, SUPPORT } from './trust-helpers.js'
+
+const POLICY = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: { orders: { read: ['*'], write: ['orders', 'admin'] } },
+}
+const TOPIC = '/convergent/default/c/orders'
+
+describe('Signed writes: pushes carry their author and signature; receivers verify and keep the proof', function () {
+  this.timeout(30_000)
+  let replicas: Replica[] = []
+  const keys = new Keyring()
+  afterEach(async () => {
+    await Promise.all(replicas.map((r) => r.close()))
+    replicas = []
+  })
+
+  async function cluster(ids: string[]): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    for (const id of ids) {
+      r[id] = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]) })
+      replicas.push(r[id])
+    }
+    return { hub, r }
+  }
+
+  /** A cluster of admin + orders with the policy adopted, both subscribed to 'orders', and a raw member (support) on its topic. */
+  async function withRawMember() {
+    const { hub, r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
+    for (const replica of [r[ADMIN]!, r[ORDERS]!]) await replica.collection('orders').put('o-0', { total: 0 })
+    const evil = hub.createNetwork(SUPPORT)
+    await startRawPeer(evil, r[ADMIN]!, [TOPIC])
+    await waitFor(() => r[ORDERS]!.peers().includes(SUPPORT), 'connected to orders')
+    return { hub, r, evil }
+  }
+
+  function deltaOf(note: string): Uint8Array {
+    const backend = yjsBackend()
+    return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
+  }
+
+  function pushOf(author: string, id: string, delta: Uint8Array): PushMessage {
+    return { collection: 'orders', backend: 'yjs', origin: author, sequence: 1, entries: [[id, delta]], time: Date.now() }
+  }
+
+  async function feedOf(replica: Replica): Promise<FeedEntry[]> {
+    const out: FeedEntry[] = []
+    for await (const e of replica.collection('orders').changes()) out.push(e)
+    return out
+  }
+
+  const verify = (peer: string, data: Uint8Array, signature: Uint8Array) => keys.trust(peer, [ADMIN]).verify(peer, data, signature)
+
+  it("a write arrives with its author and a stored proof that verifies offline; the proof names the entity and the delta's hash", async () => {
+    const { r } = await cluster([ADMIN, ORDERS])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined, 'adopted')
+    await r[ADMIN]!.collection('orders').put('o-0', { total: 0 })
+    await waitFor(async () => (await r[ORDERS]!.collection('orders').get('o-0')) !== undefined, 'subscribed')
+    await r[ORDERS]!.collection('orders').put('o-1', { total: 42 })
+    await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-1')) !== undefined, 'arrives')
+    const entry = (await feedOf(r[ADMIN]!)).find((e) => e.id === 'o-1')!
+    expect(entry).to.include({ origin: ORDERS, kind: 'remote' })
+    expect(entry.proof).to.match(/^[0-9a-f]{32}$/)
+    const store = (r[ADMIN] as unknown as { options: { store: { getMeta(k: string): Promise<Uint8Array | undefined> } } }).options.store
+    const record = await store.getMeta(PROOF_PREFIX + entry.proof!)
+    const check = await checkProof(record, entry.proof!, { namespace: 'default', collection: 'orders', id: 'o-1', author: ORDERS }, verify)
+    expect(check.ok, JSON.stringify(check)).to.equal(true)
+    // The same proof does not vouch for another entity, author or collection; a flipped byte fails it.
+    expect((await checkProof(record, entry.proof!, { collection: 'orders', id: 'o-2', author: ORDERS }, verify)).ok).to.equal(false)
+    expect((await checkProof(record, entry.proof!, { collection: 'orders', id: 'o-1', author: ADMIN }, verify)).ok).to.equal(false)
+    expect((await checkProof(record, entry.proof!, { collection: 'payments', id: 'o-1', author: ORDERS }, verify)).ok).to.equal(false)
+    const flipped = new Uint8Array(record!)
+    flipped[flipped.byteLength - 70]! ^= 1
+    expect((await checkProof(flipped, entry.proof!, { collection: 'orders', id: 'o-1', author: ORDERS }, verify)).ok).to.equal(false)
+    // The writer's own feed says 'local' (its own writes need no proof of authorship to itself).
+    expect((await feedOf(r[ORDERS]!)).find((e) => e.id === 'o-1')).to.include({ origin: 'local' })
+  })
+
+  it("a relayed signed push keeps its author: a member without write relays an orders write; the receiver credits orders", async () => {
+    const { r, evil } = await withRawMember()
+    const genuine = await signPush('default', pushOf(ORDERS, 'o-relayed', deltaOf('relayed')), keys.trust(ORDERS, [ADMIN]).sign)
+    await evil.publish(TOPIC, genuine)
+    await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-relayed')) !== undefined, 'relayed write applied')
+    const entry = (await feedOf(r[ADMIN]!)).find((e) => e.id === 'o-relayed')!
+    expect(entry.origin).to.equal(ORDERS)
+    expect(entry.proof).to.be.a('string')
+  })
+
+  it('forged signed pushes are dropped and counted (badSignature / forbidden / malformed); honest writes still arrive', async () => {
+    const { r, evil } = await withRawMember()
+    const support = keys.trust(SUPPORT, [ADMIN]).sign
+    const orders = keys.trust(ORDERS, [ADMIN]).sign
+    // 1. Claims orders as author, signed with support's key.
+    await evil.publish(TOPIC, await signPush('default', pushOf(ORDERS, 'f-claim', deltaOf('FORGED')), support))
+    // 2. Support's own signature, but support may not write orders.
+    await evil.publish(TOPIC, await signPush('default', pushOf(SUPPORT, 'f-own', deltaOf('FORGED')), support))
+    // 3. A genuine orders signature over one delta, carrying another (the hash does not match).
+    const genuine = await signPush('default', pushOf(ORDERS, 'f-swap', deltaOf('fine')), orders)
+    const swapped = Buffer.from(genuine)
+    const at = swapped.indexOf(Buffer.from('fine'), swapped.length - 200)
+    swapped.write('FAKE', at)
+    await evil.publish(TOPIC, swapped)
+    // 4. A genuine signature made for another namespace.
+    await evil.publish(TOPIC, await signPush('other-namespace', pushOf(ORDERS, 'f-ns', deltaOf('FORGED')), orders))
+    // 5. Unsigned, now that a policy is in force.
+    await evil.publish(TOPIC, encodePush(pushOf(ORDERS, 'f-plain', deltaOf('FORGED'))))
+    await r[ORDERS]!.collection('orders').put('o-honest', { total: 7 })
+    await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-honest')) !== undefined, 'honest write arrives')
+    for (const replica of [r[ADMIN]!, r[ORDERS]!]) {
+      await waitFor(() => {
+        const d = replica.stats().peers[SUPPORT]?.dropped
+        return d !== undefined && d.badSignature >= 3 && d.forbidden >= 1 && d.malformed >= 1
+      }, 'all five counted')
+      const d = replica.stats().peers[SUPPORT]!.dropped
+      expect({ badSignature: d.badSignature, forbidden: d.forbidden, malformed: d.malformed }).to.deep.equal({ badSignature: 3, forbidden: 1, malformed: 1 })
+      for (const id of ['f-claim', 'f-own', 'f-swap', 'f-ns', 'f-plain']) expect(await replica.collection('orders').get(id), id).to.equal(undefined)
+      expect((await feedOf(replica)).map((e) => e.id)).to.not.include.members(['f-claim', 'f-own', 'f-swap', 'f-ns', 'f-plain'])
+    }
+  })
+
+  it('before any policy (bootstrap) unsigned pushes still apply; without a cluster nothing is signed', async () => {
+    const hub = new LoopbackHub()
+    const a = await memoryReplica({ network: hub.createNetwork('p-a') })
+    const b = await memoryReplica({ network: hub.createNetwork('p-b') })
+    replicas.push(a, b)
+    await a.collection('orders').put('x', { n: 1 })
+    await b.collection('orders').put('y', { n: 1 })
+    await a.collection('orders').put('z', { n: 2 })
+    await waitFor(async () => (await b.collection('orders').get('z')) !== undefined, 'dev mode push')
+    const entry = (await feedOf(b)).find((e) => e.id === 'z')!
+    expect(entry.origin).to.equal('p-a')
+    expect(entry.proof).to.equal(undefined)
+    // A cluster replica before its policy takes a raw member's unsigned push.
+    const { hub: hub2, r } = await cluster([ADMIN])
+    await r[ADMIN]!.collection('orders').put('o-0', { total: 0 })
+    const raw = hub2.createNetwork(ORDERS)
+    await startRawPeer(raw, r[ADMIN]!, [TOPIC])
+    await raw.publish(TOPIC, encodePush(pushOf(ORDERS, 'o-boot', deltaOf('boot'))))
+    await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-boot')) !== undefined, 'bootstrap push applied')
+  })
+})
