@@ -93,7 +93,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     expect((await feedOf(r[ORDERS]!)).find((e) => e.id === 'o-1')).to.include({ origin: 'local' })
   })
 
-  it("a relayed signed push keeps its author: a member without write relays an orders write; the receiver credits orders", async () => {
+  it('a relayed signed push keeps its author: a member without write relays an orders write; the receiver credits orders', async () => {
     const { r, evil } = await withRawMember()
     const genuine = await signPush('default', pushOf(ORDERS, 'o-relayed', deltaOf('relayed')), keys.trust(ORDERS, [ADMIN]).sign)
     await evil.publish(TOPIC, genuine)

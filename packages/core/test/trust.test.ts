@@ -1,7 +1,16 @@
 import { sign } from 'node:crypto'
 import { expect } from 'chai'
 import { LoopbackHub, type Replica } from '../src/index.js'
-import { encodeMessage, encodePush, signPush, encodePolicyOffer, decodeMessage, MessageType, encodeDeltasRequest, encodeRightsRequest } from '../src/internal.js'
+import {
+  encodeMessage,
+  encodePush,
+  signPush,
+  encodePolicyOffer,
+  decodeMessage,
+  MessageType,
+  encodeDeltasRequest,
+  encodeRightsRequest,
+} from '../src/internal.js'
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
@@ -137,7 +146,11 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     // Signed by its author (support), as in a cluster every push must be: refused for want of write.
     await evil.publish(
       '/convergent/default/c/orders',
-      await signPush('default', { collection: 'orders', backend: 'yjs', origin: SUPPORT, sequence: 1, entries: [['o-forged', forged]] }, keys.trust(SUPPORT, [ADMIN]).sign),
+      await signPush(
+        'default',
+        { collection: 'orders', backend: 'yjs', origin: SUPPORT, sequence: 1, entries: [['o-forged', forged]] },
+        keys.trust(SUPPORT, [ADMIN]).sign,
+      ),
     )
     const reply = decodeMessage(
       await evil.request(ADMIN, encodeDeltasRequest({ collection: 'orders', backend: 'yjs', entries: [['o-forged2', forged]] })),

@@ -82,43 +82,51 @@ export async function applyRemoteDelta(
   }
   let pending: PendingWrite | 'unchanged'
   try {
-    pending = writeTo(ctx.entities, ctx.events, col, entity, peer, (entity) => {
-      // Before applying: a Yjs document changes in place. The version hash of a commit still
-      // waiting for its flush is taken now, from the document it was made on (see discard()).
-      ctx.entities.settleVersion(entity)
-      const before = backend.version(entity.doc)
-      let next: unknown
-      try {
-        next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
-      } catch (err) {
-        ctx.entities.discard(col, entity)
-        refused = isConvergentError(err, 'ERR_TOO_LARGE')
-          ? { reason: 'tooLarge', message: err.message }
-          : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
-        return 'unchanged'
-      }
-      // From here on the entity holds what the backend returned (it may have freed the old
-      // document); anything that goes wrong discards it and reloads the stored state.
-      entity.doc = next
-      let value
-      try {
-        if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
-        // Read once: for the delete flag, as the value subscribers are told about, and to bound
-        // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
-        value = backend.read(next)
-        const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
-        if (broken !== undefined) {
+    pending = writeTo(
+      ctx.entities,
+      ctx.events,
+      col,
+      entity,
+      peer,
+      (entity) => {
+        // Before applying: a Yjs document changes in place. The version hash of a commit still
+        // waiting for its flush is taken now, from the document it was made on (see discard()).
+        ctx.entities.settleVersion(entity)
+        const before = backend.version(entity.doc)
+        let next: unknown
+        try {
+          next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
+        } catch (err) {
           ctx.entities.discard(col, entity)
-          refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
+          refused = isConvergentError(err, 'ERR_TOO_LARGE')
+            ? { reason: 'tooLarge', message: err.message }
+            : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
           return 'unchanged'
         }
-      } catch (err) {
-        ctx.entities.discard(col, entity)
-        refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
-        return 'unchanged'
-      }
-      return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
-    }, signed)
+        // From here on the entity holds what the backend returned (it may have freed the old
+        // document); anything that goes wrong discards it and reloads the stored state.
+        entity.doc = next
+        let value
+        try {
+          if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
+          // Read once: for the delete flag, as the value subscribers are told about, and to bound
+          // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
+          value = backend.read(next)
+          const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+          if (broken !== undefined) {
+            ctx.entities.discard(col, entity)
+            refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
+            return 'unchanged'
+          }
+        } catch (err) {
+          ctx.entities.discard(col, entity)
+          refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
+          return 'unchanged'
+        }
+        return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
+      },
+      signed,
+    )
   } catch (err) {
     return dropped('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
   }

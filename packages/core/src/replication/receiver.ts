@@ -80,7 +80,8 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
       signed = decodeSignedPush(msg.body)
       payload = decodePayload(signed.payload, MAX_PUSH_ENTRIES)
       if (payload.namespace !== ctx.namespace) throw new Error(`a push signed for namespace '${payload.namespace}'`)
-      if (payload.entries.length !== signed.deltas.length) throw new Error(`a signed push of ${payload.entries.length} entries carrying ${signed.deltas.length} deltas`)
+      if (payload.entries.length !== signed.deltas.length)
+        throw new Error(`a signed push of ${payload.entries.length} entries carrying ${signed.deltas.length} deltas`)
       push = pushOf(payload, signed)
     } else {
       push = decodePush(msg.type, msg.body)
@@ -103,7 +104,9 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     }
     by = { author: payload.author, proof: { id: proofIdOf(signed.signature), record: encodeProof(signed) } }
   } else if (signed === undefined && ctx.access.requiresSignedWrites) {
-    drop(ctx, from, 'badSignature', `an unsigned push of '${push.collection}': in this cluster gossip must be signed by its author`, { collection: push.collection })
+    drop(ctx, from, 'badSignature', `an unsigned push of '${push.collection}': in this cluster gossip must be signed by its author`, {
+      collection: push.collection,
+    })
     return
   }
   const span = startApplySpan(ctx.tracer, push.traceparent, {
@@ -113,7 +116,9 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     'convergent.deltas': push.entries.length,
   })
   try {
-    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by))
+    const results = await context.with(trace.setSpan(context.active(), span), () =>
+      applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by),
+    )
     if (span.isRecording()) span.setAttributes(countResults(results))
   } finally {
     span.end()
@@ -134,7 +139,12 @@ function pushOf(payload: PushPayload, signed: SignedPushMessage): PushMessage {
 }
 
 /** Why a signed push does not verify (its author's signature, then each delta against its signed hash), or undefined. */
-async function checkSignedPush(ctx: ReplicationContext, signed: SignedPushMessage, payload: PushPayload, entries: PushMessage['entries']): Promise<string | undefined> {
+async function checkSignedPush(
+  ctx: ReplicationContext,
+  signed: SignedPushMessage,
+  payload: PushPayload,
+  entries: PushMessage['entries'],
+): Promise<string | undefined> {
   if (!(await ctx.access.verifyBy(payload.author, signingInput(signed.payload), signed.signature))) {
     return `a push of '${payload.collection}' whose signature does not verify under its author ${payload.author}`
   }

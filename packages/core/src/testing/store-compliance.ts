@@ -237,7 +237,10 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
                 time: fc.maxSafeNat(),
                 kind: fc.constantFrom<FeedEntry['kind']>('put', 'delete', 'remote'),
                 // A signed push's proof id (hex in practice; any string up to 255 bytes round-trips).
-                proof: fc.option(fc.string({ unit: 'binary', maxLength: 60 }).filter((s) => s.isWellFormed()), { nil: undefined }),
+                proof: fc.option(
+                  fc.string({ unit: 'binary', maxLength: 60 }).filter((s) => s.isWellFormed()),
+                  { nil: undefined },
+                ),
               }),
               { minLength: 1, maxLength: 12 },
             ),

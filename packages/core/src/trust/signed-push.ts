@@ -131,9 +131,7 @@ export function decodeProof(bytes: Uint8Array): PushProof {
 }
 
 /** What re-verifying a stored proof against one change-feed entry found. */
-export type ProofCheck =
-  | { ok: true; author: string; deltaHash: Uint8Array; time?: number }
-  | { ok: false; why: string }
+export type ProofCheck = { ok: true; author: string; deltaHash: Uint8Array; time?: number } | { ok: false; why: string }
 
 /**
  * Re-verifies a stored proof for one feed entry (collection, entity id, recorded author):
@@ -158,7 +156,8 @@ export async function checkProof(
   }
   if (proofIdOf(proof.signature) !== proofId) return { ok: false, why: `proof ${proofId} holds another push's signature` }
   if (payload.author !== entry.author) return { ok: false, why: `signed by ${payload.author}, the feed says ${entry.author}` }
-  if (!(await verify(payload.author, signingInput(proof.payload), proof.signature))) return { ok: false, why: `the signature does not verify under ${payload.author}'s key` }
+  if (!(await verify(payload.author, signingInput(proof.payload), proof.signature)))
+    return { ok: false, why: `the signature does not verify under ${payload.author}'s key` }
   if (entry.namespace !== undefined && payload.namespace !== entry.namespace) return { ok: false, why: `signed for namespace '${payload.namespace}'` }
   if (payload.collection !== entry.collection) return { ok: false, why: `signed for collection '${payload.collection}'` }
   const signed = payload.entries.find(([id]) => id === entry.id)

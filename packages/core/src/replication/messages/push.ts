@@ -64,7 +64,12 @@ export async function signPush(namespace: string, push: PushMessage, sign: (data
   const payload = encodePayload(payloadOf({ namespace, collection, backend, author, sequence, ...(time !== undefined ? { time } : {}) }, push.entries))
   const signature = await sign(signingInput(payload))
   if (signature === undefined) throw new Error('this replica has no signing key')
-  return encodeSignedPush({ payload, signature, deltas: push.entries.map(([, delta]) => delta), ...(push.traceparent !== undefined ? { traceparent: push.traceparent } : {}) })
+  return encodeSignedPush({
+    payload,
+    signature,
+    deltas: push.entries.map(([, delta]) => delta),
+    ...(push.traceparent !== undefined ? { traceparent: push.traceparent } : {}),
+  })
 }
 
 export function decodeSignedPush(body: unknown): SignedPushMessage {
