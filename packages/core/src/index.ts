@@ -11,7 +11,7 @@
  */
 
 // The replica and what applications hold.
-export { Replica, type ReplicaOptions, type ReplicaStats, type PolicyApi } from './replica.js'
+export { Replica, type ReplicaOptions, type ReplicaStats, type AuthorStats, type PolicyApi } from './replica.js'
 export type { Policy, PolicyDocument, CollectionRule } from './trust/policy.js'
 export type { TrustOptions } from './trust/access.js'
 export { Collection, type ChangeEvent, type ChangeListener } from './collection.js'

@@ -115,7 +115,17 @@ export interface ReplicaStats {
   /** … by reason (counts only grow: they keep the drops of peers no longer listed in `peers`). */
   droppedByReason: Record<DropReason, number>
   pushed: { messages: number; bytes: number }
+  /**
+   * Per author of signed pushes (in a cluster): its deltas applied, duplicates and drops — the
+   * author the signature proved, whichever peer relayed them. Drops of a push whose signature
+   * did not verify count only against the peer that sent it (its author claim proves nothing).
+   * Not part of droppedTotal (those drops are counted per peer already).
+   */
+  authors: Record<string, AuthorStats>
 }
+
+/** What stats().authors holds per author. */
+export type AuthorStats = Pick<PeerStats, 'deltasApplied' | 'deltasDuplicate' | 'dropped' | 'lastDrop'>
 
 type State = 'open' | 'closing' | 'closed'
 
@@ -148,6 +158,7 @@ export class Replica {
   private readonly counters = new Map<string, Counter>()
   private replication: ReplicationContext | undefined
   private readonly stats_ = new PeerStatsTable()
+  private readonly authorStats = new PeerStatsTable()
   private readonly replicator: Replicator | undefined
   private readonly limits: ValueLimits & ReplicationLimits
   private readonly logger: Logger
@@ -213,6 +224,7 @@ export class Replica {
         entities,
         backends,
         stats: this.stats_,
+        authorStats: this.authorStats,
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
@@ -685,6 +697,12 @@ export class Replica {
       droppedTotal: this.stats_.totalDropped(),
       droppedByReason: this.stats_.droppedByReason(),
       pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
+      authors: Object.fromEntries(
+        Object.entries(this.authorStats.snapshot()).map(([author, s]) => [
+          author,
+          { deltasApplied: s.deltasApplied, deltasDuplicate: s.deltasDuplicate, dropped: s.dropped, ...(s.lastDrop ? { lastDrop: s.lastDrop } : {}) },
+        ]),
+      ),
     }
   }
 

@@ -96,11 +96,17 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
   it('a relayed signed push keeps its author: a member without write relays an orders write; the receiver credits orders', async () => {
     const { r, evil } = await withRawMember()
     const genuine = await signPush('default', pushOf(ORDERS, 'o-relayed', deltaOf('relayed')), keys.trust(ORDERS, [ADMIN]).sign)
+    // Orders' own o-0 reaches the admin first (signed by orders, counted for it).
+    await waitFor(() => (r[ADMIN]!.stats().authors[ORDERS]?.deltasApplied ?? 0) >= 1, "orders' o-0 applied at the admin")
+    const before = r[ADMIN]!.stats().authors[ORDERS]!.deltasApplied
     await evil.publish(TOPIC, genuine)
     await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-relayed')) !== undefined, 'relayed write applied')
     const entry = (await feedOf(r[ADMIN]!)).find((e) => e.id === 'o-relayed')!
     expect(entry.origin).to.equal(ORDERS)
     expect(entry.proof).to.be.a('string')
+    // Counted for its author, though support sent it.
+    expect(r[ADMIN]!.stats().authors[ORDERS]?.deltasApplied).to.equal(before + 1)
+    expect(r[ADMIN]!.stats().authors[SUPPORT]).to.equal(undefined)
   })
 
   it('forged signed pushes are dropped and counted (badSignature / forbidden / malformed); honest writes still arrive', async () => {
@@ -130,6 +136,11 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
       }, 'all five counted')
       const d = replica.stats().peers[SUPPORT]!.dropped
       expect({ badSignature: d.badSignature, forbidden: d.forbidden, malformed: d.malformed }).to.deep.equal({ badSignature: 3, forbidden: 1, malformed: 1 })
+      // Per author: support's own signed push is counted against support; the pushes that only
+      // claimed orders as author (no valid signature) count against nobody but the sender.
+      const authors = replica.stats().authors
+      expect(authors[SUPPORT]?.dropped.forbidden).to.equal(1)
+      expect(authors[ORDERS]?.dropped.badSignature ?? 0).to.equal(0)
       for (const id of ['f-claim', 'f-own', 'f-swap', 'f-ns', 'f-plain']) expect(await replica.collection('orders').get(id), id).to.equal(undefined)
       expect((await feedOf(replica)).map((e) => e.id)).to.not.include.members(['f-claim', 'f-own', 'f-swap', 'f-ns', 'f-plain'])
     }

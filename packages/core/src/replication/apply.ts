@@ -36,8 +36,10 @@ export async function applyRemoteDelta(
   signed?: SignedBy,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
+  const byAuthor = signed === undefined ? undefined : ctx.authorStats.of(signed.author)
   const dropped = (reason: DropReason, message: string): ApplyResult => {
     drop(ctx, peer, reason, message, { collection, entity: id })
+    if (signed !== undefined) ctx.authorStats.drop(signed.author, reason, message)
     return reason
   }
   try {
@@ -133,6 +135,7 @@ export async function applyRemoteDelta(
   if (refused !== undefined) return dropped(refused.reason, refused.message)
   if (pending === 'unchanged') {
     stats.deltasDuplicate++
+    if (byAuthor !== undefined) byAuthor.deltasDuplicate++
     return 'duplicate'
   }
   let entry
@@ -142,6 +145,7 @@ export async function applyRemoteDelta(
     return dropped('storeFailed', (err as Error).message)
   }
   stats.deltasApplied++
+  if (byAuthor !== undefined) byAuthor.deltasApplied++
   // Durable here now: the lag is measured to this moment (across two clocks; see ObservedChange.lagMs).
   // A commit time more than a day from our clock is no measurement (a peer without a real-time
   // clock, or a hostile one): no sample, rather than a 56-year lag in every percentile.

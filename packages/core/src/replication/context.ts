@@ -92,6 +92,8 @@ export interface ReplicationContext {
   readonly entities: Entities
   readonly backends: Map<string, Backend>
   readonly stats: PeerStatsTable
+  /** Per author of signed pushes (ReplicaStats.authors). */
+  readonly authorStats: PeerStatsTable
   /** Where drops are logged, a few lines per peer at most (see receiver.ts's drop()). */
   readonly dropLog: DropLog
   /** Paces remote applies over the whole replica (see apply-all.ts). */
