@@ -362,10 +362,13 @@ export class Collection<T extends object = JsonObject> {
   /**
    * The change feed: every change applied to this collection, local and remote, in commit
    * order, with seq > since. Resumable: keep the last seq you processed and pass it back.
+   * Each entry names its `author`: this replica's peer id for a local write, the signer of a
+   * signed push (then `proof` names the stored signature), or — for a change anti-entropy
+   * brought — the peer that sent it, which vouched for it.
    */
-  changes(options: { since?: number } = {}): AsyncIterable<FeedEntry> {
+  changes(options: { since?: number } = {}): AsyncIterable<ChangeEntry> {
     this.assertUsable()
-    return this.replica.entities.feed(this.state, options.since ?? 0)
+    return withAuthors(this.replica.entities.feed(this.state, options.since ?? 0), this.replica.peerId)
   }
 
   /**
@@ -464,4 +467,11 @@ export class Collection<T extends object = JsonObject> {
     }
     return version
   }
+}
+
+/** A change-feed entry as `changes()` yields it: with its author (see Collection.changes). */
+export type ChangeEntry = FeedEntry & { author: string }
+
+async function* withAuthors(feed: AsyncIterable<FeedEntry>, self: string): AsyncIterable<ChangeEntry> {
+  for await (const entry of feed) yield { ...entry, author: entry.origin === 'local' ? self : entry.origin }
 }

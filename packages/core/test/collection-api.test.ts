@@ -111,6 +111,7 @@ for (const backend of BACKENDS) {
       for await (const e of products.changes()) all.push(e)
       expect(all.map((e) => e.seq)).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
       expect(all.every((e) => e.origin === 'local' && e.kind === 'put')).to.equal(true)
+      expect(all.every((e) => e.author === replica.peerId)).to.equal(true) // a local write's author: this replica
       expect(all[4]!.id).to.equal('p1')
       const tail = []
       for await (const e of products.changes({ since: 7 })) tail.push(e.seq)

@@ -76,7 +76,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     await r[ORDERS]!.collection('orders').put('o-1', { total: 42 })
     await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-1')) !== undefined, 'arrives')
     const entry = (await feedOf(r[ADMIN]!)).find((e) => e.id === 'o-1')!
-    expect(entry).to.include({ origin: ORDERS, kind: 'remote' })
+    expect(entry).to.include({ origin: ORDERS, author: ORDERS, kind: 'remote' })
     expect(entry.proof).to.match(/^[0-9a-f]{32}$/)
     const store = (r[ADMIN] as unknown as { options: { store: { getMeta(k: string): Promise<Uint8Array | undefined> } } }).options.store
     const record = await store.getMeta(PROOF_PREFIX + entry.proof!)
