@@ -3,14 +3,15 @@
 // feed — without writing code, and drop a collection. It opens the store with no network;
 // LevelDB allows one process per folder, so stop the service first (a clear error says so).
 // `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms;
-// `convergent audit` lists who changed what (attributed to the sending peer, not yet signed),
+// `convergent audit` lists who changed what, re-verifying each signed change's author offline,
 // or with --reads who read which personal fields (the read audit).
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
-import { isConvergentError, silentLogger, type Replica } from '@convergent/core'
+import { isConvergentError, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
+import { checkProof } from '@convergent/core/internal'
 import { recryptStore } from '@convergent/level'
-import { identityPeerId } from '@convergent/libp2p'
+import { identityPeerId, verifyPeerSignature } from '@convergent/libp2p'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 import { pseudonym } from './pseudonym.js'
@@ -148,7 +149,7 @@ program
   })
 
 const AUDIT_ATTRIBUTION =
-  "Each entry is attributed to the peer that sent the change, as this replica recorded it: 'local' = written on this replica; otherwise the sending peer's id — the writer for gossip (gossipsub signs each message with its origin's key), the writer that relayed it for anti-entropy (which may not be its author). Per-delta signatures do not exist yet: nothing here is re-verified, and a writer can relay changes it did not make."
+  "Each change's author and signature, re-verified here offline. 'verified': a write gossiped in a cluster with admins, signed by its author — the signed push this replica kept as proof verifies under the author's peer key and names this collection and entity (then the first 16 hex characters of the SHA-256 of the delta it signs). 'TAMPERED: why': the proof the entry names is missing, undecodable, does not verify, or names another author, collection, entity (or namespace, with --namespace). 'unsigned: vouched by <peer>': a change anti-entropy brought (or gossip where nothing is signed: no cluster with admins) — that writer vouched for it, its author did not sign it. 'local': written on this replica."
 
 const READ_AUDIT_NOTE =
   "Each entry: when, entity id, subject (the pseudonym personal.subject returns, not a name), the personal fields opened, how (get, entries, update, subscribe), this replica's peer id, and the actor the caller passed (not authenticated; '-' if none). Only reads on this replica; entries of the last group commit before a crash may be missing."
@@ -156,7 +157,7 @@ const READ_AUDIT_NOTE =
 program
   .command('audit')
   .description(
-    `who changed what and when: the change feed of a collection (optionally of one entity), oldest first — seq, time, entity id, origin, kind. ${AUDIT_ATTRIBUTION}`,
+    `who changed what and when: the change feed of a collection (optionally of one entity), oldest first — seq, time, entity id, kind, author, signature; exit code 1 if any entry is TAMPERED. ${AUDIT_ATTRIBUTION}`,
   )
   .argument('<dir>', 'the data folder')
   .argument('<collection>', 'collection name')
@@ -164,30 +165,103 @@ program
   .option('--since <seq>', 'only entries after this sequence number (of the change feed, or with --reads of the read audit)', count, 0)
   .option('--json', 'one JSON object per line, after the header lines (which start with #)')
   .option(
+    '--namespace <namespace>',
+    "also check that each signed change was signed for this namespace (the replica's open({ namespace }); the folder does not record it)",
+  )
+  .option(
     '--reads',
     `instead of changes, the read audit: reads of personal fields in collections opened with personal: { auditReads: true }. ${READ_AUDIT_NOTE}`,
   )
-  .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean; reads?: boolean }) => {
+  .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean; reads?: boolean; namespace?: string }) => {
     const path = dataDir(dir)
     if (opts.reads === true) return auditReads(dir, path, name, id, opts)
     const self = await identityPeerId(join(path, 'peer-id.key'), { create: false }).catch(() => undefined)
-    await withReplica(dir, async (replica) => {
+    const tampered = await withReplica(dir, async (replica) => {
       const col = existing(replica, name)
       out(`# audit of '${name}'${id === undefined ? '' : ` entity '${id}'`} in ${path}; this replica is ${self ?? '(no identity file: peer id unknown)'}`)
       out(`# ${AUDIT_ATTRIBUTION}`)
-      if (opts.json !== true) out('# seq\ttime\tid\torigin\tkind')
-      let n = 0
+      out(opts.namespace === undefined ? '# namespace: not checked (pass --namespace)' : `# namespace: '${opts.namespace}'`)
+      if (opts.json !== true) out('# seq\ttime\tid\tkind\tauthor\tsignature')
+      const verdictOf = auditor(replica, name, opts.namespace, self)
+      const counts = { verified: 0, tampered: 0, unsigned: 0, local: 0 }
       for await (const entry of col.changes({ since: opts.since })) {
         if (id !== undefined && entry.id !== id) continue
-        n++
+        const v = await verdictOf(entry)
+        counts[v.signature]++
         const time = new Date(entry.time).toISOString()
-        const origin = entry.origin === 'local' ? `local${self === undefined ? '' : ` (${self})`}` : entry.origin
-        if (opts.json === true) out(JSON.stringify({ seq: entry.seq, time, id: entry.id, origin: entry.origin, kind: entry.kind, verified: false }))
-        else out(`${entry.seq}\t${time}\t${entry.id}\t${origin}\t${entry.kind}`)
+        if (opts.json === true) {
+          out(
+            JSON.stringify({
+              seq: entry.seq,
+              time,
+              id: entry.id,
+              kind: entry.kind,
+              origin: entry.origin,
+              ...(entry.proof === undefined ? {} : { proof: entry.proof }),
+              ...v,
+            }),
+          )
+          continue
+        }
+        const status =
+          v.signature === 'verified'
+            ? `verified (delta ${v.deltaHash.slice(0, 16)})`
+            : v.signature === 'tampered'
+              ? `TAMPERED: ${v.why}`
+              : v.signature === 'unsigned'
+                ? `unsigned: vouched by ${entry.origin}`
+                : `local (${self ?? 'peer id unknown'})`
+        out([entry.seq, time, entry.id, entry.kind, v.author ?? '-', status].join('\t'))
       }
-      out(`# ${n} ${n === 1 ? 'change' : 'changes'}; signatures: not verified (none recorded)`)
+      const n = counts.verified + counts.tampered + counts.unsigned + counts.local
+      out(
+        `# ${n} ${n === 1 ? 'change' : 'changes'}: ${counts.verified} verified, ${counts.tampered} TAMPERED, ${counts.unsigned} unsigned, ${counts.local} local`,
+      )
+      return counts.tampered
     })
+    // After the full listing: a tampered entry fails the command (scripts and CI see it).
+    if (tampered > 0)
+      throw new CliError(
+        `${tampered} ${tampered === 1 ? 'change' : 'changes'} of '${name}' TAMPERED: ${tampered === 1 ? 'its' : 'their'} stored proof does not verify (see the listing)`,
+      )
   })
+
+/** One audited entry: who made it, and what re-verifying its signature found. */
+type Verdict =
+  | { signature: 'verified'; author: string; deltaHash: string }
+  | { signature: 'tampered'; author: string; why: string }
+  | { signature: 'unsigned'; author: null }
+  | { signature: 'local'; author: string | null }
+
+/**
+ * Re-verifies feed entries against the proofs they name. Many entries share a push, so each
+ * proof record is read, and its signature checked, once per run.
+ */
+function auditor(replica: Replica, collection: string, namespace: string | undefined, self: string | undefined): (entry: FeedEntry) => Promise<Verdict> {
+  const records = new Map<string, Promise<Uint8Array | undefined>>()
+  const signatures = new Map<string, Promise<boolean>>()
+  const once = <T>(cache: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> => {
+    if (!cache.has(key)) cache.set(key, make())
+    return cache.get(key)!
+  }
+  return async (entry) => {
+    if (entry.origin === 'local') return { signature: 'local', author: self ?? null }
+    const proofId = entry.proof
+    // No proof: anti-entropy brought it; the sending writer (origin) vouched for it.
+    if (proofId === undefined) return { signature: 'unsigned', author: null }
+    const record = await once(records, proofId, () => replica.proofOf(proofId))
+    const check = await checkProof(
+      record,
+      proofId,
+      { ...(namespace === undefined ? {} : { namespace }), collection, id: entry.id, author: entry.origin },
+      // Same proof, same signed bytes and key: the verdict holds for every entry naming it.
+      (peer, data, signature) => once(signatures, proofId, () => verifyPeerSignature(peer, data, signature)),
+    )
+    return check.ok
+      ? { signature: 'verified', author: check.author, deltaHash: toHex(check.deltaHash) }
+      : { signature: 'tampered', author: entry.origin, why: check.why }
+  }
+}
 
 /** `audit --reads`: the read audit of one collection (of one entity), oldest first. */
 async function auditReads(dir: string, path: string, name: string, id: string | undefined, opts: { since: number; json?: boolean }): Promise<void> {

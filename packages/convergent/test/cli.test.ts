@@ -158,20 +158,21 @@ describe('convergent audit', function () {
       .filter((l) => !l.startsWith('#'))
       .map((l) => l.split('\t'))
 
-  it('lists who changed what and when, attributing each change to the peer that sent it, and says signatures are not verified', async function () {
+  it('lists who changed what and when; outside a cluster with admins nothing is signed: remote changes are unsigned, vouched for by the peer that sent them', async function () {
     const r = await cli('audit', dir, 'orders')
     expect(r.code, r.stderr).to.equal(0)
     const header = r.stdout.split('\n').filter((l) => l.startsWith('#'))
     expect(header[0]).to.contain(`this replica is ${selfId}`)
     expect(header.join('\n'))
-      .to.match(/attributed to the peer that sent/)
-      .and.to.match(/signatures do not exist yet: nothing here is re-verified/i)
-    expect(header.at(-1)).to.equal('# 3 changes; signatures: not verified (none recorded)')
+      .to.match(/re-verified here offline/)
+      .and.to.match(/'unsigned: vouched by <peer>': a change anti-entropy brought \(or gossip where nothing is signed/)
+      .and.to.contain('# namespace: not checked (pass --namespace)')
+    expect(header.at(-1)).to.equal('# 3 changes: 0 verified, 0 TAMPERED, 2 unsigned, 1 local')
     const list = rows(r.stdout)
-    expect(list.map(([seq, , id, origin, kind]) => [seq, id, origin, kind])).to.deep.equal([
-      ['1', 'o-1', `local (${selfId})`, 'put'],
-      ['2', 'o-2', writerId, 'remote'],
-      ['3', 'o-1', writerId, 'remote'],
+    expect(list.map(([seq, , id, kind, author, signature]) => [seq, id, kind, author, signature])).to.deep.equal([
+      ['1', 'o-1', 'put', selfId, `local (${selfId})`],
+      ['2', 'o-2', 'remote', '-', `unsigned: vouched by ${writerId}`],
+      ['3', 'o-1', 'remote', '-', `unsigned: vouched by ${writerId}`],
     ])
     for (const [, time] of list) expect(Number.isNaN(Date.parse(time!))).to.equal(false)
 
@@ -181,14 +182,14 @@ describe('convergent audit', function () {
       .trim()
       .split('\n')
       .filter((l) => !l.startsWith('#'))
-      .map((l) => JSON.parse(l) as { seq: number; id: string; origin: string; verified: boolean })
-    expect(entries.map((e) => [e.seq, e.id, e.origin, e.verified])).to.deep.equal([
-      [1, 'o-1', 'local', false],
-      [3, 'o-1', writerId, false],
+      .map((l) => JSON.parse(l) as { seq: number; id: string; origin: string; author: string | null; signature: string })
+    expect(entries.map((e) => [e.seq, e.id, e.origin, e.author, e.signature])).to.deep.equal([
+      [1, 'o-1', 'local', selfId, 'local'],
+      [3, 'o-1', writerId, null, 'unsigned'],
     ])
   })
 
-  it('an unknown collection is a clear error with a non-zero exit code; --help says what attribution means', async function () {
+  it('an unknown collection is a clear error with a non-zero exit code; --help says what is verified', async function () {
     const unknown = await cli('audit', dir, 'payments')
     expect(unknown.code).to.equal(1)
     expect(unknown.stdout).to.equal('')
@@ -196,8 +197,9 @@ describe('convergent audit', function () {
     const help = await cli('audit', '--help')
     expect(help.code).to.equal(0)
     expect(help.stdout.replace(/\s+/g, ' '))
-      .to.match(/attributed to the peer that sent the change/)
-      .and.to.match(/Per-delta signatures do not exist yet/)
+      .to.match(/exit code 1 if any entry is TAMPERED/)
+      .and.to.match(/'verified': a write gossiped in a cluster with admins, signed by its author/)
+      .and.to.match(/--namespace <namespace>/)
   })
 })
 

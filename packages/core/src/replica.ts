@@ -24,6 +24,7 @@ import { LagWindow } from './lag-window.js'
 import { SubjectKeys, type PersonalOptions } from './personal/subject-keys.js'
 import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOptions } from './personal/read-audit.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
+import { PROOF_PREFIX } from './trust/signed-push.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
@@ -362,6 +363,17 @@ export class Replica {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', `readAudit({ since }) is a sequence number ≥ 0, got ${String(options.since)}.`)
     }
     return this.audit.entries(options)
+  }
+
+  /**
+   * The stored proof a change-feed entry names (`FeedEntry.proof`): the author's signed payload
+   * and signature of the push it came in, as this replica kept them on receipt — raw, so that
+   * re-verifying it offline (`convergent audit`, with checkProof from
+   * `@convergent/core/internal`) trusts nothing this replica decoded. undefined if none is stored.
+   */
+  proofOf(proofId: string): Promise<Uint8Array | undefined> {
+    this.assertOpen()
+    return this.track(this.options.store.getMeta(PROOF_PREFIX + proofId))
   }
 
   /** Store batches are timed only while someone listens. */
