@@ -45,7 +45,7 @@ export const enc: Workload = {
           const { node, close } = await openNode(s.system, { tuning: { network: false, durability: 'process', encryption } })
           try {
             const before = process.cpuUsage()
-            const ms = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
+            const { ms } = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
             const used = process.cpuUsage(before)
             // Warm-up writes included: 2 × warmUp more writes than timed, under the same CPU clock.
             cpu[variant].push((used.user + used.system) / (s.n + 2 * (s.params.warmUp ?? 200)))

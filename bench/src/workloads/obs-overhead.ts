@@ -51,7 +51,7 @@ export const obs: Workload = {
         if (w1) {
           const { node, close } = await openNode(s.system, { tuning: { network: false, durability: 'process', metrics } })
           try {
-            const ms = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
+            const { ms } = await timeLocalWrites(node, s.case === 'W1-distinct' ? 'distinct' : 'hot', s.n, window, s.params.warmUp ?? 200)
             scrapes += (node as ConvergentNode).scrapes
             return perSecond(s.n, ms)
           } finally {

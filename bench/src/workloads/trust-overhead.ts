@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { folderPeerId } from 'convergent'
-import { openPair } from '../lib/node-pair.js'
-import { median, round } from '../lib/stats.js'
+import { openNode, openPair } from '../lib/node-pair.js'
+import { median, perSecond, round } from '../lib/stats.js'
 import { waitFor } from '../lib/time.js'
 import { tempDir } from '../lib/tmp.js'
 import { alternate, overhead, spread } from '../lib/variants.js'
 import type { ConvergentNode } from '../peers/convergent.js'
 import { spec, type Workload } from './types.js'
+import { timeLocalWrites } from './w1-local-writes.js'
 import { timeLiveReplication } from './w2-live-replication.js'
 import { timeLateJoiner } from './w3-late-joiner.js'
 
@@ -14,29 +15,40 @@ const OURS = ['convergent-yjs', 'convergent-automerge']
 type Variant = 'plain' | 'cluster'
 const VARIANTS: readonly Variant[] = ['plain', 'cluster']
 
-/** A policy that allows what 'plain' allows: both nodes members, every collection read and written by every member. */
-const policyFor = (a: string, b: string) => ({ roles: { all: [a, b] }, collections: { '*': { read: ['*'], write: ['*'] } } })
+/** A policy that allows what 'plain' allows: the given peers members, every collection read and written by every member. */
+const policyFor = (...members: string[]) => ({ roles: { all: members }, collections: { '*': { read: ['*'], write: ['*'] } } })
 
 /**
- * TRUST — what the trust boundary costs: W2 (live, 1k) and W3 (late joiner, 1k) with no cluster
- * ('plain') and with open({ cluster: { key, admins } }) ('cluster': the same random 32-byte key
- * at both nodes, node A the admin; A signs a policy naming A and B — every collection readable
- * and writable by every member — before B opens, and W2 measures once B has adopted it; in W3 the
- * late B learns it within the timed catch-up), in one process, `rounds` times each, alternating
- * which goes first, every time on fresh nodes in fresh folders.
+ * TRUST — what the trust boundary costs, signed writes included: W1 (local writes, 10k distinct
+ * new entities, one node), W2 (live, 1k) and W3 (late joiner, 1k) with no cluster ('plain') and
+ * with open({ cluster: { key, admins } }) ('cluster'), in one process, `rounds` times each after
+ * one untimed warm-up of each, alternating which goes first, every time on fresh nodes in fresh
+ * folders.
  *
- * What it measures is membership and policy checks, not signing: deltas carry no per-delta
- * signature yet (issue #13 item 3), so the issue's targets for signing (W1/W2 ≤ 15 %, W3 ≤ 20 %)
- * are not what this tests. The cluster key makes every connection a libp2p private network
- * (@libp2p/pnet: every byte XORed with XSalsa20, in JavaScript, on both sides, under Noise);
- * the policy adds a mayWrite/mayRead check per delta received and sent and a policy offer at the
- * start of every anti-entropy round (W3's catch-up is such a round). W1 (local writes, no
- * network) is not run: a policy needs a network, and a local write only adds one mayWrite check.
+ * 'cluster': a random 32-byte key (the same at both nodes), node A the admin. W1: A alone, with
+ * its network on (a cluster needs one; 'plain' has one too, so both publish every push, to no
+ * peer) and a policy naming A set before the writes. W2/W3: A signs a policy naming A and B —
+ * every collection readable and writable by every member — before B opens; W2 measures once B
+ * has adopted it; in W3 the late B learns it within the timed catch-up.
  *
- * The primary value is the overhead of 'cluster' against 'plain' from the medians (time added);
- * the details hold both medians, each variant's spread (max − min over the median) and the
- * process's CPU time per entity (both nodes, all threads, over the timed part), which other
- * processes on a shared machine disturb less than wall time.
+ * What a cluster adds: every gossip push A makes is signed by A — one Ed25519 signature per push
+ * (a push = what one tick committed, one coalesced delta per entity) over the entity ids and the
+ * SHA-256 of each delta — and in W2 B verifies that signature and each delta's hash and stores a
+ * proof record per push beside its change feed. W1 has the signing (hashing, one signature per
+ * push, a mayWrite check per write) without a receiver. Changes that anti-entropy brings are not
+ * signed (the sending writer vouches for them), so W3's catch-up verifies nothing: it measures
+ * membership and policy only. Besides: the cluster key makes every connection a libp2p private
+ * network (@libp2p/pnet: every byte XORed with XSalsa20, in JavaScript, on both sides, under
+ * Noise); the policy adds a mayWrite/mayRead check per delta received and sent and a policy offer
+ * at the start of every anti-entropy round (W3's catch-up is such a round). Gossipsub signs every
+ * message with its origin's libp2p key in both variants: the push signature is a second one.
+ *
+ * The primary value is the overhead of 'cluster' against 'plain' from the medians (time added;
+ * issue #13's targets: W1 and W2 ≤ 15 %, W3 ≤ 20 %); the details hold both medians, each
+ * variant's spread (max − min over the median), the process's CPU time per entity (all threads,
+ * both nodes in W2/W3, over the timed part: W1 until the last write is durable, so the signing of
+ * the last push or so is left out), which other processes on a shared machine disturb less than
+ * wall time, and how many pushes A made (median per run; W1's include its warm-up writes').
  */
 export const trust: Workload = {
   id: 'TRUST',
@@ -44,35 +56,62 @@ export const trust: Workload = {
   plan({ mode, window }) {
     const rounds = mode === 'quick' ? 2 : 5
     const n = mode === 'quick' ? 200 : 1_000
-    return ['W2-live', 'W3-catch-up'].flatMap((c) =>
-      OURS.map((s) => spec('TRUST', c, s, n, { window, rounds }, 120_000 + (rounds + 1) * 2 * (15_000 + n * 60))),
-    )
+    const w1n = mode === 'quick' ? 200 : 10_000
+    const warmUp = mode === 'quick' ? 50 : 200
+    return [
+      ...OURS.map((s) => spec('TRUST', 'W1-distinct', s, w1n, { window, warmUp, rounds }, 120_000 + (rounds + 1) * 2 * (15_000 + w1n * 20))),
+      ...['W2-live', 'W3-catch-up'].flatMap((c) => OURS.map((s) => spec('TRUST', c, s, n, { window, rounds }, 120_000 + (rounds + 1) * 2 * (15_000 + n * 60)))),
+    ]
   },
   async run(s, log) {
     const window = s.params.window ?? 64
     const rounds = s.params.rounds ?? 5
     const cpu: Record<Variant, number[]> = { plain: [], cluster: [] }
+    const pushes: Record<Variant, number[]> = { plain: [], cluster: [] }
+    const pushesOf = (node: ConvergentNode): number => node.replica.stats().pushed.messages
     const samples = await alternate(
       VARIANTS,
       rounds,
       async (variant, round) => {
-        const cpuSample = (cpuUs: number): void => {
-          if (round >= 0) cpu[variant].push(cpuUs / s.n) // not the warm-up's
+        const counted = (cpuUs: number, a: ConvergentNode): void => {
+          if (round < 0) return // not the warm-up's
+          cpu[variant].push(cpuUs / s.n)
+          pushes[variant].push(pushesOf(a))
+        }
+        if (s.case === 'W1-distinct') {
+          const dir = await tempDir(s.system)
+          const id = await folderPeerId(dir.dir)
+          const cluster = variant === 'cluster' ? { key: randomBytes(32), admins: [id] } : undefined
+          const { node, close } = await openNode(s.system, { network: true, dir, tuning: { durability: 'process', ...(cluster ? { cluster } : {}) } })
+          try {
+            const a = node as ConvergentNode
+            if (cluster) await a.replica.policy.set(policyFor(id))
+            if (cluster && a.replica.policy.get()?.version !== 1) throw new Error('the policy is not in force')
+            const { ms, cpuUs } = await timeLocalWrites(node, 'distinct', s.n, window, s.params.warmUp ?? 200)
+            counted(cpuUs, a)
+            return ms
+          } finally {
+            await close()
+          }
         }
         // B's folder is made (and its peer id known) before anything opens, in both variants alike.
         const [dirA, dirB] = [await tempDir(s.system), await tempDir(s.system)]
         const [idA, idB] = [await folderPeerId(dirA.dir), await folderPeerId(dirB.dir)]
         const cluster = variant === 'cluster' ? { key: randomBytes(32), admins: [idA] } : undefined
         const pair = await openPair(s.system, cluster ? { cluster } : undefined, dirA)
+        const a = pair.a.node as ConvergentNode
         let b: Awaited<ReturnType<typeof pair.openB>> | undefined
         try {
-          if (cluster) await (pair.a.node as ConvergentNode).replica.policy.set(policyFor(idA, idB))
+          if (cluster) await a.replica.policy.set(policyFor(idA, idB))
           if (s.case === 'W2-live') {
             b = await pair.openB(dirB)
             const replica = (b.node as ConvergentNode).replica
             if (cluster) await waitFor("B to adopt A's policy", () => replica.policy.get()?.version === 1, 60_000)
             const { ms, cpuUs } = await timeLiveReplication(pair, b, s.n, window, 120_000)
-            cpuSample(cpuUs)
+            counted(cpuUs, a)
+            // Every push verified: none dropped for its signature.
+            const bad = replica.stats().droppedByReason.badSignature
+            if (bad > 0) throw new Error(`B dropped ${bad} push(es) for their signature`)
             return ms
           }
           const { ms, cpuUs } = await timeLateJoiner(
@@ -83,7 +122,7 @@ export const trust: Workload = {
             () => pair.openB(dirB),
             (joined) => (b = joined),
           )
-          cpuSample(cpuUs)
+          counted(cpuUs, a)
           // The catch-up counted only if the policy was in force at B by the end of it.
           if (cluster) await waitFor("B to have adopted A's policy", () => (b!.node as ConvergentNode).replica.policy.get()?.version === 1, 10_000)
           return ms
@@ -96,20 +135,31 @@ export const trust: Workload = {
       { warmUp: true },
     )
     const cost = overhead(samples.plain, samples.cluster, 'lower')
+    const w1 = s.case === 'W1-distinct'
     return {
       primary: { name: "overhead of 'cluster' vs 'plain' (medians)", value: cost.median, unit: '%', better: 'lower' },
       metrics: {
         rounds,
         'plain ms': Math.round(median(samples.plain)),
         'cluster ms': Math.round(median(samples.cluster)),
+        ...(w1
+          ? { 'plain writes/s': Math.round(perSecond(s.n, median(samples.plain))), 'cluster writes/s': Math.round(perSecond(s.n, median(samples.cluster))) }
+          : {}),
         'overhead % (best runs)': cost.best,
         'plain spread %': spread(samples.plain),
         'cluster spread %': spread(samples.cluster),
         'plain CPU µs/entity': round(median(cpu.plain), 1),
         'cluster CPU µs/entity': round(median(cpu.cluster), 1),
         'CPU overhead %': overhead(cpu.plain, cpu.cluster, 'lower').median,
+        'pushes by A per run': Math.round(median(pushes.cluster)),
       },
-      notes: ['no per-delta signing yet: membership (pnet) and policy checks only, not the signing the issue #13 targets are for'],
+      notes: [
+        w1
+          ? "cluster: A signs every gossip push (one Ed25519 signature per push over entity ids + each delta's SHA-256), a policy naming A in force; no receiver"
+          : s.case === 'W2-live'
+            ? 'cluster: every gossip push signed by A (one signature per push) and verified at B (signature + each delta hash, a proof record stored), plus pnet and policy checks'
+            : 'cluster: anti-entropy changes are not signed (the sending writer vouches for them): this catch-up verifies nothing, it measures membership (pnet) and policy only',
+      ],
     }
   },
 }

@@ -29,24 +29,31 @@ const HOT = 'hot-entity'
 /**
  * W1's measurement on an open node: untimed warm-up writes, then N timed writes with `window`
  * in flight — N new entities ('distinct') or N updates of one entity ('hot'). Returns the ms
- * until the last is durable.
+ * until the last is durable, and the process's CPU time meanwhile (all its threads).
  */
-export async function timeLocalWrites(node: BenchNode, kind: 'distinct' | 'hot', n: number, window: number, warmUp: number): Promise<number> {
+export async function timeLocalWrites(
+  node: BenchNode,
+  kind: 'distinct' | 'hot',
+  n: number,
+  window: number,
+  warmUp: number,
+): Promise<{ ms: number; cpuUs: number }> {
   await inWindow(warmUp, window, (i) => node.put(`warm-up-${i}`, product(i)))
   await inWindow(warmUp, window, (i) => node.setStock('warm-up-0', i))
   await node.flush()
-  if (kind === 'distinct') {
+  const timed = async (write: () => Promise<void>): Promise<{ ms: number; cpuUs: number }> => {
+    const cpu = process.cpuUsage()
     const t0 = now()
-    await inWindow(n, window, (i) => node.put(entityId(i), product(i)))
+    await write()
     await node.flush()
-    return now() - t0
+    const ms = now() - t0
+    const used = process.cpuUsage(cpu)
+    return { ms, cpuUs: used.user + used.system }
   }
+  if (kind === 'distinct') return timed(() => inWindow(n, window, (i) => node.put(entityId(i), product(i))))
   await node.put(HOT, product(0))
   await node.flush()
-  const t0 = now()
-  await inWindow(n, window, (i) => node.setStock(HOT, i + 1))
-  await node.flush()
-  return now() - t0
+  return timed(() => inWindow(n, window, (i) => node.setStock(HOT, i + 1)))
 }
 
 export const w1: Workload = {
@@ -72,7 +79,7 @@ export const w1: Workload = {
     const window = s.params.window ?? 64
     const warmUp = s.params.warmUp ?? 200
     try {
-      const ms = await timeLocalWrites(node, s.case.startsWith('distinct') ? 'distinct' : 'hot', s.n, window, warmUp)
+      const { ms } = await timeLocalWrites(node, s.case.startsWith('distinct') ? 'distinct' : 'hot', s.n, window, warmUp)
       log(`${s.n} writes in ${Math.round(ms)} ms`)
       return {
         primary: { name: 'durable writes/s', value: perSecond(s.n, ms), unit: 'ops/s', better: 'higher' },
