@@ -79,7 +79,8 @@ describe('e-commerce scenario (quick mode)', function () {
   })
 
   it('leaves no process behind and removes its data folder', () => {
-    expect(r.pids).to.have.length(3)
+    // The three services, and payments again (restarted after the forget).
+    expect(r.pids).to.have.length(4)
     for (const pid of r.pids) expect(isAlive(pid), `pid ${pid}`).to.equal(false)
     expect(existsSync(r.dataRoot)).to.equal(false)
   })
@@ -126,6 +127,24 @@ describe('e-commerce scenario (quick mode)', function () {
     expect(p.refusedForget).to.include({ status: 403, code: 'ERR_FORBIDDEN', stillReadable: true })
     // Nobody orders as the forgotten customer after the forget.
     expect(r.attempts.some((a) => a.phase === 'healed' && a.customerId === p.forgotten!.id)).to.equal(false)
+  })
+
+  it('a service offline during the forget (payments, stopped before it) destroys the key when it comes back on the same folder', () => {
+    const o = r.privacy!.offline!
+    expect(o.service).to.equal('payments')
+    // While it was down, after the forget, its folder still opened the forgotten email: it held the key.
+    expect(o.heldWhileDown?.forgottenOpened, 'records opening the email in the stopped folder').to.be.greaterThan(0)
+    // It came back: a new process on the same folder, the one the run ended with.
+    expect(o.pids.after).to.be.a('number').and.not.equal(o.pids.before)
+    expect(r.services.find((s) => s.name === 'payments')?.pid).to.equal(o.pids.after)
+    expect(r.pids).to.include.members([o.pids.before, o.pids.after!])
+    // …and on its own (no forget sent to it) its get() stopped returning the email and address.
+    expect(o.forgotMs, 'the restarted payments never lost the email').to.be.a('number')
+    expect(r.privacy!.after.fieldsLeft.payments).to.deep.equal([])
+    // Read after it came back: no file of its folder holds an email, and no record opens the forgotten one.
+    expect(r.privacy!.after.search.payments?.found).to.deep.equal([])
+    expect(r.privacy!.dump?.payments?.forgottenOpened).to.equal(0)
+    expect(r.privacy!.dump?.payments?.othersOpened).to.be.greaterThan(0)
   })
 
   it('reports every invariant as holding', () => {

@@ -151,6 +151,7 @@ describe('e-commerce building blocks', () => {
     const plain = 'privacy: no customer email or address in plain in any file of any service (byte search, before and after the forget)'
     const reached = 'privacy: the forget reached every service — its email and address gone from get(), the other customers still read'
     const dumped = "privacy: no service's folder opens the forgotten fields (every stored record dumped once stopped)"
+    const offline = 'privacy: a service offline during the forget destroyed the key when it came back'
     const found: FolderSearch = { files: 3, bytes: 10, found: ['ada@x in 000003.log'], idFound: true }
     expect(failed({ ...good, privacy: { ...privacy, after: { ...privacy.after, search: { ...privacy.after.search, payments: found } } } })).to.deep.equal([
       plain,
@@ -174,7 +175,16 @@ describe('e-commerce building blocks', () => {
     expect(failed({ ...good, privacy: { ...privacy, dump: { ...privacy.dump!, orders: { records: 2, forgottenOpened: 1, othersOpened: 1 } } } })).to.deep.equal(
       [dumped],
     )
-    expect(failed({ ...good, privacy: { ...privacy, dump: null } })).to.deep.equal([dumped])
+    expect(failed({ ...good, privacy: { ...privacy, dump: null } })).to.deep.equal([offline, dumped])
+    // The service offline during the forget: it must have held the key while down, come back, and lost it.
+    const o = privacy.offline!
+    expect(failed({ ...good, privacy: { ...privacy, offline: { ...o, heldWhileDown: { records: 2, forgottenOpened: 0 } } } })).to.deep.equal([offline])
+    expect(failed({ ...good, privacy: { ...privacy, offline: { ...o, pids: { before: 1, after: null } } } })).to.deep.equal([offline])
+    expect(failed({ ...good, privacy: { ...privacy, offline: { ...o, forgotMs: null } } })).to.deep.equal([offline])
+    expect(failed({ ...good, privacy: { ...privacy, offline: null } })).to.deep.equal([offline])
+    expect(
+      failed({ ...good, privacy: { ...privacy, dump: { ...privacy.dump!, payments: { records: 2, forgottenOpened: 1, othersOpened: 1 } } } }),
+    ).to.deep.equal([offline, dumped])
     expect(failed({ ...good, privacy: null })).to.include('privacy: a forgotten customer is gone from every service')
   })
 
@@ -224,6 +234,7 @@ function goodPrivacy(): PrivacyResult {
     forgetMs: 5,
     reachedMs: every(10),
     after: { fieldsLeft: every([]), othersReadable: every(1), orderKept: every(true), rewrite: { status: 410, code: 'ERR_FORGOTTEN' }, search: every(search) },
+    offline: { service: 'payments', pids: { before: 1, after: 2 }, heldWhileDown: { records: 2, forgottenOpened: 1 }, downMs: 900, forgotMs: 300 },
     dump: every({ records: 2, forgottenOpened: 0, othersOpened: 1 }),
     durationMs: 100,
     error: null,

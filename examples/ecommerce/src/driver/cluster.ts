@@ -33,6 +33,8 @@ export class Cluster {
   private readonly children = new Set<ChildProcess>()
   /** Every pid ever started, to check afterwards that none is left. */
   readonly pids: number[] = []
+  /** Where each service listened (libp2p, HTTP, metrics) and whom it dialled: a restart reuses them. */
+  private readonly addresses = new Map<ServiceName, { listen: string; peers: string[]; httpPort: number; metricsPort: number }>()
 
   constructor(
     readonly dataRoot: string,
@@ -71,12 +73,35 @@ export class Cluster {
     await Promise.all([...this.children].map((child) => stopChild(child)))
   }
 
+  /**
+   * Stops one service cleanly (SIGTERM: it closes its replica and exits) and takes it out of
+   * list(), so nothing polls it while it is down. Its folder stays, for restart().
+   */
+  async stopService(name: ServiceName): Promise<void> {
+    const handle = this.services[name]
+    if (handle === undefined) return
+    delete (this.services as Partial<Record<ServiceName, ServiceHandle>>)[name]
+    await stopChild(handle.child)
+  }
+
+  /**
+   * Starts a stopped service again: a new process on the same folder (so the same peer id and
+   * stored state), on the same libp2p, HTTP and metrics ports (its URLs do not change), dialling
+   * the same peers.
+   */
+  async restart(name: ServiceName): Promise<ServiceHandle> {
+    const at = this.addresses.get(name)
+    if (at === undefined) throw new Error(`${name} was never started`)
+    if (this.services[name] !== undefined) throw new Error(`${name} is running`)
+    return this.startService(name, at.listen, at.peers, { httpPort: at.httpPort, metricsPort: at.metricsPort })
+  }
+
   /** Kills every process at once (a second Ctrl-C). */
   kill(): void {
     for (const child of this.children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
 
-  private async startService(name: ServiceName, listen: string, peers: string[]): Promise<ServiceHandle> {
+  private async startService(name: ServiceName, listen: string, peers: string[], ports = { httpPort: 0, metricsPort: 0 }): Promise<ServiceHandle> {
     const dataDir = join(this.dataRoot, name)
     const logFile = join(this.dataRoot, `${name}.log`)
     const config: ServiceConfig = {
@@ -85,8 +110,7 @@ export class Cluster {
       dataDir,
       peers,
       listen: [listen],
-      httpPort: 0,
-      metricsPort: 0,
+      ...ports,
       ...(name === 'inventory' ? { policy: this.trust.policy } : {}),
     }
     const fd = openSync(logFile, 'a')
@@ -120,6 +144,7 @@ export class Cluster {
       child,
     }
     this.services[name] = handle
+    this.addresses.set(name, { listen, peers, httpPort: Number(new URL(handle.url).port), metricsPort: Number(new URL(handle.metricsUrl).port) })
     return handle
   }
 }

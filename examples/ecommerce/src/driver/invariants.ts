@@ -1,4 +1,5 @@
 import { SERVICE_NAMES } from '../shared/protocol.js'
+import type { PrivacyResult } from './privacy.js'
 import type { ScenarioResult } from './scenario.js'
 
 export interface Invariant {
@@ -78,6 +79,7 @@ function privacyInvariants(r: ScenarioResult): Invariant[] {
         p.refusedForget.stillReadable,
       detail: `reached ${SERVICE_NAMES.map((s) => `${s} ${p.reachedMs[s] ?? '—'} ms`).join(', ')}; fields left ${SERVICE_NAMES.map((s) => p.after.fieldsLeft[s]?.length ?? '—').join('/')}; others read ${SERVICE_NAMES.map((s) => `${p.after.othersReadable[s] ?? '—'}/${n - 1}`).join(', ')}; written again → ${p.after.rewrite.status} ${p.after.rewrite.code ?? ''}; payments' forget → ${p.refusedForget.status} ${p.refusedForget.code ?? ''}${p.error ? `; ${p.error}` : ''}`,
     },
+    offlineInvariant(p),
     {
       name: "privacy: no service's folder opens the forgotten fields (every stored record dumped once stopped)",
       ok: dump !== null && all(dump, (d) => d.records > 0 && d.forgottenOpened === 0 && d.othersOpened > 0),
@@ -90,6 +92,37 @@ function privacyInvariants(r: ScenarioResult): Invariant[] {
             ).join('; '),
     },
   ]
+}
+
+/**
+ * The reader stopped before the forget and restarted on the same folder after it: its stopped
+ * folder still opened the forgotten email (it held the key), and once back its get() lost the
+ * email and its folder, dumped at the end, opens it nowhere. (The byte search of its folder after
+ * it came back is in the invariant of every folder's search.)
+ */
+function offlineInvariant(p: PrivacyResult): Invariant {
+  const name = 'privacy: a service offline during the forget destroyed the key when it came back'
+  const o = p.offline
+  if (o === null) return { name, ok: false, detail: 'no service was stopped during the forget' }
+  const held = o.heldWhileDown
+  const dump = p.dump?.[o.service]
+  return {
+    name,
+    ok:
+      held !== null &&
+      held.forgottenOpened > 0 &&
+      o.pids.after !== null &&
+      o.forgotMs !== null &&
+      p.after.fieldsLeft[o.service]?.length === 0 &&
+      dump !== undefined &&
+      dump.records > 0 &&
+      dump.forgottenOpened === 0,
+    detail: `${o.service} stopped before the forget (pid ${o.pids.before}); its folder while down opened the forgotten email in ${held === null ? '—' : `${held.forgottenOpened} of ${held.records}`} records; ${
+      o.pids.after === null
+        ? 'NOT restarted'
+        : `restarted on the same folder (pid ${o.pids.after}): email gone from get() ${o.forgotMs === null ? 'NEVER' : `${o.forgotMs} ms after it came back`}`
+    }; its folder dumped once stopped opens it in ${dump === undefined ? '—' : `${dump.forgottenOpened} of ${dump.records}`} records`,
+  }
 }
 
 /** The properties the demo exists to show; any false one makes the demo exit non-zero. */

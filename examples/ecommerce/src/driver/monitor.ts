@@ -16,7 +16,8 @@ export interface StockSample {
 /**
  * Polls every service's view of the stock while the scenario runs: the lowest value any
  * replica showed, and a timeline for the report. Each service also tracks the lowest value it
- * ever held (every applied change, between polls too); lowestWatched collects those.
+ * ever held (every applied change, between polls too); lowestWatched collects those (the lowest
+ * over every process of a service, when one was restarted).
  */
 export class StockMonitor {
   readonly samples: StockSample[] = []
@@ -69,7 +70,9 @@ export class StockMonitor {
       rights += s.rights
       if (this.lowestPolled === null || s.value < this.lowestPolled) this.lowestPolled = s.value
     }
-    this.lowestWatched[service] = view.lowestSeen
+    // The lowest over every process of the service (a restarted one starts its watch again).
+    const before = this.lowestWatched[service] ?? null
+    this.lowestWatched[service] = before === null ? view.lowestSeen : view.lowestSeen === null ? before : Math.min(before, view.lowestSeen)
     this.samples.push({ t: this.now(), service, skus, rights })
   }
 }

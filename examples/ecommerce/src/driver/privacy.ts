@@ -6,6 +6,9 @@
  * after the forget), get() no longer returns its email or address while the other customers
  * still read, the forget reached the service, and — once the services have stopped — no record
  * of the folder opens the forgotten fields (a dump of every stored snapshot and delta).
+ * One reader (payments) is stopped before the forget and restarted on the same folder after it:
+ * its stopped folder still opens the email (it holds the key), and once it is back it takes the
+ * tombstone and destroys the key by itself — the byte search and the dump cover it after that.
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -49,6 +52,22 @@ export interface FolderSearch {
   idFound: boolean
 }
 
+/** The reader that was stopped (cleanly) before the forget and started again on the same folder after it. */
+export interface OfflineResult {
+  service: ServiceName
+  /** Its pid before the stop, and that of the process restarted on the same folder (null: not restarted). */
+  pids: { before: number; after: number | null }
+  /**
+   * Its folder dumped while it was down, after the forget: records of `customers`, and how many
+   * open the forgotten email with the keys the folder holds (> 0: it held the key through the forget).
+   */
+  heldWhileDown: { records: number; forgottenOpened: number } | null
+  /** From the stop until the restarted process was ready (ms). */
+  downMs: number | null
+  /** From ready until its get() first returned the customer without email and address (null: not within the wait). */
+  forgotMs: number | null
+}
+
 export interface PrivacyResult {
   /** The customers the orders service registered (web orders carry them). */
   customers: { id: string; email: string }[]
@@ -67,6 +86,8 @@ export interface PrivacyResult {
   forgetMs: number | null
   /** Since the forget call: when this service's get() first returned the customer without email and address. */
   reachedMs: Partial<Record<ServiceName, number>>
+  /** The service offline during the forget (null: none was stopped). */
+  offline: OfflineResult | null
   after: {
     /** Personal fields still in get() of the forgotten customer, per service (must be none). */
     fieldsLeft: Partial<Record<ServiceName, string[]>>
@@ -89,6 +110,15 @@ export interface PrivacyResult {
 
 const READ_TIMEOUT_MS = 15_000
 const REACH_TIMEOUT_MS = 10_000
+/** How long the restarted service has to take the tombstone (anti-entropy with its peers; a round runs on connect). */
+const BACK_TIMEOUT_MS = 20_000
+
+/** Stops one service and starts it again on the same folder (the driver's Cluster does both). */
+export interface OfflineControl {
+  service: ServiceName
+  stop(): Promise<void>
+  restart(): Promise<ServiceHandle>
+}
 
 export function emptyPrivacy(): PrivacyResult {
   return {
@@ -99,6 +129,7 @@ export function emptyPrivacy(): PrivacyResult {
     refusedForget: { service: 'payments', status: 0, code: null, stillReadable: false },
     forgetMs: null,
     reachedMs: {},
+    offline: null,
     after: { fieldsLeft: {}, othersReadable: {}, orderKept: {}, rewrite: { status: 0, code: null }, search: {} },
     dump: null,
     durationMs: 0,
@@ -108,22 +139,31 @@ export function emptyPrivacy(): PrivacyResult {
 
 /**
  * Forgets the first customer at the orders service (a writer of customers) and checks what each
- * service holds before and after. Run with every service connected and no traffic.
+ * service holds before and after. Run with every service connected and no traffic. With
+ * `offline`, that service (a reader, not orders) is stopped before the forget and restarted on
+ * the same folder after it; the checks after the forget run once it is back.
  */
 export async function forgetCustomer(
   client: HttpClient,
-  services: Record<ServiceName, ServiceHandle>,
+  running: Record<ServiceName, ServiceHandle>,
   dataRoot: string,
   customers: DemoCustomer[],
   attempts: OrderAttempt[],
   signal: AbortSignal,
+  offline?: OfflineControl,
+  log: (line: string) => void = () => undefined,
 ): Promise<PrivacyResult> {
   const began = performance.now()
   const result = emptyPrivacy()
-  const list = SERVICE_NAMES.map((n) => services[n])
+  // The handles as this step sees them (a restarted service gets a new one).
+  const services = { ...running }
+  let list = SERVICE_NAMES.map((n) => services[n])
   const [gone, ...others] = customers
+  let down = false
+  let restartTried = false
   try {
     if (gone === undefined) throw new Error('no customers')
+    if (offline?.service === 'orders') throw new Error('the orders service forgets: it cannot be the one offline')
     const read = (s: ServiceHandle, c: DemoCustomer): Promise<CustomerView> => client.getOk<CustomerView>(`${s.url}/customers/${c.id}`, signal)
     const readsPlain = async (s: ServiceHandle, c: DemoCustomer): Promise<boolean> => {
       const v = (await read(s, c)).customer
@@ -163,7 +203,19 @@ export async function forgetCustomer(
       stillReadable: (await Promise.all(list.map((s) => readsPlain(s, gone)))).every(Boolean),
     }
 
-    // The erasure: orders (the writer) forgets the customer; the tombstone reaches every member.
+    // One reader goes offline (a clean stop: its replica closes, its folder stays) and misses the forget.
+    let stoppedAt = 0
+    if (offline !== undefined) {
+      const before = services[offline.service]
+      result.offline = { service: offline.service, pids: { before: before.pid, after: null }, heldWhileDown: null, downMs: null, forgotMs: null }
+      stoppedAt = performance.now()
+      down = true
+      await offline.stop()
+      log(`${offline.service} stopped (pid ${before.pid}): it is offline during the forget; its folder stays as it is.`)
+    }
+    const online = list.filter((s) => s.name !== offline?.service)
+
+    // The erasure: orders (the writer) forgets the customer; the tombstone reaches every member online.
     const forgetAt = performance.now()
     const done = await client.postOk<{ ms: number }>(`${services.orders.url}/customers/${gone.id}/forget`, {}, { signal, idempotent: true })
     result.forgetMs = done.ms
@@ -174,16 +226,53 @@ export async function forgetCustomer(
     }
     await waitUntil(
       async () => {
-        const left = await Promise.all(list.map(fieldsOf))
-        list.forEach((s, i) => {
+        const left = await Promise.all(online.map(fieldsOf))
+        online.forEach((s, i) => {
           if (left[i]!.length === 0) result.reachedMs[s.name] ??= Math.round(performance.now() - forgetAt)
         })
         return left.every((f) => f.length === 0)
       },
       REACH_TIMEOUT_MS,
-      'the forget to reach every service',
+      `the forget to reach ${online.map((s) => s.name).join(' and ')}`,
       signal,
     ).catch(() => undefined)
+
+    if (offline !== undefined && result.offline !== null) {
+      // While it is down its folder still holds the key: the dump opens the forgotten email.
+      const dir = join(dataRoot, offline.service)
+      const { records, forgottenOpened } = await dumpCounts(dir, gone.email, [])
+      result.offline.heldWhileDown = { records, forgottenOpened }
+      log(
+        `${offline.service} is down and its folder, dumped after the forget, opens the forgotten email in ${result.offline.heldWhileDown.forgottenOpened} of ${result.offline.heldWhileDown.records} stored customer records: it still holds the key.`,
+      )
+      // It comes back on the same folder; nothing is sent to it: it takes the tombstone from its peers.
+      restartTried = true
+      const back = await offline.restart()
+      down = false
+      const readyAt = performance.now()
+      services[offline.service] = back
+      list = SERVICE_NAMES.map((n) => services[n])
+      result.offline.pids.after = back.pid
+      result.offline.downMs = Math.round(readyAt - stoppedAt)
+      log(
+        `${offline.service} restarted on the same folder (pid ${back.pid}, down ${formatMs(result.offline.downMs)}); waiting up to ${formatMs(BACK_TIMEOUT_MS)} for its get() to lose the email…`,
+      )
+      await waitUntil(
+        async () => (await fieldsOf(back)).length === 0,
+        BACK_TIMEOUT_MS,
+        `${offline.service} to take the tombstone after its restart`,
+        signal,
+      ).catch(() => undefined)
+      if ((await fieldsOf(back)).length === 0) {
+        result.offline.forgotMs = Math.round(performance.now() - readyAt)
+        result.reachedMs[offline.service] = Math.round(performance.now() - forgetAt)
+      }
+      log(
+        result.offline.forgotMs === null
+          ? `${offline.service} STILL returns the forgotten fields ${formatMs(BACK_TIMEOUT_MS)} after it came back.`
+          : `${offline.service} took the tombstone and destroyed the key ${formatMs(result.offline.forgotMs)} after it came back.`,
+      )
+    }
 
     // After: the fields are gone everywhere, the others still read, the order stays.
     for (const s of list) {
@@ -205,6 +294,15 @@ export async function forgetCustomer(
   } catch (err) {
     if (signal.aborted) throw err
     result.error = err instanceof Error ? err.message : String(err)
+  }
+  // A failure between the stop and the restart must not leave the service down for the rest of the run.
+  if (down && !restartTried && offline !== undefined && !signal.aborted) {
+    try {
+      const back = await offline.restart()
+      if (result.offline !== null) result.offline.pids.after = back.pid
+    } catch (err) {
+      result.error ??= `restarting ${offline.service}: ${err instanceof Error ? err.message : String(err)}`
+    }
   }
   result.durationMs = Math.round(performance.now() - began)
   return result
@@ -250,19 +348,22 @@ export async function dumpFolders(dataRoot: string, p: PrivacyResult): Promise<v
   const others = p.customers.filter((c) => c.id !== gone.id).map((c) => c.email)
   p.dump = {}
   try {
-    for (const service of SERVICE_NAMES) {
-      const counts = { records: 0, forgottenOpened: 0, othersOpened: 0 }
-      for await (const record of dumpCollection(join(dataRoot, service), 'customers')) {
-        counts.records++
-        const text = JSON.stringify(record.value ?? null)
-        if (text.includes(gone.email)) counts.forgottenOpened++
-        if (others.some((e) => text.includes(e))) counts.othersOpened++
-      }
-      p.dump[service] = counts
-    }
+    for (const service of SERVICE_NAMES) p.dump[service] = await dumpCounts(join(dataRoot, service), gone.email, others)
   } catch (err) {
     p.error ??= `dump: ${err instanceof Error ? err.message : String(err)}`
   }
+}
+
+/** Every stored record of `customers` in a closed folder: how many open the forgotten email, how many another customer's. */
+async function dumpCounts(dir: string, forgotten: string, others: string[]): Promise<{ records: number; forgottenOpened: number; othersOpened: number }> {
+  const counts = { records: 0, forgottenOpened: 0, othersOpened: 0 }
+  for await (const record of dumpCollection(dir, 'customers')) {
+    counts.records++
+    const text = JSON.stringify(record.value ?? null)
+    if (text.includes(forgotten)) counts.forgottenOpened++
+    if (others.some((e) => text.includes(e))) counts.othersOpened++
+  }
+  return counts
 }
 
 /** The forget in a few lines of narration. */
@@ -281,6 +382,10 @@ export function describePrivacy(p: PrivacyResult): string[] {
       `customer ${p.forgotten.id} (${p.forgotten.email}) forgotten by ${p.forgotten.by} in ${p.forgetMs ?? '—'} ms; payments' forget → ${p.refusedForget.status} ${p.refusedForget.code ?? ''}`.trimEnd(),
       `before: every customer read in plain on ${per(p.before.readable, (v) => `${v}/${n}`)}; byte search of every file (${files(p.before.search)}): ${hits(p.before.search)} emails or addresses in plain; the customer id found on ${per(p.before.search, (s) => (s.idFound ? 'yes' : 'NO'))}`,
       `forget reached ${per(p.reachedMs, (ms) => formatMs(ms))}; personal fields left in get(): ${per(p.after.fieldsLeft, (f) => (f.length ? f.join('+') : 'none'))}; others read: ${per(p.after.othersReadable, (v) => `${v}/${n - 1}`)}`,
+    )
+    const offline = describeOffline(p)
+    if (offline !== null) lines.push(offline)
+    lines.push(
       `after: byte search (${files(p.after.search)}): ${hits(p.after.search)} in plain; order ${p.orderId ?? '—'} kept, naming the customer: ${per(p.after.orderKept, (ok) => (ok ? 'yes' : 'NO'))}; writing the customer again → ${p.after.rewrite.status} ${p.after.rewrite.code ?? ''}`.trimEnd(),
     )
   }
@@ -288,6 +393,19 @@ export function describePrivacy(p: PrivacyResult): string[] {
   if (dump !== null) lines.push(dump)
   if (p.error) lines.push(`privacy checks failed: ${p.error}`)
   return lines
+}
+
+/** The service offline during the forget in one line (null: none was stopped). */
+export function describeOffline(p: PrivacyResult): string | null {
+  const o = p.offline
+  if (o === null) return null
+  const held =
+    o.heldWhileDown === null ? 'not dumped' : `opened the forgotten email in ${o.heldWhileDown.forgottenOpened} of ${o.heldWhileDown.records} records`
+  const back =
+    o.pids.after === null
+      ? 'NOT restarted'
+      : `restarted on the same folder (pid ${o.pids.before} → ${o.pids.after}, down ${o.downMs === null ? '—' : formatMs(o.downMs)}): ${o.forgotMs === null ? 'its get() STILL returned the email' : `the email gone from its get() ${formatMs(o.forgotMs)} after it came back`}`
+  return `${o.service} was offline during the forget: its stopped folder ${held}; ${back}`
 }
 
 /** The dump of the stopped folders in one line (null: not done). */

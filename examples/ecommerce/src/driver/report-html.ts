@@ -81,11 +81,26 @@ function privacySection(r: ScenarioResult): string {
     s === undefined
       ? '—'
       : `${s.found.length === 0 ? '<span class="ok">0</span>' : `<span class="bad">${s.found.length}</span>`} in ${s.files} files (${(s.bytes / 1024).toFixed(0)} KiB); id ${s.idFound ? 'found' : '<span class="bad">NOT found</span>'}`
+  const o = p.offline
+  const offline = (s: ServiceName): string => {
+    if (o?.service !== s) return '<span class="muted">online</span>'
+    const held =
+      o.heldWhileDown === null
+        ? 'not dumped'
+        : `its stopped folder opened the email in ${o.heldWhileDown.forgottenOpened} of ${o.heldWhileDown.records} records`
+    const back =
+      o.pids.after === null
+        ? '<span class="bad">not restarted</span>'
+        : o.forgotMs === null
+          ? '<span class="bad">came back, still returned the email</span>'
+          : `<span class="ok">came back (pid ${o.pids.before} → ${o.pids.after}), key destroyed ${o.forgotMs} ms later</span>`
+    return `stopped before the forget; ${esc(held)}; ${back}`
+  }
   const rows = (['inventory', 'orders', 'payments'] as const)
     .map((s) => {
       const d = p.dump?.[s]
       const left = p.after.fieldsLeft[s]
-      return `<tr><th>${s}</th><td class="n">${p.before.readable[s] ?? '—'}/${n}</td><td>${search(p.before.search[s])}</td><td class="n">${p.reachedMs[s] === undefined ? '<span class="bad">never</span>' : `${p.reachedMs[s]} ms`}</td><td>${left === undefined ? '—' : left.length === 0 ? '<span class="ok">none</span>' : `<span class="bad">${esc(left.join(', '))}</span>`}</td><td class="n">${p.after.othersReadable[s] ?? '—'}/${n - 1}</td><td>${search(p.after.search[s])}</td><td>${d === undefined ? '—' : `${d.forgottenOpened} of ${d.records} (others ${d.othersOpened})`}</td></tr>`
+      return `<tr><th>${s}</th><td class="n">${p.before.readable[s] ?? '—'}/${n}</td><td>${search(p.before.search[s])}</td><td>${offline(s)}</td><td class="n">${p.reachedMs[s] === undefined ? '<span class="bad">never</span>' : `${p.reachedMs[s]} ms`}</td><td>${left === undefined ? '—' : left.length === 0 ? '<span class="ok">none</span>' : `<span class="bad">${esc(left.join(', '))}</span>`}</td><td class="n">${p.after.othersReadable[s] ?? '—'}/${n - 1}</td><td>${search(p.after.search[s])}</td><td>${d === undefined ? '—' : `${d.forgottenOpened} of ${d.records} (others ${d.othersOpened})`}</td></tr>`
     })
     .join('')
   return `<h2>Personal data: a customer forgotten</h2>
@@ -93,8 +108,13 @@ function privacySection(r: ScenarioResult): string {
 the email (<code>pseudonym(key, email)</code>, the key given to orders alone), with <code>email</code> and <code>address</code> declared
 personal: the replica seals them per customer (AES-256-GCM under the customer's key) before they enter the CRDT, and hands the key only to
 members that may read the collection. After the heal, the orders service called <code>replica.forget(${esc(p.forgotten.id)})</code> for
-<b>${esc(p.forgotten.email)}</b>: a signed tombstone went to every member, and each destroyed the key and compacted its store.</p>
-<table><tr><th>service</th><th>customers read in plain before</th><th>byte search before: emails/addresses in plain</th><th>forget reached after</th><th>fields left in get()</th><th>others read after</th><th>byte search after</th><th>dump once stopped: records opening the forgotten email</th></tr>${rows}</table>
+<b>${esc(p.forgotten.email)}</b>: a signed tombstone went to every member, and each destroyed the key and compacted its store.${
+    o === null
+      ? ''
+      : ` The ${esc(o.service)} service was stopped (cleanly) before the forget and started again on the same folder after it: it missed the tombstone, and had to
+take it from its peers once it reconnected and destroy the key then; the byte search and the dump after the forget read its folder after it came back.`
+  }</p>
+<table><tr><th>service</th><th>customers read in plain before</th><th>byte search before: emails/addresses in plain</th><th>offline during the forget</th><th>forget reached after</th><th>fields left in get()</th><th>others read after</th><th>byte search after</th><th>dump once stopped: records opening the forgotten email</th></tr>${rows}</table>
 <ul>${describePrivacy(p)
     .map((line) => `<li>${esc(line)}</li>`)
     .join('')}</ul>

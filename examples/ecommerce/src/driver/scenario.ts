@@ -77,7 +77,10 @@ export interface ScenarioResult {
   durationMs: number
   dataRoot: string
   kept: boolean
-  /** `metricsUrl`: the replica's /metrics, /healthz, /readyz and /status (convergent's serve()). */
+  /**
+   * `metricsUrl`: the replica's /metrics, /healthz, /readyz and /status (convergent's serve()).
+   * Payments, restarted after the forget, appears with the pid of its second process.
+   */
   services: { name: ServiceName; pid: number; url: string; metricsUrl: string; peerId: string; logFile: string }[]
   phases: PhaseSpan[]
   attempts: OrderAttempt[]
@@ -94,12 +97,16 @@ export interface ScenarioResult {
   lost: { checked: number; missing: { service: ServiceName; id: string }[] }
   /** The gateway view of one order placed across the partition, as another service serves it. */
   exampleView: OrderView | null
-  /** The forget of one customer after the heal, and what every service's folder holds (null: not reached). */
+  /**
+   * The forget of one customer after the heal (payments offline during it, restarted after), and
+   * what every service's folder holds (null: not reached).
+   */
   privacy: PrivacyResult | null
   /** The trust boundary at the end of the run: refused writes, outsiders refused at connect (null: not reached). */
   trust: TrustResult | null
   /** Pids of processes started by the scenario still alive after it stopped them. */
   processesLeft: number[]
+  /** Every process started: the three services, and payments again after the forget. */
   pids: number[]
   /** Requests sent again because the kept-alive connection they went out on was found closed. */
   httpRetries: number
@@ -109,6 +116,11 @@ export interface ScenarioResult {
 }
 
 const CONVERGE_TIMEOUT_MS = 30_000
+/**
+ * The service stopped before the forget and restarted after it: payments reads customers (it
+ * mails receipts) but takes no orders, so no request of the workload goes to it while it is down.
+ */
+const OFFLINE_DURING_FORGET: ServiceName = 'payments'
 
 export function resolveSettings(options: ScenarioOptions): ScenarioSettings {
   const quick = options.quick ?? false
@@ -133,8 +145,9 @@ export function resolveSettings(options: ScenarioOptions): ScenarioSettings {
 /**
  * The demo scenario: start inventory, orders and payments → normal traffic → a partition
  * cutting inventory off from orders and payments, with orders taken on both sides → heal →
- * more traffic → check that every replica converged, nothing acknowledged was lost and stock
- * never went below zero anywhere. Always stops every process it started.
+ * forget a customer (payments stopped during it, restarted on its folder after) → more traffic →
+ * check that every replica converged, nothing acknowledged was lost and stock never went below
+ * zero anywhere. Always stops every process it started.
  */
 export async function runScenario(options: ScenarioOptions = {}, hooks: ScenarioHooks = {}): Promise<ScenarioResult> {
   const settings = resolveSettings(options)
@@ -294,16 +307,31 @@ export async function runScenario(options: ScenarioOptions = {}, hooks: Scenario
     // Rights move only between connected peers: let every link come back before more traffic.
     await waitUntil(() => meshConnected(client, cluster.list()), 10_000, 'every service to reconnect after the heal', signal)
 
-    // ④ Forget a customer, with every service connected and no traffic.
+    // ④ Forget a customer, with no traffic; payments (a reader of customers that takes no orders)
+    // is stopped before the forget and restarted on the same folder after it.
     log('')
     log(`④ Forget: the orders service (the writer of customers) forgets ${customers[0]!.email} — replica.forget(customer id): a signed`)
-    log('   tombstone to every member; each destroys the subject key and compacts. Checked on every service: get(), and a byte search')
-    log('   of every file of its folder for any customer email or address, before and after.')
+    log('   tombstone to every member; each destroys the subject key and compacts. Payments is stopped first and restarted on')
+    log('   the same folder after the forget: it must destroy the key itself when it comes back. Checked on every service: get(),')
+    log('   and a byte search of every file of its folder for any customer email or address, before and after.')
     progress('forgetting a customer')
-    result.privacy = await forgetCustomer(client, cluster.services, dataRoot, customers, result.attempts, signal)
+    result.privacy = await forgetCustomer(
+      client,
+      cluster.services,
+      dataRoot,
+      customers,
+      result.attempts,
+      signal,
+      { service: OFFLINE_DURING_FORGET, stop: () => cluster.stopService(OFFLINE_DURING_FORGET), restart: () => cluster.restart(OFFLINE_DURING_FORGET) },
+      (line) => log(`   ${line}`),
+    )
     signal.throwIfAborted()
+    // The restarted service has a new pid (same folder, peer id and URLs).
+    result.services = cluster.list().map(({ name, pid, url, metricsUrl, peerId, logFile }) => ({ name, pid, url, metricsUrl, peerId, logFile }))
     done++
     for (const line of describePrivacy(result.privacy)) log(`   ${line}`)
+    // Orders are paid by payments: every link back before more traffic.
+    await waitUntil(() => meshConnected(client, cluster.list()), 10_000, 'every service to reconnect after the restart', signal)
 
     // ⑤ Traffic after the heal.
     log('')

@@ -1,4 +1,5 @@
 import { formatMs } from './format.js'
+import type { PrivacyResult } from './privacy.js'
 import type { ScenarioResult } from './scenario.js'
 import { renderTable } from './table.js'
 import type { OrderAttempt, PhaseName } from './workload.js'
@@ -60,11 +61,27 @@ function privacyHeadlines(r: ScenarioResult): Headline[] {
       label: 'customer forgotten',
       value: `${p.forgotten.email} (id ${p.forgotten.id}) by ${p.forgotten.by}; reached ${reached || 'no service'}; email and address gone from get() on ${Object.values(p.after.fieldsLeft).filter((f) => f.length === 0).length} of 3 services`,
     },
+    offlineHeadline(p),
     {
       label: 'customer emails in plain on disk',
       value: `${plain} (byte search of every file of every service, before and after the forget: ${searches.reduce((n, s) => n + s.files, 0)} file reads)`,
     },
   ]
+}
+
+function offlineHeadline(p: PrivacyResult): Headline {
+  const o = p.offline
+  const label = 'offline during the forget'
+  if (o === null) return { label, value: 'no service' }
+  const held =
+    o.heldWhileDown === null ? '' : ` (its stopped folder opened the email in ${o.heldWhileDown.forgottenOpened} of ${o.heldWhileDown.records} records)`
+  const back =
+    o.pids.after === null
+      ? 'NOT restarted'
+      : o.forgotMs === null
+        ? 'came back and STILL returned the email'
+        : `came back and destroyed the key in ${formatMs(o.forgotMs)}`
+  return { label, value: `${o.service}: ${back}${held}` }
 }
 
 function trustHeadlines(r: ScenarioResult): Headline[] {
