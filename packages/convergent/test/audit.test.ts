@@ -11,7 +11,7 @@ import { expect } from 'chai'
 import type { FeedEntry } from '@convergent/core'
 import { classicLevelStore } from '@convergent/level'
 import { folderPeerId, generateClusterKey, open, silentLogger, type OpenOptions } from '../src/index.js'
-import { runNode, tempDir, waitFor } from './helpers.js'
+import { rows, runNode, tempDir, waitFor } from './helpers.js'
 
 const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
 const cli = (...args: string[]) => runNode(CLI, args)
@@ -35,13 +35,6 @@ const jsonLines = (stdout: string): Audited[] =>
     .split('\n')
     .filter((l) => !l.startsWith('#'))
     .map((l) => JSON.parse(l) as Audited)
-
-const rows = (stdout: string): string[][] =>
-  stdout
-    .trim()
-    .split('\n')
-    .filter((l) => !l.startsWith('#'))
-    .map((l) => l.split('\t'))
 
 async function feedOf(dir: string): Promise<FeedEntry[]> {
   const store = classicLevelStore(join(dir, 'db'))

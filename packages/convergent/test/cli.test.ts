@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { open, silentLogger } from '../src/index.js'
-import { runNode, waitFor } from './helpers.js'
+import { rows, runNode, waitFor } from './helpers.js'
 
 // Through the bin shim npm links, so the command users run is the one tested.
 const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
@@ -150,13 +150,6 @@ describe('convergent audit', function () {
   after(function () {
     rmSync(dir, { recursive: true, force: true })
   })
-
-  const rows = (stdout: string): string[][] =>
-    stdout
-      .trim()
-      .split('\n')
-      .filter((l) => !l.startsWith('#'))
-      .map((l) => l.split('\t'))
 
   it('lists who changed what and when; outside a cluster with admins nothing is signed: remote changes are unsigned, vouched for by the peer that sent them', async function () {
     const r = await cli('audit', dir, 'orders')

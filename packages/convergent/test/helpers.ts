@@ -77,3 +77,12 @@ export async function folderBytes(dir: string): Promise<Buffer> {
   }
   return Buffer.concat(parts)
 }
+
+/** The tab-separated rows of a CLI listing, without its '#' header and summary lines. */
+export function rows(stdout: string): string[][] {
+  return stdout
+    .trim()
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.split('\t'))
+}

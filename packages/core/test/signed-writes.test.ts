@@ -11,7 +11,7 @@ import { encodePush, signPush, type PushMessage } from '../src/internal.js'
 import { checkProof, PROOF_PREFIX } from '../src/trust/signed-push.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, Keyring, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -28,15 +28,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     replicas = []
   })
 
-  async function cluster(ids: string[]): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of ids) {
-      r[id] = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]) })
-      replicas.push(r[id])
-    }
-    return { hub, r }
-  }
+  const cluster = (ids: string[]) => trustCluster(keys, ids, replicas)
 
   /** A cluster of admin + orders with the policy adopted, both subscribed to 'orders', and a raw member (support) on its topic. */
   async function withRawMember() {

@@ -22,7 +22,7 @@ import {
 import { encodePolicy } from '../src/trust/policy.js'
 import { silentLogger } from '../src/logger.js'
 import { memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -44,15 +44,8 @@ describe('Trust attacks found in review (each was a hole; pending = still open, 
     replicas = []
   })
 
-  async function cluster(ids: string[], limits: Record<string, object> = {}): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of ids) {
-      r[id] = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), ...(limits[id] ? { limits: limits[id] } : {}) })
-      replicas.push(r[id])
-    }
-    return { hub, r }
-  }
+  const cluster = (ids: string[], limits: Record<string, object> = {}) =>
+    trustCluster(keys, ids, replicas, { options: (id) => (limits[id] ? { limits: limits[id] } : {}) })
 
   // HOLE 1 (high): fail-open on restart. A stored policy that no longer verifies (the replica
   // was restarted with a different admin list, e.g. an admin key rotation, or the meta record

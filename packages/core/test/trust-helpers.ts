@@ -1,7 +1,9 @@
 export { Keyring } from '../src/testing/index.js'
 import { waitFor } from '../src/testing/index.js'
 import type { Counter, PolicyDocument } from '../src/index.js'
-import type { Network, Replica } from '../src/index.js'
+import { LoopbackHub, type Network, type Replica, type ReplicaOptions } from '../src/index.js'
+import type { Keyring as KeyringType } from '../src/testing/index.js'
+import { memoryReplica } from './helpers.js'
 
 export const ADMIN = 'a-admin'
 export const ORDERS = 'b-orders'
@@ -23,4 +25,25 @@ export async function adminStockOf100(r: Record<string, Replica>, policy: Policy
   await stock.increment('s1', 100)
   await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 100, 'value arrives')
   return stock
+}
+
+/**
+ * Opens one in-memory replica per id on a fresh loopback hub, each with its test key and ADMIN
+ * as the admin; `track` collects them for the test's afterEach to close. `wrap` may wrap a
+ * replica's network (e.g. to record what it receives), `options` add per-replica options.
+ */
+export async function trustCluster(
+  keys: KeyringType,
+  ids: string[],
+  track: Replica[],
+  { wrap, options }: { wrap?: (id: string, net: Network) => Network; options?: (id: string) => Partial<ReplicaOptions> } = {},
+): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+  const hub = new LoopbackHub()
+  const r: Record<string, Replica> = {}
+  for (const id of ids) {
+    const network = wrap === undefined ? hub.createNetwork(id) : wrap(id, hub.createNetwork(id))
+    r[id] = await memoryReplica({ network, trust: keys.trust(id, [ADMIN]), ...options?.(id) })
+    track.push(r[id])
+  }
+  return { hub, r }
 }

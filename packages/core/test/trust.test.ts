@@ -14,7 +14,7 @@ import {
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -34,18 +34,13 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     replicas = []
   })
 
-  async function cluster(ids: string[], options: { seen?: Map<string, Buffer[]> } = {}): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of ids) {
-      let network = hub.createNetwork(id)
-      const seen = options.seen?.get(id)
-      if (seen !== undefined) network = spy(network, { received: (data) => void seen.push(Buffer.from(data)) })
-      r[id] = await memoryReplica({ network, trust: keys.trust(id, [ADMIN]) })
-      replicas.push(r[id])
-    }
-    return { hub, r }
-  }
+  const cluster = (ids: string[], options: { seen?: Map<string, Buffer[]> } = {}) =>
+    trustCluster(keys, ids, replicas, {
+      wrap: (id, network) => {
+        const seen = options.seen?.get(id)
+        return seen === undefined ? network : spy(network, { received: (data) => void seen.push(Buffer.from(data)) })
+      },
+    })
 
   it('an admin sets the policy; every replica verifies and adopts it; a non-admin cannot', async () => {
     const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
