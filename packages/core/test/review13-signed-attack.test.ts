@@ -162,12 +162,14 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
     const hub = new LoopbackHub()
     const trust = keys.trust(ORDERS, [ADMIN])
     let calls = 0
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
     const slowThenFailing = {
       ...trust,
       sign: async (data: Uint8Array): Promise<Uint8Array> => {
         const call = ++calls
-        if (call === 1) await new Promise((r) => setTimeout(r, 150))
-        if (call === 2) throw new Error('the signer is unavailable')
+        if (call === 1) await gate // still signing the first push …
+        if (call === 2) throw new Error('the signer is unavailable') // … when the second one's fails
         return trust.sign(data)
       },
     }
@@ -183,7 +185,9 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
       await waitFor(() => calls >= 1, 'first push being signed')
       await writer.collection('orders').put('w-2', { n: 2 })
       await waitFor(() => calls >= 2, 'second push signed (and failed)')
-      await new Promise((r) => setTimeout(r, 300))
+      await new Promise((r) => setTimeout(r, 50)) // Node reports unhandled rejections between macrotasks
+      release()
+      await new Promise((r) => setTimeout(r, 50))
     } finally {
       process.removeListener('unhandledRejection', record)
       for (const l of saved) process.on('unhandledRejection', l)
