@@ -119,7 +119,8 @@ export interface ReplicaStats {
   /**
    * Per author of signed pushes (in a cluster): its deltas applied, duplicates and drops — the
    * author the signature proved, whichever peer relayed them. Drops of a push whose signature
-   * did not verify count only against the peer that sent it (its author claim proves nothing).
+   * did not verify, or that names an author who may not write the collection (not verified
+   * then), count only against the peer that sent it (its author claim proves nothing).
    * Not part of droppedTotal (those drops are counted per peer already).
    */
   authors: Record<string, AuthorStats>

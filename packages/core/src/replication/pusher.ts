@@ -146,6 +146,9 @@ export class Pusher {
     const made = this.ctx.access.signsWrites
       ? signPush(this.ctx.namespace, { ...push, ...(traceparent !== undefined ? { traceparent } : {}) }, (data) => this.ctx.access.signOwn(data))
       : Promise.resolve(encodePush({ ...push, ...(traceparent !== undefined ? { traceparent } : {}) }))
+    // Handled now (the catch below reports it): `made` may reject before the pushes ahead of it
+    // are signed, and a rejection with no handler yet is an unhandled one, fatal to Node.
+    made.catch(() => undefined)
     const ordered = this.lastMade.then(() => made)
     this.lastMade = ordered.then(
       () => undefined,

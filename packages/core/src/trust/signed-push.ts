@@ -1,5 +1,6 @@
-import { decode, encode } from 'cborg'
+import { encode } from 'cborg'
 import { bytesEqual, concatBytes, sha256, toHex } from '../hash.js'
+import { decodeBounded } from '../replication/messages/envelope.js'
 import { asArray, asBytes, asHash, asInt, asRecord, asString, invalid } from '../replication/messages/fields.js'
 
 /**
@@ -20,6 +21,9 @@ const SIGNING_CONTEXT = new TextEncoder().encode('convergent signed push v1\n')
 /** Largest payload (1,024 entries of ids up to 1 KiB and hashes fit) and signature accepted. */
 export const MAX_PAYLOAD_BYTES = 1_200_000
 export const MAX_SIGNATURE_BYTES = 256
+
+/** CBOR items of a payload besides its entries: the map, 7 keys, 7 values (the entries' list among them). */
+const PAYLOAD_FIELD_ITEMS = 15
 
 /** What the author of a push signs. */
 export interface PushPayload {
@@ -42,15 +46,14 @@ export function encodePayload(p: PushPayload): Uint8Array {
   return encode(body)
 }
 
-/** Decodes and checks the shape of a payload (never the signature: see verifyPush). */
+/**
+ * Decodes and checks the shape of a payload (never the signature: the receiver checks it
+ * after this). Bounded while it decodes — the fields and 3 CBOR items per entry — since
+ * anyone can send one: a payload is bytes inside the message, out of the envelope's reach.
+ */
 export function decodePayload(bytes: Uint8Array, maxEntries: number): PushPayload {
   if (bytes.byteLength > MAX_PAYLOAD_BYTES) throw invalid(`a signed push payload of ${bytes.byteLength} bytes`)
-  let body: unknown
-  try {
-    body = decode(bytes)
-  } catch (err) {
-    throw invalid(`signed push payload: ${(err as Error).message}`)
-  }
+  const body = decodeBounded(bytes, PAYLOAD_FIELD_ITEMS + 3 * maxEntries, 'signed push payload')
   const r = asRecord(body, 'signed push payload')
   const time = r.t === undefined ? undefined : asInt(r.t, 'signed push time')
   return {
@@ -117,13 +120,7 @@ export function encodeProof(p: PushProof): Uint8Array {
 
 /** Throws (an InvalidMessageError naming what is wrong) if the record is not a proof. */
 export function decodeProof(bytes: Uint8Array): PushProof {
-  let body: unknown
-  try {
-    body = decode(bytes)
-  } catch (err) {
-    throw invalid(`push proof: ${(err as Error).message}`)
-  }
-  const r = asRecord(body, 'push proof')
+  const r = asRecord(decodeBounded(bytes, 5, 'push proof'), 'push proof')
   const payload = asBytes(r.p, 'push proof payload')
   const signature = asBytes(r.g, 'push proof signature')
   if (payload.byteLength > MAX_PAYLOAD_BYTES || signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid('push proof over its bounds')

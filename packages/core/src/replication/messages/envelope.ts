@@ -104,6 +104,7 @@ function maxItemsOf(type: number): number {
     case MessageType.LeavesResponse:
       return 200_000
     case MessageType.Push:
+    case MessageType.SignedPush:
     case MessageType.DeltasRequest:
       return 4_096
     default:
@@ -145,13 +146,19 @@ export function decodeMessage(bytes: Uint8Array, maxBytes: number): DecodedMessa
   if (bytes.byteLength < 4) throw new InvalidMessageError(`truncated: only ${bytes.byteLength} bytes`)
   if (bytes[0] !== WIRE_MAGIC) throw new InvalidMessageError(`bad magic byte 0x${bytes[0]!.toString(16)}`)
   if (bytes[1] !== WIRE_VERSION) throw new UnsupportedVersionError(bytes[1]!)
-  let body: unknown
-  const data = bytes.subarray(3)
+  return { type: bytes[2]!, body: decodeBounded(bytes.subarray(3), maxItemsOf(bytes[2]!), 'body') }
+}
+
+/**
+ * CBOR within the bounds of a message body (at most `maxItems` items, no list or map over
+ * 65,536, no indefinite lengths): for a body, and for CBOR a body carries as bytes (a signed
+ * push's payload), which the body's own bounds do not reach into. InvalidMessageError if not.
+ */
+export function decodeBounded(data: Uint8Array, maxItems: number, what: string): unknown {
   try {
-    body = decode(data, { ...DECODE_OPTIONS, tokenizer: new BoundedTokenizer(data, DECODE_OPTIONS, maxItemsOf(bytes[2]!)) })
+    return decode(data, { ...DECODE_OPTIONS, tokenizer: new BoundedTokenizer(data, DECODE_OPTIONS, maxItems) })
   } catch (err) {
     if (err instanceof InvalidMessageError) throw err
-    throw new InvalidMessageError(`undecodable body: ${(err as Error).message}`)
+    throw new InvalidMessageError(`undecodable ${what}: ${(err as Error).message}`)
   }
-  return { type: bytes[2]!, body }
 }
