@@ -249,7 +249,7 @@ function auditor(replica: Replica, collection: string, namespace: string | undef
     const proofId = entry.proof
     // No proof: anti-entropy brought it; the sending writer (origin) vouched for it.
     if (proofId === undefined) return { signature: 'unsigned', author: null }
-    const record = await once(records, proofId, () => replica.proofOf(proofId))
+    const record = await once(records, proofId, () => replica.proofOf(collection, proofId))
     const check = await checkProof(
       record,
       proofId,

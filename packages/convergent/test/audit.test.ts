@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { decode, encode } from 'cborg'
 import { expect } from 'chai'
 import type { FeedEntry } from '@convergent/core'
+import { proofKey } from '@convergent/core/internal'
 import { classicLevelStore } from '@convergent/level'
 import { folderPeerId, generateClusterKey, open, silentLogger, type OpenOptions } from '../src/index.js'
 import { rows, runNode, tempDir, waitFor } from './helpers.js'
@@ -159,15 +160,15 @@ describe('convergent audit: signed writes re-verified offline (real libp2p, clas
     // signature check can catch it.
     const store = classicLevelStore(join(dir, 'db'))
     await store.open()
-    const proof = async (id: string) => decode((await store.getMeta(`proof/${id}`))!) as { p: Uint8Array; g: Uint8Array }
+    const proof = async (id: string) => decode((await store.getMeta(proofKey('orders', id)))!) as { p: Uint8Array; g: Uint8Array }
     const sig = await proof(o1.proof!)
     sig.g[10]! ^= 1 // (a) one byte of the signature
     const payload = await proof(o4.proof!)
     const signed = decode(payload.p) as { t?: number }
     payload.p = encode({ ...signed, t: (signed.t ?? 0) + 1 }) // (c) the signed payload: another commit time
     await store.write([
-      { type: 'meta', key: `proof/${o1.proof!}`, bytes: encode(sig) },
-      { type: 'meta', key: `proof/${o4.proof!}`, bytes: encode(payload) },
+      { type: 'meta', key: proofKey('orders', o1.proof!), bytes: encode(sig) },
+      { type: 'meta', key: proofKey('orders', o4.proof!), bytes: encode(payload) },
       { type: 'feed', collection: 'orders', entry: { ...o3, origin: aId } }, // (b) the author the feed names
     ])
     await store.close()

@@ -1,4 +1,4 @@
-import { PROOF_PREFIX } from './trust/signed-push.js'
+import { proofKey } from './trust/signed-push.js'
 import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
@@ -13,6 +13,8 @@ import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './stor
 
 /** Stands in for a version hash until the flush computes it (see LoadedEntity.versionStale). */
 const NO_VERSION = new Uint8Array(32)
+/** Proof keys remembered as written (or being written): beyond that many, forgotten at once (a push's proof is then written again, harmlessly). */
+const MAX_PROOFS_REMEMBERED = 4096
 
 /** What core keeps in memory about one collection. */
 export interface CollectionState {
@@ -100,7 +102,7 @@ interface Tick {
   dirty: Map<LoadedEntity, Dirty>
   /** Whether some ops were dropped. */
   holes: boolean
-  /** Push proofs written in this tick (each once, however many of its deltas commit in it). */
+  /** Keys of the push proofs this tick writes (see Entities.proofsWritten). */
   proofs?: Set<string>
   /** Settles with the store write. */
   done: Promise<void>
@@ -124,6 +126,32 @@ export class Entities {
   private graveyard: LoadedEntity[] = []
   /** Commits waiting for the end of the current run of microtasks (see commit()). */
   private tick: Tick | undefined
+  /**
+   * Keys of push proofs written or in a tick being written (a push's deltas may commit over
+   * several ticks; its proof, up to ~1 MB, is written once). A failed tick takes its own back.
+   */
+  private readonly proofsWritten = new Set<string>()
+
+  /**
+   * Whether this push's proof is stored (or on its way): a replay of the push is then a
+   * duplicate. Remembered ones first; else one point read (a damaged record counts as not
+   * stored: the push is checked and its proof written again).
+   */
+  async proofStored(collection: string, proofId: string): Promise<boolean> {
+    const key = proofKey(collection, proofId)
+    if (this.proofsWritten.has(key)) return true
+    try {
+      return (await this.opts.store.getMeta(key)) !== undefined
+    } catch {
+      return false
+    }
+  }
+
+  /** Forgets the proofs remembered for a dropped collection (they were deleted with it). */
+  forgetProofs(collection: string): void {
+    const prefix = proofKey(collection, '')
+    for (const key of this.proofsWritten) if (key.startsWith(prefix)) this.proofsWritten.delete(key)
+  }
   /** Ticks handed to the store whose write has not settled yet. */
   private readonly writing = new Set<Tick>()
   /** Keys of entities dropped after a failed write, until they are loaded again (see load()). */
@@ -516,9 +544,16 @@ export class Entities {
     }
     const entry: FeedEntry = { seq: ++col.seq, id: entity.id, origin, time: this.opts.clock.now(), kind, ...(proof !== undefined ? { proof: proof.id } : {}) }
     ops.push({ type: 'feed', collection: col.name, entry })
-    if (proof !== undefined && !(tick.proofs ??= new Set()).has(proof.id)) {
-      tick.proofs.add(proof.id)
-      ops.push({ type: 'meta', key: PROOF_PREFIX + proof.id, bytes: proof.record })
+    if (proof !== undefined) {
+      // Once per push, however many ticks its deltas commit in: a tick behind the one that
+      // carries it fails with it (Store.write), so skipping it in later ticks loses nothing.
+      const key = proofKey(col.name, proof.id)
+      if (!this.proofsWritten.has(key)) {
+        if (this.proofsWritten.size >= MAX_PROOFS_REMEMBERED) this.proofsWritten.clear()
+        this.proofsWritten.add(key)
+        ;(tick.proofs ??= new Set()).add(key)
+        ops.push({ type: 'meta', key, bytes: proof.record })
+      }
     }
 
     entity.doc = newDoc
@@ -685,6 +720,7 @@ export class Entities {
    * error next), and reload from what the store holds.
    */
   private failed(tick: Tick, err: unknown): void {
+    if (tick.proofs !== undefined) for (const key of tick.proofs) this.proofsWritten.delete(key)
     const cols = new Set<CollectionState>()
     for (const [entity, { col }] of tick.dirty) {
       this.forgetEntity(col, entity)

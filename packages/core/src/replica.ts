@@ -12,7 +12,7 @@ import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLi
 import { PeerStatsTable, type DropReason, type PeerStats } from './replication/peer-stats.js'
 import { Replicator } from './replication/replicator.js'
 import type { RoundResult } from './replication/sync-client.js'
-import type { Store } from './store.js'
+import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
@@ -24,7 +24,7 @@ import { LagWindow } from './lag-window.js'
 import { SubjectKeys, type PersonalOptions } from './personal/subject-keys.js'
 import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOptions } from './personal/read-audit.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
-import { PROOF_PREFIX } from './trust/signed-push.js'
+import { proofKey, proofPrefixOf } from './trust/signed-push.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
@@ -372,9 +372,9 @@ export class Replica {
    * re-verifying it offline (`convergent audit`, with checkProof from
    * `@convergent/core/internal`) trusts nothing this replica decoded. undefined if none is stored.
    */
-  proofOf(proofId: string): Promise<Uint8Array | undefined> {
+  proofOf(collection: string, proofId: string): Promise<Uint8Array | undefined> {
     this.assertOpen()
-    return this.track(this.options.store.getMeta(PROOF_PREFIX + proofId))
+    return this.track(this.options.store.getMeta(proofKey(collection, proofId)))
   }
 
   /** Store batches are timed only while someone listens. */
@@ -670,8 +670,29 @@ export class Replica {
         this.replicator?.unsubscribe(name)
         const col = this.entities.collections.get(name)
         await (col === undefined ? this.options.store.dropCollection(name) : this.entities.drop(col))
+        await this.dropProofs(name)
       })(),
     )
+  }
+
+  /**
+   * Deletes the push proofs of a dropped collection (they name its entity ids), in batches.
+   * After the collection itself: a crash in between leaves proofs nothing names (a later drop
+   * of the same name removes them), never feed entries whose proof is gone.
+   */
+  private async dropProofs(name: string): Promise<void> {
+    this.entities.forgetProofs(name)
+    const store = this.options.store
+    if (store.metas === undefined) return
+    let batch: StoreOp[] = []
+    for await (const [key] of store.metas(proofPrefixOf(name))) {
+      batch.push({ type: 'delMeta', key })
+      if (batch.length >= 1000) {
+        await store.write(batch)
+        batch = []
+      }
+    }
+    if (batch.length > 0) await store.write(batch)
   }
 
   /** Writes the refused collections (a meta record; see dropCollection). */

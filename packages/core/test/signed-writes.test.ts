@@ -8,7 +8,7 @@
 import { expect } from 'chai'
 import { LoopbackHub, type FeedEntry, type Replica } from '../src/index.js'
 import { encodePush, signPush, type PushMessage } from '../src/internal.js'
-import { checkProof, PROOF_PREFIX } from '../src/trust/signed-push.js'
+import { checkProof, proofKey } from '../src/trust/signed-push.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
 import { ADMIN, Keyring, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
@@ -82,7 +82,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     expect(entry).to.include({ origin: ORDERS, author: ORDERS, kind: 'remote' })
     expect(entry.proof).to.match(/^[0-9a-f]{32}$/)
     const store = (r[ADMIN] as unknown as { options: { store: { getMeta(k: string): Promise<Uint8Array | undefined> } } }).options.store
-    const record = await store.getMeta(PROOF_PREFIX + entry.proof!)
+    const record = await store.getMeta(proofKey('orders', entry.proof!))
     const check = await checkProof(record, entry.proof!, { namespace: 'default', collection: 'orders', id: 'o-1', author: ORDERS }, verify)
     expect(check.ok, JSON.stringify(check)).to.equal(true)
     // The same proof does not vouch for another entity, author or collection; a flipped byte fails it.

@@ -68,6 +68,7 @@ export function decodeHead(bytes: Uint8Array): EntityHead {
 export function encodeFeedEntry(entry: FeedEntry, offset = 0): Uint8Array {
   const origin = encoder.encode(entry.origin)
   const proof = entry.proof === undefined ? undefined : encoder.encode(entry.proof)
+  if (proof !== undefined && proof.byteLength > FEED_LIMITS.maxProofBytes) throw new Error(`a feed entry's proof id of ${proof.byteLength} bytes`) // ops.ts checks first
   const id = encoder.encode(entry.id)
   const proofBytes = proof === undefined ? 0 : 1 + proof.byteLength
   const out = new Uint8Array(offset + FEED_FIXED + origin.byteLength + proofBytes + id.byteLength)

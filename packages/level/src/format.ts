@@ -4,6 +4,9 @@
  *
  *   0  (no 'format' record) values stored bare: written before checksums (before 2026-12)
  *   1  every value is a checksummed record (record.ts)
+ *   2  as 1; feed entries may also be in the layout with a proof id (codec.ts: signed writes),
+ *      which format-1 code would read as damaged records. 1 → 2 rewrites nothing: open() only
+ *      writes the new 'format' record, so format-1 code then refuses the folder outright.
  *
  * open() brings a format-0 folder to format 1 IN PLACE before anything is read: every record
  * of every data keyspace is rewritten as a sealed record, in batches of `chunk` records (and at
@@ -15,8 +18,8 @@
  * (A format-0 record damaged on disk before the migration gets sealed as it is: checksums guard
  * from the migration on.)
  *
- * A newer store may not be opened by older code: format 1 refuses to open a folder whose
- * 'format' says more than 1. Format-0 code (before checksums) does not look: do not go back.
+ * A newer store may not be opened by older code: code of format n refuses to open a folder whose
+ * 'format' says more than n. Format-0 code (before checksums) does not look: do not go back.
  */
 import { ConvergentError, StoreCorruptError } from '@convergent/core'
 import { decodeJson, encodeJson } from './codec.js'
@@ -26,7 +29,7 @@ import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type A
 import { RECORD_FORMAT, type RecordSealer } from './record.js'
 import { DATA_KEYSPACES, type AnyLevel, type DataKeyspace, type Keyspace, type Sublevels } from './sublevels.js'
 
-export const STORE_FORMAT = 1
+export const STORE_FORMAT = 2
 
 /** What the format work needs of the store. */
 export interface Maintenance {
@@ -64,6 +67,10 @@ interface Progress {
 export async function prepareFormat(m: Maintenance): Promise<number> {
   const version = readVersion(m)
   if (version === STORE_FORMAT) return 0
+  if (version === 1) {
+    await m.write([formatOp(m)]) // 1 → 2: the same records (see above)
+    return 0
+  }
   if (version !== undefined) {
     throw new ConvergentError(
       'ERR_STORE',

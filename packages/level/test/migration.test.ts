@@ -152,18 +152,35 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     expectMigratedOnce(before, await rawRecords(dir))
   })
 
+  it('brings a format-1 folder to format 2 by writing the format record alone (feed entries with a proof need it)', async function () {
+    const { dir } = await fixture()
+    store = classicLevelStore(dir)
+    await store.open()
+    await store.close()
+    await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: 1 }))]])
+    const before = await rawRecords(dir)
+    store = classicLevelStore(dir)
+    await store.open()
+    await store.close()
+    const after = await rawRecords(dir)
+    const version = (records: Map<string, Uint8Array>): unknown => JSON.parse(Buffer.from(records.get(FORMAT)!.subarray(HEADER_BYTES)).toString('utf8')).version
+    assert.equal(version(before), 1)
+    assert.equal(version(after), 2)
+    for (const [key, value] of before) if (key !== FORMAT) assert.deepEqual(after.get(key), value, key)
+  })
+
   it('refuses a folder of a newer format, and one whose format record fails its check', async function () {
     const { dir } = await fixture()
     store = classicLevelStore(dir)
     await store.open()
     await store.close()
-    await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: 2 }))]])
+    await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: 3 }))]])
     store = classicLevelStore(dir)
     const newer = await store.open().then(
       () => undefined,
       (e: unknown) => e,
     )
-    assert.ok(isConvergentError(newer, 'ERR_STORE') && /store format 2, newer than/.test(newer.message), String(newer))
+    assert.ok(isConvergentError(newer, 'ERR_STORE') && /store format 3, newer than/.test(newer.message), String(newer))
     await store.close()
 
     const format = new Uint8Array((await rawRecords(dir)).get(FORMAT)!)

@@ -9,6 +9,8 @@ export class Keyring {
   private readonly keys = new Map<string, { priv: KeyObject; pub: KeyObject }>()
   /** Signature checks made through trust() (a test of how many a peer can cause). */
   verifies = 0
+  /** Those of them that failed. */
+  failedVerifies = 0
 
   key(id: string): { priv: KeyObject; pub: KeyObject } {
     let k = this.keys.get(id)
@@ -27,11 +29,14 @@ export class Keyring {
       verify: async (peer, data, signature) => {
         this.verifies++
         const k = this.keys.get(peer)
+        let ok = false
         try {
-          return k !== undefined && verify(null, data, k.pub, signature)
+          ok = k !== undefined && verify(null, data, k.pub, signature)
         } catch {
-          return false
+          // not a signature: fails
         }
+        if (!ok) this.failedVerifies++
+        return ok
       },
     }
   }

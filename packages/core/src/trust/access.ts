@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
 import { bytesEqual, toHex } from '../hash.js'
+import { VerifyBudget } from './verify-budget.js'
 import { decodeSignedPolicy, encodePolicy, normalizePolicy, signingInput, supersedes, type Policy, type PolicyDocument, type SignedPolicy } from './policy.js'
 
 /**
@@ -67,8 +68,14 @@ export class Access {
   private readonly evidence = new Map<string, SignedPolicy>()
   /** Every revoked peer id: the current policy's and the evidence's (admins excepted). */
   private revoked = new Set<string>()
-  /** Signature checks of offered policies per peer, in the current minute (each costs a verify). */
-  private readonly verifies = new Map<string, { windowStart: number; count: number }>()
+  /** Signature checks of offered policies: at most 10 per peer per minute. */
+  private readonly policyVerifies = new VerifyBudget(10)
+  /**
+   * Signed pushes whose signature failed, per sending peer: at most 10 per minute. An honest
+   * replica never sends one (its signatures verify), so past that its signed pushes are
+   * dropped unchecked for the rest of the minute.
+   */
+  private readonly failedPushVerifies = new VerifyBudget(10)
 
   constructor(
     private readonly trust: TrustOptions | undefined,
@@ -348,13 +355,20 @@ export class Access {
 
   /** At most 10 signature checks per peer per minute: a peer cannot make us verify without end. */
   private mayVerify(peer: string, now = Date.now()): boolean {
-    let w = this.verifies.get(peer)
-    if (w === undefined || now - w.windowStart >= 60_000) {
-      if (this.verifies.size >= 1000) this.verifies.clear()
-      w = { windowStart: now, count: 0 }
-      this.verifies.set(peer, w)
-    }
-    return ++w.count <= 10
+    return this.policyVerifies.take(peer, now)
+  }
+
+  /**
+   * Takes one check of a signed push from `peer` out of its budget of failures; false if none
+   * is left. Taken before the check (checks run concurrently), given back when it passes.
+   */
+  reservePushCheck(peer: string, now: number): boolean {
+    return this.failedPushVerifies.take(peer, now)
+  }
+
+  /** A signed push from `peer` passed its check: it does not count against the budget. */
+  pushCheckPassed(peer: string): void {
+    this.failedPushVerifies.refund(peer)
   }
 
   private install(signed: SignedPolicy): void {

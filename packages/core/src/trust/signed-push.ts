@@ -106,8 +106,18 @@ export interface SignedBy {
   proof: { id: string; record: Uint8Array }
 }
 
-/** Meta records of proofs: `proof/<id>`. */
+/** Meta records of proofs: `proof/<collection> NUL <id>` (per collection, so dropping one drops its proofs). */
 export const PROOF_PREFIX = 'proof/'
+
+/** The meta key of a proof of `collection` (collection names hold no NUL). */
+export function proofKey(collection: string, proofId: string): string {
+  return `${proofPrefixOf(collection)}${proofId}`
+}
+
+/** The prefix of every proof key of `collection`. */
+export function proofPrefixOf(collection: string): string {
+  return `${PROOF_PREFIX}${collection}\u0000`
+}
 
 /** A proof's id: the first 16 bytes of the SHA-256 of its signature, in hex (one push, one id). */
 export function proofIdOf(signature: Uint8Array): string {
