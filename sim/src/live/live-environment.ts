@@ -5,6 +5,7 @@ import type { Libp2pNetwork } from '@convergent/libp2p'
 import type { HostNode, SimContext } from '../run/context.js'
 import type { Environment, EnvironmentParts } from '../run/environment.js'
 import { LinkControl } from '../net/link-control.js'
+import { ScenarioError } from '../run/scenario.js'
 import { LinkModel } from '../net/link-model.js'
 import type { Prng } from '../engine/random.js'
 import type { RunOptions } from '../engine/scheduler.js'
@@ -36,6 +37,10 @@ export class LiveEnvironment extends LinkControl implements Environment, LiveHos
 
   constructor(private readonly parts: EnvironmentParts) {
     super()
+    if (parts.scenario.replica.cluster) {
+      // The admin is node 0's peer id, which a live node learns only once libp2p started (from its identity file).
+      throw new ScenarioError(`scenario '${parts.scenario.name}': replica.cluster runs in the simulator only, not in live mode`)
+    }
     if (parts.scenario.nodes > MAX_LIVE_NODES) {
       throw new Error(
         `live mode runs at most ${MAX_LIVE_NODES} nodes in one process; pass --nodes ${MAX_LIVE_NODES} or fewer (the scenario has ${parts.scenario.nodes})`,

@@ -1,4 +1,5 @@
 import { Replica, type Clock, type Collection, type Counter, type Logger, type Network, type Store } from '@convergent/core'
+import { clusterPolicy } from '../run/cluster.js'
 import { addReplicaStats, type HostNode, type NodeStatus, type SimContext } from '../run/context.js'
 
 /** One life of a node, from start to crash or close: what both kinds of node keep per incarnation. */
@@ -44,6 +45,11 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
   /** Drops the incarnation's connections when its process is gone (crash or failed start). */
   protected abstract dropConnections(inc: I): void
 
+  /** The replica of the current incarnation (once open; also while stopping). */
+  get replica(): Replica | undefined {
+    return this.inc?.replica
+  }
+
   get isUp(): boolean {
     return this.status === 'up'
   }
@@ -59,6 +65,10 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
   /** Opens the incarnation's Replica with the scenario's replica settings. */
   protected openReplica(inc: I, network: Network): Promise<Replica> {
     const r = this.ctx.scenario.replica
+    const cluster = this.ctx.cluster
+    // In a cluster: this node's key (the same every incarnation: derived from the seed and peer id), node 0 the admin.
+    const admin = this.ctx.nodes[0]?.peerId
+    if (cluster !== undefined && admin === undefined) throw new Error('replica.cluster: node 0 has no peer id yet (it is the admin)')
     return Replica.open({
       store: inc.store,
       backends: this.ctx.backends,
@@ -69,6 +79,7 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
       syncOnConnect: r.syncOnConnect,
       cacheSize: r.cacheSize,
       compactAfter: r.compactAfter,
+      ...(cluster !== undefined ? { trust: cluster.keyring.trust(network.peerId, [admin!]) } : {}),
     })
   }
 
@@ -87,6 +98,27 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
       stock.subscribe((ev) => counterLedger.observe(this.index, ev.id, ev.value, scheduler.now, ev.origin))
       inc.stock = stock
     }
+    if (this.ctx.cluster !== undefined && this.index === 0 && this.incarnations === 1) this.setPolicy(inc, replica)
+  }
+
+  /**
+   * Node 0, the admin, signs a policy naming every node at its first start. Not tracked by
+   * Activity: set() offers the policy to connected peers and waits for a store write, which
+   * take virtual time. The others adopt it by anti-entropy (every round starts with an offer).
+   */
+  private setPolicy(inc: I, replica: Replica): void {
+    const cluster = this.ctx.cluster!
+    const ids = this.ctx.nodes.map((n) => n.peerId).filter((id): id is string => id !== undefined)
+    replica.policy.set(clusterPolicy(ids)).then(
+      (policy) => {
+        cluster.policySet = { at: this.ctx.scheduler.now, version: policy.version, members: ids.length }
+        this.ctx.trace.log(`${this.id} set the cluster policy (version ${policy.version}, ${ids.length} members)`)
+      },
+      (err: unknown) => {
+        // Cut short by a crash: the clusterCheck reports the missing policy.
+        if (this.inc === inc) this.ctx.errors.push(`${this.id} failed to set the cluster policy: ${String(err)}`)
+      },
+    )
   }
 
   /** Crash: timers, connections and un-flushed writes vanish; the store keeps what was durable. */
@@ -133,7 +165,9 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
   collectStats(): void {
     const replica = this.inc?.replica
     if (replica === undefined) return
-    addReplicaStats(this.ctx.totals, replica.stats())
+    const stats = replica.stats()
+    addReplicaStats(this.ctx.totals, stats)
+    this.ctx.cluster?.addStats(this.index, stats)
   }
 
   /** Counts the replica's warnings and errors in the run's totals, with a few samples. */

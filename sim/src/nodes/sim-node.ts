@@ -1,4 +1,4 @@
-import type { Replica, Store } from '@convergent/core'
+import type { Store } from '@convergent/core'
 import { memoryLevelStore } from '@convergent/level'
 import { watchRightsRequests } from '../workload/counter-ledger.js'
 import type { SimContext } from '../run/context.js'
@@ -36,10 +36,6 @@ export class SimNode extends ReplicaNode<SimIncarnation> {
     super(ctx, index, id)
     this.rng = ctx.rng.fork(`node-${index}`)
     this.store = ctx.scenario.replica.store === 'map' ? new MapStore() : memoryLevelStore()
-  }
-
-  get replica(): Replica | undefined {
-    return this.inc?.replica
   }
 
   get network(): SimNetwork | undefined {

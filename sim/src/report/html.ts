@@ -68,6 +68,7 @@ ${row('equal states after quiescence', report.convergence.timeToEqualStatesAfter
 ${row('peak RSS / heap', `${mb(report.memory.peakRssBytes)} / ${mb(report.memory.peakHeapUsedBytes)}`)}
 </table>
 </div>
+${clusterSection(report)}
 ${counterSection(report)}
 
 <h2>Trace (last events)</h2>
@@ -80,6 +81,33 @@ ${report.trace
 </body>
 </html>
 `
+}
+
+/** The trust boundary (replica.cluster): the policy, signatures, signed pushes and their proofs. */
+function clusterSection(r: Report): string {
+  const c = r.cluster
+  if (c === null) return ''
+  return `<h2>Cluster (trust boundary on, admin ${esc(c.admin)})</h2>
+<div class="grid">
+<table>
+<tr><th colspan="2">policy and signatures</th></tr>
+${row('policy set', c.policy === null ? 'never' : `version ${c.policy.version}, ${c.policy.members} members, at ${fmtMs(c.policy.setAtMs)}`)}
+${row('signatures made / checked / failed', `${c.signatures.made} / ${c.signatures.verified} / ${c.signatures.failed}`)}
+${row('signed deltas applied (duplicates)', `${c.signedDeltas.applied} (${c.signedDeltas.duplicate}) from ${c.authors} authors`)}
+${row('feed entries: signed / by anti-entropy / local', `${c.feed.signed} / ${c.feed.antiEntropy} / ${c.feed.local}`)}
+${row('stored proofs re-verified (failed)', `${c.proofs.checked} (${c.proofs.failed})`)}
+${row('dropped as badSignature / forbidden', `${c.dropped.badSignature} / ${c.dropped.forbidden}`)}
+</table>
+<table>
+<tr><th>replica</th><th>holds the policy from</th><th>signed deltas applied</th></tr>
+${Object.entries(c.adoptedAtMs)
+  .map(
+    ([n, at]) =>
+      `<tr><td>${esc(n)}</td><td class="num">${at === null ? 'never' : fmtMs(at)}</td><td class="num">${c.signedDeltas.appliedByNode[n] ?? 0}</td></tr>`,
+  )
+  .join('\n')}
+</table>
+</div>`
 }
 
 /** The bounded-counter workload: operations, rights requests, lowest values, final values. */

@@ -1,4 +1,5 @@
 import type { CheckResult } from '../checks/checkers.js'
+import type { ClusterReport } from '../run/cluster.js'
 import type { CounterReport } from '../workload/counter-workload.js'
 import type { ReplicaTotals } from '../run/context.js'
 import type { Scenario } from '../run/scenario.js'
@@ -60,6 +61,8 @@ export interface Report {
     stateDigest: string | null
   }
   replicas: Omit<ReplicaTotals, 'errorSamples'>
+  /** The trust boundary (replica.cluster): policy, signatures, signed pushes, proofs; null without it. */
+  cluster: ClusterReport | null
   /** The bounded-counter workload (workload.counter); null without one. */
   counter: CounterReport | null
   checks: CheckResult[]

@@ -1,4 +1,5 @@
-import type { Backend, Collection, Counter, ReplicaStats } from '@convergent/core'
+import type { Backend, Collection, Counter, Replica, ReplicaStats } from '@convergent/core'
+import type { ClusterRun } from './cluster.js'
 import type { CounterLedger } from '../workload/counter-ledger.js'
 import type { Activity } from '../engine/activity.js'
 import type { Ledger } from '../workload/ledger.js'
@@ -62,6 +63,8 @@ export interface HostNode {
   collection(name: string): Collection<Record<string, unknown>> | undefined
   /** The counter workload's bounded counter, while the node is up (undefined without a counter workload). */
   stock(): Counter | undefined
+  /** The replica of the current incarnation (once open; also while stopping). */
+  readonly replica: Replica | undefined
   /** The node's peer id (what counter rights are keyed by); undefined until it first started. */
   readonly peerId: string | undefined
   start(): void
@@ -104,6 +107,8 @@ export interface SimContext {
   readonly collections: CollectionPlan[]
   readonly nodes: HostNode[]
   readonly totals: ReplicaTotals
+  /** With replica.cluster: the run's keys and what it saw of the policy and signed pushes. */
+  readonly cluster: ClusterRun | undefined
   /** Failures of the simulator itself (a node that failed to open, …). */
   readonly errors: string[]
   /** Creates a fresh node (empty store), wires it into the topology and starts it. */

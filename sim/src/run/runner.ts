@@ -21,6 +21,7 @@ import {
   type RestartFinding,
 } from '../checks/checkers.js'
 import type { CollectionPlan, HostNode, ReplicaTotals, SimContext } from './context.js'
+import { ClusterRun, clusterCheck, type ClusterReport } from './cluster.js'
 import { CounterLedger } from '../workload/counter-ledger.js'
 import { counterIds, counterReport, CounterWorkload } from '../workload/counter-workload.js'
 import { FaultInjector } from './faults.js'
@@ -115,6 +116,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     if (scenario.workload.backends.automerge > 0)
       collections.push({ name: 'automerge-items', backend: 'automerge', weight: scenario.workload.backends.automerge })
     const restartFindings: RestartFinding[] = []
+    const cluster = scenario.replica.cluster ? new ClusterRun(seed) : undefined
 
     const ctx: SimContext = {
       scenario,
@@ -132,6 +134,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       collections,
       nodes,
       totals,
+      cluster,
       errors: [],
       addNode: () => {
         const node = createNode()
@@ -224,6 +227,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       const live = nodes.filter((n) => n.isUp).map((n) => n.index)
       const d = ledger.divergence(live)
       if (counterOn) sampleCounters(missingUpdates.length)
+      cluster?.sample(ctx, scheduler.now)
       missingUpdates.push(d.missing)
       replicasBehind.push(d.behind)
       liveReplicas.push(live.length)
@@ -307,6 +311,12 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
       else if (inv.kind === 'converge-within') checks.push(convergeWithinCheck(afterEachHeal, convergedAfter, inv.ms))
     }
     if (counterOn) checks.push(counterNeverBelowMinCheck(ctx), counterConvergesCheck(ctx, counterPass!), counterNoOversellCheck(ctx, ids))
+    let clusterReport: ClusterReport | null = null
+    if (cluster !== undefined) {
+      const { check, report } = await clusterCheck(ctx, cluster, live)
+      checks.push(check)
+      clusterReport = report
+    }
     if (convergedAt === undefined && checks[0]!.ok) {
       checks[0] = { ...checks[0]!, ok: false, summary: `${checks[0]!.summary}, but only after the settle deadline with writes still missing` }
     }
@@ -384,6 +394,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
         warnings: totals.warnings,
         errors: totals.errors,
       },
+      cluster: clusterReport,
       counter: counterOn ? counterReport(ctx, counterPass!, counterAgreedAt === undefined ? null : Math.max(0, counterAgreedAt - quiescentAt)) : null,
       checks,
       targets,

@@ -140,6 +140,16 @@ export interface ReplicaSpec {
    * simulator's MapStore (same contract, far cheaper) for runs with hundreds of nodes.
    */
   store: 'memory-level' | 'map'
+  /**
+   * Run the replicas as one cluster with the trust boundary on: every incarnation is opened
+   * with `trust` (an Ed25519 key per peer id, derived from the run's seed, so a node keeps its
+   * key across crashes; node 0's peer id is the only admin), node 0 sets a policy naming every
+   * node (read and write every collection) at its first start, and every gossip push is signed
+   * by its author and verified by its receivers. Adds the `cluster-signed-writes` check.
+   * Simulated runs only, and no nodes added during the run (`join`, churn replacements): a new
+   * node is not in the policy.
+   */
+  cluster: boolean
 }
 
 /** Nodes are named by index (0 … nodes-1). Groups: explicit index lists, or fractions of the nodes. */
@@ -285,6 +295,7 @@ export const DEFAULT_SCENARIO: Omit<Scenario, 'name' | 'description'> = {
     compactAfter: 64,
     writeLatencyMs: 1,
     store: 'memory-level',
+    cluster: false,
   },
   faults: [],
   invariants: [],
@@ -404,6 +415,13 @@ function validate(s: Scenario): void {
     fail(`network.connections.kind must be 'full' or 'random', got ${JSON.stringify((n.connections as { kind: unknown }).kind)}`)
   if (!['retransmit', 'drop'].includes(n.requestLoss)) fail(`network.requestLoss must be 'retransmit' or 'drop'`)
   if (!['memory-level', 'map'].includes(s.replica.store)) fail(`replica.store must be 'memory-level' or 'map', got ${JSON.stringify(s.replica.store)}`)
+  if (typeof s.replica.cluster !== 'boolean') fail(`replica.cluster must be true or false, got ${JSON.stringify(s.replica.cluster)}`)
+  if (s.replica.cluster) {
+    for (const [i, f] of s.faults.entries()) {
+      if (f.type === 'join' || (f.type === 'churn' && f.replaceFraction > 0))
+        fail(`faults[${i}] (${f.type}) adds nodes, but with replica.cluster the policy names only the nodes present at the start`)
+    }
+  }
   const g = n.gossip
   if (!(g.Dlo <= g.D && g.D <= g.Dhi)) fail(`gossip needs Dlo ≤ D ≤ Dhi, got ${g.Dlo}, ${g.D}, ${g.Dhi}`)
   if (!(g.Dout <= g.Dlo)) fail(`gossip needs Dout ≤ Dlo, got ${g.Dout} > ${g.Dlo}`)
