@@ -9,6 +9,7 @@ import { codeOf, consoleLogger, type Logger } from './logger.js'
 import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 import type { Network } from './network.js'
 import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
+import { PerPeerQueue } from './replication/per-peer-queue.js'
 import { PeerStatsTable, type DropReason, type PeerStats } from './replication/peer-stats.js'
 import { Replicator } from './replication/replicator.js'
 import type { RoundResult } from './replication/sync-client.js'
@@ -227,6 +228,7 @@ export class Replica {
         backends,
         stats: this.stats_,
         authorStats: this.authorStats,
+        pushChecks: new PerPeerQueue(),
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),

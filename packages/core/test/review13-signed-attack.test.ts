@@ -157,6 +157,33 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
     await waitFor(async () => (await admin.collection('orders').get('o-after-flood')) !== undefined, 'an honest write after the flood')
   })
 
+  // Found by the simulator (sim cluster-partition) after the HOLE 3 fix: the budget was taken
+  // before each check and given back when it passed, so a burst of a relay's genuine pushes
+  // checked at once exhausted it with nothing failing, and honest pushes were dropped.
+  it("a relay's burst of 25 genuine signed pushes at once: all applied, none dropped as badSignature", async () => {
+    // The admin's gossip handler is called 25 times in one go, as a relay's burst after a heal arrives.
+    const hub = new LoopbackHub()
+    const net = hub.createNetwork(ADMIN)
+    let deliver: ((topic: string, data: Uint8Array, from: string) => void) | undefined
+    const start = net.start.bind(net)
+    net.start = async (handlers) => {
+      deliver = (topic, data, from) => handlers.onMessage(topic, data, from)
+      return start(handlers)
+    }
+    const admin = await memoryReplica({ network: net, trust: keys.trust(ADMIN, [ADMIN]) })
+    replicas.push(admin)
+    await admin.policy.set(POLICY)
+    await admin.collection('orders').put('o-0', { total: 0 })
+    const sign = keys.trust(ORDERS, [ADMIN]).sign
+    const pushes = await Promise.all(Array.from({ length: 25 }, (_, i) => signPush('default', pushOf(ORDERS, [[`burst-${i}`, deltaOf(`b${i}`)]]), sign)))
+    for (const p of pushes) deliver!(TOPIC, p, SUPPORT) // support relays them (a member; only the author's right counts)
+    await waitFor(async () => (await feedOf(admin)).filter((e) => e.id.startsWith('burst-')).length === 25, 'all 25 applied')
+    expect(dropsOf(admin, SUPPORT)?.badSignature ?? 0).to.equal(0)
+    // A bad one after the burst is still checked, and dropped.
+    deliver!(TOPIC, await signPush('default', pushOf(ORDERS, [['burst-bad', deltaOf('x')]]), async () => new Uint8Array(64)), SUPPORT)
+    await waitFor(() => (dropsOf(admin, SUPPORT)?.badSignature ?? 0) === 1, 'the bad one dropped')
+  })
+
   // HOLE 4 (low): the pusher chains a push's signing promise onto the previous one
   // (`lastMade.then(() => made)`): `made` has no handler until the previous signature settles.
   // A signer that fails (a KMS/HSM-backed TrustOptions.sign timing out) while the one before is
@@ -277,7 +304,10 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
     const entries = Array.from({ length: 1024 }, (_, i): [string, Uint8Array] => [`m-${String(i).padStart(4, '0')}`, deltaOf(`m${i}`)])
     await evil.publish(TOPIC, await signPush('default', pushOf(ORDERS, entries), keys.trust(ORDERS, [ADMIN]).sign))
     await waitFor(async () => (await feedOf(admin)).filter((e) => e.id.startsWith('m-')).length === 1024, 'all 1,024 applied', 30_000)
-    expect([...proofWrites.values()].every((n) => n === 1), JSON.stringify([...proofWrites.values()])).to.equal(true)
+    expect(
+      [...proofWrites.values()].every((n) => n === 1),
+      JSON.stringify([...proofWrites.values()]),
+    ).to.equal(true)
   })
 
   // ---- Probes: attacks tried that found no hole ----

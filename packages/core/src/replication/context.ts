@@ -8,6 +8,7 @@ import type { ChangeEvents } from '../changes.js'
 import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
 import type { PeerStatsTable } from './peer-stats.js'
+import type { PerPeerQueue } from './per-peer-queue.js'
 import type { Access } from '../trust/access.js'
 import type { SubjectKeys } from '../personal/subject-keys.js'
 import type { Tracer } from '@opentelemetry/api'
@@ -94,6 +95,8 @@ export interface ReplicationContext {
   readonly stats: PeerStatsTable
   /** Per author of signed pushes (ReplicaStats.authors). */
   readonly authorStats: PeerStatsTable
+  /** Signature checks of signed pushes, one at a time per sending peer (receiver.ts). */
+  readonly pushChecks: PerPeerQueue
   /** Where drops are logged, a few lines per peer at most (see receiver.ts's drop()). */
   readonly dropLog: DropLog
   /** Paces remote applies over the whole replica (see apply-all.ts). */

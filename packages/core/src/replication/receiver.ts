@@ -147,16 +147,20 @@ async function admitSigned(
     ctx.stats.of(from).deltasDuplicate += push.entries.length
     return undefined
   }
-  if (!ctx.access.reservePushCheck(from, ctx.clock.now())) {
-    drop(ctx, from, 'badSignature', `a signed push of '${push.collection}' not checked: ${from} sent too many that failed in the last minute`, where)
-    return undefined
-  }
-  const refused = await checkSignedPush(ctx, signed, payload, push.entries)
+  // One check per sender at a time: its budget of failed checks is then exact (concurrent
+  // checks could all pass the budget before any failure counted), and honest bursts cost nothing
+  // more (a verify is synchronous CPU work either way).
+  const refused = await ctx.pushChecks.run(from, async () => {
+    if (!ctx.access.mayCheckPushFrom(from, ctx.clock.now()))
+      return `a signed push of '${push.collection}' not checked: ${from} sent too many that failed in the last minute`
+    const why = await checkSignedPush(ctx, signed, payload, push.entries)
+    if (why !== undefined) ctx.access.pushCheckFailed(from, ctx.clock.now())
+    return why
+  })
   if (refused !== undefined) {
     drop(ctx, from, 'badSignature', refused, where)
     return undefined
   }
-  ctx.access.pushCheckPassed(from)
   return { author: payload.author, proof: { id, record: encodeProof(signed) } }
 }
 

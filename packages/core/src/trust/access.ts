@@ -359,16 +359,16 @@ export class Access {
   }
 
   /**
-   * Takes one check of a signed push from `peer` out of its budget of failures; false if none
-   * is left. Taken before the check (checks run concurrently), given back when it passes.
+   * Whether a signed push from `peer` may still be checked: fewer than 10 of its checks failed
+   * in the last minute. (The receiver checks one push per sender at a time, so this is exact.)
    */
-  reservePushCheck(peer: string, now: number): boolean {
-    return this.failedPushVerifies.take(peer, now)
+  mayCheckPushFrom(peer: string, now: number): boolean {
+    return this.failedPushVerifies.has(peer, now)
   }
 
-  /** A signed push from `peer` passed its check: it does not count against the budget. */
-  pushCheckPassed(peer: string): void {
-    this.failedPushVerifies.refund(peer)
+  /** Counts a signed push from `peer` whose signature or hashes did not verify. */
+  pushCheckFailed(peer: string, now: number): void {
+    this.failedPushVerifies.take(peer, now)
   }
 
   private install(signed: SignedPolicy): void {

@@ -13,6 +13,12 @@ export class VerifyBudget {
     private readonly maxPeers = 1000,
   ) {}
 
+  /** Whether `peer` has budget left now (counts nothing). */
+  has(peer: string, now: number): boolean {
+    const w = this.windows.get(peer)
+    return w === undefined || now - w.start >= this.windowMs || w.count < this.perWindow
+  }
+
   /** Counts one check against `peer`; true if it was within the budget. */
   take(peer: string, now: number): boolean {
     let w = this.windows.get(peer)
@@ -22,11 +28,5 @@ export class VerifyBudget {
       this.windows.set(peer, w)
     }
     return ++w.count <= this.perWindow
-  }
-
-  /** Gives back a check taken (one that turned out not to count: e.g. it passed). */
-  refund(peer: string): void {
-    const w = this.windows.get(peer)
-    if (w !== undefined && w.count > 0) w.count--
   }
 }
