@@ -277,7 +277,10 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
     const entries = Array.from({ length: 1024 }, (_, i): [string, Uint8Array] => [`m-${String(i).padStart(4, '0')}`, deltaOf(`m${i}`)])
     await evil.publish(TOPIC, await signPush('default', pushOf(ORDERS, entries), keys.trust(ORDERS, [ADMIN]).sign))
     await waitFor(async () => (await feedOf(admin)).filter((e) => e.id.startsWith('m-')).length === 1024, 'all 1,024 applied', 30_000)
-    expect([...proofWrites.values()].every((n) => n === 1), JSON.stringify([...proofWrites.values()])).to.equal(true)
+    expect(
+      [...proofWrites.values()].every((n) => n === 1),
+      JSON.stringify([...proofWrites.values()]),
+    ).to.equal(true)
   })
 
   // ---- Probes: attacks tried that found no hole ----
