@@ -211,7 +211,7 @@ program
               : v.signature === 'unsigned'
                 ? `unsigned: vouched by ${entry.origin}`
                 : `local (${self ?? 'peer id unknown'})`
-        out([entry.seq, time, entry.id, entry.kind, v.author ?? '-', status].join('\t'))
+        out([entry.seq, time, cell(entry.id), entry.kind, cell(v.author ?? '-'), cell(status)].join('\t'))
       }
       const n = counts.verified + counts.tampered + counts.unsigned + counts.local
       out(
@@ -225,6 +225,21 @@ program
         `${tampered} ${tampered === 1 ? 'change' : 'changes'} of '${name}' TAMPERED: ${tampered === 1 ? 'its' : 'their'} stored proof does not verify (see the listing)`,
       )
   })
+
+/** Characters a text row must not carry as they are: C0 and C1 controls (tab, newline, ESC …), DEL, line separators, bidi overrides; and the quote and backslash, which quoting uses. */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the terminal
+const UNSAFE_IN_ROW = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"\\]/
+const UNSAFE_AFTER_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+
+/**
+ * A string someone else chose (an entity id, an author, a reason quoting a signed payload) as
+ * one cell of a tab-separated audit row: as it is if plain, else as a JSON string with every
+ * control character escaped — so it can neither add a row or a column nor drive the terminal.
+ */
+function cell(s: string): string {
+  if (!UNSAFE_IN_ROW.test(s)) return s
+  return JSON.stringify(s).replace(UNSAFE_AFTER_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
 
 /** One audited entry: who made it, and what re-verifying its signature found. */
 type Verdict =
@@ -276,7 +291,7 @@ async function auditReads(dir: string, path: string, name: string, id: string | 
       n++
       const time = new Date(e.time).toISOString()
       if (opts.json === true) out(JSON.stringify({ ...e, time }))
-      else out([e.seq, time, e.id, e.subject, e.fields.join(','), e.via, e.peer, e.actor ?? '-'].join('\t'))
+      else out([e.seq, time, cell(e.id), cell(e.subject), cell(e.fields.join(',')), e.via, cell(e.peer), cell(e.actor ?? '-')].join('\t'))
     }
     if (n === 0 && !replica.collections().includes(name)) {
       throw new CliError(`no collection '${name}' and no reads of it recorded; this replica has: ${replica.collections().join(', ') || '(none)'}`)

@@ -147,10 +147,73 @@ export class Entities {
     }
   }
 
+  /**
+   * Signed pushes admitted here by proof key: `true` once one passed its check, or the verdict
+   * of the check under way (true: passed). A push's copies arriving while one is checked and
+   * applied wait for that verdict instead of being checked and applied again, and a replay of
+   * one that passed is a duplicate even if it changed nothing (so stored no proof through a
+   * commit). Bounded: the oldest are forgotten first (storeProof keeps the rule across them).
+   */
+  private readonly admitted = new Map<string, true | Promise<boolean>>()
+
+  /** What is known here of a signed push: admitted (true), being checked (its verdict), or nothing. */
+  admission(collection: string, proofId: string): true | Promise<boolean> | undefined {
+    return this.admitted.get(proofKey(collection, proofId))
+  }
+
+  /**
+   * Starts the check of a signed push: copies arriving meanwhile wait for its verdict. Call
+   * `passed()` once it passed (or was found stored), `refused()` otherwise (copies then check
+   * themselves: a forged copy must not shadow the genuine push).
+   */
+  beginAdmission(collection: string, proofId: string): { passed(): void; refused(): void } {
+    const key = proofKey(collection, proofId)
+    let settle!: (ok: boolean) => void
+    const verdict = new Promise<boolean>((resolve) => (settle = resolve))
+    if (!this.admitted.has(key) && this.admitted.size >= MAX_PROOFS_REMEMBERED) {
+      const oldest = this.admitted.keys().next()
+      if (oldest.done !== true) this.admitted.delete(oldest.value)
+    }
+    this.admitted.set(key, verdict)
+    return {
+      passed: () => {
+        if (this.admitted.has(key)) this.admitted.set(key, true) // (not if a drop forgot it meanwhile)
+        settle(true)
+      },
+      refused: () => {
+        if (this.admitted.get(key) === verdict) this.admitted.delete(key)
+        settle(false)
+      },
+    }
+  }
+
+  /** Forgets that a push was admitted (its apply failed to reach the store: a replay is checked and applied again). */
+  forgetAdmission(collection: string, proofId: string): void {
+    const key = proofKey(collection, proofId)
+    if (this.admitted.get(key) === true) this.admitted.delete(key)
+  }
+
+  /**
+   * Stores the proof of a push that passed its check but committed nothing (every delta in it
+   * was held already: the author's own push, or changes anti-entropy brought first), so that
+   * its replays stay duplicates beyond what admission() remembers. In the next tick.
+   */
+  storeProof(collection: string, proof: { id: string; record: Uint8Array }): Promise<void> {
+    const key = proofKey(collection, proof.id)
+    if (this.proofsWritten.has(key)) return Promise.resolve()
+    if (this.proofsWritten.size >= MAX_PROOFS_REMEMBERED) this.proofsWritten.clear()
+    this.proofsWritten.add(key)
+    const tick = this.tick ?? this.openTick()
+    ;(tick.proofs ??= new Set()).add(key)
+    tick.ops.push({ type: 'meta', key, bytes: proof.record })
+    return tick.done
+  }
+
   /** Forgets the proofs remembered for a dropped collection (they were deleted with it). */
   forgetProofs(collection: string): void {
     const prefix = proofKey(collection, '')
     for (const key of this.proofsWritten) if (key.startsWith(prefix)) this.proofsWritten.delete(key)
+    for (const key of this.admitted.keys()) if (key.startsWith(prefix)) this.admitted.delete(key)
   }
   /** Ticks handed to the store whose write has not settled yet. */
   private readonly writing = new Set<Tick>()

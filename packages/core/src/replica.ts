@@ -3,7 +3,7 @@ import { systemClock, type Clock } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState } from './entities.js'
-import { ConvergentError } from './errors.js'
+import { ConvergentError, StoreCorruptError } from './errors.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { codeOf, consoleLogger, type Logger } from './logger.js'
 import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
@@ -484,6 +484,7 @@ export class Replica {
       audit.write = (ops) => entities.addToTick(ops)
       replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal, audit)
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
+      await replica.finishDroppedProofs()
       await replica.replicator?.start()
       return replica
     } catch (err) {
@@ -679,22 +680,54 @@ export class Replica {
 
   /**
    * Deletes the push proofs of a dropped collection (they name its entity ids), in batches.
-   * After the collection itself: a crash in between leaves proofs nothing names (a later drop
-   * of the same name removes them), never feed entries whose proof is gone.
+   * After the collection itself: a crash in between leaves proofs nothing names (the next
+   * open() deletes them: finishDroppedProofs), never feed entries whose proof is gone.
    */
   private async dropProofs(name: string): Promise<void> {
     this.entities.forgetProofs(name)
     const store = this.options.store
     if (store.metas === undefined) return
-    let batch: StoreOp[] = []
-    for await (const [key] of store.metas(proofPrefixOf(name))) {
-      batch.push({ type: 'delMeta', key })
-      if (batch.length >= 1000) {
-        await store.write(batch)
-        batch = []
+    const prefix = proofPrefixOf(name)
+    // A record that fails its check (metas() checks each) is deleted like the others, and the
+    // scan starts over: each pass deletes at least one more record, so it ends.
+    const damaged = new Set<string>()
+    for (let again = true; again;) {
+      again = false
+      let batch: StoreOp[] = []
+      try {
+        for await (const [key] of store.metas(prefix)) {
+          batch.push({ type: 'delMeta', key })
+          if (batch.length >= 1000) {
+            await store.write(batch)
+            batch = []
+          }
+        }
+      } catch (err) {
+        const key = err instanceof StoreCorruptError && err.record.keyspace === 'meta' ? err.record.key : undefined
+        if (key === undefined || !key.startsWith(prefix) || damaged.has(key)) throw err
+        damaged.add(key)
+        batch.push({ type: 'delMeta', key })
+        again = true
+      }
+      if (batch.length > 0) await store.write(batch)
+    }
+  }
+
+  /**
+   * Deletes what is left of the proofs of collections dropped here (recorded as refused before
+   * the drop) that hold nothing now: a crash between a drop and its proof deletion left them.
+   * One prefix scan per dropped name, usually finding nothing. Not fatal: logged, and tried
+   * again at the next open.
+   */
+  private async finishDroppedProofs(): Promise<void> {
+    for (const name of this.refused) {
+      if (this.entities.collections.has(name)) continue
+      try {
+        await this.dropProofs(name)
+      } catch (err) {
+        this.logger.error(`could not delete the push proofs of dropped collection '${name}': ${(err as Error).message}`, { collection: name, ...codeOf(err) })
       }
     }
-    if (batch.length > 0) await store.write(batch)
   }
 
   /** Writes the refused collections (a meta record; see dropCollection). */

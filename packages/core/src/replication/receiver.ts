@@ -117,6 +117,15 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
       applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by),
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
+    if (by !== undefined) {
+      // A delta that did not reach the store (a failed write): a replay may bring it after all.
+      if (results.includes('storeFailed')) ctx.entities.forgetAdmission(push.collection, by.proof.id)
+      // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
+      // so that a replay of it stays a duplicate after admission() forgot it (or a restart).
+      else if (results.length > 0 && results.every((r) => r === 'duplicate') && ctx.isOpen()) {
+        await ctx.entities.storeProof(push.collection, by.proof).catch(() => undefined) // a failed write is the tick's writers' to report
+      }
+    }
   } finally {
     span.end()
   }
@@ -143,25 +152,42 @@ async function admitSigned(
     return undefined
   }
   const id = proofIdOf(signed.signature)
-  if (await ctx.entities.proofStored(push.collection, id)) {
+  const duplicate = (): undefined => {
     ctx.stats.of(from).deltasDuplicate += push.entries.length
     return undefined
   }
-  // One check per sender at a time: its budget of failed checks is then exact (concurrent
-  // checks could all pass the budget before any failure counted), and honest bursts cost nothing
-  // more (a verify is synchronous CPU work either way).
-  const refused = await ctx.pushChecks.run(from, async () => {
-    if (!ctx.access.mayCheckPushFrom(from, ctx.clock.now()))
-      return `a signed push of '${push.collection}' not checked: ${from} sent too many that failed in the last minute`
-    const why = await checkSignedPush(ctx, signed, payload, push.entries)
-    if (why !== undefined) ctx.access.pushCheckFailed(from, ctx.clock.now())
-    return why
-  })
-  if (refused !== undefined) {
-    drop(ctx, from, 'badSignature', refused, where)
-    return undefined
+  // A copy of a push being checked waits for that check (one verify and one apply per push,
+  // however many copies arrive at once); if that one was refused, this one is checked itself
+  // (waiting once only: copies waking each other up in turns would cost n² for n copies).
+  const earlier = ctx.entities.admission(push.collection, id)
+  if (earlier === true || (earlier !== undefined && (await earlier)) || ctx.entities.admission(push.collection, id) === true) return duplicate()
+  const verdict = ctx.entities.beginAdmission(push.collection, id)
+  let passed = false
+  try {
+    if (await ctx.entities.proofStored(push.collection, id)) {
+      passed = true
+      return duplicate()
+    }
+    // One check per sender at a time: its budget of failed checks is then exact (concurrent
+    // checks could all pass the budget before any failure counted), and honest bursts cost
+    // nothing more (a verify is synchronous CPU work either way). Only failures count.
+    const refused = await ctx.pushChecks.run(from, async () => {
+      if (!ctx.access.mayCheckPushFrom(from, ctx.clock.now()))
+        return `a signed push of '${push.collection}' not checked: ${from} sent too many that failed in the last minute`
+      const why = await checkSignedPush(ctx, signed, payload, push.entries)
+      if (why !== undefined) ctx.access.pushCheckFailed(from, ctx.clock.now())
+      return why
+    })
+    if (refused !== undefined) {
+      drop(ctx, from, 'badSignature', refused, where)
+      return undefined
+    }
+    passed = true
+    return { author: payload.author, proof: { id, record: encodeProof(signed) } }
+  } finally {
+    if (passed) verdict.passed()
+    else verdict.refused()
   }
-  return { author: payload.author, proof: { id, record: encodeProof(signed) } }
 }
 
 /** A signed push as the plain push it carries. */
