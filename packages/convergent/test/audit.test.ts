@@ -93,7 +93,10 @@ describe('convergent audit: signed writes re-verified offline (real libp2p, clas
         30_000,
       )
       await Promise.all([orders.put('o-1', { qty: 1 }), orders.put('o-2', { qty: 2 })])
+      // o-3 and o-4 each in a push of its own: each written once the one before has reached A.
+      await waitFor(async () => (await a.collection('orders').get('o-2')) !== undefined, 'o-1, o-2 by gossip')
       await orders.put('o-3', { qty: 3 })
+      await waitFor(async () => (await a.collection('orders').get('o-3')) !== undefined, 'o-3 by gossip')
       await orders.put('o-4', { qty: 4 })
       await waitFor(async () => (await a.collection('orders').get('o-4')) !== undefined && (await a.collection('orders').get('o-3')) !== undefined, 'gossip')
       await a.close()

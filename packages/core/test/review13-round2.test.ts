@@ -167,12 +167,11 @@ describe('Signed writes under attack, round 2 (the review fixes)', function () {
     )
     await settle()
     // One check each (the first replay of a push not stored here) is the most a replay may cost.
-    expect({
-      ordersVerifies: ordersVerifies() - before.ov,
-      ordersApplies: ordersApplies() - before.oa,
-      adminVerifies: adminVerifies() - before.av,
-      adminApplies: adminApplies() - before.aa,
-    }).to.deep.equal({ ordersVerifies: 2, ordersApplies: 2, adminVerifies: 1, adminApplies: 1 })
+    // Applies are counted for every delta the backend takes, so an anti-entropy round still
+    // running after the heal may add one or two of its own; without the fix, 40 and 20.
+    expect({ ordersVerifies: ordersVerifies() - before.ov, adminVerifies: adminVerifies() - before.av }).to.deep.equal({ ordersVerifies: 2, adminVerifies: 1 })
+    expect(ordersApplies() - before.oa, 'applies at orders').to.be.at.most(4)
+    expect(adminApplies() - before.aa, 'applies at admin').to.be.at.most(3)
   })
 
   // HOLE B (low-medium): the replay rule is checked when a push ARRIVES, but the proof it looks
