@@ -5,8 +5,10 @@
  *   0  (no 'format' record) values stored bare: written before checksums (before 2026-12)
  *   1  every value is a checksummed record (record.ts)
  *   2  as 1; feed entries may also be in the layout with a proof id (codec.ts: signed writes),
- *      which format-1 code would read as damaged records. 1 → 2 rewrites nothing: open() only
- *      writes the new 'format' record, so format-1 code then refuses the folder outright.
+ *      which format-1 code would read as damaged records. 1 → 2 rewrites nothing: a format-1
+ *      folder stays 1 until the first feed entry with a proof is written, and the batch that
+ *      writes it also writes 'format' = 2 (LevelStore.write) — from then on format-1 code
+ *      refuses the folder outright, and a folder only looked at (dump, audit) stays openable by it.
  *
  * open() brings a format-0 folder to format 1 IN PLACE before anything is read: every record
  * of every data keyspace is rewritten as a sealed record, in batches of `chunk` records (and at
@@ -63,14 +65,13 @@ interface Progress {
   after: string
 }
 
-/** Reads the format; a fresh database gets the current one, a format-0 one is migrated. Returns how many records were migrated. */
+/**
+ * Reads the format; a fresh database gets the current one, a format-0 one is migrated. Returns
+ * the format the folder is in now (1 stays 1 until needed: see above).
+ */
 export async function prepareFormat(m: Maintenance): Promise<number> {
   const version = readVersion(m)
-  if (version === STORE_FORMAT) return 0
-  if (version === 1) {
-    await m.write([formatOp(m)]) // 1 → 2: the same records (see above)
-    return 0
-  }
+  if (version === STORE_FORMAT || version === 1) return version
   if (version !== undefined) {
     throw new ConvergentError(
       'ERR_STORE',
@@ -81,9 +82,10 @@ export async function prepareFormat(m: Maintenance): Promise<number> {
   if (any !== undefined && m.encryption !== undefined) throw notEncryptedError(m.where) // format 0: plain
   if (any === undefined) {
     await m.write([formatOp(m)]) // a new database: nothing to migrate
-    return 0
+    return STORE_FORMAT
   }
-  return migrate(m)
+  await migrate(m)
+  return STORE_FORMAT
 }
 
 function readVersion(m: Maintenance): number | undefined {
@@ -104,7 +106,8 @@ function readVersion(m: Maintenance): number | undefined {
   return version
 }
 
-function formatOp(m: Maintenance): LevelOp {
+/** The 'format' record saying STORE_FORMAT. */
+export function formatOp(m: Pick<Maintenance, 'prefixes' | 'sealer'>): LevelOp {
   return putRecord(m.prefixes.store + FORMAT_KEY, encodeJson({ version: STORE_FORMAT }), m.sealer)
 }
 

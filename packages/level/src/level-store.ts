@@ -13,7 +13,7 @@ import {
 import { AckedMark } from './acked.js'
 import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
 import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
-import { openBody, prepareFormat, type Maintenance } from './format.js'
+import { formatOp, openBody, prepareFormat, STORE_FORMAT, type Maintenance } from './format.js'
 import { AesGcmSealer, resolveKey, type EncryptionOptions } from './encryption.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
 import { infoLogDamage } from './info-log.js'
@@ -216,7 +216,7 @@ export class LevelStore implements Store {
     await Promise.all((Object.values(this.sub) as { open(): Promise<void> }[]).map((sublevel) => sublevel.open()))
     const dir = (this.db as { location?: unknown }).location
     const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
-    await prepareFormat(this.maintenance())
+    this.format = await prepareFormat(this.maintenance())
     if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
     damage.push(...(await this.finishDrops()))
     this.found = Object.freeze(damage)
@@ -327,8 +327,18 @@ export class LevelStore implements Store {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
+    if (this.format < STORE_FORMAT && ops.some((op) => op.type === 'feed' && op.entry.proof !== undefined)) {
+      // The first feed entry older code cannot read: the folder says format 2 in the same batch.
+      levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }))
+      return this.commits.add(levelOps, ops.length).then(() => {
+        this.format = STORE_FORMAT
+      })
+    }
     return this.commits.add(levelOps, ops.length)
   }
+
+  /** The folder's format (format.ts): 1 until a feed entry with a proof is written to a format-1 folder. */
+  private format = STORE_FORMAT
 
   readEntity(collection: string, id: string): Promise<StoredEntity | undefined> {
     return this.readNow(() => {

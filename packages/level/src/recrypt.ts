@@ -85,8 +85,8 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
   }
   finishSwap(db)
   if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
-  // Opening the store checks the key (the codes of open()), migrates an older format and
-  // finishes interrupted drops: what is copied below is the current format.
+  // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
+  // interrupted drops: what is copied below is format 1 or 2 (both current code reads; format.ts).
   const check = classicLevelStore(db, fromSealer === undefined ? {} : { encryption: fromSealer })
   try {
     await check.open()

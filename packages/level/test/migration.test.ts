@@ -152,21 +152,28 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     expectMigratedOnce(before, await rawRecords(dir))
   })
 
-  it('brings a format-1 folder to format 2 by writing the format record alone (feed entries with a proof need it)', async function () {
+  it('keeps a format-1 folder at 1 while only looked at or written plainly, and marks it 2 in the batch of its first feed entry with a proof', async function () {
     const { dir } = await fixture()
     store = classicLevelStore(dir)
     await store.open()
     await store.close()
     await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: 1 }))]])
+    const version = async (): Promise<unknown> => JSON.parse(Buffer.from((await rawRecords(dir)).get(FORMAT)!.subarray(HEADER_BYTES)).toString('utf8')).version
     const before = await rawRecords(dir)
+    // Opened (a dump, an audit) and written without a proof: still 1, every record as it was but the new ones.
     store = classicLevelStore(dir)
     await store.open()
+    await store.write([{ type: 'feed', collection: 'fmt', entry: { seq: 1, id: 'plain', origin: 'local', time: 1, kind: 'put' } }])
     await store.close()
+    assert.equal(await version(), 1)
     const after = await rawRecords(dir)
-    const version = (records: Map<string, Uint8Array>): unknown => JSON.parse(Buffer.from(records.get(FORMAT)!.subarray(HEADER_BYTES)).toString('utf8')).version
-    assert.equal(version(before), 1)
-    assert.equal(version(after), 2)
-    for (const [key, value] of before) if (key !== FORMAT) assert.deepEqual(after.get(key), value, key)
+    for (const [key, value] of before) assert.deepEqual(after.get(key), value, key)
+    // The first entry naming a proof: 2, in the same batch.
+    store = classicLevelStore(dir)
+    await store.open()
+    await store.write([{ type: 'feed', collection: 'fmt', entry: { seq: 2, id: 'signed', origin: 'peer', time: 2, kind: 'remote', proof: 'ab'.repeat(16) } }])
+    await store.close()
+    assert.equal(await version(), 2)
   })
 
   it('refuses a folder of a newer format, and one whose format record fails its check', async function () {

@@ -51,7 +51,7 @@ describe('Store format 2 under attack (review 13, round 2)', function () {
     return (JSON.parse(Buffer.from(body!).toString('utf8')) as { version: unknown }).version
   }
 
-  it('probe: an encrypted format-1 folder becomes format 2 sealed with its key; without the key, or with another, it is refused and left at 1', async function () {
+  it('probe: an encrypted format-1 folder stays 1 while read and becomes 2, sealed with its key, with its first proof entry; without the key, or with another, it is refused and left at 1', async function () {
     const key = randomBytes(32)
     const dir = await format1Folder(key)
     for (const options of [{}, { encryption: { key: randomBytes(32) } }]) {
@@ -76,19 +76,25 @@ describe('Store format 2 under attack (review 13, round 2)', function () {
     assert.deepEqual([...(await store.getMeta(PROOF))!], [1, 2, 3])
     await store.close()
     store = undefined
+    assert.equal(await versionOf(dir, key), 1) // only read: an older release still opens it
+    store = classicLevelStore(dir, { encryption: { key } })
+    await store.open()
+    await store.write([{ type: 'feed', collection: 'orders', entry: { seq: 2, id: 'o-2', origin: 'peer', time: 2, kind: 'remote', proof: 'ff'.repeat(16) } }])
+    await store.close()
+    store = undefined
     assert.equal(await versionOf(dir, key), 2)
   })
 
-  it('probe: encrypt / rekey / decrypt of a format-1 folder leave a format-2 folder that opens with the new key (or none)', async function () {
+  it('probe: encrypt / rekey / decrypt of a format-1 folder keep its format and leave a folder that opens with the new key (or none)', async function () {
     const dir = await format1Folder()
     const k1 = randomBytes(32)
     const k2 = randomBytes(32)
     await recryptStore(dir, undefined, { key: k1 })
-    assert.equal(await versionOf(dir, k1), 2)
+    assert.equal(await versionOf(dir, k1), 1)
     await recryptStore(dir, { key: k1 }, { key: k2 })
-    assert.equal(await versionOf(dir, k2), 2)
+    assert.equal(await versionOf(dir, k2), 1)
     await recryptStore(dir, { key: k2 }, undefined)
-    assert.equal(await versionOf(dir), 2)
+    assert.equal(await versionOf(dir), 1)
     store = classicLevelStore(dir)
     await store.open()
     assert.equal((await collectFeed(store))[0]?.proof, '00112233445566778899aabbccddeeff')
