@@ -10,11 +10,11 @@ import { MemoryLevel } from 'memory-level'
 import { classicLevelStore, LevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { LoopbackHub, type Backend, type FeedEntry, type Replica, type TrustOptions } from '../src/index.js'
+import { LoopbackHub, type FeedEntry, type Replica, type TrustOptions } from '../src/index.js'
 import { decodeMessage, encodeSignedPush, signPush, type PushMessage } from '../src/internal.js'
 import { checkProof, decodePayload, encodeProof, proofIdOf, proofKey, proofPrefixOf } from '../src/trust/signed-push.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, Keyring, ORDERS, SUPPORT, countingYjs } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -46,24 +46,6 @@ describe('Signed writes under attack, round 2 (the review fixes)', function () {
       },
       verifies: () => n,
     }
-  }
-
-  /** A Yjs backend that counts the deltas it is asked to apply. */
-  function countingYjs(): { backend: Backend; applied: () => number } {
-    const inner = yjsBackend()
-    let n = 0
-    const backend = new Proxy(inner, {
-      get(target, prop, receiver) {
-        if (prop === 'applyDelta')
-          return (...args: unknown[]) => {
-            n++
-            return (target.applyDelta as (...a: unknown[]) => unknown).apply(target, args)
-          }
-        const v = Reflect.get(target, prop, receiver) as unknown
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-      },
-    }) as Backend
-    return { backend, applied: () => n }
   }
 
   /**

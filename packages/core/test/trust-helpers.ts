@@ -1,7 +1,8 @@
 export { Keyring } from '../src/testing/index.js'
 import { waitFor } from '../src/testing/index.js'
 import type { Counter, PolicyDocument } from '../src/index.js'
-import { LoopbackHub, type Network, type Replica, type ReplicaOptions } from '../src/index.js'
+import { LoopbackHub, type Backend, type Network, type Replica, type ReplicaOptions } from '../src/index.js'
+import { yjsBackend } from '@convergent/yjs'
 import type { Keyring as KeyringType } from '../src/testing/index.js'
 import { memoryReplica } from './helpers.js'
 
@@ -46,4 +47,22 @@ export async function trustCluster(
     track.push(r[id])
   }
   return { hub, r }
+}
+
+/** A Yjs backend that counts the deltas it is asked to apply. */
+export function countingYjs(): { backend: Backend; applied: () => number } {
+  const inner = yjsBackend()
+  let n = 0
+  const backend = new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop === 'applyDelta')
+        return (...args: unknown[]) => {
+          n++
+          return (target.applyDelta as (...a: unknown[]) => unknown).apply(target, args)
+        }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  }) as Backend
+  return { backend, applied: () => n }
 }

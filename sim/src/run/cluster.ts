@@ -1,7 +1,7 @@
 import type { PolicyDocument, ReplicaStats } from '@convergent/core'
 import { checkProof } from '@convergent/core/internal'
 import type { CheckResult } from '../checks/checkers.js'
-import { SimKeyring } from '../nodes/sim-keyring.js'
+import { Keyring } from '@convergent/core/testing/keyring' // test keys only: no test framework
 import type { HostNode, SimContext } from './context.js'
 
 /** The namespace every simulated replica runs in (Replica.open's default). */
@@ -19,7 +19,7 @@ export function clusterPolicy(ids: readonly string[]): PolicyDocument {
  * what the run saw of the policy and of signed pushes (summed over every incarnation).
  */
 export class ClusterRun {
-  readonly keyring: SimKeyring
+  readonly keyring: Keyring
   /** When node 0's policy.set() resolved, and the version it adopted. */
   policySet: { at: number; version: number; members: number } | undefined
   /** Per node index: the first sampling step (or the end) at which its replica held the policy. */
@@ -31,7 +31,7 @@ export class ClusterRun {
   readonly authors = new Set<string>()
 
   constructor(seed: number) {
-    this.keyring = new SimKeyring(seed)
+    this.keyring = new Keyring(seed)
   }
 
   /** Adds one incarnation's signed-push counters (ReplicaStats.authors), before it goes away. */
