@@ -216,19 +216,28 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
   // duplicates and stop (anti-entropy repairs an entry that failed then).
   it('HOLE 5: a reader replaying a writer’s signed push makes the replica verify and apply it again each time', async () => {
     const counting = countingYjs()
-    const { admin, evil } = await withRawMember({ backends: [counting.backend, automergeBackend()] })
+    // The admin's own checks only (the replays reach orders too, which checks its own push once).
+    const base = keys.trust(ADMIN, [ADMIN])
+    let adminVerifies = 0
+    const trust = { ...base, verify: async (peer: string, data: Uint8Array, signature: Uint8Array) => (adminVerifies++, base.verify(peer, data, signature)) }
+    const { admin, evil } = await withRawMember({ backends: [counting.backend, automergeBackend()], trust })
+    // Orders' own o-0 of the setup has reached the admin (its check and apply are not the replays').
+    await waitFor(() => {
+      const a = admin.stats().authors[ORDERS]
+      return (a?.deltasApplied ?? 0) + (a?.deltasDuplicate ?? 0) >= 1
+    }, "orders' o-0 at the admin")
     const genuine = await signPush('default', pushOf(ORDERS, [['o-replayed', deltaOf('once')]]), keys.trust(ORDERS, [ADMIN]).sign)
     await evil.publish(TOPIC, genuine)
     await waitFor(async () => (await admin.collection('orders').get('o-replayed')) !== undefined, 'applied once')
     await waitFor(async () => (await feedOf(admin)).some((e) => e.id === 'o-replayed'), 'durable')
     const applies = counting.applied()
-    const verifies = keys.verifies
+    const verifies = adminVerifies
     const received = admin.stats().peers[SUPPORT]!.messagesIn
     const replays = 20
     for (let i = 0; i < replays; i++) await evil.publish(TOPIC, genuine)
     await waitFor(() => admin.stats().peers[SUPPORT]!.messagesIn >= received + replays, 'replays received')
     await new Promise((r) => setTimeout(r, 200))
-    expect({ applies: counting.applied() - applies, verifies: keys.verifies - verifies }).to.deep.equal({ applies: 0, verifies: 0 })
+    expect({ applies: counting.applied() - applies, verifies: adminVerifies - verifies }).to.deep.equal({ applies: 0, verifies: 0 })
   })
 
   // HOLE 6 (medium-low, operations; open): a feed entry with a proof is written in a new layout
