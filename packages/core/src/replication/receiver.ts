@@ -19,6 +19,12 @@ import { startApplySpan } from '../tracing.js'
 import { context, trace } from '@opentelemetry/api'
 
 /**
+ * How long a signature check may take before the push is refused (not counted against its
+ * sender): a TrustOptions.verify that never answers must not stall the sender's checks for good.
+ */
+export const VERIFY_TIMEOUT_MS = 5_000
+
+/**
  * Counts, remembers and logs one dropped message or delta from a peer (with the collection
  * and entity when known). Over-the-rate drops are counted quietly, and the log keeps to a few
  * lines per peer per window (DropLog): a flooding peer must not flood the log too.
@@ -175,6 +181,7 @@ async function admitSigned(
       if (!ctx.access.mayCheckPushFrom(from, ctx.clock.now()))
         return `a signed push of '${push.collection}' not checked: ${from} sent too many that failed in the last minute`
       const why = await checkSignedPush(ctx, signed, payload, push.entries)
+      if (typeof why === 'object') return why.why // the fault is local, not the sender's
       if (why !== undefined) ctx.access.pushCheckFailed(from, ctx.clock.now())
       return why
     })
@@ -203,16 +210,24 @@ function pushOf(payload: PushPayload, signed: SignedPushMessage): PushMessage {
   }
 }
 
-/** Why a signed push does not verify (its author's signature, then each delta against its signed hash), or undefined. */
+/**
+ * Why a signed push does not verify (its author's signature, then each delta against its signed hash), or undefined;
+ * `late` if the signature check had no answer in time (VERIFY_TIMEOUT_MS).
+ */
 async function checkSignedPush(
   ctx: ReplicationContext,
   signed: SignedPushMessage,
   payload: PushPayload,
   entries: PushMessage['entries'],
-): Promise<string | undefined> {
-  if (!(await ctx.access.verifyBy(payload.author, signingInput(signed.payload), signed.signature))) {
-    return `a push of '${payload.collection}' whose signature does not verify under its author ${payload.author}`
-  }
+): Promise<string | { why: string; late: true } | undefined> {
+  let timer: ReturnType<ReplicationContext['clock']['setTimeout']> | undefined
+  const late = new Promise<'late'>((resolve) => (timer = ctx.clock.setTimeout(() => resolve('late'), VERIFY_TIMEOUT_MS)))
+  const ok = await Promise.race([ctx.access.verifyBy(payload.author, signingInput(signed.payload), signed.signature), late]).finally(() =>
+    ctx.clock.clearTimeout(timer!),
+  )
+  if (ok === 'late')
+    return { why: `a push of '${payload.collection}' not checked: its signature check had no answer within ${VERIFY_TIMEOUT_MS} ms`, late: true }
+  if (!ok) return `a push of '${payload.collection}' whose signature does not verify under its author ${payload.author}`
   if (!deltasMatch(payload, entries)) return `a push of '${payload.collection}' signed by ${payload.author} whose deltas do not match the hashes it signs`
   return undefined
 }
