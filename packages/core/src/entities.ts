@@ -131,6 +131,12 @@ export class Entities {
    * several ticks; its proof, up to ~1 MB, is written once). A failed tick takes its own back.
    */
   private readonly proofsWritten = new Set<string>()
+  /**
+   * Proof keys of pushes some of whose deltas failed to be written (forgetAdmission): a replay of
+   * one is checked and applied again although its proof is stored (bounded; an admitted replay
+   * takes its key out again, see admission).
+   */
+  private readonly incomplete = new Set<string>()
 
   /**
    * Whether this push's proof is stored (or on its way): a replay of the push is then a
@@ -139,6 +145,7 @@ export class Entities {
    */
   async proofStored(collection: string, proofId: string): Promise<boolean> {
     const key = proofKey(collection, proofId)
+    if (this.incomplete.has(key)) return false
     if (this.proofsWritten.has(key)) return true
     try {
       return (await this.opts.store.getMeta(key)) !== undefined
@@ -191,6 +198,15 @@ export class Entities {
   forgetAdmission(collection: string, proofId: string): void {
     const key = proofKey(collection, proofId)
     if (this.admitted.get(key) === true) this.admitted.delete(key)
+    // Its proof may be on disk already (written with an earlier tick of the push): a replay must
+    // still be checked and applied, not taken for a duplicate (see proofStored).
+    if (this.incomplete.size >= MAX_PROOFS_REMEMBERED) this.incomplete.clear()
+    this.incomplete.add(key)
+  }
+
+  /** A push's deltas all reached the store (or were held already): its replays are duplicates again. */
+  admissionComplete(collection: string, proofId: string): void {
+    if (this.incomplete.size > 0) this.incomplete.delete(proofKey(collection, proofId))
   }
 
   /**

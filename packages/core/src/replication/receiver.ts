@@ -126,10 +126,13 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write): a replay may bring it after all.
       if (results.includes('storeFailed')) ctx.entities.forgetAdmission(push.collection, by.proof.id)
-      // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
-      // so that a replay of it stays a duplicate after admission() forgot it (or a restart).
-      else if (results.length > 0 && results.every((r) => r === 'duplicate') && ctx.isOpen()) {
-        await ctx.entities.storeProof(push.collection, by.proof).catch(() => undefined) // a failed write is the tick's writers' to report
+      else {
+        ctx.entities.admissionComplete(push.collection, by.proof.id)
+        // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
+        // so that a replay of it stays a duplicate after admission() forgot it (or a restart).
+        if (results.length > 0 && results.every((r) => r === 'duplicate') && ctx.isOpen()) {
+          await ctx.entities.storeProof(push.collection, by.proof).catch(() => undefined) // a failed write is the tick's writers' to report
+        }
       }
     }
   } finally {

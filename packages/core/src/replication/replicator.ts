@@ -323,7 +323,8 @@ export class Replicator {
 
   private track(p: Promise<unknown>): void {
     this.inflight.add(p)
-    void p.finally(() => this.inflight.delete(p))
+    // Receive paths never reject (they drop and count); should one ever, it is logged, not an unhandled rejection.
+    p.catch((err: unknown) => this.ctx.logger.error(`a receive path failed: ${(err as Error)?.message ?? String(err)}`)).finally(() => this.inflight.delete(p))
   }
 
   private unlisten: (() => void) | undefined
