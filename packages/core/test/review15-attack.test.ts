@@ -5,6 +5,7 @@ import { expect } from 'chai'
 import { LoopbackHub } from '../src/index.js'
 import * as encoding from 'lib0/encoding'
 import {
+  encodeErrorReply,
   decodeMessage,
   encodeFetchRequest,
   encodeHoldsRequest,
@@ -53,6 +54,27 @@ describe('review 15: attacks on acks and lag', function () {
     const ms = Date.now() - started
     // 4 s of polling (20, 40, …, 500 ms): ~10 "no"s, ~9 whole-state sends of 100 KB.
     expect(deltasSent, `${deltasSent} DeltasRequests (${bytesSent} bytes) to one lying peer in ${ms} ms for one write`).to.be.at.most(1)
+  })
+
+  // The flip side of "once per wait": a send the peer did not take (refused, unreachable) does
+  // not count as sent, or one lost send would leave the write unconfirmed until its timeout.
+  it('ack: a peer that refused the missing delta is sent it again at a later poll, then confirms', async () => {
+    const hub = new LoopbackHub()
+    const writer = await memoryReplica({ network: hub.createNetwork('writer') })
+    replicas.push(writer)
+    let deltasSent = 0
+    const flaky = await hostile(hub, 'flaky', (type) => {
+      if (type === MessageType.HoldsRequest) return encodeHoldsResponse(deltasSent >= 2 ? { held: true } : { held: false, version: new Uint8Array(0) })
+      if (type === MessageType.DeltasRequest) {
+        deltasSent++
+        if (deltasSent === 1) return encodeErrorReply({ message: 'busy' })
+      }
+      return encodeMessage(MessageType.Ack, {})
+    })
+    nets.push(flaky)
+    await waitFor(() => writer.peers().includes('flaky'), 'connected')
+    await writer.collection('orders', { backend: 'yjs' }).put('o-1', { n: 1 }, { ack: { peers: 1, timeoutMs: 10_000 } })
+    expect(deltasSent, 'sent again after the refusal, and no more').to.equal(2)
   })
 
   // HOLE (holds queries pollute the entity cache): serveHoldsRequest acquires the entity with

@@ -138,7 +138,12 @@ class AckWait {
       this.lacks.set(peer, lacks)
       if (lacks >= 2 && answer.version !== undefined && !this.sent.has(peer)) {
         this.sent.add(peer)
-        await this.sendMissing(peer, answer.version)
+        try {
+          await this.sendMissing(peer, answer.version)
+        } catch (err) {
+          this.sent.delete(peer) // not delivered (unreachable, refused): sent again at a later poll
+          throw err
+        }
       }
     } catch (err) {
       if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) drop(this.ctx, peer, 'malformed', `bad answer to a holds query: ${err.message}`)
@@ -162,7 +167,8 @@ class AckWait {
     }
     if (delta === null) return
     if (delta.byteLength > inlineLimit(this.ctx.limits)) return this.syncWith(peer)
-    await this.request(peer, encodeDeltasRequest({ collection: col.name, backend: col.backend.name, entries: [[id, delta]] }))
+    const reply = await this.request(peer, encodeDeltasRequest({ collection: col.name, backend: col.backend.name, entries: [[id, delta]] }))
+    if (reply.type !== MessageType.Ack) throw new Error(`${peer} did not take the missing delta (answer type ${reply.type})`)
   }
 
   private async request(peer: string, data: Uint8Array): Promise<{ type: number; body: unknown }> {
