@@ -28,8 +28,9 @@ describe('Store format 2 under attack (review 13, round 2)', function () {
 
   /** A folder with a collection, a feed entry naming a proof and the proof, then marked format 1 (as a build before the bump wrote it). */
   async function format1Folder(key?: Buffer): Promise<string> {
-    const dir = join(await tempDir('convergent-r13-'), 'db')
-    dirs.push(dir)
+    const parent = await tempDir('convergent-r13-')
+    dirs.push(parent) // the whole temp folder goes afterwards, not only the store in it
+    const dir = join(parent, 'db')
     store = classicLevelStore(dir, key === undefined ? {} : { encryption: { key } })
     await store.open()
     await store.write([
