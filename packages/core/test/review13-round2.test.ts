@@ -8,28 +8,22 @@
 import { expect } from 'chai'
 import { MemoryLevel } from 'memory-level'
 import { classicLevelStore, LevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { LoopbackHub, type FeedEntry, type Replica, type TrustOptions } from '../src/index.js'
-import { decodeMessage, encodeSignedPush, signPush, type PushMessage } from '../src/internal.js'
+import { LoopbackHub, type TrustOptions } from '../src/index.js'
+import { decodeMessage, encodeSignedPush, signPush } from '../src/internal.js'
 import { checkProof, decodePayload, encodeProof, proofIdOf, proofKey, proofPrefixOf } from '../src/trust/signed-push.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT, countingYjs } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, countingYjs, ORDERS_TOPIC, deltaOf, pushOf, feedOf, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { orders: { read: ['*'], write: ['orders', 'admin'] } },
 }
-const TOPIC = '/convergent/default/c/orders'
+const TOPIC = ORDERS_TOPIC
 
 describe('Signed writes under attack, round 2 (the review fixes)', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close().catch(() => undefined)))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   /** `keys.trust(id)`, counting the signature checks this one replica makes. */
   function countingTrust(id: string, delayMs = 0): { trust: TrustOptions; verifies: () => number } {
@@ -93,21 +87,6 @@ describe('Signed writes under attack, round 2 (the review fixes)', function () {
       adminApplies: counting.applied,
       ordersApplies: ordersCounting.applied,
     }
-  }
-
-  function deltaOf(note: string): Uint8Array {
-    const backend = yjsBackend()
-    return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
-  }
-
-  function pushOf(author: string, entries: [string, Uint8Array][], sequence = 1): PushMessage {
-    return { collection: 'orders', backend: 'yjs', origin: author, sequence, entries, time: Date.now() }
-  }
-
-  async function feedOf(replica: Replica): Promise<FeedEntry[]> {
-    const out: FeedEntry[] = []
-    for await (const e of replica.collection('orders').changes()) out.push(e)
-    return out
   }
 
   const settle = (ms = 200) => new Promise((r) => setTimeout(r, ms))

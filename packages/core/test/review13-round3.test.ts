@@ -9,28 +9,23 @@ import { MemoryLevel } from 'memory-level'
 import { LevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { LoopbackHub, type Replica, type TrustOptions } from '../src/index.js'
-import { signPush, type PushMessage } from '../src/internal.js'
+import { LoopbackHub, type TrustOptions } from '../src/index.js'
+import { signPush } from '../src/internal.js'
 import { proofPrefixOf } from '../src/trust/signed-push.js'
 import { PerPeerQueue } from '../src/replication/per-peer-queue.js'
 import { VERIFY_TIMEOUT_MS } from '../src/replication/receiver.js'
 import { memoryReplica, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, ORDERS_TOPIC, deltaOf, pushOf, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { orders: { read: ['*'], write: ['orders', 'admin'] } },
 }
-const TOPIC = '/convergent/default/c/orders'
+const TOPIC = ORDERS_TOPIC
 
 describe('Signed writes under attack, round 3 (liveness and memory of the receive path)', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close().catch(() => undefined)))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   /** Admin (with `verify` wrapped) and SUPPORT as a raw member publishing on the topic. */
   async function withRawMember(options: { adminStore?: LevelStore; wrapVerify?: (v: TrustOptions['verify']) => TrustOptions['verify'] } = {}) {
@@ -51,15 +46,6 @@ describe('Signed writes under attack, round 3 (liveness and memory of the receiv
     await waitFor(() => admin.peers().includes(SUPPORT), 'the member is connected')
     await new Promise((r) => setTimeout(r, 200))
     return { admin, evil }
-  }
-
-  function deltaOf(note: string): Uint8Array {
-    const backend = yjsBackend()
-    return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
-  }
-
-  function pushOf(author: string, entries: [string, Uint8Array][], sequence = 1): PushMessage {
-    return { collection: 'orders', backend: 'yjs', origin: author, sequence, entries, time: Date.now() }
   }
 
   // HOLE 1 (low-medium): the checks of one sender run one at a time (PerPeerQueue), and a

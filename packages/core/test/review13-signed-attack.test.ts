@@ -8,28 +8,22 @@
 import { expect } from 'chai'
 import { MemoryLevel } from 'memory-level'
 import { LevelStore, memoryLevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { LoopbackHub, type FeedEntry, type Replica, type StoreOp } from '../src/index.js'
-import { decodeMessage, encodeMessage, encodeSignedPush, MessageType, signPush, type PushMessage } from '../src/internal.js'
+import { LoopbackHub, type Replica, type StoreOp } from '../src/index.js'
+import { decodeMessage, encodeMessage, encodeSignedPush, MessageType, signPush } from '../src/internal.js'
 import { PROOF_PREFIX } from '../src/trust/signed-push.js'
 import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT, countingYjs } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, countingYjs, ORDERS_TOPIC, deltaOf, pushOf, feedOf, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { orders: { read: ['*'], write: ['orders', 'admin'] }, notes: { read: ['*'], write: ['admin'] } },
 }
-const TOPIC = '/convergent/default/c/orders'
+const TOPIC = ORDERS_TOPIC
 
 describe('Signed writes under attack (review of the gossip half; each HOLE was a hole)', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close().catch(() => undefined)))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   /**
    * Admin and orders with the policy adopted, both holding 'orders', and SUPPORT — a member that
@@ -49,22 +43,7 @@ describe('Signed writes under attack (review of the gossip half; each HOLE was a
     return { hub, admin, orders, evil }
   }
 
-  function deltaOf(note: string): Uint8Array {
-    const backend = yjsBackend()
-    return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
-  }
-
-  function pushOf(author: string, entries: [string, Uint8Array][], collection = 'orders'): PushMessage {
-    return { collection, backend: 'yjs', origin: author, sequence: 1, entries, time: Date.now() }
-  }
-
   const dropsOf = (r: Replica, peer: string) => r.stats().peers[peer]?.dropped
-
-  async function feedOf(replica: Replica, collection = 'orders'): Promise<FeedEntry[]> {
-    const out: FeedEntry[] = []
-    for await (const e of replica.collection(collection).changes()) out.push(e)
-    return out
-  }
 
   // HOLE 1 (high): the signed payload is a byte string inside the message, decoded with plain
   // cborg — none of the envelope's bounds (at most 4,096 items in a push, no list over 65,536)

@@ -7,26 +7,20 @@
  */
 import { expect } from 'chai'
 import { LoopbackHub, type FeedEntry, type Replica } from '../src/index.js'
-import { encodePush, signPush, type PushMessage } from '../src/internal.js'
+import { encodePush, signPush } from '../src/internal.js'
 import { checkProof, proofKey } from '../src/trust/signed-push.js'
-import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, Keyring, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster, ORDERS_TOPIC, deltaOf, pushOf, feedOf, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { orders: { read: ['*'], write: ['orders', 'admin'] } },
 }
-const TOPIC = '/convergent/default/c/orders'
+const TOPIC = ORDERS_TOPIC
 
 describe('Signed writes: pushes carry their author and signature; receivers verify and keep the proof', function () {
   this.timeout(30_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   const cluster = (ids: string[]) => trustCluster(keys, ids, replicas)
 
@@ -40,21 +34,6 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     await startRawPeer(evil, r[ADMIN]!, [TOPIC])
     await waitFor(() => r[ORDERS]!.peers().includes(SUPPORT), 'connected to orders')
     return { hub, r, evil }
-  }
-
-  function deltaOf(note: string): Uint8Array {
-    const backend = yjsBackend()
-    return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
-  }
-
-  function pushOf(author: string, id: string, delta: Uint8Array): PushMessage {
-    return { collection: 'orders', backend: 'yjs', origin: author, sequence: 1, entries: [[id, delta]], time: Date.now() }
-  }
-
-  async function feedOf(replica: Replica): Promise<FeedEntry[]> {
-    const out: FeedEntry[] = []
-    for await (const e of replica.collection('orders').changes()) out.push(e)
-    return out
   }
 
   /**
@@ -98,7 +77,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
 
   it('a relayed signed push keeps its author: a member without write relays an orders write; the receiver credits orders', async () => {
     const { r, evil } = await withRawMember()
-    const genuine = await signPush('default', pushOf(ORDERS, 'o-relayed', deltaOf('relayed')), keys.trust(ORDERS, [ADMIN]).sign)
+    const genuine = await signPush('default', pushOf(ORDERS, [['o-relayed', deltaOf('relayed')]]), keys.trust(ORDERS, [ADMIN]).sign)
     // Orders' own o-0 reaches the admin first (signed by orders, counted for it).
     await waitFor(() => (r[ADMIN]!.stats().authors[ORDERS]?.deltasApplied ?? 0) >= 1, "orders' o-0 applied at the admin")
     const before = r[ADMIN]!.stats().authors[ORDERS]!.deltasApplied
@@ -117,19 +96,19 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     const support = keys.trust(SUPPORT, [ADMIN]).sign
     const orders = keys.trust(ORDERS, [ADMIN]).sign
     // 1. Claims orders as author, signed with support's key.
-    await evil.publish(TOPIC, await signPush('default', pushOf(ORDERS, 'f-claim', deltaOf('FORGED')), support))
+    await evil.publish(TOPIC, await signPush('default', pushOf(ORDERS, [['f-claim', deltaOf('FORGED')]]), support))
     // 2. Support's own signature, but support may not write orders.
-    await evil.publish(TOPIC, await signPush('default', pushOf(SUPPORT, 'f-own', deltaOf('FORGED')), support))
+    await evil.publish(TOPIC, await signPush('default', pushOf(SUPPORT, [['f-own', deltaOf('FORGED')]]), support))
     // 3. A genuine orders signature over one delta, carrying another (the hash does not match).
-    const genuine = await signPush('default', pushOf(ORDERS, 'f-swap', deltaOf('fine')), orders)
+    const genuine = await signPush('default', pushOf(ORDERS, [['f-swap', deltaOf('fine')]]), orders)
     const swapped = Buffer.from(genuine)
     const at = swapped.indexOf(Buffer.from('fine'), swapped.length - 200)
     swapped.write('FAKE', at)
     await evil.publish(TOPIC, swapped)
     // 4. A genuine signature made for another namespace.
-    await evil.publish(TOPIC, await signPush('other-namespace', pushOf(ORDERS, 'f-ns', deltaOf('FORGED')), orders))
+    await evil.publish(TOPIC, await signPush('other-namespace', pushOf(ORDERS, [['f-ns', deltaOf('FORGED')]]), orders))
     // 5. Unsigned, now that a policy is in force.
-    await evil.publish(TOPIC, encodePush(pushOf(ORDERS, 'f-plain', deltaOf('FORGED'))))
+    await evil.publish(TOPIC, encodePush(pushOf(ORDERS, [['f-plain', deltaOf('FORGED')]])))
     await r[ORDERS]!.collection('orders').put('o-honest', { total: 7 })
     await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-honest')) !== undefined, 'honest write arrives')
     for (const replica of [r[ADMIN]!, r[ORDERS]!]) {
@@ -167,7 +146,7 @@ describe('Signed writes: pushes carry their author and signature; receivers veri
     await r[ADMIN]!.collection('orders').put('o-0', { total: 0 })
     const raw = hub2.createNetwork(ORDERS)
     await startRawPeer(raw, r[ADMIN]!, [TOPIC])
-    await raw.publish(TOPIC, encodePush(pushOf(ORDERS, 'o-boot', deltaOf('boot'))))
+    await raw.publish(TOPIC, encodePush(pushOf(ORDERS, [['o-boot', deltaOf('boot')]])))
     await waitFor(async () => (await r[ADMIN]!.collection('orders').get('o-boot')) !== undefined, 'bootstrap push applied')
   })
 })

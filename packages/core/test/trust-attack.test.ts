@@ -22,7 +22,7 @@ import {
 import { encodePolicy } from '../src/trust/policy.js'
 import { silentLogger } from '../src/logger.js'
 import { memoryReplica, startRawPeer, tempDir, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, netOf, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -37,12 +37,7 @@ const MARKER = 'card-4111-MARKER-7'
 
 describe('Trust attacks found in review (each was a hole; pending = still open, see the reason)', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close().catch(() => undefined)))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   const cluster = (ids: string[], limits: Record<string, object> = {}) =>
     trustCluster(keys, ids, replicas, { options: (id) => (limits[id] ? { limits: limits[id] } : {}) })

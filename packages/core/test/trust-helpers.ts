@@ -1,7 +1,9 @@
-export { Keyring } from '../src/testing/index.js'
+import { Keyring } from '../src/testing/index.js'
+export { Keyring }
 import { waitFor } from '../src/testing/index.js'
 import type { Counter, PolicyDocument } from '../src/index.js'
-import { LoopbackHub, type Backend, type Network, type Replica, type ReplicaOptions } from '../src/index.js'
+import { LoopbackHub, type Backend, type ChangeEntry, type Network, type Replica, type ReplicaOptions } from '../src/index.js'
+import type { PushMessage } from '../src/internal.js'
 import { yjsBackend } from '@convergent/yjs'
 import type { Keyring as KeyringType } from '../src/testing/index.js'
 import { memoryReplica } from './helpers.js'
@@ -65,4 +67,34 @@ export function countingYjs(): { backend: Backend; applied: () => number } {
     },
   }) as Backend
   return { backend, applied: () => n }
+}
+
+/** The gossip topic of the collection 'orders' in the default namespace. */
+export const ORDERS_TOPIC = '/convergent/default/c/orders'
+
+/** A small Yjs delta of an entity (`note` makes each one different). */
+export function deltaOf(note: string): Uint8Array {
+  const backend = yjsBackend()
+  return (backend.put(backend.create(new Uint8Array(16).fill(7)), { total: 1, note }) as { delta: Uint8Array }).delta
+}
+
+/** A push of Yjs deltas by `author` ('orders' unless said otherwise), to sign or send plain. */
+export function pushOf(author: string, entries: [string, Uint8Array][], sequence = 1, collection = 'orders'): PushMessage {
+  return { collection, backend: 'yjs', origin: author, sequence, entries, time: Date.now() }
+}
+
+/** The change feed of a collection, whole. */
+export async function feedOf(replica: Replica, collection = 'orders'): Promise<ChangeEntry[]> {
+  const out: ChangeEntry[] = []
+  for await (const e of replica.collection(collection).changes()) out.push(e)
+  return out
+}
+
+/** A trust test file's keyring and the replicas it opens (closed after each test). */
+export function trustSuite(): { keys: KeyringType; replicas: Replica[] } {
+  const suite = { keys: new Keyring(), replicas: [] as Replica[] }
+  afterEach(async () => {
+    await Promise.all(suite.replicas.splice(0).map((r) => r.close().catch(() => undefined)))
+  })
+  return suite
 }

@@ -1,6 +1,6 @@
 import { sign } from 'node:crypto'
 import { expect } from 'chai'
-import { LoopbackHub, type Replica } from '../src/index.js'
+import { LoopbackHub } from '../src/index.js'
 import {
   encodeMessage,
   encodePush,
@@ -14,7 +14,7 @@ import {
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, Keyring, netOf, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, netOf, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -27,12 +27,7 @@ const POLICY = {
 
 describe('Trust: the signed cluster policy, read and write control', function () {
   this.timeout(30_000)
-  let replicas: Replica[] = []
-  const keys = new Keyring()
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-  })
+  const { keys, replicas } = trustSuite()
 
   const cluster = (ids: string[], options: { seen?: Map<string, Buffer[]> } = {}) =>
     trustCluster(keys, ids, replicas, {
