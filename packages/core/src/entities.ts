@@ -1,4 +1,5 @@
 import { proofKey } from './trust/signed-push.js'
+import { PushProofs } from './trust/push-proofs.js'
 import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
 import { randomBytes } from './clock.js'
@@ -13,8 +14,6 @@ import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './stor
 
 /** Stands in for a version hash until the flush computes it (see LoadedEntity.versionStale). */
 const NO_VERSION = new Uint8Array(32)
-/** Proof keys remembered as written (or being written): beyond that many, forgotten at once (a push's proof is then written again, harmlessly). */
-const MAX_PROOFS_REMEMBERED = 4096
 
 /** What core keeps in memory about one collection. */
 export interface CollectionState {
@@ -102,7 +101,7 @@ interface Tick {
   dirty: Map<LoadedEntity, Dirty>
   /** Whether some ops were dropped. */
   holes: boolean
-  /** Keys of the push proofs this tick writes (see Entities.proofsWritten). */
+  /** Keys of the push proofs this tick writes (see PushProofs.claimWrite). */
   proofs?: Set<string>
   /** Settles with the store write. */
   done: Promise<void>
@@ -126,110 +125,21 @@ export class Entities {
   private graveyard: LoadedEntity[] = []
   /** Commits waiting for the end of the current run of microtasks (see commit()). */
   private tick: Tick | undefined
-  /**
-   * Keys of push proofs written or in a tick being written (a push's deltas may commit over
-   * several ticks; its proof, up to ~1 MB, is written once). A failed tick takes its own back.
-   */
-  private readonly proofsWritten = new Set<string>()
-  /**
-   * Proof keys of pushes some of whose deltas failed to be written (forgetAdmission): a replay of
-   * one is checked and applied again although its proof is stored (bounded; an admitted replay
-   * takes its key out again, see admission).
-   */
-  private readonly incomplete = new Set<string>()
-
-  /**
-   * Whether this push's proof is stored (or on its way): a replay of the push is then a
-   * duplicate. Remembered ones first; else one point read (a damaged record counts as not
-   * stored: the push is checked and its proof written again).
-   */
-  async proofStored(collection: string, proofId: string): Promise<boolean> {
-    const key = proofKey(collection, proofId)
-    if (this.incomplete.has(key)) return false
-    if (this.proofsWritten.has(key)) return true
-    try {
-      return (await this.opts.store.getMeta(key)) !== undefined
-    } catch {
-      return false
-    }
-  }
-
-  /**
-   * Signed pushes admitted here by proof key: `true` once one passed its check, or the verdict
-   * of the check under way (true: passed). A push's copies arriving while one is checked and
-   * applied wait for that verdict instead of being checked and applied again, and a replay of
-   * one that passed is a duplicate even if it changed nothing (so stored no proof through a
-   * commit). Bounded: the oldest are forgotten first (storeProof keeps the rule across them).
-   */
-  private readonly admitted = new Map<string, true | Promise<boolean>>()
-
-  /** What is known here of a signed push: admitted (true), being checked (its verdict), or nothing. */
-  admission(collection: string, proofId: string): true | Promise<boolean> | undefined {
-    return this.admitted.get(proofKey(collection, proofId))
-  }
-
-  /**
-   * Starts the check of a signed push: copies arriving meanwhile wait for its verdict. Call
-   * `passed()` once it passed (or was found stored), `refused()` otherwise (copies then check
-   * themselves: a forged copy must not shadow the genuine push).
-   */
-  beginAdmission(collection: string, proofId: string): { passed(): void; refused(): void } {
-    const key = proofKey(collection, proofId)
-    let settle!: (ok: boolean) => void
-    const verdict = new Promise<boolean>((resolve) => (settle = resolve))
-    if (!this.admitted.has(key) && this.admitted.size >= MAX_PROOFS_REMEMBERED) {
-      const oldest = this.admitted.keys().next()
-      if (oldest.done !== true) this.admitted.delete(oldest.value)
-    }
-    this.admitted.set(key, verdict)
-    return {
-      passed: () => {
-        if (this.admitted.has(key)) this.admitted.set(key, true) // (not if a drop forgot it meanwhile)
-        settle(true)
-      },
-      refused: () => {
-        if (this.admitted.get(key) === verdict) this.admitted.delete(key)
-        settle(false)
-      },
-    }
-  }
-
-  /** Forgets that a push was admitted (its apply failed to reach the store: a replay is checked and applied again). */
-  forgetAdmission(collection: string, proofId: string): void {
-    const key = proofKey(collection, proofId)
-    if (this.admitted.get(key) === true) this.admitted.delete(key)
-    // Its proof may be on disk already (written with an earlier tick of the push): a replay must
-    // still be checked and applied, not taken for a duplicate (see proofStored).
-    if (this.incomplete.size >= MAX_PROOFS_REMEMBERED) this.incomplete.clear()
-    this.incomplete.add(key)
-  }
-
-  /** A push's deltas all reached the store (or were held already): its replays are duplicates again. */
-  admissionComplete(collection: string, proofId: string): void {
-    if (this.incomplete.size > 0) this.incomplete.delete(proofKey(collection, proofId))
-  }
+  /** What this replica knows of signed pushes and their proofs (replays, copies in flight, proofs written). */
+  readonly proofs: PushProofs
 
   /**
    * Stores the proof of a push that passed its check but committed nothing (every delta in it
    * was held already: the author's own push, or changes anti-entropy brought first), so that
-   * its replays stay duplicates beyond what admission() remembers. In the next tick.
+   * its replays stay duplicates beyond what PushProofs remembers. In the next tick.
    */
   storeProof(collection: string, proof: { id: string; record: Uint8Array }): Promise<void> {
     const key = proofKey(collection, proof.id)
-    if (this.proofsWritten.has(key)) return Promise.resolve()
-    if (this.proofsWritten.size >= MAX_PROOFS_REMEMBERED) this.proofsWritten.clear()
-    this.proofsWritten.add(key)
+    if (!this.proofs.claimWrite(key)) return Promise.resolve()
     const tick = this.tick ?? this.openTick()
     ;(tick.proofs ??= new Set()).add(key)
     tick.ops.push({ type: 'meta', key, bytes: proof.record })
     return tick.done
-  }
-
-  /** Forgets the proofs remembered for a dropped collection (they were deleted with it). */
-  forgetProofs(collection: string): void {
-    const prefix = proofKey(collection, '')
-    for (const key of this.proofsWritten) if (key.startsWith(prefix)) this.proofsWritten.delete(key)
-    for (const key of this.admitted.keys()) if (key.startsWith(prefix)) this.admitted.delete(key)
   }
   /** Ticks handed to the store whose write has not settled yet. */
   private readonly writing = new Set<Tick>()
@@ -253,6 +163,7 @@ export class Entities {
 
   constructor(private readonly opts: EntitiesOptions) {
     this.cache = new EntityCache(opts.cacheSize, (entity) => this.evicted(entity))
+    this.proofs = new PushProofs(opts.store)
   }
 
   /**
@@ -627,9 +538,7 @@ export class Entities {
       // Once per push, however many ticks its deltas commit in: a tick behind the one that
       // carries it fails with it (Store.write), so skipping it in later ticks loses nothing.
       const key = proofKey(col.name, proof.id)
-      if (!this.proofsWritten.has(key)) {
-        if (this.proofsWritten.size >= MAX_PROOFS_REMEMBERED) this.proofsWritten.clear()
-        this.proofsWritten.add(key)
+      if (this.proofs.claimWrite(key)) {
         ;(tick.proofs ??= new Set()).add(key)
         ops.push({ type: 'meta', key, bytes: proof.record })
       }
@@ -799,7 +708,7 @@ export class Entities {
    * error next), and reload from what the store holds.
    */
   private failed(tick: Tick, err: unknown): void {
-    if (tick.proofs !== undefined) for (const key of tick.proofs) this.proofsWritten.delete(key)
+    if (tick.proofs !== undefined) this.proofs.unclaim(tick.proofs)
     const cols = new Set<CollectionState>()
     for (const [entity, { col }] of tick.dirty) {
       this.forgetEntity(col, entity)

@@ -684,7 +684,7 @@ export class Replica {
    * open() deletes them: finishDroppedProofs), never feed entries whose proof is gone.
    */
   private async dropProofs(name: string): Promise<void> {
-    this.entities.forgetProofs(name)
+    this.entities.proofs.forgetCollection(name)
     const store = this.options.store
     if (store.metas === undefined) return
     const prefix = proofPrefixOf(name)

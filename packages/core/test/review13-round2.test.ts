@@ -1,6 +1,6 @@
 /**
  * Second review of signed writes (issue #13, gossip half): attacks on the fixes of 6c01b8d —
- * the replay-duplicate rule (Entities.proofStored), the per-sender budget of failed checks,
+ * the replay-duplicate rule (PushProofs.stored), the per-sender budget of failed checks,
  * proofs written once, proofs dropped with their collection. Each `HOLE` was watched fail
  * against 6c01b8d; `probe` tests passed from the start (attacks tried that found no hole, kept
  * as regression guards).

@@ -79,11 +79,11 @@ describe('Signed writes under attack, round 3 (liveness and memory of the receiv
   // push's deltas commit over several ticks (64 a turn; and each waits for its entity's load),
   // and the proof is written with the FIRST feed entry. When a later tick fails, receivePush
   // forgets the admission ("a replay may bring it after all") — and the replay is then refused
-  // as a duplicate by proofStored(), since the proof's tick made it to disk: the deltas whose
+  // as a duplicate by PushProofs.stored(), since the proof's tick made it to disk: the deltas whose
   // write failed are skipped for good on the gossip path (only anti-entropy, from a peer that
   // may itself write the collection, brings them). Fix: a push whose apply did not reach the
   // store is remembered (bounded) as incomplete: its replays are checked and applied again.
-  // Fixed that way (Entities.incomplete).
+  // Fixed that way (PushProofs: incomplete).
   it('HOLE 2: a replay of a push whose later tick failed is skipped as a duplicate (its proof made it to disk)', async () => {
     const store = new LevelStore(new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' }), { kind: 'memory-level' })
     const { admin, evil } = await withRawMember({ adminStore: store })

@@ -125,11 +125,11 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     if (span.isRecording()) span.setAttributes(countResults(results))
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write): a replay may bring it after all.
-      if (results.includes('storeFailed')) ctx.entities.forgetAdmission(push.collection, by.proof.id)
+      if (results.includes('storeFailed')) ctx.entities.proofs.failed(push.collection, by.proof.id)
       else {
-        ctx.entities.admissionComplete(push.collection, by.proof.id)
+        ctx.entities.proofs.complete(push.collection, by.proof.id)
         // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
-        // so that a replay of it stays a duplicate after admission() forgot it (or a restart).
+        // so that a replay of it stays a duplicate after PushProofs forgot it (or a restart).
         if (results.length > 0 && results.every((r) => r === 'duplicate') && ctx.isOpen()) {
           await ctx.entities.storeProof(push.collection, by.proof).catch(() => undefined) // a failed write is the tick's writers' to report
         }
@@ -168,12 +168,12 @@ async function admitSigned(
   // A copy of a push being checked waits for that check (one verify and one apply per push,
   // however many copies arrive at once); if that one was refused, this one is checked itself
   // (waiting once only: copies waking each other up in turns would cost n² for n copies).
-  const earlier = ctx.entities.admission(push.collection, id)
-  if (earlier === true || (earlier !== undefined && (await earlier)) || ctx.entities.admission(push.collection, id) === true) return duplicate()
-  const verdict = ctx.entities.beginAdmission(push.collection, id)
+  const earlier = ctx.entities.proofs.admission(push.collection, id)
+  if (earlier === true || (earlier !== undefined && (await earlier)) || ctx.entities.proofs.admission(push.collection, id) === true) return duplicate()
+  const verdict = ctx.entities.proofs.begin(push.collection, id)
   let passed = false
   try {
-    if (await ctx.entities.proofStored(push.collection, id)) {
+    if (await ctx.entities.proofs.stored(push.collection, id)) {
       passed = true
       return duplicate()
     }
