@@ -1,15 +1,22 @@
 /**
  * Encryption at rest (store option `encryption: { key } | { keyFile }`). Every value the store
- * writes — in every keyspace, the store's own records included — is sealed with AES-256-GCM
- * instead of the plain checksummed record of record.ts:
+ * writes — in every keyspace, the store's own records included — is sealed with
+ * XChaCha20-Poly1305 (libsodium, through @convergent/core's aead.ts: why not AES-256-GCM is
+ * said there) instead of the plain checksummed record of record.ts:
  *
- *   [format u8 = 2][key id 8 bytes][iv 12 bytes][ciphertext …][GCM tag 16 bytes]
+ *   [format u8 = 3][key id 8 bytes][nonce 24 bytes][ciphertext …][Poly1305 tag 16 bytes]
  *
- * The IV is 12 random bytes per record (crypto.randomFillSync, drawn from a pool: see IV_POOL). The additional authenticated data is the
- * first 9 bytes (format byte and key id) followed by the record's full key on disk (keyspace
- * prefix + key, UTF-8): a flipped byte anywhere, a record moved under another key or into
- * another keyspace, fails the tag — the same "failed its check" as a crc mismatch, so the same
- * StoreCorruptError / quarantine path. The tag replaces the crc32 (it is a stronger check).
+ * The nonce is 24 random bytes per record (libsodium's CSPRNG, drawn from a pool). The cipher key
+ * is a subkey of the key given (libsodium's KDF, context AT_REST_CONTEXT), never the key itself.
+ * The additional authenticated data is the first 9 bytes (format byte and key id) followed by
+ * the record's full key on disk (keyspace prefix + key, UTF-8): a flipped byte anywhere, a record
+ * moved under another key or into another keyspace, fails the tag — the same "failed its check"
+ * as a crc mismatch, so the same StoreCorruptError / quarantine path. The tag replaces the crc32
+ * (it is a stronger check).
+ *
+ * Folders written by earlier releases hold format-2 records: AES-256-GCM (node:crypto) with the
+ * key itself, [2][key id][iv 12][ciphertext][tag 16], the same AAD. They still open, one by one,
+ * and every record written after is format 3; `npx convergent rekey` rewrites them all.
  *
  * The key id is the first 8 bytes of SHA-256("convergent/at-rest-key-id/v1\0" + key): it tells
  * keys apart (wrong key → ERR_WRONG_KEY) without saying anything about the key.
@@ -23,17 +30,25 @@
  * is sealed too (format.ts): a database opened without the file (memory-level, or the file
  * deleted) is still refused, after LevelDB has opened it.
  */
-import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomFillSync, timingSafeEqual, type KeyObject } from 'node:crypto'
+import { createDecipheriv, createHash, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto'
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConvergentError } from '@convergent/core'
+import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, ConvergentError, deriveAeadKey, NoncePool } from '@convergent/core'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
 
-export const ENCRYPTED_FORMAT = 2
+/** A record sealed with XChaCha20-Poly1305 (written since store format 3's cipher change). */
+export const ENCRYPTED_FORMAT = 3
+/** A record sealed with AES-256-GCM by an earlier release: opened, never written. */
+export const LEGACY_AES_FORMAT = 2
 export const KEY_ID_BYTES = 8
-const IV_BYTES = 12
-const TAG_BYTES = 16
-const FIXED = 1 + KEY_ID_BYTES + IV_BYTES
+const FIXED = 1 + KEY_ID_BYTES + AEAD_NONCE_BYTES
+const LEGACY_IV_BYTES = 12
+const LEGACY_FIXED = 1 + KEY_ID_BYTES + LEGACY_IV_BYTES
+/** libsodium KDF context of the at-rest cipher key (8 characters). */
+const AT_REST_CONTEXT = 'cvatrest'
+/** The folder marker's cipher names: what new folders say, and what older releases wrote. */
+export const CIPHER = 'xchacha20-poly1305'
+const LEGACY_CIPHER = 'aes-256-gcm'
 const KEY_ID_LABEL = 'convergent/at-rest-key-id/v1\u0000'
 
 /** Folders of an encrypt/rekey run beside a store folder (see recrypt.ts). */
@@ -99,28 +114,23 @@ export function keyIdOf(key: Uint8Array): Buffer {
   return createHash('sha256').update(KEY_ID_LABEL).update(key).digest().subarray(0, KEY_ID_BYTES)
 }
 
-/**
- * IVs come from a pool of CSPRNG bytes refilled IV_POOL at a time: each IV is still 12 fresh
- * random bytes from randomFillSync (the same random-IV construction as one call per record,
- * NIST SP 800-38D 8.2.2), but one call to OpenSSL's generator serves IV_POOL records instead
- * of one — that call cost ~2 µs, as much as half the rest of sealing a small record. The pool
- * is never handed out twice: a byte is used for one IV, then overwritten by the next refill.
- */
-const IV_POOL = 1024
-/** AAD of up to this many bytes is built in a scratch buffer (setAAD copies it at once), not allocated. */
+/** AAD of up to this many bytes is built in a scratch buffer, not allocated. */
 const SCRATCH_BYTES = 4096
 
-/** Seals records with AES-256-GCM under one key (see the top of this file). */
-export class AesGcmSealer implements RecordSealer {
+/** Seals records with XChaCha20-Poly1305 under a subkey of one key, and opens them (see the top of this file). */
+export class AtRestSealer implements RecordSealer {
   readonly keyId: Buffer
-  /** A KeyObject: util.inspect of a store or replica shows its size, never its bytes. */
-  private readonly key: KeyObject
-  private readonly ivs = Buffer.alloc(IV_POOL * IV_BYTES)
-  private ivAt = this.ivs.byteLength // empty: filled on first use
-  private readonly scratch = Buffer.alloc(SCRATCH_BYTES) // zeroed: never a copy of freed memory
+  /** Private fields: util.inspect of a store or replica never shows key bytes. */
+  readonly #key: Buffer
+  /** The key given, for format-2 (AES-256-GCM) records only: made when the first one is met. */
+  readonly #master: Buffer
+  #legacy: KeyObject | undefined
+  readonly #nonces = new NoncePool()
+  readonly #scratch = Buffer.alloc(SCRATCH_BYTES) // zeroed: never a copy of freed memory
 
   constructor(key: Uint8Array) {
-    this.key = createSecretKey(Buffer.from(key))
+    this.#master = Buffer.from(key)
+    this.#key = deriveAeadKey(key, AT_REST_CONTEXT)
     this.keyId = keyIdOf(key)
   }
 
@@ -129,32 +139,36 @@ export class AesGcmSealer implements RecordSealer {
   }
 
   sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
-    const out = Buffer.allocUnsafe(FIXED + body.byteLength + TAG_BYTES)
+    const out = Buffer.allocUnsafe(FIXED + body.byteLength + AEAD_TAG_BYTES)
     out[0] = ENCRYPTED_FORMAT
     this.keyId.copy(out, 1)
-    if (this.ivAt === this.ivs.byteLength) {
-      randomFillSync(this.ivs)
-      this.ivAt = 0
-    }
-    this.ivs.copy(out, 1 + KEY_ID_BYTES, this.ivAt, this.ivAt + IV_BYTES)
-    this.ivAt += IV_BYTES
-    const cipher = createCipheriv('aes-256-gcm', this.key, out.subarray(1 + KEY_ID_BYTES, FIXED), { authTagLength: TAG_BYTES })
-    cipher.setAAD(this.aad(out, fullKey))
-    if (body.byteLength !== 0) cipher.update(body).copy(out, FIXED)
-    cipher.final() // GCM: nothing is held back, the ciphertext is all out of update()
-    cipher.getAuthTag().copy(out, FIXED + body.byteLength)
+    this.#nonces.writeInto(out, 1 + KEY_ID_BYTES)
+    aeadSeal(out.subarray(FIXED), body, this.aad(out, fullKey), out.subarray(1 + KEY_ID_BYTES, FIXED), this.#key)
     return out
   }
 
   open(prefix: string, _prefixCrc: number, key: string, stored: Uint8Array): Uint8Array | undefined {
-    if (stored.byteLength < FIXED + TAG_BYTES || stored[0] !== ENCRYPTED_FORMAT) return undefined
+    const format = stored[0]
+    if (format === LEGACY_AES_FORMAT) return this.openLegacy(prefix, key, stored)
+    if (stored.byteLength < FIXED + AEAD_TAG_BYTES || format !== ENCRYPTED_FORMAT) return undefined
+    const bytes = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength)
+    if (!timingSafeEqual(bytes.subarray(1, 1 + KEY_ID_BYTES), this.keyId)) return undefined
+    const body = Buffer.allocUnsafe(bytes.byteLength - FIXED - AEAD_TAG_BYTES)
+    const aad = this.aad(bytes, prefix === '' ? key : prefix + key)
+    return aeadOpen(body, bytes.subarray(FIXED), aad, bytes.subarray(1 + KEY_ID_BYTES, FIXED), this.#key) ? body : undefined
+  }
+
+  /** A format-2 record (AES-256-GCM with the key itself), as earlier releases sealed them. */
+  private openLegacy(prefix: string, key: string, stored: Uint8Array): Uint8Array | undefined {
+    if (stored.byteLength < LEGACY_FIXED + AEAD_TAG_BYTES) return undefined
     const bytes = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength)
     if (!timingSafeEqual(bytes.subarray(1, 1 + KEY_ID_BYTES), this.keyId)) return undefined
     try {
-      const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(1 + KEY_ID_BYTES, FIXED), { authTagLength: TAG_BYTES })
+      this.#legacy ??= createSecretKey(this.#master)
+      const decipher = createDecipheriv('aes-256-gcm', this.#legacy, bytes.subarray(1 + KEY_ID_BYTES, LEGACY_FIXED), { authTagLength: AEAD_TAG_BYTES })
       decipher.setAAD(this.aad(bytes, prefix === '' ? key : prefix + key))
-      decipher.setAuthTag(bytes.subarray(bytes.byteLength - TAG_BYTES))
-      const ciphertext = bytes.subarray(FIXED, bytes.byteLength - TAG_BYTES)
+      decipher.setAuthTag(bytes.subarray(bytes.byteLength - AEAD_TAG_BYTES))
+      const ciphertext = bytes.subarray(LEGACY_FIXED, bytes.byteLength - AEAD_TAG_BYTES)
       const head = ciphertext.byteLength === 0 ? Buffer.alloc(0) : decipher.update(ciphertext)
       const tail = decipher.final() // checks the tag (throws if it fails)
       return tail.byteLength === 0 ? head : Buffer.concat([head, tail])
@@ -165,20 +179,20 @@ export class AesGcmSealer implements RecordSealer {
 
   /**
    * The AAD: the record's first 9 bytes (format byte, key id), then its full key as UTF-8.
-   * Built in the scratch buffer when it fits (setAAD consumes it before this returns).
+   * Built in the scratch buffer when it fits (each cipher call consumes it before this is called again).
    */
   private aad(record: Buffer, fullKey: string): Buffer {
     const most = 1 + KEY_ID_BYTES + fullKey.length * 3 // a UTF-16 unit is at most 3 UTF-8 bytes
     if (most > SCRATCH_BYTES) return Buffer.concat([record.subarray(0, 1 + KEY_ID_BYTES), Buffer.from(fullKey, 'utf8')])
-    record.copy(this.scratch, 0, 0, 1 + KEY_ID_BYTES)
-    const n = this.scratch.write(fullKey, 1 + KEY_ID_BYTES, 'utf8')
-    return this.scratch.subarray(0, 1 + KEY_ID_BYTES + n)
+    record.copy(this.#scratch, 0, 0, 1 + KEY_ID_BYTES)
+    const n = this.#scratch.write(fullKey, 1 + KEY_ID_BYTES, 'utf8')
+    return this.#scratch.subarray(0, 1 + KEY_ID_BYTES + n)
   }
 }
 
 /** The key id stored in an encrypted record, hex; undefined if the record is not one. */
 export function keyIdOfRecord(stored: Uint8Array): string | undefined {
-  if (stored.byteLength < FIXED + TAG_BYTES || stored[0] !== ENCRYPTED_FORMAT) return undefined
+  if (stored.byteLength < LEGACY_FIXED + AEAD_TAG_BYTES || (stored[0] !== ENCRYPTED_FORMAT && stored[0] !== LEGACY_AES_FORMAT)) return undefined
   return Buffer.from(stored.subarray(1, 1 + KEY_ID_BYTES)).toString('hex')
 }
 
@@ -210,7 +224,7 @@ export function notEncryptedError(where: string): ConvergentError {
  * was), and marks a NEW folder as encrypted (the file is written, fsynced and renamed into
  * place before LevelDB creates anything in it).
  */
-export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void {
+export function checkFolder(dir: string, sealer: AtRestSealer | undefined): void {
   const where = `data dir ${dir}`
   if (interruptedSwap(dir)) {
     // Creating a store here would hide the data in the new and old folders (and a later
@@ -234,7 +248,7 @@ export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void
     } catch {
       marker = {}
     }
-    if (marker.cipher !== 'aes-256-gcm' || typeof marker.keyId !== 'string' || typeof marker.check !== 'string') {
+    if ((marker.cipher !== CIPHER && marker.cipher !== LEGACY_CIPHER) || typeof marker.keyId !== 'string' || typeof marker.check !== 'string') {
       throw new ConvergentError('ERR_STORE_CORRUPT', `The ${where} says it is encrypted, but its ${ENCRYPTION_FILE} file is damaged. Nothing was written.`)
     }
     if (sealer === undefined) throw encryptedError(where, marker.keyId)
@@ -251,7 +265,7 @@ export function checkFolder(dir: string, sealer: AesGcmSealer | undefined): void
   if (sealer === undefined) return
   if (existsSync(join(dir, 'CURRENT'))) throw notEncryptedError(where)
   const marker = {
-    cipher: 'aes-256-gcm',
+    cipher: CIPHER,
     keyId: sealer.keyId.toString('hex'),
     check: Buffer.from(sealer.sealCopy(CHECK_KEY, Buffer.from(CHECK_TEXT))).toString('base64'),
   }
@@ -294,5 +308,5 @@ export function fsyncDir(dir: string): void {
  * before it writes anything else into the data dir (its peer identity).
  */
 export function checkEncryptedFolder(dir: string, key: Uint8Array | undefined): void {
-  checkFolder(dir, key === undefined ? undefined : new AesGcmSealer(key))
+  checkFolder(dir, key === undefined ? undefined : new AtRestSealer(key))
 }

@@ -1,6 +1,6 @@
 import { ClassicLevel, type DatabaseOptions } from 'classic-level'
 import { MemoryLevel } from 'memory-level'
-import { AesGcmSealer, checkFolder, resolveKey } from './encryption.js'
+import { AtRestSealer, checkFolder, resolveKey } from './encryption.js'
 import { LevelStore, type LevelStoreOptions } from './level-store.js'
 
 export type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
@@ -18,7 +18,7 @@ export interface ClassicLevelStoreOptions extends StoreOptions {
  */
 export function classicLevelStore(dir: string, options: ClassicLevelStoreOptions = {}): LevelStore {
   const { level, encryption, ...rest } = options
-  const sealer = encryption === undefined ? undefined : encryption instanceof AesGcmSealer ? encryption : new AesGcmSealer(resolveKey(encryption))
+  const sealer = encryption === undefined ? undefined : encryption instanceof AtRestSealer ? encryption : new AtRestSealer(resolveKey(encryption))
   checkFolder(dir, sealer)
   const storeOptions = sealer === undefined ? rest : { ...rest, encryption: sealer }
   const db = new ClassicLevel<string, Uint8Array>(dir, { ...level, keyEncoding: 'utf8', valueEncoding: 'view' })

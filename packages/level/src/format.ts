@@ -27,7 +27,7 @@ import { ConvergentError, StoreCorruptError } from '@convergent/core'
 import { decodeJson, encodeJson } from './codec.js'
 import { FORMAT_KEY, MIGRATION_KEY } from './keys.js'
 import { putRecord, type LevelOp, type Prefixes } from './ops.js'
-import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type AesGcmSealer } from './encryption.js'
+import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type AtRestSealer } from './encryption.js'
 import { RECORD_FORMAT, type RecordSealer } from './record.js'
 import { DATA_KEYSPACES, type AnyLevel, type DataKeyspace, type Keyspace, type Sublevels } from './sublevels.js'
 
@@ -47,7 +47,7 @@ export interface Maintenance {
   /** How records are sealed and opened (plain or encrypted). */
   sealer: RecordSealer
   /** The encryption at rest, if any: the store's 'format' record must be sealed with its key. */
-  encryption: AesGcmSealer | undefined
+  encryption: AtRestSealer | undefined
   /** For error messages. */
   where: string
 }

@@ -14,7 +14,7 @@ import { AckedMark } from './acked.js'
 import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
 import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
 import { formatOp, openBody, prepareFormat, STORE_FORMAT, type Maintenance } from './format.js'
-import { AesGcmSealer, resolveKey, type EncryptionOptions } from './encryption.js'
+import { AtRestSealer, resolveKey, type EncryptionOptions } from './encryption.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
 import { infoLogDamage } from './info-log.js'
 import {
@@ -75,7 +75,7 @@ export interface LevelStoreOptions {
    * opened with a key with ERR_NOT_ENCRYPTED; classicLevelStore() checks the folder before
    * LevelDB opens it, so the folder is left as it was.
    */
-  encryption?: EncryptionOptions | AesGcmSealer
+  encryption?: EncryptionOptions | AtRestSealer
 }
 
 /** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
@@ -135,7 +135,7 @@ export class LevelStore implements Store {
   private readonly location: string | undefined
   private readonly chunk: number
   private readonly sealer: RecordSealer
-  private readonly encryption: AesGcmSealer | undefined
+  private readonly encryption: AtRestSealer | undefined
   /**
    * Collections whose drop has begun and not finished: they read as empty, and writes to them
    * are refused (a drop that failed stays here until a later drop or open() finishes it).
@@ -162,7 +162,7 @@ export class LevelStore implements Store {
     this.location = options.location
     this.chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
     const encryption = options.encryption
-    this.encryption = encryption === undefined ? undefined : encryption instanceof AesGcmSealer ? encryption : new AesGcmSealer(resolveKey(encryption))
+    this.encryption = encryption === undefined ? undefined : encryption instanceof AtRestSealer ? encryption : new AtRestSealer(resolveKey(encryption))
     this.sealer = this.encryption ?? PLAIN_SEALER
     this.sub = openSublevels(this.db)
     this.prefixes = prefixesOf(this.sub)

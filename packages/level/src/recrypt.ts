@@ -23,7 +23,7 @@ import { dirname, join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
-import { AesGcmSealer, checkFolder, folderKeyId, fsyncDir, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
+import { AtRestSealer, checkFolder, folderKeyId, fsyncDir, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 
@@ -64,8 +64,8 @@ export function finishSwap(db: string): void {
  * (nothing changed) naming it: open the store with the service first, so it is quarantined.
  */
 export async function recryptStore(db: string, from: EncryptionOptions | undefined, to: EncryptionOptions | undefined): Promise<RecryptResult> {
-  const fromSealer = from === undefined ? undefined : new AesGcmSealer(resolveKey(from))
-  const toSealer = to === undefined ? undefined : new AesGcmSealer(resolveKey(to))
+  const fromSealer = from === undefined ? undefined : new AtRestSealer(resolveKey(from))
+  const toSealer = to === undefined ? undefined : new AtRestSealer(resolveKey(to))
   if (fromSealer === undefined && toSealer === undefined) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: give the new key, the old one, or both.')
   if (fromSealer !== undefined && toSealer !== undefined && fromSealer.keyId.equals(toSealer.keyId)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: the new key is the key the folder already has.')

@@ -8,19 +8,39 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { syncBuiltinESMExports } from 'node:module'
 import { inspect } from 'node:util'
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
+import { createCipheriv, createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { isConvergentError, StoreCorruptError } from '@convergent/core'
+import { aeadOpen, aeadSeal, deriveAeadKey, isConvergentError, StoreCorruptError } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
 import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore, recryptStore } from '../src/index.js'
-import { AesGcmSealer, keyIdOf, resolveKey } from '../src/encryption.js'
-import { entityWrite } from './entity-ops.js'
+import { AtRestSealer, keyIdOf, resolveKey } from '../src/encryption.js'
+import { ClassicLevel } from 'classic-level'
+import { entityDelta, entityHead, entityWrite } from './entity-ops.js'
 import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
 import { tamperLevel } from './tamper.js'
 
 const KEY = randomBytes(32)
 const OTHER = randomBytes(32)
+
+/** A record as releases before the cipher change sealed it: [2][key id][iv 12][AES-256-GCM ciphertext][tag 16], AAD = first 9 bytes + full key. */
+function legacySeal(key: Buffer, fullKey: string, body: Uint8Array): Buffer {
+  const header = Buffer.concat([Buffer.from([2]), keyIdOf(key)])
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: 16 })
+  cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
+  return Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
+}
+
+/** Seals as an earlier release did: a store given it writes a folder of format-2 records only. */
+class LegacySealer extends AtRestSealer {
+  constructor(private readonly raw: Buffer) {
+    super(raw)
+  }
+  override sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
+    return legacySeal(this.raw, fullKey, body)
+  }
+}
 
 storeComplianceSuite('memory-level, encrypted', async () => {
   const store = memoryLevelStore({ encryption: { key: KEY } })
@@ -82,42 +102,60 @@ describe('LevelStore: encryption at rest', function () {
   this.timeout(60_000)
 
   describe('the sealed record', function () {
-    const sealer = new AesGcmSealer(KEY)
+    const sealer = new AtRestSealer(KEY)
     const prefix = '!deltas!'
     const key = 'c\u0000id\u00000000000000'
     const body = new TextEncoder().encode('a body of a record')
 
-    it('[2][key id 8][iv 12][ciphertext][tag 16], opens to the body', function () {
+    it('[3][key id 8][nonce 24][ciphertext][tag 16], opens to the body', function () {
       const record = sealer.sealCopy(prefix + key, body)
-      assert.equal(record.byteLength, 1 + 8 + 12 + body.byteLength + 16)
-      assert.equal(record[0], 2)
+      assert.equal(record.byteLength, 1 + 8 + 24 + body.byteLength + 16)
+      assert.equal(record[0], 3)
       assert.deepEqual(Buffer.from(record.subarray(1, 9)), keyIdOf(KEY))
+      assert.ok(!Buffer.from(record).includes(Buffer.from(body)), 'the body is not in the record in plain')
       assert.deepEqual([...sealer.open(prefix, 0, key, record)!], [...body])
-      assert.notDeepEqual(sealer.sealCopy(prefix + key, body), record, 'a fresh IV per record')
+      assert.notDeepEqual(sealer.sealCopy(prefix + key, body), record, 'a fresh nonce per record')
       assert.deepEqual([...sealer.open('!meta!', 0, 'e', sealer.sealCopy('!meta!e', new Uint8Array(0)))!], [])
     })
 
-    it('the layout is plain AES-256-GCM: a record sealed by hand with createCipheriv opens, and one sealed here deciphers by hand', function () {
-      // Folders written before the IV pool (one randomFillSync per record) hold the same layout.
+    it('the layout is plain XChaCha20-Poly1305 under the KDF subkey: a record sealed by hand (one libsodium call) opens, and one sealed here opens by hand', function () {
       const fullKey = prefix + key
-      const header = Buffer.concat([Buffer.from([2]), keyIdOf(KEY)])
-      const iv = randomBytes(12)
-      const cipher = createCipheriv('aes-256-gcm', KEY, iv, { authTagLength: 16 })
-      cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
-      const byHand = Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
-      assert.deepEqual([...sealer.open(prefix, 0, key, byHand)!], [...body])
+      const subkey = deriveAeadKey(KEY, 'cvatrest')
+      assert.notDeepEqual(subkey, KEY, 'the cipher key is a subkey, not the key given')
+      const header = Buffer.concat([Buffer.from([3]), keyIdOf(KEY)])
+      const nonce = randomBytes(24)
+      const ct = Buffer.alloc(body.byteLength + 16)
+      aeadSeal(ct, body, Buffer.concat([header, Buffer.from(fullKey)]), nonce, subkey)
+      assert.deepEqual([...sealer.open(prefix, 0, key, Buffer.concat([header, nonce, ct]))!], [...body])
       const record = Buffer.from(sealer.sealCopy(fullKey, body))
-      const decipher = createDecipheriv('aes-256-gcm', KEY, record.subarray(9, 21), { authTagLength: 16 })
-      decipher.setAAD(Buffer.concat([record.subarray(0, 9), Buffer.from(fullKey)]))
-      decipher.setAuthTag(record.subarray(record.byteLength - 16))
-      assert.deepEqual([...Buffer.concat([decipher.update(record.subarray(21, record.byteLength - 16)), decipher.final()])], [...body])
+      const plain = Buffer.alloc(body.byteLength)
+      assert.ok(aeadOpen(plain, record.subarray(33), Buffer.concat([record.subarray(0, 9), Buffer.from(fullKey)]), record.subarray(9, 33), subkey))
+      assert.deepEqual([...plain], [...body])
     })
 
-    it('IVs from the pool never repeat across refills; a key longer than the AAD scratch buffer works', function () {
-      const fresh = new AesGcmSealer(KEY)
-      const ivs = new Set<string>()
-      for (let i = 0; i < 3000; i++) ivs.add(Buffer.from(fresh.sealCopy(prefix + key, body).subarray(9, 21)).toString('hex'))
-      assert.equal(ivs.size, 3000)
+    it('records earlier releases sealed (format 2: AES-256-GCM with the key itself) still open, and fail on any change', function () {
+      const fullKey = prefix + key
+      const legacy = legacySeal(KEY, fullKey, body)
+      assert.deepEqual([...sealer.open(prefix, 0, key, legacy)!], [...body])
+      for (let i = 0; i < legacy.byteLength; i++) {
+        const damaged = Buffer.from(legacy)
+        damaged[i]! ^= 1
+        assert.equal(sealer.open(prefix, 0, key, damaged), undefined, `byte ${i}`)
+      }
+      assert.equal(sealer.open('!snapshots!', 0, key, legacy), undefined)
+      assert.equal(new AtRestSealer(OTHER).open(prefix, 0, key, legacy), undefined)
+      // An AES-GCM record relabelled as format 3 (or the reverse) does not open.
+      assert.equal(sealer.open(prefix, 0, key, Buffer.concat([Buffer.from([3]), legacy.subarray(1)])), undefined)
+      const current = Buffer.from(sealer.sealCopy(fullKey, body))
+      current[0] = 2
+      assert.equal(sealer.open(prefix, 0, key, current), undefined)
+    })
+
+    it('nonces from the pool never repeat across refills; a key longer than the AAD scratch buffer works', function () {
+      const fresh = new AtRestSealer(KEY)
+      const nonces = new Set<string>()
+      for (let i = 0; i < 3000; i++) nonces.add(Buffer.from(fresh.sealCopy(prefix + key, body).subarray(9, 33)).toString('hex'))
+      assert.equal(nonces.size, 3000)
       const long = 'é'.repeat(3000) // 6,000 UTF-8 bytes
       assert.deepEqual([...fresh.open(prefix, 0, long, fresh.sealCopy(prefix + long, body))!], [...body])
       assert.equal(fresh.open(prefix, 0, long + 'x', fresh.sealCopy(prefix + long, body)), undefined)
@@ -132,14 +170,14 @@ describe('LevelStore: encryption at rest', function () {
       }
       assert.equal(sealer.open(prefix, 0, key.slice(0, -1) + '1', record), undefined)
       assert.equal(sealer.open('!snapshots!', 0, key, record), undefined)
-      assert.equal(new AesGcmSealer(OTHER).open(prefix, 0, key, record), undefined)
+      assert.equal(new AtRestSealer(OTHER).open(prefix, 0, key, record), undefined)
     })
 
     it('the key id is not the key, and keys are validated without being echoed', function () {
       assert.equal(keyIdOf(KEY).byteLength, 8)
-      // A sealer keeps the key as a KeyObject: util.inspect (of a store, a replica) never shows it.
-      assert.ok(!inspect(new AesGcmSealer(KEY), { depth: 5 }).includes(KEY.toString('hex').slice(0, 8)))
-      assert.ok(!inspect(new AesGcmSealer(KEY), { depth: 5 }).includes([...KEY.subarray(0, 6)].join(', ')))
+      // A sealer keeps its keys in private fields: util.inspect (of a store, a replica) never shows them.
+      assert.ok(!inspect(new AtRestSealer(KEY), { depth: 5 }).includes(KEY.toString('hex').slice(0, 8)))
+      assert.ok(!inspect(new AtRestSealer(KEY), { depth: 5 }).includes([...KEY.subarray(0, 6)].join(', ')))
       assert.ok(!KEY.includes(keyIdOf(KEY)))
       assert.deepEqual(resolveKey({ key: KEY.toString('hex') }), KEY)
       assert.deepEqual(resolveKey({ key: ` ${KEY.toString('hex')}\n` }), KEY)
@@ -304,6 +342,52 @@ describe('LevelStore: encryption at rest', function () {
   })
 
   describe('recryptStore (encrypt / rekey / decrypt)', function () {
+    it('a folder an earlier release encrypted (AES-256-GCM records) opens, takes new records as XChaCha20-Poly1305, and rekey rewrites every record', async function () {
+      const parent = await tempDir('convergent-legacy-')
+      const db = join(parent, 'db')
+      const formats = async (): Promise<Map<number, number>> => {
+        const raw = new ClassicLevel<string, Uint8Array>(db, { valueEncoding: 'view' })
+        const out = new Map<number, number>()
+        try {
+          for await (const [, value] of raw.iterator()) out.set(value[0]!, (out.get(value[0]!) ?? 0) + 1)
+        } finally {
+          await raw.close()
+        }
+        return out
+      }
+      try {
+        const old = classicLevelStore(db, { encryption: new LegacySealer(KEY) })
+        await old.open()
+        for (let n = 1; n <= 5; n++) await old.write(entityWrite('c', n))
+        await old.close()
+        // The marker as the earlier release wrote it.
+        const markerFile = join(db, ENCRYPTION_FILE)
+        const marker = JSON.parse(await readFile(markerFile, 'utf8')) as { cipher: string }
+        await writeFile(markerFile, JSON.stringify({ ...marker, cipher: 'aes-256-gcm' }) + '\n')
+        assert.deepEqual([...(await formats()).keys()], [2], 'every record is a format-2 (AES-256-GCM) record')
+
+        const store = classicLevelStore(db, { encryption: { key: KEY } })
+        await store.open()
+        for (let n = 1; n <= 5; n++)
+          assert.deepEqual(await store.readEntity('c', `entity-${n}`), { head: entityHead(n), snapshot: undefined, deltas: [entityDelta(n)] })
+        await store.write(entityWrite('c', 6))
+        await store.close()
+        const mixed = await formats()
+        assert.ok((mixed.get(2) ?? 0) > 0 && (mixed.get(3) ?? 0) > 0, `old records stay, new ones are format 3: ${JSON.stringify([...mixed])}`)
+
+        await recryptStore(db, { key: KEY }, { key: OTHER })
+        assert.deepEqual([...(await formats()).keys()], [3], 'after rekey every record is format 3')
+        assert.equal((JSON.parse(await readFile(markerFile, 'utf8')) as { cipher: string }).cipher, 'xchacha20-poly1305')
+        const rekeyed = classicLevelStore(db, { encryption: { key: OTHER } })
+        await rekeyed.open()
+        for (let n = 1; n <= 6; n++)
+          assert.deepEqual(await rekeyed.readEntity('c', `entity-${n}`), { head: entityHead(n), snapshot: undefined, deltas: [entityDelta(n)] })
+        await rekeyed.close()
+      } finally {
+        await removeDir(parent)
+      }
+    })
+
     it('decrypt round trip; every rename is followed by an fsync of the parent folder before the next step', async function () {
       const parent = await tempDir('convergent-recrypt-')
       const db = join(parent, 'db')

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
 import { classicLevelStore, recryptStore, type LevelStore } from '../src/index.js'
 import { encodeJson } from '../src/codec.js'
-import { AesGcmSealer } from '../src/encryption.js'
+import { AtRestSealer } from '../src/encryption.js'
 import { FORMAT_KEY } from '../src/keys.js'
 import { openRecord, prefixSum, sealCopy } from '../src/record.js'
 import { putRaw, rawRecords, rejection, removeDir, tempDir } from './helpers.js'
@@ -41,14 +41,14 @@ describe('Store format 2 under attack (review 13, round 2)', function () {
     await store.close()
     store = undefined
     const body = encodeJson({ version: 1 })
-    await putRaw(dir, [[FORMAT, key === undefined ? sealCopy(FORMAT, body) : new AesGcmSealer(key).sealCopy(FORMAT, body)]])
+    await putRaw(dir, [[FORMAT, key === undefined ? sealCopy(FORMAT, body) : new AtRestSealer(key).sealCopy(FORMAT, body)]])
     return dir
   }
 
   async function versionOf(dir: string, key?: Buffer): Promise<unknown> {
     const stored = (await rawRecords(dir)).get(FORMAT)!
     const body =
-      key === undefined ? openRecord(prefixSum('!store!'), FORMAT_KEY, stored) : new AesGcmSealer(key).open('!store!', prefixSum('!store!'), FORMAT_KEY, stored)
+      key === undefined ? openRecord(prefixSum('!store!'), FORMAT_KEY, stored) : new AtRestSealer(key).open('!store!', prefixSum('!store!'), FORMAT_KEY, stored)
     return (JSON.parse(Buffer.from(body!).toString('utf8')) as { version: unknown }).version
   }
 

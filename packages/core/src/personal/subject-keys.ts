@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
+import { createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
 import { decode, encode } from 'cborg'
+import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
 import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
 import type { JsonValue } from '../json.js'
@@ -11,12 +12,14 @@ import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } 
 /**
  * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
  * replaces each listed top-level field, before it enters the CRDT, by a sealed envelope
- * string `$sealed1.<key id>.<base64(iv | ciphertext | tag)>` (a string, not an object: one CRDT
- * register per field, as cheap as the plain value in both backends): AES-256-GCM (node:crypto) under the
- * subject's key for that collection, with the collection, entity id, field name and key id as
- * additional authenticated data (an envelope copied to another entity, field or collection does
- * not open). Reads open envelopes whose key is held; a field whose key is not held (forgotten,
- * or not received yet) is absent from the value.
+ * string `$sealed2.<key id>.<base64(nonce | ciphertext | tag)>` (a string, not an object: one
+ * CRDT register per field, as cheap as the plain value in both backends): XChaCha20-Poly1305
+ * (libsodium, ../aead.ts, which says why) under a subkey of the subject's key for that
+ * collection, with the collection, entity id, field name and key id as additional authenticated
+ * data (an envelope copied to another entity, field or collection does not open). Reads open
+ * envelopes whose key is held; a field whose key is not held (forgotten, or not received yet) is
+ * absent from the value. Earlier releases wrote `$sealed1.` envelopes (AES-256-GCM, node:crypto,
+ * with the key itself, a 12-byte IV): they still open, and are never written.
  *
  * Subject keys (32 random bytes per collection and subject) live OUTSIDE the CRDT, in the
  * store's meta records, because CRDT history cannot forget. A key's id is derived from its
@@ -53,15 +56,26 @@ export interface PersonalOptions<T = Record<string, unknown>> {
 /** A sealed field as stored in the CRDT (valid JSON in both backends). */
 export type SealedField = string
 
-const SEALED_PREFIX = '$sealed1.'
+/** What this release writes: XChaCha20-Poly1305. */
+const SEALED_PREFIX = '$sealed2.'
+/** What earlier releases wrote (AES-256-GCM): opened, never written. Both prefixes are 9 characters. */
+const LEGACY_PREFIX = '$sealed1.'
 /** Key ids are 22 base64url characters (128 bits). */
 const KEY_ID_CHARS = 22
-/** Prefix, key id, '.', then at least iv + tag (28 bytes: 40 base64 characters). */
+/** Prefix, key id, '.', then at least IV + tag (legacy: 28 bytes, 40 base64 characters). */
 const MIN_SEALED = SEALED_PREFIX.length + KEY_ID_CHARS + 1 + 40
+/** libsodium KDF context of a subject key's field cipher key (8 characters). */
+const FIELD_CONTEXT = 'cvfields'
+const LEGACY_IV_BYTES = 12
 
-/** A sealed field: `$sealed1.<22-character key id>.<base64>` (a reserved form for top-level string fields). */
+/** A sealed field: `$sealed2.<22-character key id>.<base64>` or `$sealed1.…` (a reserved form for top-level string fields). */
 export function isSealed(v: unknown): v is SealedField {
-  return typeof v === 'string' && v.length >= MIN_SEALED && v.startsWith(SEALED_PREFIX) && v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
+  return (
+    typeof v === 'string' &&
+    v.length >= MIN_SEALED &&
+    (v.startsWith(SEALED_PREFIX) || v.startsWith(LEGACY_PREFIX)) &&
+    v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
+  )
 }
 
 /** The key id a sealed field names. */
@@ -69,7 +83,10 @@ export function sealedKeyId(sealed: SealedField): string {
   return sealed.slice(SEALED_PREFIX.length, SEALED_PREFIX.length + KEY_ID_CHARS)
 }
 
-/** Random bytes from a pool (one call into OpenSSL per 4 KiB instead of one per IV). */
+/** Nonces of sealed fields. */
+const nonces = new NoncePool()
+
+/** Random bytes for new keys, from a pool (one call into OpenSSL per 4 KiB instead of one per key). */
 let pool = Buffer.alloc(0)
 let poolAt = 0
 function pooledRandom(n: number): Buffer {
@@ -159,8 +176,14 @@ export interface HeldKey {
   collection: string
   subject: string
   key: Buffer
-  /** The key as a KeyObject (made once: importing it per field costs more than the cipher). */
+  /** The field cipher's subkey of `key` (derived once; zeroed with it on forget). */
+  fieldKey?: Buffer
+  /** The key as a KeyObject, for `$sealed1.` envelopes only (made when the first one is opened). */
   object?: KeyObject
+}
+
+function fieldKeyOf(key: HeldKey): Buffer {
+  return (key.fieldKey ??= deriveAeadKey(key.key, FIELD_CONTEXT))
 }
 
 function keyObjectOf(key: HeldKey): KeyObject {
@@ -286,7 +309,9 @@ export class SubjectKeys {
     const pair = pairOf(collection, subject)
     const ids = this.bySubject.get(pair) ?? []
     for (const id of ids) {
-      this.keys.get(id)?.key.fill(0)
+      const held = this.keys.get(id)
+      held?.key.fill(0)
+      held?.fieldKey?.fill(0)
       this.keys.delete(id)
     }
     this.bySubject.delete(pair)
@@ -331,12 +356,11 @@ export class SubjectKeys {
   }
 
   seal(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
-    const iv = pooledRandom(12)
-    const cipher = createCipheriv('aes-256-gcm', key.key, iv)
-    cipher.setAAD(aadOf(collection, id, field, key.id))
-    const ct = cipher.update(JSON.stringify(value), 'utf8')
-    const last = cipher.final()
-    const sealed = SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
+    const plain = Buffer.from(JSON.stringify(value), 'utf8')
+    const raw = Buffer.allocUnsafe(AEAD_NONCE_BYTES + plain.byteLength + AEAD_TAG_BYTES)
+    nonces.writeInto(raw, 0)
+    aeadSeal(raw.subarray(AEAD_NONCE_BYTES), plain, aadOf(collection, id, field, key.id), raw.subarray(0, AEAD_NONCE_BYTES), fieldKeyOf(key))
+    const sealed = SEALED_PREFIX + key.id + '.' + raw.toString('base64')
     this.remember(collection, id, field, sealed, value)
     return sealed
   }
@@ -569,11 +593,19 @@ export function openSealed(key: HeldKey, collection: string, id: string, field: 
   if (!isSealed(sealed) || key.id !== sealedKeyId(sealed) || key.collection !== collection) return undefined
   try {
     const raw = Buffer.from(sealed.slice(SEALED_PREFIX.length + KEY_ID_CHARS + 1), 'base64')
-    if (raw.byteLength < 28) return undefined
-    const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, 12))
-    decipher.setAAD(aadOf(collection, id, field, key.id))
-    decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
-    const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])
+    const aad = aadOf(collection, id, field, key.id)
+    let plain: Buffer
+    if (sealed.startsWith(LEGACY_PREFIX)) {
+      if (raw.byteLength < LEGACY_IV_BYTES + AEAD_TAG_BYTES) return undefined
+      const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, LEGACY_IV_BYTES))
+      decipher.setAAD(aad)
+      decipher.setAuthTag(raw.subarray(raw.byteLength - AEAD_TAG_BYTES))
+      plain = Buffer.concat([decipher.update(raw.subarray(LEGACY_IV_BYTES, raw.byteLength - AEAD_TAG_BYTES)), decipher.final()])
+    } else {
+      if (raw.byteLength < AEAD_NONCE_BYTES + AEAD_TAG_BYTES) return undefined
+      plain = Buffer.allocUnsafe(raw.byteLength - AEAD_NONCE_BYTES - AEAD_TAG_BYTES)
+      if (!aeadOpen(plain, raw.subarray(AEAD_NONCE_BYTES), aad, raw.subarray(0, AEAD_NONCE_BYTES), fieldKeyOf(key))) return undefined
+    }
     return JSON.parse(plain.toString('utf8')) as JsonValue
   } catch {
     return undefined
