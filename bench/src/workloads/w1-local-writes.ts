@@ -23,7 +23,7 @@ const HOT = 'hot-entity'
  * run the same writes with every batch fsynced (survives a power loss too): Convergent at
  * open()'s default durability 'fsync' against the raw ceiling with `sync: true`. Same run, so
  * the two rows of a system show what fsync costs. 'distinct-enc' and 'hot-enc' run Convergent
- * at durability 'process' with encryption at rest on (AES-256-GCM, a random key): against
+ * at durability 'process' with encryption at rest on (XChaCha20-Poly1305, a random key; AES-256-GCM before 2026-12-06): against
  * 'distinct' / 'hot' of the same run, what encryption costs (issue #14: ≤ 10 %).
  */
 /**

@@ -316,7 +316,7 @@ program
 program
   .command('encrypt')
   .description(
-    'encrypt a plain data folder at rest, in place (stop the service first): every record is re-sealed with AES-256-GCM into a new folder, which then replaces the old one (crash-safe: run it again after a crash). Then open it with open({ encryption: { keyFile } })',
+    'encrypt a plain data folder at rest, in place (stop the service first): every record is re-sealed with XChaCha20-Poly1305 into a new folder, which then replaces the old one (crash-safe: run it again after a crash). Then open it with open({ encryption: { keyFile } })',
   )
   .argument('<dir>', 'the data folder')
   .requiredOption('--new-key-file <file>', 'the key to encrypt with (64 hex characters; `openssl rand -hex 32`)')

@@ -67,7 +67,7 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
   /**
    * Encryption at rest: `{ key }` (32 bytes, or 64 hex characters) or `{ keyFile }` (a file
    * holding the 64 hex characters, read by open()). Every value the store writes is sealed with
-   * AES-256-GCM; entity ids and collection names stay visible (they are LevelDB's keys). A
+   * XChaCha20-Poly1305 (libsodium); entity ids and collection names stay visible (they are LevelDB's keys). A
    * folder remembers whether it is encrypted and with which key: a wrong key rejects with
    * ERR_WRONG_KEY, none for an encrypted folder with ERR_ENCRYPTED, one for a plain folder with
    * ERR_NOT_ENCRYPTED — before anything in the folder is written. Omitted → stored in plain.

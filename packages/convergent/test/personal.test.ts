@@ -254,4 +254,41 @@ describe('Personal fields: sealed per subject, keys only to readers, forget() sh
     await waitFor(async () => (await ca.get('x1'))?.email === undefined && (await ca.get('x2'))?.email === undefined, 'a forgets both keys')
     await waitFor(async () => (await rawKeys(a)).length === 0, 'a deletes both keys from its store') // memory goes first, the store a moment later
   })
+
+  it('update() on a replica that does not hold the subject key keeps the sealed fields it cannot see', async function () {
+    // Such a replica (the key has not arrived yet) sees the entity without its personal fields:
+    // update() must not take their absence from the draft for a deletion, or one write there
+    // deletes the customer's email on every replica. (put() replaces the value: see README.)
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    let node = await start(hub, 'p-solo', { dir, trust: false })
+    await node.replica.collection<Customer>('customers', { personal: PERSONAL }).put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+    const [keyId] = [...(await storedSubjectKeys(node.store)).keys()]
+    const keyRecord = await node.store.getMeta(`personal/k/${keyId!}`)
+    expect(keyRecord, 'the key record').to.not.equal(undefined)
+    await close(node)
+    // The key taken away, as on a replica it has not reached yet.
+    const bare = classicLevelStore(join(dir, 'db'))
+    await bare.open()
+    await bare.write([{ type: 'delMeta', key: `personal/k/${keyId!}` }])
+    await bare.close()
+
+    node = await start(hub, 'p-solo', { dir, trust: false })
+    let customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    expect(await customers.get('c1')).to.deep.equal({ customerId: 'cust-1', name: 'Ada' })
+    const returned = await customers.update('c1', (c) => {
+      c.name = 'Ada L.'
+    })
+    expect(returned, 'the application sees what it could read').to.deep.equal({ customerId: 'cust-1', name: 'Ada L.' })
+    await close(node)
+
+    // The key arrives: the email is still there, under the new name.
+    const restore = classicLevelStore(join(dir, 'db'))
+    await restore.open()
+    await restore.write([{ type: 'meta', key: `personal/k/${keyId!}`, bytes: keyRecord! }])
+    await restore.close()
+    node = await start(hub, 'p-solo', { dir, trust: false })
+    customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    expect(await customers.get('c1')).to.deep.equal({ customerId: 'cust-1', name: 'Ada L.', email: 'ada@example.com' })
+  })
 })

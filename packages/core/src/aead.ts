@@ -1,9 +1,10 @@
 /**
- * Authenticated encryption for what a replica keeps secret: records at rest (@convergent/level)
- * and personal fields (personal/subject-keys.ts). XChaCha20-Poly1305 (IETF), one call into
- * libsodium (sodium-native) per seal or open.
+ * Authenticated encryption of records at rest (@convergent/level): XChaCha20-Poly1305 (IETF),
+ * one call into libsodium (sodium-native) per seal or open. (Personal fields stay AES-256-GCM:
+ * their envelopes travel to replicas of earlier releases, which must recognise them; see
+ * personal/subject-keys.ts and the README.)
  *
- * Why not AES-256-GCM from node:crypto, which sealed both before (and still opens what it sealed):
+ * Why not AES-256-GCM from node:crypto, which sealed records before (and still opens what it sealed):
  * - Cost. node:crypto has no one-shot AEAD: createCipheriv, setAAD, update, final and getAuthTag
  *   cost ~3.8 µs per call together, whatever the size, against ~0.7 µs for one libsodium call
  *   (measured here on 40-byte records). A small write seals two to four records, so the fixed
@@ -14,8 +15,8 @@
  *   192-bit nonce makes random nonces safe for any volume a key will ever seal.
  *
  * Keys are never used raw: each use derives its own subkey with libsodium's KDF
- * (crypto_kdf_derive_from_key, BLAKE2b), so the same 32 bytes given as an at-rest key or made as
- * a subject key never serve two algorithms.
+ * (crypto_kdf_derive_from_key, BLAKE2b), so the 32 bytes given as an at-rest key (which still
+ * open AES-256-GCM records of earlier releases) never serve two algorithms.
  */
 import sodium from 'sodium-native'
 

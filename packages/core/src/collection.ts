@@ -91,9 +91,25 @@ export class Collection<T extends object = JsonObject> {
   private seal(id: string, plain: JsonObject, current: JsonObject | undefined, keyWrites: Promise<void>[]): JsonObject {
     const personal = this.personal
     if (personal === undefined) return plain
-    const fields = personal.fields.filter((f) => plain[f] !== undefined)
-    if (fields.length === 0) return plain
     const keys = this.replica.personal
+    let out: JsonObject | undefined
+    const toSeal: string[] = []
+    for (const f of personal.fields) {
+      const value = plain[f]
+      if (value === undefined) continue
+      const was = current?.[f]
+      if (isSealed(was)) {
+        // The very envelope stored (update() keeps one this replica cannot open), or an
+        // unchanged plain value: no CRDT operation.
+        const opened = value === was ? undefined : keys.open(this.name, id, f, was)
+        if (value === was || (opened !== undefined && jsonEqual(opened, value))) {
+          ;(out ??= { ...plain })[f] = was
+          continue
+        }
+      }
+      toSeal.push(f)
+    }
+    if (toSeal.length === 0) return out ?? plain
     let subject: unknown
     try {
       subject = personal.subject(plain as unknown as T)
@@ -102,19 +118,22 @@ export class Collection<T extends object = JsonObject> {
     }
     const { key, written } = keys.keyFor(this.name, subject)
     if (written !== undefined) keyWrites.push(written)
-    const out: JsonObject = { ...plain }
-    for (const f of fields) {
-      const was = current?.[f]
-      if (isSealed(was)) {
-        const opened = keys.open(this.name, id, f, was)
-        if (opened !== undefined && jsonEqual(opened, plain[f])) {
-          out[f] = was
-          continue
-        }
-      }
-      out[f] = keys.seal(this.name, id, f, plain[f]!, key)
-    }
+    out ??= { ...plain }
+    for (const f of toSeal) out[f] = keys.seal(this.name, id, f, plain[f]!, key)
     return out
+  }
+
+  /**
+   * update()'s value to store: `result`, plus each sealed field of `raw` this replica could not
+   * open (its key has not arrived; `hidden`) that `fn` did not set — the draft never showed it,
+   * so its absence is not a deletion.
+   */
+  private keepHidden(raw: JsonObject | undefined, hidden: readonly string[], result: JsonObject): JsonObject {
+    let out: JsonObject | undefined
+    for (const f of hidden) {
+      if (result[f] === undefined) (out ??= { ...result })[f] = raw![f]!
+    }
+    return out ?? result
   }
 
   /**
@@ -240,12 +259,13 @@ export class Collection<T extends object = JsonObject> {
           if (current === undefined) {
             throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
           }
+          const hidden = raw === undefined ? [] : Object.keys(raw).filter((f) => isSealed(raw[f]) && !(f in current))
           const returned = fn(current as unknown as T)
           if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
             throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
           }
           result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
-          return this.state.backend.put(doc, this.seal(id, result, raw, keyWrites))
+          return this.state.backend.put(doc, this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites))
         },
         'put',
         ack !== undefined,

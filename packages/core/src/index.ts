@@ -40,5 +40,5 @@ export type { Network, NetworkEvents } from './network.js'
 export { LoopbackHub, type LoopbackHubOptions } from './loopback.js'
 export { leafOf, LEAF_COUNT } from './digest.js'
 export { sha256, toHex, fromHex, bytesEqual, concatBytes } from './hash.js'
-/** XChaCha20-Poly1305 (libsodium) as Convergent seals records at rest and personal fields: for Store implementations. */
+/** XChaCha20-Poly1305 (libsodium) as Convergent seals records at rest: for Store implementations. */
 export { aeadSeal, aeadOpen, deriveAeadKey, NoncePool, AEAD_KEY_BYTES, AEAD_NONCE_BYTES, AEAD_TAG_BYTES } from './aead.js'

@@ -99,10 +99,14 @@ export function resolveKey(option: unknown): Buffer {
   if (typeof key === 'string') {
     key = key.trim() // whitespace around it ignored (an environment variable or a file may end in a newline)
     if (!/^[0-9a-fA-F]{64}$/.test(key as string)) throw bad(`${from} must be 32 bytes: 64 hex characters (it is not; its value is not shown).`)
-    bytes = Buffer.from(key as string, 'hex')
+    bytes = Buffer.alloc(32) // not Buffer.from: that copies small buffers into Node's shared pool
+    bytes.write(key as string, 'hex')
   } else if (key instanceof Uint8Array) {
-    bytes = Buffer.from(Uint8Array.from(key)) // a copy (the caller may wipe theirs), measured itself: a subclass cannot misreport its length
-    if (bytes.length !== 32) throw bad(`${from} must be 32 bytes (got ${bytes.length}).`)
+    const copy = Uint8Array.from(key) // a copy (the caller may wipe theirs), measured itself: a subclass cannot misreport its length
+    if (copy.length !== 32) throw bad(`${from} must be 32 bytes (got ${copy.length}).`)
+    bytes = Buffer.alloc(32) // not Buffer.from: that copies small buffers into Node's shared pool
+    bytes.set(copy)
+    copy.fill(0)
   } else {
     throw bad(`${from} must be a Uint8Array of 32 bytes or a string of 64 hex characters.`)
   }
@@ -122,14 +126,14 @@ export class AtRestSealer implements RecordSealer {
   readonly keyId: Buffer
   /** Private fields: util.inspect of a store or replica never shows key bytes. */
   readonly #key: Buffer
-  /** The key given, for format-2 (AES-256-GCM) records only: made when the first one is met. */
-  readonly #master: Buffer
-  #legacy: KeyObject | undefined
+  /** The key given, as node:crypto holds it (outside the JS heap), for format-2 (AES-256-GCM) records only. */
+  readonly #legacy: KeyObject
   readonly #nonces = new NoncePool()
   readonly #scratch = Buffer.alloc(SCRATCH_BYTES) // zeroed: never a copy of freed memory
 
   constructor(key: Uint8Array) {
-    this.#master = Buffer.from(key)
+    // No Buffer.from(key) here: for 32 bytes it copies into Node's shared allocation pool.
+    this.#legacy = createSecretKey(key)
     this.#key = deriveAeadKey(key, AT_REST_CONTEXT)
     this.keyId = keyIdOf(key)
   }
@@ -164,7 +168,6 @@ export class AtRestSealer implements RecordSealer {
     const bytes = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength)
     if (!timingSafeEqual(bytes.subarray(1, 1 + KEY_ID_BYTES), this.keyId)) return undefined
     try {
-      this.#legacy ??= createSecretKey(this.#master)
       const decipher = createDecipheriv('aes-256-gcm', this.#legacy, bytes.subarray(1 + KEY_ID_BYTES, LEGACY_FIXED), { authTagLength: AEAD_TAG_BYTES })
       decipher.setAAD(this.aad(bytes, prefix === '' ? key : prefix + key))
       decipher.setAuthTag(bytes.subarray(bytes.byteLength - AEAD_TAG_BYTES))
@@ -222,9 +225,10 @@ export function notEncryptedError(where: string): ConvergentError {
  * classic-level: before LevelDB touches the folder, checks what it is against the key given
  * (a wrong or missing key, or a plain folder given a key, is refused with the folder as it
  * was), and marks a NEW folder as encrypted (the file is written, fsynced and renamed into
- * place before LevelDB creates anything in it).
+ * place before LevelDB creates anything in it). 'legacy-cipher': the folder is encrypted and its
+ * marker was written by an earlier release (AES-256-GCM records): see writeMarker.
  */
-export function checkFolder(dir: string, sealer: AtRestSealer | undefined): void {
+export function checkFolder(dir: string, sealer: AtRestSealer | undefined): 'legacy-cipher' | undefined {
   const where = `data dir ${dir}`
   if (interruptedSwap(dir)) {
     // Creating a store here would hide the data in the new and old folders (and a later
@@ -260,10 +264,23 @@ export function checkFolder(dir: string, sealer: AtRestSealer | undefined): void
         `The ${where}'s ${ENCRYPTION_FILE} file failed its check (its key id matches the key given). Nothing was written.`,
       )
     }
-    return
+    return marker.cipher === LEGACY_CIPHER ? 'legacy-cipher' : undefined
   }
-  if (sealer === undefined) return
+  if (sealer === undefined) return undefined
   if (existsSync(join(dir, 'CURRENT'))) throw notEncryptedError(where)
+  writeMarker(dir, sealer)
+  return undefined
+}
+
+/**
+ * Writes the folder's marker (key id, a check value sealed with the key, the cipher records are
+ * written with): to a temporary file, fsynced, renamed into place, the folder fsynced. Also
+ * rewrites the marker of a folder an earlier release encrypted before its first XChaCha20
+ * record is written: that release accepts only the marker it wrote ('aes-256-gcm'), so it then
+ * refuses the folder ("damaged marker", nothing written) rather than read new records as damaged.
+ */
+export function writeMarker(dir: string, sealer: AtRestSealer): void {
+  const file = join(dir, ENCRYPTION_FILE)
   const marker = {
     cipher: CIPHER,
     keyId: sealer.keyId.toString('hex'),

@@ -1,6 +1,6 @@
 import { ClassicLevel, type DatabaseOptions } from 'classic-level'
 import { MemoryLevel } from 'memory-level'
-import { AtRestSealer, checkFolder, resolveKey } from './encryption.js'
+import { AtRestSealer, checkFolder, resolveKey, writeMarker } from './encryption.js'
 import { LevelStore, type LevelStoreOptions } from './level-store.js'
 
 export type StoreOptions = Omit<LevelStoreOptions, 'kind' | 'location'>
@@ -19,8 +19,11 @@ export interface ClassicLevelStoreOptions extends StoreOptions {
 export function classicLevelStore(dir: string, options: ClassicLevelStoreOptions = {}): LevelStore {
   const { level, encryption, ...rest } = options
   const sealer = encryption === undefined ? undefined : encryption instanceof AtRestSealer ? encryption : new AtRestSealer(resolveKey(encryption))
-  checkFolder(dir, sealer)
-  const storeOptions = sealer === undefined ? rest : { ...rest, encryption: sealer }
+  const legacy = checkFolder(dir, sealer) === 'legacy-cipher'
+  // A folder an earlier release encrypted: its marker is rewritten before this store writes its
+  // first record, so that release then refuses the folder instead of reading the records this
+  // one seals as damaged (and quarantining them). Opening and reading alone leave it as it was.
+  const storeOptions = sealer === undefined ? rest : { ...rest, encryption: sealer, ...(legacy ? { beforeFirstWrite: () => writeMarker(dir, sealer) } : {}) }
   const db = new ClassicLevel<string, Uint8Array>(dir, { ...level, keyEncoding: 'utf8', valueEncoding: 'view' })
   return new LevelStore(db, { ...storeOptions, kind: 'classic-level', location: dir })
 }

@@ -67,8 +67,8 @@ export interface LevelStoreOptions {
    */
   chunk?: number
   /**
-   * Encryption at rest: every value written is sealed with AES-256-GCM under this key
-   * (encryption.ts). `{ key }`: 32 bytes, or 64 hex characters; `{ keyFile }`: a file holding
+   * Encryption at rest: every value written is sealed with XChaCha20-Poly1305 under a subkey of
+   * this key (encryption.ts). `{ key }`: 32 bytes, or 64 hex characters; `{ keyFile }`: a file holding
    * the 64 hex characters, read when the store is made. Keys (entity ids, collection names)
    * stay visible. A store opened with another key than its data was written with fails open()
    * with ERR_WRONG_KEY, an encrypted one opened without a key with ERR_ENCRYPTED, a plain one
@@ -76,6 +76,12 @@ export interface LevelStoreOptions {
    * LevelDB opens it, so the folder is left as it was.
    */
   encryption?: EncryptionOptions | AtRestSealer
+  /**
+   * Called once, synchronously, before the first batch reaches LevelDB; if it throws, that
+   * batch is refused and the next one calls it again. classicLevelStore() passes it for a folder
+   * an earlier release encrypted, to rewrite its marker file first (encryption.ts).
+   */
+  beforeFirstWrite?: () => void
 }
 
 /** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
@@ -170,7 +176,18 @@ export class LevelStore implements Store {
     // `sync` is a classic-level batch option; other databases ignore it.
     const batchOptions = { sync: options.sync ?? false }
     const opOptions = hasRawEncodings(this.db) ? undefined : RAW
-    this.writeOps = (ops) => writeBatch(this.db, ops, batchOptions, opOptions)
+    let beforeFirstWrite = options.beforeFirstWrite
+    this.writeOps = (ops) => {
+      if (beforeFirstWrite !== undefined) {
+        try {
+          beforeFirstWrite()
+        } catch (err) {
+          return Promise.reject(err instanceof Error ? err : new Error(String(err)))
+        }
+        beforeFirstWrite = undefined
+      }
+      return writeBatch(this.db, ops, batchOptions, opOptions)
+    }
     this.commits = new GroupCommit<LevelOp>((ops) => this.commitBatch(ops), writeError)
   }
 

@@ -80,7 +80,7 @@ function sumOf(bytes: Uint8Array, sum: number): number {
 
 /**
  * How a store turns bodies into stored values and back: the plain checksummed record above,
- * or AES-256-GCM (encryption.ts). Encoders leave HEADER_BYTES in front of a body for seal().
+ * or XChaCha20-Poly1305 (encryption.ts). Encoders leave HEADER_BYTES in front of a body for seal().
  */
 export interface RecordSealer {
   /** Seals a record allocated with HEADER_BYTES of room in front of its body. */

@@ -366,18 +366,32 @@ describe('LevelStore: encryption at rest', function () {
         await writeFile(markerFile, JSON.stringify({ ...marker, cipher: 'aes-256-gcm' }) + '\n')
         assert.deepEqual([...(await formats()).keys()], [2], 'every record is a format-2 (AES-256-GCM) record')
 
+        const cipherOfMarker = async (): Promise<string> => (JSON.parse(await readFile(markerFile, 'utf8')) as { cipher: string }).cipher
+        const reader = classicLevelStore(db, { encryption: { key: KEY } })
+        await reader.open()
+        for (let n = 1; n <= 5; n++)
+          assert.deepEqual(await reader.readEntity('c', `entity-${n}`), { head: entityHead(n), snapshot: undefined, deltas: [entityDelta(n)] })
+        await reader.close()
+        assert.equal(await cipherOfMarker(), 'aes-256-gcm', 'opening and reading leave the folder to the earlier release')
+
         const store = classicLevelStore(db, { encryption: { key: KEY } })
         await store.open()
-        for (let n = 1; n <= 5; n++)
-          assert.deepEqual(await store.readEntity('c', `entity-${n}`), { head: entityHead(n), snapshot: undefined, deltas: [entityDelta(n)] })
         await store.write(entityWrite('c', 6))
         await store.close()
+        // The earlier release accepts only its own marker: it now refuses the folder (nothing
+        // written) instead of reading the new records as damaged and quarantining them.
+        assert.equal(await cipherOfMarker(), 'xchacha20-poly1305', 'the marker names the new cipher once a record of it is written')
+        const again = classicLevelStore(db, { encryption: { key: KEY } })
+        await again.open()
+        for (let n = 1; n <= 6; n++)
+          assert.deepEqual(await again.readEntity('c', `entity-${n}`), { head: entityHead(n), snapshot: undefined, deltas: [entityDelta(n)] })
+        await again.close()
         const mixed = await formats()
         assert.ok((mixed.get(2) ?? 0) > 0 && (mixed.get(3) ?? 0) > 0, `old records stay, new ones are format 3: ${JSON.stringify([...mixed])}`)
 
         await recryptStore(db, { key: KEY }, { key: OTHER })
         assert.deepEqual([...(await formats()).keys()], [3], 'after rekey every record is format 3')
-        assert.equal((JSON.parse(await readFile(markerFile, 'utf8')) as { cipher: string }).cipher, 'xchacha20-poly1305')
+        assert.equal(await cipherOfMarker(), 'xchacha20-poly1305')
         const rekeyed = classicLevelStore(db, { encryption: { key: OTHER } })
         await rekeyed.open()
         for (let n = 1; n <= 6; n++)

@@ -1,6 +1,5 @@
-import { createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
 import { decode, encode } from 'cborg'
-import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
 import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
 import type { JsonValue } from '../json.js'
@@ -12,14 +11,12 @@ import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } 
 /**
  * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
  * replaces each listed top-level field, before it enters the CRDT, by a sealed envelope
- * string `$sealed2.<key id>.<base64(nonce | ciphertext | tag)>` (a string, not an object: one
- * CRDT register per field, as cheap as the plain value in both backends): XChaCha20-Poly1305
- * (libsodium, ../aead.ts, which says why) under a subkey of the subject's key for that
- * collection, with the collection, entity id, field name and key id as additional authenticated
- * data (an envelope copied to another entity, field or collection does not open). Reads open
- * envelopes whose key is held; a field whose key is not held (forgotten, or not received yet) is
- * absent from the value. Earlier releases wrote `$sealed1.` envelopes (AES-256-GCM, node:crypto,
- * with the key itself, a 12-byte IV): they still open, and are never written.
+ * string `$sealed1.<key id>.<base64(iv | ciphertext | tag)>` (a string, not an object: one CRDT
+ * register per field, as cheap as the plain value in both backends): AES-256-GCM (node:crypto) under the
+ * subject's key for that collection, with the collection, entity id, field name and key id as
+ * additional authenticated data (an envelope copied to another entity, field or collection does
+ * not open). Reads open envelopes whose key is held; a field whose key is not held (forgotten,
+ * or not received yet) is absent from the value.
  *
  * Subject keys (32 random bytes per collection and subject) live OUTSIDE the CRDT, in the
  * store's meta records, because CRDT history cannot forget. A key's id is derived from its
@@ -56,26 +53,15 @@ export interface PersonalOptions<T = Record<string, unknown>> {
 /** A sealed field as stored in the CRDT (valid JSON in both backends). */
 export type SealedField = string
 
-/** What this release writes: XChaCha20-Poly1305. */
-const SEALED_PREFIX = '$sealed2.'
-/** What earlier releases wrote (AES-256-GCM): opened, never written. Both prefixes are 9 characters. */
-const LEGACY_PREFIX = '$sealed1.'
+const SEALED_PREFIX = '$sealed1.'
 /** Key ids are 22 base64url characters (128 bits). */
 const KEY_ID_CHARS = 22
-/** Prefix, key id, '.', then at least IV + tag (legacy: 28 bytes, 40 base64 characters). */
+/** Prefix, key id, '.', then at least iv + tag (28 bytes: 40 base64 characters). */
 const MIN_SEALED = SEALED_PREFIX.length + KEY_ID_CHARS + 1 + 40
-/** libsodium KDF context of a subject key's field cipher key (8 characters). */
-const FIELD_CONTEXT = 'cvfields'
-const LEGACY_IV_BYTES = 12
 
-/** A sealed field: `$sealed2.<22-character key id>.<base64>` or `$sealed1.…` (a reserved form for top-level string fields). */
+/** A sealed field: `$sealed1.<22-character key id>.<base64>` (a reserved form for top-level string fields). */
 export function isSealed(v: unknown): v is SealedField {
-  return (
-    typeof v === 'string' &&
-    v.length >= MIN_SEALED &&
-    (v.startsWith(SEALED_PREFIX) || v.startsWith(LEGACY_PREFIX)) &&
-    v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
-  )
+  return typeof v === 'string' && v.length >= MIN_SEALED && v.startsWith(SEALED_PREFIX) && v.charCodeAt(SEALED_PREFIX.length + KEY_ID_CHARS) === 46
 }
 
 /** The key id a sealed field names. */
@@ -83,10 +69,7 @@ export function sealedKeyId(sealed: SealedField): string {
   return sealed.slice(SEALED_PREFIX.length, SEALED_PREFIX.length + KEY_ID_CHARS)
 }
 
-/** Nonces of sealed fields. */
-const nonces = new NoncePool()
-
-/** Random bytes for new keys, from a pool (one call into OpenSSL per 4 KiB instead of one per key). */
+/** Random bytes from a pool (one call into OpenSSL per 4 KiB instead of one per IV). */
 let pool = Buffer.alloc(0)
 let poolAt = 0
 function pooledRandom(n: number): Buffer {
@@ -176,14 +159,8 @@ export interface HeldKey {
   collection: string
   subject: string
   key: Buffer
-  /** The field cipher's subkey of `key` (derived once; zeroed with it on forget). */
-  fieldKey?: Buffer
-  /** The key as a KeyObject, for `$sealed1.` envelopes only (made when the first one is opened). */
+  /** The key as a KeyObject (made once: importing it per field costs more than the cipher). */
   object?: KeyObject
-}
-
-function fieldKeyOf(key: HeldKey): Buffer {
-  return (key.fieldKey ??= deriveAeadKey(key.key, FIELD_CONTEXT))
 }
 
 function keyObjectOf(key: HeldKey): KeyObject {
@@ -221,7 +198,8 @@ function checkSubject(subject: unknown, collection: string): string {
 
 /** Subject keys and tombstones of one replica (see the module comment). */
 export class SubjectKeys {
-  private readonly keys = new Map<string, HeldKey>()
+  /** Private fields (#): util.inspect of a replica never shows a subject key or an opened value. */
+  readonly #keys = new Map<string, HeldKey>()
   /** Key ids per (collection NUL subject), sorted: the first one seals new values. */
   private readonly bySubject = new Map<string, string[]>()
   private readonly forgotten = new Map<string, Tombstone>()
@@ -279,7 +257,7 @@ export class SubjectKeys {
   }
 
   get size(): number {
-    return this.keys.size
+    return this.#keys.size
   }
 
   isForgotten(collection: string, subject: string): boolean {
@@ -289,12 +267,12 @@ export class SubjectKeys {
   /** Collections in which this replica holds keys of `subject`. */
   collectionsOf(subject: string): string[] {
     const out = new Set<string>()
-    for (const k of this.keys.values()) if (k.subject === subject) out.add(k.collection)
+    for (const k of this.#keys.values()) if (k.subject === subject) out.add(k.collection)
     return [...out]
   }
 
   private add(k: HeldKey): void {
-    this.keys.set(k.id, k)
+    this.#keys.set(k.id, k)
     const pair = pairOf(k.collection, k.subject)
     const ids = this.bySubject.get(pair) ?? []
     if (!ids.includes(k.id)) {
@@ -309,16 +287,19 @@ export class SubjectKeys {
     const pair = pairOf(collection, subject)
     const ids = this.bySubject.get(pair) ?? []
     for (const id of ids) {
-      const held = this.keys.get(id)
-      held?.key.fill(0)
-      held?.fieldKey?.fill(0)
-      this.keys.delete(id)
+      const held = this.#keys.get(id)
+      if (held !== undefined) {
+        held.key.fill(0)
+        // node:crypto keeps its own copy in the KeyObject: dropped, so a HeldKey kept elsewhere opens nothing.
+        held.object = undefined
+      }
+      this.#keys.delete(id)
     }
     this.bySubject.delete(pair)
     if (ids.length > 0) {
       // No opened value of a destroyed key stays readable.
-      this.cache.clear()
-      this.oldCache.clear()
+      this.#cache.clear()
+      this.#oldCache.clear()
     }
     return ids
   }
@@ -337,8 +318,10 @@ export class SubjectKeys {
       )
     }
     const ids = this.bySubject.get(pair)
-    if (ids !== undefined && ids.length > 0) return { key: this.keys.get(ids[0]!)! }
-    const bytes = Buffer.from(pooledRandom(32)) // a copy: fill(0) on forget must not touch the pool
+    if (ids !== undefined && ids.length > 0) return { key: this.#keys.get(ids[0]!)! }
+    const fresh = pooledRandom(32)
+    const bytes = Buffer.from(fresh) // a copy: fill(0) on forget must not touch the pool…
+    fresh.fill(0) // …and the pool keeps no copy of the key until its next refill
     const key: HeldKey = { id: keyIdOf(collection, subject, bytes), collection, subject, key: bytes }
     this.add(key)
     const written = this.writeKey([{ type: 'meta', key: KEY_PREFIX + key.id, bytes: encodeKeyRecord(collection, subject, bytes) }])
@@ -346,7 +329,7 @@ export class SubjectKeys {
       () => this.onChange?.(),
       () => {
         // Not durable: forget it here too, so no later value is sealed under a key no disk holds.
-        this.keys.delete(key.id)
+        this.#keys.delete(key.id)
         const list = this.bySubject.get(pair)?.filter((id) => id !== key.id) ?? []
         if (list.length === 0) this.bySubject.delete(pair)
         else this.bySubject.set(pair, list)
@@ -356,30 +339,38 @@ export class SubjectKeys {
   }
 
   seal(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
-    const plain = Buffer.from(JSON.stringify(value), 'utf8')
-    const raw = Buffer.allocUnsafe(AEAD_NONCE_BYTES + plain.byteLength + AEAD_TAG_BYTES)
-    nonces.writeInto(raw, 0)
-    aeadSeal(raw.subarray(AEAD_NONCE_BYTES), plain, aadOf(collection, id, field, key.id), raw.subarray(0, AEAD_NONCE_BYTES), fieldKeyOf(key))
-    const sealed = SEALED_PREFIX + key.id + '.' + raw.toString('base64')
+    // A HeldKey kept across forget() is zeroed: it must seal nothing (never under an all-zero key).
+    if (this.#keys.get(key.id) !== key) {
+      throw new ConvergentError(
+        'ERR_FORGOTTEN',
+        `Subject '${key.subject}' was forgotten in '${collection}' while this write was being made: its personal fields were not written.`,
+      )
+    }
+    const iv = pooledRandom(12)
+    const cipher = createCipheriv('aes-256-gcm', key.key, iv)
+    cipher.setAAD(aadOf(collection, id, field, key.id))
+    const ct = cipher.update(JSON.stringify(value), 'utf8')
+    const last = cipher.final()
+    const sealed = SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
     this.remember(collection, id, field, sealed, value)
     return sealed
   }
 
   /** The subject of a key this replica holds (undefined once forgotten, or never received). */
   subjectOf(keyId: string): string | undefined {
-    return this.keys.get(keyId)?.subject
+    return this.#keys.get(keyId)?.subject
   }
 
   /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
   open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
-    const cached = this.cache.get(sealed) ?? this.oldCache.get(sealed)
+    const cached = this.#cache.get(sealed) ?? this.#oldCache.get(sealed)
     // The IV makes every sealed string unique; the place is checked as the AAD would.
     if (cached !== undefined && cached.collection === collection && cached.id === id && cached.field === field) {
       const v = cached.value
       return typeof v === 'object' && v !== null ? structuredClone(v) : v
     }
     const keyId = sealedKeyId(sealed)
-    const key = this.keys.get(keyId)
+    const key = this.#keys.get(keyId)
     if (key === undefined) {
       this.onMissing?.(keyId)
       return undefined
@@ -394,15 +385,15 @@ export class SubjectKeys {
    * the older and the older is dropped. (Evicting the oldest entry one at a time from a single
    * Map costs V8 a scan over the deleted entries at its front: ~8 µs per seal once full.)
    */
-  private cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
-  private oldCache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+  #cache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
+  #oldCache = new Map<string, { collection: string; id: string; field: string; value: JsonValue }>()
 
   private remember(collection: string, id: string, field: string, sealed: string, value: JsonValue): void {
-    if (this.cache.size >= CACHE_SIZE / 2) {
-      this.oldCache = this.cache
-      this.cache = new Map()
+    if (this.#cache.size >= CACHE_SIZE / 2) {
+      this.#oldCache = this.#cache
+      this.#cache = new Map()
     }
-    this.cache.set(sealed, { collection, id, field, value: typeof value === 'object' && value !== null ? structuredClone(value) : value })
+    this.#cache.set(sealed, { collection, id, field, value: typeof value === 'object' && value !== null ? structuredClone(value) : value })
   }
 
   /**
@@ -468,7 +459,7 @@ export class SubjectKeys {
   private shareable(peer: string): [string, { t?: Tombstone; k?: HeldKey }][] {
     const out: [string, { t?: Tombstone; k?: HeldKey }][] = []
     for (const [pair, t] of this.forgotten) if (this.access.mayRead(peer, t.collection)) out.push(['t' + pair, { t }])
-    for (const k of this.keys.values()) if (this.shares(peer, k.collection)) out.push(['k' + k.id, { k }])
+    for (const k of this.#keys.values()) if (this.shares(peer, k.collection)) out.push(['k' + k.id, { k }])
     out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     return out
   }
@@ -569,7 +560,7 @@ export class SubjectKeys {
       const ops: StoreOp[] = []
       for (const k of keys) {
         const id = keyIdOf(k.collection, k.subject, k.key)
-        if (this.keys.has(id)) continue
+        if (this.#keys.has(id)) continue
         // Keys come from writers only (they made them, or relay them): a reader must not choose
         // the key later values are sealed with, nor fill this replica with keys.
         if (this.isForgotten(k.collection, k.subject) || !this.access.mayWrite(from, k.collection) || !this.access.mayRead(this.access.self, k.collection)) {
@@ -593,19 +584,11 @@ export function openSealed(key: HeldKey, collection: string, id: string, field: 
   if (!isSealed(sealed) || key.id !== sealedKeyId(sealed) || key.collection !== collection) return undefined
   try {
     const raw = Buffer.from(sealed.slice(SEALED_PREFIX.length + KEY_ID_CHARS + 1), 'base64')
-    const aad = aadOf(collection, id, field, key.id)
-    let plain: Buffer
-    if (sealed.startsWith(LEGACY_PREFIX)) {
-      if (raw.byteLength < LEGACY_IV_BYTES + AEAD_TAG_BYTES) return undefined
-      const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, LEGACY_IV_BYTES))
-      decipher.setAAD(aad)
-      decipher.setAuthTag(raw.subarray(raw.byteLength - AEAD_TAG_BYTES))
-      plain = Buffer.concat([decipher.update(raw.subarray(LEGACY_IV_BYTES, raw.byteLength - AEAD_TAG_BYTES)), decipher.final()])
-    } else {
-      if (raw.byteLength < AEAD_NONCE_BYTES + AEAD_TAG_BYTES) return undefined
-      plain = Buffer.allocUnsafe(raw.byteLength - AEAD_NONCE_BYTES - AEAD_TAG_BYTES)
-      if (!aeadOpen(plain, raw.subarray(AEAD_NONCE_BYTES), aad, raw.subarray(0, AEAD_NONCE_BYTES), fieldKeyOf(key))) return undefined
-    }
+    if (raw.byteLength < 28) return undefined
+    const decipher = createDecipheriv('aes-256-gcm', keyObjectOf(key), raw.subarray(0, 12))
+    decipher.setAAD(aadOf(collection, id, field, key.id))
+    decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
+    const plain = Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()])
     return JSON.parse(plain.toString('utf8')) as JsonValue
   } catch {
     return undefined
