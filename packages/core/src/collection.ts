@@ -84,43 +84,92 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /**
-   * The value to store: each personal field present replaced by its sealed envelope (a field
-   * whose plain value is unchanged keeps the envelope it has, so it makes no CRDT operation).
-   * `written` is set when a new subject key was made (it must be durable before the write resolves).
+   * The value to store, `value` with its personal fields sealed. Personal here: the fields this
+   * handle declares, and every field whose stored value is an envelope (declared or not: a
+   * handle without the declaration must not write an opened value back in plain). A field
+   * keeps the envelope it has — no CRDT operation — when it is that very envelope (update()
+   * keeps one this replica cannot open) or when its plain value is unchanged AND the envelope's
+   * key is the entity's subject's (after a subject change, fields are sealed again under the new
+   * subject's key, so forget() of either subject does what it says). Otherwise it is sealed under
+   * the subject's key: the subject is `personal.subject(app)` — `app` is the value as the
+   * application gave it, never one holding envelopes — or, for a handle without the
+   * declaration, the subject of the key that sealed the stored envelope. `keyWrites` gets the
+   * write of a new subject key (it must be durable before the write resolves).
    */
-  private seal(id: string, plain: JsonObject, current: JsonObject | undefined, keyWrites: Promise<void>[]): JsonObject {
+  private seal(id: string, value: JsonObject, current: JsonObject | undefined, keyWrites: Promise<void>[], app: JsonObject = value): JsonObject {
     const personal = this.personal
-    if (personal === undefined) return plain
     const keys = this.replica.personal
+    let subject: string | undefined // of the entity as written, worked out when first needed
+    const subjectNow = (): string => (subject ??= this.subjectOf(app))
     let out: JsonObject | undefined
-    const toSeal: string[] = []
-    for (const f of personal.fields) {
-      const value = plain[f]
-      if (value === undefined) continue
+    const toSeal: [field: string, subject: string][] = []
+    // A kept envelope whose key is not held: the value's subject may depend on what it hides.
+    let unopenable = false
+    const seen = new Set<string>()
+    const consider = (f: string): void => {
+      if (seen.has(f)) return
+      seen.add(f)
+      const v = value[f]
+      if (v === undefined) return
       const was = current?.[f]
-      if (isSealed(was)) {
-        // The very envelope stored (update() keeps one this replica cannot open), or an
-        // unchanged plain value: no CRDT operation.
-        const opened = value === was ? undefined : keys.open(this.name, id, f, was)
-        if (value === was || (opened !== undefined && jsonEqual(opened, value))) {
-          ;(out ??= { ...plain })[f] = was
-          continue
-        }
+      if (!isSealed(was)) {
+        if (personal !== undefined) toSeal.push([f, subjectNow()]) // a declared field, not sealed yet
+        return
       }
-      toSeal.push(f)
+      if (v === was) {
+        unopenable ||= keys.subjectOf(sealedKeyId(was)) === undefined
+        return // the stored envelope, kept as it is
+      }
+      const owner = keys.subjectOf(sealedKeyId(was)) // undefined: its key is not held here
+      const target = personal !== undefined ? subjectNow() : owner
+      if (target === undefined) {
+        throw new ConvergentError(
+          'ERR_INVALID_VALUE',
+          `'${f}' of '${id}' in '${this.name}' holds personal data sealed under a key this replica does not hold: declare personal: { subject, fields } on this collection handle, or wait for the key, to change it.`,
+        )
+      }
+      const opened = owner === target ? keys.open(this.name, id, f, was) : undefined
+      if (opened !== undefined && jsonEqual(opened, v)) {
+        ;(out ??= { ...value })[f] = was
+        return
+      }
+      toSeal.push([f, target])
     }
-    if (toSeal.length === 0) return out ?? plain
+    if (personal !== undefined) for (const f of personal.fields) consider(f)
+    if (current !== undefined) for (const f in current) if (isSealed(current[f])) consider(f)
+    if (toSeal.length === 0) return out ?? value
+    if (unopenable && personal !== undefined && !keys.isForgotten(this.name, toSeal[0]![1])) {
+      // update() on a replica the subject's key has not reached: the draft lacked those fields,
+      // so a subject derived from them would be made up, and forget() of the real one miss it.
+      throw new ConvergentError(
+        'ERR_INVALID_VALUE',
+        `'${id}' in '${this.name}' has personal fields this replica cannot open yet (their key has not arrived): its personal fields cannot be changed here until it has. Other fields can.`,
+      )
+    }
+    out ??= { ...value }
+    for (const [f, s] of toSeal) {
+      const { key, written } = keys.keyFor(this.name, s)
+      if (written !== undefined) keyWrites.push(written)
+      out[f] = keys.seal(this.name, id, f, value[f]!, key)
+    }
+    return out
+  }
+
+  /** personal.subject of the value the application gave; ERR_INVALID_VALUE if it throws or names an envelope. */
+  private subjectOf(app: JsonObject): string {
     let subject: unknown
     try {
-      subject = personal.subject(plain as unknown as T)
+      subject = this.personal!.subject(app as unknown as T)
     } catch (err) {
       throw new ConvergentError('ERR_INVALID_VALUE', `personal.subject of '${this.name}' threw: ${(err as Error).message}`)
     }
-    const { key, written } = keys.keyFor(this.name, subject)
-    if (written !== undefined) keyWrites.push(written)
-    out ??= { ...plain }
-    for (const f of toSeal) out[f] = keys.seal(this.name, id, f, plain[f]!, key)
-    return out
+    if (isSealed(subject)) {
+      throw new ConvergentError(
+        'ERR_INVALID_VALUE',
+        `personal.subject of '${this.name}' returned a sealed envelope: derive the subject from fields this replica can read.`,
+      )
+    }
+    return subject as string // keyFor checks it is a string of the allowed size
   }
 
   /**
@@ -223,7 +272,9 @@ export class Collection<T extends object = JsonObject> {
       this.write(
         id,
         (doc) => {
-          const stored = this.personal === undefined ? plain : this.seal(id, plain, this.state.backend.read(doc) ?? undefined, keyWrites)
+          // Only a collection with personal fields (declared here, or keys held) needs the stored value.
+          const sealing = this.personal !== undefined || this.replica.personal.hasHeldKeysOf(this.name)
+          const stored = sealing ? this.seal(id, plain, this.state.backend.read(doc) ?? undefined, keyWrites) : plain
           return this.state.backend.put(doc, stored)
         },
         'put',
@@ -265,7 +316,7 @@ export class Collection<T extends object = JsonObject> {
             throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
           }
           result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
-          return this.state.backend.put(doc, this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites))
+          return this.state.backend.put(doc, this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites, result))
         },
         'put',
         ack !== undefined,

@@ -271,7 +271,18 @@ export class SubjectKeys {
     return [...out]
   }
 
+  /**
+   * Whether this replica has held a key of `collection` since it opened: only then can a value
+   * of it hold a field this replica opened (so a write must look at the stored value first).
+   */
+  hasHeldKeysOf(collection: string): boolean {
+    return this.#collections.has(collection)
+  }
+
+  readonly #collections = new Set<string>()
+
   private add(k: HeldKey): void {
+    this.#collections.add(k.collection)
     this.#keys.set(k.id, k)
     const pair = pairOf(k.collection, k.subject)
     const ids = this.bySubject.get(pair) ?? []
