@@ -1,7 +1,7 @@
 import type { ChangeEvents, DurableChange } from './changes.js'
 import type { CollectionState, Entities } from './entities.js'
 import { ConvergentError } from './errors.js'
-import { checkId, jsonEqual, toEntityValue, type JsonObject, type NameLimits, type ValueLimits } from './json.js'
+import { checkId, jsonEqual, toEntityValue, type JsonObject, type NameLimits, type ValueLimits, type JsonValue } from './json.js'
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
 import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
@@ -84,74 +84,110 @@ export class Collection<T extends object = JsonObject> {
   }
 
   /**
-   * The value to store, `value` with its personal fields sealed. Personal here: the fields this
-   * handle declares, and every field whose stored value is an envelope (declared or not: a
-   * handle without the declaration must not write an opened value back in plain). A field
-   * keeps the envelope it has — no CRDT operation — when it is that very envelope (update()
-   * keeps one this replica cannot open) or when its plain value is unchanged AND the envelope's
-   * key is the entity's subject's (after a subject change, fields are sealed again under the new
-   * subject's key, so forget() of either subject does what it says). Otherwise it is sealed under
-   * the subject's key: the subject is `personal.subject(app)` — `app` is the value as the
-   * application gave it, never one holding envelopes — or, for a handle without the
-   * declaration, the subject of the key that sealed the stored envelope. `keyWrites` gets the
-   * write of a new subject key (it must be durable before the write resolves).
+   * The value to store: `value` with its personal fields sealed under the subject's key.
+   *
+   * - A replica that has not declared personal fields for this collection may not write an
+   *   entity holding envelopes (even dead ones): it cannot know their subject, and would write
+   *   opened or new personal values in plain (ERR_INVALID_VALUE, telling it to declare them).
+   * - Personal: the declared fields, and every field stored as an envelope.
+   * - A field keeps its envelope (no CRDT operation) when its value is that very envelope
+   *   (update() keeps those this replica cannot open) or its plain value is unchanged, and the
+   *   envelope's key is the entity's subject's; after a subject change, fields are sealed again
+   *   under the new subject's key, so forget() of either subject does what it says.
+   * - An envelope under a key this replica destroyed (forget()) is dead: kept, it is dropped.
+   * - With an envelope this replica cannot open (its key has not arrived), the write may change
+   *   neither the subject nor any personal field (ERR_INVALID_VALUE): the subject could depend
+   *   on what is hidden. Declared fields still stored plain and unchanged are then left plain.
+   *
+   * The subject is `personal.subject(app)`: `app` is the value as the application gave it,
+   * never one holding envelopes. `subjectBefore` gives the entity's subject before the write
+   * (undefined if it cannot be worked out). `keyWrites` gets the write of a new subject key (it
+   * must be durable before the write resolves).
    */
-  private seal(id: string, value: JsonObject, current: JsonObject | undefined, keyWrites: Promise<void>[], app: JsonObject = value): JsonObject {
+  private seal(
+    id: string,
+    value: JsonObject,
+    current: JsonObject | undefined,
+    keyWrites: Promise<void>[],
+    app: JsonObject = value,
+    subjectBefore: () => string | undefined = () => undefined,
+  ): JsonObject {
     const personal = this.personal
     const keys = this.replica.personal
+    if (personal === undefined) {
+      if (current === undefined) return value
+      for (const f in current) {
+        if (isSealed(current[f])) {
+          throw new ConvergentError(
+            'ERR_INVALID_VALUE',
+            `'${id}' in '${this.name}' holds personal fields: declare them on this replica (replica.collection('${this.name}', { personal: { subject, fields } })) before writing it.`,
+          )
+        }
+      }
+      return value
+    }
     let subject: string | undefined // of the entity as written, worked out when first needed
     const subjectNow = (): string => (subject ??= this.subjectOf(app))
     let out: JsonObject | undefined
-    const toSeal: [field: string, subject: string][] = []
-    // A kept envelope whose key is not held: the value's subject may depend on what it hides.
+    const toSeal: [field: string, plain: JsonValue][] = []
+    const plainUnchanged: string[] = []
     let unopenable = false
-    const seen = new Set<string>()
-    const consider = (f: string): void => {
-      if (seen.has(f)) return
-      seen.add(f)
+    const fields = new Set(personal.fields)
+    if (current !== undefined) for (const f in current) if (isSealed(current[f])) fields.add(f)
+    for (const f of fields) {
       const v = value[f]
-      if (v === undefined) return
+      if (v === undefined) continue
       const was = current?.[f]
       if (!isSealed(was)) {
-        if (personal !== undefined) toSeal.push([f, subjectNow()]) // a declared field, not sealed yet
-        return
+        if (was !== undefined && jsonEqual(was, v)) plainUnchanged.push(f)
+        else toSeal.push([f, v])
+        continue
       }
-      if (v === was) {
-        unopenable ||= keys.subjectOf(sealedKeyId(was)) === undefined
-        return // the stored envelope, kept as it is
+      const keyId = sealedKeyId(was)
+      if (keys.isDead(keyId)) {
+        if (v === was) delete (out ??= { ...value })[f]
+        else toSeal.push([f, v])
+        continue
       }
-      const owner = keys.subjectOf(sealedKeyId(was)) // undefined: its key is not held here
-      const target = personal !== undefined ? subjectNow() : owner
-      if (target === undefined) {
+      const owner = keys.subjectOf(keyId) // undefined: its key is not held here
+      if (owner === undefined) {
+        if (v === was) unopenable = true
+        else toSeal.push([f, v])
+        continue
+      }
+      const opened = keys.open(this.name, id, f, was)
+      const plain = v === was ? opened : v
+      if (plain === undefined) {
+        unopenable = true // held, yet it does not open here (damaged, or not this place's)
+        continue
+      }
+      if (owner === subjectNow() && opened !== undefined && jsonEqual(opened, plain)) {
+        if (v !== was) (out ??= { ...value })[f] = was
+        continue
+      }
+      toSeal.push([f, plain])
+    }
+    if (unopenable) {
+      let same: boolean
+      try {
+        same = subjectBefore() === subjectNow()
+      } catch {
+        same = false // a subject that cannot be worked out cannot be shown unchanged
+      }
+      if (!same || toSeal.length > 0) {
         throw new ConvergentError(
           'ERR_INVALID_VALUE',
-          `'${f}' of '${id}' in '${this.name}' holds personal data sealed under a key this replica does not hold: declare personal: { subject, fields } on this collection handle, or wait for the key, to change it.`,
+          `'${id}' in '${this.name}' has personal fields this replica cannot open (their key has not arrived): neither its personal fields nor its subject can change here until it has. Other fields can; put() replaces the whole value.`,
         )
       }
-      const opened = owner === target ? keys.open(this.name, id, f, was) : undefined
-      if (opened !== undefined && jsonEqual(opened, v)) {
-        ;(out ??= { ...value })[f] = was
-        return
-      }
-      toSeal.push([f, target])
+      return out ?? value
     }
-    if (personal !== undefined) for (const f of personal.fields) consider(f)
-    if (current !== undefined) for (const f in current) if (isSealed(current[f])) consider(f)
+    for (const f of plainUnchanged) toSeal.push([f, value[f]!])
     if (toSeal.length === 0) return out ?? value
-    if (unopenable && personal !== undefined && !keys.isForgotten(this.name, toSeal[0]![1])) {
-      // update() on a replica the subject's key has not reached: the draft lacked those fields,
-      // so a subject derived from them would be made up, and forget() of the real one miss it.
-      throw new ConvergentError(
-        'ERR_INVALID_VALUE',
-        `'${id}' in '${this.name}' has personal fields this replica cannot open yet (their key has not arrived): its personal fields cannot be changed here until it has. Other fields can.`,
-      )
-    }
+    const { key, written } = keys.keyFor(this.name, subjectNow())
+    if (written !== undefined) keyWrites.push(written)
     out ??= { ...value }
-    for (const [f, s] of toSeal) {
-      const { key, written } = keys.keyFor(this.name, s)
-      if (written !== undefined) keyWrites.push(written)
-      out[f] = keys.seal(this.name, id, f, value[f]!, key)
-    }
+    for (const [f, plain] of toSeal) out[f] = keys.seal(this.name, id, f, plain, key)
     return out
   }
 
@@ -272,9 +308,12 @@ export class Collection<T extends object = JsonObject> {
       this.write(
         id,
         (doc) => {
-          // Only a collection with personal fields (declared here, or keys held) needs the stored value.
-          const sealing = this.personal !== undefined || this.replica.personal.hasHeldKeysOf(this.name)
-          const stored = sealing ? this.seal(id, plain, this.state.backend.read(doc) ?? undefined, keyWrites) : plain
+          const current = this.state.backend.read(doc) ?? undefined
+          const before = (): string | undefined => {
+            const opened = this.open(id, current)
+            return opened === undefined ? undefined : this.subjectOf(opened)
+          }
+          const stored = this.seal(id, plain, current, keyWrites, plain, before)
           return this.state.backend.put(doc, stored)
         },
         'put',
@@ -311,12 +350,24 @@ export class Collection<T extends object = JsonObject> {
             throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
           }
           const hidden = raw === undefined ? [] : Object.keys(raw).filter((f) => isSealed(raw[f]) && !(f in current))
+          // The subject before fn changes the draft (only needed when some field is hidden).
+          let before: string | undefined
+          if (hidden.length > 0 && this.personal !== undefined) {
+            try {
+              before = this.subjectOf(current)
+            } catch {
+              before = undefined
+            }
+          }
           const returned = fn(current as unknown as T)
           if (typeof returned === 'object' && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
             throw new ConvergentError('ERR_INVALID_ARGUMENT', 'update(id, fn): fn must be synchronous (it returned a promise).')
           }
           result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
-          return this.state.backend.put(doc, this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites, result))
+          return this.state.backend.put(
+            doc,
+            this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites, result, () => before),
+          )
         },
         'put',
         ack !== undefined,

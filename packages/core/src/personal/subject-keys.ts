@@ -32,6 +32,8 @@ import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } 
 
 const KEY_PREFIX = 'personal/k/'
 const TOMB_PREFIX = 'personal/t/'
+/** Ids of keys this replica destroyed (not secret: an id says nothing once its key is gone). */
+const DEAD_PREFIX = 'personal/d/'
 /** Set in the batch that deletes keys, removed once the store is compacted (a crash in between compacts at the next open). */
 const COMPACT_PENDING = 'personal/compact-pending'
 const ID_LABEL = 'convergent/subject-key/v1\u0000'
@@ -142,6 +144,8 @@ function writeCborHead(out: Buffer, at: number, major: number, n: number): numbe
   return at
 }
 
+const DEAD = new Uint8Array([1])
+
 function pairOf(collection: string, subject: string): string {
   return collection + '\u0000' + subject
 }
@@ -240,12 +244,13 @@ export class SubjectKeys {
         this.logger.error(`a stored subject key is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
     }
+    for await (const [record] of this.store.metas!(DEAD_PREFIX)) this.#dead.add(record.slice(DEAD_PREFIX.length))
     for await (const [, bytes] of this.store.metas!(TOMB_PREFIX)) {
       try {
         const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null }
         const t = decodeTombstoneBytes(r.b)
         this.forgotten.set(pairOf(t.c, t.s), { collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
-        for (const id of this.dropKeysOf(t.c, t.s)) stale.push({ type: 'delMeta', key: KEY_PREFIX + id })
+        for (const id of this.dropKeysOf(t.c, t.s)) stale.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
       } catch (err) {
         this.logger.error(`a stored forget tombstone is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
@@ -271,18 +276,7 @@ export class SubjectKeys {
     return [...out]
   }
 
-  /**
-   * Whether this replica has held a key of `collection` since it opened: only then can a value
-   * of it hold a field this replica opened (so a write must look at the stored value first).
-   */
-  hasHeldKeysOf(collection: string): boolean {
-    return this.#collections.has(collection)
-  }
-
-  readonly #collections = new Set<string>()
-
   private add(k: HeldKey): void {
-    this.#collections.add(k.collection)
     this.#keys.set(k.id, k)
     const pair = pairOf(k.collection, k.subject)
     const ids = this.bySubject.get(pair) ?? []
@@ -293,11 +287,23 @@ export class SubjectKeys {
     this.bySubject.set(pair, ids)
   }
 
+  /**
+   * Whether this replica destroyed the key `keyId` (forget()): an envelope under it is dead
+   * ciphertext, not a field whose key has yet to arrive. (A replica that never held the key
+   * cannot tell the two apart.)
+   */
+  isDead(keyId: string): boolean {
+    return this.#dead.has(keyId)
+  }
+
+  readonly #dead = new Set<string>()
+
   /** Removes the pair's keys from memory; returns their ids. */
   private dropKeysOf(collection: string, subject: string): string[] {
     const pair = pairOf(collection, subject)
     const ids = this.bySubject.get(pair) ?? []
     for (const id of ids) {
+      this.#dead.add(id)
       const held = this.#keys.get(id)
       if (held !== undefined) {
         held.key.fill(0)
@@ -441,7 +447,7 @@ export class SubjectKeys {
     const ops: StoreOp[] = []
     for (const t of tombstones) {
       this.forgotten.set(pairOf(t.collection, t.subject), t)
-      for (const id of this.dropKeysOf(t.collection, t.subject)) ops.push({ type: 'delMeta', key: KEY_PREFIX + id })
+      for (const id of this.dropKeysOf(t.collection, t.subject)) ops.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
       ops.push({
         type: 'meta',
         key: TOMB_PREFIX + toHex(sha256(pairOf(t.collection, t.subject))),

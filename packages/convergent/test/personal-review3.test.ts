@@ -1,0 +1,221 @@
+// Review 3 of personal fields (after 51d3198: seal over stored envelopes, hasHeldKeysOf).
+// Each test names a hole; each failed on 51d3198 and passes since Collection.seal was rewritten.
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { LoopbackHub, Replica, silentLogger, type PersonalOptions } from '@convergent/core'
+import { storedSubjectKeys } from '@convergent/core/internal'
+import { classicLevelStore, type LevelStore } from '@convergent/level'
+import { yjsBackend } from '@convergent/yjs'
+import { automergeBackend } from '@convergent/automerge'
+import { folderBytes, tempDir, waitFor } from './helpers.js'
+
+interface Customer {
+  customerId: string
+  name?: string
+  email?: string
+  address?: string
+}
+const PERSONAL: PersonalOptions<Customer> = { subject: (c) => c.customerId, fields: ['email', 'address'] }
+const EMAIL_ONLY: PersonalOptions<Customer> = { subject: (c) => c.customerId, fields: ['email'] }
+
+interface Node {
+  replica: Replica
+  store: LevelStore
+  dir: string
+}
+
+describe('Personal fields, review 3 (seal over stored envelopes, hasHeldKeysOf)', function () {
+  this.timeout(60_000)
+  let opened: Replica[] = []
+  let cleanups: (() => Promise<void>)[] = []
+
+  afterEach(async function () {
+    await Promise.all(opened.map((r) => r.close().catch(() => undefined)))
+    opened = []
+    await Promise.all(cleanups.map((c) => c()))
+    cleanups = []
+  })
+
+  async function folder(): Promise<string> {
+    const t = await tempDir('convergent-prev3-')
+    cleanups.push(t.cleanup)
+    return t.dir
+  }
+
+  async function start(hub: LoopbackHub, id: string, dir: string): Promise<Node> {
+    const store = classicLevelStore(join(dir, 'db'))
+    const replica = await Replica.open({
+      store,
+      backends: [yjsBackend(), automergeBackend()],
+      network: hub.createNetwork(id),
+      logger: silentLogger,
+      syncIntervalMs: 0,
+    })
+    opened.push(replica)
+    return { replica, store, dir }
+  }
+
+  async function close(n: Node): Promise<void> {
+    await n.replica.close()
+    opened = opened.filter((r) => r !== n.replica)
+  }
+
+  /** Removes every subject key from the closed folder (as on a replica they have not reached); returns them. */
+  async function takeKeys(dir: string): Promise<[string, Uint8Array][]> {
+    const s = classicLevelStore(join(dir, 'db'))
+    await s.open()
+    const out: [string, Uint8Array][] = []
+    for (const id of (await storedSubjectKeys(s)).keys()) out.push([`personal/k/${id}`, (await s.getMeta(`personal/k/${id}`))!])
+    await s.write(out.map(([key]) => ({ type: 'delMeta' as const, key })))
+    await s.close()
+    return out
+  }
+
+  async function giveKeys(dir: string, keys: [string, Uint8Array][]): Promise<void> {
+    const s = classicLevelStore(join(dir, 'db'))
+    await s.open()
+    await s.write(keys.map(([key, bytes]) => ({ type: 'meta' as const, key, bytes })))
+    await s.close()
+  }
+
+  // HOLE (high, privacy): put() calls seal() only when the handle declares personal fields or
+  // the replica has held a key of the collection (hasHeldKeysOf). On a replica that holds NO key
+  // of the collection yet (a fresh member the keys have not reached, or one restarted after
+  // forget() deleted them), a handle without the declaration writes a CHANGED personal field
+  // over its envelope IN PLAIN — the very write the README says is sealed again or refused
+  // (ERR_INVALID_VALUE), and which IS refused on the same replica once it holds any other key of
+  // the collection. The plain email replicates everywhere and forget() cannot shred it.
+  it('HOLE put() through a handle without the declaration, on a replica holding no key of the collection, does not write over an envelope in plain', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    let node = await start(hub, 'p3-a', dir)
+    await node.replica.collection<Customer>('customers', { personal: PERSONAL }).put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+    await close(node)
+    await takeKeys(dir)
+    node = await start(hub, 'p3-a', dir)
+    const marker = `mkr-${randomBytes(8).toString('hex')}`
+    const plainHandle = node.replica.collection<Customer>('customers') // a service without the declaration
+    let refused = false
+    await plainHandle.put('c1', { customerId: 'cust-1', name: 'Ada', email: `${marker}@example.com` }).catch(() => (refused = true))
+    await close(node)
+    if (!refused) expect((await folderBytes(dir)).includes(marker), 'the changed email is in the folder in plain').to.equal(false)
+  })
+
+  // The same after forget(): before a restart the write is refused, after it (no key record is
+  // left, so hasHeldKeysOf is false) the email of the forgotten subject goes in in plain.
+  it('HOLE put() through a handle without the declaration after forget() and a restart does not write over the dead envelope in plain', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    let node = await start(hub, 'p3-a', dir)
+    const declared = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    await declared.put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+    await node.replica.forget('cust-1')
+    const marker = `mkr-${randomBytes(8).toString('hex')}`
+    await close(node)
+    node = await start(hub, 'p3-a', dir)
+    let refused = false
+    await node.replica
+      .collection<Customer>('customers')
+      .put('c1', { customerId: 'cust-1', name: 'Ada', email: `${marker}@example.com` })
+      .catch(() => (refused = true))
+    await close(node)
+    if (!refused) expect((await folderBytes(dir)).includes(marker), "the forgotten subject's email is in the folder in plain").to.equal(false)
+  })
+
+  // HOLE (high, privacy): update() on a replica without the key refuses to change personal
+  // fields, but not to change the SUBJECT. The hidden email is kept under the former subject's
+  // key while the entity now belongs to cust-B: once the key arrives, forget('cust-B') leaves
+  // B's email readable (and forget('cust-A') would destroy it) — the subject-change rule the
+  // last commit added, bypassed on every replica the key has not reached.
+  it('HOLE update() that changes the subject on a replica without the key does not leave hidden fields under the former subject', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    let node = await start(hub, 'p3-a', dir)
+    await node.replica.collection<Customer>('customers', { personal: PERSONAL }).put('c1', { customerId: 'cust-A', name: 'Ada', email: 'ada@example.com' })
+    await close(node)
+    const keys = await takeKeys(dir)
+    node = await start(hub, 'p3-a', dir)
+    let refused = false
+    await node.replica
+      .collection<Customer>('customers', { personal: PERSONAL })
+      .update('c1', (c) => {
+        c.customerId = 'cust-B' // reassigned: the email is now B's
+      })
+      .catch(() => (refused = true))
+    await close(node)
+    await giveKeys(dir, keys) // the key arrives
+    node = await start(hub, 'p3-a', dir)
+    const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    if (!refused) {
+      expect((await customers.get('c1'))?.customerId).to.equal('cust-B')
+      await node.replica.forget('cust-B')
+      expect(await customers.get('c1'), "B forgotten: B's email is gone").to.deep.equal({ customerId: 'cust-B', name: 'Ada' })
+    }
+  })
+
+  // HOLE (medium, availability): a declared field still stored in plain (written before it was
+  // declared, or by a handle without the declaration) is "to seal" on every write; on a replica
+  // without the key of the entity's other (hidden) fields, that makes update() refuse writes
+  // that touch only non-personal fields — "Other fields can", says the error.
+  it('HOLE update() of a non-personal field is not refused on a replica without the key because another declared field is still plain', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    let node = await start(hub, 'p3-a', dir)
+    // Written while only the email was declared: the address is plain.
+    await node.replica.collection<Customer>('customers', { personal: EMAIL_ONLY }).put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com', address: '1 Main St' })
+    await close(node)
+    await takeKeys(dir)
+    node = await start(hub, 'p3-a', dir)
+    const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL }) // the new release declares the address too
+    const after = await customers.update('c1', (c) => {
+      c.name = 'Ada L.'
+    })
+    expect(after.name).to.equal('Ada L.')
+  })
+
+  // HOLE (low, availability): after forget('cust-A') the dead envelope stays (update() keeps it:
+  // its key is "not held", and a draft delete does not reach it). Reassigning the entity and
+  // setting a personal field is then refused for ever with "their key has not arrived" — the key
+  // never will. Only a whole put() gets past it.
+  it('HOLE update() reassigning an entity whose former subject was forgotten is not refused for ever', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    const node = await start(hub, 'p3-a', dir)
+    const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    await customers.put('c1', { customerId: 'cust-A', name: 'Desk 7', email: 'a@example.com' })
+    await node.replica.forget('cust-A')
+    const after = await customers.update('c1', (c) => {
+      c.customerId = 'cust-B'
+      c.address = '7 Desk Row'
+    })
+    expect(after).to.deep.equal({ customerId: 'cust-B', name: 'Desk 7', address: '7 Desk Row' })
+  })
+  // HOLE (medium, privacy): "when the subject changes, unchanged personal fields are sealed again
+  // under B's key" holds only for a handle with the declaration. A service without it (the case
+  // the last commit covers for changed values) reassigns the entity and the email stays under
+  // A's key: forget('cust-B') leaves B's email readable on every replica.
+  it('HOLE a subject change through a handle without the declaration does not leave personal fields under the former subject', async function () {
+    const hub = new LoopbackHub()
+    const a = await start(hub, 'p3-a', await folder())
+    const b = await start(hub, 'p3-b', await folder())
+    const ca = a.replica.collection<Customer>('customers', { personal: PERSONAL })
+    await ca.put('c1', { customerId: 'cust-A', name: 'Ada', email: 'ada@example.com' })
+    await a.replica.sync()
+    await b.replica.sync()
+    const cb = b.replica.collection<Customer>('customers') // a service without the declaration
+    await waitFor(async () => (await cb.get('c1'))?.email === 'ada@example.com', 'b opens the email')
+    let refused = false
+    await cb
+      .update('c1', (c) => {
+        c.customerId = 'cust-B'
+      })
+      .catch(() => (refused = true))
+    if (refused) return // refusing (the subject is unknown to this handle) would be a fix too
+    await b.replica.sync()
+    await a.replica.sync()
+    await waitFor(async () => (await ca.get('c1'))?.customerId === 'cust-B', 'a gets the reassignment')
+    await a.replica.forget('cust-B')
+    expect(await ca.get('c1'), "B forgotten: B's email is gone").to.deep.equal({ customerId: 'cust-B', name: 'Ada' })
+  })
+})
