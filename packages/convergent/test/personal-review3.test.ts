@@ -163,7 +163,9 @@ describe('Personal fields, review 3 (seal over stored envelopes, hasHeldKeysOf)'
     const dir = await folder()
     let node = await start(hub, 'p3-a', dir)
     // Written while only the email was declared: the address is plain.
-    await node.replica.collection<Customer>('customers', { personal: EMAIL_ONLY }).put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com', address: '1 Main St' })
+    await node.replica
+      .collection<Customer>('customers', { personal: EMAIL_ONLY })
+      .put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com', address: '1 Main St' })
     await close(node)
     await takeKeys(dir)
     node = await start(hub, 'p3-a', dir)
