@@ -447,7 +447,8 @@ export class SubjectKeys {
     const ops: StoreOp[] = []
     for (const t of tombstones) {
       this.forgotten.set(pairOf(t.collection, t.subject), t)
-      for (const id of this.dropKeysOf(t.collection, t.subject)) ops.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
+      for (const id of this.dropKeysOf(t.collection, t.subject))
+        ops.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
       ops.push({
         type: 'meta',
         key: TOMB_PREFIX + toHex(sha256(pairOf(t.collection, t.subject))),
