@@ -9,6 +9,9 @@
  *      folder stays 1 until the first feed entry with a proof is written, and the batch that
  *      writes it also writes 'format' = 2 (LevelStore.write) — from then on format-1 code
  *      refuses the folder outright, and a folder only looked at (dump, audit) stays openable by it.
+ *   3  as 2; feed records may also be pages of entries (codec.ts), which an encrypted store
+ *      writes (one seal per page instead of one per entry). Lazily too: a folder stays 1 or 2
+ *      until the first page is written, in the batch that also writes 'format' = 3.
  *
  * open() brings a format-0 folder to format 1 IN PLACE before anything is read: every record
  * of every data keyspace is rewritten as a sealed record, in batches of `chunk` records (and at
@@ -31,7 +34,7 @@ import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type A
 import { RECORD_FORMAT, type RecordSealer } from './record.js'
 import { DATA_KEYSPACES, type AnyLevel, type DataKeyspace, type Keyspace, type Sublevels } from './sublevels.js'
 
-export const STORE_FORMAT = 2
+export const STORE_FORMAT = 3
 
 /** What the format work needs of the store. */
 export interface Maintenance {
@@ -71,7 +74,7 @@ interface Progress {
  */
 export async function prepareFormat(m: Maintenance): Promise<number> {
   const version = readVersion(m)
-  if (version === STORE_FORMAT || version === 1) return version
+  if (version === STORE_FORMAT || version === 1 || version === 2) return version
   if (version !== undefined) {
     throw new ConvergentError(
       'ERR_STORE',
@@ -106,9 +109,9 @@ function readVersion(m: Maintenance): number | undefined {
   return version
 }
 
-/** The 'format' record saying STORE_FORMAT. */
-export function formatOp(m: Pick<Maintenance, 'prefixes' | 'sealer'>): LevelOp {
-  return putRecord(m.prefixes.store + FORMAT_KEY, encodeJson({ version: STORE_FORMAT }), m.sealer)
+/** The 'format' record saying `version` (STORE_FORMAT unless a lazy bump needs less). */
+export function formatOp(m: Pick<Maintenance, 'prefixes' | 'sealer'>, version = STORE_FORMAT): LevelOp {
+  return putRecord(m.prefixes.store + FORMAT_KEY, encodeJson({ version }), m.sealer)
 }
 
 /** Format 0 → 1, resuming where an interrupted run stopped (see the top of this file). */

@@ -11,7 +11,7 @@ import {
   type StoreOp,
 } from '@convergent/core'
 import { AckedMark } from './acked.js'
-import { decodeCollectionMeta, decodeFeedEntry, decodeHead, decodeJson, encodeJson } from './codec.js'
+import { decodeCollectionMeta, decodeFeedRecord, decodeHead, decodeJson, encodeJson } from './codec.js'
 import { closeError, closedError, corruptError, isLevelCorruption, notOpenError, openError, readError, recordCorruptError, writeError } from './errors.js'
 import { formatOp, openBody, prepareFormat, STORE_FORMAT, type Maintenance } from './format.js'
 import { AtRestSealer, resolveKey, type EncryptionOptions } from './encryption.js'
@@ -25,6 +25,7 @@ import {
   deltaKey,
   DROP_MARKERS,
   dropMarkerKey,
+  feedKey,
   feedRange,
   headKey,
   headRange,
@@ -109,7 +110,7 @@ const DECODERS: Record<DataKeyspace, (body: Uint8Array) => unknown> = {
   heads: decodeHead,
   snapshots: copyBytes,
   deltas: copyBytes,
-  feed: (body) => decodeFeedEntry(0, body),
+  feed: (body) => decodeFeedRecord(0, body),
   leaves: copyBytes,
   collections: decodeCollectionMeta,
   meta: copyBytes,
@@ -338,18 +339,22 @@ export class LevelStore implements Store {
       const op = ops.find((o) => 'collection' in o && this.dropping.has(o.collection))
       if (op !== undefined) return Promise.reject(droppingError((op as { collection: string }).collection))
     }
-    let levelOps: LevelOp[]
+    let levelOps: LevelOp[] & { paged?: boolean }
     try {
-      levelOps = toLevelOps(ops, this.prefixes, this.sealer)
+      levelOps = toLevelOps(ops, this.prefixes, this.sealer, this.encryption !== undefined)
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
-    if (this.format < STORE_FORMAT && ops.some((op) => op.type === 'feed' && op.entry.proof !== undefined)) {
-      // The first feed entry older code cannot read: the folder says format 2 in the same batch.
-      levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }))
-      return this.commits.add(levelOps, ops.length).then(() => {
-        this.format = STORE_FORMAT
-      })
+    if (this.format < STORE_FORMAT) {
+      // The first record older code cannot read: a feed page (format 3) or a feed entry with a
+      // proof (format 2). The folder says so in the same batch.
+      const needs = levelOps.paged === true ? 3 : ops.some((op) => op.type === 'feed' && op.entry.proof !== undefined) ? 2 : 0
+      if (needs > this.format) {
+        levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }, needs))
+        return this.commits.add(levelOps, ops.length).then(() => {
+          this.format = Math.max(this.format, needs)
+        })
+      }
     }
     return this.commits.add(levelOps, ops.length)
   }
@@ -425,12 +430,32 @@ export class LevelStore implements Store {
   }
 
   feed(collection: string, since: number): AsyncIterable<FeedEntry> {
-    return this.scan(
+    return this.feedFrom(collection, since)
+  }
+
+  private async *feedFrom(collection: string, since: number): AsyncGenerator<FeedEntry> {
+    // A page is keyed by its first entry's seq: the one holding since + 1 may start before it.
+    let from = since
+    if (since >= 1 && since < Number.MAX_SAFE_INTEGER && this.state === 'open' && !this.dropping.has(collection)) {
+      checkName('collection', collection)
+      const [before] = await this.read(() =>
+        this.sub.feed.iterator({ ...collectionRange(collection), lte: feedKey(collection, Math.floor(since)), reverse: true, limit: 1 }).all(),
+      )
+      if (before !== undefined) {
+        const [key, value] = before
+        const entries = this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body))
+        if (entries.length > 1) for (const e of entries) if (e.seq > since) yield e
+      }
+      from = Math.floor(since)
+    }
+    for await (const entries of this.scan(
       'feed',
       collection,
-      () => feedRange(collection, since),
-      (key, value) => this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)),
-    )
+      () => feedRange(collection, from),
+      (key, value) => this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body)),
+    )) {
+      yield* entries
+    }
   }
 
   lastSeq(collection: string): Promise<number> {
@@ -440,7 +465,7 @@ export class LevelStore implements Store {
       const [last] = await this.sub.feed.iterator({ ...collectionRange(collection), reverse: true, limit: 1 }).all()
       if (last === undefined) return 0
       const [key, value] = last
-      return this.check('feed', key, value, { collection }, (body) => decodeFeedEntry(seqOfFeedKey(collection, key), body)).seq
+      return this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body)).at(-1)!.seq
     })
   }
 

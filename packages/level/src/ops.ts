@@ -12,8 +12,8 @@
  * Every put's value is a checksummed record (record.ts): the body is written behind the room
  * its header needs, and the header sealed over the full key — one checksum per op.
  */
-import { ConvergentError, LEAF_COUNT, leafOf, type StoreOp } from '@convergent/core'
-import { encodeFeedEntry, encodeHead, encodeJson, FEED_LIMITS, HEAD_LIMITS } from './codec.js'
+import { ConvergentError, LEAF_COUNT, leafOf, type FeedEntry, type StoreOp } from '@convergent/core'
+import { encodeFeedEntry, encodeFeedPage, encodeHead, encodeJson, FEED_LIMITS, FEED_PAGE_MAX, HEAD_LIMITS } from './codec.js'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
 import { checkName, DELTA_INDEX_LIMIT, deltaKey, feedKey, headKey, leafKey, snapshotKey } from './keys.js'
 import type { Sublevels } from './sublevels.js'
@@ -34,7 +34,13 @@ export function prefixesOf(s: Sublevels): Prefixes {
   return out as Prefixes
 }
 
-export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] {
+/**
+ * The batch operations of `ops`. With `pageFeed` (an encrypted store), the feed entries of one
+ * collection whose seqs follow each other are written as pages (codec.ts: one record, so one
+ * seal, per run of up to FEED_PAGE_MAX entries); `paged` then says whether any page was made.
+ */
+export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer, pageFeed = false): LevelOp[] & { paged?: boolean } {
+  if (pageFeed) return withFeedPages(ops, s, sealer)
   const out = new Array<LevelOp>(ops.length)
   let extra: LevelOp[] | undefined
   for (let i = 0; i < ops.length; i++) {
@@ -50,6 +56,56 @@ export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordS
     }
   }
   return extra === undefined ? out : out.concat(extra)
+}
+
+function withFeedPages(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] & { paged?: boolean } {
+  const feeds = new Map<string, FeedEntry[]>()
+  const rest: StoreOp[] = []
+  for (const op of ops) {
+    if (op.type !== 'feed') {
+      rest.push(op)
+      continue
+    }
+    checkFeedOp(op)
+    const list = feeds.get(op.collection)
+    if (list === undefined) feeds.set(op.collection, [op.entry])
+    else list.push(op.entry)
+  }
+  const out: LevelOp[] & { paged?: boolean } = rest.length === 0 ? [] : toLevelOps(rest, s, sealer)
+  for (const [collection, entries] of feeds) {
+    let start = 0
+    for (let i = 1; i <= entries.length; i++) {
+      // A run ends at a gap in the seqs (or out of order), at the page limit, or at the end.
+      if (i < entries.length && entries[i]!.seq === entries[i - 1]!.seq + 1 && i - start < FEED_PAGE_MAX) continue
+      const key = s.feed + feedKey(collection, entries[start]!.seq)
+      if (i - start === 1) out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedEntry(entries[start]!, HEADER_BYTES)) })
+      else {
+        out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedPage(entries.slice(start, i), HEADER_BYTES)) })
+        out.paged = true
+      }
+      start = i
+    }
+  }
+  return out
+}
+
+function checkFeedOp(op: Extract<StoreOp, { type: 'feed' }>): void {
+  checkName('collection', op.collection)
+  const { entry } = op
+  checkName('feed entry id', entry.id)
+  check(isIntIn(entry.seq, 1, Number.MAX_SAFE_INTEGER), 'feed entry seq must be a positive safe integer')
+  check(typeof entry.time === 'number', 'feed entry time must be a number')
+  check(entry.kind === 'put' || entry.kind === 'delete' || entry.kind === 'remote', "feed entry kind must be 'put', 'delete' or 'remote'")
+  // (A string of n UTF-16 units has at most 3n UTF-8 bytes: most need no counting.)
+  check(
+    typeof entry.origin === 'string' &&
+      (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
+    'feed entry origin must be a string of at most 65,535 bytes',
+  )
+  check(
+    entry.proof === undefined || (typeof entry.proof === 'string' && Buffer.byteLength(entry.proof) <= FEED_LIMITS.maxProofBytes),
+    'feed entry proof must be a string of at most 255 bytes',
+  )
 }
 
 function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sealer: RecordSealer): LevelOp {
@@ -82,24 +138,9 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sea
       checkIndex(op.index)
       return { type: 'del', key: s.deltas + deltaKey(op.collection, op.id, op.index) }
     case 'feed': {
-      checkName('collection', op.collection)
-      const { entry } = op
-      checkName('feed entry id', entry.id)
-      check(isIntIn(entry.seq, 1, Number.MAX_SAFE_INTEGER), 'feed entry seq must be a positive safe integer')
-      check(typeof entry.time === 'number', 'feed entry time must be a number')
-      check(entry.kind === 'put' || entry.kind === 'delete' || entry.kind === 'remote', "feed entry kind must be 'put', 'delete' or 'remote'")
-      // (A string of n UTF-16 units has at most 3n UTF-8 bytes: most need no counting.)
-      check(
-        typeof entry.origin === 'string' &&
-          (entry.origin.length * 3 <= FEED_LIMITS.maxOriginBytes || Buffer.byteLength(entry.origin) <= FEED_LIMITS.maxOriginBytes),
-        'feed entry origin must be a string of at most 65,535 bytes',
-      )
-      check(
-        entry.proof === undefined || (typeof entry.proof === 'string' && Buffer.byteLength(entry.proof) <= FEED_LIMITS.maxProofBytes),
-        'feed entry proof must be a string of at most 255 bytes',
-      )
-      const key = s.feed + feedKey(op.collection, entry.seq)
-      return { type: 'put', key, value: sealer.seal(key, encodeFeedEntry(entry, HEADER_BYTES)) }
+      checkFeedOp(op)
+      const key = s.feed + feedKey(op.collection, op.entry.seq)
+      return { type: 'put', key, value: sealer.seal(key, encodeFeedEntry(op.entry, HEADER_BYTES)) }
     }
     case 'leaf': {
       checkName('collection', op.collection)

@@ -7,6 +7,7 @@ import { isConvergentError, leafOf, sha256, toHex, type Store } from '@convergen
 import { classicLevelStore, type LevelStore } from '../src/index.js'
 import { encodeJson } from '../src/codec.js'
 import { FORMAT_KEY, MIGRATION_KEY } from '../src/keys.js'
+import { STORE_FORMAT } from '../src/format.js'
 import { HEADER_BYTES, openRecord, prefixSum, sealCopy } from '../src/record.js'
 import { FORMAT0_COLLECTIONS, FORMAT0_ENTITIES, FORMAT0_META, format0Delta, format0Feed, format0Head, format0Id, format0Snapshot } from './format0-data.js'
 import { collect, copyFormat0Fixture, failBatchesAfter, putRaw, rawRecords, removeDir } from './helpers.js'
@@ -181,13 +182,13 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     store = classicLevelStore(dir)
     await store.open()
     await store.close()
-    await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: 3 }))]])
+    await putRaw(dir, [[FORMAT, sealCopy(FORMAT, encodeJson({ version: STORE_FORMAT + 1 }))]])
     store = classicLevelStore(dir)
     const newer = await store.open().then(
       () => undefined,
       (e: unknown) => e,
     )
-    assert.ok(isConvergentError(newer, 'ERR_STORE') && /store format 3, newer than/.test(newer.message), String(newer))
+    assert.ok(isConvergentError(newer, 'ERR_STORE') && newer.message.includes(`store format ${STORE_FORMAT + 1}, newer than`), String(newer))
     await store.close()
 
     const format = new Uint8Array((await rawRecords(dir)).get(FORMAT)!)

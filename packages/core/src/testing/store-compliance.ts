@@ -948,7 +948,20 @@ export function storeComplianceSuite(name: string, makeStore: () => Promise<Stor
         }
         await store.quarantine(await expectCorrupt(store.getMeta('m-m'), 'getMeta'))
         assert.equal(await store.getMeta('m-m'), undefined)
-        for (let k = 0; k < 2; k++) await store.quarantine(await expectCorrupt(collect(store.feed('m', 0)), 'feed()'))
+        // Two entries written together: two damaged records, or one (a store may keep the entries
+        // of one write in one record, as an encrypted LevelStore does).
+        await store.quarantine(await expectCorrupt(collect(store.feed('m', 0)), 'feed()'))
+        const second = await collect(store.feed('m', 0)).then(
+          () => undefined,
+          (err: unknown) => err,
+        )
+        if (second !== undefined) {
+          assert.ok(
+            second instanceof StoreCorruptError,
+            `feed(): expected a StoreCorruptError naming the record, got ${second instanceof Error ? second.message : typeof second}`,
+          )
+          await store.quarantine(second.record)
+        }
         assert.deepEqual(await collect(store.feed('m', 0)), [])
         assert.equal(await store.lastSeq('m'), 0)
         await store.quarantine(await expectCorrupt(collect(store.leaves('m')), 'leaves()'))
