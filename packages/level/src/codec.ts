@@ -9,9 +9,9 @@
  *          [2][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][proof length u8][proof utf8 …][id utf8 …]
  *          (format 2 only for entries with a proof, a signed push's; the seq is the key)
  *   feed page: [3][count u16 BE] then `count` times [length u32 BE][entry body as above]
- *          (entries with consecutive seqs, the first one's is the key: an encrypted store
- *          writes the feed entries of one write as one record, so one seal instead of one per
- *          entry; store format 3)
+ *          (entries with consecutive seqs, the first one's is the key: the store writes the
+ *          feed entries of one write as one record, so one checksum or seal and one LevelDB
+ *          op instead of one per entry; store format 3)
  *
  * These are record BODIES: on disk each sits behind the checksum header of record.ts, which
  * the encoders leave room for (`offset`) so sealing a record copies nothing.

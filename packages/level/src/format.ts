@@ -9,9 +9,9 @@
  *      folder stays 1 until the first feed entry with a proof is written, and the batch that
  *      writes it also writes 'format' = 2 (LevelStore.write) — from then on format-1 code
  *      refuses the folder outright, and a folder only looked at (dump, audit) stays openable by it.
- *   3  as 2; feed records may also be pages of entries (codec.ts), which an encrypted store
- *      writes (one seal per page instead of one per entry). Lazily too: a folder stays 1 or 2
- *      until the first page is written, in the batch that also writes 'format' = 3.
+ *   3  as 2; feed records may also be pages of entries (codec.ts: one record, so one checksum
+ *      or seal, for the entries of one write). Lazily too: a folder stays 1 or 2 until the
+ *      first page is written, in the batch that also writes 'format' = 3.
  *
  * open() brings a format-0 folder to format 1 IN PLACE before anything is read: every record
  * of every data keyspace is rewritten as a sealed record, in batches of `chunk` records (and at

@@ -341,7 +341,7 @@ export class LevelStore implements Store {
     }
     let levelOps: LevelOp[] & { paged?: boolean }
     try {
-      levelOps = toLevelOps(ops, this.prefixes, this.sealer, this.encryption !== undefined)
+      levelOps = toLevelOps(ops, this.prefixes, this.sealer, true)
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }

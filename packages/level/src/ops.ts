@@ -35,9 +35,10 @@ export function prefixesOf(s: Sublevels): Prefixes {
 }
 
 /**
- * The batch operations of `ops`. With `pageFeed` (an encrypted store), the feed entries of one
+ * The batch operations of `ops`. With `pageFeed` (what LevelStore does), the feed entries of one
  * collection whose seqs follow each other are written as pages (codec.ts: one record, so one
- * seal, per run of up to FEED_PAGE_MAX entries); `paged` then says whether any page was made.
+ * checksum or seal and one LevelDB op, per run of up to FEED_PAGE_MAX entries); `paged` then
+ * says whether any page was made.
  */
 export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer, pageFeed = false): LevelOp[] & { paged?: boolean } {
   if (pageFeed) return withFeedPages(ops, s, sealer)
