@@ -220,4 +220,30 @@ describe('Personal fields, review 3 (seal over stored envelopes, hasHeldKeysOf)'
     await a.replica.forget('cust-B')
     expect(await ca.get('c1'), "B forgotten: B's email is gone").to.deep.equal({ customerId: 'cust-B', name: 'Ada' })
   })
+
+  // Found by the model test (personal-model.test.ts): update()'s draft IS the stored value when no
+  // field is sealed, so a personal field set by fn looked "stored plain and unchanged" to seal(),
+  // which leaves such fields plain under a forgotten subject: the new email went in in plain.
+  it('HOLE update() setting a personal field of a forgotten subject on an entity with no sealed field fails with ERR_FORGOTTEN and writes nothing', async function () {
+    const hub = new LoopbackHub()
+    const dir = await folder()
+    const node = await start(hub, 'p3-a', dir)
+    const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    await customers.update('c1', (c) => void (c.name = 'Ada'), { upsert: true })
+    await node.replica.forget('cust-1')
+    const marker = `mkr-${randomBytes(8).toString('hex')}`
+    const err = await customers
+      .update('c1', (c) => {
+        c.customerId = 'cust-1'
+        c.email = `${marker}@example.com`
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect((err as { code?: string } | undefined)?.code).to.equal('ERR_FORGOTTEN')
+    expect(await customers.get('c1')).to.deep.equal({ name: 'Ada' })
+    await close(node)
+    expect((await folderBytes(dir)).includes(marker), 'the email is in the folder in plain').to.equal(false)
+  })
 })

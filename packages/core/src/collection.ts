@@ -1,7 +1,7 @@
 import type { ChangeEvents, DurableChange } from './changes.js'
 import type { CollectionState, Entities } from './entities.js'
 import { ConvergentError } from './errors.js'
-import { checkId, jsonEqual, toEntityValue, type JsonObject, type NameLimits, type ValueLimits, type JsonValue } from './json.js'
+import { checkId, cloneJson, jsonEqual, toEntityValue, type JsonObject, type NameLimits, type ValueLimits, type JsonValue } from './json.js'
 import type { FeedEntry } from './store.js'
 import { writeTo } from './write.js'
 import { checkWriteOptions, type AckOptions, type WriteOptions } from './write-options.js'
@@ -97,7 +97,8 @@ export class Collection<T extends object = JsonObject> {
    * - An envelope under a key this replica destroyed (forget()) is dead: kept, it is dropped.
    * - With an envelope this replica cannot open (its key has not arrived), the write may change
    *   neither the subject nor any personal field (ERR_INVALID_VALUE): the subject could depend
-   *   on what is hidden. Declared fields still stored plain and unchanged are then left plain.
+   *   on what is hidden. Declared fields still stored plain and unchanged are then left plain,
+   *   as they are when the subject was forgotten (otherwise the next write seals them).
    *
    * The subject is `personal.subject(app)`: `app` is the value as the application gave it,
    * never one holding envelopes. `subjectBefore` gives the entity's subject before the write
@@ -182,7 +183,9 @@ export class Collection<T extends object = JsonObject> {
       }
       return out ?? value
     }
-    for (const f of plainUnchanged) toSeal.push([f, value[f]!])
+    // Declared fields still stored plain get sealed now — unless the subject was forgotten: no
+    // key can be made for it, and forget() never reached a value that was never sealed.
+    if (plainUnchanged.length > 0 && !keys.isForgotten(this.name, subjectNow())) for (const f of plainUnchanged) toSeal.push([f, value[f]!])
     if (toSeal.length === 0) return out ?? value
     const { key, written } = keys.keyFor(this.name, subjectNow())
     if (written !== undefined) keyWrites.push(written)
@@ -349,6 +352,9 @@ export class Collection<T extends object = JsonObject> {
           if (current === undefined) {
             throw new ConvergentError('ERR_NOT_FOUND', `No entity '${id}' in '${this.name}' to update; create it with put().`)
           }
+          // The stored value as it was: fn may mutate the draft, which is `raw` itself when no field
+          // is sealed (nested values too), and seal() compares the new value with the stored one.
+          const stored = this.personal !== undefined && raw !== undefined ? cloneJson(raw) : raw
           const hidden = raw === undefined ? [] : Object.keys(raw).filter((f) => isSealed(raw[f]) && !(f in current))
           // The subject before fn changes the draft (only needed when some field is hidden).
           let before: string | undefined
@@ -366,7 +372,7 @@ export class Collection<T extends object = JsonObject> {
           result = toEntityValue(returned === undefined ? current : returned, this.replica.limits)
           return this.state.backend.put(
             doc,
-            this.seal(id, this.keepHidden(raw, hidden, result), raw, keyWrites, result, () => before),
+            this.seal(id, this.keepHidden(stored, hidden, result), stored, keyWrites, result, () => before),
           )
         },
         'put',
