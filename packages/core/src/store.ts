@@ -136,9 +136,16 @@ export interface Store {
   /** All non-zero digest leaves of a collection. */
   leaves(collection: string): AsyncIterable<[number, Uint8Array]>
 
-  /** Feed entries with seq > since, ascending. */
+  /**
+   * Feed entries with seq > since, ascending. Each seq is written once (core numbers them and
+   * never reuses one): a store may keep the entries of one write together in one record, so a
+   * seq written again by a later write is not supported.
+   */
   feed(collection: string, since: number): AsyncIterable<FeedEntry>
-  /** The highest feed seq of a collection (0 if none). */
+  /**
+   * The highest feed seq of a collection (0 if none) — never lower than a seq quarantine() moved
+   * aside, so core does not hand a seq out twice after the last feed record was found damaged.
+   */
   lastSeq(collection: string): Promise<number>
 
   collections(): Promise<Map<string, CollectionMeta>>

@@ -9,9 +9,10 @@
  *          [2][kind u8][time f64 BE][origin length u16 BE][origin utf8 …][proof length u8][proof utf8 …][id utf8 …]
  *          (format 2 only for entries with a proof, a signed push's; the seq is the key)
  *   feed page: [3][count u16 BE] then `count` times [length u32 BE][entry body as above]
- *          (entries with consecutive seqs, the first one's is the key: the store writes the
- *          feed entries of one write as one record, so one checksum or seal and one LevelDB
- *          op instead of one per entry; store format 3)
+ *          (entries with consecutive seqs, the LAST one's is the key, so feed(since) is one
+ *          range scan from since + 1: the store writes the feed entries of one write as one
+ *          record, so one checksum or seal and one LevelDB op instead of one per entry; store
+ *          format 3)
  *
  * These are record BODIES: on disk each sits behind the checksum header of record.ts, which
  * the encoders leave room for (`offset`) so sealing a record copies nothing.
@@ -120,18 +121,19 @@ export function decodeFeedEntry(seq: number, bytes: Uint8Array): FeedEntry {
 
 /** A page's format byte (see the table above). */
 export const FEED_PAGE = 3
-/** Entries per page at most (a longer run of seqs is cut into several pages). */
+/** Entries per page at most (a longer run of seqs is cut into several pages)… */
 export const FEED_PAGE_MAX = 1024
+/** …and entry bytes per page at most, so a read of READ_CHUNK records stays bounded as before pages. */
+export const FEED_PAGE_BYTES = 64 * 1024
 
-/** Entries with consecutive seqs as one page body at `offset` of a new array. */
-export function encodeFeedPage(entries: readonly FeedEntry[], offset = 0): Uint8Array {
-  const bodies = entries.map((e) => encodeFeedEntry(e))
+/** Entry bodies (encodeFeedEntry, no offset) of consecutive seqs as one page body at `offset` of a new array. */
+export function encodeFeedPage(bodies: readonly Uint8Array[], offset = 0): Uint8Array {
   let size = offset + 3
   for (const b of bodies) size += 4 + b.byteLength
   const out = new Uint8Array(size)
   const view = new DataView(out.buffer)
   out[offset] = FEED_PAGE
-  view.setUint16(offset + 1, entries.length)
+  view.setUint16(offset + 1, bodies.length)
   let at = offset + 3
   for (const b of bodies) {
     view.setUint32(at, b.byteLength)
@@ -141,20 +143,21 @@ export function encodeFeedPage(entries: readonly FeedEntry[], offset = 0): Uint8
   return out
 }
 
-/** The entries of a feed record, an entry or a page, whose key says `firstSeq`; throws if it is neither. */
-export function decodeFeedRecord(firstSeq: number, bytes: Uint8Array): FeedEntry[] {
-  if (bytes[0] !== FEED_PAGE) return [decodeFeedEntry(firstSeq, bytes)]
+/** The entries of a feed record, an entry or a page, whose key says `lastSeq`; throws if it is neither. */
+export function decodeFeedRecord(lastSeq: number, bytes: Uint8Array): FeedEntry[] {
+  if (bytes[0] !== FEED_PAGE) return [decodeFeedEntry(lastSeq, bytes)]
   if (bytes.byteLength < 3) throw unreadable('feed page')
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const count = view.getUint16(1)
-  if (count === 0) throw unreadable('feed page')
+  if (count === 0 || count > lastSeq) throw unreadable('feed page')
+  const first = lastSeq - count + 1
   const out: FeedEntry[] = []
   let at = 3
   for (let i = 0; i < count; i++) {
     if (at + 4 > bytes.byteLength) throw unreadable('feed page')
     const end = at + 4 + view.getUint32(at)
     if (end > bytes.byteLength || bytes[at + 4] === FEED_PAGE) throw unreadable('feed page')
-    out.push(decodeFeedEntry(firstSeq + i, bytes.subarray(at + 4, end)))
+    out.push(decodeFeedEntry(first + i, bytes.subarray(at + 4, end)))
     at = end
   }
   if (at !== bytes.byteLength) throw unreadable('feed page')

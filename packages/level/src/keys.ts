@@ -7,12 +7,13 @@
  *   heads      collection NUL leaf(4 hex) NUL id   → a leaf range is one contiguous range
  *   snapshots  collection NUL id
  *   deltas     collection NUL id NUL index(10 digits)
- *   feed       collection NUL seq(16 digits)
+ *   feed       collection NUL seq(16 digits)   (a page of entries: its LAST entry's seq)
  *   leaves     collection NUL leaf(4 hex)
  *   collections collection
  *   meta       key
  *   quarantine time(16 digits) NUL keyspace NUL key   → records moved aside, oldest first
- *   store      'format' | 'migration' | 'batch' | 'drop' NUL collection   (the store's own records)
+ *   store      'format' | 'migration' | 'batch' | 'drop' NUL collection | 'feedfloor' NUL collection
+ *              (the store's own records)
  */
 import { ConvergentError, LEAF_COUNT } from '@convergent/core'
 
@@ -107,6 +108,16 @@ const DROP = 'drop' + SEP
 
 export function dropMarkerKey(collection: string): string {
   return DROP + collection
+}
+
+const FEED_FLOOR = 'feedfloor' + SEP
+
+/**
+ * The highest feed seq quarantine() moved aside in a collection: lastSeq never goes below it,
+ * so seqs are not handed out twice after the last feed record was found damaged.
+ */
+export function feedFloorKey(collection: string): string {
+  return FEED_FLOOR + collection
 }
 
 /** Every drop marker. */

@@ -25,7 +25,7 @@ import {
   deltaKey,
   DROP_MARKERS,
   dropMarkerKey,
-  feedKey,
+  feedFloorKey,
   feedRange,
   headKey,
   headRange,
@@ -347,20 +347,26 @@ export class LevelStore implements Store {
     }
     if (this.format < STORE_FORMAT) {
       // The first record older code cannot read: a feed page (format 3) or a feed entry with a
-      // proof (format 2). The folder says so in the same batch.
+      // proof (format 2). The folder says so in the same batch — and never less than a batch
+      // queued before it says (batches share a LevelDB batch, where the last 'format' wins, or
+      // follow each other), so a proof entry queued after a page cannot take 3 back to 2.
       const needs = levelOps.paged === true ? 3 : ops.some((op) => op.type === 'feed' && op.entry.proof !== undefined) ? 2 : 0
       if (needs > this.format) {
-        levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }, needs))
+        const version = Math.max(needs, this.queuedFormat)
+        this.queuedFormat = version
+        levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }, version))
         return this.commits.add(levelOps, ops.length).then(() => {
-          this.format = Math.max(this.format, needs)
+          this.format = Math.max(this.format, version)
         })
       }
     }
     return this.commits.add(levelOps, ops.length)
   }
 
-  /** The folder's format (format.ts): 1 until a feed entry with a proof is written to a format-1 folder. */
+  /** The folder's format as written (format.ts): 1 or 2 until a record that needs more is written. */
   private format = STORE_FORMAT
+  /** The highest format a queued batch writes (the folder's once those batches are written). */
+  private queuedFormat = 0
 
   readEntity(collection: string, id: string): Promise<StoredEntity | undefined> {
     return this.readNow(() => {
@@ -434,27 +440,14 @@ export class LevelStore implements Store {
   }
 
   private async *feedFrom(collection: string, since: number): AsyncGenerator<FeedEntry> {
-    // A page is keyed by its first entry's seq: the one holding since + 1 may start before it.
-    let from = since
-    if (since >= 1 && since < Number.MAX_SAFE_INTEGER && this.state === 'open' && !this.dropping.has(collection)) {
-      checkName('collection', collection)
-      const [before] = await this.read(() =>
-        this.sub.feed.iterator({ ...collectionRange(collection), lte: feedKey(collection, Math.floor(since)), reverse: true, limit: 1 }).all(),
-      )
-      if (before !== undefined) {
-        const [key, value] = before
-        const entries = this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body))
-        if (entries.length > 1) for (const e of entries) if (e.seq > since) yield e
-      }
-      from = Math.floor(since)
-    }
+    // A record is keyed by its last entry's seq: the first one at or after since + 1 holds it.
     for await (const entries of this.scan(
       'feed',
       collection,
-      () => feedRange(collection, from),
+      () => feedRange(collection, since),
       (key, value) => this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body)),
     )) {
-      yield* entries
+      for (const e of entries) if (!(e.seq <= since)) yield e
     }
   }
 
@@ -462,10 +455,19 @@ export class LevelStore implements Store {
     return this.read(async () => {
       checkName('collection', collection)
       if (this.dropping.has(collection)) return 0
+      // Never below what quarantine() moved aside, so no seq is handed out twice.
+      let floor = 0
+      try {
+        const recorded = this.get('store', feedFloorKey(collection), { collection }, (body) => decodeJson(body, 'feed floor'))
+        if (typeof recorded === 'number') floor = recorded
+      } catch {
+        // A damaged floor counts as none (the store's own record: nothing to quarantine).
+      }
       const [last] = await this.sub.feed.iterator({ ...collectionRange(collection), reverse: true, limit: 1 }).all()
-      if (last === undefined) return 0
+      if (last === undefined) return floor
       const [key, value] = last
-      return this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body)).at(-1)!.seq
+      this.check('feed', key, value, { collection }, (body) => decodeFeedRecord(seqOfFeedKey(collection, key), body))
+      return Math.max(floor, seqOfFeedKey(collection, key))
     })
   }
 
@@ -559,6 +561,7 @@ export class LevelStore implements Store {
     // written by hand (or by another version) may not have deleted it.
     await this.writeOps([
       { type: 'del', key: this.prefixes.collections + collection },
+      { type: 'del', key: this.prefixes.store + feedFloorKey(collection) },
       { type: 'del', key: this.prefixes.store + dropMarkerKey(collection) },
     ])
     this.dropping.delete(collection)
@@ -623,11 +626,33 @@ export class LevelStore implements Store {
     if (stored !== undefined && this.isHealthy(keyspace, key, stored)) return false
     const time = Date.now()
     const entry = { keyspace, key, time, bytes: stored === undefined ? null : Buffer.from(stored).toString('base64'), error }
-    await this.writeOps([
+    const ops: LevelOp[] = [
       putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry), this.sealer),
       { type: 'del', key: this.prefixes[keyspace] + key },
-    ])
+    ]
+    if (keyspace === 'feed') ops.push(...this.feedFloorOps(key))
+    await this.writeOps(ops)
     return true
+  }
+
+  /**
+   * A feed record moved aside: its collection's lastSeq must not fall below its seq (a page:
+   * its last entry's), or the seqs it held would be handed out again to later changes.
+   */
+  private feedFloorOps(key: string): LevelOp[] {
+    const at = key.lastIndexOf('\u0000')
+    if (at < 0) return []
+    const collection = key.slice(0, at)
+    const seq = Number(key.slice(at + 1))
+    if (!Number.isSafeInteger(seq)) return []
+    let floor = 0
+    try {
+      const was = this.get('store', feedFloorKey(collection), { collection }, (body) => decodeJson(body, 'feed floor'))
+      if (typeof was === 'number') floor = was
+    } catch {
+      // a damaged floor is replaced
+    }
+    return seq > floor ? [putRecord(this.prefixes.store + feedFloorKey(collection), encodeJson(seq), this.sealer)] : []
   }
 
   private isHealthy(keyspace: DataKeyspace | 'store', key: string, stored: Uint8Array): boolean {

@@ -13,7 +13,7 @@
  * its header needs, and the header sealed over the full key — one checksum per op.
  */
 import { ConvergentError, LEAF_COUNT, leafOf, type FeedEntry, type StoreOp } from '@convergent/core'
-import { encodeFeedEntry, encodeFeedPage, encodeHead, encodeJson, FEED_LIMITS, FEED_PAGE_MAX, HEAD_LIMITS } from './codec.js'
+import { encodeFeedEntry, encodeFeedPage, encodeHead, encodeJson, FEED_LIMITS, FEED_PAGE_BYTES, FEED_PAGE_MAX, HEAD_LIMITS } from './codec.js'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
 import { checkName, DELTA_INDEX_LIMIT, deltaKey, feedKey, headKey, leafKey, snapshotKey } from './keys.js'
 import type { Sublevels } from './sublevels.js'
@@ -60,7 +60,9 @@ export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordS
 }
 
 function withFeedPages(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] & { paged?: boolean } {
-  const feeds = new Map<string, FeedEntry[]>()
+  // Per collection, by seq: a seq given twice in one write keeps the later entry (as the later
+  // put of a key would). (A seq must not be written again by a later write: see Store.)
+  const feeds = new Map<string, Map<number, FeedEntry>>()
   const rest: StoreOp[] = []
   for (const op of ops) {
     if (op.type !== 'feed') {
@@ -68,24 +70,38 @@ function withFeedPages(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSeale
       continue
     }
     checkFeedOp(op)
-    const list = feeds.get(op.collection)
-    if (list === undefined) feeds.set(op.collection, [op.entry])
-    else list.push(op.entry)
+    let bySeq = feeds.get(op.collection)
+    if (bySeq === undefined) feeds.set(op.collection, (bySeq = new Map()))
+    bySeq.delete(op.entry.seq) // re-inserted last: Map order is then write order
+    bySeq.set(op.entry.seq, op.entry)
   }
   const out: LevelOp[] & { paged?: boolean } = rest.length === 0 ? [] : toLevelOps(rest, s, sealer)
-  for (const [collection, entries] of feeds) {
-    let start = 0
-    for (let i = 1; i <= entries.length; i++) {
-      // A run ends at a gap in the seqs (or out of order), at the page limit, or at the end.
-      if (i < entries.length && entries[i]!.seq === entries[i - 1]!.seq + 1 && i - start < FEED_PAGE_MAX) continue
-      const key = s.feed + feedKey(collection, entries[start]!.seq)
-      if (i - start === 1) out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedEntry(entries[start]!, HEADER_BYTES)) })
+  for (const [collection, bySeq] of feeds) {
+    const entries = [...bySeq.values()].sort((x, y) => x.seq - y.seq)
+    let run: FeedEntry[] = []
+    let bodies: Uint8Array[] = []
+    let bytes = 0
+    const flush = (): void => {
+      const last = run[run.length - 1]!
+      const key = s.feed + feedKey(collection, last.seq)
+      if (run.length === 1) out.push({ type: 'put', key, value: sealer.sealCopy(key, bodies[0]!) })
       else {
-        out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedPage(entries.slice(start, i), HEADER_BYTES)) })
+        out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedPage(bodies, HEADER_BYTES)) })
         out.paged = true
       }
-      start = i
+      run = []
+      bodies = []
+      bytes = 0
     }
+    for (const e of entries) {
+      const body = encodeFeedEntry(e)
+      // A run ends at a gap in the seqs, at the page's entry or byte limit.
+      if (run.length > 0 && (e.seq !== run[run.length - 1]!.seq + 1 || run.length === FEED_PAGE_MAX || bytes + body.byteLength > FEED_PAGE_BYTES)) flush()
+      run.push(e)
+      bodies.push(body)
+      bytes += body.byteLength
+    }
+    if (run.length > 0) flush()
   }
   return out
 }

@@ -86,7 +86,7 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
   finishSwap(db)
   if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
   // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
-  // interrupted drops: what is copied below is format 1 or 2 (both current code reads; format.ts).
+  // interrupted drops: what is copied below is format 1, 2 or 3 (all current code reads; format.ts).
   const check = classicLevelStore(db, fromSealer === undefined ? {} : { encryption: fromSealer })
   try {
     await check.open()

@@ -56,12 +56,13 @@ describe('LevelStore: feed pages', function () {
     await store.write([...feedOps('c', [7, 8, 10, 11]), ...feedOps('d', [1, 2])]) // a gap: two runs
     await store.close()
     const records = await rawRecords(dir)
+    // Keyed by each record's last seq: feed(since) is one range scan from since + 1.
     assert.deepEqual(feedRecordsOf(records), [
-      '!feed!c\u00000000000000000001',
+      '!feed!c\u00000000000000000005',
       '!feed!c\u00000000000000000006',
-      '!feed!c\u00000000000000000007',
-      '!feed!c\u00000000000000000010',
-      '!feed!d\u00000000000000000001',
+      '!feed!c\u00000000000000000008',
+      '!feed!c\u00000000000000000011',
+      '!feed!d\u00000000000000000002',
     ])
     assert.equal(formatOf(records), 3)
     store = classicLevelStore(dir, { encryption: { key: KEY } })
@@ -94,7 +95,7 @@ describe('LevelStore: feed pages', function () {
     await store.write(feedOps('c', [1, 2, 3]))
     await store.write(feedOps('c', [4, 5]))
     const db = store.db as unknown as { get(k: string, o: object): Promise<Uint8Array>; put(k: string, v: Uint8Array, o: object): Promise<void> }
-    const key = '!feed!c\u00000000000000000001'
+    const key = '!feed!c\u00000000000000000003' // the page of 1..3
     const page = new Uint8Array(await db.get(key, { valueEncoding: 'view' }))
     page[page.byteLength - 20]! ^= 1
     await db.put(key, page, { valueEncoding: 'view' })
@@ -132,6 +133,24 @@ describe('LevelStore: feed pages', function () {
       store = undefined
       await removeDir(dir)
     }
+  })
+
+  it('a quarantined last page keeps lastSeq (no seq handed out twice) until the collection is dropped', async function () {
+    store = memoryLevelStore({ encryption: { key: KEY } })
+    await store.open()
+    await store.write(feedOps('c', [1]))
+    await store.write(feedOps('c', [2, 3, 4]))
+    const db = store.db as unknown as { get(k: string, o: object): Promise<Uint8Array>; put(k: string, v: Uint8Array, o: object): Promise<void> }
+    const key = '!feed!c\u00000000000000000004'
+    const page = new Uint8Array(await db.get(key, { valueEncoding: 'view' }))
+    page[page.byteLength - 5]! ^= 1
+    await db.put(key, page, { valueEncoding: 'view' })
+    const damaged = (await collect(store.feed('c', 0)).catch((e: unknown) => e)) as StoreCorruptError
+    await store.quarantine(damaged.record)
+    assert.deepEqual(await collect(store.feed('c', 0)), [entry(1)])
+    assert.equal(await store.lastSeq('c'), 4)
+    await store.dropCollection('c')
+    assert.equal(await store.lastSeq('c'), 0, 'a dropped collection starts again at 0')
   })
 
   it('property: any sequence of writes (runs, gaps, several collections) reads back as the entries written', async function () {
