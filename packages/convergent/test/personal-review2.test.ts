@@ -1,63 +1,14 @@
 // Review 2 of personal fields (after 6b05806: keepHidden, restructured Collection.seal).
 // Each test names a hole; each failed on 8be4cd0 and passes since the fixes in Collection.seal.
 import { createHash, randomBytes } from 'node:crypto'
-import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, silentLogger, type PersonalOptions } from '@convergent/core'
-import { storedSubjectKeys } from '@convergent/core/internal'
-import { classicLevelStore, type LevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
-import { automergeBackend } from '@convergent/automerge'
-import { folderBytes, tempDir, waitFor } from './helpers.js'
-
-interface Customer {
-  customerId: string
-  name?: string
-  email?: string
-  address?: string
-}
-const PERSONAL: PersonalOptions<Customer> = { subject: (c) => c.customerId, fields: ['email', 'address'] }
-
-interface Node {
-  replica: Replica
-  store: LevelStore
-  dir: string
-}
+import { LoopbackHub, type PersonalOptions } from '@convergent/core'
+import { folderBytes, waitFor } from './helpers.js'
+import { giveKeys, PERSONAL, personalSuite, takeKeys, type Customer } from './personal-helpers.js'
 
 describe('Personal fields, review 2 (keepHidden, restructured seal)', function () {
   this.timeout(60_000)
-  let opened: Replica[] = []
-  let cleanups: (() => Promise<void>)[] = []
-
-  afterEach(async function () {
-    await Promise.all(opened.map((r) => r.close().catch(() => undefined)))
-    opened = []
-    await Promise.all(cleanups.map((c) => c()))
-    cleanups = []
-  })
-
-  async function start(hub: LoopbackHub, id: string, dir?: string): Promise<Node> {
-    if (dir === undefined) {
-      const t = await tempDir('convergent-prev2-')
-      cleanups.push(t.cleanup)
-      dir = t.dir
-    }
-    const store = classicLevelStore(join(dir, 'db'))
-    const replica = await Replica.open({
-      store,
-      backends: [yjsBackend(), automergeBackend()],
-      network: hub.createNetwork(id),
-      logger: silentLogger,
-      syncIntervalMs: 0,
-    })
-    opened.push(replica)
-    return { replica, store, dir }
-  }
-
-  async function close(n: Node): Promise<void> {
-    await n.replica.close()
-    opened = opened.filter((r) => r !== n.replica)
-  }
+  const { folder, start, close } = personalSuite('convergent-prev2-')
 
   // HOLE (high, privacy): the read path opens EVERY sealed top-level field (declared or not), but
   // the write path seals only the fields the handle declares. A service whose handle of the
@@ -126,19 +77,12 @@ describe('Personal fields, review 2 (keepHidden, restructured seal)', function (
     const pseudo = (email: string | undefined): string => 'p-' + createHash('sha256').update(String(email)).digest('hex').slice(0, 16)
     const BY_EMAIL: PersonalOptions<Customer> = { subject: (c) => pseudo(c.email), fields: ['email', 'address'] }
     const hub = new LoopbackHub()
-    const t = await tempDir('convergent-prev2-')
-    cleanups.push(t.cleanup)
-    let node = await start(hub, 'p-solo', t.dir)
+    const dir = await folder()
+    let node = await start(hub, 'p-solo', dir)
     await node.replica.collection<Customer>('customers', { personal: BY_EMAIL }).put('c1', { customerId: 'c1', name: 'Ada', email: 'ada@example.com' })
-    const [keyId] = [...(await storedSubjectKeys(node.store)).keys()]
-    const keyRecord = await node.store.getMeta(`personal/k/${keyId!}`)
     await close(node)
-    // The key taken away, as on a replica it has not reached yet.
-    const bare = classicLevelStore(join(t.dir, 'db'))
-    await bare.open()
-    await bare.write([{ type: 'delMeta', key: `personal/k/${keyId!}` }])
-    await bare.close()
-    node = await start(hub, 'p-solo', t.dir)
+    const keys = await takeKeys(dir) // as on a replica the key has not reached yet
+    node = await start(hub, 'p-solo', dir)
     let customers = node.replica.collection<Customer>('customers', { personal: BY_EMAIL })
     // (Refusing the write, since the subject cannot be known here, would be a fix too.)
     await customers
@@ -147,12 +91,8 @@ describe('Personal fields, review 2 (keepHidden, restructured seal)', function (
       })
       .catch(() => undefined)
     await close(node)
-    // The key arrives; the customer asks to be forgotten.
-    const restore = classicLevelStore(join(t.dir, 'db'))
-    await restore.open()
-    await restore.write([{ type: 'meta', key: `personal/k/${keyId!}`, bytes: keyRecord! }])
-    await restore.close()
-    node = await start(hub, 'p-solo', t.dir)
+    await giveKeys(dir, keys) // the key arrives; the customer asks to be forgotten
+    node = await start(hub, 'p-solo', dir)
     customers = node.replica.collection<Customer>('customers', { personal: BY_EMAIL })
     expect((await customers.get('c1'))?.email).to.equal('ada@example.com')
     await node.replica.forget(pseudo('ada@example.com'))

@@ -1,83 +1,16 @@
 // Review 3 of personal fields (after 51d3198: seal over stored envelopes, hasHeldKeysOf).
 // Each test names a hole; each failed on 51d3198 and passes since Collection.seal was rewritten.
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, silentLogger, type PersonalOptions } from '@convergent/core'
-import { storedSubjectKeys } from '@convergent/core/internal'
-import { classicLevelStore, type LevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
-import { automergeBackend } from '@convergent/automerge'
-import { folderBytes, tempDir, waitFor } from './helpers.js'
+import { LoopbackHub, type PersonalOptions } from '@convergent/core'
+import { folderBytes, waitFor } from './helpers.js'
+import { giveKeys, PERSONAL, personalSuite, takeKeys, type Customer } from './personal-helpers.js'
 
-interface Customer {
-  customerId: string
-  name?: string
-  email?: string
-  address?: string
-}
-const PERSONAL: PersonalOptions<Customer> = { subject: (c) => c.customerId, fields: ['email', 'address'] }
 const EMAIL_ONLY: PersonalOptions<Customer> = { subject: (c) => c.customerId, fields: ['email'] }
-
-interface Node {
-  replica: Replica
-  store: LevelStore
-  dir: string
-}
 
 describe('Personal fields, review 3 (seal over stored envelopes, hasHeldKeysOf)', function () {
   this.timeout(60_000)
-  let opened: Replica[] = []
-  let cleanups: (() => Promise<void>)[] = []
-
-  afterEach(async function () {
-    await Promise.all(opened.map((r) => r.close().catch(() => undefined)))
-    opened = []
-    await Promise.all(cleanups.map((c) => c()))
-    cleanups = []
-  })
-
-  async function folder(): Promise<string> {
-    const t = await tempDir('convergent-prev3-')
-    cleanups.push(t.cleanup)
-    return t.dir
-  }
-
-  async function start(hub: LoopbackHub, id: string, dir: string): Promise<Node> {
-    const store = classicLevelStore(join(dir, 'db'))
-    const replica = await Replica.open({
-      store,
-      backends: [yjsBackend(), automergeBackend()],
-      network: hub.createNetwork(id),
-      logger: silentLogger,
-      syncIntervalMs: 0,
-    })
-    opened.push(replica)
-    return { replica, store, dir }
-  }
-
-  async function close(n: Node): Promise<void> {
-    await n.replica.close()
-    opened = opened.filter((r) => r !== n.replica)
-  }
-
-  /** Removes every subject key from the closed folder (as on a replica they have not reached); returns them. */
-  async function takeKeys(dir: string): Promise<[string, Uint8Array][]> {
-    const s = classicLevelStore(join(dir, 'db'))
-    await s.open()
-    const out: [string, Uint8Array][] = []
-    for (const id of (await storedSubjectKeys(s)).keys()) out.push([`personal/k/${id}`, (await s.getMeta(`personal/k/${id}`))!])
-    await s.write(out.map(([key]) => ({ type: 'delMeta' as const, key })))
-    await s.close()
-    return out
-  }
-
-  async function giveKeys(dir: string, keys: [string, Uint8Array][]): Promise<void> {
-    const s = classicLevelStore(join(dir, 'db'))
-    await s.open()
-    await s.write(keys.map(([key, bytes]) => ({ type: 'meta' as const, key, bytes })))
-    await s.close()
-  }
+  const { folder, start, close } = personalSuite('convergent-prev3-')
 
   // HOLE (high, privacy): put() calls seal() only when the handle declares personal fields or
   // the replica has held a key of the collection (hasHeldKeysOf). On a replica that holds NO key

@@ -15,6 +15,7 @@ import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { dumpCollection } from '../src/index.js'
 import { BACKENDS, folderBytes, tempDir, waitFor } from './helpers.js'
+import { giveKeys, takeKeys } from './personal-helpers.js'
 
 const ADMIN = 'a-admin'
 const SUPPORT = 'b-support'
@@ -263,16 +264,9 @@ describe('Personal fields: sealed per subject, keys only to readers, forget() sh
     const dir = await folder()
     let node = await start(hub, 'p-solo', { dir, trust: false })
     await node.replica.collection<Customer>('customers', { personal: PERSONAL }).put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
-    const [keyId] = [...(await storedSubjectKeys(node.store)).keys()]
-    const keyRecord = await node.store.getMeta(`personal/k/${keyId!}`)
-    expect(keyRecord, 'the key record').to.not.equal(undefined)
     await close(node)
-    // The key taken away, as on a replica it has not reached yet.
-    const bare = classicLevelStore(join(dir, 'db'))
-    await bare.open()
-    await bare.write([{ type: 'delMeta', key: `personal/k/${keyId!}` }])
-    await bare.close()
-
+    const keys = await takeKeys(dir) // as on a replica the key has not reached yet
+    expect(keys, 'the key record').to.have.length(1)
     node = await start(hub, 'p-solo', { dir, trust: false })
     let customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
     expect(await customers.get('c1')).to.deep.equal({ customerId: 'cust-1', name: 'Ada' })
@@ -282,11 +276,7 @@ describe('Personal fields: sealed per subject, keys only to readers, forget() sh
     expect(returned, 'the application sees what it could read').to.deep.equal({ customerId: 'cust-1', name: 'Ada L.' })
     await close(node)
 
-    // The key arrives: the email is still there, under the new name.
-    const restore = classicLevelStore(join(dir, 'db'))
-    await restore.open()
-    await restore.write([{ type: 'meta', key: `personal/k/${keyId!}`, bytes: keyRecord! }])
-    await restore.close()
+    await giveKeys(dir, keys) // the key arrives: the email is still there, under the new name
     node = await start(hub, 'p-solo', { dir, trust: false })
     customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
     expect(await customers.get('c1')).to.deep.equal({ customerId: 'cust-1', name: 'Ada L.', email: 'ada@example.com' })

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { syncBuiltinESMExports } from 'node:module'
 import { inspect } from 'node:util'
-import { createCipheriv, createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { aeadOpen, aeadSeal, deriveAeadKey, isConvergentError, StoreCorruptError } from '@convergent/core'
@@ -19,28 +19,10 @@ import { ClassicLevel } from 'classic-level'
 import { entityDelta, entityHead, entityWrite } from './entity-ops.js'
 import { copyFormat0Fixture, removeDir, tempDir } from './helpers.js'
 import { tamperLevel } from './tamper.js'
+import { legacySeal, LegacySealer } from './legacy-aes.js'
 
 const KEY = randomBytes(32)
 const OTHER = randomBytes(32)
-
-/** A record as releases before the cipher change sealed it: [2][key id][iv 12][AES-256-GCM ciphertext][tag 16], AAD = first 9 bytes + full key. */
-function legacySeal(key: Buffer, fullKey: string, body: Uint8Array): Buffer {
-  const header = Buffer.concat([Buffer.from([2]), keyIdOf(key)])
-  const iv = randomBytes(12)
-  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: 16 })
-  cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
-  return Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
-}
-
-/** Seals as an earlier release did: a store given it writes a folder of format-2 records only. */
-class LegacySealer extends AtRestSealer {
-  constructor(private readonly raw: Buffer) {
-    super(raw)
-  }
-  override sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
-    return legacySeal(this.raw, fullKey, body)
-  }
-}
 
 storeComplianceSuite('memory-level, encrypted', async () => {
   const store = memoryLevelStore({ encryption: { key: KEY } })

@@ -6,7 +6,7 @@
  * the others are probes that held.
  */
 import assert from 'node:assert/strict'
-import { createCipheriv, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
@@ -15,27 +15,10 @@ import { AtRestSealer, keyIdOf, keyIdOfRecord } from '../src/encryption.js'
 import { FORMAT_KEY } from '../src/keys.js'
 import { entityDelta, entityHead, entityWrite } from './entity-ops.js'
 import { rawRecords, putRaw, removeDir, tempDir } from './helpers.js'
+import { legacySeal, LegacySealer } from './legacy-aes.js'
 
 const KEY = randomBytes(32)
 const OTHER = randomBytes(32)
-
-function legacySeal(key: Buffer, fullKey: string, body: Uint8Array): Buffer {
-  const header = Buffer.concat([Buffer.from([2]), keyIdOf(key)])
-  const iv = randomBytes(12)
-  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: 16 })
-  cipher.setAAD(Buffer.concat([header, Buffer.from(fullKey)]))
-  return Buffer.concat([header, iv, cipher.update(body), cipher.final(), cipher.getAuthTag()])
-}
-
-/** Seals as the previous release did (format-2 records, marker check included). */
-class LegacySealer extends AtRestSealer {
-  constructor(private readonly raw: Buffer) {
-    super(raw)
-  }
-  override sealCopy(fullKey: string, body: Uint8Array): Uint8Array {
-    return legacySeal(this.raw, fullKey, body)
-  }
-}
 
 async function codeOf(fn: () => unknown): Promise<string | undefined> {
   try {
