@@ -71,7 +71,7 @@ function withFeedPages(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSeale
     }
     checkFeedOp(op)
     let bySeq = feeds.get(op.collection)
-    if (bySeq === undefined) feeds.set(op.collection, (bySeq = new Map()))
+    if (bySeq === undefined) feeds.set(op.collection, (bySeq = new Map<number, FeedEntry>()))
     bySeq.delete(op.entry.seq) // re-inserted last: Map order is then write order
     bySeq.set(op.entry.seq, op.entry)
   }
