@@ -105,12 +105,21 @@ const DEFAULT_CHUNK = 1000
 
 const copyBytes = (body: Uint8Array): Uint8Array => new Uint8Array(body) // the caller may keep it
 
+/** In a quarantine key (time NUL keyspace NUL key), what comes before a feed record's key. */
+const SEP_FEED = '\u0000feed\u0000'
+
+/** The number after a key's last NUL: a feed key's seq (collection NUL seq). */
+function seqAfterLastNul(key: string): number {
+  return Number(key.slice(key.lastIndexOf('\u0000') + 1))
+}
+
 /** How each data keyspace's bodies decode: a record that fails to is as corrupt as one that fails its checksum. */
-const DECODERS: Record<DataKeyspace, (body: Uint8Array) => unknown> = {
+const DECODERS: Record<DataKeyspace, (body: Uint8Array, key: string) => unknown> = {
   heads: decodeHead,
   snapshots: copyBytes,
   deltas: copyBytes,
-  feed: (body) => decodeFeedRecord(0, body),
+  // A page's entries count back from the seq its key names.
+  feed: (body, key) => decodeFeedRecord(seqAfterLastNul(key), body),
   leaves: copyBytes,
   collections: decodeCollectionMeta,
   meta: copyBytes,
@@ -355,9 +364,16 @@ export class LevelStore implements Store {
         const version = Math.max(needs, this.queuedFormat)
         this.queuedFormat = version
         levelOps.push(formatOp({ prefixes: this.prefixes, sealer: this.sealer }, version))
-        return this.commits.add(levelOps, ops.length).then(() => {
-          this.format = Math.max(this.format, version)
-        })
+        return this.commits.add(levelOps, ops.length).then(
+          () => {
+            this.format = Math.max(this.format, version)
+          },
+          (err: unknown) => {
+            // Not written (and every batch queued behind it fails too): nothing claims more now.
+            this.queuedFormat = this.format
+            throw err
+          },
+        )
       }
     }
     return this.commits.add(levelOps, ops.length)
@@ -456,13 +472,7 @@ export class LevelStore implements Store {
       checkName('collection', collection)
       if (this.dropping.has(collection)) return 0
       // Never below what quarantine() moved aside, so no seq is handed out twice.
-      let floor = 0
-      try {
-        const recorded = this.get('store', feedFloorKey(collection), { collection }, (body) => decodeJson(body, 'feed floor'))
-        if (typeof recorded === 'number') floor = recorded
-      } catch {
-        // A damaged floor counts as none (the store's own record: nothing to quarantine).
-      }
+      const floor = await this.feedFloor(collection)
       const [last] = await this.sub.feed.iterator({ ...collectionRange(collection), reverse: true, limit: 1 }).all()
       if (last === undefined) return floor
       const [key, value] = last
@@ -630,7 +640,7 @@ export class LevelStore implements Store {
       putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry), this.sealer),
       { type: 'del', key: this.prefixes[keyspace] + key },
     ]
-    if (keyspace === 'feed') ops.push(...this.feedFloorOps(key))
+    if (keyspace === 'feed') ops.push(...(await this.feedFloorOps(key)))
     await this.writeOps(ops)
     return true
   }
@@ -639,20 +649,38 @@ export class LevelStore implements Store {
    * A feed record moved aside: its collection's lastSeq must not fall below its seq (a page:
    * its last entry's), or the seqs it held would be handed out again to later changes.
    */
-  private feedFloorOps(key: string): LevelOp[] {
+  private async feedFloorOps(key: string): Promise<LevelOp[]> {
     const at = key.lastIndexOf('\u0000')
     if (at < 0) return []
     const collection = key.slice(0, at)
     const seq = Number(key.slice(at + 1))
     if (!Number.isSafeInteger(seq)) return []
-    let floor = 0
+    const floor = await this.feedFloor(collection)
+    return [putRecord(this.prefixes.store + feedFloorKey(collection), encodeJson(Math.max(seq, floor)), this.sealer)]
+  }
+
+  /**
+   * The highest feed seq of `collection` quarantine() moved aside (0 if none). A floor record
+   * that fails its check is rebuilt from the quarantine keyspace, which keeps every record moved
+   * aside with its key (a scan, only then).
+   */
+  private async feedFloor(collection: string): Promise<number> {
     try {
-      const was = this.get('store', feedFloorKey(collection), { collection }, (body) => decodeJson(body, 'feed floor'))
-      if (typeof was === 'number') floor = was
+      const recorded = this.get('store', feedFloorKey(collection), { collection }, (body) => decodeJson(body, 'feed floor'))
+      if (recorded === undefined) return 0
+      if (typeof recorded === 'number') return recorded
     } catch {
-      // a damaged floor is replaced
+      // damaged: rebuilt below
     }
-    return seq > floor ? [putRecord(this.prefixes.store + feedFloorKey(collection), encodeJson(seq), this.sealer)] : []
+    let floor = 0
+    const mark = `${SEP_FEED}${collection}\u0000`
+    for (const key of await this.sub.quarantine.keys().all()) {
+      const at = key.indexOf(mark)
+      if (at < 0 || key.indexOf('\u0000') !== at) continue // the first NUL ends the time; then 'feed' NUL collection NUL
+      const seq = seqAfterLastNul(key)
+      if (Number.isSafeInteger(seq) && seq > floor) floor = seq
+    }
+    return floor
   }
 
   private isHealthy(keyspace: DataKeyspace | 'store', key: string, stored: Uint8Array): boolean {
@@ -660,7 +688,7 @@ export class LevelStore implements Store {
     if (body === undefined) return false
     if (keyspace === 'store') return true
     try {
-      DECODERS[keyspace](body)
+      DECODERS[keyspace](body, key)
       return true
     } catch {
       return false
