@@ -234,8 +234,26 @@ export class Entities {
           `Collection '${name}' is stored with backend '${meta.backend}', which this replica was not given. Pass it in the backends option.`,
         )
       }
-      const seq = await this.opts.store.lastSeq(name)
+      const seq = await this.lastSeqOf(name)
       this.collections.set(name, { name, backend, tentative: false, persisted: true, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq })
+    }
+  }
+
+  /**
+   * The collection's last feed seq. A damaged last feed record does not stop the replica from
+   * opening: it is moved aside (the store keeps its seq as a floor, so none is handed out twice)
+   * and the change feed loses that entry, as a reader of it would.
+   */
+  private async lastSeqOf(name: string): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.opts.store.lastSeq(name)
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
+        this.corruptRecords++
+        this.opts.logger.error(`${err.message} (the last change-feed record: moved aside)`, { code: err.code, collection: name })
+        await this.opts.store.quarantine(err.record)
+      }
     }
   }
 
