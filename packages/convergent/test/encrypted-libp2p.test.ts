@@ -66,11 +66,19 @@ describe('Encryption at rest over real libp2p (classic-level, TCP on 127.0.0.1)'
     )
     await items.put('after', { n: 1_000, note: `${marker}-after` })
     await waitFor(async () => (await b.collection('items').get('after')) !== undefined, 'a write after the restart reached b', 30_000)
-    const next: number[] = []
-    for await (const c of b.collection('items').changes({ since: seqs.length })) {
-      next.push(c.seq)
-      break
-    }
+    let next: number[] = []
+    await waitFor(
+      async () => {
+        next = []
+        for await (const c of b.collection('items').changes({ since: seqs.length })) {
+          next.push(c.seq)
+          break
+        }
+        return next.length === 1
+      },
+      "the write after the restart is in b's change feed",
+      30_000,
+    )
     expect(next, 'numbered on past the entries read back').to.deep.equal([seqs.length + 1])
     await a.close()
     await b.close()
