@@ -244,14 +244,25 @@ export class Entities {
    * opening: it is moved aside (the store keeps its seq as a floor, so none is handed out twice)
    * and the change feed loses that entry, as a reader of it would.
    */
-  private async lastSeqOf(name: string): Promise<number> {
+  private lastSeqOf(name: string): Promise<number> {
+    return this.pastCorruption(
+      () => this.opts.store.lastSeq(name),
+      (err) => this.opts.logger.error(`${err.message} (the last change-feed record: moved aside)`, { code: err.code, collection: name }),
+    )
+  }
+
+  /**
+   * Runs a read; when it meets a corrupt record, counts and reports it (`report`), moves it
+   * aside (Store.quarantine) and runs the read again.
+   */
+  private async pastCorruption<T>(read: () => Promise<T>, report: (err: StoreCorruptError) => void): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.opts.store.lastSeq(name)
+        return await read()
       } catch (err) {
         if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
         this.corruptRecords++
-        this.opts.logger.error(`${err.message} (the last change-feed record: moved aside)`, { code: err.code, collection: name })
+        report(err)
         await this.opts.store.quarantine(err.record)
       }
     }
@@ -306,19 +317,17 @@ export class Entities {
    * The collection's stored digest leaves. A corrupt one is moved aside, and the digest is
    * rebuilt from the heads once it is installed (not awaited here: the rebuild needs the tree).
    */
-  private async loadLeaves(col: CollectionState): Promise<DigestTree> {
-    for (let attempt = 0; ; attempt++) {
-      const tree = new DigestTree()
-      try {
+  private loadLeaves(col: CollectionState): Promise<DigestTree> {
+    return this.pastCorruption(
+      async () => {
+        const tree = new DigestTree()
         for await (const [leaf, digest] of this.opts.store.leaves(col.name)) tree.loadLeaf(leaf, digest)
         return tree
-      } catch (err) {
-        if (!(err instanceof StoreCorruptError) || attempt >= 1000) throw err
-        this.corruptRecords++
+      },
+      (err) => {
         this.opts.logger.error(`${err.message} (a digest leaf: rebuilt from the heads)`, { code: err.code, collection: col.name })
         // Entities in the lost leaf are still stored: the tree no longer says where none are.
         col.treeCoversStore = false
-        await this.opts.store.quarantine(err.record)
         void Promise.resolve()
           .then(async () => {
             await this.tree(col)
@@ -327,8 +336,8 @@ export class Entities {
           .catch((e: unknown) =>
             this.opts.logger.error(`could not rebuild the digest of '${col.name}': ${(e as Error).message}`, { collection: col.name, ...codeOf(e) }),
           )
-      }
-    }
+      },
+    )
   }
 
   /**

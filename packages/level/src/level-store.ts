@@ -350,7 +350,7 @@ export class LevelStore implements Store {
     }
     let levelOps: LevelOp[] & { paged?: boolean }
     try {
-      levelOps = toLevelOps(ops, this.prefixes, this.sealer, true)
+      levelOps = toLevelOps(ops, this.prefixes, this.sealer)
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
@@ -451,11 +451,7 @@ export class LevelStore implements Store {
     )
   }
 
-  feed(collection: string, since: number): AsyncIterable<FeedEntry> {
-    return this.feedFrom(collection, since)
-  }
-
-  private async *feedFrom(collection: string, since: number): AsyncGenerator<FeedEntry> {
+  async *feed(collection: string, since: number): AsyncGenerator<FeedEntry> {
     // A record is keyed by its last entry's seq: the first one at or after since + 1 holds it.
     for await (const entries of this.scan(
       'feed',
@@ -650,11 +646,9 @@ export class LevelStore implements Store {
    * its last entry's), or the seqs it held would be handed out again to later changes.
    */
   private async feedFloorOps(key: string): Promise<LevelOp[]> {
-    const at = key.lastIndexOf('\u0000')
-    if (at < 0) return []
-    const collection = key.slice(0, at)
-    const seq = Number(key.slice(at + 1))
+    const seq = seqAfterLastNul(key)
     if (!Number.isSafeInteger(seq)) return []
+    const collection = key.slice(0, key.lastIndexOf('\u0000'))
     const floor = await this.feedFloor(collection)
     return [putRecord(this.prefixes.store + feedFloorKey(collection), encodeJson(Math.max(seq, floor)), this.sealer)]
   }

@@ -35,73 +35,54 @@ export function prefixesOf(s: Sublevels): Prefixes {
 }
 
 /**
- * The batch operations of `ops`. With `pageFeed` (what LevelStore does), the feed entries of one
- * collection whose seqs follow each other are written as pages (codec.ts: one record, so one
- * checksum or seal and one LevelDB op, per run of up to FEED_PAGE_MAX entries); `paged` then
- * says whether any page was made.
+ * The batch operations of `ops`. The feed entries of one collection whose seqs follow each other
+ * are written as pages (codec.ts: one record, so one checksum or seal and one LevelDB op, per run
+ * of up to FEED_PAGE_MAX entries or FEED_PAGE_BYTES); `paged` says whether any page was made. A
+ * seq given twice keeps the later entry, as the later put of a key would (a seq must not be
+ * written again by a LATER write: see Store).
  */
-export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer, pageFeed = false): LevelOp[] & { paged?: boolean } {
-  if (pageFeed) return withFeedPages(ops, s, sealer)
-  const out = new Array<LevelOp>(ops.length)
-  let extra: LevelOp[] | undefined
-  for (let i = 0; i < ops.length; i++) {
-    const op = ops[i]!
-    if (op.type === 'delEntity') {
+export function toLevelOps(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] & { paged?: boolean } {
+  const out: LevelOp[] & { paged?: boolean } = []
+  const feeds = new Map<string, Map<number, FeedEntry>>()
+  for (const op of ops) {
+    if (op.type === 'feed') {
+      checkFeedOp(op)
+      let bySeq = feeds.get(op.collection)
+      if (bySeq === undefined) feeds.set(op.collection, (bySeq = new Map<number, FeedEntry>()))
+      bySeq.set(op.entry.seq, op.entry)
+    } else if (op.type === 'delEntity') {
       checkName('collection', op.collection)
       checkName('id', op.id)
       // Its head and snapshot go; its deltas become unreachable (the head counted them).
-      out[i] = { type: 'del', key: s.heads + headKey(op.collection, leafOf(op.id), op.id) }
-      ;(extra ??= []).push({ type: 'del', key: s.snapshots + snapshotKey(op.collection, op.id) })
+      out.push({ type: 'del', key: s.heads + headKey(op.collection, leafOf(op.id), op.id) })
+      out.push({ type: 'del', key: s.snapshots + snapshotKey(op.collection, op.id) })
     } else {
-      out[i] = toLevelOp(op, s, sealer)
+      out.push(toLevelOp(op, s, sealer))
     }
   }
-  return extra === undefined ? out : out.concat(extra)
-}
-
-function withFeedPages(ops: readonly StoreOp[], s: Prefixes, sealer: RecordSealer): LevelOp[] & { paged?: boolean } {
-  // Per collection, by seq: a seq given twice in one write keeps the later entry (as the later
-  // put of a key would). (A seq must not be written again by a later write: see Store.)
-  const feeds = new Map<string, Map<number, FeedEntry>>()
-  const rest: StoreOp[] = []
-  for (const op of ops) {
-    if (op.type !== 'feed') {
-      rest.push(op)
-      continue
-    }
-    checkFeedOp(op)
-    let bySeq = feeds.get(op.collection)
-    if (bySeq === undefined) feeds.set(op.collection, (bySeq = new Map<number, FeedEntry>()))
-    bySeq.delete(op.entry.seq) // re-inserted last: Map order is then write order
-    bySeq.set(op.entry.seq, op.entry)
-  }
-  const out: LevelOp[] & { paged?: boolean } = rest.length === 0 ? [] : toLevelOps(rest, s, sealer)
   for (const [collection, bySeq] of feeds) {
-    const entries = [...bySeq.values()].sort((x, y) => x.seq - y.seq)
-    let run: FeedEntry[] = []
     let bodies: Uint8Array[] = []
     let bytes = 0
+    let last = 0 // the seq of the run's last entry
     const flush = (): void => {
-      const last = run[run.length - 1]!
-      const key = s.feed + feedKey(collection, last.seq)
-      if (run.length === 1) out.push({ type: 'put', key, value: sealer.sealCopy(key, bodies[0]!) })
+      const key = s.feed + feedKey(collection, last)
+      if (bodies.length === 1) out.push({ type: 'put', key, value: sealer.sealCopy(key, bodies[0]!) })
       else {
         out.push({ type: 'put', key, value: sealer.seal(key, encodeFeedPage(bodies, HEADER_BYTES)) })
         out.paged = true
       }
-      run = []
       bodies = []
       bytes = 0
     }
-    for (const e of entries) {
+    for (const e of [...bySeq.values()].sort((x, y) => x.seq - y.seq)) {
       const body = encodeFeedEntry(e)
-      // A run ends at a gap in the seqs, at the page's entry or byte limit.
-      if (run.length > 0 && (e.seq !== run[run.length - 1]!.seq + 1 || run.length === FEED_PAGE_MAX || bytes + body.byteLength > FEED_PAGE_BYTES)) flush()
-      run.push(e)
+      // A run ends at a gap in the seqs, or at the page's entry or byte limit.
+      if (bodies.length > 0 && (e.seq !== last + 1 || bodies.length === FEED_PAGE_MAX || bytes + body.byteLength > FEED_PAGE_BYTES)) flush()
       bodies.push(body)
       bytes += body.byteLength
+      last = e.seq
     }
-    if (run.length > 0) flush()
+    if (bodies.length > 0) flush()
   }
   return out
 }
@@ -125,7 +106,7 @@ function checkFeedOp(op: Extract<StoreOp, { type: 'feed' }>): void {
   )
 }
 
-function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sealer: RecordSealer): LevelOp {
+function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' | 'feed' }>, s: Prefixes, sealer: RecordSealer): LevelOp {
   switch (op.type) {
     case 'head': {
       checkName('collection', op.collection)
@@ -154,11 +135,6 @@ function toLevelOp(op: Exclude<StoreOp, { type: 'delEntity' }>, s: Prefixes, sea
       checkName('id', op.id)
       checkIndex(op.index)
       return { type: 'del', key: s.deltas + deltaKey(op.collection, op.id, op.index) }
-    case 'feed': {
-      checkFeedOp(op)
-      const key = s.feed + feedKey(op.collection, op.entry.seq)
-      return { type: 'put', key, value: sealer.seal(key, encodeFeedEntry(op.entry, HEADER_BYTES)) }
-    }
     case 'leaf': {
       checkName('collection', op.collection)
       check(isIntIn(op.leaf, 0, LEAF_COUNT - 1), `leaf must be an integer in [0, ${LEAF_COUNT})`)

@@ -5,33 +5,15 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import type { FeedEntry, StoreOp } from '@convergent/core'
+import type { StoreOp } from '@convergent/core'
 import { classicLevelStore, memoryLevelStore, type LevelStore } from '../src/index.js'
 import { AtRestSealer } from '../src/encryption.js'
 import { FORMAT_KEY } from '../src/keys.js'
 import { collect, putRaw, rawRecords, removeDir, tempDir } from './helpers.js'
+import { damage, entry, feedOps, formatOf } from './feed-helpers.js'
 
 const KEY = randomBytes(32)
 const FORMAT = '!store!' + FORMAT_KEY
-
-function entry(seq: number, extra: Partial<FeedEntry> = {}): FeedEntry {
-  return { seq, id: `e${seq}`, origin: 'local', time: 1_000 + seq, kind: 'put', ...extra }
-}
-const feedOps = (collection: string, seqs: number[]): StoreOp[] => seqs.map((seq) => ({ type: 'feed', collection, entry: entry(seq) }))
-
-function formatOf(records: Map<string, Uint8Array>): number {
-  const body = new AtRestSealer(KEY).open('!store!', 0, FORMAT_KEY, records.get(FORMAT)!)!
-  return (JSON.parse(Buffer.from(body).toString()) as { version: number }).version
-}
-
-type RawDb = { get(k: string, o: object): Promise<Uint8Array>; put(k: string, v: Uint8Array, o: object): Promise<void> }
-
-async function damage(store: LevelStore, key: string): Promise<void> {
-  const db = store.db as unknown as RawDb
-  const value = new Uint8Array(await db.get(key, { valueEncoding: 'view' }))
-  value[value.byteLength - 3]! ^= 1
-  await db.put(key, value, { valueEncoding: 'view' })
-}
 
 describe('review5: feed pages', function () {
   this.timeout(120_000)
@@ -61,7 +43,7 @@ describe('review5: feed pages', function () {
     await Promise.all([store!.write(feedOps('c', [1, 2])), store!.write([{ type: 'feed', collection: 'd', entry: entry(1, { proof: 'p1' }) }])])
     await store!.close()
     store = undefined
-    assert.equal(formatOf(await rawRecords(dir)), 3, 'the folder holds a page, so format-2 code must refuse it')
+    assert.equal(formatOf(await rawRecords(dir), KEY), 3, 'the folder holds a page, so format-2 code must refuse it')
   })
 
   it('a format-1 folder: a proof entry written while the first page is in flight does not take the format back to 2', async function () {
@@ -72,7 +54,7 @@ describe('review5: feed pages', function () {
     await Promise.all([page, proof])
     await store!.close()
     store = undefined
-    assert.equal(formatOf(await rawRecords(dir)), 3, 'a later batch wrote format 2 over the 3 of the first page')
+    assert.equal(formatOf(await rawRecords(dir), KEY), 3, 'a later batch wrote format 2 over the 3 of the first page')
   })
 
   it('ops of one write apply in order: a feed seq written twice keeps the later entry, and feed() stays ascending', async function () {
@@ -98,7 +80,7 @@ describe('review5: feed pages', function () {
     store = memoryLevelStore({ encryption: { key: KEY } })
     await store.open()
     for (let seq = 1; seq <= 5; seq++) await store.write(feedOps('c', [seq])) // one record each, no page
-    await damage(store, '!feed!c\u00000000000000000003')
+    await damage(store, '!feed!c\u00000000000000000003', 3)
     // Before pages, feed('c', 3) began at key 4: the consumer that has read up to 3 never met
     // the damaged record (core's changes() would now quarantine it; the audit CLI too).
     assert.deepEqual(
@@ -114,7 +96,7 @@ describe('review5: feed pages', function () {
     await store.open()
     await store.write(feedOps('c', [1]))
     await store.write(feedOps('c', [2, 3, 4, 5, 6]))
-    await damage(store, '!feed!c\u00000000000000000006') // the page of 2..6, keyed by its last seq
+    await damage(store, '!feed!c\u00000000000000000006', 3) // the page of 2..6, keyed by its last seq
     const err = (await collect(store.feed('c', 0)).catch((e: unknown) => e)) as { record: { keyspace: string; key: string } }
     await store.quarantine(err.record)
     assert.ok((await store.lastSeq('c')) >= 5, `lastSeq fell to ${await store.lastSeq('c')}: seqs 2..6 will be handed out again`)

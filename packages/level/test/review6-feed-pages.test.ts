@@ -13,35 +13,14 @@ import { encodeFeedEntry, encodeFeedPage, encodeJson } from '../src/codec.js'
 import { FORMAT_KEY } from '../src/keys.js'
 import { HEADER_BYTES, PLAIN_SEALER } from '../src/record.js'
 import { collect, copyFormat0Fixture, failBatchesAfter, putRaw, rawRecords, rejection, removeDir, tempDir } from './helpers.js'
+import { damage, entry, feedOps, formatOf, rawDb } from './feed-helpers.js'
 
 const KEY = randomBytes(32)
 const FORMAT = '!store!' + FORMAT_KEY
 const floorKey = (collection: string): string => '!store!feedfloor\u0000' + collection
 const feedKey = (collection: string, seq: number): string => `${collection}\u0000${String(seq).padStart(16, '0')}`
 
-function entry(seq: number, extra: Partial<FeedEntry> = {}): FeedEntry {
-  return { seq, id: `e${seq}`, origin: 'local', time: 1_000 + seq, kind: 'put', ...extra }
-}
-const feedOps = (collection: string, seqs: number[]): StoreOp[] => seqs.map((seq) => ({ type: 'feed', collection, entry: entry(seq) }))
 const seqs = (entries: FeedEntry[]): number[] => entries.map((e) => e.seq)
-
-function formatOf(records: Map<string, Uint8Array>): number {
-  const body = new AtRestSealer(KEY).open('!store!', 0, FORMAT_KEY, records.get(FORMAT)!)!
-  return (JSON.parse(Buffer.from(body).toString()) as { version: number }).version
-}
-
-type RawDb = {
-  get(k: string, o: object): Promise<Uint8Array | undefined>
-  put(k: string, v: Uint8Array, o: object): Promise<void>
-}
-const rawDb = (store: LevelStore): RawDb => store.db
-
-/** Flips a byte near the end of a stored value (fails its crc or tag). */
-async function damage(store: LevelStore, key: string): Promise<void> {
-  const value = new Uint8Array((await rawDb(store).get(key, { valueEncoding: 'view' }))!)
-  value[value.byteLength - 1]! ^= 1
-  await rawDb(store).put(key, value, { valueEncoding: 'view' })
-}
 
 async function quarantineFeed(store: LevelStore, collection: string, since = 0): Promise<void> {
   const err = await collect(store.feed(collection, since)).catch((e: unknown) => e)
@@ -104,7 +83,7 @@ describe('review6: feed pages', function () {
       store = undefined
       const records = await rawRecords(dir)
       assert.equal([...records.keys()].filter((k) => k.startsWith('!feed!')).length, 1, 'one feed entry, no page')
-      assert.equal(formatOf(records), 2, 'no page was ever written, yet the folder says format 3')
+      assert.equal(formatOf(records, KEY), 2, 'no page was ever written, yet the folder says format 3')
     })
 
     it('a damaged feed floor does not let lastSeq fall below a quarantined seq', async function () {
