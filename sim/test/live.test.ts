@@ -20,7 +20,10 @@ describe('sim: live mode (real libp2p, real time)', function () {
     const r = await runLive(scenario, { seed: 4 })
     expect(r.mode).to.equal('live')
     expect(r.passed, JSON.stringify(r.checks, null, 1)).to.equal(true)
-    expect(r.updates.acknowledged).to.be.greaterThan(20)
+    // ~50 writes are planned (10/s for 5 s), issued on real timers: a loaded machine issues fewer
+    // (one CI run acknowledged 20), so this asks that the workload ran and that no write hung.
+    expect(r.updates.acknowledged, JSON.stringify(r.updates)).to.be.greaterThan(10)
+    expect(r.updates.neverAcknowledged, JSON.stringify(r.updates)).to.equal(0)
     expect(r.messages.gossipDataFrames, 'gossipsub RPCs are counted').to.be.greaterThan(0)
     expect(r.messages.syncRequests).to.be.greaterThan(0)
     expect(r.sim.connectionsOpened).to.be.greaterThan(0)
