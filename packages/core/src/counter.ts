@@ -1,4 +1,18 @@
 import type { Collection } from './collection.js'
+import {
+  cloneRow,
+  emptyRow,
+  giveTo,
+  holdersIn,
+  legacyRows,
+  rightsIn,
+  rowKey,
+  valueIn,
+  writeLegacyRow,
+  type Row,
+  type Rows,
+  type SignedRows,
+} from './counter-rows.js'
 import { ConvergentError } from './errors.js'
 import { checkId } from './json.js'
 
@@ -8,12 +22,11 @@ import { checkId } from './json.js'
  *
  * Each replica holds *rights*: the amount it may decrement on its own. Increments give rights
  * to the replica that made them; rights move explicitly (transfer) or on request (a replica
- * short of rights asks a peer, which transfers part of its spare). Every field of the state is
- * written by one replica only and only grows, so any merge order gives the same result:
- *   `p|i|i`  increments made by i        `p|i|j`  rights i transferred to j
- *   `n|i`    decrements made by i
- *   rights(i) = p|i|i + Σ p|j|i − Σ p|i|j − n|i        value = min + Σ p|i|i − Σ n|i
- * Σ rights = value − min ≥ 0, and a replica only ever spends rights it holds.
+ * short of rights asks a peer, which transfers part of its spare). The state is one row per
+ * replica, written by that replica only, whose numbers only grow, so any merge order gives the
+ * same result (counter-rows.ts): Σ rights = value − min ≥ 0, and a replica only ever spends
+ * rights it holds. In a cluster every row is signed by its replica's key, so no member can
+ * take another's rights, undo its decrements or change min (see SignedRows).
  *
  * The state lives in an Automerge document on purpose: Automerge delivers changes causally
  * (a change waits for the changes it depends on), so every replica's view is a state that
@@ -21,7 +34,7 @@ import { checkId } from './json.js'
  * integrates different map keys independently and could show a decrement before the transfer
  * that funded it.
  */
-export type CounterState = Record<string, number>
+export type CounterState = Record<string, number | string>
 
 export interface CounterOptions {
   /** The bound. The counter starts at it (no entity = value min). Default 0. Must be equal on every replica. */
@@ -52,49 +65,31 @@ export interface CounterEnvironment {
   now(): number
   /** False for a replica the cluster policy does not let write this counter (no rights go to it). */
   mayHoldRights?(replica: string): boolean
+  /** In a cluster: rows are signed and only rows whose signature verifies count. */
+  signedRows?: SignedRows
 }
 
-const P = 'p|'
-const N = 'n|'
+/** Thrown inside an update when the state moved since the row was signed: sign again. */
+class StaleRow extends Error {}
+
+/** Attempts of a signed write before giving up (each one found a row arrive unchecked between its read and its write). */
+const MAX_SIGNED_ATTEMPTS = 50
+
 const MIN = 'min'
 
+/** rights(replica) in a development-mode (unsigned) state. */
 export function rightsOf(state: CounterState | undefined, replica: string): number {
-  if (state === undefined) return 0
-  let r = 0
-  for (const [key, v] of Object.entries(state)) {
-    if (key.startsWith(P)) {
-      const [from, to] = key.slice(2).split('|')
-      if (to === replica) r += v
-      if (from === replica && to !== replica) r -= v
-    } else if (key === N + replica) r -= v
-  }
-  return r
+  return rightsIn(legacyRows(state), replica)
 }
 
+/** The value of a development-mode (unsigned) state. */
 export function valueOf(state: CounterState | undefined, min: number): number {
-  if (state === undefined) return min
-  let v = min
-  for (const [key, n] of Object.entries(state)) {
-    if (key.startsWith(P)) {
-      const [from, to] = key.slice(2).split('|')
-      if (from === to) v += n
-    } else if (key.startsWith(N)) v -= n
-  }
-  return v
+  return valueIn(legacyRows(state), min)
 }
 
-/** Every replica named in the state with its rights, most first. */
+/** Every replica named in a development-mode state with its rights, most first. */
 export function holdersOf(state: CounterState | undefined): [string, number][] {
-  const names = new Set<string>()
-  for (const key of Object.keys(state ?? {})) {
-    if (key.startsWith(P))
-      key
-        .slice(2)
-        .split('|')
-        .forEach((n) => names.add(n))
-    else if (key.startsWith(N)) names.add(key.slice(2))
-  }
-  return [...names].map((n) => [n, rightsOf(state, n)] as [string, number]).sort((a, b) => b[1] - a[1])
+  return holdersIn(legacyRows(state))
 }
 
 function checkAmount(n: unknown): number {
@@ -109,6 +104,8 @@ export class Counter {
   private readonly lowWater: number
   /** Rights requests in flight, per id. */
   private readonly refills = new Map<string, Promise<void>>()
+  /** The last signed write queued per id (signed writes of one id run one after another). */
+  private readonly signing = new Map<string, Promise<void>>()
 
   /** @internal — use replica.counter(name, options). */
   constructor(
@@ -128,9 +125,8 @@ export class Counter {
   /** Adds n; the rights to take it away again are this replica's. Resolves with the new value once durable. */
   async increment(id: string, n = 1): Promise<number> {
     checkAmount(n)
-    const key = `${P}${this.env.me}|${this.env.me}`
-    const state = await this.mutate(id, (s) => void (s[key] = (s[key] ?? 0) + n))
-    return valueOf(state, this.min)
+    const rows = await this.mutate(id, (mine) => void (mine.inc += n))
+    return valueIn(rows, this.min)
   }
 
   /**
@@ -143,23 +139,23 @@ export class Counter {
     const deadline = options.waitMs ? this.env.now() + options.waitMs : 0
     for (;;) {
       try {
-        const state = await this.mutate(id, (s) => {
-          const have = rightsOf(s, this.env.me)
+        const rows = await this.mutate(id, (mine, rows) => {
+          const have = rightsIn(rows, this.env.me)
           if (have < n) {
             throw new ConvergentError(
               'ERR_INSUFFICIENT_RIGHTS',
               `Replica ${this.env.me} holds ${have} right(s) on '${this.name}/${id}', needs ${n}. Wait for rights to arrive (decrement with { waitMs }) or transfer some here.`,
             )
           }
-          s[N + this.env.me] = (s[N + this.env.me] ?? 0) + n
+          mine.dec += n
         })
-        if (this.lowWater > 0 && rightsOf(state, this.env.me) < this.lowWater) void this.refill(id, state, this.lowWater).catch(() => undefined)
-        return valueOf(state, this.min)
+        if (this.lowWater > 0 && rightsIn(rows, this.env.me) < this.lowWater) void this.refill(id, rows, this.lowWater).catch(() => undefined)
+        return valueIn(rows, this.min)
       } catch (err) {
         if (!(err instanceof ConvergentError && err.code === 'ERR_INSUFFICIENT_RIGHTS') || this.env.now() >= deadline) throw err
-        const state = await this.collection.get(id)
-        await Promise.race([this.refill(id, state, n - rightsOf(state, this.env.me)), this.env.sleep(Math.max(1, deadline - this.env.now()))])
-        if (rightsOf(await this.collection.get(id), this.env.me) < n) await this.env.sleep(Math.min(50, Math.max(1, deadline - this.env.now())))
+        const rows = await this.rowsOf(id)
+        await Promise.race([this.refill(id, rows, n - rightsIn(rows, this.env.me)), this.env.sleep(Math.max(1, deadline - this.env.now()))])
+        if (rightsIn(await this.rowsOf(id), this.env.me) < n) await this.env.sleep(Math.min(50, Math.max(1, deadline - this.env.now())))
       }
     }
   }
@@ -172,30 +168,29 @@ export class Counter {
     if (this.env.mayHoldRights?.(to) === false) {
       throw new ConvergentError('ERR_FORBIDDEN', `the cluster policy does not let '${to}' write '${this.name}', so it cannot hold rights on it`)
     }
-    const key = `${P}${this.env.me}|${to}`
-    await this.mutate(id, (s) => {
-      const have = rightsOf(s, this.env.me)
+    await this.mutate(id, (mine, rows) => {
+      const have = rightsIn(rows, this.env.me)
       if (have < n) {
         throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${this.env.me} holds ${have} right(s) on '${this.name}/${id}'; cannot transfer ${n}.`)
       }
-      s[key] = (s[key] ?? 0) + n
+      giveTo(mine, to, n)
     })
   }
 
   /** The value as this replica sees it now (≥ min, always). */
   async value(id: string): Promise<number> {
-    return valueOf(await this.collection.get(id), this.min)
+    return valueIn(await this.rowsOf(id), this.min)
   }
 
   /** Rights held by a replica (default: this one), as this replica sees it. */
   async rights(id: string, replica: string = this.env.me): Promise<number> {
-    return rightsOf(await this.collection.get(id), replica)
+    return rightsIn(await this.rowsOf(id), replica)
   }
 
   /** Value and every replica's rights, as this replica sees them. */
   async inspect(id: string): Promise<{ value: number; rights: Record<string, number> }> {
-    const s = await this.collection.get(id)
-    return { value: valueOf(s, this.min), rights: Object.fromEntries(holdersOf(s)) }
+    const rows = await this.rowsOf(id)
+    return { value: valueIn(rows, this.min), rights: Object.fromEntries(holdersIn(rows)) }
   }
 
   /** Ids of every counter in this collection. */
@@ -204,7 +199,13 @@ export class Counter {
   }
 
   subscribe(listener: (e: { id: string; value: number; origin: 'local' | 'remote' }) => void): () => void {
-    return this.collection.subscribe((e) => listener({ id: e.id, value: valueOf(e.value, this.min), origin: e.origin }))
+    // Signed rows are checked before they count (async): events stay in order through one chain.
+    let chain = Promise.resolve()
+    return this.collection.subscribe((e) => {
+      chain = chain
+        .then(async () => listener({ id: e.id, value: valueIn(await this.rowsFrom(e.id, e.value), this.min), origin: e.origin }))
+        .catch(() => undefined)
+    })
   }
 
   /**
@@ -214,10 +215,10 @@ export class Counter {
    * evenly; they cannot drain a replica). Returns the amount given.
    */
   async grant(id: string, to: string, want: number): Promise<number> {
-    const state = await this.collection.get(id)
-    const mine = rightsOf(state, this.env.me)
+    const rows = await this.rowsOf(id)
+    const mine = rightsIn(rows, this.env.me)
     const spare = mine - this.lowWater
-    const give = Math.min(want, Math.ceil(spare / 2), Math.ceil((mine - rightsOf(state, to)) / 2))
+    const give = Math.min(want, Math.ceil(spare / 2), Math.ceil((mine - rightsIn(rows, to)) / 2))
     if (give <= 0) return 0
     try {
       await this.transfer(id, to, give)
@@ -232,10 +233,10 @@ export class Counter {
    * Asks peers for rights on one id. One request per id at a time: a refill asked for while
    * one is in flight shares it (many decrements running low at once send one request).
    */
-  private refill(id: string, state: CounterState | undefined, want: number): Promise<void> {
+  private refill(id: string, rows: Rows, want: number): Promise<void> {
     const running = this.refills.get(id)
     if (running !== undefined) return running
-    const holders = holdersOf(state)
+    const holders = holdersIn(rows)
       .filter(([name, r]) => name !== this.env.me && r > 0)
       .map(([name]) => name)
     const p = this.env.askForRights(this.name, id, Math.max(1, want), holders).finally(() => this.refills.delete(id))
@@ -243,21 +244,102 @@ export class Counter {
     return p
   }
 
-  /** Read-modify-write of the counter state (created if absent), atomic on this replica. */
-  private mutate(id: string, fn: (s: CounterState) => void): Promise<CounterState> {
-    return this.collection.update(
+  /** The rows that count in the stored state of one id. */
+  private async rowsOf(id: string): Promise<Rows> {
+    return this.rowsFrom(id, await this.collection.get(id))
+  }
+
+  private async rowsFrom(id: string, state: CounterState | undefined): Promise<Rows> {
+    const signed = this.env.signedRows
+    if (signed === undefined) return legacyRows(state)
+    await signed.check(this.name, id, state)
+    return signed.view(this.name, id, state).rows
+  }
+
+  /**
+   * Read-modify-write of this replica's own row (the entity is created if absent), atomic on
+   * this replica: `fn` changes `mine`, with every row that counts to check rights against.
+   * Resolves with the rows after the write.
+   */
+  private mutate(id: string, fn: (mine: Row, rows: Rows) => void): Promise<Rows> {
+    const signed = this.env.signedRows
+    if (signed === undefined) return this.mutateUnsigned(id, fn)
+    // One signed write per id at a time on this replica: each signs over the row the last one wrote.
+    const run = (this.signing.get(id) ?? Promise.resolve()).then(() => this.mutateSigned(id, fn, signed))
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.signing.set(id, settled)
+    void settled.then(() => {
+      if (this.signing.get(id) === settled) this.signing.delete(id)
+    })
+    return run
+  }
+
+  private async mutateUnsigned(id: string, fn: (mine: Row, rows: Rows) => void): Promise<Rows> {
+    const state = await this.collection.update(
       id,
       (s) => {
-        if (s[MIN] !== undefined && s[MIN] !== this.min) {
-          throw new ConvergentError(
-            'ERR_INVALID_ARGUMENT',
-            `Counter '${this.name}/${id}' has min ${s[MIN]}, not ${this.min}; use the same min on every replica.`,
-          )
-        }
+        this.checkMin(id, s[MIN])
         s[MIN] = this.min
-        fn(s)
+        const rows = legacyRows(s)
+        const mine = cloneRow(rows.get(this.env.me) ?? emptyRow())
+        fn(mine, rows)
+        writeLegacyRow(s, this.env.me, mine)
       },
       { upsert: true },
     )
+    return legacyRows(state)
+  }
+
+  /**
+   * The write of a signed row: read and check the rows, sign the new row (async), then write it
+   * — in one update that first checks the row it replaces is still this replica's latest (else
+   * a concurrent write of this replica won: sign again). Rights only grow meanwhile (others'
+   * rows only grow), so a check made before signing still holds at the write.
+   */
+  private async mutateSigned(id: string, fn: (mine: Row, rows: Rows) => void, signed: SignedRows): Promise<Rows> {
+    const me = this.env.me
+    for (let attempt = 0; attempt < MAX_SIGNED_ATTEMPTS; attempt++) {
+      const state = await this.collection.get(id)
+      await signed.check(this.name, id, state)
+      const view = signed.view(this.name, id, state)
+      for (const row of view.best.values()) this.checkMin(id, row.min)
+      const current = view.best.get(me)
+      // A replica's first signed row carries what it wrote unsigned (a counter from before the cluster).
+      const mine = cloneRow(view.rows.get(me) ?? legacyRows(state).get(me) ?? emptyRow())
+      fn(mine, view.rows)
+      const version = (current?.version ?? 0) + 1
+      const value = await signed.seal(this.name, id, me, { ...mine, version, min: this.min })
+      try {
+        const after = await this.collection.update(
+          id,
+          (s) => {
+            const now = signed.view(this.name, id, s)
+            if ((now.best.get(me)?.version ?? 0) !== (current?.version ?? 0) || now.unchecked > 0) throw new StaleRow()
+            for (const key of now.keys.get(me) ?? []) delete s[key]
+            s[rowKey(me, version)] = value
+          },
+          { upsert: true },
+        )
+        return signed.view(this.name, id, after).rows
+      } catch (err) {
+        if (!(err instanceof StaleRow)) throw err
+      }
+    }
+    throw new ConvergentError(
+      'ERR_TIMEOUT',
+      `Counter '${this.name}/${id}': ${MAX_SIGNED_ATTEMPTS} attempts to write this replica's row found its state changed meanwhile; try again.`,
+    )
+  }
+
+  private checkMin(id: string, min: unknown): void {
+    if (min !== undefined && min !== this.min) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `Counter '${this.name}/${id}' has min ${JSON.stringify(min)}, not ${this.min}; use the same min on every replica.`,
+      )
+    }
   }
 }

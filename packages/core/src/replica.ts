@@ -15,6 +15,7 @@ import { Replicator } from './replication/replicator.js'
 import type { RoundResult } from './replication/sync-client.js'
 import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
+import { SignedRows } from './counter-rows.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
@@ -134,9 +135,12 @@ type State = 'open' | 'closing' | 'closed'
 
 /** Meta record: the collections dropped here (JSON list of names). */
 const REFUSED_KEY = 'refused-collections'
+/** Meta record: the collections opened here as bounded counters (JSON list of names): their signed rows are guarded from the first delta after a restart. */
+const COUNTERS_KEY = 'counter-collections'
 
-async function readRefused(store: Store): Promise<Set<string>> {
-  const bytes = await store.getMeta(REFUSED_KEY)
+/** A meta record holding a JSON list of names (a damaged one reads as empty). */
+async function readNames(store: Store, key: string): Promise<Set<string>> {
+  const bytes = await store.getMeta(key)
   if (bytes === undefined) return new Set()
   try {
     const names: unknown = JSON.parse(new TextDecoder().decode(bytes))
@@ -172,6 +176,8 @@ export class Replica {
   readonly namespace: string
   /** Collections dropped here and not taken from peers until the application opens them again. */
   private readonly refused: Set<string>
+  /** In a cluster: the signing and checking of counters' rows (see counter-rows.ts). */
+  private readonly signedRows: SignedRows | undefined
   private readonly clock: Clock
   /** See observe(). */
   private readonly observers = new Set<ReplicaObserver>()
@@ -187,6 +193,8 @@ export class Replica {
     entities: Entities,
     backends: Map<string, Backend>,
     refused: Set<string>,
+    /** Collections opened here as counters (see COUNTERS_KEY). */
+    private readonly counterNames: Set<string>,
     private readonly access: Access,
     private readonly personal: SubjectKeys,
     private readonly audit: ReadAudit,
@@ -199,6 +207,18 @@ export class Replica {
     this.namespace = options.namespace ?? 'default'
     this.refused = refused
     this.clock = options.clock ?? systemClock()
+    const trust = options.trust
+    this.signedRows =
+      trust === undefined
+        ? undefined
+        : new SignedRows(
+            { namespace: this.namespace, sign: (data) => trust.sign(data), verify: (peer, data, sig) => trust.verify(peer, data, sig) },
+            (collection, id, key) =>
+              this.logger.warn(`counter '${collection}/${id}': row '${key}' does not verify under its holder's key; it is not counted`, {
+                collection,
+                entity: id,
+              }),
+          )
     this.events = new ChangeEvents((err) => this.logger.error('a subscribe() listener threw', { err }))
     this.events.onEvery((change) => {
       if (change.lagMs !== undefined && change.peer !== undefined) this.lag.add(change.peer, change.lagMs, this.clock.now())
@@ -237,6 +257,7 @@ export class Replica {
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',
         refused: this.refused,
+        counterRows: (collection) => (this.counterNames.has(collection) ? this.signedRows : undefined),
         grantRights: async (collection, id, to, want) => {
           const counter = this.counters.get(collection)
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
@@ -482,7 +503,16 @@ export class Replica {
       await audit.load()
       // An audited read's entry joins the group commit of the current tick (never awaited by the read).
       audit.write = (ops) => entities.addToTick(ops)
-      replica = new Replica({ ...options, clock, logger }, entities, backends, await readRefused(options.store), access, personal, audit)
+      replica = new Replica(
+        { ...options, clock, logger },
+        entities,
+        backends,
+        await readNames(options.store, REFUSED_KEY),
+        await readNames(options.store, COUNTERS_KEY),
+        access,
+        personal,
+        audit,
+      )
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.finishDroppedProofs()
       await replica.replicator?.start()
@@ -647,10 +677,17 @@ export class Replica {
         sleep: (ms) => new Promise((resolve) => clock.setTimeout(resolve, ms)),
         now: () => clock.now(),
         mayHoldRights: (peer) => this.access.mayWrite(peer, name),
+        ...(this.signedRows !== undefined ? { signedRows: this.signedRows } : {}),
       },
       options,
     )
     this.counters.set(name, counter)
+    if (!this.counterNames.has(name)) {
+      this.counterNames.add(name)
+      void this.track(this.saveNames(COUNTERS_KEY, this.counterNames)).catch((err: unknown) =>
+        this.logger.error(`could not record that '${name}' holds counters: ${(err as Error).message}`, { collection: name, ...codeOf(err) }),
+      )
+    }
     return counter
   }
 
@@ -732,8 +769,12 @@ export class Replica {
 
   /** Writes the refused collections (a meta record; see dropCollection). */
   private saveRefused(): Promise<void> {
-    const bytes = new TextEncoder().encode(JSON.stringify([...this.refused].sort()))
-    return this.options.store.write([{ type: 'meta', key: REFUSED_KEY, bytes }])
+    return this.saveNames(REFUSED_KEY, this.refused)
+  }
+
+  private saveNames(key: string, names: Set<string>): Promise<void> {
+    const bytes = new TextEncoder().encode(JSON.stringify([...names].sort()))
+    return this.options.store.write([{ type: 'meta', key, bytes }])
   }
 
   /** Names of every collection this replica holds (including ones only received from peers). */

@@ -9,6 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
+import { checkRowsAhead, rowsVerdict } from './row-guard.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -82,6 +83,9 @@ export async function applyRemoteDelta(
   } catch (err) {
     return dropped('storeFailed', (err as Error).message)
   }
+  // Counters in a cluster: no delta may take a signed row back (row-guard.ts).
+  const rows = ctx.counterRows(collection)
+  if (rows !== undefined) await checkRowsAhead(rows, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock).catch(() => undefined)
   let pending: PendingWrite | 'unchanged'
   try {
     pending = writeTo(
@@ -95,6 +99,8 @@ export async function applyRemoteDelta(
         // waiting for its flush is taken now, from the document it was made on (see discard()).
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
+        const valueBefore = rows === undefined ? undefined : backend.read(entity.doc)
+        const pendingBefore = rows !== undefined && backend.hasPending(entity.doc)
         let next: unknown
         try {
           next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
@@ -118,6 +124,12 @@ export async function applyRemoteDelta(
           if (broken !== undefined) {
             ctx.entities.discard(col, entity)
             refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
+            return 'unchanged'
+          }
+          const verdict = rows === undefined ? 'ok' : rowsVerdict(rows, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next))
+          if (verdict !== 'ok') {
+            ctx.entities.discard(col, entity)
+            if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
             return 'unchanged'
           }
         } catch (err) {

@@ -1,0 +1,166 @@
+/**
+ * Counters in a cluster (issue #13, item 5): every row is signed by its holder, so a writer of
+ * the counter — here ORDERS, writing the counter's collection directly with its own code —
+ * cannot take another holder's rights, undo its decrements or change min, on any replica.
+ */
+import { sign } from 'node:crypto'
+import { expect } from 'chai'
+import { classicLevelStore } from '@convergent/level'
+import { automergeBackend } from '@convergent/automerge'
+import { yjsBackend } from '@convergent/yjs'
+import { LoopbackHub, Replica } from '../src/index.js'
+import { encodeRowBody, rowKey, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
+import { silentLogger } from '../src/logger.js'
+import { tempDir, waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+
+const POLICY = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+}
+type State = Record<string, unknown>
+
+describe('Counters in a cluster: signed rows', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  /** ADMIN, ORDERS and SUPPORT under POLICY; ADMIN's counter 's1' holds 100 and every replica sees it. */
+  async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+    const cluster = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas)
+    const { r } = cluster
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+    await r[ADMIN]!.counter('stock').increment('s1', 100)
+    for (const id of [ORDERS, SUPPORT]) await waitFor(async () => (await r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
+    return cluster
+  }
+
+  /** What every replica shows: value and the rights of ADMIN and ORDERS. */
+  async function shown(r: Record<string, Replica>, id = 's1'): Promise<{ value: number; admin: number; orders: number }[]> {
+    const out = []
+    for (const name of [ADMIN, ORDERS, SUPPORT]) {
+      const c = r[name]!.counter('stock')
+      out.push({ value: await c.value(id), admin: await c.rights(id, ADMIN), orders: await c.rights(id, ORDERS) })
+    }
+    return out
+  }
+
+  /** Until every replica has run a round with every other (what the forger wrote has reached them, or been refused). */
+  async function syncAll(r: Record<string, Replica>): Promise<void> {
+    for (const name of [ORDERS, ADMIN, SUPPORT, ORDERS]) await r[name]!.sync()
+  }
+
+  /** A row of `holder` signed with `signer`'s key (the holder's own, or a forger's). */
+  function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }): string {
+    const full: SignedRow = { inc: 0, dec: 0, out: {}, min: 0, ...fields }
+    const body = encodeRowBody(full)
+    const signature = sign(null, rowSigningInput({ namespace: 'default', collection: 'stock', id, holder }, body), keys.key(signer).priv)
+    return rowValue(body, signature)
+  }
+
+  it('rows are signed, one key per holder; the unsigned layout a forger writes counts for nothing', async () => {
+    const { r } = await setUp()
+    const state = (await r[ADMIN]!.collection<State>('stock').get('s1'))!
+    expect(Object.keys(state)).to.deep.equal([rowKey(ADMIN, 1)])
+    // ORDERS writes the development-mode keys that would give it ADMIN's 100 rights.
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      s[`p|${ADMIN}|${ORDERS}`] = 100
+      s[`p|${ORDERS}|${ORDERS}`] = 1000
+    })
+    await syncAll(r)
+    expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 100, admin: 100, orders: 0 }))
+    await expectSpend(r[ORDERS]!, 1, 'ERR_INSUFFICIENT_RIGHTS')
+  })
+
+  it("a row under another holder's name, signed by the forger, is not counted anywhere; the holder's next write removes it", async () => {
+    const { r } = await setUp()
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      s[rowKey(ADMIN, 2)] = row(ORDERS, ADMIN, 's1', { version: 2, inc: 100, out: { [ORDERS]: 100 } })
+      s[rowKey(ORDERS, 1)] = row(ORDERS, ORDERS, 's1', { version: 1, inc: 5 }) // its own, genuine: counts
+    })
+    await syncAll(r)
+    expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 105, admin: 100, orders: 5 }))
+    await r[ADMIN]!.counter('stock').decrement('s1', 1)
+    const keysNow = Object.keys((await r[ADMIN]!.collection<State>('stock').get('s1'))!).sort()
+    expect(keysNow).to.deep.equal([rowKey(ADMIN, 2), rowKey(ORDERS, 1)].sort())
+    await syncAll(r)
+    expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 104, admin: 99, orders: 5 }))
+  })
+
+  it("taking a holder's row back (delete, or overwrite its key) is refused by every receiver and counted against the writer", async () => {
+    const { r } = await setUp()
+    const forbiddenBefore = [ADMIN, SUPPORT].map((n) => r[n]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0)
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => void delete s[rowKey(ADMIN, 1)])
+    await syncAll(r)
+    for (const n of [ADMIN, SUPPORT]) expect(await r[n]!.counter('stock').value('s1'), n).to.equal(100)
+    for (const [i, n] of [ADMIN, SUPPORT].entries()) expect(r[n]!.stats().peers[ORDERS]!.dropped.forbidden, n).to.be.above(forbiddenBefore[i]!)
+    // Overwriting the key with garbage, on another id (ADMIN's row there is fresh too).
+    await r[ADMIN]!.counter('stock').increment('s2', 10)
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s2')) === 10, 's2 arrives')
+    await r[ORDERS]!.collection<State>('stock').update('s2', (s) => void (s[rowKey(ADMIN, 1)] = 'garbage.AAAA'))
+    await syncAll(r)
+    for (const n of [ADMIN, SUPPORT]) expect(await r[n]!.counter('stock').value('s2'), n).to.equal(10)
+    // The forger's other writes still arrive: a new id it increments reaches everyone.
+    await r[ORDERS]!.counter('stock').increment('s3', 7)
+    for (const n of [ADMIN, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s3')) === 7, `s3 reaches ${n}`)
+  })
+
+  it('a genuine row moved to another id, or replayed after a newer one, does not count; a forged min changes nothing', async () => {
+    const { r } = await setUp()
+    const v1 = (await r[ADMIN]!.collection<State>('stock').get('s1'))![rowKey(ADMIN, 1)] as string
+    await r[ADMIN]!.counter('stock').decrement('s1', 40) // ADMIN's row 2: 60 left
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 60, 'decrement arrives')
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      s[rowKey(ADMIN, 1)] = v1 // the decrement undone, if replays counted
+      s.min = -1000
+    })
+    await r[ORDERS]!.collection<State>('stock').put('s9', { [rowKey(ADMIN, 1)]: v1 }) // ADMIN's 100 on another id
+    await syncAll(r)
+    expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 60, admin: 60, orders: 0 }))
+    expect(await shown(r, 's9')).to.deep.equal(Array(3).fill({ value: 0, admin: 0, orders: 0 }))
+    // ADMIN keeps writing: a forged min does not make its counter refuse (only signed rows carry min).
+    expect(await r[ADMIN]!.counter('stock').decrement('s1', 60)).to.equal(0)
+  })
+
+  it('after a restart the guard holds before the application opens its counter again', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const hub = new LoopbackHub()
+      const opts = { backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0, logger: silentLogger }
+      const openAdmin = () => Replica.open({ ...opts, store: classicLevelStore(dir), network: hub.createNetwork(ADMIN), trust: keys.trust(ADMIN, [ADMIN]) })
+      let admin = await openAdmin()
+      const orders = await Replica.open({
+        ...opts,
+        store: classicLevelStore(`${dir}-orders`),
+        network: hub.createNetwork(ORDERS),
+        trust: keys.trust(ORDERS, [ADMIN]),
+      })
+      replicas.push(orders)
+      await admin.policy.set(POLICY)
+      await waitFor(() => orders.policy.get() !== undefined, 'adopted')
+      await admin.counter('stock').increment('s1', 100)
+      await waitFor(async () => (await orders.counter('stock').value('s1')) === 100, 'orders sees 100')
+      await admin.close()
+      await orders.collection<State>('stock').update('s1', (s) => void delete s[rowKey(ADMIN, 1)])
+      admin = await openAdmin()
+      replicas.push(admin)
+      await admin.sync()
+      expect(await admin.counter('stock').value('s1')).to.equal(100)
+      expect(admin.stats().peers[ORDERS]!.dropped.forbidden).to.be.above(0)
+    } finally {
+      await cleanup()
+      const { rm } = await import('node:fs/promises')
+      await rm(`${dir}-orders`, { recursive: true, force: true })
+    }
+  })
+})
+
+async function expectSpend(replica: Replica, n: number, code: string): Promise<void> {
+  try {
+    await replica.counter('stock').decrement('s1', n)
+  } catch (err) {
+    expect((err as { code?: string }).code).to.equal(code)
+    return
+  }
+  expect.fail(`decrement of ${n} succeeded`)
+}
