@@ -142,6 +142,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     A.free(doc)
   }
 
+  clone(doc: AutomergeDoc): AutomergeDoc {
+    return A.clone(doc)
+  }
+
   save(doc: AutomergeDoc): Uint8Array {
     return A.save(doc)
   }

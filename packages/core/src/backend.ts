@@ -111,6 +111,12 @@ export interface Backend<Doc = unknown> {
    * once core has evicted it and nothing uses it any more. The document is never used after.
    */
   dispose?(doc: Doc): void
+
+  /**
+   * Optional: an independent copy of a document (what changes one leaves the other as it was),
+   * cheaper than load(save(doc)). Core uses it to try a delta before applying it.
+   */
+  clone?(doc: Doc): Doc
 }
 
 export interface DeltaLimits {

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { checkRowsAhead, rowsVerdict } from './row-guard.js'
+import { rowsVerdict, rowsVerdictAhead, type RowsVerdict } from './row-guard.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -85,7 +85,20 @@ export async function applyRemoteDelta(
   }
   // Counters in a cluster: no delta may take a signed row back (row-guard.ts).
   const rows = ctx.counterRows(collection)
-  if (rows !== undefined) await checkRowsAhead(rows, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock).catch(() => undefined)
+  if (rows !== undefined) {
+    let verdict: RowsVerdict
+    try {
+      verdict = await rowsVerdictAhead(rows, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock)
+    } catch (err) {
+      verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
+    }
+    if (verdict !== 'ok') {
+      ctx.entities.release(entity)
+      if (verdict !== 'later') return dropped('forbidden', verdict.refused)
+      stats.deltasDuplicate++ // nothing taken now; anti-entropy brings it again, with what it waits for
+      return 'duplicate'
+    }
+  }
   let pending: PendingWrite | 'unchanged'
   try {
     pending = writeTo(

@@ -10,11 +10,13 @@ import type { JsonObject } from '../json.js'
  * it, or overwrite its key with something else. No remote delta may do that — whatever path
  * it came by — so each holder's counted row only ever moves forward, on every replica.
  *
- * Signatures are checked ahead (async, on a throwaway copy of the document with the delta
- * applied); the apply itself then decides from those verdicts alone (sync). A row not checked
- * by then (the document changed in between) makes the apply refuse: the delta comes again.
+ * The verdict comes from a throwaway copy of the document with the delta applied (signatures
+ * are checked async, before the real apply touches anything). The apply then checks again,
+ * from the verdicts alone (sync), in case the document changed meanwhile.
  */
-export async function checkRowsAhead(
+export type RowsVerdict = 'ok' | 'later' | { refused: string }
+
+export async function rowsVerdictAhead(
   rows: SignedRows,
   backend: Backend,
   doc: unknown,
@@ -22,18 +24,20 @@ export async function checkRowsAhead(
   where: { collection: string; id: string },
   limits: DeltaLimits,
   clock: Clock,
-): Promise<void> {
-  // Both taken before the first await: the entity's document may be replaced (and freed) meanwhile.
+): Promise<RowsVerdict> {
+  // Everything taken from `doc` before the first await: the entity's document may be replaced (and freed) meanwhile.
   const before = backend.read(doc)
-  const saved = backend.save(doc)
-  await rows.check(where.collection, where.id, before)
+  const pendingBefore = backend.hasPending(doc)
   let copy: unknown
+  let after: JsonObject | undefined
+  let pendingAfter: boolean
   try {
-    copy = backend.load(saved, [], randomBytes(clock, 16))
+    copy = backend.clone !== undefined ? backend.clone(doc) : backend.load(backend.save(doc), [], randomBytes(clock, 16))
     copy = backend.applyDelta(copy, delta, limits)
-    await rows.check(where.collection, where.id, backend.read(copy))
+    after = backend.read(copy)
+    pendingAfter = backend.hasPending(copy)
   } catch {
-    // The apply itself refuses a delta that does not apply, and says why.
+    return 'ok' // the apply itself refuses a delta that does not apply, and says why
   } finally {
     if (copy !== undefined) {
       try {
@@ -43,6 +47,9 @@ export async function checkRowsAhead(
       }
     }
   }
+  await rows.check(where.collection, where.id, before)
+  await rows.check(where.collection, where.id, after)
+  return rowsVerdict(rows, where, before, after, !pendingBefore && pendingAfter)
 }
 
 /**
@@ -55,7 +62,7 @@ export function rowsVerdict(
   before: JsonObject | undefined,
   after: JsonObject | undefined,
   pending: boolean,
-): 'ok' | 'later' | { refused: string } {
+): RowsVerdict {
   const { collection, id } = where
   // Changes waiting for their predecessors take effect with whatever delta brings those, and
   // would be judged with it: a counter takes changes in causal order only.

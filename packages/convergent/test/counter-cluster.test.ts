@@ -1,0 +1,100 @@
+// Counters in a cluster on real libp2p nodes (TCP on 127.0.0.1, classic-level on disk): every
+// row is signed by its holder's peer key. A writer of the counter running its own code — it
+// writes the counter's collection directly — cannot take another holder's rights on any
+// replica, by gossip or by anti-entropy, and cannot drain them with rights requests.
+import { expect } from 'chai'
+import { silentLogger } from '@convergent/core'
+import { encodeRowBody, rowKey, rowValue } from '@convergent/core/internal'
+import { generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
+import { tempDir, waitFor } from './helpers.js'
+
+type State = Record<string, unknown>
+
+describe('Counters in a cluster over real libp2p: signed rows', function () {
+  this.timeout(60_000)
+  let replicas: Replica[] = []
+  let dirs: { dir: string; cleanup(): Promise<void> }[] = []
+
+  afterEach(async function () {
+    await Promise.all(replicas.map((r) => r.close()))
+    replicas = []
+    await Promise.all(dirs.map((d) => d.cleanup()))
+    dirs = []
+  })
+
+  async function folder(): Promise<string> {
+    const d = await tempDir('convergent-counter-')
+    dirs.push(d)
+    return d.dir
+  }
+
+  async function start(options: OpenOptions): Promise<Replica> {
+    const replica = await open({ logger: silentLogger, syncIntervalMs: 0, libp2p: { redialMinMs: 50, redialMaxMs: 200 }, ...options })
+    replicas.push(replica)
+    return replica
+  }
+
+  it("a writer forging or taking back another's row is ignored or refused by every replica; rights cannot be drained", async function () {
+    const key = generateClusterKey()
+    const adminDir = await folder()
+    const probe = await open({ dir: adminDir, network: undefined, logger: silentLogger, syncIntervalMs: 0 })
+    const adminId = probe.peerId
+    await probe.close()
+    const cluster = { key, admins: [adminId] }
+    const admin = await start({ dir: adminDir, cluster })
+    const orders = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })
+    const inventory = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!, orders.multiaddrs[0]!] })
+    await waitFor(() => admin.peers().length === 2 && inventory.peers().length === 2, 'all connected')
+    await admin.policy.set({
+      roles: { admin: [adminId], orders: [orders.peerId], inventory: [inventory.peerId] },
+      collections: { stock: { read: ['*'], write: ['admin', 'orders', 'inventory'] } },
+    })
+    await waitFor(() => orders.policy.get() !== undefined && inventory.policy.get() !== undefined, 'adopted')
+    const everyone = [admin, orders, inventory]
+    const converge = async (what: string, ok: (r: Replica) => Promise<boolean>) => {
+      for (const r of everyone)
+        await waitFor(async () => {
+          if (await ok(r)) return true
+          await r.sync()
+          return false
+        }, `${what} on ${r.peerId}`)
+    }
+    await admin.counter('stock').increment('sku', 100)
+    await converge('100 arrives', async (r) => (await r.counter('stock').value('sku')) === 100)
+    const adminRow = Object.keys((await admin.collection<State>('stock').get('sku'))!)
+    expect(adminRow).to.deep.equal([`r|${adminId}|1`])
+
+    // ORDERS writes ADMIN's next row giving it all 100 rights (with a signature ADMIN never made),
+    // and the unsigned keys that would do the same in development mode.
+    const body = encodeRowBody({ version: 2, min: 0, inc: 100, dec: 0, out: { [orders.peerId]: 100 } })
+    await orders.collection<State>('stock').update('sku', (s) => {
+      s[rowKey(adminId, 2)] = rowValue(body, new Uint8Array(64).fill(1))
+      s[`p|${adminId}|${orders.peerId}`] = 100
+    })
+    // … and deletes ADMIN's row on another id (a take-back, refused on receipt).
+    await admin.counter('stock').increment('sku2', 50)
+    await converge('sku2 arrives', async (r) => (await r.counter('stock').value('sku2')) === 50)
+    await orders.collection<State>('stock').update('sku2', (s) => void delete s[`r|${adminId}|1`])
+    for (const r of [admin, inventory]) {
+      await waitFor(async () => {
+        await r.sync()
+        return (r.stats().peers[orders.peerId]?.dropped.forbidden ?? 0) > 0
+      }, `the take-back is refused by ${r.peerId}`)
+      expect(await r.counter('stock').value('sku2')).to.equal(50)
+      expect(await r.counter('stock').inspect('sku')).to.deep.equal({ value: 100, rights: { [adminId]: 100 } })
+    }
+    try {
+      await orders.counter('stock').decrement('sku', 1)
+      expect.fail('orders spent rights it was never given')
+    } catch (err) {
+      expect(isConvergentError(err, 'ERR_INSUFFICIENT_RIGHTS'), String(err)).to.equal(true)
+    }
+
+    // Honest rights requests: a dozen of them from ORDERS never take ADMIN below what ORDERS holds.
+    for (let i = 0; i < 12; i++) await orders.counter('stock').decrement('sku', 1, { waitMs: 2000 })
+    await converge('12 sold', async (r) => (await r.counter('stock').value('sku')) === 88)
+    const rights = await admin.counter('stock').inspect('sku')
+    expect(rights.rights[adminId]!, JSON.stringify(rights)).to.be.at.least(rights.rights[orders.peerId] ?? 0)
+    expect(Object.values(rights.rights).reduce((a, b) => a + b, 0)).to.equal(88)
+  })
+})
