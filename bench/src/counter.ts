@@ -74,6 +74,10 @@ for (let i = 0; i < runs; i++) {
 const d = median(dev.map((x) => x.perSec))
 const s = median(signed.map((x) => x.perSec))
 console.log(`counter decrements, ${n} over ${IDS} ids, median of ${runs} runs:`)
-console.log(`  development (unsigned rows): ${d.toFixed(0)}/s (${(1e6 / d).toFixed(0)} µs each); B caught up ${median(dev.map((x) => x.caughtUpMs)).toFixed(0)} ms after`)
-console.log(`  cluster (signed rows):       ${s.toFixed(0)}/s (${(1e6 / s).toFixed(0)} µs each); B caught up ${median(signed.map((x) => x.caughtUpMs)).toFixed(0)} ms after`)
+console.log(
+  `  development (unsigned rows): ${d.toFixed(0)}/s (${(1e6 / d).toFixed(0)} µs each); B caught up ${median(dev.map((x) => x.caughtUpMs)).toFixed(0)} ms after`,
+)
+console.log(
+  `  cluster (signed rows):       ${s.toFixed(0)}/s (${(1e6 / s).toFixed(0)} µs each); B caught up ${median(signed.map((x) => x.caughtUpMs)).toFixed(0)} ms after`,
+)
 console.log(`  cluster costs ${(((d - s) / s) * 100).toFixed(1)} % more time per decrement`)

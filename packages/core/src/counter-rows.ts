@@ -1,4 +1,5 @@
 import { encode } from 'cborg'
+import { ConvergentError } from './errors.js'
 import { concatBytes, sha256, toHex } from './hash.js'
 import { decodeBounded } from './replication/messages/envelope.js'
 import { asInt, asRecord } from './replication/messages/fields.js'
@@ -103,12 +104,20 @@ export function writeLegacyRow(state: Record<string, unknown>, holder: string, r
 
 // --- a cluster: signed rows ---
 
-/** Keys of signed rows: `r|<holder>|<version>`. */
-export const ROW_PREFIX = 'r|'
+/**
+ * Keys of signed rows: `$row|<holder>|<version>|<hash>`, the hash being the first 16 hex digits
+ * of the SHA-256 of the value (top-level keys of that form are reserved in a counter's document).
+ * Content-addressed: two different values never share a key, so a forged value can never sit
+ * as a hidden conflict under a genuine row's key and come back when the holder deletes it.
+ */
+export const ROW_PREFIX = '$row|'
 
-/** Most recipients one row names, and the longest row value accepted (peer-written: bounded before decoding). */
-export const MAX_ROW_RECIPIENTS = 1024
-export const MAX_ROW_CHARS = 200_000
+/**
+ * Most recipients one row names (a cluster has at most POLICY_LIMITS.maxMembers members), and
+ * the longest row value accepted (peer-written: bounded before decoding).
+ */
+export const MAX_ROW_RECIPIENTS = 4096
+export const MAX_ROW_CHARS = 400_000
 
 /** What a holder signs: a fixed context, so no other signature (a push's, a policy's) passes as a row's. */
 const ROW_CONTEXT = new TextEncoder().encode('convergent counter row v1\n')
@@ -127,19 +136,39 @@ export interface RowPlace {
   holder: string
 }
 
-export function rowKey(holder: string, version: number): string {
-  return `${ROW_PREFIX}${holder}|${version}`
+export function rowKey(holder: string, version: number, value: string): string {
+  return `${ROW_PREFIX}${holder}|${version}|${valueHash(value)}`
 }
 
-/** The holder and version a row key names, or undefined for any other key. */
-export function parseRowKey(key: string): { holder: string; version: number } | undefined {
-  if (!key.startsWith(ROW_PREFIX)) return undefined
-  const bar = key.lastIndexOf('|')
-  if (bar <= ROW_PREFIX.length) return undefined
-  const digits = key.slice(bar + 1)
-  if (!/^[1-9][0-9]{0,15}$/.test(digits)) return undefined
-  const version = Number(digits)
-  return Number.isSafeInteger(version) ? { holder: key.slice(ROW_PREFIX.length, bar), version } : undefined
+function valueHash(value: string): string {
+  return toHex(sha256(new TextEncoder().encode(value)).subarray(0, 8))
+}
+
+export function isRowKey(key: string): boolean {
+  return key.startsWith(ROW_PREFIX)
+}
+
+/** True if a value (a document's top level) holds any row key: its entity is a counter. */
+export function holdsRows(value: Record<string, unknown> | undefined): boolean {
+  for (const key in value ?? {}) if (isRowKey(key)) return true
+  return false
+}
+
+/** The holder, version and value hash a row key names, or undefined for any other key. */
+export function parseRowKey(key: string): { holder: string; version: number; hash: string } | undefined {
+  if (!isRowKey(key)) return undefined
+  const m = /\|([1-9][0-9]{0,15})\|([0-9a-f]{16})$/.exec(key)
+  if (m === null || m.index <= ROW_PREFIX.length) return undefined
+  const version = Number(m[1])
+  return Number.isSafeInteger(version) ? { holder: key.slice(ROW_PREFIX.length, m.index), version, hash: m[2]! } : undefined
+}
+
+/** The row a key and value hold, or undefined unless the value is a well-formed row of the version and hash its key names. */
+export function rowAt(key: string, value: unknown): { holder: string; row: SignedRow; body: Uint8Array; signature: Uint8Array } | undefined {
+  const place = parseRowKey(key)
+  if (place === undefined || typeof value !== 'string' || value.length > MAX_ROW_CHARS || valueHash(value) !== place.hash) return undefined
+  const parsed = parseRowValue(value, place.version)
+  return parsed === undefined ? undefined : { holder: place.holder, ...parsed }
 }
 
 export function encodeRowBody(row: SignedRow): Uint8Array {
@@ -167,7 +196,9 @@ export function parseRowValue(value: unknown, version: number): { row: SignedRow
     if (signature.byteLength === 0 || signature.byteLength > 256) return undefined
     const r = asRecord(decodeBounded(body, 12 + 2 * MAX_ROW_RECIPIENTS, 'counter row'), 'counter row')
     const out: Record<string, number> = {}
-    for (const [to, n] of Object.entries(asRecord(r.o, 'counter row out'))) {
+    const recipients = Object.entries(asRecord(r.o, 'counter row out'))
+    if (recipients.length > MAX_ROW_RECIPIENTS) return undefined
+    for (const [to, n] of recipients) {
       if (to.length === 0 || to.length > 256 || to.includes('|')) return undefined
       giveTo({ inc: 0, dec: 0, out }, to, asInt(n, 'counter row transfer'))
     }
@@ -197,109 +228,197 @@ export interface RowsView {
   best: Map<string, SignedRow>
   /** The keys of each holder's rows present (its own write deletes them all but the new one). */
   keys: Map<string, string[]>
-  /** Row keys above a holder's best whose signature was not checked yet (see SignedRows.check). */
+  /** Row keys whose signature was not checked yet (see SignedRows.check). */
   unchecked: number
 }
 
-/** Verdicts remembered (valid or not), and signatures checked by one check() at most. */
-const MAX_VERDICTS = 10_000
-const MAX_CHECKS_PER_STATE = 256
+/** Verdicts remembered (valid or not), least recently used forgotten first. */
+const MAX_VERDICTS = 50_000
 
 /**
  * Signed rows of the counters of one replica: signs its own, checks others' (each row once:
  * verdicts are remembered by collection, id, key and value) and says which rows count.
  * Reading never trusts a row whose signature was not checked: check() first (async), then
  * view() (sync, from the verdicts) — the split lets a write re-read the state atomically.
+ * A row that is valid counts only under the min it was signed with (view's `min`).
  */
 export class SignedRows {
   private readonly verdicts = new Map<string, boolean>()
 
   constructor(
     readonly signer: RowSigner,
-    /** Told once per row that does not verify (a forged or damaged row is ignored, never counted). */
+    /** Told once per row that does not verify (a forged or damaged row is never counted). */
     private readonly onInvalid: (collection: string, id: string, key: string) => void = () => undefined,
   ) {}
 
-  /** Signs a row of this replica and returns the value to store under rowKey(holder, version). */
+  /**
+   * Signs a row of this replica and returns the value to store under rowKey(holder, version, value).
+   * Throws ERR_INVALID_ARGUMENT for a row no replica could read back (it is never written).
+   */
   async seal(collection: string, id: string, holder: string, row: SignedRow): Promise<string> {
     const body = encodeRowBody(row)
     const signature = await this.signer.sign(rowSigningInput({ namespace: this.signer.namespace, collection, id, holder }, body))
     const value = rowValue(body, signature)
-    this.remember(collection, id, rowKey(holder, row.version), value, true)
+    if (parseRowValue(value, row.version) === undefined) {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `counter '${collection}/${id}': this replica's row would not be readable (over ${MAX_ROW_RECIPIENTS} recipients, or an amount past 2^53); nothing was written`,
+      )
+    }
+    this.remember(verdictKey(collection, id, rowKey(holder, row.version, value), value), true)
     return value
   }
 
-  /** Checks the signatures of the rows of `state` that could count and were not checked yet. */
+  /** Checks every row of `state` whose signature was not checked yet (each verdict remembered). */
   async check(collection: string, id: string, state: Record<string, unknown> | undefined): Promise<void> {
-    let budget = MAX_CHECKS_PER_STATE
-    for (const [holder, candidates] of candidatesOf(state)) {
-      for (const { key, version } of candidates) {
-        const value = state![key]
-        const known = this.verdicts.get(verdictKey(collection, id, key, value))
-        if (known === true) break // the best row of this holder: lower versions never count
-        if (known === false) continue
-        if (budget-- <= 0) return
-        const parsed = parseRowValue(value, version)
-        let ok = false
-        if (parsed !== undefined) {
-          const input = rowSigningInput({ namespace: this.signer.namespace, collection, id, holder }, parsed.body)
-          ok = await this.signer.verify(holder, input, parsed.signature).catch(() => false)
-        }
-        this.remember(collection, id, key, value, ok)
-        if (!ok) this.onInvalid(collection, id, key)
-        else break
+    for (const [key, value] of Object.entries(state ?? {})) {
+      if (!isRowKey(key)) continue
+      const vk = verdictKey(collection, id, key, value)
+      const known = this.verdicts.get(vk)
+      if (known !== undefined) {
+        this.remember(vk, known) // recently used
+        continue
       }
+      const at = rowAt(key, value)
+      let ok = false
+      if (at !== undefined) {
+        const input = rowSigningInput({ namespace: this.signer.namespace, collection, id, holder: at.holder }, at.body)
+        ok = await this.signer.verify(at.holder, input, at.signature).catch(() => false)
+      }
+      this.remember(vk, ok)
+      if (!ok) this.onInvalid(collection, id, key)
     }
   }
 
-  /** The rows that count, from the verdicts check() left (a row not checked yet does not count). */
-  view(collection: string, id: string, state: Record<string, unknown> | undefined): RowsView {
+  /** Checks one row (remembered); true if it verifies under the holder its key names. */
+  async checkOne(collection: string, id: string, key: string, value: unknown): Promise<boolean> {
+    await this.check(collection, id, { [key]: value })
+    return this.verdict(collection, id, key, value) === true
+  }
+
+  /** Whether a row key and value was checked: true (valid), false, or undefined (not checked yet). */
+  verdict(collection: string, id: string, key: string, value: unknown): boolean | undefined {
+    return this.verdicts.get(verdictKey(collection, id, key, value))
+  }
+
+  /**
+   * The rows that count, from the verdicts check() left: per holder its valid row of the
+   * highest version (signed with `min`, when given). A row not checked yet does not count.
+   */
+  view(collection: string, id: string, state: Record<string, unknown> | undefined, min?: number): RowsView {
     const view: RowsView = { rows: new Map(), best: new Map(), keys: new Map(), unchecked: 0 }
-    for (const [holder, candidates] of candidatesOf(state)) {
-      view.keys.set(
-        holder,
-        candidates.map((c) => c.key),
-      )
-      for (const { key, version } of candidates) {
-        const value = state![key]
-        const known = this.verdicts.get(verdictKey(collection, id, key, value))
-        if (known === undefined) view.unchecked++
-        if (known !== true) continue
-        const parsed = parseRowValue(value, version)!
-        view.best.set(holder, parsed.row)
-        view.rows.set(holder, { inc: parsed.row.inc, dec: parsed.row.dec, out: parsed.row.out })
-        break
-      }
+    for (const [key, value] of Object.entries(state ?? {})) {
+      if (!isRowKey(key)) continue
+      const known = this.verdicts.get(verdictKey(collection, id, key, value))
+      if (known === undefined) view.unchecked++
+      const place = parseRowKey(key)
+      if (place === undefined) continue
+      const keys = view.keys.get(place.holder) ?? []
+      keys.push(key)
+      view.keys.set(place.holder, keys)
+      if (known !== true) continue
+      const parsed = rowAt(key, value)
+      if (parsed === undefined || (min !== undefined && parsed.row.min !== min)) continue
+      const best = view.best.get(place.holder)
+      if (best !== undefined && best.version >= parsed.row.version) continue
+      view.best.set(place.holder, parsed.row)
+      view.rows.set(place.holder, { inc: parsed.row.inc, dec: parsed.row.dec, out: parsed.row.out })
     }
     return view
   }
 
-  private remember(collection: string, id: string, key: string, value: unknown, ok: boolean): void {
+  private remember(key: string, ok: boolean): void {
+    this.verdicts.delete(key)
     if (this.verdicts.size >= MAX_VERDICTS) this.verdicts.delete(this.verdicts.keys().next().value!)
-    this.verdicts.set(verdictKey(collection, id, key, value), ok)
+    this.verdicts.set(key, ok)
   }
 }
 
-/** A holder whose best row `after` has a lower version than `before` (or none): a change that takes a row back. */
-export function rowTakenBack(before: RowsView, after: RowsView): string | undefined {
-  for (const [holder, row] of before.best) if ((after.best.get(holder)?.version ?? 0) < row.version) return holder
-  return undefined
+/** What the receive path knows of a counter entity's rules (see rowsVerdict). */
+export interface RowRules {
+  /** Whether a peer may write the counter's collection now (a row of a holder who may not is refused). */
+  mayWrite(peer: string): boolean
+  /** The min this replica opened the counter with, if it did. */
+  min?: number
 }
 
-/** Row keys of a state per holder, highest version first. */
-function candidatesOf(state: Record<string, unknown> | undefined): Map<string, { key: string; version: number }[]> {
-  const byHolder = new Map<string, { key: string; version: number }[]>()
-  for (const [key, value] of Object.entries(state ?? {})) {
-    const parsed = typeof value === 'string' ? parseRowKey(key) : undefined // nothing else is ever a row
-    if (parsed === undefined) continue
-    let list = byHolder.get(parsed.holder)
-    if (list === undefined) byHolder.set(parsed.holder, (list = []))
-    list.push({ key, version: parsed.version })
+/** Most row keys one holder may have in a counter's document (honestly one; two after a holder lost its state and wrote again). */
+export const MAX_ROWS_PER_HOLDER = 8
+
+/** The row keys (and values) a change adds or changes: what a verdict has to check. */
+export function changedRows(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): [key: string, value: unknown][] {
+  return Object.entries(after ?? {}).filter(
+    ([key, value]) => isRowKey(key) && !(before !== undefined && Object.hasOwn(before, key) && sameValue(before[key], value)),
+  )
+}
+
+/**
+ * Whether a remote change may turn a counter entity's `before` into `after`: 'ok'; 'later'
+ * (a row's signature is not checked yet: see SignedRows.checkOne; not the sender's fault, the
+ * change comes again); or why it is refused. The rules, which every honest change meets on
+ * every replica in causal order, so that no honest change is ever refused:
+ *  - every row key it adds or changes holds a row that verifies under its holder's key, of a
+ *    holder that may write the collection, signed with the counter's min (at most
+ *    MAX_ROWS_PER_HOLDER keys per holder);
+ *  - it writes or deletes no other key (in a cluster a counter's document holds rows only);
+ *  - no holder's best row goes back (deleted, overwritten, or an older version brought);
+ *  - every holder's rights stay ≥ 0 (a row spends only rights its holder held).
+ * The checks that need no signature come first: a refused change costs no verify.
+ */
+export function rowsVerdict(
+  rows: SignedRows,
+  where: { collection: string; id: string },
+  before: Record<string, unknown> | undefined,
+  after: Record<string, unknown> | undefined,
+  rules: RowRules,
+): 'ok' | 'later' | { refused: string } {
+  const { collection, id } = where
+  const name = `counter '${collection}/${id}'`
+  const shown = (key: string) => JSON.stringify(key.slice(0, 64))
+  for (const [key, value] of Object.entries(after ?? {})) {
+    if (!isRowKey(key) && !(before !== undefined && Object.hasOwn(before, key) && sameValue(before[key], value))) {
+      return { refused: `${name}: the change writes ${shown(key)}, which is not a signed row` }
+    }
   }
-  for (const list of byHolder.values()) list.sort((a, b) => b.version - a.version)
-  return byHolder
+  for (const key of Object.keys(before ?? {})) {
+    if (!isRowKey(key) && !Object.hasOwn(after ?? {}, key)) return { refused: `${name}: the change deletes ${shown(key)}` }
+  }
+  const perHolder = new Map<string, number>()
+  for (const key of Object.keys(after ?? {})) {
+    const place = parseRowKey(key)
+    if (place !== undefined) perHolder.set(place.holder, (perHolder.get(place.holder) ?? 0) + 1)
+  }
+  let min = rules.min
+  let unchecked = false
+  for (const [key, value] of changedRows(before, after)) {
+    const place = rowAt(key, value)
+    const parsed = place
+    if (place === undefined || parsed === undefined) return { refused: `${name}: ${shown(key)} is not a row` }
+    if ((perHolder.get(place.holder) ?? 0) > MAX_ROWS_PER_HOLDER) return { refused: `${name}: more than ${MAX_ROWS_PER_HOLDER} rows of ${place.holder}` }
+    if (!rules.mayWrite(place.holder)) return { refused: `${name}: a row of ${place.holder}, who may not write '${collection}'` }
+    min ??= parsed.row.min
+    if (parsed.row.min !== min) return { refused: `${name}: a row of ${place.holder} signed with min ${parsed.row.min}, not ${min}` }
+    const verdict = rows.verdict(collection, id, key, value)
+    if (verdict === false) return { refused: `${name}: row ${shown(key)} does not verify under its holder's key` }
+    if (verdict === undefined) unchecked = true
+  }
+  if (unchecked || rows.view(collection, id, before, min).unchecked > 0) return 'later'
+  const b = rows.view(collection, id, before, min)
+  const a = rows.view(collection, id, after, min)
+  for (const [holder, row] of b.best) {
+    if ((a.best.get(holder)?.version ?? 0) < row.version) return { refused: `${name}: the change takes back ${holder}'s signed row` }
+  }
+  for (const [holder, rights] of holdersIn(a.rows)) {
+    if (rights < 0) return { refused: `${name}: ${holder} would hold ${rights} rights (a row spends rights its holder never held)` }
+  }
+  return 'ok'
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  return a === b || (typeof a === 'object' && typeof b === 'object' && JSON.stringify(a) === JSON.stringify(b))
 }
 
 function verdictKey(collection: string, id: string, key: string, value: unknown): string {
-  return toHex(sha256(new TextEncoder().encode(`${collection}\u0000${id}\u0000${key}\u0000${String(value)}`)))
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? '')
+  return toHex(sha256(new TextEncoder().encode(`${collection}\u0000${id}\u0000${key}\u0000${text}`)))
 }

@@ -252,8 +252,9 @@ export class Counter {
   private async rowsFrom(id: string, state: CounterState | undefined): Promise<Rows> {
     const signed = this.env.signedRows
     if (signed === undefined) return legacyRows(state)
+    // Every row is checked before the view is taken: a view never counts a spender's row without the row that funded it.
     await signed.check(this.name, id, state)
-    return signed.view(this.name, id, state).rows
+    return signed.view(this.name, id, state, this.min).rows
   }
 
   /**
@@ -304,26 +305,29 @@ export class Counter {
     for (let attempt = 0; attempt < MAX_SIGNED_ATTEMPTS; attempt++) {
       const state = await this.collection.get(id)
       await signed.check(this.name, id, state)
-      const view = signed.view(this.name, id, state)
-      for (const row of view.best.values()) this.checkMin(id, row.min)
+      const view = signed.view(this.name, id, state, this.min)
       const current = view.best.get(me)
-      // A replica's first signed row carries what it wrote unsigned (a counter from before the cluster).
-      const mine = cloneRow(view.rows.get(me) ?? legacyRows(state).get(me) ?? emptyRow())
+      // Unsigned entries (development mode, or an earlier release) are not carried over: anyone
+      // could have written them. A replica's first signed row starts from nothing.
+      const mine = cloneRow(view.rows.get(me) ?? emptyRow())
       fn(mine, view.rows)
+      const after = new Map(view.rows).set(me, mine)
+      if (rightsIn(after, me) < 0)
+        throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${me} would hold ${rightsIn(after, me)} right(s) on '${this.name}/${id}'.`)
       const version = (current?.version ?? 0) + 1
       const value = await signed.seal(this.name, id, me, { ...mine, version, min: this.min })
       try {
-        const after = await this.collection.update(
+        const written = await this.collection.update(
           id,
           (s) => {
-            const now = signed.view(this.name, id, s)
+            const now = signed.view(this.name, id, s, this.min)
             if ((now.best.get(me)?.version ?? 0) !== (current?.version ?? 0) || now.unchecked > 0) throw new StaleRow()
             for (const key of now.keys.get(me) ?? []) delete s[key]
-            s[rowKey(me, version)] = value
+            s[rowKey(me, version, value)] = value
           },
           { upsert: true },
         )
-        return signed.view(this.name, id, after).rows
+        return signed.view(this.name, id, written, this.min).rows
       } catch (err) {
         if (!(err instanceof StaleRow)) throw err
       }

@@ -16,6 +16,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { SignedRows } from './counter-rows.js'
+import type { CounterGuard } from './replication/row-guard.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
@@ -257,7 +258,7 @@ export class Replica {
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',
         refused: this.refused,
-        counterRows: (collection) => (this.counterNames.has(collection) ? this.signedRows : undefined),
+        counterGuard: (collection) => this.counterGuard(collection),
         grantRights: async (collection, id, to, want) => {
           const counter = this.counters.get(collection)
           return counter === undefined || this.state !== 'open' ? 0 : counter.grant(id, to, want)
@@ -689,6 +690,18 @@ export class Replica {
       )
     }
     return counter
+  }
+
+  /** The receive path's guard of counter rows for one collection (a cluster only). */
+  private counterGuard(collection: string): CounterGuard | undefined {
+    const rows = this.signedRows
+    if (rows === undefined) return undefined
+    const opened = this.counters.get(collection)
+    return {
+      rows,
+      opened: opened !== undefined || this.counterNames.has(collection),
+      rules: { mayWrite: (peer) => this.access.mayWrite(peer, collection), ...(opened !== undefined ? { min: opened.min } : {}) },
+    }
   }
 
   /**

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { rowsVerdict, rowsVerdictAhead, type RowsVerdict } from './row-guard.js'
+import { guardsDoc, noteRows, rowsVerdictAhead, rowsWithoutJudgement, verdictOf, type RowsVerdict } from './row-guard.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -83,12 +83,13 @@ export async function applyRemoteDelta(
   } catch (err) {
     return dropped('storeFailed', (err as Error).message)
   }
-  // Counters in a cluster: no delta may take a signed row back (row-guard.ts).
-  const rows = ctx.counterRows(collection)
-  if (rows !== undefined) {
+  // Counters in a cluster: a change may only add its holders' newer, valid rows (row-guard.ts).
+  const guard = ctx.counterGuard(collection)
+  const judged = guard !== undefined && guardsDoc(guard, backend, entity.doc)
+  if (judged) {
     let verdict: RowsVerdict
     try {
-      verdict = await rowsVerdictAhead(rows, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock)
+      verdict = await rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock)
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
@@ -112,8 +113,8 @@ export async function applyRemoteDelta(
         // waiting for its flush is taken now, from the document it was made on (see discard()).
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
-        const valueBefore = rows === undefined ? undefined : backend.read(entity.doc)
-        const pendingBefore = rows !== undefined && backend.hasPending(entity.doc)
+        const valueBefore = judged ? backend.read(entity.doc) : undefined
+        const pendingBefore = judged && backend.hasPending(entity.doc)
         let next: unknown
         try {
           next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
@@ -139,12 +140,22 @@ export async function applyRemoteDelta(
             refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
             return 'unchanged'
           }
-          const verdict = rows === undefined ? 'ok' : rowsVerdict(rows, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next))
+          // Judged again from the verdicts (the document may have changed since); an entity that
+          // could not be a counter must not become one.
+          const where = { collection, id }
+          const verdict = judged
+            ? verdictOf(guard, where, valueBefore, value, !pendingBefore && backend.hasPending(next))
+            : guard !== undefined
+              ? rowsWithoutJudgement(backend, where, value)
+              : 'ok'
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)
             if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
+            // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes.
+            else if (guard !== undefined) void guard.rows.check(collection, id, value).catch(() => undefined)
             return 'unchanged'
           }
+          if (guard !== undefined) noteRows(next, value)
         } catch (err) {
           ctx.entities.discard(col, entity)
           refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }

@@ -1,4 +1,4 @@
-import type { SignedRows } from '../counter-rows.js'
+import type { CounterGuard } from './row-guard.js'
 import type { Backend } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
@@ -116,8 +116,8 @@ export interface ReplicationContext {
   readonly refused: ReadonlySet<string>
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
-  /** In a cluster, for a collection holding bounded counters: their signed rows, which no remote delta may take back. */
-  counterRows(collection: string): SignedRows | undefined
+  /** In a cluster: the guard of counters' signed rows for a collection (see row-guard.ts); undefined in development mode. */
+  counterGuard(collection: string): CounterGuard | undefined
   /** The cluster policy: who is a member, who may read and write what (everything while none is adopted). */
   readonly access: Access
   /** Subject keys and forget tombstones of personal fields (exchanged in every round). */

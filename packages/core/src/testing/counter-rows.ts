@@ -1,0 +1,31 @@
+import { parseRowKey, rowKey } from '../counter-rows.js'
+
+/**
+ * Test helpers for counters' signed rows (keys are `$row|<holder>|<version>|<hash of value>`):
+ * what an attacker writing a counter's document directly, or a test reading one, needs.
+ */
+
+/** Puts `value` under the row key of `holder` and `version` (a non-string value is keyed by its JSON). */
+export function putRow(state: Record<string, unknown>, holder: string, version: number, value: unknown): void {
+  state[rowKey(holder, version, typeof value === 'string' ? value : JSON.stringify(value))] = value
+}
+
+/** The key of the row of `holder` and `version` in `state` (throws if there is none). */
+export function rowKeyIn(state: Record<string, unknown>, holder: string, version: number): string {
+  const key = Object.keys(state).find((k) => {
+    const p = parseRowKey(k)
+    return p?.holder === holder && p.version === version
+  })
+  if (key === undefined) throw new Error(`no row of ${holder} version ${version}`)
+  return key
+}
+
+/** Every key of `state` as '<holder>|<version>' for rows, as is for anything else; sorted. */
+export function rowNames(state: Record<string, unknown> | undefined): string[] {
+  return Object.keys(state ?? {})
+    .map((k) => {
+      const p = parseRowKey(k)
+      return p === undefined ? k : `${p.holder}|${p.version}`
+    })
+    .sort()
+}
