@@ -72,6 +72,13 @@ export interface CounterEnvironment {
 /** Thrown inside an update when the state moved since the row was signed: sign again. */
 class StaleRow extends Error {}
 
+/** A signed counter operation waiting for its row to be written. */
+interface QueuedOp {
+  fn: (mine: Row, rows: Rows) => void
+  resolve(rows: Rows): void
+  reject(err: unknown): void
+}
+
 /** Attempts of a signed write before giving up (each one found a row arrive unchecked between its read and its write). */
 const MAX_SIGNED_ATTEMPTS = 50
 
@@ -104,8 +111,9 @@ export class Counter {
   private readonly lowWater: number
   /** Rights requests in flight, per id. */
   private readonly refills = new Map<string, Promise<void>>()
-  /** The last signed write queued per id (signed writes of one id run one after another). */
-  private readonly signing = new Map<string, Promise<void>>()
+  /** Signed operations waiting per id, and the ids whose queue is being written (see mutate). */
+  private readonly queued = new Map<string, QueuedOp[]>()
+  private readonly signing = new Set<string>()
 
   /** @internal — use replica.counter(name, options). */
   constructor(
@@ -265,17 +273,34 @@ export class Counter {
   private mutate(id: string, fn: (mine: Row, rows: Rows) => void): Promise<Rows> {
     const signed = this.env.signedRows
     if (signed === undefined) return this.mutateUnsigned(id, fn)
-    // One signed write per id at a time on this replica: each signs over the row the last one wrote.
-    const run = (this.signing.get(id) ?? Promise.resolve()).then(() => this.mutateSigned(id, fn, signed))
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    this.signing.set(id, settled)
-    void settled.then(() => {
-      if (this.signing.get(id) === settled) this.signing.delete(id)
+    // Signed writes of one id run one batch at a time: the operations that queued while a row was
+    // being signed and written go into the next row together — one signature and one row for
+    // all of them (a hot SKU's concurrent sales), each still checked against the rights left.
+    return new Promise<Rows>((resolve, reject) => {
+      const queue = this.queued.get(id) ?? []
+      queue.push({ fn, resolve, reject })
+      this.queued.set(id, queue)
+      if (!this.signing.has(id)) {
+        this.signing.add(id)
+        void this.drain(id, signed).finally(() => this.signing.delete(id))
+      }
     })
-    return run
+  }
+
+  /** Writes the queued operations of one id, batch after batch, until none are left. */
+  private async drain(id: string, signed: SignedRows): Promise<void> {
+    for (;;) {
+      const batch = this.queued.get(id)
+      if (batch === undefined || batch.length === 0) break
+      this.queued.delete(id)
+      try {
+        const rows = await this.writeSigned(id, batch, signed)
+        for (const op of batch) op.resolve(rows)
+      } catch (err) {
+        for (const op of batch) op.reject(err)
+      }
+    }
+    this.queued.delete(id)
   }
 
   private async mutateUnsigned(id: string, fn: (mine: Row, rows: Rows) => void): Promise<Rows> {
@@ -295,12 +320,14 @@ export class Counter {
   }
 
   /**
-   * The write of a signed row: read and check the rows, sign the new row (async), then write it
-   * — in one update that first checks the row it replaces is still this replica's latest (else
-   * a concurrent write of this replica won: sign again). Rights only grow meanwhile (others'
-   * rows only grow), so a check made before signing still holds at the write.
+   * The write of a signed row: read and check the rows, apply the batch's operations to this
+   * replica's row (one that fails — short of rights — is rejected alone and leaves the row as
+   * it was), sign the new row (async), then write it — in one update that first checks the row
+   * it replaces is still this replica's latest and nothing unchecked arrived (else read and sign
+   * again). Others' rows only grow meanwhile, so rights checked before signing hold at the write.
+   * Removes the operations it rejected from `batch`; resolves with the rows after the write.
    */
-  private async mutateSigned(id: string, fn: (mine: Row, rows: Rows) => void, signed: SignedRows): Promise<Rows> {
+  private async writeSigned(id: string, batch: QueuedOp[], signed: SignedRows): Promise<Rows> {
     const me = this.env.me
     for (let attempt = 0; attempt < MAX_SIGNED_ATTEMPTS; attempt++) {
       const state = await this.collection.get(id)
@@ -309,11 +336,22 @@ export class Counter {
       const current = view.best.get(me)
       // Unsigned entries (development mode, or an earlier release) are not carried over: anyone
       // could have written them. A replica's first signed row starts from nothing.
-      const mine = cloneRow(view.rows.get(me) ?? emptyRow())
-      fn(mine, view.rows)
-      const after = new Map(view.rows).set(me, mine)
-      if (rightsIn(after, me) < 0)
-        throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${me} would hold ${rightsIn(after, me)} right(s) on '${this.name}/${id}'.`)
+      let mine = cloneRow(view.rows.get(me) ?? emptyRow())
+      for (let i = 0; i < batch.length; i++) {
+        const op = batch[i]!
+        const trial = cloneRow(mine)
+        const rows = new Map(view.rows).set(me, trial)
+        try {
+          op.fn(trial, rows)
+          if (rightsIn(rows, me) < 0)
+            throw new ConvergentError('ERR_INSUFFICIENT_RIGHTS', `Replica ${me} would hold ${rightsIn(rows, me)} right(s) on '${this.name}/${id}'.`)
+          mine = trial
+        } catch (err) {
+          op.reject(err)
+          batch.splice(i--, 1)
+        }
+      }
+      if (batch.length === 0) return view.rows
       const version = (current?.version ?? 0) + 1
       const value = await signed.seal(this.name, id, me, { ...mine, version, min: this.min })
       try {

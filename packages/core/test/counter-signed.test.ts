@@ -170,3 +170,21 @@ async function expectSpend(replica: Replica, n: number, code: string): Promise<v
   }
   expect.fail(`decrement of ${n} succeeded`)
 }
+
+describe('Counters in a cluster: the row guard leaves ordinary Automerge entities alone', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  it('new and changed entities of an Automerge collection, with keys like min or p|x, replicate by gossip and anti-entropy', async () => {
+    const { r } = await trustCluster(keys, [ADMIN, ORDERS], replicas)
+    const docs = r[ADMIN]!.collection<State>('docs', { backend: 'automerge' })
+    for (let i = 0; i < 20; i++) await docs.put(`d${i}`, { min: i, 'p|x': `v${i}`, title: `t${i}` })
+    await docs.update('d0', (d) => void (d.title = 'changed'))
+    await r[ORDERS]!.sync()
+    for (let i = 0; i < 20; i++) {
+      const got = await r[ORDERS]!.collection<State>('docs', { backend: 'automerge' }).get(`d${i}`)
+      expect(got, `d${i}`).to.deep.equal({ min: i, 'p|x': `v${i}`, title: i === 0 ? 'changed' : `t${i}` })
+    }
+    expect(r[ORDERS]!.stats().droppedTotal).to.equal(0)
+  })
+})

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { guardsDoc, noteRows, rowsVerdictAhead, rowsWithoutJudgement, verdictOf, type RowsVerdict } from './row-guard.js'
+import { guardsDoc, isCounterChange, noteRows, rowsVerdictAhead, rowsWithoutJudgement, verdictOf, type RowsVerdict } from './row-guard.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -144,7 +144,9 @@ export async function applyRemoteDelta(
           // could not be a counter must not become one.
           const where = { collection, id }
           const verdict = judged
-            ? verdictOf(guard, where, valueBefore, value, !pendingBefore && backend.hasPending(next))
+            ? isCounterChange(guard, valueBefore, value)
+              ? verdictOf(guard, where, valueBefore, value, !pendingBefore && backend.hasPending(next))
+              : 'ok'
             : guard !== undefined
               ? rowsWithoutJudgement(backend, where, value)
               : 'ok'

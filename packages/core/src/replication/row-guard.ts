@@ -93,7 +93,7 @@ export async function rowsVerdictAhead(
       }
     }
   }
-  if (!guard.opened && !holdsRows(before) && !holdsRows(after)) return 'ok' // not a counter
+  if (!isCounterChange(guard, before, after)) return 'ok'
   const pending = !pendingBefore && pendingAfter
   // The rows already here (checked when they came, or once after a restart) …
   await guard.rows.check(where.collection, where.id, before)
@@ -106,6 +106,11 @@ export async function rowsVerdictAhead(
   }
   verdict = verdictOf(guard, where, before, after, pending)
   return verdict
+}
+
+/** Whether a change is a counter's: in a collection opened here as counters, or with rows before or after. */
+export function isCounterChange(guard: CounterGuard, before: JsonObject | undefined, after: JsonObject | undefined): boolean {
+  return guard.opened || holdsRows(before) || holdsRows(after)
 }
 
 /** The verdict on a change from `before` to `after` (sync: from the verdicts checked ahead). */
