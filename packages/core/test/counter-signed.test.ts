@@ -128,6 +128,20 @@ describe('Counters in a cluster: signed rows', function () {
     expect(await r[ADMIN]!.counter('stock').decrement('s1', 60)).to.equal(0)
   })
 
+  it('concurrent writes of one id on one replica share rows: one signature per batch, each operation checked against the rights left', async () => {
+    const { r } = await setUp()
+    const stock = r[ADMIN]!.counter('stock')
+    const signsBefore = keys.signs
+    const results = await Promise.allSettled(Array.from({ length: 150 }, () => stock.decrement('s1', 1)))
+    const sold = results.filter((x) => x.status === 'fulfilled').length
+    const refused = results.filter((x) => x.status === 'rejected').map((x) => (x.reason as { code?: string }).code)
+    expect({ sold, refused: [...new Set(refused)] }).to.deep.equal({ sold: 100, refused: ['ERR_INSUFFICIENT_RIGHTS'] })
+    // 150 operations, a handful of rows (and pushes): not one signature each.
+    expect(keys.signs - signsBefore, 'signatures made').to.be.below(20)
+    await syncAll(r)
+    expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 0, admin: 0, orders: 0 }))
+  })
+
   it('after a restart the guard holds before the application opens its counter again', async () => {
     const { dir, cleanup } = await tempDir()
     try {
