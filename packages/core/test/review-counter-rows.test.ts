@@ -1,7 +1,10 @@
 /**
  * Review of signed counter rows (counter-rows.ts, row-guard.ts): an attacker that is a member
  * allowed to write the counter's collection, long histories and restarts.
- * "HOLE n: …" tests fail against the code under review; "probe: …" tests pass (what held).
+ * Each "HOLE n: …" test names a hole the code under review had (each was watched fail there) and
+ * passes since the fixes — where the fix refuses the forgery on receipt, the test waits for that
+ * refusal instead of the forgery's arrival. HOLE 12 is a documented limit (pending). "probe: …"
+ * tests held from the start.
  */
 import { sign } from 'node:crypto'
 import { expect } from 'chai'
