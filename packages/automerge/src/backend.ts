@@ -146,6 +146,14 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return A.clone(doc)
   }
 
+  conflictedKeys(doc: AutomergeDoc): string[] {
+    // Concurrent values that differ (the same value twice reads the same whichever wins).
+    return Object.keys(doc).filter((key) => {
+      const values = Object.values(A.getConflicts(doc, key) ?? {}).map((v) => JSON.stringify(v))
+      return new Set(values).size > 1
+    })
+  }
+
   save(doc: AutomergeDoc): Uint8Array {
     return A.save(doc)
   }

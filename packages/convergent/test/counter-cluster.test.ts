@@ -5,7 +5,7 @@
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
 import { encodeRowBody, rowValue } from '@convergent/core/internal'
-import { putRow, rowKeyIn, rowNames } from '@convergent/core/testing'
+import { asForger, putRow, rowKeyIn, rowNames } from '@convergent/core/testing'
 import { generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -43,7 +43,7 @@ describe('Counters in a cluster over real libp2p: signed rows', function () {
     await probe.close()
     const cluster = { key, admins: [adminId] }
     const admin = await start({ dir: adminDir, cluster })
-    const orders = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })
+    const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code
     const inventory = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!, orders.multiaddrs[0]!] })
     await waitFor(() => admin.peers().length === 2 && inventory.peers().length === 2, 'all connected')
     await admin.policy.set({
@@ -66,7 +66,7 @@ describe('Counters in a cluster over real libp2p: signed rows', function () {
 
     // ORDERS writes ADMIN's next row giving it all 100 rights (with a signature ADMIN never made),
     // and the unsigned keys that would do the same in development mode.
-    const body = encodeRowBody({ version: 2, min: 0, inc: 100, dec: 0, out: { [orders.peerId]: 100 } })
+    const body = encodeRowBody({ version: 2, inc: 100, dec: 0, out: { [orders.peerId]: 100 } })
     await orders.collection<State>('stock').update('sku', (s) => {
       putRow(s, adminId, 2, rowValue(body, new Uint8Array(64).fill(1)))
       s[`p|${adminId}|${orders.peerId}`] = 100

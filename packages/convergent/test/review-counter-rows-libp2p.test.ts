@@ -6,7 +6,7 @@ import { expect } from 'chai'
 import { encode } from 'cborg'
 import { silentLogger } from '@convergent/core'
 import { encodeRowBody, rowValue } from '@convergent/core/internal'
-import { putRow, rowNames } from '@convergent/core/testing'
+import { asForger, putRow, rowNames } from '@convergent/core/testing'
 import { identityPeerId, loadOrCreateIdentity, signerOf } from '@convergent/libp2p'
 import { generateClusterKey, open, type OpenOptions, type Replica } from '../src/index.js'
 import { tempDir, waitFor } from './helpers.js'
@@ -55,7 +55,7 @@ describe('review: signed counter rows over real libp2p', function () {
     await probe.close()
     const cluster = { key, admins: [adminId] }
     const admin = await start({ dir: adminDir, cluster })
-    const orders = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })
+    const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code
     await waitFor(() => admin.peers().length === 1 && orders.peers().length === 1, 'connected')
     await admin.policy.set({ roles: { admin: [adminId], orders: [orders.peerId] }, collections: { stock: { read: ['*'], write: ['admin', 'orders'] } } })
     await waitFor(() => orders.policy.get() !== undefined, 'adopted')
@@ -66,7 +66,7 @@ describe('review: signed counter rows over real libp2p', function () {
     const file = join(await folder(), 'sybil.key')
     const sybilKey = await loadOrCreateIdentity(file)
     const sybil = (await identityPeerId(file))!
-    const body = encodeRowBody({ version: 1, min: 0, inc: 0, dec: 500, out: {} })
+    const body = encodeRowBody({ version: 1, inc: 0, dec: 500, out: {} })
     const signature = await signerOf(sybilKey)(rowSigningInput({ namespace: 'default', collection: 'stock', id: 'sku', holder: sybil }, body))
     await orders.collection<State>('stock').update('sku', (s) => void putRow(s, sybil, 1, rowValue(body, signature)))
     await waitFor(async () => {

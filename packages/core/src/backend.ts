@@ -117,6 +117,12 @@ export interface Backend<Doc = unknown> {
    * cheaper than load(save(doc)). Core uses it to try a delta before applying it.
    */
   clone?(doc: Doc): Doc
+
+  /**
+   * Optional: top-level keys of the document's value that hold concurrent values (a map
+   * register's conflict, of which read() shows one). Core refuses them under counter row keys.
+   */
+  conflictedKeys?(doc: Doc): string[]
 }
 
 export interface DeltaLimits {

@@ -53,6 +53,14 @@ export interface ReplicaServices {
   now(): number
   /** Told of every read that opened personal fields (observers' personalRead); undefined while none listens. */
   personalRead?: ((event: PersonalReadEvent) => void) | undefined
+  /**
+   * In a cluster, for a collection of counters: why a local write from `before` to `after` would
+   * be refused by every peer (the counter row guard), or undefined if it passes; undefined for
+   * any other collection. A write peers would refuse fails here instead (ERR_FORBIDDEN).
+   */
+  counterWriteRefusal?(
+    collection: string,
+  ): ((id: string, before: JsonObject | undefined, after: JsonObject | undefined, conflicted: string[]) => string | undefined) | undefined
 }
 
 /** How a value is being read, when it goes to the application (what the read audit records). */
@@ -572,10 +580,23 @@ export class Collection<T extends object = JsonObject> {
     const entity = await this.replica.entities.acquire(this.state, id)
     const lastWrite = entity.lastWrite
     let version: Uint8Array | undefined
+    const refusal = this.replica.counterWriteRefusal?.(this.name)
     const pending = writeTo(this.replica.entities, this.replica.events, this.state, entity, undefined, (e) => {
+      const backend = this.state.backend
+      const before = refusal === undefined ? undefined : backend.read(e.doc)
       const result = change(e.doc)
-      if (wantVersion) version = this.state.backend.version(result.doc)
+      if (wantVersion) version = backend.version(result.doc)
       if (result.delta === null) return 'unchanged'
+      if (refusal !== undefined) {
+        const why = refusal(id, before, kind === 'delete' ? undefined : backend.read(result.doc), backend.conflictedKeys?.(result.doc) ?? [])
+        if (why !== undefined) {
+          this.replica.entities.discard(this.state, e) // the change was made on the document: gone with it
+          throw new ConvergentError(
+            'ERR_FORBIDDEN',
+            `${why}: every peer would refuse this write, so it is not made. Write counters through replica.counter('${this.name}').`,
+          )
+        }
+      }
       return { kind, doc: result.doc, delta: result.delta, deleted: kind === 'delete' }
     })
     if (pending !== 'unchanged') {

@@ -13,9 +13,12 @@ import { asInt, asRecord } from './replication/messages/fields.js'
  * Two layouts carry the rows in the counter's document:
  * - development mode (no cluster): one key per number — `p|i|i` increments of i, `p|i|j`
  *   rights i gave to j, `n|i` decrements of i — as every earlier release wrote them;
- * - a cluster: one key per row, `r|<holder>|<version>`, whose value is the row signed by its
- *   holder's key (see SignedRows). A member can relay a row but not forge or alter one, so no
- *   writer of the counter can take another's rights, undo its decrements or change min.
+ * - a cluster: one key per row, `$row|<holder>|<version>|<hash>`, whose value is the row signed
+ *   by its holder's key (see SignedRows). A member can relay a row but not forge or alter one,
+ *   so no writer of the counter can take another's rights or undo its decrements. A holder's
+ *   numbers are the field-wise maximum over its valid rows, so they only grow, whatever rows a
+ *   change brings or drops. min is no part of the data: each replica adds its own (the same on
+ *   every replica); rights never depend on it.
  */
 export interface Row {
   inc: number
@@ -122,10 +125,9 @@ export const MAX_ROW_CHARS = 400_000
 /** What a holder signs: a fixed context, so no other signature (a push's, a policy's) passes as a row's. */
 const ROW_CONTEXT = new TextEncoder().encode('convergent counter row v1\n')
 
-/** A row as signed: its version (one more per write of the holder) and the counter's min besides the numbers. */
+/** A row as signed: its version (one more per write of the holder) besides the numbers. */
 export interface SignedRow extends Row {
   version: number
-  min: number
 }
 
 /** Where a row belongs: a row signed for one counter entity never counts for another. */
@@ -172,7 +174,7 @@ export function rowAt(key: string, value: unknown): { holder: string; row: Signe
 }
 
 export function encodeRowBody(row: SignedRow): Uint8Array {
-  return encode({ v: row.version, m: row.min, i: row.inc, d: row.dec, o: row.out })
+  return encode({ v: row.version, i: row.inc, d: row.dec, o: row.out })
 }
 
 /** The bytes a holder's key signs for a row body. */
@@ -204,7 +206,6 @@ export function parseRowValue(value: unknown, version: number): { row: SignedRow
     }
     const row: SignedRow = {
       version: asInt(r.v, 'counter row version', 1),
-      min: asInt(r.m, 'counter row min', Number.MIN_SAFE_INTEGER),
       inc: asInt(r.i, 'counter row increments'),
       dec: asInt(r.d, 'counter row decrements'),
       out,
@@ -240,7 +241,6 @@ const MAX_VERDICTS = 50_000
  * verdicts are remembered by collection, id, key and value) and says which rows count.
  * Reading never trusts a row whose signature was not checked: check() first (async), then
  * view() (sync, from the verdicts) — the split lets a write re-read the state atomically.
- * A row that is valid counts only under the min it was signed with (view's `min`).
  */
 export class SignedRows {
   private readonly verdicts = new Map<string, boolean>()
@@ -302,10 +302,11 @@ export class SignedRows {
   }
 
   /**
-   * The rows that count, from the verdicts check() left: per holder its valid row of the
-   * highest version (signed with `min`, when given). A row not checked yet does not count.
+   * The rows that count, from the verdicts check() left: per holder, the field-wise maximum of
+   * its valid rows (and its valid row of the highest version, whose successor it signs next).
+   * A row not checked yet does not count.
    */
-  view(collection: string, id: string, state: Record<string, unknown> | undefined, min?: number): RowsView {
+  view(collection: string, id: string, state: Record<string, unknown> | undefined): RowsView {
     const view: RowsView = { rows: new Map(), best: new Map(), keys: new Map(), unchecked: 0 }
     for (const [key, value] of Object.entries(state ?? {})) {
       if (!isRowKey(key)) continue
@@ -316,13 +317,11 @@ export class SignedRows {
       const keys = view.keys.get(place.holder) ?? []
       keys.push(key)
       view.keys.set(place.holder, keys)
-      if (known !== true) continue
-      const parsed = rowAt(key, value)
-      if (parsed === undefined || (min !== undefined && parsed.row.min !== min)) continue
+      const parsed = known === true ? rowAt(key, value) : undefined
+      if (parsed === undefined) continue
       const best = view.best.get(place.holder)
-      if (best !== undefined && best.version >= parsed.row.version) continue
-      view.best.set(place.holder, parsed.row)
-      view.rows.set(place.holder, { inc: parsed.row.inc, dec: parsed.row.dec, out: parsed.row.out })
+      if (best === undefined || best.version < parsed.row.version) view.best.set(place.holder, parsed.row)
+      view.rows.set(place.holder, maxRow(view.rows.get(place.holder), parsed.row))
     }
     return view
   }
@@ -334,16 +333,23 @@ export class SignedRows {
   }
 }
 
-/** What the receive path knows of a counter entity's rules (see rowsVerdict). */
-export interface RowRules {
-  /** Whether a peer may write the counter's collection now (a row of a holder who may not is refused). */
-  mayWrite(peer: string): boolean
-  /** The min this replica opened the counter with, if it did. */
-  min?: number
+/** The field-wise maximum of two rows of one holder (numbers only grow, so it is the newer one's, unless an older row was lost). */
+function maxRow(a: Row | undefined, b: Row): Row {
+  if (a === undefined) return cloneRow(b)
+  const out = cloneRow(a)
+  out.inc = Math.max(a.inc, b.inc)
+  out.dec = Math.max(a.dec, b.dec)
+  for (const [to, n] of Object.entries(b.out)) if (n > amountTo(out, to)) giveTo(out, to, n - amountTo(out, to))
+  return out
 }
 
 /** Most row keys one holder may have in a counter's document (honestly one; two after a holder lost its state and wrote again). */
 export const MAX_ROWS_PER_HOLDER = 8
+
+/** Keys of the unsigned layout (development mode, earlier releases): kept in a counter's document, never counted in a cluster. */
+function isUnsignedCounterKey(key: string): boolean {
+  return key === 'min' || key.startsWith('p|') || key.startsWith('n|')
+}
 
 /** The row keys (and values) a change adds or changes: what a verdict has to check. */
 export function changedRows(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): [key: string, value: unknown][] {
@@ -355,14 +361,18 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
 /**
  * Whether a remote change may turn a counter entity's `before` into `after`: 'ok'; 'later'
  * (a row's signature is not checked yet: see SignedRows.checkOne; not the sender's fault, the
- * change comes again); or why it is refused. The rules, which every honest change meets on
- * every replica in causal order, so that no honest change is ever refused:
- *  - every row key it adds or changes holds a row that verifies under its holder's key, of a
- *    holder that may write the collection, signed with the counter's min (at most
- *    MAX_ROWS_PER_HOLDER keys per holder);
- *  - it writes or deletes no other key (in a cluster a counter's document holds rows only);
- *  - no holder's best row goes back (deleted, overwritten, or an older version brought);
- *  - every holder's rights stay ≥ 0 (a row spends only rights its holder held).
+ * change comes again); or why it is refused. A change is refused for good only for what it
+ * carries — never for this replica's policy, configuration or what arrived first: a refused
+ * change is refused with every change built on it, so a rule that another replica could judge
+ * otherwise would split them for ever. The rules, which every honest change meets:
+ *  - every row key it adds or changes holds a row that verifies under its holder's key
+ *    (signed for this namespace, collection and id), with no other value beside it under the
+ *    same key (`conflicted`: keys holding concurrent values), and at most
+ *    MAX_ROWS_PER_HOLDER keys per holder;
+ *  - it writes no other key than rows and the unsigned layout of development mode;
+ *  - no holder's numbers go down (a row deleted or overwritten that held its highest ones);
+ *  - every holder's rights stay ≥ 0 (a row spends only rights its holder held: an honest
+ *    holder's change depends on the rows that gave it those rights, so it passes anywhere).
  * The checks that need no signature come first: a refused change costs no verify.
  */
 export function rowsVerdict(
@@ -370,43 +380,39 @@ export function rowsVerdict(
   where: { collection: string; id: string },
   before: Record<string, unknown> | undefined,
   after: Record<string, unknown> | undefined,
-  rules: RowRules,
+  conflicted: readonly string[],
 ): 'ok' | 'later' | { refused: string } {
   const { collection, id } = where
   const name = `counter '${collection}/${id}'`
   const shown = (key: string) => JSON.stringify(key.slice(0, 64))
+  for (const key of conflicted) if (isRowKey(key)) return { refused: `${name}: two values under row key ${shown(key)}` }
   for (const [key, value] of Object.entries(after ?? {})) {
-    if (!isRowKey(key) && !(before !== undefined && Object.hasOwn(before, key) && sameValue(before[key], value))) {
+    if (isRowKey(key) || isUnsignedCounterKey(key)) continue
+    if (!(before !== undefined && Object.hasOwn(before, key) && sameValue(before[key], value))) {
       return { refused: `${name}: the change writes ${shown(key)}, which is not a signed row` }
     }
-  }
-  for (const key of Object.keys(before ?? {})) {
-    if (!isRowKey(key) && !Object.hasOwn(after ?? {}, key)) return { refused: `${name}: the change deletes ${shown(key)}` }
   }
   const perHolder = new Map<string, number>()
   for (const key of Object.keys(after ?? {})) {
     const place = parseRowKey(key)
     if (place !== undefined) perHolder.set(place.holder, (perHolder.get(place.holder) ?? 0) + 1)
   }
-  let min = rules.min
   let unchecked = false
   for (const [key, value] of changedRows(before, after)) {
     const place = rowAt(key, value)
-    const parsed = place
-    if (place === undefined || parsed === undefined) return { refused: `${name}: ${shown(key)} is not a row` }
+    if (place === undefined) return { refused: `${name}: ${shown(key)} is not a row` }
     if ((perHolder.get(place.holder) ?? 0) > MAX_ROWS_PER_HOLDER) return { refused: `${name}: more than ${MAX_ROWS_PER_HOLDER} rows of ${place.holder}` }
-    if (!rules.mayWrite(place.holder)) return { refused: `${name}: a row of ${place.holder}, who may not write '${collection}'` }
-    min ??= parsed.row.min
-    if (parsed.row.min !== min) return { refused: `${name}: a row of ${place.holder} signed with min ${parsed.row.min}, not ${min}` }
     const verdict = rows.verdict(collection, id, key, value)
     if (verdict === false) return { refused: `${name}: row ${shown(key)} does not verify under its holder's key` }
     if (verdict === undefined) unchecked = true
   }
-  if (unchecked || rows.view(collection, id, before, min).unchecked > 0) return 'later'
-  const b = rows.view(collection, id, before, min)
-  const a = rows.view(collection, id, after, min)
-  for (const [holder, row] of b.best) {
-    if ((a.best.get(holder)?.version ?? 0) < row.version) return { refused: `${name}: the change takes back ${holder}'s signed row` }
+  if (unchecked || rows.view(collection, id, before).unchecked > 0) return 'later'
+  const b = rows.view(collection, id, before)
+  const a = rows.view(collection, id, after)
+  for (const [holder, was] of b.rows) {
+    const now = a.rows.get(holder) ?? emptyRow()
+    const lower = now.inc < was.inc || now.dec < was.dec || Object.entries(was.out).some(([to, n]) => amountTo(now, to) < n)
+    if (lower) return { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
   }
   for (const [holder, rights] of holdersIn(a.rows)) {
     if (rights < 0) return { refused: `${name}: ${holder} would hold ${rights} rights (a row spends rights its holder never held)` }

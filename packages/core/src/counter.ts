@@ -262,7 +262,7 @@ export class Counter {
     if (signed === undefined) return legacyRows(state)
     // Every row is checked before the view is taken: a view never counts a spender's row without the row that funded it.
     await signed.check(this.name, id, state)
-    return signed.view(this.name, id, state, this.min).rows
+    return signed.view(this.name, id, state).rows
   }
 
   /**
@@ -332,7 +332,7 @@ export class Counter {
     for (let attempt = 0; attempt < MAX_SIGNED_ATTEMPTS; attempt++) {
       const state = await this.collection.get(id)
       await signed.check(this.name, id, state)
-      const view = signed.view(this.name, id, state, this.min)
+      const view = signed.view(this.name, id, state)
       const current = view.best.get(me)
       // Unsigned entries (development mode, or an earlier release) are not carried over: anyone
       // could have written them. A replica's first signed row starts from nothing.
@@ -353,19 +353,19 @@ export class Counter {
       }
       if (batch.length === 0) return view.rows
       const version = (current?.version ?? 0) + 1
-      const value = await signed.seal(this.name, id, me, { ...mine, version, min: this.min })
+      const value = await signed.seal(this.name, id, me, { ...mine, version })
       try {
         const written = await this.collection.update(
           id,
           (s) => {
-            const now = signed.view(this.name, id, s, this.min)
+            const now = signed.view(this.name, id, s)
             if ((now.best.get(me)?.version ?? 0) !== (current?.version ?? 0) || now.unchecked > 0) throw new StaleRow()
             for (const key of now.keys.get(me) ?? []) delete s[key]
             s[rowKey(me, version, value)] = value
           },
           { upsert: true },
         )
-        return signed.view(this.name, id, written, this.min).rows
+        return signed.view(this.name, id, written).rows
       } catch (err) {
         if (!(err instanceof StaleRow)) throw err
       }

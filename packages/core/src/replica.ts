@@ -16,7 +16,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { SignedRows } from './counter-rows.js'
-import type { CounterGuard } from './replication/row-guard.js'
+import { verdictOf, type CounterGuard } from './replication/row-guard.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
@@ -237,6 +237,14 @@ export class Replica {
       readAudit: audit,
       peerId: access.self,
       now: () => this.clock.now(),
+      counterWriteRefusal: (collection) => {
+        const guard = this.counterGuard(collection)
+        if (guard === undefined) return undefined
+        return (id, before, after, conflicted) => {
+          const verdict = verdictOf(guard, { collection, id }, before, after, false, conflicted)
+          return verdict === 'ok' ? undefined : verdict === 'later' ? `counter '${collection}/${id}' holds rows not checked yet` : verdict.refused
+        }
+      },
     }
     if (options.network !== undefined) {
       const replication: ReplicationContext = {
@@ -692,16 +700,14 @@ export class Replica {
     return counter
   }
 
-  /** The receive path's guard of counter rows for one collection (a cluster only). */
+  /**
+   * The receive path's guard of counter rows for one collection (a cluster only): one opened
+   * here as a counter (now or before a restart), or declared one by the policy.
+   */
   private counterGuard(collection: string): CounterGuard | undefined {
     const rows = this.signedRows
     if (rows === undefined) return undefined
-    const opened = this.counters.get(collection)
-    return {
-      rows,
-      opened: opened !== undefined || this.counterNames.has(collection),
-      rules: { mayWrite: (peer) => this.access.mayWrite(peer, collection), ...(opened !== undefined ? { min: opened.min } : {}) },
-    }
+    return this.counters.has(collection) || this.counterNames.has(collection) || this.access.isCounter(collection) ? { rows } : undefined
   }
 
   /**

@@ -11,13 +11,13 @@ import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica } from '../src/index.js'
 import { encodeRowBody, rowKey, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
-import { putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true } },
 }
 type State = Record<string, unknown>
 
@@ -28,6 +28,7 @@ describe('Counters in a cluster: signed rows', function () {
   /** ADMIN, ORDERS and SUPPORT under POLICY; ADMIN's counter 's1' holds 100 and every replica sees it. */
   async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
     const cluster = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas)
+    asForger(cluster.r[ORDERS]!) // ORDERS writes the counter's document with its own code
     const { r } = cluster
     await r[ADMIN]!.policy.set(POLICY)
     await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[SUPPORT]!.policy.get() !== undefined, 'adopted')
@@ -53,7 +54,7 @@ describe('Counters in a cluster: signed rows', function () {
 
   /** A row of `holder` signed with `signer`'s key (the holder's own, or a forger's). */
   function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }): string {
-    const full: SignedRow = { inc: 0, dec: 0, out: {}, min: 0, ...fields }
+    const full: SignedRow = { inc: 0, dec: 0, out: {}, ...fields }
     const body = encodeRowBody(full)
     const signature = sign(null, rowSigningInput({ namespace: 'default', collection: 'stock', id, holder }, body), keys.key(signer).priv)
     return rowValue(body, signature)
@@ -149,12 +150,14 @@ describe('Counters in a cluster: signed rows', function () {
       const opts = { backends: [yjsBackend(), automergeBackend()], syncIntervalMs: 0, logger: silentLogger }
       const openAdmin = () => Replica.open({ ...opts, store: classicLevelStore(dir), network: hub.createNetwork(ADMIN), trust: keys.trust(ADMIN, [ADMIN]) })
       let admin = await openAdmin()
-      const orders = await Replica.open({
-        ...opts,
-        store: classicLevelStore(`${dir}-orders`),
-        network: hub.createNetwork(ORDERS),
-        trust: keys.trust(ORDERS, [ADMIN]),
-      })
+      const orders = asForger(
+        await Replica.open({
+          ...opts,
+          store: classicLevelStore(`${dir}-orders`),
+          network: hub.createNetwork(ORDERS),
+          trust: keys.trust(ORDERS, [ADMIN]),
+        }),
+      )
       replicas.push(orders)
       await admin.policy.set(POLICY)
       await waitFor(() => orders.policy.get() !== undefined, 'adopted')

@@ -98,3 +98,4 @@ export function trustSuite(): { keys: KeyringType; replicas: Replica[] } {
   })
   return suite
 }
+

@@ -47,7 +47,7 @@ export async function prepareTrust(dataRoot: string): Promise<TrustSetup> {
     roles: { inventory: [ids.inventory], orders: [ids.orders], payments: [ids.payments], support: [ids.support, ids.rogue] },
     collections: {
       products: { read: ['*'], write: ['inventory'] },
-      stock: { read: ['*'], write: ['inventory', 'orders'] },
+      stock: { read: ['*'], write: ['inventory', 'orders'], counter: true }, // every service guards the counters' signed rows
       orders: { read: ['*'], write: ['inventory', 'orders'] },
       payments: { read: ['inventory', 'orders'], write: ['payments'] },
       customers: { read: ['*'], write: ['orders'] },

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { guardsDoc, isCounterChange, noteRows, rowsVerdictAhead, rowsWithoutJudgement, verdictOf, type RowsVerdict } from './row-guard.js'
+import { rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -83,10 +83,9 @@ export async function applyRemoteDelta(
   } catch (err) {
     return dropped('storeFailed', (err as Error).message)
   }
-  // Counters in a cluster: a change may only add its holders' newer, valid rows (row-guard.ts).
+  // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   const guard = ctx.counterGuard(collection)
-  const judged = guard !== undefined && guardsDoc(guard, backend, entity.doc)
-  if (judged) {
+  if (guard !== undefined) {
     let verdict: RowsVerdict
     try {
       verdict = await rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock)
@@ -113,8 +112,8 @@ export async function applyRemoteDelta(
         // waiting for its flush is taken now, from the document it was made on (see discard()).
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
-        const valueBefore = judged ? backend.read(entity.doc) : undefined
-        const pendingBefore = judged && backend.hasPending(entity.doc)
+        const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
+        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         let next: unknown
         try {
           next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
@@ -140,16 +139,11 @@ export async function applyRemoteDelta(
             refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
             return 'unchanged'
           }
-          // Judged again from the verdicts (the document may have changed since); an entity that
-          // could not be a counter must not become one.
-          const where = { collection, id }
-          const verdict = judged
-            ? isCounterChange(guard, valueBefore, value)
-              ? verdictOf(guard, where, valueBefore, value, !pendingBefore && backend.hasPending(next))
-              : 'ok'
-            : guard !== undefined
-              ? rowsWithoutJudgement(backend, where, value)
-              : 'ok'
+          // Judged again from the verdicts (the document may have changed since the check ahead).
+          const verdict =
+            guard === undefined
+              ? 'ok'
+              : verdictOf(guard, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next), backend.conflictedKeys?.(next) ?? [])
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)
             if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
@@ -157,7 +151,6 @@ export async function applyRemoteDelta(
             else if (guard !== undefined) void guard.rows.check(collection, id, value).catch(() => undefined)
             return 'unchanged'
           }
-          if (guard !== undefined) noteRows(next, value)
         } catch (err) {
           ctx.entities.discard(col, entity)
           refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }

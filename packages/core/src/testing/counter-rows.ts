@@ -1,4 +1,5 @@
 import { parseRowKey, rowKey } from '../counter-rows.js'
+import type { Replica } from '../replica.js'
 
 /**
  * Test helpers for counters' signed rows (keys are `$row|<holder>|<version>|<hash of value>`):
@@ -28,4 +29,14 @@ export function rowNames(state: Record<string, unknown> | undefined): string[] {
       return p === undefined ? k : `${p.holder}|${p.version}`
     })
     .sort()
+}
+
+/**
+ * Makes a replica write like a member running its own code: its local counter checks (the
+ * ERR_FORBIDDEN a write every peer would refuse gets) are skipped, so what it writes through
+ * collection() goes out as it is — the receivers' guards are what a test of an attack measures.
+ */
+export function asForger(replica: Replica): Replica {
+  ;(replica as unknown as { services: { counterWriteRefusal?: unknown } }).services.counterWriteRefusal = undefined
+  return replica
 }

@@ -177,6 +177,11 @@ export class Access {
     return this.allows(peer, collection, 'write')
   }
 
+  /** The policy declares the collection a counter's (CollectionRule.counter). */
+  isCounter(collection: string): boolean {
+    return this.current?.policy.collections[collection]?.counter === true
+  }
+
   /** Every member may read it (so gossip, which any subscriber receives, may carry it). */
   readableByAll(collection: string): boolean {
     const rule = this.ruleOf(collection)

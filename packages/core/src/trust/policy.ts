@@ -24,6 +24,12 @@ export interface PolicyDocument {
 export interface CollectionRule {
   read: string[]
   write: string[]
+  /**
+   * The collection holds bounded counters (replica.counter(name)): every replica guards their
+   * signed rows, also one that never opens the counter but relays it (see Counter). Without
+   * it, only replicas that open the counter guard it.
+   */
+  counter?: boolean
 }
 
 /** A policy as adopted: the document, its version and the admin that signed it. */
@@ -97,7 +103,8 @@ function normalized(doc: unknown): PolicyDocument {
         if (r !== '*' && roles[r] === undefined) throw invalid(`the ${field} rule of '${name}' names role '${r}', which the policy does not define`)
       return [...new Set(refs)].sort()
     }
-    collections[name] = { read: list('read'), write: list('write') }
+    if (rule.counter !== undefined && typeof rule.counter !== 'boolean') throw invalid(`the counter flag of '${name}' is not a boolean`)
+    collections[name] = { read: list('read'), write: list('write'), ...(rule.counter === true ? { counter: true } : {}) }
   }
   const revokedIn = asArray(d.revoked ?? [], 'revoked', POLICY_LIMITS.maxMembers).map((p) => asString(p, 'a revoked peer id', POLICY_LIMITS.maxNameBytes))
   const revoked = [...new Set(revokedIn)].sort()
