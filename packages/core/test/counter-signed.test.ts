@@ -205,3 +205,13 @@ describe('Counters in a cluster: the row guard leaves ordinary Automerge entitie
     expect(r[ORDERS]!.stats().droppedTotal).to.equal(0)
   })
 })
+
+describe('The policy declares counter collections (CollectionRule.counter)', () => {
+  it('keeps counter: true, drops false, and refuses anything else', async () => {
+    const { normalizePolicy } = await import('../src/trust/policy.js')
+    const doc = (counter: unknown) => ({ roles: { w: ['x'] }, collections: { stock: { read: ['w'], write: ['w'], counter } } })
+    expect(normalizePolicy(doc(true)).collections.stock).to.deep.equal({ read: ['w'], write: ['w'], counter: true })
+    expect(normalizePolicy(doc(false)).collections.stock).to.deep.equal({ read: ['w'], write: ['w'] })
+    expect(() => normalizePolicy(doc('yes'))).to.throw(/counter flag/)
+  })
+})
