@@ -60,7 +60,9 @@ export interface ReplicaServices {
    */
   counterWriteRefusal?(
     collection: string,
-  ): ((id: string, before: JsonObject | undefined, after: JsonObject | undefined, conflicted: string[]) => string | undefined) | undefined
+  ):
+    | ((id: string, before: JsonObject | undefined, after: JsonObject | undefined, conflicted: { before: string[]; after: string[] }) => string | undefined)
+    | undefined
 }
 
 /** How a value is being read, when it goes to the application (what the read audit records). */
@@ -584,11 +586,15 @@ export class Collection<T extends object = JsonObject> {
     const pending = writeTo(this.replica.entities, this.replica.events, this.state, entity, undefined, (e) => {
       const backend = this.state.backend
       const before = refusal === undefined ? undefined : backend.read(e.doc)
+      const conflictedBefore = refusal === undefined ? [] : (backend.conflictedKeys?.(e.doc) ?? [])
       const result = change(e.doc)
       if (wantVersion) version = backend.version(result.doc)
       if (result.delta === null) return 'unchanged'
       if (refusal !== undefined) {
-        const why = refusal(id, before, kind === 'delete' ? undefined : backend.read(result.doc), backend.conflictedKeys?.(result.doc) ?? [])
+        const why = refusal(id, before, kind === 'delete' ? undefined : backend.read(result.doc), {
+          before: conflictedBefore,
+          after: backend.conflictedKeys?.(result.doc) ?? [],
+        })
         if (why !== undefined) {
           this.replica.entities.discard(this.state, e) // the change was made on the document: gone with it
           throw new ConvergentError(

@@ -125,9 +125,23 @@ export const MAX_ROW_CHARS = 400_000
 /** What a holder signs: a fixed context, so no other signature (a push's, a policy's) passes as a row's. */
 const ROW_CONTEXT = new TextEncoder().encode('convergent counter row v1\n')
 
-/** A row as signed: its version (one more per write of the holder) besides the numbers. */
+/**
+ * A row as signed: its version (one more per write of the holder) besides the numbers, and the
+ * rights it counted as received from each other holder when it signed (its receipts): a row
+ * spends no more than it says it holds (inc + Σ received − Σ out − dec ≥ 0, checked from the row
+ * alone), and a receiver takes it once the rows it names show those rights given (rowsVerdict).
+ */
 export interface SignedRow extends Row {
   version: number
+  received?: Record<string, number>
+}
+
+/** What a row says its holder holds after it: its own increments and receipts, less what it gave and took. */
+export function heldBy(row: SignedRow): number {
+  let held = row.inc - row.dec
+  for (const n of Object.values(row.received ?? {})) held += n
+  for (const n of Object.values(row.out)) held -= n
+  return held
 }
 
 /** Where a row belongs: a row signed for one counter entity never counts for another. */
@@ -174,7 +188,7 @@ export function rowAt(key: string, value: unknown): { holder: string; row: Signe
 }
 
 export function encodeRowBody(row: SignedRow): Uint8Array {
-  return encode({ v: row.version, i: row.inc, d: row.dec, o: row.out })
+  return encode({ v: row.version, i: row.inc, d: row.dec, o: row.out, r: row.received ?? {} })
 }
 
 /** The bytes a holder's key signs for a row body. */
@@ -196,19 +210,26 @@ export function parseRowValue(value: unknown, version: number): { row: SignedRow
     const body = new Uint8Array(Buffer.from(value.slice(0, dot), 'base64url'))
     const signature = new Uint8Array(Buffer.from(value.slice(dot + 1), 'base64url'))
     if (signature.byteLength === 0 || signature.byteLength > 256) return undefined
-    const r = asRecord(decodeBounded(body, 12 + 2 * MAX_ROW_RECIPIENTS, 'counter row'), 'counter row')
-    const out: Record<string, number> = {}
-    const recipients = Object.entries(asRecord(r.o, 'counter row out'))
-    if (recipients.length > MAX_ROW_RECIPIENTS) return undefined
-    for (const [to, n] of recipients) {
-      if (to.length === 0 || to.length > 256 || to.includes('|')) return undefined
-      giveTo({ inc: 0, dec: 0, out }, to, asInt(n, 'counter row transfer'))
+    const r = asRecord(decodeBounded(body, 14 + 4 * MAX_ROW_RECIPIENTS, 'counter row'), 'counter row')
+    const amounts = (field: unknown, what: string): Record<string, number> | undefined => {
+      const map: Record<string, number> = {}
+      const entries = Object.entries(asRecord(field ?? {}, what))
+      if (entries.length > MAX_ROW_RECIPIENTS) return undefined
+      for (const [peer, n] of entries) {
+        if (peer.length === 0 || peer.length > 256 || peer.includes('|')) return undefined
+        giveTo({ inc: 0, dec: 0, out: map }, peer, asInt(n, what))
+      }
+      return map
     }
+    const out = amounts(r.o, 'counter row out')
+    const received = amounts(r.r, 'counter row receipts')
+    if (out === undefined || received === undefined) return undefined
     const row: SignedRow = {
       version: asInt(r.v, 'counter row version', 1),
       inc: asInt(r.i, 'counter row increments'),
       dec: asInt(r.d, 'counter row decrements'),
       out,
+      received,
     }
     return row.version === version ? { row, body, signature } : undefined
   } catch {
@@ -361,18 +382,23 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
 /**
  * Whether a remote change may turn a counter entity's `before` into `after`: 'ok'; 'later'
  * (a row's signature is not checked yet: see SignedRows.checkOne; not the sender's fault, the
- * change comes again); or why it is refused. A change is refused for good only for what it
- * carries — never for this replica's policy, configuration or what arrived first: a refused
- * change is refused with every change built on it, so a rule that another replica could judge
- * otherwise would split them for ever. The rules, which every honest change meets:
- *  - every row key it adds or changes holds a row that verifies under its holder's key
- *    (signed for this namespace, collection and id), with no other value beside it under the
- *    same key (`conflicted`: keys holding concurrent values), and at most
- *    MAX_ROWS_PER_HOLDER keys per holder;
- *  - it writes no other key than rows and the unsigned layout of development mode;
- *  - no holder's numbers go down (a row deleted or overwritten that held its highest ones);
- *  - every holder's rights stay ≥ 0 (a row spends only rights its holder held: an honest
- *    holder's change depends on the rows that gave it those rights, so it passes anywhere).
+ * change comes again); or why it is refused. A change is refused only for what it carries —
+ * never for this replica's policy, configuration, what arrived first or what the document held
+ * already: a refused change is refused with every change built on it, so a rule two replicas
+ * could judge differently would split them for good. The rules, which every honest change meets:
+ *  - every row key it adds or changes holds a row that verifies under its holder's key (signed
+ *    for this namespace, collection and id), and at most MAX_ROWS_PER_HOLDER keys per holder;
+ *  - it puts no second, different value under a row key (`conflicted` now and not `before`:
+ *    a value hidden behind a genuine one would come into view when the holder deletes it);
+ *  - it takes no holder's numbers down (deletes or overwrites a row that held its highest);
+ *  - it writes no other key than rows and the unsigned layout of development mode.
+ *  - every row it adds spends no more than it says its holder holds (its receipts), and waits
+ *    ('later') until the rows of those it names as givers show that much given.
+ * Rights are judged per row, never over the whole document: whether a holder spent more than it
+ * held overall depends on which rows a replica has, so such a rule would split replicas (a holder
+ * that signs two rows of one version spending the same rights would have each side take one).
+ * So a holder's own code can still spend the rights it really received twice, in two rows
+ * signed concurrently; every replica then shows it alike (its rights below 0).
  * The checks that need no signature come first: a refused change costs no verify.
  */
 export function rowsVerdict(
@@ -380,12 +406,14 @@ export function rowsVerdict(
   where: { collection: string; id: string },
   before: Record<string, unknown> | undefined,
   after: Record<string, unknown> | undefined,
-  conflicted: readonly string[],
+  conflicted: { before: readonly string[]; after: readonly string[] },
 ): 'ok' | 'later' | { refused: string } {
   const { collection, id } = where
   const name = `counter '${collection}/${id}'`
   const shown = (key: string) => JSON.stringify(key.slice(0, 64))
-  for (const key of conflicted) if (isRowKey(key)) return { refused: `${name}: two values under row key ${shown(key)}` }
+  for (const key of conflicted.after) {
+    if (isRowKey(key) && !conflicted.before.includes(key)) return { refused: `${name}: the change puts a second value under row key ${shown(key)}` }
+  }
   for (const [key, value] of Object.entries(after ?? {})) {
     if (isRowKey(key) || isUnsignedCounterKey(key)) continue
     if (!(before !== undefined && Object.hasOwn(before, key) && sameValue(before[key], value))) {
@@ -398,24 +426,32 @@ export function rowsVerdict(
     if (place !== undefined) perHolder.set(place.holder, (perHolder.get(place.holder) ?? 0) + 1)
   }
   let unchecked = false
+  const added: { holder: string; row: SignedRow }[] = []
   for (const [key, value] of changedRows(before, after)) {
     const place = rowAt(key, value)
     if (place === undefined) return { refused: `${name}: ${shown(key)} is not a row` }
     if ((perHolder.get(place.holder) ?? 0) > MAX_ROWS_PER_HOLDER) return { refused: `${name}: more than ${MAX_ROWS_PER_HOLDER} rows of ${place.holder}` }
+    if (heldBy(place.row) < 0) return { refused: `${name}: a row of ${place.holder} spends ${-heldBy(place.row)} more than it says it holds` }
     const verdict = rows.verdict(collection, id, key, value)
     if (verdict === false) return { refused: `${name}: row ${shown(key)} does not verify under its holder's key` }
     if (verdict === undefined) unchecked = true
+    added.push({ holder: place.holder, row: place.row })
   }
   if (unchecked || rows.view(collection, id, before).unchecked > 0) return 'later'
   const b = rows.view(collection, id, before)
   const a = rows.view(collection, id, after)
+  // A row's receipts must be backed by the rows of those that gave: until they are here, later
+  // (more rows only ever back more; an honest row's givers are rows its change depends on).
+  for (const { holder, row } of added) {
+    for (const [from, n] of Object.entries(row.received ?? {})) {
+      const given = a.rows.get(from)
+      if (from === holder || given === undefined || amountTo(given, holder) < n) return 'later'
+    }
+  }
   for (const [holder, was] of b.rows) {
     const now = a.rows.get(holder) ?? emptyRow()
     const lower = now.inc < was.inc || now.dec < was.dec || Object.entries(was.out).some(([to, n]) => amountTo(now, to) < n)
     if (lower) return { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
-  }
-  for (const [holder, rights] of holdersIn(a.rows)) {
-    if (rights < 0) return { refused: `${name}: ${holder} would hold ${rights} rights (a row spends rights its holder never held)` }
   }
   return 'ok'
 }

@@ -353,7 +353,10 @@ export class Counter {
       }
       if (batch.length === 0) return view.rows
       const version = (current?.version ?? 0) + 1
-      const value = await signed.seal(this.name, id, me, { ...mine, version })
+      // Receipts: the rights every other holder's rows gave this replica, as counted here.
+      const received: Record<string, number> = {}
+      for (const [holder, row] of view.rows) if (holder !== me && Object.hasOwn(row.out, me) && row.out[me]! > 0) received[holder] = row.out[me]!
+      const value = await signed.seal(this.name, id, me, { ...mine, version, received })
       try {
         const written = await this.collection.update(
           id,

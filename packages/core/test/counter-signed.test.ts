@@ -3,15 +3,14 @@
  * the counter — here ORDERS, writing the counter's collection directly with its own code —
  * cannot take another holder's rights, undo its decrements or change min, on any replica.
  */
-import { sign } from 'node:crypto'
 import { expect } from 'chai'
 import { classicLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica } from '../src/index.js'
-import { encodeRowBody, rowKey, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
+import { rowKey, type SignedRow } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
-import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, rowNames, signedRow } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
@@ -52,13 +51,9 @@ describe('Counters in a cluster: signed rows', function () {
     for (const name of [ORDERS, ADMIN, SUPPORT, ORDERS]) await r[name]!.sync()
   }
 
-  /** A row of `holder` signed with `signer`'s key (the holder's own, or a forger's). */
-  function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }): string {
-    const full: SignedRow = { inc: 0, dec: 0, out: {}, ...fields }
-    const body = encodeRowBody(full)
-    const signature = sign(null, rowSigningInput({ namespace: 'default', collection: 'stock', id, holder }, body), keys.key(signer).priv)
-    return rowValue(body, signature)
-  }
+  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
+  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }): string =>
+    signedRow(keys, signer, holder, id, fields)
 
   it('rows are signed, one key per holder; the unsigned layout a forger writes counts for nothing', async () => {
     const { r } = await setUp()

@@ -6,15 +6,14 @@
  * refusal instead of the forgery's arrival. HOLE 12 is a documented limit (pending). "probe: …"
  * tests held from the start.
  */
-import { sign } from 'node:crypto'
 import { expect } from 'chai'
 import { classicLevelStore, memoryLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { encodeRowBody, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
+import { encodeRowBody, rowValue, type SignedRow } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
-import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, rowNames, signedRow } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
@@ -53,12 +52,8 @@ describe('review: signed counter rows under attack', function () {
   }
 
   /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
-  function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string {
-    const full: SignedRow = { inc: 0, dec: 0, out: {}, ...fields }
-    const body = encodeRowBody(full)
-    const signature = sign(null, rowSigningInput({ namespace: 'default', collection, id, holder }, body), keys.key(signer).priv)
-    return rowValue(body, signature)
-  }
+  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
+    signedRow(keys, signer, holder, id, fields, collection)
 
   /** Until `name` has refused something from ORDERS (the forger) as forbidden. */
   async function refusedBy(r: Record<string, Replica>, name: string): Promise<void> {

@@ -9,7 +9,6 @@
  * values under a row key refused, counter collections opened here or declared by the policy,
  * local writes peers would refuse failing with ERR_FORBIDDEN). "probe: …" tests held.
  */
-import { sign } from 'node:crypto'
 import { cp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
@@ -18,11 +17,11 @@ import { classicLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { encodeRowBody, rowKey, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
+import { rowKey, type SignedRow } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { asForger, putRow, rowKeyIn } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, signedRow } from '../src/testing/index.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
@@ -69,13 +68,9 @@ describe('review 2: signed counter rows', function () {
     return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
   }
 
-  /** A row of `holder` signed with `signer`'s key. */
-  function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string {
-    const full: SignedRow = { inc: 0, dec: 0, out: {}, ...fields }
-    const body = encodeRowBody(full)
-    const signature = sign(null, rowSigningInput({ namespace: 'default', collection, id, holder }, body), keys.key(signer).priv)
-    return rowValue(body, signature)
-  }
+  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
+  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
+    signedRow(keys, signer, holder, id, fields, collection)
 
   async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
     try {

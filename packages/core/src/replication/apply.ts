@@ -114,6 +114,7 @@ export async function applyRemoteDelta(
         const before = backend.version(entity.doc)
         const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
         const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
+        const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
         try {
           next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
@@ -143,7 +144,10 @@ export async function applyRemoteDelta(
           const verdict =
             guard === undefined
               ? 'ok'
-              : verdictOf(guard, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next), backend.conflictedKeys?.(next) ?? [])
+              : verdictOf(guard, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next), {
+                  before: conflictedBefore,
+                  after: backend.conflictedKeys?.(next) ?? [],
+                })
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)
             if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }

@@ -35,16 +35,17 @@ export async function rowsVerdictAhead(
   // Everything taken from `doc` before the first await: the entity's document may be replaced (and freed) meanwhile.
   const before = backend.read(doc)
   const pendingBefore = backend.hasPending(doc)
+  const conflictedBefore = backend.conflictedKeys?.(doc) ?? []
   let copy: unknown
   let after: JsonObject | undefined
   let pendingAfter: boolean
-  let conflicted: string[]
+  let conflictedAfter: string[]
   try {
     copy = backend.clone !== undefined ? backend.clone(doc) : backend.load(backend.save(doc), [], randomBytes(clock, 16))
     copy = backend.applyDelta(copy, delta, limits)
     after = backend.read(copy)
     pendingAfter = backend.hasPending(copy)
-    conflicted = backend.conflictedKeys?.(copy) ?? []
+    conflictedAfter = backend.conflictedKeys?.(copy) ?? []
   } catch {
     return 'ok' // the apply itself refuses a delta that does not apply, and says why
   } finally {
@@ -57,6 +58,7 @@ export async function rowsVerdictAhead(
     }
   }
   const pending = !pendingBefore && pendingAfter
+  const conflicted = { before: conflictedBefore, after: conflictedAfter }
   // The rows already here (checked when they came, or once after a restart) …
   await guard.rows.check(where.collection, where.id, before)
   let verdict = verdictOf(guard, where, before, after, pending, conflicted)
@@ -78,8 +80,8 @@ export function verdictOf(
   after: JsonObject | undefined,
   /** The change left operations waiting for ones that have not arrived. */
   pending: boolean,
-  /** Top-level keys of `after` holding concurrent values. */
-  conflicted: readonly string[],
+  /** Top-level keys holding concurrent different values, before and after the change. */
+  conflicted: { before: readonly string[]; after: readonly string[] },
 ): RowsVerdict {
   // Waiting operations take effect with whatever change brings what they wait for, and would
   // be judged with it: a counter takes changes in causal order only (anti-entropy brings the rest).

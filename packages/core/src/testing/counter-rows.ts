@@ -1,4 +1,6 @@
-import { parseRowKey, rowKey } from '../counter-rows.js'
+import { sign } from 'node:crypto'
+import { encodeRowBody, parseRowKey, rowKey, rowSigningInput, rowValue, type SignedRow } from '../counter-rows.js'
+import type { Keyring } from './keyring.js'
 import type { Replica } from '../replica.js'
 
 /**
@@ -39,4 +41,18 @@ export function rowNames(state: Record<string, unknown> | undefined): string[] {
 export function asForger(replica: Replica): Replica {
   ;(replica as unknown as { services: { counterWriteRefusal?: unknown } }).services.counterWriteRefusal = undefined
   return replica
+}
+
+/** A row of `holder` for a counter id, signed with `signer`'s test key (the holder's own, or a forger's). */
+export function signedRow(
+  keys: Keyring,
+  signer: string,
+  holder: string,
+  id: string,
+  fields: Partial<SignedRow> & { version: number },
+  collection = 'stock',
+  namespace = 'default',
+): string {
+  const body = encodeRowBody({ inc: 0, dec: 0, out: {}, ...fields })
+  return rowValue(body, sign(null, rowSigningInput({ namespace, collection, id, holder }, body), keys.key(signer).priv))
 }
