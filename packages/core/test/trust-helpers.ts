@@ -98,4 +98,3 @@ export function trustSuite(): { keys: KeyringType; replicas: Replica[] } {
   })
   return suite
 }
-
