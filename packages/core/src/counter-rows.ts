@@ -364,7 +364,7 @@ function maxRow(a: Row | undefined, b: Row): Row {
   return out
 }
 
-/** Most row keys one holder may have in a counter's document (honestly one; two after a holder lost its state and wrote again). */
+/** Most rows of one holder one change may add (an honest write adds one). */
 export const MAX_ROWS_PER_HOLDER = 8
 
 /** Keys of the unsigned layout (development mode, earlier releases): kept in a counter's document, never counted in a cluster. */
@@ -387,7 +387,7 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  * already: a refused change is refused with every change built on it, so a rule two replicas
  * could judge differently would split them for good. The rules, which every honest change meets:
  *  - every row key it adds or changes holds a row that verifies under its holder's key (signed
- *    for this namespace, collection and id), and at most MAX_ROWS_PER_HOLDER keys per holder;
+ *    for this namespace, collection and id), at most MAX_ROWS_PER_HOLDER rows per holder;
  *  - it puts no second, different value under a row key (`conflicted` now and not `before`:
  *    a value hidden behind a genuine one would come into view when the holder deletes it);
  *  - it takes no holder's numbers down (deletes or overwrites a row that held its highest);
@@ -397,8 +397,14 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  * Rights are judged per row, never over the whole document: whether a holder spent more than it
  * held overall depends on which rows a replica has, so such a rule would split replicas (a holder
  * that signs two rows of one version spending the same rights would have each side take one).
- * So a holder's own code can still spend the rights it really received twice, in two rows
- * signed concurrently; every replica then shows it alike (its rights below 0).
+ * So a holder's own code can still spend the rights it really received more than once — in
+ * rows signed concurrently, or in rows that each spend them on another field (a holder's
+ * numbers are the field-wise maximum of its rows); every replica then shows it alike (its
+ * rights below 0). Not closed yet: "no holder's numbers go down" compares with the document
+ * the receiver holds, so two concurrent changes of a member that each delete one of its own
+ * rows of equal numbers pass alone and not together — replicas that took them in a different
+ * order stay apart on that id (review4-counter-rows.test.ts, HOLE 1, pending). Judging each
+ * change against its own causal past (the document at its dependencies) would close it.
  * The checks that need no signature come first: a refused change costs no verify.
  */
 export function rowsVerdict(
@@ -420,14 +426,16 @@ export function rowsVerdict(
       return { refused: `${name}: the change writes ${shown(key)}, which is not a signed row` }
     }
   }
+  // Rows one change adds per holder (what the change carries, not what the document holds).
+  const changed = changedRows(before, after)
   const perHolder = new Map<string, number>()
-  for (const key of Object.keys(after ?? {})) {
+  for (const [key] of changed) {
     const place = parseRowKey(key)
     if (place !== undefined) perHolder.set(place.holder, (perHolder.get(place.holder) ?? 0) + 1)
   }
   let unchecked = false
   const added: { holder: string; row: SignedRow }[] = []
-  for (const [key, value] of changedRows(before, after)) {
+  for (const [key, value] of changed) {
     const place = rowAt(key, value)
     if (place === undefined) return { refused: `${name}: ${shown(key)} is not a row` }
     if ((perHolder.get(place.holder) ?? 0) > MAX_ROWS_PER_HOLDER) return { refused: `${name}: more than ${MAX_ROWS_PER_HOLDER} rows of ${place.holder}` }

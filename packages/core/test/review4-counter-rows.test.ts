@@ -1,0 +1,185 @@
+/**
+ * Fourth review of signed counter rows with receipts (counter-rows.ts rowsVerdict,
+ * replication/row-guard.ts, apply.ts, counter.ts writeSigned), after review-, review2- and
+ * review3-counter-rows.test.ts. Each "HOLE n: …" test names a hole of the code under review
+ * (each was watched fail there). HOLE 2 passes since the fix (rows counted per change); HOLE 1
+ * (a member's concurrent deletes of its own rows split replicas) and HOLE 3 (a holder spends
+ * what it received more than once) are documented limits, pending. "probe: …" tests held.
+ */
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
+import { type SignedRow } from '../src/counter-rows.js'
+import { applyRemoteDelta } from '../src/replication/apply.js'
+import type { ReplicationContext } from '../src/replication/context.js'
+import { asForger, putRow, rowKeyIn, signedRow } from '../src/testing/index.js'
+import { waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+
+const POLICY: PolicyDocument = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: {
+    stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true },
+  },
+}
+type State = Record<string, unknown>
+const ALL = [ADMIN, ORDERS, SUPPORT]
+
+describe('review 4: signed counter rows with receipts', function () {
+  this.timeout(180_000)
+  const { keys, replicas } = trustSuite()
+
+  async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+    const c = await trustCluster(keys, ALL, replicas)
+    asForger(c.r[ORDERS]!)
+    await c.r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => c.r[ORDERS]!.policy.get() !== undefined && c.r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+    await c.r[ADMIN]!.counter('stock').increment('s1', 100)
+    for (const id of [ORDERS, SUPPORT]) await waitFor(async () => (await c.r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
+    return c
+  }
+
+  async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
+    for (let i = 0; i < rounds; i++) for (const name of Object.keys(r)) await r[name]!.sync().catch(() => undefined)
+  }
+
+  async function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
+    return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
+  }
+
+  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }) => signedRow(keys, signer, holder, id, fields)
+
+  function ctxOf(replica: Replica): ReplicationContext {
+    return (replica as unknown as { replication: ReplicationContext }).replication
+  }
+
+  async function savedDoc(replica: Replica, collection: string, id: string): Promise<Uint8Array> {
+    const ctx = ctxOf(replica)
+    const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
+    try {
+      return A.save(entity.doc as A.Doc<State>)
+    } finally {
+      ctx.entities.release(entity)
+    }
+  }
+
+  function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => void): Uint8Array {
+    const fork = A.change(A.load<State>(doc, { actor }), { time: 0 }, edit)
+    return A.getLastLocalChange(fork)!
+  }
+
+  /** After the two forks went to ADMIN and SUPPORT: honest writes on both sides, ADMIN +1, SUPPORT +10. */
+  async function honestAfterSplit(r: Record<string, Replica>): Promise<{ admin: number; support: number; orders: number }> {
+    await syncAll(r, 4)
+    await r[ADMIN]!.counter('stock').increment('s1', 1)
+    await r[SUPPORT]!.counter('stock').increment('s1', 10)
+    await syncAll(r, 4)
+    await new Promise((res) => setTimeout(res, 500))
+    await syncAll(r, 2)
+    const [admin, orders, support] = await values(r)
+    return { admin: admin!, support: support!, orders: orders! }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Holes
+  // ---------------------------------------------------------------------------------------------
+
+  // Not fixed: the take-back rule still reads the receiver's document (counter-rows.ts, rowsVerdict). Documented.
+  it.skip("HOLE 1: 'no holder's numbers go down' is judged against the receiver's whole document: a member holds two rows of equal numbers (v1, v2) and sends two concurrent changes, one deleting v1 (v2 still holds the max), one deleting v2 — each 'ok' alone, the second to arrive anywhere takes the numbers down and is refused for good: the cluster splits and every honest change built on either is refused (pending) on the other side for ever", async () => {
+    const { r } = await setUp()
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, inc: 1 }))
+      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, inc: 1 }))
+    })
+    for (const n of [ADMIN, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s1')) === 101, `${n} sees 101`)
+    const base = await savedDoc(r[ORDERS]!, 'stock', 's1')
+    const state = A.load<State>(base)
+    const k1 = rowKeyIn(state, ORDERS, 1)
+    const k2 = rowKeyIn(state, ORDERS, 2)
+    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
+    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    expect(await applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'stock', 'automerge', 's1', drop1)).to.equal('applied')
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', drop2)).to.equal('applied')
+    const seen = await honestAfterSplit(r)
+    expect(seen, `ADMIN and SUPPORT each see both honest increments: ${JSON.stringify(seen)}`).to.deep.include({ admin: 112, support: 112 })
+  })
+
+  it("HOLE 2: MAX_ROWS_PER_HOLDER is counted over the receiver's whole document: two concurrent changes adding 5 and 4 rows of one holder are each 'ok' alone (≤ 8), the second to arrive has 9 and is refused for good: the cluster splits as in HOLE 1 (here with rows of the member's own; replays of an honest holder's old rows, which verify, do the same)", async () => {
+    const { r } = await setUp()
+    const base = await savedDoc(r[ORDERS]!, 'stock', 's1')
+    const five = forkChange(base, '01'.repeat(16), (d) => {
+      for (let v = 1; v <= 5; v++) putRow(d, ORDERS, v, row(ORDERS, ORDERS, 's1', { version: v }))
+    })
+    const four = forkChange(base, '02'.repeat(16), (d) => {
+      for (let v = 6; v <= 9; v++) putRow(d, ORDERS, v, row(ORDERS, ORDERS, 's1', { version: v }))
+    })
+    expect(await applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'stock', 'automerge', 's1', five)).to.equal('applied')
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', four)).to.equal('applied')
+    const seen = await honestAfterSplit(r)
+    expect(seen, `ADMIN and SUPPORT each see both honest increments: ${JSON.stringify(seen)}`).to.deep.include({ admin: 111, support: 111 })
+  })
+  // Documented, not fixed: a holder's own code can spend what it received more than once (README, Counter).
+  it.skip("HOLE 3: the double-spend is not only 'two rows signed concurrently' (counter-rows.ts doc, README): rows are judged one by one and a holder's numbers are their field-wise max, so ONE change carrying sequential rows v1, v2, v3, each spending the same 20 received rights on a different field (dec, out to SUPPORT, out to ADMIN), is taken everywhere: the 20 is spent 3 times (up to MAX_ROWS_PER_HOLDER = 8 times), and the honest recipients can spend what they got", async () => {
+    const { r } = await setUp()
+    await r[ADMIN]!.counter('stock').transfer('s1', ORDERS, 20)
+    for (const n of ALL) await waitFor(async () => (await r[n]!.counter('stock').rights('s1', ORDERS)) === 20, `${n} sees ORDERS hold 20`)
+    const received = { [ADMIN]: 20 }
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, dec: 20, received }))
+      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, out: { [SUPPORT]: 20 }, received }))
+      putRow(s, ORDERS, 3, row(ORDERS, ORDERS, 's1', { version: 3, out: { [ADMIN]: 20 }, received }))
+    })
+    await syncAll(r, 3)
+    await new Promise((res) => setTimeout(res, 500))
+    const rights = await r[SUPPORT]!.counter('stock').rights('s1', ORDERS)
+    expect(rights, `ORDERS's rights at SUPPORT: ${rights} (-20 is the documented concurrent double-spend)`).to.be.at.least(-20)
+  })
+
+  // ---------------------------------------------------------------------------------------------
+  // Probes
+  // ---------------------------------------------------------------------------------------------
+
+  it('probe: a chain ADMIN → SUPPORT → ORDERS (transfers, then a rights request from ORDERS) and restart-free concurrent batches converge; no honest row waits for ever', async () => {
+    const { r } = await setUp()
+    const admin = r[ADMIN]!.counter('stock')
+    const support = r[SUPPORT]!.counter('stock')
+    const orders = r[ORDERS]!.counter('stock')
+    await admin.transfer('s1', SUPPORT, 30)
+    await waitFor(async () => (await support.rights('s1')) === 30, 'SUPPORT holds 30')
+    await support.transfer('s1', ORDERS, 10)
+    await waitFor(async () => (await orders.rights('s1')) === 10, 'ORDERS holds 10')
+    const note = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (err: { code?: string }) => err.code ?? 'error',
+      )
+    const codes = await Promise.all([
+      ...Array.from({ length: 8 }, () => note(orders.decrement('s1', 1))),
+      note(orders.decrement('s1', 5, { waitMs: 3000 })),
+      ...Array.from({ length: 8 }, () => note(support.decrement('s1', 1))),
+      note(support.transfer('s1', ORDERS, 3)),
+      ...Array.from({ length: 5 }, () => note(admin.decrement('s1', 1))),
+    ])
+    expect(codes.filter((c) => c !== 'ok' && c !== 'ERR_INSUFFICIENT_RIGHTS')).to.deep.equal([])
+    await syncAll(r, 3)
+    await waitFor(async () => new Set(await values(r)).size === 1, 'converged', 20_000)
+    const seen = await values(r)
+    expect(seen[0]).to.be.at.least(0)
+    for (const n of ALL) expect(await r[n]!.counter('stock').rights('s1', ORDERS)).to.be.at.least(0)
+  })
+  it("probe: a member's rows whose receipts no giver backs (receipts from itself; 1000 'from ADMIN') wait on every honest replica, are never counted, and block no honest change of others", async () => {
+    const { r } = await setUp()
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, dec: 50, received: { [ORDERS]: 50 } }))
+    })
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, out: { [SUPPORT]: 1000 }, received: { [ADMIN]: 1000 } }))
+    })
+    await syncAll(r, 3)
+    await r[ADMIN]!.counter('stock').increment('s1', 1)
+    await r[SUPPORT]!.counter('stock').increment('s1', 10)
+    await syncAll(r, 3)
+    await waitFor(async () => (await values(r, 's1', [ADMIN, SUPPORT])).every((v) => v === 111), 'honest writes arrive both ways')
+    expect(await r[SUPPORT]!.counter('stock').rights('s1', SUPPORT)).to.equal(10) // its own increment, none of the 1000
+  })
+})
