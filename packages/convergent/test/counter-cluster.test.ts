@@ -3,44 +3,21 @@
 // writes the counter's collection directly — cannot take another holder's rights on any
 // replica, by gossip or by anti-entropy, and cannot drain them with rights requests.
 import { expect } from 'chai'
-import { silentLogger } from '@convergent/core'
 import { encodeRowBody, rowValue } from '@convergent/core/internal'
 import { asForger, putRow, rowKeyIn, rowNames } from '@convergent/core/testing'
-import { generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { folderPeerId, generateClusterKey, isConvergentError, type Replica } from '../src/index.js'
+import { libp2pReplicas, waitFor } from './helpers.js'
 
 type State = Record<string, unknown>
 
 describe('Counters in a cluster over real libp2p: signed rows', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  let dirs: { dir: string; cleanup(): Promise<void> }[] = []
-
-  afterEach(async function () {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-    await Promise.all(dirs.map((d) => d.cleanup()))
-    dirs = []
-  })
-
-  async function folder(): Promise<string> {
-    const d = await tempDir('convergent-counter-')
-    dirs.push(d)
-    return d.dir
-  }
-
-  async function start(options: OpenOptions): Promise<Replica> {
-    const replica = await open({ logger: silentLogger, syncIntervalMs: 0, libp2p: { redialMinMs: 50, redialMaxMs: 200 }, ...options })
-    replicas.push(replica)
-    return replica
-  }
+  const { folder, start } = libp2pReplicas('convergent-counter-')
 
   it("a writer forging or taking back another's row is ignored or refused by every replica; rights cannot be drained", async function () {
     const key = generateClusterKey()
     const adminDir = await folder()
-    const probe = await open({ dir: adminDir, network: undefined, logger: silentLogger, syncIntervalMs: 0 })
-    const adminId = probe.peerId
-    await probe.close()
+    const adminId = await folderPeerId(adminDir)
     const cluster = { key, admins: [adminId] }
     const admin = await start({ dir: adminDir, cluster })
     const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code

@@ -69,6 +69,15 @@ export function replicasAfterEach(
   }
 }
 
+/**
+ * Real libp2p replicas (TCP on 127.0.0.1, quick redials) for one suite: `start` opens one in a
+ * temp folder (or the `dir` given), and after each test they are closed and the folders removed.
+ */
+export function libp2pReplicas(prefix: string): { folder(): Promise<string>; start(options: OpenOptions): Promise<ReplicaWithMetrics> } {
+  const suite = replicasAfterEach(prefix, { libp2p: { redialMinMs: 50, redialMaxMs: 200 } })
+  return { folder: suite.folder, start: (options) => suite.replica(options) }
+}
+
 /** Every file under dir, concatenated (a byte search over a replica's folder). */
 export async function folderBytes(dir: string): Promise<Buffer> {
   const parts: Buffer[] = []

@@ -3,56 +3,22 @@
 // itself — so ANY Ed25519 identity's row verifies, member of the cluster or not.
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { encode } from 'cborg'
-import { silentLogger } from '@convergent/core'
-import { encodeRowBody, rowValue } from '@convergent/core/internal'
+import { encodeRowBody, rowSigningInput, rowValue } from '@convergent/core/internal'
 import { asForger, putRow, rowNames } from '@convergent/core/testing'
 import { identityPeerId, loadOrCreateIdentity, signerOf } from '@convergent/libp2p'
-import { generateClusterKey, open, type OpenOptions, type Replica } from '../src/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { folderPeerId, generateClusterKey } from '../src/index.js'
+import { libp2pReplicas, waitFor } from './helpers.js'
 
 type State = Record<string, unknown>
 
-/** counter-rows.ts rowSigningInput (not exported through internal). */
-function rowSigningInput(place: { namespace: string; collection: string; id: string; holder: string }, body: Uint8Array): Uint8Array {
-  const context = new TextEncoder().encode('convergent counter row v1\n')
-  const rest = encode([place.namespace, place.collection, place.id, place.holder, body])
-  const out = new Uint8Array(context.byteLength + rest.byteLength)
-  out.set(context, 0)
-  out.set(rest, context.byteLength)
-  return out
-}
-
 describe('review: signed counter rows over real libp2p', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  let dirs: { dir: string; cleanup(): Promise<void> }[] = []
-
-  afterEach(async function () {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-    await Promise.all(dirs.map((d) => d.cleanup()))
-    dirs = []
-  })
-
-  async function folder(): Promise<string> {
-    const d = await tempDir('convergent-review-counter-')
-    dirs.push(d)
-    return d.dir
-  }
-
-  async function start(options: OpenOptions): Promise<Replica> {
-    const replica = await open({ logger: silentLogger, syncIntervalMs: 0, libp2p: { redialMinMs: 50, redialMaxMs: 200 }, ...options })
-    replicas.push(replica)
-    return replica
-  }
+  const { folder, start } = libp2pReplicas('convergent-review-counter-')
 
   it('HOLE 4 (libp2p): a writer relays the row of a fresh identity that is in no policy and never ran, spending 500 it never held: every replica counts it and the stock goes below 0', async function () {
     const key = generateClusterKey()
     const adminDir = await folder()
-    const probe = await open({ dir: adminDir, network: undefined, logger: silentLogger, syncIntervalMs: 0 })
-    const adminId = probe.peerId
-    await probe.close()
+    const adminId = await folderPeerId(adminDir)
     const cluster = { key, admins: [adminId] }
     const admin = await start({ dir: adminDir, cluster })
     const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code

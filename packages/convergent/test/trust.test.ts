@@ -4,46 +4,17 @@
 // is disconnected and kept out.
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { silentLogger } from '@convergent/core'
-import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
-import { folderBytes, tempDir, waitFor } from './helpers.js'
+import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open } from '../src/index.js'
+import { folderBytes, libp2pReplicas, waitFor } from './helpers.js'
 
 describe('open({ cluster: { key, admins } }): the signed policy over real libp2p', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  let dirs: { dir: string; cleanup(): Promise<void> }[] = []
-
-  afterEach(async function () {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-    await Promise.all(dirs.map((d) => d.cleanup()))
-    dirs = []
-  })
-
-  async function folder(): Promise<string> {
-    const d = await tempDir('convergent-trust-')
-    dirs.push(d)
-    return d.dir
-  }
-
-  async function start(options: OpenOptions): Promise<Replica> {
-    const replica = await open({ logger: silentLogger, syncIntervalMs: 0, libp2p: { redialMinMs: 50, redialMaxMs: 200 }, ...options })
-    replicas.push(replica)
-    return replica
-  }
-
-  /** The peer id a folder's identity gives (open once, close). */
-  async function peerIdOf(dir: string): Promise<string> {
-    const r = await open({ dir, network: undefined, logger: silentLogger, syncIntervalMs: 0 })
-    const id = r.peerId
-    await r.close()
-    return id
-  }
+  const { folder, start } = libp2pReplicas('convergent-trust-')
 
   it('admin sets the policy; writes, reads and membership follow it on every replica', async function () {
     const key = generateClusterKey()
     const [adminDir, ordersDir, supportDir] = [await folder(), await folder(), await folder()]
-    const adminId = await peerIdOf(adminDir)
+    const adminId = await folderPeerId(adminDir)
     const cluster = { key, admins: [adminId] }
     const admin = await start({ dir: adminDir, cluster })
     const orders = await start({ dir: ordersDir, cluster, peers: [admin.multiaddrs[0]!] })
@@ -110,7 +81,7 @@ describe('open({ cluster: { key, admins } }): the signed policy over real libp2p
   it('a key holder the policy does not name cannot connect', async function () {
     const key = generateClusterKey()
     const adminDir = await folder()
-    const adminId = await peerIdOf(adminDir)
+    const adminId = await folderPeerId(adminDir)
     const admin = await start({ dir: adminDir, cluster: { key, admins: [adminId] } })
     await admin.policy.set({ roles: { admin: [adminId] }, collections: { '*': { read: ['*'], write: ['*'] } } })
     const stranger = await start({ cluster: { key, admins: [adminId] }, peers: [admin.multiaddrs[0]!] })

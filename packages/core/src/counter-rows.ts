@@ -164,12 +164,6 @@ export function isRowKey(key: string): boolean {
   return key.startsWith(ROW_PREFIX)
 }
 
-/** True if a value (a document's top level) holds any row key: its entity is a counter. */
-export function holdsRows(value: Record<string, unknown> | undefined): boolean {
-  for (const key in value ?? {}) if (isRowKey(key)) return true
-  return false
-}
-
 /** The holder, version and value hash a row key names, or undefined for any other key. */
 export function parseRowKey(key: string): { holder: string; version: number; hash: string } | undefined {
   if (!isRowKey(key)) return undefined
@@ -210,6 +204,8 @@ export function parseRowValue(value: unknown, version: number): { row: SignedRow
     const body = new Uint8Array(Buffer.from(value.slice(0, dot), 'base64url'))
     const signature = new Uint8Array(Buffer.from(value.slice(dot + 1), 'base64url'))
     if (signature.byteLength === 0 || signature.byteLength > 256) return undefined
+    // Canonical base64url only: one row, one value (and so one key), however it is spelled.
+    if (rowValue(body, signature) !== value) return undefined
     const r = asRecord(decodeBounded(body, 14 + 4 * MAX_ROW_RECIPIENTS, 'counter row'), 'counter row')
     const amounts = (field: unknown, what: string): Record<string, number> | undefined => {
       const map: Record<string, number> = {}

@@ -84,21 +84,6 @@ const MAX_SIGNED_ATTEMPTS = 50
 
 const MIN = 'min'
 
-/** rights(replica) in a development-mode (unsigned) state. */
-export function rightsOf(state: CounterState | undefined, replica: string): number {
-  return rightsIn(legacyRows(state), replica)
-}
-
-/** The value of a development-mode (unsigned) state. */
-export function valueOf(state: CounterState | undefined, min: number): number {
-  return valueIn(legacyRows(state), min)
-}
-
-/** Every replica named in a development-mode state with its rights, most first. */
-export function holdersOf(state: CounterState | undefined): [string, number][] {
-  return holdersIn(legacyRows(state))
-}
-
 function checkAmount(n: unknown): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n <= 0) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', `A counter amount must be a positive safe integer, got ${String(n)}.`)

@@ -1,7 +1,7 @@
 /**
  * @packageDocumentation
  * Internals of @convergent/core for the simulator, the benchmarks and tests: the wire
- * protocol, digest trees, the entity cache, counters' state helpers. Not a public API: it
+ * protocol, digest trees, the entity cache, counters' row codec. Not a public API: it
  * changes with core.
  */
 export * from './replication/messages/index.js'
@@ -9,8 +9,7 @@ export { topicOf } from './replication/context.js'
 export { announceTopic } from './replication/announce.js'
 export { DigestTree, DEPTH, FANOUT, DIGEST_BYTES, LEAF_BITS, entityHash, ancestorAt } from './digest.js'
 export { EntityCache, type LoadedEntity } from './entity-cache.js'
-export { rightsOf, valueOf, holdersOf } from './counter.js'
-export { encodeRowBody, rowKey, rowValue } from './counter-rows.js'
+export { encodeRowBody, rowKey, rowSigningInput, rowValue } from './counter-rows.js'
 export { checkId, toEntityValue, jsonEqual, cloneJson, jsonWithin, numberBytes } from './json.js'
 export { randomBytes, nextTurn } from './clock.js'
 export { xorInto } from './hash.js'

@@ -16,7 +16,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { SignedRows } from './counter-rows.js'
-import { verdictOf, type CounterGuard } from './replication/row-guard.js'
+import { verdictOf } from './replication/row-guard.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
@@ -704,10 +704,10 @@ export class Replica {
    * The receive path's guard of counter rows for one collection (a cluster only): one opened
    * here as a counter (now or before a restart), or declared one by the policy.
    */
-  private counterGuard(collection: string): CounterGuard | undefined {
+  private counterGuard(collection: string): SignedRows | undefined {
     const rows = this.signedRows
     if (rows === undefined) return undefined
-    return this.counters.has(collection) || this.counterNames.has(collection) || this.access.isCounter(collection) ? { rows } : undefined
+    return this.counters.has(collection) || this.counterNames.has(collection) || this.access.isCounter(collection) ? rows : undefined
   }
 
   /**

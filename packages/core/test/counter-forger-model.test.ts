@@ -6,12 +6,10 @@
  * every step every honest replica shows a value ≥ min; after the heal they all show the same
  * value, exactly what the honest operations acknowledged add up to.
  */
-import { sign } from 'node:crypto'
 import { expect } from 'chai'
 import fc from 'fast-check'
 import type { ConvergentError, Replica } from '../src/index.js'
-import { encodeRowBody, rowSigningInput, rowValue } from '../src/counter-rows.js'
-import { asForger, putRow, rowNames } from '../src/testing/index.js'
+import { asForger, putRow, rowNames, signedRow } from '../src/testing/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const FORGER = 'd-forger'
@@ -54,14 +52,8 @@ describe('Counters in a cluster: a forger among the writers (property)', functio
   const { keys, replicas } = trustSuite()
 
   /** A row of `holder` signed by the forger's key. */
-  function forgedRow(
-    holder: string,
-    itemId: string,
-    fields: { version: number; inc?: number; dec?: number; out?: Record<string, number>; min?: number },
-  ): string {
-    const body = encodeRowBody({ inc: 0, dec: 0, out: {}, ...fields })
-    return rowValue(body, sign(null, rowSigningInput({ namespace: 'default', collection: 'stock', id: itemId, holder }, body), keys.key(FORGER).priv))
-  }
+  const forgedRow = (holder: string, itemId: string, fields: { version: number; inc?: number; dec?: number; out?: Record<string, number> }): string =>
+    signedRow(keys, FORGER, holder, itemId, fields)
 
   async function forge(forger: Replica, f: Forgery, victim: string, itemId: string, seen: Map<string, string>): Promise<void> {
     await forger.collection<State>('stock', { backend: 'automerge' }).update(

@@ -8,33 +8,16 @@ import { classicLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica } from '../src/index.js'
-import { rowKey, type SignedRow } from '../src/counter-rows.js'
+import { rowKey } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
-import { asForger, putRow, rowKeyIn, rowNames, signedRow } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
-
-const POLICY = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true } },
-}
-type State = Record<string, unknown>
+import { counterSuite, STOCK_POLICY as POLICY, syncAll, type State } from './counter-helpers.js'
 
 describe('Counters in a cluster: signed rows', function () {
   this.timeout(60_000)
-  const { keys, replicas } = trustSuite()
-
-  /** ADMIN, ORDERS and SUPPORT under POLICY; ADMIN's counter 's1' holds 100 and every replica sees it. */
-  async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const cluster = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas)
-    asForger(cluster.r[ORDERS]!) // ORDERS writes the counter's document with its own code
-    const { r } = cluster
-    await r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    await r[ADMIN]!.counter('stock').increment('s1', 100)
-    for (const id of [ORDERS, SUPPORT]) await waitFor(async () => (await r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
-    return cluster
-  }
+  const { keys, replicas, setUp, row } = counterSuite()
 
   /** What every replica shows: value and the rights of ADMIN and ORDERS. */
   async function shown(r: Record<string, Replica>, id = 's1'): Promise<{ value: number; admin: number; orders: number }[]> {
@@ -45,15 +28,6 @@ describe('Counters in a cluster: signed rows', function () {
     }
     return out
   }
-
-  /** Until every replica has run a round with every other (what the forger wrote has reached them, or been refused). */
-  async function syncAll(r: Record<string, Replica>): Promise<void> {
-    for (const name of [ORDERS, ADMIN, SUPPORT, ORDERS]) await r[name]!.sync()
-  }
-
-  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
-  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }): string =>
-    signedRow(keys, signer, holder, id, fields)
 
   it('rows are signed, one key per holder; the unsigned layout a forger writes counts for nothing', async () => {
     const { r } = await setUp()

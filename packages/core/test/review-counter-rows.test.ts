@@ -11,66 +11,16 @@ import { classicLevelStore, memoryLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { encodeRowBody, rowValue, type SignedRow } from '../src/counter-rows.js'
+import { encodeRowBody, rowValue } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
-import { asForger, putRow, rowKeyIn, rowNames, signedRow } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
-
-const POLICY: PolicyDocument = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true } },
-}
-type State = Record<string, unknown>
-const ALL = [ADMIN, ORDERS, SUPPORT]
+import { ADMIN, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
+import { ALL, codeOf, counterSuite, refusedBy, STOCK_POLICY as POLICY, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review: signed counter rows under attack', function () {
   this.timeout(120_000)
-  const { keys, replicas } = trustSuite()
-
-  /** ADMIN, ORDERS and SUPPORT under POLICY; ADMIN's counter 's1' holds 100 and every replica sees it (opened as a counter everywhere unless `open` says). */
-  async function setUp(open: string[] = ALL, policy: PolicyDocument = POLICY): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const cluster = await trustCluster(keys, ALL, replicas)
-    asForger(cluster.r[ORDERS]!) // the forger writes the counter's document with its own code
-    const { r } = cluster
-    await r[ADMIN]!.policy.set(policy)
-    await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    await r[ADMIN]!.counter('stock').increment('s1', 100)
-    for (const id of [ORDERS, SUPPORT]) {
-      if (open.includes(id)) await waitFor(async () => (await r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
-      else await waitFor(async () => (await r[id]!.collection<State>('stock').get('s1')) !== undefined, `${id} holds s1`)
-    }
-    return cluster
-  }
-
-  async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
-    for (let i = 0; i < rounds; i++) for (const name of [ORDERS, ADMIN, SUPPORT]) await r[name]!.sync().catch(() => undefined)
-  }
-
-  async function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
-    return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
-  }
-
-  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
-  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
-    signedRow(keys, signer, holder, id, fields, collection)
-
-  /** Until `name` has refused something from ORDERS (the forger) as forbidden. */
-  async function refusedBy(r: Record<string, Replica>, name: string): Promise<void> {
-    await waitFor(async () => {
-      await r[name]!.sync().catch(() => undefined)
-      return (r[name]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0) > 0
-    }, `${name} refuses the forgery`)
-  }
-
-  async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-    try {
-      await p
-      return undefined
-    } catch (err) {
-      return (err as { code?: string }).code ?? `${(err as Error).name}: ${(err as Error).message}`
-    }
-  }
+  const { keys, replicas, setUp, row } = counterSuite()
 
   // ---------------------------------------------------------------------------------------------
   // Holes

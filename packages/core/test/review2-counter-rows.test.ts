@@ -17,13 +17,13 @@ import { classicLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { rowKey, type SignedRow } from '../src/counter-rows.js'
+import { rowKey } from '../src/counter-rows.js'
 import { silentLogger } from '../src/logger.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
-import { asForger, putRow, rowKeyIn, signedRow } from '../src/testing/index.js'
+import { putRow, rowKeyIn } from '../src/testing/index.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
+import { ALL, codeOf, counterSuite, ctxOf, forbidden, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 const LATE = 'd-late'
 const POLICY: PolicyDocument = {
@@ -33,72 +33,10 @@ const POLICY: PolicyDocument = {
     notes: { read: ['*'], write: ['admin', 'orders', 'support'] },
   },
 }
-type State = Record<string, unknown>
-const ALL = [ADMIN, ORDERS, SUPPORT]
 
 describe('review 2: signed counter rows', function () {
   this.timeout(120_000)
-  const { keys, replicas } = trustSuite()
-
-  async function cluster(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const c = await trustCluster(keys, ALL, replicas)
-    asForger(c.r[ORDERS]!) // the forger writes the counter's document with its own code
-    await c.r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => c.r[ORDERS]!.policy.get() !== undefined && c.r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    return c
-  }
-
-  /** ADMIN's counter 's1' holds 100 and every replica sees it (opened as a counter everywhere unless `open` says). */
-  async function setUp(open: string[] = ALL): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const c = await cluster()
-    const { r } = c
-    await r[ADMIN]!.counter('stock').increment('s1', 100)
-    for (const id of [ORDERS, SUPPORT]) {
-      if (open.includes(id)) await waitFor(async () => (await r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
-      else await waitFor(async () => (await r[id]!.collection<State>('stock').get('s1')) !== undefined, `${id} holds s1`)
-    }
-    return c
-  }
-
-  async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
-    for (let i = 0; i < rounds; i++) for (const name of Object.keys(r)) await r[name]!.sync().catch(() => undefined)
-  }
-
-  async function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
-    return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
-  }
-
-  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
-  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
-    signedRow(keys, signer, holder, id, fields, collection)
-
-  async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-    try {
-      await p
-      return undefined
-    } catch (err) {
-      return (err as { code?: string }).code ?? `${(err as Error).name}: ${(err as Error).message}`
-    }
-  }
-
-  function ctxOf(replica: Replica): ReplicationContext {
-    return (replica as unknown as { replication: ReplicationContext }).replication
-  }
-
-  /** The whole Automerge document of an entity as `replica` holds it now (A.save). */
-  async function savedDoc(replica: Replica, collection: string, id: string): Promise<Uint8Array> {
-    const ctx = ctxOf(replica)
-    const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
-    try {
-      return A.save(entity.doc as A.Doc<State>)
-    } finally {
-      ctx.entities.release(entity)
-    }
-  }
-
-  function forbidden(replica: Replica, from: string): number {
-    return replica.stats().peers[from]?.dropped.forbidden ?? 0
-  }
+  const { keys, replicas, cluster, setUp, row } = counterSuite(POLICY)
 
   // ---------------------------------------------------------------------------------------------
   // Holes

@@ -5,79 +5,17 @@
  * Each "HOLE n: …" test names a hole of the code under review (each was watched fail there);
  * "probe: …" tests held.
  */
-import { sign } from 'node:crypto'
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
-import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { encodeRowBody, rowSigningInput, rowValue, type SignedRow } from '../src/counter-rows.js'
+import type { PolicyDocument } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
-import { asForger, putRow } from '../src/testing/index.js'
+import { putRow } from '../src/testing/index.js'
 import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
-
-const POLICY: PolicyDocument = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: {
-    stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true },
-  },
-}
-type State = Record<string, unknown>
-const ALL = [ADMIN, ORDERS, SUPPORT]
+import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ALL, counterSuite, ctxOf, forkChange, savedDoc, STOCK_POLICY as POLICY, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review 3: signed counter rows', function () {
   this.timeout(120_000)
-  const { keys, replicas } = trustSuite()
-
-  async function cluster(policy = POLICY): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const c = await trustCluster(keys, ALL, replicas)
-    asForger(c.r[ORDERS]!)
-    await c.r[ADMIN]!.policy.set(policy)
-    await waitFor(() => c.r[ORDERS]!.policy.get() !== undefined && c.r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    return c
-  }
-
-  async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const c = await cluster()
-    await c.r[ADMIN]!.counter('stock').increment('s1', 100)
-    for (const id of [ORDERS, SUPPORT]) await waitFor(async () => (await c.r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
-    return c
-  }
-
-  async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
-    for (let i = 0; i < rounds; i++) for (const name of Object.keys(r)) await r[name]!.sync().catch(() => undefined)
-  }
-
-  async function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
-    return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
-  }
-
-  function row(signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string {
-    const full: SignedRow = { inc: 0, dec: 0, out: {}, ...fields }
-    const body = encodeRowBody(full)
-    const signature = sign(null, rowSigningInput({ namespace: 'default', collection, id, holder }, body), keys.key(signer).priv)
-    return rowValue(body, signature)
-  }
-
-  function ctxOf(replica: Replica): ReplicationContext {
-    return (replica as unknown as { replication: ReplicationContext }).replication
-  }
-
-  async function savedDoc(replica: Replica, collection: string, id: string): Promise<Uint8Array> {
-    const ctx = ctxOf(replica)
-    const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
-    try {
-      return A.save(entity.doc as A.Doc<State>)
-    } finally {
-      ctx.entities.release(entity)
-    }
-  }
-
-  /** A change made on `doc` (saved bytes) by a fresh actor: what a forger sends as it likes. */
-  function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => void): Uint8Array {
-    const fork = A.change(A.load<State>(doc, { actor }), { time: 0 }, edit)
-    return A.getLastLocalChange(fork)!
-  }
+  const { cluster, setUp, row } = counterSuite()
 
   // ---------------------------------------------------------------------------------------------
   // Holes

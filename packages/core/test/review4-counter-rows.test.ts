@@ -8,65 +8,16 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
-import { type SignedRow } from '../src/counter-rows.js'
+import type { Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
-import { asForger, putRow, rowKeyIn, signedRow } from '../src/testing/index.js'
+import { putRow, rowKeyIn } from '../src/testing/index.js'
 import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
-
-const POLICY: PolicyDocument = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: {
-    stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true },
-  },
-}
-type State = Record<string, unknown>
-const ALL = [ADMIN, ORDERS, SUPPORT]
+import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
+import { ALL, counterSuite, ctxOf, forkChange, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review 4: signed counter rows with receipts', function () {
   this.timeout(180_000)
-  const { keys, replicas } = trustSuite()
-
-  async function setUp(): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
-    const c = await trustCluster(keys, ALL, replicas)
-    asForger(c.r[ORDERS]!)
-    await c.r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => c.r[ORDERS]!.policy.get() !== undefined && c.r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    await c.r[ADMIN]!.counter('stock').increment('s1', 100)
-    for (const id of [ORDERS, SUPPORT]) await waitFor(async () => (await c.r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
-    return c
-  }
-
-  async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
-    for (let i = 0; i < rounds; i++) for (const name of Object.keys(r)) await r[name]!.sync().catch(() => undefined)
-  }
-
-  async function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
-    return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
-  }
-
-  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }) => signedRow(keys, signer, holder, id, fields)
-
-  function ctxOf(replica: Replica): ReplicationContext {
-    return (replica as unknown as { replication: ReplicationContext }).replication
-  }
-
-  async function savedDoc(replica: Replica, collection: string, id: string): Promise<Uint8Array> {
-    const ctx = ctxOf(replica)
-    const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
-    try {
-      return A.save(entity.doc as A.Doc<State>)
-    } finally {
-      ctx.entities.release(entity)
-    }
-  }
-
-  function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => void): Uint8Array {
-    const fork = A.change(A.load<State>(doc, { actor }), { time: 0 }, edit)
-    return A.getLastLocalChange(fork)!
-  }
+  const { setUp, row } = counterSuite()
 
   /** After the two forks went to ADMIN and SUPPORT: honest writes on both sides, ADMIN +1, SUPPORT +10. */
   async function honestAfterSplit(r: Record<string, Replica>): Promise<{ admin: number; support: number; orders: number }> {

@@ -152,7 +152,7 @@ export async function applyRemoteDelta(
             ctx.entities.discard(col, entity)
             if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
             // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes.
-            else if (guard !== undefined) void guard.rows.check(collection, id, value).catch(() => undefined)
+            else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
             return 'unchanged'
           }
         } catch (err) {

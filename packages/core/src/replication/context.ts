@@ -1,4 +1,4 @@
-import type { CounterGuard } from './row-guard.js'
+import type { SignedRows } from '../counter-rows.js'
 import type { Backend } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
@@ -117,7 +117,7 @@ export interface ReplicationContext {
   /** Serves a peer's request for bounded-counter rights; resolves with the amount granted. */
   grantRights(collection: string, id: string, to: string, want: number): Promise<number>
   /** In a cluster: the guard of counters' signed rows for a collection (see row-guard.ts); undefined in development mode. */
-  counterGuard(collection: string): CounterGuard | undefined
+  counterGuard(collection: string): SignedRows | undefined
   /** The cluster policy: who is a member, who may read and write what (everything while none is adopted). */
   readonly access: Access
   /** Subject keys and forget tombstones of personal fields (exchanged in every round). */

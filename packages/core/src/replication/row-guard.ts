@@ -17,14 +17,10 @@ import type { JsonObject } from '../json.js'
  * anything; the apply then checks again from the verdicts alone (sync), in case the document
  * changed meanwhile.
  */
-export interface CounterGuard {
-  rows: SignedRows
-}
-
 export type RowsVerdict = 'ok' | 'later' | { refused: string }
 
 export async function rowsVerdictAhead(
-  guard: CounterGuard,
+  rows: SignedRows,
   backend: Backend,
   doc: unknown,
   delta: Uint8Array,
@@ -60,21 +56,20 @@ export async function rowsVerdictAhead(
   const pending = !pendingBefore && pendingAfter
   const conflicted = { before: conflictedBefore, after: conflictedAfter }
   // The rows already here (checked when they came, or once after a restart) …
-  await guard.rows.check(where.collection, where.id, before)
-  let verdict = verdictOf(guard, where, before, after, pending, conflicted)
+  await rows.check(where.collection, where.id, before)
+  const verdict = verdictOf(rows, where, before, after, pending, conflicted)
   if (verdict !== 'later' || pending) return verdict
   // … then the change's new rows, one at a time: the first that fails refuses the change, so a
   // change full of forged rows costs one signature check, not one per row.
   for (const [key, value] of changedRows(before, after)) {
-    if (!(await guard.rows.checkOne(where.collection, where.id, key, value))) break
+    if (!(await rows.checkOne(where.collection, where.id, key, value))) break
   }
-  verdict = verdictOf(guard, where, before, after, pending, conflicted)
-  return verdict
+  return verdictOf(rows, where, before, after, pending, conflicted)
 }
 
 /** The verdict on a change from `before` to `after` (sync: from the verdicts checked ahead). */
 export function verdictOf(
-  guard: CounterGuard,
+  rows: SignedRows,
   where: { collection: string; id: string },
   before: JsonObject | undefined,
   after: JsonObject | undefined,
@@ -86,5 +81,5 @@ export function verdictOf(
   // Waiting operations take effect with whatever change brings what they wait for, and would
   // be judged with it: a counter takes changes in causal order only (anti-entropy brings the rest).
   if (pending) return 'later'
-  return rowsVerdict(guard.rows, where, before, after, conflicted)
+  return rowsVerdict(rows, where, before, after, conflicted)
 }

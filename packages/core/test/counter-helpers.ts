@@ -1,0 +1,107 @@
+/**
+ * Shared setup of the counter tests in a cluster (counter-signed, counter-forger-model and the
+ * review*-counter-rows tests): ADMIN, ORDERS (the forger: asForger, it writes the counter's
+ * document with its own code) and SUPPORT on one loopback hub under a policy that declares
+ * 'stock' a counter every one of them may write.
+ */
+import * as A from '@automerge/automerge'
+import type { PolicyDocument, Replica } from '../src/index.js'
+import type { SignedRow } from '../src/counter-rows.js'
+import type { ReplicationContext } from '../src/replication/context.js'
+import { asForger, signedRow, waitFor } from '../src/testing/index.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+
+export type State = Record<string, unknown>
+export const ALL = [ADMIN, ORDERS, SUPPORT]
+export const STOCK_POLICY: PolicyDocument = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: { stock: { read: ['*'], write: ['admin', 'orders', 'support'], counter: true } },
+}
+
+type Cluster = Awaited<ReturnType<typeof trustCluster>>
+
+/** A test file's keyring and replicas (closed after each test), and its cluster set-ups. */
+export function counterSuite(defaultPolicy: PolicyDocument = STOCK_POLICY) {
+  const { keys, replicas } = trustSuite()
+
+  /** The three replicas under `policy`, adopted everywhere. */
+  async function cluster(policy: PolicyDocument = defaultPolicy): Promise<Cluster> {
+    const c = await trustCluster(keys, ALL, replicas)
+    asForger(c.r[ORDERS]!)
+    await c.r[ADMIN]!.policy.set(policy)
+    await waitFor(() => c.r[ORDERS]!.policy.get() !== undefined && c.r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+    return c
+  }
+
+  /** ADMIN's counter 's1' holds 100 and every replica sees it (opened as a counter on those `open` names; the others only hold it). */
+  async function setUp(open: string[] = ALL, policy: PolicyDocument = defaultPolicy): Promise<Cluster> {
+    const c = await cluster(policy)
+    await c.r[ADMIN]!.counter('stock').increment('s1', 100)
+    for (const id of [ORDERS, SUPPORT]) {
+      if (open.includes(id)) await waitFor(async () => (await c.r[id]!.counter('stock').value('s1')) === 100, `${id} sees 100`)
+      else await waitFor(async () => (await c.r[id]!.collection<State>('stock').get('s1')) !== undefined, `${id} holds s1`)
+    }
+    return c
+  }
+
+  /** A row of `holder` signed with `signer`'s key (a member signing its own row, or a forger). */
+  const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
+    signedRow(keys, signer, holder, id, fields, collection)
+
+  return { keys, replicas, cluster, setUp, row }
+}
+
+/** Rounds in which every replica runs anti-entropy with the others (failures of a cut link ignored). */
+export async function syncAll(r: Record<string, Replica>, rounds = 2): Promise<void> {
+  for (let i = 0; i < rounds; i++) for (const name of Object.keys(r)) await r[name]!.sync().catch(() => undefined)
+}
+
+/** The value of a counter id on each named replica. */
+export function values(r: Record<string, Replica>, id = 's1', names = ALL): Promise<number[]> {
+  return Promise.all(names.map((n) => r[n]!.counter('stock').value(id)))
+}
+
+/** The error code a promise rejects with (undefined if it resolves). */
+export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p
+    return undefined
+  } catch (err) {
+    return (err as { code?: string }).code ?? `${(err as Error).name}: ${(err as Error).message}`
+  }
+}
+
+/** Deltas and messages `replica` dropped as forbidden from `from`. */
+export function forbidden(replica: Replica, from: string): number {
+  return replica.stats().peers[from]?.dropped.forbidden ?? 0
+}
+
+/** Until `name` has refused something from `from` (the forger) as forbidden. */
+export async function refusedBy(r: Record<string, Replica>, name: string, from = ORDERS): Promise<void> {
+  await waitFor(async () => {
+    await r[name]!.sync().catch(() => undefined)
+    return forbidden(r[name]!, from) > 0
+  }, `${name} refuses the forgery`)
+}
+
+/** A replica's replication context (a raw applyRemoteDelta in a test goes through it). */
+export function ctxOf(replica: Replica): ReplicationContext {
+  return (replica as unknown as { replication: ReplicationContext }).replication
+}
+
+/** The whole Automerge document of an entity as `replica` holds it now (A.save). */
+export async function savedDoc(replica: Replica, collection: string, id: string): Promise<Uint8Array> {
+  const ctx = ctxOf(replica)
+  const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
+  try {
+    return A.save(entity.doc as A.Doc<State>)
+  } finally {
+    ctx.entities.release(entity)
+  }
+}
+
+/** A change made on `doc` (saved bytes) by a fresh actor: what a forger sends as it likes. */
+export function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => void): Uint8Array {
+  const fork = A.change(A.load<State>(doc, { actor }), { time: 0 }, edit)
+  return A.getLastLocalChange(fork)!
+}
