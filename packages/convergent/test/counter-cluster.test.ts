@@ -5,23 +5,19 @@
 import { expect } from 'chai'
 import { encodeRowBody, rowValue } from '@convergent/core/internal'
 import { asForger, putRow, rowKeyIn, rowNames } from '@convergent/core/testing'
-import { folderPeerId, generateClusterKey, isConvergentError, type Replica } from '../src/index.js'
-import { libp2pReplicas, waitFor } from './helpers.js'
+import { isConvergentError, type Replica } from '../src/index.js'
+import { libp2pReplicas, startCluster, waitFor } from './helpers.js'
 
 type State = Record<string, unknown>
 
 describe('Counters in a cluster over real libp2p: signed rows', function () {
   this.timeout(60_000)
-  const { folder, start } = libp2pReplicas('convergent-counter-')
+  const suite = libp2pReplicas('convergent-counter-')
 
   it("a writer forging or taking back another's row is ignored or refused by every replica; rights cannot be drained", async function () {
-    const key = generateClusterKey()
-    const adminDir = await folder()
-    const adminId = await folderPeerId(adminDir)
-    const cluster = { key, admins: [adminId] }
-    const admin = await start({ dir: adminDir, cluster })
-    const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code
-    const inventory = await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!, orders.multiaddrs[0]!] })
+    const { adminId, admin, members } = await startCluster(suite, 2)
+    const orders = asForger(members[0]!) // writes the counter's document with its own code
+    const inventory = members[1]!
     await waitFor(() => admin.peers().length === 2 && inventory.peers().length === 2, 'all connected')
     await admin.policy.set({
       roles: { admin: [adminId], orders: [orders.peerId], inventory: [inventory.peerId] },

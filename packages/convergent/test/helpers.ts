@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { silentLogger, type Replica } from '@convergent/core'
 import { tempDir } from '@convergent/core/testing'
-import { open, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
+import { folderPeerId, generateClusterKey, open, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
 
 export const BACKENDS = ['yjs', 'automerge'] as const
 export type BackendName = (typeof BACKENDS)[number]
@@ -76,6 +76,24 @@ export function replicasAfterEach(
 export function libp2pReplicas(prefix: string): { folder(): Promise<string>; start(options: OpenOptions): Promise<ReplicaWithMetrics> } {
   const suite = replicasAfterEach(prefix, { libp2p: { redialMinMs: 50, redialMaxMs: 200 } })
   return { folder: suite.folder, start: (options) => suite.replica(options) }
+}
+
+/**
+ * A new cluster key, its admin and `members` more replicas (each dialing those before it), all
+ * from a libp2pReplicas suite: the admin's peer id is the cluster's trust root. Each comes with
+ * its folder (for byte searches of it).
+ */
+export async function startCluster(
+  suite: ReturnType<typeof libp2pReplicas>,
+  members: number,
+): Promise<{ key: string; adminId: string; admin: ReplicaWithMetrics; members: ReplicaWithMetrics[]; dirs: string[] }> {
+  const key = generateClusterKey()
+  const dirs = await Promise.all(Array.from({ length: members + 1 }, () => suite.folder()))
+  const adminId = await folderPeerId(dirs[0]!)
+  const cluster = { key, admins: [adminId] }
+  const started: ReplicaWithMetrics[] = []
+  for (const dir of dirs) started.push(await suite.start({ dir, cluster, peers: started.map((r) => r.multiaddrs[0]!) }))
+  return { key, adminId, admin: started[0]!, members: started.slice(1), dirs }
 }
 
 /** Every file under dir, concatenated (a byte search over a replica's folder). */

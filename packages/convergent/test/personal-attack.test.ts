@@ -2,15 +2,12 @@
 // Each test names the hole it demonstrated: all of them failed on the code they were written
 // against (a review of 39ee442) and pass since the fixes in subject-keys.ts.
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, silentLogger, type Network, type PersonalOptions } from '@convergent/core'
+import { LoopbackHub, type Network, type PersonalOptions } from '@convergent/core'
 import { Keyring } from '@convergent/core/testing'
 import { encodeKeysOffer, keyIdOf, storedSubjectKeys } from '@convergent/core/internal'
-import { classicLevelStore, type LevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
-import { automergeBackend } from '@convergent/automerge'
-import { folderBytes, tempDir, waitFor } from './helpers.js'
+import { folderBytes, waitFor } from './helpers.js'
+import { personalSuite, type PersonalNode } from './personal-helpers.js'
 
 const ADMIN = 'a-admin'
 const CLERK = 'b-clerk'
@@ -27,12 +24,6 @@ const policy = (clerks: string[]) => ({
   collections: { customers: { read: ['support'], write: ['admin', 'clerk'] } },
 })
 
-interface Node {
-  replica: Replica
-  store: LevelStore
-  dir: string
-}
-
 async function rawPeer(hub: LoopbackHub, id: string): Promise<Network> {
   const net = hub.createNetwork(id)
   await net.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
@@ -42,43 +33,17 @@ async function rawPeer(hub: LoopbackHub, id: string): Promise<Network> {
 describe('Personal fields under attack (issue #14)', function () {
   this.timeout(60_000)
   const keyring = new Keyring()
-  let opened: Replica[] = []
-  let cleanups: (() => Promise<void>)[] = []
+  const suite = personalSuite('convergent-pattack-')
   let nets: Network[] = []
-
   afterEach(async function () {
     await Promise.all(nets.map((n) => n.stop().catch(() => undefined)))
     nets = []
-    await Promise.all(opened.map((r) => r.close().catch(() => undefined)))
-    opened = []
-    await Promise.all(cleanups.map((c) => c()))
-    cleanups = []
   })
 
-  async function start(hub: LoopbackHub, id: string, options: { dir?: string; trust?: boolean } = {}): Promise<Node> {
-    let dir = options.dir
-    if (dir === undefined) {
-      const t = await tempDir('convergent-pattack-')
-      cleanups.push(t.cleanup)
-      dir = t.dir
-    }
-    const store = classicLevelStore(join(dir, 'db'))
-    const replica = await Replica.open({
-      store,
-      backends: [yjsBackend(), automergeBackend()],
-      network: hub.createNetwork(id),
-      logger: silentLogger,
-      syncIntervalMs: 0,
-      ...(options.trust === false ? {} : { trust: keyring.trust(id, [ADMIN]) }),
-    })
-    opened.push(replica)
-    return { replica, store, dir }
-  }
-
-  async function close(n: Node): Promise<void> {
-    await n.replica.close()
-    opened = opened.filter((r) => r !== n.replica)
-  }
+  /** A replica `id` (a cluster member with ADMIN as admin, unless trust is false). */
+  const start = (hub: LoopbackHub, id: string, options: { dir?: string; trust?: boolean } = {}): Promise<PersonalNode> =>
+    suite.start(hub, id, options.dir, options.trust === false ? {} : { trust: keyring.trust(id, [ADMIN]) })
+  const close = (n: PersonalNode): Promise<void> => suite.close(n)
 
   /** 32 key bytes whose id, for (collection, subject), sorts before `than` (a few hundred tries). */
   function grindKey(collection: string, subject: string, than: string): Buffer {

@@ -2,7 +2,7 @@
 // (closed and removed after each test), and a folder's subject keys taken away and given back
 // (as on a replica the keys have not reached yet).
 import { join } from 'node:path'
-import { LoopbackHub, Replica, silentLogger, type PersonalOptions } from '@convergent/core'
+import { LoopbackHub, Replica, silentLogger, type PersonalOptions, type ReplicaOptions } from '@convergent/core'
 import { storedSubjectKeys } from '@convergent/core/internal'
 import { classicLevelStore, type LevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
@@ -26,7 +26,8 @@ export interface PersonalNode {
 /** Call inside a describe(): registers an afterEach that closes every replica and removes every folder. */
 export function personalSuite(prefix: string): {
   folder(): Promise<string>
-  start(hub: LoopbackHub, id: string, dir?: string): Promise<PersonalNode>
+  /** A replica `id` on `hub` in a new folder (or `dir`), with `options` added (e.g. trust). */
+  start(hub: LoopbackHub, id: string, dir?: string, options?: Partial<ReplicaOptions>): Promise<PersonalNode>
   close(node: PersonalNode): Promise<void>
 } {
   let opened: Replica[] = []
@@ -44,7 +45,7 @@ export function personalSuite(prefix: string): {
   }
   return {
     folder,
-    async start(hub, id, dir) {
+    async start(hub, id, dir, options = {}) {
       dir ??= await folder()
       const store = classicLevelStore(join(dir, 'db'))
       const replica = await Replica.open({
@@ -53,6 +54,7 @@ export function personalSuite(prefix: string): {
         network: hub.createNetwork(id),
         logger: silentLogger,
         syncIntervalMs: 0,
+        ...options,
       })
       opened.push(replica)
       return { replica, store, dir }

@@ -6,22 +6,17 @@ import { expect } from 'chai'
 import { encodeRowBody, rowSigningInput, rowValue } from '@convergent/core/internal'
 import { asForger, putRow, rowNames } from '@convergent/core/testing'
 import { identityPeerId, loadOrCreateIdentity, signerOf } from '@convergent/libp2p'
-import { folderPeerId, generateClusterKey } from '../src/index.js'
-import { libp2pReplicas, waitFor } from './helpers.js'
+import { libp2pReplicas, startCluster, waitFor } from './helpers.js'
 
 type State = Record<string, unknown>
 
 describe('review: signed counter rows over real libp2p', function () {
   this.timeout(60_000)
-  const { folder, start } = libp2pReplicas('convergent-review-counter-')
+  const suite = libp2pReplicas('convergent-review-counter-')
 
   it('HOLE 4 (libp2p): a writer relays the row of a fresh identity that is in no policy and never ran, spending 500 it never held: every replica counts it and the stock goes below 0', async function () {
-    const key = generateClusterKey()
-    const adminDir = await folder()
-    const adminId = await folderPeerId(adminDir)
-    const cluster = { key, admins: [adminId] }
-    const admin = await start({ dir: adminDir, cluster })
-    const orders = asForger(await start({ dir: await folder(), cluster, peers: [admin.multiaddrs[0]!] })) // writes the counter's document with its own code
+    const { adminId, admin, members } = await startCluster(suite, 1)
+    const orders = asForger(members[0]!) // writes the counter's document with its own code
     await waitFor(() => admin.peers().length === 1 && orders.peers().length === 1, 'connected')
     await admin.policy.set({ roles: { admin: [adminId], orders: [orders.peerId] }, collections: { stock: { read: ['*'], write: ['admin', 'orders'] } } })
     await waitFor(() => orders.policy.get() !== undefined, 'adopted')
@@ -29,7 +24,7 @@ describe('review: signed counter rows over real libp2p', function () {
     await waitFor(async () => (await orders.counter('stock').value('sku')) === 100, '100 arrives')
 
     // A throwaway Ed25519 identity, made offline by the writer.
-    const file = join(await folder(), 'sybil.key')
+    const file = join(await suite.folder(), 'sybil.key')
     const sybilKey = await loadOrCreateIdentity(file)
     const sybil = (await identityPeerId(file))!
     const body = encodeRowBody({ version: 1, inc: 0, dec: 500, out: {} })

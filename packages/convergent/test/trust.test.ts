@@ -5,20 +5,21 @@
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open } from '../src/index.js'
-import { folderBytes, libp2pReplicas, waitFor } from './helpers.js'
+import { folderBytes, libp2pReplicas, startCluster, waitFor } from './helpers.js'
 
 describe('open({ cluster: { key, admins } }): the signed policy over real libp2p', function () {
   this.timeout(60_000)
-  const { folder, start } = libp2pReplicas('convergent-trust-')
+  const suite = libp2pReplicas('convergent-trust-')
+  const { folder, start } = suite
 
   it('admin sets the policy; writes, reads and membership follow it on every replica', async function () {
-    const key = generateClusterKey()
-    const [adminDir, ordersDir, supportDir] = [await folder(), await folder(), await folder()]
-    const adminId = await folderPeerId(adminDir)
-    const cluster = { key, admins: [adminId] }
-    const admin = await start({ dir: adminDir, cluster })
-    const orders = await start({ dir: ordersDir, cluster, peers: [admin.multiaddrs[0]!] })
-    const support = await start({ dir: supportDir, cluster, peers: [admin.multiaddrs[0]!, orders.multiaddrs[0]!] })
+    const {
+      adminId,
+      admin,
+      members: [orders, support],
+      dirs: [, ordersDir, supportDir],
+    } = await startCluster(suite, 2)
+    if (orders === undefined || support === undefined || ordersDir === undefined || supportDir === undefined) throw new Error('two members')
     await waitFor(() => admin.peers().length === 2 && support.peers().length === 2, 'all connected')
 
     await admin.policy.set({

@@ -1,9 +1,10 @@
 // Shared by the feed-page tests: entries and feed ops by seq, the folder's format as its sealed
 // 'format' record says, and a damaged record written behind the store's back.
 import type { FeedEntry, StoreOp } from '@convergent/core'
-import type { LevelStore } from '../src/index.js'
+import { classicLevelStore, type LevelStore } from '../src/index.js'
 import { AtRestSealer } from '../src/encryption.js'
 import { FORMAT_KEY } from '../src/keys.js'
+import { putRaw } from './helpers.js'
 
 export function entry(seq: number, extra: Partial<FeedEntry> = {}): FeedEntry {
   return { seq, id: `e${seq}`, origin: 'local', time: 1_000 + seq, kind: 'put', ...extra }
@@ -28,4 +29,16 @@ export async function damage(store: LevelStore, key: string, fromEnd = 1): Promi
   const value = new Uint8Array((await db.get(key, { valueEncoding: 'view' }))!)
   value[value.byteLength - fromEnd]! ^= 1
   await db.put(key, value, { valueEncoding: 'view' })
+}
+
+/** An encrypted folder whose 'format' record says `version` (as one an older release wrote), opened again. */
+export async function storeAtFormat(dir: string, key: Uint8Array, version: number): Promise<LevelStore> {
+  const fresh = classicLevelStore(dir, { encryption: { key } })
+  await fresh.open()
+  await fresh.close()
+  const format = '!store!' + FORMAT_KEY
+  await putRaw(dir, [[format, new AtRestSealer(key).sealCopy(format, new TextEncoder().encode(JSON.stringify({ version })))]])
+  const store = classicLevelStore(dir, { encryption: { key } })
+  await store.open()
+  return store
 }

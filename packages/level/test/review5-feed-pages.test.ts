@@ -6,14 +6,11 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import type { StoreOp } from '@convergent/core'
-import { classicLevelStore, memoryLevelStore, type LevelStore } from '../src/index.js'
-import { AtRestSealer } from '../src/encryption.js'
-import { FORMAT_KEY } from '../src/keys.js'
-import { collect, putRaw, rawRecords, removeDir, tempDir } from './helpers.js'
-import { damage, entry, feedOps, formatOf } from './feed-helpers.js'
+import { memoryLevelStore, type LevelStore } from '../src/index.js'
+import { collect, rawRecords, removeDir, tempDir } from './helpers.js'
+import { damage, entry, feedOps, formatOf, storeAtFormat } from './feed-helpers.js'
 
 const KEY = randomBytes(32)
-const FORMAT = '!store!' + FORMAT_KEY
 
 describe('review5: feed pages', function () {
   this.timeout(120_000)
@@ -28,12 +25,7 @@ describe('review5: feed pages', function () {
 
   /** A folder whose 'format' record says `version` (as one written by an older release). */
   async function folderAtFormat(version: number): Promise<void> {
-    store = classicLevelStore(dir, { encryption: { key: KEY } })
-    await store.open()
-    await store.close()
-    await putRaw(dir, [[FORMAT, new AtRestSealer(KEY).sealCopy(FORMAT, new TextEncoder().encode(JSON.stringify({ version })))]])
-    store = classicLevelStore(dir, { encryption: { key: KEY } })
-    await store.open()
+    store = await storeAtFormat(dir, KEY, version)
   }
 
   it('a format-1 folder: a page and a proof entry written in the same tick leave the folder saying 3, not 2', async function () {

@@ -8,15 +8,12 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { StoreCorruptError, type FeedEntry, type StoreOp } from '@convergent/core'
 import { classicLevelStore, memoryLevelStore, recryptStore, type LevelStore } from '../src/index.js'
-import { AtRestSealer } from '../src/encryption.js'
 import { encodeFeedEntry, encodeFeedPage, encodeJson } from '../src/codec.js'
-import { FORMAT_KEY } from '../src/keys.js'
 import { HEADER_BYTES, PLAIN_SEALER } from '../src/record.js'
 import { collect, copyFormat0Fixture, failBatchesAfter, putRaw, rawRecords, rejection, removeDir, tempDir } from './helpers.js'
-import { damage, entry, feedOps, formatOf, rawDb } from './feed-helpers.js'
+import { damage, entry, feedOps, formatOf, storeAtFormat, rawDb } from './feed-helpers.js'
 
 const KEY = randomBytes(32)
-const FORMAT = '!store!' + FORMAT_KEY
 const floorKey = (collection: string): string => '!store!feedfloor\u0000' + collection
 const feedKey = (collection: string, seq: number): string => `${collection}\u0000${String(seq).padStart(16, '0')}`
 
@@ -43,12 +40,7 @@ describe('review6: feed pages', function () {
 
   /** A folder whose 'format' record says `version` (as one written by an older release). */
   async function folderAtFormat(version: number): Promise<void> {
-    store = classicLevelStore(dir, { encryption: { key: KEY } })
-    await store.open()
-    await store.close()
-    await putRaw(dir, [[FORMAT, new AtRestSealer(KEY).sealCopy(FORMAT, new TextEncoder().encode(JSON.stringify({ version })))]])
-    store = classicLevelStore(dir, { encryption: { key: KEY } })
-    await store.open()
+    store = await storeAtFormat(dir, KEY, version)
   }
 
   describe('holes', function () {
