@@ -1,8 +1,7 @@
 /**
- * Authenticated encryption of records at rest (@convergent/level): XChaCha20-Poly1305 (IETF),
- * one call into libsodium (sodium-native) per seal or open. (Personal fields stay AES-256-GCM:
- * their envelopes travel to replicas of earlier releases, which must recognise them; see
- * personal/subject-keys.ts and the README.)
+ * Authenticated encryption of records at rest (@convergent/level) and of personal fields
+ * (personal/subject-keys.ts): XChaCha20-Poly1305 (IETF), one call into libsodium
+ * (sodium-native) per seal or open.
  *
  * Why not AES-256-GCM from node:crypto, which sealed records before (and still opens what it sealed):
  * - Cost. node:crypto has no one-shot AEAD: createCipheriv, setAAD, update, final and getAuthTag

@@ -1,9 +1,11 @@
 // Review of the cipher change (XChaCha20-Poly1305 at rest): what it found in personal fields.
-// Personal fields stay AES-256-GCM `$sealed1.` envelopes (the review showed that a previous
-// release reads any other form as a plain value and destroys it), and forget() leaves nothing
-// behind that opens or seals: tests marked HOLE failed before the fixes.
+// Personal fields are sealed with XChaCha20-Poly1305 too, but inside the `$sealed1.<key id>.`
+// form of the previous release (which reads any other form as a plain value and destroys it),
+// so that release takes them for fields it cannot open and keeps them; its AES-256-GCM
+// envelopes still open; and forget() leaves nothing behind that opens or seals: tests marked
+// HOLE failed before the fixes.
 import { expect } from 'chai'
-import { createCipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import { isConvergentError } from '../src/errors.js'
 import { silentLogger } from '../src/logger.js'
@@ -27,6 +29,21 @@ function envelopeByHand(key: HeldKey, id: string, field: string, value: unknown)
   return `$sealed1.${key.id}.` + Buffer.concat([iv, ct, cipher.getAuthTag()]).toString('base64')
 }
 
+/** The previous release's openSealed, verbatim in what it does: AES-256-GCM only. */
+function previousOpen(key: HeldKey, collection: string, id: string, field: string, sealed: string): unknown {
+  if (!isSealed(sealed) || sealed.slice(9, 31) !== key.id || key.collection !== collection) return undefined
+  try {
+    const raw = Buffer.from(sealed.slice(9 + 22 + 1), 'base64')
+    if (raw.byteLength < 28) return undefined
+    const decipher = createDecipheriv('aes-256-gcm', key.key, raw.subarray(0, 12))
+    decipher.setAAD(Buffer.from(`${collection}\u0000${id}\u0000${field}\u0000${key.id}`))
+    decipher.setAuthTag(raw.subarray(raw.byteLength - 16))
+    return JSON.parse(Buffer.concat([decipher.update(raw.subarray(12, raw.byteLength - 16)), decipher.final()]).toString('utf8'))
+  } catch {
+    return undefined
+  }
+}
+
 describe('personal fields: envelopes a previous release reads, and nothing left after forget()', () => {
   it('every envelope written is one the previous release recognises as sealed (it would take any other for the plain value)', () => {
     // The previous release's isSealed, verbatim: a replica on it syncs with this one.
@@ -37,8 +54,30 @@ describe('personal fields: envelopes a previous release reads, and nothing left 
     for (const value of ['a@example.com', '', { street: 'x'.repeat(500) }, 42]) {
       const sealed = keys.seal('customers', 'c1', 'email', value, key)
       expect(previousIsSealed(sealed), sealed.slice(0, 20)).to.equal(true)
+      expect(sealed.startsWith(`$sealed1.${key.id}.~`), 'the XChaCha20 form').to.equal(true)
+      expect(openSealed(key, 'customers', 'c1', 'email', sealed)).to.deep.equal(value)
+      // The previous release opens it to nothing (a field whose key it holds but which does not
+      // open there: shown absent, kept as it is by update(), never changed there).
+      expect(previousOpen(key, 'customers', 'c1', 'email', sealed), 'the previous release').to.equal(undefined)
+      // And this release still opens the previous release's envelopes.
       expect(openSealed(key, 'customers', 'c1', 'email', envelopeByHand(key, 'c1', 'email', value))).to.deep.equal(value)
     }
+  })
+
+  it('an XChaCha20 envelope is tied to its key, its place and every byte of it', () => {
+    const keys = subjectKeys()
+    const { key } = keys.keyFor('customers', 'cust-1')
+    const { key: other } = keys.keyFor('customers', 'cust-2')
+    const good = keys.seal('customers', 'c1', 'email', 'ann@example.com', key)
+    const body = Buffer.from(good.slice(good.indexOf('~') + 1), 'base64url')
+    for (let i = 0; i < body.byteLength; i++) {
+      const flipped = Buffer.from(body)
+      flipped[i]! ^= 0x01
+      expect(openSealed(key, 'customers', 'c1', 'email', good.slice(0, good.indexOf('~') + 1) + flipped.toString('base64url')), `byte ${i}`).to.equal(undefined)
+    }
+    // Under another key id (the AAD names it), and with the other key's bytes under this id.
+    expect(openSealed(other, 'customers', 'c1', 'email', good.replace(key.id, other.id))).to.equal(undefined)
+    expect(openSealed({ ...other, id: key.id, aead: undefined }, 'customers', 'c1', 'email', good)).to.equal(undefined)
   })
 
   it('malformed, truncated, huge and misplaced envelopes open to nothing and never throw', () => {
@@ -52,6 +91,12 @@ describe('personal fields: envelopes a previous release reads, and nothing left 
       head + '====' + 'A'.repeat(60),
       head + '\u0000\uffff\ud800'.repeat(30),
       head + 'A'.repeat(4_000_000),
+      head + '~' + 'A'.repeat(60),
+      head + '~' + '!!!!'.repeat(20),
+      head + '~~' + 'A'.repeat(60),
+      head + '~' + Buffer.alloc(40).toString('base64url'),
+      head + '~' + Buffer.alloc(39).toString('base64url') + 'A'.repeat(10),
+      head + '~' + 'A'.repeat(4_000_000),
       good.slice(0, -4),
       good + 'AAAA',
     ]) {
@@ -80,7 +125,12 @@ describe('personal fields: envelopes a previous release reads, and nothing left 
     const { key: held } = keys.keyFor('customers', 'cust-8')
     const sealed = keys.seal('customers', 'c8', 'email', 'old@example.com', held)
     expect(openSealed(held, 'customers', 'c8', 'email', sealed)).to.equal('old@example.com') // caches its KeyObject
+    const subkey = held.aead!
     await keys.forget('cust-8', ['customers'])
+    expect(
+      subkey.every((b) => b === 0),
+      'the derived field key is zeroed',
+    ).to.equal(true)
     expect(keys.open('customers', 'c8', 'email', sealed)).to.equal(undefined)
     expect(openSealed(held, 'customers', 'c8', 'email', sealed)).to.equal(undefined)
   })
