@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js'
 import type { Store, StoreOp } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } from '../replication/messages/keys.js'
+import { ShareDigest } from './share-digest.js'
 
 /**
  * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
@@ -243,6 +244,10 @@ export class SubjectKeys {
   /** Key ids per (collection NUL subject), sorted: the first one seals new values. */
   private readonly bySubject = new Map<string, string[]>()
   private readonly forgotten = new Map<string, Tombstone>()
+  /** What the exchange shares, by bucket (see share-digest.ts): kept with #keys and forgotten. */
+  private readonly digest = new ShareDigest()
+  /** The last sorted lists of what a peer may see (a transfer pages through one), until the records change. */
+  private sortedCache: { version: number; of: Map<string, [string, { t?: Tombstone; k?: HeldKey }][]> } = { version: -1, of: new Map() }
   /**
    * Pairs forget() was called for and has not finished: no key is made or used for them from
    * the call on (a put in the same tick would otherwise write a new key after the tombstone).
@@ -285,7 +290,7 @@ export class SubjectKeys {
       try {
         const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null }
         const t = decodeTombstoneBytes(r.b)
-        this.forgotten.set(pairOf(t.c, t.s), { collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
+        this.rememberTombstone({ collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
         for (const id of this.dropKeysOf(t.c, t.s)) stale.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
       } catch (err) {
         this.logger.error(`a stored forget tombstone is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
@@ -312,8 +317,15 @@ export class SubjectKeys {
     return [...out]
   }
 
+  private rememberTombstone(t: Tombstone): void {
+    const pair = pairOf(t.collection, t.subject)
+    this.forgotten.set(pair, t)
+    this.digest.add(t.collection, 't', 't' + pair)
+  }
+
   private add(k: HeldKey): void {
     this.#keys.set(k.id, k)
+    this.digest.add(k.collection, 'k', 'k' + k.id)
     const pair = pairOf(k.collection, k.subject)
     const ids = this.bySubject.get(pair) ?? []
     if (!ids.includes(k.id)) {
@@ -349,6 +361,7 @@ export class SubjectKeys {
         held.aead = undefined
       }
       this.#keys.delete(id)
+      this.digest.remove('k' + id)
     }
     this.bySubject.delete(pair)
     if (ids.length > 0) {
@@ -385,6 +398,7 @@ export class SubjectKeys {
       () => {
         // Not durable: forget it here too, so no later value is sealed under a key no disk holds.
         this.#keys.delete(key.id)
+        this.digest.remove('k' + key.id)
         const list = this.bySubject.get(pair)?.filter((id) => id !== key.id) ?? []
         if (list.length === 0) this.bySubject.delete(pair)
         else this.bySubject.set(pair, list)
@@ -498,7 +512,7 @@ export class SubjectKeys {
     if (tombstones.length === 0) return
     const ops: StoreOp[] = []
     for (const t of tombstones) {
-      this.forgotten.set(pairOf(t.collection, t.subject), t)
+      this.rememberTombstone(t)
       for (const id of this.dropKeysOf(t.collection, t.subject))
         ops.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
       ops.push({
@@ -525,42 +539,83 @@ export class SubjectKeys {
     return this.access.mayRead(peer, collection) && this.access.mayRead(this.access.self, collection)
   }
 
-  /** Everything this replica would share with `peer`, by sort key ('t' + pair, 'k' + id), sorted. */
-  private shareable(peer: string): [string, { t?: Tombstone; k?: HeldKey }][] {
+  /** Whether `peer` may see records of `kind` in `collection` (keys: shares(); tombstones: read). */
+  private visible(peer: string): (collection: string, kind: 'k' | 't') => boolean {
+    return (collection, kind) => (kind === 't' ? this.access.mayRead(peer, collection) : this.shares(peer, collection))
+  }
+
+  /**
+   * Every record in `buckets` (all when undefined), by sort key ('t' + pair, 'k' + id), sorted —
+   * who may see which is checked where they are used (a policy can change meanwhile). The last
+   * few lists are kept until a record changes, so paging through a transfer sorts once.
+   */
+  private sortedIn(buckets?: ReadonlySet<number>): [string, { t?: Tombstone; k?: HeldKey }][] {
+    const cacheKey = buckets === undefined ? '*' : [...buckets].sort((a, b) => a - b).join(',')
+    if (this.sortedCache.version !== this.digest.version) this.sortedCache = { version: this.digest.version, of: new Map() }
+    const cached = this.sortedCache.of.get(cacheKey)
+    if (cached !== undefined) return cached
     const out: [string, { t?: Tombstone; k?: HeldKey }][] = []
-    for (const [pair, t] of this.forgotten) if (this.access.mayRead(peer, t.collection)) out.push(['t' + pair, { t }])
-    for (const k of this.#keys.values()) if (this.shares(peer, k.collection)) out.push(['k' + k.id, { k }])
+    for (const s of this.digest.sortKeysIn(buckets)) {
+      const t = s.startsWith('t') ? this.forgotten.get(s.slice(1)) : undefined
+      const k = s.startsWith('k') ? this.#keys.get(s.slice(1)) : undefined
+      if (t !== undefined) out.push([s, { t }])
+      else if (k !== undefined) out.push([s, { k }])
+    }
     out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    if (this.sortedCache.of.size >= 4) this.sortedCache.of.delete(this.sortedCache.of.keys().next().value!)
+    this.sortedCache.of.set(cacheKey, out)
     return out
   }
 
-  /** SHA-256 over the sort keys of what this replica shares with `peer`: equal on both sides when in sync. */
-  summaryFor(peer: string): Uint8Array {
-    return sha256(
-      this.shareable(peer)
-        .map(([s]) => s)
-        .join('\u0001'),
-    )
+  /** Whether `peer` may see this record now (keys: shares(); tombstones: read). */
+  private seenBy(peer: string, r: { t?: Tombstone; k?: HeldKey }): boolean {
+    return r.t !== undefined ? this.access.mayRead(peer, r.t.collection) : r.k !== undefined && this.shares(peer, r.k.collection)
   }
 
-  /** A page of what this replica shares with `peer`, after `after` (a sort key). */
-  page(peer: string, after: string | undefined): { tombstones: TombstoneWire[]; keys: KeyWire[]; sortKeys: string[]; next?: string } {
-    const all = this.shareable(peer).filter(([s]) => after === undefined || s > after)
-    const chunk = all.slice(0, MAX_KEY_RECORDS)
-    const out = { tombstones: [] as TombstoneWire[], keys: [] as KeyWire[], sortKeys: chunk.map(([s]) => s) }
-    for (const [, r] of chunk) {
+  /** The bucket digests of what this replica shares with `peer` (see share-digest.ts). */
+  bucketsFor(peer: string): Uint8Array {
+    return this.digest.buckets(this.visible(peer))
+  }
+
+  /** SHA-256 over bucketsFor(peer): equal on both sides when in sync. */
+  summaryFor(peer: string): Uint8Array {
+    return sha256(this.bucketsFor(peer))
+  }
+
+  /** A page of what this replica shares with `peer` in `buckets` (all when undefined), after `after` (a sort key). */
+  page(
+    peer: string,
+    after: string | undefined,
+    buckets?: ReadonlySet<number>,
+  ): { tombstones: TombstoneWire[]; keys: KeyWire[]; sortKeys: string[]; next?: string } {
+    const all = this.sortedIn(buckets)
+    let i = 0
+    if (after !== undefined) {
+      // The first sort key past `after` (binary search: the list is sorted).
+      let hi = all.length
+      while (i < hi) {
+        const mid = (i + hi) >> 1
+        if (all[mid]![0] <= after) i = mid + 1
+        else hi = mid
+      }
+    }
+    const out = { tombstones: [] as TombstoneWire[], keys: [] as KeyWire[], sortKeys: [] as string[] }
+    for (; i < all.length && out.sortKeys.length < MAX_KEY_RECORDS; i++) {
+      const [s, r] = all[i]!
+      if (!this.seenBy(peer, r)) continue
+      out.sortKeys.push(s)
       if (r.t !== undefined) out.tombstones.push(r.t.wire)
       if (r.k !== undefined) out.keys.push({ collection: r.k.collection, subject: r.k.subject, key: r.k.key })
     }
-    return all.length > chunk.length ? { ...out, next: chunk[chunk.length - 1]![0] } : out
+    return i < all.length && out.sortKeys.length > 0 ? { ...out, next: out.sortKeys[out.sortKeys.length - 1]! } : out
   }
 
   /** What this replica shares with `peer` and `peer` did not list (its pages), in pages. */
-  lacking(peer: string, listed: ReadonlySet<string>): { tombstones: TombstoneWire[]; keys: KeyWire[] }[] {
+  lacking(peer: string, listed: ReadonlySet<string>, buckets?: ReadonlySet<number>): { tombstones: TombstoneWire[]; keys: KeyWire[] }[] {
     const pages: { tombstones: TombstoneWire[]; keys: KeyWire[] }[] = []
     let page = { tombstones: [] as TombstoneWire[], keys: [] as KeyWire[] }
-    for (const [s, r] of this.shareable(peer)) {
-      if (listed.has(s)) continue
+    for (const [s, r] of this.sortedIn(buckets)) {
+      if (listed.has(s) || !this.seenBy(peer, r)) continue
       if (r.t !== undefined) page.tombstones.push(r.t.wire)
       if (r.k !== undefined) page.keys.push({ collection: r.k.collection, subject: r.k.subject, key: r.k.key })
       if (page.tombstones.length + page.keys.length >= MAX_KEY_RECORDS) {

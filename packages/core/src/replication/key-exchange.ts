@@ -1,3 +1,5 @@
+import { sha256 } from '../hash.js'
+import { bitmapToBuckets, bucketsToBitmap, ShareDigest } from '../personal/share-digest.js'
 import { SubjectKeys } from '../personal/subject-keys.js'
 import type { ReplicationContext } from './context.js'
 import {
@@ -17,8 +19,9 @@ import { drop } from './receiver.js'
 /**
  * Subject keys and forget tombstones between two replicas (personal fields; see
  * personal/subject-keys.ts). The requester sends a summary of what it would share with the
- * responder; equal → one message. Else the responder sends what it shares with the requester
- * in pages, and the requester then offers what the responder did not list. Keys go only to
+ * responder, and its bucket digests (personal/share-digest.ts); equal → one message. Else the
+ * responder sends what it shares with the requester in the buckets that differ, in pages, and
+ * the requester then offers what the responder did not list there. Keys go only to
  * peers that may read their collection (the cluster policy's read control; every peer without
  * a policy) and travel inside libp2p streams, which Noise encrypts; tombstones go to every member.
  */
@@ -31,11 +34,15 @@ export async function exchangeKeys(ctx: ReplicationContext, peer: string, reques
   const keys = ctx.personal
   if (!keys.supported) return
   const listed = new Set<string>()
+  const buckets = keys.bucketsFor(peer)
   let after: string | undefined
+  // The buckets the responder pages through (undefined: all — a release before buckets).
+  let differ: Uint8Array | undefined
   for (;;) {
-    const req = after === undefined ? { summary: keys.summaryFor(peer) } : { summary: null, after }
+    const req = after === undefined ? { summary: sha256(buckets), buckets } : { summary: null, after, ...(differ === undefined ? {} : { differ }) }
     const res = decodeKeysResponse(await request(encodeKeysRequest(req), MessageType.KeysResponse))
     if (res.same) return
+    if (after === undefined) differ = res.differ
     for (const s of SubjectKeys.sortKeysOf(res.tombstones, res.keys)) listed.add(s)
     const { refused } = await keys.accept(peer, res.tombstones, res.keys)
     if (refused > 0)
@@ -44,7 +51,8 @@ export async function exchangeKeys(ctx: ReplicationContext, peer: string, reques
     if (after !== undefined && res.next <= after) throw invalid(`peer ${peer} answered a keys page without progress`)
     after = res.next
   }
-  for (const page of keys.lacking(peer, listed)) await request(encodeKeysOffer(page.tombstones, page.keys), MessageType.Ack)
+  for (const page of keys.lacking(peer, listed, differ === undefined ? undefined : bitmapToBuckets(differ)))
+    await request(encodeKeysOffer(page.tombstones, page.keys), MessageType.Ack)
 }
 
 /**
@@ -61,12 +69,20 @@ export function serveKeysRequest(ctx: ReplicationContext, from: string, body: un
   const req = decodeKeysRequest(body)
   const keys = ctx.personal
   if (!keys.supported) return encodeKeysResponse({ same: true, tombstones: [], keys: [] })
+  let differ: Set<number> | undefined
   if (req.summary !== null && req.after === undefined) {
-    const ours = keys.summaryFor(from)
-    if (Buffer.from(ours).equals(Buffer.from(req.summary))) return encodeKeysResponse({ same: true, tombstones: [], keys: [] })
-  }
-  const page = keys.page(from, req.after)
-  return encodeKeysResponse({ same: false, tombstones: page.tombstones, keys: page.keys, ...(page.next === undefined ? {} : { next: page.next }) })
+    const ours = keys.bucketsFor(from)
+    if (Buffer.from(sha256(ours)).equals(Buffer.from(req.summary))) return encodeKeysResponse({ same: true, tombstones: [], keys: [] })
+    if (req.buckets !== undefined) differ = ShareDigest.differing(ours, req.buckets)
+  } else if (req.differ !== undefined) differ = bitmapToBuckets(req.differ)
+  const page = keys.page(from, req.after, differ)
+  return encodeKeysResponse({
+    same: false,
+    tombstones: page.tombstones,
+    keys: page.keys,
+    ...(page.next === undefined ? {} : { next: page.next }),
+    ...(differ === undefined ? {} : { differ: bucketsToBitmap(differ) }),
+  })
 }
 
 /** The responder side of KeysOffer: takes what it may (see SubjectKeys.accept). */

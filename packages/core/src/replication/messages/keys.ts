@@ -1,3 +1,4 @@
+import { BUCKET_DIGEST_BYTES, BUCKETS } from '../../personal/share-digest.js'
 import { encodeMessage, MessageType } from './envelope.js'
 import { asArray, asBytes, asBytesOrNull, asHash, asRecord, asString, invalid } from './fields.js'
 
@@ -26,18 +27,36 @@ export interface TombstoneWire {
   signature: Uint8Array | null
 }
 
-/** KeysRequest: { h: summary of what the requester holds | null, a: page cursor | absent }. */
+/** Bytes of a request's bucket digests, and of a bucket bitmap (see personal/share-digest.ts). */
+export const BUCKET_DIGESTS_BYTES = BUCKETS * BUCKET_DIGEST_BYTES
+export const BUCKET_BITMAP_BYTES = BUCKETS / 8
+
+/**
+ * KeysRequest: { h: summary of what the requester holds | null, a: page cursor | absent,
+ * b: its bucket digests (with the first request), d: the buckets that differ (with the next
+ * pages, as the responder named them) }. Releases before buckets send neither b nor d, and
+ * ignore them: they get, and send, everything.
+ */
 export interface KeysRequest {
   summary: Uint8Array | null
   after?: string
+  buckets?: Uint8Array
+  differ?: Uint8Array
 }
 
-/** KeysResponse: { e: true } when the summaries are equal, else a page { t, k, n? }. */
+/** KeysResponse: { e: true } when the summaries are equal, else a page { t, k, n?, d? } (d: the buckets it pages through; absent: all). */
 export interface KeysResponse {
   same: boolean
   tombstones: TombstoneWire[]
   keys: KeyWire[]
   next?: string
+  differ?: Uint8Array
+}
+
+function asSized(v: unknown, bytes: number, what: string): Uint8Array {
+  const b = asBytes(v, what)
+  if (b.byteLength !== bytes) throw invalid(`${what} is ${b.byteLength} bytes, not ${bytes}`)
+  return b
 }
 
 function keyToWire(k: KeyWire): Record<string, unknown> {
@@ -69,19 +88,27 @@ function decodeTombstones(v: unknown): TombstoneWire[] {
 }
 
 export function encodeKeysRequest(req: KeysRequest): Uint8Array {
-  return encodeMessage(MessageType.KeysRequest, req.after === undefined ? { h: req.summary } : { h: req.summary, a: req.after })
+  const body: Record<string, unknown> = { h: req.summary }
+  if (req.after !== undefined) body.a = req.after
+  if (req.buckets !== undefined) body.b = req.buckets
+  if (req.differ !== undefined) body.d = req.differ
+  return encodeMessage(MessageType.KeysRequest, body)
 }
 
 export function decodeKeysRequest(body: unknown): KeysRequest {
   const r = asRecord(body, 'keys request')
-  const summary = r.h === null || r.h === undefined ? null : asHash(r.h, 'keys summary')
-  return r.a === undefined ? { summary } : { summary, after: asString(r.a, 'keys cursor', 2048) }
+  const out: KeysRequest = { summary: r.h === null || r.h === undefined ? null : asHash(r.h, 'keys summary') }
+  if (r.a !== undefined) out.after = asString(r.a, 'keys cursor', 2048)
+  if (r.b !== undefined) out.buckets = asSized(r.b, BUCKET_DIGESTS_BYTES, 'keys bucket digests')
+  if (r.d !== undefined) out.differ = asSized(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
+  return out
 }
 
 export function encodeKeysResponse(res: KeysResponse): Uint8Array {
   if (res.same) return encodeMessage(MessageType.KeysResponse, { e: true })
   const body: Record<string, unknown> = { t: res.tombstones.map(tombstoneToWire), k: res.keys.map(keyToWire) }
   if (res.next !== undefined) body.n = res.next
+  if (res.differ !== undefined) body.d = res.differ
   return encodeMessage(MessageType.KeysResponse, body)
 }
 
@@ -90,6 +117,7 @@ export function decodeKeysResponse(body: unknown): KeysResponse {
   if (r.e === true) return { same: true, tombstones: [], keys: [] }
   const res: KeysResponse = { same: false, tombstones: decodeTombstones(r.t), keys: decodeKeys(r.k) }
   if (r.n !== undefined) res.next = asString(r.n, 'keys cursor', 2048)
+  if (r.d !== undefined) res.differ = asSized(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
   return res
 }
 
