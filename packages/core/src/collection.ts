@@ -166,7 +166,7 @@ export class Collection<T extends object = JsonObject> {
         else toSeal.push([f, v])
         continue
       }
-      const opened = keys.open(this.name, id, f, was)
+      const opened = keys.open(this.name, id, f, was, this.replica.limits)
       const plain = v === was ? opened : v
       if (plain === undefined) {
         unopenable = true // held, yet it does not open here (damaged, or not this place's)
@@ -256,7 +256,7 @@ export class Collection<T extends object = JsonObject> {
       const v = raw[f]
       if (!isSealed(v)) continue
       out ??= { ...raw }
-      const plain = keys.open(this.name, id, f, v)
+      const plain = keys.open(this.name, id, f, v, this.replica.limits)
       if (plain === undefined) {
         delete out[f]
         continue

@@ -3,7 +3,7 @@ import { decode, encode } from 'cborg'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
 import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
-import type { JsonValue } from '../json.js'
+import { DEFAULT_VALUE_LIMITS, jsonWithin, type JsonValue, type ValueLimits } from '../json.js'
 import type { Logger } from '../logger.js'
 import type { Store, StoreOp } from '../store.js'
 import type { Access } from '../trust/access.js'
@@ -444,8 +444,8 @@ export class SubjectKeys {
     return this.#keys.get(keyId)?.subject
   }
 
-  /** The value a sealed field holds, or undefined when its key is not held (or it does not open). */
-  open(collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
+  /** The value a sealed field holds, or undefined when its key is not held (or it does not open, or breaks `limits`). */
+  open(collection: string, id: string, field: string, sealed: SealedField, limits: ValueLimits = DEFAULT_VALUE_LIMITS): JsonValue | undefined {
     const cached = this.#cache.get(sealed) ?? this.#oldCache.get(sealed)
     // The IV makes every sealed string unique; the place is checked as the AAD would.
     if (cached !== undefined && cached.collection === collection && cached.id === id && cached.field === field) {
@@ -458,7 +458,7 @@ export class SubjectKeys {
       this.onMissing?.(keyId)
       return undefined
     }
-    const value = openSealed(key, collection, id, field, sealed)
+    const value = openSealed(key, collection, id, field, sealed, limits)
     if (value !== undefined) this.remember(collection, id, field, sealed, value)
     return value
   }
@@ -704,13 +704,32 @@ export class SubjectKeys {
   }
 }
 
-/** Opens a sealed field with `key`; undefined if it is another key's, another place's (the AAD) or damaged. */
-export function openSealed(key: HeldKey, collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
+/**
+ * Opens a sealed field with `key`; undefined if it is another key's, another place's (the AAD),
+ * damaged, not in its one (canonical base64url) spelling, or if its value breaks `limits` as a
+ * top-level field (the JSON inside an envelope is not checked when it arrives: a value deeper than
+ * maxDepth would overflow the stack of whatever walks it next).
+ */
+export function openSealed(
+  key: HeldKey,
+  collection: string,
+  id: string,
+  field: string,
+  sealed: SealedField,
+  limits: ValueLimits = DEFAULT_VALUE_LIMITS,
+): JsonValue | undefined {
+  const value = openAny(key, collection, id, field, sealed)
+  return value === undefined || jsonWithin([value], limits) !== undefined ? undefined : value
+}
+
+function openAny(key: HeldKey, collection: string, id: string, field: string, sealed: SealedField): JsonValue | undefined {
   if (!isSealed(sealed) || key.id !== sealedKeyId(sealed) || key.collection !== collection) return undefined
   const body = SEALED_PREFIX.length + KEY_ID_CHARS + 1
   if (sealed.charAt(body) === XCHACHA_MARK) {
-    const raw = Buffer.from(sealed.slice(body + 1), 'base64url')
-    if (raw.byteLength < AEAD_NONCE_BYTES + AEAD_TAG_BYTES) return undefined
+    const text = sealed.slice(body + 1)
+    const raw = Buffer.from(text, 'base64url')
+    // Node's decoder skips characters outside the alphabet, stops at '=' and ignores spare bits.
+    if (raw.byteLength < AEAD_NONCE_BYTES + AEAD_TAG_BYTES || raw.toString('base64url') !== text) return undefined
     const plain = Buffer.allocUnsafe(raw.byteLength - AEAD_NONCE_BYTES - AEAD_TAG_BYTES)
     if (!aeadOpen(plain, raw.subarray(AEAD_NONCE_BYTES), aadOf(collection, id, field, key.id), raw.subarray(0, AEAD_NONCE_BYTES), aeadKeyOf(key)))
       return undefined
