@@ -1,5 +1,6 @@
 // Personal fields against none (issue #14): the cost of sealing two fields per write.
-//   npm run build && node bench/dist/src/personal.js [n=2000] [runs=7]   (DURABILITY=fsync for the default durability; FEW_SUBJECTS=1: 10 subjects, no new key per write)
+//   npm run build && node bench/dist/src/personal.js [n=2000] [runs=7]   (DURABILITY=fsync for the default durability; FEW_SUBJECTS=1: 10 subjects, no new key per write;
+//   CIPHER=xchacha20-poly1305: open({ personalCipher }) — the default is aes-256-gcm)
 // Each run opens a fresh replica (classic-level in a temp folder, durability 'process', no
 // network) and writes n customers, each a new subject (so each write also makes and stores a
 // subject key), then updates a non-personal field of each (the sealed fields are kept as they
@@ -22,7 +23,14 @@ interface Customer {
 
 async function run(personal: boolean): Promise<{ put: number; update: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'convergent-bench-personal-'))
-  const replica = await open({ dir, network: false, durability: process.env.DURABILITY === 'fsync' ? 'fsync' : 'process', metrics: false, logLevel: 'silent' })
+  const replica = await open({
+    dir,
+    network: false,
+    durability: process.env.DURABILITY === 'fsync' ? 'fsync' : 'process',
+    metrics: false,
+    logLevel: 'silent',
+    personalCipher: process.env.CIPHER === 'xchacha20-poly1305' ? 'xchacha20-poly1305' : 'aes-256-gcm',
+  })
   try {
     const customers = replica.collection<Customer>('customers', personal ? { personal: { subject: (c) => c.customerId, fields: ['email', 'address'] } } : {})
     const value = (i: number): Customer => ({
@@ -67,6 +75,6 @@ for (const what of ['put', 'update'] as const) {
   const p = median(plain.map((x) => x[what]))
   const s = median(sealed.map((x) => x[what]))
   process.stdout.write(
-    `${what}: no personal fields ${p.toFixed(0)} writes/s, 2 personal fields ${s.toFixed(0)} writes/s, overhead ${((p / s - 1) * 100).toFixed(1)} % (median of ${runs}, n=${n})\n`,
+    `${what} (${process.env.CIPHER === 'xchacha20-poly1305' ? 'xchacha20-poly1305' : 'aes-256-gcm'}${process.env.FEW_SUBJECTS ? ', existing subjects' : ', new subjects'}): no personal fields ${p.toFixed(0)} writes/s, 2 personal fields ${s.toFixed(0)} writes/s, overhead ${((p / s - 1) * 100).toFixed(1)} % (median of ${runs}, n=${n})\n`,
   )
 }

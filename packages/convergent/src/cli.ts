@@ -23,11 +23,15 @@ function count(value: string): number {
   return n
 }
 
-/** Opens the replica in `dir` with no network, runs fn, always closes it. */
-async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>): Promise<R> {
+/**
+ * Opens the replica in `dir` with no network, runs fn, always closes it. To look (`inspect`, the
+ * default), a damaged record fails the command (ERR_STORE_CORRUPT naming it) and stays where it
+ * is; to change the folder (drop), it is moved aside as the service does.
+ */
+async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>, inspect = true): Promise<R> {
   const path = dataDir(dir)
   const keyFile = program.opts<{ keyFile?: string }>().keyFile
-  const replica = await open({ dir: path, network: false, logger: silentLogger, ...(keyFile === undefined ? {} : { encryption: { keyFile } }) })
+  const replica = await open({ dir: path, network: false, logger: silentLogger, inspect, ...(keyFile === undefined ? {} : { encryption: { keyFile } }) })
   try {
     return await fn(replica)
   } finally {
@@ -306,11 +310,15 @@ program
   .argument('<dir>', 'the data folder')
   .argument('<collection>', 'collection name')
   .action(async (dir: string, name: string) => {
-    await withReplica(dir, async (replica) => {
-      existing(replica, name)
-      await replica.dropCollection(name)
-      out(`dropped '${name}'`)
-    })
+    await withReplica(
+      dir,
+      async (replica) => {
+        existing(replica, name)
+        await replica.dropCollection(name)
+        out(`dropped '${name}'`)
+      },
+      false,
+    )
   })
 
 program
@@ -321,7 +329,14 @@ program
   .argument('<dir>', 'the data folder')
   .requiredOption('--new-key-file <file>', 'the key to encrypt with (64 hex characters; `openssl rand -hex 32`)')
   .action(async (dir: string, opts: { newKeyFile: string }) => {
-    const result = await recryptStore(join(dataDir(dir), 'db'), undefined, { keyFile: opts.newKeyFile })
+    const result = await recryptStore(join(dataDir(dir), 'db'), undefined, { keyFile: opts.newKeyFile }).catch((err: unknown) => {
+      if (isConvergentError(err) && err.code === 'ERR_ENCRYPTED') {
+        throw new CliError(
+          `${dir} is already encrypted at rest; nothing was written. To change its key: npx convergent rekey ${dir} --key-file <current key file> --new-key-file <file>`,
+        )
+      }
+      throw err
+    })
     out(result.resumed ? 'finished an interrupted run' : `encrypted ${result.records} records (key id ${result.keyId})`)
   })
 
@@ -394,7 +409,7 @@ async function* mapKeys(keys: AsyncIterable<string>): AsyncGenerator<[string, un
 
 program.parseAsync().catch((err: unknown) => {
   // Expected failures (bad folder, locked store, unknown names) get one line, not a stack.
-  const message = err instanceof CliError || isConvergentError(err) ? (err as Error).message : String((err as Error)?.stack ?? err)
+  const message = err instanceof CliError ? err.message : isConvergentError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.stack ?? err)
   process.stderr.write(`convergent: ${message}\n`)
   process.exitCode = 1
 })

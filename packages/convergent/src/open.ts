@@ -32,6 +32,11 @@ export type Durability = 'fsync' | 'process'
 const DURABILITIES: readonly Durability[] = ['fsync', 'process']
 
 export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network'> {
+  /**
+   * @internal For tools that look into a folder (the CLI): a damaged record fails the read
+   * (ERR_STORE_CORRUPT naming it) instead of being moved aside, so the folder stays as it was.
+   */
+  inspect?: boolean
   /** LevelDB folder (created if missing); omitted → everything in memory. */
   dir?: string
   /** What a resolved write survives: 'fsync' (default; power loss too) or 'process'. See Durability. */
@@ -87,7 +92,22 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
  * private network on every connection.
  */
 export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetrics> {
-  const { dir, durability = 'fsync', listen, peers, network, defaultBackend, libp2p, cluster, metrics, encryption, logger: given, logLevel, ...rest } = options
+  const {
+    dir,
+    durability = 'fsync',
+    listen,
+    peers,
+    network,
+    defaultBackend,
+    libp2p,
+    cluster,
+    metrics,
+    encryption,
+    logger: given,
+    logLevel,
+    inspect,
+    ...rest
+  } = options
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }
@@ -136,7 +156,11 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   let store: Store | undefined
   let replica: Replica
   try {
-    store = dir !== undefined ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync', ...atRest }) : memoryLevelStore({ ...atRest })
+    const inspecting = inspect === true ? { inspect: true } : {}
+    store =
+      dir !== undefined
+        ? classicLevelStore(join(dir, 'db'), { sync: durability === 'fsync', ...atRest, ...inspecting })
+        : memoryLevelStore({ ...atRest, ...inspecting })
     const admins = clusterOptions?.admins
     const trust =
       admins === undefined || !(net instanceof Libp2pNetwork) || net.sign === undefined ? undefined : { admins, sign: net.sign, verify: verifyPeerSignature }

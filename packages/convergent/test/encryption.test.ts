@@ -170,6 +170,10 @@ describe('convergent encrypt / rekey', function () {
     const ls = await runNode(CLI, ['ls', dir, 'customers', '--key-file', first])
     expect(ls.code, ls.stderr).to.equal(0)
     expect(ls.stdout.split('\n').filter(Boolean)).to.have.length(20)
+    // encrypt again: refused, and it says how to change the key instead.
+    const again = await runNode(CLI, ['encrypt', dir, '--new-key-file', second])
+    expect(again.code).to.equal(1)
+    expect(again.stderr).to.match(/already encrypted at rest; nothing was written\. To change its key: npx convergent rekey/)
 
     const rekey = await runNode(CLI, ['rekey', dir, '--key-file', first, '--new-key-file', second])
     expect(rekey.code, rekey.stderr).to.equal(0)

@@ -179,4 +179,35 @@ describe('Personal fields, review 3 (seal over stored envelopes, hasHeldKeysOf)'
     await close(node)
     expect((await folderBytes(dir)).includes(marker), 'the email is in the folder in plain').to.equal(false)
   })
+
+  // Found by a new-user walkthrough: the README said strings of the envelope form are reserved in
+  // top-level fields, but one given by the application was stored, and read back as a sealed
+  // field (absent) — in a declared collection and in one without the declaration alike.
+  it('HOLE a string of the envelope form given by the application is refused (ERR_INVALID_VALUE) and nothing is written', async function () {
+    const hub = new LoopbackHub()
+    const node = await start(hub, 'p3-a')
+    const fake = `$sealed1.${'A'.repeat(22)}.~${'B'.repeat(60)}`
+    for (const customers of [node.replica.collection<Customer>('customers', { personal: PERSONAL }), node.replica.collection<Customer>('leads')]) {
+      const code = await customers.put('c1', { customerId: 'cust-1', name: fake }).then(
+        () => undefined,
+        (e: { code?: string }) => e.code,
+      )
+      expect(code, customers.name).to.equal('ERR_INVALID_VALUE')
+      expect(await customers.get('c1'), customers.name).to.equal(undefined)
+      await customers.put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+      const refused = await customers
+        .update('c1', (c) => void (c.name = fake))
+        .then(
+          () => undefined,
+          (e: { code?: string }) => e.code,
+        )
+      expect(refused, customers.name).to.equal('ERR_INVALID_VALUE')
+      // Nested, it is an ordinary string.
+      await customers.update('c1', (c) => void ((c as unknown as Record<string, unknown>).notes = { text: fake }))
+      expect(((await customers.get('c1')) as unknown as Record<string, unknown>).notes, customers.name).to.deep.equal({ text: fake })
+    }
+    // The personal collection's own envelopes are kept by update() as before.
+    const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+    expect((await customers.update('c1', (c) => void (c.name = 'Ada L.'))).email).to.equal('ada@example.com')
+  })
 })

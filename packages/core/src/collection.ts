@@ -58,6 +58,12 @@ export interface ReplicaServices {
    * be refused by every peer (the counter row guard), or undefined if it passes; undefined for
    * any other collection. A write peers would refuse fails here instead (ERR_FORBIDDEN).
    */
+  /**
+   * Whether a value the application gives may not hold strings of the envelope form in its
+   * top-level fields (true unless a test turns it off: testing/personal.ts, a member writing
+   * envelopes with its own code).
+   */
+  reserveSealedForm?: boolean
   counterWriteRefusal?(
     collection: string,
   ):
@@ -125,6 +131,18 @@ export class Collection<T extends object = JsonObject> {
   ): JsonObject {
     const personal = this.personal
     const keys = this.replica.personal
+    // The envelope form is reserved in top-level fields: a string of that form the application
+    // gives (not the very envelope stored there, which update() keeps) would be read back as a
+    // sealed field — absent, or another's value.
+    for (const f in this.replica.reserveSealedForm === false ? {} : value) {
+      const v = value[f]
+      if (isSealed(v) && v !== current?.[f]) {
+        throw new ConvergentError(
+          'ERR_INVALID_VALUE',
+          `'${f}' of '${id}' in '${this.name}' is a string of the form $sealed1.<key id>.…, which is reserved for sealed personal fields at the top level of a value.`,
+        )
+      }
+    }
     if (personal === undefined) {
       if (current === undefined) return value
       for (const f in current) {

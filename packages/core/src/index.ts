@@ -15,7 +15,7 @@ export { Replica, type ReplicaOptions, type ReplicaStats, type AuthorStats, type
 export type { Policy, PolicyDocument, CollectionRule } from './trust/policy.js'
 export type { TrustOptions } from './trust/access.js'
 export { Collection, type ChangeEvent, type ChangeListener, type ChangeEntry } from './collection.js'
-export type { PersonalOptions } from './personal/subject-keys.js'
+export type { PersonalCipher, PersonalOptions } from './personal/subject-keys.js'
 export { DEFAULT_READ_AUDIT, type ReadAuditEntry, type ReadAuditOptions, type ReadOptions, type ReadVia } from './personal/read-audit.js'
 export { MAX_ACK_TIMEOUT_MS, type AckOptions, type WriteOptions } from './write-options.js'
 export { AckTimeoutError } from './replication/acks.js'

@@ -11,7 +11,7 @@ import { isConvergentError } from '../src/errors.js'
 import { silentLogger } from '../src/logger.js'
 import type { Store } from '../src/store.js'
 import type { Access } from '../src/trust/access.js'
-import { isSealed, openSealed, SubjectKeys, type HeldKey } from '../src/personal/subject-keys.js'
+import { checkPersonalCipher, isSealed, openSealed, SubjectKeys, type HeldKey } from '../src/personal/subject-keys.js'
 
 /** A store and policy just sufficient for keyFor() and forget(). */
 function subjectKeys(): SubjectKeys {
@@ -45,11 +45,28 @@ function previousOpen(key: HeldKey, collection: string, id: string, field: strin
 }
 
 describe('personal fields: envelopes a previous release reads, and nothing left after forget()', () => {
+  it('by default envelopes are AES-256-GCM, which the previous release opens; personalCipher xchacha20-poly1305 it cannot (open() checks the option)', () => {
+    const keys = subjectKeys()
+    const { key } = keys.keyFor('customers', 'cust-1')
+    const sealed = keys.seal('customers', 'c1', 'email', 'a@example.com', key)
+    expect(sealed.charAt(`$sealed1.${key.id}.`.length)).not.to.equal('~')
+    expect(previousOpen(key, 'customers', 'c1', 'email', sealed)).to.equal('a@example.com')
+    expect(openSealed(key, 'customers', 'c1', 'email', sealed)).to.equal('a@example.com')
+    expect(checkPersonalCipher(undefined)).to.equal('aes-256-gcm')
+    expect(checkPersonalCipher('xchacha20-poly1305')).to.equal('xchacha20-poly1305')
+    for (const bad of ['aes', 'XCHACHA20-POLY1305', 1, null, {}]) {
+      expect(() => checkPersonalCipher(bad))
+        .to.throw()
+        .that.satisfies((err: Error) => isConvergentError(err) && err.code === 'ERR_INVALID_ARGUMENT')
+    }
+  })
+
   it('every envelope written is one the previous release recognises as sealed (it would take any other for the plain value)', () => {
     // The previous release's isSealed, verbatim: a replica on it syncs with this one.
     const previousIsSealed = (v: unknown): boolean =>
       typeof v === 'string' && v.length >= '$sealed1.'.length + 22 + 1 + 40 && v.startsWith('$sealed1.') && v.charCodeAt('$sealed1.'.length + 22) === 46
     const keys = subjectKeys()
+    keys.cipher = 'xchacha20-poly1305'
     const { key } = keys.keyFor('customers', 'cust-1')
     for (const value of ['a@example.com', '', { street: 'x'.repeat(500) }, 42]) {
       const sealed = keys.seal('customers', 'c1', 'email', value, key)
@@ -66,6 +83,7 @@ describe('personal fields: envelopes a previous release reads, and nothing left 
 
   it('an XChaCha20 envelope is tied to its key, its place and every byte of it', () => {
     const keys = subjectKeys()
+    keys.cipher = 'xchacha20-poly1305'
     const { key } = keys.keyFor('customers', 'cust-1')
     const { key: other } = keys.keyFor('customers', 'cust-2')
     const good = keys.seal('customers', 'c1', 'email', 'ann@example.com', key)
@@ -123,16 +141,24 @@ describe('personal fields: envelopes a previous release reads, and nothing left 
   it("HOLE after forget(), a HeldKey kept elsewhere opens nothing (node:crypto's copy of the key is dropped)", async () => {
     const keys = subjectKeys()
     const { key: held } = keys.keyFor('customers', 'cust-8')
-    const sealed = keys.seal('customers', 'c8', 'email', 'old@example.com', held)
+    const sealed = keys.seal('customers', 'c8', 'email', 'old@example.com', held) // AES-256-GCM
+    keys.cipher = 'xchacha20-poly1305'
+    const sealedX = keys.seal('customers', 'c8', 'address', 'Old Street', held)
     expect(openSealed(held, 'customers', 'c8', 'email', sealed)).to.equal('old@example.com') // caches its KeyObject
+    expect(openSealed(held, 'customers', 'c8', 'address', sealedX)).to.equal('Old Street') // and its subkey
     const subkey = held.aead!
     await keys.forget('cust-8', ['customers'])
     expect(
       subkey.every((b) => b === 0),
       'the derived field key is zeroed',
     ).to.equal(true)
-    expect(keys.open('customers', 'c8', 'email', sealed)).to.equal(undefined)
-    expect(openSealed(held, 'customers', 'c8', 'email', sealed)).to.equal(undefined)
+    for (const [field, s] of [
+      ['email', sealed],
+      ['address', sealedX],
+    ] as const) {
+      expect(keys.open('customers', 'c8', field, s)).to.equal(undefined)
+      expect(openSealed(held, 'customers', 'c8', field, s)).to.equal(undefined)
+    }
   })
 
   it('HOLE util.inspect of the subject keys shows no key bytes and no opened value', () => {

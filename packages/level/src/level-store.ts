@@ -83,6 +83,13 @@ export interface LevelStoreOptions {
    * an earlier release encrypted, to rewrite its marker file first (encryption.ts).
    */
   beforeFirstWrite?: () => void
+  /**
+   * For tools that look into a folder (the CLI): a damaged record is reported, never moved
+   * aside — quarantine() rejects with ERR_STORE_CORRUPT naming it, so the read that met it fails
+   * and the folder stays as it was (the evidence with it). Default false: the replica moves it
+   * aside and goes on.
+   */
+  inspect?: boolean
 }
 
 /** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
@@ -149,6 +156,8 @@ export class LevelStore implements Store {
   private readonly commits: GroupCommit<LevelOp>
   private readonly writeOps: (ops: readonly LevelOp[]) => Promise<void>
   private readonly location: string | undefined
+  /** See LevelStoreOptions.inspect. */
+  private readonly inspect: boolean
   private readonly chunk: number
   private readonly sealer: RecordSealer
   private readonly encryption: AtRestSealer | undefined
@@ -176,6 +185,7 @@ export class LevelStore implements Store {
     }
     this.kind = options.kind ?? 'abstract-level'
     this.location = options.location
+    this.inspect = options.inspect === true
     this.chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
     const encryption = options.encryption
     this.encryption = encryption === undefined ? undefined : encryption instanceof AtRestSealer ? encryption : new AtRestSealer(resolveKey(encryption))
@@ -614,6 +624,20 @@ export class LevelStore implements Store {
     const { keyspace, key } = record
     if (!isDataKeyspace(keyspace) || typeof key !== 'string') {
       return Promise.reject(new ConvergentError('ERR_INVALID_ARGUMENT', `No keyspace '${keyspace}' in this store, or no key.`))
+    }
+    if (this.inspect) {
+      const what =
+        record.id !== undefined
+          ? ` (entity '${record.id}' of '${record.collection}')`
+          : record.collection !== undefined
+            ? ` (collection '${record.collection}')`
+            : ''
+      return Promise.reject(
+        new ConvergentError(
+          'ERR_STORE_CORRUPT',
+          `A stored ${keyspace} record ${JSON.stringify(key)}${what}${this.location === undefined ? '' : ` in ${this.location}`} is damaged: it failed its check. Left as it is (this folder is opened for inspection); the service moves it aside when it meets it and fetches what it held again from its peers.`,
+        ),
+      )
     }
     return this.read(() => this.commits.exclusive(async () => void (await this.moveAside(keyspace, key))))
   }

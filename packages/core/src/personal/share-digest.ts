@@ -6,13 +6,17 @@ import { sha256 } from '../hash.js'
  * what is held.
  *
  * Every record has a sort key ('k' + key id, 't' + collection NUL subject) and falls in one of
- * BUCKETS buckets by the first byte of SHA-256(sort key). Per collection, kind and bucket, the
- * digest is the XOR of those hashes: adding or removing a record is one hash and one XOR, and
- * the digests of what a peer may see (some collections, some kinds) are the XOR of theirs — 256
- * XORs per collection, however many records. Two sides with equal buckets hold equal sets there
- * (up to a collision of SHA-256 XORs, which honest sets do not meet; a hostile peer forging
- * equal digests only keeps its own records from us). The exchange then sends the records of the
- * buckets that differ only.
+ * BUCKETS buckets: a key by the first byte of its id (itself SHA-256 output), a tombstone by the
+ * first byte of SHA-256 of its sort key. Records are grouped by collection, kind and bucket; a
+ * group's digest is SHA-256 over its sort keys, sorted — computed when first asked for after the
+ * group changed, then kept. The digest of a bucket for a peer is SHA-256 over the digests of the
+ * non-empty groups that peer may see, in order. The summary a round compares is SHA-256 over
+ * the 256 bucket digests; when it differs, the exchange sends the buckets that differ only.
+ *
+ * Every digest is a hash over sorted lists, so equal digests mean equal sets (SHA-256 collision
+ * resistance). Not XOR or sums of record hashes, cheaper to update as those are: a member could
+ * then find records whose hashes cancel out (Wagner's generalised birthday attack, ~2^31 work
+ * for 256-bit hashes) and keep another replica from ever fetching a genuine key.
  *
  * (Before, the summary was SHA-256 over every sort key, sorted, recomputed per round and page:
  * 105 ms for 100,000 keys, and any difference sent everything.)
@@ -20,23 +24,23 @@ import { sha256 } from '../hash.js'
 export const BUCKETS = 256
 /** Bytes of one bucket's digest on the wire. */
 export const BUCKET_DIGEST_BYTES = 16
-const HASH_BYTES = 32
 
 export type RecordKind = 'k' | 't'
 
-interface Place {
-  collection: string
-  kind: RecordKind
-  bucket: number
-  hash: Uint8Array
+interface Group {
+  keys: Set<string>
+  /** SHA-256 over the sorted keys; undefined once they changed, until asked for again. */
+  digest: Uint8Array | undefined
 }
 
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+
 export class ShareDigest {
-  /** collection → kind → BUCKETS × HASH_BYTES of XORed hashes. */
-  private readonly digests = new Map<string, Record<RecordKind, Uint8Array>>()
+  /** collection → kind → bucket → its group (made when first needed). */
+  private readonly groups = new Map<string, Record<RecordKind, (Group | undefined)[]>>()
   /** sort key → where it is counted. */
-  private readonly places = new Map<string, Place>()
-  /** bucket → sort keys in it. */
+  private readonly places = new Map<string, { collection: string; kind: RecordKind; bucket: number }>()
+  /** bucket → sort keys in it, every collection. */
   private readonly byBucket: Set<string>[] = Array.from({ length: BUCKETS }, () => new Set<string>())
 
   /** Counts every add and remove that changed something (lists built from the records are stale once it moves). */
@@ -49,11 +53,17 @@ export class ShareDigest {
   /** Counts a record (once: adding a sort key already counted does nothing). */
   add(collection: string, kind: RecordKind, sortKey: string): void {
     if (this.places.has(sortKey)) return
-    const hash = sha256(new TextEncoder().encode(sortKey))
-    const place: Place = { collection, kind, bucket: hash[0]!, hash }
-    this.places.set(sortKey, place)
-    this.byBucket[place.bucket]!.add(sortKey)
-    this.xor(place)
+    const bucket = ShareDigest.bucketOf(sortKey)
+    this.places.set(sortKey, { collection, kind, bucket })
+    this.byBucket[bucket]!.add(sortKey)
+    let of = this.groups.get(collection)
+    if (of === undefined) {
+      of = { k: new Array<Group | undefined>(BUCKETS), t: new Array<Group | undefined>(BUCKETS) }
+      this.groups.set(collection, of)
+    }
+    const group = (of[kind][bucket] ??= { keys: new Set(), digest: undefined })
+    group.keys.add(sortKey)
+    group.digest = undefined
     this.version++
   }
 
@@ -63,37 +73,38 @@ export class ShareDigest {
     if (place === undefined) return
     this.places.delete(sortKey)
     this.byBucket[place.bucket]!.delete(sortKey)
-    this.xor(place)
+    const group = this.groups.get(place.collection)![place.kind][place.bucket]!
+    group.keys.delete(sortKey)
+    group.digest = undefined
     this.version++
   }
 
-  private xor(place: Place): void {
-    let of = this.digests.get(place.collection)
-    if (of === undefined) {
-      of = { k: new Uint8Array(BUCKETS * HASH_BYTES), t: new Uint8Array(BUCKETS * HASH_BYTES) }
-      this.digests.set(place.collection, of)
-    }
-    const d = of[place.kind]
-    const at = place.bucket * HASH_BYTES
-    for (let i = 0; i < HASH_BYTES; i++) d[at + i] = d[at + i]! ^ place.hash[i]!
+  private static groupDigest(group: Group): Uint8Array {
+    return (group.digest ??= sha256([...group.keys].sort().join('\u0001')))
   }
 
   /**
    * The bucket digests of the records `shared` lets a peer see (by collection and kind):
-   * BUCKETS × BUCKET_DIGEST_BYTES bytes. Collections whose records are all gone XOR to zero,
-   * so they change nothing.
+   * BUCKETS × BUCKET_DIGEST_BYTES bytes. Empty groups count as absent, so a collection whose
+   * records are all gone is as one that never had any.
    */
   buckets(shared: (collection: string, kind: RecordKind) => boolean): Uint8Array {
-    const acc = new Uint8Array(BUCKETS * HASH_BYTES)
-    for (const [collection, of] of this.digests) {
-      for (const kind of ['k', 't'] as const) {
-        if (!shared(collection, kind)) continue
-        const d = of[kind]
-        for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! ^ d[i]!
-      }
+    const visible: { name: string; groups: (Group | undefined)[] }[] = []
+    for (const collection of [...this.groups.keys()].sort()) {
+      for (const kind of ['k', 't'] as const)
+        if (shared(collection, kind)) visible.push({ name: `${collection}\u0000${kind}`, groups: this.groups.get(collection)![kind] })
     }
     const out = new Uint8Array(BUCKETS * BUCKET_DIGEST_BYTES)
-    for (let b = 0; b < BUCKETS; b++) out.set(acc.subarray(b * HASH_BYTES, b * HASH_BYTES + BUCKET_DIGEST_BYTES), b * BUCKET_DIGEST_BYTES)
+    for (let b = 0; b < BUCKETS; b++) {
+      const parts: (string | Uint8Array)[] = []
+      for (const v of visible) {
+        const group = v.groups[b]
+        if (group === undefined || group.keys.size === 0) continue
+        parts.push(v.name, ShareDigest.groupDigest(group))
+      }
+      // An empty bucket stays all zeros (no hash to compute).
+      if (parts.length > 0) out.set(sha256(...parts).subarray(0, BUCKET_DIGEST_BYTES), b * BUCKET_DIGEST_BYTES)
+    }
     return out
   }
 
@@ -121,9 +132,18 @@ export class ShareDigest {
     for (const b of buckets) if (b >= 0 && b < BUCKETS) yield* this.byBucket[b]!
   }
 
-  /** The bucket a sort key falls in (whether or not it is counted). */
+  /**
+   * The bucket of a sort key: for a key ('k' + 22 base64url characters of 16 bytes of SHA-256),
+   * the first byte of its id — no hashing on the write that makes a key; for anything else,
+   * the first byte of SHA-256 of the sort key.
+   */
   static bucketOf(sortKey: string): number {
-    return sha256(new TextEncoder().encode(sortKey))[0]!
+    if (sortKey.length === 23 && sortKey.charCodeAt(0) === 107 /* k */) {
+      const hi = BASE64URL.indexOf(sortKey.charAt(1))
+      const lo = BASE64URL.indexOf(sortKey.charAt(2))
+      if (hi >= 0 && lo >= 0) return ((hi << 2) | (lo >> 4)) & 0xff
+    }
+    return sha256(sortKey)[0]!
   }
 }
 

@@ -1,4 +1,4 @@
-import { createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
 import { decode, encode } from 'cborg'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
 import { ConvergentError } from '../errors.js'
@@ -415,29 +415,17 @@ export class SubjectKeys {
         `Subject '${key.subject}' was forgotten in '${collection}' while this write was being made: its personal fields were not written.`,
       )
     }
-    // One scratch buffer, laid out [plain | nonce | ciphertext | tag | aad]: no allocation per
-    // seal, and the plain bytes are zeroed before this returns (never in Node's shared pool).
-    const json = JSON.stringify(value)
-    const aad = aadTextOf(collection, id, field, key.id)
-    const n = Buffer.byteLength(json)
-    const at = n // the envelope's bytes (nonce, ciphertext, tag) start after the plain text
-    const aadAt = at + AEAD_NONCE_BYTES + n + AEAD_TAG_BYTES
-    const buf = scratchOf(aadAt + Buffer.byteLength(aad))
-    buf.write(json, 0)
-    const aadEnd = aadAt + buf.write(aad, aadAt)
-    fieldNonces.writeInto(buf, at)
-    aeadSeal(
-      buf.subarray(at + AEAD_NONCE_BYTES, aadAt),
-      buf.subarray(0, n),
-      buf.subarray(aadAt, aadEnd),
-      buf.subarray(at, at + AEAD_NONCE_BYTES),
-      aeadKeyOf(key),
-    )
-    buf.fill(0, 0, n)
-    const sealed = SEALED_PREFIX + key.id + '.' + XCHACHA_MARK + buf.toString('base64url', at, aadAt)
+    const sealed = this.cipher === 'xchacha20-poly1305' ? sealXChaCha(collection, id, field, value, key) : sealAesGcm(collection, id, field, value, key)
     this.remember(collection, id, field, sealed, value)
     return sealed
   }
+
+  /**
+   * What seal() writes: 'aes-256-gcm' (the default of this release: every earlier release opens
+   * it) or 'xchacha20-poly1305' (~1 µs a seal instead of ~4; replicas of releases before this one
+   * cannot open it — set it once every replica runs this release). Both always open.
+   */
+  cipher: PersonalCipher = 'aes-256-gcm'
 
   /** The subject of a key this replica holds (undefined once forgotten, or never received). */
   subjectOf(keyId: string): string | undefined {
@@ -702,6 +690,53 @@ export class SubjectKeys {
     this.queue = run.catch(() => undefined)
     return run
   }
+}
+
+/** The ciphers personal fields can be sealed with (open() takes `personalCipher`). */
+export type PersonalCipher = 'aes-256-gcm' | 'xchacha20-poly1305'
+
+/** open()'s `personalCipher`: one of the two, default 'aes-256-gcm'; ERR_INVALID_ARGUMENT otherwise. */
+export function checkPersonalCipher(v: unknown): PersonalCipher {
+  if (v === undefined) return 'aes-256-gcm'
+  if (v === 'aes-256-gcm' || v === 'xchacha20-poly1305') return v
+  throw new ConvergentError('ERR_INVALID_ARGUMENT', `personalCipher is 'aes-256-gcm' (default) or 'xchacha20-poly1305', got ${JSON.stringify(v) ?? typeof v}.`)
+}
+
+/** An XChaCha20-Poly1305 envelope: `$sealed1.<key id>.~<base64url(nonce | ciphertext | tag)>`. */
+function sealXChaCha(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
+  // One scratch buffer, laid out [plain | nonce | ciphertext | tag | aad]: no allocation per
+  // seal, and the plain bytes are zeroed before this returns (never in Node's shared pool).
+  const json = JSON.stringify(value)
+  const aad = aadTextOf(collection, id, field, key.id)
+  const n = Buffer.byteLength(json)
+  const at = n // the envelope's bytes (nonce, ciphertext, tag) start after the plain text
+  const aadAt = at + AEAD_NONCE_BYTES + n + AEAD_TAG_BYTES
+  const buf = scratchOf(aadAt + Buffer.byteLength(aad))
+  try {
+    buf.write(json, 0)
+    const aadEnd = aadAt + buf.write(aad, aadAt)
+    fieldNonces.writeInto(buf, at)
+    aeadSeal(
+      buf.subarray(at + AEAD_NONCE_BYTES, aadAt),
+      buf.subarray(0, n),
+      buf.subarray(aadAt, aadEnd),
+      buf.subarray(at, at + AEAD_NONCE_BYTES),
+      aeadKeyOf(key),
+    )
+    return SEALED_PREFIX + key.id + '.' + XCHACHA_MARK + buf.toString('base64url', at, aadAt)
+  } finally {
+    buf.fill(0, 0, n)
+  }
+}
+
+/** An AES-256-GCM envelope (what every release opens): `$sealed1.<key id>.<base64(iv | ciphertext | tag)>`, under the key itself. */
+function sealAesGcm(collection: string, id: string, field: string, value: JsonValue, key: HeldKey): SealedField {
+  const iv = pooledRandom(12)
+  const cipher = createCipheriv('aes-256-gcm', keyObjectOf(key), iv)
+  cipher.setAAD(aadOf(collection, id, field, key.id))
+  const ct = cipher.update(JSON.stringify(value), 'utf8')
+  const last = cipher.final()
+  return SEALED_PREFIX + key.id + '.' + Buffer.concat([iv, ct, last, cipher.getAuthTag()]).toString('base64')
 }
 
 /**
