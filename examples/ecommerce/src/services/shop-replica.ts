@@ -45,6 +45,8 @@ export async function openShopReplica(config: ServiceConfig, gate: PartitionGate
     network,
     cluster: { admins: config.admins },
     syncIntervalMs: config.syncIntervalMs,
+    // Every service of this cluster runs this release: personal fields take the faster cipher.
+    personalCipher: 'xchacha20-poly1305',
     logger,
   })
   // The admin signs the policy once; every replica verifies it before enforcing it.
