@@ -190,3 +190,30 @@ describe('review: key exchange by buckets converges', function () {
 function ownerCollection(keys: SubjectKeys, sortKey: string): string | undefined {
   return (keys as unknown as { digest: { places: Map<string, { collection: string }> } }).digest.places.get(sortKey)?.collection
 }
+
+describe('review: crafted key requests', () => {
+  it('no bucket digests, bitmap or cursor gets a key or tombstone of a collection the peer may not read', () => {
+    const rules: Rules = { mayRead: (p, c) => !(p === 'm' && c === 'secret'), mayWrite: () => true }
+    const keys = replicaKeys('me', rules)
+    for (let i = 0; i < 1200; i++) keys.keyFor(i % 2 === 0 ? 'secret' : 'open', `s${i}`)
+    void keys.forget('s0', ['secret'])
+    fc.assert(
+      fc.property(
+        fc.option(fc.uint8Array({ minLength: 4096, maxLength: 4096 }), { nil: undefined }),
+        fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: undefined }),
+        fc.option(fc.string({ minLength: 1, maxLength: 30 }), { nil: undefined }),
+        fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: undefined }),
+        (b, d, a, h) => {
+          const body: Record<string, unknown> = { h: h ?? null }
+          if (b !== undefined) body.b = b
+          if (d !== undefined) body.d = d
+          if (a !== undefined) body.a = a
+          const res = decodeMessage(serveKeysRequest(ctxOf(keys), 'm', body), 1 << 26).body as { k?: { c: string }[]; t?: unknown[] }
+          for (const k of res.k ?? []) expect(k.c).to.equal('open')
+          expect(res.t ?? []).to.deep.equal([])
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+})
