@@ -1,0 +1,94 @@
+// Review of the CLI's inspect mode (a read command never changes a damaged folder and fails with
+// ERR_STORE_CORRUPT): what the store does when it opens, before any record is read.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { crc32 } from 'node:zlib'
+import { expect } from 'chai'
+import { classicLevelStore } from '@convergent/level'
+import { open, silentLogger } from '../src/index.js'
+import { runNode } from './helpers.js'
+
+const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
+const cli = (...args: string[]) => runNode(CLI, args)
+
+interface RawLevel {
+  iterator(o: object): { all(): Promise<[string, string][]> }
+}
+
+/** Every record of the folder, key and value (LevelDB only: the store's open() would finish drops itself). */
+async function listing(dir: string): Promise<string[]> {
+  const db = classicLevelStore(join(dir, 'db')).db as unknown as RawLevel & { open(): Promise<void>; close(): Promise<void> }
+  await db.open()
+  try {
+    return (await db.iterator({ keyEncoding: 'utf8', valueEncoding: 'hex' }).all()).map(([k, v]) => `${k}=${v}`)
+  } finally {
+    await db.close()
+  }
+}
+
+/** Writes a drop marker of `collection` as an interrupted drop leaves it (damaged: its last byte flipped). */
+async function dropMarker(dir: string, collection: string, damaged: boolean): Promise<void> {
+  const store = classicLevelStore(join(dir, 'db'))
+  await store.open()
+  const internals = store as unknown as {
+    prefixes: { store: string }
+    sealer: { sealCopy(key: string, body: Uint8Array): Uint8Array }
+    writeOps(ops: object[]): Promise<void>
+  }
+  const key = internals.prefixes.store + 'drop\u0000' + collection
+  const value = internals.sealer.sealCopy(key, new TextEncoder().encode(JSON.stringify({ time: 1 })))
+  if (damaged) value[value.byteLength - 1]! ^= 1
+  await internals.writeOps([{ type: 'put', key, value }])
+  await store.close()
+}
+
+describe('review: CLI inspect mode, what the store does at open', function () {
+  this.timeout(60_000)
+  let dir = ''
+
+  beforeEach(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'convergent-review-inspect-'))
+    const replica = await open({ dir, network: false, logger: silentLogger })
+    const products = replica.collection('products')
+    await products.put('mug', { name: 'Mug', price: 12 })
+    await products.put('cup', { name: 'Cup', price: 8 })
+    await replica.collection('orders').put('o1', { total: 20 })
+    await replica.close()
+  })
+
+  afterEach(function () {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('HOLE: a read on a folder whose LevelDB lost acknowledged batches exits 0 and rewrites the mark, so the service never reports the loss', async function () {
+    const mark = join(dir, 'db', 'convergent-acked')
+    const bytes = readFileSync(mark)
+    const view = new DataView(bytes.buffer, bytes.byteOffset, 12)
+    view.setFloat64(0, view.getFloat64(0) + 5) // 5 acknowledged batches LevelDB did not recover
+    view.setUint32(8, crc32(bytes.subarray(0, 8)))
+    writeFileSync(mark, bytes)
+    const r = await cli('collections', dir)
+    expect(readFileSync(mark).equals(bytes), 'the acknowledged-batch mark is left as it was').to.equal(true)
+    expect(r.code, r.stdout).to.equal(1)
+    expect(r.stderr).to.match(/ERR_STORE_CORRUPT/)
+  })
+
+  it('HOLE: a read on a folder with a damaged drop marker moves it into the quarantine keyspace and exits 0', async function () {
+    await dropMarker(dir, 'products', true)
+    const before = await listing(dir)
+    const r = await cli('collections', dir)
+    expect(await listing(dir), 'no record moved aside').to.deep.equal(before)
+    expect(r.code, r.stdout).to.equal(1)
+    expect(r.stderr).to.match(/ERR_STORE_CORRUPT/)
+  })
+
+  it('HOLE: a read on a folder with an interrupted drop finishes the drop (deletes the collection)', async function () {
+    await dropMarker(dir, 'products', false)
+    const before = await listing(dir)
+    await cli('collections', dir)
+    await cli('ls', dir, 'orders')
+    expect(await listing(dir), 'records deleted by a read command').to.deep.equal(before)
+  })
+})
