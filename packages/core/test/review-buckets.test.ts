@@ -126,7 +126,10 @@ describe('review: key exchange by buckets converges', function () {
   const op: fc.Arbitrary<Op> = fc.oneof(
     { weight: 5, arbitrary: fc.record({ t: fc.constant('key' as const), r: fc.constantFrom(0 as const, 1 as const), c: fc.nat(2), s: fc.nat(7) }) },
     { weight: 3, arbitrary: fc.record({ t: fc.constant('forget' as const), r: fc.constantFrom(0 as const, 1 as const), c: fc.nat(2), s: fc.nat(7) }) },
-    { weight: 1, arbitrary: fc.record({ t: fc.constant('bulk' as const), r: fc.constantFrom(0 as const, 1 as const), c: fc.nat(2), n: fc.constantFrom(3, 40, 1100) }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ t: fc.constant('bulk' as const), r: fc.constantFrom(0 as const, 1 as const), c: fc.nat(2), n: fc.constantFrom(3, 40, 1100) }),
+    },
     { weight: 1, arbitrary: fc.record({ t: fc.constant('policy' as const), hidden: fc.boolean(), readerOnly: fc.boolean() }) },
     { weight: 4, arbitrary: fc.record({ t: fc.constant('sync' as const), r: fc.constantFrom(0 as const, 1 as const) }) },
   )
@@ -144,14 +147,14 @@ describe('review: key exchange by buckets converges', function () {
           ['b', replicaKeys('b', rules)],
         ]
         let bulk = 0
-        const c2KeysOfB = (): string[] => held(reps[1]![1]).filter((s) => s.startsWith('k') && reps[1]![1].subjectOf(s.slice(1)) !== undefined && ownerCollection(reps[1]![1], s) === 'c2')
+        const c2KeysOfB = (): string[] =>
+          held(reps[1]![1]).filter((s) => s.startsWith('k') && reps[1]![1].subjectOf(s.slice(1)) !== undefined && ownerCollection(reps[1]![1], s) === 'c2')
         for (const o of ops) {
           const [name, keys] = reps[o.t === 'policy' ? 0 : o.r]!
           if (o.t === 'policy') {
             hidden = o.hidden
             readerOnly = o.readerOnly
-          }
-          else if (o.t === 'key' || o.t === 'bulk') {
+          } else if (o.t === 'key' || o.t === 'bulk') {
             const c = `c${o.c}`
             if (!rules.mayRead(name, c)) continue
             const subjects = o.t === 'key' ? [`s${o.s}`] : Array.from({ length: o.n }, () => `bulk-${bulk++}`)
@@ -177,7 +180,8 @@ describe('review: key exchange by buckets converges', function () {
         }
         expect(held(reps[0]![1])).to.deep.equal(held(reps[1]![1]))
         for (const [, keys] of reps) {
-          for (const sk of held(keys)) if (sk.startsWith('k')) expect(keys.isForgotten(ownerCollection(keys, sk)!, keys.subjectOf(sk.slice(1))!)).to.equal(false)
+          for (const sk of held(keys))
+            if (sk.startsWith('k')) expect(keys.isForgotten(ownerCollection(keys, sk)!, keys.subjectOf(sk.slice(1))!)).to.equal(false)
         }
         const count = await exchange(reps[0]!, reps[1]!)
         expect(count, 'in sync: one request').to.equal(1)
