@@ -6,9 +6,12 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { crc32 } from 'node:zlib'
 import { expect } from 'chai'
+import { LoopbackHub } from '@convergent/core'
+import { writesRawEnvelopes } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { open, silentLogger } from '../src/index.js'
 import { runNode } from './helpers.js'
+import { PERSONAL, personalSuite, type Customer } from './personal-helpers.js'
 
 const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
 const cli = (...args: string[]) => runNode(CLI, args)
@@ -91,6 +94,34 @@ describe('review: CLI inspect mode, what the store does at open', function () {
       const r = await cli(read[0]!, dir, ...read.slice(1))
       expect(r.code, r.stderr).to.equal(0)
       expect(await listing(dir), 'records deleted by a read command').to.deep.equal(before)
+    })
+  }
+})
+
+describe('review: the reserved envelope form', function () {
+  this.timeout(60_000)
+  const { start } = personalSuite('convergent-review-reserved-')
+
+  // An earlier release let the application write any string into a personal field: sealed, a
+  // string of the envelope form is the plain value of a genuine envelope. This release's draft
+  // opens it to that string, and seal() took it for an application-given envelope.
+  for (const backend of ['yjs', 'automerge'] as const) {
+    it(`HOLE (${backend}): update() of another field of an entity whose personal field holds, sealed, a string of the envelope form is refused`, async function () {
+      const node = await start(new LoopbackHub(), `reserved-${backend}`)
+      const fake = `$sealed1.${'A'.repeat(22)}.${'B'.repeat(60)}`
+      const earlier = writesRawEnvelopes(node.replica).collection<Customer>('customers', { personal: PERSONAL, backend } as never)
+      await earlier.put('c1', { customerId: 'cust-1', name: 'Ada', email: fake }) // as an earlier release wrote it
+      ;(node.replica as unknown as { services: { reserveSealedForm?: boolean } }).services.reserveSealedForm = true // this release
+      const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })
+      expect((await customers.get('c1'))?.email, 'sealed: the plain value is the string').to.equal(fake)
+      const updated = await customers.update('c1', (c) => void (c.name = 'Ada L.')).catch((e: { code?: string }) => e.code)
+      expect(updated, 'update() of the name').to.deep.equal({ customerId: 'cust-1', name: 'Ada L.', email: fake })
+      const value = (await customers.get('c1'))!
+      const again = await customers.put('c1', { ...value, name: 'Ada M.' }).catch((e: { code?: string }) => e.code)
+      expect(again, 'get() + put() with the email unchanged').to.equal(undefined)
+      const other = `$sealed1.${'C'.repeat(22)}.${'D'.repeat(60)}`
+      const changed = await customers.update('c1', (c) => void (c.email = other)).catch((e: { code?: string }) => e.code)
+      expect(changed, 'another string of the form is still refused').to.equal('ERR_INVALID_VALUE')
     })
   }
 })
