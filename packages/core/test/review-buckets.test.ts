@@ -5,7 +5,7 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import { silentLogger } from '../src/logger.js'
 import { ShareDigest } from '../src/personal/share-digest.js'
-import { SubjectKeys } from '../src/personal/subject-keys.js'
+import { checkPersonalCipher, SubjectKeys } from '../src/personal/subject-keys.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { exchangeKeys, serveKeysOffer, serveKeysRequest } from '../src/replication/key-exchange.js'
 import { decodeMessage, MessageType } from '../src/replication/messages/index.js'
@@ -220,4 +220,38 @@ describe('review: crafted key requests', () => {
       { numRuns: 300 },
     )
   })
+})
+
+describe('review: personalCipher and key hygiene after forget', () => {
+  it('checkPersonalCipher: default AES-256-GCM, the two names only', () => {
+    expect(checkPersonalCipher(undefined)).to.equal('aes-256-gcm')
+    for (const bad of [null, '', 'AES-256-GCM', 'xchacha20', 'chacha20-poly1305', 1, {}]) {
+      expect(() => checkPersonalCipher(bad), String(bad)).to.throw(/personalCipher/)
+    }
+  })
+
+  for (const cipher of ['aes-256-gcm', 'xchacha20-poly1305'] as const) {
+    it(`${cipher}: after forget() nothing opens, the key, its KeyObject and its subkey are gone or zero, and a kept HeldKey seals nothing`, async () => {
+      const keys = replicaKeys('me', everyone)
+      keys.cipher = cipher
+      const { key } = keys.keyFor('customers', 'cust-1')
+      const sealed = keys.seal('customers', 'c1', 'email', 'ada@example.com', key)
+      expect(sealed.charAt(9 + 22 + 1) === '~', 'form').to.equal(cipher === 'xchacha20-poly1305')
+      // Both forms open whatever the setting; the other form too.
+      keys.cipher = cipher === 'aes-256-gcm' ? 'xchacha20-poly1305' : 'aes-256-gcm'
+      const sealedOther = keys.seal('customers', 'c1', 'phone', '123', key)
+      expect(keys.open('customers', 'c1', 'email', sealed)).to.equal('ada@example.com')
+      expect(keys.open('customers', 'c1', 'phone', sealedOther)).to.equal('123')
+      const subkey = key.aead
+      expect(subkey, 'the XChaCha20 subkey was derived').to.not.equal(undefined)
+      await keys.forget('cust-1', ['customers'])
+      expect(key.key.every((b) => b === 0)).to.equal(true)
+      expect(subkey!.every((b) => b === 0)).to.equal(true)
+      expect(key.object).to.equal(undefined)
+      expect(key.aead).to.equal(undefined)
+      expect(keys.open('customers', 'c1', 'email', sealed)).to.equal(undefined)
+      expect(keys.open('customers', 'c1', 'phone', sealedOther)).to.equal(undefined)
+      expect(() => keys.seal('customers', 'c2', 'email', 'x', key)).to.throw(/forgotten/)
+    })
+  }
 })
