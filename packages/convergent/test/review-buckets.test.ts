@@ -6,7 +6,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { crc32 } from 'node:zlib'
 import { expect } from 'chai'
-import { LoopbackHub } from '@convergent/core'
+import { LoopbackHub, Replica } from '@convergent/core'
+import { storedSubjectKeys } from '@convergent/core/internal'
+import { yjsBackend } from '@convergent/yjs'
 import { writesRawEnvelopes } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { open, silentLogger } from '../src/index.js'
@@ -122,6 +124,48 @@ describe('review: the reserved envelope form', function () {
       const other = `$sealed1.${'C'.repeat(22)}.${'D'.repeat(60)}`
       const changed = await customers.update('c1', (c) => void (c.email = other)).catch((e: { code?: string }) => e.code)
       expect(changed, 'another string of the form is still refused').to.equal('ERR_INVALID_VALUE')
+    })
+  }
+})
+
+describe('review: CLI inspect mode, what the replica does at open', function () {
+  this.timeout(60_000)
+  let dir = ''
+
+  beforeEach(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'convergent-review-inspect-'))
+  })
+
+  afterEach(function () {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** A folder where cust-0 was forgotten; `crash`: as a crash in forget() leaves it (its key record back, or the compaction pending). */
+  async function forgotten(crash: 'key' | 'compaction'): Promise<void> {
+    const store = classicLevelStore(join(dir, 'db'))
+    const replica = await Replica.open({ store, backends: [yjsBackend()], logger: silentLogger })
+    await replica.collection<Customer>('customers', { personal: PERSONAL }).put('c0', { customerId: 'cust-0', email: 'ada@example.com' })
+    const [id] = [...(await storedSubjectKeys(store)).keys()]
+    const record = (await store.getMeta(`personal/k/${id}`))!
+    await replica.forget('cust-0')
+    await replica.close()
+    const again = classicLevelStore(join(dir, 'db'))
+    await again.open()
+    await again.write([
+      crash === 'key'
+        ? { type: 'meta', key: `personal/k/${id}`, bytes: record }
+        : { type: 'meta', key: 'personal/compact-pending', bytes: new Uint8Array([1]) },
+    ])
+    await again.close()
+  }
+
+  for (const crash of ['key', 'compaction'] as const) {
+    it(`HOLE: a read on a folder where forget() was interrupted (${crash === 'key' ? 'a key record of the forgotten subject left' : 'its compaction pending'}) finishes it`, async function () {
+      await forgotten(crash)
+      const before = await listing(dir)
+      const r = await cli('ls', dir, 'customers', '--values')
+      expect(r.stdout, 'the forgotten field does not open').not.to.include('ada@example.com')
+      expect(await listing(dir), 'nothing written by a read command').to.deep.equal(before)
     })
   }
 })
