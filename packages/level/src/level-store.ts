@@ -198,6 +198,15 @@ export class LevelStore implements Store {
     const opOptions = hasRawEncodings(this.db) ? undefined : RAW
     let beforeFirstWrite = options.beforeFirstWrite
     this.writeOps = (ops) => {
+      if (this.inspect) {
+        // Whatever path would write: looking at a folder changes nothing in it.
+        return Promise.reject(
+          new ConvergentError(
+            'ERR_STORE',
+            `The store${this.location === undefined ? '' : ` in ${this.location}`} is opened for inspection: nothing is written.`,
+          ),
+        )
+      }
       if (beforeFirstWrite !== undefined) {
         try {
           beforeFirstWrite()
@@ -218,6 +227,11 @@ export class LevelStore implements Store {
    */
   get damage(): readonly string[] {
     return this.found
+  }
+
+  /** See Store.readOnly: true when opened for inspection (LevelStoreOptions.inspect). */
+  get readOnly(): boolean {
+    return this.inspect
   }
 
   /** Live counters: batches committed and StoreOps they carried. */
