@@ -28,7 +28,8 @@ export async function* dumpCollection(dir: string, collection: string, options: 
   const db = join(dir, 'db')
   const key = options.encryption === undefined ? undefined : readEncryptionKey(options.encryption)
   checkEncryptedFolder(db, key)
-  const store = classicLevelStore(db, key === undefined ? {} : { encryption: { key } })
+  // Looked at, never changed (see LevelStoreOptions.inspect).
+  const store = classicLevelStore(db, { inspect: true, ...(key === undefined ? {} : { encryption: { key } }) })
   await store.open()
   try {
     const meta = (await store.collections()).get(collection)

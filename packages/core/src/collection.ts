@@ -132,11 +132,13 @@ export class Collection<T extends object = JsonObject> {
     const personal = this.personal
     const keys = this.replica.personal
     // The envelope form is reserved in top-level fields: a string of that form the application
-    // gives (not the very envelope stored there, which update() keeps) would be read back as a
-    // sealed field — absent, or another's value.
+    // gives (not the very envelope stored there, which update() keeps, nor the unchanged plain
+    // value of the envelope there — an earlier release sealed such strings) would be read back
+    // as a sealed field — absent, or another's value.
     for (const f in this.replica.reserveSealedForm === false ? {} : value) {
       const v = value[f]
-      if (isSealed(v) && v !== current?.[f]) {
+      const was = current?.[f]
+      if (isSealed(v) && v !== was && !(isSealed(was) && keys.open(this.name, id, f, was, this.replica.limits) === v)) {
         throw new ConvergentError(
           'ERR_INVALID_VALUE',
           `'${f}' of '${id}' in '${this.name}' is a string of the form $sealed1.<key id>.…, which is reserved for sealed personal fields at the top level of a value.`,

@@ -105,6 +105,12 @@ export interface Store {
    */
   readonly damage?: readonly string[]
 
+  /**
+   * Opened to look, not to change (tools: the CLI's reads): write() rejects, and repairs that
+   * can wait for the service's next open are left to it. Default false.
+   */
+  readonly readOnly?: boolean
+
   /** Optional counters: committed group-commit batches and the StoreOps they carried. */
   readonly stats?: { readonly batches: number; readonly ops: number }
 

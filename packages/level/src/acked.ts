@@ -14,7 +14,7 @@
  * not survive), which this check reads as no loss: it never reports a loss that did not happen.
  * LevelDB ignores files it does not name itself.
  */
-import { closeSync, openSync, readSync, writeSync, constants } from 'node:fs'
+import { closeSync, existsSync, openSync, readSync, writeSync, constants } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 
@@ -26,10 +26,17 @@ export class AckedMark {
 
   private constructor(private fd: number | undefined) {}
 
-  /** Opens (creating it if missing) the mark in the db folder. */
-  static open(dir: string): AckedMark {
+  /** Opens (creating it if missing) the mark in the db folder; `readOnly`: as it is, never written (none if missing). */
+  static open(dir: string, readOnly = false): AckedMark {
+    if (readOnly) {
+      const mark = new AckedMark(existsSync(join(dir, ACKED_FILE)) ? openSync(join(dir, ACKED_FILE), constants.O_RDONLY) : undefined)
+      mark.readOnly = true
+      return mark
+    }
     return new AckedMark(openSync(join(dir, ACKED_FILE), constants.O_RDWR | constants.O_CREAT, 0o644))
   }
+
+  private readOnly = false
 
   /** The last acknowledged batch number written, or undefined if none (a new or unreadable file). */
   read(): number | undefined {
@@ -43,7 +50,7 @@ export class AckedMark {
 
   /** Records that batch `n` is acknowledged. */
   write(n: number): void {
-    if (this.fd === undefined) return
+    if (this.fd === undefined || this.readOnly) return
     this.view.setFloat64(0, n)
     this.view.setUint32(8, crc32(this.buffer.subarray(0, 8)))
     writeSync(this.fd, this.buffer, 0, 12, 0)

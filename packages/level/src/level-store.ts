@@ -198,6 +198,15 @@ export class LevelStore implements Store {
     const opOptions = hasRawEncodings(this.db) ? undefined : RAW
     let beforeFirstWrite = options.beforeFirstWrite
     this.writeOps = (ops) => {
+      if (this.inspect) {
+        // Whatever path would write: looking at a folder changes nothing in it.
+        return Promise.reject(
+          new ConvergentError(
+            'ERR_STORE',
+            `The store${this.location === undefined ? '' : ` in ${this.location}`} is opened for inspection: nothing is written.`,
+          ),
+        )
+      }
       if (beforeFirstWrite !== undefined) {
         try {
           beforeFirstWrite()
@@ -218,6 +227,11 @@ export class LevelStore implements Store {
    */
   get damage(): readonly string[] {
     return this.found
+  }
+
+  /** See Store.readOnly: true when opened for inspection (LevelStoreOptions.inspect). */
+  get readOnly(): boolean {
+    return this.inspect
   }
 
   /** Live counters: batches committed and StoreOps they carried. */
@@ -256,6 +270,16 @@ export class LevelStore implements Store {
     this.format = await prepareFormat(this.maintenance())
     if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
     damage.push(...(await this.finishDrops()))
+    if (this.inspect && damage.length > 0) {
+      // Looking must not hide what went wrong: the read fails (the service reports it when it opens).
+      this.acked?.close()
+      this.acked = undefined
+      await this.db.close()
+      throw new ConvergentError(
+        'ERR_STORE_CORRUPT',
+        `The store${this.location === undefined ? '' : ` in ${this.location}`} is damaged (left as it is: opened for inspection): ${damage.join(' ')}`,
+      )
+    }
     this.found = Object.freeze(damage)
   }
 
@@ -288,7 +312,7 @@ export class LevelStore implements Store {
   private checkAcked(dir: string): string[] {
     let mark: AckedMark
     try {
-      mark = AckedMark.open(dir)
+      mark = AckedMark.open(dir, this.inspect)
     } catch {
       return [] // a folder we may not write a file to: no mark, no check
     }
@@ -599,6 +623,12 @@ export class LevelStore implements Store {
     const damage: string[] = []
     for (const [key, value] of await this.sub.store.iterator(DROP_MARKERS).all()) {
       const collection = collectionOfDropMarker(key)
+      if (this.inspect) {
+        // Looked at, not changed: the collection reads as dropped, the service finishes the drop.
+        if (this.openBody('store', key, value) === undefined) damage.push(`The drop marker of collection '${collection}' failed its checksum.`)
+        else this.dropping.add(collection)
+        continue
+      }
       if (this.openBody('store', key, value) === undefined) {
         // Its key may be damaged too: dropping what it names could drop the wrong collection.
         await this.moveAside('store', key)

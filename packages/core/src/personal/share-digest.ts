@@ -8,7 +8,7 @@ import { sha256 } from '../hash.js'
  * Every record has a sort key ('k' + key id, 't' + collection NUL subject) and falls in one of
  * BUCKETS buckets: a key by the first byte of its id (itself SHA-256 output), a tombstone by the
  * first byte of SHA-256 of its sort key. Records are grouped by collection, kind and bucket; a
- * group's digest is SHA-256 over its sort keys, sorted — computed when first asked for after the
+ * group's digest is SHA-256 over its sort keys, sorted, each prefixed with its length — computed when first asked for after the
  * group changed, then kept. The digest of a bucket for a peer is SHA-256 over the digests of the
  * non-empty groups that peer may see, in order. The summary a round compares is SHA-256 over
  * the 256 bucket digests; when it differs, the exchange sends the buckets that differ only.
@@ -79,8 +79,17 @@ export class ShareDigest {
     this.version++
   }
 
+  /**
+   * Each sort key prefixed with its length: joined by a separator, a member could make one
+   * record spell two (a tombstone's subject may hold any character) and hide them.
+   */
   private static groupDigest(group: Group): Uint8Array {
-    return (group.digest ??= sha256([...group.keys].sort().join('\u0001')))
+    return (group.digest ??= sha256(
+      [...group.keys]
+        .sort()
+        .map((k) => `${k.length}:${k}`)
+        .join(''),
+    ))
   }
 
   /**
@@ -100,7 +109,7 @@ export class ShareDigest {
       for (const v of visible) {
         const group = v.groups[b]
         if (group === undefined || group.keys.size === 0) continue
-        parts.push(v.name, ShareDigest.groupDigest(group))
+        parts.push(`${v.name.length}:${v.name}`, ShareDigest.groupDigest(group))
       }
       // An empty bucket stays all zeros (no hash to compute).
       if (parts.length > 0) out.set(sha256(...parts).subarray(0, BUCKET_DIGEST_BYTES), b * BUCKET_DIGEST_BYTES)

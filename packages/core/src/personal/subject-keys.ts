@@ -297,7 +297,9 @@ export class SubjectKeys {
       }
     }
     // A key record of a forgotten subject that reached the disk after its tombstone (a write
-    // racing forget(), a crash): deleted and compacted away now.
+    // racing forget(), a crash): deleted and compacted away now — by the service, not by a tool
+    // that only looks (its keys are dropped from memory all the same).
+    if (this.store.readOnly === true) return
     if (stale.length > 0) await this.store.write([...stale, { type: 'meta', key: COMPACT_PENDING, bytes: new Uint8Array([1]) }])
     if ((await this.store.getMeta(COMPACT_PENDING)) !== undefined) await this.compact()
   }
