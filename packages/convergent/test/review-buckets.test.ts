@@ -111,7 +111,7 @@ describe('review: the reserved envelope form', function () {
     it(`HOLE (${backend}): update() of another field of an entity whose personal field holds, sealed, a string of the envelope form is refused`, async function () {
       const node = await start(new LoopbackHub(), `reserved-${backend}`)
       const fake = `$sealed1.${'A'.repeat(22)}.${'B'.repeat(60)}`
-      const earlier = writesRawEnvelopes(node.replica).collection<Customer>('customers', { personal: PERSONAL, backend } as never)
+      const earlier = writesRawEnvelopes(node.replica).collection<Customer>('customers', { personal: PERSONAL, backend })
       await earlier.put('c1', { customerId: 'cust-1', name: 'Ada', email: fake }) // as an earlier release wrote it
       ;(node.replica as unknown as { services: { reserveSealedForm?: boolean } }).services.reserveSealedForm = true // this release
       const customers = node.replica.collection<Customer>('customers', { personal: PERSONAL })

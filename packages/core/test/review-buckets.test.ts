@@ -86,7 +86,7 @@ describe('review: key exchange by buckets', function () {
     // the same string, so the group digests, bucket digests and summaries are equal.
     const target = 't' + 'customers\u0000' + 'cust-1'
     const bucket = ShareDigest.bucketOf(target)
-    let z = ''
+    let z: string
     for (let i = 0; ; i++) {
       const candidate = `cust-1~${i}`
       const zKey = 't' + 'customers\u0000' + candidate
@@ -226,7 +226,7 @@ describe('review: personalCipher and key hygiene after forget', () => {
   it('checkPersonalCipher: default AES-256-GCM, the two names only', () => {
     expect(checkPersonalCipher(undefined)).to.equal('aes-256-gcm')
     for (const bad of [null, '', 'AES-256-GCM', 'xchacha20', 'chacha20-poly1305', 1, {}]) {
-      expect(() => checkPersonalCipher(bad), String(bad)).to.throw(/personalCipher/)
+      expect(() => checkPersonalCipher(bad), JSON.stringify(bad)).to.throw(/personalCipher/)
     }
   })
 
