@@ -5,17 +5,14 @@
 // flagged TAMPERED and fails the command.
 import { cpSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { decode, encode } from 'cborg'
 import { expect } from 'chai'
 import type { FeedEntry } from '@convergent/core'
 import { proofKey } from '@convergent/core/internal'
 import { classicLevelStore } from '@convergent/level'
 import { folderPeerId, generateClusterKey, open, silentLogger, type OpenOptions } from '../src/index.js'
-import { rows, runNode, tempDir, waitFor } from './helpers.js'
+import { cli, rows, tempDir, waitFor } from './helpers.js'
 
-const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
-const cli = (...args: string[]) => runNode(CLI, args)
 const NS = 'audit-signed'
 
 interface Audited {

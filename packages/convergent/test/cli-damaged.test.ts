@@ -6,14 +6,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { classicLevelStore } from '@convergent/level'
 import { open, silentLogger } from '../src/index.js'
-import { runNode } from './helpers.js'
-
-const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
-const cli = (...args: string[]) => runNode(CLI, args)
+import { cli, folderRecords } from './helpers.js'
 
 interface RawLevel {
   keys(o: object): { all(): Promise<string[]> }
@@ -32,16 +28,6 @@ async function flip(dir: string, prefix: string, pick: (keys: string[]) => strin
     damaged[damaged.byteLength - 1]! ^= 1
     await level.put(key, damaged, { valueEncoding: 'view' })
     return key
-  } finally {
-    await raw.close()
-  }
-}
-
-async function allKeys(dir: string): Promise<string[]> {
-  const raw = classicLevelStore(join(dir, 'db'))
-  await raw.open()
-  try {
-    return await (raw.db as unknown as RawLevel).keys({}).all()
   } finally {
     await raw.close()
   }
@@ -67,25 +53,25 @@ describe('convergent CLI on a damaged folder', function () {
 
   it('get of an entity with a damaged record fails with ERR_STORE_CORRUPT naming it, and moves nothing', async function () {
     await flip(dir, '!deltas!products\u0000mug')
-    const before = await allKeys(dir)
+    const before = await folderRecords(dir)
     const r = await cli('get', dir, 'products', 'mug')
     expect(r.code).to.equal(1)
     expect(r.stderr).to.match(/ERR_STORE_CORRUPT/)
     expect(r.stderr).to.include('mug')
-    expect(await allKeys(dir), 'no record moved aside, no entity dropped').to.deep.equal(before)
+    expect(await folderRecords(dir), 'no record moved aside, no entity dropped, nothing rewritten').to.deep.equal(before)
     const listed = await cli('collections', dir)
     expect(listed.stdout).to.include('2 entities')
   })
 
   it('audit and feed stop at a damaged change-feed record (ERR_STORE_CORRUPT), and leave it where it is', async function () {
     await flip(dir, '!feed!products', (keys) => keys[0]!) // not the last page: the replica opens past it
-    const before = await allKeys(dir)
+    const before = await folderRecords(dir)
     for (const command of ['audit', 'feed']) {
       const r = await cli(command, dir, 'products')
       expect(r.code, `${command}: ${r.stdout}`).to.equal(1)
       expect(r.stderr, command).to.match(/ERR_STORE_CORRUPT/)
     }
-    expect(await allKeys(dir)).to.deep.equal(before)
+    expect(await folderRecords(dir)).to.deep.equal(before)
   })
 
   it('drop still moves a damaged record aside and drops the collection (it changes the folder anyway)', async function () {

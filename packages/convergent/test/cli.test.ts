@@ -2,15 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { open, silentLogger } from '../src/index.js'
-import { rows, runNode, waitFor } from './helpers.js'
-
-// Through the bin shim npm links, so the command users run is the one tested.
-const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
-
-const cli = (...args: string[]) => runNode(CLI, args)
+import { cli, rows, waitFor } from './helpers.js'
 
 describe('convergent CLI', function () {
   this.timeout(60_000)

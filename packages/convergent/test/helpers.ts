@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { classicLevelStore } from '@convergent/level'
 import { silentLogger, type Replica } from '@convergent/core'
 import { tempDir } from '@convergent/core/testing'
 import { folderPeerId, generateClusterKey, open, type OpenOptions, type ReplicaWithMetrics } from '../src/index.js'
@@ -27,6 +29,32 @@ export function runNode(
       resolve({ code, stdout, stderr })
     })
   })
+}
+
+/** The CLI through the bin shim npm links, so the command users run is the one tested. */
+export const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
+
+/** Runs `convergent <args>` in a child process. */
+export function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runNode(CLI, args)
+}
+
+/**
+ * Every record of a folder's LevelDB, key and value (read by LevelDB alone: the store's open()
+ * would finish drops and check marks itself) — to show that a command changed nothing.
+ */
+export async function folderRecords(dir: string): Promise<string[]> {
+  const db = classicLevelStore(join(dir, 'db')).db as unknown as {
+    open(): Promise<void>
+    close(): Promise<void>
+    iterator(o: object): { all(): Promise<[string, string][]> }
+  }
+  await db.open()
+  try {
+    return (await db.iterator({ keyEncoding: 'utf8', valueEncoding: 'hex' }).all()).map(([k, v]) => `${k}=${v}`)
+  } finally {
+    await db.close()
+  }
 }
 
 export { dump, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'

@@ -3,7 +3,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { crc32 } from 'node:zlib'
 import { expect } from 'chai'
 import { LoopbackHub, Replica } from '@convergent/core'
@@ -12,26 +11,8 @@ import { yjsBackend } from '@convergent/yjs'
 import { writesRawEnvelopes } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { open, silentLogger } from '../src/index.js'
-import { runNode } from './helpers.js'
+import { cli, folderRecords } from './helpers.js'
 import { PERSONAL, personalSuite, type Customer } from './personal-helpers.js'
-
-const CLI = fileURLToPath(new URL('../../bin/convergent.js', import.meta.url))
-const cli = (...args: string[]) => runNode(CLI, args)
-
-interface RawLevel {
-  iterator(o: object): { all(): Promise<[string, string][]> }
-}
-
-/** Every record of the folder, key and value (LevelDB only: the store's open() would finish drops itself). */
-async function listing(dir: string): Promise<string[]> {
-  const db = classicLevelStore(join(dir, 'db')).db as unknown as RawLevel & { open(): Promise<void>; close(): Promise<void> }
-  await db.open()
-  try {
-    return (await db.iterator({ keyEncoding: 'utf8', valueEncoding: 'hex' }).all()).map(([k, v]) => `${k}=${v}`)
-  } finally {
-    await db.close()
-  }
-}
 
 /** Writes a drop marker of `collection` as an interrupted drop leaves it (damaged: its last byte flipped). */
 async function dropMarker(dir: string, collection: string, damaged: boolean): Promise<void> {
@@ -83,19 +64,19 @@ describe('review: CLI inspect mode, what the store does at open', function () {
 
     it(`HOLE: ${read[0]} on a folder with a damaged drop marker moves it into the quarantine keyspace and exits 0`, async function () {
       await dropMarker(dir, 'products', true)
-      const before = await listing(dir)
+      const before = await folderRecords(dir)
       const r = await cli(read[0]!, dir, ...read.slice(1))
-      expect(await listing(dir), 'no record moved aside').to.deep.equal(before)
+      expect(await folderRecords(dir), 'no record moved aside').to.deep.equal(before)
       expect(r.code, r.stdout).to.equal(1)
       expect(r.stderr).to.match(/ERR_STORE_CORRUPT/)
     })
 
     it(`HOLE: ${read[0]} on a folder with an interrupted drop finishes the drop (deletes the collection)`, async function () {
       await dropMarker(dir, 'products', false)
-      const before = await listing(dir)
+      const before = await folderRecords(dir)
       const r = await cli(read[0]!, dir, ...read.slice(1))
       expect(r.code, r.stderr).to.equal(0)
-      expect(await listing(dir), 'records deleted by a read command').to.deep.equal(before)
+      expect(await folderRecords(dir), 'records deleted by a read command').to.deep.equal(before)
     })
   }
 })
@@ -162,10 +143,10 @@ describe('review: CLI inspect mode, what the replica does at open', function () 
   for (const crash of ['key', 'compaction'] as const) {
     it(`HOLE: a read on a folder where forget() was interrupted (${crash === 'key' ? 'a key record of the forgotten subject left' : 'its compaction pending'}) finishes it`, async function () {
       await forgotten(crash)
-      const before = await listing(dir)
+      const before = await folderRecords(dir)
       const r = await cli('ls', dir, 'customers', '--values')
       expect(r.stdout, 'the forgotten field does not open').not.to.include('ada@example.com')
-      expect(await listing(dir), 'nothing written by a read command').to.deep.equal(before)
+      expect(await folderRecords(dir), 'nothing written by a read command').to.deep.equal(before)
     })
   }
 })

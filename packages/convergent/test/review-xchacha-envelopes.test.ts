@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
-import { aeadSeal, deriveAeadKey, LoopbackHub, silentLogger, type JsonValue, type Replica } from '@convergent/core'
+import { aeadSeal, deriveAeadKey, LoopbackHub, silentLogger, type Collection, type JsonValue, type Replica } from '@convergent/core'
 import { isSealed, keyIdOf, openSealed, sealedKeyId, SubjectKeys, type HeldKey } from '@convergent/core/internal'
 import { writesRawEnvelopes } from '@convergent/core/testing'
 import { dumpCollection, open } from '../src/index.js'
@@ -92,6 +92,22 @@ async function rawOf(replica: Replica, collection: string, id: string): Promise<
 describe('Review: XChaCha20-Poly1305 personal envelopes (b7946bd)', function () {
   this.timeout(60_000)
   const { start } = personalSuite('convergent-rev-xchacha-')
+
+  /** Two replicas of this release on the XChaCha20 cipher: the victim wrote customer c1, and the writer holds its subject key. */
+  async function victimAndWriter(): Promise<{ victim: PersonalNode; writer: PersonalNode; customers: Collection<Customer>; key: HeldKey }> {
+    const hub = new LoopbackHub()
+    const victim = await start(hub, 'x-victim', undefined, { personalCipher: 'xchacha20-poly1305' })
+    const writer = await start(hub, 'x-writer', undefined, { personalCipher: 'xchacha20-poly1305' })
+    const customers = victim.replica.collection<Customer>('customers', { personal: PERSONAL })
+    await customers.put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+    await waitFor(async () => {
+      await victim.replica.sync()
+      await writer.replica.sync()
+      return heldKeys(writer, victim).length === 1
+    }, 'the writer holds the key')
+    const [key] = heldKeys(writer, victim) as [HeldKey]
+    return { victim, writer, customers, key }
+  }
 
   /** A replica of this release (`now`) and one of the previous (`prev`), keys exchanged, customers written by `now`. */
   async function mixed(
@@ -243,17 +259,7 @@ describe('Review: XChaCha20-Poly1305 personal envelopes (b7946bd)', function () 
   // no local write may hold (update() of the entity then fails). Fixed: an opened value that
   // breaks the replica's value limits does not open.
   it('HOLE a sealed value deeper than maxDepth does not open, and get() / entries() do not throw', async function () {
-    const hub = new LoopbackHub()
-    const victim = await start(hub, 'x-victim', undefined, { personalCipher: 'xchacha20-poly1305' })
-    const writer = await start(hub, 'x-writer', undefined, { personalCipher: 'xchacha20-poly1305' })
-    const customers = victim.replica.collection<Customer>('customers', { personal: PERSONAL })
-    await customers.put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
-    await waitFor(async () => {
-      await victim.replica.sync()
-      await writer.replica.sync()
-      return heldKeys(writer, victim).length === 1
-    }, 'the writer holds the key')
-    const [key] = heldKeys(writer, victim) as [HeldKey]
+    const { victim, writer, customers, key } = await victimAndWriter()
     // The writer's own handle does not declare the fields: it writes the envelopes as they are.
     const raw = writesRawEnvelopes(writer.replica).collection('customers')
     await raw.put('c2', { customerId: 'cust-1', name: 'Bob', email: xchachaByHand(key, 'customers', 'c2', 'email', '['.repeat(100_000) + ']'.repeat(100_000)) })
@@ -271,18 +277,8 @@ describe('Review: XChaCha20-Poly1305 personal envelopes (b7946bd)', function () 
   })
 
   it('hostile XChaCha20 envelopes open to nothing, never throw; update() keeps them as they are, or replaces them when told to', async function () {
-    const hub = new LoopbackHub()
-    const victim = await start(hub, 'x-victim', undefined, { personalCipher: 'xchacha20-poly1305' })
-    const writer = await start(hub, 'x-writer', undefined, { personalCipher: 'xchacha20-poly1305' })
-    const customers = victim.replica.collection<Customer>('customers', { personal: PERSONAL })
-    await customers.put('c1', { customerId: 'cust-1', name: 'Ada', email: 'ada@example.com' })
+    const { victim, writer, customers, key } = await victimAndWriter()
     const good = (await rawOf(victim.replica, 'customers', 'c1'))!.email as string
-    await waitFor(async () => {
-      await victim.replica.sync()
-      await writer.replica.sync()
-      return heldKeys(writer, victim).length === 1
-    }, 'the writer holds the key')
-    const [key] = heldKeys(writer, victim) as [HeldKey]
     expect(key.id).to.equal(sealedKeyId(good))
     const head = `$sealed1.${key.id}.`
     const hostile: Record<string, string> = {

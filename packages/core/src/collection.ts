@@ -58,17 +58,17 @@ export interface ReplicaServices {
    * be refused by every peer (the counter row guard), or undefined if it passes; undefined for
    * any other collection. A write peers would refuse fails here instead (ERR_FORBIDDEN).
    */
+  counterWriteRefusal?(
+    collection: string,
+  ):
+    | ((id: string, before: JsonObject | undefined, after: JsonObject | undefined, conflicted: { before: string[]; after: string[] }) => string | undefined)
+    | undefined
   /**
    * Whether a value the application gives may not hold strings of the envelope form in its
    * top-level fields (true unless a test turns it off: testing/personal.ts, a member writing
    * envelopes with its own code).
    */
   reserveSealedForm?: boolean
-  counterWriteRefusal?(
-    collection: string,
-  ):
-    | ((id: string, before: JsonObject | undefined, after: JsonObject | undefined, conflicted: { before: string[]; after: string[] }) => string | undefined)
-    | undefined
 }
 
 /** How a value is being read, when it goes to the application (what the read audit records). */

@@ -63,17 +63,21 @@ export interface CorruptRecord {
  * A record read from the store failed its checksum (a damaged disk, a flipped byte): it is
  * never served as data. Core quarantines the record and fetches the entity again from peers.
  */
+/** What a damaged record belongs to, for messages: an entity, a collection, or the store. */
+export function corruptRecordOwner(record: CorruptRecord): string {
+  return record.id !== undefined
+    ? `entity '${record.id}' of '${record.collection}'`
+    : record.collection !== undefined
+      ? `collection '${record.collection}'`
+      : 'the store'
+}
+
 export class StoreCorruptError extends ConvergentError {
   constructor(
     readonly record: CorruptRecord,
     detail = 'it failed its checksum',
   ) {
-    const what =
-      record.id !== undefined
-        ? `entity '${record.id}' of '${record.collection}'`
-        : record.collection !== undefined
-          ? `collection '${record.collection}'`
-          : 'the store'
+    const what = corruptRecordOwner(record)
     super(
       'ERR_STORE_CORRUPT',
       `A stored ${record.keyspace} record of ${what} is corrupt (${detail}); it is not served. The disk may be damaged: check it; the entity is fetched again from peers.`,

@@ -5,11 +5,15 @@
  * 'stock' a counter every one of them may write.
  */
 import * as A from '@automerge/automerge'
-import type { PolicyDocument, Replica } from '../src/index.js'
+import { automergeBackend } from '@convergent/automerge'
+import { classicLevelStore } from '@convergent/level'
+import { yjsBackend } from '@convergent/yjs'
+import { Replica, type LoopbackHub, type PolicyDocument } from '../src/index.js'
+import { silentLogger } from '../src/logger.js'
 import type { SignedRow } from '../src/counter-rows.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { asForger, signedRow, waitFor } from '../src/testing/index.js'
-import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite, type Keyring } from './trust-helpers.js'
 
 export type State = Record<string, unknown>
 export const ALL = [ADMIN, ORDERS, SUPPORT]
@@ -104,4 +108,26 @@ export async function savedDoc(replica: Replica, collection: string, id: string)
 export function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => void): Uint8Array {
   const fork = A.change(A.load<State>(doc, { actor }), { time: 0 }, edit)
   return A.getLastLocalChange(fork)!
+}
+
+/** Member `id` of the cluster (admin ADMIN) on `hub`, in the classic-level folder `dir` (for restarts and disk copies). */
+export function diskMember(keys: Keyring, dir: string, id: string, hub: LoopbackHub): Promise<Replica> {
+  return Replica.open({
+    store: classicLevelStore(dir),
+    backends: [yjsBackend(), automergeBackend()],
+    network: hub.createNetwork(id),
+    trust: keys.trust(id, [ADMIN]),
+    syncIntervalMs: 0,
+    logger: silentLogger,
+  })
+}
+
+/** After a split: ADMIN sells 1, the network heals, then ADMIN sells 1 more and SUPPORT stocks 10 (honest writes on both sides). */
+export async function healThenSell(r: Record<string, Replica>, hub: LoopbackHub): Promise<void> {
+  await r[ADMIN]!.counter('stock').decrement('s1', 1)
+  hub.heal()
+  await syncAll(r, 3)
+  await r[ADMIN]!.counter('stock').decrement('s1', 1)
+  await r[SUPPORT]!.counter('stock').increment('s1', 10)
+  await syncAll(r, 3)
 }

@@ -7,7 +7,7 @@
  * tests held from the start.
  */
 import { expect } from 'chai'
-import { classicLevelStore, memoryLevelStore } from '@convergent/level'
+import { memoryLevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica, type PolicyDocument } from '../src/index.js'
@@ -16,7 +16,7 @@ import { silentLogger } from '../src/logger.js'
 import { asForger, putRow, rowKeyIn, rowNames } from '../src/testing/index.js'
 import { tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
-import { ALL, codeOf, counterSuite, refusedBy, STOCK_POLICY as POLICY, syncAll, values, type State } from './counter-helpers.js'
+import { ALL, codeOf, counterSuite, diskMember, refusedBy, STOCK_POLICY as POLICY, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review: signed counter rows under attack', function () {
   this.timeout(120_000)
@@ -110,15 +110,7 @@ describe('review: signed counter rows under attack', function () {
     try {
       const { hub, r } = await trustCluster(keys, [ADMIN, ORDERS], replicas)
       // SUPPORT on disk, on the same hub as the others.
-      const openSupport = (h: LoopbackHub) =>
-        Replica.open({
-          store: classicLevelStore(dir),
-          backends: [yjsBackend(), automergeBackend()],
-          network: h.createNetwork(SUPPORT),
-          trust: keys.trust(SUPPORT, [ADMIN]),
-          syncIntervalMs: 0,
-          logger: silentLogger,
-        })
+      const openSupport = (h: LoopbackHub) => diskMember(keys, dir, SUPPORT, h)
       let support = asForger(await openSupport(hub))
       r[SUPPORT] = support
       await r[ADMIN]!.policy.set(POLICY)
@@ -338,15 +330,7 @@ describe('review: signed counter rows under attack', function () {
     const { dir, cleanup } = await tempDir()
     try {
       const { hub, r } = await trustCluster(keys, [ORDERS, SUPPORT], replicas)
-      const openAdmin = () =>
-        Replica.open({
-          store: classicLevelStore(dir),
-          backends: [yjsBackend(), automergeBackend()],
-          network: hub.createNetwork(ADMIN),
-          trust: keys.trust(ADMIN, [ADMIN]),
-          syncIntervalMs: 0,
-          logger: silentLogger,
-        })
+      const openAdmin = () => diskMember(keys, dir, ADMIN, hub)
       let admin = await openAdmin()
       r[ADMIN] = admin
       await admin.policy.set(POLICY)

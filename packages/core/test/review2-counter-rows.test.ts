@@ -23,7 +23,7 @@ import { applyRemoteDelta } from '../src/replication/apply.js'
 import { putRow, rowKeyIn } from '../src/testing/index.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster } from './trust-helpers.js'
-import { ALL, codeOf, counterSuite, ctxOf, forbidden, savedDoc, syncAll, values, type State } from './counter-helpers.js'
+import { ALL, codeOf, counterSuite, ctxOf, diskMember, forbidden, healThenSell, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 const LATE = 'd-late'
 const POLICY: PolicyDocument = {
@@ -78,12 +78,7 @@ describe('review 2: signed counter rows', function () {
     expect(Object.keys(held).length, 'SUPPORT holds no second value under row 2').to.be.at.most(1)
     expect(await r[SUPPORT]!.counter('stock').value('s1')).to.equal(99)
     // ADMIN sells 1 more (row 3: deletes row 2's key, its own op only); the network heals.
-    await r[ADMIN]!.counter('stock').decrement('s1', 1)
-    hub.heal()
-    await syncAll(r, 3)
-    await r[ADMIN]!.counter('stock').decrement('s1', 1)
-    await r[SUPPORT]!.counter('stock').increment('s1', 10)
-    await syncAll(r, 3)
+    await healThenSell(r, hub)
     expect(await values(r, 's1', [ADMIN, SUPPORT])).to.deep.equal([107, 107])
   })
 
@@ -182,15 +177,7 @@ describe('review 2: signed counter rows', function () {
     try {
       const backup = join(dir, 'backup')
       const live = join(dir, 'live')
-      const openOrders = (hub: LoopbackHub) =>
-        Replica.open({
-          store: classicLevelStore(live),
-          backends: [yjsBackend(), automergeBackend()],
-          network: hub.createNetwork(ORDERS),
-          trust: keys.trust(ORDERS, [ADMIN]),
-          syncIntervalMs: 0,
-          logger: silentLogger,
-        })
+      const openOrders = (hub: LoopbackHub) => diskMember(keys, live, ORDERS, hub)
       const { hub, r } = await trustCluster(keys, [ADMIN, SUPPORT], replicas)
       r[ORDERS] = await openOrders(hub)
       replicas.push(r[ORDERS])
@@ -279,12 +266,7 @@ describe('review 2: signed counter rows', function () {
     hub.partition([ADMIN], [ORDERS, SUPPORT])
     expect(await applyRemoteDelta(ctxOf(r[ORDERS]!), SUPPORT, 'stock', 'automerge', 's1', A.getLastLocalChange(fork)!)).to.equal('applied')
     await r[SUPPORT]!.sync()
-    await r[ADMIN]!.counter('stock').decrement('s1', 1)
-    hub.heal()
-    await syncAll(r, 3)
-    await r[ADMIN]!.counter('stock').decrement('s1', 1)
-    await r[SUPPORT]!.counter('stock').increment('s1', 10)
-    await syncAll(r, 3)
+    await healThenSell(r, hub)
     expect(await values(r)).to.deep.equal([107, 107, 107])
   })
 

@@ -2,6 +2,7 @@ import {
   ConvergentError,
   leafOf,
   StoreCorruptError,
+  corruptRecordOwner,
   type CollectionMeta,
   type CorruptRecord,
   type EntityHead,
@@ -200,12 +201,7 @@ export class LevelStore implements Store {
     this.writeOps = (ops) => {
       if (this.inspect) {
         // Whatever path would write: looking at a folder changes nothing in it.
-        return Promise.reject(
-          new ConvergentError(
-            'ERR_STORE',
-            `The store${this.location === undefined ? '' : ` in ${this.location}`} is opened for inspection: nothing is written.`,
-          ),
-        )
+        return Promise.reject(new ConvergentError('ERR_STORE', `The store${this.where()} is opened for inspection: nothing is written.`))
       }
       if (beforeFirstWrite !== undefined) {
         try {
@@ -227,6 +223,11 @@ export class LevelStore implements Store {
    */
   get damage(): readonly string[] {
     return this.found
+  }
+
+  /** ' in <folder>' for messages, when the folder is known. */
+  private where(): string {
+    return this.location === undefined ? '' : ` in ${this.location}`
   }
 
   /** See Store.readOnly: true when opened for inspection (LevelStoreOptions.inspect). */
@@ -275,10 +276,7 @@ export class LevelStore implements Store {
       this.acked?.close()
       this.acked = undefined
       await this.db.close()
-      throw new ConvergentError(
-        'ERR_STORE_CORRUPT',
-        `The store${this.location === undefined ? '' : ` in ${this.location}`} is damaged (left as it is: opened for inspection): ${damage.join(' ')}`,
-      )
+      throw new ConvergentError('ERR_STORE_CORRUPT', `The store${this.where()} is damaged (left as it is: opened for inspection): ${damage.join(' ')}`)
     }
     this.found = Object.freeze(damage)
   }
@@ -656,16 +654,10 @@ export class LevelStore implements Store {
       return Promise.reject(new ConvergentError('ERR_INVALID_ARGUMENT', `No keyspace '${keyspace}' in this store, or no key.`))
     }
     if (this.inspect) {
-      const what =
-        record.id !== undefined
-          ? ` (entity '${record.id}' of '${record.collection}')`
-          : record.collection !== undefined
-            ? ` (collection '${record.collection}')`
-            : ''
       return Promise.reject(
         new ConvergentError(
           'ERR_STORE_CORRUPT',
-          `A stored ${keyspace} record ${JSON.stringify(key)}${what}${this.location === undefined ? '' : ` in ${this.location}`} is damaged: it failed its check. Left as it is (this folder is opened for inspection); the service moves it aside when it meets it and fetches what it held again from its peers.`,
+          `A stored ${keyspace} record ${JSON.stringify(key)} of ${corruptRecordOwner(record)}${this.where()} is damaged: it failed its check. Left as it is (this folder is opened for inspection); the service moves it aside when it meets it and fetches what it held again from its peers.`,
         ),
       )
     }

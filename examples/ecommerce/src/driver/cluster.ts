@@ -51,15 +51,22 @@ export class Cluster {
    * others will listen before they run (the bootstrap redialer retries until they do).
    */
   async start(onStarted?: (s: ServiceHandle) => void): Promise<void> {
-    const [inv, ord, pay] = await freePorts(3)
-    const at = (port: number): string => `/ip4/127.0.0.1/tcp/${port}`
-    const started = await Promise.allSettled([
-      this.startService('inventory', at(inv!), []),
-      this.startService('orders', at(ord!), [at(inv!)]),
-      this.startService('payments', at(pay!), [at(inv!), at(ord!)]),
-    ])
-    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-    if (failed) throw failed.reason
+    // A port found free may be taken by another process before a service binds it (tests run in
+    // parallel): then everything started is stopped and the three start again on new ports.
+    for (let attempt = 1; ; attempt++) {
+      const [inv, ord, pay] = await freePorts(3)
+      const at = (port: number): string => `/ip4/127.0.0.1/tcp/${port}`
+      const started = await Promise.allSettled([
+        this.startService('inventory', at(inv!), []),
+        this.startService('orders', at(ord!), [at(inv!)]),
+        this.startService('payments', at(pay!), [at(inv!), at(ord!)]),
+      ])
+      const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+      if (failed === undefined) break
+      if (attempt >= 3 || !String(failed.reason).includes('EADDRINUSE')) throw failed.reason
+      await this.stop()
+      for (const name of SERVICE_NAMES) delete this.services[name]
+    }
     for (const s of this.list()) onStarted?.(s)
   }
 

@@ -13,21 +13,21 @@ import { ShareDigest } from './share-digest.js'
 /**
  * Personal fields and crypto-shredding. A collection opened with `personal: { subject, fields }`
  * replaces each listed top-level field, before it enters the CRDT, by a sealed envelope
- * string `$sealed1.<key id>.~<base64url(nonce | ciphertext | tag)>` (a string, not an object: one
- * CRDT register per field, as cheap as the plain value in both backends): XChaCha20-Poly1305
- * (libsodium, aead.ts) under a subkey of the subject's key for that collection, with the
- * collection, entity id, field name and key id as additional authenticated data (an envelope
- * copied to another entity, field or collection does not open). Reads open envelopes whose key
- * is held; a field whose key is not held (forgotten, or not received yet) is absent from the
- * value.
- *
- * Envelopes of earlier releases, `$sealed1.<key id>.<base64(iv | ciphertext | tag)>` with
- * AES-256-GCM (node:crypto) under the key itself, still open. The new form keeps their prefix
- * and key id on purpose: an earlier release recognises it as a sealed field it cannot open (as
- * if its key had not arrived), so it shows the field as absent and keeps it as it is — any other
- * form it would take for the plain value and destroy on its next update(). The '~' (in neither
- * base64 alphabet) tells the two forms apart. Why XChaCha20: one libsodium call per seal
- * (~1 µs) against ~4 µs for node:crypto's five GCM calls, half of a personal write's overhead.
+ * string (not an object: one CRDT register per field, as cheap as the plain value in both
+ * backends), sealed under the subject's key for that collection with the collection, entity id,
+ * field name and key id as additional authenticated data (an envelope copied to another entity,
+ * field or collection does not open). Two forms, both always opened; `cipher` picks the one
+ * written:
+ *  - `$sealed1.<key id>.<base64(iv | ciphertext | tag)>`: AES-256-GCM (node:crypto) under the key
+ *    itself — the default, what every release opens;
+ *  - `$sealed1.<key id>.~<base64url(nonce | ciphertext | tag)>`: XChaCha20-Poly1305 (libsodium,
+ *    aead.ts) under a KDF subkey — one call of ~1 µs per seal against ~4 µs for node:crypto's
+ *    five. It keeps the prefix and key id on purpose: an earlier release takes it for a sealed
+ *    field it cannot open (absent, kept by update()) — any other form it would take for the
+ *    plain value and destroy. But a get() + put() there deletes it: written only once every
+ *    replica runs this release (open({ personalCipher })). The '~' is in neither base64 alphabet.
+ * Reads open envelopes whose key is held; a field whose key is not held (forgotten, or not
+ * received yet) is absent from the value.
  *
  * Subject keys (32 random bytes per collection and subject) live OUTSIDE the CRDT, in the
  * store's meta records, because CRDT history cannot forget. A key's id is derived from its
@@ -173,16 +173,6 @@ function pairOf(collection: string, subject: string): string {
  */
 function aadTextOf(collection: string, id: string, field: string, keyId: string): string {
   return collection + '\u0000' + id + '\u0000' + field + '\u0000' + keyId
-}
-
-/** seal()'s scratch buffer (outside Node's shared pool), grown to the largest seal so far. */
-let scratch = Buffer.allocUnsafeSlow(4096)
-function scratchOf(bytes: number): Buffer {
-  if (scratch.byteLength < bytes) {
-    scratch.fill(0)
-    scratch = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * scratch.byteLength))
-  }
-  return scratch
 }
 
 function aadOf(collection: string, id: string, field: string, keyId: string): Buffer {
@@ -529,9 +519,9 @@ export class SubjectKeys {
     return this.access.mayRead(peer, collection) && this.access.mayRead(this.access.self, collection)
   }
 
-  /** Whether `peer` may see records of `kind` in `collection` (keys: shares(); tombstones: read). */
-  private visible(peer: string): (collection: string, kind: 'k' | 't') => boolean {
-    return (collection, kind) => (kind === 't' ? this.access.mayRead(peer, collection) : this.shares(peer, collection))
+  /** Whether `peer` may see records of `kind` in `collection` now (keys: shares(); tombstones: read). */
+  private mayShare(peer: string, collection: string, kind: 'k' | 't'): boolean {
+    return kind === 't' ? this.access.mayRead(peer, collection) : this.shares(peer, collection)
   }
 
   /**
@@ -557,14 +547,14 @@ export class SubjectKeys {
     return out
   }
 
-  /** Whether `peer` may see this record now (keys: shares(); tombstones: read). */
+  /** Whether `peer` may see this record now (a policy can change between pages). */
   private seenBy(peer: string, r: { t?: Tombstone; k?: HeldKey }): boolean {
-    return r.t !== undefined ? this.access.mayRead(peer, r.t.collection) : r.k !== undefined && this.shares(peer, r.k.collection)
+    return r.t !== undefined ? this.mayShare(peer, r.t.collection, 't') : r.k !== undefined && this.mayShare(peer, r.k.collection, 'k')
   }
 
   /** The bucket digests of what this replica shares with `peer` (see share-digest.ts). */
   bucketsFor(peer: string): Uint8Array {
-    return this.digest.buckets(this.visible(peer))
+    return this.digest.buckets((collection, kind) => this.mayShare(peer, collection, kind))
   }
 
   /** SHA-256 over bucketsFor(peer): equal on both sides when in sync. */
@@ -702,6 +692,16 @@ export function checkPersonalCipher(v: unknown): PersonalCipher {
   if (v === undefined) return 'aes-256-gcm'
   if (v === 'aes-256-gcm' || v === 'xchacha20-poly1305') return v
   throw new ConvergentError('ERR_INVALID_ARGUMENT', `personalCipher is 'aes-256-gcm' (default) or 'xchacha20-poly1305', got ${JSON.stringify(v) ?? typeof v}.`)
+}
+
+/** sealXChaCha()'s scratch buffer (outside Node's shared pool), grown to the largest seal so far. */
+let scratch = Buffer.allocUnsafeSlow(4096)
+function scratchOf(bytes: number): Buffer {
+  if (scratch.byteLength < bytes) {
+    scratch.fill(0)
+    scratch = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * scratch.byteLength))
+  }
+  return scratch
 }
 
 /** An XChaCha20-Poly1305 envelope: `$sealed1.<key id>.~<base64url(nonce | ciphertext | tag)>`. */

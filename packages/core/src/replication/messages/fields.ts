@@ -25,11 +25,16 @@ export function asBytesOrNull(v: unknown, what: string): Uint8Array | null {
   return v === null || v === undefined ? null : asBytes(v, what)
 }
 
+/** Exactly `bytes` bytes. */
+export function asSizedBytes(v: unknown, bytes: number, what: string): Uint8Array {
+  const b = asBytes(v, what)
+  if (b.byteLength !== bytes) throw invalid(`${what} is ${b.byteLength} bytes, not ${bytes}`)
+  return b
+}
+
 /** 32 bytes (a SHA-256 or a digest). */
 export function asHash(v: unknown, what: string): Uint8Array {
-  const h = asBytes(v, what)
-  if (h.byteLength !== 32) throw invalid(`${what} is ${h.byteLength} bytes, not 32`)
-  return h
+  return asSizedBytes(v, 32, what)
 }
 
 export function asArray(v: unknown, what: string, maxLength: number): unknown[] {

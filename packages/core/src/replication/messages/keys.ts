@@ -1,6 +1,6 @@
 import { BUCKET_DIGEST_BYTES, BUCKETS } from '../../personal/share-digest.js'
 import { encodeMessage, MessageType } from './envelope.js'
-import { asArray, asBytes, asBytesOrNull, asHash, asRecord, asString, invalid } from './fields.js'
+import { asArray, asBytes, asBytesOrNull, asHash, asRecord, asSizedBytes, asString, invalid } from './fields.js'
 
 /**
  * Subject keys and forget tombstones (personal fields, see personal/subject-keys.ts). Keys
@@ -53,12 +53,6 @@ export interface KeysResponse {
   differ?: Uint8Array
 }
 
-function asSized(v: unknown, bytes: number, what: string): Uint8Array {
-  const b = asBytes(v, what)
-  if (b.byteLength !== bytes) throw invalid(`${what} is ${b.byteLength} bytes, not ${bytes}`)
-  return b
-}
-
 function keyToWire(k: KeyWire): Record<string, unknown> {
   return { c: k.collection, s: k.subject, k: k.key }
 }
@@ -70,8 +64,7 @@ function tombstoneToWire(t: TombstoneWire): Record<string, unknown> {
 function decodeKeys(v: unknown): KeyWire[] {
   return asArray(v ?? [], 'keys', MAX_KEY_RECORDS).map((e, i) => {
     const r = asRecord(e, `key ${i}`)
-    const key = asBytes(r.k, `key ${i} bytes`)
-    if (key.byteLength !== 32) throw invalid(`key ${i} is ${key.byteLength} bytes, not 32`)
+    const key = asSizedBytes(r.k, 32, `key ${i} bytes`)
     return { collection: asString(r.c, `key ${i} collection`, 1024), subject: asString(r.s, `key ${i} subject`, MAX_SUBJECT_BYTES), key }
   })
 }
@@ -99,8 +92,8 @@ export function decodeKeysRequest(body: unknown): KeysRequest {
   const r = asRecord(body, 'keys request')
   const out: KeysRequest = { summary: r.h === null || r.h === undefined ? null : asHash(r.h, 'keys summary') }
   if (r.a !== undefined) out.after = asString(r.a, 'keys cursor', 2048)
-  if (r.b !== undefined) out.buckets = asSized(r.b, BUCKET_DIGESTS_BYTES, 'keys bucket digests')
-  if (r.d !== undefined) out.differ = asSized(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
+  if (r.b !== undefined) out.buckets = asSizedBytes(r.b, BUCKET_DIGESTS_BYTES, 'keys bucket digests')
+  if (r.d !== undefined) out.differ = asSizedBytes(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
   return out
 }
 
@@ -117,7 +110,7 @@ export function decodeKeysResponse(body: unknown): KeysResponse {
   if (r.e === true) return { same: true, tombstones: [], keys: [] }
   const res: KeysResponse = { same: false, tombstones: decodeTombstones(r.t), keys: decodeKeys(r.k) }
   if (r.n !== undefined) res.next = asString(r.n, 'keys cursor', 2048)
-  if (r.d !== undefined) res.differ = asSized(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
+  if (r.d !== undefined) res.differ = asSizedBytes(r.d, BUCKET_BITMAP_BYTES, 'keys bucket bitmap')
   return res
 }
 
