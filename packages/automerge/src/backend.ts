@@ -2,8 +2,8 @@ import { promisify } from 'node:util'
 import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
-import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
-import { checkChunks, deflatedParts, documentHeads, nestingDepth } from './chunks.js'
+import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObject } from '@convergent/core'
+import { checkChunks, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
@@ -140,6 +140,34 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 
   dispose(doc: AutomergeDoc): void {
     A.free(doc)
+  }
+
+  readonly history: BackendHistory<AutomergeDoc> = {
+    changesSince: (doc, version) => {
+      // Heads this document does not hold cannot be a starting point (as in deltaSince).
+      const known = decodeHeads(version).filter((h) => A.hasHeads(doc, [h]))
+      return A.getChangesMetaSince(doc, known).map(metaOf)
+    },
+    holds: (doc, hash) => A.hasHeads(doc, [hash]),
+    changesIn: (delta) => {
+      const chunks = splitChunks(delta)
+      if (chunks.some((c) => c[8] === DOCUMENT_CHUNK)) return undefined
+      try {
+        return chunks.map((c) => {
+          const d = A.decodeChange(c)
+          return { ...metaOf(d), deps: d.deps }
+        })
+      } catch (err) {
+        throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
+      }
+    },
+    lastChange: (delta) => {
+      try {
+        return metaOf(A.decodeChange(lastChunk(delta)))
+      } catch (err) {
+        throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
+      }
+    },
   }
 
   clone(doc: AutomergeDoc): AutomergeDoc {
@@ -435,6 +463,11 @@ function byteCount(n: number, name: string): number {
 
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((h, i) => h === b[i])
+}
+
+function metaOf(c: { actor: string; seq: number; hash?: string | undefined }): ChangeMeta {
+  if (c.hash === undefined) throw new ConvergentError('ERR_INVALID_DELTA', 'An Automerge change without a hash.')
+  return { actor: c.actor, seq: c.seq, hash: c.hash }
 }
 
 function lastLocalChange(doc: AutomergeDoc): Uint8Array | null {

@@ -461,3 +461,25 @@ function tooLarge(max: number): ConvergentError {
     `This Automerge delta decodes to more than ${max} bytes (maxDecodedBytes; compressed chunks and columns count inflated, every operation ${ROW_BYTES} bytes more). It was not applied.`,
   )
 }
+
+/** The type byte of a whole document's chunk. */
+export const DOCUMENT_CHUNK = DOCUMENT
+
+/** Some chunks (framing only: checkChunks checks the rest), one by one. */
+export function splitChunks(bytes: Uint8Array): Uint8Array[] {
+  const chunks: Uint8Array[] = []
+  let offset = 0
+  while (offset < bytes.byteLength) {
+    const start = offset
+    const [length, bodyStart] = readUleb(bytes, offset + HEADER_BYTES)
+    offset = bodyStart + length
+    chunks.push(bytes.subarray(start, offset))
+  }
+  if (offset !== bytes.byteLength || bytes.byteLength === 0) throw invalid('its chunks do not add up to its length')
+  return chunks
+}
+
+/** The last chunk of some chunks (local changes, as put/delete return them or merged). */
+export function lastChunk(bytes: Uint8Array): Uint8Array {
+  return splitChunks(bytes).at(-1)!
+}

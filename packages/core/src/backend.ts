@@ -123,6 +123,40 @@ export interface Backend<Doc = unknown> {
    * register's conflict, of which read() shows one). Core refuses them under counter row keys.
    */
   conflictedKeys?(doc: Doc): string[]
+
+  /**
+   * Optional: the change history, for backends whose changes form a hash chain per actor
+   * (Automerge). With it, a cluster binds each replica's actors to its peer id and checks that
+   * every change of a bound actor that arrives is covered by its author's signed head
+   * (trust/signed-heads.ts), whoever relays it.
+   */
+  readonly history?: BackendHistory<Doc>
+}
+
+/** One change of a document's history. Hex, as Automerge spells actors and hashes. */
+export interface ChangeMeta {
+  actor: string
+  seq: number
+  hash: string
+}
+
+export interface BackendHistory<Doc = unknown> {
+  /**
+   * The changes `doc` holds that a replica at `version` lacks (applied ones: queued changes are
+   * not history yet). Version bytes the document does not know count as knowing nothing.
+   * Throws ERR_INVALID_VERSION on undecodable version bytes.
+   */
+  changesSince(doc: Doc, version: Uint8Array): ChangeMeta[]
+  /** True if the document's history holds the change with this hash (hex). */
+  holds(doc: Doc, hash: string): boolean
+  /** The last change of a delta made by put/delete (or mergeDeltas of such deltas). */
+  lastChange(delta: Uint8Array): ChangeMeta
+  /**
+   * The changes a delta carries and what each depends on, without applying it — or undefined
+   * when the delta is (or holds) a whole document, whose changes only show once applied.
+   * Throws ERR_INVALID_DELTA on bytes that are not changes.
+   */
+  changesIn(delta: Uint8Array): (ChangeMeta & { deps: string[] })[] | undefined
 }
 
 export interface DeltaLimits {

@@ -1,4 +1,5 @@
 import { proofKey } from './trust/signed-push.js'
+import { unsignedKey } from './trust/signed-heads.js'
 import { PushProofs } from './trust/push-proofs.js'
 import type { Backend } from './backend.js'
 import type { Clock } from './clock.js'
@@ -65,6 +66,11 @@ export interface EntitiesOptions {
    * was dropped: replication asks peers for it again.
    */
   onCorrupt?: (collection: string, id: string | undefined) => void
+  /**
+   * The actor a document of `backend` is loaded with, from 16 random bytes (default: those
+   * bytes). A cluster binds actors of backends with a history to its peer id (actor-binding.ts).
+   */
+  actorFor?: (backend: Backend, nonce: Uint8Array) => Uint8Array
 }
 
 /** What happened to the value, as the change feed records it. */
@@ -84,6 +90,8 @@ export interface Commit {
   deleted: boolean
   /** The signed push it came in: its proof is stored (once per tick) and named by the feed entry. */
   proof?: { id: string; record: Uint8Array }
+  /** Signed heads that came with it (trust/signed-heads.ts), stored in the same batch: meta records, by key. */
+  heads?: readonly { key: string; record: Uint8Array }[]
 }
 
 /** An entity committed in the current tick. */
@@ -404,7 +412,8 @@ export class Entities {
    * there is never a second copy of the document.
    */
   private install(col: CollectionState, id: string, key: string, leaf: number, stored: StoredEntity | undefined, pins: number): LoadedEntity {
-    const actor = randomBytes(this.opts.clock, 16)
+    const nonce = randomBytes(this.opts.clock, 16)
+    const actor = this.opts.actorFor?.(col.backend, nonce) ?? nonce
     let doc: unknown
     if (stored === undefined) {
       doc = col.backend.create(actor)
@@ -524,7 +533,7 @@ export class Entities {
    * flush the digest tree lags by that tick's changes (anti-entropy copes with a stale digest).
    */
   commit(change: Commit): Promise<FeedEntry> {
-    const { col, entity, doc: newDoc, delta, kind, origin, deleted, proof } = change
+    const { col, entity, doc: newDoc, delta, kind, origin, deleted, proof, heads } = change
     if (isDead(entity)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
     }
@@ -569,6 +578,11 @@ export class Entities {
         ;(tick.proofs ??= new Set()).add(key)
         ops.push({ type: 'meta', key, bytes: proof.record })
       }
+    }
+    if (heads !== undefined) for (const { key, record } of heads) ops.push({ type: 'meta', key, bytes: record })
+    // A local change of a bound actor: marked until its heads are stored (signed-heads.ts).
+    if (origin === 'local' && this.opts.actorFor !== undefined && backend.history !== undefined) {
+      ops.push({ type: 'meta', key: unsignedKey(col.name, entry.seq), bytes: new TextEncoder().encode(entity.id) })
     }
 
     entity.doc = newDoc

@@ -28,6 +28,9 @@ import { checkPersonalCipher, SubjectKeys, type PersonalCipher, type PersonalOpt
 import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOptions } from './personal/read-audit.js'
 import type { Policy, PolicyDocument } from './trust/policy.js'
 import { proofKey, proofPrefixOf } from './trust/signed-push.js'
+import { boundActor } from './trust/actor-binding.js'
+import { headPrefixOf, unsignedPrefixOf } from './trust/signed-heads.js'
+import { SignedHeads } from './replication/heads.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
@@ -280,6 +283,19 @@ export class Replica {
         },
         access,
         personal,
+        // Signed heads need a store that lists meta records (every store of this project does).
+        heads:
+          access.signsWrites && options.store.metas !== undefined
+            ? new SignedHeads({
+                namespace: this.namespace,
+                peerId: options.network.peerId,
+                store: options.store,
+                entities,
+                access,
+                clock: options.clock ?? systemClock(),
+                logger: this.logger,
+              })
+            : undefined,
       }
       this.replication = replication
       this.replicator = new Replicator(replication, {
@@ -503,6 +519,10 @@ export class Replica {
       logger,
       // A damaged entity was dropped here: peers send it again.
       onCorrupt: () => replica?.replicator?.repairSoon(),
+      // In a cluster, Automerge actors are bound to this replica's peer id (trust/actor-binding.ts).
+      ...(options.trust !== undefined && options.network !== undefined && options.store.metas !== undefined
+        ? { actorFor: (backend: Backend, nonce: Uint8Array) => (backend.history === undefined ? nonce : boundActor(options.network!.peerId, nonce)) }
+        : {}),
     })
     await options.store.open()
     try {
@@ -534,12 +554,31 @@ export class Replica {
       for (const damage of options.store.damage ?? []) logger.error(`the store was damaged: ${damage}`, { code: 'ERR_STORE_CORRUPT' })
       await replica.finishDroppedProofs()
       await replica.replicator?.start()
+      replica.recoverHeads()
       return replica
     } catch (err) {
       await options.network?.stop().catch(() => undefined)
       await options.store.close().catch(() => undefined)
       throw err
     }
+  }
+
+  /**
+   * Signs, in the background, the heads of local changes a crash left unsigned (heads.ts,
+   * recover). Until it is done a peer that fetches those entities whole waits a round for them.
+   */
+  private recoverHeads(): void {
+    const heads = this.replication?.heads
+    if (heads === undefined) return
+    void this.track(
+      heads.recover(this.entities.collections).then(
+        (signed) => {
+          if (signed > 0) this.logger.warn(`signed ${signed} head(s) of local changes a crash left unsigned`)
+        },
+        (err: unknown) =>
+          this.logger.error(`could not sign the heads a crash left unsigned (tried again at the next open): ${(err as Error).message}`, codeOf(err)),
+      ),
+    ).catch(() => undefined)
   }
 
   /** The signed cluster policy (see PolicyApi). */
@@ -750,9 +789,13 @@ export class Replica {
    */
   private async dropProofs(name: string): Promise<void> {
     this.entities.proofs.forgetCollection(name)
+    for (const prefix of [proofPrefixOf(name), headPrefixOf(name), unsignedPrefixOf(name)]) await this.deleteMetas(prefix)
+  }
+
+  /** Deletes every meta record under a prefix, in batches (damaged ones too). */
+  private async deleteMetas(prefix: string): Promise<void> {
     const store = this.options.store
     if (store.metas === undefined) return
-    const prefix = proofPrefixOf(name)
     // A record that fails its check (metas() checks each) is deleted like the others, and the
     // scan starts over: each pass deletes at least one more record, so it ends.
     const damaged = new Set<string>()

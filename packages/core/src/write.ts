@@ -14,6 +14,8 @@ export type Made =
       deleted: boolean
       /** The value after the change, if the maker read it already (else it is read when wanted). */
       value?: { value: JsonObject | undefined }
+      /** Signed heads that vouched for it, stored with it (meta records, by key). */
+      heads?: readonly { key: string; record: Uint8Array }[]
     }
   /** Nothing changed. */
   | 'unchanged'
@@ -62,6 +64,7 @@ export function writeTo(
       origin: signed?.author ?? peer ?? 'local',
       deleted: made.deleted,
       ...(signed !== undefined ? { proof: signed.proof } : {}),
+      ...(made.heads !== undefined && made.heads.length > 0 ? { heads: made.heads } : {}),
     })
     return {
       committed,

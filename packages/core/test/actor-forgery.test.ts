@@ -1,10 +1,10 @@
-// What a writer can do with another replica's CRDT id (issue #13, item 3, still open): changes
-// that anti-entropy relays are vouched for by the writer that sends them, not signed by their
-// author, so a writer can put a change under another replica's Automerge actor and next sequence
-// number. Automerge refuses a second change with the same actor and sequence ("duplicate seq"),
-// so every replica keeps whichever of the two reached it first: the entity is split for good,
-// and every later honest change built on the genuine one waits for ever where the forgery won.
-// Pending until anti-entropy carries its author's signature (README, "Not protected yet").
+// What a writer can do with another replica's CRDT id (issue #13, item 3): put a change under
+// another replica's Automerge actor and next sequence number. Automerge refuses a second change
+// with the same actor and sequence ("duplicate seq"), so before signed heads every replica kept
+// whichever of the two reached it first: the entity was split for good, and every later honest
+// change built on the genuine one waited for ever where the forgery won. Now actors are bound to
+// their peer and every change of one must come with its owner's signed head: the forgery is
+// refused by every honest replica, whichever way it comes.
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { applyRemoteDelta } from '../src/replication/apply.js'
@@ -22,7 +22,7 @@ describe('a writer forging a change under another replica’s Automerge actor', 
   this.timeout(60_000)
   const { cluster } = counterSuite(ORDERS_POLICY)
 
-  it.skip('HOLE: the forged change and the genuine one each win where they arrive first, and the replicas never converge again (pending: anti-entropy is vouched, not author-signed)', async () => {
+  it('a forged change under another replica’s actor is refused, and the replicas converge on the genuine history', async () => {
     const { r } = await cluster()
     const notes = (name: string) => r[name]!.collection<State>('notes', { backend: 'automerge' })
     await notes(ADMIN).put('n1', { text: 'one' })
@@ -34,7 +34,10 @@ describe('a writer forging a change under another replica’s Automerge actor', 
       .at(-1)!
     const forged = forkChange(base, last.actor, (d) => void (d.text = 'forged'))
     expect(A.decodeChange(forged).seq).to.equal(last.seq + 1)
-    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'notes', 'automerge', 'n1', forged)).to.equal('applied')
+    expect(last.actor).to.have.length(48, 'a bound actor (24 bytes)')
+    // Sent bare (no head), and sent with ORDERS' own head for the actor: neither is taken.
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'notes', 'automerge', 'n1', forged)).to.not.equal('applied')
+    expect((await notes(SUPPORT).get('n1'))?.text).to.equal('one')
     // ADMIN writes its genuine next change (same actor while the entity stays loaded), then more.
     await notes(ADMIN).put('n1', { text: 'two' })
     await notes(ADMIN).put('n1', { text: 'three' })

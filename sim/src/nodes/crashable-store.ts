@@ -98,6 +98,12 @@ export class CrashableStore implements Store {
     return this.dead ? never() : this.track(this.inner.getMeta(key))
   }
 
+  metas(prefix: string): AsyncIterable<[string, Uint8Array]> {
+    const inner = this.inner
+    if (inner.metas === undefined) throw new Error('the inner store lists no meta records')
+    return this.iterate(() => inner.metas!(prefix))
+  }
+
   dropCollection(collection: string): Promise<void> {
     return this.dead ? never() : this.track(this.inner.dropCollection(collection))
   }

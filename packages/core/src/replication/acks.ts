@@ -4,6 +4,7 @@ import type { AckOptions } from '../write-options.js'
 import { abortable } from './budget.js'
 import type { ReplicationContext } from './context.js'
 import { acquireDurable } from './durable.js'
+import { headedFor } from './heads.js'
 import {
   decodeErrorReply,
   decodeHoldsResponse,
@@ -159,6 +160,7 @@ class AckWait {
     let delta: Uint8Array | null
     try {
       delta = col.backend.deltaSince(entity.doc, theirs ?? new Uint8Array(0))
+      if (delta !== null) delta = await headedFor(this.ctx, col, id, entity.doc, theirs, delta, peer)
     } catch (err) {
       drop(this.ctx, peer, 'malformed', `bad version in a holds answer: ${(err as Error).message}`, { collection: col.name, entity: id })
       return

@@ -10,6 +10,9 @@ import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
 import { rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
+import { decodeHeaded, isHeaded, latestPerActor } from './heads.js'
+import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
+import { headKey, type VerifiedHead } from '../trust/signed-heads.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -30,7 +33,8 @@ export async function applyRemoteDelta(
   collection: string,
   backendName: string,
   id: string,
-  delta: Uint8Array,
+  /** The delta, or a headed delta (heads.ts): the delta with its authors' signed heads. */
+  received: Uint8Array,
   /** When the change was committed at the origin (its clock), if the message said: for replication lag. */
   originTime?: number,
   /** A signed push's verified author and proof: only its author's right to write counts, and the feed names it. */
@@ -56,8 +60,31 @@ export async function applyRemoteDelta(
   if (!ctx.access.mayRead(ctx.access.self, collection)) return dropped('forbidden', `the cluster policy does not let this replica read '${collection}'`)
   const backend = ctx.backends.get(backendName)
   if (backend === undefined) return dropped('unknownBackend', `unknown backend '${backendName}'`)
-  if (delta.byteLength > ctx.limits.maxDeltaBytes) {
-    return dropped('tooLarge', `delta of ${delta.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
+  if (received.byteLength > ctx.limits.maxDeltaBytes) {
+    return dropped('tooLarge', `delta of ${received.byteLength} bytes exceeds maxDeltaBytes ${ctx.limits.maxDeltaBytes}`)
+  }
+  // Signed heads (heads.ts): in a cluster, every change of an actor bound to a peer must come
+  // with that peer's signed head, whoever relays it; checked here (signatures) and once applied.
+  const headed = isHeaded(received)
+  let delta = received
+  let carried: Uint8Array[] = []
+  if (headed) {
+    if (ctx.heads === undefined) return dropped('invalidDelta', 'a delta with signed heads, outside a cluster')
+    try {
+      ;({ delta, heads: carried } = decodeHeaded(received))
+    } catch (err) {
+      return dropped('invalidDelta', (err as Error).message)
+    }
+  }
+  const history = ctx.heads !== undefined ? backend.history : undefined
+  let vouched = new Map<string, VerifiedHead>()
+  if (history !== undefined && carried.length > 0) {
+    const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer)
+    if (checked.refused !== undefined) return dropped(checked.reason ?? 'badSignature', checked.refused)
+    // Heads prove who made a change, not that it may be taken now: that is the sender's right to
+    // write (above) or, in a push, its author's — as for any change. So a change of a writer since
+    // removed still reaches a replica that lacks it (a new member), as the rest of the entity does.
+    vouched = checked.heads
   }
   if (!ctx.isOpen()) return 'duplicate'
   const existing = ctx.entities.collections.get(collection)
@@ -77,11 +104,24 @@ export async function applyRemoteDelta(
   if ('error' in found) return dropped('invalidDelta', found.error)
   const col = found.col
   let refused: { reason: DropReason; message: string } | undefined
+  let waits = false
   let entity
   try {
     entity = await ctx.entities.acquire(col, id)
   } catch (err) {
     return dropped('storeFailed', (err as Error).message)
+  }
+  // Signed heads, judged ahead from the delta's changes where it carries changes (not a whole
+  // document): what waits or is not vouched for is turned away before it touches the document,
+  // so no other write of the entity in flight is disturbed (a refusal after applying discards it).
+  if (history !== undefined) {
+    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, { peer, headed, collection, id })
+    if (ahead !== 'ok') {
+      ctx.entities.release(entity)
+      if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
+      stats.deltasDuplicate++ // nothing taken now: anti-entropy brings it again, with what it waits for
+      return 'duplicate'
+    }
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   const guard = ctx.counterGuard(collection)
@@ -113,7 +153,7 @@ export async function applyRemoteDelta(
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
         const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
-        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
+        const pendingBefore = (guard !== undefined || history !== undefined) && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
         try {
@@ -155,6 +195,16 @@ export async function applyRemoteDelta(
             else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
             return 'unchanged'
           }
+          if (history !== undefined) {
+            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, { peer, headed, collection, id })
+            if (typeof judged === 'string' || 'refused' in judged) {
+              ctx.entities.discard(col, entity)
+              if (judged === 'later') waits = true
+              else refused = judged.refused
+              return 'unchanged'
+            }
+            if (judged.heads.length > 0) return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, heads: judged.heads }
+          }
         } catch (err) {
           ctx.entities.discard(col, entity)
           refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
@@ -168,6 +218,10 @@ export async function applyRemoteDelta(
     return dropped('storeFailed', (err as Error).message) // an earlier write of it failed meanwhile
   }
   if (refused !== undefined) return dropped(refused.reason, refused.message)
+  if (waits) {
+    stats.deltasDuplicate++ // nothing taken now: anti-entropy brings it again, with what it waits for
+    return 'duplicate'
+  }
   if (pending === 'unchanged') {
     stats.deltasDuplicate++
     if (byAuthor !== undefined) byAuthor.deltasDuplicate++
@@ -187,6 +241,77 @@ export async function applyRemoteDelta(
   const lagMs = originTime === undefined ? undefined : ctx.clock.now() - originTime
   pending.finish(entry, lagMs === undefined || Math.abs(lagMs) > MAX_PLAUSIBLE_LAG_MS ? undefined : { lagMs })
   return 'applied'
+}
+
+/**
+ * judgeHeads from the delta alone, before it is applied (undefined from the backend: a whole
+ * document, judged once applied). 'ok' also when the delta does not decode: applying refuses it.
+ */
+function judgeHeadsAhead(
+  history: NonNullable<Backend['history']>,
+  doc: unknown,
+  delta: Uint8Array,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  from: { peer: string; headed: boolean; collection: string; id: string },
+): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } {
+  let changes
+  try {
+    changes = history.changesIn(delta)
+  } catch {
+    return 'ok'
+  }
+  if (changes === undefined) return 'ok'
+  const carried = new Set(changes.map((c) => c.hash))
+  const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
+  for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'
+  const fresh = changes.filter((c) => !history.holds(doc, c.hash))
+  return coverage(latestPerActor(fresh), vouched, held, from).verdict
+}
+
+/** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
+function coverage(
+  latest: ReadonlyMap<string, { seq: number }>,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  held: (hash: string) => boolean,
+  from: { peer: string; headed: boolean; collection: string; id: string },
+): { verdict: 'ok' | 'later' | { refused: { reason: DropReason; message: string } }; heads: { key: string; record: Uint8Array }[] } {
+  const heads: { key: string; record: Uint8Array }[] = []
+  for (const [actor, change] of latest) {
+    if (!isBoundActor(actor)) continue
+    const head = vouched.get(actor)
+    if (head !== undefined && head.seq >= change.seq && held(head.hash)) {
+      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record })
+      continue
+    }
+    // Without a head: the sender's own changes not signed yet, or a sender that does not send
+    // heads (an older release, or before it said it reads them) — anti-entropy brings them again.
+    if (!from.headed || actorOwnedBy(actor, from.peer)) return { verdict: 'later', heads }
+    const message = `changes of actor ${actor} (to seq ${change.seq}) of '${from.id}' came without a head signed by the peer that owns the actor`
+    return { verdict: { refused: { reason: 'forbidden', message } }, heads }
+  }
+  return { verdict: 'ok', heads }
+}
+
+/**
+ * Whether the changes a delta added to a document are vouched for by their authors' heads:
+ * every change of a bound actor must be covered by a verified head of that actor (seq at least
+ * its own) whose change the document now holds — Automerge's hash chain then makes it the
+ * author's. Changes of unbound actors (development mode, older releases) stay vouched for by
+ * the writer that sent them. A delta that leaves changes waiting for others is not taken
+ * ('later'): a waiting change cannot be checked, and anti-entropy brings it whole.
+ */
+function judgeHeads(
+  history: NonNullable<Backend['history']>,
+  doc: unknown,
+  before: Uint8Array,
+  pendingBefore: boolean,
+  pendingAfter: boolean,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  from: { peer: string; headed: boolean; collection: string; id: string },
+): 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
+  if (!pendingBefore && pendingAfter) return 'later'
+  const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from)
+  return judged.verdict === 'ok' ? { heads: judged.heads } : judged.verdict === 'later' ? 'later' : judged.verdict
 }
 
 /**

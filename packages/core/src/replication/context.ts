@@ -13,6 +13,7 @@ import type { PerPeerQueue } from './per-peer-queue.js'
 import type { Access } from '../trust/access.js'
 import type { SubjectKeys } from '../personal/subject-keys.js'
 import type { Tracer } from '@opentelemetry/api'
+import type { SignedHeads } from './heads.js'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
 export interface ReplicationLimits {
@@ -122,6 +123,8 @@ export interface ReplicationContext {
   readonly access: Access
   /** Subject keys and forget tombstones of personal fields (exchanged in every round). */
   readonly personal: SubjectKeys
+  /** In a cluster (admins configured): signed heads, made, checked and relayed (heads.ts); undefined otherwise. */
+  readonly heads: SignedHeads | undefined
 }
 
 /** The gossip topic of a collection within a namespace. */

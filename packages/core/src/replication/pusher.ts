@@ -2,7 +2,9 @@ import { codeOf } from '../logger.js'
 import type { Backend } from '../backend.js'
 import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
-import { encodePush, MAX_PUSH_ENTRIES, signPush } from './messages/index.js'
+import { encodePush, MAX_PUSH_ENTRIES, signPush, type PushHeads } from './messages/index.js'
+import { actorOwnedBy } from '../trust/actor-binding.js'
+import type { HeadLeaf } from '../trust/signed-heads.js'
 import { inlineLimit } from './parts.js'
 import type { WriteSpan } from '../tracing.js'
 
@@ -13,6 +15,8 @@ interface Waiting {
   time: number
   /** Spans of the traced writes among them, held until published. */
   spans: WriteSpan[] | undefined
+  /** Their change-feed sequence numbers (their heads' markers: signed-heads.ts). */
+  seqs: number[]
 }
 
 /** One entity in a push: its deltas merged into one. */
@@ -21,6 +25,7 @@ interface Outgoing {
   delta: Uint8Array
   time: number
   spans: WriteSpan[] | undefined
+  seqs: number[]
 }
 
 /**
@@ -32,7 +37,7 @@ interface Outgoing {
  * lag is measured from it) and the trace context of its first traced write.
  */
 export class Pusher {
-  private pending = new Map<string, { backend: Backend; byId: Map<string, Waiting> }>()
+  private pending = new Map<string, { backend: Backend; byId: Map<string, Waiting>; publish: boolean }>()
   private scheduled: TimerHandle | undefined
   /** Bytes of deltas gathered since the last flush (to flush early when a message is full). */
   private pendingBytes = 0
@@ -48,16 +53,24 @@ export class Pusher {
     private readonly delayMs = 0,
   ) {}
 
-  /** A durable local delta, committed at `time` (clock ms); the pusher holds `span` until it is published. */
-  enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array, time: number, span?: WriteSpan): void {
+  /**
+   * A durable local delta, committed at `time` (clock ms); the pusher holds `span` until it is
+   * published. `publish` false: a collection not every member may read — nothing is gossiped,
+   * but its heads are signed and stored all the same (anti-entropy relays them).
+   */
+  enqueue(collection: string, backend: Backend, id: string, delta: Uint8Array, time: number, seq: number, span?: WriteSpan, publish = true): void {
     let col = this.pending.get(collection)
     if (col === undefined) {
-      col = { backend, byId: new Map() }
+      col = { backend, byId: new Map(), publish }
       this.pending.set(collection, col)
     }
+    col.publish &&= publish
     let waiting = col.byId.get(id)
-    if (waiting === undefined) col.byId.set(id, (waiting = { deltas: [delta], time, spans: undefined }))
-    else waiting.deltas.push(delta)
+    if (waiting === undefined) col.byId.set(id, (waiting = { deltas: [delta], time, spans: undefined, seqs: [seq] }))
+    else {
+      waiting.deltas.push(delta)
+      waiting.seqs.push(seq)
+    }
     if (span !== undefined) {
       span.hold()
       ;(waiting.spans ??= []).push(span)
@@ -92,12 +105,18 @@ export class Pusher {
       for (const { byId } of pending.values()) for (const w of byId.values()) release(w.spans, 'not pushed: the replica closed')
       return
     }
-    for (const [collection, { backend, byId }] of pending) {
+    for (const [collection, { backend, byId, publish }] of pending) {
       const entries: Outgoing[] = []
-      for (const [id, { deltas, time, spans }] of byId) {
-        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), time, spans })
+      for (const [id, { deltas, time, spans, seqs }] of byId) {
+        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), time, spans, seqs })
       }
-      for (const batch of this.pack(entries)) this.send(collection, backend, batch)
+      if (!publish) {
+        this.signHeadsOnly(collection, backend, entries)
+        continue
+      }
+      const unpushed: Outgoing[] = []
+      for (const batch of this.pack(entries, unpushed)) this.send(collection, backend, batch)
+      if (unpushed.length > 0) this.signHeadsOnly(collection, backend, unpushed)
     }
   }
 
@@ -107,7 +126,7 @@ export class Pusher {
   }
 
   /** Splits entries into batches whose encoded size stays under maxBytes. */
-  private *pack(entries: Outgoing[]): Generator<Outgoing[]> {
+  private *pack(entries: Outgoing[], unpushed: Outgoing[]): Generator<Outgoing[]> {
     const budget = this.maxBytes - 1024 // header, collection, origin, time, traceparent, signature
     let batch: Outgoing[] = []
     let size = 0
@@ -116,6 +135,7 @@ export class Pusher {
       // A delta too large to go inline is left to anti-entropy, which sends it in parts.
       if (entry.delta.byteLength > inlineLimit(this.ctx.limits)) {
         release(entry.spans, 'not pushed: too large, left to anti-entropy')
+        unpushed.push({ ...entry, spans: undefined })
         continue
       }
       if (batch.length > 0 && (size + bytes > budget || batch.length >= MAX_PUSH_ENTRIES)) {
@@ -141,10 +161,13 @@ export class Pusher {
     }
     const entries = batch.map((e): [string, Uint8Array] => [e.id, e.delta])
     const push = { collection, backend: backend.name, origin: this.ctx.network.peerId, sequence: ++this.seq, entries, time }
-    // In a cluster the push is signed by this replica (one signature for the whole push). Pushes
-    // are signed one after another and published in the order they were made.
+    // In a cluster the push is signed by this replica (one signature for the whole push), and
+    // so are its heads (one more). Pushes are signed one after another and published in the
+    // order they were made.
     const made = this.ctx.access.signsWrites
-      ? signPush(this.ctx.namespace, { ...push, ...(traceparent !== undefined ? { traceparent } : {}) }, (data) => this.ctx.access.signOwn(data))
+      ? this.signedHeads(collection, backend, batch).then((heads) =>
+          signPush(this.ctx.namespace, { ...push, ...(traceparent !== undefined ? { traceparent } : {}) }, (data) => this.ctx.access.signOwn(data), heads),
+        )
       : Promise.resolve(encodePush({ ...push, ...(traceparent !== undefined ? { traceparent } : {}) }))
     // Handled now (the catch below reports it): `made` may reject before the pushes ahead of it
     // are signed, and a rejection with no handler yet is an unhandled one, fatal to Node.
@@ -162,6 +185,43 @@ export class Pusher {
       })
       .finally(() => this.inFlight.delete(p))
     this.inFlight.add(p)
+  }
+
+  /**
+   * This replica's heads of a batch's entities, signed and stored (heads.ts): one leaf per
+   * entity, for the actor of its latest change. Undefined for a backend without a history.
+   */
+  private async signedHeads(collection: string, backend: Backend, batch: readonly Outgoing[]): Promise<PushHeads | undefined> {
+    const heads = this.ctx.heads
+    if (heads === undefined || backend.history === undefined) return undefined
+    const leaves: (HeadLeaf | null)[] = batch.map(({ id, delta }) => {
+      const last = backend.history!.lastChange(delta)
+      return actorOwnedBy(last.actor, this.ctx.network.peerId) ? { id, ...last } : null
+    })
+    const present = leaves.filter((l): l is HeadLeaf => l !== null)
+    const done = batch.flatMap(({ seqs }) => seqs)
+    if (present.length === 0) return undefined
+    const signed = await heads.signOwn(collection, present, done)
+    let next = 0
+    return { statement: signed.statement, signature: signed.signature, leaves: leaves.map((l) => (l === null ? null : signed.leaves[next++]!)) }
+  }
+
+  /** A collection that is not gossiped: its heads are signed and stored all the same. */
+  private signHeadsOnly(collection: string, backend: Backend, entries: Outgoing[]): void {
+    for (const entry of entries) release(entry.spans, 'not pushed: not every member may read the collection, or too large')
+    if (!this.ctx.access.signsWrites) return
+    for (let i = 0; i < entries.length; i += MAX_PUSH_ENTRIES) {
+      const p = this.signedHeads(collection, backend, entries.slice(i, i + MAX_PUSH_ENTRIES))
+        .then(() => undefined)
+        .catch((err: unknown) => {
+          this.ctx.logger.warn(`heads of '${collection}' not signed (they are signed when the entities are next served): ${(err as Error).message}`, {
+            collection,
+            ...codeOf(err),
+          })
+        })
+        .finally(() => this.inFlight.delete(p))
+      this.inFlight.add(p)
+    }
   }
 
   private async publish(collection: string, message: Uint8Array, count: number, spans: WriteSpan[]): Promise<void> {

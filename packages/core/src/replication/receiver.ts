@@ -11,11 +11,13 @@ import {
   type DecodedMessage,
   type PushMessage,
   type SignedPushMessage,
+  type PushHeads,
 } from './messages/index.js'
 import { decodePayload, deltasMatch, encodeProof, proofIdOf, signingInput, type PushPayload, type SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { startApplySpan } from '../tracing.js'
+import { encodeHeaded, pushHeadProofs } from './heads.js'
 import { context, trace } from '@opentelemetry/api'
 
 /**
@@ -65,6 +67,17 @@ export function admit(
     drop(ctx, peer, dropReasonOf(err), (err as Error).message)
     return undefined
   }
+}
+
+/**
+ * A signed push's entries, each delta headed with its author's head (heads.ts) where the push
+ * carries one: the author signed one statement over the entries' leaves. Heads that do not add
+ * up (another count of leaves) are left out: the deltas then wait for anti-entropy.
+ */
+function headedEntries(ctx: ReplicationContext, entries: [string, Uint8Array][], heads: PushHeads): [string, Uint8Array][] {
+  if (ctx.heads === undefined || heads.leaves.length !== entries.length) return entries
+  const proofs = pushHeadProofs(heads.statement, heads.signature, heads.leaves)
+  return entries.map(([id, delta], i) => [id, proofs[i] === null ? delta : encodeHeaded(delta, [proofs[i]!])])
 }
 
 /**
@@ -119,9 +132,8 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     'convergent.deltas': push.entries.length,
   })
   try {
-    const results = await context.with(trace.setSpan(context.active(), span), () =>
-      applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by),
-    )
+    const entries = signed?.heads !== undefined && by !== undefined ? headedEntries(ctx, push.entries, signed.heads) : push.entries
+    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, entries, push.time, by))
     if (span.isRecording()) span.setAttributes(countResults(results))
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write): a replay may bring it after all.

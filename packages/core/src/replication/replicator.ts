@@ -192,11 +192,15 @@ export class Replicator {
     this.subscribe(change.collection)
     if (!this.ctx.access.readableByAll(change.collection)) {
       // Gossip reaches every subscriber of the topic, whatever its rights: a collection not
-      // every member may read travels only in anti-entropy, which answers readers alone.
+      // every member may read travels only in anti-entropy, which answers readers alone. Its
+      // heads are signed all the same (the pusher does, without publishing).
+      if (this.ctx.heads !== undefined && change.backend.history !== undefined) {
+        this.pusher.enqueue(change.collection, change.backend, change.id, change.delta, change.entry.time, change.entry.seq, change.span, false)
+      }
       this.repairSoon()
       return
     }
-    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta, change.entry.time, change.span)
+    this.pusher.enqueue(change.collection, change.backend, change.id, change.delta, change.entry.time, change.entry.seq, change.span)
     if (change.created) this.announcer.announce(change.collection, change.backend)
   }
 

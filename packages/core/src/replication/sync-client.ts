@@ -8,6 +8,7 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
+import { headedFor, headedWhole } from './heads.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
 import type { ReplicationContext } from './context.js'
@@ -29,6 +30,7 @@ import {
   encodeRangeRequest,
   encodeRootsRequest,
   encodeUploadRequest,
+  FEATURE_HEADS,
   FEATURE_PARTS,
   InvalidMessageError,
   invalid,
@@ -297,10 +299,14 @@ export class SyncClient {
     let cursor: string | undefined = undefined
     for (;;) {
       const keys = cursor === undefined && this.ctx.personal.supported ? { keys: this.ctx.personal.summaryFor(round.peer) } : {}
-      const request = encodeRootsRequest(cursor !== undefined ? { cursor } : summary !== undefined ? { summary, ...keys } : keys)
+      const heads = this.ctx.heads !== undefined ? { heads: true } : {}
+      const request = encodeRootsRequest(
+        cursor !== undefined ? { cursor, ...heads } : summary !== undefined ? { summary, ...keys, ...heads } : { ...keys, ...heads },
+      )
       const response = decodeRootsResponse(await this.request(round, request, MessageType.RootsResponse))
       if (response.keysDiffer === true) round.keysDiffer = true
       round.parts = (response.features & FEATURE_PARTS) !== 0
+      if ((response.features & FEATURE_HEADS) !== 0) this.ctx.heads?.markReader(round.peer)
       if (response.same === true) return undefined
       for (const name of response.refused ?? []) round.refusedByPeer.add(name)
       for (const [name, backend, root] of response.roots) {
@@ -579,8 +585,9 @@ export class SyncClient {
       for (const [fromLeaf, toLeaf] of ranges) {
         for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
           round.budget.check()
-          const delta = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
-          if (delta === null) continue
+          const whole = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
+          if (whole === null) continue
+          const delta = await headedWhole(this.ctx, col, id, whole, round.peer)
           round.result.entitiesDiffering++
           await sender.add(id, delta)
         }
@@ -685,7 +692,8 @@ export class SyncClient {
     if (entity === undefined) return 'skipped'
     try {
       if (entity.head === undefined) return 'skipped'
-      return col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version) ?? 'nothing'
+      const delta = col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version)
+      return delta === null ? 'nothing' : await headedFor(this.ctx, col, id, entity.doc, theirVersion, delta, round.peer)
     } catch (err) {
       this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`, {
         peer: round.peer,

@@ -6,6 +6,7 @@ import type { CollectionState } from '../entities.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, wholeStateOf } from './durable.js'
+import { headedFor, headedWhole } from './heads.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
 import { servePolicyOffer } from './policy-exchange.js'
@@ -29,6 +30,7 @@ import {
   encodeNodesResponse,
   encodeRangeResponse,
   encodeRootsResponse,
+  FEATURE_HEADS,
   FEATURE_PARTS,
   MAX_LEAVES_ENTRIES,
   MAX_RANGE_ENTRIES,
@@ -191,17 +193,24 @@ export class SyncServer {
     }
   }
 
+  /** What this responder speaks: parts, and headed deltas in a cluster. */
+  private get features(): number {
+    return FEATURE_PARTS | (this.ctx.heads !== undefined ? FEATURE_HEADS : 0)
+  }
+
   /**
    * A page of our roots. A requester that reads pages (`k`) and whose summary equals ours
    * learns that in one message; one that does not gets every root at once (older ones).
    */
   private async roots(from: string, req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
+    if (req.heads === true) this.ctx.heads?.markReader(from)
+    else this.ctx.heads?.unmarkReader(from)
     // The summary covers every collection: it answers "equal" only to a peer that may read them all.
     const readsAll = !this.ctx.access.hasPolicy || [...this.ctx.entities.collections.keys()].every((c) => this.ctx.access.mayRead(from, c))
     const summary = readsAll && req.paged && req.cursor === undefined && req.summary !== undefined ? await this.ctx.entities.rootsSummary() : undefined
     if (summary !== undefined && bytesEqual(req.summary!, summary)) {
       this.onInSync(from)
-      return encodeRootsResponse({ roots: [], same: true, features: FEATURE_PARTS, keysDiffer: keysDiffer(this.ctx, from, req.keys) })
+      return encodeRootsResponse({ roots: [], same: true, features: this.features, keysDiffer: keysDiffer(this.ctx, from, req.keys) })
     }
     // A peer that may not read every collection gets the ones it may read in one answer: a page's
     // cursor is a collection name, which would tell it of collections it may not read.
@@ -214,7 +223,7 @@ export class SyncServer {
     const roots = readsAll ? page.roots : page.roots.filter(([name]) => this.ctx.access.mayRead(from, name))
     return encodeRootsResponse({
       roots,
-      features: FEATURE_PARTS,
+      features: this.features,
       refused,
       keysDiffer: keysDiffer(this.ctx, from, req.keys),
       ...(req.paged && page.next !== undefined ? { next: page.next } : {}),
@@ -305,7 +314,8 @@ export class SyncServer {
           response.next = { ranges: rest, skip: seenInLeaf }
           return encodeRangeResponse(response)
         }
-        const delta = await wholeStateOf(this.ctx.entities, col, id)
+        const whole = await wholeStateOf(this.ctx.entities, col, id)
+        const delta = whole === null ? null : await headedWhole(this.ctx, col, id, whole, from)
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
         if (slot === 'later') {
           // No room now: the requester asks again from here once it has fetched what it holds
@@ -353,6 +363,7 @@ export class SyncServer {
         let delta: Uint8Array | null
         try {
           delta = backend.deltaSince(entity.doc, version ?? emptyVersionOf(backend).version)
+          if (delta !== null) delta = await headedFor(this.ctx, col, id, entity.doc, version, delta, from)
         } catch (err) {
           drop(this.ctx, from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
           delta = null

@@ -47,11 +47,25 @@ export interface SignedPushMessage {
   signature: Uint8Array
   deltas: Uint8Array[]
   traceparent?: string
+  /** The author's signed heads of the entries (trust/signed-heads.ts); older replicas ignore them. */
+  heads?: PushHeads
+}
+
+/**
+ * The author's heads of a push's entries: one signed statement, and per entry its leaf (null
+ * for entries without one, e.g. a backend without history). Receivers rebuild each entry's
+ * inclusion path from the leaves. Wire k: { s, g, l: [leaf or null, …] }.
+ */
+export interface PushHeads {
+  statement: Uint8Array
+  signature: Uint8Array
+  leaves: (Uint8Array | null)[]
 }
 
 export function encodeSignedPush(m: SignedPushMessage): Uint8Array {
   const body: Record<string, unknown> = { p: m.payload, g: m.signature, d: m.deltas }
   if (m.traceparent !== undefined) body.x = m.traceparent
+  if (m.heads !== undefined) body.k = { s: m.heads.statement, g: m.heads.signature, l: m.heads.leaves }
   return encodeMessage(MessageType.SignedPush, body)
 }
 
@@ -59,7 +73,12 @@ export function encodeSignedPush(m: SignedPushMessage): Uint8Array {
  * A push signed by its author (`sign`: its key) as a SignedPush message: the payload (ids and
  * delta hashes, see trust/signed-push.ts), one signature over it, the deltas beside it.
  */
-export async function signPush(namespace: string, push: PushMessage, sign: (data: Uint8Array) => Promise<Uint8Array | undefined>): Promise<Uint8Array> {
+export async function signPush(
+  namespace: string,
+  push: PushMessage,
+  sign: (data: Uint8Array) => Promise<Uint8Array | undefined>,
+  heads?: PushHeads,
+): Promise<Uint8Array> {
   const { collection, backend, origin: author, sequence, time } = push
   const payload = encodePayload(payloadOf({ namespace, collection, backend, author, sequence, ...(time !== undefined ? { time } : {}) }, push.entries))
   const signature = await sign(signingInput(payload))
@@ -69,6 +88,7 @@ export async function signPush(namespace: string, push: PushMessage, sign: (data
     signature,
     deltas: push.entries.map(([, delta]) => delta),
     ...(push.traceparent !== undefined ? { traceparent: push.traceparent } : {}),
+    ...(heads !== undefined ? { heads } : {}),
   })
 }
 
@@ -83,6 +103,18 @@ export function decodeSignedPush(body: unknown): SignedPushMessage {
     signature,
     deltas: asArray(r.d, 'signed push deltas', MAX_PUSH_ENTRIES).map((d, i) => asBytes(d, `signed push delta ${i}`)),
     ...(parseTraceparent(r.x) !== undefined ? { traceparent: r.x as string } : {}),
+    ...(r.k !== undefined ? { heads: decodePushHeads(r.k) } : {}),
+  }
+}
+
+function decodePushHeads(v: unknown): PushHeads {
+  const r = asRecord(v, 'push heads')
+  const signature = asBytes(r.g, 'push heads signature')
+  if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`a heads signature of ${signature.byteLength} bytes`)
+  return {
+    statement: asBytes(r.s, 'push heads statement'),
+    signature,
+    leaves: asArray(r.l, 'push heads leaves', MAX_PUSH_ENTRIES).map((l, i) => (l === null ? null : asBytes(l, `push head leaf ${i}`))),
   }
 }
 

@@ -24,6 +24,8 @@ const MAX_ROOTS = 100_000
 
 /** Feature bits a responder announces in its roots response. */
 export const FEATURE_PARTS = 1
+/** The peer reads deltas headed with signed heads (replication/heads.ts). */
+export const FEATURE_HEADS = 2
 
 // --- roots -------------------------------------------------------------------------------
 
@@ -40,6 +42,8 @@ export interface RootsRequest {
   summary?: Uint8Array
   /** The requester's summary of the subject keys and tombstones it would share with the responder (key-exchange.ts). */
   keys?: Uint8Array
+  /** The requester reads headed deltas (wire v: 1; older requesters omit it). */
+  heads?: boolean
 }
 
 export function encodeRootsRequest(m: RootsRequest): Uint8Array {
@@ -49,6 +53,7 @@ export function encodeRootsRequest(m: RootsRequest): Uint8Array {
     ...(m.cursor !== undefined ? { p: m.cursor } : {}),
     ...(m.summary !== undefined ? { h: m.summary } : {}),
     ...(m.keys !== undefined ? { y: m.keys } : {}),
+    ...(m.heads === true ? { v: 1 } : {}),
   })
 }
 
@@ -61,6 +66,7 @@ export function decodeRootsRequest(body: unknown): RootsRequest & { paged: boole
     ...(r.p !== undefined ? { cursor: asString(r.p, 'cursor') } : {}),
     ...(r.h !== undefined ? { summary: asHash(r.h, 'summary') } : {}),
     ...(r.y !== undefined ? { keys: asHash(r.y, 'keys summary') } : {}),
+    ...(r.v === 1 ? { heads: true } : {}),
   }
 }
 

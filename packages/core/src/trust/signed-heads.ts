@@ -1,0 +1,213 @@
+import { encode } from 'cborg'
+import { concatBytes, fromHex, sha256, toHex } from '../hash.js'
+import { decodeBounded } from '../replication/messages/envelope.js'
+import { asArray, asBytes, asHash, asInt, asRecord, asSizedBytes, asString, invalid } from '../replication/messages/fields.js'
+import { actorOwnedBy, BOUND_ACTOR_BYTES } from './actor-binding.js'
+import { MAX_SIGNATURE_BYTES } from './signed-push.js'
+import { leafHash, merkleTree, verifyInclusion } from './merkle.js'
+
+/**
+ * Signed heads (issue #13): what lets a change be relayed by anyone — anti-entropy, a late
+ * joiner's catch-up, gossip — and still be known as its author's.
+ *
+ * In a cluster, a replica's Automerge changes are made under actors bound to its peer id
+ * (actor-binding.ts). Per push (one tick's local changes of one collection), the author signs a
+ * small statement: namespace, collection, itself, the time, and the Merkle root (merkle.ts)
+ * over one leaf per entity — (id, actor, seq, hash of that actor's latest change). A head
+ * proof is one leaf with its inclusion path, the statement and the signature: ~0.5 KB,
+ * whatever the push held. Automerge's hash chain and its one-change-per-(actor, seq) rule
+ * make one head enough for every earlier change of that actor: a document that holds the
+ * head's change holds exactly the author's changes 1…seq of that actor, and no forgery of them.
+ */
+
+const SIGNING_CONTEXT = new TextEncoder().encode('convergent signed heads v1\n')
+/** A statement's leaves (a push holds at most 1,024 entries; local batches the same). */
+export const MAX_LEAVES = 4096
+const MAX_PATH = 16
+
+/** One entity's head as its author signs it. */
+export interface HeadLeaf {
+  id: string
+  /** The bound actor (hex, as Automerge spells it). */
+  actor: string
+  seq: number
+  /** The SHA-256 of the actor's change `seq` (hex, an Automerge change hash). */
+  hash: string
+}
+
+/** What an author signs: the Merkle root over its leaves. */
+export interface HeadStatement {
+  namespace: string
+  collection: string
+  author: string
+  /** When it was signed (the author's clock, ms): for audits, not trusted. */
+  time: number
+  root: Uint8Array
+  /** How many leaves the tree has. */
+  count: number
+}
+
+/** A head with what proves it: the leaf, its inclusion path, the statement and its signature. */
+export interface HeadProof {
+  statement: Uint8Array
+  signature: Uint8Array
+  leaf: Uint8Array
+  index: number
+  path: Uint8Array[]
+}
+
+/** A head proof that checked out, with what it proves. */
+export interface VerifiedHead extends HeadLeaf {
+  author: string
+  /** The proof's encoding (stored, and relayed as it came). */
+  record: Uint8Array
+}
+
+export function encodeLeaf(l: HeadLeaf): Uint8Array {
+  return encode([l.id, fromHex(l.actor), l.seq, fromHex(l.hash)])
+}
+
+function decodeLeaf(bytes: Uint8Array): HeadLeaf {
+  const t = asArray(decodeBounded(bytes, 5, 'head leaf'), 'head leaf', 4)
+  return {
+    id: asString(t[0], 'head leaf id'),
+    actor: toHex(asSizedBytes(t[1], BOUND_ACTOR_BYTES, 'head leaf actor')),
+    seq: asInt(t[2], 'head leaf seq', 1),
+    hash: toHex(asHash(t[3], 'head leaf hash')),
+  }
+}
+
+export function encodeStatement(s: HeadStatement): Uint8Array {
+  return encode({ n: s.namespace, c: s.collection, a: s.author, t: s.time, r: s.root, k: s.count })
+}
+
+function decodeStatement(bytes: Uint8Array): HeadStatement {
+  const r = asRecord(decodeBounded(bytes, 13, 'head statement'), 'head statement')
+  return {
+    namespace: asString(r.n, 'head statement namespace'),
+    collection: asString(r.c, 'head statement collection'),
+    author: asString(r.a, 'head statement author', 256),
+    time: asInt(r.t, 'head statement time'),
+    root: asHash(r.r, 'head statement root'),
+    count: asInt(r.k, 'head statement count', 1, MAX_LEAVES),
+  }
+}
+
+export function encodeHeadProof(p: HeadProof): Uint8Array {
+  return encode({ s: p.statement, g: p.signature, l: p.leaf, i: p.index, p: p.path })
+}
+
+export function decodeHeadProof(bytes: Uint8Array): HeadProof {
+  const r = asRecord(decodeBounded(bytes, 11 + MAX_PATH, 'head proof'), 'head proof')
+  const signature = asBytes(r.g, 'head proof signature')
+  if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`a head signature of ${signature.byteLength} bytes`)
+  return {
+    statement: asBytes(r.s, 'head statement'),
+    signature,
+    leaf: asBytes(r.l, 'head leaf'),
+    index: asInt(r.i, 'head leaf index', 0, MAX_LEAVES - 1),
+    path: asArray(r.p, 'head path', MAX_PATH).map((h, i) => asHash(h, `head path ${i}`)),
+  }
+}
+
+/** The bytes an author's key signs for a statement. */
+function signingInput(statement: Uint8Array): Uint8Array {
+  return concatBytes([SIGNING_CONTEXT, statement])
+}
+
+/**
+ * Signs heads as `author` (one signature for all of them): the statement, the signature, the
+ * encoded leaves and each leaf's proof, in the leaves' order. `sign` is the replica's own key.
+ */
+export async function signHeads(
+  s: Omit<HeadStatement, 'root' | 'count'>,
+  leaves: readonly HeadLeaf[],
+  sign: (data: Uint8Array) => Promise<Uint8Array | undefined>,
+): Promise<{ statement: Uint8Array; signature: Uint8Array; leaves: Uint8Array[]; proofs: Uint8Array[] }> {
+  if (leaves.length === 0 || leaves.length > MAX_LEAVES) throw new RangeError(`1 to ${MAX_LEAVES} heads in one statement, not ${leaves.length}`)
+  const encoded = leaves.map(encodeLeaf)
+  const { root, paths } = merkleTree(encoded.map(leafHash))
+  const statement = encodeStatement({ ...s, root, count: leaves.length })
+  const signature = await sign(signingInput(statement))
+  if (signature === undefined) throw new Error('this replica has no signing key')
+  const proofs = encoded.map((leaf, index) => encodeHeadProof({ statement, signature, leaf, index, path: paths[index]! }))
+  return { statement, signature, leaves: encoded, proofs }
+}
+
+/** Statements whose signature verified, remembered (a push's heads arrive once per entity). */
+const REMEMBERED = 4096
+
+/**
+ * Checks head proofs: shape, the statement's namespace and collection, the leaf's entity, the
+ * actor bound to the statement's author, the inclusion path, and the author's signature — the
+ * one costly step, done once per statement (remembered) and only after everything else passed.
+ */
+export class HeadVerifier {
+  private readonly verified = new Map<string, true>()
+
+  constructor(
+    private readonly namespace: string,
+    private readonly verify: (peer: string, data: Uint8Array, signature: Uint8Array) => Promise<boolean>,
+  ) {}
+
+  /** The verified head, or why not (never throws). */
+  async check(record: Uint8Array, where: { collection: string; id: string }): Promise<VerifiedHead | { refused: string }> {
+    let proof: HeadProof
+    let statement: HeadStatement
+    let leaf: HeadLeaf
+    try {
+      proof = decodeHeadProof(record)
+      statement = decodeStatement(proof.statement)
+      leaf = decodeLeaf(proof.leaf)
+    } catch (err) {
+      return { refused: `a malformed head proof: ${(err as Error).message}` }
+    }
+    if (statement.namespace !== this.namespace || statement.collection !== where.collection) {
+      return { refused: `a head signed for '${statement.namespace}'/'${statement.collection}'` }
+    }
+    if (leaf.id !== where.id) return { refused: `a head of entity '${leaf.id}' sent with '${where.id}'` }
+    if (!actorOwnedBy(leaf.actor, statement.author)) return { refused: `a head of actor ${leaf.actor} signed by ${statement.author}, who does not own it` }
+    if (!verifyInclusion(leafHash(proof.leaf), proof.index, statement.count, proof.path, statement.root)) {
+      return { refused: `a head whose inclusion path does not lead to its statement's root` }
+    }
+    const key = toHex(sha256(proof.statement, proof.signature))
+    if (!this.verified.has(key)) {
+      let ok: boolean
+      try {
+        ok = await this.verify(statement.author, signingInput(proof.statement), proof.signature)
+      } catch {
+        ok = false
+      }
+      if (!ok) return { refused: `a head whose signature does not verify under ${statement.author}'s key` }
+      if (this.verified.size >= REMEMBERED) this.verified.delete(this.verified.keys().next().value!)
+      this.verified.set(key, true)
+    }
+    return { ...leaf, author: statement.author, record }
+  }
+}
+
+/** Meta records of heads: `head/<collection> NUL <id> NUL <actor>` (dropped with the collection). */
+export const HEAD_PREFIX = 'head/'
+
+export function headPrefixOf(collection: string, id?: string): string {
+  return id === undefined ? `${HEAD_PREFIX}${collection}\u0000` : `${HEAD_PREFIX}${collection}\u0000${id}\u0000`
+}
+
+export function headKey(collection: string, id: string, actor: string): string {
+  return `${headPrefixOf(collection, id)}${actor}`
+}
+
+/**
+ * Meta records of local changes whose heads are not stored yet: `unsigned/<collection> NUL
+ * <feed seq>` → the entity id, written in the batch of the change and deleted in the batch of
+ * its heads. What a crash in between leaves is signed at the next open (SignedHeads.recover).
+ */
+export const UNSIGNED_PREFIX = 'unsigned/'
+
+export function unsignedPrefixOf(collection: string): string {
+  return `${UNSIGNED_PREFIX}${collection}\u0000`
+}
+
+export function unsignedKey(collection: string, seq: number): string {
+  return `${unsignedPrefixOf(collection)}${seq.toString().padStart(16, '0')}`
+}
