@@ -1,0 +1,206 @@
+// Signed heads (issue #13, item 3): every change of an actor bound to a peer must come with that
+// peer's signed head, whoever relays it. The pieces (Merkle proofs, actor binding, head proofs,
+// headed deltas) and what they do on loopback replicas: a relay keeps the author, a forger's
+// head for another replica's actor is refused, a crash between a write and its head is repaired.
+import { expect } from 'chai'
+import fc from 'fast-check'
+import * as A from '@automerge/automerge'
+import { applyRemoteDelta } from '../src/replication/apply.js'
+import { decodeHeaded, encodeHeaded } from '../src/replication/heads.js'
+import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
+import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
+import { headPrefixOf, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { sha256, toHex } from '../src/hash.js'
+import type { PolicyDocument } from '../src/index.js'
+import { memoryReplica, tempDir, waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { ctxOf, diskMember, forkChange, savedDoc, type State } from './counter-helpers.js'
+import { LoopbackHub } from '../src/index.js'
+
+const LATE = 'd-late'
+const POLICY: PolicyDocument = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT, LATE] },
+  collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+}
+
+describe('signed heads: the pieces', () => {
+  it('a Merkle inclusion proof (RFC 9162) verifies for every leaf of trees of 1 to 70 leaves, and not for another leaf, index or root (the size is signed with the root)', () => {
+    for (let n = 1; n <= 70; n++) {
+      const hashes = Array.from({ length: n }, (_, i) => leafHash(new TextEncoder().encode(`leaf ${i}`)))
+      const { root, paths } = merkleTree(hashes)
+      for (let i = 0; i < n; i++) {
+        expect(verifyInclusion(hashes[i]!, i, n, paths[i]!, root), `leaf ${i} of ${n}`).to.equal(true)
+        expect(verifyInclusion(hashes[(i + 1) % n]!, i, n, paths[i]!, root)).to.equal(n === 1)
+        if (n > 1) expect(verifyInclusion(hashes[i]!, (i + 1) % n, n, paths[i]!, root)).to.equal(false)
+        expect(verifyInclusion(hashes[i]!, i, n, paths[i]!, sha256('another root'))).to.equal(false)
+      }
+    }
+  })
+
+  it('a flipped bit in any hash of a proof path never verifies (fast-check)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 200 }), fc.nat(), fc.nat(), fc.integer({ min: 1, max: 255 }), (n, pick, at, flip) => {
+        const hashes = Array.from({ length: n }, (_, i) => leafHash(new Uint8Array([i & 255, i >> 8])))
+        const { root, paths } = merkleTree(hashes)
+        const i = pick % n
+        const path = paths[i]!.map((h) => Uint8Array.from(h))
+        const j = at % path.length
+        path[j]![at % 32]! ^= flip
+        return !verifyInclusion(hashes[i]!, i, n, path, root)
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('a bound actor names its peer: another peer id, another length or non-hex does not own it', () => {
+    const actor = toHex(boundActor(ADMIN, new Uint8Array(16).fill(3)))
+    expect(actor).to.have.length(48)
+    expect(actorOwnedBy(actor, ADMIN)).to.equal(true)
+    expect(actorOwnedBy(actor, ORDERS)).to.equal(false)
+    expect(actorOwnedBy(actor.slice(0, 32), ADMIN)).to.equal(false)
+    expect(actorOwnedBy(actor.toUpperCase(), ADMIN)).to.equal(false)
+  })
+
+  describe('head proofs', () => {
+    const { keys } = trustSuite()
+    const leafOf = (owner: string, id = 'n1'): HeadLeaf => ({
+      id,
+      actor: toHex(boundActor(owner, new Uint8Array(16).fill(9))),
+      seq: 3,
+      hash: toHex(sha256('change')),
+    })
+    const sign = (signer: string, leaves: HeadLeaf[], collection = 'notes', namespace = 'default') =>
+      signHeads({ namespace, collection, author: signer, time: 1 }, leaves, (data) => keys.trust(signer, [ADMIN]).sign(data))
+    const verifier = () => new HeadVerifier('default', (peer, data, sig) => keys.trust(peer, [ADMIN]).verify(peer, data, sig))
+
+    it('its owner’s head verifies; one for another namespace, collection or entity, or for an actor its signer does not own, does not', async () => {
+      const v = verifier()
+      const [own] = (await sign(ADMIN, [leafOf(ADMIN)])).proofs
+      expect(await v.check(own!, { collection: 'notes', id: 'n1' })).to.include({ author: ADMIN, seq: 3 })
+      expect(await v.check(own!, { collection: 'orders', id: 'n1' })).to.have.property('refused')
+      expect(await v.check(own!, { collection: 'notes', id: 'n2' })).to.have.property('refused')
+      const [elsewhere] = (await sign(ADMIN, [leafOf(ADMIN)], 'notes', 'other')).proofs
+      expect(await v.check(elsewhere!, { collection: 'notes', id: 'n1' })).to.have.property('refused')
+      // ORDERS signs a head of ADMIN's actor: a valid signature, but not the actor's owner.
+      const [forged] = (await sign(ORDERS, [leafOf(ADMIN)])).proofs
+      expect((await v.check(forged!, { collection: 'notes', id: 'n1' })) as { refused: string })
+        .to.have.property('refused')
+        .that.matches(/does not own it/)
+    })
+
+    it('every leaf of a statement proves itself alone; a flipped byte anywhere in a proof is refused, never thrown', async () => {
+      const v = verifier()
+      const leaves = Array.from({ length: 9 }, (_, i) => leafOf(ADMIN, `n${i}`))
+      const { proofs } = await sign(ADMIN, leaves)
+      for (let i = 0; i < leaves.length; i++) expect(await v.check(proofs[i]!, { collection: 'notes', id: `n${i}` })).to.include({ id: `n${i}` })
+      const proof = proofs[4]!
+      for (let at = 0; at < proof.byteLength; at += 7) {
+        const bad = Uint8Array.from(proof)
+        bad[at]! ^= 0x55
+        const checked = await v.check(bad, { collection: 'notes', id: 'n4' })
+        expect('refused' in checked || (checked.id === 'n4' && checked.author === ADMIN), `byte ${at}`).to.equal(true)
+      }
+      expect(await v.check(new Uint8Array([1, 2, 3]), { collection: 'notes', id: 'n4' })).to.have.property('refused')
+    })
+
+    it('a headed delta decodes to its delta and heads; garbage, truncation and nesting are refused', () => {
+      const headed = encodeHeaded(new Uint8Array([0x85, 0x6f, 0x4a, 0x83, 1]), [new Uint8Array([1]), new Uint8Array([2])])
+      expect(decodeHeaded(headed).heads).to.have.length(2)
+      expect(() => decodeHeaded(headed.subarray(0, headed.byteLength - 1))).to.throw(/undecodable|not/)
+      expect(() => decodeHeaded(encodeHeaded(headed, []))).to.throw(/inside a headed delta/)
+      expect(() => decodeHeaded(new Uint8Array([0x43, 0x56, 0x48, 0x01, 0xff]))).to.throw()
+    })
+  })
+})
+
+describe('signed heads on replicas (loopback)', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  async function cluster(ids: string[]) {
+    const hub = new LoopbackHub()
+    const r: Record<string, Awaited<ReturnType<typeof memoryReplica>>> = {}
+    for (const id of ids) {
+      r[id] = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), syncIntervalMs: 0 })
+      replicas.push(r[id])
+    }
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => ids.every((id) => r[id]!.policy.get() !== undefined), 'adopted')
+    return { hub, r }
+  }
+  const notes = (r: Awaited<ReturnType<typeof memoryReplica>>) => r.collection<State>('notes', { backend: 'automerge' })
+
+  it('a relayed write keeps its author: a late joiner that reaches only a relay takes the writer’s changes, vouched by the writer’s own signed head', async () => {
+    const { hub, r } = await cluster([ADMIN, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'by admin' })
+    await notes(r[ADMIN]!).put('n1', { text: 'by admin, again' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'by admin, again', 'SUPPORT has it')
+    await r[ADMIN]!.close() // the author is gone; only the relay is left
+    const late = await memoryReplica({ network: hub.createNetwork(LATE), trust: keys.trust(LATE, [ADMIN]), syncIntervalMs: 0 })
+    replicas.push(late)
+    await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
+    await late.sync()
+    expect((await notes(late).get('n1'))?.text).to.equal('by admin, again')
+    // What LATE keeps to relay further: ADMIN's head of its actor, signed by ADMIN.
+    const stored = await ctxOf(late).heads!.stored('notes', 'n1')
+    expect(stored.size).to.equal(1)
+    const [actor] = [...stored.keys()]
+    expect(actorOwnedBy(actor!, ADMIN)).to.equal(true)
+    expect(stored.get(actor!)!.seq).to.equal(2)
+  })
+
+  it('a writer that signs its own head for another replica’s actor gets its forgery refused (badSignature), and nothing changes', async () => {
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    const base = await savedDoc(r[ADMIN]!, 'notes', 'n1')
+    const last = A.decodeChange(A.getAllChanges(A.load<State>(base)).at(-1)!)
+    const forged = forkChange(base, last.actor, (d) => void (d.text = 'forged'))
+    const meta = A.decodeChange(forged)
+    const { proofs } = await signHeads(
+      { namespace: 'default', collection: 'notes', author: ORDERS, time: 1 },
+      [{ id: 'n1', actor: meta.actor, seq: meta.seq, hash: meta.hash! }],
+      (data) => keys.trust(ORDERS, [ADMIN]).sign(data),
+    )
+    const ctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, proofs))).to.equal('badSignature')
+    // Headed but without a head for the actor: refused as forbidden (a headed sender sends every head).
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, []))).to.equal('forbidden')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
+    expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped).to.include({ badSignature: 1, forbidden: 1 })
+  })
+
+  it('a crash between a write and the signing of its head: the next open signs it, and a late joiner takes the write whole', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const hub = new LoopbackHub()
+      let admin = await diskMember(keys, dir, ADMIN, hub)
+      await admin.policy.set(POLICY)
+      await notes(admin).put('n1', { text: 'before the crash' })
+      await admin.close()
+      // What the crash would have left: the write and its marker, no head.
+      const { classicLevelStore } = await import('@convergent/level')
+      const store = classicLevelStore(dir)
+      await store.open()
+      const heads: string[] = []
+      for await (const [key] of store.metas!(headPrefixOf('notes'))) heads.push(key)
+      expect(heads).to.have.length(1)
+      const seq = await store.lastSeq('notes')
+      await store.write([
+        { type: 'delMeta', key: heads[0]! },
+        { type: 'meta', key: unsignedKey('notes', seq), bytes: new TextEncoder().encode('n1') },
+      ])
+      await store.close()
+      admin = await diskMember(keys, dir, ADMIN, hub)
+      replicas.push(admin)
+      await waitFor(async () => (await ctxOf(admin).heads!.stored('notes', 'n1')).size === 1, 'the head signed again at open')
+      const late = await memoryReplica({ network: hub.createNetwork(LATE), trust: keys.trust(LATE, [ADMIN]), syncIntervalMs: 0 })
+      replicas.push(late)
+      await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
+      await late.sync()
+      expect((await notes(late).get('n1'))?.text).to.equal('before the crash')
+    } finally {
+      await cleanup()
+    }
+  })
+})
