@@ -83,7 +83,7 @@ describe('signed heads: the pieces', () => {
       expect(await v.check(elsewhere!, { collection: 'notes', id: 'n1' })).to.have.property('refused')
       // ORDERS signs a head of ADMIN's actor: a valid signature, but not the actor's owner.
       const [forged] = (await sign(ORDERS, [leafOf(ADMIN)])).proofs
-      expect((await v.check(forged!, { collection: 'notes', id: 'n1' })) as { refused: string })
+      expect((await v.check(forged!, { collection: 'notes', id: 'n1' })))
         .to.have.property('refused')
         .that.matches(/does not own it/)
     })
@@ -159,7 +159,7 @@ describe('signed heads on replicas (loopback)', function () {
     const meta = A.decodeChange(forged)
     const { proofs } = await signHeads(
       { namespace: 'default', collection: 'notes', author: ORDERS, time: 1 },
-      [{ id: 'n1', actor: meta.actor, seq: meta.seq, hash: meta.hash! }],
+      [{ id: 'n1', actor: meta.actor, seq: meta.seq, hash: meta.hash }],
       (data) => keys.trust(ORDERS, [ADMIN]).sign(data),
     )
     const ctx = ctxOf(r[SUPPORT]!)
@@ -183,7 +183,7 @@ describe('signed heads on replicas (loopback)', function () {
       const store = classicLevelStore(dir)
       await store.open()
       const heads: string[] = []
-      for await (const [key] of store.metas!(headPrefixOf('notes'))) heads.push(key)
+      for await (const [key] of store.metas(headPrefixOf('notes'))) heads.push(key)
       expect(heads).to.have.length(1)
       const seq = await store.lastSeq('notes')
       await store.write([
