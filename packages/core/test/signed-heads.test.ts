@@ -83,7 +83,7 @@ describe('signed heads: the pieces', () => {
       expect(await v.check(elsewhere!, { collection: 'notes', id: 'n1' })).to.have.property('refused')
       // ORDERS signs a head of ADMIN's actor: a valid signature, but not the actor's owner.
       const [forged] = (await sign(ORDERS, [leafOf(ADMIN)])).proofs
-      expect((await v.check(forged!, { collection: 'notes', id: 'n1' })))
+      expect(await v.check(forged!, { collection: 'notes', id: 'n1' }))
         .to.have.property('refused')
         .that.matches(/does not own it/)
     })
@@ -168,6 +168,28 @@ describe('signed heads on replicas (loopback)', function () {
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, []))).to.equal('forbidden')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
     expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped).to.include({ badSignature: 1, forbidden: 1 })
+  })
+
+  it('a forger that holds a change under another replica’s actor cannot pass it on by anti-entropy: honest replicas keep the genuine history and converge', async () => {
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined && (await notes(r[ORDERS]!).get('n1')) !== undefined, 'n1 everywhere')
+    const base = await savedDoc(r[ADMIN]!, 'notes', 'n1')
+    const last = A.decodeChange(A.getAllChanges(A.load<State>(base)).at(-1)!)
+    const forged = forkChange(base, last.actor, (d) => void (d.text = 'forged'))
+    // ORDERS' own replica takes the forgery (its checks switched off: it runs the forger's code) …
+    const forger = ctxOf(r[ORDERS]!) as { heads: unknown }
+    const heads = forger.heads
+    forger.heads = undefined
+    expect(await applyRemoteDelta(ctxOf(r[ORDERS]!), ADMIN, 'notes', 'automerge', 'n1', forged)).to.equal('applied')
+    forger.heads = heads
+    // … and serves it by anti-entropy, as relays do; then ADMIN writes its genuine next changes.
+    for (const n of [SUPPORT, ADMIN]) await r[n]!.sync()
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    for (let i = 0; i < 3; i++) for (const n of [SUPPORT, ADMIN]) await r[n]!.sync()
+    expect([(await notes(r[ADMIN]!).get('n1'))?.text, (await notes(r[SUPPORT]!).get('n1'))?.text]).to.deep.equal(['three', 'three'])
   })
 
   it('a crash between a write and the signing of its head: the next open signs it, and a late joiner takes the write whole', async () => {
