@@ -50,7 +50,7 @@ describe('signed heads over real libp2p', function () {
     await store.open()
     const actors: string[] = []
     try {
-      for await (const [key] of store.metas!(headPrefixOf('notes', 'n1'))) actors.push(key.slice(headPrefixOf('notes', 'n1').length))
+      for await (const [key] of store.metas(headPrefixOf('notes', 'n1'))) actors.push(key.slice(headPrefixOf('notes', 'n1').length))
     } finally {
       await store.close()
     }
