@@ -35,9 +35,12 @@ const policyFor = (...members: string[]) => ({ roles: { all: members }, collecti
  * (a push = what one tick committed, one coalesced delta per entity) over the entity ids and the
  * SHA-256 of each delta — and in W2 B verifies that signature and each delta's hash and stores a
  * proof record per push beside its change feed. W1 has the signing (hashing, one signature per
- * push, a mayWrite check per write) without a receiver. Changes that anti-entropy brings are not
- * signed (the sending writer vouches for them), so W3's catch-up verifies nothing: it measures
- * membership and policy only. Besides: the cluster key makes every connection a libp2p private
+ * push, a mayWrite check per write) without a receiver. With Automerge, A also signs its heads
+ * per push (one more signature, a Merkle root over the entities' heads) and stores them, and in
+ * W2 B checks and stores them; in W3 the catch-up carries A's heads (headed deltas), and B
+ * checks each against A's key (one verify per statement), checks that every change is covered
+ * and stores the heads. With Yjs, anti-entropy changes are not signed (the sending writer vouches
+ * for them): W3 measures membership and policy only. Besides: the cluster key makes every connection a libp2p private
  * network (@libp2p/pnet: every byte XORed with XSalsa20, in JavaScript, on both sides, under
  * Noise); the policy adds a mayWrite/mayRead check per delta received and sent and a policy offer
  * at the start of every anti-entropy round (W3's catch-up is such a round). Gossipsub signs every
@@ -158,7 +161,9 @@ export const trust: Workload = {
           ? "cluster: A signs every gossip push (one Ed25519 signature per push over entity ids + each delta's SHA-256), a policy naming A in force; no receiver"
           : s.case === 'W2-live'
             ? 'cluster: every gossip push signed by A (one signature per push) and verified at B (signature + each delta hash, a proof record stored), plus pnet and policy checks'
-            : 'cluster: anti-entropy changes are not signed (the sending writer vouches for them): this catch-up verifies nothing, it measures membership (pnet) and policy only',
+            : s.system === 'convergent-automerge'
+              ? "cluster: the catch-up's deltas carry A's signed heads, which B verifies (one signature per statement) and checks every change against before storing them; plus pnet and policy"
+              : 'cluster: Yjs anti-entropy changes are not signed (the sending writer vouches for them): this catch-up verifies nothing, it measures membership (pnet) and policy only',
       ],
     }
   },
