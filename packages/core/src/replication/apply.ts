@@ -115,7 +115,13 @@ export async function applyRemoteDelta(
   // document): what waits or is not vouched for is turned away before it touches the document,
   // so no other write of the entity in flight is disturbed (a refusal after applying discards it).
   if (history !== undefined) {
-    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, { peer, headed, collection, id })
+    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, {
+      peer,
+      ...(signed !== undefined ? { author: signed.author } : {}),
+      headed,
+      collection,
+      id,
+    })
     if (ahead !== 'ok') {
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
@@ -196,7 +202,13 @@ export async function applyRemoteDelta(
             return 'unchanged'
           }
           if (history !== undefined) {
-            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, { peer, headed, collection, id })
+            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, {
+              peer,
+              ...(signed !== undefined ? { author: signed.author } : {}),
+              headed,
+              collection,
+              id,
+            })
             if (typeof judged === 'string' || 'refused' in judged) {
               ctx.entities.discard(col, entity)
               if (judged === 'later') waits = true
@@ -252,7 +264,7 @@ function judgeHeadsAhead(
   doc: unknown,
   delta: Uint8Array,
   vouched: ReadonlyMap<string, VerifiedHead>,
-  from: { peer: string; headed: boolean; collection: string; id: string },
+  from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
 ): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } {
   let changes
   try {
@@ -273,7 +285,7 @@ function coverage(
   latest: ReadonlyMap<string, { seq: number }>,
   vouched: ReadonlyMap<string, VerifiedHead>,
   held: (hash: string) => boolean,
-  from: { peer: string; headed: boolean; collection: string; id: string },
+  from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
 ): { verdict: 'ok' | 'later' | { refused: { reason: DropReason; message: string } }; heads: { key: string; record: Uint8Array }[] } {
   const heads: { key: string; record: Uint8Array }[] = []
   for (const [actor, change] of latest) {
@@ -285,7 +297,7 @@ function coverage(
     }
     // Without a head: the sender's own changes not signed yet, or a sender that does not send
     // heads (an older release, or before it said it reads them) — anti-entropy brings them again.
-    if (!from.headed || actorOwnedBy(actor, from.peer)) return { verdict: 'later', heads }
+    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author))) return { verdict: 'later', heads }
     const message = `changes of actor ${actor} (to seq ${change.seq}) of '${from.id}' came without a head signed by the peer that owns the actor`
     return { verdict: { refused: { reason: 'forbidden', message } }, heads }
   }
@@ -307,7 +319,7 @@ function judgeHeads(
   pendingBefore: boolean,
   pendingAfter: boolean,
   vouched: ReadonlyMap<string, VerifiedHead>,
-  from: { peer: string; headed: boolean; collection: string; id: string },
+  from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
 ): 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
   if (!pendingBefore && pendingAfter) return 'later'
   const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from)

@@ -23,6 +23,8 @@ interface Waiting {
 interface Outgoing {
   id: string
   delta: Uint8Array
+  /** The deltas merged, each one local change (their actors: see signedHeads). */
+  parts: Uint8Array[]
   time: number
   spans: WriteSpan[] | undefined
   seqs: number[]
@@ -108,7 +110,7 @@ export class Pusher {
     for (const [collection, { backend, byId, publish }] of pending) {
       const entries: Outgoing[] = []
       for (const [id, { deltas, time, spans, seqs }] of byId) {
-        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), time, spans, seqs })
+        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), parts: deltas, time, spans, seqs })
       }
       if (!publish) {
         this.signHeadsOnly(collection, backend, entries)
@@ -194,12 +196,25 @@ export class Pusher {
   private async signedHeads(collection: string, backend: Backend, batch: readonly Outgoing[]): Promise<PushHeads | undefined> {
     const heads = this.ctx.heads
     if (heads === undefined || backend.history === undefined) return undefined
-    const leaves: (HeadLeaf | null)[] = batch.map(({ id, delta }) => {
-      const last = backend.history!.lastChange(delta)
-      return actorOwnedBy(last.actor, this.ctx.network.peerId) ? { id, ...last } : null
+    const history = backend.history
+    const own = (leaf: HeadLeaf): boolean => actorOwnedBy(leaf.actor, this.ctx.network.peerId)
+    // One leaf per entity: its newest change's actor. An entity reloaded between two of its writes
+    // in this batch (a new actor per load) also has changes of an earlier actor: those heads are
+    // signed apart (stored, not carried: receivers of the push wait for anti-entropy for them).
+    const earlier: HeadLeaf[] = []
+    const leaves: (HeadLeaf | null)[] = batch.map(({ id, delta, parts }) => {
+      const last: HeadLeaf = { id, ...history.lastChange(delta) }
+      if (parts.length > 1 && history.lastChange(parts[0]!).actor !== last.actor) {
+        const newest = new Map<string, HeadLeaf>()
+        for (const part of parts) newest.set(history.lastChange(part).actor, { id, ...history.lastChange(part) })
+        newest.delete(last.actor)
+        earlier.push(...[...newest.values()].filter(own))
+      }
+      return own(last) ? last : null
     })
     const present = leaves.filter((l): l is HeadLeaf => l !== null)
     const done = batch.flatMap(({ seqs }) => seqs)
+    if (earlier.length > 0) await (await heads.signOwn(collection, earlier)).stored
     if (present.length === 0) return undefined
     const signed = await heads.signOwn(collection, present, done)
     let next = 0
