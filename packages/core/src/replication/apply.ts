@@ -114,23 +114,23 @@ export async function applyRemoteDelta(
   // Signed heads, judged ahead from the delta's changes where it carries changes (not a whole
   // document): what waits or is not vouched for is turned away before it touches the document,
   // so no other write of the entity in flight is disturbed (a refusal after applying discards it).
+  const from = { peer, ...(signed !== undefined ? { author: signed.author } : {}), headed, collection, id }
+  // Heads to store with the change when the judgement ahead settled it (see below).
+  let settled: { key: string; record: Uint8Array }[] | undefined
+  const guard = ctx.counterGuard(collection)
   if (history !== undefined) {
-    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, {
-      peer,
-      ...(signed !== undefined ? { author: signed.author } : {}),
-      headed,
-      collection,
-      id,
-    })
-    if (ahead !== 'ok') {
+    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, from)
+    if (ahead === 'later' || (ahead !== 'ok' && 'refused' in ahead)) {
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
       stats.deltasDuplicate++ // nothing taken now: anti-entropy brings it again, with what it waits for
       return 'duplicate'
     }
+    // Settled ahead only if nothing can change the document before it is applied: no await
+    // comes in between but the counter guard's.
+    if (ahead !== 'ok' && guard === undefined) settled = ahead.heads
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
-  const guard = ctx.counterGuard(collection)
   if (guard !== undefined) {
     let verdict: RowsVerdict
     try {
@@ -201,14 +201,10 @@ export async function applyRemoteDelta(
             else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
             return 'unchanged'
           }
-          if (history !== undefined) {
-            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, {
-              peer,
-              ...(signed !== undefined ? { author: signed.author } : {}),
-              headed,
-              collection,
-              id,
-            })
+          if (settled !== undefined) {
+            if (settled.length > 0) return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, heads: settled }
+          } else if (history !== undefined) {
+            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, from)
             if (typeof judged === 'string' || 'refused' in judged) {
               ctx.entities.discard(col, entity)
               if (judged === 'later') waits = true
@@ -256,8 +252,9 @@ export async function applyRemoteDelta(
 }
 
 /**
- * judgeHeads from the delta alone, before it is applied (undefined from the backend: a whole
- * document, judged once applied). 'ok' also when the delta does not decode: applying refuses it.
+ * judgeHeads from the delta alone, before it is applied: 'ok' when it cannot tell (a whole
+ * document, whose changes show only once applied; or bytes that do not decode, which applying
+ * refuses), else the verdict — with the heads to store when the delta passes.
  */
 function judgeHeadsAhead(
   history: NonNullable<Backend['history']>,
@@ -265,7 +262,7 @@ function judgeHeadsAhead(
   delta: Uint8Array,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
-): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } {
+): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
   let changes
   try {
     changes = history.changesIn(delta)
@@ -277,7 +274,8 @@ function judgeHeadsAhead(
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
-  return coverage(latestPerActor(fresh), vouched, held, from).verdict
+  const judged = coverage(latestPerActor(fresh), vouched, held, from)
+  return judged.verdict === 'ok' ? { heads: judged.heads } : judged.verdict
 }
 
 /** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
