@@ -77,15 +77,6 @@ export async function applyRemoteDelta(
     }
   }
   const history = ctx.heads !== undefined ? backend.history : undefined
-  let vouched = new Map<string, VerifiedHead>()
-  if (history !== undefined && carried.length > 0) {
-    const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer)
-    if (checked.refused !== undefined) return dropped(checked.reason ?? 'badSignature', checked.refused)
-    // Heads prove who made a change, not that it may be taken now: that is the sender's right to
-    // write (above) or, in a push, its author's — as for any change. So a change of a writer since
-    // removed still reaches a replica that lacks it (a new member), as the rest of the entity does.
-    vouched = checked.heads
-  }
   if (!ctx.isOpen()) return 'duplicate'
   const existing = ctx.entities.collections.get(collection)
   if (existing !== undefined && existing.backend !== backend && !(existing.tentative && !existing.persisted)) {
@@ -98,6 +89,19 @@ export async function applyRemoteDelta(
   } catch (err) {
     if (isConvergentError(err, 'ERR_TOO_LARGE')) return dropped('tooLarge', err.message)
     return dropped('invalidDelta', err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}`)
+  }
+  // The delta's changes (signed heads), when it carries changes, not a whole document: read only
+  // after that check, as reading them inflates them.
+  const changes = history === undefined ? undefined : changesOf(history, delta)
+  let vouched = new Map<string, VerifiedHead>()
+  if (history !== undefined && carried.length > 0) {
+    const wanted = changes === undefined ? undefined : new Set(changes.map((c) => c.actor).filter(isBoundActor))
+    const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer, wanted)
+    if (checked.refused !== undefined) return dropped(checked.reason ?? 'badSignature', checked.refused)
+    // Heads prove who made a change, not that it may be taken now: that is the sender's right to
+    // write (above) or, in a push, its author's — as for any change. So a change of a writer since
+    // removed still reaches a replica that lacks it (a new member), as the rest of the entity does.
+    vouched = checked.heads
   }
   const found = collectionFor(ctx, collection, backend, delta)
   if (typeof found === 'string') return dropped(found, dropMessageOf(found, collection, backendName, ctx))
@@ -119,7 +123,7 @@ export async function applyRemoteDelta(
   let settled: { key: string; record: Uint8Array }[] | undefined
   const guard = ctx.counterGuard(collection)
   if (history !== undefined) {
-    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, from)
+    const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from)
     if (ahead === 'later' || (ahead !== 'ok' && 'refused' in ahead)) {
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
@@ -252,24 +256,25 @@ export async function applyRemoteDelta(
 }
 
 /**
- * judgeHeads from the delta alone, before it is applied: 'ok' when it cannot tell (a whole
- * document, whose changes show only once applied; or bytes that do not decode, which applying
- * refuses), else the verdict — with the heads to store when the delta passes.
+ * The changes a delta carries (changesIn), or undefined when they show only once applied: a
+ * whole document, or bytes that do not decode (applying refuses those).
  */
+function changesOf(history: NonNullable<Backend['history']>, delta: Uint8Array): ReturnType<NonNullable<Backend['history']>['changesIn']> {
+  try {
+    return history.changesIn(delta)
+  } catch {
+    return undefined
+  }
+}
+
+/** judgeHeads from the delta's changes alone, before it is applied: the verdict, with the heads to store when it passes. */
 function judgeHeadsAhead(
   history: NonNullable<Backend['history']>,
   doc: unknown,
-  delta: Uint8Array,
+  changes: NonNullable<ReturnType<NonNullable<Backend['history']>['changesIn']>>,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
-): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
-  let changes
-  try {
-    changes = history.changesIn(delta)
-  } catch {
-    return 'ok'
-  }
-  if (changes === undefined) return 'ok'
+): 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
   const carried = new Set(changes.map((c) => c.hash))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'

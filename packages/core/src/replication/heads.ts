@@ -1,7 +1,7 @@
 import type { Backend, ChangeMeta } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { CollectionState, Entities } from '../entities.js'
-import { concatBytes } from '../hash.js'
+import { concatBytes, toHex } from '../hash.js'
 import type { Logger } from '../logger.js'
 import type { StoreOp, Store } from '../store.js'
 import type { Access } from '../trust/access.js'
@@ -68,6 +68,20 @@ export function latestPerActor(changes: readonly ChangeMeta[]): Map<string, Chan
   return latest
 }
 
+/** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
+const MAX_VERIFIES_PER_MINUTE = 20_000
+
+/** A head proof's actor and seq, from its leaf (not verified); undefined if it does not decode. */
+function leafOf(record: Uint8Array): { actor: string; seq: number } | undefined {
+  try {
+    const leaf = decodeBounded(decodeHeadProof(record).leaf, 5, 'head leaf')
+    if (!Array.isArray(leaf) || !(leaf[1] instanceof Uint8Array) || typeof leaf[2] !== 'number') return undefined
+    return { actor: toHex(leaf[1]), seq: leaf[2] }
+  } catch {
+    return undefined
+  }
+}
+
 /** What a receiver needs of a headed delta (see SignedHeads.needed). */
 export type NeededHeads = Map<string, ChangeMeta> | 'all'
 
@@ -76,6 +90,7 @@ export class SignedHeads {
   /** Peers known to read headed deltas (they said so in a roots request or response). */
   private readonly readers = new Set<string>()
   private readonly failures = new VerifyBudget(10)
+  private readonly verifies = new VerifyBudget(MAX_VERIFIES_PER_MINUTE)
 
   constructor(private readonly opts: { namespace: string; peerId: string; store: Store; entities: Entities; access: Access; clock: Clock; logger: Logger }) {
     this.verifier = new HeadVerifier(opts.namespace, (peer, data, signature) => opts.access.verifyBy(peer, data, signature))
@@ -221,12 +236,9 @@ export class SignedHeads {
     const prefix = headPrefixOf(collection, id)
     try {
       for await (const [key, record] of store.metas(prefix)) {
-        try {
-          const leaf = decodeBounded(decodeHeadProof(record).leaf, 5, 'head leaf') as unknown[]
-          out.set(key.slice(prefix.length), { seq: leaf[2] as number, record })
-        } catch {
-          // A damaged head is not relayed: the peer gets it from another replica.
-        }
+        // A damaged head is not relayed: the peer gets it from another replica.
+        const leaf = leafOf(record)
+        if (leaf !== undefined) out.set(key.slice(prefix.length), { seq: leaf.seq, record })
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
@@ -235,26 +247,42 @@ export class SignedHeads {
   }
 
   /**
-   * Verifies head proofs `peer` sent with a delta for (collection, id): the valid ones by actor,
-   * or the first refusal. A peer whose heads failed 10 checks in a minute has the rest of that
-   * minute's refused unchecked (each check may cost a signature verify; honest peers fail none).
+   * Verifies head proofs `peer` sent with a delta for (collection, id): the newest per actor
+   * (of `wanted` actors only, when the delta's changes are known), by actor — or the first
+   * refusal. Heads of other actors, and older ones, are ignored (neither checked nor stored).
+   * Bounded per peer: one whose heads failed 10 checks in a minute has the rest of that
+   * minute's refused unchecked (honest peers fail none), and signature checks not remembered
+   * are at most MAX_VERIFIES_PER_MINUTE per peer (a catch-up of a million entities needs ~16,000).
    */
   async verifyAll(
     records: readonly Uint8Array[],
     where: { collection: string; id: string },
     peer: string,
+    wanted?: ReadonlySet<string>,
   ): Promise<{ heads: Map<string, VerifiedHead>; refused?: string; reason?: 'badSignature' | 'rateLimited' }> {
     const heads = new Map<string, VerifiedHead>()
     const now = this.opts.clock.now()
     if (!this.failures.has(peer, now)) return { heads, refused: `${peer}'s signed heads failed too many checks this minute`, reason: 'rateLimited' }
+    const newest = new Map<string, { seq: number; record: Uint8Array }>()
     for (const record of records) {
-      const checked = await this.verifier.check(record, where)
+      const leaf = leafOf(record)
+      if (leaf === undefined) {
+        this.failures.take(peer, now)
+        return { heads, refused: 'a malformed head proof', reason: 'badSignature' }
+      }
+      if (wanted !== undefined && !wanted.has(leaf.actor)) continue
+      const seen = newest.get(leaf.actor)
+      if (seen === undefined || leaf.seq > seen.seq) newest.set(leaf.actor, { seq: leaf.seq, record })
+    }
+    const mayVerify = (): boolean => this.verifies.take(peer, now)
+    for (const { record } of newest.values()) {
+      const checked = await this.verifier.check(record, where, mayVerify)
       if ('refused' in checked) {
+        if (checked.rateLimited === true) return { heads, refused: checked.refused, reason: 'rateLimited' }
         this.failures.take(peer, now)
         return { heads, refused: checked.refused, reason: 'badSignature' }
       }
-      const seen = heads.get(checked.actor)
-      if (seen === undefined || checked.seq > seen.seq) heads.set(checked.actor, checked)
+      heads.set(checked.actor, checked)
     }
     return { heads }
   }

@@ -151,7 +151,12 @@ export class HeadVerifier {
   ) {}
 
   /** The verified head, or why not (never throws). */
-  async check(record: Uint8Array, where: { collection: string; id: string }): Promise<VerifiedHead | { refused: string }> {
+  async check(
+    record: Uint8Array,
+    where: { collection: string; id: string },
+    /** Asked before a signature check not remembered: false refuses the head unchecked (a budget). */
+    mayVerify: () => boolean = () => true,
+  ): Promise<VerifiedHead | { refused: string; rateLimited?: true }> {
     let proof: HeadProof
     let statement: HeadStatement
     let leaf: HeadLeaf
@@ -172,6 +177,7 @@ export class HeadVerifier {
     }
     const key = toHex(sha256(proof.statement, proof.signature))
     if (!this.verified.has(key)) {
+      if (!mayVerify()) return { refused: `too many heads of new statements to check now (${statement.author})`, rateLimited: true }
       let ok: boolean
       try {
         ok = await this.verify(statement.author, signingInput(proof.statement), proof.signature)
