@@ -4,7 +4,8 @@ import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import { encodePush, MAX_PUSH_ENTRIES, signPush, type PushHeads } from './messages/index.js'
 import { actorOwnedBy } from '../trust/actor-binding.js'
-import type { HeadLeaf } from '../trust/signed-heads.js'
+import { MAX_LEAVES, type HeadLeaf } from '../trust/signed-heads.js'
+import { latestPerActor } from './heads.js'
 import { inlineLimit } from './parts.js'
 import type { WriteSpan } from '../tracing.js'
 
@@ -199,8 +200,33 @@ export class Pusher {
       return actorOwnedBy(last.actor, this.ctx.network.peerId) ? { id, ...last } : null
     })
     const present = leaves.filter((l): l is HeadLeaf => l !== null)
-    const done = batch.flatMap(({ seqs }) => seqs)
+    let done = batch.flatMap(({ seqs }) => seqs)
     if (present.length === 0) return undefined
+    // An entity written more than once in the window may hold changes of several of this
+    // replica's actors (it was evicted, or discarded after a refused delta, and loaded again with
+    // a new one in between). The push carries one leaf per entry (its last actor's); the others
+    // are signed and stored apart. Without their heads, a peer that fetches the entity whole
+    // (the stored heads, nothing signed on the fly) would wait for them forever.
+    const earlier: HeadLeaf[] = []
+    for (const { id, delta, seqs } of batch) {
+      if (seqs.length < 2) continue
+      const last = backend.history.lastChange(delta).actor
+      for (const [actor, c] of latestPerActor(backend.history.changesIn(delta) ?? [])) {
+        if (actor !== last && actorOwnedBy(actor, this.ctx.network.peerId)) earlier.push({ id, actor, seq: c.seq, hash: c.hash })
+      }
+    }
+    for (let i = 0; i < earlier.length; i += MAX_LEAVES) {
+      try {
+        await (
+          await heads.signOwn(collection, earlier.slice(i, i + MAX_LEAVES))
+        ).stored
+      } catch (err) {
+        // Their markers stay: the next open signs them (SignedHeads.recover).
+        done = []
+        this.ctx.logger.warn(`heads of '${collection}' not signed: ${(err as Error).message}`, { collection, ...codeOf(err) })
+        break
+      }
+    }
     const signed = await heads.signOwn(collection, present, done)
     let next = 0
     return { statement: signed.statement, signature: signed.signature, leaves: leaves.map((l) => (l === null ? null : signed.leaves[next++]!)) }
