@@ -77,9 +77,19 @@ export async function applyRemoteDelta(
     }
   }
   const history = ctx.heads !== undefined ? backend.history : undefined
+  // The changes the delta carries (undefined: a whole document; 'invalid': applying refuses it).
+  let changes: ChangesIn = undefined
+  if (history !== undefined) {
+    try {
+      changes = history.changesIn(delta)
+    } catch {
+      changes = 'invalid'
+    }
+  }
   let vouched = new Map<string, VerifiedHead>()
   if (history !== undefined && carried.length > 0) {
-    const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer)
+    const named = changes === 'invalid' ? new Set<string>() : changes === undefined ? undefined : new Set(changes.map((c) => c.actor))
+    const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer, named)
     if (checked.refused !== undefined) return dropped(checked.reason ?? 'badSignature', checked.refused)
     // Heads prove who made a change, not that it may be taken now: that is the sender's right to
     // write (above) or, in a push, its author's — as for any change. So a change of a writer since
@@ -115,7 +125,7 @@ export async function applyRemoteDelta(
   // document): what waits or is not vouched for is turned away before it touches the document,
   // so no other write of the entity in flight is disturbed (a refusal after applying discards it).
   if (history !== undefined) {
-    const ahead = judgeHeadsAhead(history, entity.doc, delta, vouched, { peer, headed, collection, id })
+    const ahead = judgeHeadsAhead(history, entity.doc, changes, vouched, { peer, headed, collection, id })
     if (ahead !== 'ok') {
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
@@ -243,6 +253,9 @@ export async function applyRemoteDelta(
   return 'applied'
 }
 
+/** A delta's changes (BackendHistory.changesIn), or 'invalid' when they do not decode. */
+type ChangesIn = ReturnType<NonNullable<Backend['history']>['changesIn']> | 'invalid'
+
 /**
  * judgeHeads from the delta alone, before it is applied (undefined from the backend: a whole
  * document, judged once applied). 'ok' also when the delta does not decode: applying refuses it.
@@ -250,17 +263,11 @@ export async function applyRemoteDelta(
 function judgeHeadsAhead(
   history: NonNullable<Backend['history']>,
   doc: unknown,
-  delta: Uint8Array,
+  changes: ChangesIn,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; headed: boolean; collection: string; id: string },
 ): 'ok' | 'later' | { refused: { reason: DropReason; message: string } } {
-  let changes
-  try {
-    changes = history.changesIn(delta)
-  } catch {
-    return 'ok'
-  }
-  if (changes === undefined) return 'ok'
+  if (changes === undefined || changes === 'invalid') return 'ok'
   const carried = new Set(changes.map((c) => c.hash))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'

@@ -11,6 +11,7 @@ import {
   MAX_LEAVES,
   headKey,
   headPrefixOf,
+  claimedLeaf,
   HeadVerifier,
   signHeads,
   unsignedKey,
@@ -243,11 +244,30 @@ export class SignedHeads {
     records: readonly Uint8Array[],
     where: { collection: string; id: string },
     peer: string,
+    /** The actors whose changes the delta carries, when known (not for a whole document). */
+    named?: ReadonlySet<string>,
   ): Promise<{ heads: Map<string, VerifiedHead>; refused?: string; reason?: 'badSignature' | 'rateLimited' }> {
     const heads = new Map<string, VerifiedHead>()
     const now = this.opts.clock.now()
     if (!this.failures.has(peer, now)) return { heads, refused: `${peer}'s signed heads failed too many checks this minute`, reason: 'rateLimited' }
+    // Each head may cost a signature verify, and a writer may pad a delta with validly signed
+    // heads of actors of its own (it mints them freely): only the newest head of each actor the
+    // delta carries is checked — the only one coverage can use. The rest are not verified,
+    // stored or relayed.
+    const best = new Map<string, { seq: number; record: Uint8Array }>()
     for (const record of records) {
+      let leaf: HeadLeaf
+      try {
+        leaf = claimedLeaf(record)
+      } catch (err) {
+        this.failures.take(peer, now)
+        return { heads, refused: `a malformed head proof: ${(err as Error).message}`, reason: 'badSignature' }
+      }
+      if (named !== undefined && !named.has(leaf.actor)) continue
+      const seen = best.get(leaf.actor)
+      if (seen === undefined || leaf.seq > seen.seq) best.set(leaf.actor, { seq: leaf.seq, record })
+    }
+    for (const { record } of best.values()) {
       const checked = await this.verifier.check(record, where)
       if ('refused' in checked) {
         this.failures.take(peer, now)
