@@ -1,13 +1,13 @@
 import type { Backend, ChangeMeta } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { CollectionState, Entities } from '../entities.js'
-import { concatBytes, toHex } from '../hash.js'
+import { concatBytes } from '../hash.js'
 import type { Logger } from '../logger.js'
 import type { StoreOp, Store } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
-  decodeHeadProof,
+  claimedLeaf,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
@@ -71,12 +71,10 @@ export function latestPerActor(changes: readonly ChangeMeta[]): Map<string, Chan
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
 
-/** A head proof's actor and seq, from its leaf (not verified); undefined if it does not decode. */
+/** A head proof's actor and seq, from its leaf (decoded, not verified); undefined if it does not decode. */
 function leafOf(record: Uint8Array): { actor: string; seq: number } | undefined {
   try {
-    const leaf = decodeBounded(decodeHeadProof(record).leaf, 5, 'head leaf')
-    if (!Array.isArray(leaf) || !(leaf[1] instanceof Uint8Array) || typeof leaf[2] !== 'number') return undefined
-    return { actor: toHex(leaf[1]), seq: leaf[2] }
+    return claimedLeaf(record)
   } catch {
     return undefined
   }

@@ -110,6 +110,11 @@ export function decodeHeadProof(bytes: Uint8Array): HeadProof {
   }
 }
 
+/** The leaf a head proof claims, decoded but not checked (to pick which proofs are worth a verify). */
+export function claimedLeaf(record: Uint8Array): HeadLeaf {
+  return decodeLeaf(decodeHeadProof(record).leaf)
+}
+
 /** The bytes an author's key signs for a statement. */
 function signingInput(statement: Uint8Array): Uint8Array {
   return concatBytes([SIGNING_CONTEXT, statement])
