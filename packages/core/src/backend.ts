@@ -26,7 +26,9 @@ export interface Backend<Doc = unknown> {
 
   /**
    * A new, empty document (read → undefined). `actor` is 16 random bytes drawn by the replica
-   * for this load of the document; the backend derives its actor / client id from it.
+   * for this load of the document — or, in a cluster and for a backend with a history, the
+   * replica's actor bound to its peer id (24 bytes, one per process: trust/actor-binding.ts);
+   * the backend derives its actor / client id from it.
    */
   create(actor: Uint8Array): Doc
 

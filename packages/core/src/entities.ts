@@ -67,8 +67,9 @@ export interface EntitiesOptions {
    */
   onCorrupt?: (collection: string, id: string | undefined) => void
   /**
-   * The actor a document of `backend` is loaded with, from 16 random bytes (default: those
-   * bytes). A cluster binds actors of backends with a history to its peer id (actor-binding.ts).
+   * The actor a document of `backend` is loaded with, from 16 random bytes drawn for this load
+   * (default: those bytes). A cluster gives backends with a history its actor bound to its peer
+   * id, one per process (replica.ts says why that is safe; actor-binding.ts).
    */
   actorFor?: (backend: Backend, nonce: Uint8Array) => Uint8Array
 }

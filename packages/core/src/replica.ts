@@ -1,5 +1,5 @@
 import type { Backend } from './backend.js'
-import { systemClock, type Clock } from './clock.js'
+import { randomBytes, systemClock, type Clock } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState } from './entities.js'
@@ -519,9 +519,19 @@ export class Replica {
       logger,
       // A damaged entity was dropped here: peers send it again.
       onCorrupt: () => replica?.replicator?.repairSoon(),
-      // In a cluster, Automerge actors are bound to this replica's peer id (trust/actor-binding.ts).
+      // In a cluster, Automerge actors are bound to this replica's peer id (trust/actor-binding.ts),
+      // one per process: every head signed covers one actor's changes, so an entity should not
+      // gather a new actor at each load (its heads would outgrow it). Reusing it across loads is
+      // safe because a change leaves this process only once durable (push, anti-entropy and
+      // rights answers send durable state alone): a reload continues the actor's sequence after
+      // the last durable change, which no peer has seen beyond. A restart — where the disk may
+      // have lost acknowledged writes (durability 'process') — draws a new one.
       ...(options.trust !== undefined && options.network !== undefined && options.store.metas !== undefined
-        ? { actorFor: (backend: Backend, nonce: Uint8Array) => (backend.history === undefined ? nonce : boundActor(options.network!.peerId, nonce)) }
+        ? {
+            actorFor: ((actor: Uint8Array) => (backend: Backend, nonce: Uint8Array) => (backend.history === undefined ? nonce : actor))(
+              boundActor(options.network.peerId, randomBytes(clock, 16)),
+            ),
+          }
         : {}),
     })
     await options.store.open()
