@@ -3,7 +3,7 @@ import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObject } from '@convergent/core'
-import { checkChunks, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
+import { changeHeader, checkChunks, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
@@ -154,6 +154,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       if (chunks.some((c) => c[8] === DOCUMENT_CHUNK)) return undefined
       try {
         return chunks.map((c) => {
+          const header = changeHeader(c)
+          if (header !== undefined) return header
           const d = A.decodeChange(c)
           return { ...metaOf(d), deps: d.deps }
         })
@@ -163,7 +165,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     },
     lastChange: (delta) => {
       try {
-        return metaOf(A.decodeChange(lastChunk(delta)))
+        const last = lastChunk(delta)
+        const header = changeHeader(last)
+        if (header !== undefined) return { actor: header.actor, seq: header.seq, hash: header.hash }
+        return metaOf(A.decodeChange(last))
       } catch (err) {
         throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
       }

@@ -7,7 +7,8 @@ import type { StoreOp, Store } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
-  claimedLeaf,
+  claimOf,
+  encodeHeadProof,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
@@ -15,12 +16,12 @@ import {
   signHeads,
   unsignedKey,
   UNSIGNED_PREFIX,
+  type HeadClaim,
   type HeadLeaf,
   type VerifiedHead,
 } from '../trust/signed-heads.js'
 import { merkleTree, leafHash } from '../trust/merkle.js'
 import { VerifyBudget } from '../trust/verify-budget.js'
-import { encodeHeadProof } from '../trust/signed-heads.js'
 import { decodeBounded } from './messages/envelope.js'
 import { asArray, asBytes, asRecord, invalid } from './messages/fields.js'
 import { encode } from 'cborg'
@@ -39,7 +40,7 @@ import { encode } from 'cborg'
  * - The author stores its own heads when it signs them (per push, gossiped or not).
  */
 const HEADED_MAGIC = new Uint8Array([0x43, 0x56, 0x48, 0x01]) // 'CVH' 1
-/** Heads one delta may carry: one per actor that wrote the entity (a load of it on a replica). */
+/** Heads one delta may carry: one per actor that wrote the entity (a process of a replica that wrote it). */
 export const MAX_HEADS_PER_DELTA = 65_536
 
 export function isHeaded(delta: Uint8Array): boolean {
@@ -71,10 +72,10 @@ export function latestPerActor(changes: readonly ChangeMeta[]): Map<string, Chan
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
 
-/** A head proof's actor and seq, from its leaf (decoded, not verified); undefined if it does not decode. */
-function leafOf(record: Uint8Array): { actor: string; seq: number } | undefined {
+/** A head proof decoded, not verified (claimOf); undefined if it does not decode. */
+function claimIn(record: Uint8Array): HeadClaim | undefined {
   try {
-    return claimedLeaf(record)
+    return claimOf(record)
   } catch {
     return undefined
   }
@@ -235,8 +236,8 @@ export class SignedHeads {
     try {
       for await (const [key, record] of store.metas(prefix)) {
         // A damaged head is not relayed: the peer gets it from another replica.
-        const leaf = leafOf(record)
-        if (leaf !== undefined) out.set(key.slice(prefix.length), { seq: leaf.seq, record })
+        const claim = claimIn(record)
+        if (claim !== undefined) out.set(key.slice(prefix.length), { seq: claim.leaf.seq, record })
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
@@ -261,20 +262,21 @@ export class SignedHeads {
     const heads = new Map<string, VerifiedHead>()
     const now = this.opts.clock.now()
     if (!this.failures.has(peer, now)) return { heads, refused: `${peer}'s signed heads failed too many checks this minute`, reason: 'rateLimited' }
-    const newest = new Map<string, { seq: number; record: Uint8Array }>()
+    const newest = new Map<string, { record: Uint8Array; claim: HeadClaim }>()
     for (const record of records) {
-      const leaf = leafOf(record)
-      if (leaf === undefined) {
+      const claim = claimIn(record)
+      if (claim === undefined) {
         this.failures.take(peer, now)
         return { heads, refused: 'a malformed head proof', reason: 'badSignature' }
       }
-      if (wanted !== undefined && !wanted.has(leaf.actor)) continue
-      const seen = newest.get(leaf.actor)
-      if (seen === undefined || leaf.seq > seen.seq) newest.set(leaf.actor, { seq: leaf.seq, record })
+      const { actor, seq } = claim.leaf
+      if (wanted !== undefined && !wanted.has(actor)) continue
+      const seen = newest.get(actor)
+      if (seen === undefined || seq > seen.claim.leaf.seq) newest.set(actor, { record, claim })
     }
     const mayVerify = (): boolean => this.verifies.take(peer, now)
-    for (const { record } of newest.values()) {
-      const checked = await this.verifier.check(record, where, mayVerify)
+    for (const { record, claim } of newest.values()) {
+      const checked = await this.verifier.check(record, where, mayVerify, claim)
       if ('refused' in checked) {
         if (checked.rateLimited === true) return { heads, refused: checked.refused, reason: 'rateLimited' }
         this.failures.take(peer, now)

@@ -110,9 +110,16 @@ export function decodeHeadProof(bytes: Uint8Array): HeadProof {
   }
 }
 
-/** The leaf a head proof claims, decoded but not checked (to pick which proofs are worth a verify). */
-export function claimedLeaf(record: Uint8Array): HeadLeaf {
-  return decodeLeaf(decodeHeadProof(record).leaf)
+/** A head proof decoded and the leaf it claims, not checked (to pick which proofs are worth a verify). */
+export interface HeadClaim {
+  proof: HeadProof
+  leaf: HeadLeaf
+}
+
+/** The claim of a head proof (throws an InvalidMessageError if it does not decode). */
+export function claimOf(record: Uint8Array): HeadClaim {
+  const proof = decodeHeadProof(record)
+  return { proof, leaf: decodeLeaf(proof.leaf) }
 }
 
 /** The bytes an author's key signs for a statement. */
@@ -161,14 +168,15 @@ export class HeadVerifier {
     where: { collection: string; id: string },
     /** Asked before a signature check not remembered: false refuses the head unchecked (a budget). */
     mayVerify: () => boolean = () => true,
+    /** The record decoded already (claimOf), if it was. */
+    claim?: HeadClaim,
   ): Promise<VerifiedHead | { refused: string; rateLimited?: true }> {
     let proof: HeadProof
     let statement: HeadStatement
     let leaf: HeadLeaf
     try {
-      proof = decodeHeadProof(record)
+      ;({ proof, leaf } = claim ?? claimOf(record))
       statement = decodeStatement(proof.statement)
-      leaf = decodeLeaf(proof.leaf)
     } catch (err) {
       return { refused: `a malformed head proof: ${(err as Error).message}` }
     }
