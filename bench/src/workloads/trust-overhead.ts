@@ -160,7 +160,9 @@ export const trust: Workload = {
         w1
           ? "cluster: A signs every gossip push (one Ed25519 signature per push over entity ids + each delta's SHA-256), a policy naming A in force; no receiver"
           : s.case === 'W2-live'
-            ? 'cluster: every gossip push signed by A (one signature per push) and verified at B (signature + each delta hash, a proof record stored), plus pnet and policy checks'
+            ? s.system === 'convergent-automerge'
+              ? "cluster: every gossip push signed by A (one signature per push, one more over its heads) and verified at B (signature, each delta hash, each entity's head; a proof record per push and a head record per entity stored), plus pnet and policy checks"
+              : 'cluster: every gossip push signed by A (one signature per push) and verified at B (signature + each delta hash, a proof record stored), plus pnet and policy checks'
             : s.system === 'convergent-automerge'
               ? "cluster: the catch-up's deltas carry A's signed heads, which B verifies (one signature per statement) and checks every change against before storing them; plus pnet and policy"
               : 'cluster: Yjs anti-entropy changes are not signed (the sending writer vouches for them): this catch-up verifies nothing, it measures membership (pnet) and policy only',
