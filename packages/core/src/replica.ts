@@ -793,9 +793,10 @@ export class Replica {
   }
 
   /**
-   * Deletes the push proofs of a dropped collection (they name its entity ids), in batches.
-   * After the collection itself: a crash in between leaves proofs nothing names (the next
-   * open() deletes them: finishDroppedProofs), never feed entries whose proof is gone.
+   * Deletes the push proofs, signed heads and unsigned-change markers of a dropped collection
+   * (they name its entity ids), in batches. After the collection itself: a crash in between
+   * leaves records nothing names (the next open() deletes them: finishDroppedProofs), never feed
+   * entries whose proof is gone.
    */
   private async dropProofs(name: string): Promise<void> {
     this.entities.proofs.forgetCollection(name)
