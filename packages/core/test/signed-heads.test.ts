@@ -192,6 +192,28 @@ describe('signed heads on replicas (loopback)', function () {
     expect([(await notes(r[ADMIN]!).get('n1'))?.text, (await notes(r[SUPPORT]!).get('n1'))?.text]).to.deep.equal(['three', 'three'])
   })
 
+  it('dropCollection deletes the collection’s heads and markers with it', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const hub = new LoopbackHub()
+      const admin = await diskMember(keys, dir, ADMIN, hub)
+      await admin.policy.set(POLICY)
+      await notes(admin).put('n1', { text: 'x' })
+      await waitFor(async () => (await ctxOf(admin).heads!.stored('notes', 'n1')).size === 1, 'the head stored')
+      await admin.dropCollection('notes')
+      await admin.close()
+      const { classicLevelStore } = await import('@convergent/level')
+      const store = classicLevelStore(dir)
+      await store.open()
+      const left: string[] = []
+      for (const prefix of [headPrefixOf('notes'), unsignedKey('notes', 0).slice(0, -16)]) for await (const [key] of store.metas!(prefix)) left.push(key)
+      await store.close()
+      expect(left).to.deep.equal([])
+    } finally {
+      await cleanup()
+    }
+  })
+
   it('a crash between a write and the signing of its head: the next open signs it, and a late joiner takes the write whole', async () => {
     const { dir, cleanup } = await tempDir()
     try {
