@@ -206,7 +206,7 @@ describe('signed heads on replicas (loopback)', function () {
       const store = classicLevelStore(dir)
       await store.open()
       const left: string[] = []
-      for (const prefix of [headPrefixOf('notes'), unsignedKey('notes', 0).slice(0, -16)]) for await (const [key] of store.metas!(prefix)) left.push(key)
+      for (const prefix of [headPrefixOf('notes'), unsignedKey('notes', 0).slice(0, -16)]) for await (const [key] of store.metas(prefix)) left.push(key)
       await store.close()
       expect(left).to.deep.equal([])
     } finally {
