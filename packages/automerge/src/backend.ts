@@ -3,7 +3,7 @@ import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObject } from '@convergent/core'
-import { changeHeader, checkChunks, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
+import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { readRoot } from './read.js'
@@ -161,6 +161,13 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         })
       } catch (err) {
         throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
+      }
+    },
+    actorsIn: (delta) => {
+      try {
+        return chunkActors(delta)
+      } catch (err) {
+        throw wrapError('ERR_INVALID_DELTA', 'Not Automerge chunks', err)
       }
     },
     lastChange: (delta) => {

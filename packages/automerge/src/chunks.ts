@@ -504,3 +504,31 @@ export function changeHeader(chunk: Uint8Array): { actor: string; seq: number; h
   if (offset > body.byteLength) throw invalid('a change chunk is truncated in its header')
   return { actor, seq, hash: toHex(sha256(chunk.subarray(8))), deps }
 }
+
+/**
+ * The actors whose changes some chunks may hold, from their framing: a document's actor table,
+ * a change's actor (a compressed change is decoded). Chunks that checkChunks accepted.
+ */
+export function chunkActors(bytes: Uint8Array): string[] {
+  const actors = new Set<string>()
+  for (const chunk of splitChunks(bytes)) {
+    const type = chunk[8]
+    if (type === CHANGE) {
+      actors.add(changeHeader(chunk)!.actor)
+    } else if (type === DOCUMENT) {
+      const [length, bodyStart] = readUleb(chunk, HEADER_BYTES)
+      const body = chunk.subarray(bodyStart, bodyStart + length)
+      let [count, offset] = readUleb(body, 0)
+      for (let i = 0; i < count; i++) {
+        let n: number
+        ;[n, offset] = readUleb(body, offset)
+        if (offset + n > body.byteLength) throw invalid('a document chunk is truncated in its actors')
+        actors.add(toHex(body.subarray(offset, offset + n)))
+        offset += n
+      }
+    } else {
+      actors.add(A.decodeChange(chunk).actor)
+    }
+  }
+  return [...actors]
+}

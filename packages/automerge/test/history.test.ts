@@ -30,6 +30,16 @@ describe('automerge backend: history', () => {
     )
   })
 
+  it('actorsIn names every actor whose changes a delta holds: changes or a whole document', () => {
+    let a = A.init<Record<string, unknown>>({ actor: 'aa'.repeat(24) })
+    a = A.change(a, (d) => void (d.x = 1))
+    let b = A.merge(A.init<Record<string, unknown>>({ actor: 'bb'.repeat(24) }), a)
+    b = A.change(b, (d) => void (d.y = 2))
+    expect(history.actorsIn(A.save(b)).sort()).to.deep.equal(['aa'.repeat(24), 'bb'.repeat(24)])
+    expect(history.actorsIn(A.getLastLocalChange(b)!)).to.deep.equal(['bb'.repeat(24)])
+    expect(history.actorsIn(backend.mergeDeltas([A.getLastLocalChange(a)!, A.getLastLocalChange(b)!])).sort()).to.deep.equal(['aa'.repeat(24), 'bb'.repeat(24)])
+  })
+
   it('changesIn says a whole document cannot be read ahead (undefined); holds and changesSince follow the document', () => {
     let doc = A.init<Record<string, unknown>>()
     doc = A.change(doc, (d) => void (d.a = 1))

@@ -159,6 +159,8 @@ export interface BackendHistory<Doc = unknown> {
    * Throws ERR_INVALID_DELTA on bytes that are not changes.
    */
   changesIn(delta: Uint8Array): (ChangeMeta & { deps: string[] })[] | undefined
+  /** The actors whose changes a delta may hold (its actor tables: a superset), without applying it. */
+  actorsIn(delta: Uint8Array): string[]
 }
 
 export interface DeltaLimits {

@@ -112,7 +112,7 @@ export class SignedHeads {
   /**
    * Which heads a peer at `theirVersion` needs with a delta from `doc` (synchronous: call it
    * while the entity is held): the newest change of each bound actor it lacks. 'all' without a
-   * document at hand (the stored bytes are sent whole).
+   * document at hand (the stored bytes are sent whole, with the heads of every actor in them).
    */
   needed(backend: Backend, doc: unknown, theirVersion: Uint8Array): NeededHeads {
     const history = backend.history
@@ -129,7 +129,15 @@ export class SignedHeads {
    */
   async outgoing(backend: Backend, collection: string, id: string, delta: Uint8Array, needed: NeededHeads, peer: string): Promise<Uint8Array> {
     if (backend.history === undefined || !this.readsHeads(peer)) return delta
-    const stored = await this.stored(collection, id)
+    // The actors concerned are known (from the document, or the delta's actor tables): one point
+    // read each, rather than a scan of every head stored for the entity.
+    let actors: string[]
+    try {
+      actors = needed === 'all' ? backend.history.actorsIn(delta).filter(isBoundActor) : [...needed.keys()]
+    } catch {
+      return delta // unreadable stored bytes: the peer refuses them whatever comes with them
+    }
+    const stored = await this.storedOf(collection, id, actors)
     const records: Uint8Array[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
@@ -225,6 +233,24 @@ export class SignedHeads {
       }
     }
     return signed
+  }
+
+  /** The heads stored for some actors of an entity (see stored), one point read each. */
+  private async storedOf(collection: string, id: string, actors: readonly string[]): Promise<Map<string, { seq: number; record: Uint8Array }>> {
+    const out = new Map<string, { seq: number; record: Uint8Array }>()
+    await Promise.all(
+      actors.map(async (actor) => {
+        try {
+          const record = await this.opts.store.getMeta(headKey(collection, id, actor))
+          // A damaged head is not relayed: the peer gets it from another replica.
+          const claim = record === undefined ? undefined : claimIn(record)
+          if (claim !== undefined) out.set(actor, { seq: claim.leaf.seq, record: record! })
+        } catch (err) {
+          this.opts.logger.warn(`could not read a signed head of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
+        }
+      }),
+    )
+    return out
   }
 
   /** The heads stored for an entity, by actor: the leaf's seq and the proof (not verified again: this replica checked or made them). */

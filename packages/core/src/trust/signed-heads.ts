@@ -155,7 +155,8 @@ const REMEMBERED = 4096
  * one costly step, done once per statement (remembered) and only after everything else passed.
  */
 export class HeadVerifier {
-  private readonly verified = new Map<string, true>()
+  /** Statements whose signature verified, decoded, by the SHA-256 of statement and signature. */
+  private readonly verified = new Map<string, HeadStatement>()
 
   constructor(
     private readonly namespace: string,
@@ -174,9 +175,12 @@ export class HeadVerifier {
     let proof: HeadProof
     let statement: HeadStatement
     let leaf: HeadLeaf
+    let key: string
     try {
       ;({ proof, leaf } = claim ?? claimOf(record))
-      statement = decodeStatement(proof.statement)
+      // A statement verified before is not decoded again (a push's heads share one).
+      key = toHex(sha256(proof.statement, proof.signature))
+      statement = this.verified.get(key) ?? decodeStatement(proof.statement)
     } catch (err) {
       return { refused: `a malformed head proof: ${(err as Error).message}` }
     }
@@ -188,7 +192,6 @@ export class HeadVerifier {
     if (!verifyInclusion(leafHash(proof.leaf), proof.index, statement.count, proof.path, statement.root)) {
       return { refused: `a head whose inclusion path does not lead to its statement's root` }
     }
-    const key = toHex(sha256(proof.statement, proof.signature))
     if (!this.verified.has(key)) {
       if (!mayVerify()) return { refused: `too many heads of new statements to check now (${statement.author})`, rateLimited: true }
       let ok: boolean
@@ -199,7 +202,7 @@ export class HeadVerifier {
       }
       if (!ok) return { refused: `a head whose signature does not verify under ${statement.author}'s key` }
       if (this.verified.size >= REMEMBERED) this.verified.delete(this.verified.keys().next().value!)
-      this.verified.set(key, true)
+      this.verified.set(key, statement)
     }
     return { ...leaf, author: statement.author, record }
   }
