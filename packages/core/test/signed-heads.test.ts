@@ -103,6 +103,38 @@ describe('signed heads: the pieces', () => {
       expect(await v.check(new Uint8Array([1, 2, 3]), { collection: 'notes', id: 'n4' })).to.have.property('refused')
     })
 
+    it('a push’s heads are checked once for the whole push: garbled ones (another root, entry, count or owner) are refused, never thrown', async () => {
+      const hub = new LoopbackHub()
+      const r = await memoryReplica({ network: hub.createNetwork(SUPPORT), trust: keys.trust(SUPPORT, [ADMIN]), syncIntervalMs: 0 })
+      try {
+        const heads = ctxOf(r).heads!
+        const ids = ['n0', 'n1', 'n2']
+        const signed = await sign(
+          ADMIN,
+          ids.map((id) => leafOf(ADMIN, id)),
+        )
+        const push = { statement: signed.statement, signature: signed.signature, leaves: signed.leaves as (Uint8Array | null)[] }
+        const ok = await heads.verifyPush('notes', push, ids, ORDERS)
+        expect(Array.isArray(ok) && ok.every((m) => m?.size === 1)).to.equal(true)
+        const refusedFor = async (p: typeof push, forIds = ids) => {
+          const got = await heads.verifyPush('notes', p, forIds, ORDERS)
+          return Array.isArray(got) ? 'accepted' : got.reason
+        }
+        expect(await refusedFor({ ...push, leaves: [push.leaves[1]!, push.leaves[0]!, push.leaves[2]!] })).to.equal('badSignature') // another root
+        expect(await refusedFor(push, ['n0', 'n9', 'n2'])).to.equal('badSignature') // a leaf for another entry
+        expect(await refusedFor({ ...push, leaves: push.leaves.slice(0, 2) }, ids.slice(0, 2))).to.equal('badSignature') // another count
+        expect(await refusedFor({ ...push, leaves: [push.leaves[0]!, null, push.leaves[2]!] })).to.equal('badSignature') // a leaf left out
+        expect(await refusedFor({ ...push, statement: new Uint8Array([1, 2, 3]) })).to.equal('badSignature')
+        const forged = await sign(
+          ORDERS,
+          ids.map((id) => leafOf(ADMIN, id)),
+        )
+        expect(await refusedFor({ statement: forged.statement, signature: forged.signature, leaves: forged.leaves })).to.equal('badSignature') // not the owner
+      } finally {
+        await r.close()
+      }
+    })
+
     it('a headed delta decodes to its delta and heads; garbage, truncation and nesting are refused', () => {
       const headed = encodeHeaded(new Uint8Array([0x85, 0x6f, 0x4a, 0x83, 1]), [new Uint8Array([1]), new Uint8Array([2])])
       expect(decodeHeaded(headed).heads).to.have.length(2)

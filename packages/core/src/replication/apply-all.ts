@@ -1,6 +1,7 @@
 import type { SignedBy } from '../trust/signed-push.js'
 import { nextTurn, type Clock } from '../clock.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
+import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { ReplicationContext } from './context.js'
 
 /** Deltas started per turn of the event loop, over every message being applied. */
@@ -49,6 +50,8 @@ export async function applyAll(
   originTime?: number,
   /** A signed push's verified author and proof (the sender only relays it). */
   signed?: SignedBy,
+  /** Per entry, the author's heads the push carried, checked (receiver.ts). */
+  heads?: readonly (ReadonlyMap<string, VerifiedHead> | undefined)[],
 ): Promise<ApplyResult[]> {
   const pending: Promise<ApplyResult>[] = []
   for (let i = 0; i < entries.length; i += PER_TURN) {
@@ -56,7 +59,7 @@ export async function applyAll(
     await ctx.pacer.take(end - i)
     for (let j = i; j < end; j++) {
       const [id, delta] = entries[j]!
-      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta, originTime, signed))
+      pending.push(applyRemoteDelta(ctx, peer, collection, backend, id, delta, originTime, signed, heads?.[j]))
     }
   }
   return Promise.all(pending)

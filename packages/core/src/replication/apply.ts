@@ -39,6 +39,8 @@ export async function applyRemoteDelta(
   originTime?: number,
   /** A signed push's verified author and proof: only its author's right to write counts, and the feed names it. */
   signed?: SignedBy,
+  /** The author's heads a push carried for this entity, checked already (by actor). */
+  pushHeads?: ReadonlyMap<string, VerifiedHead>,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
   const byAuthor = signed === undefined ? undefined : ctx.authorStats.of(signed.author)
@@ -65,10 +67,9 @@ export async function applyRemoteDelta(
   }
   // Signed heads (heads.ts): in a cluster, every change of an actor bound to a peer must come
   // with that peer's signed head, whoever relays it; checked here (signatures) and once applied.
-  const headed = isHeaded(received)
   let delta = received
   let carried: Uint8Array[] = []
-  if (headed) {
+  if (isHeaded(received)) {
     if (ctx.heads === undefined) return dropped('invalidDelta', 'a delta with signed heads, outside a cluster')
     try {
       ;({ delta, heads: carried } = decodeHeaded(received))
@@ -77,6 +78,9 @@ export async function applyRemoteDelta(
     }
   }
   const history = ctx.heads !== undefined ? backend.history : undefined
+  // Whether the sender sent heads (a headed delta, or a push's heads, checked already): it then
+  // sends every head its changes need, and one missing is a refusal, not a wait.
+  const headed = delta !== received || pushHeads !== undefined
   if (!ctx.isOpen()) return 'duplicate'
   const existing = ctx.entities.collections.get(collection)
   if (existing !== undefined && existing.backend !== backend && !(existing.tentative && !existing.persisted)) {
@@ -93,7 +97,7 @@ export async function applyRemoteDelta(
   // The delta's changes (signed heads), when it carries changes, not a whole document: read only
   // after that check, as reading them inflates them.
   const changes = history === undefined ? undefined : changesOf(history, delta)
-  let vouched = new Map<string, VerifiedHead>()
+  let vouched: ReadonlyMap<string, VerifiedHead> = pushHeads ?? new Map<string, VerifiedHead>()
   if (history !== undefined && carried.length > 0) {
     const wanted = changes === undefined ? undefined : new Set(changes.map((c) => c.actor).filter(isBoundActor))
     const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer, wanted)

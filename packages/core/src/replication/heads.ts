@@ -7,8 +7,8 @@ import type { StoreOp, Store } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
+  checkStatement,
   claimOf,
-  encodeHeadProof,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
@@ -20,9 +20,9 @@ import {
   type HeadLeaf,
   type VerifiedHead,
 } from '../trust/signed-heads.js'
-import { merkleTree, leafHash } from '../trust/merkle.js'
 import { VerifyBudget } from '../trust/verify-budget.js'
 import { decodeBounded } from './messages/envelope.js'
+import type { PushHeads } from './messages/index.js'
 import { asArray, asBytes, asRecord, invalid } from './messages/fields.js'
 import { encode } from 'cborg'
 
@@ -178,6 +178,41 @@ export class SignedHeads {
   }
 
   /**
+   * The heads a push carries for its entries (one statement over their leaves: checked once, not
+   * entry by entry), per entry by actor (undefined: none) — or why they do not check out (the
+   * deltas then wait for anti-entropy; `k` is outside the push's signature, so a relay may
+   * have garbled it).
+   */
+  async verifyPush(
+    collection: string,
+    heads: PushHeads,
+    ids: readonly string[],
+    peer: string,
+  ): Promise<(Map<string, VerifiedHead> | undefined)[] | { refused: string; reason: 'badSignature' | 'rateLimited' }> {
+    const now = this.opts.clock.now()
+    if (heads.leaves.length !== ids.length) return { refused: `push heads for ${heads.leaves.length} of ${ids.length} entries`, reason: 'badSignature' }
+    if (!this.failures.has(peer, now)) return { refused: `${peer}'s signed heads failed too many checks this minute`, reason: 'rateLimited' }
+    const present = heads.leaves.flatMap((leaf, entry) => (leaf === null ? [] : [{ leaf, entry }]))
+    if (present.length === 0) return ids.map(() => undefined)
+    const checked = await checkStatement(this.verifier, { ...heads, leaves: present.map((p) => p.leaf) }, { collection }, () => this.verifies.take(peer, now))
+    if (!Array.isArray(checked)) {
+      if (checked.rateLimited !== true) this.failures.take(peer, now)
+      return { refused: checked.refused, reason: checked.rateLimited === true ? 'rateLimited' : 'badSignature' }
+    }
+    const out: (Map<string, VerifiedHead> | undefined)[] = ids.map(() => undefined)
+    for (let i = 0; i < present.length; i++) {
+      const head = checked[i]!
+      const entry = present[i]!.entry
+      if (head.id !== ids[entry]) {
+        this.failures.take(peer, now)
+        return { refused: `a push head of '${head.id}' for entry '${ids[entry]}'`, reason: 'badSignature' }
+      }
+      out[entry] = new Map([[head.actor, head]])
+    }
+    return out
+  }
+
+  /**
    * Signs what a crash left unsigned: local changes whose heads were not stored yet (their
    * markers, signed-heads.ts). Per entity, this replica's own actors whose newest change has no
    * stored head at least as recent get one. Run at open, before replication starts; an entity
@@ -312,16 +347,6 @@ export class SignedHeads {
     }
     return { heads }
   }
-}
-
-/** The head proofs of a push's entries from its statement, signature and leaves (one per entry, or null). */
-export function pushHeadProofs(statement: Uint8Array, signature: Uint8Array, leaves: readonly (Uint8Array | null)[]): (Uint8Array | null)[] {
-  const present = leaves.map((leaf, i) => [leaf, i] as const).filter((x): x is readonly [Uint8Array, number] => x[0] !== null)
-  if (present.length === 0) return leaves.map(() => null)
-  const { paths } = merkleTree(present.map(([leaf]) => leafHash(leaf)))
-  const out: (Uint8Array | null)[] = leaves.map(() => null)
-  present.forEach(([leaf, entry], index) => (out[entry] = encodeHeadProof({ statement, signature, leaf, index, path: paths[index]! })))
-  return out
 }
 
 /**

@@ -17,7 +17,7 @@ import { decodePayload, deltasMatch, encodeProof, proofIdOf, signingInput, type 
 import type { DropReason } from './peer-stats.js'
 import type { PeerRateLimiter } from './rate-limit.js'
 import { startApplySpan } from '../tracing.js'
-import { encodeHeaded, pushHeadProofs } from './heads.js'
+import type { VerifiedHead } from '../trust/signed-heads.js'
 import { context, trace } from '@opentelemetry/api'
 
 /**
@@ -70,14 +70,26 @@ export function admit(
 }
 
 /**
- * A signed push's entries, each delta headed with its author's head (heads.ts) where the push
- * carries one: the author signed one statement over the entries' leaves. Heads that do not add
- * up (another count of leaves) are left out: the deltas then wait for anti-entropy.
+ * The author's heads of a signed push's entries (heads.ts), checked once for the whole push. Heads
+ * that do not check out are counted against the sender and left out: the deltas then wait for
+ * anti-entropy (the heads travel outside the push's signature, so a relay may have garbled them).
  */
-function headedEntries(ctx: ReplicationContext, entries: [string, Uint8Array][], heads: PushHeads): [string, Uint8Array][] {
-  if (ctx.heads === undefined || heads.leaves.length !== entries.length) return entries
-  const proofs = pushHeadProofs(heads.statement, heads.signature, heads.leaves)
-  return entries.map(([id, delta], i) => [id, proofs[i] === null ? delta : encodeHeaded(delta, [proofs[i]!])])
+async function pushHeadsOf(
+  ctx: ReplicationContext,
+  from: string,
+  push: PushMessage,
+  heads: PushHeads | undefined,
+): Promise<(Map<string, VerifiedHead> | undefined)[] | undefined> {
+  if (ctx.heads === undefined || heads === undefined) return undefined
+  const checked = await ctx.heads.verifyPush(
+    push.collection,
+    heads,
+    push.entries.map(([id]) => id),
+    from,
+  )
+  if (Array.isArray(checked)) return checked
+  drop(ctx, from, checked.reason, `the heads of a push of '${push.collection}': ${checked.refused}`, { collection: push.collection })
+  return undefined
 }
 
 /**
@@ -132,8 +144,10 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     'convergent.deltas': push.entries.length,
   })
   try {
-    const entries = signed?.heads !== undefined && by !== undefined ? headedEntries(ctx, push.entries, signed.heads) : push.entries
-    const results = await context.with(trace.setSpan(context.active(), span), () => applyAll(ctx, from, push.collection, push.backend, entries, push.time, by))
+    const heads = by === undefined ? undefined : await pushHeadsOf(ctx, from, push, signed?.heads)
+    const results = await context.with(trace.setSpan(context.active(), span), () =>
+      applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by, heads),
+    )
     if (span.isRecording()) span.setAttributes(countResults(results))
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write): a replay may bring it after all.

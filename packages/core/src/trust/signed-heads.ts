@@ -1,5 +1,5 @@
 import { encode } from 'cborg'
-import { concatBytes, fromHex, sha256, toHex } from '../hash.js'
+import { bytesEqual, concatBytes, fromHex, sha256, toHex } from '../hash.js'
 import { decodeBounded } from '../replication/messages/envelope.js'
 import { asArray, asBytes, asHash, asInt, asRecord, asSizedBytes, asString, invalid } from '../replication/messages/fields.js'
 import { actorOwnedBy, BOUND_ACTOR_BYTES } from './actor-binding.js'
@@ -206,6 +206,46 @@ export class HeadVerifier {
     }
     return { ...leaf, author: statement.author, record }
   }
+}
+
+/**
+ * Checks a whole statement at once, given all its leaves (a push carries them): the root rebuilt
+ * from the leaves, every leaf's actor owned by the author, the signature (once per statement, as
+ * in check). The heads, each with its proof, in the leaves' order — or why not (never throws).
+ */
+export async function checkStatement(
+  verifier: HeadVerifier,
+  signed: { statement: Uint8Array; signature: Uint8Array; leaves: readonly Uint8Array[] },
+  where: { collection: string },
+  mayVerify: () => boolean,
+): Promise<VerifiedHead[] | { refused: string; rateLimited?: true }> {
+  let leaves: HeadLeaf[]
+  let statement: HeadStatement
+  try {
+    statement = decodeStatement(signed.statement)
+    leaves = signed.leaves.map(decodeLeaf)
+  } catch (err) {
+    return { refused: `malformed push heads: ${(err as Error).message}` }
+  }
+  if (leaves.length === 0 || statement.count !== leaves.length)
+    return { refused: `push heads of ${leaves.length} leaves under a statement of ${statement.count}` }
+  const { root, paths } = merkleTree(signed.leaves.map(leafHash))
+  if (!bytesEqual(root, statement.root)) return { refused: "push heads whose leaves do not add up to their statement's root" }
+  // One leaf's full check (namespace, collection, owner, path, signature) vouches for the statement.
+  const first = await verifier.check(
+    encodeHeadProof({ statement: signed.statement, signature: signed.signature, leaf: signed.leaves[0]!, index: 0, path: paths[0]! }),
+    { collection: where.collection, id: leaves[0]!.id },
+    mayVerify,
+  )
+  if ('refused' in first) return first
+  const heads: VerifiedHead[] = []
+  for (let index = 0; index < leaves.length; index++) {
+    const leaf = leaves[index]!
+    if (!actorOwnedBy(leaf.actor, statement.author)) return { refused: `a head of actor ${leaf.actor} signed by ${statement.author}, who does not own it` }
+    const record = encodeHeadProof({ statement: signed.statement, signature: signed.signature, leaf: signed.leaves[index]!, index, path: paths[index]! })
+    heads.push({ ...leaf, author: statement.author, record })
+  }
+  return heads
 }
 
 /** Meta records of heads: `head/<collection> NUL <id> NUL <actor>` (dropped with the collection). */
