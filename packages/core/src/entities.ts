@@ -72,6 +72,14 @@ export interface EntitiesOptions {
    * id, one per process (replica.ts says why that is safe; actor-binding.ts).
    */
   actorFor?: (backend: Backend, nonce: Uint8Array) => Uint8Array
+  /**
+   * Told when changes made here under the current actor may be gone from this replica while a
+   * peer holds them — a failed write (its changes may have been sent before it failed: see
+   * durable.ts), a damaged entity dropped, a dropped collection: the loads after it must take a
+   * new actor, or the next write of such an entity would reissue an (actor, seq) a peer holds
+   * with other content, which Automerge refuses for good ("duplicate seq").
+   */
+  newActor?: () => void
 }
 
 /** What happened to the value, as the change feed records it. */
@@ -750,6 +758,8 @@ export class Entities {
    * error next), and reload from what the store holds.
    */
   private failed(tick: Tick, err: unknown): void {
+    // Its entities reload from the store, a change short of what may have left (newActor).
+    if (tick.dirty.size > 0) this.opts.newActor?.()
     if (tick.proofs !== undefined) this.proofs.unclaim(tick.proofs)
     const cols = new Set<CollectionState>()
     for (const [entity, { col }] of tick.dirty) {
@@ -876,6 +886,8 @@ export class Entities {
         this.opts.logger.error(`repaired '${id}' of '${col.name}' from its copy in memory`, { collection: col.name, entity: id })
         return
       }
+      // Its changes are gone here, not at the peers that hold them (newActor).
+      this.opts.newActor?.()
       await this.opts.store.write([{ type: 'delEntity', collection: col.name, id }])
     }
     await this.rebuildTree(col)
@@ -960,6 +972,8 @@ export class Entities {
    * store have landed. Its state leaves memory at once (handles to it refuse further calls).
    */
   async drop(col: CollectionState): Promise<void> {
+    // Its entities may be written anew here while peers keep the old ones (newActor).
+    this.opts.newActor?.()
     col.dropped = true
     if (this.collections.get(col.name) === col) this.collections.delete(col.name)
     this.sortedNames = undefined

@@ -2,7 +2,7 @@ import type { Backend } from './backend.js'
 import { randomBytes, systemClock, type Clock } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
-import { Entities, type CollectionState } from './entities.js'
+import { Entities, type CollectionState, type EntitiesOptions } from './entities.js'
 import { ConvergentError, StoreCorruptError } from './errors.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { codeOf, consoleLogger, type Logger } from './logger.js'
@@ -525,14 +525,11 @@ export class Replica {
       // safe because a change leaves this process only once durable (push, anti-entropy and
       // rights answers send durable state alone): a reload continues the actor's sequence after
       // the last durable change, which no peer has seen beyond. A restart — where the disk may
-      // have lost acknowledged writes (durability 'process') — draws a new one.
-      ...(options.trust !== undefined && options.network !== undefined && options.store.metas !== undefined
-        ? {
-            actorFor: ((actor: Uint8Array) => (backend: Backend, nonce: Uint8Array) => (backend.history === undefined ? nonce : actor))(
-              boundActor(options.network.peerId, randomBytes(clock, 16)),
-            ),
-          }
-        : {}),
+      // have lost acknowledged writes (durability 'process') — draws a new one, and so does
+      // anything that loses changes here that a peer may hold while the process runs on: a
+      // failed write (a change can slip out between a durability check and its send), a damaged
+      // entity dropped, a dropped collection written anew (Entities.newActor).
+      ...(options.trust !== undefined && options.network !== undefined && options.store.metas !== undefined ? processActor(options.network.peerId, clock) : {}),
     })
     await options.store.open()
     try {
@@ -950,5 +947,16 @@ export class Replica {
 
   private assertOpen(): void {
     if (this.state !== 'open') throw new ConvergentError('ERR_CLOSED', 'This replica is closed; open a new one.')
+  }
+}
+
+/** The cluster's Automerge actor of this process (replica.ts, open): bound to the peer id, drawn anew on newActor(). */
+function processActor(peerId: string, clock: Clock): Pick<EntitiesOptions, 'actorFor' | 'newActor'> {
+  let actor = boundActor(peerId, randomBytes(clock, 16))
+  return {
+    actorFor: (backend, nonce) => (backend.history === undefined ? nonce : actor),
+    newActor: () => {
+      actor = boundActor(peerId, randomBytes(clock, 16))
+    },
   }
 }

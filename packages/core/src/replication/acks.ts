@@ -3,7 +3,7 @@ import { ConvergentError, isConvergentError } from '../errors.js'
 import type { AckOptions } from '../write-options.js'
 import { abortable } from './budget.js'
 import type { ReplicationContext } from './context.js'
-import { acquireDurable } from './durable.js'
+import { acquireDurable, stillDurable } from './durable.js'
 import { headedFor } from './heads.js'
 import {
   decodeErrorReply,
@@ -159,6 +159,7 @@ class AckWait {
     if (entity === undefined) return
     let delta: Uint8Array | null
     try {
+      if (!stillDurable(entity)) return // written since it was found durable: asked again later
       delta = col.backend.deltaSince(entity.doc, theirs ?? new Uint8Array(0))
       if (delta !== null) delta = await headedFor(this.ctx, col, id, entity.doc, theirs, delta, peer)
     } catch (err) {

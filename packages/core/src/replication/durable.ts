@@ -25,10 +25,26 @@ export async function acquireDurable(entities: Entities, col: CollectionState, i
     await pending // never rejects: it is the write's settled promise
     // A failed write left this document ahead of the disk: nothing of it may be sent.
     if (isDead(entity)) break
-    if (entity.lastWrite === pending) return entity
+    if (entity.lastWrite === pending) {
+      durableAt.set(entity, pending)
+      return entity
+    }
   }
   entities.release(entity)
   return undefined
+}
+
+/** The write each entity was last found durable at by acquireDurable (settled true by then). */
+const durableAt = new WeakMap<LoadedEntity, Promise<boolean>>()
+
+/**
+ * True while nothing was committed to an entity since acquireDurable found it durable. Its caller
+ * resumes a microtask after that check, and a local commit may land in between (a write whose own
+ * acquire resumed first): the document is then ahead of the disk again. So a caller checks this
+ * synchronously right before it reads the document for a peer, and treats false as busy.
+ */
+export function stillDurable(entity: LoadedEntity): boolean {
+  return !isDead(entity) && durableAt.get(entity) === entity.lastWrite
 }
 
 /**
@@ -49,7 +65,7 @@ export async function wholeStateOf(entities: Entities, col: CollectionState, id:
   const entity = await acquireDurable(entities, col, id)
   if (entity === undefined) return null
   try {
-    return entity.head === undefined ? null : col.backend.deltaSince(entity.doc, emptyVersionOf(col.backend).version)
+    return entity.head === undefined || !stillDurable(entity) ? null : col.backend.deltaSince(entity.doc, emptyVersionOf(col.backend).version)
   } finally {
     entities.release(entity)
   }

@@ -1,6 +1,6 @@
 import { ConvergentError, isConvergentError } from '../errors.js'
 import { checkId } from '../json.js'
-import { acquireDurable } from './durable.js'
+import { acquireDurable, stillDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { decodeHoldsRequest, encodeHoldsResponse, invalid, MAX_HOLDS_VERSION_BYTES, type HoldsRequest } from './messages/index.js'
 import type { CollectionState } from '../entities.js'
@@ -33,6 +33,7 @@ export async function serveHoldsRequest(ctx: ReplicationContext, from: string, b
   const entity = await acquireDurable(ctx.entities, col, req.id)
   if (entity === undefined) return NOT_HELD // busy with local writes: the writer asks again
   try {
+    if (!stillDurable(entity)) return NOT_HELD // written since it was found durable: busy too
     return answer(ctx, from, col, req, entity.doc, entity.head !== undefined)
   } finally {
     ctx.entities.release(entity)

@@ -2,7 +2,7 @@ import { codeOf } from '../logger.js'
 import { ConvergentError } from '../errors.js'
 import { applyRemoteDelta } from './apply.js'
 import { headedFor } from './heads.js'
-import { acquireDurable } from './durable.js'
+import { acquireDurable, stillDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
 import { inlineLimit } from './parts.js'
@@ -26,7 +26,8 @@ export async function serveRightsRequest(ctx: ReplicationContext, from: string, 
     const entity = await acquireDurable(ctx.entities, col, id)
     if (entity !== undefined) {
       try {
-        delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
+        // Written since it was found durable: the rights arrive with the next sync round instead.
+        if (stillDurable(entity)) delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
         if (delta !== null) delta = await headedFor(ctx, col, id, entity.doc, version, delta, from)
         // Too large for one message: the rights arrive with the next sync round instead.
         if (delta !== null && delta.byteLength > inlineLimit(ctx.limits)) delta = null

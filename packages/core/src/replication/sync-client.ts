@@ -7,7 +7,7 @@ import { bytesEqual, sha256, toHex } from '../hash.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
-import { acquireDurable, wholeStateOf } from './durable.js'
+import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
 import { headedFor, headedWhole } from './heads.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
@@ -691,7 +691,7 @@ export class SyncClient {
     const entity = await abortable(acquireDurable(this.ctx.entities, col, id), round.budget.signal)
     if (entity === undefined) return 'skipped'
     try {
-      if (entity.head === undefined) return 'skipped'
+      if (entity.head === undefined || !stillDurable(entity)) return 'skipped'
       const delta = col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version)
       return delta === null ? 'nothing' : await headedFor(this.ctx, col, id, entity.doc, theirVersion, delta, round.peer)
     } catch (err) {

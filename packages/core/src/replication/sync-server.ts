@@ -5,7 +5,7 @@ import { DigestTree, leafOf } from '../digest.js'
 import type { CollectionState } from '../entities.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
-import { acquireDurable, wholeStateOf } from './durable.js'
+import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
 import { headedFor, headedWhole } from './heads.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
@@ -356,10 +356,13 @@ export class SyncServer {
       const entity = await acquireDurable(this.ctx.entities, col, id)
       if (entity === undefined) continue // busy with local writes: the next round gets it
       try {
+        if (!stillDurable(entity)) continue // written since it was found durable: busy too
         if (entity.head === undefined) {
           response.entries.push([id, null, null])
           continue
         }
+        // Read now, before any await: later the document may hold a commit not durable yet.
+        const ours = backend.version(entity.doc)
         let delta: Uint8Array | null
         try {
           delta = backend.deltaSince(entity.doc, version ?? emptyVersionOf(backend).version)
@@ -372,7 +375,6 @@ export class SyncServer {
         // A delta we have but cannot send now leaves the id out: the requester neither takes
         // our version as "nothing to send" (an unrepairable difference) nor asks again at once.
         if (slot === 'later' || (slot === null && delta !== null)) continue
-        const ours = backend.version(entity.doc)
         bytes += (slot === null ? 0 : slot instanceof Uint8Array ? slot.byteLength : slot.size) + ours.byteLength
         response.entries.push([id, slot, ours])
       } finally {
