@@ -7,11 +7,11 @@ import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import type * as Y from 'yjs'
 import { memoryLevelStore } from '@convergent/level'
-import { LoopbackHub, StoreCorruptError, type PolicyDocument, type Replica, type Store } from '../src/index.js'
+import { LoopbackHub, StoreCorruptError, type PolicyDocument, type Replica, type ReplicaOptions, type Store } from '../src/index.js'
 import { acquireDurable, stillDurable } from '../src/replication/durable.js'
 import { writeTo } from '../src/write.js'
-import { memoryReplica, storeWith, waitFor } from './helpers.js'
-import { ADMIN, SUPPORT, trustSuite } from './trust-helpers.js'
+import { storeWith, waitFor } from './helpers.js'
+import { ADMIN, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
 
 const POLICY: PolicyDocument = {
@@ -61,11 +61,7 @@ describe('review: one bound actor per process', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  async function member(hub: LoopbackHub, id: string, options: Record<string, unknown> = {}): Promise<Replica> {
-    const r = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), syncIntervalMs: 0, ...options })
-    replicas.push(r)
-    return r
-  }
+  const member = (hub: LoopbackHub, id: string, options: Partial<ReplicaOptions> = {}): Promise<Replica> => trustMember(keys, replicas, hub, id, options)
 
   async function pair(adminOptions: Record<string, unknown> = {}): Promise<{ admin: Replica; support: Replica }> {
     const hub = new LoopbackHub()

@@ -7,10 +7,9 @@ import { signHeads, type HeadLeaf } from '../src/trust/signed-heads.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { sha256, toHex } from '../src/hash.js'
-import type { PolicyDocument, Replica } from '../src/index.js'
-import { LoopbackHub } from '../src/index.js'
-import { memoryReplica, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+import { LoopbackHub, type PolicyDocument, type Replica, type ReplicaOptions } from '../src/index.js'
+import { waitFor } from './helpers.js'
+import { ADMIN, adminStockOf100, ORDERS, SUPPORT, trustCluster, trustMember, trustSuite } from './trust-helpers.js'
 import { ctxOf, forkChange, savedDoc, STOCK_POLICY, type State } from './counter-helpers.js'
 
 const LATE = 'd-late'
@@ -32,11 +31,7 @@ describe('review: signed heads', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  async function member(hub: LoopbackHub, id: string, options: Record<string, unknown> = {}): Promise<Replica> {
-    const r = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), syncIntervalMs: 0, ...options })
-    replicas.push(r)
-    return r
-  }
+  const member = (hub: LoopbackHub, id: string, options: Partial<ReplicaOptions> = {}): Promise<Replica> => trustMember(keys, replicas, hub, id, options)
 
   // HOLE 1 was: an entity reloaded within one push window held changes of two actors of its
   // author, and only the newest was signed (the markers of both went): a late joiner fetching it

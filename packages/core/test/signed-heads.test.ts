@@ -11,9 +11,9 @@ import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
 import { headPrefixOf, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
 import { sha256, toHex } from '../src/hash.js'
-import type { PolicyDocument } from '../src/index.js'
+import type { PolicyDocument, Replica } from '../src/index.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { ctxOf, diskMember, forkChange, savedDoc, type State } from './counter-helpers.js'
 import { LoopbackHub } from '../src/index.js'
 
@@ -151,16 +151,13 @@ describe('signed heads on replicas (loopback)', function () {
 
   async function cluster(ids: string[]) {
     const hub = new LoopbackHub()
-    const r: Record<string, Awaited<ReturnType<typeof memoryReplica>>> = {}
-    for (const id of ids) {
-      r[id] = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), syncIntervalMs: 0 })
-      replicas.push(r[id])
-    }
+    const r: Record<string, Replica> = {}
+    for (const id of ids) r[id] = await trustMember(keys, replicas, hub, id)
     await r[ADMIN]!.policy.set(POLICY)
     await waitFor(() => ids.every((id) => r[id]!.policy.get() !== undefined), 'adopted')
     return { hub, r }
   }
-  const notes = (r: Awaited<ReturnType<typeof memoryReplica>>) => r.collection<State>('notes', { backend: 'automerge' })
+  const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
 
   it('a relayed write keeps its author: a late joiner that reaches only a relay takes the writer’s changes, vouched by the writer’s own signed head', async () => {
     const { hub, r } = await cluster([ADMIN, SUPPORT])
@@ -168,8 +165,7 @@ describe('signed heads on replicas (loopback)', function () {
     await notes(r[ADMIN]!).put('n1', { text: 'by admin, again' })
     await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'by admin, again', 'SUPPORT has it')
     await r[ADMIN]!.close() // the author is gone; only the relay is left
-    const late = await memoryReplica({ network: hub.createNetwork(LATE), trust: keys.trust(LATE, [ADMIN]), syncIntervalMs: 0 })
-    replicas.push(late)
+    const late = await trustMember(keys, replicas, hub, LATE)
     await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
     await late.sync()
     expect((await notes(late).get('n1'))?.text).to.equal('by admin, again')
@@ -270,8 +266,7 @@ describe('signed heads on replicas (loopback)', function () {
       admin = await diskMember(keys, dir, ADMIN, hub)
       replicas.push(admin)
       await waitFor(async () => (await ctxOf(admin).heads!.stored('notes', 'n1')).size === 1, 'the head signed again at open')
-      const late = await memoryReplica({ network: hub.createNetwork(LATE), trust: keys.trust(LATE, [ADMIN]), syncIntervalMs: 0 })
-      replicas.push(late)
+      const late = await trustMember(keys, replicas, hub, LATE)
       await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
       await late.sync()
       expect((await notes(late).get('n1'))?.text).to.equal('before the crash')

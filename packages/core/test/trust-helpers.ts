@@ -51,6 +51,13 @@ export async function trustCluster(
   return { hub, r }
 }
 
+/** Member `id` of the cluster (ADMIN the admin) on `hub`, in memory, without sync rounds of its own; `track` closes it after the test. */
+export async function trustMember(keys: KeyringType, track: Replica[], hub: LoopbackHub, id: string, options: Partial<ReplicaOptions> = {}): Promise<Replica> {
+  const r = await memoryReplica({ network: hub.createNetwork(id), trust: keys.trust(id, [ADMIN]), syncIntervalMs: 0, ...options })
+  track.push(r)
+  return r
+}
+
 /** A Yjs backend that counts the deltas it is asked to apply. */
 export function countingYjs(): { backend: Backend; applied: () => number } {
   const inner = yjsBackend()
