@@ -153,7 +153,7 @@ program
   })
 
 const AUDIT_ATTRIBUTION =
-  "Each change's author and signature, re-verified here offline. 'verified': a write gossiped in a cluster with admins, signed by its author — the signed push this replica kept as proof verifies under the author's peer key and names this collection and entity (then the first 16 hex characters of the SHA-256 of the delta it signs). 'TAMPERED: why': the proof the entry names is missing, undecodable, does not verify, or names another author, collection, entity (or namespace, with --namespace). 'unsigned: vouched by <peer>': a change anti-entropy brought (or gossip where nothing is signed: no cluster with admins) — that writer vouched for it, its author did not sign it. 'local': written on this replica."
+  "Each change's author and signature, re-verified here offline. 'verified': a write gossiped in a cluster with admins, signed by its author — the signed push this replica kept as proof verifies under the author's peer key and names this collection and entity (then the first 16 hex characters of the SHA-256 of the delta it signs); or, with Automerge, a change anti-entropy brought that one signed head of its author covers — the head this replica kept verifies under the author's peer key, names this collection and entity, and its actor is the author's (then the head's change hash: the author's newest change of that actor, which covers this one). 'TAMPERED: why': the proof the entry names is missing, undecodable, does not verify, or names another author, collection, entity (or namespace, with --namespace). 'unsigned: vouched by <peer>': a change anti-entropy brought (or gossip where nothing is signed: no cluster with admins) — that writer vouched for it, its author did not sign it. 'local': written on this replica."
 
 const READ_AUDIT_NOTE =
   "Each entry: when, entity id, subject (the pseudonym personal.subject returns, not a name), the personal fields opened, how (get, entries, update, subscribe), this replica's peer id, and the actor the caller passed (not authenticated; '-' if none). Only reads on this replica; entries of the last group commit before a crash may be missing."
@@ -209,7 +209,9 @@ program
         }
         const status =
           v.signature === 'verified'
-            ? `verified (delta ${v.deltaHash.slice(0, 16)})`
+            ? entry.proof?.startsWith('h:') === true
+              ? `verified (head ${v.deltaHash.slice(0, 16)})`
+              : `verified (delta ${v.deltaHash.slice(0, 16)})`
             : v.signature === 'tampered'
               ? `TAMPERED: ${v.why}`
               : v.signature === 'unsigned'
@@ -268,13 +270,15 @@ function auditor(replica: Replica, collection: string, namespace: string | undef
     const proofId = entry.proof
     // No proof: anti-entropy brought it; the sending writer (origin) vouched for it.
     if (proofId === undefined) return { signature: 'unsigned', author: null }
-    const record = await once(records, proofId, () => replica.proofOf(collection, proofId))
+    // A head (h:…) is stored per entity: its record and verdict are the entry's own.
+    const key = proofId.startsWith('h:') ? `${proofId}\u0000${entry.id}` : proofId
+    const record = await once(records, key, () => replica.proofOf(collection, proofId, entry.id))
     const check = await checkProof(
       record,
       proofId,
       { ...(namespace === undefined ? {} : { namespace }), collection, id: entry.id, author: entry.origin },
       // Same proof, same signed bytes and key: the verdict holds for every entry naming it.
-      (peer, data, signature) => once(signatures, proofId, () => verifyPeerSignature(peer, data, signature)),
+      (peer, data, signature) => once(signatures, key, () => verifyPeerSignature(peer, data, signature)),
     )
     return check.ok
       ? { signature: 'verified', author: check.author, deltaHash: toHex(check.deltaHash) }

@@ -7,7 +7,7 @@ import { expect } from 'chai'
 import { folderPeerId, generateClusterKey } from '../src/index.js'
 import { actorOwnedBy, headPrefixOf } from '@convergent/core/internal'
 import { classicLevelStore } from '@convergent/level'
-import { libp2pReplicas, waitFor } from './helpers.js'
+import { cli, libp2pReplicas, waitFor } from './helpers.js'
 
 type Note = { text: string }
 
@@ -56,5 +56,14 @@ describe('signed heads over real libp2p', function () {
     }
     expect(actors).to.have.length(1)
     expect(actorOwnedBy(actors[0]!, adminId)).to.equal(true)
+    // `convergent audit` re-verifies it offline: the admin's write, vouched by its head, not by the relay.
+    const audit = await cli('audit', lateDir, 'notes', '--json')
+    expect(audit.code, audit.stderr).to.equal(0)
+    const [entry] = audit.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { author: string; signature: string })
+    expect(entry).to.include({ author: adminId, signature: 'verified' })
   })
 })

@@ -101,6 +101,8 @@ export interface Commit {
   proof?: { id: string; record: Uint8Array }
   /** Signed heads that came with it (trust/signed-heads.ts), stored in the same batch: meta records, by key. */
   heads?: readonly { key: string; record: Uint8Array }[]
+  /** A proof the feed entry names without a record of its own here (a head: headProofId). */
+  proofId?: string
 }
 
 /** An entity committed in the current tick. */
@@ -542,7 +544,7 @@ export class Entities {
    * flush the digest tree lags by that tick's changes (anti-entropy copes with a stale digest).
    */
   commit(change: Commit): Promise<FeedEntry> {
-    const { col, entity, doc: newDoc, delta, kind, origin, deleted, proof, heads } = change
+    const { col, entity, doc: newDoc, delta, kind, origin, deleted, proof, heads, proofId } = change
     if (isDead(entity)) {
       throw new ConvergentError('ERR_STORE', `An earlier write of '${entity.id}' in '${col.name}' failed, so this change was not made. Try again.`)
     }
@@ -577,7 +579,14 @@ export class Entities {
       entity.deltaBytes += delta.byteLength
       deltaCount++
     }
-    const entry: FeedEntry = { seq: ++col.seq, id: entity.id, origin, time: this.opts.clock.now(), kind, ...(proof !== undefined ? { proof: proof.id } : {}) }
+    const entry: FeedEntry = {
+      seq: ++col.seq,
+      id: entity.id,
+      origin,
+      time: this.opts.clock.now(),
+      kind,
+      ...(proof !== undefined ? { proof: proof.id } : proofId !== undefined ? { proof: proofId } : {}),
+    }
     ops.push({ type: 'feed', collection: col.name, entry })
     if (proof !== undefined) {
       // Once per push, however many ticks its deltas commit in: a tick behind the one that

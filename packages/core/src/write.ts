@@ -16,6 +16,8 @@ export type Made =
       value?: { value: JsonObject | undefined }
       /** Signed heads that vouched for it, stored with it (meta records, by key). */
       heads?: readonly { key: string; record: Uint8Array }[]
+      /** One head covered all of it: the feed records its author and names the head as the proof. */
+      vouchedBy?: { author: string; proof: string }
     }
   /** Nothing changed. */
   | 'unchanged'
@@ -61,10 +63,11 @@ export function writeTo(
       doc: made.doc,
       delta: made.delta,
       kind: made.kind,
-      origin: signed?.author ?? peer ?? 'local',
+      origin: signed?.author ?? made.vouchedBy?.author ?? peer ?? 'local',
       deleted: made.deleted,
       ...(signed !== undefined ? { proof: signed.proof } : {}),
       ...(made.heads !== undefined && made.heads.length > 0 ? { heads: made.heads } : {}),
+      ...(made.vouchedBy !== undefined ? { proofId: made.vouchedBy.proof } : {}),
     })
     return {
       committed,

@@ -11,7 +11,7 @@ import { classicLevelStore, LevelStore } from '@convergent/level'
 import { automergeBackend } from '@convergent/automerge'
 import { LoopbackHub, type TrustOptions } from '../src/index.js'
 import { decodeMessage, encodeSignedPush, signPush } from '../src/internal.js'
-import { checkProof, decodePayload, encodeProof, proofIdOf, proofKey, proofPrefixOf } from '../src/trust/signed-push.js'
+import { checkPushProof as checkProof, decodePayload, encodeProof, proofIdOf, proofKey, proofPrefixOf } from '../src/trust/signed-push.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, countingYjs, ORDERS_TOPIC, deltaOf, pushOf, feedOf, trustSuite } from './trust-helpers.js'
 

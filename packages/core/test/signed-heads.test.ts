@@ -9,9 +9,10 @@ import { applyRemoteDelta } from '../src/replication/apply.js'
 import { decodeHeaded, encodeHeaded } from '../src/replication/heads.js'
 import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
-import { headPrefixOf, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { headPrefixOf, headProofId, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { checkProof } from '../src/trust/feed-proof.js'
 import { sha256, toHex } from '../src/hash.js'
-import type { PolicyDocument, Replica } from '../src/index.js'
+import type { ChangeEntry, PolicyDocument, Replica } from '../src/index.js'
 import { memoryReplica, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { ctxOf, diskMember, forkChange, savedDoc, type State } from './counter-helpers.js'
@@ -159,7 +160,7 @@ describe('signed heads on replicas (loopback)', function () {
   }
   const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
 
-  it('a relayed write keeps its author: a late joiner that reaches only a relay takes the writer’s changes, vouched by the writer’s own signed head', async () => {
+  it('a relayed write keeps its author: a late joiner that reaches only a relay takes the writer’s changes, vouched by the writer’s own signed head, and its feed names the writer with the head as proof', async () => {
     const { hub, r } = await cluster([ADMIN, SUPPORT])
     await notes(r[ADMIN]!).put('n1', { text: 'by admin' })
     await notes(r[ADMIN]!).put('n1', { text: 'by admin, again' })
@@ -175,6 +176,18 @@ describe('signed heads on replicas (loopback)', function () {
     const [actor] = [...stored.keys()]
     expect(actorOwnedBy(actor!, ADMIN)).to.equal(true)
     expect(stored.get(actor!)!.seq).to.equal(2)
+    // Its change feed names ADMIN as the author, with ADMIN's head as the proof, and the proof re-verifies offline.
+    const entries: ChangeEntry[] = []
+    for await (const e of notes(late).changes()) entries.push(e)
+    expect(entries.map((e) => [e.author, e.proof])).to.deep.equal([[ADMIN, headProofId(actor!)]])
+    const verify = (peer: string, data: Uint8Array, sig: Uint8Array) => keys.trust(peer, [ADMIN]).verify(peer, data, sig)
+    const proof = await late.proofOf('notes', entries[0]!.proof!, 'n1')
+    expect(await checkProof(proof, entries[0]!.proof!, { namespace: 'default', collection: 'notes', id: 'n1', author: ADMIN }, verify)).to.include({
+      ok: true,
+      author: ADMIN,
+    })
+    expect(await checkProof(proof, entries[0]!.proof!, { collection: 'notes', id: 'n1', author: SUPPORT }, verify)).to.include({ ok: false })
+    expect(await checkProof(proof, entries[0]!.proof!, { collection: 'notes', id: 'n2', author: ADMIN }, verify)).to.include({ ok: false })
   })
 
   it('a writer that signs its own head for another replica’s actor gets its forgery refused (badSignature), and nothing changes', async () => {

@@ -8,7 +8,7 @@
 import { expect } from 'chai'
 import { LoopbackHub, type FeedEntry, type Replica } from '../src/index.js'
 import { encodePush, signPush } from '../src/internal.js'
-import { checkProof, proofKey } from '../src/trust/signed-push.js'
+import { checkPushProof as checkProof, proofKey } from '../src/trust/signed-push.js'
 import { memoryReplica, startRawPeer, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, ORDERS_TOPIC, deltaOf, pushOf, feedOf, trustSuite } from './trust-helpers.js'
 

@@ -117,7 +117,7 @@ export async function clusterCheck(ctx: SimContext, cluster: ClusterRun, live: H
           signedHere++
           if (signedHere > PROOFS_CHECKED_PER_NODE) continue
           proofs.checked++
-          const record = await replica.proofOf(plan.name, entry.proof)
+          const record = await replica.proofOf(plan.name, entry.proof, entry.id)
           const result = await checkProof(record, entry.proof, { namespace: NAMESPACE, collection: plan.name, id: entry.id, author: entry.author }, verify)
           if (!result.ok) {
             proofs.failed++

@@ -3,8 +3,8 @@ import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
-import { checkId, jsonWithin } from '../json.js'
-import { writeTo, type PendingWrite } from '../write.js'
+import { checkId, jsonWithin, type JsonObject } from '../json.js'
+import { writeTo, type Made, type PendingWrite } from '../write.js'
 import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
@@ -12,7 +12,7 @@ import { drop } from './receiver.js'
 import { rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded, latestPerActor } from './heads.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
-import { headKey, type VerifiedHead } from '../trust/signed-heads.js'
+import { headKey, headProofId, type VerifiedHead } from '../trust/signed-heads.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -124,7 +124,7 @@ export async function applyRemoteDelta(
   // so no other write of the entity in flight is disturbed (a refusal after applying discards it).
   const from = { peer, ...(signed !== undefined ? { author: signed.author } : {}), headed, collection, id }
   // Heads to store with the change when the judgement ahead settled it (see below).
-  let settled: { key: string; record: Uint8Array }[] | undefined
+  let settled: Vouching | undefined
   const guard = ctx.counterGuard(collection)
   if (history !== undefined) {
     const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from)
@@ -136,7 +136,7 @@ export async function applyRemoteDelta(
     }
     // Settled ahead only if nothing can change the document before it is applied: no await
     // comes in between but the counter guard's.
-    if (ahead !== 'ok' && guard === undefined) settled = ahead.heads
+    if (ahead !== 'ok' && guard === undefined) settled = ahead
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
@@ -152,6 +152,11 @@ export async function applyRemoteDelta(
       stats.deltasDuplicate++ // nothing taken now; anti-entropy brings it again, with what it waits for
       return 'duplicate'
     }
+  }
+  // A change vouched for by heads: stored with them, and recorded as its author's when one head covers all of it.
+  const vouchedMade = (doc: unknown, value: JsonObject | undefined, v: Vouching): Made => {
+    const by = signed === undefined ? authorOf(v) : undefined // a signed push's proof names its author already
+    return { kind: 'remote', doc, delta, deleted: value === undefined, value: { value }, heads: v.heads, ...(by !== undefined ? { vouchedBy: by } : {}) }
   }
   let pending: PendingWrite | 'unchanged'
   try {
@@ -210,7 +215,7 @@ export async function applyRemoteDelta(
             return 'unchanged'
           }
           if (settled !== undefined) {
-            if (settled.length > 0) return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, heads: settled }
+            if (settled.heads.length > 0) return vouchedMade(next, value, settled)
           } else if (history !== undefined) {
             const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, from)
             if (typeof judged === 'string' || 'refused' in judged) {
@@ -219,7 +224,7 @@ export async function applyRemoteDelta(
               else refused = judged.refused
               return 'unchanged'
             }
-            if (judged.heads.length > 0) return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, heads: judged.heads }
+            if (judged.heads.length > 0) return vouchedMade(next, value, judged)
           }
         } catch (err) {
           ctx.entities.discard(col, entity)
@@ -278,13 +283,13 @@ function judgeHeadsAhead(
   changes: NonNullable<ReturnType<NonNullable<Backend['history']>['changesIn']>>,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
-): 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
+): 'later' | { refused: { reason: DropReason; message: string } } | Vouching {
   const carried = new Set(changes.map((c) => c.hash))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
   const judged = coverage(latestPerActor(fresh), vouched, held, from)
-  return judged.verdict === 'ok' ? { heads: judged.heads } : judged.verdict
+  return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
 }
 
 /** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
@@ -293,22 +298,50 @@ function coverage(
   vouched: ReadonlyMap<string, VerifiedHead>,
   held: (hash: string) => boolean,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
-): { verdict: 'ok' | 'later' | { refused: { reason: DropReason; message: string } }; heads: { key: string; record: Uint8Array }[] } {
-  const heads: { key: string; record: Uint8Array }[] = []
+): { verdict: 'ok' | 'later' | { refused: { reason: DropReason; message: string } } } & Vouching {
+  const heads: VouchingHead[] = []
+  let unbound = false
   for (const [actor, change] of latest) {
-    if (!isBoundActor(actor)) continue
+    if (!isBoundActor(actor)) {
+      unbound = true
+      continue
+    }
     const head = vouched.get(actor)
     if (head !== undefined && head.seq >= change.seq && held(head.hash)) {
-      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record })
+      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record, author: head.author, actor })
       continue
     }
     // Without a head: the sender's own changes not signed yet, or a sender that does not send
     // heads (an older release, or before it said it reads them) — anti-entropy brings them again.
-    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author))) return { verdict: 'later', heads }
+    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author)))
+      return { verdict: 'later', heads, unbound }
     const message = `changes of actor ${actor} (to seq ${change.seq}) of '${from.id}' came without a head signed by the peer that owns the actor`
-    return { verdict: { refused: { reason: 'forbidden', message } }, heads }
+    return { verdict: { refused: { reason: 'forbidden', message } }, heads, unbound }
   }
-  return { verdict: 'ok', heads }
+  return { verdict: 'ok', heads, unbound }
+}
+
+/** A head that vouched for a change, stored with it (meta record `key`), and whose it is. */
+interface VouchingHead {
+  key: string
+  record: Uint8Array
+  author: string
+  actor: string
+}
+
+/** The heads that vouched for a change, and whether it also holds changes of unbound actors (vouched for by the sender). */
+interface Vouching {
+  heads: VouchingHead[]
+  unbound: boolean
+}
+
+/**
+ * The author a change is recorded as (feed origin, with its head as the proof), when one head
+ * vouched for all of it: one bound actor's changes and nothing else. Else undefined: the sender
+ * vouched for (some of) it, as before.
+ */
+function authorOf(v: Vouching): { author: string; proof: string } | undefined {
+  return v.heads.length === 1 && !v.unbound ? { author: v.heads[0]!.author, proof: headProofId(v.heads[0]!.actor) } : undefined
 }
 
 /**
@@ -327,10 +360,10 @@ function judgeHeads(
   pendingAfter: boolean,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
-): 'later' | { refused: { reason: DropReason; message: string } } | { heads: { key: string; record: Uint8Array }[] } {
+): 'later' | { refused: { reason: DropReason; message: string } } | Vouching {
   if (!pendingBefore && pendingAfter) return 'later'
   const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from)
-  return judged.verdict === 'ok' ? { heads: judged.heads } : judged.verdict === 'later' ? 'later' : judged.verdict
+  return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict === 'later' ? 'later' : judged.verdict
 }
 
 /**

@@ -116,6 +116,11 @@ export interface HeadClaim {
   leaf: HeadLeaf
 }
 
+/** The namespace a head proof's statement names, not checked (throws if it does not decode). */
+export function claimedNamespace(record: Uint8Array): string {
+  return decodeStatement(decodeHeadProof(record).statement).namespace
+}
+
 /** The claim of a head proof (throws an InvalidMessageError if it does not decode). */
 export function claimOf(record: Uint8Array): HeadClaim {
   const proof = decodeHeadProof(record)
@@ -257,6 +262,22 @@ export function headPrefixOf(collection: string, id?: string): string {
 
 export function headKey(collection: string, id: string, actor: string): string {
   return `${headPrefixOf(collection, id)}${actor}`
+}
+
+const HEAD_PROOF = 'h:'
+
+/**
+ * The proof id a change-feed entry names when its author's head vouched for it (`h:<actor>`):
+ * the head stored for (collection, entity, actor), the newest of that actor, which covers the
+ * change (see headKey, checkProof).
+ */
+export function headProofId(actor: string): string {
+  return `${HEAD_PROOF}${actor}`
+}
+
+/** The actor a head's proof id names, or undefined for a push's proof id. */
+export function actorOfProofId(proofId: string): string | undefined {
+  return proofId.startsWith(HEAD_PROOF) ? proofId.slice(HEAD_PROOF.length) : undefined
 }
 
 /**

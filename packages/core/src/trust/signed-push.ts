@@ -146,7 +146,7 @@ export type ProofCheck = { ok: true; author: string; deltaHash: Uint8Array; time
  * names this namespace, collection, author and entity. `verify` is the peer-key check
  * (libp2p's, in the convergent package).
  */
-export async function checkProof(
+export async function checkPushProof(
   record: Uint8Array | undefined,
   proofId: string,
   entry: { namespace?: string; collection: string; id: string; author: string },
