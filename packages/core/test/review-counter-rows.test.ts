@@ -122,11 +122,14 @@ describe('review: signed counter rows under attack', function () {
       await r[ADMIN]!.counter('stock').decrement('s1', 100)
       // 300 unsigned "rows" of made-up holders that sort between a-admin and b-orders, in SUPPORT's
       // own store (peers refuse them: only its own writes put them there).
-      // (value() of a counter id not here yet is 0 too: wait for the entity itself.)
-      await waitFor(
-        async () => (await support.collection<State>('stock').get('s1')) !== undefined && (await support.counter('stock').value('s1')) === 0,
-        'SUPPORT holds s1 and shows 0',
-      )
+      // (value() of a counter id not here yet is 0 too: wait for the entity itself.) A counter takes
+      // changes in causal order only: a push that overtook the one it depends on (a loaded full run)
+      // waits for anti-entropy, which no timer runs here — so this replica asks.
+      await waitFor(async () => {
+        if ((await support.collection<State>('stock').get('s1')) !== undefined && (await support.counter('stock').value('s1')) === 0) return true
+        await support.sync().catch(() => undefined)
+        return false
+      }, 'SUPPORT holds s1 and shows 0')
       for (let b = 0; b < 2; b++) {
         await support.collection<State>('stock').update('s1', (s) => {
           for (let i = 0; i < 150; i++) putRow(s, `a-z${String(b * 150 + i).padStart(4, '0')}`, 1, 'x.AA')
