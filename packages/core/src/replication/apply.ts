@@ -17,7 +17,13 @@ import { headKey, headProofId, type VerifiedHead } from '../trust/signed-heads.j
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
 
-export type ApplyResult = 'applied' | 'duplicate' | DropReason
+/**
+ * 'later': nothing taken now, the delta waits for what this copy did not bring (changes it
+ * depends on, or its authors' signed heads); counted as a duplicate, but unlike one, a signed
+ * push holding it is not done with (receiver.ts): its heads travel outside its signature, so a
+ * copy stripped of them must not make the genuine copy a duplicate.
+ */
+export type ApplyResult = 'applied' | 'duplicate' | 'later' | DropReason
 
 /**
  * The receive path for one delta from a peer: check names and sizes → find the collection
@@ -132,7 +138,7 @@ export async function applyRemoteDelta(
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
       stats.deltasDuplicate++ // nothing taken now: anti-entropy brings it again, with what it waits for
-      return 'duplicate'
+      return 'later'
     }
     // Settled ahead only if nothing can change the document before it is applied: no await
     // comes in between but the counter guard's.
@@ -150,7 +156,7 @@ export async function applyRemoteDelta(
       ctx.entities.release(entity)
       if (verdict !== 'later') return dropped('forbidden', verdict.refused)
       stats.deltasDuplicate++ // nothing taken now; anti-entropy brings it again, with what it waits for
-      return 'duplicate'
+      return 'later'
     }
   }
   // A change vouched for by heads: stored with them, and recorded as its author's when one head covers all of it.
@@ -241,7 +247,7 @@ export async function applyRemoteDelta(
   if (refused !== undefined) return dropped(refused.reason, refused.message)
   if (waits) {
     stats.deltasDuplicate++ // nothing taken now: anti-entropy brings it again, with what it waits for
-    return 'duplicate'
+    return 'later'
   }
   if (pending === 'unchanged') {
     stats.deltasDuplicate++

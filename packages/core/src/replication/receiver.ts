@@ -150,8 +150,10 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
     if (by !== undefined) {
-      // A delta that did not reach the store (a failed write): a replay may bring it after all.
-      if (results.includes('storeFailed')) ctx.entities.proofs.failed(push.collection, by.proof.id)
+      // A delta that did not reach the store (a failed write), or that waits ('later': for its
+      // heads, which travel outside the push's signature — a relay may have stripped, garbled or
+      // swapped them — or for changes it depends on): a replay may bring it after all.
+      if (results.includes('storeFailed') || results.includes('later')) ctx.entities.proofs.failed(push.collection, by.proof.id)
       else {
         ctx.entities.proofs.complete(push.collection, by.proof.id)
         // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
@@ -266,7 +268,7 @@ function countResults(results: readonly string[]): { 'convergent.applied': numbe
   let duplicates = 0
   for (const r of results) {
     if (r === 'applied') applied++
-    else if (r === 'duplicate') duplicates++
+    else if (r === 'duplicate' || r === 'later') duplicates++
   }
   return { 'convergent.applied': applied, 'convergent.duplicates': duplicates, 'convergent.dropped': results.length - applied - duplicates }
 }
