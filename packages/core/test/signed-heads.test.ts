@@ -233,6 +233,70 @@ describe('signed heads on replicas (loopback)', function () {
     expect([(await notes(r[ADMIN]!).get('n1'))?.text, (await notes(r[SUPPORT]!).get('n1'))?.text]).to.deep.equal(['three', 'three'])
   })
 
+  it('a push that overtook the one it depends on waits here, vouched by its head, and applies when that one comes; a forged one never waits', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
+    const headed = async (change: Uint8Array, signer = ADMIN) => {
+      const m = A.decodeChange(change)
+      const { proofs } = await signHeads(
+        { namespace: 'default', collection: 'notes', author: signer, time: 1 },
+        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash! }],
+        (data) => keys.trust(signer, [ADMIN]).sign(data),
+      )
+      return encodeHeaded(change, proofs)
+    }
+    const ctx = ctxOf(r[SUPPORT]!)
+    // A forgery of the next change under ADMIN's actor, with ADMIN's genuine head of c2: its hash is not the head's.
+    const base = await savedDoc(r[ADMIN]!, 'notes', 'n1')
+    const [upToC1] = A.applyChanges(A.init<State>(), A.getAllChanges(A.load<State>(base)).slice(0, -1))
+    const forgedC2 = forkChange(A.save(upToC1), A.decodeChange(c2!).actor, (d) => void (d.text = 'forged'))
+    const genuineHead = A.decodeChange(c2!)
+    const { proofs } = await signHeads(
+      { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
+      [{ id: 'n1', actor: genuineHead.actor, seq: genuineHead.seq, hash: genuineHead.hash! }],
+      (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
+    )
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forgedC2, proofs))).to.equal('later')
+    // The genuine c2 first: it waits (nothing shows yet) …
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
+    // … and c1 brings both, with no anti-entropy round.
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+  })
+
+  it('changes waiting here are judged with their stored heads when a whole document brings what they wait for', async () => {
+    const { hub, r } = await cluster([ADMIN, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+    const [c1, c2] = all.slice(-2)
+    const headOf = async (change: Uint8Array) => {
+      const m = A.decodeChange(change)
+      const { proofs } = await signHeads(
+        { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
+        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash! }],
+        (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
+      )
+      return proofs[0]!
+    }
+    const ctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(c2!, [await headOf(c2!)]))).to.equal('applied')
+    // A relay that holds up to c1 sends the entity whole, with c1's head: c1 applies, and releases
+    // c2, which its head (stored here when c2 came) still vouches for.
+    const [upToC1] = A.applyChanges(A.init<State>(), all.slice(0, -1))
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC1), [await headOf(c1!)]))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+  })
+
   it('dropCollection deletes the collection’s heads and markers with it', async () => {
     const { dir, cleanup } = await tempDir()
     try {

@@ -1,4 +1,4 @@
-import type { Backend, DeltaLimits } from '../backend.js'
+import type { Backend, ChangeMeta, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
@@ -143,6 +143,9 @@ export async function applyRemoteDelta(
     // Settled ahead only if nothing can change the document before it is applied: no await
     // comes in between but the counter guard's.
     if (ahead !== 'ok' && guard === undefined) settled = ahead
+    // Changes waiting here were vouched for when they came (see ancestorsOfHeads): a whole
+    // document that brings what they wait for applies them too, and is judged with their heads.
+    else if (backend.hasPending(entity.doc)) vouched = withStored(vouched, await ctx.heads!.storedVerified(collection, id))
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
@@ -290,12 +293,52 @@ function judgeHeadsAhead(
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
 ): 'later' | { refused: { reason: DropReason; message: string } } | Vouching {
-  const carried = new Set(changes.map((c) => c.hash))
+  const carried = new Map(changes.map((c) => [c.hash, c]))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
-  for (const c of changes) for (const dep of c.deps) if (!held(dep)) return 'later'
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
+  const waits = changes.some((c) => c.deps.some((dep) => !held(dep)))
+  if (waits && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
   const judged = coverage(latestPerActor(fresh), vouched, held, from)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
+}
+
+/**
+ * Whether a delta's changes may wait here for ones that have not arrived (a push that overtook
+ * the one before it): only if each is of a bound actor and its actor's verified head reaches it —
+ * the head's change, or one of its dependencies through the changes carried. A forged change
+ * waiting under another replica's actor would take the place of the genuine one when it comes;
+ * these cannot be forged (the head's hash chain names them). Anything else waits for
+ * anti-entropy to bring it whole.
+ */
+function ancestorsOfHeads(
+  fresh: readonly ChangeMeta[],
+  carried: ReadonlyMap<string, ChangeMeta & { deps: string[] }>,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+): boolean {
+  const reached = new Set<string>() // actor, space, hash: reached from that actor's own head
+  for (const head of vouched.values()) {
+    const start = carried.get(head.hash)
+    if (start === undefined || start.actor !== head.actor || start.seq !== head.seq) continue
+    const stack = [start]
+    while (stack.length > 0) {
+      const c = stack.pop()!
+      const key = `${head.actor} ${c.hash}`
+      if (reached.has(key)) continue
+      reached.add(key)
+      for (const dep of c.deps) {
+        const d = carried.get(dep)
+        if (d !== undefined) stack.push(d)
+      }
+    }
+  }
+  return fresh.every((c) => isBoundActor(c.actor) && reached.has(`${c.actor} ${c.hash}`))
+}
+
+/** Heads carried, and those stored here (newest per actor wins). */
+function withStored(carried: ReadonlyMap<string, VerifiedHead>, stored: ReadonlyMap<string, VerifiedHead>): Map<string, VerifiedHead> {
+  const out = new Map(stored)
+  for (const [actor, head] of carried) if ((out.get(actor)?.seq ?? 0) <= head.seq) out.set(actor, head)
+  return out
 }
 
 /** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */

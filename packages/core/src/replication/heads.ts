@@ -9,6 +9,7 @@ import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
   checkStatement,
   claimOf,
+  claimedAuthor,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
@@ -268,6 +269,20 @@ export class SignedHeads {
       }
     }
     return signed
+  }
+
+  /** The heads stored for an entity, as verified heads (this replica checked or made them on arrival; not checked again). */
+  async storedVerified(collection: string, id: string): Promise<Map<string, VerifiedHead>> {
+    const out = new Map<string, VerifiedHead>()
+    for (const [actor, { record }] of await this.stored(collection, id)) {
+      try {
+        const claim = claimOf(record)
+        out.set(actor, { ...claim.leaf, author: claimedAuthor(record), record })
+      } catch {
+        // A damaged head vouches for nothing.
+      }
+    }
+    return out
   }
 
   /** The heads stored for some actors of an entity (see stored), one point read each. */

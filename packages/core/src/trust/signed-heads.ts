@@ -116,6 +116,11 @@ export interface HeadClaim {
   leaf: HeadLeaf
 }
 
+/** The author a head proof's statement names, not checked (throws if it does not decode). */
+export function claimedAuthor(record: Uint8Array): string {
+  return decodeStatement(decodeHeadProof(record).statement).author
+}
+
 /** The namespace a head proof's statement names, not checked (throws if it does not decode). */
 export function claimedNamespace(record: Uint8Array): string {
   return decodeStatement(decodeHeadProof(record).statement).namespace
