@@ -245,7 +245,7 @@ describe('signed heads on replicas (loopback)', function () {
       const m = A.decodeChange(change)
       const { proofs } = await signHeads(
         { namespace: 'default', collection: 'notes', author: signer, time: 1 },
-        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash! }],
+        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
         (data) => keys.trust(signer, [ADMIN]).sign(data),
       )
       return encodeHeaded(change, proofs)
@@ -258,7 +258,7 @@ describe('signed heads on replicas (loopback)', function () {
     const genuineHead = A.decodeChange(c2!)
     const { proofs } = await signHeads(
       { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
-      [{ id: 'n1', actor: genuineHead.actor, seq: genuineHead.seq, hash: genuineHead.hash! }],
+      [{ id: 'n1', actor: genuineHead.actor, seq: genuineHead.seq, hash: genuineHead.hash }],
       (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
     )
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forgedC2, proofs))).to.equal('later')
@@ -283,7 +283,7 @@ describe('signed heads on replicas (loopback)', function () {
       const m = A.decodeChange(change)
       const { proofs } = await signHeads(
         { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
-        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash! }],
+        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
         (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
       )
       return proofs[0]!
