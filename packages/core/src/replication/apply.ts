@@ -131,9 +131,13 @@ export async function applyRemoteDelta(
   const from = { peer, ...(signed !== undefined ? { author: signed.author } : {}), headed, collection, id }
   // Heads to store with the change when the judgement ahead settled it (see below).
   let settled: Vouching | undefined
+  // The heads stored for the entity while changes wait here (see ancestorsOfHeads): they vouched
+  // for those changes when they came, and one is never replaced by an older head.
+  let stored: ReadonlyMap<string, VerifiedHead> | undefined
   const guard = ctx.counterGuard(collection)
   if (history !== undefined) {
-    const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from)
+    if (backend.hasPending(entity.doc)) stored = await ctx.heads!.storedVerified(collection, id)
+    const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from, stored)
     if (ahead === 'later' || (ahead !== 'ok' && 'refused' in ahead)) {
       ctx.entities.release(entity)
       if (ahead !== 'later') return dropped(ahead.refused.reason, ahead.refused.message)
@@ -143,9 +147,6 @@ export async function applyRemoteDelta(
     // Settled ahead only if nothing can change the document before it is applied: no await
     // comes in between but the counter guard's.
     if (ahead !== 'ok' && guard === undefined) settled = ahead
-    // Changes waiting here were vouched for when they came (see ancestorsOfHeads): a whole
-    // document that brings what they wait for applies them too, and is judged with their heads.
-    else if (backend.hasPending(entity.doc)) vouched = withStored(vouched, await ctx.heads!.storedVerified(collection, id))
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
@@ -181,7 +182,7 @@ export async function applyRemoteDelta(
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
         const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
-        const pendingBefore = (guard !== undefined || history !== undefined) && backend.hasPending(entity.doc)
+        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
         try {
@@ -226,7 +227,7 @@ export async function applyRemoteDelta(
           if (settled !== undefined) {
             if (settled.heads.length > 0) return vouchedMade(next, value, settled)
           } else if (history !== undefined) {
-            const judged = judgeHeads(history, next, before, pendingBefore, backend.hasPending(next), vouched, from)
+            const judged = judgeHeads(history, next, before, backend.hasPending(next), vouched, from, stored)
             if (typeof judged === 'string' || 'refused' in judged) {
               ctx.entities.discard(col, entity)
               if (judged === 'later') waits = true
@@ -292,13 +293,14 @@ function judgeHeadsAhead(
   changes: NonNullable<ReturnType<NonNullable<Backend['history']>['changesIn']>>,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
+  stored: ReadonlyMap<string, VerifiedHead> | undefined,
 ): 'later' | { refused: { reason: DropReason; message: string } } | Vouching {
   const carried = new Map(changes.map((c) => [c.hash, c]))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
   const waits = changes.some((c) => c.deps.some((dep) => !held(dep)))
   if (waits && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
-  const judged = coverage(latestPerActor(fresh), vouched, held, from)
+  const judged = coverage(latestPerActor(fresh), vouched, held, from, stored)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
 }
 
@@ -308,37 +310,31 @@ function judgeHeadsAhead(
  * the head's change, or one of its dependencies through the changes carried. A forged change
  * waiting under another replica's actor would take the place of the genuine one when it comes;
  * these cannot be forged (the head's hash chain names them). Anything else waits for
- * anti-entropy to bring it whole.
+ * anti-entropy to bring it whole. The walk goes through the actor's own changes only, so it
+ * visits each change once however many heads come (a chain through another actor's change
+ * waits for anti-entropy).
  */
 function ancestorsOfHeads(
   fresh: readonly ChangeMeta[],
   carried: ReadonlyMap<string, ChangeMeta & { deps: string[] }>,
   vouched: ReadonlyMap<string, VerifiedHead>,
 ): boolean {
-  const reached = new Set<string>() // actor, space, hash: reached from that actor's own head
+  const reached = new Set<string>() // hashes of changes reached from their own actor's head
   for (const head of vouched.values()) {
     const start = carried.get(head.hash)
     if (start === undefined || start.actor !== head.actor || start.seq !== head.seq) continue
     const stack = [start]
     while (stack.length > 0) {
       const c = stack.pop()!
-      const key = `${head.actor} ${c.hash}`
-      if (reached.has(key)) continue
-      reached.add(key)
+      if (reached.has(c.hash)) continue
+      reached.add(c.hash)
       for (const dep of c.deps) {
         const d = carried.get(dep)
-        if (d !== undefined) stack.push(d)
+        if (d !== undefined && d.actor === head.actor) stack.push(d)
       }
     }
   }
-  return fresh.every((c) => isBoundActor(c.actor) && reached.has(`${c.actor} ${c.hash}`))
-}
-
-/** Heads carried, and those stored here (newest per actor wins). */
-function withStored(carried: ReadonlyMap<string, VerifiedHead>, stored: ReadonlyMap<string, VerifiedHead>): Map<string, VerifiedHead> {
-  const out = new Map(stored)
-  for (const [actor, head] of carried) if ((out.get(actor)?.seq ?? 0) <= head.seq) out.set(actor, head)
-  return out
+  return fresh.every((c) => isBoundActor(c.actor) && reached.has(c.hash))
 }
 
 /** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
@@ -347,6 +343,8 @@ function coverage(
   vouched: ReadonlyMap<string, VerifiedHead>,
   held: (hash: string) => boolean,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
+  /** Heads stored here while changes wait (see applyRemoteDelta): they vouch too, and one newer than the head that vouches stays stored. */
+  stored?: ReadonlyMap<string, VerifiedHead>,
 ): { verdict: 'ok' | 'later' | { refused: { reason: DropReason; message: string } } } & Vouching {
   const heads: VouchingHead[] = []
   let unbound = false
@@ -355,8 +353,12 @@ function coverage(
       unbound = true
       continue
     }
-    const head = vouched.get(actor)
-    if (head !== undefined && head.seq >= change.seq && held(head.hash)) {
+    const covers = (head: VerifiedHead | undefined): head is VerifiedHead => head !== undefined && head.seq >= change.seq && held(head.hash)
+    const carried = vouched.get(actor)
+    const kept = stored?.get(actor)
+    if (covers(carried) || covers(kept)) {
+      // The newest of the two is stored: a waiting change's head is never replaced by an older one.
+      const head = kept !== undefined && (carried === undefined || kept.seq > carried.seq) ? kept : carried!
       heads.push({ key: headKey(from.collection, from.id, actor), record: head.record, author: head.author, actor })
       continue
     }
@@ -399,19 +401,21 @@ function authorOf(v: Vouching): { author: string; proof: string } | undefined {
  * its own) whose change the document now holds — Automerge's hash chain then makes it the
  * author's. Changes of unbound actors (development mode, older releases) stay vouched for by
  * the writer that sent them. A delta that leaves changes waiting for others is not taken
- * ('later'): a waiting change cannot be checked, and anti-entropy brings it whole.
+ * ('later'): a waiting change cannot be checked here (only ahead, from the changes a delta
+ * carries), and anti-entropy brings it whole. So also when changes waited before: which are
+ * new among those still waiting cannot be told, and a forged one may hide among them.
  */
 function judgeHeads(
   history: NonNullable<Backend['history']>,
   doc: unknown,
   before: Uint8Array,
-  pendingBefore: boolean,
   pendingAfter: boolean,
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: { peer: string; author?: string; headed: boolean; collection: string; id: string },
+  stored: ReadonlyMap<string, VerifiedHead> | undefined,
 ): 'later' | { refused: { reason: DropReason; message: string } } | Vouching {
-  if (!pendingBefore && pendingAfter) return 'later'
-  const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from)
+  if (pendingAfter) return 'later'
+  const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from, stored)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict === 'later' ? 'later' : judged.verdict
 }
 

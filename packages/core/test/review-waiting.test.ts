@@ -1,0 +1,168 @@
+// Review of the rule that lets a delta's changes wait here (apply.ts, ancestorsOfHeads and
+// withStored): a change may wait only if its own actor's signed head reaches it through the
+// changes carried, and a whole document that releases waiting changes is judged with the heads
+// stored when they came. Attacks on it, and what must keep holding.
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import { applyRemoteDelta } from '../src/replication/apply.js'
+import { encodeHeaded } from '../src/replication/heads.js'
+import { boundActor } from '../src/trust/actor-binding.js'
+import { signHeads } from '../src/trust/signed-heads.js'
+import { concatBytes, toHex } from '../src/hash.js'
+import type { PolicyDocument, Replica } from '../src/index.js'
+import { LoopbackHub } from '../src/index.js'
+import { waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+
+const POLICY: PolicyDocument = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+}
+
+describe('review: changes that wait for others (signed heads)', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  async function cluster(ids: string[]) {
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    for (const id of ids) r[id] = await trustMember(keys, replicas, hub, id)
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => ids.every((id) => r[id]!.policy.get() !== undefined), 'adopted')
+    return { hub, r }
+  }
+  const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
+  /** The head of a change (its own actor's), signed by `signer`. */
+  const headOf = async (change: Uint8Array, signer = ADMIN): Promise<Uint8Array> => {
+    const m = A.decodeChange(change)
+    const { proofs } = await signHeads(
+      { namespace: 'default', collection: 'notes', author: signer, time: 1 },
+      [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
+      (data) => keys.trust(signer, [ADMIN]).sign(data),
+    )
+    return proofs[0]!
+  }
+  const headed = async (change: Uint8Array, signer = ADMIN) => encodeHeaded(change, [await headOf(change, signer)])
+
+  it('a push that overtook the one before it keeps its newer head stored when the older one comes (no downgrade: the relay can still vouch for it)', async () => {
+    const { hub, r } = await cluster([ADMIN, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
+    const ctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+    const actor = A.decodeChange(c2!).actor
+    // SUPPORT holds c2: the head it stores (and relays) for ADMIN's actor must cover c2, not only c1.
+    expect((await ctx.heads!.stored('notes', 'n1')).get(actor)?.seq).to.equal(A.decodeChange(c2!).seq)
+  })
+
+  it('a forged change never waits here by riding on a whole document while the entity already has a change waiting', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1') // up to c0, as everyone holds it
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
+    const adminActor = A.decodeChange(c1!).actor
+    const ctx = ctxOf(r[SUPPORT]!)
+    // The genuine c2 overtook c1: it waits here, vouched for by its head.
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
+    // ORDERS (a writer) forges c1's seq under ADMIN's actor, depending on a change of its own (o1) not sent yet …
+    const ordersActor = toHex(boundActor(ORDERS, new Uint8Array(16).fill(7)))
+    const withO1 = A.change(A.load<State>(base, { actor: ordersActor }), { time: 0 }, (d) => void (d.tag = 'o1'))
+    const o1 = A.getLastLocalChange(withO1)!
+    const forged = A.getLastLocalChange(A.change(A.load<State>(A.save(withO1), { actor: adminActor }), { time: 0 }, (d) => void (d.text = 'forged')))!
+    expect(A.decodeChange(forged).seq).to.equal(A.decodeChange(c1!).seq)
+    // … and sends it after a whole document (no pre-judgement): it must not be left waiting here.
+    const sent = await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([base, forged]), []))
+    expect(sent).to.not.equal('applied')
+    // Then o1, its own change with its own head: were the forgery waiting, it would apply now …
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(o1, ORDERS))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.not.equal('forged')
+    // … and the genuine c1 (same actor and seq) would be refused forever.
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+  })
+
+  it('an honest relay’s whole document that applies but leaves a change waiting is not refused (the waiting change’s stored head is not the only head that counts)', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined && (await notes(r[ORDERS]!).get('n1')) !== undefined, 'n1 everywhere')
+    hub.partition([ADMIN, ORDERS], [SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'two' }) // c1
+    await waitFor(async () => (await notes(r[ORDERS]!).get('n1'))?.text === 'two', 'c1 at ORDERS')
+    await notes(r[ORDERS]!).put('n1', { text: 'two', tag: 'x' }) // x, after c1
+    await waitFor(async () => (await notes(r[ADMIN]!).get('n1'))?.tag === 'x', 'x at ADMIN')
+    await notes(r[ADMIN]!).put('n1', { text: 'three', tag: 'x' }) // c2, after x
+    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+    const c2 = all.at(-1)!
+    const adminActor = A.decodeChange(c2).actor
+    const x = all.findLast((c) => A.decodeChange(c).actor !== adminActor)!
+    const c1 = all.at(-2) === x ? all.at(-3)! : all.at(-2)!
+    expect(A.decodeChange(c1).actor).to.equal(adminActor)
+    expect(A.decodeChange(c2).deps).to.include(A.decodeChange(x).hash)
+    const ctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2))).to.equal('applied')
+    // A relay that holds up to c1 (not x) sends the entity whole, with c1's head: c1 would apply and
+    // c2 still wait for x. Not a forgery: at most 'later' (a whole document cannot show which waiting changes are new).
+    const [upToC1] = A.applyChanges(
+      A.init<State>(),
+      all.filter((c) => c !== x && c !== c2),
+    )
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC1), [await headOf(c1)]))).to.be.oneOf(['applied', 'later'])
+    expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0).to.equal(0)
+    // x comes (with its head; it waits for c1 if c1 is not here), then c1: c2 applies, and the head stored for
+    // ADMIN's actor is still c2's (c1's older one does not replace it).
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(x, ORDERS))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1))).to.be.oneOf(['applied', 'duplicate'])
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+    expect((await ctx.heads!.stored('notes', 'n1')).get(adminActor)?.seq).to.equal(A.decodeChange(c2).seq)
+  })
+
+  it('the reachability walk costs time linear in the delta, not heads × changes (a writer’s own actors, each head over one long chain)', async () => {
+    const { r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ORDERS]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    // One chain of N changes of an actor of ORDERS, its first waiting for a change never sent, and
+    // K heads of other actors of ORDERS, each a change on top of the chain.
+    const N = 20_000
+    const K = 400
+    const chainActor = toHex(boundActor(ORDERS, new Uint8Array(16).fill(1)))
+    const chunks: Uint8Array[] = []
+    let prev = 'ab'.repeat(32)
+    for (let seq = 1; seq <= N; seq++) {
+      const c = A.encodeChange({ actor: chainActor, author: null, seq, startOp: seq, time: 0, message: null, deps: [prev], ops: [] })
+      prev = A.decodeChange(c).hash!
+      chunks.push(c)
+    }
+    const leaves = []
+    for (let k = 0; k < K; k++) {
+      const actor = toHex(
+        boundActor(
+          ORDERS,
+          new Uint8Array(16).fill(0).map((_, i) => (i === 0 ? k & 255 : i === 1 ? 1 + (k >> 8) : 9)),
+        ),
+      )
+      const c = A.encodeChange({ actor, author: null, seq: 1, startOp: N + 1, time: 0, message: null, deps: [prev], ops: [] })
+      chunks.push(c)
+      leaves.push({ id: 'n1', actor, seq: 1, hash: A.decodeChange(c).hash })
+    }
+    const { proofs } = await signHeads({ namespace: 'default', collection: 'notes', author: ORDERS, time: 1 }, leaves, (data) =>
+      keys.trust(ORDERS, [ADMIN]).sign(data),
+    )
+    const delta = encodeHeaded(concatBytes(chunks), proofs)
+    const started = Date.now()
+    const got = await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'notes', 'automerge', 'n1', delta)
+    const ms = Date.now() - started
+    expect(got).to.equal('later')
+    expect(ms, `${ms} ms`).to.be.below(3_000)
+  })
+})
