@@ -486,7 +486,7 @@ export function lastChunk(bytes: Uint8Array): Uint8Array {
 
 /**
  * The actor, seq, hash and dependencies of an uncompressed change chunk, read from its header
- * (~1 µs, against ~15 µs for A.decodeChange): the hash is SHA-256 over type, length and body.
+ * (~2 µs, against ~15–35 µs for A.decodeChange: a micro run over 2,000 small changes): the hash is SHA-256 over type, length and body.
  * Undefined for any other chunk (a compressed change hashes its inflated form: decode those).
  */
 export function changeHeader(chunk: Uint8Array): { actor: string; seq: number; hash: string; deps: string[] } | undefined {

@@ -56,7 +56,7 @@ describe('review: signed heads', function () {
     const stored = await ctxOf(admin).heads!.stored('notes', 'n1')
     for (const [actor, seq] of actors) {
       expect(actorOwnedBy(actor, ADMIN)).to.equal(true)
-      expect(stored.get(actor)?.seq, `ADMIN's head of its actor ${actor}`).to.be.at.least(seq)
+      expect(stored.get(actor)?.leaf.seq, `ADMIN's head of its actor ${actor}`).to.be.at.least(seq)
     }
   })
 

@@ -9,78 +9,44 @@ import { encodeHeaded } from '../src/replication/heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { concatBytes, toHex } from '../src/hash.js'
-import type { PolicyDocument, Replica } from '../src/index.js'
-import { LoopbackHub } from '../src/index.js'
 import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { adminAheadByTwo, headOf as headOfChange, headsCluster, notes } from './heads-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
-
-const POLICY: PolicyDocument = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
-  collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
-}
 
 describe('review: changes that wait for others (signed heads)', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  async function cluster(ids: string[]) {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of ids) r[id] = await trustMember(keys, replicas, hub, id)
-    await r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => ids.every((id) => r[id]!.policy.get() !== undefined), 'adopted')
-    return { hub, r }
-  }
-  const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
-  /** The head of a change (its own actor's), signed by `signer`. */
-  const headOf = async (change: Uint8Array, signer = ADMIN): Promise<Uint8Array> => {
-    const m = A.decodeChange(change)
-    const { proofs } = await signHeads(
-      { namespace: 'default', collection: 'notes', author: signer, time: 1 },
-      [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
-      (data) => keys.trust(signer, [ADMIN]).sign(data),
-    )
-    return proofs[0]!
-  }
+  const cluster = (ids: string[]) => headsCluster(keys, replicas, ids)
+  const headOf = (change: Uint8Array, signer = ADMIN): Promise<Uint8Array> => headOfChange(keys, change, signer)
   const headed = async (change: Uint8Array, signer = ADMIN) => encodeHeaded(change, [await headOf(change, signer)])
 
   it('a push that overtook the one before it keeps its newer head stored when the older one comes (no downgrade: the relay can still vouch for it)', async () => {
     const { hub, r } = await cluster([ADMIN, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'two' })
-    await notes(r[ADMIN]!).put('n1', { text: 'three' })
-    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
+    const { c1, c2 } = await adminAheadByTwo(hub, r)
     const ctx = ctxOf(r[SUPPORT]!)
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
-    const actor = A.decodeChange(c2!).actor
+    const actor = A.decodeChange(c2).actor
     // SUPPORT holds c2: the head it stores (and relays) for ADMIN's actor must cover c2, not only c1.
-    expect((await ctx.heads!.stored('notes', 'n1')).get(actor)?.seq).to.equal(A.decodeChange(c2!).seq)
+    expect((await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq).to.equal(A.decodeChange(c2).seq)
   })
 
   it('a forged change never waits here by riding on a whole document while the entity already has a change waiting', async () => {
     const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1') // up to c0, as everyone holds it
-    await notes(r[ADMIN]!).put('n1', { text: 'two' })
-    await notes(r[ADMIN]!).put('n1', { text: 'three' })
-    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
-    const adminActor = A.decodeChange(c1!).actor
+    const { base, c1, c2 } = await adminAheadByTwo(hub, r) // base: up to c0, as everyone holds it
+    const adminActor = A.decodeChange(c1).actor
     const ctx = ctxOf(r[SUPPORT]!)
     // The genuine c2 overtook c1: it waits here, vouched for by its head.
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2))).to.equal('applied')
     // ORDERS (a writer) forges c1's seq under ADMIN's actor, depending on a change of its own (o1) not sent yet …
     const ordersActor = toHex(boundActor(ORDERS, new Uint8Array(16).fill(7)))
     const withO1 = A.change(A.load<State>(base, { actor: ordersActor }), { time: 0 }, (d) => void (d.tag = 'o1'))
     const o1 = A.getLastLocalChange(withO1)!
     const forged = A.getLastLocalChange(A.change(A.load<State>(A.save(withO1), { actor: adminActor }), { time: 0 }, (d) => void (d.text = 'forged')))!
-    expect(A.decodeChange(forged).seq).to.equal(A.decodeChange(c1!).seq)
+    expect(A.decodeChange(forged).seq).to.equal(A.decodeChange(c1).seq)
     // … and sends it after a whole document (no pre-judgement): it must not be left waiting here.
     const sent = await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([base, forged]), []))
     expect(sent).to.not.equal('applied')
@@ -88,7 +54,7 @@ describe('review: changes that wait for others (signed heads)', function () {
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(o1, ORDERS))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.not.equal('forged')
     // … and the genuine c1 (same actor and seq) would be refused forever.
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
   })
 
@@ -124,7 +90,7 @@ describe('review: changes that wait for others (signed heads)', function () {
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(x, ORDERS))).to.equal('applied')
     expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c1))).to.be.oneOf(['applied', 'duplicate'])
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
-    expect((await ctx.heads!.stored('notes', 'n1')).get(adminActor)?.seq).to.equal(A.decodeChange(c2).seq)
+    expect((await ctx.heads!.stored('notes', 'n1')).get(adminActor)?.leaf.seq).to.equal(A.decodeChange(c2).seq)
   })
 
   it('the reachability walk costs time linear in the delta, not heads × changes (a writer’s own actors, each head over one long chain)', async () => {

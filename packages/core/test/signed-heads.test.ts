@@ -9,20 +9,17 @@ import { applyRemoteDelta } from '../src/replication/apply.js'
 import { decodeHeaded, encodeHeaded } from '../src/replication/heads.js'
 import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
-import { headPrefixOf, headProofId, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { headKey, headPrefixOf, headProofId, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { memoryLevelStore } from '@convergent/level'
+import { StoreCorruptError } from '../src/index.js'
 import { checkProof } from '../src/trust/feed-proof.js'
 import { sha256, toHex } from '../src/hash.js'
-import type { ChangeEntry, PolicyDocument, Replica } from '../src/index.js'
-import { memoryReplica, tempDir, waitFor } from './helpers.js'
+import type { ChangeEntry } from '../src/index.js'
+import { memoryReplica, storeWith, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { adminAheadByTwo, headOf, headsCluster, LATE, notes, NOTES_POLICY } from './heads-helpers.js'
 import { ctxOf, diskMember, forkChange, savedDoc, type State } from './counter-helpers.js'
 import { LoopbackHub } from '../src/index.js'
-
-const LATE = 'd-late'
-const POLICY: PolicyDocument = {
-  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT, LATE] },
-  collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
-}
 
 describe('signed heads: the pieces', () => {
   it('a Merkle inclusion proof (RFC 9162) verifies for every leaf of trees of 1 to 70 leaves, and not for another leaf, index or root (the size is signed with the root)', () => {
@@ -150,15 +147,7 @@ describe('signed heads on replicas (loopback)', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  async function cluster(ids: string[]) {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of ids) r[id] = await trustMember(keys, replicas, hub, id)
-    await r[ADMIN]!.policy.set(POLICY)
-    await waitFor(() => ids.every((id) => r[id]!.policy.get() !== undefined), 'adopted')
-    return { hub, r }
-  }
-  const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
+  const cluster = (ids: string[]) => headsCluster(keys, replicas, ids)
 
   it('a relayed write keeps its author: a late joiner that reaches only a relay takes the writer’s changes, vouched by the writer’s own signed head, and its feed names the writer with the head as proof', async () => {
     const { hub, r } = await cluster([ADMIN, SUPPORT])
@@ -175,7 +164,7 @@ describe('signed heads on replicas (loopback)', function () {
     expect(stored.size).to.equal(1)
     const [actor] = [...stored.keys()]
     expect(actorOwnedBy(actor!, ADMIN)).to.equal(true)
-    expect(stored.get(actor!)!.seq).to.equal(2)
+    expect(stored.get(actor!)!.leaf.seq).to.equal(2)
     // Its change feed names ADMIN as the author, with ADMIN's head as the proof, and the proof re-verifies offline.
     const entries: ChangeEntry[] = []
     for await (const e of notes(late).changes()) entries.push(e)
@@ -197,14 +186,8 @@ describe('signed heads on replicas (loopback)', function () {
     const base = await savedDoc(r[ADMIN]!, 'notes', 'n1')
     const last = A.decodeChange(A.getAllChanges(A.load<State>(base)).at(-1)!)
     const forged = forkChange(base, last.actor, (d) => void (d.text = 'forged'))
-    const meta = A.decodeChange(forged)
-    const { proofs } = await signHeads(
-      { namespace: 'default', collection: 'notes', author: ORDERS, time: 1 },
-      [{ id: 'n1', actor: meta.actor, seq: meta.seq, hash: meta.hash }],
-      (data) => keys.trust(ORDERS, [ADMIN]).sign(data),
-    )
     const ctx = ctxOf(r[SUPPORT]!)
-    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, proofs))).to.equal('badSignature')
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, [await headOf(keys, forged, ORDERS)]))).to.equal('badSignature')
     // Headed but without a head for the actor: refused as forbidden (a headed sender sends every head).
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forged, []))).to.equal('forbidden')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
@@ -235,66 +218,76 @@ describe('signed heads on replicas (loopback)', function () {
 
   it('a push that overtook the one it depends on waits here, vouched by its head, and applies when that one comes; a forged one never waits', async () => {
     const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'two' })
-    await notes(r[ADMIN]!).put('n1', { text: 'three' })
-    const [c1, c2] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))).slice(-2)
-    const headed = async (change: Uint8Array, signer = ADMIN) => {
-      const m = A.decodeChange(change)
-      const { proofs } = await signHeads(
-        { namespace: 'default', collection: 'notes', author: signer, time: 1 },
-        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
-        (data) => keys.trust(signer, [ADMIN]).sign(data),
-      )
-      return encodeHeaded(change, proofs)
-    }
+    const { c1, c2 } = await adminAheadByTwo(hub, r)
+    const headed = async (change: Uint8Array) => encodeHeaded(change, [await headOf(keys, change)])
     const ctx = ctxOf(r[SUPPORT]!)
     // A forgery of the next change under ADMIN's actor, with ADMIN's genuine head of c2: its hash is not the head's.
     const base = await savedDoc(r[ADMIN]!, 'notes', 'n1')
     const [upToC1] = A.applyChanges(A.init<State>(), A.getAllChanges(A.load<State>(base)).slice(0, -1))
-    const forgedC2 = forkChange(A.save(upToC1), A.decodeChange(c2!).actor, (d) => void (d.text = 'forged'))
-    const genuineHead = A.decodeChange(c2!)
-    const { proofs } = await signHeads(
-      { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
-      [{ id: 'n1', actor: genuineHead.actor, seq: genuineHead.seq, hash: genuineHead.hash }],
-      (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
-    )
-    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forgedC2, proofs))).to.equal('later')
+    const forgedC2 = forkChange(A.save(upToC1), A.decodeChange(c2).actor, (d) => void (d.text = 'forged'))
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(forgedC2, [await headOf(keys, c2)]))).to.equal('later')
     // The genuine c2 first: it waits (nothing shows yet) …
-    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c2!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c2))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
     // … and c1 brings both, with no anti-entropy round.
-    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c1!))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', await headed(c1))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
   })
 
   it('changes waiting here are judged with their stored heads when a whole document brings what they wait for', async () => {
     const { hub, r } = await cluster([ADMIN, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'two' })
-    await notes(r[ADMIN]!).put('n1', { text: 'three' })
-    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    const [c1, c2] = all.slice(-2)
-    const headOf = async (change: Uint8Array) => {
-      const m = A.decodeChange(change)
-      const { proofs } = await signHeads(
-        { namespace: 'default', collection: 'notes', author: ADMIN, time: 1 },
-        [{ id: 'n1', actor: m.actor, seq: m.seq, hash: m.hash }],
-        (data) => keys.trust(ADMIN, [ADMIN]).sign(data),
-      )
-      return proofs[0]!
-    }
+    const { all, c1, c2 } = await adminAheadByTwo(hub, r)
     const ctx = ctxOf(r[SUPPORT]!)
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(c2!, [await headOf(c2!)]))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(c2, [await headOf(keys, c2)]))).to.equal('applied')
     // A relay that holds up to c1 sends the entity whole, with c1's head: c1 applies, and releases
     // c2, which its head (stored here when c2 came) still vouches for.
     const [upToC1] = A.applyChanges(A.init<State>(), all.slice(0, -1))
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC1), [await headOf(c1!)]))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC1), [await headOf(keys, c1)]))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+  })
+
+  it('markers and heads from a damaged disk: garbage markers are deleted, a record that fails its check stops the scan with a warning, an undecodable head vouches for nothing — nothing throws', async () => {
+    const inner = memoryLevelStore()
+    let damaged = false
+    const warnings: string[] = []
+    const store = storeWith(inner, {
+      metas(prefix: string) {
+        return (async function* (): AsyncGenerator<[string, Uint8Array]> {
+          for await (const entry of inner.metas(prefix)) {
+            if (damaged && entry[0].startsWith('unsigned/z')) throw new StoreCorruptError({ keyspace: 'meta', key: entry[0] })
+            yield entry
+          }
+        })()
+      },
+    })
+    const hub = new LoopbackHub()
+    const admin = await memoryReplica({
+      store,
+      network: hub.createNetwork(ADMIN),
+      trust: keys.trust(ADMIN, [ADMIN]),
+      logger: { warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) },
+    })
+    replicas.push(admin)
+    await admin.policy.set(NOTES_POLICY)
+    await notes(admin).put('n1', { text: 'x' })
+    const heads = ctxOf(admin).heads!
+    await waitFor(async () => (await heads.stored('notes', 'n1')).size === 1, 'the head stored')
+    const [actor] = [...(await heads.stored('notes', 'n1')).keys()]
+    // Garbage markers (no collection, no seq, a collection that does not exist), then one that fails its check.
+    const garbage = ['unsigned/', 'unsigned/no-nul', 'unsigned/ghost\u0000x', 'unsigned/notes\u0000NaN']
+    await inner.write([
+      ...garbage.map((key) => ({ type: 'meta' as const, key, bytes: new Uint8Array([0xff, 0xfe]) })),
+      { type: 'meta', key: 'unsigned/z', bytes: new Uint8Array([1]) },
+    ])
+    damaged = true
+    expect(await heads.recover(ctxOf(admin).entities.collections)).to.equal(0)
+    for (const key of garbage) expect(await inner.getMeta(key), key).to.equal(undefined)
+    expect(await inner.getMeta('unsigned/z')).to.not.equal(undefined) // left for the next open
+    expect(warnings.some((w) => w.includes('could not read every marker'))).to.equal(true)
+    // A head record that does not decode: not relayed, not trusted.
+    await inner.write([{ type: 'meta', key: headKey('notes', 'n1', actor!), bytes: new Uint8Array([0xa1, 0x61, 0x73, 0x00]) }])
+    expect((await heads.stored('notes', 'n1', [actor!])).size).to.equal(0)
+    expect((await heads.storedVerified('notes', 'n1')).size).to.equal(0)
   })
 
   it('dropCollection deletes the collection’s heads and markers with it', async () => {
@@ -302,7 +295,7 @@ describe('signed heads on replicas (loopback)', function () {
     try {
       const hub = new LoopbackHub()
       const admin = await diskMember(keys, dir, ADMIN, hub)
-      await admin.policy.set(POLICY)
+      await admin.policy.set(NOTES_POLICY)
       await notes(admin).put('n1', { text: 'x' })
       await waitFor(async () => (await ctxOf(admin).heads!.stored('notes', 'n1')).size === 1, 'the head stored')
       await admin.dropCollection('notes')
@@ -324,7 +317,7 @@ describe('signed heads on replicas (loopback)', function () {
     try {
       const hub = new LoopbackHub()
       let admin = await diskMember(keys, dir, ADMIN, hub)
-      await admin.policy.set(POLICY)
+      await admin.policy.set(NOTES_POLICY)
       await notes(admin).put('n1', { text: 'before the crash' })
       await admin.close()
       // What the crash would have left: the write and its marker, no head.

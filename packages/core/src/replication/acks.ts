@@ -4,7 +4,7 @@ import type { AckOptions } from '../write-options.js'
 import { abortable } from './budget.js'
 import type { ReplicationContext } from './context.js'
 import { acquireDurable, stillDurable } from './durable.js'
-import { headedFor } from './heads.js'
+import { headed } from './heads.js'
 import {
   decodeErrorReply,
   decodeHoldsResponse,
@@ -161,7 +161,7 @@ class AckWait {
     try {
       if (!stillDurable(entity)) return // written since it was found durable: asked again later
       delta = col.backend.deltaSince(entity.doc, theirs ?? new Uint8Array(0))
-      if (delta !== null) delta = await headedFor(this.ctx, col, id, entity.doc, theirs, delta, peer)
+      if (delta !== null) delta = await headed(this.ctx, col, id, delta, peer, { doc: entity.doc, theirVersion: theirs })
     } catch (err) {
       drop(this.ctx, peer, 'malformed', `bad version in a holds answer: ${(err as Error).message}`, { collection: col.name, entity: id })
       return

@@ -9,13 +9,12 @@ import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
   checkStatement,
   claimOf,
-  claimedAuthor,
+  claimedStatement,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
   HeadVerifier,
   signHeads,
-  unsignedKey,
   UNSIGNED_PREFIX,
   type HeadClaim,
   type HeadLeaf,
@@ -82,6 +81,13 @@ function claimIn(record: Uint8Array): HeadClaim | undefined {
   }
 }
 
+/** A head stored here: its leaf, its proof, and the author its statement names. */
+export interface StoredHead {
+  leaf: HeadLeaf
+  record: Uint8Array
+  author: string
+}
+
 /** What a receiver needs of a headed delta (see SignedHeads.needed). */
 export type NeededHeads = Map<string, ChangeMeta> | 'all'
 
@@ -138,7 +144,7 @@ export class SignedHeads {
     } catch {
       return delta // unreadable stored bytes: the peer refuses them whatever comes with them
     }
-    const stored = await this.storedOf(collection, id, actors)
+    const stored = await this.stored(collection, id, actors)
     const records: Uint8Array[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
@@ -146,7 +152,7 @@ export class SignedHeads {
     } else {
       for (const [actor, change] of needed) {
         const have = stored.get(actor)
-        if (have !== undefined && have.seq >= change.seq) records.push(have.record)
+        if (have !== undefined && have.leaf.seq >= change.seq) records.push(have.record)
         else if (actorOwnedBy(actor, this.opts.peerId)) own.push({ id, actor, seq: change.seq, hash: change.hash })
         // Else a relay without the author's head: the peer refuses those changes (it never happens
         // to an honest replica, which stores the heads of all it applied).
@@ -160,18 +166,18 @@ export class SignedHeads {
 
   /**
    * Signs heads of this replica's own actors and stores them (in the next batch), with the
-   * markers of the local changes they cover deleted in the same batch (feed seqs `done`).
+   * markers of the local changes they cover (their meta keys: unsignedKey) deleted in the same batch.
    */
   async signOwn(
     collection: string,
     leaves: readonly HeadLeaf[],
-    done: readonly number[] = [],
+    markers: readonly string[] = [],
   ): Promise<Awaited<ReturnType<typeof signHeads>> & { stored: Promise<void> }> {
     const signed = await signHeads({ namespace: this.opts.namespace, collection, author: this.opts.peerId, time: this.opts.clock.now() }, leaves, (data) =>
       this.opts.access.signOwn(data),
     )
     const ops: StoreOp[] = signed.proofs.map((record, i) => ({ type: 'meta', key: headKey(collection, leaves[i]!.id, leaves[i]!.actor), bytes: record }))
-    for (const seq of done) ops.push({ type: 'delMeta', key: unsignedKey(collection, seq) })
+    for (const key of markers) ops.push({ type: 'delMeta', key })
     // Not awaited by senders: a crash before it lands leaves the markers, signed again at the next open.
     const stored = this.opts.entities.addToTick(ops)
     stored.catch(() => undefined)
@@ -216,104 +222,106 @@ export class SignedHeads {
   /**
    * Signs what a crash left unsigned: local changes whose heads were not stored yet (their
    * markers, signed-heads.ts). Per entity, this replica's own actors whose newest change has no
-   * stored head at least as recent get one. Run at open, before replication starts; an entity
-   * that cannot be read is left marked (tried again at the next open).
+   * stored head at least as recent get one. Run in the background after open; an entity that
+   * cannot be read stays marked (tried again at the next open), and so do the markers after a
+   * damaged one (the scan stops there). A marker that names nothing to sign is deleted.
    */
   async recover(collections: ReadonlyMap<string, CollectionState>): Promise<number> {
-    const store = this.opts.store
-    if (store.metas === undefined) return 0
-    const marked = new Map<string, Map<string, number[]>>()
-    for await (const [key, value] of store.metas(UNSIGNED_PREFIX)) {
-      const rest = key.slice(UNSIGNED_PREFIX.length)
-      const nul = rest.lastIndexOf('\u0000')
-      const collection = rest.slice(0, nul)
-      const seq = Number(rest.slice(nul + 1))
-      let ids = marked.get(collection)
-      if (ids === undefined) marked.set(collection, (ids = new Map<string, number[]>()))
-      const id = new TextDecoder().decode(value)
-      ids.set(id, [...(ids.get(id) ?? []), seq])
-    }
+    const marked = await this.markers()
     let signed = 0
     for (const [collection, ids] of marked) {
       const col = collections.get(collection)
       const leaves: HeadLeaf[] = []
-      const done: number[] = []
-      for (const [id, seqs] of ids) {
-        if (col === undefined || col.backend.history === undefined) {
-          done.push(...seqs) // dropped since, or another backend: nothing to sign
-          continue
-        }
-        try {
-          const entity = await this.opts.entities.acquire(col, id)
-          let own: Map<string, ChangeMeta>
+      const done: string[] = []
+      for (const [id, keys] of ids) {
+        if (col !== undefined && col.backend.history !== undefined) {
           try {
-            own = latestPerActor(col.backend.history.changesSince(entity.doc, new Uint8Array(0)).filter((c) => actorOwnedBy(c.actor, this.opts.peerId)))
-          } finally {
-            this.opts.entities.release(entity)
+            const own = await this.ownHeadsMissing(col, id)
+            leaves.push(...own)
+          } catch (err) {
+            this.opts.logger.warn(`could not sign the heads of '${id}' in '${collection}' (tried again at the next open): ${(err as Error).message}`, {
+              collection,
+            })
+            continue
           }
-          const stored = await this.stored(collection, id)
-          for (const [actor, change] of own) if ((stored.get(actor)?.seq ?? 0) < change.seq) leaves.push({ id, ...change })
-          done.push(...seqs)
-        } catch (err) {
-          this.opts.logger.warn(`could not sign the heads of '${id}' in '${collection}' (tried again at the next open): ${(err as Error).message}`, {
-            collection,
-          })
-        }
+        } // else dropped since, or another backend: nothing to sign
+        done.push(...keys)
       }
-      for (let i = 0; i < leaves.length || (i === 0 && done.length > 0); i += MAX_LEAVES) {
-        const chunk = leaves.slice(i, i + MAX_LEAVES)
+      for (let i = 0; i < leaves.length; i += MAX_LEAVES) {
         const last = i + MAX_LEAVES >= leaves.length
-        if (chunk.length > 0) await (await this.signOwn(collection, chunk, last ? done : [])).stored
-        else await this.opts.entities.addToTick(done.map((seq) => ({ type: 'delMeta', key: unsignedKey(collection, seq) })))
-        signed += chunk.length
+        await (
+          await this.signOwn(collection, leaves.slice(i, i + MAX_LEAVES), last ? done : [])
+        ).stored
       }
+      signed += leaves.length
+      if (leaves.length === 0 && done.length > 0) await this.opts.entities.addToTick(done.map((key) => ({ type: 'delMeta', key })))
     }
     return signed
+  }
+
+  /** The markers of unsigned local changes: collection → entity id → marker keys (until a damaged one, if any). */
+  private async markers(): Promise<Map<string, Map<string, string[]>>> {
+    const marked = new Map<string, Map<string, string[]>>()
+    const store = this.opts.store
+    if (store.metas === undefined) return marked
+    try {
+      for await (const [key, value] of store.metas(UNSIGNED_PREFIX)) {
+        const rest = key.slice(UNSIGNED_PREFIX.length)
+        const collection = rest.slice(0, Math.max(0, rest.lastIndexOf('\u0000')))
+        let ids = marked.get(collection)
+        if (ids === undefined) marked.set(collection, (ids = new Map<string, string[]>()))
+        const id = new TextDecoder().decode(value)
+        ids.set(id, [...(ids.get(id) ?? []), key])
+      }
+    } catch (err) {
+      this.opts.logger.warn(`could not read every marker of unsigned changes (the rest is tried at the next open): ${(err as Error).message}`, {})
+    }
+    return marked
+  }
+
+  /** Heads of this replica's own actors in an entity whose newest change has no stored head as recent. */
+  private async ownHeadsMissing(col: CollectionState, id: string): Promise<HeadLeaf[]> {
+    const entity = await this.opts.entities.acquire(col, id)
+    let own: Map<string, ChangeMeta>
+    try {
+      own = latestPerActor(col.backend.history!.changesSince(entity.doc, new Uint8Array(0)).filter((c) => actorOwnedBy(c.actor, this.opts.peerId)))
+    } finally {
+      this.opts.entities.release(entity)
+    }
+    const stored = await this.stored(col.name, id, [...own.keys()])
+    return [...own].filter(([actor, change]) => (stored.get(actor)?.leaf.seq ?? 0) < change.seq).map(([, change]) => ({ id, ...change }))
   }
 
   /** The heads stored for an entity, as verified heads (this replica checked or made them on arrival; not checked again). */
   async storedVerified(collection: string, id: string): Promise<Map<string, VerifiedHead>> {
     const out = new Map<string, VerifiedHead>()
-    for (const [actor, { record }] of await this.stored(collection, id)) {
+    for (const [actor, { leaf, record, author }] of await this.stored(collection, id)) out.set(actor, { ...leaf, author, record })
+    return out
+  }
+
+  /**
+   * The heads stored for an entity, by actor — of `actors` only (one point read each), or of
+   * every actor (a scan). A record that does not decode, or fails the store's check, is left
+   * out and logged: it is not relayed, the peer gets that head from another replica.
+   */
+  async stored(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, StoredHead>> {
+    const out = new Map<string, StoredHead>()
+    const keep = (actor: string, record: Uint8Array): void => {
       try {
         const claim = claimOf(record)
-        out.set(actor, { ...claim.leaf, author: claimedAuthor(record), record })
+        out.set(actor, { leaf: claim.leaf, record, author: claimedStatement(record).author })
       } catch {
-        // A damaged head vouches for nothing.
+        // Undecodable: vouches for nothing.
       }
     }
-    return out
-  }
-
-  /** The heads stored for some actors of an entity (see stored), one point read each. */
-  private async storedOf(collection: string, id: string, actors: readonly string[]): Promise<Map<string, { seq: number; record: Uint8Array }>> {
-    const out = new Map<string, { seq: number; record: Uint8Array }>()
-    await Promise.all(
-      actors.map(async (actor) => {
-        try {
-          const record = await this.opts.store.getMeta(headKey(collection, id, actor))
-          // A damaged head is not relayed: the peer gets it from another replica.
-          const claim = record === undefined ? undefined : claimIn(record)
-          if (claim !== undefined) out.set(actor, { seq: claim.leaf.seq, record: record! })
-        } catch (err) {
-          this.opts.logger.warn(`could not read a signed head of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
-        }
-      }),
-    )
-    return out
-  }
-
-  /** The heads stored for an entity, by actor: the leaf's seq and the proof (not verified again: this replica checked or made them). */
-  async stored(collection: string, id: string): Promise<Map<string, { seq: number; record: Uint8Array }>> {
-    const out = new Map<string, { seq: number; record: Uint8Array }>()
     const store = this.opts.store
-    if (store.metas === undefined) return out
-    const prefix = headPrefixOf(collection, id)
     try {
-      for await (const [key, record] of store.metas(prefix)) {
-        // A damaged head is not relayed: the peer gets it from another replica.
-        const claim = claimIn(record)
-        if (claim !== undefined) out.set(key.slice(prefix.length), { seq: claim.leaf.seq, record })
+      if (actors !== undefined) {
+        const records = await Promise.all(actors.map((actor) => store.getMeta(headKey(collection, id, actor))))
+        actors.forEach((actor, i) => records[i] !== undefined && keep(actor, records[i]))
+      } else if (store.metas !== undefined) {
+        const prefix = headPrefixOf(collection, id)
+        for await (const [key, record] of store.metas(prefix)) keep(key.slice(prefix.length), record)
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
@@ -365,34 +373,21 @@ export class SignedHeads {
 }
 
 /**
- * A delta from `doc` for `peer` (at `theirVersion`, null: nothing) as it goes out: headed with
- * the heads it needs when the peer reads them (see SignedHeads.outgoing). What the peer needs is
- * taken from the document before the first await: call it while holding the entity.
+ * A delta as it goes out to `peer`: headed with the heads it needs when it reads them (see
+ * SignedHeads.outgoing) — from `doc`, for a peer at `theirVersion` (null: nothing; taken from the
+ * document before the first await: call it while holding the entity), or 'whole' for an entity's
+ * stored bytes sent whole (the heads of every actor in them).
  */
-export function headedFor(
+export function headed(
   ctx: { heads: SignedHeads | undefined },
   col: { name: string; backend: Backend },
   id: string,
-  doc: unknown,
-  theirVersion: Uint8Array | null,
   delta: Uint8Array,
   peer: string,
+  from: { doc: unknown; theirVersion: Uint8Array | null } | 'whole',
 ): Promise<Uint8Array> {
   const heads = ctx.heads
   if (heads === undefined || col.backend.history === undefined || !heads.readsHeads(peer)) return Promise.resolve(delta)
-  const needed = heads.needed(col.backend, doc, theirVersion ?? new Uint8Array(0))
+  const needed = from === 'whole' ? 'all' : heads.needed(col.backend, from.doc, from.theirVersion ?? new Uint8Array(0))
   return heads.outgoing(col.backend, col.name, id, delta, needed, peer)
-}
-
-/** An entity's whole state for `peer`, headed with every head stored for it (when the peer reads them). */
-export function headedWhole(
-  ctx: { heads: SignedHeads | undefined },
-  col: { name: string; backend: Backend },
-  id: string,
-  delta: Uint8Array,
-  peer: string,
-): Promise<Uint8Array> {
-  const heads = ctx.heads
-  if (heads === undefined || col.backend.history === undefined || !heads.readsHeads(peer)) return Promise.resolve(delta)
-  return heads.outgoing(col.backend, col.name, id, delta, 'all', peer)
 }

@@ -4,7 +4,7 @@ import type { TimerHandle } from '../clock.js'
 import { topicOf, type ReplicationContext } from './context.js'
 import { encodePush, MAX_PUSH_ENTRIES, signPush, type PushHeads } from './messages/index.js'
 import { actorOwnedBy } from '../trust/actor-binding.js'
-import { MAX_LEAVES, type HeadLeaf } from '../trust/signed-heads.js'
+import { MAX_LEAVES, unsignedKey, type HeadLeaf } from '../trust/signed-heads.js'
 import { inlineLimit } from './parts.js'
 import type { WriteSpan } from '../tracing.js'
 
@@ -213,7 +213,7 @@ export class Pusher {
       return own(last) ? last : null
     })
     const present = leaves.filter((l): l is HeadLeaf => l !== null)
-    const done = batch.flatMap(({ seqs }) => seqs)
+    const done = batch.flatMap(({ seqs }) => seqs.map((seq) => unsignedKey(collection, seq)))
     // Their markers stay if this fails (the batch's are deleted only with the push's heads below).
     for (let i = 0; i < earlier.length; i += MAX_LEAVES) await (await heads.signOwn(collection, earlier.slice(i, i + MAX_LEAVES))).stored
     if (present.length === 0) return undefined

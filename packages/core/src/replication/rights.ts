@@ -1,7 +1,7 @@
 import { codeOf } from '../logger.js'
 import { ConvergentError } from '../errors.js'
 import { applyRemoteDelta } from './apply.js'
-import { headedFor } from './heads.js'
+import { headed } from './heads.js'
 import { acquireDurable, stillDurable } from './durable.js'
 import type { ReplicationContext } from './context.js'
 import { emptyVersionOf } from '../empty-version.js'
@@ -28,7 +28,7 @@ export async function serveRightsRequest(ctx: ReplicationContext, from: string, 
       try {
         // Written since it was found durable: the rights arrive with the next sync round instead.
         if (stillDurable(entity)) delta = col.backend.deltaSince(entity.doc, version ?? emptyVersionOf(col.backend).version)
-        if (delta !== null) delta = await headedFor(ctx, col, id, entity.doc, version, delta, from)
+        if (delta !== null) delta = await headed(ctx, col, id, delta, from, { doc: entity.doc, theirVersion: version })
         // Too large for one message: the rights arrive with the next sync round instead.
         if (delta !== null && delta.byteLength > inlineLimit(ctx.limits)) delta = null
       } finally {

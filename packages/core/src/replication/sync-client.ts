@@ -8,7 +8,7 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headedFor, headedWhole } from './heads.js'
+import { headed } from './heads.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
 import type { ReplicationContext } from './context.js'
@@ -587,7 +587,7 @@ export class SyncClient {
           round.budget.check()
           const whole = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
           if (whole === null) continue
-          const delta = await headedWhole(this.ctx, col, id, whole, round.peer)
+          const delta = await headed(this.ctx, col, id, whole, round.peer, 'whole')
           round.result.entitiesDiffering++
           await sender.add(id, delta)
         }
@@ -693,7 +693,7 @@ export class SyncClient {
     try {
       if (entity.head === undefined || !stillDurable(entity)) return 'skipped'
       const delta = col.backend.deltaSince(entity.doc, theirVersion ?? emptyVersionOf(col.backend).version)
-      return delta === null ? 'nothing' : await headedFor(this.ctx, col, id, entity.doc, theirVersion, delta, round.peer)
+      return delta === null ? 'nothing' : await headed(this.ctx, col, id, delta, round.peer, { doc: entity.doc, theirVersion })
     } catch (err) {
       this.ctx.logger.warn(`peer ${round.peer} sent an unusable version for '${id}': ${(err as Error).message}`, {
         peer: round.peer,

@@ -6,7 +6,7 @@ import type { CollectionState } from '../entities.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headedFor, headedWhole } from './heads.js'
+import { headed } from './heads.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
 import { servePolicyOffer } from './policy-exchange.js'
@@ -315,7 +315,7 @@ export class SyncServer {
           return encodeRangeResponse(response)
         }
         const whole = await wholeStateOf(this.ctx.entities, col, id)
-        const delta = whole === null ? null : await headedWhole(this.ctx, col, id, whole, from)
+        const delta = whole === null ? null : await headed(this.ctx, col, id, whole, from, 'whole')
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
         if (slot === 'later') {
           // No room now: the requester asks again from here once it has fetched what it holds
@@ -366,7 +366,7 @@ export class SyncServer {
         let delta: Uint8Array | null
         try {
           delta = backend.deltaSince(entity.doc, version ?? emptyVersionOf(backend).version)
-          if (delta !== null) delta = await headedFor(this.ctx, col, id, entity.doc, version, delta, from)
+          if (delta !== null) delta = await headed(this.ctx, col, id, delta, from, { doc: entity.doc, theirVersion: version })
         } catch (err) {
           drop(this.ctx, from, 'malformed', `bad version for '${id}': ${(err as Error).message}`)
           delta = null

@@ -1,5 +1,5 @@
 import { fromHex } from '../hash.js'
-import { actorOfProofId, claimedNamespace, HeadVerifier } from './signed-heads.js'
+import { actorOfProofId, claimedStatement, HeadVerifier } from './signed-heads.js'
 import { checkPushProof, type ProofCheck } from './signed-push.js'
 
 /**
@@ -29,7 +29,7 @@ export async function checkProof(
 /** The namespace a head's statement names (the audit of a folder does not know its own). */
 function namespaceOf(record: Uint8Array): string | undefined {
   try {
-    return claimedNamespace(record)
+    return claimedStatement(record).namespace
   } catch {
     return undefined
   }

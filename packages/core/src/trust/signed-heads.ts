@@ -116,14 +116,9 @@ export interface HeadClaim {
   leaf: HeadLeaf
 }
 
-/** The author a head proof's statement names, not checked (throws if it does not decode). */
-export function claimedAuthor(record: Uint8Array): string {
-  return decodeStatement(decodeHeadProof(record).statement).author
-}
-
-/** The namespace a head proof's statement names, not checked (throws if it does not decode). */
-export function claimedNamespace(record: Uint8Array): string {
-  return decodeStatement(decodeHeadProof(record).statement).namespace
+/** The statement a head proof names, decoded, not checked (throws if it does not decode). */
+export function claimedStatement(record: Uint8Array): HeadStatement {
+  return decodeStatement(decodeHeadProof(record).statement)
 }
 
 /** The claim of a head proof (throws an InvalidMessageError if it does not decode). */

@@ -1,0 +1,169 @@
+import type { BackendHistory, ChangeMeta } from '../backend.js'
+import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
+import { headKey, headProofId, type VerifiedHead } from '../trust/signed-heads.js'
+import { latestPerActor } from './heads.js'
+import type { DropReason } from './peer-stats.js'
+
+/**
+ * The receive rule of signed heads (heads.ts says how they travel): whether the changes a delta
+ * brings are vouched for by their authors' heads — judged ahead from the changes a delta
+ * carries, or once applied for a whole document — and which heads to store with them.
+ */
+
+/** A change a delta carries, with what it depends on (BackendHistory.changesIn). */
+export type DeltaChange = ChangeMeta & { deps: string[] }
+
+/** Who sent a delta, and for what: a missing head is a wait or a refusal depending on it. */
+export interface Sender {
+  peer: string
+  /** A signed push's author. */
+  author?: string
+  /** The sender sent heads (a headed delta, or a push's): it sends every head its changes need. */
+  headed: boolean
+  collection: string
+  id: string
+}
+
+/** A refusal: dropped and counted. */
+export type Refusal = { refused: { reason: DropReason; message: string } }
+
+/**
+ * The changes a delta carries (changesIn), or undefined when they show only once applied: a
+ * whole document, or bytes that do not decode (applying refuses those).
+ */
+export function changesOf(history: BackendHistory, delta: Uint8Array): DeltaChange[] | undefined {
+  try {
+    return history.changesIn(delta)
+  } catch {
+    return undefined
+  }
+}
+
+/** judgeHeads from the delta's changes alone, before it is applied: the verdict, with the heads to store when it passes. */
+export function judgeHeadsAhead(
+  history: BackendHistory,
+  doc: unknown,
+  changes: readonly DeltaChange[],
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  from: Sender,
+  stored: ReadonlyMap<string, VerifiedHead> | undefined,
+): 'later' | Refusal | Vouching {
+  const carried = new Map(changes.map((c) => [c.hash, c]))
+  const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
+  const fresh = changes.filter((c) => !history.holds(doc, c.hash))
+  const waits = changes.some((c) => c.deps.some((dep) => !held(dep)))
+  if (waits && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
+  const judged = coverage(latestPerActor(fresh), vouched, held, from, stored)
+  return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
+}
+
+/**
+ * Whether a delta's changes may wait here for ones that have not arrived (a push that overtook
+ * the one before it): only if each is of a bound actor and its actor's verified head reaches it —
+ * the head's change, or one of its dependencies through the changes carried. A forged change
+ * waiting under another replica's actor would take the place of the genuine one when it comes;
+ * these cannot be forged (the head's hash chain names them). Anything else waits for
+ * anti-entropy to bring it whole. The walk goes through the actor's own changes only, so it
+ * visits each change once however many heads come (a chain through another actor's change
+ * waits for anti-entropy).
+ */
+function ancestorsOfHeads(fresh: readonly ChangeMeta[], carried: ReadonlyMap<string, DeltaChange>, vouched: ReadonlyMap<string, VerifiedHead>): boolean {
+  const reached = new Set<string>() // hashes of changes reached from their own actor's head
+  for (const head of vouched.values()) {
+    const start = carried.get(head.hash)
+    if (start === undefined || start.actor !== head.actor || start.seq !== head.seq) continue
+    const stack = [start]
+    while (stack.length > 0) {
+      const c = stack.pop()!
+      if (reached.has(c.hash)) continue
+      reached.add(c.hash)
+      for (const dep of c.deps) {
+        const d = carried.get(dep)
+        if (d !== undefined && d.actor === head.actor) stack.push(d)
+      }
+    }
+  }
+  return fresh.every((c) => isBoundActor(c.actor) && reached.has(c.hash))
+}
+
+/** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
+function coverage(
+  latest: ReadonlyMap<string, { seq: number }>,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  held: (hash: string) => boolean,
+  from: Sender,
+  /** Heads stored here while changes wait (see applyRemoteDelta): they vouch too, and one newer than the head that vouches stays stored. */
+  stored?: ReadonlyMap<string, VerifiedHead>,
+): { verdict: 'ok' | 'later' | Refusal } & Vouching {
+  const heads: VouchingHead[] = []
+  let unbound = false
+  for (const [actor, change] of latest) {
+    if (!isBoundActor(actor)) {
+      unbound = true
+      continue
+    }
+    const covers = (head: VerifiedHead | undefined): head is VerifiedHead => head !== undefined && head.seq >= change.seq && held(head.hash)
+    const carried = vouched.get(actor)
+    const kept = stored?.get(actor)
+    if (covers(carried) || covers(kept)) {
+      // The newest of the two is stored: a waiting change's head is never replaced by an older one.
+      const head = kept !== undefined && (carried === undefined || kept.seq > carried.seq) ? kept : carried!
+      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record, author: head.author, actor })
+      continue
+    }
+    // Without a head: the sender's own changes not signed yet, or a sender that does not send
+    // heads (an older release, or before it said it reads them) — anti-entropy brings them again.
+    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author)))
+      return { verdict: 'later', heads, unbound }
+    const message = `changes of actor ${actor} (to seq ${change.seq}) of '${from.id}' came without a head signed by the peer that owns the actor`
+    return { verdict: { refused: { reason: 'forbidden', message } }, heads, unbound }
+  }
+  return { verdict: 'ok', heads, unbound }
+}
+
+/** A head that vouched for a change, stored with it (meta record `key`), and whose it is. */
+interface VouchingHead {
+  key: string
+  record: Uint8Array
+  author: string
+  actor: string
+}
+
+/** The heads that vouched for a change, and whether it also holds changes of unbound actors (vouched for by the sender). */
+export interface Vouching {
+  heads: VouchingHead[]
+  unbound: boolean
+}
+
+/**
+ * The author a change is recorded as (feed origin, with its head as the proof), when one head
+ * vouched for all of it: one bound actor's changes and nothing else. Else undefined: the sender
+ * vouched for (some of) it, as before.
+ */
+export function authorOf(v: Vouching): { author: string; proof: string } | undefined {
+  return v.heads.length === 1 && !v.unbound ? { author: v.heads[0]!.author, proof: headProofId(v.heads[0]!.actor) } : undefined
+}
+
+/**
+ * Whether the changes a delta added to a document are vouched for by their authors' heads:
+ * every change of a bound actor must be covered by a verified head of that actor (seq at least
+ * its own) whose change the document now holds — Automerge's hash chain then makes it the
+ * author's. Changes of unbound actors (development mode, older releases) stay vouched for by
+ * the writer that sent them. A delta that leaves changes waiting for others is not taken
+ * ('later'): a waiting change cannot be checked here (only ahead, from the changes a delta
+ * carries), and anti-entropy brings it whole. So also when changes waited before: which are
+ * new among those still waiting cannot be told, and a forged one may hide among them.
+ */
+export function judgeHeads(
+  history: BackendHistory,
+  doc: unknown,
+  before: Uint8Array,
+  pendingAfter: boolean,
+  vouched: ReadonlyMap<string, VerifiedHead>,
+  from: Sender,
+  stored: ReadonlyMap<string, VerifiedHead> | undefined,
+): 'later' | Refusal | Vouching {
+  if (pendingAfter) return 'later'
+  const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from, stored)
+  return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
+}
