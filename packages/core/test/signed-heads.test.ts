@@ -3,6 +3,7 @@
 // headed deltas) and what they do on loopback replicas: a relay keeps the author, a forger's
 // head for another replica's actor is refused, a crash between a write and its head is repaired.
 import { expect } from 'chai'
+import { encode } from 'cborg'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
 import { applyRemoteDelta } from '../src/replication/apply.js'
@@ -86,6 +87,27 @@ describe('signed heads: the pieces', () => {
         .that.matches(/does not own it/)
     })
 
+    it('heads of one statement checked at once (a catch-up applies several entities together) verify its signature once; a bad signature refuses them all, each counted', async () => {
+      let calls = 0
+      const counting = (tamper: boolean) =>
+        new HeadVerifier('default', (peer, data, sig) => {
+          calls++
+          return keys.trust(peer, [ADMIN]).verify(peer, data, tamper ? sig.map((b, i) => (i === 0 ? b ^ 1 : b)) : sig)
+        })
+      const leaves = Array.from({ length: 9 }, (_, i) => leafOf(ADMIN, `n${i}`))
+      const { proofs } = await sign(ADMIN, leaves)
+      const all = (v: HeadVerifier, budget: () => boolean = () => true) =>
+        Promise.all(proofs.map((p, i) => v.check(p, { collection: 'notes', id: `n${i}` }, budget)))
+      const good = await all(counting(false))
+      expect(good.every((h) => !('refused' in h))).to.equal(true)
+      expect(calls).to.equal(1)
+      calls = 0
+      let asked = 0
+      const bad = await all(counting(true), () => (asked++, true))
+      expect(bad.every((h) => 'refused' in h && /does not verify/.test(h.refused))).to.equal(true)
+      expect([calls, asked], 'one signature check, one budget unit').to.deep.equal([1, 1])
+    })
+
     it('every leaf of a statement proves itself alone; a flipped byte anywhere in a proof is refused, never thrown', async () => {
       const v = verifier()
       const leaves = Array.from({ length: 9 }, (_, i) => leafOf(ADMIN, `n${i}`))
@@ -131,6 +153,19 @@ describe('signed heads: the pieces', () => {
       } finally {
         await r.close()
       }
+    })
+
+    it('a headed delta is framed byte for byte as cborg encodes { d, h }, at every length boundary (fast-check)', () => {
+      const sizes = fc.constantFrom(0, 1, 23, 24, 255, 256, 65_535, 65_536, 70_000)
+      fc.assert(
+        fc.property(sizes, fc.array(fc.oneof(sizes, fc.nat(600)), { maxLength: 30 }), fc.nat(24), (d, hs, many) => {
+          const delta = new Uint8Array(d).fill(7)
+          const heads = [...hs, ...Array.from({ length: many === 24 ? 300 : 0 }, () => 3)].map((n, i) => new Uint8Array(n).fill(i))
+          const expected = Buffer.concat([Buffer.from('CVH\x01', 'latin1'), encode({ d: delta, h: heads })])
+          return Buffer.from(encodeHeaded(delta, heads)).equals(expected)
+        }),
+        { numRuns: 200 },
+      )
     })
 
     it('a headed delta decodes to its delta and heads; garbage, truncation and nesting are refused', () => {

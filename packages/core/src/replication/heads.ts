@@ -9,7 +9,7 @@ import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import {
   checkStatement,
   claimOf,
-  claimedStatement,
+  claimedHead,
   MAX_LEAVES,
   headKey,
   headPrefixOf,
@@ -24,7 +24,6 @@ import { VerifyBudget } from '../trust/verify-budget.js'
 import { decodeBounded } from './messages/envelope.js'
 import type { PushHeads } from './messages/index.js'
 import { asArray, asBytes, asRecord, invalid } from './messages/fields.js'
-import { encode } from 'cborg'
 
 /**
  * Signed heads on the wire and on disk (trust/signed-heads.ts says what they prove).
@@ -47,8 +46,29 @@ export function isHeaded(delta: Uint8Array): boolean {
   return delta.byteLength >= 4 && delta[0] === HEADED_MAGIC[0] && delta[1] === HEADED_MAGIC[1] && delta[2] === HEADED_MAGIC[2] && delta[3] === HEADED_MAGIC[3]
 }
 
+/**
+ * `HEADED_MAGIC ‖ CBOR { d: delta, h: heads }`, framed here rather than by cborg.encode (once per
+ * entity a catch-up sends: ~1.3 µs against ~6 µs). The bytes are exactly cborg's — a map of
+ * two one-letter keys in its order, byte strings and an array with definite lengths — and a
+ * property test holds them to that (signed-heads.test.ts).
+ */
 export function encodeHeaded(delta: Uint8Array, heads: readonly Uint8Array[]): Uint8Array {
-  return concatBytes([HEADED_MAGIC, encode({ d: delta, h: heads })])
+  const parts: Uint8Array[] = [HEADED_MAGIC, HEADED_D, cborHead(2, delta.byteLength), delta, HEADED_H, cborHead(4, heads.length)]
+  for (const head of heads) parts.push(cborHead(2, head.byteLength), head)
+  return concatBytes(parts)
+}
+
+/** `{ d:` and `h:` of a headed delta's map: a map of 2, then a text of one letter. */
+const HEADED_D = new Uint8Array([0xa2, 0x61, 0x64])
+const HEADED_H = new Uint8Array([0x61, 0x68])
+
+/** A CBOR head (RFC 8949 §3): major type and a definite length, in the fewest bytes. */
+function cborHead(major: 2 | 4, n: number): Uint8Array {
+  const type = major << 5
+  if (n < 24) return new Uint8Array([type | n])
+  if (n < 0x100) return new Uint8Array([type | 24, n])
+  if (n < 0x10000) return new Uint8Array([type | 25, n >> 8, n & 0xff])
+  return new Uint8Array([type | 26, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])
 }
 
 /** The delta and the head proofs of a headed delta; InvalidMessageError if it is malformed. */
@@ -144,12 +164,14 @@ export class SignedHeads {
     } catch {
       return delta // unreadable stored bytes: the peer refuses them whatever comes with them
     }
-    const stored = await this.stored(collection, id, actors)
     const records: Uint8Array[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
-      for (const { record } of stored.values()) records.push(record)
+      // Sent as stored, not decoded here: they were checked (or made) when stored, the store's
+      // checksum says they are unchanged, and the peer checks them anyway.
+      records.push(...(await this.records(collection, id, actors)).values())
     } else {
+      const stored = await this.stored(collection, id, actors)
       for (const [actor, change] of needed) {
         const have = stored.get(actor)
         if (have !== undefined && have.leaf.seq >= change.seq) records.push(have.record)
@@ -306,22 +328,27 @@ export class SignedHeads {
    */
   async stored(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, StoredHead>> {
     const out = new Map<string, StoredHead>()
-    const keep = (actor: string, record: Uint8Array): void => {
+    for (const [actor, record] of await this.records(collection, id, actors)) {
       try {
-        const claim = claimOf(record)
-        out.set(actor, { leaf: claim.leaf, record, author: claimedStatement(record).author })
+        out.set(actor, { ...claimedHead(record), record })
       } catch {
         // Undecodable: vouches for nothing.
       }
     }
+    return out
+  }
+
+  /** The head records stored for an entity, by actor, as stored (see stored). */
+  private async records(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, Uint8Array>> {
+    const out = new Map<string, Uint8Array>()
     const store = this.opts.store
     try {
       if (actors !== undefined) {
         const records = await Promise.all(actors.map((actor) => store.getMeta(headKey(collection, id, actor))))
-        actors.forEach((actor, i) => records[i] !== undefined && keep(actor, records[i]))
+        actors.forEach((actor, i) => records[i] !== undefined && out.set(actor, records[i]))
       } else if (store.metas !== undefined) {
         const prefix = headPrefixOf(collection, id)
-        for await (const [key, record] of store.metas(prefix)) keep(key.slice(prefix.length), record)
+        for await (const [key, record] of store.metas(prefix)) out.set(key.slice(prefix.length), record)
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })

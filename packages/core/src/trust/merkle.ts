@@ -15,7 +15,11 @@ export function leafHash(leaf: Uint8Array): Uint8Array {
 }
 
 function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  return sha256(concatBytes([NODE, left, right]))
+  const input = new Uint8Array(1 + left.byteLength + right.byteLength)
+  input[0] = NODE[0]!
+  input.set(left, 1)
+  input.set(right, 1 + left.byteLength)
+  return sha256(input)
 }
 
 function split(n: number): number {

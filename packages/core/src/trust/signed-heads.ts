@@ -1,5 +1,5 @@
 import { encode } from 'cborg'
-import { bytesEqual, concatBytes, fromHex, sha256, toHex } from '../hash.js'
+import { bytesEqual, concatBytes, fromHex, toHex } from '../hash.js'
 import { decodeBounded } from '../replication/messages/envelope.js'
 import { asArray, asBytes, asHash, asInt, asRecord, asSizedBytes, asString, invalid } from '../replication/messages/fields.js'
 import { actorOwnedBy, BOUND_ACTOR_BYTES } from './actor-binding.js'
@@ -127,6 +127,12 @@ export function claimOf(record: Uint8Array): HeadClaim {
   return { proof, leaf: decodeLeaf(proof.leaf) }
 }
 
+/** The leaf and the statement's author of a head proof, decoded once, not checked (throws if it does not decode). */
+export function claimedHead(record: Uint8Array): { leaf: HeadLeaf; author: string } {
+  const proof = decodeHeadProof(record)
+  return { leaf: decodeLeaf(proof.leaf), author: decodeStatement(proof.statement).author }
+}
+
 /** The bytes an author's key signs for a statement. */
 function signingInput(statement: Uint8Array): Uint8Array {
   return concatBytes([SIGNING_CONTEXT, statement])
@@ -154,14 +160,26 @@ export async function signHeads(
 /** Statements whose signature verified, remembered (a push's heads arrive once per entity). */
 const REMEMBERED = 4096
 
+/** A statement whose signature verified. */
+interface VerifiedStatement {
+  /** Its bytes (the cache is keyed by the signature: a lookup must find these bytes too). */
+  bytes: Uint8Array
+  statement: HeadStatement
+}
+
 /**
  * Checks head proofs: shape, the statement's namespace and collection, the leaf's entity, the
  * actor bound to the statement's author, the inclusion path, and the author's signature — the
  * one costly step, done once per statement (remembered) and only after everything else passed.
  */
 export class HeadVerifier {
-  /** Statements whose signature verified, decoded, by the SHA-256 of statement and signature. */
-  private readonly verified = new Map<string, HeadStatement>()
+  /** Statements whose signature verified, decoded, by their signature (hex). */
+  private readonly verified = new Map<string, VerifiedStatement>()
+  /**
+   * Signature checks under way, by signature and statement: a catch-up applies several entities
+   * of one statement at once, and each would check the same signature before the first is done.
+   */
+  private readonly checking = new Map<string, Promise<boolean>>()
 
   constructor(
     private readonly namespace: string,
@@ -181,11 +199,16 @@ export class HeadVerifier {
     let statement: HeadStatement
     let leaf: HeadLeaf
     let key: string
+    let known: VerifiedStatement | undefined
     try {
       ;({ proof, leaf } = claim ?? claimOf(record))
-      // A statement verified before is not decoded again (a push's heads share one).
-      key = toHex(sha256(proof.statement, proof.signature))
-      statement = this.verified.get(key) ?? decodeStatement(proof.statement)
+      // A statement verified before is not decoded again (a push's heads share one). Keyed by
+      // the signature, and the same statement bytes required: another statement beside a known
+      // signature is decoded and checked like any new one.
+      key = toHex(proof.signature)
+      known = this.verified.get(key)
+      if (known !== undefined && !bytesEqual(known.bytes, proof.statement)) known = undefined
+      statement = known?.statement ?? decodeStatement(proof.statement)
     } catch (err) {
       return { refused: `a malformed head proof: ${(err as Error).message}` }
     }
@@ -194,22 +217,35 @@ export class HeadVerifier {
     }
     if (leaf.id !== where.id) return { refused: `a head of entity '${leaf.id}' sent with '${where.id}'` }
     if (!actorOwnedBy(leaf.actor, statement.author)) return { refused: `a head of actor ${leaf.actor} signed by ${statement.author}, who does not own it` }
+    // The whole path, every time: a record is stored and relayed as it came, so all of it must check.
     if (!verifyInclusion(leafHash(proof.leaf), proof.index, statement.count, proof.path, statement.root)) {
       return { refused: `a head whose inclusion path does not lead to its statement's root` }
     }
-    if (!this.verified.has(key)) {
-      if (!mayVerify()) return { refused: `too many heads of new statements to check now (${statement.author})`, rateLimited: true }
-      let ok: boolean
-      try {
-        ok = await this.verify(statement.author, signingInput(proof.statement), proof.signature)
-      } catch {
-        ok = false
+    if (known === undefined) {
+      const pending = `${key} ${toHex(proof.statement)}`
+      let checking = this.checking.get(pending)
+      if (checking === undefined) {
+        if (!mayVerify()) return { refused: `too many heads of new statements to check now (${statement.author})`, rateLimited: true }
+        checking = this.verifyStatement(key, proof.statement, proof.signature, statement).finally(() => this.checking.delete(pending))
+        this.checking.set(pending, checking)
       }
-      if (!ok) return { refused: `a head whose signature does not verify under ${statement.author}'s key` }
-      if (this.verified.size >= REMEMBERED) this.verified.delete(this.verified.keys().next().value!)
-      this.verified.set(key, statement)
+      if (!(await checking)) return { refused: `a head whose signature does not verify under ${statement.author}'s key` }
     }
     return { ...leaf, author: statement.author, record }
+  }
+
+  /** Checks a statement's signature; remembers it if it verifies. Never rejects. */
+  private async verifyStatement(key: string, bytes: Uint8Array, signature: Uint8Array, statement: HeadStatement): Promise<boolean> {
+    let ok: boolean
+    try {
+      ok = await this.verify(statement.author, signingInput(bytes), signature)
+    } catch {
+      ok = false
+    }
+    if (!ok) return false
+    if (this.verified.size >= REMEMBERED) this.verified.delete(this.verified.keys().next().value!)
+    this.verified.set(key, { bytes: bytes.slice(), statement }) // a copy: not the delta it came in
+    return true
   }
 }
 
