@@ -209,9 +209,11 @@ program
         }
         const status =
           v.signature === 'verified'
-            ? entry.proof?.startsWith('h:') === true
-              ? `verified (head ${v.deltaHash.slice(0, 16)})`
-              : `verified (delta ${v.deltaHash.slice(0, 16)})`
+            ? v.authors !== undefined
+              ? `verified (heads of ${v.authors.length} authors, relayed by ${entry.origin})`
+              : entry.proof?.startsWith('h:') === true
+                ? `verified (head ${v.deltaHash.slice(0, 16)})`
+                : `verified (delta ${v.deltaHash.slice(0, 16)})`
             : v.signature === 'tampered'
               ? `TAMPERED: ${v.why}`
               : v.signature === 'unsigned'
@@ -249,7 +251,8 @@ function cell(s: string): string {
 
 /** One audited entry: who made it, and what re-verifying its signature found. */
 type Verdict =
-  | { signature: 'verified'; author: string; deltaHash: string }
+  /** `authors`: a change of several authors (each verified by its head), relayed by the entry's origin. */
+  | { signature: 'verified'; author: string; deltaHash: string; authors?: string[] }
   | { signature: 'tampered'; author: string; why: string }
   | { signature: 'unsigned'; author: null }
   | { signature: 'local'; author: string | null }
@@ -277,12 +280,14 @@ function auditor(replica: Replica, collection: string, namespace: string | undef
       record,
       proofId,
       { ...(namespace === undefined ? {} : { namespace }), collection, id: entry.id, author: entry.origin },
-      // Same proof, same signed bytes and key: the verdict holds for every entry naming it.
-      (peer, data, signature) => once(signatures, key, () => verifyPeerSignature(peer, data, signature)),
+      // Same proof, signer and signature: the verdict holds for every entry naming it (a proof of
+      // several heads checks several signatures, each its own).
+      (peer, data, signature) => once(signatures, `${key}\u0000${peer}\u0000${toHex(signature)}`, () => verifyPeerSignature(peer, data, signature)),
     )
-    return check.ok
+    if (!check.ok) return { signature: 'tampered', author: entry.origin, why: check.why }
+    return check.authors === undefined
       ? { signature: 'verified', author: check.author, deltaHash: toHex(check.deltaHash) }
-      : { signature: 'tampered', author: entry.origin, why: check.why }
+      : { signature: 'verified', author: check.authors.join(','), deltaHash: toHex(check.deltaHash), authors: check.authors }
   }
 }
 

@@ -29,19 +29,24 @@ describe('signed heads over real libp2p', function () {
     })
     await waitFor(() => relay.policy.get()?.version === 1, 'adopted')
     await admin.collection<Note>('notes', { backend: 'automerge' }).put('n1', { text: 'signed by the admin' })
+    await admin.collection<Note>('notes', { backend: 'automerge' }).put('n2', { text: 'begun by the admin' })
     await waitFor(async () => {
-      if ((await relay.collection<Note>('notes', { backend: 'automerge' }).get('n1')) !== undefined) return true
+      const notes = relay.collection<Note>('notes', { backend: 'automerge' })
+      if ((await notes.get('n1')) !== undefined && (await notes.get('n2')) !== undefined) return true
       await relay.sync()
       return false
-    }, 'n1 reaches the relay')
-    await admin.close() // the author is gone
+    }, 'n1 and n2 reach the relay')
+    // n2 gets a second author: the relay's own change.
+    await relay.collection<Note & { more?: string }>('notes', { backend: 'automerge' }).update('n2', (d) => void (d.more = 'by the relay'))
+    await admin.close() // the first author is gone
 
     const late = await suite.start({ dir: lateDir, cluster, peers: [relay.multiaddrs[0]!] })
     await waitFor(async () => {
-      if ((await late.collection<Note>('notes', { backend: 'automerge' }).get('n1')) !== undefined) return true
+      const notes = late.collection<Note & { more?: string }>('notes', { backend: 'automerge' })
+      if ((await notes.get('n1')) !== undefined && (await notes.get('n2'))?.more !== undefined) return true
       await late.sync().catch(() => undefined)
       return false
-    }, 'n1 reaches the late joiner')
+    }, 'n1 and n2 reach the late joiner')
     expect((await late.collection<Note>('notes', { backend: 'automerge' }).get('n1'))?.text).to.equal('signed by the admin')
     expect(late.stats().peers[relayId]?.dropped.forbidden ?? 0).to.equal(0)
     // The late joiner keeps the admin's head of the write, to relay it on.
@@ -59,11 +64,16 @@ describe('signed heads over real libp2p', function () {
     // `convergent audit` re-verifies it offline: the admin's write, vouched by its head, not by the relay.
     const audit = await cli('audit', lateDir, 'notes', '--json')
     expect(audit.code, audit.stderr).to.equal(0)
-    const [entry] = audit.stdout
+    const entries = audit.stdout
       .trim()
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { author: string; signature: string })
-    expect(entry).to.include({ author: adminId, signature: 'verified' })
+      .map((l) => JSON.parse(l) as { id: string; author: string; origin: string; signature: string; authors?: string[] })
+    expect(entries.find((e) => e.id === 'n1')).to.include({ author: adminId, signature: 'verified' })
+    // n2 came whole with both authors' changes: both heads verified, the relay named as what it is.
+    const n2 = entries.filter((e) => e.id === 'n2')
+    expect(n2.map((e) => [e.signature, e.origin, e.authors])).to.deep.equal([['verified', relayId, [adminId, relayId].sort()]])
+    const text = await cli('audit', lateDir, 'notes', 'n2')
+    expect(text.stdout).to.match(/verified \(heads of 2 authors, relayed by /)
   })
 })

@@ -29,7 +29,7 @@ import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOp
 import type { Policy, PolicyDocument } from './trust/policy.js'
 import { proofKey, proofPrefixOf } from './trust/signed-push.js'
 import { boundActor } from './trust/actor-binding.js'
-import { actorOfProofId, headKey, headPrefixOf, unsignedPrefixOf } from './trust/signed-heads.js'
+import { actorsOfProofId, encodeHeadList, headKey, headPrefixOf, unsignedPrefixOf } from './trust/signed-heads.js'
 import { SignedHeads } from './replication/heads.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
@@ -424,15 +424,23 @@ export class Replica {
   /**
    * The stored proof a change-feed entry names (`FeedEntry.proof`): the author's signed payload
    * and signature of the push it came in, as this replica kept them on receipt — or, for a change
-   * anti-entropy brought (`h:<actor>`), its author's signed head stored for entity `id` — raw, so
-   * that re-verifying it offline (`convergent audit`, with checkProof from
-   * `@convergent/core/internal`) trusts nothing this replica decoded. undefined if none is stored.
+   * anti-entropy brought (`h:<actor>[,<actor>…]`), its authors' signed heads stored for entity
+   * `id` (one: the head itself; several: a CBOR array of them, in the id's order, empty bytes
+   * for one missing) — raw, so that re-verifying it offline (`convergent audit`, with checkProof
+   * from `@convergent/core/internal`) trusts nothing this replica decoded. undefined if none is stored.
    */
   proofOf(collection: string, proofId: string, id?: string): Promise<Uint8Array | undefined> {
     this.assertOpen()
-    const actor = actorOfProofId(proofId)
-    if (actor !== undefined) return id === undefined ? Promise.resolve(undefined) : this.track(this.options.store.getMeta(headKey(collection, id, actor)))
-    return this.track(this.options.store.getMeta(proofKey(collection, proofId)))
+    const actors = actorsOfProofId(proofId)
+    if (actors === undefined) return this.track(this.options.store.getMeta(proofKey(collection, proofId)))
+    if (id === undefined) return Promise.resolve(undefined)
+    const store = this.options.store
+    if (actors.length === 1) return this.track(store.getMeta(headKey(collection, id, actors[0]!)))
+    return this.track(
+      Promise.all(actors.map((actor) => store.getMeta(headKey(collection, id, actor)))).then((records) =>
+        records.every((r) => r === undefined) ? undefined : encodeHeadList(records),
+      ),
+    )
   }
 
   /** Store batches are timed only while someone listens. */

@@ -43,10 +43,12 @@ export interface FeedEntry {
   /** What happened to the value. */
   kind: 'put' | 'delete' | 'remote'
   /**
-   * A remote change that came in a signed push: the id of its proof (the author's signed
-   * payload and signature, meta record `proof/<id>`; see trust/signed-push.ts). `origin` is then
-   * the author. Absent for local writes and for changes anti-entropy brought (vouched for by
-   * the peer that sent them, not signed by their author).
+   * What proves a remote change's authors: for a signed push, the id of its proof (the author's
+   * signed payload and signature, meta record `proof/<id>`; see trust/signed-push.ts), `origin`
+   * then the author; for a change anti-entropy brought that its authors' signed heads cover,
+   * `h:<actor>[,<actor>…]` (trust/signed-heads.ts, headProofId), `origin` then the author if
+   * one, else the relaying peer. Absent for local writes and for remote changes only the
+   * sending peer vouched for.
    */
   proof?: string
 }

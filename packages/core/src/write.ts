@@ -16,8 +16,8 @@ export type Made =
       value?: { value: JsonObject | undefined }
       /** Signed heads that vouched for it, stored with it (meta records, by key). */
       heads?: readonly { key: string; record: Uint8Array }[]
-      /** One head covered all of it: the feed records its author and names the head as the proof. */
-      vouchedBy?: { author: string; proof: string }
+      /** Heads covered all of it: the feed names them as the proof, and their author as origin when there is one (authorOf). */
+      vouchedBy?: { author?: string; proof: string }
     }
   /** Nothing changed. */
   | 'unchanged'

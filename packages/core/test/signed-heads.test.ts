@@ -10,7 +10,17 @@ import { applyRemoteDelta } from '../src/replication/apply.js'
 import { decodeHeaded, encodeHeaded } from '../src/replication/heads.js'
 import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
-import { headKey, headPrefixOf, headProofId, HeadVerifier, signHeads, unsignedKey, type HeadLeaf } from '../src/trust/signed-heads.js'
+import {
+  decodeHeadList,
+  encodeHeadList,
+  headKey,
+  headPrefixOf,
+  headProofId,
+  HeadVerifier,
+  signHeads,
+  unsignedKey,
+  type HeadLeaf,
+} from '../src/trust/signed-heads.js'
 import { memoryLevelStore } from '@convergent/level'
 import { StoreCorruptError } from '../src/index.js'
 import { checkProof } from '../src/trust/feed-proof.js'
@@ -203,7 +213,7 @@ describe('signed heads on replicas (loopback)', function () {
     // Its change feed names ADMIN as the author, with ADMIN's head as the proof, and the proof re-verifies offline.
     const entries: ChangeEntry[] = []
     for await (const e of notes(late).changes()) entries.push(e)
-    expect(entries.map((e) => [e.author, e.proof])).to.deep.equal([[ADMIN, headProofId(actor!)]])
+    expect(entries.map((e) => [e.author, e.proof])).to.deep.equal([[ADMIN, headProofId([actor!])]])
     const verify = (peer: string, data: Uint8Array, sig: Uint8Array) => keys.trust(peer, [ADMIN]).verify(peer, data, sig)
     const proof = await late.proofOf('notes', entries[0]!.proof!, 'n1')
     expect(await checkProof(proof, entries[0]!.proof!, { namespace: 'default', collection: 'notes', id: 'n1', author: ADMIN }, verify)).to.include({
@@ -212,6 +222,43 @@ describe('signed heads on replicas (loopback)', function () {
     })
     expect(await checkProof(proof, entries[0]!.proof!, { collection: 'notes', id: 'n1', author: SUPPORT }, verify)).to.include({ ok: false })
     expect(await checkProof(proof, entries[0]!.proof!, { collection: 'notes', id: 'n2', author: ADMIN }, verify)).to.include({ ok: false })
+  })
+
+  it('an entity two writers changed reaches a late joiner whole through a relay: its feed entry names both heads (origin: the relay), the proof re-verifies offline with both authors, and a damaged or swapped head is flagged', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'by admin' })
+    await waitFor(async () => (await notes(r[ORDERS]!).get('n1')) !== undefined, 'ORDERS has it')
+    await notes(r[ORDERS]!).update('n1', (d) => void (d.by = 'orders'))
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.by === 'orders', 'SUPPORT has both')
+    await r[ADMIN]!.close()
+    await r[ORDERS]!.close() // both authors gone; only the relay is left
+    const late = await trustMember(keys, replicas, hub, LATE)
+    await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
+    await late.sync()
+    expect(await notes(late).get('n1')).to.deep.equal({ text: 'by admin', by: 'orders' })
+    const entries: ChangeEntry[] = []
+    for await (const e of notes(late).changes()) entries.push(e)
+    expect(entries).to.have.length(1)
+    const entry = entries[0]!
+    const actors = [...(await ctxOf(late).heads!.stored('notes', 'n1')).keys()]
+    expect(actors.map((a) => actorOwnedBy(a, ADMIN) || actorOwnedBy(a, ORDERS))).to.deep.equal([true, true])
+    expect([entry.author, entry.proof]).to.deep.equal([SUPPORT, headProofId(actors)])
+    const verify = (peer: string, data: Uint8Array, sig: Uint8Array) => keys.trust(peer, [ADMIN]).verify(peer, data, sig)
+    const where = { namespace: 'default', collection: 'notes', id: 'n1', author: SUPPORT }
+    const proof = (await late.proofOf('notes', entry.proof!, 'n1'))!
+    expect(await checkProof(proof, entry.proof!, where, verify)).to.deep.include({ ok: true, authors: [ADMIN, ORDERS].sort() })
+    // Another entity, another collection: refused.
+    expect(await checkProof(proof, entry.proof!, { ...where, id: 'n2' }, verify)).to.include({ ok: false })
+    // A byte flipped in the second head, the heads swapped, one dropped, or garbage: refused, never thrown.
+    const [first, second] = decodeHeadList(proof)
+    const flipped = Uint8Array.from(second!)
+    flipped[flipped.byteLength - 40]! ^= 1
+    for (const bad of [encodeHeadList([first, flipped]), encodeHeadList([second, first]), encodeHeadList([first]), new Uint8Array([0xff, 1])]) {
+      expect(await checkProof(bad, entry.proof!, where, verify)).to.include({ ok: false })
+    }
+    // A proof id naming one of the two: the feed would credit one author with the other's changes — its head verifies, but the origin is not its author.
+    const one = headProofId([actors.find((a) => actorOwnedBy(a, ORDERS))!])
+    expect(await checkProof(await late.proofOf('notes', one, 'n1'), one, where, verify)).to.include({ ok: false })
   })
 
   it('a writer that signs its own head for another replica’s actor gets its forgery refused (badSignature), and nothing changes', async () => {

@@ -1,6 +1,6 @@
 import type { BackendHistory, ChangeMeta } from '../backend.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
-import { headKey, headProofId, type VerifiedHead } from '../trust/signed-heads.js'
+import { headKey, headProofId, MAX_FEED_HEADS, type VerifiedHead } from '../trust/signed-heads.js'
 import { latestPerActor } from './heads.js'
 import type { DropReason } from './peer-stats.js'
 
@@ -136,12 +136,16 @@ export interface Vouching {
 }
 
 /**
- * The author a change is recorded as (feed origin, with its head as the proof), when one head
- * vouched for all of it: one bound actor's changes and nothing else. Else undefined: the sender
- * vouched for (some of) it, as before.
+ * How the feed records a change its authors' heads vouched for all of (only bound actors'
+ * changes, at most MAX_FEED_HEADS actors): the heads as its proof (headProofId), and as its
+ * origin their author when there is one (else the relaying peer, and audit names the authors).
+ * Else undefined: the sender vouched for (some of) it, as before.
  */
-export function authorOf(v: Vouching): { author: string; proof: string } | undefined {
-  return v.heads.length === 1 && !v.unbound ? { author: v.heads[0]!.author, proof: headProofId(v.heads[0]!.actor) } : undefined
+export function authorOf(v: Vouching): { author?: string; proof: string } | undefined {
+  if (v.unbound || v.heads.length === 0 || v.heads.length > MAX_FEED_HEADS) return undefined
+  const authors = new Set(v.heads.map((h) => h.author))
+  const proof = headProofId(v.heads.map((h) => h.actor))
+  return authors.size === 1 ? { author: v.heads[0]!.author, proof } : { proof }
 }
 
 /**

@@ -301,19 +301,38 @@ export function headKey(collection: string, id: string, actor: string): string {
 }
 
 const HEAD_PROOF = 'h:'
+/**
+ * At most this many heads one change-feed entry names (what a feed entry's proof id holds: 255
+ * bytes, ~49 per actor). A delta adding changes of more actors (a whole entity that more
+ * processes wrote, to a late joiner) is recorded as the relaying peer's, vouched for by it, as
+ * changes of unbound actors are.
+ */
+export const MAX_FEED_HEADS = 5
 
 /**
- * The proof id a change-feed entry names when its author's head vouched for it (`h:<actor>`):
- * the head stored for (collection, entity, actor), the newest of that actor, which covers the
- * change (see headKey, checkProof).
+ * The proof id a change-feed entry names when its authors' heads vouched for it:
+ * `h:<actor>[,<actor>…]`, one per actor whose changes it added (sorted). Each is the head stored
+ * for (collection, entity, actor), the newest of that actor, which covers the change (see
+ * headKey, checkProof). One author: the entry's origin is that author; several: the relaying
+ * peer, and the heads name the authors.
  */
-export function headProofId(actor: string): string {
-  return `${HEAD_PROOF}${actor}`
+export function headProofId(actors: readonly string[]): string {
+  return `${HEAD_PROOF}${[...actors].sort().join(',')}`
 }
 
-/** The actor a head's proof id names, or undefined for a push's proof id. */
-export function actorOfProofId(proofId: string): string | undefined {
-  return proofId.startsWith(HEAD_PROOF) ? proofId.slice(HEAD_PROOF.length) : undefined
+/** The actors a head proof id names (one or more), or undefined for a push's proof id. */
+export function actorsOfProofId(proofId: string): string[] | undefined {
+  return proofId.startsWith(HEAD_PROOF) ? proofId.slice(HEAD_PROOF.length).split(',') : undefined
+}
+
+/** The heads a proof id of several actors names, as Replica.proofOf returns them: a CBOR array (empty bytes: none stored). */
+export function encodeHeadList(records: readonly (Uint8Array | undefined)[]): Uint8Array {
+  return encode(records.map((r) => r ?? new Uint8Array(0)))
+}
+
+/** The heads of encodeHeadList (InvalidMessageError if it is not one of at most MAX_FEED_HEADS). */
+export function decodeHeadList(bytes: Uint8Array): Uint8Array[] {
+  return asArray(decodeBounded(bytes, 1 + MAX_FEED_HEADS, 'head list'), 'head list', MAX_FEED_HEADS).map((r, i) => asBytes(r, `head ${i}`))
 }
 
 /**
