@@ -146,8 +146,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     changesSince: (doc, version) => {
       // Heads this document does not hold cannot be a starting point (as in deltaSince).
       const known = decodeHeads(version).filter((h) => A.hasHeads(doc, [h]))
-      return A.getChangesMetaSince(doc, known).map(metaOf)
+      return A.getChangesMetaSince(doc, known).map((c) => ({ ...metaOf(c), deps: c.deps }))
     },
+    readAt: (doc, heads) => this.read(A.view(doc, [...heads])),
+    headsOf: (version) => decodeHeads(version),
     holds: (doc, hash) => A.hasHeads(doc, [hash]),
     changesIn: (delta) => {
       const chunks = splitChunks(delta)

@@ -140,6 +140,8 @@ export interface ChangeMeta {
   actor: string
   seq: number
   hash: string
+  /** The hashes of the changes it depends on (its causal past's heads), where the backend says. */
+  deps?: string[]
 }
 
 export interface BackendHistory<Doc = unknown> {
@@ -161,6 +163,14 @@ export interface BackendHistory<Doc = unknown> {
   changesIn(delta: Uint8Array): (ChangeMeta & { deps: string[] })[] | undefined
   /** The actors whose changes a delta may hold (its actor tables: a superset), without applying it. */
   actorsIn(delta: Uint8Array): string[]
+  /**
+   * The value as it was at `heads` (hashes the document holds; [] for before any change):
+   * what a change saw, judged against its own causal past rather than the receiver's document
+   * (counters' signed rows). Throws if the document does not hold them.
+   */
+  readAt?(doc: Doc, heads: readonly string[]): JsonObject | undefined
+  /** The heads (change hashes) a version names; [] for an empty one. Throws ERR_INVALID_VERSION on bytes that are not one. */
+  headsOf?(version: Uint8Array): string[]
 }
 
 export interface DeltaLimits {

@@ -396,11 +396,12 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  * So a holder's own code can still spend the rights it really received more than once — in
  * rows signed concurrently, or in rows that each spend them on another field (a holder's
  * numbers are the field-wise maximum of its rows); every replica then shows it alike (its
- * rights below 0). Not closed yet: "no holder's numbers go down" compares with the document
- * the receiver holds, so two concurrent changes of a member that each delete one of its own
- * rows of equal numbers pass alone and not together — replicas that took them in a different
- * order stay apart on that id (review4-counter-rows.test.ts, HOLE 1, pending). Judging each
- * change against its own causal past (the document at its dependencies) would close it.
+ * rights below 0). "No holder's numbers go down" is judged per change against its own causal
+ * past (`steps`: the value at its dependencies, and with it), not against the document the
+ * receiver holds: two concurrent changes of a member that each delete one of its own rows of
+ * equal numbers then pass everywhere alike — together they take those numbers down, on every
+ * replica the same (the same class as spending twice), rather than splitting replicas that
+ * took them in a different order (review4-counter-rows.test.ts, HOLE 1).
  * The checks that need no signature come first: a refused change costs no verify.
  */
 export function rowsVerdict(
@@ -409,6 +410,12 @@ export function rowsVerdict(
   before: Record<string, unknown> | undefined,
   after: Record<string, unknown> | undefined,
   conflicted: { before: readonly string[]; after: readonly string[] },
+  /**
+   * The changes the delta adds, each with the value at its dependencies and with it (backends
+   * with a history): "no numbers go down" is judged per change against its own causal past.
+   * Undefined: against `before`, the receiver's document.
+   */
+  steps?: readonly CausalStep[],
 ): 'ok' | 'later' | { refused: string } {
   const { collection, id } = where
   const name = `counter '${collection}/${id}'`
@@ -452,12 +459,35 @@ export function rowsVerdict(
       if (from === holder || given === undefined || amountTo(given, holder) < n) return 'later'
     }
   }
-  for (const [holder, was] of b.rows) {
-    const now = a.rows.get(holder) ?? emptyRow()
-    const lower = now.inc < was.inc || now.dec < was.dec || Object.entries(was.out).some(([to, n]) => amountTo(now, to) < n)
-    if (lower) return { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
+  if (steps === undefined) {
+    const holder = takenBack(b, a)
+    return holder === undefined ? 'ok' : { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
+  }
+  // Each change against its own causal past: the same verdict on every replica, whatever else it holds.
+  for (const step of steps) {
+    const was = rows.view(collection, id, step.before)
+    const now = rows.view(collection, id, step.after)
+    if (was.unchecked > 0 || now.unchecked > 0) return 'later'
+    const holder = takenBack(was, now)
+    if (holder !== undefined) return { refused: `${name}: change ${step.hash.slice(0, 16)} takes back numbers of ${holder}'s signed rows` }
   }
   return 'ok'
+}
+
+/** One change a delta adds, as the value before it (at its dependencies) and with it. */
+export interface CausalStep {
+  hash: string
+  before: Record<string, unknown> | undefined
+  after: Record<string, unknown> | undefined
+}
+
+/** A holder whose numbers are lower in `now` than in `was` (rows deleted or overwritten), if any. */
+function takenBack(was: RowsView, now: RowsView): string | undefined {
+  for (const [holder, row] of was.rows) {
+    const after = now.rows.get(holder) ?? emptyRow()
+    if (after.inc < row.inc || after.dec < row.dec || Object.entries(row.out).some(([to, n]) => amountTo(after, to) < n)) return holder
+  }
+  return undefined
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

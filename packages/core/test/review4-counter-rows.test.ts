@@ -35,8 +35,8 @@ describe('review 4: signed counter rows with receipts', function () {
   // Holes
   // ---------------------------------------------------------------------------------------------
 
-  // Not fixed: the take-back rule still reads the receiver's document (counter-rows.ts, rowsVerdict). Documented.
-  it.skip("HOLE 1: 'no holder's numbers go down' is judged against the receiver's whole document: a member holds two rows of equal numbers (v1, v2) and sends two concurrent changes, one deleting v1 (v2 still holds the max), one deleting v2 — each 'ok' alone, the second to arrive anywhere takes the numbers down and is refused for good: the cluster splits and every honest change built on either is refused (pending) on the other side for ever", async () => {
+  // Fixed: the take-back rule judges each change against its own causal past (counter-rows.ts, rowsVerdict; row-guard.ts, causalSteps).
+  it("HOLE 1: 'no holder's numbers go down' is judged against the receiver's whole document: a member holds two rows of equal numbers (v1, v2) and sends two concurrent changes, one deleting v1 (v2 still holds the max), one deleting v2 — each 'ok' alone, the second to arrive anywhere takes the numbers down and is refused for good: the cluster splits and every honest change built on either is refused (pending) on the other side for ever", async () => {
     const { r } = await setUp()
     await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
       putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, inc: 1 }))
@@ -52,7 +52,14 @@ describe('review 4: signed counter rows with receipts', function () {
     expect(await applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'stock', 'automerge', 's1', drop1)).to.equal('applied')
     expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', drop2)).to.equal('applied')
     const seen = await honestAfterSplit(r)
-    expect(seen, `ADMIN and SUPPORT each see both honest increments: ${JSON.stringify(seen)}`).to.deep.include({ admin: 112, support: 112 })
+    // Both deletes are taken everywhere (each took nothing down in its own past): ORDERS's +1 is
+    // gone on every replica alike (its own code took it back, as spending twice), and both honest
+    // increments count everywhere: 100 + 1 + 10.
+    expect(seen, `every replica sees both honest increments and the same value: ${JSON.stringify(seen)}`).to.deep.equal({
+      admin: 111,
+      support: 111,
+      orders: 111,
+    })
   })
 
   it("HOLE 2: MAX_ROWS_PER_HOLDER is counted over the receiver's whole document: two concurrent changes adding 5 and 4 rows of one holder are each 'ok' alone (≤ 8), the second to arrive has 9 and is refused for good: the cluster splits as in HOLE 1 (here with rows of the member's own; replays of an honest holder's old rows, which verify, do the same)", async () => {

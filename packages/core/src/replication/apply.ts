@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
+import { causalSteps, rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
@@ -215,10 +215,15 @@ export async function applyRemoteDelta(
           const verdict =
             guard === undefined
               ? 'ok'
-              : verdictOf(guard, { collection, id }, valueBefore, value, !pendingBefore && backend.hasPending(next), {
-                  before: conflictedBefore,
-                  after: backend.conflictedKeys?.(next) ?? [],
-                })
+              : verdictOf(
+                  guard,
+                  { collection, id },
+                  valueBefore,
+                  value,
+                  !pendingBefore && backend.hasPending(next),
+                  { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
+                  backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
+                )
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)
             if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
