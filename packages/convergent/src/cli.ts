@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
-import { isConvergentError, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
+import { isConvergentError, sha256, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
 import { checkProof } from '@convergent/core/internal'
 import { recryptStore } from '@convergent/level'
 import { identityPeerId, verifyPeerSignature } from '@convergent/libp2p'
@@ -153,7 +153,7 @@ program
   })
 
 const AUDIT_ATTRIBUTION =
-  "Each change's author and signature, re-verified here offline. 'verified': a write gossiped in a cluster with admins, signed by its author — the signed push this replica kept as proof verifies under the author's peer key and names this collection and entity (then the first 16 hex characters of the SHA-256 of the delta it signs); or, with Automerge, a change anti-entropy brought that one signed head of its author covers — the head this replica kept verifies under the author's peer key, names this collection and entity, and its actor is the author's (then the head's change hash: the author's newest change of that actor held here; that it covers this change was checked when the change arrived). 'TAMPERED: why': the proof the entry names is missing, undecodable, does not verify, or names another author, collection, entity (or namespace, with --namespace). 'unsigned: vouched by <peer>': a change anti-entropy brought (or gossip where nothing is signed: no cluster with admins) — that writer vouched for it, its author did not sign it. 'local': written on this replica."
+  "Each change's author and signature, re-verified here offline. 'verified': a write gossiped in a cluster with admins, signed by its author — the signed push this replica kept as proof verifies under the author's peer key and names this collection and entity (then the first 16 hex characters of the SHA-256 of the delta it signs); or, with Automerge, a change anti-entropy brought that one signed head of its author covers — the head this replica kept verifies under the author's peer key, names this collection and entity, and its actor is the author's (then the head's change hash: the author's newest change of that actor held here; that it covers this change was checked when the change arrived); or the heads of several authors (an entity written by several replicas that came whole): each checked so, the authors listed, the entry's origin the peer that relayed it (which nothing signs). 'TAMPERED: why': the proof the entry names is missing, undecodable, does not verify, or names another author, collection, entity (or namespace, with --namespace). 'unsigned: vouched by <peer>': a change anti-entropy brought (or gossip where nothing is signed: no cluster with admins) — that writer vouched for it, its author did not sign it. 'local': written on this replica."
 
 const READ_AUDIT_NOTE =
   "Each entry: when, entity id, subject (the pseudonym personal.subject returns, not a name), the personal fields opened, how (get, entries, update, subscribe), this replica's peer id, and the actor the caller passed (not authenticated; '-' if none). Only reads on this replica; entries of the last group commit before a crash may be missing."
@@ -280,9 +280,11 @@ function auditor(replica: Replica, collection: string, namespace: string | undef
       record,
       proofId,
       { ...(namespace === undefined ? {} : { namespace }), collection, id: entry.id, author: entry.origin },
-      // Same proof, signer and signature: the verdict holds for every entry naming it (a proof of
-      // several heads checks several signatures, each its own).
-      (peer, data, signature) => once(signatures, `${key}\u0000${peer}\u0000${toHex(signature)}`, () => verifyPeerSignature(peer, data, signature)),
+      // Same signer, signed bytes and signature: the same verdict, for every entry naming the proof.
+      // The bytes are part of the key: a proof of several heads checks several signatures, and a
+      // forged head may carry another's signature over other bytes.
+      (peer, data, signature) =>
+        once(signatures, `${peer}\u0000${toHex(sha256(data))}\u0000${toHex(signature)}`, () => verifyPeerSignature(peer, data, signature)),
     )
     if (!check.ok) return { signature: 'tampered', author: entry.origin, why: check.why }
     return check.authors === undefined

@@ -521,9 +521,11 @@ export class Collection<T extends object = JsonObject> {
    * The change feed: every change applied to this collection, local and remote, in commit
    * order, with seq > since. Resumable: keep the last seq you processed and pass it back.
    * Each entry names its `author`: this replica's peer id for a local write, the signer of a
-   * signed push (then `proof` names the stored signature), the author whose signed head vouched
-   * for a change anti-entropy brought (Automerge in a cluster, when one head covers all of it;
-   * then `proof` is `h:<actor>`, its head), or else the peer that sent it, which vouched for it.
+   * signed push (then `proof` names the stored signature), the author whose signed heads vouched
+   * for a change anti-entropy brought (Automerge in a cluster, when heads of one author cover all
+   * of it; then `proof` is `h:<actor>[,<actor>…]`, its heads), or else the peer that sent it —
+   * which vouched for it, or, when `proof` names heads of several authors (a change of up to 5
+   * actors, to a late joiner), relayed what they signed: `author` is then not who wrote it.
    */
   changes(options: { since?: number } = {}): AsyncIterable<ChangeEntry> {
     this.assertUsable()

@@ -167,9 +167,11 @@ export class SignedHeads {
     const records: Uint8Array[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
-      // Sent as stored, not decoded here: they were checked (or made) when stored, the store's
-      // checksum says they are unchanged, and the peer checks them anyway.
-      records.push(...(await this.records(collection, id, actors)).values())
+      // Decoded (stored), not sent as they lie: a record that does not decode, or is of another
+      // entity or actor (a store without checksums, a record of another format), would make the
+      // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for
+      // a minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
+      for (const { record } of (await this.stored(collection, id, actors)).values()) records.push(record)
     } else {
       const stored = await this.stored(collection, id, actors)
       for (const [actor, change] of needed) {
@@ -323,14 +325,17 @@ export class SignedHeads {
 
   /**
    * The heads stored for an entity, by actor — of `actors` only (one point read each), or of
-   * every actor (a scan). A record that does not decode, or fails the store's check, is left
-   * out and logged: it is not relayed, the peer gets that head from another replica.
+   * every actor (a scan). A record that does not decode, is not the head its key names (another
+   * entity's or actor's), or fails the store's check, is left out (the last logged): it is not
+   * relayed, the peer gets that head from another replica.
    */
   async stored(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, StoredHead>> {
     const out = new Map<string, StoredHead>()
     for (const [actor, record] of await this.records(collection, id, actors)) {
       try {
-        out.set(actor, { ...claimedHead(record), record })
+        const claimed = claimedHead(record)
+        // Undecodable, or not the head its key names: vouches for nothing.
+        if (claimed.leaf.id === id && claimed.leaf.actor === actor) out.set(actor, { ...claimed, record })
       } catch {
         // Undecodable: vouches for nothing.
       }
