@@ -51,7 +51,9 @@ const policyFor = (...members: string[]) => ({ roles: { all: members }, collecti
  * variant's spread (max − min over the median), the process's CPU time per entity (all threads,
  * both nodes in W2/W3, over the timed part: W1 until the last write is durable, so the signing of
  * the last push or so is left out), which other processes on a shared machine disturb less than
- * wall time, and how many pushes A made (median per run; W1's include its warm-up writes').
+ * wall time, how many pushes A made (median per run; W1's include its warm-up writes'), and for
+ * W2/W3 the TCP bytes between A and B per entity (both ways, over the timed part: with
+ * Automerge in a cluster the deltas carry their heads, ~0.5 KB each).
  */
 export const trust: Workload = {
   id: 'TRUST',
@@ -71,6 +73,8 @@ export const trust: Workload = {
     const rounds = s.params.rounds ?? 5
     const cpu: Record<Variant, number[]> = { plain: [], cluster: [] }
     const pushes: Record<Variant, number[]> = { plain: [], cluster: [] }
+    // W2/W3: TCP bytes between A and B over the timed part (both ways, what pnet and Noise carry).
+    const wire: Record<Variant, number[]> = { plain: [], cluster: [] }
     const pushesOf = (node: ConvergentNode): number => node.replica.stats().pushed.messages
     const samples = await alternate(
       VARIANTS,
@@ -112,6 +116,7 @@ export const trust: Workload = {
             if (cluster) await waitFor("B to adopt A's policy", () => replica.policy.get()?.version === 1, 60_000)
             const { ms, cpuUs } = await timeLiveReplication(pair, b, s.n, window, 120_000)
             counted(cpuUs, a)
+            if (round >= 0) wire[variant].push(pair.meter.total)
             // Every push verified: none dropped for its signature.
             const bad = replica.stats().droppedByReason.badSignature
             if (bad > 0) throw new Error(`B dropped ${bad} push(es) for their signature`)
@@ -126,6 +131,7 @@ export const trust: Workload = {
             (joined) => (b = joined),
           )
           counted(cpuUs, a)
+          if (round >= 0) wire[variant].push(pair.meter.total)
           // The catch-up counted only if the policy was in force at B by the end of it.
           if (cluster) await waitFor("B to have adopted A's policy", () => (b!.node as ConvergentNode).replica.policy.get()?.version === 1, 10_000)
           return ms
@@ -155,6 +161,12 @@ export const trust: Workload = {
         'cluster CPU µs/entity': round(median(cpu.cluster), 1),
         'CPU overhead %': overhead(cpu.plain, cpu.cluster, 'lower').median,
         'pushes by A per run': Math.round(median(pushes.cluster)),
+        ...(w1
+          ? {}
+          : {
+              'plain wire bytes/entity': Math.round(median(wire.plain) / s.n),
+              'cluster wire bytes/entity': Math.round(median(wire.cluster) / s.n),
+            }),
       },
       notes: [
         w1
