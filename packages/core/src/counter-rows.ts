@@ -401,7 +401,10 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  * receiver holds: two concurrent changes of a member that each delete one of its own rows of
  * equal numbers then pass everywhere alike — together they take those numbers down, on every
  * replica the same (the same class as spending twice), rather than splitting replicas that
- * took them in a different order (review4-counter-rows.test.ts, HOLE 1).
+ * took them in a different order (review4-counter-rows.test.ts, HOLE 1). With `steps`, each
+ * change is also judged as if it came alone — the rows it adds, also those a later change of the
+ * delta deletes — and every row the delta removes must be removed in view by one of its changes
+ * (so no change removes what its own past lacks: review5-counter-rows.test.ts).
  * The checks that need no signature come first: a refused change costs no verify.
  */
 export function rowsVerdict(
@@ -429,6 +432,66 @@ export function rowsVerdict(
       return { refused: `${name}: the change writes ${shown(key)}, which is not a signed row` }
     }
   }
+  const whole = addedRows(rows, where, before, after)
+  if ('refused' in whole) return whole
+  let unchecked = whole.unchecked
+  if (steps !== undefined) {
+    // Each change as if it came alone: the rows it adds (a forged one refuses it, and the delta,
+    // at the first verify; rows a later change of the delta deletes are no way round the rules) …
+    for (const step of steps) {
+      const own = addedRows(rows, where, step.before, step.after)
+      if ('refused' in own) return { refused: `${own.refused} (change ${step.hash.slice(0, 16)})` }
+      if (own.unchecked) unchecked = true
+    }
+    // … and what the delta removes from the document, one of its changes removes in view: a
+    // change cannot delete what its own past lacks (a delete naming a row its dependencies do not
+    // hold, or a value hidden at its dependencies — the backend's delete flag — is seen by no step).
+    const unseen = unseenRemoval(before, after, steps)
+    if (unseen !== undefined) return { refused: `${name}: the change removes row ${shown(unseen)}, which none of its changes holds in its own past` }
+  }
+  if (unchecked || rows.view(collection, id, before).unchecked > 0) return 'later'
+  const b = rows.view(collection, id, before)
+  const a = rows.view(collection, id, after)
+  // A row's receipts must be backed by the rows of those that gave: until they are here, later
+  // (more rows only ever back more; an honest row's givers are rows its change depends on).
+  for (const { holder, row } of whole.added) {
+    for (const [from, n] of Object.entries(row.received ?? {})) {
+      const given = a.rows.get(from)
+      if (from === holder || given === undefined || amountTo(given, holder) < n) return 'later'
+    }
+  }
+  if (steps === undefined) {
+    const holder = takenBack(b, a)
+    return holder === undefined ? 'ok' : { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
+  }
+  // Each change against its own causal past: the same verdict on every replica, whatever else it
+  // holds. Only the holders whose rows it removes can go down (their rows are all it has to check).
+  for (const step of steps) {
+    const holders = removedHolders(step.before, step.after)
+    if (holders.size === 0) continue
+    const was = rows.view(collection, id, rowsOf(step.before, holders))
+    const now = rows.view(collection, id, rowsOf(step.after, holders))
+    if (was.unchecked > 0 || now.unchecked > 0) return 'later'
+    const holder = takenBack(was, now)
+    if (holder !== undefined) return { refused: `${name}: change ${step.hash.slice(0, 16)} takes back numbers of ${holder}'s signed rows` }
+  }
+  return 'ok'
+}
+
+/**
+ * The rows a change adds or changes from `before` to `after`, judged without the document: each
+ * a row, no more than MAX_ROWS_PER_HOLDER of a holder, spending no more than it says it holds,
+ * not known forged; `unchecked` if one was not checked yet.
+ */
+function addedRows(
+  rows: SignedRows,
+  where: { collection: string; id: string },
+  before: Record<string, unknown> | undefined,
+  after: Record<string, unknown> | undefined,
+): { refused: string } | { unchecked: boolean; added: { holder: string; row: SignedRow }[] } {
+  const { collection, id } = where
+  const name = `counter '${collection}/${id}'`
+  const shown = (key: string) => JSON.stringify(key.slice(0, 64))
   // Rows one change adds per holder (what the change carries, not what the document holds).
   const changed = changedRows(before, after)
   const perHolder = new Map<string, number>()
@@ -448,30 +511,50 @@ export function rowsVerdict(
     if (verdict === undefined) unchecked = true
     added.push({ holder: place.holder, row: place.row })
   }
-  if (unchecked || rows.view(collection, id, before).unchecked > 0) return 'later'
-  const b = rows.view(collection, id, before)
-  const a = rows.view(collection, id, after)
-  // A row's receipts must be backed by the rows of those that gave: until they are here, later
-  // (more rows only ever back more; an honest row's givers are rows its change depends on).
-  for (const { holder, row } of added) {
-    for (const [from, n] of Object.entries(row.received ?? {})) {
-      const given = a.rows.get(from)
-      if (from === holder || given === undefined || amountTo(given, holder) < n) return 'later'
-    }
+  return { unchecked, added }
+}
+
+/** The row keys `before` holds that `after` lacks or holds another value under: what a change removed. */
+export function removedRows(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): string[] {
+  return Object.keys(before ?? {}).filter((key) => isRowKey(key) && !(after !== undefined && Object.hasOwn(after, key) && sameValue(before![key], after[key])))
+}
+
+/** The holders whose rows a change removed (those whose numbers it may take down). */
+export function removedHolders(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): Set<string> {
+  const holders = new Set<string>()
+  for (const key of removedRows(before, after)) {
+    const place = parseRowKey(key)
+    if (place !== undefined) holders.add(place.holder)
   }
-  if (steps === undefined) {
-    const holder = takenBack(b, a)
-    return holder === undefined ? 'ok' : { refused: `${name}: the change takes back numbers of ${holder}'s signed rows` }
+  return holders
+}
+
+/** The rows of `holders` in `state`. */
+export function rowsOf(state: Record<string, unknown> | undefined, holders: ReadonlySet<string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(state ?? {})) {
+    const place = parseRowKey(key)
+    if (place !== undefined && holders.has(place.holder)) out[key] = value
   }
-  // Each change against its own causal past: the same verdict on every replica, whatever else it holds.
-  for (const step of steps) {
-    const was = rows.view(collection, id, step.before)
-    const now = rows.view(collection, id, step.after)
-    if (was.unchecked > 0 || now.unchecked > 0) return 'later'
-    const holder = takenBack(was, now)
-    if (holder !== undefined) return { refused: `${name}: change ${step.hash.slice(0, 16)} takes back numbers of ${holder}'s signed rows` }
-  }
-  return 'ok'
+  return out
+}
+
+/**
+ * A row the delta removes from the document — one `before` held, or one of its changes added —
+ * that none of its changes removes in view (holds before it and not with it), if any. An honest
+ * change removes only what its past holds (Automerge deletes what it sees), so every row an
+ * honest delta removes is removed in view by one of its changes. (A row of their common past
+ * that a change of `before` deleted is no candidate: the delta did not remove it.)
+ */
+function unseenRemoval(
+  before: Record<string, unknown> | undefined,
+  after: Record<string, unknown> | undefined,
+  steps: readonly CausalStep[],
+): string | undefined {
+  const seen = new Set<string>()
+  for (const step of steps) for (const key of removedRows(step.before, step.after)) seen.add(key)
+  const candidates = [...Object.keys(before ?? {}), ...steps.flatMap((step) => changedRows(step.before, step.after).map(([key]) => key))]
+  return candidates.find((key) => isRowKey(key) && !(after !== undefined && Object.hasOwn(after, key)) && !seen.has(key))
 }
 
 /** One change a delta adds, as the value before it (at its dependencies) and with it. */

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { causalSteps, rowsVerdictAhead, verdictOf, type RowsVerdict } from './row-guard.js'
+import { causalSteps, deletesUnseenIn, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
@@ -141,6 +141,7 @@ export async function applyRemoteDelta(
   // for those changes when they came, and one is never replaced by an older head.
   let stored: ReadonlyMap<string, VerifiedHead> | undefined
   const guard = ctx.counterGuard(collection)
+  const judged: ChangesJudged = {}
   if (history !== undefined) {
     if (backend.hasPending(entity.doc)) stored = await ctx.heads!.storedVerified(collection, id)
     const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from, stored)
@@ -156,7 +157,7 @@ export async function applyRemoteDelta(
   if (guard !== undefined) {
     let verdict: RowsVerdict
     try {
-      verdict = await rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock)
+      verdict = await rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock, judged)
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
@@ -211,7 +212,9 @@ export async function applyRemoteDelta(
             refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
             return 'unchanged'
           }
-          // Judged again from the verdicts (the document may have changed since the check ahead).
+          // Judged again from the verdicts (the document may have changed since the check ahead:
+          // then its changes are read again, each at its own past).
+          const same = judged.version !== undefined && bytesEqual(judged.version, before) && !pendingBefore && !backend.hasPending(next)
           const verdict =
             guard === undefined
               ? 'ok'
@@ -222,7 +225,8 @@ export async function applyRemoteDelta(
                   value,
                   !pendingBefore && backend.hasPending(next),
                   { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
-                  backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
+                  same ? judged.steps : backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
+                  same ? judged.unseen : backend.hasPending(next) ? undefined : deletesUnseenIn(backend, next, before),
                 )
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)
