@@ -34,6 +34,18 @@ describe('review: changes that wait for others (signed heads)', function () {
     expect((await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq).to.equal(A.decodeChange(c2).seq)
   })
 
+  it('an honest relay whose stored head moved on while it sent (the delta up to c1, the head of c2) is not counted a forger: the delta waits for a round (later), and c2 with its head is taken', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    const { c1, c2 } = await adminAheadByTwo(hub, r)
+    const ctx = ctxOf(r[SUPPORT]!)
+    // ORDERS relays c1 with ADMIN's verified head of c2 (the one it stored by the time it read its heads).
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(c1, [await headOf(c2)]))).to.equal('later')
+    expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0).to.equal(0)
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('one')
+    expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([c1, c2]), [await headOf(c2)]))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+  })
+
   it('a forged change never waits here by riding on a whole document while the entity already has a change waiting', async () => {
     const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
     const { base, c1, c2 } = await adminAheadByTwo(hub, r) // base: up to c0, as everyone holds it

@@ -113,7 +113,11 @@ function coverage(
     }
     // Without a head: the sender's own changes not signed yet, or a sender that does not send
     // heads (an older release, or before it said it reads them) — anti-entropy brings them again.
-    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author)))
+    // So also a head of a later change of the actor than the delta brings (verified: its owner
+    // made that change): an honest relay whose stored head moved on between reading the delta
+    // and its heads. The change it covers is not here, so neither is the proof; it comes again.
+    const ahead = (head: VerifiedHead | undefined): boolean => head !== undefined && head.seq > change.seq && !held(head.hash)
+    if (!from.headed || actorOwnedBy(actor, from.peer) || (from.author !== undefined && actorOwnedBy(actor, from.author)) || ahead(carried))
       return { verdict: 'later', heads, unbound }
     const message = `changes of actor ${actor} (to seq ${change.seq}) of '${from.id}' came without a head signed by the peer that owns the actor`
     return { verdict: { refused: { reason: 'forbidden', message } }, heads, unbound }
