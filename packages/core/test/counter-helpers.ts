@@ -12,7 +12,7 @@ import { Replica, type LoopbackHub, type PolicyDocument } from '../src/index.js'
 import { silentLogger } from '../src/logger.js'
 import type { SignedRow } from '../src/counter-rows.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { asForger, signedRow, waitFor } from '../src/testing/index.js'
+import { asForger, putRow, rowKeyIn, signedRow, waitFor } from '../src/testing/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite, type Keyring } from './trust-helpers.js'
 
 export type State = Record<string, unknown>
@@ -52,7 +52,26 @@ export function counterSuite(defaultPolicy: PolicyDocument = STOCK_POLICY) {
   const row = (signer: string, holder: string, id: string, fields: Partial<SignedRow> & { version: number }, collection = 'stock'): string =>
     signedRow(keys, signer, holder, id, fields, collection)
 
-  return { keys, replicas, cluster, setUp, row }
+  /**
+   * ORDERS's two rows of equal numbers (v1, v2, inc 1 each), seen everywhere: the saved document,
+   * their keys, and two concurrent changes of ORDERS's own code each deleting one of them (the
+   * pair of review4's and review5's HOLE 1).
+   */
+  async function twoEqualRows(r: Record<string, Replica>): Promise<{ base: Uint8Array; k1: string; k2: string; drop1: Uint8Array; drop2: Uint8Array }> {
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, inc: 1 }))
+      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, inc: 1 }))
+    })
+    for (const n of [ADMIN, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s1')) === 101, `${n} sees 101`)
+    const base = await savedDoc(r[ORDERS]!, 'stock', 's1')
+    const state = A.load<State>(base)
+    const [k1, k2] = [rowKeyIn(state, ORDERS, 1), rowKeyIn(state, ORDERS, 2)]
+    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
+    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    return { base, k1, k2, drop1, drop2 }
+  }
+
+  return { keys, replicas, cluster, setUp, row, twoEqualRows }
 }
 
 /** Rounds in which every replica runs anti-entropy with the others (failures of a cut link ignored). */

@@ -7,17 +7,16 @@
  * what it received more than once) are documented limits, pending. "probe: …" tests held.
  */
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
 import type { Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { putRow, rowKeyIn } from '../src/testing/index.js'
+import { putRow } from '../src/testing/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
 import { ALL, counterSuite, ctxOf, forkChange, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review 4: signed counter rows with receipts', function () {
   this.timeout(180_000)
-  const { setUp, row } = counterSuite()
+  const { setUp, row, twoEqualRows } = counterSuite()
 
   /** After the two forks went to ADMIN and SUPPORT: honest writes on both sides, ADMIN +1, SUPPORT +10. */
   async function honestAfterSplit(r: Record<string, Replica>): Promise<{ admin: number; support: number; orders: number }> {
@@ -38,17 +37,7 @@ describe('review 4: signed counter rows with receipts', function () {
   // Fixed: the take-back rule judges each change against its own causal past (counter-rows.ts, rowsVerdict; row-guard.ts, causalSteps).
   it("HOLE 1: 'no holder's numbers go down' is judged against the receiver's whole document: a member holds two rows of equal numbers (v1, v2) and sends two concurrent changes, one deleting v1 (v2 still holds the max), one deleting v2 — each 'ok' alone, the second to arrive anywhere takes the numbers down and is refused for good: the cluster splits and every honest change built on either is refused (pending) on the other side for ever", async () => {
     const { r } = await setUp()
-    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
-      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, inc: 1 }))
-      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, inc: 1 }))
-    })
-    for (const n of [ADMIN, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s1')) === 101, `${n} sees 101`)
-    const base = await savedDoc(r[ORDERS]!, 'stock', 's1')
-    const state = A.load<State>(base)
-    const k1 = rowKeyIn(state, ORDERS, 1)
-    const k2 = rowKeyIn(state, ORDERS, 2)
-    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
-    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    const { drop1, drop2 } = await twoEqualRows(r)
     expect(await applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'stock', 'automerge', 's1', drop1)).to.equal('applied')
     expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', drop2)).to.equal('applied')
     const seen = await honestAfterSplit(r)

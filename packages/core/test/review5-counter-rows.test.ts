@@ -39,7 +39,7 @@ function crafted(saved: Uint8Array, actor: string, ops: Op[]): Uint8Array {
 
 describe('review 5: counter take-backs judged per change (causal steps)', function () {
   this.timeout(180_000)
-  const { setUp, row } = counterSuite()
+  const { setUp, row, twoEqualRows } = counterSuite()
 
   /** After a split: honest writes on both sides, ADMIN +1, SUPPORT +10, then rounds of anti-entropy. */
   async function honestAfter(r: Record<string, Replica>): Promise<number[]> {
@@ -50,18 +50,6 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
     await new Promise((res) => setTimeout(res, 300))
     await syncAll(r, 2)
     return values(r)
-  }
-
-  /** ORDERS's two rows of equal numbers (v1, v2, inc 1 each), seen everywhere; the saved document and their keys. */
-  async function twoEqualRows(r: Record<string, Replica>): Promise<{ base: Uint8Array; k1: string; k2: string }> {
-    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
-      putRow(s, ORDERS, 1, row(ORDERS, ORDERS, 's1', { version: 1, inc: 1 }))
-      putRow(s, ORDERS, 2, row(ORDERS, ORDERS, 's1', { version: 2, inc: 1 }))
-    })
-    for (const n of [ADMIN, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s1')) === 101, `${n} sees 101`)
-    const base = await savedDoc(r[ORDERS]!, 'stock', 's1')
-    const state = A.load<State>(base)
-    return { base, k1: rowKeyIn(state, ORDERS, 1), k2: rowKeyIn(state, ORDERS, 2) }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -106,8 +94,7 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
   // counter more than MAX_CAUSAL_STEPS changes at once while receivers refuse larger deltas.
   it.skip(`HOLE 3: the fallback past MAX_CAUSAL_STEPS is the attacker's to choose: review4's pair of concurrent deletes, the second padded with ${MAX_CAUSAL_STEPS} empty changes, reaches the replica that took the first only as one delta of ${MAX_CAUSAL_STEPS + 1} changes (anti-entropy sends all it lacks), which is judged against its document and refused on every round: the cluster splits for good`, async () => {
     const { r } = await setUp()
-    const { base, k1, k2 } = await twoEqualRows(r)
-    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
+    const { base, k2, drop1 } = await twoEqualRows(r)
     let padded = A.load<State>(base, { actor: '02'.repeat(16) })
     padded = A.change(padded, { time: 0 }, (d) => void delete d[k2])
     for (let i = 0; i < MAX_CAUSAL_STEPS; i++) padded = A.emptyChange(padded, { time: 0 })
@@ -184,9 +171,7 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
 
   it("probe: review4's pair of concurrent deletes relayed together in one delta to SUPPORT and one by one, in the other order, to ADMIN: every replica takes both and shows the same value", async () => {
     const { r } = await setUp()
-    const { base, k1, k2 } = await twoEqualRows(r)
-    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
-    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    const { base, drop1, drop2 } = await twoEqualRows(r)
     const [both] = A.applyChanges(A.load<State>(base), [drop1, drop2])
     const together = A.saveSince(both, A.getHeads(A.load<State>(base)))
     expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', together)).to.equal('applied')
@@ -197,9 +182,7 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
 
   it('probe: the same pair applied at once on one replica (both judged ahead on the same document, on the fast path; the second re-judged at apply on a changed one, on the view path): both taken, as one by one', async () => {
     const { r } = await setUp()
-    const { base, k1, k2 } = await twoEqualRows(r)
-    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
-    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    const { drop1, drop2 } = await twoEqualRows(r)
     const results = await Promise.all([drop1, drop2].map((d) => applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'stock', 'automerge', 's1', d)))
     expect(results).to.deep.equal(['applied', 'applied'])
     expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'stock', 'automerge', 's1', drop2)).to.equal('applied')
@@ -209,9 +192,7 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
 
   it("HOLE 7 (cost): an honest live push on the receiver's heads leaves the fast path whenever its writer's previous change is no head (Automerge adds it to the change's dependencies; the fast path wanted them equal to the heads): ADMIN's +1 after ORDERS's write reads 2 values at other heads ahead and 2 again at apply; a delta of two concurrent changes reads its 3 values twice. Now: none for the push, 3 once (the apply reuses what was read ahead while the document has not moved)", async () => {
     const { r } = await setUp()
-    const { base, k1, k2 } = await twoEqualRows(r)
-    const drop1 = forkChange(base, '01'.repeat(16), (d) => void delete d[k1])
-    const drop2 = forkChange(base, '02'.repeat(16), (d) => void delete d[k2])
+    const { base, drop1, drop2 } = await twoEqualRows(r)
     const [both] = A.applyChanges(A.load<State>(base), [drop1, drop2])
     const history = ctxOf(r[SUPPORT]!).backends.get('automerge')!.history!
     const readAt = history.readAt!.bind(history)

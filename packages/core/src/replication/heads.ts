@@ -164,16 +164,16 @@ export class SignedHeads {
     } catch {
       return delta // unreadable stored bytes: the peer refuses them whatever comes with them
     }
+    // Decoded (stored), not sent as they lie: a record that does not decode, or is of another
+    // entity or actor (a store without checksums, a record of another format), would make the
+    // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for a
+    // minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
+    const stored = await this.stored(collection, id, actors)
     const records: Uint8Array[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
-      // Decoded (stored), not sent as they lie: a record that does not decode, or is of another
-      // entity or actor (a store without checksums, a record of another format), would make the
-      // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for
-      // a minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
-      for (const { record } of (await this.stored(collection, id, actors)).values()) records.push(record)
+      for (const { record } of stored.values()) records.push(record)
     } else {
-      const stored = await this.stored(collection, id, actors)
       for (const [actor, change] of needed) {
         const have = stored.get(actor)
         if (have !== undefined && have.leaf.seq >= change.seq) records.push(have.record)

@@ -129,8 +129,8 @@ export function claimOf(record: Uint8Array): HeadClaim {
 
 /** The leaf and the statement's author of a head proof, decoded once, not checked (throws if it does not decode). */
 export function claimedHead(record: Uint8Array): { leaf: HeadLeaf; author: string } {
-  const proof = decodeHeadProof(record)
-  return { leaf: decodeLeaf(proof.leaf), author: decodeStatement(proof.statement).author }
+  const { proof, leaf } = claimOf(record)
+  return { leaf, author: decodeStatement(proof.statement).author }
 }
 
 /** The bytes an author's key signs for a statement. */
@@ -272,19 +272,17 @@ export async function checkStatement(
     return { refused: `push heads of ${leaves.length} leaves under a statement of ${statement.count}` }
   const { root, paths } = merkleTree(signed.leaves.map(leafHash))
   if (!bytesEqual(root, statement.root)) return { refused: "push heads whose leaves do not add up to their statement's root" }
-  // One leaf's full check (namespace, collection, owner, path, signature) vouches for the statement.
-  const first = await verifier.check(
-    encodeHeadProof({ statement: signed.statement, signature: signed.signature, leaf: signed.leaves[0]!, index: 0, path: paths[0]! }),
-    { collection: where.collection, id: leaves[0]!.id },
-    mayVerify,
+  const records = signed.leaves.map((leaf, index) =>
+    encodeHeadProof({ statement: signed.statement, signature: signed.signature, leaf, index, path: paths[index]! }),
   )
+  // One leaf's full check (namespace, collection, owner, path, signature) vouches for the statement.
+  const first = await verifier.check(records[0]!, { collection: where.collection, id: leaves[0]!.id }, mayVerify)
   if ('refused' in first) return first
   const heads: VerifiedHead[] = []
   for (let index = 0; index < leaves.length; index++) {
     const leaf = leaves[index]!
     if (!actorOwnedBy(leaf.actor, statement.author)) return { refused: `a head of actor ${leaf.actor} signed by ${statement.author}, who does not own it` }
-    const record = encodeHeadProof({ statement: signed.statement, signature: signed.signature, leaf: signed.leaves[index]!, index, path: paths[index]! })
-    heads.push({ ...leaf, author: statement.author, record })
+    heads.push({ ...leaf, author: statement.author, record: records[index]! })
   }
   return heads
 }
