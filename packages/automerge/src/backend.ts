@@ -6,6 +6,7 @@ import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObje
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
+import { checkAhead, checkApplied } from './op-refs.js'
 import { readRoot } from './read.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
 import { isStoredMap } from './scalars.js'
@@ -299,11 +300,32 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
     }
     const heads = A.getHeads(doc)
+    const pending = this.hasPending(doc)
+    // Every op the changes name must be one their authors could see (op-refs.ts): a live push
+    // is judged here, against the document as it is; other changes once applied. Whole
+    // documents only as Automerge loads them (README, "Not protected yet").
+    const fromDocument = checked.changes.length < splitChunks(delta).length
+    const ahead = !hasChange ? 'ok' : pending || fromDocument ? 'after' : checkAhead(doc, heads, checked.changes)
+    if (typeof ahead === 'object') throw refusedRefs(ahead.refused)
+    const handle = A.getBackend(doc)
+    const next = this.applyChecked(doc, heads, pending, hasChange, delta)
+    if (ahead === 'after') {
+      const why = checkApplied(next, heads)
+      if (why !== undefined) {
+        // A fresh document is ours to free; one that loadIncremental moved on shares the
+        // handle of `doc`, which the caller disposes with it.
+        if (A.getBackend(next) !== handle) A.free(next)
+        throw refusedRefs(why)
+      }
+    }
+    return next
+  }
+
+  private applyChecked(doc: AutomergeDoc, heads: string[], pending: boolean, hasChange: boolean, delta: Uint8Array): AutomergeDoc {
     // A document that holds nothing yet (an entity new here, from a peer) is loaded from the
     // delta instead: A.load materialises a fresh, trusted object, so reading it needs no
     // A.toJS — ~100 µs against ~170–190 µs per entity with loadIncremental. The empty
     // document it replaces is freed (like an outdated one, it is not used again).
-    const pending = this.hasPending(doc)
     if (heads.length === 0 && !pending) {
       const loaded = loadDelta(doc, delta)
       A.free(doc)
@@ -483,6 +505,10 @@ function loadDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
   } catch (err) {
     throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
   }
+}
+
+function refusedRefs(why: string): ConvergentError {
+  return new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta names ops its changes could not see: ${why}. It was not applied.`)
 }
 
 function smaller(a: Uint8Array, b: Uint8Array): Uint8Array {
