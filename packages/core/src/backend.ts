@@ -171,16 +171,6 @@ export interface BackendHistory<Doc = unknown> {
   readAt?(doc: Doc, heads: readonly string[]): JsonObject | undefined
   /** The heads (change hashes) a version names; [] for an empty one. Throws ERR_INVALID_VERSION on bytes that are not one. */
   headsOf?(version: Uint8Array): string[]
-  /**
-   * The first change `doc` holds that a replica at `version` lacks which deletes or overwrites
-   * what its own past does not hold ('' if one cannot be read back), or undefined: an op naming
-   * as predecessor an op that is not visible at that key of the root at the change's
-   * dependencies (a later op, or one that does not exist yet), or any op with predecessors inside
-   * a nested value (not checked). No honest change of a flat document (a counter's) does; the
-   * backend may apply such a change differently on replicas that hold the op it names and those
-   * that do not yet — and then never apply the change that makes it.
-   */
-  deletesUnseen?(doc: Doc, version: Uint8Array): string | undefined
 }
 
 export interface DeltaLimits {

@@ -9,7 +9,7 @@ import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
-import { causalSteps, deletesUnseenIn, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
+import { causalSteps, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
@@ -226,7 +226,6 @@ export async function applyRemoteDelta(
                   !pendingBefore && backend.hasPending(next),
                   { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
                   same ? judged.steps : backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
-                  same ? judged.unseen : backend.hasPending(next) ? undefined : deletesUnseenIn(backend, next, before),
                 )
           if (verdict !== 'ok') {
             ctx.entities.discard(col, entity)

@@ -28,7 +28,6 @@ export type RowsVerdict = 'ok' | 'later' | { refused: string }
 export interface ChangesJudged {
   version?: Uint8Array
   steps?: CausalStep[]
-  unseen?: string
 }
 
 export async function rowsVerdictAhead(
@@ -51,7 +50,6 @@ export async function rowsVerdictAhead(
   let pendingAfter: boolean
   let conflictedAfter: string[]
   let steps: CausalStep[] | undefined
-  let unseen: string | undefined
   try {
     copy = backend.clone !== undefined ? backend.clone(doc) : backend.load(backend.save(doc), [], randomBytes(clock, 16))
     copy = backend.applyDelta(copy, delta, limits)
@@ -59,8 +57,7 @@ export async function rowsVerdictAhead(
     pendingAfter = backend.hasPending(copy)
     conflictedAfter = backend.conflictedKeys?.(copy) ?? []
     steps = pendingAfter ? undefined : causalSteps(backend, copy, versionBefore, { before, after })
-    unseen = pendingAfter ? undefined : deletesUnseenIn(backend, copy, versionBefore)
-    if (judged !== undefined && !pendingBefore && !pendingAfter) Object.assign(judged, { version: versionBefore, steps, unseen })
+    if (judged !== undefined && !pendingBefore && !pendingAfter) Object.assign(judged, { version: versionBefore, steps })
   } catch {
     return 'ok' // the apply itself refuses a delta that does not apply, and says why
   } finally {
@@ -76,14 +73,14 @@ export async function rowsVerdictAhead(
   const conflicted = { before: conflictedBefore, after: conflictedAfter }
   // The rows already here (checked when they came, or once after a restart) …
   await rows.check(where.collection, where.id, before)
-  const verdict = verdictOf(rows, where, before, after, pending, conflicted, steps, unseen)
+  const verdict = verdictOf(rows, where, before, after, pending, conflicted, steps)
   if (verdict !== 'later' || pending) return verdict
   // … then the change's new rows, one at a time: the first that fails refuses the change, so a
   // change full of forged rows costs one signature check, not one per row; the same for the rows
   // each change of the delta adds (also those a later change of it deletes) …
   const adds = [changedRows(before, after), ...(steps ?? []).map((step) => changedRows(step.before, step.after))]
   for (const [key, value] of adds.flat()) {
-    if (!(await rows.checkOne(where.collection, where.id, key, value))) return verdictOf(rows, where, before, after, pending, conflicted, steps, unseen)
+    if (!(await rows.checkOne(where.collection, where.id, key, value))) return verdictOf(rows, where, before, after, pending, conflicted, steps)
   }
   // … and, for each change, the rows of the holders it removes rows of, before it and with it.
   for (const step of steps ?? []) {
@@ -92,7 +89,7 @@ export async function rowsVerdictAhead(
     await rows.check(where.collection, where.id, rowsOf(step.before, holders))
     await rows.check(where.collection, where.id, rowsOf(step.after, holders))
   }
-  return verdictOf(rows, where, before, after, pending, conflicted, steps, unseen)
+  return verdictOf(rows, where, before, after, pending, conflicted, steps)
 }
 
 /**
@@ -143,22 +140,6 @@ export function causalSteps(
   }
 }
 
-/**
- * The first change `after` holds that `versionBefore` lacks and that deletes or overwrites what
- * its own past does not hold (BackendHistory.deletesUnseen), if any — every change, whatever
- * their number (no value is materialised: ~0.05 ms a change at 4,000 changes). Hostile code
- * only: Automerge takes a delete naming an op the receiver lacks and then never applies the
- * change that makes it (review5-counter-rows.test.ts, HOLE 6), and one naming an op outside
- * its past removes it where no value at its past shows it (HOLE 1).
- */
-export function deletesUnseenIn(backend: Backend, after: unknown, versionBefore: Uint8Array): string | undefined {
-  try {
-    return backend.history?.deletesUnseen?.(after, versionBefore)
-  } catch {
-    return undefined // the document cannot say (the same for every replica holding it)
-  }
-}
-
 /** The verdict on a change from `before` to `after` (sync: from the verdicts checked ahead). */
 export function verdictOf(
   rows: SignedRows,
@@ -171,15 +152,9 @@ export function verdictOf(
   conflicted: { before: readonly string[]; after: readonly string[] },
   /** The changes it adds, each against its causal past (causalSteps), if the backend can tell. */
   steps?: readonly CausalStep[],
-  /** One of its changes that deletes what its own past does not hold (deletesUnseenIn), if any. */
-  unseen?: string,
 ): RowsVerdict {
   // Waiting operations take effect with whatever change brings what they wait for, and would
   // be judged with it: a counter takes changes in causal order only (anti-entropy brings the rest).
   if (pending) return 'later'
-  if (unseen !== undefined) {
-    const change = unseen === '' ? 'a change' : `change ${unseen.slice(0, 16)}`
-    return { refused: `counter '${where.collection}/${where.id}': ${change} deletes or overwrites a value its own past does not hold` }
-  }
   return rowsVerdict(rows, where, before, after, conflicted, steps)
 }
