@@ -59,11 +59,22 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
 
   const hostile: [string, (s: ReturnType<typeof start>) => Op[]][] = [
     // The next op OTHER makes (its change's first op), named before OTHER made it.
-    ['a pred naming an op not made yet (its writer\'s next)', ({ base }) => [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(base, '_root', 'k'), `8@${WRITER}`] }]],
-    ['a pred naming an op that will never exist (a gap in its actor\'s counters)', () => [{ action: 'del', obj: '_root', key: 'k', pred: [`500@${WRITER}`] }]],
+    [
+      "a pred naming an op not made yet (its writer's next)",
+      ({ base }) => [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(base, '_root', 'k'), `8@${WRITER}`] }],
+    ],
+    ["a pred naming an op that will never exist (a gap in its actor's counters)", () => [{ action: 'del', obj: '_root', key: 'k', pred: [`500@${WRITER}`] }]],
     ['a pred naming a value at another key', ({ base }) => [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(base, '_root', 'k'), objAt(base, 'm')] }]],
-    ['a pred naming a value of a nested map at another key', ({ base }) => [{ action: 'set', obj: objAt(base, 'm'), key: 'y', value: 5, datatype: 'int', pred: [idAt(base, objAt(base, 'm'), 'x')] } as Op]],
-    ['a list delete whose pred names another element', ({ base }) => [{ action: 'del', obj: objAt(base, 'l'), elemId: idAt(base, objAt(base, 'l'), 0), pred: [idAt(base, objAt(base, 'l'), 1)] } as unknown as Op]],
+    [
+      'a pred naming a value of a nested map at another key',
+      ({ base }) => [{ action: 'set', obj: objAt(base, 'm'), key: 'y', value: 5, datatype: 'int', pred: [idAt(base, objAt(base, 'm'), 'x')] } as Op],
+    ],
+    [
+      'a list delete whose pred names another element',
+      ({ base }) => [
+        { action: 'del', obj: objAt(base, 'l'), elemId: idAt(base, objAt(base, 'l'), 0), pred: [idAt(base, objAt(base, 'l'), 1)] } as unknown as Op,
+      ],
+    ],
     ['a map key written in a list object', ({ base }) => [{ action: 'set', obj: objAt(base, 'l'), key: 'y', value: 1, datatype: 'int', pred: [] } as Op]],
   ]
 
@@ -107,7 +118,11 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
       fc.record({ kind: fc.constant('list' as const), at: fc.nat(5), value: fc.integer(), remove: fc.boolean() }),
       fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom('a', 'b', 'c') }),
     )
-    const step = fc.record({ writer: fc.nat(2), edits: fc.array(edit, { minLength: 1, maxLength: 3 }), sync: fc.constantFrom('none', 'live', 'batch', 'document') })
+    const step = fc.record({
+      writer: fc.nat(2),
+      edits: fc.array(edit, { minLength: 1, maxLength: 3 }),
+      sync: fc.constantFrom('none', 'live', 'batch', 'document'),
+    })
     fc.assert(
       fc.property(fc.array(step, { minLength: 1, maxLength: 12 }), (steps) => {
         const actors = ['01', '02', '03'].map((a) => a.repeat(16))
@@ -143,13 +158,23 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
           if (sync === 'none') continue
           const to = (writer + 1) % 3
           const delta =
-            sync === 'live' ? A.saveSince(docs[writer]!, heads) : sync === 'batch' ? A.saveSince(docs[writer]!, A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h]))) : A.save(docs[writer]!)
+            sync === 'live'
+              ? A.saveSince(docs[writer]!, heads)
+              : sync === 'batch'
+                ? A.saveSince(
+                    docs[writer]!,
+                    A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h])),
+                  )
+                : A.save(docs[writer]!)
           if (delta.byteLength > 0) take(to, delta)
         }
         // Everyone everything, as batches of changes.
         for (let i = 0; i < 3; i++) {
           for (let j = 0; j < 3; j++) {
-            const since = A.saveSince(docs[i]!, A.getHeads(docs[j]!).filter((h) => A.hasHeads(docs[i]!, [h])))
+            const since = A.saveSince(
+              docs[i]!,
+              A.getHeads(docs[j]!).filter((h) => A.hasHeads(docs[i]!, [h])),
+            )
             if (i !== j && since.byteLength > 0) take(j, since)
           }
         }

@@ -1,0 +1,67 @@
+/**
+ * A writer's hand-made Automerge change that names ops outside its own past (automerge/src/op-refs.ts),
+ * sent to replicas of an ordinary collection: refused and counted as invalidDelta by each, the
+ * honest writes before and after it converge everywhere (before the check, the first change
+ * made SUPPORT never take ADMIN's next change; the second deleted a value elsewhere).
+ */
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import type { PolicyDocument } from '../src/index.js'
+import { applyRemoteDelta } from '../src/replication/apply.js'
+import { waitFor } from '../src/testing/index.js'
+import { ALL, counterSuite, ctxOf, savedDoc, syncAll, type State } from './counter-helpers.js'
+import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
+
+type Op = A.DecodedChange['ops'][number]
+
+const POLICY: PolicyDocument = {
+  roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+  collections: { orders: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+}
+
+/** A change on `saved` (its heads as dependencies) by `actor` holding exactly `ops`. */
+function crafted(saved: Uint8Array, actor: string, ops: Op[]): Uint8Array {
+  const fork = A.change(A.load<State>(saved, { actor }), { time: 0 }, (d) => void (d['zz'] = 1))
+  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
+  return A.encodeChange({ ...change, ops })
+}
+
+function idAt(saved: Uint8Array, key: string): string {
+  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
+  return String(all[0]![all[0]!.length - 1])
+}
+
+describe('replicas refuse an Automerge change naming ops outside its past (op-refs)', function () {
+  this.timeout(120_000)
+  const { cluster } = counterSuite(POLICY)
+
+  it("a delete naming ADMIN's next op, and one naming a value at another key: refused by every receiver as invalidDelta; ADMIN's next write reaches everyone", async () => {
+    const { r } = await cluster()
+    await r[ADMIN]!.collection<State>('orders', { backend: 'automerge' }).put('o1', { status: 'new', total: 10 })
+    for (const n of ALL) await waitFor(async () => (await r[n]!.collection<State>('orders', { backend: 'automerge' }).get('o1')) !== undefined, `${n} holds o1`)
+    const saved = await savedDoc(r[ORDERS]!, 'orders', 'o1')
+    const ops = A.decodeChange(A.getAllChanges(A.load<State>(saved)).at(-1)!)
+    // ADMIN's next change starts past every op the document holds: its first op id is predictable.
+    const maxOp = A.getAllChanges(A.load<State>(saved))
+      .map((c) => A.decodeChange(c))
+      .reduce((max, c) => Math.max(max, c.startOp + c.ops.length - 1), 0)
+    const future = `${maxOp + 1}@${ops.actor}`
+    const changes = [
+      crafted(saved, '07'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), future] }]),
+      crafted(saved, '08'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), idAt(saved, 'total')] }]),
+    ]
+    const results: string[] = []
+    for (const change of changes) {
+      for (const n of [ADMIN, SUPPORT]) results.push(await applyRemoteDelta(ctxOf(r[n]!), ORDERS, 'orders', 'automerge', 'o1', change))
+    }
+    expect(results).to.deep.equal(['invalidDelta', 'invalidDelta', 'invalidDelta', 'invalidDelta'])
+    await r[ADMIN]!.collection<State>('orders', { backend: 'automerge' }).update('o1', (o) => void (o['status'] = 'paid'))
+    await syncAll(r, 2)
+    for (const n of ALL) {
+      await waitFor(async () => (await r[n]!.collection<State>('orders', { backend: 'automerge' }).get('o1'))?.['status'] === 'paid', `${n} sees paid`)
+    }
+    const seen = await Promise.all(ALL.map((n) => r[n]!.collection<State>('orders', { backend: 'automerge' }).get('o1')))
+    expect(seen).to.deep.equal(ALL.map(() => ({ status: 'paid', total: 10 })))
+    for (const n of [ADMIN, SUPPORT]) expect(r[n]!.stats().peers[ORDERS]?.dropped.invalidDelta, n).to.equal(2)
+  })
+})
