@@ -1,0 +1,377 @@
+// Review of op-refs.ts (checkAhead / checkApplied): attacks by an authorised writer who hand-crafts
+// Automerge changes, and honest histories. "HOLE n" tests fail now (they state what should hold);
+// "probe" tests are attacks that held.
+import { expect } from 'chai'
+import fc from 'fast-check'
+import * as A from '@automerge/automerge'
+import { ConvergentError } from '@convergent/core'
+import { automergeBackend, type AutomergeDoc } from '../src/index.js'
+
+type Op = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
+type Doc = A.Doc<Record<string, unknown>>
+
+const WRITER = 'aa'.repeat(16)
+const OTHER = 'bb'.repeat(16)
+const HOSTILE = 'ff'.repeat(16)
+
+const backend = automergeBackend()
+
+/** A change on `doc` (its heads as dependencies) by `actor` holding exactly `ops`, header fields overridable. */
+function crafted(doc: Doc, actor: string, ops: Op[], header: Partial<A.DecodedChange> = {}): Uint8Array {
+  const fork = A.change(A.clone(doc, { actor }), (d) => void (d['zz'] = 1))
+  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
+  return A.encodeChange({ ...change, ops, ...header })
+}
+
+function idAt(doc: Doc, obj: string, key: string | number): string {
+  const all = A.getBackend(doc).getAll(obj, key)
+  return String(all[0]![all[0]!.length - 1])
+}
+
+function objAt(doc: Doc, key: string): string {
+  return String(A.getBackend(doc).getAll('_root', key)[0]![1])
+}
+
+/** WRITER's {m: {x: 1}, l: [1, 2, 3], k: 1, c: Counter}; `moved` also holds OTHER's concurrent k = 2 (so a change on base is no live push). */
+function start(): { base: Doc; moved: Doc; otherChange: Uint8Array } {
+  const base = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), (d) => {
+    d['m'] = { x: 1 }
+    d['l'] = [1, 2, 3]
+    d['k'] = 1
+    d['c'] = new A.Counter(0)
+  })
+  const other = A.change(A.clone(base, { actor: OTHER }), (d) => void (d['k'] = 2))
+  const otherChange = A.getLastLocalChange(other)!
+  return { base, moved: A.loadIncremental(A.clone(base), otherChange), otherChange }
+}
+
+function replicaOf(doc: Doc): AutomergeDoc {
+  return backend.load(A.save(doc), [], new Uint8Array(16))
+}
+
+/** Each delta applied in turn through the backend: its verdicts, and the end state. */
+function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value: string; loads: string } {
+  const snapshot = A.save(doc)
+  const stored: Uint8Array[] = [] // the deltas taken, as the store holds them
+  let replica = backend.load(snapshot, [], new Uint8Array(16))
+  const verdicts = deltas.map((delta) => {
+    try {
+      replica = backend.applyDelta(replica, delta)
+      stored.push(delta)
+      return 'applied'
+    } catch (err) {
+      // The caller discards the document on a throw and reloads the stored state.
+      replica = backend.load(snapshot, stored, new Uint8Array(16))
+      return err instanceof ConvergentError ? err.code : `threw ${String(err)}`
+    }
+  })
+  const value = JSON.stringify(A.toJS(replica))
+  let loads = 'loads'
+  try {
+    A.free(A.load(A.save(replica)))
+  } catch (err) {
+    loads = `does not load once saved: ${String(err instanceof Error ? err.message : err).slice(0, 90)}`
+  }
+  backend.dispose?.(replica)
+  return { verdicts, value, loads }
+}
+
+/** Counts calls of a method of Automerge's WASM handle while `fn` runs. */
+function counting<T>(doc: Doc, method: string, fn: () => T): { calls: number; result: T } {
+  const proto = Object.getPrototypeOf(A.getBackend(doc)) as Record<string, (...args: unknown[]) => unknown>
+  const original = proto[method]!
+  let calls = 0
+  proto[method] = function (this: unknown, ...args: unknown[]) {
+    calls++
+    return original.apply(this, args)
+  }
+  try {
+    const result = fn()
+    return { calls, result }
+  } finally {
+    proto[method] = original
+  }
+}
+
+describe('review of op-refs: hand-crafted changes and honest histories', () => {
+  it('HOLE 1: a map op shaped as a list op (elemId _head) passes both checks, corrupts the map, and replicas part: one refuses every later honest edit of it', () => {
+    const { base } = start()
+    const m = objAt(base, 'm')
+    const hostile = crafted(base, HOSTILE, [{ action: 'set', obj: m, elemId: '_head', insert: true, value: 1, datatype: 'int', pred: [] } as unknown as Op])
+    const honest = A.getLastLocalChange(
+      A.change(A.clone(base, { actor: OTHER }), (d) => {
+        ;(d['m'] as Record<string, number>)['x'] = 7
+        ;(d['m'] as Record<string, number>)['y'] = 1
+      }),
+    )!
+    const hostileFirst = run(base, [hostile, honest])
+    const honestFirst = run(base, [honest, hostile])
+    const oneBatch = run(base, [backend.mergeDeltas([honest, hostile])])
+    // Now: hostile first → the honest change is refused (ERR_INVALID_DELTA), and every later one
+    // touching m; honest first → both taken, m = {x: 7, y: 1}; one batch → both taken, m = {x: 7}.
+    // (An honest change setting only m.y after the hostile one is taken, and y never shows.)
+    expect({ afterHostile: hostileFirst.verdicts[1], states: new Set([hostileFirst.value, honestFirst.value, oneBatch.value]).size }).to.deep.equal({
+      afterHostile: 'applied',
+      states: 1,
+    })
+  })
+
+  it('HOLE 2: an insert:true op on a map, naming nothing, is taken alone; a batch holding it with a later honest change is refused whole (a lagging replica never catches up)', () => {
+    const { base } = start()
+    const hostile = crafted(base, HOSTILE, [{ action: 'set', obj: '_root', key: 'q', insert: true, value: 1, datatype: 'int', pred: [] } as Op])
+    const x = A.loadIncremental(A.clone(base), hostile)
+    const honest = A.saveSince(
+      A.change(A.clone(x, { actor: OTHER }), (d) => void (d['k'] = 9)),
+      A.getHeads(x),
+    )
+    const apart = run(base, [hostile, honest])
+    const together = run(base, [backend.mergeDeltas([hostile, honest])]) // what deltaSince sends a replica behind
+    expect(apart.verdicts).to.deep.equal(['applied', 'applied'])
+    // Either the hostile change is refused everywhere, or the batch is taken: now it is refused.
+    expect(together.verdicts, 'the same changes as one batch').to.deep.equal(['applied'])
+  })
+
+  it('HOLE 3: startOp below the ops of its past (a Lamport counter going back) is taken live; the document no longer loads once saved', () => {
+    const { base } = start()
+    const hostile = crafted(base, HOSTILE, [{ action: 'set', obj: '_root', key: 'q', value: 1, datatype: 'int', pred: [] } as Op], { startOp: 1 })
+    const live = run(base, [hostile])
+    // Now: applied, and "max_op is lower than start_op" on load.
+    expect({ verdicts: live.verdicts, loads: live.loads }).to.deep.equal({ verdicts: ['ERR_INVALID_DELTA'], loads: 'loads' })
+  })
+
+  it('HOLE 4: a change that names nothing is never saved and loaded: an empty change one op ahead (live, or in a batch) leaves a document that does not load', () => {
+    const { base, moved } = start()
+    const honestStart = A.decodeChange(crafted(base, HOSTILE, [])).startOp
+    const hostile = crafted(base, HOSTILE, [], { startOp: honestStart + 1 })
+    const live = run(base, [hostile])
+    const batch = run(moved, [hostile])
+    // Now both applied, then "invalid changes: missing ops" on load (startOp 1 empty: "max_op is lower than start_op").
+    expect([live.verdicts[0], live.loads, batch.verdicts[0], batch.loads]).to.deep.equal(['ERR_INVALID_DELTA', 'loads', 'ERR_INVALID_DELTA', 'loads'])
+  })
+
+  it('HOLE 5: startOp far ahead (1e8) is taken live; once saved, the document fails to load ("out of memory")', () => {
+    const { base } = start()
+    const hostile = crafted(base, HOSTILE, [{ action: 'set', obj: '_root', key: 'q', value: 1, datatype: 'int', pred: [] } as Op], { startOp: 100_000_000 })
+    const live = run(base, [hostile])
+    // (At startOp 1e7 it loads, in ~2.7 s per load; cost grows linearly with the gap.)
+    expect({ verdicts: live.verdicts, loads: live.loads }).to.deep.equal({ verdicts: ['ERR_INVALID_DELTA'], loads: 'loads' })
+  })
+
+  it('HOLE 6: a delete with an empty pred is taken live; once saved, the document fails to load ("missing ops")', () => {
+    const { base } = start()
+    const hostile = crafted(base, HOSTILE, [{ action: 'del', obj: '_root', key: 'k', pred: [] } as Op])
+    const live = run(base, [hostile])
+    expect({ verdicts: live.verdicts, loads: live.loads }).to.deep.equal({ verdicts: ['ERR_INVALID_DELTA'], loads: 'loads' })
+  })
+
+  it('HOLE 7 (cost): checkApplied scans the history once per distinct set of outside dependencies: K changes on K old changes cost K getChangesMeta calls, each O(history)', () => {
+    let doc = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), { time: 0 }, (d) => void (d['m'] = {}))
+    const hashes: string[] = []
+    for (let i = 0; i < 300; i++) {
+      doc = A.change(doc, { time: 0 }, (d) => void (d[`k${i % 10}`] = i))
+      hashes.push(A.getHeads(doc)[0]!)
+    }
+    const m = objAt(doc, 'm')
+    const template = A.decodeChange(crafted(doc, HOSTILE, []))
+    const { hash: _hash, ...header } = template
+    // A chain of 40 changes; each also depends on a different old change, and writes a new key of m (naming m).
+    const chunks: Uint8Array[] = []
+    let prev: string | undefined
+    for (let i = 0; i < 40; i++) {
+      const deps = prev === undefined ? [hashes[0]!] : [prev, hashes[i]!]
+      const bytes = A.encodeChange({
+        ...header,
+        seq: i + 1,
+        startOp: template.startOp + i,
+        deps,
+        ops: [{ action: 'set', obj: m, key: `h${i}`, value: i, datatype: 'int', pred: [] } as Op],
+      })
+      prev = A.decodeChange(bytes).hash
+      chunks.push(bytes)
+    }
+    const replica = replicaOf(doc)
+    const { calls } = counting(doc, 'getChangesMeta', () => backend.applyDelta(replica, backend.mergeDeltas(chunks)))
+    // Measured (scratch): history 10,000 and 1,000 such changes (150 KB): checkApplied 148 s against
+    // 0.34 s for loadIncremental; 200 changes each on one old change (24 KB): 30 s.
+    expect(calls, 'getChangesMeta calls for one 40-change delta').to.be.at.most(2)
+  })
+
+  it('HOLE 8 (cost): every live list edit costs a save and a load of the whole document (~130 ms per edit at 30,000 changes against ~0.6 ms to apply)', () => {
+    let doc = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), { time: 0 }, (d) => void (d['l'] = [0, 1, 2]))
+    for (let i = 0; i < 50; i++) doc = A.change(doc, { time: 0 }, (d) => void (d[`k${i % 10}`] = i))
+    let author = A.clone(doc, { actor: OTHER })
+    const edits: Uint8Array[] = []
+    for (let i = 0; i < 10; i++) {
+      const heads = A.getHeads(author)
+      author = A.change(author, { time: 0 }, (d) => void ((d['l'] as number[])[1] = i))
+      edits.push(A.saveSince(author, heads))
+    }
+    let replica = replicaOf(doc)
+    const { calls } = counting(doc, 'save', () => {
+      for (const e of edits) replica = backend.applyDelta(replica, e)
+    })
+    expect(calls, 'whole-document saves for 10 live list edits').to.equal(0)
+  })
+
+  // —— probes: attacks that held ——
+
+  /** The hostile change `ops` against an honest concurrent change, in all four deliveries: the same verdict and state everywhere, and it loads. */
+  function convergesOrRefused(ops: (base: Doc) => Op[]): void {
+    const { base } = start()
+    const hostile = crafted(base, HOSTILE, ops(base))
+    const honest = A.getLastLocalChange(
+      A.change(A.clone(base, { actor: OTHER }), (d) => {
+        ;(d['m'] as Record<string, number>)['x'] = 7
+        d['k'] = 4
+        ;(d['l'] as unknown as A.List<number>).insertAt(0, 5)
+        ;(d['c'] as A.Counter).increment(2)
+      }),
+    )!
+    const runs = [
+      run(base, [hostile, honest]),
+      run(base, [honest, hostile]),
+      run(base, [backend.mergeDeltas([honest, hostile])]),
+      run(base, [backend.mergeDeltas([hostile, honest])]),
+    ]
+    // Either everywhere refused (honest still taken alone), or everywhere taken with one state.
+    expect(runs.map((r) => r.loads)).to.deep.equal(['loads', 'loads', 'loads', 'loads'])
+    if (runs.every((r) => r.verdicts.every((v) => v === 'applied'))) expect(new Set(runs.map((r) => r.value)).size).to.equal(1)
+    else expect(runs.map((r) => r.verdicts.includes('applied'))).to.deep.equal([true, true, false, false])
+  }
+
+  it('probe: inc naming a non-counter value (int, map) acts as its delete, the same in every order, and loads', () => {
+    convergesOrRefused((b) => [{ action: 'inc', obj: '_root', key: 'k', value: 5, pred: [idAt(b, '_root', 'k')] } as Op])
+    convergesOrRefused((b) => [{ action: 'inc', obj: '_root', key: 'm', value: 5, pred: [objAt(b, 'm')] } as Op])
+    convergesOrRefused((b) => [
+      { action: 'inc', obj: objAt(b, 'l'), elemId: idAt(b, objAt(b, 'l'), 0), value: 5, pred: [idAt(b, objAt(b, 'l'), 0)] } as unknown as Op,
+    ])
+  })
+
+  it('probe: make ops and counter-typed sets with preds, list sets with no pred, converge in every order and load', () => {
+    convergesOrRefused((b) => [{ action: 'makeList', obj: '_root', key: 'c', pred: [idAt(b, '_root', 'c')] } as Op])
+    convergesOrRefused((b) => [{ action: 'set', obj: '_root', key: 'c', value: 100, datatype: 'counter', pred: [idAt(b, '_root', 'c')] } as Op])
+    convergesOrRefused((b) => [{ action: 'set', obj: objAt(b, 'l'), elemId: idAt(b, objAt(b, 'l'), 0), value: 1, datatype: 'int', pred: [] } as unknown as Op])
+  })
+
+  it('probe: refused everywhere — an op whose obj is a scalar, an insert after an element of another list, a list delete with no pred, a key written in a list', () => {
+    const { base, moved } = start()
+    const l = objAt(base, 'l')
+    const cases: Op[][] = [
+      [{ action: 'set', obj: idAt(base, '_root', 'k'), key: 'y', value: 9, datatype: 'int', pred: [] } as Op],
+      [{ action: 'set', obj: l, elemId: idAt(base, objAt(base, 'm'), 'x'), insert: true, value: 1, datatype: 'int', pred: [] } as unknown as Op],
+      [{ action: 'del', obj: l, elemId: idAt(base, l, 0), pred: [] } as unknown as Op],
+      [{ action: 'set', obj: l, key: 'zz', insert: true, value: 1, datatype: 'int', pred: [] } as Op],
+    ]
+    for (const ops of cases) {
+      const hostile = crafted(base, HOSTILE, ops)
+      expect([run(base, [hostile]).verdicts[0], run(moved, [hostile]).verdicts[0]]).to.deep.equal(['ERR_INVALID_DELTA', 'ERR_INVALID_DELTA'])
+    }
+  })
+
+  it('probe: a change that makes Automerge panic (seq gap) is refused, and the stored state taken again works', () => {
+    const { base, otherChange } = start()
+    const first = crafted(base, HOSTILE, [{ action: 'set', obj: '_root', key: 'q', value: 1, datatype: 'int', pred: [] } as Op])
+    const { hash, ...decoded } = A.decodeChange(first)
+    const gap = A.encodeChange({
+      ...decoded,
+      seq: 5,
+      deps: [hash!],
+      startOp: decoded.startOp + 1,
+      ops: [{ action: 'set', obj: '_root', key: 'r', value: 2, datatype: 'int', pred: [] } as Op],
+    })
+    const r = run(base, [first, gap, otherChange])
+    expect(r.verdicts).to.deep.equal(['applied', 'ERR_INVALID_DELTA', 'applied'])
+    expect(r.loads).to.equal('loads')
+  })
+
+  it('probe: honest edits (nested maps made concurrently, counters, list inserts/sets/splices, conflicts), delivered live, in batches mixing held and new changes, one change at a time in reverse (queued), and to late joiners as changes: never refused, converge (fast-check)', () => {
+    const edit = fc.oneof(
+      fc.record({ kind: fc.constant('put' as const), key: fc.constantFrom('a', 'b'), value: fc.integer({ min: 0, max: 9 }) }),
+      fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom('a', 'b', 'n') }),
+      fc.record({ kind: fc.constant('map' as const), value: fc.integer({ min: 0, max: 9 }) }), // n = {v} afresh: concurrent maps at one key
+      fc.record({ kind: fc.constant('nested' as const), key: fc.constantFrom('x', 'y'), value: fc.integer({ min: 0, max: 9 }) }),
+      fc.record({ kind: fc.constant('count' as const), by: fc.integer({ min: -3, max: 3 }) }),
+      fc.record({
+        kind: fc.constant('list' as const),
+        op: fc.constantFrom('insert', 'set', 'splice', 'push'),
+        at: fc.nat(4),
+        value: fc.integer({ min: 0, max: 9 }),
+      }),
+    )
+    const sync = fc.constantFrom('none', 'live', 'batch', 'mixed', 'reversed', 'joiner')
+    const step = fc.record({ writer: fc.nat(2), edits: fc.array(edit, { minLength: 1, maxLength: 3 }), sync })
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 10 }), (steps) => {
+        const actors = ['01', '02', '03'].map((a) => a.repeat(16))
+        const seed = A.change(A.init<Record<string, unknown>>({ actor: actors[0] }), (d) => {
+          d['n'] = {}
+          d['l'] = [0]
+          d['c'] = new A.Counter(0)
+        })
+        const docs = actors.map((actor) => A.clone(seed, { actor }))
+        const replicas: AutomergeDoc[] = actors.map(() => replicaOf(seed))
+        const take = (i: number, delta: Uint8Array): void => {
+          replicas[i] = backend.applyDelta(replicas[i]!, delta) // an honest delta must never throw
+          docs[i] = A.loadIncremental(docs[i]!, delta)
+        }
+        for (const { writer, edits, sync } of steps) {
+          const heads = A.getHeads(docs[writer]!)
+          docs[writer] = A.change(docs[writer]!, (d) => {
+            for (const e of edits) {
+              if (e.kind === 'put') d[e.key] = e.value
+              else if (e.kind === 'delete') delete d[e.key]
+              else if (e.kind === 'map') d['n'] = { v: e.value }
+              else if (e.kind === 'nested') {
+                if (typeof d['n'] === 'object' && d['n'] !== null) (d['n'] as Record<string, number>)[e.key] = e.value
+              } else if (e.kind === 'count') {
+                if (d['c'] instanceof A.Counter) d['c'].increment(e.by)
+                else d['c'] = new A.Counter(e.by)
+              } else {
+                const list = d['l'] as number[]
+                if (e.op === 'insert') (list as unknown as A.List<number>).insertAt(Math.min(e.at, list.length), e.value)
+                else if (e.op === 'set' && list.length > 0) list[e.at % list.length] = e.value
+                else if (e.op === 'splice' && list.length > 0) list.splice(e.at % list.length, 1, e.value, e.value + 1)
+                else list.push(e.value)
+              }
+            }
+          })
+          const own = A.saveSince(docs[writer]!, heads)
+          if (own.byteLength === 0) continue
+          replicas[writer] = backend.applyDelta(replicas[writer]!, own)
+          if (sync === 'none') continue
+          const to = (writer + 1) % 3
+          const known = A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h]))
+          if (sync === 'live') take(to, own)
+          else if (sync === 'batch') {
+            const since = A.saveSince(docs[writer]!, known)
+            if (since.byteLength > 0) take(to, since)
+          } else if (sync === 'mixed')
+            take(to, A.saveSince(docs[writer]!, [])) // everything: held and new
+          else if (sync === 'reversed') {
+            for (const c of A.getChanges(A.view(docs[to]!, known), docs[writer]!).reverse()) take(to, c)
+          } else {
+            // A late joiner given the writer's changes (not its document), then handing them on.
+            let joiner = backend.create(new Uint8Array(16).fill(7))
+            joiner = backend.applyDelta(joiner, A.saveSince(docs[writer]!, []))
+            expect(JSON.stringify(A.toJS(joiner))).to.equal(JSON.stringify(A.toJS(docs[writer]!)))
+            backend.dispose?.(joiner)
+          }
+        }
+        for (let i = 0; i < 3; i++) {
+          for (let j = 0; j < 3; j++) {
+            const since = A.saveSince(
+              docs[i]!,
+              A.getHeads(docs[j]!).filter((h) => A.hasHeads(docs[i]!, [h])),
+            )
+            if (i !== j && since.byteLength > 0) take(j, since)
+          }
+        }
+        const values = replicas.map((r) => JSON.stringify(A.toJS(r)))
+        expect(new Set(values).size).to.equal(1)
+        expect(values[0]).to.equal(JSON.stringify(A.toJS(docs[0]!)))
+        for (const r of replicas) backend.dispose?.(r)
+      }),
+      { numRuns: 120 },
+    )
+  })
+})
