@@ -1,27 +1,30 @@
 import * as A from '@automerge/automerge'
 
 /**
- * Every op a received change names — the object it is in, the list element it is at, the
- * values it replaces (its pred) — must be one its author could see: in the change's own causal
- * past and, for pred, at that very place. Honest changes always are (Automerge fills these in
- * from the author's document at the change's dependencies); Automerge does not check them:
+ * A received change must be one Automerge could have made: every op it names — the object it
+ * writes in, the list element it writes at, the values it replaces (its pred) — in its own
+ * causal past and, for pred, at that very place; its op counters just past everything in its
+ * past; its seq just after its actor's previous change, which it has seen; each op shaped for
+ * its object (a key in a map, an element in a list). Honest changes always are: Automerge fills
+ * these in from the author's document at the change's dependencies. Automerge does not check
+ * them when it applies a change, and hand-made ones break an entity for good:
  *
  * - a pred naming an op not made yet is taken; the op's own change then never applies on that
- *   replica ("missing ops"): replicas part for good on the entity;
+ *   replica ("missing ops"): replicas part on the entity;
  * - a pred naming an op made concurrently is taken where that op came first and fails where it
  *   comes after: replicas take the change in different orders, or not at all;
- * - a pred naming an op that never exists leaves a document that A.save and A.saveSince refuse
- *   ("MissingOps"): the entity can no longer be compacted or served;
- * - a pred naming a value elsewhere deletes that value, and the saved document no longer loads
- *   ("mismatching heads"): a compaction would lose the entity on the next start.
+ * - a pred naming an op that never exists, a delete naming nothing, or a startOp below or far
+ *   past its past leaves a document that A.save refuses, that no longer loads once saved, or
+ *   that needs gigabytes to load: a compaction loses the entity on the next start;
+ * - a pred naming a value elsewhere deletes that value, and the saved document does not load.
  *
- * Two checks. A live push (changes that extend the document's heads one after the other, the
- * common case) is judged before applying against the document as it is: ~40 µs a change to
- * decode it, a lookup per key it writes. Anything else (anti-entropy batches with concurrent
- * changes, list edits) is judged after applying: every change newly held is
- * decoded, each name must lie in its causal past (clocks over the batch, and what the document
- * held before it); and a batch of changes that names anything is saved and loaded again — the
- * check Automerge itself runs on a saved document — costing O(document).
+ * Two checks (costs on this project's AMD EPYC machine). A live push — changes that extend the
+ * document's heads one after the other, writing map keys: the common case — is judged before
+ * it is applied, against the document as it is (a change decoded, ~16 µs; a lookup per key it
+ * writes, ~7 µs). Anything else (anti-entropy batches with concurrent changes, list edits) is
+ * judged once applied: each change newly held is written out again from the document (~40 µs)
+ * — Automerge drops names it could not place, so the hash changes — and read at its own
+ * dependencies (~45–90 µs a lookup at 1,000–10,000 changes of history).
  */
 
 export type Ahead = 'ok' | 'after' | { refused: string }
@@ -31,13 +34,50 @@ type DecodedOp = A.DecodedChange['ops'][number] & { elemId?: string; insert?: bo
 
 type Handle = ReturnType<typeof A.getBackend>
 
-interface Slot {
-  readonly type: string
-  readonly visible: Set<string>
+/** Object types by the action that makes them. */
+const MADE: Record<string, string> = { makeMap: 'map', makeTable: 'map', makeList: 'list', makeText: 'text' }
+const ACTIONS = new Set(['set', 'del', 'inc', ...Object.keys(MADE)])
+
+/**
+ * Most changes one batch may scan to judge its list ops and seqs against what came before it
+ * (~13 µs each: ~1.3 s): each distinct set of dependencies outside the batch costs a scan of
+ * the changes not in their past. Honest batches scan a few (they build on what both sides held).
+ */
+export const MAX_SCANNED_CHANGES = 100_000
+
+/** Why `op` is not shaped for an object of `type`, if it is not. */
+function shapeError(op: DecodedOp, type: string): string | undefined {
+  if (!ACTIONS.has(op.action)) return `an op of action '${op.action}', which no Convergent writer makes`
+  if (type === 'map') {
+    if (typeof op.key !== 'string' || op.elemId !== undefined || op.insert === true) return 'an op in a map without a key, or with a list element'
+  } else if (type === 'list' || type === 'text') {
+    if (typeof op.elemId !== 'string' || op.key !== undefined) return `an op in a ${type} without an element, or with a key`
+    if (op.elemId === '_head' && op.insert !== true) return `an op at the head of a ${type} that inserts nothing`
+    if (op.insert === true && (op.pred.length > 0 || op.action === 'del' || op.action === 'inc')) return 'an insert that replaces something'
+  } else {
+    return `an op in a ${type}`
+  }
+  if ((op.action === 'del' || op.action === 'inc') && op.pred.length === 0) return `a ${op.action} that names nothing`
+  return undefined
 }
 
-/** Object types of make ops, by action. */
-const MADE: Record<string, string> = { makeMap: 'map', makeTable: 'map', makeList: 'list', makeText: 'text' }
+/** The ids of the values at `key` of map `obj` (at `heads`, else now). */
+function valuesAt(handle: Handle, obj: string, key: string, heads?: string[]): Set<string> {
+  return new Set(handle.getAll(obj, key, heads).map((v) => String(v[v.length - 1])))
+}
+
+/** The object's type and path (undefined where it is not shown), or undefined if the document holds no such object. */
+function objectInfo(handle: Handle, obj: string): { type: string; path?: unknown[] } | undefined {
+  try {
+    return handle.objInfo(obj)
+  } catch {
+    return undefined
+  }
+}
+
+function opsEnd(c: A.DecodedChange): number {
+  return c.startOp + c.ops.length - 1
+}
 
 /**
  * Judged before applying `changes` (their chunks) to `doc` (holding `heads`, nothing queued):
@@ -59,44 +99,56 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
     if (deps.length !== 1 || deps[0] !== fresh[i - 1]!.hash) return 'after'
   }
   const handle = A.getBackend(doc)
+  let maxOp = 0
+  for (const h of heads) {
+    const meta = handle.getChangeMetaByHash(h)
+    if (meta === null) return 'after'
+    maxOp = Math.max(maxOp, meta.maxOp)
+  }
   const made = new Map<string, string>() // objects the chain makes, by id → type
   const types = new Map<string, string>([['_root', 'map']])
-  const slots = new Map<string, Slot>()
+  const slots = new Map<string, Set<string>>() // 'obj\0key' → ids of its values, once touched
   for (const change of fresh) {
+    const why = (what: string) => ({ refused: `change ${change.hash} ${what}` })
+    if (change.startOp !== maxOp + 1) return why(`starts its ops at ${change.startOp}, not just past its past (${maxOp + 1})`)
     let counter = change.startOp
     for (const op of change.ops as DecodedOp[]) {
       const id = `${counter++}@${change.actor}`
-      if (op.elemId !== undefined || typeof op.key !== 'string' || op.insert === true) return 'after'
       let type = made.get(op.obj) ?? types.get(op.obj)
       if (type === undefined) {
-        try {
-          type = handle.objInfo(op.obj).type
-        } catch {
-          return { refused: `an op of change ${change.hash} is in object ${op.obj}, which its past does not hold` }
-        }
+        const info = objectInfo(handle, op.obj)
+        if (info === undefined) return why(`writes in ${op.obj}, which its past does not hold`)
+        if (info.path === undefined) return why(`writes in ${op.obj}, which its past does not show`)
+        type = info.type
         types.set(op.obj, type)
       }
-      if (type !== 'map') return { refused: `an op of change ${change.hash} writes key ${JSON.stringify(op.key)} of object ${op.obj}, a ${type}` }
+      const shape = shapeError(op, type)
+      if (shape !== undefined) return why(`holds ${shape}`)
+      if (type !== 'map') return 'after' // list elements: judged once applied
       const key = `${op.obj}\0${op.key}`
-      let slot = slots.get(key)
-      if (slot === undefined) {
-        const visible = made.has(op.obj) ? [] : handle.getAll(op.obj, op.key).map((v) => String(v[v.length - 1]))
-        slot = { type, visible: new Set(visible) }
-        slots.set(key, slot)
+      let visible = slots.get(key)
+      if (visible === undefined) {
+        visible = made.has(op.obj) ? new Set() : valuesAt(handle, op.obj, op.key)
+        slots.set(key, visible)
       }
-      for (const p of op.pred) {
-        if (!slot.visible.has(p)) return { refused: `change ${change.hash} replaces op ${p}, which it cannot see at key ${JSON.stringify(op.key)}` }
-      }
+      for (const p of op.pred) if (!visible.has(p)) return why(`replaces op ${p}, which it cannot see at key ${JSON.stringify(op.key)}`)
       if (op.action === 'inc') continue // a counter's increment replaces nothing
-      if (op.action !== 'del' && op.action !== 'set' && MADE[op.action] === undefined) return 'after'
-      for (const p of op.pred) slot.visible.delete(p)
+      for (const p of op.pred) visible.delete(p)
       if (op.action === 'del') continue
-      slot.visible.add(id)
+      visible.add(id)
       const madeType = MADE[op.action]
       if (madeType !== undefined) made.set(id, madeType)
     }
+    maxOp = Math.max(maxOp, opsEnd(change))
   }
   return 'ok'
+}
+
+/** What a batch's change has in its past within the batch: each actor's highest op and seq, and its dependencies outside the batch. */
+interface Past {
+  ops: Map<string, number>
+  seqs: Map<string, number>
+  outside: Set<string>
 }
 
 /** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
@@ -109,94 +161,155 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): st
     return 'a change names an op the document does not hold (Automerge cannot write it out again)'
   }
   if (changes.length === 0) return undefined
+  // Written out again from the document, a change whose names Automerge could not place (a
+  // pred not at that key or element, say) loses them, and with them its hash.
+  const held = new Set(handle.getChangesMeta([...heads]).map((m) => m.hash))
+  const altered = changes.find((c) => !held.has(c.hash))
+  if (altered !== undefined)
+    return `a change (by ${altered.actor}, seq ${altered.seq}) is not the same once written out again: it names ops that are not where it says`
   const inBatch = new Map(changes.map((c) => [c.hash, c]))
+  const bySeq = new Set(changes.map((c) => `${c.actor}:${c.seq}`))
   const ranges = new Map<string, [number, number][]>()
   for (const c of changes) {
     const list = ranges.get(c.actor) ?? []
-    list.push([c.startOp, c.startOp + c.ops.length - 1])
+    list.push([c.startOp, opsEnd(c)])
     ranges.set(c.actor, list)
   }
   for (const list of ranges.values()) list.sort((a, b) => a[0] - b[0])
-  // Per change of the batch: the highest op of each actor in its past within the batch, and
-  // its dependencies outside the batch (its past there is theirs).
-  const clocks = new Map<string, Map<string, number>>()
-  const outside = new Map<string, Set<string>>()
-  const laterThan = new Map<string, Map<string, [number, number][]>>()
-  let names = false
+  const pasts = new Map<string, Past>()
+  const laterThan = new Map<string, Later>()
+  const scanned = { count: 0 }
+  const made = new Map<string, string>() // objects the batch makes, by id → type
+  const types = new Map<string, string>([['_root', 'map']])
   for (const c of changes) {
-    const clock = new Map<string, number>()
-    const out = new Set<string>()
+    const why = (what: string) => `change ${c.hash} ${what}`
+    // Its past within the batch, and the ops it may start at.
+    const past: Past = { ops: new Map(), seqs: new Map(), outside: new Set() }
+    let maxOp = 0
     for (const d of c.deps) {
-      if (!inBatch.has(d)) {
-        out.add(d)
+      const dc = inBatch.get(d)
+      if (dc === undefined) {
+        const meta = handle.getChangeMetaByHash(d)
+        if (meta === null) return why(`depends on ${d}, which the document does not hold`)
+        maxOp = Math.max(maxOp, meta.maxOp)
+        past.outside.add(d)
         continue
       }
-      const dc = clocks.get(d)
-      if (dc === undefined) return `change ${c.hash} came before its dependency ${d}`
-      for (const [actor, op] of dc) if ((clock.get(actor) ?? 0) < op) clock.set(actor, op)
-      for (const o of outside.get(d)!) out.add(o)
+      const dp = pasts.get(d)
+      if (dp === undefined) return why(`came before its dependency ${d}`)
+      maxOp = Math.max(maxOp, opsEnd(dc))
+      for (const [actor, op] of dp.ops) if ((past.ops.get(actor) ?? 0) < op) past.ops.set(actor, op)
+      for (const [actor, seq] of dp.seqs) if ((past.seqs.get(actor) ?? 0) < seq) past.seqs.set(actor, seq)
+      for (const o of dp.outside) past.outside.add(o)
     }
+    if (c.startOp !== maxOp + 1) return why(`starts its ops at ${c.startOp}, not just past its past (${maxOp + 1})`)
+    // Its actor's previous change must be in its past (else two changes of one actor could share op ids).
+    if (c.seq > 1 && past.seqs.get(c.actor) !== c.seq - 1) {
+      if (bySeq.has(`${c.actor}:${c.seq - 1}`) || (past.seqs.get(c.actor) ?? 0) >= c.seq) return why(`has not seen its actor's change ${c.seq - 1}`)
+      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
+      if (typeof later === 'string') return why(later)
+      if (later.seqs.has(`${c.actor}:${c.seq - 1}`) || past.outside.size === 0) return why(`has not seen its actor's change ${c.seq - 1}`)
+    }
+    const deps = [...c.deps]
+    const slots = new Map<string, Set<string>>()
+    const shown = new Map<string, boolean>()
     let counter = c.startOp
     for (const op of c.ops as DecodedOp[]) {
-      const refs = [...op.pred]
-      if (op.obj !== '_root') refs.push(op.obj)
-      if (op.elemId !== undefined && op.elemId !== '_head') refs.push(op.elemId)
-      for (const ref of refs) {
-        names = true
-        const at = ref.indexOf('@')
-        const n = Number(ref.slice(0, at))
-        const actor = ref.slice(at + 1)
-        if (!(at > 0) || !Number.isSafeInteger(n)) return `change ${c.hash} names ${JSON.stringify(ref)}, not an op id`
-        if (actor === c.actor && n >= c.startOp) {
-          if (n >= counter) return `change ${c.hash} names its own op ${ref} before making it`
-          continue
-        }
-        if (within(ranges.get(actor), n)) {
-          if ((clock.get(actor) ?? 0) < n) return `change ${c.hash} names op ${ref}, which is not in its past`
-          continue
-        }
-        // An op from before the batch: in the past of the dependencies outside it, or nowhere.
-        if (out.size === 0) return `change ${c.hash} names op ${ref}, which is not in its past`
-        const later = laterOps(handle, out, inBatch, laterThan)
-        if (within(later.get(actor), n)) return `change ${c.hash} names op ${ref}, which is not in its past`
+      const id = `${counter++}@${c.actor}`
+      const own = (ref: string) => ref.endsWith(`@${c.actor}`) && Number(ref.slice(0, ref.indexOf('@'))) >= c.startOp
+      let type = made.get(op.obj) ?? types.get(op.obj)
+      if (type === undefined) {
+        const info = objectInfo(handle, op.obj)
+        if (info === undefined) return why(`writes in ${op.obj}, which the document does not hold`)
+        type = info.type
+        types.set(op.obj, type)
       }
-      counter++
+      const shape = shapeError(op, type)
+      if (shape !== undefined) return why(`holds ${shape}`)
+      // The object: made earlier by this change, or shown at its dependencies.
+      if (op.obj !== '_root' && !own(op.obj)) {
+        let seen = shown.get(op.obj)
+        if (seen === undefined) {
+          seen = handle.objInfo(op.obj, deps).path !== undefined
+          shown.set(op.obj, seen)
+        }
+        if (!seen) return why(`writes in ${op.obj}, which its past does not show`)
+      } else if (op.obj !== '_root' && Number(op.obj.slice(0, op.obj.indexOf('@'))) >= counter - 1) {
+        return why(`writes in ${op.obj} before making it`)
+      }
+      if (type === 'map') {
+        const key = `${op.obj}\0${op.key}`
+        let visible = slots.get(key)
+        if (visible === undefined) {
+          visible = own(op.obj) ? new Set() : valuesAt(handle, op.obj, op.key, deps)
+          slots.set(key, visible)
+        }
+        for (const p of op.pred) if (!visible.has(p)) return why(`replaces op ${p}, which it cannot see at key ${JSON.stringify(op.key)}`)
+        if (op.action !== 'inc') {
+          for (const p of op.pred) visible.delete(p)
+          if (op.action !== 'del') visible.add(id)
+        }
+      } else {
+        // List elements: each name in its past (below); at its place, or the change would not
+        // have been written out again the same (above).
+        const refs = op.elemId !== '_head' ? [op.elemId!, ...op.pred] : op.pred
+        for (const ref of refs) {
+          const at = ref.indexOf('@')
+          const n = Number(ref.slice(0, at))
+          const actor = ref.slice(at + 1)
+          if (!(at > 0) || !Number.isSafeInteger(n)) return why(`names ${JSON.stringify(ref)}, not an op id`)
+          if (actor === c.actor && n >= c.startOp) {
+            if (n >= counter - 1) return why(`names its own op ${ref} before making it`)
+            continue
+          }
+          if (n >= c.startOp) return why(`names op ${ref}, which is not in its past`)
+          if (within(ranges.get(actor), n)) {
+            if ((past.ops.get(actor) ?? 0) < n) return why(`names op ${ref}, which is not in its past`)
+            continue
+          }
+          // An op from before the batch: in the past of the dependencies outside it, or nowhere.
+          if (past.outside.size === 0) return why(`names op ${ref}, which is not in its past`)
+          const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
+          if (typeof later === 'string') return why(later)
+          if (within(later.ranges.get(actor), n)) return why(`names op ${ref}, which is not in its past`)
+        }
+      }
+      const madeType = MADE[op.action]
+      if (madeType !== undefined) made.set(id, madeType)
     }
-    const last = c.startOp + c.ops.length - 1
-    if ((clock.get(c.actor) ?? 0) < last) clock.set(c.actor, last)
-    clocks.set(c.hash, clock)
-    outside.set(c.hash, out)
-  }
-  if (!names) return undefined
-  try {
-    A.free(A.load(A.save(next)))
-  } catch (err) {
-    return `the document no longer loads once saved (${String(err instanceof Error ? err.message : err).slice(0, 80)})`
+    past.ops.set(c.actor, Math.max(past.ops.get(c.actor) ?? 0, opsEnd(c)))
+    past.seqs.set(c.actor, c.seq)
+    pasts.set(c.hash, past)
   }
   return undefined
 }
 
-/** The op ranges of the changes held before the batch that are not in the past of `deps`, by actor (cached per `deps`). */
-function laterOps(
-  handle: Handle,
-  deps: Set<string>,
-  inBatch: Map<string, unknown>,
-  cache: Map<string, Map<string, [number, number][]>>,
-): Map<string, [number, number][]> {
+/** The changes held before the batch that are not in the past of some dependencies: their op ranges by actor, and their actor:seq. */
+interface Later {
+  ranges: Map<string, [number, number][]>
+  seqs: Set<string>
+}
+
+/** Later for `deps` (cached per set; at most MAX_SCANNED_CHANGES scanned a batch), or why not. */
+function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown>, cache: Map<string, Later>, scanned: { count: number }): Later | string {
   const key = [...deps].sort().join(',')
-  let ranges = cache.get(key)
-  if (ranges === undefined) {
-    ranges = new Map()
-    for (const m of handle.getChangesMeta([...deps])) {
-      if (inBatch.has(m.hash)) continue
-      const list = ranges.get(m.actor) ?? []
-      list.push([m.startOp, m.maxOp])
-      ranges.set(m.actor, list)
-    }
-    for (const list of ranges.values()) list.sort((a, b) => a[0] - b[0])
-    cache.set(key, ranges)
+  let later = cache.get(key)
+  if (later !== undefined) return later
+  if (scanned.count >= MAX_SCANNED_CHANGES)
+    return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
+  later = { ranges: new Map(), seqs: new Set() }
+  const metas = handle.getChangesMeta([...deps])
+  scanned.count += metas.length
+  for (const m of metas) {
+    if (inBatch.has(m.hash)) continue
+    const list = later.ranges.get(m.actor) ?? []
+    list.push([m.startOp, m.maxOp])
+    later.ranges.set(m.actor, list)
+    later.seqs.add(`${m.actor}:${m.seq}`)
   }
-  return ranges
+  for (const list of later.ranges.values()) list.sort((a, b) => a[0] - b[0])
+  cache.set(key, later)
+  return later
 }
 
 /** Whether op counter `n` lies in one of `ranges` (sorted by start, not overlapping: one actor's changes). */

@@ -67,7 +67,7 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
     ['a pred naming a value at another key', ({ base }) => [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(base, '_root', 'k'), objAt(base, 'm')] }]],
     [
       'a pred naming a value of a nested map at another key',
-      ({ base }) => [{ action: 'set', obj: objAt(base, 'm'), key: 'y', value: 5, datatype: 'int', pred: [idAt(base, objAt(base, 'm'), 'x')] } as Op],
+      ({ base }) => [{ action: 'set', obj: objAt(base, 'm'), key: 'y', value: 5, datatype: 'int', pred: [idAt(base, objAt(base, 'm'), 'x')] }],
     ],
     [
       'a list delete whose pred names another element',
@@ -75,7 +75,7 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
         { action: 'del', obj: objAt(base, 'l'), elemId: idAt(base, objAt(base, 'l'), 0), pred: [idAt(base, objAt(base, 'l'), 1)] } as unknown as Op,
       ],
     ],
-    ['a map key written in a list object', ({ base }) => [{ action: 'set', obj: objAt(base, 'l'), key: 'y', value: 1, datatype: 'int', pred: [] } as Op]],
+    ['a map key written in a list object', ({ base }) => [{ action: 'set', obj: objAt(base, 'l'), key: 'y', value: 1, datatype: 'int', pred: [] }]],
   ]
 
   for (const [name, ops] of hostile) {
@@ -152,20 +152,20 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
               }
             }
           })
-          const own = A.saveSince(docs[writer]!, heads)
+          const own = A.saveSince(docs[writer], heads)
           if (own.byteLength === 0) continue // the edits changed nothing
           replicas[writer] = backend.applyDelta(replicas[writer]!, own)
           if (sync === 'none') continue
           const to = (writer + 1) % 3
           const delta =
             sync === 'live'
-              ? A.saveSince(docs[writer]!, heads)
+              ? A.saveSince(docs[writer], heads)
               : sync === 'batch'
                 ? A.saveSince(
-                    docs[writer]!,
+                    docs[writer],
                     A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h])),
                   )
-                : A.save(docs[writer]!)
+                : A.save(docs[writer])
           if (delta.byteLength > 0) take(to, delta)
         }
         // Everyone everything, as batches of changes.
