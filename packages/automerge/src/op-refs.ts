@@ -118,7 +118,6 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
       if (type === undefined) {
         const info = objectInfo(handle, op.obj)
         if (info === undefined) return why(`writes in ${op.obj}, which its past does not hold`)
-        if (info.path === undefined) return why(`writes in ${op.obj}, which its past does not show`)
         type = info.type
         types.set(op.obj, type)
       }
@@ -211,12 +210,27 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): st
       if (later.seqs.has(`${c.actor}:${c.seq - 1}`) || past.outside.size === 0) return why(`has not seen its actor's change ${c.seq - 1}`)
     }
     const deps = [...c.deps]
+    const own = (ref: string) => ref.endsWith(`@${c.actor}`) && Number(ref.slice(0, ref.indexOf('@'))) >= c.startOp
+    /** Why op `ref`, named by this change's op `current` (its counter), is not in the change's past, if it is not. */
+    const namesOutsidePast = (ref: string, current: number): string | undefined => {
+      const at = ref.indexOf('@')
+      const n = Number(ref.slice(0, at))
+      const actor = ref.slice(at + 1)
+      if (!(at > 0) || !Number.isSafeInteger(n)) return `names ${JSON.stringify(ref)}, not an op id`
+      if (actor === c.actor && n >= c.startOp) return n >= current ? `names its own op ${ref} before making it` : undefined
+      if (n >= c.startOp) return `names op ${ref}, which is not in its past`
+      if (within(ranges.get(actor), n)) return (past.ops.get(actor) ?? 0) < n ? `names op ${ref}, which is not in its past` : undefined
+      // An op from before the batch: in the past of the dependencies outside it, or nowhere.
+      if (past.outside.size === 0) return `names op ${ref}, which is not in its past`
+      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
+      if (typeof later === 'string') return later
+      return within(later.ranges.get(actor), n) ? `names op ${ref}, which is not in its past` : undefined
+    }
     const slots = new Map<string, Set<string>>()
     const shown = new Map<string, boolean>()
     let counter = c.startOp
     for (const op of c.ops as DecodedOp[]) {
       const id = `${counter++}@${c.actor}`
-      const own = (ref: string) => ref.endsWith(`@${c.actor}`) && Number(ref.slice(0, ref.indexOf('@'))) >= c.startOp
       let type = made.get(op.obj) ?? types.get(op.obj)
       if (type === undefined) {
         const info = objectInfo(handle, op.obj)
@@ -226,16 +240,16 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): st
       }
       const shape = shapeError(op, type)
       if (shape !== undefined) return why(`holds ${shape}`)
-      // The object: made earlier by this change, or shown at its dependencies.
-      if (op.obj !== '_root' && !own(op.obj)) {
+      // The object: shown at its dependencies (cheap), else in its past (a losing copy of
+      // objects made concurrently at one key is written too: reconcile.ts).
+      if (op.obj !== '_root') {
         let seen = shown.get(op.obj)
         if (seen === undefined) {
-          seen = handle.objInfo(op.obj, deps).path !== undefined
+          seen = own(op.obj) || handle.objInfo(op.obj, deps).path !== undefined
           shown.set(op.obj, seen)
         }
-        if (!seen) return why(`writes in ${op.obj}, which its past does not show`)
-      } else if (op.obj !== '_root' && Number(op.obj.slice(0, op.obj.indexOf('@'))) >= counter - 1) {
-        return why(`writes in ${op.obj} before making it`)
+        const notInPast = seen && !own(op.obj) ? undefined : namesOutsidePast(op.obj, counter - 1)
+        if (notInPast !== undefined) return why(notInPast)
       }
       if (type === 'map') {
         const key = `${op.obj}\0${op.key}`
@@ -254,24 +268,8 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): st
         // have been written out again the same (above).
         const refs = op.elemId !== '_head' ? [op.elemId!, ...op.pred] : op.pred
         for (const ref of refs) {
-          const at = ref.indexOf('@')
-          const n = Number(ref.slice(0, at))
-          const actor = ref.slice(at + 1)
-          if (!(at > 0) || !Number.isSafeInteger(n)) return why(`names ${JSON.stringify(ref)}, not an op id`)
-          if (actor === c.actor && n >= c.startOp) {
-            if (n >= counter - 1) return why(`names its own op ${ref} before making it`)
-            continue
-          }
-          if (n >= c.startOp) return why(`names op ${ref}, which is not in its past`)
-          if (within(ranges.get(actor), n)) {
-            if ((past.ops.get(actor) ?? 0) < n) return why(`names op ${ref}, which is not in its past`)
-            continue
-          }
-          // An op from before the batch: in the past of the dependencies outside it, or nowhere.
-          if (past.outside.size === 0) return why(`names op ${ref}, which is not in its past`)
-          const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
-          if (typeof later === 'string') return why(later)
-          if (within(later.ranges.get(actor), n)) return why(`names op ${ref}, which is not in its past`)
+          const notInPast = namesOutsidePast(ref, counter - 1)
+          if (notInPast !== undefined) return why(notInPast)
         }
       }
       const madeType = MADE[op.action]
