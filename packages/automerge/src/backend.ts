@@ -281,10 +281,11 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const heads = A.getHeads(doc)
     const pending = this.hasPending(doc)
     // Every op the changes name must be one their authors could see (op-refs.ts): a live push
-    // is judged here, against the document as it is; other changes once applied. Whole
-    // documents only as Automerge loads them (README, "Not protected yet").
+    // is judged here, against the document as it is; other changes once applied, and with them
+    // any that were queued (a document may bring what they waited for). Whole documents alone
+    // only as Automerge loads them (README).
     const fromDocument = checked.changes.length < splitChunks(delta).length
-    const ahead = !hasChange ? 'ok' : pending || fromDocument ? 'after' : checkAhead(doc, heads, checked.changes)
+    const ahead = pending ? 'after' : !hasChange ? 'ok' : fromDocument ? 'after' : checkAhead(doc, heads, checked.changes)
     if (typeof ahead === 'object') throw refusedRefs(ahead.refused)
     const handle = A.getBackend(doc)
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)

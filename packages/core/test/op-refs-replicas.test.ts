@@ -6,11 +6,12 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import type { PolicyDocument } from '../src/index.js'
+import { LoopbackHub, type PolicyDocument } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { waitFor } from '../src/testing/index.js'
 import { ALL, counterSuite, ctxOf, savedDoc, syncAll, type State } from './counter-helpers.js'
 import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
+import { closedAfterEach, memoryReplica } from './helpers.js'
 
 type Op = A.DecodedChange['ops'][number]
 
@@ -34,6 +35,7 @@ function idAt(saved: Uint8Array, key: string): string {
 describe('replicas refuse an Automerge change naming ops outside its past (op-refs)', function () {
   this.timeout(120_000)
   const { cluster } = counterSuite(POLICY)
+  const opened = closedAfterEach()
 
   it("a delete naming ADMIN's next op, and one naming a value at another key: refused by every receiver as invalidDelta; ADMIN's next write reaches everyone", async () => {
     const { r } = await cluster()
@@ -63,5 +65,23 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
     const seen = await Promise.all(ALL.map((n) => r[n]!.collection<State>('orders', { backend: 'automerge' }).get('o1')))
     expect(seen).to.deep.equal(ALL.map(() => ({ status: 'paid', total: 10 })))
     for (const n of [ADMIN, SUPPORT]) expect(r[n]!.stats().peers[ORDERS]?.dropped.invalidDelta, n).to.equal(2)
+  })
+
+  it("development mode: a bad change that waits for one not here yet is not stored ('later'): the honest change it waits for is then taken, and the bad one, sent again, refused", async () => {
+    const hub = new LoopbackHub()
+    const replica = await memoryReplica({ network: hub.createNetwork('victim') })
+    opened.replicas.push(replica)
+    const orders = replica.collection<State>('orders', { backend: 'automerge' })
+    await orders.put('o2', { status: 'new' })
+    const saved = await savedDoc(replica, 'orders', 'o2')
+    // A peer's honest D (not sent yet), and a bad X on it that names an op that never exists.
+    const dDoc = A.change(A.load<State>(saved, { actor: '09'.repeat(16) }), { time: 0 }, (d) => void (d['note'] = 'd'))
+    const d = A.getLastLocalChange(dDoc)!
+    const x = crafted(A.save(dDoc), '09'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), `500@${'09'.repeat(16)}`] }])
+    const at = (delta: Uint8Array) => applyRemoteDelta(ctxOf(replica), 'peer', 'orders', 'automerge', 'o2', delta)
+    const results = [await at(x), await at(d), await at(x)]
+    // Stored, X would be applied unjudged with D, and D refused with it on every delivery.
+    expect(results).to.deep.equal(['later', 'applied', 'invalidDelta'])
+    expect(await orders.get('o2')).to.deep.equal({ status: 'new', note: 'd' })
   })
 })

@@ -185,7 +185,8 @@ export async function applyRemoteDelta(
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
         const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
-        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
+        const queuedBefore = backend.hasPending(entity.doc)
+        const pendingBefore = guard !== undefined && queuedBefore
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
         try {
@@ -203,6 +204,15 @@ export async function applyRemoteDelta(
         let value
         try {
           if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
+          // Changes that wait for ones not here cannot be judged (their past is missing): not
+          // stored, they come again with what they wait for (anti-entropy sends in causal order).
+          // Stored, one would be applied unjudged with the honest change it waits for — and the
+          // backend's refusal of it would refuse that honest change, on every delivery.
+          if (!queuedBefore && backend.hasPending(next)) {
+            ctx.entities.discard(col, entity)
+            waits = true
+            return 'unchanged'
+          }
           // Read once: for the delete flag, as the value subscribers are told about, and to bound
           // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
           value = backend.read(next)
