@@ -103,6 +103,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     this.inflate = options.inflateOn === 'event-loop' ? async (part, options) => inflateRawSync(part, options) : inflateRawAsync
   }
 
+  /** Documents applyDelta rebuilt without changes that were queued (see rebuilt). */
+  private readonly rebuiltDocs = new WeakSet<AutomergeDoc>()
+
   create(actor: Uint8Array): AutomergeDoc {
     const doc = A.init<Record<string, unknown>>({ actor: toHex(actor) })
     this.conflicts.set(doc, null)
@@ -292,13 +295,41 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     if (ahead === 'after') {
       const why = checkApplied(next, heads)
       if (why !== undefined) {
+        // Changes queued here before (their past was missing: never judged) may be what is
+        // refused, now that the delta brought what they waited for: then the delta again on
+        // the document without them, which the caller stores whole (rebuilt). Without this,
+        // every delivery of the honest change they wait for would be refused with them.
+        const clean = pending ? this.withoutQueue(next, heads) : undefined
         // A fresh document is ours to free; one that loadIncremental moved on shares the
         // handle of `doc`, which the caller disposes with it.
         if (A.getBackend(next) !== handle) A.free(next)
-        throw refusedRefs(why)
+        if (clean === undefined) throw refusedRefs(why)
+        const retried = this.applyDelta(clean, delta, limits)
+        this.rebuiltDocs.add(retried)
+        return retried
       }
     }
     return next
+  }
+
+  /** True for a document applyDelta rebuilt without the changes that were queued in the one it was given. */
+  rebuilt(doc: AutomergeDoc): boolean {
+    return this.rebuiltDocs.has(doc)
+  }
+
+  /** A document holding exactly what `doc` held at `heads` (the queue dropped), or undefined if that cannot be read back. */
+  private withoutQueue(doc: AutomergeDoc, heads: string[]): AutomergeDoc | undefined {
+    if (heads.length === 0) return A.init<Record<string, unknown>>({ actor: A.getActorId(doc) })
+    try {
+      const fork = A.getBackend(doc).fork(undefined, heads)
+      try {
+        return A.load<Record<string, unknown>>(fork.save(), { actor: A.getActorId(doc) })
+      } finally {
+        fork.free()
+      }
+    } catch {
+      return undefined
+    }
   }
 
   private applyChecked(doc: AutomergeDoc, heads: string[], pending: boolean, hasChange: boolean, delta: Uint8Array): AutomergeDoc {

@@ -61,6 +61,13 @@ export interface Backend<Doc = unknown> {
   applyDelta(doc: Doc, delta: Uint8Array, limits?: DeltaLimits): Doc
 
   /**
+   * Optional: true for a document applyDelta returned after dropping changes that were queued
+   * in the one it was given (waiting for others, so never judged; one was refused once they
+   * came). The caller stores it whole, as a snapshot: the stored deltas still hold them.
+   */
+  rebuilt?(doc: Doc): boolean
+
+  /**
    * Optional: a cheap check of a remote delta before any document is touched — its framing,
    * and what it decodes to within limits.maxDecodedBytes — so garbage never costs a document,
    * and inflating can happen off the event loop (it may return a promise). Throws (or rejects

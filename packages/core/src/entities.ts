@@ -103,6 +103,8 @@ export interface Commit {
   heads?: readonly { key: string; record: Uint8Array }[]
   /** A proof the feed entry names without a record of its own here (a head: headProofId). */
   proofId?: string
+  /** Store the document whole (a snapshot replacing the stored deltas) instead of the delta. */
+  fold?: boolean
 }
 
 /** An entity committed in the current tick. */
@@ -569,7 +571,8 @@ export class Entities {
     // them, always at 16×): an Automerge snapshot holds the whole history, so saving one
     // every compactAfter writes made a hot entity's writes O(history); this way the saving
     // is amortised, and a load still reads at most about twice the snapshot's bytes.
-    const compact = deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter)
+    const compact =
+      change.fold === true || (deltaCount >= this.opts.compactAfter && (entity.deltaBytes >= entity.snapshotBytes || deltaCount >= 16 * this.opts.compactAfter))
     if (compact) {
       this.fold(tick, dirty, entity, newDoc)
       deltaCount = 0

@@ -18,6 +18,8 @@ export type Made =
       heads?: readonly { key: string; record: Uint8Array }[]
       /** Heads covered all of it: the feed names them as the proof, and their author as origin when there is one (authorOf). */
       vouchedBy?: { author?: string; proof: string }
+      /** Store the document whole (a snapshot) instead of the delta (Backend.rebuilt). */
+      fold?: true
     }
   /** Nothing changed. */
   | 'unchanged'
@@ -68,6 +70,7 @@ export function writeTo(
       ...(signed !== undefined ? { proof: signed.proof } : {}),
       ...(made.heads !== undefined && made.heads.length > 0 ? { heads: made.heads } : {}),
       ...(made.vouchedBy !== undefined ? { proofId: made.vouchedBy.proof } : {}),
+      ...(made.fold === true ? { fold: true } : {}),
     })
     return {
       committed,

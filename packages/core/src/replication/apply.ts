@@ -166,10 +166,22 @@ export async function applyRemoteDelta(
       return verdict === 'later' ? later() : dropped('forbidden', verdict.refused)
     }
   }
+  // A document the backend rebuilt without changes that were queued in it (Backend.rebuilt) is
+  // stored whole: the stored deltas hold those changes, and would bring them back on a load.
+  const folded = (doc: unknown): { fold?: true } => (backend.rebuilt?.(doc) === true ? { fold: true } : {})
   // A change vouched for by heads: stored with them, and recorded as its author's when one head covers all of it.
   const vouchedMade = (doc: unknown, value: JsonObject | undefined, v: Vouching): Made => {
     const by = signed === undefined ? authorOf(v) : undefined // a signed push's proof names its author already
-    return { kind: 'remote', doc, delta, deleted: value === undefined, value: { value }, heads: v.heads, ...(by !== undefined ? { vouchedBy: by } : {}) }
+    return {
+      kind: 'remote',
+      doc,
+      delta,
+      deleted: value === undefined,
+      value: { value },
+      heads: v.heads,
+      ...(by !== undefined ? { vouchedBy: by } : {}),
+      ...folded(doc),
+    }
   }
   let pending: PendingWrite | 'unchanged'
   try {
@@ -185,8 +197,7 @@ export async function applyRemoteDelta(
         ctx.entities.settleVersion(entity)
         const before = backend.version(entity.doc)
         const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
-        const queuedBefore = backend.hasPending(entity.doc)
-        const pendingBefore = guard !== undefined && queuedBefore
+        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
         try {
@@ -204,15 +215,6 @@ export async function applyRemoteDelta(
         let value
         try {
           if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
-          // Changes that wait for ones not here cannot be judged (their past is missing): not
-          // stored, they come again with what they wait for (anti-entropy sends in causal order).
-          // Stored, one would be applied unjudged with the honest change it waits for — and the
-          // backend's refusal of it would refuse that honest change, on every delivery.
-          if (!queuedBefore && backend.hasPending(next)) {
-            ctx.entities.discard(col, entity)
-            waits = true
-            return 'unchanged'
-          }
           // Read once: for the delete flag, as the value subscribers are told about, and to bound
           // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
           value = backend.read(next)
@@ -261,7 +263,7 @@ export async function applyRemoteDelta(
           refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
           return 'unchanged'
         }
-        return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value } }
+        return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, ...folded(next) }
       },
       signed,
     )
