@@ -108,6 +108,7 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
   const made = new Map<string, string>() // objects the chain makes, by id → type
   const types = new Map<string, string>([['_root', 'map']])
   const slots = new Map<string, Set<string>>() // 'obj\0key' → ids of its values, once touched
+  const elements = new Map<string, Set<string>>() // lists the chain made → the elements it inserted
   for (const change of fresh) {
     const why = (what: string) => ({ refused: `change ${change.hash} ${what}` })
     if (change.startOp !== maxOp + 1) return why(`starts its ops at ${change.startOp}, not just past its past (${maxOp + 1})`)
@@ -123,7 +124,17 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
       }
       const shape = shapeError(op, type)
       if (shape !== undefined) return why(`holds ${shape}`)
-      if (type !== 'map') return 'after' // list elements: judged once applied
+      if (type !== 'map') {
+        // Inserts into a list the chain made (a new array): after its head or an element the
+        // chain inserted there before. Anything else in a list is judged once applied.
+        const inserted = elements.get(op.obj)
+        if (inserted === undefined || op.insert !== true || (op.elemId !== '_head' && !inserted.has(op.elemId!))) return 'after'
+        inserted.add(id)
+        const madeType = MADE[op.action]
+        if (madeType !== undefined) made.set(id, madeType)
+        if (madeType === 'list' || madeType === 'text') elements.set(id, new Set())
+        continue
+      }
       const key = `${op.obj}\0${op.key}`
       let visible = slots.get(key)
       if (visible === undefined) {
@@ -137,6 +148,7 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
       visible.add(id)
       const madeType = MADE[op.action]
       if (madeType !== undefined) made.set(id, madeType)
+      if (madeType === 'list' || madeType === 'text') elements.set(id, new Set())
     }
     maxOp = Math.max(maxOp, opsEnd(change))
   }
