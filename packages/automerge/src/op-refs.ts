@@ -66,13 +66,18 @@ function valuesAt(handle: Handle, obj: string, key: string, heads?: string[]): S
   return new Set(handle.getAll(obj, key, heads).map((v) => String(v[v.length - 1])))
 }
 
-/** The object's type and path (undefined where it is not shown), or undefined if the document holds no such object. */
-function objectInfo(handle: Handle, obj: string): { type: string; path?: unknown[] } | undefined {
-  try {
-    return handle.objInfo(obj)
-  } catch {
-    return undefined
+/** The type of object `obj` (cached in `types`), or undefined if the document holds no such object. */
+function typeOf(handle: Handle, obj: string, types: Map<string, string>): string | undefined {
+  let type = types.get(obj)
+  if (type === undefined) {
+    try {
+      type = handle.objInfo(obj).type
+    } catch {
+      return undefined
+    }
+    types.set(obj, type)
   }
+  return type
 }
 
 function opsEnd(c: A.DecodedChange): number {
@@ -115,13 +120,8 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
     let counter = change.startOp
     for (const op of change.ops as DecodedOp[]) {
       const id = `${counter++}@${change.actor}`
-      let type = made.get(op.obj) ?? types.get(op.obj)
-      if (type === undefined) {
-        const info = objectInfo(handle, op.obj)
-        if (info === undefined) return why(`writes in ${op.obj}, which its past does not hold`)
-        type = info.type
-        types.set(op.obj, type)
-      }
+      const type = made.get(op.obj) ?? typeOf(handle, op.obj, types)
+      if (type === undefined) return why(`writes in ${op.obj}, which its past does not hold`)
       const shape = shapeError(op, type)
       if (shape !== undefined) return why(`holds ${shape}`)
       if (type !== 'map') {
@@ -243,13 +243,8 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): st
     let counter = c.startOp
     for (const op of c.ops as DecodedOp[]) {
       const id = `${counter++}@${c.actor}`
-      let type = made.get(op.obj) ?? types.get(op.obj)
-      if (type === undefined) {
-        const info = objectInfo(handle, op.obj)
-        if (info === undefined) return why(`writes in ${op.obj}, which the document does not hold`)
-        type = info.type
-        types.set(op.obj, type)
-      }
+      const type = made.get(op.obj) ?? typeOf(handle, op.obj, types)
+      if (type === undefined) return why(`writes in ${op.obj}, which the document does not hold`)
       const shape = shapeError(op, type)
       if (shape !== undefined) return why(`holds ${shape}`)
       // The object: shown at its dependencies (cheap), else in its past (a losing copy of

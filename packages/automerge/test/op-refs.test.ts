@@ -6,30 +6,7 @@ import fc from 'fast-check'
 import * as A from '@automerge/automerge'
 import { ConvergentError } from '@convergent/core'
 import { automergeBackend, type AutomergeDoc } from '../src/index.js'
-
-type Op = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
-type Doc = A.Doc<Record<string, unknown>>
-
-const WRITER = 'aa'.repeat(16)
-const OTHER = 'bb'.repeat(16)
-const HOSTILE = 'ff'.repeat(16)
-
-/** A change on `doc` (its heads as dependencies) by `actor` holding exactly `ops`: what only hostile code makes. */
-function crafted(doc: Doc, actor: string, ops: Op[]): Uint8Array {
-  const fork = A.change(A.clone(doc, { actor }), (d) => void (d['zz'] = 1))
-  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
-  return A.encodeChange({ ...change, ops })
-}
-
-/** The op id of the one value at `key` of `obj`. */
-function idAt(doc: Doc, obj: string, key: string | number): string {
-  const all = A.getBackend(doc).getAll(obj, key)
-  return String(all[0]![all[0]!.length - 1])
-}
-
-function objAt(doc: Doc, key: string): string {
-  return String(A.getBackend(doc).getAll('_root', key)[0]![1])
-}
+import { crafted, exchangeAll, HOSTILE, idAt, objAt, OTHER, WRITER, type Doc, type Op } from './op-refs-helpers.js'
 
 describe('automerge backend: a change names only ops it could see (op-refs)', () => {
   const backend = automergeBackend()
@@ -169,15 +146,7 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
           if (delta.byteLength > 0) take(to, delta)
         }
         // Everyone everything, as batches of changes.
-        for (let i = 0; i < 3; i++) {
-          for (let j = 0; j < 3; j++) {
-            const since = A.saveSince(
-              docs[i]!,
-              A.getHeads(docs[j]!).filter((h) => A.hasHeads(docs[i]!, [h])),
-            )
-            if (i !== j && since.byteLength > 0) take(j, since)
-          }
-        }
+        exchangeAll(docs, take)
         const values = replicas.map((r) => JSON.stringify(A.toJS(r)))
         expect(new Set(values).size).to.equal(1)
         for (const r of replicas) backend.dispose?.(r)

@@ -8,77 +8,23 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
-import { ConvergentError } from '@convergent/core'
-import { automergeBackend, type AutomergeDoc } from '../src/index.js'
-
-type Op = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
-type Doc = A.Doc<Record<string, unknown>>
-
-const WRITER = 'aa'.repeat(16)
-const OTHER = 'bb'.repeat(16)
-const HOSTILE = 'ff'.repeat(16)
-
-const backend = automergeBackend()
-
-/** A change on `doc` (its heads as dependencies) by `actor` holding exactly `ops`, header fields overridable. */
-function crafted(doc: Doc, actor: string, ops: Op[], header: Partial<A.DecodedChange> = {}): Uint8Array {
-  const fork = A.change(A.clone(doc, { actor }), (d) => void (d['zz'] = 1))
-  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
-  return A.encodeChange({ ...change, ops, ...header })
-}
-
-function idAt(doc: Doc, obj: string, key: string | number): string {
-  const all = A.getBackend(doc).getAll(obj, key)
-  return String(all[0]![all[0]!.length - 1])
-}
-
-function objAt(doc: Doc, key: string): string {
-  return String(A.getBackend(doc).getAll('_root', key)[0]![1])
-}
-
-/** WRITER's {m: {x: 1}, l: [1, 2, 3], k: 1, c: Counter}; `moved` also holds OTHER's concurrent k = 2 (so a change on base is no live push). */
-function start(): { base: Doc; moved: Doc; otherChange: Uint8Array } {
-  const base = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), (d) => {
-    d['m'] = { x: 1 }
-    d['l'] = [1, 2, 3]
-    d['k'] = 1
-    d['c'] = new A.Counter(0)
-  })
-  const other = A.change(A.clone(base, { actor: OTHER }), (d) => void (d['k'] = 2))
-  const otherChange = A.getLastLocalChange(other)!
-  return { base, moved: A.loadIncremental(A.clone(base), otherChange), otherChange }
-}
-
-function replicaOf(doc: Doc): AutomergeDoc {
-  return backend.load(A.save(doc), [], new Uint8Array(16))
-}
-
-/** Each delta applied in turn through the backend: its verdicts, and the end state. */
-function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value: string; loads: string } {
-  const snapshot = A.save(doc)
-  const stored: Uint8Array[] = [] // the deltas taken, as the store holds them
-  let replica = backend.load(snapshot, [], new Uint8Array(16))
-  const verdicts = deltas.map((delta) => {
-    try {
-      replica = backend.applyDelta(replica, delta)
-      stored.push(delta)
-      return 'applied'
-    } catch (err) {
-      // The caller discards the document on a throw and reloads the stored state.
-      replica = backend.load(snapshot, stored, new Uint8Array(16))
-      return err instanceof ConvergentError ? err.code : `threw ${String(err)}`
-    }
-  })
-  const value = JSON.stringify(A.toJS(replica))
-  let loads = 'loads'
-  try {
-    A.free(A.load(A.save(replica)))
-  } catch (err) {
-    loads = `does not load once saved: ${String(err instanceof Error ? err.message : err).slice(0, 90)}`
-  }
-  backend.dispose?.(replica)
-  return { verdicts, value, loads }
-}
+import type { AutomergeDoc } from '../src/index.js'
+import {
+  backend,
+  crafted,
+  inEveryOrder,
+  exchangeAll,
+  HOSTILE,
+  idAt,
+  objAt,
+  OTHER,
+  replicaOf,
+  run,
+  start,
+  WRITER,
+  type Doc,
+  type Op,
+} from './op-refs-helpers.js'
 
 /** Counts calls of a method of Automerge's WASM handle while `fn` runs. */
 function counting<T>(doc: Doc, method: string, fn: () => T): { calls: number; result: T } {
@@ -240,12 +186,7 @@ describe('review of op-refs: hand-crafted changes and honest histories', () => {
         ;(d['c'] as A.Counter).increment(2)
       }),
     )!
-    const runs = [
-      run(base, [hostile, honest]),
-      run(base, [honest, hostile]),
-      run(base, [backend.mergeDeltas([honest, hostile])]),
-      run(base, [backend.mergeDeltas([hostile, honest])]),
-    ]
+    const runs = inEveryOrder(base, hostile, honest)
     // Either everywhere refused (honest still taken alone), or everywhere taken with one state.
     expect(runs.map((r) => r.loads)).to.deep.equal(['loads', 'loads', 'loads', 'loads'])
     if (runs.every((r) => r.verdicts.every((v) => v === 'applied'))) expect(new Set(runs.map((r) => r.value)).size).to.equal(1)
@@ -370,15 +311,7 @@ describe('review of op-refs: hand-crafted changes and honest histories', () => {
             backend.dispose?.(joiner)
           }
         }
-        for (let i = 0; i < 3; i++) {
-          for (let j = 0; j < 3; j++) {
-            const since = A.saveSince(
-              docs[i]!,
-              A.getHeads(docs[j]!).filter((h) => A.hasHeads(docs[i]!, [h])),
-            )
-            if (i !== j && since.byteLength > 0) take(j, since)
-          }
-        }
+        exchangeAll(docs, take)
         const values = replicas.map((r) => JSON.stringify(A.toJS(r)))
         expect(new Set(values).size).to.equal(1)
         expect(values[0]).to.equal(JSON.stringify(A.toJS(docs[0]!)))

@@ -8,86 +8,9 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
-import { ConvergentError } from '@convergent/core'
-import { automergeBackend, type AutomergeDoc } from '../src/index.js'
+import type { AutomergeDoc } from '../src/index.js'
 import { compressChange } from './fixtures.js'
-
-type Op = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
-type Doc = A.Doc<Record<string, unknown>>
-
-const WRITER = 'aa'.repeat(16)
-const OTHER = 'bb'.repeat(16)
-const HOSTILE = 'ff'.repeat(16)
-
-const backend = automergeBackend()
-
-function crafted(doc: Doc, actor: string, ops: Op[], header: Partial<A.DecodedChange> = {}): Uint8Array {
-  const fork = A.change(A.clone(doc, { actor }), { time: 0 }, (d) => void (d['zz'] = 1))
-  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
-  return A.encodeChange({ ...change, ops, ...header })
-}
-
-function idAt(doc: Doc, obj: string, key: string | number): string {
-  const all = A.getBackend(doc).getAll(obj, key)
-  return String(all[0]![all[0]!.length - 1])
-}
-
-function objAt(doc: Doc, key: string): string {
-  return String(A.getBackend(doc).getAll('_root', key)[0]![1])
-}
-
-/** WRITER's {m: {x: 1}, l: [1, 2, 3], k: 1, c: Counter}; `moved` also holds OTHER's concurrent k = 2. */
-function start(): { base: Doc; moved: Doc; otherChange: Uint8Array } {
-  const base = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), { time: 0 }, (d) => {
-    d['m'] = { x: 1 }
-    d['l'] = [1, 2, 3]
-    d['k'] = 1
-    d['c'] = new A.Counter(0)
-  })
-  const other = A.change(A.clone(base, { actor: OTHER }), { time: 0 }, (d) => void (d['k'] = 2))
-  const otherChange = A.getLastLocalChange(other)!
-  return { base, moved: A.loadIncremental(A.clone(base), otherChange), otherChange }
-}
-
-function replicaOf(doc: Doc): AutomergeDoc {
-  return backend.load(A.save(doc), [], new Uint8Array(16))
-}
-
-/**
- * Each delta applied in turn through the backend (a refusal reloads the stored state), stored as
- * core stores it (a rebuilt document whole, as a snapshot: Backend.rebuilt): verdicts, end state,
- * whether it loads once saved.
- */
-function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value: string; loads: string } {
-  let snapshot = A.save(doc)
-  let stored: Uint8Array[] = []
-  let replica = backend.load(snapshot, [], new Uint8Array(16))
-  const verdicts = deltas.map((delta) => {
-    try {
-      replica = backend.applyDelta(replica, delta)
-      if (backend.rebuilt?.(replica) === true) {
-        snapshot = backend.save(replica)
-        stored = []
-      } else stored.push(delta)
-      return 'applied'
-    } catch (err) {
-      replica = backend.load(snapshot, stored, new Uint8Array(16))
-      return err instanceof ConvergentError ? err.code : `threw ${String(err)}`
-    }
-  })
-  // As after a restart: from what is stored.
-  backend.dispose?.(replica)
-  replica = backend.load(snapshot, stored, new Uint8Array(16))
-  const value = JSON.stringify(A.toJS(replica))
-  let loads = 'loads'
-  try {
-    A.free(A.load(A.save(replica)))
-  } catch (err) {
-    loads = `does not load once saved: ${String(err instanceof Error ? err.message : err).slice(0, 90)}`
-  }
-  backend.dispose?.(replica)
-  return { verdicts, value, loads }
-}
+import { backend, crafted, inEveryOrder, HOSTILE, idAt, objAt, OTHER, replicaOf, run, start, WRITER, type Doc, type Op } from './op-refs-helpers.js'
 
 /** A bad change by HOSTILE on `doc`: a delete whose pred names an op that never exists. */
 function badOn(doc: Doc, header: Partial<A.DecodedChange> = {}): Uint8Array {
@@ -350,12 +273,7 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
     ]
     for (const ops of cases) {
       const hostile = crafted(base, HOSTILE, ops)
-      const runs = [
-        run(base, [hostile, honest]),
-        run(base, [honest, hostile]),
-        run(base, [backend.mergeDeltas([honest, hostile])]),
-        run(base, [backend.mergeDeltas([hostile, honest])]),
-      ]
+      const runs = inEveryOrder(base, hostile, honest)
       expect(runs.map((r) => r.loads)).to.deep.equal(['loads', 'loads', 'loads', 'loads'])
       expect(new Set(runs.map((r) => r.value)).size).to.equal(1)
     }
