@@ -1,0 +1,91 @@
+// Third review of op-refs, replica level: the rebuild without the queue (Backend.rebuilt, stored
+// whole by core). "HOLE n" fails now and states what should hold; "probe" held.
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import { LoopbackHub } from '../src/index.js'
+import { applyRemoteDelta } from '../src/replication/apply.js'
+import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { closedAfterEach, memoryReplica } from './helpers.js'
+
+const HOSTILE = 'ff'.repeat(16)
+
+function idAt(saved: Uint8Array, key: string): string {
+  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
+  return String(all[0]![all[0]!.length - 1])
+}
+
+/** HOSTILE's D on `saved` (held back) and a bad X on D (a delete naming an op that never exists). */
+function trigger(saved: Uint8Array): { d: Uint8Array; x: Uint8Array } {
+  const dDoc = A.change(A.load<State>(saved, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
+  const d = A.getLastLocalChange(dDoc)!
+  const fork = A.change(A.clone(dDoc), { time: 0 }, (dd) => void (dd['zz'] = 1))
+  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
+  const x = A.encodeChange({ ...change, ops: [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), `500@${HOSTILE}`] }] })
+  return { d, x }
+}
+
+async function reload(replica: Awaited<ReturnType<typeof memoryReplica>>, id: string): Promise<void> {
+  const ctx = ctxOf(replica)
+  const col = ctx.entities.collections.get('orders')!
+  const entity = await ctx.entities.acquire(col, id)
+  ctx.entities.release(entity)
+  ctx.entities.discard(col, entity)
+}
+
+describe('third review of op-refs (replicas): rebuild without the queue', function () {
+  this.timeout(120_000)
+  const opened = closedAfterEach()
+
+  it("probe: an honest queued change that a hostile's rebuild wiped comes back with anti-entropy from the peer that holds it", async () => {
+    const hub = new LoopbackHub()
+    const peer = await memoryReplica({ network: hub.createNetwork('peer') })
+    opened.replicas.push(peer)
+    const pOrders = peer.collection<State>('orders', { backend: 'automerge' })
+    await pOrders.put('o1', { status: 'new' })
+    await pOrders.update('o1', (o) => void (o['y'] = 'y'))
+    await pOrders.update('o1', (o) => void (o['c'] = 'c'))
+    const all = A.getAllChanges(A.load<State>(await savedDoc(peer, 'orders', 'o1')))
+    const c = all.at(-1)!
+    // The victim joins after those writes (no gossip of them): it gets the first change, then C alone.
+    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
+    opened.replicas.push(victim)
+    const vOrders = victim.collection<State>('orders', { backend: 'automerge' })
+    const at = (from: string, delta: Uint8Array) => applyRemoteDelta(ctxOf(victim), from, 'orders', 'automerge', 'o1', delta)
+    expect(await at('peer', all[0]!)).to.equal('applied')
+    expect(await vOrders.get('o1')).to.deep.equal({ status: 'new' })
+    const savedBase = await savedDoc(victim, 'orders', 'o1')
+    const { d, x } = trigger(savedBase)
+    // C comes before Y (out of order): acknowledged, stored while it waits.
+    expect(await at('peer', c)).to.equal('applied')
+    expect(await at('evil', x)).to.equal('applied')
+    expect(await at('evil', d)).to.equal('applied') // the rebuild: X and C dropped, stored whole
+    await reload(victim, 'o1')
+    const afterRebuild = await vOrders.get('o1')
+    console.log(`      after the rebuild, from the store: ${JSON.stringify(afterRebuild)}`)
+    await victim.sync()
+    await victim.sync()
+    expect(await vOrders.get('o1')).to.deep.equal({ status: 'new', q: 1, y: 'y', c: 'c' })
+  })
+
+  it('HOLE 2 (honest acknowledged write lost, medium): C, acknowledged "applied" by the victim while it waited for Y, is gone once a hostile triggers a rebuild; a Y pushed alone afterwards does not bring it back (only anti-entropy from a peer still holding C does)', async () => {
+    const hub = new LoopbackHub()
+    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
+    opened.replicas.push(victim)
+    const vOrders = victim.collection<State>('orders', { backend: 'automerge' })
+    await vOrders.put('o1', { status: 'new' })
+    const savedBase = await savedDoc(victim, 'orders', 'o1')
+    // A client's Y then C, delivered C first (its Y push lost or delayed); the client is then gone.
+    const yDoc = A.change(A.load<State>(savedBase, { actor: '0c'.repeat(16) }), { time: 0 }, (o) => void (o['y'] = 'y'))
+    const y = A.getLastLocalChange(yDoc)!
+    const c = A.getLastLocalChange(A.change(A.clone(yDoc), { time: 0 }, (o) => void (o['c'] = 'c')))!
+    const at = (from: string, delta: Uint8Array) => applyRemoteDelta(ctxOf(victim), from, 'orders', 'automerge', 'o1', delta)
+    const { d, x } = trigger(savedBase)
+    expect(await at('client', c)).to.equal('applied')
+    expect(await at('evil', x)).to.equal('applied')
+    expect(await at('evil', d)).to.equal('applied')
+    expect(await at('client', y)).to.equal('applied') // the delayed Y arrives
+    await reload(victim, 'o1')
+    // Should hold: C, taken and acknowledged, applies once Y comes.
+    expect(await vOrders.get('o1')).to.deep.equal({ status: 'new', q: 1, y: 'y', c: 'c' })
+  })
+})
