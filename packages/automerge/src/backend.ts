@@ -6,7 +6,7 @@ import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObje
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
-import { checkAhead, checkApplied } from './op-refs.js'
+import { checkAhead, checkApplied, type Refusal } from './op-refs.js'
 import { readRoot } from './read.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
 import { isStoredMap } from './scalars.js'
@@ -293,23 +293,56 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const handle = A.getBackend(doc)
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)
     if (ahead === 'after') {
-      const why = checkApplied(next, heads)
-      if (why !== undefined) {
+      const refusal = checkApplied(next, heads)
+      if (refusal !== undefined) {
         // Changes queued here before (their past was missing: never judged) may be what is
         // refused, now that the delta brought what they waited for: then the delta again on
         // the document without them, which the caller stores whole (rebuilt). Without this,
         // every delivery of the honest change they wait for would be refused with them.
-        const clean = pending ? this.withoutQueue(next, heads) : undefined
+        const rebuilt = pending ? this.rebuildWithout(next, heads, delta, refusal) : undefined
         // A fresh document is ours to free; one that loadIncremental moved on shares the
         // handle of `doc`, which the caller disposes with it.
         if (A.getBackend(next) !== handle) A.free(next)
-        if (clean === undefined) throw refusedRefs(why)
-        const retried = this.applyDelta(clean, delta, limits)
-        this.rebuiltDocs.add(retried)
-        return retried
+        if (rebuilt === undefined) throw refusedRefs(refusal.why)
+        this.rebuiltDocs.add(rebuilt)
+        return rebuilt
       }
     }
     return next
+  }
+
+  /**
+   * `delta` applied to what the document held at `heads`, with every change that was queued in
+   * `next` (released by the delta or still waiting) but the refused ones: undefined when the
+   * delta itself holds a refused change. Each round drops the change refused in the last
+   * (one fork and load of the document each, ~O(document)); after MAX_REBUILD_ROUNDS, or when the
+   * refused change cannot be told, the whole queue goes (honest changes in it come again by
+   * anti-entropy from the peers that hold them).
+   */
+  private rebuildWithout(next: AutomergeDoc, heads: string[], delta: Uint8Array, first: Refusal): AutomergeDoc | undefined {
+    const own = new Set(splitChunks(delta).flatMap((c) => (c[8] === DOCUMENT_CHUNK ? [] : [hashOf(c)])))
+    const candidates = queuedIn(next, heads).filter((c) => !own.has(c.hash))
+    const refused = new Set<string>()
+    let refusal: Refusal | undefined = first
+    for (let round = 0; round <= MAX_REBUILD_ROUNDS; round++) {
+      if (refusal.hash !== undefined && own.has(refusal.hash)) return undefined // the delta's own change
+      const last = refusal.hash === undefined || round === MAX_REBUILD_ROUNDS
+      if (refusal.hash !== undefined) refused.add(refusal.hash)
+      const clean = this.withoutQueue(next, heads)
+      if (clean === undefined) return undefined
+      const kept = last ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
+      let rebuilt: AutomergeDoc
+      try {
+        rebuilt = loadOnto(clean, concatBytes([delta, ...kept]))
+      } catch {
+        return undefined
+      }
+      refusal = checkApplied(rebuilt, heads)
+      if (refusal === undefined) return rebuilt
+      A.free(rebuilt)
+      if (last) return undefined
+    }
+    return undefined
   }
 
   /** True for a document applyDelta rebuilt without the changes that were queued in the one it was given. */
@@ -515,6 +548,45 @@ function loadDelta(doc: AutomergeDoc, delta: Uint8Array): AutomergeDoc {
     return A.load<Record<string, unknown>>(delta, { actor: A.getActorId(doc), allowMissingChanges: true })
   } catch (err) {
     throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
+  }
+}
+
+/** Rounds of dropping one refused queued change before the whole queue goes (rebuildWithout). */
+const MAX_REBUILD_ROUNDS = 4
+
+/** The hash of a change chunk. */
+function hashOf(chunk: Uint8Array): string {
+  return changeHeader(chunk)?.hash ?? A.decodeChange(chunk).hash
+}
+
+/**
+ * The changes `doc` holds past `heads` that keep their hash when written out again (a refused
+ * one may not: it is left out), and the changes still queued in it (A.save writes them after
+ * the document, as they came).
+ */
+function queuedIn(doc: AutomergeDoc, heads: string[]): { hash: string; bytes: Uint8Array }[] {
+  const handle = A.getBackend(doc)
+  const out: { hash: string; bytes: Uint8Array }[] = []
+  for (const m of handle.getChangesMeta(heads)) {
+    let bytes: Uint8Array | null
+    try {
+      bytes = handle.getChangeByHash(m.hash)
+    } catch {
+      continue // names an op the document does not hold
+    }
+    if (bytes !== null && hashOf(bytes) === m.hash) out.push({ hash: m.hash, bytes })
+  }
+  for (const chunk of splitChunks(A.save(doc))) if (chunk[8] !== DOCUMENT_CHUNK) out.push({ hash: hashOf(chunk), bytes: chunk })
+  return out
+}
+
+/** `bytes` loaded onto a fresh document `doc` (which it replaces). */
+function loadOnto(doc: AutomergeDoc, bytes: Uint8Array): AutomergeDoc {
+  try {
+    return A.loadIncremental(doc, bytes)
+  } catch (err) {
+    A.free(doc)
+    throw err
   }
 }
 

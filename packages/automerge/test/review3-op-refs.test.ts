@@ -1,8 +1,9 @@
 // Third review of op-refs.ts: the rebuild without the queue (applyDelta, withoutQueue, rebuilt),
 // inserts into lists a live chain made (checkAhead), and objects written in (checkApplied).
-// "HOLE n" tests fail now and state what should hold; "probe" tests are attacks that held.
-// HOLE 1 here (a hostile's rebuild drops honest queued changes too); HOLE 2 is its replica-level
-// form (packages/core/test/review3-op-refs.test.ts). The cost test prints per-delta timings.
+// Each "HOLE n" test failed then and states what must hold; "probe" tests are attacks that held.
+// HOLE 1 here (a hostile's rebuild dropped honest queued changes too; HOLE 2 is its replica-level
+// form, packages/core/test/review3-op-refs.test.ts) is fixed: the rebuild drops only the refused
+// changes (backend.ts rebuildWithout). The cost test prints per-delta timings.
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { ConvergentError } from '@convergent/core'

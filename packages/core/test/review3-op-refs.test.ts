@@ -1,5 +1,6 @@
 // Third review of op-refs, replica level: the rebuild without the queue (Backend.rebuilt, stored
-// whole by core). "HOLE n" fails now and states what should hold; "probe" held.
+// whole by core). "HOLE n" failed then and states what must hold (fixed: only the refused queued
+// changes are dropped, automerge/src/backend.ts rebuildWithout); "probe" held.
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { LoopbackHub } from '../src/index.js'
