@@ -30,9 +30,11 @@ function idAt(doc: Doc, obj: string, key: string | number): string {
 }
 
 function startOpOn(doc: Doc): number {
-  return A.getAllChanges(doc)
-    .map((c) => A.decodeChange(c))
-    .reduce((max, c) => Math.max(max, c.startOp + c.ops.length - 1), 0) + 1
+  return (
+    A.getAllChanges(doc)
+      .map((c) => A.decodeChange(c))
+      .reduce((max, c) => Math.max(max, c.startOp + c.ops.length - 1), 0) + 1
+  )
 }
 
 function base(): Doc {
@@ -65,7 +67,7 @@ function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value: Recor
   })
   backend.dispose?.(replica)
   replica = backend.load(snapshot, stored, new Uint8Array(16))
-  const value = A.toJS(replica) as Record<string, unknown>
+  const value: Record<string, unknown> = A.toJS(replica)
   const pending = backend.hasPending(replica)
   backend.dispose?.(replica)
   return { verdicts, value, rebuilds, pending }
@@ -141,7 +143,10 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
       handle.free()
       const saved = A.save(doc)
       // A change that waits forever (its dependency is a hash no change has).
-      const forever = A.encodeChange({ ...A.decodeChange(crafted(doc, OTHER, [{ action: 'set', obj: '_root', key: 'w', value: 1, pred: [] } as Op])), deps: ['11'.repeat(32)] })
+      const forever = A.encodeChange({
+        ...A.decodeChange(crafted(doc, OTHER, [{ action: 'set', obj: '_root', key: 'w', value: 1, pred: [] }])),
+        deps: ['11'.repeat(32)],
+      })
       const bad = badOn(doc)
       const time = (label: string, queued: boolean, delta: () => Uint8Array, n = 20): number => {
         let replica = backend.load(saved, queued ? [forever] : [], new Uint8Array(16))
@@ -177,7 +182,7 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
       let snapMs = 0
       let snapBytes = 0
       for (let i = 0; i < pairs; i++) {
-        const current = replica as unknown as Doc
+        const current = replica
         const { d, x } = trigger(current, String(i), i + 1)
         replica = backend.applyDelta(replica, x)
         const t0 = process.hrtime.bigint()
@@ -189,7 +194,9 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
         rebuildMs += Number(t1 - t0) / 1e6
         snapMs += Number(t2 - t1) / 1e6
       }
-      console.log(`      rebuild (D after parked X): ${(rebuildMs / pairs).toFixed(2)} ms + snapshot ${(snapMs / pairs).toFixed(2)} ms (${snapBytes} bytes written whole), per pair of deltas of ~${trigger(doc, 'z').x.byteLength + trigger(doc, 'z').d.byteLength} bytes`)
+      console.log(
+        `      rebuild (D after parked X): ${(rebuildMs / pairs).toFixed(2)} ms + snapshot ${(snapMs / pairs).toFixed(2)} ms (${snapBytes} bytes written whole), per pair of deltas of ~${trigger(doc, 'z').x.byteLength + trigger(doc, 'z').d.byteLength} bytes`,
+      )
       backend.dispose?.(replica)
       expect(queued).to.be.greaterThan(0)
       expect(plain).to.be.greaterThan(0)
@@ -200,21 +207,40 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
     /** HOSTILE's change on `doc`, ops built from its first op counter. */
     function listChange(doc: Doc, build: (id: (n: number) => string) => Op[]): Uint8Array {
       const s = startOpOn(doc)
-      return crafted(doc, HOSTILE, build((n) => `${s + n}@${HOSTILE}`))
+      return crafted(
+        doc,
+        HOSTILE,
+        build((n) => `${s + n}@${HOSTILE}`),
+      )
     }
-    const mk = (key: string): Op => ({ action: 'makeList', obj: '_root', key, pred: [] }) as Op
+    const mk = (key: string): Op => ({ action: 'makeList', obj: '_root', key, pred: [] })
     const ins = (obj: string, elemId: string, value: unknown, extra: Partial<Op> = {}): Op =>
       ({ action: 'set', obj, elemId, insert: true, value, pred: [], ...extra }) as Op
 
     const cases: [string, (id: (n: number) => string) => Op[]][] = [
       ['an insert after an element of ANOTHER list the chain made', (id) => [mk('l1'), mk('l2'), ins(id(0), '_head', 1), ins(id(1), id(2), 2)]],
-      ["an insert into a nested list after the nested list's own make op", (id) => [mk('l1'), { ...ins(id(0), '_head', undefined), action: 'makeList' } as Op, ins(id(1), id(1), 1)]],
+      [
+        "an insert into a nested list after the nested list's own make op",
+        (id) => [mk('l1'), { ...ins(id(0), '_head', undefined), action: 'makeList' }, ins(id(1), id(1), 1)],
+      ],
       ['an insert into a made list after an element made later in the change', (id) => [mk('l1'), ins(id(0), id(2), 1), ins(id(0), '_head', 2)]],
       ['an insert into a made list after its own id', (id) => [mk('l1'), ins(id(0), id(1), 1)]],
       ['an insert with a pred (its own earlier element)', (id) => [mk('l1'), ins(id(0), '_head', 1), ins(id(0), id(1), 2, { pred: [id(1)] })]],
-      ['a delete in a made list of an element of another made list', (id) => [mk('l1'), mk('l2'), ins(id(0), '_head', 1), ins(id(1), '_head', 2), { action: 'del', obj: id(1), elemId: id(2), pred: [id(2)] } as Op]],
-      ['a set (no insert) at an element of another made list', (id) => [mk('l1'), mk('l2'), ins(id(0), '_head', 1), ins(id(1), '_head', 2), { action: 'set', obj: id(1), elemId: id(2), value: 9, pred: [id(2)] } as Op]],
-      ['a map key written in a made list', (id) => [mk('l1'), { action: 'set', obj: id(0), key: 'a', value: 1, pred: [] } as Op]],
+      [
+        'a delete in a made list of an element of another made list',
+        (id) => [mk('l1'), mk('l2'), ins(id(0), '_head', 1), ins(id(1), '_head', 2), { action: 'del', obj: id(1), elemId: id(2), pred: [id(2)] } as Op],
+      ],
+      [
+        'a set (no insert) at an element of another made list',
+        (id) => [
+          mk('l1'),
+          mk('l2'),
+          ins(id(0), '_head', 1),
+          ins(id(1), '_head', 2),
+          { action: 'set', obj: id(1), elemId: id(2), value: 9, pred: [id(2)] } as Op,
+        ],
+      ],
+      ['a map key written in a made list', (id) => [mk('l1'), { action: 'set', obj: id(0), key: 'a', value: 1, pred: [] }]],
       ['an insert into the old list l after an element of a made list', (id) => [mk('l1'), ins(id(0), '_head', 1), ins('__L__', id(1), 2)]],
     ]
     for (const [name, build] of cases) {
@@ -246,11 +272,11 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
   })
 
   describe('objects written in (checkApplied)', () => {
-    it('probe: a write into a map made concurrently (not in the change\'s past) is refused', () => {
+    it("probe: a write into a map made concurrently (not in the change's past) is refused", () => {
       const doc = base()
       const other = A.change(A.clone(doc, { actor: OTHER }), { time: 0 }, (d) => void (d['o'] = { a: 1 }))
       const o = idAt(other, '_root', 'o')
-      const bad = crafted(doc, HOSTILE, [{ action: 'set', obj: o, key: 'b', value: 2, pred: [] } as Op])
+      const bad = crafted(doc, HOSTILE, [{ action: 'set', obj: o, key: 'b', value: 2, pred: [] }])
       // Both in one delta (so Automerge has the object), and after it.
       const r1 = run(doc, [backend.mergeDeltas([A.getLastLocalChange(other)!, bad])])
       const r2 = run(other, [bad])
@@ -261,7 +287,7 @@ describe('third review of op-refs: rebuild without the queue, made lists, object
       const doc = base()
       const gone = A.change(A.clone(doc, { actor: OTHER }), { time: 0 }, (d) => void delete d['m'])
       const m = idAt(doc, '_root', 'm')
-      const write = crafted(gone, HOSTILE, [{ action: 'set', obj: m, key: 'y', value: 2, pred: [] } as Op])
+      const write = crafted(gone, HOSTILE, [{ action: 'set', obj: m, key: 'y', value: 2, pred: [] }])
       const r = run(gone, [write])
       console.log(`      write into a deleted map: ${r.verdicts.join(',')} value ${JSON.stringify(r.value)}`)
       expect(r.verdicts).to.have.length(1)
