@@ -291,6 +291,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const ahead = pending ? 'after' : !hasChange ? 'ok' : fromDocument ? 'after' : checkAhead(doc, heads, checked.changes)
     if (typeof ahead === 'object') throw refusedRefs(ahead.refused)
     const handle = A.getBackend(doc)
+    // While changes wait here, what the document holds without them, taken before the delta
+    // may release them (one that is refused can corrupt what it is applied to): O(document).
+    const settled = pending ? settledBytes(doc, heads) : undefined
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)
     if (ahead === 'after') {
       const refusal = checkApplied(next, heads)
@@ -299,7 +302,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         // refused, now that the delta brought what they waited for: then the delta again on
         // the document without them, which the caller stores whole (rebuilt). Without this,
         // every delivery of the honest change they wait for would be refused with them.
-        const rebuilt = pending ? this.rebuildWithout(next, heads, delta, refusal) : undefined
+        const rebuilt = pending ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal) : undefined
         // A fresh document is ours to free; one that loadIncremental moved on shares the
         // handle of `doc`, which the caller disposes with it.
         if (A.getBackend(next) !== handle) A.free(next)
@@ -319,28 +322,43 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
    * refused change cannot be told, the whole queue goes (honest changes in it come again by
    * anti-entropy from the peers that hold them).
    */
-  private rebuildWithout(next: AutomergeDoc, heads: string[], delta: Uint8Array, first: Refusal): AutomergeDoc | undefined {
+  private rebuildWithout(
+    next: AutomergeDoc,
+    settled: Uint8Array | undefined,
+    heads: string[],
+    delta: Uint8Array,
+    hasChange: boolean,
+    first: Refusal,
+  ): AutomergeDoc | undefined {
     const own = new Set(splitChunks(delta).flatMap((c) => (c[8] === DOCUMENT_CHUNK ? [] : [hashOf(c)])))
     const candidates = queuedIn(next, heads).filter((c) => !own.has(c.hash))
     const refused = new Set<string>()
-    let refusal: Refusal | undefined = first
+    let refusal: Refusal = first
     for (let round = 0; round <= MAX_REBUILD_ROUNDS; round++) {
-      if (refusal.hash !== undefined && own.has(refusal.hash)) return undefined // the delta's own change
-      const last = refusal.hash === undefined || round === MAX_REBUILD_ROUNDS
-      if (refusal.hash !== undefined) refused.add(refusal.hash)
-      const clean = this.withoutQueue(next, heads)
-      if (clean === undefined) return undefined
-      const kept = last ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
+      // The refused change cannot be told, or is the delta's own (a queued change can make an
+      // honest one unreadable beside it): the delta alone, on the document without the queue.
+      const dropAll = refusal.hash === undefined || own.has(refusal.hash) || round === MAX_REBUILD_ROUNDS
+      if (!dropAll) refused.add(refusal.hash!)
+      if (settled === undefined) return undefined
+      const clean =
+        heads.length === 0
+          ? A.init<Record<string, unknown>>({ actor: A.getActorId(next) })
+          : A.load<Record<string, unknown>>(settled, { actor: A.getActorId(next) })
+      const kept = dropAll ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
       let rebuilt: AutomergeDoc
       try {
-        rebuilt = loadOnto(clean, concatBytes([delta, ...kept]))
+        // The delta as it would be applied with no queue (a whole document loaded as such, not
+        // rewritten by loadIncremental), then the kept changes; all judged together.
+        rebuilt = this.applyChecked(clean, heads, false, hasChange, delta)
+        if (kept.length > 0) rebuilt = loadOnto(rebuilt, concatBytes(kept))
       } catch {
         return undefined
       }
-      refusal = checkApplied(rebuilt, heads)
-      if (refusal === undefined) return rebuilt
+      const again = checkApplied(rebuilt, heads)
+      if (again === undefined) return rebuilt
       A.free(rebuilt)
-      if (last) return undefined
+      if (dropAll) return undefined
+      refusal = again
     }
     return undefined
   }
@@ -348,21 +366,6 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   /** True for a document applyDelta rebuilt without the changes that were queued in the one it was given. */
   rebuilt(doc: AutomergeDoc): boolean {
     return this.rebuiltDocs.has(doc)
-  }
-
-  /** A document holding exactly what `doc` held at `heads` (the queue dropped), or undefined if that cannot be read back. */
-  private withoutQueue(doc: AutomergeDoc, heads: string[]): AutomergeDoc | undefined {
-    if (heads.length === 0) return A.init<Record<string, unknown>>({ actor: A.getActorId(doc) })
-    try {
-      const fork = A.getBackend(doc).fork(undefined, heads)
-      try {
-        return A.load<Record<string, unknown>>(fork.save(), { actor: A.getActorId(doc) })
-      } finally {
-        fork.free()
-      }
-    } catch {
-      return undefined
-    }
   }
 
   private applyChecked(doc: AutomergeDoc, heads: string[], pending: boolean, hasChange: boolean, delta: Uint8Array): AutomergeDoc {
@@ -578,6 +581,21 @@ function queuedIn(doc: AutomergeDoc, heads: string[]): { hash: string; bytes: Ui
   }
   for (const chunk of splitChunks(A.save(doc))) if (chunk[8] !== DOCUMENT_CHUNK) out.push({ hash: hashOf(chunk), bytes: chunk })
   return out
+}
+
+/** What `doc` holds at `heads` (its queue dropped), saved; undefined if that cannot be read back. */
+function settledBytes(doc: AutomergeDoc, heads: string[]): Uint8Array | undefined {
+  if (heads.length === 0) return new Uint8Array(0)
+  try {
+    const fork = A.getBackend(doc).fork(undefined, heads)
+    try {
+      return fork.save()
+    } finally {
+      fork.free()
+    }
+  } catch {
+    return undefined
+  }
 }
 
 /** `bytes` loaded onto a fresh document `doc` (which it replaces). */

@@ -1,6 +1,9 @@
 // Fourth review of op-refs.ts: rebuildWithout (applyDelta when checkApplied refuses and the
-// document had queued changes). "HOLE n" tests fail now and state what must hold; "probe" tests
-// are attacks that held. The cost test prints numbers.
+// document had queued changes). Each "HOLE n" test failed then and states what must hold; both
+// are fixed: the rebuild starts from the document as it was before the delta (a released bad
+// change can corrupt what it is applied to), drops the whole queue when the delta's own change is
+// blamed before refusing it (1), and applies the delta as with no queue (2). "probe" tests are
+// attacks that held. The cost test prints numbers.
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { backend, crafted, HOSTILE, idAt, OTHER, run, WRITER, type Doc } from './op-refs-helpers.js'
