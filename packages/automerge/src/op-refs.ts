@@ -19,12 +19,14 @@ import * as A from '@automerge/automerge'
  * - a pred naming a value elsewhere deletes that value, and the saved document does not load.
  *
  * Two checks (costs on this project's AMD EPYC machine). A live push — changes that extend the
- * document's heads one after the other, writing map keys: the common case — is judged before
- * it is applied, against the document as it is (a change decoded, ~16 µs; a lookup per key it
- * writes, ~7 µs). Anything else (anti-entropy batches with concurrent changes, list edits) is
- * judged once applied: each change newly held is written out again from the document (~40 µs)
- * — Automerge drops names it could not place, so the hash changes — and read at its own
- * dependencies (~45–90 µs a lookup at 1,000–10,000 changes of history).
+ * document's heads one after the other, writing map keys or inserting into lists they made: the
+ * common case — is judged before it is applied, against the document as it is (checkAhead: a
+ * change decoded, ~16 µs; a lookup per key it writes, ~7 µs). Anything else (anti-entropy
+ * batches with concurrent changes, list edits, changes released from the queue) is judged once
+ * applied (checkApplied): each change newly held is written out again from the document
+ * (~40 µs) — Automerge drops names it could not place, so the hash changes — and read at its
+ * own dependencies (~45–90 µs a lookup at 1,000–10,000 changes of history). What applyDelta
+ * does with a refusal, a whole document, or changes that were waiting: backend.ts.
  */
 
 export type Ahead = 'ok' | 'after' | { refused: string }
@@ -80,14 +82,15 @@ function typeOf(handle: Handle, obj: string, types: Map<string, string>): string
   return type
 }
 
+/** The counter of a change's last op (startOp − 1 for an empty change): the highest op of its past with it. */
 function opsEnd(c: A.DecodedChange): number {
   return c.startOp + c.ops.length - 1
 }
 
 /**
  * Judged before applying `changes` (their chunks) to `doc` (holding `heads`, nothing queued):
- * 'ok' for a chain on the heads whose map ops name only what they see; 'after' when only
- * applying can tell (see checkApplied).
+ * 'ok' for a chain on the heads whose ops name only what they see (map keys, inserts into
+ * lists the chain made); 'after' when only applying can tell (see checkApplied).
  */
 export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], changes: readonly Uint8Array[]): Ahead {
   let decoded: A.DecodedChange[]
