@@ -41,23 +41,58 @@ export function start(): { base: Doc; moved: Doc; otherChange: Uint8Array } {
   return { base, moved: A.loadIncremental(A.clone(base), otherChange), otherChange }
 }
 
+/** WRITER's {m: {x: 1}, l: [1, 2, 3], k: 1}. */
+export function plainDoc(): Doc {
+  return A.change(A.init<Record<string, unknown>>({ actor: WRITER }), { time: 0 }, (d) => {
+    d['m'] = { x: 1 }
+    d['l'] = [1, 2, 3]
+    d['k'] = 1
+  })
+}
+
+/** A bad change by `actor` on `doc`: a delete of k whose pred names an op that never exists. */
+export function badOn(doc: Doc, actor = HOSTILE, header: Partial<A.DecodedChange> = {}): Uint8Array {
+  return crafted(doc, actor, [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(doc, '_root', 'k'), `500@${WRITER}`] }], header)
+}
+
+/** An honest change by `actor` on `doc`, and the document after it. */
+export function step(doc: Doc, actor: string, edit: (d: Record<string, unknown>) => void): { doc: Doc; change: Uint8Array } {
+  const next = A.change(A.clone(doc, { actor }), { time: 0 }, edit)
+  return { doc: next, change: A.getLastLocalChange(next)! }
+}
+
 export function replicaOf(doc: Doc): AutomergeDoc {
   return backend.load(A.save(doc), [], new Uint8Array(16))
 }
 
+/** What run() saw: each delta's verdict, and the replica as loaded again from what it stored. */
+export interface Run {
+  verdicts: string[]
+  /** The value (JSON), and parsed. */
+  value: string
+  state: Record<string, unknown>
+  /** Whether it loads once saved ('loads', else why not). */
+  loads: string
+  /** Deltas applied to a rebuilt document (stored whole). */
+  rebuilds: number
+  /** Changes still waiting. */
+  pending: boolean
+}
+
 /**
  * Each delta applied in turn through the backend (a refusal reloads the stored state), stored as
- * core stores it (a rebuilt document whole, as a snapshot: Backend.rebuilt): verdicts, end state,
- * whether it loads once saved.
+ * core stores it (a rebuilt document whole, as a snapshot: Backend.rebuilt), then loaded again.
  */
-export function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value: string; loads: string } {
+export function run(doc: Doc, deltas: Uint8Array[]): Run {
   let snapshot = A.save(doc)
   let stored: Uint8Array[] = []
+  let rebuilds = 0
   let replica = backend.load(snapshot, [], new Uint8Array(16))
   const verdicts = deltas.map((delta) => {
     try {
       replica = backend.applyDelta(replica, delta)
       if (backend.rebuilt?.(replica) === true) {
+        rebuilds++
         snapshot = backend.save(replica)
         stored = []
       } else stored.push(delta)
@@ -70,7 +105,8 @@ export function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value
   // As after a restart: from what is stored.
   backend.dispose?.(replica)
   replica = backend.load(snapshot, stored, new Uint8Array(16))
-  const value = JSON.stringify(A.toJS(replica))
+  const state: Record<string, unknown> = A.toJS(replica)
+  const pending = backend.hasPending(replica)
   let loads = 'loads'
   try {
     A.free(A.load(A.save(replica)))
@@ -78,7 +114,7 @@ export function run(doc: Doc, deltas: Uint8Array[]): { verdicts: string[]; value
     loads = `does not load once saved: ${String(err instanceof Error ? err.message : err).slice(0, 90)}`
   }
   backend.dispose?.(replica)
-  return { verdicts, value, loads }
+  return { verdicts, value: JSON.stringify(state), state, loads, rebuilds, pending }
 }
 
 /** Changes `from` holds that `to` lacks (as anti-entropy sends them). */

@@ -5,12 +5,10 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
 import { ConvergentError } from '@convergent/core'
-import { automergeBackend, type AutomergeDoc } from '../src/index.js'
-import { crafted, exchangeAll, HOSTILE, idAt, objAt, OTHER, WRITER, type Doc, type Op } from './op-refs-helpers.js'
+import type { AutomergeDoc } from '../src/index.js'
+import { backend, crafted, exchangeAll, HOSTILE, idAt, objAt, OTHER, replicaOf, WRITER, type Doc, type Op } from './op-refs-helpers.js'
 
 describe('automerge backend: a change names only ops it could see (op-refs)', () => {
-  const backend = automergeBackend()
-
   /** WRITER's document {m: {x: 1}, l: [1, 2, 3], k: 1}, and OTHER's copy that moved on (k: 2) concurrently. */
   function start(): { base: Doc; other: Doc; otherChange: Uint8Array } {
     const base = A.change(A.init<Record<string, unknown>>({ actor: WRITER }), (d) => {
@@ -88,30 +86,34 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
     expect(broken).to.deep.equal(['broken', 'broken', 'broken', 'broken'])
   })
 
-  it('honest edits by three writers, exchanged live, in batches with concurrent changes, and as whole documents, are all taken and converge (fast-check)', () => {
+  it('honest edits by three writers (nested maps made concurrently, counters, list inserts/sets/splices, conflicts), delivered live, in batches, mixing held and new changes, one change at a time in reverse (queued), as whole documents, and to late joiners as changes: never refused, converge (fast-check)', () => {
     const edit = fc.oneof(
-      fc.record({ kind: fc.constant('put' as const), key: fc.constantFrom('a', 'b', 'c'), value: fc.integer() }),
-      fc.record({ kind: fc.constant('nested' as const), key: fc.constantFrom('x', 'y'), value: fc.integer() }),
-      fc.record({ kind: fc.constant('list' as const), at: fc.nat(5), value: fc.integer(), remove: fc.boolean() }),
-      fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom('a', 'b', 'c') }),
+      fc.record({ kind: fc.constant('put' as const), key: fc.constantFrom('a', 'b'), value: fc.integer({ min: 0, max: 9 }) }),
+      fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom('a', 'b', 'n') }),
+      fc.record({ kind: fc.constant('map' as const), value: fc.integer({ min: 0, max: 9 }) }), // n = {v} afresh: concurrent maps at one key
+      fc.record({ kind: fc.constant('nested' as const), key: fc.constantFrom('x', 'y'), value: fc.integer({ min: 0, max: 9 }) }),
+      fc.record({ kind: fc.constant('count' as const), by: fc.integer({ min: -3, max: 3 }) }),
+      fc.record({
+        kind: fc.constant('list' as const),
+        op: fc.constantFrom('insert', 'set', 'splice', 'push'),
+        at: fc.nat(4),
+        value: fc.integer({ min: 0, max: 9 }),
+      }),
     )
-    const step = fc.record({
-      writer: fc.nat(2),
-      edits: fc.array(edit, { minLength: 1, maxLength: 3 }),
-      sync: fc.constantFrom('none', 'live', 'batch', 'document'),
-    })
+    const sync = fc.constantFrom('none', 'live', 'batch', 'mixed', 'reversed', 'document', 'joiner')
+    const step = fc.record({ writer: fc.nat(2), edits: fc.array(edit, { minLength: 1, maxLength: 3 }), sync })
     fc.assert(
-      fc.property(fc.array(step, { minLength: 1, maxLength: 12 }), (steps) => {
+      fc.property(fc.array(step, { minLength: 1, maxLength: 10 }), (steps) => {
         const actors = ['01', '02', '03'].map((a) => a.repeat(16))
         const seed = A.change(A.init<Record<string, unknown>>({ actor: actors[0] }), (d) => {
           d['n'] = {}
           d['l'] = [0]
+          d['c'] = new A.Counter(0)
         })
-        // Each writer's document (Automerge, where it writes) and its replica (through the backend).
-        let docs = actors.map((actor) => A.clone(seed, { actor }))
-        let replicas: AutomergeDoc[] = actors.map(() => backend.load(A.save(seed), [], new Uint8Array(16)))
-        const take = (i: number, delta: Uint8Array) => {
-          replicas[i] = backend.applyDelta(replicas[i]!, delta)
+        const docs = actors.map((actor) => A.clone(seed, { actor }))
+        const replicas: AutomergeDoc[] = actors.map(() => replicaOf(seed))
+        const take = (i: number, delta: Uint8Array): void => {
+          replicas[i] = backend.applyDelta(replicas[i]!, delta) // an honest delta must never throw
           docs[i] = A.loadIncremental(docs[i]!, delta)
         }
         for (const { writer, edits, sync } of steps) {
@@ -120,40 +122,51 @@ describe('automerge backend: a change names only ops it could see (op-refs)', ()
             for (const e of edits) {
               if (e.kind === 'put') d[e.key] = e.value
               else if (e.kind === 'delete') delete d[e.key]
-              else if (e.kind === 'nested') (d['n'] as Record<string, number>)[e.key] = e.value
-              else {
+              else if (e.kind === 'map') d['n'] = { v: e.value }
+              else if (e.kind === 'nested') {
+                if (typeof d['n'] === 'object' && d['n'] !== null) (d['n'] as Record<string, number>)[e.key] = e.value
+              } else if (e.kind === 'count') {
+                if (d['c'] instanceof A.Counter) d['c'].increment(e.by)
+                else d['c'] = new A.Counter(e.by)
+              } else {
                 const list = d['l'] as number[]
-                if (e.remove && list.length > 0) list.splice(e.at % list.length, 1)
-                else if (list.length > 0 && e.at < list.length) list[e.at] = e.value
+                if (e.op === 'insert') (list as unknown as A.List<number>).insertAt(Math.min(e.at, list.length), e.value)
+                else if (e.op === 'set' && list.length > 0) list[e.at % list.length] = e.value
+                else if (e.op === 'splice' && list.length > 0) list.splice(e.at % list.length, 1, e.value, e.value + 1)
                 else list.push(e.value)
               }
             }
           })
           const own = A.saveSince(docs[writer], heads)
-          if (own.byteLength === 0) continue // the edits changed nothing
+          if (own.byteLength === 0) continue
           replicas[writer] = backend.applyDelta(replicas[writer]!, own)
           if (sync === 'none') continue
           const to = (writer + 1) % 3
-          const delta =
-            sync === 'live'
-              ? A.saveSince(docs[writer], heads)
-              : sync === 'batch'
-                ? A.saveSince(
-                    docs[writer],
-                    A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h])),
-                  )
-                : A.save(docs[writer])
-          if (delta.byteLength > 0) take(to, delta)
+          const known = A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h]))
+          if (sync === 'live') take(to, own)
+          else if (sync === 'batch') {
+            const since = A.saveSince(docs[writer], known)
+            if (since.byteLength > 0) take(to, since)
+          } else if (sync === 'mixed')
+            take(to, A.saveSince(docs[writer], [])) // everything: held and new
+          else if (sync === 'document') take(to, A.save(docs[writer]))
+          else if (sync === 'reversed') {
+            for (const c of A.getChanges(A.view(docs[to]!, known), docs[writer]).reverse()) take(to, c)
+          } else {
+            // A late joiner given the writer's changes (not its document), then handing them on.
+            let joiner = backend.create(new Uint8Array(16).fill(7))
+            joiner = backend.applyDelta(joiner, A.saveSince(docs[writer], []))
+            expect(JSON.stringify(A.toJS(joiner))).to.equal(JSON.stringify(A.toJS(docs[writer])))
+            backend.dispose?.(joiner)
+          }
         }
-        // Everyone everything, as batches of changes.
         exchangeAll(docs, take)
         const values = replicas.map((r) => JSON.stringify(A.toJS(r)))
         expect(new Set(values).size).to.equal(1)
+        expect(values[0]).to.equal(JSON.stringify(A.toJS(docs[0]!)))
         for (const r of replicas) backend.dispose?.(r)
-        docs = []
-        replicas = []
       }),
-      { numRuns: 150 },
+      { numRuns: 120 },
     )
   })
 })

@@ -6,25 +6,8 @@
 // map names read at the change's dependencies instead of scans of the history (7, 8).
 // "probe" tests are attacks that held.
 import { expect } from 'chai'
-import fc from 'fast-check'
 import * as A from '@automerge/automerge'
-import type { AutomergeDoc } from '../src/index.js'
-import {
-  backend,
-  crafted,
-  inEveryOrder,
-  exchangeAll,
-  HOSTILE,
-  idAt,
-  objAt,
-  OTHER,
-  replicaOf,
-  run,
-  start,
-  WRITER,
-  type Doc,
-  type Op,
-} from './op-refs-helpers.js'
+import { backend, crafted, inEveryOrder, HOSTILE, idAt, objAt, OTHER, replicaOf, run, start, WRITER, type Doc, type Op } from './op-refs-helpers.js'
 
 /** Counts calls of a method of Automerge's WASM handle while `fn` runs. */
 function counting<T>(doc: Doc, method: string, fn: () => T): { calls: number; result: T } {
@@ -237,87 +220,5 @@ describe('review of op-refs: hand-crafted changes and honest histories', () => {
     expect(r.verdicts).to.deep.equal(['applied', 'ERR_INVALID_DELTA', 'applied'])
     expect(r.loads).to.equal('loads')
   })
-
-  it('probe: honest edits (nested maps made concurrently, counters, list inserts/sets/splices, conflicts), delivered live, in batches mixing held and new changes, one change at a time in reverse (queued), and to late joiners as changes: never refused, converge (fast-check)', () => {
-    const edit = fc.oneof(
-      fc.record({ kind: fc.constant('put' as const), key: fc.constantFrom('a', 'b'), value: fc.integer({ min: 0, max: 9 }) }),
-      fc.record({ kind: fc.constant('delete' as const), key: fc.constantFrom('a', 'b', 'n') }),
-      fc.record({ kind: fc.constant('map' as const), value: fc.integer({ min: 0, max: 9 }) }), // n = {v} afresh: concurrent maps at one key
-      fc.record({ kind: fc.constant('nested' as const), key: fc.constantFrom('x', 'y'), value: fc.integer({ min: 0, max: 9 }) }),
-      fc.record({ kind: fc.constant('count' as const), by: fc.integer({ min: -3, max: 3 }) }),
-      fc.record({
-        kind: fc.constant('list' as const),
-        op: fc.constantFrom('insert', 'set', 'splice', 'push'),
-        at: fc.nat(4),
-        value: fc.integer({ min: 0, max: 9 }),
-      }),
-    )
-    const sync = fc.constantFrom('none', 'live', 'batch', 'mixed', 'reversed', 'joiner')
-    const step = fc.record({ writer: fc.nat(2), edits: fc.array(edit, { minLength: 1, maxLength: 3 }), sync })
-    fc.assert(
-      fc.property(fc.array(step, { minLength: 1, maxLength: 10 }), (steps) => {
-        const actors = ['01', '02', '03'].map((a) => a.repeat(16))
-        const seed = A.change(A.init<Record<string, unknown>>({ actor: actors[0] }), (d) => {
-          d['n'] = {}
-          d['l'] = [0]
-          d['c'] = new A.Counter(0)
-        })
-        const docs = actors.map((actor) => A.clone(seed, { actor }))
-        const replicas: AutomergeDoc[] = actors.map(() => replicaOf(seed))
-        const take = (i: number, delta: Uint8Array): void => {
-          replicas[i] = backend.applyDelta(replicas[i]!, delta) // an honest delta must never throw
-          docs[i] = A.loadIncremental(docs[i]!, delta)
-        }
-        for (const { writer, edits, sync } of steps) {
-          const heads = A.getHeads(docs[writer]!)
-          docs[writer] = A.change(docs[writer]!, (d) => {
-            for (const e of edits) {
-              if (e.kind === 'put') d[e.key] = e.value
-              else if (e.kind === 'delete') delete d[e.key]
-              else if (e.kind === 'map') d['n'] = { v: e.value }
-              else if (e.kind === 'nested') {
-                if (typeof d['n'] === 'object' && d['n'] !== null) (d['n'] as Record<string, number>)[e.key] = e.value
-              } else if (e.kind === 'count') {
-                if (d['c'] instanceof A.Counter) d['c'].increment(e.by)
-                else d['c'] = new A.Counter(e.by)
-              } else {
-                const list = d['l'] as number[]
-                if (e.op === 'insert') (list as unknown as A.List<number>).insertAt(Math.min(e.at, list.length), e.value)
-                else if (e.op === 'set' && list.length > 0) list[e.at % list.length] = e.value
-                else if (e.op === 'splice' && list.length > 0) list.splice(e.at % list.length, 1, e.value, e.value + 1)
-                else list.push(e.value)
-              }
-            }
-          })
-          const own = A.saveSince(docs[writer], heads)
-          if (own.byteLength === 0) continue
-          replicas[writer] = backend.applyDelta(replicas[writer]!, own)
-          if (sync === 'none') continue
-          const to = (writer + 1) % 3
-          const known = A.getHeads(docs[to]!).filter((h) => A.hasHeads(docs[writer]!, [h]))
-          if (sync === 'live') take(to, own)
-          else if (sync === 'batch') {
-            const since = A.saveSince(docs[writer], known)
-            if (since.byteLength > 0) take(to, since)
-          } else if (sync === 'mixed')
-            take(to, A.saveSince(docs[writer], [])) // everything: held and new
-          else if (sync === 'reversed') {
-            for (const c of A.getChanges(A.view(docs[to]!, known), docs[writer]).reverse()) take(to, c)
-          } else {
-            // A late joiner given the writer's changes (not its document), then handing them on.
-            let joiner = backend.create(new Uint8Array(16).fill(7))
-            joiner = backend.applyDelta(joiner, A.saveSince(docs[writer], []))
-            expect(JSON.stringify(A.toJS(joiner))).to.equal(JSON.stringify(A.toJS(docs[writer])))
-            backend.dispose?.(joiner)
-          }
-        }
-        exchangeAll(docs, take)
-        const values = replicas.map((r) => JSON.stringify(A.toJS(r)))
-        expect(new Set(values).size).to.equal(1)
-        expect(values[0]).to.equal(JSON.stringify(A.toJS(docs[0]!)))
-        for (const r of replicas) backend.dispose?.(r)
-      }),
-      { numRuns: 120 },
-    )
-  })
+  // The honest property this review wrote is in op-refs.test.ts (with whole documents added).
 })

@@ -10,12 +10,7 @@ import fc from 'fast-check'
 import * as A from '@automerge/automerge'
 import type { AutomergeDoc } from '../src/index.js'
 import { compressChange } from './fixtures.js'
-import { backend, crafted, inEveryOrder, HOSTILE, idAt, objAt, OTHER, replicaOf, run, start, WRITER, type Doc, type Op } from './op-refs-helpers.js'
-
-/** A bad change by HOSTILE on `doc`: a delete whose pred names an op that never exists. */
-function badOn(doc: Doc, header: Partial<A.DecodedChange> = {}): Uint8Array {
-  return crafted(doc, HOSTILE, [{ action: 'del', obj: '_root', key: 'k', pred: [idAt(doc, '_root', 'k'), `500@${WRITER}`] }], header)
-}
+import { backend, badOn, crafted, inEveryOrder, HOSTILE, idAt, objAt, OTHER, replicaOf, run, start, WRITER, type Op } from './op-refs-helpers.js'
 
 describe('second review of op-refs: hand-crafted changes and honest histories', () => {
   it("HOLE 1 (false refusal, critical): the backend's own put, writing through conflicting nested maps (reconcileCopies), is refused by every peer: 'writes in …, which its past does not show'", () => {
@@ -64,7 +59,7 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
     // HOSTILE's honest D (not yet here), and a bad X on it, sent first.
     const dDoc = A.change(A.clone(base, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
     const d = A.getLastLocalChange(dDoc)!
-    const x = badOn(dDoc, { seq: 2 })
+    const x = badOn(dDoc, HOSTILE, { seq: 2 })
     const r = run(base, [x, d, d])
     // Was: ['applied', 'ERR_INVALID_DELTA', 'ERR_INVALID_DELTA']: X waited in the store, and every
     // delivery of D (from any honest peer) brought X in and was refused. Now D is applied to the
@@ -78,7 +73,7 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
   it('HOLE 4 (unchecked change, unloadable document): a queued bad change is applied unjudged when its dependency comes in a whole document (deltaSince catch-up)', () => {
     const { base } = start()
     const dDoc = A.change(A.clone(base, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
-    const x = badOn(dDoc, { seq: 2 })
+    const x = badOn(dDoc, HOSTILE, { seq: 2 })
     const r = run(base, [x, A.save(dDoc)])
     // Now: both applied (the document delta is not judged: no change chunk), and the saved
     // document no longer loads ("mismatching heads").

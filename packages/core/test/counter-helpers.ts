@@ -129,6 +129,31 @@ export function forkChange(doc: Uint8Array, actor: string, edit: (d: State) => v
   return A.getLastLocalChange(fork)!
 }
 
+/** An Automerge op as a hand-made change holds it. */
+export type Op = A.DecodedChange['ops'][number]
+
+/** A change on `doc` (saved bytes; its heads as dependencies) by `actor` holding exactly `ops`: what only hostile code makes. */
+export function crafted(doc: Uint8Array, actor: string, ops: Op[]): Uint8Array {
+  const { hash: _hash, ...change } = A.decodeChange(forkChange(doc, actor, (d) => void (d['zz'] = 1)))
+  return A.encodeChange({ ...change, ops })
+}
+
+/** The Automerge op id (counter@actor) of the one value at root key `key` of a saved document. */
+export function opIdAt(saved: Uint8Array, key: string): string {
+  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
+  if (all.length !== 1) throw new Error(`expected one op at ${key}, got ${all.length}`)
+  return String(all[0]![all[0]!.length - 1])
+}
+
+/** Drops `replica`'s in-memory copy of an entity: the next read loads it from the store. */
+export async function reloadEntity(replica: Replica, collection: string, id: string): Promise<void> {
+  const ctx = ctxOf(replica)
+  const col = ctx.entities.collections.get(collection)!
+  const entity = await ctx.entities.acquire(col, id)
+  ctx.entities.release(entity)
+  ctx.entities.discard(col, entity)
+}
+
 /** Member `id` of the cluster (admin ADMIN) on `hub`, in the classic-level folder `dir` (for restarts and disk copies). */
 export function diskMember(keys: Keyring, dir: string, id: string, hub: LoopbackHub): Promise<Replica> {
   return Replica.open({

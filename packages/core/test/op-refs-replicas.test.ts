@@ -9,27 +9,13 @@ import * as A from '@automerge/automerge'
 import { LoopbackHub, type PolicyDocument } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { waitFor } from '../src/testing/index.js'
-import { ALL, counterSuite, ctxOf, savedDoc, syncAll, type State } from './counter-helpers.js'
+import { ALL, counterSuite, crafted, ctxOf, opIdAt, reloadEntity, savedDoc, syncAll, type State } from './counter-helpers.js'
 import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
 import { closedAfterEach, memoryReplica } from './helpers.js'
-
-type Op = A.DecodedChange['ops'][number]
 
 const POLICY: PolicyDocument = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { orders: { read: ['*'], write: ['admin', 'orders', 'support'] } },
-}
-
-/** A change on `saved` (its heads as dependencies) by `actor` holding exactly `ops`. */
-function crafted(saved: Uint8Array, actor: string, ops: Op[]): Uint8Array {
-  const fork = A.change(A.load<State>(saved, { actor }), { time: 0 }, (d) => void (d['zz'] = 1))
-  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
-  return A.encodeChange({ ...change, ops })
-}
-
-function idAt(saved: Uint8Array, key: string): string {
-  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
-  return String(all[0]![all[0]!.length - 1])
 }
 
 describe('replicas refuse an Automerge change naming ops outside its past (op-refs)', function () {
@@ -49,8 +35,8 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
       .reduce((max, c) => Math.max(max, c.startOp + c.ops.length - 1), 0)
     const future = `${maxOp + 1}@${ops.actor}`
     const changes = [
-      crafted(saved, '07'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), future] }]),
-      crafted(saved, '08'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), idAt(saved, 'total')] }]),
+      crafted(saved, '07'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [opIdAt(saved, 'status'), future] }]),
+      crafted(saved, '08'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [opIdAt(saved, 'status'), opIdAt(saved, 'total')] }]),
     ]
     const results: string[] = []
     for (const change of changes) {
@@ -77,17 +63,15 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
     // A peer's honest D (not sent yet), and a bad X on it that names an op that never exists.
     const dDoc = A.change(A.load<State>(saved, { actor: '09'.repeat(16) }), { time: 0 }, (d) => void (d['note'] = 'd'))
     const d = A.getLastLocalChange(dDoc)!
-    const x = crafted(A.save(dDoc), '09'.repeat(16), [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), `500@${'09'.repeat(16)}`] }])
+    const x = crafted(A.save(dDoc), '09'.repeat(16), [
+      { action: 'del', obj: '_root', key: 'status', pred: [opIdAt(saved, 'status'), `500@${'09'.repeat(16)}`] },
+    ])
     const at = (delta: Uint8Array) => applyRemoteDelta(ctxOf(replica), 'peer', 'orders', 'automerge', 'o2', delta)
     // X waits (stored, unjudged); D is taken — before, D was refused with X on every delivery.
     expect([await at(x), await at(d), await at(d)]).to.deep.equal(['applied', 'applied', 'duplicate'])
     expect(await orders.get('o2')).to.deep.equal({ status: 'new', note: 'd' })
     // Loaded again from the store: X is not there to come back.
-    const ctx = ctxOf(replica)
-    const col = ctx.entities.collections.get('orders')!
-    const entity = await ctx.entities.acquire(col, 'o2')
-    ctx.entities.release(entity)
-    ctx.entities.discard(col, entity)
+    await reloadEntity(replica, 'orders', 'o2')
     expect(await orders.get('o2')).to.deep.equal({ status: 'new', note: 'd' })
     expect(await at(x)).to.equal('invalidDelta')
   })

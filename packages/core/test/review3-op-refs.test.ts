@@ -5,32 +5,17 @@ import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { LoopbackHub } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { crafted, ctxOf, opIdAt, reloadEntity, savedDoc, type State } from './counter-helpers.js'
 import { closedAfterEach, memoryReplica } from './helpers.js'
 
 const HOSTILE = 'ff'.repeat(16)
-
-function idAt(saved: Uint8Array, key: string): string {
-  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
-  return String(all[0]![all[0]!.length - 1])
-}
 
 /** HOSTILE's D on `saved` (held back) and a bad X on D (a delete naming an op that never exists). */
 function trigger(saved: Uint8Array): { d: Uint8Array; x: Uint8Array } {
   const dDoc = A.change(A.load<State>(saved, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
   const d = A.getLastLocalChange(dDoc)!
-  const fork = A.change(A.clone(dDoc), { time: 0 }, (dd) => void (dd['zz'] = 1))
-  const { hash: _hash, ...change } = A.decodeChange(A.getLastLocalChange(fork)!)
-  const x = A.encodeChange({ ...change, ops: [{ action: 'del', obj: '_root', key: 'status', pred: [idAt(saved, 'status'), `500@${HOSTILE}`] }] })
+  const x = crafted(A.save(dDoc), HOSTILE, [{ action: 'del', obj: '_root', key: 'status', pred: [opIdAt(saved, 'status'), `500@${HOSTILE}`] }])
   return { d, x }
-}
-
-async function reload(replica: Awaited<ReturnType<typeof memoryReplica>>, id: string): Promise<void> {
-  const ctx = ctxOf(replica)
-  const col = ctx.entities.collections.get('orders')!
-  const entity = await ctx.entities.acquire(col, id)
-  ctx.entities.release(entity)
-  ctx.entities.discard(col, entity)
 }
 
 describe('third review of op-refs (replicas): rebuild without the queue', function () {
@@ -60,7 +45,7 @@ describe('third review of op-refs (replicas): rebuild without the queue', functi
     expect(await at('peer', c)).to.equal('applied')
     expect(await at('evil', x)).to.equal('applied')
     expect(await at('evil', d)).to.equal('applied') // the rebuild: X and C dropped, stored whole
-    await reload(victim, 'o1')
+    await reloadEntity(victim, 'orders', 'o1')
     const afterRebuild = await vOrders.get('o1')
     console.log(`      after the rebuild, from the store: ${JSON.stringify(afterRebuild)}`)
     await victim.sync()
@@ -85,7 +70,7 @@ describe('third review of op-refs (replicas): rebuild without the queue', functi
     expect(await at('evil', x)).to.equal('applied')
     expect(await at('evil', d)).to.equal('applied')
     expect(await at('client', y)).to.equal('applied') // the delayed Y arrives
-    await reload(victim, 'o1')
+    await reloadEntity(victim, 'orders', 'o1')
     // Should hold: C, taken and acknowledged, applies once Y comes.
     expect(await vOrders.get('o1')).to.deep.equal({ status: 'new', q: 1, y: 'y', c: 'c' })
   })

@@ -21,22 +21,7 @@ import { MAX_ROWS_PER_HOLDER, rowKey } from '../src/counter-rows.js'
 import { putRow, rowKeyIn } from '../src/testing/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
-import { ALL, counterSuite, ctxOf, forkChange, savedDoc, syncAll, values, type State } from './counter-helpers.js'
-
-type Op = A.DecodedChange['ops'][number]
-
-/** The Automerge op id (counter@actor) of the value at `key` in a saved document. */
-function opIdAt(saved: Uint8Array, key: string): string {
-  const all = A.getBackend(A.load<State>(saved)).getAll('_root', key)
-  if (all.length !== 1) throw new Error(`expected one op at ${key}, got ${all.length}`)
-  return String(all[0]![2])
-}
-
-/** A change on `saved` (its heads as dependencies) by `actor` holding exactly `ops`: what only hostile code makes. */
-function crafted(saved: Uint8Array, actor: string, ops: Op[]): Uint8Array {
-  const { hash: _hash, ...change } = A.decodeChange(forkChange(saved, actor, (d) => void (d['x'] = 1)))
-  return A.encodeChange({ ...change, ops })
-}
+import { ALL, counterSuite, crafted, ctxOf, opIdAt, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 describe('review 5: counter take-backs judged per change (causal steps)', function () {
   this.timeout(180_000)
