@@ -287,8 +287,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // is judged here, against the document as it is; other changes once applied, and with them
     // any that were queued (a document may bring what they waited for). Whole documents alone
     // only as Automerge loads them (README).
-    const fromDocument = checked.changes.length < splitChunks(delta).length
-    const ahead = pending ? 'after' : !hasChange ? 'ok' : fromDocument ? 'after' : checkAhead(doc, heads, checked.changes)
+    const ahead = pending ? 'after' : !hasChange ? 'ok' : checked.hasDocument ? 'after' : checkAhead(doc, heads, checked.changes)
     if (typeof ahead === 'object') throw refusedRefs(ahead.refused)
     const handle = A.getBackend(doc)
     // While changes wait here, what the document holds without them, taken before the delta
@@ -332,6 +331,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   ): AutomergeDoc | undefined {
     const own = new Set(splitChunks(delta).flatMap((c) => (c[8] === DOCUMENT_CHUNK ? [] : [hashOf(c)])))
     const candidates = queuedIn(next, heads).filter((c) => !own.has(c.hash))
+    if (settled === undefined) return undefined
+    const actor = A.getActorId(next)
     const refused = new Set<string>()
     let refusal: Refusal = first
     for (let round = 0; round <= MAX_REBUILD_ROUNDS; round++) {
@@ -339,11 +340,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // honest one unreadable beside it): the delta alone, on the document without the queue.
       const dropAll = refusal.hash === undefined || own.has(refusal.hash) || round === MAX_REBUILD_ROUNDS
       if (!dropAll) refused.add(refusal.hash!)
-      if (settled === undefined) return undefined
-      const clean =
-        heads.length === 0
-          ? A.init<Record<string, unknown>>({ actor: A.getActorId(next) })
-          : A.load<Record<string, unknown>>(settled, { actor: A.getActorId(next) })
+      const clean = settled.byteLength === 0 ? A.init<Record<string, unknown>>({ actor }) : A.load<Record<string, unknown>>(settled, { actor })
       const kept = dropAll ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
       let rebuilt: AutomergeDoc
       try {
@@ -583,7 +580,7 @@ function queuedIn(doc: AutomergeDoc, heads: string[]): { hash: string; bytes: Ui
   return out
 }
 
-/** What `doc` holds at `heads` (its queue dropped), saved; undefined if that cannot be read back. */
+/** What `doc` holds at `heads` (its queue dropped), saved (empty: nothing); undefined if that cannot be read back. */
 function settledBytes(doc: AutomergeDoc, heads: string[]): Uint8Array | undefined {
   if (heads.length === 0) return new Uint8Array(0)
   try {

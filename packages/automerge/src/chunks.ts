@@ -40,8 +40,9 @@ export interface CheckOptions {
 }
 
 export interface CheckedChunks {
-  /** Whether any chunk is a change (plain or compressed), as opposed to a whole document. */
+  /** Whether any chunk is a change (plain or compressed), and whether any is a whole document. */
   readonly hasChange: boolean
+  readonly hasDocument: boolean
   /** The change chunks (plain or compressed, as they came) and how many operations they hold. */
   readonly changes: Uint8Array[]
   readonly changeOps: number
@@ -59,6 +60,7 @@ export function checkChunks(bytes: Uint8Array, options: CheckOptions): CheckedCh
   const budget = new Budget(options.maxDecodedBytes)
   let offset = 0
   let hasChange = false
+  let hasDocument = false
   const later: [start: number, end: number][] = []
   const changes: Uint8Array[] = []
   while (offset < bytes.byteLength) {
@@ -68,14 +70,14 @@ export function checkChunks(bytes: Uint8Array, options: CheckOptions): CheckedCh
     if (type !== DOCUMENT) {
       hasChange = true
       changes.push(bytes.subarray(start, offset))
-    }
+    } else hasDocument = true
     if (start > 0) later.push([start, offset])
   }
   // Parsed only once every chunk is known to fit: a parse inflates.
   if (options.parseAfterFirst) {
     for (const [start, end] of later) parseChunk(bytes.subarray(start, end), bytes[start + 8] === DOCUMENT)
   }
-  return { hasChange, decodedBytes: budget.used, changes, changeOps: budget.changeOps }
+  return { hasChange, hasDocument, decodedBytes: budget.used, changes, changeOps: budget.changeOps }
 }
 
 /**

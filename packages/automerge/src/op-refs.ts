@@ -68,6 +68,19 @@ function valuesAt(handle: Handle, obj: string, key: string, heads?: string[]): S
   return new Set(handle.getAll(obj, key, heads).map((v) => String(v[v.length - 1])))
 }
 
+/**
+ * Op `id` replaces its pred among `visible` (the ids of the values at its map key), which then
+ * holds the values after it: the first pred it cannot see, if any.
+ */
+function replaceAt(visible: Set<string>, op: DecodedOp, id: string): string | undefined {
+  const unseen = op.pred.find((p) => !visible.has(p))
+  if (unseen !== undefined) return unseen
+  if (op.action === 'inc') return undefined // a counter's increment replaces nothing
+  for (const p of op.pred) visible.delete(p)
+  if (op.action !== 'del') visible.add(id)
+  return undefined
+}
+
 /** The type of object `obj` (cached in `types`), or undefined if the document holds no such object. */
 function typeOf(handle: Handle, obj: string, types: Map<string, string>): string | undefined {
   let type = types.get(obj)
@@ -117,6 +130,11 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
   const types = new Map<string, string>([['_root', 'map']])
   const slots = new Map<string, Set<string>>() // 'obj\0key' → ids of its values, once touched
   const elements = new Map<string, Set<string>>() // lists the chain made → the elements it inserted
+  const noteMade = (id: string, action: string): void => {
+    const type = MADE[action]
+    if (type !== undefined) made.set(id, type)
+    if (type === 'list' || type === 'text') elements.set(id, new Set())
+  }
   for (const change of fresh) {
     const why = (what: string) => ({ refused: `change ${change.hash} ${what}` })
     if (change.startOp !== maxOp + 1) return why(`starts its ops at ${change.startOp}, not just past its past (${maxOp + 1})`)
@@ -133,9 +151,7 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
         const inserted = elements.get(op.obj)
         if (inserted === undefined || op.insert !== true || (op.elemId !== '_head' && !inserted.has(op.elemId!))) return 'after'
         inserted.add(id)
-        const madeType = MADE[op.action]
-        if (madeType !== undefined) made.set(id, madeType)
-        if (madeType === 'list' || madeType === 'text') elements.set(id, new Set())
+        noteMade(id, op.action)
         continue
       }
       const key = `${op.obj}\0${op.key}`
@@ -144,14 +160,9 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
         visible = made.has(op.obj) ? new Set() : valuesAt(handle, op.obj, op.key)
         slots.set(key, visible)
       }
-      for (const p of op.pred) if (!visible.has(p)) return why(`replaces op ${p}, which it cannot see at key ${JSON.stringify(op.key)}`)
-      if (op.action === 'inc') continue // a counter's increment replaces nothing
-      for (const p of op.pred) visible.delete(p)
-      if (op.action === 'del') continue
-      visible.add(id)
-      const madeType = MADE[op.action]
-      if (madeType !== undefined) made.set(id, madeType)
-      if (madeType === 'list' || madeType === 'text') elements.set(id, new Set())
+      const unseen = replaceAt(visible, op, id)
+      if (unseen !== undefined) return why(`replaces op ${unseen}, which it cannot see at key ${JSON.stringify(op.key)}`)
+      noteMade(id, op.action)
     }
     maxOp = Math.max(maxOp, opsEnd(change))
   }
@@ -165,19 +176,14 @@ interface Past {
   outside: Set<string>
 }
 
-/** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
-export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal | undefined {
-  const found = judgeApplied(next, heads)
-  return typeof found === 'string' ? { why: found } : found
-}
-
 /** Why a change newly held is refused, and which one (its hash as received) when that can be told. */
 export interface Refusal {
   why: string
   hash?: string
 }
 
-function judgeApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal | string | undefined {
+/** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
+export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal | undefined {
   const handle = A.getBackend(next)
   const metas = handle.getChangesMeta([...heads])
   let changes: A.DecodedChange[]
@@ -248,10 +254,11 @@ function judgeApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal |
     if (c.startOp !== maxOp + 1) return why(`starts its ops at ${c.startOp}, not just past its past (${maxOp + 1})`)
     // Its actor's previous change must be in its past (else two changes of one actor could share op ids).
     if (c.seq > 1 && past.seqs.get(c.actor) !== c.seq - 1) {
-      if (bySeq.has(`${c.actor}:${c.seq - 1}`) || (past.seqs.get(c.actor) ?? 0) >= c.seq) return why(`has not seen its actor's change ${c.seq - 1}`)
+      const unseen = why(`has not seen its actor's change ${c.seq - 1}`)
+      if (bySeq.has(`${c.actor}:${c.seq - 1}`) || (past.seqs.get(c.actor) ?? 0) >= c.seq || past.outside.size === 0) return unseen
       const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
       if (typeof later === 'string') return why(later)
-      if (later.seqs.has(`${c.actor}:${c.seq - 1}`) || past.outside.size === 0) return why(`has not seen its actor's change ${c.seq - 1}`)
+      if (later.seqs.has(`${c.actor}:${c.seq - 1}`)) return unseen
     }
     const deps = [...c.deps]
     const own = (ref: string) => ref.endsWith(`@${c.actor}`) && Number(ref.slice(0, ref.indexOf('@'))) >= c.startOp
@@ -297,11 +304,8 @@ function judgeApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal |
           visible = own(op.obj) ? new Set() : valuesAt(handle, op.obj, op.key, deps)
           slots.set(key, visible)
         }
-        for (const p of op.pred) if (!visible.has(p)) return why(`replaces op ${p}, which it cannot see at key ${JSON.stringify(op.key)}`)
-        if (op.action !== 'inc') {
-          for (const p of op.pred) visible.delete(p)
-          if (op.action !== 'del') visible.add(id)
-        }
+        const unseen = replaceAt(visible, op, id)
+        if (unseen !== undefined) return why(`replaces op ${unseen}, which it cannot see at key ${JSON.stringify(op.key)}`)
       } else {
         // List elements: each name in its past (below); at its place, or the change would not
         // have been written out again the same (above).
