@@ -81,6 +81,14 @@ function replaceAt(visible: Set<string>, op: DecodedOp, id: string): string | un
   return undefined
 }
 
+/** The type of the object `op` writes in (one made earlier in `made`, else the document's), or why the op does not fit it. */
+function objectFor(handle: Handle, op: DecodedOp, made: Map<string, string>, types: Map<string, string>): { type: string } | { error: string } {
+  const type = made.get(op.obj) ?? typeOf(handle, op.obj, types)
+  if (type === undefined) return { error: `writes in ${op.obj}, which the document does not hold` }
+  const shape = shapeError(op, type)
+  return shape === undefined ? { type } : { error: `holds ${shape}` }
+}
+
 /** The type of object `obj` (cached in `types`), or undefined if the document holds no such object. */
 function typeOf(handle: Handle, obj: string, types: Map<string, string>): string | undefined {
   let type = types.get(obj)
@@ -141,10 +149,9 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
     let counter = change.startOp
     for (const op of change.ops as DecodedOp[]) {
       const id = `${counter++}@${change.actor}`
-      const type = made.get(op.obj) ?? typeOf(handle, op.obj, types)
-      if (type === undefined) return why(`writes in ${op.obj}, which its past does not hold`)
-      const shape = shapeError(op, type)
-      if (shape !== undefined) return why(`holds ${shape}`)
+      const fits = objectFor(handle, op, made, types)
+      if ('error' in fits) return why(fits.error)
+      const type = fits.type
       if (type !== 'map') {
         // Inserts into a list the chain made (a new array): after its head or an element the
         // chain inserted there before. Anything else in a list is judged once applied.
@@ -282,10 +289,9 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Re
     let counter = c.startOp
     for (const op of c.ops as DecodedOp[]) {
       const id = `${counter++}@${c.actor}`
-      const type = made.get(op.obj) ?? typeOf(handle, op.obj, types)
-      if (type === undefined) return why(`writes in ${op.obj}, which the document does not hold`)
-      const shape = shapeError(op, type)
-      if (shape !== undefined) return why(`holds ${shape}`)
+      const fits = objectFor(handle, op, made, types)
+      if ('error' in fits) return why(fits.error)
+      const type = fits.type
       // The object: shown at its dependencies (cheap), else in its past (a losing copy of
       // objects made concurrently at one key is written too: reconcile.ts).
       if (op.obj !== '_root') {
