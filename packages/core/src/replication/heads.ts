@@ -16,13 +16,16 @@ import {
   HeadVerifier,
   signHeads,
   UNSIGNED_PREFIX,
+  decodeHeadProof,
   type HeadClaim,
   type HeadLeaf,
+  type HeadProof,
   type VerifiedHead,
 } from '../trust/signed-heads.js'
 import { VerifyBudget } from '../trust/verify-budget.js'
 import { decodeBounded } from './messages/envelope.js'
 import type { PushHeads } from './messages/index.js'
+import type { OutgoingHead } from './messages/head-table.js'
 import { asArray, asBytes, asRecord, invalid } from './messages/fields.js'
 
 /**
@@ -58,6 +61,16 @@ export function encodeHeaded(delta: Uint8Array, heads: readonly Uint8Array[]): U
   return concatBytes(parts)
 }
 
+/** The delta headed with these heads' records; the delta itself with none. */
+export function withHeads(delta: Uint8Array, heads: readonly { record: Uint8Array }[]): Uint8Array {
+  return heads.length === 0
+    ? delta
+    : encodeHeaded(
+        delta,
+        heads.map((h) => h.record),
+      )
+}
+
 /** `{ d:` and `h:` of a headed delta's map: a map of 2, then a text of one letter. */
 const HEADED_D = new Uint8Array([0xa2, 0x61, 0x64])
 const HEADED_H = new Uint8Array([0x61, 0x68])
@@ -89,6 +102,25 @@ export function latestPerActor(changes: readonly ChangeMeta[]): Map<string, Chan
   return latest
 }
 
+/** The leaves of `actors`' newest changes in a whole entity's bytes (loaded to read its history; none if they do not load). */
+function ownLeaves(backend: Backend, id: string, whole: Uint8Array, actors: readonly string[]): HeadLeaf[] {
+  let doc: unknown
+  try {
+    doc = backend.load(undefined, [whole], new Uint8Array(16))
+  } catch {
+    return []
+  }
+  try {
+    const latest = latestPerActor(backend.history!.changesSince(doc, new Uint8Array(0)))
+    return actors.flatMap((actor) => {
+      const change = latest.get(actor)
+      return change === undefined ? [] : [{ id, actor, seq: change.seq, hash: change.hash }]
+    })
+  } finally {
+    backend.dispose?.(doc)
+  }
+}
+
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
 
@@ -101,10 +133,11 @@ function claimIn(record: Uint8Array): HeadClaim | undefined {
   }
 }
 
-/** A head stored here: its leaf, its proof, and the author its statement names. */
+/** A head stored here: its leaf, its record and that decoded, and the author its statement names. */
 export interface StoredHead {
   leaf: HeadLeaf
   record: Uint8Array
+  proof: HeadProof
   author: string
 }
 
@@ -113,8 +146,8 @@ export type NeededHeads = Map<string, ChangeMeta> | 'all'
 
 export class SignedHeads {
   readonly verifier: HeadVerifier
-  /** Peers known to read headed deltas (they said so in a roots request or response). */
-  private readonly readers = new Set<string>()
+  /** Peers known to read headed deltas (they said so in a roots request or response), and whether they read head tables too. */
+  private readonly readers = new Map<string, { compact: boolean }>()
   private readonly failures = new VerifyBudget(10)
   private readonly verifies = new VerifyBudget(MAX_VERIFIES_PER_MINUTE)
 
@@ -122,9 +155,9 @@ export class SignedHeads {
     this.verifier = new HeadVerifier(opts.namespace, (peer, data, signature) => opts.access.verifyBy(peer, data, signature))
   }
 
-  markReader(peer: string): void {
+  markReader(peer: string, compact = false): void {
     if (this.readers.size >= 10_000) this.readers.clear()
-    this.readers.add(peer)
+    this.readers.set(peer, { compact })
   }
 
   /** A peer that no longer says it reads heads (a downgrade): bare deltas again. */
@@ -134,6 +167,11 @@ export class SignedHeads {
 
   readsHeads(peer: string): boolean {
     return this.readers.has(peer)
+  }
+
+  /** The peer reads batches whose heads come in a table, each statement once (messages/head-table.ts). */
+  readsHeadTables(peer: string): boolean {
+    return this.readers.get(peer)?.compact === true
   }
 
   /**
@@ -155,37 +193,46 @@ export class SignedHeads {
    * own actors (a crash between a write and its signing) are signed now.
    */
   async outgoing(backend: Backend, collection: string, id: string, delta: Uint8Array, needed: NeededHeads, peer: string): Promise<Uint8Array> {
-    if (backend.history === undefined || !this.readsHeads(peer)) return delta
+    return withHeads(delta, await this.outgoingHeads(backend, collection, id, delta, needed, peer))
+  }
+
+  /** The heads that go with a delta to `peer` (see outgoing), decoded: none if it does not read them. */
+  async outgoingHeads(backend: Backend, collection: string, id: string, delta: Uint8Array, needed: NeededHeads, peer: string): Promise<OutgoingHead[]> {
+    if (backend.history === undefined || !this.readsHeads(peer)) return []
     // The actors concerned are known (from the document, or the delta's actor tables): one point
     // read each, rather than a scan of every head stored for the entity.
     let actors: string[]
     try {
       actors = needed === 'all' ? backend.history.actorsIn(delta).filter(isBoundActor) : [...needed.keys()]
     } catch {
-      return delta // unreadable stored bytes: the peer refuses them whatever comes with them
+      return [] // unreadable stored bytes: the peer refuses them whatever comes with them
     }
     // Decoded (stored), not sent as they lie: a record that does not decode, or is of another
     // entity or actor (a store without checksums, a record of another format), would make the
     // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for a
     // minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
     const stored = await this.stored(collection, id, actors)
-    const records: Uint8Array[] = []
+    const heads: OutgoingHead[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
-      for (const { record } of stored.values()) records.push(record)
+      for (const { record, proof } of stored.values()) heads.push({ record, proof })
+      // Our own actors without a stored head (a write whose push is being signed right now, or a
+      // crash in between): signed now, from the entity's changes, or the peer would wait a round.
+      const unsigned = actors.filter((actor) => !stored.has(actor) && actorOwnedBy(actor, this.opts.peerId))
+      if (unsigned.length > 0) own.push(...ownLeaves(backend, id, delta, unsigned))
     } else {
       for (const [actor, change] of needed) {
         const have = stored.get(actor)
-        if (have !== undefined && have.leaf.seq >= change.seq) records.push(have.record)
+        if (have !== undefined && have.leaf.seq >= change.seq) heads.push({ record: have.record, proof: have.proof })
         else if (actorOwnedBy(actor, this.opts.peerId)) own.push({ id, actor, seq: change.seq, hash: change.hash })
         // Else a relay without the author's head: the peer refuses those changes (it never happens
         // to an honest replica, which stores the heads of all it applied).
       }
     }
     if (own.length > 0) {
-      records.push(...(await this.signOwn(collection, own)).proofs)
+      for (const record of (await this.signOwn(collection, own)).proofs) heads.push({ record, proof: decodeHeadProof(record) })
     }
-    return records.length === 0 ? delta : encodeHeaded(delta, records)
+    return heads
   }
 
   /**
@@ -410,16 +457,22 @@ export class SignedHeads {
  * document before the first await: call it while holding the entity), or 'whole' for an entity's
  * stored bytes sent whole (the heads of every actor in them).
  */
-export function headed(
+export async function headed(...args: Parameters<typeof headsFor>): Promise<Uint8Array> {
+  const [, , , delta] = args
+  return withHeads(delta, await headsFor(...args))
+}
+
+/** The heads `headed` would put around a delta, decoded (for a batch that carries them in a table). */
+export function headsFor(
   ctx: { heads: SignedHeads | undefined },
   col: { name: string; backend: Backend },
   id: string,
   delta: Uint8Array,
   peer: string,
   from: { doc: unknown; theirVersion: Uint8Array | null } | 'whole',
-): Promise<Uint8Array> {
+): Promise<OutgoingHead[]> {
   const heads = ctx.heads
-  if (heads === undefined || col.backend.history === undefined || !heads.readsHeads(peer)) return Promise.resolve(delta)
+  if (heads === undefined || col.backend.history === undefined || !heads.readsHeads(peer)) return Promise.resolve([])
   const needed = from === 'whole' ? 'all' : heads.needed(col.backend, from.doc, from.theirVersion ?? new Uint8Array(0))
-  return heads.outgoing(col.backend, col.name, id, delta, needed, peer)
+  return heads.outgoingHeads(col.backend, col.name, id, delta, needed, peer)
 }

@@ -8,7 +8,8 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headed } from './heads.js'
+import { headed, headsFor, withHeads } from './heads.js'
+import { packHeads, tableBytes, type OutgoingHead } from './messages/head-table.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
 import type { ReplicationContext } from './context.js'
@@ -31,6 +32,7 @@ import {
   encodeRootsRequest,
   encodeUploadRequest,
   FEATURE_HEADS,
+  FEATURE_HEAD_TABLES,
   FEATURE_PARTS,
   InvalidMessageError,
   invalid,
@@ -171,31 +173,44 @@ function endsRound(err: unknown): boolean {
  * A delta over the inline limit is uploaded in parts, by itself.
  */
 class DeltaSender {
-  private batch: [string, Uint8Array][] = []
+  private batch: [string, Uint8Array, OutgoingHead[]][] = []
   private size = 0
+  /** Statements the batch's head table holds (tableBytes). */
+  private seen = new Set<string>()
   private inFlight: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly client: SyncClient,
     private readonly round: Round,
     private readonly target: Target,
+    /** The peer reads head tables: heads given to add() go in the batch's table. */
+    private readonly tables: boolean,
   ) {}
 
-  async add(id: string, delta: Uint8Array): Promise<void> {
-    if (delta.byteLength > inlineLimit(this.client.limits)) {
-      await this.client.upload(this.round, this.target, id, delta)
+  /** A delta for the batch: headed already, or bare with the heads that go with it. */
+  async add(id: string, delta: Uint8Array, heads: OutgoingHead[] = []): Promise<void> {
+    const inTable = this.tables && heads.length > 0
+    // Headed, the delta would be about this long (encodeHeaded: a few bytes of framing per head).
+    const full = heads.reduce((n, h) => n + h.record.byteLength + 5, delta.byteLength + 16)
+    if (full > inlineLimit(this.client.limits)) {
+      await this.client.upload(this.round, this.target, id, withHeads(delta, heads))
       return
     }
-    const bytes = delta.byteLength + Buffer.byteLength(id) + 16
-    if (this.batch.length > 0 && (this.size + bytes > this.client.limits.maxChunkBytes || this.batch.length >= MAX_DELTAS_PER_REQUEST)) await this.flush()
-    this.batch.push([id, delta])
-    this.size += bytes
+    const bytes = (inTable ? delta.byteLength : full) + Buffer.byteLength(id) + 16
+    let headBytes = inTable ? tableBytes(heads, this.seen) : 0
+    if (this.batch.length > 0 && (this.size + bytes + headBytes > this.client.limits.maxChunkBytes || this.batch.length >= MAX_DELTAS_PER_REQUEST)) {
+      await this.flush()
+      if (inTable) headBytes = tableBytes(heads, this.seen) // its statements are new to the next batch
+    }
+    this.batch.push(inTable ? [id, delta, heads] : [id, withHeads(delta, heads), []])
+    this.size += bytes + headBytes
   }
 
   private async flush(): Promise<void> {
     const batch = this.batch
     this.batch = []
     this.size = 0
+    this.seen = new Set()
     await this.inFlight
     this.inFlight = this.client.sendDeltas(this.round, this.target, batch)
     this.inFlight.catch(() => undefined) // awaited later; not an unhandled rejection meanwhile
@@ -299,14 +314,14 @@ export class SyncClient {
     let cursor: string | undefined = undefined
     for (;;) {
       const keys = cursor === undefined && this.ctx.personal.supported ? { keys: this.ctx.personal.summaryFor(round.peer) } : {}
-      const heads = this.ctx.heads !== undefined ? { heads: true } : {}
+      const heads = this.ctx.heads !== undefined ? { heads: true, headTables: true } : {}
       const request = encodeRootsRequest(
         cursor !== undefined ? { cursor, ...heads } : summary !== undefined ? { summary, ...keys, ...heads } : { ...keys, ...heads },
       )
       const response = decodeRootsResponse(await this.request(round, request, MessageType.RootsResponse))
       if (response.keysDiffer === true) round.keysDiffer = true
       round.parts = (response.features & FEATURE_PARTS) !== 0
-      if ((response.features & FEATURE_HEADS) !== 0) this.ctx.heads?.markReader(round.peer)
+      if ((response.features & FEATURE_HEADS) !== 0) this.ctx.heads?.markReader(round.peer, (response.features & FEATURE_HEAD_TABLES) !== 0)
       if (response.same === true) return undefined
       for (const name of response.refused ?? []) round.refusedByPeer.add(name)
       for (const [name, backend, root] of response.roots) {
@@ -580,16 +595,16 @@ export class SyncClient {
   private async pushRanges(round: Round, target: Target, ranges: LeafRange[]): Promise<void> {
     const col = target.col
     if (col === undefined) return
-    const sender = new DeltaSender(this, round, target)
+    const sender = new DeltaSender(this, round, target, this.ctx.heads?.readsHeadTables(round.peer) === true)
     try {
       for (const [fromLeaf, toLeaf] of ranges) {
         for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
           round.budget.check()
           const whole = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
           if (whole === null) continue
-          const delta = await headed(this.ctx, col, id, whole, round.peer, 'whole')
+          const heads = await headsFor(this.ctx, col, id, whole, round.peer, 'whole')
           round.result.entitiesDiffering++
-          await sender.add(id, delta)
+          await sender.add(id, whole, heads)
         }
       }
     } finally {
@@ -631,7 +646,7 @@ export class SyncClient {
   private async exchange(round: Round, target: Target, ids: string[]): Promise<void> {
     const { backend, col } = target
     const queue = [...ids]
-    const sender = new DeltaSender(this, round, target)
+    const sender = new DeltaSender(this, round, target, false)
     try {
       while (queue.length > 0) {
         round.budget.check()
@@ -708,8 +723,9 @@ export class SyncClient {
   }
 
   /** @internal A DeltasRequest to the peer (used by DeltaSender). */
-  async sendDeltas(round: Round, target: Target, batch: [string, Uint8Array][]): Promise<void> {
-    await this.request(round, encodeDeltasRequest({ collection: target.name, backend: target.backend.name, entries: batch }), MessageType.Ack)
+  async sendDeltas(round: Round, target: Target, batch: [string, Uint8Array, OutgoingHead[]][]): Promise<void> {
+    const { entries, table } = packHeads(batch)
+    await this.request(round, encodeDeltasRequest({ collection: target.name, backend: target.backend.name, entries, table }), MessageType.Ack)
     round.result.deltasSent += batch.length
   }
 

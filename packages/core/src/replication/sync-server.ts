@@ -6,7 +6,8 @@ import type { CollectionState } from '../entities.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headed } from './heads.js'
+import { headed, headsFor, withHeads } from './heads.js'
+import { packHeads, tableBytes, type OutgoingHead } from './messages/head-table.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
 import { servePolicyOffer } from './policy-exchange.js'
@@ -31,6 +32,7 @@ import {
   encodeRangeResponse,
   encodeRootsResponse,
   FEATURE_HEADS,
+  FEATURE_HEAD_TABLES,
   FEATURE_PARTS,
   MAX_LEAVES_ENTRIES,
   MAX_RANGE_ENTRIES,
@@ -41,7 +43,6 @@ import {
   type DeltaSlot,
   type ExchangeRequest,
   type ExchangeResponse,
-  type LeafRange,
   type LeavesRequest,
   type RangeRequest,
   type RangeResponse,
@@ -195,7 +196,7 @@ export class SyncServer {
 
   /** What this responder speaks: parts, and headed deltas in a cluster. */
   private get features(): number {
-    return FEATURE_PARTS | (this.ctx.heads !== undefined ? FEATURE_HEADS : 0)
+    return FEATURE_PARTS | (this.ctx.heads !== undefined ? FEATURE_HEADS | FEATURE_HEAD_TABLES : 0)
   }
 
   /**
@@ -203,7 +204,7 @@ export class SyncServer {
    * learns that in one message; one that does not gets every root at once (older ones).
    */
   private async roots(from: string, req: RootsRequest & { paged: boolean }): Promise<Uint8Array> {
-    if (req.heads === true) this.ctx.heads?.markReader(from)
+    if (req.heads === true) this.ctx.heads?.markReader(from, req.headTables === true)
     else this.ctx.heads?.unmarkReader(from)
     // The summary covers every collection: it answers "equal" only to a peer that may read them all.
     const readsAll = !this.ctx.access.hasPolicy || [...this.ctx.entities.collections.keys()].every((c) => this.ctx.access.mayRead(from, c))
@@ -285,13 +286,20 @@ export class SyncServer {
    */
   private async range(from: string, req: RangeRequest): Promise<Uint8Array> {
     const col = this.ctx.entities.collections.get(req.collection)
-    const response: RangeResponse = { entries: [] }
-    if (col === undefined) return encodeRangeResponse(response)
+    if (col === undefined) return encodeRangeResponse({ entries: [] })
     if (col.backend.name !== req.backend) {
       throw new ConvergentError('ERR_INVALID_MESSAGE', `invalid message: collection '${req.collection}' uses '${col.backend.name}', not '${req.backend}'`)
     }
     const budget = this.ctx.limits.maxChunkBytes
     let bytes = 0
+    // To a peer that reads head tables, inline entries go bare and their heads in the table.
+    const tables = this.ctx.heads?.readsHeadTables(from) === true
+    const entries: [string, DeltaSlot, OutgoingHead[]][] = []
+    const seen = new Set<string>()
+    const answer = (next?: RangeResponse['next']): Uint8Array => {
+      const packed = packHeads(entries)
+      return encodeRangeResponse({ entries: packed.entries, table: packed.table, ...(next !== undefined ? { next } : {}) })
+    }
     for (let i = 0; i < req.ranges.length; i++) {
       const [fromLeaf, toLeaf] = req.ranges[i]!
       let skip = i === 0 ? req.skip : 0
@@ -308,31 +316,34 @@ export class SyncServer {
           seenInLeaf++
           continue
         }
-        if (bytes >= budget || response.entries.length >= MAX_RANGE_ENTRIES) {
+        if (bytes >= budget || entries.length >= MAX_RANGE_ENTRIES) {
           // Full: the rest starts here.
-          const rest: LeafRange[] = [[leaf, toLeaf], ...req.ranges.slice(i + 1)]
-          response.next = { ranges: rest, skip: seenInLeaf }
-          return encodeRangeResponse(response)
+          return answer({ ranges: [[leaf, toLeaf], ...req.ranges.slice(i + 1)], skip: seenInLeaf })
         }
         const whole = await wholeStateOf(this.ctx.entities, col, id)
-        const delta = whole === null ? null : await headed(this.ctx, col, id, whole, from, 'whole')
+        const heads = whole === null ? [] : await headsFor(this.ctx, col, id, whole, from, 'whole')
+        const delta = whole === null ? null : withHeads(whole, heads)
         const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
         if (slot === 'later') {
           // No room now: the requester asks again from here once it has fetched what it holds
           // (one refused entity per request, not a whole range of work refused). With nothing
           // to send yet, the range ends here and a later round goes on with it.
-          if (response.entries.length > 0) response.next = { ranges: [[leaf, toLeaf], ...req.ranges.slice(i + 1)], skip: seenInLeaf }
-          return encodeRangeResponse(response)
+          return answer(entries.length > 0 ? { ranges: [[leaf, toLeaf], ...req.ranges.slice(i + 1)], skip: seenInLeaf } : undefined)
         }
         seenInLeaf++
         if (slot === null) continue
-        response.entries.push([id, slot])
+        if (tables && slot instanceof Uint8Array && heads.length > 0) {
+          entries.push([id, whole!, heads])
+          bytes += whole!.byteLength + tableBytes(heads, seen) + Buffer.byteLength(id) + 8
+          continue
+        }
+        entries.push([id, slot, []])
         // A ticket counts at its full size: the requester fetches it before its next request,
         // and the outbox holds it until then (many per response would fill it for one peer).
         bytes += (slot instanceof Uint8Array ? slot.byteLength : slot.size) + Buffer.byteLength(id) + 8
       }
     }
-    return encodeRangeResponse(response)
+    return answer()
   }
 
   /** For each id: the delta the requester lacks, and our version so it can send what we lack. */

@@ -81,7 +81,8 @@ export function encodeStatement(s: HeadStatement): Uint8Array {
   return encode({ n: s.namespace, c: s.collection, a: s.author, t: s.time, r: s.root, k: s.count })
 }
 
-function decodeStatement(bytes: Uint8Array): HeadStatement {
+/** A statement's bytes decoded, not checked (InvalidMessageError if they do not decode). */
+export function decodeStatement(bytes: Uint8Array): HeadStatement {
   const r = asRecord(decodeBounded(bytes, 13, 'head statement'), 'head statement')
   return {
     namespace: asString(r.n, 'head statement namespace'),
@@ -127,10 +128,10 @@ export function claimOf(record: Uint8Array): HeadClaim {
   return { proof, leaf: decodeLeaf(proof.leaf) }
 }
 
-/** The leaf and the statement's author of a head proof, decoded once, not checked (throws if it does not decode). */
-export function claimedHead(record: Uint8Array): { leaf: HeadLeaf; author: string } {
+/** The proof, its leaf and the statement's author of a head proof, decoded once, not checked (throws if it does not decode). */
+export function claimedHead(record: Uint8Array): { proof: HeadProof; leaf: HeadLeaf; author: string } {
   const { proof, leaf } = claimOf(record)
-  return { leaf, author: decodeStatement(proof.statement).author }
+  return { proof, leaf, author: decodeStatement(proof.statement).author }
 }
 
 /** The bytes an author's key signs for a statement. */

@@ -1,6 +1,7 @@
 import { DEPTH, DIGEST_BYTES, FANOUT, LEAF_COUNT } from '../../digest.js'
 import { encodeMessage, MessageType } from './envelope.js'
 import { asArray, asBytes, asBytesOrNull, asDeltaEntries, asHash, asInt, asRecord, asString, invalid } from './fields.js'
+import { decodeHeadTable, unpackHeads, type HeadTable } from './head-table.js'
 import { decodeSlot, encodeSlot, type DeltaSlot } from './parts.js'
 
 /**
@@ -26,6 +27,8 @@ const MAX_ROOTS = 100_000
 export const FEATURE_PARTS = 1
 /** The peer reads deltas headed with signed heads (replication/heads.ts). */
 export const FEATURE_HEADS = 2
+/** The peer reads batches whose heads come in a table, each statement once (head-table.ts). */
+export const FEATURE_HEAD_TABLES = 4
 
 // --- roots -------------------------------------------------------------------------------
 
@@ -44,6 +47,8 @@ export interface RootsRequest {
   keys?: Uint8Array
   /** The requester reads headed deltas (wire v: 1; older requesters omit it). */
   heads?: boolean
+  /** … and head tables (wire z: 1; older requesters omit it). */
+  headTables?: boolean
 }
 
 export function encodeRootsRequest(m: RootsRequest): Uint8Array {
@@ -54,6 +59,7 @@ export function encodeRootsRequest(m: RootsRequest): Uint8Array {
     ...(m.summary !== undefined ? { h: m.summary } : {}),
     ...(m.keys !== undefined ? { y: m.keys } : {}),
     ...(m.heads === true ? { v: 1 } : {}),
+    ...(m.heads === true && m.headTables === true ? { z: 1 } : {}),
   })
 }
 
@@ -67,6 +73,7 @@ export function decodeRootsRequest(body: unknown): RootsRequest & { paged: boole
     ...(r.h !== undefined ? { summary: asHash(r.h, 'summary') } : {}),
     ...(r.y !== undefined ? { keys: asHash(r.y, 'keys summary') } : {}),
     ...(r.v === 1 ? { heads: true } : {}),
+    ...(r.v === 1 && r.z === 1 ? { headTables: true } : {}),
   }
 }
 
@@ -299,20 +306,29 @@ export function decodeExchangeResponse(body: unknown, maxDeltaBytes: number): Ex
 
 // --- deltas ------------------------------------------------------------------------------
 
-/** DeltasRequest: deltas the responder lacks; answered with Ack. Wire { c, b, e: [[id, delta], …] }. */
+/**
+ * DeltasRequest: deltas the responder lacks; answered with Ack. Wire { c, b, e: [[id, delta], …],
+ * t?: head table }. Decoded with the table's heads back in their deltas.
+ */
 export interface DeltasRequest {
   collection: string
   backend: string
   entries: [id: string, delta: Uint8Array][]
+  table?: HeadTable
 }
 
 export function encodeDeltasRequest(m: DeltasRequest): Uint8Array {
-  return encodeMessage(MessageType.DeltasRequest, { c: m.collection, b: m.backend, e: m.entries })
+  return encodeMessage(MessageType.DeltasRequest, { c: m.collection, b: m.backend, e: m.entries, ...(m.table?.length ? { t: m.table } : {}) })
 }
 
 export function decodeDeltasRequest(body: unknown): DeltasRequest {
   const r = asRecord(body, 'deltas request')
-  return { collection: asString(r.c, 'collection'), backend: asString(r.b, 'backend'), entries: asDeltaEntries(r.e, MAX_DELTAS_PER_REQUEST) }
+  const entries = asDeltaEntries(r.e, MAX_DELTAS_PER_REQUEST)
+  return {
+    collection: asString(r.c, 'collection'),
+    backend: asString(r.b, 'backend'),
+    entries: r.t === undefined ? entries : unpackHeads<Uint8Array>(entries, decodeHeadTable(r.t, entries.length)),
+  }
 }
 
 /** Ack: how many of the deltas were applied. Wire { n }. */
@@ -362,26 +378,30 @@ export interface RangeCursor {
 
 /**
  * RangeResponse: [id, every change of the entity (or a ticket for it)]; `next` what is left
- * to serve, absent when done. Wire { e: entries, n?: { r: ranges, s: skip } }.
+ * to serve, absent when done. Wire { e: entries, n?: { r: ranges, s: skip }, t?: head table }.
+ * Decoded with the table's heads back in their deltas.
  */
 export interface RangeResponse {
   entries: [id: string, delta: DeltaSlot][]
   next?: RangeCursor
+  table?: HeadTable
 }
 
 export function encodeRangeResponse(m: RangeResponse): Uint8Array {
   return encodeMessage(MessageType.RangeResponse, {
     e: m.entries.map(([id, slot]) => [id, encodeSlot(slot)]),
     ...(m.next !== undefined ? { n: { r: m.next.ranges, s: m.next.skip } } : {}),
+    ...(m.table?.length ? { t: m.table } : {}),
   })
 }
 
 export function decodeRangeResponse(body: unknown, maxDeltaBytes: number): RangeResponse {
   const r = asRecord(body, 'range response')
-  const entries = asArray(r.e, 'entries', MAX_RANGE_ENTRIES).map((x, i): [string, DeltaSlot] => {
+  const listed = asArray(r.e, 'entries', MAX_RANGE_ENTRIES).map((x, i): [string, DeltaSlot] => {
     const t = asArray(x, `entry ${i}`, 2)
     return [asString(t[0], `entry ${i} id`), decodeSlot(t[1], `entry ${i} delta`, maxDeltaBytes)]
   })
+  const entries = r.t === undefined ? listed : unpackHeads(listed, decodeHeadTable(r.t, listed.length))
   if (r.n === undefined || r.n === null) return { entries }
   const n = asRecord(r.n, 'next')
   return { entries, next: { ranges: decodeRanges(n.r, 'next range'), skip: asInt(n.s, 'next skip') } }

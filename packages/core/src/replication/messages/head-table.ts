@@ -1,0 +1,178 @@
+import { bytesEqual, toHex } from '../../hash.js'
+import { leafHash, multiproof, rebuildRoot } from '../../trust/merkle.js'
+import { decodeStatement, encodeHeadProof, MAX_LEAVES, type HeadProof } from '../../trust/signed-heads.js'
+import { decodeHeaded, encodeHeaded, isHeaded, withHeads } from '../heads.js'
+import { asArray, asBytes, asHash, asInt, invalid } from './fields.js'
+
+/**
+ * Signed heads of a batch, each statement once (issue #13, W3): what a catch-up sends a peer
+ * that reads them (RootsRequest `z`, FEATURE_COMPACT_HEADS) instead of a whole head proof per
+ * entity (~0.5 KB: statement, signature, leaf, a 6–7-hash path). A batch of deltas (a
+ * DeltasRequest, a RangeResponse) carries a table beside its entries: per statement its bytes
+ * and signature once, the leaves of the batch's entities under it, and the few hashes that
+ * rebuild its root from those leaves (merkle.ts multiproof). Entries whose heads are in the
+ * table go bare; the receiver puts each head proof back together (the paths come out of the
+ * rebuilt tree) and hands on ordinary headed deltas, so nothing after the decoder changes and
+ * every proof is checked as one that came whole. A table whose leaves do not rebuild their
+ * statement's root is a malformed message.
+ *
+ * Wire `t: [[statement, signature, [[entry, leaf, index], …], [hash, …]], …]`.
+ */
+export type HeadTable = [statement: Uint8Array, signature: Uint8Array, leaves: [entry: number, leaf: Uint8Array, index: number][], hashes: Uint8Array[]][]
+
+/** A head that goes with a delta, decoded (its proof) and as stored (its record). */
+export interface OutgoingHead {
+  record: Uint8Array
+  proof: HeadProof
+}
+
+/**
+ * About the bytes a batch's table carries for these heads (their leaves and places, and each
+ * statement not `seen` in the batch yet with its signature and up to a path of hashes): for
+ * sizing batches. `seen` is the batch's, updated.
+ */
+export function tableBytes(heads: readonly OutgoingHead[], seen: Set<string>): number {
+  let bytes = 0
+  for (const { proof } of heads) {
+    bytes += proof.leaf.byteLength + 8
+    const key = toHex(proof.signature)
+    if (seen.has(key)) continue
+    seen.add(key)
+    bytes += proof.statement.byteLength + proof.signature.byteLength + 32 * proof.path.length
+  }
+  return bytes
+}
+
+/**
+ * Entries with their heads as a batch: bare deltas and one table. Heads that cannot go in the
+ * table stay in their delta, as full proofs: past the table's bound, of a statement that does
+ * not decode, the same leaf twice, or leaves and paths that do not rebuild their statement's
+ * root (a damaged record: it must not make the receiver refuse the whole batch).
+ */
+export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Array, heads: readonly OutgoingHead[]][]): {
+  entries: [string, S | Uint8Array][]
+  table: HeadTable
+} {
+  const kept: OutgoingHead[][] = entries.map(() => [])
+  const groups = new Map<string, { entry: number; head: OutgoingHead }[]>()
+  let room = maxTableLeaves(entries.length)
+  entries.forEach(([, delta, heads], entry) => {
+    if (heads.length > 0 && !(delta instanceof Uint8Array)) throw new TypeError(`heads for entry ${entry}, which is not inline`)
+    for (const head of heads) {
+      if (room === 0) {
+        kept[entry]!.push(head)
+        continue
+      }
+      room--
+      const key = `${toHex(head.proof.signature)} ${toHex(head.proof.statement)}`
+      const group = groups.get(key)
+      if (group === undefined) groups.set(key, [{ entry, head }])
+      else group.push({ entry, head })
+    }
+  })
+  const table: HeadTable = []
+  for (const leaves of groups.values()) {
+    const row = tableRow(leaves.sort((a, b) => a.head.proof.index - b.head.proof.index))
+    if (row === undefined) for (const l of leaves) kept[l.entry]!.push(l.head)
+    else table.push(row)
+  }
+  return {
+    entries: entries.map(([id, delta], entry) => {
+      const heads = kept[entry]!
+      return [id, heads.length === 0 ? delta : withHeads(delta as Uint8Array, heads)]
+    }),
+    table,
+  }
+}
+
+/** The table row of one statement's leaves (sorted by index), if they fit it (see packHeads). */
+function tableRow(leaves: readonly { entry: number; head: OutgoingHead }[]): HeadTable[number] | undefined {
+  const { statement, signature } = leaves[0]!.head.proof
+  let count: number
+  let root: Uint8Array
+  try {
+    ;({ count, root } = decodeStatement(statement))
+  } catch {
+    return undefined
+  }
+  const proofs = leaves.map((l) => l.head.proof)
+  const hashes = multiproof(count, proofs) // undefined for the same index twice, or paths that do not fit
+  if (hashes === undefined) return undefined
+  const rebuilt = rebuildRoot(
+    count,
+    proofs.map((p) => ({ index: p.index, hash: leafHash(p.leaf) })),
+    hashes,
+  )
+  if ('refused' in rebuilt || !bytesEqual(rebuilt.root, root)) return undefined
+  return [statement, signature, leaves.map((l): [number, Uint8Array, number] => [l.entry, l.head.proof.leaf, l.head.proof.index]), hashes]
+}
+
+/**
+ * Heads a table may hold for a batch of `entries`: two per entity on average (an entity that
+ * many processes wrote sends the rest of its heads in its delta). Rebuilding a root costs up
+ * to ~13 hashes a leaf: this bounds what one message makes a receiver hash.
+ */
+export function maxTableLeaves(entries: number): number {
+  return 2 * entries + 64
+}
+
+/** A table as decoded, shape and bounds checked (InvalidMessageError if not). */
+export function decodeHeadTable(v: unknown, entries: number): HeadTable {
+  let room = maxTableLeaves(entries)
+  return asArray(v, 'head table', maxTableLeaves(entries)).map((g, i) => {
+    const t = asArray(g, `head table ${i}`, 4)
+    const listed = asArray(t[2], `head table ${i} leaves`, MAX_LEAVES)
+    room -= listed.length
+    if (room < 0) throw invalid(`a head table of more than ${maxTableLeaves(entries)} leaves for ${entries} entries`)
+    const leaves = listed.map((l, j): [number, Uint8Array, number] => {
+      const x = asArray(l, `head table ${i} leaf ${j}`, 3)
+      return [
+        asInt(x[0], `head table ${i} leaf ${j} entry`, 0, entries - 1),
+        asBytes(x[1], `head table ${i} leaf ${j}`),
+        asInt(x[2], `head table ${i} leaf ${j} index`, 0, MAX_LEAVES - 1),
+      ]
+    })
+    const hashes = asArray(t[3], `head table ${i} hashes`, MAX_LEAVES).map((h, j) => asHash(h, `head table ${i} hash ${j}`))
+    return [asBytes(t[0], `head table ${i} statement`), asBytes(t[1], `head table ${i} signature`), leaves, hashes]
+  })
+}
+
+/**
+ * The entries with the table's heads put back into their deltas (as head proofs, in headed
+ * deltas), or InvalidMessageError: a statement that does not decode, leaves that do not rebuild
+ * its root, a head for an entry that is not an inline delta.
+ */
+export function unpackHeads<S>(entries: [string, S | Uint8Array][], table: HeadTable): [string, S | Uint8Array][] {
+  if (table.length === 0) return entries
+  const records = new Map<number, Uint8Array[]>()
+  table.forEach(([statement, signature, leaves, hashes], i) => {
+    let count: number
+    let root: Uint8Array
+    try {
+      ;({ count, root } = decodeStatement(statement))
+    } catch (err) {
+      throw invalid(`head table ${i}: ${(err as Error).message}`)
+    }
+    const rebuilt = rebuildRoot(
+      count,
+      leaves.map(([, leaf, index]) => ({ index, hash: leafHash(leaf) })),
+      hashes,
+    )
+    if ('refused' in rebuilt) throw invalid(`head table ${i}: ${rebuilt.refused}`)
+    if (!bytesEqual(rebuilt.root, root)) throw invalid(`head table ${i}: its leaves do not rebuild the statement's root`)
+    leaves.forEach(([entry, leaf, index], j) => {
+      const record = encodeHeadProof({ statement, signature, leaf, index, path: rebuilt.paths[j]! })
+      const list = records.get(entry)
+      if (list === undefined) records.set(entry, [record])
+      else list.push(record)
+    })
+  })
+  return entries.map(([id, slot], entry) => {
+    const added = records.get(entry)
+    if (added === undefined) return [id, slot]
+    if (!(slot instanceof Uint8Array)) throw invalid(`head table names entry ${entry}, which is not inline`)
+    if (!isHeaded(slot)) return [id, encodeHeaded(slot, added)]
+    const { delta, heads } = decodeHeaded(slot)
+    return [id, encodeHeaded(delta, [...heads, ...added])]
+  })
+}
