@@ -1,6 +1,6 @@
 // Review of head tables and the fast CBOR reader (issue #13, W3; commit "Catch-up batches carry
-// signed heads in a table"). "HOLE n" tests assert the bad behaviour: they pass while the hole is
-// there and must be turned around (or removed) with its fix. "probe" tests are attacks that held.
+// signed heads in a table"). Each "HOLE n" was a hole the review found; its test now asserts the
+// fix. "probe" tests are attacks that held.
 import { expect } from 'chai'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
@@ -70,31 +70,26 @@ describe('review: head tables and the fast CBOR reader', function () {
 
   // --- the fast CBOR reader ---------------------------------------------------------------
 
-  it('HOLE 1: a 99-byte body of 32 nested list heads announcing 65,535 entries each makes decodeSimple allocate 32 × new Array(65535) (~16 MB) before reading one item: ~100× what cborg spends on it, on every message before any membership check', () => {
-    // decodeSimple: `const out = new Array(n)` with n checked only against MAX_LENGTH, never against
-    // the bytes left. cborg builds lists with [] and push, and fails these bytes at once.
+  it('HOLE 1 (fixed): a 99-byte body of 32 nested list heads announcing 65,535 entries each no longer makes decodeSimple allocate 32 × new Array(65535) before reading one item: a length the bytes left cannot hold is a miss at once', () => {
     const body = new Uint8Array(96)
     for (let i = 0; i < 32; i++) body.set([0x99, 0xff, 0xff], 3 * i)
-    expect(decodeSimple(body, 4_096)).to.equal(MISS) // it misses, but only after the allocations
+    expect(decodeSimple(body, 4_096)).to.equal(MISS)
     const message = envelope(MessageType.RootsRequest, body) // admit() decodes it before dispatch checks isMember
+    expect(() => decodeMessage(message, LIMIT)).to.throw(InvalidMessageError)
+    // Was ~18 ms (decodeSimple) against ~0.1 ms (cborg) here; now both are cborg's order.
     const fast = msOf(() => decodeSimple(body, 4_096))
     const slow = msOf(() => decodeWithCborg(body, 4_096, 'body'))
-    const whole = msOf(() => decodeMessage(message, LIMIT))
-    // Measured here: decodeSimple ~18 ms, cborg ~0.1 ms, decodeMessage ~18 ms for 99 bytes. At the
-    // default inbound rate (5,000 messages/s per peer) one peer asks for ~90 s of CPU a second.
-    expect(fast, `decodeSimple ${fast} ms, cborg ${slow} ms`).to.be.greaterThan(20 * slow)
-    expect(whole).to.be.greaterThan(20 * slow)
-    // Suggested fix: `if (n > data.byteLength - this.pos) throw MISSED` (every item takes at least
-    // a byte) before `new Array(n)`, or build the list with push.
+    expect(fast, `decodeSimple ${fast} ms, cborg ${slow} ms`).to.be.lessThan(Math.max(1, 5 * slow))
+    // A map announcing more entries than the bytes left could hold misses too.
+    expect(decodeSimple(Uint8Array.of(0xb9, 0xff, 0xff, 0x61, 0x61, 0x01), 4_096)).to.equal(MISS)
   })
 
-  it('HOLE 6 (informational): for a Buffer input an empty byte string comes back as a Buffer from decodeSimple and as a plain Uint8Array from cborg (its shared quick token)', () => {
+  it('HOLE 6 (fixed): for a Buffer input an empty byte string comes back as a plain Uint8Array from both (as cborg gives it)', () => {
     const bytes = Buffer.from([0x82, 0x40, 0x41, 0x07])
     const fast = decodeSimple(bytes, 10) as Uint8Array[]
     const slow = decodeWithCborg(bytes, 10, 'test') as Uint8Array[]
-    expect(Buffer.isBuffer(fast[0])).to.equal(true)
-    expect(Buffer.isBuffer(slow[0])).to.equal(false)
-    expect(isDeepStrictEqual(fast, slow)).to.equal(false)
+    expect(Buffer.isBuffer(fast[0])).to.equal(false)
+    expect(isDeepStrictEqual(fast, slow)).to.equal(true)
     // Non-empty byte strings of a Buffer input are Buffer views of it from both (no copy either way).
     expect(Buffer.isBuffer(fast[1]) && Buffer.isBuffer(slow[1])).to.equal(true)
     expect(fast[1]!.buffer).to.equal(bytes.buffer)
@@ -123,11 +118,40 @@ describe('review: head tables and the fast CBOR reader', function () {
           const b = Buffer.from(s)
           return [...head(3, b.length, f), ...b]
         }),
-        fc.constantFrom<number[]>([0xf4], [0xf5], [0xf6], [0xf7], [0xf8, 0x14], [0xf9, 0, 0], [0xfb, 0, 0, 0, 0, 0, 0, 0, 0], [0x20], [0xc0, 0x01], [0x5f, 0xff], [0x9f, 0xff], [0xbf, 0xff], [0x1c], [0xff]),
-        fc.tuple(fc.array(tie('item'), { maxLength: 5 }), form, fc.integer({ min: -1, max: 1 })).map(([xs, f, d]) => [...head(4, Math.max(0, xs.length + d), f), ...xs.flat()]),
-        fc.tuple(fc.array(fc.tuple(fc.oneof(fc.constantFrom(...keys).map((k) => [...head(3, Buffer.byteLength(k), 0), ...Buffer.from(k)]), tie('item')), tie('item')), { maxLength: 4 }), form).map(
-          ([kvs, f]) => [...head(5, kvs.length, f), ...kvs.flatMap(([k, v]) => [...k, ...v])],
+        fc.constantFrom<number[]>(
+          [0xf4],
+          [0xf5],
+          [0xf6],
+          [0xf7],
+          [0xf8, 0x14],
+          [0xf9, 0, 0],
+          [0xfb, 0, 0, 0, 0, 0, 0, 0, 0],
+          [0x20],
+          [0xc0, 0x01],
+          [0x5f, 0xff],
+          [0x9f, 0xff],
+          [0xbf, 0xff],
+          [0x1c],
+          [0xff],
         ),
+        fc
+          .tuple(fc.array(tie('item'), { maxLength: 5 }), form, fc.integer({ min: -1, max: 1 }))
+          .map(([xs, f, d]) => [...head(4, Math.max(0, xs.length + d), f), ...xs.flat()]),
+        fc
+          .tuple(
+            fc.array(
+              fc.tuple(
+                fc.oneof(
+                  fc.constantFrom(...keys).map((k) => [...head(3, Buffer.byteLength(k), 0), ...Buffer.from(k)]),
+                  tie('item'),
+                ),
+                tie('item'),
+              ),
+              { maxLength: 4 },
+            ),
+            form,
+          )
+          .map(([kvs, f]) => [...head(5, kvs.length, f), ...kvs.flatMap(([k, v]) => [...k, ...v])]),
       ),
     })).item
     const normalized = (x: unknown): unknown =>
@@ -139,35 +163,41 @@ describe('review: head tables and the fast CBOR reader', function () {
             ? Object.fromEntries(Object.entries(x).map(([k, v]) => [k, normalized(v)]))
             : x
     fc.assert(
-      fc.property(item, fc.uint8Array({ maxLength: 2 }), fc.integer({ min: 0, max: 3 }), fc.oneof(fc.integer({ min: 1, max: 20 }), fc.constant(100_000)), (bytes, tail, kind, maxItems) => {
-        const raw = Uint8Array.from([...bytes, ...tail])
-        const input =
-          kind === 0
-            ? raw
-            : kind === 1
-              ? Buffer.from(raw)
-              : kind === 2
-                ? (() => {
-                    const big = new Uint8Array(raw.length + 9)
-                    big.set(raw, 5)
-                    return big.subarray(5, 5 + raw.length)
-                  })()
-                : (() => {
-                    const big = Buffer.alloc(raw.length + 9)
-                    big.set(raw, 4)
-                    return big.subarray(4, 4 + raw.length)
-                  })()
-        const fast = decodeSimple(input, maxItems)
-        if (fast === MISS) return
-        let slow: unknown
-        try {
-          slow = decodeWithCborg(input, maxItems, 'test')
-        } catch (err) {
-          throw new Error(`decodeSimple read ${Buffer.from(raw).toString('hex')} which cborg refuses: ${(err as Error).message}`)
-        }
-        // Buffer(0) against Uint8Array(0) aside (HOLE 6), the same values.
-        expect(isDeepStrictEqual(normalized(fast), normalized(slow)), Buffer.from(raw).toString('hex')).to.equal(true)
-      }),
+      fc.property(
+        item,
+        fc.uint8Array({ maxLength: 2 }),
+        fc.integer({ min: 0, max: 3 }),
+        fc.oneof(fc.integer({ min: 1, max: 20 }), fc.constant(100_000)),
+        (bytes, tail, kind, maxItems) => {
+          const raw = Uint8Array.from([...bytes, ...tail])
+          const input =
+            kind === 0
+              ? raw
+              : kind === 1
+                ? Buffer.from(raw)
+                : kind === 2
+                  ? (() => {
+                      const big = new Uint8Array(raw.length + 9)
+                      big.set(raw, 5)
+                      return big.subarray(5, 5 + raw.length)
+                    })()
+                  : (() => {
+                      const big = Buffer.alloc(raw.length + 9)
+                      big.set(raw, 4)
+                      return big.subarray(4, 4 + raw.length)
+                    })()
+          const fast = decodeSimple(input, maxItems)
+          if (fast === MISS) return
+          let slow: unknown
+          try {
+            slow = decodeWithCborg(input, maxItems, 'test')
+          } catch (err) {
+            throw new Error(`decodeSimple read ${Buffer.from(raw).toString('hex')} which cborg refuses: ${(err as Error).message}`)
+          }
+          // Buffer(0) against Uint8Array(0) aside (HOLE 6), the same values.
+          expect(isDeepStrictEqual(normalized(fast), normalized(slow)), Buffer.from(raw).toString('hex')).to.equal(true)
+        },
+      ),
       { numRuns: 20_000 },
     )
   })
@@ -225,28 +255,33 @@ describe('review: head tables and the fast CBOR reader', function () {
 
   // --- hostile tables --------------------------------------------------------------------------
 
-  it('HOLE 2: a table row’s signature (any length: decodeHeadTable never bounds it) is copied into the head proof rebuilt for each of its leaves — a 68 KB DeltasRequest decodes to ~17 MB of records (×250); at 4 MB it is ~8 GB and ~50 s of CPU', async () => {
+  it('HOLE 2 (fixed): a table row’s signature, statement or leaf past its bound is a malformed message before anything is copied per leaf; so is a table that would rebuild over 16 MB of proofs', async () => {
     const entries = 100
     const n = 2 * entries + 64 // maxTableLeaves(100): every leaf the bound allows
     const leaves = Array.from({ length: n }, (_, i) => Uint8Array.of(i & 255, i >> 8))
     const { root } = merkleTree(leaves.map(leafHash))
-    // The attacker's own statement (the signature is checked only later, per entity, and fails there).
+    // The attacker's own statement (the signature is checked only later, per entity).
     const statement = encodeStatement({ namespace: 'default', collection: 'notes', author: ADMIN, time: 1, root, count: n })
-    const table: HeadTable = [[statement, new Uint8Array(64 * 1024), leaves.map((leaf, i): [number, Uint8Array, number] => [i % entries, leaf, i]), []]]
-    const message = encodeDeltasRequest({
-      collection: 'notes',
-      backend: 'automerge',
-      entries: Array.from({ length: entries }, (_, i): [string, Uint8Array] => [`e${i}`, new Uint8Array(1)]),
-      table,
-    })
-    const decoded = decodeDeltasRequest(decodeMessage(message, LIMIT).body) // no error: the whole table is taken
+    const message = (row: HeadTable[number]) =>
+      encodeDeltasRequest({
+        collection: 'notes',
+        backend: 'automerge',
+        entries: Array.from({ length: entries }, (_, i): [string, Uint8Array] => [`e${i}`, new Uint8Array(1)]),
+        table: [row],
+      })
+    const rows = leaves.map((leaf, i): [number, Uint8Array, number] => [i % entries, leaf, i])
+    expect(() => decodeDeltasRequest(decodeMessage(message([statement, new Uint8Array(64 * 1024), rows, []]), LIMIT).body)).to.throw(
+      InvalidMessageError,
+      /a signature of 65536 bytes/,
+    )
+    const padded = encodeStatement({ namespace: 'default', collection: 'notes', author: ADMIN, time: 1, root, count: n }).byteLength
+    expect(padded).to.be.lessThan(4096)
+    const bigLeaf = rows.map(([e, , i]): [number, Uint8Array, number] => [e, new Uint8Array(5000), i])
+    expect(() => decodeDeltasRequest(decodeMessage(message([statement, new Uint8Array(64), bigLeaf, []]), LIMIT).body)).to.throw(InvalidMessageError, /bytes/)
+    // Honest sizes still decode (the signature is refused later, per entity, as any forged one).
+    const decoded = decodeDeltasRequest(decodeMessage(message([statement, new Uint8Array(64), rows, []]), LIMIT).body)
     const out = decoded.entries.reduce((sum, [, delta]) => sum + delta.byteLength, 0)
-    expect(message.byteLength).to.be.lessThan(70_000)
-    expect(out / message.byteLength).to.be.greaterThan(200)
-    // Only afterwards, per entity, is the signature's length refused (decodeHeadProof: at most 256 bytes).
-    expect(() => decodeHeadProof(decodeHeaded(decoded.entries[0]![1]).heads[0]!)).to.throw(/head signature of 65536 bytes/)
-    // Suggested fix: in decodeHeadTable, asBytes with a bound: signature ≤ MAX_SIGNATURE_BYTES and the
-    // statement ≤ a few KB (decodeStatement's fields allow ~2.4 KB); or bound the bytes unpackHeads makes.
+    expect(out).to.be.lessThan(1_000_000)
   })
 
   it('probe (held): any mutation of a packed DeltasRequest or RangeResponse table decodes or is an InvalidMessageError (never another error)', async () => {
@@ -300,7 +335,7 @@ describe('review: head tables and the fast CBOR reader', function () {
 
   // --- the sender -------------------------------------------------------------------------------
 
-  it('HOLE 3: a range to a table reader counts each head past the table’s bound (2 per entity) at its leaf’s size, though it goes whole in its delta: entities of 40 heads come back in a response ~5× maxChunkBytes (342 KB for 64 KB here) (the same entities headed, to an older peer, stay within it)', async () => {
+  it('HOLE 3 (fixed): a range to a table reader counts each head past the table’s bound (2 per entity) at its whole proof’s size, as it goes in its delta: entities of 40 heads come back within maxChunkBytes (was ~5× it), as they do headed to an older peer', async () => {
     const { hub, r } = await headsCluster(keys, replicas, [ADMIN, SUPPORT])
     const ids = Array.from({ length: 60 }, (_, i) => `n${i}`)
     for (const id of ids) await notes(r[ADMIN]!).put(id, { text: id })
@@ -320,7 +355,10 @@ describe('review: head tables and the fast CBOR reader', function () {
     const net = netOf(late)
     const rangeOnce = async (tables: boolean): Promise<{ bytes: number; table: boolean; entries: number }> => {
       await net.request(SUPPORT, encodeRootsRequest({ heads: true, headTables: tables }))
-      const response = await net.request(SUPPORT, encodeRangeRequest({ collection: 'notes', backend: 'automerge', ranges: [[0, LEAF_COUNT - 1]], skip: 0, parts: true }))
+      const response = await net.request(
+        SUPPORT,
+        encodeRangeRequest({ collection: 'notes', backend: 'automerge', ranges: [[0, LEAF_COUNT - 1]], skip: 0, parts: true }),
+      )
       const msg = decodeMessage(response, LIMIT)
       expect(msg.type).to.equal(MessageType.RangeResponse)
       const body = msg.body as { e: unknown[]; t?: unknown[] }
@@ -332,18 +370,12 @@ describe('review: head tables and the fast CBOR reader', function () {
     expect(older.table).to.equal(false) // (probe, held: a peer that does not ask for tables gets none)
     // Headed deltas: the size counted is the size sent (one entity over at most).
     expect(older.bytes).to.be.lessThan(1.5 * chunk)
-    // With a table: ~5× the budget here (21 entities, 342 KB, against 4 entities, 68 KB, headed). The
-    // factor is a record's size over a leaf's (~470 / 83 bytes here; ~8× with 1,024-leaf statements and
-    // 52-character peer ids). Where maxChunkBytes × that factor passes maxMessageBytes (the default
-    // ratio is 1:8) the requester refuses the response (ERR_TOO_LARGE), every round. DeltaSender.add
-    // (pushRanges) counts heads the same way.
-    expect(compact.bytes, `${compact.entries} entries in ${compact.bytes} bytes; headed: ${older.entries} in ${older.bytes}`).to.be.greaterThan(3 * chunk)
-    // Suggested fix: count a head at its record's size (as headed) unless it will go in the table —
-    // i.e. account room (maxTableLeaves of the batch so far) in range() / DeltaSender.add, and count
-    // the multiproof's hashes rather than one path per statement (or size the packed batch itself).
+    // With a table: within the budget too (was 21 entities in 342 KB against 4 in 68 KB headed).
+    expect(compact.bytes, `${compact.entries} entries in ${compact.bytes} bytes; headed: ${older.entries} in ${older.bytes}`).to.be.lessThan(1.5 * chunk)
+    expect(compact.entries).to.be.at.least(older.entries)
   })
 
-  it('HOLE 4 (low; with maxChunkBytes raised past ~1.5 MB): a RangeResponse packed honestly (4,096 entities, each one head of a different 64-leaf statement) holds more than the 50,000 CBOR items decodeMessage allows: the requester refuses the whole response as malformed', async () => {
+  it('HOLE 4 (fixed; it took maxChunkBytes raised past ~1.5 MB): a RangeResponse packed honestly (4,096 entities, each one head of a different 64-leaf statement) held more than the 50,000 CBOR items decodeMessage allowed; batches with head tables now allow 200,000', async () => {
     const entries: [string, Uint8Array, OutgoingHead[]][] = []
     for (let i = 0; i < 4_096; i++) {
       const [head] = await fakeStatement([`e${i}`], 64)
@@ -353,14 +385,14 @@ describe('review: head tables and the fast CBOR reader', function () {
     expect(packed.table).to.have.length(4_096) // every head went in the table (room 8,256)
     const message = encodeRangeResponse({ entries: packed.entries, table: packed.table })
     expect(message.byteLength).to.be.lessThan(LIMIT) // within maxMessageBytes
-    expect(() => decodeMessage(message, LIMIT)).to.throw(/more than 50000 items/)
-    // Headed instead (the old wire), the same batch is ~12,300 items. Suggested fix: bound the
-    // items packHeads adds (or the entries of a table-carrying response), or raise RangeResponse's item bound.
+    const decoded = decodeRangeResponse(decodeMessage(message, LIMIT).body, LIMIT)
+    expect(decoded.entries).to.have.length(4_096)
+    expect(decoded.entries.every(([, d]) => isHeaded(d as Uint8Array))).to.equal(true)
   })
 
   // --- heads signed on the spot for whole sends --------------------------------------------------
 
-  it('HOLE 5: a head signed on the spot for a whole send lands after a newer head of the same actor and replaces it: the replica’s stored head goes back a change (signOwn stores without comparing seqs)', async () => {
+  it('HOLE 5 (fixed): a head signed on the spot for a whole send is sent, not stored: it can no longer land after a newer head of the same actor and replace it', async () => {
     const { r } = await headsCluster(keys, replicas, [ADMIN, SUPPORT])
     await notes(r[ADMIN]!).put('n1', { text: 'one' })
     const ctx = ctxOf(r[ADMIN]!)
@@ -390,13 +422,11 @@ describe('review: head tables and the fast CBOR reader', function () {
     release()
     const sent = await served
     expect(sent.map((h) => decodeHeadProof(h.record).index)).to.deep.equal([0])
-    // The older head lands last and replaces the newer one.
-    await waitFor(async () => (await seqOf()) === first, 'the stored head went back')
+    // The newer head stays (it was replaced by the older one, which landed last).
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(await seqOf()).to.equal(first + 1)
     const doc = await notes(r[ADMIN]!).get('n1')
-    expect(doc?.text).to.equal('two') // the document holds change first + 1; its stored head names `first`
-    // (Whole sends to late joiners now carry a head that does not cover the newest change: they wait
-    // for an exchange round, which signs again.) Suggested fix: store an own head only if no stored
-    // head of that actor is as recent (re-read in signOwn, or compare in the tick), as head-judge does for received heads.
+    expect(doc?.text).to.equal('two')
   })
 
   it('probe (held): whole sends sign only the replica’s own actors lacking a head, once: a relay serving another author’s entity whose head it lost signs nothing', async () => {
@@ -416,14 +446,20 @@ describe('review: head tables and the fast CBOR reader', function () {
   })
 
   it('probe (held): a packed table whose heads all fit gives back each entry exactly its heads, none dropped, none moved (fast-check over shared and separate statements, duplicates across entries)', async () => {
-    const pool = [...(await fakeStatement(['p0', 'p1', 'p2', 'p3', 'p4', 'p5'], 13)), ...(await fakeStatement(['p0', 'p3', 'p5'], 5)), ...(await fakeStatement(['p1'], 1))]
+    const pool = [
+      ...(await fakeStatement(['p0', 'p1', 'p2', 'p3', 'p4', 'p5'], 13)),
+      ...(await fakeStatement(['p0', 'p3', 'p5'], 5)),
+      ...(await fakeStatement(['p1'], 1)),
+    ]
     const idOf = (h: OutgoingHead) => /p\d/.exec(new TextDecoder().decode(h.proof.leaf))![0]
     await fc.assert(
       fc.asyncProperty(fc.subarray(pool), fc.nat(3), async (picked, spare) => {
         const ids = ['p0', 'p1', 'p2', 'p3', 'p4', 'p5'].slice(0, 6 - spare)
         const entries = ids.map((id): [string, Uint8Array, OutgoingHead[]] => [id, Uint8Array.of(id.charCodeAt(1)), picked.filter((h) => idOf(h) === id)])
         const packed = packHeads(entries)
-        const decoded = decodeDeltasRequest(decodeMessage(encodeDeltasRequest({ collection: 'notes', backend: 'automerge', entries: packed.entries, table: packed.table }), LIMIT).body)
+        const decoded = decodeDeltasRequest(
+          decodeMessage(encodeDeltasRequest({ collection: 'notes', backend: 'automerge', entries: packed.entries, table: packed.table }), LIMIT).body,
+        )
         decoded.entries.forEach(([id, delta], i) => {
           const want = entries[i]![2].map((h) => toHex(h.record)).sort()
           const got = isHeaded(delta) ? decodeHeaded(delta).heads.map(toHex).sort() : []

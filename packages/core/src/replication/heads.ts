@@ -219,7 +219,14 @@ export class SignedHeads {
       // Our own actors without a stored head (a write whose push is being signed right now, or a
       // crash in between): signed now, from the entity's changes, or the peer would wait a round.
       const unsigned = actors.filter((actor) => !stored.has(actor) && actorOwnedBy(actor, this.opts.peerId))
-      if (unsigned.length > 0) own.push(...ownLeaves(backend, id, delta, unsigned))
+      // Sent, not stored: the push of a later write may be storing a newer head of that actor meanwhile.
+      const leaves = unsigned.length === 0 ? [] : ownLeaves(backend, id, delta, unsigned)
+      if (leaves.length > 0) {
+        const signed = await signHeads({ namespace: this.opts.namespace, collection, author: this.opts.peerId, time: this.opts.clock.now() }, leaves, (data) =>
+          this.opts.access.signOwn(data),
+        )
+        for (const record of signed.proofs) heads.push({ record, proof: decodeHeadProof(record) })
+      }
     } else {
       for (const [actor, change] of needed) {
         const have = stored.get(actor)

@@ -9,7 +9,7 @@ import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
 import { headed, headsFor, withHeads } from './heads.js'
-import { packHeads, tableBytes, type OutgoingHead } from './messages/head-table.js'
+import { packHeads, TableSizer, type OutgoingHead } from './messages/head-table.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
 import type { ReplicationContext } from './context.js'
@@ -175,8 +175,8 @@ function endsRound(err: unknown): boolean {
 class DeltaSender {
   private batch: [string, Uint8Array, OutgoingHead[]][] = []
   private size = 0
-  /** Statements the batch's head table holds (tableBytes). */
-  private seen = new Set<string>()
+  /** What the batch's head table takes (its bytes, as entries are added). */
+  private sizer = new TableSizer()
   private inFlight: Promise<void> = Promise.resolve()
 
   constructor(
@@ -197,10 +197,10 @@ class DeltaSender {
       return
     }
     const bytes = (inTable ? delta.byteLength : full) + Buffer.byteLength(id) + 16
-    let headBytes = inTable ? tableBytes(heads, this.seen) : 0
+    let headBytes = inTable ? this.sizer.add(heads) : 0
     if (this.batch.length > 0 && (this.size + bytes + headBytes > this.client.limits.maxChunkBytes || this.batch.length >= MAX_DELTAS_PER_REQUEST)) {
       await this.flush()
-      if (inTable) headBytes = tableBytes(heads, this.seen) // its statements are new to the next batch
+      if (inTable) headBytes = this.sizer.add(heads) // its statements are new to the next batch
     }
     this.batch.push(inTable ? [id, delta, heads] : [id, withHeads(delta, heads), []])
     this.size += bytes + headBytes
@@ -210,7 +210,7 @@ class DeltaSender {
     const batch = this.batch
     this.batch = []
     this.size = 0
-    this.seen = new Set()
+    this.sizer = new TableSizer()
     await this.inFlight
     this.inFlight = this.client.sendDeltas(this.round, this.target, batch)
     this.inFlight.catch(() => undefined) // awaited later; not an unhandled rejection meanwhile

@@ -7,7 +7,7 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
 import { headed, headsFor, withHeads } from './heads.js'
-import { packHeads, tableBytes, type OutgoingHead } from './messages/head-table.js'
+import { packHeads, TableSizer, type OutgoingHead } from './messages/head-table.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
 import { servePolicyOffer } from './policy-exchange.js'
@@ -295,7 +295,7 @@ export class SyncServer {
     // To a peer that reads head tables, inline entries go bare and their heads in the table.
     const tables = this.ctx.heads?.readsHeadTables(from) === true
     const entries: [string, DeltaSlot, OutgoingHead[]][] = []
-    const seen = new Set<string>()
+    const sizer = new TableSizer()
     const answer = (next?: RangeResponse['next']): Uint8Array => {
       const packed = packHeads(entries)
       return encodeRangeResponse({ entries: packed.entries, table: packed.table, ...(next !== undefined ? { next } : {}) })
@@ -334,7 +334,7 @@ export class SyncServer {
         if (slot === null) continue
         if (tables && slot instanceof Uint8Array && heads.length > 0) {
           entries.push([id, whole!, heads])
-          bytes += whole!.byteLength + tableBytes(heads, seen) + Buffer.byteLength(id) + 8
+          bytes += whole!.byteLength + sizer.add(heads) + Buffer.byteLength(id) + 8
           continue
         }
         entries.push([id, slot, []])

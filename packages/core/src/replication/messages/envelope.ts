@@ -95,9 +95,10 @@ export interface DecodedMessage {
 
 /**
  * The most CBOR items one body may hold, by message type, and the longest list or map in any:
- * each bound is a little above the largest honest body of that type (a push or deltas request:
- * 1,024 entries of 3 items; a leaves response: 65,536 entries of 3), so a peer cannot make one
- * message build hundreds of thousands of objects before the per-message bounds are checked.
+ * each bound is a little above the largest honest body of that type (a push: 1,024 entries of
+ * 3 items; a leaves response: 65,536 entries of 3; a deltas request or range response: 4,096
+ * entries and a head table of up to 8,256 leaves of ~16 items), so a peer cannot make one
+ * message build millions of objects before the per-message bounds are checked.
  */
 const MAX_LENGTH = 65_536
 function maxItemsOf(type: number): number {
@@ -107,6 +108,10 @@ function maxItemsOf(type: number): number {
     case MessageType.Push:
     case MessageType.SignedPush:
       return 4_096
+    // A batch of deltas with its head table (head-table.ts): up to ~16 items a head.
+    case MessageType.DeltasRequest:
+    case MessageType.RangeResponse:
+      return 200_000
     default:
       return 50_000
   }

@@ -1,6 +1,7 @@
 import { bytesEqual, toHex } from '../../hash.js'
 import { leafHash, multiproof, rebuildRoot } from '../../trust/merkle.js'
 import { decodeStatement, encodeHeadProof, MAX_LEAVES, type HeadProof } from '../../trust/signed-heads.js'
+import { MAX_SIGNATURE_BYTES } from '../../trust/signed-push.js'
 import { decodeHeaded, encodeHeaded, isHeaded, withHeads } from '../heads.js'
 import { asArray, asBytes, asHash, asInt, invalid } from './fields.js'
 
@@ -27,20 +28,34 @@ export interface OutgoingHead {
 }
 
 /**
- * About the bytes a batch's table carries for these heads (their leaves and places, and each
- * statement not `seen` in the batch yet with its signature and up to a path of hashes): for
- * sizing batches. `seen` is the batch's, updated.
+ * The bytes a batch's heads add to it, as its entries come (for sizing batches; an upper bound).
+ * A head that goes in the table counts its leaf and up to its path of multiproof hashes, a
+ * statement once with its signature; one past the table's room (maxTableLeaves) counts its
+ * whole proof, which then goes in its delta.
  */
-export function tableBytes(heads: readonly OutgoingHead[], seen: Set<string>): number {
-  let bytes = 0
-  for (const { proof } of heads) {
-    bytes += proof.leaf.byteLength + 8
-    const key = toHex(proof.signature)
-    if (seen.has(key)) continue
-    seen.add(key)
-    bytes += proof.statement.byteLength + proof.signature.byteLength + 32 * proof.path.length
+export class TableSizer {
+  private readonly statements = new Set<string>()
+  private entries = 0
+  private leaves = 0
+
+  /** The bytes an entry's heads add (the entry is counted in the batch). */
+  add(heads: readonly OutgoingHead[]): number {
+    this.entries++
+    let bytes = 0
+    for (const { record, proof } of heads) {
+      if (this.leaves >= maxTableLeaves(this.entries)) {
+        bytes += record.byteLength + 5
+        continue
+      }
+      this.leaves++
+      bytes += proof.leaf.byteLength + 8 + 33 * proof.path.length
+      const key = toHex(proof.signature)
+      if (this.statements.has(key)) continue
+      this.statements.add(key)
+      bytes += proof.statement.byteLength + proof.signature.byteLength + 8
+    }
+    return bytes
   }
-  return bytes
 }
 
 /**
@@ -108,6 +123,16 @@ function tableRow(leaves: readonly { entry: number; head: OutgoingHead }[]): Hea
 }
 
 /**
+ * A statement's bytes (namespace, collection and author of at most 1 KB each, a root, two
+ * numbers) and a leaf's (an entity id of at most 1 KB, an actor, a seq, a hash), at most: each
+ * is copied into every head proof a table rebuilds.
+ */
+const MAX_STATEMENT_BYTES = 4096
+const MAX_LEAF_BYTES = 1200
+/** The head proofs one table may rebuild, in bytes (an honest full batch: a few MB). */
+const MAX_UNPACKED_BYTES = 16 * 1024 * 1024
+
+/**
  * Heads a table may hold for a batch of `entries`: two per entity on average (an entity that
  * many processes wrote sends the rest of its heads in its delta). Rebuilding a root costs up
  * to ~13 hashes a leaf: this bounds what one message makes a receiver hash.
@@ -126,14 +151,17 @@ export function decodeHeadTable(v: unknown, entries: number): HeadTable {
     if (room < 0) throw invalid(`a head table of more than ${maxTableLeaves(entries)} leaves for ${entries} entries`)
     const leaves = listed.map((l, j): [number, Uint8Array, number] => {
       const x = asArray(l, `head table ${i} leaf ${j}`, 3)
-      return [
-        asInt(x[0], `head table ${i} leaf ${j} entry`, 0, entries - 1),
-        asBytes(x[1], `head table ${i} leaf ${j}`),
-        asInt(x[2], `head table ${i} leaf ${j} index`, 0, MAX_LEAVES - 1),
-      ]
+      const leaf = asBytes(x[1], `head table ${i} leaf ${j}`)
+      if (leaf.byteLength > MAX_LEAF_BYTES) throw invalid(`head table ${i} leaf ${j}: ${leaf.byteLength} bytes`)
+      return [asInt(x[0], `head table ${i} leaf ${j} entry`, 0, entries - 1), leaf, asInt(x[2], `head table ${i} leaf ${j} index`, 0, MAX_LEAVES - 1)]
     })
     const hashes = asArray(t[3], `head table ${i} hashes`, MAX_LEAVES).map((h, j) => asHash(h, `head table ${i} hash ${j}`))
-    return [asBytes(t[0], `head table ${i} statement`), asBytes(t[1], `head table ${i} signature`), leaves, hashes]
+    const statement = asBytes(t[0], `head table ${i} statement`)
+    const signature = asBytes(t[1], `head table ${i} signature`)
+    // Both are copied into the proof rebuilt for each leaf: bounded before that multiplies them.
+    if (statement.byteLength > MAX_STATEMENT_BYTES) throw invalid(`head table ${i}: a statement of ${statement.byteLength} bytes`)
+    if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`head table ${i}: a signature of ${signature.byteLength} bytes`)
+    return [statement, signature, leaves, hashes]
   })
 }
 
@@ -144,6 +172,11 @@ export function decodeHeadTable(v: unknown, entries: number): HeadTable {
  */
 export function unpackHeads<S>(entries: [string, S | Uint8Array][], table: HeadTable): [string, S | Uint8Array][] {
   if (table.length === 0) return entries
+  // What the rebuilt proofs take, bounded before any is made (an honest table: ~0.5 KB a head).
+  let bytes = 0
+  for (const [statement, signature, leaves] of table)
+    for (const [, leaf] of leaves) bytes += statement.byteLength + signature.byteLength + leaf.byteLength + 32 * 13
+  if (bytes > MAX_UNPACKED_BYTES) throw invalid(`a head table that would rebuild ${bytes} bytes of head proofs`)
   const records = new Map<number, Uint8Array[]>()
   table.forEach(([statement, signature, leaves, hashes], i) => {
     let count: number

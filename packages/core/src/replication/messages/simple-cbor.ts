@@ -75,14 +75,15 @@ class Reader {
         return this.text()
       case 4: {
         const n = this.arg
-        if (n > MAX_LENGTH || depth >= MAX_DEPTH) throw MISSED
+        // Each item takes a byte at least: a length the bytes left cannot hold is not allocated.
+        if (n > MAX_LENGTH || n > this.data.byteLength - this.pos || depth >= MAX_DEPTH) throw MISSED
         const out: unknown[] = new Array(n)
         for (let i = 0; i < n; i++) out[i] = this.item(depth + 1)
         return out
       }
       case 5: {
         const n = this.arg
-        if (n > MAX_LENGTH || depth >= MAX_DEPTH) throw MISSED
+        if (n > MAX_LENGTH || 2 * n > this.data.byteLength - this.pos || depth >= MAX_DEPTH) throw MISSED
         const out: Record<string, unknown> = {}
         for (let i = 0; i < n; i++) {
           if (this.head() !== 3) throw MISSED
@@ -105,7 +106,8 @@ class Reader {
   private bytes(): Uint8Array {
     const end = this.pos + this.arg
     if (end > this.data.byteLength) throw MISSED
-    const out = this.data.slice(this.pos, end) // as cborg: a copy (a view of a Buffer)
+    // As cborg: `slice` (a copy of a Uint8Array, a view of a Buffer); an empty one is a plain Uint8Array.
+    const out = this.arg === 0 ? new Uint8Array(0) : this.data.slice(this.pos, end)
     this.pos = end
     return out
   }
