@@ -1,6 +1,6 @@
 // Second review of head tables (after the fixes of review-head-table.test.ts). Each "HOLE n"
-// asserts the bad behaviour, so it passes while the hole exists; "probe (held)" tests are
-// attacks that held. Numbers in the titles: one run on the review machine (median of 5).
+// was a hole the review found; its test now asserts the fix. "probe (held)" tests are attacks
+// that held. Numbers in the titles: one run on the review machine (median of 5).
 import { expect } from 'chai'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -45,35 +45,51 @@ function dense(count: number): Uint8Array {
 describe('review 2: head tables after the fixes', function () {
   this.timeout(120_000)
 
-  it('HOLE 1: a 24 KB DeltasRequest (1,024 bare entries, one dense row of 2,112 empty leaves) costs ~70 ms and ~1.2 MB to decode — SHA-256 rebuild and 2,112 head proofs encoded — and sync-server decodes (unpacks) it before limiter.takeEntries, so a member over its entry rate still costs that per message (a same-size message without a table: ~0.02 ms)', () => {
+  it('HOLE 1 (fixed): a 24 KB DeltasRequest (1,024 bare entries, one dense row of 2,112 empty leaves) costs ~70 ms and ~1.2 MB to unpack; it is now charged to the entry rate first, each head of its table as an entry (3,136 here), and a member over its rate is refused before any head is rebuilt', () => {
     const entries = ids(1024)
     const table: HeadTable = [[dense(2112), SIG, Array.from({ length: 2112 }, (_, i): [number, Uint8Array, number] => [i % 1024, new Uint8Array(0), i]), []]]
     const message = encodeDeltasRequest({ collection: 'notes', backend: 'automerge', entries, table })
-    const plain = encodeDeltasRequest({ collection: 'notes', backend: 'automerge', entries: [['e', randomBytes(message.byteLength - 30)]] })
-    const withTable = timed(() => decodeDeltasRequest(decodeMessage(message, LIMIT).body).entries)
-    const without = timed(() => decodeDeltasRequest(decodeMessage(plain, LIMIT).body).entries)
-    console.log(`      DeltasRequest ${message.byteLength} B: ${withTable.ms.toFixed(1)} ms, ${heldBytes(withTable.result as [string, unknown][])} B held; without a table ${without.ms.toFixed(2)} ms`)
     expect(message.byteLength).to.be.below(30_000)
-    expect(heldBytes(withTable.result as [string, unknown][])).to.be.above(1_000_000)
-    expect(withTable.ms).to.be.above(20 * without.ms + 5)
-    // The handler: decodeDeltasRequest (unpackHeads inside) runs before the entry-rate check.
+    const unpacked = timed(() => decodeDeltasRequest(decodeMessage(message, LIMIT).body).entries)
+    expect(heldBytes(unpacked.result as [string, unknown][])).to.be.above(1_000_000)
+    // Over the rate: refused at the charge, before the table is unpacked.
+    const charged: number[] = []
+    const refused = timed(() =>
+      decodeDeltasRequest(decodeMessage(message, LIMIT).body, (n) => {
+        charged.push(n)
+        throw new InvalidMessageError('over the inbound entry rate')
+      }),
+    )
+    expect(refused.result).to.equal('invalid message: over the inbound entry rate')
+    expect(charged[0]).to.equal(1024 + 2112)
+    expect(refused.ms, `refused ${refused.ms} ms, unpacked ${unpacked.ms} ms`).to.be.below(unpacked.ms / 3)
+    // The server charges through decodeDeltasRequest's admit, not after it.
     const server = readFileSync(fileURLToPath(new URL('../../src/replication/sync-server.ts', import.meta.url)), 'utf8')
     const handler = server.slice(server.indexOf('case MessageType.DeltasRequest: {'))
-    expect(handler.indexOf('decodeDeltasRequest(body)')).to.be.below(handler.indexOf('takeEntries'))
-    // Table leaves (2,112 heads to rebuild, encode and later verifyInclusion) are not charged as entries either: 1,024 are.
+    expect(handler.slice(0, handler.indexOf('applyAll'))).to.match(
+      /decodeDeltasRequest\(body, \(entries\) => \{\s+if \(!this\.limiter\.takeEntries\(from, entries\)\)/,
+    )
   })
 
   it('probe (held, but ~40x work per byte): a 97 KB RangeResponse (4,096 entries, 8,192 dense leaves) costs ~350 ms and ~4.6 MB — bounded by maxTableLeaves, the same work as an honest full batch of 8,192 heads and as the verifyInclusion those heads cost anyway; the responder only sends what the client asked for', () => {
     const s = dense(4096)
     const entries = ids(4096)
-    const table: HeadTable = [0, 1].map((): HeadTable[number] => [s, SIG, Array.from({ length: 4096 }, (_, i): [number, Uint8Array, number] => [i, new Uint8Array(0), i]), []])
+    const table: HeadTable = [0, 1].map((): HeadTable[number] => [
+      s,
+      SIG,
+      Array.from({ length: 4096 }, (_, i): [number, Uint8Array, number] => [i, new Uint8Array(0), i]),
+      [],
+    ])
     const message = encodeRangeResponse({ entries, table })
     const r = timed(() => decodeRangeResponse(decodeMessage(message, LIMIT).body, LIMIT).entries, 3)
     console.log(`      RangeResponse ${message.byteLength} B: ${r.ms.toFixed(1)} ms, ${heldBytes(r.result as [string, unknown][])} B held`)
     expect(r.result).to.be.an('array')
     // One leaf more than maxTableLeaves(4096) = 8,256 is refused.
     const over: HeadTable = [...table, [dense(65), SIG, Array.from({ length: 65 }, (_, i): [number, Uint8Array, number] => [i, new Uint8Array(0), i]), []]]
-    expect(() => decodeRangeResponse(decodeMessage(encodeRangeResponse({ entries, table: over }), LIMIT).body, LIMIT)).to.throw(InvalidMessageError, /more than 8256 leaves/)
+    expect(() => decodeRangeResponse(decodeMessage(encodeRangeResponse({ entries, table: over }), LIMIT).body, LIMIT)).to.throw(
+      InvalidMessageError,
+      /more than 8256 leaves/,
+    )
   })
 
   it('probe (held): sparse rows — 7,000 rows of one leaf each with 12 hashes in a 4,096-leaf tree, 3.9 MB — cost ~0.1 ms a head (rebuild ~40 µs, encodeHeadProof ~22 µs); without a table the same heads as full proofs cost the same verifyInclusion hashing, so ~2x at most', () => {
@@ -84,7 +100,12 @@ describe('review 2: head tables after the fixes', function () {
       const index = (i * 331) % 4096
       const rebuilt = rebuildRoot(4096, [{ index, hash: leafHash(new Uint8Array(0)) }], hashes)
       if ('refused' in rebuilt) throw new Error(rebuilt.refused)
-      table.push([encodeStatement({ namespace: 'default', collection: 'notes', author: 'x', time: 1, root: rebuilt.root, count: 4096 }), SIG, [[i % 4096, new Uint8Array(0), index]], hashes])
+      table.push([
+        encodeStatement({ namespace: 'default', collection: 'notes', author: 'x', time: 1, root: rebuilt.root, count: 4096 }),
+        SIG,
+        [[i % 4096, new Uint8Array(0), index]],
+        hashes,
+      ])
     }
     const message = encodeRangeResponse({ entries, table })
     expect(message.byteLength).to.be.below(LIMIT)
@@ -97,7 +118,7 @@ describe('review 2: head tables after the fixes', function () {
     const table: HeadTable = Array.from({ length: 40 }, (): HeadTable[number] => [dense(1), SIG, [], Array.from({ length: 3000 }, () => randomBytes(32))])
     const message = encodeRangeResponse({ entries: ids(10), table })
     const r = timed(() => decodeRangeResponse(decodeMessage(message, LIMIT).body, LIMIT), 3)
-    console.log(`      ${message.byteLength} B of empty rows: ${r.ms.toFixed(1)} ms, ${typeof r.result === "string" ? r.result : "decoded"}`)
+    console.log(`      ${message.byteLength} B of empty rows: ${r.ms.toFixed(1)} ms, ${typeof r.result === 'string' ? r.result : 'decoded'}`)
     expect(r.result).to.match(/no leaves/)
   })
 
@@ -107,7 +128,9 @@ describe('review 2: head tables after the fixes', function () {
       const { root } = merkleTree(Array.from({ length: count }, () => leafHash(leaf)))
       return encodeStatement({ namespace: 'n'.repeat(pad), collection: 'c'.repeat(pad), author: 'a'.repeat(256), time: 1, root, count })
     }
-    const rowOf = (count: number, pad = 1000): HeadTable => [[long(count, pad), SIG, Array.from({ length: count }, (_, i): [number, Uint8Array, number] => [i, leaf, i]), []]]
+    const rowOf = (count: number, pad = 1000): HeadTable => [
+      [long(count, pad), SIG, Array.from({ length: count }, (_, i): [number, Uint8Array, number] => [i, leaf, i]), []],
+    ]
     const ok = timed(() => decodeRangeResponse(decodeMessage(encodeRangeResponse({ entries: ids(4096), table: rowOf(2500) }), LIMIT).body, LIMIT).entries, 1)
     expect(heldBytes(ok.result as [string, unknown][])).to.be.within(8e6, 16 * 1024 * 1024)
     const message = encodeRangeResponse({ entries: ids(4096), table: rowOf(3000, 1800) })

@@ -236,8 +236,13 @@ describe('signed heads on replicas (loopback)', function () {
     await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
     await late.sync()
     expect(await notes(late).get('n1')).to.deep.equal({ text: 'by admin', by: 'orders' })
-    const entries: ChangeEntry[] = []
-    for await (const e of notes(late).changes()) entries.push(e)
+    // The relay's own round with LATE may have brought it and still be committing it: its feed entry is waited for.
+    let entries: ChangeEntry[] = []
+    await waitFor(async () => {
+      entries = []
+      for await (const e of notes(late).changes()) entries.push(e)
+      return entries.length > 0
+    }, 'the feed entry')
     expect(entries).to.have.length(1)
     const entry = entries[0]!
     const actors = [...(await ctxOf(late).heads!.stored('notes', 'n1')).keys()]

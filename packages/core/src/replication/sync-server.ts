@@ -154,9 +154,10 @@ export class SyncServer {
         return this.exchange(from, req)
       }
       case MessageType.DeltasRequest: {
-        const req = decodeDeltasRequest(body)
-        if (!this.limiter.takeEntries(from, req.entries.length))
-          throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        // Charged to the entry rate (a head its table rebuilds counts as an entry) before any is rebuilt.
+        const req = decodeDeltasRequest(body, (entries) => {
+          if (!this.limiter.takeEntries(from, entries)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        })
         const results = await applyAll(this.ctx, from, req.collection, req.backend, req.entries)
         return encodeAck(results.filter((r) => r === 'applied').length)
       }

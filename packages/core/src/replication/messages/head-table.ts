@@ -141,6 +141,11 @@ export function maxTableLeaves(entries: number): number {
   return 2 * entries + 64
 }
 
+/** The heads a table holds (each rebuilt into a proof when it is unpacked). */
+export function tableLeaves(table: HeadTable): number {
+  return table.reduce((n, row) => n + row[2].length, 0)
+}
+
 /** A table as decoded, shape and bounds checked (InvalidMessageError if not). */
 export function decodeHeadTable(v: unknown, entries: number): HeadTable {
   let room = maxTableLeaves(entries)

@@ -1,7 +1,7 @@
 import { DEPTH, DIGEST_BYTES, FANOUT, LEAF_COUNT } from '../../digest.js'
 import { encodeMessage, MessageType } from './envelope.js'
 import { asArray, asBytes, asBytesOrNull, asDeltaEntries, asHash, asInt, asRecord, asString, invalid } from './fields.js'
-import { decodeHeadTable, unpackHeads, type HeadTable } from './head-table.js'
+import { decodeHeadTable, tableLeaves, unpackHeads, type HeadTable } from './head-table.js'
 import { decodeSlot, encodeSlot, type DeltaSlot } from './parts.js'
 
 /**
@@ -321,14 +321,18 @@ export function encodeDeltasRequest(m: DeltasRequest): Uint8Array {
   return encodeMessage(MessageType.DeltasRequest, { c: m.collection, b: m.backend, e: m.entries, ...(m.table?.length ? { t: m.table } : {}) })
 }
 
-export function decodeDeltasRequest(body: unknown): DeltasRequest {
+/**
+ * `admit` is told how many entries the request holds, counting each head its table rebuilds as
+ * one (a receiver's entry rate), before any is rebuilt; it throws to refuse them.
+ */
+export function decodeDeltasRequest(body: unknown, admit?: (entries: number) => void): DeltasRequest {
   const r = asRecord(body, 'deltas request')
+  const collection = asString(r.c, 'collection')
+  const backend = asString(r.b, 'backend')
   const entries = asDeltaEntries(r.e, MAX_DELTAS_PER_REQUEST)
-  return {
-    collection: asString(r.c, 'collection'),
-    backend: asString(r.b, 'backend'),
-    entries: r.t === undefined ? entries : unpackHeads<Uint8Array>(entries, decodeHeadTable(r.t, entries.length)),
-  }
+  const table = r.t === undefined ? undefined : decodeHeadTable(r.t, entries.length)
+  admit?.(entries.length + (table === undefined ? 0 : tableLeaves(table)))
+  return { collection, backend, entries: table === undefined ? entries : unpackHeads<Uint8Array>(entries, table) }
 }
 
 /** Ack: how many of the deltas were applied. Wire { n }. */
