@@ -213,6 +213,33 @@ describe('head tables: packing and unpacking', () => {
     expect(received(decodeRequest(deltasRequest(one.entries, one.table)).entries)).to.deep.equal(expected([['m', new Uint8Array([3]), many]]))
   })
 
+  it('a batch of heads with long names is packed within what the receiver rebuilds (16 MB): the rest of its heads go as proofs in their deltas, and it decodes whole', async function () {
+    this.timeout(60_000)
+    const entries = 2200
+    const long = async (signature: number): Promise<OutgoingHead[]> => {
+      const leaves: HeadLeaf[] = Array.from({ length: entries }, (_, i) => ({
+        id: `${'e'.repeat(1000)}${i}`,
+        actor: toHex(randomBytes(24)),
+        seq: 1,
+        hash: toHex(randomBytes(32)),
+      }))
+      const signed = await signHeads({ namespace: 'n'.repeat(1000), collection: 'c'.repeat(1000), author: 'a'.repeat(250), time: 1 }, leaves, async () =>
+        new Uint8Array(64).fill(signature),
+      )
+      return signed.proofs.map((record) => ({ record, proof: decodeHeadProof(record) }))
+    }
+    const [a, b] = [await long(1), await long(2)]
+    const batch = a.map((h, i): [string, Uint8Array, OutgoingHead[]] => [`${'e'.repeat(1000)}${i}`, new Uint8Array([i & 255]), [h, b[i]!]])
+    const packed = packHeads(batch)
+    const inTable = packed.table.reduce((n, row) => n + row[2].length, 0)
+    expect(inTable)
+      .to.be.greaterThan(3000)
+      .and.lessThan(2 * entries) // ~3.9 KB rebuilt a head: ~4,300 fit in 16 MB
+    const message = encodeRangeResponse({ entries: packed.entries, table: packed.table })
+    const decoded = decodeRangeResponse(decodeMessage(message, 64 * 1024 * 1024).body, 64 * 1024 * 1024)
+    expect(received(decoded.entries)).to.deep.equal(expected(batch))
+  })
+
   it('a hostile table is a malformed message: a changed leaf, a hash too many, a head for an entry that is not there or not inline, a statement that does not decode, more leaves than its bound', async () => {
     const heads = await statement(4, 'h')
     const entries = heads.map((h, i): [string, Uint8Array, OutgoingHead[]] => [`h${i}`, new Uint8Array([i]), [h]])

@@ -71,14 +71,17 @@ export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Arra
   const kept: OutgoingHead[][] = entries.map(() => [])
   const groups = new Map<string, { entry: number; head: OutgoingHead }[]>()
   let room = maxTableLeaves(entries.length)
+  let unpacked = 0 // what the receiver will rebuild: within its bound (unpackHeads)
   entries.forEach(([, delta, heads], entry) => {
     if (heads.length > 0 && !(delta instanceof Uint8Array)) throw new TypeError(`heads for entry ${entry}, which is not inline`)
     for (const head of heads) {
-      if (room === 0) {
+      const bytes = rebuiltBytes(head.proof.statement, head.proof.signature, head.proof.leaf)
+      if (room === 0 || unpacked + bytes > MAX_UNPACKED_BYTES) {
         kept[entry]!.push(head)
         continue
       }
       room--
+      unpacked += bytes
       const key = `${toHex(head.proof.signature)} ${toHex(head.proof.statement)}`
       const group = groups.get(key)
       if (group === undefined) groups.set(key, [{ entry, head }])
@@ -132,6 +135,11 @@ const MAX_LEAF_BYTES = 1200
 /** The head proofs one table may rebuild, in bytes (an honest full batch: a few MB). */
 const MAX_UNPACKED_BYTES = 16 * 1024 * 1024
 
+/** What a head proof rebuilt from a table takes, at most (its path: up to 13 hashes). */
+function rebuiltBytes(statement: Uint8Array, signature: Uint8Array, leaf: Uint8Array): number {
+  return statement.byteLength + signature.byteLength + leaf.byteLength + 32 * 13
+}
+
 /**
  * Heads a table may hold for a batch of `entries`: two per entity on average (an entity that
  * many processes wrote sends the rest of its heads in its delta). Rebuilding a root costs up
@@ -180,7 +188,7 @@ export function unpackHeads<S>(entries: [string, S | Uint8Array][], table: HeadT
   // What the rebuilt proofs take, bounded before any is made (an honest table: ~0.5 KB a head).
   let bytes = 0
   for (const [statement, signature, leaves] of table)
-    for (const [, leaf] of leaves) bytes += statement.byteLength + signature.byteLength + leaf.byteLength + 32 * 13
+    for (const [, leaf] of leaves) bytes += rebuiltBytes(statement, signature, leaf)
   if (bytes > MAX_UNPACKED_BYTES) throw invalid(`a head table that would rebuild ${bytes} bytes of head proofs`)
   const records = new Map<number, Uint8Array[]>()
   table.forEach(([statement, signature, leaves, hashes], i) => {
