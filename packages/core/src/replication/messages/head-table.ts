@@ -187,8 +187,7 @@ export function unpackHeads<S>(entries: [string, S | Uint8Array][], table: HeadT
   if (table.length === 0) return entries
   // What the rebuilt proofs take, bounded before any is made (an honest table: ~0.5 KB a head).
   let bytes = 0
-  for (const [statement, signature, leaves] of table)
-    for (const [, leaf] of leaves) bytes += rebuiltBytes(statement, signature, leaf)
+  for (const [statement, signature, leaves] of table) for (const [, leaf] of leaves) bytes += rebuiltBytes(statement, signature, leaf)
   if (bytes > MAX_UNPACKED_BYTES) throw invalid(`a head table that would rebuild ${bytes} bytes of head proofs`)
   const records = new Map<number, Uint8Array[]>()
   table.forEach(([statement, signature, leaves, hashes], i) => {
