@@ -12,8 +12,11 @@ import { Replica, type LoopbackHub, type PolicyDocument } from '../src/index.js'
 import { silentLogger } from '../src/logger.js'
 import type { SignedRow } from '../src/counter-rows.js'
 import type { ReplicationContext } from '../src/replication/context.js'
+import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
+import type { Collection } from '../src/index.js'
 import { asForger, putRow, rowKeyIn, signedRow, waitFor } from '../src/testing/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite, type Keyring } from './trust-helpers.js'
+import { memoryReplica } from './helpers.js'
 
 export type State = Record<string, unknown>
 export const ALL = [ADMIN, ORDERS, SUPPORT]
@@ -174,4 +177,16 @@ export async function healThenSell(r: Record<string, Replica>, hub: LoopbackHub)
   await r[ADMIN]!.counter('stock').decrement('s1', 1)
   await r[SUPPORT]!.counter('stock').increment('s1', 10)
   await syncAll(r, 3)
+}
+
+/** A development-mode replica `name` on `hub` (closed after the test with `opened`), and its Automerge collection 'orders'. */
+export async function ordersReplica(opened: { replicas: Replica[] }, hub: LoopbackHub, name: string): Promise<{ replica: Replica; orders: Collection<State> }> {
+  const replica = await memoryReplica({ network: hub.createNetwork(name) })
+  opened.replicas.push(replica)
+  return { replica, orders: replica.collection<State>('orders', { backend: 'automerge' }) }
+}
+
+/** Applies a delta of 'orders'/`id` at `replica` as if `from` had sent it (the receive path, without the network). */
+export function ordersFrom(replica: Replica, id: string): (from: string, delta: Uint8Array) => Promise<ApplyResult> {
+  return (from, delta) => applyRemoteDelta(ctxOf(replica), from, 'orders', 'automerge', id, delta)
 }

@@ -5,7 +5,7 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
 import { decodeMessage, MessageType } from '../src/replication/messages/envelope.js'
-import { decodeHeaded, encodeHeaded, headsFor, isHeaded } from '../src/replication/heads.js'
+import { decodeHeaded, encodeHeaded, headsFor, isHeaded, withHeads, withHeadsLength } from '../src/replication/heads.js'
 import { wholeStateOf } from '../src/replication/durable.js'
 import { maxTableLeaves, packHeads, type HeadTable, type OutgoingHead } from '../src/replication/messages/head-table.js'
 import {
@@ -238,6 +238,16 @@ describe('head tables: packing and unpacking', () => {
     const message = encodeRangeResponse({ entries: packed.entries, table: packed.table })
     const decoded = decodeRangeResponse(decodeMessage(message, 64 * 1024 * 1024).body, 64 * 1024 * 1024)
     expect(received(decoded.entries)).to.deep.equal(expected(batch))
+  })
+
+  it('the length of a headed delta, counted without making it, is its length (sizing batches)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 70_000 }), fc.array(fc.integer({ min: 0, max: 70_000 }), { maxLength: 30 }), (delta, records) => {
+        const heads = records.map((n) => ({ record: new Uint8Array(n) }))
+        expect(withHeadsLength(new Uint8Array(delta), heads)).to.equal(withHeads(new Uint8Array(delta), heads).byteLength)
+      }),
+      { numRuns: 200 },
+    )
   })
 
   it('a hostile table is a malformed message: a changed leaf, a hash too many, a head for an entry that is not there or not inline, a statement that does not decode, more leaves than its bound', async () => {

@@ -7,11 +7,10 @@
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { LoopbackHub, type PolicyDocument } from '../src/index.js'
-import { applyRemoteDelta } from '../src/replication/apply.js'
 import { waitFor } from '../src/testing/index.js'
-import { ALL, counterSuite, crafted, ctxOf, opIdAt, reloadEntity, savedDoc, syncAll, type State } from './counter-helpers.js'
+import { ALL, counterSuite, crafted, opIdAt, ordersFrom, ordersReplica, reloadEntity, savedDoc, syncAll, type State } from './counter-helpers.js'
 import { ADMIN, ORDERS, SUPPORT } from './trust-helpers.js'
-import { closedAfterEach, memoryReplica } from './helpers.js'
+import { closedAfterEach } from './helpers.js'
 
 const POLICY: PolicyDocument = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -40,7 +39,7 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
     ]
     const results: string[] = []
     for (const change of changes) {
-      for (const n of [ADMIN, SUPPORT]) results.push(await applyRemoteDelta(ctxOf(r[n]!), ORDERS, 'orders', 'automerge', 'o1', change))
+      for (const n of [ADMIN, SUPPORT]) results.push(await ordersFrom(r[n]!, 'o1')(ORDERS, change))
     }
     expect(results).to.deep.equal(['invalidDelta', 'invalidDelta', 'invalidDelta', 'invalidDelta'])
     await r[ADMIN]!.collection<State>('orders', { backend: 'automerge' }).update('o1', (o) => void (o['status'] = 'paid'))
@@ -55,9 +54,7 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
 
   it('development mode: a bad change stored waiting for one not here yet does not make that honest change refused when it comes, and is gone from the store after it', async () => {
     const hub = new LoopbackHub()
-    const replica = await memoryReplica({ network: hub.createNetwork('victim') })
-    opened.replicas.push(replica)
-    const orders = replica.collection<State>('orders', { backend: 'automerge' })
+    const { replica, orders } = await ordersReplica(opened, hub, 'victim')
     await orders.put('o2', { status: 'new' })
     const saved = await savedDoc(replica, 'orders', 'o2')
     // A peer's honest D (not sent yet), and a bad X on it that names an op that never exists.
@@ -66,7 +63,8 @@ describe('replicas refuse an Automerge change naming ops outside its past (op-re
     const x = crafted(A.save(dDoc), '09'.repeat(16), [
       { action: 'del', obj: '_root', key: 'status', pred: [opIdAt(saved, 'status'), `500@${'09'.repeat(16)}`] },
     ])
-    const at = (delta: Uint8Array) => applyRemoteDelta(ctxOf(replica), 'peer', 'orders', 'automerge', 'o2', delta)
+    const from = ordersFrom(replica, 'o2')
+    const at = (delta: Uint8Array) => from('peer', delta)
     // X waits (stored, unjudged); D is taken — before, D was refused with X on every delivery.
     expect([await at(x), await at(d), await at(d)]).to.deep.equal(['applied', 'applied', 'duplicate'])
     expect(await orders.get('o2')).to.deep.equal({ status: 'new', note: 'd' })

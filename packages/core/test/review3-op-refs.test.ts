@@ -4,9 +4,8 @@
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { LoopbackHub } from '../src/index.js'
-import { applyRemoteDelta } from '../src/replication/apply.js'
-import { crafted, ctxOf, opIdAt, reloadEntity, savedDoc, type State } from './counter-helpers.js'
-import { closedAfterEach, memoryReplica } from './helpers.js'
+import { crafted, opIdAt, ordersFrom, ordersReplica, reloadEntity, savedDoc, type State } from './counter-helpers.js'
+import { closedAfterEach } from './helpers.js'
 
 const HOSTILE = 'ff'.repeat(16)
 
@@ -24,19 +23,15 @@ describe('third review of op-refs (replicas): rebuild without the queue', functi
 
   it("probe: an honest queued change that a hostile's rebuild wiped comes back with anti-entropy from the peer that holds it", async () => {
     const hub = new LoopbackHub()
-    const peer = await memoryReplica({ network: hub.createNetwork('peer') })
-    opened.replicas.push(peer)
-    const pOrders = peer.collection<State>('orders', { backend: 'automerge' })
+    const { replica: peer, orders: pOrders } = await ordersReplica(opened, hub, 'peer')
     await pOrders.put('o1', { status: 'new' })
     await pOrders.update('o1', (o) => void (o['y'] = 'y'))
     await pOrders.update('o1', (o) => void (o['c'] = 'c'))
     const all = A.getAllChanges(A.load<State>(await savedDoc(peer, 'orders', 'o1')))
     const c = all.at(-1)!
     // The victim joins after those writes (no gossip of them): it gets the first change, then C alone.
-    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
-    opened.replicas.push(victim)
-    const vOrders = victim.collection<State>('orders', { backend: 'automerge' })
-    const at = (from: string, delta: Uint8Array) => applyRemoteDelta(ctxOf(victim), from, 'orders', 'automerge', 'o1', delta)
+    const { replica: victim, orders: vOrders } = await ordersReplica(opened, hub, 'victim')
+    const at = ordersFrom(victim, 'o1')
     expect(await at('peer', all[0]!)).to.equal('applied')
     expect(await vOrders.get('o1')).to.deep.equal({ status: 'new' })
     const savedBase = await savedDoc(victim, 'orders', 'o1')
@@ -55,16 +50,14 @@ describe('third review of op-refs (replicas): rebuild without the queue', functi
 
   it('HOLE 2 (honest acknowledged write lost, medium): C, acknowledged "applied" by the victim while it waited for Y, is gone once a hostile triggers a rebuild; a Y pushed alone afterwards does not bring it back (only anti-entropy from a peer still holding C does)', async () => {
     const hub = new LoopbackHub()
-    const victim = await memoryReplica({ network: hub.createNetwork('victim') })
-    opened.replicas.push(victim)
-    const vOrders = victim.collection<State>('orders', { backend: 'automerge' })
+    const { replica: victim, orders: vOrders } = await ordersReplica(opened, hub, 'victim')
     await vOrders.put('o1', { status: 'new' })
     const savedBase = await savedDoc(victim, 'orders', 'o1')
     // A client's Y then C, delivered C first (its Y push lost or delayed); the client is then gone.
     const yDoc = A.change(A.load<State>(savedBase, { actor: '0c'.repeat(16) }), { time: 0 }, (o) => void (o['y'] = 'y'))
     const y = A.getLastLocalChange(yDoc)!
     const c = A.getLastLocalChange(A.change(A.clone(yDoc), { time: 0 }, (o) => void (o['c'] = 'c')))!
-    const at = (from: string, delta: Uint8Array) => applyRemoteDelta(ctxOf(victim), from, 'orders', 'automerge', 'o1', delta)
+    const at = ordersFrom(victim, 'o1')
     const { d, x } = trigger(savedBase)
     expect(await at('client', c)).to.equal('applied')
     expect(await at('evil', x)).to.equal('applied')

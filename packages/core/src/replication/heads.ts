@@ -71,6 +71,15 @@ export function withHeads(delta: Uint8Array, heads: readonly { record: Uint8Arra
       )
 }
 
+/** withHeads(delta, heads).byteLength, without making it. */
+export function withHeadsLength(delta: Uint8Array, heads: readonly { record: Uint8Array }[]): number {
+  if (heads.length === 0) return delta.byteLength
+  let n = HEADED_MAGIC.byteLength + HEADED_D.byteLength + cborHead(2, delta.byteLength).byteLength + delta.byteLength
+  n += HEADED_H.byteLength + cborHead(4, heads.length).byteLength
+  for (const { record } of heads) n += cborHead(2, record.byteLength).byteLength + record.byteLength
+  return n
+}
+
 /** `{ d:` and `h:` of a headed delta's map: a map of 2, then a text of one letter. */
 const HEADED_D = new Uint8Array([0xa2, 0x61, 0x64])
 const HEADED_H = new Uint8Array([0x61, 0x68])
@@ -222,10 +231,7 @@ export class SignedHeads {
       // Sent, not stored: the push of a later write may be storing a newer head of that actor meanwhile.
       const leaves = unsigned.length === 0 ? [] : ownLeaves(backend, id, delta, unsigned)
       if (leaves.length > 0) {
-        const signed = await signHeads({ namespace: this.opts.namespace, collection, author: this.opts.peerId, time: this.opts.clock.now() }, leaves, (data) =>
-          this.opts.access.signOwn(data),
-        )
-        for (const record of signed.proofs) heads.push({ record, proof: decodeHeadProof(record) })
+        for (const record of (await this.sign(collection, leaves)).proofs) heads.push({ record, proof: decodeHeadProof(record) })
       }
     } else {
       for (const [actor, change] of needed) {
@@ -251,15 +257,20 @@ export class SignedHeads {
     leaves: readonly HeadLeaf[],
     markers: readonly string[] = [],
   ): Promise<Awaited<ReturnType<typeof signHeads>> & { stored: Promise<void> }> {
-    const signed = await signHeads({ namespace: this.opts.namespace, collection, author: this.opts.peerId, time: this.opts.clock.now() }, leaves, (data) =>
-      this.opts.access.signOwn(data),
-    )
+    const signed = await this.sign(collection, leaves)
     const ops: StoreOp[] = signed.proofs.map((record, i) => ({ type: 'meta', key: headKey(collection, leaves[i]!.id, leaves[i]!.actor), bytes: record }))
     for (const key of markers) ops.push({ type: 'delMeta', key })
     // Not awaited by senders: a crash before it lands leaves the markers, signed again at the next open.
     const stored = this.opts.entities.addToTick(ops)
     stored.catch(() => undefined)
     return { ...signed, stored }
+  }
+
+  /** Heads of this replica's own actors, signed with its key (not stored). */
+  private sign(collection: string, leaves: readonly HeadLeaf[]): ReturnType<typeof signHeads> {
+    return signHeads({ namespace: this.opts.namespace, collection, author: this.opts.peerId, time: this.opts.clock.now() }, leaves, (data) =>
+      this.opts.access.signOwn(data),
+    )
   }
 
   /**

@@ -8,7 +8,7 @@ import { applyAll } from './apply-all.js'
 import { applyRemoteDelta, type ApplyResult } from './apply.js'
 import { abortable, RoundBudget } from './budget.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headed, headsFor, withHeads } from './heads.js'
+import { headed, headsFor, withHeads, withHeadsLength } from './heads.js'
 import { packHeads, TableSizer, type OutgoingHead } from './messages/head-table.js'
 import { checkId } from '../json.js'
 import { drop } from './receiver.js'
@@ -190,8 +190,7 @@ class DeltaSender {
   /** A delta for the batch: headed already, or bare with the heads that go with it. */
   async add(id: string, delta: Uint8Array, heads: OutgoingHead[] = []): Promise<void> {
     const inTable = this.tables && heads.length > 0
-    // Headed, the delta would be about this long (encodeHeaded: a few bytes of framing per head).
-    const full = heads.reduce((n, h) => n + h.record.byteLength + 5, delta.byteLength + 16)
+    const full = withHeadsLength(delta, heads)
     if (full > inlineLimit(this.client.limits)) {
       await this.client.upload(this.round, this.target, id, withHeads(delta, heads))
       return

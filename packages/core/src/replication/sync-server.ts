@@ -6,7 +6,7 @@ import type { CollectionState } from '../entities.js'
 import { applyAll } from './apply-all.js'
 import { applyRemoteDelta } from './apply.js'
 import { acquireDurable, stillDurable, wholeStateOf } from './durable.js'
-import { headed, headsFor, withHeads } from './heads.js'
+import { headed, headsFor, withHeads, withHeadsLength } from './heads.js'
 import { packHeads, TableSizer, type OutgoingHead } from './messages/head-table.js'
 import { serveRightsRequest } from './rights.js'
 import { serveHoldsRequest } from './holds.js'
@@ -323,8 +323,14 @@ export class SyncServer {
         }
         const whole = await wholeStateOf(this.ctx.entities, col, id)
         const heads = whole === null ? [] : await headsFor(this.ctx, col, id, whole, from, 'whole')
-        const delta = whole === null ? null : withHeads(whole, heads)
-        const slot = delta === null ? null : this.slot(from, id, req.collection, delta, req.parts)
+        // Inline with its heads in the table: bare (not headed here only to be taken apart again).
+        if (tables && heads.length > 0 && withHeadsLength(whole!, heads) <= inlineLimit(this.ctx.limits)) {
+          seenInLeaf++
+          entries.push([id, whole!, heads])
+          bytes += whole!.byteLength + sizer.add(heads) + Buffer.byteLength(id) + 8
+          continue
+        }
+        const slot = whole === null ? null : this.slot(from, id, req.collection, withHeads(whole, heads), req.parts)
         if (slot === 'later') {
           // No room now: the requester asks again from here once it has fetched what it holds
           // (one refused entity per request, not a whole range of work refused). With nothing
@@ -333,11 +339,6 @@ export class SyncServer {
         }
         seenInLeaf++
         if (slot === null) continue
-        if (tables && slot instanceof Uint8Array && heads.length > 0) {
-          entries.push([id, whole!, heads])
-          bytes += whole!.byteLength + sizer.add(heads) + Buffer.byteLength(id) + 8
-          continue
-        }
         entries.push([id, slot, []])
         // A ticket counts at its full size: the requester fetches it before its next request,
         // and the outbox holds it until then (many per response would fill it for one peer).
