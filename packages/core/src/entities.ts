@@ -307,6 +307,26 @@ export class Entities {
     return col
   }
 
+  /**
+   * Undoes `ensure` for a collection a peer's delta made and nothing was written to (see
+   * replication/provisional.ts): it leaves memory. Nothing if anything was committed to it since.
+   */
+  forgetUnwritten(col: CollectionState): boolean {
+    if (this.collections.get(col.name) !== col || col.persisted || col.seq !== 0) return false
+    this.collections.delete(col.name)
+    this.sortedNames = undefined
+    this.cache.deleteCollection(col.name)
+    return true
+  }
+
+  /** Undoes `ensure`'s switch of a default backend for a peer's delta (see forgetUnwritten). */
+  restoreDefault(col: CollectionState, backend: Backend): void {
+    if (this.collections.get(col.name) !== col || col.persisted || col.seq !== 0) return
+    col.backend = backend
+    col.tentative = true
+    this.cache.deleteCollection(col.name) // empty documents of the delta's backend
+  }
+
   /** The collection's digest tree, loading its leaves from the store the first time. */
   tree(col: CollectionState): Promise<DigestTree> {
     if (col.tree !== undefined) return Promise.resolve(col.tree)

@@ -31,6 +31,7 @@ import { proofKey, proofPrefixOf } from './trust/signed-push.js'
 import { boundActor } from './trust/actor-binding.js'
 import { actorsOfProofId, encodeHeadList, headKey, headPrefixOf, unsignedPrefixOf } from './trust/signed-heads.js'
 import { SignedHeads } from './replication/heads.js'
+import { ProvisionalCollections, type CollectionHold } from './replication/provisional.js'
 import { tracerOf } from './tracing.js'
 import type { TracerProvider } from '@opentelemetry/api'
 import { foundNothingMissing, lastRoundStatus, type ReplicaObserver, type ReplicaStatus } from './observe.js'
@@ -187,6 +188,8 @@ export class Replica {
   readonly namespace: string
   /** Collections dropped here and not taken from peers until the application opens them again. */
   private readonly refused: Set<string>
+  /** Collections peers' deltas made that no taken delta has written to yet (replication/provisional.ts). */
+  private readonly provisional = new ProvisionalCollections()
   /** In a cluster: the signing and checking of counters' rows (see counter-rows.ts). */
   private readonly signedRows: SignedRows | undefined
   private readonly clock: Clock
@@ -272,7 +275,8 @@ export class Replica {
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
         tracer,
-        createCollection: (name, backend) => this.stateFor(name, backend),
+        createCollection: (name, backend) => this.provisionalCollection(name, backend),
+        holdCollection: (name) => this.provisional.hold(name),
         // Until the store closes: writes called before close() still push and apply.
         isOpen: () => this.state !== 'closed',
         refused: this.refused,
@@ -645,6 +649,7 @@ export class Replica {
       void this.saveRefused().catch((err: unknown) =>
         this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`, { collection: name, ...codeOf(err) }),
       )
+    this.provisional.keep(name) // the application's now, whatever a peer's delta does
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name) as Collection<T> | undefined
     if (col === undefined) {
@@ -870,6 +875,21 @@ export class Replica {
   /** Names of every collection this replica holds (including ones only received from peers). */
   collections(): string[] {
     return [...this.entities.collections.keys()]
+  }
+
+  /**
+   * A collection a peer's delta creates, or whose default backend it switches: undone (forgotten,
+   * or its default restored) if no delta for it is taken (replication/provisional.ts).
+   */
+  private provisionalCollection(name: string, backend: Backend): { col: CollectionState; hold: CollectionHold } {
+    const before = this.entities.collections.get(name)
+    const defaultBackend = before?.backend
+    const col = this.stateFor(name, backend)
+    const hold = this.provisional.created(name, () => {
+      if (before !== undefined) this.entities.restoreDefault(col, defaultBackend!)
+      else if (this.entities.forgetUnwritten(col)) this.replicator?.unsubscribe(name)
+    })
+    return { col, hold }
   }
 
   private stateFor(name: string, backend: Backend, tentative = false): CollectionState {

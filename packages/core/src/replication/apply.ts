@@ -14,6 +14,7 @@ import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
+import type { CollectionHold } from './provisional.js'
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -48,6 +49,29 @@ export async function applyRemoteDelta(
   signed?: SignedBy,
   /** The author's heads a push carried for this entity, checked already (by actor). */
   pushHeads?: ReadonlyMap<string, VerifiedHead>,
+): Promise<ApplyResult> {
+  // The collection it made or used, while still provisional: kept only if the delta is taken.
+  const held: { hold?: CollectionHold } = {}
+  let result: ApplyResult | undefined
+  try {
+    result = await applyHeld(ctx, held, peer, collection, backendName, id, received, originTime, signed, pushHeads)
+    return result
+  } finally {
+    held.hold?.(result === 'applied')
+  }
+}
+
+async function applyHeld(
+  ctx: ReplicationContext,
+  held: { hold?: CollectionHold },
+  peer: string,
+  collection: string,
+  backendName: string,
+  id: string,
+  received: Uint8Array,
+  originTime: number | undefined,
+  signed: SignedBy | undefined,
+  pushHeads: ReadonlyMap<string, VerifiedHead> | undefined,
 ): Promise<ApplyResult> {
   const stats = ctx.stats.of(peer)
   const byAuthor = signed === undefined ? undefined : ctx.authorStats.of(signed.author)
@@ -123,6 +147,7 @@ export async function applyRemoteDelta(
   if (typeof found === 'string') return dropped(found, dropMessageOf(found, collection, backendName, ctx))
   if ('error' in found) return dropped('invalidDelta', found.error)
   const col = found.col
+  held.hold = found.hold
   let refused: { reason: DropReason; message: string } | undefined
   let waits = false
   let entity
@@ -297,24 +322,25 @@ export async function applyRemoteDelta(
  * The collection a delta is for. One this replica does not have yet — or one whose backend
  * is still only a default and differs from the delta's — is created (or switched) only after
  * the delta applied cleanly to a fresh document of its backend, and only while the replica
- * holds fewer than maxCollections: a peer cannot create collections, or change a backend,
- * with deltas that are then dropped.
+ * holds fewer than maxCollections; and it stays provisional until a delta for it is taken
+ * (provisional.ts): a peer cannot create collections, or change a backend, with deltas that
+ * are then dropped — by the backend, or later by signed heads or a counter's rows.
  */
 function collectionFor(
   ctx: ReplicationContext,
   name: string,
   backend: Backend,
   delta: Uint8Array,
-): { col: CollectionState } | { error: string } | 'backendMismatch' | 'collectionLimit' | 'collectionDropped' {
+): { col: CollectionState; hold: CollectionHold } | { error: string } | 'backendMismatch' | 'collectionLimit' | 'collectionDropped' {
   const existing = ctx.entities.collections.get(name)
   if (existing === undefined && ctx.refused.has(name)) return 'collectionDropped'
-  if (existing !== undefined && existing.backend === backend) return { col: existing }
+  if (existing !== undefined && existing.backend === backend) return { col: existing, hold: ctx.holdCollection(name) }
   const switching = existing !== undefined && existing.tentative && !existing.persisted
   if (existing !== undefined && !switching) return 'backendMismatch'
   if (existing === undefined && ctx.entities.collections.size >= ctx.limits.maxCollections) return 'collectionLimit'
   const error = trialApply(ctx, backend, delta)
   if (error !== undefined) return { error }
-  return { col: ctx.createCollection(name, backend) }
+  return ctx.createCollection(name, backend)
 }
 
 /** Applies the delta to a fresh, throwaway document: undefined if it applies cleanly, else why not. */

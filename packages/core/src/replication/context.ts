@@ -14,6 +14,7 @@ import type { Access } from '../trust/access.js'
 import type { SubjectKeys } from '../personal/subject-keys.js'
 import type { Tracer } from '@opentelemetry/api'
 import type { SignedHeads } from './heads.js'
+import type { CollectionHold } from './provisional.js'
 
 /** Limits on what replication sends and accepts. Every one can be changed in the replica options. */
 export interface ReplicationLimits {
@@ -108,10 +109,13 @@ export interface ReplicationContext {
   /** Durable changes: remote applies are emitted here; push listens for local ones. */
   readonly events: ChangeEvents
   /**
-   * Creates (or fixes the backend of) a collection for a delta that applied cleanly, and
-   * subscribes to it. Only the receive path calls it (see apply.ts).
+   * Creates (or fixes the backend of) a collection for a delta that applied cleanly to a fresh
+   * document, and subscribes to it: provisional, held by that delta, undone if it is not taken
+   * (see provisional.ts). Only the receive path calls it (see apply.ts).
    */
-  createCollection(name: string, backend: Backend): CollectionState
+  createCollection(name: string, backend: Backend): { col: CollectionState; hold: CollectionHold }
+  /** Holds a collection for a delta while it is applied, if the collection is still provisional. */
+  holdCollection(name: string): CollectionHold
   isOpen(): boolean
   /** Collections this replica dropped and does not take from peers (see Replica.dropCollection). */
   readonly refused: ReadonlySet<string>
