@@ -389,14 +389,15 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  *  - it takes no holder's numbers down (deletes or overwrites a row that held its highest);
  *  - it writes no other key than rows and the unsigned layout of development mode.
  *  - every row it adds spends no more than it says its holder holds (its receipts), and waits
- *    ('later') until the rows of those it names as givers show that much given.
- * Rights are judged per row, never over the whole document: whether a holder spent more than it
- * held overall depends on which rows a replica has, so such a rule would split replicas (a holder
- * that signs two rows of one version spending the same rights would have each side take one).
- * So a holder's own code can still spend the rights it really received more than once — in
- * rows signed concurrently, or in rows that each spend them on another field (a holder's
- * numbers are the field-wise maximum of its rows); every replica then shows it alike (its
- * rights below 0). "No holder's numbers go down" is judged per change against its own causal
+ *    ('later') until the rows of those it names as givers show that much given;
+ *  - the rows it adds leave their holder's rows with it (its own past and itself), taken at
+ *    their field-wise maximum as they are counted, holding no less than nothing — so sequential
+ *    rows cannot each spend the same rights on another field (review4-counter-rows, HOLE 3).
+ * Rights are judged per change, never over the whole document: whether a holder spent more than
+ * it held overall depends on which rows a replica has, so such a rule would split replicas (a
+ * holder that signs two rows of one version spending the same rights would have each side take
+ * one). So a holder's own code can still spend the rights it really received more than once in
+ * rows signed concurrently; every replica then shows it alike (its rights below 0). "No holder's numbers go down" is judged per change against its own causal
  * past (`steps`: the value at its dependencies, and with it), not against the document the
  * receiver holds: two concurrent changes of a member that each delete one of its own rows of
  * equal numbers then pass everywhere alike — together they take those numbers down, on every
@@ -459,6 +460,16 @@ export function rowsVerdict(
       const given = a.rows.get(from)
       if (from === holder || given === undefined || amountTo(given, holder) < n) return 'later'
     }
+  }
+  // A holder's numbers are the field-wise maximum of its rows: rows that each spend the same
+  // rights on another field (one change's v1 decrements 20, v2 gives the 20 away) spend them twice.
+  // So the rows a change adds must leave their holder's maximum holding no less than nothing —
+  // judged with the change's own past (the same on every replica), or past MAX_CAUSAL_STEPS
+  // with the document here.
+  for (const { state, holders } of steps === undefined ? [{ state: after, holders: holdersOf(whole.added) }] : steps.map(addedBy)) {
+    const holder = overspender(rows, where, state, holders)
+    if (holder === 'later') return 'later'
+    if (holder !== undefined) return { refused: `${name}: ${holder}'s rows together spend more than they say it holds` }
   }
   if (steps === undefined) {
     const holder = takenBack(b, a)
@@ -527,6 +538,53 @@ export function removedHolders(before: Record<string, unknown> | undefined, afte
     if (place !== undefined) holders.add(place.holder)
   }
   return holders
+}
+
+function holdersOf(added: readonly { holder: string }[]): Set<string> {
+  return new Set(added.map((a) => a.holder))
+}
+
+/** A change as its value with it and the holders it adds rows of. */
+export function addedBy(step: CausalStep): { state: Record<string, unknown> | undefined; holders: Set<string> } {
+  const holders = new Set<string>()
+  for (const [key] of changedRows(step.before, step.after)) {
+    const place = parseRowKey(key)
+    if (place !== undefined) holders.add(place.holder)
+  }
+  return { state: step.after, holders }
+}
+
+/**
+ * One of `holders` whose valid rows in `state`, taken field-wise at their maximum (increments,
+ * decrements, each recipient's and each giver's amount), hold less than nothing — as a holder's
+ * numbers are counted (SignedRows.view). An honest holder's rows only grow, so their maximum is
+ * its newest row, which holds no less than nothing. 'later' while one of them was not checked.
+ */
+function overspender(
+  rows: SignedRows,
+  where: { collection: string; id: string },
+  state: Record<string, unknown> | undefined,
+  holders: ReadonlySet<string>,
+): string | 'later' | undefined {
+  const merged = new Map<string, SignedRow>()
+  for (const [key, value] of Object.entries(rowsOf(state, holders))) {
+    const verdict = rows.verdict(where.collection, where.id, key, value)
+    if (verdict === undefined) return 'later'
+    if (!verdict) continue // a forged row counts for nothing
+    const at = rowAt(key, value)
+    if (at === undefined) continue
+    const had = merged.get(at.holder)
+    merged.set(at.holder, had === undefined ? at.row : maxSignedRow(had, at.row))
+  }
+  for (const [holder, row] of merged) if (heldBy(row) < 0) return holder
+  return undefined
+}
+
+/** maxRow with the receipts too. */
+function maxSignedRow(a: SignedRow, b: SignedRow): SignedRow {
+  const received = { ...(a.received ?? {}) }
+  for (const [from, n] of Object.entries(b.received ?? {})) received[from] = Math.max(received[from] ?? 0, n)
+  return { ...maxRow(a, b), version: Math.max(a.version, b.version), received }
 }
 
 /** The rows of `holders` in `state`. */
