@@ -467,9 +467,9 @@ export function rowsVerdict(
   // judged with the change's own past (the same on every replica), or past MAX_CAUSAL_STEPS
   // with the document here.
   for (const { state, holders } of steps === undefined ? [{ state: after, holders: holdersOf(whole.added) }] : steps.map(addedBy)) {
-    const holder = overspender(rows, where, state, holders)
-    if (holder === 'later') return 'later'
-    if (holder !== undefined) return { refused: `${name}: ${holder}'s rows together spend more than they say it holds` }
+    const over = overspender(rows, where, state, holders)
+    if (over === 'later') return 'later'
+    if (over !== undefined) return { refused: `${name}: ${over.holder}'s rows together spend more than they say it holds` }
   }
   if (steps === undefined) {
     const holder = takenBack(b, a)
@@ -565,7 +565,7 @@ function overspender(
   where: { collection: string; id: string },
   state: Record<string, unknown> | undefined,
   holders: ReadonlySet<string>,
-): string | 'later' | undefined {
+): { holder: string } | 'later' | undefined {
   const merged = new Map<string, SignedRow>()
   for (const [key, value] of Object.entries(rowsOf(state, holders))) {
     const verdict = rows.verdict(where.collection, where.id, key, value)
@@ -576,7 +576,7 @@ function overspender(
     const had = merged.get(at.holder)
     merged.set(at.holder, had === undefined ? at.row : maxSignedRow(had, at.row))
   }
-  for (const [holder, row] of merged) if (heldBy(row) < 0) return holder
+  for (const [holder, row] of merged) if (heldBy(row) < 0) return { holder }
   return undefined
 }
 
