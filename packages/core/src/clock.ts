@@ -3,6 +3,8 @@
  * everything time- or chance-dependent goes through a Clock, so the simulator can run the
  * real core in virtual time, deterministically from a seed.
  */
+import { randomBytes as cryptoRandomBytes } from 'node:crypto'
+
 export interface TimerHandle {
   readonly id: number
 }
@@ -15,6 +17,12 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void
   /** A uniformly distributed number in [0, 1). */
   random(): number
+  /**
+   * Optional: n bytes from a cryptographically secure source (the system clock: node:crypto),
+   * for what must not be guessed — actor ids. Without it (the simulator's seeded clock),
+   * randomBytes() draws them from random(), deterministically.
+   */
+  randomBytes?(n: number): Uint8Array
   /**
    * Optional: resolves on the next turn of the event loop, after pending I/O and timers get
    * their chance (long loops yield through it). Without it, a 0 ms timer does the same.
@@ -51,6 +59,7 @@ export function systemClock(): Clock {
       }
     },
     random: () => Math.random(),
+    randomBytes: (n) => new Uint8Array(cryptoRandomBytes(n)),
     nextTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
     monotonic: () => performance.now(),
   }
@@ -66,8 +75,9 @@ export function monotonicNow(clock: Clock): number {
   return clock.monotonic?.() ?? clock.now()
 }
 
-/** n random bytes drawn from the clock's random source (used for actor ids). */
+/** n random bytes from the clock's secure source, or else its random() (used for actor ids). */
 export function randomBytes(clock: Clock, n: number): Uint8Array {
+  if (clock.randomBytes !== undefined) return clock.randomBytes(n)
   const out = new Uint8Array(n)
   for (let i = 0; i < n; i++) out[i] = Math.floor(clock.random() * 256)
   return out
