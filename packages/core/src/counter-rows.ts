@@ -392,7 +392,11 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  *    ('later') until the rows of those it names as givers show that much given;
  *  - the rows it adds leave their holder's rows with it (its own past and itself), taken at
  *    their field-wise maximum as they are counted, holding no less than nothing — so sequential
- *    rows cannot each spend the same rights on another field (review4-counter-rows, HOLE 3).
+ *    rows cannot each spend the same rights on another field (review4-counter-rows, HOLE 3);
+ *    receipts count only as far as the givers' rows there show them given (a row claiming more,
+ *    deleted again, lifts nothing: review-provisional-overspend, HOLE 1 and 2);
+ *  - it leaves no entity absent that it writes (rows under an unset exists flag are hidden from
+ *    these rules until the genuine entity's flag shows them: there, HOLE 5).
  * Rights are judged per change, never over the whole document: whether a holder spent more than
  * it held overall depends on which rows a replica has, so such a rule would split replicas (a
  * holder that signs two rows of one version spending the same rights would have each side take
@@ -433,6 +437,15 @@ export function rowsVerdict(
       return { refused: `${name}: the change writes ${shown(key)}, which is not a signed row` }
     }
   }
+  // A change that leaves the entity absent (the backend's exists flag never set) hides what it
+  // writes from every rule here — rows that come into view with the flag of the genuine entity
+  // and refuse it for good (review-provisional-overspend, HOLE 5). No honest change of a counter
+  // does that: each writes a row of an entity that exists. Judged per change where the changes
+  // are known (the same everywhere), else when the delta leaves an absent entity absent.
+  if (steps !== undefined) {
+    const hidden = steps.find((step) => step.before === undefined && step.after === undefined)
+    if (hidden !== undefined) return { refused: `${name}: change ${hidden.hash.slice(0, 16)} writes the entity and leaves it absent` }
+  } else if (before === undefined && after === undefined) return { refused: `${name}: the change writes the entity and leaves it absent` }
   const whole = addedRows(rows, where, before, after)
   if ('refused' in whole) return whole
   let unchecked = whole.unchecked
@@ -555,10 +568,28 @@ export function addedBy(step: CausalStep): { state: Record<string, unknown> | un
 }
 
 /**
+ * The rows `overspender` reads in `state`: those of `holders`, and those of every giver their
+ * rows name in their receipts (what backs the receipts). The receive path checks them first.
+ */
+export function overspendRows(state: Record<string, unknown> | undefined, holders: ReadonlySet<string>): Record<string, unknown> {
+  const own = rowsOf(state, holders)
+  const givers = new Set<string>()
+  for (const [key, value] of Object.entries(own)) {
+    for (const from of Object.keys(rowAt(key, value)?.row.received ?? {})) if (!holders.has(from)) givers.add(from)
+  }
+  return givers.size === 0 ? own : { ...own, ...rowsOf(state, givers) }
+}
+
+/**
  * One of `holders` whose valid rows in `state`, taken field-wise at their maximum (increments,
  * decrements, each recipient's and each giver's amount), hold less than nothing — as a holder's
- * numbers are counted (SignedRows.view). An honest holder's rows only grow, so their maximum is
- * its newest row, which holds no less than nothing. 'later' while one of them was not checked.
+ * numbers are counted (SignedRows.view). Receipts count only as far as the givers' rows in the
+ * same `state` show them given: a row's receipts are backed only while the row stays (rowsVerdict),
+ * so a row a later change deletes (or one whose delete the receiver holds already) could otherwise
+ * lift the maximum with receipts no giver made (review-provisional-overspend, HOLE 1 and 2). An
+ * honest holder's rows only grow, so their maximum is its newest row, whose receipts its own past
+ * shows given (Counter.writeSigned checks that at the write), and which holds no less than
+ * nothing. 'later' while one of the rows read was not checked.
  */
 function overspender(
   rows: SignedRows,
@@ -566,8 +597,9 @@ function overspender(
   state: Record<string, unknown> | undefined,
   holders: ReadonlySet<string>,
 ): { holder: string } | 'later' | undefined {
+  const read = overspendRows(state, holders)
   const merged = new Map<string, SignedRow>()
-  for (const [key, value] of Object.entries(rowsOf(state, holders))) {
+  for (const [key, value] of Object.entries(rowsOf(read, holders))) {
     const verdict = rows.verdict(where.collection, where.id, key, value)
     if (verdict === undefined) return 'later'
     if (!verdict) continue // a forged row counts for nothing
@@ -576,7 +608,17 @@ function overspender(
     const had = merged.get(at.holder)
     merged.set(at.holder, had === undefined ? at.row : maxSignedRow(had, at.row))
   }
-  for (const [holder, row] of merged) if (heldBy(row) < 0) return { holder }
+  if (merged.size === 0) return undefined
+  const given = rows.view(where.collection, where.id, read)
+  if (given.unchecked > 0) return 'later'
+  for (const [holder, row] of merged) {
+    const received: Record<string, number> = {}
+    for (const [from, n] of Object.entries(row.received ?? {})) {
+      const gave = given.rows.get(from)
+      received[from] = from === holder || gave === undefined ? 0 : Math.min(n, amountTo(gave, holder))
+    }
+    if (heldBy({ ...row, received }) < 0) return { holder }
+  }
   return undefined
 }
 

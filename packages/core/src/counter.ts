@@ -348,6 +348,11 @@ export class Counter {
           (s) => {
             const now = signed.view(this.name, id, s)
             if ((now.best.get(me)?.version ?? 0) !== (current?.version ?? 0) || now.unchecked > 0) throw new StaleRow()
+            // Its receipts still given here (its change's own past): receivers count no more (rowsVerdict).
+            for (const [from, n] of Object.entries(received)) {
+              const gave = now.rows.get(from)
+              if (gave === undefined || !Object.hasOwn(gave.out, me) || gave.out[me]! < n) throw new StaleRow()
+            }
             for (const key of now.keys.get(me) ?? []) delete s[key]
             s[rowKey(me, version, value)] = value
           },

@@ -9,8 +9,9 @@
  * removed in view), 4 and 4b (intermediate rows checked one by one: judged per change, the first
  * forged one refuses), 6 (a delete naming an op the receiver lacks poisons its document: refused
  * by op-refs.ts too), 7 (cost: the fast
- * path missed most live pushes; the apply re-read every value). Pending: HOLE 3 and 5 (the
- * fallback past MAX_CAUSAL_STEPS changes, judged against the receiver's document).
+ * path missed most live pushes; the apply re-read every value), 5 (a late joiner fed a history
+ * that leaves the entity absent: refused, review-provisional-overspend HOLE 5). Pending: HOLE 3
+ * (the fallback past MAX_CAUSAL_STEPS changes, judged against the receiver's document).
  */
 import { expect } from 'chai'
 import type { Replica } from '../src/index.js'
@@ -130,8 +131,8 @@ describe('review 5: counter take-backs judged per change (causal steps)', functi
     const ms = Math.round(performance.now() - started)
     expect({ result, verifies: verifies.count }, `${ms} ms`).to.deep.equal({ result: 'forbidden', verifies: 1 })
   })
-  // Not fixed (as HOLE 3): the fallback judges against the receiver's document, which holds nothing here.
-  it.skip(`HOLE 5: a replica that holds none of a counter id (a late joiner; here one cut off since the id was made) judges a delta of more than ${MAX_CAUSAL_STEPS} changes against nothing: ORDERS sends it the id's history with HOLE 2's delete flag, which it takes — the counter is deleted there, refused everywhere else, and the replica stays apart for good`, async () => {
+  // Fixed: a change (here: a delta, in the fallback) that writes a counter entity and leaves it absent is refused (review-provisional-overspend, HOLE 5).
+  it(`HOLE 5: a replica that holds none of a counter id (a late joiner; here one cut off since the id was made) judges a delta of more than ${MAX_CAUSAL_STEPS} changes against nothing: ORDERS sends it the id's history with HOLE 2's delete flag, which it takes — the counter is deleted there, refused everywhere else, and the replica stays apart for good`, async () => {
     const { r, hub } = await setUp()
     hub.partition([SUPPORT], [ADMIN, ORDERS])
     for (let i = 0; i < MAX_CAUSAL_STEPS + 8; i++) await r[ADMIN]!.counter('stock').increment('s2', 1)

@@ -1,6 +1,6 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes, type Clock } from '../clock.js'
-import { addedBy, changedRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
+import { addedBy, changedRows, overspendRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
 import type { JsonObject } from '../json.js'
 
 /**
@@ -83,10 +83,11 @@ export async function rowsVerdictAhead(
     if (!(await rows.checkOne(where.collection, where.id, key, value))) return verdictOf(rows, where, before, after, pending, conflicted, steps)
   }
   // … and, for each change, the rows of the holders it removes rows of, before it and with it,
-  // and of those it adds rows of, with it (their rows together: see rowsVerdict's overspender).
+  // and of those it adds rows of, with it, with the rows of the givers they name (their rows
+  // together, and what backs their receipts: see rowsVerdict's overspender).
   for (const step of steps ?? []) {
     const added = addedBy(step)
-    if (added.holders.size > 0) await rows.check(where.collection, where.id, rowsOf(step.after, added.holders))
+    if (added.holders.size > 0) await rows.check(where.collection, where.id, overspendRows(step.after, added.holders))
     const holders = removedHolders(step.before, step.after)
     if (holders.size === 0) continue
     await rows.check(where.collection, where.id, rowsOf(step.before, holders))
