@@ -54,6 +54,11 @@ export interface ReplicaServices {
   /** Told of every read that opened personal fields (observers' personalRead); undefined while none listens. */
   personalRead?: ((event: PersonalReadEvent) => void) | undefined
   /**
+   * While a peer's delta that switched this collection's default backend is judged: resolves
+   * once it is taken or undone (replication/provisional.ts). Undefined otherwise.
+   */
+  backendSettled?(collection: string): Promise<void> | undefined
+  /**
    * In a cluster, for a collection of counters: why a local write from `before` to `after` would
    * be refused by every peer (the counter row guard), or undefined if it passes; undefined for
    * any other collection. A write peers would refuse fails here instead (ERR_FORBIDDEN).
@@ -602,6 +607,9 @@ export class Collection<T extends object = JsonObject> {
     wantVersion: boolean,
   ): Promise<Uint8Array | undefined> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
+    // A write never takes a backend a peer's delta switched to and that is then switched back.
+    const switching = this.replica.backendSettled?.(this.name)
+    if (switching !== undefined) await switching
     const entity = await this.replica.entities.acquire(this.state, id)
     const lastWrite = entity.lastWrite
     let version: Uint8Array | undefined

@@ -250,6 +250,7 @@ export class Replica {
       readAudit: audit,
       peerId: access.self,
       now: () => this.clock.now(),
+      backendSettled: (collection) => this.provisional.settled(collection),
       counterWriteRefusal: (collection) => {
         const guard = this.counterGuard(collection)
         if (guard === undefined) return undefined
@@ -885,10 +886,14 @@ export class Replica {
     const before = this.entities.collections.get(name)
     const defaultBackend = before?.backend
     const col = this.stateFor(name, backend)
-    const hold = this.provisional.created(name, () => {
-      if (before !== undefined) this.entities.restoreDefault(col, defaultBackend!)
-      else if (this.entities.forgetUnwritten(col)) this.replicator?.unsubscribe(name)
-    })
+    const hold = this.provisional.created(
+      name,
+      () => {
+        if (before !== undefined) this.entities.restoreDefault(col, defaultBackend!)
+        else if (this.entities.forgetUnwritten(col)) this.replicator?.unsubscribe(name)
+      },
+      before !== undefined,
+    )
     return { col, hold }
   }
 

@@ -7,8 +7,10 @@
  * Fixed: HOLE 1 and 2 (receipts a deleted row claimed lifted a holder's field-wise maximum:
  * receipts now count only as far as the givers' rows in the same past show them given), HOLE 5
  * (met on the way, older than both changes: a change that writes a counter entity and leaves it
- * absent hid forged rows from every rule). Pending: HOLE 3 and 4 (a refused delta's backend
- * switch meets an application write in flight: low severity, a narrow window).
+ * absent hid forged rows from every rule), HOLE 3 and 4 (a refused delta's backend switch met
+ * an application write: the write now waits for the delta's verdict). Still open there: a write
+ * that reached its entity before a delta switched the collection is made with the switched
+ * backend (a narrower window than HOLE 3's, not reproduced).
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
@@ -420,8 +422,8 @@ describe('review: provisional backend switches', function () {
   const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array) =>
     applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
 
-  // Not fixed: the switch is made before the delta is judged; a write in the window uses it (the undo then cannot, as the collection holds data).
-  it.skip("HOLE 3: the application writes to a collection it opened without a backend while a refused delta that switched its default is in flight: the write is made with the delta's backend, and the switch stays for good when the delta is refused (the undo finds the collection written)", async () => {
+  // Fixed: an application write waits while a peer's delta that switched the collection's default backend is judged (ProvisionalCollections.settled).
+  it("HOLE 3: the application writes to a collection it opened without a backend while a refused delta that switched its default is in flight: the write was made with the delta's backend, and the switch stayed for good when the delta was refused (the undo finds the collection written). Now the write waits for the verdict and is made with the default", async () => {
     const { r, c0 } = await apart()
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
@@ -435,18 +437,24 @@ describe('review: provisional backend switches', function () {
       async () => {
         const forged = withoutItsHead(ctx, c0)
         await new Promise((res) => setTimeout(res, 50)) // the forged delta switched 'notes' to automerge and waits at its entity
-        await opened.put('y1', { text: 'mine' })
+        expect(ctx.entities.collections.get('notes')?.backend.name, 'switched while the delta is judged').to.equal('automerge')
+        let written = false
+        const put = opened.put('y1', { text: 'mine' }).then(() => (written = true))
+        await new Promise((res) => setTimeout(res, 50))
+        expect(written, 'the write waits for the verdict').to.equal(false)
         release()
+        await put
         return await forged
       },
     )
     expect(out).to.equal('forbidden')
     expect(await opened.get('y1')).to.deep.equal({ text: 'mine' })
     expect(opened.backend, 'the default backend, as the application opened it').to.equal('yjs')
+    expect(ctx.entities.collections.get('notes')?.backend.name).to.equal('yjs')
   })
 
-  // Not fixed: the undo switches the backend back under a write that already holds its entity.
-  it.skip("HOLE 4: the default is restored while an application write that found the switched backend (its entity made with the delta's backend) is between its entity and its change: the write fails with a raw TypeError (the default backend's put on the other backend's document) — not a ConvergentError; nothing is stored, and the next write is made", async () => {
+  // Fixed as HOLE 3: the write does not reach its entity before the delta's verdict.
+  it("HOLE 4: the default was restored while an application write that found the switched backend (its entity made with the delta's backend) was between its entity and its change: the write failed with a raw TypeError. Now the write waits for the verdict: it is made, with the collection's backend, and so is the next", async () => {
     const { r, c0 } = await apart()
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
@@ -455,26 +463,24 @@ describe('review: provisional backend switches', function () {
     const acquire = entities.acquire.bind(ctx.entities)
     let release!: () => void
     const gate = new Promise<void>((res) => (release = res))
-    let forged: Promise<unknown> = Promise.resolve()
     let calls = 0
     entities.acquire = async (...args) => {
-      const n = ++calls
-      if (n === 1) await gate // the forged delta, after it switched the collection
-      const entity = await acquire(...args)
-      if (n === 2) {
-        release()
-        await forged // the application's write: its entity made with the switched backend, then the default comes back
-      }
-      return entity
+      if (++calls === 1) await gate // the forged delta, after it switched the collection
+      return acquire(...args)
     }
     let write: string
+    let forged: Promise<unknown>
     try {
       forged = withoutItsHead(ctx, c0)
       await new Promise((res) => setTimeout(res, 50))
-      write = await opened.put('y1', { text: 'mine' }).then(
+      const put = opened.put('y1', { text: 'mine' }).then(
         () => 'made',
         (err: unknown) => `failed: ${(err as { code?: string }).code ?? String(err)}`,
       )
+      await new Promise((res) => setTimeout(res, 50))
+      expect(calls, 'the write has not reached its entity').to.equal(1)
+      release()
+      write = await put
     } finally {
       entities.acquire = acquire
     }
@@ -482,8 +488,9 @@ describe('review: provisional backend switches', function () {
     const col = ctx.entities.collections.get('notes')!
     const stored = await (ctx.entities as unknown as { opts: { store: { collections(): Promise<Map<string, { backend: string }>> } } }).opts.store.collections()
     expect(stored.get('notes')?.backend ?? col.backend.name, "the stored backend is the collection's").to.equal(col.backend.name)
+    expect(write, 'the write that met the restore').to.equal('made')
     await opened.put('y2', { text: 'next' })
     expect(await opened.get('y2'), 'the next write').to.deep.equal({ text: 'next' })
-    expect(write, 'the write that met the restore').to.equal('made')
+    expect(col.backend.name).to.equal('yjs')
   })
 })

@@ -12,12 +12,27 @@ export type CollectionHold = (taken: boolean) => void
 
 const NOTHING_HELD: CollectionHold = () => undefined
 
-export class ProvisionalCollections {
-  private readonly held = new Map<string, { users: number; undo: () => void }>()
+interface Entry {
+  users: number
+  undo: () => void
+  /** A switch of the default backend of a collection the application opened (not one made for the delta). */
+  switched: boolean
+  /** Resolves once the entry ends (kept or undone). */
+  ended: Promise<void>
+  end: () => void
+}
 
-  /** A collection a delta just created or switched, with how to undo that; held by that delta. */
-  created(name: string, undo: () => void): CollectionHold {
-    const entry = { users: 1, undo }
+export class ProvisionalCollections {
+  private readonly held = new Map<string, Entry>()
+
+  /**
+   * A collection a delta just created (or, `switched`, whose default backend it just switched),
+   * with how to undo that; held by that delta.
+   */
+  created(name: string, undo: () => void, switched = false): CollectionHold {
+    let end!: () => void
+    const ended = new Promise<void>((resolve) => (end = resolve))
+    const entry: Entry = { users: 1, undo, switched, ended, end }
     this.held.set(name, entry)
     return this.releaseOf(name, entry)
   }
@@ -30,9 +45,25 @@ export class ProvisionalCollections {
     return this.releaseOf(name, entry)
   }
 
-  /** The collection is the application's now (it opened it here): never undone. */
+  /**
+   * The application opens the collection here: one a delta made is the application's now, never
+   * undone. A switch of its default backend still waits for its delta's verdict (see settled).
+   */
   keep(name: string): void {
+    const entry = this.held.get(name)
+    if (entry === undefined || entry.switched) return
     this.held.delete(name)
+    entry.end()
+  }
+
+  /**
+   * While a delta that switched the collection's default backend is judged: resolves once it is
+   * taken or undone (an application write waits for it, so it is never made with a backend that
+   * is then switched back). Undefined otherwise.
+   */
+  settled(name: string): Promise<void> | undefined {
+    const entry = this.held.get(name)
+    return entry?.switched === true ? entry.ended : undefined
   }
 
   /** Whether a collection is still provisional (for tests and stats). */
@@ -40,20 +71,17 @@ export class ProvisionalCollections {
     return this.held.has(name)
   }
 
-  private releaseOf(name: string, entry: { users: number; undo: () => void }): CollectionHold {
+  private releaseOf(name: string, entry: Entry): CollectionHold {
     let released = false
     return (taken) => {
       if (released) return
       released = true
       // Kept or undone meanwhile (and maybe made again since, by another delta): not ours to end.
       if (this.held.get(name) !== entry) return
-      if (taken) {
-        this.held.delete(name)
-        return
-      }
-      if (--entry.users > 0) return
+      if (!taken && --entry.users > 0) return
       this.held.delete(name)
-      entry.undo()
+      if (!taken) entry.undo()
+      entry.end()
     }
   }
 }
