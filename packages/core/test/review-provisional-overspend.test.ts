@@ -26,7 +26,7 @@ import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { signedRow } from '../src/testing/index.js'
-import { ADMIN, ORDERS, SUPPORT, netOf, trustCluster, trustMember, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, netOf, trustCluster, trustMember, trustSuite, type Keyring } from './trust-helpers.js'
 import { NOTES_POLICY, headOf, notes } from './heads-helpers.js'
 import { ALL, STOCK_POLICY, counterSuite, ctxOf, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
@@ -260,26 +260,28 @@ async function holdingAcquire<T>(
   }
 }
 
+/** ADMIN and SUPPORT under the notes policy, cut apart; ADMIN writes n1. Its change. */
+async function notesApart(keys: Keyring, replicas: Replica[]): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
+  const hub = new LoopbackHub()
+  const r: Record<string, Replica> = {}
+  for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id)
+  await r[ADMIN]!.policy.set(TWO_NOTES)
+  await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+  hub.partition([ADMIN], [SUPPORT])
+  await notes(r[ADMIN]!).put('n1', { text: 'one' })
+  const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+  return { r, c0: c0! }
+}
+
+/** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged. */
+const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array) =>
+  applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
+
 describe('review: provisional collections', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  /** ADMIN and SUPPORT under the notes policy, cut apart; ADMIN writes n1. Its change. */
-  async function apart(): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id)
-    await r[ADMIN]!.policy.set(TWO_NOTES)
-    await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    return { r, c0: c0! }
-  }
-
-  /** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged. */
-  const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array) =>
-    applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
+  const apart = () => notesApart(keys, replicas)
 
   const genuine = async (ctx: ReplicationContext, change: Uint8Array) =>
     applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(change, [await headOf(keys, change)]))
@@ -407,20 +409,7 @@ describe('review: provisional backend switches', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  async function apart(): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id)
-    await r[ADMIN]!.policy.set(TWO_NOTES)
-    await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    return { r, c0: c0! }
-  }
-
-  const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array) =>
-    applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
+  const apart = () => notesApart(keys, replicas)
 
   // Fixed: an application write waits while a peer's delta that switched the collection's default backend is judged (ProvisionalCollections.settled).
   it("HOLE 3: the application writes to a collection it opened without a backend while a refused delta that switched its default is in flight: the write was made with the delta's backend, and the switch stayed for good when the delta was refused (the undo finds the collection written). Now the write waits for the verdict and is made with the default", async () => {
