@@ -607,10 +607,17 @@ export class Collection<T extends object = JsonObject> {
     wantVersion: boolean,
   ): Promise<Uint8Array | undefined> {
     // (Not assertOpen: close() waits for writes called before it; see Replica.close.)
-    // A write never takes a backend a peer's delta switched to and that is then switched back.
-    const switching = this.replica.backendSettled?.(this.name)
-    if (switching !== undefined) await switching
-    const entity = await this.replica.entities.acquire(this.state, id)
+    // A write never takes a backend a peer's delta switched to and that is then switched back:
+    // it waits for the delta's verdict — also when the switch came while it made its entity (the
+    // first write loads the collection's digest tree: a store read), which it then makes again.
+    let entity
+    for (;;) {
+      const switching = this.replica.backendSettled?.(this.name)
+      if (switching !== undefined) await switching
+      entity = await this.replica.entities.acquire(this.state, id)
+      if (entity.backend === this.state.backend && this.replica.backendSettled?.(this.name) === undefined) break
+      this.replica.entities.release(entity)
+    }
     const lastWrite = entity.lastWrite
     let version: Uint8Array | undefined
     const refusal = this.replica.counterWriteRefusal?.(this.name)

@@ -650,7 +650,7 @@ export class Replica {
       void this.saveRefused().catch((err: unknown) =>
         this.logger.error(`could not record that '${name}' is taken from peers again: ${(err as Error).message}`, { collection: name, ...codeOf(err) }),
       )
-    this.provisional.keep(name) // the application's now, whatever a peer's delta does
+    this.provisional.keep(name, options.backend !== undefined) // the application's now, whatever a peer's delta does
     const state = this.stateFor(name, backend, options.backend === undefined)
     let col = this.collectionsByName.get(name) as Collection<T> | undefined
     if (col === undefined) {
@@ -799,6 +799,7 @@ export class Replica {
         this.collectionsByName.delete(name)
         this.counters.delete(name)
         this.replicator?.unsubscribe(name)
+        this.provisional.forget(name)
         const col = this.entities.collections.get(name)
         await (col === undefined ? this.options.store.dropCollection(name) : this.entities.drop(col))
         await this.dropProofs(name)

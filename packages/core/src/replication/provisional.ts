@@ -33,8 +33,19 @@ export class ProvisionalCollections {
     let end!: () => void
     const ended = new Promise<void>((resolve) => (end = resolve))
     const entry: Entry = { users: 1, undo, switched, ended, end }
+    // One still held here belongs to a collection since dropped (this one is new): nothing of it
+    // is left to undo, and what waits for it must not wait for ever.
+    this.held.get(name)?.end()
     this.held.set(name, entry)
     return this.releaseOf(name, entry)
+  }
+
+  /** The application drops the collection: nothing of it is left to undo; what waits for it goes on. */
+  forget(name: string): void {
+    const entry = this.held.get(name)
+    if (entry === undefined) return
+    this.held.delete(name)
+    entry.end()
   }
 
   /** A delta for a collection that exists: held while it is applied, if the collection is still provisional. */
@@ -47,11 +58,13 @@ export class ProvisionalCollections {
 
   /**
    * The application opens the collection here: one a delta made is the application's now, never
-   * undone. A switch of its default backend still waits for its delta's verdict (see settled).
+   * undone. A switch of its default backend still waits for its delta's verdict (see settled) —
+   * unless the application names the backend (`definite`): then it is the one the delta switched
+   * to (any other is refused as a mismatch), and the application's choice, never undone either.
    */
-  keep(name: string): void {
+  keep(name: string, definite = false): void {
     const entry = this.held.get(name)
-    if (entry === undefined || entry.switched) return
+    if (entry === undefined || (entry.switched && !definite)) return
     this.held.delete(name)
     entry.end()
   }
