@@ -60,6 +60,11 @@ export function giveTo(row: Row, to: string, n: number): void {
   Object.defineProperty(row.out, to, { value: amountTo(row, to) + n, enumerable: true, writable: true, configurable: true })
 }
 
+/** Sets what a map of amounts holds for `peer` (defined, not assigned: a peer id '__proto__' is a plain key too). */
+export function setAmount(map: Record<string, number>, peer: string, n: number): void {
+  Object.defineProperty(map, peer, { value: n, enumerable: true, writable: true, configurable: true })
+}
+
 export function valueIn(rows: Rows, min: number): number {
   let v = min
   for (const row of rows.values()) v += row.inc - row.dec
@@ -615,7 +620,7 @@ function overspender(
     const received: Record<string, number> = {}
     for (const [from, n] of Object.entries(row.received ?? {})) {
       const gave = given.rows.get(from)
-      received[from] = from === holder || gave === undefined ? 0 : Math.min(n, amountTo(gave, holder))
+      setAmount(received, from, from === holder || gave === undefined ? 0 : Math.min(n, amountTo(gave, holder)))
     }
     if (heldBy({ ...row, received }) < 0) return { holder }
   }
@@ -625,7 +630,7 @@ function overspender(
 /** maxRow with the receipts too. */
 function maxSignedRow(a: SignedRow, b: SignedRow): SignedRow {
   const received = { ...(a.received ?? {}) }
-  for (const [from, n] of Object.entries(b.received ?? {})) received[from] = Math.max(received[from] ?? 0, n)
+  for (const [from, n] of Object.entries(b.received ?? {})) setAmount(received, from, Math.max(Object.hasOwn(received, from) ? received[from]! : 0, n))
   return { ...maxRow(a, b), version: Math.max(a.version, b.version), received }
 }
 

@@ -7,6 +7,7 @@ import {
   legacyRows,
   rightsIn,
   rowKey,
+  setAmount,
   valueIn,
   writeLegacyRow,
   type Row,
@@ -340,7 +341,7 @@ export class Counter {
       const version = (current?.version ?? 0) + 1
       // Receipts: the rights every other holder's rows gave this replica, as counted here.
       const received: Record<string, number> = {}
-      for (const [holder, row] of view.rows) if (holder !== me && Object.hasOwn(row.out, me) && row.out[me]! > 0) received[holder] = row.out[me]!
+      for (const [holder, row] of view.rows) if (holder !== me && Object.hasOwn(row.out, me) && row.out[me]! > 0) setAmount(received, holder, row.out[me]!)
       const value = await signed.seal(this.name, id, me, { ...mine, version, received })
       try {
         const written = await this.collection.update(

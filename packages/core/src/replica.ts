@@ -255,6 +255,10 @@ export class Replica {
         const guard = this.counterGuard(collection)
         if (guard === undefined) return undefined
         return (id, before, after, conflicted) => {
+          // Never deleted (one holding rows would take them back; one without is refused as well): a
+          // history that leaves a counter entity absent is refused by a peer that lacks it and
+          // judges its catch-up against its own document (row-guard.ts: past MAX_CAUSAL_STEPS).
+          if (after === undefined) return `counter '${collection}/${id}' is never deleted (a peer that lacks it may refuse a history that leaves it absent)`
           const verdict = verdictOf(guard, { collection, id }, before, after, false, conflicted)
           return verdict === 'ok' ? undefined : verdict === 'later' ? `counter '${collection}/${id}' holds rows not checked yet` : verdict.refused
         }

@@ -14,7 +14,7 @@ import type { ReplicationContext } from '../src/replication/context.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { NOTES_POLICY, notes } from './heads-helpers.js'
-import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { ALL, codeOf, counterSuite, ctxOf, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms))
 
@@ -222,5 +222,127 @@ describe('review2: provisional backend switches', function () {
       backend: 'yjs',
       value: { text: 'mine' },
     })
+  })
+})
+
+// -------------------------------------------------------------------------------------------------
+// Counter rows: the overspend rule and the absent-entity rule
+// -------------------------------------------------------------------------------------------------
+
+describe('review2: counter rows overspend and absent-entity rules', function () {
+  this.timeout(180_000)
+  const { setUp, keys, replicas } = counterSuite()
+
+  /** Every delta or message `replica` dropped as forbidden, from any peer. */
+  const forbiddenAll = (replica: Replica): number => Object.values(replica.stats().peers).reduce((n, p) => n + p.dropped.forbidden, 0)
+
+  it('probe: honest transfer chains across a partition — ADMIN→ORDERS→SUPPORT→ORDERS on one side while ADMIN (the first giver) replaces its row by giving ORDERS more and increments past MAX_CAUSAL_STEPS on the other; one replica forgets its verdicts (as after a restart); then every holder spends all it holds (a rights request included): nothing is refused, everything converges, rights add up and none is negative', async () => {
+    const { hub, r } = await setUp()
+    const [admin, orders, support] = ALL.map((n) => r[n]!.counter('stock'))
+    await admin!.transfer('s1', ORDERS, 40)
+    for (const n of ALL) await waitFor(async () => (await r[n]!.counter('stock').rights('s1', ORDERS)) === 40, `${n} sees ORDERS hold 40`)
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    await orders!.transfer('s1', SUPPORT, 30)
+    await waitFor(async () => (await support!.rights('s1')) === 30, 'SUPPORT holds 30')
+    await support!.decrement('s1', 10)
+    await support!.transfer('s1', ORDERS, 5)
+    await waitFor(async () => (await orders!.rights('s1')) === 15, 'ORDERS holds 15')
+    await orders!.decrement('s1', 15)
+    await admin!.transfer('s1', ORDERS, 10) // the giver's row replaced while ORDERS spends what the older one gave
+    for (let i = 0; i < 40; i++) await admin!.increment('s1', 1)
+    ;(ctxOf(r[SUPPORT]!).counterGuard('stock') as unknown as { verdicts: Map<string, boolean> }).verdicts.clear()
+    hub.heal()
+    await syncAll(r, 3)
+    await waitFor(async () => new Set(await values(r)).size === 1, 'converged', 20_000)
+    expect(await orders!.rights('s1')).to.equal(40 - 30 + 5 - 15 + 10)
+    await orders!.decrement('s1', 10)
+    await support!.decrement('s1', 15)
+    await support!.decrement('s1', 20, { waitMs: 5_000 }) // more than it holds (0): a rights request to ADMIN
+    await syncAll(r, 3)
+    await waitFor(async () => new Set(await values(r)).size === 1, 'converged again', 20_000)
+    const seen = []
+    for (const n of ALL) {
+      const { value, rights } = await r[n]!.counter('stock').inspect('s1')
+      seen.push({ value, sum: Object.values(rights).reduce((a, b) => a + b, 0), negative: Object.values(rights).some((x) => x < 0) })
+    }
+    expect(
+      ALL.map((n) => forbiddenAll(r[n]!)),
+      'refused',
+    ).to.deep.equal([0, 0, 0])
+    const value = 100 + 40 - 10 - 15 - 10 - 15 - 20
+    expect(seen).to.deep.equal(ALL.map(() => ({ value, sum: value, negative: false })))
+  })
+  // Not fixed (low: a libp2p peer id is never '__proto__'; loopback, simulated or custom networks
+  // may name a peer so). writeSigned, overspender and maxSignedRow now define the key rather than
+  // assign it (setAmount), but that is not enough: a row body's maps are decoded by cborg (the
+  // simple decoder leaves '__proto__' keys to it), which assigns — the key is lost there, for
+  // receipts and for rights given to such a peer alike. Closing it means decoding row bodies
+  // (or every message) with '__proto__' kept as a plain key.
+  it.skip("HOLE 4: a holder spends rights a member whose peer id is '__proto__' gave it (a plain key elsewhere: giveTo, parseRowValue's amounts): that giver's receipt is lost (gathered by assignment in writeSigned and in the overspend rule, and dropped by the CBOR decoding of the row body) — the honest writer's row says it holds less than it spends, and its own write is refused as every peer would refuse it. The spend must be made and taken", async () => {
+    const P = '__proto__'
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    for (const id of [ADMIN, ORDERS, P]) r[id] = await trustMember(keys, replicas, hub, id)
+    await r[ADMIN]!.policy.set({ roles: { admin: [ADMIN], w: [ORDERS, P] }, collections: { stock: { read: ['*'], write: ['admin', 'w'], counter: true } } })
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[P]!.policy.get() !== undefined, 'adopted')
+    await r[P]!.counter('stock').increment('s1', 10)
+    await r[P]!.counter('stock').transfer('s1', ORDERS, 10)
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').rights('s1')) === 10, 'ORDERS holds 10')
+    const spent = await codeOf(r[ORDERS]!.counter('stock').decrement('s1', 5))
+    await syncAll(r, 2)
+    expect({
+      spent,
+      seen: await Promise.all([ADMIN, P].map((n) => r[n]!.counter('stock').rights('s1', ORDERS))),
+      refused: [ADMIN, P].map((n) => forbiddenAll(r[n]!)),
+    }).to.deep.equal({ spent: undefined, seen: [5, 5], refused: [0, 0] })
+  })
+  it('probe (the absent-entity rule): a late joiner that lacks the counter takes its whole history of more than MAX_CAUSAL_STEPS changes (judged against its document, where the entity is absent before and live after); a counter holding rows cannot be deleted through the collection (refused locally: every peer would refuse it), so no honest change leaves a counter absent', async () => {
+    const { hub, r } = await setUp([ADMIN, ORDERS])
+    hub.partition([ADMIN, ORDERS], [SUPPORT])
+    const admin = r[ADMIN]!.counter('stock')
+    for (let i = 0; i < 40; i++) await admin.increment('s2', 1)
+    await admin.transfer('s2', ORDERS, 15)
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').rights('s2')) === 15, 'ORDERS holds 15')
+    await r[ORDERS]!.counter('stock').decrement('s2', 5)
+    const deleted = await codeOf(r[ADMIN]!.collection<State>('stock').delete('s2'))
+    hub.heal()
+    await syncAll(r, 3)
+    await waitFor(async () => (await r[SUPPORT]!.counter('stock').value('s2')) === 35, 'SUPPORT takes s2')
+    expect({ deleted, refused: ALL.map((n) => forbiddenAll(r[n]!)), values: await values(r, 's2') }).to.deep.equal({
+      deleted: 'ERR_FORBIDDEN',
+      refused: [0, 0, 0],
+      values: [35, 35, 35],
+    })
+  })
+  // Fixed: the local guard refuses every delete of a counter entity (counterWriteRefusal), so no
+  // honest history leaves one absent. Still open (the class of review5's HOLE 3 and 5: the
+  // fallback judges unlike the per-change rule): a hostile writer's own such history, which the
+  // replicas that took it change by change relay to a late joiner that refuses it.
+  it('HOLE 5: a counter entity without rows, written and deleted through the collection API (the local guard let both through: no row is taken back), more than MAX_CAUSAL_STEPS times: a late joiner that lacks it judges the catch-up against its document — absent before and after — and refuses it for good, while the replicas that took each change hold it: they never agree on the collection, and the honest sender is counted forbidden at every round. Now the delete is refused locally (ERR_FORBIDDEN) and the entity reaches every replica', async () => {
+    const { hub, r } = await setUp([ADMIN, ORDERS])
+    hub.partition([ADMIN, ORDERS], [SUPPORT])
+    const raw = r[ADMIN]!.collection<State>('stock')
+    const written = []
+    for (let i = 0; i < 17; i++) {
+      written.push(await codeOf(raw.put('s9', {})))
+      written.push(await codeOf(raw.delete('s9')))
+    }
+    await syncAll(r, 2)
+    hub.heal()
+    await syncAll(r, 3)
+    const held = async (n: string) => {
+      const ctx = ctxOf(r[n]!)
+      const entity = await ctx.entities.acquire(ctx.entities.collections.get('stock')!, 's9')
+      try {
+        return entity.head !== undefined
+      } finally {
+        ctx.entities.release(entity)
+      }
+    }
+    expect({
+      written: [...new Set(written)],
+      held: await Promise.all(ALL.map(held)),
+      refused: ALL.map((n) => forbiddenAll(r[n]!)),
+    }).to.deep.equal({ written: [undefined, 'ERR_FORBIDDEN'], held: [true, true, true], refused: [0, 0, 0] })
   })
 })
