@@ -6,8 +6,9 @@
  * the code under review (each was watched fail there); "probe: …" tests held.
  * Fixed: HOLE 1 (an explicitly named backend now keeps a pending switch), HOLE 2 (a write
  * re-checks the switch after making its entity), HOLE 3 (a dropped collection's pending switch
- * ends), HOLE 5 (the application's delete of a counter entity is refused locally). Pending:
- * HOLE 4 (a giver whose peer id is '__proto__': the row body's CBOR decoding drops the key).
+ * ends), HOLE 5 (the application's delete of a counter entity is refused locally), HOLE 4 (a
+ * giver whose peer id is '__proto__': the CBOR decoding of every peer message now keeps such a
+ * map key as an own key, where cborg made it the object's prototype or dropped it).
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
@@ -278,13 +279,11 @@ describe('review2: counter rows overspend and absent-entity rules', function () 
     const value = 100 + 40 - 10 - 15 - 10 - 15 - 20
     expect(seen).to.deep.equal(ALL.map(() => ({ value, sum: value, negative: false })))
   })
-  // Not fixed (low: a libp2p peer id is never '__proto__'; loopback, simulated or custom networks
-  // may name a peer so). writeSigned, overspender and maxSignedRow now define the key rather than
-  // assign it (setAmount), but that is not enough: a row body's maps are decoded by cborg (the
-  // simple decoder leaves '__proto__' keys to it), which assigns — the key is lost there, for
-  // receipts and for rights given to such a peer alike. Closing it means decoding row bodies
-  // (or every message) with '__proto__' kept as a plain key.
-  it.skip("HOLE 4: a holder spends rights a member whose peer id is '__proto__' gave it (a plain key elsewhere: giveTo, parseRowValue's amounts): that giver's receipt is lost (it was gathered by assignment in writeSigned and in the overspend rule — defined now — and the CBOR decoding of the row body drops the key) — the honest writer's row says it holds less than it spends, and its own write is refused as every peer would refuse it. The spend must be made and taken", async () => {
+  // Fixed (low: a libp2p peer id is never '__proto__'; loopback, simulated or custom networks
+  // may name a peer so): writeSigned, overspender and maxSignedRow define the key (setAmount), and
+  // every CBOR map a peer sends is decoded with '__proto__' an own key (envelope.ts
+  // decodeWithCborg: cborg assigned it, which set the object's prototype or dropped the value).
+  it("HOLE 4: a holder spends rights a member whose peer id is '__proto__' gave it (a plain key elsewhere: giveTo, parseRowValue's amounts): that giver's receipt is lost (it was gathered by assignment in writeSigned and in the overspend rule — defined now — and the CBOR decoding of the row body drops the key) — the honest writer's row says it holds less than it spends, and its own write is refused as every peer would refuse it. The spend must be made and taken", async () => {
     const P = '__proto__'
     const hub = new LoopbackHub()
     const r: Record<string, Replica> = {}

@@ -3,7 +3,7 @@
 import { expect } from 'chai'
 import { encode } from 'cborg'
 import fc from 'fast-check'
-import { decodeBounded, decodeWithCborg } from '../src/replication/messages/envelope.js'
+import { decodeBounded, decodeWithCborg, InvalidMessageError } from '../src/replication/messages/envelope.js'
 import { decodeSimple, MISS } from '../src/replication/messages/simple-cbor.js'
 import { decodeHeadProof, signHeads } from '../src/trust/signed-heads.js'
 
@@ -86,6 +86,21 @@ describe('simple CBOR reader', () => {
     expect(decodeSimple(encode([1, 2, 3]), 3)).to.equal(MISS) // 4 items: the list and its three
     expect(() => decodeBounded(encode([1, 2, 3]), 3, 'test')).to.throw(/more than 3 items/)
     expect(decodeBounded(encode([1, 2, 3]), 4, 'test')).to.deep.equal([1, 2, 3])
+  })
+
+  it("a map key '__proto__' is an own key like any other, never the decoded object's prototype (a peer's fields inherited) — and a map key that is not text is refused", () => {
+    const key = [0x69, ...new TextEncoder().encode('__proto__')]
+    const nested = decodeBounded(new Uint8Array([0xa1, ...key, 0xa1, 0x61, 0x78, 0x01]), 100, 'test') as Record<string, unknown>
+    expect(Object.getPrototypeOf(nested)).to.equal(Object.prototype)
+    expect(nested['x'], 'no field inherited from the peer').to.equal(undefined)
+    expect(Object.keys(nested)).to.deep.equal(['__proto__'])
+    expect(Object.getOwnPropertyDescriptor(nested, '__proto__')?.value).to.deep.equal({ x: 1 })
+    const scalar = decodeBounded(new Uint8Array([0xa2, 0x61, 0x61, 0x01, ...key, 0x05]), 100, 'test') as Record<string, unknown>
+    expect(Object.entries(scalar)).to.deep.equal([
+      ['a', 1],
+      ['__proto__', 5],
+    ])
+    expect(() => decodeBounded(new Uint8Array([0xa1, 0x01, 0x02]), 100, 'test')).to.throw(InvalidMessageError, /not text/)
   })
 
   it('reads a head proof (what a catch-up decodes per entity) without cborg, copying its bytes as cborg does', async () => {

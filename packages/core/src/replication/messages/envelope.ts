@@ -167,10 +167,30 @@ export function decodeBounded(data: Uint8Array, maxItems: number, what: string):
 
 /** decodeBounded through cborg's tokenizer, for what decodeSimple leaves (exported for its equivalence test). */
 export function decodeWithCborg(data: Uint8Array, maxItems: number, what: string): unknown {
+  let decoded: unknown
   try {
-    return decode(data, { ...DECODE_OPTIONS, tokenizer: new BoundedTokenizer(data, DECODE_OPTIONS, maxItems) })
+    // Maps as Maps, made plain objects below: cborg assigns each key, so a map key '__proto__'
+    // would set the object's prototype (fields a peer chose, inherited, not its own) or vanish.
+    decoded = decode(data, { ...DECODE_OPTIONS, useMaps: true, tokenizer: new BoundedTokenizer(data, DECODE_OPTIONS, maxItems) })
   } catch (err) {
     if (err instanceof InvalidMessageError) throw err
     throw new InvalidMessageError(`undecodable ${what}: ${(err as Error).message}`)
   }
+  return plainOf(decoded, what, 0)
 }
+
+/** Maps (from cborg's useMaps) as plain objects whose every key is their own, '__proto__' too; only text keys. */
+function plainOf(value: unknown, what: string, depth: number): unknown {
+  if (depth > MAX_PLAIN_DEPTH) throw new InvalidMessageError(`undecodable ${what}: nested more than ${MAX_PLAIN_DEPTH} deep`)
+  if (Array.isArray(value)) return value.map((item: unknown) => plainOf(item, what, depth + 1))
+  if (!(value instanceof Map)) return value
+  const out: Record<string, unknown> = {}
+  for (const [key, item] of value as Map<unknown, unknown>) {
+    if (typeof key !== 'string') throw new InvalidMessageError(`undecodable ${what}: a map key that is not text (${typeof key})`)
+    Object.defineProperty(out, key, { value: plainOf(item, what, depth + 1), enumerable: true, writable: true, configurable: true })
+  }
+  return out
+}
+
+/** Deeper than any message of ours (the fast reader's bound is lower still). */
+const MAX_PLAIN_DEPTH = 256
