@@ -3,7 +3,7 @@
  * everything time- or chance-dependent goes through a Clock, so the simulator can run the
  * real core in virtual time, deterministically from a seed.
  */
-import { randomBytes as cryptoRandomBytes } from 'node:crypto'
+import { pooledRandom } from './secure-random.js'
 
 export interface TimerHandle {
   readonly id: number
@@ -59,7 +59,7 @@ export function systemClock(): Clock {
       }
     },
     random: () => Math.random(),
-    randomBytes: (n) => new Uint8Array(cryptoRandomBytes(n)),
+    randomBytes: (n) => new Uint8Array(pooledRandom(n)), // a copy: the pool moves on
     nextTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
     monotonic: () => performance.now(),
   }

@@ -248,6 +248,8 @@ export interface RowSigner {
 /** The rows of one counter entity that count: per holder, its valid row of the highest version. */
 export interface RowsView {
   rows: Rows
+  /** Per holder, the receipts its valid rows claim, field-wise at their maximum (as `rows`). */
+  received: Map<string, Record<string, number>>
   best: Map<string, SignedRow>
   /** The keys of each holder's rows present (its own write deletes them all but the new one). */
   keys: Map<string, string[]>
@@ -329,7 +331,7 @@ export class SignedRows {
    * A row not checked yet does not count.
    */
   view(collection: string, id: string, state: Record<string, unknown> | undefined): RowsView {
-    const view: RowsView = { rows: new Map(), best: new Map(), keys: new Map(), unchecked: 0 }
+    const view: RowsView = { rows: new Map(), received: new Map(), best: new Map(), keys: new Map(), unchecked: 0 }
     for (const [key, value] of Object.entries(state ?? {})) {
       if (!isRowKey(key)) continue
       const known = this.verdicts.get(verdictKey(collection, id, key, value))
@@ -344,6 +346,10 @@ export class SignedRows {
       const best = view.best.get(place.holder)
       if (best === undefined || best.version < parsed.row.version) view.best.set(place.holder, parsed.row)
       view.rows.set(place.holder, maxRow(view.rows.get(place.holder), parsed.row))
+      const received = view.received.get(place.holder) ?? {}
+      for (const [from, n] of Object.entries(parsed.row.received ?? {}))
+        setAmount(received, from, Math.max(Object.hasOwn(received, from) ? received[from]! : 0, n))
+      view.received.set(place.holder, received)
     }
     return view
   }
@@ -406,7 +412,8 @@ export function changedRows(before: Record<string, unknown> | undefined, after: 
  * it held overall depends on which rows a replica has, so such a rule would split replicas (a
  * holder that signs two rows of one version spending the same rights would have each side take
  * one). So a holder's own code can still spend the rights it really received more than once in
- * rows signed concurrently; every replica then shows it alike (its rights below 0). "No holder's numbers go down" is judged per change against its own causal
+ * rows signed concurrently; every replica then shows it alike (its rights below 0). "No
+ * holder's numbers go down" is judged per change against its own causal
  * past (`steps`: the value at its dependencies, and with it), not against the document the
  * receiver holds: two concurrent changes of a member that each delete one of its own rows of
  * equal numbers then pass everywhere alike — together they take those numbers down, on every
@@ -454,6 +461,8 @@ export function rowsVerdict(
   const whole = addedRows(rows, where, before, after)
   if ('refused' in whole) return whole
   let unchecked = whole.unchecked
+  // Where the holders that rows are added for must hold no less than nothing (see below).
+  const spent = steps === undefined ? [{ state: after, holders: holdersOf(whole.added) }] : []
   if (steps !== undefined) {
     // Each change as if it came alone: the rows it adds (a forged one refuses it, and the delta,
     // at the first verify; rows a later change of the delta deletes are no way round the rules) …
@@ -461,6 +470,7 @@ export function rowsVerdict(
       const own = addedRows(rows, where, step.before, step.after)
       if ('refused' in own) return { refused: `${own.refused} (change ${step.hash.slice(0, 16)})` }
       if (own.unchecked) unchecked = true
+      if (own.added.length > 0) spent.push({ state: step.after, holders: holdersOf(own.added) })
     }
     // … and what the delta removes from the document, one of its changes removes in view: a
     // change cannot delete what its own past lacks (a delete naming a row its dependencies do not
@@ -484,7 +494,7 @@ export function rowsVerdict(
   // So the rows a change adds must leave their holder's maximum holding no less than nothing —
   // judged with the change's own past (the same on every replica), or past MAX_CAUSAL_STEPS
   // with the document here.
-  for (const { state, holders } of steps === undefined ? [{ state: after, holders: holdersOf(whole.added) }] : steps.map(addedBy)) {
+  for (const { state, holders } of spent) {
     const over = overspender(rows, where, state, holders)
     if (over === 'later') return 'later'
     if (over !== undefined) return { refused: `${name}: ${over.holder}'s rows together spend more than they say it holds` }
@@ -562,14 +572,14 @@ function holdersOf(added: readonly { holder: string }[]): Set<string> {
   return new Set(added.map((a) => a.holder))
 }
 
-/** A change as its value with it and the holders it adds rows of. */
-export function addedBy(step: CausalStep): { state: Record<string, unknown> | undefined; holders: Set<string> } {
+/** The holders a change adds or changes rows of (see removedHolders). */
+export function addedHolders(before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): Set<string> {
   const holders = new Set<string>()
-  for (const [key] of changedRows(step.before, step.after)) {
+  for (const [key] of changedRows(before, after)) {
     const place = parseRowKey(key)
     if (place !== undefined) holders.add(place.holder)
   }
-  return { state: step.after, holders }
+  return holders
 }
 
 /**
@@ -602,36 +612,19 @@ function overspender(
   state: Record<string, unknown> | undefined,
   holders: ReadonlySet<string>,
 ): { holder: string } | 'later' | undefined {
-  const read = overspendRows(state, holders)
-  const merged = new Map<string, SignedRow>()
-  for (const [key, value] of Object.entries(rowsOf(read, holders))) {
-    const verdict = rows.verdict(where.collection, where.id, key, value)
-    if (verdict === undefined) return 'later'
-    if (!verdict) continue // a forged row counts for nothing
-    const at = rowAt(key, value)
-    if (at === undefined) continue
-    const had = merged.get(at.holder)
-    merged.set(at.holder, had === undefined ? at.row : maxSignedRow(had, at.row))
-  }
-  if (merged.size === 0) return undefined
-  const given = rows.view(where.collection, where.id, read)
-  if (given.unchecked > 0) return 'later'
-  for (const [holder, row] of merged) {
-    const received: Record<string, number> = {}
-    for (const [from, n] of Object.entries(row.received ?? {})) {
-      const gave = given.rows.get(from)
-      setAmount(received, from, from === holder || gave === undefined ? 0 : Math.min(n, amountTo(gave, holder)))
+  const view = rows.view(where.collection, where.id, overspendRows(state, holders))
+  if (view.unchecked > 0) return 'later'
+  for (const holder of holders) {
+    const row = view.rows.get(holder)
+    if (row === undefined) continue
+    const backed: Record<string, number> = {}
+    for (const [from, n] of Object.entries(view.received.get(holder) ?? {})) {
+      const gave = view.rows.get(from)
+      setAmount(backed, from, from === holder || gave === undefined ? 0 : Math.min(n, amountTo(gave, holder)))
     }
-    if (heldBy({ ...row, received }) < 0) return { holder }
+    if (heldBy({ ...row, version: 0, received: backed }) < 0) return { holder }
   }
   return undefined
-}
-
-/** maxRow with the receipts too. */
-function maxSignedRow(a: SignedRow, b: SignedRow): SignedRow {
-  const received = { ...(a.received ?? {}) }
-  for (const [from, n] of Object.entries(b.received ?? {})) setAmount(received, from, Math.max(Object.hasOwn(received, from) ? received[from]! : 0, n))
-  return { ...maxRow(a, b), version: Math.max(a.version, b.version), received }
 }
 
 /** The rows of `holders` in `state`. */

@@ -312,7 +312,7 @@ export class Entities {
    * replication/provisional.ts): it leaves memory. Nothing if anything was committed to it since.
    */
   forgetUnwritten(col: CollectionState): boolean {
-    if (this.collections.get(col.name) !== col || col.persisted || col.seq !== 0) return false
+    if (!this.unwritten(col)) return false
     this.collections.delete(col.name)
     this.sortedNames = undefined
     this.cache.deleteCollection(col.name)
@@ -321,10 +321,15 @@ export class Entities {
 
   /** Undoes `ensure`'s switch of a default backend for a peer's delta (see forgetUnwritten). */
   restoreDefault(col: CollectionState, backend: Backend): void {
-    if (this.collections.get(col.name) !== col || col.persisted || col.seq !== 0) return
+    if (!this.unwritten(col)) return
     col.backend = backend
     col.tentative = true
     this.cache.deleteCollection(col.name) // empty documents of the delta's backend
+  }
+
+  /** Still this replica's state of its collection, and nothing committed to it. */
+  private unwritten(col: CollectionState): boolean {
+    return this.collections.get(col.name) === col && !col.persisted && col.seq === 0
   }
 
   /** The collection's digest tree, loading its leaves from the store the first time. */

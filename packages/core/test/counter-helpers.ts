@@ -4,6 +4,7 @@
  * document with its own code) and SUPPORT on one loopback hub under a policy that declares
  * 'stock' a counter every one of them may write.
  */
+import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
@@ -100,6 +101,30 @@ export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
 /** Deltas and messages `replica` dropped as forbidden from `from`. */
 export function forbidden(replica: Replica, from: string): number {
   return replica.stats().peers[from]?.dropped.forbidden ?? 0
+}
+
+/** Every delta or message `replica` dropped as forbidden, from any peer. */
+export function forbiddenAll(replica: Replica): number {
+  return Object.values(replica.stats().peers).reduce((n, p) => n + p.dropped.forbidden, 0)
+}
+
+/**
+ * After honest work on 'stock'/s1: once the members converge again, none refused anything as
+ * forbidden, and each shows `value`, its holders' rights summing to it, none below 0.
+ */
+export async function expectHonestEnd(r: Record<string, Replica>, value: number): Promise<void> {
+  await syncAll(r, 3)
+  await waitFor(async () => new Set(await values(r)).size === 1, 'converged again', 20_000)
+  const seen = []
+  for (const n of ALL) {
+    const { value, rights } = await r[n]!.counter('stock').inspect('s1')
+    seen.push({ value, sum: Object.values(rights).reduce((a, b) => a + b, 0), negative: Object.values(rights).some((x) => x < 0) })
+  }
+  expect(
+    ALL.map((n) => forbiddenAll(r[n]!)),
+    'refused',
+  ).to.deep.equal([0, 0, 0])
+  expect(seen).to.deep.equal(ALL.map(() => ({ value, sum: value, negative: false })))
 }
 
 /** Until `name` has refused something from `from` (the forger) as forbidden. */

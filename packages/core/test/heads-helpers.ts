@@ -5,6 +5,8 @@
  */
 import * as A from '@automerge/automerge'
 import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
+import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
+import type { ReplicationContext } from '../src/replication/context.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, type Keyring } from './trust-helpers.js'
@@ -58,4 +60,29 @@ export async function adminAheadByTwo(
   await notes(r[ADMIN]!).put('n1', { text: 'three' })
   const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
   return { all, c1: all.at(-2)!, c2: all.at(-1)!, base }
+}
+
+/**
+ * ADMIN and SUPPORT (members of `policy`) on a fresh hub, cut apart once SUPPORT adopted it;
+ * then ADMIN writes 'notes'/n1, which SUPPORT does not hold. ADMIN's change.
+ */
+export async function notesApart(
+  keys: Keyring,
+  track: Replica[],
+  policy: PolicyDocument = NOTES_POLICY,
+): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
+  const hub = new LoopbackHub()
+  const r: Record<string, Replica> = {}
+  for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, track, hub, id)
+  await r[ADMIN]!.policy.set(policy)
+  await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+  hub.partition([ADMIN], [SUPPORT])
+  await notes(r[ADMIN]!).put('n1', { text: 'one' })
+  const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+  return { r, c0: c0! }
+}
+
+/** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged (a headed sender sends every head its changes need). */
+export function withoutItsHead(ctx: ReplicationContext, change: Uint8Array, id = 'n1'): Promise<ApplyResult> {
+  return applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', id, change, undefined, undefined, new Map())
 }

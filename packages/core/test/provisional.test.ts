@@ -4,14 +4,13 @@
  * collection, gossip subscription or backend switch behind (replication/provisional.ts).
  */
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { ProvisionalCollections } from '../src/replication/provisional.js'
 import type { Replica } from '../src/index.js'
-import { ADMIN, ORDERS, SUPPORT, netOf, trustSuite } from './trust-helpers.js'
-import { headOf, headsCluster, notes } from './heads-helpers.js'
-import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { ADMIN, SUPPORT, netOf, trustSuite } from './trust-helpers.js'
+import { headOf, notes, notesApart, withoutItsHead } from './heads-helpers.js'
+import { ctxOf } from './counter-helpers.js'
 
 const NOTES_TOPIC = '/convergent/default/c/notes'
 
@@ -55,18 +54,7 @@ describe('provisional collections on replicas (loopback)', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  /** ADMIN and SUPPORT under the notes policy, cut apart; ADMIN writes n1. Its change. */
-  async function apart(): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, SUPPORT])
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    return { r, c0: c0! }
-  }
-
-  /** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged (a headed sender sends every head its changes need). */
-  const withoutItsHead = (ctx: ReturnType<typeof ctxOf>, change: Uint8Array) =>
-    applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
+  const apart = () => notesApart(keys, replicas)
 
   const subscribed = (replica: Replica): boolean => (netOf(replica) as unknown as { topics: Set<string> }).topics.has(NOTES_TOPIC)
 

@@ -22,13 +22,13 @@ import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { randomBytes } from 'node:crypto'
 import type { JsonObject } from '../src/json.js'
-import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
+import type { PolicyDocument, Replica } from '../src/index.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { signedRow } from '../src/testing/index.js'
-import { ADMIN, ORDERS, SUPPORT, netOf, trustCluster, trustMember, trustSuite, type Keyring } from './trust-helpers.js'
-import { NOTES_POLICY, headOf, notes } from './heads-helpers.js'
-import { ALL, STOCK_POLICY, counterSuite, ctxOf, savedDoc, syncAll, values, type State } from './counter-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, netOf, trustCluster, trustSuite } from './trust-helpers.js'
+import { NOTES_POLICY, headOf, notes, notesApart, withoutItsHead } from './heads-helpers.js'
+import { ALL, STOCK_POLICY, counterSuite, ctxOf, expectHonestEnd, forbiddenAll, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 /** An Automerge delta that makes a new entity holding one row (version 1) of each holder. */
 function automergePut(rows: Record<string, string>): Uint8Array {
@@ -130,9 +130,6 @@ describe('review: counter rows overspend rule', function () {
     }
   })
 
-  /** Every delta or message `replica` dropped as forbidden, from any peer. */
-  const forbiddenAll = (replica: Replica): number => Object.values(replica.stats().peers).reduce((n, p) => n + p.dropped.forbidden, 0)
-
   it("probe: honest spending on both sides of a partition — decrements, transfers both ways, increments, a rights request — then a heal whose catch-up holds more than MAX_CAUSAL_STEPS changes (judged against the receiver's document): nothing is refused anywhere, every replica converges, and the rights add up to the value", async () => {
     const { hub, r } = await setUp()
     const [admin, orders, support] = ALL.map((n) => r[n]!.counter('stock'))
@@ -153,18 +150,7 @@ describe('review: counter rows overspend rule', function () {
     await syncAll(r, 3)
     await waitFor(async () => new Set(await values(r)).size === 1, 'converged', 20_000)
     await support!.decrement('s1', 30, { waitMs: 5_000 }) // more than it holds (20): a rights request
-    await syncAll(r, 3)
-    await waitFor(async () => new Set(await values(r)).size === 1, 'converged again', 20_000)
-    const seen = []
-    for (const n of ALL) {
-      const { value, rights } = await r[n]!.counter('stock').inspect('s1')
-      seen.push({ value, sum: Object.values(rights).reduce((a, b) => a + b, 0), negative: Object.values(rights).some((x) => x < 0) })
-    }
-    expect(
-      ALL.map((n) => forbiddenAll(r[n]!)),
-      'refused',
-    ).to.deep.equal([0, 0, 0])
-    expect(seen).to.deep.equal(ALL.map(() => ({ value: 100 + 12 - 12 + 3 - 5 - 30, sum: 100 + 12 - 12 + 3 - 5 - 30, negative: false })))
+    await expectHonestEnd(r, 100 + 12 - 12 + 3 - 5 - 30)
   })
 
   it('probe: a receiver that forgot every verdict (the cache of 50,000 is least-recently-used) does not wait for ever on an honest change: the check ahead checks again what the overspend rule reads', async () => {
@@ -244,7 +230,7 @@ async function holdingAcquire<T>(
   ctx: ReplicationContext,
   nth: number,
   until: () => Promise<unknown>,
-  run: () => Promise<T>,
+  run: (calls: () => number) => Promise<T>,
 ): Promise<{ out: T; calls: number }> {
   const entities = ctx.entities as { acquire: typeof ctx.entities.acquire }
   const acquire = entities.acquire.bind(ctx.entities)
@@ -254,34 +240,46 @@ async function holdingAcquire<T>(
     return acquire(...args)
   }
   try {
-    return { out: await run(), calls }
+    return { out: await run(() => calls), calls }
   } finally {
     entities.acquire = acquire
   }
 }
 
-/** ADMIN and SUPPORT under the notes policy, cut apart; ADMIN writes n1. Its change. */
-async function notesApart(keys: Keyring, replicas: Replica[]): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
-  const hub = new LoopbackHub()
-  const r: Record<string, Replica> = {}
-  for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id)
-  await r[ADMIN]!.policy.set(TWO_NOTES)
-  await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-  hub.partition([ADMIN], [SUPPORT])
-  await notes(r[ADMIN]!).put('n1', { text: 'one' })
-  const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-  return { r, c0: c0! }
+/**
+ * withoutItsHead's refused delta makes 'notes' (or switches it) and is held at its entity while
+ * `during` runs (it may let it go on earlier with `release`); then it goes on. Its result, and
+ * what `during` gave; `acquires` counts the entity acquires since it started.
+ */
+async function whileRefusedWaits<T>(
+  ctx: ReplicationContext,
+  c0: Uint8Array,
+  during: (release: () => void, acquires: () => number) => Promise<T>,
+): Promise<{ result: unknown; out: T }> {
+  let release!: () => void
+  const gate = new Promise<void>((res) => (release = res))
+  const { out } = await holdingAcquire(
+    ctx,
+    1,
+    () => gate,
+    async (acquires) => {
+      const forged = withoutItsHead(ctx, c0)
+      await new Promise((res) => setTimeout(res, 50)) // it made (or switched) 'notes' and waits at its entity
+      try {
+        return { out: await during(release, acquires), forged }
+      } finally {
+        release()
+      }
+    },
+  )
+  return { result: await out.forged, out: out.out }
 }
-
-/** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged. */
-const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array) =>
-  applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', change, undefined, undefined, new Map())
 
 describe('review: provisional collections', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  const apart = () => notesApart(keys, replicas)
+  const apart = () => notesApart(keys, replicas, TWO_NOTES)
 
   const genuine = async (ctx: ReplicationContext, change: Uint8Array) =>
     applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(change, [await headOf(keys, change)]))
@@ -332,45 +330,18 @@ describe('review: provisional collections', function () {
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
     ;(ctx.limits as { maxCollections: number }).maxCollections = support.collections().length + 1
-    let release!: () => void
-    const gate = new Promise<void>((res) => (release = res))
     const other = (name: string) => applyRemoteDelta(ctx, ADMIN, name, 'yjs', 'x1', yjsUpdate())
-    const { out } = await holdingAcquire(
-      ctx,
-      1,
-      () => gate,
-      async () => {
-        const forged = withoutItsHead(ctx, c0)
-        await new Promise((res) => setTimeout(res, 50)) // the forged delta made 'notes' and waits at its entity
-        const meanwhile = await other('notes2')
-        release()
-        return [await forged, meanwhile, await other('notes2')]
-      },
-    )
-    expect(out).to.deep.equal(['forbidden', 'collectionLimit', 'applied'])
+    const { result, out } = await whileRefusedWaits(ctx, c0, () => other('notes2'))
+    expect([result, out, await other('notes2')]).to.deep.equal(['forbidden', 'collectionLimit', 'applied'])
   })
 
   it("probe: the application opens the collection (collection(name)) while a refused delta that made it is in flight: it stays, with the application's writes, its subscription and its place in collections()", async () => {
     const { r, c0 } = await apart()
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
-    let release!: () => void
-    const gate = new Promise<void>((res) => (release = res))
-    const { out } = await holdingAcquire(
-      ctx,
-      1,
-      () => gate,
-      async () => {
-        const forged = withoutItsHead(ctx, c0)
-        await new Promise((res) => setTimeout(res, 50))
-        const opened = support.collection<State>('notes')
-        release()
-        const result = await forged
-        await opened.put('mine', { text: 'kept' })
-        return { result, backend: opened.backend }
-      },
-    )
-    expect(out).to.deep.equal({ result: 'forbidden', backend: 'automerge' })
+    const { result, out: opened } = await whileRefusedWaits(ctx, c0, async () => support.collection<State>('notes'))
+    await opened.put('mine', { text: 'kept' })
+    expect({ result, backend: opened.backend }).to.deep.equal({ result: 'forbidden', backend: 'automerge' })
     expect(support.collections()).to.include('notes')
     expect(subscribedTo(support, NOTES_TOPIC)).to.equal(true)
     expect(await support.collection<State>('notes').get('mine')).to.deep.equal({ text: 'kept' })
@@ -381,22 +352,12 @@ describe('review: provisional collections', function () {
     const { r, c0 } = await apart()
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
-    let release!: () => void
-    const gate = new Promise<void>((res) => (release = res))
-    const { out } = await holdingAcquire(
-      ctx,
-      1,
-      () => gate,
-      async () => {
-        const forged = withoutItsHead(ctx, c0)
-        await new Promise((res) => setTimeout(res, 50))
-        const dropping = support.dropCollection('notes')
-        release()
-        await dropping
-        return [await forged, await genuine(ctx, c0)]
-      },
-    )
-    expect(out).to.deep.equal(['forbidden', 'collectionDropped'])
+    const { result } = await whileRefusedWaits(ctx, c0, async (release) => {
+      const dropping = support.dropCollection('notes')
+      release()
+      await dropping
+    })
+    expect([result, await genuine(ctx, c0)]).to.deep.equal(['forbidden', 'collectionDropped'])
     expect(support.collections()).to.not.include('notes')
     expect(subscribedTo(support, NOTES_TOPIC)).to.equal(false)
     const reopened = notes(support)
@@ -409,7 +370,7 @@ describe('review: provisional backend switches', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  const apart = () => notesApart(keys, replicas)
+  const apart = () => notesApart(keys, replicas, TWO_NOTES)
 
   // Fixed: an application write waits while a peer's delta that switched the collection's default backend is judged (ProvisionalCollections.settled).
   it("HOLE 3: the application writes to a collection it opened without a backend while a refused delta that switched its default is in flight: the write was made with the delta's backend, and the switch stayed for good when the delta was refused (the undo finds the collection written). Now the write waits for the verdict and is made with the default", async () => {
@@ -417,26 +378,16 @@ describe('review: provisional backend switches', function () {
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
     const opened = support.collection<State>('notes') // the default backend: yjs, tentative
-    let release!: () => void
-    const gate = new Promise<void>((res) => (release = res))
-    const { out } = await holdingAcquire(
-      ctx,
-      1,
-      () => gate,
-      async () => {
-        const forged = withoutItsHead(ctx, c0)
-        await new Promise((res) => setTimeout(res, 50)) // the forged delta switched 'notes' to automerge and waits at its entity
-        expect(ctx.entities.collections.get('notes')?.backend.name, 'switched while the delta is judged').to.equal('automerge')
-        let written = false
-        const put = opened.put('y1', { text: 'mine' }).then(() => (written = true))
-        await new Promise((res) => setTimeout(res, 50))
-        expect(written, 'the write waits for the verdict').to.equal(false)
-        release()
-        await put
-        return await forged
-      },
-    )
-    expect(out).to.equal('forbidden')
+    const { result } = await whileRefusedWaits(ctx, c0, async (release) => {
+      expect(ctx.entities.collections.get('notes')?.backend.name, 'switched while the delta is judged').to.equal('automerge')
+      let written = false
+      const put = opened.put('y1', { text: 'mine' }).then(() => (written = true))
+      await new Promise((res) => setTimeout(res, 50))
+      expect(written, 'the write waits for the verdict').to.equal(false)
+      release()
+      await put
+    })
+    expect(result).to.equal('forbidden')
     expect(await opened.get('y1')).to.deep.equal({ text: 'mine' })
     expect(opened.backend, 'the default backend, as the application opened it').to.equal('yjs')
     expect(ctx.entities.collections.get('notes')?.backend.name).to.equal('yjs')
@@ -448,32 +399,17 @@ describe('review: provisional backend switches', function () {
     const support = r[SUPPORT]!
     const ctx = ctxOf(support)
     const opened = support.collection<State>('notes')
-    const entities = ctx.entities as { acquire: typeof ctx.entities.acquire }
-    const acquire = entities.acquire.bind(ctx.entities)
-    let release!: () => void
-    const gate = new Promise<void>((res) => (release = res))
-    let calls = 0
-    entities.acquire = async (...args) => {
-      if (++calls === 1) await gate // the forged delta, after it switched the collection
-      return acquire(...args)
-    }
-    let write: string
-    let forged: Promise<unknown>
-    try {
-      forged = withoutItsHead(ctx, c0)
-      await new Promise((res) => setTimeout(res, 50))
+    const { result, out: write } = await whileRefusedWaits(ctx, c0, async (release, acquires) => {
       const put = opened.put('y1', { text: 'mine' }).then(
         () => 'made',
         (err: unknown) => `failed: ${(err as { code?: string }).code ?? String(err)}`,
       )
       await new Promise((res) => setTimeout(res, 50))
-      expect(calls, 'the write has not reached its entity').to.equal(1)
+      expect(acquires(), 'the write has not reached its entity').to.equal(1)
       release()
-      write = await put
-    } finally {
-      entities.acquire = acquire
-    }
-    expect(await forged).to.equal('forbidden')
+      return await put
+    })
+    expect(result).to.equal('forbidden')
     const col = ctx.entities.collections.get('notes')!
     const stored = await (ctx.entities as unknown as { opts: { store: { collections(): Promise<Map<string, { backend: string }>> } } }).opts.store.collections()
     expect(stored.get('notes')?.backend ?? col.backend.name, "the stored backend is the collection's").to.equal(col.backend.name)

@@ -20,8 +20,8 @@ import { waitFor } from './helpers.js'
 import { concatBytes } from '../src/hash.js'
 import { putRow, rowKeyIn } from '../src/testing/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
-import { NOTES_POLICY, notes } from './heads-helpers.js'
-import { ALL, codeOf, counterSuite, ctxOf, savedDoc, syncAll, values, type State } from './counter-helpers.js'
+import { NOTES_POLICY, notesApart, withoutItsHead } from './heads-helpers.js'
+import { ALL, codeOf, counterSuite, ctxOf, expectHonestEnd, forbiddenAll, savedDoc, syncAll, values, type State } from './counter-helpers.js'
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms))
 
@@ -33,22 +33,7 @@ describe('review2: provisional backend switches', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  /** ADMIN and SUPPORT under the notes policy, cut apart; ADMIN writes n1. Its change. */
-  async function apart(policy: PolicyDocument = NOTES_POLICY): Promise<{ r: Record<string, Replica>; c0: Uint8Array }> {
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of [ADMIN, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id)
-    await r[ADMIN]!.policy.set(policy)
-    await waitFor(() => r[SUPPORT]!.policy.get() !== undefined, 'adopted')
-    hub.partition([ADMIN], [SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'one' })
-    const [c0] = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    return { r, c0: c0! }
-  }
-
-  /** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged. */
-  const withoutItsHead = (ctx: ReplicationContext, change: Uint8Array, id = 'n1') =>
-    applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', id, change, undefined, undefined, new Map())
+  const apart = (policy: PolicyDocument = NOTES_POLICY) => notesApart(keys, replicas, policy)
 
   /** Holds the first entities.acquire from now on until `gate` settles (the delta that switched the collection waits at its entity). */
   function gateFirstAcquire(ctx: ReplicationContext): { release: () => void; restore: () => void } {
@@ -240,9 +225,6 @@ describe('review2: counter rows overspend and absent-entity rules', function () 
   this.timeout(180_000)
   const { setUp, keys, replicas, row } = counterSuite()
 
-  /** Every delta or message `replica` dropped as forbidden, from any peer. */
-  const forbiddenAll = (replica: Replica): number => Object.values(replica.stats().peers).reduce((n, p) => n + p.dropped.forbidden, 0)
-
   it('probe: honest transfer chains across a partition — ADMIN→ORDERS→SUPPORT→ORDERS on one side while ADMIN (the first giver) replaces its row by giving ORDERS more and increments past MAX_CAUSAL_STEPS on the other; one replica forgets its verdicts (as after a restart); then every holder spends all it holds (a rights request included): nothing is refused, everything converges, rights add up and none is negative', async () => {
     const { hub, r } = await setUp()
     const [admin, orders, support] = ALL.map((n) => r[n]!.counter('stock'))
@@ -265,19 +247,7 @@ describe('review2: counter rows overspend and absent-entity rules', function () 
     await orders!.decrement('s1', 10)
     await support!.decrement('s1', 15)
     await support!.decrement('s1', 20, { waitMs: 5_000 }) // more than it holds (0): a rights request to ADMIN
-    await syncAll(r, 3)
-    await waitFor(async () => new Set(await values(r)).size === 1, 'converged again', 20_000)
-    const seen = []
-    for (const n of ALL) {
-      const { value, rights } = await r[n]!.counter('stock').inspect('s1')
-      seen.push({ value, sum: Object.values(rights).reduce((a, b) => a + b, 0), negative: Object.values(rights).some((x) => x < 0) })
-    }
-    expect(
-      ALL.map((n) => forbiddenAll(r[n]!)),
-      'refused',
-    ).to.deep.equal([0, 0, 0])
-    const value = 100 + 40 - 10 - 15 - 10 - 15 - 20
-    expect(seen).to.deep.equal(ALL.map(() => ({ value, sum: value, negative: false })))
+    await expectHonestEnd(r, 100 + 40 - 10 - 15 - 10 - 15 - 20)
   })
   // Fixed (low: a libp2p peer id is never '__proto__'; loopback, simulated or custom networks
   // may name a peer so): writeSigned, overspender and maxSignedRow define the key (setAmount), and

@@ -103,6 +103,15 @@ describe('simple CBOR reader', () => {
     expect(() => decodeBounded(new Uint8Array([0xa1, 0x01, 0x02]), 100, 'test')).to.throw(InvalidMessageError, /not text/)
   })
 
+  it('nesting past what any message holds is refused, also on the path through cborg (past the fast reader’s depth), and within it maps come out as plain objects', () => {
+    const nested = (depth: number, inner: number[]) => new Uint8Array([...Array<number>(depth).fill(0x81), ...inner])
+    expect(() => decodeBounded(nested(300, [0x01]), 1_000, 'test')).to.throw(InvalidMessageError, /nested more than 256 deep/)
+    let value = decodeBounded(nested(200, [0xa1, 0x61, 0x61, 0x01]), 1_000, 'test')
+    for (let i = 0; i < 200; i++) value = (value as unknown[])[0]
+    expect(value).to.deep.equal({ a: 1 })
+    expect(Object.getPrototypeOf(value)).to.equal(Object.prototype)
+  })
+
   it('reads a head proof (what a catch-up decodes per entity) without cborg, copying its bytes as cborg does', async () => {
     const leaves = [{ id: 'product-1', actor: 'ab'.repeat(24), seq: 3, hash: 'cd'.repeat(32) }]
     const signed = await signHeads(

@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, createSecretKey, hash, randomBytes, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, hash, type KeyObject } from 'node:crypto'
+import { pooledRandom } from '../secure-random.js'
 import { decode, encode } from 'cborg'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
 import { ConvergentError } from '../errors.js'
@@ -87,18 +88,6 @@ const XCHACHA_MARK = '~'
 /** libsodium KDF context of the subkey a subject key seals fields with (the key itself meets no cipher). */
 const FIELD_KDF_CONTEXT = 'cvgfield'
 const fieldNonces = new NoncePool()
-
-/** Random bytes from a pool (one call into OpenSSL per 4 KiB instead of one per key). */
-let pool = Buffer.alloc(0)
-let poolAt = 0
-function pooledRandom(n: number): Buffer {
-  if (poolAt + n > pool.length) {
-    pool = randomBytes(4096)
-    poolAt = 0
-  }
-  poolAt += n
-  return pool.subarray(poolAt - n, poolAt)
-}
 
 /** Opened values by (collection, id, field, sealed string), so reads and updates decrypt once. Cleared whenever keys are destroyed. */
 const CACHE_SIZE = 10_000

@@ -42,10 +42,7 @@ export class ProvisionalCollections {
 
   /** The application drops the collection: nothing of it is left to undo; what waits for it goes on. */
   forget(name: string): void {
-    const entry = this.held.get(name)
-    if (entry === undefined) return
-    this.held.delete(name)
-    entry.end()
+    this.end(name)
   }
 
   /** A delta for a collection that exists: held while it is applied, if the collection is still provisional. */
@@ -63,10 +60,7 @@ export class ProvisionalCollections {
    * to (any other is refused as a mismatch), and the application's choice, never undone either.
    */
   keep(name: string, definite = false): void {
-    const entry = this.held.get(name)
-    if (entry === undefined || (entry.switched && !definite)) return
-    this.held.delete(name)
-    entry.end()
+    if (this.held.get(name)?.switched !== true || definite) this.end(name)
   }
 
   /**
@@ -79,9 +73,17 @@ export class ProvisionalCollections {
     return entry?.switched === true ? entry.ended : undefined
   }
 
-  /** Whether a collection is still provisional (for tests and stats). */
+  /** Whether a collection is still provisional (tests read it). */
   has(name: string): boolean {
     return this.held.has(name)
+  }
+
+  /** Ends the entry of `name`, if any: nothing undone, and what waits for it goes on. */
+  private end(name: string): void {
+    const entry = this.held.get(name)
+    if (entry === undefined) return
+    this.held.delete(name)
+    entry.end()
   }
 
   private releaseOf(name: string, entry: Entry): CollectionHold {

@@ -1,6 +1,6 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes, type Clock } from '../clock.js'
-import { addedBy, changedRows, overspendRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
+import { addedHolders, changedRows, overspendRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
 import type { JsonObject } from '../json.js'
 
 /**
@@ -86,8 +86,8 @@ export async function rowsVerdictAhead(
   // and of those it adds rows of, with it, with the rows of the givers they name (their rows
   // together, and what backs their receipts: see rowsVerdict's overspender).
   for (const step of steps ?? []) {
-    const added = addedBy(step)
-    if (added.holders.size > 0) await rows.check(where.collection, where.id, overspendRows(step.after, added.holders))
+    const added = addedHolders(step.before, step.after)
+    if (added.size > 0) await rows.check(where.collection, where.id, overspendRows(step.after, added))
     const holders = removedHolders(step.before, step.after)
     if (holders.size === 0) continue
     await rows.check(where.collection, where.id, rowsOf(step.before, holders))
