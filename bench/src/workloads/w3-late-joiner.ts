@@ -12,7 +12,7 @@ const PEERS = ['orbitdb', 'automerge-repo']
 const RAW = ['raw-yjs', 'raw-automerge']
 
 type Pair = Awaited<ReturnType<typeof openPair>>
-type Joiner = Awaited<ReturnType<Pair['openB']>>
+export type Joiner = Awaited<ReturnType<Pair['openB']>>
 
 /**
  * W3's measurement on a pair whose B has not opened yet: A writes N entities (`window` in

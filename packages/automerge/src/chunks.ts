@@ -492,6 +492,12 @@ export function lastChunk(bytes: Uint8Array): Uint8Array {
  * Undefined for any other chunk (a compressed change hashes its inflated form: decode those).
  */
 export function changeHeader(chunk: Uint8Array): { actor: string; seq: number; hash: string; deps: string[] } | undefined {
+  const fields = changeFields(chunk)
+  return fields === undefined ? undefined : { ...fields, hash: toHex(sha256(chunk.subarray(8))) }
+}
+
+/** changeHeader without the hash (a SHA-256 over the whole chunk: most of its cost). */
+function changeFields(chunk: Uint8Array): { actor: string; seq: number; deps: string[] } | undefined {
   if (chunk[8] !== CHANGE) return undefined
   const [length, bodyStart] = readUleb(chunk, HEADER_BYTES)
   const body = chunk.subarray(bodyStart, bodyStart + length)
@@ -504,7 +510,7 @@ export function changeHeader(chunk: Uint8Array): { actor: string; seq: number; h
   offset += n
   const [seq] = readUleb(body, offset)
   if (offset > body.byteLength) throw invalid('a change chunk is truncated in its header')
-  return { actor, seq, hash: toHex(sha256(chunk.subarray(8))), deps }
+  return { actor, seq, deps }
 }
 
 /**
@@ -516,7 +522,7 @@ export function chunkActors(bytes: Uint8Array): string[] {
   for (const chunk of splitChunks(bytes)) {
     const type = chunk[8]
     if (type === CHANGE) {
-      actors.add(changeHeader(chunk)!.actor)
+      actors.add(changeFields(chunk)!.actor)
     } else if (type === DOCUMENT) {
       const [length, bodyStart] = readUleb(chunk, HEADER_BYTES)
       const body = chunk.subarray(bodyStart, bodyStart + length)

@@ -17,8 +17,8 @@ import {
   encodeRootsRequest,
 } from '../src/replication/messages/sync.js'
 import { leafHash, merkleTree, multiproof, rebuildRoot } from '../src/trust/merkle.js'
-import { decodeHeadProof, headKey, signHeads, type HeadLeaf } from '../src/trust/signed-heads.js'
-import { actorOwnedBy } from '../src/trust/actor-binding.js'
+import { decodeHeadProof, encodeHeadProof, headKey, HeadVerifier, provenRecords, signHeads, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { toHex } from '../src/hash.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
@@ -248,6 +248,49 @@ describe('head tables: packing and unpacking', () => {
       }),
       { numRuns: 200 },
     )
+  })
+
+  it('a head a table proved skips only its own path walk: the table proves its rebuilt proofs; the same leaf with another path beside it is still checked in full and refused', async () => {
+    const author = 'peer'
+    const leaves: HeadLeaf[] = Array.from({ length: 8 }, (_, i) => ({
+      id: `p${i}`,
+      actor: toHex(boundActor(author, new Uint8Array(16).fill(i))),
+      seq: 1,
+      hash: toHex(randomBytes(32)),
+    }))
+    const signed = await signHeads({ namespace: 'ns', collection: 'c', author, time: 1 }, leaves, async () => new Uint8Array(64).fill(5))
+    const verifier = new HeadVerifier('ns', async () => true)
+    const checkOf = (record: Uint8Array, i: number) => verifier.check(record, { collection: 'c', id: `p${i}` })
+    const table = (): [string, Uint8Array][] => {
+      const heads = signed.proofs.map((record) => ({ record, proof: decodeHeadProof(record) }))
+      const packed = packHeads(heads.map((h, i): [string, Uint8Array, OutgoingHead[]] => [`p${i}`, new Uint8Array([i]), [h]]))
+      return decodeRangeResponse(decodeMessage(encodeRangeResponse(packed), LIMIT).body, LIMIT).entries as [string, Uint8Array][]
+    }
+    // Honest: every rebuilt proof checks (its path proven by the table).
+    const rebuilt = table().map(([, slot]) => decodeHeaded(slot).heads[0]!)
+    for (let i = 0; i < rebuilt.length; i++) expect(await checkOf(rebuilt[i]!, i)).to.not.have.property('refused')
+    // Unpacking proves each rebuilt proof (once).
+    const again = table().map(([, slot]) => decodeHeaded(slot).heads[0]!)
+    expect(again.map((r) => provenRecords.proves(r))).to.deep.equal(again.map(() => true))
+    expect(provenRecords.proves(again[0]!)).to.equal(false)
+    // Proven again, then the same leaf sent with a path one hash off: refused, not passed on the table's fact.
+    table()
+    const proof = decodeHeadProof(signed.proofs[3]!)
+    const bent = encodeHeadProof({ ...proof, path: proof.path.map((h, k) => (k === 0 ? new Uint8Array(32).fill(9) : h)) })
+    expect(await checkOf(bent, 3)).to.deep.include({ refused: "a head whose inclusion path does not lead to its statement's root" })
+    // A fact is used once: the genuine proof of leaf 4 checks in full after its fact was taken.
+    expect(await checkOf(signed.proofs[4]!, 4)).to.not.have.property('refused')
+    expect(await checkOf(signed.proofs[4]!, 4)).to.not.have.property('refused')
+  })
+
+  it('what tables proved is bounded in bytes, whatever peers send: the oldest facts go first, a record past the bound is not kept', () => {
+    const record = (size: number, fill: number) => new Uint8Array(size).fill(fill)
+    provenRecords.add(record(9 * 1024 * 1024, 1))
+    expect(provenRecords.proves(record(9 * 1024 * 1024, 1))).to.equal(false)
+    provenRecords.add(record(5 * 1024 * 1024, 2))
+    provenRecords.add(record(5 * 1024 * 1024, 3))
+    expect(provenRecords.proves(record(5 * 1024 * 1024, 2))).to.equal(false)
+    expect(provenRecords.proves(record(5 * 1024 * 1024, 3))).to.equal(true)
   })
 
   it('a hostile table is a malformed message: a changed leaf, a hash too many, a head for an entry that is not there or not inline, a statement that does not decode, more leaves than its bound', async () => {

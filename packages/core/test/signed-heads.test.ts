@@ -12,6 +12,7 @@ import { actorOwnedBy, boundActor } from '../src/trust/actor-binding.js'
 import { leafHash, merkleTree, verifyInclusion } from '../src/trust/merkle.js'
 import {
   decodeHeadList,
+  encodeHeadProof,
   encodeHeadList,
   headKey,
   headPrefixOf,
@@ -175,6 +176,24 @@ describe('signed heads: the pieces', () => {
           return Buffer.from(encodeHeaded(delta, heads)).equals(expected)
         }),
         { numRuns: 200 },
+      )
+    })
+
+    it('a head proof is framed byte for byte as cborg encodes { s, g, l, i, p }, at every length boundary (fast-check)', () => {
+      const sizes = fc.constantFrom(0, 1, 23, 24, 255, 256, 65_535, 65_536)
+      const index = fc.oneof(fc.constantFrom(0, 23, 24, 255, 256, 65_535, 65_536, 0xffffffff), fc.nat())
+      fc.assert(
+        fc.property(sizes, sizes, fc.oneof(sizes, fc.nat(300)), index, fc.array(fc.constant(32), { maxLength: 30 }), (s, g, l, i, p) => {
+          const proof = {
+            statement: new Uint8Array(s).fill(1),
+            signature: new Uint8Array(g).fill(2),
+            leaf: new Uint8Array(l).fill(3),
+            index: i,
+            path: p.map((n, k) => new Uint8Array(n).fill(k)),
+          }
+          return Buffer.from(encodeHeadProof(proof)).equals(encode({ s: proof.statement, g: proof.signature, l: proof.leaf, i: proof.index, p: proof.path }))
+        }),
+        { numRuns: 300 },
       )
     })
 

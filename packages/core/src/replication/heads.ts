@@ -27,6 +27,7 @@ import { decodeBounded } from './messages/envelope.js'
 import type { PushHeads } from './messages/index.js'
 import type { OutgoingHead } from './messages/head-table.js'
 import { asArray, asBytes, asRecord, invalid } from './messages/fields.js'
+import { cborHead } from './messages/cbor-write.js'
 
 /**
  * Signed heads on the wire and on disk (trust/signed-heads.ts says what they prove).
@@ -83,15 +84,6 @@ export function withHeadsLength(delta: Uint8Array, heads: readonly { record: Uin
 /** `{ d:` and `h:` of a headed delta's map: a map of 2, then a text of one letter. */
 const HEADED_D = new Uint8Array([0xa2, 0x61, 0x64])
 const HEADED_H = new Uint8Array([0x61, 0x68])
-
-/** A CBOR head (RFC 8949 §3): major type and a definite length, in the fewest bytes. */
-function cborHead(major: 2 | 4, n: number): Uint8Array {
-  const type = major << 5
-  if (n < 24) return new Uint8Array([type | n])
-  if (n < 0x100) return new Uint8Array([type | 24, n])
-  if (n < 0x10000) return new Uint8Array([type | 25, n >> 8, n & 0xff])
-  return new Uint8Array([type | 26, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])
-}
 
 /** The delta and the head proofs of a headed delta; InvalidMessageError if it is malformed. */
 export function decodeHeaded(bytes: Uint8Array): { delta: Uint8Array; heads: Uint8Array[] } {

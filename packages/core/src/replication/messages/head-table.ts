@@ -1,6 +1,6 @@
 import { bytesEqual, toHex } from '../../hash.js'
 import { leafHash, multiproof, rebuildRoot } from '../../trust/merkle.js'
-import { decodeStatement, encodeHeadProof, MAX_LEAVES, type HeadProof } from '../../trust/signed-heads.js'
+import { decodeStatement, encodeHeadProof, MAX_LEAVES, provenRecords, type HeadProof } from '../../trust/signed-heads.js'
 import { MAX_SIGNATURE_BYTES } from '../../trust/signed-push.js'
 import { decodeHeaded, encodeHeaded, isHeaded, withHeads } from '../heads.js'
 import { asArray, asBytes, asHash, asInt, invalid } from './fields.js'
@@ -14,7 +14,8 @@ import { asArray, asBytes, asHash, asInt, invalid } from './fields.js'
  * rebuild its root from those leaves (merkle.ts multiproof). Entries whose heads are in the
  * table go bare; the receiver puts each head proof back together (the paths come out of the
  * rebuilt tree) and hands on ordinary headed deltas, so nothing after the decoder changes and
- * every proof is checked as one that came whole. A table whose leaves do not rebuild their
+ * every proof is checked as one that came whole — but for its path, which the table proved
+ * (signed-heads.ts, provenRecords). A table whose leaves do not rebuild their
  * statement's root is a malformed message.
  *
  * Wire `t: [[statement, signature, [[entry, leaf, index], …], [hash, …]], …]`.
@@ -82,7 +83,7 @@ export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Arra
       }
       room--
       unpacked += bytes
-      const key = `${toHex(head.proof.signature)} ${toHex(head.proof.statement)}`
+      const key = `${latin1(head.proof.signature)} ${latin1(head.proof.statement)}`
       const group = groups.get(key)
       if (group === undefined) groups.set(key, [{ entry, head }])
       else group.push({ entry, head })
@@ -101,6 +102,10 @@ export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Arra
     }),
     table,
   }
+}
+
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
 }
 
 /** The table row of one statement's leaves (sorted by index), if they fit it (see packHeads). */
@@ -207,6 +212,8 @@ export function unpackHeads<S>(entries: [string, S | Uint8Array][], table: HeadT
     if (!bytesEqual(rebuilt.root, root)) throw invalid(`head table ${i}: its leaves do not rebuild the statement's root`)
     leaves.forEach(([entry, leaf, index], j) => {
       const record = encodeHeadProof({ statement, signature, leaf, index, path: rebuilt.paths[j]! })
+      // The signature is checked where the heads are (HeadVerifier.check); their paths need not be walked again there.
+      provenRecords.add(record)
       const list = records.get(entry)
       if (list === undefined) records.set(entry, [record])
       else list.push(record)
