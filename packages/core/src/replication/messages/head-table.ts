@@ -83,7 +83,8 @@ export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Arra
       }
       room--
       unpacked += bytes
-      const key = `${latin1(head.proof.signature)} ${latin1(head.proof.statement)}`
+      // Signatures vary in length: the length first keeps two pairs from spelling one key.
+      const key = `${head.proof.signature.byteLength}:${latin1(head.proof.signature)}${latin1(head.proof.statement)}`
       const group = groups.get(key)
       if (group === undefined) groups.set(key, [{ entry, head }])
       else group.push({ entry, head })
