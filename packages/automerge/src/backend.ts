@@ -2,7 +2,7 @@ import { promisify } from 'node:util'
 import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
 import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
-import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, JsonObject } from '@convergent/core'
+import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork, JsonObject } from '@convergent/core'
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
@@ -295,13 +295,21 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const settled = pending ? settledBytes(doc, heads) : undefined
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)
     if (ahead === 'after') {
-      const refusal = checkApplied(next, heads)
+      const work = limits?.work
+      const refusal = checkApplied(next, heads, work)
+      if (refusal?.overBudget === true) {
+        // Not judged, so not refused: nothing queued is dropped for it (no rebuild); the caller
+        // takes it as a rate (work.exhausted), and the delta comes again.
+        if (A.getBackend(next) !== handle) A.free(next)
+        work!.exhausted = true
+        throw refusedRefs(refusal.why)
+      }
       if (refusal !== undefined) {
         // Changes queued here before (their past was missing: never judged) may be what is
         // refused, now that the delta brought what they waited for: then the delta again on
         // the document without them, which the caller stores whole (rebuilt). Without this,
         // every delivery of the honest change they wait for would be refused with them.
-        const rebuilt = pending ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal) : undefined
+        const rebuilt = pending ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal, work) : undefined
         // A fresh document is ours to free; one that loadIncremental moved on shares the
         // handle of `doc`, which the caller disposes with it.
         if (A.getBackend(next) !== handle) A.free(next)
@@ -328,6 +336,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     delta: Uint8Array,
     hasChange: boolean,
     first: Refusal,
+    work: DeltaWork | undefined,
   ): AutomergeDoc | undefined {
     const own = new Set(splitChunks(delta).flatMap((c) => (c[8] === DOCUMENT_CHUNK ? [] : [hashOf(c)])))
     const candidates = queuedIn(next, heads).filter((c) => !own.has(c.hash))
@@ -351,7 +360,12 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       } catch {
         return undefined
       }
-      const again = checkApplied(rebuilt, heads)
+      const again = checkApplied(rebuilt, heads, work)
+      if (again?.overBudget === true) {
+        A.free(rebuilt)
+        work!.exhausted = true // only a budget refuses for it
+        return undefined
+      }
       if (again === undefined) return rebuilt
       A.free(rebuilt)
       if (dropAll) return undefined

@@ -187,10 +187,18 @@ interface Past {
 export interface Refusal {
   why: string
   hash?: string
+  /** Not judged: it needed more history read than the caller allowed (DeltaLimits.work). */
+  overBudget?: true
+}
+
+/** What a batch may read of the history to be judged (see DeltaLimits.work), and what it read. */
+export interface ScanBudget {
+  allowed: number
+  done: number
 }
 
 /** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
-export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Refusal | undefined {
+export function checkApplied(next: A.Doc<unknown>, heads: readonly string[], budget?: ScanBudget): Refusal | undefined {
   const handle = A.getBackend(next)
   const metas = handle.getChangesMeta([...heads])
   let changes: A.DecodedChange[]
@@ -223,6 +231,17 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Re
       ...(received !== undefined ? { hash: received.hash } : {}),
     }
   }
+  // What this batch may read: MAX_SCANNED_CHANGES, or what the caller still allows if less.
+  const scanned: Scanned = { count: 0, allowed: Math.min(MAX_SCANNED_CHANGES, budget === undefined ? Infinity : Math.max(0, budget.allowed - budget.done)) }
+  try {
+    const refusal = judgeBatch(handle, changes, scanned)
+    return refusal !== undefined && scanned.overBudget === true ? { why: refusal.why, overBudget: true } : refusal
+  } finally {
+    if (budget !== undefined) budget.done += scanned.count
+  }
+}
+
+function judgeBatch(handle: Handle, changes: A.DecodedChange[], scanned: Scanned): Refusal | undefined {
   const inBatch = new Map(changes.map((c) => [c.hash, c]))
   const bySeq = new Set(changes.map((c) => `${c.actor}:${c.seq}`))
   const ranges = new Map<string, [number, number][]>()
@@ -234,7 +253,6 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[]): Re
   for (const list of ranges.values()) list.sort((a, b) => a[0] - b[0])
   const pasts = new Map<string, Past>()
   const laterThan = new Map<string, Later>()
-  const scanned = { count: 0 }
   const made = new Map<string, string>() // objects the batch makes, by id → type
   const types = new Map<string, string>([['_root', 'map']])
   for (const c of changes) {
@@ -337,13 +355,25 @@ interface Later {
   seqs: Set<string>
 }
 
-/** Later for `deps` (cached per set; at most MAX_SCANNED_CHANGES scanned a batch), or why not. */
-function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown>, cache: Map<string, Later>, scanned: { count: number }): Later | string {
+/** Changes read to judge a batch, and how many it may read before the next read (each read may go past it: one read is the changes since `deps`). */
+interface Scanned {
+  count: number
+  allowed: number
+  /** A read was refused for the caller's budget (not MAX_SCANNED_CHANGES): the batch is not judged. */
+  overBudget?: true
+}
+
+/** Later for `deps` (cached per set; no new read once `scanned.allowed` are read), or why not. */
+function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown>, cache: Map<string, Later>, scanned: Scanned): Later | string {
   const key = [...deps].sort().join(',')
   let later = cache.get(key)
   if (later !== undefined) return later
-  if (scanned.count >= MAX_SCANNED_CHANGES)
-    return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
+  if (scanned.count >= scanned.allowed) {
+    if (scanned.allowed >= MAX_SCANNED_CHANGES)
+      return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
+    scanned.overBudget = true
+    return `needs more of the history read to be judged than its sender may have read now (${scanned.allowed} changes)`
+  }
   later = { ranges: new Map(), seqs: new Set() }
   const metas = handle.getChangesMeta([...deps])
   scanned.count += metas.length

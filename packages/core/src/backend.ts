@@ -188,6 +188,20 @@ export interface DeltaLimits {
    * that apply recursively refuse deeper ones before applying.
    */
   maxDepth?: number
+  /**
+   * Work judging the delta may take beyond O(delta) — Automerge: change records read from the
+   * document's history to judge ops named on an old base (op-refs.ts) — counted into `done`.
+   * A delta that would need more than `allowed` is refused (ERR_INVALID_DELTA) with `exhausted`
+   * set, before the read: the caller bounds what each peer may make it do (a rate, not a verdict).
+   */
+  work?: DeltaWork
+}
+
+/** See DeltaLimits.work. */
+export interface DeltaWork {
+  allowed: number
+  done: number
+  exhausted?: boolean
 }
 
 export interface Change<Doc> {

@@ -34,7 +34,7 @@ export { consoleLogger, silentLogger, type Logger, type LogFields } from './logg
 export { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 
 // The interfaces implementations plug into, and what implementing them needs.
-export type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits } from './backend.js'
+export type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork } from './backend.js'
 export type { Store, StoreOp, StoredEntity, EntityHead, FeedEntry, CollectionMeta } from './store.js'
 export type { Network, NetworkEvents } from './network.js'
 export { LoopbackHub, type LoopbackHubOptions } from './loopback.js'

@@ -21,6 +21,8 @@ import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
 import { ApplyPacer } from './replication/apply-all.js'
+import { HISTORY_READS_PER_MINUTE } from './replication/apply.js'
+import { PeerBudget } from './peer-budget.js'
 import type { RoundEvent } from './replication/replicator.js'
 import { Access, type TrustOptions } from './trust/access.js'
 import { LagWindow } from './lag-window.js'
@@ -279,6 +281,7 @@ export class Replica {
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
+        historyReads: new PeerBudget(HISTORY_READS_PER_MINUTE),
         tracer,
         createCollection: (name, backend) => this.provisionalCollection(name, backend),
         holdCollection: (name) => this.provisional.hold(name),

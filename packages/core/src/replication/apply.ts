@@ -1,4 +1,4 @@
-import type { Backend, DeltaLimits } from '../backend.js'
+import type { Backend, DeltaLimits, DeltaWork } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
@@ -15,6 +15,14 @@ import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from 
 import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
+
+/**
+ * Change records of an entity's history one peer may make this replica read, per minute, to
+ * judge its deltas (Automerge: ops named on an old base, op-refs.ts; ~13 µs each, so ~2.6 s of
+ * CPU). Honest deltas read a few; a member can craft one that reads every change since an old
+ * base (~1.2 s at 100,000 changes of history) and send it again and again.
+ */
+export const HISTORY_READS_PER_MINUTE = 200_000
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -225,14 +233,27 @@ async function applyHeld(
         const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
+        // What judging it may read of the entity's history: what its author (a push's) or
+        // sender has left of HISTORY_READS_PER_MINUTE. Past it, a delta that needs reads is
+        // refused unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
+        const charged = signed?.author ?? peer
+        const now = ctx.clock.now()
+        const work: DeltaWork = { allowed: ctx.historyReads.left(charged, now), done: 0 }
         try {
-          next = backend.applyDelta(entity.doc, delta, deltaLimits(ctx))
+          next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
         } catch (err) {
           ctx.entities.discard(col, entity)
-          refused = isConvergentError(err, 'ERR_TOO_LARGE')
-            ? { reason: 'tooLarge', message: err.message }
-            : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
+          refused = work.exhausted
+            ? {
+                reason: 'rateLimited',
+                message: `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`,
+              }
+            : isConvergentError(err, 'ERR_TOO_LARGE')
+              ? { reason: 'tooLarge', message: err.message }
+              : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
           return 'unchanged'
+        } finally {
+          if (work.done > 0) ctx.historyReads.take(charged, now, work.done)
         }
         // From here on the entity holds what the backend returned (it may have freed the old
         // document); anything that goes wrong discards it and reloads the stored state.

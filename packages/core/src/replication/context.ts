@@ -1,4 +1,5 @@
 import type { SignedRows } from '../counter-rows.js'
+import type { PeerBudget } from '../peer-budget.js'
 import type { Backend } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { Entities, CollectionState } from '../entities.js'
@@ -104,6 +105,8 @@ export interface ReplicationContext {
   readonly dropLog: DropLog
   /** Paces remote applies over the whole replica (see apply-all.ts). */
   readonly pacer: ApplyPacer
+  /** History each peer may have read to judge its deltas, per minute (see apply.ts, HISTORY_READS_PER_MINUTE). */
+  readonly historyReads: PeerBudget
   /** Where apply spans go (see tracing.ts). */
   readonly tracer: Tracer
   /** Durable changes: remote applies are emitted here; push listens for local ones. */

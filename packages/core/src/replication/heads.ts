@@ -22,7 +22,7 @@ import {
   type HeadProof,
   type VerifiedHead,
 } from '../trust/signed-heads.js'
-import { VerifyBudget } from '../trust/verify-budget.js'
+import { PeerBudget } from '../peer-budget.js'
 import { decodeBounded } from './messages/envelope.js'
 import type { PushHeads } from './messages/index.js'
 import type { OutgoingHead } from './messages/head-table.js'
@@ -149,8 +149,8 @@ export class SignedHeads {
   readonly verifier: HeadVerifier
   /** Peers known to read headed deltas (they said so in a roots request or response), and whether they read head tables too. */
   private readonly readers = new Map<string, { compact: boolean }>()
-  private readonly failures = new VerifyBudget(10)
-  private readonly verifies = new VerifyBudget(MAX_VERIFIES_PER_MINUTE)
+  private readonly failures = new PeerBudget(10)
+  private readonly verifies = new PeerBudget(MAX_VERIFIES_PER_MINUTE)
 
   constructor(private readonly opts: { namespace: string; peerId: string; store: Store; entities: Entities; access: Access; clock: Clock; logger: Logger }) {
     this.verifier = new HeadVerifier(opts.namespace, (peer, data, signature) => opts.access.verifyBy(peer, data, signature))

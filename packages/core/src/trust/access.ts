@@ -4,7 +4,7 @@ import type { Logger } from '../logger.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
 import { bytesEqual, toHex } from '../hash.js'
-import { VerifyBudget } from './verify-budget.js'
+import { PeerBudget } from '../peer-budget.js'
 import { decodeSignedPolicy, encodePolicy, normalizePolicy, signingInput, supersedes, type Policy, type PolicyDocument, type SignedPolicy } from './policy.js'
 
 /**
@@ -69,13 +69,13 @@ export class Access {
   /** Every revoked peer id: the current policy's and the evidence's (admins excepted). */
   private revoked = new Set<string>()
   /** Signature checks of offered policies: at most 10 per peer per minute. */
-  private readonly policyVerifies = new VerifyBudget(10)
+  private readonly policyVerifies = new PeerBudget(10)
   /**
    * Signed pushes whose signature failed, per sending peer: at most 10 per minute. An honest
    * replica never sends one (its signatures verify), so past that its signed pushes are
    * dropped unchecked for the rest of the minute.
    */
-  private readonly failedPushVerifies = new VerifyBudget(10)
+  private readonly failedPushVerifies = new PeerBudget(10)
 
   constructor(
     private readonly trust: TrustOptions | undefined,
