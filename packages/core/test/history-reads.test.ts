@@ -44,7 +44,7 @@ function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, value: nu
     message: null,
     deps: base.first,
     ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
-  } as unknown as A.DecodedChange)
+  })
 }
 
 describe('history a peer may have read to judge its deltas', function () {
