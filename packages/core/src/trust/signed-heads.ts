@@ -212,13 +212,14 @@ class ProvenRecords {
 
   add(record: Uint8Array): void {
     if (record.byteLength > this.maxBytes) return
+    const key = latin1(record)
+    // Held already: nothing to make room for (else the oldest facts would go for nothing).
+    if (this.facts.has(key)) return
     while (this.bytes + record.byteLength > this.maxBytes) {
       const oldest = this.facts.values().next().value!
       this.facts.delete(oldest)
       this.bytes -= oldest.length
     }
-    const key = latin1(record)
-    if (this.facts.has(key)) return
     this.facts.add(key)
     this.bytes += key.length
   }
