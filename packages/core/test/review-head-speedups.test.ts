@@ -6,6 +6,8 @@ import { expect } from 'chai'
 import { encode } from 'cborg'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { decodeHeaded, isHeaded } from '../src/replication/heads.js'
 import { packHeads, unpackHeads, type HeadTable, type OutgoingHead } from '../src/replication/messages/head-table.js'
 import { leafHash, merkleTree, multiproof, rebuildRoot, verifyInclusion } from '../src/trust/merkle.js'
@@ -232,5 +234,20 @@ describe('review: head speed-ups (encodeHeadProof by hand, provenRecords, author
     expect(claimedHead(records[1]!.record).author).to.not.equal(claimedHead(records[2]!.record).author)
     const p = decodeHeadProof(records[0]!.record)
     expect(() => claimedHead(encodeHeadProof({ ...p, statement: p.statement.subarray(1) }))).to.throw()
+  })
+  it('probe (held, ~1.5x its nominal bound): what tables proved is bounded at 8 MiB of record bytes; filled with the smallest records a table can rebuild (~72 bytes: an empty leaf and signature, a one-leaf statement) the heap holds ~12.4 MiB (117,509 records; per-entry overhead of the Set and its strings), no message buffer', () => {
+    setFlagsFromString('--expose-gc')
+    const gc = runInNewContext('gc') as () => void
+    gc()
+    const before = process.memoryUsage().heapUsed
+    const n = Math.ceil((8 * MiB) / 72) + 1000
+    for (let i = 0; i < n; i++) provenRecords.add(randomBytes(72))
+    gc()
+    const held = process.memoryUsage().heapUsed - before
+    // Flushed for whatever runs next: one record of the whole bound, then taken.
+    const flush = new Uint8Array(8 * MiB)
+    provenRecords.add(flush)
+    expect(provenRecords.proves(flush)).to.equal(true)
+    expect(held).to.be.below(3 * 8 * MiB)
   })
 })
