@@ -328,7 +328,7 @@ export class HeadVerifier {
     }
     if (!ok) return false
     if (this.verified.size >= REMEMBERED) this.verified.delete(this.verified.keys().next().value!)
-    this.verified.set(key, { bytes: bytes.slice(), statement }) // a copy: not the delta it came in
+    this.verified.set(key, { bytes: new Uint8Array(bytes), statement }) // a copy (slice of a Buffer is a view): not the message it came in
     return true
   }
 }
