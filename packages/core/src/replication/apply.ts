@@ -186,13 +186,33 @@ async function applyHeld(
     // comes in between but the counter guard's.
     if (ahead !== 'ok' && guard === undefined) settled = ahead
   }
+  // What judging it may read of the entity's history: what its author (a push's) or sender has
+  // left of HISTORY_READS_PER_MINUTE. Past it, a delta that needs reads is refused unread, as a
+  // rate: it comes again (anti-entropy), the budget back in a minute.
+  const charged = signed?.author ?? peer
+  const overRate = (err: unknown): { reason: DropReason; message: string } => ({
+    reason: 'rateLimited',
+    message: `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`,
+  })
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
     let verdict: RowsVerdict
+    // The guard applies the delta to a copy, reading as the apply does: charged the same way,
+    // before the first await (rowsVerdictAhead applies synchronously), so that deltas of one
+    // peer in flight together cannot each read what is left.
+    const now = ctx.clock.now()
+    const work: DeltaWork = { allowed: ctx.historyReads.left(charged, now), done: 0 }
     try {
-      verdict = await rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, deltaLimits(ctx), ctx.clock, judged)
+      const judging = rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, { ...deltaLimits(ctx), work }, ctx.clock, judged)
+      if (work.done > 0) ctx.historyReads.take(charged, now, work.done)
+      verdict = await judging
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
+    }
+    if (work.exhausted === true) {
+      ctx.entities.release(entity)
+      const refusal = overRate(`the counter's copy could not be judged`)
+      return dropped(refusal.reason, refusal.message)
     }
     if (verdict !== 'ok') {
       ctx.entities.release(entity)
@@ -233,10 +253,6 @@ async function applyHeld(
         const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
-        // What judging it may read of the entity's history: what its author (a push's) or
-        // sender has left of HISTORY_READS_PER_MINUTE. Past it, a delta that needs reads is
-        // refused unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
-        const charged = signed?.author ?? peer
         const now = ctx.clock.now()
         const work: DeltaWork = { allowed: ctx.historyReads.left(charged, now), done: 0 }
         try {
@@ -244,10 +260,7 @@ async function applyHeld(
         } catch (err) {
           ctx.entities.discard(col, entity)
           refused = work.exhausted
-            ? {
-                reason: 'rateLimited',
-                message: `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`,
-              }
+            ? overRate(err)
             : isConvergentError(err, 'ERR_TOO_LARGE')
               ? { reason: 'tooLarge', message: err.message }
               : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
