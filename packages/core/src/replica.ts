@@ -281,7 +281,7 @@ export class Replica {
         events: this.events,
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
-        historyReads: new PeerBudget(HISTORY_READS_PER_MINUTE),
+        historyReads: new PeerBudget(HISTORY_READS_PER_MINUTE, 60_000, 1000, true),
         tracer,
         createCollection: (name, backend) => this.provisionalCollection(name, backend),
         holdCollection: (name) => this.provisional.hold(name),

@@ -119,7 +119,7 @@ describe('review: history a peer may have read to judge its deltas', function ()
   })
 
   it('HOLE 3: a read past the allowance is forgiven when the window turns: one delta with 1 change left reads a 1,000,000-change history every minute (13 s of CPU a minute, not 2.6)', () => {
-    const budget = new PeerBudget(HISTORY_READS_PER_MINUTE)
+    const budget = new PeerBudget(HISTORY_READS_PER_MINUTE, 60_000, 1000, true) // as Replica makes it
     // One change left, then one read of the whole history (a single getChangesMeta cannot be cut short).
     budget.take('P', 0, HISTORY_READS_PER_MINUTE - 1)
     expect(budget.left('P', 1)).to.equal(1)
@@ -131,6 +131,17 @@ describe('review: history a peer may have read to judge its deltas', function ()
     // An honest peer that stays within its budget is not touched.
     budget.take('Q', 0, HISTORY_READS_PER_MINUTE)
     expect(budget.left('Q', 60_000)).to.equal(HISTORY_READS_PER_MINUTE)
+  })
+
+  it('probe: the replica owes reads past the allowance (its budget is made owing); signature budgets forget refused attempts with the window', async () => {
+    const r = await memoryReplica({ network: new LoopbackHub().createNetwork('R') })
+    replicas.push(r)
+    const ctx = ctxOf(r)
+    ctx.historyReads.take('P', 0, 3 * HISTORY_READS_PER_MINUTE)
+    expect(ctx.historyReads.left('P', 60_000)).to.equal(0)
+    const verifies = new PeerBudget(10)
+    for (let i = 0; i < 50; i++) verifies.take('P', 0)
+    expect(verifies.left('P', 60_000)).to.equal(10)
   })
 
   it.skip("HOLE 4: a relay is charged for other writers' changes (anti-entropy charges the sending peer): an attacker's inserts on old bases, relayed by an honest peer, spend that peer's budget at every replica, and its own list edits are refused there", async () => {
