@@ -9,8 +9,9 @@ import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/a
 import { SignedRows } from '../src/counter-rows.js'
 import { PeerBudget } from '../src/peer-budget.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { LoopbackHub, type Replica } from '../src/index.js'
-import { memoryReplica } from './helpers.js'
+import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
+import { memoryReplica, waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
 
 const WRITER = 'aa'.repeat(16)
@@ -161,5 +162,74 @@ describe('review: history a peer may have read to judge its deltas', function ()
     expect(HISTORY_READS_PER_MINUTE - ctx.historyReads.left('H', ctx.clock.now())).to.equal(0) // today: ~300, charged to the relay
     void r
     void savedDoc
+  })
+})
+
+describe("review: a signed push refused for its author's history budget", function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+  const POLICY: PolicyDocument = {
+    roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
+    collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
+  }
+  const TOPIC = '/convergent/default/c/notes'
+
+  /** `net` with the gossip of `from` held back until release(), and no requests with `from` once cut() (no anti-entropy). */
+  function holdingGossipOf(net: Network, from: string): { net: Network; held: Uint8Array[]; release: () => void; cut: () => void } {
+    const held: Uint8Array[] = []
+    let events: NetworkEvents | undefined
+    let cut = false
+    const wrapped = new Proxy(net, {
+      get(target, prop) {
+        if (prop === 'start')
+          return (e: NetworkEvents) => {
+            events = e
+            return target.start({
+              ...e,
+              onMessage: (topic, data, sender) => (sender === from && topic === TOPIC ? void held.push(data) : e.onMessage(topic, data, sender)),
+              onRequest: (sender, data) => (cut && sender === from ? Promise.reject(new Error('cut')) : e.onRequest(sender, data)),
+            })
+          }
+        if (prop === 'request')
+          return (peer: string, ...rest: unknown[]) =>
+            cut && peer === from ? Promise.reject(new Error('cut')) : (target.request as (...a: unknown[]) => unknown).call(target, peer, ...rest)
+        const v = Reflect.get(target, prop, target) as unknown
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      },
+    })
+    return { net: wrapped, held, release: () => held.splice(0).forEach((data) => events!.onMessage(TOPIC, data, from)), cut: () => (cut = true) }
+  }
+
+  it('HOLE 5: a push refused as rateLimited is recorded complete: a copy of it arriving once the budget is back is a duplicate, never applied (only anti-entropy repairs it)', async () => {
+    const hub = new LoopbackHub()
+    const admin = await trustMember(keys, replicas, hub, ADMIN)
+    const holding = holdingGossipOf(hub.createNetwork(SUPPORT), ADMIN)
+    const support = await memoryReplica({ network: holding.net, trust: keys.trust(SUPPORT, [ADMIN]), syncIntervalMs: 0 })
+    replicas.push(support)
+    await admin.policy.set(POLICY)
+    await waitFor(() => support.policy.get() !== undefined, 'SUPPORT adopts')
+    const notes = (r: Replica) => r.collection<{ l: number[] }>('notes', { backend: 'automerge' })
+    notes(support) // subscribes to its topic
+    await waitFor(() => support.peers().includes(ADMIN), 'connected')
+    holding.cut()
+    const list = async (): Promise<number[]> => [...(A.load<{ l?: number[] }>(await savedDoc(support, 'notes', 'n1')).l ?? [])]
+    await notes(admin).put('n1', { l: [1] })
+    await waitFor(() => holding.held.length === 1, 'first push held')
+    holding.release()
+    await waitFor(async () => ctxOf(support).entities.collections.has('notes') && (await list()).length === 1, 'SUPPORT holds [1]')
+    // ADMIN has spent its minute at SUPPORT: its next list edit (read to be judged) is refused as a rate.
+    const ctx = ctxOf(support)
+    ctx.historyReads.take(ADMIN, ctx.clock.now(), HISTORY_READS_PER_MINUTE)
+    await notes(admin).update('n1', (s) => void s.l.push(2))
+    await waitFor(() => holding.held.length === 1, 'second push held')
+    const copy = holding.held[0]!
+    holding.release()
+    await waitFor(() => (support.stats().peers[ADMIN]?.dropped.rateLimited ?? 0) === 1, 'refused as a rate')
+    expect(await list()).to.deep.equal([1])
+    // The budget is back (a minute later); a copy of the same push comes (another relay's, a republish).
+    ;(ctx.historyReads as unknown as { windows: Map<string, unknown> }).windows.clear()
+    holding.held.push(copy)
+    holding.release()
+    await waitFor(async () => (await list()).length === 2, 'the copy is applied', 5000)
   })
 })
