@@ -152,8 +152,10 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write), or that waits ('later': for its
       // heads, which travel outside the push's signature — a relay may have stripped, garbled or
-      // swapped them — or for changes it depends on): a replay may bring it after all.
-      if (results.includes('storeFailed') || results.includes('later')) ctx.entities.proofs.failed(push.collection, by.proof.id)
+      // swapped them — or for changes it depends on), or that was not judged now (rateLimited: its
+      // author's history reads spent this minute, apply.ts): a replay may bring it after all.
+      if (results.includes('storeFailed') || results.includes('later') || results.includes('rateLimited'))
+        ctx.entities.proofs.failed(push.collection, by.proof.id)
       else {
         ctx.entities.proofs.complete(push.collection, by.proof.id)
         // Verified, but every delta was held already: no commit carried its proof. Stored anyway,
