@@ -5,6 +5,8 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
+import { automergeBackend, type AutomergeDoc } from '@convergent/automerge'
+import type { DeltaWork } from '../src/index.js'
 import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
 import { SignedRows } from '../src/counter-rows.js'
 import { PeerBudget } from '../src/peer-budget.js'
@@ -231,5 +233,69 @@ describe("review: a signed push refused for its author's history budget", functi
     holding.held.push(copy)
     holding.release()
     await waitFor(async () => (await list()).length === 2, 'the copy is applied', 5000)
+  })
+})
+
+describe('review: changes queued in a document, judged when a delta releases them', function () {
+  this.timeout(120_000)
+
+  it("HOLE 6: a queue whose judgment needs more than a sender's minute blocks every delta that releases it, in every minute (the whole minute spent each time): the entity never takes the change it waits for", () => {
+    // A member queues changes at R (each its own actor, each on an old base, waiting for its own
+    // change D, which it gives to one other peer only); every peer that relays D to R pays.
+    // First judgment: 4 reads of ~30,000 (MAX_SCANNED_CHANGES reached: C5 refused), then the
+    // rebuild without C5 reads again with 80,000 left: over budget, rateLimited, the queue kept.
+    // Next minute the same: before the budget, MAX_REBUILD_ROUNDS rounds then the delta alone.
+    const N = 30_000
+    const handle = A.getBackend(A.init({ actor: WRITER }))
+    const list = handle.putObject('_root', 'l', [])
+    handle.insert(list, 0, 1, 'int')
+    handle.commit(null, 0)
+    const bases: string[][] = [handle.getHeads()]
+    for (let i = 1; i <= N; i++) {
+      handle.put('_root', 'n', i, 'int')
+      handle.commit(null, 0)
+      if (i <= 8) bases.push(handle.getHeads())
+    }
+    let doc = A.load<Record<string, unknown>>(handle.save()) as AutomergeDoc
+    handle.free()
+    const h = A.getBackend(doc)
+    const elem = String(h.getAll(list, 0)[0]![2])
+    const maxOp = (heads: string[]) => h.getChangeMetaByHash(heads[0]!)!.maxOp
+    const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
+    const D = A.encodeChange({
+      actor: actor(0xd0),
+      author: null,
+      seq: 1,
+      startOp: maxOp(bases[0]!) + 1,
+      time: 0,
+      message: null,
+      deps: bases[0]!,
+      ops: [op({ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] })],
+    })
+    const dHash = A.decodeChange(D).hash
+    const queued = [1, 2, 3, 4, 5, 6, 7, 8].map((i) =>
+      A.encodeChange({
+        actor: actor(0xc0 + i),
+        author: null,
+        seq: 1,
+        startOp: Math.max(maxOp(bases[0]!) + 1, maxOp(bases[i]!)) + 1,
+        time: 0,
+        message: null,
+        deps: [dHash, ...bases[i]!].sort(),
+        ops: [op({ action: 'set', obj: list, elemId: elem, insert: true, value: i, datatype: 'int', pred: [] })],
+      }),
+    )
+    const backend = automergeBackend()
+    for (const c of queued) doc = backend.applyDelta(doc, c)
+    expect(backend.hasPending(doc)).to.equal(true)
+    // A relay brings D, with a whole minute of budget at R.
+    const work: DeltaWork = { allowed: HISTORY_READS_PER_MINUTE, done: 0 }
+    let taken: AutomergeDoc | undefined
+    try {
+      taken = backend.applyDelta(doc, D, { maxDecodedBytes: 64 << 20, work })
+    } catch (err) {
+      expect.fail(`D refused (exhausted: ${String(work.exhausted)}, ${work.done} read): ${(err as Error).message}`)
+    }
+    expect(A.getBackend(taken).getChangeByHash(dHash)).to.not.equal(null)
   })
 })
