@@ -296,12 +296,41 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)
     if (ahead === 'after') {
       const work = limits?.work
+      // Under a budget, with changes queued: the delta alone first, on what the document holds
+      // without them — the sender's own cost. What the queue needs read besides may not fit what
+      // the sender has left (queued changes are anyone's: a member can queue changes that need
+      // more than a minute's reads, and block every delta that releases them, every minute);
+      // then the queue goes, as after MAX_REBUILD_ROUNDS (its honest changes come again by
+      // anti-entropy), and the delta is taken alone.
+      let alone: AutomergeDoc | undefined
+      if (pending && work !== undefined && settled !== undefined) {
+        try {
+          alone = this.applyChecked(this.settledDoc(settled, A.getActorId(next)), heads, false, hasChange, delta)
+        } catch {
+          alone = undefined // judged with the queue, as without a budget
+        }
+        const own = alone === undefined ? undefined : checkApplied(alone, heads, work)
+        if (own !== undefined) {
+          A.free(alone!)
+          if (A.getBackend(next) !== handle) A.free(next)
+          if (own.overBudget === true) work.exhausted = true
+          throw refusedRefs(own.why)
+        }
+      }
+      const takeAlone = (): AutomergeDoc | undefined => {
+        if (alone === undefined) return undefined
+        work!.exhausted = false
+        this.rebuiltDocs.add(alone)
+        return alone
+      }
       const refusal = checkApplied(next, heads, work)
       if (refusal?.overBudget === true) {
         // Not judged, so not refused: nothing queued is dropped for it (no rebuild); the caller
         // takes it as a rate (work.exhausted), and the delta comes again.
         if (A.getBackend(next) !== handle) A.free(next)
         work!.exhausted = true
+        const taken = takeAlone()
+        if (taken !== undefined) return taken
         throw refusedRefs(refusal.why)
       }
       if (refusal !== undefined) {
@@ -313,12 +342,23 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         // A fresh document is ours to free; one that loadIncremental moved on shares the
         // handle of `doc`, which the caller disposes with it.
         if (A.getBackend(next) !== handle) A.free(next)
-        if (rebuilt === undefined) throw refusedRefs(refusal.why)
+        if (rebuilt === undefined) {
+          const taken = takeAlone()
+          if (taken !== undefined) return taken
+          throw refusedRefs(refusal.why)
+        }
+        if (alone !== undefined) A.free(alone)
         this.rebuiltDocs.add(rebuilt)
         return rebuilt
       }
+      if (alone !== undefined) A.free(alone)
     }
     return next
+  }
+
+  /** What a document held without its queued changes (settledBytes), as a document of `actor`. */
+  private settledDoc(settled: Uint8Array, actor: string): AutomergeDoc {
+    return settled.byteLength === 0 ? A.init<Record<string, unknown>>({ actor }) : A.load<Record<string, unknown>>(settled, { actor })
   }
 
   /**
@@ -349,7 +389,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // honest one unreadable beside it): the delta alone, on the document without the queue.
       const dropAll = refusal.hash === undefined || own.has(refusal.hash) || round === MAX_REBUILD_ROUNDS
       if (!dropAll) refused.add(refusal.hash!)
-      const clean = settled.byteLength === 0 ? A.init<Record<string, unknown>>({ actor }) : A.load<Record<string, unknown>>(settled, { actor })
+      const clean = this.settledDoc(settled, actor)
       const kept = dropAll ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
       let rebuilt: AutomergeDoc
       try {

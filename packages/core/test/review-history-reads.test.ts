@@ -256,7 +256,7 @@ describe('review: changes queued in a document, judged when a delta releases the
       handle.commit(null, 0)
       if (i <= 8) bases.push(handle.getHeads())
     }
-    let doc = A.load<Record<string, unknown>>(handle.save()) as AutomergeDoc
+    let doc = A.load<Record<string, unknown>>(handle.save())
     handle.free()
     const h = A.getBackend(doc)
     const elem = String(h.getAll(list, 0)[0]![2])
@@ -297,5 +297,56 @@ describe('review: changes queued in a document, judged when a delta releases the
       expect.fail(`D refused (exhausted: ${String(work.exhausted)}, ${work.done} read): ${(err as Error).message}`)
     }
     expect(A.getBackend(taken).getChangeByHash(dHash)).to.not.equal(null)
+  })
+  /** A list doc of 200 changes, and an honest writer's two list inserts on it (C2 after C1). */
+  function honestPair() {
+    const base = A.from<{ l: number[]; n: number }>({ l: [1], n: 0 }, { actor: WRITER })
+    const w = A.clone(base, { actor: actor(0xe0) })
+    let doc = base
+    for (let i = 1; i <= 200; i++) doc = A.change(doc, (d) => void (d.n = i))
+    const c1doc = A.change(w, (d) => void d.l.push(2))
+    const c1 = A.getLastLocalChange(c1doc)! // (before the next change: it makes c1doc outdated)
+    const c2 = A.getLastLocalChange(A.change(c1doc, (d) => void d.l.push(3)))!
+    return { doc: A.clone(doc) as AutomergeDoc, c1, c2 }
+  }
+
+  it('probe: an honest queue released under a budget is still taken with the delta (judged alone, then with the queue), both charged', () => {
+    const backend = automergeBackend()
+    const { doc, c1, c2 } = honestPair()
+    const queued = backend.applyDelta(doc, c2)
+    expect(backend.hasPending(queued)).to.equal(true)
+    const work: DeltaWork = { allowed: HISTORY_READS_PER_MINUTE, done: 0 }
+    const taken = backend.applyDelta(queued, c1, { maxDecodedBytes: 64 << 20, work })
+    expect(backend.hasPending(taken)).to.equal(false)
+    expect([...(taken as unknown as { l: number[] }).l]).to.deep.equal([1, 2, 3])
+    expect(work.done).to.be.within(2, 1000)
+  })
+
+  it('probe: a delta over budget on its own, with changes queued, is refused as a rate at a replica, and the queue stays (the document reloaded from the store)', async () => {
+    const r = await memoryReplica({ network: new LoopbackHub().createNetwork('R') })
+    try {
+      const ctx = ctxOf(r)
+      const { doc, c1, c2 } = honestPair()
+      const apply = (peer: string, delta: Uint8Array) => applyRemoteDelta(ctx, peer, 'lists', 'automerge', 'e', delta)
+      expect(await apply('P0', A.save(doc))).to.equal('applied')
+      expect(await apply('P2', c2)).to.equal('applied') // queued: it waits for c1
+      const pending = async (): Promise<boolean> => {
+        const entity = await ctx.entities.acquire(ctx.entities.collections.get('lists')!, 'e')
+        try {
+          return automergeBackend().hasPending(entity.doc as AutomergeDoc)
+        } finally {
+          ctx.entities.release(entity)
+        }
+      }
+      expect(await pending()).to.equal(true)
+      ctx.historyReads.take('P1', ctx.clock.now(), HISTORY_READS_PER_MINUTE)
+      expect(await apply('P1', c1)).to.equal('rateLimited')
+      expect(await pending()).to.equal(true)
+      expect(await apply('P3', c1)).to.equal('applied')
+      expect(await pending()).to.equal(false)
+      expect([...A.load<{ l: number[] }>(await savedDoc(r, 'lists', 'e')).l]).to.deep.equal([1, 2, 3])
+    } finally {
+      await r.close()
+    }
   })
 })
