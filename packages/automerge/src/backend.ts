@@ -296,64 +296,70 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const next = this.applyChecked(doc, heads, pending, hasChange, delta)
     if (ahead === 'after') {
       const work = limits?.work
-      // Under a budget, with changes queued: the delta alone first, on what the document holds
-      // without them — the sender's own cost. What the queue needs read besides may not fit what
-      // the sender has left (queued changes are anyone's: a member can queue changes that need
-      // more than a minute's reads, and block every delta that releases them, every minute);
-      // then the queue goes, as after MAX_REBUILD_ROUNDS (its honest changes come again by
-      // anti-entropy), and the delta is taken alone.
-      let alone: AutomergeDoc | undefined
-      if (pending && work !== undefined && settled !== undefined) {
-        try {
-          alone = this.applyChecked(this.settledDoc(settled, A.getActorId(next)), heads, false, hasChange, delta)
-        } catch {
-          alone = undefined // judged with the queue, as without a budget
-        }
-        const own = alone === undefined ? undefined : checkApplied(alone, heads, work)
-        if (own !== undefined) {
-          A.free(alone!)
-          if (A.getBackend(next) !== handle) A.free(next)
-          if (own.overBudget === true) work.exhausted = true
-          throw refusedRefs(own.why)
-        }
-      }
-      const takeAlone = (): AutomergeDoc | undefined => {
-        if (alone === undefined) return undefined
-        work!.exhausted = false
-        this.rebuiltDocs.add(alone)
-        return alone
-      }
       const refusal = checkApplied(next, heads, work)
-      if (refusal?.overBudget === true) {
-        // Not judged, so not refused: nothing queued is dropped for it (no rebuild); the caller
-        // takes it as a rate (work.exhausted), and the delta comes again.
-        if (A.getBackend(next) !== handle) A.free(next)
-        work!.exhausted = true
-        const taken = takeAlone()
-        if (taken !== undefined) return taken
-        throw refusedRefs(refusal.why)
-      }
-      if (refusal !== undefined) {
-        // Changes queued here before (their past was missing: never judged) may be what is
-        // refused, now that the delta brought what they waited for: then the delta again on
-        // the document without them, which the caller stores whole (rebuilt). Without this,
-        // every delivery of the honest change they wait for would be refused with them.
-        const rebuilt = pending ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal, work) : undefined
-        // A fresh document is ours to free; one that loadIncremental moved on shares the
-        // handle of `doc`, which the caller disposes with it.
-        if (A.getBackend(next) !== handle) A.free(next)
-        if (rebuilt === undefined) {
-          const taken = takeAlone()
-          if (taken !== undefined) return taken
-          throw refusedRefs(refusal.why)
-        }
-        if (alone !== undefined) A.free(alone)
+      if (refusal === undefined) return next
+      // Changes queued here before (their past was missing: never judged) may be what is
+      // refused, now that the delta brought what they waited for: then the delta again on the
+      // document without them, which the caller stores whole (rebuilt). Without this, every
+      // delivery of the honest change they wait for would be refused with them. Not when the
+      // batch was not judged (over budget): nothing queued is dropped for that.
+      const rebuilt = pending && refusal.overBudget !== true ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal, work) : undefined
+      const actor = A.getActorId(next)
+      // A fresh document is ours to free; one that loadIncremental moved on shares the
+      // handle of `doc`, which the caller disposes with it.
+      if (A.getBackend(next) !== handle) A.free(next)
+      if (rebuilt !== undefined) {
         this.rebuiltDocs.add(rebuilt)
         return rebuilt
       }
-      if (alone !== undefined) A.free(alone)
+      if (refusal.overBudget === true || work?.exhausted === true) {
+        work!.exhausted = true // the caller takes it as a rate, and the delta comes again
+        // With changes queued, the reads may be theirs, not the delta's: queued changes are
+        // anyone's, and a member can queue some that need more than a minute's reads — every
+        // delta that releases them would be refused, every minute. Then the delta alone, within
+        // what its sender had (the queue's reads counted, not held against it); taken, the
+        // queue goes, as after MAX_REBUILD_ROUNDS (its honest changes come again by anti-entropy).
+        const alone = pending ? this.alone(settled, actor, heads, delta, hasChange, work!) : undefined
+        if (alone !== undefined) {
+          this.rebuiltDocs.add(alone)
+          return alone
+        }
+      }
+      throw refusedRefs(refusal.why)
     }
     return next
+  }
+
+  /**
+   * `delta` alone on what the document held without its queued changes, judged within the
+   * sender's allowance (`work.allowed`, whatever the queue read): the document, or undefined
+   * (work.exhausted cleared when the delta itself is refused: then it is not a rate).
+   */
+  private alone(
+    settled: Uint8Array | undefined,
+    actor: string,
+    heads: string[],
+    delta: Uint8Array,
+    hasChange: boolean,
+    work: DeltaWork,
+  ): AutomergeDoc | undefined {
+    if (settled === undefined) return undefined
+    let alone: AutomergeDoc
+    try {
+      alone = this.applyChecked(this.settledDoc(settled, actor), heads, false, hasChange, delta)
+    } catch {
+      return undefined
+    }
+    const own = { allowed: work.allowed, done: 0 }
+    const verdict = checkApplied(alone, heads, own)
+    work.done += own.done
+    if (verdict === undefined) {
+      work.exhausted = false
+      return alone
+    }
+    A.free(alone)
+    if (verdict.overBudget !== true) work.exhausted = false
+    return undefined
   }
 
   /** What a document held without its queued changes (settledBytes), as a document of `actor`. */

@@ -310,7 +310,7 @@ describe('review: changes queued in a document, judged when a delta releases the
     return { doc: A.clone(doc) as AutomergeDoc, c1, c2 }
   }
 
-  it('probe: an honest queue released under a budget is still taken with the delta (judged alone, then with the queue), both charged', () => {
+  it('probe: an honest queue released under a budget is still taken with the delta (judged together, charged)', () => {
     const backend = automergeBackend()
     const { doc, c1, c2 } = honestPair()
     const queued = backend.applyDelta(doc, c2)
