@@ -155,6 +155,10 @@ describe('review: history a peer may have read to judge its deltas', function ()
     // The attacker sending different inserts to each replica does this to every relay at once.
     // Also: changes queued at R (waiting for the attacker's own withheld change) are judged when
     // an honest relay delivers that change: all their reads are charged to the relay.
+    // Variant (author charged for others' history): a member writes a stream of cheap map puts
+    // (judged ahead, no reads) to R only, by request, not gossip; until anti-entropy brings them
+    // to A, each list/text edit A pushes reads all of them at R, charged to A (a syncInterval of
+    // 30 s at ~10,000 changes/s: 300,000 > MAX_SCANNED_CHANGES, A's edits refused outright).
     // Fix (not small): charge reads to the author of the change being judged (its actor's bound
     // peer, op-refs judges change by change), not to whoever relays it.
     const base = oldBase(300)
