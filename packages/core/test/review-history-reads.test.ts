@@ -157,8 +157,9 @@ describe('review: history a peer may have read to judge its deltas', function ()
     // an honest relay delivers that change: all their reads are charged to the relay.
     // Variant (author charged for others' history): a member writes a stream of cheap map puts
     // (judged ahead, no reads) to R only, by request, not gossip; until anti-entropy brings them
-    // to A, each list/text edit A pushes reads all of them at R, charged to A (a syncInterval of
-    // 30 s at ~10,000 changes/s: 300,000 > MAX_SCANNED_CHANGES, A's edits refused outright).
+    // to A, each list/text edit A pushes reads all of them at R, charged to A: e.g. 30 s between
+    // anti-entropy rounds (the default) at 1,000 changes/s is 30,000 read per edit (~0.4 s), so
+    // A has ~6 list edits a minute at R, the rest refused as a rate.
     // Fix (not small): charge reads to the author of the change being judged (its actor's bound
     // peer, op-refs judges change by change), not to whoever relays it.
     const base = oldBase(300)
