@@ -354,4 +354,30 @@ describe('review: changes queued in a document, judged when a delta releases the
       await r.close()
     }
   })
+  it('probe: a hostile queued change refused once released is dropped (rebuilt) and the delta taken, with a budget or without', () => {
+    const backend = automergeBackend()
+    const { doc, c1 } = honestPair()
+    const c1h = A.decodeChange(c1)
+    const h = A.getBackend(doc)
+    const lastOp = h.getChangeMetaByHash(h.getHeads()[0]!)!.maxOp
+    // It waits for c1, then replaces the value of n written at an op not in its past.
+    const bad = A.encodeChange({
+      actor: 'dd'.repeat(16),
+      author: null,
+      seq: 1,
+      startOp: c1h.startOp + c1h.ops.length,
+      time: 0,
+      message: null,
+      deps: [c1h.hash],
+      ops: [{ action: 'set', obj: '_root', key: 'n', value: 99, datatype: 'int', pred: [`${lastOp}@${WRITER}`] }],
+    })
+    for (const work of [undefined, { allowed: HISTORY_READS_PER_MINUTE, done: 0 }]) {
+      const queued = backend.applyDelta(A.clone(doc), bad)
+      expect(backend.hasPending(queued)).to.equal(true)
+      const taken = backend.applyDelta(queued, c1, { maxDecodedBytes: 64 << 20, ...(work !== undefined ? { work } : {}) })
+      expect(backend.rebuilt!(taken)).to.equal(true)
+      const value = taken as unknown as { l: number[]; n: number }
+      expect([[...value.l], value.n]).to.deep.equal([[1, 2], 200])
+    }
+  })
 })
