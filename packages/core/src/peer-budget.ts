@@ -9,9 +9,8 @@
  * short, it may go far past what was left) is owed: paid off at `perWindow` a window before the
  * peer has any again, so that over time no peer spends more than `perWindow` a window (without
  * it, counts past the budget are attempts refused, not work, and are forgotten with the
- * window: signature checks, taken one at a time). A clock set back
- * (before a window's start) starts a new window, rather than keeping the old one until the
- * clock catches up.
+ * window: signature checks, taken one at a time). A clock set back (before a window's start)
+ * starts a new window, rather than keeping the old one until the clock catches up.
  */
 export class PeerBudget {
   private readonly windows = new Map<string, { start: number; count: number }>()
