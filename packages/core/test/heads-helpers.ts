@@ -4,11 +4,11 @@
  * collection, and a change's head signed with a member's test key.
  */
 import * as A from '@automerge/automerge'
-import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
+import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
 import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { signHeads } from '../src/trust/signed-heads.js'
-import { waitFor } from './helpers.js'
+import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, type Keyring } from './trust-helpers.js'
 import { savedDoc, type State } from './counter-helpers.js'
 
@@ -85,4 +85,51 @@ export async function notesApart(
 /** ADMIN's change relayed by ORDERS in a push that carried no head for it: refused as forbidden once judged (a headed sender sends every head its changes need). */
 export function withoutItsHead(ctx: ReplicationContext, change: Uint8Array, id = 'n1'): Promise<ApplyResult> {
   return applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', id, change, undefined, undefined, new Map())
+}
+
+/** The gossip topic of the 'notes' collection in the default namespace. */
+export const NOTES_TOPIC = '/convergent/default/c/notes'
+
+/**
+ * `net` with the gossip of `from` held back until release() (the test decides what arrives
+ * first), and once cut() no requests either way with `from` (no anti-entropy brings it).
+ */
+export function holdingGossipOf(net: Network, from: string): { net: Network; held: Uint8Array[]; release: () => void; cut: () => void } {
+  const held: Uint8Array[] = []
+  let events: NetworkEvents | undefined
+  let cut = false
+  const wrapped = new Proxy(net, {
+    get(target, prop) {
+      if (prop === 'start')
+        return (e: NetworkEvents) => {
+          events = e
+          return target.start({
+            ...e,
+            onMessage: (topic, data, sender) => (sender === from && topic === NOTES_TOPIC ? void held.push(data) : e.onMessage(topic, data, sender)),
+            onRequest: (sender, data) => (cut && sender === from ? Promise.reject(new Error('cut')) : e.onRequest(sender, data)),
+          })
+        }
+      if (prop === 'request')
+        return (peer: string, ...rest: unknown[]) =>
+          cut && peer === from ? Promise.reject(new Error('cut')) : (target.request as (...a: unknown[]) => unknown).call(target, peer, ...rest)
+      const v = Reflect.get(target, prop, target) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
+  return { net: wrapped, held, release: () => held.splice(0).forEach((data) => events!.onMessage(NOTES_TOPIC, data, from)), cut: () => (cut = true) }
+}
+
+/**
+ * ADMIN (a member) and SUPPORT (in memory) on one hub, SUPPORT's copy of ADMIN's gossip held
+ * back (holdingGossipOf), ADMIN's `policy` set and adopted by SUPPORT.
+ */
+export async function adminAndHeldSupport(keys: Keyring, replicas: Replica[], policy: PolicyDocument) {
+  const hub = new LoopbackHub()
+  const admin = await trustMember(keys, replicas, hub, ADMIN)
+  const holding = holdingGossipOf(hub.createNetwork(SUPPORT), ADMIN)
+  const support = await memoryReplica({ network: holding.net, trust: keys.trust(SUPPORT, [ADMIN]), syncIntervalMs: 0 })
+  replicas.push(support)
+  await admin.policy.set(policy)
+  await waitFor(() => support.policy.get() !== undefined, 'SUPPORT adopts')
+  return { hub, admin, holding, support }
 }

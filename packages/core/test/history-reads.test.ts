@@ -11,41 +11,9 @@ import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/a
 import { LoopbackHub, type Replica } from '../src/index.js'
 import { memoryReplica } from './helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
+import { insertOnOldBase, oldBase } from './old-base-helpers.js'
 
-const WRITER = 'aa'.repeat(16)
 const actor = (i: number): string => 'cc'.repeat(15) + i.toString(16).padStart(2, '0')
-
-/** A document with a list made first, then `n` changes elsewhere: an old base for list inserts. */
-function oldBase(n: number) {
-  const handle = A.getBackend(A.init({ actor: WRITER }))
-  const list = handle.putObject('_root', 'l', [])
-  handle.insert(list, 0, 1, 'int')
-  handle.commit(null, 0)
-  const first = handle.getHeads()
-  for (let i = 1; i <= n; i++) {
-    handle.put('_root', 'stock', i, 'int')
-    handle.commit(null, 0)
-  }
-  const doc = A.load<Record<string, unknown>>(handle.save())
-  handle.free()
-  const elem = String(A.getBackend(doc).getAll(list, 0)[0]![2])
-  const startOp = A.getBackend(doc).getChangeMetaByHash(first[0]!)!.maxOp + 1
-  return { saved: A.save(doc), list, elem, first, startOp }
-}
-
-/** An honest-shaped change of `by`: an insert after the list's first element, made on the old base. */
-function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, value: number): Uint8Array {
-  return A.encodeChange({
-    actor: by,
-    author: null,
-    seq: 1,
-    startOp: base.startOp,
-    time: 0,
-    message: null,
-    deps: base.first,
-    ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
-  })
-}
 
 describe('history a peer may have read to judge its deltas', function () {
   this.timeout(60_000)

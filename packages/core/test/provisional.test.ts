@@ -9,10 +9,8 @@ import { encodeHeaded } from '../src/replication/heads.js'
 import { ProvisionalCollections } from '../src/replication/provisional.js'
 import type { Replica } from '../src/index.js'
 import { ADMIN, SUPPORT, netOf, trustSuite } from './trust-helpers.js'
-import { headOf, notes, notesApart, withoutItsHead } from './heads-helpers.js'
+import { headOf, notes, notesApart, NOTES_TOPIC, withoutItsHead } from './heads-helpers.js'
 import { ctxOf } from './counter-helpers.js'
-
-const NOTES_TOPIC = '/convergent/default/c/notes'
 
 describe('provisional collections: the bookkeeping', () => {
   it('undoes a collection once every delta that used it ended untaken, keeps it once one is taken or the application opens it', () => {

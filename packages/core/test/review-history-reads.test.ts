@@ -15,45 +15,14 @@ import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/a
 import { SignedRows } from '../src/counter-rows.js'
 import { PeerBudget } from '../src/peer-budget.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
+import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
 import { memoryReplica, waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { adminAndHeldSupport } from './heads-helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
+import { insertOnOldBase, oldBase, WRITER } from './old-base-helpers.js'
 
-const WRITER = 'aa'.repeat(16)
 const actor = (i: number): string => 'cc'.repeat(14) + i.toString(16).padStart(4, '0')
-
-/** A document with a list made first, then `n` changes elsewhere: an old base for list inserts. */
-function oldBase(n: number) {
-  const handle = A.getBackend(A.init({ actor: WRITER }))
-  const list = handle.putObject('_root', 'l', [])
-  handle.insert(list, 0, 1, 'int')
-  handle.commit(null, 0)
-  const first = handle.getHeads()
-  for (let i = 1; i <= n; i++) {
-    handle.put('_root', 'n', i, 'int')
-    handle.commit(null, 0)
-  }
-  const doc = A.load<Record<string, unknown>>(handle.save())
-  handle.free()
-  const elem = String(A.getBackend(doc).getAll(list, 0)[0]![2])
-  const startOp = A.getBackend(doc).getChangeMetaByHash(first[0]!)!.maxOp + 1
-  return { saved: A.save(doc), list, elem, first, startOp }
-}
-
-/** An honest-shaped change of `by`: an insert after the list's first element, made on the old base. */
-function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, value: number): Uint8Array {
-  return A.encodeChange({
-    actor: by,
-    author: null,
-    seq: 1,
-    startOp: base.startOp,
-    time: 0,
-    message: null,
-    deps: base.first,
-    ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
-  })
-}
 
 /** Change records Automerge hands out through getChangesMeta while `run` runs (the reads judged). */
 async function readsDuring<T>(run: () => Promise<T>): Promise<{ result: T; reads: number }> {
@@ -183,42 +152,8 @@ describe("review: a signed push refused for its author's history budget", functi
     roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
     collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
   }
-  const TOPIC = '/convergent/default/c/notes'
-
-  /** `net` with the gossip of `from` held back until release(), and no requests with `from` once cut() (no anti-entropy). */
-  function holdingGossipOf(net: Network, from: string): { net: Network; held: Uint8Array[]; release: () => void; cut: () => void } {
-    const held: Uint8Array[] = []
-    let events: NetworkEvents | undefined
-    let cut = false
-    const wrapped = new Proxy(net, {
-      get(target, prop) {
-        if (prop === 'start')
-          return (e: NetworkEvents) => {
-            events = e
-            return target.start({
-              ...e,
-              onMessage: (topic, data, sender) => (sender === from && topic === TOPIC ? void held.push(data) : e.onMessage(topic, data, sender)),
-              onRequest: (sender, data) => (cut && sender === from ? Promise.reject(new Error('cut')) : e.onRequest(sender, data)),
-            })
-          }
-        if (prop === 'request')
-          return (peer: string, ...rest: unknown[]) =>
-            cut && peer === from ? Promise.reject(new Error('cut')) : (target.request as (...a: unknown[]) => unknown).call(target, peer, ...rest)
-        const v = Reflect.get(target, prop, target) as unknown
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-      },
-    })
-    return { net: wrapped, held, release: () => held.splice(0).forEach((data) => events!.onMessage(TOPIC, data, from)), cut: () => (cut = true) }
-  }
-
   it('HOLE 5: a push refused as rateLimited is recorded complete: a copy of it arriving once the budget is back is a duplicate, never applied (only anti-entropy repairs it)', async () => {
-    const hub = new LoopbackHub()
-    const admin = await trustMember(keys, replicas, hub, ADMIN)
-    const holding = holdingGossipOf(hub.createNetwork(SUPPORT), ADMIN)
-    const support = await memoryReplica({ network: holding.net, trust: keys.trust(SUPPORT, [ADMIN]), syncIntervalMs: 0 })
-    replicas.push(support)
-    await admin.policy.set(POLICY)
-    await waitFor(() => support.policy.get() !== undefined, 'SUPPORT adopts')
+    const { admin, holding, support } = await adminAndHeldSupport(keys, replicas, POLICY)
     const notes = (r: Replica) => r.collection<{ l: number[] }>('notes', { backend: 'automerge' })
     notes(support) // subscribes to its topic
     await waitFor(() => support.peers().includes(ADMIN), 'connected')

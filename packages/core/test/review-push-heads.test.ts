@@ -3,46 +3,17 @@
 // a fixed hole's test passes, an open one is skipped with its description.
 import { expect } from 'chai'
 import { decodeMessage, encodeSignedPush } from '../src/internal.js'
-import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
-import { memoryReplica, waitFor } from './helpers.js'
-import { ADMIN, feedOf, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import type { PolicyDocument, Replica } from '../src/index.js'
+import { waitFor } from './helpers.js'
+import { ADMIN, feedOf, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
 import type { State } from './counter-helpers.js'
+import { adminAndHeldSupport, NOTES_TOPIC as TOPIC } from './heads-helpers.js'
 
 const POLICY: PolicyDocument = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
   collections: { notes: { read: ['*'], write: ['admin', 'orders', 'support'] } },
 }
-const TOPIC = '/convergent/default/c/notes'
 const notes = (r: Replica) => r.collection<State>('notes', { backend: 'automerge' })
-
-/**
- * `net` with the gossip of `from` held back until release() (the test decides what arrives
- * first), and once cut() no requests either way with `from` (no anti-entropy brings it).
- */
-function holdingGossipOf(net: Network, from: string): { net: Network; held: Uint8Array[]; release: () => void; cut: () => void } {
-  const held: Uint8Array[] = []
-  let events: NetworkEvents | undefined
-  let cut = false
-  const wrapped = new Proxy(net, {
-    get(target, prop) {
-      if (prop === 'start')
-        return (e: NetworkEvents) => {
-          events = e
-          return target.start({
-            ...e,
-            onMessage: (topic, data, sender) => (sender === from && topic === TOPIC ? void held.push(data) : e.onMessage(topic, data, sender)),
-            onRequest: (sender, data) => (cut && sender === from ? Promise.reject(new Error('cut')) : e.onRequest(sender, data)),
-          })
-        }
-      if (prop === 'request')
-        return (peer: string, ...rest: unknown[]) =>
-          cut && peer === from ? Promise.reject(new Error('cut')) : (target.request as (...a: unknown[]) => unknown).call(target, peer, ...rest)
-      const v = Reflect.get(target, prop, target) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    },
-  })
-  return { net: wrapped, held, release: () => held.splice(0).forEach((data) => events!.onMessage(TOPIC, data, from)), cut: () => (cut = true) }
-}
 
 describe('review: push heads and the audit of anti-entropy changes', function () {
   this.timeout(60_000)
@@ -56,13 +27,7 @@ describe('review: push heads and the audit of anti-entropy changes', function ()
   // heads and all, arriving next, was a "duplicate" and never applied. Fixed: a delta that
   // waits ('later') leaves the push incomplete, as a failed write does; a replay is applied.
   it('HOLE P1 (fixed): a copy of a push with its heads stripped, arriving first, does not make the genuine copy a duplicate', async () => {
-    const hub = new LoopbackHub()
-    const admin = await trustMember(keys, replicas, hub, ADMIN)
-    const holding = holdingGossipOf(hub.createNetwork(SUPPORT), ADMIN)
-    const support = await memoryReplica({ network: holding.net, trust: keys.trust(SUPPORT, [ADMIN]), syncIntervalMs: 0 })
-    replicas.push(support)
-    await admin.policy.set(POLICY)
-    await waitFor(() => support.policy.get() !== undefined, 'SUPPORT adopts')
+    const { hub, admin, holding, support } = await adminAndHeldSupport(keys, replicas, POLICY)
     const evil = hub.createNetwork(ORDERS)
     await evil.start({ onMessage: () => {}, onRequest: async () => new Uint8Array(), onPeerConnected: () => {}, onPeerDisconnected: () => {} })
     evil.subscribe(TOPIC)
