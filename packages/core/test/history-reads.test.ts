@@ -23,7 +23,11 @@ describe('history a peer may have read to judge its deltas', function () {
   })
 
   it("a peer past its minute's budget has its deltas that need history read refused unread (rateLimited), the entity unchanged; its other deltas and other peers' still apply", async () => {
-    const r = await memoryReplica({ network: new LoopbackHub().createNetwork('R') })
+    const warnings: string[] = []
+    const r = await memoryReplica({
+      network: new LoopbackHub().createNetwork('R'),
+      logger: { warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) },
+    })
     replicas.push(r)
     const ctx = ctxOf(r)
     const base = oldBase(300)
@@ -45,6 +49,8 @@ describe('history a peer may have read to judge its deltas', function () {
     expect(await apply('P1', insertOnOldBase(base, actor(2), 6))).to.equal('rateLimited')
     expect(await listOf()).to.deep.equal(before)
     expect(ctx.historyReads.left('P1', ctx.clock.now())).to.equal(0)
+    // Logged, naming the peer charged (the inbound rate's drops are not: this one is rare).
+    expect(warnings.filter((w) => w.includes('P1 has had') && w.includes('history read'))).to.have.length(1)
 
     // Another peer is not touched by P1's budget: the same delta applies from it.
     expect(await apply('P2', insertOnOldBase(base, actor(2), 6))).to.equal('applied')

@@ -190,10 +190,13 @@ async function applyHeld(
   // left of HISTORY_READS_PER_MINUTE. Past it, a delta that needs reads is refused unread, as a
   // rate: it comes again (anti-entropy), the budget back in a minute.
   const charged = signed?.author ?? peer
-  const overRate = (err: unknown): { reason: DropReason; message: string } => ({
-    reason: 'rateLimited',
-    message: `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`,
-  })
+  const overRate = (err: unknown): { reason: DropReason; message: string } => {
+    const message = `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`
+    // Logged, unlike the inbound rate's drops (a flood would fill the log): this one is rare,
+    // and tells an operator which member makes the replicas read (a few lines per peer, dropLog).
+    ctx.dropLog.log(charged, message, { peer, charged, reason: 'rateLimited', collection, entity: id })
+    return { reason: 'rateLimited', message }
+  }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
     let verdict: RowsVerdict
