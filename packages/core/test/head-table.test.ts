@@ -368,7 +368,11 @@ describe('head tables on replicas (loopback)', function () {
         expect(batches.length).to.be.greaterThan(0)
         expect(batches.reduce((n, b) => n + b.tableLeaves, 0)).to.be.at.least(tables ? 40 : 0)
         expect(batches.reduce((n, b) => n + b.headedEntries, 0)).to.equal(tables ? 0 : 40)
-        for (let i = 0; i < 40; i++) expect((await ctxOf(late).heads!.stored('notes', `n${i}`)).size, `n${i}`).to.equal(1)
+        // The heads are stored in the batch of their change, which may land a tick after the value shows.
+        const headsStored = async () =>
+          (await Promise.all(Array.from({ length: 40 }, (_, i) => ctxOf(late).heads!.stored('notes', `n${i}`)))).map((h) => h.size)
+        await waitFor(async () => (await headsStored()).every((n) => n === 1), 'LATE stored every head')
+        expect(await headsStored()).to.deep.equal(Array.from({ length: 40 }, () => 1))
         // And the heads LATE stored vouch for the writes to the next joiner, which reaches only LATE.
         await r[SUPPORT]!.close()
         const next = await trustMember(keys, replicas, hub, ORDERS)

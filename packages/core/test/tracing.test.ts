@@ -38,6 +38,10 @@ describe('tracing: convergent.write and convergent.apply spans (OpenTelemetry AP
     await a.collection('inventory').put('sku-0', { stock: 1 })
     await waitFor(async () => (await b.collection('inventory').get('sku-0')) !== undefined, 'b has the collection')
     await waitFor(() => onA.spans('convergent.write').length === 1, 'first write span ended')
+    // Rounds with a peer run one after another: these wait out any round still running (the
+    // one the collection's announcement started, say), which could otherwise bring sku-1 first.
+    await b.sync()
+    await a.sync()
     onA.exporter.reset()
     onB.exporter.reset()
     await a.collection('inventory').put('sku-1', { stock: 3 })
