@@ -9,7 +9,9 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
-    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    // One TypeScript program over every package (tsconfig.eslint.json) rather than one per
+    // package's project (projectService): the same types, ~33 s for the repository against ~40.
+    languageOptions: { parserOptions: { project: './tsconfig.eslint.json', tsconfigRootDir: import.meta.dirname } },
     rules: {
       // `let [a, offset] = …` where only offset changes stays one destructuring.
       'prefer-const': ['error', { destructuring: 'all', ignoreReadBeforeAssign: true }],
