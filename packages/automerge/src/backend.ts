@@ -301,10 +301,19 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // Changes queued here before (their past was missing: never judged) may be what is
       // refused, now that the delta brought what they waited for: then the delta again on the
       // document without them, which the caller stores whole (rebuilt). Without this, every
-      // delivery of the honest change they wait for would be refused with them. Not when the
-      // batch was not judged (over budget): nothing queued is dropped for that.
-      const rebuilt = pending && refusal.overBudget !== true ? this.rebuildWithout(next, settled, heads, delta, hasChange, refusal, work) : undefined
+      // delivery of the honest change they wait for would be refused with them. When the batch
+      // was not judged (over budget), the reads may be the queue's, not the delta's: queued
+      // changes are anyone's, and a member can queue some that need more than a minute's reads
+      // — every delta that releases them would be refused, every minute. Then the delta alone,
+      // within what its sender had; taken, the queue goes, as after MAX_REBUILD_ROUNDS (its
+      // honest changes come again by anti-entropy). Either way work.exhausted says whether only
+      // the budget stood in the way: the caller then takes it as a rate, and the delta comes again.
       const actor = A.getActorId(next)
+      const rebuilt = !pending
+        ? undefined
+        : refusal.overBudget === true
+          ? this.alone(settled, actor, heads, delta, hasChange, work)
+          : this.rebuildWithout(next, settled, heads, delta, hasChange, refusal, work)
       // A fresh document is ours to free; one that loadIncremental moved on shares the
       // handle of `doc`, which the caller disposes with it.
       if (A.getBackend(next) !== handle) A.free(next)
@@ -312,19 +321,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         this.rebuiltDocs.add(rebuilt)
         return rebuilt
       }
-      if (refusal.overBudget === true || work?.exhausted === true) {
-        work!.exhausted = true // the caller takes it as a rate, and the delta comes again
-        // With changes queued, the reads may be theirs, not the delta's: queued changes are
-        // anyone's, and a member can queue some that need more than a minute's reads — every
-        // delta that releases them would be refused, every minute. Then the delta alone, within
-        // what its sender had (the queue's reads counted, not held against it); taken, the
-        // queue goes, as after MAX_REBUILD_ROUNDS (its honest changes come again by anti-entropy).
-        const alone = pending ? this.alone(settled, actor, heads, delta, hasChange, work!) : undefined
-        if (alone !== undefined) {
-          this.rebuiltDocs.add(alone)
-          return alone
-        }
-      }
+      if (!pending && refusal.overBudget === true) work!.exhausted = true
       throw refusedRefs(refusal.why)
     }
     return next
@@ -332,8 +329,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 
   /**
    * `delta` alone on what the document held without its queued changes, judged within the
-   * sender's allowance (`work.allowed`, whatever the queue read): the document, or undefined
-   * (work.exhausted cleared when the delta itself is refused: then it is not a rate).
+   * sender's allowance (`work.allowed`, whatever the queue read): the document, or undefined.
+   * `work.exhausted` says afterwards whether only the budget stood in the way (a rate).
    */
   private alone(
     settled: Uint8Array | undefined,
@@ -341,24 +338,24 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     heads: string[],
     delta: Uint8Array,
     hasChange: boolean,
-    work: DeltaWork,
+    work: DeltaWork | undefined,
   ): AutomergeDoc | undefined {
     if (settled === undefined) return undefined
     let alone: AutomergeDoc
     try {
+      // As it would be applied with no queue (a whole document loaded as such, not rewritten by loadIncremental).
       alone = this.applyChecked(this.settledDoc(settled, actor), heads, false, hasChange, delta)
     } catch {
       return undefined
     }
-    const own = { allowed: work.allowed, done: 0 }
+    const own = work === undefined ? undefined : { allowed: work.allowed, done: 0 }
     const verdict = checkApplied(alone, heads, own)
-    work.done += own.done
-    if (verdict === undefined) {
-      work.exhausted = false
-      return alone
+    if (work !== undefined) {
+      work.done += own!.done
+      work.exhausted = verdict?.overBudget === true
     }
+    if (verdict === undefined) return alone
     A.free(alone)
-    if (verdict.overBudget !== true) work.exhausted = false
     return undefined
   }
 
@@ -393,28 +390,26 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     for (let round = 0; round <= MAX_REBUILD_ROUNDS; round++) {
       // The refused change cannot be told, or is the delta's own (a queued change can make an
       // honest one unreadable beside it): the delta alone, on the document without the queue.
-      const dropAll = refusal.hash === undefined || own.has(refusal.hash) || round === MAX_REBUILD_ROUNDS
-      if (!dropAll) refused.add(refusal.hash!)
-      const clean = this.settledDoc(settled, actor)
-      const kept = dropAll ? [] : candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
+      if (refusal.hash === undefined || own.has(refusal.hash) || round === MAX_REBUILD_ROUNDS) return this.alone(settled, actor, heads, delta, hasChange, work)
+      refused.add(refusal.hash)
+      const kept = candidates.filter((c) => !refused.has(c.hash)).map((c) => c.bytes)
       let rebuilt: AutomergeDoc
       try {
         // The delta as it would be applied with no queue (a whole document loaded as such, not
         // rewritten by loadIncremental), then the kept changes; all judged together.
-        rebuilt = this.applyChecked(clean, heads, false, hasChange, delta)
+        rebuilt = this.applyChecked(this.settledDoc(settled, actor), heads, false, hasChange, delta)
         if (kept.length > 0) rebuilt = loadOnto(rebuilt, concatBytes(kept))
       } catch {
         return undefined
       }
       const again = checkApplied(rebuilt, heads, work)
       if (again?.overBudget === true) {
+        // Not judged: the queue's reads, maybe; the delta alone, within its sender's allowance.
         A.free(rebuilt)
-        work!.exhausted = true // only a budget refuses for it
-        return undefined
+        return this.alone(settled, actor, heads, delta, hasChange, work)
       }
       if (again === undefined) return rebuilt
       A.free(rebuilt)
-      if (dropAll) return undefined
       refusal = again
     }
     return undefined

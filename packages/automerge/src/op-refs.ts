@@ -1,4 +1,5 @@
 import * as A from '@automerge/automerge'
+import type { DeltaWork } from '@convergent/core'
 
 /**
  * A received change must be one Automerge could have made: every op it names — the object it
@@ -191,11 +192,8 @@ export interface Refusal {
   overBudget?: true
 }
 
-/** What a batch may read of the history to be judged (see DeltaLimits.work), and what it read. */
-export interface ScanBudget {
-  allowed: number
-  done: number
-}
+/** What a batch may read of the history to be judged, and what it read (DeltaLimits.work). */
+export type ScanBudget = Pick<DeltaWork, 'allowed' | 'done'>
 
 /** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
 export function checkApplied(next: A.Doc<unknown>, heads: readonly string[], budget?: ScanBudget): Refusal | undefined {

@@ -191,8 +191,9 @@ export interface DeltaLimits {
   /**
    * Work judging the delta may take beyond O(delta) — Automerge: change records read from the
    * document's history to judge ops named on an old base (op-refs.ts) — counted into `done`.
-   * A delta that would need more than `allowed` is refused (ERR_INVALID_DELTA) with `exhausted`
-   * set, before the read: the caller bounds what each peer may make it do (a rate, not a verdict).
+   * Once `allowed` are read no further read starts (one read cannot be cut short, so `done` may
+   * pass it): a delta that needs one is refused (ERR_INVALID_DELTA) with `exhausted` set. The
+   * caller bounds what each peer may make it do: a rate, not a verdict.
    */
   work?: DeltaWork
 }

@@ -57,7 +57,7 @@ function amountTo(row: Row, to: string): number {
 
 /** Adds n to what `row` gave `to` (defined, not assigned: a peer id '__proto__' is a plain key too). */
 export function giveTo(row: Row, to: string, n: number): void {
-  Object.defineProperty(row.out, to, { value: amountTo(row, to) + n, enumerable: true, writable: true, configurable: true })
+  setAmount(row.out, to, amountTo(row, to) + n)
 }
 
 /** Sets what a map of amounts holds for `peer` (defined, not assigned: a peer id '__proto__' is a plain key too). */

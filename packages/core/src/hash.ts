@@ -44,3 +44,8 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 export function xorInto(a: Uint8Array, b: Uint8Array): void {
   for (let i = 0; i < a.length; i++) a[i]! ^= b[i]!
 }
+
+/** The bytes as a string of one char each (latin1): an exact Map key for bytes, half the length of hex. */
+export function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+}

@@ -1,4 +1,4 @@
-import { bytesEqual, toHex } from '../../hash.js'
+import { bytesEqual, latin1, toHex } from '../../hash.js'
 import { leafHash, multiproof, rebuildRoot } from '../../trust/merkle.js'
 import { decodeStatement, encodeHeadProof, MAX_LEAVES, provenRecords, type HeadProof } from '../../trust/signed-heads.js'
 import { MAX_SIGNATURE_BYTES } from '../../trust/signed-push.js'
@@ -103,10 +103,6 @@ export function packHeads<S>(entries: readonly [id: string, delta: S | Uint8Arra
     }),
     table,
   }
-}
-
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
 }
 
 /** The table row of one statement's leaves (sorted by index), if they fit it (see packHeads). */
