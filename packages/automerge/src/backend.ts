@@ -6,7 +6,7 @@ import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWor
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
-import { checkAhead, checkApplied, type Refusal } from './op-refs.js'
+import { afresh, checkAhead, checkApplied, type Refusal } from './op-refs.js'
 import { readRoot } from './read.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
 import { isStoredMap } from './scalars.js'
@@ -304,8 +304,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // delivery of the honest change they wait for would be refused with them. When the batch
       // was not judged (over budget), the reads may be the queue's, not the delta's: queued
       // changes are anyone's, and a member can queue some that need more than a minute's reads
-      // — every delta that releases them would be refused, every minute. Then the delta alone,
-      // within what its sender had; taken, the queue goes, as after MAX_REBUILD_ROUNDS (its
+      // — every delta that releases them would be refused, every minute (also where reads are
+      // charged to each change's author: unbound actors' are the sender's). Then the delta alone,
+      // within what its authors had; taken, the queue goes, as after MAX_REBUILD_ROUNDS (its
       // honest changes come again by anti-entropy). Either way work.exhausted says whether only
       // the budget stood in the way: the caller then takes it as a rate, and the delta comes again.
       const actor = A.getActorId(next)
@@ -328,8 +329,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   }
 
   /**
-   * `delta` alone on what the document held without its queued changes, judged within the
-   * sender's allowance (`work.allowed`, whatever the queue read): the document, or undefined.
+   * `delta` alone on what the document held without its queued changes, judged within what its
+   * authors were allowed (each account's `allowed`, whatever the queue read): the document, or undefined.
    * `work.exhausted` says afterwards whether only the budget stood in the way (a rate).
    */
   private alone(
@@ -348,10 +349,10 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     } catch {
       return undefined
     }
-    const own = work === undefined ? undefined : { allowed: work.allowed, done: 0 }
-    const verdict = checkApplied(alone, heads, own)
+    const own = work === undefined ? undefined : afresh(work)
+    const verdict = checkApplied(alone, heads, own?.view)
     if (work !== undefined) {
-      work.done += own!.done
+      own!.settle()
       work.exhausted = verdict?.overBudget === true
     }
     if (verdict === undefined) return alone
@@ -404,7 +405,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       }
       const again = checkApplied(rebuilt, heads, work)
       if (again?.overBudget === true) {
-        // Not judged: the queue's reads, maybe; the delta alone, within its sender's allowance.
+        // Not judged: the queue's reads, maybe; the delta alone, within its authors' allowance.
         A.free(rebuilt)
         return this.alone(settled, actor, heads, delta, hasChange, work)
       }

@@ -192,11 +192,37 @@ export interface Refusal {
   overBudget?: true
 }
 
-/** What a batch may read of the history to be judged, and what it read (DeltaLimits.work). */
-export type ScanBudget = Pick<DeltaWork, 'allowed' | 'done'>
+/**
+ * `work` afresh: every account allowed what it was allowed, nothing of it spent yet — for a
+ * second judgment that must not pay for what a first one read (the queue's, say: see
+ * AutomergeBackend.alone). `settle` adds what was read to the accounts and sets their
+ * `exhausted` from this judgment.
+ */
+export function afresh(work: DeltaWork): { view: DeltaWork; settle(): void } {
+  const views = new Map<DeltaWork, DeltaWork>()
+  const viewOf = (account: DeltaWork): DeltaWork => {
+    let view = views.get(account)
+    if (view === undefined) {
+      view = { allowed: account.allowed, done: 0 }
+      views.set(account, view)
+    }
+    return view
+  }
+  const view = viewOf(work)
+  if (work.accountOf !== undefined) view.accountOf = (actor) => viewOf(work.accountOf!(actor))
+  return {
+    view,
+    settle() {
+      for (const [account, v] of views) {
+        account.done += v.done
+        account.exhausted = v.exhausted === true
+      }
+    },
+  }
+}
 
 /** Judged after applying: the changes `next` holds that `heads` did not. Undefined when they hold together, else why not. */
-export function checkApplied(next: A.Doc<unknown>, heads: readonly string[], budget?: ScanBudget): Refusal | undefined {
+export function checkApplied(next: A.Doc<unknown>, heads: readonly string[], budget?: DeltaWork): Refusal | undefined {
   const handle = A.getBackend(next)
   const metas = handle.getChangesMeta([...heads])
   let changes: A.DecodedChange[]
@@ -229,14 +255,11 @@ export function checkApplied(next: A.Doc<unknown>, heads: readonly string[], bud
       ...(received !== undefined ? { hash: received.hash } : {}),
     }
   }
-  // What this batch may read: MAX_SCANNED_CHANGES, or what the caller still allows if less.
-  const scanned: Scanned = { count: 0, allowed: Math.min(MAX_SCANNED_CHANGES, budget === undefined ? Infinity : Math.max(0, budget.allowed - budget.done)) }
-  try {
-    const refusal = judgeBatch(handle, changes, scanned)
-    return refusal !== undefined && scanned.overBudget === true ? { why: refusal.why, overBudget: true } : refusal
-  } finally {
-    if (budget !== undefined) budget.done += scanned.count
-  }
+  // What this batch may read: MAX_SCANNED_CHANGES in all, and for each change what the caller
+  // still allows its author (budget.accountOf), or the budget itself without accounts.
+  const scanned: Scanned = { count: 0, accountOf: (actor) => (budget === undefined ? undefined : (budget.accountOf?.(actor) ?? budget)) }
+  const refusal = judgeBatch(handle, changes, scanned)
+  return refusal !== undefined && scanned.overBudget === true ? { why: refusal.why, overBudget: true } : refusal
 }
 
 function judgeBatch(handle: Handle, changes: A.DecodedChange[], scanned: Scanned): Refusal | undefined {
@@ -279,7 +302,7 @@ function judgeBatch(handle: Handle, changes: A.DecodedChange[], scanned: Scanned
     if (c.seq > 1 && past.seqs.get(c.actor) !== c.seq - 1) {
       const unseen = why(`has not seen its actor's change ${c.seq - 1}`)
       if (bySeq.has(`${c.actor}:${c.seq - 1}`) || (past.seqs.get(c.actor) ?? 0) >= c.seq || past.outside.size === 0) return unseen
-      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
+      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned, c.actor)
       if (typeof later === 'string') return why(later)
       if (later.seqs.has(`${c.actor}:${c.seq - 1}`)) return unseen
     }
@@ -296,7 +319,7 @@ function judgeBatch(handle: Handle, changes: A.DecodedChange[], scanned: Scanned
       if (within(ranges.get(actor), n)) return (past.ops.get(actor) ?? 0) < n ? `names op ${ref}, which is not in its past` : undefined
       // An op from before the batch: in the past of the dependencies outside it, or nowhere.
       if (past.outside.size === 0) return `names op ${ref}, which is not in its past`
-      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned)
+      const later = laterOf(handle, past.outside, inBatch, laterThan, scanned, c.actor)
       if (typeof later === 'string') return later
       return within(later.ranges.get(actor), n) ? `names op ${ref}, which is not in its past` : undefined
     }
@@ -353,28 +376,35 @@ interface Later {
   seqs: Set<string>
 }
 
-/** Changes read to judge a batch, and how many it may read before the next read (each read may go past it: one read is the changes since `deps`). */
+/**
+ * Changes read to judge a batch, and the account a read for a change of an actor is charged to.
+ * A read starts only while the batch has read fewer than MAX_SCANNED_CHANGES and the account
+ * fewer than it allows (each read may go past either: one read is the changes since `deps`).
+ */
 interface Scanned {
   count: number
-  allowed: number
+  accountOf(actor: string): DeltaWork | undefined
   /** A read was refused for the caller's budget (not MAX_SCANNED_CHANGES): the batch is not judged. */
   overBudget?: true
 }
 
-/** Later for `deps` (cached per set; no new read once `scanned.allowed` are read), or why not. */
-function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown>, cache: Map<string, Later>, scanned: Scanned): Later | string {
+/** Later for `deps` (cached per set, whoever read it), read for a change of `actor`, or why not. */
+function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown>, cache: Map<string, Later>, scanned: Scanned, actor: string): Later | string {
   const key = [...deps].sort().join(',')
   let later = cache.get(key)
   if (later !== undefined) return later
-  if (scanned.count >= scanned.allowed) {
-    if (scanned.allowed >= MAX_SCANNED_CHANGES)
-      return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
+  if (scanned.count >= MAX_SCANNED_CHANGES)
+    return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
+  const account = scanned.accountOf(actor)
+  if (account !== undefined && account.done >= account.allowed) {
+    account.exhausted = true
     scanned.overBudget = true
-    return `needs more of the history read to be judged than its sender may have read now (${scanned.allowed} changes)`
+    return `needs more of the history read to be judged than its author may have read now (${account.allowed} changes)`
   }
   later = { ranges: new Map(), seqs: new Set() }
   const metas = handle.getChangesMeta([...deps])
   scanned.count += metas.length
+  if (account !== undefined) account.done += metas.length
   for (const m of metas) {
     if (inBatch.has(m.hash)) continue
     const list = later.ranges.get(m.actor) ?? []

@@ -198,11 +198,17 @@ export interface DeltaLimits {
   work?: DeltaWork
 }
 
-/** See DeltaLimits.work. */
+/**
+ * See DeltaLimits.work. With `accountOf`, the reads judging a change are charged to the
+ * account it returns for the change's author (Automerge: its actor, hex) instead — each with its
+ * own `allowed` and `done`, and `exhausted` set on the one that ran out; `exhausted` here says
+ * whether the delta was refused for the budget alone.
+ */
 export interface DeltaWork {
   allowed: number
   done: number
   exhausted?: boolean
+  accountOf?(actor: string): DeltaWork
 }
 
 export interface Change<Doc> {

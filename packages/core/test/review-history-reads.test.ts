@@ -5,7 +5,10 @@
  * Fixed: 1 (the counter row guard read uncharged), 2 (a clock set back kept a peer refused),
  * 3 (reads past the allowance forgiven at the window's turn), 5 (a push refused as a rate was
  * recorded complete), 6 (a queue needing more than a minute's reads blocked its release for
- * good). Open: 4 (relays, and authors, charged for other members' history).
+ * good), 4 (a relay charged for the changes of others it relays: reads are charged to each
+ * change's author, HistoryWork). Still so: an author is charged for the history others wrote
+ * since its change's base (a member's flood of cheap changes makes an honest author's edits on
+ * a base before them read it all, at the author's cost).
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
@@ -18,7 +21,10 @@ import type { ReplicationContext } from '../src/replication/context.js'
 import { LoopbackHub, type PolicyDocument, type Replica } from '../src/index.js'
 import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { adminAndHeldSupport } from './heads-helpers.js'
+import { adminAndHeldSupport, headOf, headsCluster } from './heads-helpers.js'
+import { encodeHeaded } from '../src/replication/heads.js'
+import { boundActor } from '../src/trust/actor-binding.js'
+import { toHex } from '../src/hash.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
 import { insertOnOldBase, oldBase, WRITER } from './old-base-helpers.js'
 
@@ -119,29 +125,82 @@ describe('review: history a peer may have read to judge its deltas', function ()
     for (let i = 0; i < 50; i++) verifies.take('P', 0)
     expect(verifies.left('P', 60_000)).to.equal(10)
   })
+})
 
-  it.skip("HOLE 4: a relay is charged for other writers' changes (anti-entropy charges the sending peer): an attacker's inserts on old bases, relayed by an honest peer, spend that peer's budget at every replica, and its own list edits are refused there", async () => {
-    // Numbers: at 100,000 changes of history the attacker's budget at H (200,000/min) takes two
-    // such inserts a minute; H relays both to each other replica R, charged to H there
-    // (~200,000): H's budget at R is gone, and with it every list/text edit H authors or relays
-    // to R for the rest of the minute (pushes are charged to H as their author: the same key).
-    // The attacker sending different inserts to each replica does this to every relay at once.
-    // Also: changes queued at R (waiting for the attacker's own withheld change) are judged when
-    // an honest relay delivers that change: all their reads are charged to the relay.
-    // Variant (author charged for others' history): a member writes a stream of cheap map puts
-    // (judged ahead, no reads) to R only, by request, not gossip; until anti-entropy brings them
-    // to A, each list/text edit A pushes reads all of them at R, charged to A: e.g. 30 s between
-    // anti-entropy rounds (the default) at 1,000 changes/s is 30,000 read per edit (~0.4 s), so
-    // A has ~6 list edits a minute at R, the rest refused as a rate.
-    // Fix (not small): charge reads to the author of the change being judged (its actor's bound
-    // peer, op-refs judges change by change), not to whoever relays it.
+describe('review: history reads charged to the author of the change judged, not to the relay', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  it("HOLE 4: a relay was charged for other writers' changes (anti-entropy charged the sending peer): a member's inserts on old bases, relayed by an honest peer, spent that peer's minute at every other replica, and its own list edits were refused there", async () => {
+    // Numbers: at 100,000 changes of history a member's budget takes two such inserts a minute;
+    // a relay H forwarded both to each other replica R, charged to H there: H's minute at R gone,
+    // and with it every list or text edit H authors or relays to R for the rest of the minute.
+    const { r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
+    const ctx = ctxOf(r[SUPPORT]!) // R; ADMIN is the relay H, ORDERS the member M
     const base = oldBase(300)
-    const { r, ctx } = await replicaWith(base, 'lists')
-    const attacker = actor(0xa0)
-    expect(await applyRemoteDelta(ctx, 'H', 'lists', 'automerge', 'e', insertOnOldBase(base, attacker, 7))).to.equal('applied')
-    expect(HISTORY_READS_PER_MINUTE - ctx.historyReads.left('H', ctx.clock.now())).to.equal(0) // today: ~300, charged to the relay
-    void r
-    void savedDoc
+    const relayed = (delta: Uint8Array) => applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'e', delta)
+    expect(await relayed(base.saved)).to.equal('applied') // unbound actor: vouched for by ADMIN, no reads
+    const insertBy = async (author: string, nonce: number, value: number): Promise<Uint8Array> => {
+      const change = insertOnOldBase(base, toHex(boundActor(author, new Uint8Array(16).fill(nonce))), value)
+      return encodeHeaded(change, [await headOf(keys, change, author, 'e')])
+    }
+    const spent = (peer: string) => HISTORY_READS_PER_MINUTE - ctx.historyReads.left(peer, ctx.clock.now())
+
+    // M's insert on the old base, relayed by H: the ~300 reads are M's.
+    expect(await relayed(await insertBy(ORDERS, 1, 7))).to.equal('applied')
+    expect(spent(ORDERS)).to.be.within(290, 320)
+    expect(spent(ADMIN)).to.equal(0) // before the fix: ~300, and M's whole minute could be spent so
+    // M's minute spent: its next insert is refused as a rate, whoever relays it; H is not charged.
+    ctx.historyReads.take(ORDERS, ctx.clock.now(), HISTORY_READS_PER_MINUTE)
+    expect(await relayed(await insertBy(ORDERS, 2, 8))).to.equal('rateLimited')
+    expect(spent(ADMIN)).to.equal(0)
+    // H's own insert on the old base still applies, charged to H.
+    expect(await relayed(await insertBy(ADMIN, 3, 9))).to.equal('applied')
+    expect(spent(ADMIN)).to.be.within(290, 320)
+    const list = [...(A.load<{ l: number[] }>(await savedDoc(r[SUPPORT]!, 'notes', 'e')).l ?? [])]
+    expect(list).to.have.members([1, 7, 9])
+  })
+
+  it('probe: changes a member queued at R (waiting for one it withheld) are judged when a relay delivers that one: their reads are charged to the member, through the heads R stored with them', async () => {
+    const { r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
+    const ctx = ctxOf(r[SUPPORT]!)
+    const base = oldBase(300)
+    const relayed = (delta: Uint8Array) => applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'e', delta)
+    expect(await relayed(base.saved)).to.equal('applied')
+    // D: M's change on the base (one op); C: another actor of M's, an insert after D that names
+    // the list's first element (its judgment reads the ~300 changes since the base).
+    const first = toHex(boundActor(ORDERS, new Uint8Array(16).fill(1)))
+    const second = toHex(boundActor(ORDERS, new Uint8Array(16).fill(2)))
+    const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
+    const D = A.encodeChange({
+      actor: first,
+      author: null,
+      seq: 1,
+      startOp: base.startOp,
+      time: 0,
+      message: null,
+      deps: base.first,
+      ops: [op({ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] })],
+    })
+    const C = A.encodeChange({
+      actor: second,
+      author: null,
+      seq: 1,
+      startOp: base.startOp + 1,
+      time: 0,
+      message: null,
+      deps: [A.decodeChange(D).hash],
+      ops: [op({ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] })],
+    })
+    const spent = (peer: string) => HISTORY_READS_PER_MINUTE - ctx.historyReads.left(peer, ctx.clock.now())
+    expect(await relayed(encodeHeaded(C, [await headOf(keys, C, ORDERS, 'e')]))).to.equal('applied') // queued: D is missing
+    expect(spent(ORDERS) + spent(ADMIN)).to.equal(0)
+    // H relays D with its head only: releasing C reads the history, charged to M (C's head, stored).
+    expect(await relayed(encodeHeaded(D, [await headOf(keys, D, ORDERS, 'e')]))).to.equal('applied')
+    expect(spent(ORDERS)).to.be.within(290, 320)
+    expect(spent(ADMIN)).to.equal(0)
+    const list = [...(A.load<{ l: number[] }>(await savedDoc(r[SUPPORT]!, 'notes', 'e')).l ?? [])]
+    expect(list).to.have.members([1, 5])
   })
 })
 
@@ -264,6 +323,50 @@ describe('review: changes queued in a document, judged when a delta releases the
     expect(backend.hasPending(taken)).to.equal(false)
     expect([...(taken as unknown as { l: number[] }).l]).to.deep.equal([1, 2, 3])
     expect(work.done).to.be.within(2, 1000)
+  })
+
+  it("probe: with an account per author (DeltaWork.accountOf), a queued change's reads are its author's: taken with the delta when its author has budget though the sender has none; when its author has none, the delta alone is taken and the queue goes", () => {
+    const backend = automergeBackend()
+    const base = oldBase(300)
+    const [H, M] = [actor(0xd0), actor(0xc1)]
+    const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
+    const D = A.encodeChange({
+      actor: H,
+      author: null,
+      seq: 1,
+      startOp: base.startOp,
+      time: 0,
+      message: null,
+      deps: base.first,
+      ops: [op({ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] })],
+    })
+    const C = A.encodeChange({
+      actor: M,
+      author: null,
+      seq: 1,
+      startOp: base.startOp + 1,
+      time: 0,
+      message: null,
+      deps: [A.decodeChange(D).hash],
+      ops: [op({ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] })],
+    })
+    for (const authorHas of [HISTORY_READS_PER_MINUTE, 0]) {
+      const queued = backend.applyDelta(A.load<Record<string, unknown>>(base.saved), C)
+      expect(backend.hasPending(queued)).to.equal(true)
+      const accounts: Record<string, DeltaWork> = { [M]: { allowed: authorHas, done: 0 }, [H]: { allowed: HISTORY_READS_PER_MINUTE, done: 0 } }
+      const work: DeltaWork = { allowed: 0, done: 0, accountOf: (a) => accounts[a] ?? work } // the sender: nothing left
+      const taken = backend.applyDelta(queued, D, { maxDecodedBytes: 64 << 20, work })
+      const list = [...(taken as unknown as { l: number[] }).l]
+      expect([work.done, accounts[H]!.done]).to.deep.equal([0, 0])
+      if (authorHas > 0) {
+        expect(list).to.have.members([1, 5])
+        expect(accounts[M]!.done).to.be.within(290, 320)
+      } else {
+        expect(list).to.deep.equal([1]) // C was not judged: it goes, and comes again by anti-entropy
+        expect(backend.rebuilt?.(taken)).to.equal(true)
+        expect([accounts[M]!.exhausted, work.exhausted]).to.deep.equal([true, false])
+      }
+    }
   })
 
   it('probe: a delta over budget on its own, with changes queued, is refused as a rate at a replica, and the queue stays (the document reloaded from the store)', async () => {

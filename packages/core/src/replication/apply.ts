@@ -1,4 +1,4 @@
-import type { Backend, DeltaLimits, DeltaWork } from '../backend.js'
+import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { ConvergentError, isConvergentError } from '../errors.js'
@@ -15,11 +15,12 @@ import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from 
 import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
+import { HistoryWork } from './history-work.js'
 
 /**
  * Change records of an entity's history one peer may make this replica read, per minute, to
- * judge its deltas (Automerge: ops named on an old base, op-refs.ts; ~13 µs each, so ~2.6 s of
- * CPU). Honest deltas read a few; a member can craft one that reads every change since an old
+ * judge the changes it wrote (Automerge: ops named on an old base, op-refs.ts; ~13 µs each, so
+ * ~2.6 s of CPU; charged per author: history-work.ts). Honest deltas read a few; a member can craft one that reads every change since an old
  * base (~1.2 s at 100,000 changes of history) and send it again and again.
  */
 export const HISTORY_READS_PER_MINUTE = 200_000
@@ -186,15 +187,19 @@ async function applyHeld(
     // comes in between but the counter guard's.
     if (ahead !== 'ok' && guard === undefined) settled = ahead
   }
-  // What judging it may read of the entity's history: what its author (a push's) or sender has
-  // left of HISTORY_READS_PER_MINUTE. Past it, a delta that needs reads is refused unread, as a
-  // rate: it comes again (anti-entropy), the budget back in a minute.
+  // What judging it may read of the entity's history: what each change's author has left of
+  // HISTORY_READS_PER_MINUTE (its actor's owner, as a verified head names it; else a push's
+  // author or the sender, who vouches for it). Past it, a delta that needs reads is refused
+  // unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
   const charged = signed?.author ?? peer
-  const overRate = (err: unknown): { reason: DropReason; message: string } => {
-    const message = `${charged} has had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge its deltas: ${err instanceof Error ? err.message : String(err)}`
+  const ownerOf = (actor: string): string | undefined => vouched.get(actor)?.author ?? stored?.get(actor)?.author
+  const historyWork = (): HistoryWork => new HistoryWork(ctx.historyReads, ctx.clock.now(), charged, ownerOf)
+  const overRate = (work: HistoryWork, err: unknown): { reason: DropReason; message: string } => {
+    const short = work.short()
+    const message = `${short.join(', ')} ${short.length === 1 ? 'has' : 'have'} had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge their changes: ${err instanceof Error ? err.message : String(err)}`
     // Logged, unlike the inbound rate's drops (a flood would fill the log): this one is rare,
     // and tells an operator which member makes the replicas read (a few lines per peer, dropLog).
-    ctx.dropLog.log(charged, message, { peer, charged, reason: 'rateLimited', collection, entity: id })
+    ctx.dropLog.log(short[0]!, message, { peer, charged: short.join(','), reason: 'rateLimited', collection, entity: id })
     return { reason: 'rateLimited', message }
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
@@ -203,18 +208,21 @@ async function applyHeld(
     // The guard applies the delta to a copy, reading as the apply does: charged the same way,
     // before the first await (rowsVerdictAhead applies synchronously), so that deltas of one
     // peer in flight together cannot each read what is left.
-    const now = ctx.clock.now()
-    const work: DeltaWork = { allowed: ctx.historyReads.left(charged, now), done: 0 }
+    const work = historyWork()
     try {
-      const judging = rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, { ...deltaLimits(ctx), work }, ctx.clock, judged)
-      if (work.done > 0) ctx.historyReads.take(charged, now, work.done)
+      let judging
+      try {
+        judging = rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, { ...deltaLimits(ctx), work }, ctx.clock, judged)
+      } finally {
+        work.settle()
+      }
       verdict = await judging
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
     if (work.exhausted === true) {
       ctx.entities.release(entity)
-      const refusal = overRate(`the counter's copy could not be judged`)
+      const refusal = overRate(work, `the counter's copy could not be judged`)
       return dropped(refusal.reason, refusal.message)
     }
     if (verdict !== 'ok') {
@@ -256,20 +264,19 @@ async function applyHeld(
         const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
         const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
         let next: unknown
-        const now = ctx.clock.now()
-        const work: DeltaWork = { allowed: ctx.historyReads.left(charged, now), done: 0 }
+        const work = historyWork()
         try {
           next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
         } catch (err) {
           ctx.entities.discard(col, entity)
           refused = work.exhausted
-            ? overRate(err)
+            ? overRate(work, err)
             : isConvergentError(err, 'ERR_TOO_LARGE')
               ? { reason: 'tooLarge', message: err.message }
               : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
           return 'unchanged'
         } finally {
-          if (work.done > 0) ctx.historyReads.take(charged, now, work.done)
+          work.settle()
         }
         // From here on the entity holds what the backend returned (it may have freed the old
         // document); anything that goes wrong discards it and reloads the stored state.
