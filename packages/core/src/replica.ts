@@ -339,6 +339,9 @@ export class Replica {
     const restrict = (): void => options.network?.restrict?.(access.members())
     access.onChange(restrict)
     if (access.hasPolicy) restrict()
+    access.onChange(() => {
+      for (const name of this.collectionsByName.keys()) this.warnIfVouched(name)
+    })
     this.policy = {
       get: () => access.policy,
       set: async (next) => {
@@ -664,11 +667,33 @@ export class Replica {
       col = new Collection<T>(this.services, state)
       this.collectionsByName.set(name, col as unknown as Collection<never>)
     }
+    this.warnIfVouched(name)
     if (personal !== undefined) {
       col.declarePersonal(personal)
       this.personalCollections.add(name)
     }
     return col
+  }
+
+  /** Collections warnIfVouched warned about. */
+  private readonly vouchedWarned = new Set<string>()
+
+  /**
+   * Signed heads need a backend with a hash-chained history (Automerge). Once per collection
+   * opened here without one that more than one member of the cluster may write (or anyone,
+   * before a policy): what anti-entropy relays of it is vouched for by the sender (README).
+   */
+  private warnIfVouched(name: string): void {
+    if (this.replication?.heads === undefined || this.vouchedWarned.has(name)) return
+    const backend = this.entities.collections.get(name)?.backend
+    if (backend === undefined || backend.history !== undefined) return
+    const members = this.access.members()
+    if (members !== undefined && [...members].filter((m) => this.access.mayWrite(m, name)).length < 2) return
+    this.vouchedWarned.add(name)
+    this.logger.warn(
+      `collection '${name}' uses the '${backend.name}' backend and more than one member may write it: its changes are signed by their author only in gossip pushes; what anti-entropy relays is vouched for by the writer that sends it, which can slip items under another writer's id. Open it with { backend: 'automerge' } where its writers do not trust each other.`,
+      { collection: name, backend: backend.name },
+    )
   }
 
   /** Collections opened here with personal fields. */

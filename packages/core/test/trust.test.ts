@@ -14,7 +14,7 @@ import {
 import { encodePolicy, signingInput } from '../src/trust/policy.js'
 import { yjsBackend } from '@convergent/yjs'
 import { memoryReplica, rejectsWith, spy, startRawPeer, waitFor } from './helpers.js'
-import { ADMIN, adminStockOf100, netOf, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
+import { ADMIN, adminStockOf100, netOf, ORDERS, SUPPORT, trustCluster, trustMember, trustSuite } from './trust-helpers.js'
 
 const POLICY = {
   roles: { admin: [ADMIN], orders: [ORDERS], support: [SUPPORT] },
@@ -264,5 +264,42 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     const total = granted.reduce((a, b) => a + b, 0)
     expect(total).to.be.at.most(50)
     expect(await stock.rights('s1')).to.be.at.least(50)
+  })
+})
+
+describe('Trust: a collection whose backend cannot carry signed heads', function () {
+  this.timeout(30_000)
+  const { keys, replicas } = trustSuite()
+
+  it('in a cluster, opening a Yjs collection more than one member may write warns once that what anti-entropy relays of it is vouched for, not signed — also when a new policy makes it so; one writer, Automerge, or no cluster: no warning', async () => {
+    const warnings: string[] = []
+    const logger = { warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) }
+    const vouched = () => warnings.filter((w) => w.includes('more than one member may write it') && w.includes('vouched for'))
+    const hub = new LoopbackHub()
+    const member = await trustMember(keys, replicas, hub, ADMIN, { logger })
+    member.collection('notes') // no policy yet: every key holder may write
+    member.collection('notes')
+    member.collection('ledger', { backend: 'automerge' })
+    expect(vouched()).to.have.length(1)
+    expect(vouched()[0]).to.include("collection 'notes' uses the 'yjs' backend")
+    const policy = (soloWriters: string[]) => ({
+      roles: { admin: [ADMIN], orders: [ORDERS] },
+      collections: {
+        solo: { read: ['*'], write: soloWriters },
+        shared: { read: ['*'], write: ['admin', 'orders'] },
+        ledger: { read: ['*'], write: ['admin', 'orders'] },
+      },
+    })
+    await member.policy.set(policy(['admin']))
+    member.collection('solo')
+    member.collection('shared')
+    expect(vouched().map((w) => w.slice(0, w.indexOf(' uses')))).to.deep.equal(["collection 'notes'", "collection 'shared'"])
+    await member.policy.set(policy(['admin', 'orders']))
+    expect(vouched()).to.have.length(3)
+    expect(vouched()[2]).to.include("collection 'solo'")
+    const plain = await memoryReplica({ network: hub.createNetwork('plain'), logger, syncIntervalMs: 0 })
+    replicas.push(plain)
+    plain.collection('other')
+    expect(vouched()).to.have.length(3)
   })
 })
