@@ -1,7 +1,7 @@
 import { promisify } from 'node:util'
 import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
-import { concatBytes, ConvergentError, sha256, toHex, wrapError } from '@convergent/core'
+import { concatBytes, ConvergentError, ForkedActorError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork, JsonObject } from '@convergent/core'
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
@@ -445,7 +445,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         },
       })
     } catch (err) {
-      throw wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
+      throw rejected(err)
     }
     // Unmoved heads: nothing was applied (at most queued), so nothing was patched.
     if (this.untrusted.has(doc) || !sameHeads(heads, A.getHeads(next))) this.untrusted.add(next)
@@ -596,6 +596,16 @@ export function automergeBackend(options: AutomergeBackendOptions = {}): Backend
 function mayRevealConflict(patch: A.Patch): boolean {
   if (patch.action === 'conflict') return true
   return patch.action === 'put' && (patch.conflict === true || isStoredMap(patch.value) || Array.isArray(patch.value))
+}
+
+/**
+ * Why Automerge refused a well-formed delta: a fork of an actor (a second change of one actor
+ * and seq, which Automerge reports as a duplicate seq) told apart, as ForkedActorError.
+ */
+function rejected(err: unknown): ConvergentError {
+  const fork = /duplicate seq (\d+) found for actor ([0-9a-f]+)/.exec(err instanceof Error ? err.message : String(err))
+  if (fork !== null) return new ForkedActorError(fork[2]!, Number(fork[1]), { cause: err })
+  return wrapError('ERR_INVALID_DELTA', 'Automerge rejected a delta whose chunks were well-formed', err)
 }
 
 /** A.load of a delta, for the actor of `doc`; queued changes stay queued. */

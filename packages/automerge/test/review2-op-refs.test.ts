@@ -9,6 +9,7 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
 import type { AutomergeDoc } from '../src/index.js'
+import { ForkedActorError } from '@convergent/core'
 import { compressChange } from './fixtures.js'
 import { backend, badOn, crafted, inEveryOrder, HOSTILE, idAt, objAt, OTHER, replicaOf, run, start, WRITER, type Op } from './op-refs-helpers.js'
 
@@ -125,8 +126,9 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
     expect(read, 'change metadata read to judge one list insert').to.be.below(100)
   })
 
-  // Pending: equivocation (a writer forking its own actor) needs a rule in core (e.g. shut out an
-  // actor with two signed heads of one seq); op-refs judges one change, not two.
+  // Pending: equivocation (a writer forking its own actor) needs a rule in core that repairs it
+  // (e.g. shut out an actor with two signed heads of one seq); op-refs judges one change, not two.
+  // Told apart and attributed since (ForkedActorError; core: actor-fork.test.ts), not repaired.
   it.skip('HOLE 6 (replicas part for good, by design): one actor forked — two seq-2 changes on its seq 1 — each taken where it comes first; the other refused there for good ("duplicate seq")', () => {
     const { base } = start()
     const h1doc = A.change(A.clone(base, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
@@ -138,6 +140,28 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
     // Now {q, r} on one replica, {q, s} on the other, for good. op-refs sees one side only; only an
     // equivocation rule (both refused once both are seen, or the actor shut out) can join them.
     expect(one.value).to.equal(two.value)
+  })
+
+  it('probe (HOLE 6, told apart): the second side of a fork is refused as ForkedActorError, naming the actor and seq (core counts it as forked, against the owner: actor-fork.test.ts)', () => {
+    const { base } = start()
+    const h1doc = A.change(A.clone(base, { actor: HOSTILE }), { time: 0 }, (d) => void (d['q'] = 1))
+    const h1 = A.getLastLocalChange(h1doc)!
+    const a = A.getLastLocalChange(A.change(A.clone(h1doc, { actor: HOSTILE }), { time: 0 }, (d) => void (d['r'] = 2)))!
+    const b = A.getLastLocalChange(A.change(A.clone(h1doc, { actor: HOSTILE }), { time: 0 }, (d) => void (d['s'] = 3)))!
+    let doc = replicaOf(base)
+    doc = backend.applyDelta(backend.applyDelta(doc, h1), a)
+    let thrown: unknown
+    try {
+      backend.applyDelta(doc, b)
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).to.be.instanceOf(ForkedActorError)
+    expect({ actor: (thrown as ForkedActorError).actor, seq: (thrown as ForkedActorError).seq, code: (thrown as ForkedActorError).code }).to.deep.equal({
+      actor: HOSTILE,
+      seq: 2,
+      code: 'ERR_INVALID_DELTA',
+    })
   })
 
   // —— probes: attacks that held ——

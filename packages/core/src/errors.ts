@@ -37,6 +37,26 @@ export class ConvergentError extends Error {
   }
 }
 
+/**
+ * A delta holding a change of an actor at a seq where the document holds another change of
+ * that actor (the actor's writer forked it: equivocation). Automerge cannot hold both, so the
+ * replicas that took the other one refuse this one for good; the receiver counts it apart
+ * from bad deltas, against the actor's owner where it can tell.
+ */
+export class ForkedActorError extends ConvergentError {
+  constructor(
+    readonly actor: string,
+    readonly seq: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      'ERR_INVALID_DELTA',
+      `a change of actor ${actor} at seq ${seq}, where this replica holds another change of that actor and seq: its writer forked the actor`,
+      options,
+    )
+  }
+}
+
 export function isConvergentError(err: unknown, code?: ErrorCode): err is ConvergentError {
   return err instanceof ConvergentError && (code === undefined || err.code === code)
 }

@@ -282,6 +282,7 @@ export class Replica {
         dropLog: new DropLog(options.clock ?? systemClock(), this.logger),
         pacer: new ApplyPacer(options.clock ?? systemClock()),
         historyReads: new PeerBudget(HISTORY_READS_PER_MINUTE, 60_000, 1000, true),
+        forksTold: new Set(),
         tracer,
         createCollection: (name, backend) => this.provisionalCollection(name, backend),
         holdCollection: (name) => this.provisional.hold(name),

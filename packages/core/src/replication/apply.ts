@@ -1,7 +1,7 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
-import { ConvergentError, isConvergentError } from '../errors.js'
+import { ConvergentError, ForkedActorError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { checkId, jsonWithin, type JsonObject } from '../json.js'
 import { writeTo, type Made, type PendingWrite } from '../write.js'
@@ -12,7 +12,7 @@ import { drop } from './receiver.js'
 import { causalSteps, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
-import { isBoundActor } from '../trust/actor-binding.js'
+import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
 import { HistoryWork } from './history-work.js'
@@ -202,6 +202,24 @@ async function applyHeld(
     ctx.dropLog.log(short[0]!, message, { peer, charged: short.join(','), reason: 'rateLimited', collection, entity: id })
     return { reason: 'rateLimited', message }
   }
+  // A fork of an actor (two changes of one seq): not the relay's bad delta but the owner's
+  // equivocation — counted against the owner among the authors too, and told once per actor and
+  // entity, naming it (replicas that took the other side refuse this one for good: README).
+  const forked = (err: ForkedActorError): { reason: DropReason; message: string } => {
+    const owner = ownerOf(err.actor) ?? [...(ctx.access.members() ?? [])].find((m) => actorOwnedBy(err.actor, m))
+    const message = `${owner ?? 'a writer'} forked its actor: ${err.message}`
+    if (owner !== undefined && owner !== signed?.author) ctx.authorStats.drop(owner, 'forked', message)
+    const key = `${collection}\0${id}\0${err.actor}`
+    if (!ctx.forksTold.has(key)) {
+      if (ctx.forksTold.size >= 1000) ctx.forksTold.clear()
+      ctx.forksTold.add(key)
+      ctx.logger.error(
+        `${owner ?? 'a writer'} signed two different changes of actor ${err.actor} at seq ${err.seq} of '${collection}/${id}': replicas that took the other one refuse this one for good, and the entity differs between them${owner !== undefined ? ` — revoke ${owner} (policy.set with revoked)` : ''}`,
+        { collection, entity: id, actor: err.actor, seq: err.seq, ...(owner !== undefined ? { owner } : {}), peer },
+      )
+    }
+    return { reason: 'forked', message }
+  }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   if (guard !== undefined) {
     let verdict: RowsVerdict
@@ -271,9 +289,11 @@ async function applyHeld(
           ctx.entities.discard(col, entity)
           refused = work.exhausted
             ? overRate(work, err)
-            : isConvergentError(err, 'ERR_TOO_LARGE')
-              ? { reason: 'tooLarge', message: err.message }
-              : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
+            : err instanceof ForkedActorError
+              ? forked(err)
+              : isConvergentError(err, 'ERR_TOO_LARGE')
+                ? { reason: 'tooLarge', message: err.message }
+                : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
           return 'unchanged'
         } finally {
           work.settle()

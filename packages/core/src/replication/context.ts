@@ -105,6 +105,8 @@ export interface ReplicationContext {
   readonly dropLog: DropLog
   /** Paces remote applies over the whole replica (see apply-all.ts). */
   readonly pacer: ApplyPacer
+  /** Forked actors logged already, by collection, entity and actor (apply.ts): told once each (cleared past 1,000). */
+  readonly forksTold: Set<string>
   /** History each peer may have read to judge its deltas, per minute (see apply.ts, HISTORY_READS_PER_MINUTE). */
   readonly historyReads: PeerBudget
   /** Where apply spans go (see tracing.ts). */

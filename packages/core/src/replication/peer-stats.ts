@@ -14,6 +14,7 @@ export type DropReason =
   | 'overBudget' // a sync round over its budget of requests, bytes or time
   | 'forbidden' // the cluster policy does not let that peer write it (or this replica read it), or the peer is no member
   | 'badSignature' // a signed push whose signature or delta hashes do not verify, or an unsigned push where writes must be signed
+  | 'forked' // a change of an actor at a seq where this replica holds another change of it: its writer forked the actor (equivocation)
 
 /** Counters per remote peer, readable through replica.stats(). */
 export interface PeerStats {
@@ -62,6 +63,7 @@ export function emptyPeerStats(): PeerStats {
       overBudget: 0,
       forbidden: 0,
       badSignature: 0,
+      forked: 0,
     },
   }
 }
