@@ -192,7 +192,22 @@ async function applyHeld(
   // author or the sender, who vouches for it). Past it, a delta that needs reads is refused
   // unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
   const charged = signed?.author ?? peer
-  const ownerOf = (actor: string): string | undefined => vouched.get(actor)?.author ?? stored?.get(actor)?.author
+  // An owner is charged only where it is one of a bounded set that a head cannot invent: a writer
+  // of the collection under the adopted policy (a head verifies under any key: a member could
+  // mint authors, each with a fresh minute, and fill the budget map until it is cleared,
+  // review2 HOLE 7, 8). And only for changes known ahead, where the heads judged them before any
+  // read: a delta holding a document is judged once applied, so a change forged under another
+  // author's actor (with that author's old head, replayed) would be read at the author's cost
+  // before the heads refuse it (HOLE 9); there the sender pays, as it vouches for the document.
+  const owners = new Map<string, string | undefined>()
+  const ownerOf = (actor: string): string | undefined => {
+    if (changes === undefined) return undefined
+    if (owners.has(actor)) return owners.get(actor)
+    const author = vouched.get(actor)?.author ?? stored?.get(actor)?.author
+    const owner = author !== undefined && ctx.access.hasPolicy && ctx.access.mayWrite(author, collection) ? author : undefined
+    owners.set(actor, owner)
+    return owner
+  }
   const historyWork = (): HistoryWork => new HistoryWork(ctx.historyReads, ctx.clock.now(), charged, ownerOf)
   const overRate = (work: HistoryWork, err: unknown): { reason: DropReason; message: string } => {
     const short = work.short()
