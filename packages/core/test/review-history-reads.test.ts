@@ -23,6 +23,7 @@ import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
 import { adminAndHeldSupport, headOf, headsCluster } from './heads-helpers.js'
 import { encodeHeaded } from '../src/replication/heads.js'
+import { relayedBy } from '../src/replication/history-work.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { toHex } from '../src/hash.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
@@ -150,15 +151,20 @@ describe('review: history reads charged to the author of the change judged, not 
     expect(await relayed(await insertBy(ORDERS, 1, 7))).to.equal('applied')
     expect(spent(ORDERS)).to.be.within(290, 320)
     expect(spent(ADMIN)).to.equal(0) // before the fix: ~300, and M's whole minute could be spent so
-    // M's minute spent: its next insert is refused as a rate, whoever relays it; H is not charged.
+    // M's minute spent: its next insert relayed by H is read on H's relay account (HistoryWork:
+    // so that M cannot keep out what H relays with it, review2 HOLE 11), never H's own.
     ctx.historyReads.take(ORDERS, ctx.clock.now(), HISTORY_READS_PER_MINUTE)
-    expect(await relayed(await insertBy(ORDERS, 2, 8))).to.equal('rateLimited')
+    expect(await relayed(await insertBy(ORDERS, 2, 8))).to.equal('applied')
+    expect(spent(relayedBy(ADMIN))).to.be.within(290, 320)
     expect(spent(ADMIN)).to.equal(0)
-    // H's own insert on the old base still applies, charged to H.
+    // That spent too, M's next is refused as a rate; H's own insert on the old base still applies, charged to H.
+    ctx.historyReads.take(relayedBy(ADMIN), ctx.clock.now(), HISTORY_READS_PER_MINUTE)
+    expect(await relayed(await insertBy(ORDERS, 4, 10))).to.equal('rateLimited')
+    expect(spent(ADMIN)).to.equal(0)
     expect(await relayed(await insertBy(ADMIN, 3, 9))).to.equal('applied')
     expect(spent(ADMIN)).to.be.within(290, 320)
     const list = [...(A.load<{ l: number[] }>(await savedDoc(r[SUPPORT]!, 'notes', 'e')).l ?? [])]
-    expect(list).to.have.members([1, 7, 9])
+    expect(list).to.have.members([1, 7, 8, 9])
   })
 
   it('probe: changes a member queued at R (waiting for one it withheld) are judged when a relay delivers that one: their reads are charged to the member, through the heads R stored with them', async () => {

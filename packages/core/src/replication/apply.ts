@@ -15,7 +15,7 @@ import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from 
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
-import { HistoryWork } from './history-work.js'
+import { HistoryWork, relayedBy } from './history-work.js'
 
 /**
  * Change records of an entity's history one peer may make this replica read, per minute, to
@@ -189,8 +189,8 @@ async function applyHeld(
   }
   // What judging it may read of the entity's history: what each change's author has left of
   // HISTORY_READS_PER_MINUTE (its actor's owner, as a verified head names it; else a push's
-  // author or the sender, who vouches for it). Past it, a delta that needs reads is refused
-  // unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
+  // author, or the sender's account for what it relays: history-work.ts). Past it, a delta that
+  // needs reads is refused unread, as a rate: it comes again (anti-entropy), the budget back in a minute.
   const charged = signed?.author ?? peer
   // An owner is charged only where it is one of a bounded set that a head cannot invent: a writer
   // of the collection under the adopted policy (a head verifies under any key: a member could
@@ -208,7 +208,9 @@ async function applyHeld(
     owners.set(actor, owner)
     return owner
   }
-  const historyWork = (): HistoryWork => new HistoryWork(ctx.historyReads, ctx.clock.now(), charged, ownerOf)
+  // What the sender relays and did not write: its relay account (anti-entropy under a policy).
+  const relayed = signed === undefined && ctx.access.hasPolicy ? relayedBy(peer) : undefined
+  const historyWork = (): HistoryWork => new HistoryWork(ctx.historyReads, ctx.clock.now(), charged, ownerOf, relayed)
   const overRate = (work: HistoryWork, err: unknown): { reason: DropReason; message: string } => {
     const short = work.short()
     const message = `${short.join(', ')} ${short.length === 1 ? 'has' : 'have'} had ${HISTORY_READS_PER_MINUTE} changes of history read this minute to judge their changes: ${err instanceof Error ? err.message : String(err)}`

@@ -1,13 +1,23 @@
 import type { DeltaWork } from '../backend.js'
 import type { PeerBudget } from '../peer-budget.js'
 
+/** The budget key of what a peer may have read for changes it relays but did not write (HistoryWork). */
+export function relayedBy(peer: string): string {
+  return `${peer}\0relayed`
+}
+
 /**
  * What judging one delta may read of an entity's history (DeltaLimits.work), charged per
- * author: the reads for a change go to the peer a verified head names as its actor's owner,
- * else to `charged` (a push's author, or the peer that sent the delta — it vouches for unbound
- * actors' changes). So a relay pays for its own changes and those it vouches for, never for
- * another writer's (review-history-reads HOLE 4: a member's inserts on old bases, relayed by an
- * honest peer, spent that peer's minute at every other replica).
+ * author: the reads for a change go to the writer a verified head names as its actor's owner
+ * (ownerOf), else to `charged` (a push's author, or the peer that sent the delta).
+ *
+ * With `relayed` (anti-entropy in a cluster: relayedBy(sender)), what the sender vouches for
+ * and did not write is charged to that account of the sender's instead — its own changes'
+ * account stays its own: changes of unbound actors (review2-history-reads HOLE 10), and
+ * another author's changes once that author has nothing left, so that a member who keeps its
+ * own minute spent cannot keep out the honest changes relayed with its own or built on them
+ * (HOLE 11). A member's reads thus never spend an honest relay's minute for its own changes
+ * (review-history-reads HOLE 4); at most a relay's minute for what it relays.
  */
 export class HistoryWork implements DeltaWork {
   /** Unused: every change is charged to an account (accountOf). */
@@ -21,31 +31,40 @@ export class HistoryWork implements DeltaWork {
     private readonly budget: PeerBudget,
     private readonly now: number,
     private readonly charged: string,
-    /** The owner of an actor (hex) where a verified head names it. */
+    /** The owner of an actor (hex) where a verified head names it, and it may be charged. */
     private readonly ownerOf: (actor: string) => string | undefined,
+    private readonly relayed?: string,
   ) {}
 
   accountOf(actor: string): DeltaWork {
-    const peer = this.ownerOf(actor) ?? this.charged
-    let account = this.accounts.get(peer)
+    const owner = this.ownerOf(actor)
+    if (owner === undefined) return this.account(this.relayed ?? this.charged)
+    const own = this.account(owner)
+    // The sender's own changes never fall back to its relay account (no second minute).
+    if (own.done < own.allowed || this.relayed === undefined || owner === this.charged) return own
+    return this.account(this.relayed)
+  }
+
+  private account(key: string): DeltaWork {
+    let account = this.accounts.get(key)
     if (account === undefined) {
-      account = { allowed: this.budget.left(peer, this.now), done: 0 }
-      this.accounts.set(peer, account)
+      account = { allowed: this.budget.left(key, this.now), done: 0 }
+      this.accounts.set(key, account)
     }
     return account
   }
 
-  /** Takes what each account read from its peer's budget (once: the counts start again at 0). */
+  /** Takes what each account read from its budget (once: the counts start again at 0). */
   settle(): void {
-    for (const [peer, account] of this.accounts) {
-      if (account.done > 0) this.budget.take(peer, this.now, account.done)
+    for (const [key, account] of this.accounts) {
+      if (account.done > 0) this.budget.take(key, this.now, account.done)
       account.done = 0
     }
   }
 
-  /** The peers whose allowance ran out judging the delta (the charged one if none says so). */
+  /** Who ran out judging the delta (the charged peer if none says so), for messages. */
   short(): string[] {
-    const out = [...this.accounts].filter(([, a]) => a.exhausted === true).map(([peer]) => peer)
-    return out.length > 0 ? out : [this.charged]
+    const out = [...this.accounts].filter(([, a]) => a.exhausted === true).map(([key]) => key)
+    return (out.length > 0 ? out : [this.charged]).map((key) => (key.endsWith('\0relayed') ? `${key.slice(0, -'\0relayed'.length)} (for what it relays)` : key))
   }
 }
