@@ -152,9 +152,20 @@ const REFUSED_KEY = 'refused-collections'
 /** Meta record: the collections opened here as bounded counters (JSON list of names): their signed rows are guarded from the first delta after a restart. */
 const COUNTERS_KEY = 'counter-collections'
 
-/** A meta record holding a JSON list of names (a damaged one reads as empty). */
-async function readNames(store: Store, key: string): Promise<Set<string>> {
-  const bytes = await store.getMeta(key)
+/**
+ * A meta record holding a JSON list of names (a damaged one reads as empty: one that fails the
+ * store's check is moved aside and logged, so the replica still opens).
+ */
+async function readNames(store: Store, key: string, logger: Logger): Promise<Set<string>> {
+  let bytes: Uint8Array | undefined
+  try {
+    bytes = await store.getMeta(key)
+  } catch (err) {
+    if (!(err instanceof StoreCorruptError)) throw err
+    logger.error(`the stored list '${key}' is damaged (moved aside; read as empty): ${err.message}`, { code: err.code })
+    await store.quarantine(err.record)
+    return new Set()
+  }
   if (bytes === undefined) return new Set()
   try {
     const names: unknown = JSON.parse(new TextDecoder().decode(bytes))
@@ -579,8 +590,8 @@ export class Replica {
         { ...options, clock, logger },
         entities,
         backends,
-        await readNames(options.store, REFUSED_KEY),
-        await readNames(options.store, COUNTERS_KEY),
+        await readNames(options.store, REFUSED_KEY, logger),
+        await readNames(options.store, COUNTERS_KEY, logger),
         access,
         personal,
         audit,
