@@ -600,6 +600,7 @@ export class Replica {
       await replica.finishDroppedProofs()
       await replica.replicator?.start()
       replica.recoverHeads()
+      replica.verifyDigests()
       return replica
     } catch (err) {
       await options.network?.stop().catch(() => undefined)
@@ -624,6 +625,37 @@ export class Replica {
           this.logger.error(`could not sign the heads a crash left unsigned (tried again at the next open): ${(err as Error).message}`, codeOf(err)),
       ),
     ).catch(() => undefined)
+  }
+
+  /**
+   * Checks, in the background, every signed head stored here (SignedHeads.checkStored), then
+   * each stored collection's digest against its stored entity heads, one collection after
+   * another (Entities.verifyDigest) — scans of ~O(entities) records — and repairs what a
+   * record damaged, lost or moved on disk left wrong: anti-entropy then fetches what this
+   * replica lacks, while the peers that hold it may still be around. Stops when the replica closes.
+   */
+  private verifyDigests(): void {
+    const stopped = this.acksClosing.signal
+    // Tracked: close() waits for the collection being checked (its writes must land first).
+    void this.track(
+      (async () => {
+        // The signed heads first: one found damaged drops its entity (heads.ts, lostHead).
+        await this.replication?.heads?.checkStored()
+        for (const col of [...this.entities.collections.values()]) {
+          if (stopped.aborted) return
+          if (!col.persisted || col.dropped === true) continue
+          const corrected = await this.entities.verifyDigest(col)
+          // Not counted in corruptRecords: it may be what a damaged record found meanwhile (counted) left wrong.
+          if (corrected === 0) continue
+          this.logger.error(
+            `the digest of '${col.name}' disagreed with its stored heads in ${corrected} leaves (records lost or moved on disk): rebuilt from the heads; anti-entropy fetches what this replica lacks`,
+            { code: 'ERR_STORE_CORRUPT', collection: col.name, leaves: corrected },
+          )
+        }
+      })(),
+    ).catch((err: unknown) => {
+      if (!stopped.aborted) this.logger.error(`could not check the stored digests against the heads: ${(err as Error).message}`, codeOf(err))
+    })
   }
 
   /** The signed cluster policy (see PolicyApi). */

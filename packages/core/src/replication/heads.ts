@@ -1,6 +1,7 @@
 import type { Backend, ChangeMeta } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { CollectionState, Entities } from '../entities.js'
+import { StoreCorruptError } from '../errors.js'
 import { concatBytes } from '../hash.js'
 import type { Logger } from '../logger.js'
 import type { StoreOp, Store } from '../store.js'
@@ -12,6 +13,7 @@ import {
   claimedHead,
   MAX_LEAVES,
   headKey,
+  HEAD_PREFIX,
   headPrefixOf,
   HeadVerifier,
   signHeads,
@@ -400,22 +402,87 @@ export class SignedHeads {
     return out
   }
 
-  /** The head records stored for an entity, by actor, as stored (see stored). */
+  /**
+   * The head records stored for an entity, by actor, as stored (see stored). One that fails the
+   * store's check is left out and handed to lostHead; the others are read all the same.
+   */
   private async records(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, Uint8Array>> {
     const out = new Map<string, Uint8Array>()
     const store = this.opts.store
     try {
       if (actors !== undefined) {
-        const records = await Promise.all(actors.map((actor) => store.getMeta(headKey(collection, id, actor))))
-        actors.forEach((actor, i) => records[i] !== undefined && out.set(actor, records[i]))
+        const read = await Promise.allSettled(actors.map((actor) => store.getMeta(headKey(collection, id, actor))))
+        for (const [i, r] of read.entries()) {
+          if (r.status === 'fulfilled') {
+            if (r.value !== undefined) out.set(actors[i]!, r.value)
+          } else if (r.reason instanceof StoreCorruptError) await this.lostHead(r.reason)
+          else throw r.reason
+        }
       } else if (store.metas !== undefined) {
         const prefix = headPrefixOf(collection, id)
-        for await (const [key, record] of store.metas(prefix)) out.set(key.slice(prefix.length), record)
+        await this.scanHeads(prefix, (key, record) => void out.set(key.slice(prefix.length), record))
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
     }
     return out
+  }
+
+  /**
+   * Every head record under `prefix`, in key order; one that fails the store's check is handed
+   * to lostHead (moved aside) and the scan starts over after it (each pass meets one fewer).
+   */
+  private async scanHeads(prefix: string, each: (key: string, record: Uint8Array) => void): Promise<void> {
+    let after: string | undefined
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for await (const [key, record] of this.opts.store.metas!(prefix)) {
+          if (after !== undefined && key <= after) continue
+          after = key
+          each(key, record)
+        }
+        return
+      } catch (err) {
+        if (!(err instanceof StoreCorruptError) || err.record.keyspace !== 'meta' || !err.record.key.startsWith(prefix) || attempt >= 1000) throw err
+        await this.lostHead(err)
+      }
+    }
+  }
+
+  /**
+   * Checks every signed head stored here (a scan: ~O(entities × actors that wrote them)), so that
+   * a damaged one is found while the peers that can send it again may still be around, rather
+   * than when a late joiner that reaches only this replica asks for it. The number found.
+   */
+  async checkStored(): Promise<number> {
+    if (this.opts.store.metas === undefined) return 0
+    const before = this.lost
+    await this.scanHeads(HEAD_PREFIX, () => undefined)
+    return this.lost - before
+  }
+
+  /** Damaged head records met (see lostHead). */
+  private lost = 0
+
+  /**
+   * A stored head failed the store's check: moved aside, counted and logged. The head of an
+   * actor of this replica's is signed again when next needed (outgoingHeads); another author's
+   * cannot be, and without it no peer that lacks the entity would take that author's changes
+   * from here — so the entity is dropped here (Entities.dropUnproven), and anti-entropy fetches
+   * it again whole, with its authors' heads (review-damaged-disk HOLE 8).
+   */
+  private async lostHead(err: StoreCorruptError): Promise<void> {
+    this.lost++
+    const key = err.record.key
+    // head/<collection>\0<id>\0<actor>; a damaged key may not say (then only moved aside).
+    const [collection, id, actor] = key.startsWith(HEAD_PREFIX) ? key.slice(HEAD_PREFIX.length).split('\u0000') : []
+    const own = actor !== undefined && actorOwnedBy(actor, this.opts.peerId)
+    this.opts.logger.error(
+      `${err.message} (the signed head ${JSON.stringify(key)}: moved aside; ${own ? 'this replica signs its own head again' : id !== undefined ? `'${id}' is fetched again from peers, with its authors' heads` : 'its entity could not be told'})`,
+      { code: err.code, ...(collection !== undefined ? { collection } : {}), ...(id !== undefined ? { entity: id } : {}) },
+    )
+    await this.opts.store.quarantine(err.record)
+    await this.opts.entities.lostRecord(collection !== undefined && id !== undefined && !own ? { collection, id } : undefined)
   }
 
   /**
