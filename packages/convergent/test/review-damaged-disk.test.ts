@@ -170,7 +170,11 @@ async function sameOrders(a: Replica, b: Replica): Promise<boolean> {
  * Copies the pristine folders, damages the admin's with `harm`, opens both on a fresh hub and
  * checks the admin opens, then that both converge on new writes of each side.
  */
-async function attempt(base: { admin: string; member: string }, harm: (db: string) => Promise<void>): Promise<Outcome & { a?: Replica; b?: Replica }> {
+async function attempt(
+  base: { admin: string; member: string },
+  harm: (db: string) => Promise<void>,
+  ready?: (a: Replica) => Promise<void>,
+): Promise<Outcome & { a?: Replica; b?: Replica }> {
   const dir = await folder()
   const admin = join(dir, 'admin')
   const member = join(dir, 'member')
@@ -192,6 +196,7 @@ async function attempt(base: { admin: string; member: string }, harm: (db: strin
   cleanups.push(() => ar.close())
   let converged: boolean | string
   try {
+    await ready?.(ar)
     await ar.collection<{ n: number }>('orders').put('a-new', { n: 3 })
     await b.collection<{ n: number }>('orders').put('b-new', { n: 4 })
     await ar.sync()
@@ -272,21 +277,55 @@ describe('review: a damaged disk, records other than entity data', function () {
     })
   }
 
-  // ---- HOLE 2 (high): the stored policy and the kept revocations ------------------------------
+  // ---- HOLE 2 (high, fixed): the stored policy and the kept revocations -----------------------
+  /** Locked down at open (said so), then the member's policy (v2) arrives and un-locks it. */
+  const lockedThenAdopts = async (a: Replica): Promise<void> => {
+    await waitFor(() => a.policy.get()?.version === 2, "the damaged admin adopts the member's policy")
+    expect(a.policy.get()?.revoked, 'the revocation of v2 holds').to.deep.equal([GONE])
+  }
+  const saidLockedDown = (out: Outcome): boolean => out.logged.some((l) => /allows nothing until an admin's policy arrives \[ERR_STORE_CORRUPT\]/.test(l))
+
   for (const [name, how] of [
     ['cluster-policy', 'flip'],
     ['cluster-policy', 'truncate'],
     ['cluster-policy-evidence', 'flip'],
   ] as const) {
-    it.skip(`HOLE 2: a ${how} of the '${name}' record makes Replica.open() reject instead of opening fail-closed (README: "A replica whose stored policy no longer verifies (a damaged record …) fails closed")`, async function () {
-      const out = await attempt(base, (db) => damage(db, `!meta!${name}`, how))
+    it(`HOLE 2 (fixed): a ${how} of the '${name}' record made Replica.open() reject; now it is moved aside, logged, the replica opens fail-closed (README: "A replica whose stored policy no longer verifies (a damaged record …) fails closed") until an admin's policy arrives`, async function () {
+      const out = await attempt(base, (db) => damage(db, `!meta!${name}`, how), lockedThenAdopts)
       expectSurvived(out, name)
+      expect(saidLockedDown(out), out.logged.join(' | ')).to.equal(true)
     })
   }
 
-  it.skip('HOLE 2: the policy record copied under the evidence key (a record duplicated under another key) makes Replica.open() reject', async function () {
-    const out = await attempt(base, (db) => editRaw(db, async (raw) => raw.put('!meta!cluster-policy-evidence', (await raw.get('!meta!cluster-policy'))!)))
+  it('HOLE 2 (fixed): the policy record copied under the evidence key (a record duplicated under another key) made Replica.open() reject; now it opens fail-closed', async function () {
+    const out = await attempt(
+      base,
+      (db) => editRaw(db, async (raw) => raw.put('!meta!cluster-policy-evidence', (await raw.get('!meta!cluster-policy'))!)),
+      lockedThenAdopts,
+    )
     expectSurvived(out, 'cluster-policy-evidence')
+    expect(saidLockedDown(out), out.logged.join(' | ')).to.equal(true)
+  })
+
+  it("HOLE 2 (fixed): locked down by a damaged policy record, the replica reads, writes and serves nothing until an admin's policy arrives", async function () {
+    const dirs = await copies(async (admin) => damage(admin, '!meta!cluster-policy', 'flip'))
+    const hub = new LoopbackHub()
+    const logger = recordingLogger()
+    const a = await opened(dirs.admin, hub, ADMIN, logger) // alone: no policy can arrive
+    expect(a.policy.get()).to.equal(undefined)
+    let err: unknown
+    try {
+      await a.collection<{ n: number }>('orders').put('x', { n: 1 })
+    } catch (e) {
+      err = e
+    }
+    expect((err as { code?: string } | undefined)?.code).to.equal('ERR_FORBIDDEN')
+    expect(linesOf(logger).some((l) => l.includes('ERR_STORE_CORRUPT') && l.includes('cluster-policy'))).to.equal(true)
+    // The admin's policy comes back from the member once it connects: the replica un-locks.
+    const b = await opened(dirs.member, hub, MEMBER)
+    await waitFor(() => a.policy.get()?.version === 2, 'the admin adopts v2 from the member')
+    await a.collection<{ n: number }>('orders').put('x', { n: 1 })
+    await waitFor(async () => (await b.collection('orders').get('x')) !== undefined, 'x reaches the member')
   })
 
   // ---- HOLE 3 (high): the read audit and the subject keys -------------------------------------
@@ -415,16 +454,72 @@ describe('review: a damaged disk, records other than entity data', function () {
     expect(member.policy.get()?.version).to.equal(2)
   })
 
-  // ---- HOLE 9 (medium): a lost policy record --------------------------------------------------------
-  it.skip("HOLE 9: the member's policy record lost (deleted, or moved under another key): it reopens with no policy — every key holder may do everything, a revoked peer's write is taken — and ignores the evidence it kept", async function () {
-    const dirs = await copies((_admin, member) => damage(member, '!meta!cluster-policy', 'delete'))
+  // ---- HOLE 9 (medium, fixed): a lost policy record ------------------------------------------------
+  for (const [how, harm] of [
+    ['delete', (db: string) => damage(db, '!meta!cluster-policy', 'delete')],
+    ['move', (db: string) => damage(db, '!meta!cluster-policy', 'move')],
+    // A folder of the previous release has no 'cluster-policy-adopted' record: the evidence tells.
+    [
+      'delete, no adopted-version record',
+      (db: string) =>
+        editRaw(db, async (raw) => {
+          await raw.del('!meta!cluster-policy')
+          await raw.del('!meta!cluster-policy-adopted')
+        }),
+    ],
+  ] as const) {
+    it(`HOLE 9 (fixed): the member's policy record lost (${how}) reopened it with no policy — every key holder could do everything, a revoked peer's write was taken; now it opens locked down until an admin's policy arrives`, async function () {
+      const dirs = await copies((_admin, member) => harm(member))
+      const hub = new LoopbackHub()
+      const logger = recordingLogger()
+      const member = await opened(dirs.member, hub, MEMBER, logger)
+      expect(
+        linesOf(logger).some((l) => /cluster-policy.*missing.*allows nothing/.test(l) && l.includes('ERR_STORE_CORRUPT')),
+        linesOf(logger).join(' | '),
+      ).to.equal(true)
+      const gone = await opened(join(dirs.late, 'gone'), hub, GONE) // revoked in v2; knows no policy
+      await gone.collection<{ n: number }>('orders').put('evil', { n: 666 })
+      await gone.sync().catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 500))
+      expect(member.policy.get(), 'no policy in force: locked down').to.equal(undefined)
+      // The admin's policy un-locks it; the revoked peer's write was never taken.
+      await opened(dirs.admin, hub, ADMIN)
+      await waitFor(() => member.policy.get()?.version === 2, 'the member adopts v2 from the admin')
+      await gone.sync().catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(await member.collection('orders').get('evil'), "a revoked peer's write").to.equal(undefined)
+      expect(await member.collection('orders').get('o1'), 'the member reads again').to.not.equal(undefined)
+    })
+  }
+
+  it('HOLE 2/9 (fixed): a locked-down admin alone signs the next version above the one it lost (v3, not v1), and the revocation it lacks still holds in the cluster', async function () {
+    const dirs = await copies(async (admin) => damage(admin, '!meta!cluster-policy', 'flip'))
     const hub = new LoopbackHub()
-    const member = await opened(dirs.member, hub, MEMBER)
-    const gone = await opened(join(dirs.late, 'gone'), hub, GONE) // revoked in v2; knows no policy
-    await gone.collection<{ n: number }>('orders').put('evil', { n: 666 })
-    await gone.sync().catch(() => undefined)
-    await new Promise((r) => setTimeout(r, 500))
-    expect(await member.collection('orders').get('evil'), "a revoked peer's write").to.equal(undefined)
+    const a = await opened(dirs.admin, hub, ADMIN)
+    const set = await a.policy.set(POLICY) // no peer to learn v2 from
+    expect(set.version).to.equal(3)
+    const b = await opened(dirs.member, hub, MEMBER)
+    await waitFor(() => b.policy.get()?.version === 3, 'the member adopts v3')
+    expect(b.policy.get()?.revoked, 'v2 kept as evidence: its revocation holds').to.deep.equal([GONE])
+  })
+
+  it('probe (HOLE 9): a folder that never adopted a policy still opens in "no policy yet" mode (every key holder may do everything)', async function () {
+    const hub = new LoopbackHub()
+    const logger = recordingLogger()
+    const fresh = await opened(join(await folder(), 'fresh'), hub, LATE, logger)
+    await fresh.collection<{ n: number }>('orders').put('x', { n: 1 })
+    expect(await fresh.collection('orders').get('x')).to.deep.equal({ n: 1 })
+    expect(linesOf(logger).filter((l) => l.includes('ERR_STORE_CORRUPT'))).to.deep.equal([])
+  })
+
+  it("probe (HOLE 9, upgrade): a folder of the previous release (a policy, no 'cluster-policy-adopted' record) opens with its policy, not locked down", async function () {
+    const dirs = await copies((_admin, member) => editRaw(member, (raw) => raw.del('!meta!cluster-policy-adopted')))
+    const hub = new LoopbackHub()
+    const logger = recordingLogger()
+    const member = await opened(dirs.member, hub, MEMBER, logger)
+    expect(member.policy.get()?.version).to.equal(2)
+    expect(await member.collection('orders').get('o1')).to.not.equal(undefined)
+    expect(linesOf(logger).filter((l) => l.includes('ERR_STORE_CORRUPT'))).to.deep.equal([])
   })
 
   // ---- probes that held ---------------------------------------------------------------------------

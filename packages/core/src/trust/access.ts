@@ -1,5 +1,5 @@
 import { encode, decode } from 'cborg'
-import { ConvergentError } from '../errors.js'
+import { ConvergentError, StoreCorruptError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
@@ -29,6 +29,13 @@ const POLICY_KEY = 'cluster-policy'
 
 /** Meta record holding the evidence of revocations (verified policies the current one lacks revocations of). */
 const EVIDENCE_KEY = 'cluster-policy-evidence'
+/**
+ * Meta record written in the same batch as every policy adopted ({ version }): a policy was
+ * adopted here. A policy record lost while this (or the evidence) remains — no checksum catches
+ * a record deleted or moved under another key — opens fail-closed, not as "no policy yet".
+ */
+const ADOPTED_KEY = 'cluster-policy-adopted'
+
 /** Most evidence policies kept (each one an admin's concurrent revocation; the next set() folds them in). */
 export const MAX_EVIDENCE = 64
 
@@ -60,6 +67,12 @@ export class Access {
    * everything the policy protected.
    */
   private lockedDown = false
+  /**
+   * The highest policy version this replica knows it adopted (ADOPTED_KEY, the stored policy
+   * or evidence), kept when locked down: set() numbers the next version above it, so a version
+   * an admin signs while locked down is not beaten by the one it lost.
+   */
+  private adoptedVersion = 0
   /**
    * Verified policies (by hash) with revocations the current one lacks — an older version
    * signed by an admin that had not seen the newer one. Their revocations hold anyway:
@@ -196,7 +209,7 @@ export class Access {
     if (this.current === undefined) {
       throw new ConvergentError(
         'ERR_FORBIDDEN',
-        `The stored cluster policy did not verify, so this replica allows nothing until an admin's policy arrives (${what} '${collection}' refused).`,
+        `This replica is locked down (its stored cluster policy or revocation evidence was damaged, lost, or did not verify): it allows nothing until an admin's policy arrives (${what} '${collection}' refused).`,
       )
     }
     throw new ConvergentError(
@@ -219,32 +232,70 @@ export class Access {
     return rule[what].some((r) => (r === '*' ? this.isMember(peer) : roles?.has(r) === true))
   }
 
-  /** Reads the stored policy and verifies it again (a tampered record is ignored and reported). */
+  /**
+   * Reads the stored policy and verifies it again, then the evidence. A policy that is damaged,
+   * does not verify, or is missing though one was adopted here (ADOPTED_KEY or the evidence
+   * remains), and a damaged evidence record (kept revocations may be lost), leave this replica
+   * locked down until an admin's policy arrives; nothing of it is opened up.
+   */
   async load(): Promise<void> {
     if (this.trust === undefined) return
-    const bytes = await this.store.getMeta(POLICY_KEY)
-    if (bytes === undefined) return
-    let wire: PolicyWire
+    const adopted = await this.readMeta(ADOPTED_KEY, 'record of the adopted policy version')
+    const policy = await this.readMeta(POLICY_KEY, 'cluster policy')
+    const evidence = await this.readMeta(EVIDENCE_KEY, 'revocation evidence')
+    if (adopted instanceof Uint8Array) this.adoptedVersion = versionOf(adopted)
+    if (policy === 'damaged') {
+      this.lockDown(`the stored cluster policy ('${POLICY_KEY}') is damaged`, 'ERR_STORE_CORRUPT')
+    } else if (policy === undefined) {
+      if (adopted !== undefined || evidence !== undefined) {
+        const which = adopted !== undefined ? `'${ADOPTED_KEY}'` : `the revocation evidence ('${EVIDENCE_KEY}')`
+        this.lockDown(`the stored cluster policy ('${POLICY_KEY}') is missing, though ${which} shows one was adopted here`, 'ERR_STORE_CORRUPT')
+      }
+    } else {
+      let wire: PolicyWire | undefined
+      try {
+        wire = decodePolicyWire(decode(policy))
+      } catch (err) {
+        this.lockDown(`the stored cluster policy ('${POLICY_KEY}') is unreadable (${(err as Error).message})`, 'ERR_STORE_CORRUPT')
+      }
+      if (wire !== undefined && (await this.offer(wire, 'store')) === 'invalid') {
+        this.lockDown(`the stored cluster policy ('${POLICY_KEY}') does not verify against the admins given at open`, 'ERR_FORBIDDEN')
+      }
+    }
+    if (evidence === 'damaged') {
+      // Revocations it kept may be lost: the stored policy (if it verified) is not enough.
+      // Its own revocations still hold whatever policy arrives: kept as evidence (locked down,
+      // an offered policy is adopted even if it is one of the evidence).
+      const stored = this.current
+      if (stored?.policy.revoked?.some((id) => !this.admins.has(id)) === true) this.evidence.set(toHex(stored.hash), stored)
+      this.lockDown(`the stored revocation evidence ('${EVIDENCE_KEY}') is damaged: revocations it kept may be lost`, 'ERR_STORE_CORRUPT')
+      this.recompute()
+    } else if (evidence !== undefined) {
+      await this.loadEvidence(evidence)
+    }
+  }
+
+  /**
+   * A meta record, or 'damaged' if it failed the store's check: it is then moved aside (unless
+   * the store is read-only) and logged, so the replica still opens (locked down, see load()).
+   */
+  private async readMeta(key: string, what: string): Promise<Uint8Array | 'damaged' | undefined> {
     try {
-      wire = decodePolicyWire(decode(bytes))
+      return await this.store.getMeta(key)
     } catch (err) {
-      this.lockedDown = true
-      this.logger.error(`the stored cluster policy is unreadable; this replica allows nothing until an admin's policy arrives: ${(err as Error).message}`, {
-        code: 'ERR_STORE_CORRUPT',
-      })
-      return
+      if (!(err instanceof StoreCorruptError)) throw err
+      this.logger.error(`the stored ${what} ('${key}') is damaged (moved aside): ${err.message}`, { code: err.code })
+      if (this.store.readOnly !== true) await this.store.quarantine(err.record)
+      return 'damaged'
     }
-    const result = await this.offer(wire, 'store')
-    await this.loadEvidence()
-    if (result === 'invalid') {
-      this.lockedDown = true
-      this.logger.error(
-        "the stored cluster policy does not verify against the admins given at open; this replica allows nothing until an admin's policy arrives",
-        {
-          code: 'ERR_FORBIDDEN',
-        },
-      )
-    }
+  }
+
+  /** Fails closed: only admins are members, nobody may read or write, until an admin's policy arrives. */
+  private lockDown(why: string, code: 'ERR_STORE_CORRUPT' | 'ERR_FORBIDDEN'): void {
+    if (this.current !== undefined) this.adoptedVersion = Math.max(this.adoptedVersion, this.current.policy.version)
+    this.current = undefined
+    this.lockedDown = true
+    this.logger.error(`${why}; this replica allows nothing until an admin's policy arrives`, { code })
   }
 
   /**
@@ -257,10 +308,12 @@ export class Access {
     return run
   }
 
-  /** The stored evidence, each verified again (one that does not verify is dropped). */
-  private async loadEvidence(): Promise<void> {
-    const bytes = await this.store.getMeta(EVIDENCE_KEY)
-    if (bytes === undefined) return
+  /**
+   * The stored evidence, each verified again (one that does not verify is dropped). Locked
+   * down, with no policy in force, each is kept as evidence (its revocations hold whatever
+   * policy arrives), not adopted.
+   */
+  private async loadEvidence(bytes: Uint8Array): Promise<void> {
     let wires: PolicyWire[]
     try {
       const list = decode(bytes) as unknown
@@ -269,14 +322,34 @@ export class Access {
       this.logger.error(`the stored revocation evidence is unreadable and was ignored: ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       return
     }
-    for (const wire of wires) await this.offer(wire, 'store')
+    for (const wire of wires) {
+      if (this.current !== undefined) await this.offer(wire, 'store')
+      else await this.keepEvidence(wire)
+    }
+  }
+
+  /** A stored evidence policy kept while locked down (verified; never adopted here). */
+  private async keepEvidence(wire: PolicyWire): Promise<void> {
+    if (this.trust === undefined || !this.admins.has(wire.signedBy) || this.evidence.size >= MAX_EVIDENCE) return
+    let signed: SignedPolicy
+    try {
+      signed = decodeSignedPolicy(wire.bytes, wire.signature, wire.signedBy, this.namespace)
+    } catch {
+      return
+    }
+    if (!this.revokesMore(signed)) return
+    if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return
+    this.evidence.set(toHex(signed.hash), signed)
+    this.adoptedVersion = Math.max(this.adoptedVersion, signed.policy.version)
+    this.recompute()
   }
 
   private async adopt(wire: PolicyWire, from: string): Promise<OfferResult> {
     if (this.trust === undefined) return 'invalid'
     if (!this.admins.has(wire.signedBy)) return 'invalid'
     // The policy (or evidence) held already — what every round offers: nothing to decode.
-    if (this.holds(wire.signature)) return 'notNewer'
+    // (Locked down, a policy kept only as evidence may still be adopted.)
+    if (this.holds(wire.signature, this.current === undefined)) return 'notNewer'
     let signed: SignedPolicy
     try {
       signed = decodeSignedPolicy(wire.bytes, wire.signature, wire.signedBy, this.namespace)
@@ -296,7 +369,12 @@ export class Access {
       await this.saveEvidence(from)
       return 'evidence'
     }
-    if (from !== 'store') await this.store.write([{ type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) }])
+    if (from !== 'store') {
+      await this.store.write([
+        { type: 'meta', key: POLICY_KEY, bytes: encode(encodePolicyWire(wire)) },
+        { type: 'meta', key: ADOPTED_KEY, bytes: encode({ version: signed.policy.version }) },
+      ])
+    }
     // From here to install() nothing awaits: the policy and the roles derived from it change together.
     const previous = this.current
     // The version it replaces may revoke someone this one does not name: kept as evidence.
@@ -310,8 +388,9 @@ export class Access {
     return 'adopted'
   }
 
-  private holds(signature: Uint8Array): boolean {
+  private holds(signature: Uint8Array, currentOnly = false): boolean {
     if (this.current !== undefined && bytesEqual(this.current.signature, signature)) return true
+    if (currentOnly) return false
     for (const p of this.evidence.values()) if (bytesEqual(p.signature, signature)) return true
     return false
   }
@@ -399,7 +478,8 @@ export class Access {
       const revoked = [...new Set([...(normalized.revoked ?? []), ...this.revoked])].filter((id) => !this.admins.has(id)).sort()
       if (revoked.length > 0) normalized.revoked = revoked
       else delete normalized.revoked
-      const version = (this.current?.policy.version ?? 0) + 1
+      // Above every version adopted here (locked down, the one lost: one signed lower loses to it).
+      const version = Math.max(this.current?.policy.version ?? 0, this.adoptedVersion) + 1
       const bytes = encodePolicy(normalized, version, this.namespace)
       const signature = await this.trust.sign(signingInput(bytes))
       const result = await this.adopt({ bytes, signature, signedBy: this.self }, 'local')
@@ -409,5 +489,15 @@ export class Access {
     })
     this.queue = run.catch(() => undefined)
     return run
+  }
+}
+
+/** The version in an ADOPTED_KEY record (0 if unreadable: the record still shows a policy was adopted). */
+function versionOf(bytes: Uint8Array): number {
+  try {
+    const v = (decode(bytes) as { version?: unknown }).version
+    return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : 0
+  } catch {
+    return 0
   }
 }
