@@ -944,7 +944,7 @@ export class Entities {
    */
   private async setAsideCorrupt(col: CollectionState, err: StoreCorruptError, id: string | undefined): Promise<boolean> {
     this.corruptRecords++
-    this.opts.logger.error(`${err.message} (record '${err.record.keyspace}' ${JSON.stringify(err.record.key)})`, {
+    this.opts.logger.error(err.message, {
       code: err.code,
       collection: col.name,
       ...(id === undefined ? {} : { entity: id }),

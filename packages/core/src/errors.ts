@@ -79,10 +79,6 @@ export interface CorruptRecord {
   readonly id?: string
 }
 
-/**
- * A record read from the store failed its checksum (a damaged disk, a flipped byte): it is
- * never served as data. Core quarantines the record and fetches the entity again from peers.
- */
 /** What a damaged record belongs to, for messages: an entity, a collection, or the store. */
 export function corruptRecordOwner(record: CorruptRecord): string {
   return record.id !== undefined
@@ -92,15 +88,25 @@ export function corruptRecordOwner(record: CorruptRecord): string {
       : 'the store'
 }
 
+/**
+ * A record read from the store failed its checksum (a damaged disk, a flipped byte): it is
+ * never served as data. The message names the record (keyspace and key) and, when the store
+ * tells it, its folder. Core moves the record aside; an entity's record is fetched again from
+ * peers — what happens to other records is up to their reader (and said in its log line).
+ */
 export class StoreCorruptError extends ConvergentError {
   constructor(
     readonly record: CorruptRecord,
     detail = 'it failed its checksum',
+    /** The store's folder, for the message. */
+    location?: string,
   ) {
     const what = corruptRecordOwner(record)
+    const where = location === undefined ? '' : ` in ${location}`
+    const then = record.id !== undefined ? '; the entity is fetched again from peers' : ''
     super(
       'ERR_STORE_CORRUPT',
-      `A stored ${record.keyspace} record of ${what} is corrupt (${detail}); it is not served. The disk may be damaged: check it; the entity is fetched again from peers.`,
+      `A stored ${record.keyspace} record ${JSON.stringify(record.key)} of ${what}${where} is corrupt (${detail}); it is not served. The disk may be damaged: check it${then}.`,
     )
   }
 }

@@ -18,8 +18,8 @@ export function isLevelCorruption(err: unknown): boolean {
 }
 
 /** A record LevelDB failed to read because of corruption: named, so it can be quarantined. */
-export function recordCorruptError(record: CorruptRecord, err: unknown): StoreCorruptError {
-  return new StoreCorruptError(record, `LevelDB could not read it: ${err instanceof Error ? err.message : String(err)}`)
+export function recordCorruptError(record: CorruptRecord, err: unknown, location?: string): StoreCorruptError {
+  return new StoreCorruptError(record, `LevelDB could not read it: ${err instanceof Error ? err.message : String(err)}`, location)
 }
 
 /** Corruption LevelDB met where no single record can be named (a scan, an open). */

@@ -433,7 +433,11 @@ export class LevelStore implements Store {
         // A record the head says exists but cannot be found (its key damaged on disk) is damage
         // too: the entity must not load without it.
         if (snap === undefined && head.hasSnapshot === true) {
-          throw new StoreCorruptError({ keyspace: 'snapshots', key: snapshotKey(collection, id), collection, id }, 'it is missing though its head names one')
+          throw new StoreCorruptError(
+            { keyspace: 'snapshots', key: snapshotKey(collection, id), collection, id },
+            'it is missing though its head names one',
+            this.location,
+          )
         }
         const deltas: Uint8Array[] = []
         for (let i = 0; i < head.deltaCount; i++) {
@@ -442,6 +446,7 @@ export class LevelStore implements Store {
             throw new StoreCorruptError(
               { keyspace: 'deltas', key: deltaKey(collection, id, i), collection, id },
               `delta ${i} is missing though its head counts ${head.deltaCount}`,
+              this.location,
             )
           }
           deltas.push(delta)
@@ -759,13 +764,14 @@ export class LevelStore implements Store {
   /** The decoded body of a stored record; StoreCorruptError naming it if it fails its check or does not decode. */
   private check<T>(keyspace: Keyspace, key: string, stored: Uint8Array, names: Names, decode: (body: Uint8Array) => T): T {
     const body = this.openBody(keyspace, key, stored)
-    if (body === undefined) throw new StoreCorruptError({ keyspace, key, ...names })
+    if (body === undefined) throw new StoreCorruptError({ keyspace, key, ...names }, undefined, this.location)
     try {
       return decode(body)
     } catch (err) {
       throw new StoreCorruptError(
         { keyspace, key, ...names },
         `it passed its checksum but does not decode: ${err instanceof Error ? err.message : String(err)}`,
+        this.location,
       )
     }
   }
@@ -776,7 +782,7 @@ export class LevelStore implements Store {
     try {
       stored = options === undefined ? this.sub[keyspace].getSync(key) : this.sub[keyspace].getSync(key, options as never)
     } catch (err) {
-      if (isLevelCorruption(err)) throw recordCorruptError({ keyspace, key, ...names }, err)
+      if (isLevelCorruption(err)) throw recordCorruptError({ keyspace, key, ...names }, err, this.location)
       throw err
     }
     return stored === undefined ? undefined : this.check(keyspace, key, stored, names, decode)
