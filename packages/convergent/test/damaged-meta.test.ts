@@ -5,6 +5,7 @@
 import { join } from 'node:path'
 import { encode } from 'cborg'
 import { expect } from 'chai'
+import { ClassicLevel } from 'classic-level'
 import { Replica } from '@convergent/core'
 import { storedSubjectKeys } from '@convergent/core/internal'
 import { recordingLogger } from '@convergent/core/testing'
@@ -59,6 +60,61 @@ describe('Damaged meta records of personal data and the read audit', function ()
       // The mark of 2^64 − 1 is ignored: numbering goes on from the entries (1, then 2, 3).
       expect(seqs).to.deep.equal([1, 2, 3])
       await replica.close()
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it("a forget tombstone or a destroyed key's marker failing the store's check: the replica opens, and the subject stays forgotten", async () => {
+    const { dir, cleanup } = await tempDir('convergent-damaged-meta-')
+    const db = join(dir, 'db')
+    const opened = (logger = recordingLogger()) =>
+      Replica.open({ store: classicLevelStore(db), backends: [yjsBackend(), automergeBackend()], logger, syncIntervalMs: 0 })
+    try {
+      let replica = await opened()
+      const customers = replica.collection<{ customerId: string; email?: string }>('customers', { personal: PERSONAL })
+      await customers.put('c1', { customerId: 's1', email: 'one@example.com' })
+      await replica.forget('s1')
+      await replica.close()
+
+      // Flip the last byte of the tombstone and of the destroyed key's marker, below the store.
+      const raw = new ClassicLevel<string, Uint8Array>(db, { keyEncoding: 'utf8', valueEncoding: 'view' })
+      await raw.open()
+      const damaged: string[] = []
+      for (const [key, value] of await raw.iterator().all()) {
+        if (!key.startsWith('!meta!personal/t/') && !key.startsWith('!meta!personal/d/')) continue
+        const bytes = new Uint8Array(value)
+        bytes[bytes.length - 1]! ^= 0x40
+        await raw.put(key, bytes)
+        damaged.push(key)
+      }
+      await raw.close()
+      expect(damaged, 'one tombstone, one marker').to.have.length(2)
+
+      for (let open = 0; open < 2; open++) {
+        const logger = recordingLogger()
+        replica = await opened(logger)
+        if (open === 0) {
+          const corrupt = logger.lines.filter((l) => l.fields?.code === 'ERR_STORE_CORRUPT').map((l) => l.message)
+          expect(
+            corrupt.some((m) => m.includes('personal/t/') && m.includes('stays forgotten')),
+            corrupt.join(' | '),
+          ).to.equal(true)
+          expect(
+            corrupt.some((m) => m.includes('personal/d/')),
+            corrupt.join(' | '),
+          ).to.equal(true)
+        }
+        // Still forgotten (this open, and the next: the lost tombstone's place is kept).
+        const again = replica.collection<{ customerId: string; email?: string }>('customers', { personal: PERSONAL })
+        let code: string | undefined
+        await again.put('c2', { customerId: 's1', email: 'again@example.com' }).catch((err: { code?: string }) => (code = err.code))
+        expect(code, `open ${open}: a write of the forgotten subject's personal fields`).to.equal('ERR_FORGOTTEN')
+        // update() of the entity still works; its field reads as absent.
+        await again.update('c1', (c) => c)
+        expect(await again.get('c1')).to.deep.equal({ customerId: 's1' })
+        await replica.close()
+      }
     } finally {
       await cleanup()
     }

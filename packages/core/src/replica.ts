@@ -512,7 +512,7 @@ export class Replica {
         return { name, backend: col.backend.name, changes: col.seq }
       }),
       pendingWrites: this.entities.pendingEntities,
-      store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
+      store: { corruptRecords: this.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
       lag: this.lag.status(),
     }
   }
@@ -536,6 +536,11 @@ export class Replica {
     const bootstrap = this.options.network?.bootstrapPeers?.length ?? 0
     if (connected === 0) return { ready: false, reason: `no anti-entropy round yet: ${bootstrap} bootstrap peer(s) configured, none connected` }
     return { ready: false, reason: `waiting for the first anti-entropy round with ${connected} connected peer(s)` }
+  }
+
+  /** Records that failed the store's check since open: entity data, subject keys and tombstones, the read audit. */
+  private get corruptRecords(): number {
+    return this.entities.corruptRecords + this.personal.corruptRecords + this.audit.corruptRecords
   }
 
   /** Opens the store, reads what it holds, and starts the network (if any). */
@@ -994,7 +999,7 @@ export class Replica {
       collections: this.entities.collections.size,
       cachedEntities: this.entities.cachedCount,
       cache: { hits: this.entities.cacheHits, misses: this.entities.cacheMisses, evictions: this.entities.cacheEvictions },
-      store: { corruptRecords: this.entities.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
+      store: { corruptRecords: this.corruptRecords, damage: [...(this.options.store.damage ?? [])] },
       peers: this.stats_.snapshot(),
       droppedTotal: this.stats_.totalDropped(),
       droppedByReason: this.stats_.droppedByReason(),

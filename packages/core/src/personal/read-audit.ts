@@ -1,7 +1,8 @@
 import { decode, encode } from 'cborg'
 import type { Clock } from '../clock.js'
-import { ConvergentError } from '../errors.js'
+import { ConvergentError, StoreCorruptError } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { metasPastDamage, type DamagedMeta } from '../meta-scan.js'
 import type { Store, StoreOp } from '../store.js'
 
 /**
@@ -177,11 +178,19 @@ function decodeEntry(key: string, bytes: Uint8Array): ReadAuditEntry {
   }
 }
 
-/** Reads the entries a store holds with seq > since (of one collection if given), oldest first. */
-export async function* readAuditEntries(store: Store, options: { since?: number; collection?: string } = {}): AsyncGenerator<ReadAuditEntry> {
+/**
+ * Reads the entries a store holds with seq > since (of one collection if given), oldest first.
+ * An entry that fails the store's check goes to `damaged` (see metasPastDamage) if given, and the
+ * read carries on past it; without it, the read rejects with the StoreCorruptError.
+ */
+export async function* readAuditEntries(
+  store: Store,
+  options: { since?: number; collection?: string } = {},
+  damaged?: DamagedMeta,
+): AsyncGenerator<ReadAuditEntry> {
   if (store.metas === undefined) return
   const since = options.since ?? 0
-  for await (const [key, bytes] of store.metas(PREFIX)) {
+  for await (const [key, bytes] of damaged === undefined ? store.metas(PREFIX) : metasPastDamage(store, PREFIX, damaged)) {
     if (seqOf(key) <= since) continue
     const entry = decodeEntry(key, bytes)
     if (options.collection !== undefined && entry.collection !== options.collection) continue
@@ -220,7 +229,29 @@ export class ReadAudit {
 
   /** The stored entries with seq > since (of one collection if given), oldest first. */
   entries(options: { since?: number; collection?: string }): AsyncGenerator<ReadAuditEntry> {
-    return readAuditEntries(this.store, options)
+    return readAuditEntries(this.store, options, this.damagedEntry)
+  }
+
+  /** Meta records of the audit met here that failed the store's check (see load()). */
+  corruptRecords = 0
+
+  /**
+   * An entry that failed the store's check (load, a read, a prune): moved aside and logged,
+   * saying the trail has a gap there — it cannot be read back, and is not made up. Its seq still
+   * counts as given out (never handed out again).
+   */
+  private readonly damagedEntry: DamagedMeta = async (err, removable) => {
+    this.corruptRecords++
+    const seq = seqOf(err.record.key)
+    const known = Number.isSafeInteger(seq) && seq > 0
+    if (known) this.last = Math.max(this.last, seq)
+    this.logger.error(
+      `${err.message} A read-audit entry${known ? ` (seq ${seq})` : ''}: ${
+        removable ? 'moved aside' : 'left as it is (the store is opened read-only; the entries after it were not read)'
+      }. The read audit has a gap there: that read is no longer in it.`,
+      { code: err.code },
+    )
+    if (removable) await this.store.quarantine(err.record)
   }
 
   /**
@@ -235,11 +266,25 @@ export class ReadAudit {
     // resuming with `since` would miss what comes next).
     // Written with every entry, so it is at least the last entry's seq: with it, only the first
     // entry is read; without it (a log from before the mark, or a damaged one), every key is.
-    const marked = markFrom(await this.store.getMeta(MARK_KEY))
+    // A damaged mark (failing the store's check) is moved aside and read as absent: every entry
+    // is scanned for the end then (and the seqs of damaged entries count, by their keys).
+    let marked: number | undefined
+    try {
+      marked = markFrom(await this.store.getMeta(MARK_KEY))
+    } catch (err) {
+      if (!(err instanceof StoreCorruptError)) throw err
+      this.corruptRecords++
+      const removable = this.store.readOnly !== true
+      this.logger.error(
+        `${err.message} The read audit's mark (its highest seq): ${removable ? 'moved aside' : 'left as it is (read-only)'}, read as absent — the end of the log is found from its entries.`,
+        { code: err.code },
+      )
+      if (removable) await this.store.quarantine(err.record)
+    }
     this.first = (marked ?? 0) + 1
     this.last = marked ?? 0
     let count = 0
-    for await (const [key, bytes] of this.store.metas!(PREFIX)) {
+    for await (const [key, bytes] of metasPastDamage(this.store, PREFIX, this.damagedEntry)) {
       const seq = seqOf(key)
       if (count++ === 0) {
         this.first = seq
@@ -304,7 +349,7 @@ export class ReadAudit {
     let ops: StoreOp[] = []
     let deletedTo = 0
     let kept: number | undefined
-    for await (const [key, bytes] of this.store.metas!(PREFIX)) {
+    for await (const [key, bytes] of metasPastDamage(this.store, PREFIX, this.damagedEntry)) {
       let time: number
       try {
         time = (decode(bytes) as Stored).t

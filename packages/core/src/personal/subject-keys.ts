@@ -2,10 +2,11 @@ import { createCipheriv, createDecipheriv, createSecretKey, hash, type KeyObject
 import { pooledRandom } from '../secure-random.js'
 import { decode, encode } from 'cborg'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
-import { ConvergentError } from '../errors.js'
+import { ConvergentError, StoreCorruptError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
 import { DEFAULT_VALUE_LIMITS, jsonWithin, type JsonValue, type ValueLimits } from '../json.js'
 import type { Logger } from '../logger.js'
+import { metasPastDamage } from '../meta-scan.js'
 import type { Store, StoreOp } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } from '../replication/messages/keys.js'
@@ -151,6 +152,8 @@ function writeCborHead(out: Buffer, at: number, major: number, n: number): numbe
 }
 
 const DEAD = new Uint8Array([1])
+/** In place of a damaged forget tombstone (see SubjectKeys.load): CBOR { lost: 1 }. */
+const LOST_TOMBSTONE = encode({ lost: 1 })
 
 function pairOf(collection: string, subject: string): string {
   return collection + '\u0000' + subject
@@ -253,21 +256,89 @@ export class SubjectKeys {
     return typeof this.store.metas === 'function'
   }
 
-  /** Reads the keys and tombstones the store holds (and finishes a compaction a crash interrupted). */
+  /**
+   * Reads the keys and tombstones the store holds (and finishes a compaction a crash
+   * interrupted). A record that fails the store's check does not keep the replica from opening;
+   * what is safe differs per record (each is logged as ERR_STORE_CORRUPT naming it, and counted):
+   *  - a subject key: DELETED, not moved aside — the quarantine keyspace is outside what forget()
+   *    deletes and compacts, so a key kept there would outlive its subject's erasure. It is not
+   *    taken for destroyed either (isDead: update() would drop the fields sealed under it): those
+   *    fields read as absent and cannot change here, as for a key that has not arrived, until key
+   *    exchange brings it back from a peer that may write the collection (lost if none holds it).
+   *    Its subject is not known (the value is damaged), so a new value of that subject is sealed
+   *    under a new key, shared with peers like any key made here — as by a replica that never
+   *    had the old one; the old values stay sealed under theirs.
+   *  - a forget tombstone: moved aside, and replaced by a marker under the same key (the pair's
+   *    hash) that keeps the pair forgotten here — no key made or taken for it — until a peer
+   *    sends the tombstone again (forgetting only removes keys: a subject must not come back).
+   *  - a destroyed key's marker: moved aside and written again (its key names the id).
+   *  - the compact-pending marker: taken as present (compacting again is harmless; it deletes
+   *    the marker).
+   */
   async load(): Promise<void> {
     if (!this.supported) return
     const stale: StoreOp[] = []
-    for await (const [record, bytes] of this.store.metas!(KEY_PREFIX)) {
+    const lost = (what: string, removable: boolean): string =>
+      removable ? what : `${what}; left as it is (the store is opened read-only): the records after it under its prefix were not read`
+    for await (const [record, bytes] of metasPastDamage(this.store, KEY_PREFIX, async (err, removable) => {
+      this.corruptRecords++
+      const id = err.record.key.slice(KEY_PREFIX.length)
+      this.logger.error(
+        `${err.message} ${lost(`A subject key (id ${id}) is lost here: deleted, not moved aside (a key kept aside would outlive forget()). The personal fields sealed under it read as absent and cannot change here until key exchange brings it back from a peer that may write the collection; if none holds it, they are lost`, removable)}.`,
+        { code: err.code },
+      )
+      if (removable) await this.store.write([{ type: 'delMeta', key: err.record.key }])
+    })) {
       try {
         this.add(decodeKeyRecord(record, bytes))
       } catch (err) {
         this.logger.error(`a stored subject key is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
     }
-    for await (const [record] of this.store.metas!(DEAD_PREFIX)) this.#dead.add(record.slice(DEAD_PREFIX.length))
-    for await (const [, bytes] of this.store.metas!(TOMB_PREFIX)) {
+    const deadAgain: StoreOp[] = []
+    for await (const [record] of metasPastDamage(this.store, DEAD_PREFIX, async (err, removable) => {
+      this.corruptRecords++
+      const id = err.record.key.slice(DEAD_PREFIX.length)
+      // Its value holds nothing: the id in its key says which key was destroyed here. A key of
+      // that id held (a damaged record name matching a live key: not plausible) is never marked.
+      const again = id.length === KEY_ID_CHARS && !this.#keys.has(id)
+      this.logger.error(`${err.message} ${lost(`A destroyed key's marker: moved aside${again ? ', and written again' : ''}`, removable)}.`, {
+        code: err.code,
+      })
+      if (!removable) return
+      await this.store.quarantine(err.record)
+      if (again) {
+        this.#dead.add(id)
+        deadAgain.push({ type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
+      }
+    })) {
+      this.#dead.add(record.slice(DEAD_PREFIX.length))
+    }
+    if (deadAgain.length > 0) await this.store.write(deadAgain)
+    for await (const [record, bytes] of metasPastDamage(this.store, TOMB_PREFIX, async (err, removable) => {
+      this.corruptRecords++
+      const hash = err.record.key.slice(TOMB_PREFIX.length)
+      const keep = /^[0-9a-f]{64}$/.test(hash)
+      this.logger.error(
+        `${err.message} ${lost(
+          `A forget tombstone: moved aside${keep ? '; its subject stays forgotten here (no key made or taken for it) until a peer sends the tombstone again' : ''}`,
+          removable,
+        )}.`,
+        { code: err.code },
+      )
+      if (!removable) return
+      await this.store.quarantine(err.record)
+      if (keep) {
+        this.lostTombstones.add(hash)
+        await this.store.write([{ type: 'meta', key: err.record.key, bytes: LOST_TOMBSTONE }])
+      }
+    })) {
       try {
-        const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null }
+        const r = decode(bytes) as { b: Uint8Array; g: Uint8Array | null; lost?: unknown }
+        if (r?.lost === 1) {
+          this.lostTombstones.add(record.slice(TOMB_PREFIX.length))
+          continue
+        }
         const t = decodeTombstoneBytes(r.b)
         this.rememberTombstone({ collection: t.c, subject: t.s, by: t.by, at: t.at, wire: { bytes: r.b, signature: r.g ?? null } })
         for (const id of this.dropKeysOf(t.c, t.s)) stale.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
@@ -275,12 +346,47 @@ export class SubjectKeys {
         this.logger.error(`a stored forget tombstone is unreadable (ignored): ${(err as Error).message}`, { code: 'ERR_STORE_CORRUPT' })
       }
     }
+    // Keys of a pair whose tombstone was lost (none should be left: forget() deleted them with it).
+    if (this.lostTombstones.size > 0) {
+      for (const pair of [...this.bySubject.keys()]) {
+        if (!this.lostTombstones.has(toHex(sha256(pair)))) continue
+        const at = pair.indexOf('\u0000')
+        for (const id of this.dropKeysOf(pair.slice(0, at), pair.slice(at + 1)))
+          stale.push({ type: 'delMeta', key: KEY_PREFIX + id }, { type: 'meta', key: DEAD_PREFIX + id, bytes: DEAD })
+      }
+    }
     // A key record of a forgotten subject that reached the disk after its tombstone (a write
     // racing forget(), a crash): deleted and compacted away now — by the service, not by a tool
     // that only looks (its keys are dropped from memory all the same).
     if (this.store.readOnly === true) return
     if (stale.length > 0) await this.store.write([...stale, { type: 'meta', key: COMPACT_PENDING, bytes: new Uint8Array([1]) }])
-    if ((await this.store.getMeta(COMPACT_PENDING)) !== undefined) await this.compact()
+    let pending: boolean
+    try {
+      pending = (await this.store.getMeta(COMPACT_PENDING)) !== undefined
+    } catch (err) {
+      if (!(err instanceof StoreCorruptError)) throw err
+      // Taken as present: compacting again is harmless, and compact() deletes the marker.
+      this.corruptRecords++
+      this.logger.error(`${err.message} The compact-pending marker of forget(): taken as present (the store is compacted again, then it is deleted).`, {
+        code: err.code,
+      })
+      pending = true
+    }
+    if (pending) await this.compact()
+  }
+
+  /** Meta records met here that failed the store's check (see load()). */
+  corruptRecords = 0
+
+  /**
+   * Hashes (as in the tombstone's record key) of forgotten pairs whose tombstone was damaged
+   * here: forgotten all the same until a peer sends the tombstone again (see load()).
+   */
+  private readonly lostTombstones = new Set<string>()
+
+  /** Whether (collection NUL subject) is a pair whose tombstone was damaged here. */
+  private lostForget(pair: string): boolean {
+    return this.lostTombstones.size > 0 && this.lostTombstones.has(toHex(sha256(pair)))
   }
 
   get size(): number {
@@ -288,7 +394,8 @@ export class SubjectKeys {
   }
 
   isForgotten(collection: string, subject: string): boolean {
-    return this.forgotten.has(pairOf(collection, subject))
+    const pair = pairOf(collection, subject)
+    return this.forgotten.has(pair) || this.lostForget(pair)
   }
 
   /** Collections in which this replica holds keys of `subject`. */
@@ -301,6 +408,7 @@ export class SubjectKeys {
   private rememberTombstone(t: Tombstone): void {
     const pair = pairOf(t.collection, t.subject)
     this.forgotten.set(pair, t)
+    if (this.lostTombstones.size > 0) this.lostTombstones.delete(toHex(sha256(pair)))
     this.digest.add(t.collection, 't', 't' + pair)
   }
 
@@ -360,7 +468,7 @@ export class SubjectKeys {
   keyFor(collection: string, subjectValue: unknown): { key: HeldKey; written?: Promise<void> } {
     const subject = checkSubject(subjectValue, collection)
     const pair = pairOf(collection, subject)
-    if (this.forgotten.has(pair) || this.forgetting.has(pair)) {
+    if (this.forgotten.has(pair) || this.forgetting.has(pair) || this.lostForget(pair)) {
       throw new ConvergentError(
         'ERR_FORGOTTEN',
         `Subject '${subject}' was forgotten in '${collection}': its personal fields cannot be written again (write the value without them).`,
@@ -459,7 +567,8 @@ export class SubjectKeys {
     const run = this.queue.then(async () => {
       const tombstones: Tombstone[] = []
       for (const collection of collections) {
-        if (this.isForgotten(collection, subject)) continue
+        // (A pair whose tombstone was damaged here gets a new one.)
+        if (this.forgotten.has(pairOf(collection, subject))) continue
         const body = { v: 1, n: this.namespace, c: collection, s: subject, by: this.access.self, at: Date.now() }
         const bytes = encode(body)
         const signature = (await this.access.signOwn(concat(TOMB_LABEL, bytes))) ?? null
