@@ -174,7 +174,7 @@ async function attempt(
   base: { admin: string; member: string },
   harm: (db: string) => Promise<void>,
   ready?: (a: Replica) => Promise<void>,
-): Promise<Outcome & { a?: Replica; b?: Replica; dir?: string }> {
+): Promise<Outcome & { a?: Replica; b?: Replica; dir?: string; adminDir: string }> {
   const dir = await folder()
   const admin = join(dir, 'admin')
   const member = join(dir, 'member')
@@ -189,9 +189,9 @@ async function attempt(
   try {
     a = await within(openReplica(admin, hub, ADMIN, logger), 15_000)
   } catch (err) {
-    return { open: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`, logged: linesOf(logger), b, dir }
+    return { open: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`, logged: linesOf(logger), b, dir, adminDir: admin }
   }
-  if (a === 'hang') return { open: 'hang', logged: linesOf(logger), b, dir }
+  if (a === 'hang') return { open: 'hang', logged: linesOf(logger), b, dir, adminDir: admin }
   const ar = a
   cleanups.push(() => ar.close())
   let converged: boolean | string
@@ -214,7 +214,7 @@ async function attempt(
   } catch (err) {
     converged = (err as Error).message
   }
-  return { open: 'ok', logged: linesOf(logger), converged, a: ar, b, dir }
+  return { open: 'ok', logged: linesOf(logger), converged, a: ar, b, dir, adminDir: admin }
 }
 
 describe('review: a damaged disk, records other than entity data', function () {
@@ -392,9 +392,10 @@ describe('review: a damaged disk, records other than entity data', function () {
   }
 
   // ---- HOLE 5 (medium): the store's format record ------------------------------------------------
-  it.skip("HOLE 5: a flipped byte in the store's 'format' record makes open() reject for good, though every other record shows the folder is sealed (format >= 1)", async function () {
+  it("HOLE 5 (fixed): a flipped byte in the store's 'format' record made open() reject for good, though every other record shows the folder is sealed (format >= 1); now the folder is taken as the current format, the record rewritten and the damage reported", async function () {
     const out = await attempt(base, (db) => damage(db, '!store!format', 'flip'))
     expectSurvived(out, 'format')
+    expect(out.a!.stats().store.damage.join(' ')).to.match(/format record \('format' in the store keyspace\) failed its check/)
   })
 
   // ---- HOLE 6 (low): what the error says ---------------------------------------------------------

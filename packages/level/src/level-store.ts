@@ -268,7 +268,9 @@ export class LevelStore implements Store {
     await Promise.all((Object.values(this.sub) as { open(): Promise<void> }[]).map((sublevel) => sublevel.open()))
     const dir = (this.db as { location?: unknown }).location
     const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
-    this.format = await prepareFormat(this.maintenance())
+    const prepared = await prepareFormat(this.maintenance())
+    this.format = prepared.version
+    damage.push(...prepared.damage)
     if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
     damage.push(...(await this.finishDrops()))
     if (this.inspect && damage.length > 0) {
@@ -349,6 +351,9 @@ export class LevelStore implements Store {
       sealer: this.sealer,
       encryption: this.encryption,
       where: this.location === undefined ? 'database' : `data dir ${this.location}`,
+      decode: (keyspace, key, body) => DECODERS[keyspace](body, key),
+      moveAsideOps: (key, stored) => this.moveAsideOps('store', key, stored, undefined),
+      inspect: this.inspect,
     }
   }
 
@@ -681,15 +686,20 @@ export class LevelStore implements Store {
     }
     if (stored === undefined && error === undefined) return false
     if (stored !== undefined && this.isHealthy(keyspace, key, stored)) return false
-    const time = Date.now()
-    const entry = { keyspace, key, time, bytes: stored === undefined ? null : Buffer.from(stored).toString('base64'), error }
-    const ops: LevelOp[] = [
-      putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry), this.sealer),
-      { type: 'del', key: this.prefixes[keyspace] + key },
-    ]
+    const ops = this.moveAsideOps(keyspace, key, stored, error)
     if (keyspace === 'feed') ops.push(...(await this.feedFloorOps(key)))
     await this.writeOps(ops)
     return true
+  }
+
+  /** The ops that move a record into the quarantine keyspace (its key, the stored bytes, the time) and delete it from its own. */
+  private moveAsideOps(keyspace: DataKeyspace | 'store', key: string, stored: Uint8Array | undefined, error: string | undefined): LevelOp[] {
+    const time = Date.now()
+    const entry = { keyspace, key, time, bytes: stored === undefined ? null : Buffer.from(stored).toString('base64'), error }
+    return [
+      putRecord(this.prefixes.quarantine + quarantineKey(time, keyspace, key), encodeJson(entry), this.sealer),
+      { type: 'del', key: this.prefixes[keyspace] + key },
+    ]
   }
 
   /**

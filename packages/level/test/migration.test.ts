@@ -177,7 +177,7 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     assert.equal(await version(), 2)
   })
 
-  it('refuses a folder of a newer format, and one whose format record fails its check', async function () {
+  it('refuses a folder of a newer format, and one whose format record fails its check with no other record to tell (test/format-damage.test.ts: one that has them)', async function () {
     const { dir } = await fixture()
     store = classicLevelStore(dir)
     await store.open()
@@ -191,14 +191,22 @@ describe('LevelStore format migration (format 0 → 1)', function () {
     assert.ok(isConvergentError(newer, 'ERR_STORE') && newer.message.includes(`store format ${STORE_FORMAT + 1}, newer than`), String(newer))
     await store.close()
 
-    const format = new Uint8Array((await rawRecords(dir)).get(FORMAT)!)
-    format[HEADER_BYTES]! ^= 1
-    await putRaw(dir, [[FORMAT, format]])
+    // Every other record damaged too (its last byte flipped): nothing tells the format.
+    const raw = await rawRecords(dir)
+    const damaged: [string, Uint8Array][] = [...raw].map(([key, value]) => {
+      const bytes = new Uint8Array(value)
+      bytes[bytes.length - 1]! ^= 1
+      return [key, bytes]
+    })
+    await putRaw(dir, damaged)
     store = classicLevelStore(dir)
     const corrupt = await store.open().then(
       () => undefined,
       (e: unknown) => e,
     )
-    assert.ok(isConvergentError(corrupt, 'ERR_STORE_CORRUPT'), String(corrupt))
+    assert.ok(isConvergentError(corrupt, 'ERR_STORE_CORRUPT') && corrupt.message.includes("format record ('format' in the store keyspace)"), String(corrupt))
+    await store.close()
+    store = undefined
+    assert.deepEqual([...(await rawRecords(dir)).get(FORMAT)!], [...damaged.find(([k]) => k === FORMAT)![1]], 'nothing was written')
   })
 })

@@ -102,17 +102,27 @@ describe('Store format 2 under attack (review 13, round 2)', function () {
     assert.deepEqual([...(await store.getMeta(PROOF))!], [1, 2, 3])
   })
 
-  it('probe: a format record that fails its check is refused, not "upgraded" over (no half-upgraded folder)', async function () {
+  it('probe: a format record that fails its check beside records that open is not "upgraded" to 2 over, nor read as 1: the folder is taken as the current format (never less than it may need), the damaged record kept in quarantine', async function () {
     const dir = await format1Folder()
     const damaged = sealCopy(FORMAT, encodeJson({ version: 1 }))
     damaged[damaged.length - 1]! ^= 0xff
     await putRaw(dir, [[FORMAT, damaged]])
     store = classicLevelStore(dir)
-    const err = await rejection(store.open())
-    assert.ok(isConvergentError(err, 'ERR_STORE_CORRUPT'), String(err))
-    await store.close().catch(() => undefined)
+    await store.open()
+    assert.match(store.damage.join(' '), /format record \('format' in the store keyspace\) failed its check/)
+    assert.deepEqual(
+      (await collectFeed(store)).map((e) => e.proof),
+      ['00112233445566778899aabbccddeeff'],
+    )
+    const quarantined = []
+    for await (const r of store.quarantined()) quarantined.push(r)
+    assert.deepEqual(
+      quarantined.map((r) => [r.keyspace, r.key, [...r.bytes!]]),
+      [['store', FORMAT_KEY, [...damaged]]],
+    )
+    await store.close()
     store = undefined
-    assert.deepEqual([...(await rawRecords(dir)).get(FORMAT)!], [...damaged])
+    assert.equal(await versionOf(dir), 3)
   })
 })
 
