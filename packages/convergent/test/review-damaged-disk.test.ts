@@ -384,10 +384,33 @@ describe('review: a damaged disk, records other than entity data', function () {
   })
 
   // ---- HOLE 4 (high): a collection's meta record ------------------------------------------------
-  for (const how of ['flip', 'move'] as const) {
-    it.skip(`HOLE 4: a ${how} of one collection's meta record ('!collections!customers') makes Replica.open() reject: every collection is down`, async function () {
-      const out = await attempt(base, (db) => damage(db, '!collections!customers', how))
-      expectSurvived(out, 'customers')
+  for (const [name, how] of [
+    ['customers', 'flip'],
+    ['customers', 'move'],
+    ['notes', 'flip'],
+    ['notes', 'move'],
+  ] as const) {
+    it(`HOLE 4 (fixed): a ${how} of one collection's meta record ('!collections!${name}') made Replica.open() reject (every collection down); now it is moved aside, logged, and the collection brought back from its entities' heads (its backend, its data; no collection made up from a moved key)`, async function () {
+      const pristineNames = records
+        .map(([k]) => k)
+        .filter((k) => k.startsWith('!collections!'))
+        .map((k) => k.slice('!collections!'.length))
+      const out = await attempt(base, (db) => damage(db, `!collections!${name}`, how))
+      expectSurvived(out, name)
+      const a = out.a!
+      expect(a.collections().sort()).to.deep.equal([...pristineNames].sort())
+      expect(out.logged.some((l) => l.includes(`collection '${name}' had no sound meta record`) && l.includes('ERR_STORE_CORRUPT'))).to.equal(true)
+      // Its entities read back with the backend they were written with.
+      expect(await a.collection<{ n: number }>('notes').get('y1')).to.deep.equal({ n: 1 })
+      expect(await a.collection<{ customerId: string; email?: string }>('customers', { personal: PERSONAL }).get('c1')).to.deep.include({
+        customerId: 's1',
+        email: 'one@example.com',
+      })
+      // The meta record is written again; the damaged one is aside, not a collection.
+      await a.close()
+      const admin = new Map(await rawRecords(out.adminDir))
+      expect(admin.has(`!collections!${name}`), 'the meta record is written again').to.equal(true)
+      expect([...admin.keys()].filter((k) => k.startsWith('!collections!')).length).to.equal(pristineNames.length)
     })
   }
 

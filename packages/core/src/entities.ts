@@ -11,7 +11,7 @@ import { ConvergentError, StoreCorruptError, wrapError } from './errors.js'
 import { codeOf, type Logger } from './logger.js'
 import { bytesEqual, sha256, xorInto } from './hash.js'
 import { emptyVersionOf } from './empty-version.js'
-import type { EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
+import type { CollectionMeta, EntityHead, FeedEntry, Store, StoredEntity, StoreOp } from './store.js'
 
 /** Stands in for a version hash until the flush computes it (see LoadedEntity.versionStale). */
 const NO_VERSION = new Uint8Array(32)
@@ -246,10 +246,23 @@ export class Entities {
    */
   onStoreBatch: ((ms: number, ops: number, ok: boolean) => void) | undefined = undefined
 
-  /** Reads collection metas and feed positions from the store (at open). */
+  /**
+   * Reads collection metas and feed positions from the store (at open). A meta record that fails
+   * its check is moved aside (its key names no collection for sure: a record moved under another
+   * key fails too), and every collection that still holds entity heads without a meta record is
+   * brought back with the backend its heads name, its meta written again (lostCollections).
+   */
   async init(backends: Map<string, Backend>): Promise<void> {
-    const metas = await this.opts.store.collections()
-    for (const [name, meta] of metas) {
+    const metas = await this.pastCorruption(
+      () => this.opts.store.collections(),
+      (err) =>
+        this.opts.logger.error(
+          `${err.message} (a collection's meta record, under the name ${JSON.stringify(err.record.key)}: moved aside; a collection that still holds entities is brought back from their heads)`,
+          { code: err.code },
+        ),
+    )
+    const lost = await this.lostCollections(new Set(metas.keys()))
+    for (const [name, meta] of [...metas, ...lost]) {
       const backend = backends.get(meta.backend)
       if (backend === undefined) {
         throw new ConvergentError(
@@ -257,8 +270,47 @@ export class Entities {
           `Collection '${name}' is stored with backend '${meta.backend}', which this replica was not given. Pass it in the backends option.`,
         )
       }
+    }
+    // Its meta is written again now (a write that fails leaves it to the collection's next commit).
+    let rewritten = false
+    if (lost.size > 0 && this.opts.store.readOnly !== true) {
+      try {
+        await this.opts.store.write([...lost].map(([collection, meta]): StoreOp => ({ type: 'collection', collection, meta })))
+        rewritten = true
+      } catch (err) {
+        this.opts.logger.error(`could not write the meta records of the collections brought back: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
+    for (const [name, meta] of [...metas, ...lost]) {
+      const persisted = !lost.has(name) || rewritten
+      if (lost.has(name)) {
+        this.opts.logger.error(
+          `collection '${name}' had no sound meta record (damaged or lost on disk): brought back from its stored entities' heads, with the backend they name ('${meta.backend}')${persisted ? '' : ' (in memory: its meta record is written with its next change)'}`,
+          { code: 'ERR_STORE_CORRUPT', collection: name },
+        )
+      }
       const seq = await this.lastSeqOf(name)
-      this.collections.set(name, { name, backend, tentative: false, persisted: true, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq })
+      const backend = backends.get(meta.backend)!
+      this.collections.set(name, { name, backend, tentative: false, persisted, tree: undefined, treeLoading: undefined, treeCoversStore: true, seq })
+    }
+  }
+
+  /**
+   * Collections holding entity heads but no meta record (Store.headCollections): a damaged disk
+   * lost it. Without them, such a collection would be missing until written to again, then made
+   * anew over its own stored data — its feed numbered from 1 again, over the entries it holds.
+   * A failure to look is logged, not fatal.
+   */
+  private async lostCollections(known: ReadonlySet<string>): Promise<Map<string, CollectionMeta>> {
+    const store = this.opts.store
+    if (store.headCollections === undefined) return new Map()
+    try {
+      return await store.headCollections(known)
+    } catch (err) {
+      this.opts.logger.error(`could not look for collections whose meta record is lost: ${err instanceof Error ? err.message : String(err)}`, {
+        ...(err instanceof ConvergentError ? { code: err.code } : {}),
+      })
+      return new Map()
     }
   }
 

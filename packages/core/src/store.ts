@@ -157,6 +157,16 @@ export interface Store {
   lastSeq(collection: string): Promise<number>
 
   collections(): Promise<Map<string, CollectionMeta>>
+
+  /**
+   * The collections that hold entity heads, but those in `skip`, each with the backend its first
+   * head that passes its check names — whether or not the collection's meta record is there.
+   * Core calls it at open with the collections() it read, so a collection whose meta record a
+   * damaged disk lost (moved aside by quarantine(), or gone) comes back (Entities.init). A head
+   * that fails its check counts for nothing: one moved under a key naming another collection does
+   * not make that collection up. Optional: without it such a collection stays lost until written to.
+   */
+  headCollections?(skip: ReadonlySet<string>): Promise<Map<string, CollectionMeta>>
   getMeta(key: string): Promise<Uint8Array | undefined>
 
   /**

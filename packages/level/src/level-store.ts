@@ -530,6 +530,49 @@ export class LevelStore implements Store {
     })
   }
 
+  /**
+   * See Store.headCollections: a skip-scan of the heads keyspace (one seek per collection; the
+   * heads of a collection in `skip` are not read), each other collection's heads read up to the
+   * first that passes its check and decodes.
+   */
+  headCollections(skip: ReadonlySet<string>): Promise<Map<string, CollectionMeta>> {
+    return this.read(async () => {
+      const out = new Map<string, CollectionMeta>()
+      let bounds: { gt?: string; gte?: string } = {}
+      for (;;) {
+        const [first] = await this.sub.heads.keys({ ...bounds, limit: 1 }).all()
+        if (first === undefined) return out
+        const nul = first.indexOf('\u0000')
+        if (nul <= 0) {
+          bounds = { gt: first } // no collection part: a damaged key, passed over
+          continue
+        }
+        const collection = first.slice(0, nul)
+        if (!skip.has(collection) && !this.dropping.has(collection)) {
+          const backend = await this.firstSoundBackend(collection)
+          if (backend !== undefined) out.set(collection, { backend })
+        }
+        bounds = { gte: collectionRange(collection).lt }
+      }
+    })
+  }
+
+  /** The backend the first head of `collection` that passes its check names; undefined if none does. */
+  private async firstSoundBackend(collection: string): Promise<string | undefined> {
+    for await (const backend of this.chunks(this.sub.heads.iterator(collectionRange(collection)), `the heads of collection '${collection}'`, (key, value) => {
+      const body = this.openBody('heads', key, value)
+      if (body === undefined) return undefined
+      try {
+        return decodeHead(body).backend
+      } catch {
+        return undefined
+      }
+    })) {
+      if (backend !== undefined) return backend
+    }
+    return undefined
+  }
+
   getMeta(key: string): Promise<Uint8Array | undefined> {
     return this.readNow(() => this.get('meta', key, {}, copyBytes))
   }
