@@ -27,7 +27,16 @@ export type { ReplicaObserver, ObservedChange, StoreBatchEvent, PersonalReadEven
 export type { LagStatus } from './lag-window.js'
 
 // Errors, values, time, logs.
-export { ConvergentError, corruptRecordOwner, ForkedActorError, isConvergentError, wrapError, StoreCorruptError, type ErrorCode, type CorruptRecord } from './errors.js'
+export {
+  ConvergentError,
+  corruptRecordOwner,
+  ForkedActorError,
+  isConvergentError,
+  wrapError,
+  StoreCorruptError,
+  type ErrorCode,
+  type CorruptRecord,
+} from './errors.js'
 export { DEFAULT_VALUE_LIMITS, commonEnds, type JsonObject, type JsonPrimitive, type JsonValue, type ValueLimits } from './json.js'
 export { systemClock, jittered, type Clock, type TimerHandle } from './clock.js'
 export { consoleLogger, silentLogger, type Logger, type LogFields } from './logger.js'
