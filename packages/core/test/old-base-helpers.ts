@@ -38,3 +38,31 @@ export function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, va
     ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
   })
 }
+
+/**
+ * D: a change of `dBy` on the old base (one map op, read-free); C: a change of `cBy` after D that
+ * inserts after the list's first element (its judgment reads the changes since the base).
+ */
+export function queuedPair(base: ReturnType<typeof oldBase>, dBy: string, cBy: string): { D: Uint8Array; C: Uint8Array } {
+  const D = A.encodeChange({
+    actor: dBy,
+    author: null,
+    seq: 1,
+    startOp: base.startOp,
+    time: 0,
+    message: null,
+    deps: base.first,
+    ops: [{ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] }],
+  })
+  const C = A.encodeChange({
+    actor: cBy,
+    author: null,
+    seq: 1,
+    startOp: base.startOp + 1,
+    time: 0,
+    message: null,
+    deps: [A.decodeChange(D).hash],
+    ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
+  })
+  return { D, C }
+}

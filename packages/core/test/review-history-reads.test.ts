@@ -27,7 +27,7 @@ import { relayedBy } from '../src/replication/history-work.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { toHex } from '../src/hash.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
-import { insertOnOldBase, oldBase, WRITER } from './old-base-helpers.js'
+import { insertOnOldBase, oldBase, queuedPair, WRITER } from './old-base-helpers.js'
 
 const actor = (i: number): string => 'cc'.repeat(14) + i.toString(16).padStart(4, '0')
 
@@ -177,27 +177,7 @@ describe('review: history reads charged to the author of the change judged, not 
     // the list's first element (its judgment reads the ~300 changes since the base).
     const first = toHex(boundActor(ORDERS, new Uint8Array(16).fill(1)))
     const second = toHex(boundActor(ORDERS, new Uint8Array(16).fill(2)))
-    const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
-    const D = A.encodeChange({
-      actor: first,
-      author: null,
-      seq: 1,
-      startOp: base.startOp,
-      time: 0,
-      message: null,
-      deps: base.first,
-      ops: [op({ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] })],
-    })
-    const C = A.encodeChange({
-      actor: second,
-      author: null,
-      seq: 1,
-      startOp: base.startOp + 1,
-      time: 0,
-      message: null,
-      deps: [A.decodeChange(D).hash],
-      ops: [op({ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] })],
-    })
+    const { D, C } = queuedPair(base, first, second)
     const spent = (peer: string) => HISTORY_READS_PER_MINUTE - ctx.historyReads.left(peer, ctx.clock.now())
     expect(await relayed(encodeHeaded(C, [await headOf(keys, C, ORDERS, 'e')]))).to.equal('applied') // queued: D is missing
     expect(spent(ORDERS) + spent(ADMIN)).to.equal(0)
@@ -335,27 +315,7 @@ describe('review: changes queued in a document, judged when a delta releases the
     const backend = automergeBackend()
     const base = oldBase(300)
     const [H, M] = [actor(0xd0), actor(0xc1)]
-    const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
-    const D = A.encodeChange({
-      actor: H,
-      author: null,
-      seq: 1,
-      startOp: base.startOp,
-      time: 0,
-      message: null,
-      deps: base.first,
-      ops: [op({ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] })],
-    })
-    const C = A.encodeChange({
-      actor: M,
-      author: null,
-      seq: 1,
-      startOp: base.startOp + 1,
-      time: 0,
-      message: null,
-      deps: [A.decodeChange(D).hash],
-      ops: [op({ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] })],
-    })
+    const { D, C } = queuedPair(base, H, M)
     for (const authorHas of [HISTORY_READS_PER_MINUTE, 0]) {
       const queued = backend.applyDelta(A.load<Record<string, unknown>>(base.saved), C)
       expect(backend.hasPending(queued)).to.equal(true)
