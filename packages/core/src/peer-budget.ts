@@ -46,6 +46,12 @@ export class PeerBudget {
     return w.count <= this.perWindow
   }
 
+  /** Gives back `amount` taken from `peer` (never below nothing in its window): work it was charged for and is not its to pay. */
+  refund(peer: string, amount: number): void {
+    const w = this.windows.get(peer)
+    if (w !== undefined) w.count = Math.max(0, w.count - amount)
+  }
+
   /** What counts against the peer at `now`: the window's count, less `perWindow` for each whole window since it began. */
   private spent(w: { start: number; count: number }, now: number): number {
     if (now < w.start) return 0 // the clock was set back

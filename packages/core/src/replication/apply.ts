@@ -1,6 +1,7 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
+import type { LoadedEntity } from '../entity-cache.js'
 import { ConvergentError, ForkedActorError, isConvergentError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { checkId, jsonWithin, type JsonObject } from '../json.js'
@@ -228,7 +229,10 @@ async function applyHeld(
   const forked = (err: ForkedActorError): { reason: DropReason; message: string } => {
     const owner = forkSigner(err)
     if (owner === undefined) {
-      return { reason: 'forked', message: `a change of actor ${err.actor} at seq ${err.seq}, where this replica holds another, and no head of its owner covers it (the owner forked it, or the sender forged it): ${err.message}` }
+      return {
+        reason: 'forked',
+        message: `a change of actor ${err.actor} at seq ${err.seq}, where this replica holds another, and no head of its owner covers it (the owner forked it, or the sender forged it): ${err.message}`,
+      }
     }
     const message = `${owner} forked its actor: ${err.message}`
     if (owner !== signed?.author) ctx.authorStats.drop(owner, 'forked', message)
@@ -278,6 +282,8 @@ async function applyHeld(
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
+    // Not taken: what its authors were charged is the sender's (HistoryWork.refused).
+    if (work.exhausted === true || verdict !== 'ok') work.refused()
     if (work.exhausted === true) {
       ctx.entities.release(entity)
       const refusal = overRate(work, `the counter's copy could not be judged`)
@@ -305,6 +311,85 @@ async function applyHeld(
       ...folded(doc),
     }
   }
+  // Applies the delta to the entity's document and judges the result: what to commit, or 'unchanged' (refused: `refused` says why).
+  const applyAndJudge = (entity: LoadedEntity, work: HistoryWork): Made | 'unchanged' => {
+    // Before applying: a Yjs document changes in place. The version hash of a commit still
+    // waiting for its flush is taken now, from the document it was made on (see discard()).
+    ctx.entities.settleVersion(entity)
+    const before = backend.version(entity.doc)
+    const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
+    const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
+    const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
+    let next: unknown
+    try {
+      next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
+    } catch (err) {
+      ctx.entities.discard(col, entity)
+      refused = work.exhausted
+        ? overRate(work, err)
+        : err instanceof ForkedActorError
+          ? forked(err)
+          : isConvergentError(err, 'ERR_TOO_LARGE')
+            ? { reason: 'tooLarge', message: err.message }
+            : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
+      return 'unchanged'
+    }
+    // From here on the entity holds what the backend returned (it may have freed the old
+    // document); anything that goes wrong discards it and reloads the stored state.
+    entity.doc = next
+    let value
+    try {
+      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
+      // Read once: for the delete flag, as the value subscribers are told about, and to bound
+      // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
+      value = backend.read(next)
+      const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+      if (broken !== undefined) {
+        ctx.entities.discard(col, entity)
+        refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
+        return 'unchanged'
+      }
+      // Judged again from the verdicts (the document may have changed since the check ahead:
+      // then its changes are read again, each at its own past).
+      const same = judged.version !== undefined && bytesEqual(judged.version, before) && !pendingBefore && !backend.hasPending(next)
+      const verdict =
+        guard === undefined
+          ? 'ok'
+          : verdictOf(
+              guard,
+              { collection, id },
+              valueBefore,
+              value,
+              !pendingBefore && backend.hasPending(next),
+              { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
+              same ? judged.steps : backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
+            )
+      if (verdict !== 'ok') {
+        ctx.entities.discard(col, entity)
+        if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
+        // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes.
+        else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
+        return 'unchanged'
+      }
+      if (settled !== undefined) {
+        if (settled.heads.length > 0) return vouchedMade(next, value, settled)
+      } else if (history !== undefined) {
+        const judged = judgeHeads(history, next, before, backend.hasPending(next), vouched, from, stored)
+        if (typeof judged === 'string' || 'refused' in judged) {
+          ctx.entities.discard(col, entity)
+          if (judged === 'later') waits = true
+          else refused = judged.refused
+          return 'unchanged'
+        }
+        if (judged.heads.length > 0) return vouchedMade(next, value, judged)
+      }
+    } catch (err) {
+      ctx.entities.discard(col, entity)
+      refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
+      return 'unchanged'
+    }
+    return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, ...folded(next) }
+  }
   let pending: PendingWrite | 'unchanged'
   try {
     pending = writeTo(
@@ -314,85 +399,16 @@ async function applyHeld(
       entity,
       peer,
       (entity) => {
-        // Before applying: a Yjs document changes in place. The version hash of a commit still
-        // waiting for its flush is taken now, from the document it was made on (see discard()).
-        ctx.entities.settleVersion(entity)
-        const before = backend.version(entity.doc)
-        const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
-        const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
-        const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
-        let next: unknown
+        // What judging it read, charged once it is judged; if it is not taken, to the sender (HistoryWork.refused).
         const work = historyWork()
+        let made: Made | 'unchanged' = 'unchanged'
         try {
-          next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
-        } catch (err) {
-          ctx.entities.discard(col, entity)
-          refused = work.exhausted
-            ? overRate(work, err)
-            : err instanceof ForkedActorError
-              ? forked(err)
-              : isConvergentError(err, 'ERR_TOO_LARGE')
-                ? { reason: 'tooLarge', message: err.message }
-                : { reason: 'invalidDelta', message: err instanceof ConvergentError ? err.message : `backend rejected the delta: ${String(err)}` }
-          return 'unchanged'
+          made = applyAndJudge(entity, work)
+          return made
         } finally {
           work.settle()
+          if (made === 'unchanged') work.refused()
         }
-        // From here on the entity holds what the backend returned (it may have freed the old
-        // document); anything that goes wrong discards it and reloads the stored state.
-        entity.doc = next
-        let value
-        try {
-          if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
-          // Read once: for the delete flag, as the value subscribers are told about, and to bound
-          // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
-          value = backend.read(next)
-          const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
-          if (broken !== undefined) {
-            ctx.entities.discard(col, entity)
-            refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
-            return 'unchanged'
-          }
-          // Judged again from the verdicts (the document may have changed since the check ahead:
-          // then its changes are read again, each at its own past).
-          const same = judged.version !== undefined && bytesEqual(judged.version, before) && !pendingBefore && !backend.hasPending(next)
-          const verdict =
-            guard === undefined
-              ? 'ok'
-              : verdictOf(
-                  guard,
-                  { collection, id },
-                  valueBefore,
-                  value,
-                  !pendingBefore && backend.hasPending(next),
-                  { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
-                  same ? judged.steps : backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
-                )
-          if (verdict !== 'ok') {
-            ctx.entities.discard(col, entity)
-            if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
-            // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes.
-            else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
-            return 'unchanged'
-          }
-          if (settled !== undefined) {
-            if (settled.heads.length > 0) return vouchedMade(next, value, settled)
-          } else if (history !== undefined) {
-            const judged = judgeHeads(history, next, before, backend.hasPending(next), vouched, from, stored)
-            if (typeof judged === 'string' || 'refused' in judged) {
-              ctx.entities.discard(col, entity)
-              if (judged === 'later') waits = true
-              else refused = judged.refused
-              return 'unchanged'
-            }
-            if (judged.heads.length > 0) return vouchedMade(next, value, judged)
-          }
-        } catch (err) {
-          ctx.entities.discard(col, entity)
-          refused = { reason: 'invalidDelta', message: `the delta left a document that cannot be read: ${String(err)}` }
-          return 'unchanged'
-        }
-        return { kind: 'remote', doc: next, delta, deleted: value === undefined, value: { value }, ...folded(next) }
       },
       signed,
     )

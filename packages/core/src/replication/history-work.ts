@@ -54,12 +54,33 @@ export class HistoryWork implements DeltaWork {
     return account
   }
 
-  /** Takes what each account read from its budget (once: the counts start again at 0). */
+  /** What settle() took, by budget key. */
+  private readonly taken = new Map<string, number>()
+
+  /** Takes what each account read from its budget (the counts start again at 0). */
   settle(): void {
     for (const [key, account] of this.accounts) {
-      if (account.done > 0) this.budget.take(key, this.now, account.done)
+      if (account.done === 0) continue
+      this.budget.take(key, this.now, account.done)
+      this.taken.set(key, (this.taken.get(key) ?? 0) + account.done)
       account.done = 0
     }
+  }
+
+  /**
+   * The delta was not taken (refused, or left to come again): what its authors were charged is
+   * the sender's to pay, on the account it was charged on for what it vouches for — else a member
+   * could send an honest author's genuine change again and again ahead of a change of its own
+   * that is refused, each time at that author's cost (review3-history-reads HOLE 1). Call after settle().
+   */
+  refused(): void {
+    const sender = this.relayed ?? this.charged
+    for (const [key, amount] of this.taken) {
+      if (key === sender || key === this.charged) continue
+      this.budget.refund(key, amount)
+      this.budget.take(sender, this.now, amount)
+    }
+    this.taken.clear()
   }
 
   /** Who ran out judging the delta (the charged peer if none says so), for messages. */
