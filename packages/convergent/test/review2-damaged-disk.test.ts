@@ -116,7 +116,7 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
     ['deleted', (db: string) => editRaw(db, (raw) => raw.del('!meta!cluster-policy'))],
     ['flipped', (db: string) => flip(db, '!meta!cluster-policy')],
   ] as const) {
-    it(`HOLE 1 (high): the member's policy record ${how}, it opens locked down — and the revoked peer, still holding the OLD admin-signed v1, offers it: the member adopts v1 (a rollback) and takes the revoked peer's write`, async function () {
+    it(`HOLE 1 (high, fixed): the member's policy record ${how}, it opens locked down — and the revoked peer, still holding the OLD admin-signed v1, offers it: the member adopts v1 (a rollback) and takes the revoked peer's write`, async function () {
       const dirs = await policyFolders()
       await harm(dirs.member)
       const hub = new LoopbackHub()
@@ -131,10 +131,17 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
         await sleep(200)
       }
       const adopted = member.policy.get()?.version
-      const evil = await member.collection('orders').get('evil').catch((e: Error) => `refused: ${e.message}`)
+      const evil = await (async () => member.collection('orders').get('evil'))().catch((e: Error) => `refused: ${e.message}`)
       // The member knew (the 'cluster-policy-adopted' record) it had adopted v2: v1 must not be taken.
       expect(adopted, 'a version older than the one adopted here must not un-lock it').to.not.equal(1)
       expect(evil, "the revoked peer's write").to.not.deep.equal({ n: 666 })
+      // The admin's v2 un-locks it; the revoked peer's write is still refused.
+      await openReplica(dirs.admin, hub, ADMIN)
+      await waitFor(() => member.policy.get()?.version === 2, 'the member adopts v2 from the admin')
+      await gone.sync().catch(() => undefined)
+      await sleep(300)
+      expect(await member.collection('orders').get('evil'), "the revoked peer's write, after").to.equal(undefined)
+      expect(await member.collection('orders').get('o1')).to.deep.equal({ n: 1 })
     })
   }
 

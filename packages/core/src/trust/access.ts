@@ -356,11 +356,15 @@ export class Access {
     } catch {
       return 'invalid'
     }
-    const newer = supersedes(signed, this.current)
+    // Locked down, a version older than one adopted here is a rollback (a peer that missed the
+    // newer one, or a revoked peer offering the version that still named it): never adopted,
+    // only its revocations kept.
+    const older = this.current === undefined && this.lockedDown && signed.policy.version < this.adoptedVersion
+    const newer = !older && supersedes(signed, this.current)
     if (!newer && !this.revokesMore(signed)) return 'notNewer'
     if (from !== 'store' && from !== 'local' && !this.mayVerify(from)) return 'invalid'
     if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return 'invalid'
-    if (!supersedes(signed, this.current)) {
+    if (older || !supersedes(signed, this.current)) {
       // Older, but it revokes someone the current one does not: its revocations hold.
       if (!this.revokesMore(signed) || this.evidence.size >= MAX_EVIDENCE) return 'notNewer'
       this.evidence.set(toHex(signed.hash), signed)
