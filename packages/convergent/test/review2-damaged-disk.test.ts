@@ -296,7 +296,7 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
     expect(spurious, linesOf(logger).join(' | ')).to.deep.equal([])
   })
 
-  it('HOLE 5 (medium): many damaged signed heads (a bad disk region: 400 of 4,000) make the check at open quadratic — each one starts the scan of every head over — and close() right after open waits for all of it', async function () {
+  it('HOLE 5 (medium, fixed): many damaged signed heads (a bad disk region: 400 of 4,000) make the check at open quadratic — each one starts the scan of every head over — and close() right after open waits for all of it', async function () {
     const dir = await folder()
     const db = join(dir, 'admin')
     {

@@ -645,7 +645,7 @@ export class Replica {
     void this.track(
       (async () => {
         // The signed heads first: one found damaged drops its entity (heads.ts, lostHead).
-        await this.replication?.heads?.checkStored()
+        await this.replication?.heads?.checkStored(stopped)
         for (const col of [...this.entities.collections.values()]) {
           if (stopped.aborted) return
           if (!col.persisted || col.dropped === true) continue

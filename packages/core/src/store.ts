@@ -170,10 +170,12 @@ export interface Store {
   getMeta(key: string): Promise<Uint8Array | undefined>
 
   /**
-   * Meta records whose key starts with `prefix`, in key order. Optional: personal fields
-   * (subject keys, forget tombstones) need it; a replica whose store lacks it refuses them.
+   * Meta records whose key starts with `prefix`, in key order — with `after`, only those whose
+   * key sorts after it (a scan resumed past a damaged record; a store may ignore it, callers skip
+   * what they have seen). Optional: personal fields (subject keys, forget tombstones) need it; a
+   * replica whose store lacks it refuses them.
    */
-  metas?(prefix: string): AsyncIterable<[string, Uint8Array]>
+  metas?(prefix: string, after?: string): AsyncIterable<[string, Uint8Array]>
 
   /**
    * Rewrites the store's files so that deleted and overwritten values no longer sit in any of

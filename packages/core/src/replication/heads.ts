@@ -432,11 +432,14 @@ export class SignedHeads {
    * Every head record under `prefix`, in key order; one that fails the store's check is handed
    * to lostHead (moved aside) and the scan starts over after it (each pass meets one fewer).
    */
-  private async scanHeads(prefix: string, each: (key: string, record: Uint8Array) => void): Promise<void> {
+  private async scanHeads(prefix: string, each: (key: string, record: Uint8Array) => void, stop?: AbortSignal): Promise<void> {
     let after: string | undefined
     for (let attempt = 0; ; attempt++) {
       try {
-        for await (const [key, record] of this.opts.store.metas!(prefix)) {
+        // Resumed past the records already met (not from the start: many damaged records would
+        // make the scan quadratic — review2-damaged-disk HOLE 5).
+        for await (const [key, record] of this.opts.store.metas!(prefix, after)) {
+          if (stop?.aborted === true) return
           if (after !== undefined && key <= after) continue
           after = key
           each(key, record)
@@ -444,6 +447,7 @@ export class SignedHeads {
         return
       } catch (err) {
         if (!(err instanceof StoreCorruptError) || err.record.keyspace !== 'meta' || !err.record.key.startsWith(prefix) || attempt >= 1000) throw err
+        if (stop?.aborted === true) return
         await this.lostHead(err)
       }
     }
@@ -454,10 +458,10 @@ export class SignedHeads {
    * a damaged one is found while the peers that can send it again may still be around, rather
    * than when a late joiner that reaches only this replica asks for it. The number found.
    */
-  async checkStored(): Promise<number> {
+  async checkStored(stop?: AbortSignal): Promise<number> {
     if (this.opts.store.metas === undefined) return 0
     const before = this.lost
-    await this.scanHeads(HEAD_PREFIX, () => undefined)
+    await this.scanHeads(HEAD_PREFIX, () => undefined, stop)
     return this.lost - before
   }
 
