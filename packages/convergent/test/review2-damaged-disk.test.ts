@@ -318,7 +318,7 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
 
   // ---- read-only (inspect) stores ----------------------------------------------------------------
 
-  it('HOLE 4 (low): a store opened for inspection (what the CLI does) with a lost entity head: the background digest check tries to WRITE the corrected leaves, is refused, and logs "could not check the stored digests" — an error about itself, not the damage', async function () {
+  it('HOLE 4 (low, fixed): a store opened for inspection (what the CLI does) with a lost entity head: the background digest check tries to WRITE the corrected leaves, is refused, and logs "could not check the stored digests" — an error about itself, not the damage', async function () {
     const dir = await folder()
     const db = join(dir, 'db')
     {

@@ -640,6 +640,9 @@ export class Replica {
    * replica lacks, while the peers that hold it may still be around. Stops when the replica closes.
    */
   private verifyDigests(): void {
+    // A store opened read-only (the CLI's inspection) can repair nothing: its damaged records
+    // are reported where they are read (review2-damaged-disk HOLE 4).
+    if (this.options.store.readOnly === true) return
     const stopped = this.acksClosing.signal
     // Tracked: close() waits for the collection being checked (its writes must land first).
     void this.track(
