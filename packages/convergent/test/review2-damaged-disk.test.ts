@@ -162,7 +162,7 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
     expect(await forbiddenWrite(member), 'locked down: a policy was adopted here').to.equal('ERR_FORBIDDEN')
   })
 
-  it("HOLE 2 (low): the damaged 'cluster-policy-adopted' record is moved aside and never written back from the intact policy (nor is it written for a folder of the previous release), so when the policy AND the evidence record are later lost too, the member opens as 'no policy yet': open to everyone", async function () {
+  it("HOLE 2 (low, fixed): the damaged 'cluster-policy-adopted' record is moved aside and never written back from the intact policy (nor is it written for a folder of the previous release), so when the policy AND the evidence record are later lost too, the member opens as 'no policy yet': open to everyone", async function () {
     const dirs = await policyFolders()
     await flip(dirs.member, '!meta!cluster-policy-adopted')
     {

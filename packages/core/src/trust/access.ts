@@ -261,6 +261,13 @@ export class Access {
       if (wire !== undefined && (await this.offer(wire, 'store')) === 'invalid') {
         this.lockDown(`the stored cluster policy ('${POLICY_KEY}') does not verify against the admins given at open`, 'ERR_FORBIDDEN')
       }
+      // The record of the adopted version, written back when it is missing (a folder of the
+      // previous release) or was damaged: the next loss of the policy record must not open up
+      // (review2-damaged-disk HOLE 2).
+      const version = this.current?.policy.version
+      if (version !== undefined && !(adopted instanceof Uint8Array && versionOf(adopted) >= version) && this.store.readOnly !== true) {
+        await this.store.write([{ type: 'meta', key: ADOPTED_KEY, bytes: encode({ version }) }])
+      }
     }
     if (evidence === 'damaged') {
       // Revocations it kept may be lost: the stored policy (if it verified) is not enough.
