@@ -580,7 +580,9 @@ export class LevelStore implements Store {
   /** Meta records whose key starts with `prefix` (and sorts after `after`), in key order (each checked like any record). */
   async *metas(prefix: string, after?: string): AsyncGenerator<[string, Uint8Array]> {
     if (this.state !== 'open') throw this.stateError()
-    const iterator = this.sub.meta.iterator(after !== undefined && after >= prefix ? { gt: after, lt: prefix + '\uffff' } : { gte: prefix, lt: prefix + '\uffff' })
+    const iterator = this.sub.meta.iterator(
+      after !== undefined && after >= prefix ? { gt: after, lt: prefix + '\uffff' } : { gte: prefix, lt: prefix + '\uffff' },
+    )
     yield* this.chunks(iterator, 'the meta records', (key, value): [string, Uint8Array] => [key, this.check('meta', key, value, {}, copyBytes)])
   }
 
