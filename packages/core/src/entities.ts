@@ -955,29 +955,6 @@ export class Entities {
   corruptRecords = 0
 
   /**
-   * A record beside an entity's data failed its check and was moved aside (a signed head:
-   * heads.ts, lostHead): counted; with `unproven`, that entity's changes can no longer be proven
-   * to a peer from here, so it is dropped (as a damaged entity is: dropCorrupt), and peers send
-   * it again with the proofs. What only this replica held of it is lost, as there.
-   */
-  async lostRecord(unproven?: { collection: string; id: string }): Promise<void> {
-    this.corruptRecords++
-    const col = unproven === undefined ? undefined : this.collections.get(unproven.collection)
-    if (col === undefined || col.dropped === true || !col.persisted) return
-    const id = unproven!.id
-    const entity = await this.acquire(col, id)
-    try {
-      this.discard(col, entity) // out of memory: loaded again from what the store holds
-      this.opts.newActor?.()
-      await this.opts.store.write([{ type: 'delEntity', collection: col.name, id }])
-    } finally {
-      this.release(entity)
-    }
-    await this.rebuildTree(col)
-    this.opts.onCorrupt?.(col.name, id)
-  }
-
-  /**
    * A record that failed its checksum. It is moved aside (Store.quarantine); if it belongs to
    * an entity, the entity's head and snapshot go too, so the entity reads as absent here; the
    * collection's digest is rebuilt from the heads that remain (the entity's contribution is

@@ -53,11 +53,17 @@ describe('review: a forked actor told apart, and the Yjs warning', function () {
     expect(result).to.not.equal('applied')
     const stats = r[SUPPORT]!.stats()
     expect(stats.authors[ADMIN]?.dropped.forked ?? 0, 'the honest author counted as forking').to.equal(0) // f1034ed: 1
-    expect(blamed().filter((m) => m.includes(ADMIN)), 'a log line naming the honest author').to.deep.equal([]) // f1034ed: "a-admin signed two different changes of actor …: revoke a-admin"
+    expect(
+      blamed().filter((m) => m.includes(ADMIN)),
+      'a log line naming the honest author',
+    ).to.deep.equal([]) // f1034ed: "a-admin signed two different changes of actor …: revoke a-admin"
     // The fork is still told (a change that cannot be taken here), against the peer that sent it.
     expect(result).to.equal('forked')
     expect(stats.peers[ORDERS]?.dropped.forked).to.equal(1)
-    expect(said.some((m) => m.includes(ORDERS) && m.includes(hActor)), "the sender's drop, naming the actor").to.equal(true)
+    expect(
+      said.some((m) => m.includes(ORDERS) && m.includes(hActor)),
+      "the sender's drop, naming the actor",
+    ).to.equal(true)
   })
 
   it("HOLE 2 (no head at all): the same forgery after a whole document (changes not known ahead: no head judges them before Automerge refuses the seq) names the honest owner by its actor's binding alone", async () => {
@@ -90,7 +96,7 @@ describe('review: a forked actor told apart, and the Yjs warning', function () {
       time: 0,
       message: evil,
       deps: A.getHeads(doc),
-      ops: [{ action: 'set', obj: '_root', key: evil, value: 1, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
+      ops: [{ action: 'set', obj: '_root', key: evil, value: 1, datatype: 'int', pred: [] }],
     })
     expect(await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'e', crafted)).to.not.be.oneOf(['forked', 'applied'])
   })
@@ -124,7 +130,10 @@ describe('review: a forked actor told apart, and the Yjs warning', function () {
     await orders.collection('relayed').put('x', { a: 1 })
     await waitFor(() => ctxOf(admin).entities.collections.get('relayed')?.persisted === true, 'relayed at ADMIN')
     await admin.policy.set(policy(['admin']))
-    expect(vouched().filter((w) => w.includes("'relayed'")), 'held, not opened: no warning').to.have.length(0)
+    expect(
+      vouched().filter((w) => w.includes("'relayed'")),
+      'held, not opened: no warning',
+    ).to.have.length(0)
     // Opening it to read it warns, once.
     expect(await admin.collection('relayed').get('x')).to.deep.include({ a: 1 })
     admin.collection('relayed')
