@@ -485,7 +485,7 @@ describe('review: a damaged disk, records other than entity data', function () {
   })
 
   // ---- HOLE 8 (medium): a relay's damaged signed head of another author ------------------------
-  it("HOLE 8 (partly fixed): the admin's stored signed head of the member's actor (meta head/orders NUL o2 NUL <actor>) flipped was never counted, logged nor moved aside; now it is found at open, moved aside, counted and logged, and the entity kept (dropping it, to fetch it again with its heads, lost the admin's own writes: review2-damaged-disk HOLE 3)", async function () {
+  it("HOLE 8 (fixed, with 8b): the admin's stored signed head of the member's actor (meta head/orders NUL o2 NUL <actor>) flipped was never counted, logged nor moved aside; now it is found at open, moved aside, counted and logged, and the entity kept (dropping it, to fetch it again with its heads, lost the admin's own writes: review2-damaged-disk HOLE 3)", async function () {
     const key = records.map(([k]) => k).find((k) => k.startsWith('!meta!head/orders\u0000o2\u0000'))!
     const dirs = await copies((admin) => damage(admin, key, 'flip'))
     const logger = recordingLogger()
@@ -500,20 +500,17 @@ describe('review: a damaged disk, records other than entity data', function () {
     ).to.equal(false)
   })
 
-  // Open: the head is not fetched again. A peer holding it sends it only with changes this replica
-  // lacks (and the member's next write is under a new actor, after its restart). Fix: remember the
-  // (entity, actor) heads lost, ask a peer that holds the entity for it whole (version null) in the
-  // next round, and store verified heads a delta brings for actors whose head is missing here even
-  // when the document does not change.
-  it.skip("HOLE 8b (open): after the member's head of o2 is lost at the admin, a late joiner that reaches only the admin never gets o2 (refused there for want of that head), even after the member came and went", async function () {
+  it("HOLE 8b (fixed: the admin's next round asks the member for o2 whole and keeps the head it brings, SyncClient.refetchHeads): after the member's head of o2 was lost at the admin, a late joiner that reaches only the admin never got o2 (refused there for want of that head), even after the member came and went", async function () {
     const key = records.map(([k]) => k).find((k) => k.startsWith('!meta!head/orders\u0000o2\u0000'))!
     const dirs = await copies((admin) => damage(admin, key, 'flip'))
     const hub = new LoopbackHub()
-    const admin = await opened(dirs.admin, hub, ADMIN)
-    await waitFor(() => admin.stats().store.corruptRecords > 0, 'the damaged head found at open', 5_000)
+    const logger = recordingLogger()
+    const admin = await opened(dirs.admin, hub, ADMIN, logger)
+    await waitFor(() => logger.lines.some((l) => l.message.includes('takes them from a replica that holds its head')), 'the damaged head found at open', 5_000)
     const member = await opened(dirs.member, hub, MEMBER)
-    await admin.sync()
-    await member.sync()
+    await waitFor(() => admin.peers().includes(MEMBER), 'the member connected')
+    await admin.sync() // the admin's round asks the member for o2 whole (refetchHeads) and keeps the head it brings
+    await waitFor(() => logger.lines.some((l) => l.message.includes("stored 1 signed head(s) of 'o2'")), 'the head stored again', 5_000)
     await member.close()
     const late = await opened(dirs.late, hub, LATE)
     expect(await lateJoinerGetsO2(late), 'the late joiner converges through the admin').to.equal(true)

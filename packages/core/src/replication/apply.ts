@@ -311,6 +311,16 @@ async function applyHeld(
       ...folded(doc),
     }
   }
+  // A delta that brings nothing new may bring heads this replica lost (heads.ts, wanted): those
+  // verified, of actors whose change the document holds, are stored.
+  const keepWantedHeads = (doc: unknown): void => {
+    if (history === undefined || vouched.size === 0 || ctx.heads?.wantsHeads(collection, id) !== true) return
+    ctx.heads.keepHeads(
+      collection,
+      id,
+      [...vouched.values()].filter((h) => history.holds(doc, h.hash)),
+    )
+  }
   // Applies the delta to the entity's document and judges the result: what to commit, or 'unchanged' (refused: `refused` says why).
   const applyAndJudge = (entity: LoadedEntity, work: HistoryWork): Made | 'unchanged' => {
     // Before applying: a Yjs document changes in place. The version hash of a commit still
@@ -339,7 +349,10 @@ async function applyHeld(
     entity.doc = next
     let value
     try {
-      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) return 'unchanged'
+      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) {
+        keepWantedHeads(next)
+        return 'unchanged'
+      }
       // Read once: for the delete flag, as the value subscribers are told about, and to bound
       // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
       value = backend.read(next)

@@ -124,6 +124,10 @@ function ownLeaves(backend: Backend, id: string, whole: Uint8Array, actors: read
   }
 }
 
+/** Entities whose lost heads are asked of peers at most, and in how many rounds each (SignedHeads.wanted). */
+const MAX_WANTED = 10_000
+const MAX_HEAD_ASKS = 20
+
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
 
@@ -469,6 +473,50 @@ export class SignedHeads {
   private lost = 0
 
   /**
+   * Entities whose head of another author was lost here (lostHead), by collection, with the
+   * rounds that asked for them: each round asks the peer for them whole (sync-client.ts,
+   * refetchHeads), and the heads that delta brings for actors without a stored head are stored
+   * although the document does not change (apply.ts). Asked in at most MAX_HEAD_ASKS rounds; in
+   * memory (a restart before a peer was reached forgets them); at most MAX_WANTED.
+   */
+  private readonly wanted = new Map<string, Map<string, number>>()
+
+  /** The entities of `collection` whose lost heads to ask a peer for now (each ask counted). */
+  headsWanted(collection: string): string[] {
+    const ids = this.wanted.get(collection)
+    if (ids === undefined) return []
+    for (const [id, asked] of ids) {
+      if (asked >= MAX_HEAD_ASKS) ids.delete(id)
+      else ids.set(id, asked + 1)
+    }
+    return [...ids.keys()]
+  }
+
+  wantsHeads(collection: string, id: string): boolean {
+    return this.wanted.get(collection)?.has(id) === true
+  }
+
+  /** Stores the verified heads a delta brought for an entity whose heads were lost here, of actors with no head stored. */
+  keepHeads(collection: string, id: string, heads: readonly VerifiedHead[]): void {
+    if (heads.length === 0) return
+    void (async () => {
+      const have = await this.stored(
+        collection,
+        id,
+        heads.map((h) => h.actor),
+      )
+      const ops: StoreOp[] = heads.filter((h) => !have.has(h.actor)).map((h) => ({ type: 'meta', key: headKey(collection, id, h.actor), bytes: h.record }))
+      if (ops.length === 0) return
+      await this.opts.entities.addToTick(ops)
+      this.wanted.get(collection)?.delete(id)
+      this.opts.logger.warn(`stored ${ops.length} signed head(s) of '${id}' in '${collection}' again, from a peer (one was lost here)`, {
+        collection,
+        entity: id,
+      })
+    })().catch(() => undefined)
+  }
+
+  /**
    * A stored head failed the store's check: moved aside, counted and logged. The head of an
    * actor of this replica's is signed again when next needed (outgoingHeads). Another author's
    * cannot be: until a peer that holds it sends it again with a later change of that author, a
@@ -488,6 +536,10 @@ export class SignedHeads {
     )
     await this.opts.store.quarantine(err.record)
     this.opts.entities.corruptRecords++
+    if (!own && collection !== undefined && id !== undefined) {
+      if ([...this.wanted.values()].reduce((n, ids) => n + ids.size, 0) >= MAX_WANTED) this.wanted.clear()
+      this.wanted.set(collection, (this.wanted.get(collection) ?? new Map<string, number>()).set(id, 0))
+    }
   }
 
   /**

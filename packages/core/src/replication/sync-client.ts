@@ -254,6 +254,7 @@ export class SyncClient {
       const theirs = await this.theirRoots(round)
       if (round.keysDiffer === true) await this.exchangeKeys(round)
       if (theirs !== undefined) await this.syncCollections(round, theirs)
+      await this.refetchHeads(round) // also when the summaries are equal
       const stats = this.ctx.stats.of(peer)
       stats.syncRounds++
       stats.divergentEntities = result.entitiesUnrepairable
@@ -641,8 +642,33 @@ export class SyncClient {
     return ids
   }
 
-  /** Two-way exchange of the missing deltas of the given entities, in bounded chunks. */
-  private async exchange(round: Round, target: Target, ids: string[]): Promise<void> {
+  /**
+   * Entities whose head of another author was lost here (heads.ts, lostHead): asked of the peer
+   * as if this replica held nothing of them, so that it sends them whole with their authors'
+   * heads, which the apply stores (apply.ts) — else a peer that lacks them could not take those
+   * changes from here (review-damaged-disk HOLE 8b).
+   */
+  private async refetchHeads(round: Round): Promise<void> {
+    const heads = this.ctx.heads
+    if (heads === undefined || !heads.readsHeads(round.peer)) return
+    for (const col of [...this.ctx.entities.collections.values()]) {
+      const ids = heads.headsWanted(col.name)
+      if (ids.length === 0 || !this.ctx.access.mayRead(round.peer, col.name) || !this.ctx.access.mayRead(this.ctx.access.self, col.name)) continue
+      try {
+        await this.exchange(round, { name: col.name, backend: col.backend, col }, ids, new Set(ids))
+      } catch (err) {
+        if (endsRound(err) || round.budget.signal.aborted) throw err
+        this.ctx.logger.warn(`could not ask ${round.peer} for the lost heads of '${col.name}' (asked again next round): ${(err as Error).message}`, {
+          peer: round.peer,
+          collection: col.name,
+          ...codeOf(err),
+        })
+      }
+    }
+  }
+
+  /** Two-way exchange of the missing deltas of the given entities, in bounded chunks (`asIfAbsent`: sent without our version). */
+  private async exchange(round: Round, target: Target, ids: string[], asIfAbsent?: ReadonlySet<string>): Promise<void> {
     const { backend, col } = target
     const queue = [...ids]
     const sender = new DeltaSender(this, round, target, false)
@@ -651,7 +677,7 @@ export class SyncClient {
         round.budget.check()
         const chunk = queue.splice(0, MAX_IDS_PER_EXCHANGE)
         const entries: [string, Uint8Array | null][] = []
-        for (const id of chunk) entries.push([id, col === undefined ? null : await this.versionOf(col, id)])
+        for (const id of chunk) entries.push([id, col === undefined || asIfAbsent?.has(id) === true ? null : await this.versionOf(col, id)])
         const request = encodeExchangeRequest({ collection: target.name, backend: backend.name, entries, parts: true })
         const response = decodeExchangeResponse(await this.request(round, request, MessageType.ExchangeResponse), this.ctx.limits.maxDeltaBytes)
         const requested = new Set(chunk)
