@@ -46,10 +46,15 @@ export class PeerBudget {
     return w.count <= this.perWindow
   }
 
-  /** Gives back `amount` taken from `peer` (never below nothing in its window): work it was charged for and is not its to pay. */
-  refund(peer: string, amount: number): void {
+  /**
+   * Gives back `amount` taken from `peer` at `takenAt` (never below nothing in its window): work
+   * it was charged for and is not its to pay. Not from a window begun since (a new minute, or the
+   * windows cleared): that one did not count it, and giving it back there would lengthen it.
+   */
+  refund(peer: string, amount: number, takenAt?: number): void {
     const w = this.windows.get(peer)
-    if (w !== undefined) w.count = Math.max(0, w.count - amount)
+    if (w === undefined || (takenAt !== undefined && takenAt < w.start)) return
+    w.count = Math.max(0, w.count - amount)
   }
 
   /** What counts against the peer at `now`: the window's count, less `perWindow` for each whole window since it began. */

@@ -265,6 +265,7 @@ async function applyHeld(
     return undefined
   }
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
+  let guardWork: HistoryWork | undefined
   if (guard !== undefined) {
     let verdict: RowsVerdict
     // The guard applies the delta to a copy, reading as the apply does: charged the same way,
@@ -282,8 +283,10 @@ async function applyHeld(
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
-    // Not taken: what its authors were charged is the sender's (HistoryWork.refused).
-    if (work.exhausted === true || verdict !== 'ok') work.refused()
+    // Not taken: what its authors were charged is the sender's (HistoryWork.refused), now (after the await).
+    if (work.exhausted === true || verdict !== 'ok') work.refused(ctx.clock.now())
+    // Passed here, it may yet not be taken by the apply below: then this copy's reads are the sender's too.
+    else guardWork = work
     if (work.exhausted === true) {
       ctx.entities.release(entity)
       const refusal = overRate(work, `the counter's copy could not be judged`)
@@ -420,7 +423,10 @@ async function applyHeld(
           return made
         } finally {
           work.settle()
-          if (made === 'unchanged') work.refused()
+          if (made === 'unchanged') {
+            work.refused()
+            guardWork?.refused(ctx.clock.now())
+          }
         }
       },
       signed,

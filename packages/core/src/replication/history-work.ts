@@ -71,14 +71,17 @@ export class HistoryWork implements DeltaWork {
    * The delta was not taken (refused, or left to come again): what its authors were charged is
    * the sender's to pay, on the account it was charged on for what it vouches for — else a member
    * could send an honest author's genuine change again and again ahead of a change of its own
-   * that is refused, each time at that author's cost (review3-history-reads HOLE 1). Call after settle().
+   * that is refused, each time at that author's cost (review3-history-reads HOLE 1). Call after
+   * settle(), with the time now when an await came in between (the counter guard's): taken at the
+   * time the work was made, a window of the sender's begun meanwhile would be taken for a clock set
+   * back and started afresh, its count and debt forgotten (review4-history-reads HOLE 2).
    */
-  refused(): void {
+  refused(now = this.now): void {
     const sender = this.relayed ?? this.charged
     for (const [key, amount] of this.taken) {
       if (key === sender || key === this.charged) continue
-      this.budget.refund(key, amount)
-      this.budget.take(sender, this.now, amount)
+      this.budget.refund(key, amount, this.now)
+      this.budget.take(sender, now, amount)
     }
     this.taken.clear()
   }
