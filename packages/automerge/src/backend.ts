@@ -1,7 +1,7 @@
 import { promisify } from 'node:util'
 import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
-import { concatBytes, ConvergentError, ForkedActorError, sha256, toHex, wrapError } from '@convergent/core'
+import { concatBytes, ConvergentError, ForkedActorError, RefusedChangeError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork, JsonObject } from '@convergent/core'
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
@@ -288,7 +288,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // any that were queued (a document may bring what they waited for). Whole documents alone
     // only as Automerge loads them (README).
     const ahead = pending ? 'after' : !hasChange ? 'ok' : checked.hasDocument ? 'after' : checkAhead(doc, heads, checked.changes)
-    if (typeof ahead === 'object') throw refusedRefs(ahead.refused)
+    if (typeof ahead === 'object') throw refusedRefs(ahead.refused, ahead.actor)
     const handle = A.getBackend(doc)
     // While changes wait here, what the document holds without them, taken before the delta
     // may release them (one that is refused can corrupt what it is applied to): O(document).
@@ -323,7 +323,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         return rebuilt
       }
       if (!pending && refusal.overBudget === true) work!.exhausted = true
-      throw refusedRefs(refusal.why)
+      throw refusedRefs(refusal.why, refusal.actor)
     }
     return next
   }
@@ -671,8 +671,8 @@ function loadOnto(doc: AutomergeDoc, bytes: Uint8Array): AutomergeDoc {
   }
 }
 
-function refusedRefs(why: string): ConvergentError {
-  return new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta names ops its changes could not see: ${why}. It was not applied.`)
+function refusedRefs(why: string, actor?: string): ConvergentError {
+  return new RefusedChangeError(`This Automerge delta names ops its changes could not see: ${why}. It was not applied.`, actor)
 }
 
 function smaller(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -30,7 +30,7 @@ import type { DeltaWork } from '@convergent/core'
  * does with a refusal, a whole document, or changes that were waiting: backend.ts.
  */
 
-export type Ahead = 'ok' | 'after' | { refused: string }
+export type Ahead = 'ok' | 'after' | { refused: string; actor: string }
 
 /** A decoded op as Automerge gives it: list ops carry elemId (and insert), which its type leaves out. */
 type DecodedOp = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
@@ -145,7 +145,7 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
     if (type === 'list' || type === 'text') elements.set(id, new Set())
   }
   for (const change of fresh) {
-    const why = (what: string) => ({ refused: `change ${change.hash} ${what}` })
+    const why = (what: string) => ({ refused: `change ${change.hash} ${what}`, actor: change.actor })
     if (change.startOp !== maxOp + 1) return why(`starts its ops at ${change.startOp}, not just past its past (${maxOp + 1})`)
     let counter = change.startOp
     for (const op of change.ops as DecodedOp[]) {
@@ -188,6 +188,8 @@ interface Past {
 export interface Refusal {
   why: string
   hash?: string
+  /** The refused change's actor, when that can be told. */
+  actor?: string
   /** Not judged: it needed more history read than the caller allowed (DeltaLimits.work). */
   overBudget?: true
 }
@@ -277,7 +279,7 @@ function judgeBatch(handle: Handle, changes: A.DecodedChange[], scanned: Scanned
   const made = new Map<string, string>() // objects the batch makes, by id → type
   const types = new Map<string, string>([['_root', 'map']])
   for (const c of changes) {
-    const why = (what: string): Refusal => ({ why: `change ${c.hash} ${what}`, hash: c.hash })
+    const why = (what: string): Refusal => ({ why: `change ${c.hash} ${what}`, hash: c.hash, actor: c.actor })
     // Its past within the batch, and the ops it may start at.
     const past: Past = { ops: new Map(), seqs: new Map(), outside: new Set() }
     let maxOp = 0

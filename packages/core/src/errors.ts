@@ -57,6 +57,20 @@ export class ForkedActorError extends ConvergentError {
   }
 }
 
+/**
+ * A delta refused for one of its changes (ERR_INVALID_DELTA), naming that change's actor when
+ * the backend can tell: the receiver charges what judging the delta read to that change's author
+ * rather than to the peer that relayed it (replication/history-work.ts).
+ */
+export class RefusedChangeError extends ConvergentError {
+  constructor(
+    message: string,
+    readonly actor?: string,
+  ) {
+    super('ERR_INVALID_DELTA', message)
+  }
+}
+
 export function isConvergentError(err: unknown, code?: ErrorCode): err is ConvergentError {
   return err instanceof ConvergentError && (code === undefined || err.code === code)
 }

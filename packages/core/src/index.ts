@@ -31,6 +31,7 @@ export {
   ConvergentError,
   corruptRecordOwner,
   ForkedActorError,
+  RefusedChangeError,
   isConvergentError,
   wrapError,
   StoreCorruptError,

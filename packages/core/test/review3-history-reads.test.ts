@@ -13,7 +13,7 @@ import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
 import { relayedBy } from '../src/replication/history-work.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { headOf, headsCluster } from './heads-helpers.js'
+import { headOf, headsCluster, LATE } from './heads-helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
 import { insertOnOldBase, oldBase } from './old-base-helpers.js'
 
@@ -70,8 +70,20 @@ describe('review 3: history reads charged per author', function () {
     expect(spent(ADMIN), "H charged for its own delivery only, not for M's refused deltas (263b878: 200,000)").to.be.within(4900, 5100)
     // The refused deltas' reads are M's, on its relay account (~5,000 each, 50 sent: its minute, and more owed).
     expect(sent).to.equal(50)
-    expect(spent(relayedBy(ORDERS)), "the refused deltas' reads are the sender's").to.equal(HISTORY_READS_PER_MINUTE)
+    expect(spent(ORDERS) + spent(relayedBy(ORDERS)), "the refused deltas' reads are M's (its own account: its change was refused)").to.be.at.least(
+      HISTORY_READS_PER_MINUTE,
+    )
     void ctx
+  })
+
+  it("probe (review4 HOLE 4, op-refs part): a delta refused for a member's change that an honest writer hands over (with an honest author's) is the member's to pay, not the relay's: the refusal names the change's actor (RefusedChangeError)", async () => {
+    const { base, from, spent } = await setUp(5000)
+    const h = insertOnOldBase(base, actorOf(ADMIN, 2), 8)
+    const bad = badAfter(base, h)
+    const delta = encodeHeaded(concatBytes([h, bad]), [await headOf(keys, h, ADMIN, 'e'), await headOf(keys, bad, ORDERS, 'e')])
+    expect(await from(LATE)(delta)).to.equal('invalidDelta') // LATE: a writer of 'notes', as a relay
+    expect([spent(ADMIN), spent(LATE), spent(relayedBy(LATE))], 'the author of h, the relay, its relay account').to.deep.equal([0, 0, 0])
+    expect(spent(ORDERS), 'the member whose change was refused').to.be.within(4900, 5100)
   })
 
   it('probe: an author that sends its own changes by anti-entropy with nothing left is refused as a rate: it does not fall back to its relay account (no second minute)', async () => {

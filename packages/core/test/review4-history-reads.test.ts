@@ -76,7 +76,10 @@ describe('review 4: history reads of a delta not taken', function () {
     // a document that is no counter: not a rate.)
     expect(sent).to.equal(50)
     expect(spent(ADMIN), "H charged nothing for M's refused deltas (6f3bf79: 200,000)").to.equal(0)
-    expect(spent(relayedBy(ORDERS)), "the guard's copy's reads and the apply's are M's").to.equal(HISTORY_READS_PER_MINUTE)
+    expect(
+      spent(ORDERS) + spent(relayedBy(ORDERS)),
+      "the guard's copy's reads and the apply's are M's (its own account: its change was refused)",
+    ).to.be.at.least(HISTORY_READS_PER_MINUTE)
     expect(await from(ADMIN)(encodeHeaded(h, [hHead]))).to.not.equal('rateLimited')
   })
 

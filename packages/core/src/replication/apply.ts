@@ -2,7 +2,7 @@ import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import type { LoadedEntity } from '../entity-cache.js'
-import { ConvergentError, ForkedActorError, isConvergentError } from '../errors.js'
+import { ConvergentError, ForkedActorError, isConvergentError, RefusedChangeError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { checkId, jsonWithin, type JsonObject } from '../json.js'
 import { writeTo, type Made, type PendingWrite } from '../write.js'
@@ -159,6 +159,8 @@ async function applyHeld(
   const col = found.col
   held.hold = found.hold
   let refused: { reason: DropReason; message: string } | undefined
+  // The author of the change the backend refused, where a verified head names it (HistoryWork.refused).
+  let blamed: string | undefined
   let waits = false
   let entity
   try {
@@ -338,6 +340,7 @@ async function applyHeld(
       next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
     } catch (err) {
       ctx.entities.discard(col, entity)
+      if (err instanceof RefusedChangeError && err.actor !== undefined) blamed = ownerOf(err.actor)
       refused = work.exhausted
         ? overRate(work, err)
         : err instanceof ForkedActorError
@@ -424,8 +427,8 @@ async function applyHeld(
         } finally {
           work.settle()
           if (made === 'unchanged') {
-            work.refused()
-            guardWork?.refused(ctx.clock.now())
+            work.refused(undefined, blamed)
+            guardWork?.refused(ctx.clock.now(), blamed)
           }
         }
       },

@@ -76,12 +76,15 @@ export class HistoryWork implements DeltaWork {
    * time the work was made, a window of the sender's begun meanwhile would be taken for a clock set
    * back and started afresh, its count and debt forgotten (review4-history-reads HOLE 2).
    */
-  refused(now = this.now): void {
-    const sender = this.relayed ?? this.charged
+  refused(now = this.now, blamed?: string): void {
+    // `blamed`: the author of the change refused, where a verified head names it: it pays for
+    // the whole delta instead, so that an honest relay that took that change does not pay for
+    // it at every round here (review4-history-reads HOLE 4).
+    const payer = blamed ?? this.relayed ?? this.charged
     for (const [key, amount] of this.taken) {
-      if (key === sender || key === this.charged) continue
+      if (key === payer || (blamed === undefined && key === this.charged)) continue
       this.budget.refund(key, amount, this.now)
-      this.budget.take(sender, now, amount)
+      this.budget.take(payer, now, amount)
     }
     this.taken.clear()
   }
