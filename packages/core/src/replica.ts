@@ -647,7 +647,7 @@ export class Replica {
     // Tracked: close() waits for the collection being checked (its writes must land first).
     void this.track(
       (async () => {
-        // The signed heads first: one found damaged drops its entity (heads.ts, lostHead).
+        // The signed heads first: one found damaged is moved aside, another author's asked of peers (heads.ts, lostHead).
         await this.replication?.heads?.checkStored(stopped)
         for (const col of [...this.entities.collections.values()]) {
           if (stopped.aborted) return

@@ -519,10 +519,10 @@ export class SignedHeads {
   /**
    * A stored head failed the store's check: moved aside, counted and logged. The head of an
    * actor of this replica's is signed again when next needed (outgoingHeads). Another author's
-   * cannot be: until a peer that holds it sends it again with a later change of that author, a
-   * peer that lacks those changes takes them from a replica that holds the head, not from here
-   * (review-damaged-disk HOLE 8). The entity is kept: dropping it to fetch it again with its heads
-   * lost this replica's own writes that no peer held yet (review2-damaged-disk HOLE 3).
+   * cannot be: it is asked of peers (wanted); until one sends it, a peer that lacks those changes
+   * takes them from a replica that holds the head, not from here (review-damaged-disk HOLE 8, 8b).
+   * The entity is kept: dropping it to fetch it again with its heads lost this replica's own
+   * writes that no peer held yet (review2-damaged-disk HOLE 3).
    */
   private async lostHead(err: StoreCorruptError): Promise<void> {
     this.lost++
@@ -531,7 +531,7 @@ export class SignedHeads {
     const [collection, id, actor] = key.startsWith(HEAD_PREFIX) ? key.slice(HEAD_PREFIX.length).split('\u0000') : []
     const own = actor !== undefined && actorOwnedBy(actor, this.opts.peerId)
     this.opts.logger.error(
-      `${err.message} (the signed head ${JSON.stringify(key)}: moved aside; ${own ? 'this replica signs its own head again' : `a peer that lacks that author's changes${id !== undefined ? ` of '${id}'` : ''} takes them from a replica that holds its head, not from here`})`,
+      `${err.message} (the signed head ${JSON.stringify(key)}: moved aside; ${own ? 'this replica signs its own head again' : `a peer that lacks that author's changes${id !== undefined ? ` of '${id}'` : ''} takes them from a replica that holds its head, not from here, until a peer sends it again`})`,
       { code: err.code, ...(collection !== undefined ? { collection } : {}), ...(id !== undefined ? { entity: id } : {}) },
     )
     await this.opts.store.quarantine(err.record)
