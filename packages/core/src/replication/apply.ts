@@ -13,10 +13,11 @@ import { drop } from './receiver.js'
 import { causalSteps, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded } from './heads.js'
 import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
-import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
+import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
 import { HistoryWork, relayedBy } from './history-work.js'
+import { forkRefusal, forkSigner } from './forks.js'
 
 /**
  * Change records of an entity's history one peer may make this replica read, per minute, to
@@ -222,50 +223,9 @@ async function applyHeld(
     ctx.dropLog.log(short[0]!, message, { peer, charged: short.join(','), reason: 'rateLimited', collection, entity: id })
     return { reason: 'rateLimited', message }
   }
-  // A fork of an actor (two changes of one seq): not the relay's bad delta but the owner's
-  // equivocation — counted against the owner among the authors too, and told once per actor and
-  // entity, naming it (replicas that took the other side refuse this one for good: README).
-  // Only where the owner signed the refused change itself (forkSigner): a head of the side held
-  // here covers that seq too, and anyone can send it with a change forged under the actor, or
-  // none at all after a whole document (review-actor-fork HOLE 2); that is the sender's.
-  const forked = (err: ForkedActorError): { reason: DropReason; message: string } => {
-    const owner = forkSigner(err)
-    if (owner === undefined) {
-      return {
-        reason: 'forked',
-        message: `a change of actor ${err.actor} at seq ${err.seq}, where this replica holds another, and no head of its owner covers it (the owner forked it, or the sender forged it): ${err.message}`,
-      }
-    }
-    const message = `${owner} forked its actor: ${err.message}`
-    if (owner !== signed?.author) ctx.authorStats.drop(owner, 'forked', message)
-    const key = `${collection}\0${id}\0${err.actor}`
-    if (!ctx.forksTold.has(key)) {
-      if (ctx.forksTold.size >= 1000) ctx.forksTold.clear()
-      ctx.forksTold.add(key)
-      ctx.logger.error(
-        `${owner} signed two different changes of actor ${err.actor} at seq ${err.seq} of '${collection}/${id}': replicas that took the other one refuse this one for good, and the entity differs between them — revoke ${owner} (policy.set with revoked)`,
-        { collection, entity: id, actor: err.actor, seq: err.seq, owner, peer },
-      )
-    }
-    return { reason: 'forked', message }
-  }
-  // The owner of a forked actor, where a verified head of it reaches the refused change (its
-  // actor and seq) through the changes the delta carries: the owner signed that side too.
-  const forkSigner = (err: ForkedActorError): string | undefined => {
-    const head = vouched.get(err.actor)
-    if (changes === undefined || head === undefined || !actorOwnedBy(err.actor, head.author)) return undefined
-    const carried = new Map(changes.map((c) => [c.hash, c]))
-    const seen = new Set<string>()
-    const stack = [head.hash]
-    while (stack.length > 0) {
-      const c = carried.get(stack.pop()!)
-      if (c === undefined || seen.has(c.hash)) continue
-      seen.add(c.hash)
-      if (c.actor === err.actor && c.seq === err.seq) return head.author
-      stack.push(...c.deps)
-    }
-    return undefined
-  }
+  // A fork of an actor (two changes of one seq): not the relay's bad delta (forks.ts).
+  const forked = (err: ForkedActorError): { reason: DropReason; message: string } =>
+    forkRefusal(ctx, err, { collection, id, peer, ...(signed !== undefined ? { author: signed.author } : {}) }, forkSigner(err, vouched, changes))
   // Counters in a cluster: a change may only add valid rows (row-guard.ts).
   let guardWork: HistoryWork | undefined
   if (guard !== undefined) {
