@@ -10,37 +10,21 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
+import { HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
-import { boundActor } from '../src/trust/actor-binding.js'
-import { concatBytes, toHex } from '../src/hash.js'
+import { concatBytes } from '../src/hash.js'
 import { HistoryWork, relayedBy } from '../src/replication/history-work.js'
 import { PeerBudget } from '../src/peer-budget.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { headOf, headsCluster } from './heads-helpers.js'
-import { ctxOf, savedDoc } from './counter-helpers.js'
-import { insertOnOldBase, oldBase } from './old-base-helpers.js'
-
-const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
-const hashOf = (change: Uint8Array): string => A.decodeChange(change).hash
-const actorOf = (peer: string, nonce: number): string => toHex(boundActor(peer, new Uint8Array(16).fill(nonce)))
+import { headOf } from './heads-helpers.js'
+import { insertOnOldBase } from './old-base-helpers.js'
+import { actorOf, hashOf, oldBaseAtSupport, op } from './history-reads-helpers.js'
 
 describe('review 2: history reads charged per author', function () {
   this.timeout(120_000)
   const { keys, replicas } = trustSuite()
 
-  /** R = SUPPORT holding an old base of `n` changes (unbound actor, vouched for by ADMIN); ADMIN is an honest relay/author H, ORDERS the member M. */
-  async function setUp(n = 300) {
-    const { r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    const ctx: ReplicationContext = ctxOf(r[SUPPORT]!)
-    const base = oldBase(n)
-    const from = (peer: string) => (delta: Uint8Array) => applyRemoteDelta(ctx, peer, 'notes', 'automerge', 'e', delta)
-    expect(await from(ADMIN)(base.saved)).to.equal('applied')
-    const spent = (peer: string) => HISTORY_READS_PER_MINUTE - ctx.historyReads.left(peer, ctx.clock.now())
-    const list = async (): Promise<number[]> => [...(A.load<{ l?: number[] }>(await savedDoc(r[SUPPORT]!, 'notes', 'e')).l ?? [])]
-    return { r, ctx, base, from, spent, list }
-  }
+  const setUp = (n?: number) => oldBaseAtSupport(keys, replicas, n)
 
   it("HOLE 7: a member mints authors: heads signed with fresh keys (any key verifies on libp2p: the peer id names it) name accounts with a whole minute each, so its own spent minute stops nothing (no member check on a head's author)", async () => {
     const { ctx, base, from, spent } = await setUp()

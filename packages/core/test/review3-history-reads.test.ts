@@ -5,51 +5,20 @@
  * charged twice or never. "HOLE n" tests fail on 263b878; open ones are skipped with numbers.
  */
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
-import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
+import { HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
-import { boundActor } from '../src/trust/actor-binding.js'
-import { concatBytes, toHex } from '../src/hash.js'
+import { concatBytes } from '../src/hash.js'
 import { relayedBy } from '../src/replication/history-work.js'
-import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { headOf, headsCluster, LATE } from './heads-helpers.js'
-import { ctxOf, savedDoc } from './counter-helpers.js'
-import { insertOnOldBase, oldBase } from './old-base-helpers.js'
-
-const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
-const hashOf = (change: Uint8Array): string => A.decodeChange(change).hash
-const actorOf = (peer: string, nonce: number): string => toHex(boundActor(peer, new Uint8Array(16).fill(nonce)))
+import { ADMIN, ORDERS, trustSuite } from './trust-helpers.js'
+import { headOf, LATE } from './heads-helpers.js'
+import { insertOnOldBase } from './old-base-helpers.js'
+import { actorOf, badAfter, oldBaseAtSupport } from './history-reads-helpers.js'
 
 describe('review 3: history reads charged per author', function () {
   this.timeout(120_000)
   const { keys, replicas } = trustSuite()
 
-  /** V = SUPPORT holding an old base of `n` changes; ADMIN is the honest author H, ORDERS the member M. */
-  async function setUp(n = 300) {
-    const { r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    const ctx: ReplicationContext = ctxOf(r[SUPPORT]!)
-    const base = oldBase(n)
-    const from = (peer: string) => (delta: Uint8Array) => applyRemoteDelta(ctx, peer, 'notes', 'automerge', 'e', delta)
-    expect(await from(ADMIN)(base.saved)).to.equal('applied')
-    const spent = (peer: string) => HISTORY_READS_PER_MINUTE - ctx.historyReads.left(peer, ctx.clock.now())
-    const list = async (): Promise<number[]> => [...(A.load<{ l?: number[] }>(await savedDoc(r[SUPPORT]!, 'notes', 'e')).l ?? [])]
-    return { r, ctx, base, from, spent, list }
-  }
-
-  /** M's change on top of `dep`, valid in shape but starting its ops past where it may: refused once read (op-refs). */
-  function badAfter(base: ReturnType<typeof oldBase>, dep: Uint8Array, nonce = 1): Uint8Array {
-    return A.encodeChange({
-      actor: actorOf(ORDERS, nonce),
-      author: null,
-      seq: 1,
-      startOp: base.startOp + 50,
-      time: 0,
-      message: null,
-      deps: [hashOf(dep)],
-      ops: [op({ action: 'set', obj: '_root', key: 'z', value: 1, datatype: 'int', pred: [] })],
-    })
-  }
+  const setUp = (n?: number) => oldBaseAtSupport(keys, replicas, n)
 
   it("HOLE 1 (fixed: a delta not taken is the sender's to pay, HistoryWork.refused): a member replays an honest author's genuine change (with its head) ahead of a change of its own that op-refs refuses: each refused delta charges the honest author's own account again, until its own edits are refused as a rate (no refund for a refused delta)", async () => {
     const { ctx, base, from, spent } = await setUp(5000)
