@@ -9,9 +9,7 @@ import { expect } from 'chai'
 import { ClassicLevel } from 'classic-level'
 import { LoopbackHub, Replica, type Logger, type PolicyDocument } from '@convergent/core'
 import { Keyring, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
-import { classicLevelStore } from '@convergent/level'
-import { yjsBackend } from '@convergent/yjs'
-import { automergeBackend } from '@convergent/automerge'
+import { editRaw, openClusterReplica, type Raw } from './damaged-disk-helpers.js'
 
 const ADMIN = 'a-admin'
 const MEMBER = 'b-member'
@@ -25,7 +23,6 @@ const POLICY: PolicyDocument = {
 }
 const PERSONAL = { subject: (c: { customerId: string }) => c.customerId, fields: ['email'], auditReads: true }
 
-type Raw = ClassicLevel<string, Uint8Array>
 const keys = new Keyring()
 const cleanups: (() => Promise<unknown>)[] = []
 
@@ -40,14 +37,7 @@ async function folder(): Promise<string> {
 }
 
 function openReplica(db: string, hub: LoopbackHub, id: string, logger: Logger = recordingLogger()): Promise<Replica> {
-  return Replica.open({
-    store: classicLevelStore(db),
-    backends: [automergeBackend(), yjsBackend()],
-    network: hub.createNetwork(id),
-    trust: keys.trust(id, [ADMIN]),
-    logger,
-    syncIntervalMs: 0,
-  })
+  return openClusterReplica(keys, ADMIN, db, hub, id, logger)
 }
 
 /** Resolves with the replica, or rejects — or with 'hang' after ms. */
@@ -105,16 +95,6 @@ async function rawRecords(db: string): Promise<[string, Uint8Array][]> {
   await raw.open()
   try {
     return (await raw.iterator().all()).map(([k, v]) => [k, new Uint8Array(v)])
-  } finally {
-    await raw.close()
-  }
-}
-
-async function editRaw(db: string, edit: (raw: Raw) => Promise<void>): Promise<void> {
-  const raw: Raw = new ClassicLevel<string, Uint8Array>(db, { keyEncoding: 'utf8', valueEncoding: 'view' })
-  await raw.open()
-  try {
-    await edit(raw)
   } finally {
     await raw.close()
   }

@@ -4,12 +4,12 @@
 // network (as review-damaged-disk.test.ts).
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { ClassicLevel } from 'classic-level'
 import { LoopbackHub, Replica, type Logger, type PolicyDocument } from '@convergent/core'
 import { Keyring, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
+import { editRaw, openClusterReplica } from './damaged-disk-helpers.js'
 
 const ADMIN = 'a-admin'
 const MEMBER = 'b-member'
@@ -20,7 +20,6 @@ const V1: PolicyDocument = {
   collections: { '*': { read: ['*'], write: ['*'] } },
 }
 
-type Raw = ClassicLevel<string, Uint8Array>
 const keys = new Keyring()
 const cleanups: (() => Promise<unknown>)[] = []
 
@@ -35,26 +34,9 @@ async function folder(): Promise<string> {
 }
 
 async function openReplica(db: string, hub: LoopbackHub, id: string, logger: Logger = recordingLogger()): Promise<Replica> {
-  const r = await Replica.open({
-    store: classicLevelStore(db),
-    backends: [automergeBackend(), yjsBackend()],
-    network: hub.createNetwork(id),
-    trust: keys.trust(id, [ADMIN]),
-    logger,
-    syncIntervalMs: 0,
-  })
+  const r = await openClusterReplica(keys, ADMIN, db, hub, id, logger)
   cleanups.push(() => r.close())
   return r
-}
-
-async function editRaw<T>(db: string, edit: (raw: Raw) => Promise<T>): Promise<T> {
-  const raw: Raw = new ClassicLevel<string, Uint8Array>(db, { keyEncoding: 'utf8', valueEncoding: 'view' })
-  await raw.open()
-  try {
-    return await edit(raw)
-  } finally {
-    await raw.close()
-  }
 }
 
 async function rawKeys(db: string, prefix: string): Promise<string[]> {
