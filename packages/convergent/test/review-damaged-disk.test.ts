@@ -496,6 +496,26 @@ describe('review: a damaged disk, records other than entity data', function () {
     expect(await lateJoinerGetsO2(late), 'the late joiner converges through the admin').to.equal(true)
   })
 
+  it('HOLE 8c (fixed: kept as meta records): a lost head still asked of peers after a restart — the admin, alone when it found the damage, restarts; its next round with the member fetches it', async function () {
+    const key = records.map(([k]) => k).find((k) => k.startsWith('!meta!head/orders\u0000o2\u0000'))!
+    const dirs = await copies((admin) => damage(admin, key, 'flip'))
+    const hub = new LoopbackHub()
+    const first = recordingLogger()
+    const alone = await openReplica(dirs.admin, hub, ADMIN, first)
+    await waitFor(() => first.lines.some((l) => l.message.includes('takes them from a replica that holds its head')), 'the damaged head found at open', 5_000)
+    await new Promise((r) => setTimeout(r, 100)) // the marker goes with the next batch
+    await alone.close()
+    const logger = recordingLogger()
+    const admin = await opened(dirs.admin, hub, ADMIN, logger)
+    const member = await opened(dirs.member, hub, MEMBER)
+    await waitFor(() => admin.peers().includes(MEMBER), 'the member connected')
+    await admin.sync()
+    await waitFor(() => logger.lines.some((l) => l.message.includes("stored 1 signed head(s) of 'o2'")), 'the head stored again after the restart', 5_000)
+    await member.close()
+    const late = await opened(dirs.late, hub, LATE)
+    expect(await lateJoinerGetsO2(late), 'the late joiner converges through the admin').to.equal(true)
+  })
+
   it("probe (control for HOLE 9): with its policy record, the member refuses the revoked peer's write", async function () {
     const dirs = await copies(async () => undefined)
     const hub = new LoopbackHub()

@@ -2,6 +2,7 @@ import type { Backend, ChangeMeta } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { CollectionState, Entities } from '../entities.js'
 import { StoreCorruptError } from '../errors.js'
+import { metasPastDamage } from '../meta-scan.js'
 import { concatBytes } from '../hash.js'
 import type { Logger } from '../logger.js'
 import type { StoreOp, Store } from '../store.js'
@@ -127,6 +128,10 @@ function ownLeaves(backend: Backend, id: string, whole: Uint8Array, actors: read
 /** Entities whose lost heads are asked of peers at most, and in how many rounds each (SignedHeads.wanted). */
 const MAX_WANTED = 10_000
 const MAX_HEAD_ASKS = 20
+
+/** Meta records naming the entities whose lost heads are asked of peers, so that a restart does not forget them. */
+const LOST_HEAD_PREFIX = 'lost-head/'
+const lostHeadKey = (collection: string, id: string): string => `${LOST_HEAD_PREFIX}${collection}\u0000${id}`
 
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
@@ -464,6 +469,7 @@ export class SignedHeads {
    */
   async checkStored(stop?: AbortSignal): Promise<number> {
     if (this.opts.store.metas === undefined) return 0
+    await this.loadWanted()
     const before = this.lost
     await this.scanHeads(HEAD_PREFIX, () => undefined, stop)
     return this.lost - before
@@ -476,20 +482,58 @@ export class SignedHeads {
    * Entities whose head of another author was lost here (lostHead), by collection, with the
    * rounds that asked for them: each round asks the peer for them whole (sync-client.ts,
    * refetchHeads), and the heads that delta brings for actors without a stored head are stored
-   * although the document does not change (apply.ts). Asked in at most MAX_HEAD_ASKS rounds; in
-   * memory (a restart before a peer was reached forgets them); at most MAX_WANTED.
+   * although the document does not change (apply.ts). Asked in at most MAX_HEAD_ASKS rounds (of
+   * this run); kept across restarts as meta records (lostHeadKey); at most MAX_WANTED.
    */
   private readonly wanted = new Map<string, Map<string, number>>()
 
-  /** The entities of `collection` whose lost heads to ask a peer for now (each ask counted). */
+  /** The entities of `collection` whose lost heads to ask a peer for now (each ask counted; given up after MAX_HEAD_ASKS). */
   headsWanted(collection: string): string[] {
     const ids = this.wanted.get(collection)
     if (ids === undefined) return []
     for (const [id, asked] of ids) {
-      if (asked >= MAX_HEAD_ASKS) ids.delete(id)
-      else ids.set(id, asked + 1)
+      if (asked < MAX_HEAD_ASKS) {
+        ids.set(id, asked + 1)
+        continue
+      }
+      this.unwant(collection, id)
+      this.opts.logger.warn(
+        `gave up asking peers for the lost signed heads of '${id}' in '${collection}' (${MAX_HEAD_ASKS} rounds): a peer that lacks those changes takes them from another replica`,
+        {
+          collection,
+          entity: id,
+        },
+      )
     }
     return [...ids.keys()]
+  }
+
+  /** Asks peers for the lost heads of (collection, id), also after a restart (a meta record). */
+  private want(collection: string, id: string): void {
+    if ([...this.wanted.values()].reduce((n, ids) => n + ids.size, 0) >= MAX_WANTED) this.wanted.clear()
+    this.wanted.set(collection, (this.wanted.get(collection) ?? new Map<string, number>()).set(id, 0))
+    this.opts.entities.addToTick([{ type: 'meta', key: lostHeadKey(collection, id), bytes: new Uint8Array(0) }]).catch(() => undefined)
+  }
+
+  private unwant(collection: string, id: string): void {
+    this.wanted.get(collection)?.delete(id)
+    this.opts.entities.addToTick([{ type: 'delMeta', key: lostHeadKey(collection, id) }]).catch(() => undefined)
+  }
+
+  /** The entities a previous run was still asking peers for (their meta records; a damaged one is dropped). */
+  private async loadWanted(): Promise<void> {
+    const damaged = async (err: StoreCorruptError, removable: boolean): Promise<void> => {
+      if (removable) await this.opts.store.quarantine(err.record)
+    }
+    for await (const [key] of metasPastDamage(this.opts.store, LOST_HEAD_PREFIX, damaged)) {
+      const [collection, id] = key.slice(LOST_HEAD_PREFIX.length).split('\u0000')
+      if (collection === undefined || id === undefined || !this.opts.entities.collections.has(collection)) {
+        this.opts.entities.addToTick([{ type: 'delMeta', key }]).catch(() => undefined)
+        continue
+      }
+      if ([...this.wanted.values()].reduce((n, ids) => n + ids.size, 0) >= MAX_WANTED) break
+      this.wanted.set(collection, (this.wanted.get(collection) ?? new Map<string, number>()).set(id, 0))
+    }
   }
 
   wantsHeads(collection: string, id: string): boolean {
@@ -508,7 +552,7 @@ export class SignedHeads {
       const ops: StoreOp[] = heads.filter((h) => !have.has(h.actor)).map((h) => ({ type: 'meta', key: headKey(collection, id, h.actor), bytes: h.record }))
       if (ops.length === 0) return
       await this.opts.entities.addToTick(ops)
-      this.wanted.get(collection)?.delete(id)
+      this.unwant(collection, id)
       this.opts.logger.warn(`stored ${ops.length} signed head(s) of '${id}' in '${collection}' again, from a peer (one was lost here)`, {
         collection,
         entity: id,
@@ -536,10 +580,7 @@ export class SignedHeads {
     )
     await this.opts.store.quarantine(err.record)
     this.opts.entities.corruptRecords++
-    if (!own && collection !== undefined && id !== undefined) {
-      if ([...this.wanted.values()].reduce((n, ids) => n + ids.size, 0) >= MAX_WANTED) this.wanted.clear()
-      this.wanted.set(collection, (this.wanted.get(collection) ?? new Map<string, number>()).set(id, 0))
-    }
+    if (!own && collection !== undefined && id !== undefined) this.want(collection, id)
   }
 
   /**
