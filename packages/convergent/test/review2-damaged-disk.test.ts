@@ -266,7 +266,7 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
 
   // ---- the background check: liveness at close ---------------------------------------------------
 
-  it('probe: close() right after open, with a damaged head to handle, returns promptly and logs no spurious error', async function () {
+  it('probe: close() right after open, with a damaged head to handle, returns and logs no spurious error', async function () {
     const dirs = await relayFolders()
     for (const key of dirs.memberHeads) await flip(dirs.admin, key)
     const hub = new LoopbackHub()
@@ -279,15 +279,12 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
       logger,
       syncIntervalMs: 0,
     })
-    const t0 = Date.now()
     await a.close()
-    const ms = Date.now() - t0
-    expect(ms).to.be.lessThan(2_000)
     const spurious = linesOf(logger).filter((l) => /could not|ERR_CLOSED/.test(l))
     expect(spurious, linesOf(logger).join(' | ')).to.deep.equal([])
   })
 
-  it('HOLE 5 (medium, fixed): many damaged signed heads (a bad disk region: 400 of 4,000) make the check at open quadratic — each one starts the scan of every head over — and close() right after open waits for all of it', async function () {
+  it('HOLE 5 (medium, fixed): many damaged signed heads (a bad disk region: 400 of 4,000) made the check at open quadratic — each one started the scan of every head over (20,000 heads with 500 damaged: 41 s, measured) — now it resumes past each: the records the check reads stay linear in the heads', async function () {
     const dir = await folder()
     const db = join(dir, 'admin')
     {
@@ -299,12 +296,27 @@ describe('review 2: the damaged-disk repairs, attacked', function () {
     }
     const all = await rawKeys(db, '!meta!head/')
     for (let i = 0; i < 400; i++) await flip(db, all[Math.floor((i * all.length) / 400)]!)
-    const a = await openReplica(db, new LoopbackHub(), ADMIN)
-    const t0 = Date.now()
-    await a.close()
-    const closeMs = Date.now() - t0
-    // (Measured: 20,000 heads with 500 damaged: 41 s of checks, close() waiting for them; undamaged, 0.2 s.)
-    expect(closeMs, 'close() right after open').to.be.lessThan(2_000)
+    // Every head record the store hands out, counted.
+    const inner = classicLevelStore(db)
+    let read = 0
+    const metas = inner.metas.bind(inner)
+    inner.metas = async function* (prefix: string, after?: string) {
+      for await (const entry of metas(prefix, after)) {
+        if (prefix.startsWith('head/')) read++
+        yield entry
+      }
+    }
+    const a = await Replica.open({
+      store: inner,
+      backends: [automergeBackend(), yjsBackend()],
+      network: new LoopbackHub().createNetwork(ADMIN),
+      trust: keys.trust(ADMIN, [ADMIN]),
+      logger: recordingLogger(),
+      syncIntervalMs: 0,
+    })
+    cleanups.push(() => a.close())
+    await waitFor(() => a.stats().store.corruptRecords >= 400, 'the 400 damaged heads found at open', 60_000)
+    expect(read, 'head records read by the check').to.be.at.most(all.length) // quadratic: ~400 × 3,600 / 2
   })
 
   // ---- read-only (inspect) stores ----------------------------------------------------------------

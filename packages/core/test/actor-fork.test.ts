@@ -8,31 +8,20 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import type { Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
-import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
-import { headOf, NOTES_POLICY, notes } from './heads-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { headOf, notesHeldBySupport } from './heads-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
-import { LoopbackHub } from '../src/index.js'
 
 describe('an actor forked by its owner (equivocation)', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
   it("is counted as 'forked' against the relay that brings the other side and against the owner, and logged once naming the owner — not as the relay's invalidDelta", async () => {
-    const warnings: string[] = []
-    const logger = { warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) }
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of [ADMIN, ORDERS, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id, id === SUPPORT ? { logger } : {})
-    await r[ADMIN]!.policy.set(NOTES_POLICY)
-    await waitFor(() => [ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
-    await notes(r[ADMIN]!).put('e', { text: 'base' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('e')) !== undefined, 'e at SUPPORT')
+    const { r, said: warnings } = await notesHeldBySupport(keys, replicas)
     // ORDERS forks its actor: h1 (seq 1), then a and b (both seq 2), each with a head it signed.
     const mine = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
     const base = A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'e'), { actor: mine })

@@ -133,3 +133,17 @@ export async function adminAndHeldSupport(keys: Keyring, replicas: Replica[], po
   await waitFor(() => support.policy.get() !== undefined, 'SUPPORT adopts')
   return { hub, admin, holding, support }
 }
+
+/** ADMIN, ORDERS and SUPPORT on a fresh hub under NOTES_POLICY (SUPPORT's log lines in `said`), 'notes'/e written by ADMIN and held at SUPPORT. */
+export async function notesHeldBySupport(keys: Keyring, track: Replica[]): Promise<{ r: Record<string, Replica>; said: string[] }> {
+  const said: string[] = []
+  const logger = { warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }
+  const hub = new LoopbackHub()
+  const r: Record<string, Replica> = {}
+  for (const id of [ADMIN, ORDERS, SUPPORT]) r[id] = await trustMember(keys, track, hub, id, id === SUPPORT ? { logger } : {})
+  await r[ADMIN]!.policy.set(NOTES_POLICY)
+  await waitFor(() => [ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
+  await notes(r[ADMIN]!).put('e', { text: 'base' })
+  await waitFor(async () => (await notes(r[SUPPORT]!).get('e')) !== undefined, 'e at SUPPORT')
+  return { r, said }
+}

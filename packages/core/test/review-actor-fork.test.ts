@@ -8,7 +8,6 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import type { Replica } from '../src/index.js'
 import { LoopbackHub } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { encodeHeaded } from '../src/replication/heads.js'
@@ -16,7 +15,7 @@ import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
 import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
-import { headOf, NOTES_POLICY, notes } from './heads-helpers.js'
+import { headOf, notesHeldBySupport } from './heads-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
 
 describe('review: a forked actor told apart, and the Yjs warning', function () {
@@ -25,15 +24,7 @@ describe('review: a forked actor told apart, and the Yjs warning', function () {
 
   /** ADMIN, ORDERS, SUPPORT (SUPPORT logging to `said`) under NOTES_POLICY; 'notes'/e written by ADMIN and held at SUPPORT. */
   async function cluster() {
-    const said: string[] = []
-    const logger = { warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }
-    const hub = new LoopbackHub()
-    const r: Record<string, Replica> = {}
-    for (const id of [ADMIN, ORDERS, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id, id === SUPPORT ? { logger } : {})
-    await r[ADMIN]!.policy.set(NOTES_POLICY)
-    await waitFor(() => [ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
-    await notes(r[ADMIN]!).put('e', { text: 'base' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('e')) !== undefined, 'e at SUPPORT')
+    const { r, said } = await notesHeldBySupport(keys, replicas)
     const base = await savedDoc(r[SUPPORT]!, 'notes', 'e')
     // H = ADMIN's own change h1 under an actor bound to it, with its head: SUPPORT holds it.
     const hActor = toHex(boundActor(ADMIN, new Uint8Array(16).fill(7)))

@@ -247,7 +247,7 @@ export class ReadAudit {
     if (known) this.last = Math.max(this.last, seq)
     this.logger.error(
       `${err.message} A read-audit entry${known ? ` (seq ${seq})` : ''}: ${
-        removable ? 'moved aside' : 'left as it is (the store is opened read-only; the entries after it were not read)'
+        removable ? 'moved aside' : 'left as it is (the store is opened read-only)'
       }. The read audit has a gap there: that read is no longer in it.`,
       { code: err.code },
     )

@@ -278,8 +278,7 @@ export class SubjectKeys {
   async load(): Promise<void> {
     if (!this.supported) return
     const stale: StoreOp[] = []
-    const lost = (what: string, removable: boolean): string =>
-      removable ? what : `${what}; left as it is (the store is opened read-only): the records after it under its prefix were not read`
+    const lost = (what: string, removable: boolean): string => (removable ? what : `${what}; left as it is (the store is opened read-only)`)
     for await (const [record, bytes] of metasPastDamage(this.store, KEY_PREFIX, async (err, removable) => {
       this.corruptRecords++
       const id = err.record.key.slice(KEY_PREFIX.length)
@@ -894,12 +893,13 @@ function openAny(key: HeldKey, collection: string, id: string, field: string, se
 export async function storedSubjectKeys(store: Store): Promise<Map<string, HeldKey>> {
   const out = new Map<string, HeldKey>()
   if (store.metas === undefined) return out
-  for await (const [record, bytes] of store.metas(KEY_PREFIX)) {
+  // A damaged record (undecodable, or failing the store's check) opens nothing: the dump shows those fields as absent.
+  for await (const [record, bytes] of metasPastDamage(store, KEY_PREFIX, async () => undefined)) {
     try {
       const key = decodeKeyRecord(record, bytes)
       out.set(key.id, key)
     } catch {
-      // A damaged record opens nothing: the dump shows those fields as absent.
+      // Undecodable: as above.
     }
   }
   return out

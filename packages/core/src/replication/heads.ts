@@ -439,26 +439,12 @@ export class SignedHeads {
 
   /**
    * Every head record under `prefix`, in key order; one that fails the store's check is handed
-   * to lostHead (moved aside) and the scan starts over after it (each pass meets one fewer).
+   * to lostHead (moved aside) and the scan goes on after it (metasPastDamage).
    */
   private async scanHeads(prefix: string, each: (key: string, record: Uint8Array) => void, stop?: AbortSignal): Promise<void> {
-    let after: string | undefined
-    for (let attempt = 0; ; attempt++) {
-      try {
-        // Resumed past the records already met (not from the start: many damaged records would
-        // make the scan quadratic — review2-damaged-disk HOLE 5).
-        for await (const [key, record] of this.opts.store.metas!(prefix, after)) {
-          if (stop?.aborted === true) return
-          if (after !== undefined && key <= after) continue
-          after = key
-          each(key, record)
-        }
-        return
-      } catch (err) {
-        if (!(err instanceof StoreCorruptError) || err.record.keyspace !== 'meta' || !err.record.key.startsWith(prefix) || attempt >= 1000) throw err
-        if (stop?.aborted === true) return
-        await this.lostHead(err)
-      }
+    for await (const [key, record] of metasPastDamage(this.opts.store, prefix, (err, removable) => (removable ? this.lostHead(err) : Promise.resolve()))) {
+      if (stop?.aborted === true) return
+      each(key, record)
     }
   }
 

@@ -3,8 +3,10 @@ import type { PeerBudget } from '../peer-budget.js'
 
 /** The budget key of what a peer may have read for changes it relays but did not write (HistoryWork). */
 export function relayedBy(peer: string): string {
-  return `${peer}\0relayed`
+  return `${peer}${RELAYED}`
 }
+
+const RELAYED = '\0relayed'
 
 /**
  * What judging one delta may read of an entity's history (DeltaLimits.work), charged per
@@ -92,6 +94,6 @@ export class HistoryWork implements DeltaWork {
   /** Who ran out judging the delta (the charged peer if none says so), for messages. */
   short(): string[] {
     const out = [...this.accounts].filter(([, a]) => a.exhausted === true).map(([key]) => key)
-    return (out.length > 0 ? out : [this.charged]).map((key) => (key.endsWith('\0relayed') ? `${key.slice(0, -'\0relayed'.length)} (for what it relays)` : key))
+    return (out.length > 0 ? out : [this.charged]).map((key) => (key.endsWith(RELAYED) ? `${key.slice(0, -RELAYED.length)} (for what it relays)` : key))
   }
 }
