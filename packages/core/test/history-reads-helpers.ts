@@ -8,11 +8,12 @@ import type { Replica } from '../src/index.js'
 import { applyRemoteDelta, HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { boundActor } from '../src/trust/actor-binding.js'
-import { toHex } from '../src/hash.js'
+import { concatBytes, toHex } from '../src/hash.js'
+import { encodeHeaded } from '../src/replication/heads.js'
 import { ADMIN, ORDERS, SUPPORT, type Keyring } from './trust-helpers.js'
-import { headsCluster } from './heads-helpers.js'
+import { headOf, headsCluster } from './heads-helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
-import { oldBase } from './old-base-helpers.js'
+import { insertOnOldBase, oldBase } from './old-base-helpers.js'
 
 export const op = (o: object) => o as unknown as A.DecodedChange['ops'][number]
 export const hashOf = (change: Uint8Array): string => A.decodeChange(change).hash
@@ -47,4 +48,26 @@ export function badAfter(base: ReturnType<typeof oldBase>, dep: Uint8Array, nonc
     deps: [hashOf(dep)],
     ops: [op({ action: 'set', obj: '_root', key: 'z', value: 1, datatype: 'int', pred: [] })],
   })
+}
+
+/**
+ * ORDERS sends ADMIN's genuine change h (an insert on the old base, with its head) ahead of a
+ * change of its own that op-refs refuses, up to 50 times or until ADMIN's minute is spent (what
+ * it was before the refund: review3 HOLE 1). h and its head, and the deltas sent.
+ */
+export async function replayBehindBad(
+  keys: Keyring,
+  at: Awaited<ReturnType<typeof oldBaseAtSupport>>,
+): Promise<{ h: Uint8Array; hHead: Uint8Array; sent: number }> {
+  const { base, from, spent } = at
+  const h = insertOnOldBase(base, actorOf(ADMIN, 2), 8)
+  const hHead = await headOf(keys, h, ADMIN, 'e')
+  const bad = badAfter(base, h)
+  const delta = encodeHeaded(concatBytes([h, bad]), [hHead, await headOf(keys, bad, ORDERS, 'e')])
+  let sent = 0
+  while (sent < 50 && spent(ADMIN) < HISTORY_READS_PER_MINUTE) {
+    expect(await from(ORDERS)(delta)).to.equal('invalidDelta')
+    sent++
+  }
+  return { h, hHead, sent }
 }

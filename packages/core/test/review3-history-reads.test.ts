@@ -12,7 +12,7 @@ import { relayedBy } from '../src/replication/history-work.js'
 import { ADMIN, ORDERS, trustSuite } from './trust-helpers.js'
 import { headOf, LATE } from './heads-helpers.js'
 import { insertOnOldBase } from './old-base-helpers.js'
-import { actorOf, badAfter, oldBaseAtSupport } from './history-reads-helpers.js'
+import { actorOf, badAfter, oldBaseAtSupport, replayBehindBad } from './history-reads-helpers.js'
 
 describe('review 3: history reads charged per author', function () {
   this.timeout(120_000)
@@ -21,17 +21,9 @@ describe('review 3: history reads charged per author', function () {
   const setUp = (n?: number) => oldBaseAtSupport(keys, replicas, n)
 
   it("HOLE 1 (fixed: a delta not taken is the sender's to pay, HistoryWork.refused): a member replays an honest author's genuine change (with its head) ahead of a change of its own that op-refs refuses: each refused delta charges the honest author's own account again, until its own edits are refused as a rate (no refund for a refused delta)", async () => {
-    const { ctx, base, from, spent } = await setUp(5000)
-    // H made h, an insert on the old base (offline, say); V does not hold it yet. M got it with its head.
-    const h = insertOnOldBase(base, actorOf(ADMIN, 2), 8)
-    const hHead = await headOf(keys, h, ADMIN, 'e')
-    const bad = badAfter(base, h)
-    const delta = encodeHeaded(concatBytes([h, bad]), [hHead, await headOf(keys, bad, ORDERS, 'e')])
-    let sent = 0
-    while (sent < 50 && spent(ADMIN) < HISTORY_READS_PER_MINUTE) {
-      expect(await from(ORDERS)(delta)).to.equal('invalidDelta')
-      sent++
-    }
+    const at = await setUp(5000)
+    const { ctx, from, spent } = at
+    const { h, hHead, sent } = await replayBehindBad(keys, at)
     // 263b878: after ~40 refused deltas of M, H's minute at V is gone (each read ~5,000 at H's cost) …
     // … and H's own delivery of h is refused as a rate (an author's own changes never fall back;
     // 263b878: rateLimited, as would be H's pushes — only honest relays' relay accounts take it).

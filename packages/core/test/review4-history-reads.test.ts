@@ -8,13 +8,12 @@ import { expect } from 'chai'
 import { HISTORY_READS_PER_MINUTE } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { encodeHeaded } from '../src/replication/heads.js'
-import { concatBytes } from '../src/hash.js'
 import { HistoryWork, relayedBy } from '../src/replication/history-work.js'
 import { PeerBudget } from '../src/peer-budget.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
 import { headOf } from './heads-helpers.js'
 import { insertOnOldBase } from './old-base-helpers.js'
-import { actorOf, badAfter, oldBaseAtSupport } from './history-reads-helpers.js'
+import { actorOf, oldBaseAtSupport, replayBehindBad } from './history-reads-helpers.js'
 
 describe('review 4: history reads of a delta not taken', function () {
   this.timeout(120_000)
@@ -30,17 +29,10 @@ describe('review 4: history reads of a delta not taken', function () {
   }
 
   it("HOLE 1: in a counter collection, the guard's copy charges an honest author's replayed change to the author, and when the copy cannot apply (the guard says 'ok', the apply refuses) nothing gives it back: review3 HOLE 1 at half rate", async () => {
-    const { r, ctx, base, from, spent } = await setUp(5000)
+    const at = await setUp(5000)
+    const { r, ctx, from, spent } = at
     guarded(ctx, r)
-    const h = insertOnOldBase(base, actorOf(ADMIN, 2), 8)
-    const hHead = await headOf(keys, h, ADMIN, 'e')
-    const bad = badAfter(base, h)
-    const delta = encodeHeaded(concatBytes([h, bad]), [hHead, await headOf(keys, bad, ORDERS, 'e')])
-    let sent = 0
-    while (sent < 50 && spent(ADMIN) < HISTORY_READS_PER_MINUTE) {
-      expect(await from(ORDERS)(delta)).to.equal('invalidDelta')
-      sent++
-    }
+    const { h, hHead, sent } = await replayBehindBad(keys, at)
     // 6f3bf79: 40 refused deltas spend H's minute at V (~5,000 each, the guard's copy's), and H's own
     // delivery of h is refused as a rate. (The guard here refuses what H's change makes of 'notes',
     // a document that is no counter: not a rate.)
