@@ -16,14 +16,18 @@ import { tempDir, waitFor } from './helpers.js'
 
 const PERSONAL = { subject: (c: { customerId: string }) => c.customerId, fields: ['email'], auditReads: true }
 
+/** A replica on the classic-level folder `db`, without a network. */
+function openAt(db: string, logger = recordingLogger()): Promise<Replica> {
+  return Replica.open({ store: classicLevelStore(db), backends: [yjsBackend(), automergeBackend()], logger, syncIntervalMs: 0 })
+}
+
 describe('Damaged meta records of personal data and the read audit', function () {
   this.timeout(30_000)
 
   it('a key record of the wrong shape or under another id is skipped and reported; a mark out of range is not trusted', async () => {
     const { dir, cleanup } = await tempDir('convergent-damaged-meta-')
     const db = join(dir, 'db')
-    const opened = (logger = recordingLogger()) =>
-      Replica.open({ store: classicLevelStore(db), backends: [yjsBackend(), automergeBackend()], logger, syncIntervalMs: 0 })
+    const opened = (logger = recordingLogger()) => openAt(db, logger)
     try {
       let replica = await opened()
       const customers = replica.collection<{ customerId: string; email?: string }>('customers', { personal: PERSONAL })
@@ -68,8 +72,7 @@ describe('Damaged meta records of personal data and the read audit', function ()
   it("a forget tombstone or a destroyed key's marker failing the store's check: the replica opens, and the subject stays forgotten", async () => {
     const { dir, cleanup } = await tempDir('convergent-damaged-meta-')
     const db = join(dir, 'db')
-    const opened = (logger = recordingLogger()) =>
-      Replica.open({ store: classicLevelStore(db), backends: [yjsBackend(), automergeBackend()], logger, syncIntervalMs: 0 })
+    const opened = (logger = recordingLogger()) => openAt(db, logger)
     try {
       let replica = await opened()
       const customers = replica.collection<{ customerId: string; email?: string }>('customers', { personal: PERSONAL })

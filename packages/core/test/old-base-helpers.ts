@@ -25,16 +25,19 @@ export function oldBase(n: number) {
   return { saved: A.save(doc), list, elem, first, startOp }
 }
 
-/** An honest-shaped change of `by`: an insert after the list's first element, made on the old base. */
-export function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, value: number): Uint8Array {
+/**
+ * An honest-shaped change of `by`: an insert after the list's first element, made on the old
+ * base (or `after` another change, its ops starting past that change's one op).
+ */
+export function insertOnOldBase(base: ReturnType<typeof oldBase>, by: string, value: number, after?: Uint8Array): Uint8Array {
   return A.encodeChange({
     actor: by,
     author: null,
     seq: 1,
-    startOp: base.startOp,
+    startOp: after === undefined ? base.startOp : base.startOp + 1,
     time: 0,
     message: null,
-    deps: base.first,
+    deps: after === undefined ? base.first : [A.decodeChange(after).hash],
     ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
   })
 }
@@ -54,15 +57,5 @@ export function queuedPair(base: ReturnType<typeof oldBase>, dBy: string, cBy: s
     deps: base.first,
     ops: [{ action: 'set', obj: '_root', key: 'x', value: 1, datatype: 'int', pred: [] }],
   })
-  const C = A.encodeChange({
-    actor: cBy,
-    author: null,
-    seq: 1,
-    startOp: base.startOp + 1,
-    time: 0,
-    message: null,
-    deps: [A.decodeChange(D).hash],
-    ops: [{ action: 'set', obj: base.list, elemId: base.elem, insert: true, value: 5, datatype: 'int', pred: [] } as unknown as A.DecodedChange['ops'][number]],
-  })
-  return { D, C }
+  return { D, C: insertOnOldBase(base, cBy, 5, D) }
 }
