@@ -113,8 +113,8 @@ describe('apply: a delta from a peer', function () {
     expect(await col.get('forged')).to.deep.equal({ mine: true })
   })
 
-  it('is refused when it builds a value over maxValueBytes, and changes nothing', async () => {
-    const { victim, evil } = await victimWithEvil({ limits: { maxValueBytes: 1024 } })
+  it('is refused when it builds a value over maxMergedValueBytes, and changes nothing', async () => {
+    const { victim, evil } = await victimWithEvil({ limits: { maxValueBytes: 1024, maxMergedValueBytes: 2048 } })
     const col = victim.collection('p', { backend: 'yjs' })
     await col.put('k', { v: 1 })
     await evil.publish(topicOf('default', 'p'), push('p', 'yjs', [['big', deltaOf(yjsBackend(), { s: 'x'.repeat(4096) })]]))

@@ -168,7 +168,7 @@ describe('observing a replica: observe(), status(), cache counters', function ()
       const b = await memoryReplica({
         network: withBootstrap(hub.createNetwork('b'), ['/ip4/127.0.0.1/tcp/1/p2p/a']),
         syncOnConnect: false,
-        limits: { maxValueBytes: 200 },
+        limits: { maxValueBytes: 200, maxMergedValueBytes: 200 },
       })
       const c = await memoryReplica({ network: hub.createNetwork('c'), syncOnConnect: false })
       replicas.push(a, b, c)

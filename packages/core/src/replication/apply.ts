@@ -4,7 +4,7 @@ import type { CollectionState } from '../entities.js'
 import type { LoadedEntity } from '../entity-cache.js'
 import { ConvergentError, ForkedActorError, isConvergentError, RefusedChangeError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
-import { checkId, jsonWithin, type JsonObject } from '../json.js'
+import { checkId, jsonWithin, type JsonObject, type ValueLimits } from '../json.js'
 import { writeTo, type Made, type PendingWrite } from '../write.js'
 import type { ReplicationContext } from './context.js'
 import type { SignedBy } from '../trust/signed-push.js'
@@ -320,9 +320,9 @@ async function applyHeld(
         return 'unchanged'
       }
       // Read once: for the delete flag, as the value subscribers are told about, and to bound
-      // it: no honest replica writes a value over the value limits, so a delta that builds one is refused.
+      // it: a delta that builds a value over maxMergedValueBytes (or too deep) is refused.
       value = backend.read(next)
-      const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+      const broken = value === undefined ? undefined : jsonWithin(value, mergedLimits(ctx))
       if (broken !== undefined) {
         ctx.entities.discard(col, entity)
         refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
@@ -451,7 +451,7 @@ function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array
   try {
     doc = backend.applyDelta(doc, delta, deltaLimits(ctx))
     const value = backend.read(doc)
-    const broken = value === undefined ? undefined : jsonWithin(value, ctx.limits)
+    const broken = value === undefined ? undefined : jsonWithin(value, mergedLimits(ctx))
     if (broken !== undefined) return `the delta builds a value ${valueLimitBroken(broken, ctx)}`
     return undefined
   } catch (err) {
@@ -469,8 +469,19 @@ function deltaLimits(ctx: ReplicationContext): DeltaLimits {
   return { maxDecodedBytes: ctx.limits.maxDecodedBytes, maxDepth: ctx.limits.maxDepth }
 }
 
+/**
+ * The limits a value built by a peer's delta is held to. Its size: maxMergedValueBytes, not
+ * maxValueBytes — the merge of concurrent writes that each keep maxValueBytes may be larger, and
+ * a refusal that depends on what else a replica took first would keep honest replicas apart for
+ * good. Its depth: maxDepth, as an object's depth is fixed where it was made, so no merge of
+ * honest writes nests deeper than one of them did.
+ */
+function mergedLimits(ctx: ReplicationContext): ValueLimits {
+  return { maxValueBytes: Math.max(ctx.limits.maxValueBytes, ctx.limits.maxMergedValueBytes), maxDepth: ctx.limits.maxDepth }
+}
+
 function valueLimitBroken(broken: 'tooLarge' | 'tooDeep', ctx: ReplicationContext): string {
-  return broken === 'tooLarge' ? `larger than maxValueBytes (${ctx.limits.maxValueBytes})` : `nested deeper than maxDepth (${ctx.limits.maxDepth})`
+  return broken === 'tooLarge' ? `larger than maxMergedValueBytes (${mergedLimits(ctx).maxValueBytes})` : `nested deeper than maxDepth (${ctx.limits.maxDepth})`
 }
 
 function dropMessageOf(

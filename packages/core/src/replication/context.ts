@@ -41,6 +41,14 @@ export interface ReplicationLimits {
   maxPartsBytes: number
   /** Largest size a remote delta may decode to (Automerge chunks are compressed), checked before inflating. */
   maxDecodedBytes: number
+  /**
+   * Largest value (JSON bytes) a peer's delta may build once merged here. Larger than
+   * maxValueBytes on purpose: concurrent writes that each keep maxValueBytes can merge into a
+   * larger value, and every replica must take them all to converge (refusing at maxValueBytes
+   * split two honest replicas for good, each refusing the other's write). Only a value over this
+   * is refused; never less than maxValueBytes.
+   */
+  maxMergedValueBytes: number
   /** Per-peer inbound messages per second (token bucket) … */
   inboundRatePerSecond: number
   /** … and the burst allowed above it. */
@@ -73,6 +81,7 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxDeltaBytes: 32 * 1024 * 1024,
   maxPartsBytes: 64 * 1024 * 1024,
   maxDecodedBytes: 32 * 1024 * 1024,
+  maxMergedValueBytes: 16 * 1024 * 1024,
   inboundRatePerSecond: 5000,
   inboundBurst: 20000,
   inboundEntriesPerSecond: 20_000,
