@@ -43,6 +43,25 @@ describe('sim: scenarios', function () {
     ])
   })
 
+  it('partition-heal with values over maxValueBytes once merged: converges (each side writes within the limit; the merge is taken everywhere)', async function () {
+    const scenario = smallScenario('value-limit-merge-small', {
+      // Six writers on four entities, 300 bytes of filler each: a value holds up to ~6 × 300 bytes
+      // once merged, over the replicas' 1,000-byte maxValueBytes; writes that would grow a value
+      // past it fail here (not acknowledged), those within it on either side are taken everywhere.
+      workload: { ratePerSec: 20, entities: 4, startMs: 1_000, value: { payloadBytes: 300, nested: false } },
+      replica: { maxValueBytes: 1_000 },
+      faults: [
+        { at: 2000, type: 'partition', split: [0.5, 0.5] },
+        { at: 8000, type: 'heal' },
+      ],
+      invariants: [{ kind: 'converge-within', ms: 10000 }],
+    })
+    const r = await runScenario(scenario, { seed: 11 })
+    expect(r.passed, JSON.stringify(r.checks, null, 1)).to.equal(true)
+    expect(r.convergence.converged).to.equal(true)
+    expect(r.updates.rejected, 'some writes over the limit failed locally').to.be.greaterThan(0)
+  })
+
   it('lossy (small): 20 % loss, duplication and reordering still converge', async function () {
     const scenario = smallScenario('lossy-small', {
       network: { loss: 0.2, duplicate: 0.1, reorder: 0.2, reorderDelayMs: 100, latency: { kind: 'uniform', minMs: 10, maxMs: 60 } },

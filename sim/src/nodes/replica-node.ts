@@ -79,6 +79,7 @@ export abstract class ReplicaNode<I extends Incarnation> implements HostNode {
       syncOnConnect: r.syncOnConnect,
       cacheSize: r.cacheSize,
       compactAfter: r.compactAfter,
+      ...(r.maxValueBytes !== null ? { limits: { maxValueBytes: r.maxValueBytes } } : {}),
       ...(cluster !== undefined ? { trust: cluster.keyring.trust(network.peerId, [admin!]) } : {}),
     })
   }

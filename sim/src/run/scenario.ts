@@ -150,6 +150,11 @@ export interface ReplicaSpec {
    * node is not in the policy.
    */
   cluster: boolean
+  /**
+   * The replicas' `limits.maxValueBytes` (null: Replica's default, 1 MiB). Small, with filler,
+   * so that concurrent writes merge past it (they must still converge: see maxMergedValueBytes).
+   */
+  maxValueBytes: number | null
 }
 
 /** Nodes are named by index (0 … nodes-1). Groups: explicit index lists, or fractions of the nodes. */
@@ -296,6 +301,7 @@ export const DEFAULT_SCENARIO: Omit<Scenario, 'name' | 'description'> = {
     writeLatencyMs: 1,
     store: 'memory-level',
     cluster: false,
+    maxValueBytes: null,
   },
   faults: [],
   invariants: [],
@@ -415,6 +421,7 @@ function validate(s: Scenario): void {
     fail(`network.connections.kind must be 'full' or 'random', got ${JSON.stringify((n.connections as { kind: unknown }).kind)}`)
   if (!['retransmit', 'drop'].includes(n.requestLoss)) fail(`network.requestLoss must be 'retransmit' or 'drop'`)
   if (!['memory-level', 'map'].includes(s.replica.store)) fail(`replica.store must be 'memory-level' or 'map', got ${JSON.stringify(s.replica.store)}`)
+  if (s.replica.maxValueBytes !== null) int(s.replica.maxValueBytes, 'replica.maxValueBytes', 1)
   if (typeof s.replica.cluster !== 'boolean') fail(`replica.cluster must be true or false, got ${JSON.stringify(s.replica.cluster)}`)
   if (s.replica.cluster) {
     for (const [i, f] of s.faults.entries()) {
