@@ -1,4 +1,5 @@
 import { StoreCorruptError } from './errors.js'
+import type { Logger } from './logger.js'
 import type { Store } from './store.js'
 
 /**
@@ -33,5 +34,43 @@ export async function* metasPastDamage(store: Store, prefix: string, damaged: Da
       await damaged(err as StoreCorruptError, store.readOnly !== true)
       after = key
     }
+  }
+}
+
+/** What getMetaPastDamage does with a meta record that failed the store's check, and what it reads as then. */
+export interface MetaDamage<D> {
+  /** What the record is, for the log line (after the store's message), e.g. "The read audit's mark". */
+  what: string
+  /**
+   * True: moved aside (Store.quarantine), or left as it is on a store opened read-only. False:
+   * left where it is (the caller deletes or rewrites it itself).
+   */
+  moveAside: boolean
+  /** What the damaged record reads as (undefined: as absent). */
+  readsAs: D
+  /** How it is read, for the log line, e.g. "read as absent — the end of the log is found from its entries". */
+  then: string
+  logger: Logger
+  /** Called once per damaged record met (a corruptRecords counter), if given. */
+  counted?: () => void
+}
+
+/**
+ * The meta record `key` (Store.getMeta), past damage: one that fails the store's check (a
+ * StoreCorruptError) is logged as ERR_STORE_CORRUPT naming it, counted, moved aside if
+ * `moveAside` (unless the store is read-only), and read as `readsAs` — so the replica still
+ * opens. Any other error is thrown.
+ */
+export async function getMetaPastDamage<D>(store: Store, key: string, damage: MetaDamage<D>): Promise<Uint8Array | undefined | D> {
+  try {
+    return await store.getMeta(key)
+  } catch (err) {
+    if (!(err instanceof StoreCorruptError)) throw err
+    damage.counted?.()
+    const aside = damage.moveAside && store.readOnly !== true
+    const where = damage.moveAside ? (aside ? 'moved aside' : 'left as it is (the store is opened read-only)') + ', ' : ''
+    damage.logger.error(`${err.message} ${damage.what}: ${where}${damage.then}.`, { code: err.code })
+    if (aside) await store.quarantine(err.record)
+    return damage.readsAs
   }
 }

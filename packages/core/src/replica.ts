@@ -4,6 +4,7 @@ import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState, type EntitiesOptions } from './entities.js'
 import { ConvergentError, StoreCorruptError } from './errors.js'
+import { getMetaPastDamage } from './meta-scan.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { codeOf, consoleLogger, type Logger } from './logger.js'
 import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
@@ -157,15 +158,7 @@ const COUNTERS_KEY = 'counter-collections'
  * store's check is moved aside and logged, so the replica still opens).
  */
 async function readNames(store: Store, key: string, logger: Logger): Promise<Set<string>> {
-  let bytes: Uint8Array | undefined
-  try {
-    bytes = await store.getMeta(key)
-  } catch (err) {
-    if (!(err instanceof StoreCorruptError)) throw err
-    logger.error(`the stored list '${key}' is damaged (moved aside; read as empty): ${err.message}`, { code: err.code })
-    await store.quarantine(err.record)
-    return new Set()
-  }
+  const bytes = await getMetaPastDamage(store, key, { what: `The stored list '${key}'`, moveAside: true, readsAs: undefined, then: 'read as empty', logger })
   if (bytes === undefined) return new Set()
   try {
     const names: unknown = JSON.parse(new TextDecoder().decode(bytes))

@@ -1,8 +1,8 @@
 import { decode, encode } from 'cborg'
 import type { Clock } from '../clock.js'
-import { ConvergentError, StoreCorruptError } from '../errors.js'
+import { ConvergentError } from '../errors.js'
 import type { Logger } from '../logger.js'
-import { metasPastDamage, type DamagedMeta } from '../meta-scan.js'
+import { getMetaPastDamage, metasPastDamage, type DamagedMeta } from '../meta-scan.js'
 import type { Store, StoreOp } from '../store.js'
 
 /**
@@ -268,19 +268,15 @@ export class ReadAudit {
     // entry is read; without it (a log from before the mark, or a damaged one), every key is.
     // A damaged mark (failing the store's check) is moved aside and read as absent: every entry
     // is scanned for the end then (and the seqs of damaged entries count, by their keys).
-    let marked: number | undefined
-    try {
-      marked = markFrom(await this.store.getMeta(MARK_KEY))
-    } catch (err) {
-      if (!(err instanceof StoreCorruptError)) throw err
-      this.corruptRecords++
-      const removable = this.store.readOnly !== true
-      this.logger.error(
-        `${err.message} The read audit's mark (its highest seq): ${removable ? 'moved aside' : 'left as it is (read-only)'}, read as absent — the end of the log is found from its entries.`,
-        { code: err.code },
-      )
-      if (removable) await this.store.quarantine(err.record)
-    }
+    const mark = await getMetaPastDamage(this.store, MARK_KEY, {
+      what: "The read audit's mark (its highest seq)",
+      moveAside: true,
+      readsAs: undefined,
+      then: 'read as absent — the end of the log is found from its entries',
+      logger: this.logger,
+      counted: () => void this.corruptRecords++,
+    })
+    const marked = markFrom(mark)
     this.first = (marked ?? 0) + 1
     this.last = marked ?? 0
     let count = 0

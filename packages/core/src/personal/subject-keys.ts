@@ -2,11 +2,11 @@ import { createCipheriv, createDecipheriv, createSecretKey, hash, type KeyObject
 import { pooledRandom } from '../secure-random.js'
 import { decode, encode } from 'cborg'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, deriveAeadKey, NoncePool } from '../aead.js'
-import { ConvergentError, StoreCorruptError } from '../errors.js'
+import { ConvergentError } from '../errors.js'
 import { sha256, toHex } from '../hash.js'
 import { DEFAULT_VALUE_LIMITS, jsonWithin, type JsonValue, type ValueLimits } from '../json.js'
 import type { Logger } from '../logger.js'
-import { metasPastDamage } from '../meta-scan.js'
+import { getMetaPastDamage, metasPastDamage } from '../meta-scan.js'
 import type { Store, StoreOp } from '../store.js'
 import type { Access } from '../trust/access.js'
 import { MAX_KEY_RECORDS, MAX_SUBJECT_BYTES, type KeyWire, type TombstoneWire } from '../replication/messages/keys.js'
@@ -359,19 +359,16 @@ export class SubjectKeys {
     // that only looks (its keys are dropped from memory all the same).
     if (this.store.readOnly === true) return
     if (stale.length > 0) await this.store.write([...stale, { type: 'meta', key: COMPACT_PENDING, bytes: new Uint8Array([1]) }])
-    let pending: boolean
-    try {
-      pending = (await this.store.getMeta(COMPACT_PENDING)) !== undefined
-    } catch (err) {
-      if (!(err instanceof StoreCorruptError)) throw err
-      // Taken as present: compacting again is harmless, and compact() deletes the marker.
-      this.corruptRecords++
-      this.logger.error(`${err.message} The compact-pending marker of forget(): taken as present (the store is compacted again, then it is deleted).`, {
-        code: err.code,
-      })
-      pending = true
-    }
-    if (pending) await this.compact()
+    // Taken as present when damaged: compacting again is harmless, and compact() deletes the marker.
+    const pending = await getMetaPastDamage(this.store, COMPACT_PENDING, {
+      what: 'The compact-pending marker of forget()',
+      moveAside: false,
+      readsAs: new Uint8Array(0),
+      then: 'taken as present (the store is compacted again, then it is deleted)',
+      logger: this.logger,
+      counted: () => void this.corruptRecords++,
+    })
+    if (pending !== undefined) await this.compact()
   }
 
   /** Meta records met here that failed the store's check (see load()). */

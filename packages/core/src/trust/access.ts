@@ -1,6 +1,7 @@
 import { encode, decode } from 'cborg'
-import { ConvergentError, StoreCorruptError } from '../errors.js'
+import { ConvergentError } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { getMetaPastDamage } from '../meta-scan.js'
 import type { Store } from '../store.js'
 import { decodePolicyWire, encodePolicyWire, type PolicyWire } from '../replication/messages/policy.js'
 import { bytesEqual, toHex } from '../hash.js'
@@ -286,15 +287,14 @@ export class Access {
    * A meta record, or 'damaged' if it failed the store's check: it is then moved aside (unless
    * the store is read-only) and logged, so the replica still opens (locked down, see load()).
    */
-  private async readMeta(key: string, what: string): Promise<Uint8Array | 'damaged' | undefined> {
-    try {
-      return await this.store.getMeta(key)
-    } catch (err) {
-      if (!(err instanceof StoreCorruptError)) throw err
-      this.logger.error(`the stored ${what} ('${key}') is damaged (moved aside): ${err.message}`, { code: err.code })
-      if (this.store.readOnly !== true) await this.store.quarantine(err.record)
-      return 'damaged'
-    }
+  private readMeta(key: string, what: string): Promise<Uint8Array | 'damaged' | undefined> {
+    return getMetaPastDamage(this.store, key, {
+      what: `The stored ${what}`,
+      moveAside: true,
+      readsAs: 'damaged' as const,
+      then: 'read as damaged',
+      logger: this.logger,
+    })
   }
 
   /** Fails closed: only admins are members, nobody may read or write, until an admin's policy arrives. */
@@ -331,27 +331,16 @@ export class Access {
     }
     for (const wire of wires) {
       if (this.current !== undefined) await this.offer(wire, 'store')
-      else await this.keepEvidence(wire)
+      else await this.adopt(wire, 'store', true)
     }
   }
 
-  /** A stored evidence policy kept while locked down (verified; never adopted here). */
-  private async keepEvidence(wire: PolicyWire): Promise<void> {
-    if (this.trust === undefined || !this.admins.has(wire.signedBy) || this.evidence.size >= MAX_EVIDENCE) return
-    let signed: SignedPolicy
-    try {
-      signed = decodeSignedPolicy(wire.bytes, wire.signature, wire.signedBy, this.namespace)
-    } catch {
-      return
-    }
-    if (!this.revokesMore(signed)) return
-    if (!(await this.trust.verify(wire.signedBy, signingInput(wire.bytes), wire.signature))) return
-    this.evidence.set(toHex(signed.hash), signed)
-    this.adoptedVersion = Math.max(this.adoptedVersion, signed.policy.version)
-    this.recompute()
-  }
-
-  private async adopt(wire: PolicyWire, from: string): Promise<OfferResult> {
+  /**
+   * Adopts `wire` if it supersedes the current policy, else keeps it as evidence if it revokes
+   * more. `evidenceOnly`: a stored evidence policy read while locked down — kept (verified) for
+   * its revocations, never adopted.
+   */
+  private async adopt(wire: PolicyWire, from: string, evidenceOnly = false): Promise<OfferResult> {
     if (this.trust === undefined) return 'invalid'
     if (!this.admins.has(wire.signedBy)) return 'invalid'
     // The policy (or evidence) held already — what every round offers: nothing to decode.
@@ -366,7 +355,7 @@ export class Access {
     // Locked down, a version older than one adopted here is a rollback (a peer that missed the
     // newer one, or a revoked peer offering the version that still named it): never adopted,
     // only its revocations kept.
-    const older = this.current === undefined && this.lockedDown && signed.policy.version < this.adoptedVersion
+    const older = evidenceOnly || (this.current === undefined && this.lockedDown && signed.policy.version < this.adoptedVersion)
     const newer = !older && supersedes(signed, this.current)
     if (!newer && !this.revokesMore(signed)) return 'notNewer'
     if (from !== 'store' && from !== 'local' && !this.mayVerify(from)) return 'invalid'
@@ -375,6 +364,8 @@ export class Access {
       // Older, but it revokes someone the current one does not: its revocations hold.
       if (!this.revokesMore(signed) || this.evidence.size >= MAX_EVIDENCE) return 'notNewer'
       this.evidence.set(toHex(signed.hash), signed)
+      // A version an admin signed, seen here: locked down, none older is adopted.
+      this.adoptedVersion = Math.max(this.adoptedVersion, signed.policy.version)
       this.pruneEvidence()
       this.recompute()
       await this.saveEvidence(from)
