@@ -2,7 +2,7 @@ import type { Backend, ChangeMeta } from '../backend.js'
 import type { Clock } from '../clock.js'
 import type { CollectionState, Entities } from '../entities.js'
 import { StoreCorruptError } from '../errors.js'
-import { metasPastDamage } from '../meta-scan.js'
+import { metasPastDamage, type DamagedMeta } from '../meta-scan.js'
 import { concatBytes } from '../hash.js'
 import type { Logger } from '../logger.js'
 import type { StoreOp, Store } from '../store.js'
@@ -506,19 +506,44 @@ export class SignedHeads {
     this.opts.entities.addToTick([{ type: 'delMeta', key: lostHeadKey(collection, id) }]).catch(() => undefined)
   }
 
-  /** The entities a previous run was still asking peers for (their meta records; a damaged one is dropped). */
+  /**
+   * The entities a previous run was still asking peers for (their meta records). A damaged one
+   * is moved aside, counted and logged; one that names no entity held here (garbage that passes
+   * the check: no id, an empty or overlong one, a collection not held) is deleted — asked of a
+   * peer, an id it refuses spoiled the ask of every other entity of the collection (review3-damaged-disk).
+   */
   private async loadWanted(): Promise<void> {
-    const damaged = async (err: StoreCorruptError, removable: boolean): Promise<void> => {
+    const damaged: DamagedMeta = async (err, removable) => {
+      this.opts.entities.corruptRecords++
+      this.opts.logger.error(
+        `${err.message} (a marker of lost signed heads still asked of peers: ${removable ? 'moved aside' : 'left as it is (the store is opened read-only)'}; a peer that lacks the changes of the entity it named takes them from a replica that holds its heads, not from here)`,
+        { code: err.code },
+      )
       if (removable) await this.opts.store.quarantine(err.record)
     }
     for await (const [key] of metasPastDamage(this.opts.store, LOST_HEAD_PREFIX, damaged)) {
-      const [collection, id] = key.slice(LOST_HEAD_PREFIX.length).split('\u0000')
-      if (collection === undefined || id === undefined || !this.opts.entities.collections.has(collection)) {
+      const parts = key.slice(LOST_HEAD_PREFIX.length).split('\u0000')
+      const [collection, id] = parts
+      if (parts.length !== 2 || !(await this.heldHere(collection, id))) {
         this.opts.entities.addToTick([{ type: 'delMeta', key }]).catch(() => undefined)
         continue
       }
       if ([...this.wanted.values()].reduce((n, ids) => n + ids.size, 0) >= MAX_WANTED) break
-      this.wanted.set(collection, (this.wanted.get(collection) ?? new Map<string, number>()).set(id, 0))
+      this.wanted.set(collection!, (this.wanted.get(collection!) ?? new Map<string, number>()).set(id!, 0))
+    }
+  }
+
+  /**
+   * Whether (collection, id) names an entity held here: only those have lost heads to ask peers
+   * for (lostHead keeps the entity). An unreadable entity head counts as not held (that entity
+   * is fetched again whole, with its heads).
+   */
+  private async heldHere(collection: string | undefined, id: string | undefined): Promise<boolean> {
+    if (collection === undefined || id === undefined || !this.opts.entities.collections.has(collection)) return false
+    try {
+      return (await this.opts.store.getHead(collection, id)) !== undefined
+    } catch {
+      return false
     }
   }
 
@@ -566,7 +591,9 @@ export class SignedHeads {
     )
     await this.opts.store.quarantine(err.record)
     this.opts.entities.corruptRecords++
-    if (!own && collection !== undefined && id !== undefined) this.want(collection, id)
+    // Not for a key that names no entity held here (moved on disk): asked of a peer, an id it
+    // refuses spoils the ask of every other entity of the collection.
+    if (!own && (await this.heldHere(collection, id))) this.want(collection!, id!)
   }
 
   /**
