@@ -40,6 +40,7 @@
  */
 import { ConvergentError } from '@convergent/core'
 import { decodeJson, encodeJson } from './codec.js'
+import { isLevelCorruption } from './errors.js'
 import { FORMAT_KEY, MIGRATION_KEY } from './keys.js'
 import { putRecord, type LevelOp, type Prefixes } from './ops.js'
 import { encryptedError, keyIdOfRecord, notEncryptedError, wrongKeyError, type AtRestSealer } from './encryption.js'
@@ -145,14 +146,27 @@ interface Evidence {
   otherKeyId?: string
   /** A record that opens as a plain checksummed one while this store is encrypted. */
   plain?: string
+  /** Keyspaces LevelDB reported corrupt while they were read (a table block it cannot decode), and the first error it gave. */
+  unreadable: string[]
+  unreadableError?: string
 }
 
 /** Reads up to PROBE_RECORDS records of each keyspace (but the format record itself) and sorts them. */
 async function probe(m: Maintenance, decode: NonNullable<Maintenance['decode']>): Promise<Evidence> {
-  const out: Evidence = { sound: 0 }
+  const out: Evidence = { sound: 0, unreadable: [] }
   const ownKeyId = m.encryption?.keyId.toString('hex')
   for (const keyspace of [...DATA_KEYSPACES, 'quarantine', 'store'] as const) {
-    const entries = await m.sub[keyspace].iterator({ limit: PROBE_RECORDS + 1 }).all()
+    let entries: [string, Uint8Array][]
+    try {
+      entries = await m.sub[keyspace].iterator({ limit: PROBE_RECORDS + 1 }).all()
+    } catch (err) {
+      // A block LevelDB cannot decode: no record of it says anything, as a damaged record says
+      // nothing (its own read reports it, naming it). The other keyspaces still tell.
+      if (!isLevelCorruption(err)) throw err
+      out.unreadable.push(keyspace)
+      out.unreadableError ??= err instanceof Error ? err.message : String(err)
+      continue
+    }
     for (const [key, stored] of entries) {
       if (keyspace === 'store' && key === FORMAT_KEY) continue
       const body = openBody(m, keyspace, key, stored)
@@ -183,7 +197,7 @@ async function probe(m: Maintenance, decode: NonNullable<Maintenance['decode']>)
  * The folder's other records tell (see the top of this file); if they do not, open() refuses.
  */
 async function recoverFormat(m: Maintenance, stored: Uint8Array): Promise<PreparedFormat> {
-  const evidence = m.decode === undefined ? { sound: 0 } : await probe(m, m.decode)
+  const evidence: Evidence = m.decode === undefined ? { sound: 0, unreadable: [] } : await probe(m, m.decode)
   const migrating = m.sub.store.getSync(MIGRATION_KEY) !== undefined // format 0 → 1 under way: no 'format' record is written before its end
   if (evidence.sound > 0 && evidence.undecodable === undefined && evidence.otherKeyId === undefined && evidence.plain === undefined && !migrating) {
     const sealed = m.encryption === undefined ? 'checksummed' : 'encrypted with the key given'
@@ -194,7 +208,13 @@ async function recoverFormat(m: Maintenance, stored: Uint8Array): Promise<Prepar
         ? ' (left as it is: opened for inspection).'
         : ` and the record rewritten (the damaged one moved aside). Releases before format ${STORE_FORMAT} now refuse the folder.`)
     if (m.inspect !== true) await m.write([...(m.moveAsideOps?.(FORMAT_KEY, stored) ?? []), formatOp(m)])
-    return { version: STORE_FORMAT, damage: [message] }
+    const unreadable =
+      evidence.unreadable.length === 0
+        ? []
+        : [
+            `LevelDB could not read records of the ${evidence.unreadable.join(', ')} keyspaces while the format was told from them (${evidence.unreadableError}): each is reported where it is read.`,
+          ]
+    return { version: STORE_FORMAT, damage: [message, ...unreadable] }
   }
   // Sealed another way: the record itself says so, or the other records do (as before: the mode first).
   const folderKeyId = keyIdOfRecord(stored) ?? evidence.otherKeyId

@@ -12,7 +12,7 @@ import { isConvergentError, leafOf, sha256, StoreCorruptError, toHex, type Store
 import { classicLevelStore, type ClassicLevelStoreOptions } from '../src/index.js'
 import { entityDelta, entityHead, entityId } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
-import { rejection } from './helpers.js'
+import { putRaw, rawRecords, rejection } from './helpers.js'
 
 /** Writes, then closes and opens once more: LevelDB's recovery turns the log into a level-0 .ldb table. */
 async function writeIntoTable(dir: string, ops: StoreOp[], options: ClassicLevelStoreOptions = {}): Promise<void> {
@@ -48,6 +48,9 @@ function randomValue(size: number, marker: Uint8Array, at: number): Uint8Array {
   value.set(marker, at)
   return value
 }
+
+/** The store's format record, full key. */
+const FORMAT = '!store!format'
 
 const head = (seed: string, deltaCount: number, versionHash = sha256(seed)) => ({ backend: 'yjs', versionHash, deltaCount, deleted: false })
 
@@ -268,6 +271,47 @@ describe('LevelStore on disk: a table block LevelDB itself cannot decode', funct
       assert.equal(kept.length, 1)
       assert.equal(kept[0]!.bytes, undefined) // LevelDB could not read them
       assert.match(kept[0]!.error!, /Corruption: /)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it("with the store's 'format' record damaged too: the records read beside it to tell the format (format.ts, probe) pass the undecodable block — open() takes the folder as the current format and says so in damage (was: open() rejected, the whole folder refused for one block)", async function () {
+    const hash = new Uint8Array(randomBytes(32))
+    await writeIntoTable(
+      dir,
+      [
+        { type: 'collection', collection: 'c', meta: { backend: 'yjs' } },
+        { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: new Uint8Array(randomBytes(5000)) },
+        { type: 'head', collection: 'c', id: 'e', head: head('e', 1, hash) },
+        { type: 'snapshot', collection: 'c', id: 'e', bytes: new Uint8Array(randomBytes(5000)) },
+        { type: 'meta', key: 'm', bytes: new Uint8Array(randomBytes(5000)) },
+      ],
+      { level: { compression: false } },
+    )
+    const [name, ...more] = (await readdir(dir)).filter((n) => n.endsWith('.ldb'))
+    assert.deepEqual(more, [])
+    // The format record flipped (written to the log: the table keeps the old one, shadowed).
+    const format = (await rawRecords(dir)).get(FORMAT)!
+    const flipped = new Uint8Array(format)
+    flipped[flipped.length - 1]! ^= 1
+    await putRaw(dir, [[FORMAT, flipped]])
+    // The head's block made undecodable (as the test above).
+    const table = await readFile(join(dir, name!))
+    const at = table.indexOf(hash)
+    const block = dataBlocks(table).find((b) => b.offset <= at && at < b.offset + b.size)!
+    table[block.offset + block.size] = 1
+    await writeFile(join(dir, name!), table)
+
+    const store = classicLevelStore(dir)
+    await store.open()
+    try {
+      assert.equal(store.damage.length, 2, store.damage.join(' | '))
+      assert.match(store.damage.join(' '), /LevelDB could not read records of the .*heads.* keyspaces .*Corruption: /)
+      assert.match(store.damage.join(' '), /format record \('format' in the store keyspace\) failed its check.*taken as store format/)
+      assert.deepEqual(await store.collections(), new Map([['c', { backend: 'yjs' }]]))
+      const err = await rejection(store.getHead('c', 'e'))
+      assert.ok(err instanceof StoreCorruptError && err.record.keyspace === 'heads', String(err))
     } finally {
       await store.close()
     }
