@@ -3,8 +3,8 @@ import { randomBytes, systemClock, type Clock } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState, type EntitiesOptions } from './entities.js'
-import { ConvergentError, StoreCorruptError } from './errors.js'
-import { getMetaPastDamage } from './meta-scan.js'
+import { ConvergentError } from './errors.js'
+import { getMetaPastDamage, metasPastDamage } from './meta-scan.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { codeOf, consoleLogger, type Logger } from './logger.js'
 import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
@@ -898,30 +898,18 @@ export class Replica {
   /** Deletes every meta record under a prefix, in batches (damaged ones too). */
   private async deleteMetas(prefix: string): Promise<void> {
     const store = this.options.store
-    if (store.metas === undefined) return
-    // A record that fails its check (metas() checks each) is deleted like the others, and the
-    // scan starts over: each pass deletes at least one more record, so it ends.
-    const damaged = new Set<string>()
-    for (let again = true; again;) {
-      again = false
-      let batch: StoreOp[] = []
-      try {
-        for await (const [key] of store.metas(prefix)) {
-          batch.push({ type: 'delMeta', key })
-          if (batch.length >= 1000) {
-            await store.write(batch)
-            batch = []
-          }
-        }
-      } catch (err) {
-        const key = err instanceof StoreCorruptError && err.record.keyspace === 'meta' ? err.record.key : undefined
-        if (key === undefined || !key.startsWith(prefix) || damaged.has(key)) throw err
-        damaged.add(key)
-        batch.push({ type: 'delMeta', key })
-        again = true
+    let batch: StoreOp[] = []
+    // A record that fails its check (metas() checks each) is deleted like the others; the scan
+    // resumes after it (restarting from the start made many damaged records quadratic).
+    const drop = async (key: string): Promise<void> => {
+      batch.push({ type: 'delMeta', key })
+      if (batch.length >= 1000) {
+        await store.write(batch)
+        batch = []
       }
-      if (batch.length > 0) await store.write(batch)
     }
+    for await (const [key] of metasPastDamage(store, prefix, (err) => drop(err.record.key))) await drop(key)
+    if (batch.length > 0) await store.write(batch)
   }
 
   /**
