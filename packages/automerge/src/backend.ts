@@ -212,6 +212,14 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return readRoot(conflicts === null ? root : this.mergedRoot(doc, root, conflicts))
   }
 
+  readHidden(doc: AutomergeDoc): JsonObject | undefined {
+    const root = this.untrusted.has(doc) ? A.toJS(doc) : doc
+    if (root[DELETED_KEY] === false) return undefined // live: read() shows it
+    const conflicts = this.conflictsOf(doc, root)
+    const hidden = readRoot(conflicts === null ? root : this.mergedRoot(doc, root, conflicts))
+    return Object.keys(hidden).length === 0 ? undefined : hidden
+  }
+
   put(doc: AutomergeDoc, value: JsonObject): Change<AutomergeDoc> {
     if (Object.prototype.hasOwnProperty.call(value, DELETED_KEY)) {
       throw new ConvergentError('ERR_INVALID_VALUE', `The field name ${JSON.stringify(DELETED_KEY)} is reserved by the Automerge backend; rename the field.`)

@@ -44,6 +44,16 @@ export interface Backend<Doc = unknown> {
   /** The current value, as a fresh plain object; undefined if never written or deleted. */
   read(doc: Doc): JsonObject | undefined
 
+  /**
+   * Optional: what the document holds under its value while read() says undefined — writes
+   * concurrent with a delete, or made without the live flag — which a later put that did not
+   * see them shows again; undefined when it holds none (or the entity is live). Core holds it to
+   * the same value limits as a live value: else an object nested past maxDepth (or content past
+   * maxMergedValueBytes) is taken while hidden, and the put that shows it is refused only where
+   * it was taken first, which parts replicas for good (review-order-refusals HOLE 1).
+   */
+  readHidden?(doc: Doc): JsonObject | undefined
+
   /** See the interface comment. `delta` is null when nothing changed. */
   put(doc: Doc, value: JsonObject): Change<Doc>
 

@@ -2,7 +2,7 @@ import * as Y from 'yjs'
 import { ConvergentError, wrapError } from '@convergent/core'
 import type { Backend, Change, DeltaLimits, JsonObject } from '@convergent/core'
 import { clientIdFromActor } from './actor.js'
-import { liveKeys, readEntity } from './read.js'
+import { liveKeys, readEntity, readMap } from './read.js'
 import { reconcileMap } from './reconcile.js'
 import { DELETED_KEY, META_ROOT, VALUE_ROOT } from './schema.js'
 import { checkIntegrated, updateToApply, validateUpdate } from './validate.js'
@@ -41,6 +41,12 @@ export class YjsBackend implements Backend<Y.Doc> {
 
   read(doc: Y.Doc): JsonObject | undefined {
     return readEntity(doc)
+  }
+
+  readHidden(doc: Y.Doc): JsonObject | undefined {
+    if (doc.getMap(META_ROOT).get(DELETED_KEY) === false) return undefined // live: read() shows it
+    const value = doc.getMap(VALUE_ROOT)
+    return liveKeys(value).length === 0 ? undefined : readMap(value)
   }
 
   put(doc: Y.Doc, value: JsonObject): Change<Y.Doc> {

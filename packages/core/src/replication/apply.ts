@@ -320,9 +320,10 @@ async function applyHeld(
         return 'unchanged'
       }
       // Read once: for the delete flag, as the value subscribers are told about, and to bound
-      // it: a delta that builds a value over maxMergedValueBytes (or too deep) is refused.
+      // it: a delta that builds a value over maxMergedValueBytes (or too deep) is refused — a
+      // deleted entity's hidden content too (boundsBroken).
       value = backend.read(next)
-      const broken = value === undefined ? undefined : jsonWithin(value, mergedLimits(ctx))
+      const broken = boundsBroken(ctx, backend, next, value)
       if (broken !== undefined) {
         ctx.entities.discard(col, entity)
         refused = { reason: broken === 'tooLarge' ? 'tooLarge' : 'invalidDelta', message: `the delta makes '${id}' ${valueLimitBroken(broken, ctx)}` }
@@ -450,8 +451,7 @@ function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array
   let doc = backend.create(randomBytes(ctx.clock, 16))
   try {
     doc = backend.applyDelta(doc, delta, deltaLimits(ctx))
-    const value = backend.read(doc)
-    const broken = value === undefined ? undefined : jsonWithin(value, mergedLimits(ctx))
+    const broken = boundsBroken(ctx, backend, doc, backend.read(doc))
     if (broken !== undefined) return `the delta builds a value ${valueLimitBroken(broken, ctx)}`
     return undefined
   } catch (err) {
@@ -463,6 +463,20 @@ function trialApply(ctx: ReplicationContext, backend: Backend, delta: Uint8Array
       // Gone either way.
     }
   }
+}
+
+/**
+ * Whether the document a peer's delta built breaks the merged value limits: its value, or, while
+ * the entity reads as deleted, what it holds hidden (Backend.readHidden). Hidden content is held
+ * to the same limits because a put that did not see it shows it again: measured only once shown,
+ * an object nested past maxDepth was taken while hidden and the put refused only where it had
+ * come first — each side refusing the other's for good (review-order-refusals HOLE 1). Measured
+ * either way, an object's depth is fixed where it was made, so the verdict on the change that
+ * made it is the same everywhere.
+ */
+function boundsBroken(ctx: ReplicationContext, backend: Backend, doc: unknown, value: JsonObject | undefined): 'tooLarge' | 'tooDeep' | undefined {
+  const measured = value ?? backend.readHidden?.(doc)
+  return measured === undefined ? undefined : jsonWithin(measured, mergedLimits(ctx))
 }
 
 function deltaLimits(ctx: ReplicationContext): DeltaLimits {
