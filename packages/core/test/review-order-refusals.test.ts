@@ -214,6 +214,45 @@ describe('review: refusals that depend on the order a replica took things in', f
     expect(va, 'a and b converge').to.deep.equal(vb)
   })
 
+  // The Automerge backend refuses a delta whose changes nest objects past maxDepth among
+  // themselves (chunks.ts nestingDepth: objects made outside the delta count from 0). Which
+  // changes come in one delta is the sender's choice of the moment — live pushes one by one, a
+  // catch-up after a partition all together — so the verdict depends on how the receiver came by
+  // them. Objects written into a map concurrently removed are never shown, so no value limit
+  // measures them: a writer nests them past maxDepth in two deltas, each nesting less, which a
+  // replica takes one by one; a replica that was cut off meanwhile gets them in one delta and
+  // refuses it, every round, for good (and every later change of the entity with it). Fixed:
+  // a delta whose changes nest past maxDepth together is judged change by change (a change that
+  // nests past it alone is still refused) and applied one change at a time (automerge backend.ts).
+  it('HOLE 5 (automerge): objects nested past maxDepth under a removed map, sent in two deltas, are refused for good by a replica that catches up on them in one', async () => {
+    const hub = new LoopbackHub()
+    const a = await memoryReplica({ network: hub.createNetwork('a'), limits })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), limits })
+    replicas.push(a, b)
+    await a.collection('p', { backend: 'automerge' }).put('k', { m: { z: 1 } })
+    await waitFor(async () => (await b.collection('p', { backend: 'automerge' }).get('k')) !== undefined, 'b has k')
+    hub.partition(['a'], ['b'])
+    await waitFor(() => a.peers().length === 0 && b.peers().length === 0, 'a and b cut apart')
+    const x = await savedDoc(a, 'p', 'k')
+    // The writer, on x: a chain under m, then more of it (each delta nests 6).
+    let doc = A.change(A.load<Doc>(x, { actor: 'ab'.repeat(16) }), { time: 0 }, (d) => void ((d['m'] as Doc)['c'] = chain(6)))
+    const d1 = A.getLastLocalChange(doc)!
+    doc = A.change(doc, { time: 0 }, (d) => {
+      let o = d['m'] as Doc
+      while (o['c'] !== undefined) o = o['c'] as Doc
+      o['c'] = chain(6)
+    })
+    const d2 = A.getLastLocalChange(doc)!
+    // Meanwhile a removes m (an honest write, concurrent with the writer's), then takes the writer's deltas one by one.
+    await a.collection('p').update('k', () => ({ v: 1 }))
+    expect(await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'automerge', 'k', d1)).to.equal('applied')
+    expect(await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'automerge', 'k', d2)).to.equal('applied')
+    hub.heal()
+    await waitFor(() => a.peers().includes('b'), 'a and b connected again')
+    await syncBoth(a, b)
+    expect(await b.collection('p').get('k'), 'b catches up').to.deep.equal(await a.collection('p').get('k'))
+  })
+
   // A collection takes the backend of the first delta for it that a replica takes. A writer
   // sends a valid Yjs delta for a new collection to one replica and a valid Automerge delta to
   // another: each makes the collection with its own backend, and from then on neither takes the
