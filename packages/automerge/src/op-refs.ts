@@ -42,9 +42,10 @@ const MADE: Record<string, string> = { makeMap: 'map', makeTable: 'map', makeLis
 const ACTIONS = new Set(['set', 'del', 'inc', ...Object.keys(MADE)])
 
 /**
- * Most changes one batch may scan to judge its list ops and seqs against what came before it
- * (~13 µs each: ~1.3 s): each distinct set of dependencies outside the batch costs a scan of
- * the changes not in their past. Honest batches scan a few (they build on what both sides held).
+ * Most changes one batch judged without a budget may scan to judge its list ops and seqs against
+ * what came before it (~13 µs each: ~1.3 s): each distinct set of dependencies outside the batch
+ * costs a scan of the changes not in their past. With a budget (a peer's delta), each author's
+ * account bounds its reads instead (laterOf).
  */
 export const MAX_SCANNED_CHANGES = 100_000
 
@@ -380,8 +381,9 @@ interface Later {
 
 /**
  * Changes read to judge a batch, and the account a read for a change of an actor is charged to.
- * A read starts only while the batch has read fewer than MAX_SCANNED_CHANGES and the account
- * fewer than it allows (each read may go past either: one read is the changes since `deps`).
+ * A read starts only while the account has read fewer than it allows — or, with no accounts,
+ * while the batch has read fewer than MAX_SCANNED_CHANGES (each read may go past either: one
+ * read is the changes since `deps`).
  */
 interface Scanned {
   count: number
@@ -395,9 +397,13 @@ function laterOf(handle: Handle, deps: Set<string>, inBatch: Map<string, unknown
   const key = [...deps].sort().join(',')
   let later = cache.get(key)
   if (later !== undefined) return later
-  if (scanned.count >= MAX_SCANNED_CHANGES)
-    return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
   const account = scanned.accountOf(actor)
+  // Without accounts, MAX_SCANNED_CHANGES bounds the batch. With them, each author's account
+  // does (a refusal there is a rate: the delta comes again): a cap on the batch counts the
+  // receiver's history since each base, so a replica holding more refused for good two honest
+  // edits on old bases that one holding less took (review-order-refusals HOLE 4).
+  if (account === undefined && scanned.count >= MAX_SCANNED_CHANGES)
+    return `needs more than ${MAX_SCANNED_CHANGES} changes read to be judged (it builds on too many points of the history)`
   if (account !== undefined && account.done >= account.allowed) {
     account.exhausted = true
     scanned.overBudget = true

@@ -82,7 +82,7 @@ describe('second review of op-refs: hand-crafted changes and honest histories', 
   })
 
   // Pending: an ancestry index per document (each actor's op ranges and change hashes) would answer
-  // in O(log); the scan is bounded by MAX_SCANNED_CHANGES per delta and honest catch-ups need it.
+  // in O(log); the scan is bounded per author per minute (MAX_SCANNED_CHANGES per delta only without a budget) and honest catch-ups need it.
   // What one peer can make a replica read is bounded per minute (core: HISTORY_READS_PER_MINUTE,
   // history-reads.test.ts), so a member repeating this gets ~2 a minute read, not one per message.
   it.skip('HOLE 5 (cost): a 118-byte list insert on an old dependency scans every later change (getChangesMeta): ~1.2 s at 100,000 changes against ~1 ms for Automerge', () => {
