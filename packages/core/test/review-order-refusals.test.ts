@@ -256,10 +256,27 @@ describe('review: refusals that depend on the order a replica took things in', f
   // other's side of it, for good (anti-entropy logs "not synced" and skips the collection; a
   // push of the other backend is dropped as backendMismatch; the application cannot open it
   // with the other backend either: ERR_BACKEND_MISMATCH). Measured: a holds 'n' as yjs with e1,
-  // b as automerge with e2; after three rounds neither holds the other's entity (and no drop is
-  // counted: the round skips the collection, logged only). Not fixed: a collection's backend
+  // b as automerge with e2; after three rounds neither holds the other's entity (and no drop was
+  // counted: the round skipped the collection, logged only — counted since, the test above). Not fixed: a collection's backend
   // cannot change once it holds data, and nothing (the policy included) names a collection's
   // backend ahead of its first delta, so there is no order-free rule to apply here.
+  it('HOLE 2 (detected, not repaired): anti-entropy counts a collection held under another backend per peer as backendMismatch (it only logged it)', async () => {
+    const hub = new LoopbackHub()
+    const a = await memoryReplica({ network: hub.createNetwork('a') })
+    const b = await memoryReplica({ network: hub.createNetwork('b') })
+    replicas.push(a, b)
+    await waitFor(() => a.peers().includes('b'), 'connected')
+    expect(await applyRemoteDelta(ctxOf(a), 'writer', 'n', 'yjs', 'e1', yjsDeltaOf({ v: 1 }))).to.equal('applied')
+    const am = A.change(A.init<Doc>({ actor: 'dd'.repeat(16) }), { time: 0 }, (d) => {
+      d['\u0000deleted'] = false
+      d['v'] = 2
+    })
+    expect(await applyRemoteDelta(ctxOf(b), 'writer', 'n', 'automerge', 'e2', A.getLastLocalChange(am)!)).to.equal('applied')
+    await syncBoth(a, b)
+    expect(a.stats().peers.b?.dropped.backendMismatch, 'a counts b').to.be.greaterThan(0)
+    expect(b.stats().peers.a?.dropped.backendMismatch, 'b counts a').to.be.greaterThan(0)
+  })
+
   it.skip('HOLE 2: a writer that sends a new collection under one backend to a and another to b parts them on it for good', async () => {
     const hub = new LoopbackHub()
     const a = await memoryReplica({ network: hub.createNetwork('a') })

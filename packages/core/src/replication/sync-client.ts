@@ -397,11 +397,17 @@ export class SyncClient {
       target = { name, backend: col!.backend, col }
     }
     if (their !== undefined && their.backend !== target.backend.name) {
-      this.ctx.logger.warn(`collection '${name}' uses '${target.backend.name}' here but '${their.backend}' on ${round.peer}; not synced`, {
-        peer: round.peer,
-        collection: name,
-        reason: 'backendMismatch',
-      })
+      // Counted as gossip's are (once a round): two replicas that took a new collection's first
+      // delta under different backends stay apart on it for good (review-order-refusals HOLE 2).
+      drop(
+        this.ctx,
+        round.peer,
+        'backendMismatch',
+        `collection '${name}' uses '${target.backend.name}' here but '${their.backend}' on ${round.peer}; not synced`,
+        {
+          collection: name,
+        },
+      )
       return
     }
     round.result.collectionsDiffering++
