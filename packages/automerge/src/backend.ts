@@ -287,22 +287,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     const { hasChange } = checked
     const maxDepth = limits?.maxDepth ?? DEFAULT_MAX_DEPTH
     if (checked.changeOps > maxDepth && nestingDepth(checked.changes) > maxDepth) {
-      // Judged change by change: which changes come in one delta is the sender's choice of the
-      // moment (live pushes one by one, a catch-up all together), so a refusal of the batch
-      // parted replicas that took the same changes one by one from one that got them together
-      // (review-order-refusals HOLE 5). A change that nests past maxDepth on its own is refused;
-      // else the changes are applied one after the other, each nesting at most maxDepth.
-      if (checked.hasDocument || checked.changes.length < 2 || checked.changes.some((c) => nestingDepth([c]) > maxDepth)) {
-        throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
-      }
-      let next = doc
-      let rebuilt = false
-      for (const change of checked.changes) {
-        next = this.applyDelta(next, change, limits)
-        rebuilt ||= this.rebuiltDocs.has(next)
-      }
-      if (rebuilt) this.rebuiltDocs.add(next)
-      return next
+      throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
     }
     const heads = A.getHeads(doc)
     const pending = this.hasPending(doc)

@@ -38,11 +38,10 @@ describe('review: the day’s changes', function () {
   // per made object, not per apply); 20,000 did not finish in 300 s. Applied as one batch
   // (the guard off), 20,000 chained changes ended in a wasm trap ("unreachable") and every
   // Automerge document of the process then threw "Module terminated" — what the up-front guard
-  // (f34afdd) was for. Not fixed: a bound on the loop's work (stop once a made object is visible
-  // deeper than maxDepth) refuses again what a replica took one by one in another order, which
-  // HOLE 5 set out to avoid; see the report. The assertion counts backend applies (no timing):
-  // the work must be bounded by maxDepth, not by the chain's length.
-  it.skip('HOLE 1: an Automerge delta of a chain of L changes, each one map deeper, is applied one change at a time (O(L²) on a live value) before it is refused', async () => {
+  // (f34afdd) was for. Fixed by taking item 3 back: such a delta is refused up front again (so
+  // review-order-refusals HOLE 5, hostile only, is open again). The assertion counts backend
+  // applies (no timing): the work must be bounded by maxDepth, not by the chain's length.
+  it('HOLE 1 (fixed): an Automerge delta of a chain of L changes, each one map deeper, was applied one change at a time (O(L²) on a live value) before it was refused; it is refused up front again', async () => {
     const maxDepth = 8
     const a = await memoryReplica({ network: new LoopbackHub().createNetwork('a'), limits: { maxDepth } })
     replicas.push(a)
