@@ -688,6 +688,15 @@ export class Replica {
     this.access.assert(name, 'read')
     const personal = options.personal === undefined ? undefined : this.checkPersonal(name, options.personal)
     const existing = this.entities.collections.get(name)
+    // One not held yet opens with the backend the cluster policy pins it to, if it names one.
+    const pinned = existing !== undefined && !existing.tentative ? undefined : this.access.backendOf(name)
+    if (pinned !== undefined && options.backend !== undefined && options.backend !== pinned) {
+      throw new ConvergentError(
+        'ERR_BACKEND_MISMATCH',
+        `The cluster policy pins collection '${name}' to backend '${pinned}'; it cannot be opened with '${options.backend}'. Omit the backend, or use another collection name.`,
+      )
+    }
+    if (pinned !== undefined && options.backend === undefined) options = { ...options, backend: pinned }
     if (options.backend !== undefined && !this.backends.has(options.backend)) {
       throw new ConvergentError(
         'ERR_UNKNOWN_BACKEND',

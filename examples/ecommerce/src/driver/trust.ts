@@ -46,11 +46,12 @@ export async function prepareTrust(dataRoot: string): Promise<TrustSetup> {
   const policy: PolicyDoc = {
     roles: { inventory: [ids.inventory], orders: [ids.orders], payments: [ids.payments], support: [ids.support, ids.rogue] },
     collections: {
-      products: { read: ['*'], write: ['inventory'] },
-      stock: { read: ['*'], write: ['inventory', 'orders'], counter: true }, // every service guards the counters' signed rows
-      orders: { read: ['*'], write: ['inventory', 'orders'] },
-      payments: { read: ['inventory', 'orders'], write: ['payments'] },
-      customers: { read: ['*'], write: ['orders'] },
+      // Each pinned to the backend the services open it with: no replica takes it under another.
+      products: { read: ['*'], write: ['inventory'], backend: 'yjs' },
+      stock: { read: ['*'], write: ['inventory', 'orders'], counter: true, backend: 'automerge' }, // every service guards the counters' signed rows
+      orders: { read: ['*'], write: ['inventory', 'orders'], backend: 'yjs' },
+      payments: { read: ['inventory', 'orders'], write: ['payments'], backend: 'yjs' },
+      customers: { read: ['*'], write: ['orders'], backend: 'yjs' },
     },
   }
   return { key: generateClusterKey(), ids, admins: [ids.inventory], policy, pseudonymKey: randomBytes(32).toString('hex') }

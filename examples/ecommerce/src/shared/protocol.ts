@@ -40,7 +40,7 @@ export interface ServiceConfig {
 /** The cluster policy the admin signs: roles → peer ids, and who may read and write each collection. */
 export interface PolicyDoc {
   roles: Record<string, string[]>
-  collections: Record<string, { read: string[]; write: string[]; counter?: boolean }>
+  collections: Record<string, { read: string[]; write: string[]; counter?: boolean; backend?: string }>
 }
 
 /** Sent once over the IPC channel when the service serves HTTP and its replica is open. */

@@ -130,8 +130,15 @@ async function applyHeld(
   const headed = delta !== received || pushHeads !== undefined
   if (!ctx.isOpen()) return 'duplicate'
   const existing = ctx.entities.collections.get(collection)
-  if (existing !== undefined && existing.backend !== backend && !(existing.tentative && !existing.persisted)) {
+  const kept = existing !== undefined && !(existing.tentative && !existing.persisted)
+  if (kept && existing.backend !== backend) {
     return dropped('backendMismatch', dropMessageOf('backendMismatch', collection, backendName, ctx))
+  }
+  // A collection not held yet takes its backend from the policy, where it names one: the same
+  // verdict on every replica, whichever delta comes first (else each keeps the first it took).
+  const pinned = kept ? undefined : ctx.access.backendOf(collection)
+  if (pinned !== undefined && pinned !== backendName) {
+    return dropped('backendMismatch', `collection '${collection}' is pinned to '${pinned}' by the cluster policy; the delta is for '${backendName}'`)
   }
   // Garbage and bombs are refused before they cost a document (a Yjs doc is ~200 µs to make).
   try {

@@ -382,8 +382,10 @@ export class SyncClient {
     const ourEmpty = bytesEqual(ourRoot, ZERO_ROOT)
     if (their !== undefined && (col === undefined || (ourEmpty && col.tentative && col.backend.name !== their.backend))) {
       // We hold nothing of it (or an empty collection whose backend is only a default): take
-      // the peer's backend. The collection is created by its first delta that applies cleanly.
-      const backend = this.ctx.backends.get(their.backend)
+      // the peer's backend — unless the policy pins another (counted below, not fetched). The
+      // collection is created by its first delta that applies cleanly.
+      const pinned = this.ctx.access.backendOf(name)
+      const backend = this.ctx.backends.get(pinned ?? their.backend)
       if (backend === undefined) {
         this.ctx.logger.warn(`peer ${round.peer} has collection '${name}' with backend '${their.backend}', which this replica does not have; skipped`, {
           peer: round.peer,

@@ -196,6 +196,12 @@ export class Access {
     return this.current?.policy.collections[collection]?.counter === true
   }
 
+  /** The backend the policy pins the collection to (CollectionRule.backend), if any. */
+  backendOf(collection: string): string | undefined {
+    const rules = this.current?.policy.collections
+    return rules === undefined ? undefined : (rules[collection] ?? rules['*'])?.backend
+  }
+
   /** Every member may read it (so gossip, which any subscriber receives, may carry it). */
   readableByAll(collection: string): boolean {
     const rule = this.ruleOf(collection)

@@ -30,6 +30,16 @@ export interface CollectionRule {
    * it, only replicas that open the counter guard it.
    */
   counter?: boolean
+  /**
+   * The backend every replica holds the collection with ('yjs', 'automerge'). A collection takes
+   * the backend of its first delta a replica takes, so without this two replicas can take a new
+   * collection under different backends and never sync it (two services opening it differently,
+   * or a writer sending each a different one). Pinned, a delta of another backend for a
+   * collection a replica does not hold yet is refused everywhere, and the application's
+   * collection(name) opens it with this one. A collection already held stays as it is. A rule
+   * '*' with a backend pins every collection not listed.
+   */
+  backend?: string
 }
 
 /** A policy as adopted: the document, its version and the admin that signed it. */
@@ -104,7 +114,13 @@ function normalized(doc: unknown): PolicyDocument {
       return [...new Set(refs)].sort()
     }
     if (rule.counter !== undefined && typeof rule.counter !== 'boolean') throw invalid(`the counter flag of '${name}' is not a boolean`)
-    collections[name] = { read: list('read'), write: list('write'), ...(rule.counter === true ? { counter: true } : {}) }
+    const backend = rule.backend === undefined ? undefined : asString(rule.backend, `the backend of '${name}'`, POLICY_LIMITS.maxNameBytes)
+    collections[name] = {
+      read: list('read'),
+      write: list('write'),
+      ...(rule.counter === true ? { counter: true } : {}),
+      ...(backend !== undefined ? { backend } : {}),
+    }
   }
   const revokedIn = asArray(d.revoked ?? [], 'revoked', POLICY_LIMITS.maxMembers).map((p) => asString(p, 'a revoked peer id', POLICY_LIMITS.maxNameBytes))
   const revoked = [...new Set(revokedIn)].sort()
