@@ -1,8 +1,8 @@
-// Shared by the damaged-disk reviews (review-damaged-disk, review2-damaged-disk): a cluster
-// replica opened on a real classic-level folder, and raw edits of that folder's records.
+// Shared by the damaged-disk reviews (review-damaged-disk, review2-, review3-damaged-disk): a
+// cluster replica opened on a real classic-level folder, and raw edits of that folder's records.
 import { ClassicLevel } from 'classic-level'
 import { Replica, type LoopbackHub, type Logger } from '@convergent/core'
-import { recordingLogger, type Keyring } from '@convergent/core/testing'
+import { Keyring, recordingLogger, tempDir } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
@@ -36,5 +36,34 @@ export async function editRaw<T>(db: string, edit: (raw: Raw) => Promise<T>): Pr
     return await edit(raw)
   } finally {
     await raw.close()
+  }
+}
+
+/**
+ * A test file's set-up: a keyring, temp folders and replicas closed after each test (last made,
+ * first closed), replicas of a cluster whose admin is `admin`, and a folder's raw keys.
+ */
+export function damagedDiskSuite(admin: string, prefix: string) {
+  const keys = new Keyring()
+  const cleanups: (() => Promise<unknown>)[] = []
+  afterEach(async function () {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined)
+  })
+  return {
+    keys,
+    cleanups,
+    async folder(): Promise<string> {
+      const { dir, cleanup } = await tempDir(prefix)
+      cleanups.push(cleanup)
+      return dir
+    },
+    async openReplica(db: string, hub: LoopbackHub, id: string, logger: Logger = recordingLogger()): Promise<Replica> {
+      const r = await openClusterReplica(keys, admin, db, hub, id, logger)
+      cleanups.push(() => r.close())
+      return r
+    },
+    rawKeys(db: string, prefix: string): Promise<string[]> {
+      return editRaw(db, async (raw) => raw.keys({ gte: prefix, lt: prefix + '\uffff' }).all())
+    },
   }
 }

@@ -4,12 +4,12 @@
 // network (as review-damaged-disk.test.ts).
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { LoopbackHub, Replica, type Logger, type PolicyDocument } from '@convergent/core'
-import { Keyring, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
+import { LoopbackHub, Replica, type PolicyDocument } from '@convergent/core'
+import { recordingLogger, waitFor } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { editRaw, openClusterReplica } from './damaged-disk-helpers.js'
+import { damagedDiskSuite, editRaw } from './damaged-disk-helpers.js'
 
 const ADMIN = 'a-admin'
 const MEMBER = 'b-member'
@@ -20,28 +20,7 @@ const V1: PolicyDocument = {
   collections: { '*': { read: ['*'], write: ['*'] } },
 }
 
-const keys = new Keyring()
-const cleanups: (() => Promise<unknown>)[] = []
-
-afterEach(async function () {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined)
-})
-
-async function folder(): Promise<string> {
-  const { dir, cleanup } = await tempDir('convergent-review2-disk-')
-  cleanups.push(cleanup)
-  return dir
-}
-
-async function openReplica(db: string, hub: LoopbackHub, id: string, logger: Logger = recordingLogger()): Promise<Replica> {
-  const r = await openClusterReplica(keys, ADMIN, db, hub, id, logger)
-  cleanups.push(() => r.close())
-  return r
-}
-
-async function rawKeys(db: string, prefix: string): Promise<string[]> {
-  return editRaw(db, async (raw) => (await raw.keys({ gte: prefix, lt: prefix + '\uffff' }).all()).map((k) => k))
-}
+const { keys, cleanups, folder, openReplica, rawKeys } = damagedDiskSuite(ADMIN, 'convergent-review2-disk-')
 
 async function flip(db: string, key: string): Promise<void> {
   await editRaw(db, async (raw) => {

@@ -6,39 +6,18 @@
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { LoopbackHub, Replica, type Logger, type PolicyDocument } from '@convergent/core'
-import { Keyring, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
+import { recordingLogger, waitFor } from '@convergent/core/testing'
 import { classicLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
-import { editRaw, openClusterReplica } from './damaged-disk-helpers.js'
+import { damagedDiskSuite, editRaw } from './damaged-disk-helpers.js'
 
 const ADMIN = 'a-admin'
 const MEMBER = 'b-member'
 const POLICY: PolicyDocument = { roles: { member: [MEMBER] }, collections: { '*': { read: ['*'], write: ['*'] } } }
 const PERSONAL = { subject: (c: { customerId: string }) => c.customerId, fields: ['email'], auditReads: true }
 
-const keys = new Keyring()
-const cleanups: (() => Promise<unknown>)[] = []
-
-afterEach(async function () {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined)
-})
-
-async function folder(): Promise<string> {
-  const { dir, cleanup } = await tempDir('convergent-review3-disk-')
-  cleanups.push(cleanup)
-  return dir
-}
-
-async function openReplica(db: string, hub: LoopbackHub, id: string, logger: Logger = recordingLogger()): Promise<Replica> {
-  const r = await openClusterReplica(keys, ADMIN, db, hub, id, logger)
-  cleanups.push(() => r.close())
-  return r
-}
-
-async function rawKeys(db: string, prefix: string): Promise<string[]> {
-  return editRaw(db, async (raw) => raw.keys({ gte: prefix, lt: prefix + '\uffff' }).all())
-}
+const { keys, cleanups, folder, openReplica, rawKeys } = damagedDiskSuite(ADMIN, 'convergent-review3-disk-')
 
 async function flip(db: string, key: string): Promise<void> {
   await editRaw(db, async (raw) => {
