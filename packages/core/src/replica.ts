@@ -745,7 +745,7 @@ export class Replica {
     if (members !== undefined && [...members].filter((m) => this.access.mayWrite(m, name)).length < 2) return
     this.vouchedWarned.add(name)
     this.logger.warn(
-      `collection '${name}' uses the '${backend.name}' backend and more than one member may write it: its changes are signed by their author only in gossip pushes; what anti-entropy relays is vouched for by the writer that sends it, which can slip items under another writer's id. Open it with { backend: 'automerge' } where its writers do not trust each other.`,
+      `collection '${name}' uses the '${backend.name}' backend and more than one member may write it: its changes are signed by their author only in gossip pushes; what anti-entropy relays is vouched for by the writer that sends it, which can slip items under another writer's id. Where its writers do not trust each other, use the 'automerge' backend (pinned for every replica by the policy: backend: 'automerge' in its rule).`,
       { collection: name, backend: backend.name },
     )
   }
