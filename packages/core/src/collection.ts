@@ -59,6 +59,12 @@ export interface ReplicaServices {
    */
   backendSettled?(collection: string): Promise<void> | undefined
   /**
+   * Before a write: a collection still only a default (opened without a backend, nothing
+   * written) takes the backend the cluster policy pins it to, if that is another — a handle
+   * opened before the policy came writes under the pin, as one opened after it does.
+   */
+  pinBackend?(collection: string): void
+  /**
    * In a cluster, for a collection of counters: why a local write from `before` to `after` would
    * be refused by every peer (the counter row guard), or undefined if it passes; undefined for
    * any other collection. A write peers would refuse fails here instead (ERR_FORBIDDEN).
@@ -614,6 +620,7 @@ export class Collection<T extends object = JsonObject> {
     for (;;) {
       const switching = this.replica.backendSettled?.(this.name)
       if (switching !== undefined) await switching
+      this.replica.pinBackend?.(this.name)
       entity = await this.replica.entities.acquire(this.state, id)
       if (entity.backend === this.state.backend && this.replica.backendSettled?.(this.name) === undefined) break
       this.replica.entities.release(entity)

@@ -29,7 +29,7 @@ import { Access, type TrustOptions } from './trust/access.js'
 import { LagWindow } from './lag-window.js'
 import { checkPersonalCipher, SubjectKeys, type PersonalCipher, type PersonalOptions } from './personal/subject-keys.js'
 import { checkReadAuditOptions, ReadAudit, type ReadAuditEntry, type ReadAuditOptions } from './personal/read-audit.js'
-import type { Policy, PolicyDocument } from './trust/policy.js'
+import { normalizePolicy, type Policy, type PolicyDocument } from './trust/policy.js'
 import { proofKey, proofPrefixOf } from './trust/signed-push.js'
 import { boundActor } from './trust/actor-binding.js'
 import { actorsOfProofId, encodeHeadList, headKey, headPrefixOf, unsignedPrefixOf } from './trust/signed-heads.js'
@@ -257,6 +257,7 @@ export class Replica {
       peerId: access.self,
       now: () => this.clock.now(),
       backendSettled: (collection) => this.provisional.settled(collection),
+      pinBackend: (collection) => this.pinTentative(collection),
       counterWriteRefusal: (collection) => {
         const guard = this.counterGuard(collection)
         if (guard === undefined) return undefined
@@ -351,6 +352,16 @@ export class Replica {
       get: () => access.policy,
       set: async (next) => {
         this.assertOpen()
+        // A pin to a backend this replica lacks (a typo) would make every replica refuse the
+        // collection's deltas and throw on collection(name) (review-policy-backend HOLE 4).
+        for (const [name, rule] of Object.entries(normalizePolicy(next).collections)) {
+          if (rule.backend !== undefined && !this.backends.has(rule.backend)) {
+            throw new ConvergentError(
+              'ERR_INVALID_ARGUMENT',
+              `invalid policy: '${name}' is pinned to backend '${rule.backend}', which this replica does not have (it has ${[...this.backends.keys()].map((b) => `'${b}'`).join(', ')})`,
+            )
+          }
+        }
         // Learn the newest policy the connected peers hold first: a version signed over an
         // older one would be superseded by a concurrent admin's change (see the README).
         await this.replicator?.offerPolicyToAll()
@@ -970,6 +981,28 @@ export class Replica {
       before !== undefined,
     )
     return { col, hold }
+  }
+
+  /**
+   * A collection opened without a backend before the cluster policy pinned it (a handle the
+   * application keeps from its start, before its replica had the policy), still only a default
+   * with nothing written: it takes the pinned backend before its first write, as collection(name)
+   * would now (review-policy-backend HOLE 1). ERR_UNKNOWN_BACKEND for a pin this replica lacks.
+   */
+  private pinTentative(name: string): void {
+    const col = this.entities.collections.get(name)
+    if (col === undefined || !col.tentative || col.persisted) return
+    const pinned = this.access.backendOf(name)
+    if (pinned === undefined || pinned === col.backend.name) return
+    const backend = this.backends.get(pinned)
+    if (backend === undefined) {
+      throw new ConvergentError(
+        'ERR_UNKNOWN_BACKEND',
+        `The cluster policy pins collection '${name}' to backend '${pinned}', which this replica does not have; it has ${[...this.backends.keys()].map((b) => `'${b}'`).join(', ')}.`,
+      )
+    }
+    this.stateFor(name, backend)
+    this.provisional.keep(name, true)
   }
 
   private stateFor(name: string, backend: Backend, tentative = false): CollectionState {

@@ -73,11 +73,24 @@ export function signingInput(bytes: Uint8Array): Uint8Array {
 
 /** Checks and normalises a document given by an application (ERR_INVALID_ARGUMENT). */
 export function normalizePolicy(doc: unknown): PolicyDocument {
+  let out: PolicyDocument
   try {
-    return normalized(doc)
+    out = normalized(doc)
   } catch (err) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', `invalid policy: ${(err as Error).message.replace(/^invalid message: /, '')}`)
   }
+  // Counters live in Automerge collections (replica.counter): pinned to another backend, one
+  // could be opened nowhere it is not held yet (review-policy-backend HOLE 3). Checked where a
+  // policy is signed only: a signed one is decoded as it is, so every replica takes the same.
+  for (const [name, rule] of Object.entries(out.collections)) {
+    if (rule.counter === true && rule.backend !== undefined && rule.backend !== 'automerge') {
+      throw new ConvergentError(
+        'ERR_INVALID_ARGUMENT',
+        `invalid policy: '${name}' is a counter's collection (counter: true), which is held with the 'automerge' backend, not '${rule.backend}'`,
+      )
+    }
+  }
+  return out
 }
 
 /** Shape, bounds and names; members and roles sorted and deduplicated (so equal policies encode equally). */
