@@ -104,7 +104,6 @@ describe('review: the policy backend pin', function () {
     expect(backendOf(r[SUPPORT]!, 'n')).to.equal('automerge')
     await r[SUPPORT]!.collection('n').put('e2', { v: 2 })
     await waitFor(async () => (await r[ORDERS]!.collection('n').get('e2')) !== undefined, 'ORDERS takes e2')
-    // A replica that opens it now takes the new pin (as the README says): ADMIN held nothing of it?
   })
 
   it('sound: a tentative default opened before the pin is switched by a pinned peer delta, and refuses the default', async () => {
