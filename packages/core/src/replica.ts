@@ -347,7 +347,9 @@ export class Replica {
     if (access.hasPolicy) restrict()
     access.onChange(() => {
       for (const name of this.collectionsByName.keys()) this.warnIfVouched(name)
+      this.warnIfPinnedOtherwise()
     })
+    if (access.hasPolicy) this.warnIfPinnedOtherwise()
     this.policy = {
       get: () => access.policy,
       set: async (next) => {
@@ -738,6 +740,26 @@ export class Replica {
       this.personalCollections.add(name)
     }
     return col
+  }
+
+  /** Collections warnIfPinnedOtherwise logged, with the pin they were logged for. */
+  private readonly pinsLogged = new Map<string, string>()
+
+  /**
+   * A collection held here under another backend than the policy pins it to stays as it is, and
+   * apart from every replica that takes it after the pin (review-policy-backend HOLE 2): logged
+   * as an error once per collection and pin, naming what to do.
+   */
+  private warnIfPinnedOtherwise(): void {
+    for (const col of this.entities.collections.values()) {
+      const pinned = this.access.backendOf(col.name)
+      if (pinned === undefined || pinned === col.backend.name || (col.tentative && !col.persisted) || this.pinsLogged.get(col.name) === pinned) continue
+      this.pinsLogged.set(col.name, pinned)
+      this.logger.error(
+        `collection '${col.name}' is held here with the '${col.backend.name}' backend, but the cluster policy pins it to '${pinned}': replicas that take it from now on refuse this one's deltas for it (backendMismatch), new members included. Drop it here after copying what only this replica holds, or pin it to '${col.backend.name}'.`,
+        { collection: col.name, backend: col.backend.name, pinned },
+      )
+    }
   }
 
   /** Collections warnIfVouched warned about. */

@@ -1,3 +1,4 @@
+import * as A from '@automerge/automerge'
 import {
   LoopbackHub,
   Replica,
@@ -32,6 +33,15 @@ export function memoryReplica(options: Partial<ReplicaOptions> & { network?: Net
     logger: silentLogger,
     ...options,
   })
+}
+
+/** An Automerge change (its own actor) that makes a live entity holding { v } (for a test's hand-made deltas). */
+export function automergeDeltaOf(v: number): Uint8Array {
+  const doc = A.change(A.init<Record<string, unknown>>({ actor: 'dd'.repeat(16) }), { time: 0 }, (d) => {
+    d['\u0000deleted'] = false
+    d['v'] = v
+  })
+  return A.getLastLocalChange(doc)!
 }
 
 /** A Yjs delta that creates an entity holding `value` (for a test's hand-made pushes). */

@@ -4,24 +4,15 @@
  * a new collection under different backends and never sync it (review-order-refusals HOLE 2).
  */
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
 import type { PolicyDocument } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { rejectsWith, waitFor, yjsDeltaOf } from './helpers.js'
+import { automergeDeltaOf, rejectsWith, waitFor, yjsDeltaOf } from './helpers.js'
 import { ctxOf } from './counter-helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const POLICY: PolicyDocument = {
   roles: { all: [ADMIN, ORDERS, SUPPORT] },
   collections: { n: { read: ['*'], write: ['*'], backend: 'automerge' }, '*': { read: ['*'], write: ['*'] } },
-}
-
-function automergeDelta(v: number): Uint8Array {
-  const doc = A.change(A.init<Record<string, unknown>>({ actor: 'dd'.repeat(16) }), { time: 0 }, (d) => {
-    d['\u0000deleted'] = false
-    d['v'] = v
-  })
-  return A.getLastLocalChange(doc)!
 }
 
 describe('policy: a collection pinned to a backend', function () {
@@ -58,7 +49,7 @@ describe('policy: a collection pinned to a backend', function () {
     const r = await pinned()
     // A writer sends a Yjs delta for the new collection to one replica and an Automerge one to another.
     expect(await applyRemoteDelta(ctxOf(r[ADMIN]!), ORDERS, 'n', 'yjs', 'e1', yjsDeltaOf({ v: 1 }))).to.equal('backendMismatch')
-    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'automerge', 'e2', automergeDelta(2))).to.equal('applied')
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'automerge', 'e2', automergeDeltaOf(2))).to.equal('applied')
     await r[ADMIN]!.sync()
     await waitFor(async () => (await r[ADMIN]!.collection('n').get('e2')) !== undefined, 'ADMIN takes e2 by anti-entropy')
     expect(await r[ADMIN]!.collection('n').get('e1')).to.equal(undefined)

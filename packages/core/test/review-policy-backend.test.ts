@@ -3,24 +3,15 @@
  * verdict the same on every replica, whatever the order it adopted the pin and took deltas in?
  */
 import { expect } from 'chai'
-import * as A from '@automerge/automerge'
 import type { PolicyDocument, Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { rejectsWith, waitFor, yjsDeltaOf } from './helpers.js'
+import { automergeDeltaOf, recordingLogger, rejectsWith, waitFor, yjsDeltaOf } from './helpers.js'
 import { ctxOf } from './counter-helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const POLICY: PolicyDocument = {
   roles: { all: [ADMIN, ORDERS, SUPPORT] },
   collections: { n: { read: ['*'], write: ['*'], backend: 'automerge' }, '*': { read: ['*'], write: ['*'] } },
-}
-
-function automergeDelta(v: number): Uint8Array {
-  const doc = A.change(A.init<Record<string, unknown>>({ actor: 'dd'.repeat(16) }), { time: 0 }, (d) => {
-    d['\u0000deleted'] = false
-    d['v'] = v
-  })
-  return A.getLastLocalChange(doc)!
 }
 
 const backendOf = (r: Replica, name: string) => r.status().collections.find((c) => c.name === name)?.backend
@@ -72,6 +63,18 @@ describe('review: the policy backend pin', function () {
     expect(await held(r[SUPPORT]!)).to.deep.equal(await held(r[ORDERS]!))
   })
 
+  it('HOLE 2 (logged): the replica that holds it under another backend logs an error naming the pin, once', async () => {
+    const logger = recordingLogger()
+    const { r } = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas, { options: (id) => (id === SUPPORT ? { logger } : {}) })
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'yjs', 'e1', yjsDeltaOf({ v: 1 }))).to.equal('applied')
+    await adopt(r, POLICY, 'pin adopted')
+    await adopt(r, { ...POLICY, roles: { all: [ADMIN, ORDERS, SUPPORT], more: [ORDERS] } }, 'next version')
+    const said = logger.lines.filter((l) =>
+      l.message.includes("collection 'n' is held here with the 'yjs' backend, but the cluster policy pins it to 'automerge'"),
+    )
+    expect(said).to.have.length(1)
+  })
+
   // A counter's collection is Automerge (replica.counter): a rule `counter: true` pinned to
   // another backend was signed and adopted; then counter(name) threw ERR_BACKEND_MISMATCH on
   // every replica not holding it yet, and each refused the counter's deltas — while replicas
@@ -111,7 +114,7 @@ describe('review: the policy backend pin', function () {
     r[SUPPORT]!.collection('n')
     await adopt(r, POLICY, 'pin adopted')
     expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'yjs', 'e1', yjsDeltaOf({ v: 1 }))).to.equal('backendMismatch')
-    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'automerge', 'e2', automergeDelta(2))).to.equal('applied')
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'automerge', 'e2', automergeDeltaOf(2))).to.equal('applied')
     expect(backendOf(r[SUPPORT]!, 'n')).to.equal('automerge')
   })
 
