@@ -424,6 +424,19 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return undefined
   }
 
+  pendingIds(doc: AutomergeDoc): string[] {
+    // A.save holds the queued changes as change chunks after the document (see queuedIn).
+    return splitChunks(A.save(doc)).flatMap((chunk) => (chunk[8] === DOCUMENT_CHUNK ? [] : [hashOf(chunk)]))
+  }
+
+  withoutPending(doc: AutomergeDoc): AutomergeDoc | undefined {
+    const settled = settledBytes(doc, A.getHeads(doc))
+    if (settled === undefined) return undefined
+    const out = this.settledDoc(settled, A.getActorId(doc))
+    this.rebuiltDocs.add(out)
+    return out
+  }
+
   /** True for a document applyDelta rebuilt without the changes that were queued in the one it was given. */
   rebuilt(doc: AutomergeDoc): boolean {
     return this.rebuiltDocs.has(doc)

@@ -78,6 +78,22 @@ export interface Backend<Doc = unknown> {
   rebuilt?(doc: Doc): boolean
 
   /**
+   * Optional: a new document holding what `doc` holds without the operations still waiting for
+   * their dependencies (Automerge: its queued changes), for which rebuilt() is true (the caller
+   * stores it whole); undefined when it cannot be made. `doc` is left as it was. A whole document
+   * that leaves changes waiting is taken this way (apply.ts): a change waiting for one that never
+   * comes would otherwise keep every whole document of the entity out for good.
+   */
+  withoutPending?(doc: Doc): Doc | undefined
+
+  /**
+   * Optional, with withoutPending: ids (Automerge: hashes) of the operations `doc` holds that
+   * still wait for their dependencies (see hasPending). A whole document that leaves only these
+   * waiting, as they waited before it, is judged as any other (apply.ts).
+   */
+  pendingIds?(doc: Doc): string[]
+
+  /**
    * Optional: a cheap check of a remote delta before any document is touched — its framing,
    * and what it decodes to within limits.maxDecodedBytes — so garbage never costs a document,
    * and inflating can happen off the event loop (it may return a promise). Throws (or rejects

@@ -299,6 +299,12 @@ async function applyHeld(
     // waiting for its flush is taken now, from the document it was made on (see discard()).
     ctx.entities.settleVersion(entity)
     const before = backend.version(entity.doc)
+    // What waits here before a whole document is applied (see below).
+    const waitedBefore =
+      history !== undefined && changes === undefined && guard === undefined && backend.withoutPending !== undefined && backend.pendingIds !== undefined
+        ? new Set(backend.hasPending(entity.doc) ? backend.pendingIds(entity.doc) : [])
+        : undefined
+    let onlyWaitedBefore = false
     const valueBefore = guard !== undefined ? backend.read(entity.doc) : undefined
     const pendingBefore = guard !== undefined && backend.hasPending(entity.doc)
     const conflictedBefore = guard === undefined ? [] : (backend.conflictedKeys?.(entity.doc) ?? [])
@@ -322,7 +328,29 @@ async function applyHeld(
     entity.doc = next
     let value
     try {
-      if (bytesEqual(backend.version(next), before) && !backend.hasPending(next)) {
+      // A whole document that leaves changes waiting was judged 'later' (judgeHeads: which of them
+      // are new cannot be told), so one change that waits for good — a member's, naming a
+      // dependency that does not exist, with its own head — kept every whole document of the
+      // entity out, and with them every catch-up past compactCheckBytes, round after round
+      // (review-liveness HOLE 1). Now, when only changes that waited here before it still
+      // wait (judged when they came), it is judged as any other; else it is taken without what
+      // waits, stored whole (rebuilt): what waited honestly comes again by anti-entropy.
+      if (waitedBefore !== undefined && backend.hasPending(next)) {
+        onlyWaitedBefore = backend.pendingIds!(next).every((id) => waitedBefore.has(id))
+        const alone = onlyWaitedBefore ? undefined : backend.withoutPending!(next)
+        if (alone !== undefined) {
+          // `next` is not disposed of: it may share its memory with the document a reader of the
+          // entity still holds (Automerge: loadIncremental moves it on in place), as after a rebuild.
+          entity.doc = next = alone
+          if (bytesEqual(backend.version(next), before)) {
+            // Nothing but what waits: as before (the stored state, queue and all, reloads).
+            ctx.entities.discard(col, entity)
+            waits = true
+            return 'unchanged'
+          }
+        }
+      }
+      if (bytesEqual(backend.version(next), before) && (onlyWaitedBefore || !backend.hasPending(next))) {
         keepWantedHeads(next)
         return 'unchanged'
       }
@@ -361,7 +389,7 @@ async function applyHeld(
       if (settled !== undefined) {
         if (settled.heads.length > 0) return vouchedMade(next, value, settled)
       } else if (history !== undefined) {
-        const judged = judgeHeads(history, next, before, backend.hasPending(next), vouched, from, stored)
+        const judged = judgeHeads(history, next, before, backend.hasPending(next) && !onlyWaitedBefore, vouched, from, stored)
         if (typeof judged === 'string' || 'refused' in judged) {
           ctx.entities.discard(col, entity)
           if (judged === 'later') waits = true
