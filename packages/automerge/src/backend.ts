@@ -429,10 +429,19 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     return splitChunks(A.save(doc)).flatMap((chunk) => (chunk[8] === DOCUMENT_CHUNK ? [] : [hashOf(chunk)]))
   }
 
-  withoutPending(doc: AutomergeDoc): AutomergeDoc | undefined {
+  withoutPending(doc: AutomergeDoc, keep?: ReadonlySet<string>): AutomergeDoc | undefined {
     const settled = settledBytes(doc, A.getHeads(doc))
     if (settled === undefined) return undefined
-    const out = this.settledDoc(settled, A.getActorId(doc))
+    // The queued changes to keep (they waited here before: an honest one waiting for a change in
+    // flight would otherwise be gone when that change comes), as A.save writes them.
+    const kept = keep === undefined || keep.size === 0 ? [] : splitChunks(A.save(doc)).filter((c) => c[8] !== DOCUMENT_CHUNK && keep.has(hashOf(c)))
+    let out: AutomergeDoc
+    try {
+      out = this.settledDoc(settled, A.getActorId(doc))
+      if (kept.length > 0) out = loadOnto(out, concatBytes(kept))
+    } catch {
+      return undefined
+    }
     this.rebuiltDocs.add(out)
     return out
   }

@@ -80,11 +80,12 @@ export interface Backend<Doc = unknown> {
   /**
    * Optional: a new document holding what `doc` holds without the operations still waiting for
    * their dependencies (Automerge: its queued changes), for which rebuilt() is true (the caller
-   * stores it whole); undefined when it cannot be made. `doc` is left as it was. A whole document
+   * stores it whole); undefined when it cannot be made. Those of `keep` (pendingIds) that still
+   * wait are kept waiting in it. `doc` is left as it was. A whole document
    * that leaves changes waiting is taken this way (apply.ts): a change waiting for one that never
    * comes would otherwise keep every whole document of the entity out for good.
    */
-  withoutPending?(doc: Doc): Doc | undefined
+  withoutPending?(doc: Doc, keep?: ReadonlySet<string>): Doc | undefined
 
   /**
    * Optional, with withoutPending: ids (Automerge: hashes) of the operations `doc` holds that

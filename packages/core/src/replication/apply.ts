@@ -333,12 +333,16 @@ async function applyHeld(
       // dependency that does not exist, with its own head — kept every whole document of the
       // entity out, and with them every catch-up past compactCheckBytes, round after round
       // (review-liveness HOLE 1). Now, when only changes that waited here before it still
-      // wait (judged when they came), it is judged as any other; else it is taken without what
-      // waits, stored whole (rebuilt): what waited honestly comes again by anti-entropy.
+      // wait (judged when they came), it is judged as any other; else it is taken without the
+      // changes that are new among those that wait, stored whole (rebuilt): what waited before
+      // stays waiting, and what is new and honest comes again by anti-entropy.
       if (waitedBefore !== undefined && backend.hasPending(next)) {
         onlyWaitedBefore = backend.pendingIds!(next).every((id) => waitedBefore.has(id))
-        const alone = onlyWaitedBefore ? undefined : backend.withoutPending!(next)
+        // What waited here before stays waiting (an honest change waiting for one in flight
+        // would be gone when that one comes: review2-liveness HOLE 1); only the new ones go.
+        const alone = onlyWaitedBefore ? undefined : backend.withoutPending!(next, waitedBefore)
         if (alone !== undefined) {
+          onlyWaitedBefore = true
           // `next` is not disposed of: it may share its memory with the document a reader of the
           // entity still holds (Automerge: loadIncremental moves it on in place), as after a rebuild.
           entity.doc = next = alone
