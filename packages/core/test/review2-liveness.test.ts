@@ -25,7 +25,9 @@ describe('review2: liveness (whole documents while changes wait)', function () {
    * waiting change queued sends its document (A.save writes the queue after it) — with both heads.
    */
   async function wholeWithWaitingForGood(base: Uint8Array): Promise<{ whole: Uint8Array; waiting: Uint8Array }> {
-    const { hash: _hash, ...made } = A.decodeChange(A.getLastLocalChange(A.change(A.load<State>(base, { actor: ordersActor(9) }), { time: 0 }, (d) => void (d.tag = 'x')))!)
+    const { hash: _hash, ...made } = A.decodeChange(
+      A.getLastLocalChange(A.change(A.load<State>(base, { actor: ordersActor(9) }), { time: 0 }, (d) => void (d.tag = 'x')))!,
+    )
     const waiting = A.encodeChange({ ...made, deps: [...made.deps, 'ab'.repeat(32)].sort() })
     const withO1 = A.change(A.load<State>(base, { actor: ordersActor(8) }), { time: 0 }, (d) => void (d.other = 'o1'))
     const o1 = A.getLastLocalChange(withO1)!
