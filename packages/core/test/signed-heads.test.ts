@@ -223,7 +223,9 @@ describe('signed heads on replicas (loopback)', function () {
     await waitFor(() => late.policy.get() !== undefined, 'LATE adopts')
     await late.sync()
     expect((await notes(late).get('n1'))?.text).to.equal('by admin, again')
-    // What LATE keeps to relay further: ADMIN's head of its actor, signed by ADMIN.
+    // What LATE keeps to relay further: ADMIN's head of its actor, signed by ADMIN. Stored in
+    // the entity's write, which may still be on its way to the store when get() answers from memory.
+    await waitFor(async () => (await ctxOf(late).heads!.stored('notes', 'n1')).size > 0, 'LATE stored the head')
     const stored = await ctxOf(late).heads!.stored('notes', 'n1')
     expect(stored.size).to.equal(1)
     const [actor] = [...stored.keys()]
