@@ -219,28 +219,7 @@ describe('LevelStore on disk: a table block LevelDB itself cannot decode', funct
   afterEach(() => rm(dir, { recursive: true, force: true }))
 
   it('(its trailer now says snappy) the point read that needs it rejects with ERR_STORE_CORRUPT naming the record, a scan with ERR_STORE_CORRUPT; quarantine() still removes the record', async function () {
-    const hash = new Uint8Array(randomBytes(32))
-    // Big random values, so the head shares its 4 KiB block with few others and the store's
-    // own format record (last in key order) sits in another block: open() can read it.
-    await writeIntoTable(
-      dir,
-      [
-        { type: 'collection', collection: 'c', meta: { backend: 'yjs' } },
-        { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: new Uint8Array(randomBytes(5000)) },
-        { type: 'head', collection: 'c', id: 'e', head: head('e', 1, hash) },
-        { type: 'snapshot', collection: 'c', id: 'e', bytes: new Uint8Array(randomBytes(5000)) },
-        { type: 'meta', key: 'm', bytes: new Uint8Array(randomBytes(5000)) },
-      ],
-      { level: { compression: false } },
-    )
-    const [name, ...more] = (await readdir(dir)).filter((n) => n.endsWith('.ldb'))
-    assert.deepEqual(more, [])
-    const table = await readFile(join(dir, name!))
-    const at = table.indexOf(hash)
-    const block = dataBlocks(table).find((b) => b.offset <= at && at < b.offset + b.size)!
-    assert.equal(table[block.offset + block.size], 0, 'the block is not stored raw')
-    table[block.offset + block.size] = 1 // kSnappyCompression: LevelDB will try to uncompress raw bytes
-    await writeFile(join(dir, name!), table)
+    await undecodableHeadBlock(dir)
 
     const store = classicLevelStore(dir)
     await store.open()
@@ -277,31 +256,13 @@ describe('LevelStore on disk: a table block LevelDB itself cannot decode', funct
   })
 
   it("with the store's 'format' record damaged too: the records read beside it to tell the format (format.ts, probe) pass the undecodable block — open() takes the folder as the current format and says so in damage (was: open() rejected, the whole folder refused for one block)", async function () {
-    const hash = new Uint8Array(randomBytes(32))
-    await writeIntoTable(
-      dir,
-      [
-        { type: 'collection', collection: 'c', meta: { backend: 'yjs' } },
-        { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: new Uint8Array(randomBytes(5000)) },
-        { type: 'head', collection: 'c', id: 'e', head: head('e', 1, hash) },
-        { type: 'snapshot', collection: 'c', id: 'e', bytes: new Uint8Array(randomBytes(5000)) },
-        { type: 'meta', key: 'm', bytes: new Uint8Array(randomBytes(5000)) },
-      ],
-      { level: { compression: false } },
-    )
-    const [name, ...more] = (await readdir(dir)).filter((n) => n.endsWith('.ldb'))
-    assert.deepEqual(more, [])
-    // The format record flipped (written to the log: the table keeps the old one, shadowed).
-    const format = (await rawRecords(dir)).get(FORMAT)!
-    const flipped = new Uint8Array(format)
-    flipped[flipped.length - 1]! ^= 1
-    await putRaw(dir, [[FORMAT, flipped]])
-    // The head's block made undecodable (as the test above).
-    const table = await readFile(join(dir, name!))
-    const at = table.indexOf(hash)
-    const block = dataBlocks(table).find((b) => b.offset <= at && at < b.offset + b.size)!
-    table[block.offset + block.size] = 1
-    await writeFile(join(dir, name!), table)
+    await undecodableHeadBlock(dir, async () => {
+      // The format record flipped (written to the log: the table keeps the old one, shadowed).
+      const format = (await rawRecords(dir)).get(FORMAT)!
+      const flipped = new Uint8Array(format)
+      flipped[flipped.length - 1]! ^= 1
+      await putRaw(dir, [[FORMAT, flipped]])
+    })
 
     const store = classicLevelStore(dir)
     await store.open()
@@ -317,6 +278,37 @@ describe('LevelStore on disk: a table block LevelDB itself cannot decode', funct
     }
   })
 })
+
+/**
+ * A folder of one table holding collection 'c' with entity 'e' and a meta record 'm', whose
+ * head's block LevelDB cannot decode (its trailer now says snappy: LevelDB will try to
+ * uncompress raw bytes). Big random values, so the head shares its 4 KiB block with few others
+ * and the store's own format record (last in key order) sits in another block. `first` runs
+ * before the block is damaged (the folder is still readable whole then).
+ */
+async function undecodableHeadBlock(dir: string, first?: () => Promise<void>): Promise<void> {
+  const hash = new Uint8Array(randomBytes(32))
+  await writeIntoTable(
+    dir,
+    [
+      { type: 'collection', collection: 'c', meta: { backend: 'yjs' } },
+      { type: 'delta', collection: 'c', id: 'e', index: 0, bytes: new Uint8Array(randomBytes(5000)) },
+      { type: 'head', collection: 'c', id: 'e', head: head('e', 1, hash) },
+      { type: 'snapshot', collection: 'c', id: 'e', bytes: new Uint8Array(randomBytes(5000)) },
+      { type: 'meta', key: 'm', bytes: new Uint8Array(randomBytes(5000)) },
+    ],
+    { level: { compression: false } },
+  )
+  const [name, ...more] = (await readdir(dir)).filter((n) => n.endsWith('.ldb'))
+  assert.deepEqual(more, [])
+  await first?.()
+  const table = await readFile(join(dir, name!))
+  const at = table.indexOf(hash)
+  const block = dataBlocks(table).find((b) => b.offset <= at && at < b.offset + b.size)!
+  assert.equal(table[block.offset + block.size], 0, 'the block is not stored raw')
+  table[block.offset + block.size] = 1 // kSnappyCompression
+  await writeFile(join(dir, name!), table)
+}
 
 function lostBatches(recovered: number, acknowledged: number): string {
   return (
