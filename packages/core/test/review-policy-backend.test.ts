@@ -3,6 +3,8 @@
  * verdict the same on every replica, whatever the order it adopted the pin and took deltas in?
  */
 import { expect } from 'chai'
+import { yjsBackend } from '@convergent/yjs'
+import { automergeBackend } from '@convergent/automerge'
 import type { PolicyDocument, Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { automergeDeltaOf, recordingLogger, rejectsWith, waitFor, yjsDeltaOf } from './helpers.js'
@@ -96,6 +98,30 @@ describe('review: the policy backend pin', function () {
       r[ADMIN]!.policy.set({ roles: POLICY.roles, collections: { '*': { read: ['*'], write: ['*'], backend: 'autmerge' } } }),
       'ERR_INVALID_ARGUMENT',
     )
+  })
+
+  // Worst case of the new field from a peer: an admin whose replica has a backend the others
+  // lack ('nope', any name) signs a pin to it — set() there cannot refuse it. Every other
+  // replica adopts the policy, refuses the collection's deltas (counted, never applied), fails
+  // collection(name) with a clear error, skips it in anti-entropy, and keeps working otherwise.
+  it('worst case: a pin, signed by an admin, to a backend the other replicas lack', async () => {
+    const nope = Object.assign(yjsBackend(), { name: 'nope' })
+    const logger = recordingLogger()
+    const { r } = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas, {
+      options: (id) => (id === ADMIN ? { backends: [yjsBackend(), automergeBackend(), nope] } : id === SUPPORT ? { logger } : {}),
+    })
+    await adopt(r, { ...POLICY, collections: { ...POLICY.collections, n: { read: ['*'], write: ['*'], backend: 'nope' } } }, 'pin to nope adopted')
+    expect(() => r[SUPPORT]!.collection('n')).to.throw(/No backend 'nope' on this replica/)
+    expect(await applyRemoteDelta(ctxOf(r[SUPPORT]!), ORDERS, 'n', 'yjs', 'e1', yjsDeltaOf({ v: 1 }))).to.equal('backendMismatch')
+    await r[ADMIN]!.collection('n').put('e2', { v: 2 }) // held here under 'nope'
+    await r[SUPPORT]!.sync()
+    expect(ctxOf(r[SUPPORT]!).entities.collections.has('n')).to.equal(false)
+    expect(logger.lines.some((l) => l.message.includes("the cluster policy pins collection 'n' to backend 'nope', which this replica does not have"))).to.equal(
+      true,
+    )
+    // Everything else still replicates.
+    await r[ADMIN]!.collection('other').put('x', { v: 1 })
+    await waitFor(async () => (await r[SUPPORT]!.collection('other').get('x')) !== undefined, 'other reaches SUPPORT')
   })
 
   it('sound: a pin changed by a later version governs only collections not held yet; one held keeps its backend and syncs', async () => {

@@ -387,7 +387,8 @@ export class SyncClient {
       const pinned = this.ctx.access.backendOf(name)
       const backend = this.ctx.backends.get(pinned ?? their.backend)
       if (backend === undefined) {
-        this.ctx.logger.warn(`peer ${round.peer} has collection '${name}' with backend '${their.backend}', which this replica does not have; skipped`, {
+        const what = pinned === undefined ? `peer ${round.peer} has collection '${name}' with` : `the cluster policy pins collection '${name}' to`
+        this.ctx.logger.warn(`${what} backend '${pinned ?? their.backend}', which this replica does not have; skipped`, {
           peer: round.peer,
           collection: name,
           reason: 'unknownBackend',
