@@ -63,6 +63,17 @@ describe('review: refusals that depend on the order a replica took things in', f
     return { hub, a, b }
   }
 
+  /** b, which has not seen what a took meanwhile, puts k again (an honest write); healed, a and b must agree on b's put. */
+  async function honestPutThenHeal(hub: LoopbackHub, a: Replica, b: Replica): Promise<void> {
+    await b.collection('p').put('k', { x: 1 })
+    hub.heal()
+    await waitFor(() => a.peers().includes('b'), 'a and b connected again')
+    await syncBoth(a, b)
+    const [va, vb] = [await a.collection('p').get('k'), await b.collection('p').get('k')]
+    expect(va, 'a and b converge').to.deep.equal(vb)
+    expect(va?.['x']).to.equal(1) // b's honest put is taken everywhere
+  }
+
   // The value limits are checked on the value a delta leaves only while the entity is live: the
   // content of a deleted entity is never measured. A writer nests objects past maxDepth there,
   // one delta at a time (each nests less than maxDepth on its own, which is all the Automerge
@@ -90,14 +101,7 @@ describe('review: refusals that depend on the order a replica took things in', f
     // One delta each: the backend's check of one delta's nesting sees 6 levels in each.
     await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'automerge', 'k', d1)
     await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'automerge', 'k', d2)
-    // Meanwhile b, which has not seen them, puts k again (an honest write, within the limits).
-    await b.collection('p').put('k', { x: 1 })
-    hub.heal()
-    await waitFor(() => a.peers().includes('b'), 'a and b connected again')
-    await syncBoth(a, b)
-    const [va, vb] = [await a.collection('p').get('k'), await b.collection('p').get('k')]
-    expect(va, 'a and b converge').to.deep.equal(vb)
-    expect(va?.['x']).to.equal(1) // b's honest put is taken everywhere
+    await honestPutThenHeal(hub, a, b)
   })
 
   it('HOLE 1 (yjs): nested maps past maxDepth in a deleted entity, revealed by an honest put made without them, part the replicas', async () => {
@@ -121,13 +125,7 @@ describe('review: refusals that depend on the order a replica took things in', f
     expect(deepest).to.not.equal(undefined)
     const d = Y.encodeStateAsUpdate(w, before)
     await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'yjs', 'k', d)
-    await b.collection('p').put('k', { x: 1 })
-    hub.heal()
-    await waitFor(() => a.peers().includes('b'), 'a and b connected again')
-    await syncBoth(a, b)
-    const [va, vb] = [await a.collection('p').get('k'), await b.collection('p').get('k')]
-    expect(va, 'a and b converge').to.deep.equal(vb)
-    expect(va?.['x']).to.equal(1)
+    await honestPutThenHeal(hub, a, b)
   })
 
   // The same with size: hidden content was never held to maxMergedValueBytes, so one writer's
@@ -152,13 +150,7 @@ describe('review: refusals that depend on the order a replica took things in', f
           await applyRemoteDelta(ctxOf(a), 'writer', 'p', 'automerge', 'k', A.getLastLocalChange(doc)!)
         }
       }
-      await b.collection('p').put('k', { x: 1 })
-      hub.heal()
-      await waitFor(() => a.peers().includes('b'), 'a and b connected again')
-      await syncBoth(a, b)
-      const [va, vb] = [await a.collection('p').get('k'), await b.collection('p').get('k')]
-      expect(va, 'a and b converge').to.deep.equal(vb)
-      expect(va?.['x']).to.equal(1)
+      await honestPutThenHeal(hub, a, b)
     })
   }
 
