@@ -245,6 +245,27 @@ export function createMetrics(replica: Replica, options: MetricsOptions = {}): R
     'Store records that failed their checksum since open (moved aside; the entity repaired from memory or fetched again from peers).',
     () => replica.stats().store.corruptRecords,
   )
+  new Gauge({
+    name: 'convergent_entity_largest_bytes',
+    help: 'The stored state (snapshot and deltas) of the largest entity loaded or written here since open, in bytes. Past convergent_max_delta_bytes it no longer reaches a replica that holds none of it (its whole state must fit one delta); the logs name it.',
+    registers,
+    collect() {
+      this.set(replica.stats().entitySize.largest?.bytes ?? 0)
+    },
+  })
+  new Gauge({
+    name: 'convergent_max_delta_bytes',
+    help: 'limits.maxDeltaBytes: the largest delta this replica sends or takes, and so the largest entity a replica that holds none of it can receive.',
+    registers,
+    collect() {
+      this.set(replica.stats().entitySize.maxDeltaBytes)
+    },
+  })
+  statCounter(
+    'convergent_entities_not_sent_total',
+    'Entities not sent to a peer since open because their state is over maxDeltaBytes (the peer, holding none of it or far behind, cannot get them from here).',
+    () => replica.stats().entitySize.notSent,
+  )
 
   replica.observe({
     change(change) {

@@ -163,6 +163,20 @@ describe('replica.metrics (prom-client)', function () {
     expect(valueOf(samples, 'convergent_cache_misses_total')).to.equal(4)
   })
 
+  it('entity_largest_bytes follows the largest entity written; max_delta_bytes is the limit; entities_not_sent_total starts at 0', async () => {
+    const r = await replica({ limits: { maxDeltaBytes: 1024 * 1024 } })
+    expect(await metric(r, 'convergent_entity_largest_bytes')).to.equal(0)
+    const col = r.collection('c')
+    await col.put('a', { v: 1 })
+    await col.put('b', { v: 'x'.repeat(4000) })
+    await col.put('a', { v: 2 })
+    const samples = await scrape(r)
+    expect(valueOf(samples, 'convergent_entity_largest_bytes')).to.equal(r.stats().entitySize.largest!.bytes).and.be.above(4000)
+    expect(r.stats().entitySize.largest).to.include({ collection: 'c', id: 'b' })
+    expect(valueOf(samples, 'convergent_max_delta_bytes')).to.equal(1024 * 1024)
+    expect(valueOf(samples, 'convergent_entities_not_sent_total')).to.equal(0)
+  })
+
   it("registers prom-client's default process metrics, one set per process, less its gauges named like counters; metrics: false gives an empty registry", async () => {
     const a = await replica()
     const b = await replica()

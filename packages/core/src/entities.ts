@@ -1,3 +1,4 @@
+import type { EntitySizes } from './entity-size.js'
 import { proofKey } from './trust/signed-push.js'
 import { unsignedKey } from './trust/signed-heads.js'
 import { PushProofs } from './trust/push-proofs.js'
@@ -63,6 +64,8 @@ export interface EntitiesOptions {
   compactAfter: number
   /** Where corrupt records are reported. */
   logger: Logger
+  /** Told each entity's stored size as it is loaded or written (how large entities grow against maxDeltaBytes). */
+  sizes?: EntitySizes
   /**
    * Told when a corrupt record made an entity (or a collection's digest) unreadable here and it
    * was dropped: replication asks peers for it again.
@@ -212,6 +215,11 @@ export class Entities {
         // Nothing to recover: the document is gone either way.
       }
     }
+  }
+
+  /** How large entities grow (undefined where no one asked: Entities made without it). */
+  get sizes(): EntitySizes | undefined {
+    return this.opts.sizes
   }
 
   get cachedCount(): number {
@@ -534,6 +542,7 @@ export class Entities {
       stale: false,
       discarded: false,
     }
+    if (stored !== undefined) this.opts.sizes?.met(col.name, id, entity.snapshotBytes + entity.deltaBytes)
     this.cache.set(key, entity)
     // A head hashed by an older version of the backend's versionHash (its definition changed:
     // Yjs' now covers the value) would make the digest differ from peers' for good: re-hashed
@@ -661,6 +670,7 @@ export class Entities {
       entity.deltaBytes += delta.byteLength
       deltaCount++
     }
+    this.opts.sizes?.met(col.name, entity.id, entity.snapshotBytes + entity.deltaBytes)
     const entry: FeedEntry = {
       seq: ++col.seq,
       id: entity.id,

@@ -12,6 +12,7 @@
 
 // The replica and what applications hold.
 export { Replica, type ReplicaOptions, type ReplicaStats, type AuthorStats, type PolicyApi } from './replica.js'
+export type { EntitySize } from './entity-size.js'
 export type { Policy, PolicyDocument, CollectionRule } from './trust/policy.js'
 export type { TrustOptions } from './trust/access.js'
 export { Collection, type ChangeEvent, type ChangeListener, type ChangeEntry } from './collection.js'

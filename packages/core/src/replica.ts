@@ -3,6 +3,7 @@ import { randomBytes, systemClock, type Clock } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState, type EntitiesOptions } from './entities.js'
+import { EntitySizes, type EntitySize } from './entity-size.js'
 import { ConvergentError } from './errors.js'
 import { getMetaPastDamage, metasPastDamage } from './meta-scan.js'
 import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
@@ -133,6 +134,13 @@ export interface ReplicaStats {
   /** … by reason (counts only grow: they keep the drops of peers no longer listed in `peers`). */
   droppedByReason: Record<DropReason, number>
   pushed: { messages: number; bytes: number }
+  /**
+   * How large entities grow against `limits.maxDeltaBytes`, past which an entity no longer
+   * reaches a replica that holds none of it (its whole state must fit one delta): the largest
+   * entity loaded or written here since open (its stored snapshot and deltas, in bytes), the
+   * limit, and how many times since open an entity was not sent to a peer for being over it.
+   */
+  entitySize: { largest?: EntitySize; maxDeltaBytes: number; notSent: number }
   /**
    * Per author of signed pushes (in a cluster): its deltas applied, duplicates and drops — the
    * author the signature proved, whichever peer relayed them. Drops of a push whose signature
@@ -566,6 +574,7 @@ export class Replica {
       cacheSize: options.cacheSize ?? 10_000,
       compactAfter: options.compactAfter ?? 64,
       logger,
+      sizes: new EntitySizes(options.limits?.maxDeltaBytes ?? DEFAULT_REPLICATION_LIMITS.maxDeltaBytes, logger),
       // A damaged entity was dropped here: peers send it again.
       onCorrupt: () => replica?.replicator?.repairSoon(),
       // In a cluster, Automerge actors are bound to this replica's peer id (trust/actor-binding.ts),
@@ -1052,6 +1061,7 @@ export class Replica {
       droppedTotal: this.stats_.totalDropped(),
       droppedByReason: this.stats_.droppedByReason(),
       pushed: { messages: this.replicator?.pusher.messagesOut ?? 0, bytes: this.replicator?.pusher.bytesOut ?? 0 },
+      entitySize: this.entitySize(),
       authors: Object.fromEntries(
         Object.entries(this.authorStats.snapshot()).map(([author, s]) => [
           author,
@@ -1059,6 +1069,12 @@ export class Replica {
         ]),
       ),
     }
+  }
+
+  private entitySize(): ReplicaStats['entitySize'] {
+    const sizes = this.entities.sizes
+    const largest = sizes?.largest
+    return { ...(largest !== undefined ? { largest: { ...largest } } : {}), maxDeltaBytes: this.limits.maxDeltaBytes, notSent: sizes?.notSent ?? 0 }
   }
 
   /** Entity documents in memory per collection (walks the cache: for metrics, not hot paths). */

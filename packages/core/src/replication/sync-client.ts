@@ -579,8 +579,10 @@ export class SyncClient {
   /** Sends a delta too large to go inline, in parts (to a peer that takes uploads). */
   async upload(round: Round, target: Target, id: string, delta: Uint8Array): Promise<void> {
     if (!round.parts || delta.byteLength > this.ctx.limits.maxDeltaBytes) {
+      const over = delta.byteLength > this.ctx.limits.maxDeltaBytes
+      if (over) this.ctx.entities.sizes?.tooLargeToSend(target.name, id, delta.byteLength)
       this.ctx.logger.warn(
-        `not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes do not fit a message, and the peer takes no uploads`,
+        `not sending '${target.name}/${id}' to ${round.peer}: ${delta.byteLength} bytes ${over ? `are over maxDeltaBytes ${this.ctx.limits.maxDeltaBytes}` : 'do not fit a message, and the peer takes no uploads'}`,
         {
           peer: round.peer,
           collection: target.name,

@@ -273,6 +273,7 @@ export class SyncServer {
     if (delta.byteLength <= inlineLimit(this.ctx.limits)) return delta
     if (parts && delta.byteLength <= this.ctx.limits.maxDeltaBytes) return this.outbox.put(from, delta) ?? 'later'
     if (!parts && delta.byteLength <= this.ctx.limits.maxMessageBytes - 64 * 1024) return delta // an older requester
+    if (delta.byteLength > this.ctx.limits.maxDeltaBytes) this.ctx.entities.sizes?.tooLargeToSend(collection, id, delta.byteLength)
     this.ctx.logger.warn(
       `not sending '${collection}/${id}' to ${from}: its ${delta.byteLength} bytes do not fit (maxDeltaBytes ${this.ctx.limits.maxDeltaBytes}${parts ? '' : '; the peer takes no parts'})`,
       { peer: from, collection, entity: id, reason: 'tooLarge' },
