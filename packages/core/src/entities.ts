@@ -1106,6 +1106,7 @@ export class Entities {
     if (this.collections.get(col.name) === col) this.collections.delete(col.name)
     this.sortedNames = undefined
     this.cache.deleteCollection(col.name)
+    this.opts.sizes?.forget(col.name)
     this.unsettled.delete(col.name)
     const contribution = this.contributions.get(col.name)
     if (contribution) xorInto(this.summary, contribution)

@@ -21,10 +21,16 @@ const MAX_WARNED = 1000
  * entity met (ReplicaStats.entitySize, metrics, alerts), and each send refused for size.
  */
 export class EntitySizes {
-  /** The largest entity met since open (loaded or written here), as it was when last met. */
-  largest: EntitySize | undefined
   /** Entities not sent to a peer since open because their state was over maxDeltaBytes. */
   notSent = 0
+  /**
+   * Entities met at or past half the limit, as last met (at most MAX_WARNED: the smallest
+   * leaves for a larger one). Kept apart so that the largest stays right when it folds
+   * smaller or its collection is dropped: the one an alert is about is always here.
+   */
+  private readonly big = new Map<string, EntitySize>()
+  /** The largest entity met under half the limit, as it was when last met (may be stale-small: it only shows while none is past half). */
+  private small: EntitySize | undefined
   /** Entities logged already, and whether as over the limit (else as past half of it). */
   private readonly logged = new Map<string, 'half' | 'over'>()
 
@@ -33,18 +39,31 @@ export class EntitySizes {
     private readonly logger: Logger,
   ) {}
 
+  /** The largest entity met since open (loaded, written or served whole here), as it was when last met. */
+  get largest(): EntitySize | undefined {
+    let best: EntitySize | undefined
+    for (const e of this.big.values()) if (best === undefined || e.bytes > best.bytes) best = e
+    return best ?? this.small
+  }
+
   /** An entity's stored state is `bytes` now (it was loaded or written). Cheap: called on every write. */
   met(collection: string, id: string, bytes: number): void {
-    const largest = this.largest
-    if (largest === undefined || bytes > largest.bytes) this.largest = { collection, id, bytes }
-    else if (largest.id === id && largest.collection === collection) largest.bytes = bytes // the same entity, folded smaller
-    if (bytes * 2 < this.maxDeltaBytes) return
+    if (bytes * 2 < this.maxDeltaBytes) {
+      const small = this.small
+      if (small === undefined || bytes > small.bytes) this.small = { collection, id, bytes }
+      else if (small.id === id && small.collection === collection) small.bytes = bytes // the same entity, folded smaller
+      if (this.big.size > 0) this.big.delete(key(collection, id)) // folded back under half
+      return
+    }
+    const k = key(collection, id)
+    const known = this.big.get(k)
+    if (known !== undefined) known.bytes = bytes
+    else this.keepBig(k, { collection, id, bytes })
     const level = bytes > this.maxDeltaBytes ? 'over' : 'half'
-    const key = `${collection}\u0000${id}`
-    const was = this.logged.get(key)
+    const was = this.logged.get(k)
     if (was === level || was === 'over') return
-    if (this.logged.size >= MAX_WARNED) return // enough said: the metric and the alert still show it
-    this.logged.set(key, level)
+    if (was === undefined && this.logged.size >= MAX_WARNED) return // enough said: the metric and the alert still show it
+    this.logged.set(k, level)
     const size = `${mib(bytes)} of state (maxDeltaBytes ${mib(this.maxDeltaBytes)})`
     const fix =
       'raise limits.maxDeltaBytes on every replica (each must take a delta that large), or spread the writes over more entities (a counter: over more ids)'
@@ -67,6 +86,28 @@ export class EntitySizes {
     this.notSent++
     this.met(collection, id, bytes)
   }
+
+  /** A collection was dropped: its entities are no longer measured (and are told of anew if made again). */
+  forget(collection: string): void {
+    for (const [k, e] of this.big) if (e.collection === collection) this.big.delete(k)
+    for (const k of this.logged.keys()) if (k.startsWith(`${collection}\u0000`)) this.logged.delete(k)
+    if (this.small?.collection === collection) this.small = undefined
+  }
+
+  /** Keeps an entity past half, within MAX_WARNED: when full, in place of the smallest kept if it is larger. */
+  private keepBig(k: string, size: EntitySize): void {
+    if (this.big.size >= MAX_WARNED) {
+      let smallest: [string, EntitySize] | undefined
+      for (const entry of this.big) if (smallest === undefined || entry[1].bytes < smallest[1].bytes) smallest = entry
+      if (smallest![1].bytes >= size.bytes) return
+      this.big.delete(smallest![0])
+    }
+    this.big.set(k, size)
+  }
+}
+
+function key(collection: string, id: string): string {
+  return `${collection}\u0000${id}`
 }
 
 function mib(bytes: number): string {

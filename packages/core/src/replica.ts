@@ -574,7 +574,7 @@ export class Replica {
       cacheSize: options.cacheSize ?? 10_000,
       compactAfter: options.compactAfter ?? 64,
       logger,
-      sizes: new EntitySizes(options.limits?.maxDeltaBytes ?? DEFAULT_REPLICATION_LIMITS.maxDeltaBytes, logger),
+      sizes: new EntitySizes({ ...DEFAULT_REPLICATION_LIMITS, ...options.limits }.maxDeltaBytes, logger), // as this.limits has it
       // A damaged entity was dropped here: peers send it again.
       onCorrupt: () => replica?.replicator?.repairSoon(),
       // In a cluster, Automerge actors are bound to this replica's peer id (trust/actor-binding.ts),

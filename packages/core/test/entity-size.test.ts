@@ -9,6 +9,7 @@ import { automergeBackend } from '@convergent/automerge'
 import { classicLevelStore } from '@convergent/level'
 import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, Replica } from '../src/index.js'
+import { EntitySizes } from '../src/entity-size.js'
 import { closedAfterEach, memoryReplica, recordingLogger, tempDir, waitFor } from './helpers.js'
 
 const LIMIT = 64 * 1024
@@ -87,5 +88,92 @@ describe('entity size against maxDeltaBytes', function () {
     } finally {
       await dir.cleanup()
     }
+  })
+  it('the largest entity stays the largest when another one folds smaller (compaction): the gauge does not drop under half while an entity is past it', async () => {
+    const a = await memoryReplica({ limits, compactAfter: 4 })
+    opened.replicas.push(a)
+    // Yjs: a value written over is dropped from the state at the next fold.
+    const notes = a.collection('notes', { backend: 'yjs' })
+    for (let i = 0; i < 3; i++) await notes.put('b', { text: filler() })
+    for (let i = 0; i < 4; i++) await notes.put('a', { text: filler() })
+    const b = a.stats().entitySize.largest!
+    expect(b.id).to.equal('a')
+    await notes.put('a', { text: filler() }) // the fifth write folds 'a' down to one value
+    const after = a.stats().entitySize.largest!
+    expect(after.bytes * 2, `largest ${JSON.stringify(after)}`).to.be.at.least(LIMIT)
+    expect(after.id).to.equal('b')
+  })
+
+  it('a dropped collection leaves no largest entity behind (the warning alert would fire until a restart)', async () => {
+    const log = recordingLogger()
+    const a = await memoryReplica({ limits, logger: log })
+    opened.replicas.push(a)
+    const notes = a.collection('notes', { backend: 'automerge' })
+    for (let i = 0; i < 3; i++) await notes.put('big', { text: filler() })
+    expect(a.stats().entitySize.largest).to.include({ collection: 'notes', id: 'big' })
+    await a.dropCollection('notes')
+    expect(a.stats().entitySize.largest).to.equal(undefined)
+    // Made anew, it is told of anew.
+    const again = a.collection('notes', { backend: 'automerge' })
+    for (let i = 0; i < 3; i++) await again.put('big', { text: filler() })
+    expect(log.lines.filter(about('big'))).to.have.length(2)
+  })
+
+  it('an entity over maxDeltaBytes but under maxChunkBytes is refused for size by its sender (counted), not sent inline for the receiver to drop', async () => {
+    const hub = new LoopbackHub()
+    const small = { maxDeltaBytes: LIMIT } // maxChunkBytes stays 512 KiB
+    const a = await memoryReplica({ network: hub.createNetwork('a'), limits: small })
+    opened.replicas.push(a)
+    const notes = a.collection('notes', { backend: 'automerge' })
+    // Nine writes: its whole state (A.save, compressed) is over the limit too, not only its stored changes.
+    for (let i = 0; i < 9; i++) await notes.put('big', { text: filler() })
+    expect(a.stats().entitySize.largest!.bytes).to.be.above(LIMIT)
+    const c = await memoryReplica({ network: hub.createNetwork('c'), limits: small })
+    opened.replicas.push(c)
+    await waitFor(() => a.peers().includes('c'), 'a sees c')
+    await c.sync()
+    expect(await c.collection('notes', { backend: 'automerge' }).get('big')).to.equal(undefined)
+    expect(a.stats().entitySize.notSent, 'a counts what it could not send').to.be.at.least(1)
+    expect(c.stats().droppedByReason.tooLarge, 'c was sent nothing over the limit').to.equal(0)
+  })
+
+  it('an entity served whole straight from the store (a late joiner, after a restart) is measured', async () => {
+    const dir = await tempDir()
+    try {
+      const hub = new LoopbackHub()
+      const open = () =>
+        Replica.open({
+          store: classicLevelStore(join(dir.dir, 'r')),
+          backends: [yjsBackend(), automergeBackend()],
+          syncIntervalMs: 0,
+          limits,
+          network: hub.createNetwork('a'),
+          logger: recordingLogger(),
+        })
+      const first = await open()
+      for (let i = 0; i < 3; i++) await first.collection('notes', { backend: 'automerge' }).put('big', { text: filler() })
+      const bytes = first.stats().entitySize.largest!.bytes
+      await first.close()
+      const a = await open()
+      opened.replicas.push(a)
+      a.collection('notes', { backend: 'automerge' })
+      const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
+      opened.replicas.push(c)
+      await waitFor(() => a.peers().includes('c'), 'a sees c')
+      await c.sync()
+      expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
+      expect(a.stats().entitySize.largest).to.deep.equal({ collection: 'notes', id: 'big', bytes })
+    } finally {
+      await dir.cleanup()
+    }
+  })
+
+  it('an entity told of past half is still told of past the limit once 1,000 others were told of', () => {
+    const log = recordingLogger()
+    const sizes = new EntitySizes(100, log)
+    sizes.met('c', 'first', 60)
+    for (let i = 0; i < 1000; i++) sizes.met('c', `e${i}`, 60)
+    sizes.met('c', 'first', 150)
+    expect(log.lines.filter((l) => l.message.includes("entity 'first'")).map((l) => l.message)).to.have.length(2)
   })
 })

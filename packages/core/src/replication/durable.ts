@@ -59,6 +59,8 @@ export async function wholeStateOf(entities: Entities, col: CollectionState, id:
     // evicting the hot entities (and, for Automerge, load and free every document).
     const stored = await entities.readStored(col, id)
     if (stored === undefined) return null
+    // Measured here too: after a restart a late joiner's range may be all that reads a cold entity.
+    entities.sizes?.met(col.name, id, (stored.snapshot?.byteLength ?? 0) + stored.deltas.reduce((n, d) => n + d.byteLength, 0))
     const parts = stored.snapshot === undefined ? stored.deltas : [stored.snapshot, ...stored.deltas]
     return parts.length === 0 ? null : col.backend.mergeDeltas(parts)
   }

@@ -18,9 +18,13 @@ import { invalid, type Ticket, type UploadRequest } from './messages/index.js'
  * The message bodies are in messages/parts.ts.
  */
 
-/** A delta larger than this goes in parts (it also bounds what one sync message carries). */
-export function inlineLimit(limits: { maxChunkBytes: number }): number {
-  return limits.maxChunkBytes
+/**
+ * A delta larger than this goes in parts (it also bounds what one sync message carries). Never
+ * over maxDeltaBytes: a delta over it is not sent at all (and counted so: EntitySizes), rather
+ * than sent inline for the receiver to drop, when maxChunkBytes is set above maxDeltaBytes.
+ */
+export function inlineLimit(limits: { maxChunkBytes: number; maxDeltaBytes: number }): number {
+  return Math.min(limits.maxChunkBytes, limits.maxDeltaBytes)
 }
 
 /** Bytes in one part. */
