@@ -28,7 +28,8 @@ export class EntitySizes {
    * leaves for a larger one). Kept apart so that the largest stays right when it folds
    * smaller or its collection is dropped: the one an alert is about is always here.
    */
-  private readonly big = new Map<string, EntitySize>()
+  private readonly big = new Map<string, Map<string, EntitySize>>() // by collection, then id: no key to build on a small entity's write
+  private bigCount = 0
   /** The largest entity met under half the limit, as it was when last met (may be stale-small: it only shows while none is past half). */
   private small: EntitySize | undefined
   /** Entities logged already, and whether as over the limit (else as past half of it). */
@@ -42,7 +43,7 @@ export class EntitySizes {
   /** The largest entity met since open (loaded, written or served whole here), as it was when last met. */
   get largest(): EntitySize | undefined {
     let best: EntitySize | undefined
-    for (const e of this.big.values()) if (best === undefined || e.bytes > best.bytes) best = e
+    for (const ids of this.big.values()) for (const e of ids.values()) if (best === undefined || e.bytes > best.bytes) best = e
     return best ?? this.small
   }
 
@@ -52,13 +53,13 @@ export class EntitySizes {
       const small = this.small
       if (small === undefined || bytes > small.bytes) this.small = { collection, id, bytes }
       else if (small.id === id && small.collection === collection) small.bytes = bytes // the same entity, folded smaller
-      if (this.big.size > 0) this.big.delete(key(collection, id)) // folded back under half
+      if (this.bigCount > 0) this.unkeep(collection, id) // folded back under half
       return
     }
-    const k = key(collection, id)
-    const known = this.big.get(k)
+    const known = this.big.get(collection)?.get(id)
     if (known !== undefined) known.bytes = bytes
-    else this.keepBig(k, { collection, id, bytes })
+    else this.keep({ collection, id, bytes })
+    const k = key(collection, id)
     const level = bytes > this.maxDeltaBytes ? 'over' : 'half'
     const was = this.logged.get(k)
     if (was === level || was === 'over') return
@@ -89,20 +90,31 @@ export class EntitySizes {
 
   /** A collection was dropped: its entities are no longer measured (and are told of anew if made again). */
   forget(collection: string): void {
-    for (const [k, e] of this.big) if (e.collection === collection) this.big.delete(k)
+    this.bigCount -= this.big.get(collection)?.size ?? 0
+    this.big.delete(collection)
     for (const k of this.logged.keys()) if (k.startsWith(`${collection}\u0000`)) this.logged.delete(k)
     if (this.small?.collection === collection) this.small = undefined
   }
 
   /** Keeps an entity past half, within MAX_WARNED: when full, in place of the smallest kept if it is larger. */
-  private keepBig(k: string, size: EntitySize): void {
-    if (this.big.size >= MAX_WARNED) {
-      let smallest: [string, EntitySize] | undefined
-      for (const entry of this.big) if (smallest === undefined || entry[1].bytes < smallest[1].bytes) smallest = entry
-      if (smallest![1].bytes >= size.bytes) return
-      this.big.delete(smallest![0])
+  private keep(size: EntitySize): void {
+    if (this.bigCount >= MAX_WARNED) {
+      let smallest: EntitySize | undefined
+      for (const ids of this.big.values()) for (const e of ids.values()) if (smallest === undefined || e.bytes < smallest.bytes) smallest = e
+      if (smallest!.bytes >= size.bytes) return
+      this.unkeep(smallest!.collection, smallest!.id)
     }
-    this.big.set(k, size)
+    let ids = this.big.get(size.collection)
+    if (ids === undefined) this.big.set(size.collection, (ids = new Map()))
+    ids.set(size.id, size)
+    this.bigCount++
+  }
+
+  private unkeep(collection: string, id: string): void {
+    const ids = this.big.get(collection)
+    if (ids === undefined || !ids.delete(id)) return
+    this.bigCount--
+    if (ids.size === 0) this.big.delete(collection)
   }
 }
 

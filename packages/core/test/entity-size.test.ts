@@ -176,4 +176,15 @@ describe('entity size against maxDeltaBytes', function () {
     sizes.met('c', 'first', 150)
     expect(log.lines.filter((l) => l.message.includes("entity 'first'")).map((l) => l.message)).to.have.length(2)
   })
+  it('past 1,000 entities over half, the largest is still the largest: the smallest kept leaves for a larger one, not the other way', () => {
+    const sizes = new EntitySizes(100, recordingLogger())
+    for (let i = 0; i < 1000; i++) sizes.met('c', `e${i}`, 60)
+    sizes.met('c', 'huge', 500)
+    sizes.met('d', 'less', 55) // smaller than every one kept: not kept, the largest unchanged
+    expect(sizes.largest).to.deep.equal({ collection: 'c', id: 'huge', bytes: 500 })
+    sizes.met('c', 'huge', 10) // folded back under half
+    expect(sizes.largest!.bytes).to.equal(60)
+    sizes.forget('c')
+    expect(sizes.largest).to.equal(undefined)
+  })
 })
