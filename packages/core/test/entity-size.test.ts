@@ -187,4 +187,36 @@ describe('entity size against maxDeltaBytes', function () {
     sizes.forget('c')
     expect(sizes.largest).to.equal(undefined)
   })
+  it('an Automerge entity not in memory whose stored changes are over the limit, but whose saved document is not, still reaches a late joiner', async () => {
+    const dir = await tempDir()
+    try {
+      const hub = new LoopbackHub()
+      const open = () =>
+        Replica.open({
+          store: classicLevelStore(join(dir.dir, 'r')),
+          backends: [yjsBackend(), automergeBackend()],
+          syncIntervalMs: 0,
+          limits,
+          network: hub.createNetwork('a'),
+          logger: recordingLogger(),
+        })
+      const first = await open()
+      // Six writes: ~82 KB of stored changes (uncompressed), ~62 KB saved whole (compressed).
+      for (let i = 0; i < 6; i++) await first.collection('notes', { backend: 'automerge' }).put('big', { text: filler() })
+      expect(first.stats().entitySize.largest!.bytes).to.be.above(LIMIT)
+      await first.close()
+      const a = await open() // 'big' is not in memory: a range serves it from the store
+      opened.replicas.push(a)
+      a.collection('notes', { backend: 'automerge' })
+      const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
+      opened.replicas.push(c)
+      await waitFor(() => a.peers().includes('c'), 'a sees c')
+      await c.sync()
+      await c.sync()
+      expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
+      expect(a.stats().entitySize.notSent).to.equal(0)
+    } finally {
+      await dir.cleanup()
+    }
+  })
 })

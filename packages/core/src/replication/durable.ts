@@ -50,8 +50,11 @@ export function stillDurable(entity: LoadedEntity): boolean {
 /**
  * The entity's whole durable state as one delta (for a peer that holds nothing of it), or null
  * when there is nothing to send: never stored, or busy with local writes (a later round).
+ * Stored bytes over `maxBytes` (maxDeltaBytes: they would not be sent) are not the last word:
+ * the document is loaded and saved whole, which can be far smaller (Automerge's stored changes
+ * are uncompressed, its saved document compressed; Yjs drops values written over).
  */
-export async function wholeStateOf(entities: Entities, col: CollectionState, id: string): Promise<Uint8Array | null> {
+export async function wholeStateOf(entities: Entities, col: CollectionState, id: string, maxBytes = Infinity): Promise<Uint8Array | null> {
   if (!entities.isLoaded(col, id)) {
     // Not in memory means no write of it in flight (a write keeps its entity loaded until
     // durable), so the store holds all of it: serve the stored bytes without loading a
@@ -62,7 +65,9 @@ export async function wholeStateOf(entities: Entities, col: CollectionState, id:
     // Measured here too: after a restart a late joiner's range may be all that reads a cold entity.
     entities.sizes?.met(col.name, id, (stored.snapshot?.byteLength ?? 0) + stored.deltas.reduce((n, d) => n + d.byteLength, 0))
     const parts = stored.snapshot === undefined ? stored.deltas : [stored.snapshot, ...stored.deltas]
-    return parts.length === 0 ? null : col.backend.mergeDeltas(parts)
+    if (parts.length === 0) return null
+    const merged = col.backend.mergeDeltas(parts)
+    if (merged.byteLength <= maxBytes) return merged
   }
   const entity = await acquireDurable(entities, col, id)
   if (entity === undefined) return null

@@ -611,7 +611,7 @@ export class SyncClient {
       for (const [fromLeaf, toLeaf] of ranges) {
         for await (const [id] of this.ctx.entities.heads(col, { fromLeaf, toLeaf })) {
           round.budget.check()
-          const whole = await abortable(wholeStateOf(this.ctx.entities, col, id), round.budget.signal)
+          const whole = await abortable(wholeStateOf(this.ctx.entities, col, id, this.ctx.limits.maxDeltaBytes), round.budget.signal)
           if (whole === null) continue
           const heads = await headsFor(this.ctx, col, id, whole, round.peer, 'whole')
           round.result.entitiesDiffering++

@@ -322,7 +322,7 @@ export class SyncServer {
           // Full: the rest starts here.
           return answer({ ranges: [[leaf, toLeaf], ...req.ranges.slice(i + 1)], skip: seenInLeaf })
         }
-        const whole = await wholeStateOf(this.ctx.entities, col, id)
+        const whole = await wholeStateOf(this.ctx.entities, col, id, this.ctx.limits.maxDeltaBytes)
         const heads = whole === null ? [] : await headsFor(this.ctx, col, id, whole, from, 'whole')
         // Inline with its heads in the table: bare (not headed here only to be taken apart again).
         if (tables && heads.length > 0 && withHeadsLength(whole!, heads) <= inlineLimit(this.ctx.limits)) {
