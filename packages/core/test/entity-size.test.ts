@@ -219,4 +219,19 @@ describe('entity size against maxDeltaBytes', function () {
       await dir.cleanup()
     }
   })
+  it('an upload refused for size (the replica that holds it starts the round) is counted too', async () => {
+    const hub = new LoopbackHub()
+    const a = await memoryReplica({ network: hub.createNetwork('a'), limits })
+    opened.replicas.push(a)
+    const notes = a.collection('notes', { backend: 'automerge' })
+    for (let i = 0; i < 9; i++) await notes.put('big', { text: filler() })
+    const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
+    opened.replicas.push(c)
+    c.collection('notes', { backend: 'automerge' })
+    await waitFor(() => a.peers().includes('c'), 'a sees c')
+    const before = a.stats().entitySize.notSent
+    await a.sync()
+    expect(a.stats().entitySize.notSent).to.be.above(before)
+    expect(await c.collection('notes', { backend: 'automerge' }).get('big')).to.equal(undefined)
+  })
 })
