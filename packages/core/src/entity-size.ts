@@ -69,11 +69,14 @@ export class EntitySizes {
     const fix =
       'raise limits.maxDeltaBytes on every replica (each must take a delta that large), or spread the writes over more entities (a counter: over more ids)'
     if (level === 'over') {
-      this.logger.error(`entity '${id}' of '${collection}' holds ${size}: a replica that holds none of it (a new one) can no longer receive it; ${fix}`, {
-        collection,
-        entity: id,
-        bytes,
-      })
+      this.logger.error(
+        `entity '${id}' of '${collection}' holds ${size} as stored: unless it fits once saved whole (Automerge's stored changes are uncompressed; each refused send is counted in entitySize.notSent), a replica that holds none of it (a new one) can no longer receive it; ${fix}`,
+        {
+          collection,
+          entity: id,
+          bytes,
+        },
+      )
     } else {
       this.logger.warn(
         `entity '${id}' of '${collection}' holds ${size}, over half the limit: past it, a replica that holds none of it (a new one) cannot receive it; ${fix}`,
@@ -105,7 +108,7 @@ export class EntitySizes {
       this.unkeep(smallest!.collection, smallest!.id)
     }
     let ids = this.big.get(size.collection)
-    if (ids === undefined) this.big.set(size.collection, (ids = new Map()))
+    if (ids === undefined) this.big.set(size.collection, (ids = new Map<string, EntitySize>()))
     ids.set(size.id, size)
     this.bigCount++
   }
