@@ -153,7 +153,7 @@ describe('head tables: packing and unpacking', () => {
           const packed = packHeads(entries)
           const request = decodeRequest(deltasRequest(packed.entries, packed.table))
           expect(received(request.entries)).to.deep.equal(expected(entries))
-          const response = decodeRangeResponse(decodeMessage(encodeRangeResponse({ entries: packed.entries, table: packed.table }), LIMIT).body, LIMIT)
+          const response = decodeRangeResponse(decodeMessage(encodeRangeResponse({ entries: packed.entries, table: packed.table }), LIMIT).body)
           expect(received(response.entries)).to.deep.equal(expected(entries))
           // Every head went in the table (none is past its bound here), unless one leaf is given to two
           // entries (never so honestly: a leaf names its entity), whose statement then goes as proofs.
@@ -236,7 +236,7 @@ describe('head tables: packing and unpacking', () => {
       .to.be.greaterThan(3000)
       .and.lessThan(2 * entries) // ~3.9 KB rebuilt a head: ~4,300 fit in 16 MB
     const message = encodeRangeResponse({ entries: packed.entries, table: packed.table })
-    const decoded = decodeRangeResponse(decodeMessage(message, 64 * 1024 * 1024).body, 64 * 1024 * 1024)
+    const decoded = decodeRangeResponse(decodeMessage(message, 64 * 1024 * 1024).body)
     expect(received(decoded.entries)).to.deep.equal(expected(batch))
   })
 
@@ -264,7 +264,7 @@ describe('head tables: packing and unpacking', () => {
     const table = (): [string, Uint8Array][] => {
       const heads = signed.proofs.map((record) => ({ record, proof: decodeHeadProof(record) }))
       const packed = packHeads(heads.map((h, i): [string, Uint8Array, OutgoingHead[]] => [`p${i}`, new Uint8Array([i]), [h]]))
-      return decodeRangeResponse(decodeMessage(encodeRangeResponse(packed), LIMIT).body, LIMIT).entries as [string, Uint8Array][]
+      return decodeRangeResponse(decodeMessage(encodeRangeResponse(packed), LIMIT).body).entries as [string, Uint8Array][]
     }
     // Honest: every rebuilt proof checks (its path proven by the table).
     const rebuilt = table().map(([, slot]) => decodeHeaded(slot).heads[0]!)
@@ -319,7 +319,7 @@ describe('head tables: packing and unpacking', () => {
     // A table naming a ticket (a delta sent in parts) in a range response.
     const ticket = { ticket: 1, size: 10_000_000, hash: new Uint8Array(32) }
     const withTicket = encodeRangeResponse({ entries: [[bare[0]![0], ticket], ...bare.slice(1)], table })
-    expect(() => decodeRangeResponse(decodeMessage(withTicket, LIMIT).body, 64 * 1024 * 1024)).to.throw(/not inline/)
+    expect(() => decodeRangeResponse(decodeMessage(withTicket, LIMIT).body)).to.throw(/not inline/)
   })
 })
 

@@ -81,6 +81,50 @@ describe('parts: deltas too large for one message', function () {
     expect(r.collections()).to.deep.equal([])
   })
 
+  it("a peer with a larger maxDeltaBytes: the entity over this replica's limit is dropped (tooLarge, counted, never fetched); every other entity of the same answers still arrives", async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    let fetches = 0
+    const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits: SMALL })
+    const b = await memoryReplica({
+      network: spy(hub.createNetwork('b'), { sent: (t) => void (t === MessageType.FetchRequest && fetches++) }),
+      syncOnConnect: false,
+      limits: { ...SMALL, maxDeltaBytes: 8 * 1024 },
+    })
+    replicas.push(a, b)
+    const col = a.collection('p', { backend: 'yjs' })
+    await col.put('huge', big('h'))
+    for (let i = 0; i < 5; i++) await col.put(`s${i}`, { v: i })
+    hub.connect('a', 'b')
+    await waitFor(() => b.peers().includes('a'), 'connected')
+    const [round] = await b.sync()
+    expect(round!.failed, 'the round goes on past the entity it cannot take').to.deep.equal([])
+    const onB = b.collection('p', { backend: 'yjs' })
+    expect(await Promise.all([0, 1, 2, 3, 4].map((i) => onB.get(`s${i}`)))).to.deep.equal([0, 1, 2, 3, 4].map((v) => ({ v })))
+    expect(await onB.get('huge')).to.equal(undefined)
+    expect(fetches, 'nothing of it fetched').to.equal(0)
+    expect(b.stats().droppedByReason.tooLarge).to.be.at.least(1)
+  })
+
+  it('a peer with a smaller maxDeltaBytes refuses the upload of an entity over it (tooLarge, not malformed); the uploader goes on with the rest of the collection', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits: SMALL })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: { ...SMALL, maxDeltaBytes: 8 * 1024 } })
+    replicas.push(a, b)
+    const col = a.collection('p', { backend: 'yjs' })
+    // Ids whose digest leaves put 'huge' among them, so that the push meets it before the others.
+    for (let i = 0; i < 20; i++) await col.put(`s${i}`, { v: i })
+    await col.put('huge', big('h'))
+    hub.connect('a', 'b')
+    await waitFor(() => a.peers().includes('b'), 'connected')
+    const [round] = await a.sync()
+    expect(round!.failed, "a's round goes on past the entity b cannot take").to.deep.equal([])
+    const onB = b.collection('p', { backend: 'yjs' })
+    for (let i = 0; i < 20; i++) expect(await onB.get(`s${i}`)).to.deep.equal({ v: i })
+    expect(await onB.get('huge')).to.equal(undefined)
+    expect(b.stats().droppedByReason).to.deep.include({ malformed: 0 })
+    expect(b.stats().droppedByReason.tooLarge).to.be.at.least(1)
+  })
+
   it('refuses a ticket announcing more than maxDeltaBytes before fetching anything', async () => {
     const hub = new LoopbackHub()
     let fetches = 0
@@ -95,7 +139,9 @@ describe('parts: deltas too large for one message', function () {
     replicas.push(r)
     await waitFor(() => r.peers().includes('evil'), 'connected')
     const [round] = await r.sync()
-    expect(round!.failed[0]!.error).to.match(/over maxDeltaBytes/)
+    // Dropped unfetched as too large (a peer with a larger maxDeltaBytes sends such tickets honestly), the round goes on.
+    expect(round!.failed).to.deep.equal([])
+    expect(r.stats().peers.evil!.dropped.tooLarge).to.equal(1)
     expect(fetches).to.equal(0)
   })
 
@@ -167,7 +213,8 @@ describe('parts: deltas too large for one message', function () {
     expect(await upload(0, bytes.subarray(0, 1500), sha256('other'))).to.equal(MessageType.Ack)
     expect(await upload(1500, bytes.subarray(1500), sha256('other'))).to.equal(MessageType.Error) // complete, hash differs
     expect(await good.collection('p').get('x')).to.equal(undefined)
-    expect(good.stats().peers.evil!.dropped.malformed).to.be.at.least(4)
+    // The one over maxDeltaBytes is too large, not malformed (a peer with a larger limit sends it honestly).
+    expect(good.stats().peers.evil!.dropped).to.deep.include({ malformed: 3, tooLarge: 1 })
   })
 })
 

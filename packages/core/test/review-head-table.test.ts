@@ -322,7 +322,7 @@ describe('review: head tables and the fast CBOR reader', function () {
           return // not even encodable: nothing a receiver sees
         }
         try {
-          if (range) decodeRangeResponse(decodeMessage(message, LIMIT).body, LIMIT)
+          if (range) decodeRangeResponse(decodeMessage(message, LIMIT).body)
           else decodeDeltasRequest(decodeMessage(message, LIMIT).body)
         } catch (err) {
           if (err instanceof InvalidMessageError) return
@@ -385,7 +385,7 @@ describe('review: head tables and the fast CBOR reader', function () {
     expect(packed.table).to.have.length(4_096) // every head went in the table (room 8,256)
     const message = encodeRangeResponse({ entries: packed.entries, table: packed.table })
     expect(message.byteLength).to.be.lessThan(LIMIT) // within maxMessageBytes
-    const decoded = decodeRangeResponse(decodeMessage(message, LIMIT).body, LIMIT)
+    const decoded = decodeRangeResponse(decodeMessage(message, LIMIT).body)
     expect(decoded.entries).to.have.length(4_096)
     expect(decoded.entries.every(([, d]) => isHeaded(d as Uint8Array))).to.equal(true)
   })

@@ -511,7 +511,7 @@ export class SyncClient {
         while (next !== undefined) {
           const asked: RangeCursor = next
           const request = encodeRangeRequest({ collection: target.name, backend: target.backend.name, ranges: asked.ranges, skip: asked.skip, parts: true })
-          const response = decodeRangeResponse(await this.request(round, request, MessageType.RangeResponse), this.ctx.limits.maxDeltaBytes)
+          const response = decodeRangeResponse(await this.request(round, request, MessageType.RangeResponse))
           next = response.next
           // An honest responder only continues after a full chunk: never with an empty one.
           if (next !== undefined && (response.entries.length === 0 || !progressed(asked, next)))
@@ -538,8 +538,14 @@ export class SyncClient {
     const large: [string, Ticket][] = []
     for (const [id, slot] of slots) {
       if (slot === null) continue
-      if (isTicket(slot)) large.push([id, slot])
-      else inline.push([id, slot])
+      if (!isTicket(slot)) inline.push([id, slot])
+      else if (slot.size <= this.ctx.limits.maxDeltaBytes) large.push([id, slot])
+      // Never fetched: the rest of the answer is taken (a peer with a larger limit sends these honestly).
+      else
+        drop(this.ctx, round.peer, 'tooLarge', `'${target.name}/${id}' announced at ${slot.size} bytes, over maxDeltaBytes ${this.ctx.limits.maxDeltaBytes}`, {
+          collection: target.name,
+          entity: id,
+        })
     }
     const results = await applyAll(this.ctx, round.peer, target.name, target.backend.name, inline)
     for (const [id, ticket] of large) {
@@ -594,10 +600,22 @@ export class SyncClient {
     }
     const hash = sha256(delta)
     const step = partBytes(this.ctx.limits)
-    for (let offset = 0; offset < delta.byteLength; offset += step) {
-      const part = delta.subarray(offset, Math.min(delta.byteLength, offset + step))
-      const request = encodeUploadRequest({ collection: target.name, backend: target.backend.name, id, size: delta.byteLength, hash, offset, part })
-      await this.request(round, request, MessageType.Ack)
+    try {
+      for (let offset = 0; offset < delta.byteLength; offset += step) {
+        const part = delta.subarray(offset, Math.min(delta.byteLength, offset + step))
+        const request = encodeUploadRequest({ collection: target.name, backend: target.backend.name, id, size: delta.byteLength, hash, offset, part })
+        await this.request(round, request, MessageType.Ack)
+      }
+    } catch (err) {
+      // The peer refused this one (its maxDeltaBytes is smaller, its upload room is full): the
+      // rest of the collection still goes, this one in a later round or from another replica.
+      if (!(err instanceof SyncRefusedError)) throw err
+      this.ctx.logger.warn(`${round.peer} refused the upload of '${target.name}/${id}' (${delta.byteLength} bytes): ${err.reply.message}`, {
+        peer: round.peer,
+        collection: target.name,
+        entity: id,
+      })
+      return
     }
     round.result.deltasSent++
   }
@@ -690,7 +708,7 @@ export class SyncClient {
         const entries: [string, Uint8Array | null][] = []
         for (const id of chunk) entries.push([id, col === undefined || asIfAbsent?.has(id) === true ? null : await this.versionOf(col, id)])
         const request = encodeExchangeRequest({ collection: target.name, backend: backend.name, entries, parts: true })
-        const response = decodeExchangeResponse(await this.request(round, request, MessageType.ExchangeResponse), this.ctx.limits.maxDeltaBytes)
+        const response = decodeExchangeResponse(await this.request(round, request, MessageType.ExchangeResponse))
         const requested = new Set(chunk)
         for (const id of response.more) if (requested.has(id)) queue.push(id)
 

@@ -104,6 +104,8 @@ export class SyncServer {
         drop(this.ctx, from, 'malformed', message)
       } else if (err instanceof ConvergentError && err.code === 'ERR_FORBIDDEN') {
         drop(this.ctx, from, 'forbidden', message)
+      } else if (err instanceof ConvergentError && err.code === 'ERR_TOO_LARGE') {
+        drop(this.ctx, from, 'tooLarge', message)
       } else {
         // Through the drop log: a peer sending failing requests gets a few lines, not one each.
         this.ctx.dropLog.log(from, `sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })

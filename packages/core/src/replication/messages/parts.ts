@@ -1,3 +1,4 @@
+import { ConvergentError } from '../../errors.js'
 import { encodeMessage, MessageType } from './envelope.js'
 import { asBytes, asHash, asInt, asRecord, asString, invalid } from './fields.js'
 
@@ -23,13 +24,16 @@ export function encodeSlot(slot: DeltaSlot): unknown {
   return slot instanceof Uint8Array ? slot : { t: slot.ticket, n: slot.size, h: slot.hash }
 }
 
-/** A slot: bytes, or a ticket announcing at most maxBytes. */
-export function decodeSlot(v: unknown, what: string, maxBytes: number): DeltaSlot {
+/**
+ * A slot: bytes, or a ticket. A ticket announcing more than this replica's maxDeltaBytes is
+ * decoded all the same (nothing is allocated for it here) and dropped, unfetched, by whoever
+ * would fetch it (SyncClient.applySlots): a peer whose maxDeltaBytes is larger sends such
+ * entities honestly, and refusing its whole answer for one of them lost every other entity in it.
+ */
+export function decodeSlot(v: unknown, what: string): DeltaSlot {
   if (v instanceof Uint8Array) return v
   const r = asRecord(v, what)
-  const size = asInt(r.n, `${what} size`, 1)
-  if (size > maxBytes) throw invalid(`${what} announces ${size} bytes, over maxDeltaBytes ${maxBytes}`)
-  return { ticket: asInt(r.t, `${what} ticket`), size, hash: asHash(r.h, `${what} hash`) }
+  return { ticket: asInt(r.t, `${what} ticket`), size: asInt(r.n, `${what} size`, 1), hash: asHash(r.h, `${what} hash`) }
 }
 
 /** FetchRequest: part of a ticket's bytes from an offset. Wire { t: ticket, o: offset }. */
@@ -78,7 +82,8 @@ export function encodeUploadRequest(m: UploadRequest): Uint8Array {
 export function decodeUploadRequest(body: unknown, maxBytes: number): UploadRequest {
   const r = asRecord(body, 'upload request')
   const size = asInt(r.n, 'upload size', 1)
-  if (size > maxBytes) throw invalid(`upload announces ${size} bytes, over maxDeltaBytes ${maxBytes}`)
+  // ERR_TOO_LARGE, not malformed: a peer whose maxDeltaBytes is larger uploads such a delta honestly.
+  if (size > maxBytes) throw new ConvergentError('ERR_TOO_LARGE', `upload announces ${size} bytes, over maxDeltaBytes ${maxBytes}`)
   const offset = asInt(r.o, 'upload offset', 0, size - 1)
   const part = asBytes(r.d, 'upload part')
   if (part.byteLength === 0 || offset + part.byteLength > size) throw invalid('upload part does not fit the announced size')

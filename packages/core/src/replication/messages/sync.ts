@@ -292,12 +292,12 @@ export function encodeExchangeResponse(m: ExchangeResponse): Uint8Array {
   })
 }
 
-export function decodeExchangeResponse(body: unknown, maxDeltaBytes: number): ExchangeResponse {
+export function decodeExchangeResponse(body: unknown): ExchangeResponse {
   const r = asRecord(body, 'exchange response')
   return {
     entries: asArray(r.e, 'entries', MAX_IDS_PER_EXCHANGE).map((e, i) => {
       const t = asArray(e, `entry ${i}`, 3)
-      const delta = t[1] === null || t[1] === undefined ? null : decodeSlot(t[1], `entry ${i} delta`, maxDeltaBytes)
+      const delta = t[1] === null || t[1] === undefined ? null : decodeSlot(t[1], `entry ${i} delta`)
       return [asString(t[0], `entry ${i} id`), delta, asBytesOrNull(t[2], `entry ${i} version`)]
     }),
     more: asArray(r.m ?? [], 'more', MAX_IDS_PER_EXCHANGE).map((x, i) => asString(x, `more ${i}`)),
@@ -399,11 +399,11 @@ export function encodeRangeResponse(m: RangeResponse): Uint8Array {
   })
 }
 
-export function decodeRangeResponse(body: unknown, maxDeltaBytes: number): RangeResponse {
+export function decodeRangeResponse(body: unknown): RangeResponse {
   const r = asRecord(body, 'range response')
   const listed = asArray(r.e, 'entries', MAX_RANGE_ENTRIES).map((x, i): [string, DeltaSlot] => {
     const t = asArray(x, `entry ${i}`, 2)
-    return [asString(t[0], `entry ${i} id`), decodeSlot(t[1], `entry ${i} delta`, maxDeltaBytes)]
+    return [asString(t[0], `entry ${i} id`), decodeSlot(t[1], `entry ${i} delta`)]
   })
   const entries = r.t === undefined ? listed : unpackHeads(listed, decodeHeadTable(r.t, listed.length))
   if (r.n === undefined || r.n === null) return { entries }
