@@ -9,10 +9,45 @@ import { encodeHeaded } from '../src/replication/heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { concatBytes, toHex } from '../src/hash.js'
-import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { adminAheadByTwo, headOf as headOfChange, headsCluster, notes } from './heads-helpers.js'
+import { memoryLevelStore } from '@convergent/level'
+import { LoopbackHub, type Replica, type Store } from '../src/index.js'
+import { nextTimerTurn, waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { adminAheadByTwo, headOf as headOfChange, headsCluster, notes, NOTES_POLICY } from './heads-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+
+/** A memory store whose writes can be held back (memory runs ahead of the disk meanwhile) and let go in order. */
+function holdableStore(): { store: Store; hold: () => void; release: () => void; held: () => number } {
+  const inner = memoryLevelStore()
+  let gate: Promise<void> | undefined
+  let open: (() => void) | undefined
+  let waiting = 0
+  const store = new Proxy(inner, {
+    get(target, key, receiver) {
+      if (key === 'write') {
+        return async (ops: Parameters<Store['write']>[0]) => {
+          if (gate !== undefined) {
+            waiting++
+            await gate
+            waiting--
+          }
+          return target.write(ops)
+        }
+      }
+      const value = Reflect.get(target, key, receiver) as unknown
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    },
+  })
+  return {
+    store,
+    hold: () => void (gate = new Promise<void>((resolve) => (open = resolve))),
+    release: () => {
+      gate = undefined
+      open?.()
+    },
+    held: () => waiting,
+  }
+}
 
 describe('review: changes that wait for others (signed heads)', function () {
   this.timeout(60_000)
@@ -142,5 +177,36 @@ describe('review: changes that wait for others (signed heads)', function () {
     const ms = Date.now() - started
     expect(got).to.equal('later')
     expect(ms, `${ms} ms`).to.be.below(3_000)
+  })
+
+  // Found by the simulator (a cluster sweep, Automerge only, hot entities: v5-am-bighist seed 1):
+  // a push that overtook the one before it waits here, its head stored in the batch of its
+  // commit; a whole document that releases it, judged before that batch landed, read the
+  // stored heads without it — and the honest relay was refused as a forger ('forbidden').
+  it('a whole document that releases a waiting change whose head is still in a write in flight is not refused as a forgery', async () => {
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    const disk = holdableStore()
+    for (const id of [ADMIN, ORDERS, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id, id === SUPPORT ? { store: disk.store } : {})
+    await r[ADMIN]!.policy.set(NOTES_POLICY)
+    await waitFor(() => [ADMIN, ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
+    const { all, c1, c2 } = await adminAheadByTwo(hub, r)
+    const ctx = ctxOf(r[SUPPORT]!)
+    // c2 comes first (a push that overtook c1's): it waits, its head in a write held back.
+    disk.hold()
+    const pushed = applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c2))
+    await waitFor(() => disk.held() > 0, "c2's commit is in memory, its write held")
+    // A relay (ORDERS) sends the entity whole up to c1, with c1's head: c1 applies and releases c2.
+    const [upToC1] = A.applyChanges(
+      A.init<State>(),
+      all.filter((c) => c !== c2),
+    )
+    const whole = applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC1), [await headOf(c1)]))
+    for (let i = 0; i < 5; i++) await nextTimerTurn()
+    disk.release()
+    expect(await pushed).to.equal('applied')
+    expect(await whole).to.be.oneOf(['applied', 'later'])
+    expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0, 'the honest relay was refused as a forger').to.equal(0)
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'three', 'c1 and c2 at SUPPORT')
   })
 })

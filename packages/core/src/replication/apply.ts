@@ -1,7 +1,7 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
-import type { LoadedEntity } from '../entity-cache.js'
+import { isDead, type LoadedEntity } from '../entity-cache.js'
 import { ConvergentError, ForkedActorError, isConvergentError, RefusedChangeError } from '../errors.js'
 import { bytesEqual } from '../hash.js'
 import { checkId, jsonWithin, type JsonObject, type ValueLimits } from '../json.js'
@@ -26,6 +26,9 @@ import { forkRefusal, forkSigner } from './forks.js'
  * base (~1.2 s at 100,000 changes of history) and send it again and again.
  */
 export const HISTORY_READS_PER_MINUTE = 200_000
+
+/** How often a delta waits out writes of its entity in flight before the stored heads of its waiting changes are read (see applyHeld). */
+const MAX_WAITS_FOR_HEADS = 16
 
 /** Beyond this (either way) an origin's commit time is not taken as a lag sample. */
 const MAX_PLAUSIBLE_LAG_MS = 24 * 3600_000
@@ -188,7 +191,35 @@ async function applyHeld(
   const guard = ctx.counterGuard(collection)
   const judged: ChangesJudged = {}
   if (history !== undefined) {
-    if (backend.hasPending(entity.doc)) stored = await ctx.heads!.storedVerified(collection, id)
+    // The heads of the changes waiting here are stored in the batch of the commit that queued
+    // them, which may not have landed yet (memory runs ahead of the disk): read from the store
+    // before it did, a whole document that releases such a change was judged without its head,
+    // and the honest relay that sent it refused as a forger (found by the simulator, hot
+    // Automerge entities under a cluster). So they are read once the entity's writes in flight
+    // have settled, and again if it was written meanwhile. An entity dropped meanwhile (another
+    // delta refused after applying, or a failed write) is acquired again: its document may hold
+    // what was refused, and a commit on it fails (was: dropped as storeFailed).
+    for (let tries = 0; backend.hasPending(entity.doc); tries++) {
+      const last = entity.lastWrite
+      await last
+      const read = isDead(entity) ? undefined : await ctx.heads!.storedVerified(collection, id)
+      if (read !== undefined && !isDead(entity) && entity.lastWrite === last) {
+        stored = read
+        break
+      }
+      if (tries >= MAX_WAITS_FOR_HEADS) {
+        ctx.entities.release(entity)
+        return later() // kept busy: anti-entropy brings it again
+      }
+      if (isDead(entity)) {
+        ctx.entities.release(entity)
+        try {
+          entity = await ctx.entities.acquire(col, id)
+        } catch (err) {
+          return dropped('storeFailed', (err as Error).message)
+        }
+      }
+    }
     const ahead = changes === undefined ? 'ok' : judgeHeadsAhead(history, entity.doc, changes, vouched, from, stored)
     if (ahead === 'later' || (ahead !== 'ok' && 'refused' in ahead)) {
       ctx.entities.release(entity)
