@@ -5,7 +5,7 @@
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { encodeHeaded } from '../src/replication/heads.js'
+import { encodeHeaded, headed as headedDelta } from '../src/replication/heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { concatBytes, toHex } from '../src/hash.js'
@@ -208,5 +208,43 @@ describe('review: changes that wait for others (signed heads)', function () {
     expect(await whole).to.be.oneOf(['applied', 'later'])
     expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0, 'the honest relay was refused as a forger').to.equal(0)
     await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'three', 'c1 and c2 at SUPPORT')
+  })
+
+  // Found by the simulator (v5-am-bighist seed 4): a replica whose document holds changes queued
+  // for a missing dependency sends it whole (Automerge's save holds the queue), but chose the
+  // heads to send from the changes it has applied only — so a queued change of an actor with
+  // none applied went without its head, and the receiver, which held the missing dependency,
+  // applied it and refused the honest relay as a forger ('forbidden').
+  it("a whole document that holds changes queued at its sender goes with their actors' heads (the receiver may apply them)", async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    const { all, c1 } = await adminAheadByTwo(hub, r)
+    await r[ORDERS]!.sync() // holds 'one' as SUPPORT does (from it, if gossip has not brought it)
+    await waitFor(async () => (await notes(r[ORDERS]!).get('n1')) !== undefined, 'n1 at ORDERS')
+    // ORDERS takes c1 and writes on top of it (o1, an actor of its own); SUPPORT, which lacks c1, queues o1.
+    expect(await applyRemoteDelta(ctxOf(r[ORDERS]!), ADMIN, 'notes', 'automerge', 'n1', await headed(c1))).to.equal('applied')
+    await notes(r[ORDERS]!).put('n1', { text: 'two', tag: 'o1' })
+    const known = new Set(all.map((c) => A.decodeChange(c).hash))
+    const o1 = A.getAllChanges(A.load<State>(await savedDoc(r[ORDERS]!, 'notes', 'n1'))).find((c) => !known.has(A.decodeChange(c).hash))!
+    const sctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(sctx, ORDERS, 'notes', 'automerge', 'n1', await headed(o1, ORDERS))).to.equal('applied')
+    const col = sctx.entities.collections.get('notes')!
+    const queued = await sctx.entities.acquire(col, 'n1')
+    expect(col.backend.hasPending(queued.doc), 'o1 queued at SUPPORT').to.equal(true)
+    sctx.entities.release(queued)
+    // SUPPORT sends its document whole to ADMIN (which holds c1, not o1), as anti-entropy does past compactCheckBytes.
+    const actx = ctxOf(r[ADMIN]!)
+    const ae = await actx.entities.acquire(actx.entities.collections.get('notes')!, 'n1')
+    const adminVersion = col.backend.version(ae.doc)
+    actx.entities.release(ae)
+    sctx.heads!.markReader(ADMIN)
+    const e = await sctx.entities.acquire(col, 'n1')
+    let sent: Uint8Array
+    try {
+      sent = await headedDelta(sctx, col, 'n1', A.save(e.doc as A.Doc<State>), ADMIN, { doc: e.doc, theirVersion: adminVersion })
+    } finally {
+      sctx.entities.release(e)
+    }
+    expect(await applyRemoteDelta(actx, SUPPORT, 'notes', 'automerge', 'n1', sent)).to.be.oneOf(['applied', 'later'])
+    expect(r[ADMIN]!.stats().peers[SUPPORT]?.dropped.forbidden ?? 0, 'the honest relay was refused as a forger').to.equal(0)
   })
 })

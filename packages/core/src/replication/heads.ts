@@ -188,12 +188,20 @@ export class SignedHeads {
 
   /**
    * Which heads a peer at `theirVersion` needs with a delta from `doc` (synchronous: call it
-   * while the entity is held): the newest change of each bound actor it lacks. 'all' without a
-   * document at hand (the stored bytes are sent whole, with the heads of every actor in them).
+   * while the entity is held): the newest change of each bound actor it lacks. 'all' (the heads
+   * of every actor in the bytes sent) while changes wait in `doc`; headsFor also asks for 'all'
+   * without a document at hand (the stored bytes are sent whole).
    */
   needed(backend: Backend, doc: unknown, theirVersion: Uint8Array): NeededHeads {
     const history = backend.history
     if (history === undefined) return new Map()
+    // Changes queued here for a missing dependency are not in changesSince, but a whole document
+    // holds them (Automerge's save keeps the queue) and a peer that has their dependency applies
+    // them: chosen from the applied changes alone, a queued change of an actor with none applied
+    // went without its head, and the peer refused this honest relay as a forger (found by the
+    // simulator). So the heads of every actor in the bytes sent go (heads of changes the peer
+    // holds already are ignored there).
+    if (backend.hasPending(doc)) return 'all'
     const latest = latestPerActor(history.changesSince(doc, theirVersion))
     for (const actor of [...latest.keys()]) if (!isBoundActor(actor)) latest.delete(actor)
     return latest
