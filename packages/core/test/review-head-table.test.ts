@@ -434,6 +434,8 @@ describe('review: head tables and the fast CBOR reader', function () {
     await notes(r[ADMIN]!).put('n1', { text: 'one' })
     await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'SUPPORT has it')
     const ctx = ctxOf(r[SUPPORT]!)
+    // get() may answer from memory before the batch holding the head lands: deleted before, it would land after.
+    await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).size > 0, 'the head stored at SUPPORT')
     const [actor] = [...(await ctx.heads!.stored('notes', 'n1')).keys()]
     await ctx.entities.addToTick([{ type: 'delMeta', key: headKey('notes', 'n1', actor!) }])
     let signed = 0
