@@ -701,6 +701,7 @@ export class Entities {
     entity.versionStale = true
     this.cache.pin(entity)
     entity.lastWrite = tick.settled
+    if (heads !== undefined && heads.length > 0) entity.headsWrite = tick.settled
     this.markUnsettled(col, entity, tick)
     return tick.done.then(
       () => {

@@ -30,6 +30,13 @@ export interface LoadedEntity {
    */
   lastWrite: Promise<boolean>
   /**
+   * The same, of the latest write that stored signed heads for the entity (a remote change
+   * vouched for by heads); undefined if none since it was loaded. Whoever reads the stored heads
+   * of changes waiting in `doc` waits for it (apply.ts): local writes, which store none, do not
+   * make it read again.
+   */
+  headsWrite?: Promise<boolean>
+  /**
    * Dropped from the cache after a write of it failed: memory was ahead of disk. Commits on
    * it are refused; it is disposed of once unpinned. The next acquire loads it anew.
    */

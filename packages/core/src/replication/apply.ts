@@ -199,11 +199,15 @@ async function applyHeld(
     // have settled, and again if it was written meanwhile. An entity dropped meanwhile (another
     // delta refused after applying, or a failed write) is acquired again: its document may hold
     // what was refused, and a commit on it fails (was: dropped as storeFailed).
+    // Only a write that stored heads makes it read again (LoadedEntity.headsWrite): one that waited
+    // for every write, the entity's local ones too, never read on a hot entity (review rev2:
+    // written every millisecond on a disk slower than that, every delta was 'later', for good).
+    // Every write in flight is still waited out once, so that one failing shows (isDead) first.
     for (let tries = 0; backend.hasPending(entity.doc); tries++) {
-      const last = entity.lastWrite
-      await last
+      const last = entity.headsWrite
+      await Promise.all([last, entity.lastWrite])
       const read = isDead(entity) ? undefined : await ctx.heads!.storedVerified(collection, id)
-      if (read !== undefined && !isDead(entity) && entity.lastWrite === last) {
+      if (read !== undefined && !isDead(entity) && entity.headsWrite === last) {
         stored = read
         break
       }
