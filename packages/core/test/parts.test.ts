@@ -125,6 +125,24 @@ describe('parts: deltas too large for one message', function () {
     expect(b.stats().droppedByReason.tooLarge).to.be.at.least(1)
   })
 
+  it('after a refused upload, no other upload goes to that peer in the round (a refusal may be its rate bound or the policy: one request, not one per large entity)', async () => {
+    const hub = new LoopbackHub({ connectOnStart: false })
+    let uploads = 0
+    const a = await memoryReplica({
+      network: spy(hub.createNetwork('a'), { sent: (t) => void (t === MessageType.UploadRequest && uploads++) }),
+      syncOnConnect: false,
+      limits: SMALL,
+    })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: { ...SMALL, maxDeltaBytes: 8 * 1024 } })
+    replicas.push(a, b)
+    for (const id of ['h1', 'h2', 'h3']) await a.collection('p', { backend: 'yjs' }).put(id, big(id))
+    hub.connect('a', 'b')
+    await waitFor(() => a.peers().includes('b'), 'connected')
+    const [round] = await a.sync()
+    expect(round!.failed).to.deep.equal([])
+    expect(uploads).to.equal(1)
+  })
+
   it('refuses a ticket announcing more than maxDeltaBytes before fetching anything', async () => {
     const hub = new LoopbackHub()
     let fetches = 0

@@ -68,7 +68,7 @@ describe('review rev2: waiting out writes in flight', function () {
   // 418cb29: needed() is 'all' while changes wait in the document, and outgoingHeads then signs
   // the heads of its own actors lacking one from the bytes sent, loaded as a document. A delta
   // since the peer's version is no document: its changes depend on what the peer holds.
-  it('a delta since the peer\'s version, from a document with changes waiting, goes with the head of its own actor signed anew (head lost here)', async () => {
+  it("a delta since the peer's version, from a document with changes waiting, goes with the head of its own actor signed anew (head lost here)", async () => {
     const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
     const { all, c1 } = await adminAheadByTwo(hub, r)
     await r[ORDERS]!.sync()
@@ -90,7 +90,9 @@ describe('review rev2: waiting out writes in flight', function () {
     await notes(r[SUPPORT]!).put('n1', { text: 'mine', tag: 's1' })
     let e = await sctx.entities.acquire(col, 'n1')
     expect(col.backend.hasPending(e.doc), 'o1 queued at SUPPORT').to.equal(true)
-    const mine = A.getAllChanges(e.doc as A.Doc<State>).map((c) => A.decodeChange(c)).filter((c) => actorOwnedBy(c.actor, SUPPORT))
+    const mine = A.getAllChanges(e.doc as A.Doc<State>)
+      .map((c) => A.decodeChange(c))
+      .filter((c) => actorOwnedBy(c.actor, SUPPORT))
     sctx.entities.release(e)
     expect(mine.length).to.be.greaterThan(0)
     const actor = mine[mine.length - 1]!.actor
@@ -110,7 +112,9 @@ describe('review rev2: waiting out writes in flight', function () {
     const { decodeHeaded } = await import('../src/replication/heads.js')
     const carried = decodeHeaded(sent).heads.length
     const got = await applyRemoteDelta(actx, SUPPORT, 'notes', 'automerge', 'n1', sent)
-    expect(r[ADMIN]!.stats().peers[SUPPORT]?.dropped.forbidden ?? 0, `SUPPORT's own change went without its head (${got}, ${carried} heads carried)`).to.equal(0)
-    expect(got, `${carried} heads carried`).to.equal("applied")
+    expect(r[ADMIN]!.stats().peers[SUPPORT]?.dropped.forbidden ?? 0, `SUPPORT's own change went without its head (${got}, ${carried} heads carried)`).to.equal(
+      0,
+    )
+    expect(got, `${carried} heads carried`).to.equal('applied')
   })
 })

@@ -131,6 +131,8 @@ interface Round {
   result: RoundResult
   /** The peer's subject keys or tombstones differ from ours (its first roots response said so). */
   keysDiffer?: boolean
+  /** The peer refused an upload this round: no more are sent to it until the next (see upload). */
+  uploadRefused?: true
 }
 
 /** Appends a range, merging it with the last one when they touch (ranges come in ascending order). */
@@ -598,6 +600,10 @@ export class SyncClient {
       )
       return
     }
+    // One refusal a round: whatever the reason (its size limit, its rate bound, the policy; an
+    // Error reply carries no code to tell them apart), the other uploads wait for the next round
+    // or for the peer's own, which fetches what it lacks by ticket.
+    if (round.uploadRefused === true) return
     const hash = sha256(delta)
     const step = partBytes(this.ctx.limits)
     try {
@@ -608,13 +614,17 @@ export class SyncClient {
       }
     } catch (err) {
       // The peer refused this one (its maxDeltaBytes is smaller, its upload room is full): the
-      // rest of the collection still goes, this one in a later round or from another replica.
+      // rest of the collection still goes inline, this one in a later round or from another replica.
       if (!(err instanceof SyncRefusedError)) throw err
-      this.ctx.logger.warn(`${round.peer} refused the upload of '${target.name}/${id}' (${delta.byteLength} bytes): ${err.reply.message}`, {
-        peer: round.peer,
-        collection: target.name,
-        entity: id,
-      })
+      round.uploadRefused = true
+      this.ctx.logger.warn(
+        `${round.peer} refused the upload of '${target.name}/${id}' (${delta.byteLength} bytes; no more uploads to it this round): ${err.reply.message}`,
+        {
+          peer: round.peer,
+          collection: target.name,
+          entity: id,
+        },
+      )
       return
     }
     round.result.deltasSent++
