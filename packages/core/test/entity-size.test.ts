@@ -22,6 +22,44 @@ const about = (id: string) => (l: { message: string }) => l.message.includes(`en
 describe('entity size against maxDeltaBytes', function () {
   this.timeout(60_000)
   const opened = closedAfterEach()
+  const cleanups: (() => Promise<void>)[] = []
+  // After closedAfterEach's hook (registered first): the folders go once their replicas are closed.
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup()
+  })
+
+  /**
+   * A replica on classic-level in a temp folder that wrote 'big' `writes` times, closed and
+   * opened again ('big' no longer in memory: a range serves it from the store), and a fresh
+   * replica c that caught up from it (two rounds). `bytes`: the stored size before the restart.
+   */
+  async function restartedThenJoined(writes: number): Promise<{ a: Replica; c: Replica; bytes: number }> {
+    const dir = await tempDir()
+    cleanups.push(dir.cleanup)
+    const hub = new LoopbackHub()
+    const open = () =>
+      Replica.open({
+        store: classicLevelStore(join(dir.dir, 'r')),
+        backends: [yjsBackend(), automergeBackend()],
+        syncIntervalMs: 0,
+        limits,
+        network: hub.createNetwork('a'),
+        logger: recordingLogger(),
+      })
+    const first = await open()
+    for (let i = 0; i < writes; i++) await first.collection('notes', { backend: 'automerge' }).put('big', { text: filler() })
+    const bytes = first.stats().entitySize.largest!.bytes
+    await first.close()
+    const a = await open()
+    opened.replicas.push(a)
+    a.collection('notes', { backend: 'automerge' })
+    const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
+    opened.replicas.push(c)
+    await waitFor(() => a.peers().includes('c'), 'a sees c')
+    await c.sync()
+    await c.sync()
+    return { a, c, bytes }
+  }
 
   it('warns once past half of the limit and errors once past it, names the largest entity, counts each send refused for size; the rest still replicates', async () => {
     const hub = new LoopbackHub()
@@ -138,34 +176,9 @@ describe('entity size against maxDeltaBytes', function () {
   })
 
   it('an entity served whole straight from the store (a late joiner, after a restart) is measured', async () => {
-    const dir = await tempDir()
-    try {
-      const hub = new LoopbackHub()
-      const open = () =>
-        Replica.open({
-          store: classicLevelStore(join(dir.dir, 'r')),
-          backends: [yjsBackend(), automergeBackend()],
-          syncIntervalMs: 0,
-          limits,
-          network: hub.createNetwork('a'),
-          logger: recordingLogger(),
-        })
-      const first = await open()
-      for (let i = 0; i < 3; i++) await first.collection('notes', { backend: 'automerge' }).put('big', { text: filler() })
-      const bytes = first.stats().entitySize.largest!.bytes
-      await first.close()
-      const a = await open()
-      opened.replicas.push(a)
-      a.collection('notes', { backend: 'automerge' })
-      const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
-      opened.replicas.push(c)
-      await waitFor(() => a.peers().includes('c'), 'a sees c')
-      await c.sync()
-      expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
-      expect(a.stats().entitySize.largest).to.deep.equal({ collection: 'notes', id: 'big', bytes })
-    } finally {
-      await dir.cleanup()
-    }
+    const { a, c, bytes } = await restartedThenJoined(3)
+    expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
+    expect(a.stats().entitySize.largest).to.deep.equal({ collection: 'notes', id: 'big', bytes })
   })
 
   it('an entity told of past half is still told of past the limit once 1,000 others were told of', () => {
@@ -188,37 +201,13 @@ describe('entity size against maxDeltaBytes', function () {
     expect(sizes.largest).to.equal(undefined)
   })
   it('an Automerge entity not in memory whose stored changes are over the limit, but whose saved document is not, still reaches a late joiner', async () => {
-    const dir = await tempDir()
-    try {
-      const hub = new LoopbackHub()
-      const open = () =>
-        Replica.open({
-          store: classicLevelStore(join(dir.dir, 'r')),
-          backends: [yjsBackend(), automergeBackend()],
-          syncIntervalMs: 0,
-          limits,
-          network: hub.createNetwork('a'),
-          logger: recordingLogger(),
-        })
-      const first = await open()
-      // Six writes: ~82 KB of stored changes (uncompressed), ~62 KB saved whole (compressed).
-      for (let i = 0; i < 6; i++) await first.collection('notes', { backend: 'automerge' }).put('big', { text: filler() })
-      expect(first.stats().entitySize.largest!.bytes).to.be.above(LIMIT)
-      await first.close()
-      const a = await open() // 'big' is not in memory: a range serves it from the store
-      opened.replicas.push(a)
-      a.collection('notes', { backend: 'automerge' })
-      const c = await memoryReplica({ network: hub.createNetwork('c'), limits })
-      opened.replicas.push(c)
-      await waitFor(() => a.peers().includes('c'), 'a sees c')
-      await c.sync()
-      await c.sync()
-      expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
-      expect(a.stats().entitySize.notSent).to.equal(0)
-    } finally {
-      await dir.cleanup()
-    }
+    // Six writes: ~82 KB of stored changes (uncompressed), ~62 KB saved whole (compressed).
+    const { a, c, bytes } = await restartedThenJoined(6)
+    expect(bytes).to.be.above(LIMIT)
+    expect((await c.collection('notes', { backend: 'automerge' }).get('big'))?.text).to.be.a('string')
+    expect(a.stats().entitySize.notSent).to.equal(0)
   })
+
   it('an upload refused for size (the replica that holds it starts the round) is counted too', async () => {
     const hub = new LoopbackHub()
     const a = await memoryReplica({ network: hub.createNetwork('a'), limits })
