@@ -192,17 +192,13 @@ async function applyHeld(
   const judged: ChangesJudged = {}
   if (history !== undefined) {
     // The heads of the changes waiting here are stored in the batch of the commit that queued
-    // them, which may not have landed yet (memory runs ahead of the disk): read from the store
-    // before it did, a whole document that releases such a change was judged without its head,
-    // and the honest relay that sent it refused as a forger (found by the simulator, hot
-    // Automerge entities under a cluster). So they are read once the entity's writes in flight
-    // have settled, and again if it was written meanwhile. An entity dropped meanwhile (another
-    // delta refused after applying, or a failed write) is acquired again: its document may hold
-    // what was refused, and a commit on it fails (was: dropped as storeFailed).
-    // Only a write that stored heads makes it read again (LoadedEntity.headsWrite): one that waited
-    // for every write, the entity's local ones too, never read on a hot entity (review rev2:
-    // written every millisecond on a disk slower than that, every delta was 'later', for good).
-    // Every write in flight is still waited out once, so that one failing shows (isDead) first.
+    // them, which may not have landed yet (memory runs ahead of the disk): read before it did, a
+    // whole document that releases such a change was judged without its head, and the honest
+    // relay that sent it refused as a forger (found by the simulator). So they are read once the
+    // entity's writes in flight have landed (one that failed shows as isDead), and read again
+    // only if a write that stored heads came meanwhile (LoadedEntity.headsWrite: local writes
+    // store none; restarting on every write starved a hot entity, review rev2). An entity
+    // dropped meanwhile is acquired again: a commit on it would fail (was: storeFailed).
     for (let tries = 0; backend.hasPending(entity.doc); tries++) {
       const last = entity.headsWrite
       await Promise.all([last, entity.lastWrite])
