@@ -9,7 +9,7 @@ import * as Y from 'yjs'
 import { LoopbackHub, type Replica } from '../src/index.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
 import { waitFor } from '../src/testing/helpers.js'
-import { ManualClock, memoryReplica, yjsDeltaOf } from './helpers.js'
+import { closedAfterEach, ManualClock, memoryReplica, yjsDeltaOf } from './helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
 
 type Doc = Record<string, unknown>
@@ -39,11 +39,7 @@ async function syncBoth(a: Replica, b: Replica, rounds = 3): Promise<void> {
 
 describe('review: refusals that depend on the order a replica took things in', function () {
   this.timeout(60_000)
-  let replicas: Replica[] = []
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-  })
+  const { replicas } = closedAfterEach()
 
   /** a and b holding entity 'k' of 'p' deleted, then cut apart. */
   async function deletedApart(backend: 'yjs' | 'automerge', limits: Record<string, number>): Promise<{ hub: LoopbackHub; a: Replica; b: Replica }> {

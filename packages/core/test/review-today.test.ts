@@ -5,21 +5,17 @@
  */
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { LoopbackHub, type Replica } from '../src/index.js'
+import { LoopbackHub } from '../src/index.js'
 import type { Backend } from '../src/backend.js'
 import { applyRemoteDelta } from '../src/replication/apply.js'
-import { memoryReplica } from './helpers.js'
+import { closedAfterEach, memoryReplica } from './helpers.js'
 import { ctxOf, savedDoc } from './counter-helpers.js'
 
 type Doc = Record<string, unknown>
 
 describe('review: the day’s changes', function () {
   this.timeout(120_000)
-  let replicas: Replica[] = []
-  afterEach(async () => {
-    await Promise.all(replicas.map((r) => r.close()))
-    replicas = []
-  })
+  const { replicas } = closedAfterEach()
 
   // Item 3 (backend.ts applyDelta): a delta whose changes nest past maxDepth only together is
   // now applied one change at a time. Each of those applies on a live (materialised) document
