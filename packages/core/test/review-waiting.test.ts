@@ -247,4 +247,67 @@ describe('review: changes that wait for others (signed heads)', function () {
     expect(await applyRemoteDelta(actx, SUPPORT, 'notes', 'automerge', 'n1', sent)).to.be.oneOf(['applied', 'later'])
     expect(r[ADMIN]!.stats().peers[SUPPORT]?.dropped.forbidden ?? 0, 'the honest relay was refused as a forger').to.equal(0)
   })
+
+  // Found by the simulator (a cluster sweep, Automerge only: crash churn, hot entities,
+  // compactAfter 4, lost requests; v8 seed 3): n1 held n0's changes 36 and 37 waiting, and
+  // later ones up to 49 (38 missing), so the head stored for n0's actor was 49's — the newest
+  // is kept. n3's whole document, holding up to 35 with 35's head, brought 34 and 35 and
+  // released 36 and 37, while 49 still waited. Judged again as if the document had brought
+  // them, 36 and 37 had no head the document holds (35 is older; 49 is not held), and the
+  // honest relay was refused as a forger ('forbidden'). A change that waited here was judged
+  // when it came (only one its actor's verified head reaches may wait), as a delta of changes
+  // that releases it already takes it.
+  it('a whole document that releases changes waiting here, while a later change of their actor still waits, is not refused: the released ones were judged when they came', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    for (const text of ['one', 'two', 'three', 'four', 'five']) await notes(r[ADMIN]!).put('n1', { text })
+    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+    const [, c2, c3, c4, c5] = all.slice(-5) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]
+    const ctx = ctxOf(r[SUPPORT]!)
+    // c3 and c5 overtook the pushes before them: both wait here, and the head stored for
+    // ADMIN's actor is c5's (the newest).
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c3))).to.equal('applied')
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c5))).to.equal('applied')
+    const actor = A.decodeChange(c5).actor
+    await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
+    // A relay that holds up to c2 sends the entity whole with c2's head: c1 and c2 apply and
+    // release c3 (which waited here); c5 still waits for c4.
+    const [upToC2] = A.applyChanges(
+      A.init<State>(),
+      all.filter((c) => c !== c3 && c !== c4 && c !== c5),
+    )
+    const got = await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(A.save(upToC2), [await headOf(c2)]))
+    expect(r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0, 'the honest relay was refused as a forger').to.equal(0)
+    expect(got).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+    // The head kept for ADMIN's actor is still c5's; c4 comes and releases c5.
+    expect((await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq).to.equal(A.decodeChange(c5).seq)
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c4))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('five')
+  })
+
+  it('a whole document that releases changes waiting here still has every change it brings itself judged: one under an actor of another member, without its head, is refused', async () => {
+    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    for (const text of ['one', 'two', 'three']) await notes(r[ADMIN]!).put('n1', { text })
+    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+    const [c2, c3] = all.slice(-2) as [Uint8Array, Uint8Array]
+    const ctx = ctxOf(r[SUPPORT]!)
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c3))).to.equal('applied')
+    // ORDERS sends the entity whole up to c2 (releasing c3, which waited here) with a change
+    // forged under another actor of ADMIN's on top of c2, and only c2's head.
+    const upToC2 = A.applyChanges(
+      A.init<State>(),
+      all.filter((c) => c !== c3),
+    )[0]
+    const otherActor = toHex(boundActor(ADMIN, new Uint8Array(16).fill(9)))
+    const forgedDoc = A.change(A.load<State>(A.save(upToC2), { actor: otherActor }), { time: 0 }, (d) => void (d.text = 'forged'))
+    const got = await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(A.save(forgedDoc), [await headOf(c2)]))
+    expect(got).to.equal('forbidden')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.not.equal('forged')
+  })
 })

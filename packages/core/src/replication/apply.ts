@@ -424,7 +424,8 @@ async function applyHeld(
       if (settled !== undefined) {
         if (settled.heads.length > 0) return vouchedMade(next, value, settled)
       } else if (history !== undefined) {
-        const judged = judgeHeads(history, next, before, backend.hasPending(next) && !onlyWaitedBefore, vouched, from, stored)
+        // What waited here before and is released now was judged when it came (judgeHeads).
+        const judged = judgeHeads(history, next, before, backend.hasPending(next) && !onlyWaitedBefore, vouched, from, stored, waitedBefore)
         if (typeof judged === 'string' || 'refused' in judged) {
           ctx.entities.discard(col, entity)
           if (judged === 'later') waits = true

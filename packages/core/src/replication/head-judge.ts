@@ -161,6 +161,12 @@ export function authorOf(v: Vouching): { author?: string; proof: string } | unde
  * ('later'): a waiting change cannot be checked here (only ahead, from the changes a delta
  * carries), and anti-entropy brings it whole. So also when changes waited before: which are
  * new among those still waiting cannot be told, and a forged one may hide among them.
+ *
+ * Changes that waited here before the delta and are released by it (`waited`: their hashes)
+ * are not judged again: each was judged when it came (only a change its own actor's verified
+ * head reaches may wait), as a delta of changes that releases them takes them. Judged again,
+ * one could fail for no fault of the sender: the head stored for its actor may be that of a
+ * later change still waiting (the newest is kept), so not held, and the sender's older.
  */
 export function judgeHeads(
   history: BackendHistory,
@@ -170,8 +176,11 @@ export function judgeHeads(
   vouched: ReadonlyMap<string, VerifiedHead>,
   from: Sender,
   stored: ReadonlyMap<string, VerifiedHead> | undefined,
+  waited?: ReadonlySet<string>,
 ): 'later' | Refusal | Vouching {
   if (pendingAfter) return 'later'
-  const judged = coverage(latestPerActor(history.changesSince(doc, before)), vouched, (hash) => history.holds(doc, hash), from, stored)
+  const since = history.changesSince(doc, before)
+  const brought = waited === undefined || waited.size === 0 ? since : since.filter((c) => !waited.has(c.hash))
+  const judged = coverage(latestPerActor(brought), vouched, (hash) => history.holds(doc, hash), from, stored)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
 }
