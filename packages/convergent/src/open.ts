@@ -4,7 +4,7 @@ import { Replica, type Logger, type Network, type ReplicaOptions, type Store, Co
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
-import { createLibp2pNetwork, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
+import { createLibp2pNetwork, identityPeerId, isVerifiablePeerId, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
 import { clusterOf, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
@@ -31,7 +31,7 @@ export type Durability = 'fsync' | 'process'
 
 const DURABILITIES: readonly Durability[] = ['fsync', 'process']
 
-export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network'> {
+export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network' | 'peerId'> {
   /**
    * @internal For tools that look into a folder (the CLI): a damaged record fails the read
    * (ERR_STORE_CORRUPT naming it) instead of being moved aside, so the folder stays as it was.
@@ -124,6 +124,16 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   if ((libp2p as { clusterKey?: unknown } | undefined)?.clusterKey !== undefined) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'pass the cluster key as open({ cluster: { key } }), not in open({ libp2p }).')
   }
+  if (defaultBackend !== undefined && defaultBackend !== 'yjs' && defaultBackend !== 'automerge') {
+    // A collection keeps the backend it was made with: a typo here would fix the wrong one for good.
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', `open({ defaultBackend }) is 'yjs' (the default) or 'automerge', got ${JSON.stringify(defaultBackend)}.`)
+  }
+  if (network === false && clusterOptions?.admins !== undefined) {
+    throw new ConvergentError(
+      'ERR_INVALID_ARGUMENT',
+      'open({ cluster: { admins } }) needs the network: with network: false this replica has no key to sign a policy with, and no peers to check one from. Omit admins (or network: false).',
+    )
+  }
   const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
   // Read and checked before anything starts (the key is not echoed in errors).
   const atRest = encryption === undefined ? undefined : { encryption: { key: readEncryptionKey(encryption) } }
@@ -141,6 +151,15 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.
   let net: Network | undefined
+  // Without a network, a folder still runs as its own peer id (counter rights and the change
+  // feed name it; 'local' would strand rights the day it runs networked). Made if missing,
+  // as a networked open would — but only read when inspecting, which writes nothing.
+  let self: string | undefined
+  if (network === false && dir !== undefined) {
+    const file = join(dir, 'peer-id.key')
+    // A damaged identity refuses the open, as with a network; inspecting reads the data all the same.
+    self = inspect === true ? await identityPeerId(file, { create: false }).catch(() => undefined) : await identityPeerId(file)
+  }
   if (network === false) net = undefined
   else if (network !== undefined) net = network
   else {
@@ -163,8 +182,18 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
         : memoryLevelStore({ ...atRest, ...inspecting })
     const admins = clusterOptions?.admins
     const trust =
-      admins === undefined || !(net instanceof Libp2pNetwork) || net.sign === undefined ? undefined : { admins, sign: net.sign, verify: verifyPeerSignature }
-    replica = await Replica.open({ ...rest, logger, store, backends, ...(net ? { network: net } : {}), ...(trust ? { trust } : {}) })
+      admins === undefined || !(net instanceof Libp2pNetwork) || net.sign === undefined
+        ? undefined
+        : { admins, sign: net.sign, verify: verifyPeerSignature, isPeerId: isVerifiablePeerId }
+    replica = await Replica.open({
+      ...rest,
+      logger,
+      store,
+      backends,
+      ...(net ? { network: net } : {}),
+      ...(self !== undefined ? { peerId: self } : {}),
+      ...(trust ? { trust } : {}),
+    })
   } catch (err) {
     // Replica.open closes what it was given when it fails, but not if it throws before taking
     // it over; both are safe to do twice. A network we were handed is the caller's to stop.

@@ -139,6 +139,13 @@ describe('open({ cluster: { key } }): membership by a pre-shared key', function 
       // With no network there is nothing to protect: the key is checked, and accepted.
       const offline = await open({ dir, network: false, cluster: { key }, logger: silentLogger })
       await offline.close()
+      // But admins are refused: with no network there is no key to sign a policy with (they were dropped unsaid).
+      await rejectsWith(
+        open({ dir, network: false, cluster: { key, admins: [offline.peerId] }, logger: silentLogger }),
+        'ERR_INVALID_ARGUMENT',
+        /needs the network/,
+      )
+      await expectOpenable()
     })
   })
 

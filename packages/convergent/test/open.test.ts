@@ -1,6 +1,7 @@
 // open(), the facade: failures leave nothing locked, bad folders and options get clear errors,
 // and the durability option decides whether LevelDB batches are fsynced.
-import { writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { expect } from 'chai'
@@ -53,7 +54,9 @@ describe('open()', function () {
     it('a damaged peer-id.key', async function () {
       await writeFile(join(dir, 'peer-id.key'), 'not a key')
       await rejectsWith(open({ dir, logger: silentLogger }), 'ERR_INVALID_ARGUMENT', /peer-id\.key/)
-      await expectOpenable()
+      // Offline too the folder runs as its identity, so it is refused the same way; not locked: inspection opens it.
+      await rejectsWith(open({ dir, network: false, logger: silentLogger }), 'ERR_INVALID_ARGUMENT', /peer-id\.key/)
+      await expectOpenable({ inspect: true })
     })
 
     it('a bad namespace', async function () {
@@ -67,6 +70,62 @@ describe('open()', function () {
       await rejectsWith(open({ dir, pushDelayMs: -1, logger: silentLogger }), 'ERR_INVALID_ARGUMENT', /pushDelayMs/)
       await expectOpenable()
     })
+  })
+
+  it('a defaultBackend other than yjs or automerge is ERR_INVALID_ARGUMENT (a collection keeps the backend it was made with)', async function () {
+    for (const defaultBackend of ['sqlite', 'Automerge', '']) {
+      await rejectsWith(open({ dir, network: false, logger: silentLogger, defaultBackend } as OpenOptions), 'ERR_INVALID_ARGUMENT', /defaultBackend/)
+    }
+    const replica = await open({ dir, network: false, logger: silentLogger, defaultBackend: 'automerge' })
+    await replica.close()
+  })
+
+  it('limits: an unknown name or a value that is not a positive integer is ERR_INVALID_ARGUMENT', async function () {
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ maxValueBytes: -1 }, /limits\.maxValueBytes must be a positive integer, got -1/],
+      [{ maxDepth: 0 }, /limits\.maxDepth/],
+      [{ maxDeltaBytes: 1.5 }, /limits\.maxDeltaBytes/],
+      [{ maxCollections: '10' }, /limits\.maxCollections/],
+      [{ maxValueByte: 1024 }, /no limit "maxValueByte"/],
+    ]
+    for (const [limits, pattern] of bad) {
+      await rejectsWith(open({ dir, network: false, logger: silentLogger, limits }), 'ERR_INVALID_ARGUMENT', pattern)
+    }
+    const replica = await open({ dir, network: false, logger: silentLogger, limits: { maxValueBytes: 2048, maxDepth: 8 } })
+    await replica.collection('c').put('k', { v: 1 })
+    await replica.close()
+  })
+
+  it('without a network, a folder runs as its own peer id: counter rights taken offline are spent once it runs networked', async function () {
+    const offline = await open({ dir, network: false, logger: silentLogger })
+    const self = offline.peerId
+    expect(self).to.match(/^12D3KooW/)
+    await offline.counter('stock', { min: 0 }).increment('mug', 3)
+    expect(await offline.counter('stock').rights('mug')).to.equal(3)
+    await offline.close()
+    const online = await open({ dir, logger: silentLogger })
+    try {
+      expect(online.peerId).to.equal(self)
+      const stock = online.counter('stock', { min: 0 })
+      expect(await stock.rights('mug')).to.equal(3)
+      await stock.decrement('mug', 2)
+      expect(await stock.value('mug')).to.equal(1)
+    } finally {
+      await online.close()
+    }
+    // Inspection reads the identity and makes none.
+    const { dir: other, cleanup: cleanupOther } = await tempDir('convergent-open-')
+    try {
+      const seeded = await open({ dir: other, network: false, logger: silentLogger })
+      await seeded.close()
+      await rm(join(other, 'peer-id.key'))
+      const looking = await open({ dir: other, network: false, logger: silentLogger, inspect: true })
+      expect(looking.peerId).to.equal('local')
+      await looking.close()
+      expect(existsSync(join(other, 'peer-id.key'))).to.equal(false)
+    } finally {
+      await cleanupOther()
+    }
   })
 
   describe('dir that cannot be a folder', function () {

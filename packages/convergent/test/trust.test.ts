@@ -130,4 +130,28 @@ describe('open({ cluster: { key, admins } }): the signed policy over real libp2p
       expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT'), String(err)).to.equal(true)
     }
   })
+
+  it('policy.set refuses members that are not peer ids and revoking an admin (ERR_INVALID_ARGUMENT), and signs nothing', async function () {
+    const key = generateClusterKey()
+    const adminDir = await folder()
+    const adminId = await folderPeerId(adminDir)
+    const admin = await start({ dir: adminDir, cluster: { key, admins: [adminId] } })
+    const rules = { '*': { read: ['*'], write: ['*'] } }
+    const refused = async (doc: Parameters<typeof admin.policy.set>[0], pattern: RegExp): Promise<void> => {
+      try {
+        await admin.policy.set(doc)
+        expect.fail('accepted')
+      } catch (err) {
+        expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT'), String(err)).to.equal(true)
+        expect((err as Error).message).to.match(pattern)
+      }
+    }
+    // A typo would lock that member out unsaid: none of its signatures could ever verify.
+    await refused({ roles: { admin: [adminId], staff: ['12D3KooWtypo'] }, collections: rules }, /role 'staff' names "12D3KooWtypo", which is not a peer id/)
+    await refused({ roles: { admin: [adminId] }, collections: rules, revoked: ['nope'] }, /revoked names "nope"/)
+    await refused({ roles: { admin: [adminId] }, collections: rules, revoked: [adminId] }, /admins cannot be revoked/)
+    expect(admin.policy.get(), 'nothing signed').to.equal(undefined)
+    const member = await folderPeerId(await folder())
+    expect((await admin.policy.set({ roles: { admin: [adminId], staff: [member] }, collections: rules })).version).to.equal(1)
+  })
 })

@@ -10,7 +10,7 @@ import { checkId, DEFAULT_VALUE_LIMITS, type ValueLimits } from './json.js'
 import { codeOf, consoleLogger, type Logger } from './logger.js'
 import { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 import type { Network } from './network.js'
-import { DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
+import { checkLimits, DEFAULT_REPLICATION_LIMITS, type ReplicationContext, type ReplicationLimits } from './replication/context.js'
 import { PerPeerQueue } from './replication/per-peer-queue.js'
 import { PeerStatsTable, type DropReason, type PeerStats } from './replication/peer-stats.js'
 import { Replicator } from './replication/replicator.js'
@@ -47,6 +47,13 @@ export interface ReplicaOptions {
   backends: Backend[]
   /** How this replica reaches others; omitted → a replica on its own. */
   network?: Network
+  /**
+   * This replica's peer id when it has no network (open({ dir, network: false }) passes its
+   * folder's identity, so counter rights and the change feed name the same id as when it runs
+   * networked). Default 'local'. With a network, the network's id; another one here is
+   * ERR_INVALID_ARGUMENT.
+   */
+  peerId?: string
   /** Time and randomness (the simulator passes a virtual clock). Default: the system clock. */
   clock?: Clock
   /**
@@ -563,6 +570,7 @@ export class Replica {
     if (!Array.isArray(options.backends) || options.backends.length === 0) {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', 'Replica.open needs at least one backend.')
     }
+    checkLimits(options.limits, [...Object.keys(DEFAULT_VALUE_LIMITS), ...Object.keys(DEFAULT_REPLICATION_LIMITS)])
     const personalCipher = checkPersonalCipher(options.personalCipher)
     const backends = new Map(options.backends.map((b) => [b.name, b]))
     const clock = options.clock ?? systemClock()
@@ -595,7 +603,13 @@ export class Replica {
       if (options.trust !== undefined && options.network === undefined) {
         throw new ConvergentError('ERR_INVALID_ARGUMENT', 'trust (cluster admins) needs a network: a policy names peer ids.')
       }
-      const access = new Access(options.trust, options.network?.peerId ?? 'local', options.namespace ?? 'default', options.store, logger)
+      if (options.network !== undefined && options.peerId !== undefined && options.peerId !== options.network.peerId) {
+        throw new ConvergentError(
+          'ERR_INVALID_ARGUMENT',
+          `peerId ${JSON.stringify(options.peerId)} is not the network's (${options.network.peerId}): pass it only without a network.`,
+        )
+      }
+      const access = new Access(options.trust, selfOf(options), options.namespace ?? 'default', options.store, logger)
       await access.load()
       const personal = new SubjectKeys(options.store, access, options.namespace ?? 'default', logger)
       personal.cipher = personalCipher
@@ -684,9 +698,9 @@ export class Replica {
   /** The signed cluster policy (see PolicyApi). */
   readonly policy: PolicyApi
 
-  /** This replica's peer id on the network ('local' without one). */
+  /** This replica's peer id: its network's; without one, options.peerId or 'local'. */
   get peerId(): string {
-    return this.options.network?.peerId ?? 'local'
+    return selfOf(this.options)
   }
 
   /** Addresses other replicas can use as `peers` to reach this one. */
@@ -1141,4 +1155,9 @@ function processActor(peerId: string, clock: Clock): Pick<EntitiesOptions, 'acto
       actor = boundActor(peerId, randomBytes(clock, 16))
     },
   }
+}
+
+/** A replica's own peer id (see ReplicaOptions.peerId). */
+function selfOf(options: Pick<ReplicaOptions, 'network' | 'peerId'>): string {
+  return options.network?.peerId ?? options.peerId ?? 'local'
 }

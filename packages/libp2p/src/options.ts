@@ -1,4 +1,5 @@
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { ConnectionManagerInit } from 'libp2p'
 import { ConvergentError, systemClock, type Clock } from '@convergent/core'
@@ -99,6 +100,23 @@ export function validate(options: Libp2pNetworkOptions): Settings {
     } catch (err) {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', `bootstrap peer ${JSON.stringify(address)} is not a multiaddr`, { cause: err })
     }
+    // The multiaddr parser takes any base58 text after /p2p/; a peer id that does not parse
+    // would only fail later, inside the redialer, where no caller can catch it.
+    const parts = address.split('/')
+    parts.forEach((part, i) => {
+      if (part !== 'p2p' || i + 1 >= parts.length) return
+      try {
+        peerIdFromString(parts[i + 1]!)
+      } catch (err) {
+        throw new ConvergentError(
+          'ERR_INVALID_ARGUMENT',
+          `bootstrap peer ${JSON.stringify(address)} names ${JSON.stringify(parts[i + 1])} after /p2p/, which is not a peer id`,
+          {
+            cause: err,
+          },
+        )
+      }
+    })
   }
   if (options.privateKey !== undefined && options.identityFile !== undefined) {
     throw invalid('pass privateKey or identityFile, not both')

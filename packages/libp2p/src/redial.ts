@@ -58,14 +58,15 @@ export class Redialer {
     }
   }
 
+  /** Never rejects: it runs from timers, where a rejection would end the process. */
   private async attempt(target: Target): Promise<void> {
     if (this.stopped || target.dialing) return
-    if (target.peerId !== undefined && this.options.isConnected(target.peerId)) {
-      target.delayMs = this.options.minMs
-      return
-    }
     target.dialing = true
     try {
+      if (target.peerId !== undefined && this.options.isConnected(target.peerId)) {
+        target.delayMs = this.options.minMs
+        return
+      }
       target.peerId = await this.options.dial(target.address)
       target.delayMs = this.options.minMs
     } catch (err) {

@@ -89,6 +89,17 @@ describe('libp2p network', function () {
     })
   })
 
+  it('refuses a bootstrap peer whose /p2p/ part is not a peer id (ERR_INVALID_ARGUMENT), rather than failing later in the redialer', async function () {
+    for (const id of ['12D3KooWabc', '12D3KooW\u2026', 'QmNotAPeerId0OIl']) {
+      const address = `/ip4/127.0.0.1/tcp/4001/p2p/${id}`
+      assert.doesNotThrow(() => multiaddr(address), 'the multiaddr parser takes it')
+      await assert.rejects(
+        createLibp2pNetwork({ peers: [address] }),
+        (err) => isConvergentError(err, 'ERR_INVALID_ARGUMENT') && /not a peer id/.test((err as Error).message),
+      )
+    }
+  })
+
   it('redials a bootstrap peer that went away and came back on the same port', async function () {
     const privateKey = await generateKeyPair('Ed25519')
     const b = await node({ privateKey })

@@ -6,6 +6,7 @@ import type { Entities, CollectionState } from '../entities.js'
 import type { Logger } from '../logger.js'
 import type { Network } from '../network.js'
 import type { ValueLimits } from '../json.js'
+import { ConvergentError } from '../errors.js'
 import type { ChangeEvents } from '../changes.js'
 import type { ApplyPacer } from './apply-all.js'
 import type { DropLog } from './drop-log.js'
@@ -94,6 +95,24 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
   maxRoundRequests: 20_000,
   maxRoundBytes: 2 * 1024 * 1024 * 1024,
   roundTimeoutMs: 10 * 60_000,
+}
+
+/**
+ * Checks `open({ limits })`: every key one of the limits, every value a positive integer
+ * (ERR_INVALID_ARGUMENT otherwise). A typo in a name, or a 0 or -1 meant as "no limit", would
+ * otherwise be taken without a word — and a limit of -1 refuses every write.
+ */
+export function checkLimits(limits: unknown, known: readonly string[]): void {
+  if (limits === undefined) return
+  if (typeof limits !== 'object' || limits === null || Array.isArray(limits))
+    throw new ConvergentError('ERR_INVALID_ARGUMENT', 'limits is an object of named limits.')
+  for (const [name, value] of Object.entries(limits)) {
+    if (!known.includes(name)) throw new ConvergentError('ERR_INVALID_ARGUMENT', `limits has no limit ${JSON.stringify(name)} (known: ${known.join(', ')}).`)
+    if (value === undefined) continue
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `limits.${name} must be a positive integer, got ${JSON.stringify(value)}.`)
+    }
+  }
 }
 
 /** What the replication parts share: the replica's internals they may touch. */

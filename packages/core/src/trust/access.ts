@@ -19,6 +19,11 @@ export interface TrustOptions {
   sign(data: Uint8Array): Promise<Uint8Array>
   /** True if `signature` over `data` was made by the key `peerId` names. Never throws for bad input. */
   verify(peerId: string, data: Uint8Array, signature: Uint8Array): Promise<boolean>
+  /**
+   * Whether `id` is a peer id that names a key (optional): policy.set() then refuses members
+   * that are not — a typo would lock that member out unsaid, as none of its signatures could verify.
+   */
+  isPeerId?(id: string): boolean
 }
 
 export function policyToWire(p: SignedPolicy): PolicyWire {
@@ -469,6 +474,26 @@ export class Access {
     this.recompute()
   }
 
+  /** A policy this admin is about to sign names only peer ids, and revokes no admin (ERR_INVALID_ARGUMENT otherwise). */
+  private checkMembers(doc: PolicyDocument): void {
+    const invalid = (message: string): ConvergentError => new ConvergentError('ERR_INVALID_ARGUMENT', `invalid policy: ${message}`)
+    const isPeerId = this.trust?.isPeerId?.bind(this.trust)
+    const named = (id: string): string => JSON.stringify(id).slice(0, 80)
+    if (isPeerId !== undefined) {
+      for (const [role, members] of Object.entries(doc.roles)) {
+        const bad = members.find((id) => !isPeerId(id))
+        if (bad !== undefined) throw invalid(`role '${role}' names ${named(bad)}, which is not a peer id with a public key (12D3KooW…)`)
+      }
+      const bad = doc.revoked?.find((id) => !isPeerId(id))
+      if (bad !== undefined) throw invalid(`revoked names ${named(bad)}, which is not a peer id with a public key (12D3KooW…)`)
+    }
+    const admin = doc.revoked?.find((id) => this.admins.has(id))
+    if (admin !== undefined)
+      throw invalid(
+        `${admin} is an admin, and admins cannot be revoked (they are the trust root given at open: remove it from cluster.admins on every replica)`,
+      )
+  }
+
   /** Signs and adopts the next version (admins only: ERR_FORBIDDEN otherwise). */
   set(doc: PolicyDocument): Promise<Policy> {
     const run = this.queue.then(async () => {
@@ -482,6 +507,7 @@ export class Access {
         throw new ConvergentError('ERR_FORBIDDEN', `Only the cluster admins may change the policy; this replica (${this.self}) is not one of them.`)
       }
       const normalized = normalizePolicy(doc)
+      this.checkMembers(normalized)
       // Revocations are sticky: every one this replica knows of goes into the next version.
       const revoked = [...new Set([...(normalized.revoked ?? []), ...this.revoked])].filter((id) => !this.admins.has(id)).sort()
       if (revoked.length > 0) normalized.revoked = revoked
