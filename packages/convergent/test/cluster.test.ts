@@ -81,6 +81,23 @@ describe('open({ cluster: { key } }): membership by a pre-shared key', function 
     }
   })
 
+  it('a replica whose bootstrap peer has another key warns that none is connected (nothing else says so); with the same key, no warning', async function () {
+    const key = generateClusterKey()
+    const a = await start({ cluster: { key } })
+    const wrong = recordingLogger()
+    const b = await start({ logger: wrong, cluster: { key: generateClusterKey() }, peers: [a.multiaddrs[0]!], bootstrapWarnMs: 1_000 })
+    const right = recordingLogger()
+    const c = await start({ logger: right, cluster: { key }, peers: [a.multiaddrs[0]!], bootstrapWarnMs: 1_000 })
+    const warned = (logger: ReturnType<typeof recordingLogger>): string[] =>
+      logger.lines.filter((l) => l.message.includes('bootstrap peer')).map((l) => l.message)
+    await waitFor(() => warned(wrong).length > 0, 'b warns')
+    expect(warned(wrong)[0]).to.match(/none of the 1 bootstrap peer\(s\) is connected 1 s after open .*same cluster key and namespace/)
+    expect(b.peers()).to.deep.equal([])
+    expect(c.peers()).to.deep.equal([a.peerId])
+    expect(warned(right), 'c connected in time').to.deep.equal([])
+    await rejectsWith(open({ network: false, bootstrapWarnMs: -1 }), 'ERR_INVALID_ARGUMENT', /bootstrapWarnMs/)
+  })
+
   describe('validation', function () {
     let dir = ''
     let cleanup: () => Promise<void> = async () => undefined

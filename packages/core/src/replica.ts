@@ -1,5 +1,5 @@
 import type { Backend } from './backend.js'
-import { randomBytes, systemClock, type Clock } from './clock.js'
+import { randomBytes, systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ChangeEvents } from './changes.js'
 import { Collection, type ReplicaServices } from './collection.js'
 import { Entities, type CollectionState, type EntitiesOptions } from './entities.js'
@@ -54,6 +54,12 @@ export interface ReplicaOptions {
    * ERR_INVALID_ARGUMENT.
    */
   peerId?: string
+  /**
+   * How long after open a replica with bootstrap peers waits for one of them before it warns
+   * that none is connected (the likely causes: another cluster key or namespace, an address
+   * that is not reachable). Default 15,000 ms.
+   */
+  bootstrapWarnMs?: number
   /** Time and randomness (the simulator passes a virtual clock). Default: the system clock. */
   clock?: Clock
   /**
@@ -394,6 +400,26 @@ export class Replica {
     }
     if (options.network === undefined) this.ready = { at: this.clock.now(), reason: 'no network: a replica on its own' }
     else if (bootstrap === 0) this.ready = { at: this.clock.now(), reason: 'no bootstrap peers configured (others connect to this replica)' }
+    else this.bootstrapCheck = this.clock.setTimeout(() => this.warnIfNoBootstrapPeer(), options.bootstrapWarnMs ?? 15_000)
+  }
+
+  /** Pending warning that no bootstrap peer connected (see ReplicaOptions.bootstrapWarnMs). */
+  private bootstrapCheck: TimerHandle | undefined
+
+  /**
+   * Says so once when none of the bootstrap peers is connected: a peer with another cluster key
+   * fails every connection without any other message at the levels an application logs.
+   */
+  private warnIfNoBootstrapPeer(): void {
+    this.bootstrapCheck = undefined
+    if (this.state !== 'open') return
+    const connected = this.peers()
+    if (this.bootstrapIds.size === 0 ? connected.length > 0 : connected.some((p) => this.bootstrapIds.has(p))) return
+    const addresses = this.options.network?.bootstrapPeers ?? []
+    this.logger.warn(
+      `none of the ${addresses.length} bootstrap peer(s) is connected ${Math.round((this.options.bootstrapWarnMs ?? 15_000) / 1000)} s after open (${addresses.slice(0, 5).join(', ')}${addresses.length > 5 ? ', …' : ''}): check that they run and can be reached from here, and that every replica has the same cluster key and namespace — with another key every connection fails and nothing else says so`,
+      { bootstrapPeers: addresses.length },
+    )
   }
 
   private roundEnded(event: RoundEvent): void {
@@ -571,6 +597,10 @@ export class Replica {
       throw new ConvergentError('ERR_INVALID_ARGUMENT', 'Replica.open needs at least one backend.')
     }
     checkLimits(options.limits, [...Object.keys(DEFAULT_VALUE_LIMITS), ...Object.keys(DEFAULT_REPLICATION_LIMITS)])
+    const warnMs = options.bootstrapWarnMs
+    if (warnMs !== undefined && (typeof warnMs !== 'number' || !Number.isFinite(warnMs) || warnMs < 0)) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `bootstrapWarnMs must be a number of milliseconds ≥ 0, got ${JSON.stringify(warnMs)}`)
+    }
     const personalCipher = checkPersonalCipher(options.personalCipher)
     const backends = new Map(options.backends.map((b) => [b.name, b]))
     const clock = options.clock ?? systemClock()
@@ -1114,6 +1144,7 @@ export class Replica {
     if (this.state !== 'open') return this.closing
     this.state = 'closing'
     this.acksClosing.abort()
+    if (this.bootstrapCheck !== undefined) this.clock.clearTimeout(this.bootstrapCheck)
     this.closing = (async () => {
       // Operations called before close() finish first (new ones are refused from here on).
       await Promise.allSettled([...this.operations])
