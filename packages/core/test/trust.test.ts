@@ -53,6 +53,15 @@ describe('Trust: the signed cluster policy, read and write control', function ()
     await rejectsWith(r[ADMIN]!.policy.set({ roles: {}, collections: { x: { read: ['nobody'], write: [] } } }), 'ERR_INVALID_ARGUMENT')
   })
 
+  it('a write waiting for acknowledgements that no connected peer may read says so in its ERR_ACK_TIMEOUT (only readers are asked)', async () => {
+    const { r } = await cluster([ADMIN, SUPPORT])
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[SUPPORT]!.policy.get()?.version === 1, 'support adopts v1')
+    await waitFor(() => r[ADMIN]!.peers().includes(SUPPORT), 'connected')
+    const err = await rejectsWith(r[ADMIN]!.collection('payments').put('p-1', { amount: 5 }, { ack: { peers: 1, timeoutMs: 300 } }), 'ERR_ACK_TIMEOUT')
+    expect(err.message).to.match(/0 of 1 peer\(s\) confirmed .*\(1 connected now, 0 of them allowed to read it by the cluster policy\)/)
+  })
+
   it('forged, tampered, replayed and foreign policies are refused and counted; a late replica adopts the newest', async () => {
     const { hub, r } = await cluster([ADMIN, ORDERS])
     await r[ADMIN]!.policy.set(POLICY)

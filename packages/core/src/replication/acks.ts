@@ -39,10 +39,13 @@ export class AckTimeoutError extends ConvergentError {
     readonly wanted: number,
     timeoutMs: number,
     connected: number,
+    /** Of the connected peers, those the policy lets read the collection (only they are asked). */
+    readers: number = connected,
   ) {
+    const who = readers === connected ? `${connected} connected now` : `${connected} connected now, ${readers} of them allowed to read it by the cluster policy`
     super(
       'ERR_ACK_TIMEOUT',
-      `${what}: ${confirmed.length} of ${wanted} peer(s) confirmed a durable copy within ${timeoutMs} ms (${connected} connected now). ` +
+      `${what}: ${confirmed.length} of ${wanted} peer(s) confirmed a durable copy within ${timeoutMs} ms (${who}). ` +
         'The local write is durable and keeps replicating: do not write it again; wait longer or check the peers.',
     )
   }
@@ -91,7 +94,9 @@ export async function waitForAcks(
       `${target.what}: the replica closed after ${confirmed.length} of ${ack.peers} peer(s) confirmed; the local write is durable and replicates when it opens again.`,
     )
   }
-  throw new AckTimeoutError(target.what, confirmed, ack.peers, ack.timeoutMs, ctx.network.peers().length)
+  const connected = ctx.network.peers()
+  const readers = connected.filter((peer) => ctx.access.mayRead(peer, target.col.name)).length
+  throw new AckTimeoutError(target.what, confirmed, ack.peers, ack.timeoutMs, connected.length, readers)
 }
 
 /** The state of one write's wait: who confirmed, who lacks it, who cannot answer. */
