@@ -27,7 +27,7 @@ export interface DumpedRecord {
 export async function* dumpCollection(dir: string, collection: string, options: { encryption?: EncryptionOptions } = {}): AsyncGenerator<DumpedRecord> {
   const db = join(dir, 'db')
   const key = options.encryption === undefined ? undefined : readEncryptionKey(options.encryption)
-  checkEncryptedFolder(db, key)
+  checkEncryptedFolder(db, key, true)
   // Looked at, never changed (see LevelStoreOptions.inspect).
   const store = classicLevelStore(db, { inspect: true, ...(key === undefined ? {} : { encryption: { key } }) })
   await store.open()

@@ -35,6 +35,8 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
   /**
    * @internal For tools that look into a folder (the CLI): a damaged record fails the read
    * (ERR_STORE_CORRUPT naming it) instead of being moved aside, so the folder stays as it was.
+   * LevelDB opens a private snapshot of `dir`/db (classicLevelStore, inspect.ts), not the folder;
+   * nothing is created in `dir`, and one with no store fails with ERR_STORE.
    */
   inspect?: boolean
   /** LevelDB folder (created if missing); omitted → everything in memory. */
@@ -137,7 +139,8 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   const backends = defaultBackend === 'automerge' ? [automergeBackend(), yjsBackend()] : [yjsBackend(), automergeBackend()]
   // Read and checked before anything starts (the key is not echoed in errors).
   const atRest = encryption === undefined ? undefined : { encryption: { key: readEncryptionKey(encryption) } }
-  if (dir !== undefined) await makeDataDir(dir)
+  // To look (inspect), nothing is created: a folder with no store is refused by the store.
+  if (dir !== undefined && inspect !== true) await makeDataDir(dir)
   if (dir !== undefined && interruptedSwap(join(dir, 'db'))) {
     // Opening would create an empty store where the data is about to be swapped in.
     throw new ConvergentError(
@@ -146,7 +149,7 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     )
   }
   // The key against the folder before anything else is written into it (the peer identity).
-  if (dir !== undefined) checkEncryptedFolder(join(dir, 'db'), atRest?.encryption.key)
+  if (dir !== undefined) checkEncryptedFolder(join(dir, 'db'), atRest?.encryption.key, inspect === true)
   // The network first: building it can fail (a damaged identity file, a bad namespace or peer
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.

@@ -34,6 +34,7 @@ import { createDecipheriv, createHash, createSecretKey, timingSafeEqual, type Ke
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, ConvergentError, deriveAeadKey, NoncePool } from '@convergent/core'
+import { holdsStore, noStoreError } from './inspect.js'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
 
 /** A record sealed with XChaCha20-Poly1305 (written since store format 3's cipher change). */
@@ -228,7 +229,7 @@ export function notEncryptedError(where: string): ConvergentError {
  * place before LevelDB creates anything in it). 'legacy-cipher': the folder is encrypted and its
  * marker was written by an earlier release (AES-256-GCM records): see writeMarker.
  */
-export function checkFolder(dir: string, sealer: AtRestSealer | undefined): 'legacy-cipher' | undefined {
+export function checkFolder(dir: string, sealer: AtRestSealer | undefined, inspect = false): 'legacy-cipher' | undefined {
   const where = `data dir ${dir}`
   if (interruptedSwap(dir)) {
     // Creating a store here would hide the data in the new and old folders (and a later
@@ -238,6 +239,8 @@ export function checkFolder(dir: string, sealer: AtRestSealer | undefined): 'leg
       `The ${where} is missing: an encrypt/rekey was interrupted between its two renames (${dir}${OLD_SUFFIX} and ${dir}${NEW_SUFFIX} exist). Run the same command again to finish it. Nothing was written.`,
     )
   }
+  // Looking at a folder with no store: nothing to check a key against, and no marker is written.
+  if (inspect && !holdsStore(dir)) throw noStoreError(dir)
   const file = join(dir, ENCRYPTION_FILE)
   let text: string | undefined
   try {
@@ -324,6 +327,6 @@ export function fsyncDir(dir: string): void {
  * checkFolder for a key (or none) as open() holds it: lets open() refuse a wrong or missing key
  * before it writes anything else into the data dir (its peer identity).
  */
-export function checkEncryptedFolder(dir: string, key: Uint8Array | undefined): void {
-  checkFolder(dir, key === undefined ? undefined : new AtRestSealer(key))
+export function checkEncryptedFolder(dir: string, key: Uint8Array | undefined, inspect = false): void {
+  checkFolder(dir, key === undefined ? undefined : new AtRestSealer(key), inspect)
 }

@@ -42,15 +42,18 @@ export function notOpenError(): ConvergentError {
 /** Why open() failed, in words a user can act on. */
 export function openError(err: unknown, location: string | undefined): ConvergentError {
   const where = location === undefined ? 'the database' : `data dir ${location}`
-  if (hasLevelCode(err, 'LEVEL_LOCKED')) {
-    return new ConvergentError(
-      'ERR_STORE',
-      `The ${where} is locked by another process (or another open store in this process). ` + 'Stop that process or close that store, or use another dir.',
-      { cause: err },
-    )
-  }
+  if (hasLevelCode(err, 'LEVEL_LOCKED')) return lockedError(where, err)
   if (isLevelCorruption(err)) return corruptError(`the ${where}`, err)
   return storeError(`Could not open the ${where}`, err)
+}
+
+/** The folder is in use: another process (or store in this process) has it open. */
+export function lockedError(where: string, cause?: unknown): ConvergentError {
+  return new ConvergentError(
+    'ERR_STORE',
+    `The ${where} is locked by another process (or another open store in this process). ` + 'Stop that process or close that store, or use another dir.',
+    cause === undefined ? undefined : { cause },
+  )
 }
 
 export function writeError(err: unknown): ConvergentError {

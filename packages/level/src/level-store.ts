@@ -18,6 +18,7 @@ import { formatOp, openBody, prepareFormat, STORE_FORMAT, type Maintenance } fro
 import { AtRestSealer, resolveKey, type EncryptionOptions } from './encryption.js'
 import { GroupCommit, type GroupCommitStats } from './group-commit.js'
 import { infoLogDamage } from './info-log.js'
+import type { InspectionSnapshot } from './inspect.js'
 import {
   BATCH_KEY,
   checkName,
@@ -88,9 +89,17 @@ export interface LevelStoreOptions {
    * For tools that look into a folder (the CLI): a damaged record is reported, never moved
    * aside — quarantine() rejects with ERR_STORE_CORRUPT naming it, so the read that met it fails
    * and the folder stays as it was (the evidence with it). Default false: the replica moves it
-   * aside and goes on.
+   * aside and goes on. classicLevelStore() opens a private snapshot of the folder (inspect.ts),
+   * since LevelDB's own open rewrites files in it.
    */
   inspect?: boolean
+  /**
+   * Set by classicLevelStore() with `inspect`: the snapshot the database is opened on. Its
+   * folder's side files (the acknowledged-batch mark) are read in the folder itself, LevelDB's
+   * messages name the folder's files, and the snapshot is removed when the store closes or its
+   * open fails.
+   */
+  snapshot?: InspectionSnapshot
 }
 
 /** A record quarantine() moved aside, as LevelStore.quarantined() lists it. */
@@ -159,6 +168,8 @@ export class LevelStore implements Store {
   private readonly location: string | undefined
   /** See LevelStoreOptions.inspect. */
   private readonly inspect: boolean
+  /** See LevelStoreOptions.snapshot. */
+  private readonly snapshot: InspectionSnapshot | undefined
   private readonly chunk: number
   private readonly sealer: RecordSealer
   private readonly encryption: AtRestSealer | undefined
@@ -187,6 +198,7 @@ export class LevelStore implements Store {
     this.kind = options.kind ?? 'abstract-level'
     this.location = options.location
     this.inspect = options.inspect === true
+    this.snapshot = options.snapshot
     this.chunk = Math.max(1, Math.floor(options.chunk ?? DEFAULT_CHUNK))
     const encryption = options.encryption
     this.encryption = encryption === undefined ? undefined : encryption instanceof AtRestSealer ? encryption : new AtRestSealer(resolveKey(encryption))
@@ -250,8 +262,11 @@ export class LevelStore implements Store {
         if (this.state === 'opening') this.state = 'open'
       },
       (err: unknown) => {
-        if (this.state === 'opening') this.state = 'new' // open() may be retried
-        throw openError(err, this.location)
+        // open() may be retried, but not on a snapshot: it is removed when open() fails.
+        if (this.state === 'opening') this.state = this.snapshot === undefined ? 'new' : 'closed'
+        const error = openError(err, this.location)
+        if (this.snapshot !== undefined) error.message = this.snapshot.rename(error.message)
+        throw error
       },
     )
     return this.opening
@@ -263,15 +278,30 @@ export class LevelStore implements Store {
    * older format to the current one, and finishes drops that a crash interrupted.
    */
   private async openDatabase(): Promise<void> {
+    if (this.snapshot === undefined) return this.openAndCheck()
+    try {
+      await this.openAndCheck()
+    } catch (err) {
+      this.acked?.close()
+      this.acked = undefined
+      await this.db.close().catch(() => undefined)
+      this.snapshot.remove()
+      throw err
+    }
+  }
+
+  private async openAndCheck(): Promise<void> {
     await this.db.open()
     // Sublevels fail along with a failed open and do not follow a later retry by themselves.
     await Promise.all((Object.values(this.sub) as { open(): Promise<void> }[]).map((sublevel) => sublevel.open()))
     const dir = (this.db as { location?: unknown }).location
-    const damage = typeof dir === 'string' ? await infoLogDamage(dir) : []
+    // A snapshot's LOG names the snapshot's files: the folder's are meant.
+    const damage = typeof dir === 'string' ? (await infoLogDamage(dir)).map((d) => this.snapshot?.rename(d) ?? d) : []
     const prepared = await prepareFormat(this.maintenance())
     this.format = prepared.version
     damage.push(...prepared.damage)
-    if (typeof dir === 'string') damage.push(...this.checkAcked(dir))
+    // The mark is the folder's (a snapshot holds a copy: the folder's is the one the service writes).
+    if (typeof dir === 'string') damage.push(...this.checkAcked(this.snapshot?.source ?? dir))
     damage.push(...(await this.finishDrops()))
     if (this.inspect && damage.length > 0) {
       // Looking must not hide what went wrong: the read fails (the service reports it when it opens).
@@ -375,6 +405,7 @@ export class LevelStore implements Store {
     } finally {
       this.acked?.close()
       this.acked = undefined
+      this.snapshot?.remove()
       this.state = 'closed'
     }
   }

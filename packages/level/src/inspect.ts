@@ -1,0 +1,189 @@
+/**
+ * Inspection (LevelStoreOptions.inspect) of a classic-level folder without changing it.
+ *
+ * classic-level has no read-only open, and LevelDB's open writes: it renames LOG to LOG.old
+ * and starts a new LOG (even when the folder turns out to be locked), replays the write-ahead
+ * log into a new table, starts a new log and deletes the old one, writes a new MANIFEST and
+ * rewrites CURRENT; on a damaged log it drops what fails its checks and deletes the log, the
+ * only record that acknowledged writes were lost. So an inspection opens a private snapshot:
+ * a new folder under os.tmpdir() holding hard links of the immutable table files (*.ldb,
+ * *.sst; copies when linking fails, e.g. another file system) and COPIES of everything else
+ * (CURRENT, MANIFEST-*, *.log, LOG, the store's side files): LevelDB rewrites those in the
+ * snapshot and never touches the folder's. The snapshot is removed when the store closes (and
+ * when its open fails), and at process exit if it is still there.
+ *
+ * The folder's LOCK is hard-linked into the snapshot too (never copied nor opened here: closing
+ * any descriptor of it would drop a lock this process holds on it), so LevelDB's lock in the
+ * snapshot is the folder's own lock: a service running in another process refuses the
+ * inspection and an inspection refuses a service, as when LevelDB opened the folder itself. A
+ * lock is also looked for before anything is copied: in this process (stores opened by
+ * classicLevelStore), and on Linux in /proc/locks (any process, and the only check left when
+ * LOCK cannot be linked).
+ */
+import { copyFileSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { ConvergentError } from '@convergent/core'
+import { lockedError } from './errors.js'
+
+/** Files LevelDB never changes once written: linked, not copied. */
+const TABLE = /\.(?:ldb|sst)$/
+const PREFIX = 'convergent-inspect-'
+
+/** Whether `dir` holds a LevelDB database (its CURRENT file). */
+export function holdsStore(dir: string): boolean {
+  try {
+    return statSync(join(dir, 'CURRENT')).isFile()
+  } catch {
+    return false
+  }
+}
+
+export function noStoreError(dir: string): ConvergentError {
+  return new ConvergentError(
+    'ERR_STORE',
+    `The data dir ${dir} holds no Convergent store (no LevelDB database: no CURRENT file). Nothing was written; pass the folder a service opened.`,
+  )
+}
+
+/** The folder's key in the registries below: its real path when it exists. */
+function keyOf(dir: string): string {
+  try {
+    return realpathSync(dir)
+  } catch {
+    return resolve(dir)
+  }
+}
+
+/** Stores of this process opened on a folder by classicLevelStore (not for inspection), by folder. */
+const services = new Map<string, Set<Service>>()
+type Service = { status: string; once(event: 'closed', listener: () => void): unknown }
+/** Folders inspected now in this process: number of inspections of each. */
+const inspected = new Map<string, number>()
+/** Snapshots not removed yet: removed at exit if the process ends first. */
+const live = new Set<string>()
+let exitHook = false
+
+/**
+ * Called by classicLevelStore before it makes the database of a store that may write: refuses a
+ * folder an inspection in this process is reading (its LevelDB would take the lock this process
+ * already holds through the snapshot's link, and the inspection's close would then release it).
+ */
+export function refuseIfInspected(dir: string): void {
+  if ((inspected.get(keyOf(dir)) ?? 0) > 0) throw lockedError(`data dir ${dir}`)
+}
+
+/** Remembers the database of a store that may write, so that an inspection refuses its folder while it is open. */
+export function rememberService(dir: string, db: Service): void {
+  const key = keyOf(dir)
+  let dbs = services.get(key)
+  if (dbs === undefined) services.set(key, (dbs = new Set()))
+  dbs.add(db)
+  // Forgotten once closed (one whose open failed and is never closed: at the next look, by status).
+  db.once('closed', () => {
+    dbs.delete(db)
+    if (dbs.size === 0 && services.get(key) === dbs) services.delete(key)
+  })
+}
+
+function inUseHere(key: string): boolean {
+  const dbs = services.get(key)
+  if (dbs === undefined) return false
+  for (const db of dbs) if (db.status === 'closed') dbs.delete(db)
+  if (dbs.size === 0) services.delete(key)
+  return dbs.size > 0
+}
+
+/** Linux: whether a process (this one included) holds a POSIX lock on `file` (/proc/locks); false where that cannot be told. */
+function lockedInProcLocks(file: string): boolean {
+  let text: string
+  let st: { dev: bigint; ino: bigint }
+  try {
+    st = statSync(file, { bigint: true })
+    text = readFileSync('/proc/locks', 'utf8')
+  } catch {
+    return false
+  }
+  // st_dev as glibc encodes it; /proc/locks prints MAJOR:MINOR (hex):inode.
+  const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn)
+  const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn)
+  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`
+  return text.split('\n').some((line) => !line.includes('->') && line.split(/\s+/).includes(id))
+}
+
+/** A private copy of a LevelDB folder, for a store opened for inspection. */
+export class InspectionSnapshot {
+  private removed = false
+
+  private constructor(
+    /** The folder inspected (never written). */
+    readonly source: string,
+    /** The snapshot LevelDB opens. */
+    readonly dir: string,
+    private readonly key: string,
+  ) {}
+
+  /**
+   * Refuses a folder with no store (noStoreError) or in use (lockedError), then makes the
+   * snapshot. Nothing is created in `source`.
+   */
+  static take(source: string): InspectionSnapshot {
+    if (!holdsStore(source)) throw noStoreError(source)
+    const key = keyOf(source)
+    const lock = join(source, 'LOCK')
+    if ((inspected.get(key) ?? 0) > 0 || inUseHere(key) || lockedInProcLocks(lock)) throw lockedError(`data dir ${source}`)
+    const dir = mkdtempSync(join(tmpdir(), PREFIX))
+    const snapshot = new InspectionSnapshot(source, dir, key)
+    live.add(dir)
+    if (!exitHook) {
+      exitHook = true
+      process.once('exit', () => {
+        for (const d of live) rmSync(d, { recursive: true, force: true })
+      })
+    }
+    inspected.set(key, (inspected.get(key) ?? 0) + 1)
+    try {
+      for (const entry of readdirSync(source, { withFileTypes: true })) {
+        if (!entry.isFile()) continue // LevelDB keeps no folders in its own
+        const from = join(source, entry.name)
+        const to = join(dir, entry.name)
+        if (entry.name === 'LOCK') {
+          try {
+            linkSync(from, to)
+          } catch {
+            // Another file system: LevelDB makes its own LOCK here; /proc/locks was the check.
+          }
+        } else if (TABLE.test(entry.name)) {
+          try {
+            linkSync(from, to)
+          } catch {
+            copyFileSync(from, to)
+          }
+        } else {
+          copyFileSync(from, to)
+        }
+      }
+      if (!existsSync(join(dir, 'CURRENT'))) throw noStoreError(source) // gone while copying
+    } catch (err) {
+      snapshot.remove()
+      throw err
+    }
+    return snapshot
+  }
+
+  /** `text` with the snapshot's path replaced by the folder's (LevelDB's messages name the files it opened). */
+  rename(text: string): string {
+    return text.split(this.dir).join(this.source)
+  }
+
+  /** Removes the snapshot (once; the folder inspected is not touched). */
+  remove(): void {
+    if (this.removed) return
+    this.removed = true
+    rmSync(this.dir, { recursive: true, force: true })
+    live.delete(this.dir)
+    const n = (inspected.get(this.key) ?? 1) - 1
+    if (n > 0) inspected.set(this.key, n)
+    else inspected.delete(this.key)
+  }
+}
