@@ -4,7 +4,7 @@ import { Replica, type Logger, type Network, type ReplicaOptions, type Store, Co
 import { yjsBackend } from '@convergent/yjs'
 import { automergeBackend } from '@convergent/automerge'
 import { checkEncryptedFolder, classicLevelStore, interruptedSwap, memoryLevelStore, readEncryptionKey, type EncryptionOptions } from '@convergent/level'
-import { createLibp2pNetwork, identityPeerId, isVerifiablePeerId, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
+import { createLibp2pNetwork, isVerifiablePeerId, Libp2pNetwork, verifyPeerSignature, type Libp2pNetworkOptions } from '@convergent/libp2p'
 import { Registry } from 'prom-client'
 import { clusterOf, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
@@ -31,7 +31,7 @@ export type Durability = 'fsync' | 'process'
 
 const DURABILITIES: readonly Durability[] = ['fsync', 'process']
 
-export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network' | 'peerId'> {
+export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' | 'network'> {
   /**
    * @internal For tools that look into a folder (the CLI): a damaged record fails the read
    * (ERR_STORE_CORRUPT naming it) instead of being moved aside, so the folder stays as it was.
@@ -154,15 +154,6 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   // address), and classic-level locks its folder as soon as the store is constructed — a
   // failure after that would leave the folder locked for the rest of the process.
   let net: Network | undefined
-  // Without a network, a folder still runs as its own peer id (counter rights and the change
-  // feed name it; 'local' would strand rights the day it runs networked). Made if missing,
-  // as a networked open would — but only read when inspecting, which writes nothing.
-  let self: string | undefined
-  if (network === false && dir !== undefined) {
-    const file = join(dir, 'peer-id.key')
-    // A damaged identity refuses the open, as with a network; inspecting reads the data all the same.
-    self = inspect === true ? await identityPeerId(file, { create: false }).catch(() => undefined) : await identityPeerId(file)
-  }
   if (network === false) net = undefined
   else if (network !== undefined) net = network
   else {
@@ -194,7 +185,6 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
       store,
       backends,
       ...(net ? { network: net } : {}),
-      ...(self !== undefined ? { peerId: self } : {}),
       ...(trust ? { trust } : {}),
     })
   } catch (err) {

@@ -1,7 +1,6 @@
 // open(), the facade: failures leave nothing locked, bad folders and options get clear errors,
 // and the durability option decides whether LevelDB batches are fsynced.
-import { existsSync } from 'node:fs'
-import { rm, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { expect } from 'chai'
@@ -54,9 +53,7 @@ describe('open()', function () {
     it('a damaged peer-id.key', async function () {
       await writeFile(join(dir, 'peer-id.key'), 'not a key')
       await rejectsWith(open({ dir, logger: silentLogger }), 'ERR_INVALID_ARGUMENT', /peer-id\.key/)
-      // Offline too the folder runs as its identity, so it is refused the same way; not locked: inspection opens it.
-      await rejectsWith(open({ dir, network: false, logger: silentLogger }), 'ERR_INVALID_ARGUMENT', /peer-id\.key/)
-      await expectOpenable({ inspect: true })
+      await expectOpenable()
     })
 
     it('a bad namespace', async function () {
@@ -94,38 +91,6 @@ describe('open()', function () {
     const replica = await open({ dir, network: false, logger: silentLogger, limits: { maxValueBytes: 2048, maxDepth: 8 } })
     await replica.collection('c').put('k', { v: 1 })
     await replica.close()
-  })
-
-  it('without a network, a folder runs as its own peer id: counter rights taken offline are spent once it runs networked', async function () {
-    const offline = await open({ dir, network: false, logger: silentLogger })
-    const self = offline.peerId
-    expect(self).to.match(/^12D3KooW/)
-    await offline.counter('stock', { min: 0 }).increment('mug', 3)
-    expect(await offline.counter('stock').rights('mug')).to.equal(3)
-    await offline.close()
-    const online = await open({ dir, logger: silentLogger })
-    try {
-      expect(online.peerId).to.equal(self)
-      const stock = online.counter('stock', { min: 0 })
-      expect(await stock.rights('mug')).to.equal(3)
-      await stock.decrement('mug', 2)
-      expect(await stock.value('mug')).to.equal(1)
-    } finally {
-      await online.close()
-    }
-    // Inspection reads the identity and makes none.
-    const { dir: other, cleanup: cleanupOther } = await tempDir('convergent-open-')
-    try {
-      const seeded = await open({ dir: other, network: false, logger: silentLogger })
-      await seeded.close()
-      await rm(join(other, 'peer-id.key'))
-      const looking = await open({ dir: other, network: false, logger: silentLogger, inspect: true })
-      expect(looking.peerId).to.equal('local')
-      await looking.close()
-      expect(existsSync(join(other, 'peer-id.key'))).to.equal(false)
-    } finally {
-      await cleanupOther()
-    }
   })
 
   describe('dir that cannot be a folder', function () {

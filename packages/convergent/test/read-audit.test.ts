@@ -93,7 +93,7 @@ describe('Read audit: reads of personal fields, per collection, bounded and dura
     for (const e of log) {
       expect(e.time).to.be.within(t0, t1)
       expect(e.collection).to.equal('customers')
-      expect(e.peer).to.equal(replica.peerId) // the folder's identity, without a network too
+      expect(e.peer).to.equal('local')
     }
     const shape = (e: ReadAuditEntry) => [e.seq, e.via, e.id, e.subject, e.fields, e.actor]
     const byEntries = log.filter((e) => e.via === 'entries').map(shape)

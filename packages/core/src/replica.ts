@@ -48,13 +48,6 @@ export interface ReplicaOptions {
   /** How this replica reaches others; omitted → a replica on its own. */
   network?: Network
   /**
-   * This replica's peer id when it has no network (open({ dir, network: false }) passes its
-   * folder's identity, so counter rights and the change feed name the same id as when it runs
-   * networked). Default 'local'. With a network, the network's id; another one here is
-   * ERR_INVALID_ARGUMENT.
-   */
-  peerId?: string
-  /**
    * How long after open a replica with bootstrap peers waits for one of them before it warns
    * that none is connected (the likely causes: another cluster key or namespace, an address
    * that is not reachable). Default 15,000 ms.
@@ -395,7 +388,8 @@ export class Replica {
     }
     const bootstrap = options.network?.bootstrapPeers?.length ?? 0
     for (const address of options.network?.bootstrapPeers ?? []) {
-      const id = /\/p2p\/([^/]+)/.exec(address)?.[1]
+      // The last /p2p/ part: the peer reached (a relay address names the relay first).
+      const id = [...address.matchAll(/\/p2p\/([^/]+)/g)].at(-1)?.[1]
       if (id !== undefined) this.bootstrapIds.add(id)
     }
     if (options.network === undefined) this.ready = { at: this.clock.now(), reason: 'no network: a replica on its own' }
@@ -633,13 +627,7 @@ export class Replica {
       if (options.trust !== undefined && options.network === undefined) {
         throw new ConvergentError('ERR_INVALID_ARGUMENT', 'trust (cluster admins) needs a network: a policy names peer ids.')
       }
-      if (options.network !== undefined && options.peerId !== undefined && options.peerId !== options.network.peerId) {
-        throw new ConvergentError(
-          'ERR_INVALID_ARGUMENT',
-          `peerId ${JSON.stringify(options.peerId)} is not the network's (${options.network.peerId}): pass it only without a network.`,
-        )
-      }
-      const access = new Access(options.trust, selfOf(options), options.namespace ?? 'default', options.store, logger)
+      const access = new Access(options.trust, options.network?.peerId ?? 'local', options.namespace ?? 'default', options.store, logger)
       await access.load()
       const personal = new SubjectKeys(options.store, access, options.namespace ?? 'default', logger)
       personal.cipher = personalCipher
@@ -667,6 +655,7 @@ export class Replica {
       replica.verifyDigests()
       return replica
     } catch (err) {
+      if (replica?.bootstrapCheck !== undefined) replica.clock.clearTimeout(replica.bootstrapCheck)
       await options.network?.stop().catch(() => undefined)
       await options.store.close().catch(() => undefined)
       throw err
@@ -728,9 +717,9 @@ export class Replica {
   /** The signed cluster policy (see PolicyApi). */
   readonly policy: PolicyApi
 
-  /** This replica's peer id: its network's; without one, options.peerId or 'local'. */
+  /** This replica's peer id on the network ('local' without one). */
   get peerId(): string {
-    return selfOf(this.options)
+    return this.options.network?.peerId ?? 'local'
   }
 
   /** Addresses other replicas can use as `peers` to reach this one. */
@@ -1186,9 +1175,4 @@ function processActor(peerId: string, clock: Clock): Pick<EntitiesOptions, 'acto
       actor = boundActor(peerId, randomBytes(clock, 16))
     },
   }
-}
-
-/** A replica's own peer id (see ReplicaOptions.peerId). */
-function selfOf(options: Pick<ReplicaOptions, 'network' | 'peerId'>): string {
-  return options.network?.peerId ?? options.peerId ?? 'local'
 }

@@ -10,7 +10,8 @@
  * *.sst; copies when linking fails, e.g. another file system) and COPIES of everything else
  * (CURRENT, MANIFEST-*, *.log, LOG, the store's side files): LevelDB rewrites those in the
  * snapshot and never touches the folder's. The snapshot is removed when the store closes (and
- * when its open fails), and at process exit if it is still there.
+ * when its open fails), at process exit, and on SIGINT, SIGTERM or SIGHUP (a read command
+ * stopped with Ctrl-C); one a killed process left (SIGKILL) goes with the next inspection.
  *
  * The folder's LOCK is hard-linked into the snapshot too (never copied nor opened here: closing
  * any descriptor of it would drop a lock this process holds on it), so LevelDB's lock in the
@@ -28,7 +29,9 @@ import { lockedError } from './errors.js'
 
 /** Files LevelDB never changes once written: linked, not copied. */
 const TABLE = /\.(?:ldb|sst)$/
+/** Snapshot folders are `convergent-inspect-<pid>-…`: one left by a process that is gone is swept by the next inspection. */
 const PREFIX = 'convergent-inspect-'
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
 /** Whether `dir` holds a LevelDB database (its CURRENT file). */
 export function holdsStore(dir: string): boolean {
@@ -60,9 +63,60 @@ const services = new Map<string, Set<Service>>()
 type Service = { status: string; once(event: 'closed', listener: () => void): unknown }
 /** Folders inspected now in this process: number of inspections of each. */
 const inspected = new Map<string, number>()
-/** Snapshots not removed yet: removed at exit if the process ends first. */
+/** Snapshots not removed yet: removed at exit, or on a signal that ends the process, if it ends first. */
 const live = new Set<string>()
 let exitHook = false
+
+function removeLive(): void {
+  for (const d of live) rmSync(d, { recursive: true, force: true })
+  live.clear()
+}
+
+/**
+ * Ctrl-C, SIGTERM or SIGHUP during a read command: the snapshots go before the process does
+ * ('exit' is not emitted for a signal). Listening only while one is live, and the signal is
+ * raised again once no other listener is left, so its default action (ending the process) runs.
+ */
+function onSignal(signal: (typeof SIGNALS)[number]): void {
+  removeLive()
+  disarm()
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+}
+const handlers = new Map(SIGNALS.map((signal) => [signal, () => onSignal(signal)]))
+function arm(): void {
+  for (const [signal, handler] of handlers) process.on(signal, handler)
+}
+function disarm(): void {
+  for (const [signal, handler] of handlers) process.off(signal, handler)
+}
+
+/** Removes snapshots whose process is gone (killed with SIGKILL, or a crash): they hold copies of a store, and links that keep its old tables' space. */
+function sweepStale(): void {
+  let names: string[]
+  try {
+    names = readdirSync(tmpdir())
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const pid = Number(/^convergent-inspect-(\d+)-/.exec(name)?.[1])
+    if (!Number.isSafeInteger(pid) || pid === process.pid || alive(pid)) continue
+    try {
+      rmSync(join(tmpdir(), name), { recursive: true, force: true })
+    } catch {
+      // Another user's (0700): theirs to sweep.
+    }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH' // EPERM: another user's, alive
+  }
+}
 
 /**
  * Called by classicLevelStore before it makes the database of a store that may write: refuses a
@@ -132,16 +186,17 @@ export class InspectionSnapshot {
     const key = keyOf(source)
     const lock = join(source, 'LOCK')
     if ((inspected.get(key) ?? 0) > 0 || inUseHere(key) || lockedInProcLocks(lock)) throw lockedError(`data dir ${source}`)
-    const dir = mkdtempSync(join(tmpdir(), PREFIX))
+    sweepStale()
+    const dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`))
     const snapshot = new InspectionSnapshot(source, dir, key)
+    if (live.size === 0) arm()
     live.add(dir)
     if (!exitHook) {
       exitHook = true
-      process.once('exit', () => {
-        for (const d of live) rmSync(d, { recursive: true, force: true })
-      })
+      process.once('exit', removeLive)
     }
     inspected.set(key, (inspected.get(key) ?? 0) + 1)
+    let linked = false
     try {
       for (const entry of readdirSync(source, { withFileTypes: true })) {
         if (!entry.isFile()) continue // LevelDB keeps no folders in its own
@@ -150,8 +205,9 @@ export class InspectionSnapshot {
         if (entry.name === 'LOCK') {
           try {
             linkSync(from, to)
+            linked = true
           } catch {
-            // Another file system: LevelDB makes its own LOCK here; /proc/locks was the check.
+            // Another file system (or a LOCK this user may not link): LevelDB makes its own LOCK here; /proc/locks is the check.
           }
         } else if (TABLE.test(entry.name)) {
           try {
@@ -164,6 +220,8 @@ export class InspectionSnapshot {
         }
       }
       if (!existsSync(join(dir, 'CURRENT'))) throw noStoreError(source) // gone while copying
+      // Not holding the folder's lock, a service may have started while we copied: the copy may be torn.
+      if (!linked && lockedInProcLocks(lock)) throw lockedError(`data dir ${source}`)
     } catch (err) {
       snapshot.remove()
       throw err
@@ -182,6 +240,7 @@ export class InspectionSnapshot {
     this.removed = true
     rmSync(this.dir, { recursive: true, force: true })
     live.delete(this.dir)
+    if (live.size === 0) disarm()
     const n = (inspected.get(this.key) ?? 1) - 1
     if (n > 0) inspected.set(this.key, n)
     else inspected.delete(this.key)

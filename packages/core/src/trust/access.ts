@@ -484,7 +484,8 @@ export class Access {
         const bad = members.find((id) => !isPeerId(id))
         if (bad !== undefined) throw invalid(`role '${role}' names ${named(bad)}, which is not a peer id with a public key (12D3KooW…)`)
       }
-      const bad = doc.revoked?.find((id) => !isPeerId(id))
+      // Only revocations new here: those already signed stay in every later version (sticky), whatever they name.
+      const bad = doc.revoked?.find((id) => !isPeerId(id) && !this.revoked.has(id))
       if (bad !== undefined) throw invalid(`revoked names ${named(bad)}, which is not a peer id with a public key (12D3KooW…)`)
     }
     const admin = doc.revoked?.find((id) => this.admins.has(id))
