@@ -77,18 +77,18 @@ describe('open()', function () {
     await replica.close()
   })
 
-  it('limits: an unknown name or a value that is not a positive integer is ERR_INVALID_ARGUMENT', async function () {
+  it('limits: an unknown name or a value that is not a positive finite number is ERR_INVALID_ARGUMENT', async function () {
     const bad: [Record<string, unknown>, RegExp][] = [
-      [{ maxValueBytes: -1 }, /limits\.maxValueBytes must be a positive integer, got -1/],
+      [{ maxValueBytes: -1 }, /limits\.maxValueBytes must be a positive number, got -1/],
       [{ maxDepth: 0 }, /limits\.maxDepth/],
-      [{ maxDeltaBytes: 1.5 }, /limits\.maxDeltaBytes/],
+      [{ maxDeltaBytes: Infinity }, /limits\.maxDeltaBytes/],
       [{ maxCollections: '10' }, /limits\.maxCollections/],
       [{ maxValueByte: 1024 }, /no limit "maxValueByte"/],
     ]
     for (const [limits, pattern] of bad) {
       await rejectsWith(open({ dir, network: false, logger: silentLogger, limits }), 'ERR_INVALID_ARGUMENT', pattern)
     }
-    const replica = await open({ dir, network: false, logger: silentLogger, limits: { maxValueBytes: 2048, maxDepth: 8 } })
+    const replica = await open({ dir, network: false, logger: silentLogger, limits: { maxValueBytes: 2048, maxDepth: 8, inboundRatePerSecond: 0.5 } })
     await replica.collection('c').put('k', { v: 1 })
     await replica.close()
   })

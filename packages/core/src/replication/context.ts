@@ -98,7 +98,7 @@ export const DEFAULT_REPLICATION_LIMITS: ReplicationLimits = {
 }
 
 /**
- * Checks `open({ limits })`: every key one of the limits, every value a positive integer
+ * Checks `open({ limits })`: every key one of the limits, every value a positive finite number
  * (ERR_INVALID_ARGUMENT otherwise). A typo in a name, or a 0 or -1 meant as "no limit", would
  * otherwise be taken without a word — and a limit of -1 refuses every write.
  */
@@ -109,8 +109,9 @@ export function checkLimits(limits: unknown, known: readonly string[]): void {
   for (const [name, value] of Object.entries(limits)) {
     if (!known.includes(name)) throw new ConvergentError('ERR_INVALID_ARGUMENT', `limits has no limit ${JSON.stringify(name)} (known: ${known.join(', ')}).`)
     if (value === undefined) continue
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      throw new ConvergentError('ERR_INVALID_ARGUMENT', `limits.${name} must be a positive integer, got ${JSON.stringify(value)}.`)
+    // Rates may be fractional (0.5 a second); every limit is finite: none means "unbounded".
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+      throw new ConvergentError('ERR_INVALID_ARGUMENT', `limits.${name} must be a positive number, got ${JSON.stringify(value)}.`)
     }
   }
 }
