@@ -52,10 +52,20 @@ describe('review s30: waiting changes and policy members', function () {
     const got = await applyRemoteDelta(ctx, ORDERS, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([c3, forged]), [await headOf(c3), await headOf(c5)]))
     expect(got).to.not.equal('applied')
     // The genuine c4 still comes and releases c5.
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([c3, c4]), [await headOf(c4)]))).to.be.oneOf(['applied', 'later'])
+    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(concatBytes([c3, c4]), [await headOf(c4)]))).to.be.oneOf([
+      'applied',
+      'later',
+    ])
     await waitFor(async () => {
       if ((await notes(r[SUPPORT]!).get('n1'))?.text === 'five') return true
-      await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(A.save(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))), [await headOf(c5)]))
+      await applyRemoteDelta(
+        ctx,
+        ADMIN,
+        'notes',
+        'automerge',
+        'n1',
+        encodeHeaded(A.save(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1'))), [await headOf(c5)]),
+      )
       return (await notes(r[SUPPORT]!).get('n1'))?.text === 'five'
     }, 'five at SUPPORT')
   })
