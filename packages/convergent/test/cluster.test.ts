@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
-import { createLibp2pNetwork, generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
+import { createLibp2pNetwork, folderPeerId, generateClusterKey, isConvergentError, open, type OpenOptions, type Replica } from '../src/index.js'
 import { recordingLogger, tempDir, waitFor } from './helpers.js'
 
 /** Fast redials, so a refused dialer retries many times within a test's window. */
@@ -158,7 +158,7 @@ describe('open({ cluster: { key } }): membership by a pre-shared key', function 
       await offline.close()
       // But admins are refused: with no network there is no key to sign a policy with (they were dropped unsaid).
       await rejectsWith(
-        open({ dir, network: false, cluster: { key, admins: [offline.peerId] }, logger: silentLogger }),
+        open({ dir, network: false, cluster: { key, admins: [await folderPeerId(dir)] }, logger: silentLogger }),
         'ERR_INVALID_ARGUMENT',
         /needs the network/,
       )
