@@ -5,37 +5,13 @@
 // reported no damage, with acknowledged writes silently gone; and a read command on an empty
 // db/ created a new LevelDB there. Read commands now open a private snapshot (inspect.ts in
 // @convergent/level). The CLI runs in a child process, as users run it.
-import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { open, silentLogger } from '../src/index.js'
 import { cli } from './helpers.js'
-
-/**
- * LevelDB's LOCK, by its size only: never opened here. Closing any descriptor of a file drops
- * every POSIX lock this process holds on it, so reading it would unlock a store open here.
- */
-async function lockFile(path: string): Promise<string> {
-  return `LOCK of ${(await stat(path)).size} bytes`
-}
-
-/** Every file and folder under `dir`, by relative name: sha256 of its bytes ('dir' for a folder; LOCK: see lockFile). */
-async function tree(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {}
-  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    const path = join(entry.parentPath, entry.name)
-    out[path.slice(dir.length + 1)] = entry.isDirectory()
-      ? 'dir'
-      : entry.name === 'LOCK'
-        ? await lockFile(path)
-        : createHash('sha256')
-            .update(await readFile(path))
-            .digest('hex')
-  }
-  return out
-}
+import { folderTree } from '@convergent/core/testing'
 
 const snapshots = async (): Promise<string[]> => (await readdir(tmpdir())).filter((n) => n.startsWith('convergent-inspect-'))
 
@@ -61,7 +37,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
     await products.put('cup', { name: 'Cup', price: 8 })
     await products.update('mug', (p) => void (p.price = 10))
     await replica.close()
-    const was = await tree(dir)
+    const was = await folderTree(dir)
     expect(Object.keys(was).some((n) => n.startsWith('db/') && n.endsWith('.log'))).to.equal(true)
     const commands = [
       ['collections', dir],
@@ -75,7 +51,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
     for (const command of commands) {
       const r = await cli(...command)
       expect(r.code, `${command.join(' ')}: ${r.stderr}`).to.equal(0)
-      expect(await tree(dir), command.join(' ')).to.deep.equal(was)
+      expect(await folderTree(dir), command.join(' ')).to.deep.equal(was)
     }
   })
 
@@ -91,7 +67,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
     expect(bytes.length).to.be.greaterThan(20_000)
     bytes[10_000]! ^= 0xff
     await writeFile(log, bytes)
-    const was = await tree(dir)
+    const was = await folderTree(dir)
 
     for (const command of [
       ['collections', dir],
@@ -105,7 +81,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
       expect(r.stderr, command.join(' ')).to.match(/left as it is: opened for inspection/)
       expect(r.stderr, command.join(' ')).to.match(/LevelDB dropped \d+ bytes of its write-ahead log/)
       expect(r.stderr, "it names the folder's own log").to.include(log)
-      expect(await tree(dir), command.join(' ')).to.deep.equal(was)
+      expect(await folderTree(dir), command.join(' ')).to.deep.equal(was)
     }
 
     replica = await open({ dir, network: false, logger: silentLogger })
@@ -125,7 +101,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
       await rm(join(dir, 'db'), { recursive: true, force: true })
       await mkdir(join(dir, 'db'))
       if (junk) await writeFile(join(dir, 'db', 'notes.txt'), 'not a database\n')
-      const was = await tree(dir)
+      const was = await folderTree(dir)
       for (const command of [
         ['collections', dir],
         ['ls', dir, 'c'],
@@ -136,7 +112,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
         expect(r.code, command.join(' ')).to.equal(1)
         expect(r.stderr, command.join(' ')).to.match(/ERR_STORE\b.*holds no Convergent store/)
         expect(r.stderr.trim().split('\n'), r.stderr).to.have.length(1)
-        expect(await tree(dir), `${command.join(' ')} (junk: ${junk})`).to.deep.equal(was)
+        expect(await folderTree(dir), `${command.join(' ')} (junk: ${junk})`).to.deep.equal(was)
       }
     }
   })
@@ -145,7 +121,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
     const replica = await open({ dir, network: false, logger: silentLogger })
     try {
       await replica.collection('c').put('a', { n: 1 })
-      const was = await tree(dir)
+      const was = await folderTree(dir)
       for (const command of [
         ['collections', dir],
         ['dump', dir, 'c'],
@@ -154,7 +130,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
         expect(r.code, command.join(' ')).to.equal(1)
         expect(r.stderr, command.join(' ')).to.match(/ERR_STORE\b.*is locked by another process/)
         expect(r.stderr.trim().split('\n'), r.stderr).to.have.length(1)
-        expect(await tree(dir), command.join(' ')).to.deep.equal(was)
+        expect(await folderTree(dir), command.join(' ')).to.deep.equal(was)
       }
     } finally {
       await replica.close()

@@ -7,7 +7,6 @@
  * and on a damaged log it let LevelDB delete the damaged log: the next inspection succeeded and
  * the service's next open reported no damage, with acknowledged writes silently gone.
  */
-import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,31 +15,7 @@ import { classicLevelStore, type LevelStore } from '../src/index.js'
 import { entityId, entityWrite } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
 import { rejection, removeDir, tempDir } from './helpers.js'
-
-/**
- * LevelDB's LOCK, by its size only: never opened here. Closing any descriptor of a file drops
- * every POSIX lock this process holds on it, so reading it would unlock a store open here.
- */
-async function lockFile(path: string): Promise<string> {
-  return `LOCK of ${(await stat(path)).size} bytes`
-}
-
-/** Every file under `dir` (recursively), by relative name: sha256 of its bytes ('dir' for a folder; LOCK: see lockFile). */
-async function tree(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {}
-  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    const path = join(entry.parentPath, entry.name)
-    const name = path.slice(dir.length + 1)
-    out[name] = entry.isDirectory()
-      ? 'dir'
-      : entry.name === 'LOCK'
-        ? await lockFile(path)
-        : createHash('sha256')
-            .update(await readFile(path))
-            .digest('hex')
-  }
-  return out
-}
+import { folderTree } from '@convergent/core/testing'
 
 /** The inspection snapshots in the temp folder (none is left behind). */
 async function snapshots(): Promise<string[]> {
@@ -92,7 +67,7 @@ describe('classic-level store opened for inspection: the folder is left exactly 
 
   it('reading changes no byte and no name in the folder (the log, CURRENT, MANIFEST, LOG stay)', async function () {
     await written(50)
-    const was = await tree(dir)
+    const was = await folderTree(dir)
     assert.ok(
       Object.keys(was).some((n) => n.endsWith('.log')),
       'the writes are in the log',
@@ -104,18 +79,18 @@ describe('classic-level store opened for inspection: the folder is left exactly 
       assert.equal((await store.readEntity('c', entityId(50)))?.deltas.length, 1)
       assert.deepEqual(store.damage, [])
       await store.close()
-      assert.deepEqual(await tree(dir), was, `after inspection ${round + 1}`)
+      assert.deepEqual(await folderTree(dir), was, `after inspection ${round + 1}`)
     }
   })
 
   it('an encrypted folder: read with its key, nothing written', async function () {
     await written(5, { encryption: { key: KEY } })
-    const was = await tree(dir)
+    const was = await folderTree(dir)
     const store = classicLevelStore(dir, { inspect: true, encryption: { key: KEY } })
     await store.open()
     assert.equal(await store.lastSeq('c'), 5)
     await store.close()
-    assert.deepEqual(await tree(dir), was)
+    assert.deepEqual(await folderTree(dir), was)
   })
 
   it('a damaged log: every inspection fails with ERR_STORE_CORRUPT, and the service still reports the damage', async function () {
@@ -127,7 +102,7 @@ describe('classic-level store opened for inspection: the folder is left exactly 
     assert.ok(bytes.length > 20_000, `${bytes.length} bytes in the log`)
     bytes[10_000]! ^= 0xff
     await writeFile(log, bytes)
-    const was = await tree(dir)
+    const was = await folderTree(dir)
 
     for (let round = 1; round <= 3; round++) {
       const err = await refusal(() => classicLevelStore(dir, { inspect: true }))
@@ -137,7 +112,7 @@ describe('classic-level store opened for inspection: the folder is left exactly 
       // It names the folder's own log, not the snapshot's copy of it.
       assert.ok(err.message.includes(log), err.message)
       assert.ok(!err.message.includes(tmpdir() + '/convergent-inspect-'), err.message)
-      assert.deepEqual(await tree(dir), was, `after inspection ${round}`)
+      assert.deepEqual(await folderTree(dir), was, `after inspection ${round}`)
     }
 
     const service = classicLevelStore(dir)
@@ -161,14 +136,14 @@ describe('classic-level store opened for inspection: the folder is left exactly 
     await mkdir(junk)
     await writeFile(join(junk, 'notes.txt'), 'not a database\n')
     await writeFile(join(junk, '000001.log'), 'garbage')
-    const was = await tree(dir)
+    const was = await folderTree(dir)
     for (const folder of [missing, empty, junk]) {
       for (const options of [{ inspect: true }, { inspect: true, encryption: { key: KEY } }]) {
         const err = await refusal(() => classicLevelStore(folder, options))
         assert.equal(err.code, 'ERR_STORE', `${folder}: ${err.message}`)
         assert.match(err.message, /holds no Convergent store/)
         assert.ok(err.message.includes(folder), err.message)
-        assert.deepEqual(await tree(dir), was, `${folder} ${JSON.stringify(options)}`)
+        assert.deepEqual(await folderTree(dir), was, `${folder} ${JSON.stringify(options)}`)
       }
     }
     await assert.rejects(stat(missing), /ENOENT/)
@@ -180,11 +155,11 @@ describe('classic-level store opened for inspection: the folder is left exactly 
     const service = classicLevelStore(dir)
     await service.open()
     try {
-      const was = await tree(dir)
+      const was = await folderTree(dir)
       const err = await refusal(() => classicLevelStore(dir, { inspect: true }))
       assert.equal(err.code, 'ERR_STORE', err.message)
       assert.match(err.message, locked)
-      assert.deepEqual(await tree(dir), was)
+      assert.deepEqual(await folderTree(dir), was)
     } finally {
       await service.close()
     }

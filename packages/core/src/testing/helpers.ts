@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Logger } from '../logger.js'
@@ -34,4 +35,25 @@ export function recordingLogger(): Logger & { lines: { message: string; fields?:
     warn: (message, fields) => lines.push({ message, ...(fields ? { fields } : {}) }),
     error: (message, fields) => lines.push({ message, ...(fields ? { fields } : {}) }),
   }
+}
+
+/**
+ * Every file and folder under `dir`, by relative name: the SHA-256 of its bytes ('dir' for a
+ * folder). A LevelDB LOCK file by its size only, never opened: closing any descriptor of a file
+ * drops every POSIX lock this process holds on it, so reading it would unlock a store open here.
+ * Two trees equal: nothing in the folder was created, removed or changed.
+ */
+export async function folderTree(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath, entry.name)
+    out[path.slice(dir.length + 1)] = entry.isDirectory()
+      ? 'dir'
+      : entry.name === 'LOCK'
+        ? `LOCK of ${(await stat(path)).size} bytes`
+        : createHash('sha256')
+            .update(await readFile(path))
+            .digest('hex')
+  }
+  return out
 }
