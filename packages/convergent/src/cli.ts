@@ -340,6 +340,10 @@ program
   .argument('<dir>', 'the data folder')
   .requiredOption('--new-key-file <file>', 'the key to encrypt with (64 hex characters; `openssl rand -hex 32`)')
   .action(async (dir: string, opts: { newKeyFile: string }) => {
+    // --key-file names a current key: a plain folder has none (the new one is --new-key-file).
+    if (program.opts<{ keyFile?: string }>().keyFile !== undefined) {
+      throw new CliError(`encrypt takes the key to encrypt with as --new-key-file, not --key-file (a plain folder has no current key); nothing was written`)
+    }
     const result = await recryptStore(join(dataDir(dir), 'db'), undefined, { keyFile: opts.newKeyFile }).catch((err: unknown) => {
       if (isConvergentError(err) && err.code === 'ERR_ENCRYPTED') {
         throw new CliError(
@@ -374,7 +378,11 @@ program
   .action(async (dir: string) => {
     const keyFile = program.opts<{ keyFile?: string }>().keyFile
     if (keyFile === undefined) throw new CliError('decrypt needs the current key: --key-file <file> (before the command name or after it)')
-    const result = await recryptStore(join(dataDir(dir), 'db'), { keyFile }, undefined)
+    const result = await recryptStore(join(dataDir(dir), 'db'), { keyFile }, undefined).catch((err: unknown) => {
+      if (isConvergentError(err) && err.code === 'ERR_NOT_ENCRYPTED')
+        throw new CliError(`${dir} is stored in plain already: nothing to decrypt, nothing was written`)
+      throw err
+    })
     out(result.resumed ? 'finished an interrupted run' : `decrypted ${result.records} records`)
   })
 

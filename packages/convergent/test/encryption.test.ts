@@ -206,7 +206,17 @@ describe('convergent encrypt / rekey', function () {
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_NOT_ENCRYPTED')
     const again = await runNode(CLI, ['decrypt', dir, '--key-file', first])
     expect(again.code).to.not.equal(0)
-    expect(again.stderr).to.match(/plain \(unencrypted\) store/)
+    expect(again.stderr).to.match(/is stored in plain already: nothing to decrypt, nothing was written/)
+    await expectCustomers({})
+  })
+
+  it('encrypt with --key-file (a current key, which a plain folder has none of) is refused and writes nothing, rather than ignored', async function () {
+    await writeCustomers()
+    const first = await keyFile('first', KEY)
+    const wrongFlag = await runNode(CLI, ['encrypt', dir, '--key-file', first, '--new-key-file', first])
+    expect(wrongFlag.code).to.equal(1)
+    expect(wrongFlag.stderr).to.match(/encrypt takes the key to encrypt with as --new-key-file, not --key-file/)
+    expect(await holding(dir, MARKER)).not.to.deep.equal([])
     await expectCustomers({})
   })
 
