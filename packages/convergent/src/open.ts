@@ -87,6 +87,39 @@ export interface OpenOptions extends Omit<ReplicaOptions, 'store' | 'backends' |
   logLevel?: LogLevel
 }
 
+/** Every option open() takes (checked against OpenOptions below: a name added there must be added here). */
+const OPTION_NAMES = [
+  'dir',
+  'durability',
+  'listen',
+  'peers',
+  'network',
+  'defaultBackend',
+  'cluster',
+  'libp2p',
+  'metrics',
+  'encryption',
+  'logger',
+  'logLevel',
+  'inspect',
+  'bootstrapWarnMs',
+  'clock',
+  'namespace',
+  'cacheSize',
+  'compactAfter',
+  'syncIntervalMs',
+  'syncOnConnect',
+  'pushDelayMs',
+  'limits',
+  'trust',
+  'tracerProvider',
+  'readAudit',
+  'personalCipher',
+] as const satisfies readonly (keyof OpenOptions)[]
+// Fails to compile while an option of OpenOptions is missing from OPTION_NAMES.
+const everyOptionNamed: Exclude<keyof OpenOptions, (typeof OPTION_NAMES)[number]> extends never ? true : never = true
+void everyOptionNamed
+
 /**
  * Opens a replica with the defaults: a LevelDB store in `dir` (memory if omitted), the Yjs and
  * Automerge backends, and a libp2p node (TCP on 127.0.0.1, noise, yamux, gossipsub) whose
@@ -110,6 +143,14 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     inspect,
     ...rest
   } = options
+  const unknown = Object.keys(options).filter((key) => !(OPTION_NAMES as readonly string[]).includes(key))
+  if (unknown.length > 0) {
+    // A misspelt `dir` would otherwise run in memory and lose everything at exit.
+    throw new ConvergentError(
+      'ERR_INVALID_ARGUMENT',
+      `open() has no option ${unknown.map((k) => JSON.stringify(k)).join(', ')} (its options: ${OPTION_NAMES.join(', ')}).`,
+    )
+  }
   if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'open({ dir }) needs a folder path (or omit dir to keep everything in memory).')
   }

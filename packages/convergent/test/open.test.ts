@@ -77,6 +77,14 @@ describe('open()', function () {
     await replica.close()
   })
 
+  it('an option open() does not have is ERR_INVALID_ARGUMENT: a misspelt dir would run in memory and lose everything at exit', async function () {
+    await rejectsWith(
+      open({ dri: dir, network: false, logger: silentLogger } as OpenOptions),
+      'ERR_INVALID_ARGUMENT',
+      /open\(\) has no option "dri" \(its options: dir, /,
+    )
+  })
+
   it('limits: an unknown name or a value that is not a positive finite number is ERR_INVALID_ARGUMENT', async function () {
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ maxValueBytes: -1 }, /limits\.maxValueBytes must be a positive number, got -1/],
