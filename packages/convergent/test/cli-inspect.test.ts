@@ -11,11 +11,13 @@ import { join } from 'node:path'
 import { expect } from 'chai'
 import { open, silentLogger } from '../src/index.js'
 import { cli } from './helpers.js'
-import { folderTree } from '@convergent/core/testing'
+import { folderTree, privateTmpdir } from '@convergent/core/testing'
 
 const snapshots = async (): Promise<string[]> => (await readdir(tmpdir())).filter((n) => n.startsWith('convergent-inspect-'))
 
 describe('convergent CLI read commands leave the folder as it was', function () {
+  // Inspections of other test files running beside these (mocha --parallel) make and sweep snapshots too.
+  privateTmpdir('cv-inspect-tests-')
   this.timeout(120_000)
   let dir = ''
   let before: string[] = []

@@ -15,7 +15,7 @@ import { classicLevelStore, type LevelStore } from '../src/index.js'
 import { entityId, entityWrite } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
 import { rejection, removeDir, tempDir } from './helpers.js'
-import { folderTree } from '@convergent/core/testing'
+import { folderTree, privateTmpdir } from '@convergent/core/testing'
 
 /** The inspection snapshots in the temp folder (none is left behind). */
 async function snapshots(): Promise<string[]> {
@@ -40,6 +40,8 @@ async function refusal(make: () => LevelStore): Promise<Error & { code?: string 
 }
 
 describe('classic-level store opened for inspection: the folder is left exactly as it was', function () {
+  // Inspections of other test files running beside these (mocha --parallel) make and sweep snapshots too.
+  privateTmpdir('cv-inspect-tests-')
   this.timeout(60_000)
   let dir = ''
   let child: StoreChild | undefined

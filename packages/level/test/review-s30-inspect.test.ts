@@ -15,6 +15,7 @@ import { classicLevelStore } from '../src/index.js'
 import { entityWrite } from './entity-ops.js'
 import { forkStoreChild } from './fork-child.js'
 import { rejection, removeDir, tempDir } from './helpers.js'
+import { privateTmpdir } from '@convergent/core/testing'
 
 const CHILD = fileURLToPath(new URL('./review-s30-inspect-child.js', import.meta.url))
 
@@ -23,6 +24,8 @@ async function snapshots(): Promise<string[]> {
 }
 
 describe('review s30: inspection snapshots under attack', function () {
+  // Inspections of other test files running beside these (mocha --parallel) make and sweep snapshots too.
+  privateTmpdir('cv-inspect-tests-')
   this.timeout(60_000)
   let dir = ''
   const leftovers: string[] = []

@@ -57,3 +57,23 @@ export async function folderTree(dir: string): Promise<Record<string, string>> {
   }
   return out
 }
+
+/**
+ * Runs a test file's tests with a temp folder of their own (TMPDIR, inherited by the processes
+ * they start): what they leave in it is theirs alone, whatever test files run beside them
+ * (mocha --parallel). Registers mocha before/after hooks; removed with everything in it after.
+ */
+export function privateTmpdir(prefix: string): void {
+  let saved: string | undefined
+  let dir: string | undefined
+  before(async function () {
+    saved = process.env.TMPDIR
+    dir = await mkdtemp(join(tmpdir(), prefix))
+    process.env.TMPDIR = dir
+  })
+  after(async function () {
+    if (saved === undefined) delete process.env.TMPDIR
+    else process.env.TMPDIR = saved
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+}
