@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { classicLevelStore } from '@convergent/level'
-import { open, silentLogger } from '../src/index.js'
-import { cli, folderRecords } from './helpers.js'
+import { cli, folderRecords, productsFolder } from './helpers.js'
 
 interface RawLevel {
   keys(o: object): { all(): Promise<string[]> }
@@ -39,12 +38,7 @@ describe('convergent CLI on a damaged folder', function () {
 
   beforeEach(async function () {
     dir = mkdtempSync(join(tmpdir(), 'convergent-cli-damaged-'))
-    const replica = await open({ dir, network: false, logger: silentLogger })
-    const products = replica.collection('products')
-    await products.put('mug', { name: 'Mug', price: 12 })
-    await products.put('cup', { name: 'Cup', price: 8 })
-    await products.update('mug', (p) => void (p.price = 10))
-    await replica.close()
+    await productsFolder(dir)
   })
 
   afterEach(function () {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { open, silentLogger } from '../src/index.js'
-import { cli } from './helpers.js'
+import { cli, productsFolder } from './helpers.js'
 import { folderTree, privateTmpdir } from '@convergent/core/testing'
 
 const snapshots = async (): Promise<string[]> => (await readdir(tmpdir())).filter((n) => n.startsWith('convergent-inspect-'))
@@ -33,12 +33,7 @@ describe('convergent CLI read commands leave the folder as it was', function () 
   })
 
   it('each read command once: the same names and bytes in the whole folder after it (the log not replayed)', async function () {
-    const replica = await open({ dir, network: false, logger: silentLogger })
-    const products = replica.collection('products')
-    await products.put('mug', { name: 'Mug', price: 12 })
-    await products.put('cup', { name: 'Cup', price: 8 })
-    await products.update('mug', (p) => void (p.price = 10))
-    await replica.close()
+    await productsFolder(dir)
     const was = await folderTree(dir)
     expect(Object.keys(was).some((n) => n.startsWith('db/') && n.endsWith('.log'))).to.equal(true)
     const commands = [

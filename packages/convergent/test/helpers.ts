@@ -59,6 +59,16 @@ export async function folderRecords(dir: string): Promise<string[]> {
 
 export { dump, recordingLogger, tempDir, waitFor } from '@convergent/core/testing'
 
+/** A folder of a stopped service: 'products' with mug and cup, mug updated once (its log not yet replayed into a table). */
+export async function productsFolder(dir: string): Promise<void> {
+  const replica = await open({ dir, network: false, logger: silentLogger })
+  const products = replica.collection('products')
+  await products.put('mug', { name: 'Mug', price: 12 })
+  await products.put('cup', { name: 'Cup', price: 8 })
+  await products.update('mug', (p) => void (p.price = 10))
+  await replica.close()
+}
+
 /**
  * Replicas opened by `open()` in temp folders for one suite. After each test: what was given to
  * `first` (servers, raw peers) is stopped, then the replicas are closed, then the folders removed.

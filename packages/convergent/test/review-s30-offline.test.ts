@@ -1,5 +1,6 @@
-// Review s30: open({ dir, network: false }) now runs as the folder's peer id (was 'local').
-// What a folder used offline by the previous release holds under 'local'.
+// Review s30: open({ dir, network: false }) ran as the folder's peer id for a while (837059a)
+// and stranded what a folder used offline by earlier releases holds under 'local'; taken back
+// (939ff00): offline replicas run as 'local'. This holds them to it until 'local' is migrated.
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { Replica, silentLogger } from '@convergent/core'
@@ -22,17 +23,17 @@ describe('review s30: a folder used offline before this release', function () {
     await cleanup()
   })
 
-  /** What open({ dir, network: false }) did before 837059a: the same store, no peer id (so 'local'). */
+  /** What open({ dir, network: false }) did in earlier releases: the same store, no peer id (so 'local'). */
   async function previousReleaseOffline(): Promise<Replica> {
     const replica = await Replica.open({ store: classicLevelStore(join(dir, 'db')), backends: [yjsBackend(), automergeBackend()], logger: silentLogger })
     expect(replica.peerId).to.equal('local')
     return replica
   }
 
-  // HOLE 2: rights of a counter incremented offline under the previous release are held by
-  // 'local'; after the upgrade the same offline service is another holder and cannot spend
-  // them (nobody can: 'local' never runs again), though the value still shows them.
-  it('HOLE 2: counter rights taken offline under the previous release are still spendable offline after the upgrade', async function () {
+  // HOLE 2 (fixed by taking 837059a back): rights of a counter incremented offline under an
+  // earlier release are held by 'local'; run as the folder's peer id, the same offline service
+  // was another holder and could not spend them (nobody could), though the value showed them.
+  it('HOLE 2 (fixed): counter rights taken offline under the previous release are still spendable offline after the upgrade', async function () {
     const before = await previousReleaseOffline()
     await before.counter('stock', { min: 0 }).increment('mug', 3)
     await before.close()

@@ -7,10 +7,11 @@ import * as A from '@automerge/automerge'
 import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
 import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
+import { encodeHeaded } from '../src/replication/heads.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, type Keyring } from './trust-helpers.js'
-import { savedDoc, type State } from './counter-helpers.js'
+import { ctxOf, savedDoc, type State } from './counter-helpers.js'
 
 export const LATE = 'd-late'
 export const NOTES_POLICY: PolicyDocument = {
@@ -146,4 +147,28 @@ export async function notesHeldBySupport(keys: Keyring, track: Replica[]): Promi
   await notes(r[ADMIN]!).put('e', { text: 'base' })
   await waitFor(async () => (await notes(r[SUPPORT]!).get('e')) !== undefined, 'e at SUPPORT')
   return { r, said }
+}
+
+/**
+ * ADMIN, ORDERS and SUPPORT; SUPPORT holds n1 up to c0, then ADMIN, cut off, writes c1…c5 and
+ * SUPPORT takes c3 and c5 (each headed) ahead of the ones before them: both wait there, and the
+ * head SUPPORT keeps for ADMIN's actor is c5's (the newest, not held). ADMIN's changes of n1,
+ * SUPPORT's context, the actor and c2…c5 (review-waiting, review-s30-core).
+ */
+export async function c3AndC5WaitingAtSupport(keys: Keyring, track: Replica[]) {
+  const { hub, r } = await headsCluster(keys, track, [ADMIN, ORDERS, SUPPORT])
+  await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+  await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+  hub.partition([ADMIN], [ORDERS, SUPPORT])
+  for (const text of ['one', 'two', 'three', 'four', 'five']) await notes(r[ADMIN]!).put('n1', { text })
+  const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
+  const [, c2, c3, c4, c5] = all.slice(-5) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]
+  const ctx = ctxOf(r[SUPPORT]!)
+  for (const change of [c3, c5]) {
+    const got = await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(change, [await headOf(keys, change)]))
+    if (got !== 'applied') throw new Error(`a change that overtook the ones before it was ${got}, not applied`)
+  }
+  const actor = A.decodeChange(c5).actor
+  await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
+  return { r, ctx, all, actor, c2, c3, c4, c5 }
 }

@@ -9,14 +9,13 @@ import { LoopbackHub } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { memoryReplica } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { headOf as headOfChange, headsCluster, notes } from './heads-helpers.js'
-import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { c3AndC5WaitingAtSupport, headOf as headOfChange, notes } from './heads-helpers.js'
+import { savedDoc, type State } from './counter-helpers.js'
 
 describe('review s30: waiting changes and policy members', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
   const headOf = (change: Uint8Array, signer = ADMIN): Promise<Uint8Array> => headOfChange(keys, change, signer)
-  const headed = async (change: Uint8Array, signer = ADMIN) => encodeHeaded(change, [await headOf(change, signer)])
 
   // The seed's shape (c3 and c5 wait here, the head kept for ADMIN's actor is c5's, not held): a
   // member relays the entity whole up to c3 — releasing c3 here, which judgeHeads now skips —
@@ -24,18 +23,7 @@ describe('review s30: waiting changes and policy members', function () {
   // never seen), with the genuine heads of c3 and c5. Skipping c3 must not let the forgery in:
   // it is the actor's newest change the document brings, and no head this replica holds covers it.
   it('holds: a fork of the missing seq, riding on a whole document that releases the waiting changes, is refused (the stored head of a still-waiting change covers nothing)', async () => {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    for (const text of ['one', 'two', 'three', 'four', 'five']) await notes(r[ADMIN]!).put('n1', { text })
-    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    const [, , c3, c4, c5] = all.slice(-5) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]
-    const ctx = ctxOf(r[SUPPORT]!)
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c3))).to.equal('applied')
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c5))).to.equal('applied')
-    const actor = A.decodeChange(c5).actor
-    await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
+    const { r, ctx, all, actor, c3, c4, c5 } = await c3AndC5WaitingAtSupport(keys, replicas)
     const [upToC3] = A.applyChanges(
       A.init<State>(),
       all.filter((c) => c !== c4 && c !== c5),
@@ -74,7 +62,7 @@ describe('review s30: waiting changes and policy members', function () {
   // no peer id (a typo). Revocations are sticky, so policy.get() lists it in `revoked` for good,
   // and the admin's natural edit — get(), change a role, set() — is refused ever after, naming
   // an id the admin cannot remove (leaving it out of the document changes nothing: it is added back).
-  it('HOLE 3: an admin can still edit the policy it gets back (get → change a role → set) when a revocation from an older policy names no peer id', async () => {
+  it('HOLE 3 (fixed): an admin can still edit the policy it gets back (get → change a role → set) when a revocation from an older policy names no peer id', async () => {
     const hub = new LoopbackHub()
     const trust = keys.trust(ADMIN, [ADMIN]) as ReturnType<typeof keys.trust> & { isPeerId?: (id: string) => boolean }
     const admin = await memoryReplica({ network: hub.createNetwork(ADMIN), trust, syncIntervalMs: 0 })

@@ -13,7 +13,7 @@ import { memoryLevelStore } from '@convergent/level'
 import { LoopbackHub, type Replica, type Store } from '../src/index.js'
 import { nextTimerTurn, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
-import { adminAheadByTwo, headOf as headOfChange, headsCluster, notes, NOTES_POLICY } from './heads-helpers.js'
+import { adminAheadByTwo, c3AndC5WaitingAtSupport, headOf as headOfChange, headsCluster, notes, NOTES_POLICY } from './heads-helpers.js'
 import { ctxOf, savedDoc, type State } from './counter-helpers.js'
 
 /** A memory store whose writes can be held back (memory runs ahead of the disk meanwhile) and let go in order. */
@@ -258,20 +258,9 @@ describe('review: changes that wait for others (signed heads)', function () {
   // when it came (only one its actor's verified head reaches may wait), as a delta of changes
   // that releases it already takes it.
   it('a whole document that releases changes waiting here, while a later change of their actor still waits, is not refused: the released ones were judged when they came', async () => {
-    const { hub, r } = await cluster([ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    for (const text of ['one', 'two', 'three', 'four', 'five']) await notes(r[ADMIN]!).put('n1', { text })
-    const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
-    const [, c2, c3, c4, c5] = all.slice(-5) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]
-    const ctx = ctxOf(r[SUPPORT]!)
     // c3 and c5 overtook the pushes before them: both wait here, and the head stored for
     // ADMIN's actor is c5's (the newest).
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c3))).to.equal('applied')
-    expect(await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', await headed(c5))).to.equal('applied')
-    const actor = A.decodeChange(c5).actor
-    await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
+    const { r, ctx, all, actor, c2, c3, c4, c5 } = await c3AndC5WaitingAtSupport(keys, replicas)
     // A relay that holds up to c2 sends the entity whole with c2's head: c1 and c2 apply and
     // release c3 (which waited here); c5 still waits for c4.
     const [upToC2] = A.applyChanges(

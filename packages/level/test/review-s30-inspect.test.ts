@@ -64,7 +64,7 @@ describe('review s30: inspection snapshots under attack', function () {
   // the temp folder for good, nothing ever sweeps it, and its hard links keep every table of the
   // store alive (disk space the service's compactions never get back; with a plain store, a
   // readable copy of data the service later deletes or forget()s).
-  it('HOLE 1: an inspection stopped by SIGINT (Ctrl-C) leaves no snapshot behind', async function () {
+  it('HOLE 1 (fixed): an inspection stopped by SIGINT (Ctrl-C) leaves no snapshot behind', async function () {
     await written(2000)
     await written(0) // the service's next open moves the log into a table
     const left = await inspectionStoppedBy('SIGINT')
@@ -77,7 +77,7 @@ describe('review s30: inspection snapshots under attack', function () {
     }
   })
 
-  it('HOLE 1b: a snapshot a killed inspection left behind is cleaned by the next inspection', async function () {
+  it('HOLE 1b (fixed): a snapshot a killed inspection left behind is cleaned by the next inspection', async function () {
     await written(50)
     const left = await inspectionStoppedBy('SIGKILL')
     assert.ok(left !== undefined, 'SIGKILL leaves it (nothing can run)')
