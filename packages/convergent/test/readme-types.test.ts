@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
-import { codeBlocks } from './readme-blocks.js'
+import { codeBlocks, NOT_TYPE_CHECKED } from './readme-blocks.js'
 import { typeCheckBlocks, type ExampleBlock } from './readme-types.js'
 
 // dist/test/readme-types.test.js → the repo root, four folders up.
@@ -39,6 +39,19 @@ describe('README examples type-check', function () {
   it('the READMEs have no ```js examples (this test would not see them)', function () {
     const js = READMES.flatMap((readme) => blocksOf(readme).flatMap((b) => (['js', 'javascript'].includes(b.lang) ? [`${readme}:${b.line}`] : [])))
     expect(js).to.deep.equal([])
+  })
+
+  it('reads each block with its first line, its fence indentation taken off, and the skip mark above it', function () {
+    const markdown = ['# T', '```ts', 'const a = 1', '```', '', NOT_TYPE_CHECKED, '', '1. step', '   ```ts', '   b.c()', '   ```', '```sh', 'ls', '```'].join(
+      '\n',
+    )
+    expect(codeBlocks(markdown)).to.deep.equal([
+      { lang: 'ts', line: 3, code: 'const a = 1\n', skipped: false },
+      { lang: 'ts', line: 10, code: 'b.c()\n', skipped: false },
+      { lang: 'sh', line: 13, code: 'ls\n', skipped: false },
+    ])
+    const marked = ['text', NOT_TYPE_CHECKED, '', '```ts', 'replica.collection()', '```'].join('\n')
+    expect(codeBlocks(marked)).to.deep.equal([{ lang: 'ts', line: 5, code: 'replica.collection()\n', skipped: true }])
   })
 
   it('names the README line and column of an error', function () {
