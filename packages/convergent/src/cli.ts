@@ -11,11 +11,12 @@ import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, sha256, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
 import { checkProof } from '@convergent/core/internal'
 import { recryptStore } from '@convergent/level'
-import { identityPeerId, verifyPeerSignature } from '@convergent/libp2p'
+import { verifyPeerSignature } from '@convergent/libp2p'
 import { generateClusterKey } from './cluster.js'
 import { open } from './open.js'
 import { pseudonym } from './pseudonym.js'
 import { dumpCollection } from './dump.js'
+import { folderIdentity } from './folder-identity.js'
 
 function count(value: string): number {
   const n = Number(value)
@@ -179,10 +180,13 @@ program
   .action(async (dir: string, name: string, id: string | undefined, opts: { since: number; json?: boolean; reads?: boolean; namespace?: string }) => {
     const path = dataDir(dir)
     if (opts.reads === true) return auditReads(dir, path, name, id, opts)
-    const self = await identityPeerId(join(path, 'peer-id.key'), { create: false }).catch(() => undefined)
+    const identity = await folderIdentity(path)
+    const self = identity.peerId
     const tampered = await withReplica(dir, async (replica) => {
       const col = existing(replica, name)
-      out(`# audit of '${name}'${id === undefined ? '' : ` entity '${id}'`} in ${path}; this replica is ${self ?? '(no identity file: peer id unknown)'}`)
+      out(
+        `# audit of '${name}'${id === undefined ? '' : ` entity '${id}'`} in ${path}; this replica is ${identity.peerId ?? `(${identity.why}: peer id unknown)`}`,
+      )
       out(`# ${AUDIT_ATTRIBUTION}`)
       out(opts.namespace === undefined ? '# namespace: not checked (pass --namespace)' : `# namespace: '${opts.namespace}'`)
       if (opts.json !== true) out('# seq\ttime\tid\tkind\tauthor\tsignature')
