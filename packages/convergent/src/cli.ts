@@ -5,7 +5,7 @@
 // `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms;
 // `convergent audit` lists who changed what, re-verifying each signed change's author offline,
 // or with --reads who read which personal fields (the read audit).
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, sha256, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
@@ -42,6 +42,7 @@ async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>,
 
 function dataDir(dir: string): string {
   const path = resolve(dir)
+  if (existsSync(path) && !statSync(path).isDirectory()) throw new CliError(`${path} is a file, not a data folder. Pass the dir given to open({ dir }).`)
   if (!existsSync(join(path, 'db')) && !existsSync(join(path, 'db.convergent-old'))) {
     throw new CliError(`${path} holds no Convergent data (no db/ folder). Pass the dir given to open({ dir }).`)
   }

@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Replica, type Logger, type Network, type ReplicaOptions, type Store, ConvergentError } from '@convergent/core'
 import { yjsBackend } from '@convergent/yjs'
@@ -9,6 +8,7 @@ import { Registry } from 'prom-client'
 import { clusterOf, type ClusterOptions, type NetworkClusterOptions } from './cluster.js'
 import { checkMetricsOptions, createMetrics, type MetricsOptions } from './metrics.js'
 import { loggerOf, type LogLevel } from './log.js'
+import { checkDataDir, makeDataDir } from './data-dir.js'
 
 /** What open() returns: the Replica, with its Prometheus registry. */
 export type ReplicaWithMetrics = Replica & {
@@ -181,7 +181,7 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
   // Read and checked before anything starts (the key is not echoed in errors).
   const atRest = encryption === undefined ? undefined : { encryption: { key: readEncryptionKey(encryption) } }
   // To look (inspect), nothing is created: a folder with no store is refused by the store.
-  if (dir !== undefined && inspect !== true) await makeDataDir(dir)
+  if (dir !== undefined) await (inspect === true ? checkDataDir(dir) : makeDataDir(dir))
   if (dir !== undefined && interruptedSwap(join(dir, 'db'))) {
     // Opening would create an empty store where the data is about to be swapped in.
     throw new ConvergentError(
@@ -247,22 +247,4 @@ function warnUnauthenticated(replica: Replica, logger: Logger, namespace = 'defa
     `unauthenticated replica (development mode, no open({ cluster: { key } })): any process that can reach its port and knows the namespace '${namespace}' joins the cluster, reads every collection and can write or delete any entity. Give every replica the same cluster key (\`npx convergent cluster-key\` makes one) to keep everyone else from connecting.`,
     { self: replica.peerId, multiaddrs: replica.multiaddrs, namespace },
   )
-}
-
-/** Creates the data folder; a path that cannot be a folder gets an error that says so. */
-async function makeDataDir(dir: string): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true })
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EEXIST' || code === 'ENOTDIR') {
-      const what = code === 'EEXIST' ? `${dir} is a file, not a folder` : `${dir} cannot be a folder: part of its path is a file`
-      throw new ConvergentError(
-        'ERR_INVALID_ARGUMENT',
-        `open({ dir }): ${what}. Pass the path of a folder for this replica's data (it is created if missing), or omit dir to keep everything in memory.`,
-        { cause: err },
-      )
-    }
-    throw err
-  }
 }

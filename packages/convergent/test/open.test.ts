@@ -1,6 +1,6 @@
 // open(), the facade: failures leave nothing locked, bad folders and options get clear errors,
 // and the durability option decides whether LevelDB batches are fsynced.
-import { writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { expect } from 'chai'
@@ -113,6 +113,24 @@ describe('open()', function () {
       const file = join(dir, 'data.json')
       await writeFile(file, '{}')
       await rejectsWith(open({ dir: join(file, 'replica'), network: false }), 'ERR_INVALID_ARGUMENT', /part of its path is a file/)
+    })
+
+    it('to inspect (nothing is created), an existing file: the same ERR_INVALID_ARGUMENT', async function () {
+      const file = join(dir, 'data.json')
+      await writeFile(file, '{}')
+      const err = await rejectsWith(open({ dir: file, network: false, inspect: true }), 'ERR_INVALID_ARGUMENT', /is a file, not a folder/)
+      expect(err.message).to.contain(file)
+    })
+
+    it('its db (the LevelDB folder) a file: ERR_STORE naming it, and nothing written (was a raw ENOTDIR)', async function () {
+      await writeFile(join(dir, 'db'), 'not a database')
+      const db = join(dir, 'db')
+      for (const options of [{ network: false }, {}, { inspect: true, network: false }] as OpenOptions[]) {
+        const err = await rejectsWith(open({ dir, logger: silentLogger, ...options }), 'ERR_STORE')
+        expect(err.message, JSON.stringify(options)).to.contain(`${db} is a file, not a folder; a Convergent store is a LevelDB folder`)
+      }
+      expect(await readdir(dir), 'no peer identity, no marker').to.deep.equal(['db'])
+      expect(await readFile(db, 'utf8')).to.equal('not a database')
     })
   })
 

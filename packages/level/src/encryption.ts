@@ -34,6 +34,7 @@ import { createDecipheriv, createHash, createSecretKey, timingSafeEqual, type Ke
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, ConvergentError, deriveAeadKey, NoncePool } from '@convergent/core'
+import { checkIsFolder } from './folder.js'
 import { holdsStore, noStoreError } from './inspect.js'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
 
@@ -231,6 +232,7 @@ export function notEncryptedError(where: string): ConvergentError {
  */
 export function checkFolder(dir: string, sealer: AtRestSealer | undefined, inspect = false): 'legacy-cipher' | undefined {
   const where = `data dir ${dir}`
+  checkIsFolder(dir)
   if (interruptedSwap(dir)) {
     // Creating a store here would hide the data in the new and old folders (and a later
     // encrypt/rekey would then delete them): finish the swap first.

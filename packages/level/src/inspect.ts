@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { lockedError } from './errors.js'
+import { checkIsFolder } from './folder.js'
 
 /** Files LevelDB never changes once written: linked, not copied. */
 const TABLE = /\.(?:ldb|sst)$/
@@ -178,10 +179,11 @@ export class InspectionSnapshot {
   ) {}
 
   /**
-   * Refuses a folder with no store (noStoreError) or in use (lockedError), then makes the
+   * Refuses a path that is not a folder, a folder with no store (noStoreError) or one in use (lockedError), then makes the
    * snapshot. Nothing is created in `source`.
    */
   static take(source: string): InspectionSnapshot {
+    checkIsFolder(source)
     if (!holdsStore(source)) throw noStoreError(source)
     const key = keyOf(source)
     const lock = join(source, 'LOCK')

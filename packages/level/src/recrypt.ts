@@ -24,6 +24,7 @@ import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
 import { AtRestSealer, checkFolder, folderKeyId, fsyncDir, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
+import { checkIsFolder } from './folder.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 
@@ -84,6 +85,7 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
     return { records: 0, keyId: asked, resumed: true }
   }
   finishSwap(db)
+  checkIsFolder(db)
   if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
   // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
   // interrupted drops: what is copied below is format 1, 2 or 3 (all current code reads; format.ts).
