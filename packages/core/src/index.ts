@@ -24,6 +24,7 @@ export { Counter, type CounterOptions, type CounterState, type DecrementOptions 
 export { DEFAULT_REPLICATION_LIMITS, type ReplicationLimits } from './replication/context.js'
 export type { PeerStats, DropReason } from './replication/peer-stats.js'
 export type { RoundResult } from './replication/sync-client.js'
+export type { RefusalCode } from './replication/messages/reply.js'
 export type { ReplicaObserver, ObservedChange, StoreBatchEvent, PersonalReadEvent, RoundEvent, ReplicaStatus, LastRoundStatus } from './observe.js'
 export type { LagStatus } from './lag-window.js'
 

@@ -1,3 +1,5 @@
+import { REFUSAL_CODES, type RefusalCode } from './messages/reply.js'
+
 /** Why an inbound message or delta was dropped. */
 export type DropReason =
   | 'malformed' // garbage, truncated, wrong shape
@@ -33,6 +35,8 @@ export interface PeerStats {
    */
   divergentEntities: number
   dropped: Record<DropReason, number>
+  /** This peer's Error replies to this replica's anti-entropy requests, by the code it gave ('unknown': none, or one not known here). */
+  refusals: Record<RefusalCode, number>
   /** The last drop, for logs and debugging. */
   lastDrop?: { reason: DropReason; message: string }
 }
@@ -65,6 +69,7 @@ export function emptyPeerStats(): PeerStats {
       badSignature: 0,
       forked: 0,
     },
+    refusals: Object.fromEntries(REFUSAL_CODES.map((code) => [code, 0])) as Record<RefusalCode, number>,
   }
 }
 

@@ -54,18 +54,31 @@ export function admit(
   data: Uint8Array,
   maxBytes = ctx.limits.maxMessageBytes,
 ): DecodedMessage | undefined {
+  const admitted = admitOrWhy(ctx, limiter, peer, data, maxBytes)
+  return 'dropped' in admitted ? undefined : admitted
+}
+
+/** As admit, but says why a message was dropped (the sync server tells the requester). */
+export function admitOrWhy(
+  ctx: ReplicationContext,
+  limiter: PeerRateLimiter,
+  peer: string,
+  data: Uint8Array,
+  maxBytes = ctx.limits.maxMessageBytes,
+): DecodedMessage | { dropped: DropReason } {
   const stats = ctx.stats.of(peer)
   stats.messagesIn++
   stats.bytesIn += data.byteLength
   if (!limiter.take(peer, data.byteLength)) {
     drop(ctx, peer, 'rateLimited', 'over the inbound rate bound')
-    return undefined
+    return { dropped: 'rateLimited' }
   }
   try {
     return decodeMessage(data, maxBytes)
   } catch (err) {
-    drop(ctx, peer, dropReasonOf(err), (err as Error).message)
-    return undefined
+    const reason = dropReasonOf(err)
+    drop(ctx, peer, reason, (err as Error).message)
+    return { dropped: reason }
   }
 }
 

@@ -11,6 +11,7 @@ import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
 import { abortable } from './budget.js'
 import { Announcer } from './announce.js'
+import { refusalOf } from './messages/reply.js'
 
 /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). */
 const CONNECT_FALLBACK_MS = 2_000
@@ -280,7 +281,8 @@ export class Replicator {
       } catch (err) {
         this.lastRoundAt.delete(peer) // the next periodic round must not skip this peer
         this.ctx.stats.of(peer).syncFailures++
-        if (!this.stopped) this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`, { peer, ...codeOf(err) })
+        if (!this.stopped)
+          this.ctx.logger.warn(`anti-entropy round with ${peer} failed: ${(err as Error).message}`, { peer, ...codeOf(err), ...refusalOf(err) })
         this.roundEnded({ peer, startedBy: 'us', at, ms: Math.max(0, monotonicNow(this.ctx.clock) - t0), error: err as Error })
         throw err
       }

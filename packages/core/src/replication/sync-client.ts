@@ -43,11 +43,13 @@ import {
   MAX_NODES_PER_REQUEST,
   MAX_RANGES_PER_REQUEST,
   MessageType,
+  refusalOf,
   SyncRefusedError,
   type DeltaSlot,
   type LeafRange,
   type MessageTypeValue,
   type RangeCursor,
+  type RefusalCode,
   type Ticket,
 } from './messages/index.js'
 import { inlineLimit, partBytes } from './parts.js'
@@ -79,7 +81,7 @@ export interface RoundResult {
    * Collections whose sync failed this round (a bad answer, a store error), with why; the
    * round went on with the others.
    */
-  failed: { collection: string; error: string }[]
+  failed: { collection: string; error: string; refusal?: RefusalCode }[]
 }
 
 const ZERO_ROOT = new Uint8Array(DIGEST_BYTES)
@@ -362,12 +364,13 @@ export class SyncClient {
       } catch (err) {
         if (endsRound(err) || round.budget.signal.aborted) throw err
         const error = (err as Error).message
-        round.result.failed.push({ collection: name, error })
+        round.result.failed.push({ collection: name, error, ...refusalOf(err) })
         if (isConvergentError(err, 'ERR_INVALID_MESSAGE')) this.ctx.stats.drop(round.peer, 'malformed', error)
         this.ctx.logger.warn(`anti-entropy of '${name}' with ${round.peer} failed (the round goes on): ${error}`, {
           peer: round.peer,
           collection: name,
           ...codeOf(err),
+          ...refusalOf(err),
         })
       }
     }
@@ -810,7 +813,11 @@ export class SyncClient {
     round.result.bytesReceived += response.byteLength
     round.budget.received(response.byteLength)
     const msg = decodeMessage(response, this.ctx.limits.maxMessageBytes)
-    if (msg.type === MessageType.Error) throw new SyncRefusedError(round.peer, decodeErrorReply(msg.body))
+    if (msg.type === MessageType.Error) {
+      const reply = decodeErrorReply(msg.body)
+      stats.refusals[reply.code]++
+      throw new SyncRefusedError(round.peer, reply)
+    }
     if (msg.type !== expect) throw new InvalidMessageError(`expected type ${expect}, got ${msg.type}`)
     return msg.body
   }

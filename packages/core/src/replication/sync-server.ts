@@ -39,8 +39,10 @@ import {
   MAX_REFUSED_NAMES,
   MAX_ROOTS_PER_PAGE,
   MessageType,
+  REFUSAL_CODES,
   UnsupportedTypeError,
   type DeltaSlot,
+  type RefusalCode,
   type ExchangeRequest,
   type ExchangeResponse,
   type LeavesRequest,
@@ -50,7 +52,8 @@ import {
 } from './messages/index.js'
 import { inlineLimit, Outbox, partBytes, Uploads } from './parts.js'
 import type { PeerRateLimiter } from './rate-limit.js'
-import { admit, drop } from './receiver.js'
+import { admitOrWhy, drop } from './receiver.js'
+import type { DropReason } from './peer-stats.js'
 
 const EMPTY_TREE = new DigestTree()
 
@@ -90,8 +93,8 @@ export class SyncServer {
   }
 
   async handle(from: string, data: Uint8Array): Promise<Uint8Array> {
-    const msg = admit(this.ctx, this.limiter, from, data)
-    if (msg === undefined) return this.error('request dropped (malformed, too large or over the rate bound)')
+    const msg = admitOrWhy(this.ctx, this.limiter, from, data)
+    if ('dropped' in msg) return this.error('request dropped (malformed, too large or over the rate bound)', refusalOfDrop(msg.dropped))
     try {
       const response = await this.dispatch(from, msg.type, msg.body)
       const stats = this.ctx.stats.of(from)
@@ -110,7 +113,7 @@ export class SyncServer {
         // Through the drop log: a peer sending failing requests gets a few lines, not one each.
         this.ctx.dropLog.log(from, `sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })
       }
-      return this.error(message, err instanceof UnsupportedTypeError ? err.type : undefined)
+      return this.error(message, refusalOfError(err), err instanceof UnsupportedTypeError ? err.type : undefined)
     }
   }
 
@@ -119,8 +122,8 @@ export class SyncServer {
     if (!this.ctx.access.mayRead(from, collection)) throw forbidden(`the cluster policy does not let ${from} read '${collection}'`)
   }
 
-  private error(message: string, unsupportedType?: number): Uint8Array {
-    return encodeErrorReply(unsupportedType === undefined ? { message } : { message, unsupportedType })
+  private error(message: string, code: RefusalCode, unsupportedType?: number): Uint8Array {
+    return encodeErrorReply(unsupportedType === undefined ? { message, code } : { message, code, unsupportedType })
   }
 
   private async dispatch(from: string, type: number, body: unknown): Promise<Uint8Array> {
@@ -399,6 +402,21 @@ export class SyncServer {
     }
     return encodeExchangeResponse(response)
   }
+}
+
+/** The code of the Error reply to a request that failed with `err` (the requester counts it). */
+function refusalOfError(err: unknown): RefusalCode {
+  if (err instanceof UnsupportedTypeError) return 'unsupportedType'
+  if (!(err instanceof ConvergentError)) return 'failed'
+  if (err.code === 'ERR_INVALID_MESSAGE') return 'malformed'
+  if (err.code === 'ERR_FORBIDDEN') return 'forbidden'
+  if (err.code === 'ERR_TOO_LARGE') return 'tooLarge'
+  return 'failed'
+}
+
+/** The code of the Error reply to a request dropped on arrival: the drop's reason. */
+function refusalOfDrop(reason: DropReason): RefusalCode {
+  return (REFUSAL_CODES as readonly string[]).includes(reason) ? (reason as RefusalCode) : 'failed'
 }
 
 /** The error a request the policy does not allow ends with (the requester sees the message). */

@@ -2,24 +2,42 @@ import { ConvergentError } from '../../errors.js'
 import { encodeMessage, MessageType } from './envelope.js'
 
 /**
+ * Why a responder refused a request, machine-readable: where it dropped the request, its own
+ * drop reason ('malformed', 'unsupportedVersion', 'tooLarge', 'rateLimited', 'forbidden');
+ * 'unsupportedType': it does not serve requests of that type (an older responder);
+ * 'failed': it could not answer (its store failed, it was closing). 'unknown' is the
+ * requester's: a reply without a code (a responder older than codes) or with one not listed
+ * here — a peer writes the field, so nothing outside this list is taken from it.
+ */
+export const REFUSAL_CODES = ['malformed', 'unsupportedVersion', 'unsupportedType', 'tooLarge', 'rateLimited', 'forbidden', 'failed', 'unknown'] as const
+export type RefusalCode = (typeof REFUSAL_CODES)[number]
+
+/**
  * Error reply (sync protocol): the responder refuses a request. Wire body: { m: message for
- * logs, u: the request's type when the responder does not serve that type at all }.
+ * logs, u: the request's type when the responder does not serve that type at all, c: the
+ * RefusalCode (absent from responders older than it) }.
  */
 export interface ErrorReply {
   message: string
   unsupportedType?: number
+  code: RefusalCode
 }
 
-export function encodeErrorReply(m: ErrorReply): Uint8Array {
-  return encodeMessage(MessageType.Error, m.unsupportedType === undefined ? { m: m.message } : { m: m.message, u: m.unsupportedType })
+export function encodeErrorReply(m: Omit<ErrorReply, 'code'> & { code?: RefusalCode }): Uint8Array {
+  return encodeMessage(MessageType.Error, {
+    m: m.message,
+    ...(m.unsupportedType === undefined ? {} : { u: m.unsupportedType }),
+    ...(m.code === undefined ? {} : { c: m.code }),
+  })
 }
 
-/** Reads an Error reply leniently: it only ever feeds an error message and a type check. */
+/** Reads an Error reply leniently: it only ever feeds an error message, a type check and a bounded code. */
 export function decodeErrorReply(body: unknown): ErrorReply {
   const r = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {}
   return {
     message: typeof r.m === 'string' ? r.m.slice(0, 1024) : 'unknown error',
     ...(typeof r.u === 'number' ? { unsupportedType: r.u } : {}),
+    code: (REFUSAL_CODES as readonly unknown[]).includes(r.c) ? (r.c as RefusalCode) : 'unknown',
   }
 }
 
@@ -36,11 +54,16 @@ export class SyncRefusedError extends ConvergentError {
     peer: string,
     readonly reply: ErrorReply,
   ) {
-    super('ERR_NETWORK', `peer ${peer} refused a sync request: ${reply.message}`)
+    super('ERR_NETWORK', `peer ${peer} refused a sync request (${reply.code}): ${reply.message}`)
   }
 
   /** Whether the peer does not serve requests of this message type. */
   unsupported(type: number): boolean {
     return this.reply.unsupportedType === type
   }
+}
+
+/** Log fields naming the peer's refusal code, when `err` is a peer's refusal. */
+export function refusalOf(err: unknown): { refusal?: RefusalCode } {
+  return err instanceof SyncRefusedError ? { refusal: err.reply.code } : {}
 }
