@@ -9,9 +9,11 @@ import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { encodeHeaded } from '../src/replication/heads.js'
 import { signHeads } from '../src/trust/signed-heads.js'
+import { boundActor } from '../src/trust/actor-binding.js'
+import { toHex } from '../src/hash.js'
 import { memoryReplica, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, type Keyring } from './trust-helpers.js'
-import { ctxOf, savedDoc, type State } from './counter-helpers.js'
+import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
 
 export const LATE = 'd-late'
 export const NOTES_POLICY: PolicyDocument = {
@@ -171,4 +173,32 @@ export async function c3AndC5WaitingAtSupport(keys: Keyring, track: Replica[]) {
   const actor = A.decodeChange(c5).actor
   await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
   return { r, ctx, all, actor, c2, c3, c4, c5 }
+}
+
+/**
+ * The relay of the liveness gap of signed heads: ADMIN, ORDERS and SUPPORT, all holding n1 up to
+ * its first change and then cut apart. Changes are made by hand under an actor X of ADMIN and an
+ * actor Y of ORDERS: c1 (X), c2 (Y, after c1) and c3 (X, after c2). SUPPORT takes c1 with its head,
+ * then c3 with its head: c3 waits there for c2, which SUPPORT never got, and the head SUPPORT
+ * keeps for X is c3's (the newest). ORDERS, which lacks c1, is the peer it serves.
+ */
+export async function c1AppliedC3WaitingAtSupport(keys: Keyring, track: Replica[]) {
+  const { hub, r } = await headsCluster(keys, track, [ADMIN, ORDERS, SUPPORT])
+  await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+  await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined && (await notes(r[ORDERS]!).get('n1')) !== undefined, 'n1 everywhere')
+  hub.partition([ADMIN], [ORDERS, SUPPORT])
+  hub.partition([ORDERS], [SUPPORT])
+  const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
+  const x = toHex(boundActor(ADMIN, new Uint8Array(16).fill(1)))
+  const y = toHex(boundActor(ORDERS, new Uint8Array(16).fill(2)))
+  const c1 = forkChange(base, x, (d) => void (d.text = 'one'))
+  const c2 = forkChange(A.save(A.applyChanges(A.load<State>(base), [c1])[0]), y, (d) => void (d.tag = 'y'))
+  const c3 = forkChange(A.save(A.applyChanges(A.load<State>(base), [c1, c2])[0]), x, (d) => void (d.text = 'three'))
+  const ctx = ctxOf(r[SUPPORT]!)
+  for (const change of [c1, c3]) {
+    const got = await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(change, [await headOf(keys, change)]))
+    if (got !== 'applied') throw new Error(`ADMIN's change was ${got} at SUPPORT, not applied`)
+  }
+  await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(x)?.leaf.seq === A.decodeChange(c3).seq, "c3's head stored at SUPPORT")
+  return { hub, r, ctx, base, x, y, c1, c2, c3 }
 }

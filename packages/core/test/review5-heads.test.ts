@@ -220,7 +220,7 @@ describe('review 5: signed heads', function () {
 
   describe('audit: proofs of several authors’ heads', () => {
     it('probe: authorOf names at most 5 actors, in a proof id the feed store holds (≤ 255 bytes); 6, or an unbound actor, and the sender vouches', () => {
-      const head = (owner: string, n: number) => ({ key: '', record: new Uint8Array(0), author: owner, actor: toHex(boundActor(owner, NONCE(n))) })
+      const head = (owner: string, n: number) => ({ key: '', record: new Uint8Array(0), author: owner, actor: toHex(boundActor(owner, NONCE(n))), hash: '' })
       const owners = ['z'.repeat(256), ADMIN, ORDERS, SUPPORT, LATE, 'f-sixth']
       const five = owners.slice(0, MAX_FEED_HEADS).map((o, i) => head(o, i))
       const by = authorOf({ heads: five, unbound: false })!

@@ -11,8 +11,8 @@ import type { SignedBy } from '../trust/signed-push.js'
 import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
 import { causalSteps, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
-import { decodeHeaded, isHeaded } from './heads.js'
-import { authorOf, changesOf, judgeHeads, judgeHeadsAhead, type Vouching } from './head-judge.js'
+import { decodeHeaded, isHeaded, type CarriedHead } from './heads.js'
+import { authorOf, changesOf, heldBeside, judgeHeads, judgeHeadsAhead, leavesWaiting, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
@@ -154,7 +154,7 @@ async function applyHeld(
   // The delta's changes (signed heads), when it carries changes, not a whole document: read only
   // after that check, as reading them inflates them.
   const changes = history === undefined ? undefined : changesOf(history, delta)
-  let vouched: ReadonlyMap<string, VerifiedHead> = pushHeads ?? new Map<string, VerifiedHead>()
+  let vouched: ReadonlyMap<string, CarriedHead> = pushHeads ?? new Map<string, VerifiedHead>()
   if (history !== undefined && carried.length > 0) {
     const wanted = changes === undefined ? undefined : new Set(changes.map((c) => c.actor).filter(isBoundActor))
     const checked = await ctx.heads!.verifyAll(carried, { collection, id }, peer, wanted)
@@ -186,8 +186,11 @@ async function applyHeld(
   // Heads to store with the change when the judgement ahead settled it (see below).
   let settled: Vouching | undefined
   // The heads stored for the entity while changes wait here (see ancestorsOfHeads): they vouched
-  // for those changes when they came, and one is never replaced by an older head.
+  // for those changes when they came, and one is never replaced by an older head. Read too when
+  // the delta leaves changes waiting: a head of one replaces the newest stored, which then stays
+  // as the held head (heldBeside) — and with them the held heads of actors whose newest waits.
   let stored: ReadonlyMap<string, VerifiedHead> | undefined
+  let heldHeads: ReadonlyMap<string, VerifiedHead> | undefined
   const guard = ctx.counterGuard(collection)
   const judged: ChangesJudged = {}
   if (history !== undefined) {
@@ -199,12 +202,13 @@ async function applyHeld(
     // only if a write that stored heads came meanwhile (LoadedEntity.headsWrite: local writes
     // store none; restarting on every write starved a hot entity, review rev2). An entity
     // dropped meanwhile is acquired again: a commit on it would fail (was: storeFailed).
-    for (let tries = 0; backend.hasPending(entity.doc); tries++) {
+    const waitsHere = changes !== undefined && leavesWaiting(history, entity.doc, changes)
+    for (let tries = 0; waitsHere || backend.hasPending(entity.doc); tries++) {
       const last = entity.headsWrite
       await Promise.all([last, entity.lastWrite])
-      const read = isDead(entity) ? undefined : await ctx.heads!.storedVerified(collection, id)
+      const read = isDead(entity) ? undefined : await storedAndHeld(ctx, history, entity, collection, id)
       if (read !== undefined && !isDead(entity) && entity.headsWrite === last) {
-        stored = read
+        ;({ stored, held: heldHeads } = read)
         break
       }
       if (tries >= MAX_WAITS_FOR_HEADS) {
@@ -309,7 +313,7 @@ async function applyHeld(
       delta,
       deleted: value === undefined,
       value: { value },
-      heads: v.heads,
+      heads: history === undefined ? v.heads : [...v.heads, ...heldBeside(history, doc, v.heads, { vouched, stored, held: heldHeads }, { collection, id })],
       ...(by !== undefined ? { vouchedBy: by } : {}),
       ...folded(doc),
     }
@@ -318,10 +322,11 @@ async function applyHeld(
   // verified, of actors whose change the document holds, are stored.
   const keepWantedHeads = (doc: unknown): void => {
     if (history === undefined || vouched.size === 0 || ctx.heads?.wantsHeads(collection, id) !== true) return
+    const newestHeld = [...vouched.values()].map((h) => [h, h.earlier].find((c) => c !== undefined && history.holds(doc, c.hash)))
     ctx.heads.keepHeads(
       collection,
       id,
-      [...vouched.values()].filter((h) => history.holds(doc, h.hash)),
+      newestHeld.filter((h) => h !== undefined),
     )
   }
   // Applies the delta to the entity's document and judges the result: what to commit, or 'unchanged' (refused: `refused` says why).
@@ -490,6 +495,25 @@ async function applyHeld(
   const lagMs = originTime === undefined ? undefined : ctx.clock.now() - originTime
   pending.finish(entry, lagMs === undefined || Math.abs(lagMs) > MAX_PLAUSIBLE_LAG_MS ? undefined : { lagMs })
   return 'applied'
+}
+
+/**
+ * The heads stored for an entity (storedVerified), and the held heads (heldHeadKey) of the actors
+ * among them whose newest names a change the entity's document does not hold: only those have one
+ * (heldBeside). The caller holds the entity; undefined if it was dropped meanwhile.
+ */
+async function storedAndHeld(
+  ctx: ReplicationContext,
+  history: NonNullable<Backend['history']>,
+  entity: LoadedEntity,
+  collection: string,
+  id: string,
+): Promise<{ stored: Map<string, VerifiedHead>; held: Map<string, VerifiedHead> } | undefined> {
+  const stored = await ctx.heads!.storedVerified(collection, id)
+  if (isDead(entity)) return undefined
+  // The document as it is now (a write may have moved it on during the read).
+  const waiting = [...stored.values()].filter((h) => !history.holds(entity.doc, h.hash)).map((h) => h.actor)
+  return { stored, held: await ctx.heads!.heldVerified(collection, id, waiting) }
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { BackendHistory, ChangeMeta } from '../backend.js'
 import { actorOwnedBy, isBoundActor } from '../trust/actor-binding.js'
-import { headKey, headProofId, MAX_FEED_HEADS, type VerifiedHead } from '../trust/signed-heads.js'
-import { latestPerActor } from './heads.js'
+import { headKey, headProofId, heldHeadKey, MAX_FEED_HEADS, type VerifiedHead } from '../trust/signed-heads.js'
+import { latestPerActor, type CarriedHead } from './heads.js'
 import type { DropReason } from './peer-stats.js'
 
 /**
@@ -44,17 +44,27 @@ export function judgeHeadsAhead(
   history: BackendHistory,
   doc: unknown,
   changes: readonly DeltaChange[],
-  vouched: ReadonlyMap<string, VerifiedHead>,
+  vouched: ReadonlyMap<string, CarriedHead>,
   from: Sender,
   stored: ReadonlyMap<string, VerifiedHead> | undefined,
 ): 'later' | Refusal | Vouching {
   const carried = new Map(changes.map((c) => [c.hash, c]))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
-  const waits = changes.some((c) => c.deps.some((dep) => !held(dep)))
-  if (waits && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
+  if (leavesWaiting(history, doc, changes) && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
   const judged = coverage(latestPerActor(fresh), vouched, held, from, stored)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
+}
+
+/** Every verified head carried: each actor's newest, and the earlier one beside it if one came. */
+function allCarried(vouched: ReadonlyMap<string, CarriedHead>): VerifiedHead[] {
+  return [...vouched.values()].flatMap((head) => (head.earlier === undefined ? [head] : [head, head.earlier]))
+}
+
+/** Whether some of a delta's changes depend on one neither `doc` holds nor the delta carries: they wait here (if taken). */
+export function leavesWaiting(history: BackendHistory, doc: unknown, changes: readonly DeltaChange[]): boolean {
+  const carried = new Set(changes.map((c) => c.hash))
+  return changes.some((c) => c.deps.some((dep) => !carried.has(dep) && !history.holds(doc, dep)))
 }
 
 /**
@@ -67,9 +77,9 @@ export function judgeHeadsAhead(
  * visits each change once however many heads come (a chain through another actor's change
  * waits for anti-entropy).
  */
-function ancestorsOfHeads(fresh: readonly ChangeMeta[], carried: ReadonlyMap<string, DeltaChange>, vouched: ReadonlyMap<string, VerifiedHead>): boolean {
+function ancestorsOfHeads(fresh: readonly ChangeMeta[], carried: ReadonlyMap<string, DeltaChange>, vouched: ReadonlyMap<string, CarriedHead>): boolean {
   const reached = new Set<string>() // hashes of changes reached from their own actor's head
-  for (const head of vouched.values()) {
+  for (const head of allCarried(vouched)) {
     const start = carried.get(head.hash)
     if (start === undefined || start.actor !== head.actor || start.seq !== head.seq) continue
     const stack = [start]
@@ -86,10 +96,14 @@ function ancestorsOfHeads(fresh: readonly ChangeMeta[], carried: ReadonlyMap<str
   return fresh.every((c) => isBoundActor(c.actor) && reached.has(c.hash))
 }
 
-/** Whether every bound actor's newest new change is covered by a vouched head the document will hold. */
+/**
+ * Whether every bound actor's newest new change is covered by a vouched head the document will
+ * hold: the newest carried, the earlier one beside it (a relay's held head: its newest may be of
+ * a change waiting there, which the delta of what it applied does not carry), or the one stored.
+ */
 function coverage(
   latest: ReadonlyMap<string, { seq: number }>,
-  vouched: ReadonlyMap<string, VerifiedHead>,
+  vouched: ReadonlyMap<string, CarriedHead>,
   held: (hash: string) => boolean,
   from: Sender,
   /** Heads stored here while changes wait (see applyRemoteDelta): they vouch too, and one newer than the head that vouches stays stored. */
@@ -105,10 +119,15 @@ function coverage(
     const covers = (head: VerifiedHead | undefined): head is VerifiedHead => head !== undefined && head.seq >= change.seq && held(head.hash)
     const carried = vouched.get(actor)
     const kept = stored?.get(actor)
-    if (covers(carried) || covers(kept)) {
-      // The newest of the two is stored: a waiting change's head is never replaced by an older one.
-      const head = kept !== undefined && (carried === undefined || kept.seq > carried.seq) ? kept : carried!
-      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record, author: head.author, actor })
+    // Only when neither of the others covers: else what is stored is as it always was.
+    const earlier = covers(carried) || covers(kept) ? undefined : vouched.get(actor)?.earlier
+    if (covers(carried) || covers(kept) || covers(earlier)) {
+      // The newest of the two is stored: a waiting change's head is never replaced by an older
+      // one. The earlier carried head stands in for the newest when only it covers (the newest
+      // names a change that is not here: stored, it would leave this replica the same gap).
+      const offered = earlier ?? carried
+      const head = kept !== undefined && (offered === undefined || kept.seq > offered.seq) ? kept : offered!
+      heads.push({ key: headKey(from.collection, from.id, actor), record: head.record, author: head.author, actor, hash: head.hash })
       continue
     }
     // Without a head: the sender's own changes not signed yet, or a sender that does not send
@@ -125,12 +144,54 @@ function coverage(
   return { verdict: 'ok', heads, unbound }
 }
 
-/** A head that vouched for a change, stored with it (meta record `key`), and whose it is. */
+/** A head that vouched for a change, stored with it (meta record `key`), whose it is, and the hash of the change it names. */
 interface VouchingHead {
   key: string
   record: Uint8Array
   author: string
   actor: string
+  hash: string
+}
+
+/** The verified heads an entity's change may be judged with, by actor (see heldBeside). */
+export interface KnownHeads {
+  /** Those the sender carried. */
+  vouched: ReadonlyMap<string, CarriedHead>
+  /** Those stored here (the newest per actor), when read. */
+  stored?: ReadonlyMap<string, VerifiedHead> | undefined
+  /** The held heads stored here (heldHeadKey), when read. */
+  held?: ReadonlyMap<string, VerifiedHead> | undefined
+}
+
+/**
+ * The held heads (heldHeadKey) to store beside the heads a change stores: for each of those that
+ * names a change `doc` does not hold (one waiting here), the newest head of its actor whose
+ * change `doc` holds — among those carried, stored and held here, all verified — if newer than
+ * the held head stored. The newest head stays the one stored under headKey (a waiting change is
+ * judged with it when it is released); the held one is what this replica serves the changes of
+ * the actor it applied with (heads.ts). Neither is trusted by a peer: it verifies each.
+ */
+export function heldBeside(
+  history: BackendHistory,
+  doc: unknown,
+  heads: readonly VouchingHead[],
+  known: KnownHeads,
+  where: { collection: string; id: string },
+): { key: string; record: Uint8Array }[] {
+  const out: { key: string; record: Uint8Array }[] = []
+  for (const head of heads) {
+    if (history.holds(doc, head.hash)) continue
+    const carried = known.vouched.get(head.actor)
+    const kept = known.held?.get(head.actor)
+    const candidates = [carried, carried?.earlier, known.stored?.get(head.actor), kept]
+    let best: VerifiedHead | undefined
+    for (const c of candidates) {
+      if (c !== undefined && c.actor === head.actor && history.holds(doc, c.hash) && (best === undefined || c.seq > best.seq)) best = c
+    }
+    if (best !== undefined && (kept === undefined || best.seq > kept.seq))
+      out.push({ key: heldHeadKey(where.collection, where.id, head.actor), record: best.record })
+  }
+  return out
 }
 
 /** The heads that vouched for a change, and whether it also holds changes of unbound actors (vouched for by the sender). */
@@ -173,7 +234,7 @@ export function judgeHeads(
   doc: unknown,
   before: Uint8Array,
   pendingAfter: boolean,
-  vouched: ReadonlyMap<string, VerifiedHead>,
+  vouched: ReadonlyMap<string, CarriedHead>,
   from: Sender,
   stored: ReadonlyMap<string, VerifiedHead> | undefined,
   waited?: ReadonlySet<string>,

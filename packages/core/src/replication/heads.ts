@@ -16,6 +16,8 @@ import {
   headKey,
   HEAD_PREFIX,
   headPrefixOf,
+  heldHeadKey,
+  HELD_SUFFIX,
   HeadVerifier,
   signHeads,
   UNSIGNED_PREFIX,
@@ -42,7 +44,13 @@ import { cborHead } from './messages/cbor-write.js'
  *   Only Automerge deltas are headed (they start with Automerge's own magic bytes, never these).
  * - A gossip push carries its author's heads for the push's entities beside the deltas.
  * - A receiver stores the heads that vouched for what it applied (meta records
- *   `head/<collection> NUL <id> NUL <actor>`, in the batch of the change), to relay them.
+ *   `head/<collection> NUL <id> NUL <actor>`, in the batch of the change), to relay them: per
+ *   actor the newest, which may be the head of a change still waiting in its document (a push
+ *   that overtook the one it depends on). Then it also keeps, in that batch, the newest head
+ *   whose change the document holds (heldHeadKey), and sends both with its whole document or
+ *   while changes wait in it: the delta of what it applied (waiting changes are not in it)
+ *   reaches a peer that lacks them only with that one (the newest names a change the peer
+ *   cannot hold yet, and it would wait for it every round until this relay's queue drains).
  * - The author stores its own heads when it signs them (per push, gossiped or not).
  */
 const HEADED_MAGIC = new Uint8Array([0x43, 0x56, 0x48, 0x01]) // 'CVH' 1
@@ -136,6 +144,21 @@ const lostHeadKey = (collection: string, id: string): string => `${LOST_HEAD_PRE
 /** Signature checks of heads not remembered, per peer and minute (see verifyAll). */
 const MAX_VERIFIES_PER_MINUTE = 20_000
 
+/** A head proof as it came, and decoded (not verified). */
+interface Claimed {
+  record: Uint8Array
+  claim: HeadClaim
+}
+
+/** The newest two of an actor's heads by seq (one per seq: the first that came), after `next` came. */
+function newestTwo(next: Claimed, first: Claimed | undefined, second: Claimed | undefined): [Claimed, Claimed | undefined] {
+  const seq = next.claim.leaf.seq
+  if (first === undefined) return [next, second]
+  if (seq > first.claim.leaf.seq) return [next, first]
+  if (seq < first.claim.leaf.seq && (second === undefined || seq > second.claim.leaf.seq)) return [first, next]
+  return [first, second]
+}
+
 /** A head proof decoded, not verified (claimOf); undefined if it does not decode. */
 function claimIn(record: Uint8Array): HeadClaim | undefined {
   try {
@@ -155,6 +178,13 @@ export interface StoredHead {
 
 /** What a receiver needs of a headed delta (see SignedHeads.needed). */
 export type NeededHeads = Map<string, ChangeMeta> | 'all'
+
+/**
+ * A verified head a sender sent with a delta (the newest of its actor), and the newest older one
+ * of that actor it sent too, verified as well: a relay's held head (heldHeadKey), of a change it
+ * holds, beside a newest one of a change waiting there. Either vouches, by the same rule (head-judge.ts).
+ */
+export type CarriedHead = VerifiedHead & { earlier?: VerifiedHead }
 
 export class SignedHeads {
   readonly verifier: HeadVerifier
@@ -231,11 +261,19 @@ export class SignedHeads {
     // entity or actor (a store without checksums, a record of another format), would make the
     // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for a
     // minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
-    const stored = await this.stored(collection, id, actors)
+    // Held heads only with 'all': a document whose changes all apply has none that is newer.
+    const [stored, held] = await Promise.all([
+      this.stored(collection, id, actors),
+      needed === 'all' ? this.storedHeld(collection, id, actors) : new Map<string, StoredHead>(),
+    ])
     const heads: OutgoingHead[] = []
     const own: HeadLeaf[] = []
     if (needed === 'all') {
-      for (const { record, proof } of stored.values()) heads.push({ record, proof })
+      for (const [actor, { record, proof, leaf }] of stored) {
+        heads.push({ record, proof })
+        const beside = held.get(actor)
+        if (beside !== undefined && beside.leaf.seq < leaf.seq) heads.push({ record: beside.record, proof: beside.proof })
+      }
       // Our own actors without a stored head (a write whose push is being signed right now, or a
       // crash in between): signed now, from the entity's changes, or the peer would wait a round.
       const unsigned = actors.filter((actor) => !stored.has(actor) && actorOwnedBy(actor, this.opts.peerId))
@@ -406,8 +444,26 @@ export class SignedHeads {
    * relayed, the peer gets that head from another replica.
    */
   async stored(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, StoredHead>> {
+    return this.decoded(id, await this.records(collection, id, actors))
+  }
+
+  /** The held heads (heldHeadKey) stored for `actors` of an entity, by actor (one point read each; checked as in stored). */
+  async storedHeld(collection: string, id: string, actors: readonly string[]): Promise<Map<string, StoredHead>> {
+    return this.decoded(id, await this.records(collection, id, actors, heldHeadKey))
+  }
+
+  /** The held heads stored for `actors` of an entity, as verified heads (see storedVerified). */
+  async heldVerified(collection: string, id: string, actors: readonly string[]): Promise<Map<string, VerifiedHead>> {
+    const out = new Map<string, VerifiedHead>()
+    if (actors.length === 0) return out
+    for (const [actor, { leaf, record, author }] of await this.storedHeld(collection, id, actors)) out.set(actor, { ...leaf, author, record })
+    return out
+  }
+
+  /** Head records of entity `id` by actor, decoded: one that does not decode, or is not the head its key names, is left out. */
+  private decoded(id: string, records: ReadonlyMap<string, Uint8Array>): Map<string, StoredHead> {
     const out = new Map<string, StoredHead>()
-    for (const [actor, record] of await this.records(collection, id, actors)) {
+    for (const [actor, record] of records) {
       try {
         const claimed = claimedHead(record)
         // Undecodable, or not the head its key names: vouches for nothing.
@@ -423,12 +479,12 @@ export class SignedHeads {
    * The head records stored for an entity, by actor, as stored (see stored). One that fails the
    * store's check is left out and handed to lostHead; the others are read all the same.
    */
-  private async records(collection: string, id: string, actors?: readonly string[]): Promise<Map<string, Uint8Array>> {
+  private async records(collection: string, id: string, actors?: readonly string[], keyOf = headKey): Promise<Map<string, Uint8Array>> {
     const out = new Map<string, Uint8Array>()
     const store = this.opts.store
     try {
       if (actors !== undefined) {
-        const read = await Promise.allSettled(actors.map((actor) => store.getMeta(headKey(collection, id, actor))))
+        const read = await Promise.allSettled(actors.map((actor) => store.getMeta(keyOf(collection, id, actor))))
         for (const [i, r] of read.entries()) {
           if (r.status === 'fulfilled') {
             if (r.value !== undefined) out.set(actors[i]!, r.value)
@@ -437,7 +493,10 @@ export class SignedHeads {
         }
       } else if (store.metas !== undefined) {
         const prefix = headPrefixOf(collection, id)
-        await this.scanHeads(prefix, (key, record) => void out.set(key.slice(prefix.length), record))
+        // Held heads (heldHeadKey) share the prefix: only the newest heads are scanned for.
+        await this.scanHeads(prefix, (key, record) => {
+          if (!key.endsWith(HELD_SUFFIX)) out.set(key.slice(prefix.length), record)
+        })
       }
     } catch (err) {
       this.opts.logger.warn(`could not read the signed heads of '${id}' in '${collection}': ${(err as Error).message}`, { collection })
@@ -606,8 +665,10 @@ export class SignedHeads {
 
   /**
    * Verifies head proofs `peer` sent with a delta for (collection, id): the newest per actor
-   * (of `wanted` actors only, when the delta's changes are known), by actor — or the first
-   * refusal. Heads of other actors, and older ones, are ignored (neither checked nor stored).
+   * (of `wanted` actors only, when the delta's changes are known), by actor, each with the
+   * newest older one of its actor if one came too (CarriedHead.earlier: a relay's held head) —
+   * or the first refusal. Heads of other actors, and older ones still, are ignored (neither
+   * checked nor stored).
    * Bounded per peer: one whose heads failed 10 checks in a minute has the rest of that
    * minute's refused unchecked (honest peers fail none), and signature checks not remembered
    * are at most MAX_VERIFIES_PER_MINUTE per peer (a catch-up of a million entities needs ~16,000).
@@ -617,31 +678,39 @@ export class SignedHeads {
     where: { collection: string; id: string },
     peer: string,
     wanted?: ReadonlySet<string>,
-  ): Promise<{ heads: Map<string, VerifiedHead>; refused?: string; reason?: 'badSignature' | 'rateLimited' }> {
-    const heads = new Map<string, VerifiedHead>()
+  ): Promise<{ heads: Map<string, CarriedHead>; refused?: string; reason?: 'badSignature' | 'rateLimited' }> {
+    const heads = new Map<string, CarriedHead>()
     const now = this.opts.clock.now()
     if (!this.failures.has(peer, now)) return { heads, refused: `${peer}'s signed heads failed too many checks this minute`, reason: 'rateLimited' }
-    const newest = new Map<string, { record: Uint8Array; claim: HeadClaim }>()
+    const newest = new Map<string, Claimed>()
+    const earlier = new Map<string, Claimed>() // the newest below each actor's newest
     for (const record of records) {
       const claim = claimIn(record)
       if (claim === undefined) {
         this.failures.take(peer, now)
         return { heads, refused: 'a malformed head proof', reason: 'badSignature' }
       }
-      const { actor, seq } = claim.leaf
+      const { actor } = claim.leaf
       if (wanted !== undefined && !wanted.has(actor)) continue
-      const seen = newest.get(actor)
-      if (seen === undefined || seq > seen.claim.leaf.seq) newest.set(actor, { record, claim })
+      const [first, second] = newestTwo({ record, claim }, newest.get(actor), earlier.get(actor))
+      newest.set(actor, first)
+      if (second !== undefined) earlier.set(actor, second)
     }
     const mayVerify = (): boolean => this.verifies.take(peer, now)
-    for (const { record, claim } of newest.values()) {
+    const verify = async ({ record, claim }: Claimed): Promise<VerifiedHead | { refused: string; reason: 'badSignature' | 'rateLimited' }> => {
       const checked = await this.verifier.check(record, where, mayVerify, claim)
-      if ('refused' in checked) {
-        if (checked.rateLimited === true) return { heads, refused: checked.refused, reason: 'rateLimited' }
-        this.failures.take(peer, now)
-        return { heads, refused: checked.refused, reason: 'badSignature' }
-      }
-      heads.set(checked.actor, checked)
+      if (!('refused' in checked)) return checked
+      if (checked.rateLimited === true) return { refused: checked.refused, reason: 'rateLimited' }
+      this.failures.take(peer, now)
+      return { refused: checked.refused, reason: 'badSignature' }
+    }
+    for (const [actor, claimed] of newest) {
+      const head = await verify(claimed)
+      if ('refused' in head) return { heads, ...head }
+      const older = earlier.get(actor)
+      const before = older === undefined ? undefined : await verify(older)
+      if (before !== undefined && 'refused' in before) return { heads, ...before }
+      heads.set(head.actor, before === undefined ? head : { ...head, earlier: before })
     }
     return { heads }
   }

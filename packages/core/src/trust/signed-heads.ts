@@ -379,6 +379,20 @@ export function headKey(collection: string, id: string, actor: string): string {
   return `${headPrefixOf(collection, id)}${actor}`
 }
 
+/** What ends a held head's key (heldHeadKey): an actor (hex) never holds a NUL. */
+export const HELD_SUFFIX = '\u0000held'
+
+/**
+ * Meta record of an actor's *held* head: `head/<collection> NUL <id> NUL <actor> NUL held`, the
+ * newest verified head whose change the entity's document holds, kept beside the actor's head
+ * (headKey) only while that one is of a change still waiting here (replication/heads.ts). Under
+ * the same prefix, so it goes with the collection, and a damaged one is found and moved aside
+ * as any head is.
+ */
+export function heldHeadKey(collection: string, id: string, actor: string): string {
+  return `${headKey(collection, id, actor)}${HELD_SUFFIX}`
+}
+
 const HEAD_PROOF = 'h:'
 /**
  * At most this many heads one change-feed entry names (what a feed entry's proof id holds: 255
