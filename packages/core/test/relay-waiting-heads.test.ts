@@ -8,14 +8,14 @@ import { expect } from 'chai'
 import * as A from '@automerge/automerge'
 import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { decodeHeaded, encodeHeaded, headed, headsFor, withHeads } from '../src/replication/heads.js'
-import { claimOf } from '../src/trust/signed-heads.js'
+import { decodeHeaded, encodeHeaded, headed, headsFor, SignedHeads, withHeads } from '../src/replication/heads.js'
+import { claimOf, HELD_SUFFIX } from '../src/trust/signed-heads.js'
 import { wholeStateOf } from '../src/replication/durable.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, notes } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes } from './heads-helpers.js'
 import { ctxOf, forbidden, forkChange, type State } from './counter-helpers.js'
 
 /** The version `ctx`'s replica holds of 'notes'/n1. */
@@ -195,6 +195,46 @@ describe('signed heads: a relay whose newest head of an actor is of a change wai
         expect(got, 'the fork is refused').to.equal('forked')
       }
       expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('zero')
+    })
+  })
+
+  describe('held heads are read only in collections that may hold them', function () {
+    /** What `ctx`'s SignedHeads was made with (its store among them). */
+    const optsOf = (ctx: ReplicationContext) => (ctx.heads as unknown as { opts: ConstructorParameters<typeof SignedHeads>[0] }).opts
+    /** A SignedHeads over `ctx`'s store, as a restart makes it (nothing scanned yet). */
+    const restarted = (ctx: ReplicationContext): SignedHeads => new SignedHeads(optsOf(ctx))
+
+    it('the scan at open finds held heads an earlier run stored: that collection may hold them, another not', async () => {
+      const { ctx } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+      const heads = restarted(ctx)
+      expect([heads.mayHoldHeld('notes'), heads.mayHoldHeld('other')], 'before the scan: all may').to.deep.equal([true, true])
+      await heads.checkStored()
+      expect([heads.mayHoldHeld('notes'), heads.mayHoldHeld('other')]).to.deep.equal([true, false])
+      heads.storingHeld('other')
+      expect(heads.mayHoldHeld('other'), 'once one is stored there').to.equal(true)
+    })
+
+    it('a whole send from a collection without held heads reads none (a point read per actor saved on every entity of a catch-up)', async () => {
+      const { r } = await headsCluster(keys, replicas, [ADMIN, ORDERS])
+      await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+      const ctx = ctxOf(r[ADMIN]!)
+      await ctx.heads!.checkStored()
+      const col = ctx.entities.collections.get('notes')!
+      const bytes = (await wholeStateOf(ctx.entities, col, 'n1', ctx.limits.maxDeltaBytes))!
+      const store = optsOf(ctx).store
+      const getMeta = store.getMeta.bind(store)
+      let heldReads = 0
+      store.getMeta = (key: string) => {
+        if (key.endsWith(HELD_SUFFIX)) heldReads++
+        return getMeta(key)
+      }
+      try {
+        const heads = await sentWhole(ctx, ORDERS, bytes)
+        expect(decodeHeaded(heads).heads, "the entity's head goes").to.have.length(1)
+      } finally {
+        store.getMeta = getMeta
+      }
+      expect(heldReads).to.equal(0)
     })
   })
 })

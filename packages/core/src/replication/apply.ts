@@ -307,13 +307,15 @@ async function applyHeld(
   // A change vouched for by heads: stored with them, and recorded as its author's when one head covers all of it.
   const vouchedMade = (doc: unknown, value: JsonObject | undefined, v: Vouching): Made => {
     const by = signed === undefined ? authorOf(v) : undefined // a signed push's proof names its author already
+    const held = history === undefined ? [] : heldBeside(history, doc, v.heads, { vouched, stored, held: heldHeads }, { collection, id })
+    if (held.length > 0) ctx.heads!.storingHeld(collection)
     return {
       kind: 'remote',
       doc,
       delta,
       deleted: value === undefined,
       value: { value },
-      heads: history === undefined ? v.heads : [...v.heads, ...heldBeside(history, doc, v.heads, { vouched, stored, held: heldHeads }, { collection, id })],
+      heads: [...v.heads, ...held],
       ...(by !== undefined ? { vouchedBy: by } : {}),
       ...folded(doc),
     }

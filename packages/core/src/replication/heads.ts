@@ -192,6 +192,14 @@ export class SignedHeads {
   private readonly readers = new Map<string, { compact: boolean }>()
   private readonly failures = new PeerBudget(10)
   private readonly verifies = new PeerBudget(MAX_VERIFIES_PER_MINUTE)
+  /**
+   * Collections that may hold held heads (heldHeadKey): every one until checkStored has scanned
+   * all the heads stored (undefined), then those it met one in; and those one was stored in
+   * since. A whole send (outgoingHeads with 'all': every entity of a catch-up) reads held heads
+   * only there — a point read per actor of every entity sent, saved where none can be.
+   */
+  private heldFound: Set<string> | undefined
+  private readonly heldStored = new Set<string>()
 
   constructor(private readonly opts: { namespace: string; peerId: string; store: Store; entities: Entities; access: Access; clock: Clock; logger: Logger }) {
     this.verifier = new HeadVerifier(opts.namespace, (peer, data, signature) => opts.access.verifyBy(peer, data, signature))
@@ -264,7 +272,7 @@ export class SignedHeads {
     // Held heads only with 'all': a document whose changes all apply has none that is newer.
     const [stored, held] = await Promise.all([
       this.stored(collection, id, actors),
-      needed === 'all' ? this.storedHeld(collection, id, actors) : new Map<string, StoredHead>(),
+      needed === 'all' && this.mayHoldHeld(collection) ? this.storedHeld(collection, id, actors) : new Map<string, StoredHead>(),
     ])
     const heads: OutgoingHead[] = []
     const own: HeadLeaf[] = []
@@ -524,8 +532,26 @@ export class SignedHeads {
     if (this.opts.store.metas === undefined) return 0
     await this.loadWanted()
     const before = this.lost
-    await this.scanHeads(HEAD_PREFIX, () => undefined, stop)
+    const found = new Set<string>()
+    await this.scanHeads(
+      HEAD_PREFIX,
+      (key) => {
+        if (key.endsWith(HELD_SUFFIX)) found.add(key.slice(HEAD_PREFIX.length, key.indexOf('\u0000', HEAD_PREFIX.length)))
+      },
+      stop,
+    )
+    if (stop?.aborted !== true) this.heldFound = found
     return this.lost - before
+  }
+
+  /** Whether `collection` may hold held heads (see heldFound). */
+  mayHoldHeld(collection: string): boolean {
+    return this.heldFound === undefined || this.heldFound.has(collection) || this.heldStored.has(collection)
+  }
+
+  /** A held head goes into `collection` (called before its batch is written). */
+  storingHeld(collection: string): void {
+    this.heldStored.add(collection)
   }
 
   /** Damaged head records met (see lostHead). */
