@@ -70,3 +70,18 @@ export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   for await (const x of iterable) out.push(x)
   return out
 }
+
+/** Why opening a store `make` makes fails: made and opened (then closed), or refused when made. */
+export async function refusal(make: () => LevelStore): Promise<Error & { code?: string }> {
+  let store: LevelStore
+  try {
+    store = make()
+  } catch (err) {
+    return err as Error & { code?: string } // refused before LevelDB was given the folder
+  }
+  try {
+    return await rejection(store.open())
+  } finally {
+    await store.close().catch(() => undefined)
+  }
+}

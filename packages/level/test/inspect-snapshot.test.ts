@@ -11,10 +11,10 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
-import { classicLevelStore, type LevelStore } from '../src/index.js'
+import { classicLevelStore } from '../src/index.js'
 import { entityId, entityWrite } from './entity-ops.js'
 import { forkStoreChild, type StoreChild } from './fork-child.js'
-import { rejection, removeDir, tempDir } from './helpers.js'
+import { refusal, removeDir, tempDir } from './helpers.js'
 import { folderTree, privateTmpdir } from '@convergent/core/testing'
 
 /** The inspection snapshots in the temp folder (none is left behind). */
@@ -23,21 +23,6 @@ async function snapshots(): Promise<string[]> {
 }
 
 const KEY = 'a1'.repeat(32)
-
-/** Why opening a store `make` makes fails: made and opened (then closed), or refused when made. */
-async function refusal(make: () => LevelStore): Promise<Error & { code?: string }> {
-  let store: LevelStore
-  try {
-    store = make()
-  } catch (err) {
-    return err as Error & { code?: string } // refused before LevelDB was given the folder
-  }
-  try {
-    return await rejection(store.open())
-  } finally {
-    await store.close().catch(() => undefined)
-  }
-}
 
 describe('classic-level store opened for inspection: the folder is left exactly as it was', function () {
   // Inspections of other test files running beside these (mocha --parallel) make and sweep snapshots too.

@@ -7,25 +7,10 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
-import { classicLevelStore, recryptStore, type LevelStore } from '../src/index.js'
-import { rejection, removeDir, tempDir } from './helpers.js'
+import { classicLevelStore, recryptStore } from '../src/index.js'
+import { refusal, rejection, removeDir, tempDir } from './helpers.js'
 
 const KEY = 'a1'.repeat(32)
-
-/** Why making or opening the store fails (it is closed again either way). */
-async function refusal(make: () => LevelStore): Promise<Error & { code?: string }> {
-  let store: LevelStore
-  try {
-    store = make()
-  } catch (err) {
-    return err as Error & { code?: string }
-  }
-  try {
-    return await rejection(store.open())
-  } finally {
-    await store.close().catch(() => undefined)
-  }
-}
 
 describe('classic-level store at a path that is not a folder', function () {
   let dir = ''
