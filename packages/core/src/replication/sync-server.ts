@@ -103,7 +103,9 @@ export class SyncServer {
       return response
     } catch (err) {
       const message = (err as Error).message
-      if (err instanceof ConvergentError && err.code === 'ERR_INVALID_MESSAGE') {
+      if (err instanceof OverEntryRateError) {
+        drop(this.ctx, from, 'rateLimited', message)
+      } else if (err instanceof ConvergentError && err.code === 'ERR_INVALID_MESSAGE') {
         drop(this.ctx, from, 'malformed', message)
       } else if (err instanceof ConvergentError && err.code === 'ERR_FORBIDDEN') {
         drop(this.ctx, from, 'forbidden', message)
@@ -161,7 +163,7 @@ export class SyncServer {
       case MessageType.DeltasRequest: {
         // Charged to the entry rate (a head its table rebuilds counts as an entry) before any is rebuilt.
         const req = decodeDeltasRequest(body, (entries) => {
-          if (!this.limiter.takeEntries(from, entries)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+          if (!this.limiter.takeEntries(from, entries)) throw new OverEntryRateError()
         })
         const results = await applyAll(this.ctx, from, req.collection, req.backend, req.entries)
         return encodeAck(results.filter((r) => r === 'applied').length)
@@ -187,13 +189,13 @@ export class SyncServer {
       case MessageType.RightsRequest:
         return serveRightsRequest(this.ctx, from, body)
       case MessageType.KeysRequest:
-        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        if (!this.limiter.takeEntries(from, 1)) throw new OverEntryRateError()
         return serveKeysRequest(this.ctx, from, body)
       case MessageType.KeysOffer:
-        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        if (!this.limiter.takeEntries(from, 1)) throw new OverEntryRateError()
         return serveKeysOffer(this.ctx, from, body)
       case MessageType.HoldsRequest:
-        if (!this.limiter.takeEntries(from, 1)) throw new ConvergentError('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+        if (!this.limiter.takeEntries(from, 1)) throw new OverEntryRateError()
         return serveHoldsRequest(this.ctx, from, body)
       default:
         throw new UnsupportedTypeError(type)
@@ -407,6 +409,7 @@ export class SyncServer {
 /** The code of the Error reply to a request that failed with `err` (the requester counts it). */
 function refusalOfError(err: unknown): RefusalCode {
   if (err instanceof UnsupportedTypeError) return 'unsupportedType'
+  if (err instanceof OverEntryRateError) return 'rateLimited'
   if (!(err instanceof ConvergentError)) return 'failed'
   if (err.code === 'ERR_INVALID_MESSAGE') return 'malformed'
   if (err.code === 'ERR_FORBIDDEN') return 'forbidden'
@@ -417,6 +420,17 @@ function refusalOfError(err: unknown): RefusalCode {
 /** The code of the Error reply to a request dropped on arrival: the drop's reason. */
 function refusalOfDrop(reason: DropReason): RefusalCode {
   return (REFUSAL_CODES as readonly string[]).includes(reason) ? (reason as RefusalCode) : 'failed'
+}
+
+/**
+ * A request over the peer's inbound entry rate: the responder's rate bound, so counted and
+ * coded 'rateLimited' (as a push over it is), not as a malformed request — an honest bulk sync
+ * can get there. The message is the one older requesters have always read.
+ */
+class OverEntryRateError extends ConvergentError {
+  constructor() {
+    super('ERR_INVALID_MESSAGE', 'invalid message: over the inbound entry rate')
+  }
 }
 
 /** The error a request the policy does not allow ends with (the requester sees the message). */
