@@ -603,8 +603,8 @@ export class SyncClient {
       )
       return
     }
-    // One refusal a round: whatever the reason (its size limit, its rate bound, the policy; an
-    // Error reply carries no code to tell them apart), the other uploads wait for the next round
+    // One refusal a round: whatever the reason (its size limit, its rate bound, the policy; the
+    // reply's code is counted and logged, not acted on), the other uploads wait for the next round
     // or for the peer's own, which fetches what it lacks by ticket.
     if (round.uploadRefused === true) return
     const hash = sha256(delta)
