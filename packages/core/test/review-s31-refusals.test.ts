@@ -5,7 +5,7 @@ import { expect } from 'chai'
 import { LoopbackHub, sha256, type Replica } from '../src/index.js'
 import { classicLevelStore } from '@convergent/level'
 import { decodeErrorReply, decodeMessage, encodeMessage, MessageType, REFUSAL_CODES } from '../src/internal.js'
-import { closedAfterEach, hostile, memoryReplica, tempDir, waitFor } from './helpers.js'
+import { closedAfterEach, hostile, memoryReplica, recordingLogger, tempDir, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustCluster, trustSuite } from './trust-helpers.js'
 
 const SOME_ROOT = sha256('some root')
@@ -94,6 +94,36 @@ describe('review s31: refusal codes', function () {
       expect([...countedRefusals(a), ...countedRefusals(b)]).to.deep.equal([])
     } finally {
       for (const d of dirs) await d.cleanup()
+    }
+  })
+
+  // HOLE 2: a refused upload (or ticket fetch) was counted in refusals but its log line carried
+  // no code: the one warning an operator sees for it did not say why.
+  it('HOLE 2 (fixed): a refused upload is logged with the refusal code the responder gave', async function () {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const alone = await memoryReplica({ store: classicLevelStore(dir) })
+      await alone.collection('y', { backend: 'yjs' }).put('big', { big: 'x'.repeat(40 * 1024) })
+      await alone.close()
+      const hub = new LoopbackHub()
+      const server = await memoryReplica({ network: hub.createNetwork('server'), limits: { maxDeltaBytes: 16 * 1024 }, syncOnConnect: false })
+      replicas.push(server)
+      const logger = recordingLogger()
+      const client = await memoryReplica({
+        network: hub.createNetwork('client'),
+        store: classicLevelStore(dir),
+        limits: { maxChunkBytes: 8 * 1024 },
+        syncOnConnect: false,
+        logger,
+      })
+      replicas.push(client)
+      await waitFor(() => client.peers().includes('server'), 'connected')
+      await client.sync()
+      expect(client.stats().peers.server!.refusals.tooLarge).to.equal(1)
+      const line = logger.lines.find((l) => l.message.includes('refused the upload'))
+      expect(line?.fields).to.include({ peer: 'server', refusal: 'tooLarge' })
+    } finally {
+      await cleanup()
     }
   })
 

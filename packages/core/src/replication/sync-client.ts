@@ -565,6 +565,7 @@ export class SyncClient {
           collection: target.name,
           entity: id,
           code: err.code,
+          refusal: err.reply.code,
         })
         continue
       }
@@ -626,6 +627,7 @@ export class SyncClient {
           peer: round.peer,
           collection: target.name,
           entity: id,
+          refusal: err.reply.code,
         },
       )
       return
