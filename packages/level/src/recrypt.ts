@@ -71,6 +71,9 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
   if (fromSealer !== undefined && toSealer !== undefined && fromSealer.keyId.equals(toSealer.keyId)) {
     throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: the new key is the key the folder already has.')
   }
+  // Before finishSwap: with db a file it would take db for the new folder in place and delete
+  // db.convergent-old (or -new) beside it.
+  checkIsFolder(db)
   if (interruptedSwap(db)) {
     // The new folder is sealed with the key of the run that built it: say so if it is not this one.
     const built = folderKeyId(db + NEW_SUFFIX)
@@ -85,7 +88,6 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
     return { records: 0, keyId: asked, resumed: true }
   }
   finishSwap(db)
-  checkIsFolder(db)
   if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
   // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
   // interrupted drops: what is copied below is format 1, 2 or 3 (all current code reads; format.ts).
