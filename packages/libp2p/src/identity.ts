@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
+import { link, mkdir, open, unlink, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
@@ -44,15 +44,22 @@ export async function identityPeerId(file: string, options: { create?: boolean }
   return key === undefined ? undefined : peerIdFromPrivateKey(key).toString()
 }
 
+/**
+ * Far above any private key's protobuf (an Ed25519 one is 68 bytes, an RSA-8192 one ~4.8 KB): a
+ * longer file is not a key, and is not read whole (a file of gigabytes, or /dev/zero, would be).
+ */
+const MAX_KEY_FILE_BYTES = 64 * 1024
+
 async function readKey(file: string): Promise<PrivateKey | undefined> {
   let bytes: Uint8Array
   try {
-    bytes = await readFile(file)
+    bytes = await readAtMost(file, MAX_KEY_FILE_BYTES + 1)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
   }
   try {
+    if (bytes.byteLength > MAX_KEY_FILE_BYTES) throw new Error(`over ${MAX_KEY_FILE_BYTES} bytes`)
     return privateKeyFromProtobuf(bytes)
   } catch (err) {
     // Never replace a damaged identity silently: the peer id would change under the user.
@@ -61,5 +68,22 @@ async function readKey(file: string): Promise<PrivateKey | undefined> {
       `identity file ${file} does not hold a libp2p private key; restore it or delete it to get a new peer id`,
       { cause: err },
     )
+  }
+}
+
+/** The first `max` bytes of a file (all of it if shorter). */
+async function readAtMost(file: string, max: number): Promise<Uint8Array> {
+  const handle = await open(file, 'r')
+  try {
+    const buffer = new Uint8Array(max)
+    let filled = 0
+    while (filled < max) {
+      const { bytesRead } = await handle.read(buffer, filled, max - filled, null)
+      if (bytesRead === 0) break
+      filled += bytesRead
+    }
+    return buffer.subarray(0, filled)
+  } finally {
+    await handle.close()
   }
 }

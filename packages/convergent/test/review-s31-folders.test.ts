@@ -1,0 +1,100 @@
+// Review s31: attacks on the data folder checks (a dir or db that is a file is refused) and on
+// folderIdentity (audit tells a missing, damaged and unreadable peer-id.key apart): symlinks,
+// empty, huge and endless identity files.
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { silentLogger } from '@convergent/core'
+import { folderIdentity } from '../src/folder-identity.js'
+import { folderPeerId, isConvergentError, open } from '../src/index.js'
+import { cli, productsFolder } from './helpers.js'
+
+describe('review s31: data folders and identity files', function () {
+  this.timeout(60_000)
+  let dir = ''
+
+  beforeEach(function () {
+    dir = mkdtempSync(join(tmpdir(), 'convergent-s31-'))
+  })
+
+  afterEach(function () {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  describe('folderIdentity', function () {
+    it('holds: a peer-id.key that is a symlink to a good key gives its peer id; an empty one is damaged', async function () {
+      const real = join(dir, 'real')
+      const peerId = await folderPeerId(real)
+      const linked = join(dir, 'linked')
+      await productsFolder(linked)
+      symlinkSync(join(real, 'peer-id.key'), join(linked, 'peer-id.key'))
+      expect(await folderIdentity(linked)).to.deep.equal({ peerId })
+      rmSync(join(linked, 'peer-id.key'))
+      writeFileSync(join(linked, 'peer-id.key'), '')
+      expect((await folderIdentity(linked)).why).to.match(/is damaged/)
+    })
+
+    // HOLE 4: the identity file was read whole: a 1.5 GB peer-id.key took ~15 s and 1.6 GB of
+    // memory before audit (or open(), which reads it at every start) said it was damaged, and one
+    // that is a symlink to /dev/zero (or any endless file) was read until the process died.
+    it('HOLE 4 (fixed): a huge or endless peer-id.key is told damaged at once, without reading it whole', async function () {
+      const file = join(dir, 'peer-id.key')
+      writeFileSync(file, '')
+      truncateSync(file, 1500 * 1024 * 1024) // sparse: no disk used
+      const t0 = Date.now()
+      expect((await folderIdentity(dir)).why).to.equal(`identity file ${file} is damaged: it does not hold a libp2p private key`)
+      expect(Date.now() - t0).to.be.below(2000)
+      rmSync(file)
+      symlinkSync('/dev/zero', file)
+      expect((await folderIdentity(dir)).why).to.equal(`identity file ${file} is damaged: it does not hold a libp2p private key`)
+      // open() with the network refuses it the same way (it never replaces an identity).
+      const err = await open({ dir, logger: silentLogger }).then(
+        async (r) => {
+          await r.close()
+          return undefined
+        },
+        (e: unknown) => e,
+      )
+      expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT') && err.message).to.match(/does not hold a libp2p private key/)
+    })
+  })
+
+  describe('the data folder', function () {
+    it('holds: a dir that is a symlink to a folder opens (and the CLI reads it); one that is a symlink to a file is refused naming it', async function () {
+      const real = join(dir, 'real')
+      await productsFolder(real)
+      const linked = join(dir, 'linked')
+      symlinkSync(real, linked)
+      const replica = await open({ dir: linked, network: false, logger: silentLogger })
+      expect(await replica.collection('products').get('mug')).to.deep.include({ name: 'Mug' })
+      await replica.close()
+      const inspected = await open({ dir: linked, network: false, inspect: true, logger: silentLogger })
+      await inspected.close()
+      const r = await cli('collections', linked)
+      expect(r.code, r.stderr).to.equal(0)
+      expect(r.stdout).to.include('products')
+
+      const file = join(dir, 'file.json')
+      writeFileSync(file, '{}')
+      const toFile = join(dir, 'to-file')
+      symlinkSync(file, toFile)
+      for (const inspect of [false, true]) {
+        const err = await open({ dir: toFile, network: false, inspect, logger: silentLogger }).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT') && err.message).to.include(`${toFile} is a file, not a folder`)
+      }
+      expect(readdirSync(dir).sort()).to.deep.equal(['file.json', 'linked', 'real', 'to-file'])
+    })
+
+    it('holds: open() of a brand-new dir (its parents missing) creates it, and its db', async function () {
+      const fresh = join(dir, 'a', 'b', 'c')
+      const replica = await open({ dir: fresh, network: false, logger: silentLogger })
+      await replica.collection('p').put('k', { v: 1 })
+      await replica.close()
+      expect(readdirSync(fresh)).to.include('db')
+    })
+  })
+})
