@@ -5,7 +5,7 @@
 export const NOT_TYPE_CHECKED = '<!-- not type-checked -->'
 
 export interface CodeBlock {
-  /** The language after the opening fence (```ts → 'ts'). */
+  /** The language after the opening fence, lower case (```ts → 'ts', ```typescript → 'ts', ```ts title="x" → 'ts'). */
   lang: string
   /** 1-based line of the block's first code line in the file. */
   line: number
@@ -15,12 +15,16 @@ export interface CodeBlock {
   skipped: boolean
 }
 
+/** Languages that are another name of one the tests look for. */
+const LANG_ALIASES: Record<string, string> = { typescript: 'ts', javascript: 'js' }
+
 export function codeBlocks(markdown: string): CodeBlock[] {
   const lines = markdown.split('\n')
   const blocks: CodeBlock[] = []
   let previous = ''
   for (let i = 0; i < lines.length; i++) {
-    const open = /^(\s*)```(\w*)\s*$/.exec(lines[i]!)
+    // A fence's info string may go on after the language (```ts title="…"): still a ts block.
+    const open = /^(\s*)```(?!`)\s*([\w+-]*)[^`]*$/.exec(lines[i]!)
     if (open === null) {
       if (lines[i]!.trim() !== '') previous = lines[i]!.trim()
       continue
@@ -29,7 +33,12 @@ export function codeBlocks(markdown: string): CodeBlock[] {
     const code: string[] = []
     let j = i + 1
     while (j < lines.length && !/^\s*```\s*$/.test(lines[j]!)) code.push(lines[j++]!.slice(indent))
-    blocks.push({ lang: open[2]!, line: i + 2, code: code.join('\n') + '\n', skipped: previous === NOT_TYPE_CHECKED })
+    blocks.push({
+      lang: LANG_ALIASES[open[2]!.toLowerCase()] ?? open[2]!.toLowerCase(),
+      line: i + 2,
+      code: code.join('\n') + '\n',
+      skipped: previous === NOT_TYPE_CHECKED,
+    })
     previous = ''
     i = j
   }
