@@ -8,6 +8,7 @@ import { expect } from 'chai'
 import { LoopbackHub, sha256, type Replica } from '../src/index.js'
 import { decodeErrorReply, decodeMessage, encodeErrorReply, encodeMessage, encodeNodesRequest, MessageType, type RefusalCode } from '../src/internal.js'
 import { classicLevelStore } from '@convergent/level'
+import { FAILED_MESSAGE } from '../src/replication/sync-server.js'
 import { closedAfterEach, hostile, memoryReplica, recordingLogger, startRawPeer, storeWith, tempDir, waitFor } from './helpers.js'
 
 /** A root digest that differs from everything (so the requester pulls the collection). */
@@ -85,7 +86,10 @@ describe('refusal codes of the sync protocol', function () {
         nets.push(peer)
         await startRawPeer(peer, server)
         // Its digest tree is read from the store on the first request that needs it.
-        expect(await replyOf(server, peer, encodeNodesRequest({ collection: 'p', level: 0, nodes: [0], sparse: false }))).to.include({ c: 'failed' })
+        const reply = await replyOf(server, peer, encodeNodesRequest({ collection: 'p', level: 0, nodes: [0], sparse: false }))
+        expect(reply).to.include({ c: 'failed' })
+        // What failed stays here (a store's error can name this machine's files): the peer is told only that it failed.
+        expect((reply as { m?: unknown }).m).to.equal(FAILED_MESSAGE)
       } finally {
         await cleanup()
       }

@@ -115,7 +115,11 @@ export class SyncServer {
         // Through the drop log: a peer sending failing requests gets a few lines, not one each.
         this.ctx.dropLog.log(from, `sync request from ${from} failed: ${message}`, { peer: from, ...codeOf(err) })
       }
-      return this.error(message, refusalOfError(err), err instanceof UnsupportedTypeError ? err.type : undefined)
+      const code = refusalOfError(err)
+      // The responder's own failure (its store, a bug) is logged here; the peer learns only that
+      // it failed: a store's error can name files and paths of this machine.
+      const told = code === 'failed' && isOwnFailure(err) ? FAILED_MESSAGE : message
+      return this.error(told, code, err instanceof UnsupportedTypeError ? err.type : undefined)
     }
   }
 
@@ -404,6 +408,20 @@ export class SyncServer {
     }
     return encodeExchangeResponse(response)
   }
+}
+
+/** What a peer is told of a request this replica failed to answer (the details are logged here). */
+export const FAILED_MESSAGE = 'the responder could not answer this request (its own failure, logged there); a later round asks again'
+
+/** A failure of this replica's own (its store, encryption at rest, a bug) rather than a refusal written for the peer. */
+function isOwnFailure(err: unknown): boolean {
+  return (
+    !(err instanceof ConvergentError) ||
+    err.code === 'ERR_STORE' ||
+    err.code === 'ERR_STORE_CORRUPT' ||
+    err.code === 'ERR_WRONG_KEY' ||
+    err.code === 'ERR_ENCRYPTED'
+  )
 }
 
 /** The code of the Error reply to a request that failed with `err` (the requester counts it). */
