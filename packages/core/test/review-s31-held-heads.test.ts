@@ -1,0 +1,301 @@
+// Review s31: attacks on the held heads of signed heads (a relay whose newest head of an actor is
+// that of a change waiting in its document keeps, beside it, the newest head whose change it
+// holds — `head/<col> NUL <id> NUL <actor> NUL held` — and sends both; a receiver verifies each
+// actor's newest head and the newest older one sent with it, and either may vouch).
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
+import type { ReplicationContext } from '../src/replication/context.js'
+import { decodeHeaded, encodeHeaded, headed, headsFor, withHeads } from '../src/replication/heads.js'
+import { claimOf, heldHeadKey, signHeads, type HeadLeaf } from '../src/trust/signed-heads.js'
+import { boundActor } from '../src/trust/actor-binding.js'
+import { concatBytes, toHex } from '../src/hash.js'
+import type { Replica, Store } from '../src/index.js'
+import { waitFor } from './helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes } from './heads-helpers.js'
+import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
+
+/** The version `ctx`'s replica holds of 'notes'/n1. */
+async function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
+  const col = ctx.entities.collections.get('notes')!
+  const entity = await ctx.entities.acquire(col, 'n1')
+  try {
+    return col.backend.version(entity.doc)
+  } finally {
+    ctx.entities.release(entity)
+  }
+}
+
+/** What `from` serves `to` of 'notes'/n1 in an exchange (deltaSince, headed as the sync server heads it). */
+async function served(from: ReplicationContext, to: string, theirVersion: Uint8Array): Promise<Uint8Array> {
+  const col = from.entities.collections.get('notes')!
+  from.heads!.markReader(to)
+  const entity = await from.entities.acquire(col, 'n1')
+  try {
+    const delta = col.backend.deltaSince(entity.doc, theirVersion)!
+    return await headed(from, col, 'n1', delta, to, { doc: entity.doc, theirVersion })
+  } finally {
+    from.entities.release(entity)
+  }
+}
+
+/** `delta` from `peer` to `replica`'s 'notes'/n1. */
+function sendTo(replica: Replica, peer: string, delta: Uint8Array): Promise<ApplyResult> {
+  return applyRemoteDelta(ctxOf(replica), peer, 'notes', 'automerge', 'n1', delta)
+}
+
+/** The store under a replica (as its signed heads read it). */
+function storeOf(replica: Replica): Store {
+  return (ctxOf(replica).heads as unknown as { opts: { store: Store } }).opts.store
+}
+
+/** Whether `replica`'s document of 'notes'/n1 holds the change of hash `hash` (applied, not waiting). */
+async function holds(replica: Replica, hash: string): Promise<boolean> {
+  const ctx = ctxOf(replica)
+  const col = ctx.entities.collections.get('notes')!
+  const entity = await ctx.entities.acquire(col, 'n1')
+  try {
+    return col.backend.history!.holds(entity.doc, hash)
+  } finally {
+    ctx.entities.release(entity)
+  }
+}
+
+/** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
+async function roundsUntil(a: Replica, b: Replica, text: string, max = 6): Promise<number | undefined> {
+  for (let i = 1; i <= max; i++) {
+    await a.sync()
+    await b.sync()
+    if ((await notes(a).get('n1'))?.text === text) return i
+  }
+  return undefined
+}
+
+describe('review s31: held heads', function () {
+  this.timeout(120_000)
+  const { keys, replicas } = trustSuite()
+
+  /** A head of `leaf` signed by `signer` under a statement of the given namespace, collection and time. */
+  async function signedHead(leaf: HeadLeaf, opts: { signer?: string; namespace?: string; collection?: string; time?: number } = {}): Promise<Uint8Array> {
+    const signer = opts.signer ?? ADMIN
+    const { proofs } = await signHeads(
+      { namespace: opts.namespace ?? 'default', collection: opts.collection ?? 'notes', author: signer, time: opts.time ?? 1 },
+      [leaf],
+      (data) => keys.trust(signer, [ADMIN]).sign(data),
+    )
+    return proofs[0]!
+  }
+  const leafOf = (change: Uint8Array, id = 'n1'): HeadLeaf => {
+    const m = A.decodeChange(change)
+    return { id, actor: m.actor, seq: m.seq, hash: m.hash }
+  }
+
+  // ---- the second head cannot be abused -------------------------------------------------------
+
+  it('holds: a genuine head of c1 for another entity, collection or namespace, riding as the second head: refused as badSignature (it is checked now), nothing taken; the genuine pair still is', async () => {
+    const { r, ctx, c1, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    const newest = await headOf(keys, c3)
+    const others = [
+      await signedHead(leafOf(c1, 'n2')),
+      await signedHead(leafOf(c1), { collection: 'other' }),
+      await signedHead(leafOf(c1), { namespace: 'elsewhere' }),
+    ]
+    for (const [i, earlier] of others.entries()) {
+      expect(await sendTo(r[ORDERS]!, SUPPORT, encodeHeaded(c1, [newest, earlier])), `variant ${i}`).to.equal('badSignature')
+    }
+    expect(r[ORDERS]!.stats().peers[SUPPORT]?.dropped.badSignature).to.equal(3)
+    expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('zero')
+    // Three failures are within the per-peer budget (10 a minute): the honest relay still serves it.
+    expect(await sendTo(r[ORDERS]!, SUPPORT, await served(ctx, ORDERS, await versionAt(ctxOf(r[ORDERS]!))))).to.equal('applied')
+    expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('one')
+  })
+
+  it('holds: many heads of one actor (distinct statements) cost two signature checks, the newest and the newest below it', async () => {
+    const { r, c1, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    const access = ctxOf(r[ORDERS]!).access as unknown as { verifyBy: (peer: string, data: Uint8Array, sig: Uint8Array) => Promise<boolean> }
+    const heads: Uint8Array[] = []
+    for (let t = 100; t < 130; t++) heads.push(await signedHead(leafOf(c1), { time: t }), await signedHead(leafOf(c3), { time: t }))
+    const verify = access.verifyBy.bind(access)
+    let checks = 0
+    access.verifyBy = (peer, data, sig) => {
+      checks++
+      return verify(peer, data, sig)
+    }
+    expect(await sendTo(r[ORDERS]!, SUPPORT, encodeHeaded(c1, heads))).to.equal('applied')
+    expect(checks).to.equal(2)
+    expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('one')
+  })
+
+  it('holds: whatever a member sends the relay (c1 again with both heads, forgeries riding them, c3 again), its held head names a change its document holds, of the right actor', async () => {
+    const { r, ctx, base, x, c1, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    const h1 = await headOf(keys, c1)
+    const h3 = await headOf(keys, c3)
+    const forged = forkChange(A.save(A.applyChanges(A.load<State>(base), [c1])[0]), x, (d) => void (d.text = 'forged'))
+    const fork = forkChange(base, x, (d) => void (d.text = 'fork'))
+    const y = toHex(boundActor(ORDERS, new Uint8Array(16).fill(2)))
+    const own = forkChange(A.save(A.applyChanges(A.load<State>(base), [c1])[0]), y, (d) => void (d.tag = 'orders'))
+    for (const delta of [
+      encodeHeaded(c1, [h3, h1]),
+      encodeHeaded(c1, [h1, h3]),
+      encodeHeaded(forged, [h3, h1]),
+      encodeHeaded(fork, [h3, h1]),
+      encodeHeaded(c3, [h3, h1]),
+      encodeHeaded(concatBytes([c1, c3]), [h3]),
+      // ORDERS' own change on top of c1, with its own head and X's two riding along.
+      encodeHeaded(own, [await headOf(keys, own, ORDERS), h3, h1]),
+    ]) {
+      await sendTo(r[SUPPORT]!, ORDERS, delta)
+      const held = (await ctx.heads!.storedHeld('notes', 'n1', [x])).get(x)
+      expect(held?.leaf.actor).to.equal(x)
+      expect(await holds(r[SUPPORT]!, held!.leaf.hash), 'the held head names a change the relay holds').to.equal(true)
+      expect(held!.leaf.hash).to.equal(A.decodeChange(c1).hash)
+    }
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.not.equal('forged')
+  })
+
+  // ---- storage and other readers of head/ ------------------------------------------------------
+
+  it('holds: dropping the collection deletes its held heads too (they share the head prefix)', async () => {
+    const { r, x } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    const store = storeOf(r[SUPPORT]!)
+    expect(await store.getMeta(heldHeadKey('notes', 'n1', x))).to.not.equal(undefined)
+    await r[SUPPORT]!.dropCollection('notes')
+    expect(await store.getMeta(heldHeadKey('notes', 'n1', x))).to.equal(undefined)
+  })
+
+  // ---- stale held heads and liveness -----------------------------------------------------------
+
+  it('holds: once its queue drained, the relay serves the entity whole with the stale held head still stored (and sent), and a peer takes it', async () => {
+    const { r, ctx, c2, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(c2, [await headOf(keys, c2, ORDERS)]))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
+    const col = ctx.entities.collections.get('notes')!
+    const whole = A.save(A.load<State>(await savedDoc(r[SUPPORT]!, 'notes', 'n1')))
+    ctx.heads!.markReader(ORDERS)
+    const delta = withHeads(whole, await headsFor(ctx, col, 'n1', whole, ORDERS, 'whole'))
+    // c3's head, and (today) the stale held head of c1 beside it: never deleted, it goes with the
+    // entity whole for good, one more head (~0.5 KB) and signature check per such actor. Not
+    // asserted: sending it no longer would be an improvement, not a break.
+    const hashes = decodeHeaded(delta).heads.map((h) => claimOf(h).leaf.hash)
+    expect(hashes).to.include(A.decodeChange(c3).hash)
+    expect(await sendTo(r[ORDERS]!, SUPPORT, delta)).to.equal('applied')
+    expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('three')
+  })
+
+  it('holds: a change that overtakes the one before it (it waits) is taken while the relay writes the entity locally (the new wait for writes in flight does not turn it away)', async () => {
+    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    hub.partition([ORDERS], [SUPPORT])
+    const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
+    const x = toHex(boundActor(ADMIN, new Uint8Array(16).fill(1)))
+    const c1 = forkChange(base, x, (d) => void (d.text = 'one'))
+    const c2 = forkChange(A.save(A.applyChanges(A.load<State>(base), [c1])[0]), x, (d) => void (d.text = 'two'))
+    const writes = Array.from({ length: 40 }, (_, i) => notes(r[SUPPORT]!).put('n1', { text: `local ${i}` }))
+    const got = await sendTo(r[SUPPORT]!, ADMIN, encodeHeaded(c2, [await headOf(keys, c2)]))
+    await Promise.all(writes)
+    expect(got).to.equal('applied')
+    expect(await sendTo(r[SUPPORT]!, ADMIN, encodeHeaded(c1, [await headOf(keys, c1)]))).to.equal('applied')
+    expect(await holds(r[SUPPORT]!, A.decodeChange(c2).hash)).to.equal(true)
+  })
+
+  // ---- a member's own change that waits for good -----------------------------------------------
+
+  /**
+   * ORDERS (a member) makes two changes of its own bound actor on n1 as SUPPORT holds it: m1, and
+   * m2 after m1 that also depends on a change that does not exist (it waits for good wherever it
+   * is taken). Each with ORDERS' own signed head.
+   */
+  async function mAndPhantom(support: Replica) {
+    const m = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
+    const base = await savedDoc(support, 'notes', 'n1')
+    const m1 = forkChange(base, m, (d) => void (d.text = 'm1'))
+    const { hash: _hash, ...made } = A.decodeChange(forkChange(A.save(A.applyChanges(A.load<State>(base), [m1])[0]), m, (d) => void (d.tag = 'm2')))
+    const m2 = A.encodeChange({ ...made, deps: [...made.deps, 'ab'.repeat(32)].sort() })
+    return { m, m1, m2, h1: await headOf(keys, m1, ORDERS), h2: await headOf(keys, m2, ORDERS) }
+  }
+
+  /** ADMIN, ORDERS and SUPPORT holding n1 'zero', then cut apart (no gossip, no rounds). */
+  async function apart() {
+    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
+    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+    hub.partition([ADMIN], [ORDERS, SUPPORT])
+    hub.partition([ORDERS], [SUPPORT])
+    await waitFor(() => r[SUPPORT]!.peers().length === 0, 'SUPPORT cut off')
+    return { hub, r }
+  }
+
+  it('holds: m1 sent alone (its head), then m2 that waits for good: the relay keeps m1’s head as held, and a peer lacking m1 takes the entity from it (SUPPORT’s own later write with it)', async () => {
+    const { hub, r } = await apart()
+    const { m, m1, m2, h1, h2 } = await mAndPhantom(r[SUPPORT]!)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m1, [h1]))).to.equal('applied')
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m2, [h2]))).to.equal('applied')
+    await waitFor(async () => (await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [m])).has(m), 'held head stored')
+    await notes(r[SUPPORT]!).put('n1', { text: 's1' })
+    hub.heal()
+    hub.partition([ORDERS], [ADMIN, SUPPORT])
+    await waitFor(() => r[ADMIN]!.peers().includes(SUPPORT), 'ADMIN and SUPPORT healed')
+    expect(await roundsUntil(r[ADMIN]!, r[SUPPORT]!, 's1')).to.not.equal(undefined)
+  })
+
+  // HOLE 1 (medium, not introduced by fec01f7 but not closed by it; a member parts two honest
+  // replicas on an entity for good). The held head is written only from heads this relay has:
+  // when one delta brings both the changes of an actor that apply and one that waits (m1 and m2,
+  // vouched for by m2's head alone: its hash chain reaches m1), the relay holds no head whose
+  // change it holds. It then serves m1 — and every later change of the entity, all after m1 —
+  // with m2's head only, which a peer lacking m1 answers `later` (a head of a later change it
+  // does not hold), every round, as whole documents too (the new waiting change is left out
+  // there, and then m2's head names nothing held). With m2 depending on a change that does not
+  // exist, the relay's queue never drains: ADMIN never takes n1 from SUPPORT, whose own writes
+  // to it never reach ADMIN through it (ORDERS, which holds m1 and a head of it, serves nobody).
+  // Not a small fix: either the relay answers `later` to a delta that would leave an actor's
+  // applied changes without a held head (honest pushes of two writes across a received change
+  // would wait for anti-entropy), or the receiver follows the hash chain from a waiting change
+  // the sender carries too (the README's other way). A bound on how long a change may wait at
+  // the relay (its queue dropped, then its newest head dropped with it) would also end it.
+  it.skip('HOLE 1: m1 and m2 (which waits for good) in one delta with m2’s head alone: the relay keeps no held head, and a peer lacking m1 never takes the entity from it (SUPPORT’s own later write with it)', async () => {
+    const { hub, r } = await apart()
+    const { m, m1, m2, h2 } = await mAndPhantom(r[SUPPORT]!)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h2]))).to.equal('applied')
+    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [m])).has(m), 'no held head').to.equal(false)
+    await notes(r[SUPPORT]!).put('n1', { text: 's1' })
+    hub.heal()
+    hub.partition([ORDERS], [ADMIN, SUPPORT])
+    await waitFor(() => r[ADMIN]!.peers().includes(SUPPORT), 'ADMIN and SUPPORT healed')
+    expect(await roundsUntil(r[ADMIN]!, r[SUPPORT]!, 's1')).to.not.equal(undefined)
+  })
+
+  // HOLE 1b (medium, the README's 'left open' case, made for good by a member): the held head is
+  // moved on only when a head of the actor is stored; a change of the actor released from the
+  // queue by another's (m2, by ORDERS' other actor's y1) leaves it older than what the relay now
+  // holds, while a later change (m3, which waits for good) keeps the newest. ORDERS sends each
+  // with its own head, in this order: m1, m2 (waits for y1), m3 (waits for m2 and a change that
+  // does not exist), y1. The relay holds m1, y1 and m2, its held head is m1's and its newest m3's:
+  // a peer lacking m2 answers `later` to all of the entity it serves, every round, for good.
+  // The same fix would close both (the relay cannot sign a head of m2; it no longer has m2's).
+  it.skip('HOLE 1b: m1, m2 (waits for y1), m3 (waits for good), then y1 releases m2: the held head stays m1’s, and a peer lacking m2 never takes the entity from the relay', async () => {
+    const { hub, r } = await apart()
+    const a = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
+    const b = toHex(boundActor(ORDERS, new Uint8Array(16).fill(8)))
+    const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
+    const on = (...changes: Uint8Array[]): Uint8Array => A.save(A.applyChanges(A.load<State>(base), changes)[0])
+    const m1 = forkChange(base, a, (d) => void (d.text = 'm1'))
+    const y1 = forkChange(base, b, (d) => void (d.tag = 'y1'))
+    const m2 = forkChange(on(m1, y1), a, (d) => void (d.text = 'm2'))
+    const { hash: _hash, ...made } = A.decodeChange(forkChange(on(m1, y1, m2), a, (d) => void (d.tag = 'm3')))
+    const m3 = A.encodeChange({ ...made, deps: [...made.deps, 'ab'.repeat(32)].sort() })
+    for (const change of [m1, m2, m3, y1]) {
+      expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(change, [await headOf(keys, change, ORDERS)]))).to.equal('applied')
+    }
+    expect(await holds(r[SUPPORT]!, A.decodeChange(m2).hash), 'm2 released').to.equal(true)
+    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [a])).get(a)?.leaf.hash, 'the held head').to.equal(A.decodeChange(m1).hash)
+    await notes(r[SUPPORT]!).put('n1', { text: 's1' })
+    hub.heal()
+    hub.partition([ORDERS], [ADMIN, SUPPORT])
+    await waitFor(() => r[ADMIN]!.peers().includes(SUPPORT), 'ADMIN and SUPPORT healed')
+    expect(await roundsUntil(r[ADMIN]!, r[SUPPORT]!, 's1')).to.not.equal(undefined)
+  })
+})
