@@ -164,6 +164,30 @@ describe('review s31: held heads', function () {
     expect(await store.getMeta(heldHeadKey('notes', 'n1', x))).to.equal(undefined)
   })
 
+  it('HOLE 2 (fixed): a damaged held head was taken for a lost head of its actor: the entity was asked of peers whole for 20 rounds (and again after each restart), for a head no peer can give back (keepHeads stores an actor’s head only where none is stored, and the newest is); now it is moved aside, counted and logged, and not asked for', async () => {
+    const said: string[] = []
+    const { r, ctx, x } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    ;(ctx.heads as unknown as { opts: { logger: { error: (m: string) => void; warn: (m: string) => void } } }).opts.logger = {
+      error: (m: string) => void said.push(m),
+      warn: (m: string) => void said.push(m),
+    }
+    // A flipped byte: the record as the store holds it, its check no longer passing.
+    const key = heldHeadKey('notes', 'n1', x)
+    const sub = (storeOf(r[SUPPORT]!) as unknown as { sub: { meta: { get(k: string): Promise<Uint8Array>; put(k: string, v: Uint8Array): Promise<void> } } })
+      .sub
+    const raw = new Uint8Array(await sub.meta.get(key))
+    raw[raw.byteLength - 3] = raw[raw.byteLength - 3]! ^ 0x55
+    await sub.meta.put(key, raw)
+    const before = r[SUPPORT]!.stats().store.corruptRecords
+    expect(await ctx.heads!.checkStored()).to.equal(1)
+    expect(r[SUPPORT]!.stats().store.corruptRecords).to.equal(before + 1)
+    expect(await storeOf(r[SUPPORT]!).getMeta(key)).to.equal(undefined)
+    expect(ctx.heads!.wantsHeads('notes', 'n1'), 'asked of peers').to.equal(false)
+    expect(said.join('\n')).to.match(/the held signed head .*: moved aside; while changes of that actor wait here/)
+    // The newest head is as it was (the relay still serves X's changes with it).
+    expect((await ctx.heads!.stored('notes', 'n1', [x])).get(x)).to.not.equal(undefined)
+  })
+
   // ---- stale held heads and liveness -----------------------------------------------------------
 
   it('holds: once its queue drained, the relay serves the entity whole with the stale held head still stored (and sent), and a peer takes it', async () => {

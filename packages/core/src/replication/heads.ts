@@ -670,23 +670,33 @@ export class SignedHeads {
    * cannot be: it is asked of peers (wanted); until one sends it, a peer that lacks those changes
    * takes them from a replica that holds the head, not from here (review-damaged-disk HOLE 8, 8b).
    * The entity is kept: dropping it to fetch it again with its heads lost this replica's own
-   * writes that no peer held yet (review2-damaged-disk HOLE 3).
+   * writes that no peer held yet (review2-damaged-disk HOLE 3). A held head (heldHeadKey) is
+   * not asked of peers: no delta brings one back (keepHeads stores an actor's head only where
+   * none is stored, and the newest still is), so the ask refetched the entity whole for
+   * MAX_HEAD_ASKS rounds for nothing (review-s31 HOLE 2).
    */
   private async lostHead(err: StoreCorruptError): Promise<void> {
     this.lost++
     const key = err.record.key
-    // head/<collection>\0<id>\0<actor>; a damaged key may not say (then only moved aside).
+    // head/<collection>\0<id>\0<actor>[\0held]; a damaged key may not say (then only moved aside).
     const [collection, id, actor] = key.startsWith(HEAD_PREFIX) ? key.slice(HEAD_PREFIX.length).split('\u0000') : []
-    const own = actor !== undefined && actorOwnedBy(actor, this.opts.peerId)
-    this.opts.logger.error(
-      `${err.message} (the signed head ${JSON.stringify(key)}: moved aside; ${own ? 'this replica signs its own head again' : `a peer that lacks that author's changes${id !== undefined ? ` of '${id}'` : ''} takes them from a replica that holds its head, not from here, until a peer sends it again`})`,
-      { code: err.code, ...(collection !== undefined ? { collection } : {}), ...(id !== undefined ? { entity: id } : {}) },
-    )
+    const held = key.endsWith(HELD_SUFFIX)
+    const own = !held && actor !== undefined && actorOwnedBy(actor, this.opts.peerId)
+    const then = held
+      ? `while changes of that actor wait here, a peer that lacks those applied${id !== undefined ? ` of '${id}'` : ''} takes them from another replica, not from here, until one of them is released or a later head of the actor is stored`
+      : own
+        ? 'this replica signs its own head again'
+        : `a peer that lacks that author's changes${id !== undefined ? ` of '${id}'` : ''} takes them from a replica that holds its head, not from here, until a peer sends it again`
+    this.opts.logger.error(`${err.message} (the ${held ? 'held ' : ''}signed head ${JSON.stringify(key)}: moved aside; ${then})`, {
+      code: err.code,
+      ...(collection !== undefined ? { collection } : {}),
+      ...(id !== undefined ? { entity: id } : {}),
+    })
     await this.opts.store.quarantine(err.record)
     this.opts.entities.corruptRecords++
     // Not for a key that names no entity held here (moved on disk): asked of a peer, an id it
     // refuses spoils the ask of every other entity of the collection.
-    if (!own && (await this.heldHere(collection, id))) this.want(collection!, id!)
+    if (!own && !held && (await this.heldHere(collection, id))) this.want(collection!, id!)
   }
 
   /**
