@@ -1,25 +1,17 @@
 // The CLI's read commands on a data folder whose db (the LevelDB folder) is a file, and on a
 // path that is a file: an error naming the path and saying it is not a folder (found by a
 // new-user review: it was the ENOTDIR of the first file opened in it).
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { cli } from './helpers.js'
+import { cli, folderEachTest } from './helpers.js'
 
 describe('convergent CLI on a path that is not a folder', function () {
   this.timeout(60_000)
-  let dir = ''
-
-  beforeEach(function () {
-    dir = mkdtempSync(join(tmpdir(), 'convergent-cli-not-a-folder-'))
-  })
-
-  afterEach(function () {
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const folder = folderEachTest('convergent-cli-not-a-folder-')
 
   it("the folder's db is a file: collections, get and audit fail with ERR_STORE naming it, and write nothing", async function () {
+    const dir = folder()
     writeFileSync(join(dir, 'db'), 'not a database')
     for (const args of [
       ['collections', dir],
@@ -34,6 +26,7 @@ describe('convergent CLI on a path that is not a folder', function () {
   })
 
   it('the data folder given is a file: says so', async function () {
+    const dir = folder()
     const file = join(dir, 'data.json')
     writeFileSync(file, '{}')
     const r = await cli('collections', file)

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { readdir, readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { classicLevelStore } from '@convergent/level'
@@ -150,4 +152,12 @@ export function rows(stdout: string): string[][] {
     .split('\n')
     .filter((l) => !l.startsWith('#'))
     .map((l) => l.split('\t'))
+}
+
+/** A fresh temp folder for each test of the suite it is called in (removed after each): call the getter inside a test. */
+export function folderEachTest(prefix: string): () => string {
+  let dir = ''
+  beforeEach(() => void (dir = mkdtempSync(join(tmpdir(), prefix))))
+  afterEach(() => rmSync(dir, { recursive: true, force: true }))
+  return () => dir
 }

@@ -1,29 +1,21 @@
 // Review s31: attacks on the data folder checks (a dir or db that is a file is refused) and on
 // folderIdentity (audit tells a missing, damaged and unreadable peer-id.key apart): symlinks,
 // empty, huge and endless identity files.
-import { mkdtempSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
 import { folderIdentity } from '../src/folder-identity.js'
 import { folderPeerId, isConvergentError, open } from '../src/index.js'
-import { cli, productsFolder } from './helpers.js'
+import { cli, folderEachTest, productsFolder } from './helpers.js'
 
 describe('review s31: data folders and identity files', function () {
   this.timeout(60_000)
-  let dir = ''
-
-  beforeEach(function () {
-    dir = mkdtempSync(join(tmpdir(), 'convergent-s31-'))
-  })
-
-  afterEach(function () {
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const folder = folderEachTest('convergent-s31-')
 
   describe('folderIdentity', function () {
     it('holds: a peer-id.key that is a symlink to a good key gives its peer id; an empty one is damaged', async function () {
+      const dir = folder()
       const real = join(dir, 'real')
       const peerId = await folderPeerId(real)
       const linked = join(dir, 'linked')
@@ -39,6 +31,7 @@ describe('review s31: data folders and identity files', function () {
     // memory before audit (or open(), which reads it at every start) said it was damaged, and one
     // that is a symlink to /dev/zero (or any endless file) was read until the process died.
     it('HOLE 4 (fixed): a huge or endless peer-id.key is told damaged at once, without reading it whole', async function () {
+      const dir = folder()
       const file = join(dir, 'peer-id.key')
       writeFileSync(file, '')
       truncateSync(file, 1500 * 1024 * 1024) // sparse: no disk used
@@ -62,6 +55,7 @@ describe('review s31: data folders and identity files', function () {
 
   describe('the data folder', function () {
     it('holds: a dir that is a symlink to a folder opens (and the CLI reads it); one that is a symlink to a file is refused naming it', async function () {
+      const dir = folder()
       const real = join(dir, 'real')
       await productsFolder(real)
       const linked = join(dir, 'linked')
@@ -90,6 +84,7 @@ describe('review s31: data folders and identity files', function () {
     })
 
     it('holds: open() of a brand-new dir (its parents missing) creates it, and its db', async function () {
+      const dir = folder()
       const fresh = join(dir, 'a', 'b', 'c')
       const replica = await open({ dir: fresh, network: false, logger: silentLogger })
       await replica.collection('p').put('k', { v: 1 })

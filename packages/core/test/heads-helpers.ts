@@ -4,10 +4,10 @@
  * collection, and a change's head signed with a member's test key.
  */
 import * as A from '@automerge/automerge'
-import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica } from '../src/index.js'
+import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica, type Store } from '../src/index.js'
 import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { encodeHeaded } from '../src/replication/heads.js'
+import { encodeHeaded, headed, headsFor, SignedHeads, withHeads } from '../src/replication/heads.js'
 import { signHeads } from '../src/trust/signed-heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { toHex } from '../src/hash.js'
@@ -201,4 +201,50 @@ export async function c1AppliedC3WaitingAtSupport(keys: Keyring, track: Replica[
   }
   await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(x)?.leaf.seq === A.decodeChange(c3).seq, "c3's head stored at SUPPORT")
   return { hub, r, ctx, base, x, y, c1, c2, c3 }
+}
+
+/** The version `ctx`'s replica holds of 'notes'/n1. */
+export async function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
+  const col = ctx.entities.collections.get('notes')!
+  const entity = await ctx.entities.acquire(col, 'n1')
+  try {
+    return col.backend.version(entity.doc)
+  } finally {
+    ctx.entities.release(entity)
+  }
+}
+
+/** What `from` serves `to` of 'notes'/n1 in an exchange (deltaSince, headed as the sync server heads it). */
+export async function served(from: ReplicationContext, to: string, theirVersion: Uint8Array): Promise<Uint8Array> {
+  const col = from.entities.collections.get('notes')!
+  from.heads!.markReader(to)
+  const entity = await from.entities.acquire(col, 'n1')
+  try {
+    const delta = col.backend.deltaSince(entity.doc, theirVersion)!
+    return await headed(from, col, 'n1', delta, to, { doc: entity.doc, theirVersion })
+  } finally {
+    from.entities.release(entity)
+  }
+}
+
+/** `bytes` sent whole by `from` to `to` with the heads a range answer gives them (every actor's). */
+export async function sentWhole(from: ReplicationContext, to: string, bytes: Uint8Array): Promise<Uint8Array> {
+  const col = from.entities.collections.get('notes')!
+  from.heads!.markReader(to)
+  return withHeads(bytes, await headsFor(from, col, 'n1', bytes, to, 'whole'))
+}
+
+/** `delta` from `peer` to `replica`'s 'notes'/n1. */
+export function sendTo(replica: Replica, peer: string, delta: Uint8Array): Promise<ApplyResult> {
+  return applyRemoteDelta(ctxOf(replica), peer, 'notes', 'automerge', 'n1', delta)
+}
+
+/** What `ctx`'s SignedHeads was made with (its store among them): a restart's SignedHeads is made so. */
+export function headsOptionsOf(ctx: ReplicationContext): ConstructorParameters<typeof SignedHeads>[0] {
+  return (ctx.heads as unknown as { opts: ConstructorParameters<typeof SignedHeads>[0] }).opts
+}
+
+/** The store under a replica (as its signed heads read it). */
+export function storeOf(replica: Replica): Store {
+  return headsOptionsOf(ctxOf(replica)).store
 }

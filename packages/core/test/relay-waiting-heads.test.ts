@@ -6,53 +6,15 @@
 // Then: what a forger can do with the second head (nothing more than before).
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
-import { decodeHeaded, encodeHeaded, headed, headsFor, SignedHeads, withHeads } from '../src/replication/heads.js'
+import { decodeHeaded, encodeHeaded, SignedHeads } from '../src/replication/heads.js'
 import { claimOf, HELD_SUFFIX } from '../src/trust/signed-heads.js'
 import { wholeStateOf } from '../src/replication/durable.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
-import type { Replica } from '../src/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, headsOptionsOf, notes, sendTo, sentWhole, served, versionAt } from './heads-helpers.js'
 import { ctxOf, forbidden, forkChange, type State } from './counter-helpers.js'
-
-/** The version `ctx`'s replica holds of 'notes'/n1. */
-async function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
-  const col = ctx.entities.collections.get('notes')!
-  const entity = await ctx.entities.acquire(col, 'n1')
-  try {
-    return col.backend.version(entity.doc)
-  } finally {
-    ctx.entities.release(entity)
-  }
-}
-
-/** What `from` serves `to` of 'notes'/n1 in an exchange (deltaSince, headed as the sync server heads it). */
-async function served(from: ReplicationContext, to: string, theirVersion: Uint8Array): Promise<Uint8Array> {
-  const col = from.entities.collections.get('notes')!
-  from.heads!.markReader(to)
-  const entity = await from.entities.acquire(col, 'n1')
-  try {
-    const delta = col.backend.deltaSince(entity.doc, theirVersion)!
-    return await headed(from, col, 'n1', delta, to, { doc: entity.doc, theirVersion })
-  } finally {
-    from.entities.release(entity)
-  }
-}
-
-/** `bytes` sent whole by `from` to `to` with the heads a range answer gives them (every actor's). */
-async function sentWhole(from: ReplicationContext, to: string, bytes: Uint8Array): Promise<Uint8Array> {
-  const col = from.entities.collections.get('notes')!
-  from.heads!.markReader(to)
-  return withHeads(bytes, await headsFor(from, col, 'n1', bytes, to, 'whole'))
-}
-
-/** `delta` from `peer` to `replica`'s 'notes'/n1. */
-function sendTo(replica: Replica, peer: string, delta: Uint8Array): Promise<ApplyResult> {
-  return applyRemoteDelta(ctxOf(replica), peer, 'notes', 'automerge', 'n1', delta)
-}
 
 describe('signed heads: a relay whose newest head of an actor is of a change waiting there', function () {
   this.timeout(60_000)
@@ -199,10 +161,8 @@ describe('signed heads: a relay whose newest head of an actor is of a change wai
   })
 
   describe('held heads are read only in collections that may hold them', function () {
-    /** What `ctx`'s SignedHeads was made with (its store among them). */
-    const optsOf = (ctx: ReplicationContext) => (ctx.heads as unknown as { opts: ConstructorParameters<typeof SignedHeads>[0] }).opts
     /** A SignedHeads over `ctx`'s store, as a restart makes it (nothing scanned yet). */
-    const restarted = (ctx: ReplicationContext): SignedHeads => new SignedHeads(optsOf(ctx))
+    const restarted = (ctx: ReplicationContext): SignedHeads => new SignedHeads(headsOptionsOf(ctx))
 
     it('the scan at open finds held heads an earlier run stored: that collection may hold them, another not', async () => {
       const { ctx } = await c1AppliedC3WaitingAtSupport(keys, replicas)
@@ -221,7 +181,7 @@ describe('signed heads: a relay whose newest head of an actor is of a change wai
       await ctx.heads!.checkStored()
       const col = ctx.entities.collections.get('notes')!
       const bytes = (await wholeStateOf(ctx.entities, col, 'n1', ctx.limits.maxDeltaBytes))!
-      const store = optsOf(ctx).store
+      const store = headsOptionsOf(ctx).store
       const getMeta = store.getMeta.bind(store)
       let heldReads = 0
       store.getMeta = (key: string) => {

@@ -4,51 +4,15 @@
 // actor's newest head and the newest older one sent with it, and either may vouch).
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
-import type { ReplicationContext } from '../src/replication/context.js'
-import { decodeHeaded, encodeHeaded, headed, headsFor, withHeads } from '../src/replication/heads.js'
+import { decodeHeaded, encodeHeaded } from '../src/replication/heads.js'
 import { claimOf, heldHeadKey, signHeads, type HeadLeaf } from '../src/trust/signed-heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
-import type { Replica, Store } from '../src/index.js'
+import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, sentWhole, served, storeOf, versionAt } from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
-
-/** The version `ctx`'s replica holds of 'notes'/n1. */
-async function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
-  const col = ctx.entities.collections.get('notes')!
-  const entity = await ctx.entities.acquire(col, 'n1')
-  try {
-    return col.backend.version(entity.doc)
-  } finally {
-    ctx.entities.release(entity)
-  }
-}
-
-/** What `from` serves `to` of 'notes'/n1 in an exchange (deltaSince, headed as the sync server heads it). */
-async function served(from: ReplicationContext, to: string, theirVersion: Uint8Array): Promise<Uint8Array> {
-  const col = from.entities.collections.get('notes')!
-  from.heads!.markReader(to)
-  const entity = await from.entities.acquire(col, 'n1')
-  try {
-    const delta = col.backend.deltaSince(entity.doc, theirVersion)!
-    return await headed(from, col, 'n1', delta, to, { doc: entity.doc, theirVersion })
-  } finally {
-    from.entities.release(entity)
-  }
-}
-
-/** `delta` from `peer` to `replica`'s 'notes'/n1. */
-function sendTo(replica: Replica, peer: string, delta: Uint8Array): Promise<ApplyResult> {
-  return applyRemoteDelta(ctxOf(replica), peer, 'notes', 'automerge', 'n1', delta)
-}
-
-/** The store under a replica (as its signed heads read it). */
-function storeOf(replica: Replica): Store {
-  return (ctxOf(replica).heads as unknown as { opts: { store: Store } }).opts.store
-}
 
 /** Whether `replica`'s document of 'notes'/n1 holds the change of hash `hash` (applied, not waiting). */
 async function holds(replica: Replica, hash: string): Promise<boolean> {
@@ -194,10 +158,8 @@ describe('review s31: held heads', function () {
     const { r, ctx, c2, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(c2, [await headOf(keys, c2, ORDERS)]))).to.equal('applied')
     expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('three')
-    const col = ctx.entities.collections.get('notes')!
     const whole = A.save(A.load<State>(await savedDoc(r[SUPPORT]!, 'notes', 'n1')))
-    ctx.heads!.markReader(ORDERS)
-    const delta = withHeads(whole, await headsFor(ctx, col, 'n1', whole, ORDERS, 'whole'))
+    const delta = await sentWhole(ctx, ORDERS, whole)
     // c3's head, and (today) the stale held head of c1 beside it: never deleted, it goes with the
     // entity whole for good, one more head (~0.5 KB) and signature check per such actor. Not
     // asserted: sending it no longer would be an improvement, not a break.
