@@ -6,6 +6,7 @@ import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWor
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
+import { holds, holdsAll } from './holds.js'
 import { afresh, checkAhead, checkApplied, type Refusal } from './op-refs.js'
 import { readRoot } from './read.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
@@ -149,12 +150,12 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
   readonly history: BackendHistory<AutomergeDoc> = {
     changesSince: (doc, version) => {
       // Heads this document does not hold cannot be a starting point (as in deltaSince).
-      const known = decodeHeads(version).filter((h) => A.hasHeads(doc, [h]))
+      const known = decodeHeads(version).filter((h) => holds(doc, h))
       return A.getChangesMetaSince(doc, known).map((c) => ({ ...metaOf(c), deps: c.deps }))
     },
     readAt: (doc, heads) => this.read(A.view(doc, [...heads])),
     headsOf: (version) => decodeHeads(version),
-    holds: (doc, hash) => A.hasHeads(doc, [hash]),
+    holds: (doc, hash) => holds(doc, hash),
     changesIn: (delta) => {
       const chunks = splitChunks(delta)
       if (chunks.some((c) => c[8] === DOCUMENT_CHUNK)) return undefined
@@ -465,7 +466,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // something new: loading one afresh and adding the few changes only this side has is
     // cheaper than loadIncremental, which rebuilds every change of the document to merge it
     // (100,000 changes onto 50,000: ~1.3 s against ~3 s).
-    if (!hasChange && !pending && !A.hasHeads(doc, documentHeads(delta))) return this.mergeDocument(doc, heads, delta)
+    if (!hasChange && !pending && !holdsAll(doc, documentHeads(delta))) return this.mergeDocument(doc, heads, delta)
     let next: AutomergeDoc
     let mayConflict = false
     try {
@@ -504,7 +505,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // Heads are the frontier of the history: holding all of ours means holding everything.
     if (A.getHeads(doc).every((h) => remoteSet.has(h))) return null
     // Heads we have never seen cannot be a starting point; without any, send everything.
-    const known = remote.filter((h) => A.hasHeads(doc, [h]))
+    const known = remote.filter((h) => holds(doc, h))
     if (known.length === 0) {
       // Everything. A short history goes as its changes when they fit compactCheckBytes: a
       // replica that holds changes of its own applies them at a fraction of what merging a
@@ -530,7 +531,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
 
   includes(doc: AutomergeDoc, version: Uint8Array): boolean {
     // Heads are hashes of changes: held means in the history (a queued change is not).
-    return A.hasHeads(doc, decodeHeads(version))
+    return holdsAll(doc, decodeHeads(version))
   }
 
   mergeDeltas(deltas: readonly Uint8Array[]): Uint8Array {
@@ -550,9 +551,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
    */
   private mergeDocument(doc: AutomergeDoc, heads: readonly string[], delta: Uint8Array): AutomergeDoc {
     let next = loadDelta(doc, delta)
-    if (!A.hasHeads(next, [...heads])) {
+    if (!holdsAll(next, heads)) {
       // This side has changes the sender lacks: those after the heads both have.
-      const common = A.getHeads(next).filter((h) => A.hasHeads(doc, [h]))
+      const common = A.getHeads(next).filter((h) => holds(doc, h))
       try {
         next = A.loadIncremental(next, A.saveSince(doc, common))
       } catch (err) {

@@ -1,5 +1,6 @@
 import * as A from '@automerge/automerge'
 import type { DeltaWork } from '@convergent/core'
+import { holds } from './holds.js'
 
 /**
  * A received change must be one Automerge could have made: every op it names — the object it
@@ -122,7 +123,7 @@ export function checkAhead(doc: A.Doc<unknown>, heads: readonly string[], change
   } catch {
     return 'after' // Automerge refuses it when applying
   }
-  const fresh = decoded.filter((c) => !A.hasHeads(doc, [c.hash]))
+  const fresh = decoded.filter((c) => !holds(doc, c.hash))
   if (fresh.length === 0) return 'ok'
   if (!sameSet(fresh[0]!.deps, heads)) return 'after'
   for (let i = 1; i < fresh.length; i++) {
