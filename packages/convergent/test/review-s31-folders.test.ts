@@ -35,10 +35,9 @@ describe('review s31: data folders and identity files', function () {
       const file = join(dir, 'peer-id.key')
       writeFileSync(file, '')
       truncateSync(file, 1500 * 1024 * 1024) // sparse: no disk used
-      const t0 = Date.now()
       expect((await folderIdentity(dir)).why).to.equal(`identity file ${file} is damaged: it does not hold a libp2p private key`)
-      expect(Date.now() - t0).to.be.below(2000)
       rmSync(file)
+      // Endless: were the file read whole, this would never end (no timing asserted).
       symlinkSync('/dev/zero', file)
       expect((await folderIdentity(dir)).why).to.equal(`identity file ${file} is damaged: it does not hold a libp2p private key`)
       // open() with the network refuses it the same way (it never replaces an identity).
