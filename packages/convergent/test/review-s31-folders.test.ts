@@ -1,7 +1,7 @@
 // Review s31: attacks on the data folder checks (a dir or db that is a file is refused) and on
 // folderIdentity (audit tells a missing, damaged and unreadable peer-id.key apart): symlinks,
 // empty, huge and endless identity files.
-import { readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
@@ -25,6 +25,33 @@ describe('review s31: data folders and identity files', function () {
       rmSync(join(linked, 'peer-id.key'))
       writeFileSync(join(linked, 'peer-id.key'), '')
       expect((await folderIdentity(linked)).why).to.match(/is damaged/)
+    })
+
+    // A peer-id.key that is a symlink to a missing file (a volume not mounted): audit said "no
+    // identity file", and open() failed with a raw EEXIST from link() while creating one.
+    it('a peer-id.key that is a symlink to a missing file: audit names the link and its target, open() refuses and creates no identity through it', async function () {
+      const dir = folder()
+      await productsFolder(dir)
+      const file = join(dir, 'peer-id.key')
+      const target = join(dir, 'unmounted', 'peer-id.key')
+      symlinkSync(target, file)
+      const why = `identity file ${file} is a symbolic link to ${target}, which is missing`
+      expect(await folderIdentity(dir)).to.deep.equal({ peerId: undefined, why })
+      const r = await cli('audit', dir, 'products')
+      expect(r.code, r.stderr).to.equal(0)
+      expect(r.stdout.split('\n')[0]).to.include(`this replica is (${why}: peer id unknown)`)
+      const err = await open({ dir, logger: silentLogger }).then(
+        async (r) => {
+          await r.close()
+          return undefined
+        },
+        (e: unknown) => e,
+      )
+      expect(isConvergentError(err, 'ERR_INVALID_ARGUMENT') && err.message).to.equal(
+        `${why}; restore ${target} to keep this replica's peer id, or remove the link ${file} to get a new peer id`,
+      )
+      expect(existsSync(target)).to.equal(false)
+      expect(readdirSync(dir).sort()).to.deep.equal(['db', 'peer-id.key'])
     })
 
     // HOLE 4: the identity file was read whole: a 1.5 GB peer-id.key took ~15 s and 1.6 GB of

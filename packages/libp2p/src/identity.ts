@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, open, unlink, writeFile } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { link, lstat, mkdir, open, readlink, unlink, writeFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -11,7 +11,8 @@ import { ConvergentError } from '@convergent/core'
  * survives restarts. The file holds the key's protobuf encoding, mode 0600. It appears
  * atomically and is never overwritten: the key is written to a temporary file that is then
  * hard-linked into place, which fails if another process created the file first (we then
- * use theirs).
+ * use theirs). A `file` that is a symbolic link to a missing file is refused
+ * (DanglingIdentityLinkError): no identity is created through it.
  */
 export async function loadOrCreateIdentity(file: string): Promise<PrivateKey> {
   const existing = await readKey(file)
@@ -50,13 +51,35 @@ export async function identityPeerId(file: string, options: { create?: boolean }
  */
 const MAX_KEY_FILE_BYTES = 64 * 1024
 
+/**
+ * The identity file is a symbolic link whose target is missing (a volume not mounted, a file
+ * moved). The peer id is in the target: a new identity would change it under the user.
+ */
+export class DanglingIdentityLinkError extends ConvergentError {
+  constructor(
+    readonly file: string,
+    readonly target: string,
+  ) {
+    super(
+      'ERR_INVALID_ARGUMENT',
+      `identity file ${file} is a symbolic link to ${target}, which is missing; restore ${target} to keep this replica's peer id, or remove the link ${file} to get a new peer id`,
+    )
+  }
+}
+
 async function readKey(file: string): Promise<PrivateKey | undefined> {
   let bytes: Uint8Array
   try {
     bytes = await readAtMost(file, MAX_KEY_FILE_BYTES + 1)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    // Missing, or a link to something missing: link() would then fail with EEXIST.
+    const isLink = await lstat(file).then(
+      (s) => s.isSymbolicLink(),
+      () => false,
+    )
+    if (isLink) throw new DanglingIdentityLinkError(file, resolve(dirname(file), await readlink(file)))
+    return undefined
   }
   try {
     if (bytes.byteLength > MAX_KEY_FILE_BYTES) throw new Error(`over ${MAX_KEY_FILE_BYTES} bytes`)

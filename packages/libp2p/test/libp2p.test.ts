@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isConvergentError, type NetworkEvents } from '@convergent/core'
 import { networkComplianceSuite } from '@convergent/core/testing'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createLibp2pNetwork, type Libp2pNetwork, type Libp2pNetworkOptions } from '../src/index.js'
+import { createLibp2pNetwork, identityPeerId, type Libp2pNetwork, type Libp2pNetworkOptions } from '../src/index.js'
 
 networkComplianceSuite(
   'libp2p',
@@ -86,6 +86,20 @@ describe('libp2p network', function () {
       await writeFile(identityFile, 'not a key')
       await assert.rejects(createLibp2pNetwork({ identityFile }), (err) => isConvergentError(err, 'ERR_INVALID_ARGUMENT'))
       assert.equal(await readFile(identityFile, 'utf8'), 'not a key')
+    })
+
+    it('refuses an identity file that is a symbolic link to a missing file (naming both), and creates no identity through it', async function () {
+      const identityFile = join(dir, 'identity.key')
+      const target = join(dir, 'unmounted', 'identity.key')
+      await symlink(target, identityFile)
+      const refused = (err: unknown): boolean =>
+        isConvergentError(err, 'ERR_INVALID_ARGUMENT') &&
+        err.message.startsWith(`identity file ${identityFile} is a symbolic link to ${target}, which is missing;`) &&
+        err.message.includes('remove the link')
+      await assert.rejects(createLibp2pNetwork({ identityFile }), refused)
+      await assert.rejects(identityPeerId(identityFile), refused)
+      await assert.rejects(identityPeerId(identityFile, { create: false }), refused)
+      assert.deepEqual(await readdir(dir), ['identity.key'], 'no target created, no temporary file left')
     })
   })
 
