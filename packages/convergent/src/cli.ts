@@ -5,7 +5,7 @@
 // `convergent cluster-key` prints a new cluster key; `convergent pseudonym` keyed pseudonyms;
 // `convergent audit` lists who changed what, re-verifying each signed change's author offline,
 // or with --reads who read which personal fields (the read audit).
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { isConvergentError, sha256, silentLogger, toHex, type FeedEntry, type Replica } from '@convergent/core'
@@ -43,10 +43,23 @@ async function withReplica<R>(dir: string, fn: (replica: Replica) => Promise<R>,
 function dataDir(dir: string): string {
   const path = resolve(dir)
   if (existsSync(path) && !statSync(path).isDirectory()) throw new CliError(`${path} is a file, not a data folder. Pass the dir given to open({ dir }).`)
-  if (!existsSync(join(path, 'db')) && !existsSync(join(path, 'db.convergent-old'))) {
+  // db may be missing with the folders of an interrupted encrypt/rekey/decrypt beside it (or be a
+  // link to a folder renamed aside by one): let open() or the command say what to do then.
+  const db = join(path, 'db')
+  if (!isThere(db) && !existsSync(`${db}.convergent-old`) && !existsSync(`${db}.convergent-new`)) {
     throw new CliError(`${path} holds no Convergent data (no db/ folder). Pass the dir given to open({ dir }).`)
   }
   return path
+}
+
+/** Whether `path` names anything, a symbolic link to a missing target included. */
+function isThere(path: string): boolean {
+  try {
+    lstatSync(path)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The collection as stored: its name must exist (opening an unknown one would create it). */

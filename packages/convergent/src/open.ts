@@ -190,6 +190,8 @@ export async function open(options: OpenOptions = {}): Promise<ReplicaWithMetric
     )
   }
   // The key against the folder before anything else is written into it (the peer identity).
+  // It also refuses a missing db beside only one of those two folders (the other lost): the
+  // data is in it, and an empty db created here would hide it.
   if (dir !== undefined) checkEncryptedFolder(join(dir, 'db'), atRest?.encryption.key, inspect === true)
   // The network first: building it can fail (a damaged identity file, a bad namespace or peer
   // address), and classic-level locks its folder as soon as the store is constructed — a

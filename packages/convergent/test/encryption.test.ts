@@ -1,13 +1,15 @@
 // open({ encryption }): a replica's folder holds no value in plain, and a wrong key, a missing
 // key or a key for a plain folder is refused with its code and leaves every file as it was.
 import { createHash, randomBytes } from 'node:crypto'
+import fs from 'node:fs'
 import { cp, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { syncBuiltinESMExports } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { silentLogger } from '@convergent/core'
-import { classicLevelStore } from '@convergent/level'
+import { classicLevelStore, recryptStore } from '@convergent/level'
 import { isConvergentError, open, type OpenOptions } from '../src/index.js'
 import { runNode, tempDir } from './helpers.js'
 
@@ -39,6 +41,32 @@ async function holding(dir: string, needle: string): Promise<string[]> {
   const found: string[] = []
   for (const path of await files(dir)) if ((await readFile(path)).includes(Buffer.from(needle))) found.push(path)
   return found
+}
+
+/**
+ * `convergent encrypt` as the CLI runs it (recryptStore), cut short as a crash would between the
+ * two renames of its swap: db renamed to db.convergent-old, db.convergent-new not yet renamed to
+ * db (the rename throws; the modules' named imports of node:fs follow after syncBuiltinESMExports).
+ */
+async function encryptCutShortBetweenRenames(db: string, keyFile: string): Promise<void> {
+  const renameSync = fs.renameSync
+  Object.assign(fs, {
+    renameSync: (from: string, to: string) => {
+      if (to === db) throw new Error('crash injected')
+      renameSync(from, to)
+    },
+  })
+  syncBuiltinESMExports()
+  try {
+    const err = await recryptStore(db, undefined, { keyFile }).then(
+      () => new Error('the run was not cut short'),
+      (e: Error) => e,
+    )
+    if (err.message !== 'crash injected') throw err
+  } finally {
+    Object.assign(fs, { renameSync })
+    syncBuiltinESMExports()
+  }
 }
 
 async function codeOf(p: Promise<{ close(): Promise<void> }>): Promise<string> {
@@ -223,10 +251,9 @@ describe('convergent encrypt / rekey', function () {
   it('an interrupted swap: open() refuses (ERR_STORE) instead of starting empty; running the command again finishes it', async function () {
     await writeCustomers()
     const first = await keyFile('first', KEY)
-    expect((await runNode(CLI, ['encrypt', dir, '--new-key-file', first])).code).to.equal(0)
-    // As if the crash came between the two renames: the old folder aside, the new one not yet in place.
-    await cp(join(dir, 'db'), join(dir, 'db.convergent-old'), { recursive: true })
-    await rename(join(dir, 'db'), join(dir, 'db.convergent-new'))
+    // The crash comes between the two renames: the old folder aside, the new one not yet in place.
+    await encryptCutShortBetweenRenames(join(dir, 'db'), first)
+    expect(await readdir(dir)).to.include.members(['db.convergent-old', 'db.convergent-new'])
     expect(await codeOf(open({ dir, network: false, logger: silentLogger, encryption: { keyFile: first } }))).to.equal('ERR_STORE')
     expect(await readdir(dir)).to.not.include('db')
     // The store itself refuses too (it would create an empty store where the data is to go) …
@@ -241,6 +268,48 @@ describe('convergent encrypt / rekey', function () {
     expect(again.code, again.stderr).to.equal(0)
     expect(again.stdout).to.equal('finished an interrupted run\n')
     expect((await readdir(dir)).filter((name) => name.startsWith('db'))).to.deep.equal(['db'])
+    await expectCustomers({ encryption: { keyFile: first } })
+  })
+
+  // An interrupted swap, then one of its two folders lost (deleted by hand): open() saw no db and
+  // no interrupted swap and created an empty db, and the next encrypt then deleted the other
+  // folder, the only copy of the data, as a leftover of its own.
+  it('one folder of an interrupted swap lost: open() and the CLI refuse to create a store, naming the folder that holds the data; renaming it back opens', async function () {
+    await writeCustomers()
+    const first = await keyFile('first', KEY)
+    const db = join(dir, 'db')
+    await encryptCutShortBetweenRenames(db, first)
+    for (const [kept, lost, keyOptions] of [
+      ['.convergent-old', '.convergent-new', {}],
+      ['.convergent-new', '.convergent-old', { encryption: { keyFile: first } }],
+    ] as const) {
+      const aside = join(keys, 'aside')
+      await rename(db + lost, aside)
+      const before = await readdir(dir)
+      const says = `${db} is missing, and ${db}${kept} is there`
+      // With the network on: refused before open() writes its peer identity.
+      const err = await open({ dir, logger: silentLogger, ...keyOptions }).then(
+        async (r) => {
+          await r.close()
+          return undefined
+        },
+        (e: unknown) => e,
+      )
+      expect(isConvergentError(err, 'ERR_STORE'), `open() refuses with ERR_STORE, got ${String(err)}`).to.equal(true)
+      expect((err as Error).message)
+        .to.include(says)
+        .and.include(`Rename it to ${db}`)
+      const keyArgs = kept === '.convergent-new' ? ['--key-file', first] : []
+      const collections = await runNode(CLI, ['collections', dir, ...keyArgs])
+      expect([collections.code, collections.stderr]).to.deep.equal([1, `convergent: ERR_STORE: ${(err as Error).message}\n`])
+      const encrypt = await runNode(CLI, ['encrypt', dir, '--new-key-file', first])
+      expect(encrypt.code).to.equal(1)
+      expect(encrypt.stderr).to.include(says)
+      expect(await readdir(dir), 'nothing created').to.deep.equal(before)
+      await rename(aside, db + lost)
+    }
+    await rm(db + '.convergent-old', { recursive: true })
+    await rename(db + '.convergent-new', db)
     await expectCustomers({ encryption: { keyFile: first } })
   })
 

@@ -34,9 +34,10 @@ import { createDecipheriv, createHash, createSecretKey, timingSafeEqual, type Ke
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { AEAD_NONCE_BYTES, AEAD_TAG_BYTES, aeadOpen, aeadSeal, ConvergentError, deriveAeadKey, NoncePool } from '@convergent/core'
-import { checkIsFolder } from './folder.js'
+import { checkIsFolder, fsyncDir } from './folder.js'
 import { holdsStore, noStoreError } from './inspect.js'
 import { HEADER_BYTES, type RecordSealer } from './record.js'
+import { interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, strandedSwapError, strandedSwapFolder, swapBase } from './swap.js'
 
 /** A record sealed with XChaCha20-Poly1305 (written since store format 3's cipher change). */
 export const ENCRYPTED_FORMAT = 3
@@ -52,15 +53,6 @@ const AT_REST_CONTEXT = 'cvatrest'
 export const CIPHER = 'xchacha20-poly1305'
 const LEGACY_CIPHER = 'aes-256-gcm'
 const KEY_ID_LABEL = 'convergent/at-rest-key-id/v1\u0000'
-
-/** Folders of an encrypt/rekey run beside a store folder (see recrypt.ts). */
-export const NEW_SUFFIX = '.convergent-new'
-export const OLD_SUFFIX = '.convergent-old'
-
-/** An encrypt/rekey interrupted between its two renames: no `dir`, but its old and new folders. */
-export function interruptedSwap(dir: string): boolean {
-  return !existsSync(dir) && existsSync(dir + OLD_SUFFIX) && existsSync(dir + NEW_SUFFIX)
-}
 
 /** The key id (hex) a folder's marker names; undefined for a folder without one (plain). */
 export function folderKeyId(dir: string): string | undefined {
@@ -236,11 +228,15 @@ export function checkFolder(dir: string, sealer: AtRestSealer | undefined, inspe
   if (interruptedSwap(dir)) {
     // Creating a store here would hide the data in the new and old folders (and a later
     // encrypt/rekey would then delete them): finish the swap first.
+    const base = swapBase(dir)
     throw new ConvergentError(
       'ERR_STORE',
-      `The ${where} is missing: an encrypt/rekey was interrupted between its two renames (${dir}${OLD_SUFFIX} and ${dir}${NEW_SUFFIX} exist). Run the same command again to finish it. Nothing was written.`,
+      `The ${where} is missing: an encrypt/rekey was interrupted between its two renames (${base}${OLD_SUFFIX} and ${base}${NEW_SUFFIX} exist). Run the same command again to finish it. Nothing was written.`,
     )
   }
+  // Only one of the swap's folders is left (the other lost): the data is in it, not here.
+  const stranded = strandedSwapFolder(dir)
+  if (stranded !== undefined) throw strandedSwapError(dir, stranded)
   // Looking at a folder with no store: nothing to check a key against, and no marker is written.
   if (inspect && !holdsStore(dir)) throw noStoreError(dir)
   const file = join(dir, ENCRYPTION_FILE)
@@ -302,27 +298,6 @@ export function writeMarker(dir: string, sealer: AtRestSealer): void {
   }
   renameSync(tmp, file)
   fsyncDir(dir)
-}
-
-/**
- * fsyncs a folder, so that the names created, renamed or removed in it (a rename is an entry of
- * its folder) survive a power loss, not only the files' bytes. A platform that cannot fsync a
- * folder (Windows) is let be.
- */
-export function fsyncDir(dir: string): void {
-  let fd: number
-  try {
-    fd = openSync(dir, 'r')
-  } catch {
-    return
-  }
-  try {
-    fsyncSync(fd)
-  } catch {
-    // a platform or file system that cannot fsync a folder
-  } finally {
-    closeSync(fd)
-  }
 }
 
 /**

@@ -1,6 +1,6 @@
 // A classic-level store is a folder. A path that is a file, or lies under one, is refused with
 // an error that says so, instead of the ENOTDIR of whichever file in it is opened first.
-import { statSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, statSync } from 'node:fs'
 import { ConvergentError } from '@convergent/core'
 
 /**
@@ -21,4 +21,25 @@ export function checkIsFolder(dir: string): void {
 
 function notAFolderError(what: string): ConvergentError {
   return new ConvergentError('ERR_STORE', `${what}; a Convergent store is a LevelDB folder. Move the file away, or pass another folder. Nothing was written.`)
+}
+
+/**
+ * fsyncs a folder, so that the names created, renamed or removed in it (a rename is an entry of
+ * its folder) survive a power loss, not only the files' bytes. A platform that cannot fsync a
+ * folder (Windows) is let be.
+ */
+export function fsyncDir(dir: string): void {
+  let fd: number
+  try {
+    fd = openSync(dir, 'r')
+  } catch {
+    return
+  }
+  try {
+    fsyncSync(fd)
+  } catch {
+    // a platform or file system that cannot fsync a folder
+  } finally {
+    closeSync(fd)
+  }
 }

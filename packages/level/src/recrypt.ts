@@ -1,34 +1,62 @@
 /**
  * Encrypting a plain store folder in place, key rotation and decrypting in place (`npx
  * convergent encrypt` / `rekey` / `decrypt`): every record is opened with the old sealer (plain,
- * or the old key) and sealed with the new one (the old key, or plain: a checksummed record) into a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
+ * or the old key) and sealed with the new one (the new key, or plain: a checksummed record) into
+ * a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
  *
  *   1. `<db>.convergent-new` is built from scratch (a leftover of a crashed run is deleted
- *      first), its last batch fsynced, and closed;
+ *      first), its last batch fsynced, and closed. Then a swap mark (swap.ts: a random id in
+ *      the file `convergent-swap`, fsynced) is written into `<db>`, then the same one into
+ *      `<db>.convergent-new`: a new folder with a mark is complete and a copy of the `<db>` that
+ *      has the same mark;
  *   2. `<db>` is renamed to `<db>.convergent-old`, then `<db>.convergent-new` to `<db>`;
- *   3. `<db>.convergent-old` is deleted.
+ *   3. `<db>.convergent-old` is deleted, then the mark in `<db>` (best effort).
  *
- * A crash in 1 leaves `<db>` as it was (the next run starts over); between the two renames of
- * 2 there is no `<db>`, but `<db>.convergent-old` exists only once the new folder is complete:
- * finishSwap() (run first by the next recrypt, and refused by open() with a message saying to
- * run it) renames the new one into place. After 2 the old folder is only deleted.
+ * finishSwap() (run first by every recrypt) finishes what a crash left, deleting a leftover
+ * folder only when the marks prove it belongs to a swap of this `<db>`:
+ *
+ *   - `<db>.convergent-new` beside `<db>`, with no mark or with `<db>`'s: a crash in 1 or
+ *     before the first rename, `<db>` is as it was; the copy is deleted, the run starts over;
+ *   - no `<db>`, and `-old` and `-new` with the same mark: a crash between the two renames of 2;
+ *     `-new` (complete) is renamed into place, then as below;
+ *   - `<db>.convergent-old` with `<db>`'s mark: a crash in 3; it is deleted.
+ *
+ * Anything else is refused with nothing deleted, since either folder may hold the only copy of
+ * the data: marks missing (folders left by an earlier release, which wrote none) or different
+ * (`<db>` created again after one folder of an interrupted swap was lost). And the store (so
+ * open()) refuses to create `<db>` while it is missing and a swap folder is there
+ * (checkFolder in encryption.ts), with a message saying which folder holds the data.
+ *
  * Each rename is followed by an fsync of the parent folder (and the new folder's own entries are
  * fsynced before the first): after a power loss the folders are in one of the states above,
  * never a rename that the disk lost while a later step (deleting the old folder) was kept.
+ * A `<db>` that is a symbolic link is swapped beside the folder it points to (swapBase), so the
+ * link keeps pointing at the data, on its volume.
  * The old folder holds the data under the OLD key (or plain) until it is deleted; so do
  * backups made before: rotating a key does not re-protect copies made under the old one.
  */
+import { randomBytes } from 'node:crypto'
 import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
-import { AtRestSealer, checkFolder, folderKeyId, fsyncDir, interruptedSwap, NEW_SUFFIX, OLD_SUFFIX, resolveKey, type EncryptionOptions } from './encryption.js'
-import { checkIsFolder } from './folder.js'
+import { AtRestSealer, checkFolder, folderKeyId, resolveKey, type EncryptionOptions } from './encryption.js'
+import { checkIsFolder, fsyncDir } from './folder.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
-
-export { NEW_SUFFIX, OLD_SUFFIX, interruptedSwap } from './encryption.js'
+import {
+  interruptedSwap,
+  NEW_SUFFIX,
+  OLD_SUFFIX,
+  readSwapMark,
+  removeSwapMark,
+  strandedSwapError,
+  strandedSwapFolder,
+  SWAP_MARK_FILE,
+  swapBase,
+  writeSwapMark,
+} from './swap.js'
 
 export interface RecryptResult {
   records: number
@@ -39,32 +67,73 @@ export interface RecryptResult {
 }
 
 /**
- * Finishes or cleans up after a recrypt a crash interrupted. The old folder is deleted only
- * once the new one is in place (no `-new` left); `db`, `-old` and `-new` all present is a state
- * no crash of ours leaves (something created `db` in between): refused, nothing deleted.
+ * Finishes or cleans up after a recrypt a crash interrupted (see the top of this file): a
+ * leftover folder is deleted only when its swap mark proves it belongs to a swap of `given`;
+ * anything else is refused (ERR_STORE), nothing deleted.
  */
-export function finishSwap(db: string): void {
-  if (interruptedSwap(db)) {
-    renameSync(db + NEW_SUFFIX, db)
+export function finishSwap(given: string): void {
+  const db = swapBase(given)
+  const old = db + OLD_SUFFIX
+  const fresh = db + NEW_SUFFIX
+  if (!existsSync(old) && !existsSync(fresh)) return
+  if (!existsSync(db)) {
+    const stranded = strandedSwapFolder(db)
+    if (stranded !== undefined) throw strandedSwapError(db, stranded)
+    // Between the two renames: -new is the complete copy only if it has -old's mark.
+    const mark = readSwapMark(old)
+    if (mark === undefined || readSwapMark(fresh) !== mark) throw unmatchedHalvesError(db)
+    renameSync(fresh, db)
     fsyncDir(dirname(db))
   }
-  const [here, old, fresh] = [existsSync(db), existsSync(db + OLD_SUFFIX), existsSync(db + NEW_SUFFIX)]
-  if (here && old && fresh) {
+  if (existsSync(old) && existsSync(fresh)) {
     throw new ConvergentError(
       'ERR_STORE',
-      `${db}, ${db}${OLD_SUFFIX} and ${db}${NEW_SUFFIX} all exist: an interrupted encrypt/rekey was followed by something that created ${db} again. Nothing was deleted; keep the folder that holds your data as ${db} and remove the others by hand.`,
+      `${db}, ${old} and ${fresh} all exist: an interrupted encrypt/rekey was followed by something that created ${db} again. Nothing was deleted; keep the folder that holds your data as ${db} and remove the others by hand.`,
     )
   }
-  if (here && old) rmSync(db + OLD_SUFFIX, { recursive: true, force: true }) // step 3 was cut short
-  if (here && fresh) rmSync(db + NEW_SUFFIX, { recursive: true, force: true }) // step 1 was cut short
+  const mark = readSwapMark(db)
+  if (existsSync(old)) {
+    if (mark === undefined || readSwapMark(old) !== mark) throw unprovenLeftoverError(db, old)
+    rmSync(old, { recursive: true, force: true }) // step 3 was cut short
+    removeSwapMark(db)
+  }
+  if (existsSync(fresh)) {
+    const freshMark = readSwapMark(fresh)
+    if (freshMark !== undefined && freshMark !== mark) throw unprovenLeftoverError(db, fresh)
+    rmSync(fresh, { recursive: true, force: true }) // step 1 was cut short
+  }
+}
+
+const EARLIER_RELEASE = `A leftover of an earlier release of Convergent (which wrote no ${SWAP_MARK_FILE} file) is refused this way too.`
+
+/** `leftover` (-old or -new) beside `db` without the mark that would prove it is a leftover of a swap of `db`. */
+function unprovenLeftoverError(db: string, leftover: string): ConvergentError {
+  const isOld = leftover.endsWith(OLD_SUFFIX)
+  const what = isOld ? 'the folder a finished encrypt/rekey/decrypt swapped out of it' : 'a copy an interrupted encrypt/rekey/decrypt was making of it'
+  const opens = isOld
+    ? 'it opens with the key the folder had before the command, or without one'
+    : "it opens with the command's new key, or without one after decrypt"
+  return new ConvergentError(
+    'ERR_STORE',
+    `${db} and ${leftover} both exist, and nothing proves ${leftover} is ${what} (no matching ${SWAP_MARK_FILE} file in both): it may hold the only copy of your data, e.g. if ${db} was created empty after an interrupted swap lost its other folder. Nothing was deleted. If ${db} opens with all your data, delete ${leftover} by hand; otherwise move ${db} aside and rename ${leftover} to ${db} (${opens}), then run the command again. ${EARLIER_RELEASE}`,
+  )
+}
+
+/** No `db`, and its -old and -new folders without the same mark: not known to be one interrupted swap. */
+function unmatchedHalvesError(db: string): ConvergentError {
+  const [old, fresh] = [db + OLD_SUFFIX, db + NEW_SUFFIX]
+  return new ConvergentError(
+    'ERR_STORE',
+    `${db} is missing, and ${old} and ${fresh} do not hold the same ${SWAP_MARK_FILE} file, so they are not known to be the two folders of one interrupted encrypt/rekey/decrypt. Nothing was moved or deleted. ${fresh} is normally the complete new folder: rename it to ${db} and check that it opens with all your data (with the command's new key, or without one after decrypt), then delete ${old}; if it does not, rename ${old} to ${db} instead. ${EARLIER_RELEASE}`,
+  )
 }
 
 /**
- * Re-seals every record of the (closed) store folder `db`: `from` is its key (undefined: it is
- * plain), `to` the new one (undefined: decrypt). A record that fails its check stops the run
+ * Re-seals every record of the (closed) store folder `given` (or the folder it is a symbolic
+ * link to): `from` is its key (undefined: it is plain), `to` the new one (undefined: decrypt). A record that fails its check stops the run
  * (nothing changed) naming it: open the store with the service first, so it is quarantined.
  */
-export async function recryptStore(db: string, from: EncryptionOptions | undefined, to: EncryptionOptions | undefined): Promise<RecryptResult> {
+export async function recryptStore(given: string, from: EncryptionOptions | undefined, to: EncryptionOptions | undefined): Promise<RecryptResult> {
   const fromSealer = from === undefined ? undefined : new AtRestSealer(resolveKey(from))
   const toSealer = to === undefined ? undefined : new AtRestSealer(resolveKey(to))
   if (fromSealer === undefined && toSealer === undefined) throw new ConvergentError('ERR_INVALID_ARGUMENT', 'recrypt: give the new key, the old one, or both.')
@@ -73,7 +142,10 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
   }
   // Before finishSwap: with db a file it would take db for the new folder in place and delete
   // db.convergent-old (or -new) beside it.
-  checkIsFolder(db)
+  checkIsFolder(given)
+  // A db that is a symbolic link: swap beside its target, so the link keeps pointing at the
+  // data (renaming the link would move the data off the linked volume, leaving the old copy there).
+  const db = swapBase(given)
   if (interruptedSwap(db)) {
     // The new folder is sealed with the key of the run that built it: say so if it is not this one.
     const built = folderKeyId(db + NEW_SUFFIX)
@@ -135,15 +207,20 @@ export async function recryptStore(db: string, from: EncryptionOptions | undefin
     copyFileSync(join(db, ACKED_FILE), join(target, ACKED_FILE))
     fsyncFile(join(target, ACKED_FILE))
   }
-  // The new folder's names (LevelDB's files, the marker, the mark) on disk before it is swapped
-  // in; then each rename on disk before the next step: the parent folder holds the names.
-  fsyncDir(target)
+  // The mark proves to finishSwap which folders belong to this swap: db's first, so that a new
+  // folder with a mark always has a db with the same one. writeSwapMark fsyncs the folder: the
+  // new folder's names (LevelDB's files, the marker, the mark) are on disk before it is swapped
+  // in. Then each rename is on disk before the next step: the parent folder holds the names.
+  const mark = randomBytes(16).toString('hex')
+  writeSwapMark(db, mark)
+  writeSwapMark(target, mark)
   const parent = dirname(db)
   renameSync(db, db + OLD_SUFFIX)
   fsyncDir(parent)
   renameSync(target, db)
   fsyncDir(parent)
   rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
+  removeSwapMark(db)
   return { records, keyId: toSealer?.keyId.toString('hex'), resumed: false }
 }
 

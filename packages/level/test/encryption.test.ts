@@ -13,7 +13,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { aeadOpen, aeadSeal, deriveAeadKey, isConvergentError, StoreCorruptError } from '@convergent/core'
 import { storeComplianceSuite } from '@convergent/core/testing'
-import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore, recryptStore } from '../src/index.js'
+import { classicLevelStore, ENCRYPTION_FILE, LevelStore, memoryLevelStore, recryptStore, SWAP_MARK_FILE } from '../src/index.js'
 import { AtRestSealer, keyIdOf, resolveKey } from '../src/encryption.js'
 import { ClassicLevel } from 'classic-level'
 import { entityDelta, entityHead, entityWrite } from './entity-ops.js'
@@ -384,7 +384,7 @@ describe('LevelStore: encryption at rest', function () {
       }
     })
 
-    it('decrypt round trip; every rename is followed by an fsync of the parent folder before the next step', async function () {
+    it('decrypt round trip; the swap marks are on disk before the first rename, and every rename is followed by an fsync of the parent folder before the next step', async function () {
       const parent = await tempDir('convergent-recrypt-')
       const db = join(parent, 'db')
       const events: string[] = []
@@ -419,28 +419,29 @@ describe('LevelStore: encryption at rest', function () {
         const hex = KEY.toString('hex')
         assert.equal((await recryptStore(db, undefined, { key: hex })).resumed, false)
         const swap = (from: string, to: string): string[] => [`rename ${from} ${to}`, `fsync ${parent}`]
-        const afterSwap = (): string[] => {
-          const at = events.findIndex((e) => e === `rename ${db} ${db}.convergent-old`)
-          return events.slice(at - 1, at + 5)
+        // A swap mark: written to a temporary file, fsynced, renamed into place, its folder fsynced.
+        const mark = (folder: string): string[] => {
+          const file = join(folder, SWAP_MARK_FILE)
+          return [`fsync ${file}.tmp`, `rename ${file}.tmp ${file}`, `fsync ${folder}`]
         }
-        assert.deepEqual(afterSwap(), [
-          `fsync ${db}.convergent-new`,
+        const fromMarks = (): string[] => events.slice(events.indexOf(`fsync ${join(db, SWAP_MARK_FILE)}.tmp`))
+        const expected = [
+          ...mark(db), // db's mark first: a new folder with a mark always has a db with the same one
+          ...mark(`${db}.convergent-new`), // its fsync puts the new folder's names on disk before the swap
           ...swap(db, `${db}.convergent-old`),
           ...swap(`${db}.convergent-new`, db),
           `rm ${db}.convergent-old`,
-        ])
+          `rm ${join(db, SWAP_MARK_FILE)}`,
+        ]
+        assert.deepEqual(fromMarks(), expected)
         events.length = 0
         const result = await recryptStore(db, { key: hex }, undefined) // decrypt
         assert.deepEqual([result.keyId, result.resumed], [undefined, false])
-        assert.deepEqual(afterSwap(), [
-          `fsync ${db}.convergent-new`,
-          ...swap(db, `${db}.convergent-old`),
-          ...swap(`${db}.convergent-new`, db),
-          `rm ${db}.convergent-old`,
-        ])
+        assert.deepEqual(fromMarks(), expected)
         Object.assign(fs, original)
         syncBuiltinESMExports()
         assert.ok(!(await readdir(db)).includes(ENCRYPTION_FILE))
+        assert.ok(!(await readdir(db)).includes(SWAP_MARK_FILE), 'the mark is removed once the swap is done')
         const plain = classicLevelStore(db)
         await plain.open()
         for (let n = 1; n <= 5; n++) assert.notEqual(await plain.readEntity('c', `entity-${n}`), undefined)

@@ -1,0 +1,114 @@
+// The folders of an encrypt/rekey/decrypt swap beside a store folder `<db>` (see recrypt.ts):
+// `<db>.convergent-new` (the re-sealed copy) and `<db>.convergent-old` (the folder swapped out),
+// and the swap mark that proves two of them belong to one swap.
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { ConvergentError } from '@convergent/core'
+import { fsyncDir } from './folder.js'
+
+export const NEW_SUFFIX = '.convergent-new'
+export const OLD_SUFFIX = '.convergent-old'
+
+/**
+ * The file a swap writes, with the same random id, into `<db>` and into the complete new folder
+ * before its first rename. A leftover folder is deleted only when its mark proves it belongs to
+ * the swap `<db>` came out of (finishSwap in recrypt.ts).
+ */
+export const SWAP_MARK_FILE = 'convergent-swap'
+
+/**
+ * Where the swap of `db` happens: `db` itself, or, when `db` is a symbolic link, the folder it
+ * points to, so that the link keeps pointing at the data. A link whose target is missing is
+ * followed too: an interrupted swap renamed the target aside.
+ */
+export function swapBase(db: string): string {
+  try {
+    return realpathSync(db)
+  } catch {
+    // missing, or a link to something missing: follow the links by hand
+  }
+  let path = db
+  for (let hops = 0; hops < 40; hops++) {
+    let target: string
+    try {
+      target = readlinkSync(path)
+    } catch {
+      return path // not a link (missing, or unreadable: what opens it says why)
+    }
+    path = resolve(dirname(path), target)
+  }
+  return path
+}
+
+/** An encrypt/rekey interrupted between its two renames: no `db`, but its old and new folders. */
+export function interruptedSwap(db: string): boolean {
+  const base = swapBase(db)
+  return !existsSync(base) && existsSync(base + OLD_SUFFIX) && existsSync(base + NEW_SUFFIX)
+}
+
+/**
+ * The one folder of a swap left where `db` is missing (the other was lost: deleted by hand, say),
+ * or undefined. The data is in it: a store created at `db` would hide it, and a later encrypt
+ * would take it for a leftover of its own.
+ */
+export function strandedSwapFolder(db: string): string | undefined {
+  const base = swapBase(db)
+  if (existsSync(base)) return undefined
+  const left = [base + OLD_SUFFIX, base + NEW_SUFFIX].filter((folder) => existsSync(folder))
+  return left.length === 1 ? left[0] : undefined
+}
+
+/** ERR_STORE for strandedSwapFolder: which folder holds the data, and what to do. */
+export function strandedSwapError(db: string, folder: string): ConvergentError {
+  const base = swapBase(db)
+  const holds = folder.endsWith(OLD_SUFFIX)
+    ? 'the data as it was before the command (under the old key, or plain)'
+    : readSwapMark(folder) === undefined
+      ? `a copy of the data that may be incomplete (it has no ${SWAP_MARK_FILE} file: a run cut short before its swap, or an earlier release's); check it opens with all your data before relying on it`
+      : 'the data re-sealed by the command (under its new key, or plain after decrypt)'
+  return new ConvergentError(
+    'ERR_STORE',
+    `${base} is missing, and ${folder} is there: an encrypt/rekey/decrypt was interrupted while swapping folders, and its other folder is gone. ${folder} holds ${holds}. Rename it to ${base} (then run the command again if you still want it). Nothing was created or deleted.`,
+  )
+}
+
+/** The swap mark in `folder`, or undefined if it has none. Unreadable: refused, so that nothing is deleted on a guess. */
+export function readSwapMark(folder: string): string | undefined {
+  const file = join(folder, SWAP_MARK_FILE)
+  try {
+    return readFileSync(file, 'utf8').trim()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new ConvergentError(
+      'ERR_STORE',
+      `Could not read ${file} (${(err as Error).message}); nothing was deleted. Make it readable, then run the command again.`,
+    )
+  }
+}
+
+/** Writes the swap mark into `folder`: a temporary file, fsynced, renamed into place, the folder fsynced. */
+export function writeSwapMark(folder: string, mark: string): void {
+  const file = join(folder, SWAP_MARK_FILE)
+  const tmp = `${file}.tmp`
+  const fd = openSync(tmp, 'w', 0o644)
+  try {
+    writeSync(fd, mark + '\n')
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+  fsyncDir(folder)
+}
+
+/**
+ * Removes the mark of a finished swap from `db`, best effort: a mark left behind (or brought
+ * back by a power loss) proves only that `db` came out of that swap, which stays true.
+ */
+export function removeSwapMark(db: string): void {
+  try {
+    rmSync(join(db, SWAP_MARK_FILE), { force: true })
+  } catch {
+    // see above
+  }
+}
