@@ -1,7 +1,7 @@
 // A user pastes the READMEs' examples into a TypeScript project with `strict` on: they must
-// compile there. Every ```ts block of the root README and of each package's README is checked
-// against the built packages, except a fragment marked `<!-- not type-checked -->` on the line
-// above its fence.
+// compile there. Every ```ts block of the root README, of each package's README and of each
+// example's README is checked against the built packages, except a fragment marked
+// `<!-- not type-checked -->` on the line above its fence.
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,9 +14,11 @@ const ROOT = fileURLToPath(new URL('../../../../', import.meta.url))
 
 const READMES = [
   'README.md',
-  ...readdirSync(join(ROOT, 'packages'))
-    .map((p) => `packages/${p}/README.md`)
-    .filter((readme) => existsSync(join(ROOT, readme))),
+  ...['packages', 'examples'].flatMap((folder) =>
+    readdirSync(join(ROOT, folder))
+      .map((p) => `${folder}/${p}/README.md`)
+      .filter((readme) => existsSync(join(ROOT, readme))),
+  ),
 ]
 
 function blocksOf(readme: string): ReturnType<typeof codeBlocks> {
@@ -33,6 +35,10 @@ describe('README examples type-check', function () {
         .map((b) => ({ readme, path: join(ROOT, readme), line: b.line, code: b.code })),
     )
     expect(blocks.filter((b) => b.readme === 'README.md').length, 'README.md has its examples as ```ts').to.be.at.least(2)
+    expect(
+      blocks.map((b) => b.readme),
+      "the examples' READMEs are read too",
+    ).to.include('examples/ecommerce/README.md')
     expect(typeCheckBlocks(blocks, ROOT)).to.deep.equal([])
   })
 
