@@ -4,25 +4,28 @@
  * or the old key) and sealed with the new one (the new key, or plain: a checksummed record) into
  * a NEW folder beside it (`<db>.convergent-new`), which is then swapped in:
  *
- *   1. `<db>.convergent-new` is built from scratch (a leftover of a crashed run is deleted
- *      first), its last batch fsynced, and closed. Then a swap mark (swap.ts: a random id in
- *      the file `convergent-swap`, fsynced) is written into `<db>`, then the same one into
- *      `<db>.convergent-new`: a new folder with a mark is complete and a copy of the `<db>` that
- *      has the same mark;
+ *   1. `<db>.convergent-new` is created with the mark of a copy being built (swap.ts:
+ *      BUILDING_MARK in the file `convergent-swap`), then built (its last batch fsynced) and
+ *      closed. Then a swap mark (a random id, fsynced) is written into `<db>`, then the same one
+ *      into `<db>.convergent-new` in place of the first: a new folder with an id is complete and
+ *      a copy of the `<db>` that has the same one;
  *   2. `<db>` is renamed to `<db>.convergent-old`, then `<db>.convergent-new` to `<db>`;
- *   3. `<db>.convergent-old` is deleted, then the mark in `<db>` (best effort).
+ *   3. `<db>.convergent-old` is deleted, its mark last (removeSwapFolder), then the mark in
+ *      `<db>` (best effort).
  *
  * finishSwap() (run first by every recrypt) finishes what a crash left, deleting a leftover
  * folder only when the marks prove it belongs to a swap of this `<db>`:
  *
- *   - `<db>.convergent-new` beside `<db>`, with no mark or with `<db>`'s: a crash in 1 or
- *     before the first rename, `<db>` is as it was; the copy is deleted, the run starts over;
+ *   - `<db>.convergent-new` beside `<db>`, with the building mark, with `<db>`'s, or empty: a
+ *     crash in 1 or before the first rename, `<db>` is as it was; the copy is deleted, the run
+ *     starts over;
  *   - no `<db>`, and `-old` and `-new` with the same mark: a crash between the two renames of 2;
  *     `-new` (complete) is renamed into place, then as below;
- *   - `<db>.convergent-old` with `<db>`'s mark: a crash in 3; it is deleted.
+ *   - `<db>.convergent-old` with `<db>`'s mark, or empty: a crash in 3; it is deleted.
  *
  * Anything else is refused with nothing deleted, since either folder may hold the only copy of
- * the data: marks missing (folders left by an earlier release, which wrote none) or different
+ * the data: marks missing (folders left by an earlier release, which wrote none: its complete
+ * `-new` beside a `<db>` created empty after `-old` was lost is the only copy) or different
  * (`<db>` created again after one folder of an interrupted swap was lost). And the store (so
  * open()) refuses to create `<db>` while it is missing and a swap folder is there
  * (checkFolder in encryption.ts), with a message saying which folder holds the data.
@@ -36,7 +39,7 @@
  * backups made before: rotating a key does not re-protect copies made under the old one.
  */
 import { randomBytes } from 'node:crypto'
-import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
@@ -46,10 +49,13 @@ import { checkIsFolder, fsyncDir } from './folder.js'
 import { classicLevelStore } from './factories.js'
 import { PLAIN_SEALER, prefixSum, type RecordSealer } from './record.js'
 import {
+  BUILDING_MARK,
+  holdsNothing,
   interruptedSwap,
   NEW_SUFFIX,
   OLD_SUFFIX,
   readSwapMark,
+  removeSwapFolder,
   removeSwapMark,
   strandedSwapError,
   strandedSwapFolder,
@@ -93,14 +99,19 @@ export function finishSwap(given: string): void {
   }
   const mark = readSwapMark(db)
   if (existsSync(old)) {
-    if (mark === undefined || readSwapMark(old) !== mark) throw unprovenLeftoverError(db, old)
-    rmSync(old, { recursive: true, force: true }) // step 3 was cut short
+    // Step 3 was cut short (an empty -old: partway through deleting its last entry, the mark).
+    if (!holdsNothing(old) && (mark === undefined || readSwapMark(old) !== mark)) throw unprovenLeftoverError(db, old)
+    removeSwapFolder(old)
     removeSwapMark(db)
   }
   if (existsSync(fresh)) {
+    // Step 1 was cut short: -new being built, or complete with db's mark (before the first
+    // rename), or empty (created, its mark not written yet). One with no mark is an earlier
+    // release's, complete or not: refused.
     const freshMark = readSwapMark(fresh)
-    if (freshMark !== undefined && freshMark !== mark) throw unprovenLeftoverError(db, fresh)
-    rmSync(fresh, { recursive: true, force: true }) // step 1 was cut short
+    const cutShort = freshMark === BUILDING_MARK || (freshMark !== undefined && freshMark === mark) || holdsNothing(fresh)
+    if (!cutShort) throw unprovenLeftoverError(db, fresh)
+    removeSwapFolder(fresh)
   }
 }
 
@@ -171,6 +182,9 @@ export async function recryptStore(given: string, from: EncryptionOptions | unde
   }
   const target = db + NEW_SUFFIX
   rmSync(target, { recursive: true, force: true })
+  // Marked as a copy being built before anything is in it (finishSwap deletes such a folder).
+  mkdirSync(target)
+  writeSwapMark(target, BUILDING_MARK)
   checkFolder(target, toSealer) // marks the new folder encrypted before LevelDB creates it
   const source = new ClassicLevel<string, Uint8Array>(db, { keyEncoding: 'utf8', valueEncoding: 'view' })
   const dest = new ClassicLevel<string, Uint8Array>(target, { keyEncoding: 'utf8', valueEncoding: 'view' })
@@ -219,7 +233,7 @@ export async function recryptStore(given: string, from: EncryptionOptions | unde
   fsyncDir(parent)
   renameSync(target, db)
   fsyncDir(parent)
-  rmSync(db + OLD_SUFFIX, { recursive: true, force: true })
+  removeSwapFolder(db + OLD_SUFFIX)
   removeSwapMark(db)
   return { records, keyId: toSealer?.keyId.toString('hex'), resumed: false }
 }

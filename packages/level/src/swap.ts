@@ -1,8 +1,8 @@
 // The folders of an encrypt/rekey/decrypt swap beside a store folder `<db>` (see recrypt.ts):
 // `<db>.convergent-new` (the re-sealed copy) and `<db>.convergent-old` (the folder swapped out),
 // and the swap mark that proves two of them belong to one swap.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { fsyncDir } from './folder.js'
 
@@ -17,13 +17,20 @@ export const OLD_SUFFIX = '.convergent-old'
 export const SWAP_MARK_FILE = 'convergent-swap'
 
 /**
+ * The mark a new folder gets as soon as it is created, before anything is copied into it: a
+ * copy being built, which finishSwap deletes. A new folder with no mark at all is not taken for
+ * one: an earlier release (which wrote no marks) left its complete copy so.
+ */
+export const BUILDING_MARK = 'building'
+
+/**
  * Where the swap of `db` happens: `db` itself, or, when `db` is a symbolic link, the folder it
  * points to, so that the link keeps pointing at the data. A link whose target is missing is
  * followed too: an interrupted swap renamed the target aside.
  */
 export function swapBase(db: string): string {
   try {
-    return realpathSync(db)
+    return realpathSync.native(db)
   } catch {
     // missing, or a link to something missing: follow the links by hand
   }
@@ -35,9 +42,23 @@ export function swapBase(db: string): string {
     } catch {
       return path // not a link (missing, or unreadable: what opens it says why)
     }
-    path = resolve(dirname(path), target)
+    path = physical(isAbsolute(target) ? target : dirname(path) + sep + target)
   }
   return path
+}
+
+/**
+ * `raw` with its folder part resolved as the kernel resolves a link's target: `..` after a
+ * folder that is a symbolic link is the parent of the folder it points to, not the text before
+ * it (path.resolve, and realpathSync, which starts from path.resolve). Lexically when that folder is
+ * missing too.
+ */
+function physical(raw: string): string {
+  try {
+    return join(realpathSync.native(dirname(raw)), basename(raw)) // the system's realpath: path by path, as the kernel
+  } catch {
+    return resolve(raw)
+  }
 }
 
 /** An encrypt/rekey interrupted between its two renames: no `db`, but its old and new folders. */
@@ -61,9 +82,10 @@ export function strandedSwapFolder(db: string): string | undefined {
 /** ERR_STORE for strandedSwapFolder: which folder holds the data, and what to do. */
 export function strandedSwapError(db: string, folder: string): ConvergentError {
   const base = swapBase(db)
+  const mark = folder.endsWith(OLD_SUFFIX) ? undefined : readSwapMark(folder)
   const holds = folder.endsWith(OLD_SUFFIX)
     ? 'the data as it was before the command (under the old key, or plain)'
-    : readSwapMark(folder) === undefined
+    : mark === undefined || mark === BUILDING_MARK
       ? `a copy of the data that may be incomplete (it has no ${SWAP_MARK_FILE} file: a run cut short before its swap, or an earlier release's); check it opens with all your data before relying on it`
       : 'the data re-sealed by the command (under its new key, or plain after decrypt)'
   return new ConvergentError(
@@ -99,6 +121,29 @@ export function writeSwapMark(folder: string, mark: string): void {
   }
   renameSync(tmp, file)
   fsyncDir(folder)
+}
+
+/**
+ * Whether `folder` holds nothing (but perhaps the temporary file of a mark being written): a
+ * swap folder created, or deleted, up to its last entry by a run a crash cut short.
+ */
+export function holdsNothing(folder: string): boolean {
+  try {
+    return readdirSync(folder).every((name) => name === `${SWAP_MARK_FILE}.tmp`)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Deletes a swap folder its mark proved a leftover, the mark last (a recursive rm removes entries
+ * in the order the folder lists them, often the newest, the mark, first): cut short, the folder
+ * keeps its mark, or holds nothing.
+ */
+export function removeSwapFolder(folder: string): void {
+  for (const name of readdirSync(folder)) if (name !== SWAP_MARK_FILE) rmSync(join(folder, name), { recursive: true, force: true })
+  fsyncDir(folder)
+  rmSync(folder, { recursive: true, force: true })
 }
 
 /**
