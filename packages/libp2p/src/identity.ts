@@ -78,7 +78,7 @@ async function readKey(file: string): Promise<PrivateKey | undefined> {
       (s) => s.isSymbolicLink(),
       () => false,
     )
-    if (isLink) throw new DanglingIdentityLinkError(file, resolve(dirname(file), await readlink(file)))
+    if (isLink) throw new DanglingIdentityLinkError(file, await missingTarget(file))
     return undefined
   }
   try {
@@ -92,6 +92,17 @@ async function readKey(file: string): Promise<PrivateKey | undefined> {
       { cause: err },
     )
   }
+}
+
+/** The missing file at the end of the chain of links from `link` (a link to a link to …). */
+async function missingTarget(link: string): Promise<string> {
+  let path = link
+  for (let hops = 0; hops < 40; hops++) {
+    const target = await readlink(path).catch(() => undefined)
+    if (target === undefined) return path
+    path = resolve(dirname(path), target)
+  }
+  return path
 }
 
 /** The first `max` bytes of a file (all of it if shorter). */
