@@ -86,7 +86,7 @@ export function strandedSwapError(db: string, folder: string): ConvergentError {
   const holds = folder.endsWith(OLD_SUFFIX)
     ? 'the data as it was before the command (under the old key, or plain)'
     : mark === undefined || mark === BUILDING_MARK
-      ? `a copy of the data that may be incomplete (it has no ${SWAP_MARK_FILE} file: a run cut short before its swap, or an earlier release's); check it opens with all your data before relying on it`
+      ? `a copy of the data that may be incomplete (its ${SWAP_MARK_FILE} file is missing or says it was being built: a run cut short before its swap, or an earlier release's); check it opens with all your data before relying on it`
       : 'the data re-sealed by the command (under its new key, or plain after decrypt)'
   return new ConvergentError(
     'ERR_STORE',
