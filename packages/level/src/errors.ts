@@ -1,7 +1,7 @@
 import { ConvergentError, StoreCorruptError, type CorruptRecord } from '@convergent/core'
 
 /** Whether the error or one down its cause chain has this abstract-level code (open errors are wrapped). */
-function hasLevelCode(err: unknown, code: string): boolean {
+export function hasLevelCode(err: unknown, code: string): boolean {
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
     if ((e as { code?: unknown }).code === code) return true
     e = (e as { cause?: unknown }).cause

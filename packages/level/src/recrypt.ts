@@ -33,6 +33,8 @@
  * Each rename is followed by an fsync of the parent folder (and the new folder's own entries are
  * fsynced before the first): after a power loss the folders are in one of the states above,
  * never a rename that the disk lost while a later step (deleting the old folder) was kept.
+ * The whole run, finishSwap included, holds the swap lock of `<db>` (swap.ts withSwapLock): a
+ * second run meanwhile would take the first's new folder for a leftover and delete it.
  * A `<db>` that is a symbolic link is swapped beside the folder it points to (swapBase), so the
  * link keeps pointing at the data, on its volume.
  * The old folder holds the data under the OLD key (or plain) until it is deleted; so do
@@ -61,6 +63,7 @@ import {
   strandedSwapFolder,
   SWAP_MARK_FILE,
   swapBase,
+  withSwapLock,
   writeSwapMark,
 } from './swap.js'
 
@@ -157,6 +160,17 @@ export async function recryptStore(given: string, from: EncryptionOptions | unde
   // A db that is a symbolic link: swap beside its target, so the link keeps pointing at the
   // data (renaming the link would move the data off the linked volume, leaving the old copy there).
   const db = swapBase(given)
+  // Nothing there: said before a lock folder is made beside a path that holds nothing.
+  if (!existsSync(db) && !existsSync(db + OLD_SUFFIX) && !existsSync(db + NEW_SUFFIX)) throw noStoreHere(db)
+  return withSwapLock(db, () => recryptLocked(db, fromSealer, toSealer))
+}
+
+function noStoreHere(db: string): ConvergentError {
+  return new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
+}
+
+/** recryptStore's work, on the real folder `db`, holding its swap lock (withSwapLock). */
+async function recryptLocked(db: string, fromSealer: AtRestSealer | undefined, toSealer: AtRestSealer | undefined): Promise<RecryptResult> {
   if (interruptedSwap(db)) {
     // The new folder is sealed with the key of the run that built it: say so if it is not this one.
     const built = folderKeyId(db + NEW_SUFFIX)
@@ -171,7 +185,7 @@ export async function recryptStore(given: string, from: EncryptionOptions | unde
     return { records: 0, keyId: asked, resumed: true }
   }
   finishSwap(db)
-  if (!existsSync(join(db, 'CURRENT'))) throw new ConvergentError('ERR_INVALID_ARGUMENT', `${db} holds no store (no LevelDB CURRENT file).`)
+  if (!existsSync(join(db, 'CURRENT'))) throw noStoreHere(db)
   // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
   // interrupted drops: what is copied below is format 1, 2 or 3 (all current code reads; format.ts).
   const check = classicLevelStore(db, fromSealer === undefined ? {} : { encryption: fromSealer })

@@ -4,10 +4,14 @@
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path'
 import { ConvergentError } from '@convergent/core'
+import { ClassicLevel } from 'classic-level'
+import { hasLevelCode } from './errors.js'
 import { fsyncDir } from './folder.js'
 
 export const NEW_SUFFIX = '.convergent-new'
 export const OLD_SUFFIX = '.convergent-old'
+/** The folder whose LevelDB LOCK one encrypt/rekey/decrypt of `<db>` holds for its whole run (withSwapLock). */
+export const LOCK_SUFFIX = '.convergent-lock'
 
 /**
  * The file a swap writes, with the same random id, into `<db>` and into the complete new folder
@@ -155,5 +159,43 @@ export function removeSwapMark(db: string): void {
     rmSync(join(db, SWAP_MARK_FILE), { force: true })
   } catch {
     // see above
+  }
+}
+
+/**
+ * Runs `run` holding the swap lock of `db` (swapBase'd): the LOCK of a small LevelDB folder
+ * `<db>.convergent-lock` beside it, taken before finishSwap and held until the swap is done. A
+ * second run on the same folder meanwhile — another process, or this one — is refused before
+ * it touches anything (its finishSwap would take the first run's new folder for a leftover and
+ * delete it while it is swapped in: review-s32 HOLE 4). The system releases the LOCK when a
+ * process dies, so a crash never leaves the command locked out (its lock folder, left, is taken
+ * and removed by the next run).
+ */
+export async function withSwapLock<R>(db: string, run: () => Promise<R>): Promise<R> {
+  const path = db + LOCK_SUFFIX
+  const lock = new ClassicLevel(path)
+  try {
+    await lock.open()
+  } catch (err) {
+    if (hasLevelCode(err, 'LEVEL_LOCKED')) {
+      throw new ConvergentError(
+        'ERR_STORE',
+        `Another encrypt/rekey/decrypt of ${db} is running (${path} is locked). Nothing was changed: wait for it to finish, then run this one again if it is still needed.`,
+        { cause: err },
+      )
+    }
+    throw new ConvergentError('ERR_STORE', `Could not take the lock ${path} of ${db} (${(err as Error).message}). Nothing was changed.`, { cause: err })
+  }
+  try {
+    return await run()
+  } finally {
+    // Removed while still held: a run that takes the lock after this does so only once this
+    // run's swap is done (removed after closing, a run that opened it in between would hold a
+    // LOCK that the next one, making the folder again, could not see).
+    try {
+      rmSync(path, { recursive: true, force: true })
+    } finally {
+      await lock.close().catch(() => undefined)
+    }
   }
 }

@@ -439,6 +439,7 @@ describe('LevelStore: encryption at rest', function () {
           `fsync ${db}.convergent-old`,
           `rm ${db}.convergent-old`,
           `rm ${join(db, SWAP_MARK_FILE)}`,
+          `rm ${db}.convergent-lock`, // the run's lock folder (withSwapLock), removed while held
         ]
         assert.deepEqual(fromMarks(), expected)
         events.length = 0

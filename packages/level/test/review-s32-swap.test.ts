@@ -3,10 +3,10 @@
 import assert from 'node:assert/strict'
 import fs, { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { syncBuiltinESMExports } from 'node:module'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
-import { classicLevelStore, finishSwap, recryptStore, SWAP_MARK_FILE } from '../src/index.js'
+import { classicLevelStore, recryptStore, SWAP_MARK_FILE } from '../src/index.js'
 import { entityHead, entityWrite } from './entity-ops.js'
 import { refusal, rejection, removeDir, tempDir } from './helpers.js'
 
@@ -182,32 +182,33 @@ describe('review s32: encrypt/rekey/decrypt folder swap', function () {
   })
 
   // Two runs on one folder at once (two shells, or a script started twice): the second's
-  // finishSwap runs before it takes any lock, and deletes a -new that has no mark or db's: the
-  // first run's copy, while it is being built or renamed into place. Seen when the first has
-  // written its marks and is about to swap: the second deletes -new under it, and the first's
-  // rename then fails (here) — or, when the second's recursive rm is partway through as the
-  // first renames -new to db, db loses files and the first deletes -old, the only whole copy.
-  // Not fixed: it needs a lock held across the whole run (LevelDB's LOCK cannot be, db is
-  // renamed), and a lock left by a crash must not stop the command from finishing the swap.
-  it.skip('HOLE 4: a second encrypt started while the first is swapping does not delete the first’s new folder', async function () {
+  // finishSwap ran before any lock, and deleted a -new that has no mark or db's: the first run's
+  // copy, while it is being built or renamed into place. Seen when the first has written its
+  // marks and is about to swap: the second deleted -new under it, and the first's rename then
+  // failed — or, with the second's recursive rm partway through as the first renamed -new to db,
+  // db lost files and the first deleted -old, the only whole copy. Fixed: each run holds the
+  // LevelDB LOCK of <db>.convergent-lock from before finishSwap to the end (withSwapLock; the
+  // system releases it if the process dies); a second run meanwhile is refused, touching nothing.
+  it('HOLE 4 (fixed): a second encrypt started while the first is copying is refused, touching nothing, and the first finishes', async function () {
     await writeEntities(db)
-    const fresh = db + '.convergent-new'
-    let second: unknown
-    const crashed = await crashing(
-      (call, path) => {
-        if (call === 'rename' && path === db && second === undefined) {
-          try {
-            finishSwap(db) // the second run's first step, between the first's marks and its renames
-            second = 'ran'
-          } catch (err) {
-            second = err
-          }
-        }
-      },
-      () => recryptStore(db, undefined, { key: KEY }),
+    let done = false
+    const first = recryptStore(db, undefined, { key: KEY }).finally(() => (done = true))
+    // The second run starts while the first's new folder is being built (between its awaits).
+    while (!done && !existsSync(db + '.convergent-new')) await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(done, false, 'the first run was caught while copying')
+    const second = await recryptStore(db, undefined, { key: KEY }).then(
+      () => 'ran',
+      (err: unknown) => err,
     )
-    assert.equal(crashed, false)
-    assert.ok(existsSync(fresh) || existsSync(db + '.convergent-old') === false, 'the first run swapped its copy in')
+    assert.ok(
+      isConvergentError(second, 'ERR_STORE') && /Another encrypt\/rekey\/decrypt .* is running/.test(second.message),
+      `the second run is refused: ${String(second)}`,
+    )
+    assert.equal((await first).records > 0, true)
+    assert.deepEqual(readdirSync(dirname(db)).sort(), ['db'], 'no leftover, no lock folder')
     await expectEntities(db, KEY)
+    // The lock is the first run's only while it runs: the next run takes it (here: a rekey).
+    await recryptStore(db, { key: KEY }, { key: '6f'.repeat(32) })
+    await expectEntities(db, '6f'.repeat(32))
   })
 })
