@@ -104,8 +104,8 @@ export interface Commit {
   deleted: boolean
   /** The signed push it came in: its proof is stored (once per tick) and named by the feed entry. */
   proof?: { id: string; record: Uint8Array }
-  /** Signed heads that came with it (trust/signed-heads.ts), stored in the same batch: meta records, by key. */
-  heads?: readonly { key: string; record: Uint8Array }[]
+  /** Signed heads that came with it (trust/signed-heads.ts), stored in the same batch: meta records, by key (a record undefined: that key deleted). */
+  heads?: readonly { key: string; record: Uint8Array | undefined }[]
   /** A proof the feed entry names without a record of its own here (a head: headProofId). */
   proofId?: string
   /** Store the document whole (a snapshot replacing the stored deltas) instead of the delta. */
@@ -689,7 +689,8 @@ export class Entities {
         ops.push({ type: 'meta', key, bytes: proof.record })
       }
     }
-    if (heads !== undefined) for (const { key, record } of heads) ops.push({ type: 'meta', key, bytes: record })
+    if (heads !== undefined)
+      for (const { key, record } of heads) ops.push(record === undefined ? { type: 'delMeta', key } : { type: 'meta', key, bytes: record })
     // A local change of a bound actor: marked until its heads are stored (signed-heads.ts).
     if (origin === 'local' && this.opts.actorFor !== undefined && backend.history !== undefined) {
       ops.push({ type: 'meta', key: unsignedKey(col.name, entry.seq), bytes: new TextEncoder().encode(entity.id) })

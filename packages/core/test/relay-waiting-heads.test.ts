@@ -95,6 +95,20 @@ describe('signed heads: a relay whose newest head of an actor is of a change wai
     expect((await notes(r[ORDERS]!).get('n1'))?.text).to.equal('three')
   })
 
+  it('once c2 releases c3 at the relay, its held head (c1’s) is deleted in that batch: a whole send carries c3’s head alone', async () => {
+    const { r, ctx, x, c2, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
+    expect((await ctx.heads!.storedHeld('notes', 'n1', [x])).has(x), 'held head before').to.equal(true)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(c2, [await headOf(keys, c2, ORDERS)]))).to.equal('applied')
+    expect((await ctx.heads!.storedHeld('notes', 'n1', [x])).has(x), 'held head after').to.equal(false)
+    expect((await ctx.heads!.stored('notes', 'n1', [x])).get(x)?.leaf.hash).to.equal(A.decodeChange(c3).hash)
+    // A whole send of the stored bytes carries X's head once now: c3's.
+    const col = ctx.entities.collections.get('notes')!
+    const stored = (await ctx.entities.readStored(col, 'n1'))!
+    const whole = await sentWhole(ctx, ORDERS, col.backend.mergeDeltas([...(stored.snapshot === undefined ? [] : [stored.snapshot]), ...stored.deltas]))
+    const xHeads = decodeHeaded(whole).heads.filter((h) => claimOf(h).leaf.actor === x)
+    expect(xHeads.map((h) => claimOf(h).leaf.hash)).to.deep.equal([A.decodeChange(c3).hash])
+  })
+
   describe('a forger holding both heads (c3’s and c1’s) gets nothing more in', () => {
     /** X's heads as the relay sends them with a delta of X's changes: c3's (the newest) and c1's. */
     const bothHeads = async (c1: Uint8Array, c3: Uint8Array): Promise<Uint8Array[]> => [await headOf(keys, c3), await headOf(keys, c1)]

@@ -12,7 +12,7 @@ import type { DropReason } from './peer-stats.js'
 import { drop } from './receiver.js'
 import { causalSteps, rowsVerdictAhead, verdictOf, type ChangesJudged, type RowsVerdict } from './row-guard.js'
 import { decodeHeaded, isHeaded, type CarriedHead } from './heads.js'
-import { authorOf, changesOf, heldBeside, judgeHeads, judgeHeadsAhead, leavesWaiting, type Vouching } from './head-judge.js'
+import { authorOf, changesOf, heldBeside, judgeHeads, staleHeld, judgeHeadsAhead, leavesWaiting, type Vouching } from './head-judge.js'
 import { isBoundActor } from '../trust/actor-binding.js'
 import type { VerifiedHead } from '../trust/signed-heads.js'
 import type { CollectionHold } from './provisional.js'
@@ -307,15 +307,18 @@ async function applyHeld(
   // A change vouched for by heads: stored with them, and recorded as its author's when one head covers all of it.
   const vouchedMade = (doc: unknown, value: JsonObject | undefined, v: Vouching): Made => {
     const by = signed === undefined ? authorOf(v) : undefined // a signed push's proof names its author already
-    const held = history === undefined ? [] : heldBeside(history, doc, v.heads, { vouched, stored, held: heldHeads }, { collection, id })
+    const known = { vouched, stored, held: heldHeads }
+    const held = history === undefined ? [] : heldBeside(history, doc, v.heads, known, { collection, id })
     if (held.length > 0) ctx.heads!.storingHeld(collection)
+    // Held heads no longer needed go in the same batch (a record undefined: deleted).
+    const stale = history === undefined ? [] : staleHeld(history, doc, v.heads, known, { collection, id }).map((key) => ({ key, record: undefined }))
     return {
       kind: 'remote',
       doc,
       delta,
       deleted: value === undefined,
       value: { value },
-      heads: [...v.heads, ...held],
+      heads: [...v.heads, ...held, ...stale],
       ...(by !== undefined ? { vouchedBy: by } : {}),
       ...folded(doc),
     }

@@ -194,6 +194,28 @@ export function heldBeside(
   return out
 }
 
+/**
+ * The held heads (heldHeadKey) a change makes stale, to delete in its batch: of actors whose
+ * newest head — the one stored with it, else the one stored — names a change `doc` now holds
+ * (the queue that kept a held head beside it has drained). Each left behind cost ~0.5 KB and a
+ * signature check on every whole send of the entity. `known.held` holds the held heads of the
+ * actors whose newest change waited before the delta (apply.ts storedAndHeld).
+ */
+export function staleHeld(
+  history: BackendHistory,
+  doc: unknown,
+  heads: readonly VouchingHead[],
+  known: KnownHeads,
+  where: { collection: string; id: string },
+): string[] {
+  const out: string[] = []
+  for (const actor of known.held?.keys() ?? []) {
+    const newest = heads.find((h) => h.actor === actor) ?? known.stored?.get(actor)
+    if (newest !== undefined && history.holds(doc, newest.hash)) out.push(heldHeadKey(where.collection, where.id, actor))
+  }
+  return out
+}
+
 /** The heads that vouched for a change, and whether it also holds changes of unbound actors (vouched for by the sender). */
 export interface Vouching {
   heads: VouchingHead[]
