@@ -248,3 +248,15 @@ export function headsOptionsOf(ctx: ReplicationContext): ConstructorParameters<t
 export function storeOf(replica: Replica): Store {
   return headsOptionsOf(ctxOf(replica)).store
 }
+
+/** Whether `replica`'s document of 'notes'/n1 holds the change of hash `hash` (applied, not waiting). */
+export async function holds(replica: Replica, hash: string): Promise<boolean> {
+  const ctx = ctxOf(replica)
+  const col = ctx.entities.collections.get('notes')!
+  const entity = await ctx.entities.acquire(col, 'n1')
+  try {
+    return col.backend.history!.holds(entity.doc, hash)
+  } finally {
+    ctx.entities.release(entity)
+  }
+}

@@ -11,20 +11,8 @@ import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, sentWhole, served, storeOf, versionAt } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, sentWhole, served, storeOf, versionAt, holds } from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
-
-/** Whether `replica`'s document of 'notes'/n1 holds the change of hash `hash` (applied, not waiting). */
-async function holds(replica: Replica, hash: string): Promise<boolean> {
-  const ctx = ctxOf(replica)
-  const col = ctx.entities.collections.get('notes')!
-  const entity = await ctx.entities.acquire(col, 'n1')
-  try {
-    return col.backend.history!.holds(entity.doc, hash)
-  } finally {
-    ctx.entities.release(entity)
-  }
-}
 
 /** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
 async function roundsUntil(a: Replica, b: Replica, text: string, max = 6): Promise<number | undefined> {

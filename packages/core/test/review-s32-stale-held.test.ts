@@ -11,21 +11,9 @@ import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, storeOf } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, storeOf, holds } from './heads-helpers.js'
 import { ctxOf, forkChange, reloadEntity, savedDoc, type State } from './counter-helpers.js'
 import { waitFor } from './helpers.js'
-
-/** Whether `replica`'s document of 'notes'/n1 holds the change of hash `hash` (applied, not waiting). */
-async function holds(replica: Replica, hash: string): Promise<boolean> {
-  const ctx = ctxOf(replica)
-  const col = ctx.entities.collections.get('notes')!
-  const entity = await ctx.entities.acquire(col, 'n1')
-  try {
-    return col.backend.history!.holds(entity.doc, hash)
-  } finally {
-    ctx.entities.release(entity)
-  }
-}
 
 /** Once the writes of 'notes'/n1 in flight at `replica` landed. */
 async function landed(replica: Replica): Promise<void> {

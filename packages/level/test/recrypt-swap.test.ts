@@ -5,34 +5,18 @@
 import assert from 'node:assert/strict'
 import fs, { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs'
 import { cp } from 'node:fs/promises'
-import { syncBuiltinESMExports } from 'node:module'
 import { join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { classicLevelStore, recryptStore, SWAP_MARK_FILE } from '../src/index.js'
-import { entityHead, entityWrite } from './entity-ops.js'
 import { refusal, rejection, removeDir, tempDir } from './helpers.js'
+import { crashingFs, expectEntities as expectEntitiesOf, writeEntities as writeEntitiesOf } from './swap-helpers.js'
 
 const KEY = 'c3'.repeat(32)
 const ENTITIES = 5
 
-async function writeEntities(db: string): Promise<void> {
-  const store = classicLevelStore(db)
-  await store.open()
-  for (let n = 1; n <= ENTITIES; n++) await store.write(entityWrite('c', n))
-  await store.close()
-}
-
-/** Every entity writeEntities wrote is in `db`, opened with `key` (undefined: plain). */
-async function expectEntities(db: string, key: string | undefined): Promise<void> {
-  const store = classicLevelStore(db, key === undefined ? {} : { encryption: { key } })
-  await store.open()
-  try {
-    for (let n = 1; n <= ENTITIES; n++) assert.deepEqual((await store.readEntity('c', `entity-${n}`))?.head, entityHead(n), `${db}: entity ${n}`)
-  } finally {
-    await store.close()
-  }
-}
+const writeEntities = (db: string): Promise<void> => writeEntitiesOf(db, ENTITIES)
+const expectEntities = (db: string, key: string | undefined): Promise<void> => expectEntitiesOf(db, key, ENTITIES)
 
 /** An empty LevelDB folder at `db`, as an earlier release's open() (or anything else) would create. */
 async function createEmptyDb(db: string): Promise<void> {
@@ -41,34 +25,11 @@ async function createEmptyDb(db: string): Promise<void> {
   await level.close()
 }
 
-/**
- * Runs `run` with renameSync and rmSync of node:fs throwing, before they do anything, at the
- * first call `isCrashPoint` picks, as a crash there would stop the run (the modules' named
- * imports follow after syncBuiltinESMExports). true if that call was reached.
- */
-async function crashWhen(isCrashPoint: (call: string) => boolean, run: () => Promise<unknown>): Promise<boolean> {
-  const original = { renameSync: fs.renameSync, rmSync: fs.rmSync }
-  let crashed = false
-  const crashing =
-    <A extends unknown[], R>(name: string, real: (...args: A) => R) =>
-    (...args: A): R => {
-      if (!crashed && isCrashPoint(`${name} ${args.filter((a) => typeof a === 'string').join(' ')}`)) {
-        crashed = true
-        throw new Error('crash injected')
-      }
-      return real(...args)
-    }
-  Object.assign(fs, { renameSync: crashing('rename', original.renameSync), rmSync: crashing('rm', original.rmSync) })
-  syncBuiltinESMExports()
-  try {
-    await run()
-  } catch (err) {
-    if (!crashed) throw err
-  } finally {
-    Object.assign(fs, original)
-    syncBuiltinESMExports()
-  }
-  return crashed
+/** A crash (crashingFs) at the first rename or removal `isCrashPoint` picks: its name and paths, as one string. true if that call was reached. */
+function crashWhen(isCrashPoint: (call: string) => boolean, run: () => Promise<unknown>): Promise<boolean> {
+  return crashingFs((call, paths) => {
+    if (isCrashPoint(`${call} ${paths.join(' ')}`)) throw new Error('crash injected')
+  }, run)
 }
 
 describe('recryptStore: the folder swap and its leftovers', function () {

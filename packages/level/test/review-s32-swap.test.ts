@@ -2,66 +2,21 @@
 // states its marks must tell apart. Real LevelDB folders in temp folders.
 import assert from 'node:assert/strict'
 import fs, { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
-import { syncBuiltinESMExports } from 'node:module'
 import { dirname, join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { classicLevelStore, recryptStore, SWAP_MARK_FILE } from '../src/index.js'
-import { entityHead, entityWrite } from './entity-ops.js'
 import { refusal, rejection, removeDir, tempDir } from './helpers.js'
+import { crashingFs, expectEntities as expectEntitiesOf, writeEntities as writeEntitiesOf } from './swap-helpers.js'
 
 const KEY = '5e'.repeat(32)
 const ENTITIES = 4
 
-async function writeEntities(db: string): Promise<void> {
-  const store = classicLevelStore(db)
-  await store.open()
-  for (let n = 1; n <= ENTITIES; n++) await store.write(entityWrite('c', n))
-  await store.close()
-}
-
-async function expectEntities(db: string, key: string | undefined): Promise<void> {
-  const store = classicLevelStore(db, key === undefined ? {} : { encryption: { key } })
-  await store.open()
-  try {
-    for (let n = 1; n <= ENTITIES; n++) assert.deepEqual((await store.readEntity('c', `entity-${n}`))?.head, entityHead(n), `${db}: entity ${n}`)
-  } finally {
-    await store.close()
-  }
-}
-
-/**
- * Runs `run` with node:fs's rmSync and renameSync patched: `hook` sees each call first and may
- * do part of it and throw (a crash there). true if a hook threw.
- */
-async function crashing(hook: (call: 'rm' | 'rename', path: string) => void, run: () => Promise<unknown>): Promise<boolean> {
-  const original = { renameSync: fs.renameSync, rmSync: fs.rmSync }
-  let crashed = false
-  const wrap =
-    <A extends unknown[], R>(name: 'rm' | 'rename', real: (...args: A) => R) =>
-    (...args: A): R => {
-      if (!crashed) {
-        try {
-          hook(name, String(args[0]))
-        } catch (err) {
-          crashed = true
-          throw err
-        }
-      }
-      return real(...args)
-    }
-  Object.assign(fs, { renameSync: wrap('rename', original.renameSync), rmSync: wrap('rm', original.rmSync) })
-  syncBuiltinESMExports()
-  try {
-    await run()
-  } catch (err) {
-    if (!crashed) throw err
-  } finally {
-    Object.assign(fs, original)
-    syncBuiltinESMExports()
-  }
-  return crashed
-}
+const writeEntities = (db: string): Promise<void> => writeEntitiesOf(db, ENTITIES)
+const expectEntities = (db: string, key: string | undefined): Promise<void> => expectEntitiesOf(db, key, ENTITIES)
+/** crashingFs with the first path of each call. */
+const crashing = (hook: (call: 'rm' | 'rename', path: string) => void, run: () => Promise<unknown>): Promise<boolean> =>
+  crashingFs((call, paths) => hook(call, paths[0] ?? ''), run)
 
 describe('review s32: encrypt/rekey/decrypt folder swap', function () {
   this.timeout(60_000)
