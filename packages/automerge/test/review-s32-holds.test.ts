@@ -16,21 +16,12 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import * as A from '@automerge/automerge'
+import { concatBytes } from '@convergent/core'
 import { holdsAll } from '../src/holds.js'
 
 type Doc = A.Doc<Record<string, unknown>>
 const ACTORS = ['aa', 'bb', 'cc'].map((a) => a.repeat(16))
 const SELF = 'dd'.repeat(16)
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
-}
 
 /** A change graph of three writers that merge each other now and then; and changes that reuse a sequence number. */
 function graph(plan: readonly { writer: number; mergeFrom: number; del: boolean }[]): { changes: Uint8Array[]; forks: Uint8Array[] } {
@@ -56,9 +47,9 @@ function bring(doc: Doc, picked: Uint8Array[], how: number, step: number): Doc {
       case 0:
         return A.applyChanges(doc, picked)[0]
       case 1:
-        return picked.length === 0 ? doc : A.loadIncremental(doc, concat(picked))
+        return picked.length === 0 ? doc : A.loadIncremental(doc, concatBytes(picked))
       case 2:
-        return A.load(concat([A.save(doc), ...picked]), { actor: SELF, allowMissingChanges: true })
+        return A.load(concatBytes([A.save(doc), ...picked]), { actor: SELF, allowMissingChanges: true })
       case 3:
         return A.merge(doc, A.applyChanges(A.init<Record<string, unknown>>({ actor: 'ee'.repeat(16) }), picked)[0])
       case 4:

@@ -14,7 +14,7 @@ export type Made =
       deleted: boolean
       /** The value after the change, if the maker read it already (else it is read when wanted). */
       value?: { value: JsonObject | undefined }
-      /** Signed heads that vouched for it, stored with it (meta records, by key). */
+      /** Signed heads that vouched for it, stored with it (meta records, by key; a record undefined: that key deleted, a held head gone stale). */
       heads?: readonly { key: string; record: Uint8Array | undefined }[]
       /** Heads covered all of it: the feed names them as the proof, and their author as origin when there is one (authorOf). */
       vouchedBy?: { author?: string; proof: string }

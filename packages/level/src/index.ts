@@ -10,5 +10,5 @@ export { classicLevelStore, memoryLevelStore, type ClassicLevelStoreOptions, typ
 export type { GroupCommitStats } from './group-commit.js'
 export type { AnyLevel, LevelDatabase } from './sublevels.js'
 export { ENCRYPTION_FILE, checkEncryptedFolder, resolveKey as readEncryptionKey, type EncryptionOptions } from './encryption.js'
-export { finishSwap, recryptStore, type RecryptResult } from './recrypt.js'
+export { recryptStore, type RecryptResult } from './recrypt.js'
 export { interruptedSwap, SWAP_MARK_FILE } from './swap.js'

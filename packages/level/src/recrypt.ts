@@ -78,9 +78,10 @@ export interface RecryptResult {
 /**
  * Finishes or cleans up after a recrypt a crash interrupted (see the top of this file): a
  * leftover folder is deleted only when its swap mark proves it belongs to a swap of `given`;
- * anything else is refused (ERR_STORE), nothing deleted.
+ * anything else is refused (ERR_STORE), nothing deleted. Only under the swap lock (recryptLocked):
+ * run beside another recrypt, it would take that run's new folder for a leftover.
  */
-export function finishSwap(given: string): void {
+function finishSwap(given: string): void {
   const db = swapBase(given)
   const old = db + OLD_SUFFIX
   const fresh = db + NEW_SUFFIX

@@ -1,7 +1,20 @@
 // The folders of an encrypt/rekey/decrypt swap beside a store folder `<db>` (see recrypt.ts):
 // `<db>.convergent-new` (the re-sealed copy) and `<db>.convergent-old` (the folder swapped out),
 // and the swap mark that proves two of them belong to one swap.
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs'
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
@@ -98,17 +111,38 @@ export function strandedSwapError(db: string, folder: string): ConvergentError {
   )
 }
 
-/** The swap mark in `folder`, or undefined if it has none. Unreadable: refused, so that nothing is deleted on a guess. */
+/** A mark is 32 hex characters (or BUILDING_MARK) and a newline: a longer file is none of ours. */
+const MAX_MARK_BYTES = 64
+
+/**
+ * The swap mark in `folder`, or undefined if it has none. A file that cannot be read, or is longer
+ * than a mark, is refused (ERR_STORE), so that nothing is deleted on a guess: it is read up to
+ * MAX_MARK_BYTES + 1 bytes, never whole, and opened without blocking (a FIFO in its place fails
+ * to read rather than waiting for a writer forever).
+ */
 export function readSwapMark(folder: string): string | undefined {
   const file = join(folder, SWAP_MARK_FILE)
+  const refused = (why: string): ConvergentError =>
+    new ConvergentError(
+      'ERR_STORE',
+      `Could not read ${file} as a swap mark (${why}); nothing was deleted. Look at it, remove it if it is not a mark of Convergent's, then run the command again.`,
+    )
+  let fd: number
   try {
-    return readFileSync(file, 'utf8').trim()
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw new ConvergentError(
-      'ERR_STORE',
-      `Could not read ${file} (${(err as Error).message}); nothing was deleted. Make it readable, then run the command again.`,
-    )
+    throw refused((err as Error).message)
+  }
+  try {
+    const bytes = Buffer.alloc(MAX_MARK_BYTES + 1)
+    const read = readSync(fd, bytes, 0, bytes.length, null)
+    if (read > MAX_MARK_BYTES) throw refused(`over ${MAX_MARK_BYTES} bytes`)
+    return bytes.subarray(0, read).toString('utf8').trim()
+  } catch (err) {
+    throw err instanceof ConvergentError ? err : refused((err as Error).message)
+  } finally {
+    closeSync(fd)
   }
 }
 

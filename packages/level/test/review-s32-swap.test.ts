@@ -1,7 +1,7 @@
 // Review s32: the folder swap of encrypt/rekey/decrypt (recrypt.ts, swap.ts) attacked at the
 // states its marks must tell apart. Real LevelDB folders in temp folders.
 import assert from 'node:assert/strict'
-import fs, { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import fs, { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { isConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
@@ -134,6 +134,39 @@ describe('review s32: encrypt/rekey/decrypt folder swap', function () {
     assert.equal(result.resumed, true)
     await expectEntities(given, KEY)
     assert.deepEqual(readdirSync(join(real, 'shared')), ['store'])
+  })
+
+  // The mark is read from disk: a file in its place that is huge, endless (a link to /dev/zero) or
+  // garbage must be refused — never read whole, never taken for a match — and nothing deleted.
+  it('a swap mark that is huge, endless or garbage is refused without reading it whole, and nothing is deleted', async function () {
+    await writeEntities(db)
+    const old = db + '.convergent-old'
+    mkdirSync(old)
+    writeFileSync(join(old, SWAP_MARK_FILE), 'a'.repeat(32))
+    const mark = join(db, SWAP_MARK_FILE)
+    for (const make of [
+      () => {
+        writeFileSync(mark, '')
+        truncateSync(mark, 1500 * 1024 * 1024) // sparse: no disk used
+      },
+      () => symlinkSync('/dev/zero', mark),
+      () => writeFileSync(mark, 'x'.repeat(65)),
+    ]) {
+      rmSync(mark, { force: true })
+      make()
+      const err = await rejection(recryptStore(db, undefined, { key: KEY }))
+      assert.equal(err.code, 'ERR_STORE', String(err))
+      assert.match(err.message, /as a swap mark \(over 64 bytes\); nothing was deleted/)
+      assert.ok(existsSync(old), '-old kept')
+    }
+    // A mark of the right size that matches nothing (a flipped byte, say): refused, nothing deleted.
+    rmSync(mark)
+    writeFileSync(mark, 'b'.repeat(32))
+    const err = await rejection(recryptStore(db, undefined, { key: KEY }))
+    assert.match(err.message, /nothing proves .* is the folder a finished encrypt/)
+    assert.ok(existsSync(old), '-old kept')
+    rmSync(mark)
+    await expectEntities(db, undefined)
   })
 
   // Two runs on one folder at once (two shells, or a script started twice): the second's

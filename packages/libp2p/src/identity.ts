@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { constants } from 'node:fs'
 import { link, lstat, mkdir, open, readlink, unlink, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
@@ -105,9 +106,12 @@ async function missingTarget(link: string): Promise<string> {
   return path
 }
 
-/** The first `max` bytes of a file (all of it if shorter). */
+/**
+ * The first `max` bytes of a file (all of it if shorter). Opened without blocking: a FIFO in the
+ * file's place fails to read (EAGAIN) rather than waiting for a writer forever.
+ */
 async function readAtMost(file: string, max: number): Promise<Uint8Array> {
-  const handle = await open(file, 'r')
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
     const buffer = new Uint8Array(max)
     let filled = 0
