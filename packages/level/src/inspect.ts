@@ -13,15 +13,28 @@
  * when its open fails), at process exit, and on SIGINT, SIGTERM or SIGHUP (a read command
  * stopped with Ctrl-C); one a killed process left (SIGKILL) goes with the next inspection.
  *
- * The folder's LOCK is hard-linked into the snapshot too (never copied nor opened here: closing
- * any descriptor of it would drop a lock this process holds on it), so LevelDB's lock in the
- * snapshot is the folder's own lock: a service running in another process refuses the
+ * The folder's LOCK is linked into the snapshot too (a hard link, else a symbolic one; never
+ * copied nor opened here: closing any descriptor of it would drop a lock this process holds on
+ * it), so LevelDB's lock in the snapshot is the folder's own lock: a service running in another process refuses the
  * inspection and an inspection refuses a service, as when LevelDB opened the folder itself. A
  * lock is also looked for before anything is copied: in this process (stores opened by
  * classicLevelStore), and on Linux in /proc/locks (any process, and the only check left when
- * LOCK cannot be linked).
+ * LOCK can be linked neither way: see linkLock).
  */
-import { copyFileSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs'
+import {
+  accessSync,
+  constants as fsConstants,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { ConvergentError } from '@convergent/core'
@@ -166,6 +179,31 @@ function lockedInProcLocks(file: string): boolean {
   return text.split('\n').some((line) => !line.includes('->') && line.split(/\s+/).includes(id))
 }
 
+/**
+ * Puts the folder's LOCK into the snapshot, so that LevelDB's lock there is the folder's own:
+ * a hard link, else (the temp folder on another file system, or a LOCK this user may not
+ * link) a symbolic link, which LevelDB's open follows to the same file (fcntl locks the file,
+ * whatever name opened it). The symbolic link only for a LOCK this user may write: LevelDB
+ * opens it for writing, and would fail the whole inspection of a folder it could read (a
+ * read-only disk, another user's folder). False when neither: LevelDB makes its own LOCK in
+ * the snapshot, and /proc/locks is the only check.
+ */
+function linkLock(from: string, to: string): boolean {
+  try {
+    linkSync(from, to)
+    return true
+  } catch {
+    // Below: a symbolic link.
+  }
+  try {
+    accessSync(from, fsConstants.W_OK)
+    symlinkSync(realpathSync(from), to) // absolute: the link lives in the snapshot
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** A private copy of a LevelDB folder, for a store opened for inspection. */
 export class InspectionSnapshot {
   private removed = false
@@ -205,12 +243,7 @@ export class InspectionSnapshot {
         const from = join(source, entry.name)
         const to = join(dir, entry.name)
         if (entry.name === 'LOCK') {
-          try {
-            linkSync(from, to)
-            linked = true
-          } catch {
-            // Another file system (or a LOCK this user may not link): LevelDB makes its own LOCK here; /proc/locks is the check.
-          }
+          linked = linkLock(from, to)
         } else if (TABLE.test(entry.name)) {
           try {
             linkSync(from, to)

@@ -42,7 +42,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { ConvergentError } from '@convergent/core'
 import { ClassicLevel } from 'classic-level'
 import { ACKED_FILE } from './acked.js'
@@ -54,6 +54,7 @@ import {
   BUILDING_MARK,
   holdsNothing,
   interruptedSwap,
+  isMountPoint,
   NEW_SUFFIX,
   OLD_SUFFIX,
   readSwapMark,
@@ -187,6 +188,12 @@ async function recryptLocked(db: string, fromSealer: AtRestSealer | undefined, t
   }
   finishSwap(db)
   if (!existsSync(join(db, 'CURRENT'))) throw noStoreHere(db)
+  if (isMountPoint(db)) {
+    throw new ConvergentError(
+      'ERR_STORE',
+      `${db} is a mount point: encrypt/rekey/decrypt build the re-sealed copy beside it and swap the two by renaming, which a mount point does not allow. Nothing was changed. Mount the volume one folder up (the data folder) so that ${basename(db)} is a folder in it, or run the command on a copy of ${db} in a folder of its own.`,
+    )
+  }
   // Opening the store checks the key (the codes of open()), migrates format 0 and finishes
   // interrupted drops: what is copied below is format 1, 2 or 3 (all current code reads; format.ts).
   const check = classicLevelStore(db, fromSealer === undefined ? {} : { encryption: fromSealer })

@@ -8,11 +8,13 @@ import {
   fsyncSync,
   openSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
   readSync,
   realpathSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs'
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path'
@@ -62,6 +64,31 @@ export function swapBase(db: string): string {
     path = physical(isAbsolute(target) ? target : dirname(path) + sep + target)
   }
   return path
+}
+
+/**
+ * Whether the folder `db` (real path: swapBase) is a mount point, which rename() cannot move
+ * (EBUSY): an encrypt/rekey/decrypt would copy the whole store and then fail at the swap, every
+ * run. On Linux, a line of /proc/self/mountinfo names it (bind mounts of the same device too);
+ * elsewhere, it is on another device than its parent folder.
+ */
+export function isMountPoint(db: string): boolean {
+  try {
+    const info = readFileSync('/proc/self/mountinfo', 'utf8')
+    // Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+    const unescape = (field: string): string => field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)))
+    return info.split('\n').some((line) => {
+      const point = line.split(' ')[4]
+      return point !== undefined && unescape(point) === db
+    })
+  } catch {
+    // not Linux: compare devices
+  }
+  try {
+    return statSync(db).dev !== statSync(dirname(db)).dev
+  } catch {
+    return false
+  }
 }
 
 /**

@@ -154,11 +154,10 @@ describe('review s30: inspection snapshots under attack', function () {
 
   // README: "the folder's LOCK is linked into the snapshot, so LevelDB's lock is the folder's own"
   // and "an inspection refuses a service". With TMPDIR on another file system (the usual tmpfs
-  // /tmp with data on disk) the link fails and LevelDB makes its own LOCK in the snapshot.
-  // Open, documented (README, CLIs): Node cannot take an fcntl lock itself, so without the
-  // folder's LOCK linked the inspection holds no lock on the folder; it re-checks /proc/locks
-  // after the copy (a service that started during it refuses the inspection), nothing more.
-  it.skip('HOLE 4 (open, README says so): while a folder is inspected with the temp folder on another file system, a service in another process cannot open it', async function () {
+  // /tmp with data on disk) the hard link fails: LevelDB made its own LOCK in the snapshot, and
+  // a service in another process opened the folder meanwhile. Fixed (inspect.ts linkLock): a
+  // symbolic link to the folder's LOCK then, which LevelDB's open follows to the same file.
+  it('HOLE 4 (fixed): while a folder is inspected with the temp folder on another file system, a service in another process cannot open it', async function () {
     const shm = '/dev/shm'
     const other = await stat(shm).then(
       async (s) => s.dev !== (await stat(tmpdir())).dev,
