@@ -27,9 +27,11 @@ import {
   copyFileSync,
   existsSync,
   linkSync,
+  lstatSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   realpathSync,
   rmSync,
   statSync,
@@ -72,10 +74,32 @@ function keyOf(dir: string): string {
   }
 }
 
+/**
+ * The folder's device and inode, when it exists: one folder reached by two real paths (a bind
+ * mount) has one id. Inspections count under both, so that a service opened through the other
+ * path is refused too (fcntl locks never conflict within a process, and LevelDB's own table of
+ * the locks this process holds is by file name).
+ */
+function idOf(dir: string): string | undefined {
+  try {
+    const st = statSync(dir, { bigint: true })
+    return `${st.dev}:${st.ino}` // never an absolute path: no clash with keyOf's
+  } catch {
+    return undefined
+  }
+}
+
+function count(key: string | undefined, by: number): void {
+  if (key === undefined) return
+  const n = (inspected.get(key) ?? 0) + by
+  if (n > 0) inspected.set(key, n)
+  else inspected.delete(key)
+}
+
 /** Stores of this process opened on a folder by classicLevelStore (not for inspection), by folder. */
 const services = new Map<string, Set<Service>>()
 type Service = { status: string; once(event: 'closed', listener: () => void): unknown }
-/** Folders inspected now in this process: number of inspections of each. */
+/** Folders inspected now in this process (by keyOf and by idOf): number of inspections of each. */
 const inspected = new Map<string, number>()
 /** Snapshots not removed yet: removed at exit, or on a signal that ends the process, if it ends first. */
 const live = new Set<string>()
@@ -138,7 +162,8 @@ function alive(pid: number): boolean {
  * already holds through the snapshot's link, and the inspection's close would then release it).
  */
 export function refuseIfInspected(dir: string): void {
-  if ((inspected.get(keyOf(dir)) ?? 0) > 0) throw lockedError(`data dir ${dir}`)
+  const id = idOf(dir)
+  if (inspected.has(keyOf(dir)) || (id !== undefined && inspected.has(id))) throw lockedError(`data dir ${dir}`)
 }
 
 /** Remembers the database of a store that may write, so that an inspection refuses its folder while it is open. */
@@ -207,6 +232,8 @@ function linkLock(from: string, to: string): boolean {
 /** A private copy of a LevelDB folder, for a store opened for inspection. */
 export class InspectionSnapshot {
   private removed = false
+  /** The folder's LOCK (real path, device:inode) when the snapshot's is a symbolic link to it (linkLock). */
+  private lockTarget: { path: string; id: string } | undefined
 
   private constructor(
     /** The folder inspected (never written). */
@@ -214,6 +241,7 @@ export class InspectionSnapshot {
     /** The snapshot LevelDB opens. */
     readonly dir: string,
     private readonly key: string,
+    private readonly id: string | undefined,
   ) {}
 
   /**
@@ -224,18 +252,20 @@ export class InspectionSnapshot {
     checkIsFolder(source)
     if (!holdsStore(source)) throw noStoreError(source)
     const key = keyOf(source)
+    const id = idOf(source)
     const lock = join(source, 'LOCK')
-    if ((inspected.get(key) ?? 0) > 0 || inUseHere(key) || lockedInProcLocks(lock)) throw lockedError(`data dir ${source}`)
+    if (inspected.has(key) || (id !== undefined && inspected.has(id)) || inUseHere(key) || lockedInProcLocks(lock)) throw lockedError(`data dir ${source}`)
     sweepStale()
     const dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`))
-    const snapshot = new InspectionSnapshot(source, dir, key)
+    const snapshot = new InspectionSnapshot(source, dir, key, id)
     if (live.size === 0) arm()
     live.add(dir)
     if (!exitHook) {
       exitHook = true
       process.once('exit', removeLive)
     }
-    inspected.set(key, (inspected.get(key) ?? 0) + 1)
+    count(key, 1)
+    count(id, 1)
     let linked = false
     try {
       for (const entry of readdirSync(source, { withFileTypes: true })) {
@@ -244,6 +274,11 @@ export class InspectionSnapshot {
         const to = join(dir, entry.name)
         if (entry.name === 'LOCK') {
           linked = linkLock(from, to)
+          if (linked && lstatSync(to).isSymbolicLink()) {
+            const path = readlinkSync(to)
+            const id = idOf(path)
+            if (id !== undefined) snapshot.lockTarget = { path, id }
+          }
         } else if (TABLE.test(entry.name)) {
           try {
             linkSync(from, to)
@@ -264,6 +299,20 @@ export class InspectionSnapshot {
     return snapshot
   }
 
+  /**
+   * Called just before LevelDB opens the snapshot. A symbolic LOCK is followed by LevelDB's open
+   * with O_CREAT: if the folder's LOCK went (or was replaced) since the snapshot was made (a
+   * store made, and opened later), that open would create a LOCK in the folder inspected. The
+   * link is then removed instead, and LevelDB makes a LOCK of its own in the snapshot (the
+   * folder is not locked, as when LOCK could not be linked). A race remains between this check
+   * and LevelDB's open.
+   */
+  beforeOpen(): void {
+    if (this.lockTarget === undefined || idOf(this.lockTarget.path) === this.lockTarget.id) return
+    rmSync(join(this.dir, 'LOCK'), { force: true })
+    this.lockTarget = undefined
+  }
+
   /** `text` with the snapshot's path replaced by the folder's (LevelDB's messages name the files it opened). */
   rename(text: string): string {
     return text.split(this.dir).join(this.source)
@@ -276,8 +325,7 @@ export class InspectionSnapshot {
     rmSync(this.dir, { recursive: true, force: true })
     live.delete(this.dir)
     if (live.size === 0) disarm()
-    const n = (inspected.get(this.key) ?? 1) - 1
-    if (n > 0) inspected.set(this.key, n)
-    else inspected.delete(this.key)
+    count(this.key, -1)
+    count(this.id, -1)
   }
 }

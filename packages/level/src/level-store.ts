@@ -280,6 +280,7 @@ export class LevelStore implements Store {
   private async openDatabase(): Promise<void> {
     if (this.snapshot === undefined) return this.openAndCheck()
     try {
+      this.snapshot.beforeOpen()
       await this.openAndCheck()
     } catch (err) {
       this.acked?.close()
