@@ -153,11 +153,12 @@ export async function notesHeldBySupport(keys: Keyring, track: Replica[]): Promi
 
 /**
  * ADMIN, ORDERS and SUPPORT; SUPPORT holds n1 up to c0, then ADMIN, cut off, writes c1…c5 and
- * SUPPORT takes c3 and c5 (each headed) ahead of the ones before them: both wait there, and the
- * head SUPPORT keeps for ADMIN's actor is c5's (the newest, not held). ADMIN's changes of n1,
- * SUPPORT's context, the actor and c2…c5 (review-waiting, review-s30-core).
+ * sends SUPPORT c3 and c5 (each headed) ahead of the ones before them: c3 waits there, and c5,
+ * a second waiting change of the actor, is not taken ('later': head-judge.ts waitsServably), so
+ * the head SUPPORT keeps for ADMIN's actor is c3's (not held). ADMIN's changes of n1, SUPPORT's
+ * context, the actor and c2…c5 (review-waiting, review-s30-core).
  */
-export async function c3AndC5WaitingAtSupport(keys: Keyring, track: Replica[]) {
+export async function c3WaitingC5RefusedAtSupport(keys: Keyring, track: Replica[]) {
   const { hub, r } = await headsCluster(keys, track, [ADMIN, ORDERS, SUPPORT])
   await notes(r[ADMIN]!).put('n1', { text: 'zero' })
   await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
@@ -166,12 +167,15 @@ export async function c3AndC5WaitingAtSupport(keys: Keyring, track: Replica[]) {
   const all = A.getAllChanges(A.load<State>(await savedDoc(r[ADMIN]!, 'notes', 'n1')))
   const [, c2, c3, c4, c5] = all.slice(-5) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]
   const ctx = ctxOf(r[SUPPORT]!)
-  for (const change of [c3, c5]) {
+  for (const [change, expected] of [
+    [c3, 'applied'],
+    [c5, 'later'],
+  ] as const) {
     const got = await applyRemoteDelta(ctx, ADMIN, 'notes', 'automerge', 'n1', encodeHeaded(change, [await headOf(keys, change)]))
-    if (got !== 'applied') throw new Error(`a change that overtook the ones before it was ${got}, not applied`)
+    if (got !== expected) throw new Error(`a change that overtook the ones before it was ${got}, not ${expected}`)
   }
-  const actor = A.decodeChange(c5).actor
-  await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c5).seq, "c5's head stored")
+  const actor = A.decodeChange(c3).actor
+  await waitFor(async () => (await ctx.heads!.stored('notes', 'n1')).get(actor)?.leaf.seq === A.decodeChange(c3).seq, "c3's head stored")
   return { r, ctx, all, actor, c2, c3, c4, c5 }
 }
 

@@ -9,7 +9,7 @@ import { LoopbackHub } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { memoryReplica } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c3AndC5WaitingAtSupport, headOf as headOfChange, notes } from './heads-helpers.js'
+import { c3WaitingC5RefusedAtSupport, headOf as headOfChange, notes } from './heads-helpers.js'
 import { savedDoc, type State } from './counter-helpers.js'
 
 describe('review s30: waiting changes and policy members', function () {
@@ -17,13 +17,14 @@ describe('review s30: waiting changes and policy members', function () {
   const { keys, replicas } = trustSuite()
   const headOf = (change: Uint8Array, signer = ADMIN): Promise<Uint8Array> => headOfChange(keys, change, signer)
 
-  // The seed's shape (c3 and c5 wait here, the head kept for ADMIN's actor is c5's, not held): a
+  // The seed's shape (c3 waits here, the head kept for ADMIN's actor is c3's, not held; c5, a
+  // second waiting change, was not taken: once it was, and its head was the one kept): a
   // member relays the entity whole up to c3 — releasing c3 here, which judgeHeads now skips —
   // plus a change forged under ADMIN's actor at c4's seq (a fork of the change this replica has
   // never seen), with the genuine heads of c3 and c5. Skipping c3 must not let the forgery in:
   // it is the actor's newest change the document brings, and no head this replica holds covers it.
   it('holds: a fork of the missing seq, riding on a whole document that releases the waiting changes, is refused (the stored head of a still-waiting change covers nothing)', async () => {
-    const { r, ctx, all, actor, c3, c4, c5 } = await c3AndC5WaitingAtSupport(keys, replicas)
+    const { r, ctx, all, actor, c3, c4, c5 } = await c3WaitingC5RefusedAtSupport(keys, replicas)
     const [upToC3] = A.applyChanges(
       A.init<State>(),
       all.filter((c) => c !== c4 && c !== c5),

@@ -215,26 +215,18 @@ describe('review s31: held heads', function () {
     expect(await roundsUntil(r[ADMIN]!, r[SUPPORT]!, 's1')).to.not.equal(undefined)
   })
 
-  // HOLE 1 (medium, not introduced by fec01f7 but not closed by it; a member parts two honest
-  // replicas on an entity for good). The held head is written only from heads this relay has:
-  // when one delta brings both the changes of an actor that apply and one that waits (m1 and m2,
-  // vouched for by m2's head alone: its hash chain reaches m1), the relay holds no head whose
-  // change it holds. It then serves m1 — and every later change of the entity, all after m1 —
-  // with m2's head only, which a peer lacking m1 answers `later` (a head of a later change it
-  // does not hold), every round, as whole documents too (the new waiting change is left out
-  // there, and then m2's head names nothing held). With m2 depending on a change that does not
-  // exist, the relay's queue never drains: ADMIN never takes n1 from SUPPORT, whose own writes
-  // to it never reach ADMIN through it (ORDERS, which holds m1 and a head of it, serves nobody).
-  // Not a small fix: either the relay answers `later` to a delta that would leave an actor's
-  // applied changes without a held head (honest pushes of two writes across a received change
-  // would wait for anti-entropy), or the receiver follows the hash chain from a waiting change
-  // the sender carries too (the README's other way). A bound on how long a change may wait at
-  // the relay (its queue dropped, then its newest head dropped with it) would also end it.
-  it.skip('HOLE 1: m1 and m2 (which waits for good) in one delta with m2’s head alone: the relay keeps no held head, and a peer lacking m1 never takes the entity from it (SUPPORT’s own later write with it)', async () => {
+  // HOLE 1 (medium; fixed): the held head is written only from heads this relay has: when one
+  // delta brought both the changes of an actor that apply and one that waits (m1 and m2, vouched
+  // for by m2's head alone: its hash chain reaches m1), the relay held no head whose change it
+  // held. It then served m1 — and every later change of the entity — with m2's head only, which a
+  // peer lacking m1 answered `later`, every round, for good (m2 depends on a change that does not
+  // exist). Now such a delta waits (head-judge.ts waitsServably): the changes that apply need a
+  // head of a change that applies; anti-entropy brings them with it, or with what m2 waits for.
+  it('HOLE 1 (fixed): m1 and m2 (which waits for good) in one delta with m2’s head alone is not taken (it waits), and a peer lacking m1 takes the entity from the relay (SUPPORT’s own later write with it)', async () => {
     const { hub, r } = await apart()
-    const { m, m1, m2, h2 } = await mAndPhantom(r[SUPPORT]!)
-    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h2]))).to.equal('applied')
-    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [m])).has(m), 'no held head').to.equal(false)
+    const { m1, m2, h2 } = await mAndPhantom(r[SUPPORT]!)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h2]))).to.equal('later')
+    expect(await holds(r[SUPPORT]!, A.decodeChange(m1).hash), 'm1 not taken').to.equal(false)
     await notes(r[SUPPORT]!).put('n1', { text: 's1' })
     hub.heal()
     hub.partition([ORDERS], [ADMIN, SUPPORT])
@@ -242,15 +234,44 @@ describe('review s31: held heads', function () {
     expect(await roundsUntil(r[ADMIN]!, r[SUPPORT]!, 's1')).to.not.equal(undefined)
   })
 
-  // HOLE 1b (medium, the README's 'left open' case, made for good by a member): the held head is
-  // moved on only when a head of the actor is stored; a change of the actor released from the
-  // queue by another's (m2, by ORDERS' other actor's y1) leaves it older than what the relay now
-  // holds, while a later change (m3, which waits for good) keeps the newest. ORDERS sends each
-  // with its own head, in this order: m1, m2 (waits for y1), m3 (waits for m2 and a change that
-  // does not exist), y1. The relay holds m1, y1 and m2, its held head is m1's and its newest m3's:
-  // a peer lacking m2 answers `later` to all of the entity it serves, every round, for good.
-  // The same fix would close both (the relay cannot sign a head of m2; it no longer has m2's).
-  it.skip('HOLE 1b: m1, m2 (waits for y1), m3 (waits for good), then y1 releases m2: the held head stays m1’s, and a peer lacking m2 never takes the entity from the relay', async () => {
+  it('holds (HOLE 1’s rule): m1 and m2 in one delta with both heads is taken — m1’s head held beside m2’s; with a change of another actor that applies beside them too', async () => {
+    const { r } = await apart()
+    const { m, m1, m2, h1, h2 } = await mAndPhantom(r[SUPPORT]!)
+    const y = toHex(boundActor(ORDERS, new Uint8Array(16).fill(7)))
+    const y1 = forkChange(await savedDoc(r[SUPPORT]!, 'notes', 'n1'), y, (d) => void (d.tag = 'y1'))
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([y1, m1, m2]), [await headOf(keys, y1, ORDERS), h1, h2]))).to.equal('applied')
+    expect(await holds(r[SUPPORT]!, A.decodeChange(m1).hash), 'm1 applied').to.equal(true)
+    expect(await holds(r[SUPPORT]!, A.decodeChange(y1).hash), 'y1 applied').to.equal(true)
+    await waitFor(async () => (await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [m])).get(m)?.leaf.hash === A.decodeChange(m1).hash, 'm1’s head held')
+  })
+
+  it('holds (HOLE 1b’s rule): two changes of one actor that both wait, in one delta with the newest’s head, are not taken; the first alone is', async () => {
+    const { r } = await apart()
+    const m = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
+    const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
+    const on = (...changes: Uint8Array[]): Uint8Array => A.save(A.applyChanges(A.load<State>(base), changes)[0])
+    const y = toHex(boundActor(ORDERS, new Uint8Array(16).fill(8)))
+    const y1 = forkChange(base, y, (d) => void (d.tag = 'y1'))
+    const m1 = forkChange(on(y1), m, (d) => void (d.text = 'm1')) // waits for y1
+    const m2 = forkChange(on(y1, m1), m, (d) => void (d.text = 'm2'))
+    const [h1, h2] = [await headOf(keys, m1, ORDERS), await headOf(keys, m2, ORDERS)]
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h2]))).to.equal('later')
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h1, h2]))).to.equal('later')
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m1, [h1]))).to.equal('applied')
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(y1, [await headOf(keys, y1, ORDERS)]))).to.equal('applied')
+    expect(await holds(r[SUPPORT]!, A.decodeChange(m1).hash), 'm1 released').to.equal(true)
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m2, [h2]))).to.equal('applied')
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text).to.equal('m2')
+  })
+
+  // HOLE 1b (medium; fixed): the held head was moved on only when a head of the actor was
+  // stored; a change of the actor released from the queue by another's (m2, by ORDERS' other
+  // actor's y1) left it older than what the relay then held, while a later change (m3, which
+  // waits for good) had replaced m2's head as the newest: a peer lacking m2 answered `later` to
+  // all of the entity the relay served, every round, for good. Now an actor has at most one
+  // change waiting at a replica (waitsServably): m3 waits (it comes again once m2 is held
+  // here), so m2's head is the one stored, and covers m1 and m2 once y1 releases m2.
+  it('HOLE 1b (fixed): m1, m2 (waits for y1), m3 (waits for good: not taken while m2 waits), then y1 releases m2: m2’s head is the one stored, and a peer lacking m2 takes the entity from the relay', async () => {
     const { hub, r } = await apart()
     const a = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
     const b = toHex(boundActor(ORDERS, new Uint8Array(16).fill(8)))
@@ -261,11 +282,27 @@ describe('review s31: held heads', function () {
     const m2 = forkChange(on(m1, y1), a, (d) => void (d.text = 'm2'))
     const { hash: _hash, ...made } = A.decodeChange(forkChange(on(m1, y1, m2), a, (d) => void (d.tag = 'm3')))
     const m3 = A.encodeChange({ ...made, deps: [...made.deps, 'ab'.repeat(32)].sort() })
-    for (const change of [m1, m2, m3, y1]) {
-      expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(change, [await headOf(keys, change, ORDERS)]))).to.equal('applied')
+    for (const [change, expected] of [
+      [m1, 'applied'],
+      [m2, 'applied'],
+      [m3, 'later'],
+      [y1, 'applied'],
+    ] as const) {
+      expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(change, [await headOf(keys, change, ORDERS)])), A.decodeChange(change).message ?? '').to.equal(
+        expected,
+      )
     }
     expect(await holds(r[SUPPORT]!, A.decodeChange(m2).hash), 'm2 released').to.equal(true)
-    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [a])).get(a)?.leaf.hash, 'the held head').to.equal(A.decodeChange(m1).hash)
+    await waitFor(
+      async () => (await ctxOf(r[SUPPORT]!).heads!.stored('notes', 'n1', [a])).get(a)?.leaf.hash === A.decodeChange(m2).hash,
+      'm2’s head is the newest stored',
+    )
+    // Once m2 is held, m3 waits here (for good), its head beside m2's as the held one.
+    expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m3, [await headOf(keys, m3, ORDERS)]))).to.equal('applied')
+    await waitFor(
+      async () => (await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [a])).get(a)?.leaf.hash === A.decodeChange(m2).hash,
+      'm2’s head held beside m3’s',
+    )
     await notes(r[SUPPORT]!).put('n1', { text: 's1' })
     hub.heal()
     hub.partition([ORDERS], [ADMIN, SUPPORT])

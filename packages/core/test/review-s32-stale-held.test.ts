@@ -94,16 +94,20 @@ describe('review s32: stale held heads (staleHeld)', function () {
     expect(await holds(r[SUPPORT]!, A.decodeChange(c1).hash)).to.equal(true)
   })
 
-  it('holds: c2 releases c3 while a later c5 of X still waits (c4 missing): X’s held head stays (moved on to c3’s or kept)', async () => {
+  it('holds: c5 while c3 waits is not taken (a second waiting change of X); c2 releases c3 (the held head goes), then c5 waits (for c4, with c3’s head held beside it), and c4 releases it', async () => {
     const { r, base, x, c1, c2, c3 } = await c1AppliedC3WaitingAtSupport(keys, replicas)
     const c4 = forkChange(on(base, [c1, c2, c3]), x, (d) => void (d.text = 'four'))
     const c5 = forkChange(on(base, [c1, c2, c3, c4]), x, (d) => void (d.text = 'five'))
-    expect(await sendTo(r[SUPPORT]!, ADMIN, encodeHeaded(c5, [await headOf(keys, c5)]))).to.equal('applied')
+    expect(await sendTo(r[SUPPORT]!, ADMIN, encodeHeaded(c5, [await headOf(keys, c5)]))).to.equal('later')
     await heldWhereNeeded(r[SUPPORT]!, [x])
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(c2, [await headOf(keys, c2, ORDERS)]))).to.equal('applied')
     expect(await holds(r[SUPPORT]!, A.decodeChange(c3).hash), 'c3 released').to.equal(true)
     await heldWhereNeeded(r[SUPPORT]!, [x])
-    // c2 and c3 with c3's head: still waiting c5 keeps the held head.
+    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [x])).has(x), 'no held head once c3 applied').to.equal(false)
+    expect(await sendTo(r[SUPPORT]!, ADMIN, encodeHeaded(c5, [await headOf(keys, c5)]))).to.equal('applied')
+    await heldWhereNeeded(r[SUPPORT]!, [x])
+    expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [x])).get(x)?.leaf.hash, 'c3’s head held beside c5’s').to.equal(A.decodeChange(c3).hash)
+    // c2 and c3 with c3's head again: c5 still waiting keeps the held head.
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([c2, c3]), [await headOf(keys, c2, ORDERS), await headOf(keys, c3)]))).to.be.oneOf([
       'applied',
       'duplicate',
@@ -114,7 +118,7 @@ describe('review s32: stale held heads (staleHeld)', function () {
     expect((await ctxOf(r[SUPPORT]!).heads!.storedHeld('notes', 'n1', [x])).has(x), 'held once c5 applied').to.equal(false)
   })
 
-  it('holds: HOLE 1b’s setup (m1; m2 waits for y1; m3 waits for good; y1 releases m2): the held head is not deleted', async () => {
+  it('holds: HOLE 1b’s setup (m1; m2 waits for y1; m3, which waits for good, not taken until y1 released m2): a held head stands wherever the newest waits', async () => {
     const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
     await notes(r[ADMIN]!).put('n1', { text: 'zero' })
     await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
@@ -127,8 +131,15 @@ describe('review s32: stale held heads (staleHeld)', function () {
     const y1 = forkChange(base, b, (d) => void (d.tag = 'y1'))
     const m2 = forkChange(on(base, [m1, y1]), a, (d) => void (d.text = 'm2'))
     const m3 = phantom(forkChange(on(base, [m1, y1, m2]), a, (d) => void (d.tag = 'm3')))
-    for (const change of [m1, m2, m3, y1]) {
-      expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(change, [await headOf(keys, change, ORDERS)]))).to.equal('applied')
+    // m3 waits while m2 does: not taken (a second waiting change of a).
+    for (const [change, expected] of [
+      [m1, 'applied'],
+      [m2, 'applied'],
+      [m3, 'later'],
+      [y1, 'applied'],
+      [m3, 'applied'],
+    ] as const) {
+      expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(change, [await headOf(keys, change, ORDERS)]))).to.equal(expected)
       await heldWhereNeeded(r[SUPPORT]!, [a, b])
     }
     expect(await holds(r[SUPPORT]!, A.decodeChange(m2).hash), 'm2 released').to.equal(true)

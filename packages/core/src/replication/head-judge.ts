@@ -51,7 +51,10 @@ export function judgeHeadsAhead(
   const carried = new Map(changes.map((c) => [c.hash, c]))
   const held = (hash: string): boolean => carried.has(hash) || history.holds(doc, hash)
   const fresh = changes.filter((c) => !history.holds(doc, c.hash))
-  if (leavesWaiting(history, doc, changes) && !ancestorsOfHeads(fresh, carried, vouched)) return 'later'
+  if (leavesWaiting(history, doc, changes)) {
+    if (!ancestorsOfHeads(fresh, carried, vouched)) return 'later'
+    if (!waitsServably(history, doc, changes, fresh, vouched, stored)) return 'later'
+  }
   const judged = coverage(latestPerActor(fresh), vouched, held, from, stored)
   return judged.verdict === 'ok' ? { heads: judged.heads, unbound: judged.unbound } : judged.verdict
 }
@@ -94,6 +97,97 @@ function ancestorsOfHeads(fresh: readonly ChangeMeta[], carried: ReadonlyMap<str
     }
   }
   return fresh.every((c) => isBoundActor(c.actor) && reached.has(c.hash))
+}
+
+/**
+ * Whether a delta that leaves changes waiting here leaves this replica able to serve, with a
+ * head whose change it holds, every change of the delta it applies — now, and when a waiting
+ * one is released. A head of a waiting change vouches for it and its actor's earlier changes,
+ * but a peer that lacks them cannot use it: it names a change that peer will not hold either
+ * (review-s31 HOLE 1 and 1b: a member sent a change that waits for good, and a relay then served
+ * an entity with that head only, which a peer lacking the changes before it never took). So:
+ * - each actor's newest change that applies is covered by a head of a change that applies or is
+ *   held here (carried, the earlier one carried, or stored);
+ * - an actor has at most one change waiting here, the one its newest carried head names: the
+ *   head stored for it then covers everything of the actor once it is released (a second
+ *   waiting change would replace that head with its own, and the first released would have none).
+ * Else the delta waits ('later'): anti-entropy brings the same changes with what they depend on,
+ * and nothing waits (a sender's changes since this replica's version apply here), so honest
+ * writes are only delayed — pushes overtaking one another.
+ */
+function waitsServably(
+  history: BackendHistory,
+  doc: unknown,
+  changes: readonly DeltaChange[],
+  fresh: readonly DeltaChange[],
+  vouched: ReadonlyMap<string, CarriedHead>,
+  stored: ReadonlyMap<string, VerifiedHead> | undefined,
+): boolean {
+  const applies = applicableOf(history, doc, changes)
+  const heldAfter = (hash: string): boolean => applies.has(hash) || history.holds(doc, hash)
+  const waitingActors = new Set<string>()
+  for (const c of fresh) {
+    if (applies.has(c.hash)) continue
+    if (waitingActors.has(c.actor)) return false // a second waiting change of the actor
+    waitingActors.add(c.actor)
+    if (vouched.get(c.actor)?.hash !== c.hash) return false // not the one its newest head names
+    const kept = stored?.get(c.actor)
+    if (kept !== undefined && !history.holds(doc, kept.hash)) return false // one of the actor's waits here already
+  }
+  for (const [actor, change] of latestPerActor(fresh.filter((c) => applies.has(c.hash)))) {
+    if (!isBoundActor(actor)) continue // vouched for by the sender (ancestorsOfHeads let none wait)
+    const carried = vouched.get(actor)
+    const covers = (head: VerifiedHead | undefined): boolean => head !== undefined && head.seq >= change.seq && heldAfter(head.hash)
+    if (!covers(carried) && !covers(carried?.earlier) && !covers(stored?.get(actor))) return false
+  }
+  return true
+}
+
+/**
+ * The hashes of the changes a delta carries that apply here now: those each of whose
+ * dependencies `doc` holds or is one of them that applies. Linear in the changes (each judged
+ * once, depth first without recursion); a dependency cycle, which no honest delta has, applies nothing.
+ */
+function applicableOf(history: BackendHistory, doc: unknown, changes: readonly DeltaChange[]): Set<string> {
+  const carried = new Map(changes.map((c) => [c.hash, c]))
+  const verdict = new Map<string, boolean>() // judged: whether it applies
+  const open = new Set<string>() // on the stack (a dependency met there again is a cycle)
+  for (const root of changes) {
+    if (verdict.has(root.hash)) continue
+    // Each frame resumes at the dependency it stopped at: every dependency is looked at once.
+    const stack: { change: DeltaChange; next: number }[] = [{ change: root, next: 0 }]
+    open.add(root.hash)
+    while (stack.length > 0) {
+      const frame = stack[stack.length - 1]!
+      const { deps, hash } = frame.change
+      let applies = true
+      let descend: DeltaChange | undefined
+      for (; frame.next < deps.length; frame.next++) {
+        const dep = deps[frame.next]!
+        const d = carried.get(dep)
+        const judged = verdict.get(dep)
+        if (judged !== undefined) applies = judged
+        else if (d === undefined) applies = history.holds(doc, dep)
+        else if (open.has(dep)) applies = false
+        else {
+          descend = d
+          break
+        }
+        if (!applies) break
+      }
+      if (descend !== undefined) {
+        open.add(descend.hash)
+        stack.push({ change: descend, next: 0 })
+        continue
+      }
+      verdict.set(hash, applies)
+      open.delete(hash)
+      stack.pop()
+    }
+  }
+  const out = new Set<string>()
+  for (const [hash, applies] of verdict) if (applies) out.add(hash)
+  return out
 }
 
 /**
