@@ -113,9 +113,16 @@ async function pushHeadsOf(
  * checked first, and then only the author's right to write counts, whoever relayed it. Once a
  * policy is in force an unsigned push is dropped (badSignature).
  */
-export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<void> {
+/**
+ * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
+ * or heads this copy did not bring — in a cluster, a push that overtook the one before it):
+ * anti-entropy with the sender brings them, so the replicator starts a round with it soon.
+ */
+export type PushOutcome = 'done' | 'waits'
+
+export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<PushOutcome> {
   const msg = admit(ctx, limiter, from, data, Math.min(ctx.limits.maxPushBytes, ctx.limits.maxMessageBytes))
-  if (msg === undefined) return
+  if (msg === undefined) return 'done'
   let push: PushMessage
   let signed: SignedPushMessage | undefined
   let payload: PushPayload | undefined
@@ -133,22 +140,22 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     if (topic !== topicOf(ctx.namespace, push.collection)) throw new Error(`collection '${push.collection}' does not belong on topic ${topic}`)
   } catch (err) {
     drop(ctx, from, 'malformed', (err as Error).message)
-    return
+    return 'done'
   }
   if (!limiter.takeEntries(from, push.entries.length)) {
     drop(ctx, from, 'rateLimited', `a push of ${push.entries.length} entries is over the inbound entry rate`)
-    return
+    return 'done'
   }
   let by: SignedBy | undefined
   if (signed !== undefined && payload !== undefined && ctx.access.signsWrites) {
     const admitted = await admitSigned(ctx, from, signed, payload, push)
-    if (admitted === undefined) return
+    if (admitted === undefined) return 'done'
     by = admitted
   } else if (signed === undefined && ctx.access.requiresSignedWrites) {
     drop(ctx, from, 'badSignature', `an unsigned push of '${push.collection}': in this cluster gossip must be signed by its author`, {
       collection: push.collection,
     })
-    return
+    return 'done'
   }
   const span = startApplySpan(ctx.tracer, push.traceparent, {
     'convergent.collection': push.collection,
@@ -162,6 +169,7 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
       applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by, heads),
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
+    const waits = results.includes('later')
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write), or that waits ('later': for its
       // heads, which travel outside the push's signature — a relay may have stripped, garbled or
@@ -178,6 +186,7 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
         }
       }
     }
+    return waits ? 'waits' : 'done'
   } finally {
     span.end()
   }

@@ -17,7 +17,7 @@ import { refusalOf } from './messages/reply.js'
 const CONNECT_FALLBACK_MS = 2_000
 /** How soon a round follows the discovery of a damaged record (coalescing several). */
 const REPAIR_DELAY_MS = 100
-/** Least time between rounds with one peer that its announcements start. */
+/** Least time between rounds with one peer that its announcements or waiting pushes start. */
 const ANNOUNCE_ROUND_GAP_MS = 1_000
 /** How soon a key exchange follows a new subject key, a tombstone or a missing key (coalescing several) … */
 const KEYS_DELAY_MS = 20
@@ -92,16 +92,19 @@ export class Replicator {
       (peer) => this.lastRoundAt.set(peer, ctx.clock.now()),
       (peer) => this.roundEnded({ peer, startedBy: 'peer', at: ctx.clock.now(), ms: 0 }),
     )
-    this.announcer = new Announcer(ctx, this.limiter, (peer) => this.syncAfterAnnounce(peer))
+    this.announcer = new Announcer(ctx, this.limiter, (peer) => this.roundSoonWith(peer))
   }
 
   private readonly announcer: Announcer
 
   /**
-   * A peer told us of a collection we do not have: a round with it (the round pulls the
-   * collection, which subscribes us to it), unless one is running or just ran.
+   * A round with a peer soon, unless one its announcements or pushes started just ran (at most
+   * one a second per peer): it told us of a collection we do not have (the round pulls the
+   * collection, which subscribes us to it), or a push of it waits here for what it did not bring
+   * (in a cluster, one that overtook the push before it: head-judge.ts waitsServably), which
+   * the round brings instead of the next scheduled one.
    */
-  private syncAfterAnnounce(peer: string): void {
+  private roundSoonWith(peer: string): void {
     if (this.stopped || !this.ctx.network.peers().includes(peer)) return
     const now = this.ctx.clock.now()
     const last = this.lastAnnounceRound.get(peer)
@@ -111,7 +114,7 @@ export class Replicator {
     this.track(this.roundWith(peer).catch(() => undefined))
   }
 
-  /** When each peer's announcements last started a round (at most one a second per peer). */
+  /** When each peer's announcements or waiting pushes last started a round (at most one a second per peer). */
   private readonly lastAnnounceRound = new Map<string, number>()
 
   async start(): Promise<void> {
@@ -119,7 +122,12 @@ export class Replicator {
       onMessage: (topic, data, from) => {
         if (!this.ctx.access.isMember(from)) drop(this.ctx, from, 'forbidden', 'gossip from a peer the cluster policy does not name')
         else if (this.announcer.owns(topic)) this.announcer.receive(data, from)
-        else this.track(receivePush(this.ctx, this.limiter, topic, data, from))
+        else
+          this.track(
+            receivePush(this.ctx, this.limiter, topic, data, from).then((outcome) => {
+              if (outcome === 'waits') this.roundSoonWith(from)
+            }),
+          )
       },
       onRequest: (from, data) => this.server.handle(from, data),
       onPeerConnected: (peer) => this.peerConnected(peer),
