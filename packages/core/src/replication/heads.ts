@@ -269,10 +269,15 @@ export class SignedHeads {
     // entity or actor (a store without checksums, a record of another format), would make the
     // peer count this replica a forger (badSignature) and, after ten, refuse all its heads for a
     // minute. Left out, the peer lacks that head (and refuses those changes, as forbidden).
-    // Held heads only with 'all': a document whose changes all apply has none that is newer.
+    // Held heads too, where the collection may hold one: with 'all' (changes wait here), and with
+    // needed (none wait) as well — a queue can be emptied without its changes applying (a rebuild
+    // that drops it: Backend.rebuilt), and then the stored newest head may name a change this
+    // replica will never hold (a member's, waiting on one that does not exist): sent alone, a
+    // peer lacking the actor's changes answered `later` to all of the entity, for good
+    // (review-s33-waits HOLE 1).
     const [stored, held] = await Promise.all([
       this.stored(collection, id, actors),
-      needed === 'all' && this.mayHoldHeld(collection) ? this.storedHeld(collection, id, actors) : new Map<string, StoredHead>(),
+      this.mayHoldHeld(collection) ? this.storedHeld(collection, id, actors) : new Map<string, StoredHead>(),
     ])
     const heads: OutgoingHead[] = []
     const own: HeadLeaf[] = []
@@ -293,8 +298,13 @@ export class SignedHeads {
     } else {
       for (const [actor, change] of needed) {
         const have = stored.get(actor)
-        if (have !== undefined && have.leaf.seq >= change.seq) heads.push({ record: have.record, proof: have.proof })
-        else if (actorOwnedBy(actor, this.opts.peerId)) own.push({ id, actor, seq: change.seq, hash: change.hash })
+        if (have !== undefined && have.leaf.seq >= change.seq) {
+          heads.push({ record: have.record, proof: have.proof })
+          // The held head beside it, when it covers what the peer lacks too (its change is held here).
+          const beside = held.get(actor)
+          if (beside !== undefined && beside.leaf.seq >= change.seq && beside.leaf.seq < have.leaf.seq)
+            heads.push({ record: beside.record, proof: beside.proof })
+        } else if (actorOwnedBy(actor, this.opts.peerId)) own.push({ id, actor, seq: change.seq, hash: change.hash })
         // Else a relay without the author's head: the peer refuses those changes (it never happens
         // to an honest replica, which stores the heads of all it applied).
       }
