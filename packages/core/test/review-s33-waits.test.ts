@@ -11,8 +11,9 @@ import { boundActor } from '../src/trust/actor-binding.js'
 import { toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
-import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { headOf, headsCluster, holds, notes, sendTo } from './heads-helpers.js'
+import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
+import { LoopbackHub } from '../src/index.js'
+import { headOf, headsCluster, holds, notes, NOTES_POLICY, sendTo } from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
 
 /** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
@@ -120,7 +121,7 @@ describe('review s33: changes waiting (waitsServably, applicableOf)', function (
   const headFor = (c: DeltaChange): VerifiedHead => ({ id: 'n1', actor: c.actor, seq: c.seq, hash: c.hash, author: ORDERS, record: new Uint8Array(0) })
   const from = { peer: ORDERS, headed: true, collection: 'notes', id: 'n1' }
 
-  it('holds: a chain of 30,000 changes of one actor, each naming up to 20 others carried (the first one missing), is judged in about a second at most (linear, no recursion)', () => {
+  it('holds: a chain of 30,000 changes of one actor, each naming up to 20 others carried (the first one missing), is judged without recursion (no stack overflow) and found waiting', () => {
     const actor = actorOf(ORDERS, 1)
     const n = 30_000 // ~20 MB of dependency hashes: within maxDeltaBytes (32 MiB)
     const changes: DeltaChange[] = []
@@ -130,12 +131,8 @@ describe('review s33: changes waiting (waitsServably, applicableOf)', function (
       changes.push({ actor, seq: i + 1, hash: hex(i), deps })
     }
     const vouched = new Map([[actor, headFor(changes.at(-1)!)]])
-    const t = performance.now()
-    const verdict = judgeHeadsAhead(stub(new Set()), {}, changes, vouched, from, undefined)
-    const ms = performance.now() - t
-    console.log(`      30,000 waiting changes x 20 deps: ${ms.toFixed(0)} ms, ${typeof verdict === 'string' ? verdict : 'not later'}`)
-    expect(verdict).to.equal('later') // 30,000 waiting changes of one actor
-    expect(ms).to.be.below(5_000) // ~1.2 s here (2 cores, busy); the parent commit’s judge ~0.6 s
+    // Speed is the bench's, not a test's: measured ~1.2 s here (2 cores, busy), the parent commit's judge ~0.6 s.
+    expect(judgeHeadsAhead(stub(new Set()), {}, changes, vouched, from, undefined)).to.equal('later') // 30,000 waiting changes of one actor
   })
 
   it('holds: duplicate hashes and a claimed dependency cycle do not loop; the cycle applies nothing', () => {
@@ -145,5 +142,37 @@ describe('review s33: changes waiting (waitsServably, applicableOf)', function (
     const changes = [a, b, a, b, b]
     const vouched = new Map([[actor, headFor(b)]])
     expect(judgeHeadsAhead(stub(new Set([hex(0)])), {}, changes, vouched, from, undefined)).to.equal('later')
+  })
+})
+
+describe('a push that waits starts a round with its sender (replicator.ts roundSoonWith)', function () {
+  this.timeout(60_000)
+  const { keys, replicas } = trustSuite()
+
+  // No scheduled rounds and none on connect: only the push that waits can start one. SUPPORT
+  // misses ADMIN's push of 'one' (cut off; ORDERS takes it); healed, it gets 'two' (waits for
+  // 'one': taken, waiting) and then 'three' (a second waiting change of ADMIN's actor: 'later'),
+  // which makes it start a round with ADMIN.
+  it('a push answered later brings what it lacked by a round with its sender, without a scheduled one', async () => {
+    const hub = new LoopbackHub()
+    const r: Record<string, Replica> = {}
+    for (const id of [ADMIN, ORDERS, SUPPORT]) r[id] = await trustMember(keys, replicas, hub, id, { syncOnConnect: false })
+    await r[ADMIN]!.policy.set(NOTES_POLICY)
+    await waitFor(() => [ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
+    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'zero', 'zero at SUPPORT')
+    hub.partition([ADMIN, ORDERS], [SUPPORT])
+    await waitFor(() => r[SUPPORT]!.peers().length === 0, 'cut off')
+    await notes(r[ADMIN]!).put('n1', { text: 'one' })
+    await waitFor(async () => (await notes(r[ORDERS]!).get('n1'))?.text === 'one', 'one pushed (at ORDERS)')
+    hub.heal()
+    await waitFor(() => r[SUPPORT]!.peers().length === 2, 'healed')
+    const applied = (): number => r[SUPPORT]!.stats().peers[ADMIN]?.deltasApplied ?? 0
+    const before = applied()
+    await notes(r[ADMIN]!).put('n1', { text: 'two' })
+    await waitFor(() => applied() > before, "'two' taken at SUPPORT (waiting)")
+    expect((await notes(r[SUPPORT]!).get('n1'))?.text, "'two' waits for 'one'").to.equal('zero')
+    await notes(r[ADMIN]!).put('n1', { text: 'three' })
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'three', 'three at SUPPORT', 10_000)
   })
 })
