@@ -4,7 +4,7 @@
  * collection, and a change's head signed with a member's test key.
  */
 import * as A from '@automerge/automerge'
-import { LoopbackHub, type Network, type NetworkEvents, type PolicyDocument, type Replica, type Store } from '../src/index.js'
+import { LoopbackHub, type Backend, type Network, type NetworkEvents, type PolicyDocument, type Replica, type Store } from '../src/index.js'
 import { applyRemoteDelta, type ApplyResult } from '../src/replication/apply.js'
 import type { ReplicationContext } from '../src/replication/context.js'
 import { encodeHeaded, headed, headsFor, SignedHeads, withHeads } from '../src/replication/heads.js'
@@ -207,15 +207,41 @@ export async function c1AppliedC3WaitingAtSupport(keys: Keyring, track: Replica[
   return { hub, r, ctx, base, x, y, c1, c2, c3 }
 }
 
-/** The version `ctx`'s replica holds of 'notes'/n1. */
-export async function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
+/** `read` of 'notes'/n1's document at `ctx`'s replica, while it holds the entity. */
+export async function onN1<T>(ctx: ReplicationContext, read: (backend: Backend, doc: unknown) => T): Promise<T> {
   const col = ctx.entities.collections.get('notes')!
   const entity = await ctx.entities.acquire(col, 'n1')
   try {
-    return col.backend.version(entity.doc)
+    return read(col.backend, entity.doc)
   } finally {
     ctx.entities.release(entity)
   }
+}
+
+/** The version `ctx`'s replica holds of 'notes'/n1. */
+export function versionAt(ctx: ReplicationContext): Promise<Uint8Array> {
+  return onN1(ctx, (backend, doc) => backend.version(doc))
+}
+
+/** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
+export async function roundsUntil(a: Replica, b: Replica, text: string, max = 6): Promise<number | undefined> {
+  for (let i = 1; i <= max; i++) {
+    await a.sync()
+    await b.sync()
+    if ((await notes(a).get('n1'))?.text === text) return i
+  }
+  return undefined
+}
+
+/** ADMIN, ORDERS and SUPPORT holding n1 'zero', then cut apart (no gossip, no rounds). */
+export async function threeApart(keys: Keyring, track: Replica[]): Promise<{ hub: LoopbackHub; r: Record<string, Replica> }> {
+  const { hub, r } = await headsCluster(keys, track, [ADMIN, ORDERS, SUPPORT])
+  await notes(r[ADMIN]!).put('n1', { text: 'zero' })
+  await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
+  hub.partition([ADMIN], [ORDERS, SUPPORT])
+  hub.partition([ORDERS], [SUPPORT])
+  await waitFor(() => r[SUPPORT]!.peers().length === 0, 'SUPPORT cut off')
+  return { hub, r }
 }
 
 /** What `from` serves `to` of 'notes'/n1 in an exchange (deltaSince, headed as the sync server heads it). */

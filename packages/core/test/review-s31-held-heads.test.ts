@@ -11,18 +11,21 @@ import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, sentWhole, served, storeOf, versionAt, holds } from './heads-helpers.js'
+import {
+  c1AppliedC3WaitingAtSupport,
+  headOf,
+  headsCluster,
+  notes,
+  sendTo,
+  sentWhole,
+  served,
+  storeOf,
+  versionAt,
+  holds,
+  roundsUntil,
+  threeApart,
+} from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
-
-/** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
-async function roundsUntil(a: Replica, b: Replica, text: string, max = 6): Promise<number | undefined> {
-  for (let i = 1; i <= max; i++) {
-    await a.sync()
-    await b.sync()
-    if ((await notes(a).get('n1'))?.text === text) return i
-  }
-  return undefined
-}
 
 describe('review s31: held heads', function () {
   this.timeout(120_000)
@@ -191,19 +194,8 @@ describe('review s31: held heads', function () {
     return { m, m1, m2, h1: await headOf(keys, m1, ORDERS), h2: await headOf(keys, m2, ORDERS) }
   }
 
-  /** ADMIN, ORDERS and SUPPORT holding n1 'zero', then cut apart (no gossip, no rounds). */
-  async function apart() {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    hub.partition([ORDERS], [SUPPORT])
-    await waitFor(() => r[SUPPORT]!.peers().length === 0, 'SUPPORT cut off')
-    return { hub, r }
-  }
-
   it('holds: m1 sent alone (its head), then m2 that waits for good: the relay keeps m1’s head as held, and a peer lacking m1 takes the entity from it (SUPPORT’s own later write with it)', async () => {
-    const { hub, r } = await apart()
+    const { hub, r } = await threeApart(keys, replicas)
     const { m, m1, m2, h1, h2 } = await mAndPhantom(r[SUPPORT]!)
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m1, [h1]))).to.equal('applied')
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(m2, [h2]))).to.equal('applied')
@@ -223,7 +215,7 @@ describe('review s31: held heads', function () {
   // exist). Now such a delta waits (head-judge.ts waitsServably): the changes that apply need a
   // head of a change that applies; anti-entropy brings them with it, or with what m2 waits for.
   it('HOLE 1 (fixed): m1 and m2 (which waits for good) in one delta with m2’s head alone is not taken (it waits), and a peer lacking m1 takes the entity from the relay (SUPPORT’s own later write with it)', async () => {
-    const { hub, r } = await apart()
+    const { hub, r } = await threeApart(keys, replicas)
     const { m1, m2, h2 } = await mAndPhantom(r[SUPPORT]!)
     expect(await sendTo(r[SUPPORT]!, ORDERS, encodeHeaded(concatBytes([m1, m2]), [h2]))).to.equal('later')
     expect(await holds(r[SUPPORT]!, A.decodeChange(m1).hash), 'm1 not taken').to.equal(false)
@@ -235,7 +227,7 @@ describe('review s31: held heads', function () {
   })
 
   it('holds (HOLE 1’s rule): m1 and m2 in one delta with both heads is taken — m1’s head held beside m2’s; with a change of another actor that applies beside them too', async () => {
-    const { r } = await apart()
+    const { r } = await threeApart(keys, replicas)
     const { m, m1, m2, h1, h2 } = await mAndPhantom(r[SUPPORT]!)
     const y = toHex(boundActor(ORDERS, new Uint8Array(16).fill(7)))
     const y1 = forkChange(await savedDoc(r[SUPPORT]!, 'notes', 'n1'), y, (d) => void (d.tag = 'y1'))
@@ -246,7 +238,7 @@ describe('review s31: held heads', function () {
   })
 
   it('holds (HOLE 1b’s rule): two changes of one actor that both wait, in one delta with the newest’s head, are not taken; the first alone is', async () => {
-    const { r } = await apart()
+    const { r } = await threeApart(keys, replicas)
     const m = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
     const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
     const on = (...changes: Uint8Array[]): Uint8Array => A.save(A.applyChanges(A.load<State>(base), changes)[0])
@@ -272,7 +264,7 @@ describe('review s31: held heads', function () {
   // change waiting at a replica (waitsServably): m3 waits (it comes again once m2 is held
   // here), so m2's head is the one stored, and covers m1 and m2 once y1 releases m2.
   it('HOLE 1b (fixed): m1, m2 (waits for y1), m3 (waits for good: not taken while m2 waits), then y1 releases m2: m2’s head is the one stored, and a peer lacking m2 takes the entity from the relay', async () => {
-    const { hub, r } = await apart()
+    const { hub, r } = await threeApart(keys, replicas)
     const a = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
     const b = toHex(boundActor(ORDERS, new Uint8Array(16).fill(8)))
     const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')

@@ -13,45 +13,16 @@ import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { LoopbackHub } from '../src/index.js'
-import { headOf, headsCluster, holds, notes, NOTES_POLICY, sendTo } from './heads-helpers.js'
+import { headOf, holds, notes, NOTES_POLICY, sendTo, onN1, roundsUntil, threeApart } from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
-
-/** Rounds both ways until `a` shows `text` for n1 (at most `max`); how many it took, or undefined. */
-async function roundsUntil(a: Replica, b: Replica, text: string, max = 6): Promise<number | undefined> {
-  for (let i = 1; i <= max; i++) {
-    await a.sync()
-    await b.sync()
-    if ((await notes(a).get('n1'))?.text === text) return i
-  }
-  return undefined
-}
 
 describe('review s33: changes waiting (waitsServably, applicableOf)', function () {
   this.timeout(60_000)
   const { keys, replicas } = trustSuite()
 
-  /** ADMIN, ORDERS and SUPPORT holding n1 'zero', then cut apart (no gossip, no rounds). */
-  async function apart() {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    hub.partition([ORDERS], [SUPPORT])
-    await waitFor(() => r[SUPPORT]!.peers().length === 0, 'SUPPORT cut off')
-    return { hub, r }
-  }
   const actorOf = (owner: string, fill: number): string => toHex(boundActor(owner, new Uint8Array(16).fill(fill)))
   const on = (base: Uint8Array, ...changes: Uint8Array[]): Uint8Array => A.save(A.applyChanges(A.load<State>(base), changes)[0])
-  const pending = async (replica: Replica): Promise<boolean> => {
-    const ctx = ctxOf(replica)
-    const col = ctx.entities.collections.get('notes')!
-    const entity = await ctx.entities.acquire(col, 'n1')
-    try {
-      return col.backend.hasPending(entity.doc)
-    } finally {
-      ctx.entities.release(entity)
-    }
-  }
+  const pending = (replica: Replica): Promise<boolean> => onN1(ctxOf(replica), (backend, doc) => backend.hasPending(doc))
 
   // HOLE 1 (medium, for good once reached; not introduced by 691fdcd, the path around its fix):
   // waitsServably lets a member's change wait for good when its actor's earlier change is held
@@ -66,7 +37,7 @@ describe('review s33: changes waiting (waitsServably, applicableOf)', function (
   // only the refused ones, so whether a member can reach it is not shown. Fixed (heads.ts
   // outgoingHeads): the held head goes beside the newest when it covers what the peer lacks.
   it('HOLE 1 (fixed): m2 waits for good, then the queue is dropped by a rebuild: the relay still serves m1 (and its own later write) to a peer lacking m1', async () => {
-    const { hub, r } = await apart()
+    const { hub, r } = await threeApart(keys, replicas)
     const support = r[SUPPORT]!
     const base = await savedDoc(support, 'notes', 'n1')
     const m = actorOf(ORDERS, 9)
@@ -97,7 +68,7 @@ describe('review s33: changes waiting (waitsServably, applicableOf)', function (
   })
 
   it('holds: a second change of an honest actor that waits is `later` while the first waits; the first released, it is taken', async () => {
-    const { r } = await apart()
+    const { r } = await threeApart(keys, replicas)
     const support = r[SUPPORT]!
     const base = await savedDoc(support, 'notes', 'n1')
     const v1 = forkChange(base, actorOf(ADMIN, 5), (doc) => void (doc.tag = 'v1'))
@@ -160,7 +131,7 @@ describe('a push that waits starts a round with its sender (replicator.ts roundS
     await r[ADMIN]!.policy.set(NOTES_POLICY)
     await waitFor(() => [ORDERS, SUPPORT].every((id) => r[id]!.policy.get() !== undefined), 'adopted')
     await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'zero', 'zero at SUPPORT')
+    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1'))?.text === 'zero' && (await notes(r[ORDERS]!).get('n1'))?.text === 'zero', 'zero everywhere')
     hub.partition([ADMIN, ORDERS], [SUPPORT])
     await waitFor(() => r[SUPPORT]!.peers().length === 0, 'cut off')
     await notes(r[ADMIN]!).put('n1', { text: 'one' })

@@ -99,6 +99,19 @@ describe('review s33: the inspection LOCK link and the recrypt mount-point check
     return withTmpdir(shm, () => classicLevelStore(folder, { inspect: true }))
   }
 
+  /** Inspects `folder` with `tmp` as the temp folder: it reads the 10 entities written, and the inspected folder is left as it was. */
+  async function inspectUnchanged(folder: string, tmp: string): Promise<void> {
+    const before = fingerprint(dir)
+    const store = withTmpdir(tmp, () => classicLevelStore(folder, { inspect: true }))
+    await store.open()
+    try {
+      assert.equal(await store.lastSeq('c'), 10)
+    } finally {
+      await store.close()
+    }
+    assert.deepEqual(fingerprint(dir), before)
+  }
+
   // --- inspect.ts linkLock: the symbolic link ---
 
   it('holds: with the temp folder on another file system, the snapshot LOCK is an absolute link to the real LOCK, and open/close leave the folder as it was', async function () {
@@ -231,15 +244,7 @@ describe('review s33: the inspection LOCK link and the recrypt mount-point check
     if (mount(['--bind', dir, ro]) === undefined) this.skip()
     mounts.push(ro)
     if (mount(['-o', 'remount,bind,ro', ro]) === undefined) this.skip()
-    const before = fingerprint(dir)
-    const store = inspectOnShm(ro)
-    await store.open()
-    try {
-      assert.equal(await store.lastSeq('c'), 10)
-    } finally {
-      await store.close()
-    }
-    assert.deepEqual(fingerprint(dir), before)
+    await inspectUnchanged(ro, shm)
   })
 
   it('holds: a LOCK that may not be written (immutable) is linked neither way; the folder is still inspected, nothing written', async function () {
@@ -250,17 +255,7 @@ describe('review s33: the inspection LOCK link and the recrypt mount-point check
       this.skip()
     }
     immutable.push(join(dir, 'LOCK'))
-    const before = fingerprint(dir)
-    for (const tmp of shm === '' ? [tmpdir()] : [tmpdir(), shm]) {
-      const store = withTmpdir(tmp, () => classicLevelStore(dir, { inspect: true }))
-      await store.open()
-      try {
-        assert.equal(await store.lastSeq('c'), 10)
-      } finally {
-        await store.close()
-      }
-    }
-    assert.deepEqual(fingerprint(dir), before)
+    for (const tmp of shm === '' ? [tmpdir()] : [tmpdir(), shm]) await inspectUnchanged(dir, tmp)
   })
 
   // --- swap.ts isMountPoint, recrypt.ts ---
