@@ -15,11 +15,11 @@
  *
  * The folder's LOCK is linked into the snapshot too (a hard link, else a symbolic one; never
  * copied nor opened here: closing any descriptor of it would drop a lock this process holds on
- * it), so LevelDB's lock in the snapshot is the folder's own lock: a service running in another process refuses the
- * inspection and an inspection refuses a service, as when LevelDB opened the folder itself. A
- * lock is also looked for before anything is copied: in this process (stores opened by
- * classicLevelStore), and on Linux in /proc/locks (any process, and the only check left when
- * LOCK can be linked neither way: see linkLock).
+ * it), so LevelDB's lock in the snapshot is the folder's own lock: a service running in another
+ * process refuses the inspection and an inspection refuses a service, as when LevelDB opened
+ * the folder itself. A lock is also looked for before anything is copied: in this process
+ * (stores opened by classicLevelStore), and on Linux in /proc/locks (any process, and the only
+ * check left when LOCK can be linked neither way: see linkLock).
  */
 import {
   accessSync,

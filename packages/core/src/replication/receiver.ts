@@ -106,6 +106,13 @@ async function pushHeadsOf(
 }
 
 /**
+ * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
+ * or heads this copy did not bring — in a cluster, a push that overtook the one before it):
+ * anti-entropy with the sender brings them, so the replicator starts a round with it soon.
+ */
+export type PushOutcome = 'done' | 'waits'
+
+/**
  * The receive path for gossip: one push with deltas of one collection, applied in a
  * `convergent.apply` span — a child of the writer's span when the push carried its trace
  * context — with the push's commit time handed on for replication lag. A signed push
@@ -113,13 +120,6 @@ async function pushHeadsOf(
  * checked first, and then only the author's right to write counts, whoever relayed it. Once a
  * policy is in force an unsigned push is dropped (badSignature).
  */
-/**
- * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
- * or heads this copy did not bring — in a cluster, a push that overtook the one before it):
- * anti-entropy with the sender brings them, so the replicator starts a round with it soon.
- */
-export type PushOutcome = 'done' | 'waits'
-
 export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimiter, topic: string, data: Uint8Array, from: string): Promise<PushOutcome> {
   const msg = admit(ctx, limiter, from, data, Math.min(ctx.limits.maxPushBytes, ctx.limits.maxMessageBytes))
   if (msg === undefined) return 'done'
