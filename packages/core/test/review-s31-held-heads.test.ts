@@ -11,20 +11,7 @@ import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import {
-  c1AppliedC3WaitingAtSupport,
-  headOf,
-  headsCluster,
-  notes,
-  sendTo,
-  sentWhole,
-  served,
-  storeOf,
-  versionAt,
-  holds,
-  roundsUntil,
-  threeApart,
-} from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, notes, sendTo, sentWhole, served, storeOf, versionAt, holds, roundsUntil, threeApart } from './heads-helpers.js'
 import { ctxOf, forkChange, savedDoc, type State } from './counter-helpers.js'
 
 describe('review s31: held heads', function () {
@@ -161,11 +148,7 @@ describe('review s31: held heads', function () {
   })
 
   it('holds: a change that overtakes the one before it (it waits) is taken while the relay writes the entity locally (the new wait for writes in flight does not turn it away)', async () => {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    hub.partition([ORDERS], [SUPPORT])
+    const { r } = await threeApart(keys, replicas)
     const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
     const x = toHex(boundActor(ADMIN, new Uint8Array(16).fill(1)))
     const c1 = forkChange(base, x, (d) => void (d.text = 'one'))

@@ -11,9 +11,8 @@ import { boundActor } from '../src/trust/actor-binding.js'
 import { concatBytes, toHex } from '../src/hash.js'
 import type { Replica } from '../src/index.js'
 import { ADMIN, ORDERS, SUPPORT, trustSuite } from './trust-helpers.js'
-import { c1AppliedC3WaitingAtSupport, headOf, headsCluster, notes, sendTo, storeOf, holds } from './heads-helpers.js'
+import { c1AppliedC3WaitingAtSupport, headOf, notes, sendTo, storeOf, holds, threeApart } from './heads-helpers.js'
 import { ctxOf, forkChange, reloadEntity, savedDoc, type State } from './counter-helpers.js'
-import { waitFor } from './helpers.js'
 
 /** Once the writes of 'notes'/n1 in flight at `replica` landed. */
 async function landed(replica: Replica): Promise<void> {
@@ -119,11 +118,7 @@ describe('review s32: stale held heads (staleHeld)', function () {
   })
 
   it('holds: HOLE 1b’s setup (m1; m2 waits for y1; m3, which waits for good, not taken until y1 released m2): a held head stands wherever the newest waits', async () => {
-    const { hub, r } = await headsCluster(keys, replicas, [ADMIN, ORDERS, SUPPORT])
-    await notes(r[ADMIN]!).put('n1', { text: 'zero' })
-    await waitFor(async () => (await notes(r[SUPPORT]!).get('n1')) !== undefined, 'n1 at SUPPORT')
-    hub.partition([ADMIN], [ORDERS, SUPPORT])
-    hub.partition([ORDERS], [SUPPORT])
+    const { r } = await threeApart(keys, replicas)
     const a = toHex(boundActor(ORDERS, new Uint8Array(16).fill(9)))
     const b = toHex(boundActor(ORDERS, new Uint8Array(16).fill(8)))
     const base = await savedDoc(r[SUPPORT]!, 'notes', 'n1')
