@@ -590,6 +590,15 @@ export class Entities {
     return this.cache.get(EntityCache.key(col.name, id)) !== undefined
   }
 
+  /**
+   * Whether the entity's document in memory holds changes that wait for ones it lacks (a push
+   * before them was lost, or overtaken). False if it is not in memory.
+   */
+  holdsWaiting(collection: string, id: string): boolean {
+    const entity = this.cache.get(EntityCache.key(collection, id))
+    return entity !== undefined && !isDead(entity) && entity.backend.hasPending(entity.doc)
+  }
+
   /** What the store holds of an entity, read straight from disk (no document, no caching). */
   readStored(col: CollectionState, id: string): Promise<StoredEntity | undefined> {
     return this.opts.store.readEntity(col.name, id)

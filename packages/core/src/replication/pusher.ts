@@ -108,18 +108,52 @@ export class Pusher {
       return
     }
     for (const [collection, { backend, byId, publish }] of pending) {
-      const entries: Outgoing[] = []
-      for (const [id, { deltas, time, spans, seqs }] of byId) {
-        entries.push({ id, delta: deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas), parts: deltas, time, spans, seqs })
+      // Wave k holds the k-th run of each entity's deltas (runsOf): one entity's runs go out in
+      // successive pushes, in the order they were written.
+      const waves: Outgoing[][] = []
+      for (const [id, waiting] of byId) this.runsOf(backend, id, waiting, publish).forEach((run, k) => (waves[k] ??= []).push(run))
+      for (const entries of waves) {
+        if (!publish) {
+          this.signHeadsOnly(collection, backend, entries)
+          continue
+        }
+        const unpushed: Outgoing[] = []
+        for (const batch of this.pack(entries, unpushed)) this.send(collection, backend, batch)
+        if (unpushed.length > 0) this.signHeadsOnly(collection, backend, unpushed)
       }
-      if (!publish) {
-        this.signHeadsOnly(collection, backend, entries)
-        continue
-      }
-      const unpushed: Outgoing[] = []
-      for (const batch of this.pack(entries, unpushed)) this.send(collection, backend, batch)
-      if (unpushed.length > 0) this.signHeadsOnly(collection, backend, unpushed)
     }
+  }
+
+  /**
+   * An entity's gathered deltas merged into one — or, where that one would be too large to go
+   * inline (a hot entity's writes gathered over a tick or a batching window), into runs of
+   * consecutive deltas that each fit, pushed one after another. Merged whole, they would all be
+   * left to anti-entropy: a receiver would wait up to a sync interval for writes that each fit
+   * in a push. A single delta over the limit is still left to anti-entropy (pack). Not `split`
+   * (a collection not gossiped: only its heads are signed): merged whole, whatever its size.
+   */
+  private runsOf(backend: Backend, id: string, { deltas, time, spans, seqs }: Waiting, split: boolean): Outgoing[] {
+    const merged = deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas)
+    const limit = inlineLimit(this.ctx.limits)
+    if (!split || merged.byteLength <= limit || deltas.length === 1) return [{ id, delta: merged, parts: deltas, time, spans, seqs }]
+    const runs: Outgoing[] = []
+    let start = 0
+    let bytes = 0
+    const close = (end: number): void => {
+      const parts = deltas.slice(start, end)
+      runs.push({ id, delta: parts.length === 1 ? parts[0]! : backend.mergeDeltas(parts), parts, time, spans: undefined, seqs: seqs.slice(start, end) })
+      start = end
+      bytes = 0
+    }
+    for (let i = 0; i < deltas.length; i++) {
+      // The sum of the parts' sizes: about what they merge to (a merge drops little).
+      if (i > start && bytes + deltas[i]!.byteLength > limit) close(i)
+      bytes += deltas[i]!.byteLength
+    }
+    close(deltas.length)
+    // The spans are held until the last run is published (it carries the newest write).
+    runs[runs.length - 1]!.spans = spans
+    return runs
   }
 
   /** The largest push: maxPushBytes, within maxMessageBytes. */
