@@ -107,12 +107,13 @@ async function pushHeadsOf(
 
 /**
  * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
- * or heads this copy did not bring — in a cluster, a push that overtook the one before it), or
- * was taken with changes left waiting for ones this replica lacks (a push before it was lost, or
- * too large to push): anti-entropy with the sender brings them, so the replicator starts a round
- * with it soon rather than at the next scheduled one.
+ * or heads this copy did not bring — in a cluster, a push that overtook the one before it);
+ * 'gap' when one was taken with changes left waiting for ones this replica lacks (a push before
+ * it was lost, or too large to push). Anti-entropy with the sender brings them, so the
+ * replicator starts a round with it soon rather than at the next scheduled one (for a gap, only
+ * if no round with it is in flight or just ran: replicator.ts idleWith).
  */
-export type PushOutcome = 'done' | 'waits'
+export type PushOutcome = 'done' | 'waits' | 'gap'
 
 /**
  * The receive path for gossip: one push with deltas of one collection, applied in a
@@ -171,7 +172,8 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
       applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by, heads),
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
-    const waits = results.some((r, i) => r === 'later' || (r === 'applied' && ctx.entities.holdsWaiting(push.collection, push.entries[i]![0])))
+    const waits = results.includes('later')
+    const gap = !waits && results.some((r, i) => r === 'applied' && ctx.entities.holdsWaiting(push.collection, push.entries[i]![0]))
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write), or that waits ('later': for its
       // heads, which travel outside the push's signature — a relay may have stripped, garbled or
@@ -188,7 +190,7 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
         }
       }
     }
-    return waits ? 'waits' : 'done'
+    return waits ? 'waits' : gap ? 'gap' : 'done'
   } finally {
     span.end()
   }
