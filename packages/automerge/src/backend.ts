@@ -67,6 +67,8 @@ const CHANGE_OPTIONS = { time: 0 }
  */
 export class AutomergeBackend implements Backend<AutomergeDoc> {
   readonly name = 'automerge'
+  /** Heads are change hashes: equal heads, equal documents. */
+  readonly versionNamesContent = true
   readonly maxResident: number
 
   /**

@@ -112,6 +112,13 @@ export interface Backend<Doc = unknown> {
   versionHash(doc: Doc): Uint8Array
 
   /**
+   * Optional: true where equal versions mean equal content, the version naming each change by
+   * its hash (Automerge). Anti-entropy then never takes entities of equal versions for divergent
+   * (their version hashes can only have differed while one side was catching up).
+   */
+  readonly versionNamesContent?: boolean
+
+  /**
    * A delta holding what a replica at `version` lacks (it may hold more, never less);
    * null when it lacks nothing. Throws ERR_INVALID_VERSION on undecodable version bytes.
    */
