@@ -98,20 +98,41 @@ export class Replicator {
   private readonly announcer: Announcer
 
   /**
-   * A round with a peer soon, unless one its announcements or pushes started just ran (at most
-   * one a second per peer): it told us of a collection we do not have (the round pulls the
+   * A round with a peer soon: it told us of a collection we do not have (the round pulls the
    * collection, which subscribes us to it), or a push of it waits here for what it did not bring
-   * (in a cluster, one that overtook the push before it: head-judge.ts waitsServably), which
-   * the round brings instead of the next scheduled one.
+   * (in a cluster, one that overtook the push before it: head-judge.ts waitsServably; or one taken
+   * with changes left waiting, a push before it lost), which the round brings instead of the next
+   * scheduled one. At most one a second per peer: one asked for sooner is put off until then, not
+   * dropped (nothing may ask again: the push waits here already). And at most one waiting to
+   * begin per peer, however many are asked for: a peer whose rounds stall (or run long) while its
+   * pushes keep waiting must not queue one a second behind them.
    */
   private roundSoonWith(peer: string): void {
-    if (this.stopped || !this.ctx.network.peers().includes(peer)) return
+    if (this.stopped || !this.ctx.network.peers().includes(peer) || this.soon.has(peer)) return
     const now = this.ctx.clock.now()
     const last = this.lastAnnounceRound.get(peer)
-    if (last !== undefined && now - last < ANNOUNCE_ROUND_GAP_MS) return
+    if (last !== undefined && now - last < ANNOUNCE_ROUND_GAP_MS) {
+      const put: { timer?: TimerHandle } = {}
+      put.timer = this.ctx.clock.setTimeout(
+        () => {
+          if (this.soon.get(peer) !== put) return
+          this.soon.delete(peer)
+          this.roundSoonWith(peer)
+        },
+        last + ANNOUNCE_ROUND_GAP_MS - now,
+      )
+      this.soon.set(peer, put)
+      return
+    }
     this.lastAnnounceRound.set(peer, now)
+    const queued: { timer?: TimerHandle } = {}
+    this.soon.set(peer, queued)
     // After any round already running with it (which may have begun before the collection existed).
-    this.track(this.roundWith(peer).catch(() => undefined))
+    this.track(
+      this.roundWith(peer, undefined, () => {
+        if (this.soon.get(peer) === queued) this.soon.delete(peer)
+      }).catch(() => undefined),
+    )
   }
 
   /**
@@ -127,6 +148,16 @@ export class Replicator {
 
   /** When each peer's announcements or waiting pushes last started a round (at most one a second per peer). */
   private readonly lastAnnounceRound = new Map<string, number>()
+  /** Per peer, the round roundSoonWith put off (with its timer), or queued and not begun yet (without). */
+  private readonly soon = new Map<string, { timer?: TimerHandle }>()
+
+  /** Forgets a round put off or queued for a peer (it went away, or the replicator stops). */
+  private forgetSoon(peer: string): void {
+    const soon = this.soon.get(peer)
+    if (soon === undefined) return
+    this.soon.delete(peer)
+    if (soon.timer !== undefined) this.ctx.clock.clearTimeout(soon.timer)
+  }
 
   async start(): Promise<void> {
     await this.ctx.network.start({
@@ -145,6 +176,7 @@ export class Replicator {
       onPeerConnected: (peer) => this.peerConnected(peer),
       onPeerDisconnected: (peer) => {
         this.lastAnnounceRound.delete(peer)
+        this.forgetSoon(peer)
         this.ctx.dropLog.forget(peer)
         this.limiter.forget(peer)
         this.server.forget(peer)
@@ -283,13 +315,14 @@ export class Replicator {
     return results.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []))
   }
 
-  /** A round with one peer, after any round already running with it. */
-  roundWith(peer: string, signal?: AbortSignal): Promise<RoundResult | undefined> {
+  /** A round with one peer, after any round already running with it; `begins` is called as it begins (or would, once stopped). */
+  roundWith(peer: string, signal?: AbortSignal, begins?: () => void): Promise<RoundResult | undefined> {
     const previous = this.rounds.get(peer) ?? Promise.resolve(undefined)
     const next = abortable(
       previous.catch(() => undefined),
       signal,
     ).then(async () => {
+      begins?.()
       if (this.stopped) return undefined
       const at = this.ctx.clock.now()
       this.lastRoundAt.set(peer, at)
@@ -362,6 +395,7 @@ export class Replicator {
     if (this.repairTimer !== undefined) this.ctx.clock.clearTimeout(this.repairTimer)
     if (this.keysTimer !== undefined) this.ctx.clock.clearTimeout(this.keysTimer)
     for (const peer of [...this.fallbacks.keys()]) this.cancelFallback(peer)
+    for (const peer of [...this.soon.keys()]) this.forgetSoon(peer)
     this.pusher.flush()
     await this.pusher.drain()
     await this.ctx.network.stop()
