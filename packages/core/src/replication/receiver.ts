@@ -109,9 +109,9 @@ async function pushHeadsOf(
  * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
  * or heads this copy did not bring — in a cluster, a push that overtook the one before it);
  * 'gap' when one was taken with changes left waiting for ones this replica lacks (a push before
- * it was lost, or too large to push). Anti-entropy with the sender brings them, so the
- * replicator starts a round with it soon rather than at the next scheduled one (for a gap, only
- * if no round with it is in flight or just ran: replicator.ts idleWith).
+ * it was lost, or too large to push), where none waited before it. Anti-entropy with the sender
+ * brings them, so the replicator starts a round with it soon rather than at the next scheduled
+ * one (for a gap, only if no round with it is in flight or just ran: replicator.ts idleWith).
  */
 export type PushOutcome = 'done' | 'waits' | 'gap'
 
@@ -168,12 +168,17 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
   })
   try {
     const heads = by === undefined ? undefined : await pushHeadsOf(ctx, from, push, signed?.heads)
+    // Entities that held changes waiting already: a delta taken with them still waiting made no
+    // gap of its own. Else one change that waits for good (a peer's dangling change, or one whose
+    // dependency was lost for good) would make every later push of the entity, honest ones, start
+    // a round with its sender — which cannot bring what never existed.
+    const waitedBefore = push.entries.map(([id]) => ctx.entities.holdsWaiting(push.collection, id))
     const results = await context.with(trace.setSpan(context.active(), span), () =>
       applyAll(ctx, from, push.collection, push.backend, push.entries, push.time, by, heads),
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
     const waits = results.includes('later')
-    const gap = !waits && results.some((r, i) => r === 'applied' && ctx.entities.holdsWaiting(push.collection, push.entries[i]![0]))
+    const gap = !waits && results.some((r, i) => r === 'applied' && !waitedBefore[i] && ctx.entities.holdsWaiting(push.collection, push.entries[i]![0]))
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write), or that waits ('later': for its
       // heads, which travel outside the push's signature — a relay may have stripped, garbled or
