@@ -129,13 +129,15 @@ export class Pusher {
    * inline (a hot entity's writes gathered over a tick or a batching window), into runs of
    * consecutive deltas that each fit, pushed one after another. Merged whole, they would all be
    * left to anti-entropy: a receiver would wait up to a sync interval for writes that each fit
-   * in a push. A single delta over the limit is still left to anti-entropy (pack). Not `split`
-   * (a collection not gossiped: only its heads are signed): merged whole, whatever its size.
+   * in a push. A single delta over the limit is still left to anti-entropy (pack). In a cluster,
+   * runs also end where the entity's actor changes (actorsOf). Not `split` (a collection not
+   * gossiped: only its heads are signed): merged whole, whatever its size.
    */
   private runsOf(backend: Backend, id: string, { deltas, time, spans, seqs }: Waiting, split: boolean): Outgoing[] {
     const merged = deltas.length === 1 ? deltas[0]! : backend.mergeDeltas(deltas)
     const limit = inlineLimit(this.ctx.limits)
-    if (!split || merged.byteLength <= limit || deltas.length === 1) return [{ id, delta: merged, parts: deltas, time, spans, seqs }]
+    const actors = split ? this.actorsOf(backend, deltas) : undefined
+    if (!split || deltas.length === 1 || (merged.byteLength <= limit && actors === undefined)) return [{ id, delta: merged, parts: deltas, time, spans, seqs }]
     const runs: Outgoing[] = []
     let start = 0
     let bytes = 0
@@ -147,13 +149,27 @@ export class Pusher {
     }
     for (let i = 0; i < deltas.length; i++) {
       // The sum of the parts' sizes: about what they merge to (a merge drops little).
-      if (i > start && bytes + deltas[i]!.byteLength > limit) close(i)
+      if (i > start && (bytes + deltas[i]!.byteLength > limit || (actors !== undefined && actors[i] !== actors[i - 1]))) close(i)
       bytes += deltas[i]!.byteLength
     }
     close(deltas.length)
     // The spans are held until the last run is published (it carries the newest write).
     runs[runs.length - 1]!.spans = spans
     return runs
+  }
+
+  /**
+   * Each delta's actor, where a cluster signs heads and they are not all one (an entity reloaded
+   * between its writes under a new actor: Entities.newActor); else undefined. A push carries one
+   * head per entity, for its newest change's actor: merged with changes of an earlier actor, those
+   * would be signed apart and left to anti-entropy (signedHeads), every receiver answering the push
+   * 'later'. So runs end where the actor changes, and each carries its own actor's head.
+   */
+  private actorsOf(backend: Backend, deltas: readonly Uint8Array[]): string[] | undefined {
+    const history = backend.history
+    if (history === undefined || this.ctx.heads === undefined || !this.ctx.access.signsWrites || deltas.length < 2) return undefined
+    if (history.lastChange(deltas[0]!).actor === history.lastChange(deltas.at(-1)!).actor) return undefined
+    return deltas.map((delta) => history.lastChange(delta).actor)
   }
 
   /** The largest push: maxPushBytes, within maxMessageBytes. */
