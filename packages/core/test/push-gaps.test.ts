@@ -3,12 +3,15 @@
 // it starts can bring anything.
 // - A push taken with changes left waiting (a push before it was lost) starts a round with its
 //   sender (receiver.ts PushOutcome), instead of leaving them to the next scheduled round.
+//   While a round with the sender runs, only once it ended and only if the entity still waits
+//   (gap-rounds.ts).
 // - A hot entity's writes gathered in one tick, merged over the inline limit, go out in runs
 //   that each fit (pusher.ts runsOf), instead of all being left to anti-entropy.
 import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
 import { LoopbackHub, type Replica } from '../src/index.js'
-import { closedAfterEach, memoryReplica, waitFor } from './helpers.js'
+import { GapRounds } from '../src/replication/gap-rounds.js'
+import { closedAfterEach, memoryReplica, settle, waitFor } from './helpers.js'
 
 const rounds = (r: Replica, peer: string): number => r.stats().peers[peer]?.syncRounds ?? 0
 
@@ -44,7 +47,9 @@ describe('gaps in gossip', function () {
       expect(rounds(b, 'a') + rounds(a, 'b'), 'no round since').to.equal(1)
       await onA.put('n1', { text: 'two' }) // waits at b for 'one'
       await waitFor(async () => (await onB.get('n1'))?.text === 'two', 'two at b')
-      expect(rounds(b, 'a'), 'b started a round with a').to.equal(2)
+      // A round is counted once it ended (after its last step): 'two' may show before.
+      await waitFor(() => rounds(b, 'a') >= 2, 'that round ended')
+      expect(rounds(b, 'a'), 'b started one round with a').to.equal(2)
     })
   }
 
@@ -64,5 +69,72 @@ describe('gaps in gossip', function () {
     await waitFor(async () => (await onB.get('big'))?.text === last, 'the last write at b')
     expect(rounds(a, 'b') + rounds(b, 'a'), 'by gossip alone').to.equal(1)
     expect(a.stats().entitySize.notSent).to.equal(0)
+  })
+})
+
+describe('GapRounds (gap-rounds.ts): what a gap found while a round runs leads to', function () {
+  function watch(): { gaps: GapRounds; soon: string[]; waiting: Set<string>; end(peer: string): Promise<void>; run(peer: string): void } {
+    const running = new Map<string, { promise: Promise<void>; end: () => void }>()
+    const soon: string[] = []
+    const waiting = new Set<string>()
+    const gaps = new GapRounds({
+      roundRunning: (peer) => running.get(peer)?.promise,
+      roundSoon: (peer) => soon.push(peer),
+      holdsWaiting: (collection, id) => waiting.has(`${collection}/${id}`),
+    })
+    return {
+      gaps,
+      soon,
+      waiting,
+      run(peer) {
+        let end!: () => void
+        const promise = new Promise<void>((resolve) => (end = resolve))
+        running.set(peer, { promise, end })
+      },
+      async end(peer) {
+        const r = running.get(peer)!
+        running.delete(peer)
+        r.end()
+        await r.promise
+        await settle()
+      },
+    }
+  }
+
+  it('no round running: one soon; one running: none until it ended, then one only if a noted entity still waits', async () => {
+    const w = watch()
+    w.gaps.found('p', 'c', ['e1'])
+    expect(w.soon).to.deep.equal(['p'])
+    w.run('p')
+    w.waiting.add('c/e2')
+    w.gaps.found('p', 'c', ['e2'])
+    w.gaps.found('p', 'c', ['e2', 'e3'])
+    expect(w.soon, 'not while it runs').to.deep.equal(['p'])
+    await w.end('p')
+    expect(w.soon, 'e2 still waits').to.deep.equal(['p', 'p'])
+    w.run('p')
+    w.gaps.found('p', 'c', ['e3'])
+    await w.end('p')
+    expect(w.soon, 'the round brought e3').to.deep.equal(['p', 'p'])
+  })
+
+  it('a peer that went away is not followed up; at most 1,000 entities are noted per peer', async () => {
+    const w = watch()
+    w.run('p')
+    w.waiting.add('c/e1')
+    w.gaps.found('p', 'c', ['e1'])
+    w.gaps.forget('p')
+    await w.end('p')
+    expect(w.soon).to.deep.equal([])
+    w.run('p')
+    w.gaps.found(
+      'p',
+      'c',
+      Array.from({ length: 1_000 }, (_, i) => `x${i}`),
+    )
+    w.waiting.add('c/late')
+    w.gaps.found('p', 'c', ['late'])
+    await w.end('p')
+    expect(w.soon, 'the 1,001st is not noted: the scheduled round brings it').to.deep.equal([])
   })
 })

@@ -108,12 +108,12 @@ async function pushHeadsOf(
 /**
  * What became of a push: 'waits' when a delta of it was answered 'later' (it waits for changes
  * or heads this copy did not bring — in a cluster, a push that overtook the one before it);
- * 'gap' when one was taken with changes left waiting for ones this replica lacks (a push before
- * it was lost, or too large to push), where none waited before it. Anti-entropy with the sender
- * brings them, so the replicator starts a round with it soon rather than at the next scheduled
- * one (for a gap, only if no round with it is in flight or just ran: replicator.ts idleWith).
+ * its gaps: the entities taken with changes left waiting for ones this replica lacks (a push
+ * before it was lost, or too large to push), where none waited before. Anti-entropy with the
+ * sender brings them, so the replicator starts a round with it soon rather than at the next
+ * scheduled one (for gaps: gap-rounds.ts).
  */
-export type PushOutcome = 'done' | 'waits' | 'gap'
+export type PushOutcome = 'done' | 'waits' | { collection: string; gaps: string[] }
 
 /**
  * The receive path for gossip: one push with deltas of one collection, applied in a
@@ -178,7 +178,9 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
     )
     if (span.isRecording()) span.setAttributes(countResults(results))
     const waits = results.includes('later')
-    const gap = !waits && results.some((r, i) => r === 'applied' && !waitedBefore[i] && ctx.entities.holdsWaiting(push.collection, push.entries[i]![0]))
+    const gaps = push.entries
+      .filter(([id], i) => results[i] === 'applied' && !waitedBefore[i] && ctx.entities.holdsWaiting(push.collection, id))
+      .map(([id]) => id)
     if (by !== undefined) {
       // A delta that did not reach the store (a failed write), or that waits ('later': for its
       // heads, which travel outside the push's signature — a relay may have stripped, garbled or
@@ -195,7 +197,7 @@ export async function receivePush(ctx: ReplicationContext, limiter: PeerRateLimi
         }
       }
     }
-    return waits ? 'waits' : gap ? 'gap' : 'done'
+    return waits ? 'waits' : gaps.length > 0 ? { collection: push.collection, gaps } : 'done'
   } finally {
     span.end()
   }

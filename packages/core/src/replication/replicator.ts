@@ -11,6 +11,7 @@ import { SyncClient, type RoundResult } from './sync-client.js'
 import { SyncServer } from './sync-server.js'
 import { abortable } from './budget.js'
 import { Announcer } from './announce.js'
+import { GapRounds } from './gap-rounds.js'
 import { refusalOf } from './messages/reply.js'
 
 /** How long the other side waits for the peer's on-connect round before starting one (ms, jittered). */
@@ -96,6 +97,11 @@ export class Replicator {
   }
 
   private readonly announcer: Announcer
+  private readonly gaps = new GapRounds({
+    roundRunning: (peer) => this.rounds.get(peer),
+    roundSoon: (peer) => this.roundSoonWith(peer),
+    holdsWaiting: (collection, id) => this.ctx.entities.holdsWaiting(collection, id),
+  })
 
   /**
    * A round with a peer soon: it told us of a collection we do not have (the round pulls the
@@ -135,17 +141,6 @@ export class Replicator {
     )
   }
 
-  /**
-   * No round with the peer in flight, and none started within the last second. A push taken with
-   * changes left waiting (a gap: the push before it was lost) starts a round only then: one in
-   * flight may bring the lost change, and rounds queued behind it on every gap of a hot entity
-   * made convergence slower under loss, not faster (a lossy, hot variant of cluster-partition:
-   * 6 of 12 seeds missed the in-partition deadline, against 2 without the trigger, 1 with this rule).
-   */
-  private idleWith(peer: string): boolean {
-    return !this.rounds.has(peer) && this.ctx.clock.now() - (this.lastRoundAt.get(peer) ?? -Infinity) >= ANNOUNCE_ROUND_GAP_MS
-  }
-
   /** When each peer's announcements or waiting pushes last started a round (at most one a second per peer). */
   private readonly lastAnnounceRound = new Map<string, number>()
   /** Per peer, the round roundSoonWith put off (with its timer), or queued and not begun yet (without). */
@@ -168,7 +163,7 @@ export class Replicator {
           this.track(
             receivePush(this.ctx, this.limiter, topic, data, from).then((outcome) => {
               if (outcome === 'waits') this.roundSoonWith(from)
-              else if (outcome === 'gap' && this.idleWith(from)) this.roundSoonWith(from)
+              else if (outcome !== 'done') this.gaps.found(from, outcome.collection, outcome.gaps)
             }),
           )
       },
@@ -177,6 +172,7 @@ export class Replicator {
       onPeerDisconnected: (peer) => {
         this.lastAnnounceRound.delete(peer)
         this.forgetSoon(peer)
+        this.gaps.forget(peer)
         this.ctx.dropLog.forget(peer)
         this.limiter.forget(peer)
         this.server.forget(peer)
