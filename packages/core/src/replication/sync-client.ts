@@ -716,6 +716,8 @@ export class SyncClient {
     const { backend, col } = target
     const queue = [...ids]
     const sender = new DeltaSender(this, round, target, false)
+    // Entities reported unrepairable by this exchange: once each, however often the answers name them.
+    const reported = new Set<string>()
     try {
       while (queue.length > 0) {
         round.budget.check()
@@ -736,15 +738,22 @@ export class SyncClient {
         // Send what they lack, given their versions.
         const here = col ?? this.ctx.entities.collections.get(target.name)
         if (here === undefined) continue
-        // Equal versions on both sides now, although the version hashes differed.
-        const equalVersions: string[] = []
+        // Equal versions on both sides now, although the version hashes differed (with our version then).
+        const equalVersions = new Map<string, Uint8Array | null>()
+        const answered = new Set<string>()
         for (const [id, theirDelta, theirVersion] of response.entries) {
-          if (!requested.has(id)) continue
+          if (!requested.has(id) || answered.has(id)) continue // an id named twice is taken once
+          answered.add(id)
           const ours = await this.deltaFor(round, here, id, theirVersion)
           if (ours instanceof Uint8Array) await sender.add(id, ours)
-          else if (ours === 'nothing' && theirDelta === null && theirVersion !== null) equalVersions.push(id)
+          else if (ours === 'nothing' && theirDelta === null && theirVersion !== null) equalVersions.set(id, await this.versionOf(here, id))
         }
-        const unrepairable = await this.stillDiffering(round, { ...target, col: here }, equalVersions)
+        let unrepairable = 0
+        for (const id of await this.stillDiffering(round, { ...target, col: here }, equalVersions)) {
+          if (reported.has(id)) continue
+          reported.add(id)
+          unrepairable++
+        }
         if (unrepairable > 0) {
           round.result.entitiesUnrepairable += unrepairable
           this.ctx.logger.warn(
@@ -764,12 +773,21 @@ export class SyncClient {
    * different content (a forged or damaged write), which sync cannot repair. Most are not: one
    * side took a change (a push: in a hot cluster, often the replica's own write on its way to
    * the peer) between the leaves and the exchange. So none are for a backend whose version
-   * names its content, and the others' leaves are compared again, as they are now.
+   * names its content, and the others' leaves are compared again, as they are now. One whose
+   * version here moved since the exchange (`ids`: id → our version then) is not counted: a
+   * write of this replica's own taken meanwhile makes its hash differ again (a later round
+   * reports it if it still differs).
    */
-  private async stillDiffering(round: Round, target: Target, ids: readonly string[]): Promise<number> {
-    if (ids.length === 0 || target.backend.versionNamesContent === true) return 0
-    const differing = new Set(await this.differingIds(round, target, [...new Set(ids.map(leafOf))]))
-    return ids.filter((id) => differing.has(id)).length
+  private async stillDiffering(round: Round, target: Target, ids: ReadonlyMap<string, Uint8Array | null>): Promise<string[]> {
+    if (ids.size === 0 || target.backend.versionNamesContent === true) return []
+    const differing = new Set(await this.differingIds(round, target, [...new Set([...ids.keys()].map(leafOf))]))
+    const still: string[] = []
+    for (const [id, then] of ids) {
+      if (!differing.has(id)) continue
+      const now = await this.versionOf(target.col!, id)
+      if (then !== null && now !== null && bytesEqual(then, now)) still.push(id)
+    }
+    return still
   }
 
   /** Our version of an entity, or null if we do not hold it. */
