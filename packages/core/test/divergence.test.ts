@@ -3,12 +3,10 @@
 // convergent_divergent_entities alert): a forged or damaged write, which sync cannot repair.
 // It must be reported — and only then: in a hot cluster a replica's own write often reaches the
 // peer between the leaves compare and the exchange of a round, and was reported as a forgery.
-import * as Y from 'yjs'
 import { expect } from 'chai'
 import { LoopbackHub, type Network, type NetworkEvents, type Replica } from '../src/index.js'
 import { decodeMessage, MessageType } from '../src/internal.js'
-import { applyRemoteDelta } from '../src/replication/apply.js'
-import { ctxOf } from './counter-helpers.js'
+import { forge } from './forge-helpers.js'
 import { closedAfterEach, memoryReplica, recordingLogger, waitFor, BACKENDS } from './helpers.js'
 
 const divergent = (r: Replica, peer: string): number | undefined => r.stats().peers[peer]?.divergentEntities
@@ -71,21 +69,7 @@ describe('divergent entities (same operations, different content)', function () 
     const logB = recordingLogger()
     const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, logger: logB })
     opened.replicas.push(a, b)
-    await a.collection('notes', { backend: 'yjs' }).put('n1', { text: 'MARKER-AAAA' })
-    const ctx = ctxOf(a)
-    const entity = await ctx.entities.acquire(ctx.entities.collections.get('notes')!, 'n1')
-    let update: Uint8Array
-    try {
-      update = Y.encodeStateAsUpdate(entity.doc as Y.Doc)
-    } finally {
-      ctx.entities.release(entity)
-    }
-    const text = Buffer.from(update).toString('latin1')
-    expect(text.split('MARKER-AAAA')).to.have.length(2)
-    const forged = Buffer.from(text.replace('MARKER-AAAA', 'MARKER-BBBB'), 'latin1')
-    b.collection('notes', { backend: 'yjs' })
-    expect(await applyRemoteDelta(ctxOf(b), 'x', 'notes', 'yjs', 'n1', forged)).to.equal('applied')
-    expect(await b.collection('notes').get('n1')).to.deep.equal({ text: 'MARKER-BBBB' })
+    await forge(a, b, 'n1')
     hub.connect('a', 'b')
     await waitFor(() => b.peers().includes('a'), 'linked')
     for (const round of [1, 2]) {
@@ -93,6 +77,6 @@ describe('divergent entities (same operations, different content)', function () 
       expect(divergent(b, 'a'), `round ${round}`).to.equal(1)
       expect(said(logB), `round ${round}`).to.have.length(round)
     }
-    expect(await a.collection('notes').get('n1')).to.deep.equal({ text: 'MARKER-AAAA' })
+    expect(await a.collection('notes').get('n1')).to.deep.equal({ text: 'MARKER-AAAA-n1' })
   })
 })

@@ -2,12 +2,12 @@
 // sender (receiver.ts receivePush, entities.ts holdsWaiting, replicator.ts roundSoonWith), and a
 // hot entity's writes merged over the inline limit are pushed in runs that fit (pusher.ts runsOf).
 import { expect } from 'chai'
-import { yjsBackend } from '@convergent/yjs'
 import { LoopbackHub, type Network, type Replica, type RoundEvent } from '../src/index.js'
 import { encodePush, topicOf } from '../src/internal.js'
 import { closedAfterEach, ManualClock, memoryReplica, settle, waitFor } from './helpers.js'
 import { ADMIN, ORDERS, SUPPORT, trustMember, trustSuite } from './trust-helpers.js'
 import { storeOf } from './heads-helpers.js'
+import { danglingYjs } from './forge-helpers.js'
 import { ctxOf, reloadEntity } from './counter-helpers.js'
 import { randomBytes } from 'node:crypto'
 import type { PolicyDocument, ReplicaOptions } from '../src/index.js'
@@ -32,19 +32,6 @@ const rounds = (r: Replica, peer: string): number => r.stats().peers[peer]?.sync
 
 /** The network a replica was opened with (a test publishes raw pushes through it). */
 const netOf = (r: Replica): Network => (r as unknown as { options: { network: Network } }).options.network
-
-/**
- * A Yjs delta of entity content that waits for good: the second write of a throwaway document
- * (its actor made of `n`), whose first write no replica ever gets. (Not 0x80…: a ManualClock's
- * random() is 0.5, so a replica on one draws that actor.)
- */
-function danglingYjs(n: number): Uint8Array {
-  const b = yjsBackend()
-  const actor = new Uint8Array(16).fill(0x11)
-  new DataView(actor.buffer).setUint32(0, n)
-  const first = b.put(b.create(actor), { text: `first ${n}` })
-  return b.put(first.doc, { text: `second ${n}` }).delta!
-}
 
 const yjsPush = (origin: string, sequence: number, entries: [string, Uint8Array][], collection = 'c'): Uint8Array =>
   encodePush({ collection, backend: 'yjs', origin, sequence, entries, time: Date.now() })

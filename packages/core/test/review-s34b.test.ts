@@ -3,10 +3,9 @@
 // still shows them differing; never for a backend whose version names its content) and on
 // 3a2c7ed (gap-rounds.ts: a gap found while a round with the sender runs is noted, ≤ 1,000 per
 // peer, and followed by a round once that one ended only if a noted entity still waits).
-import * as Y from 'yjs'
 import * as A from '@automerge/automerge'
 import { expect } from 'chai'
-import { yjsBackend } from '@convergent/yjs'
+import { danglingYjs, forge } from './forge-helpers.js'
 import { LoopbackHub, type Network, type NetworkEvents, type Replica, type RoundEvent } from '../src/index.js'
 import {
   decodeExchangeResponse,
@@ -21,8 +20,6 @@ import {
   topicOf,
 } from '../src/internal.js'
 import { leafOf } from '../src/digest.js'
-import { applyRemoteDelta } from '../src/replication/apply.js'
-import { ctxOf } from './counter-helpers.js'
 import { closedAfterEach, ManualClock, memoryReplica, recordingLogger, settle, waitFor } from './helpers.js'
 
 const divergent = (r: Replica, peer: string): number | undefined => r.stats().peers[peer]?.divergentEntities
@@ -34,7 +31,10 @@ type Serve = (from: string, data: Uint8Array, next: (data: Uint8Array) => Promis
 type Ask = (peer: string, data: Uint8Array, next: (data: Uint8Array) => Promise<Uint8Array>) => Promise<Uint8Array>
 
 /** `inner` with its answers (serve), its own requests (ask) and its gossip in (gossip) passed through hooks. */
-function intercepted(inner: Network, hooks: { serve?: Serve; ask?: Ask; gossip?: (topic: string, data: Uint8Array, from: string, next: () => void) => void }): Network {
+function intercepted(
+  inner: Network,
+  hooks: { serve?: Serve; ask?: Ask; gossip?: (topic: string, data: Uint8Array, from: string, next: () => void) => void },
+): Network {
   return new Proxy(inner, {
     get(target, prop) {
       if (prop === 'start')
@@ -42,7 +42,8 @@ function intercepted(inner: Network, hooks: { serve?: Serve; ask?: Ask; gossip?:
           target.start({
             ...e,
             onRequest: (from, data) => (hooks.serve ? hooks.serve(from, data, (d) => e.onRequest(from, d)) : e.onRequest(from, data)),
-            onMessage: (topic, data, from) => (hooks.gossip ? hooks.gossip(topic, data, from, () => e.onMessage(topic, data, from)) : e.onMessage(topic, data, from)),
+            onMessage: (topic, data, from) =>
+              hooks.gossip ? hooks.gossip(topic, data, from, () => e.onMessage(topic, data, from)) : e.onMessage(topic, data, from),
           })
       if (prop === 'request' && hooks.ask)
         return (peer: string, data: Uint8Array, options?: { signal?: AbortSignal; maxBytes?: number }) =>
@@ -53,46 +54,12 @@ function intercepted(inner: Network, hooks: { serve?: Serve; ask?: Ask; gossip?:
   })
 }
 
-/**
- * Writes `{ text: 'MARKER-AAAA-<id>' }` at `a` and gives `b` the same operations (client, clock)
- * with 'BBBB' for 'AAAA' (rewriting the update bytes, as divergence.test.ts does).
- */
-async function forge(a: Replica, b: Replica, id: string, collection = 'notes'): Promise<void> {
-  await a.collection(collection, { backend: 'yjs' }).put(id, { text: `MARKER-AAAA-${id}` })
-  const ctx = ctxOf(a)
-  const entity = await ctx.entities.acquire(ctx.entities.collections.get(collection)!, id)
-  let update: Uint8Array
-  try {
-    update = Y.encodeStateAsUpdate(entity.doc as Y.Doc)
-  } finally {
-    ctx.entities.release(entity)
-  }
-  const text = Buffer.from(update).toString('latin1')
-  expect(text.split('MARKER-AAAA')).to.have.length(2)
-  const forged = Buffer.from(text.replace('MARKER-AAAA', 'MARKER-BBBB'), 'latin1')
-  b.collection(collection, { backend: 'yjs' })
-  expect(await applyRemoteDelta(ctxOf(b), 'x', collection, 'yjs', id, forged)).to.equal('applied')
-  expect(await b.collection(collection).get(id)).to.deep.equal({ text: `MARKER-BBBB-${id}` })
-}
-
 /** `n` ids (prefix-i…) that fall in the digest leaf of `id`. */
 function leafMates(id: string, n: number, prefix: string): string[] {
   const leaf = leafOf(id)
   const out: string[] = []
   for (let i = 0; out.length < n; i++) if (leafOf(`${prefix}${i}`) === leaf) out.push(`${prefix}${i}`)
   return out
-}
-
-/**
- * A Yjs delta of entity content that waits for good: the second write of a throwaway document,
- * whose first write no replica ever gets (review-s34-gaps.test.ts).
- */
-function danglingYjs(n: number): Uint8Array {
-  const b = yjsBackend()
-  const actor = new Uint8Array(16).fill(0x11)
-  new DataView(actor.buffer).setUint32(0, n)
-  const first = b.put(b.create(actor), { text: `first ${n}` })
-  return b.put(first.doc, { text: `second ${n}` }).delta!
 }
 
 const netOf = (r: Replica): Network => (r as unknown as { options: { network: Network } }).options.network
@@ -129,9 +96,12 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     await link()
     for (let i = 1; i <= 3; i++) {
       // The forging side writes, then the honest side: each write reaches the other by gossip.
-      await b.collection('notes').update('n1', (d) => void ((d as Record<string, unknown>)['k'] = i))
-      await a.collection('notes').update('n1', (d) => void ((d as Record<string, unknown>)['j'] = i))
-      await waitFor(async () => (await a.collection('notes').get('n1'))?.['k'] === i && (await b.collection('notes').get('n1'))?.['j'] === i, `write ${i} both ways`)
+      await b.collection('notes').update('n1', (d) => void (d['k'] = i))
+      await a.collection('notes').update('n1', (d) => void (d['j'] = i))
+      await waitFor(
+        async () => (await a.collection('notes').get('n1'))?.['k'] === i && (await b.collection('notes').get('n1'))?.['j'] === i,
+        `write ${i} both ways`,
+      )
       const [round] = await b.sync()
       expect(round!.entitiesUnrepairable, `b's round ${i}`).to.equal(1)
       expect(divergent(b, 'a'), `b's round ${i}`).to.equal(1)
@@ -303,7 +273,7 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     await link()
     const onB = b.collection('notes', { backend: 'yjs' })
     await onB.put('n1', { text: 'one' })
-    await waitFor(async () => (await a!.collection('notes').get('n1'))?.text === 'one', 'one at a')
+    await waitFor(async () => (await a.collection('notes').get('n1'))?.text === 'one', 'one at a')
     holding = true
     await onB.put('n1', { text: 'two' })
     await settle()
@@ -357,7 +327,7 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     await link()
     const onB = b.collection('notes', { backend: 'yjs' })
     await onB.put('n1', { text: 'one' })
-    await waitFor(async () => (await a!.collection('notes').get('n1'))?.text === 'one', 'one at a')
+    await waitFor(async () => (await a.collection('notes').get('n1'))?.text === 'one', 'one at a')
     holdingA = true
     await onB.put('n1', { text: 'two' })
     await settle()
@@ -438,7 +408,10 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
         n++
         entries.push([`${collection}-x${n}`, danglingYjs(n)])
       }
-      await netOf(evil).publish(topicOf('default', collection), encodePush({ collection, backend: 'yjs', origin: 'evil', sequence: n, entries, time: Date.now() }))
+      await netOf(evil).publish(
+        topicOf('default', collection),
+        encodePush({ collection, backend: 'yjs', origin: 'evil', sequence: n, entries, time: Date.now() }),
+      )
     }
     return {
       hub,
@@ -480,11 +453,14 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     await s.round
     await waitFor(() => roundsMap(s.victim).size === 0, 'round over')
     await settle()
-    expect(s.events.filter((e) => e.peer === 'evil'), 'rounds after the stalled one').to.have.length(1)
+    expect(
+      s.events.filter((e) => e.peer === 'evil'),
+      'rounds after the stalled one',
+    ).to.have.length(1)
     expect(notedOf(s.victim).size).to.equal(0)
   })
 
-  it('probe: one peer\'s gaps over three collections while a round runs note at most 1,000 entities in all; one round follows', async () => {
+  it("probe: one peer's gaps over three collections while a round runs note at most 1,000 entities in all; one round follows", async () => {
     const s = await stalledRound()
     for (const name of ['c2', 'c3']) {
       await s.victim.collection(name, { backend: 'yjs' }).put('x', { text: 'mine' })
