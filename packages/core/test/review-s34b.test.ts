@@ -292,7 +292,7 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
   // between), not gone; this side cannot tell it from a forgery (the exchange answer carries no
   // version hash). A fix would need the peer's hash with its version, or the difference to hold
   // over two rounds.
-  it.skip("HOLE 7: the peer's write between its exchange answer and the second compare is no divergence", async () => {
+  async function peerWritesDuringSecondCompare(backend: 'yjs' | 'automerge'): Promise<void> {
     let holdingA = false
     let holdingB = false
     let exchanged = false
@@ -325,7 +325,7 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     a = setup.a
     const { b, logB, link } = setup
     await link()
-    const onB = b.collection('notes', { backend: 'yjs' })
+    const onB = b.collection('notes', { backend })
     await onB.put('n1', { text: 'one' })
     await waitFor(async () => (await a.collection('notes').get('n1'))?.text === 'one', 'one at a')
     holdingA = true
@@ -335,7 +335,11 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     expect(wrote).to.equal(true)
     expect(result!.entitiesUnrepairable).to.equal(0)
     expect(said(logB)).to.deep.equal([])
-  })
+  }
+  it.skip("HOLE 7: yjs: the peer's write between its exchange answer and the second compare is no divergence", () => peerWritesDuringSecondCompare('yjs'))
+  // Automerge's version names its content (versionNamesContent): equal versions are never counted,
+  // so the same interleaving reports nothing there.
+  it("probe: automerge: the peer's write between its exchange answer and the second compare is no divergence", () => peerWritesDuringSecondCompare('automerge'))
 
   // ---------------------------------------------------------------- A: Automerge
 

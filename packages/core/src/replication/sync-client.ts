@@ -738,18 +738,23 @@ export class SyncClient {
         // Send what they lack, given their versions.
         const here = col ?? this.ctx.entities.collections.get(target.name)
         if (here === undefined) continue
-        // Equal versions on both sides now, although the version hashes differed (with our version then).
-        const equalVersions = new Map<string, Uint8Array | null>()
+        // Equal versions on both sides now, although the version hashes differed (with our version
+        // then). None for a backend whose version names its content: there they were only catching up.
+        const equalVersions = new Map<string, Uint8Array>()
+        const mayDiverge = backend.versionNamesContent !== true
         const answered = new Set<string>()
         for (const [id, theirDelta, theirVersion] of response.entries) {
           if (!requested.has(id) || answered.has(id)) continue // an id named twice is taken once
           answered.add(id)
           const ours = await this.deltaFor(round, here, id, theirVersion)
           if (ours instanceof Uint8Array) await sender.add(id, ours)
-          else if (ours === 'nothing' && theirDelta === null && theirVersion !== null) equalVersions.set(id, await this.versionOf(here, id))
+          else if (mayDiverge && ours === 'nothing' && theirDelta === null && theirVersion !== null) {
+            const version = await this.versionOf(here, id)
+            if (version !== null) equalVersions.set(id, version)
+          }
         }
         let unrepairable = 0
-        for (const id of await this.stillDiffering(round, { ...target, col: here }, equalVersions)) {
+        for (const id of await this.stillDiffering(round, target, here, equalVersions)) {
           if (reported.has(id)) continue
           reported.add(id)
           unrepairable++
@@ -768,24 +773,23 @@ export class SyncClient {
   }
 
   /**
-   * How many of `ids` — entities whose versions are equal on both sides, although their version
+   * Which of `ids` — entities whose versions are equal on both sides, although their version
    * hashes differed when the leaves were compared — still differ: the same operations with
-   * different content (a forged or damaged write), which sync cannot repair. Most are not: one
+   * different content (a forged or damaged write), which sync cannot repair. Most do not: one
    * side took a change (a push: in a hot cluster, often the replica's own write on its way to
-   * the peer) between the leaves and the exchange. So none are for a backend whose version
-   * names its content, and the others' leaves are compared again, as they are now. One whose
-   * version here moved since the exchange (`ids`: id → our version then) is not counted: a
-   * write of this replica's own taken meanwhile makes its hash differ again (a later round
-   * reports it if it still differs).
+   * the peer) between the leaves and the exchange. So their leaves are compared again, as they
+   * are now. One whose version here moved since the exchange (`ids`: id → our version then) is
+   * left out: a write of this replica's own taken meanwhile makes its hash differ again (a later
+   * round reports it if it still differs).
    */
-  private async stillDiffering(round: Round, target: Target, ids: ReadonlyMap<string, Uint8Array | null>): Promise<string[]> {
-    if (ids.size === 0 || target.backend.versionNamesContent === true) return []
-    const differing = new Set(await this.differingIds(round, target, [...new Set([...ids.keys()].map(leafOf))]))
+  private async stillDiffering(round: Round, target: Target, col: CollectionState, ids: ReadonlyMap<string, Uint8Array>): Promise<string[]> {
+    if (ids.size === 0) return []
+    const differing = new Set(await this.differingIds(round, { ...target, col }, [...new Set([...ids.keys()].map(leafOf))]))
     const still: string[] = []
     for (const [id, then] of ids) {
       if (!differing.has(id)) continue
-      const now = await this.versionOf(target.col!, id)
-      if (then !== null && now !== null && bytesEqual(then, now)) still.push(id)
+      const now = await this.versionOf(col, id)
+      if (now !== null && bytesEqual(then, now)) still.push(id)
     }
     return still
   }
