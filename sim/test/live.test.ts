@@ -10,7 +10,9 @@ describe('sim: live mode (real libp2p, real time)', function () {
       nodes: 3,
       durationMs: 6_000,
       settleMs: 20_000,
-      workload: { ratePerSec: 10, entities: 6, startMs: 1_000 },
+      // Seeding at 0 ms asks that the clock starts once the nodes are open: libp2p takes real
+      // time to start (a CI machine once took over 200 ms, the default seedAtMs).
+      workload: { ratePerSec: 10, entities: 6, seedAtMs: 0, startMs: 1_000 },
       network: { latency: { kind: 'constant', ms: 20 } },
       faults: [
         { at: 2500, type: 'isolate', node: 2 },

@@ -15,6 +15,7 @@ import type { ConnectionGater, LiveHost } from './types.js'
 
 export const MAX_LIVE_NODES = 10
 const RECONCILE_MS = 500
+const START_TIMEOUT_MS = 30_000
 
 /**
  * Live mode: real libp2p nodes (TCP on 127.0.0.1) in this process, in real time. The scenario's
@@ -32,7 +33,8 @@ export class LiveEnvironment extends LinkControl implements Environment, LiveHos
   private readonly running = new Map<number, Libp2pNetwork>()
   private readonly indexOfPeer = new Map<string, number>()
   private readonly topologyRng: Prng
-  private readonly t0 = performance.now()
+  /** Wall-clock instant of virtual time 0: set again once the initial nodes are open. */
+  private t0 = performance.now()
   private disposed = false
 
   constructor(private readonly parts: EnvironmentParts) {
@@ -72,7 +74,21 @@ export class LiveEnvironment extends LinkControl implements Environment, LiveHos
     wireJoiner(this, node, candidates, this.parts.scenario.network.connections, this.topologyRng)
   }
 
-  /** Follows the wall clock: virtual ms = real ms since the run started. */
+  /**
+   * Waits until every initial node is open (or failed to open) — libp2p and a replica take
+   * real time, longer on a loaded machine — then starts the clock, so that node 0 is up at
+   * seedAtMs however slow the start was. Gives up after START_TIMEOUT_MS (the run then
+   * reports the nodes that were not up).
+   */
+  async nodesStarted(nodes: readonly HostNode[]): Promise<void> {
+    const deadline = performance.now() + START_TIMEOUT_MS
+    while (nodes.some((n) => n.status === 'new' || n.status === 'starting') && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    this.t0 = performance.now() - this.parts.scheduler.now
+  }
+
+  /** Follows the wall clock: virtual ms = real ms since t0. */
   async advance(until: number, options: RunOptions): Promise<void> {
     const { scheduler } = this.parts
     for (;;) {

@@ -29,6 +29,11 @@ export interface Environment {
   wireInitial(nodes: number[]): void
   /** Whom a node joining later dials. */
   wireJoiner(node: number, candidates: number[]): void
+  /**
+   * The initial nodes were started: returns once they are open (or failed to), so that time 0
+   * of the schedule (seedAtMs, startMs, the faults) is measured from there.
+   */
+  nodesStarted(nodes: readonly HostNode[]): Promise<void>
   /** Runs the scheduler up to `until`: as fast as possible, or following the wall clock. */
   advance(until: number, options: SchedulerRunOptions): Promise<void>
   /** End of run: stop everything still running. */

@@ -180,6 +180,7 @@ export async function runIn(scenario: Scenario, options: RunOptions, makeEnviron
     progress('starting')
     for (const node of nodes) node.start()
     await activity.drain()
+    await env.nodesStarted(nodes)
 
     const workload = new Workload(ctx)
     workload.scheduleSeed()

@@ -32,6 +32,9 @@ export class SimEnvironment implements Environment {
     wireJoiner(this.control, node, candidates, this.parts.scenario.network.connections, this.topologyRng)
   }
 
+  /** Opening takes no virtual time: the runner drained it already. */
+  async nodesStarted(): Promise<void> {}
+
   advance(until: number, options: RunOptions): Promise<void> {
     return this.parts.scheduler.runUntil(until, options)
   }
