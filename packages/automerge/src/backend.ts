@@ -172,6 +172,24 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
       }
     },
+    topLevelPuts: (delta) => {
+      const chunks = splitChunks(delta)
+      if (chunks.some((c) => c[8] === DOCUMENT_CHUNK)) return undefined
+      const puts: [string, unknown][] = []
+      try {
+        for (const chunk of chunks) {
+          for (const op of A.decodeChange(chunk).ops) {
+            if (op.obj !== '_root' || op.action === 'del') continue
+            // Scalars only: an object, list or text (make*), or a counter's increment, is not a value read() shows as put.
+            if (op.action !== 'set' || op.key === undefined) return undefined
+            puts.push([op.key, op.value])
+          }
+        }
+      } catch (err) {
+        throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
+      }
+      return puts
+    },
     actorsIn: (delta) => {
       try {
         return chunkActors(delta)

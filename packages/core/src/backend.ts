@@ -212,6 +212,15 @@ export interface BackendHistory<Doc = unknown> {
   readAt?(doc: Doc, heads: readonly string[]): JsonObject | undefined
   /** The heads (change hashes) a version names; [] for an empty one. Throws ERR_INVALID_VERSION on bytes that are not one. */
   headsOf?(version: Uint8Array): string[]
+  /**
+   * The scalar values a delta's changes put at the top level of the document, [key, value] as
+   * read() shows them, read from the changes alone (not applied) — or undefined when the delta
+   * holds a whole document or puts an object or list at the top level. What a delta may add,
+   * known without a copy of the document (counters check new rows' signatures with it); not a
+   * verdict: which values win shows only once applied. Throws ERR_INVALID_DELTA on bytes that
+   * are not changes.
+   */
+  topLevelPuts?(delta: Uint8Array): [key: string, value: unknown][] | undefined
 }
 
 export interface DeltaLimits {

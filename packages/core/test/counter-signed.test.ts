@@ -112,6 +112,42 @@ describe('Counters in a cluster: signed rows', function () {
     expect(await shown(r)).to.deep.equal(Array(3).fill({ value: 0, admin: 0, orders: 0 }))
   })
 
+  it('a live push of one change is judged without a copy of the document (a copy costs what the history holds); a forged one is still refused', async () => {
+    // SUPPORT's Automerge backend counts the copies the guard makes.
+    let copies = 0
+    const counting = Object.create(automergeBackend()) as ReturnType<typeof automergeBackend>
+    counting.clone = function (doc) {
+      copies++
+      return Object.getPrototypeOf(counting).clone.call(this, doc)
+    }
+    const { r } = await trustCluster(keys, [ADMIN, ORDERS, SUPPORT], replicas, {
+      options: (id) => (id === SUPPORT ? { backends: [yjsBackend(), counting] } : {}),
+    })
+    asForger(r[ORDERS]!)
+    await r[ADMIN]!.policy.set(POLICY)
+    await waitFor(() => r[ORDERS]!.policy.get() !== undefined && r[SUPPORT]!.policy.get() !== undefined, 'adopted')
+    await r[ADMIN]!.counter('stock').increment('s1', 100)
+    for (const n of [ORDERS, SUPPORT]) await waitFor(async () => (await r[n]!.counter('stock').value('s1')) === 100, `${n} sees 100`)
+    copies = 0
+    for (let k = 1; k <= 5; k++) {
+      await r[ADMIN]!.counter('stock').decrement('s1', 1)
+      await waitFor(async () => (await r[SUPPORT]!.counter('stock').value('s1')) === 100 - k, `SUPPORT sees sale ${k}`)
+    }
+    expect(copies, 'copies made for 5 sales').to.equal(0)
+    // A forged change on top of the document: a row under ADMIN's name, signed by ORDERS.
+    await waitFor(async () => (await r[ORDERS]!.counter('stock').value('s1')) === 95, 'ORDERS sees 95')
+    const forbidden = r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0
+    await r[ORDERS]!.collection<State>('stock').update('s1', (s) => {
+      putRow(s, ADMIN, 7, row(ORDERS, ADMIN, 's1', { version: 7, inc: 100, out: { [ORDERS]: 100 } }))
+    })
+    await waitFor(() => (r[SUPPORT]!.stats().peers[ORDERS]?.dropped.forbidden ?? 0) > forbidden, 'SUPPORT refuses the forged change')
+    expect(await r[SUPPORT]!.counter('stock').value('s1')).to.equal(95)
+    expect(await r[SUPPORT]!.counter('stock').rights('s1', ORDERS)).to.equal(0)
+    // Honest sales still arrive after it.
+    await r[ADMIN]!.counter('stock').decrement('s1', 1)
+    await waitFor(async () => (await r[SUPPORT]!.counter('stock').value('s1')) === 94, 'SUPPORT sees the next sale')
+  })
+
   it('after a restart the guard holds before the application opens its counter again', async () => {
     const { dir, cleanup } = await tempDir()
     try {
