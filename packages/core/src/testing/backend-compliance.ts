@@ -723,6 +723,52 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
       })
     })
 
+    describe('history.topLevelPuts (if the backend has it)', function () {
+      it('names every top-level scalar a delta changes, with the value read() shows once applied', function () {
+        const puts = backend.history?.topLevelPuts
+        if (puts === undefined) return this.skip()
+        let defined = 0
+        fc.assert(
+          fc.property(fc.array(fc.dictionary(smallKeyArb, smallValueArb, { maxKeys: 4, noNullPrototype: true }), { minLength: 1, maxLength: 4 }), (values) => {
+            const a = replica()
+            const b = replica()
+            for (const value of values) {
+              const delta = a.put(value)
+              if (delta === null) continue
+              const before = b.read() ?? {}
+              b.apply(delta)
+              const after = b.read() ?? {}
+              const named = puts(delta)
+              if (named === undefined) {
+                // Only where it puts an object or list at the top level.
+                assert.ok(Object.values(value).some((v) => typeof v === 'object' && v !== null), `undefined for ${JSON.stringify(value)}`)
+                continue
+              }
+              defined++
+              for (const [key, v] of Object.entries(after)) {
+                if ((typeof v === 'object' && v !== null) || (Object.hasOwn(before, key) && jsonEqual(before[key]!, v))) continue
+                assert.ok(
+                  named.some(([k, put]) => k === key && jsonEqual(put as JsonValue, v)),
+                  `${key}: ${JSON.stringify(v)} not named in ${JSON.stringify(named)}`,
+                )
+              }
+            }
+          }),
+          { numRuns: 100 },
+        )
+        assert.ok(defined > 0, 'topLevelPuts answered for some deltas')
+      })
+
+      it('undefined for a delta that holds a whole document; ERR_INVALID_DELTA for bytes that are not changes', function () {
+        const puts = backend.history?.topLevelPuts
+        if (puts === undefined) return this.skip()
+        const a = replica()
+        a.put({ a: 1 })
+        assert.equal(puts(backend.save(a.doc)), undefined)
+        assertThrowsCode(() => puts(Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)), 'ERR_INVALID_DELTA')
+      })
+    })
+
     describe('minimality', function () {
       const big: JsonObject = {}
       for (let i = 0; i < 300; i++) big[`field${i}`] = `value number ${i} of a rather large entity`
