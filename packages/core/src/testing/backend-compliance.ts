@@ -742,7 +742,10 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
               const named = puts(delta)
               if (named === undefined) {
                 // Only where it puts an object or list at the top level.
-                assert.ok(Object.values(value).some((v) => typeof v === 'object' && v !== null), `undefined for ${JSON.stringify(value)}`)
+                assert.ok(
+                  Object.values(value).some((v) => typeof v === 'object' && v !== null),
+                  `undefined for ${JSON.stringify(value)}`,
+                )
                 continue
               }
               defined++
