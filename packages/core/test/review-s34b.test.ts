@@ -285,13 +285,11 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     expect(said(logB)).to.deep.equal([])
   })
 
-  // HOLE 7 (low; residual of f86dabf, not fixed): a write of the *peer's* taken there between its
-  // exchange answer and its second leaves answer (its push to this replica still on the way) makes
-  // the hashes differ again: an honest entity is counted as divergent, warned of as a forgery. Rarer
-  // than before f86dabf (two writes in two windows of one round, the first one's push taken in
-  // between), not gone; this side cannot tell it from a forgery (the exchange answer carries no
-  // version hash). A fix would need the peer's hash with its version, or the difference to hold
-  // over two rounds.
+  // HOLE 7 (low; residual of f86dabf; fixed): a write of the *peer's* taken there between its
+  // exchange answer and its second leaves answer (its push to this replica still on the way) made
+  // the hashes differ again: an honest entity was counted as divergent, warned of as a forgery.
+  // Fixed: the peer's hash in the second compare must be the one it gave when the leaves were
+  // first compared (a forged entity's hash stays; a written one moves).
   async function peerWritesDuringSecondCompare(backend: 'yjs' | 'automerge'): Promise<void> {
     let holdingA = false
     let holdingB = false
@@ -336,7 +334,7 @@ describe('review s34b: divergence on a second compare (f86dabf), gap rounds (3a2
     expect(result!.entitiesUnrepairable).to.equal(0)
     expect(said(logB)).to.deep.equal([])
   }
-  it.skip("HOLE 7: yjs: the peer's write between its exchange answer and the second compare is no divergence", () => peerWritesDuringSecondCompare('yjs'))
+  it("HOLE 7 (fixed): yjs: the peer's write between its exchange answer and the second compare is no divergence", () => peerWritesDuringSecondCompare('yjs'))
   // Automerge's version names its content (versionNamesContent): equal versions are never counted,
   // so the same interleaving reports nothing there.
   it("probe: automerge: the peer's write between its exchange answer and the second compare is no divergence", () => peerWritesDuringSecondCompare('automerge'))

@@ -460,9 +460,9 @@ export class SyncClient {
       plan.push.length > 0 ? this.pushRanges(round, target, plan.push) : undefined,
       (async () => {
         if (plan.leaves.length === 0) return
-        const ids = await this.differingIds(round, target, plan.leaves)
-        round.result.entitiesDiffering += ids.length
-        await this.exchange(round, target, ids)
+        const differing = await this.differingIds(round, target, plan.leaves)
+        round.result.entitiesDiffering += differing.size
+        await this.exchange(round, target, [...differing.keys()], undefined, differing)
       })(),
     ])
     for (const o of outcomes) if (o.status === 'rejected') throw o.reason
@@ -656,9 +656,12 @@ export class SyncClient {
     }
   }
 
-  /** Ids in the given leaves whose version hash differs, or that only one side has. */
-  private async differingIds(round: Round, target: Target, leaves: number[]): Promise<string[]> {
-    const ids: string[] = []
+  /**
+   * Ids in the given leaves whose version hash differs, or that only one side has, each with the
+   * peer's version hash (hex; null where only this side has it).
+   */
+  private async differingIds(round: Round, target: Target, leaves: number[]): Promise<Map<string, string | null>> {
+    const ids = new Map<string, string | null>()
     const queue = [...leaves]
     while (queue.length > 0) {
       const chunk = queue.splice(0, MAX_LEAVES_PER_REQUEST)
@@ -676,12 +679,12 @@ export class SyncClient {
         for (const leaf of served) {
           for await (const [id, head] of this.ctx.entities.heads(target.col, { fromLeaf: leaf, toLeaf: leaf })) {
             const their = theirs.get(id)
-            if (their !== toHex(head.versionHash)) ids.push(id)
+            if (their !== toHex(head.versionHash)) ids.set(id, their ?? null)
             theirs.delete(id)
           }
         }
       }
-      for (const id of theirs.keys()) ids.push(id) // only they have it
+      for (const [id, their] of theirs) ids.set(id, their) // only they have it
     }
     return ids
   }
@@ -711,8 +714,17 @@ export class SyncClient {
     }
   }
 
-  /** Two-way exchange of the missing deltas of the given entities, in bounded chunks (`asIfAbsent`: sent without our version). */
-  private async exchange(round: Round, target: Target, ids: string[], asIfAbsent?: ReadonlySet<string>): Promise<void> {
+  /**
+   * Two-way exchange of the missing deltas of the given entities, in bounded chunks (`asIfAbsent`:
+   * sent without our version; `theirHashes`: the peer's version hashes when the leaves were compared).
+   */
+  private async exchange(
+    round: Round,
+    target: Target,
+    ids: string[],
+    asIfAbsent?: ReadonlySet<string>,
+    theirHashes?: ReadonlyMap<string, string | null>,
+  ): Promise<void> {
     const { backend, col } = target
     const queue = [...ids]
     const sender = new DeltaSender(this, round, target, false)
@@ -754,7 +766,7 @@ export class SyncClient {
           }
         }
         let unrepairable = 0
-        for (const id of await this.stillDiffering(round, target, here, equalVersions)) {
+        for (const id of await this.stillDiffering(round, target, here, equalVersions, theirHashes)) {
           if (reported.has(id)) continue
           reported.add(id)
           unrepairable++
@@ -780,14 +792,25 @@ export class SyncClient {
    * the peer) between the leaves and the exchange. So their leaves are compared again, as they
    * are now. One whose version here moved since the exchange (`ids`: id → our version then) is
    * left out: a write of this replica's own taken meanwhile makes its hash differ again (a later
-   * round reports it if it still differs).
+   * round reports it if it still differs). So is one whose hash at the peer moved since the leaves
+   * were first compared (`theirHashes`): the peer's own write after its exchange answer (equal
+   * versions then); a forged entity keeps its hash, and one the peer writes meanwhile is reported
+   * in a later round.
    */
-  private async stillDiffering(round: Round, target: Target, col: CollectionState, ids: ReadonlyMap<string, Uint8Array>): Promise<string[]> {
+  private async stillDiffering(
+    round: Round,
+    target: Target,
+    col: CollectionState,
+    ids: ReadonlyMap<string, Uint8Array>,
+    theirHashes?: ReadonlyMap<string, string | null>,
+  ): Promise<string[]> {
     if (ids.size === 0) return []
-    const differing = new Set(await this.differingIds(round, { ...target, col }, [...new Set([...ids.keys()].map(leafOf))]))
+    const differing = await this.differingIds(round, { ...target, col }, [...new Set([...ids.keys()].map(leafOf))])
     const still: string[] = []
     for (const [id, then] of ids) {
       if (!differing.has(id)) continue
+      const first = theirHashes?.get(id)
+      if (first !== undefined && first !== differing.get(id)) continue
       const now = await this.versionOf(col, id)
       if (now !== null && bytesEqual(then, now)) still.push(id)
     }
