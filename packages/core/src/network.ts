@@ -5,8 +5,12 @@
  * Network runs the shared compliance suite in @convergent/core/testing (networkComplianceSuite).
  */
 export interface NetworkEvents {
-  /** A broadcast on a subscribed topic from another peer. Never called for our own messages. */
-  onMessage(topic: string, data: Uint8Array, from: string): void
+  /**
+   * A broadcast on a subscribed topic from another peer (`from`: its author). Never called for
+   * our own messages. `via`: the peer that delivered it, where that is not the author (a relay:
+   * gossip passed on by a peer in between); rounds a message asks for go to a peer connected here.
+   */
+  onMessage(topic: string, data: Uint8Array, from: string, via?: string): void
   /**
    * A request from a peer; the returned bytes are the response. A rejection closes the
    * exchange with an error on the requester's side.

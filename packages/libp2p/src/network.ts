@@ -280,7 +280,8 @@ export class Libp2pNetwork implements Network {
     // The author for signed messages (the default policy), else the peer that relayed it.
     const from = msg.type === 'signed' ? msg.from.toString() : propagationSource.toString()
     if (from === this.peerId) return
-    this.events?.onMessage(msg.topic, msg.data.slice(), from)
+    const via = propagationSource.toString()
+    this.events?.onMessage(msg.topic, msg.data.slice(), from, via === from ? undefined : via)
   }
 
   private readonly onSyncStream = (stream: Stream, connection: Connection): Promise<void> =>

@@ -32,7 +32,7 @@ export class FaultyNetwork implements Network {
 
   start(events: NetworkEvents): Promise<void> {
     return this.inner.start({
-      onMessage: (topic, data, from) => this.incoming(events, topic, data, from),
+      onMessage: (topic, data, from, via) => this.incoming(events, topic, data, from, via),
       onRequest: (from, data) => events.onRequest(from, data),
       onPeerConnected: (peer) => events.onPeerConnected(peer),
       onPeerDisconnected: (peer) => events.onPeerDisconnected(peer),
@@ -75,7 +75,7 @@ export class FaultyNetwork implements Network {
     return Math.max(0, at)
   }
 
-  private incoming(events: NetworkEvents, topic: string, data: Uint8Array, from: string): void {
+  private incoming(events: NetworkEvents, topic: string, data: Uint8Array, from: string, via?: string): void {
     const at = this.link.plan(0, 1, data.byteLength, false, 0, false)
     const duplicateAt = this.link.duplicateAt
     this.link.reset(1)
@@ -83,7 +83,7 @@ export class FaultyNetwork implements Network {
       this.metrics.traffic.framesLost++
       return
     }
-    this.clock.setTimeout(() => events.onMessage(topic, data, from), at)
-    if (!Number.isNaN(duplicateAt)) this.clock.setTimeout(() => events.onMessage(topic, data.slice(), from), duplicateAt)
+    this.clock.setTimeout(() => events.onMessage(topic, data, from, via), at)
+    if (!Number.isNaN(duplicateAt)) this.clock.setTimeout(() => events.onMessage(topic, data.slice(), from, via), duplicateAt)
   }
 }

@@ -45,8 +45,8 @@ export interface RouterHost {
   readonly self: string
   /** Sends one RPC (a frame) with these items to a connected peer; `published` = our own new message. */
   send(peer: string, items: readonly GossipItem[], published?: boolean): void
-  /** A new message on a topic we subscribe to reached us. */
-  deliver(msg: GossipMessage): void
+  /** A new message on a topic we subscribe to reached us, from peer `via` (its author, or a relay). */
+  deliver(msg: GossipMessage, via: string): void
   nextMessageId(): number
   /** Virtual ms since the start of the run. */
   now(): number
@@ -257,7 +257,7 @@ export class GossipRouter {
     }
     this.remember(msg)
     if (!this.topics.has(msg.topic)) return // not ours: gossipsub neither delivers nor forwards it
-    this.host.deliver(msg)
+    this.host.deliver(msg, from)
     const mesh = this.mesh.get(msg.topic)
     if (mesh === undefined) return
     if (msg.data.byteLength >= this.params.idontwantMinBytes) {

@@ -36,7 +36,7 @@ export class SimNetwork implements Network, Endpoint {
       {
         self: this.peerId,
         send: (peer, items, published) => this.sendGossip(peer, items, published === true),
-        deliver: (msg) => this.deliver(msg),
+        deliver: (msg, via) => this.deliver(msg, via),
         nextMessageId: () => fabric.nextMessageId(),
         now: () => fabric.scheduler.now,
       },
@@ -191,8 +191,8 @@ export class SimNetwork implements Network, Endpoint {
     if (to !== undefined && this.state === 'started') this.fabric.sendGossip(this.index, to, items, published)
   }
 
-  private deliver(msg: GossipMessage): void {
-    this.events?.onMessage(msg.topic, msg.data.slice(), msg.origin)
+  private deliver(msg: GossipMessage, via: string): void {
+    this.events?.onMessage(msg.topic, msg.data.slice(), msg.origin, via === msg.origin ? undefined : via)
   }
 
   private assertStarted(): void {

@@ -156,14 +156,17 @@ export class Replicator {
 
   async start(): Promise<void> {
     await this.ctx.network.start({
-      onMessage: (topic, data, from) => {
+      onMessage: (topic, data, from, via) => {
         if (!this.ctx.access.isMember(from)) drop(this.ctx, from, 'forbidden', 'gossip from a peer the cluster policy does not name')
         else if (this.announcer.owns(topic)) this.announcer.receive(data, from)
         else
           this.track(
             receivePush(this.ctx, this.limiter, topic, data, from).then((outcome) => {
-              if (outcome === 'waits') this.roundSoonWith(from)
-              else if (outcome !== 'done') this.gaps.found(from, outcome.collection, outcome.gaps)
+              if (outcome === 'done') return
+              // The round goes to the author, or where it is no neighbour, to the relay that passed its push on.
+              const peer = via === undefined || this.ctx.network.peers().includes(from) ? from : via
+              if (outcome === 'waits') this.roundSoonWith(peer)
+              else this.gaps.found(peer, outcome.collection, outcome.gaps)
             }),
           )
       },

@@ -18,9 +18,9 @@ export function spyNetwork(
     start: (events: NetworkEvents) =>
       net.start({
         ...events,
-        onMessage: (topic, data, from) => {
+        onMessage: (topic, data, from, via) => {
           hooks.received?.(data)
-          events.onMessage(topic, data, from)
+          events.onMessage(topic, data, from, via)
         },
         onRequest: async (from, data) => {
           hooks.received?.(data)
