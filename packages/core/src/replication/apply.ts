@@ -276,14 +276,19 @@ async function applyHeld(
     // before the first await (rowsVerdictAhead applies synchronously), so that deltas of one
     // peer in flight together cannot each read what is left.
     const work = historyWork()
-    try {
-      let judging
+    const judge = (fast: boolean): Promise<RowsVerdict | 'copy'> => {
       try {
-        judging = rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, { ...deltaLimits(ctx), work }, ctx.clock, judged)
+        return rowsVerdictAhead(guard, backend, entity.doc, delta, { collection, id }, { ...deltaLimits(ctx), work }, ctx.clock, judged, fast)
       } finally {
         work.settle()
       }
-      verdict = await judging
+    }
+    try {
+      let ahead = await judge(true)
+      // A live push with a row that does not verify: judged on a copy after all (the fast path
+      // read nothing, so `work` holds nothing yet), never applied to the entity and discarded.
+      if (ahead === 'copy') ahead = await judge(false)
+      verdict = ahead === 'copy' ? 'ok' : ahead
     } catch (err) {
       verdict = { refused: `the counter's rows could not be checked: ${String(err)}` }
     }
@@ -427,8 +432,12 @@ async function applyHeld(
       if (verdict !== 'ok') {
         ctx.entities.discard(col, entity)
         if (verdict !== 'later') refused = { reason: 'forbidden', message: verdict.refused }
-        // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes.
-        else if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
+        else {
+          // Rows that arrived unchecked meanwhile: checked now, so that the next copy passes. It
+          // comes again: 'later', not a duplicate (a signed push holding it is not done with).
+          waits = true
+          if (guard !== undefined) void guard.check(collection, id, value).catch(() => undefined)
+        }
         return 'unchanged'
       }
       if (settled !== undefined) {

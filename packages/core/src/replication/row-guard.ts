@@ -40,18 +40,24 @@ export async function rowsVerdictAhead(
   limits: DeltaLimits,
   clock: Clock,
   judged?: ChangesJudged,
-): Promise<RowsVerdict> {
+  /** False: judged on a copy whatever the delta (the caller's second call after 'copy'). */
+  fast = true,
+): Promise<RowsVerdict | 'copy'> {
   // Everything taken from `doc` before the first await: the entity's document may be replaced (and freed) meanwhile.
   const before = backend.read(doc)
   const versionBefore = backend.version(doc)
   const pendingBefore = backend.hasPending(doc)
-  const added = pendingBefore ? undefined : rowsOfNextChange(backend, versionBefore, delta)
+  const added = !fast || pendingBefore ? undefined : rowsOfNextChange(backend, doc, versionBefore, delta)
   if (added !== undefined) {
     // One change on top of the document (a live push): its new rows are checked from the change
     // itself, and the apply judges it — no copy of the document, whose cost grows with the
     // history (a clone and a second apply: about half of what a hot counter's receiver spent).
     await rows.check(where.collection, where.id, before)
-    for (const [key, value] of added) if (!(await rows.checkOne(where.collection, where.id, key, value))) break
+    // A row that does not verify (no honest change puts one): 'copy', judged on a copy as any
+    // other delta (the caller calls again with `fast` false, on its document as it is then).
+    // Left to the apply, its refusal discards the entity, whose reload costs what the history
+    // holds — a member's forged pushes cost ~40x what the copy did (review-s35-guard, HOLE 2).
+    for (const [key, value] of added) if (!(await rows.checkOne(where.collection, where.id, key, value))) return 'copy'
     return 'ok'
   }
   const conflictedBefore = backend.conflictedKeys?.(doc) ?? []
@@ -115,7 +121,7 @@ export async function rowsVerdictAhead(
  * view some other way (a delete that uncovers a concurrent value) the apply finds unchecked: it
  * answers 'later' and checks it, and the change passes when it comes again.
  */
-function rowsOfNextChange(backend: Backend, version: Uint8Array, delta: Uint8Array): [string, unknown][] | undefined {
+function rowsOfNextChange(backend: Backend, doc: unknown, version: Uint8Array, delta: Uint8Array): [string, unknown][] | undefined {
   const history = backend.history
   if (history?.topLevelPuts === undefined || history.headsOf === undefined) return undefined
   try {
@@ -123,6 +129,9 @@ function rowsOfNextChange(backend: Backend, version: Uint8Array, delta: Uint8Arr
     if (changes?.length !== 1) return undefined
     const deps = changes[0]!.deps
     if (!history.headsOf(version).every((h) => deps.includes(h))) return undefined
+    // A dependency the document lacks: the change would wait here ('later' on a copy; applied,
+    // the entity is discarded and reloaded: review-s35-guard, HOLE 2).
+    if (!deps.every((d) => history.holds(doc, d))) return undefined
     return history.topLevelPuts(delta)?.filter(([key]) => isRowKey(key))
   } catch {
     return undefined // the copy's apply says why it does not apply
