@@ -7,6 +7,7 @@ import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, D
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
 import { decodeHeads, encodeHeads } from './heads.js'
 import { holds, holdsAll } from './holds.js'
+import { nextTopLevelWrites } from './next-change.js'
 import { afresh, checkAhead, checkApplied, type Refusal } from './op-refs.js'
 import { readRoot } from './read.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
@@ -172,24 +173,7 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
       }
     },
-    topLevelPuts: (delta) => {
-      const chunks = splitChunks(delta)
-      if (chunks.some((c) => c[8] === DOCUMENT_CHUNK)) return undefined
-      const puts: [string, unknown][] = []
-      try {
-        for (const chunk of chunks) {
-          for (const op of A.decodeChange(chunk).ops) {
-            if (op.obj !== '_root' || op.action === 'del') continue
-            // Scalars only: an object, list or text (make*), or a counter's increment, is not a value read() shows as put.
-            if (op.action !== 'set' || op.key === undefined) return undefined
-            puts.push([op.key, op.value])
-          }
-        }
-      } catch (err) {
-        throw wrapError('ERR_INVALID_DELTA', 'Not a delta of Automerge changes', err)
-      }
-      return puts
-    },
+    nextTopLevelWrites: (doc, delta) => nextTopLevelWrites(doc, delta),
     actorsIn: (delta) => {
       try {
         return chunkActors(delta)

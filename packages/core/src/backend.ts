@@ -1,4 +1,4 @@
-import type { JsonObject } from './json.js'
+import type { JsonObject, JsonValue } from './json.js'
 
 /**
  * A Backend turns entity values into CRDT documents and back. One document per entity.
@@ -213,14 +213,17 @@ export interface BackendHistory<Doc = unknown> {
   /** The heads (change hashes) a version names; [] for an empty one. Throws ERR_INVALID_VERSION on bytes that are not one. */
   headsOf?(version: Uint8Array): string[]
   /**
-   * The scalar values a delta's changes put at the top level of the document, [key, value] as
-   * read() shows them, read from the changes alone (not applied) — or undefined when the delta
-   * holds a whole document or puts an object or list at the top level. What a delta may add,
-   * known without a copy of the document (counters check new rows' signatures with it); not a
-   * verdict: which values win shows only once applied. Throws ERR_INVALID_DELTA on bytes that
-   * are not changes.
+   * For a delta that is one change on top of `doc` (it depends on every head of the document,
+   * which holds all it depends on): its writes at the top level, in order — [key, value] as
+   * read() would show the value, [key, undefined] for a delete — where each replaces exactly the
+   * values the document shows at that key. Then the document with the change applied reads as
+   * read(doc) with these writes, and no key it writes holds concurrent values. Undefined for
+   * anything else (more changes, a whole document, other dependencies, an object or list, a
+   * value read() would show otherwise, a write inside an object, one that leaves or makes a
+   * concurrent value). Read from the change, not applied: counters judge a live push with it,
+   * without a copy of the document. Throws ERR_INVALID_DELTA on bytes that are not changes.
    */
-  topLevelPuts?(delta: Uint8Array): [key: string, value: unknown][] | undefined
+  nextTopLevelWrites?(doc: Doc, delta: Uint8Array): [key: string, value: JsonValue | undefined][] | undefined
 }
 
 export interface DeltaLimits {

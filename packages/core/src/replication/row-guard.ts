@@ -1,6 +1,6 @@
 import type { Backend, DeltaLimits } from '../backend.js'
 import { randomBytes, type Clock } from '../clock.js'
-import { addedHolders, changedRows, isRowKey, overspendRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
+import { addedHolders, changedRows, overspendRows, removedHolders, rowsOf, rowsVerdict, type CausalStep, type SignedRows } from '../counter-rows.js'
 import type { JsonObject } from '../json.js'
 
 /**
@@ -47,20 +47,20 @@ export async function rowsVerdictAhead(
   const before = backend.read(doc)
   const versionBefore = backend.version(doc)
   const pendingBefore = backend.hasPending(doc)
-  const added = !fast || pendingBefore ? undefined : rowsOfNextChange(backend, doc, versionBefore, delta)
-  if (added !== undefined) {
-    // One change on top of the document (a live push): its new rows are checked from the change
-    // itself, and the apply judges it — no copy of the document, whose cost grows with the
-    // history (a clone and a second apply: about half of what a hot counter's receiver spent).
-    await rows.check(where.collection, where.id, before)
-    // A row that does not verify (no honest change puts one): 'copy', judged on a copy as any
-    // other delta (the caller calls again with `fast` false, on its document as it is then).
-    // Left to the apply, its refusal discards the entity, whose reload costs what the history
-    // holds — a member's forged pushes cost ~40x what the copy did (review-s35-guard, HOLE 2).
-    for (const [key, value] of added) if (!(await rows.checkOne(where.collection, where.id, key, value))) return 'copy'
-    return 'ok'
-  }
   const conflictedBefore = backend.conflictedKeys?.(doc) ?? []
+  const next = !fast || pendingBefore || before === undefined ? undefined : nextChange(backend, doc, delta, before, conflictedBefore)
+  if (next !== undefined) {
+    // One change on top of the document (a live push): judged from the change itself, without a
+    // copy of the document, whose cost grows with the history (a clone and a second apply: about
+    // half of what a hot counter's receiver spent). Every row the verdict reads is checked:
+    // those here and those the change puts. Only an 'ok' is taken from it: the apply judges it
+    // again, and a change refused there is discarded with the entity, whose reload costs what the
+    // history holds (a member's refused pushes cost ~40x what a copy did: review-s35-guard, HOLE
+    // 2, 3). Anything else is judged on a copy (the caller calls again with `fast` false).
+    await rows.check(where.collection, where.id, before)
+    for (const [key, value] of changedRows(before, next.after)) if (!(await rows.checkOne(where.collection, where.id, key, value))) return 'copy'
+    return verdictOf(rows, where, before, next.after, false, next.conflicted, [next.step]) === 'ok' ? 'ok' : 'copy'
+  }
   let copy: unknown
   let after: JsonObject | undefined
   let pendingAfter: boolean
@@ -113,26 +113,33 @@ export async function rowsVerdictAhead(
 }
 
 /**
- * The rows a delta adds when it is one change that follows the document at `version` (depends
- * on all its heads), read from the change — else undefined (then the guard judges a copy). Such
- * a change is judged by the apply against the document before and after it (causalSteps: its
- * one step), whose rows are then all checked: those already here and the change's own. A row
- * the change puts and another value of it hides is checked for nothing; one it brings back into
- * view some other way (a delete that uncovers a concurrent value) the apply finds unchecked: it
- * answers 'later' and checks it, and the change passes when it comes again.
+ * A delta that is one change on top of the document (BackendHistory.nextTopLevelWrites), as it
+ * leaves the document: the value after it (`before` with its writes), the keys holding
+ * concurrent values after it (the ones before but those it writes, which it leaves with one
+ * value each) and its one causal step, as causalSteps gives it for such a change — exactly what
+ * the apply will judge it on. Undefined for any other delta (then judged on a copy).
  */
-function rowsOfNextChange(backend: Backend, doc: unknown, version: Uint8Array, delta: Uint8Array): [string, unknown][] | undefined {
+function nextChange(
+  backend: Backend,
+  doc: unknown,
+  delta: Uint8Array,
+  before: JsonObject,
+  conflictedBefore: readonly string[],
+): { after: JsonObject; conflicted: { before: readonly string[]; after: readonly string[] }; step: CausalStep } | undefined {
   const history = backend.history
-  if (history?.topLevelPuts === undefined || history.headsOf === undefined) return undefined
+  if (history?.nextTopLevelWrites === undefined) return undefined
   try {
     const changes = history.changesIn(delta)
-    if (changes?.length !== 1) return undefined
-    const deps = changes[0]!.deps
-    if (!history.headsOf(version).every((h) => deps.includes(h))) return undefined
-    // A dependency the document lacks: the change would wait here ('later' on a copy; applied,
-    // the entity is discarded and reloaded: review-s35-guard, HOLE 2).
-    if (!deps.every((d) => history.holds(doc, d))) return undefined
-    return history.topLevelPuts(delta)?.filter(([key]) => isRowKey(key))
+    const writes = changes?.length === 1 ? history.nextTopLevelWrites(doc, delta) : undefined
+    if (writes === undefined) return undefined
+    const after: JsonObject = { ...before }
+    for (const [key, value] of writes) {
+      if (value === undefined) delete after[key]
+      else after[key] = value
+    }
+    const written = new Set(writes.map(([key]) => key))
+    const conflicted = { before: conflictedBefore, after: conflictedBefore.filter((key) => !written.has(key)) }
+    return { after, conflicted, step: { hash: changes![0]!.hash, before, after } }
   } catch {
     return undefined // the copy's apply says why it does not apply
   }
