@@ -18,7 +18,7 @@ import type { RoundResult } from './replication/sync-client.js'
 import type { Store, StoreOp } from './store.js'
 import { Counter, type CounterOptions, type CounterState } from './counter.js'
 import { SignedRows } from './counter-rows.js'
-import { verdictOf } from './replication/row-guard.js'
+import { NOTHING_WAITS, verdictOf } from './replication/row-guard.js'
 import { requestRights } from './replication/rights.js'
 import { waitForAcks } from './replication/acks.js'
 import { DropLog } from './replication/drop-log.js'
@@ -280,7 +280,7 @@ export class Replica {
           // history that leaves a counter entity absent is refused by a peer that lacks it and
           // judges its catch-up against its own document (row-guard.ts: past MAX_CAUSAL_STEPS).
           if (after === undefined) return `counter '${collection}/${id}' is never deleted (a peer that lacks it may refuse a history that leaves it absent)`
-          const verdict = verdictOf(guard, { collection, id }, before, after, false, conflicted)
+          const verdict = verdictOf(guard, { collection, id }, before, after, NOTHING_WAITS, conflicted)
           return verdict === 'ok' ? undefined : verdict === 'later' ? `counter '${collection}/${id}' holds rows not checked yet` : verdict.refused
         }
       },

@@ -14,6 +14,7 @@ import { encodeRowBody, MAX_ROW_CHARS, MAX_ROW_RECIPIENTS, parseRowKey, rowAt, r
 import { silentLogger } from '../src/logger.js'
 import { Keyring, signedRow } from '../src/testing/index.js'
 import { tempDir } from './helpers.js'
+import { verdictOf } from '../src/replication/row-guard.js'
 
 const keys = new Keyring()
 const HOLDER = 'h-holder'
@@ -108,5 +109,25 @@ describe('Counter rows: malformed values from peers and disk read as no row', ()
     } finally {
       await cleanup()
     }
+  })
+})
+
+describe('Counter rows: a change judged while operations wait (row-guard.ts verdictOf)', () => {
+  const where = { collection: 'stock', id: 's1' }
+  const none = { before: [], after: [] }
+
+  it('an absent entity that stays absent while operations wait is judged later, not refused; with nothing waiting it is refused', () => {
+    // A replica that missed the entity's creating change holds later changes waiting: the next
+    // honest change leaves it absent too (found by the simulator, refused as forbidden before).
+    expect(verdictOf(rows(), where, undefined, undefined, { before: true, after: true }, none)).to.equal('later')
+    expect(verdictOf(rows(), where, undefined, undefined, { before: false, after: true }, none)).to.equal('later')
+    // Nothing waits after it: a change that writes the entity and leaves it absent (review-provisional-overspend HOLE 5).
+    expect(verdictOf(rows(), where, undefined, undefined, { before: true, after: false }, none)).to.have.property('refused')
+    expect(verdictOf(rows(), where, undefined, undefined, { before: false, after: false }, none)).to.have.property('refused')
+  })
+
+  it('a change to an entity in view is judged now while operations wait here from before (a dangling change holds up nothing)', () => {
+    const verdict = verdictOf(rows(), where, { n: 1 }, { n: 1, x: 5 }, { before: true, after: true }, none)
+    expect(verdict).to.deep.equal({ refused: `counter 'stock/s1': the change writes "x", which is not a signed row` })
   })
 })

@@ -425,7 +425,7 @@ async function applyHeld(
               { collection, id },
               valueBefore,
               value,
-              !pendingBefore && backend.hasPending(next),
+              { before: pendingBefore, after: backend.hasPending(next) },
               { before: conflictedBefore, after: backend.conflictedKeys?.(next) ?? [] },
               same ? judged.steps : backend.hasPending(next) ? undefined : causalSteps(backend, next, before, { before: valueBefore, after: value }),
             )

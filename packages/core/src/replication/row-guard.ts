@@ -59,7 +59,7 @@ export async function rowsVerdictAhead(
     // 2, 3). Anything else is judged on a copy (the caller calls again with `fast` false).
     await rows.check(where.collection, where.id, before)
     for (const [key, value] of changedRows(before, next.after)) if (!(await rows.checkOne(where.collection, where.id, key, value))) return 'copy'
-    return verdictOf(rows, where, before, next.after, false, next.conflicted, [next.step]) === 'ok' ? 'ok' : 'copy'
+    return verdictOf(rows, where, before, next.after, NOTHING_WAITS, next.conflicted, [next.step]) === 'ok' ? 'ok' : 'copy'
   }
   let copy: unknown
   let after: JsonObject | undefined
@@ -85,18 +85,19 @@ export async function rowsVerdictAhead(
       }
     }
   }
-  const pending = !pendingBefore && pendingAfter
+  const waiting = { before: pendingBefore, after: pendingAfter }
+  const pending = waitsFor(waiting, before, after)
   const conflicted = { before: conflictedBefore, after: conflictedAfter }
   // The rows already here (checked when they came, or once after a restart) …
   await rows.check(where.collection, where.id, before)
-  const verdict = verdictOf(rows, where, before, after, pending, conflicted, steps)
+  const verdict = verdictOf(rows, where, before, after, waiting, conflicted, steps)
   if (verdict !== 'later' || pending) return verdict
   // … then the change's new rows, one at a time: the first that fails refuses the change, so a
   // change full of forged rows costs one signature check, not one per row; the same for the rows
   // each change of the delta adds (also those a later change of it deletes) …
   const adds = [changedRows(before, after), ...(steps ?? []).map((step) => changedRows(step.before, step.after))]
   for (const [key, value] of adds.flat()) {
-    if (!(await rows.checkOne(where.collection, where.id, key, value))) return verdictOf(rows, where, before, after, pending, conflicted, steps)
+    if (!(await rows.checkOne(where.collection, where.id, key, value))) return verdictOf(rows, where, before, after, waiting, conflicted, steps)
   }
   // … and, for each change, the rows of the holders it removes rows of, before it and with it,
   // and of those it adds rows of, with it, with the rows of the givers they name (their rows
@@ -109,7 +110,7 @@ export async function rowsVerdictAhead(
     await rows.check(where.collection, where.id, rowsOf(step.before, holders))
     await rows.check(where.collection, where.id, rowsOf(step.after, holders))
   }
-  return verdictOf(rows, where, before, after, pending, conflicted, steps)
+  return verdictOf(rows, where, before, after, waiting, conflicted, steps)
 }
 
 /**
@@ -199,15 +200,36 @@ export function verdictOf(
   where: { collection: string; id: string },
   before: JsonObject | undefined,
   after: JsonObject | undefined,
-  /** The change left operations waiting for ones that have not arrived. */
-  pending: boolean,
+  /** Whether the document held operations waiting for ones that have not arrived, before and after the change. */
+  waiting: Waiting,
   /** Top-level keys holding concurrent different values, before and after the change. */
   conflicted: { before: readonly string[]; after: readonly string[] },
   /** The changes it adds, each against its causal past (causalSteps), if the backend can tell. */
   steps?: readonly CausalStep[],
 ): RowsVerdict {
-  // Waiting operations take effect with whatever change brings what they wait for, and would
-  // be judged with it: a counter takes changes in causal order only (anti-entropy brings the rest).
-  if (pending) return 'later'
+  if (waitsFor(waiting, before, after)) return 'later'
   return rowsVerdict(rows, where, before, after, conflicted, steps)
+}
+
+/** Whether a document holds operations waiting for ones that have not arrived, before and after a change. */
+export interface Waiting {
+  before: boolean
+  after: boolean
+}
+
+export const NOTHING_WAITS: Waiting = { before: false, after: false }
+
+/**
+ * Whether a change is judged later, once what it waits for has come: waiting operations take
+ * effect with whatever change brings what they wait for, and would be judged with it — a counter
+ * takes changes in causal order only (anti-entropy brings the rest). So is a change to an entity
+ * that is absent while operations wait (its creating change has not arrived here) and stays so:
+ * judged now, it would be refused as one that leaves the entity absent, though honest (the
+ * simulator found honest pushes refused as forbidden so, on a replica that missed the creation).
+ * Other changes are judged now even while operations wait: a dangling change must not hold up
+ * every later one.
+ */
+function waitsFor(waiting: Waiting, before: JsonObject | undefined, after: JsonObject | undefined): boolean {
+  if (!waiting.after) return false
+  return !waiting.before || (before === undefined && after === undefined)
 }
