@@ -45,8 +45,9 @@ export function nextTopLevelWrites(doc: A.Doc<unknown>, delta: Uint8Array): [str
   return writes
 }
 
+/** The same op ids, each once: a pred naming one value twice replaces only that one (the other still shows). */
 function sameIds(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((id) => b.includes(id))
+  return a.length === b.length && new Set(a).size === a.length && a.every((id) => b.includes(id))
 }
 
 /** The value read() shows for a put scalar, or undefined where it would show it otherwise (a timestamp, bytes, a counter…). */
