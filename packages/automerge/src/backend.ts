@@ -1,7 +1,7 @@
 import { promisify } from 'node:util'
 import { inflateRaw, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import * as A from '@automerge/automerge'
-import { concatBytes, ConvergentError, ForkedActorError, RefusedChangeError, sha256, toHex, wrapError } from '@convergent/core'
+import { beforeTouching, concatBytes, ConvergentError, ForkedActorError, RefusedChangeError, sha256, toHex, wrapError } from '@convergent/core'
 import type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork, JsonObject } from '@convergent/core'
 import { changeHeader, checkChunks, chunkActors, deflatedParts, documentHeads, DOCUMENT_CHUNK, lastChunk, nestingDepth, splitChunks } from './chunks.js'
 import { findConflicts, mergeConflicts, type ConflictTree } from './conflicts.js'
@@ -284,24 +284,39 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     }
   }
 
-  applyDelta(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits): AutomergeDoc {
-    const checked = checkChunks(delta, {
-      parseAfterFirst: true,
-      maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes'),
-    })
-    const { hasChange } = checked
-    const maxDepth = limits?.maxDepth ?? DEFAULT_MAX_DEPTH
-    if (checked.changeOps > maxDepth && nestingDepth(checked.changes) > maxDepth) {
-      throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
+  /**
+   * applyDelta's checks before it touches the document — framing and size, depth, the ops a
+   * live push names (op-refs.ts): what they refuse is marked beforeTouching, so the caller keeps
+   * the document rather than reload it (a peer's bad deltas then cost no O(history) reload).
+   */
+  private beforeApplying(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits) {
+    try {
+      const checked = checkChunks(delta, {
+        parseAfterFirst: true,
+        maxDecodedBytes: limits === undefined ? this.maxDecodedBytes : byteCount(limits.maxDecodedBytes, 'maxDecodedBytes'),
+      })
+      const { hasChange } = checked
+      const maxDepth = limits?.maxDepth ?? DEFAULT_MAX_DEPTH
+      if (checked.changeOps > maxDepth && nestingDepth(checked.changes) > maxDepth) {
+        throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
+      }
+      const heads = A.getHeads(doc)
+      const pending = this.hasPending(doc)
+      // Every op the changes name must be one their authors could see (op-refs.ts): a live push
+      // is judged here, against the document as it is; other changes once applied, and with them
+      // any that were queued (a document may bring what they waited for). Whole documents alone
+      // only as Automerge loads them (README).
+      const ahead = pending ? 'after' : !hasChange ? 'ok' : checked.hasDocument ? 'after' : checkAhead(doc, heads, checked.changes)
+      if (typeof ahead === 'object') throw refusedRefs(ahead.refused, ahead.actor)
+      return { checked, heads, pending, ahead }
+    } catch (err) {
+      throw beforeTouching(err)
     }
-    const heads = A.getHeads(doc)
-    const pending = this.hasPending(doc)
-    // Every op the changes name must be one their authors could see (op-refs.ts): a live push
-    // is judged here, against the document as it is; other changes once applied, and with them
-    // any that were queued (a document may bring what they waited for). Whole documents alone
-    // only as Automerge loads them (README).
-    const ahead = pending ? 'after' : !hasChange ? 'ok' : checked.hasDocument ? 'after' : checkAhead(doc, heads, checked.changes)
-    if (typeof ahead === 'object') throw refusedRefs(ahead.refused, ahead.actor)
+  }
+
+  applyDelta(doc: AutomergeDoc, delta: Uint8Array, limits?: DeltaLimits): AutomergeDoc {
+    const { checked, heads, pending, ahead } = this.beforeApplying(doc, delta, limits)
+    const { hasChange } = checked
     const handle = A.getBackend(doc)
     // While changes wait here, what the document holds without them, taken before the delta
     // may release them (one that is refused can corrupt what it is applied to): O(document).

@@ -66,7 +66,9 @@ export interface Backend<Doc = unknown> {
    * are inflated into memory or reach the document.
    *
    * All or nothing: on any throw the caller discards `doc` (a backend that mutates in place
-   * may have applied part of the delta) and reloads the entity from the store.
+   * may have applied part of the delta) and reloads the entity from the store — unless the
+   * error is marked with beforeTouching (refused before the document was touched): then the
+   * caller keeps `doc`, and a refused delta costs no reload (which costs what the history holds).
    */
   applyDelta(doc: Doc, delta: Uint8Array, limits?: DeltaLimits): Doc
 
@@ -260,4 +262,18 @@ export interface DeltaWork {
 export interface Change<Doc> {
   doc: Doc
   delta: Uint8Array | null
+}
+
+const UNTOUCHED = Symbol('convergent: refused before the document was touched')
+
+/** Marks an error applyDelta throws before it touched the document (see Backend.applyDelta). */
+export function beforeTouching(err: unknown): Error {
+  const error = err instanceof Error ? err : new Error(String(err))
+  Object.defineProperty(error, UNTOUCHED, { value: true })
+  return error
+}
+
+/** Whether applyDelta threw `err` before it touched the document (beforeTouching). */
+export function documentUntouched(err: unknown): boolean {
+  return err instanceof Error && (err as Error & { [UNTOUCHED]?: true })[UNTOUCHED] === true
 }

@@ -47,6 +47,7 @@ export { toLogger, type FieldsFirstLogger } from './log-adapter.js'
 
 // The interfaces implementations plug into, and what implementing them needs.
 export type { Backend, BackendHistory, Change, ChangeMeta, DeltaLimits, DeltaWork } from './backend.js'
+export { beforeTouching, documentUntouched } from './backend.js'
 export type { Store, StoreOp, StoredEntity, EntityHead, FeedEntry, CollectionMeta } from './store.js'
 export type { Network, NetworkEvents } from './network.js'
 export { LoopbackHub, type LoopbackHubOptions } from './loopback.js'

@@ -112,9 +112,10 @@ describe('review s35b: the exact fast path, the waiting rule', function () {
     return { fast, copy, r }
   }
 
-  it.skip("HOLE 2: a lone change on top whose ops start past its past (startOp = maxOp + 2) takes the fast path ('ok': nextTopLevelWrites reads no startOp), then the backend refuses it (op-refs checkAhead, before touching the document) and the apply discards the entity: an O(history) reload per push. The copy path reloads as well (its copy's apply throws, rowsVerdictAhead answers 'ok')", async () => {
+  // HOLE 2 fixed: the backend marks what it refuses before touching the document (beforeTouching),
+  // and the apply keeps the entity then.
+  it("HOLE 2 (fixed): a lone change on top whose ops start past its past (startOp = maxOp + 2) takes the fast path ('ok': nextTopLevelWrites reads no startOp), then the backend refuses it (op-refs checkAhead, before touching the document) and the apply discards the entity: an O(history) reload per push. The copy path reloads as well (its copy's apply throws, rowsVerdictAhead answers 'ok')", async () => {
     const { fast, copy } = await loneOnTop((c) => ({ ...c, startOp: c.startOp + 1 }), '71'.repeat(16))
-    console.log('      startOp + 1:', JSON.stringify({ fast, copy }))
     expect(fast.result).to.equal('invalidDelta')
     expect({ fast: fast.loads, copy: copy.loads }, 'entity reloads').to.deep.equal({ fast: 0, copy: 0 })
   })

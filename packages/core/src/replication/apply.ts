@@ -1,4 +1,4 @@
-import type { Backend, DeltaLimits } from '../backend.js'
+import { documentUntouched, type Backend, type DeltaLimits } from '../backend.js'
 import { randomBytes } from '../clock.js'
 import type { CollectionState } from '../entities.js'
 import { isDead, type LoadedEntity } from '../entity-cache.js'
@@ -358,7 +358,8 @@ async function applyHeld(
     try {
       next = backend.applyDelta(entity.doc, delta, { ...deltaLimits(ctx), work })
     } catch (err) {
-      ctx.entities.discard(col, entity)
+      // Refused before it touched the document: the entity stays as it is (no reload).
+      if (!documentUntouched(err)) ctx.entities.discard(col, entity)
       if (err instanceof RefusedChangeError && err.actor !== undefined) blamed = ownerOf(err.actor)
       refused = work.exhausted
         ? overRate(work, err)

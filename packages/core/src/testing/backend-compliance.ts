@@ -710,7 +710,8 @@ export function backendComplianceSuite(name: string, makeBackend: () => Backend<
               assertRejectedUnchanged(target, real.slice(0, 1 + (cut % (real.byteLength - 1))))
               assertRejectedUnchanged(target, concatBytes([real, extra]))
             }
-            // The document is still usable: the real delta applies.
+            // The document is still usable: the real delta applies (a caller keeps a document whose
+            // refusal applyDelta marked beforeTouching: Backend.applyDelta).
             target.apply(second)
             assertSameState(target, source)
           }),
