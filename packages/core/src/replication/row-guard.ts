@@ -14,9 +14,9 @@ import type { JsonObject } from '../json.js'
  * cluster policy declares counters (`counter: true`), so that a replica that relays a counter
  * without reading it guards it too. Signatures are checked async, before the real apply
  * touches anything; the apply then judges from the verdicts alone (sync), on the document as it
- * is then. Which rows to check ahead: for one change on top of the document (a live push), the
- * rows the change puts (rowsOfNextChange); else those a throwaway copy of the document with the
- * delta applied shows, judged on the copy first.
+ * is then. Judged ahead: one change on top of the document (a live push) from its own writes
+ * (nextChange), taken without a copy only when that says ok; anything else on a throwaway copy
+ * of the document with the delta applied, as the apply will judge it.
  */
 export type RowsVerdict = 'ok' | 'later' | { refused: string }
 
