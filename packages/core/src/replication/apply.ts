@@ -285,8 +285,9 @@ async function applyHeld(
     }
     try {
       let ahead = await judge(true)
-      // A live push with a row that does not verify: judged on a copy after all (the fast path
-      // read nothing, so `work` holds nothing yet), never applied to the entity and discarded.
+      // A live push the judgement from its own writes did not pass (a row that does not verify,
+      // a take-back, …): judged on a copy after all (the fast path read no history, so `work`
+      // holds nothing yet), never applied to the entity and discarded (a reload per push).
       if (ahead === 'copy') ahead = await judge(false)
       verdict = ahead === 'copy' ? 'ok' : ahead
     } catch (err) {
