@@ -5,6 +5,7 @@ import { decodeBounded } from '../replication/messages/envelope.js'
 import { asArray, asBytes, asHash, asInt, asRecord, asSizedBytes, asString, invalid } from '../replication/messages/fields.js'
 import { actorOwnedBy, BOUND_ACTOR_BYTES } from './actor-binding.js'
 import { MAX_SIGNATURE_BYTES } from './signed-push.js'
+import { readHeadLeaf, readHeadProof } from './head-proof-reader.js'
 import { leafHash, merkleTree, verifyInclusion } from './merkle.js'
 
 /**
@@ -69,6 +70,14 @@ export function encodeLeaf(l: HeadLeaf): Uint8Array {
 }
 
 function decodeLeaf(bytes: Uint8Array): HeadLeaf {
+  return readHeadLeaf(bytes, BOUND_ACTOR_BYTES, MAX_ID_BYTES) ?? decodeLeafInGeneral(bytes)
+}
+
+/** An entity id's bytes at most (asString's default). */
+const MAX_ID_BYTES = 1024
+
+/** decodeLeaf through the general CBOR reader (exported for the equivalence test of readHeadLeaf). */
+export function decodeLeafInGeneral(bytes: Uint8Array): HeadLeaf {
   const t = asArray(decodeBounded(bytes, 5, 'head leaf'), 'head leaf', 4)
   return {
     id: asString(t[0], 'head leaf id'),
@@ -115,7 +124,15 @@ export function encodeHeadProof(p: HeadProof): Uint8Array {
   return out
 }
 
+/** A head proof decoded (InvalidMessageError if it does not), its byte strings views of `bytes` where it is as encodeHeadProof writes it. */
 export function decodeHeadProof(bytes: Uint8Array): HeadProof {
+  return readHeadProof(bytes, PROOF_BOUNDS) ?? decodeHeadProofInGeneral(bytes)
+}
+
+const PROOF_BOUNDS = { maxSignature: MAX_SIGNATURE_BYTES, maxIndex: MAX_LEAVES - 1, maxPath: MAX_PATH }
+
+/** decodeHeadProof through the general CBOR reader (exported for the equivalence test of readHeadProof). */
+export function decodeHeadProofInGeneral(bytes: Uint8Array): HeadProof {
   const r = asRecord(decodeBounded(bytes, 11 + MAX_PATH, 'head proof'), 'head proof')
   const signature = asBytes(r.g, 'head proof signature')
   if (signature.byteLength > MAX_SIGNATURE_BYTES) throw invalid(`a head signature of ${signature.byteLength} bytes`)
