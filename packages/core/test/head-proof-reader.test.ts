@@ -1,6 +1,7 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import { toHex } from '../src/hash.js'
+import { decodeHeaded, decodeHeadedInGeneral, encodeHeaded, readHeaded } from '../src/replication/heads.js'
 import { boundActor } from '../src/trust/actor-binding.js'
 import { readHeadLeaf, readHeadProof } from '../src/trust/head-proof-reader.js'
 import {
@@ -123,5 +124,30 @@ describe('head proofs read by position (head-proof-reader)', () => {
       { numRuns: 300 },
     )
     expect(readHeadLeaf(encodeLeaf({ id: 'p1', actor: toHex(boundActor('peer', new Uint8Array(16))), seq: 3, hash: 'ab'.repeat(32) }), BOUND_ACTOR_BYTES, 1024)).to.not.equal(undefined)
+  })
+
+  it('reads every headed delta encodeHeaded writes as the general reader does, as views; edited ones the same or not at all', () => {
+    const headed = fc.tuple(fc.oneof(bytes(0, 40), bytes(250, 70_000)), fc.array(fc.oneof(bytes(0, 30), bytes(500, 600)), { maxLength: 30 }))
+    fc.assert(
+      fc.property(headed, fc.boolean(), ([delta, heads], edit) => {
+        const record = encodeHeaded(delta, heads)
+        const check = (b: Uint8Array) => {
+          const fast = readHeaded(b)
+          if (fast === undefined) return
+          const slow = general(decodeHeadedInGeneral, b)
+          expect(slow).to.not.equal('throws')
+          expect(plain(fast)).to.deep.equal(plain(slow))
+        }
+        expect(readHeaded(record), 'read by position').to.not.equal(undefined)
+        check(record)
+        if (edit && record.byteLength < 5000) fc.assert(fc.property(edited(record), (b) => (check(b), true)), { numRuns: 30 })
+        const read = decodeHeaded(record)
+        expect(read.delta.buffer).to.equal(record.buffer)
+        return true
+      }),
+      { numRuns: 150 },
+    )
+    // A headed delta inside a headed delta is refused either way.
+    expect(() => decodeHeaded(encodeHeaded(encodeHeaded(new Uint8Array([1]), [new Uint8Array([2])]), []))).to.throw(/inside a headed delta/)
   })
 })

@@ -28,6 +28,7 @@ import {
   type VerifiedHead,
 } from '../trust/signed-heads.js'
 import { PeerBudget } from '../peer-budget.js'
+import { Cursor } from '../trust/head-proof-reader.js'
 import { decodeBounded } from './messages/envelope.js'
 import type { PushHeads } from './messages/index.js'
 import type { OutgoingHead } from './messages/head-table.js'
@@ -96,8 +97,38 @@ export function withHeadsLength(delta: Uint8Array, heads: readonly { record: Uin
 const HEADED_D = new Uint8Array([0xa2, 0x61, 0x64])
 const HEADED_H = new Uint8Array([0x61, 0x68])
 
-/** The delta and the head proofs of a headed delta; InvalidMessageError if it is malformed. */
+/**
+ * The delta and the head proofs of a headed delta; InvalidMessageError if it is malformed. As
+ * encodeHeaded writes it, read by position with the delta and proofs as views of `bytes` (a
+ * receiver of a catch-up reads one per entity: copies were an ArrayBuffer per proof and delta);
+ * anything else through the general reader, which gives the same or the error.
+ */
 export function decodeHeaded(bytes: Uint8Array): { delta: Uint8Array; heads: Uint8Array[] } {
+  const read = readHeaded(bytes)
+  if (read !== undefined && isHeaded(read.delta)) throw invalid('a headed delta inside a headed delta')
+  return read ?? decodeHeadedInGeneral(bytes)
+}
+
+/** encodeHeaded's exact bytes read by position (see decodeHeaded), or undefined. */
+export function readHeaded(bytes: Uint8Array): { delta: Uint8Array; heads: Uint8Array[] } | undefined {
+  const c = new Cursor(bytes)
+  c.pos = HEADED_MAGIC.byteLength
+  for (const b of HEADED_D) if (bytes[c.pos++] !== b) return undefined
+  const delta = c.bytes(Number.MAX_SAFE_INTEGER)
+  if (delta === undefined || !c.key(0x68)) return undefined // 'h'
+  const n = c.arg(4)
+  if (n < 0 || n > MAX_HEADS_PER_DELTA) return undefined
+  const heads = new Array<Uint8Array>(n)
+  for (let i = 0; i < n; i++) {
+    const head = c.bytes(Number.MAX_SAFE_INTEGER)
+    if (head === undefined) return undefined
+    heads[i] = head
+  }
+  return c.done ? { delta, heads } : undefined
+}
+
+/** decodeHeaded through the general CBOR reader (exported for the equivalence test of readHeaded). */
+export function decodeHeadedInGeneral(bytes: Uint8Array): { delta: Uint8Array; heads: Uint8Array[] } {
   const r = asRecord(decodeBounded(bytes.subarray(HEADED_MAGIC.byteLength), 6 + MAX_HEADS_PER_DELTA, 'headed delta'), 'headed delta')
   const delta = asBytes(r.d, 'headed delta bytes')
   if (isHeaded(delta)) throw invalid('a headed delta inside a headed delta')

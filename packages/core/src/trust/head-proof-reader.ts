@@ -15,8 +15,8 @@ import type { HeadLeaf, HeadProof } from './signed-heads.js'
  * +100 µs per entity of CPU on those threads.
  */
 
-/** A position in CBOR bytes; each read returns undefined (and the caller gives up) on anything but the shortest form. */
-class Cursor {
+/** A position in CBOR bytes; each read returns undefined or -1 (and the caller gives up) on anything but the shortest form. */
+export class Cursor {
   pos = 0
   constructor(readonly data: Uint8Array) {}
 
