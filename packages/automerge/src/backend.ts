@@ -10,6 +10,7 @@ import { holds, holdsAll } from './holds.js'
 import { nextTopLevelWrites } from './next-change.js'
 import { afresh, checkAhead, checkApplied, type Refusal } from './op-refs.js'
 import { readRoot } from './read.js'
+import { seqGap } from './seq-gaps.js'
 import { reconcileMap, type Conflicts } from './reconcile.js'
 import { isStoredMap } from './scalars.js'
 import { DELETED_KEY } from './schema.js'
@@ -301,6 +302,9 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
         throw new ConvergentError('ERR_INVALID_DELTA', `This Automerge delta nests objects more than ${maxDepth} deep (maxDepth). It was not applied.`)
       }
       const heads = A.getHeads(doc)
+      // A change that skips its actor's seq makes Automerge panic once it has touched the document (seq-gaps.ts).
+      const gap = hasChange ? seqGap(doc, heads, checked.changes) : undefined
+      if (gap !== undefined) throw new RefusedChangeError(`This Automerge delta holds a change that skips its actor's seq: ${gap.refused}. It was not applied.`, gap.actor)
       const pending = this.hasPending(doc)
       // Every op the changes name must be one their authors could see (op-refs.ts): a live push
       // is judged here, against the document as it is; other changes once applied, and with them
@@ -321,7 +325,21 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
     // While changes wait here, what the document holds without them, taken before the delta
     // may release them (one that is refused can corrupt what it is applied to): O(document).
     const settled = pending ? settledBytes(doc, heads) : undefined
-    const next = this.applyChecked(doc, heads, pending, hasChange, delta)
+    const actor = A.getActorId(doc) // read before applying: a panic leaves the document unusable
+    let next: AutomergeDoc
+    try {
+      next = this.applyChecked(doc, heads, pending, hasChange, delta)
+    } catch (err) {
+      // A queued change the delta released may be what failed: one that skips its actor's seq
+      // makes Automerge panic (seq-gaps.ts judges only what applies now), and kept in the queue
+      // it failed every delivery of the change it waited for, for good. So the delta alone, on
+      // what the document held without the queue; taken, the queue goes (its honest changes
+      // come again by anti-entropy) and the caller stores the document whole.
+      const alone = pending ? this.alone(settled, actor, heads, delta, hasChange, limits?.work) : undefined
+      if (alone === undefined) throw err
+      this.rebuiltDocs.add(alone)
+      return alone
+    }
     if (ahead === 'after') {
       const work = limits?.work
       const refusal = checkApplied(next, heads, work)
@@ -337,7 +355,6 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // within what its authors had; taken, the queue goes, as after MAX_REBUILD_ROUNDS (its
       // honest changes come again by anti-entropy). Either way work.exhausted says whether only
       // the budget stood in the way: the caller then takes it as a rate, and the delta comes again.
-      const actor = A.getActorId(next)
       const rebuilt = !pending
         ? undefined
         : refusal.overBudget === true

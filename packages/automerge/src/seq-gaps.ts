@@ -1,0 +1,103 @@
+import * as A from '@automerge/automerge'
+import { changeHeader } from './chunks.js'
+import { holds } from './holds.js'
+
+/**
+ * Automerge 3 panics (a Rust `unwrap` on None) applying a change whose seq skips past its
+ * actor's last change in the document — a fresh actor's seq 2, say — and a panic leaves the
+ * document unusable: the caller discards the entity and reloads it, an O(history) cost a peer
+ * could make a replica pay per push (review-s35b HOLE 2b). An honest writer never makes such a
+ * change. So each change that applies now (its dependencies held, or applying before it in the
+ * delta) with a seq past 1 must find its actor's change seq − 1 in the document or applying
+ * before it; else the delta is refused before it touches the document.
+ *
+ * Cost: nothing for changes of seq 1 (every change of a catch-up of new entities); for the rest,
+ * the heads' metadata (a writer extending its own head), else a walk back through at most
+ * WALK changes (another writer came in between), else the metadata of the whole history (a
+ * writer last seen long ago, or a gap), remembered for the document's heads.
+ */
+
+/** Changes walked back from the heads before the whole history's metadata is read. */
+const WALK = 128
+/** Histories' highest seq per actor, remembered by heads (a peer repeating a refused delta finds them). */
+const REMEMBERED = 8
+const highestByHeads = new Map<string, Map<string, number>>()
+
+type Handle = ReturnType<typeof A.getBackend>
+interface Header {
+  actor: string
+  seq: number
+  hash: string
+  deps: string[]
+}
+
+/** Why the first change of `changes` that skips its actor's seq does, or undefined if none does. */
+export function seqGap(doc: A.Doc<unknown>, heads: readonly string[], changes: readonly Uint8Array[]): { refused: string; actor: string } | undefined {
+  let headers: Header[]
+  try {
+    headers = changes.map((c) => changeHeader(c) ?? A.decodeChange(c))
+  } catch {
+    return undefined // Automerge refuses what does not decode, before touching the document
+  }
+  if (headers.every((h) => h.seq <= 1)) return undefined
+  const applying = applyingNow(doc, headers)
+  const handle = A.getBackend(doc)
+  const before = new Set<string>() // actor:seq of the changes that apply before the one judged
+  for (const c of applying) {
+    if (c.seq > 1 && !before.has(`${c.actor}:${c.seq - 1}`) && !holdsSeq(handle, heads, c.actor, c.seq - 1)) {
+      return { refused: `change ${c.hash} is seq ${c.seq} of actor ${c.actor}, whose change ${c.seq - 1} the document does not hold`, actor: c.actor }
+    }
+    before.add(`${c.actor}:${c.seq}`)
+  }
+  return undefined
+}
+
+/** The changes that apply now, in an order Automerge may apply them: each after the changes of the delta it depends on. */
+function applyingNow(doc: A.Doc<unknown>, headers: readonly Header[]): Header[] {
+  const out: Header[] = []
+  const done = new Set<string>()
+  let left = headers.filter((h) => !holds(doc, h.hash))
+  for (let progress = true; progress && left.length > 0; ) {
+    progress = false
+    const waiting: Header[] = []
+    for (const h of left) {
+      if (h.deps.every((d) => done.has(d) || holds(doc, d))) {
+        out.push(h)
+        done.add(h.hash)
+        progress = true
+      } else waiting.push(h)
+    }
+    left = waiting
+  }
+  return out
+}
+
+/** Whether the document holds `actor`'s change `seq` (its changes are 1…n: whether n ≥ seq). */
+function holdsSeq(handle: Handle, heads: readonly string[], actor: string, seq: number): boolean {
+  // Walked back from the heads, newest first: the writer's own last change is usually near.
+  const seen = new Set<string>()
+  const queue = [...heads]
+  for (let i = 0; i < queue.length && seen.size < WALK; i++) {
+    const hash = queue[i]!
+    if (seen.has(hash)) continue
+    seen.add(hash)
+    const meta = handle.getChangeMetaByHash(hash)
+    if (meta === null) continue
+    if (meta.actor === actor && meta.seq >= seq) return true
+    queue.push(...meta.deps)
+  }
+  return (highest(handle, heads).get(actor) ?? 0) >= seq
+}
+
+/** Each actor's highest seq in the document at `heads` (its whole history's metadata; remembered by heads). */
+function highest(handle: Handle, heads: readonly string[]): Map<string, number> {
+  const key = [...heads].sort().join(',')
+  let found = highestByHeads.get(key)
+  if (found === undefined) {
+    found = new Map()
+    for (const m of handle.getChangesMeta([])) if ((found.get(m.actor) ?? 0) < m.seq) found.set(m.actor, m.seq)
+    if (highestByHeads.size >= REMEMBERED) highestByHeads.delete(highestByHeads.keys().next().value!)
+    highestByHeads.set(key, found)
+  }
+  return found
+}
