@@ -52,22 +52,41 @@ export function seqGap(doc: A.Doc<unknown>, heads: readonly string[], changes: r
   return undefined
 }
 
-/** The changes that apply now, in an order Automerge may apply them: each after the changes of the delta it depends on. */
+/**
+ * The changes that apply now, each after the changes of the delta it depends on (Kahn's order:
+ * O(changes + dependencies) in whatever order a peer sends them).
+ */
 function applyingNow(doc: A.Doc<unknown>, headers: readonly Header[]): Header[] {
-  const out: Header[] = []
-  const done = new Set<string>()
-  let left = headers.filter((h) => !holds(doc, h.hash))
-  for (let progress = true; progress && left.length > 0; ) {
-    progress = false
-    const waiting: Header[] = []
-    for (const h of left) {
-      if (h.deps.every((d) => done.has(d) || holds(doc, d))) {
-        out.push(h)
-        done.add(h.hash)
-        progress = true
-      } else waiting.push(h)
+  const fresh = new Map<string, Header>()
+  for (const h of headers) if (!fresh.has(h.hash) && !holds(doc, h.hash)) fresh.set(h.hash, h)
+  const waitingOn = new Map<string, number>() // hash → dependencies in the delta not yet applied
+  const children = new Map<string, Header[]>()
+  const ready: Header[] = []
+  for (const h of fresh.values()) {
+    let waits = 0
+    let blocked = false
+    for (const d of new Set(h.deps)) {
+      if (fresh.has(d)) {
+        waits++
+        const list = children.get(d)
+        if (list === undefined) children.set(d, [h])
+        else list.push(h)
+      } else if (!holds(doc, d)) blocked = true // waits for a change that is not here: queued
     }
-    left = waiting
+    if (blocked) continue
+    waitingOn.set(h.hash, waits)
+    if (waits === 0) ready.push(h)
+  }
+  const out: Header[] = []
+  while (ready.length > 0) {
+    const h = ready.pop()!
+    out.push(h)
+    for (const child of children.get(h.hash) ?? []) {
+      const left = waitingOn.get(child.hash)
+      if (left === undefined) continue // blocked
+      waitingOn.set(child.hash, left - 1)
+      if (left === 1) ready.push(child)
+    }
   }
   return out
 }

@@ -82,4 +82,20 @@ describe('automerge backend: a change that skips its actor seq is refused before
       expect(backend.rebuilt!(next), 'stored whole by the caller').to.equal(true)
     }
   })
+
+  it("judges a delta's changes in whatever order they come: a chain of 300 sent newest first applies, and with one seq skipped it is refused", () => {
+    const doc = plainDoc()
+    const changes: Uint8Array[] = []
+    let at = doc
+    for (let i = 0; i < 300; i++) {
+      const next = step(at, HOSTILE, (d) => void (d['n'] = i))
+      changes.push(next.change)
+      at = next.doc
+    }
+    const reversed = (list: Uint8Array[]) => new Uint8Array(list.toReversed().flatMap((c) => [...c]))
+    expect(outcome(doc, reversed(changes))).to.equal('applied')
+    // The last change with its seq one too far: its dependency still applies before it.
+    const skipped = [...changes.slice(0, -1), edited(changes.at(-1)!, { seq: 301 })]
+    expect(outcome(doc, reversed(skipped))).to.deep.include({ untouched: true })
+  })
 })
