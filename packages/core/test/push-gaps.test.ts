@@ -9,7 +9,7 @@
 //   that each fit (pusher.ts runsOf), instead of all being left to anti-entropy.
 import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
-import { LoopbackHub, type Replica } from '../src/index.js'
+import { LoopbackHub, type NetworkEvents, type Replica } from '../src/index.js'
 import { GapRounds } from '../src/replication/gap-rounds.js'
 import { closedAfterEach, memoryReplica, settle, waitFor } from './helpers.js'
 
@@ -52,6 +52,55 @@ describe('gaps in gossip', function () {
       expect(rounds(b, 'a'), 'b started one round with a').to.equal(2)
     })
   }
+
+  it('a gap in a push whose author and relay are both no neighbour (names a peer cannot choose on libp2p, forged here) starts no round with anyone, and the scheduled round still brings it', async () => {
+    const hub = new LoopbackHub()
+    const net = hub.createNetwork('b')
+    let fromA = 0
+    // Every push a sends reaches b as a relayed one, its author and relay not connected to b.
+    const relayed = new Proxy(net, {
+      get(target, prop, receiver) {
+        if (prop === 'start') {
+          return (events: NetworkEvents) =>
+            target.start({ ...events, onMessage: (topic, data, from, via) => {
+                if (from === 'a') fromA++
+                events.onMessage(topic, data, from === 'a' ? 'ghost' : from, from === 'a' ? 'nobody' : via)
+              },
+            })
+        }
+        const value: unknown = Reflect.get(target, prop, receiver)
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+      },
+    })
+    const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false })
+    const b = await memoryReplica({ network: relayed, syncOnConnect: false })
+    opened.replicas.push(a, b)
+    await waitFor(() => a.peers().includes('b') && b.peers().includes('a'), 'linked')
+    const onA = a.collection('notes', { backend: 'automerge' })
+    const onB = b.collection('notes', { backend: 'automerge' })
+    await onA.put('n1', { text: 'zero' })
+    await b.sync() // b learns of the collection and 'zero'
+    await waitFor(async () => (await onB.get('n1'))?.text === 'zero', 'zero at b')
+    const before = rounds(b, 'a')
+    hub.disconnect('a', 'b')
+    await waitFor(() => b.peers().length === 0, 'cut')
+    const pushed = a.stats().pushed.messages
+    await onA.put('n1', { text: 'one' }) // lost to b
+    await waitFor(() => a.stats().pushed.messages > pushed, "'one' pushed while cut")
+    hub.heal()
+    await waitFor(() => a.peers().includes('b') && b.peers().includes('a'), 'healed')
+    const received = fromA
+    await onA.put('n1', { text: 'two' }) // waits at b for 'one'
+    await waitFor(() => fromA > received, "'two' received")
+    await settle()
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(rounds(b, 'a'), 'no round started by the gap').to.equal(before)
+    expect(b.peers()).to.deep.equal(['a'])
+    expect(b.stats().peers['nobody'], 'no trace of the relay named').to.equal(undefined)
+    expect((await onB.get('n1'))?.text, 'still waiting').to.equal('zero')
+    await b.sync()
+    await waitFor(async () => (await onB.get('n1'))?.text === 'two', 'two at b after the scheduled round')
+  })
 
   it('writes of one entity gathered in a tick, over the inline limit merged, are pushed in runs that fit: no round needed', async () => {
     const limits = { maxDeltaBytes: 64 * 1024, maxChunkBytes: 16 * 1024 }
