@@ -77,7 +77,7 @@ describe('automerge backend: a change that skips its actor seq is refused before
     expect(backend.hasPending(queued)).to.equal(true)
     for (const held of [queued, A.load<Record<string, unknown>>(A.save(queued))]) {
       const next = backend.applyDelta(held, honest.change)
-      expect((next as Doc)['k']).to.equal(2)
+      expect(next['k']).to.equal(2)
       expect(backend.hasPending(next), 'the queue went').to.equal(false)
       expect(backend.rebuilt!(next), 'stored whole by the caller').to.equal(true)
     }

@@ -90,7 +90,13 @@ describe('head proofs read by position (head-proof-reader)', () => {
   })
 
   it('reads the proof as views of the record (no copies): the point of it', () => {
-    const record = encodeHeadProof({ signature: new Uint8Array(64), index: 1, leaf: new Uint8Array(80), path: [new Uint8Array(32)], statement: new Uint8Array(150) })
+    const record = encodeHeadProof({
+      signature: new Uint8Array(64),
+      index: 1,
+      leaf: new Uint8Array(80),
+      path: [new Uint8Array(32)],
+      statement: new Uint8Array(150),
+    })
     const p = decodeHeadProof(record)
     expect(p.statement.buffer).to.equal(record.buffer)
     expect(p.path[0]!.buffer).to.equal(record.buffer)
@@ -114,7 +120,11 @@ describe('head proofs read by position (head-proof-reader)', () => {
           expect(fast).to.deep.equal(slow)
         }
         check(bytes0)
-        if (edit) fc.assert(fc.property(edited(bytes0), (b) => (check(b), true)), { numRuns: 20 })
+        if (edit)
+          fc.assert(
+            fc.property(edited(bytes0), (b) => (check(b), true)),
+            { numRuns: 20 },
+          )
         // Every leaf a replica signs (an ASCII id, a bound actor, a seq from 1) is read by position.
         if (/^[\x20-\x7e]{1,1024}$/.test(l.id) && l.actor.byteLength === BOUND_ACTOR_BYTES && l.hash.byteLength === 32 && l.seq >= 1 && l.seq < 2 ** 32) {
           expect(readHeadLeaf(bytes0, BOUND_ACTOR_BYTES, 1024)).to.deep.equal(decodeLeafInGeneral(bytes0))
@@ -123,7 +133,9 @@ describe('head proofs read by position (head-proof-reader)', () => {
       }),
       { numRuns: 300 },
     )
-    expect(readHeadLeaf(encodeLeaf({ id: 'p1', actor: toHex(boundActor('peer', new Uint8Array(16))), seq: 3, hash: 'ab'.repeat(32) }), BOUND_ACTOR_BYTES, 1024)).to.not.equal(undefined)
+    expect(
+      readHeadLeaf(encodeLeaf({ id: 'p1', actor: toHex(boundActor('peer', new Uint8Array(16))), seq: 3, hash: 'ab'.repeat(32) }), BOUND_ACTOR_BYTES, 1024),
+    ).to.not.equal(undefined)
   })
 
   it('reads every headed delta encodeHeaded writes as the general reader does, as views; edited ones the same or not at all', () => {
@@ -140,7 +152,11 @@ describe('head proofs read by position (head-proof-reader)', () => {
         }
         expect(readHeaded(record), 'read by position').to.not.equal(undefined)
         check(record)
-        if (edit && record.byteLength < 5000) fc.assert(fc.property(edited(record), (b) => (check(b), true)), { numRuns: 30 })
+        if (edit && record.byteLength < 5000)
+          fc.assert(
+            fc.property(edited(record), (b) => (check(b), true)),
+            { numRuns: 30 },
+          )
         const read = decodeHeaded(record)
         expect(read.delta.buffer).to.equal(record.buffer)
         return true

@@ -62,7 +62,9 @@ describe('gaps in gossip', function () {
       get(target, prop, receiver) {
         if (prop === 'start') {
           return (events: NetworkEvents) =>
-            target.start({ ...events, onMessage: (topic, data, from, via) => {
+            target.start({
+              ...events,
+              onMessage: (topic, data, from, via) => {
                 if (from === 'a') fromA++
                 events.onMessage(topic, data, from === 'a' ? 'ghost' : from, from === 'a' ? 'nobody' : via)
               },
