@@ -35,10 +35,22 @@ interface Header {
   seq: number
   hash: string
   deps: string[]
+  /** A change of a whole-document chunk of the delta: applies with it, judged by Automerge as it loads it. */
+  inDocument?: true
 }
 
-/** Why the first change of `changes` that skips its actor's seq does, or undefined if none does. */
-export function seqGap(doc: A.Doc<unknown>, heads: readonly string[], changes: readonly Uint8Array[]): { refused: string; actor: string } | undefined {
+/**
+ * Why the first change of `changes` that skips its actor's seq does, or undefined if none does.
+ * `documents`: the delta's whole-document chunks, whose changes apply with it (a change of the
+ * delta depending on one of them applies now too: review-s36 HOLE 1); read only when a change
+ * may skip (a seq past 1).
+ */
+export function seqGap(
+  doc: A.Doc<unknown>,
+  heads: readonly string[],
+  changes: readonly Uint8Array[],
+  documents: () => readonly Uint8Array[] = () => [],
+): { refused: string; actor?: string } | undefined {
   let headers: Header[]
   try {
     headers = changes.map((c) => changeHeader(c) ?? A.decodeChange(c))
@@ -47,11 +59,25 @@ export function seqGap(doc: A.Doc<unknown>, heads: readonly string[], changes: r
   }
   for (const h of headers) remember(h)
   if (headers.every((h) => h.seq <= 1)) return undefined
+  for (const chunk of documents()) {
+    let loaded: A.Doc<unknown>
+    try {
+      loaded = A.load(chunk, { allowMissingChanges: true })
+    } catch {
+      // Loaded onto the document, it would fail there, after touching it (A.load panics as loadIncremental does).
+      return { refused: 'a whole-document chunk of it does not load' }
+    }
+    try {
+      for (const m of A.getBackend(loaded).getChangesMeta([])) headers.push({ actor: m.actor, seq: m.seq, hash: m.hash, deps: m.deps, inDocument: true })
+    } finally {
+      A.free(loaded)
+    }
+  }
   const applying = applyingNow(doc, headers)
   const handle = A.getBackend(doc)
   const before = new Set<string>() // actor:seq of the changes that apply before the one judged
   for (const c of applying) {
-    if (c.seq > 1 && !before.has(`${c.actor}:${c.seq - 1}`) && !holdsSeq(handle, heads, c.actor, c.seq - 1)) {
+    if (c.inDocument !== true && c.seq > 1 && !before.has(`${c.actor}:${c.seq - 1}`) && !holdsSeq(handle, heads, c.actor, c.seq - 1)) {
       return { refused: `change ${c.hash} is seq ${c.seq} of actor ${c.actor}, whose change ${c.seq - 1} the document does not hold`, actor: c.actor }
     }
     before.add(`${c.actor}:${c.seq}`)

@@ -1,0 +1,63 @@
+// Review s36: the seq-gap check (seq-gaps.ts) and the fallback to the delta alone (applyDelta).
+import { expect } from 'chai'
+import * as A from '@automerge/automerge'
+import { documentUntouched } from '@convergent/core'
+import { backend, HOSTILE, OTHER, plainDoc, step, type Doc } from './op-refs-helpers.js'
+
+/** `change` with its header edited (a new hash). */
+function edited(change: Uint8Array, header: Partial<A.DecodedChange>): Uint8Array {
+  const { hash: _h, ...decoded } = A.decodeChange(change)
+  return A.encodeChange({ ...decoded, ...header })
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.byteLength
+  }
+  return out
+}
+
+/** What applying `delta` to `doc` does: 'applied', or the error and whether the backend marked it as thrown before touching the document. */
+function outcome(doc: Doc, delta: Uint8Array): 'applied' | { message: string; untouched: boolean } {
+  try {
+    backend.applyDelta(doc, delta)
+    return 'applied'
+  } catch (err) {
+    return { message: (err as Error).message, untouched: documentUntouched(err) }
+  }
+}
+
+describe('review s36: seq gaps and the delta alone', () => {
+  it('HOLE 1 (medium): a seq-gap change whose dependency comes in a whole-document chunk of the same delta is not judged (applyingNow only counts change chunks): Automerge panics after touching the document, and the caller discards and reloads the entity (HOLE 2b again, O(history) per push)', () => {
+    const doc = plainDoc()
+    // A change of OTHER's the document does not hold, carried as a whole document; the bomb depends on it.
+    const m = step(doc, OTHER, (d) => void (d['o'] = 1))
+    const bomb = edited(step(m.doc, HOSTILE, (d) => void (d['h'] = 1)).change, { seq: 2 })
+    expect(A.decodeChange(bomb).deps).to.deep.equal(A.getHeads(m.doc))
+    for (const delta of [concat(A.save(m.doc), bomb), concat(bomb, A.save(m.doc))]) {
+      const got = outcome(A.clone(doc), delta)
+      expect(got).to.not.equal('applied')
+      expect((got as { message: string }).message).to.match(/skips its actor's seq/)
+      expect(got, 'refused before touching the document: the entity is kept').to.include({ untouched: true })
+    }
+  })
+  it("probe: honest deltas mixing a whole document with changes still apply: the actor's previous change in the document chunk, or the document saved with its queue", () => {
+    const doc = plainDoc()
+    const one = step(doc, OTHER, (d) => void (d['o'] = 1))
+    const two = step(one.doc, OTHER, (d) => void (d['o'] = 2))
+    const three = step(two.doc, HOSTILE, (d) => void (d['h'] = 3))
+    const four = step(three.doc, OTHER, (d) => void (d['o'] = 4))
+    // OTHER's 1 in the document, its 2 (and later 3) as changes, before or after it.
+    expect(outcome(A.clone(doc), concat(A.save(one.doc), two.change))).to.equal('applied')
+    expect(outcome(A.clone(doc), concat(two.change, A.save(one.doc)))).to.equal('applied')
+    expect(outcome(A.clone(doc), concat(A.save(one.doc), two.change, three.change, four.change))).to.equal('applied')
+    // A document saved with a queued change (its chunk after the document), then what it waited for.
+    const queued = A.loadIncremental(A.clone(one.doc), four.change)
+    const withQueue = A.save(queued)
+    const applied = backend.applyDelta(A.clone(doc), concat(withQueue, two.change, three.change)) as Doc
+    expect(applied['o']).to.equal(4)
+  })
+})
