@@ -126,6 +126,10 @@ function applyingNow(doc: A.Doc<unknown>, headers: readonly Header[]): Header[] 
 
 /** Whether the document holds `actor`'s change `seq` (its changes are 1…n: whether n ≥ seq). */
 function holdsSeq(handle: Handle, heads: readonly string[], actor: string, seq: number): boolean {
+  // Known for these very heads (a peer repeating a refused delta, another change of the same delta): no walk.
+  const key = keyOf(heads)
+  const known = highestByHandle.get(handle)
+  if (known?.key === key) return (known.seqs.get(actor) ?? 0) >= seq
   // Walked back from the heads, newest first: the writer's own last change is usually near.
   const seen = new Set<string>()
   const queue = [...heads]
@@ -138,16 +142,41 @@ function holdsSeq(handle: Handle, heads: readonly string[], actor: string, seq: 
     if (meta.actor === actor && meta.seq >= seq) return true
     queue.push(...meta.deps)
   }
-  return (highest(handle, heads).get(actor) ?? 0) >= seq
+  return (highest(handle, heads, key).get(actor) ?? 0) >= seq
 }
 
-/** Each actor's highest seq in the document at `heads` (its whole history's metadata; remembered by heads). */
-function highest(handle: Handle, heads: readonly string[]): Map<string, number> {
-  const key = [...heads].sort().join(',')
-  let found = highestByHeads.get(key)
-  if (found === undefined) {
-    found = new Map()
-    for (const m of handle.getChangesMeta([])) if ((found.get(m.actor) ?? 0) < m.seq) found.set(m.actor, m.seq)
+function keyOf(heads: readonly string[]): string {
+  return [...heads].sort().join(',')
+}
+
+/**
+ * Each actor's highest seq per document handle, at the heads it was read at (review-s36 HOLE 2:
+ * remembered by heads alone, 8 of them, a peer pushing to nine entities in turn made every push
+ * read the whole history's metadata — ~3× the reload it replaced — and so did every change of a
+ * writer last seen more than WALK changes back). A handle's history only grows (loadIncremental
+ * moves it on in place), so what came since is read alone: O(new changes).
+ */
+const highestByHandle = new WeakMap<Handle, { key: string; heads: string[]; seqs: Map<string, number> }>()
+
+/** Each actor's highest seq in the document at `heads` (its whole history's metadata once per handle; then what came since). */
+function highest(handle: Handle, heads: readonly string[], key: string): Map<string, number> {
+  const known = highestByHandle.get(handle)
+  if (known?.key === key) return known.seqs
+  let found: Map<string, number> | undefined
+  let since: readonly string[] = []
+  if (known !== undefined && known.heads.every((h) => handle.getChangeMetaByHash(h) !== null)) {
+    found = new Map(known.seqs)
+    since = known.heads
+  } else {
+    const shared = highestByHeads.get(key)
+    if (shared !== undefined) found = new Map(shared)
+  }
+  if (found === undefined || since.length > 0) {
+    found ??= new Map()
+    for (const m of handle.getChangesMeta([...since])) if ((found.get(m.actor) ?? 0) < m.seq) found.set(m.actor, m.seq)
+  }
+  highestByHandle.set(handle, { key, heads: [...heads], seqs: found })
+  if (!highestByHeads.has(key)) {
     if (highestByHeads.size >= REMEMBERED) highestByHeads.delete(highestByHeads.keys().next().value!)
     highestByHeads.set(key, found)
   }

@@ -60,4 +60,33 @@ describe('review s36: seq gaps and the delta alone', () => {
     const applied = backend.applyDelta(A.clone(doc), concat(withQueue, two.change, three.change)) as Doc
     expect(applied['o']).to.equal(4)
   })
+  it('HOLE 2 (medium): the whole-history read is remembered by heads, 8 of them: a peer pushing seq-gap changes to nine entities in turn makes every push read the whole history metadata (getChangesMeta([]): ~3x the A.load of the entity reload it replaced), uncharged to the history-read budget', function () {
+    this.timeout(120_000)
+    let doc = plainDoc()
+    for (let i = 0; i < 3000; i++) doc = A.change(doc, { time: 0 }, (d) => void (d['w' + (i % 50)] = i))
+    const saved = A.save(doc)
+    const entities = Array.from({ length: 12 }, (_, e) => {
+      const own = step(doc, (0x30 + e).toString(16).repeat(16), (d) => void (d['e'] = e))
+      const replica = backend.load(concat(saved, own.change), [], new Uint8Array(16))
+      // A fresh actor's seq 2: its seq 1 is nowhere, so the walk back finds nothing and the whole history is read.
+      const bomb = edited(step(own.doc, HOSTILE, (d) => void (d['h'] = e)).change, { seq: 2 })
+      return { replica, bomb }
+    })
+    const push = (e: number): void => {
+      const got = outcome(entities[e]!.replica, entities[e]!.bomb)
+      expect(got).to.include({ untouched: true })
+    }
+    for (let e = 0; e < entities.length; e++) push(e) // each entity's first: its whole history read once
+    const cpu = (f: () => void, n: number): number => {
+      const t = process.cpuUsage()
+      for (let i = 0; i < n; i++) f()
+      const d = process.cpuUsage(t)
+      return (d.user + d.system) / n / 1000
+    }
+    let i = 0
+    const perPush = cpu(() => push(i++ % entities.length), 36)
+    const reload = cpu(() => A.free(A.load(saved)), 3)
+    console.log(`      per refused push ${perPush.toFixed(2)} ms, an entity reload ${reload.toFixed(2)} ms`)
+    expect(perPush, 'a refused push costs a fraction of a reload').to.be.below(reload / 4)
+  })
 })
