@@ -1,7 +1,7 @@
 // Review s36: the seq-gap check (seq-gaps.ts) and the fallback to the delta alone (applyDelta).
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { documentUntouched } from '@convergent/core'
+import { documentUntouched, ForkedActorError } from '@convergent/core'
 import { backend, HOSTILE, OTHER, plainDoc, step, type Doc } from './op-refs-helpers.js'
 
 /** `change` with its header edited (a new hash). */
@@ -88,5 +88,23 @@ describe('review s36: seq gaps and the delta alone', () => {
     const reload = cpu(() => A.free(A.load(saved)), 3)
     console.log(`      per refused push ${perPush.toFixed(2)} ms, an entity reload ${reload.toFixed(2)} ms`)
     expect(perPush, 'a refused push costs a fraction of a reload').to.be.below(reload / 4)
+  })
+  it('probe: with changes queued, a delta that fails on its own (a fork of an actor) is still refused, as a fork: the fallback to the delta alone does not take it', () => {
+    const doc = plainDoc()
+    const one = step(doc, OTHER, (d) => void (d['o'] = 1))
+    const waiting = step(one.doc, OTHER, (d) => void (d['o'] = 2)) // waits for `one`
+    const queued = backend.applyDelta(A.clone(doc), waiting.change)
+    expect(backend.hasPending(queued)).to.equal(true)
+    const held = backend.applyDelta(queued, step(doc, HOSTILE, (d) => void (d['h'] = 1)).change)
+    expect(backend.hasPending(held)).to.equal(true)
+    // HOSTILE's seq 1 again, another change: a fork.
+    const fork = step(doc, HOSTILE, (d) => void (d['h'] = 2)).change
+    let thrown: unknown
+    try {
+      backend.applyDelta(held, fork)
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).to.be.instanceOf(ForkedActorError)
   })
 })
