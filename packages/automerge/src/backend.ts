@@ -305,7 +305,8 @@ export class AutomergeBackend implements Backend<AutomergeDoc> {
       // A change that skips its actor's seq makes Automerge panic once it has touched the document (seq-gaps.ts).
       const documents = () => (checked.hasDocument ? splitChunks(delta).filter((c) => c[8] === DOCUMENT_CHUNK) : [])
       const gap = hasChange ? seqGap(doc, heads, checked.changes, documents) : undefined
-      if (gap !== undefined) throw new RefusedChangeError(`This Automerge delta holds a change that skips its actor's seq: ${gap.refused}. It was not applied.`, gap.actor)
+      if (gap !== undefined)
+        throw new RefusedChangeError(`This Automerge delta holds a change that skips its actor's seq: ${gap.refused}. It was not applied.`, gap.actor)
       const pending = this.hasPending(doc)
       // Every op the changes name must be one their authors could see (op-refs.ts): a live push
       // is judged here, against the document as it is; other changes once applied, and with them

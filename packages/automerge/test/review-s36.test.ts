@@ -57,7 +57,7 @@ describe('review s36: seq gaps and the delta alone', () => {
     // A document saved with a queued change (its chunk after the document), then what it waited for.
     const queued = A.loadIncremental(A.clone(one.doc), four.change)
     const withQueue = A.save(queued)
-    const applied = backend.applyDelta(A.clone(doc), concat(withQueue, two.change, three.change)) as Doc
+    const applied = backend.applyDelta(A.clone(doc), concat(withQueue, two.change, three.change))
     expect(applied['o']).to.equal(4)
   })
   it('HOLE 2 (medium): the whole-history read is remembered by heads, 8 of them: a peer pushing seq-gap changes to nine entities in turn makes every push read the whole history metadata (getChangesMeta([]): ~3x the A.load of the entity reload it replaced), uncharged to the history-read budget', function () {
