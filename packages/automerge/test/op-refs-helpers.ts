@@ -1,7 +1,7 @@
 // Shared by the op-refs tests (op-refs.test.ts and the reviews): hand-made changes, and a
 // replica's life through the backend as core lives it.
 import * as A from '@automerge/automerge'
-import { ConvergentError } from '@convergent/core'
+import { ConvergentError, documentUntouched } from '@convergent/core'
 import { automergeBackend, type AutomergeDoc } from '../src/index.js'
 
 export type Op = A.DecodedChange['ops'][number] & { elemId?: string; insert?: boolean }
@@ -143,4 +143,20 @@ export function inEveryOrder(base: Doc, hostile: Uint8Array, honest: Uint8Array)
     run(base, [backend.mergeDeltas([honest, hostile])]),
     run(base, [backend.mergeDeltas([hostile, honest])]),
   ]
+}
+
+/** `change` with its header edited (a new hash). */
+export function edited(change: Uint8Array, header: Partial<A.DecodedChange>): Uint8Array {
+  const { hash: _h, ...decoded } = A.decodeChange(change)
+  return A.encodeChange({ ...decoded, ...header })
+}
+
+/** What applying `delta` to `doc` does: 'applied', or the error and whether the backend marked it as thrown before touching the document. */
+export function outcome(doc: Doc, delta: Uint8Array): 'applied' | { message: string; untouched: boolean } {
+  try {
+    backend.applyDelta(doc, delta)
+    return 'applied'
+  } catch (err) {
+    return { message: (err as Error).message, untouched: documentUntouched(err) }
+  }
 }

@@ -1,34 +1,10 @@
 // Review s36: the seq-gap check (seq-gaps.ts) and the fallback to the delta alone (applyDelta).
 import { expect } from 'chai'
 import * as A from '@automerge/automerge'
-import { documentUntouched, ForkedActorError } from '@convergent/core'
-import { backend, HOSTILE, OTHER, plainDoc, step, type Doc } from './op-refs-helpers.js'
+import { concatBytes, ForkedActorError } from '@convergent/core'
+import { backend, edited, HOSTILE, OTHER, outcome, plainDoc, step } from './op-refs-helpers.js'
 
-/** `change` with its header edited (a new hash). */
-function edited(change: Uint8Array, header: Partial<A.DecodedChange>): Uint8Array {
-  const { hash: _h, ...decoded } = A.decodeChange(change)
-  return A.encodeChange({ ...decoded, ...header })
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
-}
-
-/** What applying `delta` to `doc` does: 'applied', or the error and whether the backend marked it as thrown before touching the document. */
-function outcome(doc: Doc, delta: Uint8Array): 'applied' | { message: string; untouched: boolean } {
-  try {
-    backend.applyDelta(doc, delta)
-    return 'applied'
-  } catch (err) {
-    return { message: (err as Error).message, untouched: documentUntouched(err) }
-  }
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts)
 
 describe('review s36: seq gaps and the delta alone', () => {
   it('HOLE 1 (medium): a seq-gap change whose dependency comes in a whole-document chunk of the same delta is not judged (applyingNow only counts change chunks): Automerge panics after touching the document, and the caller discards and reloads the entity (HOLE 2b again, O(history) per push)', () => {

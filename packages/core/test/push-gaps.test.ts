@@ -9,11 +9,22 @@
 //   that each fit (pusher.ts runsOf), instead of all being left to anti-entropy.
 import { randomBytes } from 'node:crypto'
 import { expect } from 'chai'
-import { LoopbackHub, type NetworkEvents, type Replica } from '../src/index.js'
+import { LoopbackHub, type Replica } from '../src/index.js'
 import { GapRounds } from '../src/replication/gap-rounds.js'
-import { closedAfterEach, memoryReplica, settle, waitFor } from './helpers.js'
+import { closedAfterEach, memoryReplica, settle, spy, waitFor } from './helpers.js'
 
 const rounds = (r: Replica, peer: string): number => r.stats().peers[peer]?.syncRounds ?? 0
+
+/** `write` while a and b are cut (its push lost to b), then healed. */
+async function pushLost(hub: LoopbackHub, a: Replica, b: Replica, write: () => Promise<unknown>): Promise<void> {
+  hub.disconnect('a', 'b')
+  await waitFor(() => b.peers().length === 0, 'cut')
+  const pushed = a.stats().pushed.messages
+  await write()
+  await waitFor(() => a.stats().pushed.messages > pushed, 'the write pushed while cut')
+  hub.heal()
+  await waitFor(() => a.peers().includes('b') && b.peers().includes('a'), 'healed')
+}
 
 describe('gaps in gossip', function () {
   this.timeout(60_000)
@@ -37,13 +48,7 @@ describe('gaps in gossip', function () {
       await waitFor(async () => (await onB.get('n1'))?.text === 'zero', 'zero at b')
       // b learnt of the collection from a's announcement: the round that started brought it.
       await waitFor(() => rounds(b, 'a') === 1, 'that round done')
-      hub.disconnect('a', 'b')
-      await waitFor(() => b.peers().length === 0, 'cut')
-      const pushed = a.stats().pushed.messages
-      await onA.put('n1', { text: 'one' }) // lost to b
-      await waitFor(() => a.stats().pushed.messages > pushed, "'one' pushed while cut")
-      hub.heal()
-      await waitFor(() => a.peers().includes('b') && b.peers().includes('a'), 'healed')
+      await pushLost(hub, a, b, () => onA.put('n1', { text: 'one' }))
       expect(rounds(b, 'a') + rounds(a, 'b'), 'no round since').to.equal(1)
       await onA.put('n1', { text: 'two' }) // waits at b for 'one'
       await waitFor(async () => (await onB.get('n1'))?.text === 'two', 'two at b')
@@ -58,20 +63,10 @@ describe('gaps in gossip', function () {
     const net = hub.createNetwork('b')
     let fromA = 0
     // Every push a sends reaches b as a relayed one, its author and relay not connected to b.
-    const relayed = new Proxy(net, {
-      get(target, prop, receiver) {
-        if (prop === 'start') {
-          return (events: NetworkEvents) =>
-            target.start({
-              ...events,
-              onMessage: (topic, data, from, via) => {
-                if (from === 'a') fromA++
-                events.onMessage(topic, data, from === 'a' ? 'ghost' : from, from === 'a' ? 'nobody' : via)
-              },
-            })
-        }
-        const value: unknown = Reflect.get(target, prop, receiver)
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    const relayed = spy(net, {
+      gossip: (deliver) => (topic, data, from, via) => {
+        if (from === 'a') fromA++
+        deliver(topic, data, from === 'a' ? 'ghost' : from, from === 'a' ? 'nobody' : via)
       },
     })
     const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false })
@@ -84,13 +79,7 @@ describe('gaps in gossip', function () {
     await b.sync() // b learns of the collection and 'zero'
     await waitFor(async () => (await onB.get('n1'))?.text === 'zero', 'zero at b')
     const before = rounds(b, 'a')
-    hub.disconnect('a', 'b')
-    await waitFor(() => b.peers().length === 0, 'cut')
-    const pushed = a.stats().pushed.messages
-    await onA.put('n1', { text: 'one' }) // lost to b
-    await waitFor(() => a.stats().pushed.messages > pushed, "'one' pushed while cut")
-    hub.heal()
-    await waitFor(() => a.peers().includes('b') && b.peers().includes('a'), 'healed')
+    await pushLost(hub, a, b, () => onA.put('n1', { text: 'one' }))
     const received = fromA
     await onA.put('n1', { text: 'two' }) // waits at b for 'one'
     await waitFor(() => fromA > received, "'two' received")

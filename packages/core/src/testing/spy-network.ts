@@ -6,7 +6,13 @@ import type { Network, NetworkEvents } from '../network.js'
  */
 export function spyNetwork(
   net: Network,
-  hooks: { sent?: (type: number) => void; serve?: (type: number, data: Uint8Array) => Uint8Array | undefined; received?: (data: Uint8Array) => void } = {},
+  hooks: {
+    sent?: (type: number) => void
+    serve?: (type: number, data: Uint8Array) => Uint8Array | undefined
+    received?: (data: Uint8Array) => void
+    /** Gossip goes through what this makes of the delivery (to drop it, or rewrite who it names). */
+    gossip?: (deliver: NetworkEvents['onMessage']) => NetworkEvents['onMessage']
+  } = {},
 ): Network {
   return {
     get peerId() {
@@ -15,18 +21,21 @@ export function spyNetwork(
     get multiaddrs() {
       return net.multiaddrs
     },
-    start: (events: NetworkEvents) =>
-      net.start({
+    start: (events: NetworkEvents) => {
+      const onMessage: NetworkEvents['onMessage'] = (topic, data, from, via) => events.onMessage(topic, data, from, via)
+      const deliver = hooks.gossip?.(onMessage) ?? onMessage
+      return net.start({
         ...events,
         onMessage: (topic, data, from, via) => {
           hooks.received?.(data)
-          events.onMessage(topic, data, from, via)
+          deliver(topic, data, from, via)
         },
         onRequest: async (from, data) => {
           hooks.received?.(data)
           return hooks.serve?.(data[2]!, data) ?? events.onRequest(from, data)
         },
-      }),
+      })
+    },
     stop: () => net.stop(),
     subscribe: (t) => net.subscribe(t),
     unsubscribe: (t) => net.unsubscribe(t),
