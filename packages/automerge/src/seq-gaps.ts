@@ -16,8 +16,10 @@ import { holds } from './holds.js'
  * another writer came in between), each change's actor, seq and dependencies read from a memo by
  * hash (they are in the change's bytes, so true of that hash anywhere: filled from every change
  * judged here) or, not there, from Automerge (~77 µs: it rebuilds the change); past the walk (a
- * writer last seen long ago, or a gap), the whole history's metadata (~45 ms at 3,000 changes,
- * against ~200 ms for the reload a panic costs), remembered for the document's heads.
+ * writer last seen long ago, or a gap), each actor's highest seq, read from the whole history's
+ * metadata once per document handle (~45 ms at 3,000 changes, against ~200 ms for the reload a
+ * panic costs) and extended by what came since (highest). Changes of a whole-document chunk in
+ * the delta join the judgement (a change may depend on them) but are Automerge's to judge.
  */
 
 /** Changes walked back from the heads before the whole history's metadata is read. */
