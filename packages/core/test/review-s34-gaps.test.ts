@@ -239,27 +239,39 @@ describe('review s34: gaps in gossip (b4c4a7c)', function () {
   })
 
   // The spans of writes pushed in runs are held by the last run (the newest write) and released
-  // once it is published: none is held for good. (The traceparent rides on the last run only: the
-  // apply spans of the runs before it are roots, not children of a write.)
-  it('probe: every write span of a hot entity pushed in runs ends, published', async () => {
+  // once it is published: none is held for good. Every run carries a write's traceparent (the
+  // runs before the last, the entity's first traced write's): no apply span of one is a root.
+  it('probe: every write span of a hot entity pushed in runs ends, published, and every run applied on b is a child of a write on a', async () => {
     const exporter = new InMemorySpanExporter()
     const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+    const atB = new InMemorySpanExporter()
+    const providerB = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(atB)] })
     const hub = new LoopbackHub()
     const a = await memoryReplica({ network: hub.createNetwork('a'), syncOnConnect: false, limits: LIMITS, tracerProvider: provider })
-    const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: LIMITS })
+    const b = await memoryReplica({ network: hub.createNetwork('b'), syncOnConnect: false, limits: LIMITS, tracerProvider: providerB })
     opened.replicas.push(a, b)
     await waitFor(() => a.peers().includes('b'), 'linked')
     await a.collection('p', { backend: 'yjs' }).put('n1', { text: 'zero' })
     await waitFor(async () => (await b.collection('p').get('n1')) !== undefined, 'n1 at b')
     await waitFor(() => rounds(b, 'a') === 1, 'announcement round')
     exporter.reset()
+    atB.reset()
     const pushed = a.stats().pushed.messages
     await Promise.all([1, 2, 3, 4].map(() => a.collection('p').put('n1', { text: filler() })))
     const last = (await a.collection('p').get('n1'))!.text
     await waitFor(async () => (await b.collection('p').get('n1'))?.text === last, 'the last write at b')
-    expect(a.stats().pushed.messages - pushed, 'runs').to.be.at.least(2)
+    const runs = a.stats().pushed.messages - pushed
+    expect(runs, 'runs').to.be.at.least(2)
     await waitFor(() => exporter.getFinishedSpans().filter((x) => x.name === 'convergent.write').length === 4, 'every write span ended')
-    for (const span of exporter.getFinishedSpans().filter((x) => x.name === 'convergent.write')) expect(span.events.map((e) => e.name)).to.include('published')
+    const writes = exporter.getFinishedSpans().filter((x) => x.name === 'convergent.write')
+    for (const span of writes) expect(span.events.map((e) => e.name)).to.include('published')
+    await waitFor(() => atB.getFinishedSpans().filter((x) => x.name === 'convergent.apply').length >= runs, 'an apply span per run at b')
+    const traces = new Set(writes.map((w) => w.spanContext().traceId))
+    const spanIds = new Set(writes.map((w) => w.spanContext().spanId))
+    for (const apply of atB.getFinishedSpans().filter((x) => x.name === 'convergent.apply')) {
+      expect(traces.has(apply.spanContext().traceId), "in a write's trace").to.equal(true)
+      expect(spanIds.has(apply.parentSpanContext?.spanId ?? ''), 'a child of a write').to.equal(true)
+    }
   })
 })
 

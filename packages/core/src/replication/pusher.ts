@@ -27,6 +27,8 @@ interface Outgoing {
   parts: Uint8Array[]
   time: number
   spans: WriteSpan[] | undefined
+  /** The trace a run before an entity's last goes in (the last holds the spans: see runsOf). */
+  traceparent?: string
   seqs: number[]
 }
 
@@ -153,8 +155,12 @@ export class Pusher {
       bytes += deltas[i]!.byteLength
     }
     close(deltas.length)
-    // The spans are held until the last run is published (it carries the newest write).
+    // The spans are held until the last run is published (it carries the newest write). The runs
+    // before it carry the trace of the entity's first traced write, so that their apply spans on
+    // receivers are children of a write too, not roots of traces of their own.
     runs[runs.length - 1]!.spans = spans
+    const traceparent = spans?.map((span) => span.traceparent()).find((t) => t !== undefined)
+    if (traceparent !== undefined) for (const run of runs.slice(0, -1)) run.traceparent = traceparent
     return runs
   }
 
@@ -207,6 +213,7 @@ export class Pusher {
     const spans: WriteSpan[] = []
     for (const entry of batch) {
       time = Math.min(time, entry.time)
+      traceparent ??= entry.traceparent
       if (entry.spans === undefined) continue
       spans.push(...entry.spans)
       for (const span of entry.spans) traceparent ??= span.traceparent()
