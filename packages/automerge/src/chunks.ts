@@ -497,7 +497,7 @@ export function changeHeader(chunk: Uint8Array): { actor: string; seq: number; h
 }
 
 /** changeHeader without the hash (a SHA-256 over the whole chunk: most of its cost). */
-function changeFields(chunk: Uint8Array): { actor: string; seq: number; deps: string[] } | undefined {
+export function changeFields(chunk: Uint8Array): { actor: string; seq: number; deps: string[] } | undefined {
   if (chunk[8] !== CHANGE) return undefined
   const [length, bodyStart] = readUleb(chunk, HEADER_BYTES)
   const body = chunk.subarray(bodyStart, bodyStart + length)

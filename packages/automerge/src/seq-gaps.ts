@@ -1,5 +1,5 @@
 import * as A from '@automerge/automerge'
-import { changeHeader } from './chunks.js'
+import { changeFields, changeHeader } from './chunks.js'
 import { holds } from './holds.js'
 
 /**
@@ -27,9 +27,6 @@ const WALK = 32
 /** Changes' actor, seq and dependencies by hash, the most recent (~400 bytes each). */
 const MAX_METAS = 8192
 const metas = new Map<string, Header>()
-/** Histories' highest seq per actor, remembered by heads (a peer repeating a refused delta finds them). */
-const REMEMBERED = 8
-const highestByHeads = new Map<string, Map<string, number>>()
 
 type Handle = ReturnType<typeof A.getBackend>
 interface Header {
@@ -55,12 +52,14 @@ export function seqGap(
 ): { refused: string; actor?: string } | undefined {
   let headers: Header[]
   try {
+    // Seqs first, from the headers without hashing (a compressed change's is not read there:
+    // judged as one that may skip): a delta of first changes (most of a catch-up) costs no more.
+    if (changes.every((c) => (changeFields(c)?.seq ?? 2) <= 1)) return undefined
     headers = changes.map((c) => changeHeader(c) ?? A.decodeChange(c))
   } catch {
     return undefined // Automerge refuses what does not decode, before touching the document
   }
   for (const h of headers) remember(h)
-  if (headers.every((h) => h.seq <= 1)) return undefined
   for (const chunk of documents()) {
     let loaded: A.Doc<unknown>
     try {
@@ -164,24 +163,11 @@ const highestByHandle = new WeakMap<Handle, { key: string; heads: string[]; seqs
 function highest(handle: Handle, heads: readonly string[], key: string): Map<string, number> {
   const known = highestByHandle.get(handle)
   if (known?.key === key) return known.seqs
-  let found: Map<string, number> | undefined
-  let since: readonly string[] = []
-  if (known !== undefined && known.heads.every((h) => handle.getChangeMetaByHash(h) !== null)) {
-    found = new Map(known.seqs)
-    since = known.heads
-  } else {
-    const shared = highestByHeads.get(key)
-    if (shared !== undefined) found = new Map(shared)
-  }
-  if (found === undefined || since.length > 0) {
-    found ??= new Map()
-    for (const m of handle.getChangesMeta([...since])) if ((found.get(m.actor) ?? 0) < m.seq) found.set(m.actor, m.seq)
-  }
+  // What this handle held before (a handle's history only grows), and the changes since; else all of it.
+  const grows = known !== undefined && known.heads.every((h) => handle.getChangeMetaByHash(h) !== null)
+  const found = grows ? new Map(known.seqs) : new Map<string, number>()
+  for (const m of handle.getChangesMeta(grows ? known.heads : [])) if ((found.get(m.actor) ?? 0) < m.seq) found.set(m.actor, m.seq)
   highestByHandle.set(handle, { key, heads: [...heads], seqs: found })
-  if (!highestByHeads.has(key)) {
-    if (highestByHeads.size >= REMEMBERED) highestByHeads.delete(highestByHeads.keys().next().value!)
-    highestByHeads.set(key, found)
-  }
   return found
 }
 
